@@ -1,0 +1,18 @@
+//! palaver-core: the vocabulary every plane shares.
+//!
+//! Identifiers (raw ids such as `8:acs:<resource>_<guid>` and their structured wire
+//! model), access-token claims and scopes, conversation roles, participant and
+//! endpoint types used for billing, and the ACS-shaped error body. Nothing here does
+//! I/O; everything is plain data with parsers that return errors instead of panicking.
+
+pub mod claims;
+pub mod error;
+pub mod identifier;
+pub mod participant;
+pub mod role;
+
+pub use claims::{AccessTokenClaims, Scope, ScopeSet};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use identifier::{Cloud, CommunicationIdentifier, IdentifierError, IdentifierModel};
+pub use participant::{EndpointType, ParticipantType};
+pub use role::{MeetingRole, RoomRole};

@@ -1,0 +1,1 @@
+//! palaver-load: the load generator and benchmark driver.

@@ -1,0 +1,1 @@
+//! Billing meter, durable usage ledger, Prometheus registry.

@@ -1,0 +1,2 @@
+//! The palaver server binary.
+fn main() {}

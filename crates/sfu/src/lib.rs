@@ -1,0 +1,1 @@
+//! Media plane: transports (WebRTC, QUIC), router, video forwarder, Opus mixer.

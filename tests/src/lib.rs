@@ -1,0 +1,1 @@
+//! Shared helpers for end-to-end tests (start the real binary, sign requests).
