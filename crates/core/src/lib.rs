@@ -10,9 +10,11 @@ pub mod error;
 pub mod identifier;
 pub mod participant;
 pub mod role;
+pub mod session;
 
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use identifier::{Cloud, CommunicationIdentifier, IdentifierError, IdentifierModel};
 pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
+pub use session::{CallType, EndReason, SessionEnded, SessionObserver, SessionStarted};

@@ -1,0 +1,88 @@
+//! Participant-session events: the contract between the control plane (which knows
+//! when someone joins and leaves a conversation) and the billing meter (which turns
+//! those spans into participant-minutes).
+//!
+//! Signaling emits one `started` and exactly one `ended` per participant session,
+//! through a [`SessionObserver`]. A session begins when the participant connects to a
+//! conversation (lobby included: lobby time is billed) and ends when they leave, are
+//! removed, or their reconnect grace period runs out.
+
+use crate::participant::{EndpointType, ParticipantType};
+use serde::{Deserialize, Serialize};
+
+/// `CallType` of an `ACSCallSummary`: two parties, or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallType {
+    P2P,
+    Group,
+}
+
+/// Why a participant session ended (`ParticipantEndReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EndReason {
+    /// The participant hung up / left.
+    Left,
+    /// Removed by someone with the right role, or denied from the lobby.
+    Removed,
+    /// The conversation ended for everyone.
+    ConversationEnded,
+    /// The connection dropped and the reconnect grace period ran out.
+    ConnectionLost,
+    /// The access token expired and was not refreshed.
+    TokenExpired,
+    /// Closed during recovery after a server crash, at the last checkpoint.
+    ServerFailure,
+    /// The server shut down cleanly.
+    ServerShutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Left => "Left",
+            Self::Removed => "Removed",
+            Self::ConversationEnded => "ConversationEnded",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::TokenExpired => "TokenExpired",
+            Self::ServerFailure => "ServerFailure",
+            Self::ServerShutdown => "ServerShutdown",
+        }
+    }
+}
+
+/// A participant connected to a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    /// Unique per participant session (a rejoin is a new session).
+    pub session_id: String,
+    /// The conversation (meeting, call, room) id: the `CorrelationId`.
+    pub conversation_id: String,
+    pub call_type: CallType,
+    /// Raw id of the participant (`8:acs:...`, `8:orgid:...`).
+    pub participant_raw_id: String,
+    pub participant_type: ParticipantType,
+    pub endpoint_type: EndpointType,
+    /// Meeting chat thread id, if any (`TeamsThreadId`).
+    pub thread_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// A participant session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub session_id: String,
+    pub conversation_id: String,
+    pub reason: EndReason,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Receives participant-session events from the control plane. Implementations must
+/// not block (hand the event to a queue or a task).
+pub trait SessionObserver: Send + Sync + 'static {
+    fn session_started(&self, event: SessionStarted);
+    fn session_ended(&self, event: SessionEnded);
+    /// The conversation's call type changed (e.g. a 1:1 call became a group call).
+    fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}
+}
