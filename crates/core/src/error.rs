@@ -35,6 +35,7 @@ error_codes! {
     UnsupportedApiVersion = 400,
     InvalidPageToken = 400,
     InvalidTimeRange = 400,
+    UnknownMessageType = 400,
     // 401: who are you?
     MissingAuthentication = 401,
     InvalidAuthentication = 401,
@@ -74,6 +75,8 @@ error_codes! {
     // 5xx
     InternalError = 500,
     StorageUnavailable = 503,
+    MediaUnavailable = 503,
+    PstnUnavailable = 503,
 }
 
 impl std::fmt::Display for ErrorCode {

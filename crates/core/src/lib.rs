@@ -9,6 +9,7 @@ pub mod claims;
 pub mod error;
 pub mod identifier;
 pub mod participant;
+pub mod protocol;
 pub mod role;
 pub mod session;
 

@@ -1,0 +1,597 @@
+//! WebSocket client protocol, version 1: every JSON frame a client and the server
+//! exchange on `/signaling/v1`.
+//!
+//! Frames are JSON objects with a `type` tag. Client frames may carry a `requestId`
+//! which the server echoes on the `ack`, `error` or `joined` frame that answers them.
+//! Unknown fields are ignored (forward compatibility); an unknown `type` is answered
+//! with an `error` frame (`UnknownMessageType`). The reference with one example per
+//! message is `docs/signaling.md`.
+
+use crate::identifier::IdentifierModel;
+use crate::participant::ParticipantType;
+use crate::role::{MeetingRole, RoomRole};
+use crate::session::EndReason;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version served on `/signaling/v1`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest text frame the server accepts; larger frames get a `PayloadTooLarge` error frame.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------------
+// Shared shapes
+// ---------------------------------------------------------------------------------
+
+/// What kind of conversation a participant is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConversationKind {
+    Meeting,
+    GroupCall,
+    Room,
+}
+
+/// Which conversation a `join` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum JoinTarget {
+    /// A directory-style meeting, by its join link.
+    MeetingLink { join_url: String },
+    /// A directory-style meeting, by its numeric meeting id and passcode.
+    MeetingCode { meeting_code: String, passcode: String },
+    /// A group call identified by a client-chosen group id (a UUID).
+    GroupCall { group_id: String },
+    /// An ACS Room created through the Rooms API.
+    Room { room_id: String },
+}
+
+/// Who may skip the lobby of a meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LobbyBypass {
+    /// Everybody joins directly (external users still wait until a directory user is present).
+    Everyone,
+    /// Directory users of the organizer's tenant join directly; everyone else waits.
+    #[default]
+    Organization,
+    /// Only the organizer joins directly.
+    OrganizerOnly,
+}
+
+/// Meeting policies, set at creation and changed by organizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingPolicy {
+    pub lobby_bypass: LobbyBypass,
+    /// May external (communication) users join at all?
+    pub allow_external_users: bool,
+    /// May external users dial out to phone numbers from the meeting? Off by default.
+    pub external_dial_out: bool,
+    /// Cap on participants on the calling path (default 350; at most 1000).
+    pub max_participants: u32,
+}
+
+impl MeetingPolicy {
+    /// Participants on the calling path, by default.
+    pub const DEFAULT_MAX_PARTICIPANTS: u32 = 350;
+    /// Hard ceiling for any conversation, native directory clients included.
+    pub const HARD_MAX_PARTICIPANTS: u32 = 1000;
+}
+
+impl Default for MeetingPolicy {
+    fn default() -> Self {
+        Self {
+            lobby_bypass: LobbyBypass::default(),
+            allow_external_users: true,
+            external_dial_out: false,
+            max_participants: Self::DEFAULT_MAX_PARTICIPANTS,
+        }
+    }
+}
+
+/// A partial policy change: absent members stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby_bypass: Option<LobbyBypass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_external_users: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_dial_out: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<u32>,
+}
+
+/// Where a participant is in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ParticipantState {
+    /// Waiting in the lobby to be admitted.
+    Lobby,
+    /// In the conversation.
+    Connected,
+    /// In the conversation, socket dropped, within the reconnect grace period.
+    Reconnecting,
+}
+
+/// `active` / `inactive`, for recording and transcription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum CaptureStatus {
+    Active,
+    #[default]
+    Inactive,
+}
+
+impl CaptureStatus {
+    pub fn from_active(active: bool) -> Self {
+        if active { Self::Active } else { Self::Inactive }
+    }
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Active)
+    }
+}
+
+/// Recording and transcription state of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureState {
+    pub recording: CaptureStatus,
+    pub transcription: CaptureStatus,
+}
+
+/// One roster entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    pub participant_id: String,
+    pub identifier: IdentifierModel,
+    pub display_name: String,
+    pub role: MeetingRole,
+    /// The participant's Rooms role, in a room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_role: Option<RoomRole>,
+    pub participant_type: ParticipantType,
+    /// External (communication) user, shown with the ` (External)` suffix.
+    pub is_external: bool,
+    pub state: ParticipantState,
+    pub muted: bool,
+    pub hand_raised: bool,
+    pub screen_sharing: bool,
+}
+
+/// The full view of a conversation a participant gets on join, admission and resume.
+/// Participants still in the lobby get an empty `participants` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSnapshot {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The receiving participant's own id.
+    pub participant_id: String,
+    /// The receiving participant's own state (`lobby` while waiting).
+    pub state: ParticipantState,
+    pub role: MeetingRole,
+    pub capture: CaptureState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<MeetingPolicy>,
+    /// Roster version: every later `roster.delta` carries the next number.
+    pub roster_version: u64,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// One change to the roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum RosterChange {
+    /// Someone joined (possibly into the lobby: see `participant.state`).
+    Joined {
+        participant: ParticipantInfo,
+    },
+    /// Someone left, was removed, was denied from the lobby, or their grace period ran out.
+    Left {
+        participant_id: String,
+        reason: EndReason,
+    },
+    /// Lobby → connected (admitted), connected ↔ reconnecting.
+    StateChanged {
+        participant_id: String,
+        state: ParticipantState,
+    },
+    RoleChanged {
+        participant_id: String,
+        role: MeetingRole,
+    },
+    Muted {
+        participant_id: String,
+        muted: bool,
+        by: Option<String>,
+    },
+    HandRaised {
+        participant_id: String,
+        raised: bool,
+    },
+    ScreenShare {
+        participant_id: String,
+        active: bool,
+    },
+    /// Loudest participants, most active first (fed by the media plane).
+    ActiveSpeakers {
+        participant_ids: Vec<String>,
+    },
+}
+
+/// An ICE candidate, as in the browser's `RTCIceCandidateInit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+// ---------------------------------------------------------------------------------
+// Client → server
+// ---------------------------------------------------------------------------------
+
+/// A frame from the client: an optional `requestId` plus the tagged message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+/// Client messages, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    /// Application heartbeat; answered with `pong`.
+    #[serde(rename = "ping")]
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<u64>,
+    },
+    /// Join a conversation. External users may propose a display name (the server adds ` (External)`).
+    #[serde(rename = "join")]
+    Join {
+        target: JoinTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+    },
+    /// Take a participant back after a dropped socket, within the grace period.
+    #[serde(rename = "resume")]
+    Resume { conversation_id: String, participant_id: String, resume_token: String },
+    /// Leave the current conversation (the socket stays open).
+    #[serde(rename = "leave")]
+    Leave,
+    /// Present a fresh access token for the same identity.
+    #[serde(rename = "token.refresh")]
+    TokenRefresh { token: String },
+    #[serde(rename = "lobby.admit")]
+    LobbyAdmit { participant_id: String },
+    #[serde(rename = "lobby.deny")]
+    LobbyDeny { participant_id: String },
+    #[serde(rename = "participant.remove")]
+    ParticipantRemove { participant_id: String },
+    /// Mute someone else (unmuting others is not possible: they unmute themselves).
+    #[serde(rename = "participant.mute")]
+    ParticipantMute { participant_id: String },
+    #[serde(rename = "participant.setRole")]
+    ParticipantSetRole { participant_id: String, role: MeetingRole },
+    /// Mute or unmute oneself.
+    #[serde(rename = "self.mute")]
+    SelfMute { muted: bool },
+    #[serde(rename = "self.raiseHand")]
+    SelfRaiseHand { raised: bool },
+    #[serde(rename = "screenShare.start")]
+    ScreenShareStart,
+    #[serde(rename = "screenShare.stop")]
+    ScreenShareStop,
+    #[serde(rename = "recording.start")]
+    RecordingStart,
+    #[serde(rename = "recording.stop")]
+    RecordingStop,
+    #[serde(rename = "transcription.start")]
+    TranscriptionStart,
+    #[serde(rename = "transcription.stop")]
+    TranscriptionStop,
+    #[serde(rename = "meeting.updatePolicy")]
+    MeetingUpdatePolicy { policy: PolicyUpdate },
+    #[serde(rename = "meeting.end")]
+    MeetingEnd,
+    /// Dial a phone number into the conversation (`+E.164`).
+    #[serde(rename = "dialOut")]
+    DialOut { phone_number: String },
+    /// SDP offer for this participant's media session; answered with `media.answer`.
+    #[serde(rename = "media.offer")]
+    MediaOffer { sdp: String },
+    #[serde(rename = "media.iceCandidate")]
+    MediaIceCandidate { candidate: IceCandidate },
+}
+
+impl ClientMessage {
+    /// Every `type` a client may send (kept in sync with the enum by a unit test).
+    pub const TYPES: &'static [&'static str] = &[
+        "ping",
+        "join",
+        "resume",
+        "leave",
+        "token.refresh",
+        "lobby.admit",
+        "lobby.deny",
+        "participant.remove",
+        "participant.mute",
+        "participant.setRole",
+        "self.mute",
+        "self.raiseHand",
+        "screenShare.start",
+        "screenShare.stop",
+        "recording.start",
+        "recording.stop",
+        "transcription.start",
+        "transcription.stop",
+        "meeting.updatePolicy",
+        "meeting.end",
+        "dialOut",
+        "media.offer",
+        "media.iceCandidate",
+    ];
+}
+
+/// Why a client frame could not be read; the `ErrorCode` the error frame carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("frame is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("frame is not a JSON object with a string `type`")]
+    MissingType,
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("invalid `{ty}` message: {detail}")]
+    InvalidFields { ty: String, detail: String, request_id: Option<String> },
+}
+
+impl FrameError {
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
+        match self {
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::MalformedJson(_) | Self::MissingType => ErrorCode::InvalidJson,
+            Self::UnknownType(_) => ErrorCode::UnknownMessageType,
+            Self::InvalidFields { .. } => ErrorCode::InvalidParameter,
+        }
+    }
+    /// The `requestId` of the offending frame, when it could be read.
+    pub fn request_id(&self) -> Option<String> {
+        match self {
+            Self::InvalidFields { request_id, .. } => request_id.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl ClientFrame {
+    /// Parse one text frame, telling apart oversize, bad JSON, unknown type and bad fields.
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        if text.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(text.len()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| FrameError::MalformedJson(e.to_string()))?;
+        let ty = value.get("type").and_then(|t| t.as_str()).ok_or(FrameError::MissingType)?.to_string();
+        if !ClientMessage::TYPES.contains(&ty.as_str()) {
+            return Err(FrameError::UnknownType(ty));
+        }
+        let request_id = value.get("requestId").and_then(|r| r.as_str()).map(str::to_string);
+        serde_json::from_value(value).map_err(|e| FrameError::InvalidFields { ty, detail: e.to_string(), request_id })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Server → client
+// ---------------------------------------------------------------------------------
+
+/// Server messages, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    /// First frame on every connection.
+    #[serde(rename = "welcome")]
+    Welcome {
+        protocol_version: u32,
+        connection_id: String,
+        identifier: IdentifierModel,
+        display_name: String,
+        /// Send something (e.g. `ping`) at least this often.
+        heartbeat_interval_ms: u64,
+        /// The connection counts as dropped after this long without any inbound frame.
+        idle_timeout_ms: u64,
+        max_frame_bytes: usize,
+        /// Access-token expiry, milliseconds since the Unix epoch.
+        token_expires_at_ms: i64,
+    },
+    #[serde(rename = "pong")]
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<u64>,
+    },
+    /// A request was carried out.
+    #[serde(rename = "ack")]
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// A request was refused or a frame could not be read; the connection stays usable.
+    #[serde(rename = "error")]
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// Answer to `join`: the participant id, the secret to `resume` with, and the snapshot.
+    #[serde(rename = "joined")]
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        resume_token: String,
+        snapshot: ConversationSnapshot,
+    },
+    /// A fresh full view: after admission from the lobby and after `resume`.
+    #[serde(rename = "snapshot")]
+    Snapshot { snapshot: ConversationSnapshot },
+    #[serde(rename = "roster.delta")]
+    RosterDelta { roster_version: u64, delta: RosterChange },
+    /// Recording/transcription changed. Sent to everyone, lobby included.
+    #[serde(rename = "capture.changed")]
+    CaptureChanged {
+        capture: CaptureState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed_by: Option<String>,
+    },
+    #[serde(rename = "policy.changed")]
+    PolicyChanged { policy: MeetingPolicy },
+    /// The access token runs out soon: send `token.refresh` before `expiresAtMs`.
+    #[serde(rename = "token.expiring")]
+    TokenExpiring { expires_at_ms: i64 },
+    #[serde(rename = "token.refreshed")]
+    TokenRefreshed { expires_at_ms: i64 },
+    /// This participant's session in the conversation is over.
+    #[serde(rename = "session.ended")]
+    SessionEnded { conversation_id: String, reason: EndReason },
+    #[serde(rename = "media.answer")]
+    MediaAnswer { sdp: String },
+    #[serde(rename = "media.iceCandidate")]
+    MediaIceCandidate { candidate: IceCandidate },
+}
+
+impl ServerMessage {
+    pub fn error(code: crate::ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Self {
+        Self::Error { code: code.as_str().to_string(), message: message.into(), request_id }
+    }
+    /// Serialize to the JSON text of a frame.
+    pub fn to_json(&self) -> String {
+        // Every member is a plain string, number, bool, list or map: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":"InternalError","message":"serialization failed: {e}"}}"#)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn type_list_matches_the_enum() {
+        let samples = vec![
+            json!({"type":"ping"}),
+            json!({"type":"join","target":{"kind":"groupCall","groupId":"g"}}),
+            json!({"type":"resume","conversationId":"c","participantId":"p","resumeToken":"t"}),
+            json!({"type":"leave"}),
+            json!({"type":"token.refresh","token":"x"}),
+            json!({"type":"lobby.admit","participantId":"p"}),
+            json!({"type":"lobby.deny","participantId":"p"}),
+            json!({"type":"participant.remove","participantId":"p"}),
+            json!({"type":"participant.mute","participantId":"p"}),
+            json!({"type":"participant.setRole","participantId":"p","role":"presenter"}),
+            json!({"type":"self.mute","muted":true}),
+            json!({"type":"self.raiseHand","raised":true}),
+            json!({"type":"screenShare.start"}),
+            json!({"type":"screenShare.stop"}),
+            json!({"type":"recording.start"}),
+            json!({"type":"recording.stop"}),
+            json!({"type":"transcription.start"}),
+            json!({"type":"transcription.stop"}),
+            json!({"type":"meeting.updatePolicy","policy":{"lobbyBypass":"everyone"}}),
+            json!({"type":"meeting.end"}),
+            json!({"type":"dialOut","phoneNumber":"+14255550123"}),
+            json!({"type":"media.offer","sdp":"v=0"}),
+            json!({"type":"media.iceCandidate","candidate":{"candidate":"candidate:1","sdpMid":"0"}}),
+        ];
+        assert_eq!(samples.len(), ClientMessage::TYPES.len());
+        for (sample, ty) in samples.iter().zip(ClientMessage::TYPES) {
+            let frame = ClientFrame::parse(&sample.to_string()).unwrap_or_else(|e| panic!("{ty}: {e}"));
+            let back = serde_json::to_value(&frame).unwrap();
+            assert_eq!(back["type"], json!(ty));
+        }
+    }
+
+    #[test]
+    fn request_id_is_read_next_to_the_tag() {
+        let f = ClientFrame::parse(r#"{"type":"lobby.admit","requestId":"r1","participantId":"p2"}"#).unwrap();
+        assert_eq!(f.request_id.as_deref(), Some("r1"));
+        assert_eq!(f.message, ClientMessage::LobbyAdmit { participant_id: "p2".into() });
+    }
+
+    #[test]
+    fn bad_frames_get_specific_codes() {
+        use crate::ErrorCode;
+        let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        assert_eq!(ClientFrame::parse(&big).unwrap_err().code(), ErrorCode::PayloadTooLarge);
+        assert_eq!(ClientFrame::parse("{nope").unwrap_err().code(), ErrorCode::InvalidJson);
+        assert_eq!(ClientFrame::parse("[1,2]").unwrap_err().code(), ErrorCode::InvalidJson);
+        assert_eq!(ClientFrame::parse(r#"{"type":7}"#).unwrap_err().code(), ErrorCode::InvalidJson);
+        assert_eq!(ClientFrame::parse(r#"{"type":"teleport"}"#).unwrap_err().code(), ErrorCode::UnknownMessageType);
+        let e = ClientFrame::parse(r#"{"type":"lobby.admit","requestId":"r9"}"#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidParameter);
+        assert_eq!(e.request_id().as_deref(), Some("r9"));
+        let e = ClientFrame::parse(r#"{"type":"participant.setRole","participantId":"p","role":"king"}"#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidParameter);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let f = ClientFrame::parse(r#"{"type":"self.mute","muted":false,"future":1}"#).unwrap();
+        assert_eq!(f.message, ClientMessage::SelfMute { muted: false });
+    }
+
+    #[test]
+    fn server_frames_have_documented_shapes() {
+        let err = ServerMessage::error(crate::ErrorCode::WrongPasscode, "wrong passcode", Some("r1".into()));
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"type":"error","code":"WrongPasscode","message":"wrong passcode","requestId":"r1"})
+        );
+        let delta = ServerMessage::RosterDelta {
+            roster_version: 4,
+            delta: RosterChange::StateChanged { participant_id: "p1".into(), state: ParticipantState::Connected },
+        };
+        assert_eq!(
+            serde_json::to_value(&delta).unwrap(),
+            json!({"type":"roster.delta","rosterVersion":4,
+                   "delta":{"change":"stateChanged","participantId":"p1","state":"connected"}})
+        );
+        let cap = ServerMessage::CaptureChanged {
+            capture: CaptureState { recording: CaptureStatus::Active, transcription: CaptureStatus::Inactive },
+            changed_by: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&cap).unwrap(),
+            json!({"type":"capture.changed","capture":{"recording":"active","transcription":"inactive"}})
+        );
+        let text = cap.to_json();
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), cap);
+    }
+
+    #[test]
+    fn policy_defaults_follow_the_seed() {
+        let p = MeetingPolicy::default();
+        assert!(!p.external_dial_out);
+        assert!(p.allow_external_users);
+        assert_eq!(p.max_participants, 350);
+        let upd: PolicyUpdate = serde_json::from_str(r#"{"externalDialOut":true}"#).unwrap();
+        assert_eq!(upd.external_dial_out, Some(true));
+        assert_eq!(upd.lobby_bypass, None);
+    }
+}
