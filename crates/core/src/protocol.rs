@@ -314,6 +314,21 @@ pub enum ClientMessage {
     MediaOffer { sdp: String },
     #[serde(rename = "media.iceCandidate")]
     MediaIceCandidate { candidate: IceCandidate },
+    /// Ring one directory user / call queue (1:1) or several (group); answered with `call.placed`.
+    #[serde(rename = "call.place")]
+    CallPlace { targets: Vec<String> },
+    #[serde(rename = "call.accept")]
+    CallAccept { call_id: String },
+    #[serde(rename = "call.decline")]
+    CallDecline { call_id: String },
+    #[serde(rename = "call.cancel")]
+    CallCancel { call_id: String },
+    #[serde(rename = "call.hangUp")]
+    CallHangUp { call_id: String },
+    #[serde(rename = "call.addParticipant")]
+    CallAddParticipant { call_id: String, target: String },
+    #[serde(rename = "call.transfer")]
+    CallTransfer { call_id: String, target: String },
 }
 
 impl ClientMessage {
@@ -342,6 +357,13 @@ impl ClientMessage {
         "dialOut",
         "media.offer",
         "media.iceCandidate",
+        "call.place",
+        "call.accept",
+        "call.decline",
+        "call.cancel",
+        "call.hangUp",
+        "call.addParticipant",
+        "call.transfer",
     ];
 }
 
@@ -472,6 +494,13 @@ pub enum ServerMessage {
     MediaAnswer { sdp: String },
     #[serde(rename = "media.iceCandidate")]
     MediaIceCandidate { candidate: IceCandidate },
+    /// Answer to `call.place`: the new call's id. Call progress then arrives as `call.*` events.
+    #[serde(rename = "call.placed")]
+    CallPlaced {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        call_id: String,
+    },
 }
 
 impl ServerMessage {
@@ -518,6 +547,13 @@ mod tests {
             json!({"type":"dialOut","phoneNumber":"+14255550123"}),
             json!({"type":"media.offer","sdp":"v=0"}),
             json!({"type":"media.iceCandidate","candidate":{"candidate":"candidate:1","sdpMid":"0"}}),
+            json!({"type":"call.place","targets":["8:orgid:b"]}),
+            json!({"type":"call.accept","callId":"c"}),
+            json!({"type":"call.decline","callId":"c"}),
+            json!({"type":"call.cancel","callId":"c"}),
+            json!({"type":"call.hangUp","callId":"c"}),
+            json!({"type":"call.addParticipant","callId":"c","target":"8:orgid:d"}),
+            json!({"type":"call.transfer","callId":"c","target":"28:orgid:support"}),
         ];
         assert_eq!(samples.len(), ClientMessage::TYPES.len());
         for (sample, ty) in samples.iter().zip(ClientMessage::TYPES) {
