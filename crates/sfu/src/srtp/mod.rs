@@ -1,0 +1,82 @@
+//! In-place SRTP/SRTCP (RFC 3711) for AES_CM_128_HMAC_SHA1_80/_32 and AEAD_AES_128_GCM
+//! (RFC 7714): key derivation, rollover-counter estimation, replay windows. Contexts are built
+//! once per transport direction; protecting or unprotecting a packet never allocates (packet
+//! buffers carry tail room for the auth tag, see [`Profile::rtp_overhead`]).
+
+mod context;
+mod kdf;
+mod replay;
+
+pub use context::SrtpContext;
+pub use kdf::derive_session_key;
+pub use replay::{ReplayWindow, RtpIndexEstimator};
+
+/// An SRTP protection profile (DTLS-SRTP names, RFC 5764 / RFC 7714).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    Aes128CmHmacSha1_80,
+    Aes128CmHmacSha1_32,
+    AeadAes128Gcm,
+}
+
+impl Profile {
+    /// Master key length in bytes.
+    pub fn key_len(self) -> usize {
+        16
+    }
+
+    /// Master salt length in bytes.
+    pub fn salt_len(self) -> usize {
+        match self {
+            Profile::AeadAes128Gcm => 12,
+            _ => 14,
+        }
+    }
+
+    /// Bytes an SRTP packet grows by (the auth tag).
+    pub fn rtp_overhead(self) -> usize {
+        match self {
+            Profile::Aes128CmHmacSha1_80 => 10,
+            Profile::Aes128CmHmacSha1_32 => 4,
+            Profile::AeadAes128Gcm => 16,
+        }
+    }
+
+    /// Bytes an SRTCP packet grows by (index word plus tag; 80-bit tag for both HMAC profiles).
+    pub fn rtcp_overhead(self) -> usize {
+        match self {
+            Profile::AeadAes128Gcm => 4 + 16,
+            _ => 4 + 10,
+        }
+    }
+
+    /// DTLS-SRTP protection profile id (RFC 5764 / RFC 7714).
+    pub fn dtls_id(self) -> u16 {
+        match self {
+            Profile::Aes128CmHmacSha1_80 => 0x0001,
+            Profile::Aes128CmHmacSha1_32 => 0x0002,
+            Profile::AeadAes128Gcm => 0x0007,
+        }
+    }
+}
+
+/// Why a packet could not be protected or unprotected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpError {
+    #[error("master key or salt has the wrong length")]
+    BadKeyLength,
+    #[error("packet too short")]
+    Truncated,
+    #[error("packet header is not valid RTP/RTCP")]
+    BadHeader,
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("packet is a replay or too old")]
+    Replayed,
+    #[error("buffer has no room for the auth tag")]
+    NoTailRoom,
+    #[error("too many SSRCs on one context")]
+    TooManySsrcs,
+    #[error("unencrypted SRTCP is not accepted")]
+    UnencryptedRtcp,
+}
