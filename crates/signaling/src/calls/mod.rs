@@ -1,0 +1,18 @@
+//! 1:1 and group calls between users: ring, accept, decline, cancel, no-answer
+//! timeout, busy, hang up, add participant, and transfer to a user or to a call queue
+//! whose members are rung in turn.
+//!
+//! [`CallManager`] is a sans-IO state machine over all calls (busy is cross-call
+//! state): the gateway feeds it [`Input`]s with a millisecond clock and carries out
+//! the [`Output`]s. The API and WebSocket frames are described in `docs/signaling.md`.
+
+mod config;
+mod invite;
+mod machine;
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use config::{CallQueueConfig, CallsConfig, CallsConfigError};
+pub use machine::CallManager;
+pub use model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party};
