@@ -1,3 +1,10 @@
-//! Control plane: ACS-compatible REST (identity, rooms, chat, call automation), WebSocket signaling, meeting/call/lobby state machines.
+//! Control plane: ACS-compatible REST (identity, rooms, chat, call automation), WebSocket
+//! signaling, meeting/call/lobby state machines.
+//!
+//! Foundation: [`http`] (state, router, errors, extractors), [`auth`] (HMAC, access tokens,
+//! revocation), [`store`] (SQLite). APIs: [`identity`].
 
-pub mod calls;
+pub mod auth;
+pub mod http;
+pub mod identity;
+pub mod store;

@@ -1,0 +1,101 @@
+//! Request extractors and checks shared by every REST API: a JSON body whose syntax and
+//! shape errors become `InvalidJson`, and the `api-version` query check.
+
+use super::error::ApiError;
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use palaver_core::ErrorCode;
+use serde::de::DeserializeOwned;
+
+/// A JSON request body. Malformed JSON or a wrong shape is answered `InvalidJson` (400)
+/// naming the position/field serde complained about. Use as the last handler argument.
+#[derive(Debug, Clone)]
+pub struct AcsJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AcsJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_read_error)?;
+        parse_json(&bytes).map(AcsJson)
+    }
+}
+
+/// Parse a JSON body (`InvalidJson` on failure, including an empty body).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "request body is empty; a JSON object is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))
+}
+
+/// Parse a JSON body that may be absent: an empty body yields `T::default()`.
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(body) }
+}
+
+/// Map a body-read failure (too large, connection error) to an API error.
+pub fn body_read_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+    } else {
+        ApiError::new(ErrorCode::BadRequest, format!("cannot read request body: {rejection}"))
+    }
+}
+
+/// Check the `api-version` query parameter of `query` (the raw query string, e.g. from
+/// `uri.query()`) against the versions an API accepts; returns the version. Missing or
+/// unknown versions are `UnsupportedApiVersion` (400).
+pub fn require_api_version<'a>(query: Option<&str>, accepted: &[&'a str]) -> Result<&'a str, ApiError> {
+    let requested = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == "api-version")
+        .map(|(_, v)| v);
+    let Some(requested) = requested else {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedApiVersion,
+            format!("the api-version query parameter is required; supported: {}", accepted.join(", ")),
+        )
+        .with_target("api-version"));
+    };
+    accepted.iter().copied().find(|v| *v == requested).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnsupportedApiVersion,
+            format!("api-version `{requested}` is not supported; supported: {}", accepted.join(", ")),
+        )
+        .with_target("api-version")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, Default, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        n: u32,
+    }
+
+    #[test]
+    fn json_errors_are_invalid_json() {
+        assert_eq!(parse_json::<Body>(b"{\"n\":1}").unwrap(), Body { n: 1 });
+        for bad in [&b""[..], b"  ", b"{", b"{\"n\":\"x\"}", b"5", b"{\"m\":1}"] {
+            assert_eq!(parse_json::<Body>(bad).unwrap_err().code, ErrorCode::InvalidJson, "{bad:?}");
+        }
+        assert_eq!(parse_json_or_default::<Body>(b"").unwrap(), Body::default());
+        assert_eq!(parse_json_or_default::<Body>(b"{").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn api_version_check() {
+        let accepted = ["2021-03-07", "2023-10-01"];
+        assert_eq!(require_api_version(Some("api-version=2023-10-01"), &accepted).unwrap(), "2023-10-01");
+        assert_eq!(require_api_version(Some("x=1&api-version=2021-03-07"), &accepted).unwrap(), "2021-03-07");
+        for q in [None, Some(""), Some("api-version=2020-01-01"), Some("api-version"), Some("apiversion=2023-10-01")] {
+            assert_eq!(require_api_version(q, &accepted).unwrap_err().code, ErrorCode::UnsupportedApiVersion, "{q:?}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The HTTP foundation: shared application state ([`AppState`]), the route composition
+//! ([`router`]), the ACS-shaped error type ([`ApiError`]) and request extractors.
+//!
+//! Each REST API lives in its own module and exposes `fn routes() -> Router<AppState>`;
+//! [`router`] merges them. Authentication extractors live in [`crate::auth`].
+
+mod error;
+mod extract;
+mod state;
+
+pub use error::ApiError;
+pub use extract::{AcsJson, body_read_error, parse_json, parse_json_or_default, require_api_version};
+pub use state::{AppState, AppStateInner, ResourceInfo, SignalingConfig, StartupError};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use palaver_core::ErrorCode;
+use tower_http::trace::TraceLayer;
+
+/// Largest accepted request body (chat messages are at most 28 KB; nothing needs more).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Milliseconds since the Unix epoch, from the system clock (shells only; state machines
+/// take time as input).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A fresh router for one API module. ACS paths have segments that start with `:`
+/// (`/identities/{id}/:issueAccessToken`); axum refuses those unless its 0.7-migration
+/// checks are off, and merging a router with the checks on turns them back on, so every
+/// API module starts from this.
+pub fn api_router() -> Router<AppState> {
+    Router::new().without_v07_checks()
+}
+
+/// All routes of the control plane, with state applied.
+pub fn router(state: AppState) -> Router {
+    api_router()
+        .route("/health", get(health))
+        .merge(crate::identity::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await?;
+    Ok("ok")
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no resource at `{}`", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, format!("method {method} is not supported on `{}`", uri.path()))
+}

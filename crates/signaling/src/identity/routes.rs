@@ -1,0 +1,120 @@
+//! HTTP routes of the Identity API (HMAC-authenticated) and the bearer `whoami` check.
+
+use super::service::{self, Answer, CreateIdentityRequest, IssueTokenRequest, Repeatability};
+use crate::auth::{AuthenticatedUser, HmacAuthenticated};
+use crate::http::{ApiError, AppState, api_router, now_ms, require_api_version};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine;
+use palaver_core::ErrorCode;
+use sha2::{Digest, Sha256};
+
+/// api-versions the Identity API accepts.
+pub const API_VERSIONS: &[&str] = &["2021-03-07", "2022-06-01", "2022-10-01", "2023-10-01"];
+
+pub fn routes() -> Router<AppState> {
+    api_router()
+        .route("/identities", post(create_identity))
+        .route("/identities/{id}", delete(delete_identity))
+        .route("/identities/{id}/:issueAccessToken", post(issue_token))
+        .route("/identities/{id}/:revokeAccessTokens", post(revoke_tokens))
+        .route("/auth/whoami", get(whoami))
+}
+
+fn json_answer(answer: Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    (status, [(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+}
+
+/// The `Repeatability-Request-ID` of a request, with a fingerprint of method, target and body.
+fn repeatability(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Repeatability>, ApiError> {
+    let Some(value) = headers.get("repeatability-request-id") else {
+        return Ok(None);
+    };
+    let id = value.to_str().unwrap_or("").trim();
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "Repeatability-Request-ID must be 1-128 visible characters",
+        )
+        .with_target("Repeatability-Request-ID"));
+    }
+    let mut h = Sha256::new();
+    h.update(method.as_str());
+    h.update(b"\n");
+    h.update(uri.path());
+    h.update(b"\n");
+    h.update(body);
+    let fingerprint = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    Ok(Some(Repeatability { request_id: id.to_string(), fingerprint }))
+}
+
+async fn create_identity(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    auth: HmacAuthenticated,
+) -> Result<Response, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let req: CreateIdentityRequest = auth.json_or_default()?;
+    let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
+    let answer = service::create_identity(&state, &req, repeat.as_ref(), now_ms())?;
+    Ok(json_answer(answer))
+}
+
+async fn issue_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    auth: HmacAuthenticated,
+) -> Result<Response, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let req: IssueTokenRequest = auth.json()?;
+    let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
+    let answer = service::issue_token(&state, &id, &req, repeat.as_ref(), now_ms())?;
+    Ok(json_answer(answer))
+}
+
+async fn revoke_tokens(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    _auth: HmacAuthenticated,
+) -> Result<StatusCode, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    service::revoke_tokens(&state, &id, now_ms())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_identity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    _auth: HmacAuthenticated,
+) -> Result<StatusCode, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    service::delete_identity(&state, &id, now_ms())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /auth/whoami` with `Authorization: Bearer <access token>`: who the token belongs to.
+async fn whoami(user: AuthenticatedUser) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "identifier": user.identifier.to_model(),
+        "scopes": user.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "displayName": user.display_name(),
+        "expiresOn": crate::auth::token::rfc3339_ms(user.claims.exp * 1000),
+        "native": user.claims.native,
+    }))
+}

@@ -1,0 +1,148 @@
+//! The SQLite store: one database file (WAL) shared by every control-plane component.
+//!
+//! Each component owns its own tables and declares them with [`Store::migrate`], a list of
+//! SQL steps applied once, in order, and recorded per component in `schema_migrations`.
+//! Access goes through one connection behind a mutex: [`Store::with_conn`] for short
+//! synchronous work, [`Store::call`] to run it on tokio's blocking pool from async code.
+//! Identity's own tables and queries live in [`identities`]; small named secrets and
+//! generated settings (keys, resource id) in [`settings`].
+
+pub mod identities;
+pub mod settings;
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A storage failure. Surfaces to HTTP clients as `StorageUnavailable` (503).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("database worker failed: {0}")]
+    Worker(String),
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the database file, in WAL mode, and apply identity's migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A private in-memory database (unit tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?, None)
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                component TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                PRIMARY KEY (component, version)
+            );",
+        )?;
+        let store = Self { conn: Arc::new(Mutex::new(conn)), path };
+        store.migrate("settings", settings::MIGRATIONS)?;
+        store.migrate("identity", identities::MIGRATIONS)?;
+        Ok(store)
+    }
+
+    /// The database file, if on disk.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Apply the not-yet-applied steps of `component`'s migration list (index = version),
+    /// each in its own transaction. Append new steps; never edit applied ones.
+    pub fn migrate(&self, component: &str, steps: &[&str]) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let applied: i64 =
+                conn.query_row("SELECT COUNT(*) FROM schema_migrations WHERE component = ?1", [component], |r| {
+                    r.get(0)
+                })?;
+            for (version, sql) in steps.iter().enumerate().skip(applied as usize) {
+                let tx = conn.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)",
+                    rusqlite::params![component, version as i64],
+                )?;
+                tx.commit()?;
+                tracing::debug!(component, version, "applied migration");
+            }
+            Ok(())
+        })
+    }
+
+    /// Run short synchronous work on the connection (blocks the caller while it waits for
+    /// the lock; keep it to a few statements).
+    pub fn with_conn<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned lock is still safe to use.
+        let mut guard = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(f(&mut guard)?)
+    }
+
+    /// Run `f` on the blocking pool (for async handlers).
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.with_conn(f)).await.map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_append() {
+        let store = Store::open_in_memory().unwrap();
+        store.migrate("demo", &["CREATE TABLE demo (x INTEGER);"]).unwrap();
+        store.migrate("demo", &["CREATE TABLE demo (x INTEGER);"]).unwrap();
+        store.migrate("demo", &["CREATE TABLE demo (x INTEGER);", "ALTER TABLE demo ADD COLUMN y TEXT;"]).unwrap();
+        store.with_conn(|c| c.execute("INSERT INTO demo (x, y) VALUES (1, 'a')", [])).unwrap();
+        let n: i64 = store.with_conn(|c| c.query_row("SELECT COUNT(*) FROM demo", [], |r| r.get(0))).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn file_database_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("palaver-store-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("palaver.db");
+        {
+            let store = Store::open(&path).unwrap();
+            settings::put(&store, "k", "v").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(settings::get(&store, "k").unwrap().as_deref(), Some("v"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
