@@ -5,6 +5,7 @@
 //! revocation), [`store`] (SQLite). APIs: [`identity`].
 
 pub mod auth;
+pub mod calls;
 pub mod http;
 pub mod identity;
 pub mod store;
