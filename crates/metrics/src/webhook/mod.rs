@@ -1,0 +1,4 @@
+//! Call-event webhooks: events derived from ledger changes, queued in the ledger's
+//! durable outbox in the same transaction, and delivered at least once with retries.
+
+pub mod events;
