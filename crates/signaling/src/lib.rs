@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod calls;
+pub mod conversation;
 pub mod http;
 pub mod identity;
 pub mod store;
