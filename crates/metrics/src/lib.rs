@@ -12,5 +12,6 @@
 pub mod ledger;
 pub mod meter;
 pub mod pricing;
+pub mod prom;
 pub mod records;
 pub mod webhook;
