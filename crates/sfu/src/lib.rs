@@ -6,3 +6,4 @@
 
 pub mod rtp;
 pub mod srtp;
+pub mod router;

@@ -1,0 +1,191 @@
+//! A room's packet routing (mediasoup's vocabulary): producers are incoming tracks (audio,
+//! video, screen; simulcast layers by rid or SSRC), consumers are one subscriber's copy of a
+//! producer. The [`Router`] is sans-IO: it is fed plaintext RTP/RTCP with the current time and
+//! answers through a [`RouterOutput`] with what to send where, so the worker shell owns all
+//! buffers, crypto and sockets.
+//!
+//! Per consumer it rewrites SSRC/sequence/timestamp (seamless layer and publisher switches),
+//! picks a simulcast layer from the requested size and a bandwidth estimate (REMB or TWCC),
+//! switches only on a keyframe of the target layer, relays PLI/FIR to the publisher with a
+//! rate limit, answers NACKs from a per-layer packet cache (RTX when negotiated), pauses
+//! unsubscribed tracks, and reports the active speaker at most every 300 ms.
+
+mod bandwidth;
+mod feedback;
+mod ids;
+mod layers;
+mod packet_cache;
+mod rewriter;
+mod room;
+mod speaker;
+
+pub use bandwidth::TwccEstimator;
+pub use ids::{ConsumerId, FastMap, ProducerId, TransportId};
+pub use packet_cache::PacketCache;
+pub use room::{Router, RouterError};
+pub use speaker::SpeakerDetector;
+
+use std::time::Duration;
+
+use crate::rtp::{Codec, ExtensionMap, RtpError, ShortId, packet};
+
+/// What a producer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Audio,
+    Video,
+    Screen,
+}
+
+/// One simulcast encoding of a producer (a non-simulcast track has exactly one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// The `a=simulcast` rid, if the publisher identifies layers by rid.
+    pub rid: Option<ShortId>,
+    /// The SSRC, if signalled (`a=ssrc-group:SIM`); rid-only layers learn it from packets.
+    pub ssrc: Option<u32>,
+    /// The publisher's RTX SSRC for this layer, if signalled.
+    pub rtx_ssrc: Option<u32>,
+    pub width: u16,
+    pub height: u16,
+    /// Expected bitrate, used for layer choice until the layer's own rate is measured.
+    pub max_bitrate_bps: u64,
+}
+
+/// Everything the router needs to accept a publisher's track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSpec {
+    pub id: ProducerId,
+    pub transport: TransportId,
+    pub kind: TrackKind,
+    pub mid: Option<ShortId>,
+    /// Payload type to codec mapping negotiated with the publisher.
+    pub codecs: Vec<(u8, Codec)>,
+    /// Layers, any order (sorted by height internally). Audio has one.
+    pub layers: Vec<LayerSpec>,
+    pub extensions: ExtensionMap,
+}
+
+/// One subscriber's copy of a producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    pub transport: TransportId,
+    pub producer: ProducerId,
+    /// SSRC the subscriber sees (stable across layer and publisher switches).
+    pub ssrc: u32,
+    /// RTX SSRC and payload type, if the subscriber negotiated RTX.
+    pub rtx: Option<(u32, u8)>,
+    pub paused: bool,
+    /// Largest picture height the subscriber wants (its rendered size); `u16::MAX` = any.
+    pub max_height: u16,
+}
+
+/// Tuning knobs; the defaults are what production uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// Minimum time between keyframe requests sent to one publisher layer.
+    pub keyframe_request_interval: Duration,
+    /// Minimum time between active-speaker reports.
+    pub speaker_report_interval: Duration,
+    /// Packet cache slots per video layer (answers NACKs for about this many packets).
+    pub video_cache_packets: usize,
+    /// A layer with no packet for this long is considered stopped.
+    pub layer_timeout: Duration,
+    /// Maximum packets resent for one NACK packet.
+    pub max_nack_resends: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            keyframe_request_interval: Duration::from_millis(300),
+            speaker_report_interval: Duration::from_millis(300),
+            video_cache_packets: 512,
+            layer_timeout: Duration::from_secs(2),
+            max_nack_resends: 64,
+        }
+    }
+}
+
+/// How a forwarded copy differs from the packet as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpRewrite {
+    pub ssrc: u32,
+    pub sequence: u16,
+    pub timestamp: u32,
+    /// Wrap as RTX (RFC 4588): (rtx ssrc, rtx payload type, rtx sequence number); the
+    /// original sequence number (`sequence`) goes in the first two payload bytes.
+    pub rtx: Option<(u32, u8, u16)>,
+    /// Transport-wide sequence number to write at this byte offset of the header extension.
+    pub transport_cc: Option<(usize, u16)>,
+}
+
+/// Things the router reports to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// The loudest current talkers (dominant first), at most every `speaker_report_interval`.
+    ActiveSpeakers { speakers: [Option<TransportId>; 3] },
+}
+
+/// Countable things the router saw (the worker turns them into atomic counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterNote {
+    UnknownSsrc,
+    MalformedRtp,
+    MalformedRtcp,
+    NackReceived,
+    NackResent,
+    NackMissed,
+    KeyframeRequestSent,
+    KeyframeRequestSuppressed,
+    LayerSwitched,
+}
+
+/// The router's way out: the worker implements this over its send batch and crypto contexts.
+pub trait RouterOutput {
+    /// Send `packet` (plaintext RTP as received from the publisher) to `to`, rewritten.
+    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite);
+    /// Send a plaintext RTCP packet the router composed to `to`.
+    fn send_rtcp(&mut self, to: TransportId, packet: &[u8]);
+    fn event(&mut self, event: RouterEvent);
+    fn note(&mut self, note: RouterNote);
+}
+
+/// Copies `src` into `dst` applying `rewrite`; returns the length written. Works for every
+/// valid RTP packet; an RTX copy drops padding and inserts the original sequence number.
+pub fn apply_rewrite(src: &[u8], dst: &mut [u8], rewrite: &RtpRewrite) -> Result<usize, RtpError> {
+    let header = packet::RtpHeader::parse(src)?;
+    let len = match rewrite.rtx {
+        None => {
+            let dst = dst.get_mut(..src.len()).ok_or(RtpError::BufferTooSmall)?;
+            dst.copy_from_slice(src);
+            packet::set_sequence(dst, rewrite.sequence);
+            packet::set_ssrc(dst, rewrite.ssrc);
+            src.len()
+        }
+        Some((rtx_ssrc, rtx_pt, rtx_seq)) => {
+            let head = header.payload_offset;
+            let len = head + 2 + header.payload_len;
+            let out = dst.get_mut(..len).ok_or(RtpError::BufferTooSmall)?;
+            out[..head].copy_from_slice(&src[..head]);
+            out[0] &= !0x20; // no padding in the RTX copy
+            out[head..head + 2].copy_from_slice(&rewrite.sequence.to_be_bytes());
+            out[head + 2..].copy_from_slice(header.payload(src));
+            packet::set_sequence(out, rtx_seq);
+            packet::set_ssrc(out, rtx_ssrc);
+            packet::set_payload_type(out, rtx_pt);
+            len
+        }
+    };
+    packet::set_timestamp(dst, rewrite.timestamp);
+    if let Some((offset, seq)) = rewrite.transport_cc
+        && offset + 2 <= header.payload_offset
+    {
+        crate::rtp::extension::set_transport_cc(dst, offset, seq);
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests;
