@@ -7,3 +7,4 @@
 pub mod rtp;
 pub mod srtp;
 pub mod router;
+pub mod mixer;

@@ -1,0 +1,121 @@
+//! libopus set-up for the mixer: encoder settings, the per-talker codec slots (a decoder,
+//! an encoder and their frame buffers, allocated once per room), and the pre-encoded
+//! silence packet sent to a lone talker and to idle rooms.
+
+use opus::{Application, Bitrate, Channels, Decoder, Encoder};
+
+use super::opus_toc::FRAME_SAMPLES;
+
+/// Output channel layout of the mix (inputs of either layout are decoded into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputChannels {
+    #[default]
+    Mono,
+    Stereo,
+}
+
+impl OutputChannels {
+    pub fn count(self) -> usize {
+        match self {
+            OutputChannels::Mono => 1,
+            OutputChannels::Stereo => 2,
+        }
+    }
+
+    fn opus(self) -> Channels {
+        match self {
+            OutputChannels::Mono => Channels::Mono,
+            OutputChannels::Stereo => Channels::Stereo,
+        }
+    }
+}
+
+/// Opus encoder settings used for every mix output of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderSettings {
+    pub bitrate_bps: i32,
+    /// libopus complexity 0..=10.
+    pub complexity: i32,
+    /// In-band FEC (LBRR) so receivers can recover single losses.
+    pub inband_fec: bool,
+    /// Expected loss the encoder provisions FEC for, in percent.
+    pub expected_loss_percent: i32,
+    pub dtx: bool,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self { bitrate_bps: 32_000, complexity: 5, inband_fec: true, expected_loss_percent: 5, dtx: false }
+    }
+}
+
+/// libopus failed to create or configure a codec.
+#[derive(Debug, thiserror::Error)]
+#[error("Opus codec set-up failed: {0}")]
+pub struct CodecError(#[from] pub opus::Error);
+
+/// Creates an encoder configured with `settings` (VoIP application, 48 kHz, VBR).
+pub fn new_encoder(settings: &EncoderSettings, channels: OutputChannels) -> Result<Encoder, CodecError> {
+    let mut encoder = Encoder::new(48_000, channels.opus(), Application::Voip)?;
+    encoder.set_bitrate(Bitrate::Bits(settings.bitrate_bps))?;
+    encoder.set_complexity(settings.complexity.clamp(0, 10))?;
+    encoder.set_inband_fec(settings.inband_fec)?;
+    encoder.set_packet_loss_perc(settings.expected_loss_percent.clamp(0, 100))?;
+    encoder.set_dtx(settings.dtx)?;
+    encoder.set_vbr(true)?;
+    Ok(encoder)
+}
+
+pub fn new_decoder(channels: OutputChannels) -> Result<Decoder, CodecError> {
+    Ok(Decoder::new(48_000, channels.opus())?)
+}
+
+/// Encodes one frame of digital silence with a fresh encoder: a tiny, self-contained
+/// packet any receiver decodes to silence.
+pub fn silence_packet(settings: &EncoderSettings, channels: OutputChannels) -> Result<Vec<u8>, CodecError> {
+    let mut encoder = new_encoder(settings, channels)?;
+    let pcm = vec![0i16; FRAME_SAMPLES * channels.count()];
+    let mut out = vec![0u8; 1500];
+    let len = encoder.encode(&pcm, &mut out)?;
+    out.truncate(len);
+    Ok(out)
+}
+
+/// One talker's codec state: its decoder (input side) and encoder (its mix-minus output),
+/// with frame buffers. A room holds 2·K of these, handed to talkers as they are selected.
+pub struct CodecSlot {
+    pub decoder: Decoder,
+    pub encoder: Encoder,
+    /// Decoded frame of the talker (interleaved, output channels).
+    pub pcm: Vec<i16>,
+    /// The talker's faded contribution to the sum, kept for the mix-minus subtraction.
+    pub contribution: Vec<i32>,
+    pub in_use: bool,
+}
+
+impl CodecSlot {
+    pub fn new(settings: &EncoderSettings, channels: OutputChannels) -> Result<Self, CodecError> {
+        let samples = FRAME_SAMPLES * channels.count();
+        Ok(Self {
+            decoder: new_decoder(channels)?,
+            encoder: new_encoder(settings, channels)?,
+            pcm: vec![0; samples],
+            contribution: vec![0; samples],
+            in_use: false,
+        })
+    }
+
+    /// Prepares the slot for a new talker: both codecs start from a clean state.
+    pub fn acquire(&mut self) -> Result<(), CodecError> {
+        self.decoder.reset_state()?;
+        self.encoder.reset_state()?;
+        self.in_use = true;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for CodecSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecSlot").field("in_use", &self.in_use).finish_non_exhaustive()
+    }
+}

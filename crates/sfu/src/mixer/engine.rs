@@ -1,0 +1,623 @@
+//! The room [`Mixer`]: participants, the per-tick playout → selection → mix/encode pipeline,
+//! mode changes between silence, passthrough and mixed output, and active-speaker updates.
+//!
+//! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`);
+//! one talker → passthrough (listeners get the talker's packet, re-sequenced; the talker
+//! gets silence); two or more → mixed (decode each talker, sum in i32, encode the shared
+//! mix once for every listener and one mix-minus per talker). Switching streams under a
+//! listener's decoder is made click-free by fading: a talker entering the mix fades in
+//! over the first frame (its decoder starts cold), and when mixed output ends the last
+//! mixed frame fades every talker out so the encoded stream reaches silence inside that
+//! packet (the fade finishes `lookahead` samples early) before passthrough resumes.
+
+use std::time::{Duration, Instant};
+
+use opus::Encoder;
+
+use super::codec::{CodecSlot, new_encoder, silence_packet};
+use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
+use super::limiter::{Fade, accumulate, limit_into};
+use super::opus_toc::{FRAME_SAMPLES, check_twenty_ms, level_from_size};
+use super::talker::{Activity, ActivitySlot, select_talkers};
+use super::{MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn};
+
+/// Per-participant counters (input side).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParticipantStats {
+    pub jitter: JitterStats,
+    pub invalid_packets: u64,
+    pub decode_errors: u64,
+    pub fec_recovered: u64,
+    pub concealed: u64,
+}
+
+/// Room-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MixerStats {
+    pub ticks: u64,
+    pub decodes: u64,
+    pub shared_encodes: u64,
+    pub mix_minus_encodes: u64,
+    pub passthrough_packets: u64,
+    pub silence_packets: u64,
+    pub encode_errors: u64,
+    /// Talkers selected while every codec slot was busy (not mixed that tick).
+    pub codec_slots_exhausted: u64,
+}
+
+/// What the room sends this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixMode {
+    Silence,
+    Passthrough(MixerInput),
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Silence,
+    Passthrough(usize),
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OutputStream {
+    seq: u16,
+    timestamp: u32,
+    sent_last_tick: bool,
+    sent_this_tick: bool,
+    silence_countdown: u32,
+}
+
+#[derive(Debug)]
+struct Participant {
+    jitter: JitterBuffer,
+    activity: Activity,
+    playout: Playout,
+    last_level: Option<AudioLevel>,
+    is_member: bool,
+    output: OutputStream,
+    stats: ParticipantStats,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    participant: Option<Participant>,
+}
+
+impl ActivitySlot for Slot {
+    fn activity(&self) -> Option<&Activity> {
+        self.participant.as_ref().map(|p| &p.activity)
+    }
+    fn activity_mut(&mut self) -> Option<&mut Activity> {
+        self.participant.as_mut().map(|p| &mut p.activity)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Entering,
+    Steady,
+    Leaving,
+}
+
+/// A decoded talker: its participant (None once removed: it fades out on PLC) and codec slot.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    participant: Option<usize>,
+    codec: usize,
+    phase: Phase,
+}
+
+/// The audio mixer of one room. See the module docs for the per-tick pipeline.
+pub struct Mixer {
+    config: MixerConfig,
+    epoch: Instant,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    active: usize,
+    codecs: Vec<CodecSlot>,
+    members: Vec<Member>,
+    shared_encoder: Encoder,
+    sum: Vec<i32>,
+    out_pcm: Vec<i16>,
+    silence: Vec<u8>,
+    lookahead: usize,
+    mode: Mode,
+    recording: bool,
+    speakers_pending: bool,
+    last_speaker_update: Option<i64>,
+    rng: u64,
+    stats: MixerStats,
+}
+
+impl std::fmt::Debug for Mixer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mixer").field("participants", &self.active).field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+impl Mixer {
+    /// Creates a room mixer; `now` is the epoch of its virtual clock.
+    pub fn new(now: Instant, config: MixerConfig) -> Result<Self, MixerError> {
+        let k = config.talkers.max_talkers;
+        if !(1..=16).contains(&k) {
+            return Err(MixerError::InvalidTalkerCount(k));
+        }
+        let channels = config.output_channels;
+        let codecs = (0..2 * k).map(|_| CodecSlot::new(&config.encoder, channels)).collect::<Result<Vec<_>, _>>()?;
+        let mut shared_encoder = new_encoder(&config.encoder, channels)?;
+        let lookahead = shared_encoder.get_lookahead().map_err(super::CodecError)?.clamp(0, 480) as usize;
+        let samples = FRAME_SAMPLES * channels.count();
+        let seed = now.elapsed().as_nanos() as u64 ^ (std::ptr::from_ref(&config) as u64);
+        Ok(Self {
+            silence: silence_packet(&config.encoder, channels)?,
+            config,
+            epoch: now,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            active: 0,
+            codecs,
+            members: Vec::with_capacity(2 * k),
+            shared_encoder,
+            sum: vec![0; samples],
+            out_pcm: vec![0; samples],
+            lookahead,
+            mode: Mode::Silence,
+            recording: false,
+            speakers_pending: false,
+            last_speaker_update: None,
+            rng: seed | 1,
+            stats: MixerStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &MixerConfig {
+        &self.config
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.active
+    }
+
+    pub fn stats(&self) -> MixerStats {
+        self.stats
+    }
+
+    /// Turns the recording tap on or off: when on, every tick exposes the room mix in
+    /// [`MixOutputs::recording`].
+    pub fn set_recording_tap(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: unpredictable-enough initial RTP sequence numbers and timestamps
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Adds a participant (it both sends and receives audio).
+    pub fn add_participant(&mut self) -> Result<MixerInput, MixerError> {
+        if self.active >= self.config.max_participants {
+            return Err(MixerError::Full(self.config.max_participants));
+        }
+        let random = self.next_random();
+        let participant = Participant {
+            jitter: JitterBuffer::new(self.config.jitter),
+            activity: Activity::default(),
+            playout: Playout::Silent,
+            last_level: None,
+            is_member: false,
+            output: OutputStream {
+                seq: random as u16,
+                timestamp: (random >> 32) as u32,
+                sent_last_tick: false,
+                sent_this_tick: false,
+                silence_countdown: 0,
+            },
+            stats: ParticipantStats::default(),
+        };
+        let index = match self.free_slots.pop() {
+            Some(index) => {
+                let slot = &mut self.slots[index as usize];
+                slot.generation = slot.generation.wrapping_add(1);
+                slot.participant = Some(participant);
+                index
+            }
+            None => {
+                self.slots.push(Slot { generation: 0, participant: Some(participant) });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.active += 1;
+        Ok(MixerInput { index, generation: self.slots[index as usize].generation })
+    }
+
+    /// Removes a participant. If it was talking, its voice fades out on concealment.
+    pub fn remove_participant(&mut self, input: MixerInput) -> Result<(), MixerError> {
+        self.participant(input)?;
+        let index = input.index as usize;
+        self.slots[index].participant = None;
+        for member in self.members.iter_mut().filter(|m| m.participant == Some(index)) {
+            member.participant = None;
+            member.phase = Phase::Leaving;
+        }
+        if self.mode == Mode::Passthrough(index) {
+            self.mode = Mode::Silence;
+        }
+        self.free_slots.push(input.index);
+        self.active -= 1;
+        self.speakers_pending = true;
+        Ok(())
+    }
+
+    fn participant(&self, input: MixerInput) -> Result<&Participant, MixerError> {
+        match self.slots.get(input.index as usize) {
+            Some(Slot { generation, participant: Some(p) }) if *generation == input.generation => Ok(p),
+            _ => Err(MixerError::UnknownInput),
+        }
+    }
+
+    fn participant_mut(&mut self, input: MixerInput) -> Result<&mut Participant, MixerError> {
+        match self.slots.get_mut(input.index as usize) {
+            Some(Slot { generation, participant: Some(p) }) if *generation == input.generation => Ok(p),
+            _ => Err(MixerError::UnknownInput),
+        }
+    }
+
+    fn input_at(&self, index: usize) -> MixerInput {
+        MixerInput { index: index as u32, generation: self.slots[index].generation }
+    }
+
+    pub fn participant_stats(&self, input: MixerInput) -> Result<ParticipantStats, MixerError> {
+        self.participant(input).map(|p| ParticipantStats { jitter: p.jitter.stats(), ..p.stats })
+    }
+
+    /// Audio buffered for `input` ahead of its playout point.
+    pub fn buffered(&self, input: MixerInput) -> Result<Duration, MixerError> {
+        let samples = self.participant(input)?.jitter.buffered_samples();
+        Ok(Duration::from_micros(samples as u64 * 1000 / 48))
+    }
+
+    /// How long `input`'s packet played in the last tick waited in the jitter buffer.
+    pub fn last_playout_delay(&self, input: MixerInput) -> Result<Option<Duration>, MixerError> {
+        let delay = self.participant(input)?.jitter.last_playout_delay();
+        Ok(delay.map(|s| Duration::from_micros(s.max(0) as u64 * 1000 / 48)))
+    }
+
+    /// The currently selected talkers.
+    pub fn talkers(&self) -> impl Iterator<Item = MixerInput> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.participant.as_ref().filter(|p| p.activity.selected).map(|_| self.input_at(i)))
+    }
+
+    pub fn mode(&self) -> MixMode {
+        match self.mode {
+            Mode::Silence => MixMode::Silence,
+            Mode::Passthrough(index) => MixMode::Passthrough(self.input_at(index)),
+            Mode::Mixed => MixMode::Mixed,
+        }
+    }
+
+    fn samples_at(&self, now: Instant) -> i64 {
+        (now.saturating_duration_since(self.epoch).as_micros() as i64) * 48 / 1000
+    }
+
+    /// Hands one received audio packet to the mixer. Invalid or unusable packets are
+    /// counted and rejected with the reason; nothing else changes.
+    pub fn push(&mut self, now: Instant, input: MixerInput, packet: &RtpAudioIn<'_>) -> Result<(), MixerError> {
+        let now = self.samples_at(now);
+        let participant = self.participant_mut(input)?;
+        if let Err(e) = check_twenty_ms(packet.payload) {
+            participant.stats.invalid_packets += 1;
+            return Err(e.into());
+        }
+        participant.jitter.push(now, packet.seq, packet.timestamp, packet.audio_level, packet.payload)?;
+        Ok(())
+    }
+
+    /// Runs one 20 ms mixing step at `now` and fills `out` (cleared first).
+    pub fn tick(&mut self, now: Instant, out: &mut MixOutputs) {
+        out.clear();
+        if out.packets.capacity() < self.active {
+            out.packets.reserve(self.active);
+        }
+        let now = self.samples_at(now);
+        self.stats.ticks += 1;
+        self.play_and_observe(now);
+        if select_talkers(&self.config.talkers, &mut self.slots).changed {
+            self.speakers_pending = true;
+        }
+        let target = self.target_mode();
+        let was_mixed = self.mode == Mode::Mixed;
+        self.update_members(target, was_mixed);
+        let mut silence_ref = None;
+        if target == Mode::Mixed || was_mixed {
+            self.mix_tick(out);
+        } else if let Mode::Passthrough(talker) = target {
+            self.passthrough_tick(talker, out, &mut silence_ref);
+        }
+        self.mode = target;
+        self.finish_outputs(out, &mut silence_ref);
+        self.update_speakers(now, out);
+    }
+
+    fn play_and_observe(&mut self, now: i64) {
+        let talkers = self.config.talkers;
+        let quiet_bytes = self.config.fallback_quiet_bytes;
+        for p in self.slots.iter_mut().filter_map(|s| s.participant.as_mut()) {
+            p.playout = p.jitter.next_frame(now);
+            let level = match p.playout {
+                Playout::Packet { slot } => {
+                    let level = p.jitter.level(slot);
+                    let level =
+                        level.or_else(|| Some((level_from_size(p.jitter.payload(slot).len(), quiet_bytes), true)));
+                    p.last_level = level;
+                    level
+                }
+                Playout::Lost { .. } => p.last_level,
+                Playout::Silent => {
+                    p.last_level = None;
+                    None
+                }
+            };
+            p.activity.observe(&talkers, level);
+        }
+    }
+
+    fn target_mode(&self) -> Mode {
+        let mut selected = self.slots.iter().enumerate().filter(|(_, s)| s.activity().is_some_and(|a| a.selected));
+        match (selected.next(), selected.next()) {
+            (None, _) => Mode::Silence,
+            (Some((index, _)), None) if self.config.passthrough => Mode::Passthrough(index),
+            _ => Mode::Mixed,
+        }
+    }
+
+    fn update_members(&mut self, target: Mode, was_mixed: bool) {
+        if target != Mode::Mixed {
+            for member in &mut self.members {
+                member.phase = Phase::Leaving;
+            }
+            return;
+        }
+        if !was_mixed {
+            // The shared stream restarts under the listeners' decoders: start it clean.
+            if self.shared_encoder.reset_state().is_err() {
+                self.stats.encode_errors += 1;
+            }
+        }
+        for member in &mut self.members {
+            let still_selected = member
+                .participant
+                .and_then(|i| self.slots[i].participant.as_ref())
+                .is_some_and(|p| p.activity.selected);
+            if !still_selected {
+                member.phase = Phase::Leaving;
+            }
+        }
+        for index in 0..self.slots.len() {
+            let Some(p) = self.slots[index].participant.as_mut() else { continue };
+            if !p.activity.selected || p.is_member {
+                continue;
+            }
+            let Some(codec) = self.codecs.iter().position(|c| !c.in_use) else {
+                self.stats.codec_slots_exhausted += 1;
+                continue;
+            };
+            if self.codecs[codec].acquire().is_err() {
+                self.stats.encode_errors += 1;
+                continue;
+            }
+            p.is_member = true;
+            self.members.push(Member { participant: Some(index), codec, phase: Phase::Entering });
+        }
+    }
+
+    fn fade_for(&self, phase: Phase) -> Fade {
+        match phase {
+            Phase::Entering => Fade { from: 0.0, to: 1.0, length: FRAME_SAMPLES },
+            Phase::Steady => Fade::UNITY,
+            Phase::Leaving => Fade { from: 1.0, to: 0.0, length: FRAME_SAMPLES - self.lookahead },
+        }
+    }
+
+    fn decode_members(&mut self) {
+        let channels = self.config.output_channels.count();
+        self.sum.fill(0);
+        for m in 0..self.members.len() {
+            let member = self.members[m];
+            let fade = self.fade_for(member.phase);
+            let codec = &mut self.codecs[member.codec];
+            let participant = member.participant.and_then(|i| self.slots[i].participant.as_mut());
+            let result = match participant.as_ref().map(|p| (p.playout, &p.jitter)) {
+                None => codec.decoder.decode(&[], &mut codec.pcm, false),
+                Some((Playout::Packet { slot }, jitter)) => {
+                    codec.decoder.decode(jitter.payload(slot), &mut codec.pcm, false)
+                }
+                Some((Playout::Lost { fec_slot: Some(slot) }, jitter)) => {
+                    codec.decoder.decode(jitter.payload(slot), &mut codec.pcm, true)
+                }
+                Some((Playout::Lost { fec_slot: None }, _)) => codec.decoder.decode(&[], &mut codec.pcm, false),
+                Some((Playout::Silent, _)) => {
+                    codec.pcm.fill(0);
+                    Ok(FRAME_SAMPLES)
+                }
+            };
+            self.stats.decodes += 1;
+            if let Some(p) = participant {
+                match (&result, p.playout) {
+                    (Err(_), _) => p.stats.decode_errors += 1,
+                    (Ok(_), Playout::Lost { fec_slot: Some(_) }) => p.stats.fec_recovered += 1,
+                    (Ok(_), Playout::Lost { fec_slot: None }) => p.stats.concealed += 1,
+                    _ => {}
+                }
+            }
+            match result {
+                Ok(samples) if samples >= FRAME_SAMPLES => {}
+                Ok(samples) => codec.pcm[samples * channels..].fill(0),
+                Err(_) => {
+                    // corrupt payload: conceal instead
+                    if codec.decoder.decode(&[], &mut codec.pcm, false).is_err() {
+                        codec.pcm.fill(0);
+                    }
+                }
+            }
+            codec.contribution.fill(0);
+            accumulate(&mut codec.contribution, &codec.pcm, channels, fade);
+            for (acc, &c) in self.sum.iter_mut().zip(codec.contribution.iter()) {
+                *acc += c;
+            }
+        }
+    }
+
+    fn mix_tick(&mut self, out: &mut MixOutputs) {
+        self.decode_members();
+        let listeners = self.slots.iter().filter_map(|s| s.participant.as_ref()).any(|p| !p.is_member);
+        if listeners || self.recording {
+            limit_into(&mut self.out_pcm, &self.sum, None);
+            let (encoder, pcm) = (&mut self.shared_encoder, &self.out_pcm);
+            match out.encode_into(|buf| encoder.encode(pcm, buf)) {
+                Ok(shared) => {
+                    self.stats.shared_encodes += 1;
+                    for index in 0..self.slots.len() {
+                        let input = self.input_at(index);
+                        if let Some(p) = self.slots[index].participant.as_mut().filter(|p| !p.is_member) {
+                            emit(out, p, input, MixPacketKind::SharedMix, shared);
+                        }
+                    }
+                    if self.recording {
+                        out.recording = Some(shared);
+                    }
+                }
+                Err(_) => self.stats.encode_errors += 1,
+            }
+        }
+        for m in 0..self.members.len() {
+            let member = self.members[m];
+            let Some(index) = member.participant else { continue };
+            let input = self.input_at(index);
+            let codec = &mut self.codecs[member.codec];
+            limit_into(&mut self.out_pcm, &self.sum, Some(&codec.contribution));
+            let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
+            match out.encode_into(|buf| encoder.encode(pcm, buf)) {
+                Ok(payload) => {
+                    self.stats.mix_minus_encodes += 1;
+                    if let Some(p) = self.slots[index].participant.as_mut() {
+                        emit(out, p, input, MixPacketKind::MixMinus, payload);
+                    }
+                }
+                Err(_) => self.stats.encode_errors += 1,
+            }
+        }
+        // Members that faded out this tick give their codec slot back.
+        for m in (0..self.members.len()).rev() {
+            let member = &mut self.members[m];
+            match member.phase {
+                Phase::Entering => member.phase = Phase::Steady,
+                Phase::Steady => {}
+                Phase::Leaving => {
+                    let member = self.members.swap_remove(m);
+                    self.codecs[member.codec].in_use = false;
+                    if let Some(p) = member.participant.and_then(|i| self.slots[i].participant.as_mut()) {
+                        p.is_member = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn passthrough_tick(&mut self, talker: usize, out: &mut MixOutputs, silence_ref: &mut Option<PayloadRef>) {
+        let Some(p) = self.slots[talker].participant.as_ref() else { return };
+        let forwarded = match p.playout {
+            Playout::Packet { slot } => Some(out.push_bytes(p.jitter.payload(slot))),
+            _ => None,
+        };
+        if let Some(payload) = forwarded {
+            for index in 0..self.slots.len() {
+                if index == talker {
+                    continue;
+                }
+                let input = self.input_at(index);
+                if let Some(p) = self.slots[index].participant.as_mut() {
+                    emit(out, p, input, MixPacketKind::Passthrough, payload);
+                    self.stats.passthrough_packets += 1;
+                }
+            }
+        }
+        if self.recording {
+            out.recording = Some(match forwarded {
+                Some(payload) => payload,
+                None => *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence)),
+            });
+        }
+    }
+
+    /// Silence for everyone who got nothing this tick (repeated every few ticks), then
+    /// advance every output stream's RTP clock by one frame.
+    fn finish_outputs(&mut self, out: &mut MixOutputs, silence_ref: &mut Option<PayloadRef>) {
+        // Silence goes to everyone in a silent room and to the lone talker in passthrough.
+        // A passthrough listener whose talker frame is missing gets nothing: its own
+        // receiver conceals the gap, and a foreign packet would disturb its decoder.
+        let mode = self.mode;
+        if self.recording && out.recording.is_none() {
+            out.recording = Some(*silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence)));
+        }
+        let repeat = self.config.silence_repeat_ticks.max(1);
+        for index in 0..self.slots.len() {
+            let input = self.input_at(index);
+            let Some(p) = self.slots[index].participant.as_mut() else { continue };
+            let silence_due = match mode {
+                Mode::Silence => true,
+                Mode::Passthrough(talker) => talker == index,
+                Mode::Mixed => false,
+            };
+            if !p.output.sent_this_tick && silence_due {
+                if p.output.silence_countdown == 0 {
+                    let payload = *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence));
+                    emit(out, p, input, MixPacketKind::Silence, payload);
+                    self.stats.silence_packets += 1;
+                    p.output.silence_countdown = repeat;
+                }
+                p.output.silence_countdown -= 1;
+            } else if p.output.sent_this_tick {
+                p.output.silence_countdown = 0;
+            }
+            let output = &mut p.output;
+            output.sent_last_tick = output.sent_this_tick;
+            output.sent_this_tick = false;
+            output.timestamp = output.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        }
+    }
+
+    fn update_speakers(&mut self, now: i64, out: &mut MixOutputs) {
+        let interval = i64::from(self.config.speaker_update_interval_ms) * 48;
+        if !self.speakers_pending || self.last_speaker_update.is_some_and(|last| now - last < interval) {
+            return;
+        }
+        self.speakers_pending = false;
+        self.last_speaker_update = Some(now);
+        out.speakers.clear();
+        for index in 0..self.slots.len() {
+            if self.slots[index].activity().is_some_and(|a| a.selected) {
+                out.speakers.push(self.input_at(index));
+            }
+        }
+        let slots = &self.slots;
+        let score = |input: &MixerInput| slots[input.index as usize].activity().map_or(0.0, |a| a.score);
+        out.speakers.sort_unstable_by(|a, b| score(b).total_cmp(&score(a)));
+        out.speakers_changed = true;
+    }
+}
+
+fn emit(out: &mut MixOutputs, p: &mut Participant, to: MixerInput, kind: MixPacketKind, payload: PayloadRef) {
+    let marker = !p.output.sent_last_tick && kind != MixPacketKind::Silence;
+    out.packets.push(MixPacket { to, sequence: p.output.seq, timestamp: p.output.timestamp, marker, kind, payload });
+    p.output.seq = p.output.seq.wrapping_add(1);
+    p.output.sent_this_tick = true;
+}

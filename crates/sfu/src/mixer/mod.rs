@@ -1,0 +1,196 @@
+//! The room audio mixer (sans-IO): per-input jitter buffers, top-K talker selection,
+//! mix-minus for talkers, one shared encode for every listener, passthrough of a lone
+//! talker's own packets, active-speaker updates and a recording tap.
+//!
+//! A room's worker thread owns one [`Mixer`]. It calls [`Mixer::push`] for every audio
+//! RTP packet (already parsed by the transport plane) and [`Mixer::tick`] every 20 ms;
+//! the tick fills a reusable [`MixOutputs`] with one Opus payload plus RTP sequence
+//! number and timestamp per receiving participant. Time is passed in; nothing here reads
+//! the clock, opens a socket or allocates per packet or per tick in steady state.
+//!
+//! Layout: [`jitter`] (adaptive jitter buffer), [`talker`] (selection with hysteresis),
+//! [`limiter`] (32-bit accumulation, fades, soft limiter), [`codec`] (libopus set-up),
+//! [`opus_toc`] (packet inspection without decoding), [`engine`] (the `Mixer` itself),
+//! [`ogg`] (Ogg Opus writer/reader for the recording tap).
+
+pub mod codec;
+pub mod engine;
+pub mod jitter;
+pub mod limiter;
+pub mod ogg;
+pub mod opus_toc;
+pub mod talker;
+
+pub use codec::{CodecError, EncoderSettings, OutputChannels};
+pub use engine::{Mixer, MixerStats, ParticipantStats};
+pub use jitter::{AudioLevel, JitterConfig, JitterStats, PacketDrop};
+pub use ogg::{OggError, OggOpusReader, OggOpusWriter};
+pub use opus_toc::{FRAME_SAMPLES, TocError};
+pub use talker::TalkerConfig;
+
+/// One parsed RTP audio packet handed to the mixer by the transport plane.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpAudioIn<'a> {
+    pub seq: u16,
+    pub timestamp: u32,
+    /// RFC 6464 audio level: (level in -dBov, voice-activity flag), when the sender has it.
+    pub audio_level: Option<AudioLevel>,
+    pub marker: bool,
+    pub payload: &'a [u8],
+}
+
+/// Handle of a participant inside one mixer (index plus generation, so a stale handle of
+/// a removed participant is rejected instead of reaching its successor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MixerInput {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+/// Room mixer configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixerConfig {
+    pub talkers: TalkerConfig,
+    pub jitter: JitterConfig,
+    pub encoder: EncoderSettings,
+    pub output_channels: OutputChannels,
+    /// With exactly one talker, forward its packets to listeners instead of re-encoding.
+    pub passthrough: bool,
+    /// Minimum spacing of active-speaker updates.
+    pub speaker_update_interval_ms: u32,
+    /// Packet-size fallback VAD: 20 ms packets smaller than this are background noise.
+    pub fallback_quiet_bytes: usize,
+    /// Upper bound on participants in one mixer.
+    pub max_participants: usize,
+    /// Silence packets (lone talker, idle room) are repeated this often, like Opus DTX.
+    pub silence_repeat_ticks: u32,
+}
+
+impl Default for MixerConfig {
+    fn default() -> Self {
+        Self {
+            talkers: TalkerConfig::default(),
+            jitter: JitterConfig::default(),
+            encoder: EncoderSettings::default(),
+            output_channels: OutputChannels::Mono,
+            passthrough: true,
+            speaker_update_interval_ms: 300,
+            fallback_quiet_bytes: 20,
+            max_participants: 2_000,
+            silence_repeat_ticks: 20,
+        }
+    }
+}
+
+/// Errors from mixer commands and packet input. Packet errors are also counted.
+#[derive(Debug, thiserror::Error)]
+pub enum MixerError {
+    #[error("the mixer is full ({0} participants)")]
+    Full(usize),
+    #[error("unknown or removed mixer input")]
+    UnknownInput,
+    #[error("talker count must be between 1 and 16, got {0}")]
+    InvalidTalkerCount(usize),
+    #[error("invalid Opus payload: {0}")]
+    InvalidPayload(#[from] TocError),
+    #[error("packet dropped: {0}")]
+    Dropped(#[from] PacketDrop),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// What produced an output payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixPacketKind {
+    /// The room mix, encoded once and shared by every listener.
+    SharedMix,
+    /// A talker's own mix of the other talkers.
+    MixMinus,
+    /// The lone talker's own packet, forwarded without decode or encode.
+    Passthrough,
+    /// A pre-encoded silence frame.
+    Silence,
+}
+
+/// Where a payload sits in [`MixOutputs`]' byte arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadRef {
+    start: u32,
+    len: u32,
+}
+
+/// One packet to send to one participant this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixPacket {
+    pub to: MixerInput,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub kind: MixPacketKind,
+    pub payload: PayloadRef,
+}
+
+/// Everything one tick produces. Reuse one instance across ticks: its buffers are kept.
+#[derive(Debug, Default)]
+pub struct MixOutputs {
+    bytes: Vec<u8>,
+    packets: Vec<MixPacket>,
+    speakers: Vec<MixerInput>,
+    speakers_changed: bool,
+    recording: Option<PayloadRef>,
+}
+
+impl MixOutputs {
+    pub fn new() -> Self {
+        Self { bytes: Vec::with_capacity(32 * 1024), ..Self::default() }
+    }
+
+    /// Packets to send this tick, one per receiving participant at most.
+    pub fn packets(&self) -> &[MixPacket] {
+        &self.packets
+    }
+
+    /// The Opus payload of `packet` (listeners of the shared mix all point at the same bytes).
+    pub fn payload(&self, payload: PayloadRef) -> &[u8] {
+        &self.bytes[payload.start as usize..(payload.start + payload.len) as usize]
+    }
+
+    /// The current active speakers, loudest first, when they changed this tick.
+    pub fn active_speakers(&self) -> Option<&[MixerInput]> {
+        self.speakers_changed.then_some(&self.speakers[..])
+    }
+
+    /// The room mix of this tick for the recording tap (20 ms Opus), when the tap is on.
+    pub fn recording(&self) -> Option<&[u8]> {
+        self.recording.map(|r| self.payload(r))
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.packets.clear();
+        self.speakers_changed = false;
+        self.recording = None;
+    }
+
+    fn push_bytes(&mut self, data: &[u8]) -> PayloadRef {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(data);
+        PayloadRef { start, len: data.len() as u32 }
+    }
+
+    /// Encodes straight into the arena with `encode(buffer) -> written`.
+    fn encode_into<E>(&mut self, encode: impl FnOnce(&mut [u8]) -> Result<usize, E>) -> Result<PayloadRef, E> {
+        let start = self.bytes.len();
+        self.bytes.resize(start + jitter::MAX_PAYLOAD, 0);
+        match encode(&mut self.bytes[start..]) {
+            Ok(len) => {
+                self.bytes.truncate(start + len);
+                Ok(PayloadRef { start: start as u32, len: len as u32 })
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                Err(e)
+            }
+        }
+    }
+}
