@@ -9,4 +9,5 @@ pub mod calls;
 pub mod conversation;
 pub mod http;
 pub mod identity;
+pub mod rooms;
 pub mod store;

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
     api_router()
         .route("/health", get(health))
         .merge(crate::identity::routes())
+        .merge(crate::rooms::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -51,6 +51,7 @@ pub struct AppStateInner {
     pub hmac_keys: HmacKeys,
     pub tokens: TokenService,
     pub revocations: RevocationList,
+    pub rooms: crate::rooms::RoomDirectory,
 }
 
 impl std::ops::Deref for AppState {
@@ -85,7 +86,8 @@ impl AppState {
             .map_err(|e| StartupError::Config(format!("stored token signing key: {e}")))?;
         let revocations = RevocationList::load(&store)?;
         let resource = ResourceInfo { resource_id, access_key, location };
-        Ok(Self(Arc::new(AppStateInner { config, resource, store, hmac_keys, tokens, revocations })))
+        let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
+        Ok(Self(Arc::new(AppStateInner { config, resource, store, hmac_keys, tokens, revocations, rooms })))
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.
