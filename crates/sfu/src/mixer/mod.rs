@@ -21,8 +21,11 @@ pub mod ogg;
 pub mod opus_toc;
 pub mod talker;
 
+#[cfg(test)]
+mod tests;
+
 pub use codec::{CodecError, EncoderSettings, OutputChannels};
-pub use engine::{Mixer, MixerStats, ParticipantStats};
+pub use engine::{MixMode, Mixer, MixerStats, ParticipantStats};
 pub use jitter::{AudioLevel, JitterConfig, JitterStats, PacketDrop};
 pub use ogg::{OggError, OggOpusReader, OggOpusWriter};
 pub use opus_toc::{FRAME_SAMPLES, TocError};
