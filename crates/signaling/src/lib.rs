@@ -5,6 +5,7 @@
 //! revocation), [`store`] (SQLite). APIs: [`identity`].
 
 pub mod auth;
+pub mod directory;
 pub mod calls;
 pub mod conversation;
 pub mod http;

@@ -7,6 +7,8 @@
 mod error;
 mod extract;
 mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use error::ApiError;
 pub use extract::{AcsJson, body_read_error, parse_json, parse_json_or_default, require_api_version};
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     api_router()
         .route("/health", get(health))
         .merge(crate::identity::routes())
+        .merge(crate::directory::routes())
         .merge(crate::rooms::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,6 +3,7 @@
 //! Components add a field to [`AppStateInner`] and initialise it in [`AppState::open`].
 
 use crate::auth::{HmacKeys, RevocationList, TokenService};
+use crate::directory::{Directory, DirectoryConfig};
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct SignalingConfig {
     pub secondary_access_key: Option<String>,
     /// `resourceLocation` claim of access tokens.
     pub resource_location: Option<String>,
+    /// Directory tenants and the development IdP.
+    pub directory: DirectoryConfig,
 }
 
 /// The resource this server acts as.
@@ -51,6 +54,7 @@ pub struct AppStateInner {
     pub hmac_keys: HmacKeys,
     pub tokens: TokenService,
     pub revocations: RevocationList,
+    pub directory: Directory,
     pub rooms: crate::rooms::RoomDirectory,
 }
 
@@ -85,9 +89,10 @@ impl AppState {
         let tokens = TokenService::from_seed_base64(&seed, &resource_id, &location)
             .map_err(|e| StartupError::Config(format!("stored token signing key: {e}")))?;
         let revocations = RevocationList::load(&store)?;
+        let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
-        Ok(Self(Arc::new(AppStateInner { config, resource, store, hmac_keys, tokens, revocations, rooms })))
+        Ok(Self(Arc::new(AppStateInner { config, resource, store, hmac_keys, tokens, revocations, directory, rooms })))
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.

@@ -6,5 +6,7 @@
 
 mod routes;
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 pub use routes::{API_VERSIONS, routes};
