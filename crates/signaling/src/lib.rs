@@ -5,10 +5,12 @@
 //! revocation), [`store`] (SQLite). APIs: [`identity`].
 
 pub mod auth;
-pub mod directory;
 pub mod calls;
 pub mod conversation;
+pub mod directory;
+pub mod gateway;
 pub mod http;
 pub mod identity;
+pub mod meetings_api;
 pub mod rooms;
 pub mod store;

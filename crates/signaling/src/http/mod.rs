@@ -44,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::identity::routes())
         .merge(crate::directory::routes())
         .merge(crate::rooms::routes())
+        .merge(crate::gateway::routes())
+        .merge(crate::meetings_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

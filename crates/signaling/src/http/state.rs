@@ -56,6 +56,7 @@ pub struct AppStateInner {
     pub revocations: RevocationList,
     pub directory: Directory,
     pub rooms: crate::rooms::RoomDirectory,
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,7 +93,18 @@ impl AppState {
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
-        Ok(Self(Arc::new(AppStateInner { config, resource, store, hmac_keys, tokens, revocations, directory, rooms })))
+        let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
+        Ok(Self(Arc::new(AppStateInner {
+            config,
+            resource,
+            store,
+            hmac_keys,
+            tokens,
+            revocations,
+            directory,
+            rooms,
+            gateway,
+        })))
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.

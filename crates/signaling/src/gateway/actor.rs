@@ -1,0 +1,282 @@
+//! One tokio task per live conversation: it owns the sans-IO [`Conversation`], the
+//! participant → socket map, and a single timer at the machine's next deadline, and
+//! carries out the machine's outputs (frames, billing events, media calls).
+
+use super::Gateway;
+use super::connection::{ConnTx, Outbound};
+use super::media::MediaSession;
+use crate::conversation::{
+    Authority, Conversation, ConversationSetup, Input, JoinRequest, Output, Refusal, ServerCommand,
+};
+use crate::http::now_ms;
+use palaver_core::ErrorCode;
+use palaver_core::protocol::{CaptureState, ConversationKind, MeetingPolicy, ParticipantState, ServerMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages to a conversation actor.
+pub(crate) enum ActorMsg {
+    Join {
+        key: String,
+        setup: ConversationSetup,
+        request: JoinRequest,
+        conn_id: String,
+        conn: ConnTx,
+    },
+    Resume {
+        participant_id: String,
+        resume_token: String,
+        raw_id: String,
+        conn_id: String,
+        conn: ConnTx,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// A socket went away (ignored when the participant has since moved to another socket).
+    ConnectionLost {
+        participant_id: String,
+        conn_id: String,
+    },
+    Input(Input),
+    Server {
+        authority: Authority,
+        command: ServerCommand,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Status {
+        reply: oneshot::Sender<LiveStatus>,
+    },
+}
+
+/// A live conversation as seen from REST.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStatus {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub capture: CaptureState,
+    pub policy: MeetingPolicy,
+    pub participants: usize,
+    pub in_lobby: usize,
+}
+
+/// Sender side of a conversation actor.
+#[derive(Clone)]
+pub struct ConversationHandle {
+    pub(crate) conversation_id: String,
+    pub(crate) generation: u64,
+    pub(crate) tx: mpsc::Sender<ActorMsg>,
+}
+
+impl ConversationHandle {
+    pub fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+}
+
+pub(crate) fn spawn(
+    gateway: Gateway,
+    key: String,
+    generation: u64,
+    conversation: Conversation,
+    setup: ConversationSetup,
+) -> ConversationHandle {
+    let (tx, rx) = mpsc::channel(4096);
+    let handle = ConversationHandle { conversation_id: conversation.id().to_string(), generation, tx };
+    let actor = Actor { gateway, key, handle: handle.clone(), conversation, setup, conns: HashMap::new() };
+    tokio::spawn(actor.run(rx));
+    handle
+}
+
+struct Actor {
+    gateway: Gateway,
+    key: String,
+    handle: ConversationHandle,
+    conversation: Conversation,
+    setup: ConversationSetup,
+    /// participant id → (connection id, socket queue)
+    conns: HashMap<String, (String, ConnTx)>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
+        loop {
+            let wait = self.conversation.next_deadline().map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
+            let outputs = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_message(msg),
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)), if wait.is_some() => {
+                    self.conversation.handle(now_ms(), Input::Tick)
+                }
+            };
+            self.execute(outputs);
+            if self.conversation.is_ended() {
+                break;
+            }
+        }
+        self.gateway.forget(&self.key, &self.handle);
+        tracing::info!(key = %self.key, conversation = %self.handle.conversation_id, "conversation ended");
+        // Messages that raced the end: joins go to a fresh conversation, the rest are refused.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                ActorMsg::Join { key, setup, request, conn_id, conn } => {
+                    let gateway = self.gateway.clone();
+                    tokio::spawn(async move {
+                        gateway.join(key, setup, request, conn_id, conn).await;
+                    });
+                }
+                ActorMsg::Resume { reply, .. } => {
+                    let _ = reply.send(Err(Refusal::new(ErrorCode::NotFound, "the conversation has ended")));
+                }
+                ActorMsg::Server { reply, .. } => {
+                    let _ = reply.send(Err(Refusal::new(ErrorCode::InvalidState, "the conversation has ended")));
+                }
+                ActorMsg::ConnectionLost { .. } | ActorMsg::Input(_) | ActorMsg::Status { .. } => {}
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: ActorMsg) -> Vec<Output> {
+        let now = now_ms();
+        match msg {
+            ActorMsg::Join { request, conn_id, conn, .. } => {
+                self.conns.insert(request.participant_id.clone(), (conn_id, conn));
+                self.conversation.handle(now, Input::Join(request))
+            }
+            ActorMsg::Resume { participant_id, resume_token, raw_id, conn_id, conn, reply } => {
+                if let Err(r) = self.conversation.check_resume(&participant_id, &resume_token, &raw_id) {
+                    let _ = reply.send(Err(r));
+                    return Vec::new();
+                }
+                if let Some((_, old)) = self.conns.insert(participant_id.clone(), (conn_id, conn)) {
+                    // The old socket (if still open) stops routing to this participant.
+                    let _ = old.try_send(Outbound::Detached { participant_id: participant_id.clone(), reason: None });
+                }
+                let _ = reply.send(Ok(()));
+                self.conversation.handle(now, Input::Resume { participant_id })
+            }
+            ActorMsg::ConnectionLost { participant_id, conn_id } => {
+                let current = self.conns.get(&participant_id).map(|(c, _)| c.as_str());
+                if current == Some(conn_id.as_str()) {
+                    self.conns.remove(&participant_id);
+                    self.conversation.handle(now, Input::ConnectionLost { participant_id })
+                } else {
+                    Vec::new()
+                }
+            }
+            ActorMsg::Input(input) => self.conversation.handle(now, input),
+            ActorMsg::Server { authority, command, reply } => {
+                match self.conversation.server_command(now, &authority, command) {
+                    Ok(outputs) => {
+                        let _ = reply.send(Ok(()));
+                        outputs
+                    }
+                    Err(r) => {
+                        let _ = reply.send(Err(r));
+                        Vec::new()
+                    }
+                }
+            }
+            ActorMsg::Status { reply } => {
+                let c = &self.conversation;
+                let in_lobby = c.participants().filter(|p| p.state() == ParticipantState::Lobby).count();
+                let _ = reply.send(LiveStatus {
+                    conversation_id: c.id().to_string(),
+                    kind: c.kind(),
+                    capture: c.capture(),
+                    policy: c.policy(),
+                    participants: c.participants().count(),
+                    in_lobby,
+                });
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keep the stored meeting definition in step with policy changes made live.
+    fn persist_policy(&self) {
+        let ConversationSetup::Meeting(_) = &self.setup else { return };
+        let Some(meeting_id) = self.key.strip_prefix("meeting:") else { return };
+        if let Err(e) = self.gateway.meetings.set_policy(meeting_id, &self.conversation.policy()) {
+            tracing::error!(meeting = meeting_id, error = %e, "storing the meeting policy failed");
+        }
+    }
+
+    fn execute(&mut self, outputs: Vec<Output>) {
+        let mut policy_changed = false;
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => {
+                    policy_changed |= matches!(message, ServerMessage::PolicyChanged { .. });
+                    let text: Arc<str> = message.to_json().into();
+                    for pid in to {
+                        if let Some((conn_id, tx)) = self.conns.get(&pid)
+                            && tx.try_send(Outbound::Frame(text.clone())).is_err()
+                        {
+                            tracing::warn!(participant = %pid, conn = %conn_id, "outbound queue full; frame dropped");
+                        }
+                    }
+                }
+                Output::SessionStarted(e) => self.gateway.observer().session_started(e),
+                Output::SessionEnded(e) => self.gateway.observer().session_ended(e),
+                Output::Detach { participant_id, reason } => self.detach(participant_id, Some(reason)),
+                Output::JoinRefused { participant_id } => self.detach(participant_id, None),
+                Output::MediaOffer { participant_id, sdp, may_send_media } => {
+                    let session = self.media_session(&participant_id, may_send_media);
+                    let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
+                    let media = self.gateway.media();
+                    tokio::spawn(async move {
+                        let reply = match media.offer(session, sdp).await {
+                            Ok(answer) => ServerMessage::MediaAnswer { sdp: answer },
+                            Err(e) => ServerMessage::error(e.code, e.message, None),
+                        };
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
+                        }
+                    });
+                }
+                Output::MediaIceCandidate { participant_id, candidate } => {
+                    let session = self.media_session(&participant_id, true);
+                    let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
+                    let media = self.gateway.media();
+                    tokio::spawn(async move {
+                        if let Err(e) = media.ice_candidate(session, candidate).await
+                            && let Some(tx) = tx
+                        {
+                            let frame = ServerMessage::error(e.code, e.message, None).to_json();
+                            let _ = tx.send(Outbound::Frame(frame.into())).await;
+                        }
+                    });
+                }
+                Output::MediaLeave { participant_id } => {
+                    self.gateway.media().leave(self.media_session(&participant_id, true));
+                }
+                Output::ConversationEnded => {}
+            }
+        }
+        if policy_changed {
+            self.persist_policy();
+        }
+    }
+
+    fn detach(&mut self, participant_id: String, reason: Option<palaver_core::EndReason>) {
+        if let Some((_, tx)) = self.conns.remove(&participant_id) {
+            // Sent after any frame already queued, and never dropped for a full queue.
+            tokio::spawn(async move {
+                let _ = tx.send(Outbound::Detached { participant_id, reason }).await;
+            });
+        }
+    }
+
+    fn media_session(&self, participant_id: &str, may_send_media: bool) -> MediaSession {
+        MediaSession {
+            conversation_id: self.handle.conversation_id.clone(),
+            participant_id: participant_id.to_string(),
+            may_send_media,
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! One task per WebSocket: reads and validates client frames (size, rate, JSON, type),
+//! answers heartbeats, resolves join targets (meeting link / code + passcode, group id,
+//! room), routes commands to the conversation actor or the call actor, writes queued
+//! frames, and reports a dropped socket so the reconnect grace period starts.
+
+use super::Gateway;
+use super::PresenceEntry;
+use super::actor::{ActorMsg, ConversationHandle};
+use super::limits::TokenBucket;
+use crate::calls::{Input as CallInput, Party};
+use crate::conversation::participant::display_name_for;
+use crate::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
+use crate::http::{AppState, now_ms};
+use axum::extract::ws::{Message, WebSocket};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use palaver_core::protocol::{
+    ClientFrame, ClientMessage, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
+};
+use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Queue of frames and notices for one socket.
+pub(crate) type ConnTx = mpsc::Sender<Outbound>;
+
+pub(crate) enum Outbound {
+    /// A ready JSON text frame.
+    Frame(Arc<str>),
+    /// The participant's session ended (`reason`), its join was refused (`None`), or
+    /// another socket resumed it (`None`): stop routing to that conversation.
+    Detached { participant_id: String, reason: Option<EndReason> },
+}
+
+/// How the socket authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthPath {
+    /// A palaver access token (`voip` or `voip.join`).
+    AccessToken,
+    /// An IdP token on the native directory-client endpoint.
+    NativeIdp,
+}
+
+/// Who is on the other end, from the verified token.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnIdentity {
+    pub identity: JoinIdentity,
+    pub scopes: ScopeSet,
+    pub path: AuthPath,
+}
+
+struct Attachment {
+    handle: ConversationHandle,
+    participant_id: String,
+}
+
+struct Connection {
+    state: AppState,
+    gateway: Gateway,
+    conn_id: String,
+    tx: ConnTx,
+    ident: ConnIdentity,
+    attached: Option<Attachment>,
+    bucket: TokenBucket,
+    token_warned: bool,
+}
+
+fn frame(msg: &ServerMessage) -> String {
+    msg.to_json()
+}
+
+fn error(code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Vec<String> {
+    vec![frame(&ServerMessage::error(code, message, request_id))]
+}
+
+/// Serve one authenticated socket until it closes.
+pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket) {
+    let gateway = state.gateway.clone();
+    let cfg = gateway.config();
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let raw_id = ident.identity.raw_id();
+    let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
+    let native = ident.path == AuthPath::NativeIdp;
+    gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
+    let (mut sink, mut stream) = socket.split();
+    let mut conn = Connection {
+        state,
+        gateway: gateway.clone(),
+        conn_id: conn_id.clone(),
+        tx,
+        bucket: TokenBucket::new(cfg.rate_limit, now_ms()),
+        ident,
+        attached: None,
+        token_warned: false,
+    };
+    tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket opened");
+
+    let welcome = ServerMessage::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        connection_id: conn_id.clone(),
+        identifier: conn.ident.identity.identifier.to_model(),
+        display_name: display_name_for(&conn.ident.identity, None),
+        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+        idle_timeout_ms: cfg.idle_timeout_ms,
+        max_frame_bytes: MAX_FRAME_BYTES,
+        token_expires_at_ms: conn.ident.identity.token_expires_at_ms,
+    };
+    let mut open = sink.send(Message::Text(frame(&welcome).into())).await.is_ok();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_interval_ms.max(100)));
+    heartbeat.tick().await;
+    let mut last_inbound = Instant::now();
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+
+    while open {
+        let token_wait = conn.detached_token_wait(cfg.token_refresh_lead_ms);
+        let mut replies = Vec::new();
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                None | Some(Err(_)) => break,
+                Some(Ok(msg)) => {
+                    last_inbound = Instant::now();
+                    match msg {
+                        Message::Text(text) => replies = conn.on_text(text.as_str()).await,
+                        Message::Binary(_) => {
+                            replies = error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
+                        }
+                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Close(_) => break,
+                    }
+                }
+            },
+            out = rx.recv() => match out {
+                Some(Outbound::Frame(text)) => replies.push(text.to_string()),
+                Some(Outbound::Detached { participant_id, reason }) => {
+                    if conn.attached.as_ref().is_some_and(|a| a.participant_id == participant_id) {
+                        conn.attached = None;
+                    }
+                    if reason == Some(EndReason::TokenExpired) {
+                        let _ = sink.send(Message::Close(None)).await;
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                if last_inbound.elapsed() > idle {
+                    tracing::debug!(conn = %conn_id, "no inbound frame within the idle timeout");
+                    break;
+                }
+                open = sink.send(Message::Ping(Vec::new().into())).await.is_ok();
+            }
+            _ = tokio::time::sleep(token_wait.unwrap_or(Duration::ZERO)), if token_wait.is_some() => {
+                let now = now_ms();
+                let exp = conn.ident.identity.token_expires_at_ms;
+                if now >= exp {
+                    let end = ServerMessage::error(ErrorCode::TokenExpired, "the access token expired", None);
+                    let _ = sink.send(Message::Text(frame(&end).into())).await;
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+                conn.token_warned = true;
+                replies.push(frame(&ServerMessage::TokenExpiring { expires_at_ms: exp }));
+            }
+        }
+        for text in replies {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                open = false;
+                break;
+            }
+        }
+    }
+
+    if let Some(a) = conn.attached.take() {
+        let _ = a
+            .handle
+            .tx
+            .send(ActorMsg::ConnectionLost { participant_id: a.participant_id, conn_id: conn_id.clone() })
+            .await;
+    }
+    if gateway.presence_remove(&raw_id, &conn_id) {
+        gateway.schedule_user_gone(raw_id.clone());
+    }
+    tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket closed");
+}
+
+impl Connection {
+    /// While not in a conversation the socket itself watches token expiry (the conversation does otherwise).
+    fn detached_token_wait(&self, lead_ms: i64) -> Option<Duration> {
+        if self.attached.is_some() {
+            return None;
+        }
+        let exp = self.ident.identity.token_expires_at_ms;
+        let at = if self.token_warned { exp } else { exp - lead_ms };
+        Some(Duration::from_millis((at - now_ms()).max(0) as u64))
+    }
+
+    async fn on_text(&mut self, text: &str) -> Vec<String> {
+        if !self.bucket.try_take(now_ms()) {
+            return error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
+        }
+        match ClientFrame::parse(text) {
+            Err(e) => error(e.code(), e.to_string(), e.request_id()),
+            Ok(f) => self.dispatch(f).await,
+        }
+    }
+
+    async fn dispatch(&mut self, f: ClientFrame) -> Vec<String> {
+        let rid = f.request_id;
+        use ClientMessage as M;
+        let command = match f.message {
+            M::Ping { nonce } => return vec![frame(&ServerMessage::Pong { nonce })],
+            M::Join { target, display_name } => return self.join(rid, target, display_name).await,
+            M::Resume { conversation_id, participant_id, resume_token } => {
+                return self.resume(rid, conversation_id, participant_id, resume_token).await;
+            }
+            M::TokenRefresh { token } => return self.refresh(rid, token).await,
+            M::CallPlace { targets } => return self.place_call(rid, targets).await,
+            M::CallAccept { call_id } => {
+                let callee = self.party();
+                let endpoint = self.conn_id.clone();
+                return self.call(rid, CallInput::Accept { call_id, callee, endpoint }).await;
+            }
+            M::CallDecline { call_id } => {
+                return self.call(rid, CallInput::Decline { call_id, user: self.raw_id() }).await;
+            }
+            M::CallCancel { call_id } => {
+                return self.call(rid, CallInput::Cancel { call_id, user: self.raw_id() }).await;
+            }
+            M::CallHangUp { call_id } => {
+                return self.call(rid, CallInput::HangUp { call_id, user: self.raw_id() }).await;
+            }
+            M::CallAddParticipant { call_id, target } => {
+                return self.call(rid, CallInput::AddParticipant { call_id, by: self.raw_id(), target }).await;
+            }
+            M::CallTransfer { call_id, target } => {
+                return self.call(rid, CallInput::Transfer { call_id, by: self.raw_id(), target }).await;
+            }
+            M::Leave => Command::Leave,
+            M::LobbyAdmit { participant_id } => Command::Admit { participant_id },
+            M::LobbyDeny { participant_id } => Command::Deny { participant_id },
+            M::ParticipantRemove { participant_id } => Command::Remove { participant_id },
+            M::ParticipantMute { participant_id } => Command::MuteOther { participant_id },
+            M::ParticipantSetRole { participant_id, role } => Command::SetRole { participant_id, role },
+            M::SelfMute { muted } => Command::SelfMute { muted },
+            M::SelfRaiseHand { raised } => Command::RaiseHand { raised },
+            M::ScreenShareStart => Command::ScreenShare { active: true },
+            M::ScreenShareStop => Command::ScreenShare { active: false },
+            M::RecordingStart => Command::Recording { active: true },
+            M::RecordingStop => Command::Recording { active: false },
+            M::TranscriptionStart => Command::Transcription { active: true },
+            M::TranscriptionStop => Command::Transcription { active: false },
+            M::MeetingUpdatePolicy { policy } => Command::UpdatePolicy(policy),
+            M::MeetingEnd => Command::EndMeeting,
+            M::DialOut { phone_number } => Command::DialOut { phone_number },
+            M::MediaOffer { sdp } => Command::MediaOffer { sdp },
+            M::MediaIceCandidate { candidate } => Command::MediaIceCandidate(candidate),
+        };
+        self.forward_to_conversation(rid, command).await
+    }
+
+    fn raw_id(&self) -> String {
+        self.ident.identity.raw_id()
+    }
+
+    fn party(&self) -> Party {
+        Party::new(self.raw_id(), display_name_for(&self.ident.identity, None))
+    }
+
+    async fn forward_to_conversation(&mut self, rid: Option<String>, command: Command) -> Vec<String> {
+        let Some(a) = &self.attached else {
+            return error(ErrorCode::InvalidState, "join a conversation first", rid);
+        };
+        let input = Input::Command { participant_id: a.participant_id.clone(), request_id: rid.clone(), command };
+        if a.handle.tx.send(ActorMsg::Input(input)).await.is_err() {
+            self.attached = None;
+            return error(ErrorCode::InvalidState, "the conversation has ended", rid);
+        }
+        Vec::new()
+    }
+
+    async fn join(&mut self, rid: Option<String>, target: JoinTarget, display_name: Option<String>) -> Vec<String> {
+        if self.attached.is_some() {
+            return error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
+        }
+        let (key, setup, room_role) = match self.resolve(&target) {
+            Ok(t) => t,
+            Err((code, message)) => return error(code, message, rid),
+        };
+        let participant_id = uuid::Uuid::new_v4().to_string();
+        let request = JoinRequest {
+            participant_id: participant_id.clone(),
+            resume_token: new_resume_token(),
+            request_id: rid,
+            identity: self.ident.identity.clone(),
+            proposed_display_name: display_name,
+            room_role,
+        };
+        let handle = self.gateway.join(key, setup, request, self.conn_id.clone(), self.tx.clone()).await;
+        self.attached = Some(Attachment { handle, participant_id });
+        Vec::new()
+    }
+
+    /// Which conversation a join target names; meetings check the passcode here.
+    fn resolve(
+        &self,
+        target: &JoinTarget,
+    ) -> Result<(String, ConversationSetup, Option<palaver_core::RoomRole>), (ErrorCode, String)> {
+        let storage = |e: crate::store::StoreError| (ErrorCode::StorageUnavailable, e.to_string());
+        let meetings = &self.gateway.meetings;
+        match target {
+            JoinTarget::MeetingLink { join_url } => {
+                let id = meeting_id_from_link(join_url)
+                    .ok_or((ErrorCode::InvalidParameter, "joinUrl is not a meeting join link".to_string()))?;
+                let record = meetings.get(&id).map_err(storage)?;
+                let record = record.ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_string()))?;
+                Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
+            }
+            JoinTarget::MeetingCode { meeting_code, passcode } => {
+                let record = meetings.by_code(meeting_code).map_err(storage)?;
+                let record = record.ok_or((ErrorCode::MeetingNotFound, "no meeting with that id".to_string()))?;
+                if !record.passcode_matches(passcode) {
+                    return Err((ErrorCode::WrongPasscode, "wrong meeting passcode".to_string()));
+                }
+                Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
+            }
+            JoinTarget::GroupCall { group_id } => {
+                let id = uuid::Uuid::parse_str(group_id.trim())
+                    .map_err(|_| (ErrorCode::InvalidParameter, "groupId must be a UUID".to_string()))?;
+                Ok((format!("groupCall:{id}"), ConversationSetup::GroupCall, None))
+            }
+            JoinTarget::Room { room_id } => {
+                let role = self
+                    .state
+                    .rooms
+                    .participant_role(room_id, &self.raw_id(), now_ms())
+                    .map_err(|code| (code, format!("cannot join room `{room_id}`")))?;
+                Ok((format!("room:{room_id}"), ConversationSetup::Room, Some(role)))
+            }
+        }
+    }
+
+    async fn resume(
+        &mut self,
+        rid: Option<String>,
+        conversation_id: String,
+        participant_id: String,
+        resume_token: String,
+    ) -> Vec<String> {
+        if self.attached.is_some() {
+            return error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
+        }
+        let Some(handle) = self.gateway.by_conversation_id(&conversation_id) else {
+            return error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
+        };
+        let (reply, answer) = oneshot::channel();
+        let msg = ActorMsg::Resume {
+            participant_id: participant_id.clone(),
+            resume_token,
+            raw_id: self.raw_id(),
+            conn_id: self.conn_id.clone(),
+            conn: self.tx.clone(),
+            reply,
+        };
+        if handle.tx.send(msg).await.is_err() {
+            return error(ErrorCode::NotFound, "the conversation has ended", rid);
+        }
+        match answer.await {
+            Ok(Ok(())) => {
+                self.attached = Some(Attachment { handle, participant_id });
+                Vec::new()
+            }
+            Ok(Err(r)) => error(r.code, r.message, rid),
+            Err(_) => error(ErrorCode::NotFound, "the conversation has ended", rid),
+        }
+    }
+
+    async fn refresh(&mut self, rid: Option<String>, token: String) -> Vec<String> {
+        let now = now_ms();
+        let verified = match self.ident.path {
+            AuthPath::AccessToken => super::routes::verify_access_token(&self.state, &token, now),
+            AuthPath::NativeIdp => super::routes::verify_native_token(&self.state, &token, now).await,
+        };
+        let fresh = match verified {
+            Ok(i) => i,
+            Err(e) => return error(e.code, e.message, rid),
+        };
+        if fresh.identity.raw_id() != self.raw_id() {
+            return error(ErrorCode::Forbidden, "the new token belongs to another identity", rid);
+        }
+        let expires_at_ms = fresh.identity.token_expires_at_ms;
+        self.ident = fresh;
+        self.token_warned = false;
+        if let Some(a) = &self.attached {
+            let input = Input::TokenRefreshed { participant_id: a.participant_id.clone(), expires_at_ms };
+            if a.handle.tx.send(ActorMsg::Input(input)).await.is_ok() {
+                return Vec::new();
+            }
+            self.attached = None;
+        }
+        vec![frame(&ServerMessage::TokenRefreshed { expires_at_ms })]
+    }
+
+    async fn place_call(&mut self, rid: Option<String>, targets: Vec<String>) -> Vec<String> {
+        if !self.ident.scopes.contains(Scope::Voip) {
+            return error(ErrorCode::InsufficientScope, "placing calls needs the `voip` scope", rid);
+        }
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let input = CallInput::Place {
+            call_id: call_id.clone(),
+            caller: self.party(),
+            endpoint: self.conn_id.clone(),
+            targets,
+        };
+        match self.gateway.call_request(input).await {
+            Ok(()) => vec![frame(&ServerMessage::CallPlaced { request_id: rid, call_id })],
+            Err(e) => error(e.code, e.message, rid),
+        }
+    }
+
+    async fn call(&mut self, rid: Option<String>, input: CallInput) -> Vec<String> {
+        match self.gateway.call_request(input).await {
+            Ok(()) => vec![frame(&ServerMessage::Ack { request_id: rid })],
+            Err(e) => error(e.code, e.message, rid),
+        }
+    }
+}
+
+/// 32 random bytes, base64url: the secret that lets a new socket take over a participant.
+fn new_resume_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The meeting id in a join link `https://<host>/meetings/join/<id>` (or a bare id).
+pub(crate) fn meeting_id_from_link(link: &str) -> Option<String> {
+    let path = link.split(['?', '#']).next()?;
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    uuid::Uuid::parse_str(last).ok().map(|u| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_links_yield_the_meeting_id() {
+        let id = "5f0c7a8e-9d7b-4b3e-8f25-1d2c3b4a5e6f";
+        assert_eq!(meeting_id_from_link(&format!("https://h:1/meetings/join/{id}")).as_deref(), Some(id));
+        assert_eq!(meeting_id_from_link(&format!("https://h/meetings/join/{id}/?x=1#y")).as_deref(), Some(id));
+        assert_eq!(meeting_id_from_link(id).as_deref(), Some(id));
+        assert_eq!(meeting_id_from_link("https://h/meetings/join/not-a-meeting"), None);
+        assert_eq!(meeting_id_from_link(""), None);
+    }
+}

@@ -1,0 +1,58 @@
+//! The seam to the media plane: the gateway hands SDP offers and ICE candidates of a
+//! participant to a [`MediaNegotiator`] and relays its answer back on the socket.
+//! Until a media plane is plugged in, [`MediaUnavailable`] answers every offer with the
+//! `MediaUnavailable` error code.
+
+use palaver_core::ErrorCode;
+use palaver_core::protocol::IceCandidate;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Which participant session a media call is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaSession {
+    pub conversation_id: String,
+    pub participant_id: String,
+    /// False for room consumers: they only receive.
+    pub may_send_media: bool,
+}
+
+/// A media-plane refusal, sent to the client as an error frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct MediaError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type MediaFuture<T> = Pin<Box<dyn Future<Output = Result<T, MediaError>> + Send>>;
+
+/// Negotiates a participant's media session with the media plane.
+pub trait MediaNegotiator: Send + Sync + 'static {
+    /// An SDP offer from the client; resolves to the SDP answer.
+    fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String>;
+    /// A trickled ICE candidate from the client.
+    fn ice_candidate(&self, session: MediaSession, candidate: IceCandidate) -> MediaFuture<()>;
+    /// The participant's session ended: release its media resources.
+    fn leave(&self, session: MediaSession);
+}
+
+/// The negotiator used while no media plane is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MediaUnavailable;
+
+impl MediaUnavailable {
+    fn refusal() -> MediaError {
+        MediaError { code: ErrorCode::MediaUnavailable, message: "no media plane is configured on this server".into() }
+    }
+}
+
+impl MediaNegotiator for MediaUnavailable {
+    fn offer(&self, _session: MediaSession, _sdp: String) -> MediaFuture<String> {
+        Box::pin(async { Err(Self::refusal()) })
+    }
+    fn ice_candidate(&self, _session: MediaSession, _candidate: IceCandidate) -> MediaFuture<()> {
+        Box::pin(async { Err(Self::refusal()) })
+    }
+    fn leave(&self, _session: MediaSession) {}
+}

@@ -1,0 +1,279 @@
+//! The WebSocket signaling gateway: the `/signaling/v1` endpoint, the registry of live
+//! conversations (one actor task each, owning its sans-IO [`Conversation`]), user
+//! presence for call notifications, the call actor, and the seams to billing
+//! ([`SessionObserver`]) and media ([`MediaNegotiator`]).
+
+mod actor;
+mod calls;
+mod connection;
+mod limits;
+pub mod media;
+mod routes;
+
+pub use actor::{ConversationHandle, LiveStatus};
+pub use limits::RateLimit;
+pub use media::{MediaError, MediaNegotiator, MediaSession, MediaUnavailable};
+pub use routes::routes;
+
+use crate::calls::CallsConfig;
+use crate::conversation::{
+    Authority, Conversation, ConversationConfig, ConversationSetup, JoinRequest, Refusal, ServerCommand,
+};
+use crate::meetings_api::MeetingDirectory;
+use actor::ActorMsg;
+use connection::{ConnTx, Outbound};
+use dashmap::DashMap;
+use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// Timing and limits of the gateway (`[signaling]`-level settings of the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// A dropped participant stays `reconnecting` this long (default 30 s).
+    pub reconnect_grace_ms: i64,
+    /// Clients are asked to refresh their token this long before it expires (default 2 min).
+    pub token_refresh_lead_ms: i64,
+    /// Advertised heartbeat period; the server also pings at this period (default 15 s).
+    pub heartbeat_interval_ms: u64,
+    /// A socket with no inbound frame for this long counts as dropped (default 45 s).
+    pub idle_timeout_ms: u64,
+    pub rate_limit: RateLimit,
+    /// Frames queued per socket before further frames to it are dropped.
+    pub outbound_queue: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_grace_ms: 30_000,
+            token_refresh_lead_ms: 120_000,
+            heartbeat_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            rate_limit: RateLimit::default(),
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Logs participant sessions when no billing observer is plugged in.
+#[derive(Debug, Default)]
+pub struct LoggingSessionObserver;
+
+impl SessionObserver for LoggingSessionObserver {
+    fn session_started(&self, e: SessionStarted) {
+        tracing::info!(session = %e.session_id, conversation = %e.conversation_id, participant = %e.participant_raw_id,
+            participant_type = e.participant_type.as_str(), "participant session started");
+    }
+    fn session_ended(&self, e: SessionEnded) {
+        tracing::info!(session = %e.session_id, conversation = %e.conversation_id, reason = e.reason.as_str(),
+            "participant session ended");
+    }
+}
+
+/// One open socket of a user, for call notifications.
+#[derive(Clone)]
+pub(crate) struct PresenceEntry {
+    pub conn_id: String,
+    pub tx: ConnTx,
+    pub native: bool,
+}
+
+/// The gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<GatewayInner>);
+
+pub struct GatewayInner {
+    config: RwLock<GatewayConfig>,
+    calls_config: RwLock<CallsConfig>,
+    observer: RwLock<Arc<dyn SessionObserver>>,
+    media: RwLock<Arc<dyn MediaNegotiator>>,
+    pub meetings: MeetingDirectory,
+    /// Live conversations by target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
+    by_target: DashMap<String, ConversationHandle>,
+    /// The same, by conversation id (for `resume` and `/conversations/{id}` routes).
+    by_id: DashMap<String, ConversationHandle>,
+    presence: DashMap<String, Vec<PresenceEntry>>,
+    calls: OnceLock<mpsc::UnboundedSender<calls::CallsMsg>>,
+    next_generation: AtomicU64,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = GatewayInner;
+    fn deref(&self) -> &GatewayInner {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("live_conversations", &self.by_target.len())
+            .field("users_online", &self.presence.len())
+            .finish()
+    }
+}
+
+impl Gateway {
+    pub fn new(meetings: MeetingDirectory) -> Self {
+        Self(Arc::new(GatewayInner {
+            config: RwLock::new(GatewayConfig::default()),
+            calls_config: RwLock::new(CallsConfig::default()),
+            observer: RwLock::new(Arc::new(LoggingSessionObserver)),
+            media: RwLock::new(Arc::new(MediaUnavailable)),
+            meetings,
+            by_target: DashMap::new(),
+            by_id: DashMap::new(),
+            presence: DashMap::new(),
+            calls: OnceLock::new(),
+            next_generation: AtomicU64::new(1),
+        }))
+    }
+
+    /// Set timing/limits (before serving).
+    pub fn set_config(&self, config: GatewayConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+    /// Set the call configuration (queues, ring timeout); takes effect if set before the first call.
+    pub fn set_calls_config(&self, config: CallsConfig) {
+        *self.calls_config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+    /// Plug in the billing meter.
+    pub fn set_session_observer(&self, observer: Arc<dyn SessionObserver>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+    /// Plug in the media plane.
+    pub fn set_media_negotiator(&self, media: Arc<dyn MediaNegotiator>) {
+        *self.media.write().unwrap_or_else(|p| p.into_inner()) = media;
+    }
+
+    pub fn config(&self) -> GatewayConfig {
+        *self.config.read().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(crate) fn calls_config(&self) -> CallsConfig {
+        self.calls_config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub(crate) fn observer(&self) -> Arc<dyn SessionObserver> {
+        self.observer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub(crate) fn media(&self) -> Arc<dyn MediaNegotiator> {
+        self.media.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Number of live conversations.
+    pub fn live_conversations(&self) -> usize {
+        self.by_target.len()
+    }
+
+    /// Route a join to the live conversation for `key`, starting it if needed.
+    pub(crate) async fn join(
+        &self,
+        key: String,
+        setup: ConversationSetup,
+        request: JoinRequest,
+        conn_id: String,
+        conn: ConnTx,
+    ) -> ConversationHandle {
+        let mut msg = ActorMsg::Join { key: key.clone(), setup: setup.clone(), request, conn_id, conn };
+        loop {
+            let handle = self.handle_for(&key, &setup);
+            match handle.tx.send(msg).await {
+                Ok(()) => return handle,
+                // The actor ended between lookup and send: it is gone from the registry, retry.
+                Err(mpsc::error::SendError(back)) => {
+                    self.forget(&key, &handle);
+                    msg = back;
+                }
+            }
+        }
+    }
+
+    fn handle_for(&self, key: &str, setup: &ConversationSetup) -> ConversationHandle {
+        self.by_target
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                let conversation_id = uuid::Uuid::new_v4().to_string();
+                let cfg = self.config();
+                let conv_cfg = ConversationConfig {
+                    reconnect_grace_ms: cfg.reconnect_grace_ms,
+                    token_refresh_lead_ms: cfg.token_refresh_lead_ms,
+                };
+                let conversation = Conversation::new(conversation_id.clone(), setup.clone(), conv_cfg);
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let handle = actor::spawn(self.clone(), key.to_string(), generation, conversation, setup.clone());
+                self.by_id.insert(conversation_id, handle.clone());
+                tracing::info!(key, conversation = %handle.conversation_id, "conversation started");
+                handle
+            })
+            .clone()
+    }
+
+    /// Drop a conversation from the registry (only the given generation).
+    pub(crate) fn forget(&self, key: &str, handle: &ConversationHandle) {
+        self.by_target.remove_if(key, |_, h| h.generation == handle.generation);
+        self.by_id.remove_if(&handle.conversation_id, |_, h| h.generation == handle.generation);
+    }
+
+    pub(crate) fn by_conversation_id(&self, id: &str) -> Option<ConversationHandle> {
+        self.by_id.get(id).map(|h| h.clone())
+    }
+    /// The live conversation of a meeting, if it is in progress.
+    pub fn meeting_handle(&self, meeting_id: &str) -> Option<ConversationHandle> {
+        self.by_target.get(&format!("meeting:{meeting_id}")).map(|h| h.clone())
+    }
+    /// A live conversation by its id (as in snapshots).
+    pub fn conversation_handle(&self, conversation_id: &str) -> Option<ConversationHandle> {
+        self.by_conversation_id(conversation_id)
+    }
+
+    /// A REST command on a live conversation (by target key or conversation id).
+    pub async fn server_command(
+        &self,
+        handle: &ConversationHandle,
+        authority: Authority,
+        command: ServerCommand,
+    ) -> Result<(), Refusal> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Refusal::new(ErrorCode::InvalidState, "the conversation is not in progress");
+        handle.tx.send(ActorMsg::Server { authority, command, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Live status of a conversation, if it is running.
+    pub async fn live_status(&self, handle: &ConversationHandle) -> Option<LiveStatus> {
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(ActorMsg::Status { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub(crate) fn presence_add(&self, raw_id: &str, entry: PresenceEntry) {
+        self.presence.entry(raw_id.to_string()).or_default().push(entry);
+    }
+
+    /// Remove a socket; true when it was the user's last one.
+    pub(crate) fn presence_remove(&self, raw_id: &str, conn_id: &str) -> bool {
+        let mut last = false;
+        if let Some(mut entries) = self.presence.get_mut(raw_id) {
+            entries.retain(|e| e.conn_id != conn_id);
+            last = entries.is_empty();
+        }
+        if last {
+            self.presence.remove_if(raw_id, |_, v| v.is_empty());
+        }
+        last
+    }
+
+    pub(crate) fn presence_of(&self, raw_id: &str) -> Vec<PresenceEntry> {
+        self.presence.get(raw_id).map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Send a prepared frame to every socket of a user.
+    pub(crate) fn notify_user(&self, raw_id: &str, text: Arc<str>) {
+        for entry in self.presence_of(raw_id) {
+            if entry.tx.try_send(Outbound::Frame(text.clone())).is_err() {
+                tracing::warn!(user = raw_id, conn = %entry.conn_id, "outbound queue full; call event dropped");
+            }
+        }
+    }
+}
