@@ -277,3 +277,6 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,345 @@
+//! Gateway tests over real sockets on 127.0.0.1 (plain HTTP, in-process router): lobby
+//! story, recording notice timing, bad input, calls, reconnect with resume.
+
+use crate::auth::TokenGrant;
+use crate::http::{AppState, SignalingConfig, now_ms, router};
+use crate::store::Store;
+use axum::body::Body;
+use futures_util::{SinkExt, StreamExt};
+use palaver_core::{Scope, ScopeSet, SessionEnded, SessionObserver, SessionStarted};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct RecordingObserver {
+    started: Mutex<Vec<SessionStarted>>,
+    ended: Mutex<Vec<SessionEnded>>,
+}
+
+impl SessionObserver for RecordingObserver {
+    fn session_started(&self, e: SessionStarted) {
+        self.started.lock().unwrap().push(e);
+    }
+    fn session_ended(&self, e: SessionEnded) {
+        self.ended.lock().unwrap().push(e);
+    }
+}
+
+struct Server {
+    state: AppState,
+    addr: SocketAddr,
+    observer: Arc<RecordingObserver>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let state = AppState::open(SignalingConfig::default(), Store::open_in_memory().unwrap()).unwrap();
+        let observer = Arc::new(RecordingObserver::default());
+        state.gateway.set_session_observer(observer.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { state, addr, observer }
+    }
+
+    fn token(&self, raw_id: &str, name: Option<&str>, scopes: &[Scope]) -> String {
+        let grant = TokenGrant {
+            raw_id: raw_id.to_string(),
+            scopes: scopes.iter().copied().collect::<ScopeSet>(),
+            expires_at_ms: now_ms() + 3_600_000,
+            name: name.map(str::to_string),
+            tid: raw_id.starts_with("8:orgid:").then(|| "tenant-1".to_string()),
+            native: false,
+        };
+        self.state.tokens.issue(&grant, now_ms()).unwrap().token
+    }
+
+    fn external_id(&self) -> String {
+        format!("8:acs:{}_{}", self.state.resource.resource_id, uuid::Uuid::new_v4())
+    }
+
+    async fn rest(&self, method: &str, uri: &str, token: &str, body: Value) -> (u16, Value) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn connect(&self, token: &str) -> Client {
+        let url = format!("ws://{}/signaling/v1?access_token={token}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut c = Client { ws };
+        assert_eq!(c.recv().await["type"], "welcome");
+        c
+    }
+}
+
+struct Client {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Client {
+    async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+    async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(3), self.ws.next())
+                .await
+                .expect("no frame within 3 s")
+                .expect("socket closed")
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+    /// Next frame of type `ty`, skipping others.
+    async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+}
+
+const ORG: &str = "8:orgid:organizer-1";
+
+#[tokio::test]
+async fn lobby_admit_roster_and_recording_notice_within_a_second() {
+    let s = Server::start().await;
+    let org_token = s.token(ORG, Some("Olivia"), &[Scope::Voip, Scope::Chat]);
+    let (status, meeting) = s.rest("POST", "/meetings", &org_token, json!({"subject":"Support"})).await;
+    assert_eq!(status, 201, "{meeting}");
+    let ext_id = s.external_id();
+    let mut ext = s.connect(&s.token(&ext_id, None, &[Scope::Voip])).await;
+    ext.send(json!({"type":"join","requestId":"j1","displayName":"Bob (External)",
+        "target":{"kind":"meetingCode","meetingCode":meeting["meetingCode"],"passcode":meeting["passcode"]}}))
+        .await;
+    let joined = ext.recv_type("joined").await;
+    assert_eq!(joined["requestId"], "j1");
+    assert_eq!(joined["snapshot"]["state"], "lobby");
+    let ext_pid = joined["snapshot"]["participantId"].as_str().unwrap().to_string();
+
+    let mut org = s.connect(&org_token).await;
+    org.send(json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
+    let joined = org.recv_type("joined").await;
+    assert_eq!(joined["snapshot"]["role"], "organizer");
+    let waiting: Vec<&Value> = joined["snapshot"]["participants"].as_array().unwrap().iter().collect();
+    let bob = waiting.iter().find(|p| p["participantId"] == ext_pid.as_str()).unwrap();
+    assert_eq!(bob["displayName"], "Bob (External)");
+    assert_eq!(bob["state"], "lobby");
+    assert_eq!(bob["participantType"], "ACS as Teams external user");
+
+    // Recording starts while Bob still waits: the lobby hears it too, within 1 s.
+    let started = Instant::now();
+    let meeting_id = meeting["id"].as_str().unwrap();
+    let (status, body) =
+        s.rest("POST", &format!("/meetings/{meeting_id}/recording:start"), &org_token, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let seen_ext = ext.recv_type("capture.changed").await;
+    let seen_org = org.recv_type("capture.changed").await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert_eq!(seen_ext["capture"]["recording"], "active");
+    assert_eq!(seen_org["capture"]["recording"], "active");
+
+    // Admit: Bob sees his state change live, the organizer gets the delta.
+    org.send(json!({"type":"lobby.admit","requestId":"a1","participantId":ext_pid})).await;
+    assert_eq!(org.recv_type("ack").await["requestId"], "a1");
+    let delta = org.recv_type("roster.delta").await;
+    assert_eq!(delta["delta"], json!({"change":"stateChanged","participantId":ext_pid,"state":"connected"}));
+    let snap = ext.recv_type("snapshot").await;
+    assert_eq!(snap["snapshot"]["state"], "connected");
+    assert_eq!(snap["snapshot"]["capture"]["recording"], "active");
+
+    // External users cannot stop (or start) recording.
+    ext.send(json!({"type":"recording.stop","requestId":"r1"})).await;
+    let err = ext.recv_type("error").await;
+    assert_eq!((err["code"].as_str(), err["requestId"].as_str()), (Some("ExternalUsersNotAllowed"), Some("r1")));
+
+    ext.send(json!({"type":"leave"})).await;
+    assert_eq!(ext.recv_type("session.ended").await["reason"], "Left");
+    assert_eq!(org.recv_type("roster.delta").await["delta"]["change"], "left");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = s.observer.started.lock().unwrap().clone();
+    let ended = s.observer.ended.lock().unwrap().clone();
+    assert_eq!(started.len(), 2);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].session_id, ext_pid);
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
+    let s = Server::start().await;
+    let org_token = s.token(ORG, Some("Olivia"), &[Scope::Voip]);
+    let (_, meeting) = s.rest("POST", "/meetings", &org_token, json!({})).await;
+    let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::VoipJoin])).await;
+    let expect = async |c: &mut Client, frame: Message, code: &str| {
+        c.ws.send(frame).await.unwrap();
+        let e = c.recv_type("error").await;
+        assert_eq!(e["code"], code, "{e}");
+    };
+    expect(&mut c, Message::Text("{nope".into()), "InvalidJson").await;
+    expect(&mut c, Message::Text(r#"{"type":"teleport"}"#.into()), "UnknownMessageType").await;
+    expect(&mut c, Message::Text(r#"{"type":"lobby.admit"}"#.into()), "InvalidParameter").await;
+    let big = json!({"type":"ping","pad":"x".repeat(70 * 1024)}).to_string();
+    expect(&mut c, Message::Text(big.into()), "PayloadTooLarge").await;
+    expect(&mut c, Message::Binary(vec![1, 2, 3].into()), "InvalidJson").await;
+    let admit = json!({"type":"lobby.admit","participantId":"x"}).to_string();
+    expect(&mut c, Message::Text(admit.into()), "InvalidState").await;
+    let wrong =
+        json!({"type":"join","target":{"kind":"meetingCode","meetingCode":meeting["meetingCode"],"passcode":"nope00"}});
+    expect(&mut c, Message::Text(wrong.to_string().into()), "WrongPasscode").await;
+    let unknown = json!({"type":"join","target":{"kind":"meetingCode","meetingCode":"999999999999","passcode":"x"}});
+    expect(&mut c, Message::Text(unknown.to_string().into()), "MeetingNotFound").await;
+    let bad_group = json!({"type":"join","target":{"kind":"groupCall","groupId":"not-a-uuid"}});
+    expect(&mut c, Message::Text(bad_group.to_string().into()), "InvalidParameter").await;
+    // voip.join cannot place calls.
+    let place = json!({"type":"call.place","targets":["8:orgid:someone"]});
+    expect(&mut c, Message::Text(place.to_string().into()), "InsufficientScope").await;
+    // Still alive.
+    c.send(json!({"type":"ping","nonce":7})).await;
+    assert_eq!(c.recv_type("pong").await["nonce"], 7);
+
+    // A chat-only token is refused before the upgrade.
+    let url = format!("ws://{}/signaling/v1?access_token={}", s.addr, s.token(&s.external_id(), None, &[Scope::Chat]));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        other => panic!("expected HTTP 403, got {:?}", other.map(|_| ())),
+    }
+    let url = format!("ws://{}/signaling/v1", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn calls_ring_accept_and_external_to_directory_is_refused() {
+    let s = Server::start().await;
+    let mut ext = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
+    ext.send(json!({"type":"call.place","requestId":"p0","targets":["8:orgid:b"]})).await;
+    let e = ext.recv_type("error").await;
+    assert_eq!(e["code"], "ExternalUserCannotCallDirectoryUser");
+
+    a.send(json!({"type":"call.place","requestId":"p1","targets":["8:orgid:b"]})).await;
+    let placed = a.recv_type("call.placed").await;
+    let call_id = placed["callId"].as_str().unwrap().to_string();
+    let incoming = b.recv_type("call.incoming").await;
+    assert_eq!(incoming["callId"], call_id.as_str());
+    assert_eq!(incoming["caller"]["displayName"], "Ada");
+    b.send(json!({"type":"call.accept","callId":call_id})).await;
+    assert_eq!(a.recv_type("call.connected").await["callId"], call_id.as_str());
+    a.send(json!({"type":"call.hangUp","callId":call_id})).await;
+    b.recv_type("call.ended").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(s.observer.started.lock().unwrap().len(), 2);
+    assert_eq!(s.observer.ended.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn dropped_socket_reconnects_with_resume_and_group_call_rule_holds() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let a_token = s.token("8:orgid:a", Some("Ada"), &[Scope::Voip]);
+    let b_token = s.token("8:orgid:b", Some("Ben"), &[Scope::Voip]);
+    let mut a = s.connect(&a_token).await;
+    let mut b = s.connect(&b_token).await;
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    a.send(join.clone()).await;
+    a.recv_type("joined").await;
+    b.send(join.clone()).await;
+    let joined = b.recv_type("joined").await;
+    let conversation_id = joined["snapshot"]["conversationId"].as_str().unwrap().to_string();
+    let b_pid = joined["snapshot"]["participantId"].as_str().unwrap().to_string();
+    let resume_token = joined["resumeToken"].as_str().unwrap().to_string();
+    assert_eq!(a.recv_type("roster.delta").await["delta"]["change"], "joined");
+
+    drop(b); // the socket dies without `leave`
+    let d = a.recv_type("roster.delta").await;
+    assert_eq!(d["delta"], json!({"change":"stateChanged","participantId":b_pid,"state":"reconnecting"}));
+
+    // Someone else cannot take the seat; Ben can.
+    let mut intruder = s.connect(&a_token).await;
+    intruder
+        .send(
+            json!({"type":"resume","conversationId":conversation_id,"participantId":b_pid,"resumeToken":resume_token}),
+        )
+        .await;
+    assert_eq!(intruder.recv_type("error").await["code"], "Forbidden");
+    let mut b2 = s.connect(&b_token).await;
+    b2.send(json!({"type":"resume","conversationId":conversation_id,"participantId":b_pid,"resumeToken":resume_token}))
+        .await;
+    assert_eq!(b2.recv_type("snapshot").await["snapshot"]["state"], "connected");
+    let d = a.recv_type("roster.delta").await;
+    assert_eq!(d["delta"]["state"], "connected");
+    assert!(s.observer.ended.lock().unwrap().is_empty(), "a resumed session is the same session");
+
+    // A group call started by an external user refuses directory users.
+    let group2 = uuid::Uuid::new_v4().to_string();
+    let mut ext = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    ext.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group2}})).await;
+    assert_eq!(ext.recv_type("joined").await["snapshot"]["participants"][0]["participantType"], "ACS");
+    intruder.send(json!({"type":"join","requestId":"g2","target":{"kind":"groupCall","groupId":group2}})).await;
+    let e = intruder.recv_type("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["requestId"].as_str()),
+        (Some("DirectoryUserCannotJoinExternalCall"), Some("g2"))
+    );
+    // The refused socket is not stuck: it can join elsewhere.
+    intruder
+        .send(json!({"type":"join","target":{"kind":"groupCall","groupId":uuid::Uuid::new_v4().to_string()}}))
+        .await;
+    intruder.recv_type("joined").await;
+}
+
+#[tokio::test]
+async fn meetings_api_validates_and_authorizes() {
+    let s = Server::start().await;
+    let org_token = s.token(ORG, Some("Olivia"), &[Scope::Voip]);
+    let ext_token = s.token(&s.external_id(), None, &[Scope::Voip]);
+    let (status, body) = s.rest("POST", "/meetings", &ext_token, json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("Forbidden")));
+    let (status, body) = s.rest("POST", "/meetings", &org_token, json!({"policy":{"maxParticipants":5000}})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("InvalidParameter")));
+    let (status, body) = s.rest("POST", "/meetings", &org_token, json!({"coOrganizers":["8:acs:x_y"]})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("InvalidIdentifier")));
+    let (status, body) = s.rest("POST", "/meetings", &org_token, json!({"subjekt":"typo"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("InvalidJson")));
+    let (status, m) =
+        s.rest("POST", "/meetings", &org_token, json!({"subject":"Q3","policy":{"lobbyBypass":"everyone"}})).await;
+    assert_eq!(status, 201);
+    assert_eq!(m["policy"]["lobbyBypass"], "everyone");
+    assert_eq!(m["policy"]["externalDialOut"], false);
+    assert_eq!(m["meetingCode"].as_str().unwrap().len(), 12);
+    let id = m["id"].as_str().unwrap();
+    let (status, _) = s.rest("GET", &format!("/meetings/{id}"), &ext_token, Value::Null).await;
+    assert_eq!(status, 403);
+    let (status, body) =
+        s.rest("PATCH", &format!("/meetings/{id}"), &org_token, json!({"policy":{"externalDialOut":true}})).await;
+    assert_eq!((status, body["policy"]["externalDialOut"].as_bool()), (200, Some(true)));
+    let (status, body) = s.rest("POST", &format!("/meetings/{id}/recording:start"), &org_token, json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("InvalidState")), "not in progress");
+    let (status, _) = s.rest("DELETE", &format!("/meetings/{id}"), &org_token, Value::Null).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.rest("GET", &format!("/meetings/{id}"), &org_token, Value::Null).await;
+    assert_eq!(status, 404);
+}
