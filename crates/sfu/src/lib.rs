@@ -7,4 +7,5 @@
 pub mod rtp;
 pub mod srtp;
 pub mod router;
+pub mod worker;
 pub mod mixer;

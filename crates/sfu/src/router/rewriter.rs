@@ -8,6 +8,9 @@ use std::time::Instant;
 
 /// How many recent out→source mappings are kept for NACK answering.
 const HISTORY: usize = 1024;
+/// How far past a switch point the stream must get before the "older than the switch" check
+/// is dropped (reordering is never this deep).
+const GUARD_SPAN: i16 = 2048;
 
 /// One forwarded packet's origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub struct OutStream {
     last_ts: u32,
     last_at: Option<Instant>,
     switch_source_seq: u16,
+    /// While set, packets older than `switch_source_seq` are dropped; cleared once the stream
+    /// is well past the switch point (so a long stream never wraps into "before the switch").
+    switch_guard: bool,
     next_rtx_seq: u16,
     history: Vec<Origin>,
 }
@@ -50,6 +56,7 @@ impl OutStream {
             last_ts: seed.rotate_left(16),
             last_at: None,
             switch_source_seq: 0,
+            switch_guard: false,
             next_rtx_seq: (seed >> 16) as u16,
             history: vec![Origin::default(); HISTORY],
         }
@@ -70,6 +77,7 @@ impl OutStream {
         self.seq_offset = next_seq.wrapping_sub(seq);
         self.ts_offset = next_ts.wrapping_sub(ts);
         self.switch_source_seq = seq;
+        self.switch_guard = true;
         self.started = true;
     }
 
@@ -79,8 +87,17 @@ impl OutStream {
 
     /// Maps a source packet of the current source/layer; `None` if it predates the switch.
     pub fn map(&mut self, now: Instant, seq: u16, ts: u32, source: u32, layer: u8) -> Option<(u16, u32)> {
-        if !self.started || (seq.wrapping_sub(self.switch_source_seq) as i16) < 0 {
+        if !self.started {
             return None;
+        }
+        if self.switch_guard {
+            let since_switch = seq.wrapping_sub(self.switch_source_seq) as i16;
+            if since_switch < 0 {
+                return None;
+            }
+            if since_switch > GUARD_SPAN {
+                self.switch_guard = false;
+            }
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = ts.wrapping_add(self.ts_offset);
@@ -155,5 +172,20 @@ mod tests {
         let second = s.map(t0, 65_535, 960, 0, 0).unwrap().0;
         assert_eq!((second, third), (first.wrapping_add(1), first.wrapping_add(2)));
         assert_eq!(s.last_sequence(), third);
+    }
+
+    #[test]
+    fn long_streams_survive_sequence_wrap() {
+        let t0 = Instant::now();
+        let mut s = OutStream::new(1);
+        s.switch_to(t0, 0, 0, 48_000);
+        let mut last = None;
+        for i in 0..200_000u32 {
+            let (seq, _) = s.map(t0, i as u16, 960 * i, 0, 0).expect("every packet maps");
+            if let Some(prev) = last {
+                assert_eq!(seq, u16::wrapping_add(prev, 1));
+            }
+            last = Some(seq);
+        }
     }
 }

@@ -1,0 +1,379 @@
+//! The sans-IO heart of a media worker: its rooms (one [`Router`] each), its transports
+//! (ICE credentials, remote address, inbound/outbound SRTP contexts), the demultiplexer
+//! (STUN by ufrag, everything else by source address) and control commands. Driven with
+//! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::counters::{DropReason, WorkerCounters};
+use super::stun::{BindingRequest, StunError, is_stun, write_binding_success};
+use super::{Command, CommandError, RoomId, TransportSpec, WorkerEvent};
+use crate::router::{
+    FastMap, Router, RouterConfig, RouterEvent, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite,
+};
+use crate::rtp::{is_rtcp, is_rtp_or_rtcp};
+use crate::srtp::{SrtpContext, SrtpError};
+
+/// Largest datagram the worker sends (RTP up to the cache slot size plus SRTP/RTX overhead).
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// Where the worker core puts outgoing datagrams (the socket shell batches them).
+pub trait Transmit {
+    /// Scratch space for the next datagram, at least [`MAX_DATAGRAM`] bytes.
+    fn buffer(&mut self) -> &mut [u8];
+    /// The first `len` bytes of the last [`buffer`](Self::buffer) go to `to`.
+    fn commit(&mut self, len: usize, to: SocketAddr);
+}
+
+struct Transport {
+    room: RoomId,
+    ice_ufrag: String,
+    ice_pwd: String,
+    remote: Option<SocketAddr>,
+    srtp_in: SrtpContext,
+    srtp_out: SrtpContext,
+}
+
+/// One worker's state; see the module docs.
+pub struct WorkerCore {
+    rooms: FastMap<RoomId, Router>,
+    transports: FastMap<TransportId, Transport>,
+    /// Keyed by attacker-chosen addresses, so it keeps the DoS-resistant default hasher.
+    by_addr: HashMap<SocketAddr, TransportId>,
+    by_ufrag: HashMap<String, TransportId>,
+    counters: Arc<WorkerCounters>,
+    events: Arc<ArrayQueue<WorkerEvent>>,
+    router_config: RouterConfig,
+    server_ssrc: u32,
+}
+
+impl std::fmt::Debug for WorkerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCore")
+            .field("rooms", &self.rooms.len())
+            .field("transports", &self.transports.len())
+            .finish()
+    }
+}
+
+/// Adapts the router's outputs to this worker's transports, crypto and counters.
+struct Sink<'a, T> {
+    transports: &'a mut FastMap<TransportId, Transport>,
+    tx: &'a mut T,
+    counters: &'a WorkerCounters,
+    events: &'a ArrayQueue<WorkerEvent>,
+    room: RoomId,
+}
+
+impl<T: Transmit> Sink<'_, T> {
+    fn send(&mut self, to: TransportId, fill: impl FnOnce(&mut [u8], &mut SrtpContext) -> Option<usize>) {
+        let Some(transport) = self.transports.get_mut(&to) else {
+            return self.counters.count_drop(DropReason::NoRemoteAddress);
+        };
+        let Some(remote) = transport.remote else { return self.counters.count_drop(DropReason::NoRemoteAddress) };
+        let buf = self.tx.buffer();
+        match fill(buf, &mut transport.srtp_out) {
+            Some(len) => {
+                self.tx.commit(len, remote);
+                WorkerCounters::inc(&self.counters.packets_out);
+                WorkerCounters::add(&self.counters.bytes_out, len as u64);
+            }
+            None => self.counters.count_drop(DropReason::ProtectFailed),
+        }
+    }
+}
+
+impl<T: Transmit> RouterOutput for Sink<'_, T> {
+    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite) {
+        self.send(to, |buf, srtp| {
+            let len = apply_rewrite(packet, buf, rewrite).ok()?;
+            srtp.protect_rtp(buf, len).ok()
+        });
+        WorkerCounters::inc(&self.counters.rtp_forwarded);
+    }
+
+    fn send_rtcp(&mut self, to: TransportId, packet: &[u8]) {
+        self.send(to, |buf, srtp| {
+            buf.get_mut(..packet.len())?.copy_from_slice(packet);
+            srtp.protect_rtcp(buf, packet.len()).ok()
+        });
+    }
+
+    fn event(&mut self, event: RouterEvent) {
+        let RouterEvent::ActiveSpeakers { speakers } = event;
+        if self.events.push(WorkerEvent::ActiveSpeakers { room: self.room, speakers }).is_err() {
+            self.counters.count_drop(DropReason::EventQueueFull);
+        }
+    }
+
+    fn note(&mut self, note: RouterNote) {
+        let c = self.counters;
+        match note {
+            RouterNote::UnknownSsrc => c.count_drop(DropReason::UnknownSsrc),
+            RouterNote::MalformedRtp => c.count_drop(DropReason::MalformedRtp),
+            RouterNote::MalformedRtcp => c.count_drop(DropReason::MalformedRtcp),
+            RouterNote::NackReceived => WorkerCounters::inc(&c.nack_received),
+            RouterNote::NackResent => WorkerCounters::inc(&c.nack_resent),
+            RouterNote::NackMissed => WorkerCounters::inc(&c.nack_missed),
+            RouterNote::KeyframeRequestSent => WorkerCounters::inc(&c.keyframe_requests),
+            RouterNote::KeyframeRequestSuppressed => WorkerCounters::inc(&c.keyframe_requests_suppressed),
+            RouterNote::LayerSwitched => WorkerCounters::inc(&c.layer_switches),
+        }
+    }
+}
+
+fn srtp_drop(error: SrtpError, rtcp: bool) -> DropReason {
+    match error {
+        SrtpError::AuthFailed => DropReason::SrtpAuthFailed,
+        SrtpError::Replayed => DropReason::SrtpReplayed,
+        _ if rtcp => DropReason::MalformedRtcp,
+        _ => DropReason::MalformedRtp,
+    }
+}
+
+impl WorkerCore {
+    pub fn new(
+        router_config: RouterConfig,
+        server_ssrc: u32,
+        counters: Arc<WorkerCounters>,
+        events: Arc<ArrayQueue<WorkerEvent>>,
+    ) -> Self {
+        Self {
+            rooms: FastMap::default(),
+            transports: FastMap::default(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            counters,
+            events,
+            router_config,
+            server_ssrc,
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
+    }
+
+    /// Queues an event for the control plane (counted if the queue is full).
+    pub fn report(&self, event: WorkerEvent) {
+        if self.events.push(event).is_err() {
+            self.counters.count_drop(DropReason::EventQueueFull);
+        }
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Handles one received datagram. `buf` is the datagram; it is decrypted in place.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], tx: &mut impl Transmit) {
+        WorkerCounters::inc(&self.counters.packets_in);
+        WorkerCounters::add(&self.counters.bytes_in, buf.len() as u64);
+        match buf.first() {
+            Some(0..=3) if is_stun(buf) => self.handle_stun(from, buf, tx),
+            Some(20..=63) => self.counters.count_drop(DropReason::Dtls),
+            Some(128..=191) if is_rtp_or_rtcp(buf) => self.handle_media(now, from, buf, tx),
+            _ => self.counters.count_drop(DropReason::NotMedia),
+        }
+    }
+
+    fn handle_stun(&mut self, from: SocketAddr, buf: &[u8], tx: &mut impl Transmit) {
+        let request = match BindingRequest::parse(buf) {
+            Ok(r) => r,
+            Err(StunError::BadIntegrity) => return self.counters.count_drop(DropReason::StunBadIntegrity),
+            Err(_) => return self.counters.count_drop(DropReason::StunInvalid),
+        };
+        let Some(&id) = self.by_ufrag.get(request.local_ufrag) else {
+            return self.counters.count_drop(DropReason::StunUnknownUfrag);
+        };
+        let Some(transport) = self.transports.get_mut(&id) else { return };
+        if request.verify(transport.ice_pwd.as_bytes()).is_err() {
+            return self.counters.count_drop(DropReason::StunBadIntegrity);
+        }
+        if transport.remote != Some(from) {
+            if let Some(old) = transport.remote {
+                self.by_addr.remove(&old);
+            }
+            transport.remote = Some(from);
+            self.by_addr.insert(from, id);
+            if self.events.push(WorkerEvent::TransportConnected { transport: id, remote: from }).is_err() {
+                self.counters.count_drop(DropReason::EventQueueFull);
+            }
+        }
+        match write_binding_success(tx.buffer(), &request.transaction_id, from, transport.ice_pwd.as_bytes()) {
+            Ok(n) => {
+                tx.commit(n, from);
+                WorkerCounters::inc(&self.counters.stun_answered);
+                WorkerCounters::inc(&self.counters.packets_out);
+                WorkerCounters::add(&self.counters.bytes_out, n as u64);
+            }
+            Err(_) => self.counters.count_drop(DropReason::SendFailed),
+        }
+    }
+
+    fn handle_media(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], tx: &mut impl Transmit) {
+        let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
+        let Some(transport) = self.transports.get_mut(&id) else {
+            return self.counters.count_drop(DropReason::UnknownSource);
+        };
+        let rtcp = is_rtcp(buf);
+        let result = if rtcp { transport.srtp_in.unprotect_rtcp(buf) } else { transport.srtp_in.unprotect_rtp(buf) };
+        let len = match result {
+            Ok(len) => len,
+            Err(e) => return self.counters.count_drop(srtp_drop(e, rtcp)),
+        };
+        let room = transport.room;
+        let Some(router) = self.rooms.get_mut(&room) else {
+            return self.counters.count_drop(DropReason::UnknownSource);
+        };
+        let mut sink =
+            Sink { transports: &mut self.transports, tx, counters: &self.counters, events: &self.events, room };
+        if rtcp {
+            router.handle_rtcp(now, id, &buf[..len], &mut sink);
+        } else {
+            router.handle_rtp(now, id, &buf[..len], &mut sink);
+        }
+    }
+
+    /// Timers of every room (speaker reports, layer review). Call between batches.
+    pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) {
+        for (&room, router) in self.rooms.iter_mut() {
+            let mut sink = Sink {
+                transports: &mut self.transports,
+                tx: &mut *tx,
+                counters: &self.counters,
+                events: &self.events,
+                room,
+            };
+            router.poll(now, &mut sink);
+        }
+    }
+
+    /// Applies one control command. Nothing changes when it fails.
+    pub fn apply(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
+        WorkerCounters::inc(&self.counters.commands);
+        let result = self.apply_inner(now, command, tx);
+        if result.is_err() {
+            WorkerCounters::inc(&self.counters.commands_failed);
+        }
+        result
+    }
+
+    fn router(&mut self, room: RoomId) -> Result<&mut Router, CommandError> {
+        self.rooms.get_mut(&room).ok_or(CommandError::UnknownRoom)
+    }
+
+    fn apply_inner(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
+        macro_rules! with_router {
+            ($room:expr, |$router:ident, $sink:ident| $body:expr) => {{
+                let room = $room;
+                let Self { rooms, transports, counters, events, .. } = self;
+                let $router = rooms.get_mut(&room).ok_or(CommandError::UnknownRoom)?;
+                let mut $sink = Sink { transports, tx, counters, events, room };
+                $body.map_err(CommandError::Router)
+            }};
+        }
+        match command {
+            Command::CreateRoom { room } => {
+                if self.rooms.contains_key(&room) {
+                    return Err(CommandError::RoomExists);
+                }
+                let ssrc = self.server_ssrc;
+                self.rooms.insert(room, Router::new(self.router_config, ssrc));
+                Ok(())
+            }
+            Command::CloseRoom { room } => {
+                self.rooms.remove(&room).ok_or(CommandError::UnknownRoom)?;
+                let gone: Vec<_> = self.transports.iter().filter(|(_, t)| t.room == room).map(|(id, _)| *id).collect();
+                for id in gone {
+                    self.remove_transport(id);
+                }
+                Ok(())
+            }
+            Command::AddTransport(spec) => self.add_transport(*spec),
+            Command::RemoveTransport { transport } => {
+                let room = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.room;
+                if let Some(router) = self.rooms.get_mut(&room) {
+                    router.remove_transport(transport);
+                }
+                self.remove_transport(transport);
+                Ok(())
+            }
+            Command::AddProducer { room, spec } => {
+                if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
+                    return Err(CommandError::UnknownTransport);
+                }
+                self.router(room)?.add_producer(spec).map_err(CommandError::Router)
+            }
+            Command::RemoveProducer { room, producer } => {
+                self.router(room)?.remove_producer(producer).map_err(CommandError::Router)
+            }
+            Command::AddConsumer { room, spec } => {
+                if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
+                    return Err(CommandError::UnknownTransport);
+                }
+                with_router!(room, |router, sink| router.add_consumer(now, spec, &mut sink))
+            }
+            Command::RemoveConsumer { room, consumer } => {
+                self.router(room)?.remove_consumer(consumer).map_err(CommandError::Router)
+            }
+            Command::SetConsumerPaused { room, consumer, paused } => {
+                with_router!(room, |router, sink| router.set_consumer_paused(now, consumer, paused, &mut sink))
+            }
+            Command::SetConsumerMaxHeight { room, consumer, max_height } => {
+                with_router!(room, |router, sink| router.set_consumer_max_height(now, consumer, max_height, &mut sink))
+            }
+            Command::RepointConsumer { room, consumer, producer } => {
+                with_router!(room, |router, sink| router.repoint_consumer(now, consumer, producer, &mut sink))
+            }
+            Command::Shutdown => Ok(()),
+        }
+    }
+
+    fn add_transport(&mut self, spec: TransportSpec) -> Result<(), CommandError> {
+        if !self.rooms.contains_key(&spec.room) {
+            return Err(CommandError::UnknownRoom);
+        }
+        if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
+            return Err(CommandError::TransportExists);
+        }
+        if spec.remote.is_some_and(|r| self.by_addr.contains_key(&r)) {
+            return Err(CommandError::AddressInUse);
+        }
+        let keys = &spec.srtp;
+        let srtp_in = SrtpContext::new(keys.profile, &keys.remote_master_key, &keys.remote_master_salt)
+            .map_err(CommandError::Srtp)?;
+        let srtp_out = SrtpContext::new(keys.profile, &keys.local_master_key, &keys.local_master_salt)
+            .map_err(CommandError::Srtp)?;
+        if let Some(remote) = spec.remote {
+            self.by_addr.insert(remote, spec.id);
+        }
+        self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
+        self.transports.insert(
+            spec.id,
+            Transport {
+                room: spec.room,
+                ice_ufrag: spec.ice_ufrag,
+                ice_pwd: spec.ice_pwd,
+                remote: spec.remote,
+                srtp_in,
+                srtp_out,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_transport(&mut self, id: TransportId) {
+        if let Some(t) = self.transports.remove(&id) {
+            if let Some(remote) = t.remote {
+                self.by_addr.remove(&remote);
+            }
+            self.by_ufrag.remove(&t.ice_ufrag);
+        }
+    }
+}

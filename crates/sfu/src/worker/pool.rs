@@ -1,0 +1,209 @@
+//! The thread shell: N workers, each with its own UDP socket (own port), command queue, event
+//! queue and counters. Rooms are pinned to a worker by id; the control plane pushes commands
+//! (never blocking) and reads events and counter snapshots.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::core::WorkerCore;
+use super::counters::{CountersSnapshot, DropReason, WorkerCounters};
+use super::socket::{RecvBatch, SendBatch};
+use super::{Command, RoomId, WorkerEvent};
+use crate::router::RouterConfig;
+
+/// How to start the media workers.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Number of worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Address to bind; with port 0 every worker gets an ephemeral port, otherwise worker i
+    /// binds `port + i`.
+    pub bind: SocketAddr,
+    pub router: RouterConfig,
+    /// How long a worker blocks in receive before it drains commands and runs timers.
+    pub tick: Duration,
+    pub command_queue: usize,
+    pub event_queue: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            bind: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
+            router: RouterConfig::default(),
+            tick: Duration::from_millis(5),
+            command_queue: 4096,
+            event_queue: 4096,
+        }
+    }
+}
+
+/// One running worker as seen from the control plane.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub index: usize,
+    /// The address (port) this worker's rooms advertise in their ICE candidates.
+    pub local_addr: SocketAddr,
+    commands: Arc<ArrayQueue<Command>>,
+    events: Arc<ArrayQueue<WorkerEvent>>,
+    counters: Arc<WorkerCounters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Queues a command; gives it back if the queue is full.
+    pub fn send(&self, command: Command) -> Result<(), Command> {
+        self.commands.push(command)
+    }
+
+    pub fn try_event(&self) -> Option<WorkerEvent> {
+        self.events.pop()
+    }
+
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+}
+
+/// All media workers of the process.
+#[derive(Debug)]
+pub struct WorkerPool {
+    workers: Vec<WorkerHandle>,
+}
+
+impl WorkerPool {
+    /// Binds one socket per worker and starts the threads.
+    pub fn start(config: WorkerConfig) -> io::Result<Self> {
+        let n = if config.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            config.workers
+        };
+        let mut workers = Vec::with_capacity(n);
+        for index in 0..n {
+            let mut addr = config.bind;
+            if addr.port() != 0 {
+                addr.set_port(addr.port() + index as u16);
+            }
+            let socket = UdpSocket::bind(addr)?;
+            socket.set_read_timeout(Some(config.tick))?;
+            let local_addr = socket.local_addr()?;
+            let commands = Arc::new(ArrayQueue::new(config.command_queue));
+            let events = Arc::new(ArrayQueue::new(config.event_queue));
+            let counters = Arc::new(WorkerCounters::default());
+            let core = WorkerCore::new(config.router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone());
+            let send = SendBatch::new(socket.try_clone()?);
+            let queue = commands.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("palaver-media-{index}"))
+                .spawn(move || run(core, socket, send, queue))?;
+            tracing::info!(worker = index, %local_addr, "media worker started");
+            workers.push(WorkerHandle { index, local_addr, commands, events, counters, thread: Some(thread) });
+        }
+        Ok(Self { workers })
+    }
+
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// The worker a room is pinned to.
+    pub fn worker_for_room(&self, room: RoomId) -> &WorkerHandle {
+        let hash = room.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        &self.workers[(hash % self.workers.len() as u64) as usize]
+    }
+
+    /// Counters of all workers summed (what Prometheus scrapes).
+    pub fn counters(&self) -> CountersSnapshot {
+        self.workers.iter().map(WorkerHandle::counters).fold(CountersSnapshot::default(), |a, b| a + b)
+    }
+
+    /// Drains pending events of every worker.
+    pub fn drain_events(&self, mut f: impl FnMut(usize, WorkerEvent)) {
+        for w in &self.workers {
+            while let Some(e) = w.try_event() {
+                f(w.index, e);
+            }
+        }
+    }
+
+    /// Stops every worker and waits for the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for w in &self.workers {
+            let mut command = Command::Shutdown;
+            while let Err(back) = w.commands.push(command) {
+                command = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The worker loop: commands, one receive batch, timers, one send flush.
+fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: Arc<ArrayQueue<Command>>) {
+    let mut recv = RecvBatch::new();
+    let counters = core.counters().clone();
+    loop {
+        let now = Instant::now();
+        let mut shutdown = false;
+        while let Some(command) = commands.pop() {
+            if matches!(command, Command::Shutdown) {
+                shutdown = true;
+            }
+            let name = command.name();
+            if let Err(error) = core.apply(now, command, &mut send) {
+                tracing::warn!(command = name, %error, "media worker command refused");
+                core.report(WorkerEvent::CommandFailed { command: name, error });
+            }
+        }
+        if shutdown {
+            send.flush();
+            return;
+        }
+        match recv.recv(&socket) {
+            Ok(n) => {
+                let now = Instant::now();
+                for i in 0..n {
+                    if let Some((from, datagram)) = recv.datagram(i) {
+                        core.handle_datagram(now, from, datagram, &mut send);
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // e.g. ICMP port unreachable surfaced as ECONNREFUSED: keep serving.
+                tracing::debug!(error = %e, "media worker receive error");
+            }
+        }
+        core.poll(Instant::now(), &mut send);
+        send.flush();
+        for _ in 0..send.take_failed() {
+            counters.count_drop(DropReason::SendFailed);
+        }
+    }
+}

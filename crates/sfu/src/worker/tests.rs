@@ -1,0 +1,268 @@
+//! Worker core tests over virtual time and an in-memory transmit queue: ICE-lite binding,
+//! the SRTP-in → route → SRTP-out path between two peers, and bad input of every kind being
+//! counted and dropped without disturbing a real stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::stun::write_binding_request;
+use super::*;
+use crate::router::{
+    ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
+};
+use crate::rtp::{Codec, ExtensionMap, RtpHeader};
+use crate::srtp::{Profile, SrtpContext};
+
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Transmit for Outbox {
+    fn buffer(&mut self) -> &mut [u8] {
+        self.buf.resize(MAX_DATAGRAM + 64, 0);
+        &mut self.buf
+    }
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.sent.push((to, self.buf[..len].to_vec()));
+    }
+}
+
+/// A client of the worker: knows both key sets and its address.
+struct Peer {
+    addr: SocketAddr,
+    transport: TransportId,
+    ufrag: String,
+    pwd: String,
+    to_server: SrtpContext,
+    from_server: SrtpContext,
+    keys: SrtpKeys,
+}
+
+impl Peer {
+    fn new(n: u8, profile: Profile) -> Self {
+        let client_key: Vec<u8> = (0..16).map(|i| i ^ n).collect();
+        let client_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(3) ^ n).collect();
+        let server_key: Vec<u8> = (0..16).map(|i| (i + 100) ^ n).collect();
+        let server_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(5) ^ n).collect();
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, n], 5000 + n as u16)),
+            transport: TransportId(n as u32),
+            ufrag: format!("srv{n}"),
+            pwd: format!("password-of-peer-{n}"),
+            to_server: SrtpContext::new(profile, &client_key, &client_salt).unwrap(),
+            from_server: SrtpContext::new(profile, &server_key, &server_salt).unwrap(),
+            keys: SrtpKeys {
+                profile,
+                local_master_key: server_key,
+                local_master_salt: server_salt,
+                remote_master_key: client_key,
+                remote_master_salt: client_salt,
+            },
+        }
+    }
+
+    fn spec(&self, room: RoomId, remote: bool) -> Command {
+        Command::AddTransport(Box::new(TransportSpec {
+            id: self.transport,
+            room,
+            ice_ufrag: self.ufrag.clone(),
+            ice_pwd: self.pwd.clone(),
+            remote: remote.then_some(self.addr),
+            srtp: self.keys.clone(),
+        }))
+    }
+
+    fn srtp(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut buf = plain.to_vec();
+        buf.resize(plain.len() + 16, 0);
+        let n = self.to_server.protect_rtp(&mut buf, plain.len()).unwrap();
+        buf.truncate(n);
+        buf
+    }
+}
+
+const ROOM: RoomId = RoomId(1);
+const OPUS: u8 = 111;
+
+fn audio(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0x0A, 0x0A];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(960 * seq as u32).to_be_bytes());
+    p.extend_from_slice(&[0xAB; 80]);
+    p
+}
+
+/// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
+fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
+    let counters = Arc::new(WorkerCounters::default());
+    let events = Arc::new(ArrayQueue::new(64));
+    let mut core = WorkerCore::new(RouterConfig::default(), 99, counters, events);
+    let mut out = Outbox::default();
+    let t0 = Instant::now();
+    let publisher = Peer::new(1, profile);
+    let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + i, profile)).collect();
+    core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+    core.apply(t0, publisher.spec(ROOM, true), &mut out).unwrap();
+    let producer = ProducerSpec {
+        id: ProducerId(1),
+        transport: publisher.transport,
+        kind: TrackKind::Audio,
+        mid: None,
+        codecs: vec![(OPUS, Codec::Opus)],
+        layers: vec![LayerSpec {
+            rid: None,
+            ssrc: Some(0x0A0A),
+            rtx_ssrc: None,
+            width: 0,
+            height: 0,
+            max_bitrate_bps: 0,
+        }],
+        extensions: ExtensionMap::default(),
+    };
+    core.apply(t0, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
+    for (i, s) in subscribers.iter().enumerate() {
+        core.apply(t0, s.spec(ROOM, true), &mut out).unwrap();
+        let spec = ConsumerSpec {
+            id: ConsumerId(i as u32),
+            transport: s.transport,
+            producer: ProducerId(1),
+            ssrc: 0x5000 + i as u32,
+            rtx: None,
+            paused: false,
+            max_height: u16::MAX,
+        };
+        core.apply(t0, Command::AddConsumer { room: ROOM, spec }, &mut out).unwrap();
+    }
+    (core, publisher, subscribers, out)
+}
+
+#[test]
+fn srtp_in_route_srtp_out_for_every_profile() {
+    for profile in [Profile::Aes128CmHmacSha1_80, Profile::Aes128CmHmacSha1_32, Profile::AeadAes128Gcm] {
+        let (mut core, mut publisher, mut subscribers, mut out) = room_with(3, profile);
+        let now = Instant::now();
+        for seq in 0..10u16 {
+            let mut packet = publisher.srtp(&audio(seq));
+            core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+        }
+        assert_eq!(out.sent.len(), 30, "{profile:?}");
+        for (to, mut packet) in out.sent.drain(..) {
+            let sub = subscribers.iter_mut().find(|s| s.addr == to).unwrap();
+            let n = sub.from_server.unprotect_rtp(&mut packet).unwrap();
+            let h = RtpHeader::parse(&packet[..n]).unwrap();
+            assert_eq!(h.ssrc, 0x5000 + (sub.transport.0 - 10));
+            assert_eq!(h.payload(&packet[..n]), &[0xAB; 80]);
+        }
+        let c = core.counters().snapshot();
+        assert_eq!((c.packets_in, c.packets_out, c.rtp_forwarded, c.dropped_total()), (10, 30, 30, 0));
+    }
+}
+
+#[test]
+fn ice_lite_binding_learns_the_address_and_rejects_bad_credentials() {
+    let (mut core, _, _, mut out) = room_with(0, Profile::Aes128CmHmacSha1_80);
+    let t0 = Instant::now();
+    let late = Peer::new(50, Profile::Aes128CmHmacSha1_80);
+    core.apply(t0, late.spec(ROOM, false), &mut out).unwrap();
+    let mut buf = [0u8; 200];
+    let username = format!("{}:browser", late.ufrag);
+    // wrong password, unknown ufrag, garbage
+    let n = write_binding_request(&mut buf, &[1; 12], &username, b"not-the-password").unwrap();
+    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
+    let n = write_binding_request(&mut buf, &[2; 12], "nobody:browser", late.pwd.as_bytes()).unwrap();
+    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
+    let mut garbage = buf[..n].to_vec();
+    garbage[25] ^= 0xFF;
+    core.handle_datagram(t0, late.addr, &mut garbage, &mut out);
+    assert!(out.sent.is_empty());
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped(DropReason::StunBadIntegrity), 1);
+    assert_eq!(c.dropped(DropReason::StunUnknownUfrag), 1);
+    assert_eq!(c.dropped(DropReason::StunInvalid), 1);
+    // the right credentials: answered, and media from that address is now accepted
+    let n = write_binding_request(&mut buf, &[3; 12], &username, late.pwd.as_bytes()).unwrap();
+    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
+    assert_eq!(out.sent.len(), 1);
+    let (to, response) = &out.sent[0];
+    assert_eq!(*to, late.addr);
+    assert_eq!(&response[..2], &[0x01, 0x01]);
+    assert_eq!(&response[8..20], &[3; 12]);
+}
+
+#[test]
+fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let (mut core, mut publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
+    let mut rng = StdRng::seed_from_u64(42);
+    let stranger: SocketAddr = "127.9.9.9:9999".parse().unwrap();
+    let mut now = Instant::now();
+    let mut replay = Vec::new();
+    for seq in 0..1000u16 {
+        now += Duration::from_millis(20);
+        let mut packet = publisher.srtp(&audio(seq));
+        if seq == 500 {
+            replay = packet.clone();
+        }
+        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+        // junk between every real packet
+        let len = rng.gen_range(0..300);
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        core.handle_datagram(now, publisher.addr, &mut junk, &mut out);
+        let mut junk_rtp = audio(seq);
+        junk_rtp[0] = 0x80;
+        let cut = rng.gen_range(0..junk_rtp.len());
+        core.handle_datagram(now, publisher.addr, &mut junk_rtp[..cut].to_vec(), &mut out);
+        core.handle_datagram(now, stranger, &mut publisher.srtp(&audio(seq)), &mut out);
+        if !replay.is_empty() {
+            core.handle_datagram(now, publisher.addr, &mut replay.clone(), &mut out);
+        }
+        let mut wrong_ssrc = audio(seq);
+        wrong_ssrc[8..12].copy_from_slice(&0xBAD_BAD_u32.to_be_bytes());
+        let mut wrong_ssrc = publisher.srtp(&wrong_ssrc);
+        core.handle_datagram(now, publisher.addr, &mut wrong_ssrc, &mut out);
+        let mut rtcp_junk = vec![0x80, 200, 0, 50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+        core.handle_datagram(now, publisher.addr, &mut rtcp_junk, &mut out);
+        core.poll(now, &mut out);
+    }
+    let sub = &mut subscribers[0];
+    let mut sequences = Vec::new();
+    for (to, mut packet) in out.sent.drain(..) {
+        assert_eq!(to, sub.addr);
+        let n = sub.from_server.unprotect_rtp(&mut packet).unwrap();
+        sequences.push(RtpHeader::parse(&packet[..n]).unwrap().sequence);
+    }
+    assert_eq!(sequences.len(), 1000, "every real packet arrives exactly once");
+    assert!(sequences.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped(DropReason::UnknownSource), 1000);
+    // 500 replays plus truncated copies that reuse an already accepted sequence number
+    assert!(c.dropped(DropReason::SrtpReplayed) >= 500);
+    assert_eq!(c.dropped(DropReason::UnknownSsrc), 1000);
+    assert_eq!(c.dropped_total(), c.packets_in - 1000, "everything but the real stream is dropped and counted: {c:?}");
+    assert_eq!(c.packets_in, 1000 * 6 + 500);
+}
+
+#[test]
+fn commands_that_fail_change_nothing() {
+    let (mut core, publisher, _, mut out) = room_with(1, Profile::AeadAes128Gcm);
+    let t0 = Instant::now();
+    assert_eq!(core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out), Err(CommandError::RoomExists));
+    assert_eq!(core.apply(t0, publisher.spec(ROOM, true), &mut out), Err(CommandError::TransportExists));
+    assert_eq!(core.apply(t0, publisher.spec(RoomId(7), true), &mut out), Err(CommandError::UnknownRoom));
+    let mut bad = Peer::new(77, Profile::AeadAes128Gcm);
+    bad.keys.remote_master_salt.pop();
+    assert!(matches!(core.apply(t0, bad.spec(ROOM, false), &mut out), Err(CommandError::Srtp(_))));
+    assert_eq!(
+        core.apply(t0, Command::RemoveTransport { transport: TransportId(77) }, &mut out),
+        Err(CommandError::UnknownTransport)
+    );
+    core.apply(t0, Command::CloseRoom { room: ROOM }, &mut out).unwrap();
+    assert_eq!(core.room_count(), 0);
+    let c = core.counters().snapshot();
+    assert_eq!(c.commands_failed, 5);
+}
