@@ -1,0 +1,196 @@
+//! Server configuration: embedded defaults, an optional TOML file, then `PALAVER_*`
+//! environment variables and command-line flags (both handled by clap), in that order.
+
+use palaver_signaling::http::SignalingConfig;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file. Every section and key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    /// Resource identity, access keys, directory tenants, dev IdP.
+    pub signaling: SignalingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the HTTPS (REST + WebSocket) listener. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the database, keys and certificates live.
+    pub data_dir: PathBuf,
+    /// Externally visible base URL (e.g. behind a proxy); default derived from `listen`.
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `palaver_signaling=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
+            data_dir: PathBuf::from("data"),
+            public_url: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Generate a private CA and a server certificate in `<data_dir>/tls` on first start.
+    #[default]
+    SelfSigned,
+    /// Use `cert` and `key` (PEM files).
+    Files,
+    /// Plain HTTP (only behind a TLS-terminating proxy; the SDKs' connection strings
+    /// always use https).
+    Off,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra DNS names / IPs for the self-signed certificate (besides localhost, 127.0.0.1, ::1).
+    pub extra_names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Defaults, overlaid with the TOML file when given.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Check cross-field rules after all overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::Invalid("tls.mode = \"files\" needs tls.cert and tls.key".into()));
+        }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(format!("server.public_url `{url}` must start with https:// or http://")));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.server.data_dir.join("palaver.db")
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.server.data_dir.join("tls")
+    }
+
+    /// The base URL clients use, given the port actually bound.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.server.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.tls.mode == TlsMode::Off { "http" } else { "https" };
+        let ip = match bound.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        assert_eq!(ServerConfig::parse("").unwrap(), ServerConfig::default());
+        let d = ServerConfig::default();
+        assert_eq!(d.server.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(d.tls.mode, TlsMode::SelfSigned);
+        assert!(d.signaling.directory.dev_idp_enabled());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let cfg = ServerConfig::parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:9443"
+            data_dir = "/var/lib/palaver"
+            log_format = "json"
+            [tls]
+            mode = "files"
+            cert = "/etc/palaver/cert.pem"
+            key = "/etc/palaver/key.pem"
+            [signaling]
+            resource_id = "contoso-res"
+            access_key = "c2VjcmV0"
+            [[signaling.directory.tenants]]
+            tenant_id = "t1"
+            issuer = "https://idp.example.com/t1/v2.0"
+            audiences = ["api://palaver"]
+            jwks_uri = "https://idp.example.com/t1/keys"
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.server.log_format, LogFormat::Json);
+        assert_eq!(cfg.signaling.directory.tenants.len(), 1);
+        assert!(!cfg.signaling.directory.dev_idp_enabled());
+        assert_eq!(cfg.base_url("0.0.0.0:9443".parse().unwrap()), "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        assert!(ServerConfig::parse("[server]\nlisten = \"nope\"").is_err());
+        assert!(ServerConfig::parse("[server]\nunknown = 1").is_err());
+        let files_without_paths = ServerConfig::parse("[tls]\nmode = \"files\"").unwrap();
+        assert!(files_without_paths.validate().is_err());
+        let bad_url = ServerConfig::parse("[server]\npublic_url = \"ftp://x\"").unwrap();
+        assert!(bad_url.validate().is_err());
+    }
+
+    #[test]
+    fn base_url_follows_tls_mode_and_public_url() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.base_url("[::]:1".parse().unwrap()), "https://[::1]:1");
+        cfg.tls.mode = TlsMode::Off;
+        assert_eq!(cfg.base_url("127.0.0.1:2".parse().unwrap()), "http://127.0.0.1:2");
+        cfg.server.public_url = Some("https://rtc.example.com/".into());
+        assert_eq!(cfg.base_url("127.0.0.1:2".parse().unwrap()), "https://rtc.example.com");
+    }
+}

@@ -1,0 +1,115 @@
+//! `palaver run`: open the data directory, build the application state, and serve HTTPS
+//! until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
+
+use crate::config::{ServerConfig, TlsMode};
+use crate::tls::{TlsFiles, ensure_self_signed};
+use anyhow::{Context, Result};
+use palaver_signaling::http::{AppState, router};
+use palaver_signaling::store::Store;
+use std::io::Write;
+use std::time::Duration;
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Open the database and application state for `cfg` (also used by the offline subcommands).
+pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
+    let db = cfg.database_path();
+    let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
+    AppState::open(cfg.signaling.clone(), store).context("initialising the control plane")
+}
+
+pub async fn run(cfg: ServerConfig) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = open_state(&cfg)?;
+    let tls = match cfg.tls.mode {
+        TlsMode::SelfSigned => Some(ensure_self_signed(&cfg.tls_dir(), &cfg.tls.extra_names)?),
+        TlsMode::Files => Some(TlsFiles {
+            cert: cfg.tls.cert.clone().context("tls.cert")?,
+            key: cfg.tls.key.clone().context("tls.key")?,
+            ca: None,
+        }),
+        TlsMode::Off => None,
+    };
+
+    let listener =
+        std::net::TcpListener::bind(cfg.server.listen).with_context(|| format!("binding {}", cfg.server.listen))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let base_url = cfg.base_url(bound);
+    let app = router(state.clone()).into_make_service();
+    let handle = axum_server::Handle::new();
+    let server = {
+        let handle = handle.clone();
+        match &tls {
+            Some(files) => {
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                    .await
+                    .context("loading the TLS certificate and key")?;
+                tokio::spawn(
+                    async move { axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(app).await },
+                )
+            }
+            None => tokio::spawn(async move { axum_server::from_tcp(listener)?.handle(handle).serve(app).await }),
+        }
+    };
+
+    announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
+    tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
+
+    let shutdown = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        })
+    };
+    let result = server.await.context("server task")?;
+    shutdown.abort();
+    result.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Human lines plus machine-readable `PALAVER_*` lines on stdout; the last is the ready line.
+fn announce(state: &AppState, base_url: &str, ca: Option<&std::path::Path>) -> Result<()> {
+    let conn = state.connection_string(base_url);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "palaver is listening on {base_url}/")?;
+    if let Some(ca) = ca {
+        writeln!(out, "  CA certificate (give it to SDKs/curl): {}", ca.display())?;
+        writeln!(out, "PALAVER_CA_FILE {}", ca.display())?;
+    }
+    writeln!(out, "  connection string: {conn}")?;
+    writeln!(out, "PALAVER_CONNECTION_STRING {conn}")?;
+    writeln!(out, "PALAVER_READY {base_url}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
