@@ -29,6 +29,8 @@ pub struct WorkerConfig {
     pub tick: Duration,
     pub command_queue: usize,
     pub event_queue: usize,
+    /// Requested kernel receive/send buffer per socket (best effort; capped by the kernel).
+    pub socket_buffer: usize,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +42,7 @@ impl Default for WorkerConfig {
             tick: Duration::from_millis(5),
             command_queue: 4096,
             event_queue: 4096,
+            socket_buffer: 4 << 20,
         }
     }
 }
@@ -93,6 +96,7 @@ impl WorkerPool {
             }
             let socket = UdpSocket::bind(addr)?;
             socket.set_read_timeout(Some(config.tick))?;
+            set_buffer_sizes(&socket, config.socket_buffer);
             let local_addr = socket.local_addr()?;
             let commands = Arc::new(ArrayQueue::new(config.command_queue));
             let events = Arc::new(ArrayQueue::new(config.event_queue));
@@ -159,6 +163,31 @@ impl Drop for WorkerPool {
         self.stop();
     }
 }
+
+/// Asks for larger socket buffers so bursts (and floods of junk) do not overflow the queue.
+#[cfg(target_os = "linux")]
+fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = bytes.min(i32::MAX as usize) as libc::c_int;
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: valid fd, pointer to a c_int that lives for the call, correct length.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(option, error = %io::Error::last_os_error(), "could not resize socket buffer");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_buffer_sizes(_socket: &UdpSocket, _bytes: usize) {}
 
 /// The worker loop: commands, one receive batch, timers, one send flush.
 fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: Arc<ArrayQueue<Command>>) {
