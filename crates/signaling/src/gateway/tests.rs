@@ -343,3 +343,124 @@ async fn meetings_api_validates_and_authorizes() {
     let (status, _) = s.rest("GET", &format!("/meetings/{id}"), &org_token, Value::Null).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn transfer_to_a_queue_rings_members_in_turn() {
+    let s = Server::start().await;
+    s.state.gateway.set_calls_config(crate::calls::CallsConfig {
+        queues: vec![crate::calls::CallQueueConfig {
+            app_id: "support".into(),
+            name: Some("Support".into()),
+            members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
+            member_ring_timeout_secs: 15,
+        }],
+        ..Default::default()
+    });
+    let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
+    let mut agent1 = s.connect(&s.token("8:orgid:agent-1", Some("Agent One"), &[Scope::Voip])).await;
+    let mut agent2 = s.connect(&s.token("8:orgid:agent-2", Some("Agent Two"), &[Scope::Voip])).await;
+    a.send(json!({"type":"call.place","targets":["8:orgid:b"]})).await;
+    let call_id = a.recv_type("call.placed").await["callId"].as_str().unwrap().to_string();
+    b.recv_type("call.incoming").await;
+    b.send(json!({"type":"call.accept","requestId":"acc","callId":call_id})).await;
+    assert_eq!(b.recv_type("ack").await["requestId"], "acc");
+    a.recv_type("call.connected").await;
+
+    b.send(json!({"type":"call.transfer","requestId":"t1","callId":call_id,"target":"28:orgid:support"})).await;
+    assert_eq!(b.recv_type("ack").await["requestId"], "t1");
+    let first = agent1.recv_type("call.incoming").await;
+    assert_eq!(first["queue"], "28:orgid:support");
+    agent1.send(json!({"type":"call.decline","callId":call_id})).await;
+    agent2.recv_type("call.incoming").await;
+    agent2.send(json!({"type":"call.accept","callId":call_id})).await;
+    assert_eq!(b.recv_type("call.transferAccepted").await["acceptedBy"]["rawId"], "8:orgid:agent-2");
+    assert_eq!(b.recv_type("call.ended").await["reason"], "transferred");
+    assert_eq!(a.recv_type("call.participantJoined").await["participant"]["rawId"], "8:orgid:agent-2");
+}
+
+#[tokio::test]
+async fn native_directory_client_joins_unbilled() {
+    let s = Server::start().await;
+    let idp = s.state.directory.dev_idp.as_ref().expect("dev IdP on by default");
+    let req = crate::directory::DevTokenRequest {
+        oid: "native-1".into(),
+        name: "Nadia".into(),
+        app_id: None,
+        scp: None,
+        tid: None,
+        lifetime_seconds: None,
+    };
+    let idp_token = idp.mint(&req, now_ms() / 1000).unwrap().token;
+    let url = format!("ws://{}/signaling/v1/native?idp_token={idp_token}", s.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut c = Client { ws };
+    let welcome = c.recv_type("welcome").await;
+    assert_eq!(welcome["displayName"], "Nadia");
+    let group = uuid::Uuid::new_v4().to_string();
+    c.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
+    let joined = c.recv_type("joined").await;
+    assert_eq!(joined["snapshot"]["participants"][0]["participantType"], "Teams");
+    let started = s.observer.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert!(!started[0].participant_type.is_billable());
+    // A forged IdP token is refused before the upgrade.
+    let url = format!("ws://{}/signaling/v1/native?idp_token=abc.def.ghi", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn token_expiry_mid_call_asks_for_refresh_then_ends_the_session() {
+    let s = Server::start().await;
+    let short = |raw: &str, secs: i64| {
+        let grant = TokenGrant {
+            raw_id: raw.to_string(),
+            scopes: ScopeSet::empty().with(Scope::Voip),
+            expires_at_ms: now_ms() + secs * 1000,
+            name: Some(raw.to_string()),
+            tid: Some("tenant-1".into()),
+            native: false,
+        };
+        s.state.tokens.issue(&grant, now_ms()).unwrap().token
+    };
+    let group = uuid::Uuid::new_v4().to_string();
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    let mut keeper = s.connect(&short("8:orgid:keeper", 3)).await;
+    let mut lapser = s.connect(&short("8:orgid:lapser", 3)).await;
+    keeper.send(join.clone()).await;
+    keeper.recv_type("joined").await;
+    lapser.send(join).await;
+    lapser.recv_type("joined").await;
+    // Inside the refresh window from the start: both are asked at once.
+    keeper.recv_type("token.expiring").await;
+    lapser.recv_type("token.expiring").await;
+    // Someone else's token is refused; the right one is taken.
+    keeper.send(json!({"type":"token.refresh","token":short("8:orgid:other", 3600)})).await;
+    assert_eq!(keeper.recv_type("error").await["code"], "Forbidden");
+    keeper.send(json!({"type":"token.refresh","token":short("8:orgid:keeper", 3600)})).await;
+    keeper.recv_type("token.refreshed").await;
+    // The lapser's session ends with TokenExpired and the socket closes.
+    let ended = tokio::time::timeout(Duration::from_secs(6), lapser.recv_type("session.ended")).await.unwrap();
+    assert_eq!(ended["reason"], "TokenExpired");
+    let left = tokio::time::timeout(Duration::from_secs(6), keeper.recv_type("roster.delta")).await.unwrap();
+    assert_eq!(left["delta"]["change"], "left");
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match lapser.ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "socket must close after token expiry");
+    // The keeper is still in.
+    keeper.send(json!({"type":"self.raiseHand","raised":true,"requestId":"h"})).await;
+    assert_eq!(keeper.recv_type("ack").await["requestId"], "h");
+    let ended = s.observer.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, palaver_core::EndReason::TokenExpired);
+}
