@@ -412,7 +412,7 @@ impl Conversation {
             }
             ConversationKind::Room => {
                 if req.room_role.is_none() {
-                    return Err(Refusal::new(ErrorCode::RoleNotAllowed, "not a participant of this room"));
+                    return Err(Refusal::new(ErrorCode::NotRoomParticipant, "not a participant of this room"));
                 }
             }
         }

@@ -394,7 +394,7 @@ fn group_call_started_by_external_refuses_directory_users() {
 fn rooms_need_a_room_role_and_consumers_only_receive() {
     let mut c = Conversation::new("room1", ConversationSetup::Room, ConversationConfig::default());
     let out = join(&mut c, T0, "x", external("u0"), None);
-    assert_eq!(error_code(&out, "x").as_deref(), Some("RoleNotAllowed"));
+    assert_eq!(error_code(&out, "x").as_deref(), Some("NotRoomParticipant"));
     let out = c.handle(
         T0,
         Input::Join(JoinRequest {

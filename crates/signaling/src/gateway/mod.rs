@@ -240,6 +240,14 @@ impl Gateway {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Loudest participants of a live conversation, from the media plane (roster delta
+    /// `activeSpeakers`). False when the conversation is not running.
+    pub async fn active_speakers(&self, conversation_id: &str, participant_ids: Vec<String>) -> bool {
+        let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
+        let input = crate::conversation::Input::ActiveSpeakers { participant_ids };
+        handle.tx.send(ActorMsg::Input(input)).await.is_ok()
+    }
+
     /// Live status of a conversation, if it is running.
     pub async fn live_status(&self, handle: &ConversationHandle) -> Option<LiveStatus> {
         let (reply, rx) = oneshot::channel();

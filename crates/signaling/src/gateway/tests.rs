@@ -464,3 +464,129 @@ async fn token_expiry_mid_call_asks_for_refresh_then_ends_the_session() {
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].reason, palaver_core::EndReason::TokenExpired);
 }
+
+impl Server {
+    /// A server-API request signed like the ACS SDKs sign it.
+    async fn hmac_rest(&self, method: &str, path_and_query: &str, body: Value) -> (u16, Value) {
+        use base64::Engine;
+        let body = if body.is_null() { String::new() } else { body.to_string() };
+        let key = base64::engine::general_purpose::STANDARD.decode(&self.state.resource.access_key).unwrap();
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let host = self.addr.to_string();
+        let hash = crate::auth::hmac::content_hash(body.as_bytes());
+        let auth = crate::auth::hmac::authorization_header(&key, method, path_and_query, &date, &host, &hash);
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", &host)
+            .header("x-ms-date", &date)
+            .header("x-ms-content-sha256", &hash)
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+/// A media plane that answers every offer with a fixed answer.
+struct FakeMedia {
+    left: Mutex<Vec<String>>,
+}
+
+impl super::MediaNegotiator for FakeMedia {
+    fn offer(&self, session: super::MediaSession, sdp: String) -> super::media::MediaFuture<String> {
+        Box::pin(async move { Ok(format!("answer-to:{sdp}:send={}", session.may_send_media)) })
+    }
+    fn ice_candidate(
+        &self,
+        _session: super::MediaSession,
+        candidate: palaver_core::protocol::IceCandidate,
+    ) -> super::media::MediaFuture<()> {
+        Box::pin(async move {
+            if candidate.candidate.is_empty() {
+                Err(super::MediaError { code: palaver_core::ErrorCode::InvalidParameter, message: "empty".into() })
+            } else {
+                Ok(())
+            }
+        })
+    }
+    fn leave(&self, session: super::MediaSession) {
+        self.left.lock().unwrap().push(session.participant_id);
+    }
+}
+
+#[tokio::test]
+async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
+    let s = Server::start().await;
+    let presenter = s.external_id();
+    let consumer = s.external_id();
+    let (status, room) = s
+        .hmac_rest(
+            "POST",
+            "/rooms?api-version=2025-03-13",
+            json!({"participants":{presenter.clone():{"role":"Presenter"},consumer.clone():{"role":"Consumer"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{room}");
+    let room_id = room["id"].as_str().unwrap().to_string();
+    let join = json!({"type":"join","target":{"kind":"room","roomId":room_id}});
+
+    // Not a participant: refused with the Rooms lookup's code.
+    let mut stranger = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    stranger.send(join.clone()).await;
+    assert_eq!(stranger.recv_type("error").await["code"], "NotRoomParticipant");
+
+    // Without a media plane, offers are answered MediaUnavailable.
+    let mut p = s.connect(&s.token(&presenter, None, &[Scope::Voip])).await;
+    p.send(join.clone()).await;
+    let joined = p.recv_type("joined").await;
+    assert_eq!(joined["snapshot"]["participants"][0]["roomRole"], "Presenter");
+    assert_eq!(joined["snapshot"]["role"], "presenter");
+    p.send(json!({"type":"media.offer","sdp":"v=0"})).await;
+    assert_eq!(p.recv_type("error").await["code"], "MediaUnavailable");
+
+    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()) });
+    s.state.gateway.set_media_negotiator(media.clone());
+    let mut c = s.connect(&s.token(&consumer, None, &[Scope::Voip])).await;
+    c.send(join).await;
+    let c_pid = c.recv_type("joined").await["snapshot"]["participantId"].as_str().unwrap().to_string();
+    c.send(json!({"type":"self.mute","muted":false})).await;
+    assert_eq!(c.recv_type("error").await["code"], "RoleNotAllowed");
+    c.send(json!({"type":"media.offer","sdp":"v=0"})).await;
+    assert_eq!(c.recv_type("media.answer").await["sdp"], "answer-to:v=0:send=false");
+    c.send(json!({"type":"media.iceCandidate","candidate":{"candidate":""}})).await;
+    assert_eq!(c.recv_type("error").await["code"], "InvalidParameter");
+
+    // The server API (HMAC) starts transcription on the live room; everyone hears it.
+    let conversation_id = joined["snapshot"]["conversationId"].as_str().unwrap();
+    let (status, live) =
+        s.hmac_rest("POST", &format!("/conversations/{conversation_id}/transcription:start"), Value::Null).await;
+    assert_eq!(status, 200, "{live}");
+    assert_eq!(live["capture"]["transcription"], "active");
+    assert_eq!(p.recv_type("capture.changed").await["capture"]["transcription"], "active");
+    assert_eq!(c.recv_type("capture.changed").await["capture"]["transcription"], "active");
+    // A participant through REST: external users are refused.
+    let (status, body) = s
+        .rest(
+            "POST",
+            &format!("/conversations/{conversation_id}/recording:start"),
+            &s.token(&presenter, None, &[Scope::Voip]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("ExternalUsersNotAllowed")));
+
+    // Active speakers from the media plane reach the roster.
+    assert!(s.state.gateway.active_speakers(conversation_id, vec![c_pid.clone()]).await);
+    let d = p.recv_type("roster.delta").await;
+    assert_eq!(d["delta"], json!({"change":"activeSpeakers","participantIds":[c_pid]}));
+
+    c.send(json!({"type":"leave"})).await;
+    c.recv_type("session.ended").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(media.left.lock().unwrap().as_slice(), [c_pid]);
+}
