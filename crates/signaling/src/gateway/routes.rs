@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 /// Largest WebSocket message the transport reads at all; anything between
 /// `MAX_FRAME_BYTES` (64 KiB) and this gets a `PayloadTooLarge` error frame, anything
-/// larger closes the socket (close code 1009).
+/// larger drops the connection.
 pub const MAX_SOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {

@@ -590,3 +590,42 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(media.left.lock().unwrap().as_slice(), [c_pid]);
 }
+
+#[tokio::test]
+async fn flooding_is_rate_limited_and_huge_messages_close_only_that_socket() {
+    let s = Server::start().await;
+    let mut flooder = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let mut bystander = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    for i in 0..60 {
+        flooder.send(json!({"type":"ping","nonce":i})).await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    while pongs + limited < 60 {
+        let f = flooder.recv().await;
+        match f["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") if f["code"] == "TooManyRequests" => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited >= 1 && pongs >= 40, "pongs {pongs}, limited {limited}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flooder.send(json!({"type":"ping","nonce":99})).await;
+    assert_eq!(flooder.recv_type("pong").await["nonce"], 99, "tokens refill");
+
+    // Over the transport limit (1 MiB): that socket is closed, nobody else is affected.
+    let huge = "x".repeat(super::routes::MAX_SOCKET_MESSAGE_BYTES + 1);
+    let _ = flooder.ws.send(Message::Text(huge.into())).await;
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match flooder.ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("socket must close");
+    bystander.send(json!({"type":"ping","nonce":1})).await;
+    assert_eq!(bystander.recv_type("pong").await["nonce"], 1);
+}
