@@ -29,6 +29,22 @@ pub fn routes() -> Router<AppState> {
         .route("/rooms/{room_id}/participants", get(list_participants).patch(update_participants))
 }
 
+/// The request's api-version. Besides the plain form, accept the SDK's enum spelling
+/// `ApiVersion.V2025_03_13`: on Python 3.11+ the SDK sends that when it follows a
+/// `nextLink` with its default (enum) api-version.
+fn api_version(uri: &Uri) -> Result<&'static str, ApiError> {
+    let query = uri.query().map(|q| {
+        q.split('&')
+            .map(|pair| match pair.strip_prefix("api-version=ApiVersion.V") {
+                Some(v) => format!("api-version={}", v.replace('_', "-")),
+                None => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    require_api_version(query.as_deref(), API_VERSIONS)
+}
+
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -87,7 +103,7 @@ async fn create_room(
     headers: HeaderMap,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
+    api_version(&uri)?;
     let req: CreateRoomRequest = auth.json_or_default()?;
     let now = now_us();
     let (valid_from_us, valid_until_us) = model::create_window(&req, now)?;
@@ -134,7 +150,7 @@ async fn create_room(
 }
 
 async fn list_rooms(State(state): State<AppState>, uri: Uri, _auth: HmacAuthenticated) -> Result<Response, ApiError> {
-    let version = require_api_version(uri.query(), API_VERSIONS)?;
+    let version = api_version(&uri)?;
     let page = model::page_request(uri.query())?;
     let rows = state.rooms.store().call(move |c| store::list_rooms(c, page.after, page.size + 1)).await?;
     let more = rows.len() > page.size;
@@ -156,7 +172,7 @@ async fn get_room(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
+    api_version(&uri)?;
     let (_, room) = find(&state, &room_id).await?;
     json_response(StatusCode::OK, &room.to_json())
 }
@@ -167,7 +183,7 @@ async fn update_room(
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
+    api_version(&uri)?;
     let req: UpdateRoomRequest = auth.json_or_default()?;
     let (_, mut room) = find(&state, &room_id).await?;
     let (from, until) = model::updated_window(&room, &req, now_us())?;
@@ -187,7 +203,7 @@ async fn delete_room(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
+    api_version(&uri)?;
     let id = room_id.clone();
     state.rooms.store().call(move |c| store::delete_room(c, &id)).await?.map_err(|e| refusal(e, &room_id))?;
     tracing::info!(room_id, "room deleted");
@@ -200,7 +216,7 @@ async fn list_participants(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    let version = require_api_version(uri.query(), API_VERSIONS)?;
+    let version = api_version(&uri)?;
     let page = model::page_request(uri.query())?;
     let (seq, _) = find(&state, &room_id).await?;
     let rows = state.rooms.store().call(move |c| store::list_participants(c, seq, page.after, page.size + 1)).await?;
@@ -219,7 +235,7 @@ async fn update_participants(
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
+    api_version(&uri)?;
     let req: UpdateParticipantsRequest = auth.json()?;
     let Some(map) = &req.participants else {
         return Err(

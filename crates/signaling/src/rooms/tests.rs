@@ -165,6 +165,11 @@ async fn older_api_versions_are_accepted() {
         let r = api.send("POST", &format!("/rooms?api-version={v}"), Some(json!({})), &[]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{v}");
     }
+    // The SDK's enum spelling, sent when it follows a nextLink on Python 3.11+.
+    let r = api.send("GET", "/rooms?api-version=ApiVersion.V2025_03_13&maxPageSize=1", None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = api.send("GET", "/rooms?api-version=ApiVersion.V2020_01_01", None, &[]).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "UnsupportedApiVersion"));
 }
 
 #[tokio::test]

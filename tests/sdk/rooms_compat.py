@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Compatibility test: the official `azure-communication-rooms` SDK against palaver.
+
+Starts the palaver binary (as identity_compat.py does), creates real communication users
+with the identity SDK, then runs every RoomsClient operation over HTTPS with the connection
+string: create_room, get_room, update_room, list_rooms (paged), add_or_update_participants,
+list_participants, remove_participants, delete_room, older api-versions, and error cases
+(bad dates, unknown room, bad role), each surfacing as HttpResponseError with the ACS error
+code. Exits non-zero on the first failure.
+
+Usage: rooms_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+
+from azure.communication.identity import CommunicationIdentityClient
+from azure.communication.rooms import (
+    CommunicationUserIdentifier,
+    MicrosoftTeamsUserIdentifier,
+    ParticipantRole,
+    RoomParticipant,
+    RoomsClient,
+)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from identity_compat import CHECKS, check, default_binary, error_code, palaver
+
+
+def parse_time(value):
+    """The service's RFC 3339 UTC string as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def expect_error(name, call, status, code):
+    try:
+        call()
+    except HttpResponseError as e:
+        check(f"{name} is {status} {code}", e.status_code == status and error_code(e) == code, f"got {e.status_code} {error_code(e)}")
+        return
+    check(f"{name} fails", False)
+
+
+def run(binary):
+    with tempfile.TemporaryDirectory(prefix="palaver-rooms-") as data_dir, palaver(binary, data_dir) as (
+        base_url,
+        conn_str,
+        ca_file,
+    ):
+        print(f"palaver at {base_url}, CA {ca_file}")
+        identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
+        alice = CommunicationUserIdentifier(identity.create_user().properties["id"])
+        bob = CommunicationUserIdentifier(identity.create_user().properties["id"])
+        carol = CommunicationUserIdentifier(identity.create_user().properties["id"])
+        agent = MicrosoftTeamsUserIdentifier("6a0b1b8e-0000-4000-8000-00000000ab01")
+        rooms = RoomsClient.from_connection_string(conn_str, connection_verify=ca_file)
+
+        now = datetime.now(timezone.utc)
+        valid_from = (now + timedelta(minutes=5)).replace(microsecond=0)
+        valid_until = valid_from + timedelta(days=7)
+        room = rooms.create_room(
+            valid_from=valid_from,
+            valid_until=valid_until,
+            pstn_dial_out_enabled=True,
+            participants=[
+                RoomParticipant(communication_identifier=alice, role=ParticipantRole.PRESENTER),
+                RoomParticipant(communication_identifier=bob),
+                RoomParticipant(communication_identifier=agent, role=ParticipantRole.COLLABORATOR),
+            ],
+        )
+        check("create_room returns a numeric id", room.id.isdigit() and len(room.id) == 17, room.id)
+        check("create_room keeps the window", parse_time(room.valid_from) == valid_from and parse_time(room.valid_until) == valid_until, vars(room))
+        check("create_room keeps pstnDialOutEnabled", room.pstn_dial_out_enabled is True)
+
+        default_room = rooms.create_room()
+        window = parse_time(default_room.valid_until) - parse_time(default_room.valid_from)
+        check("default window is 180 days", window == timedelta(days=180), window)
+        check("default pstnDialOutEnabled is false", default_room.pstn_dial_out_enabled is False)
+
+        got = rooms.get_room(room.id)
+        check("get_room returns the created room", vars(got) == vars(room), (vars(got), vars(room)))
+
+        new_until = valid_from + timedelta(days=30)
+        updated = rooms.update_room(room_id=room.id, valid_until=new_until, pstn_dial_out_enabled=False)
+        check("update_room changes validUntil", parse_time(updated.valid_until) == new_until, vars(updated))
+        check("update_room keeps validFrom", parse_time(updated.valid_from) == valid_from, vars(updated))
+        check("update_room changes pstnDialOutEnabled", updated.pstn_dial_out_enabled is False)
+
+        participants = {p.communication_identifier.raw_id: p.role for p in rooms.list_participants(room.id)}
+        check(
+            "list_participants shows roles (Attendee by default)",
+            participants == {alice.raw_id: "Presenter", bob.raw_id: "Attendee", agent.raw_id: "Collaborator"},
+            participants,
+        )
+        rooms.add_or_update_participants(
+            room_id=room.id,
+            participants=[
+                RoomParticipant(communication_identifier=bob, role=ParticipantRole.CONSUMER),
+                RoomParticipant(communication_identifier=carol, role=ParticipantRole.ATTENDEE),
+            ],
+        )
+        participants = {p.communication_identifier.raw_id: p.role for p in rooms.list_participants(room.id)}
+        check("add_or_update_participants updates and adds", participants.get(bob.raw_id) == "Consumer" and participants.get(carol.raw_id) == "Attendee", participants)
+        rooms.remove_participants(room_id=room.id, participants=[alice, RoomParticipant(communication_identifier=agent)])
+        participants = {p.communication_identifier.raw_id: p.role for p in rooms.list_participants(room.id)}
+        check("remove_participants removes", participants == {bob.raw_id: "Consumer", carol.raw_id: "Attendee"}, participants)
+
+        created = [room.id, default_room.id] + [rooms.create_room().id for _ in range(3)]
+        listed = [r.id for r in rooms.list_rooms()]
+        check("list_rooms returns every room", listed == created, listed)
+        paged = rooms.list_rooms(params={"maxPageSize": 2})
+        pages = list(paged.by_page())
+        ids = [r.id for page in pages for r in page]
+        check("list_rooms follows nextLink across pages", ids == created and len(pages) == 3, (ids, len(pages)))
+
+        for version in ["2023-06-14", "2024-04-15", "2025-03-13"]:
+            versioned = RoomsClient.from_connection_string(conn_str, connection_verify=ca_file, api_version=version)
+            r = versioned.create_room(participants=[RoomParticipant(communication_identifier=alice)])
+            check(f"api-version {version} accepted", versioned.get_room(r.id).id == r.id)
+
+        expect_error(
+            "validUntil before validFrom",
+            lambda: rooms.create_room(valid_from=now + timedelta(days=2), valid_until=now + timedelta(days=1)),
+            400,
+            "InvalidTimeRange",
+        )
+        expect_error("a window over 180 days", lambda: rooms.create_room(valid_until=now + timedelta(days=181)), 400, "InvalidTimeRange")
+        expect_error("validUntil in the past", lambda: rooms.update_room(room_id=room.id, valid_until=now - timedelta(days=1)), 400, "InvalidTimeRange")
+        expect_error(
+            "an unknown role",
+            lambda: rooms.add_or_update_participants(room_id=room.id, participants=[RoomParticipant(communication_identifier=alice, role="Owner")]),
+            400,
+            "InvalidParameter",
+        )
+        expect_error(
+            "a participant of another resource",
+            lambda: rooms.add_or_update_participants(
+                room_id=room.id, participants=[RoomParticipant(communication_identifier=CommunicationUserIdentifier("8:acs:other_x"))]
+            ),
+            400,
+            "InvalidIdentifier",
+        )
+        participants = {p.communication_identifier.raw_id for p in rooms.list_participants(room.id)}
+        check("refused participant changes wrote nothing", participants == {bob.raw_id, carol.raw_id}, participants)
+        check("refused update wrote nothing", parse_time(rooms.get_room(room.id).valid_until) == new_until)
+
+        rooms.delete_room(room.id)
+        try:
+            rooms.get_room(room.id)
+            check("get_room after delete fails", False)
+        except ResourceNotFoundError as e:
+            check("get_room after delete is 404 RoomNotFound", error_code(e) == "RoomNotFound", error_code(e))
+        expect_error("deleting twice", lambda: rooms.delete_room(room.id), 404, "RoomNotFound")
+        expect_error("listing participants of a deleted room", lambda: list(rooms.list_participants(room.id)), 404, "RoomNotFound")
+
+        bad_key = conn_str.split("accesskey=")[0] + "accesskey=" + "QUJDRA=="
+        expect_error(
+            "a wrong access key",
+            lambda: RoomsClient.from_connection_string(bad_key, connection_verify=ca_file).create_room(),
+            401,
+            "InvalidSignature",
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default=default_binary())
+    args = parser.parse_args()
+    if not os.path.exists(args.binary):
+        print(f"FAIL: palaver binary not found at {args.binary} (build it first)", file=sys.stderr)
+        return 2
+    try:
+        run(args.binary)
+    except Exception as e:  # noqa: BLE001 - any failure fails the test
+        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"rooms SDK compatibility: {len(CHECKS)} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
