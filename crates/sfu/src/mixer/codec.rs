@@ -2,7 +2,7 @@
 //! an encoder and their frame buffers, allocated once per room), and the pre-encoded
 //! silence packet sent to a lone talker and to idle rooms.
 
-use opus::{Application, Bitrate, Channels, Decoder, Encoder};
+use opus::{Application, Bitrate, Channels, Decoder, Encoder, Signal};
 
 use super::opus_toc::FRAME_SAMPLES;
 
@@ -63,6 +63,9 @@ pub fn new_encoder(settings: &EncoderSettings, channels: OutputChannels) -> Resu
     encoder.set_packet_loss_perc(settings.expected_loss_percent.clamp(0, 100))?;
     encoder.set_dtx(settings.dtx)?;
     encoder.set_vbr(true)?;
+    // The mixer carries conversation: fix the mode decision to voice (SILK/hybrid, which
+    // is also where in-band FEC exists) rather than letting the analysis flip modes.
+    encoder.set_signal(Signal::Voice)?;
     Ok(encoder)
 }
 

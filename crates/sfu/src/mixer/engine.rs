@@ -4,7 +4,8 @@
 //! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`);
 //! one talker → passthrough (listeners get the talker's packet, re-sequenced; the talker
 //! gets silence); two or more → mixed (decode each talker, sum in i32, encode the shared
-//! mix once for every listener and one mix-minus per talker). Switching streams under a
+//! mix once for every listener and one mix-minus per talker; with exactly two talkers each
+//! gets the other's own packets instead, so only the listeners' mix is encoded). Switching streams under a
 //! listener's decoder is made click-free by fading: a talker entering the mix fades in
 //! over the first frame (its decoder starts cold), and when mixed output ends the last
 //! mixed frame fades every talker out so the encoded stream reaches silence inside that
@@ -16,7 +17,7 @@ use opus::Encoder;
 
 use super::codec::{CodecSlot, new_encoder, silence_packet};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
-use super::limiter::{Fade, accumulate, limit_into};
+use super::limiter::{Fade, accumulate, apply_fade, limit_into};
 use super::opus_toc::{FRAME_SAMPLES, check_twenty_ms, level_from_size};
 use super::talker::{Activity, ActivitySlot, select_talkers};
 use super::{MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn};
@@ -108,6 +109,8 @@ struct Member {
     participant: Option<usize>,
     codec: usize,
     phase: Phase,
+    /// Last tick this talker got the other talker's raw packets (pair passthrough).
+    raw_last_tick: bool,
 }
 
 /// The audio mixer of one room. See the module docs for the per-tick pipeline.
@@ -415,7 +418,7 @@ impl Mixer {
                 continue;
             }
             p.is_member = true;
-            self.members.push(Member { participant: Some(index), codec, phase: Phase::Entering });
+            self.members.push(Member { participant: Some(index), codec, phase: Phase::Entering, raw_last_tick: false });
         }
     }
 
@@ -498,12 +501,43 @@ impl Mixer {
                 Err(_) => self.stats.encode_errors += 1,
             }
         }
+        let channels = self.config.output_channels.count();
+        let leaving = self.members.iter().filter(|m| m.phase == Phase::Leaving).count();
+        let staying = self.members.len() - leaving;
+        // Exactly two talkers: each one's mix-minus is the other's voice alone, so it gets
+        // the other's own packets (no encode). Their encoded streams fade out on the tick
+        // before such a pair forms, and fade in (from a reset encoder) when it ends.
+        let pair_now = self.config.pair_passthrough && leaving == 0 && self.members.len() == 2;
+        let pair_next = self.config.pair_passthrough && leaving > 0 && staying == 2;
         for m in 0..self.members.len() {
             let member = self.members[m];
             let Some(index) = member.participant else { continue };
             let input = self.input_at(index);
+            if pair_now {
+                let other = self.members[1 - m].participant.and_then(|o| self.slots[o].participant.as_ref());
+                let raw = other.and_then(|p| match p.playout {
+                    Playout::Packet { slot } => Some(out.push_bytes(p.jitter.payload(slot))),
+                    _ => None,
+                });
+                if let (Some(payload), Some(p)) = (raw, self.slots[index].participant.as_mut()) {
+                    emit(out, p, input, MixPacketKind::Passthrough, payload);
+                    self.stats.passthrough_packets += 1;
+                }
+                self.members[m].raw_last_tick = true;
+                continue;
+            }
+            let fade_out = self.fade_for(Phase::Leaving);
             let codec = &mut self.codecs[member.codec];
             limit_into(&mut self.out_pcm, &self.sum, Some(&codec.contribution));
+            if member.raw_last_tick {
+                if codec.encoder.reset_state().is_err() {
+                    self.stats.encode_errors += 1;
+                }
+                apply_fade(&mut self.out_pcm, channels, Fade { from: 0.0, to: 1.0, length: FRAME_SAMPLES });
+            } else if pair_next && member.phase != Phase::Leaving {
+                apply_fade(&mut self.out_pcm, channels, fade_out);
+            }
+            self.members[m].raw_last_tick = false;
             let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
             match out.encode_into(|buf| encoder.encode(pcm, buf)) {
                 Ok(payload) => {

@@ -59,6 +59,8 @@ pub struct MixerConfig {
     pub output_channels: OutputChannels,
     /// With exactly one talker, forward its packets to listeners instead of re-encoding.
     pub passthrough: bool,
+    /// With exactly two talkers, give each the other's packets instead of encoding.
+    pub pair_passthrough: bool,
     /// Minimum spacing of active-speaker updates.
     pub speaker_update_interval_ms: u32,
     /// Packet-size fallback VAD: 20 ms packets smaller than this are background noise.
@@ -77,6 +79,7 @@ impl Default for MixerConfig {
             encoder: EncoderSettings::default(),
             output_channels: OutputChannels::Mono,
             passthrough: true,
+            pair_passthrough: true,
             speaker_update_interval_ms: 300,
             fallback_quiet_bytes: 20,
             max_participants: 2_000,

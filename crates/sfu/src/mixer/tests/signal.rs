@@ -206,3 +206,26 @@ fn bad_packets_are_rejected_and_counted() {
     assert_ne!(replacement, removed);
     assert!(room.mixer.remove_participant(removed).is_err());
 }
+
+#[test]
+fn two_talkers_get_each_others_packets_and_listeners_one_mix() {
+    let mut room = Room::new(MixerConfig::default(), &[Some(440.0), Some(660.0), None]);
+    for _ in 0..200 {
+        room.step(|_, _| true, never_lost);
+    }
+    let stats = room.mixer.stats();
+    assert_eq!(stats.mix_minus_encodes, 0, "{stats:?}");
+    assert!(stats.shared_encodes >= 190 && stats.shared_encodes <= 200, "{stats:?}");
+    for (talker, own, other) in [(0, 440.0, 660.0), (1, 660.0, 440.0)] {
+        let heard = window(&room.receivers[talker].samples);
+        let error = tone_db(heard, other) - reference_tone_db(other, 48_000);
+        assert!(error.abs() <= 3.0, "talker {talker} hears {other} Hz at {error:+.1} dB");
+        assert!(tone_db(heard, other) - tone_db(heard, own) >= 30.0, "talker {talker} hears itself");
+        assert_eq!(room.receivers[talker].sequence_gaps, 0);
+    }
+    let heard = window(&room.receivers[2].samples);
+    for tone in [440.0, 660.0] {
+        let error = tone_db(heard, tone) - reference_tone_db(tone, 48_000);
+        assert!(error.abs() <= 3.0, "listener hears {tone} Hz at {error:+.1} dB");
+    }
+}

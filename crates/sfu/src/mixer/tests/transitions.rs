@@ -47,6 +47,35 @@ fn passthrough_and_mixed_switches_do_not_click() {
 }
 
 #[test]
+fn a_talker_switching_between_raw_pair_packets_and_its_mix_minus_does_not_click() {
+    // A (440) and B (660) talk throughout; C (880) joins from 2 s to 4 s. A's stream goes
+    // from B's own packets to A's mix-minus encode (B + C) and back.
+    let mut room = Room::new(MixerConfig::default(), &[Some(440.0), Some(660.0), Some(880.0)]);
+    let mut switches = Vec::new();
+    let mut previous = 0;
+    for _ in 0..350 {
+        room.step(|i, tick| i < 2 || (100..200).contains(&tick), |_, _| false);
+        let talkers = room.mixer.talkers().count();
+        if talkers != previous && room.tick > 20 {
+            switches.push(room.tick - 1);
+        }
+        previous = talkers;
+    }
+    assert_eq!(switches.len(), 2, "expected 2 → 3 → 2 talkers, got {switches:?}");
+    let heard = &room.receivers[0].samples;
+    for &tick in &switches {
+        let region = (tick as usize - 2) * SAMPLES_PER_TICK..(tick as usize + 3) * SAMPLES_PER_TICK;
+        let (peak, median) = click_energy(heard, region.clone(), 20 * SAMPLES_PER_TICK);
+        let ratio_db = 10.0 * (peak / median).log10();
+        let step = max_step(heard, region);
+        println!("talker A, switch at tick {tick}: HF peak {ratio_db:.1} dB over median, max step {step:.0}");
+        assert!(ratio_db <= 12.0, "click at tick {tick}: HF energy {ratio_db:.1} dB over the median");
+        let natural = 1.5 * AMPLITUDE * std::f32::consts::TAU * (660.0 + 880.0) / RATE;
+        assert!(step <= natural, "click at tick {tick}: step {step:.0} > {natural:.0}");
+    }
+}
+
+#[test]
 fn the_click_detector_catches_a_hard_splice() {
     let (room, _) = run();
     let mut spliced = room.receivers[2].samples.clone();
