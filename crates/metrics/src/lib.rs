@@ -13,5 +13,6 @@ pub mod ledger;
 pub mod meter;
 pub mod pricing;
 pub mod prom;
+pub mod recorder;
 pub mod records;
 pub mod webhook;
