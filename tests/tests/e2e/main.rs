@@ -1,0 +1,6 @@
+//! End-to-end tests against the real `palaver` binary. One test binary, one module per
+//! area: add `mod <area>;` here.
+
+mod identity;
+mod identity_directory;
+mod server_cli;
