@@ -9,6 +9,7 @@
 //! - [`webhook`]: Event Grid-style call events, the durable outbox and its delivery task.
 //! - [`prom`]: the Prometheus registry, the media snapshot collector and `/metrics`.
 
+pub mod export;
 pub mod ledger;
 pub mod meter;
 pub mod pricing;
