@@ -1,0 +1,108 @@
+# palaver — the two commands:
+#   make run    build (release) and start the server on embedded defaults (./data)
+#   make test   everything CI runs: prerequisites, fmt, clippy, Rust tests, SDK compatibility
+#
+# Prerequisites are installed only when missing (apt-get; sudo when not root).
+# Respects CARGO_TARGET_DIR. Other test stages hook in by adding to TEST_STAGES.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO      ?= cargo
+PYTHON     ?= python3
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+VENV       := $(CURDIR)/.venv
+VENV_PY    := $(VENV)/bin/python
+SDK_REQS   := tests/sdk/requirements.txt
+DEBUG_BIN  := $(TARGET_DIR)/debug/palaver
+RELEASE_BIN := $(TARGET_DIR)/release/palaver
+RUN_ARGS   ?=
+
+# Debian packages needed, as "command-or-check:package" pairs (see prereqs).
+APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
+
+# Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
+TEST_STAGES := fmt-check clippy test-rust test-sdk
+
+.PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
+
+help:
+	@echo "make run          build (release) and start palaver on embedded defaults (data in ./data)"
+	@echo "make test         prerequisites, fmt check, clippy -D warnings, all Rust tests, SDK compatibility tests"
+	@echo "make prereqs      install missing build/test prerequisites (apt-get)"
+	@echo "make fmt          format the workspace"
+	@echo "make clean-data   remove ./data (database, keys, certificates)"
+
+# ---------------------------------------------------------------- prerequisites
+# Install only what is missing; do nothing when everything is present.
+prereqs:
+	@missing=(); \
+	for pair in $(APT_NEEDS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v "$$cmd" >/dev/null 2>&1 || missing+=("$$pkg"); \
+	done; \
+	if ! command -v $(CARGO) >/dev/null 2>&1; then \
+	  echo "cargo not found: install Rust from https://rustup.rs (rust-version in Cargo.toml)"; exit 1; \
+	fi; \
+	if [ $${#missing[@]} -gt 0 ]; then $(MAKE) --no-print-directory apt-install PKGS="$${missing[*]}"; fi
+
+prereqs-python:
+	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	  ver=$$($(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null || echo 3); \
+	  $(MAKE) --no-print-directory apt-install PKGS="python3-venv python$$ver-venv"; \
+	fi
+
+.PHONY: apt-install
+apt-install:
+	@command -v apt-get >/dev/null 2>&1 || { echo "missing packages ($(PKGS)) and no apt-get: install them by hand"; exit 1; }
+	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	echo "installing: $(PKGS)"; \
+	$$sudo apt-get update -qq; \
+	for p in $(PKGS); do $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$$p" || echo "note: package $$p not available"; done
+
+# The SDK test venv: created when missing, requirements installed when they changed.
+venv: $(VENV)/.requirements-installed
+
+$(VENV)/.requirements-installed: $(SDK_REQS) | prereqs-python
+	@[ -x $(VENV_PY) ] || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r $(SDK_REQS)
+	@touch $@
+
+# ---------------------------------------------------------------- build & run
+build: prereqs
+	$(CARGO) build -p palaver
+
+build-release: prereqs
+	$(CARGO) build --release -p palaver
+
+run: build-release
+	$(RELEASE_BIN) $(RUN_ARGS) run
+
+clean-data:
+	rm -rf data
+
+# ---------------------------------------------------------------- checks & tests
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy: prereqs
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# e2e tests start the debug binary found next to the test executables.
+test-rust: build
+	$(CARGO) test --workspace
+
+test-sdk: build venv
+	@for t in tests/sdk/*_compat.py; do \
+	  echo "== $$t"; PALAVER_BIN=$(DEBUG_BIN) $(VENV_PY) "$$t" --binary $(DEBUG_BIN); \
+	done
+
+test: prereqs
+	@for stage in $(TEST_STAGES); do \
+	  echo "==== $$stage"; $(MAKE) --no-print-directory $$stage; \
+	done
+	@echo "==== all test stages passed: $(TEST_STAGES)"
