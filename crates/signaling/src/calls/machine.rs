@@ -305,7 +305,10 @@ impl CallManager {
         }
         let call = self.calls.get_mut(&call_id).expect("checked");
         let invite = call.invites.remove(idx);
-        if let Purpose::Transfer { transferor } = &invite.purpose {
+        if let Purpose::Transfer { transferor } = &invite.purpose
+            && call.is_member(transferor)
+        {
+            // A transferor who already hung up (blind transfer) is not told again.
             out.push(Output::Notify {
                 to: transferor.clone(),
                 event: CallEvent::TransferAccepted {
@@ -314,9 +317,7 @@ impl CallManager {
                     accepted_by: callee.clone(),
                 },
             });
-            if call.is_member(transferor) {
-                Self::remove_member(&mut self.engaged, call, transferor, CallEndReason::Transferred, out);
-            }
+            Self::remove_member(&mut self.engaged, call, transferor, CallEndReason::Transferred, out);
         }
         let first_answer = !call.answered;
         if first_answer {

@@ -378,6 +378,24 @@ fn participant_left_alone_while_an_invitation_rings_waits_for_it() {
 }
 
 #[test]
+fn blind_transfer_completes_after_the_transferor_left() {
+    let mut w = World::new();
+    w.connected("c1", A, B);
+    w.transfer("c1", A, C).unwrap();
+    w.hang_up("c1", A).unwrap();
+    let out = w.accept("c1", C).unwrap();
+    assert!(events_to(&out, A).is_empty(), "A already left: {out:?}");
+    assert!(
+        events_to(&out, B)
+            .iter()
+            .any(|e| matches!(e, CallEvent::ParticipantJoined { participant, .. } if participant.raw_id == C))
+    );
+    assert_eq!(w.participants("c1"), vec![B, C]);
+    w.hang_up("c1", C).unwrap();
+    assert_eq!(w.open_sessions(), 0);
+}
+
+#[test]
 fn transfer_to_a_user_replaces_the_transferor() {
     let mut w = World::new();
     w.connected("c1", A, B);
