@@ -159,6 +159,29 @@ async fn lists_are_paged_with_next_links() {
 }
 
 #[tokio::test]
+async fn participant_lists_are_paged_in_the_order_added() {
+    let api = Api::new();
+    let ids: Vec<String> = (0..5).map(|i| format!("8:acs:res1_p{i}")).collect();
+    let id = api.create(json!({})).await.json["id"].as_str().unwrap().to_string();
+    for raw in &ids {
+        let body = json!({"participants": {raw.clone(): {"role": "Consumer"}}});
+        let r = api.send("PATCH", &format!("/rooms/{id}/participants?api-version={V}"), Some(body), &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let (mut seen, mut target) = (Vec::new(), format!("/rooms/{id}/participants?api-version={V}&maxPageSize=2"));
+    loop {
+        let page = api.send("GET", &target, None, &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.json);
+        seen.extend(page.json["value"].as_array().unwrap().iter().map(|p| p["rawId"].as_str().unwrap().to_string()));
+        match page.json["nextLink"].as_str() {
+            Some(next) => target = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
 async fn older_api_versions_are_accepted() {
     let api = Api::new();
     for v in ["2023-06-14", "2024-04-15"] {
