@@ -629,3 +629,25 @@ async fn flooding_is_rate_limited_and_huge_messages_close_only_that_socket() {
     bystander.send(json!({"type":"ping","nonce":1})).await;
     assert_eq!(bystander.recv_type("pong").await["nonce"], 1);
 }
+
+#[tokio::test]
+async fn calls_decline_and_no_answer_timeout() {
+    let s = Server::start().await;
+    s.state.gateway.set_calls_config(crate::calls::CallsConfig { ring_timeout_secs: 1, ..Default::default() });
+    let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
+    a.send(json!({"type":"call.place","targets":["8:orgid:b"]})).await;
+    let call_id = a.recv_type("call.placed").await["callId"].as_str().unwrap().to_string();
+    b.recv_type("call.incoming").await;
+    b.send(json!({"type":"call.decline","callId":call_id})).await;
+    assert_eq!(a.recv_type("call.ended").await["reason"], "declined");
+
+    let t0 = Instant::now();
+    a.send(json!({"type":"call.place","targets":["8:orgid:b"]})).await;
+    a.recv_type("call.placed").await;
+    b.recv_type("call.incoming").await;
+    assert_eq!(a.recv_type("call.ended").await["reason"], "noAnswer");
+    assert_eq!(b.recv_type("call.ended").await["reason"], "noAnswer");
+    assert!(t0.elapsed() >= Duration::from_millis(900), "rang for the configured second");
+    assert!(s.observer.started.lock().unwrap().is_empty(), "ringing is not billed");
+}
