@@ -49,9 +49,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(echo_client_request_id))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
+
+/// The SDKs send `x-ms-client-request-id` (and ask for it back); answer it on every response
+/// so client and server logs can be correlated.
+async fn echo_client_request_id(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let id = req.headers().get(CLIENT_REQUEST_ID).cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert(CLIENT_REQUEST_ID, id);
+    }
+    resp
+}
+
+const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
     state.store.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await?;

@@ -229,3 +229,11 @@ async fn unknown_routes_and_methods_use_the_error_body() {
             .await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "InvalidToken"));
 }
+
+#[tokio::test]
+async fn client_request_id_is_echoed() {
+    let state = test_state();
+    let req = Request::get("/health").header("x-ms-client-request-id", "abc-123").body(Body::empty()).unwrap();
+    let resp = tower::ServiceExt::oneshot(crate::http::router(state), req).await.unwrap();
+    assert_eq!(resp.headers()["x-ms-client-request-id"], "abc-123");
+}
