@@ -4,3 +4,5 @@
 mod identity;
 mod identity_directory;
 mod server_cli;
+mod signaling;
+mod signaling_calls;

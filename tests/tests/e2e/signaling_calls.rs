@@ -14,7 +14,7 @@ const AGENT2: &str = "0b000000-0000-4000-8000-0000000000a2";
 async fn start() -> (TempDir, Server) {
     let dir = TempDir::new("palaver-e2e-calls");
     let config = format!(
-        "[calls]\nring_timeout_secs = 2\n\n[[calls.queues]]\napp_id = \"support\"\nname = \"Support\"\n\
+        "[signaling.calls]\nring_timeout_secs = 2\n\n[[signaling.calls.queues]]\napp_id = \"support\"\nname = \"Support\"\n\
          members = [\"8:orgid:{AGENT1}\", \"8:orgid:{AGENT2}\"]\nmember_ring_timeout_secs = 5\n"
     );
     let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
