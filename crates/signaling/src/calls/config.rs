@@ -156,6 +156,27 @@ mod tests {
     }
 
     #[test]
+    fn signaling_config_holds_the_calls_section_and_startup_checks_it() {
+        let cfg: crate::http::SignalingConfig = toml::from_str(
+            r#"
+            [calls]
+            ring_timeout_secs = 20
+            [[calls.queues]]
+            app_id = "support"
+            members = ["8:orgid:a"]
+        "#,
+        )
+        .unwrap();
+        assert_eq!((cfg.calls.ring_timeout_secs, cfg.calls.queues[0].app_id.as_str()), (20, "support"));
+        let store = crate::store::Store::open_in_memory().unwrap();
+        crate::http::AppState::open(cfg.clone(), store.clone()).expect("valid calls config");
+        let mut bad = cfg;
+        bad.calls.queues[0].members = vec!["8:acs:r_u".into()];
+        let err = crate::http::AppState::open(bad, store).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("member"), "{err}");
+    }
+
+    #[test]
     fn validation_errors() {
         let base = CallsConfig::default();
         base.validate().unwrap();

@@ -23,6 +23,8 @@ pub struct SignalingConfig {
     pub resource_location: Option<String>,
     /// Directory tenants and the development IdP.
     pub directory: DirectoryConfig,
+    /// User-to-user calls: ring timeout, phone targets, call queues (`[signaling.calls]`).
+    pub calls: crate::calls::CallsConfig,
 }
 
 /// The resource this server acts as.
@@ -94,6 +96,8 @@ impl AppState {
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
         let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
+        config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
+        gateway.set_calls_config(config.calls.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
