@@ -18,7 +18,7 @@ use opus::Encoder;
 use super::codec::{CodecSlot, new_encoder, silence_packet};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
 use super::limiter::{Fade, accumulate, apply_fade, limit_into};
-use super::opus_toc::{FRAME_SAMPLES, check_twenty_ms, level_from_size};
+use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, check_twenty_ms, level_from_size};
 use super::talker::{Activity, ActivitySlot, select_talkers};
 use super::{MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn};
 
@@ -76,6 +76,8 @@ struct Participant {
     activity: Activity,
     playout: Playout,
     last_level: Option<AudioLevel>,
+    /// Smallest recent packet size: the sender's noise floor for the size-based VAD.
+    size_floor: f32,
     is_member: bool,
     output: OutputStream,
     stats: ParticipantStats,
@@ -213,6 +215,7 @@ impl Mixer {
             activity: Activity::default(),
             playout: Playout::Silent,
             last_level: None,
+            size_floor: 0.0,
             is_member: false,
             output: OutputStream {
                 seq: random as u16,
@@ -357,9 +360,23 @@ impl Mixer {
             p.playout = p.jitter.next_frame(now);
             let level = match p.playout {
                 Playout::Packet { slot } => {
-                    let level = p.jitter.level(slot);
-                    let level =
-                        level.or_else(|| Some((level_from_size(p.jitter.payload(slot).len(), quiet_bytes), true)));
+                    let len = p.jitter.payload(slot).len();
+                    let level = match p.jitter.level(slot) {
+                        Some(level) => Some(level),
+                        None => {
+                            // no RFC 6464 level: judge by size against the sender's own floor
+                            // (smallest recent non-DTX packet, starting at the configured
+                            // minimum), which drops at once and creeps up slowly (doubling
+                            // in about 70 s of packets without a pause)
+                            if len > DTX_MAX_BYTES {
+                                let floor =
+                                    if p.size_floor == 0.0 { quiet_bytes as f32 } else { p.size_floor * 1.0002 };
+                                p.size_floor = floor.min(len as f32);
+                            }
+                            let quiet = quiet_bytes.max((2.0 * p.size_floor) as usize);
+                            Some((level_from_size(len, quiet), true))
+                        }
+                    };
                     p.last_level = level;
                     level
                 }

@@ -20,6 +20,8 @@ pub const MAX_PAYLOAD: usize = 1500;
 const STATS_WINDOW: i64 = 2 * 48_000;
 /// A timestamp jump larger than this (either way) is a sender restart: the buffer resyncs.
 const RESYNC_DISTANCE: i64 = 50 * FRAME;
+/// Frames quieter than this (-dBov) count as silence for skip and DTX decisions.
+const QUIET_DBOV: u8 = 60;
 /// After this many frames without any packet an input is treated as silent, not lost.
 const LOSS_TO_SILENCE_FRAMES: u32 = 5;
 
@@ -148,7 +150,7 @@ pub struct JitterBuffer {
     newest: Option<(u32, i64)>,
     cursor: Option<i64>,
     last_played_seq: Option<u16>,
-    last_played_dtx: bool,
+    last_played_quiet: bool,
     frames_without_packet: u32,
     last_playout_delay: Option<i64>,
     transit: TransitWindows,
@@ -175,7 +177,7 @@ impl JitterBuffer {
             newest: None,
             cursor: None,
             last_played_seq: None,
-            last_played_dtx: true,
+            last_played_quiet: true,
             frames_without_packet: 0,
             last_playout_delay: None,
             transit: TransitWindows::EMPTY,
@@ -234,7 +236,7 @@ impl JitterBuffer {
         self.newest = None;
         self.cursor = None;
         self.last_played_seq = None;
-        self.last_played_dtx = true;
+        self.last_played_quiet = true;
         self.transit = TransitWindows::EMPTY;
     }
 
@@ -314,14 +316,14 @@ impl JitterBuffer {
             .min_by_key(|&i| self.slots[i].ext_ts)
     }
 
+    /// A DTX frame, or a frame whose audio level says there is no voice.
+    fn slot_is_quiet(&self, index: usize) -> bool {
+        let slot = &self.slots[index];
+        usize::from(slot.len) <= DTX_MAX_BYTES || slot.level.is_some_and(|(dbov, voice)| !voice || dbov > QUIET_DBOV)
+    }
+
     fn is_quiet(&self, cursor: i64) -> bool {
-        match self.filled_at(cursor) {
-            None => true,
-            Some(i) => {
-                let slot = &self.slots[i];
-                usize::from(slot.len) <= DTX_MAX_BYTES || slot.level.is_some_and(|(dbov, voice)| !voice || dbov > 60)
-            }
-        }
+        self.filled_at(cursor).is_none_or(|index| self.slot_is_quiet(index))
     }
 
     /// Decides what this input plays in the tick at `now` and advances the cursor.
@@ -349,7 +351,7 @@ impl JitterBuffer {
             if let Some(index) = self.filled_at(cursor) {
                 self.slots[index].filled = false;
                 self.last_played_seq = Some(self.slots[index].seq);
-                self.last_played_dtx = usize::from(self.slots[index].len) <= DTX_MAX_BYTES;
+                self.last_played_quiet = self.slot_is_quiet(index);
             }
             self.stats.skips += 1;
             self.cursor = Some(cursor + FRAME);
@@ -358,7 +360,7 @@ impl JitterBuffer {
     }
 
     fn missing_frame_without_advance(&mut self) -> Playout {
-        if self.last_played_dtx || self.frames_without_packet >= LOSS_TO_SILENCE_FRAMES {
+        if self.last_played_quiet || self.frames_without_packet >= LOSS_TO_SILENCE_FRAMES {
             Playout::Silent
         } else {
             Playout::Lost { fec_slot: None }
@@ -374,7 +376,8 @@ impl JitterBuffer {
             // Re-align to the sender's grid if it drifted within the half-frame tolerance.
             self.cursor = Some(slot.ext_ts + FRAME);
             self.last_played_seq = Some(slot.seq);
-            self.last_played_dtx = usize::from(slot.len) <= DTX_MAX_BYTES;
+            self.last_played_quiet = usize::from(slot.len) <= DTX_MAX_BYTES
+                || slot.level.is_some_and(|(dbov, voice)| !voice || dbov > QUIET_DBOV);
             self.frames_without_packet = 0;
             self.last_playout_delay = Some(now - slot.arrival);
             self.stats.played += 1;

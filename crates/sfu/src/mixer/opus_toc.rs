@@ -56,8 +56,10 @@ pub const DTX_MAX_BYTES: usize = 2;
 /// A VBR Opus encoder spends few bytes on silence and noise and many on speech, so the
 /// byte count is a usable activity signal: ≤ 2 bytes (DTX) is silence, under
 /// `quiet_bytes` counts as background (70 dBov), and above it every 4 bytes count as
-/// one dB louder, saturating at 20 dBov. A constant-bitrate sender looks always active;
-/// that is the documented weakness of this fallback.
+/// one dB louder, saturating at 20 dBov. The mixer passes `quiet_bytes` = the larger of
+/// its configured minimum and twice the sender's recent smallest packet (its noise
+/// floor, e.g. ~21 bytes for silence at 32 kb/s with FEC). A constant-bitrate sender
+/// looks always active; that is the documented weakness of this fallback.
 pub fn level_from_size(payload_len: usize, quiet_bytes: usize) -> u8 {
     if payload_len <= DTX_MAX_BYTES {
         return 127;

@@ -47,6 +47,10 @@ impl ToneSender {
         }
     }
 
+    pub fn enable_dtx(&mut self) {
+        self.encoder.set_dtx(true).unwrap();
+    }
+
     /// Encodes the next 20 ms (tone when `on`, silence otherwise) and returns the packet
     /// fields plus an RFC 6464 level computed from the frame's RMS.
     pub fn next(&mut self, on: bool) -> (u16, u32, (u8, bool), Vec<u8>) {

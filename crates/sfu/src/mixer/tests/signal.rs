@@ -3,7 +3,7 @@
 
 use opus::{Channels, Decoder};
 
-use super::super::{MixPacketKind, MixerConfig, OggOpusReader, OggOpusWriter};
+use super::super::{MixPacketKind, MixerConfig, OggOpusReader, OggOpusWriter, OutputChannels, RtpAudioIn};
 use super::{Room, ToneSender, lossy, reference_tone_db, snr_db, tone_db};
 
 const TONES: [f32; 3] = [440.0, 660.0, 880.0];
@@ -227,5 +227,75 @@ fn two_talkers_get_each_others_packets_and_listeners_one_mix() {
     for tone in [440.0, 660.0] {
         let error = tone_db(heard, tone) - reference_tone_db(tone, 48_000);
         assert!(error.abs() <= 3.0, "listener hears {tone} Hz at {error:+.1} dB");
+    }
+}
+
+#[test]
+fn stereo_output_carries_every_talker() {
+    let config = MixerConfig { output_channels: OutputChannels::Stereo, ..MixerConfig::default() };
+    let mut room = Room::new(config, &[Some(440.0), Some(660.0), Some(880.0), None]);
+    for _ in 0..200 {
+        room.step(|_, _| true, never_lost);
+    }
+    // the receiver decodes the stereo stream down to mono
+    let heard = window(&room.receivers[3].samples);
+    for tone in TONES {
+        let error = tone_db(heard, tone) - reference_tone_db(tone, 48_000);
+        assert!(error.abs() <= 3.0, "{tone} Hz at {error:+.1} dB");
+    }
+}
+
+#[test]
+fn talkers_without_the_level_extension_are_found_by_packet_size() {
+    let mut room = Room::new(MixerConfig::default(), &[Some(440.0), Some(660.0), None]);
+    for tick in 0..100u64 {
+        // participant 0 talks, participant 1 sends silence frames; neither sends RFC 6464
+        for i in 0..2 {
+            let (seq, timestamp, _, payload) = room.senders[i].as_mut().unwrap().next(i == 0);
+            let packet = RtpAudioIn { seq, timestamp, audio_level: None, marker: false, payload: &payload };
+            let at = room.at(tick as f64 * 20.0 + 1.0);
+            room.mixer.push(at, room.inputs[i], &packet).unwrap();
+        }
+        let at = room.at(tick as f64 * 20.0 + 12.0);
+        room.mixer.tick(at, &mut room.out);
+    }
+    let talkers: Vec<_> = room.mixer.talkers().collect();
+    let sizes: Vec<usize> = (0..3).map(|_| room.senders[1].as_mut().unwrap().next(false).3.len()).collect();
+    assert_eq!(talkers, vec![room.inputs[0]], "silence frame sizes {sizes:?}");
+}
+
+#[test]
+fn dtx_pauses_are_silence_not_loss() {
+    let mut room = Room::new(MixerConfig::default(), &[Some(440.0), Some(660.0), None]);
+    for i in 0..2 {
+        let sender = room.senders[i].as_mut().unwrap();
+        sender.enable_dtx();
+    }
+    // talk 1 s, pause 1 s (the encoder stops sending but for rare DTX frames), talk again
+    let on = |_: usize, tick: u64| !(50..100).contains(&tick);
+    let mut sent_during_pause = 0;
+    let mut next_seq = [500u16, 900u16];
+    for tick in 0..150u64 {
+        for i in 0..2 {
+            let (_, timestamp, level, payload) = room.senders[i].as_mut().unwrap().next(on(i, tick));
+            if payload.len() <= 2 && !on(i, tick) && tick % 20 != 0 {
+                continue; // DTX: the client sends nothing for this frame
+            }
+            // RTP sequence numbers count sent packets only
+            let seq = next_seq[i];
+            next_seq[i] = seq.wrapping_add(1);
+            sent_during_pause += usize::from(!on(i, tick));
+            let packet = RtpAudioIn { seq, timestamp, audio_level: Some(level), marker: false, payload: &payload };
+            let at = room.at(tick as f64 * 20.0 + 1.0);
+            room.mixer.push(at, room.inputs[i], &packet).unwrap();
+        }
+        let at = room.at(tick as f64 * 20.0 + 12.0);
+        room.mixer.tick(at, &mut room.out);
+    }
+    assert!(sent_during_pause < 30, "DTX must have suppressed most pause frames ({sent_during_pause})");
+    for i in 0..2 {
+        let stats = room.mixer.participant_stats(room.inputs[i]).unwrap();
+        assert!(stats.jitter.dtx_frames >= 30, "{stats:?}");
+        assert_eq!(stats.jitter.lost, 0, "DTX gaps are not loss: {stats:?}");
     }
 }
