@@ -276,14 +276,14 @@ fn dtx_pauses_are_silence_not_loss() {
     let mut sent_during_pause = 0;
     let mut next_seq = [500u16, 900u16];
     for tick in 0..150u64 {
-        for i in 0..2 {
+        for (i, next_seq) in next_seq.iter_mut().enumerate() {
             let (_, timestamp, level, payload) = room.senders[i].as_mut().unwrap().next(on(i, tick));
             if payload.len() <= 2 && !on(i, tick) && tick % 20 != 0 {
                 continue; // DTX: the client sends nothing for this frame
             }
             // RTP sequence numbers count sent packets only
-            let seq = next_seq[i];
-            next_seq[i] = seq.wrapping_add(1);
+            let seq = *next_seq;
+            *next_seq = seq.wrapping_add(1);
             sent_during_pause += usize::from(!on(i, tick));
             let packet = RtpAudioIn { seq, timestamp, audio_level: Some(level), marker: false, payload: &payload };
             let at = room.at(tick as f64 * 20.0 + 1.0);
