@@ -17,6 +17,9 @@ pub enum ServerCommand {
     SetTranscription(bool),
     UpdatePolicy(PolicyUpdate),
     End,
+    /// The server is shutting down cleanly: every session ends with `ServerShutdown`.
+    /// Only the server itself may send it.
+    Shutdown,
 }
 
 impl Conversation {
@@ -251,6 +254,12 @@ impl Conversation {
             ServerCommand::End => {
                 check(Action::EndMeeting, &self.policy)?;
                 self.end_all(now, EndReason::ConversationEnded, &mut out);
+            }
+            ServerCommand::Shutdown => {
+                if view.is_some() {
+                    return Err(Refusal::new(ErrorCode::Forbidden, "only the server shuts conversations down"));
+                }
+                self.end_all(now, EndReason::ServerShutdown, &mut out);
             }
         }
         Ok(out)

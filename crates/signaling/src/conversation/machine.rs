@@ -20,11 +20,14 @@ pub struct ConversationConfig {
     pub reconnect_grace_ms: i64,
     /// How long before token expiry the client is asked to refresh.
     pub token_refresh_lead_ms: i64,
+    /// Longest lobby wait: nobody admitted them, so they leave (reason `Removed`) instead of
+    /// accruing lobby minutes in a meeting nobody attends.
+    pub lobby_timeout_ms: i64,
 }
 
 impl Default for ConversationConfig {
     fn default() -> Self {
-        Self { reconnect_grace_ms: 30_000, token_refresh_lead_ms: 120_000 }
+        Self { reconnect_grace_ms: 30_000, token_refresh_lead_ms: 120_000, lobby_timeout_ms: 15 * 60_000 }
     }
 }
 
@@ -247,7 +250,8 @@ impl Conversation {
                 };
                 let exp = p.identity.token_expires_at_ms;
                 let warn = (!p.token_warned && p.link == Link::Live).then(|| exp - self.config.token_refresh_lead_ms);
-                [grace, Some(exp), warn]
+                let lobby = (p.stage == Stage::Lobby).then(|| p.joined_at_ms + self.config.lobby_timeout_ms);
+                [grace, Some(exp), warn, lobby]
             })
             .flatten()
             .min()
@@ -306,6 +310,10 @@ impl Conversation {
             let exp = p.identity.token_expires_at_ms;
             if now >= exp {
                 self.end_session(now, &id, EndReason::TokenExpired, out);
+                continue;
+            }
+            if p.stage == Stage::Lobby && now >= p.joined_at_ms + self.config.lobby_timeout_ms {
+                self.end_session(now, &id, EndReason::Removed, out);
                 continue;
             }
             if !p.token_warned && p.link == Link::Live && now >= exp - self.config.token_refresh_lead_ms {

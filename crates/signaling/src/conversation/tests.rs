@@ -494,3 +494,29 @@ fn unknown_actor_gets_invalid_state_and_nothing_changes() {
     assert_eq!(error_code(&out, "ghost").as_deref(), Some("InvalidState"));
     assert_eq!(c.capture().recording, CaptureStatus::Inactive);
 }
+
+#[test]
+fn nobody_admits_for_fifteen_minutes_so_the_lobby_wait_ends() {
+    let mut c = meeting(MeetingPolicy::default());
+    join(&mut c, T0, "ext", external("u1"), None);
+    assert_eq!(c.next_deadline(), Some(T0 + 15 * 60_000));
+    assert!(ended_sessions(&c.handle(T0 + 15 * 60_000 - 1, Input::Tick)).is_empty());
+    let out = c.handle(T0 + 15 * 60_000, Input::Tick);
+    assert_eq!(ended_sessions(&out), vec![("ext".to_string(), EndReason::Removed)]);
+    assert!(to(&out, "ext").iter().any(|m| matches!(m, ServerMessage::SessionEnded { .. })));
+    assert!(out.contains(&Output::ConversationEnded));
+}
+
+#[test]
+fn server_shutdown_ends_every_session_once_and_only_the_server_may() {
+    let mut c = meeting(MeetingPolicy::default());
+    join(&mut c, T0, "org", directory("organizer", "O", TENANT), None);
+    join(&mut c, T0, "ext", external("u1"), None);
+    let err = c.server_command(T0, &Authority::User(ORG.into()), ServerCommand::Shutdown).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    let out = c.server_command(T0 + 1, &Authority::Server, ServerCommand::Shutdown).unwrap();
+    let ended = ended_sessions(&out);
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|(_, r)| *r == EndReason::ServerShutdown));
+    assert_eq!(out.iter().filter(|o| **o == Output::ConversationEnded).count(), 1);
+}

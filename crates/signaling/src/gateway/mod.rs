@@ -198,6 +198,7 @@ impl Gateway {
                 let conv_cfg = ConversationConfig {
                     reconnect_grace_ms: cfg.reconnect_grace_ms,
                     token_refresh_lead_ms: cfg.token_refresh_lead_ms,
+                    ..ConversationConfig::default()
                 };
                 let conversation = Conversation::new(conversation_id.clone(), setup.clone(), conv_cfg);
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +247,20 @@ impl Gateway {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
         let input = crate::conversation::Input::ActiveSpeakers { participant_ids };
         handle.tx.send(ActorMsg::Input(input)).await.is_ok()
+    }
+
+    /// Clean shutdown: end every participant session of every live conversation with
+    /// `ServerShutdown` (one `session_ended` each), telling the clients. Call before exiting.
+    pub async fn shutdown(&self) -> usize {
+        let handles: Vec<ConversationHandle> = self.by_target.iter().map(|e| e.value().clone()).collect();
+        let mut ended = 0;
+        for handle in handles {
+            if self.server_command(&handle, Authority::Server, ServerCommand::Shutdown).await.is_ok() {
+                ended += 1;
+            }
+        }
+        tracing::info!(conversations = ended, "signaling gateway shut down");
+        ended
     }
 
     /// Live status of a conversation, if it is running.

@@ -651,3 +651,25 @@ async fn calls_decline_and_no_answer_timeout() {
     assert!(t0.elapsed() >= Duration::from_millis(900), "rang for the configured second");
     assert!(s.observer.started.lock().unwrap().is_empty(), "ringing is not billed");
 }
+
+#[tokio::test]
+async fn clean_shutdown_ends_every_session_with_server_shutdown() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
+    a.send(join.clone()).await;
+    a.recv_type("joined").await;
+    b.send(join).await;
+    b.recv_type("joined").await;
+    assert_eq!(s.state.gateway.shutdown().await, 1);
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.recv_type("session.ended").await["reason"], "ServerShutdown");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ended = s.observer.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|e| e.reason == palaver_core::EndReason::ServerShutdown));
+    assert_eq!(s.state.gateway.live_conversations(), 0);
+}
