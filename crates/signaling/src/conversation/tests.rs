@@ -520,3 +520,27 @@ fn server_shutdown_ends_every_session_once_and_only_the_server_may() {
     assert!(ended.iter().all(|(_, r)| *r == EndReason::ServerShutdown));
     assert_eq!(out.iter().filter(|o| **o == Output::ConversationEnded).count(), 1);
 }
+
+#[test]
+fn a_thousand_participants_get_one_broadcast_and_the_next_is_refused() {
+    let policy = MeetingPolicy { lobby_bypass: LobbyBypass::Everyone, max_participants: 1000, ..Default::default() };
+    let mut c = meeting(policy);
+    join(&mut c, T0, "org", directory("organizer", "O", TENANT), None);
+    for i in 1..1000 {
+        let out = join(&mut c, T0 + i, &format!("p{i}"), external(&format!("u{i}")), None);
+        assert!(error_code(&out, &format!("p{i}")).is_none());
+    }
+    assert_eq!(c.participants().count(), 1000);
+    let out = join(&mut c, T0 + 2000, "one-too-many", external("late"), None);
+    assert_eq!(error_code(&out, "one-too-many").as_deref(), Some("CapacityReached"));
+    // The recording notice is one output addressed to all 1000 sockets (serialized once by the shell).
+    let out = cmd(&mut c, T0 + 3000, "org", Command::Recording { active: true });
+    let notices: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, message: ServerMessage::CaptureChanged { .. } } => Some(to.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices, vec![1000]);
+}
