@@ -47,6 +47,12 @@ pub(crate) enum ActorMsg {
     Status {
         reply: oneshot::Sender<LiveStatus>,
     },
+    /// A frame for one participant from outside the conversation (e.g. a server ICE candidate).
+    ToParticipant {
+        participant_id: String,
+        message: ServerMessage,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A live conversation as seen from REST.
@@ -135,7 +141,10 @@ impl Actor {
                 ActorMsg::Server { reply, .. } => {
                     let _ = reply.send(Err(Refusal::new(ErrorCode::InvalidState, "the conversation has ended")));
                 }
-                ActorMsg::ConnectionLost { .. } | ActorMsg::Input(_) | ActorMsg::Status { .. } => {}
+                ActorMsg::ConnectionLost { .. }
+                | ActorMsg::Input(_)
+                | ActorMsg::Status { .. }
+                | ActorMsg::ToParticipant { .. } => {}
             }
         }
     }
@@ -180,6 +189,14 @@ impl Actor {
                         Vec::new()
                     }
                 }
+            }
+            ActorMsg::ToParticipant { participant_id, message, reply } => {
+                let delivered = self
+                    .conns
+                    .get(&participant_id)
+                    .is_some_and(|(_, tx)| tx.try_send(Outbound::Frame(message.to_json().into())).is_ok());
+                let _ = reply.send(delivered);
+                Vec::new()
             }
             ActorMsg::Status { reply } => {
                 let c = &self.conversation;

@@ -1,7 +1,8 @@
 //! Per-connection inbound rate limit: a token bucket driven with the caller's clock.
 
 /// Frames per second a client may sustain, and the burst it may send at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,

@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
-/// Timing and limits of the gateway (`[signaling]`-level settings of the server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timing and limits of the gateway (TOML-ready: every field has a default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// A dropped participant stays `reconnecting` this long (default 30 s).
     pub reconnect_grace_ms: i64,
@@ -247,6 +248,21 @@ impl Gateway {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
         let input = crate::conversation::Input::ActiveSpeakers { participant_ids };
         handle.tx.send(ActorMsg::Input(input)).await.is_ok()
+    }
+
+    /// Trickle a server-side ICE candidate to a participant (`media.iceCandidate`).
+    /// False when the participant has no live socket in that conversation.
+    pub async fn send_ice_candidate(
+        &self,
+        conversation_id: &str,
+        participant_id: &str,
+        candidate: palaver_core::protocol::IceCandidate,
+    ) -> bool {
+        let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
+        let (reply, rx) = oneshot::channel();
+        let message = palaver_core::protocol::ServerMessage::MediaIceCandidate { candidate };
+        let msg = ActorMsg::ToParticipant { participant_id: participant_id.to_string(), message, reply };
+        handle.tx.send(msg).await.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Clean shutdown: end every participant session of every live conversation with

@@ -580,6 +580,22 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("ExternalUsersNotAllowed")));
 
+    // The media plane trickles a server candidate to the consumer.
+    let cand =
+        palaver_core::protocol::IceCandidate { candidate: "candidate:9".into(), sdp_mid: None, sdp_m_line_index: None };
+    assert!(s.state.gateway.send_ice_candidate(conversation_id, &c_pid, cand).await);
+    assert_eq!(c.recv_type("media.iceCandidate").await["candidate"]["candidate"], "candidate:9");
+    assert!(
+        !s.state
+            .gateway
+            .send_ice_candidate(
+                conversation_id,
+                "nobody",
+                palaver_core::protocol::IceCandidate { candidate: "x".into(), sdp_mid: None, sdp_m_line_index: None }
+            )
+            .await
+    );
+
     // Active speakers from the media plane reach the roster.
     assert!(s.state.gateway.active_speakers(conversation_id, vec![c_pid.clone()]).await);
     let d = p.recv_type("roster.delta").await;
@@ -650,6 +666,17 @@ async fn calls_decline_and_no_answer_timeout() {
     assert_eq!(b.recv_type("call.ended").await["reason"], "noAnswer");
     assert!(t0.elapsed() >= Duration::from_millis(900), "rang for the configured second");
     assert!(s.observer.started.lock().unwrap().is_empty(), "ringing is not billed");
+}
+
+#[test]
+fn gateway_config_reads_from_toml_with_defaults() {
+    let cfg: super::GatewayConfig =
+        toml::from_str("reconnect_grace_ms = 5000\n[rate_limit]\nper_second = 5\n").unwrap();
+    assert_eq!(cfg.reconnect_grace_ms, 5000);
+    assert_eq!(cfg.rate_limit.per_second, 5);
+    assert_eq!(cfg.rate_limit.burst, super::RateLimit::default().burst);
+    assert_eq!(cfg.idle_timeout_ms, super::GatewayConfig::default().idle_timeout_ms);
+    assert!(toml::from_str::<super::GatewayConfig>("grace = 1").is_err(), "typos are refused");
 }
 
 #[tokio::test]
