@@ -68,18 +68,17 @@ impl TenantKeys {
         Ok(TenantKeys::Remote { uri: uri.to_string(), client, cache: Mutex::new(None) })
     }
 
-    /// Candidate keys for `kid`; a remote set is fetched or refreshed as needed. An error
-    /// means the keys could not be obtained at all.
-    pub async fn candidates(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, String> {
+    /// Candidate keys for `kid` at `now`; a remote set is fetched or refreshed as needed.
+    /// An error means the keys could not be obtained at all.
+    pub async fn candidates(&self, kid: Option<&str>, now: Instant) -> Result<Vec<DecodingKey>, String> {
         match self {
             TenantKeys::Inline(set) => Ok(set.candidates(kid)),
             TenantKeys::Remote { uri, client, cache } => {
                 let mut cache = cache.lock().await;
-                let now = Instant::now();
                 let (fresh, found) = match &*cache {
                     Some((set, at)) => {
                         let found = set.candidates(kid);
-                        let age = now.duration_since(*at);
+                        let age = now.saturating_duration_since(*at);
                         (age < CACHE_FOR && (!found.is_empty() || age < MIN_REFRESH_INTERVAL), found)
                     }
                     None => (false, Vec::new()),
@@ -117,6 +116,55 @@ async fn fetch(client: &reqwest::Client, uri: &str) -> Result<KeySet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SET_A: &str = r#"{"keys":[{"kty":"RSA","kid":"a","n":"sXch","e":"AQAB"}]}"#;
+    const SET_AB: &str =
+        r#"{"keys":[{"kty":"RSA","kid":"a","n":"sXch","e":"AQAB"},{"kty":"RSA","kid":"b","n":"sXch","e":"AQAB"}]}"#;
+
+    /// A JWKS endpoint on loopback that serves SET_A, then SET_AB, counting fetches.
+    async fn jwks_server(fetches: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let n = fetches.fetch_add(1, Ordering::SeqCst);
+                async move { if n == 0 { SET_A } else { SET_AB } }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/keys")
+    }
+
+    #[tokio::test]
+    async fn remote_keys_are_cached_and_refreshed_for_unknown_kids() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let keys = TenantKeys::remote(&jwks_server(fetches.clone()).await).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(keys.candidates(Some("a"), t0).await.unwrap().len(), 1);
+        assert_eq!(keys.candidates(Some("a"), t0 + Duration::from_secs(30)).await.unwrap().len(), 1);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "cached");
+        // Unknown kid within the minimum refresh interval: no refetch.
+        assert_eq!(keys.candidates(Some("b"), t0 + Duration::from_secs(30)).await.unwrap().len(), 0);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Later, an unknown kid triggers a refresh (key rotation).
+        assert_eq!(keys.candidates(Some("b"), t0 + Duration::from_secs(61)).await.unwrap().len(), 1);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // After the cache lifetime, refetched even for known kids.
+        keys.candidates(Some("a"), t0 + Duration::from_secs(61 + 3601)).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn unreachable_jwks_is_an_error_without_a_cache() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let keys = TenantKeys::remote(&format!("http://{addr}/keys")).unwrap();
+        assert!(keys.candidates(None, Instant::now()).await.is_err());
+    }
 
     #[test]
     fn parse_rejects_garbage_and_keyless_sets() {

@@ -138,10 +138,11 @@ impl DirectoryValidator {
             )));
         }
 
-        let candidates = tenant.keys.candidates(header.kid.as_deref()).await.map_err(|e| {
-            tracing::warn!(tenant = %tid, error = %e, "cannot obtain tenant signing keys");
-            ApiError::new(ErrorCode::StorageUnavailable, "the tenant's signing keys are unavailable, retry later")
-        })?;
+        let candidates =
+            tenant.keys.candidates(header.kid.as_deref(), std::time::Instant::now()).await.map_err(|e| {
+                tracing::warn!(tenant = %tid, error = %e, "cannot obtain tenant signing keys");
+                ApiError::new(ErrorCode::StorageUnavailable, "the tenant's signing keys are unavailable, retry later")
+            })?;
         if candidates.is_empty() {
             return Err(invalid("the IdP token is signed with a key the tenant does not publish"));
         }

@@ -24,6 +24,11 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/whoami", get(whoami))
 }
 
+/// Run a store-touching operation on the blocking pool (SQLite calls block).
+async fn blocking<R: Send + 'static>(op: impl FnOnce() -> Result<R, ApiError> + Send + 'static) -> Result<R, ApiError> {
+    tokio::task::spawn_blocking(op).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
 fn json_answer(answer: Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     (status, [(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
@@ -67,7 +72,7 @@ async fn create_identity(
     require_api_version(uri.query(), API_VERSIONS)?;
     let req: CreateIdentityRequest = auth.json_or_default()?;
     let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
-    let answer = service::create_identity(&state, &req, repeat.as_ref(), now_ms())?;
+    let answer = blocking(move || service::create_identity(&state, &req, repeat.as_ref(), now_ms())).await?;
     Ok(json_answer(answer))
 }
 
@@ -82,7 +87,7 @@ async fn issue_token(
     require_api_version(uri.query(), API_VERSIONS)?;
     let req: IssueTokenRequest = auth.json()?;
     let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
-    let answer = service::issue_token(&state, &id, &req, repeat.as_ref(), now_ms())?;
+    let answer = blocking(move || service::issue_token(&state, &id, &req, repeat.as_ref(), now_ms())).await?;
     Ok(json_answer(answer))
 }
 
@@ -93,7 +98,7 @@ async fn revoke_tokens(
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
     require_api_version(uri.query(), API_VERSIONS)?;
-    service::revoke_tokens(&state, &id, now_ms())?;
+    blocking(move || service::revoke_tokens(&state, &id, now_ms())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -104,7 +109,7 @@ async fn delete_identity(
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
     require_api_version(uri.query(), API_VERSIONS)?;
-    service::delete_identity(&state, &id, now_ms())?;
+    blocking(move || service::delete_identity(&state, &id, now_ms())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
