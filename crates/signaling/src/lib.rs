@@ -14,3 +14,4 @@ pub mod identity;
 pub mod meetings_api;
 pub mod rooms;
 pub mod store;
+pub mod usage_api;
