@@ -287,6 +287,13 @@ impl Connection {
             Ok(t) => t,
             Err((code, message)) => return error(code, message, rid),
         };
+        // `voip.join` joins existing calls only: it may not be the one who starts a group call.
+        if matches!(setup, ConversationSetup::GroupCall)
+            && !self.ident.scopes.contains(Scope::Voip)
+            && !self.gateway.is_live(&key)
+        {
+            return error(ErrorCode::InsufficientScope, "starting a group call needs the `voip` scope", rid);
+        }
         let participant_id = uuid::Uuid::new_v4().to_string();
         let request = JoinRequest {
             participant_id: participant_id.clone(),

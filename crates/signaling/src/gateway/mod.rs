@@ -217,6 +217,11 @@ impl Gateway {
         self.by_id.remove_if(&handle.conversation_id, |_, h| h.generation == handle.generation);
     }
 
+    /// Is a conversation running for this target key?
+    pub(crate) fn is_live(&self, key: &str) -> bool {
+        self.by_target.contains_key(key)
+    }
+
     pub(crate) fn by_conversation_id(&self, id: &str) -> Option<ConversationHandle> {
         self.by_id.get(id).map(|h| h.clone())
     }

@@ -210,7 +210,9 @@ async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
     expect(&mut c, Message::Text(unknown.to_string().into()), "MeetingNotFound").await;
     let bad_group = json!({"type":"join","target":{"kind":"groupCall","groupId":"not-a-uuid"}});
     expect(&mut c, Message::Text(bad_group.to_string().into()), "InvalidParameter").await;
-    // voip.join cannot place calls.
+    // voip.join joins existing calls only: it cannot start a group call or place calls.
+    let fresh_group = json!({"type":"join","target":{"kind":"groupCall","groupId":uuid::Uuid::new_v4().to_string()}});
+    expect(&mut c, Message::Text(fresh_group.to_string().into()), "InsufficientScope").await;
     let place = json!({"type":"call.place","targets":["8:orgid:someone"]});
     expect(&mut c, Message::Text(place.to_string().into()), "InsufficientScope").await;
     // Still alive.
