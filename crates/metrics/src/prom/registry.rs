@@ -94,6 +94,10 @@ impl SignalingMetrics {
     }
 }
 
+/// Label values of `palaver_ledger_rejected_events_total`.
+pub const REJECTION_REASONS: [&str; 5] =
+    ["duplicate_session", "unknown_session", "conversation_mismatch", "empty_id", "recorder_stopped"];
+
 /// Everything `/metrics` exposes.
 pub struct PalaverMetrics {
     registry: Registry,
@@ -216,6 +220,12 @@ impl PalaverMetrics {
         for result in ["delivered", "failed", "dead"] {
             ledger.webhook_deliveries.with_label_values(&[result]);
         }
+        for reason in REJECTION_REASONS {
+            ledger.rejected_events.with_label_values(&[reason]);
+        }
+        for code in ErrorCode::ALL {
+            signaling.errors.with_label_values(&[code.as_str()]);
+        }
         let media_source: Arc<RwLock<Option<MediaSource>>> = Arc::new(RwLock::new(None));
         r.register(Box::new(MediaCollector::new(media_source.clone())?))?;
         #[cfg(target_os = "linux")]
@@ -302,5 +312,34 @@ mod tests {
         assert!(text.contains(r#"palaver_participants{participant_type="acs"} 3"#));
         assert!(text.contains("palaver_lobby_participants 2"));
         assert!(text.contains("palaver_signaling_join_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn every_metric_the_deploy_assets_use_is_exported() {
+        let m = PalaverMetrics::new().unwrap();
+        let text = m.render();
+        let families: std::collections::HashSet<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        for file in ["prometheus/rules/palaver.rules.yml", "grafana/palaver-dashboard.json"] {
+            let content = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut names = Vec::new();
+            let mut rest = content.as_str();
+            while let Some(pos) = rest.find(|c: char| c == 'p') {
+                rest = &rest[pos..];
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                let word = &rest[..end];
+                if word.starts_with("palaver_") || word.starts_with("process_") {
+                    names.push(word.to_string());
+                }
+                rest = &rest[end.max(1)..];
+            }
+            assert!(!names.is_empty(), "{file}");
+            for name in names {
+                let family =
+                    ["_bucket", "_count", "_sum"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(families.contains(family), "{file} uses `{name}`, which /metrics does not export");
+            }
+        }
     }
 }
