@@ -8,6 +8,7 @@
 //! - [`export`]: validated usage queries, paging, JSON/CSV rendering (no HTTP here).
 //! - [`webhook`]: Event Grid-style call events, the durable outbox and its delivery task.
 //! - [`prom`]: the Prometheus registry, the media snapshot collector and `/metrics`.
+//! - [`service`]: one-call wiring of all of the above for the server binary.
 
 pub mod export;
 pub mod ledger;
@@ -16,4 +17,10 @@ pub mod pricing;
 pub mod prom;
 pub mod recorder;
 pub mod records;
+pub mod service;
 pub mod webhook;
+
+pub use export::UsageExport;
+pub use prom::{MediaSnapshot, PalaverMetrics, serve_metrics};
+pub use recorder::{BillingObserver, UsageRecorder};
+pub use service::{UsageConfig, UsageService};
