@@ -325,7 +325,7 @@ mod tests {
             let content = std::fs::read_to_string(root.join(file)).unwrap();
             let mut names = Vec::new();
             let mut rest = content.as_str();
-            while let Some(pos) = rest.find(|c: char| c == 'p') {
+            while let Some(pos) = rest.find('p') {
                 rest = &rest[pos..];
                 let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
                 let word = &rest[..end];
