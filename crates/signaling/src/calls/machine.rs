@@ -211,15 +211,16 @@ impl CallManager {
             members: vec![Member { party: caller, endpoint, billed: false }],
             invites: Vec::new(),
         };
-        let reachable: Vec<bool> = checked.iter().map(|(_, t)| self.reachable(t, &call)).collect();
-        if !reachable.iter().any(|r| *r) {
+        if !checked.iter().any(|(_, t)| self.reachable(t, &call)) {
             return Err(Self::busy_error(&checked[0].0));
         }
         self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
         let by = call.caller.raw_id.clone();
         self.calls.insert(call_id.clone(), call);
-        for ((raw, target), ok) in checked.into_iter().zip(reachable) {
-            if ok {
+        // Users called directly ring first; a queue then hunts among the members left.
+        checked.sort_by_key(|(_, t)| matches!(t, Target::Queue(_)));
+        for (raw, target) in checked {
+            if self.reachable(&target, &self.calls[&call_id]) {
                 self.start_invite(now, &call_id, (raw, target), by.clone(), Purpose::Join, out);
             } else {
                 let call = &self.calls[&call_id];
@@ -529,6 +530,26 @@ impl CallManager {
     fn leave(&mut self, call_id: &str, user: &str, reason: CallEndReason, out: &mut Vec<Output>) {
         let call = self.calls.get_mut(call_id).expect("caller checked");
         Self::remove_member(&mut self.engaged, call, user, reason, out);
+        // A transfer whose transferor is now alone has nobody left to hand over.
+        if let [only] = call.members.as_slice() {
+            let only = only.party.raw_id.clone();
+            if let Some(idx) = call
+                .invites
+                .iter()
+                .position(|i| matches!(&i.purpose, Purpose::Transfer { transferor } if *transferor == only))
+            {
+                let invite = call.invites.remove(idx);
+                out.push(Output::Notify {
+                    to: invite.ringing,
+                    event: CallEvent::Ended { call_id: call_id.to_string(), reason: CallEndReason::Cancelled },
+                });
+                call.notify_members(
+                    out,
+                    None,
+                    CallEvent::TransferFailed { call_id: call_id.to_string(), target: invite.target, reason },
+                );
+            }
+        }
         self.apply_lifetime(call_id, reason, out);
     }
 
@@ -651,6 +672,34 @@ impl CallManager {
                 event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::NoAnswer },
             });
             self.ring_over(now, &call_id, invite_id, CallEndReason::NoAnswer, out);
+        }
+    }
+
+    /// Check the machine's internal consistency (tests drive long random stories with it).
+    #[cfg(test)]
+    pub(crate) fn assert_consistent(&self) {
+        for (user, call_id) in &self.engaged {
+            let call = self.calls.get(call_id).unwrap_or_else(|| panic!("{user} engaged in missing call {call_id}"));
+            assert!(call.is_member(user), "{user} engaged in {call_id} but not a member");
+        }
+        for call in self.calls.values() {
+            assert!(!call.members.is_empty(), "call {} has nobody connected", call.id);
+            assert!(call.members.len() >= 2 || !call.invites.is_empty(), "call {} should have ended", call.id);
+            for m in &call.members {
+                assert_eq!(self.engaged.get(&m.party.raw_id), Some(&call.id), "member {} not engaged", m.party.raw_id);
+                assert_eq!(m.billed, call.answered, "billing state of {}", m.party.raw_id);
+            }
+            for (i, invite) in call.invites.iter().enumerate() {
+                assert!(!call.is_member(&invite.ringing), "{} rung while connected", invite.ringing);
+                assert!(
+                    call.invites[i + 1..].iter().all(|o| o.ringing != invite.ringing),
+                    "{} rung twice in {}",
+                    invite.ringing,
+                    call.id
+                );
+            }
+            let transfers = call.invites.iter().filter(|i| matches!(i.purpose, Purpose::Transfer { .. })).count();
+            assert!(transfers <= 1, "two transfers in {}", call.id);
         }
     }
 }

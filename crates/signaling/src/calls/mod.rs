@@ -11,6 +11,8 @@ mod invite;
 mod machine;
 mod model;
 #[cfg(test)]
+mod random_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{CallQueueConfig, CallsConfig, CallsConfigError};

@@ -479,6 +479,21 @@ fn transferor_hanging_up_makes_it_a_blind_transfer() {
 }
 
 #[test]
+fn transfer_is_withdrawn_when_the_party_to_transfer_hangs_up() {
+    let mut w = World::new();
+    w.connected("c1", A, B);
+    w.transfer("c1", A, C).unwrap();
+    let out = w.hang_up("c1", B).unwrap();
+    assert_eq!(ended_for(&out, C), Some(CallEndReason::Cancelled), "C stops ringing");
+    assert!(
+        events_to(&out, A).iter().any(|e| matches!(e, CallEvent::TransferFailed { reason: CallEndReason::HungUp, .. }))
+    );
+    assert_eq!(ended_for(&out, A), Some(CallEndReason::HungUp));
+    assert_eq!(call_ended(&out), Some(CallEndReason::HungUp));
+    assert_eq!(w.open_sessions(), 0);
+}
+
+#[test]
 fn transfer_to_a_queue_rings_members_in_turn() {
     let mut w = World::new();
     w.connected("c1", A, B);
@@ -503,6 +518,16 @@ fn transfer_to_a_queue_rings_members_in_turn() {
     let out = w.accept("c1", M3).unwrap();
     assert_eq!(ended_for(&out, A), Some(CallEndReason::Transferred));
     assert_eq!(w.participants("c1"), vec![B, M3]);
+}
+
+#[test]
+fn a_queue_and_one_of_its_members_called_together_ring_each_user_once() {
+    let mut w = World::new();
+    let out = w.place("c1", A, &[Q, M1]).unwrap();
+    let incoming_to =
+        |who: &str| events_to(&out, who).iter().filter(|e| matches!(e, CallEvent::Incoming { .. })).count();
+    assert_eq!((incoming_to(M1), incoming_to(M2)), (1, 1), "M1 directly, the queue hunts on to M2");
+    assert_eq!(w.m.snapshot("c1").unwrap().ringing, vec![M1.to_string(), M2.to_string()]);
 }
 
 #[test]
