@@ -2,7 +2,8 @@
 //!
 //! Lifetime rule: a call ends when nobody is connected, or when one participant is
 //! left and nothing is ringing. A transfer keeps the transferor connected while the
-//! target rings; a failed transfer leaves the call as it was.
+//! target rings; a failed transfer leaves the call as it was, and a transfer whose
+//! transferee hung up is withdrawn.
 
 use super::config::CallsConfig;
 use super::invite::{Invite, Purpose, QueueCursor, Target, check_caller, resolve_target};
