@@ -3,6 +3,7 @@
 
 mod identity;
 mod identity_directory;
+mod rooms;
 mod server_cli;
 mod signaling;
 mod signaling_calls;
