@@ -148,8 +148,12 @@ pub enum Created {
     Replay(StoredAnswer),
 }
 
+/// How long a `Repeatability-Request-Id` is remembered.
+pub const REPEATABILITY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+
 /// Insert a room with its participants, and record the answer under the request id (if
 /// any), in one transaction. `answer_body` renders the response for the new room.
+/// Request ids older than [`REPEATABILITY_WINDOW_US`] are forgotten.
 pub fn insert_room(
     conn: &mut Connection,
     room: &Room,
@@ -158,6 +162,10 @@ pub fn insert_room(
     answer_body: &str,
 ) -> rusqlite::Result<Created> {
     let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM room_repeatability WHERE created_at_us < ?1",
+        [room.created_at_us.saturating_sub(REPEATABILITY_WINDOW_US)],
+    )?;
     if let Some((request_id, _)) = repeat
         && let Some(stored) = find_answer(&tx, request_id)?
     {
@@ -294,5 +302,11 @@ mod tests {
             Created::Replay(StoredAnswer { fingerprint: "fp".into(), status: 201, body: "{\"id\":\"r1\"}".into() })
         );
         assert_eq!(s.with_conn(|c| list_rooms(c, 0, 10)).unwrap().len(), 1);
+        // A day later the id is forgotten: it creates a new room.
+        let mut later = room("r3");
+        later.created_at_us = 1 + REPEATABILITY_WINDOW_US + 1;
+        let after_window = s.with_conn(|c| insert_room(c, &later, &[], Some(("req-1", "fp")), "{}")).unwrap();
+        assert_eq!(after_window, Created::New);
+        assert_eq!(s.with_conn(|c| list_rooms(c, 0, 10)).unwrap().len(), 2);
     }
 }
