@@ -21,10 +21,15 @@ RUN_ARGS   ?=
 
 # Debian packages needed, as "command-or-check:package" pairs (see prereqs).
 APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
+# promtool validates the Prometheus config, rules and dashboard queries (test-deploy) and a
+# live /metrics scrape (metrics crate test).
+APT_NEEDS += promtool:prometheus
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk
+TEST_STAGES += test-deploy
 
+.PHONY: test-deploy
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
@@ -100,6 +105,10 @@ test-sdk: build venv
 	@for t in tests/sdk/*_compat.py; do \
 	  echo "== $$t"; PALAVER_BIN=$(DEBUG_BIN) $(VENV_PY) "$$t" --binary $(DEBUG_BIN); \
 	done
+
+# Monitoring assets: Prometheus config, alert rules + their unit tests, dashboard queries.
+test-deploy: prereqs
+	deploy/check.sh
 
 test: prereqs
 	@for stage in $(TEST_STAGES); do \
