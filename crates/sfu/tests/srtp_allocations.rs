@@ -1,0 +1,124 @@
+//! Why palaver has its own SRTP: webrtc-rs's `webrtc-srtp` returns a fresh `Bytes` for every
+//! packet it protects or unprotects, i.e. at least one heap allocation per packet, while our
+//! in-place contexts allocate nothing. Both are measured here with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use palaver_sfu::srtp::{Profile, SrtpContext};
+use webrtc_srtp::context::Context as TheirContext;
+use webrtc_srtp::protection_profile::ProtectionProfile as TheirProfile;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+const PACKETS: u16 = 10_000;
+
+fn packet(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80u8, 111, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0x42; 100]);
+    p
+}
+
+#[test]
+fn webrtc_srtp_allocates_per_packet_ours_does_not() {
+    let key = [7u8; 16];
+    let salt = [9u8; 14];
+    let packets: Vec<Vec<u8>> = (0..PACKETS).map(packet).collect();
+
+    let mut theirs_tx = TheirContext::new(&key, &salt, TheirProfile::Aes128CmHmacSha1_80, None, None).unwrap();
+    let mut theirs_rx = TheirContext::new(&key, &salt, TheirProfile::Aes128CmHmacSha1_80, None, None).unwrap();
+    // first packet creates per-SSRC state in both libraries; measure the steady state after it
+    let first = theirs_tx.encrypt_rtp(&packets[0]).unwrap();
+    theirs_rx.decrypt_rtp(&first).unwrap();
+    let mut protected = Vec::with_capacity(PACKETS as usize);
+    let theirs_protect = counted(|| {
+        for p in &packets[1..] {
+            protected.push(theirs_tx.encrypt_rtp(p).unwrap());
+        }
+    });
+    let theirs_unprotect = counted(|| {
+        for p in &protected {
+            std::hint::black_box(theirs_rx.decrypt_rtp(p).unwrap());
+        }
+    });
+
+    let mut ours_tx = SrtpContext::new(Profile::Aes128CmHmacSha1_80, &key, &salt).unwrap();
+    let mut ours_rx = SrtpContext::new(Profile::Aes128CmHmacSha1_80, &key, &salt).unwrap();
+    let mut buffers: Vec<Vec<u8>> = packets.iter().map(|p| [p.as_slice(), &[0u8; 10]].concat()).collect();
+    let plain_len = packets[0].len();
+    ours_tx.protect_rtp(&mut buffers[0], plain_len).unwrap();
+    ours_rx.unprotect_rtp(&mut buffers[0]).unwrap();
+    let ours_protect = counted(|| {
+        for b in &mut buffers[1..] {
+            ours_tx.protect_rtp(b, plain_len).unwrap();
+        }
+    });
+    let ours_unprotect = counted(|| {
+        for b in &mut buffers[1..] {
+            ours_rx.unprotect_rtp(b).unwrap();
+        }
+    });
+    // our ciphertext is what theirs produces (same keys, same packets)
+    assert_eq!(
+        protected[0][..],
+        {
+            let mut b = [packets[1].as_slice(), &[0u8; 10]].concat();
+            let mut tx = SrtpContext::new(Profile::Aes128CmHmacSha1_80, &key, &salt).unwrap();
+            tx.protect_rtp(&mut [packets[0].as_slice(), &[0u8; 10]].concat(), plain_len).unwrap();
+            tx.protect_rtp(&mut b, plain_len).unwrap();
+            b
+        }[..]
+    );
+
+    let n = (PACKETS - 1) as u64;
+    println!(
+        "per packet: webrtc-srtp protect {:.2}, unprotect {:.2} allocations; palaver protect {}, unprotect {}",
+        theirs_protect as f64 / n as f64,
+        theirs_unprotect as f64 / n as f64,
+        ours_protect,
+        ours_unprotect
+    );
+    assert!(theirs_protect >= n, "webrtc-srtp protect: {theirs_protect} allocations for {n} packets");
+    assert!(theirs_unprotect >= n, "webrtc-srtp unprotect: {theirs_unprotect} allocations for {n} packets");
+    assert_eq!((ours_protect, ours_unprotect), (0, 0));
+}
