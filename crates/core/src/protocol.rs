@@ -311,9 +311,18 @@ pub enum ClientMessage {
     DialOut { phone_number: String },
     /// SDP offer for this participant's media session; answered with `media.answer`.
     #[serde(rename = "media.offer")]
-    MediaOffer { sdp: String },
+    MediaOffer {
+        sdp: String,
+        /// Set for a call between users (`call.*`); absent for the joined conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
     #[serde(rename = "media.iceCandidate")]
-    MediaIceCandidate { candidate: IceCandidate },
+    MediaIceCandidate {
+        candidate: IceCandidate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
     /// Ring one directory user / call queue (1:1) or several (group); answered with `call.placed`.
     #[serde(rename = "call.place")]
     CallPlace { targets: Vec<String> },
@@ -491,9 +500,18 @@ pub enum ServerMessage {
     #[serde(rename = "session.ended")]
     SessionEnded { conversation_id: String, reason: EndReason },
     #[serde(rename = "media.answer")]
-    MediaAnswer { sdp: String },
+    MediaAnswer {
+        sdp: String,
+        /// The call the answer belongs to, for calls between users.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
     #[serde(rename = "media.iceCandidate")]
-    MediaIceCandidate { candidate: IceCandidate },
+    MediaIceCandidate {
+        candidate: IceCandidate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
     /// Answer to `call.place`: the new call's id. Call progress then arrives as `call.*` events.
     #[serde(rename = "call.placed")]
     CallPlaced {
@@ -545,7 +563,7 @@ mod tests {
             json!({"type":"meeting.updatePolicy","policy":{"lobbyBypass":"everyone"}}),
             json!({"type":"meeting.end"}),
             json!({"type":"dialOut","phoneNumber":"+14255550123"}),
-            json!({"type":"media.offer","sdp":"v=0"}),
+            json!({"type":"media.offer","sdp":"v=0","callId":"c"}),
             json!({"type":"media.iceCandidate","candidate":{"candidate":"candidate:1","sdpMid":"0"}}),
             json!({"type":"call.place","targets":["8:orgid:b"]}),
             json!({"type":"call.accept","callId":"c"}),

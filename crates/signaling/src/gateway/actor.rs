@@ -248,7 +248,7 @@ impl Actor {
                     let media = self.gateway.media();
                     tokio::spawn(async move {
                         let reply = match media.offer(session, sdp).await {
-                            Ok(answer) => ServerMessage::MediaAnswer { sdp: answer },
+                            Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: None },
                             Err(e) => ServerMessage::error(e.code, e.message, None),
                         };
                         if let Some(tx) = tx {

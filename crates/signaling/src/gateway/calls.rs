@@ -17,10 +17,16 @@ pub(crate) enum CallsMsg {
     },
     /// Fire-and-forget (e.g. `UserGone`).
     Notice(Input),
+    /// Is `raw_id` a connected participant of `call_id`?
+    IsConnected {
+        call_id: String,
+        raw_id: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
-/// Billing session id of one participant in one call.
-fn session_id(call_id: &str, raw_id: &str) -> String {
+/// Billing (and media) session id of one participant in one call.
+pub(crate) fn session_id(call_id: &str, raw_id: &str) -> String {
     format!("{call_id}/{raw_id}")
 }
 
@@ -40,6 +46,13 @@ impl Gateway {
         let down = || CallError::new(ErrorCode::InternalError, "the call service is not running");
         self.calls_tx().send(CallsMsg::Request { input, reply }).map_err(|_| down())?;
         rx.await.map_err(|_| down())?
+    }
+
+    /// Is the user connected in that call (media may be negotiated)?
+    pub(crate) async fn connected_in_call(&self, call_id: &str, raw_id: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let msg = CallsMsg::IsConnected { call_id: call_id.to_string(), raw_id: raw_id.to_string(), reply };
+        self.calls_tx().send(msg).is_ok() && rx.await.unwrap_or(false)
     }
 
     /// The user's last socket is gone and stayed gone for the grace period.
@@ -72,6 +85,13 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                     outputs
                 }
                 Some(CallsMsg::Notice(input)) => manager.handle(now_ms().max(0) as u64, input).unwrap_or_default(),
+                Some(CallsMsg::IsConnected { call_id, raw_id, reply }) => {
+                    let connected = manager.snapshot(&call_id).is_some_and(|c| {
+                        c.state == crate::calls::CallState::Connected && c.participants.iter().any(|p| p.raw_id == raw_id)
+                    });
+                    let _ = reply.send(connected);
+                    Vec::new()
+                }
             },
             _ = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)), if wait.is_some() => {
                 manager.handle(now_ms().max(0) as u64, Input::Tick).unwrap_or_default()
@@ -110,6 +130,14 @@ fn execute(gateway: &Gateway, outputs: Vec<Output>) {
                 });
             }
             Output::ParticipantDisconnected { call_id, raw_id, reason } => {
+                let media_session = session_id(&call_id, &raw_id);
+                if gateway.call_media.remove(&media_session).is_some() {
+                    gateway.media().leave(crate::gateway::MediaSession {
+                        conversation_id: call_id.clone(),
+                        participant_id: media_session,
+                        may_send_media: true,
+                    });
+                }
                 observer.session_ended(SessionEnded {
                     session_id: session_id(&call_id, &raw_id),
                     conversation_id: call_id,

@@ -7,6 +7,7 @@ use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::limits::TokenBucket;
+use super::media::MediaSession;
 use crate::calls::{Input as CallInput, Party};
 use crate::conversation::participant::display_name_for;
 use crate::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
@@ -15,7 +16,7 @@ use axum::extract::ws::{Message, WebSocket};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use palaver_core::protocol::{
-    ClientFrame, ClientMessage, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
+    ClientFrame, ClientMessage, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
 };
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
 use std::sync::Arc;
@@ -253,8 +254,12 @@ impl Connection {
             M::MeetingUpdatePolicy { policy } => Command::UpdatePolicy(policy),
             M::MeetingEnd => Command::EndMeeting,
             M::DialOut { phone_number } => Command::DialOut { phone_number },
-            M::MediaOffer { sdp } => Command::MediaOffer { sdp },
-            M::MediaIceCandidate { candidate } => Command::MediaIceCandidate(candidate),
+            M::MediaOffer { sdp, call_id: Some(call_id) } => return self.call_media_offer(rid, call_id, sdp).await,
+            M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
+                return self.call_media_candidate(rid, call_id, candidate).await;
+            }
+            M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
+            M::MediaIceCandidate { candidate, call_id: None } => Command::MediaIceCandidate(candidate),
         };
         self.forward_to_conversation(rid, command).await
     }
@@ -423,6 +428,58 @@ impl Connection {
             Ok(()) => vec![frame(&ServerMessage::CallPlaced { request_id: rid, call_id })],
             Err(e) => error(e.code, e.message, rid),
         }
+    }
+
+    /// Media for a call between users: only a connected participant of that call may negotiate.
+    async fn call_media_session(&self, call_id: &str) -> Result<MediaSession, (ErrorCode, &'static str)> {
+        if !self.gateway.connected_in_call(call_id, &self.raw_id()).await {
+            return Err((ErrorCode::InvalidState, "media needs a connected call"));
+        }
+        Ok(MediaSession {
+            conversation_id: call_id.to_string(),
+            participant_id: super::calls::session_id(call_id, &self.raw_id()),
+            may_send_media: true,
+        })
+    }
+
+    async fn call_media_offer(&mut self, rid: Option<String>, call_id: String, sdp: String) -> Vec<String> {
+        if sdp.trim().is_empty() {
+            return error(ErrorCode::InvalidParameter, "empty SDP offer", rid);
+        }
+        let session = match self.call_media_session(&call_id).await {
+            Ok(s) => s,
+            Err((code, message)) => return error(code, message, rid),
+        };
+        self.gateway.call_media.insert(session.participant_id.clone(), ());
+        let (media, tx) = (self.gateway.media(), self.tx.clone());
+        tokio::spawn(async move {
+            let reply = match media.offer(session, sdp).await {
+                Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: Some(call_id) },
+                Err(e) => ServerMessage::error(e.code, e.message, rid),
+            };
+            let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
+        });
+        Vec::new()
+    }
+
+    async fn call_media_candidate(
+        &mut self,
+        rid: Option<String>,
+        call_id: String,
+        candidate: IceCandidate,
+    ) -> Vec<String> {
+        let session = match self.call_media_session(&call_id).await {
+            Ok(s) if self.gateway.call_media.contains_key(&s.participant_id) => s,
+            Ok(_) => return error(ErrorCode::InvalidState, "send `media.offer` for this call first", rid),
+            Err((code, message)) => return error(code, message, rid),
+        };
+        let (media, tx) = (self.gateway.media(), self.tx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = media.ice_candidate(session, candidate).await {
+                let _ = tx.send(Outbound::Frame(ServerMessage::error(e.code, e.message, rid).to_json().into())).await;
+            }
+        });
+        Vec::new()
     }
 
     async fn call(&mut self, rid: Option<String>, input: CallInput) -> Vec<String> {

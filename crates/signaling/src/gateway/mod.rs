@@ -97,6 +97,8 @@ pub struct GatewayInner {
     by_id: DashMap<String, ConversationHandle>,
     presence: DashMap<String, Vec<PresenceEntry>>,
     calls: OnceLock<mpsc::UnboundedSender<calls::CallsMsg>>,
+    /// Call media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
+    call_media: DashMap<String, ()>,
     next_generation: AtomicU64,
 }
 
@@ -128,6 +130,7 @@ impl Gateway {
             by_id: DashMap::new(),
             presence: DashMap::new(),
             calls: OnceLock::new(),
+            call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
         }))
     }
@@ -265,7 +268,7 @@ impl Gateway {
     ) -> bool {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
         let (reply, rx) = oneshot::channel();
-        let message = palaver_core::protocol::ServerMessage::MediaIceCandidate { candidate };
+        let message = palaver_core::protocol::ServerMessage::MediaIceCandidate { candidate, call_id: None };
         let msg = ActorMsg::ToParticipant { participant_id: participant_id.to_string(), message, reply };
         handle.tx.send(msg).await.is_ok() && rx.await.unwrap_or(false)
     }

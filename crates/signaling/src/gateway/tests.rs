@@ -248,11 +248,28 @@ async fn calls_ring_accept_and_external_to_directory_is_refused() {
     let incoming = b.recv_type("call.incoming").await;
     assert_eq!(incoming["callId"], call_id.as_str());
     assert_eq!(incoming["caller"]["displayName"], "Ada");
+    // Media before the call is connected is out of order.
+    b.send(json!({"type":"media.offer","sdp":"v=0","callId":call_id})).await;
+    assert_eq!(b.recv_type("error").await["code"], "InvalidState");
     b.send(json!({"type":"call.accept","callId":call_id})).await;
     assert_eq!(a.recv_type("call.connected").await["callId"], call_id.as_str());
+    // Call media goes to the media plane, keyed by call; outsiders cannot negotiate.
+    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()) });
+    s.state.gateway.set_media_negotiator(media.clone());
+    a.send(json!({"type":"media.iceCandidate","callId":call_id,"candidate":{"candidate":"c"}})).await;
+    assert_eq!(a.recv_type("error").await["code"], "InvalidState", "ICE before offer");
+    a.send(json!({"type":"media.offer","sdp":"v=0","callId":call_id})).await;
+    let answer = a.recv_type("media.answer").await;
+    assert_eq!(
+        (answer["sdp"].as_str(), answer["callId"].as_str()),
+        (Some("answer-to:v=0:send=true"), Some(call_id.as_str()))
+    );
+    ext.send(json!({"type":"media.offer","sdp":"v=0","callId":call_id})).await;
+    assert_eq!(ext.recv_type("error").await["code"], "InvalidState");
     a.send(json!({"type":"call.hangUp","callId":call_id})).await;
     b.recv_type("call.ended").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(media.left.lock().unwrap().as_slice(), [format!("{call_id}/8:orgid:a")]);
     assert_eq!(s.observer.started.lock().unwrap().len(), 2);
     assert_eq!(s.observer.ended.lock().unwrap().len(), 2);
 }
