@@ -225,6 +225,7 @@ impl Actor {
 
     fn execute(&mut self, outputs: Vec<Output>) {
         let mut policy_changed = false;
+        let mut overflowed: Vec<String> = Vec::new();
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
@@ -234,7 +235,10 @@ impl Actor {
                         if let Some((conn_id, tx)) = self.conns.get(&pid)
                             && tx.try_send(Outbound::Frame(text.clone())).is_err()
                         {
-                            tracing::warn!(participant = %pid, conn = %conn_id, "outbound queue full; frame dropped");
+                            // A socket this far behind has a stale roster: drop it; the client
+                            // resumes within the grace period and gets a fresh snapshot.
+                            tracing::warn!(participant = %pid, conn = %conn_id, "outbound queue full; dropping the socket");
+                            overflowed.push(pid.clone());
                         }
                     }
                 }
@@ -277,6 +281,16 @@ impl Actor {
         }
         if policy_changed {
             self.persist_policy();
+        }
+        overflowed.dedup();
+        for participant_id in overflowed {
+            if let Some((_, tx)) = self.conns.remove(&participant_id) {
+                tokio::spawn(async move {
+                    let _ = tx.send(Outbound::Overflowed).await;
+                });
+                let outputs = self.conversation.handle(now_ms(), Input::ConnectionLost { participant_id });
+                self.execute(outputs);
+            }
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) enum Outbound {
     /// The participant's session ended (`reason`), its join was refused (`None`), or
     /// another socket resumed it (`None`): stop routing to that conversation.
     Detached { participant_id: String, reason: Option<EndReason> },
+    /// The socket fell too far behind: close it (the participant is already `reconnecting`).
+    Overflowed,
 }
 
 /// How the socket authenticated.
@@ -141,6 +143,11 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
                         let _ = sink.send(Message::Close(None)).await;
                         break;
                     }
+                }
+                Some(Outbound::Overflowed) => {
+                    conn.attached = None;
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
                 }
                 None => break,
             },

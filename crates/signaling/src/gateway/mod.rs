@@ -327,3 +327,5 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resilience;
