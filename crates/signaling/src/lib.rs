@@ -15,3 +15,4 @@ pub mod meetings_api;
 pub mod rooms;
 pub mod store;
 pub mod usage_api;
+pub mod webapp;

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::gateway::routes())
         .merge(crate::meetings_api::routes())
         .merge(crate::usage_api::routes())
+        .merge(crate::webapp::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

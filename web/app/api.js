@@ -1,0 +1,61 @@
+// REST calls of the web client: development sign-in, meetings, recording controls.
+// Every failure becomes an ApiError carrying the server's ACS error code and message.
+
+export class ApiError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+async function request(method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw new ApiError('NetworkError', `cannot reach the server (${err.message})`, 0);
+  }
+  const text = await resp.text();
+  let json = null;
+  if (text) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = null;
+    }
+  }
+  if (!resp.ok) {
+    const error = json && json.error ? json.error : { code: `Http${resp.status}`, message: text || resp.statusText };
+    throw new ApiError(error.code, error.message, resp.status);
+  }
+  return json;
+}
+
+/** `{devMode, message}`: whether the dev-only sign-in endpoints exist on this server. */
+export function devStatus() {
+  return request('GET', '/dev/web/status');
+}
+
+/** A new external user with a voip+chat token (development mode only). */
+export function signInExternal() {
+  return request('POST', '/dev/web/external-user', { body: {} });
+}
+
+/** A directory user through the development identity provider and the token exchange. */
+export function signInDirectory(name, oid) {
+  return request('POST', '/dev/web/directory-user', { body: oid ? { name, oid } : { name } });
+}
+
+/** Create a meeting organized by the (directory) user of `token`. */
+export function createMeeting(token, subject) {
+  return request('POST', '/meetings', { token, body: subject ? { subject } : {} });
+}
+
+/** Start or stop recording / transcription of a meeting (`what`: recording|transcription). */
+export function setCapture(token, meetingId, what, on) {
+  return request('POST', `/meetings/${encodeURIComponent(meetingId)}/${what}:${on ? 'start' : 'stop'}`, { token });
+}

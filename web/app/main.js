@@ -1,0 +1,338 @@
+// The reference client's controller: sign-in (development mode), device check, join by
+// link or meeting id + passcode, lobby, meeting controls, and wiring of server frames to the
+// model (meeting.js), the views (views.js) and the media session (media.js).
+
+import * as api from './api.js';
+import { DeviceCheck } from './devices.js';
+import { MediaSession } from './media.js';
+import { MeetingState } from './meeting.js';
+import { Signaling } from './signaling.js';
+import * as views from './views.js';
+
+const $ = (id) => document.getElementById(id);
+
+const ENDED_REASONS = {
+  Left: 'You left the meeting.',
+  Removed: 'You were removed from the meeting, or not admitted from the lobby.',
+  ConversationEnded: 'The meeting has ended.',
+  ConnectionLost: 'The connection was lost.',
+  TokenExpired: 'Your sign-in expired.',
+  ServerShutdown: 'The server is shutting down.',
+};
+
+const app = {
+  devMode: false,
+  identity: null, // {rawId, token, displayName?, kind}
+  createdMeeting: null,
+  signaling: null,
+  state: new MeetingState(),
+  media: null,
+  mediaStarted: false,
+  remoteByParticipant: new Map(),
+  remoteExtra: new Map(),
+  localStream: null,
+  cameraOff: false,
+  ended: false,
+};
+window.palaverClient = app;
+
+const who = () => document.querySelector('input[name="who"]:checked').value;
+
+function meetingIdFromLink(link) {
+  const m = /\/meetings\/join\/([0-9a-fA-F-]{36})/.exec(link || '');
+  return m ? m[1] : null;
+}
+
+async function init() {
+  const check = new DeviceCheck({
+    preview: $('preview'),
+    cameraSelect: $('camera-select'),
+    micSelect: $('mic-select'),
+    meterBar: $('mic-meter-bar'),
+    meter: $('mic-meter'),
+    status: $('device-status'),
+  });
+  app.deviceCheck = check;
+  if (meetingIdFromLink(location.pathname)) $('meeting-link').value = `${location.origin}${location.pathname}`;
+  const params = new URLSearchParams(location.search);
+  if (params.get('code')) $('meeting-code').value = params.get('code');
+  if (params.get('passcode')) $('meeting-passcode').value = params.get('passcode');
+  const hashToken = new URLSearchParams(location.hash.slice(1)).get('access_token');
+  if (hashToken) app.identity = { token: hashToken, kind: 'provided' };
+
+  try {
+    const status = await api.devStatus();
+    app.devMode = status.devMode;
+    views.renderDevNotice(status);
+  } catch (err) {
+    views.showError('setup-error', `Cannot reach the server: ${err.message}`);
+  }
+  if (!app.devMode && !app.identity) {
+    views.showError('setup-error', 'Sign-in needs a token from your backend: open this page with #access_token=…');
+  }
+  document.querySelectorAll('input[name="who"]').forEach((r) => r.addEventListener('change', updateWho));
+  updateWho();
+  $('create-meeting').addEventListener('click', () => createMeeting().catch(reportSetupError));
+  $('setup-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    join().catch(reportSetupError);
+  });
+  $('lobby-leave').addEventListener('click', leave);
+  $('leave').addEventListener('click', leave);
+  $('rejoin').addEventListener('click', () => location.reload());
+  $('toggle-mute').addEventListener('click', () => command({ type: 'self.mute', muted: !(app.state.self && app.state.self.muted) }));
+  $('toggle-hand').addEventListener('click', () =>
+    command({ type: 'self.raiseHand', raised: !(app.state.self && app.state.self.handRaised) }),
+  );
+  $('toggle-camera').addEventListener('click', toggleCamera);
+  $('toggle-share').addEventListener('click', () => toggleShare().catch((e) => views.showError('meeting-error', e.message)));
+  $('toggle-recording').addEventListener('click', () => command({ type: app.state.recording ? 'recording.stop' : 'recording.start' }));
+  $('toggle-transcription').addEventListener('click', () =>
+    command({ type: app.state.transcribing ? 'transcription.stop' : 'transcription.start' }),
+  );
+  views.showScreen('setup');
+  await check.open();
+}
+
+function updateWho() {
+  const directory = who() === 'directory';
+  $('create-meeting').disabled = !directory || !app.devMode;
+  $('create-hint').hidden = directory;
+}
+
+function reportSetupError(err) {
+  const code = err.code ? `${err.code}: ` : '';
+  views.showError('setup-error', `${code}${err.message}`);
+  $('join-button').disabled = false;
+}
+
+function displayName() {
+  const name = $('display-name').value.trim();
+  if (!name) {
+    $('display-name').focus();
+    throw Object.assign(new Error('Please enter your name.'), { code: '' });
+  }
+  return name;
+}
+
+/** Sign in once per page (development endpoints), as the kind chosen on the form. */
+async function signIn() {
+  const kind = who();
+  if (app.identity && (app.identity.kind === kind || app.identity.kind === 'provided')) return app.identity;
+  if (!app.devMode) throw Object.assign(new Error('development sign-in is off on this server'), { code: 'NotAvailable' });
+  const signed = kind === 'directory' ? await api.signInDirectory(displayName()) : await api.signInExternal();
+  app.identity = { ...signed, kind };
+  return app.identity;
+}
+
+async function createMeeting() {
+  views.showError('setup-error', '');
+  if (who() !== 'directory') throw Object.assign(new Error('Only directory users can create meetings.'), { code: '' });
+  const identity = await signIn();
+  const meeting = await api.createMeeting(identity.token, $('meeting-subject').value.trim());
+  app.createdMeeting = meeting;
+  $('meeting-link').value = meeting.joinUrl;
+  const created = $('created-meeting');
+  created.textContent = `Meeting created. Link: ${meeting.joinUrl} · Meeting ID ${meeting.meetingCode} · Passcode ${meeting.passcode}`;
+  created.hidden = false;
+}
+
+function joinTarget() {
+  const link = $('meeting-link').value.trim();
+  if (link) return { kind: 'meetingLink', joinUrl: link };
+  const code = $('meeting-code').value.replace(/\s+/g, '');
+  const passcode = $('meeting-passcode').value.trim();
+  if (code && passcode) return { kind: 'meetingCode', meetingCode: code, passcode };
+  throw Object.assign(new Error('Enter a join link, or a meeting ID and passcode.'), { code: '' });
+}
+
+async function join() {
+  views.showError('setup-error', '');
+  const name = displayName();
+  const target = joinTarget();
+  $('join-button').disabled = true;
+  const identity = await signIn();
+  app.ended = false;
+  app.signaling = new Signaling(identity.token, {
+    onFrame: onFrame,
+    onClose: onSocketClosed,
+    refreshToken: refreshToken,
+  });
+  await app.signaling.connect();
+  let joined;
+  try {
+    joined = await app.signaling.request({ type: 'join', displayName: name, target });
+  } catch (err) {
+    app.ended = true;
+    app.signaling.close();
+    throw err;
+  }
+  $('join-button').disabled = false;
+  if (!app.state.inLobby) enterMeeting();
+  return joined;
+}
+
+async function refreshToken() {
+  if (!app.devMode || !app.identity || app.identity.kind === 'provided') throw new Error('cannot refresh');
+  const kind = app.identity.kind;
+  const oid = app.identity.rawId && app.identity.rawId.startsWith('8:orgid:') ? app.identity.rawId.slice(8) : undefined;
+  if (kind !== 'directory') throw new Error('external tokens are issued per identity by the backend');
+  const signed = await api.signInDirectory(app.identity.displayName, oid);
+  app.identity = { ...signed, kind };
+  return signed.token;
+}
+
+function onFrame(frame) {
+  if (app.media) {
+    app.media.handleFrame(frame).catch((err) => views.renderMediaStatus(`Media negotiation failed: ${err.message}`, 'error'));
+    if (frame.type.startsWith('media.') || (frame.type === 'error' && frame.code === 'MediaUnavailable')) return;
+  }
+  if (frame.type === 'session.ended') {
+    endSession(frame.reason);
+    return;
+  }
+  if (frame.type === 'error') {
+    views.showError(app.state.inLobby ? 'setup-error' : 'meeting-error', `${frame.code}: ${frame.message}`);
+    return;
+  }
+  const wasInLobby = app.state.inLobby || app.state.selfState === null;
+  const changed = app.state.apply(frame);
+  if (changed.capture) views.renderCaptureBanner(app.state.capture);
+  if (changed.self || frame.type === 'joined' || frame.type === 'snapshot') {
+    if (app.state.inLobby) views.showScreen('lobby');
+    else if (wasInLobby && frame.type !== 'joined') enterMeeting();
+  }
+  if (changed.roster || changed.speakers || changed.self) renderMeeting();
+}
+
+function renderMeeting() {
+  const s = app.state;
+  views.renderRoster(s, {
+    admit: (id) => command({ type: 'lobby.admit', participantId: id }),
+    deny: (id) => command({ type: 'lobby.deny', participantId: id }),
+    muteOther: (id) => command({ type: 'participant.mute', participantId: id }),
+  });
+  // Streams the media plane labelled with a participant id go to that person's tile.
+  for (const [streamId, stream] of [...app.remoteExtra]) {
+    if (s.participants.has(streamId)) {
+      app.remoteByParticipant.set(streamId, stream);
+      app.remoteExtra.delete(streamId);
+    }
+  }
+  const media = new Map(app.remoteByParticipant);
+  if (app.localStream && s.selfId) media.set(s.selfId, app.localStream);
+  views.renderGrid(s, media, app.remoteExtra);
+  const me = s.self;
+  const muted = !!(me && me.muted);
+  views.setToggle('toggle-mute', muted, muted ? 'Unmute' : 'Mute');
+  views.setToggle('toggle-hand', !!(me && me.handRaised), me && me.handRaised ? 'Lower hand' : 'Raise hand');
+  views.setToggle('toggle-share', !!(me && me.screenSharing), me && me.screenSharing ? 'Stop sharing' : 'Share screen');
+  if (app.media) app.media.setMuted(muted);
+  $('capture-controls').hidden = !s.canControlCapture;
+  $('toggle-recording').textContent = s.recording ? 'Stop recording' : 'Start recording';
+  $('toggle-transcription').textContent = s.transcribing ? 'Stop transcription' : 'Start transcription';
+  $('meeting-title').textContent = s.subject || 'Meeting';
+}
+
+function enterMeeting() {
+  views.showScreen('meeting');
+  views.renderMeetingInfo(app.createdMeeting);
+  renderMeeting();
+  if (app.mediaStarted) return;
+  app.mediaStarted = true;
+  app.localStream = app.deviceCheck.takeStream();
+  if (app.localStream && $('join-camera-off').checked) toggleCamera();
+  if ($('join-muted').checked && !(app.state.self && app.state.self.muted)) command({ type: 'self.mute', muted: true });
+  app.media = new MediaSession(app.signaling, app.localStream, {
+    onRemoteTrack: onRemoteTrack,
+    onStatus: views.renderMediaStatus,
+    onQuality: views.renderQuality,
+  });
+  app.media.setMuted(!!(app.state.self && app.state.self.muted));
+  app.media.start().catch((err) => views.renderMediaStatus(`Audio and video could not start: ${err.message}`, 'error'));
+  renderMeeting();
+}
+
+function onRemoteTrack(track, streams) {
+  const stream = streams[0] || new MediaStream([track]);
+  const id = stream.id;
+  if (app.state.participants.has(id)) app.remoteByParticipant.set(id, stream);
+  else app.remoteExtra.set(id, stream);
+  track.addEventListener('ended', () => {
+    if (stream.getTracks().every((t) => t.readyState === 'ended')) {
+      app.remoteByParticipant.delete(id);
+      app.remoteExtra.delete(id);
+      renderMeeting();
+    }
+  });
+  if (track.kind === 'audio') {
+    // Remote audio plays through a hidden element even when no tile shows it.
+    let audio = document.querySelector(`audio[data-stream="${CSS.escape(id)}"]`);
+    if (!audio) {
+      audio = document.createElement('audio');
+      audio.autoplay = true;
+      audio.dataset.stream = id;
+      audio.hidden = true;
+      document.body.append(audio);
+    }
+    audio.srcObject = stream;
+  }
+  renderMeeting();
+}
+
+async function command(frame) {
+  views.showError('meeting-error', '');
+  if (!app.signaling) return;
+  try {
+    await app.signaling.request(frame);
+  } catch (err) {
+    views.showError(app.state.inLobby ? 'setup-error' : 'meeting-error', `${err.code}: ${err.message}`);
+  }
+}
+
+function toggleCamera() {
+  app.cameraOff = !app.cameraOff;
+  if (app.media) app.media.setCameraOff(app.cameraOff);
+  else if (app.localStream) app.localStream.getVideoTracks().forEach((t) => (t.enabled = !app.cameraOff));
+  views.setToggle('toggle-camera', app.cameraOff, app.cameraOff ? 'Camera on' : 'Camera off');
+}
+
+async function toggleShare() {
+  const me = app.state.self;
+  if (me && me.screenSharing) {
+    await command({ type: 'screenShare.stop' });
+    if (app.media) await app.media.stopScreenShare();
+    return;
+  }
+  await app.signaling.request({ type: 'screenShare.start' });
+  try {
+    if (app.media) await app.media.startScreenShare(() => command({ type: 'screenShare.stop' }));
+  } catch (err) {
+    await command({ type: 'screenShare.stop' });
+    throw new Error(`Screen sharing did not start (${err.name || err.message}).`);
+  }
+}
+
+function leave() {
+  if (app.signaling) app.signaling.send({ type: 'leave' });
+  endSession('Left');
+}
+
+function endSession(reason) {
+  if (app.ended) return;
+  app.ended = true;
+  if (app.media) app.media.close();
+  app.media = null;
+  if (app.signaling) app.signaling.close();
+  $('ended-title').textContent = reason === 'Left' ? 'You left the meeting' : 'The meeting is over for you';
+  $('ended-reason').textContent = ENDED_REASONS[reason] || `Session ended (${reason}).`;
+  views.renderCaptureBanner({ recording: 'inactive', transcription: 'inactive' });
+  views.showScreen('ended');
+}
+
+function onSocketClosed(info) {
+  if (app.ended || !info.welcomed) return;
+  endSession('ConnectionLost');
+}
+
+init().catch((err) => views.showError('setup-error', err.message));
