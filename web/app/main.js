@@ -130,6 +130,9 @@ async function createMeeting() {
   if (who() !== 'directory') throw Object.assign(new Error('Only directory users can create meetings.'), { code: '' });
   const identity = await signIn();
   const meeting = await api.createMeeting(identity.token, $('meeting-subject').value.trim());
+  // The link to share is on this page's own origin: the server's `joinUrl` is built from the
+  // Host header, which HTTP/2 requests do not carry (and a proxy may rewrite).
+  meeting.joinUrl = `${location.origin}/meetings/join/${meeting.id}`;
   app.createdMeeting = meeting;
   $('meeting-link').value = meeting.joinUrl;
   const created = $('created-meeting');

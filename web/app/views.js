@@ -66,7 +66,7 @@ function badges(p) {
   const out = [];
   if (p.role) out.push(el('span', { class: `badge role role-${p.role}`, text: ROLE_LABELS[p.role] || p.role }));
   if (p.muted) out.push(el('span', { class: 'badge muted', text: 'Muted' }));
-  if (p.handRaised) out.push(el('span', { class: 'badge hand', text: '✋ Hand raised' }));
+  if (p.handRaised) out.push(el('span', { class: 'badge hand', text: 'Hand raised' }));
   if (p.screenSharing) out.push(el('span', { class: 'badge share', text: 'Sharing screen' }));
   if (p.state === 'reconnecting') out.push(el('span', { class: 'badge reconnecting', text: 'Reconnecting…' }));
   return out;
@@ -155,8 +155,8 @@ export function renderGrid(state, media, extra) {
     tile.classList.toggle('speaking', !!p && state.activeSpeakers.has(p.participantId));
     tile.classList.toggle('sharing', !!p && p.screenSharing);
     const caption = p ? participantLabel(p, state.selfId) : 'Remote media';
-    const flags = p ? [p.muted ? '🔇' : '', p.handRaised ? '✋' : ''].join(' ').trim() : '';
-    tile.querySelector('figcaption').textContent = flags ? `${caption} ${flags}` : caption;
+    const flags = p ? [p.muted ? 'muted' : '', p.handRaised ? 'hand raised' : ''].filter(Boolean) : [];
+    tile.querySelector('figcaption').textContent = [caption, ...flags].join(' · ');
     tile.setAttribute('aria-label', `${caption}${p && state.activeSpeakers.has(p.participantId) ? ', speaking' : ''}`);
     tile.dataset.initials = (caption.match(/\b\w/g) || ['?']).slice(0, 2).join('').toUpperCase();
   }

@@ -1,0 +1,225 @@
+// End-to-end tests of the reference web client against the real binary in headless
+// Chromium: join by link and by meeting id + passcode, the lobby and admission, roles and
+// the ` (External)` suffix in the roster, mute, the recording banner (lobby included)
+// within 1 s of the REST call, phone layout; and, separately, audio/video via getStats().
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, newUserPage, rosterEntry, screenshot, startServer, waitFor } from './harness.mjs';
+
+const BANNER_BOUND_MS = 1000;
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) await server.stop();
+});
+
+/** Sign in as a directory user and create a meeting from the setup form; returns its join link. */
+async function organizerCreatesMeeting(page, name, subject) {
+  await page.goto(`${server.base}/`);
+  await page.getByText(/Development mode/).waitFor();
+  await page.getByLabel('Directory user (development sign-in)').check();
+  await page.getByLabel('Your name').fill(name);
+  await page.getByLabel('Subject of a new meeting').fill(subject);
+  await page.getByRole('button', { name: 'Create meeting' }).click();
+  await page.locator('#created-meeting').waitFor();
+  return page.inputValue('#meeting-link');
+}
+
+async function joinAndWaitFor(page, screen) {
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  await page.locator(`#screen-${screen}`).waitFor({ state: 'visible', timeout: 10_000 });
+}
+
+async function guestOpensLink(page, link, name) {
+  await page.goto(link);
+  await page.getByLabel('Your name').fill(name);
+  assert.equal(await page.inputValue('#meeting-link'), link, 'the join link opens the client with the link filled in');
+}
+
+function meetingIdOf(link) {
+  return /\/meetings\/join\/([0-9a-f-]{36})/.exec(link)[1];
+}
+
+/** Wait until the banner's visibility is `shown` and return when the page changed it (ms epoch). */
+async function bannerChangedAt(page, shown) {
+  const selector = shown ? '#capture-banner:not([hidden])' : '#capture-banner[hidden]';
+  await page.locator(selector).waitFor({ state: 'attached', timeout: 3000 });
+  const attr = shown ? 'data-shown-at' : 'data-hidden-at';
+  return Number(await page.locator('#capture-banner').getAttribute(attr));
+}
+
+test('lobby, admission, roster roles, mute and the recording banner within 1 s', async () => {
+  const organizer = await newUserPage(browser);
+  const guest = await newUserPage(browser);
+  const presenter = await newUserPage(browser);
+
+  // Organizer: device check, create a meeting, join directly.
+  const link = await organizerCreatesMeeting(organizer, 'Ada Organizer', 'Browser test');
+  await organizer.locator('#preview').evaluate((v) => new Promise((r) => (v.readyState >= 2 ? r() : (v.onloadeddata = r))));
+  const camera = await organizer.locator('#camera-select option').count();
+  assert.ok(camera >= 1, 'the device check lists at least one camera');
+  await screenshot(organizer, '01-organizer-device-check');
+  await joinAndWaitFor(organizer, 'meeting');
+  await rosterEntry(organizer, 'Ada Organizer (you)').getByText('Organizer', { exact: true }).waitFor();
+  await screenshot(organizer, '02-organizer-in-meeting');
+
+  // Guest: opens the join link, waits in the lobby.
+  await guestOpensLink(guest, link, 'Bob');
+  await joinAndWaitFor(guest, 'lobby');
+  const lobbyStatus = guest.locator('#lobby-status');
+  assert.match(await lobbyStatus.textContent(), /waiting for someone to let you in/i);
+  assert.equal(await lobbyStatus.getAttribute('aria-live'), 'polite');
+  await screenshot(guest, '03-guest-in-lobby');
+
+  // Organizer sees the lobby request.
+  const request = organizer.locator('#lobby-list li', { hasText: 'Bob (External)' });
+  await request.waitFor();
+  await screenshot(organizer, '04-organizer-sees-lobby-request');
+
+  // Recording starts by REST: banner on both pages (guest still in the lobby) within 1 s.
+  const meetingId = meetingIdOf(link);
+  const startedAt = Date.now();
+  const start = await server.signed('POST', `/meetings/${meetingId}/recording:start`);
+  assert.equal(start.status, 200, JSON.stringify(start.body));
+  for (const [who, page] of [['organizer', organizer], ['guest in lobby', guest]]) {
+    const shownAt = await bannerChangedAt(page, true);
+    const delay = shownAt - startedAt;
+    console.log(`recording banner on ${who}: ${delay} ms after the REST call`);
+    assert.ok(delay >= 0 && delay < BANNER_BOUND_MS, `${who}: banner after ${delay} ms`);
+    assert.equal(await page.locator('#capture-text').textContent(), 'This meeting is being recorded.');
+    assert.equal(await page.locator('#capture-banner').getAttribute('role'), 'alert');
+  }
+  await screenshot(guest, '05-guest-lobby-recording-banner');
+  await screenshot(organizer, '06-organizer-recording-banner');
+
+  // Admit with the keyboard.
+  await request.getByRole('button', { name: 'Admit Bob (External)' }).focus();
+  await organizer.keyboard.press('Enter');
+  await guest.locator('#screen-meeting').waitFor({ state: 'visible', timeout: 5000 });
+  assert.ok(await guest.locator('#capture-banner').isVisible(), 'the banner stays on after admission');
+
+  // Roster on both pages: roles and the external suffix.
+  for (const page of [organizer, guest]) {
+    await rosterEntry(page, 'Bob (External)').getByText('Attendee', { exact: true }).waitFor();
+    await rosterEntry(page, 'Ada Organizer').getByText('Organizer', { exact: true }).waitFor();
+  }
+  await screenshot(guest, '07-guest-admitted-roster');
+
+  // Mute shows in the other person's roster.
+  await guest.getByRole('button', { name: 'Mute', exact: true }).click();
+  await rosterEntry(organizer, 'Bob (External)').getByText('Muted', { exact: true }).waitFor({ timeout: 3000 });
+  assert.equal(await guest.locator('#toggle-mute').getAttribute('aria-pressed'), 'true');
+  await screenshot(organizer, '08-organizer-sees-guest-muted');
+
+  // A late joiner (directory user of the same tenant: presenter, no lobby) by meeting id + passcode
+  // sees the banner at once.
+  const meeting = await server.signed('GET', `/meetings/${meetingId}`);
+  assert.equal(meeting.status, 200);
+  await presenter.goto(`${server.base}/`);
+  await presenter.getByLabel('Directory user (development sign-in)').check();
+  await presenter.getByLabel('Your name').fill('Cy Presenter');
+  await presenter.getByLabel('Meeting ID').fill(meeting.body.meetingCode);
+  await presenter.getByLabel('Passcode').fill(meeting.body.passcode);
+  await joinAndWaitFor(presenter, 'meeting');
+  assert.ok(await presenter.locator('#capture-banner').isVisible(), 'a late joiner sees the banner');
+  await rosterEntry(presenter, 'Cy Presenter (you)').getByText('Presenter', { exact: true }).waitFor();
+  await rosterEntry(organizer, 'Cy Presenter').waitFor();
+
+  // Recording stops by REST: the banner disappears everywhere within 1 s.
+  const stoppedAt = Date.now();
+  const stop = await server.signed('POST', `/meetings/${meetingId}/recording:stop`);
+  assert.equal(stop.status, 200, JSON.stringify(stop.body));
+  for (const [who, page] of [['organizer', organizer], ['guest', guest], ['late joiner', presenter]]) {
+    const hiddenAt = await bannerChangedAt(page, false);
+    const delay = hiddenAt - stoppedAt;
+    console.log(`recording banner gone on ${who}: ${delay} ms after the REST call`);
+    assert.ok(delay >= 0 && delay < BANNER_BOUND_MS, `${who}: banner gone after ${delay} ms`);
+  }
+  await screenshot(organizer, '09-recording-stopped');
+
+  // Transcription uses the same notice.
+  const tr = await server.signed('POST', `/meetings/${meetingId}/transcription:start`);
+  assert.equal(tr.status, 200);
+  await guest.locator('#capture-banner:not([hidden])').waitFor({ timeout: 3000 });
+  assert.equal(await guest.locator('#capture-text').textContent(), 'This meeting is being transcribed.');
+
+  // Phone-size window: no sideways scrolling, controls reachable.
+  await guest.setViewportSize({ width: 390, height: 844 });
+  const overflow = await guest.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than a phone screen`);
+  assert.ok(await guest.getByRole('button', { name: 'Leave' }).isVisible());
+  await screenshot(guest, '10-guest-phone-layout');
+
+  // Leaving ends the session and says so.
+  await guest.getByRole('button', { name: 'Leave' }).click();
+  await guest.locator('#screen-ended').waitFor({ state: 'visible' });
+  await rosterEntry(organizer, 'Bob (External)').waitFor({ state: 'detached', timeout: 3000 });
+
+  for (const page of [organizer, guest, presenter]) await page.context().close();
+});
+
+test('bad input gets a clear error on the page', async () => {
+  const page = await newUserPage(browser);
+  await page.goto(`${server.base}/`);
+  await page.getByText(/Development mode/).waitFor();
+  await page.getByLabel('Your name').fill('Eve');
+  await page.getByLabel('Meeting ID').fill('123456789012');
+  await page.getByLabel('Passcode').fill('nope');
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  const error = page.locator('#setup-error');
+  await error.waitFor({ state: 'visible' });
+  assert.match(await error.textContent(), /^[A-Za-z]+: /, 'the error shows the server code and message');
+  assert.ok(await page.locator('#screen-setup').isVisible(), 'the page stays on the join form');
+  await screenshot(page, '11-join-error');
+  await page.context().close();
+});
+
+test('both users see and hear each other (getStats)', async (t) => {
+  const organizer = await newUserPage(browser);
+  const guest = await newUserPage(browser);
+  const link = await organizerCreatesMeeting(organizer, 'Ada Organizer', 'Media test');
+  await joinAndWaitFor(organizer, 'meeting');
+  await guestOpensLink(guest, link, 'Bob');
+  await joinAndWaitFor(guest, 'lobby');
+  await organizer.getByRole('button', { name: 'Admit Bob (External)' }).click();
+  await guest.locator('#screen-meeting').waitFor({ state: 'visible' });
+
+  const status = guest.locator('#media-status');
+  const unavailable = await waitFor(
+    async () => {
+      const text = (await status.isVisible()) ? await status.textContent() : '';
+      if (/unavailable on this server/.test(text)) return 'unavailable';
+      const s = await guest.evaluate(() => window.palaverClient.media && window.palaverClient.media.stats());
+      return s && s.connectionState === 'connected' ? 'connected' : null;
+    },
+    { timeoutMs: 15_000, what: 'the media connection' },
+  );
+  if (unavailable === 'unavailable') {
+    await screenshot(guest, '12-media-unavailable');
+    if (process.env.PALAVER_REQUIRE_MEDIA === '1') assert.fail('the server answered MediaUnavailable');
+    t.skip('the server has no media plane yet (MediaUnavailable); set PALAVER_REQUIRE_MEDIA=1 to fail instead');
+    return;
+  }
+  for (const [who, page] of [['organizer', organizer], ['guest', guest]]) {
+    const stats = await waitFor(
+      async () => {
+        const s = await page.evaluate(() => window.palaverClient.media.stats());
+        return s.videoIn.framesDecoded > 0 && s.audioIn.packets > 0 && s.audioIn.energy > 0 ? s : null;
+      },
+      { timeoutMs: 20_000, what: `${who} receiving audio and video` },
+    );
+    console.log(`${who} inbound: ${JSON.stringify(stats)}`);
+  }
+  await screenshot(organizer, '13-media-organizer');
+  await screenshot(guest, '14-media-guest');
+  for (const page of [organizer, guest]) await page.context().close();
+});
