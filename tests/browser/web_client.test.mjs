@@ -183,6 +183,22 @@ test('bad input gets a clear error on the page', async () => {
   await page.context().close();
 });
 
+test('a guest who is denied is told so', async () => {
+  const organizer = await newUserPage(browser);
+  const guest = await newUserPage(browser);
+  const link = await organizerCreatesMeeting(organizer, 'Ada Organizer', 'Deny test');
+  await joinAndWaitFor(organizer, 'meeting');
+  await guestOpensLink(guest, link, 'Mallory');
+  await joinAndWaitFor(guest, 'lobby');
+  await organizer.getByRole('button', { name: 'Deny Mallory (External)' }).click();
+  await guest.locator('#screen-ended').waitFor({ state: 'visible', timeout: 5000 });
+  assert.match(await guest.locator('#ended-reason').textContent(), /not admitted/);
+  await organizer.locator('#lobby-panel').waitFor({ state: 'hidden' });
+  assert.equal(await rosterEntry(organizer, 'Mallory (External)').count(), 0);
+  await screenshot(guest, '12-guest-denied');
+  for (const page of [organizer, guest]) await page.context().close();
+});
+
 test('both users see and hear each other (getStats)', async (t) => {
   const organizer = await newUserPage(browser);
   const guest = await newUserPage(browser);
@@ -204,7 +220,7 @@ test('both users see and hear each other (getStats)', async (t) => {
     { timeoutMs: 15_000, what: 'the media connection' },
   );
   if (unavailable === 'unavailable') {
-    await screenshot(guest, '12-media-unavailable');
+    await screenshot(guest, '13-media-unavailable');
     if (process.env.PALAVER_REQUIRE_MEDIA === '1') assert.fail('the server answered MediaUnavailable');
     t.skip('the server has no media plane yet (MediaUnavailable); set PALAVER_REQUIRE_MEDIA=1 to fail instead');
     return;
@@ -219,7 +235,7 @@ test('both users see and hear each other (getStats)', async (t) => {
     );
     console.log(`${who} inbound: ${JSON.stringify(stats)}`);
   }
-  await screenshot(organizer, '13-media-organizer');
-  await screenshot(guest, '14-media-guest');
+  await screenshot(organizer, '14-media-organizer');
+  await screenshot(guest, '15-media-guest');
   for (const page of [organizer, guest]) await page.context().close();
 });

@@ -40,9 +40,9 @@ export function devStatus() {
   return request('GET', '/dev/web/status');
 }
 
-/** A new external user with a voip+chat token (development mode only). */
-export function signInExternal() {
-  return request('POST', '/dev/web/external-user', { body: {} });
+/** A new external user with a voip+chat token, or a fresh token for `rawId` (development mode only). */
+export function signInExternal(rawId) {
+  return request('POST', '/dev/web/external-user', { body: rawId ? { rawId } : {} });
 }
 
 /** A directory user through the development identity provider and the token exchange. */

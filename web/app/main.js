@@ -175,12 +175,14 @@ async function join() {
   return joined;
 }
 
+/** Answer `token.expiring`: a new token for the same identity (development mode only). */
 async function refreshToken() {
   if (!app.devMode || !app.identity || app.identity.kind === 'provided') throw new Error('cannot refresh');
-  const kind = app.identity.kind;
-  const oid = app.identity.rawId && app.identity.rawId.startsWith('8:orgid:') ? app.identity.rawId.slice(8) : undefined;
-  if (kind !== 'directory') throw new Error('external tokens are issued per identity by the backend');
-  const signed = await api.signInDirectory(app.identity.displayName, oid);
+  const { kind, rawId } = app.identity;
+  const signed =
+    kind === 'directory'
+      ? await api.signInDirectory(app.identity.displayName, rawId.slice('8:orgid:'.length))
+      : await api.signInExternal(rawId);
   app.identity = { ...signed, kind };
   return signed.token;
 }

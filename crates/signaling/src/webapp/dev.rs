@@ -3,14 +3,17 @@
 //! provider is on (the embedded default); otherwise they answer `404 NotFound` saying so.
 //! `GET /dev/web/status` always answers, so the page can tell the user which mode it is in.
 //!
-//! - `POST /dev/web/external-user` → a new external identity with a `voip`+`chat` token.
+//! - `POST /dev/web/external-user` → a new external identity with a `voip`+`chat` token;
+//!   with `{"rawId"}`, a fresh token for that existing identity (token refresh).
 //! - `POST /dev/web/directory-user` `{"name","oid"?}` → a dev IdP token for that directory
 //!   user, exchanged through the real directory exchange for a palaver token.
 
 use crate::directory::dev_idp::DEV_APP_ID;
 use crate::directory::{DevTokenRequest, exchange};
 use crate::http::{ApiError, AppState, now_ms, parse_json_or_default};
-use crate::identity::service::{CreateIdentityRequest, CreateIdentityResponse, create_identity};
+use crate::identity::service::{
+    AccessTokenResponse, CreateIdentityRequest, CreateIdentityResponse, IssueTokenRequest, create_identity, issue_token,
+};
 use axum::Json;
 use axum::extract::State;
 use bytes::Bytes;
@@ -46,9 +49,20 @@ pub struct DevSignIn {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExternalUserRequest {
+    raw_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DirectoryUserRequest {
     name: Option<String>,
     oid: Option<String>,
+}
+
+/// The identity service answers with JSON text (stored for repeatability); read it back.
+fn read_answer<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+    serde_json::from_str(body).map_err(|e| ApiError::internal(format!("identity answer is not readable: {e}")))
 }
 
 fn dev_mode_off() -> ApiError {
@@ -70,27 +84,35 @@ pub async fn status(State(state): State<AppState>) -> Json<DevStatus> {
     Json(DevStatus { dev_mode, message: message.to_string() })
 }
 
-/// `POST /dev/web/external-user` (empty body or `{}`).
+/// `POST /dev/web/external-user`: empty body or `{}` for a new identity, `{"rawId"}` for a
+/// fresh token of an existing one.
 pub async fn external_user(State(state): State<AppState>, body: Bytes) -> Result<Json<DevSignIn>, ApiError> {
     if state.directory.dev_idp.is_none() {
         return Err(dev_mode_off());
     }
-    let _: serde_json::Map<String, serde_json::Value> = parse_json_or_default(&body)?;
-    let req = CreateIdentityRequest {
-        create_token_with_scopes: Some(vec!["voip".into(), "chat".into()]),
-        expires_in_minutes: Some(EXTERNAL_TOKEN_MINUTES),
+    let req: ExternalUserRequest = parse_json_or_default(&body)?;
+    let scopes = Some(vec!["voip".to_string(), "chat".to_string()]);
+    let (raw_id, token) = match req.raw_id {
+        Some(raw_id) => {
+            let req = IssueTokenRequest { scopes, expires_in_minutes: Some(EXTERNAL_TOKEN_MINUTES) };
+            let answer = issue_token(&state, &raw_id, &req, None, now_ms())?;
+            let token: AccessTokenResponse = read_answer(&answer.body)?;
+            (raw_id, token)
+        }
+        None => {
+            let req = CreateIdentityRequest {
+                create_token_with_scopes: scopes,
+                expires_in_minutes: Some(EXTERNAL_TOKEN_MINUTES),
+            };
+            let answer = create_identity(&state, &req, None, now_ms())?;
+            let created: CreateIdentityResponse = read_answer(&answer.body)?;
+            tracing::info!(identity = %created.identity.id, "web client: dev external user created");
+            let token =
+                created.access_token.ok_or_else(|| ApiError::internal("identity was created without a token"))?;
+            (created.identity.id, token)
+        }
     };
-    let answer = create_identity(&state, &req, None, now_ms())?;
-    let created: CreateIdentityResponse = serde_json::from_str(&answer.body)
-        .map_err(|e| ApiError::internal(format!("identity answer is not readable: {e}")))?;
-    let token = created.access_token.ok_or_else(|| ApiError::internal("identity was created without a token"))?;
-    tracing::info!(identity = %created.identity.id, "web client: dev external user created");
-    Ok(Json(DevSignIn {
-        raw_id: created.identity.id,
-        token: token.token,
-        expires_on: token.expires_on,
-        display_name: None,
-    }))
+    Ok(Json(DevSignIn { raw_id, token: token.token, expires_on: token.expires_on, display_name: None }))
 }
 
 /// `POST /dev/web/directory-user` `{"name": "Ada", "oid"?: "<uuid>"}`.

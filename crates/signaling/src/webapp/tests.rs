@@ -161,3 +161,26 @@ async fn dev_endpoints_are_absent_when_the_dev_idp_is_off() {
     let (status, _, _) = raw(&state, get("/")).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn external_user_endpoint_refreshes_an_existing_identity() {
+    let state = test_state();
+    let (_, first) = send(&state, post("/dev/web/external-user", "{}")).await;
+    let raw_id = first["rawId"].as_str().expect("rawId");
+    let (status, again) = send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{raw_id}"}}"#))).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["rawId"], raw_id);
+    assert_ne!(again["token"], first["token"]);
+    let user = authenticate_token(&state, again["token"].as_str().expect("token"), now_ms()).expect("token works");
+    assert_eq!(user.identifier.raw_id(), raw_id);
+    let unknown = format!("8:acs:{}_00000000-0000-4000-8000-000000000000", state.resource.resource_id);
+    let (status, body) = send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{unknown}"}}"#))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_code(&body), "IdentityNotFound");
+    let (status, body) = send(&state, post("/dev/web/external-user", r#"{"rawId":"8:orgid:x"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "InvalidIdentifier");
+    let (status, body) = send(&state, post("/dev/web/external-user", r#"{"other":1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "InvalidJson");
+}
