@@ -120,6 +120,18 @@ test('lobby, admission, roster roles, mute and the recording banner within 1 s',
   assert.equal(await guest.locator('#toggle-mute').getAttribute('aria-pressed'), 'true');
   await screenshot(organizer, '08-organizer-sees-guest-muted');
 
+  // Hand raise and screen share show for the others.
+  await guest.getByRole('button', { name: 'Raise hand' }).click();
+  await rosterEntry(organizer, 'Bob (External)').getByText('Hand raised', { exact: true }).waitFor({ timeout: 3000 });
+  await organizer.getByRole('button', { name: 'Share screen' }).click();
+  await rosterEntry(guest, 'Ada Organizer').getByText('Sharing screen', { exact: true }).waitFor({ timeout: 3000 });
+  await guest.locator('#grid figure.tile.sharing').waitFor({ timeout: 3000 });
+  await organizer.locator('#toggle-share[aria-pressed="true"]').waitFor({ timeout: 3000 });
+  assert.ok(!(await organizer.locator('#meeting-error').isVisible()), await organizer.locator('#meeting-error').textContent());
+  await screenshot(guest, '08b-guest-sees-hand-and-share');
+  await organizer.getByRole('button', { name: 'Stop sharing' }).click();
+  await rosterEntry(guest, 'Ada Organizer').getByText('Sharing screen', { exact: true }).waitFor({ state: 'detached', timeout: 3000 });
+
   // A late joiner (directory user of the same tenant: presenter, no lobby) by meeting id + passcode
   // sees the banner at once.
   const meeting = await server.signed('GET', `/meetings/${meetingId}`);
