@@ -211,6 +211,33 @@ test('a guest who is denied is told so', async () => {
   for (const page of [organizer, guest]) await page.context().close();
 });
 
+test('a dropped connection resumes within the grace period', async () => {
+  const organizer = await newUserPage(browser);
+  const guest = await newUserPage(browser);
+  const link = await organizerCreatesMeeting(organizer, 'Ada Organizer', 'Resume test');
+  await joinAndWaitFor(organizer, 'meeting');
+  await guestOpensLink(guest, link, 'Bob');
+  await joinAndWaitFor(guest, 'lobby');
+  await organizer.getByRole('button', { name: 'Admit Bob (External)' }).click();
+  await guest.locator('#screen-meeting').waitFor({ state: 'visible' });
+  await guest.getByRole('button', { name: 'Raise hand' }).click();
+  await rosterEntry(organizer, 'Bob (External)').getByText('Hand raised', { exact: true }).waitFor();
+
+  // The guest's socket dies without `leave`.
+  await guest.evaluate(() => window.palaverClient.signaling.ws.close());
+  await rosterEntry(organizer, 'Bob (External)').getByText('Reconnecting…').waitFor({ state: 'detached', timeout: 10_000 });
+  await guest.locator('#connection-status').waitFor({ state: 'hidden', timeout: 10_000 });
+  assert.ok(await guest.locator('#screen-meeting').isVisible(), 'the guest is still in the meeting');
+  await waitFor(() => guest.evaluate(() => window.palaverClient.resumed === 1), { what: 'the resume' });
+  // Same participant, same state: the raised hand survived, and commands work on the new socket.
+  await rosterEntry(guest, 'Bob (External) (you)').getByText('Hand raised', { exact: true }).waitFor();
+  await guest.getByRole('button', { name: 'Mute', exact: true }).click();
+  await rosterEntry(organizer, 'Bob (External)').getByText('Muted', { exact: true }).waitFor({ timeout: 3000 });
+  assert.equal(await rosterEntry(organizer, 'Bob (External)').count(), 1);
+  await screenshot(guest, '12b-guest-resumed');
+  for (const page of [organizer, guest]) await page.context().close();
+});
+
 test('both users see and hear each other (getStats)', async (t) => {
   const organizer = await newUserPage(browser);
   const guest = await newUserPage(browser);

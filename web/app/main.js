@@ -33,7 +33,14 @@ const app = {
   localStream: null,
   cameraOff: false,
   ended: false,
+  resume: null, // {conversationId, participantId, resumeToken} once joined
+  resumed: 0, // sessions taken back after a dropped socket
+  resumeWaiter: null,
 };
+
+/** How long the server keeps a dropped participant (docs/signaling.md: 30 s grace). */
+const RESUME_GRACE_MS = 30_000;
+const RESUME_RETRY_MS = 1_000;
 window.palaverClient = app;
 
 const who = () => document.querySelector('input[name="who"]:checked').value;
@@ -156,11 +163,7 @@ async function join() {
   $('join-button').disabled = true;
   const identity = await signIn();
   app.ended = false;
-  app.signaling = new Signaling(identity.token, {
-    onFrame: onFrame,
-    onClose: onSocketClosed,
-    refreshToken: refreshToken,
-  });
+  app.signaling = newSignaling(identity.token);
   await app.signaling.connect();
   let joined;
   try {
@@ -171,8 +174,18 @@ async function join() {
     throw err;
   }
   $('join-button').disabled = false;
+  app.resume = {
+    conversationId: joined.snapshot.conversationId,
+    participantId: joined.snapshot.participantId,
+    resumeToken: joined.resumeToken,
+  };
   if (!app.state.inLobby) enterMeeting();
   return joined;
+}
+
+function newSignaling(token) {
+  const signaling = new Signaling(token, { onFrame, onClose: onSocketClosed, refreshToken });
+  return signaling;
 }
 
 /** Answer `token.expiring`: a new token for the same identity (development mode only). */
@@ -188,6 +201,12 @@ async function refreshToken() {
 }
 
 function onFrame(frame) {
+  if (app.resumeWaiter && (frame.type === 'snapshot' || (frame.type === 'error' && frame.requestId === 'resume'))) {
+    const waiter = app.resumeWaiter;
+    app.resumeWaiter = null;
+    waiter(frame);
+    if (frame.type === 'error') return;
+  }
   if (app.media) {
     app.media.handleFrame(frame).catch((err) => views.renderMediaStatus(`Media negotiation failed: ${err.message}`, 'error'));
     if (frame.type.startsWith('media.') || (frame.type === 'error' && frame.code === 'MediaUnavailable')) return;
@@ -248,12 +267,7 @@ function enterMeeting() {
   app.localStream = app.deviceCheck.takeStream();
   if (app.localStream && $('join-camera-off').checked) toggleCamera();
   if ($('join-muted').checked && !(app.state.self && app.state.self.muted)) command({ type: 'self.mute', muted: true });
-  app.media = new MediaSession(app.signaling, app.localStream, {
-    onRemoteTrack: onRemoteTrack,
-    onStatus: views.renderMediaStatus,
-    onQuality: views.renderQuality,
-  });
-  app.media.setMuted(!!(app.state.self && app.state.self.muted));
+  app.media = newMediaSession();
   app.media.start().catch((err) => views.renderMediaStatus(`Audio and video could not start: ${err.message}`, 'error'));
   renderMeeting();
 }
@@ -329,6 +343,7 @@ function endSession(reason) {
   if (app.media) app.media.close();
   app.media = null;
   if (app.signaling) app.signaling.close();
+  $('connection-status').hidden = true;
   $('ended-title').textContent = reason === 'Left' ? 'You left the meeting' : 'The meeting is over for you';
   $('ended-reason').textContent = ENDED_REASONS[reason] || `Session ended (${reason}).`;
   views.renderCaptureBanner({ recording: 'inactive', transcription: 'inactive' });
@@ -336,8 +351,75 @@ function endSession(reason) {
 }
 
 function onSocketClosed(info) {
-  if (app.ended || !info.welcomed) return;
-  endSession('ConnectionLost');
+  if (app.ended || !info.welcomed || app.reconnecting) return;
+  if (!app.resume) {
+    endSession('ConnectionLost');
+    return;
+  }
+  reconnect().catch(() => endSession('ConnectionLost'));
+}
+
+/**
+ * The socket dropped: take the seat back with `resume` on a new socket within the server's
+ * grace period. Success is a fresh `snapshot`; media is renegotiated on the new session.
+ */
+async function reconnect() {
+  app.reconnecting = true;
+  const status = $('connection-status');
+  status.textContent = 'Connection lost. Reconnecting…';
+  status.hidden = false;
+  const deadline = Date.now() + RESUME_GRACE_MS;
+  try {
+    for (;;) {
+      if (app.ended) return;
+      const signaling = newSignaling(app.identity.token);
+      try {
+        await signaling.connect();
+        const answer = new Promise((resolve) => (app.resumeWaiter = resolve));
+        app.signaling = signaling;
+        signaling.send({ type: 'resume', requestId: 'resume', ...app.resume });
+        const frame = await answer;
+        if (frame.type === 'error') {
+          endSession('ConnectionLost');
+          return;
+        }
+        status.hidden = true;
+        app.resumed += 1;
+        restartMedia();
+        return;
+      } catch {
+        app.resumeWaiter = null;
+      }
+      if (Date.now() + RESUME_RETRY_MS > deadline) {
+        endSession('ConnectionLost');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, RESUME_RETRY_MS));
+    }
+  } finally {
+    app.reconnecting = false;
+  }
+}
+
+function restartMedia() {
+  if (!app.mediaStarted || app.state.inLobby) return;
+  if (app.media) app.media.close({ keepLocal: true });
+  app.remoteByParticipant.clear();
+  app.remoteExtra.clear();
+  app.media = newMediaSession();
+  app.media.start().catch((err) => views.renderMediaStatus(`Audio and video could not start: ${err.message}`, 'error'));
+  renderMeeting();
+}
+
+function newMediaSession() {
+  const media = new MediaSession(app.signaling, app.localStream, {
+    onRemoteTrack: onRemoteTrack,
+    onStatus: views.renderMediaStatus,
+    onQuality: views.renderQuality,
+  });
+  media.setMuted(!!(app.state.self && app.state.self.muted));
+  if (app.cameraOff) media.setCameraOff(true);
+  return media;
 }
 
 init().catch((err) => views.showError('setup-error', err.message));

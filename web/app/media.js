@@ -181,11 +181,12 @@ export class MediaSession {
     this.statsTimer = null;
   }
 
-  close() {
+  /** End the peer connection; the camera and microphone stay on when `keepLocal` (resume). */
+  close({ keepLocal = false } = {}) {
     this.stopStats();
     if (this.screenTrack) this.screenTrack.stop();
     if (this.pc) this.pc.close();
     this.pc = null;
-    if (this.localStream) for (const t of this.localStream.getTracks()) t.stop();
+    if (this.localStream && !keepLocal) for (const t of this.localStream.getTracks()) t.stop();
   }
 }
