@@ -123,11 +123,16 @@ impl UsageService {
             Some(spawn_webhook_delivery(outbox, WebhookConfig::default(), Some(metrics.clone()), system_clock())?)
         };
         let metrics_server = match config.metrics_listen {
-            Some(addr) => Some(
-                serve_metrics(addr, metrics.clone())
-                    .await
-                    .map_err(|source| UsageStartError::MetricsListen { addr, source })?,
-            ),
+            Some(addr) => match serve_metrics(addr, metrics.clone()).await {
+                Ok(server) => Some(server),
+                // A second server on one host (development, parallel tests) must still start:
+                // only the built-in default port may be taken; a configured address is fatal.
+                Err(source) if Some(addr) == UsageConfig::default().metrics_listen => {
+                    tracing::warn!(%addr, error = %source, "default metrics port unavailable; /metrics is off (set usage.metrics_listen)");
+                    None
+                }
+                Err(source) => return Err(UsageStartError::MetricsListen { addr, source }),
+            },
             None => None,
         };
         tracing::info!(ledger = %path.display(), price_usd = %config.price_per_minute_usd, "usage ledger ready");
@@ -189,6 +194,15 @@ mod tests {
             serde_json::from_str(r#"{"price_per_minute_usd":"0.01","webhooks":["https://h.example/x"]}"#).unwrap();
         assert_eq!(parsed.validate().unwrap().micro_usd_per_minute, 10_000);
         assert!(serde_json::from_str::<UsageConfig>(r#"{"unknown":1}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_is_fatal_only_when_configured() {
+        let dir = std::env::temp_dir().join(format!("palaver-usage-port-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = UsageConfig { metrics_listen: Some(taken.local_addr().unwrap()), ..UsageConfig::default() };
+        assert!(matches!(UsageService::start(&config, &dir).await, Err(UsageStartError::MetricsListen { .. })));
     }
 
     #[tokio::test]

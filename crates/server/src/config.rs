@@ -14,6 +14,8 @@ pub struct ServerConfig {
     pub tls: TlsSection,
     /// Resource identity, access keys, directory tenants, dev IdP.
     pub signaling: SignalingConfig,
+    /// Usage ledger, price, webhooks and the `/metrics` listener (`[usage]`).
+    pub usage: palaver_metrics::UsageConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,10 @@ pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let state = open_state(&cfg)?;
+    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir)
+        .await
+        .context("starting the usage ledger")?;
+    state.gateway.set_session_observer(usage.observer());
     let tls = match cfg.tls.mode {
         TlsMode::SelfSigned => Some(ensure_self_signed(&cfg.tls_dir(), &cfg.tls.extra_names)?),
         TlsMode::Files => Some(TlsFiles {
@@ -36,7 +40,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
-    let app = router(state.clone()).into_make_service();
+    let app = router(state.clone()).layer(axum::Extension(usage.export())).into_make_service();
     let handle = axum_server::Handle::new();
     let server = {
         let handle = handle.clone();
@@ -53,19 +57,26 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         }
     };
 
+    if let Some(addr) = usage.metrics_addr() {
+        println!("PALAVER_METRICS_URL http://{addr}/metrics");
+    }
     announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
     let shutdown = {
         let handle = handle.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
+            // End every live participant session (ServerShutdown) so usage is closed cleanly.
+            state.gateway.shutdown().await;
             handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         })
     };
     let result = server.await.context("server task")?;
     shutdown.abort();
+    tokio::task::spawn_blocking(move || usage.shutdown()).await.context("closing the usage ledger")?;
     result.context("serving")?;
     tracing::info!("stopped");
     Ok(())

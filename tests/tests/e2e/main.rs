@@ -7,3 +7,4 @@ mod rooms;
 mod server_cli;
 mod signaling;
 mod signaling_calls;
+mod usage;
