@@ -117,7 +117,7 @@ test('lobby, admission, roster roles, mute and the recording banner within 1 s',
   // Mute shows in the other person's roster.
   await guest.getByRole('button', { name: 'Mute', exact: true }).click();
   await rosterEntry(organizer, 'Bob (External)').getByText('Muted', { exact: true }).waitFor({ timeout: 3000 });
-  assert.equal(await guest.locator('#toggle-mute').getAttribute('aria-pressed'), 'true');
+  await guest.locator('#toggle-mute[aria-pressed="true"]').waitFor({ timeout: 3000 });
   await screenshot(organizer, '08-organizer-sees-guest-muted');
 
   // Hand raise and screen share show for the others.
@@ -179,8 +179,8 @@ test('lobby, admission, roster roles, mute and the recording banner within 1 s',
   for (const page of [organizer, guest, presenter]) await page.context().close();
 });
 
-test('bad input gets a clear error on the page', async () => {
-  const page = await newUserPage(browser);
+test('bad input gets a clear error on the page (phone-size window)', async () => {
+  const page = await newUserPage(browser, { width: 390, height: 844 });
   await page.goto(`${server.base}/`);
   await page.getByText(/Development mode/).waitFor();
   await page.getByLabel('Your name').fill('Eve');
@@ -191,6 +191,8 @@ test('bad input gets a clear error on the page', async () => {
   await error.waitFor({ state: 'visible' });
   assert.match(await error.textContent(), /^[A-Za-z]+: /, 'the error shows the server code and message');
   assert.ok(await page.locator('#screen-setup').isVisible(), 'the page stays on the join form');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the join form is ${overflow}px wider than a phone screen`);
   await screenshot(page, '11-join-error');
   await page.context().close();
 });
