@@ -2,10 +2,9 @@
 //! and replay state in a small preallocated table, and in-place protect/unprotect.
 
 use aes::Aes128Enc;
-use aes::cipher::{KeyInit, StreamCipher};
+use aes::cipher::{BlockEncrypt, KeyInit};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
-use ctr::cipher::InnerIvInit;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
@@ -16,8 +15,6 @@ use super::{Profile, SrtpError};
 use crate::rtp::packet::header_len;
 
 type HmacSha1 = Hmac<Sha1>;
-type Aes128Ctr = ctr::Ctr128BE<Aes128Enc>;
-type Aes128CtrCore = ctr::CtrCore<Aes128Enc, ctr::flavors::Ctr128BE>;
 
 /// Upper bound on SSRCs tracked by one context (bounds memory under abuse).
 const MAX_SSRCS: usize = 4096;
@@ -89,9 +86,30 @@ fn gcm_iv(salt: &[u8; 12], ssrc: u32, high: u32, low: u16) -> [u8; 12] {
     iv
 }
 
+/// AES counter mode (RFC 3711 4.1.1) without cloning the key schedule: up to eight counter
+/// blocks are encrypted at once (AES-NI pipelines them) and XORed into the data.
 fn apply_ctr(key: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
-    let core = Aes128CtrCore::inner_iv_init(key.clone(), &iv.into());
-    Aes128Ctr::from_core(core).apply_keystream(data);
+    let mut counter = u128::from_be_bytes(iv);
+    for chunk in data.chunks_mut(8 * 16) {
+        let n = chunk.len().div_ceil(16);
+        let mut blocks = [aes::Block::default(); 8];
+        for block in &mut blocks[..n] {
+            *block = counter.to_be_bytes().into();
+            counter = counter.wrapping_add(1);
+        }
+        key.encrypt_blocks(&mut blocks[..n]);
+        for (bytes, keystream) in chunk.chunks_mut(16).zip(&blocks) {
+            if bytes.len() == 16 {
+                let x = u128::from_ne_bytes((*bytes).try_into().unwrap_or([0; 16]))
+                    ^ u128::from_ne_bytes((*keystream).into());
+                bytes.copy_from_slice(&x.to_ne_bytes());
+            } else {
+                for (b, k) in bytes.iter_mut().zip(keystream.iter()) {
+                    *b ^= k;
+                }
+            }
+        }
+    }
 }
 
 impl SrtpContext {

@@ -1,5 +1,7 @@
-//! Per-worker atomic counters (relaxed increments from the owning thread only) and the plain
-//! snapshot the metrics crate reads and sums across workers at scrape time.
+//! Per-worker atomic counters and the plain snapshot the metrics crate reads and sums across
+//! workers at scrape time. Only the owning worker thread writes a worker's counters, so an
+//! increment is a relaxed load plus a relaxed store (no locked read-modify-write on the packet
+//! path); readers on other threads see every value whole.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -136,16 +138,18 @@ impl std::ops::Add for CountersSnapshot {
 }
 
 impl WorkerCounters {
+    /// Single-writer increment (call only from the worker that owns these counters).
     pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+        Self::add(counter, 1);
     }
 
+    /// Single-writer add (call only from the worker that owns these counters).
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
     pub fn count_drop(&self, reason: DropReason) {
-        self.drops[reason as usize].fetch_add(1, Relaxed);
+        Self::inc(&self.drops[reason as usize]);
     }
 
     pub fn snapshot(&self) -> CountersSnapshot {
