@@ -342,6 +342,7 @@ function endSession(reason) {
   app.ended = true;
   if (app.media) app.media.close();
   app.media = null;
+  clearRemoteMedia();
   if (app.signaling) app.signaling.close();
   $('connection-status').hidden = true;
   $('ended-title').textContent = reason === 'Left' ? 'You left the meeting' : 'The meeting is over for you';
@@ -404,11 +405,16 @@ async function reconnect() {
 function restartMedia() {
   if (!app.mediaStarted || app.state.inLobby) return;
   if (app.media) app.media.close({ keepLocal: true });
-  app.remoteByParticipant.clear();
-  app.remoteExtra.clear();
+  clearRemoteMedia();
   app.media = newMediaSession();
   app.media.start().catch((err) => views.renderMediaStatus(`Audio and video could not start: ${err.message}`, 'error'));
   renderMeeting();
+}
+
+function clearRemoteMedia() {
+  app.remoteByParticipant.clear();
+  app.remoteExtra.clear();
+  document.querySelectorAll('audio[data-stream]').forEach((a) => a.remove());
 }
 
 function newMediaSession() {

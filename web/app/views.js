@@ -137,19 +137,21 @@ export function renderGrid(state, media, extra) {
   const grid = $('grid');
   const wanted = new Map();
   for (const p of state.present()) wanted.set(`p:${p.participantId}`, p);
-  for (const [streamId] of extra) wanted.set(`s:${streamId}`, null);
+  // Unattributed streams get a tile only when they carry video (a mixed audio stream plays
+  // through its hidden <audio> element).
+  for (const [streamId, stream] of extra) if (stream.getVideoTracks().length > 0) wanted.set(`s:${streamId}`, null);
   for (const tile of [...grid.children]) if (!wanted.has(tile.dataset.key)) tile.remove();
   for (const [key, p] of wanted) {
     let tile = grid.querySelector(`[data-key="${CSS.escape(key)}"]`);
     if (!tile) {
+      // Tiles never play sound: every remote audio track plays once, through its <audio> element.
       const video = el('video', { autoplay: '', playsinline: '' });
+      video.muted = true;
       tile = el('figure', { class: 'tile', 'data-key': key }, video, el('figcaption'));
       grid.append(tile);
     }
     const video = tile.querySelector('video');
-    const isSelf = p && p.participantId === state.selfId;
     const stream = p ? media.get(p.participantId) : extra.get(key.slice(2));
-    if (isSelf) video.muted = true;
     if (video.srcObject !== (stream || null)) video.srcObject = stream || null;
     tile.classList.toggle('no-video', !stream || stream.getVideoTracks().length === 0);
     tile.classList.toggle('speaking', !!p && state.activeSpeakers.has(p.participantId));
