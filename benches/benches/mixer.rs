@@ -21,11 +21,13 @@ const SHAPES: [(usize, usize); 12] =
     [(3, 1), (3, 2), (3, 3), (10, 1), (10, 2), (10, 3), (50, 1), (50, 2), (50, 3), (350, 1), (350, 2), (350, 3)];
 
 /// The mixer configuration under test: the defaults, or with `MIXER_BENCH_COMPLEXITY=<0..10>`
-/// another encoder complexity (for both palaver and the naive baseline).
+/// one encoder complexity for every output (palaver's shared and mix-minus encoders, and the
+/// naive baseline's per-participant encoders, which always use the listener settings).
 fn mixer_config() -> MixerConfig {
     let mut config = MixerConfig::default();
     if let Some(c) = std::env::var("MIXER_BENCH_COMPLEXITY").ok().and_then(|v| v.parse().ok()) {
         config.encoder.complexity = c;
+        config.talker_encoder.complexity = c;
     }
     config
 }
@@ -222,7 +224,7 @@ fn codec_costs(traffic: &Traffic) {
             p
         })
         .collect();
-    for complexity in [0, 3, settings.complexity, 10] {
+    for complexity in [0, 1, 3, 5, 10] {
         let mut encoder = new_encoder(&EncoderSettings { complexity, ..settings }, OutputChannels::Mono).unwrap();
         let mut j = 0;
         let encode = time_periods(
@@ -236,7 +238,13 @@ fn codec_costs(traffic: &Traffic) {
             "libopus 48 kHz mono 20 ms, {} kb/s, FEC {}: decode {decode:.1} µs, encode at complexity {complexity} {encode:.1} µs{}",
             settings.bitrate_bps / 1000,
             settings.inband_fec,
-            if complexity == settings.complexity { " (default)" } else { "" }
+            if complexity == settings.complexity {
+                " (default, shared mix)"
+            } else if complexity == mixer_config().talker_encoder.complexity {
+                " (default, talkers' mix-minus)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -283,45 +291,50 @@ fn summary_table(traffic: &Traffic) {
 fn latency(traffic: &Traffic, jitter_ms: u64) {
     let n = 10;
     let talkers = 3;
-    let t0 = Instant::now();
-    let mut mixer = Mixer::new(t0, mixer_config()).unwrap();
-    let inputs: Vec<MixerInput> = (0..n).map(|_| mixer.add_participant().unwrap()).collect();
-    let mut out = MixOutputs::new();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
     let mut delays_us = Vec::new();
-    // each client's packets reach the server at its own constant phase (clean network),
-    // plus uniform jitter of 0..jitter_ms when asked
-    let phases_us: Vec<u64> = (0..n as u64).map(|i| i * 1_937 % 20_000).collect();
-    for tick in 0..3_000u64 {
-        let tick_at = Duration::from_micros(tick * 20_000 + 20_000);
-        let mut arrivals: Vec<(Duration, usize)> = (0..n)
-            .map(|i| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let extra = if jitter_ms > 0 { rng % (jitter_ms * 1_000) } else { 0 };
-                (Duration::from_micros(tick * 20_000 + phases_us[i] + extra), i)
-            })
-            .collect();
-        arrivals.sort();
-        for (at, i) in arrivals {
-            let (payload, level) = traffic.packet(i, talkers, tick);
-            let packet = RtpAudioIn {
-                seq: tick as u16,
-                timestamp: (tick as u32).wrapping_mul(FRAME as u32),
-                audio_level: Some(level),
-                marker: false,
-                payload,
-            };
-            let _ = mixer.push(t0 + at, inputs[i], &packet);
-        }
-        let start = Instant::now();
-        mixer.tick(t0 + tick_at, &mut out);
-        let work = start.elapsed();
-        if tick >= 500 {
-            for &input in &inputs[..talkers] {
-                if let Ok(Some(hold)) = mixer.last_playout_delay(input) {
-                    delays_us.push((hold + work).as_micros() as u64);
+    // 10 rooms; in each, every client's packets reach the server at its own random but
+    // constant phase to the room's tick (clean network), plus uniform 0..jitter_ms jitter
+    for _room in 0..10 {
+        let t0 = Instant::now();
+        let mut mixer = Mixer::new(t0, mixer_config()).unwrap();
+        let inputs: Vec<MixerInput> = (0..n).map(|_| mixer.add_participant().unwrap()).collect();
+        let mut out = MixOutputs::new();
+        let phases_us: Vec<u64> = (0..n).map(|_| next() % 20_000).collect();
+        for tick in 0..600u64 {
+            let tick_at = Duration::from_micros(tick * 20_000 + 20_000);
+            let mut arrivals: Vec<(Duration, usize)> = (0..n)
+                .map(|i| {
+                    let extra = if jitter_ms > 0 { next() % (jitter_ms * 1_000) } else { 0 };
+                    (Duration::from_micros(tick * 20_000 + phases_us[i] + extra), i)
+                })
+                .collect();
+            arrivals.sort();
+            for (at, i) in arrivals {
+                let (payload, level) = traffic.packet(i, talkers, tick);
+                let packet = RtpAudioIn {
+                    seq: tick as u16,
+                    timestamp: (tick as u32).wrapping_mul(FRAME as u32),
+                    audio_level: Some(level),
+                    marker: false,
+                    payload,
+                };
+                let _ = mixer.push(t0 + at, inputs[i], &packet);
+            }
+            let start = Instant::now();
+            mixer.tick(t0 + tick_at, &mut out);
+            let work = start.elapsed();
+            if tick >= 300 {
+                for &input in &inputs[..talkers] {
+                    if let Ok(Some(hold)) = mixer.last_playout_delay(input) {
+                        delays_us.push((hold + work).as_micros() as u64);
+                    }
                 }
             }
         }
@@ -329,7 +342,7 @@ fn latency(traffic: &Traffic, jitter_ms: u64) {
     delays_us.sort_unstable();
     let p = |q: f64| delays_us[((delays_us.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
     println!(
-        "latency arrival→send, {n} participants / {talkers} talkers, network jitter 0..{jitter_ms} ms: p50 {:.1} ms, p99 {:.1} ms ({} frames)",
+        "latency arrival→send (jitter-buffer hold + tick work), rooms of {n} with {talkers} talkers, network jitter 0..{jitter_ms} ms: p50 {:.1} ms, p99 {:.1} ms ({} frames)",
         p(0.5),
         p(0.99),
         delays_us.len()

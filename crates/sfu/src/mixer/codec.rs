@@ -34,9 +34,7 @@ impl OutputChannels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderSettings {
     pub bitrate_bps: i32,
-    /// libopus complexity 0..=10. The default, 3, keeps a 350-person room with three
-    /// talkers (four encodes per tick) under 3 % of a core; 5 costs about 25 % more per
-    /// encode (see docs/mixer.md for the measured figures).
+    /// libopus complexity 0..=10 (cost per encode measured in docs/mixer.md).
     pub complexity: i32,
     /// In-band FEC (LBRR) so receivers can recover single losses.
     pub inband_fec: bool,
@@ -47,7 +45,7 @@ pub struct EncoderSettings {
 
 impl Default for EncoderSettings {
     fn default() -> Self {
-        Self { bitrate_bps: 32_000, complexity: 3, inband_fec: true, expected_loss_percent: 5, dtx: false }
+        Self { bitrate_bps: 32_000, complexity: 5, inband_fec: true, expected_loss_percent: 5, dtx: false }
     }
 }
 
@@ -68,6 +66,10 @@ pub fn new_encoder(settings: &EncoderSettings, channels: OutputChannels) -> Resu
     // The mixer carries conversation: fix the mode decision to voice (SILK/hybrid, which
     // is also where in-band FEC exists) rather than letting the analysis flip modes.
     encoder.set_signal(Signal::Voice)?;
+    if channels == OutputChannels::Stereo {
+        // Receivers that play stereo streams in mono would cancel phase-inverted bands.
+        encoder.set_phase_inversion_disabled(true)?;
+    }
     Ok(encoder)
 }
 

@@ -151,7 +151,8 @@ impl Mixer {
             return Err(MixerError::InvalidTalkerCount(k));
         }
         let channels = config.output_channels;
-        let codecs = (0..2 * k).map(|_| CodecSlot::new(&config.encoder, channels)).collect::<Result<Vec<_>, _>>()?;
+        let codecs =
+            (0..2 * k).map(|_| CodecSlot::new(&config.talker_encoder, channels)).collect::<Result<Vec<_>, _>>()?;
         let mut shared_encoder = new_encoder(&config.encoder, channels)?;
         let lookahead = shared_encoder.get_lookahead().map_err(super::CodecError)?.clamp(0, 480) as usize;
         let samples = FRAME_SAMPLES * channels.count();

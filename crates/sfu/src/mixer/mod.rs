@@ -55,7 +55,11 @@ pub struct MixerInput {
 pub struct MixerConfig {
     pub talkers: TalkerConfig,
     pub jitter: JitterConfig,
+    /// Encoder of the shared mix every listener receives (and the recording tap hears).
     pub encoder: EncoderSettings,
+    /// Encoders of the talkers' mix-minus streams. Cheaper by default: each is heard by one
+    /// person who is talking over it, and there are up to K of them per tick.
+    pub talker_encoder: EncoderSettings,
     pub output_channels: OutputChannels,
     /// With exactly one talker, forward its packets to listeners instead of re-encoding.
     pub passthrough: bool,
@@ -77,6 +81,7 @@ impl Default for MixerConfig {
             talkers: TalkerConfig::default(),
             jitter: JitterConfig::default(),
             encoder: EncoderSettings::default(),
+            talker_encoder: EncoderSettings { complexity: 1, ..EncoderSettings::default() },
             output_channels: OutputChannels::Mono,
             passthrough: true,
             pair_passthrough: true,

@@ -6,7 +6,10 @@ use opus::{Channels, Decoder};
 use super::super::{MixPacketKind, MixerConfig, OggOpusReader, OggOpusWriter, OutputChannels, RtpAudioIn};
 use super::{Room, ToneSender, lossy, reference_tone_db, snr_db, tone_db};
 
-const TONES: [f32; 3] = [440.0, 660.0, 880.0];
+/// Three talkers' tones. Not 880 Hz: that is 440's second harmonic and the 2·660−440
+/// intermodulation product, so codec distortion of the other two would read as leakage
+/// of the talker's own tone.
+const TONES: [f32; 3] = [440.0, 660.0, 1000.0];
 
 /// Speech-like on/off: each talker pauses once for 300 ms (shorter than the hang-over).
 fn talking(i: usize, tick: u64) -> bool {
@@ -233,7 +236,7 @@ fn two_talkers_get_each_others_packets_and_listeners_one_mix() {
 #[test]
 fn stereo_output_carries_every_talker() {
     let config = MixerConfig { output_channels: OutputChannels::Stereo, ..MixerConfig::default() };
-    let mut room = Room::new(config, &[Some(440.0), Some(660.0), Some(880.0), None]);
+    let mut room = Room::new(config, &[Some(TONES[0]), Some(TONES[1]), Some(TONES[2]), None]);
     for _ in 0..200 {
         room.step(|_, _| true, never_lost);
     }
