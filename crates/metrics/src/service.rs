@@ -2,7 +2,7 @@
 //! start the recorder, the export service, webhook delivery and the `/metrics` listener.
 //!
 //! ```text
-//! let usage = UsageService::start(&cfg.usage, &cfg.server.data_dir).await?;
+//! let usage = UsageService::start(&cfg.usage, &cfg.server.data_dir, state.metrics.clone()).await?;
 //! state.gateway.set_session_observer(usage.observer());
 //! let app = router(state).layer(axum::Extension(usage.export()));
 //! ... on shutdown: state.gateway.shutdown().await; usage.shutdown();
@@ -62,8 +62,6 @@ pub enum UsageStartError {
     WebhookUrl(String),
     #[error("usage ledger: {0}")]
     Ledger(#[from] LedgerError),
-    #[error("metrics registry: {0}")]
-    Registry(#[from] prometheus::Error),
     #[error("cannot bind the metrics listener {addr}: {source}")]
     MetricsListen { addr: SocketAddr, source: std::io::Error },
     #[error("webhook client: {0}")]
@@ -99,7 +97,12 @@ pub struct UsageService {
 
 impl UsageService {
     /// Must run inside a tokio runtime (webhook delivery and `/metrics` are tasks).
-    pub async fn start(config: &UsageConfig, data_dir: &Path) -> Result<Self, UsageStartError> {
+    /// `metrics` is the process's registry (shared with signaling and the media plane).
+    pub async fn start(
+        config: &UsageConfig,
+        data_dir: &Path,
+        metrics: Arc<PalaverMetrics>,
+    ) -> Result<Self, UsageStartError> {
         let price = config.validate()?;
         let path = config.ledger_path.clone().unwrap_or_else(|| data_dir.join("usage.db"));
         let options = LedgerOptions {
@@ -107,7 +110,6 @@ impl UsageService {
             webhook_endpoints: config.webhooks.clone(),
             event_topic: config.event_topic.clone(),
         };
-        let metrics = PalaverMetrics::new()?;
         let writer = SqliteLedger::open(&path, options.clone())?;
         let recorder_config = RecorderConfig {
             checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
@@ -202,7 +204,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let config = UsageConfig { metrics_listen: Some(taken.local_addr().unwrap()), ..UsageConfig::default() };
-        assert!(matches!(UsageService::start(&config, &dir).await, Err(UsageStartError::MetricsListen { .. })));
+        assert!(matches!(
+            UsageService::start(&config, &dir, PalaverMetrics::new().unwrap()).await,
+            Err(UsageStartError::MetricsListen { .. })
+        ));
     }
 
     #[tokio::test]
@@ -210,7 +215,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("palaver-usage-service-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = UsageConfig { metrics_listen: Some("127.0.0.1:0".parse().unwrap()), ..UsageConfig::default() };
-        let usage = UsageService::start(&config, &dir).await.unwrap();
+        let usage = UsageService::start(&config, &dir, PalaverMetrics::new().unwrap()).await.unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         usage.observer().session_started(SessionStarted {
             session_id: "s".into(),
@@ -228,7 +233,10 @@ mod tests {
         assert!(text.contains(r#"palaver_participants{participant_type="acs"} 1"#), "{text}");
         // no shutdown: the session stays open in the ledger, as after a crash
         drop(usage);
-        let again = UsageService::start(&UsageConfig { metrics_listen: None, ..config }, &dir).await.unwrap();
+        let again =
+            UsageService::start(&UsageConfig { metrics_listen: None, ..config }, &dir, PalaverMetrics::new().unwrap())
+                .await
+                .unwrap();
         assert_eq!(again.recovery.sessions_closed, 1);
         again.shutdown();
     }

@@ -21,7 +21,7 @@ pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let state = open_state(&cfg)?;
-    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir)
+    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir, state.metrics.clone())
         .await
         .context("starting the usage ledger")?;
     state.gateway.set_session_observer(usage.observer());

@@ -108,6 +108,12 @@ pub struct PalaverMetrics {
     media_source: Arc<RwLock<Option<MediaSource>>>,
 }
 
+impl std::fmt::Debug for PalaverMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PalaverMetrics").finish_non_exhaustive()
+    }
+}
+
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> prometheus::Result<T> {
     r.register(Box::new(c.clone()))?;
     Ok(c)

@@ -52,7 +52,10 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = %self.code, message = %self.message, "request rejected");
         }
-        (status, Json(self.body())).into_response()
+        let mut resp = (status, Json(self.body())).into_response();
+        // Lets the router count errors by code without parsing bodies.
+        resp.extensions_mut().insert(self.code);
+        resp
     }
 }
 

@@ -52,8 +52,22 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(echo_client_request_id))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Count every ACS error answered, by code (`palaver_signaling_errors_total{code}`).
+async fn count_errors(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    if let Some(code) = resp.extensions().get::<ErrorCode>() {
+        state.metrics.signaling.record_error(*code);
+    }
+    resp
 }
 
 /// The SDKs send `x-ms-client-request-id` (and ask for it back); answer it on every response

@@ -59,6 +59,8 @@ pub struct AppStateInner {
     pub directory: Directory,
     pub rooms: crate::rooms::RoomDirectory,
     pub gateway: crate::gateway::Gateway,
+    /// The Prometheus registry (`/metrics`): signaling records joins and errors here.
+    pub metrics: Arc<palaver_metrics::PalaverMetrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -95,6 +97,8 @@ impl AppState {
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
+        let metrics = palaver_metrics::PalaverMetrics::new()
+            .map_err(|e| StartupError::Config(format!("metrics registry: {e}")))?;
         let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
         gateway.set_calls_config(config.calls.clone());
@@ -108,6 +112,7 @@ impl AppState {
             directory,
             rooms,
             gateway,
+            metrics,
         })))
     }
 

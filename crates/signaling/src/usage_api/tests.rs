@@ -141,6 +141,10 @@ async fn bad_input_gets_specific_4xx_and_unsigned_requests_401() {
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(error_code(&json(&body)), code, "{path}");
     }
+    // every error answered is counted by code on /metrics
+    let text = state.metrics.render();
+    assert!(text.contains(r#"palaver_signaling_errors_total{code="InvalidTimeRange"} 5"#), "{text}");
+    assert!(text.contains(r#"palaver_signaling_errors_total{code="CallNotFound"} 1"#));
     let unsigned = Request::builder()
         .uri("/usage?from=2026-11-21&to=2026-11-22")
         .header("host", TEST_HOST)
