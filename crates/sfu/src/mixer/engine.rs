@@ -156,7 +156,12 @@ impl Mixer {
         let mut shared_encoder = new_encoder(&config.encoder, channels)?;
         let lookahead = shared_encoder.get_lookahead().map_err(super::CodecError)?.clamp(0, 480) as usize;
         let samples = FRAME_SAMPLES * channels.count();
-        let seed = now.elapsed().as_nanos() as u64 ^ (std::ptr::from_ref(&config) as u64);
+        // initial RTP sequence numbers/timestamps must be unpredictable: seed from the
+        // process' random hash keys (no clock read)
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        };
         Ok(Self {
             silence: silence_packet(&config.encoder, channels)?,
             config,
