@@ -40,10 +40,37 @@ async fn export_all(server: &Server, from_ms: i64, to_ms: i64, page: usize) -> V
     }
 }
 
+/// A config with `/metrics` on a port that was free a moment ago (the harness does not
+/// report the metrics URL, so the test picks it).
+fn config_with_metrics_port() -> (String, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (format!("[usage]\nmetrics_listen = \"127.0.0.1:{port}\"\ncheckpoint_interval_secs = 1\n"), port)
+}
+
+/// `promtool check metrics` on a live scrape, when promtool is installed.
+fn promtool_lint(scrape: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: live scrape not linted (make test installs it)");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+}
+
 #[tokio::test]
 async fn sigkill_and_restart_keep_every_participant_record_exactly_once() {
     let dir = TempDir::new("palaver-e2e-usage");
-    let options = ServerOptions { config_toml: Some(CONFIG.into()), ..ServerOptions::default() };
+    let (config, metrics_port) = config_with_metrics_port();
+    let options = ServerOptions { config_toml: Some(config), ..ServerOptions::default() };
     let mut server = Server::start_in(dir.path(), options.clone()).await;
 
     let org_token = server.directory_user_token("0b000000-0000-4000-8000-0000000000a1", "Olivia Organizer").await;
@@ -70,8 +97,25 @@ async fn sigkill_and_restart_keep_every_participant_record_exactly_once() {
         joined_at.insert(joined["snapshot"]["participantId"].as_str().unwrap().to_string(), sent);
         sockets.push((who, ws));
     }
-    // Let a few checkpoints pass, then crash.
+    // Let a few checkpoints pass; the live scrape shows the meeting.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        "palaver_signaling_joins_total 3",
+        "palaver_active_calls 1",
+        r#"palaver_participants{participant_type="directory_native"} 1"#,
+        r#"palaver_participants{participant_type="external_in_meeting"} 1"#,
+        r#"palaver_participants{participant_type="directory_via_api"} 1"#,
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "missing `{line}` in:\n{scrape}");
+    }
+    let billed_seconds: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("palaver_billed_participant_seconds_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(billed_seconds > 2.0, "two billable participants for ~3 s: {billed_seconds}");
+    promtool_lint(&scrape);
     server.kill();
     let killed = now_ms();
     drop(sockets);

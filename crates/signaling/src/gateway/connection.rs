@@ -315,7 +315,9 @@ impl Connection {
             proposed_display_name: display_name,
             room_role,
         };
+        let join_started = std::time::Instant::now();
         let handle = self.gateway.join(key, setup, request, self.conn_id.clone(), self.tx.clone()).await;
+        self.state.metrics.signaling.record_join(join_started.elapsed());
         self.attached = Some(Attachment { handle, participant_id });
         Vec::new()
     }
