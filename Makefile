@@ -24,12 +24,15 @@ APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
 # promtool validates the Prometheus config, rules and dashboard queries (test-deploy) and a
 # live /metrics scrape (metrics crate test).
 APT_NEEDS += promtool:prometheus
+# Reference web client E2E (test-browser): headless Debian Chromium driven by playwright-core.
+APT_NEEDS += chromium:chromium node:nodejs npm:npm
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk
 TEST_STAGES += test-deploy
+TEST_STAGES += test-browser
 
-.PHONY: test-deploy
+.PHONY: test-deploy test-browser
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
@@ -109,6 +112,12 @@ test-sdk: build venv
 # Monitoring assets: Prometheus config, alert rules + their unit tests, dashboard queries.
 test-deploy: prereqs
 	deploy/check.sh
+
+# Reference web client E2E (tests/browser). Screenshots land in tests/artifacts/browser/.
+# Set PALAVER_REQUIRE_MEDIA=1 to make a missing media plane a failure instead of a skip.
+test-browser: build
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
+	cd tests/browser && PALAVER_BIN=$(DEBUG_BIN) npm test
 
 test: prereqs
 	@for stage in $(TEST_STAGES); do \
