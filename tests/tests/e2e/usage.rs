@@ -163,6 +163,38 @@ async fn sigkill_and_restart_keep_every_participant_record_exactly_once() {
 }
 
 #[tokio::test]
+async fn sigterm_closes_open_sessions_as_server_shutdown_at_the_real_time() {
+    let dir = TempDir::new("palaver-e2e-usage-term");
+    let options = ServerOptions { config_toml: Some(CONFIG.into()), ..ServerOptions::default() };
+    let mut server = Server::start_in(dir.path(), options.clone()).await;
+    let org_token = server.directory_user_token("0b000000-0000-4000-8000-0000000000b1", "Olivia").await;
+    let (status, meeting) =
+        server.bearer(Method::POST, "/meetings", &org_token, Some(&json!({"policy":{"lobbyBypass":"everyone"}}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{meeting}");
+    let mut ws = try_connect(&server, &format!("/signaling/v1?access_token={org_token}")).await.expect("socket");
+    let joined_ms = now_ms();
+    ws.send(json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
+    ws.recv_type("joined").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let stopping = now_ms();
+    let status = server.terminate();
+    let stopped = now_ms();
+    assert!(status.success(), "{status:?}");
+    drop(ws);
+
+    let server = Server::start_in(dir.path(), options).await;
+    let rows = export_all(&server, joined_ms - 3_600_000, stopped + 3_600_000, 100).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let recorded = rows[0]["DurationMs"].as_i64().unwrap();
+    println!("clean stop: truth {}..{} ms, recorded {recorded} ms", stopping - joined_ms, stopped - joined_ms);
+    // closed at the shutdown itself, not at a checkpoint
+    assert!(recorded >= stopping - joined_ms - 200 && recorded <= stopped - joined_ms + 200, "{}", rows[0]);
+    let correlation = rows[0]["CorrelationId"].as_str().unwrap();
+    let (_, summary) = server.signed(Method::GET, &format!("/usage/calls/{correlation}"), "").await;
+    assert_eq!(summary["value"][0]["ParticipantEndReason"], "ServerShutdown", "{summary}");
+}
+
+#[tokio::test]
 async fn bad_export_input_gets_clear_4xx_errors() {
     let dir = TempDir::new("palaver-e2e-usage-bad");
     let server =
