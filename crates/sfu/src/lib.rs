@@ -9,3 +9,4 @@ pub mod srtp;
 pub mod router;
 pub mod worker;
 pub mod mixer;
+pub mod webrtc;

@@ -12,12 +12,13 @@ use crossbeam_queue::ArrayQueue;
 
 use super::counters::{DropReason, WorkerCounters};
 use super::stun::{BindingRequest, StunError, is_stun, write_binding_success};
-use super::{Command, CommandError, RoomId, TransportSpec, WorkerEvent};
+use super::{Command, CommandError, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
 use crate::router::{
     FastMap, Router, RouterConfig, RouterEvent, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite,
 };
 use crate::rtp::{is_rtcp, is_rtp_or_rtcp};
-use crate::srtp::{SrtpContext, SrtpError};
+use crate::srtp::{Profile, SrtpContext, SrtpError};
+use crate::webrtc::dtls::DtlsSession;
 
 /// Largest datagram the worker sends (RTP up to the cache slot size plus SRTP/RTX overhead).
 pub const MAX_DATAGRAM: usize = 1500;
@@ -37,6 +38,10 @@ struct Transport {
     remote: Option<SocketAddr>,
     srtp_in: SrtpContext,
     srtp_out: SrtpContext,
+    /// WebRTC transports: the DTLS association that yields the SRTP keys.
+    dtls: Option<Box<DtlsSession>>,
+    /// False until the SRTP contexts hold real keys (DTLS done): no media in or out before.
+    keyed: bool,
 }
 
 /// One worker's state; see the module docs.
@@ -75,7 +80,9 @@ impl<T: Transmit> Sink<'_, T> {
         let Some(transport) = self.transports.get_mut(&to) else {
             return self.counters.count_drop(DropReason::NoRemoteAddress);
         };
-        let Some(remote) = transport.remote else { return self.counters.count_drop(DropReason::NoRemoteAddress) };
+        let Some(remote) = transport.remote.filter(|_| transport.keyed) else {
+            return self.counters.count_drop(DropReason::NoRemoteAddress);
+        };
         let buf = self.tx.buffer();
         match fill(buf, &mut transport.srtp_out) {
             Some(len) => {
@@ -176,7 +183,7 @@ impl WorkerCore {
         WorkerCounters::add(&self.counters.bytes_in, buf.len() as u64);
         match buf.first() {
             Some(0..=3) if is_stun(buf) => self.handle_stun(from, buf, tx),
-            Some(20..=63) => self.counters.count_drop(DropReason::Dtls),
+            Some(20..=63) => self.handle_dtls(now, from, buf, tx),
             Some(128..=191) if is_rtp_or_rtcp(buf) => self.handle_media(now, from, buf, tx),
             _ => self.counters.count_drop(DropReason::NotMedia),
         }
@@ -221,6 +228,9 @@ impl WorkerCore {
         let Some(transport) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
+        if !transport.keyed {
+            return self.counters.count_drop(DropReason::Dtls);
+        }
         let rtcp = is_rtcp(buf);
         let result = if rtcp { transport.srtp_in.unprotect_rtcp(buf) } else { transport.srtp_in.unprotect_rtp(buf) };
         let len = match result {
@@ -240,8 +250,45 @@ impl WorkerCore {
         }
     }
 
+    /// A DTLS datagram from a peer that passed ICE: advances its handshake; on completion the
+    /// exported keys replace the transport's SRTP contexts.
+    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, buf: &[u8], tx: &mut impl Transmit) {
+        let Some(transport) = self.by_addr.get(&from).and_then(|id| self.transports.get_mut(id)) else {
+            return self.counters.count_drop(DropReason::UnknownSource);
+        };
+        let Some(dtls) = transport.dtls.as_mut() else { return self.counters.count_drop(DropReason::Dtls) };
+        let output = match dtls.handle(now, from, buf) {
+            Ok(output) => output,
+            Err(error) => {
+                tracing::debug!(%from, %error, "DTLS datagram refused");
+                return self.counters.count_drop(DropReason::Dtls);
+            }
+        };
+        for datagram in &output.transmit {
+            send_raw(tx, &self.counters, datagram, from);
+        }
+        if let Some(keys) = output.keys {
+            match keyed_contexts(&keys) {
+                Ok((srtp_in, srtp_out)) => {
+                    transport.srtp_in = srtp_in;
+                    transport.srtp_out = srtp_out;
+                    transport.keyed = true;
+                    tracing::info!(%from, profile = ?keys.profile, "DTLS-SRTP established");
+                }
+                Err(error) => tracing::warn!(%from, %error, "DTLS exported unusable SRTP keys"),
+            }
+        }
+    }
+
     /// Timers of every room (speaker reports, layer review). Call between batches.
     pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) {
+        for transport in self.transports.values_mut() {
+            if let (false, Some(dtls), Some(remote)) = (transport.keyed, transport.dtls.as_mut(), transport.remote) {
+                for datagram in dtls.poll(now, remote) {
+                    send_raw(tx, &self.counters, &datagram, remote);
+                }
+            }
+        }
         for (&room, router) in self.rooms.iter_mut() {
             let mut sink = Sink {
                 transports: &mut self.transports,
@@ -296,6 +343,7 @@ impl WorkerCore {
                 Ok(())
             }
             Command::AddTransport(spec) => self.add_transport(*spec),
+            Command::AddWebRtcTransport(spec) => self.add_webrtc_transport(*spec),
             Command::RemoveTransport { transport } => {
                 let room = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.room;
                 if let Some(router) = self.rooms.get_mut(&room) {
@@ -345,11 +393,7 @@ impl WorkerCore {
         if spec.remote.is_some_and(|r| self.by_addr.contains_key(&r)) {
             return Err(CommandError::AddressInUse);
         }
-        let keys = &spec.srtp;
-        let srtp_in = SrtpContext::new(keys.profile, &keys.remote_master_key, &keys.remote_master_salt)
-            .map_err(CommandError::Srtp)?;
-        let srtp_out = SrtpContext::new(keys.profile, &keys.local_master_key, &keys.local_master_salt)
-            .map_err(CommandError::Srtp)?;
+        let (srtp_in, srtp_out) = keyed_contexts(&spec.srtp).map_err(CommandError::Srtp)?;
         if let Some(remote) = spec.remote {
             self.by_addr.insert(remote, spec.id);
         }
@@ -363,6 +407,36 @@ impl WorkerCore {
                 remote: spec.remote,
                 srtp_in,
                 srtp_out,
+                dtls: None,
+                keyed: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn add_webrtc_transport(&mut self, spec: WebRtcTransportSpec) -> Result<(), CommandError> {
+        if !self.rooms.contains_key(&spec.room) {
+            return Err(CommandError::UnknownRoom);
+        }
+        if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
+            return Err(CommandError::TransportExists);
+        }
+        // Contexts without usable keys until DTLS completes; `keyed` keeps them unused.
+        let unkeyed = || SrtpContext::new(Profile::Aes128CmHmacSha1_80, &[0; 16], &[0; 14]);
+        let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
+        let dtls = DtlsSession::server(&spec.dtls, &spec.remote_fingerprint);
+        self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
+        self.transports.insert(
+            spec.id,
+            Transport {
+                room: spec.room,
+                ice_ufrag: spec.ice_ufrag,
+                ice_pwd: spec.ice_pwd,
+                remote: None,
+                srtp_in,
+                srtp_out,
+                dtls: Some(Box::new(dtls)),
+                keyed: false,
             },
         );
         Ok(())
@@ -376,4 +450,19 @@ impl WorkerCore {
             self.by_ufrag.remove(&t.ice_ufrag);
         }
     }
+}
+
+fn keyed_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), SrtpError> {
+    let srtp_in = SrtpContext::new(keys.profile, &keys.remote_master_key, &keys.remote_master_salt)?;
+    let srtp_out = SrtpContext::new(keys.profile, &keys.local_master_key, &keys.local_master_salt)?;
+    Ok((srtp_in, srtp_out))
+}
+
+fn send_raw(tx: &mut impl Transmit, counters: &WorkerCounters, datagram: &[u8], to: SocketAddr) {
+    let buf = tx.buffer();
+    let Some(slot) = buf.get_mut(..datagram.len()) else { return counters.count_drop(DropReason::SendFailed) };
+    slot.copy_from_slice(datagram);
+    tx.commit(datagram.len(), to);
+    WorkerCounters::inc(&counters.packets_out);
+    WorkerCounters::add(&counters.bytes_out, datagram.len() as u64);
 }

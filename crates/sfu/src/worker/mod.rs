@@ -54,6 +54,18 @@ pub struct TransportSpec {
     pub srtp: SrtpKeys,
 }
 
+/// A WebRTC participant's transport: keys come from a DTLS handshake with the peer whose
+/// certificate matches `remote_fingerprint` (from its SDP offer).
+#[derive(Debug, Clone)]
+pub struct WebRtcTransportSpec {
+    pub id: TransportId,
+    pub room: RoomId,
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    pub dtls: crate::webrtc::dtls::DtlsIdentity,
+    pub remote_fingerprint: String,
+}
+
 /// Control-plane commands, delivered through the worker's lock-free queue.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -64,6 +76,8 @@ pub enum Command {
         room: RoomId,
     },
     AddTransport(Box<TransportSpec>),
+    /// A browser transport: ICE-lite credentials, then DTLS-SRTP yields the keys.
+    AddWebRtcTransport(Box<WebRtcTransportSpec>),
     RemoveTransport {
         transport: TransportId,
     },
@@ -109,6 +123,7 @@ impl Command {
             Command::CreateRoom { .. } => "create_room",
             Command::CloseRoom { .. } => "close_room",
             Command::AddTransport(_) => "add_transport",
+            Command::AddWebRtcTransport(_) => "add_webrtc_transport",
             Command::RemoveTransport { .. } => "remove_transport",
             Command::AddProducer { .. } => "add_producer",
             Command::RemoveProducer { .. } => "remove_producer",

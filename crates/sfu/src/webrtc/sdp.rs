@@ -1,0 +1,372 @@
+//! SDP for the WebRTC endpoint: parsing a browser's offer (ICE credentials, DTLS
+//! fingerprint, m-sections with mids, codecs, extmaps, SSRCs and simulcast rids) and writing
+//! the server's answer (ICE-lite, BUNDLE, rtcp-mux, `a=setup:passive`, one host candidate,
+//! Opus/VP8/H.264/VP9/AV1 as offered, the header extensions the router understands, and the
+//! SSRC the server sends on each m-section).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use crate::router::TrackKind;
+use crate::rtp::{Codec, ExtensionMap};
+
+/// Header extension URIs the router understands.
+pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub const EXT_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+pub const EXT_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+pub const EXT_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+
+/// Why an offer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("offer has no {0}")]
+    Missing(&'static str),
+    #[error("malformed SDP line: {0}")]
+    Malformed(String),
+    #[error("offer has no m-section the server can use")]
+    NothingUsable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Other,
+}
+
+/// One `a=rtpmap` codec of an m-section (with its `a=fmtp`, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedCodec {
+    pub payload_type: u8,
+    pub name: String,
+    pub clock_rate: u32,
+    pub channels: Option<u8>,
+    pub fmtp: Option<String>,
+}
+
+impl OfferedCodec {
+    /// The router codec for this entry (RTX, RED, FEC and unknown codecs are `None`).
+    pub fn codec(&self) -> Option<Codec> {
+        match self.name.to_ascii_lowercase().as_str() {
+            "opus" => Some(Codec::Opus),
+            "vp8" => Some(Codec::Vp8),
+            "vp9" => Some(Codec::Vp9),
+            "h264" => Some(Codec::H264),
+            "av1" => Some(Codec::Av1),
+            _ => None,
+        }
+    }
+
+    /// `apt=` of an RTX entry.
+    pub fn rtx_for(&self) -> Option<u8> {
+        if !self.name.eq_ignore_ascii_case("rtx") {
+            return None;
+        }
+        self.fmtp.as_deref()?.split(';').find_map(|p| p.trim().strip_prefix("apt=")?.parse().ok())
+    }
+}
+
+/// One m-section of the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedMedia {
+    pub kind: MediaKind,
+    pub mid: String,
+    pub protocol: String,
+    pub formats: String,
+    /// `sendrecv`, `sendonly`, `recvonly` or `inactive` (from the client's point of view).
+    pub direction: String,
+    pub codecs: Vec<OfferedCodec>,
+    pub extmaps: Vec<(u8, String)>,
+    /// The client's send SSRCs in order of appearance, and `(primary, rtx)` FID pairs.
+    pub ssrcs: Vec<u32>,
+    pub fid_groups: Vec<(u32, u32)>,
+    /// Simulcast rids the client sends (`a=rid:<id> send`).
+    pub send_rids: Vec<String>,
+    pub simulcast: Option<String>,
+}
+
+impl OfferedMedia {
+    pub fn client_sends(&self) -> bool {
+        matches!(self.direction.as_str(), "sendrecv" | "sendonly")
+    }
+
+    pub fn client_receives(&self) -> bool {
+        matches!(self.direction.as_str(), "sendrecv" | "recvonly")
+    }
+
+    /// Extension ids the router should parse, from this section's extmaps.
+    pub fn extension_map(&self) -> ExtensionMap {
+        let mut map = ExtensionMap::default();
+        for (id, uri) in &self.extmaps {
+            match uri.as_str() {
+                EXT_AUDIO_LEVEL => map.audio_level = *id,
+                EXT_MID => map.mid = *id,
+                EXT_RID => map.rid = *id,
+                EXT_REPAIRED_RID => map.repaired_rid = *id,
+                _ => {}
+            }
+        }
+        map
+    }
+
+    /// Codecs the server accepts here, in the client's preference order.
+    pub fn accepted_codecs(&self) -> Vec<&OfferedCodec> {
+        let wanted = |c: &OfferedCodec| match (self.kind, c.codec()) {
+            (MediaKind::Audio, Some(Codec::Opus)) => true,
+            (MediaKind::Video, Some(codec)) => codec.is_video(),
+            _ => false,
+        };
+        self.codecs.iter().filter(|c| wanted(c)).collect()
+    }
+}
+
+/// A parsed offer: session-level ICE/DTLS (m-level values win when present) and m-sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    /// `sha-256` fingerprint, upper-case `AA:BB:…`.
+    pub fingerprint: String,
+    pub media: Vec<OfferedMedia>,
+}
+
+fn split_attr(line: &str) -> (&str, &str) {
+    line.split_once(':').unwrap_or((line, ""))
+}
+
+impl Offer {
+    pub fn parse(sdp: &str) -> Result<Offer, SdpError> {
+        let (mut ufrag, mut pwd, mut fingerprint) = (None, None, None);
+        let mut media: Vec<OfferedMedia> = Vec::new();
+        for raw in sdp.lines() {
+            let line = raw.trim_end_matches('\r');
+            if let Some(m) = line.strip_prefix("m=") {
+                let mut parts = m.splitn(4, ' ');
+                let kind = match parts.next() {
+                    Some("audio") => MediaKind::Audio,
+                    Some("video") => MediaKind::Video,
+                    _ => MediaKind::Other,
+                };
+                let _port = parts.next();
+                let protocol = parts.next().ok_or_else(|| SdpError::Malformed(line.into()))?.to_owned();
+                let formats = parts.next().unwrap_or("").to_owned();
+                media.push(OfferedMedia {
+                    kind,
+                    mid: String::new(),
+                    protocol,
+                    formats,
+                    direction: "sendrecv".into(),
+                    codecs: Vec::new(),
+                    extmaps: Vec::new(),
+                    ssrcs: Vec::new(),
+                    fid_groups: Vec::new(),
+                    send_rids: Vec::new(),
+                    simulcast: None,
+                });
+                continue;
+            }
+            let Some(attr) = line.strip_prefix("a=") else { continue };
+            let (name, value) = split_attr(attr);
+            match name {
+                "ice-ufrag" => ufrag = Some(value.to_owned()),
+                "ice-pwd" => pwd = Some(value.to_owned()),
+                "fingerprint" => {
+                    if let Some((hash, fp)) = value.split_once(' ')
+                        && hash.eq_ignore_ascii_case("sha-256")
+                    {
+                        fingerprint = Some(fp.trim().to_ascii_uppercase());
+                    }
+                }
+                _ => {}
+            }
+            let Some(m) = media.last_mut() else { continue };
+            match name {
+                "mid" => m.mid = value.to_owned(),
+                "sendrecv" | "sendonly" | "recvonly" | "inactive" => m.direction = name.to_owned(),
+                "rtpmap" => {
+                    let (pt, desc) = value.split_once(' ').ok_or_else(|| SdpError::Malformed(line.into()))?;
+                    let payload_type = pt.parse().map_err(|_| SdpError::Malformed(line.into()))?;
+                    let mut d = desc.split('/');
+                    let name = d.next().unwrap_or("").to_owned();
+                    let clock_rate = d.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                    let channels = d.next().and_then(|c| c.parse().ok());
+                    m.codecs.push(OfferedCodec { payload_type, name, clock_rate, channels, fmtp: None });
+                }
+                "fmtp" => {
+                    if let Some((pt, params)) = value.split_once(' ')
+                        && let Ok(pt) = pt.parse::<u8>()
+                        && let Some(c) = m.codecs.iter_mut().find(|c| c.payload_type == pt)
+                    {
+                        c.fmtp = Some(params.to_owned());
+                    }
+                }
+                "extmap" => {
+                    if let Some((id, uri)) = value.split_once(' ')
+                        && let Ok(id) = id.split('/').next().unwrap_or("").parse::<u8>()
+                    {
+                        m.extmaps.push((id, uri.split(' ').next().unwrap_or("").to_owned()));
+                    }
+                }
+                "ssrc" => {
+                    if let Some(Ok(ssrc)) = value.split(' ').next().map(str::parse::<u32>)
+                        && !m.ssrcs.contains(&ssrc)
+                    {
+                        m.ssrcs.push(ssrc);
+                    }
+                }
+                "ssrc-group" => {
+                    let mut parts = value.split(' ');
+                    if parts.next() == Some("FID")
+                        && let (Some(Ok(a)), Some(Ok(b))) =
+                            (parts.next().map(str::parse::<u32>), parts.next().map(str::parse::<u32>))
+                    {
+                        m.fid_groups.push((a, b));
+                    }
+                }
+                "rid" => {
+                    let mut parts = value.split(' ');
+                    if let (Some(id), Some("send")) = (parts.next(), parts.next()) {
+                        m.send_rids.push(id.to_owned());
+                    }
+                }
+                "simulcast" => m.simulcast = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let offer = Offer {
+            ice_ufrag: ufrag.ok_or(SdpError::Missing("a=ice-ufrag"))?,
+            ice_pwd: pwd.ok_or(SdpError::Missing("a=ice-pwd"))?,
+            fingerprint: fingerprint.ok_or(SdpError::Missing("a=fingerprint:sha-256"))?,
+            media,
+        };
+        if !offer.media.iter().any(|m| m.kind != MediaKind::Other && !m.accepted_codecs().is_empty()) {
+            return Err(SdpError::NothingUsable);
+        }
+        Ok(offer)
+    }
+}
+
+/// What the server sends on one m-section of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerTrack {
+    pub ssrc: u32,
+    pub stream_id: String,
+    pub track_id: String,
+}
+
+/// The server's side of the answer.
+#[derive(Debug, Clone)]
+pub struct AnswerParams<'a> {
+    pub ice_ufrag: &'a str,
+    pub ice_pwd: &'a str,
+    pub fingerprint: &'a str,
+    pub candidate: SocketAddr,
+    pub session_id: u64,
+    /// Per offered m-section (same order): the track the server sends there, if any.
+    pub send: &'a [Option<AnswerTrack>],
+}
+
+/// The track kind of an m-section for the router (the third and later video sections
+/// are screen share: the reference client offers camera first, then screen).
+pub fn track_kind(offer: &Offer, index: usize) -> TrackKind {
+    let media = &offer.media[index];
+    if media.kind == MediaKind::Audio {
+        return TrackKind::Audio;
+    }
+    let earlier_video = offer.media[..index].iter().filter(|m| m.kind == MediaKind::Video).count();
+    if earlier_video == 0 { TrackKind::Video } else { TrackKind::Screen }
+}
+
+/// Writes the answer SDP.
+pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
+    let mut s = String::with_capacity(2048);
+    let ip = p.candidate.ip();
+    let ip_kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let _ = write!(s, "v=0\r\no=- {} 2 IN {ip_kind} {ip}\r\ns=-\r\nt=0 0\r\n", p.session_id);
+    let bundled: Vec<&str> = offer
+        .media
+        .iter()
+        .filter(|m| m.kind != MediaKind::Other && !m.accepted_codecs().is_empty())
+        .map(|m| m.mid.as_str())
+        .collect();
+    let _ = write!(s, "a=group:BUNDLE {}\r\na=ice-lite\r\na=msid-semantic: WMS *\r\n", bundled.join(" "));
+    for (index, m) in offer.media.iter().enumerate() {
+        let codecs = m.accepted_codecs();
+        let kind = match m.kind {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Other => "application",
+        };
+        if m.kind == MediaKind::Other || codecs.is_empty() {
+            let _ = write!(
+                s,
+                "m={kind} 0 {} {}\r\nc=IN {ip_kind} {ip}\r\na=mid:{}\r\na=inactive\r\n",
+                m.protocol, m.formats, m.mid
+            );
+            continue;
+        }
+        let pts: Vec<String> = codecs.iter().map(|c| c.payload_type.to_string()).collect();
+        let port = p.candidate.port();
+        let _ = write!(s, "m={kind} {port} UDP/TLS/RTP/SAVPF {}\r\nc=IN {ip_kind} {ip}\r\n", pts.join(" "));
+        let _ = write!(s, "a=rtcp:{port} {ip_kind} {ip}\r\n");
+        let _ = write!(s, "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", p.ice_ufrag, p.ice_pwd);
+        let _ = write!(s, "a=fingerprint:sha-256 {}\r\na=setup:passive\r\na=mid:{}\r\n", p.fingerprint, m.mid);
+        for (id, uri) in &m.extmaps {
+            let keep = match m.kind {
+                MediaKind::Audio => uri == EXT_AUDIO_LEVEL || uri == EXT_MID,
+                _ => uri == EXT_MID || uri == EXT_RID || uri == EXT_REPAIRED_RID,
+            };
+            if keep {
+                let _ = write!(s, "a=extmap:{id} {uri}\r\n");
+            }
+        }
+        let sends = p.send.get(index).and_then(Option::as_ref).filter(|_| m.client_receives());
+        let direction = match (m.client_sends(), sends.is_some()) {
+            (true, true) => "sendrecv",
+            (true, false) => "recvonly",
+            (false, true) => "sendonly",
+            (false, false) => "inactive",
+        };
+        let _ = write!(s, "a={direction}\r\n");
+        if let Some(t) = sends {
+            let _ = write!(s, "a=msid:{} {}\r\n", t.stream_id, t.track_id);
+        }
+        s.push_str("a=rtcp-mux\r\na=rtcp-rsize\r\n");
+        for c in codecs {
+            let _ = write!(s, "a=rtpmap:{} {}/{}", c.payload_type, c.name, c.clock_rate);
+            if let Some(ch) = c.channels {
+                let _ = write!(s, "/{ch}");
+            }
+            s.push_str("\r\n");
+            if m.kind == MediaKind::Video {
+                for fb in ["goog-remb", "ccm fir", "nack", "nack pli"] {
+                    let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", c.payload_type);
+                }
+            }
+            if let Some(f) = &c.fmtp {
+                let _ = write!(s, "a=fmtp:{} {f}\r\n", c.payload_type);
+            }
+        }
+        if m.client_sends() && !m.send_rids.is_empty() {
+            for rid in &m.send_rids {
+                let _ = write!(s, "a=rid:{rid} recv\r\n");
+            }
+            let _ = write!(s, "a=simulcast:recv {}\r\n", m.send_rids.join(";"));
+        }
+        if let Some(t) = sends {
+            let _ = write!(
+                s,
+                "a=ssrc:{} cname:palaver\r\na=ssrc:{} msid:{} {}\r\n",
+                t.ssrc, t.ssrc, t.stream_id, t.track_id
+            );
+        }
+        if index == 0 || bundled.first() == Some(&m.mid.as_str()) {
+            let _ = write!(s, "a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+#[path = "sdp_tests.rs"]
+mod tests;

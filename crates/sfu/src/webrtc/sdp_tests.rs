@@ -1,0 +1,66 @@
+//! SDP offer parsing and answer writing against a Chromium offer (audio, camera, screen).
+
+use super::*;
+
+const CHROMIUM_OFFER: &str = include_str!("../../tests/fixtures/chromium_offer.sdp");
+
+#[test]
+fn parses_a_chromium_offer() {
+    let offer = Offer::parse(CHROMIUM_OFFER).unwrap();
+    assert_eq!(offer.media.len(), 3);
+    assert_eq!(offer.media[0].kind, MediaKind::Audio);
+    assert_eq!(offer.media[0].mid, "0");
+    assert!(offer.media[0].client_sends());
+    assert!(!offer.media[0].ssrcs.is_empty());
+    assert_eq!(offer.media[0].accepted_codecs()[0].codec(), Some(Codec::Opus));
+    assert_ne!(offer.media[0].extension_map().audio_level, 0);
+    assert_ne!(offer.media[1].extension_map().mid, 0);
+    assert_eq!(offer.media[1].accepted_codecs()[0].codec(), Some(Codec::Vp8));
+    assert!(!offer.media[1].fid_groups.is_empty());
+    assert_eq!(track_kind(&offer, 1), TrackKind::Video);
+    assert_eq!(track_kind(&offer, 2), TrackKind::Screen);
+    assert_eq!(offer.fingerprint.len(), 95);
+}
+
+#[test]
+fn answer_is_ice_lite_bundled_passive_and_sends_ssrcs() {
+    let offer = Offer::parse(CHROMIUM_OFFER).unwrap();
+    let send = [
+        Some(AnswerTrack { ssrc: 1111, stream_id: "s".into(), track_id: "a".into() }),
+        Some(AnswerTrack { ssrc: 2222, stream_id: "s".into(), track_id: "v".into() }),
+        None,
+    ];
+    let answer = write_answer(
+        &offer,
+        &AnswerParams {
+            ice_ufrag: "uf",
+            ice_pwd: "pw",
+            fingerprint: "AB:CD",
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            session_id: 7,
+            send: &send,
+        },
+    );
+    assert!(answer.contains("a=group:BUNDLE 0 1 2\r\n"));
+    assert!(answer.contains("a=ice-lite\r\n"));
+    assert!(answer.contains("a=setup:passive\r\n"));
+    assert!(answer.contains("a=fingerprint:sha-256 AB:CD\r\n"));
+    assert!(answer.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n"));
+    assert!(answer.contains("a=ssrc:1111 msid:s a\r\n"));
+    assert_eq!(answer.matches("a=sendrecv\r\n").count(), 2);
+    assert_eq!(answer.matches("a=recvonly\r\n").count(), 1);
+    assert_eq!(answer.matches("a=rtcp-mux\r\n").count(), 3);
+    assert!(answer.contains(EXT_AUDIO_LEVEL));
+    assert!(!answer.contains("rtx/90000"));
+}
+
+#[test]
+fn bad_offers_are_refused() {
+    assert_eq!(Offer::parse("v=0\r\n"), Err(SdpError::Missing("a=ice-ufrag")));
+    let no_fp = CHROMIUM_OFFER.replace("a=fingerprint:sha-256", "a=x:");
+    assert_eq!(Offer::parse(&no_fp), Err(SdpError::Missing("a=fingerprint:sha-256")));
+    assert!(Offer::parse("a=ice-ufrag:a\r\na=ice-pwd:b\r\nm=audio\r\n").is_err());
+    for len in (0..CHROMIUM_OFFER.len()).step_by(97) {
+        let _ = Offer::parse(&CHROMIUM_OFFER[..len]);
+    }
+}
