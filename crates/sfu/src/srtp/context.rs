@@ -2,7 +2,7 @@
 //! and replay state in a small preallocated table, and in-place protect/unprotect.
 
 use aes::Aes128Enc;
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
 use hmac::{Hmac, Mac};
@@ -86,9 +86,16 @@ fn gcm_iv(salt: &[u8; 12], ssrc: u32, high: u32, low: u16) -> [u8; 12] {
     iv
 }
 
-/// AES counter mode (RFC 3711 4.1.1) without cloning the key schedule: up to eight counter
-/// blocks are encrypted at once (AES-NI pipelines them) and XORed into the data.
+/// AES counter mode (RFC 3711 4.1.1). Short payloads (audio) encrypt up to eight counter
+/// blocks directly with the shared key schedule; longer ones use the `ctr` crate's pipelined
+/// keystream, which is faster there even though it needs its own copy of the key schedule
+/// (measured: ~30 % faster at 1100 B, ~25 % slower at 100 B).
 fn apply_ctr(key: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
+    if data.len() > 8 * 16 {
+        let core = ctr::CtrCore::<Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(key.clone(), &iv.into());
+        ctr::Ctr128BE::<Aes128Enc>::from_core(core).apply_keystream(data);
+        return;
+    }
     let mut counter = u128::from_be_bytes(iv);
     for chunk in data.chunks_mut(8 * 16) {
         let n = chunk.len().div_ceil(16);
