@@ -12,7 +12,7 @@ mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
 pub use limits::RateLimit;
-pub use media::{MediaError, MediaNegotiator, MediaSession, MediaUnavailable};
+pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaSession, MediaUnavailable};
 pub use routes::routes;
 
 use crate::calls::CallsConfig;
