@@ -16,6 +16,36 @@ pub struct ServerConfig {
     pub signaling: SignalingConfig,
     /// Usage ledger, price, webhooks and the `/metrics` listener (`[usage]`).
     pub usage: palaver_metrics::UsageConfig,
+    /// WebRTC media workers (`[media]`).
+    pub media: MediaSection,
+}
+
+/// `[media]`: the WebRTC media plane (ICE-lite, DTLS-SRTP, one UDP port per worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Serve media at all; when false, offers are answered `MediaUnavailable`.
+    pub enabled: bool,
+    /// Worker threads, each with its own UDP socket; 0 = one per CPU core.
+    pub workers: usize,
+    /// Address the UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First UDP port (worker i binds `port + i`); 0 picks free ports.
+    pub port: u16,
+    /// Address put into the SDP host candidate (what browsers send to).
+    pub announced_ip: IpAddr,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

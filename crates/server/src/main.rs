@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod logging;
+mod media;
 mod serve;
 mod tls;
 

@@ -2,11 +2,16 @@
 //! until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
 
 use crate::config::{ServerConfig, TlsMode};
+use crate::media::WebRtcMedia;
 use crate::tls::{TlsFiles, ensure_self_signed};
 use anyhow::{Context, Result};
+use palaver_sfu::webrtc::dtls::DtlsIdentity;
+use palaver_sfu::worker::{WorkerConfig, WorkerPool};
 use palaver_signaling::http::{AppState, router};
 use palaver_signaling::store::Store;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -25,6 +30,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .await
         .context("starting the usage ledger")?;
     state.gateway.set_session_observer(usage.observer());
+    let media = start_media(&cfg, &state)?;
     let tls = match cfg.tls.mode {
         TlsMode::SelfSigned => Some(ensure_self_signed(&cfg.tls_dir(), &cfg.tls.extra_names)?),
         TlsMode::Files => Some(TlsFiles {
@@ -77,9 +83,38 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let result = server.await.context("server task")?;
     shutdown.abort();
     tokio::task::spawn_blocking(move || usage.shutdown()).await.context("closing the usage ledger")?;
+    if let Some((pool, relay)) = media {
+        relay.abort();
+        // The negotiator still holds the pool; dropping the last handle stops the workers.
+        state.gateway.set_media_negotiator(Arc::new(palaver_signaling::gateway::MediaUnavailable));
+        tokio::task::spawn_blocking(move || drop(pool)).await.context("stopping the media workers")?;
+    }
     result.context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the media workers and plugs the WebRTC negotiator into the gateway.
+fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<WorkerPool>, tokio::task::JoinHandle<()>)>> {
+    if !cfg.media.enabled {
+        tracing::warn!("[media] enabled = false: audio/video offers are answered MediaUnavailable");
+        return Ok(None);
+    }
+    let pool = Arc::new(
+        WorkerPool::start(WorkerConfig {
+            workers: cfg.media.workers,
+            bind: SocketAddr::new(cfg.media.bind_ip, cfg.media.port),
+            ..WorkerConfig::default()
+        })
+        .context("starting the media workers")?,
+    );
+    let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
+    let media = WebRtcMedia::new(pool.clone(), identity, cfg.media.announced_ip);
+    let relay = media.spawn_event_relay(state.gateway.clone());
+    state.gateway.set_media_negotiator(media);
+    let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
+    tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");
+    Ok(Some((pool, relay)))
 }
 
 /// Human lines plus machine-readable `PALAVER_*` lines on stdout; the last is the ready line.
