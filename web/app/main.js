@@ -277,6 +277,9 @@ function onRemoteTrack(track, streams) {
   const id = stream.id;
   if (app.state.participants.has(id)) app.remoteByParticipant.set(id, stream);
   else app.remoteExtra.set(id, stream);
+  // Slots start and stop carrying frames as people join, leave or share: redraw on each.
+  track.addEventListener('mute', renderMeeting);
+  track.addEventListener('unmute', renderMeeting);
   track.addEventListener('ended', () => {
     if (stream.getTracks().every((t) => t.readyState === 'ended')) {
       app.remoteByParticipant.delete(id);

@@ -139,7 +139,10 @@ export function renderGrid(state, media, extra) {
   for (const p of state.present()) wanted.set(`p:${p.participantId}`, p);
   // Unattributed streams get a tile only when they carry video (a mixed audio stream plays
   // through its hidden <audio> element).
-  for (const [streamId, stream] of extra) if (stream.getVideoTracks().length > 0) wanted.set(`s:${streamId}`, null);
+  // An idle slot (e.g. nobody is sharing a screen) has a muted track: no tile until frames flow.
+  for (const [streamId, stream] of extra) {
+    if (stream.getVideoTracks().some((t) => !t.muted)) wanted.set(`s:${streamId}`, null);
+  }
   for (const tile of [...grid.children]) if (!wanted.has(tile.dataset.key)) tile.remove();
   for (const [key, p] of wanted) {
     let tile = grid.querySelector(`[data-key="${CSS.escape(key)}"]`);
