@@ -1,8 +1,33 @@
-//! SDP offer parsing and answer writing against a Chromium offer (audio, camera, screen).
+//! SDP offer parsing and answer writing against offers captured from Chromium 156 (the
+//! reference client's transceivers: audio, camera, screen; and a simulcast camera).
 
 use super::*;
 
 const CHROMIUM_OFFER: &str = include_str!("../../tests/fixtures/chromium_offer.sdp");
+const CHROMIUM_SIMULCAST_OFFER: &str = include_str!("../../tests/fixtures/chromium_offer_simulcast.sdp");
+
+#[test]
+fn parses_and_answers_a_simulcast_offer() {
+    let offer = Offer::parse(CHROMIUM_SIMULCAST_OFFER).unwrap();
+    let video = &offer.media[1];
+    assert_eq!(video.send_rids, ["q", "h", "f"]);
+    assert_eq!(video.simulcast.as_deref(), Some("send q;h;f"));
+    assert_ne!(video.extension_map().rid, 0);
+    assert_ne!(video.extension_map().repaired_rid, 0);
+    let answer = write_answer(
+        &offer,
+        &AnswerParams {
+            ice_ufrag: "uf",
+            ice_pwd: "pw",
+            fingerprint: "AB:CD",
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            session_id: 7,
+            send: &[None, None, None],
+        },
+    );
+    assert!(answer.contains("a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"));
+    assert!(answer.contains(EXT_RID));
+}
 
 #[test]
 fn parses_a_chromium_offer() {
