@@ -90,7 +90,8 @@ pub(crate) fn spawn(
 ) -> ConversationHandle {
     let (tx, rx) = mpsc::channel(4096);
     let handle = ConversationHandle { conversation_id: conversation.id().to_string(), generation, tx };
-    let actor = Actor { gateway, key, handle: handle.clone(), conversation, setup, conns: HashMap::new() };
+    let actor =
+        Actor { gateway, key, handle: handle.clone(), conversation, setup, conns: HashMap::new(), lobby_reported: 0 };
     tokio::spawn(actor.run(rx));
     handle
 }
@@ -103,6 +104,8 @@ struct Actor {
     setup: ConversationSetup,
     /// participant id → (connection id, socket queue)
     conns: HashMap<String, (String, ConnTx)>,
+    /// Lobby size last added to the gateway-wide total.
+    lobby_reported: i64,
 }
 
 impl Actor {
@@ -119,10 +122,12 @@ impl Actor {
                 }
             };
             self.execute(outputs);
+            self.report_lobby();
             if self.conversation.is_ended() {
                 break;
             }
         }
+        self.gateway.lobby_changed(-self.lobby_reported);
         self.gateway.forget(&self.key, &self.handle);
         tracing::info!(key = %self.key, conversation = %self.handle.conversation_id, "conversation ended");
         // Messages that raced the end: joins go to a fresh conversation, the rest are refused.
@@ -215,6 +220,13 @@ impl Actor {
     }
 
     /// Keep the stored meeting definition in step with policy changes made live.
+    /// Keep the gateway's lobby total (the `palaver_lobby_participants` gauge) in step.
+    fn report_lobby(&mut self) {
+        let now = self.conversation.participants().filter(|p| p.state() == ParticipantState::Lobby).count() as i64;
+        self.gateway.lobby_changed(now - self.lobby_reported);
+        self.lobby_reported = now;
+    }
+
     fn persist_policy(&self) {
         let ConversationSetup::Meeting(_) = &self.setup else { return };
         let Some(meeting_id) = self.key.strip_prefix("meeting:") else { return };
@@ -230,6 +242,7 @@ impl Actor {
             match output {
                 Output::Send { to, message } => {
                     policy_changed |= matches!(message, ServerMessage::PolicyChanged { .. });
+                    self.gateway.record_if_error(&message);
                     let text: Arc<str> = message.to_json().into();
                     for pid in to {
                         if let Some((conn_id, tx)) = self.conns.get(&pid)
@@ -249,12 +262,13 @@ impl Actor {
                 Output::MediaOffer { participant_id, sdp, may_send_media } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let media = self.gateway.media();
+                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
                     tokio::spawn(async move {
                         let reply = match media.offer(session, sdp).await {
                             Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: None },
                             Err(e) => ServerMessage::error(e.code, e.message, None),
                         };
+                        gateway.record_if_error(&reply);
                         if let Some(tx) = tx {
                             let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
                         }
@@ -263,11 +277,12 @@ impl Actor {
                 Output::MediaIceCandidate { participant_id, candidate } => {
                     let session = self.media_session(&participant_id, true);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let media = self.gateway.media();
+                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
                     tokio::spawn(async move {
                         if let Err(e) = media.ice_candidate(session, candidate).await
                             && let Some(tx) = tx
                         {
+                            gateway.record_error(e.code);
                             let frame = ServerMessage::error(e.code, e.message, None).to_json();
                             let _ = tx.send(Outbound::Frame(frame.into())).await;
                         }

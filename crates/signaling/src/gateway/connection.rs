@@ -73,10 +73,6 @@ fn frame(msg: &ServerMessage) -> String {
     msg.to_json()
 }
 
-fn error(code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Vec<String> {
-    vec![frame(&ServerMessage::error(code, message, request_id))]
-}
-
 /// Serve one authenticated socket until it closes.
 pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket) {
     let gateway = state.gateway.clone();
@@ -126,7 +122,7 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
                     match msg {
                         Message::Text(text) => replies = conn.on_text(text.as_str()).await,
                         Message::Binary(_) => {
-                            replies = error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
+                            replies = conn.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
                         }
                         Message::Ping(_) | Message::Pong(_) => {}
                         Message::Close(_) => break,
@@ -162,6 +158,7 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
                 let now = now_ms();
                 let exp = conn.ident.identity.token_expires_at_ms;
                 if now >= exp {
+                    gateway.record_error(ErrorCode::TokenExpired);
                     let end = ServerMessage::error(ErrorCode::TokenExpired, "the access token expired", None);
                     let _ = sink.send(Message::Text(frame(&end).into())).await;
                     let _ = sink.send(Message::Close(None)).await;
@@ -193,6 +190,12 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
 }
 
 impl Connection {
+    /// An error frame for this socket, counted by code on `/metrics`.
+    fn error(&self, code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Vec<String> {
+        self.gateway.record_error(code);
+        vec![frame(&ServerMessage::error(code, message, request_id))]
+    }
+
     /// While not in a conversation the socket itself watches token expiry (the conversation does otherwise).
     fn detached_token_wait(&self, lead_ms: i64) -> Option<Duration> {
         if self.attached.is_some() {
@@ -205,10 +208,10 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Vec<String> {
         if !self.bucket.try_take(now_ms()) {
-            return error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
+            return self.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
         }
         match ClientFrame::parse(text) {
-            Err(e) => error(e.code(), e.to_string(), e.request_id()),
+            Err(e) => self.error(e.code(), e.to_string(), e.request_id()),
             Ok(f) => self.dispatch(f).await,
         }
     }
@@ -281,30 +284,30 @@ impl Connection {
 
     async fn forward_to_conversation(&mut self, rid: Option<String>, command: Command) -> Vec<String> {
         let Some(a) = &self.attached else {
-            return error(ErrorCode::InvalidState, "join a conversation first", rid);
+            return self.error(ErrorCode::InvalidState, "join a conversation first", rid);
         };
         let input = Input::Command { participant_id: a.participant_id.clone(), request_id: rid.clone(), command };
         if a.handle.tx.send(ActorMsg::Input(input)).await.is_err() {
             self.attached = None;
-            return error(ErrorCode::InvalidState, "the conversation has ended", rid);
+            return self.error(ErrorCode::InvalidState, "the conversation has ended", rid);
         }
         Vec::new()
     }
 
     async fn join(&mut self, rid: Option<String>, target: JoinTarget, display_name: Option<String>) -> Vec<String> {
         if self.attached.is_some() {
-            return error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
+            return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
         let (key, setup, room_role) = match self.resolve(&target) {
             Ok(t) => t,
-            Err((code, message)) => return error(code, message, rid),
+            Err((code, message)) => return self.error(code, message, rid),
         };
         // `voip.join` joins existing calls only: it may not be the one who starts a group call.
         if matches!(setup, ConversationSetup::GroupCall)
             && !self.ident.scopes.contains(Scope::Voip)
             && !self.gateway.is_live(&key)
         {
-            return error(ErrorCode::InsufficientScope, "starting a group call needs the `voip` scope", rid);
+            return self.error(ErrorCode::InsufficientScope, "starting a group call needs the `voip` scope", rid);
         }
         let participant_id = uuid::Uuid::new_v4().to_string();
         let request = JoinRequest {
@@ -369,10 +372,10 @@ impl Connection {
         resume_token: String,
     ) -> Vec<String> {
         if self.attached.is_some() {
-            return error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
+            return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
         let Some(handle) = self.gateway.by_conversation_id(&conversation_id) else {
-            return error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
+            return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
         };
         let (reply, answer) = oneshot::channel();
         let msg = ActorMsg::Resume {
@@ -384,15 +387,15 @@ impl Connection {
             reply,
         };
         if handle.tx.send(msg).await.is_err() {
-            return error(ErrorCode::NotFound, "the conversation has ended", rid);
+            return self.error(ErrorCode::NotFound, "the conversation has ended", rid);
         }
         match answer.await {
             Ok(Ok(())) => {
                 self.attached = Some(Attachment { handle, participant_id });
                 Vec::new()
             }
-            Ok(Err(r)) => error(r.code, r.message, rid),
-            Err(_) => error(ErrorCode::NotFound, "the conversation has ended", rid),
+            Ok(Err(r)) => self.error(r.code, r.message, rid),
+            Err(_) => self.error(ErrorCode::NotFound, "the conversation has ended", rid),
         }
     }
 
@@ -404,10 +407,10 @@ impl Connection {
         };
         let fresh = match verified {
             Ok(i) => i,
-            Err(e) => return error(e.code, e.message, rid),
+            Err(e) => return self.error(e.code, e.message, rid),
         };
         if fresh.identity.raw_id() != self.raw_id() {
-            return error(ErrorCode::Forbidden, "the new token belongs to another identity", rid);
+            return self.error(ErrorCode::Forbidden, "the new token belongs to another identity", rid);
         }
         let expires_at_ms = fresh.identity.token_expires_at_ms;
         self.ident = fresh;
@@ -424,7 +427,7 @@ impl Connection {
 
     async fn place_call(&mut self, rid: Option<String>, targets: Vec<String>) -> Vec<String> {
         if !self.ident.scopes.contains(Scope::Voip) {
-            return error(ErrorCode::InsufficientScope, "placing calls needs the `voip` scope", rid);
+            return self.error(ErrorCode::InsufficientScope, "placing calls needs the `voip` scope", rid);
         }
         let call_id = uuid::Uuid::new_v4().to_string();
         let input = CallInput::Place {
@@ -435,7 +438,7 @@ impl Connection {
         };
         match self.gateway.call_request(input).await {
             Ok(()) => vec![frame(&ServerMessage::CallPlaced { request_id: rid, call_id })],
-            Err(e) => error(e.code, e.message, rid),
+            Err(e) => self.error(e.code, e.message, rid),
         }
     }
 
@@ -453,19 +456,20 @@ impl Connection {
 
     async fn call_media_offer(&mut self, rid: Option<String>, call_id: String, sdp: String) -> Vec<String> {
         if sdp.trim().is_empty() {
-            return error(ErrorCode::InvalidParameter, "empty SDP offer", rid);
+            return self.error(ErrorCode::InvalidParameter, "empty SDP offer", rid);
         }
         let session = match self.call_media_session(&call_id).await {
             Ok(s) => s,
-            Err((code, message)) => return error(code, message, rid),
+            Err((code, message)) => return self.error(code, message, rid),
         };
         self.gateway.call_media.insert(session.participant_id.clone(), ());
-        let (media, tx) = (self.gateway.media(), self.tx.clone());
+        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
         tokio::spawn(async move {
             let reply = match media.offer(session, sdp).await {
                 Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: Some(call_id) },
                 Err(e) => ServerMessage::error(e.code, e.message, rid),
             };
+            gateway.record_if_error(&reply);
             let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
         });
         Vec::new()
@@ -479,12 +483,13 @@ impl Connection {
     ) -> Vec<String> {
         let session = match self.call_media_session(&call_id).await {
             Ok(s) if self.gateway.call_media.contains_key(&s.participant_id) => s,
-            Ok(_) => return error(ErrorCode::InvalidState, "send `media.offer` for this call first", rid),
-            Err((code, message)) => return error(code, message, rid),
+            Ok(_) => return self.error(ErrorCode::InvalidState, "send `media.offer` for this call first", rid),
+            Err((code, message)) => return self.error(code, message, rid),
         };
-        let (media, tx) = (self.gateway.media(), self.tx.clone());
+        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
         tokio::spawn(async move {
             if let Err(e) = media.ice_candidate(session, candidate).await {
+                gateway.record_error(e.code);
                 let _ = tx.send(Outbound::Frame(ServerMessage::error(e.code, e.message, rid).to_json().into())).await;
             }
         });
@@ -494,7 +499,7 @@ impl Connection {
     async fn call(&mut self, rid: Option<String>, input: CallInput) -> Vec<String> {
         match self.gateway.call_request(input).await {
             Ok(()) => vec![frame(&ServerMessage::Ack { request_id: rid })],
-            Err(e) => error(e.code, e.message, rid),
+            Err(e) => self.error(e.code, e.message, rid),
         }
     }
 }

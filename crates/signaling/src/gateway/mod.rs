@@ -24,7 +24,7 @@ use actor::ActorMsg;
 use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
 use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -100,6 +100,10 @@ pub struct GatewayInner {
     /// Call media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
     call_media: DashMap<String, ()>,
     next_generation: AtomicU64,
+    /// Prometheus gauges and counters (`/metrics`); absent in unit tests that don't set them.
+    metrics: OnceLock<Arc<palaver_metrics::PalaverMetrics>>,
+    /// Participants waiting in a lobby, over all conversations (actors add their deltas).
+    lobby_total: AtomicI64,
 }
 
 impl std::ops::Deref for Gateway {
@@ -132,6 +136,8 @@ impl Gateway {
             calls: OnceLock::new(),
             call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
+            metrics: OnceLock::new(),
+            lobby_total: AtomicI64::new(0),
         }))
     }
 
@@ -147,6 +153,48 @@ impl Gateway {
     pub fn set_session_observer(&self, observer: Arc<dyn SessionObserver>) {
         *self.observer.write().unwrap_or_else(|p| p.into_inner()) = observer;
     }
+    /// Report to this Prometheus registry: error frames by code, live meetings, lobby size.
+    pub fn set_metrics(&self, metrics: Arc<palaver_metrics::PalaverMetrics>) {
+        let _ = self.metrics.set(metrics);
+        self.publish_meeting_count();
+    }
+
+    /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
+    pub(crate) fn record_error(&self, code: ErrorCode) {
+        if let Some(m) = self.metrics.get() {
+            m.signaling.record_error(code);
+        }
+    }
+
+    /// Count an outgoing frame if it is an error frame.
+    pub(crate) fn record_if_error(&self, message: &palaver_core::protocol::ServerMessage) {
+        if let palaver_core::protocol::ServerMessage::Error { code, .. } = message
+            && let Some(code) = ErrorCode::ALL.iter().find(|c| c.as_str() == code)
+        {
+            self.record_error(*code);
+        }
+    }
+
+    /// A conversation's lobby grew or shrank by `delta` participants.
+    pub(crate) fn lobby_changed(&self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let total = self.lobby_total.fetch_add(delta, Ordering::Relaxed) + delta;
+        if let Some(m) = self.metrics.get() {
+            m.conversations.set_lobby_size(total.max(0) as usize);
+        }
+    }
+
+    /// Live meetings (directory-style meetings and rooms; group calls and 1:1 calls are
+    /// counted as calls by the billing recorder).
+    fn publish_meeting_count(&self) {
+        if let Some(m) = self.metrics.get() {
+            let meetings = self.by_target.iter().filter(|e| !e.key().starts_with("groupCall:")).count();
+            m.conversations.set_active_meetings(meetings);
+        }
+    }
+
     /// Plug in the media plane.
     pub fn set_media_negotiator(&self, media: Arc<dyn MediaNegotiator>) {
         *self.media.write().unwrap_or_else(|p| p.into_inner()) = media;
@@ -194,7 +242,8 @@ impl Gateway {
     }
 
     fn handle_for(&self, key: &str, setup: &ConversationSetup) -> ConversationHandle {
-        self.by_target
+        let handle = self
+            .by_target
             .entry(key.to_string())
             .or_insert_with(|| {
                 let conversation_id = uuid::Uuid::new_v4().to_string();
@@ -211,13 +260,16 @@ impl Gateway {
                 tracing::info!(key, conversation = %handle.conversation_id, "conversation started");
                 handle
             })
-            .clone()
+            .clone();
+        self.publish_meeting_count();
+        handle
     }
 
     /// Drop a conversation from the registry (only the given generation).
     pub(crate) fn forget(&self, key: &str, handle: &ConversationHandle) {
         self.by_target.remove_if(key, |_, h| h.generation == handle.generation);
         self.by_id.remove_if(&handle.conversation_id, |_, h| h.generation == handle.generation);
+        self.publish_meeting_count();
     }
 
     /// Is a conversation running for this target key?

@@ -145,6 +145,10 @@ async fn lobby_admit_roster_and_recording_notice_within_a_second() {
     assert_eq!(bob["displayName"], "Bob (External)");
     assert_eq!(bob["state"], "lobby");
     assert_eq!(bob["participantType"], "ACS as Teams external user");
+    // The operator's gauges see the waiting participant and the live meeting.
+    let scrape = s.state.metrics.render();
+    assert!(scrape.contains("palaver_lobby_participants 1"), "{scrape}");
+    assert!(scrape.contains("palaver_active_meetings 1"), "{scrape}");
 
     // Recording starts while Bob still waits: the lobby hears it too, within 1 s.
     let started = Instant::now();
@@ -166,6 +170,12 @@ async fn lobby_admit_roster_and_recording_notice_within_a_second() {
     assert_eq!(delta["delta"], json!({"change":"stateChanged","participantId":ext_pid,"state":"connected"}));
     let snap = ext.recv_type("snapshot").await;
     assert_eq!(snap["snapshot"]["state"], "connected");
+    // Admitted: the lobby gauge drains (the actor updates it right after sending the frames).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !s.state.metrics.render().contains("palaver_lobby_participants 0") {
+        assert!(Instant::now() < deadline, "lobby gauge did not drop to 0");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(snap["snapshot"]["capture"]["recording"], "active");
 
     // External users cannot stop (or start) recording.
@@ -218,6 +228,12 @@ async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
     // Still alive.
     c.send(json!({"type":"ping","nonce":7})).await;
     assert_eq!(c.recv_type("pong").await["nonce"], 7);
+    // Every error frame is counted by code for operators.
+    let scrape = s.state.metrics.render();
+    for (code, n) in [("InvalidJson", 2), ("UnknownMessageType", 1), ("WrongPasscode", 1), ("InsufficientScope", 2)] {
+        let line = format!("palaver_signaling_errors_total{{code=\"{code}\"}} {n}");
+        assert!(scrape.contains(&line), "missing `{line}` in\n{scrape}");
+    }
 
     // A chat-only token is refused before the upgrade.
     let url = format!("ws://{}/signaling/v1?access_token={}", s.addr, s.token(&s.external_id(), None, &[Scope::Chat]));

@@ -102,6 +102,7 @@ impl AppState {
         let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
         gateway.set_calls_config(config.calls.clone());
+        gateway.set_metrics(metrics.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
