@@ -116,7 +116,13 @@ pub struct InnerError {
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            error: ErrorDetail { code: code.as_str().to_string(), message: message.into(), target: None, details: vec![], innererror: None },
+            error: ErrorDetail {
+                code: code.as_str().to_string(),
+                message: message.into(),
+                target: None,
+                details: vec![],
+                innererror: None,
+            },
         }
     }
     pub fn with_target(mut self, target: impl Into<String>) -> Self {
@@ -133,7 +139,10 @@ mod tests {
     fn error_body_shape() {
         let body = ErrorBody::new(ErrorCode::InvalidScope, "unknown scope `x`").with_target("scopes");
         let json = serde_json::to_value(&body).unwrap();
-        assert_eq!(json, serde_json::json!({"error":{"code":"InvalidScope","message":"unknown scope `x`","target":"scopes"}}));
+        assert_eq!(
+            json,
+            serde_json::json!({"error":{"code":"InvalidScope","message":"unknown scope `x`","target":"scopes"}})
+        );
     }
 
     #[test]

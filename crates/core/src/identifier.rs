@@ -103,8 +103,8 @@ impl CommunicationIdentifier {
             }
         }
         if let Some(v) = raw.strip_prefix("4:") {
-            let ok = v == "anonymous"
-                || (v.len() > 1 && v.starts_with('+') && v[1..].bytes().all(|b| b.is_ascii_digit()));
+            let ok =
+                v == "anonymous" || (v.len() > 1 && v.starts_with('+') && v[1..].bytes().all(|b| b.is_ascii_digit()));
             if !ok {
                 return Err(bad("expected 4:+<E.164 digits> or 4:anonymous"));
             }
@@ -155,7 +155,8 @@ impl CommunicationIdentifier {
 
     /// The structured JSON wire model the ACS SDKs use.
     pub fn to_model(&self) -> IdentifierModel {
-        let mut m = IdentifierModel { kind: Some(self.kind().to_string()), raw_id: Some(self.raw_id()), ..Default::default() };
+        let mut m =
+            IdentifierModel { kind: Some(self.kind().to_string()), raw_id: Some(self.raw_id()), ..Default::default() };
         match self {
             Self::CommunicationUser { id } => m.communication_user = Some(CommunicationUserModel { id: id.clone() }),
             Self::DirectoryUser { user_id, is_anonymous, cloud } => {
@@ -187,7 +188,11 @@ impl CommunicationIdentifier {
         }
         if let Some(t) = &m.microsoft_teams_user {
             let cloud = t.cloud.unwrap_or(Cloud::Public);
-            return Ok(Self::DirectoryUser { user_id: t.user_id.clone(), is_anonymous: t.is_anonymous.unwrap_or(false), cloud });
+            return Ok(Self::DirectoryUser {
+                user_id: t.user_id.clone(),
+                is_anonymous: t.is_anonymous.unwrap_or(false),
+                cloud,
+            });
         }
         if let Some(a) = &m.microsoft_teams_app {
             return Ok(Self::DirectoryApp { app_id: a.app_id.clone(), cloud: a.cloud.unwrap_or(Cloud::Public) });
@@ -296,7 +301,8 @@ mod tests {
 
     #[test]
     fn malformed_known_prefixes_are_errors() {
-        for raw in ["", "8:acs:no-underscore", "8:acs:a_b_c", "8:acs:_x", "8:orgid:", "4:12345", "4:+12a", "28:orgid:"] {
+        for raw in ["", "8:acs:no-underscore", "8:acs:a_b_c", "8:acs:_x", "8:orgid:", "4:12345", "4:+12a", "28:orgid:"]
+        {
             assert!(CommunicationIdentifier::parse(raw).is_err(), "{raw}");
         }
     }

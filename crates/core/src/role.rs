@@ -13,7 +13,8 @@ pub enum MeetingRole {
 }
 
 impl MeetingRole {
-    pub const ALL: [MeetingRole; 4] = [MeetingRole::Organizer, MeetingRole::CoOrganizer, MeetingRole::Presenter, MeetingRole::Attendee];
+    pub const ALL: [MeetingRole; 4] =
+        [MeetingRole::Organizer, MeetingRole::CoOrganizer, MeetingRole::Presenter, MeetingRole::Attendee];
 
     /// Organizer and co-organizer run the meeting (policies, roles, recording).
     pub fn is_organizer_like(self) -> bool {

@@ -4,9 +4,9 @@
 //! packets in place, [`srtp`] protects/unprotects in place, [`router`] decides who gets what,
 //! and [`worker`] is the thin per-thread shell that owns a UDP socket and batches syscalls.
 
+pub mod mixer;
+pub mod router;
 pub mod rtp;
 pub mod srtp;
-pub mod router;
-pub mod worker;
-pub mod mixer;
 pub mod webrtc;
+pub mod worker;
