@@ -140,18 +140,37 @@ impl From<LiveStatus> for LiveView {
     }
 }
 
-fn join_url(headers: &HeaderMap, id: &str) -> String {
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("https://{host}/meetings/join/{id}")
+/// The host the client addressed: the `Host` header (HTTP/1.1) or the request URI's
+/// authority (HTTP/2 `:authority`, which carries no `Host` header).
+struct RequestHost(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestHost {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(request_host(&parts.headers, &parts.uri)))
+    }
 }
 
-async fn view(state: &AppState, headers: &HeaderMap, r: MeetingRecord) -> MeetingView {
+fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+fn join_url(host: &RequestHost, id: &str) -> String {
+    format!("https://{}/meetings/join/{id}", host.0)
+}
+
+async fn view(state: &AppState, host: &RequestHost, r: MeetingRecord) -> MeetingView {
     let live = match state.gateway.meeting_handle(&r.id) {
         Some(h) => state.gateway.live_status(&h).await.map(LiveView::from),
         None => None,
     };
     MeetingView {
-        join_url: join_url(headers, &r.id),
+        join_url: join_url(host, &r.id),
         id: r.id,
         meeting_code: r.meeting_code,
         passcode: r.passcode,
@@ -183,7 +202,7 @@ fn directory_ids(list: &[String], field: &str) -> Result<Vec<String>, ApiError> 
 
 async fn create_meeting(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    host: RequestHost,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let body: CreateMeeting = parse_json_or_default(&caller.body)?;
@@ -230,7 +249,7 @@ async fn create_meeting(
     };
     state.gateway.meetings.create(&mut record)?;
     tracing::info!(meeting = %record.id, organizer = %record.organizer_raw_id, "meeting created");
-    Ok((StatusCode::CREATED, Json(view(&state, &headers, record).await)).into_response())
+    Ok((StatusCode::CREATED, Json(view(&state, &host, record).await)).into_response())
 }
 
 /// The meeting, if the caller may manage it (organizer, co-organizer, or the server API).
@@ -251,17 +270,17 @@ fn managed(state: &AppState, id: &str, caller: &Caller) -> Result<MeetingRecord,
 async fn get_meeting(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    host: RequestHost,
     caller: Caller,
 ) -> Result<Json<MeetingView>, ApiError> {
     let record = managed(&state, &id, &caller)?;
-    Ok(Json(view(&state, &headers, record).await))
+    Ok(Json(view(&state, &host, record).await))
 }
 
 async fn patch_meeting(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    host: RequestHost,
     caller: Caller,
 ) -> Result<Json<MeetingView>, ApiError> {
     let patch: PatchMeeting = parse_json(&caller.body)?;
@@ -280,7 +299,7 @@ async fn patch_meeting(
         state.gateway.meetings.set_policy(&id, &next)?;
     }
     let record = managed(&state, &id, &caller)?;
-    Ok(Json(view(&state, &headers, record).await))
+    Ok(Json(view(&state, &host, record).await))
 }
 
 async fn delete_meeting(
@@ -348,4 +367,24 @@ async fn capture(
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidState, "the conversation ended"))?;
     Ok(Json(status.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_links_use_the_host_the_client_addressed_over_http1_and_http2() {
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::HOST, "meet.example:8443".parse().unwrap());
+        let path_only: axum::http::Uri = "/meetings".parse().unwrap();
+        assert_eq!(request_host(&headers, &path_only), "meet.example:8443");
+        // HTTP/2 requests carry `:authority` in the URI and no Host header.
+        let h2: axum::http::Uri = "https://127.0.0.1:9443/meetings".parse().unwrap();
+        assert_eq!(request_host(&HeaderMap::new(), &h2), "127.0.0.1:9443");
+        assert_eq!(
+            join_url(&RequestHost(request_host(&HeaderMap::new(), &h2)), "m1"),
+            "https://127.0.0.1:9443/meetings/join/m1"
+        );
+    }
 }
