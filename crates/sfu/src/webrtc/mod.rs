@@ -5,3 +5,6 @@
 
 pub mod dtls;
 pub mod sdp;
+
+#[cfg(test)]
+mod worker_tests;

@@ -1,0 +1,203 @@
+//! The WebRTC transport inside a worker core, over virtual time: ICE-lite binding, the DTLS
+//! handshake through `handle_datagram`, SRTP keys installed from the export, and media
+//! forwarded between two DTLS-keyed peers; DTLS from strangers, media before the handshake
+//! and a peer with the wrong certificate are counted and dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::dtls::{DtlsIdentity, DtlsSession};
+use crate::router::{
+    ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
+};
+use crate::rtp::{Codec, ExtensionMap};
+use crate::srtp::SrtpContext;
+use crate::worker::stun::write_binding_request;
+use crate::worker::{
+    Command, DropReason, MAX_DATAGRAM, RoomId, SrtpKeys, Transmit, WebRtcTransportSpec, WorkerCore, WorkerCounters,
+};
+
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Transmit for Outbox {
+    fn buffer(&mut self) -> &mut [u8] {
+        self.buf.resize(MAX_DATAGRAM + 64, 0);
+        &mut self.buf
+    }
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.sent.push((to, self.buf[..len].to_vec()));
+    }
+}
+
+const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 40000));
+const ROOM: RoomId = RoomId(1);
+
+fn core() -> WorkerCore {
+    WorkerCore::new(
+        RouterConfig::default(),
+        0x5A1A_0000,
+        Arc::new(WorkerCounters::default()),
+        Arc::new(ArrayQueue::new(64)),
+    )
+}
+
+/// Adds a WebRTC transport for a browser-like peer, binds it over STUN and runs its DTLS
+/// client handshake through the worker. Returns the peer's SRTP keys if the handshake completed.
+fn connect(
+    core: &mut WorkerCore,
+    server_id: &DtlsIdentity,
+    n: u8,
+    claimed_fingerprint: Option<&str>,
+) -> (SocketAddr, Option<SrtpKeys>) {
+    let now = Instant::now();
+    let client_id = DtlsIdentity::generate(true).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, n], 5000 + u16::from(n)));
+    let (ufrag, pwd) = (format!("srv{n}"), format!("password-of-peer-{n}"));
+    let mut out = Outbox::default();
+    core.apply(
+        now,
+        Command::AddWebRtcTransport(Box::new(WebRtcTransportSpec {
+            id: TransportId(u32::from(n)),
+            room: ROOM,
+            ice_ufrag: ufrag.clone(),
+            ice_pwd: pwd.clone(),
+            dtls: server_id.clone(),
+            remote_fingerprint: claimed_fingerprint.unwrap_or(client_id.fingerprint()).to_owned(),
+        })),
+        &mut out,
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let len = write_binding_request(&mut buf, &[n; 12], &format!("{ufrag}:browser"), pwd.as_bytes()).unwrap();
+    core.handle_datagram(now, addr, &mut buf[..len], &mut out);
+    assert_eq!(out.sent.len(), 1, "binding answered");
+    out.sent.clear();
+
+    let (mut client, mut to_server) = DtlsSession::client(&client_id, server_id.fingerprint(), now, SERVER).unwrap();
+    let mut keys = None;
+    for _ in 0..20 {
+        for mut d in to_server.drain(..).map(|b| b.to_vec()) {
+            core.handle_datagram(now, addr, &mut d, &mut out);
+        }
+        for (to, d) in out.sent.drain(..) {
+            assert_eq!(to, addr);
+            if let Ok(o) = client.handle(now, SERVER, &d) {
+                to_server.extend(o.transmit);
+                keys = keys.or(o.keys);
+            }
+        }
+        if keys.is_some() && to_server.is_empty() {
+            break;
+        }
+    }
+    (addr, keys)
+}
+
+fn opus_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 111];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0xF8; 80]);
+    p.resize(p.len() + 64, 0);
+    p
+}
+
+#[test]
+fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
+    let server_id = DtlsIdentity::generate_server().unwrap();
+    let mut core = core();
+    let mut out = Outbox::default();
+    let now = Instant::now();
+    core.apply(now, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+
+    let (a_addr, a_keys) = connect(&mut core, &server_id, 1, None);
+    let a_keys = a_keys.expect("peer A completed DTLS");
+    let (b_addr, b_keys) = connect(&mut core, &server_id, 2, None);
+    let b_keys = b_keys.expect("peer B completed DTLS");
+    assert_eq!(core.counters().snapshot().commands_failed, 0);
+    assert_ne!(a_keys.local_master_key, b_keys.local_master_key, "each transport has its own keys");
+
+    // A publishes audio (SSRC 0xA), B consumes it as SSRC 0xB0.
+    let producer = ProducerSpec {
+        id: ProducerId(1),
+        transport: TransportId(1),
+        kind: TrackKind::Audio,
+        mid: None,
+        codecs: vec![(111, Codec::Opus)],
+        layers: vec![LayerSpec {
+            rid: None,
+            ssrc: Some(0xA),
+            rtx_ssrc: None,
+            width: 0,
+            height: 0,
+            max_bitrate_bps: 64_000,
+        }],
+        extensions: ExtensionMap::default(),
+    };
+    core.apply(now, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
+    let consumer = ConsumerSpec {
+        id: ConsumerId(1),
+        transport: TransportId(2),
+        producer: ProducerId(1),
+        ssrc: 0xB0,
+        rtx: None,
+        paused: false,
+        max_height: 0,
+    };
+    core.apply(now, Command::AddConsumer { room: ROOM, spec: consumer }, &mut out).unwrap();
+    out.sent.clear();
+
+    let mut to_server = SrtpContext::new(a_keys.profile, &a_keys.local_master_key, &a_keys.local_master_salt).unwrap();
+    let mut from_server =
+        SrtpContext::new(b_keys.profile, &b_keys.remote_master_key, &b_keys.remote_master_salt).unwrap();
+    for seq in 1..=5u16 {
+        let mut p = opus_packet(seq, 0xA);
+        let len = to_server.protect_rtp(&mut p, 92).unwrap();
+        core.handle_datagram(now, a_addr, &mut p[..len], &mut out);
+    }
+    let forwarded: Vec<_> = out.sent.drain(..).filter(|(to, _)| *to == b_addr).collect();
+    assert_eq!(forwarded.len(), 5, "every packet reaches B");
+    let mut last_seq = None;
+    for (_, mut d) in forwarded {
+        let len = from_server.unprotect_rtp(&mut d).expect("B's DTLS keys decrypt what the server sent");
+        assert_eq!(len, 92);
+        assert_eq!(u32::from_be_bytes(d[8..12].try_into().unwrap()), 0xB0);
+        let seq = u16::from_be_bytes(d[2..4].try_into().unwrap());
+        if let Some(last) = last_seq {
+            assert_eq!(seq, u16::wrapping_add(last, 1), "sequence numbers stay continuous");
+        }
+        last_seq = Some(seq);
+    }
+}
+
+#[test]
+fn strangers_unkeyed_media_and_wrong_certificates_are_dropped() {
+    let server_id = DtlsIdentity::generate_server().unwrap();
+    let mut core = core();
+    let mut out = Outbox::default();
+    let now = Instant::now();
+    core.apply(now, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+
+    // DTLS from an address that never passed ICE.
+    let stranger = SocketAddr::from(([127, 0, 0, 99], 9999));
+    core.handle_datagram(now, stranger, &mut [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], &mut out);
+    assert_eq!(core.counters().snapshot().dropped(DropReason::UnknownSource), 1);
+
+    // A peer whose certificate does not match the fingerprint of its offer never gets keys,
+    // and its SRTP is dropped as not yet keyed.
+    // (The client may still finish its side: the server refuses at its end of the handshake.)
+    let (addr, _client_side_keys) = connect(&mut core, &server_id, 7, Some("00:11:22"));
+    let mut p = opus_packet(1, 0xA);
+    let before = core.counters().snapshot().dropped(DropReason::Dtls);
+    core.handle_datagram(now, addr, &mut p[..92], &mut out);
+    assert_eq!(core.counters().snapshot().dropped(DropReason::Dtls), before + 1);
+    assert!(out.sent.iter().all(|(_, d)| d.first().is_some_and(|b| (20..=63).contains(b))));
+}
