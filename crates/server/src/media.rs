@@ -321,6 +321,47 @@ impl WebRtcMedia {
     }
 }
 
+/// The workers' counters summed into the metrics crate's snapshot (read at scrape time).
+pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
+    use palaver_metrics::prom::DropReason as Metric;
+    use palaver_sfu::worker::DropReason as Worker;
+    let c = pool.counters();
+    let mut dropped = [0u64; 6];
+    let groups: [(Metric, &[Worker]); 4] = [
+        (
+            Metric::Malformed,
+            &[
+                Worker::NotMedia,
+                Worker::MalformedRtp,
+                Worker::MalformedRtcp,
+                Worker::StunInvalid,
+                Worker::StunBadIntegrity,
+                Worker::Dtls,
+                Worker::ProtectFailed,
+            ],
+        ),
+        (Metric::SrtpAuth, &[Worker::SrtpAuthFailed, Worker::SrtpReplayed]),
+        (
+            Metric::UnknownSource,
+            &[Worker::UnknownSource, Worker::UnknownSsrc, Worker::StunUnknownUfrag, Worker::NoRemoteAddress],
+        ),
+        (Metric::QueueFull, &[Worker::SendFailed, Worker::EventQueueFull]),
+    ];
+    for (metric, reasons) in groups {
+        dropped[metric.index()] = reasons.iter().map(|r| c.dropped(*r)).sum();
+    }
+    palaver_metrics::MediaSnapshot {
+        packets_received: c.packets_in,
+        packets_sent: c.packets_out,
+        bytes_received: c.bytes_in,
+        bytes_sent: c.bytes_out,
+        packets_dropped: dropped,
+        nacks_received: c.nack_received,
+        plis_sent: c.keyframe_requests,
+        ..Default::default()
+    }
+}
+
 /// True if `commands` already subscribe `transport` to `producer` (one slot per track).
 fn participant_consumes(transport: &TransportId, producer: ProducerId, commands: &[ConsumerSpec]) -> bool {
     commands.iter().any(|c| c.transport == *transport && c.producer == producer)

@@ -111,6 +111,10 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<Worke
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
     let media = WebRtcMedia::new(pool.clone(), identity, cfg.media.announced_ip);
     let relay = media.spawn_event_relay(state.gateway.clone());
+    let weak = Arc::downgrade(&pool);
+    state
+        .metrics
+        .set_media_source(move || weak.upgrade().map(|pool| crate::media::media_snapshot(&pool)).unwrap_or_default());
     state.gateway.set_media_negotiator(media);
     let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
     tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");
