@@ -11,7 +11,9 @@ mod state;
 pub(crate) mod testing;
 
 pub use error::ApiError;
-pub use extract::{AcsJson, body_read_error, parse_json, parse_json_or_default, require_api_version};
+pub use extract::{
+    AcsJson, Repeatability, body_read_error, parse_json, parse_json_or_default, repeatability, require_api_version,
+};
 pub use state::{AppState, AppStateInner, ResourceInfo, SignalingConfig, StartupError};
 
 use axum::Router;

@@ -1,16 +1,13 @@
 //! HTTP routes of the Identity API (HMAC-authenticated) and the bearer `whoami` check.
 
-use super::service::{self, Answer, CreateIdentityRequest, IssueTokenRequest, Repeatability};
+use super::service::{self, Answer, CreateIdentityRequest, IssueTokenRequest};
 use crate::auth::{AuthenticatedUser, HmacAuthenticated};
-use crate::http::{ApiError, AppState, api_router, now_ms, require_api_version};
+use crate::http::{ApiError, AppState, api_router, now_ms, repeatability, require_api_version};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use base64::Engine;
-use palaver_core::ErrorCode;
-use sha2::{Digest, Sha256};
 
 /// api-versions the Identity API accepts.
 pub const API_VERSIONS: &[&str] = &["2021-03-07", "2022-06-01", "2022-10-01", "2023-10-01"];
@@ -32,34 +29,6 @@ async fn blocking<R: Send + 'static>(op: impl FnOnce() -> Result<R, ApiError> + 
 fn json_answer(answer: Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     (status, [(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
-}
-
-/// The `Repeatability-Request-ID` of a request, with a fingerprint of method, target and body.
-fn repeatability(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<Repeatability>, ApiError> {
-    let Some(value) = headers.get("repeatability-request-id") else {
-        return Ok(None);
-    };
-    let id = value.to_str().unwrap_or("").trim();
-    if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "Repeatability-Request-ID must be 1-128 visible characters",
-        )
-        .with_target("Repeatability-Request-ID"));
-    }
-    let mut h = Sha256::new();
-    h.update(method.as_str());
-    h.update(b"\n");
-    h.update(uri.path());
-    h.update(b"\n");
-    h.update(body);
-    let fingerprint = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-    Ok(Some(Repeatability { request_id: id.to_string(), fingerprint }))
 }
 
 async fn create_identity(

@@ -57,12 +57,7 @@ pub struct CreateIdentityResponse {
     pub access_token: Option<AccessTokenResponse>,
 }
 
-/// A repeatable request: its client-chosen id and a fingerprint of what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repeatability {
-    pub request_id: String,
-    pub fingerprint: String,
-}
+pub use crate::http::Repeatability;
 
 /// A JSON answer: status and body (a stored first answer is replayed verbatim).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,17 +7,15 @@ use super::model::{
 };
 use super::store::{self, Created, WriteRefusal};
 use crate::auth::HmacAuthenticated;
-use crate::http::{ApiError, AppState, api_router, require_api_version};
+use crate::http::{ApiError, AppState, api_router, repeatability, require_api_version};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use palaver_core::ErrorCode;
 use rand::Rng;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// api-versions the Rooms API accepts (the SDK 1.2.0 knows these three; default the last).
 pub const API_VERSIONS: &[&str] = &["2023-06-14", "2024-04-15", "2025-03-13"];
@@ -79,24 +77,6 @@ fn new_room_id() -> String {
     rand::thread_rng().gen_range(10_000_000_000_000_000u64..100_000_000_000_000_000u64).to_string()
 }
 
-/// `Repeatability-Request-Id` and a fingerprint of what was asked.
-fn repeatability(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Option<(String, String)>, ApiError> {
-    let Some(value) = headers.get("repeatability-request-id") else { return Ok(None) };
-    let id = value.to_str().unwrap_or("").trim();
-    if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "Repeatability-Request-Id must be 1-128 visible characters",
-        )
-        .with_target("Repeatability-Request-Id"));
-    }
-    let mut h = Sha256::new();
-    h.update(uri.path());
-    h.update(b"\n");
-    h.update(body);
-    Ok(Some((id.to_string(), base64::engine::general_purpose::STANDARD.encode(h.finalize()))))
-}
-
 async fn create_room(
     State(state): State<AppState>,
     uri: Uri,
@@ -114,7 +94,7 @@ async fn create_room(
     if participants.len() > model::MAX_PARTICIPANTS {
         return Err(refusal(WriteRefusal::TooManyParticipants { count: participants.len() }, ""));
     }
-    let repeat = repeatability(&uri, &headers, &auth.body)?;
+    let repeat = repeatability(&axum::http::Method::POST, &uri, &headers, &auth.body)?;
     let room = Room {
         id: new_room_id(),
         created_at_us: now,
@@ -129,7 +109,7 @@ async fn create_room(
         .rooms
         .store()
         .call(move |c| {
-            let repeat = repeat.as_ref().map(|(id, fp)| (id.as_str(), fp.as_str()));
+            let repeat = repeat.as_ref().map(|r| (r.request_id.as_str(), r.fingerprint.as_str()));
             let created = store::insert_room(c, &room, &participants, repeat, &answer_body)?;
             Ok((created, repeat.map(|(_, fp)| fp.to_string())))
         })
@@ -143,8 +123,8 @@ async fn create_room(
             Ok(raw_json(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED), stored.body))
         }
         (Created::Replay(_), _) => {
-            Err(ApiError::new(ErrorCode::Conflict, "Repeatability-Request-Id was already used for a different request")
-                .with_target("Repeatability-Request-Id"))
+            Err(ApiError::new(ErrorCode::Conflict, "Repeatability-Request-ID was already used for a different request")
+                .with_target("Repeatability-Request-ID"))
         }
     }
 }
