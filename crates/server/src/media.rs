@@ -358,7 +358,21 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
         packets_dropped: dropped,
         nacks_received: c.nack_received,
         plis_sent: c.keyframe_requests,
+        packets_lost: c.reception.packets_lost,
+        loss_ratio: c.reception.loss_ratio(),
+        jitter_seconds: c.reception.jitter_seconds(),
+        forwarding_latency: forwarding_latency(&c.forwarding_latency),
         ..Default::default()
+    }
+}
+
+/// The workers' forwarding-latency buckets as the metrics crate's histogram (same bounds).
+fn forwarding_latency(h: &palaver_sfu::worker::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
+    palaver_metrics::prom::HistogramSnapshot {
+        upper_bounds_seconds: palaver_sfu::worker::LATENCY_BOUNDS_NS.iter().map(|ns| *ns as f64 / 1e9).collect(),
+        cumulative_counts: h.cumulative().to_vec(),
+        count: h.count(),
+        sum_seconds: h.sum_ns as f64 / 1e9,
     }
 }
 
@@ -380,5 +394,31 @@ impl MediaNegotiator for WebRtcMedia {
 
     fn leave(&self, session: MediaSession) {
         self.release(&session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarding_latency;
+    use palaver_metrics::prom::media::FORWARDING_LATENCY_BOUNDS;
+    use palaver_sfu::worker::{LATENCY_BOUNDS_NS, LatencyHistogram};
+
+    #[test]
+    fn worker_latency_buckets_match_the_exported_bounds() {
+        let worker: Vec<u64> = LATENCY_BOUNDS_NS.to_vec();
+        let exported: Vec<u64> = FORWARDING_LATENCY_BOUNDS.iter().map(|s| (s * 1e9).round() as u64).collect();
+        assert_eq!(worker, exported);
+    }
+
+    #[test]
+    fn worker_latency_maps_to_a_cumulative_histogram_in_seconds() {
+        let h = LatencyHistogram::default();
+        h.observe(8_000, 4); // le=10µs
+        h.observe(20_000_000, 1); // +Inf
+        let out = forwarding_latency(&h.snapshot());
+        assert_eq!(out.count, 5);
+        assert_eq!(out.cumulative_counts, vec![0, 4, 4, 4, 4, 4, 4, 4, 4, 4]);
+        assert!((out.sum_seconds - 0.020_032).abs() < 1e-12, "{}", out.sum_seconds);
+        assert_eq!(out.upper_bounds_seconds.len(), FORWARDING_LATENCY_BOUNDS.len());
     }
 }

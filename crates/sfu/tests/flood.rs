@@ -163,5 +163,15 @@ fn junk_flood_causes_no_loss_for_the_real_stream() {
     // still lose a few to a full socket buffer, which would show as fewer drops, never more)
     assert!(counters.dropped_total() <= junk_sent);
     assert!(counters.dropped_total() * 100 >= junk_sent * 95, "junk not counted: {counters:?}");
+    // Every forwarded packet is timed once, from its receive batch to the flush that sent it.
+    let latency = counters.forwarding_latency;
+    assert_eq!(latency.count(), counters.rtp_forwarded);
+    println!(
+        "forwarding latency: {} packets, mean {} ns, cumulative per bound {:?} (+Inf {})",
+        latency.count(),
+        latency.sum_ns / latency.count().max(1),
+        latency.cumulative(),
+        latency.count()
+    );
     pool.shutdown();
 }

@@ -6,9 +6,26 @@ use std::time::Instant;
 
 use super::layers::Layer;
 use super::room::Router;
-use super::{RouterConfig, RouterNote, RouterOutput, RtpRewrite, TransportId};
-use crate::rtp::rtcp::{Compound, RtcpPacket, write_pli};
+use super::{RouterConfig, RouterNote, RouterOutput, RtpRewrite, TrackKind, TransportId};
+use crate::rtp::rtcp::{Compound, ReportBlock, RtcpPacket, write_pli};
 use crate::rtp::{Extensions, RtpHeader};
+
+const AUDIO_CLOCK_RATE: u64 = 48_000;
+const VIDEO_CLOCK_RATE: u64 = 90_000;
+/// The cumulative lost field is a 24-bit signed count.
+const LOST_MASK: u32 = 0x00FF_FFFF;
+const LOST_SIGN: u32 = 0x0080_0000;
+
+/// How much the 24-bit cumulative lost count grew since `previous` (modulo 2^24, so a wrap
+/// counts as growth). A decrease (duplicates make the count go down) or a negative first value
+/// counts as 0; the first block of a stream counts its whole positive value.
+fn lost_increase(previous: Option<u32>, current: u32) -> u32 {
+    let delta = match previous {
+        Some(previous) => current.wrapping_sub(previous) & LOST_MASK,
+        None => current,
+    };
+    if delta & LOST_SIGN != 0 { 0 } else { delta }
+}
 
 /// Sends a PLI for `layer` to its publisher unless one went out within the configured interval.
 pub(super) fn request_keyframe(
@@ -57,6 +74,11 @@ impl Router {
                         self.resend(index, seq, out);
                     }
                 }
+                RtcpPacket::ReceiverReport { reports, .. } | RtcpPacket::SenderReport { reports, .. } => {
+                    for block in reports.iter() {
+                        self.reception_report(from, &block, out);
+                    }
+                }
                 RtcpPacket::Remb { bitrate_bps, .. } => {
                     if let Some(sub) = self.subscribers.get_mut(&from) {
                         sub.remb_bps = Some(bitrate_bps);
@@ -74,6 +96,23 @@ impl Router {
         if bandwidth_changed {
             self.review_transport(now, from, out);
         }
+    }
+
+    /// A report block about a stream this room sends to `from`: loss since the previous block
+    /// and jitter in time units. Blocks about other SSRCs (e.g. a publisher reporting on our
+    /// sender reports) are ignored.
+    fn reception_report(&mut self, from: TransportId, block: &ReportBlock, out: &mut impl RouterOutput) {
+        let Some(&index) = self.feedback_routes.get(&(from, block.ssrc)) else { return };
+        let Router { producers, consumers, .. } = self;
+        let Some(c) = consumers[index].as_mut() else { return };
+        let clock_rate = match producers[c.producer].as_ref().map(|p| p.kind) {
+            Some(TrackKind::Audio) => AUDIO_CLOCK_RATE,
+            _ => VIDEO_CLOCK_RATE,
+        };
+        let lost = block.cumulative_lost & LOST_MASK;
+        let lost_increase = lost_increase(c.reported_lost.replace(lost), lost);
+        let jitter_ns = u64::from(block.jitter) * 1_000_000_000 / clock_rate;
+        out.note(RouterNote::ReceptionReport { lost_increase, fraction_lost: block.fraction_lost, jitter_ns });
     }
 
     /// A subscriber lost a picture: ask the publisher of what it currently watches.
@@ -113,5 +152,20 @@ impl Router {
         };
         out.forward_rtp(c.transport, packet, &rewrite);
         out.note(RouterNote::NackResent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_increase;
+
+    #[test]
+    fn lost_increase_is_wrap_safe_and_ignores_decreases() {
+        assert_eq!(lost_increase(None, 7), 7);
+        assert_eq!(lost_increase(None, 0xFF_FFFF), 0); // -1 as a first value
+        assert_eq!(lost_increase(Some(7), 10), 3);
+        assert_eq!(lost_increase(Some(10), 8), 0); // duplicates lowered the count
+        assert_eq!(lost_increase(Some(0x7F_FFFE), 0x80_0001), 3); // crosses the sign bit
+        assert_eq!(lost_increase(Some(0xFF_FFFE), 2), 4); // wraps past 2^24
     }
 }

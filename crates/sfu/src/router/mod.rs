@@ -140,6 +140,15 @@ pub enum RouterNote {
     KeyframeRequestSent,
     KeyframeRequestSuppressed,
     LayerSwitched,
+    /// A subscriber's RTCP report block about one of its consumers' streams.
+    ReceptionReport {
+        /// Increase of the cumulative lost count since this stream's previous block.
+        lost_increase: u32,
+        /// RTCP 8-bit fixed-point fraction lost (x / 256).
+        fraction_lost: u8,
+        /// Interarrival jitter converted from RTP clock units (48 kHz audio, 90 kHz video).
+        jitter_ns: u64,
+    },
 }
 
 /// The router's way out: the worker implements this over its send batch and crypto contexts.

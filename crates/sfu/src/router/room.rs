@@ -54,6 +54,8 @@ pub(super) struct Consumer {
     /// Set when the consumer must re-base (new producer or resumed) before forwarding.
     pub needs_switch: bool,
     pub out: OutStream,
+    /// Cumulative lost count (24-bit) of the subscriber's last report block on this stream.
+    pub reported_lost: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +238,7 @@ impl Router {
             target_layer: None,
             needs_switch: true,
             out: OutStream::new(spec.ssrc),
+            reported_lost: None,
         };
         if index == self.consumers.len() {
             self.consumers.push(Some(consumer));

@@ -382,3 +382,63 @@ fn bad_input_is_counted_never_panics() {
     assert_eq!(router.add_producer(simulcast_producer()), Err(RouterError::DuplicateProducer));
     assert_eq!(router.remove_consumer(ConsumerId(99)), Err(RouterError::UnknownConsumer));
 }
+
+/// A report block: (media ssrc, fraction lost, cumulative lost, jitter in RTP clock units).
+fn report_block(ssrc: u32, fraction: u8, lost: u32, jitter: u32) -> Vec<u8> {
+    let mut b = ssrc.to_be_bytes().to_vec();
+    b.push(fraction);
+    b.extend_from_slice(&lost.to_be_bytes()[1..]);
+    b.extend_from_slice(&1000u32.to_be_bytes()); // highest sequence
+    b.extend_from_slice(&jitter.to_be_bytes());
+    b.extend_from_slice(&[0; 8]); // LSR, DLSR
+    b
+}
+
+/// An RR (PT 201) or, with `sr`, an SR (PT 200) carrying `blocks`.
+fn report(sr: bool, blocks: &[Vec<u8>]) -> Vec<u8> {
+    let body: usize = 4 + if sr { 20 } else { 0 } + 24 * blocks.len();
+    let words = (body / 4) as u16;
+    let mut p = vec![0x80 | blocks.len() as u8, if sr { 200 } else { 201 }];
+    p.extend_from_slice(&words.to_be_bytes());
+    p.extend_from_slice(&9u32.to_be_bytes()); // reporter ssrc
+    if sr {
+        p.extend_from_slice(&[0; 20]);
+    }
+    for b in blocks {
+        p.extend_from_slice(b);
+    }
+    p
+}
+
+#[test]
+fn receiver_reports_become_loss_and_jitter_notes_per_consumer_stream() {
+    let t0 = Instant::now();
+    let mut router = Router::new(RouterConfig::default(), 1);
+    let mut rec = Recorder::default();
+    let mut video = simulcast_producer();
+    video.layers.truncate(1);
+    router.add_producer(video).unwrap();
+    router.add_producer(audio_producer(1, PUB, 11)).unwrap();
+    router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
+    router.add_consumer(t0, consumer(2, SUB, 1, 21), &mut rec).unwrap();
+    rec.notes.clear();
+    // Video: 4500 units at 90 kHz = 50 ms; audio: 480 units at 48 kHz = 10 ms. An unknown SSRC
+    // (here the publisher's) is ignored.
+    let rr = report(false, &[report_block(50, 64, 5, 4500), report_block(21, 0, 0, 480), report_block(1000, 9, 9, 9)]);
+    router.handle_rtcp(t0, SUB, &rr, &mut rec);
+    let first = |lost_increase, fraction_lost, jitter_ns| RouterNote::ReceptionReport {
+        lost_increase,
+        fraction_lost,
+        jitter_ns,
+    };
+    assert_eq!(rec.notes, vec![first(5, 64, 50_000_000), first(0, 0, 10_000_000)]);
+    rec.notes.clear();
+    // The next SR from the subscriber: video's count grew by 3, audio's went down (duplicates).
+    let sr = report(true, &[report_block(50, 16, 8, 900), report_block(21, 0, 0xFF_FFFF, 0)]);
+    router.handle_rtcp(t0, SUB, &sr, &mut rec);
+    assert_eq!(rec.notes, vec![first(3, 16, 10_000_000), first(0, 0, 0)]);
+    // Reports about a transport's stream arriving from another transport are not its reports.
+    rec.notes.clear();
+    router.handle_rtcp(t0, SUB2, &rr, &mut rec);
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+}

@@ -130,6 +130,9 @@ impl<T: Transmit> RouterOutput for Sink<'_, T> {
             RouterNote::KeyframeRequestSent => WorkerCounters::inc(&c.keyframe_requests),
             RouterNote::KeyframeRequestSuppressed => WorkerCounters::inc(&c.keyframe_requests_suppressed),
             RouterNote::LayerSwitched => WorkerCounters::inc(&c.layer_switches),
+            RouterNote::ReceptionReport { lost_increase, fraction_lost, jitter_ns } => {
+                c.reception.record(u64::from(lost_increase), fraction_lost, jitter_ns)
+            }
         }
     }
 }

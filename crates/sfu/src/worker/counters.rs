@@ -41,6 +41,164 @@ drop_reasons! {
 
 const REASONS: usize = 15;
 
+/// Upper bounds (ns) of the forwarding-latency buckets: 5 µs .. 10 ms, the same bounds as the
+/// metrics crate's `FORWARDING_LATENCY_BOUNDS` so snapshots map bucket for bucket.
+pub const LATENCY_BOUNDS_NS: [u64; 10] =
+    [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+const LATENCY_SLOTS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// A fixed-bucket histogram of nanosecond durations written by one thread (relaxed load +
+/// store, no lock, no allocation). Each observation carries a weight (e.g. packets in a batch).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Non-cumulative per-bucket counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_SLOTS],
+    sum_ns: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+    }
+}
+
+impl LatencyHistogram {
+    /// Single-writer: records `weight` observations of `ns` each.
+    pub fn observe(&self, ns: u64, weight: u64) {
+        let slot = LATENCY_BOUNDS_NS.partition_point(|bound| *bound < ns);
+        WorkerCounters::add(&self.buckets[slot], weight);
+        WorkerCounters::add(&self.sum_ns, ns.saturating_mul(weight));
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            sum_ns: self.sum_ns.load(Relaxed),
+        }
+    }
+}
+
+/// Per-bucket (non-cumulative) counts of a [`LatencyHistogram`]; `+` sums workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// `buckets[i]` counts values `<= LATENCY_BOUNDS_NS[i]` (and above the previous bound); the
+    /// last slot counts values above every bound.
+    pub buckets: [u64; LATENCY_SLOTS],
+    pub sum_ns: u64,
+}
+
+impl LatencySnapshot {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Running totals per bound (Prometheus `le` semantics), without the `+Inf` slot.
+    pub fn cumulative(&self) -> [u64; LATENCY_BOUNDS_NS.len()] {
+        let mut total = 0;
+        std::array::from_fn(|i| {
+            total += self.buckets[i];
+            total
+        })
+    }
+}
+
+impl std::ops::Add for LatencySnapshot {
+    type Output = Self;
+    fn add(mut self, o: Self) -> Self {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum_ns += o.sum_ns;
+        self
+    }
+}
+
+/// Reception quality subscribers report in RTCP report blocks (RR, and blocks in SR).
+///
+/// Loss is a cumulative count; fraction lost and jitter are exponentially weighted moving
+/// averages per worker, updated once per report block with weight [`EWMA_WEIGHT`] (1/8): a
+/// value holds roughly the last eight blocks. They keep their last value while no reports arrive.
+#[derive(Debug, Default)]
+pub struct ReceptionCounters {
+    pub report_blocks: AtomicU64,
+    pub packets_lost: AtomicU64,
+    /// EWMA of the fraction lost, in millionths.
+    loss_ppm: AtomicU64,
+    /// EWMA of the interarrival jitter, ns.
+    jitter_ns: AtomicU64,
+}
+
+/// Weight of a new report block in the reception EWMAs (1 / 8).
+pub const EWMA_WEIGHT: f64 = 0.125;
+
+impl ReceptionCounters {
+    /// Single-writer: one report block. `fraction_lost` is the RTCP 8-bit fixed-point fraction.
+    pub fn record(&self, lost_increase: u64, fraction_lost: u8, jitter_ns: u64) {
+        let loss_ppm = u64::from(fraction_lost) * 1_000_000 / 256;
+        let first = self.report_blocks.load(Relaxed) == 0;
+        let blend = |slot: &AtomicU64, value: u64| {
+            let next = if first {
+                value
+            } else {
+                let old = slot.load(Relaxed) as f64;
+                (old + (value as f64 - old) * EWMA_WEIGHT).round() as u64
+            };
+            slot.store(next, Relaxed);
+        };
+        blend(&self.loss_ppm, loss_ppm);
+        blend(&self.jitter_ns, jitter_ns);
+        WorkerCounters::add(&self.packets_lost, lost_increase);
+        WorkerCounters::inc(&self.report_blocks);
+    }
+
+    pub fn snapshot(&self) -> ReceptionSnapshot {
+        let reporting = self.report_blocks.load(Relaxed) > 0;
+        ReceptionSnapshot {
+            report_blocks: self.report_blocks.load(Relaxed),
+            packets_lost: self.packets_lost.load(Relaxed),
+            reporting_workers: u64::from(reporting),
+            loss_ppm_sum: if reporting { self.loss_ppm.load(Relaxed) } else { 0 },
+            jitter_ns_sum: if reporting { self.jitter_ns.load(Relaxed) } else { 0 },
+        }
+    }
+}
+
+/// Reception figures of one or more workers; `+` sums workers, the means divide by the
+/// workers that have received at least one report block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceptionSnapshot {
+    pub report_blocks: u64,
+    pub packets_lost: u64,
+    pub reporting_workers: u64,
+    pub loss_ppm_sum: u64,
+    pub jitter_ns_sum: u64,
+}
+
+impl ReceptionSnapshot {
+    /// Mean over reporting workers of their fraction-lost EWMA, 0..=1 (0 with no reports).
+    pub fn loss_ratio(&self) -> f64 {
+        if self.reporting_workers == 0 { 0.0 } else { self.loss_ppm_sum as f64 / 1e6 / self.reporting_workers as f64 }
+    }
+
+    /// Mean over reporting workers of their jitter EWMA, seconds (0 with no reports).
+    pub fn jitter_seconds(&self) -> f64 {
+        if self.reporting_workers == 0 { 0.0 } else { self.jitter_ns_sum as f64 / 1e9 / self.reporting_workers as f64 }
+    }
+}
+
+impl std::ops::Add for ReceptionSnapshot {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            report_blocks: self.report_blocks + o.report_blocks,
+            packets_lost: self.packets_lost + o.packets_lost,
+            reporting_workers: self.reporting_workers + o.reporting_workers,
+            loss_ppm_sum: self.loss_ppm_sum + o.loss_ppm_sum,
+            jitter_ns_sum: self.jitter_ns_sum + o.jitter_ns_sum,
+        }
+    }
+}
+
 /// Live counters of one worker.
 #[derive(Debug)]
 pub struct WorkerCounters {
@@ -58,6 +216,9 @@ pub struct WorkerCounters {
     pub stun_answered: AtomicU64,
     pub commands: AtomicU64,
     pub commands_failed: AtomicU64,
+    /// Time from a receive batch to the send of the packets it produced, once per packet.
+    pub forwarding_latency: LatencyHistogram,
+    pub reception: ReceptionCounters,
     drops: [AtomicU64; REASONS],
 }
 
@@ -78,6 +239,8 @@ impl Default for WorkerCounters {
             stun_answered: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             commands_failed: AtomicU64::new(0),
+            forwarding_latency: LatencyHistogram::default(),
+            reception: ReceptionCounters::default(),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -100,6 +263,8 @@ pub struct CountersSnapshot {
     pub stun_answered: u64,
     pub commands: u64,
     pub commands_failed: u64,
+    pub forwarding_latency: LatencySnapshot,
+    pub reception: ReceptionSnapshot,
     pub drops: [u64; REASONS],
 }
 
@@ -130,6 +295,8 @@ impl std::ops::Add for CountersSnapshot {
         self.stun_answered += o.stun_answered;
         self.commands += o.commands;
         self.commands_failed += o.commands_failed;
+        self.forwarding_latency = self.forwarding_latency + o.forwarding_latency;
+        self.reception = self.reception + o.reception;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -168,6 +335,8 @@ impl WorkerCounters {
             stun_answered: self.stun_answered.load(Relaxed),
             commands: self.commands.load(Relaxed),
             commands_failed: self.commands_failed.load(Relaxed),
+            forwarding_latency: self.forwarding_latency.snapshot(),
+            reception: self.reception.snapshot(),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
         }
     }
@@ -188,5 +357,39 @@ mod tests {
         let sum = a.snapshot() + b.snapshot();
         assert_eq!(sum.dropped(DropReason::EventQueueFull), 2);
         assert_eq!((sum.packets_in, sum.dropped_total()), (1, 2));
+    }
+
+    #[test]
+    fn latency_lands_in_the_bucket_of_its_upper_bound_weighted_by_packets() {
+        let h = LatencyHistogram::default();
+        h.observe(5_000, 3); // exactly on the first bound: le=5µs
+        h.observe(5_001, 1); // just above: le=10µs
+        h.observe(700_000, 2); // le=1ms
+        h.observe(50_000_000, 1); // above 10ms: +Inf only
+        let s = h.snapshot() + LatencyHistogram::default().snapshot();
+        assert_eq!(s.count(), 7);
+        assert_eq!(s.sum_ns, 15_000 + 5_001 + 1_400_000 + 50_000_000);
+        assert_eq!(s.cumulative(), [3, 4, 4, 4, 4, 4, 4, 6, 6, 6]);
+        assert_eq!(s.buckets[LATENCY_BOUNDS_NS.len()], 1);
+    }
+
+    #[test]
+    fn reception_means_are_ewmas_averaged_over_reporting_workers() {
+        let a = ReceptionCounters::default();
+        a.record(10, 64, 2_000_000); // first block sets the averages: 25 %, 2 ms
+        assert_eq!(a.snapshot().loss_ratio(), 0.25);
+        a.record(6, 0, 10_000_000); // 25 % + (0 - 25 %)/8 ; 2 ms + (10 - 2 ms)/8
+        let s = a.snapshot();
+        assert_eq!((s.report_blocks, s.packets_lost), (2, 16));
+        assert!((s.loss_ratio() - 0.21875).abs() < 1e-6, "{}", s.loss_ratio());
+        assert!((s.jitter_seconds() - 0.003).abs() < 1e-9, "{}", s.jitter_seconds());
+        // A worker without reports does not dilute the mean.
+        let sum = s + ReceptionCounters::default().snapshot();
+        assert_eq!(sum.loss_ratio(), s.loss_ratio());
+        let b = ReceptionCounters::default();
+        b.record(0, 0, 1_000_000);
+        let sum = s + b.snapshot();
+        assert!((sum.jitter_seconds() - 0.002).abs() < 1e-9);
+        assert_eq!(ReceptionSnapshot::default().loss_ratio(), 0.0);
     }
 }

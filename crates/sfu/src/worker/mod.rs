@@ -11,7 +11,10 @@ mod socket;
 pub mod stun;
 
 pub use core::{MAX_DATAGRAM, Transmit, WorkerCore};
-pub use counters::{CountersSnapshot, DropReason, WorkerCounters};
+pub use counters::{
+    CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot, ReceptionCounters,
+    ReceptionSnapshot, WorkerCounters,
+};
 pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
 pub use socket::{RecvBatch, SendBatch};
 

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -193,8 +194,9 @@ fn set_buffer_sizes(_socket: &UdpSocket, _bytes: usize) {}
 fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: Arc<ArrayQueue<Command>>) {
     let mut recv = RecvBatch::new();
     let counters = core.counters().clone();
+    // Read after each flush: it times the batch just sent and is the next round's command time.
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         let mut shutdown = false;
         while let Some(command) = commands.pop() {
             if matches!(command, Command::Shutdown) {
@@ -210,14 +212,19 @@ fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: A
             send.flush();
             return;
         }
+        // Forwarding latency: the receive-time read (already needed as `now`) and the read after
+        // the flush (reused for the next commands), recorded once per packet the batch forwarded.
+        let mut batch: Option<(Instant, u64)> = None;
         match recv.recv(&socket) {
             Ok(n) => {
-                let now = Instant::now();
+                now = Instant::now();
+                let forwarded_before = counters.rtp_forwarded.load(Relaxed);
                 for i in 0..n {
                     if let Some((from, datagram)) = recv.datagram(i) {
                         core.handle_datagram(now, from, datagram, &mut send);
                     }
                 }
+                batch = Some((now, forwarded_before));
             }
             Err(e)
                 if matches!(
@@ -231,6 +238,14 @@ fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: A
         }
         core.poll(Instant::now(), &mut send);
         send.flush();
+        now = Instant::now();
+        if let Some((received, forwarded_before)) = batch {
+            let forwarded = counters.rtp_forwarded.load(Relaxed).wrapping_sub(forwarded_before);
+            if forwarded > 0 {
+                let elapsed = u64::try_from(now.saturating_duration_since(received).as_nanos()).unwrap_or(u64::MAX);
+                counters.forwarding_latency.observe(elapsed, forwarded);
+            }
+        }
         for _ in 0..send.take_failed() {
             counters.count_drop(DropReason::SendFailed);
         }

@@ -164,6 +164,36 @@ fn srtp_in_route_srtp_out_for_every_profile() {
 }
 
 #[test]
+fn subscriber_receiver_reports_feed_loss_and_jitter_counters() {
+    let (mut core, _, mut subscribers, mut out) = room_with(2, Profile::Aes128CmHmacSha1_80);
+    let now = Instant::now();
+    // RR from each subscriber about its own audio stream (SSRC 0x5000 + i): 12 and then 20 lost,
+    // fraction 32/256 and 96/256, jitter 960 and 2880 units at 48 kHz (20 ms and 60 ms).
+    for (i, (sub, (lost, fraction, jitter))) in
+        subscribers.iter_mut().zip([(12u32, 32u8, 960u32), (20, 96, 2880)]).enumerate()
+    {
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 0x77];
+        rr.extend_from_slice(&(0x5000 + i as u32).to_be_bytes());
+        rr.push(fraction);
+        rr.extend_from_slice(&lost.to_be_bytes()[1..]);
+        rr.extend_from_slice(&[0, 0, 0, 100]);
+        rr.extend_from_slice(&jitter.to_be_bytes());
+        rr.extend_from_slice(&[0; 8]);
+        let len = rr.len();
+        rr.resize(len + 32, 0);
+        let n = sub.to_server.protect_rtcp(&mut rr, len).unwrap();
+        core.handle_datagram(now, sub.addr, &mut rr[..n], &mut out);
+    }
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped_total(), 0, "{c:?}");
+    // One worker: its EWMA starts at the first block, then moves 1/8 towards the second.
+    assert_eq!((c.reception.report_blocks, c.reception.packets_lost), (2, 32));
+    let expected_loss = 0.125 + (0.375 - 0.125) * EWMA_WEIGHT;
+    assert!((c.reception.loss_ratio() - expected_loss).abs() < 1e-6, "{c:?}");
+    assert!((c.reception.jitter_seconds() - (0.020 + 0.040 * EWMA_WEIGHT)).abs() < 1e-9, "{c:?}");
+}
+
+#[test]
 fn ice_lite_binding_learns_the_address_and_rejects_bad_credentials() {
     let (mut core, _, _, mut out) = room_with(0, Profile::Aes128CmHmacSha1_80);
     let t0 = Instant::now();
