@@ -3,39 +3,16 @@
 //! memory one added participant costs, and a room's fixed codec pool (glibc mallinfo2,
 //! which sees libopus' own mallocs as well).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 use opus::{Application, Bitrate, Channels, Encoder};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|c| c.get())
-}
+static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
 
 /// 20 ms Opus frames of a 440 Hz tone (on) and of silence (off), encoded up front.
 fn frames(on: bool, count: usize) -> Vec<Vec<u8>> {
@@ -113,9 +90,8 @@ fn steady_state_ticks_and_pushes_do_not_allocate_and_memory_is_measured() {
     // warm-up: one full cycle through every mode grows every buffer once
     run(&mut mixer, &inputs, t0, 0..400, &voice, &quiet, &mut out);
     let stats_before = mixer.stats();
-    let start = allocations();
-    run(&mut mixer, &inputs, t0, 400..2_000, &voice, &quiet, &mut out);
-    let allocated = allocations() - start;
+    let ((), allocated) =
+        counting_alloc::counted(|| run(&mut mixer, &inputs, t0, 400..2_000, &voice, &quiet, &mut out));
     let stats = mixer.stats();
     assert!(stats.mix_minus_encodes > stats_before.mix_minus_encodes, "mixed mode was exercised");
     assert!(stats.passthrough_packets > stats_before.passthrough_packets, "passthrough was exercised");

@@ -3,12 +3,11 @@
 //! subscribers (audio and video, with NACK answering and timers mixed in).
 
 mod common;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,38 +17,8 @@ use palaver_sfu::rtp::rtcp::write_nack;
 use palaver_sfu::srtp::Profile;
 use palaver_sfu::worker::{RoomId, Transmit, WorkerCore, WorkerCounters};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Only the measuring thread counts (the test harness allocates on its own threads).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
 
 /// Counts datagrams and keeps nothing.
 struct CountingTransmit {
@@ -133,19 +102,14 @@ fn run(profile: Profile) {
     let sent_before = tx.sent;
     let forwarded_before = counters.snapshot().rtp_forwarded;
     // the counter itself works: one allocation on this thread is seen
-    let probe_before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - probe_before, 1);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    for i in 2_000..2_000 + STEPS {
-        now += Duration::from_millis(10);
-        step(i, now, &mut core, &mut tx);
-    }
-    COUNTING.with(|c| c.set(false));
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let ((), probe) = counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
+    assert_eq!(probe, 1);
+    let ((), allocations) = counting_alloc::counted(|| {
+        for i in 2_000..2_000 + STEPS {
+            now += Duration::from_millis(10);
+            step(i, now, &mut core, &mut tx);
+        }
+    });
     let forwarded = counters.snapshot().rtp_forwarded - forwarded_before;
     let snapshot = counters.snapshot();
     assert!(forwarded >= 4 * STEPS as u64, "{profile:?}: only {forwarded} forwarded: {snapshot:?}");
