@@ -170,9 +170,9 @@ impl Drop for WorkerPool {
 fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
     use std::os::fd::AsRawFd;
     let value = bytes.min(i32::MAX as usize) as libc::c_int;
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+    let set = |option: libc::c_int| {
         // SAFETY: valid fd, pointer to a c_int that lives for the call, correct length.
-        let rc = unsafe {
+        unsafe {
             libc::setsockopt(
                 socket.as_raw_fd(),
                 libc::SOL_SOCKET,
@@ -180,9 +180,13 @@ fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
                 (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
-        };
-        if rc != 0 {
-            tracing::debug!(option, error = %io::Error::last_os_error(), "could not resize socket buffer");
+        }
+    };
+    // The *FORCE options ignore net.core.{r,w}mem_max (which caps a plain request at a few
+    // hundred KiB) when the process has CAP_NET_ADMIN; otherwise ask within the cap.
+    for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if set(forced) != 0 && set(plain) != 0 {
+            tracing::debug!(option = plain, error = %io::Error::last_os_error(), "could not resize socket buffer");
         }
     }
 }
