@@ -209,21 +209,22 @@ def run(binary):
             check("a wrong access key is InvalidSignature", e.status_code == 401 and error_code(e) == "InvalidSignature", error_code(e))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_main(run_checks, label, description):
+    """Command-line entry shared by the SDK compatibility scripts: exit 0 only if every check passed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--binary", default=default_binary())
     args = parser.parse_args()
     if not os.path.exists(args.binary):
         print(f"FAIL: palaver binary not found at {args.binary} (build it first)", file=sys.stderr)
         return 2
     try:
-        run(args.binary)
+        run_checks(args.binary)
     except Exception as e:  # noqa: BLE001 - any failure fails the test
         print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(f"identity SDK compatibility: {len(CHECKS)} checks passed")
+    print(f"{label} SDK compatibility: {len(CHECKS)} checks passed")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(run, "identity", __doc__.splitlines()[0]))

@@ -11,8 +11,6 @@ code. Exits non-zero on the first failure.
 Usage: rooms_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
 """
 
-import argparse
-import os
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -27,7 +25,7 @@ from azure.communication.rooms import (
 )
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from identity_compat import CHECKS, check, default_binary, error_code, palaver
+from identity_compat import check, error_code, palaver, run_main
 
 
 def parse_time(value):
@@ -165,21 +163,5 @@ def run(binary):
         )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--binary", default=default_binary())
-    args = parser.parse_args()
-    if not os.path.exists(args.binary):
-        print(f"FAIL: palaver binary not found at {args.binary} (build it first)", file=sys.stderr)
-        return 2
-    try:
-        run(args.binary)
-    except Exception as e:  # noqa: BLE001 - any failure fails the test
-        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(f"rooms SDK compatibility: {len(CHECKS)} checks passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(run, "rooms", __doc__.splitlines()[0]))
