@@ -16,25 +16,9 @@ use crate::router::{
 use crate::rtp::{Codec, ExtensionMap};
 use crate::srtp::SrtpContext;
 use crate::worker::stun::write_binding_request;
-use crate::worker::{
-    Command, DropReason, MAX_DATAGRAM, RoomId, SrtpKeys, Transmit, WebRtcTransportSpec, WorkerCore, WorkerCounters,
-};
+use crate::worker::{Command, DropReason, RoomId, SrtpKeys, WebRtcTransportSpec, WorkerCore, WorkerCounters};
 
-#[derive(Default)]
-struct Outbox {
-    buf: Vec<u8>,
-    sent: Vec<(SocketAddr, Vec<u8>)>,
-}
-
-impl Transmit for Outbox {
-    fn buffer(&mut self) -> &mut [u8] {
-        self.buf.resize(MAX_DATAGRAM + 64, 0);
-        &mut self.buf
-    }
-    fn commit(&mut self, len: usize, to: SocketAddr) {
-        self.sent.push((to, self.buf[..len].to_vec()));
-    }
-}
+use crate::worker::tests::Outbox;
 
 const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 40000));
 const ROOM: RoomId = RoomId(1);

@@ -171,4 +171,4 @@ pub enum WorkerEvent {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

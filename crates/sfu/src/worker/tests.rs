@@ -16,10 +16,11 @@ use crate::router::{
 use crate::rtp::{Codec, ExtensionMap, RtpHeader};
 use crate::srtp::{Profile, SrtpContext};
 
+/// A `Transmit` that keeps every datagram the worker sends (shared with other worker tests).
 #[derive(Default)]
-struct Outbox {
+pub(crate) struct Outbox {
     buf: Vec<u8>,
-    sent: Vec<(SocketAddr, Vec<u8>)>,
+    pub(crate) sent: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Transmit for Outbox {
