@@ -620,4 +620,10 @@ fn gateway_config_reads_from_toml_with_defaults() {
     assert_eq!(cfg.rate_limit.burst, super::RateLimit::default().burst);
     assert_eq!(cfg.idle_timeout_ms, super::GatewayConfig::default().idle_timeout_ms);
     assert!(toml::from_str::<super::GatewayConfig>("grace = 1").is_err(), "typos are refused");
+    // The server's `[signaling.gateway]` section reaches the running gateway.
+    let signaling: crate::http::SignalingConfig =
+        toml::from_str("[gateway]\nreconnect_grace_ms = 7000\nheartbeat_interval_ms = 5000\n").unwrap();
+    let state = AppState::open(signaling, Store::open_in_memory().unwrap()).unwrap();
+    assert_eq!(state.gateway.config().reconnect_grace_ms, 7000);
+    assert_eq!(state.gateway.config().heartbeat_interval_ms, 5000);
 }

@@ -25,6 +25,9 @@ pub struct SignalingConfig {
     pub directory: DirectoryConfig,
     /// User-to-user calls: ring timeout, phone targets, call queues (`[signaling.calls]`).
     pub calls: crate::calls::CallsConfig,
+    /// WebSocket gateway timing and limits: reconnect grace, heartbeats, idle timeout, rate
+    /// limit, per-socket queue (`[signaling.gateway]`).
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// The resource this server acts as.
@@ -102,6 +105,7 @@ impl AppState {
         let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
         gateway.set_calls_config(config.calls.clone());
+        gateway.set_config(config.gateway);
         gateway.set_metrics(metrics.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
