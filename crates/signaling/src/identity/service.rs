@@ -258,28 +258,30 @@ pub fn issue_token(
 
 /// `POST /identities/{id}/:revokeAccessTokens`: every token issued so far stops working.
 pub fn revoke_tokens(state: &AppState, raw_id: &str, now_ms: i64) -> Result<(), ApiError> {
-    let raw_id = parse_own_identity(state, raw_id)?;
-    let mark = state.store.with_conn(|conn| {
-        let tx = conn.transaction()?;
-        if !identities::identity_exists(&tx, &raw_id)? {
-            return Ok(None);
-        }
-        let mark = RevocationList::write_mark(&tx, &raw_id, now_ms)?;
-        tx.commit()?;
-        Ok(Some(mark))
-    })?;
-    let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
-    state.revocations.apply(&raw_id, mark);
+    let raw_id = revoke_if(state, raw_id, now_ms, identities::identity_exists)?;
     tracing::info!(identity = %raw_id, "access tokens revoked");
     Ok(())
 }
 
 /// `DELETE /identities/{id}`: remove the identity and revoke its tokens.
 pub fn delete_identity(state: &AppState, raw_id: &str, now_ms: i64) -> Result<(), ApiError> {
+    let raw_id = revoke_if(state, raw_id, now_ms, identities::delete_identity)?;
+    tracing::info!(identity = %raw_id, "identity deleted");
+    Ok(())
+}
+
+/// In one transaction: run `change` on the identity (false = no such identity) and write a
+/// revocation mark at `now_ms`; then apply the mark in memory. Returns the parsed raw id.
+fn revoke_if(
+    state: &AppState,
+    raw_id: &str,
+    now_ms: i64,
+    change: fn(&rusqlite::Connection, &str) -> rusqlite::Result<bool>,
+) -> Result<String, ApiError> {
     let raw_id = parse_own_identity(state, raw_id)?;
     let mark = state.store.with_conn(|conn| {
         let tx = conn.transaction()?;
-        if !identities::delete_identity(&tx, &raw_id)? {
+        if !change(&tx, &raw_id)? {
             return Ok(None);
         }
         let mark = RevocationList::write_mark(&tx, &raw_id, now_ms)?;
@@ -288,8 +290,7 @@ pub fn delete_identity(state: &AppState, raw_id: &str, now_ms: i64) -> Result<()
     })?;
     let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
     state.revocations.apply(&raw_id, mark);
-    tracing::info!(identity = %raw_id, "identity deleted");
-    Ok(())
+    Ok(raw_id)
 }
 
 /// Number of communication identities (for tests and diagnostics).
