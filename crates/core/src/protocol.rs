@@ -1,5 +1,6 @@
 //! WebSocket client protocol, version 1: every JSON frame a client and the server
-//! exchange on `/signaling/v1`.
+//! exchange on `/signaling/v1` (and, length-prefixed, on a QUIC signaling stream; see
+//! `docs/quic.md`: [`AuthFrame`] first, `media.attach` only there).
 //!
 //! Frames are JSON objects with a `type` tag. Client frames may carry a `requestId`
 //! which the server echoes on the `ack`, `error` or `joined` frame that answers them.
@@ -235,6 +236,88 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
+/// What a receive slot of a participant's media session carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SlotKind {
+    /// A remote camera.
+    Video,
+    /// A remote screen share.
+    Screen,
+}
+
+/// One receive slot (an m-section the server sends on) and whose track it carries now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSlot {
+    /// The m-section's `a=mid` (the browser's `RTCRtpTransceiver.mid`).
+    pub mid: String,
+    pub kind: SlotKind,
+    /// The participant whose track the slot carries; `null` while the slot is empty.
+    pub participant_id: Option<String>,
+}
+
+/// What a media track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaKind {
+    /// Opus, 48 kHz.
+    Audio,
+    /// Camera video (VP8).
+    Video,
+    /// Screen-share video (VP8).
+    Screen,
+}
+
+/// One RTP stream of a QUIC participant's media session (`media.attach` / `media.attached`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaTrack {
+    pub kind: MediaKind,
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+impl MediaTrack {
+    /// The Opus payload type palaver uses when a client does not choose one.
+    pub const DEFAULT_OPUS_PT: u8 = 111;
+    /// The VP8 payload type palaver uses when a client does not choose one.
+    pub const DEFAULT_VP8_PT: u8 = 96;
+
+    /// An Opus audio track with the default payload type.
+    pub fn opus(ssrc: u32) -> Self {
+        Self { kind: MediaKind::Audio, ssrc, payload_type: Self::DEFAULT_OPUS_PT }
+    }
+}
+
+/// The first frame on a QUIC signaling stream: the access token (a WebSocket authenticates
+/// in its upgrade request instead). Answered with `welcome`, or an `error` frame and a close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "auth")]
+pub struct AuthFrame {
+    pub token: String,
+}
+
+impl AuthFrame {
+    /// Parse the first frame of a QUIC signaling stream (its `type` must be `auth`).
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        if text.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(text.len()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| FrameError::MalformedJson(e.to_string()))?;
+        let ty = value.get("type").and_then(|t| t.as_str()).ok_or(FrameError::MissingType)?.to_string();
+        if ty != "auth" {
+            return Err(FrameError::UnknownType(ty));
+        }
+        serde_json::from_value(value).map_err(|e| FrameError::InvalidFields {
+            ty,
+            detail: e.to_string(),
+            request_id: None,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Client → server
 // ---------------------------------------------------------------------------------
@@ -323,6 +406,13 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         call_id: Option<String>,
     },
+    /// QUIC connections only: start (or replace) this participant's datagram media session.
+    /// `tracks` are the streams the client sends; answered with `media.attached`.
+    #[serde(rename = "media.attach")]
+    MediaAttach {
+        #[serde(default)]
+        tracks: Vec<MediaTrack>,
+    },
     /// Ring one directory user / call queue (1:1) or several (group); answered with `call.placed`.
     #[serde(rename = "call.place")]
     CallPlace { targets: Vec<String> },
@@ -366,6 +456,7 @@ impl ClientMessage {
         "dialOut",
         "media.offer",
         "media.iceCandidate",
+        "media.attach",
         "call.place",
         "call.accept",
         "call.decline",
@@ -512,6 +603,17 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         call_id: Option<String>,
     },
+    /// Which participant's camera or screen each video receive slot carries (the whole list,
+    /// sent after the answer and again whenever a slot is filled, emptied or refilled).
+    #[serde(rename = "media.slots")]
+    MediaSlots { slots: Vec<MediaSlot> },
+    /// Answer to `media.attach`: the streams the server sends to this client (the room's audio mix).
+    #[serde(rename = "media.attached")]
+    MediaAttached {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        tracks: Vec<MediaTrack>,
+    },
     /// Answer to `call.place`: the new call's id. Call progress then arrives as `call.*` events.
     #[serde(rename = "call.placed")]
     CallPlaced {
@@ -565,6 +667,7 @@ mod tests {
             json!({"type":"dialOut","phoneNumber":"+14255550123"}),
             json!({"type":"media.offer","sdp":"v=0","callId":"c"}),
             json!({"type":"media.iceCandidate","candidate":{"candidate":"candidate:1","sdpMid":"0"}}),
+            json!({"type":"media.attach","tracks":[{"kind":"audio","ssrc":7,"payloadType":111}]}),
             json!({"type":"call.place","targets":["8:orgid:b"]}),
             json!({"type":"call.accept","callId":"c"}),
             json!({"type":"call.decline","callId":"c"}),
@@ -636,6 +739,48 @@ mod tests {
         );
         let text = cap.to_json();
         assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), cap);
+    }
+
+    #[test]
+    fn media_slots_frame_round_trips_with_null_for_empty_slots() {
+        let frame = ServerMessage::MediaSlots {
+            slots: vec![
+                MediaSlot { mid: "1".into(), kind: SlotKind::Video, participant_id: Some("p2".into()) },
+                MediaSlot { mid: "2".into(), kind: SlotKind::Screen, participant_id: None },
+            ],
+        };
+        let value = serde_json::to_value(&frame).unwrap();
+        assert_eq!(
+            value,
+            json!({"type":"media.slots","slots":[
+                {"mid":"1","kind":"video","participantId":"p2"},
+                {"mid":"2","kind":"screen","participantId":null}]})
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&frame.to_json()).unwrap(), frame);
+    }
+
+    #[test]
+    fn quic_frames_have_documented_shapes() {
+        let auth = AuthFrame::parse(r#"{"type":"auth","token":"t"}"#).unwrap();
+        assert_eq!(auth.token, "t");
+        assert_eq!(serde_json::to_value(&auth).unwrap(), json!({"type":"auth","token":"t"}));
+        assert_eq!(
+            AuthFrame::parse(r#"{"type":"join","token":"t"}"#).unwrap_err().code(),
+            crate::ErrorCode::UnknownMessageType
+        );
+        assert_eq!(AuthFrame::parse(r#"{"type":"auth"}"#).unwrap_err().code(), crate::ErrorCode::InvalidParameter);
+        assert_eq!(AuthFrame::parse("\u{0}").unwrap_err().code(), crate::ErrorCode::InvalidJson);
+        let attached =
+            ServerMessage::MediaAttached { request_id: Some("r1".into()), tracks: vec![MediaTrack::opus(9)] };
+        assert_eq!(
+            serde_json::to_value(&attached).unwrap(),
+            json!({"type":"media.attached","requestId":"r1","tracks":[{"kind":"audio","ssrc":9,"payloadType":111}]})
+        );
+        let listener = ClientFrame::parse(r#"{"type":"media.attach"}"#).unwrap();
+        assert_eq!(listener.message, ClientMessage::MediaAttach { tracks: vec![] });
+        let bad =
+            ClientFrame::parse(r#"{"type":"media.attach","tracks":[{"kind":"audio","ssrc":-1,"payloadType":1}]}"#);
+        assert_eq!(bad.unwrap_err().code(), crate::ErrorCode::InvalidParameter);
     }
 
     #[test]

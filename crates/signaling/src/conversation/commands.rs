@@ -10,6 +10,34 @@ use palaver_core::protocol::{
 };
 use palaver_core::{EndReason, ErrorCode, MeetingRole};
 
+/// Most tracks one `media.attach` may declare (audio, camera in up to three layers, screen, spare).
+pub const MAX_ATTACHED_TRACKS: usize = 8;
+
+/// The tracks a `media.attach` declares: non-zero, distinct SSRCs, dynamic payload types, bounded.
+fn check_media_tracks(tracks: &[palaver_core::protocol::MediaTrack]) -> Result<(), Refusal> {
+    if tracks.len() > MAX_ATTACHED_TRACKS {
+        return Err(Refusal::new(
+            ErrorCode::InvalidParameter,
+            format!("at most {MAX_ATTACHED_TRACKS} tracks per media.attach"),
+        ));
+    }
+    for (i, t) in tracks.iter().enumerate() {
+        if t.ssrc == 0 || tracks[..i].iter().any(|o| o.ssrc == t.ssrc) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidParameter,
+                format!("track ssrc {} is zero or repeated", t.ssrc),
+            ));
+        }
+        if !(96..=127).contains(&t.payload_type) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidParameter,
+                format!("payloadType {} is not a dynamic payload type (96..=127)", t.payload_type),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Server-API (REST) commands on a live conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerCommand {
@@ -31,7 +59,10 @@ impl Conversation {
         command: Command,
         out: &mut Vec<Output>,
     ) {
-        let acknowledges = !matches!(command, Command::Leave | Command::MediaOffer { .. } | Command::EndMeeting);
+        let acknowledges = !matches!(
+            command,
+            Command::Leave | Command::MediaOffer { .. } | Command::MediaAttach { .. } | Command::EndMeeting
+        );
         let mut effects = Vec::new();
         match self.run_command(now, actor_id, command, &mut effects) {
             Ok(()) => {
@@ -207,6 +238,17 @@ impl Conversation {
                 let may_send_media = actor.may_send_media();
                 self.set_flag(actor_id, |p| p.media_active = true);
                 out.push(Output::MediaOffer { participant_id: actor_id.to_string(), sdp, may_send_media });
+                Ok(())
+            }
+            Command::MediaAttach { path, tracks, request_id } => {
+                if actor_in_lobby {
+                    return Err(Refusal::new(ErrorCode::Forbidden, "media starts after admission from the lobby"));
+                }
+                check_media_tracks(&tracks)?;
+                let may_send_media = actor.may_send_media();
+                self.set_flag(actor_id, |p| p.media_active = true);
+                let participant_id = actor_id.to_string();
+                out.push(Output::MediaAttach { participant_id, path, tracks, may_send_media, request_id });
                 Ok(())
             }
             Command::MediaIceCandidate(candidate) => {

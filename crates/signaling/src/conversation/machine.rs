@@ -7,8 +7,8 @@
 use super::authz::Refusal;
 use super::participant::{JoinIdentity, Link, Participant, Stage, display_name_for, participant_type_for};
 use palaver_core::protocol::{
-    CaptureState, ConversationKind, ConversationSnapshot, IceCandidate, MeetingPolicy, ParticipantState, RosterChange,
-    ServerMessage,
+    CaptureState, ConversationKind, ConversationSnapshot, IceCandidate, MediaTrack, MeetingPolicy, ParticipantState,
+    RosterChange, ServerMessage,
 };
 use palaver_core::{CallType, EndReason, EndpointType, ErrorCode, MeetingRole, RoomRole, SessionEnded, SessionStarted};
 use std::collections::BTreeMap;
@@ -86,21 +86,52 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Leave,
-    Admit { participant_id: String },
-    Deny { participant_id: String },
-    Remove { participant_id: String },
-    MuteOther { participant_id: String },
-    SetRole { participant_id: String, role: MeetingRole },
-    SelfMute { muted: bool },
-    RaiseHand { raised: bool },
-    ScreenShare { active: bool },
-    Recording { active: bool },
-    Transcription { active: bool },
+    Admit {
+        participant_id: String,
+    },
+    Deny {
+        participant_id: String,
+    },
+    Remove {
+        participant_id: String,
+    },
+    MuteOther {
+        participant_id: String,
+    },
+    SetRole {
+        participant_id: String,
+        role: MeetingRole,
+    },
+    SelfMute {
+        muted: bool,
+    },
+    RaiseHand {
+        raised: bool,
+    },
+    ScreenShare {
+        active: bool,
+    },
+    Recording {
+        active: bool,
+    },
+    Transcription {
+        active: bool,
+    },
     UpdatePolicy(palaver_core::protocol::PolicyUpdate),
     EndMeeting,
-    DialOut { phone_number: String },
-    MediaOffer { sdp: String },
+    DialOut {
+        phone_number: String,
+    },
+    MediaOffer {
+        sdp: String,
+    },
     MediaIceCandidate(IceCandidate),
+    /// QUIC only: plain RTP over the connection's datagram `path`; answered with `media.attached`.
+    MediaAttach {
+        path: crate::gateway::MediaPathId,
+        tracks: Vec<MediaTrack>,
+        request_id: Option<String>,
+    },
 }
 
 /// Inputs of [`Conversation::handle`].
@@ -162,6 +193,14 @@ pub enum Output {
     MediaIceCandidate {
         participant_id: String,
         candidate: IceCandidate,
+    },
+    /// Attach the participant's media to a datagram path; send the result as `media.attached`.
+    MediaAttach {
+        participant_id: String,
+        path: crate::gateway::MediaPathId,
+        tracks: Vec<MediaTrack>,
+        may_send_media: bool,
+        request_id: Option<String>,
     },
     MediaLeave {
         participant_id: String,

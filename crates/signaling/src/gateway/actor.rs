@@ -10,7 +10,9 @@ use crate::conversation::{
 };
 use crate::http::now_ms;
 use palaver_core::ErrorCode;
-use palaver_core::protocol::{CaptureState, ConversationKind, MeetingPolicy, ParticipantState, ServerMessage};
+use palaver_core::protocol::{
+    CaptureState, ConversationKind, MeetingPolicy, ParticipantState, RosterChange, ServerMessage,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,6 +244,13 @@ impl Actor {
             match output {
                 Output::Send { to, message } => {
                     policy_changed |= matches!(message, ServerMessage::PolicyChanged { .. });
+                    if let ServerMessage::RosterDelta {
+                        delta: RosterChange::ScreenShare { participant_id, active },
+                        ..
+                    } = &message
+                    {
+                        self.gateway.media().screen_share(self.media_session(participant_id, true), *active);
+                    }
                     self.gateway.record_if_error(&message);
                     let text: Arc<str> = message.to_json().into();
                     for pid in to {
@@ -285,6 +294,21 @@ impl Actor {
                             gateway.record_error(e.code);
                             let frame = ServerMessage::error(e.code, e.message, None).to_json();
                             let _ = tx.send(Outbound::Frame(frame.into())).await;
+                        }
+                    });
+                }
+                Output::MediaAttach { participant_id, path, tracks, may_send_media, request_id } => {
+                    let session = self.media_session(&participant_id, may_send_media);
+                    let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
+                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    tokio::spawn(async move {
+                        let reply = match media.attach(session, path, tracks).await {
+                            Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
+                            Err(e) => ServerMessage::error(e.code, e.message, request_id),
+                        };
+                        gateway.record_if_error(&reply);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
                         }
                     });
                 }

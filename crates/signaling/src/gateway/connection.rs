@@ -1,20 +1,21 @@
-//! One task per WebSocket: reads and validates client frames (size, rate, JSON, type),
-//! answers heartbeats, resolves join targets (meeting link / code + passcode, group id,
+//! One task per signaling connection (a WebSocket, or any other frame stream such as a QUIC
+//! stream, through [`serve_frames`]): reads and validates client frames (size, rate, JSON,
+//! type), answers heartbeats, resolves join targets (meeting link / code + passcode, group id,
 //! room), routes commands to the conversation actor or the call actor, writes queued
-//! frames, and reports a dropped socket so the reconnect grace period starts.
+//! frames, and reports a dropped connection so the reconnect grace period starts.
 
 use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::limits::TokenBucket;
-use super::media::MediaSession;
+use super::media::{MediaPathId, MediaSession};
 use crate::calls::{Input as CallInput, Party};
 use crate::conversation::participant::display_name_for;
 use crate::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
 use crate::http::{AppState, now_ms};
 use axum::extract::ws::{Message, WebSocket};
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::protocol::{
     ClientFrame, ClientMessage, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
 };
@@ -45,12 +46,19 @@ pub(crate) enum AuthPath {
     NativeIdp,
 }
 
-/// Who is on the other end, from the verified token.
+/// Who is on the other end, from the verified token (see [`super::verify_access_token`]).
 #[derive(Debug, Clone)]
-pub(crate) struct ConnIdentity {
-    pub identity: JoinIdentity,
-    pub scopes: ScopeSet,
-    pub path: AuthPath,
+pub struct ConnIdentity {
+    pub(crate) identity: JoinIdentity,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) path: AuthPath,
+}
+
+impl ConnIdentity {
+    /// The raw id of the authenticated user (`8:acs:...`, `8:orgid:...`).
+    pub fn raw_id(&self) -> String {
+        self.identity.raw_id()
+    }
 }
 
 struct Attachment {
@@ -67,14 +75,36 @@ struct Connection {
     attached: Option<Attachment>,
     bucket: TokenBucket,
     token_warned: bool,
+    /// The connection's datagram path for `media.attach` (QUIC connections only).
+    media_path: Option<MediaPathId>,
 }
 
 fn frame(msg: &ServerMessage) -> String {
     msg.to_json()
 }
 
-/// Serve one authenticated socket until it closes.
+/// Serve one authenticated WebSocket until it closes.
 pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    serve_frames(state, ident, sink, stream, None).await;
+}
+
+/// Serve one authenticated signaling connection carried by any frame transport until it closes:
+/// `stream` yields the client's frames (text = one JSON frame; binary is refused with an error
+/// frame; an `Err` or the end of the stream closes), `sink` takes the server's frames (`Text`,
+/// heartbeat `Ping`s a transport without them may ignore, and a final `Close`). The server sends
+/// `welcome` first. `media_path` is the connection's datagram path (QUIC), which enables
+/// `media.attach`; `None` refuses it.
+pub async fn serve_frames<Tx, Rx, E>(
+    state: AppState,
+    ident: ConnIdentity,
+    mut sink: Tx,
+    mut stream: Rx,
+    media_path: Option<MediaPathId>,
+) where
+    Tx: Sink<Message> + Unpin + Send,
+    Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
     let gateway = state.gateway.clone();
     let cfg = gateway.config();
     let conn_id = uuid::Uuid::new_v4().to_string();
@@ -82,7 +112,6 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
     let native = ident.path == AuthPath::NativeIdp;
     gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
-    let (mut sink, mut stream) = socket.split();
     let mut conn = Connection {
         state,
         gateway: gateway.clone(),
@@ -92,6 +121,7 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
         ident,
         attached: None,
         token_warned: false,
+        media_path,
     };
     tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket opened");
 
@@ -269,6 +299,13 @@ impl Connection {
                 return self.call_media_candidate(rid, call_id, candidate).await;
             }
             M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
+            M::MediaAttach { tracks } => match self.media_path {
+                Some(path) => Command::MediaAttach { path, tracks, request_id: rid.clone() },
+                None => {
+                    let message = "media.attach needs a QUIC connection; WebSocket clients send media.offer";
+                    return self.error(ErrorCode::BadRequest, message, rid);
+                }
+            },
             M::MediaIceCandidate { candidate, call_id: None } => Command::MediaIceCandidate(candidate),
         };
         self.forward_to_conversation(rid, command).await

@@ -1,10 +1,11 @@
 //! The seam to the media plane: the gateway hands SDP offers and ICE candidates of a
-//! participant to a [`MediaNegotiator`] and relays its answer back on the socket.
+//! participant (and, on QUIC connections, `media.attach` requests naming the connection's
+//! datagram path) to a [`MediaNegotiator`] and relays its answer back on the socket.
 //! Until a media plane is plugged in, [`MediaUnavailable`] answers every offer with the
 //! `MediaUnavailable` error code.
 
 use palaver_core::ErrorCode;
-use palaver_core::protocol::IceCandidate;
+use palaver_core::protocol::{IceCandidate, MediaTrack};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -25,6 +26,11 @@ pub struct MediaError {
     pub message: String,
 }
 
+/// A connection-owned datagram path the media plane can attach a participant to (e.g. one
+/// QUIC connection), registered by the transport shell that accepted the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MediaPathId(pub u64);
+
 pub type MediaFuture<T> = Pin<Box<dyn Future<Output = Result<T, MediaError>> + Send>>;
 
 /// Negotiates a participant's media session with the media plane.
@@ -35,6 +41,20 @@ pub trait MediaNegotiator: Send + Sync + 'static {
     fn ice_candidate(&self, session: MediaSession, candidate: IceCandidate) -> MediaFuture<()>;
     /// The participant's session ended: release its media resources.
     fn leave(&self, session: MediaSession);
+    /// The participant started or stopped sharing its screen (roster `screenShare`): the
+    /// media plane routes only active screen shares to the others' screen slots.
+    fn screen_share(&self, _session: MediaSession, _active: bool) {}
+    /// Plain RTP over the connection's datagram `path` (QUIC): the participant sends `tracks`;
+    /// resolves to the tracks the server sends it. Replaces an earlier media session of the participant.
+    fn attach(
+        &self,
+        session: MediaSession,
+        path: MediaPathId,
+        tracks: Vec<MediaTrack>,
+    ) -> MediaFuture<Vec<MediaTrack>> {
+        let _ = (session, path, tracks);
+        Box::pin(async { Err(MediaUnavailable::refusal()) })
+    }
 }
 
 /// The negotiator used while no media plane is configured.

@@ -11,9 +11,10 @@ pub mod media;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
+pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
-pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaSession, MediaUnavailable};
-pub use routes::routes;
+pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaPathId, MediaSession, MediaUnavailable};
+pub use routes::{routes, verify_access_token};
 
 use crate::calls::CallsConfig;
 use crate::conversation::{
@@ -321,6 +322,22 @@ impl Gateway {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
         let (reply, rx) = oneshot::channel();
         let message = palaver_core::protocol::ServerMessage::MediaIceCandidate { candidate, call_id: None };
+        let msg = ActorMsg::ToParticipant { participant_id: participant_id.to_string(), message, reply };
+        handle.tx.send(msg).await.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Tell a participant which participant's camera or screen each of its video receive
+    /// slots carries (`media.slots`, the whole list). False when the participant has no
+    /// live socket in that conversation.
+    pub async fn send_media_slots(
+        &self,
+        conversation_id: &str,
+        participant_id: &str,
+        slots: Vec<palaver_core::protocol::MediaSlot>,
+    ) -> bool {
+        let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
+        let (reply, rx) = oneshot::channel();
+        let message = palaver_core::protocol::ServerMessage::MediaSlots { slots };
         let msg = ActorMsg::ToParticipant { participant_id: participant_id.to_string(), message, reply };
         handle.tx.send(msg).await.is_ok() && rx.await.unwrap_or(false)
     }

@@ -71,8 +71,9 @@ async fn native_socket(
     Ok(upgrade(state, ident, ws))
 }
 
-/// A palaver access token that may take part in calls (`voip` or `voip.join`).
-pub(crate) fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<ConnIdentity, ApiError> {
+/// A palaver access token that may take part in calls (`voip` or `voip.join`): the identity a
+/// WebSocket upgrade or a QUIC `auth` frame authenticates as.
+pub fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<ConnIdentity, ApiError> {
     let user = authenticate_token(state, token, now)?;
     let scopes = user.scopes();
     if !scopes.allows_calling() {
