@@ -12,6 +12,7 @@ pub mod participant;
 pub mod protocol;
 pub mod role;
 pub mod session;
+pub mod stream_frame;
 
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
