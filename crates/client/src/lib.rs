@@ -1,0 +1,83 @@
+//! `palaver-client`: an async participant client for palaver, for bots, contact-center
+//! back ends, the load tester and the tests.
+//!
+//! [`QuicClient`] speaks the native QUIC transport (`docs/quic.md`): ALPN `palaver/1`, one
+//! bidirectional stream with length-prefixed JSON signaling frames (the same messages as the
+//! WebSocket `/signaling/v1`), and media as QUIC datagrams each carrying one plain RTP/RTCP
+//! packet.
+//!
+//! ```no_run
+//! # async fn demo(addr: std::net::SocketAddr, ca_pem: &str, token: &str, link: String) -> Result<(), palaver_client::ClientError> {
+//! use palaver_client::{ConnectOptions, QuicClient, MediaTrack, JoinTarget};
+//! let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await?;
+//! let joined = client.join(JoinTarget::MeetingLink { join_url: link }, Some("bot".into())).await?;
+//! let ssrc = 0x1234_5678;
+//! let server_tracks = client.attach_media(vec![MediaTrack::opus(ssrc)]).await?;
+//! let mut audio = client.rtp_sender(ssrc, MediaTrack::DEFAULT_OPUS_PT);
+//! audio.send(&[0xf8, 0xff, 0xfe], 960, Some(40))?; // one 20 ms Opus frame
+//! if let Some(packet) = client.recv_rtp().await { /* the room's mix */ }
+//! client.leave().await?;
+//! client.close().await;
+//! # let _ = (joined, server_tracks); Ok(()) }
+//! ```
+//!
+//! Events (roster, capture state, session end, unsolicited errors) and received RTP go
+//! through bounded queues; when a queue is full the newest item is dropped and counted in
+//! [`QuicClient::stats`], so a slow consumer never stalls the connection.
+
+mod connection;
+mod error;
+pub mod rtp;
+mod tls;
+
+pub use connection::{ClientStats, Joined, QuicClient, RtpSender, Welcome};
+pub use error::ClientError;
+pub use palaver_core::protocol::{
+    ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaTrack, ServerMessage,
+};
+pub use rtp::{ReceivedRtp, RtpPacketizer};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The ALPN protocol id of palaver's QUIC transport.
+pub const ALPN: &[u8] = b"palaver/1";
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The server's QUIC address (`PALAVER_QUIC` line, or `GET /quic`).
+    pub server: SocketAddr,
+    /// TLS server name the certificate must match (`localhost` for the self-signed default).
+    pub server_name: String,
+    /// PEM of the CA (or certificates) to trust.
+    pub ca_pem: String,
+    /// Share one UDP socket among many clients (load testing); `None` binds a new one.
+    pub endpoint: Option<quinn::Endpoint>,
+    /// Received events held before new ones are dropped.
+    pub event_queue: usize,
+    /// Received RTP packets held before new ones are dropped.
+    pub rtp_queue: usize,
+    /// How long connecting (handshake + `welcome`) and each request may take.
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(server: SocketAddr, server_name: impl Into<String>, ca_pem: impl Into<String>) -> Self {
+        Self {
+            server,
+            server_name: server_name.into(),
+            ca_pem: ca_pem.into(),
+            endpoint: None,
+            event_queue: 1024,
+            rtp_queue: 4096,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A client-side QUIC endpoint bound to `bind` (e.g. `0.0.0.0:0`), to share through
+/// [`ConnectOptions::endpoint`].
+pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+    quinn::Endpoint::client(bind).map_err(ClientError::Bind)
+}
