@@ -1,9 +1,13 @@
 //! The WebRTC media negotiator of `palaver run`: maps conversations to media rooms (pinned to
 //! a worker of the [`WorkerPool`]) and participants to WebRTC transports. An offer creates the
 //! transport and a producer per sent track, answers with the worker's host candidate, and
-//! subscribes every participant to the others' audio, camera and screen (one remote track per
-//! m-section of the client's offer; when its publisher leaves the slot is refilled by another
-//! participant's track). Active-speaker events of the workers go to the gateway.
+//! subscribes every participant to the others' audio, camera and screen: one remote track per
+//! receive m-section ("slot") of the client's offer, planned by [`slots`] (last-N: recent
+//! speakers first; a leaver's slot is repointed to another track). Each participant is told
+//! whose track each video slot carries (`media.slots`). Active-speaker events of the workers
+//! go to the gateway.
+
+mod slots;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,15 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_core::ErrorCode;
-use palaver_core::protocol::IceCandidate;
+use palaver_core::protocol::{IceCandidate, MediaSlot};
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
-use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, track_kind, write_answer};
+use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
 use palaver_sfu::worker::{Command, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaSession};
 use rand::Rng;
+use slots::{Candidate, SlotAction};
+use tokio::sync::mpsc;
 
 struct Producer {
     id: ProducerId,
@@ -28,6 +34,7 @@ struct Producer {
 
 /// A m-section on which the server sends one remote track to this participant.
 struct Slot {
+    mid: String,
     kind: TrackKind,
     ssrc: u32,
     consumer: Option<(ConsumerId, ProducerId)>,
@@ -37,12 +44,18 @@ struct Participant {
     transport: TransportId,
     producers: Vec<Producer>,
     slots: Vec<Slot>,
+    /// Order of arrival in the room (earlier arrivals are preferred among silent people).
+    joined: u64,
 }
 
 struct Room {
     id: RoomId,
     worker: usize,
     participants: HashMap<String, Participant>,
+    next_join: u64,
+    /// When each participant last was among the active speakers (a counter, higher = later).
+    spoke: HashMap<String, u64>,
+    speaker_round: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +63,15 @@ struct State {
     rooms: HashMap<String, Room>,
     next_id: u32,
     next_room: u64,
+    /// The participant sharing its screen, per conversation (roster `screenShare`).
+    sharing: HashMap<String, String>,
+}
+
+/// A `media.slots` frame for one participant.
+struct SlotUpdate {
+    conversation: String,
+    participant: String,
+    slots: Vec<MediaSlot>,
 }
 
 impl State {
@@ -65,6 +87,9 @@ pub struct WebRtcMedia {
     identity: DtlsIdentity,
     announced_ip: IpAddr,
     state: Mutex<State>,
+    slot_updates: mpsc::UnboundedSender<SlotUpdate>,
+    /// Taken by the event relay, which sends the frames in order.
+    slot_update_rx: Mutex<Option<mpsc::UnboundedReceiver<SlotUpdate>>>,
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> MediaError {
@@ -79,7 +104,15 @@ fn random_token(len: usize) -> String {
 
 impl WebRtcMedia {
     pub fn new(pool: Arc<WorkerPool>, identity: DtlsIdentity, announced_ip: IpAddr) -> Arc<Self> {
-        Arc::new(Self { pool, identity, announced_ip, state: Mutex::new(State::default()) })
+        let (slot_updates, rx) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            pool,
+            identity,
+            announced_ip,
+            state: Mutex::new(State::default()),
+            slot_updates,
+            slot_update_rx: Mutex::new(Some(rx)),
+        })
     }
 
     fn send(&self, worker: usize, command: Command) -> Result<(), MediaError> {
@@ -88,13 +121,31 @@ impl WebRtcMedia {
             .map_err(|c| refused(ErrorCode::MediaUnavailable, format!("media worker busy ({})", c.name())))
     }
 
-    /// Relays worker events: active speakers to the gateway (roster delta, ≤ every 300 ms).
+    /// Relays worker events: active speakers to the gateway (roster delta, ≤ every 300 ms),
+    /// and `media.slots` frames to their participants (in the order they were planned).
     pub fn spawn_event_relay(self: &Arc<Self>, gateway: Gateway) -> tokio::task::JoinHandle<()> {
         let media = self.clone();
+        let mut slot_updates = self.slot_update_rx.lock().ok().and_then(|mut rx| rx.take());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
-                tick.tick().await;
+                if let Some(rx) = slot_updates.as_mut() {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        update = rx.recv() => {
+                            match update {
+                                Some(u) => {
+                                    let delivered = gateway.send_media_slots(&u.conversation, &u.participant, u.slots).await;
+                                    tracing::debug!(conversation = %u.conversation, participant = %u.participant, delivered, "media.slots sent");
+                                }
+                                None => slot_updates = None,
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    tick.tick().await;
+                }
                 let mut speakers = Vec::new();
                 media.pool.drain_events(|worker, event| match event {
                     WorkerEvent::ActiveSpeakers { room, speakers: ids } => speakers.push((room, ids)),
@@ -108,6 +159,7 @@ impl WebRtcMedia {
                 for (room, ids) in speakers {
                     let resolved = media.speaker_names(room, &ids);
                     if let Some((conversation, names)) = resolved {
+                        media.note_speakers(&conversation, &names);
                         gateway.active_speakers(&conversation, names).await;
                     }
                 }
@@ -128,7 +180,7 @@ impl WebRtcMedia {
 
     fn negotiate(&self, session: &MediaSession, sdp: &str) -> Result<String, MediaError> {
         let offer = Offer::parse(sdp).map_err(|e| refused(ErrorCode::BadRequest, e.to_string()))?;
-        self.release(session);
+        self.release(session, false);
         let mut guard = self.state.lock().map_err(|_| refused(ErrorCode::InternalError, "media state poisoned"))?;
         let state = &mut *guard;
         if !state.rooms.contains_key(&session.conversation_id) {
@@ -136,7 +188,17 @@ impl WebRtcMedia {
             let id = RoomId(state.next_room);
             let worker = self.pool.worker_for_room(id).index;
             self.send(worker, Command::CreateRoom { room: id })?;
-            state.rooms.insert(session.conversation_id.clone(), Room { id, worker, participants: HashMap::new() });
+            state.rooms.insert(
+                session.conversation_id.clone(),
+                Room {
+                    id,
+                    worker,
+                    participants: HashMap::new(),
+                    next_join: 0,
+                    spoke: HashMap::new(),
+                    speaker_round: 0,
+                },
+            );
         }
         let transport = TransportId(state.next());
         let (ice_ufrag, ice_pwd) = (random_token(8), random_token(24));
@@ -151,7 +213,7 @@ impl WebRtcMedia {
                 answer_tracks.push(None);
                 continue;
             }
-            let kind = track_kind(&offer, index);
+            let kind = slots::section_kind(&offer, index);
             let primary = m.fid_groups.first().map(|g| g.0).or(m.ssrcs.first().copied());
             if session.may_send_media && m.client_sends() && (primary.is_some() || !m.send_rids.is_empty()) {
                 let layers = if m.send_rids.is_empty() {
@@ -206,7 +268,7 @@ impl WebRtcMedia {
                     stream_id: format!("palaver-{name}-{index}"),
                     track_id: format!("palaver-{name}-{index}-{ssrc}"),
                 }));
-                slots.push(Slot { kind, ssrc, consumer: None });
+                slots.push(Slot { mid: m.mid.clone(), kind, ssrc, consumer: None });
             } else {
                 answer_tracks.push(None);
             }
@@ -227,10 +289,12 @@ impl WebRtcMedia {
         for spec in producer_specs {
             self.send(worker, Command::AddProducer { room: room_id, spec })?;
         }
-        room.participants.insert(session.participant_id.clone(), Participant { transport, producers, slots });
-        let mut next = state.next_id;
-        self.fill_slots(room, &mut next)?;
-        state.next_id = next;
+        room.next_join += 1;
+        let joined = room.next_join;
+        room.participants.insert(session.participant_id.clone(), Participant { transport, producers, slots, joined });
+        let sharing = state.sharing.get(&session.conversation_id).map(String::as_str);
+        let plan = plan_slots(room, sharing, Some(&session.participant_id), &mut state.next_id);
+        self.apply(&session.conversation_id, room, plan)?;
         let candidate = SocketAddr::new(self.announced_ip, self.pool.workers()[worker].local_addr.port());
         let fingerprint = self.identity.fingerprint().to_owned();
         drop(guard);
@@ -248,77 +312,175 @@ impl WebRtcMedia {
         ))
     }
 
-    /// Gives every free slot a track of the same kind from another participant.
-    fn fill_slots(&self, room: &mut Room, next_id: &mut u32) -> Result<(), MediaError> {
-        let published: Vec<(String, ProducerId, TrackKind)> = room
-            .participants
-            .iter()
-            .flat_map(|(name, p)| p.producers.iter().map(move |pr| (name.clone(), pr.id, pr.kind)))
-            .collect();
-        let mut commands = Vec::new();
-        for (name, participant) in room.participants.iter_mut() {
-            for slot in participant.slots.iter_mut().filter(|s| s.consumer.is_none()) {
-                let taken: Vec<ProducerId> = Vec::new();
-                let candidate = published
-                    .iter()
-                    .find(|(owner, id, kind)| owner != name && *kind == slot.kind && !taken.contains(id));
-                if let Some((_, producer, _)) = candidate {
-                    let already = participant_consumes(&participant.transport, *producer, &commands);
-                    if already {
-                        continue;
-                    }
-                    *next_id += 1;
-                    let consumer = ConsumerId(*next_id);
-                    slot.consumer = Some((consumer, *producer));
-                    commands.push(ConsumerSpec {
-                        id: consumer,
-                        transport: participant.transport,
-                        producer: *producer,
-                        ssrc: slot.ssrc,
-                        rtx: None,
-                        paused: false,
-                        max_height: 1080,
-                    });
-                }
-            }
+    /// Sends a plan's worker commands and queues its `media.slots` frames.
+    fn apply(&self, conversation: &str, room: &Room, plan: Plan) -> Result<(), MediaError> {
+        for command in plan.commands {
+            self.send(room.worker, command)?;
         }
-        for spec in commands {
-            self.send(room.worker, Command::AddConsumer { room: room.id, spec })?;
+        for (participant, slots) in plan.frames {
+            let update = SlotUpdate { conversation: conversation.to_owned(), participant, slots };
+            let _ = self.slot_updates.send(update);
         }
         Ok(())
     }
 
-    fn release(&self, session: &MediaSession) {
+    /// Recent speakers move to the front of everyone's camera slots (last-N).
+    fn note_speakers(&self, conversation: &str, names: &[String]) {
         let Ok(mut guard) = self.state.lock() else { return };
         let state = &mut *guard;
+        let Some(room) = state.rooms.get_mut(conversation) else { return };
+        room.speaker_round += 1;
+        // Most active first: the first name gets the highest mark.
+        for (rank, name) in names.iter().enumerate() {
+            room.spoke.insert(name.clone(), room.speaker_round * 16 + (15 - rank.min(15) as u64));
+        }
+        let sharing = state.sharing.get(conversation).map(String::as_str);
+        let plan = plan_slots(room, sharing, None, &mut state.next_id);
+        if let Err(e) = self.apply(conversation, room, plan) {
+            tracing::warn!(conversation, error = %e, "slot change after a speaker change failed");
+        }
+    }
+
+    /// Ends a participant's media session (`leaving`: it left the conversation; otherwise it
+    /// renegotiates). The others' slots that showed its tracks are repointed first, so the
+    /// worker never routes to a removed producer.
+    fn release(&self, session: &MediaSession, leaving: bool) {
+        let Ok(mut guard) = self.state.lock() else { return };
+        let state = &mut *guard;
+        if leaving && state.sharing.get(&session.conversation_id) == Some(&session.participant_id) {
+            state.sharing.remove(&session.conversation_id);
+        }
         let Some(room) = state.rooms.get_mut(&session.conversation_id) else { return };
         let Some(gone) = room.participants.remove(&session.participant_id) else { return };
+        if leaving {
+            room.spoke.remove(&session.participant_id);
+        }
+        let sharing = state.sharing.get(&session.conversation_id).map(String::as_str);
+        if !room.participants.is_empty() {
+            let plan = plan_slots(room, sharing, None, &mut state.next_id);
+            if let Err(e) = self.apply(&session.conversation_id, room, plan) {
+                tracing::warn!(participant = %session.participant_id, error = %e, "refilling slots failed");
+            }
+        }
         let (room_id, worker) = (room.id, room.worker);
+        // Removes the transport's producers and consumers too.
         let _ = self.send(worker, Command::RemoveTransport { transport: gone.transport });
-        for producer in &gone.producers {
-            let _ = self.send(worker, Command::RemoveProducer { room: room_id, producer: producer.id });
-            for p in room.participants.values_mut() {
-                for slot in p.slots.iter_mut() {
-                    if let Some((consumer, from)) = slot.consumer
-                        && from == producer.id
-                    {
-                        let _ = self.send(worker, Command::RemoveConsumer { room: room_id, consumer });
-                        slot.consumer = None;
+        if room.participants.is_empty() {
+            let _ = self.send(worker, Command::CloseRoom { room: room_id });
+            state.rooms.remove(&session.conversation_id);
+        }
+    }
+
+    /// The roster's screen-share flag: only the active share fills the others' screen slots.
+    fn set_sharing(&self, session: &MediaSession, active: bool) {
+        let Ok(mut guard) = self.state.lock() else { return };
+        let state = &mut *guard;
+        let conversation = &session.conversation_id;
+        if active {
+            state.sharing.insert(conversation.clone(), session.participant_id.clone());
+        } else if state.sharing.get(conversation) == Some(&session.participant_id) {
+            state.sharing.remove(conversation);
+        } else {
+            return;
+        }
+        let Some(room) = state.rooms.get_mut(conversation) else { return };
+        let sharing = state.sharing.get(conversation).map(String::as_str);
+        let plan = plan_slots(room, sharing, None, &mut state.next_id);
+        if let Err(e) = self.apply(conversation, room, plan) {
+            tracing::warn!(conversation = %conversation, error = %e, "screen slots could not follow the share");
+        }
+    }
+}
+
+/// Worker commands and `media.slots` frames that carry out a slot plan.
+#[derive(Default)]
+struct Plan {
+    commands: Vec<Command>,
+    frames: Vec<(String, Vec<MediaSlot>)>,
+}
+
+/// Plans every participant's slots in `room` (see [`slots::plan`]) and updates the room's
+/// record of them. Candidates: cameras of recent speakers first, then by arrival; only the
+/// screen of `sharing`; every audio track. A frame goes to each participant whose video slots
+/// changed, and always to `fresh` (just negotiated).
+fn plan_slots(room: &mut Room, sharing: Option<&str>, fresh: Option<&str>, next_id: &mut u32) -> Plan {
+    let mut owners: Vec<(&str, &Participant)> = room.participants.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    owners.sort_by_key(|(name, p)| (std::cmp::Reverse(room.spoke.get(*name).copied().unwrap_or(0)), p.joined));
+    let mut candidates: Vec<(String, ProducerId, TrackKind)> = Vec::new();
+    for (name, p) in &owners {
+        for producer in &p.producers {
+            if producer.kind != TrackKind::Screen || sharing == Some(*name) {
+                candidates.push(((*name).to_owned(), producer.id, producer.kind));
+            }
+        }
+    }
+    let owner_of = |producer: ProducerId| candidates.iter().find(|c| c.1 == producer).map(|c| c.0.clone());
+    let view: Vec<Candidate> = candidates
+        .iter()
+        .map(|(owner, producer, kind)| Candidate { owner, producer: *producer, kind: *kind })
+        .collect();
+    let mut plan = Plan::default();
+    let room_id = room.id;
+    let mut names: Vec<&String> = room.participants.keys().collect();
+    names.sort();
+    let names: Vec<String> = names.into_iter().cloned().collect();
+    for name in names {
+        let Some(participant) = room.participants.get_mut(&name) else { continue };
+        let current: Vec<(TrackKind, Option<ProducerId>)> =
+            participant.slots.iter().map(|s| (s.kind, s.consumer.map(|c| c.1))).collect();
+        let actions = slots::plan(&name, &current, &view);
+        let video_changed = actions.iter().any(|a| {
+            let (SlotAction::Fill { slot, .. } | SlotAction::Repoint { slot, .. } | SlotAction::Empty { slot }) = *a;
+            participant.slots[slot].kind != TrackKind::Audio
+        });
+        for action in actions {
+            match action {
+                SlotAction::Fill { slot, producer } => {
+                    *next_id += 1;
+                    let consumer = ConsumerId(*next_id);
+                    let s = &mut participant.slots[slot];
+                    s.consumer = Some((consumer, producer));
+                    let spec = ConsumerSpec {
+                        id: consumer,
+                        transport: participant.transport,
+                        producer,
+                        ssrc: s.ssrc,
+                        rtx: None,
+                        paused: false,
+                        max_height: 1080,
+                    };
+                    plan.commands.push(Command::AddConsumer { room: room_id, spec });
+                }
+                SlotAction::Repoint { slot, producer } => {
+                    let s = &mut participant.slots[slot];
+                    if let Some((consumer, _)) = s.consumer {
+                        s.consumer = Some((consumer, producer));
+                        plan.commands.push(Command::RepointConsumer { room: room_id, consumer, producer });
+                    }
+                }
+                SlotAction::Empty { slot } => {
+                    if let Some((consumer, _)) = participant.slots[slot].consumer.take() {
+                        plan.commands.push(Command::RemoveConsumer { room: room_id, consumer });
                     }
                 }
             }
         }
-        if room.participants.is_empty() {
-            let _ = self.send(worker, Command::CloseRoom { room: room_id });
-            state.rooms.remove(&session.conversation_id);
-        } else {
-            let mut next = state.next_id;
-            if let Some(room) = state.rooms.get_mut(&session.conversation_id) {
-                let _ = self.fill_slots(room, &mut next);
-            }
-            state.next_id = next;
+        if video_changed || fresh == Some(name.as_str()) {
+            let frame = participant
+                .slots
+                .iter()
+                .filter_map(|s| {
+                    Some(MediaSlot {
+                        mid: s.mid.clone(),
+                        kind: slots::slot_kind(s.kind)?,
+                        participant_id: s.consumer.and_then(|(_, producer)| owner_of(producer)),
+                    })
+                })
+                .collect();
+            plan.frames.push((name, frame));
         }
     }
+    plan
 }
 
 /// The workers' counters summed into the metrics crate's snapshot (read at scrape time).
@@ -376,11 +538,6 @@ fn forwarding_latency(h: &palaver_sfu::worker::LatencySnapshot) -> palaver_metri
     }
 }
 
-/// True if `commands` already subscribe `transport` to `producer` (one slot per track).
-fn participant_consumes(transport: &TransportId, producer: ProducerId, commands: &[ConsumerSpec]) -> bool {
-    commands.iter().any(|c| c.transport == *transport && c.producer == producer)
-}
-
 impl MediaNegotiator for WebRtcMedia {
     fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String> {
         let result = self.negotiate(&session, &sdp);
@@ -393,7 +550,11 @@ impl MediaNegotiator for WebRtcMedia {
     }
 
     fn leave(&self, session: MediaSession) {
-        self.release(&session);
+        self.release(&session, true);
+    }
+
+    fn screen_share(&self, session: MediaSession, active: bool) {
+        self.set_sharing(&session, active);
     }
 }
 
