@@ -1,0 +1,328 @@
+//! Sans-IO audio ends of a participant. [`AudioTalker`] turns the wall-clock frame grid into Opus
+//! packets (speech-like signal, DTX, marker bursts on a schedule every process can compute);
+//! [`AudioListener`] takes the packets of the received mix, counts loss and jitter, decodes (if
+//! it is a latency probe) and turns marker onsets into end-to-end latency samples.
+//!
+//! Time is passed in as Unix milliseconds. Frame `f` covers wall time `[20f, 20f+20)` ms and is
+//! sent at `20(f+1)` ms, so a listener anywhere (another shard, with synchronised clocks) knows
+//! when a marker was sent without being told.
+
+use crate::signal::{FRAME_SAMPLES, FrameKind, OnsetDetector, SAMPLE_RATE, SpeechPattern, SpeechSource};
+use crate::signal::{audio_level_dbov, marker_frequency};
+use crate::stats::RtpReceiveStats;
+
+/// Frame length in ms.
+pub const FRAME_MS: u64 = 20;
+/// Encoded packets this short are DTX frames a sender does not transmit.
+const DTX_MAX_BYTES: usize = 2;
+/// Opus bitrate of the generated speech.
+pub const OPUS_BITRATE: i32 = 32_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("opus: {0}")]
+pub struct CodecError(#[from] opus::Error);
+
+/// Who speaks when and when markers are due; the same for every process of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerSchedule {
+    pub interval_frames: u64,
+    pub turn_frames: u64,
+    pub talkers: u32,
+    pub turn_taking: bool,
+}
+
+impl MarkerSchedule {
+    /// Whether talker `talker` of room `room` speaks during frame `frame`.
+    pub fn speaking(&self, room: u32, talker: u32, frame: u64) -> bool {
+        if !self.turn_taking || self.talkers <= 1 {
+            return true;
+        }
+        (frame / self.turn_frames.max(1) + u64::from(room)) % u64::from(self.talkers) == u64::from(talker)
+    }
+
+    /// Frame offset of this talker's markers inside each interval (spread over the interval,
+    /// and shifted per room so rooms don't all burst at once).
+    fn phase(&self, room: u32, talker: u32) -> u64 {
+        let interval = self.interval_frames.max(1);
+        let spread = interval / u64::from(self.talkers.max(1));
+        (u64::from(talker) * spread + u64::from(room) * 7) % interval
+    }
+
+    /// Whether a marker burst starts at `frame` for this talker.
+    pub fn marker_starts(&self, room: u32, talker: u32, frame: u64) -> bool {
+        frame % self.interval_frames.max(1) == self.phase(room, talker) && self.speaking(room, talker, frame)
+    }
+
+    /// The latest marker start frame `<= frame` of this talker (whether or not it spoke then).
+    pub fn last_marker_at_or_before(&self, room: u32, talker: u32, frame: u64) -> Option<u64> {
+        let interval = self.interval_frames.max(1);
+        let phase = self.phase(room, talker);
+        let base = frame - frame % interval + phase;
+        if base <= frame { Some(base) } else { base.checked_sub(interval) }
+    }
+}
+
+/// The frame whose 20 ms contain `unix_ms`.
+pub fn frame_at(unix_ms: f64) -> u64 {
+    (unix_ms.max(0.0) / FRAME_MS as f64) as u64
+}
+
+/// When frame `frame` is sent (its end), in Unix ms.
+pub fn send_time_ms(frame: u64) -> f64 {
+    ((frame + 1) * FRAME_MS) as f64
+}
+
+/// One packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingAudio {
+    pub payload: Vec<u8>,
+    /// RTP timestamp offset of this frame from the talker's first frame (48 kHz units).
+    pub timestamp: u32,
+    /// RTP marker bit: first packet of a talk spurt.
+    pub marker: bool,
+    /// RFC 6464: level in -dBov and voice activity.
+    pub level: u8,
+    pub voice: bool,
+    /// This packet starts a latency marker burst.
+    pub marker_burst: bool,
+}
+
+/// A talking participant's audio source and encoder.
+pub struct AudioTalker {
+    room: u32,
+    talker: u32,
+    schedule: MarkerSchedule,
+    source: SpeechSource,
+    encoder: opus::Encoder,
+    first_frame: Option<u64>,
+    last_sent: bool,
+    pcm: [i16; FRAME_SAMPLES],
+    out: Vec<u8>,
+    pub markers_sent: u64,
+    pub frames_sent: u64,
+    pub frames_dtx: u64,
+}
+
+impl AudioTalker {
+    pub fn new(room: u32, talker: u32, seed: u64, schedule: MarkerSchedule) -> Result<Self, CodecError> {
+        let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
+        encoder.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE))?;
+        encoder.set_dtx(true)?;
+        encoder.set_inband_fec(true)?;
+        encoder.set_packet_loss_perc(5)?;
+        Ok(Self {
+            room,
+            talker,
+            schedule,
+            source: SpeechSource::new(seed, SpeechPattern::default(), marker_frequency(talker as usize)),
+            encoder,
+            first_frame: None,
+            last_sent: false,
+            pcm: [0; FRAME_SAMPLES],
+            out: vec![0; 1_500],
+            markers_sent: 0,
+            frames_sent: 0,
+            frames_dtx: 0,
+        })
+    }
+
+    /// Produce frame `frame` (call once per frame, in order, at its send time). `None` when the
+    /// encoder is in DTX (nothing to send).
+    pub fn frame(&mut self, frame: u64) -> Result<Option<OutgoingAudio>, CodecError> {
+        let first = *self.first_frame.get_or_insert(frame);
+        let speaking = self.schedule.speaking(self.room, self.talker, frame);
+        if self.schedule.marker_starts(self.room, self.talker, frame) {
+            self.source.start_marker();
+        }
+        let kind = self.source.next_frame(speaking, &mut self.pcm);
+        let len = self.encoder.encode(&self.pcm, &mut self.out)?;
+        if len <= DTX_MAX_BYTES {
+            self.frames_dtx += 1;
+            self.last_sent = false;
+            return Ok(None);
+        }
+        let marker = !self.last_sent;
+        self.last_sent = true;
+        self.frames_sent += 1;
+        let marker_burst = kind == FrameKind::MarkerStart;
+        if marker_burst {
+            self.markers_sent += 1;
+        }
+        let level = audio_level_dbov(&self.pcm);
+        Ok(Some(OutgoingAudio {
+            payload: self.out[..len].to_vec(),
+            timestamp: ((frame - first) as u32).wrapping_mul(FRAME_SAMPLES as u32),
+            marker,
+            level,
+            voice: kind != FrameKind::Silence,
+            marker_burst,
+        }))
+    }
+}
+
+/// A marker heard by a listener.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MarkerHit {
+    pub talker: u32,
+    /// Send of the marker frame → arrival of the mixed frame carrying its onset, plus the
+    /// onset's position in that frame (codec lookahead included).
+    pub latency_ms: f64,
+}
+
+/// The receiving end of the mix.
+pub struct AudioListener {
+    room: u32,
+    schedule: MarkerSchedule,
+    decoder: Option<opus::Decoder>,
+    detectors: Vec<(u32, OnsetDetector)>,
+    pcm: Vec<i16>,
+    pub stats: RtpReceiveStats,
+    pub packets: u64,
+    pub decode_errors: u64,
+    /// Onsets that matched no marker within half an interval (counted, not used).
+    pub unmatched_onsets: u64,
+}
+
+impl AudioListener {
+    /// `own_talker`: this participant's own talker index (its own marker is not looked for:
+    /// mix-minus must not return it). `decode`: whether to decode (latency probe).
+    pub fn new(room: u32, own_talker: Option<u32>, schedule: MarkerSchedule, decode: bool) -> Result<Self, CodecError> {
+        let decoder = if decode { Some(opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?) } else { None };
+        let detectors = (0..schedule.talkers)
+            .filter(|t| Some(*t) != own_talker)
+            .map(|t| (t, OnsetDetector::new(marker_frequency(t as usize))))
+            .collect();
+        Ok(Self {
+            room,
+            schedule,
+            decoder,
+            detectors,
+            pcm: vec![0; 5_760],
+            stats: RtpReceiveStats::default(),
+            packets: 0,
+            decode_errors: 0,
+            unmatched_onsets: 0,
+        })
+    }
+
+    /// One received RTP packet of the mix, arrived at `arrival_unix_ms`.
+    pub fn on_packet(&mut self, seq: u16, timestamp: u32, payload: &[u8], arrival_unix_ms: f64) -> Vec<MarkerHit> {
+        self.packets += 1;
+        self.stats.record(seq, timestamp, arrival_unix_ms / 1_000.0, SAMPLE_RATE);
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Vec::new();
+        };
+        let samples = match decoder.decode(payload, &mut self.pcm, false) {
+            Ok(n) => n,
+            Err(_) => {
+                self.decode_errors += 1;
+                return Vec::new();
+            }
+        };
+        let mut hits = Vec::new();
+        let arrival_frame = frame_at(arrival_unix_ms);
+        let max_latency = (self.schedule.interval_frames * FRAME_MS) as f64 / 2.0;
+        for (talker, detector) in &mut self.detectors {
+            let Some(offset) = detector.scan(&self.pcm[..samples]) else { continue };
+            let matched = self
+                .schedule
+                .last_marker_at_or_before(self.room, *talker, arrival_frame)
+                .map(|f| arrival_unix_ms + offset as f64 * 1_000.0 / f64::from(SAMPLE_RATE) - send_time_ms(f))
+                .filter(|l| (0.0..max_latency).contains(l));
+            match matched {
+                Some(latency_ms) => hits.push(MarkerHit { talker: *talker, latency_ms }),
+                None => self.unmatched_onsets += 1,
+            }
+        }
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(turn_taking: bool) -> MarkerSchedule {
+        MarkerSchedule { interval_frames: 100, turn_frames: 200, talkers: 3, turn_taking }
+    }
+
+    #[test]
+    fn turns_rotate_and_one_talker_speaks_at_a_time() {
+        let s = schedule(true);
+        for frame in (0..2_000).step_by(7) {
+            let speakers = (0..3).filter(|t| s.speaking(4, *t, frame)).count();
+            assert_eq!(speakers, 1);
+        }
+        assert!((0..3).all(|t| schedule(false).speaking(0, t, 12_345)));
+    }
+
+    #[test]
+    fn last_marker_lookup_matches_marker_starts() {
+        let s = schedule(false);
+        let starts: Vec<u64> = (1_000..1_300).filter(|f| s.marker_starts(2, 1, *f)).collect();
+        assert_eq!(starts.len(), 3);
+        for f in 1_000..1_300u64 {
+            let expected = starts.iter().rev().find(|m| **m <= f).copied();
+            if f >= starts[0] {
+                assert_eq!(s.last_marker_at_or_before(2, 1, f), expected, "frame {f}");
+            }
+        }
+        assert_eq!(s.last_marker_at_or_before(0, 0, 0), Some(0));
+    }
+
+    /// A talker's packets fed straight to a listener (a zero-delay "network" that arrives at
+    /// the send time): every marker is found and its latency is just the codec's lookahead.
+    #[test]
+    fn talker_to_listener_markers_measure_codec_delay_only() {
+        let s = MarkerSchedule { interval_frames: 50, turn_frames: 100, talkers: 2, turn_taking: false };
+        let mut talker = AudioTalker::new(0, 1, 42, s).unwrap();
+        let mut listener = AudioListener::new(0, Some(0), s, true).unwrap();
+        let mut hits = Vec::new();
+        let mut seq = 0u16;
+        let start = 90_000u64;
+        for frame in start..start + 1_000 {
+            if let Some(p) = talker.frame(frame).unwrap() {
+                hits.extend(listener.on_packet(seq, p.timestamp, &p.payload, send_time_ms(frame)));
+                seq = seq.wrapping_add(1);
+            }
+        }
+        assert_eq!(talker.markers_sent, 20);
+        assert!(talker.frames_dtx > 0, "pauses must go DTX");
+        assert_eq!(hits.len() as u64, talker.markers_sent, "unmatched {}", listener.unmatched_onsets);
+        for h in &hits {
+            assert_eq!(h.talker, 1);
+            // Opus VOIP lookahead is 6.5 ms; detection is 2.5 ms block accurate.
+            assert!(h.latency_ms >= 2.0 && h.latency_ms <= 12.0, "{h:?}");
+        }
+        assert_eq!(listener.stats.lost(), 0);
+    }
+
+    #[test]
+    fn late_arrival_adds_to_latency_and_strangers_are_not_matched() {
+        let s = MarkerSchedule { interval_frames: 50, turn_frames: 100, talkers: 1, turn_taking: false };
+        let mut talker = AudioTalker::new(3, 0, 9, s).unwrap();
+        let mut listener = AudioListener::new(3, None, s, true).unwrap();
+        let mut hits = Vec::new();
+        for (i, frame) in (5_000..5_200u64).enumerate() {
+            if let Some(p) = talker.frame(frame).unwrap() {
+                hits.extend(listener.on_packet(i as u16, p.timestamp, &p.payload, send_time_ms(frame) + 40.0));
+            }
+        }
+        assert_eq!(hits.len(), 4);
+        assert!(hits.iter().all(|h| h.latency_ms >= 42.0 && h.latency_ms <= 52.0), "{hits:?}");
+        // A listener that does not decode still counts packets.
+        let mut counting = AudioListener::new(3, None, s, false).unwrap();
+        assert!(counting.on_packet(1, 0, &[1, 2, 3], 1.0).is_empty());
+        assert_eq!(counting.packets, 1);
+    }
+
+    #[test]
+    fn garbage_payload_is_counted_not_fatal() {
+        let s = schedule(false);
+        let mut listener = AudioListener::new(0, None, s, true).unwrap();
+        // 0xff TOC with a frame count byte of 0 is invalid.
+        let hits = listener.on_packet(1, 0, &[0xff, 0x00], 1.0);
+        assert!(hits.is_empty());
+        assert_eq!(listener.decode_errors, 1);
+    }
+}

@@ -1,0 +1,339 @@
+//! One simulated participant over QUIC (`palaver-client`): connect, join (waiting out a lobby),
+//! attach media, then until the stop time: send Opus frames on the wall-clock frame grid (if it
+//! talks), send video frames (if it publishes), and feed the received mix to its
+//! [`AudioListener`]. Every wait is bounded; the outcome is plain data for the report.
+
+use crate::audio::{AudioListener, AudioTalker, MarkerSchedule, frame_at, send_time_ms};
+use crate::scenario::{Role, Scenario, Seat};
+use crate::setup::Ticket;
+use crate::stats::Samples;
+use crate::video::{SIMULCAST_LAYERS, VideoLayer};
+use palaver_client::{ClientError, ConnectOptions, MediaKind, MediaTrack, QuicClient, ServerMessage};
+use palaver_core::protocol::ParticipantState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest wait in a lobby before giving up.
+const LOBBY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames a late sender may catch up in one go; beyond that it skips (and counts it).
+const MAX_CATCH_UP_FRAMES: u64 = 5;
+/// The video layer sent over QUIC (its `media.attach` has no simulcast grouping).
+const QUIC_VIDEO_LAYER: usize = 1;
+
+/// Maps between `Instant` and Unix milliseconds (one anchor for the whole run).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    anchor: Instant,
+    anchor_unix_ms: f64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self { anchor: Instant::now(), anchor_unix_ms: unix.as_secs_f64() * 1_000.0 }
+    }
+
+    pub fn unix_ms(&self, at: Instant) -> f64 {
+        if at >= self.anchor {
+            self.anchor_unix_ms + (at - self.anchor).as_secs_f64() * 1_000.0
+        } else {
+            self.anchor_unix_ms - (self.anchor - at).as_secs_f64() * 1_000.0
+        }
+    }
+
+    pub fn instant_at(&self, unix_ms: f64) -> Instant {
+        let delta = unix_ms - self.anchor_unix_ms;
+        if delta >= 0.0 {
+            self.anchor + Duration::from_secs_f64(delta / 1_000.0)
+        } else {
+            self.anchor.checked_sub(Duration::from_secs_f64(-delta / 1_000.0)).unwrap_or(self.anchor)
+        }
+    }
+}
+
+/// Live counters for the progress line (shared by all participants).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub joined: AtomicU64,
+    pub failed: AtomicU64,
+    pub left: AtomicU64,
+    pub audio_packets: AtomicU64,
+    pub markers_heard: AtomicU64,
+}
+
+/// What every participant shares.
+pub struct RunShared {
+    pub scenario: Scenario,
+    pub schedule: MarkerSchedule,
+    pub clock: Clock,
+    /// Latency samples count from here (after the ramp).
+    pub measure_from: Instant,
+    pub stop_at: Instant,
+    pub live: Live,
+}
+
+/// What one participant saw.
+#[derive(Debug, Default)]
+pub struct SeatOutcome {
+    pub joined: bool,
+    /// Error code (or error kind) when it could not join.
+    pub failure: Option<String>,
+    pub ended_early: bool,
+    pub join_ms: Option<f64>,
+    pub first_audio_ms: Option<f64>,
+    pub latencies: Samples,
+    pub lateness: Samples,
+    pub audio_received: u64,
+    pub audio_expected: u64,
+    pub audio_lost: u64,
+    pub jitter_ms: Option<f64>,
+    pub unmatched_onsets: u64,
+    pub decode_errors: u64,
+    pub frames_sent: u64,
+    pub frames_dtx: u64,
+    pub frames_skipped: u64,
+    pub markers_sent: u64,
+    pub video_packets: u64,
+    pub video_keyframes: u64,
+    pub video_received: u64,
+    pub client_rtp_dropped: u64,
+}
+
+fn failure_code(e: &ClientError) -> String {
+    if let Some(code) = e.code() {
+        return code.to_string();
+    }
+    match e {
+        ClientError::Timeout(_) => "Timeout",
+        ClientError::Connect(_) | ClientError::Connection(_) | ClientError::Bind(_) => "ConnectionFailed",
+        ClientError::CaCertificate(_) | ClientError::Tls(_) => "Tls",
+        ClientError::Closed | ClientError::Read(_) | ClientError::Write(_) => "ConnectionClosed",
+        ClientError::Protocol(_) => "ProtocolViolation",
+        _ => "ClientError",
+    }
+    .to_string()
+}
+
+/// Run one participant to the stop time. Never panics; failures are in the outcome.
+pub async fn run_seat(shared: Arc<RunShared>, connect: ConnectOptions, ticket: Ticket) -> SeatOutcome {
+    let mut out = SeatOutcome {
+        latencies: Samples::with_capacity(10_000),
+        lateness: Samples::with_capacity(10_000),
+        ..SeatOutcome::default()
+    };
+    let started = Instant::now();
+    // Hard bound on the whole participant: stop time plus the time to leave.
+    let hard_stop = shared.stop_at + Duration::from_secs(15);
+    match tokio::time::timeout_at(hard_stop.into(), drive(&shared, &connect, ticket, started, &mut out)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            if !out.joined {
+                out.failure = Some(failure_code(&e));
+            } else {
+                out.ended_early = true;
+            }
+            tracing::debug!(error = %e, "participant ended with an error");
+        }
+        Err(_) => {
+            if !out.joined {
+                out.failure = Some("Timeout".into());
+            }
+        }
+    }
+    if out.failure.is_some() {
+        shared.live.failed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared.live.left.fetch_add(1, Ordering::Relaxed);
+    }
+    out
+}
+
+async fn drive(
+    shared: &RunShared,
+    connect: &ConnectOptions,
+    ticket: Ticket,
+    started: Instant,
+    out: &mut SeatOutcome,
+) -> Result<(), ClientError> {
+    let seat: Seat = ticket.seat;
+    let role: Role = shared.scenario.role(seat.slot);
+    let mut client = QuicClient::connect(connect, &ticket.token).await?;
+    let joined = client.join(ticket.target.clone(), Some(format!("load {}-{}", seat.room, seat.slot))).await?;
+    if joined.snapshot.state == ParticipantState::Lobby {
+        wait_for_admission(&mut client).await?;
+    }
+    out.joined = true;
+    out.join_ms = Some(started.elapsed().as_secs_f64() * 1_000.0);
+    shared.live.joined.fetch_add(1, Ordering::Relaxed);
+
+    let audio_ssrc = rand::random::<u32>() | 1;
+    let video_ssrc = audio_ssrc ^ 0x5a5a_0000;
+    let mut tracks = Vec::new();
+    if role.talker_index.is_some() {
+        tracks.push(MediaTrack::opus(audio_ssrc));
+    }
+    if role.video {
+        tracks.push(MediaTrack { kind: MediaKind::Video, ssrc: video_ssrc, payload_type: MediaTrack::DEFAULT_VP8_PT });
+    }
+    let server_tracks = client.attach_media(tracks).await?;
+    let mix_ssrc = server_tracks.iter().find(|t| t.kind == MediaKind::Audio).map(|t| t.ssrc);
+
+    let mut talker = match role.talker_index {
+        Some(t) => Some(
+            AudioTalker::new(seat.room, t, u64::from(seat.global) * 7919 + 1, shared.schedule)
+                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut listener = AudioListener::new(seat.room, role.talker_index, shared.schedule, role.decodes)
+        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+    let mut audio_tx = client.rtp_sender(audio_ssrc, MediaTrack::DEFAULT_OPUS_PT);
+    let mut video = role.video.then(|| {
+        (
+            VideoLayer::new(SIMULCAST_LAYERS[QUIC_VIDEO_LAYER], 3, seat.global as u16),
+            client.rtp_sender(video_ssrc, MediaTrack::DEFAULT_VP8_PT),
+        )
+    });
+    let Some(mut rtp_rx) = client.take_rtp_receiver() else {
+        return Err(ClientError::InvalidArgument("RTP receiver already taken".into()));
+    };
+
+    let clock = shared.clock;
+    let mut next_frame = frame_at(clock.unix_ms(Instant::now())) + 1;
+    let mut next_video = Instant::now();
+    let stop = tokio::time::Instant::from_std(shared.stop_at);
+    let mut result = Ok(());
+    loop {
+        let frame_due = clock.instant_at(send_time_ms(next_frame));
+        let video_due = if video.is_some() { next_video } else { shared.stop_at + Duration::from_secs(3_600) };
+        tokio::select! {
+            _ = tokio::time::sleep_until(stop) => break,
+            _ = tokio::time::sleep_until(frame_due.into()), if talker.is_some() => {
+                let now = Instant::now();
+                let Some(t) = talker.as_mut() else { continue };
+                let behind = frame_at(clock.unix_ms(now)).saturating_sub(next_frame);
+                if behind > MAX_CATCH_UP_FRAMES {
+                    out.frames_skipped += behind;
+                    audio_tx.packetizer().skip((behind as u32).saturating_mul(960));
+                    next_frame += behind;
+                }
+                out.lateness.push(now.saturating_duration_since(frame_due).as_secs_f64() * 1_000.0);
+                match t.frame(next_frame) {
+                    Ok(Some(p)) => {
+                        if p.marker {
+                            audio_tx.packetizer().start_talk_spurt();
+                        }
+                        if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    Ok(None) => audio_tx.packetizer().skip(960),
+                    Err(e) => tracing::warn!(error = %e, "encode failed"),
+                }
+                next_frame += 1;
+            }
+            _ = tokio::time::sleep_until(video_due.into()), if video.is_some() => {
+                let Some((layer, tx)) = video.as_mut() else { continue };
+                let packets = layer.next_frame();
+                let last = packets.len().saturating_sub(1);
+                for (i, p) in packets.iter().enumerate() {
+                    if i == last {
+                        tx.packetizer().start_talk_spurt();
+                    }
+                    let samples = if i == last { crate::video::VIDEO_CLOCK / layer.spec.fps } else { 0 };
+                    if tx.send(&p.payload, samples, None).is_err() {
+                        break;
+                    }
+                }
+                next_video += Duration::from_secs_f64(layer.frame_interval_ms() / 1_000.0);
+                if next_video + Duration::from_secs(1) < Instant::now() {
+                    next_video = Instant::now();
+                }
+            }
+            packet = rtp_rx.recv() => {
+                let Some(packet) = packet else {
+                    result = Err(ClientError::Read("connection closed".into()));
+                    break;
+                };
+                if Some(packet.ssrc) != mix_ssrc && packet.payload_type != MediaTrack::DEFAULT_OPUS_PT {
+                    out.video_received += 1;
+                    continue;
+                }
+                if out.first_audio_ms.is_none() {
+                    out.first_audio_ms = Some(packet.arrival.saturating_duration_since(started).as_secs_f64() * 1_000.0);
+                }
+                shared.live.audio_packets.fetch_add(1, Ordering::Relaxed);
+                let arrival_ms = clock.unix_ms(packet.arrival);
+                for hit in listener.on_packet(packet.sequence, packet.timestamp, &packet.payload, arrival_ms) {
+                    if packet.arrival >= shared.measure_from {
+                        out.latencies.push(hit.latency_ms);
+                        shared.live.markers_heard.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            event = client.next_event() => {
+                match event {
+                    Some(ServerMessage::SessionEnded { .. }) | None => {
+                        result = Err(ClientError::Read("session ended".into()));
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    if let Some(t) = &talker {
+        out.frames_sent = t.frames_sent;
+        out.frames_dtx = t.frames_dtx;
+        out.markers_sent = t.markers_sent;
+    }
+    if let Some((layer, _)) = &video {
+        out.video_packets = layer.packets;
+        out.video_keyframes = layer.keyframes;
+    }
+    out.audio_received = listener.stats.received();
+    out.audio_expected = listener.stats.expected();
+    out.audio_lost = listener.stats.lost();
+    out.jitter_ms = (listener.packets > 1).then(|| listener.stats.jitter_ms(48_000));
+    out.unmatched_onsets = listener.unmatched_onsets;
+    out.decode_errors = listener.decode_errors;
+    out.client_rtp_dropped = client.stats().rtp_dropped;
+    if result.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
+    }
+    client.close().await;
+    result
+}
+
+async fn wait_for_admission(client: &mut QuicClient) -> Result<(), ClientError> {
+    let deadline = tokio::time::Instant::now() + LOBBY_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, client.next_event()).await {
+            Err(_) => return Err(ClientError::Timeout(LOBBY_TIMEOUT)),
+            Ok(None) | Ok(Some(ServerMessage::SessionEnded { .. })) => {
+                return Err(ClientError::Read("session ended in the lobby".into()));
+            }
+            Ok(Some(ServerMessage::Snapshot { snapshot })) if snapshot.state == ParticipantState::Connected => {
+                return Ok(());
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_round_trips() {
+        let c = Clock::now();
+        let later = Instant::now() + Duration::from_millis(1_234);
+        let ms = c.unix_ms(later);
+        let back = c.instant_at(ms);
+        assert!(back.max(later) - back.min(later) < Duration::from_micros(10));
+        assert!(c.unix_ms(c.anchor) > 1.7e12, "unix ms");
+    }
+}

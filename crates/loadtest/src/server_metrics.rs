@@ -1,0 +1,201 @@
+//! The server side of a run, read from its Prometheus `/metrics`: CPU, memory and media packet
+//! counters at the start and end of the measured window, and what their deltas mean (pps in and
+//! out, server CPU per forwarded packet).
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Metric names read from the server (see docs/metrics.md).
+pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
+pub const RESIDENT_BYTES: &str = "process_resident_memory_bytes";
+pub const PACKETS_RECEIVED: &str = "palaver_media_packets_received_total";
+pub const PACKETS_SENT: &str = "palaver_media_packets_sent_total";
+pub const PACKETS_DROPPED: &str = "palaver_media_packets_dropped_total";
+pub const MIXER_OVERRUNS: &str = "palaver_mixer_overruns_total";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("metrics request to {url} failed: {source}")]
+    Request { url: String, source: reqwest::Error },
+    #[error("metrics endpoint {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("metrics from {url} lack {metric}")]
+    Missing { url: String, metric: &'static str },
+}
+
+/// Sum of every sample of each metric name (labels summed away) in a Prometheus text body.
+/// Comment lines, malformed lines and non-finite values are skipped.
+pub fn parse_sums(body: &str) -> HashMap<String, f64> {
+    let mut sums = HashMap::new();
+    for line in body.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => continue,
+        };
+        let rest = match rest.strip_prefix('{') {
+            // Label values may hold spaces or braces inside quotes: find the closing brace
+            // outside quotes.
+            Some(labels) => match closing_brace(labels) {
+                Some(end) => &labels[end + 1..],
+                None => continue,
+            },
+            None => rest,
+        };
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if value.is_finite() {
+            *sums.entry(name.to_string()).or_insert(0.0) += value;
+        }
+    }
+    sums
+}
+
+fn closing_brace(labels: &str) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '}' if !in_quotes => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One scrape's values that a load run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerSample {
+    pub cpu_seconds: f64,
+    pub resident_bytes: f64,
+    pub packets_received: f64,
+    pub packets_sent: f64,
+    pub packets_dropped: f64,
+    pub mixer_overruns: f64,
+}
+
+impl ServerSample {
+    /// From a `/metrics` body; CPU and packet counters must be present.
+    pub fn from_body(url: &str, body: &str) -> Result<Self, ScrapeError> {
+        let sums = parse_sums(body);
+        let need = |metric: &'static str| {
+            sums.get(metric).copied().ok_or_else(|| ScrapeError::Missing { url: url.to_string(), metric })
+        };
+        Ok(Self {
+            cpu_seconds: need(CPU_SECONDS)?,
+            resident_bytes: sums.get(RESIDENT_BYTES).copied().unwrap_or(0.0),
+            packets_received: need(PACKETS_RECEIVED)?,
+            packets_sent: need(PACKETS_SENT)?,
+            packets_dropped: sums.get(PACKETS_DROPPED).copied().unwrap_or(0.0),
+            mixer_overruns: sums.get(MIXER_OVERRUNS).copied().unwrap_or(0.0),
+        })
+    }
+}
+
+/// Fetch and read `/metrics` (plain HTTP; the metrics listener is not TLS).
+pub async fn scrape(http: &reqwest::Client, url: &str) -> Result<ServerSample, ScrapeError> {
+    let resp = http
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|source| ScrapeError::Request { url: url.to_string(), source })?;
+    if !resp.status().is_success() {
+        return Err(ScrapeError::Status { url: url.to_string(), status: resp.status().as_u16() });
+    }
+    let body = resp.text().await.map_err(|source| ScrapeError::Request { url: url.to_string(), source })?;
+    ServerSample::from_body(url, &body)
+}
+
+/// What the server did during the measured window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerWindow {
+    pub window_secs: f64,
+    /// Mean CPU use over the window, in cores (1.0 = one core busy).
+    pub cpu_cores: f64,
+    pub resident_mb_end: f64,
+    pub pps_in: f64,
+    pub pps_out: f64,
+    pub packets_dropped: f64,
+    pub mixer_overruns: f64,
+    /// Server CPU time per packet sent (forwarded or mixed) in µs; `None` when nothing was sent.
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    /// Server CPU time per packet handled (received + sent) in µs.
+    pub cpu_us_per_packet_handled: Option<f64>,
+}
+
+impl ServerWindow {
+    pub fn between(start: &ServerSample, end: &ServerSample, window: Duration) -> Self {
+        let secs = window.as_secs_f64().max(1e-9);
+        let cpu = (end.cpu_seconds - start.cpu_seconds).max(0.0);
+        let received = (end.packets_received - start.packets_received).max(0.0);
+        let sent = (end.packets_sent - start.packets_sent).max(0.0);
+        let per = |n: f64| (n > 0.0).then(|| cpu * 1e6 / n);
+        Self {
+            window_secs: secs,
+            cpu_cores: cpu / secs,
+            resident_mb_end: end.resident_bytes / (1024.0 * 1024.0),
+            pps_in: received / secs,
+            pps_out: sent / secs,
+            packets_dropped: (end.packets_dropped - start.packets_dropped).max(0.0),
+            mixer_overruns: (end.mixer_overruns - start.mixer_overruns).max(0.0),
+            cpu_us_per_forwarded_packet: per(sent),
+            cpu_us_per_packet_handled: per(received + sent),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = r#"# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.5
+process_resident_memory_bytes 1.048576e8
+palaver_media_packets_received_total 1000
+palaver_media_packets_sent_total 3000
+palaver_media_packets_dropped_total{reason="malformed"} 2
+palaver_media_packets_dropped_total{reason="queue_full"} 3
+palaver_signaling_errors_total{code="a } b \" c"} 7
+garbage line without value
+palaver_media_jitter_seconds NaN
+"#;
+
+    #[test]
+    fn sums_over_labels_and_skips_noise() {
+        let sums = parse_sums(BODY);
+        assert_eq!(sums[PACKETS_DROPPED], 5.0);
+        assert_eq!(sums[CPU_SECONDS], 12.5);
+        assert_eq!(sums["palaver_signaling_errors_total"], 7.0);
+        assert!(!sums.contains_key("palaver_media_jitter_seconds"));
+        assert!(!sums.contains_key("garbage"));
+    }
+
+    #[test]
+    fn sample_needs_cpu_and_packets() {
+        let s = ServerSample::from_body("u", BODY).unwrap();
+        assert_eq!((s.packets_received, s.packets_sent, s.resident_bytes), (1000.0, 3000.0, 104_857_600.0));
+        let err = ServerSample::from_body("u", "process_cpu_seconds_total 1\n").unwrap_err();
+        assert!(matches!(err, ScrapeError::Missing { metric: PACKETS_RECEIVED, .. }), "{err}");
+    }
+
+    #[test]
+    fn window_derives_rates_and_cpu_per_packet() {
+        let a = ServerSample::from_body("u", BODY).unwrap();
+        let b = ServerSample { cpu_seconds: 13.5, packets_received: 51_000.0, packets_sent: 403_000.0, ..a };
+        let w = ServerWindow::between(&a, &b, Duration::from_secs(10));
+        assert_eq!((w.pps_in, w.pps_out, w.cpu_cores), (5_000.0, 40_000.0, 0.1));
+        assert!((w.cpu_us_per_forwarded_packet.unwrap() - 2.5).abs() < 1e-9);
+        assert!((w.cpu_us_per_packet_handled.unwrap() - 1e6 / 450_000.0).abs() < 1e-9);
+        assert_eq!(ServerWindow::between(&a, &a, Duration::from_secs(1)).cpu_us_per_forwarded_packet, None);
+    }
+}
