@@ -2,15 +2,19 @@
 //! (ICE credentials, remote address, inbound/outbound SRTP contexts), the demultiplexer
 //! (STUN by ufrag, everything else by source address) and control commands. Driven with
 //! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket.
+//! Queue-attached transports (see [`super::queue`]) bypass the socket and SRTP: their packets
+//! arrive through [`WorkerCore::handle_queued`] and leave through their link's egress queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 use super::counters::{DropReason, WorkerCounters};
+use super::queue::DatagramLink;
 use super::stun::{BindingRequest, StunError, is_stun, write_binding_success};
 use super::{Command, CommandError, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
 use crate::router::{
@@ -33,6 +37,18 @@ pub trait Transmit {
 
 struct Transport {
     room: RoomId,
+    path: Path,
+}
+
+/// How a transport's packets enter and leave the worker.
+enum Path {
+    /// The worker's UDP socket, SRTP-protected (WebRTC, or a peer with signalled keys).
+    Udp(Box<UdpPath>),
+    /// Lock-free queues to another task (plain RTP/RTCP; the carrier encrypts).
+    Queue(Arc<DatagramLink>),
+}
+
+struct UdpPath {
     ice_ufrag: String,
     ice_pwd: String,
     remote: Option<SocketAddr>,
@@ -75,39 +91,59 @@ struct Sink<'a, T> {
     room: RoomId,
 }
 
+/// Which SRTP transform an outgoing packet needs on a UDP path.
+#[derive(Clone, Copy)]
+enum Protect {
+    Rtp,
+    Rtcp,
+}
+
 impl<T: Transmit> Sink<'_, T> {
-    fn send(&mut self, to: TransportId, fill: impl FnOnce(&mut [u8], &mut SrtpContext) -> Option<usize>) {
+    /// Sends one packet `fill` writes (plain) into a scratch buffer: SRTP-protected to a UDP
+    /// transport's address, or copied into a `Bytes` on a queue transport's egress queue.
+    fn send(&mut self, to: TransportId, protect: Protect, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
         let Some(transport) = self.transports.get_mut(&to) else {
             return self.counters.count_drop(DropReason::NoRemoteAddress);
         };
-        let Some(remote) = transport.remote.filter(|_| transport.keyed) else {
-            return self.counters.count_drop(DropReason::NoRemoteAddress);
-        };
-        let buf = self.tx.buffer();
-        match fill(buf, &mut transport.srtp_out) {
-            Some(len) => {
+        let len = match &mut transport.path {
+            Path::Udp(udp) => {
+                let Some(remote) = udp.remote.filter(|_| udp.keyed) else {
+                    return self.counters.count_drop(DropReason::NoRemoteAddress);
+                };
+                let buf = self.tx.buffer();
+                let protected = fill(buf).and_then(|len| match protect {
+                    Protect::Rtp => udp.srtp_out.protect_rtp(buf, len).ok(),
+                    Protect::Rtcp => udp.srtp_out.protect_rtcp(buf, len).ok(),
+                });
+                let Some(len) = protected else { return self.counters.count_drop(DropReason::ProtectFailed) };
                 self.tx.commit(len, remote);
-                WorkerCounters::inc(&self.counters.packets_out);
-                WorkerCounters::add(&self.counters.bytes_out, len as u64);
+                len
             }
-            None => self.counters.count_drop(DropReason::ProtectFailed),
-        }
+            Path::Queue(link) => {
+                // The transmit scratch buffer is only borrowed: nothing is committed to the socket.
+                let buf = self.tx.buffer();
+                let Some(len) = fill(buf) else { return self.counters.count_drop(DropReason::ProtectFailed) };
+                if link.push_egress(Bytes::copy_from_slice(&buf[..len])).is_err() {
+                    return self.counters.count_drop(DropReason::EgressQueueFull);
+                }
+                len
+            }
+        };
+        WorkerCounters::inc(&self.counters.packets_out);
+        WorkerCounters::add(&self.counters.bytes_out, len as u64);
     }
 }
 
 impl<T: Transmit> RouterOutput for Sink<'_, T> {
     fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite) {
-        self.send(to, |buf, srtp| {
-            let len = apply_rewrite(packet, buf, rewrite).ok()?;
-            srtp.protect_rtp(buf, len).ok()
-        });
+        self.send(to, Protect::Rtp, |buf| apply_rewrite(packet, buf, rewrite).ok());
         WorkerCounters::inc(&self.counters.rtp_forwarded);
     }
 
     fn send_rtcp(&mut self, to: TransportId, packet: &[u8]) {
-        self.send(to, |buf, srtp| {
+        self.send(to, Protect::Rtcp, |buf| {
             buf.get_mut(..packet.len())?.copy_from_slice(packet);
-            srtp.protect_rtcp(buf, packet.len()).ok()
+            Some(packet.len())
         });
     }
 
@@ -201,7 +237,7 @@ impl WorkerCore {
         let Some(&id) = self.by_ufrag.get(request.local_ufrag) else {
             return self.counters.count_drop(DropReason::StunUnknownUfrag);
         };
-        let Some(transport) = self.transports.get_mut(&id) else { return };
+        let Some(Path::Udp(transport)) = self.transports.get_mut(&id).map(|t| &mut t.path) else { return };
         if request.verify(transport.ice_pwd.as_bytes()).is_err() {
             return self.counters.count_drop(DropReason::StunBadIntegrity);
         }
@@ -228,7 +264,7 @@ impl WorkerCore {
 
     fn handle_media(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], tx: &mut impl Transmit) {
         let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
-        let Some(transport) = self.transports.get_mut(&id) else {
+        let Some(Transport { room, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
         if !transport.keyed {
@@ -240,23 +276,52 @@ impl WorkerCore {
             Ok(len) => len,
             Err(e) => return self.counters.count_drop(srtp_drop(e, rtcp)),
         };
-        let room = transport.room;
+        let room = *room;
+        self.route(now, room, id, rtcp, &buf[..len], tx);
+    }
+
+    /// Handles one packet a queue-attached transport sent (plain RTP or RTCP, no SRTP).
+    pub fn handle_queued(&mut self, now: Instant, from: TransportId, packet: &[u8], tx: &mut impl Transmit) {
+        WorkerCounters::inc(&self.counters.packets_in);
+        WorkerCounters::add(&self.counters.bytes_in, packet.len() as u64);
+        if !is_rtp_or_rtcp(packet) {
+            return self.counters.count_drop(DropReason::NotMedia);
+        }
+        let Some(Transport { room, path: Path::Queue(_) }) = self.transports.get(&from) else {
+            return self.counters.count_drop(DropReason::UnknownSource);
+        };
+        let room = *room;
+        self.route(now, room, from, is_rtcp(packet), packet, tx);
+    }
+
+    /// Hands a decrypted packet of `from` to its room's router.
+    fn route(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        from: TransportId,
+        rtcp: bool,
+        packet: &[u8],
+        tx: &mut impl Transmit,
+    ) {
         let Some(router) = self.rooms.get_mut(&room) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
         let mut sink =
             Sink { transports: &mut self.transports, tx, counters: &self.counters, events: &self.events, room };
         if rtcp {
-            router.handle_rtcp(now, id, &buf[..len], &mut sink);
+            router.handle_rtcp(now, from, packet, &mut sink);
         } else {
-            router.handle_rtp(now, id, &buf[..len], &mut sink);
+            router.handle_rtp(now, from, packet, &mut sink);
         }
     }
 
     /// A DTLS datagram from a peer that passed ICE: advances its handshake; on completion the
     /// exported keys replace the transport's SRTP contexts.
     fn handle_dtls(&mut self, now: Instant, from: SocketAddr, buf: &[u8], tx: &mut impl Transmit) {
-        let Some(transport) = self.by_addr.get(&from).and_then(|id| self.transports.get_mut(id)) else {
+        let Some(Path::Udp(transport)) =
+            self.by_addr.get(&from).and_then(|id| self.transports.get_mut(id)).map(|t| &mut t.path)
+        else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
         let Some(dtls) = transport.dtls.as_mut() else { return self.counters.count_drop(DropReason::Dtls) };
@@ -286,6 +351,7 @@ impl WorkerCore {
     /// Timers of every room (speaker reports, layer review). Call between batches.
     pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) {
         for transport in self.transports.values_mut() {
+            let Path::Udp(transport) = &mut transport.path else { continue };
             if let (false, Some(dtls), Some(remote)) = (transport.keyed, transport.dtls.as_mut(), transport.remote) {
                 for datagram in dtls.poll(now, remote) {
                     send_raw(tx, &self.counters, &datagram, remote);
@@ -347,6 +413,16 @@ impl WorkerCore {
             }
             Command::AddTransport(spec) => self.add_transport(*spec),
             Command::AddWebRtcTransport(spec) => self.add_webrtc_transport(*spec),
+            Command::AddQueueTransport { id, room, link } => {
+                if !self.rooms.contains_key(&room) {
+                    return Err(CommandError::UnknownRoom);
+                }
+                if self.transports.contains_key(&id) {
+                    return Err(CommandError::TransportExists);
+                }
+                self.transports.insert(id, Transport { room, path: Path::Queue(link) });
+                Ok(())
+            }
             Command::RemoveTransport { transport } => {
                 let room = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.room;
                 if let Some(router) = self.rooms.get_mut(&room) {
@@ -401,19 +477,16 @@ impl WorkerCore {
             self.by_addr.insert(remote, spec.id);
         }
         self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
-        self.transports.insert(
-            spec.id,
-            Transport {
-                room: spec.room,
-                ice_ufrag: spec.ice_ufrag,
-                ice_pwd: spec.ice_pwd,
-                remote: spec.remote,
-                srtp_in,
-                srtp_out,
-                dtls: None,
-                keyed: true,
-            },
-        );
+        let udp = UdpPath {
+            ice_ufrag: spec.ice_ufrag,
+            ice_pwd: spec.ice_pwd,
+            remote: spec.remote,
+            srtp_in,
+            srtp_out,
+            dtls: None,
+            keyed: true,
+        };
+        self.transports.insert(spec.id, Transport { room: spec.room, path: Path::Udp(Box::new(udp)) });
         Ok(())
     }
 
@@ -429,24 +502,21 @@ impl WorkerCore {
         let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
         let dtls = DtlsSession::server(&spec.dtls, &spec.remote_fingerprint);
         self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
-        self.transports.insert(
-            spec.id,
-            Transport {
-                room: spec.room,
-                ice_ufrag: spec.ice_ufrag,
-                ice_pwd: spec.ice_pwd,
-                remote: None,
-                srtp_in,
-                srtp_out,
-                dtls: Some(Box::new(dtls)),
-                keyed: false,
-            },
-        );
+        let udp = UdpPath {
+            ice_ufrag: spec.ice_ufrag,
+            ice_pwd: spec.ice_pwd,
+            remote: None,
+            srtp_in,
+            srtp_out,
+            dtls: Some(Box::new(dtls)),
+            keyed: false,
+        };
+        self.transports.insert(spec.id, Transport { room: spec.room, path: Path::Udp(Box::new(udp)) });
         Ok(())
     }
 
     fn remove_transport(&mut self, id: TransportId) {
-        if let Some(t) = self.transports.remove(&id) {
+        if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
             if let Some(remote) = t.remote {
                 self.by_addr.remove(&remote);
             }

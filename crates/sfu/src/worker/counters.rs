@@ -37,9 +37,11 @@ drop_reasons! {
     ProtectFailed => "protect_failed",
     SendFailed => "send_failed",
     EventQueueFull => "event_queue_full",
+    EgressQueueFull => "egress_queue_full",
+    IngressQueueFull => "ingress_queue_full",
 }
 
-const REASONS: usize = 15;
+const REASONS: usize = 17;
 
 /// Upper bounds (ns) of the forwarding-latency buckets: 5 µs .. 10 ms, the same bounds as the
 /// metrics crate's `FORWARDING_LATENCY_BOUNDS` so snapshots map bucket for bucket.
@@ -317,6 +319,12 @@ impl WorkerCounters {
 
     pub fn count_drop(&self, reason: DropReason) {
         Self::inc(&self.drops[reason as usize]);
+    }
+
+    /// Multi-writer drop count (atomic add) for reasons counted by other threads only, never by
+    /// the worker itself (e.g. [`DropReason::IngressQueueFull`], counted by the pushing thread).
+    pub fn count_drop_shared(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> CountersSnapshot {

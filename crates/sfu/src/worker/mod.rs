@@ -3,10 +3,13 @@
 //! lock-free queue, batch-receive datagrams (`recvmmsg`), run each through the sans-IO
 //! [`WorkerCore`] (demux → SRTP unprotect → route → rewrite → SRTP protect), run timers, and
 //! batch-send (`sendmmsg`). Counters are per-worker atomics summed at scrape time.
+//! Queue-attached transports (QUIC) exchange plain RTP/RTCP with a worker through lock-free
+//! queues instead of its socket (see [`DatagramLink`]).
 
 mod core;
 mod counters;
 mod pool;
+mod queue;
 mod socket;
 pub mod stun;
 
@@ -16,9 +19,11 @@ pub use counters::{
     ReceptionSnapshot, WorkerCounters,
 };
 pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
+pub use queue::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DatagramLink};
 pub use socket::{RecvBatch, SendBatch};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterError, TransportId};
 use crate::srtp::{Profile, SrtpError};
@@ -81,6 +86,13 @@ pub enum Command {
     AddTransport(Box<TransportSpec>),
     /// A browser transport: ICE-lite credentials, then DTLS-SRTP yields the keys.
     AddWebRtcTransport(Box<WebRtcTransportSpec>),
+    /// A transport whose plain RTP/RTCP arrives through [`WorkerHandle::push_ingress`] and
+    /// leaves through `link`'s egress queue (no ICE, no SRTP: the carrier encrypts).
+    AddQueueTransport {
+        id: TransportId,
+        room: RoomId,
+        link: Arc<DatagramLink>,
+    },
     RemoveTransport {
         transport: TransportId,
     },
@@ -127,6 +139,7 @@ impl Command {
             Command::CloseRoom { .. } => "close_room",
             Command::AddTransport(_) => "add_transport",
             Command::AddWebRtcTransport(_) => "add_webrtc_transport",
+            Command::AddQueueTransport { .. } => "add_queue_transport",
             Command::RemoveTransport { .. } => "remove_transport",
             Command::AddProducer { .. } => "add_producer",
             Command::RemoveProducer { .. } => "remove_producer",

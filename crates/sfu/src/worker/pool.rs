@@ -9,13 +9,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 use super::core::WorkerCore;
 use super::counters::{CountersSnapshot, DropReason, WorkerCounters};
+use super::queue::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
 use super::socket::{RecvBatch, SendBatch};
 use super::{Command, RoomId, WorkerEvent};
-use crate::router::RouterConfig;
+use crate::router::{RouterConfig, TransportId};
 
 /// How to start the media workers.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +28,12 @@ pub struct WorkerConfig {
     /// binds `port + i`.
     pub bind: SocketAddr,
     pub router: RouterConfig,
-    /// How long a worker blocks in receive before it drains commands and runs timers.
+    /// How long a worker blocks in receive before it drains commands, queued packets and runs
+    /// timers (so also the longest a queue-attached transport's packet waits).
     pub tick: Duration,
     pub command_queue: usize,
+    /// Packets from queue-attached transports waiting for the worker (all transports together).
+    pub ingress_queue: usize,
     pub event_queue: usize,
     /// Requested kernel receive/send buffer per socket (best effort; capped by the kernel).
     pub socket_buffer: usize,
@@ -42,6 +47,7 @@ impl Default for WorkerConfig {
             router: RouterConfig::default(),
             tick: Duration::from_millis(5),
             command_queue: 4096,
+            ingress_queue: DEFAULT_INGRESS_CAPACITY,
             event_queue: 4096,
             socket_buffer: 4 << 20,
         }
@@ -55,6 +61,7 @@ pub struct WorkerHandle {
     /// The address (port) this worker's rooms advertise in their ICE candidates.
     pub local_addr: SocketAddr,
     commands: Arc<ArrayQueue<Command>>,
+    ingress: Arc<IngressQueue>,
     events: Arc<ArrayQueue<WorkerEvent>>,
     counters: Arc<WorkerCounters>,
     thread: Option<JoinHandle<()>>,
@@ -64,6 +71,16 @@ impl WorkerHandle {
     /// Queues a command; gives it back if the queue is full.
     pub fn send(&self, command: Command) -> Result<(), Command> {
         self.commands.push(command)
+    }
+
+    /// Hands one plain RTP/RTCP packet of a queue-attached transport to the worker (never
+    /// blocks; any thread). When the ingress queue is full the packet is counted as an
+    /// `IngressQueueFull` drop and given back.
+    pub fn push_ingress(&self, transport: TransportId, packet: Bytes) -> Result<(), Bytes> {
+        self.ingress.push((transport, packet)).map_err(|(_, packet)| {
+            self.counters.count_drop_shared(DropReason::IngressQueueFull);
+            packet
+        })
     }
 
     pub fn try_event(&self) -> Option<WorkerEvent> {
@@ -100,16 +117,17 @@ impl WorkerPool {
             set_buffer_sizes(&socket, config.socket_buffer);
             let local_addr = socket.local_addr()?;
             let commands = Arc::new(ArrayQueue::new(config.command_queue));
+            let ingress = Arc::new(ArrayQueue::new(config.ingress_queue.max(1)));
             let events = Arc::new(ArrayQueue::new(config.event_queue));
             let counters = Arc::new(WorkerCounters::default());
             let core = WorkerCore::new(config.router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone());
             let send = SendBatch::new(socket.try_clone()?);
-            let queue = commands.clone();
+            let queues = (commands.clone(), ingress.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("palaver-media-{index}"))
-                .spawn(move || run(core, socket, send, queue))?;
+                .spawn(move || run(core, socket, send, queues))?;
             tracing::info!(worker = index, %local_addr, "media worker started");
-            workers.push(WorkerHandle { index, local_addr, commands, events, counters, thread: Some(thread) });
+            workers.push(WorkerHandle { index, local_addr, commands, ingress, events, counters, thread: Some(thread) });
         }
         Ok(Self { workers })
     }
@@ -194,8 +212,14 @@ fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
 #[cfg(not(target_os = "linux"))]
 fn set_buffer_sizes(_socket: &UdpSocket, _bytes: usize) {}
 
-/// The worker loop: commands, one receive batch, timers, one send flush.
-fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: Arc<ArrayQueue<Command>>) {
+/// The worker loop: commands, queued packets (flushed at once), one receive batch, timers, one
+/// send flush.
+fn run(
+    mut core: WorkerCore,
+    socket: UdpSocket,
+    mut send: SendBatch,
+    (commands, ingress): (Arc<ArrayQueue<Command>>, Arc<IngressQueue>),
+) {
     let mut recv = RecvBatch::new();
     let counters = core.counters().clone();
     // Read after each flush: it times the batch just sent and is the next round's command time.
@@ -215,6 +239,18 @@ fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: A
         if shutdown {
             send.flush();
             return;
+        }
+        if !ingress.is_empty() {
+            now = Instant::now();
+            let forwarded_before = counters.rtp_forwarded.load(Relaxed);
+            // At most one queue's worth per round so a flooding producer cannot starve the socket.
+            for _ in 0..ingress.capacity() {
+                let Some((transport, packet)) = ingress.pop() else { break };
+                core.handle_queued(now, transport, &packet, &mut send);
+            }
+            send.flush();
+            let received = std::mem::replace(&mut now, Instant::now());
+            record_latency(&counters, received, now, forwarded_before);
         }
         // Forwarding latency: the receive-time read (already needed as `now`) and the read after
         // the flush (reused for the next commands), recorded once per packet the batch forwarded.
@@ -244,14 +280,19 @@ fn run(mut core: WorkerCore, socket: UdpSocket, mut send: SendBatch, commands: A
         send.flush();
         now = Instant::now();
         if let Some((received, forwarded_before)) = batch {
-            let forwarded = counters.rtp_forwarded.load(Relaxed).wrapping_sub(forwarded_before);
-            if forwarded > 0 {
-                let elapsed = u64::try_from(now.saturating_duration_since(received).as_nanos()).unwrap_or(u64::MAX);
-                counters.forwarding_latency.observe(elapsed, forwarded);
-            }
+            record_latency(&counters, received, now, forwarded_before);
         }
         for _ in 0..send.take_failed() {
             counters.count_drop(DropReason::SendFailed);
         }
+    }
+}
+
+/// Records the packets forwarded since `forwarded_before` as taking from `received` to `sent`.
+fn record_latency(counters: &WorkerCounters, received: Instant, sent: Instant, forwarded_before: u64) {
+    let forwarded = counters.rtp_forwarded.load(Relaxed).wrapping_sub(forwarded_before);
+    if forwarded > 0 {
+        let elapsed = u64::try_from(sent.saturating_duration_since(received).as_nanos()).unwrap_or(u64::MAX);
+        counters.forwarding_latency.observe(elapsed, forwarded);
     }
 }

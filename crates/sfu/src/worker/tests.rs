@@ -297,3 +297,237 @@ fn commands_that_fail_change_nothing() {
     let c = core.counters().snapshot();
     assert_eq!(c.commands_failed, 5);
 }
+
+/// Counts how often the worker woke a queue transport's consumer.
+#[derive(Default)]
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+const QUEUE_PEER: TransportId = TransportId(40);
+
+/// `room_with(1)` plus a queue-attached transport that publishes audio (producer 2, SSRC
+/// 0x0B0B, consumed by the UDP subscriber as 0x6000) and consumes the UDP publisher (as 0x7000).
+fn room_with_queue_peer(egress: usize) -> (WorkerCore, Peer, Peer, Arc<DatagramLink>, Outbox) {
+    let (mut core, publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
+    let t0 = Instant::now();
+    let link = DatagramLink::new(egress);
+    core.apply(t0, Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link: link.clone() }, &mut out).unwrap();
+    let mut producer = ProducerSpec {
+        id: ProducerId(2),
+        transport: QUEUE_PEER,
+        kind: TrackKind::Audio,
+        mid: None,
+        codecs: vec![(OPUS, Codec::Opus)],
+        layers: vec![LayerSpec {
+            rid: None,
+            ssrc: Some(0x0B0B),
+            rtx_ssrc: None,
+            width: 0,
+            height: 0,
+            max_bitrate_bps: 0,
+        }],
+        extensions: ExtensionMap::default(),
+    };
+    core.apply(t0, Command::AddProducer { room: ROOM, spec: producer.clone() }, &mut out).unwrap();
+    let subscriber = subscribers.remove(0);
+    // The UDP subscriber now hears only the queue peer.
+    core.apply(t0, Command::RemoveConsumer { room: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
+    let consumers = [
+        (ConsumerId(20), subscriber.transport, ProducerId(2), 0x6000),
+        (ConsumerId(21), QUEUE_PEER, ProducerId(1), 0x7000),
+    ];
+    for (id, transport, producer, ssrc) in consumers {
+        let spec = ConsumerSpec { id, transport, producer, ssrc, rtx: None, paused: false, max_height: u16::MAX };
+        core.apply(t0, Command::AddConsumer { room: ROOM, spec }, &mut out).unwrap();
+    }
+    // A producer may only live on a transport of its room.
+    producer.id = ProducerId(3);
+    producer.transport = TransportId(999);
+    assert_eq!(
+        core.apply(t0, Command::AddProducer { room: ROOM, spec: producer }, &mut out),
+        Err(CommandError::UnknownTransport)
+    );
+    out.sent.clear();
+    (core, publisher, subscriber, link, out)
+}
+
+fn queued_audio(seq: u16) -> Vec<u8> {
+    let mut p = audio(seq);
+    p[8..12].copy_from_slice(&0x0B0B_u32.to_be_bytes());
+    p
+}
+
+#[test]
+fn queue_transport_plain_rtp_reaches_an_srtp_subscriber_and_srtp_reaches_its_egress_queue() {
+    let (mut core, mut publisher, mut subscriber, link, mut out) = room_with_queue_peer(64);
+    let wakes = Arc::new(WakeCount::default());
+    link.egress_waker.register(&std::task::Waker::from(wakes.clone()));
+    let now = Instant::now();
+    // queue → UDP/SRTP: plain in, SRTP out with the consumer's SSRC
+    for seq in 0..5u16 {
+        core.handle_queued(now, QUEUE_PEER, &queued_audio(seq), &mut out);
+    }
+    assert_eq!(out.sent.len(), 5);
+    let mut sequences = Vec::new();
+    for (to, mut packet) in out.sent.drain(..) {
+        assert_eq!(to, subscriber.addr);
+        let n = subscriber.from_server.unprotect_rtp(&mut packet).unwrap();
+        let h = RtpHeader::parse(&packet[..n]).unwrap();
+        assert_eq!(h.ssrc, 0x6000);
+        assert_eq!(h.payload(&packet[..n]), &[0xAB; 80]);
+        sequences.push(h.sequence);
+    }
+    assert!(sequences.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    assert!(link.egress.is_empty(), "its own audio is not sent back");
+    // UDP/SRTP → queue: SRTP in, plain RTP in the egress queue, consumer woken
+    for seq in 0..3u16 {
+        let mut packet = publisher.srtp(&audio(seq));
+        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+    }
+    let mut got = Vec::new();
+    while let Some(packet) = link.pop_egress() {
+        let h = RtpHeader::parse(&packet).unwrap();
+        assert_eq!(h.ssrc, 0x7000);
+        assert_eq!(h.payload(&packet), &[0xAB; 80], "plain RTP, no SRTP tag");
+        got.push(h.sequence);
+    }
+    assert_eq!(got.len(), 3);
+    assert!(got.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1, "a woken waker is consumed");
+    let c = core.counters().snapshot();
+    assert_eq!((c.packets_in, c.packets_out, c.rtp_forwarded, c.dropped_total()), (8, 8, 8, 0), "{c:?}");
+}
+
+#[test]
+fn a_full_egress_queue_is_counted_not_blocked_and_bad_queued_input_is_dropped() {
+    let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(2);
+    let now = Instant::now();
+    for seq in 0..5u16 {
+        let mut packet = publisher.srtp(&audio(seq));
+        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+    }
+    assert_eq!(link.egress.len(), 2);
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped(DropReason::EgressQueueFull), 3);
+    assert_eq!(c.packets_out, 2);
+    // Not RTP, truncated RTP, an unknown SSRC, a UDP transport's id and an unknown id.
+    core.handle_queued(now, QUEUE_PEER, b"hello", &mut out);
+    core.handle_queued(now, QUEUE_PEER, &queued_audio(9)[..7], &mut out);
+    let mut stranger = queued_audio(9);
+    stranger[8..12].copy_from_slice(&0xBAD_u32.to_be_bytes());
+    core.handle_queued(now, QUEUE_PEER, &stranger, &mut out);
+    core.handle_queued(now, publisher.transport, &audio(9), &mut out);
+    core.handle_queued(now, TransportId(12345), &queued_audio(9), &mut out);
+    assert!(out.sent.is_empty());
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped(DropReason::NotMedia), 2, "{c:?}");
+    assert_eq!(c.dropped(DropReason::UnknownSsrc), 1);
+    assert_eq!(c.dropped(DropReason::UnknownSource), 2);
+}
+
+#[test]
+fn a_removed_queue_transport_neither_sends_nor_receives() {
+    let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(64);
+    let now = Instant::now();
+    let duplicate = Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link: link.clone() };
+    assert_eq!(core.apply(now, duplicate, &mut out), Err(CommandError::TransportExists));
+    let elsewhere = Command::AddQueueTransport { id: TransportId(41), room: RoomId(9), link: link.clone() };
+    assert_eq!(core.apply(now, elsewhere, &mut out), Err(CommandError::UnknownRoom));
+    core.apply(now, Command::RemoveTransport { transport: QUEUE_PEER }, &mut out).unwrap();
+    core.handle_queued(now, QUEUE_PEER, &queued_audio(0), &mut out);
+    let mut packet = publisher.srtp(&audio(0));
+    core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+    assert!(out.sent.is_empty() && link.egress.is_empty());
+    let c = core.counters().snapshot();
+    assert_eq!(c.dropped(DropReason::UnknownSource), 1);
+    assert_eq!(c.packets_out, 0);
+    // The id can be attached again.
+    let again = Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link };
+    core.apply(now, again, &mut out).unwrap();
+}
+
+#[test]
+fn the_worker_thread_drains_ingress_and_fills_egress_within_a_few_ticks() {
+    let config = WorkerConfig { workers: 1, bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let pool = WorkerPool::start(config).unwrap();
+    let worker = &pool.workers()[0];
+    let (a, b) = (DatagramLink::new(16), DatagramLink::new(16));
+    let commands = [
+        Command::CreateRoom { room: ROOM },
+        Command::AddQueueTransport { id: TransportId(1), room: ROOM, link: a.clone() },
+        Command::AddQueueTransport { id: TransportId(2), room: ROOM, link: b.clone() },
+        Command::AddProducer {
+            room: ROOM,
+            spec: ProducerSpec {
+                id: ProducerId(1),
+                transport: TransportId(1),
+                kind: TrackKind::Audio,
+                mid: None,
+                codecs: vec![(OPUS, Codec::Opus)],
+                layers: vec![LayerSpec {
+                    rid: None,
+                    ssrc: Some(0x0A0A),
+                    rtx_ssrc: None,
+                    width: 0,
+                    height: 0,
+                    max_bitrate_bps: 0,
+                }],
+                extensions: ExtensionMap::default(),
+            },
+        },
+        Command::AddConsumer {
+            room: ROOM,
+            spec: ConsumerSpec {
+                id: ConsumerId(1),
+                transport: TransportId(2),
+                producer: ProducerId(1),
+                ssrc: 0x5000,
+                rtx: None,
+                paused: false,
+                max_height: u16::MAX,
+            },
+        },
+    ];
+    for command in commands {
+        worker.send(command).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut seq = 0u16;
+    while got.len() < 10 && Instant::now() < deadline {
+        // Commands run before ingress in each round, but keep pushing until packets flow.
+        worker.push_ingress(TransportId(1), bytes::Bytes::from(audio(seq))).unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+        while let Some(packet) = b.pop_egress() {
+            got.push(RtpHeader::parse(&packet).unwrap().ssrc);
+        }
+    }
+    assert!(got.len() >= 10 && got.iter().all(|ssrc| *ssrc == 0x5000), "{got:x?}");
+    assert!(a.egress.is_empty());
+    let c = worker.counters();
+    assert!(c.rtp_forwarded >= 10 && c.dropped(DropReason::IngressQueueFull) == 0, "{c:?}");
+}
+
+#[test]
+fn every_packet_refused_by_a_full_ingress_queue_is_given_back_and_counted_once() {
+    let config =
+        WorkerConfig { workers: 1, bind: "127.0.0.1:0".parse().unwrap(), ingress_queue: 1, ..Default::default() };
+    let pool = WorkerPool::start(config).unwrap();
+    let worker = &pool.workers()[0];
+    let mut refused = 0;
+    for seq in 0..2000u16 {
+        if let Err(back) = worker.push_ingress(TransportId(1), bytes::Bytes::from(audio(seq))) {
+            assert_eq!(back, audio(seq));
+            refused += 1;
+        }
+    }
+    // The worker drains at most every tick; nothing else counts this reason.
+    let c = worker.counters();
+    assert_eq!(c.dropped(DropReason::IngressQueueFull), refused);
+}
