@@ -28,8 +28,10 @@ const app = {
   state: new MeetingState(),
   media: null,
   mediaStarted: false,
-  remoteByParticipant: new Map(),
-  remoteExtra: new Map(),
+  /** mid → {track, stream} of each remote video slot (the stream holds only that track). */
+  slotTracks: new Map(),
+  /** mid → {kind, participantId} from the server's last `media.slots` frame. */
+  slots: new Map(),
   localStream: null,
   cameraOff: false,
   ended: false,
@@ -236,16 +238,18 @@ function renderMeeting() {
     deny: (id) => command({ type: 'lobby.deny', participantId: id }),
     muteOther: (id) => command({ type: 'participant.mute', participantId: id }),
   });
-  // Streams the media plane labelled with a participant id go to that person's tile.
-  for (const [streamId, stream] of [...app.remoteExtra]) {
-    if (s.participants.has(streamId)) {
-      app.remoteByParticipant.set(streamId, stream);
-      app.remoteExtra.delete(streamId);
-    }
+  // Each video slot's track goes to the tile of the participant the server says it carries.
+  const media = new Map();
+  const screens = [];
+  for (const [mid, slot] of app.slots) {
+    const remote = app.slotTracks.get(mid);
+    if (!remote || !slot.participantId || !s.participants.has(slot.participantId)) continue;
+    const entry = { participantId: slot.participantId, stream: remote.stream, mid };
+    if (slot.kind === 'screen') screens.push(entry);
+    else if (!media.has(slot.participantId)) media.set(slot.participantId, entry);
   }
-  const media = new Map(app.remoteByParticipant);
-  if (app.localStream && s.selfId) media.set(s.selfId, app.localStream);
-  views.renderGrid(s, media, app.remoteExtra);
+  if (app.localStream && s.selfId) media.set(s.selfId, { stream: app.localStream, mid: null });
+  views.renderGrid(s, media, screens);
   const me = s.self;
   const muted = !!(me && me.muted);
   views.setToggle('toggle-mute', muted, muted ? 'Unmute' : 'Mute');
@@ -272,33 +276,40 @@ function enterMeeting() {
   renderMeeting();
 }
 
-function onRemoteTrack(track, streams) {
-  const stream = streams[0] || new MediaStream([track]);
-  const id = stream.id;
-  if (app.state.participants.has(id)) app.remoteByParticipant.set(id, stream);
-  else app.remoteExtra.set(id, stream);
+function onRemoteTrack(track, streams, transceiver) {
   // Slots start and stop carrying frames as people join, leave or share: redraw on each.
   track.addEventListener('mute', renderMeeting);
   track.addEventListener('unmute', renderMeeting);
-  track.addEventListener('ended', () => {
-    if (stream.getTracks().every((t) => t.readyState === 'ended')) {
-      app.remoteByParticipant.delete(id);
-      app.remoteExtra.delete(id);
+  if (track.kind === 'video') {
+    const mid = transceiver ? transceiver.mid : null;
+    if (mid === null || mid === undefined) return;
+    app.slotTracks.set(mid, { track, stream: new MediaStream([track]) });
+    track.addEventListener('ended', () => {
+      if (app.slotTracks.get(mid)?.track === track) app.slotTracks.delete(mid);
       renderMeeting();
-    }
-  });
-  if (track.kind === 'audio') {
-    // Remote audio plays through a hidden element even when no tile shows it.
-    let audio = document.querySelector(`audio[data-stream="${CSS.escape(id)}"]`);
-    if (!audio) {
-      audio = document.createElement('audio');
-      audio.autoplay = true;
-      audio.dataset.stream = id;
-      audio.hidden = true;
-      document.body.append(audio);
-    }
-    audio.srcObject = stream;
+    });
+    renderMeeting();
+    return;
   }
+  // Remote audio plays through a hidden element (no tile shows it).
+  const stream = streams[0] || new MediaStream([track]);
+  const id = stream.id;
+  let audio = document.querySelector(`audio[data-stream="${CSS.escape(id)}"]`);
+  if (!audio) {
+    audio = document.createElement('audio');
+    audio.autoplay = true;
+    audio.dataset.stream = id;
+    audio.hidden = true;
+    document.body.append(audio);
+  }
+  audio.srcObject = stream;
+  track.addEventListener('ended', () => {
+    if (stream.getTracks().every((t) => t.readyState === 'ended')) audio.remove();
+  });
+}
+
+function onSlots(slots) {
+  app.slots = slots;
   renderMeeting();
 }
 
@@ -415,14 +426,15 @@ function restartMedia() {
 }
 
 function clearRemoteMedia() {
-  app.remoteByParticipant.clear();
-  app.remoteExtra.clear();
+  app.slotTracks.clear();
+  app.slots = new Map();
   document.querySelectorAll('audio[data-stream]').forEach((a) => a.remove());
 }
 
 function newMediaSession() {
   const media = new MediaSession(app.signaling, app.localStream, {
     onRemoteTrack: onRemoteTrack,
+    onSlots: onSlots,
     onStatus: views.renderMediaStatus,
     onQuality: views.renderQuality,
   });

@@ -1,23 +1,36 @@
 // The media session: one RTCPeerConnection per joined conversation, negotiated over the
-// signaling socket (one offer with audio, camera video and a screen-share video track;
-// trickle ICE both ways). Also the connection-quality figure from getStats().
+// signaling socket (one offer with audio, camera video, a screen-share video track and
+// REMOTE_CAMERA_SLOTS - 1 more receive-only video slots; trickle ICE both ways). The server
+// fills each video slot with a different remote camera (the screen slot with the active
+// screen share) and says whose track each slot carries in `media.slots` frames (by mid).
+// Also the connection-quality figure from getStats().
 // When the server has no media plane it answers `MediaUnavailable`; the session then
 // reports that clearly and the meeting continues without audio/video.
 
 const STATS_INTERVAL_MS = 2000;
 
+/**
+ * Remote cameras shown at once (last-N): the camera transceiver (sendrecv) receives one, each
+ * extra receive-only video transceiver one more. With more people the server shows the most
+ * recent speakers.
+ */
+export const REMOTE_CAMERA_SLOTS = 8;
+
 export class MediaSession {
   /**
    * @param {import('./signaling.js').Signaling} signaling
    * @param {MediaStream|null} localStream camera+microphone from the device check
-   * @param {{onRemoteTrack, onStatus, onQuality}} callbacks
+   * @param {{onRemoteTrack, onSlots, onStatus, onQuality}} callbacks
    */
   constructor(signaling, localStream, callbacks) {
     this.signaling = signaling;
     this.localStream = localStream;
     this.callbacks = callbacks;
     this.pc = null;
+    this.cameraTransceiver = null;
     this.screenTransceiver = null;
+    /** mid → {kind: 'video'|'screen', participantId|null}, from the last `media.slots`. */
+    this.slots = new Map();
     this.screenTrack = null;
     this.statsTimer = null;
     this.lastInbound = null;
@@ -42,8 +55,10 @@ export class MediaSession {
     this.pc = pc;
     const streams = this.localStream ? [this.localStream] : [];
     pc.addTransceiver(this.audioTrack || 'audio', { direction: 'sendrecv', streams });
-    pc.addTransceiver(this.videoTrack || 'video', { direction: 'sendrecv', streams });
+    this.cameraTransceiver = pc.addTransceiver(this.videoTrack || 'video', { direction: 'sendrecv', streams });
+    // The server reads the second video m-section as the screen share, later ones as camera slots.
     this.screenTransceiver = pc.addTransceiver('video', { direction: 'sendrecv' });
+    for (let i = 1; i < REMOTE_CAMERA_SLOTS; i++) pc.addTransceiver('video', { direction: 'recvonly' });
     pc.onicecandidate = (ev) => {
       if (!ev.candidate || !ev.candidate.candidate) return;
       const c = ev.candidate;
@@ -72,6 +87,12 @@ export class MediaSession {
     if (frame.type === 'media.answer' && !frame.callId) {
       await this.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp });
       for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c);
+      return true;
+    }
+    if (frame.type === 'media.slots') {
+      // May arrive just before the answer: mids are known from the local offer already.
+      this.slots = new Map((frame.slots || []).map((s) => [s.mid, { kind: s.kind, participantId: s.participantId || null }]));
+      this.callbacks.onSlots(this.slots);
       return true;
     }
     if (frame.type === 'media.iceCandidate' && !frame.callId) {
@@ -130,6 +151,8 @@ export class MediaSession {
       connectionState: this.pc ? this.pc.connectionState : 'none',
       audioIn: { packets: 0, bytes: 0, energy: 0, lost: 0 },
       videoIn: { packets: 0, bytes: 0, framesDecoded: 0, lost: 0 },
+      /** mid → frames decoded on that video slot. */
+      framesDecodedByMid: {},
       audioOut: { packets: 0 },
       videoOut: { packets: 0 },
       rttMs: null,
@@ -149,6 +172,7 @@ export class MediaSession {
         out.videoIn.bytes += s.bytesReceived || 0;
         out.videoIn.framesDecoded += s.framesDecoded || 0;
         out.videoIn.lost += s.packetsLost || 0;
+        if (s.mid !== undefined) out.framesDecodedByMid[s.mid] = s.framesDecoded || 0;
       } else if (s.type === 'outbound-rtp') {
         (s.kind === 'audio' ? out.audioOut : out.videoOut).packets += s.packetsSent || 0;
       } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {

@@ -130,40 +130,50 @@ export function renderRoster(state, actions) {
 }
 
 /**
- * The video grid: one tile per person present. `media` maps participantId → MediaStream
- * (self: the local camera) and `extra` holds remote streams the server did not attribute.
+ * The video grid: one tile per person present (`data-participant`), plus one wide tile per
+ * screen share. `media` maps participantId → `{stream, mid}` (self: the local camera, mid
+ * null; others: the video slot the server says carries their camera); `screens` lists
+ * `{participantId, stream, mid}` of the screen slot.
  */
-export function renderGrid(state, media, extra) {
+export function renderGrid(state, media, screens) {
   const grid = $('grid');
   const wanted = new Map();
-  for (const p of state.present()) wanted.set(`p:${p.participantId}`, p);
-  // Unattributed streams get a tile only when they carry video (a mixed audio stream plays
-  // through its hidden <audio> element).
-  // An idle slot (e.g. nobody is sharing a screen) has a muted track: no tile until frames flow.
-  for (const [streamId, stream] of extra) {
-    if (stream.getVideoTracks().some((t) => !t.muted)) wanted.set(`s:${streamId}`, null);
+  for (const share of screens) {
+    const p = state.participants.get(share.participantId);
+    if (p) wanted.set(`screen:${p.participantId}`, { p, entry: share, screen: true });
   }
+  for (const p of state.present()) wanted.set(`p:${p.participantId}`, { p, entry: media.get(p.participantId), screen: false });
   for (const tile of [...grid.children]) if (!wanted.has(tile.dataset.key)) tile.remove();
-  for (const [key, p] of wanted) {
+  for (const [key, { p, entry, screen }] of wanted) {
     let tile = grid.querySelector(`[data-key="${CSS.escape(key)}"]`);
     if (!tile) {
       // Tiles never play sound: every remote audio track plays once, through its <audio> element.
       const video = el('video', { autoplay: '', playsinline: '' });
       video.muted = true;
-      tile = el('figure', { class: 'tile', 'data-key': key }, video, el('figcaption'));
+      tile = el('figure', { class: screen ? 'tile screen' : 'tile', 'data-key': key }, video, el('figcaption'));
+      // Initials until the element has a picture (a slot is silent until its first frames).
+      const update = () => tile.classList.toggle('no-video', !(video.srcObject && video.videoWidth > 0));
+      video.addEventListener('resize', update);
+      video.addEventListener('loadeddata', update);
+      video.addEventListener('emptied', update);
+      tile.dataset.participant = p.participantId;
+      tile.dataset.kind = screen ? 'screen' : 'camera';
       grid.append(tile);
     }
     const video = tile.querySelector('video');
-    const stream = p ? media.get(p.participantId) : extra.get(key.slice(2));
-    if (video.srcObject !== (stream || null)) video.srcObject = stream || null;
-    tile.classList.toggle('no-video', !stream || stream.getVideoTracks().length === 0);
-    tile.classList.toggle('speaking', !!p && state.activeSpeakers.has(p.participantId));
-    tile.classList.toggle('sharing', !!p && p.screenSharing);
-    const caption = p ? participantLabel(p, state.selfId) : 'Remote media';
-    const flags = p ? [p.muted ? 'muted' : '', p.handRaised ? 'hand raised' : ''].filter(Boolean) : [];
+    const stream = entry ? entry.stream : null;
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.dataset.mid = entry && entry.mid !== null && entry.mid !== undefined ? entry.mid : '';
+    tile.classList.toggle('no-video', !(stream && stream.getVideoTracks().length > 0 && video.videoWidth > 0));
+    const speaking = !screen && state.activeSpeakers.has(p.participantId);
+    tile.classList.toggle('speaking', speaking);
+    tile.classList.toggle('sharing', !screen && !!p.screenSharing);
+    const name = participantLabel(p, state.selfId);
+    const caption = screen ? `${name}: screen` : name;
+    const flags = screen ? [] : [p.muted ? 'muted' : '', p.handRaised ? 'hand raised' : ''].filter(Boolean);
     tile.querySelector('figcaption').textContent = [caption, ...flags].join(' · ');
-    tile.setAttribute('aria-label', `${caption}${p && state.activeSpeakers.has(p.participantId) ? ', speaking' : ''}`);
-    tile.dataset.initials = (caption.match(/\b\w/g) || ['?']).slice(0, 2).join('').toUpperCase();
+    tile.setAttribute('aria-label', screen ? `Screen shared by ${name}` : `${name}${speaking ? ', speaking' : ''}`);
+    tile.dataset.initials = (name.match(/\b\w/g) || ['?']).slice(0, 2).join('').toUpperCase();
   }
   grid.dataset.count = String(wanted.size);
 }
