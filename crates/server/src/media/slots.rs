@@ -29,6 +29,10 @@ pub(super) fn slot_kind(kind: TrackKind) -> Option<SlotKind> {
     }
 }
 
+/// The slot kinds [`plan`] fills with remote tracks (audio is forwarded per publisher until
+/// the room mixer sends each participant its own mix).
+pub(super) const PLANNED_KINDS: [TrackKind; 3] = [TrackKind::Audio, TrackKind::Video, TrackKind::Screen];
+
 /// A published track that may fill other participants' slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Candidate<'a> {
@@ -55,7 +59,7 @@ pub(super) enum SlotAction {
 /// (or filled when empty), and slots left over are emptied.
 pub(super) fn plan(me: &str, current: &[(TrackKind, Option<ProducerId>)], candidates: &[Candidate]) -> Vec<SlotAction> {
     let mut actions = Vec::new();
-    for kind in [TrackKind::Audio, TrackKind::Video, TrackKind::Screen] {
+    for kind in PLANNED_KINDS {
         let slots: Vec<usize> = (0..current.len()).filter(|&i| current[i].0 == kind).collect();
         if slots.is_empty() {
             continue;
