@@ -22,7 +22,7 @@ pub mod opus_toc;
 pub mod talker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use codec::{CodecError, EncoderSettings, OutputChannels};
 pub use engine::{MixMode, Mixer, MixerStats, ParticipantStats};

@@ -4,6 +4,8 @@
 //! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket.
 //! Queue-attached transports (see [`super::queue`]) bypass the socket and SRTP: their packets
 //! arrive through [`WorkerCore::handle_queued`] and leave through their link's egress queue.
+//! Each room also has a mixer (see [`super::mixing`]): audio producers feed it and every
+//! transport with a mix output receives one mixed stream, ticked from [`WorkerCore::poll`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +16,11 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 use super::counters::{DropReason, WorkerCounters};
+use super::mixing::{RoomMix, write_mix_rtp};
 use super::queue::DatagramLink;
 use super::stun::{BindingRequest, StunError, is_stun, write_binding_success};
 use super::{Command, CommandError, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
+use crate::mixer::{MixerConfig, MixerError};
 use crate::router::{
     FastMap, Router, RouterConfig, RouterEvent, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite,
 };
@@ -63,6 +67,9 @@ struct UdpPath {
 /// One worker's state; see the module docs.
 pub struct WorkerCore {
     rooms: FastMap<RoomId, Router>,
+    /// One mixer per room (same keys as `rooms`).
+    mixes: FastMap<RoomId, RoomMix>,
+    mixer_config: MixerConfig,
     transports: FastMap<TransportId, Transport>,
     /// Keyed by attacker-chosen addresses, so it keeps the DoS-resistant default hasher.
     by_addr: HashMap<SocketAddr, TransportId>,
@@ -87,8 +94,6 @@ struct Sink<'a, T> {
     transports: &'a mut FastMap<TransportId, Transport>,
     tx: &'a mut T,
     counters: &'a WorkerCounters,
-    events: &'a ArrayQueue<WorkerEvent>,
-    room: RoomId,
 }
 
 /// Which SRTP transform an outgoing packet needs on a UDP path.
@@ -148,10 +153,8 @@ impl<T: Transmit> RouterOutput for Sink<'_, T> {
     }
 
     fn event(&mut self, event: RouterEvent) {
-        let RouterEvent::ActiveSpeakers { speakers } = event;
-        if self.events.push(WorkerEvent::ActiveSpeakers { room: self.room, speakers }).is_err() {
-            self.counters.count_drop(DropReason::EventQueueFull);
-        }
+        // Audio is mixed: active speakers come from the room mixer's talker selection.
+        let RouterEvent::ActiveSpeakers { .. } = event;
     }
 
     fn note(&mut self, note: RouterNote) {
@@ -191,6 +194,8 @@ impl WorkerCore {
     ) -> Self {
         Self {
             rooms: FastMap::default(),
+            mixes: FastMap::default(),
+            mixer_config: MixerConfig::default(),
             transports: FastMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -199,6 +204,12 @@ impl WorkerCore {
             router_config,
             server_ssrc,
         }
+    }
+
+    /// Sets the configuration of the mixers of rooms created from now on.
+    pub fn with_mixer_config(mut self, config: MixerConfig) -> Self {
+        self.mixer_config = config;
+        self
     }
 
     pub fn counters(&self) -> &Arc<WorkerCounters> {
@@ -214,6 +225,12 @@ impl WorkerCore {
 
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// Participants of a room's mixer (inputs and outputs), for tests.
+    #[cfg(test)]
+    pub(crate) fn mix_member_count(&self, room: RoomId) -> Option<usize> {
+        self.mixes.get(&room).map(RoomMix::member_count)
     }
 
     /// Handles one received datagram. `buf` is the datagram; it is decrypted in place.
@@ -294,7 +311,8 @@ impl WorkerCore {
         self.route(now, room, from, is_rtcp(packet), packet, tx);
     }
 
-    /// Hands a decrypted packet of `from` to its room's router.
+    /// Hands a decrypted packet of `from` to its room's router (and audio to its mixer; the
+    /// router still sees it for reception statistics and reports).
     fn route(
         &mut self,
         now: Instant,
@@ -304,11 +322,13 @@ impl WorkerCore {
         packet: &[u8],
         tx: &mut impl Transmit,
     ) {
+        if !rtcp && let Some(mix) = self.mixes.get_mut(&room) {
+            mix.push(now, from, packet);
+        }
         let Some(router) = self.rooms.get_mut(&room) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
-        let mut sink =
-            Sink { transports: &mut self.transports, tx, counters: &self.counters, events: &self.events, room };
+        let mut sink = Sink { transports: &mut self.transports, tx, counters: &self.counters };
         if rtcp {
             router.handle_rtcp(now, from, packet, &mut sink);
         } else {
@@ -348,8 +368,9 @@ impl WorkerCore {
         }
     }
 
-    /// Timers of every room (speaker reports, layer review). Call between batches.
-    pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) {
+    /// Timers of every room (reports, layer review, the 20 ms mixer tick). Call between
+    /// batches. Returns how many room mixers ticked (the shell times those rounds).
+    pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
         for transport in self.transports.values_mut() {
             let Path::Udp(transport) = &mut transport.path else { continue };
             if let (false, Some(dtls), Some(remote)) = (transport.keyed, transport.dtls.as_mut(), transport.remote) {
@@ -358,16 +379,40 @@ impl WorkerCore {
                 }
             }
         }
-        for (&room, router) in self.rooms.iter_mut() {
-            let mut sink = Sink {
-                transports: &mut self.transports,
-                tx: &mut *tx,
-                counters: &self.counters,
-                events: &self.events,
-                room,
-            };
+        for router in self.rooms.values_mut() {
+            let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters: &self.counters };
             router.poll(now, &mut sink);
         }
+        self.tick_mixers(now, tx)
+    }
+
+    /// True if a room mixer is due at `now` (lets the shell time only rounds that mix).
+    pub fn mix_due(&self, now: Instant) -> bool {
+        self.mixes.values().any(|m| m.due(now))
+    }
+
+    fn tick_mixers(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
+        let mut ticked = 0;
+        let (events, counters) = (&*self.events, &*self.counters);
+        for (&room, mix) in self.mixes.iter_mut() {
+            let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters };
+            let report = mix.tick(
+                now,
+                |to, output, packet, payload| {
+                    sink.send(to, Protect::Rtp, |buf| write_mix_rtp(buf, output, packet, payload));
+                },
+                |speakers| {
+                    if events.push(WorkerEvent::ActiveSpeakers { room, speakers }).is_err() {
+                        counters.count_drop(DropReason::EventQueueFull);
+                    }
+                },
+            );
+            ticked += u32::from(report.ran);
+            if report.late {
+                WorkerCounters::inc(&counters.mixer_overruns);
+            }
+        }
+        ticked
     }
 
     /// Applies one control command. Nothing changes when it fails.
@@ -388,9 +433,9 @@ impl WorkerCore {
         macro_rules! with_router {
             ($room:expr, |$router:ident, $sink:ident| $body:expr) => {{
                 let room = $room;
-                let Self { rooms, transports, counters, events, .. } = self;
+                let Self { rooms, transports, counters, .. } = self;
                 let $router = rooms.get_mut(&room).ok_or(CommandError::UnknownRoom)?;
-                let mut $sink = Sink { transports, tx, counters, events, room };
+                let mut $sink = Sink { transports, tx, counters };
                 $body.map_err(CommandError::Router)
             }};
         }
@@ -399,12 +444,15 @@ impl WorkerCore {
                 if self.rooms.contains_key(&room) {
                     return Err(CommandError::RoomExists);
                 }
+                let mix = RoomMix::new(now, self.mixer_config).map_err(mixer_error)?;
                 let ssrc = self.server_ssrc;
                 self.rooms.insert(room, Router::new(self.router_config, ssrc));
+                self.mixes.insert(room, mix);
                 Ok(())
             }
             Command::CloseRoom { room } => {
                 self.rooms.remove(&room).ok_or(CommandError::UnknownRoom)?;
+                self.mixes.remove(&room);
                 let gone: Vec<_> = self.transports.iter().filter(|(_, t)| t.room == room).map(|(id, _)| *id).collect();
                 for id in gone {
                     self.remove_transport(id);
@@ -428,17 +476,40 @@ impl WorkerCore {
                 if let Some(router) = self.rooms.get_mut(&room) {
                     router.remove_transport(transport);
                 }
+                if let Some(mix) = self.mixes.get_mut(&room) {
+                    mix.remove_transport(transport);
+                }
                 self.remove_transport(transport);
                 Ok(())
+            }
+            Command::SetMixOutput { room, transport, output } => {
+                if self.transports.get(&transport).is_none_or(|t| t.room != room) {
+                    return Err(CommandError::UnknownTransport);
+                }
+                let mix = self.mixes.get_mut(&room).ok_or(CommandError::UnknownRoom)?;
+                mix.set_output(transport, output).map_err(mixer_error)
             }
             Command::AddProducer { room, spec } => {
                 if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
                     return Err(CommandError::UnknownTransport);
                 }
-                self.router(room)?.add_producer(spec).map_err(CommandError::Router)
+                let (id, audio) = (spec.id, spec.kind == crate::router::TrackKind::Audio);
+                let mixed = audio.then(|| spec.clone());
+                self.router(room)?.add_producer(spec).map_err(CommandError::Router)?;
+                let (Some(spec), Some(mix)) = (mixed, self.mixes.get_mut(&room)) else { return Ok(()) };
+                if let Err(error) = mix.add_source(&spec) {
+                    // Nothing changes when a command fails: take the producer back out.
+                    let _ = self.router(room)?.remove_producer(id);
+                    return Err(mixer_error(error));
+                }
+                Ok(())
             }
             Command::RemoveProducer { room, producer } => {
-                self.router(room)?.remove_producer(producer).map_err(CommandError::Router)
+                self.router(room)?.remove_producer(producer).map_err(CommandError::Router)?;
+                if let Some(mix) = self.mixes.get_mut(&room) {
+                    mix.remove_source(producer);
+                }
+                Ok(())
             }
             Command::AddConsumer { room, spec } => {
                 if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
@@ -523,6 +594,15 @@ impl WorkerCore {
             self.by_ufrag.remove(&t.ice_ufrag);
         }
     }
+}
+
+fn mixer_error(error: MixerError) -> CommandError {
+    CommandError::Mixer(match error {
+        MixerError::Full(_) => "the room mixer is full",
+        MixerError::InvalidTalkerCount(_) => "talker count must be between 1 and 16",
+        MixerError::Codec(_) => "Opus codec set-up failed",
+        _ => "mixer input refused",
+    })
 }
 
 fn keyed_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), SrtpError> {

@@ -48,11 +48,16 @@ const REASONS: usize = 17;
 pub const LATENCY_BOUNDS_NS: [u64; 10] =
     [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
 const LATENCY_SLOTS: usize = LATENCY_BOUNDS_NS.len() + 1;
+/// Upper bounds (ns) of the mixer-tick buckets: 50 µs .. 40 ms (budget 20 ms), the metrics
+/// crate's `MIXER_TICK_BOUNDS`.
+pub const MIXER_TICK_BOUNDS_NS: [u64; 10] =
+    [50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 20_000_000, 40_000_000];
 
 /// A fixed-bucket histogram of nanosecond durations written by one thread (relaxed load +
 /// store, no lock, no allocation). Each observation carries a weight (e.g. packets in a batch).
 #[derive(Debug)]
 pub struct LatencyHistogram {
+    bounds: &'static [u64; LATENCY_SLOTS - 1],
     /// Non-cumulative per-bucket counts; the last slot is `+Inf`.
     buckets: [AtomicU64; LATENCY_SLOTS],
     sum_ns: AtomicU64,
@@ -60,14 +65,19 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+        Self::with_bounds(&LATENCY_BOUNDS_NS)
     }
 }
 
 impl LatencyHistogram {
+    /// A histogram with other upper bounds (e.g. [`MIXER_TICK_BOUNDS_NS`]).
+    pub fn with_bounds(bounds: &'static [u64; LATENCY_SLOTS - 1]) -> Self {
+        Self { bounds, buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+    }
+
     /// Single-writer: records `weight` observations of `ns` each.
     pub fn observe(&self, ns: u64, weight: u64) {
-        let slot = LATENCY_BOUNDS_NS.partition_point(|bound| *bound < ns);
+        let slot = self.bounds.partition_point(|bound| *bound < ns);
         WorkerCounters::add(&self.buckets[slot], weight);
         WorkerCounters::add(&self.sum_ns, ns.saturating_mul(weight));
     }
@@ -220,6 +230,10 @@ pub struct WorkerCounters {
     pub commands_failed: AtomicU64,
     /// Time from a receive batch to the send of the packets it produced, once per packet.
     pub forwarding_latency: LatencyHistogram,
+    /// Wall time of the room mixer ticks of one worker round, per tick ([`MIXER_TICK_BOUNDS_NS`]).
+    pub mixer_tick: LatencyHistogram,
+    /// Mixer ticks that ran a period late, plus worker rounds whose ticks took over 20 ms.
+    pub mixer_overruns: AtomicU64,
     pub reception: ReceptionCounters,
     drops: [AtomicU64; REASONS],
 }
@@ -242,6 +256,8 @@ impl Default for WorkerCounters {
             commands: AtomicU64::new(0),
             commands_failed: AtomicU64::new(0),
             forwarding_latency: LatencyHistogram::default(),
+            mixer_tick: LatencyHistogram::with_bounds(&MIXER_TICK_BOUNDS_NS),
+            mixer_overruns: AtomicU64::new(0),
             reception: ReceptionCounters::default(),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -266,6 +282,8 @@ pub struct CountersSnapshot {
     pub commands: u64,
     pub commands_failed: u64,
     pub forwarding_latency: LatencySnapshot,
+    pub mixer_tick: LatencySnapshot,
+    pub mixer_overruns: u64,
     pub reception: ReceptionSnapshot,
     pub drops: [u64; REASONS],
 }
@@ -298,6 +316,8 @@ impl std::ops::Add for CountersSnapshot {
         self.commands += o.commands;
         self.commands_failed += o.commands_failed;
         self.forwarding_latency = self.forwarding_latency + o.forwarding_latency;
+        self.mixer_tick = self.mixer_tick + o.mixer_tick;
+        self.mixer_overruns += o.mixer_overruns;
         self.reception = self.reception + o.reception;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
@@ -344,6 +364,8 @@ impl WorkerCounters {
             commands: self.commands.load(Relaxed),
             commands_failed: self.commands_failed.load(Relaxed),
             forwarding_latency: self.forwarding_latency.snapshot(),
+            mixer_tick: self.mixer_tick.snapshot(),
+            mixer_overruns: self.mixer_overruns.load(Relaxed),
             reception: self.reception.snapshot(),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
         }

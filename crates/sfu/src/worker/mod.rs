@@ -8,6 +8,7 @@
 
 mod core;
 mod counters;
+mod mixing;
 mod pool;
 mod queue;
 mod socket;
@@ -15,9 +16,10 @@ pub mod stun;
 
 pub use core::{MAX_DATAGRAM, Transmit, WorkerCore};
 pub use counters::{
-    CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot, ReceptionCounters,
-    ReceptionSnapshot, WorkerCounters,
+    CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot,
+    MIXER_TICK_BOUNDS_NS, ReceptionCounters, ReceptionSnapshot, WorkerCounters,
 };
+pub use mixing::{MIX_PERIOD, MIX_RTP_HEADER};
 pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
 pub use queue::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DatagramLink};
 pub use socket::{RecvBatch, SendBatch};
@@ -27,6 +29,14 @@ use std::sync::Arc;
 
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterError, TransportId};
 use crate::srtp::{Profile, SrtpError};
+
+/// The one audio stream a transport receives from its room's mixer: the server-chosen SSRC and
+/// the Opus payload type the receiver negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixOutputSpec {
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
 
 /// A room as the media plane knows it (the control plane maps meeting ids to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +106,13 @@ pub enum Command {
     RemoveTransport {
         transport: TransportId,
     },
+    /// Starts (or changes, or with `None` stops) the room mix `transport` receives. Audio
+    /// producers feed the mixer automatically; audio is not forwarded per publisher.
+    SetMixOutput {
+        room: RoomId,
+        transport: TransportId,
+        output: Option<MixOutputSpec>,
+    },
     AddProducer {
         room: RoomId,
         spec: ProducerSpec,
@@ -141,6 +158,7 @@ impl Command {
             Command::AddWebRtcTransport(_) => "add_webrtc_transport",
             Command::AddQueueTransport { .. } => "add_queue_transport",
             Command::RemoveTransport { .. } => "remove_transport",
+            Command::SetMixOutput { .. } => "set_mix_output",
             Command::AddProducer { .. } => "add_producer",
             Command::RemoveProducer { .. } => "remove_producer",
             Command::AddConsumer { .. } => "add_consumer",
@@ -170,6 +188,9 @@ pub enum CommandError {
     Srtp(SrtpError),
     #[error(transparent)]
     Router(RouterError),
+    /// The room mixer refused (codec set-up failed, or the mixer is full).
+    #[error("room mixer: {0}")]
+    Mixer(&'static str),
 }
 
 /// What a worker reports back to the control plane.
@@ -183,5 +204,7 @@ pub enum WorkerEvent {
     CommandFailed { command: &'static str, error: CommandError },
 }
 
+#[cfg(test)]
+mod mix_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -14,9 +14,11 @@ use crossbeam_queue::ArrayQueue;
 
 use super::core::WorkerCore;
 use super::counters::{CountersSnapshot, DropReason, WorkerCounters};
+use super::mixing::MIX_PERIOD;
 use super::queue::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
 use super::socket::{RecvBatch, SendBatch};
 use super::{Command, RoomId, WorkerEvent};
+use crate::mixer::MixerConfig;
 use crate::router::{RouterConfig, TransportId};
 
 /// How to start the media workers.
@@ -28,6 +30,8 @@ pub struct WorkerConfig {
     /// binds `port + i`.
     pub bind: SocketAddr,
     pub router: RouterConfig,
+    /// Every room's audio mixer (talkers, encoder settings, passthrough).
+    pub mixer: MixerConfig,
     /// How long a worker blocks in receive before it drains commands, queued packets and runs
     /// timers (so also the longest a queue-attached transport's packet waits).
     pub tick: Duration,
@@ -45,6 +49,7 @@ impl Default for WorkerConfig {
             workers: 0,
             bind: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
             router: RouterConfig::default(),
+            mixer: MixerConfig::default(),
             tick: Duration::from_millis(5),
             command_queue: 4096,
             ingress_queue: DEFAULT_INGRESS_CAPACITY,
@@ -120,7 +125,8 @@ impl WorkerPool {
             let ingress = Arc::new(ArrayQueue::new(config.ingress_queue.max(1)));
             let events = Arc::new(ArrayQueue::new(config.event_queue));
             let counters = Arc::new(WorkerCounters::default());
-            let core = WorkerCore::new(config.router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone());
+            let core = WorkerCore::new(config.router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
+                .with_mixer_config(config.mixer);
             let send = SendBatch::new(socket.try_clone()?);
             let queues = (commands.clone(), ingress.clone());
             let thread = std::thread::Builder::new()
@@ -276,7 +282,17 @@ fn run(
                 tracing::debug!(error = %e, "media worker receive error");
             }
         }
-        core.poll(Instant::now(), &mut send);
+        let polled = Instant::now();
+        let timed = core.mix_due(polled);
+        let ticks = core.poll(polled, &mut send);
+        if timed && ticks > 0 {
+            let elapsed = polled.elapsed();
+            let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            counters.mixer_tick.observe(ns / u64::from(ticks), u64::from(ticks));
+            if elapsed > MIX_PERIOD {
+                WorkerCounters::inc(&counters.mixer_overruns);
+            }
+        }
         send.flush();
         now = Instant::now();
         if let Some((received, forwarded_before)) = batch {

@@ -34,18 +34,18 @@ impl Transmit for Outbox {
 }
 
 /// A client of the worker: knows both key sets and its address.
-struct Peer {
-    addr: SocketAddr,
-    transport: TransportId,
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) transport: TransportId,
     ufrag: String,
     pwd: String,
     to_server: SrtpContext,
-    from_server: SrtpContext,
+    pub(crate) from_server: SrtpContext,
     keys: SrtpKeys,
 }
 
 impl Peer {
-    fn new(n: u8, profile: Profile) -> Self {
+    pub(crate) fn new(n: u8, profile: Profile) -> Self {
         let client_key: Vec<u8> = (0..16).map(|i| i ^ n).collect();
         let client_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(3) ^ n).collect();
         let server_key: Vec<u8> = (0..16).map(|i| (i + 100) ^ n).collect();
@@ -67,7 +67,7 @@ impl Peer {
         }
     }
 
-    fn spec(&self, room: RoomId, remote: bool) -> Command {
+    pub(crate) fn spec(&self, room: RoomId, remote: bool) -> Command {
         Command::AddTransport(Box::new(TransportSpec {
             id: self.transport,
             room,
@@ -78,7 +78,7 @@ impl Peer {
         }))
     }
 
-    fn srtp(&mut self, plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn srtp(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut buf = plain.to_vec();
         buf.resize(plain.len() + 16, 0);
         let n = self.to_server.protect_rtp(&mut buf, plain.len()).unwrap();

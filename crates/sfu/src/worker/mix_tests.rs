@@ -1,0 +1,258 @@
+//! Worker tests of the mixer in the live path, with real Opus: three participants (two over
+//! UDP/SRTP, one queue-attached) each send a tone; each receives exactly one audio stream,
+//! the mix, which after decoding holds the other two tones and not its own. Plus the mix
+//! output commands, active speakers from the mixer, and removal.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use opus::{Channels, Decoder};
+
+use super::tests::{Outbox, Peer};
+use super::*;
+use crate::mixer::tests::{ToneSender, reference_tone_db, tone_db};
+use crate::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId};
+use crate::rtp::{Codec, ExtensionMap, RtpHeader, is_rtcp};
+use crate::srtp::Profile;
+
+const ROOM: RoomId = RoomId(3);
+const OPUS: u8 = 111;
+/// The queue participant negotiated another Opus payload type for what it receives.
+const QUEUE_OPUS: u8 = 109;
+const LEVEL_ID: u8 = 1;
+/// Not harmonics of each other (coding distortion of one tone must not land on another).
+const TONES: [f32; 3] = [440.0, 660.0, 1000.0];
+const QUEUE_ID: TransportId = TransportId(30);
+
+/// Plain RTP with a one-byte RFC 6464 audio-level extension.
+fn rtp_with_level(ssrc: u32, seq: u16, timestamp: u32, level: (u8, bool), payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x90, OPUS];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&timestamp.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0xBE, 0xDE, 0, 1, LEVEL_ID << 4, (u8::from(level.1) << 7) | level.0, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn audio_producer(id: u32, transport: TransportId, ssrc: u32) -> Command {
+    Command::AddProducer {
+        room: ROOM,
+        spec: ProducerSpec {
+            id: ProducerId(id),
+            transport,
+            kind: TrackKind::Audio,
+            mid: None,
+            codecs: vec![(OPUS, Codec::Opus)],
+            layers: vec![LayerSpec {
+                rid: None,
+                ssrc: Some(ssrc),
+                rtx_ssrc: None,
+                width: 0,
+                height: 0,
+                max_bitrate_bps: 0,
+            }],
+            extensions: ExtensionMap { audio_level: LEVEL_ID, ..ExtensionMap::default() },
+        },
+    }
+}
+
+/// What one participant received: its mix stream, decoded in arrival order.
+struct Heard {
+    decoder: Decoder,
+    samples: Vec<f32>,
+    ssrcs: Vec<u32>,
+    payload_types: Vec<u8>,
+    sequences: Vec<u16>,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Self {
+            decoder: Decoder::new(48_000, Channels::Mono).unwrap(),
+            samples: Vec::new(),
+            ssrcs: Vec::new(),
+            payload_types: Vec::new(),
+            sequences: Vec::new(),
+        }
+    }
+
+    fn receive(&mut self, packet: &[u8]) {
+        let h = RtpHeader::parse(packet).unwrap();
+        let mut pcm = [0i16; 960];
+        let n = self.decoder.decode(h.payload(packet), &mut pcm, false).unwrap();
+        assert_eq!(n, 960);
+        self.samples.extend(pcm.iter().map(|&s| f32::from(s)));
+        if !self.ssrcs.contains(&h.ssrc) {
+            self.ssrcs.push(h.ssrc);
+        }
+        if !self.payload_types.contains(&h.payload_type) {
+            self.payload_types.push(h.payload_type);
+        }
+        self.sequences.push(h.sequence);
+    }
+}
+
+struct MixRoom {
+    core: WorkerCore,
+    out: Outbox,
+    udp: Vec<Peer>,
+    link: Arc<DatagramLink>,
+    events: Arc<ArrayQueue<WorkerEvent>>,
+    t0: Instant,
+}
+
+/// Participants 0 and 1 over UDP/SRTP, participant 2 queue-attached; all publish audio and
+/// receive the mix (SSRC 0x9000 + i).
+fn mix_room() -> MixRoom {
+    let events = Arc::new(ArrayQueue::new(256));
+    let mut core = WorkerCore::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()), events.clone());
+    let mut out = Outbox::default();
+    let t0 = Instant::now();
+    let udp: Vec<Peer> = (0..2).map(|i| Peer::new(20 + i, Profile::Aes128CmHmacSha1_80)).collect();
+    let link = DatagramLink::new(256);
+    let mut commands = vec![Command::CreateRoom { room: ROOM }];
+    for (i, peer) in udp.iter().enumerate() {
+        commands.push(peer.spec(ROOM, true));
+        commands.push(audio_producer(i as u32 + 1, peer.transport, 0xA000 + i as u32));
+        let output = Some(MixOutputSpec { ssrc: 0x9000 + i as u32, payload_type: OPUS });
+        commands.push(Command::SetMixOutput { room: ROOM, transport: peer.transport, output });
+    }
+    commands.push(Command::AddQueueTransport { id: QUEUE_ID, room: ROOM, link: link.clone() });
+    commands.push(audio_producer(3, QUEUE_ID, 0xA002));
+    let output = Some(MixOutputSpec { ssrc: 0x9002, payload_type: QUEUE_OPUS });
+    commands.push(Command::SetMixOutput { room: ROOM, transport: QUEUE_ID, output });
+    for command in commands {
+        core.apply(t0, command, &mut out).unwrap();
+    }
+    MixRoom { core, out, udp, link, events, t0 }
+}
+
+impl MixRoom {
+    /// Every participant sends 20 ms of its tone (when `talking(i)`) and the worker polls
+    /// every 5 ms, as its loop does; what each receives is decoded into `heard`.
+    fn run(&mut self, ticks: u64, senders: &mut [ToneSender], talking: impl Fn(usize) -> bool, heard: &mut [Heard]) {
+        let start = self.t0 + Duration::from_millis(1);
+        for tick in 0..ticks {
+            let at = start + Duration::from_millis(tick * 20);
+            for (i, sender) in senders.iter_mut().enumerate() {
+                let (seq, ts, level, payload) = sender.next(talking(i));
+                let packet = rtp_with_level(0xA000 + i as u32, seq, ts, level, &payload);
+                if i < 2 {
+                    let mut wire = self.udp[i].srtp(&packet);
+                    let from = self.udp[i].addr;
+                    self.core.handle_datagram(at, from, &mut wire, &mut self.out);
+                } else {
+                    self.core.handle_queued(at, QUEUE_ID, &packet, &mut self.out);
+                }
+            }
+            for quarter in 0..4 {
+                self.core.poll(at + Duration::from_millis(quarter * 5), &mut self.out);
+            }
+            for (to, mut packet) in self.out.sent.drain(..) {
+                if is_rtcp(&packet) {
+                    continue; // the router's receiver/sender reports
+                }
+                let i = self.udp.iter().position(|p| p.addr == to).expect("mix goes to a participant");
+                let n = self.udp[i].from_server.unprotect_rtp(&mut packet).unwrap();
+                heard[i].receive(&packet[..n]);
+            }
+            while let Some(packet) = self.link.pop_egress() {
+                if is_rtcp(&packet) {
+                    continue;
+                }
+                heard[2].receive(&packet);
+            }
+        }
+    }
+}
+
+#[test]
+fn each_participant_receives_one_mix_of_the_others_and_not_itself() {
+    let mut room = mix_room();
+    let mut senders: Vec<ToneSender> = TONES.iter().map(|&f| ToneSender::new(f, Channels::Mono)).collect();
+    let mut heard: Vec<Heard> = (0..3).map(|_| Heard::new()).collect();
+    room.run(150, &mut senders, |_| true, &mut heard);
+    let window = 48_000;
+    let reference: Vec<f64> = TONES.iter().map(|&f| reference_tone_db(f, window)).collect();
+    for (i, h) in heard.iter().enumerate() {
+        assert_eq!(h.ssrcs, vec![0x9000 + i as u32], "participant {i}: exactly one audio stream, the mix");
+        let pt = if i == 2 { QUEUE_OPUS } else { OPUS };
+        assert_eq!(h.payload_types, vec![pt], "participant {i}: its negotiated Opus payload type");
+        assert!(h.sequences.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "participant {i}: sequence gap");
+        assert!(h.samples.len() >= 140 * 960, "participant {i}: {} packets", h.sequences.len());
+        let last = &h.samples[h.samples.len() - window..];
+        let own = tone_db(last, TONES[i]);
+        let mut others_min = f64::MAX;
+        for other in (0..3).filter(|&o| o != i) {
+            let error = tone_db(last, TONES[other]) - reference[other];
+            assert!(error.abs() <= 3.0, "participant {i} hears {} Hz at {error:+.1} dB", TONES[other]);
+            others_min = others_min.min(tone_db(last, TONES[other]));
+        }
+        assert!(others_min - own >= 30.0, "participant {i}: own tone only {:.1} dB below the others", others_min - own);
+    }
+    let c = room.core.counters().snapshot();
+    assert_eq!(c.dropped_total(), 0, "{c:?}");
+    assert!(c.mixer_overruns == 0, "virtual time never runs late here: {c:?}");
+    // Speakers come from the mixer's selection, as transport ids.
+    let mut last = None;
+    while let Some(event) = room.events.pop() {
+        if let WorkerEvent::ActiveSpeakers { room: r, speakers } = event {
+            assert_eq!(r, ROOM);
+            last = Some(speakers);
+        }
+    }
+    let mut speakers: Vec<TransportId> = last.expect("speaker update").into_iter().flatten().collect();
+    speakers.sort();
+    let mut expected = vec![room.udp[0].transport, room.udp[1].transport, QUEUE_ID];
+    expected.sort();
+    assert_eq!(speakers, expected);
+}
+
+#[test]
+fn a_lone_talker_is_passed_through_to_the_others_and_hears_no_echo() {
+    let mut room = mix_room();
+    let mut senders: Vec<ToneSender> = TONES.iter().map(|&f| ToneSender::new(f, Channels::Mono)).collect();
+    let mut heard: Vec<Heard> = (0..3).map(|_| Heard::new()).collect();
+    room.run(100, &mut senders, |i| i == 2, &mut heard);
+    let window = 24_000;
+    for (i, h) in heard.iter().enumerate().take(2) {
+        let last = &h.samples[h.samples.len() - window..];
+        let error = tone_db(last, TONES[2]) - reference_tone_db(TONES[2], window);
+        assert!(error.abs() <= 3.0, "listener {i} hears the queue talker at {error:+.1} dB");
+    }
+    // The talker gets silence packets (sparse, like DTX) and never its own voice.
+    let own = &heard[2];
+    assert!(!own.sequences.is_empty() && own.sequences.len() < 50, "{} packets", own.sequences.len());
+    let loudest = own.samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    assert!(loudest < 100.0, "the talker hears something: peak {loudest}");
+}
+
+#[test]
+fn mix_outputs_follow_commands_and_removal() {
+    let mut room = mix_room();
+    let now = room.t0;
+    let stranger = Command::SetMixOutput { room: ROOM, transport: TransportId(999), output: None };
+    assert_eq!(room.core.apply(now, stranger, &mut room.out), Err(CommandError::UnknownTransport));
+    let wrong_room = Command::SetMixOutput { room: RoomId(77), transport: QUEUE_ID, output: None };
+    assert_eq!(room.core.apply(now, wrong_room, &mut room.out), Err(CommandError::UnknownTransport));
+    // Participant 0 stops receiving; participant 1 leaves; only the queue peer still gets the mix.
+    let stop = Command::SetMixOutput { room: ROOM, transport: room.udp[0].transport, output: None };
+    room.core.apply(now, stop, &mut room.out).unwrap();
+    let leave = Command::RemoveTransport { transport: room.udp[1].transport };
+    room.core.apply(now, leave, &mut room.out).unwrap();
+    assert_eq!(room.core.mix_member_count(ROOM), Some(2), "0 still sends, 1 is gone, 2 sends and receives");
+    let mut senders: Vec<ToneSender> = TONES.iter().map(|&f| ToneSender::new(f, Channels::Mono)).collect();
+    let mut heard: Vec<Heard> = (0..3).map(|_| Heard::new()).collect();
+    let (out_before, in_before) = (room.out.sent.len(), room.core.counters().snapshot().packets_in);
+    room.run(20, &mut senders, |i| i != 1, &mut heard);
+    assert_eq!(out_before, 0);
+    assert!(heard[0].sequences.is_empty() && heard[1].sequences.is_empty());
+    assert!(heard[2].sequences.len() >= 18, "{}", heard[2].sequences.len());
+    // The departed peer's packets are unknown now.
+    assert_eq!(room.core.counters().snapshot().dropped(DropReason::UnknownSource), 20);
+    assert!(room.core.counters().snapshot().packets_in >= in_before + 60);
+    room.core.apply(now, Command::CloseRoom { room: ROOM }, &mut room.out).unwrap();
+    assert_eq!(room.core.mix_member_count(ROOM), None);
+}

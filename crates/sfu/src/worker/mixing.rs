@@ -1,0 +1,256 @@
+//! The room mixer in the live audio path. Each room on a worker owns one [`Mixer`]: every
+//! transport with an Opus audio producer is a mixer input (its packets are parsed here, with
+//! the RFC 6464 level from the producer's extension map, and pushed into the mixer), and every
+//! transport with a mix output receives exactly one audio stream, the mix (mix-minus for a
+//! talker), under the SSRC and payload type the control plane chose. The worker ticks each
+//! room every 20 ms of virtual time and turns [`MixOutputs`] into RTP; active speakers come
+//! from the mixer's talker selection.
+
+use std::time::{Duration, Instant};
+
+use super::MixOutputSpec;
+use crate::mixer::{MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
+use crate::router::{FastMap, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
+
+/// One mixer step.
+pub const MIX_PERIOD: Duration = Duration::from_millis(20);
+
+/// Size of the RTP header the worker writes in front of each mixed payload.
+pub const MIX_RTP_HEADER: usize = 12;
+
+/// Where a participant's audio comes from.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    producer: ProducerId,
+    /// The producer's SSRC when signalled; otherwise learned from its first Opus packet.
+    ssrc: Option<u32>,
+    opus_pt: u8,
+    /// Only the audio-level id is set (0 when the sender does not use RFC 6464).
+    extensions: ExtensionMap,
+}
+
+#[derive(Debug)]
+struct Member {
+    input: MixerInput,
+    source: Option<Source>,
+    output: Option<MixOutputSpec>,
+}
+
+/// What one tick of one room did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TickReport {
+    pub ran: bool,
+    /// The tick ran at least one period late (the worker loop stalled).
+    pub late: bool,
+}
+
+/// One room's mixer and its participants (see the module docs).
+pub(super) struct RoomMix {
+    mixer: Mixer,
+    outputs: MixOutputs,
+    members: FastMap<TransportId, Member>,
+    /// Transport of each mixer input slot (indexed by `MixerInput::index`).
+    by_index: Vec<Option<TransportId>>,
+    sources: FastMap<ProducerId, TransportId>,
+    next_tick: Instant,
+}
+
+impl std::fmt::Debug for RoomMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomMix").field("members", &self.members.len()).finish_non_exhaustive()
+    }
+}
+
+/// The first Opus payload type of an audio producer, if it is a mixer source at all.
+fn opus_payload_type(spec: &ProducerSpec) -> Option<u8> {
+    if spec.kind != TrackKind::Audio {
+        return None;
+    }
+    spec.codecs.iter().find(|(_, codec)| *codec == Codec::Opus).map(|(pt, _)| *pt)
+}
+
+impl RoomMix {
+    pub fn new(now: Instant, config: MixerConfig) -> Result<Self, MixerError> {
+        Ok(Self {
+            mixer: Mixer::new(now, config)?,
+            outputs: MixOutputs::new(),
+            members: FastMap::default(),
+            by_index: Vec::new(),
+            sources: FastMap::default(),
+            next_tick: now + MIX_PERIOD,
+        })
+    }
+
+    fn member(&mut self, transport: TransportId) -> Result<&mut Member, MixerError> {
+        if !self.members.contains_key(&transport) {
+            let input = self.mixer.add_participant()?;
+            let index = input.index as usize;
+            if self.by_index.len() <= index {
+                self.by_index.resize(index + 1, None);
+            }
+            self.by_index[index] = Some(transport);
+            self.members.insert(transport, Member { input, source: None, output: None });
+        }
+        Ok(self.members.get_mut(&transport).expect("inserted above"))
+    }
+
+    /// Drops a member that neither sends nor receives any more.
+    fn prune(&mut self, transport: TransportId) {
+        let Some(member) = self.members.get(&transport) else { return };
+        if member.source.is_none() && member.output.is_none() {
+            let input = member.input;
+            self.members.remove(&transport);
+            self.by_index[input.index as usize] = None;
+            let _ = self.mixer.remove_participant(input);
+        }
+    }
+
+    /// Makes an audio producer a mixer input (other producers are ignored). A transport has
+    /// one input: a second audio producer replaces the first.
+    pub fn add_source(&mut self, spec: &ProducerSpec) -> Result<(), MixerError> {
+        let Some(opus_pt) = opus_payload_type(spec) else { return Ok(()) };
+        let source = Source {
+            producer: spec.id,
+            ssrc: spec.layers.first().and_then(|l| l.ssrc),
+            opus_pt,
+            extensions: ExtensionMap { audio_level: spec.extensions.audio_level, ..ExtensionMap::default() },
+        };
+        let member = self.member(spec.transport)?;
+        if let Some(old) = member.source.replace(source) {
+            self.sources.remove(&old.producer);
+        }
+        self.sources.insert(spec.id, spec.transport);
+        Ok(())
+    }
+
+    pub fn remove_source(&mut self, producer: ProducerId) {
+        let Some(transport) = self.sources.remove(&producer) else { return };
+        if let Some(member) = self.members.get_mut(&transport) {
+            member.source = None;
+        }
+        self.prune(transport);
+    }
+
+    /// Starts, changes or (with `None`) stops the mix a transport receives.
+    pub fn set_output(&mut self, transport: TransportId, output: Option<MixOutputSpec>) -> Result<(), MixerError> {
+        match output {
+            Some(spec) => self.member(transport)?.output = Some(spec),
+            None => {
+                if let Some(member) = self.members.get_mut(&transport) {
+                    member.output = None;
+                }
+                self.prune(transport);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove_transport(&mut self, transport: TransportId) {
+        if let Some(member) = self.members.get_mut(&transport) {
+            if let Some(source) = member.source.take() {
+                self.sources.remove(&source.producer);
+            }
+            member.output = None;
+        }
+        self.prune(transport);
+    }
+
+    /// Offers one plaintext RTP packet of `from`: its Opus audio goes into the mixer.
+    /// Returns true when the packet was audio of a mixer input (accepted or counted there).
+    pub fn push(&mut self, now: Instant, from: TransportId, packet: &[u8]) -> bool {
+        let Some(member) = self.members.get_mut(&from) else { return false };
+        let Some(source) = member.source.as_mut() else { return false };
+        let Ok(header) = RtpHeader::parse(packet) else { return false };
+        if header.payload_type != source.opus_pt {
+            return false;
+        }
+        match source.ssrc {
+            Some(ssrc) if ssrc != header.ssrc => return false,
+            Some(_) => {}
+            None => source.ssrc = Some(header.ssrc),
+        }
+        let audio_level = if source.extensions.audio_level == 0 {
+            None
+        } else {
+            Extensions::parse(packet, &header, &source.extensions)
+                .ok()
+                .and_then(|e| e.audio_level)
+                .map(|(voice, level)| (level, voice))
+        };
+        let payload = &packet[header.payload_offset..header.payload_offset + header.payload_len];
+        let input = RtpAudioIn {
+            seq: header.sequence,
+            timestamp: header.timestamp,
+            audio_level,
+            marker: header.marker,
+            payload,
+        };
+        // Late, duplicate or invalid packets are counted in the mixer's per-input stats.
+        let _ = self.mixer.push(now, member.input, &input);
+        true
+    }
+
+    /// The next tick is due at or before `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next_tick
+    }
+
+    /// Runs one tick if due: `emit` gets each output packet (its receiver, stream and payload)
+    /// and `speakers` the new active speakers when they changed.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        mut emit: impl FnMut(TransportId, &MixOutputSpec, &MixPacket, &[u8]),
+        speakers: impl FnOnce([Option<TransportId>; 3]),
+    ) -> TickReport {
+        if !self.due(now) {
+            return TickReport::default();
+        }
+        let late = now >= self.next_tick + MIX_PERIOD;
+        // A stalled loop resynchronises instead of bursting the missed ticks.
+        self.next_tick = if late { now + MIX_PERIOD } else { self.next_tick + MIX_PERIOD };
+        if self.members.is_empty() {
+            return TickReport { ran: false, late: false };
+        }
+        self.mixer.tick(now, &mut self.outputs);
+        for packet in self.outputs.packets() {
+            let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };
+            let Some(member) = self.members.get(transport) else { continue };
+            if let Some(output) = &member.output {
+                emit(*transport, output, packet, self.outputs.payload(packet.payload));
+            }
+        }
+        if let Some(active) = self.outputs.active_speakers() {
+            let mut ids = [None; 3];
+            for (slot, input) in ids.iter_mut().zip(active) {
+                *slot = self.by_index.get(input.index as usize).copied().flatten();
+            }
+            speakers(ids);
+        }
+        TickReport { ran: true, late }
+    }
+
+    #[cfg(test)]
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// Writes the RTP packet of one mix output into `buf`; `None` if it does not fit.
+pub(super) fn write_mix_rtp(
+    buf: &mut [u8],
+    output: &MixOutputSpec,
+    packet: &MixPacket,
+    payload: &[u8],
+) -> Option<usize> {
+    let len = MIX_RTP_HEADER + payload.len();
+    let out = buf.get_mut(..len)?;
+    out[0] = 0x80;
+    out[1] = (output.payload_type & 0x7F) | if packet.marker { 0x80 } else { 0 };
+    out[2..4].copy_from_slice(&packet.sequence.to_be_bytes());
+    out[4..8].copy_from_slice(&packet.timestamp.to_be_bytes());
+    out[8..12].copy_from_slice(&output.ssrc.to_be_bytes());
+    out[MIX_RTP_HEADER..].copy_from_slice(payload);
+    Some(len)
+}
