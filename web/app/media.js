@@ -16,6 +16,16 @@ const STATS_INTERVAL_MS = 2000;
  */
 export const REMOTE_CAMERA_SLOTS = 8;
 
+/** Video codecs the server forwards; the extra slots offer only these (keeps the offer small). */
+const FORWARDED_VIDEO = new Set(['video/vp8', 'video/vp9', 'video/h264', 'video/av1']);
+
+/** Receive-only slot codecs: what the server forwards, without RTX/RED/FEC (it sends none of them). */
+function slotCodecs() {
+  const caps = typeof RTCRtpReceiver.getCapabilities === 'function' ? RTCRtpReceiver.getCapabilities('video') : null;
+  const codecs = caps ? caps.codecs.filter((c) => FORWARDED_VIDEO.has(c.mimeType.toLowerCase())) : [];
+  return codecs.length > 0 ? codecs : null;
+}
+
 export class MediaSession {
   /**
    * @param {import('./signaling.js').Signaling} signaling
@@ -58,7 +68,11 @@ export class MediaSession {
     this.cameraTransceiver = pc.addTransceiver(this.videoTrack || 'video', { direction: 'sendrecv', streams });
     // The server reads the second video m-section as the screen share, later ones as camera slots.
     this.screenTransceiver = pc.addTransceiver('video', { direction: 'sendrecv' });
-    for (let i = 1; i < REMOTE_CAMERA_SLOTS; i++) pc.addTransceiver('video', { direction: 'recvonly' });
+    const codecs = slotCodecs();
+    for (let i = 1; i < REMOTE_CAMERA_SLOTS; i++) {
+      const slot = pc.addTransceiver('video', { direction: 'recvonly' });
+      if (codecs && typeof slot.setCodecPreferences === 'function') slot.setCodecPreferences(codecs);
+    }
     pc.onicecandidate = (ev) => {
       if (!ev.candidate || !ev.candidate.candidate) return;
       const c = ev.candidate;
