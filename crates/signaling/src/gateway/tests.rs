@@ -270,7 +270,7 @@ async fn calls_ring_accept_and_external_to_directory_is_refused() {
     b.send(json!({"type":"call.accept","callId":call_id})).await;
     assert_eq!(a.recv_type("call.connected").await["callId"], call_id.as_str());
     // Call media goes to the media plane, keyed by call; outsiders cannot negotiate.
-    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()) });
+    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()), shares: Mutex::new(Vec::new()) });
     s.state.gateway.set_media_negotiator(media.clone());
     a.send(json!({"type":"media.iceCandidate","callId":call_id,"candidate":{"candidate":"c"}})).await;
     assert_eq!(a.recv_type("error").await["code"], "InvalidState", "ICE before offer");
@@ -477,6 +477,7 @@ impl Server {
 /// A media plane that answers every offer with a fixed answer.
 struct FakeMedia {
     left: Mutex<Vec<String>>,
+    shares: Mutex<Vec<(String, bool)>>,
 }
 
 impl super::MediaNegotiator for FakeMedia {
@@ -498,6 +499,9 @@ impl super::MediaNegotiator for FakeMedia {
     }
     fn leave(&self, session: super::MediaSession) {
         self.left.lock().unwrap().push(session.participant_id);
+    }
+    fn screen_share(&self, session: super::MediaSession, active: bool) {
+        self.shares.lock().unwrap().push((session.participant_id, active));
     }
 }
 
@@ -531,7 +535,7 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     p.send(json!({"type":"media.offer","sdp":"v=0"})).await;
     assert_eq!(p.recv_type("error").await["code"], "MediaUnavailable");
 
-    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()) });
+    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()), shares: Mutex::new(Vec::new()) });
     s.state.gateway.set_media_negotiator(media.clone());
     let mut c = s.connect(&s.token(&consumer, None, &[Scope::Voip])).await;
     c.send(join).await;
@@ -582,6 +586,24 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     assert!(s.state.gateway.active_speakers(conversation_id, vec![c_pid.clone()]).await);
     let d = p.recv_type("roster.delta").await;
     assert_eq!(d["delta"], json!({"change":"activeSpeakers","participantIds":[c_pid]}));
+
+    // Roster screen-share changes reach the media plane; slot maps reach one participant.
+    let p_pid = joined["snapshot"]["participantId"].as_str().unwrap().to_string();
+    p.send(json!({"type":"screenShare.start","requestId":"s1"})).await;
+    p.recv_type("ack").await;
+    p.send(json!({"type":"screenShare.stop","requestId":"s2"})).await;
+    p.recv_type("ack").await;
+    assert_eq!(media.shares.lock().unwrap().as_slice(), [(p_pid.clone(), true), (p_pid.clone(), false)]);
+    let slot = |participant: Option<&str>| palaver_core::protocol::MediaSlot {
+        mid: "3".into(),
+        kind: palaver_core::protocol::SlotKind::Video,
+        participant_id: participant.map(str::to_owned),
+    };
+    assert!(s.state.gateway.send_media_slots(conversation_id, &c_pid, vec![slot(Some(&p_pid))]).await);
+    let frame = c.recv_type("media.slots").await;
+    assert_eq!(frame["slots"], json!([{"mid":"3","kind":"video","participantId":p_pid}]));
+    assert!(!s.state.gateway.send_media_slots(conversation_id, "nobody", vec![slot(None)]).await);
+    assert!(!s.state.gateway.send_media_slots("no-such-conversation", &c_pid, vec![slot(None)]).await);
 
     c.send(json!({"type":"leave"})).await;
     c.recv_type("session.ended").await;
