@@ -318,6 +318,25 @@ impl AuthFrame {
     }
 }
 
+/// What a client wants on one of its video receive slots (`media.subscribe`); absent
+/// members leave that setting unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotSubscription {
+    /// The slot's m-section `a=mid`.
+    pub mid: String,
+    /// The tallest picture worth sending (the tile's rendered height in device pixels): the
+    /// server picks the simulcast layer that fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u16>,
+    /// `true` stops the slot's video (its tile is off screen), `false` resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// Most entries one `media.subscribe` may carry.
+pub const MAX_SLOT_SUBSCRIPTIONS: usize = 32;
+
 // ---------------------------------------------------------------------------------
 // Client → server
 // ---------------------------------------------------------------------------------
@@ -413,6 +432,9 @@ pub enum ClientMessage {
         #[serde(default)]
         tracks: Vec<MediaTrack>,
     },
+    /// Size or pause this participant's video receive slots (see `media.slots`); acked.
+    #[serde(rename = "media.subscribe")]
+    MediaSubscribe { slots: Vec<SlotSubscription> },
     /// Ring one directory user / call queue (1:1) or several (group); answered with `call.placed`.
     #[serde(rename = "call.place")]
     CallPlace { targets: Vec<String> },
@@ -457,6 +479,7 @@ impl ClientMessage {
         "media.offer",
         "media.iceCandidate",
         "media.attach",
+        "media.subscribe",
         "call.place",
         "call.accept",
         "call.decline",
@@ -668,6 +691,7 @@ mod tests {
             json!({"type":"media.offer","sdp":"v=0","callId":"c"}),
             json!({"type":"media.iceCandidate","candidate":{"candidate":"candidate:1","sdpMid":"0"}}),
             json!({"type":"media.attach","tracks":[{"kind":"audio","ssrc":7,"payloadType":111}]}),
+            json!({"type":"media.subscribe","slots":[{"mid":"3","maxHeight":360},{"mid":"4","paused":true}]}),
             json!({"type":"call.place","targets":["8:orgid:b"]}),
             json!({"type":"call.accept","callId":"c"}),
             json!({"type":"call.decline","callId":"c"}),

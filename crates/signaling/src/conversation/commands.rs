@@ -13,6 +13,24 @@ use palaver_core::{EndReason, ErrorCode, MeetingRole};
 /// Most tracks one `media.attach` may declare (audio, camera in up to three layers, screen, spare).
 pub const MAX_ATTACHED_TRACKS: usize = 8;
 
+/// A `media.subscribe`: bounded, each entry names a mid (at most 32 bytes) and a non-zero height.
+fn check_slot_subscriptions(slots: &[palaver_core::protocol::SlotSubscription]) -> Result<(), Refusal> {
+    use palaver_core::protocol::MAX_SLOT_SUBSCRIPTIONS;
+    if slots.len() > MAX_SLOT_SUBSCRIPTIONS {
+        let message = format!("at most {MAX_SLOT_SUBSCRIPTIONS} slots per media.subscribe");
+        return Err(Refusal::new(ErrorCode::InvalidParameter, message));
+    }
+    for s in slots {
+        if s.mid.is_empty() || s.mid.len() > 32 {
+            return Err(Refusal::new(ErrorCode::InvalidParameter, "each slot needs a mid of 1 to 32 bytes"));
+        }
+        if s.max_height == Some(0) {
+            return Err(Refusal::new(ErrorCode::InvalidParameter, "maxHeight must be at least 1 (use paused)"));
+        }
+    }
+    Ok(())
+}
+
 /// The tracks a `media.attach` declares: non-zero, distinct SSRCs, dynamic payload types, bounded.
 fn check_media_tracks(tracks: &[palaver_core::protocol::MediaTrack]) -> Result<(), Refusal> {
     if tracks.len() > MAX_ATTACHED_TRACKS {
@@ -249,6 +267,14 @@ impl Conversation {
                 self.set_flag(actor_id, |p| p.media_active = true);
                 let participant_id = actor_id.to_string();
                 out.push(Output::MediaAttach { participant_id, path, tracks, may_send_media, request_id });
+                Ok(())
+            }
+            Command::MediaSubscribe { slots } => {
+                if !actor.media_active {
+                    return Err(Refusal::new(ErrorCode::InvalidState, "send `media.offer` first"));
+                }
+                check_slot_subscriptions(&slots)?;
+                out.push(Output::MediaSubscribe { participant_id: actor_id.to_string(), slots });
                 Ok(())
             }
             Command::MediaIceCandidate(candidate) => {

@@ -126,6 +126,10 @@ pub enum Command {
         sdp: String,
     },
     MediaIceCandidate(IceCandidate),
+    /// Size or pause the participant's video receive slots (`media.subscribe`).
+    MediaSubscribe {
+        slots: Vec<palaver_core::protocol::SlotSubscription>,
+    },
     /// QUIC only: plain RTP over the connection's datagram `path`; answered with `media.attached`.
     MediaAttach {
         path: crate::gateway::MediaPathId,
@@ -204,6 +208,11 @@ pub enum Output {
     },
     MediaLeave {
         participant_id: String,
+    },
+    /// Apply the participant's slot subscriptions in the media plane.
+    MediaSubscribe {
+        participant_id: String,
+        slots: Vec<palaver_core::protocol::SlotSubscription>,
     },
     /// Nobody is left (or the meeting was ended): the shell drops the conversation.
     ConversationEnded,

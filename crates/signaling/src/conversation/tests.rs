@@ -488,6 +488,26 @@ fn last_one_out_ends_the_conversation_and_media_is_released() {
 }
 
 #[test]
+fn media_subscribe_needs_an_offer_and_bounded_entries() {
+    use palaver_core::protocol::{MAX_SLOT_SUBSCRIPTIONS, SlotSubscription};
+    let mut c = Conversation::new("g", ConversationSetup::GroupCall, ConversationConfig::default());
+    join(&mut c, T0, "a", directory("a", "A", TENANT), None);
+    let entry = |mid: &str, max_height: Option<u16>| SlotSubscription { mid: mid.into(), max_height, paused: None };
+    let out = cmd(&mut c, T0, "a", Command::MediaSubscribe { slots: vec![entry("3", Some(360))] });
+    assert_eq!(error_code(&out, "a").as_deref(), Some("InvalidState"), "subscribe before offer is out of order");
+    cmd(&mut c, T0, "a", Command::MediaOffer { sdp: "v=0".into() });
+    for bad in [vec![entry("", None)], vec![entry("3", Some(0))], vec![entry("3", None); MAX_SLOT_SUBSCRIPTIONS + 1]] {
+        let out = cmd(&mut c, T0, "a", Command::MediaSubscribe { slots: bad });
+        assert_eq!(error_code(&out, "a").as_deref(), Some("InvalidParameter"));
+        assert!(!out.iter().any(|o| matches!(o, Output::MediaSubscribe { .. })), "nothing reaches the media plane");
+    }
+    let slots = vec![entry("3", Some(360)), SlotSubscription { mid: "4".into(), max_height: None, paused: Some(true) }];
+    let out = cmd(&mut c, T0, "a", Command::MediaSubscribe { slots: slots.clone() });
+    assert!(out.contains(&Output::MediaSubscribe { participant_id: "a".into(), slots }));
+    assert!(to(&out, "a").iter().any(|m| matches!(m, ServerMessage::Ack { .. })));
+}
+
+#[test]
 fn unknown_actor_gets_invalid_state_and_nothing_changes() {
     let mut c = meeting(MeetingPolicy::default());
     let out = cmd(&mut c, T0, "ghost", Command::Recording { active: true });

@@ -312,6 +312,9 @@ impl Actor {
                         }
                     });
                 }
+                Output::MediaSubscribe { participant_id, slots } => {
+                    self.gateway.media().subscribe(self.media_session(&participant_id, true), slots);
+                }
                 Output::MediaLeave { participant_id } => {
                     self.gateway.media().leave(self.media_session(&participant_id, true));
                 }

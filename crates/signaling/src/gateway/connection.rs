@@ -307,6 +307,7 @@ impl Connection {
                 }
             },
             M::MediaIceCandidate { candidate, call_id: None } => Command::MediaIceCandidate(candidate),
+            M::MediaSubscribe { slots } => Command::MediaSubscribe { slots },
         };
         self.forward_to_conversation(rid, command).await
     }

@@ -44,6 +44,9 @@ pub trait MediaNegotiator: Send + Sync + 'static {
     /// The participant started or stopped sharing its screen (roster `screenShare`): the
     /// media plane routes only active screen shares to the others' screen slots.
     fn screen_share(&self, _session: MediaSession, _active: bool) {}
+    /// The participant sized or paused its video receive slots (`media.subscribe`, already
+    /// validated); unknown mids are ignored.
+    fn subscribe(&self, _session: MediaSession, _slots: Vec<palaver_core::protocol::SlotSubscription>) {}
     /// Plain RTP over the connection's datagram `path` (QUIC): the participant sends `tracks`;
     /// resolves to the tracks the server sends it. Replaces an earlier media session of the participant.
     fn attach(

@@ -270,7 +270,11 @@ async fn calls_ring_accept_and_external_to_directory_is_refused() {
     b.send(json!({"type":"call.accept","callId":call_id})).await;
     assert_eq!(a.recv_type("call.connected").await["callId"], call_id.as_str());
     // Call media goes to the media plane, keyed by call; outsiders cannot negotiate.
-    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()), shares: Mutex::new(Vec::new()) });
+    let media = Arc::new(FakeMedia {
+        left: Mutex::new(Vec::new()),
+        shares: Mutex::new(Vec::new()),
+        subscribed: Mutex::new(Vec::new()),
+    });
     s.state.gateway.set_media_negotiator(media.clone());
     a.send(json!({"type":"media.iceCandidate","callId":call_id,"candidate":{"candidate":"c"}})).await;
     assert_eq!(a.recv_type("error").await["code"], "InvalidState", "ICE before offer");
@@ -478,6 +482,7 @@ impl Server {
 struct FakeMedia {
     left: Mutex<Vec<String>>,
     shares: Mutex<Vec<(String, bool)>>,
+    subscribed: Mutex<Vec<palaver_core::protocol::SlotSubscription>>,
 }
 
 impl super::MediaNegotiator for FakeMedia {
@@ -502,6 +507,9 @@ impl super::MediaNegotiator for FakeMedia {
     }
     fn screen_share(&self, session: super::MediaSession, active: bool) {
         self.shares.lock().unwrap().push((session.participant_id, active));
+    }
+    fn subscribe(&self, _session: super::MediaSession, slots: Vec<palaver_core::protocol::SlotSubscription>) {
+        self.subscribed.lock().unwrap().extend(slots);
     }
 }
 
@@ -535,7 +543,11 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     p.send(json!({"type":"media.offer","sdp":"v=0"})).await;
     assert_eq!(p.recv_type("error").await["code"], "MediaUnavailable");
 
-    let media = Arc::new(FakeMedia { left: Mutex::new(Vec::new()), shares: Mutex::new(Vec::new()) });
+    let media = Arc::new(FakeMedia {
+        left: Mutex::new(Vec::new()),
+        shares: Mutex::new(Vec::new()),
+        subscribed: Mutex::new(Vec::new()),
+    });
     s.state.gateway.set_media_negotiator(media.clone());
     let mut c = s.connect(&s.token(&consumer, None, &[Scope::Voip])).await;
     c.send(join).await;
@@ -546,6 +558,20 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     assert_eq!(c.recv_type("media.answer").await["sdp"], "answer-to:v=0:send=false");
     c.send(json!({"type":"media.iceCandidate","candidate":{"candidate":""}})).await;
     assert_eq!(c.recv_type("error").await["code"], "InvalidParameter");
+    c.send(json!({"type":"media.subscribe","requestId":"m1","slots":[{"mid":"3","paused":true}]})).await;
+    assert_eq!(c.recv_type("ack").await["requestId"], "m1");
+    // The ack is queued before the actor hands the subscription on: give it a moment.
+    for _ in 0..100 {
+        if !media.subscribed.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let subscribed = media.subscribed.lock().unwrap().clone();
+    assert_eq!(
+        subscribed,
+        [palaver_core::protocol::SlotSubscription { mid: "3".into(), max_height: None, paused: Some(true) }]
+    );
 
     // The server API (HMAC) starts transcription on the live room; everyone hears it.
     let conversation_id = joined["snapshot"]["conversationId"].as_str().unwrap();
