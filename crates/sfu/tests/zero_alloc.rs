@@ -1,6 +1,7 @@
 //! Proof of "no heap allocation per packet in steady state": a counting global allocator
 //! watches over 100k forwarded SRTP packets go receive → unprotect → route → rewrite → protect to four
-//! subscribers (audio and video, with NACK answering and timers mixed in).
+//! subscribers (audio and video, with NACK answering and timers mixed in, including the RTCP
+//! sender reports to subscribers and receiver reports + REMB to the publisher).
 
 mod common;
 #[path = "support/counting_alloc.rs"]
@@ -20,10 +21,12 @@ use palaver_sfu::worker::{RoomId, Transmit, WorkerCore, WorkerCounters};
 #[global_allocator]
 static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
 
-/// Counts datagrams and keeps nothing.
+/// Counts datagrams (and SRTCP sender/receiver reports among them) and keeps nothing.
 struct CountingTransmit {
     buf: Vec<u8>,
     sent: u64,
+    sender_reports: u64,
+    receiver_reports: u64,
 }
 
 impl Transmit for CountingTransmit {
@@ -32,6 +35,12 @@ impl Transmit for CountingTransmit {
     }
     fn commit(&mut self, _len: usize, _to: SocketAddr) {
         self.sent += 1;
+        // SRTCP leaves the first RTCP header in the clear: byte 1 is the packet type.
+        match self.buf[1] {
+            200 => self.sender_reports += 1,
+            201 => self.receiver_reports += 1,
+            _ => {}
+        }
     }
 }
 
@@ -51,7 +60,7 @@ fn run(profile: Profile) {
     let counters = Arc::new(WorkerCounters::default());
     let events = Arc::new(ArrayQueue::new(16));
     let mut core = WorkerCore::new(RouterConfig::default(), 1, counters.clone(), events);
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, sender_reports: 0, receiver_reports: 0 };
     let mut now = Instant::now();
     let mut publisher = Peer::new(1, profile);
     let publisher_addr: SocketAddr = "127.0.0.1:40001".parse().unwrap();
@@ -100,6 +109,7 @@ fn run(profile: Profile) {
         step(i, now, &mut core, &mut tx);
     }
     let sent_before = tx.sent;
+    let reports_before = (tx.sender_reports, tx.receiver_reports);
     let forwarded_before = counters.snapshot().rtp_forwarded;
     // the counter itself works: one allocation on this thread is seen
     let ((), probe) = counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
@@ -118,6 +128,15 @@ fn run(profile: Profile) {
     assert_eq!(snapshot.dropped_total(), 0, "{profile:?}: {snapshot:?}");
     assert!(snapshot.nack_received >= (STEPS / 1000) as u64);
     assert_eq!(snapshot.nack_missed, 0, "NACKs name packets that were forwarded and cached");
-    println!("{profile:?}: {forwarded} packets forwarded, {allocations} heap allocations");
+    // 300 s of virtual time at a ~1 s report interval: SRs for each consumer stream (at least
+    // the 4 video ones) and RRs to the publisher were composed and sent in the counted window.
+    let sender_reports = tx.sender_reports - reports_before.0;
+    let receiver_reports = tx.receiver_reports - reports_before.1;
+    assert!(sender_reports >= 4 * 200, "{profile:?}: {sender_reports} sender reports");
+    assert!(receiver_reports >= 200, "{profile:?}: {receiver_reports} receiver reports");
+    println!(
+        "{profile:?}: {forwarded} packets forwarded, {sender_reports} SRs, {receiver_reports} RRs, \
+         {allocations} heap allocations"
+    );
     assert_eq!(allocations, 0, "{profile:?}: {allocations} allocations while forwarding {forwarded} packets");
 }

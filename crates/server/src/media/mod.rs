@@ -523,6 +523,7 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
         packets_lost: c.reception.packets_lost,
         loss_ratio: c.reception.loss_ratio(),
         jitter_seconds: c.reception.jitter_seconds(),
+        rtt_seconds: c.reception.rtt_seconds(),
         forwarding_latency: forwarding_latency(&c.forwarding_latency),
         ..Default::default()
     }

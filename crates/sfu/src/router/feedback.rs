@@ -74,9 +74,17 @@ impl Router {
                         self.resend(index, seq, out);
                     }
                 }
-                RtcpPacket::ReceiverReport { reports, .. } | RtcpPacket::SenderReport { reports, .. } => {
+                RtcpPacket::ReceiverReport { reports, .. } => {
                     for block in reports.iter() {
                         self.reception_report(from, &block, out);
+                        self.round_trip(now, &block, out);
+                    }
+                }
+                RtcpPacket::SenderReport { ssrc, ntp_time, reports, .. } => {
+                    self.on_sender_report(now, from, ssrc, ntp_time);
+                    for block in reports.iter() {
+                        self.reception_report(from, &block, out);
+                        self.round_trip(now, &block, out);
                     }
                 }
                 RtcpPacket::Remb { bitrate_bps, .. } => {

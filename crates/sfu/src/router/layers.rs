@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::LayerSpec;
 use super::packet_cache::PacketCache;
+use super::reports::ReceiveStats;
 
 /// Bytes-per-second meter over one-second windows.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,6 +41,8 @@ pub struct Layer {
     pub last_packet_at: Option<Instant>,
     pub meter: RateMeter,
     pub last_keyframe_request: Option<Instant>,
+    /// Reception statistics for the RRs sent to the publisher.
+    pub received: ReceiveStats,
 }
 
 impl Layer {
@@ -51,6 +54,7 @@ impl Layer {
             last_packet_at: None,
             meter: RateMeter::default(),
             last_keyframe_request: None,
+            received: ReceiveStats::default(),
         }
     }
 

@@ -15,6 +15,7 @@ mod feedback;
 mod ids;
 mod layers;
 mod packet_cache;
+mod reports;
 mod rewriter;
 mod room;
 mod speaker;
@@ -22,6 +23,7 @@ mod speaker;
 pub use bandwidth::TwccEstimator;
 pub use ids::{ConsumerId, FastMap, ProducerId, TransportId};
 pub use packet_cache::PacketCache;
+pub use reports::{CNAME, WallClock};
 pub use room::{Router, RouterError};
 pub use speaker::SpeakerDetector;
 
@@ -94,6 +96,12 @@ pub struct RouterConfig {
     pub layer_timeout: Duration,
     /// Maximum packets resent for one NACK packet.
     pub max_nack_resends: usize,
+    /// Mean interval of the SRs sent per consumer stream and the RRs sent per publisher
+    /// (each randomized to 0.5–1.5× of it).
+    pub report_interval: Duration,
+    /// The wall clock the SRs' NTP timestamps follow; `None` starts NTP time at the Unix epoch
+    /// on the router's first report (RTTs are right either way).
+    pub wall_clock: Option<WallClock>,
 }
 
 impl Default for RouterConfig {
@@ -104,6 +112,8 @@ impl Default for RouterConfig {
             video_cache_packets: 512,
             layer_timeout: Duration::from_secs(2),
             max_nack_resends: 64,
+            report_interval: Duration::from_secs(1),
+            wall_clock: None,
         }
     }
 }
@@ -148,6 +158,10 @@ pub enum RouterNote {
         fraction_lost: u8,
         /// Interarrival jitter converted from RTP clock units (48 kHz audio, 90 kHz video).
         jitter_ns: u64,
+    },
+    /// A round trip measured from a report block echoing one of the router's SRs.
+    RoundTrip {
+        rtt_ns: u64,
     },
 }
 

@@ -117,6 +117,11 @@ impl OutStream {
         Some((out_seq, out_ts))
     }
 
+    /// The newest output timestamp and when it was sent (for sender reports).
+    pub fn last_sent(&self) -> Option<(u32, Instant)> {
+        self.last_at.filter(|_| self.started).map(|at| (self.last_ts, at))
+    }
+
     /// Where a previously forwarded output sequence number came from.
     pub fn origin(&self, out_seq: u16) -> Option<Origin> {
         let o = self.history[out_seq as usize % HISTORY];

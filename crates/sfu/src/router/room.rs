@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::layers::{Layer, choose_layer};
+use super::reports::{Jitter, NtpClock, PublisherReports, SendStats};
 use super::rewriter::OutStream;
 use super::speaker::SpeakerDetector;
 use super::{
@@ -56,6 +57,8 @@ pub(super) struct Consumer {
     pub out: OutStream,
     /// Cumulative lost count (24-bit) of the subscriber's last report block on this stream.
     pub reported_lost: Option<u32>,
+    /// Packets and octets sent, for sender reports.
+    pub sent: SendStats,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +98,12 @@ pub struct Router {
     pub(super) speakers: SpeakerDetector,
     pub(super) last_layer_review: Option<Instant>,
     pub(super) scratch: [u8; 64],
+    /// Publishing transports: RR schedule and receive-side estimate.
+    pub(super) publishers: FastMap<TransportId, PublisherReports>,
+    pub(super) clock: Option<NtpClock>,
+    pub(super) jitter: Jitter,
+    /// Where SR/RR compound packets are composed.
+    pub(super) report_buf: [u8; 1024],
 }
 
 impl std::fmt::Debug for Router {
@@ -122,6 +131,10 @@ impl Router {
             subscribers: FastMap::default(),
             last_layer_review: None,
             scratch: [0; 64],
+            publishers: FastMap::default(),
+            clock: None,
+            jitter: Jitter::new(server_ssrc),
+            report_buf: [0; 1024],
         }
     }
 
@@ -186,6 +199,7 @@ impl Router {
             self.producers[index] = Some(producer);
         }
         self.producer_index.insert(spec.id, index);
+        self.publishers.entry(spec.transport).or_default();
         Ok(())
     }
 
@@ -202,6 +216,9 @@ impl Router {
         }
         if producer.kind == TrackKind::Audio {
             self.speakers.remove(producer.transport);
+        }
+        if !self.producers.iter().flatten().any(|p| p.transport == producer.transport) {
+            self.publishers.remove(&producer.transport);
         }
         Ok(())
     }
@@ -239,6 +256,7 @@ impl Router {
             needs_switch: true,
             out: OutStream::new(spec.ssrc),
             reported_lost: None,
+            sent: SendStats::default(),
         };
         if index == self.consumers.len() {
             self.consumers.push(Some(consumer));
@@ -284,6 +302,7 @@ impl Router {
             let _ = self.remove_consumer(id);
         }
         self.subscribers.remove(&transport);
+        self.publishers.remove(&transport);
         self.speakers.remove(transport);
     }
 
@@ -364,8 +383,10 @@ impl Router {
         self.review_transport(now, transport, out);
     }
 
-    /// Timers: active-speaker reports and periodic layer review (layers starting/stopping).
+    /// Timers: active-speaker reports, periodic layer review (layers starting/stopping) and
+    /// RTCP sender/receiver reports.
     pub fn poll(&mut self, now: Instant, out: &mut impl RouterOutput) {
+        self.send_reports(now, out);
         if let Some(speakers) = self.speakers.poll(now) {
             out.event(RouterEvent::ActiveSpeakers { speakers });
         }
@@ -411,6 +432,7 @@ impl Router {
         layer.last_packet_at = Some(now);
         layer.meter.add(now, packet.len());
         layer.cache.insert(header.sequence, packet);
+        layer.received.on_packet(now, header.sequence, header.timestamp, codec.clock_rate());
         if let (TrackKind::Audio, Some((_, level))) = (producer.kind, extensions.audio_level) {
             self.speakers.on_level(now, producer.transport, level);
         }
@@ -471,6 +493,7 @@ impl Router {
                 _ => None,
             };
             let rewrite = RtpRewrite { ssrc: consumer.ssrc, sequence, timestamp, rtx: None, transport_cc };
+            consumer.sent.on_sent(header.payload_len);
             out.forward_rtp(consumer.transport, packet, &rewrite);
         }
     }

@@ -442,3 +442,6 @@ fn receiver_reports_become_loss_and_jitter_notes_per_consumer_stream() {
     router.handle_rtcp(t0, SUB2, &rr, &mut rec);
     assert!(rec.notes.is_empty(), "{:?}", rec.notes);
 }
+
+#[path = "report_tests.rs"]
+mod reports;

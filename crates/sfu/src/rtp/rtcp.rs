@@ -1,8 +1,12 @@
 //! RTCP compound packets (RFC 3550, 4585, 5104, REMB draft, transport-cc draft): a validating
 //! iterator over the packets of a compound datagram, borrowed views of each kind, and writers
-//! for the feedback the server originates (PLI, FIR, NACK).
+//! for the feedback the server originates (PLI, FIR, NACK; reports and REMB in `rtcp_write.rs`).
 
 use super::{RtpError, read_u16, read_u32, write_u16, write_u32};
+
+#[path = "rtcp_write.rs"]
+mod report_writers;
+pub use report_writers::*;
 
 pub const PT_SR: u8 = 200;
 pub const PT_RR: u8 = 201;

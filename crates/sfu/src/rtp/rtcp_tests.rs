@@ -177,3 +177,84 @@ fn random_garbage_never_panics() {
         }
     }
 }
+
+fn block(ssrc: u32) -> ReportBlock {
+    ReportBlock {
+        ssrc,
+        fraction_lost: 26,
+        cumulative_lost: 0x01_2345,
+        highest_sequence: 0x0001_FFFF,
+        jitter: 77,
+        last_sr: 0xABCD_0123,
+        delay_since_last_sr: 0x0000_8000,
+    }
+}
+
+#[test]
+fn compound_sr_sdes_remb_round_trips() {
+    let mut buf = [0u8; 256];
+    let info = SenderInfo { ssrc: 5, ntp_time: 0x1122_3344_5566_7788, rtp_time: 9, packet_count: 10, octet_count: 11 };
+    let mut at = write_sender_report(&mut buf, &info, &[block(21)]).unwrap();
+    assert_eq!(at, 52);
+    at += write_sdes_cname(&mut buf[at..], 5, b"palaver").unwrap();
+    at += write_receiver_report(&mut buf[at..], 6, &[block(22), block(23)]).unwrap();
+    at += write_remb(&mut buf[at..], 6, 2_500_000, &[22, 23]).unwrap();
+    let packets: Vec<_> = Compound::new(&buf[..at]).collect::<Result<_, _>>().unwrap();
+    assert_eq!(packets.len(), 4, "{packets:?}");
+    match packets[0] {
+        RtcpPacket::SenderReport { ssrc, ntp_time, rtp_time, packet_count, octet_count, reports } => {
+            assert_eq!((ssrc, ntp_time, rtp_time, packet_count, octet_count), (5, info.ntp_time, 9, 10, 11));
+            assert_eq!(reports.iter().collect::<Vec<_>>(), vec![block(21)]);
+        }
+        ref other => panic!("unexpected {other:?}"),
+    }
+    match packets[1] {
+        RtcpPacket::SourceDescription { chunks } => {
+            assert_eq!(&chunks[..4], &5u32.to_be_bytes());
+            assert_eq!(&chunks[4..6], &[1, 7]);
+            assert_eq!(&chunks[6..13], b"palaver");
+            assert_eq!(chunks[13], 0, "chunk is zero-terminated");
+        }
+        ref other => panic!("unexpected {other:?}"),
+    }
+    match packets[2] {
+        RtcpPacket::ReceiverReport { ssrc: 6, reports } => {
+            assert_eq!(reports.iter().collect::<Vec<_>>(), vec![block(22), block(23)])
+        }
+        ref other => panic!("unexpected {other:?}"),
+    }
+    match packets[3] {
+        RtcpPacket::Remb { sender_ssrc: 6, bitrate_bps, ssrcs } => {
+            // 2.5 Mbit/s needs an exponent: rounded down by at most one mantissa step
+            assert!(bitrate_bps <= 2_500_000 && bitrate_bps > 2_500_000 - 16, "{bitrate_bps}");
+            assert_eq!(ssrcs.iter().collect::<Vec<_>>(), vec![22, 23]);
+        }
+        ref other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn report_writers_refuse_small_buffers_and_bad_arguments() {
+    let info = SenderInfo { ssrc: 1, ntp_time: 0, rtp_time: 0, packet_count: 0, octet_count: 0 };
+    assert_eq!(write_sender_report(&mut [0; 51], &info, &[block(1)]), Err(RtpError::BufferTooSmall));
+    assert_eq!(write_receiver_report(&mut [0; 512], 1, &[block(1); 32]), Err(RtpError::BadRtcp));
+    assert_eq!(write_sdes_cname(&mut [0; 64], 1, b""), Err(RtpError::BadRtcp));
+    assert_eq!(write_sdes_cname(&mut [0; 15], 1, b"palaver"), Err(RtpError::BufferTooSmall));
+    assert_eq!(write_remb(&mut [0; 23], 1, 1, &[1]), Err(RtpError::BufferTooSmall));
+    // an empty RR is valid (the server reports as a receiver before anything arrived)
+    let mut buf = [0u8; 8];
+    assert_eq!(write_receiver_report(&mut buf, 3, &[]), Ok(8));
+    assert_eq!(Compound::validate(&buf), Ok(1));
+}
+
+#[test]
+fn ntp_fixed_point_conversions() {
+    use std::time::Duration;
+    let ntp = ntp_from_unix(Duration::from_millis(1_500));
+    assert_eq!(ntp >> 32, NTP_UNIX_OFFSET_SECS + 1);
+    assert_eq!(ntp as u32, 1 << 31, "half a second");
+    assert_eq!(ntp_compact(ntp), ((((NTP_UNIX_OFFSET_SECS + 1) & 0xFFFF) as u32) << 16) | 0x8000);
+    assert_eq!(compact_from_nanos(250_000_000), 0x4000);
+    assert_eq!(nanos_from_compact(0x4000), 250_000_000);
+    assert_eq!(compact_from_nanos(u64::MAX), u32::MAX);
+}

@@ -172,6 +172,7 @@ impl<T: Transmit> RouterOutput for Sink<'_, T> {
             RouterNote::ReceptionReport { lost_increase, fraction_lost, jitter_ns } => {
                 c.reception.record(u64::from(lost_increase), fraction_lost, jitter_ns)
             }
+            RouterNote::RoundTrip { rtt_ns } => c.reception.record_rtt(rtt_ns),
         }
     }
 }

@@ -138,6 +138,10 @@ pub struct ReceptionCounters {
     loss_ppm: AtomicU64,
     /// EWMA of the interarrival jitter, ns.
     jitter_ns: AtomicU64,
+    /// Round trips measured from report blocks echoing the router's sender reports.
+    pub rtt_samples: AtomicU64,
+    /// EWMA of those round trips, ns.
+    rtt_ns: AtomicU64,
 }
 
 /// Weight of a new report block in the reception EWMAs (1 / 8).
@@ -163,9 +167,25 @@ impl ReceptionCounters {
         WorkerCounters::inc(&self.report_blocks);
     }
 
+    /// Single-writer: one round trip (EWMA with the same weight as loss and jitter).
+    pub fn record_rtt(&self, rtt_ns: u64) {
+        let next = if self.rtt_samples.load(Relaxed) == 0 {
+            rtt_ns
+        } else {
+            let old = self.rtt_ns.load(Relaxed) as f64;
+            (old + (rtt_ns as f64 - old) * EWMA_WEIGHT).round() as u64
+        };
+        self.rtt_ns.store(next, Relaxed);
+        WorkerCounters::inc(&self.rtt_samples);
+    }
+
     pub fn snapshot(&self) -> ReceptionSnapshot {
         let reporting = self.report_blocks.load(Relaxed) > 0;
+        let measuring = self.rtt_samples.load(Relaxed) > 0;
         ReceptionSnapshot {
+            rtt_samples: self.rtt_samples.load(Relaxed),
+            rtt_workers: u64::from(measuring),
+            rtt_ns_sum: if measuring { self.rtt_ns.load(Relaxed) } else { 0 },
             report_blocks: self.report_blocks.load(Relaxed),
             packets_lost: self.packets_lost.load(Relaxed),
             reporting_workers: u64::from(reporting),
@@ -184,12 +204,21 @@ pub struct ReceptionSnapshot {
     pub reporting_workers: u64,
     pub loss_ppm_sum: u64,
     pub jitter_ns_sum: u64,
+    pub rtt_samples: u64,
+    /// Workers that have measured at least one round trip.
+    pub rtt_workers: u64,
+    pub rtt_ns_sum: u64,
 }
 
 impl ReceptionSnapshot {
     /// Mean over reporting workers of their fraction-lost EWMA, 0..=1 (0 with no reports).
     pub fn loss_ratio(&self) -> f64 {
         if self.reporting_workers == 0 { 0.0 } else { self.loss_ppm_sum as f64 / 1e6 / self.reporting_workers as f64 }
+    }
+
+    /// Mean over measuring workers of their round-trip EWMA, seconds (0 with no measurement).
+    pub fn rtt_seconds(&self) -> f64 {
+        if self.rtt_workers == 0 { 0.0 } else { self.rtt_ns_sum as f64 / 1e9 / self.rtt_workers as f64 }
     }
 
     /// Mean over reporting workers of their jitter EWMA, seconds (0 with no reports).
@@ -207,6 +236,9 @@ impl std::ops::Add for ReceptionSnapshot {
             reporting_workers: self.reporting_workers + o.reporting_workers,
             loss_ppm_sum: self.loss_ppm_sum + o.loss_ppm_sum,
             jitter_ns_sum: self.jitter_ns_sum + o.jitter_ns_sum,
+            rtt_samples: self.rtt_samples + o.rtt_samples,
+            rtt_workers: self.rtt_workers + o.rtt_workers,
+            rtt_ns_sum: self.rtt_ns_sum + o.rtt_ns_sum,
         }
     }
 }
@@ -421,5 +453,21 @@ mod tests {
         let sum = s + b.snapshot();
         assert!((sum.jitter_seconds() - 0.002).abs() < 1e-9);
         assert_eq!(ReceptionSnapshot::default().loss_ratio(), 0.0);
+    }
+
+    #[test]
+    fn rtt_is_an_ewma_averaged_over_measuring_workers() {
+        let a = ReceptionCounters::default();
+        a.record_rtt(40_000_000);
+        a.record_rtt(80_000_000); // 40 ms + (80 - 40 ms)/8
+        let s = a.snapshot();
+        assert_eq!(s.rtt_samples, 2);
+        assert!((s.rtt_seconds() - 0.045).abs() < 1e-9, "{}", s.rtt_seconds());
+        assert_eq!(s.report_blocks, 0, "round trips are not report blocks");
+        let b = ReceptionCounters::default();
+        b.record_rtt(15_000_000);
+        let sum = s + b.snapshot() + ReceptionCounters::default().snapshot();
+        assert!((sum.rtt_seconds() - 0.030).abs() < 1e-9, "{}", sum.rtt_seconds());
+        assert_eq!(ReceptionSnapshot::default().rtt_seconds(), 0.0);
     }
 }

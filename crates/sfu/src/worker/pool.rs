@@ -19,7 +19,7 @@ use super::queue::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
 use super::socket::{RecvBatch, SendBatch};
 use super::{Command, RoomId, WorkerEvent};
 use crate::mixer::MixerConfig;
-use crate::router::{RouterConfig, TransportId};
+use crate::router::{RouterConfig, TransportId, WallClock};
 
 /// How to start the media workers.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +112,9 @@ impl WorkerPool {
             config.workers
         };
         let mut workers = Vec::with_capacity(n);
+        // Sender reports carry wall-clock NTP time: read it once here, in the shell.
+        let wall_clock = config.router.wall_clock.or_else(|| Some(WallClock::now()));
+        let router = RouterConfig { wall_clock, ..config.router };
         for index in 0..n {
             let mut addr = config.bind;
             if addr.port() != 0 {
@@ -125,7 +128,7 @@ impl WorkerPool {
             let ingress = Arc::new(ArrayQueue::new(config.ingress_queue.max(1)));
             let events = Arc::new(ArrayQueue::new(config.event_queue));
             let counters = Arc::new(WorkerCounters::default());
-            let core = WorkerCore::new(config.router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
+            let core = WorkerCore::new(router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
                 .with_mixer_config(config.mixer);
             let send = SendBatch::new(socket.try_clone()?);
             let queues = (commands.clone(), ingress.clone());
