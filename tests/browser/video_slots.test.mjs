@@ -3,8 +3,9 @@
 // of its own colour, so a tile is right only if the pixels in its <video> have the colour of
 // the participant named by the tile's `data-participant` (and that participant is in the
 // roster under the tile's caption). Decoded frames on each tile's slot (getStats per mid)
-// must keep increasing. Then one person shares a screen: the two others get a screen tile
-// for that person with frames flowing.
+// must keep increasing. On a short phone-size window the off-screen tile's slot is paused
+// (no new frames) and resumes when scrolled into view. Then one person shares a screen: the
+// two others get a screen tile for that person with frames flowing; then one leaves.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -179,6 +180,44 @@ test('three people: each page shows both remote cameras, each in its sender’s 
     console.log(`${PEOPLE[i].name}: ${tiles.map((t) => `${personOf.get(t.participant).name} on mid ${t.mid} rgb ${t.rgb} frames ${before[t.mid]}→${later[t.mid]}`).join('; ')}`);
   }
   for (const [i, page] of pages.entries()) await screenshot(page, `20-slots-${PEOPLE[i].name.split(' ')[0].toLowerCase()}`);
+
+  // Off-screen tiles are paused (media.subscribe) and resume when scrolled into view: on a
+  // short phone-size window only the upper remote tile is visible.
+  const viewer = pages[0];
+  await viewer.setViewportSize({ width: 390, height: 2000 });
+  const remoteRects = () =>
+    viewer.evaluate(() => {
+      window.scrollTo(0, 0);
+      const self = window.palaverClient.state.selfId;
+      return [...document.querySelectorAll('#grid figure.tile[data-kind="camera"]')]
+        .filter((t) => t.dataset.participant !== self)
+        .map((t) => ({ mid: t.querySelector('video').dataset.mid, top: t.getBoundingClientRect().top, bottom: t.getBoundingClientRect().bottom }))
+        .sort((a, b) => a.top - b.top);
+    });
+  const [upper, lower] = await remoteRects();
+  await viewer.setViewportSize({ width: 390, height: Math.floor((upper.bottom + lower.top) / 2) });
+  await remoteRects();
+  const sampleGap = async () => {
+    const a = await framesByMid(viewer);
+    await new Promise((r) => setTimeout(r, 1500));
+    const b = await framesByMid(viewer);
+    return { upper: b[upper.mid] - a[upper.mid], lower: b[lower.mid] - a[lower.mid] };
+  };
+  const paused = await waitFor(
+    async () => {
+      const gap = await sampleGap();
+      return gap.lower === 0 && gap.upper > 0 ? gap : null;
+    },
+    { timeoutMs: 15_000, intervalMs: 10, what: 'the off-screen slot to pause while the visible one plays' },
+  ).catch(async (err) => {
+    await diagnose(viewer, 'pause');
+    throw err;
+  });
+  console.log(`off screen: slot ${lower.mid} +${paused.lower} frames in 1.5 s, on screen: slot ${upper.mid} +${paused.upper}`);
+  await screenshot(viewer, '20b-slots-phone-offscreen-paused');
+  await viewer.evaluate((mid) => document.querySelector(`#grid video[data-mid="${mid}"]`).scrollIntoView(), lower.mid);
+  await waitFor(async () => (await sampleGap()).lower > 0, { timeoutMs: 15_000, intervalMs: 10, what: 'the slot to resume on screen' });
+  await viewer.setViewportSize({ width: 1280, height: 800 });
 
   // The first person shares a screen: the two others get a screen tile for it, with frames.
   await first.getByRole('button', { name: 'Share screen' }).click();

@@ -250,6 +250,8 @@ function renderMeeting() {
   }
   if (app.localStream && s.selfId) media.set(s.selfId, { stream: app.localStream, mid: null });
   views.renderGrid(s, media, screens);
+  watchTiles();
+  updateSlotWishes();
   const me = s.self;
   const muted = !!(me && me.muted);
   views.setToggle('toggle-mute', muted, muted ? 'Unmute' : 'Mute');
@@ -312,6 +314,55 @@ function onSlots(slots) {
   app.slots = slots;
   renderMeeting();
 }
+
+/** Picture heights the server is asked for (roughly its simulcast layers). */
+const HEIGHT_STEPS = [180, 360, 720, 1080];
+const tileObserver = typeof IntersectionObserver === 'function' ? new IntersectionObserver(onTilesSeen) : null;
+const gridObserver = typeof ResizeObserver === 'function' ? new ResizeObserver(() => updateSlotWishes()) : null;
+
+function onTilesSeen(entries) {
+  for (const e of entries) e.target.dataset.visible = e.isIntersecting ? '1' : '0';
+  updateSlotWishes();
+}
+
+/** Observe new tiles' visibility (scrolled off on a phone, …) and the grid's size. */
+function watchTiles() {
+  const grid = document.getElementById('grid');
+  if (gridObserver && !grid.dataset.observed) {
+    grid.dataset.observed = '1';
+    gridObserver.observe(grid);
+  }
+  if (!tileObserver) return;
+  for (const tile of grid.querySelectorAll('figure.tile:not([data-observed])')) {
+    tile.dataset.observed = '1';
+    tileObserver.observe(tile);
+  }
+}
+
+/**
+ * Each video slot that carries someone: paused while its tile is off screen (or the page is
+ * hidden, or nobody's tile shows it), otherwise capped at the tile's height in device pixels.
+ */
+function updateSlotWishes() {
+  if (!app.media) return;
+  const shown = new Map();
+  for (const tile of document.querySelectorAll('#grid figure.tile')) {
+    const mid = tile.querySelector('video').dataset.mid;
+    if (mid) shown.set(mid, tile);
+  }
+  const wishes = new Map();
+  for (const [mid, slot] of app.slots) {
+    if (!slot.participantId) continue;
+    const tile = shown.get(mid);
+    const visible = !!tile && tile.dataset.visible !== '0' && !document.hidden;
+    const needed = tile ? tile.clientHeight * (window.devicePixelRatio || 1) : 0;
+    const maxHeight = HEIGHT_STEPS.find((h) => h >= needed) || HEIGHT_STEPS[HEIGHT_STEPS.length - 1];
+    wishes.set(mid, { paused: !visible, maxHeight });
+  }
+  app.media.setSlotWishes(wishes);
+}
+
+document.addEventListener('visibilitychange', updateSlotWishes);
 
 async function command(frame) {
   views.showError('meeting-error', '');

@@ -41,6 +41,8 @@ export class MediaSession {
     this.screenTransceiver = null;
     /** mid → {kind: 'video'|'screen', participantId|null}, from the last `media.slots`. */
     this.slots = new Map();
+    /** mid → "paused/maxHeight" last sent in `media.subscribe`. */
+    this.sentWishes = new Map();
     this.screenTrack = null;
     this.statsTimer = null;
     this.lastInbound = null;
@@ -106,6 +108,8 @@ export class MediaSession {
     if (frame.type === 'media.slots') {
       // May arrive just before the answer: mids are known from the local offer already.
       this.slots = new Map((frame.slots || []).map((s) => [s.mid, { kind: s.kind, participantId: s.participantId || null }]));
+      // A slot may now carry someone else (a fresh consumer on the server): send every wish again.
+      this.sentWishes.clear();
       this.callbacks.onSlots(this.slots);
       return true;
     }
@@ -133,6 +137,26 @@ export class MediaSession {
     } catch (err) {
       console.warn('ignored a remote ICE candidate', err);
     }
+  }
+
+  /**
+   * Tell the server how each video slot is shown: `wishes` maps mid → {paused, maxHeight}
+   * (off-screen tiles paused, small tiles a lower simulcast layer). Only changes are sent.
+   */
+  setSlotWishes(wishes) {
+    if (!this.pc || this.unavailable || !this.pc.remoteDescription) return;
+    const changed = [];
+    for (const [mid, w] of wishes) {
+      const key = `${w.paused}/${w.maxHeight}`;
+      if (this.sentWishes.get(mid) === key) continue;
+      this.sentWishes.set(mid, key);
+      changed.push(w.paused ? { mid, paused: true } : { mid, paused: false, maxHeight: w.maxHeight });
+    }
+    if (changed.length === 0) return;
+    this.signaling.request({ type: 'media.subscribe', slots: changed }).catch((err) => {
+      console.warn('media.subscribe refused', err);
+      for (const { mid } of changed) this.sentWishes.delete(mid);
+    });
   }
 
   setMuted(muted) {
