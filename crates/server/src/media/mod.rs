@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_core::ErrorCode;
-use palaver_core::protocol::{IceCandidate, MediaSlot};
+use palaver_core::protocol::{IceCandidate, MediaSlot, SlotSubscription};
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
@@ -371,6 +371,33 @@ impl WebRtcMedia {
         }
     }
 
+    /// `media.subscribe`: pause/resume or cap the picture height of the participant's video
+    /// slots that carry a track now (the client sends its whole wish list again after each
+    /// `media.slots`, so a slot filled later gets it too). Unknown or empty mids are ignored.
+    fn set_subscriptions(&self, session: &MediaSession, wishes: &[SlotSubscription]) {
+        let Ok(guard) = self.state.lock() else { return };
+        let Some(room) = guard.rooms.get(&session.conversation_id) else { return };
+        let Some(participant) = room.participants.get(&session.participant_id) else { return };
+        for wish in wishes {
+            let slot = participant.slots.iter().find(|s| s.mid == wish.mid && s.kind != TrackKind::Audio);
+            let Some((consumer, _)) = slot.and_then(|s| s.consumer) else { continue };
+            let room_id = room.id;
+            let mut commands = Vec::new();
+            if let Some(paused) = wish.paused {
+                commands.push(Command::SetConsumerPaused { room: room_id, consumer, paused });
+            }
+            if let Some(max_height) = wish.max_height {
+                commands.push(Command::SetConsumerMaxHeight { room: room_id, consumer, max_height });
+            }
+            for command in commands {
+                if let Err(e) = self.send(room.worker, command) {
+                    let participant = &session.participant_id;
+                    tracing::warn!(%participant, mid = %wish.mid, error = %e, "slot subscription not applied");
+                }
+            }
+        }
+    }
+
     /// The roster's screen-share flag: only the active share fills the others' screen slots.
     fn set_sharing(&self, session: &MediaSession, active: bool) {
         let Ok(mut guard) = self.state.lock() else { return };
@@ -556,6 +583,10 @@ impl MediaNegotiator for WebRtcMedia {
 
     fn screen_share(&self, session: MediaSession, active: bool) {
         self.set_sharing(&session, active);
+    }
+
+    fn subscribe(&self, session: MediaSession, slots: Vec<SlotSubscription>) {
+        self.set_subscriptions(&session, &slots);
     }
 }
 
