@@ -6,15 +6,17 @@
 //! Also compares our in-place SRTP protect with webrtc-rs `webrtc-srtp` (which allocates).
 //!
 //! Measured in CPU time of the benchmarking thread (`CLOCK_THREAD_CPUTIME_ID`), not wall
-//! time, so figures stay meaningful on a shared, loaded machine; the throughput line reads
-//! directly as CPU nanoseconds per forwarded packet.
+//! time (`support/thread_cpu.rs`), so figures stay meaningful on a shared, loaded machine; the
+//! throughput line reads directly as CPU nanoseconds per forwarded packet.
+
+#[path = "support/thread_cpu.rs"]
+mod thread_cpu;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use palaver_sfu::router::{
@@ -23,66 +25,9 @@ use palaver_sfu::router::{
 use palaver_sfu::rtp::{Codec, ExtensionMap};
 use palaver_sfu::srtp::{Profile, SrtpContext};
 use palaver_sfu::worker::{Command, RoomId, SrtpKeys, Transmit, TransportSpec, WorkerCore, WorkerCounters};
+use thread_cpu::ThreadCpuTime;
 
 const SSRC: u32 = 0x0102_0304;
-
-/// CPU time consumed by the calling thread, in nanoseconds.
-struct ThreadCpuTime;
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid clock id and a valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, value: &u64) -> f64 {
-        *value as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuNanos
-    }
-}
-
-/// Prints CPU time in ns/µs and throughput as CPU ns per element (per forwarded packet).
-struct CpuNanos;
-
-impl ValueFormatter for CpuNanos {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        if typical < 10_000.0 {
-            "ns cpu"
-        } else {
-            values.iter_mut().for_each(|v| *v /= 1000.0);
-            "µs cpu"
-        }
-    }
-    fn scale_throughputs(&self, _typical: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
-        let n = match throughput {
-            Throughput::Elements(n) => *n as f64,
-            _ => 1.0,
-        };
-        values.iter_mut().for_each(|v| *v /= n.max(1.0));
-        "ns cpu/packet"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
 
 /// Counts datagrams; the bytes stay in one reused buffer (no syscalls in this bench).
 struct NullTransmit {

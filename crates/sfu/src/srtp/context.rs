@@ -5,16 +5,13 @@ use aes::Aes128Enc;
 use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
+use super::hmac_sha1::HmacSha1;
 use super::kdf::*;
 use super::replay::{ReplayWindow, RtpIndexEstimator};
 use super::{Profile, SrtpError};
 use crate::rtp::packet::header_len;
-
-type HmacSha1 = Hmac<Sha1>;
 
 /// Upper bound on SSRCs tracked by one context (bounds memory under abuse).
 const MAX_SSRCS: usize = 4096;
@@ -144,10 +141,10 @@ impl SrtpContext {
                 Cipher::AesCm {
                     rtp_key: Aes128Enc::new(&derive16(LABEL_RTP_ENCRYPTION).into()),
                     rtp_salt,
-                    rtp_auth: <HmacSha1 as Mac>::new_from_slice(&rtp_auth).map_err(|_| SrtpError::BadKeyLength)?,
+                    rtp_auth: HmacSha1::new(&rtp_auth),
                     rtcp_key: Aes128Enc::new(&derive16(LABEL_RTCP_ENCRYPTION).into()),
                     rtcp_salt,
-                    rtcp_auth: <HmacSha1 as Mac>::new_from_slice(&rtcp_auth).map_err(|_| SrtpError::BadKeyLength)?,
+                    rtcp_auth: HmacSha1::new(&rtcp_auth),
                 }
             }
             Profile::AeadAes128Gcm => {
@@ -229,10 +226,7 @@ impl SrtpContext {
         match &self.cipher {
             Cipher::AesCm { rtp_key, rtp_salt, rtp_auth, .. } => {
                 apply_ctr(rtp_key, aes_cm_iv(rtp_salt, ssrc, index), &mut buf[header..len]);
-                let mut mac = rtp_auth.clone();
-                mac.update(&buf[..len]);
-                mac.update(&roc.to_be_bytes());
-                let tag = mac.finalize().into_bytes();
+                let tag = rtp_auth.tag(&buf[..len], roc.to_be_bytes());
                 buf[len..out_len].copy_from_slice(&tag[..out_len - len]);
             }
             Cipher::Gcm { rtp, rtp_salt, .. } => {
@@ -267,10 +261,7 @@ impl SrtpContext {
         let roc = (index >> 16) as u32;
         match &self.cipher {
             Cipher::AesCm { rtp_key, rtp_salt, rtp_auth, .. } => {
-                let mut mac = rtp_auth.clone();
-                mac.update(&buf[..len]);
-                mac.update(&roc.to_be_bytes());
-                let expected = mac.finalize().into_bytes();
+                let expected = rtp_auth.tag(&buf[..len], roc.to_be_bytes());
                 if expected[..tag_len].ct_eq(&buf[len..]).unwrap_u8() != 1 {
                     return Err(SrtpError::AuthFailed);
                 }
@@ -307,9 +298,7 @@ impl SrtpContext {
             Cipher::AesCm { rtcp_key, rtcp_salt, rtcp_auth, .. } => {
                 apply_ctr(rtcp_key, aes_cm_iv(rtcp_salt, ssrc, index as u64), &mut buf[8..len]);
                 buf[len..len + 4].copy_from_slice(&word);
-                let mut mac = rtcp_auth.clone();
-                mac.update(&buf[..len + 4]);
-                let tag = mac.finalize().into_bytes();
+                let tag = rtcp_auth.tag(&buf[..len + 4], []);
                 buf[len + 4..out_len].copy_from_slice(&tag[..10]);
             }
             Cipher::Gcm { rtcp, rtcp_salt, .. } => {
@@ -351,9 +340,7 @@ impl SrtpContext {
         }
         match &self.cipher {
             Cipher::AesCm { rtcp_key, rtcp_salt, rtcp_auth, .. } => {
-                let mut mac = rtcp_auth.clone();
-                mac.update(&buf[..len + 4]);
-                let expected = mac.finalize().into_bytes();
+                let expected = rtcp_auth.tag(&buf[..len + 4], []);
                 if expected[..10].ct_eq(&buf[len + 4..]).unwrap_u8() != 1 {
                     return Err(SrtpError::AuthFailed);
                 }

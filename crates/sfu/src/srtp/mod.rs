@@ -4,6 +4,7 @@
 //! buffers carry tail room for the auth tag, see [`Profile::rtp_overhead`]).
 
 mod context;
+mod hmac_sha1;
 mod kdf;
 mod replay;
 
