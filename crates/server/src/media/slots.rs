@@ -174,3 +174,7 @@ mod tests {
         assert_eq!(slot_kind(Audio), None);
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod plan_tests;
