@@ -2,6 +2,7 @@
 //! tone senders and decoding receivers, plus FFT and click analysis helpers.
 
 mod drift;
+mod fec;
 mod signal;
 mod transitions;
 
