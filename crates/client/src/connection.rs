@@ -210,7 +210,7 @@ impl QuicClient {
         let (events_tx, events) = mpsc::channel(options.event_queue.max(1));
         let (rtp_tx, rtp) = mpsc::channel(options.rtp_queue.max(1));
         let tasks = vec![
-            tokio::spawn(read_frames(recv, decoder, shared.clone(), events_tx)),
+            tokio::spawn(read_frames(connection.clone(), recv, decoder, shared.clone(), events_tx)),
             tokio::spawn(read_datagrams(connection.clone(), shared.clone(), rtp_tx)),
             tokio::spawn(heartbeat(shared.clone(), Duration::from_millis(welcome.heartbeat_interval_ms.max(100)))),
         ];
@@ -380,6 +380,7 @@ impl RtpSender {
 }
 
 async fn read_frames(
+    connection: quinn::Connection,
     mut recv: quinn::RecvStream,
     mut decoder: FrameDecoder,
     shared: Arc<Shared>,
@@ -419,6 +420,8 @@ async fn read_frames(
     if let Ok(mut pending) = shared.pending.lock() {
         pending.clear();
     }
+    // The server finished (or broke) the signaling stream: the session is over.
+    connection.close(0u32.into(), b"signaling ended");
 }
 
 async fn read_datagrams(connection: quinn::Connection, shared: Arc<Shared>, rtp: mpsc::Sender<ReceivedRtp>) {

@@ -2,10 +2,11 @@
 //! each frame is a u32 big-endian length followed by that many bytes of UTF-8 JSON. A sans-IO
 //! decoder: the transport pushes whatever bytes it read and pulls complete frames out.
 //!
-//! Frames up to [`MAX_FRAME_BYTES`] are delivered; larger ones up to
-//! [`MAX_SKIPPABLE_FRAME_BYTES`] are skipped and reported as [`Decoded::Oversized`] (the
-//! connection answers with a `PayloadTooLarge` error frame and stays usable, as on the
-//! WebSocket); a length beyond that is a protocol violation ([`StreamFrameError`]).
+//! Frames up to the decoder's delivery limit ([`MAX_FRAME_BYTES`] by default) are delivered;
+//! larger ones up to [`MAX_SKIPPABLE_FRAME_BYTES`] are skipped and reported as
+//! [`Decoded::Oversized`]; a length beyond that is a protocol violation ([`StreamFrameError`]).
+//! The server delivers everything up to 1 MiB, so its connection loop answers frames over
+//! 64 KiB with a `PayloadTooLarge` error frame exactly as on the WebSocket.
 
 use crate::protocol::MAX_FRAME_BYTES;
 
@@ -44,16 +45,30 @@ pub fn frame_bytes(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reassembles frames from arbitrarily split reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Bytes of an oversized frame still to discard, and its announced length.
     skipping: Option<(usize, usize)>,
+    /// Largest frame delivered; larger (up to the skippable limit) are skipped.
+    deliver_limit: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FrameDecoder {
+    /// Delivers frames up to [`MAX_FRAME_BYTES`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(MAX_FRAME_BYTES)
+    }
+
+    /// Delivers frames up to `deliver_limit` bytes (at most [`MAX_SKIPPABLE_FRAME_BYTES`]).
+    pub fn with_limit(deliver_limit: usize) -> Self {
+        Self { buf: Vec::new(), skipping: None, deliver_limit: deliver_limit.min(MAX_SKIPPABLE_FRAME_BYTES) }
     }
 
     /// Bytes received from the stream, in order.
@@ -85,7 +100,7 @@ impl FrameDecoder {
         if len > MAX_SKIPPABLE_FRAME_BYTES {
             return Err(StreamFrameError(len));
         }
-        if len > MAX_FRAME_BYTES {
+        if len > self.deliver_limit {
             let held = self.buf.len() - LENGTH_PREFIX_BYTES;
             let dropped = held.min(len);
             self.buf.drain(..LENGTH_PREFIX_BYTES + dropped);
@@ -153,6 +168,14 @@ mod tests {
             }
             assert_eq!(got, vec![Decoded::Oversized(MAX_FRAME_BYTES + 1), Decoded::Frame(b"{}".to_vec())]);
         }
+    }
+
+    #[test]
+    fn a_higher_limit_delivers_large_frames() {
+        let big = vec![b'x'; MAX_FRAME_BYTES + 1];
+        let mut d = FrameDecoder::with_limit(MAX_SKIPPABLE_FRAME_BYTES);
+        d.push(&frame_bytes(&big));
+        assert_eq!(d.next_frame(), Ok(Some(Decoded::Frame(big))));
     }
 
     #[test]

@@ -161,7 +161,7 @@ impl Gateway {
     }
 
     /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
-    pub(crate) fn record_error(&self, code: ErrorCode) {
+    pub fn record_error(&self, code: ErrorCode) {
         if let Some(m) = self.metrics.get() {
             m.signaling.record_error(code);
         }
