@@ -33,6 +33,12 @@ pub enum ClientError {
     Closed,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The WebSocket signaling transport failed (WebRTC participants).
+    #[error("WebSocket signaling: {0}")]
+    Signaling(String),
+    /// The WebRTC peer connection failed or could not be negotiated.
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
 }
 
 impl ClientError {

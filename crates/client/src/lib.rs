@@ -29,6 +29,7 @@ mod connection;
 mod error;
 pub mod rtp;
 mod tls;
+pub mod webrtc;
 
 pub use connection::{ClientStats, Joined, QuicClient, RtpSender, Welcome};
 pub use error::ClientError;

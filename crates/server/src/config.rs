@@ -34,6 +34,8 @@ pub struct MediaSection {
     pub port: u16,
     /// Address put into the SDP host candidate (what browsers send to).
     pub announced_ip: IpAddr,
+    /// `[media.mixer]`: every room's audio mixer.
+    pub mixer: MixerSection,
 }
 
 impl Default for MediaSection {
@@ -44,7 +46,75 @@ impl Default for MediaSection {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mixer: MixerSection::default(),
         }
+    }
+}
+
+/// `[media.mixer]`: the room audio mixer (every participant sends one Opus stream and
+/// receives one mix). Encoder settings apply to the shared listener mix; talkers' mix-minus
+/// streams use the same bitrate/FEC with complexity 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MixerSection {
+    /// Simultaneous talkers mixed (K), 1..=16.
+    pub talkers: usize,
+    /// Opus bitrate of every mixed output, bits/s (6000..=510000).
+    pub bitrate: i32,
+    /// libopus complexity of the shared mix encoder, 0..=10.
+    pub complexity: i32,
+    /// In-band FEC (LBRR) in the mixed outputs.
+    pub fec: bool,
+    /// Packet loss the encoder provisions FEC for, percent (FEC needs > 0).
+    pub expected_loss_percent: i32,
+    /// With a single talker, forward its packets to listeners instead of re-encoding.
+    pub passthrough: bool,
+}
+
+impl Default for MixerSection {
+    fn default() -> Self {
+        let mixer = palaver_sfu::mixer::MixerConfig::default();
+        Self {
+            talkers: mixer.talkers.max_talkers,
+            bitrate: mixer.encoder.bitrate_bps,
+            complexity: mixer.encoder.complexity,
+            fec: mixer.encoder.inband_fec,
+            expected_loss_percent: mixer.encoder.expected_loss_percent,
+            passthrough: mixer.passthrough,
+        }
+    }
+}
+
+impl MixerSection {
+    /// The sfu mixer configuration these settings describe.
+    pub fn to_mixer_config(self) -> palaver_sfu::mixer::MixerConfig {
+        let mut config = palaver_sfu::mixer::MixerConfig::default();
+        config.talkers.max_talkers = self.talkers;
+        config.encoder.bitrate_bps = self.bitrate;
+        config.encoder.complexity = self.complexity;
+        config.encoder.inband_fec = self.fec;
+        config.encoder.expected_loss_percent = self.expected_loss_percent;
+        config.talker_encoder = palaver_sfu::mixer::EncoderSettings { complexity: 1, ..config.encoder };
+        config.passthrough = self.passthrough;
+        config.pair_passthrough = self.passthrough;
+        config
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(format!("media.mixer.{what}")));
+        if !(1..=16).contains(&self.talkers) {
+            return bad("talkers must be between 1 and 16");
+        }
+        if !(6_000..=510_000).contains(&self.bitrate) {
+            return bad("bitrate must be between 6000 and 510000 bits/s");
+        }
+        if !(0..=10).contains(&self.complexity) {
+            return bad("complexity must be between 0 and 10");
+        }
+        if !(0..=100).contains(&self.expected_loss_percent) {
+            return bad("expected_loss_percent must be between 0 and 100");
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +199,7 @@ impl ServerConfig {
 
     /// Check cross-field rules after all overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.media.mixer.validate()?;
         if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err(ConfigError::Invalid("tls.mode = \"files\" needs tls.cert and tls.key".into()));
         }

@@ -104,6 +104,7 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<Worke
         WorkerPool::start(WorkerConfig {
             workers: cfg.media.workers,
             bind: SocketAddr::new(cfg.media.bind_ip, cfg.media.port),
+            mixer: cfg.media.mixer.to_mixer_config(),
             ..WorkerConfig::default()
         })
         .context("starting the media workers")?,

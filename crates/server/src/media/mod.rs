@@ -1,11 +1,13 @@
 //! The WebRTC media negotiator of `palaver run`: maps conversations to media rooms (pinned to
 //! a worker of the [`WorkerPool`]) and participants to WebRTC transports. An offer creates the
 //! transport and a producer per sent track, answers with the worker's host candidate, and
-//! subscribes every participant to the others' audio, camera and screen: one remote track per
+//! subscribes every participant to the others' camera and screen: one remote track per video
 //! receive m-section ("slot") of the client's offer, planned by [`slots`] (last-N: recent
 //! speakers first; a leaver's slot is repointed to another track). Each participant is told
-//! whose track each video slot carries (`media.slots`). Active-speaker events of the workers
-//! go to the gateway.
+//! whose track each video slot carries (`media.slots`). Audio is mixed: every audio producer
+//! feeds the room's mixer and the first audio slot carries the participant's mix
+//! ([`mix_output`]); further audio slots stay silent. Active-speaker events of the workers
+//! (from the mixer's talker selection) go to the gateway.
 
 mod slots;
 
@@ -17,10 +19,11 @@ use std::time::Duration;
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaSlot, SlotSubscription};
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
+use palaver_sfu::rtp::Codec;
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
-use palaver_sfu::worker::{Command, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
+use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaSession};
 use rand::Rng;
@@ -206,6 +209,8 @@ impl WebRtcMedia {
         let mut producer_specs = Vec::new();
         let mut slots = Vec::new();
         let mut answer_tracks = Vec::new();
+        // The Opus payload type of the first audio section the client receives on (the mix).
+        let mut mix_pt = None;
         for (index, m) in offer.media.iter().enumerate() {
             let codecs: Vec<_> =
                 m.accepted_codecs().iter().filter_map(|c| Some((c.payload_type, c.codec()?))).collect();
@@ -214,6 +219,7 @@ impl WebRtcMedia {
                 continue;
             }
             let kind = slots::section_kind(&offer, index);
+            let opus_pt = codecs.iter().find(|(_, c)| *c == Codec::Opus).map(|(pt, _)| *pt);
             let primary = m.fid_groups.first().map(|g| g.0).or(m.ssrcs.first().copied());
             if session.may_send_media && m.client_sends() && (primary.is_some() || !m.send_rids.is_empty()) {
                 let layers = if m.send_rids.is_empty() {
@@ -257,6 +263,9 @@ impl WebRtcMedia {
                 producers.push(Producer { id, kind });
             }
             if m.client_receives() {
+                if kind == TrackKind::Audio && mix_pt.is_none() {
+                    mix_pt = Some(opus_pt);
+                }
                 let ssrc = rand::thread_rng().gen_range(1..u32::MAX);
                 let name = match kind {
                     TrackKind::Audio => "audio",
@@ -288,6 +297,9 @@ impl WebRtcMedia {
         )?;
         for spec in producer_specs {
             self.send(worker, Command::AddProducer { room: room_id, spec })?;
+        }
+        if let Some(command) = mix_output(room_id, transport, &slots, mix_pt.flatten()) {
+            self.send(worker, command)?;
         }
         room.next_join += 1;
         let joined = room.next_join;
@@ -419,6 +431,15 @@ impl WebRtcMedia {
     }
 }
 
+/// The command that makes the room mix flow to a participant: on its first audio receive slot
+/// (that slot's SSRC), with the Opus payload type it negotiated (111 when unknown). `None`
+/// when it receives no audio.
+fn mix_output(room: RoomId, transport: TransportId, slots: &[Slot], opus_pt: Option<u8>) -> Option<Command> {
+    let slot = slots.iter().find(|s| s.kind == TrackKind::Audio)?;
+    let output = MixOutputSpec { ssrc: slot.ssrc, payload_type: opus_pt.unwrap_or(111) };
+    Some(Command::SetMixOutput { room, transport, output: Some(output) })
+}
+
 /// Worker commands and `media.slots` frames that carry out a slot plan.
 #[derive(Default)]
 struct Plan {
@@ -534,7 +555,10 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
             Metric::UnknownSource,
             &[Worker::UnknownSource, Worker::UnknownSsrc, Worker::StunUnknownUfrag, Worker::NoRemoteAddress],
         ),
-        (Metric::QueueFull, &[Worker::SendFailed, Worker::EventQueueFull]),
+        (
+            Metric::QueueFull,
+            &[Worker::SendFailed, Worker::EventQueueFull, Worker::EgressQueueFull, Worker::IngressQueueFull],
+        ),
     ];
     for (metric, reasons) in groups {
         dropped[metric.index()] = reasons.iter().map(|r| c.dropped(*r)).sum();
@@ -552,14 +576,20 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
         jitter_seconds: c.reception.jitter_seconds(),
         rtt_seconds: c.reception.rtt_seconds(),
         forwarding_latency: forwarding_latency(&c.forwarding_latency),
-        ..Default::default()
+        mixer_tick: histogram(&c.mixer_tick, &palaver_sfu::worker::MIXER_TICK_BOUNDS_NS),
+        mixer_overruns: c.mixer_overruns,
     }
 }
 
 /// The workers' forwarding-latency buckets as the metrics crate's histogram (same bounds).
 fn forwarding_latency(h: &palaver_sfu::worker::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
+    histogram(h, &palaver_sfu::worker::LATENCY_BOUNDS_NS)
+}
+
+/// Worker histogram buckets (upper bounds `bounds_ns`) as the metrics crate's histogram.
+fn histogram(h: &palaver_sfu::worker::LatencySnapshot, bounds_ns: &[u64]) -> palaver_metrics::prom::HistogramSnapshot {
     palaver_metrics::prom::HistogramSnapshot {
-        upper_bounds_seconds: palaver_sfu::worker::LATENCY_BOUNDS_NS.iter().map(|ns| *ns as f64 / 1e9).collect(),
+        upper_bounds_seconds: bounds_ns.iter().map(|ns| *ns as f64 / 1e9).collect(),
         cumulative_counts: h.cumulative().to_vec(),
         count: h.count(),
         sum_seconds: h.sum_ns as f64 / 1e9,
@@ -601,6 +631,27 @@ mod tests {
         let worker: Vec<u64> = LATENCY_BOUNDS_NS.to_vec();
         let exported: Vec<u64> = FORWARDING_LATENCY_BOUNDS.iter().map(|s| (s * 1e9).round() as u64).collect();
         assert_eq!(worker, exported);
+    }
+
+    #[test]
+    fn mixer_tick_buckets_match_the_exported_bounds() {
+        use palaver_metrics::prom::media::MIXER_TICK_BOUNDS;
+        let exported: Vec<u64> = MIXER_TICK_BOUNDS.iter().map(|s| (s * 1e9).round() as u64).collect();
+        assert_eq!(palaver_sfu::worker::MIXER_TICK_BOUNDS_NS.to_vec(), exported);
+    }
+
+    #[test]
+    fn the_first_audio_slot_carries_the_mix() {
+        use super::{Slot, mix_output};
+        use palaver_sfu::router::{TrackKind, TransportId};
+        use palaver_sfu::worker::{Command, MixOutputSpec, RoomId};
+        let slot = |kind, ssrc| Slot { mid: String::new(), kind, ssrc, consumer: None };
+        let slots = [slot(TrackKind::Video, 1), slot(TrackKind::Audio, 2), slot(TrackKind::Audio, 3)];
+        let command = mix_output(RoomId(4), TransportId(5), &slots, Some(109));
+        let expected = Some(MixOutputSpec { ssrc: 2, payload_type: 109 });
+        assert!(matches!(command, Some(Command::SetMixOutput { room: RoomId(4), transport: TransportId(5), output })
+            if output == expected));
+        assert!(mix_output(RoomId(4), TransportId(5), &slots[..1], Some(109)).is_none());
     }
 
     #[test]

@@ -29,9 +29,9 @@ pub(super) fn slot_kind(kind: TrackKind) -> Option<SlotKind> {
     }
 }
 
-/// The slot kinds [`plan`] fills with remote tracks (audio is forwarded per publisher until
-/// the room mixer sends each participant its own mix).
-pub(super) const PLANNED_KINDS: [TrackKind; 3] = [TrackKind::Audio, TrackKind::Video, TrackKind::Screen];
+/// The slot kinds [`plan`] fills with remote tracks. Audio is not among them: the room mixer
+/// sends each participant one mixed stream on its first audio slot (see `mod.rs`).
+pub(super) const PLANNED_KINDS: [TrackKind; 2] = [TrackKind::Video, TrackKind::Screen];
 
 /// A published track that may fill other participants' slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,13 @@ mod tests {
         let slots = [(Video, Some(p(2))), (Video, Some(p(2))), (Audio, None)];
         let candidates = [c("a", 1, Video), c("b", 2, Video), c("a", 9, Audio)];
         assert_eq!(plan("a", &slots, &candidates), vec![SlotAction::Empty { slot: 1 }]);
+    }
+
+    #[test]
+    fn audio_slots_are_left_to_the_mixer() {
+        let slots = [(Audio, None), (Video, None), (Audio, None)];
+        let candidates = [c("b", 2, Audio), c("b", 3, Video), c("c", 4, Audio)];
+        assert_eq!(plan("a", &slots, &candidates), vec![SlotAction::Fill { slot: 1, producer: p(3) }]);
     }
 
     #[test]
