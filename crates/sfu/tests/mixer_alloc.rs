@@ -1,15 +1,21 @@
 //! Mixer steady state allocates nothing: a counting global allocator watches many ticks
-//! (and packet pushes) through silence, passthrough and mixed output. Also measures the
+//! (and packet pushes) through silence, passthrough and mixed output — for the bare mixer and
+//! for the wired worker path (SRTP in → parse → mixer → RTP → SRTP out). Also measures the
 //! memory one added participant costs, and a room's fixed codec pool (glibc mallinfo2,
 //! which sees libopus' own mallocs as well).
 
 use std::time::{Duration, Instant};
 
+mod common;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 
 use opus::{Application, Bitrate, Channels, Encoder};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
+use palaver_sfu::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind};
+use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::srtp::Profile;
+use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, Transmit, WorkerCore, WorkerCounters};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
@@ -104,4 +110,105 @@ fn heap_in_use() -> i64 {
     // SAFETY: mallinfo2 only reads allocator statistics.
     let info = unsafe { libc::mallinfo2() };
     info.uordblks as i64 + info.hblkhd as i64
+}
+
+/// Counts datagrams and keeps nothing.
+struct CountingTransmit {
+    buf: Vec<u8>,
+    sent: u64,
+}
+
+impl Transmit for CountingTransmit {
+    fn buffer(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    fn commit(&mut self, _len: usize, _to: std::net::SocketAddr) {
+        self.sent += 1;
+    }
+}
+
+#[test]
+fn the_worker_mixing_path_does_not_allocate() {
+    let voice = frames(true, 50);
+    let quiet = frames(false, 50);
+    let room = RoomId(5);
+    let counters = std::sync::Arc::new(WorkerCounters::default());
+    let events = std::sync::Arc::new(crossbeam_queue::ArrayQueue::new(64));
+    let mut core = WorkerCore::new(RouterConfig::default(), 1, counters.clone(), events.clone());
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let t0 = Instant::now();
+    let mut peers: Vec<(common::Peer, std::net::SocketAddr)> = (1..=5u32)
+        .map(|n| {
+            (common::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
+        })
+        .collect();
+    core.apply(t0, Command::CreateRoom { room }, &mut tx).unwrap();
+    for (peer, addr) in &peers {
+        let n = peer.transport.0;
+        let producer = ProducerSpec {
+            id: ProducerId(n),
+            transport: peer.transport,
+            kind: TrackKind::Audio,
+            mid: None,
+            codecs: vec![(common::OPUS, Codec::Opus)],
+            layers: vec![LayerSpec {
+                rid: None,
+                ssrc: Some(0xA000 + n),
+                rtx_ssrc: None,
+                width: 0,
+                height: 0,
+                max_bitrate_bps: 0,
+            }],
+            extensions: ExtensionMap { audio_level: 1, ..Default::default() },
+        };
+        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: common::OPUS });
+        for command in [
+            peer.add_transport(room, Some(*addr)),
+            Command::AddProducer { room, spec: producer },
+            Command::SetMixOutput { room, transport: peer.transport, output },
+        ] {
+            core.apply(t0, command, &mut tx).unwrap();
+        }
+    }
+    let mut plain = [0u8; 1500];
+    let mut wire = [0u8; 1600];
+    let mut step = |tick: u64, core: &mut WorkerCore, tx: &mut CountingTransmit| {
+        let base = t0 + Duration::from_millis(tick * 20);
+        for (i, (peer, addr)) in peers.iter_mut().enumerate() {
+            let on = talking(i, tick);
+            let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
+            let n = peer.transport.0;
+            plain[..12].copy_from_slice(&[0x90, common::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+            plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(960).to_be_bytes());
+            plain[8..12].copy_from_slice(&(0xA000 + n).to_be_bytes());
+            let level = if on { 0x80 | 20 } else { 127 };
+            plain[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+            plain[20..20 + payload.len()].copy_from_slice(payload);
+            let len = peer.protect(&plain[..20 + payload.len()], &mut wire);
+            core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
+        }
+        for quarter in 0..4 {
+            core.poll(base + Duration::from_millis(2 + quarter * 5), tx);
+        }
+    };
+    // warm-up: one full cycle through every mode, report timers, maps at size
+    for tick in 0..400 {
+        step(tick, &mut core, &mut tx);
+    }
+    let sent_before = tx.sent;
+    let out_before = counters.snapshot().packets_out;
+    let ((), allocated) = counting_alloc::counted(|| {
+        for tick in 400..2_000 {
+            step(tick, &mut core, &mut tx);
+        }
+    });
+    let snapshot = counters.snapshot();
+    let mixed = snapshot.packets_out - out_before;
+    println!("worker mixing path: {mixed} packets sent in 1600 ticks, {allocated} heap allocations");
+    assert!(tx.sent - sent_before >= 1_600, "{} datagrams", tx.sent - sent_before);
+    assert!(mixed >= 1_600, "mix packets went out: {snapshot:?}");
+    assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
+    assert!(!events.is_empty(), "speaker events from the mixer");
+    assert_eq!(allocated, 0, "the wired mixing path allocated {allocated} times");
 }
