@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::LayerSpec;
 use super::packet_cache::PacketCache;
 use super::reports::ReceiveStats;
+use super::upstream::UpstreamLoss;
 
 /// Bytes-per-second meter over one-second windows.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +44,10 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     /// Reception statistics for the RRs sent to the publisher.
     pub received: ReceiveStats,
+    /// Sequence gaps to NACK upstream (video).
+    pub upstream: UpstreamLoss,
+    /// Payload type of the newest original packet (what an RTX packet restores).
+    pub last_payload_type: Option<u8>,
 }
 
 impl Layer {
@@ -55,6 +60,8 @@ impl Layer {
             meter: RateMeter::default(),
             last_keyframe_request: None,
             received: ReceiveStats::default(),
+            upstream: UpstreamLoss::default(),
+            last_payload_type: None,
         }
     }
 

@@ -19,6 +19,7 @@ mod reports;
 mod rewriter;
 mod room;
 mod speaker;
+mod upstream;
 
 pub use bandwidth::TwccEstimator;
 pub use ids::{ConsumerId, FastMap, ProducerId, TransportId};

@@ -80,6 +80,8 @@ impl Subscriber {
 pub(super) struct Route {
     pub producer: usize,
     pub layer: u8,
+    /// The layer's RTX stream (RFC 4588), unwrapped before routing.
+    pub rtx: bool,
 }
 
 /// A room's router. See the module docs of [`crate::router`].
@@ -180,7 +182,10 @@ impl Router {
         let index = self.producers.iter().position(Option::is_none).unwrap_or(self.producers.len());
         for (i, layer) in layers.iter().enumerate() {
             if let Some(ssrc) = layer.ssrc {
-                self.routes.insert((spec.transport, ssrc), Route { producer: index, layer: i as u8 });
+                self.routes.insert((spec.transport, ssrc), Route { producer: index, layer: i as u8, rtx: false });
+            }
+            if let Some(ssrc) = layer.rtx_ssrc {
+                self.routes.insert((spec.transport, ssrc), Route { producer: index, layer: i as u8, rtx: true });
             }
         }
         let producer = Producer {
@@ -387,6 +392,7 @@ impl Router {
     /// RTCP sender/receiver reports.
     pub fn poll(&mut self, now: Instant, out: &mut impl RouterOutput) {
         self.send_reports(now, out);
+        self.send_upstream_nacks(now, out);
         if let Some(speakers) = self.speakers.poll(now) {
             out.event(RouterEvent::ActiveSpeakers { speakers });
         }
@@ -415,6 +421,9 @@ impl Router {
                 None => return out.note(RouterNote::UnknownSsrc),
             },
         };
+        if route.rtx {
+            return self.handle_rtx(now, from, route, packet, &header, out);
+        }
         let Some(producer) = self.producers[route.producer].as_mut() else { return out.note(RouterNote::UnknownSsrc) };
         let Some(codec) = producer.codecs[header.payload_type as usize] else {
             return out.note(RouterNote::MalformedRtp);
@@ -433,6 +442,10 @@ impl Router {
         layer.meter.add(now, packet.len());
         layer.cache.insert(header.sequence, packet);
         layer.received.on_packet(now, header.sequence, header.timestamp, codec.clock_rate());
+        layer.last_payload_type = Some(header.payload_type);
+        if codec.is_video() {
+            layer.upstream.on_packet(now, header.sequence);
+        }
         if let (TrackKind::Audio, Some((_, level))) = (producer.kind, extensions.audio_level) {
             self.speakers.on_level(now, producer.transport, level);
         }
@@ -498,7 +511,8 @@ impl Router {
         }
     }
 
-    /// Learns the SSRC of a rid-identified layer from its first packet (mid + rid extensions).
+    /// Learns the SSRC of a rid-identified layer from its first packet (mid + rid extensions),
+    /// and that of its RTX stream from the repaired-rid extension (one RTX SSRC per layer).
     fn bind_by_rid(&mut self, from: TransportId, packet: &[u8], header: &RtpHeader) -> Option<Route> {
         for (index, producer) in self.producers.iter_mut().enumerate() {
             let Some(producer) = producer.as_mut() else { continue };
@@ -506,15 +520,26 @@ impl Router {
                 continue;
             }
             let Ok(ext) = Extensions::parse(packet, header, &producer.extensions) else { continue };
-            let (Some(rid), mid) = (ext.rid, ext.mid) else { continue };
-            if producer.mid.is_some() && mid.is_some() && producer.mid != mid {
+            if producer.mid.is_some() && ext.mid.is_some() && producer.mid != ext.mid {
                 continue;
             }
+            if let (None, Some(repaired)) = (ext.rid, ext.repaired_rid) {
+                let Some(layer) =
+                    producer.layers.iter().position(|l| l.spec.rid == Some(repaired) && l.spec.rtx_ssrc.is_none())
+                else {
+                    continue;
+                };
+                producer.layers[layer].spec.rtx_ssrc = Some(header.ssrc);
+                let route = Route { producer: index, layer: layer as u8, rtx: true };
+                self.routes.insert((from, header.ssrc), route);
+                return Some(route);
+            }
+            let Some(rid) = ext.rid else { continue };
             let Some(layer) = producer.layers.iter().position(|l| l.spec.rid == Some(rid) && l.ssrc.is_none()) else {
                 continue;
             };
             producer.layers[layer].ssrc = Some(header.ssrc);
-            let route = Route { producer: index, layer: layer as u8 };
+            let route = Route { producer: index, layer: layer as u8, rtx: false };
             self.routes.insert((from, header.ssrc), route);
             return Some(route);
         }

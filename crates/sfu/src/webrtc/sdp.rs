@@ -109,14 +109,20 @@ impl OfferedMedia {
         map
     }
 
-    /// Codecs the server accepts here, in the client's preference order.
+    /// Codecs the server accepts here, in the client's preference order: Opus for audio, the
+    /// forwarded video codecs, and the RTX entry (RFC 4588, `apt=`) of each accepted video codec
+    /// (the router unwraps RTX from publishers; see `router/upstream.rs`).
     pub fn accepted_codecs(&self) -> Vec<&OfferedCodec> {
         let wanted = |c: &OfferedCodec| match (self.kind, c.codec()) {
             (MediaKind::Audio, Some(Codec::Opus)) => true,
             (MediaKind::Video, Some(codec)) => codec.is_video(),
             _ => false,
         };
-        self.codecs.iter().filter(|c| wanted(c)).collect()
+        let repairs_wanted = |c: &OfferedCodec| {
+            self.kind == MediaKind::Video
+                && c.rtx_for().is_some_and(|apt| self.codecs.iter().any(|p| p.payload_type == apt && wanted(p)))
+        };
+        self.codecs.iter().filter(|c| wanted(c) || repairs_wanted(c)).collect()
     }
 }
 
@@ -338,7 +344,7 @@ pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
                 let _ = write!(s, "/{ch}");
             }
             s.push_str("\r\n");
-            if m.kind == MediaKind::Video {
+            if m.kind == MediaKind::Video && c.codec().is_some() {
                 for fb in ["goog-remb", "ccm fir", "nack", "nack pli"] {
                     let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", c.payload_type);
                 }

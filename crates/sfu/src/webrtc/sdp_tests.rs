@@ -76,7 +76,10 @@ fn answer_is_ice_lite_bundled_passive_and_sends_ssrcs() {
     assert_eq!(answer.matches("a=recvonly\r\n").count(), 1);
     assert_eq!(answer.matches("a=rtcp-mux\r\n").count(), 3);
     assert!(answer.contains(EXT_AUDIO_LEVEL));
-    assert!(!answer.contains("rtx/90000"));
+    // RTX is accepted for the accepted video codecs (the router unwraps it), without feedback
+    assert!(answer.contains("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"), "{answer}");
+    assert!(!answer.contains("a=rtcp-fb:97 "));
+    assert!(answer.contains("a=rtcp-fb:96 nack\r\n"));
 }
 
 #[test]
