@@ -276,6 +276,28 @@ test('both users see and hear each other (getStats)', async (t) => {
     );
     console.log(`${who} inbound: ${JSON.stringify(stats)}`);
   }
+  // The server's RTCP reaches Chromium: its RRs (LSR/DLSR echo) give the publisher a video
+  // round-trip time (remote-inbound-rtp), its SRs describe the streams received
+  // (remote-outbound-rtp).
+  for (const [who, page] of [['organizer', organizer], ['guest', guest]]) {
+    const rtcp = await waitFor(
+      async () => {
+        const seen = await page.evaluate(async () => {
+          const out = { rttSeconds: null, senderReports: 0 };
+          (await window.palaverClient.media.pc.getStats()).forEach((s) => {
+            if (s.type === 'remote-inbound-rtp' && s.kind === 'video' && typeof s.roundTripTime === 'number') {
+              out.rttSeconds = s.roundTripTime;
+            }
+            if (s.type === 'remote-outbound-rtp') out.senderReports += s.reportsSent || 0;
+          });
+          return out;
+        });
+        return seen.rttSeconds !== null && seen.senderReports > 0 ? seen : null;
+      },
+      { timeoutMs: 15_000, what: `${who} getting the server's receiver and sender reports` },
+    );
+    console.log(`${who} RTCP: ${JSON.stringify(rtcp)}`);
+  }
   await screenshot(organizer, '14-media-organizer');
   await screenshot(guest, '15-media-guest');
   for (const page of [organizer, guest]) await page.context().close();
