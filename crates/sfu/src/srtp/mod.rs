@@ -3,10 +3,18 @@
 //! once per transport direction; protecting or unprotecting a packet never allocates (packet
 //! buffers carry tail room for the auth tag, see [`Profile::rtp_overhead`]).
 
+mod aes_ctr;
+#[cfg(target_arch = "x86_64")]
+mod aes_ni;
 mod context;
+mod gcm;
+#[cfg(target_arch = "x86_64")]
+mod gcm_ni;
 mod hmac_sha1;
 mod kdf;
 mod replay;
+#[cfg(target_arch = "x86_64")]
+mod sha_ni;
 
 pub use context::SrtpContext;
 pub use kdf::derive_session_key;
