@@ -298,8 +298,28 @@ impl WebRtcClient {
             readers: self.readers.clone(),
         };
         let pc = build_peer_connection(events, SocketAddr::new(self.options.bind_ip, 0)).await?;
-        self.pc = Some(pc.clone());
+        match self.negotiate(&pc, media, &audio_level_id, &mut state).await {
+            Ok(session) => {
+                self.pc = Some(pc);
+                Ok(session)
+            }
+            Err(e) => {
+                // A refused or failed negotiation leaves no media behind; start_media may be retried.
+                self.audio = None;
+                self.video = None;
+                let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+                Err(e)
+            }
+        }
+    }
 
+    async fn negotiate(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+        media: MediaOptions,
+        audio_level_id: &AtomicU8,
+        state: &mut watch::Receiver<RTCPeerConnectionState>,
+    ) -> Result<MediaSession, ClientError> {
         let audio_ssrc = rand::random::<u32>() | 1;
         let audio_track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "palaver-client".to_owned(),
@@ -308,7 +328,7 @@ impl WebRtcClient {
             RtpCodecKind::Audio,
             vec![encoding(opus_codec(), audio_ssrc, None)],
         )));
-        let audio_sender = add_track(&pc, audio_track.clone()).await?;
+        let audio_sender = add_track(pc, audio_track.clone()).await?;
         let video = if media.simulcast_video {
             let ssrcs: [u32; 3] = [rand::random(), rand::random(), rand::random()];
             let encodings =
@@ -320,7 +340,7 @@ impl WebRtcClient {
                 RtpCodecKind::Video,
                 encodings,
             )));
-            Some((add_track(&pc, track.clone()).await?, track, ssrcs))
+            Some((add_track(pc, track.clone()).await?, track, ssrcs))
         } else {
             None
         };
@@ -341,7 +361,7 @@ impl WebRtcClient {
         if let Some((sender, track, ssrcs)) = video {
             let params = sender.get_parameters().await.map_err(webrtc_error("video parameters"))?;
             let rtp = &params.rtp_parameters;
-            let mid = transceiver_mid(&pc, &sender).await?;
+            let mid = transceiver_mid(pc, &sender).await?;
             self.video = Some(VideoTrack {
                 track,
                 ssrcs,
@@ -352,7 +372,7 @@ impl WebRtcClient {
             });
             video_ssrcs = Some(ssrcs);
         }
-        self.wait_connected(&mut state).await?;
+        self.wait_connected(state).await?;
         Ok(MediaSession { audio_ssrc, audio_payload_type: payload_type, video_ssrcs, answer_sdp })
     }
 
