@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaSlot, SlotSubscription};
-use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
+use palaver_sfu::router::{
+    ConsumerId, ConsumerSpec, LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId,
+};
 use palaver_sfu::rtp::Codec;
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
@@ -93,6 +95,9 @@ pub struct WebRtcMedia {
     slot_updates: mpsc::UnboundedSender<SlotUpdate>,
     /// Taken by the event relay, which sends the frames in order.
     slot_update_rx: Mutex<Option<mpsc::UnboundedReceiver<SlotUpdate>>>,
+    /// How each receive slot's m-section numbers payload types and extensions, by slot SSRC
+    /// (sent to the worker with every consumer filling that slot). Locked after `state`.
+    numberings: Mutex<HashMap<u32, Numbering>>,
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> MediaError {
@@ -115,6 +120,7 @@ impl WebRtcMedia {
             state: Mutex::new(State::default()),
             slot_updates,
             slot_update_rx: Mutex::new(Some(rx)),
+            numberings: Mutex::default(),
         })
     }
 
@@ -277,6 +283,11 @@ impl WebRtcMedia {
                     stream_id: format!("palaver-{name}-{index}"),
                     track_id: format!("palaver-{name}-{index}-{ssrc}"),
                 }));
+                if let Ok(mut numberings) = self.numberings.lock() {
+                    let codecs =
+                        m.accepted_codecs().iter().filter_map(|c| Some((c.payload_type, c.codec()?))).collect();
+                    numberings.insert(ssrc, Numbering { codecs, extensions: m.extension_map() });
+                }
                 slots.push(Slot { mid: m.mid.clone(), kind, ssrc, consumer: None });
             } else {
                 answer_tracks.push(None);
@@ -327,7 +338,17 @@ impl WebRtcMedia {
     /// Sends a plan's worker commands and queues its `media.slots` frames.
     fn apply(&self, conversation: &str, room: &Room, plan: Plan) -> Result<(), MediaError> {
         for command in plan.commands {
+            let numbering = match &command {
+                Command::AddConsumer { room, spec } => self.numberings.lock().ok().and_then(|n| {
+                    let numbering = n.get(&spec.ssrc)?.clone();
+                    Some(Command::SetConsumerNumbering { room: *room, consumer: spec.id, numbering })
+                }),
+                _ => None,
+            };
             self.send(room.worker, command)?;
+            if let Some(numbering) = numbering {
+                self.send(room.worker, numbering)?;
+            }
         }
         for (participant, slots) in plan.frames {
             let update = SlotUpdate { conversation: conversation.to_owned(), participant, slots };
@@ -364,6 +385,11 @@ impl WebRtcMedia {
         }
         let Some(room) = state.rooms.get_mut(&session.conversation_id) else { return };
         let Some(gone) = room.participants.remove(&session.participant_id) else { return };
+        if let Ok(mut numberings) = self.numberings.lock() {
+            for slot in &gone.slots {
+                numberings.remove(&slot.ssrc);
+            }
+        }
         if leaving {
             room.spoke.remove(&session.participant_id);
         }

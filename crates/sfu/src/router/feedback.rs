@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::layers::Layer;
 use super::room::Router;
-use super::{RouterConfig, RouterNote, RouterOutput, RtpRewrite, TrackKind, TransportId};
+use super::{Remap, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TrackKind, TransportId};
 use crate::rtp::rtcp::{Compound, ReportBlock, RtcpPacket, write_pli};
 use crate::rtp::{Extensions, RtpHeader};
 
@@ -147,8 +147,10 @@ impl Router {
         let Some((producer, packet, origin)) = cached else { return out.note(RouterNote::NackMissed) };
         let Ok(header) = RtpHeader::parse(packet) else { return out.note(RouterNote::NackMissed) };
         let twcc_offset = Extensions::parse(packet, &header, &producer.extensions).ok().and_then(|e| e.transport_cc);
+        let remap = c.remap.as_deref();
+        let keeps_twcc = remap.is_none_or(|r| r.keeps_extension(producer.extensions.transport_cc));
         let transport_cc = match (twcc_offset, subscribers.get_mut(&c.transport)) {
-            (Some((_, offset)), Some(sub)) => Some((offset, sub.twcc.on_send(packet.len() + 2))),
+            (Some((_, offset)), Some(sub)) if keeps_twcc => Some((offset, sub.twcc.on_send(packet.len() + 2))),
             _ => None,
         };
         let rewrite = RtpRewrite {
@@ -157,6 +159,8 @@ impl Router {
             timestamp: header.timestamp.wrapping_add(origin.ts_offset),
             rtx: c.rtx.map(|(ssrc, pt)| (ssrc, pt, c.out.next_rtx_sequence())),
             transport_cc,
+            payload_type: remap.map(|r| r.payload_type(header.payload_type)),
+            extension_ids: remap.map(Remap::extension_ids),
         };
         out.forward_rtp(c.transport, packet, &rewrite);
         out.note(RouterNote::NackResent);

@@ -15,6 +15,7 @@ mod feedback;
 mod ids;
 mod layers;
 mod packet_cache;
+mod remap;
 mod reports;
 mod rewriter;
 mod room;
@@ -24,6 +25,7 @@ mod upstream;
 pub use bandwidth::TwccEstimator;
 pub use ids::{ConsumerId, FastMap, ProducerId, TransportId};
 pub use packet_cache::PacketCache;
+pub use remap::{Numbering, Remap, rewrite_extension_ids};
 pub use reports::{CNAME, WallClock};
 pub use room::{Router, RouterError};
 pub use speaker::SpeakerDetector;
@@ -121,7 +123,7 @@ impl Default for RouterConfig {
 
 /// How a forwarded copy differs from the packet as received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtpRewrite {
+pub struct RtpRewrite<'a> {
     pub ssrc: u32,
     pub sequence: u16,
     pub timestamp: u32,
@@ -130,6 +132,10 @@ pub struct RtpRewrite {
     pub rtx: Option<(u32, u8, u16)>,
     /// Transport-wide sequence number to write at this byte offset of the header extension.
     pub transport_cc: Option<(usize, u16)>,
+    /// The subscriber's payload type when it numbered the codec differently (not for RTX).
+    pub payload_type: Option<u8>,
+    /// Publisher → subscriber extension ids when they differ ([`Remap`]; 0 strips).
+    pub extension_ids: Option<&'a [u8; 256]>,
 }
 
 /// Things the router reports to the control plane.
@@ -169,7 +175,7 @@ pub enum RouterNote {
 /// The router's way out: the worker implements this over its send batch and crypto contexts.
 pub trait RouterOutput {
     /// Send `packet` (plaintext RTP as received from the publisher) to `to`, rewritten.
-    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite);
+    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite<'_>);
     /// Send a plaintext RTCP packet the router composed to `to`.
     fn send_rtcp(&mut self, to: TransportId, packet: &[u8]);
     fn event(&mut self, event: RouterEvent);
@@ -178,7 +184,7 @@ pub trait RouterOutput {
 
 /// Copies `src` into `dst` applying `rewrite`; returns the length written. Works for every
 /// valid RTP packet; an RTX copy drops padding and inserts the original sequence number.
-pub fn apply_rewrite(src: &[u8], dst: &mut [u8], rewrite: &RtpRewrite) -> Result<usize, RtpError> {
+pub fn apply_rewrite(src: &[u8], dst: &mut [u8], rewrite: &RtpRewrite<'_>) -> Result<usize, RtpError> {
     let header = packet::RtpHeader::parse(src)?;
     let len = match rewrite.rtx {
         None => {
@@ -203,6 +209,12 @@ pub fn apply_rewrite(src: &[u8], dst: &mut [u8], rewrite: &RtpRewrite) -> Result
         }
     };
     packet::set_timestamp(dst, rewrite.timestamp);
+    if let (Some(pt), None) = (rewrite.payload_type, rewrite.rtx) {
+        packet::set_payload_type(dst, pt);
+    }
+    if let Some(table) = rewrite.extension_ids {
+        rewrite_extension_ids(&mut dst[..len], &header, table);
+    }
     if let Some((offset, seq)) = rewrite.transport_cc
         && offset + 2 <= header.payload_offset
     {

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::layers::{Layer, choose_layer};
+use super::remap::{Numbering, Remap};
 use super::reports::{Jitter, NtpClock, PublisherReports, SendStats};
 use super::rewriter::OutStream;
 use super::speaker::SpeakerDetector;
@@ -59,6 +60,10 @@ pub(super) struct Consumer {
     pub reported_lost: Option<u32>,
     /// Packets and octets sent, for sender reports.
     pub sent: SendStats,
+    /// How the subscriber numbered this m-section, if the control plane said so.
+    pub numbering: Option<Numbering>,
+    /// Translation from the current producer's numbering, when any number differs.
+    pub remap: Option<Box<Remap>>,
 }
 
 #[derive(Debug, Default)]
@@ -262,6 +267,8 @@ impl Router {
             out: OutStream::new(spec.ssrc),
             reported_lost: None,
             sent: SendStats::default(),
+            numbering: None,
+            remap: None,
         };
         if index == self.consumers.len() {
             self.consumers.push(Some(consumer));
@@ -365,6 +372,10 @@ impl Router {
         c.needs_switch = true;
         c.current_layer = None;
         c.target_layer = None;
+        c.remap = match (&c.numbering, self.producers[new].as_ref()) {
+            (Some(n), Some(p)) => Remap::between(&p.codecs, &p.extensions, n).map(Box::new),
+            _ => None,
+        };
         if let Some(p) = self.producers[old].as_mut() {
             p.consumers.retain(|&x| x != index);
         }
@@ -372,6 +383,19 @@ impl Router {
             p.consumers.push(index);
         }
         self.review_consumer(now, index, out);
+        Ok(())
+    }
+
+    /// Tells the router how the subscriber numbered payload types and header extensions in the
+    /// m-section this consumer feeds; forwarded packets are translated when numbers differ.
+    pub fn set_consumer_numbering(&mut self, id: ConsumerId, numbering: Numbering) -> Result<(), RouterError> {
+        let index = *self.consumer_index.get(&id).ok_or(RouterError::UnknownConsumer)?;
+        let c = self.consumers[index].as_mut().ok_or(RouterError::UnknownConsumer)?;
+        c.remap = self.producers[c.producer]
+            .as_ref()
+            .and_then(|p| Remap::between(&p.codecs, &p.extensions, &numbering))
+            .map(Box::new);
+        c.numbering = Some(numbering);
         Ok(())
     }
 
@@ -501,11 +525,21 @@ impl Router {
             else {
                 continue;
             };
+            let remap = consumer.remap.as_deref();
+            let keeps_twcc = remap.is_none_or(|r| r.keeps_extension(producer.extensions.transport_cc));
             let transport_cc = match (extensions.transport_cc, subscribers.get_mut(&consumer.transport)) {
-                (Some((_, offset)), Some(sub)) => Some((offset, sub.twcc.on_send(packet.len()))),
+                (Some((_, offset)), Some(sub)) if keeps_twcc => Some((offset, sub.twcc.on_send(packet.len()))),
                 _ => None,
             };
-            let rewrite = RtpRewrite { ssrc: consumer.ssrc, sequence, timestamp, rtx: None, transport_cc };
+            let rewrite = RtpRewrite {
+                ssrc: consumer.ssrc,
+                sequence,
+                timestamp,
+                rtx: None,
+                transport_cc,
+                payload_type: remap.map(|r| r.payload_type(header.payload_type)),
+                extension_ids: remap.map(Remap::extension_ids),
+            };
             consumer.sent.on_sent(header.payload_len);
             out.forward_rtp(consumer.transport, packet, &rewrite);
         }

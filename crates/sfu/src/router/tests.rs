@@ -23,7 +23,7 @@ struct Recorder {
 }
 
 impl RouterOutput for Recorder {
-    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite) {
+    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite<'_>) {
         let mut buf = vec![0; packet.len() + 2];
         let n = apply_rewrite(packet, &mut buf, rewrite).unwrap();
         buf.truncate(n);

@@ -113,3 +113,48 @@ fn rtx_of_a_rid_layer_is_bound_from_the_repaired_rid_extension() {
     assert_eq!(out[0].1.payload(&out[0].2), h.payload(&original));
     assert_eq!(rec.count(RouterNote::UnknownSsrc), 0);
 }
+
+#[test]
+fn a_subscriber_with_other_numbers_gets_its_own_payload_type_and_extension_ids() {
+    let t0 = Instant::now();
+    let mut router = Router::new(RouterConfig::default(), 1);
+    let mut rec = Recorder::default();
+    let mut spec = simulcast_producer();
+    spec.layers.truncate(1);
+    spec.extensions = ExtensionMap { mid: 4, abs_send_time: 2, ..Default::default() };
+    router.add_producer(spec).unwrap();
+    router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
+    router.add_consumer(t0, consumer(2, SUB2, 10, 60), &mut rec).unwrap();
+    // SUB2 calls VP8 120 and mid 7, and did not negotiate abs-send-time
+    let numbering = Numbering {
+        codecs: vec![(126, crate::rtp::Codec::H264), (120, crate::rtp::Codec::Vp8)],
+        extensions: ExtensionMap { mid: 7, ..Default::default() },
+    };
+    router.set_consumer_numbering(ConsumerId(2), numbering).unwrap();
+    assert_eq!(
+        router.set_consumer_numbering(ConsumerId(9), Numbering { codecs: vec![], extensions: ExtensionMap::default() }),
+        Err(RouterError::UnknownConsumer)
+    );
+    let ext = [0x40, b'1', 0x22, 1, 2, 3];
+    router.handle_rtp(t0, PUB, &rtp(1000, 1, 0, VP8, &ext, KEY), &mut rec);
+    let out = rec.take_rtp();
+    assert_eq!(out.len(), 2);
+    let (_, plain, p) = out.iter().find(|(t, _, _)| *t == SUB).unwrap();
+    assert_eq!(plain.payload_type, VP8, "same numbering: untouched");
+    assert_eq!(&p[16..22], &ext);
+    let (_, mapped, q) = out.iter().find(|(t, _, _)| *t == SUB2).unwrap();
+    assert_eq!(mapped.payload_type, 120);
+    let seen =
+        crate::rtp::Extensions::parse(q, mapped, &ExtensionMap { mid: 7, abs_send_time: 2, ..Default::default() })
+            .unwrap();
+    assert_eq!(seen.mid.unwrap().as_bytes(), b"1");
+    assert_eq!(seen.abs_send_time, None, "not negotiated by SUB2: stripped");
+    assert_eq!(mapped.payload(q), plain.payload(p));
+    // NACK resends are translated the same way
+    let mut nack = [0u8; 64];
+    let n = crate::rtp::rtcp::write_nack(&mut nack, 9, 60, &[mapped.sequence]).unwrap();
+    router.handle_rtcp(t0, SUB2, &nack[..n], &mut rec);
+    let resent = rec.take_rtp();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].2, *q);
+}

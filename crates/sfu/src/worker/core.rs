@@ -140,7 +140,7 @@ impl<T: Transmit> Sink<'_, T> {
 }
 
 impl<T: Transmit> RouterOutput for Sink<'_, T> {
-    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite) {
+    fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite<'_>) {
         self.send(to, Protect::Rtp, |buf| apply_rewrite(packet, buf, rewrite).ok());
         WorkerCounters::inc(&self.counters.rtp_forwarded);
     }
@@ -529,6 +529,9 @@ impl WorkerCore {
             }
             Command::RepointConsumer { room, consumer, producer } => {
                 with_router!(room, |router, sink| router.repoint_consumer(now, consumer, producer, &mut sink))
+            }
+            Command::SetConsumerNumbering { room, consumer, numbering } => {
+                self.router(room)?.set_consumer_numbering(consumer, numbering).map_err(CommandError::Router)
             }
             Command::Shutdown => Ok(()),
         }

@@ -27,7 +27,7 @@ pub use socket::{RecvBatch, SendBatch};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterError, TransportId};
+use crate::router::{ConsumerId, ConsumerSpec, Numbering, ProducerId, ProducerSpec, RouterError, TransportId};
 use crate::srtp::{Profile, SrtpError};
 
 /// The one audio stream a transport receives from its room's mixer: the server-chosen SSRC and
@@ -144,6 +144,13 @@ pub enum Command {
         consumer: ConsumerId,
         producer: ProducerId,
     },
+    /// How the subscriber numbered payload types and header extensions in the consumer's
+    /// m-section (forwarded packets are translated where the publisher's numbers differ).
+    SetConsumerNumbering {
+        room: RoomId,
+        consumer: ConsumerId,
+        numbering: Numbering,
+    },
     /// Stop the worker thread after this batch.
     Shutdown,
 }
@@ -166,6 +173,7 @@ impl Command {
             Command::SetConsumerPaused { .. } => "set_consumer_paused",
             Command::SetConsumerMaxHeight { .. } => "set_consumer_max_height",
             Command::RepointConsumer { .. } => "repoint_consumer",
+            Command::SetConsumerNumbering { .. } => "set_consumer_numbering",
             Command::Shutdown => "shutdown",
         }
     }
