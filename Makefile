@@ -33,6 +33,7 @@ TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
 
 .PHONY: test-deploy test-browser
+.PHONY: load
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
@@ -41,6 +42,7 @@ help:
 	@echo "make prereqs      install missing build/test prerequisites (apt-get)"
 	@echo "make fmt          format the workspace"
 	@echo "make clean-data   remove ./data (database, keys, certificates)"
+	@echo "make load         palaver-load against the server 'make run' started (LOAD_ARGS=\"--preset town-hall\")"
 
 # ---------------------------------------------------------------- prerequisites
 # Install only what is missing; do nothing when everything is present.
@@ -89,6 +91,14 @@ run: build-release
 
 clean-data:
 	rm -rf data
+
+# palaver-load against the server `make run` started in another shell (same ./data: its CA and
+# access key). Default: the short smoke scenario; e.g. make load LOAD_ARGS="--preset town-hall --duration 60".
+LOAD_BIN  := $(TARGET_DIR)/release/palaver-load
+LOAD_ARGS ?= --preset smoke
+load: prereqs
+	$(CARGO) build --release -p palaver -p palaver-load
+	$(LOAD_BIN) --connection-string "$$($(RELEASE_BIN) $(RUN_ARGS) connection-string)" --ca data/tls/ca.pem $(LOAD_ARGS)
 
 # ---------------------------------------------------------------- checks & tests
 fmt:

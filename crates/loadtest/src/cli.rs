@@ -87,6 +87,10 @@ pub struct Args {
     /// Prometheus endpoint of the server (`[usage] metrics_listen`). `none` to skip.
     #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
     pub metrics_url: String,
+    /// pid of the server when it runs on this machine: its CPU time is then read from
+    /// /proc/<pid>/stat (10 ms resolution) instead of `process_cpu_seconds_total` (whole seconds).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 
     /// Fail (exit 1) if audio loss exceeds this percentage.
     #[arg(long)]
@@ -217,6 +221,7 @@ impl Args {
             quic_addr: self.quic_addr,
             run_id: self.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             metrics_url,
+            server_pid: self.server_pid,
             show_progress: !self.no_progress && self.json.as_deref() != Some(std::path::Path::new("-")),
         })
     }

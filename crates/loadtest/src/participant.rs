@@ -224,7 +224,9 @@ async fn drive(
                         if p.marker {
                             audio_tx.packetizer().start_talk_spurt();
                         }
-                        if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
+                        // The RFC 6464 level is not sent: palaver-client writes it without the
+                        // voice-activity bit, which the mixer then reads as silence.
+                        if let Err(e) = audio_tx.send(&p.payload, 960, None) {
                             result = Err(e);
                             break;
                         }

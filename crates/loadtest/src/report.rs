@@ -209,7 +209,11 @@ impl Report {
         }
         match (&self.server, &self.server_metrics_error) {
             (Some(w), _) => {
-                row(&mut out, "server CPU", format!("{:.3} cores over {:.1} s", w.cpu_cores, w.window_secs));
+                row(
+                    &mut out,
+                    "server CPU",
+                    format!("{:.3} cores over {:.1} s (from {})", w.cpu_cores, w.window_secs, w.cpu_source),
+                );
                 row(&mut out, "server memory", format!("{:.1} MiB resident", w.resident_mb_end));
                 row(&mut out, "server pps", format!("in {:.0}, out {:.0}", w.pps_in, w.pps_out));
                 row(

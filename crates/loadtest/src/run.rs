@@ -6,7 +6,7 @@ use crate::audio::{FRAME_MS, MarkerSchedule};
 use crate::participant::{Clock, Live, RunShared, SeatOutcome, run_seat};
 use crate::report::{AudioResults, ParticipantCounts, Report, VideoResults};
 use crate::scenario::{Scenario, Shard};
-use crate::server_metrics::{ServerWindow, scrape};
+use crate::server_metrics::{ServerWindow, process_cpu_seconds, scrape};
 use crate::setup::{self, Api, ConnectionString, SetupError, Trust};
 use crate::stats::Samples;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub quic_addr: Option<SocketAddr>,
     pub run_id: String,
     pub metrics_url: Option<String>,
+    /// pid of a server on this machine: its CPU is read from /proc (finer than /metrics).
+    pub server_pid: Option<u32>,
     pub show_progress: bool,
 }
 
@@ -126,15 +128,26 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     });
 
     // Server metrics at both ends of the steady-state window.
+    let server_pid = config.server_pid;
     let metrics = config.metrics_url.clone().map(|url| {
         let http = reqwest::Client::new();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             let t0 = Instant::now();
-            let first = scrape(&http, &url).await?;
+            let cpu0 = server_pid.and_then(process_cpu_seconds);
+            let mut first = scrape(&http, &url).await?;
             tokio::time::sleep_until(stop_at.into()).await;
-            let last = scrape(&http, &url).await?;
-            Ok::<_, crate::server_metrics::ScrapeError>(ServerWindow::between(&first, &last, t0.elapsed()))
+            let cpu1 = server_pid.and_then(process_cpu_seconds);
+            let mut last = scrape(&http, &url).await?;
+            let local = cpu0.zip(cpu1);
+            if let Some((c0, c1)) = local {
+                (first.cpu_seconds, last.cpu_seconds) = (c0, c1);
+            }
+            let mut window = ServerWindow::between(&first, &last, t0.elapsed());
+            if local.is_some() {
+                window.cpu_source = "procfs";
+            }
+            Ok::<_, crate::server_metrics::ScrapeError>(window)
         })
     });
 
@@ -189,7 +202,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         },
     };
     for e in endpoints {
-        e.wait_idle().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
     }
     let transport = match config.transport {
         Transport::Quic => "quic",

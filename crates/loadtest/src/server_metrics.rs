@@ -115,9 +115,37 @@ pub async fn scrape(http: &reqwest::Client, url: &str) -> Result<ServerSample, S
     ServerSample::from_body(url, &body)
 }
 
+/// CPU seconds (user + system) of a process on this machine, from `/proc/<pid>/stat`, at
+/// clock-tick resolution (10 ms). The Prometheus process collector of the server reports whole
+/// seconds only, too coarse for short windows, so a local server's pid (`--server-pid`) is read
+/// directly.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_from_stat(&stat, clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name
+/// (field 2) is in parentheses and may hold spaces, so fields are counted after the last `)`.
+pub fn cpu_seconds_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second)
+}
+
 /// What the server did during the measured window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ServerWindow {
+    /// Where the CPU figures come from: `procfs` (local pid, 10 ms ticks) or `metrics`
+    /// (`process_cpu_seconds_total`, whole seconds).
+    pub cpu_source: &'static str,
     pub window_secs: f64,
     /// Mean CPU use over the window, in cores (1.0 = one core busy).
     pub cpu_cores: f64,
@@ -140,6 +168,7 @@ impl ServerWindow {
         let sent = (end.packets_sent - start.packets_sent).max(0.0);
         let per = |n: f64| (n > 0.0).then(|| cpu * 1e6 / n);
         Self {
+            cpu_source: "metrics",
             window_secs: secs,
             cpu_cores: cpu / secs,
             resident_mb_end: end.resident_bytes / (1024.0 * 1024.0),
@@ -197,5 +226,16 @@ palaver_media_jitter_seconds NaN
         assert!((w.cpu_us_per_forwarded_packet.unwrap() - 2.5).abs() < 1e-9);
         assert!((w.cpu_us_per_packet_handled.unwrap() - 1e6 / 450_000.0).abs() < 1e-9);
         assert_eq!(ServerWindow::between(&a, &a, Duration::from_secs(1)).cpu_us_per_forwarded_packet, None);
+    }
+
+    #[test]
+    fn proc_stat_cpu_counts_after_the_command_name() {
+        let stat = "1234 (pal aver) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(cpu_seconds_from_stat(stat, 100.0), Some(3.0));
+        assert_eq!(cpu_seconds_from_stat("garbage", 100.0), None);
+        assert_eq!(cpu_seconds_from_stat("1 (x) S 1", 100.0), None);
+        let own = process_cpu_seconds(std::process::id()).expect("own /proc entry");
+        assert!(own >= 0.0);
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
     }
 }
