@@ -412,6 +412,9 @@ impl WorkerCore {
             if report.late {
                 WorkerCounters::inc(&counters.mixer_overruns);
             }
+            if let Some(router) = self.rooms.get_mut(&room) {
+                mix.sender_reports(now, router.ntp_time(now), |to, packet| sink.send_rtcp(to, packet));
+            }
         }
         ticked
     }

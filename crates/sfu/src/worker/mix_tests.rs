@@ -256,3 +256,6 @@ fn mix_outputs_follow_commands_and_removal() {
     room.core.apply(now, Command::CloseRoom { room: ROOM }, &mut room.out).unwrap();
     assert_eq!(room.core.mix_member_count(ROOM), None);
 }
+
+#[path = "mix_report_tests.rs"]
+mod reports;

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::MixOutputSpec;
+use super::mix_reports::MixSendStats;
 use crate::mixer::{MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
 use crate::router::{FastMap, ProducerId, ProducerSpec, TrackKind, TransportId};
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
@@ -35,6 +36,8 @@ struct Member {
     input: MixerInput,
     source: Option<Source>,
     output: Option<MixOutputSpec>,
+    /// What the output stream sent (for its sender reports).
+    sent: MixSendStats,
 }
 
 /// What one tick of one room did.
@@ -90,7 +93,7 @@ impl RoomMix {
                 self.by_index.resize(index + 1, None);
             }
             self.by_index[index] = Some(transport);
-            self.members.insert(transport, Member { input, source: None, output: None });
+            self.members.insert(transport, Member { input, source: None, output: None, sent: MixSendStats::default() });
         }
         Ok(self.members.get_mut(&transport).expect("inserted above"))
     }
@@ -135,7 +138,13 @@ impl RoomMix {
     /// Starts, changes or (with `None`) stops the mix a transport receives.
     pub fn set_output(&mut self, transport: TransportId, output: Option<MixOutputSpec>) -> Result<(), MixerError> {
         match output {
-            Some(spec) => self.member(transport)?.output = Some(spec),
+            Some(spec) => {
+                let member = self.member(transport)?;
+                if member.output.is_none_or(|old| old.ssrc != spec.ssrc) {
+                    member.sent = MixSendStats::default(); // a new stream starts counting afresh
+                }
+                member.output = Some(spec);
+            }
             None => {
                 if let Some(member) = self.members.get_mut(&transport) {
                     member.output = None;
@@ -216,9 +225,11 @@ impl RoomMix {
         self.mixer.tick(now, &mut self.outputs);
         for packet in self.outputs.packets() {
             let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };
-            let Some(member) = self.members.get(transport) else { continue };
+            let Some(member) = self.members.get_mut(transport) else { continue };
             if let Some(output) = &member.output {
-                emit(*transport, output, packet, self.outputs.payload(packet.payload));
+                let payload = self.outputs.payload(packet.payload);
+                member.sent.on_sent(now, packet.timestamp, payload.len());
+                emit(*transport, output, packet, payload);
             }
         }
         if let Some(active) = self.outputs.active_speakers() {
@@ -229,6 +240,17 @@ impl RoomMix {
             speakers(ids);
         }
         TickReport { ran: true, late }
+    }
+
+    /// Sends each output's sender report when due (`ntp_time`: the room router's clock).
+    pub fn sender_reports(&mut self, now: Instant, ntp_time: u64, mut emit: impl FnMut(TransportId, &[u8])) {
+        let mut buf = [0u8; 64];
+        for (&transport, member) in self.members.iter_mut() {
+            let Some(output) = member.output else { continue };
+            if let Some(n) = member.sent.report(now, ntp_time, output.ssrc, &mut buf) {
+                emit(transport, &buf[..n]);
+            }
+        }
     }
 
     #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod core;
 mod counters;
+mod mix_reports;
 mod mixing;
 mod pool;
 mod queue;
