@@ -64,6 +64,8 @@ impl RtpPacketizer {
 
     /// The next packet carrying `payload` (`samples` = its duration in clock ticks, 960 for
     /// 20 ms of Opus), with the RFC 6464 level (0 = loudest, 127 = silence; `-dBov`) if given.
+    /// A level below 127 sets the extension's voice-activity bit (the mixer's talker selection
+    /// only counts frames flagged as voice); 127 marks silence.
     pub fn packetize(&mut self, payload: &[u8], samples: u32, level_dbov: Option<u8>) -> Bytes {
         let extension = level_dbov.is_some();
         let mut out = BytesMut::with_capacity(RTP_HEADER_BYTES + if extension { 8 } else { 0 } + payload.len());
@@ -77,7 +79,7 @@ impl RtpPacketizer {
             out.put_u16(0xBEDE);
             out.put_u16(1);
             out.put_u8(AUDIO_LEVEL_EXTENSION_ID << 4);
-            out.put_u8(level.min(127));
+            out.put_u8(audio_level_byte(level));
             out.put_u16(0);
         }
         out.put_slice(payload);
@@ -102,6 +104,12 @@ pub struct ReceivedRtp {
     pub audio_level: Option<u8>,
     /// The codec payload (padding removed).
     pub payload: Bytes,
+}
+
+/// The RFC 6464 byte: V (voice activity) for any level below 127, then the level.
+fn audio_level_byte(level_dbov: u8) -> u8 {
+    let level = level_dbov.min(127);
+    if level < 127 { 0x80 | level } else { level }
 }
 
 /// Why a datagram is not a usable RTP packet.
@@ -191,12 +199,15 @@ mod tests {
         assert_eq!((first.ssrc, first.sequence, first.timestamp), (0xAABBCCDD, 65_535, u32::MAX - 100));
         assert_eq!((first.payload_type, first.marker, first.audio_level), (111, true, Some(30)));
         assert_eq!(&first.payload[..], b"abc");
+        let raw = p.packetize(b"", 960, Some(30));
+        assert_eq!(raw[12..20], [0xBE, 0xDE, 0, 1, 0x10, 0x80 | 30, 0, 0], "voice bit and level");
+        assert_eq!(p.packetize(b"", 960, Some(200))[17], 127, "silence has no voice bit");
         let second = ReceivedRtp::parse(p.packetize(b"de", 960, None), now).unwrap();
-        assert_eq!((second.sequence, second.timestamp, second.marker, second.audio_level), (0, 859, false, None));
+        assert_eq!((second.sequence, second.timestamp, second.marker, second.audio_level), (2, 859 + 1920, false, None));
         assert_eq!(&second.payload[..], b"de");
         p.skip(960 * 5);
         let third = ReceivedRtp::parse(p.packetize(b"f", 960, None), now).unwrap();
-        assert_eq!((third.sequence, third.timestamp, third.marker), (1, 859 + 960 * 6, true));
+        assert_eq!((third.sequence, third.timestamp, third.marker), (3, 859 + 960 * 8, true));
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct ServerSection {
     pub log_format: LogFormat,
     /// `tracing` filter, e.g. `info` or `palaver_signaling=debug,info`.
     pub log_level: String,
+    /// `[server.quic]`: the native QUIC transport.
+    pub quic: crate::quic::QuicSection,
 }
 
 impl Default for ServerSection {
@@ -140,6 +142,7 @@ impl Default for ServerSection {
             public_url: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            quic: crate::quic::QuicSection::default(),
         }
     }
 }
@@ -275,6 +278,15 @@ mod tests {
         assert_eq!(cfg.signaling.directory.tenants.len(), 1);
         assert!(!cfg.signaling.directory.dev_idp_enabled());
         assert_eq!(cfg.base_url("0.0.0.0:9443".parse().unwrap()), "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn quic_section_parses() {
+        let cfg = ServerConfig::parse("[server.quic]\nenabled = false\nlisten = \"127.0.0.1:0\"").unwrap();
+        assert!(!cfg.server.quic.enabled);
+        assert_eq!(cfg.server.quic.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(ServerConfig::default().server.quic.enabled);
+        assert!(ServerConfig::parse("[server.quic]\nport = 1").is_err());
     }
 
     #[test]

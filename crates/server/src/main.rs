@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod logging;
 mod media;
+mod quic;
 mod serve;
 mod tls;
 

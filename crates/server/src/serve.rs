@@ -1,8 +1,10 @@
-//! `palaver run`: open the data directory, build the application state, and serve HTTPS
-//! until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
+//! `palaver run`: open the data directory, build the application state, and serve HTTPS and
+//! the QUIC transport until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
 
 use crate::config::{ServerConfig, TlsMode};
 use crate::media::WebRtcMedia;
+use crate::quic::QuicServer;
+use crate::quic::paths::QuicPaths;
 use crate::tls::{TlsFiles, ensure_self_signed};
 use anyhow::{Context, Result};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
@@ -31,6 +33,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .context("starting the usage ledger")?;
     state.gateway.set_session_observer(usage.observer());
     let media = start_media(&cfg, &state)?;
+    let quic_paths = media.as_ref().map(|(_, _, paths)| paths.clone()).unwrap_or_default();
     let tls = match cfg.tls.mode {
         TlsMode::SelfSigned => Some(ensure_self_signed(&cfg.tls_dir(), &cfg.tls.extra_names)?),
         TlsMode::Files => Some(TlsFiles {
@@ -46,7 +49,11 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
-    let app = router(state.clone()).layer(axum::Extension(usage.export())).into_make_service();
+    let quic = start_quic(&cfg, tls.as_ref(), &state, quic_paths)?;
+    let app = router(state.clone())
+        .merge(quic_discovery(quic.clone()))
+        .layer(axum::Extension(usage.export()))
+        .into_make_service();
     let handle = axum_server::Handle::new();
     let server = {
         let handle = handle.clone();
@@ -66,6 +73,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     if let Some(addr) = usage.metrics_addr() {
         println!("PALAVER_METRICS_URL http://{addr}/metrics");
     }
+    if let Some(q) = &quic {
+        println!("PALAVER_QUIC {}", q.local_addr);
+    }
     announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
@@ -82,8 +92,11 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     };
     let result = server.await.context("server task")?;
     shutdown.abort();
+    if let Some(q) = &quic {
+        q.close().await;
+    }
     tokio::task::spawn_blocking(move || usage.shutdown()).await.context("closing the usage ledger")?;
-    if let Some((pool, relay)) = media {
+    if let Some((pool, relay, _)) = media {
         relay.abort();
         // The negotiator still holds the pool; dropping the last handle stops the workers.
         state.gateway.set_media_negotiator(Arc::new(palaver_signaling::gateway::MediaUnavailable));
@@ -94,8 +107,50 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     Ok(())
 }
 
+/// The QUIC endpoint (`[server.quic]`), when enabled and TLS is on.
+fn start_quic(
+    cfg: &ServerConfig,
+    tls: Option<&TlsFiles>,
+    state: &AppState,
+    paths: Arc<QuicPaths>,
+) -> Result<Option<Arc<QuicServer>>> {
+    if !cfg.server.quic.enabled {
+        return Ok(None);
+    }
+    let Some(tls) = tls else {
+        tracing::warn!("tls.mode = \"off\": the QUIC transport needs TLS and stays off");
+        return Ok(None);
+    };
+    let listen = cfg.server.quic.listen_addr(cfg.server.listen);
+    Ok(Some(Arc::new(QuicServer::start(listen, tls, state.clone(), paths)?)))
+}
+
+/// `GET /quic`: where the QUIC transport listens (404 when it is off), and its datagram drops.
+fn quic_discovery(quic: Option<Arc<QuicServer>>) -> axum::Router {
+    axum::Router::new().route(
+        "/quic",
+        axum::routing::get(move || {
+            let quic = quic.clone();
+            async move {
+                use axum::response::IntoResponse;
+                match quic {
+                    Some(q) => axum::Json(q.discovery()).into_response(),
+                    None => palaver_signaling::http::ApiError::new(
+                        palaver_core::ErrorCode::NotFound,
+                        "the QUIC transport is off on this server",
+                    )
+                    .into_response(),
+                }
+            }
+        }),
+    )
+}
+
+/// The media plane: workers, the WebRTC/QUIC negotiator in the gateway, the event relay.
+type MediaPlane = (Arc<WorkerPool>, tokio::task::JoinHandle<()>, Arc<QuicPaths>);
+
 /// Starts the media workers and plugs the WebRTC negotiator into the gateway.
-fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<WorkerPool>, tokio::task::JoinHandle<()>)>> {
+fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<MediaPlane>> {
     if !cfg.media.enabled {
         tracing::warn!("[media] enabled = false: audio/video offers are answered MediaUnavailable");
         return Ok(None);
@@ -112,6 +167,7 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<Worke
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
     let media = WebRtcMedia::new(pool.clone(), identity, cfg.media.announced_ip);
     let relay = media.spawn_event_relay(state.gateway.clone());
+    let quic_paths = media.quic_paths();
     let weak = Arc::downgrade(&pool);
     state
         .metrics
@@ -119,7 +175,7 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<(Arc<Worke
     state.gateway.set_media_negotiator(media);
     let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
     tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");
-    Ok(Some((pool, relay)))
+    Ok(Some((pool, relay, quic_paths)))
 }
 
 /// Human lines plus machine-readable `PALAVER_*` lines on stdout; the last is the ready line.

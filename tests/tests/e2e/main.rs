@@ -3,6 +3,7 @@
 
 mod identity;
 mod identity_directory;
+mod quic;
 mod rooms;
 mod server_cli;
 mod signaling;

@@ -9,6 +9,7 @@
 //! ([`mix_output`]); further audio slots stay silent. Active-speaker events of the workers
 //! (from the mixer's talker selection) go to the gateway.
 
+mod quic;
 mod slots;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_core::ErrorCode;
-use palaver_core::protocol::{IceCandidate, MediaSlot, SlotSubscription};
+use palaver_core::protocol::{IceCandidate, MediaSlot, MediaTrack, SlotSubscription};
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId,
 };
@@ -27,7 +28,7 @@ use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
 use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaSession};
+use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
 use rand::Rng;
 use slots::{Candidate, SlotAction};
 use tokio::sync::mpsc;
@@ -98,6 +99,8 @@ pub struct WebRtcMedia {
     /// How each receive slot's m-section numbers payload types and extensions, by slot SSRC
     /// (sent to the worker with every consumer filling that slot). Locked after `state`.
     numberings: Mutex<HashMap<u32, Numbering>>,
+    /// Datagram paths of QUIC connections, for `media.attach` (see `quic.rs`).
+    quic_paths: Arc<crate::quic::paths::QuicPaths>,
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> MediaError {
@@ -121,6 +124,7 @@ impl WebRtcMedia {
             slot_updates,
             slot_update_rx: Mutex::new(Some(rx)),
             numberings: Mutex::default(),
+            quic_paths: Arc::default(),
         })
     }
 
@@ -643,6 +647,16 @@ impl MediaNegotiator for WebRtcMedia {
 
     fn subscribe(&self, session: MediaSession, slots: Vec<SlotSubscription>) {
         self.set_subscriptions(&session, &slots);
+    }
+
+    fn attach(
+        &self,
+        session: MediaSession,
+        path: MediaPathId,
+        tracks: Vec<MediaTrack>,
+    ) -> MediaFuture<Vec<MediaTrack>> {
+        let result = self.attach_quic(&session, path, &tracks);
+        Box::pin(async move { result })
     }
 }
 

@@ -1,0 +1,148 @@
+//! The native QUIC transport (`docs/quic.md`): a quinn endpoint with ALPN `palaver/1` and the
+//! server's TLS certificate. Each connection carries one signaling stream (length-prefixed
+//! JSON frames, the WebSocket v1 messages after an `auth` frame) and RTP/RTCP as datagrams,
+//! which reach the media workers through queue transports once the client sends `media.attach`.
+
+mod connection;
+mod frames;
+pub mod paths;
+
+use crate::tls::TlsFiles;
+use anyhow::{Context, Result};
+use palaver_signaling::http::AppState;
+use paths::QuicPaths;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The ALPN protocol id.
+pub const ALPN: &[u8] = b"palaver/1";
+/// Connection close codes (application errors).
+pub const CLOSE_NORMAL: u32 = 0;
+pub const CLOSE_PROTOCOL: u32 = 1;
+pub const CLOSE_AUTH_FAILED: u32 = 2;
+pub const CLOSE_SHUTDOWN: u32 = 3;
+
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const DATAGRAM_BUFFER: usize = 1 << 20;
+
+/// `[server.quic]`: the native QUIC transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicSection {
+    /// Serve QUIC at all (needs TLS: off when `tls.mode = "off"`).
+    pub enabled: bool,
+    /// UDP address; default: the HTTPS listen IP, port = HTTPS port + 1 (0 when HTTPS uses 0).
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        Self { enabled: true, listen: None }
+    }
+}
+
+impl QuicSection {
+    /// The address to bind, given the configured HTTPS listen address.
+    pub fn listen_addr(&self, https: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            let port = if https.port() == 0 { 0 } else { https.port().checked_add(1).unwrap_or(0) };
+            SocketAddr::new(https.ip(), port)
+        })
+    }
+}
+
+/// The running QUIC endpoint.
+pub struct QuicServer {
+    endpoint: quinn::Endpoint,
+    pub local_addr: SocketAddr,
+    pub paths: Arc<QuicPaths>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl QuicServer {
+    /// Binds `listen` and accepts connections until [`Self::close`].
+    pub fn start(listen: SocketAddr, tls: &TlsFiles, state: AppState, paths: Arc<QuicPaths>) -> Result<Self> {
+        let endpoint = quinn::Endpoint::server(server_config(tls)?, listen)
+            .with_context(|| format!("binding the QUIC endpoint on {listen}"))?;
+        let local_addr = endpoint.local_addr().context("QUIC endpoint address")?;
+        let accept = {
+            let (endpoint, paths) = (endpoint.clone(), paths.clone());
+            tokio::spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    tokio::spawn(connection::serve(incoming, state.clone(), paths.clone()));
+                }
+            })
+        };
+        tracing::info!(listen = %local_addr, alpn = "palaver/1", "QUIC endpoint ready");
+        Ok(Self { endpoint, local_addr, paths, accept })
+    }
+
+    /// What `GET /quic` answers: where to connect, and the shell's datagram drop counters.
+    pub fn discovery(&self) -> serde_json::Value {
+        let d = &self.paths.drops;
+        serde_json::json!({
+            "address": self.local_addr.to_string(),
+            "alpn": "palaver/1",
+            "connections": self.paths.connections(),
+            "datagramsDropped": {
+                "unattached": d.unattached.load(Ordering::Relaxed),
+                "ingressFull": d.ingress_full.load(Ordering::Relaxed),
+                "unsendable": d.unsendable.load(Ordering::Relaxed),
+            },
+        })
+    }
+
+    /// Closes every connection (code 3) and stops accepting.
+    pub async fn close(&self) {
+        self.endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+        self.accept.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn server_config(tls: &TlsFiles) -> Result<quinn::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .with_context(|| format!("reading {}", tls.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the QUIC certificate and key")?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).context("QUIC TLS configuration")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    // One signaling stream per connection; no unidirectional streams.
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().context("idle timeout")?));
+    transport.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    transport.datagram_send_buffer_size(DATAGRAM_BUFFER);
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_port_sits_next_to_https() {
+        let q = QuicSection::default();
+        assert_eq!(q.listen_addr("127.0.0.1:8443".parse().unwrap()).to_string(), "127.0.0.1:8444");
+        assert_eq!(q.listen_addr("0.0.0.0:0".parse().unwrap()).to_string(), "0.0.0.0:0");
+        assert_eq!(q.listen_addr("[::1]:65535".parse().unwrap()).to_string(), "[::1]:0");
+        let fixed = QuicSection { enabled: true, listen: Some("127.0.0.1:9000".parse().unwrap()) };
+        assert_eq!(fixed.listen_addr("127.0.0.1:8443".parse().unwrap()).to_string(), "127.0.0.1:9000");
+    }
+}

@@ -1,0 +1,120 @@
+//! The datagram paths of live QUIC connections, by [`MediaPathId`]: the connection registers
+//! its path when it authenticates; `media.attach` (the media negotiator) points the path at a
+//! worker's queue transport ([`Route`]); the connection's datagram pumps follow the route.
+
+use palaver_sfu::router::TransportId;
+use palaver_sfu::worker::{DatagramLink, WorkerPool};
+use palaver_signaling::gateway::MediaPathId;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Where one connection's datagrams go: a queue transport of one worker.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pool: Arc<WorkerPool>,
+    pub worker: usize,
+    pub transport: TransportId,
+    pub link: Arc<DatagramLink>,
+}
+
+/// One connection's datagram path.
+#[derive(Debug, Default)]
+pub struct QuicPath {
+    route: Mutex<Option<Route>>,
+    /// Signalled (one stored permit) when the route changes, for the egress pump.
+    changed: Notify,
+}
+
+impl QuicPath {
+    pub fn route(&self) -> Option<Route> {
+        self.route.lock().ok().and_then(|r| r.clone())
+    }
+
+    pub fn set_route(&self, route: Option<Route>) {
+        if let Ok(mut r) = self.route.lock() {
+            *r = route;
+        }
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the next [`Self::set_route`] (or at once if one happened unobserved).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// Datagram drops of the QUIC shell (before the worker sees them), for `GET /quic`.
+#[derive(Debug, Default)]
+pub struct DatagramDrops {
+    /// Datagrams that arrived before `media.attach`.
+    pub unattached: AtomicU64,
+    /// Datagrams the worker's ingress queue had no room for.
+    pub ingress_full: AtomicU64,
+    /// Packets the connection could not send (too large for the path's datagram size).
+    pub unsendable: AtomicU64,
+}
+
+/// All live paths.
+#[derive(Debug, Default)]
+pub struct QuicPaths {
+    next: AtomicU64,
+    paths: Mutex<HashMap<MediaPathId, Arc<QuicPath>>>,
+    pub drops: DatagramDrops,
+}
+
+impl QuicPaths {
+    pub fn register(&self) -> (MediaPathId, Arc<QuicPath>) {
+        let id = MediaPathId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let path = Arc::new(QuicPath::default());
+        if let Ok(mut paths) = self.paths.lock() {
+            paths.insert(id, path.clone());
+        }
+        (id, path)
+    }
+
+    pub fn unregister(&self, id: MediaPathId) {
+        if let Ok(mut paths) = self.paths.lock() {
+            paths.remove(&id);
+        }
+    }
+
+    pub fn get(&self, id: MediaPathId) -> Option<Arc<QuicPath>> {
+        self.paths.lock().ok()?.get(&id).cloned()
+    }
+
+    /// Connections that have authenticated and not yet closed.
+    pub fn connections(&self) -> usize {
+        self.paths.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_register_route_and_unregister() {
+        let paths = QuicPaths::default();
+        let (a, path) = paths.register();
+        let (b, _) = paths.register();
+        assert_ne!(a, b);
+        assert!(path.route().is_none());
+        let link = DatagramLink::new(4);
+        let config = palaver_sfu::worker::WorkerConfig { workers: 1, ..Default::default() };
+        let pool = Arc::new(WorkerPool::start(config).expect("one loopback worker"));
+        path.set_route(Some(Route { pool, worker: 0, transport: TransportId(7), link }));
+        assert_eq!(paths.get(a).and_then(|p| p.route()).map(|r| r.transport), Some(TransportId(7)));
+        paths.unregister(a);
+        assert!(paths.get(a).is_none());
+        assert_eq!(paths.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_route_change_before_waiting_is_not_lost() {
+        let path = QuicPath::default();
+        path.set_route(None);
+        tokio::time::timeout(std::time::Duration::from_secs(1), path.changed()).await.expect("stored permit");
+    }
+}
