@@ -4,6 +4,7 @@
 mod identity;
 mod identity_directory;
 mod quic;
+mod quic_webrtc;
 mod rooms;
 mod server_cli;
 mod signaling;
