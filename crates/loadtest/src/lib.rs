@@ -11,6 +11,7 @@ pub mod audio;
 pub mod cli;
 pub mod emodel;
 pub mod participant;
+mod participant_webrtc;
 pub mod report;
 pub mod run;
 pub mod scenario;

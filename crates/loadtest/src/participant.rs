@@ -115,8 +115,15 @@ fn failure_code(e: &ClientError) -> String {
     .to_string()
 }
 
+/// How a participant reaches the server.
+#[derive(Debug, Clone)]
+pub enum SeatConnect {
+    Quic(ConnectOptions),
+    WebRtc(palaver_client::webrtc::WebRtcOptions),
+}
+
 /// Run one participant to the stop time. Never panics; failures are in the outcome.
-pub async fn run_seat(shared: Arc<RunShared>, connect: ConnectOptions, ticket: Ticket) -> SeatOutcome {
+pub async fn run_seat(shared: Arc<RunShared>, connect: SeatConnect, ticket: Ticket) -> SeatOutcome {
     let mut out = SeatOutcome {
         latencies: Samples::with_capacity(10_000),
         lateness: Samples::with_capacity(10_000),
@@ -125,7 +132,15 @@ pub async fn run_seat(shared: Arc<RunShared>, connect: ConnectOptions, ticket: T
     let started = Instant::now();
     // Hard bound on the whole participant: stop time plus the time to leave.
     let hard_stop = shared.stop_at + Duration::from_secs(15);
-    match tokio::time::timeout_at(hard_stop.into(), drive(&shared, &connect, ticket, started, &mut out)).await {
+    let driven = async {
+        match &connect {
+            SeatConnect::Quic(options) => drive(&shared, options, ticket, started, &mut out).await,
+            SeatConnect::WebRtc(options) => {
+                crate::participant_webrtc::drive_webrtc(&shared, options, ticket, started, &mut out).await
+            }
+        }
+    };
+    match tokio::time::timeout_at(hard_stop.into(), driven).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             if !out.joined {
@@ -263,17 +278,7 @@ async fn drive(
                     out.video_received += 1;
                     continue;
                 }
-                if out.first_audio_ms.is_none() {
-                    out.first_audio_ms = Some(packet.arrival.saturating_duration_since(started).as_secs_f64() * 1_000.0);
-                }
-                shared.live.audio_packets.fetch_add(1, Ordering::Relaxed);
-                let arrival_ms = clock.unix_ms(packet.arrival);
-                for hit in listener.on_packet(packet.sequence, packet.timestamp, &packet.payload, arrival_ms) {
-                    if packet.arrival >= shared.measure_from {
-                        out.latencies.push(hit.latency_ms);
-                        shared.live.markers_heard.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                on_mix_packet(shared, &mut listener, out, started, &packet);
             }
             event = client.next_event() => {
                 match event {
@@ -286,14 +291,51 @@ async fn drive(
             }
         }
     }
-    if let Some(t) = &talker {
+    finish(out, talker.as_ref(), &listener, video.as_ref().map(|(layer, _)| std::slice::from_ref(layer)));
+    out.client_rtp_dropped = client.stats().rtp_dropped;
+    if result.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
+    }
+    client.close().await;
+    result
+}
+
+/// One packet of the received mix: first-audio time, live counter, loss/jitter, marker latency.
+pub(crate) fn on_mix_packet(
+    shared: &RunShared,
+    listener: &mut AudioListener,
+    out: &mut SeatOutcome,
+    started: Instant,
+    packet: &palaver_client::ReceivedRtp,
+) {
+    if out.first_audio_ms.is_none() {
+        out.first_audio_ms = Some(packet.arrival.saturating_duration_since(started).as_secs_f64() * 1_000.0);
+    }
+    shared.live.audio_packets.fetch_add(1, Ordering::Relaxed);
+    let arrival_ms = shared.clock.unix_ms(packet.arrival);
+    for hit in listener.on_packet(packet.sequence, packet.timestamp, &packet.payload, arrival_ms) {
+        if packet.arrival >= shared.measure_from {
+            out.latencies.push(hit.latency_ms);
+            shared.live.markers_heard.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Copy the talker's, listener's and video layers' counters into the outcome.
+pub(crate) fn finish(
+    out: &mut SeatOutcome,
+    talker: Option<&AudioTalker>,
+    listener: &AudioListener,
+    video: Option<&[VideoLayer]>,
+) {
+    if let Some(t) = talker {
         out.frames_sent = t.frames_sent;
         out.frames_dtx = t.frames_dtx;
         out.markers_sent = t.markers_sent;
     }
-    if let Some((layer, _)) = &video {
-        out.video_packets = layer.packets;
-        out.video_keyframes = layer.keyframes;
+    for layer in video.unwrap_or_default() {
+        out.video_packets += layer.packets;
+        out.video_keyframes += layer.keyframes;
     }
     out.audio_received = listener.stats.received();
     out.audio_expected = listener.stats.expected();
@@ -301,12 +343,6 @@ async fn drive(
     out.jitter_ms = (listener.packets > 1).then(|| listener.stats.jitter_ms(48_000));
     out.unmatched_onsets = listener.unmatched_onsets;
     out.decode_errors = listener.decode_errors;
-    out.client_rtp_dropped = client.stats().rtp_dropped;
-    if result.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
-    }
-    client.close().await;
-    result
 }
 
 async fn wait_for_admission(client: &mut QuicClient) -> Result<(), ClientError> {

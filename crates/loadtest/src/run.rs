@@ -3,7 +3,7 @@
 //! the window, stop everyone at the same time, and fold the outcomes into a [`Report`].
 
 use crate::audio::{FRAME_MS, MarkerSchedule};
-use crate::participant::{Clock, Live, RunShared, SeatOutcome, run_seat};
+use crate::participant::{Clock, Live, RunShared, SeatConnect, SeatOutcome, run_seat};
 use crate::report::{AudioResults, ParticipantCounts, Report, VideoResults};
 use crate::scenario::{Scenario, Shard};
 use crate::server_metrics::{ServerWindow, process_cpu_seconds, scrape};
@@ -11,6 +11,7 @@ use crate::setup::{self, Api, ConnectionString, SetupError, Trust};
 use crate::stats::Samples;
 use indicatif::{ProgressBar, ProgressStyle};
 use palaver_client::ConnectOptions;
+use palaver_client::webrtc::WebRtcOptions;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,16 +66,11 @@ pub enum RunError {
 
 /// Run the scenario (this shard of it) and return the report (thresholds not yet applied).
 pub async fn run(config: RunConfig) -> Result<Report, RunError> {
-    if config.transport == Transport::Webrtc {
-        return Err(RunError::Unsupported(
-            "--transport webrtc: palaver-client has no WebRTC participant yet; use --transport quic".into(),
-        ));
-    }
     let ca_pem = match &config.trust {
         Trust::Ca(pem) => pem.clone(),
         Trust::System | Trust::Insecure => {
             return Err(RunError::Unsupported(
-                "the QUIC transport verifies the server against a CA file: pass --ca (e.g. the CA `make run` prints)"
+                "the media transports verify the server against a CA file: pass --ca (e.g. the CA `make run` prints)"
                     .into(),
             ));
         }
@@ -94,18 +90,24 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             setup::create_tickets(&api, &scenario, &seats, &config.run_id, &count).await?
         }
     };
-    let quic_addr = match config.quic_addr {
-        Some(a) => a,
-        None => api.quic_address().await?,
+    let (base_connect, endpoints) = match config.transport {
+        Transport::Quic => {
+            let quic_addr = match config.quic_addr {
+                Some(a) => a,
+                None => api.quic_address().await?,
+            };
+            let server_name = config.server_name.clone().unwrap_or_else(|| host_name(&config.endpoint));
+            let endpoints = (0..seats.len().div_ceil(PARTICIPANTS_PER_ENDPOINT).max(1))
+                .map(|_| {
+                    let bind: SocketAddr =
+                        if quic_addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+                    palaver_client::client_endpoint(bind).map_err(|e| RunError::Client(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (SeatConnect::Quic(ConnectOptions::new(quic_addr, server_name, ca_pem)), endpoints)
+        }
+        Transport::Webrtc => (SeatConnect::WebRtc(WebRtcOptions::new(config.endpoint.clone(), ca_pem)), Vec::new()),
     };
-    let server_name = config.server_name.clone().unwrap_or_else(|| host_name(&config.endpoint));
-    let endpoints = (0..seats.len().div_ceil(PARTICIPANTS_PER_ENDPOINT).max(1))
-        .map(|_| {
-            let bind: SocketAddr = if quic_addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
-            palaver_client::client_endpoint(bind).map_err(|e| RunError::Client(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
     let start = Instant::now() + Duration::from_millis(200);
     let ramp = Duration::from_secs_f64(seats.len() as f64 / config.shard.ramp_per_sec(&scenario));
     let measure_from = start + ramp + SETTLE;
@@ -116,7 +118,6 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         talkers: scenario.talkers_per_room,
         turn_taking: scenario.turn_taking,
     };
-    let base_connect = ConnectOptions::new(quic_addr, server_name, ca_pem);
     let started_at = httpdate::fmt_http_date(SystemTime::now());
     let shared = Arc::new(RunShared {
         scenario: scenario.clone(),
@@ -181,7 +182,9 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     for (i, ticket) in tickets.into_iter().enumerate() {
         tokio::time::sleep_until((start + interval * i as u32).into()).await;
         let mut connect = base_connect.clone();
-        connect.endpoint = Some(endpoints[i / PARTICIPANTS_PER_ENDPOINT].clone());
+        if let SeatConnect::Quic(options) = &mut connect {
+            options.endpoint = endpoints.get(i / PARTICIPANTS_PER_ENDPOINT).cloned();
+        }
         tasks.spawn(run_seat(shared.clone(), connect, ticket));
     }
     let mut outcomes = Vec::with_capacity(seats.len());

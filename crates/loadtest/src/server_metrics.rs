@@ -142,6 +142,7 @@ pub fn cpu_seconds_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
 
 /// What the server did during the measured window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServerWindow {
     /// Where the CPU figures come from: `procfs` (local pid, 10 ms ticks) or `metrics`
     /// (`process_cpu_seconds_total`, whole seconds).

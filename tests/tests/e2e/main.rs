@@ -3,6 +3,7 @@
 
 mod identity;
 mod identity_directory;
+mod load;
 mod quic;
 mod quic_webrtc;
 mod rooms;
