@@ -15,6 +15,8 @@ use crate::stats::RtpReceiveStats;
 pub const FRAME_MS: u64 = 20;
 /// Encoded packets this short are DTX frames a sender does not transmit.
 const DTX_MAX_BYTES: usize = 2;
+/// Silent frames still handed to the encoder at the start of a pause (it needs ~10 to go DTX).
+const SILENCE_ENCODED_FRAMES: u32 = 20;
 /// Opus bitrate of the generated speech.
 pub const OPUS_BITRATE: i32 = 32_000;
 
@@ -96,6 +98,7 @@ pub struct AudioTalker {
     encoder: opus::Encoder,
     first_frame: Option<u64>,
     last_sent: bool,
+    silent_run: u32,
     pcm: [i16; FRAME_SAMPLES],
     out: Vec<u8>,
     pub markers_sent: u64,
@@ -118,6 +121,7 @@ impl AudioTalker {
             encoder,
             first_frame: None,
             last_sent: false,
+            silent_run: 0,
             pcm: [0; FRAME_SAMPLES],
             out: vec![0; 1_500],
             markers_sent: 0,
@@ -135,6 +139,15 @@ impl AudioTalker {
             self.source.start_marker();
         }
         let kind = self.source.next_frame(speaking, &mut self.pcm);
+        // Long digital silence is not even encoded (DTX would not send it anyway): this keeps
+        // a tester with thousands of mostly-silent participants from spending its CPU on it.
+        // The first frames of a pause are encoded so the encoder itself enters DTX.
+        self.silent_run = if kind == FrameKind::Silence { self.silent_run.saturating_add(1) } else { 0 };
+        if self.silent_run > SILENCE_ENCODED_FRAMES {
+            self.frames_dtx += 1;
+            self.last_sent = false;
+            return Ok(None);
+        }
         let len = self.encoder.encode(&self.pcm, &mut self.out)?;
         if len <= DTX_MAX_BYTES {
             self.frames_dtx += 1;

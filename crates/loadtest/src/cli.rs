@@ -239,7 +239,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PALAVER_LOAD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
         .try_init();
