@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(raw[12..20], [0xBE, 0xDE, 0, 1, 0x10, 0x80 | 30, 0, 0], "voice bit and level");
         assert_eq!(p.packetize(b"", 960, Some(200))[17], 127, "silence has no voice bit");
         let second = ReceivedRtp::parse(p.packetize(b"de", 960, None), now).unwrap();
-        assert_eq!((second.sequence, second.timestamp, second.marker, second.audio_level), (2, 859 + 1920, false, None));
+        assert_eq!(
+            (second.sequence, second.timestamp, second.marker, second.audio_level),
+            (2, 859 + 1920, false, None)
+        );
         assert_eq!(&second.payload[..], b"de");
         p.skip(960 * 5);
         let third = ReceivedRtp::parse(p.packetize(b"f", 960, None), now).unwrap();

@@ -107,7 +107,11 @@ async fn quic_info(server: &Server, token: &str) -> Value {
 }
 
 /// A raw quinn connection with the given ALPN (for the bad-input cases).
-async fn raw_connection(addr: SocketAddr, ca_pem: &str, alpn: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
+async fn raw_connection(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA cert");
