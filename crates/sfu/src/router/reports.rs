@@ -141,8 +141,12 @@ impl ReceiveStats {
         self.bad_seq = None;
         self.received = self.received.wrapping_add(1);
         let origin = *self.arrival_origin.get_or_insert(now);
+        // Whole seconds and the sub-second part separately: u64 arithmetic, no 128-bit division
+        // on the packet path.
+        let since = now.saturating_duration_since(origin);
+        let rate = u64::from(clock_rate);
         let arrival =
-            (now.saturating_duration_since(origin).as_nanos() * u128::from(clock_rate) / 1_000_000_000) as u32;
+            (since.as_secs().wrapping_mul(rate) + u64::from(since.subsec_nanos()) * rate / 1_000_000_000) as u32;
         let transit = arrival.wrapping_sub(timestamp);
         if let Some(last) = self.last_transit.replace(transit) {
             let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
