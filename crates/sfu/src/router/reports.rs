@@ -23,6 +23,8 @@ use crate::rtp::rtcp::{
 
 /// The CNAME the server announces (`a=ssrc:<ssrc> cname:palaver` in the SDP answer).
 pub const CNAME: &[u8] = b"palaver";
+/// How often the report schedules are scanned (the granularity of report times).
+const REPORT_SCAN: Duration = Duration::from_millis(20);
 /// Largest round trip believed; anything above is a stale or forged LSR echo.
 const MAX_RTT: Duration = Duration::from_secs(10);
 /// Sequence jumps beyond this are a restart or garbage, not loss (RFC 3550 A.1).
@@ -243,8 +245,13 @@ impl Router {
         self.clock.get_or_insert_with(|| NtpClock::new(&config, now)).ntp(now)
     }
 
-    /// Sends every SR and RR that is due. Called from [`Router::poll`].
+    /// Sends every SR and RR that is due. Called from [`Router::poll`]; the streams are scanned
+    /// at most every [`REPORT_SCAN`] (large rooms have thousands of consumers).
     pub(super) fn send_reports(&mut self, now: Instant, out: &mut impl RouterOutput) {
+        if self.last_report_scan.is_some_and(|at| now.saturating_duration_since(at) < REPORT_SCAN) {
+            return;
+        }
+        self.last_report_scan = Some(now);
         let ntp = self.ntp_time(now);
         self.send_sender_reports(now, ntp, out);
         self.send_receiver_reports(now, out);

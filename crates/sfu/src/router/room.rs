@@ -108,6 +108,7 @@ pub struct Router {
     /// Publishing transports: RR schedule and receive-side estimate.
     pub(super) publishers: FastMap<TransportId, PublisherReports>,
     pub(super) clock: Option<NtpClock>,
+    pub(super) last_report_scan: Option<Instant>,
     pub(super) jitter: Jitter,
     /// Where SR/RR compound packets are composed.
     pub(super) report_buf: [u8; 1024],
@@ -140,6 +141,7 @@ impl Router {
             scratch: [0; 64],
             publishers: FastMap::default(),
             clock: None,
+            last_report_scan: None,
             jitter: Jitter::new(server_ssrc),
             report_buf: [0; 1024],
         }
