@@ -116,9 +116,6 @@ impl WebRtcMedia {
         if let Some(command) = mix_output(room_id, transport, &slots, Some(audio_pt)) {
             self.send(worker, command)?;
         }
-        if let Some(command) = super::mix_output(room_id, transport, &slots, Some(audio_pt)) {
-            self.send(worker, command)?;
-        }
         room.next_join += 1;
         let joined = room.next_join;
         room.participants.insert(session.participant_id.clone(), Participant { transport, producers, slots, joined });
