@@ -290,6 +290,26 @@ mod tests {
     }
 
     #[test]
+    fn mixer_section_parses_and_is_validated() {
+        let cfg = ServerConfig::parse("[media.mixer]\ntalkers = 5\nbitrate = 48000\nfec = false\npassthrough = false")
+            .unwrap();
+        let mixer = cfg.media.mixer.to_mixer_config();
+        assert_eq!(
+            (mixer.talkers.max_talkers, mixer.encoder.bitrate_bps, mixer.encoder.inband_fec),
+            (5, 48_000, false)
+        );
+        assert!(!mixer.passthrough && !mixer.pair_passthrough);
+        assert_eq!(mixer.talker_encoder.complexity, 1);
+        assert_eq!(ServerConfig::default().media.mixer.to_mixer_config(), palaver_sfu::mixer::MixerConfig::default());
+        assert!(cfg.validate().is_ok());
+        for bad in ["talkers = 0", "talkers = 17", "bitrate = 100", "complexity = 11", "expected_loss_percent = -1"] {
+            let cfg = ServerConfig::parse(&format!("[media.mixer]\n{bad}")).unwrap();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        assert!(ServerConfig::parse("[media.mixer]\nvolume = 3").is_err());
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         assert!(ServerConfig::parse("[server]\nlisten = \"nope\"").is_err());
         assert!(ServerConfig::parse("[server]\nunknown = 1").is_err());
