@@ -225,6 +225,8 @@ async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
     expect(&mut c, Message::Text(fresh_group.to_string().into()), "InsufficientScope").await;
     let place = json!({"type":"call.place","targets":["8:orgid:someone"]});
     expect(&mut c, Message::Text(place.to_string().into()), "InsufficientScope").await;
+    // media.attach is for QUIC connections (datagram media); a WebSocket uses media.offer.
+    expect(&mut c, Message::Text(r#"{"type":"media.attach","tracks":[]}"#.into()), "BadRequest").await;
     // Still alive.
     c.send(json!({"type":"ping","nonce":7})).await;
     assert_eq!(c.recv_type("pong").await["nonce"], 7);
