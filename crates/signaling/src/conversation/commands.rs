@@ -456,3 +456,23 @@ pub fn apply_policy_update(current: MeetingPolicy, update: PolicyUpdate) -> Resu
 fn word(on: bool) -> &'static str {
     if on { "active" } else { "inactive" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_core::protocol::{MediaKind, MediaTrack};
+
+    #[test]
+    fn attached_tracks_need_distinct_ssrcs_dynamic_payload_types_and_a_bound() {
+        let video = MediaTrack { kind: MediaKind::Video, ssrc: 2, payload_type: 96 };
+        assert!(check_media_tracks(&[]).is_ok());
+        assert!(check_media_tracks(&[MediaTrack::opus(1), video]).is_ok());
+        let refused = |tracks: &[MediaTrack]| check_media_tracks(tracks).unwrap_err().code;
+        assert_eq!(refused(&[MediaTrack::opus(0)]), ErrorCode::InvalidParameter);
+        assert_eq!(refused(&[MediaTrack::opus(3), MediaTrack::opus(3)]), ErrorCode::InvalidParameter);
+        assert_eq!(refused(&[MediaTrack { payload_type: 0, ..video }]), ErrorCode::InvalidParameter);
+        let many: Vec<MediaTrack> = (1..=MAX_ATTACHED_TRACKS as u32 + 1).map(MediaTrack::opus).collect();
+        assert_eq!(refused(&many), ErrorCode::InvalidParameter);
+        assert!(check_media_tracks(&many[..MAX_ATTACHED_TRACKS]).is_ok());
+    }
+}
