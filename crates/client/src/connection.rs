@@ -1,47 +1,20 @@
 //! [`QuicClient`]: one participant connection. Connecting authenticates on the signaling
 //! stream and waits for `welcome`; three tasks then run until the connection ends: the frame
 //! reader (answers to requests go to their waiting caller by `requestId`, everything else to
-//! the bounded event queue), the datagram reader (RTP to the bounded RTP queue, RTCP counted),
-//! and the heartbeat (`ping` every `heartbeatIntervalMs`).
+//! the bounded event queue; see [`crate::requests`]), the datagram reader (RTP to the bounded
+//! RTP queue, RTCP counted), and the heartbeat (`ping` every `heartbeatIntervalMs`).
 
+use crate::requests::{self, FrameReader, FrameWriter, Joined, Requests, Welcome};
 use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
-use palaver_core::IdentifierModel;
-use palaver_core::protocol::{
-    AuthFrame, ClientFrame, ClientMessage, ConversationSnapshot, JoinTarget, MediaTrack, ServerMessage,
-};
+use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaTrack, ServerMessage};
 use palaver_core::stream_frame::{Decoded, FrameDecoder, frame_bytes};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// The server's `welcome` frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Welcome {
-    pub protocol_version: u32,
-    pub connection_id: String,
-    pub identifier: IdentifierModel,
-    pub display_name: String,
-    pub heartbeat_interval_ms: u64,
-    pub idle_timeout_ms: u64,
-    pub max_frame_bytes: usize,
-    pub token_expires_at_ms: i64,
-}
-
-/// The answer to `join`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
-    pub participant_id: String,
-    pub conversation_id: String,
-    /// The secret to `resume` this participant from another connection.
-    pub resume_token: String,
-    /// The conversation as seen on joining (`snapshot.state` is `lobby` while waiting).
-    pub snapshot: ConversationSnapshot,
-}
 
 /// Counters of one client (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +32,7 @@ pub struct ClientStats {
     pub invalid_frames: u64,
 }
 
+/// Datagram counters (the signaling ones live in [`Requests`]).
 #[derive(Default)]
 struct Counters {
     datagrams_sent: AtomicU64,
@@ -66,41 +40,54 @@ struct Counters {
     rtcp_received: AtomicU64,
     invalid_datagrams: AtomicU64,
     rtp_dropped: AtomicU64,
-    events_dropped: AtomicU64,
-    invalid_frames: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-type Pending = Mutex<HashMap<String, oneshot::Sender<ServerMessage>>>;
+/// The signaling stream's sending half: each frame length-prefixed.
+struct StreamWriter(tokio::sync::Mutex<quinn::SendStream>);
 
-struct Shared {
-    send: tokio::sync::Mutex<quinn::SendStream>,
-    pending: Pending,
-    next_request: AtomicU64,
-    counters: Counters,
-}
-
-impl Shared {
-    async fn write(&self, frame: &ClientFrame) -> Result<(), ClientError> {
-        let json = serde_json::to_vec(frame).map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-        self.send.lock().await.write_all(&frame_bytes(&json)).await?;
+impl FrameWriter for StreamWriter {
+    async fn write_json(&self, json: String) -> Result<(), ClientError> {
+        self.0.lock().await.write_all(&frame_bytes(json.as_bytes())).await?;
         Ok(())
     }
+}
 
-    fn forget(&self, id: &str) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(id);
+/// The signaling stream's receiving half and its frame decoder.
+struct StreamReader {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader for StreamReader {
+    async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        loop {
+            match self.decoder.next_frame().map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Some(Decoded::Frame(payload)) => return Ok(Some(payload)),
+                Some(Decoded::Oversized(len)) => {
+                    return Err(ClientError::Protocol(format!("the server sent a {len}-byte frame")));
+                }
+                None => {}
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ClientError::Read(e.to_string())),
+            }
         }
     }
 }
 
+type Signaling = Requests<StreamWriter>;
+
 /// A participant connected over QUIC. Dropping it closes the connection.
 pub struct QuicClient {
     connection: quinn::Connection,
-    shared: Arc<Shared>,
+    signaling: Arc<Signaling>,
+    counters: Arc<Counters>,
     welcome: Welcome,
     events: mpsc::Receiver<ServerMessage>,
     rtp: Option<mpsc::Receiver<ReceivedRtp>>,
@@ -119,40 +106,6 @@ impl std::fmt::Debug for QuicClient {
     }
 }
 
-/// Reads the next complete frame; `Ok(None)` when the server finished the stream.
-async fn read_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Option<Vec<u8>>, ClientError> {
-    loop {
-        match decoder.next_frame().map_err(|e| ClientError::Protocol(e.to_string()))? {
-            Some(Decoded::Frame(payload)) => return Ok(Some(payload)),
-            Some(Decoded::Oversized(len)) => {
-                return Err(ClientError::Protocol(format!("the server sent a {len}-byte frame")));
-            }
-            None => {}
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(ClientError::Read(e.to_string())),
-        }
-    }
-}
-
-fn parse_server(payload: &[u8]) -> Result<ServerMessage, ClientError> {
-    serde_json::from_slice(payload).map_err(|e| ClientError::Protocol(format!("unreadable server frame: {e}")))
-}
-
-/// The `requestId` a server frame answers, if any.
-fn answered_request(message: &ServerMessage) -> Option<&str> {
-    match message {
-        ServerMessage::Ack { request_id }
-        | ServerMessage::Error { request_id, .. }
-        | ServerMessage::Joined { request_id, .. }
-        | ServerMessage::CallPlaced { request_id, .. }
-        | ServerMessage::MediaAttached { request_id, .. } => request_id.as_deref(),
-        _ => None,
-    }
-}
-
 impl QuicClient {
     /// Connects, authenticates with the access `token` and waits for `welcome`.
     pub async fn connect(options: &ConnectOptions, token: &str) -> Result<Self, ClientError> {
@@ -167,54 +120,29 @@ impl QuicClient {
         };
         let handshake = async {
             let connection = endpoint.connect_with(config, options.server, &options.server_name)?.await?;
-            let (mut send, mut recv) = connection.open_bi().await?;
+            let (mut send, recv) = connection.open_bi().await?;
             let auth = serde_json::to_vec(&AuthFrame { token: token.to_string() })
                 .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
             send.write_all(&frame_bytes(&auth)).await?;
-            let mut decoder = FrameDecoder::new();
-            let first = read_frame(&mut recv, &mut decoder).await?.ok_or(ClientError::Closed)?;
-            let welcome = match parse_server(&first)? {
-                ServerMessage::Welcome {
-                    protocol_version,
-                    connection_id,
-                    identifier,
-                    display_name,
-                    heartbeat_interval_ms,
-                    idle_timeout_ms,
-                    max_frame_bytes,
-                    token_expires_at_ms,
-                } => Welcome {
-                    protocol_version,
-                    connection_id,
-                    identifier,
-                    display_name,
-                    heartbeat_interval_ms,
-                    idle_timeout_ms,
-                    max_frame_bytes,
-                    token_expires_at_ms,
-                },
-                ServerMessage::Error { code, message, .. } => return Err(ClientError::Refused { code, message }),
-                other => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
-            };
-            Ok::<_, ClientError>((connection, send, recv, decoder, welcome))
+            let mut reader = StreamReader { recv, decoder: FrameDecoder::new() };
+            let welcome = requests::read_welcome(&mut reader).await?;
+            Ok::<_, ClientError>((connection, send, reader, welcome))
         };
-        let (connection, send, recv, decoder, welcome) = tokio::time::timeout(options.timeout, handshake)
+        let (connection, send, reader, welcome) = tokio::time::timeout(options.timeout, handshake)
             .await
             .map_err(|_| ClientError::Timeout(options.timeout))??;
-        let shared = Arc::new(Shared {
-            send: tokio::sync::Mutex::new(send),
-            pending: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
-            counters: Counters::default(),
-        });
+        let signaling = Arc::new(Requests::new(StreamWriter(tokio::sync::Mutex::new(send)), "c"));
+        let counters = Arc::new(Counters::default());
         let (events_tx, events) = mpsc::channel(options.event_queue.max(1));
         let (rtp_tx, rtp) = mpsc::channel(options.rtp_queue.max(1));
+        let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let tasks = vec![
-            tokio::spawn(read_frames(connection.clone(), recv, decoder, shared.clone(), events_tx)),
-            tokio::spawn(read_datagrams(connection.clone(), shared.clone(), rtp_tx)),
-            tokio::spawn(heartbeat(shared.clone(), Duration::from_millis(welcome.heartbeat_interval_ms.max(100)))),
+            tokio::spawn(read_signaling(connection.clone(), reader, signaling.clone(), events_tx)),
+            tokio::spawn(read_datagrams(connection.clone(), counters.clone(), rtp_tx)),
+            tokio::spawn(requests::heartbeat(signaling.clone(), heartbeat_period)),
         ];
-        Ok(Self { connection, shared, welcome, events, rtp: Some(rtp), tasks, timeout: options.timeout, own_endpoint })
+        let timeout = options.timeout;
+        Ok(Self { connection, signaling, counters, welcome, events, rtp: Some(rtp), tasks, timeout, own_endpoint })
     }
 
     pub fn welcome(&self) -> &Welcome {
@@ -229,40 +157,17 @@ impl QuicClient {
     /// Sends `message` with a fresh `requestId` and waits for the frame answering it (`ack`,
     /// `joined`, `media.attached`, `call.placed`); an `error` answer is [`ClientError::Refused`].
     pub async fn request(&self, message: ClientMessage) -> Result<ServerMessage, ClientError> {
-        let id = format!("c{}", self.shared.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().map_err(|_| ClientError::Closed)?.insert(id.clone(), tx);
-        if let Err(e) = self.shared.write(&ClientFrame { request_id: Some(id.clone()), message }).await {
-            self.shared.forget(&id);
-            return Err(e);
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Err(_) => {
-                self.shared.forget(&id);
-                Err(ClientError::Timeout(self.timeout))
-            }
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(ServerMessage::Error { code, message, .. })) => Err(ClientError::Refused { code, message }),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        self.signaling.request(message, self.timeout).await
     }
 
     /// Sends `message` without waiting for anything (its answers, if any, arrive as events).
     pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.shared.write(&ClientFrame { request_id: None, message }).await
+        self.signaling.send(message).await
     }
 
     /// Joins a conversation (meeting link, meeting code + passcode, group call, room).
     pub async fn join(&self, target: JoinTarget, display_name: Option<String>) -> Result<Joined, ClientError> {
-        match self.request(ClientMessage::Join { target, display_name }).await? {
-            ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined {
-                participant_id: snapshot.participant_id.clone(),
-                conversation_id: snapshot.conversation_id.clone(),
-                resume_token,
-                snapshot,
-            }),
-            other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
-        }
+        self.signaling.join(target, display_name, self.timeout).await
     }
 
     /// Starts (or replaces) this participant's datagram media: `tracks` are the streams this
@@ -283,7 +188,7 @@ impl QuicClient {
     pub fn rtp_sender(&self, ssrc: u32, payload_type: u8) -> RtpSender {
         RtpSender {
             connection: self.connection.clone(),
-            shared: self.shared.clone(),
+            counters: self.counters.clone(),
             packetizer: RtpPacketizer::new(ssrc, payload_type),
         }
     }
@@ -291,7 +196,7 @@ impl QuicClient {
     /// Sends one raw datagram (an RTP or RTCP packet built by the caller).
     pub fn send_datagram(&self, packet: Bytes) -> Result<(), ClientError> {
         self.connection.send_datagram(packet)?;
-        bump(&self.shared.counters.datagrams_sent);
+        bump(&self.counters.datagrams_sent);
         Ok(())
     }
 
@@ -314,7 +219,8 @@ impl QuicClient {
     }
 
     pub fn stats(&self) -> ClientStats {
-        let c = &self.shared.counters;
+        let c = &self.counters;
+        let signaling = &self.signaling.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ClientStats {
             datagrams_sent: get(&c.datagrams_sent),
@@ -322,8 +228,8 @@ impl QuicClient {
             rtcp_received: get(&c.rtcp_received),
             invalid_datagrams: get(&c.invalid_datagrams),
             rtp_dropped: get(&c.rtp_dropped),
-            events_dropped: get(&c.events_dropped),
-            invalid_frames: get(&c.invalid_frames),
+            events_dropped: get(&signaling.events_dropped),
+            invalid_frames: get(&signaling.invalid_frames),
         }
     }
 
@@ -359,7 +265,7 @@ impl Drop for QuicClient {
 #[derive(Clone)]
 pub struct RtpSender {
     connection: quinn::Connection,
-    shared: Arc<Shared>,
+    counters: Arc<Counters>,
     packetizer: RtpPacketizer,
 }
 
@@ -369,7 +275,7 @@ impl RtpSender {
     pub fn send(&mut self, payload: &[u8], samples: u32, level_dbov: Option<u8>) -> Result<(), ClientError> {
         let packet = self.packetizer.packetize(payload, samples, level_dbov);
         self.connection.send_datagram(packet)?;
-        bump(&self.shared.counters.datagrams_sent);
+        bump(&self.counters.datagrams_sent);
         Ok(())
     }
 
@@ -379,55 +285,21 @@ impl RtpSender {
     }
 }
 
-async fn read_frames(
+/// The frame reader task; when the server finishes (or breaks) the signaling stream the
+/// session is over, so the connection is closed too.
+async fn read_signaling(
     connection: quinn::Connection,
-    mut recv: quinn::RecvStream,
-    mut decoder: FrameDecoder,
-    shared: Arc<Shared>,
+    reader: StreamReader,
+    signaling: Arc<Signaling>,
     events: mpsc::Sender<ServerMessage>,
 ) {
-    loop {
-        let payload = match read_frame(&mut recv, &mut decoder).await {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "signaling stream ended");
-                break;
-            }
-        };
-        let message = match parse_server(&payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "skipping a server frame");
-                bump(&shared.counters.invalid_frames);
-                continue;
-            }
-        };
-        if let Some(id) = answered_request(&message) {
-            let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(id));
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(message);
-                continue;
-            }
-        }
-        if matches!(message, ServerMessage::Pong { .. }) {
-            continue;
-        }
-        if events.try_send(message).is_err() {
-            bump(&shared.counters.events_dropped);
-        }
-    }
-    if let Ok(mut pending) = shared.pending.lock() {
-        pending.clear();
-    }
-    // The server finished (or broke) the signaling stream: the session is over.
+    requests::read_frames(reader, signaling, events, Some).await;
     connection.close(0u32.into(), b"signaling ended");
 }
 
-async fn read_datagrams(connection: quinn::Connection, shared: Arc<Shared>, rtp: mpsc::Sender<ReceivedRtp>) {
+async fn read_datagrams(connection: quinn::Connection, c: Arc<Counters>, rtp: mpsc::Sender<ReceivedRtp>) {
     while let Ok(datagram) = connection.read_datagram().await {
         let arrival = Instant::now();
-        let c = &shared.counters;
         bump(&c.datagrams_received);
         if is_rtcp(&datagram) {
             bump(&c.rtcp_received);
@@ -440,18 +312,6 @@ async fn read_datagrams(connection: quinn::Connection, shared: Arc<Shared>, rtp:
                 }
             }
             Err(_) => bump(&c.invalid_datagrams),
-        }
-    }
-}
-
-async fn heartbeat(shared: Arc<Shared>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let ping = ClientFrame { request_id: None, message: ClientMessage::Ping { nonce: None } };
-        if shared.write(&ping).await.is_err() {
-            break;
         }
     }
 }

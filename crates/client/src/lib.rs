@@ -27,15 +27,17 @@
 
 mod connection;
 mod error;
+mod requests;
 pub mod rtp;
 mod tls;
 pub mod webrtc;
 
-pub use connection::{ClientStats, Joined, QuicClient, RtpSender, Welcome};
+pub use connection::{ClientStats, QuicClient, RtpSender};
 pub use error::ClientError;
 pub use palaver_core::protocol::{
     ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaTrack, ServerMessage,
 };
+pub use requests::{Joined, Welcome};
 pub use rtp::{ReceivedRtp, RtpPacketizer};
 
 use std::net::SocketAddr;

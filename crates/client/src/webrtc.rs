@@ -271,15 +271,7 @@ impl WebRtcClient {
 
     /// Joins a conversation (meeting link, meeting code + passcode, group call, room).
     pub async fn join(&self, target: JoinTarget, display_name: Option<String>) -> Result<Joined, ClientError> {
-        match self.request(ClientMessage::Join { target, display_name }).await? {
-            ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined {
-                participant_id: snapshot.participant_id.clone(),
-                conversation_id: snapshot.conversation_id.clone(),
-                resume_token,
-                snapshot,
-            }),
-            other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
-        }
+        self.signaling.join(target, display_name).await
     }
 
     /// Negotiates the media session (after `join`, once admitted): builds the peer connection,
@@ -457,7 +449,7 @@ impl WebRtcClient {
 
     pub fn stats(&self) -> WebRtcStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let signaling = &self.signaling.shared.counters;
+        let signaling = &self.signaling.requests.counters;
         WebRtcStats {
             rtp_sent: get(&self.counters.rtp_sent),
             rtp_received: get(&self.counters.rtp_received),

@@ -2,17 +2,17 @@
 //! access token as `Authorization: Bearer`, trusting the given CA. Connecting waits for
 //! `welcome`; then a reader task routes each server frame (answers to requests go to their
 //! waiting caller by `requestId`, `media.answer` to the media negotiation, everything else to
-//! the bounded event queue) and a heartbeat task sends `ping` every `heartbeatIntervalMs`.
+//! the bounded event queue) and a heartbeat task sends `ping` every `heartbeatIntervalMs`
+//! (the request plumbing is [`crate::requests`], shared with the QUIC client).
 
+use crate::requests::{self, FrameReader, FrameWriter, Requests};
 use crate::{ClientError, Welcome};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use palaver_core::protocol::{ClientFrame, ClientMessage, ServerMessage};
+use palaver_core::protocol::{ClientMessage, ServerMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -22,36 +22,34 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 type WsStream = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// Signaling counters (monotonic).
-#[derive(Default)]
-pub(crate) struct SignalingCounters {
-    pub events_dropped: AtomicU64,
-    pub invalid_frames: AtomicU64,
-}
+/// The socket's sending half: each frame one text message.
+pub(crate) struct SocketWriter(tokio::sync::Mutex<SplitSink<WsStream, Message>>);
 
-pub(crate) struct Shared {
-    sink: tokio::sync::Mutex<SplitSink<WsStream, Message>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<ServerMessage>>>,
-    next_request: AtomicU64,
-    pub counters: SignalingCounters,
-}
-
-impl Shared {
-    async fn write(&self, frame: &ClientFrame) -> Result<(), ClientError> {
-        let json = serde_json::to_string(frame).map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-        self.sink.lock().await.send(Message::Text(json.into())).await.map_err(|e| ClientError::Signaling(e.to_string()))
+impl FrameWriter for SocketWriter {
+    async fn write_json(&self, json: String) -> Result<(), ClientError> {
+        self.0.lock().await.send(Message::Text(json.into())).await.map_err(|e| ClientError::Signaling(e.to_string()))
     }
+}
 
-    fn forget(&self, id: &str) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(id);
+/// The socket's receiving half: text messages are frames; pings, pongs and binary are skipped.
+struct SocketReader(SplitStream<WsStream>);
+
+impl FrameReader for SocketReader {
+    async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        while let Some(message) = self.0.next().await {
+            match message.map_err(|e| ClientError::Signaling(e.to_string()))? {
+                Message::Text(text) => return Ok(Some(text.as_bytes().to_vec())),
+                Message::Close(_) => return Ok(None),
+                _ => {}
+            }
         }
+        Ok(None)
     }
 }
 
 /// One authenticated signaling socket and its tasks.
 pub(crate) struct Signaling {
-    pub shared: Arc<Shared>,
+    pub requests: Arc<Requests<SocketWriter>>,
     pub welcome: Welcome,
     pub events: mpsc::Receiver<ServerMessage>,
     /// SDP of each `media.answer` the server sent (in order).
@@ -90,60 +88,6 @@ fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector, ClientError
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-fn parse_server(text: &str) -> Result<ServerMessage, ClientError> {
-    serde_json::from_str(text).map_err(|e| ClientError::Protocol(format!("unreadable server frame: {e}")))
-}
-
-fn welcome_of(message: ServerMessage) -> Result<Welcome, ClientError> {
-    match message {
-        ServerMessage::Welcome {
-            protocol_version,
-            connection_id,
-            identifier,
-            display_name,
-            heartbeat_interval_ms,
-            idle_timeout_ms,
-            max_frame_bytes,
-            token_expires_at_ms,
-        } => Ok(Welcome {
-            protocol_version,
-            connection_id,
-            identifier,
-            display_name,
-            heartbeat_interval_ms,
-            idle_timeout_ms,
-            max_frame_bytes,
-            token_expires_at_ms,
-        }),
-        ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
-        other => Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
-    }
-}
-
-/// The `requestId` a server frame answers, if any.
-fn answered_request(message: &ServerMessage) -> Option<&str> {
-    match message {
-        ServerMessage::Ack { request_id }
-        | ServerMessage::Error { request_id, .. }
-        | ServerMessage::Joined { request_id, .. }
-        | ServerMessage::CallPlaced { request_id, .. }
-        | ServerMessage::MediaAttached { request_id, .. } => request_id.as_deref(),
-        _ => None,
-    }
-}
-
-/// Reads text frames until one is not a ping/pong/binary; `Ok(None)` when the socket ends.
-async fn next_text(stream: &mut SplitStream<WsStream>) -> Result<Option<String>, ClientError> {
-    while let Some(message) = stream.next().await {
-        match message.map_err(|e| ClientError::Signaling(e.to_string()))? {
-            Message::Text(text) => return Ok(Some(text.to_string())),
-            Message::Close(_) => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(None)
-}
-
 impl Signaling {
     /// Opens the socket to `base_url` (`https://host:port`), authenticated with `token`, and
     /// waits for `welcome`.
@@ -170,27 +114,30 @@ impl Signaling {
             tcp.set_nodelay(true).map_err(|e| ClientError::Signaling(e.to_string()))?;
             let tls = connector.connect(name, tcp).await.map_err(|e| ClientError::Tls(e.to_string()))?;
             let (socket, _) = tokio_tungstenite::client_async(request, tls).await.map_err(refusal)?;
-            let (sink, mut stream) = socket.split();
-            let first = next_text(&mut stream).await?.ok_or(ClientError::Closed)?;
-            let welcome = welcome_of(parse_server(&first)?)?;
-            Ok::<_, ClientError>((sink, stream, welcome))
+            let (sink, stream) = socket.split();
+            let mut reader = SocketReader(stream);
+            let welcome = requests::read_welcome(&mut reader).await?;
+            Ok::<_, ClientError>((sink, reader, welcome))
         };
-        let (sink, stream, welcome) =
+        let (sink, reader, welcome) =
             tokio::time::timeout(timeout, handshake).await.map_err(|_| ClientError::Timeout(timeout))??;
-        let shared = Arc::new(Shared {
-            sink: tokio::sync::Mutex::new(sink),
-            pending: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
-            counters: SignalingCounters::default(),
-        });
+        let requests = Arc::new(Requests::new(SocketWriter(tokio::sync::Mutex::new(sink)), "w"));
         let (events_tx, events) = mpsc::channel(event_queue.max(1));
         let (answers_tx, answers) = mpsc::channel(8);
+        // `media.answer` (of this participant's own media, not a call's) goes to the negotiation.
+        let divert = move |message| match message {
+            ServerMessage::MediaAnswer { sdp, call_id: None } => {
+                let _ = answers_tx.try_send(sdp);
+                None
+            }
+            other => Some(other),
+        };
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let tasks = vec![
-            tokio::spawn(read_frames(stream, shared.clone(), events_tx, answers_tx)),
-            tokio::spawn(heartbeat(shared.clone(), heartbeat_period)),
+            tokio::spawn(requests::read_frames(reader, requests.clone(), events_tx, divert)),
+            tokio::spawn(requests::heartbeat(requests.clone(), heartbeat_period)),
         ];
-        Ok(Self { shared, welcome, events, answers, tasks, timeout })
+        Ok(Self { requests, welcome, events, answers, tasks, timeout })
     }
 
     /// Registers a fresh `requestId` and sends `message` with it; the receiver gets the frame
@@ -199,33 +146,26 @@ impl Signaling {
         &self,
         message: ClientMessage,
     ) -> Result<(String, oneshot::Receiver<ServerMessage>), ClientError> {
-        let id = format!("w{}", self.shared.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().map_err(|_| ClientError::Closed)?.insert(id.clone(), tx);
-        if let Err(e) = self.shared.write(&ClientFrame { request_id: Some(id.clone()), message }).await {
-            self.shared.forget(&id);
-            return Err(e);
-        }
-        Ok((id, rx))
+        self.requests.send_tracked(message).await
     }
 
     /// Sends `message` and waits for its answer; an `error` answer is [`ClientError::Refused`].
     pub async fn request(&self, message: ClientMessage) -> Result<ServerMessage, ClientError> {
-        let (id, rx) = self.send_tracked(message).await?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Err(_) => {
-                self.shared.forget(&id);
-                Err(ClientError::Timeout(self.timeout))
-            }
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(ServerMessage::Error { code, message, .. })) => Err(ClientError::Refused { code, message }),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        self.requests.request(message, self.timeout).await
+    }
+
+    /// Joins a conversation; the `joined` answer as [`crate::Joined`].
+    pub async fn join(
+        &self,
+        target: palaver_core::protocol::JoinTarget,
+        display_name: Option<String>,
+    ) -> Result<crate::Joined, ClientError> {
+        self.requests.join(target, display_name, self.timeout).await
     }
 
     /// Sends `message` without a `requestId`.
     pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.shared.write(&ClientFrame { request_id: None, message }).await
+        self.requests.send(message).await
     }
 
     /// Stops the tasks and closes the socket (close frame, best effort).
@@ -233,7 +173,7 @@ impl Signaling {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        let mut sink = self.shared.sink.lock().await;
+        let mut sink = self.requests.writer().0.lock().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     }
 }
@@ -258,65 +198,6 @@ fn refusal(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
         return ClientError::Signaling(format!("upgrade refused with HTTP {}", response.status()));
     }
     ClientError::Signaling(e.to_string())
-}
-
-async fn read_frames(
-    mut stream: SplitStream<WsStream>,
-    shared: Arc<Shared>,
-    events: mpsc::Sender<ServerMessage>,
-    answers: mpsc::Sender<String>,
-) {
-    loop {
-        let text = match next_text(&mut stream).await {
-            Ok(Some(text)) => text,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "signaling socket ended");
-                break;
-            }
-        };
-        let message = match parse_server(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "skipping a server frame");
-                shared.counters.invalid_frames.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        if let Some(id) = answered_request(&message) {
-            let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(id));
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(message);
-                continue;
-            }
-        }
-        match message {
-            ServerMessage::Pong { .. } => {}
-            ServerMessage::MediaAnswer { sdp, call_id: None } => {
-                let _ = answers.try_send(sdp);
-            }
-            other => {
-                if events.try_send(other).is_err() {
-                    shared.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-    if let Ok(mut pending) = shared.pending.lock() {
-        pending.clear();
-    }
-}
-
-async fn heartbeat(shared: Arc<Shared>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let ping = ClientFrame { request_id: None, message: ClientMessage::Ping { nonce: None } };
-        if shared.write(&ping).await.is_err() {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]
