@@ -10,4 +10,5 @@ mod rooms;
 mod server_cli;
 mod signaling;
 mod signaling_calls;
+mod support;
 mod usage;

@@ -4,107 +4,26 @@
 //! a bad token, no `auth` frame, garbage and oversized frames, an absurd frame length, and
 //! garbage datagrams get errors, closes or counted drops — and the server keeps serving.
 
+use crate::support::{FRAME, Meeting, ToneEncoder, assert_hears, collect, meeting, quic_address, quic_info};
 use bytes::Bytes;
-use palaver_client::{ClientError, ConnectOptions, JoinTarget, MediaTrack, QuicClient, ReceivedRtp};
+use palaver_client::{ClientError, ConnectOptions, JoinTarget, MediaTrack, QuicClient};
 use palaver_core::ErrorCode;
 use palaver_core::stream_frame::{FrameDecoder, frame_bytes};
 use palaver_e2e::{Server, ServerOptions, TempDir};
-use reqwest::{Method, StatusCode};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use std::f32::consts::PI;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
-const SAMPLE_RATE: u32 = 48_000;
-const FRAME: usize = 960;
 const TONE_A_HZ: f32 = 600.0;
 const TONE_B_HZ: f32 = 1500.0;
+/// Peak amplitude of both tones.
+const TONE_AMPLITUDE: f32 = 6000.0;
+/// The least amplitude of the other's tone a participant must hear.
+const MIN_HEARD: f32 = 1000.0;
 const TALK: Duration = Duration::from_secs(4);
-/// The first second received is skipped (start-up of forwarding / mixing).
-const SKIP_SAMPLES: usize = SAMPLE_RATE as usize;
-
-struct Tone {
-    encoder: opus::Encoder,
-    step: f32,
-    phase: f32,
-}
-
-impl Tone {
-    fn new(frequency: f32) -> Self {
-        let encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).expect("encoder");
-        Self { encoder, step: 2.0 * PI * frequency / SAMPLE_RATE as f32, phase: 0.0 }
-    }
-
-    fn next_frame(&mut self) -> Vec<u8> {
-        let pcm: Vec<i16> = (0..FRAME)
-            .map(|_| {
-                let sample = (self.phase.sin() * 6000.0) as i16;
-                self.phase = (self.phase + self.step) % (2.0 * PI);
-                sample
-            })
-            .collect();
-        self.encoder.encode_vec(&pcm, 4000).expect("encode")
-    }
-}
-
-/// Goertzel amplitude of `frequency`, averaged over 100 ms blocks (a sine of amplitude A reads ≈ A).
-fn tone_amplitude(pcm: &[i16], frequency: f32) -> f32 {
-    let block = (SAMPLE_RATE / 10) as usize;
-    let coeff = 2.0 * (2.0 * PI * frequency / SAMPLE_RATE as f32).cos();
-    let amplitudes: Vec<f32> = pcm
-        .chunks_exact(block)
-        .map(|chunk| {
-            let (mut s1, mut s2) = (0.0f32, 0.0f32);
-            for &x in chunk {
-                let s = f32::from(x) + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s;
-            }
-            2.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(0.0).sqrt() / block as f32
-        })
-        .collect();
-    amplitudes.iter().sum::<f32>() / amplitudes.len().max(1) as f32
-}
-
-fn decode(packets: &[ReceivedRtp]) -> Vec<i16> {
-    let mut decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).expect("decoder");
-    let mut pcm = Vec::new();
-    let mut frame = vec![0i16; 5760];
-    for packet in packets {
-        let n = decoder.decode(&packet.payload, &mut frame, false).expect("decodable Opus from the server");
-        pcm.extend_from_slice(&frame[..n]);
-    }
-    pcm
-}
-
-fn assert_hears(who: &str, packets: &[ReceivedRtp], other_hz: f32, own_hz: f32) {
-    let pcm = decode(packets);
-    assert!(pcm.len() > SKIP_SAMPLES + SAMPLE_RATE as usize, "{who} received only {} packets", packets.len());
-    let tail = &pcm[SKIP_SAMPLES..];
-    let (other, own) = (tone_amplitude(tail, other_hz), tone_amplitude(tail, own_hz));
-    println!("{who}: {} packets; other's {other_hz} Hz amplitude {other:.0}, own {own_hz} Hz {own:.0}", packets.len());
-    assert!(other > 1000.0, "{who} does not hear the other's {other_hz} Hz tone (amplitude {other:.0})");
-    assert!(own < other / 10.0, "{who} hears its own {own_hz} Hz tone ({own:.0} vs {other:.0})");
-}
-
-async fn collect(rx: &mut mpsc::Receiver<ReceivedRtp>, until: Instant) -> Vec<ReceivedRtp> {
-    let mut packets = Vec::new();
-    while let Ok(Some(p)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-        packets.push(p);
-    }
-    packets
-}
-
-async fn quic_info(server: &Server, token: &str) -> Value {
-    let (status, info) = server.bearer(Method::GET, "/quic", token, None).await;
-    assert_eq!(status, StatusCode::OK, "{info}");
-    assert_eq!(info["alpn"], "palaver/1");
-    info
-}
 
 /// A raw quinn connection with the given ALPN (for the bad-input cases).
 async fn raw_connection(
@@ -170,15 +89,11 @@ impl RawStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_quic_participants_hear_each_others_tone() {
-    let dir = TempDir::new("palaver-e2e-quic");
-    let server = Server::start_in(dir.path(), ServerOptions::default()).await;
-    let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA file");
-    let alice = server.directory_user_token("0a000000-0000-4000-8000-0000000000a1", "Alice Quic").await;
-    let bob = server.directory_user_token("0a000000-0000-4000-8000-0000000000b2", "Bob Quic").await;
-    let (status, meeting) = server.bearer(Method::POST, "/meetings", &alice, Some(&json!({"subject":"quic"}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{meeting}");
-    let join_url = meeting["joinUrl"].as_str().unwrap().to_string();
-    let addr: SocketAddr = quic_info(&server, &alice).await["address"].as_str().unwrap().parse().unwrap();
+    let users =
+        [("0a000000-0000-4000-8000-0000000000a1", "Alice Quic"), ("0a000000-0000-4000-8000-0000000000b2", "Bob Quic")];
+    let Meeting { dir: _dir, server, ca_pem, tokens: [alice, bob], join_url } =
+        meeting("palaver-e2e-quic", users).await;
+    let addr = quic_address(&server, &alice).await;
 
     let options = ConnectOptions::new(addr, "localhost", ca_pem.clone());
     let mut a = QuicClient::connect(&options, &alice).await.expect("Alice connects");
@@ -206,7 +121,8 @@ async fn two_quic_participants_hear_each_others_tone() {
     let garbage = a.connection().clone();
     let until = Instant::now() + TALK;
     let talk = async move {
-        let (mut tone_a, mut tone_b) = (Tone::new(TONE_A_HZ), Tone::new(TONE_B_HZ));
+        let (mut tone_a, mut tone_b) =
+            (ToneEncoder::new(TONE_A_HZ, TONE_AMPLITUDE), ToneEncoder::new(TONE_B_HZ, TONE_AMPLITUDE));
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut n = 0u32;
         while Instant::now() < until {
@@ -226,8 +142,8 @@ async fn two_quic_participants_hear_each_others_tone() {
     let end = until + Duration::from_millis(300);
     let (_, heard_a, heard_b) = tokio::join!(talk, collect(&mut rx_a, end), collect(&mut rx_b, end));
     println!("Alice stats {:?}; Bob stats {:?}", a.stats(), b.stats());
-    assert_hears("Alice", &heard_a, TONE_B_HZ, TONE_A_HZ);
-    assert_hears("Bob", &heard_b, TONE_A_HZ, TONE_B_HZ);
+    assert_hears("Alice", &heard_a, TONE_B_HZ, TONE_A_HZ, MIN_HEARD);
+    assert_hears("Bob", &heard_b, TONE_A_HZ, TONE_B_HZ, MIN_HEARD);
     assert!(heard_a.iter().all(|p| p.ssrc == to_a[0].ssrc), "Alice hears on the announced SSRC");
 
     let info = quic_info(&server, &alice).await;
@@ -257,7 +173,7 @@ async fn bad_quic_input_gets_errors_and_the_server_keeps_serving() {
     let server = Server::start_in(dir.path(), ServerOptions::default()).await;
     let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA file");
     let user = server.directory_user_token("0a000000-0000-4000-8000-0000000000d4", "Dana Quic").await;
-    let addr: SocketAddr = quic_info(&server, &user).await["address"].as_str().unwrap().parse().unwrap();
+    let addr = quic_address(&server, &user).await;
     let options = ConnectOptions::new(addr, "localhost", ca_pem.clone());
 
     // A wrong ALPN fails the TLS handshake.

@@ -6,139 +6,23 @@
 //! same check with two WebRTC participants covers the WebRTC participant on its own, and a
 //! third test sends its simulcast camera (three rid layers) to the other participant.
 
+use crate::support::{FRAME, Meeting, ToneEncoder, assert_hears, collect, meeting, quic_address};
 use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
 use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient, ReceivedRtp};
-use palaver_e2e::{Server, ServerOptions, TempDir};
-use reqwest::{Method, StatusCode};
-use serde_json::json;
-use std::f32::consts::PI;
-use std::net::SocketAddr;
+use palaver_e2e::Server;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
-const SAMPLE_RATE: u32 = 48_000;
-const FRAME: usize = 960; // 20 ms
 const QUIC_TONE_HZ: f32 = 500.0;
 const WEBRTC_TONE_HZ: f32 = 1300.0;
-/// How long both talk; the first second of what each receives is skipped (mixer warm-up).
+/// Peak amplitude of both tones (-20 dBFS).
+const TONE_AMPLITUDE: f32 = 3277.0;
+/// The least amplitude of the other's tone a participant must hear.
+const MIN_HEARD: f32 = 500.0;
 const TALK: Duration = Duration::from_secs(4);
-const SKIP_SAMPLES: usize = SAMPLE_RATE as usize;
-
-/// Opus frames of a sine tone at a steady level (-20 dBFS peak ≈ amplitude 3277).
-struct ToneEncoder {
-    encoder: opus::Encoder,
-    frequency: f32,
-    phase: f32,
-}
-
-impl ToneEncoder {
-    fn new(frequency: f32) -> Self {
-        let encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).expect("encoder");
-        Self { encoder, frequency, phase: 0.0 }
-    }
-
-    fn next_frame(&mut self) -> Vec<u8> {
-        let step = 2.0 * PI * self.frequency / SAMPLE_RATE as f32;
-        let pcm: Vec<i16> = (0..FRAME)
-            .map(|_| {
-                let sample = (self.phase.sin() * 3277.0) as i16;
-                self.phase = (self.phase + step) % (2.0 * PI);
-                sample
-            })
-            .collect();
-        self.encoder.encode_vec(&pcm, 4000).expect("encode")
-    }
-}
-
-/// Goertzel amplitude of `frequency` in `pcm`, averaged over 100 ms blocks (10 Hz bins, so
-/// both tones fall on a bin): a sine of amplitude A reads ≈ A.
-fn tone_amplitude(pcm: &[i16], frequency: f32) -> f32 {
-    let block = (SAMPLE_RATE / 10) as usize;
-    let coeff = 2.0 * (2.0 * PI * frequency / SAMPLE_RATE as f32).cos();
-    let blocks: Vec<f32> = pcm
-        .chunks_exact(block)
-        .map(|chunk| {
-            let (mut s1, mut s2) = (0.0f32, 0.0f32);
-            for &x in chunk {
-                let s = f32::from(x) + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s;
-            }
-            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-            2.0 * power.max(0.0).sqrt() / block as f32
-        })
-        .collect();
-    blocks.iter().sum::<f32>() / blocks.len().max(1) as f32
-}
-
-fn rms(pcm: &[i16]) -> f32 {
-    (pcm.iter().map(|&x| f32::from(x).powi(2)).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
-}
-
-/// Decodes the received Opus packets (in arrival order; loss concealed by the decoder).
-fn decode(packets: &[ReceivedRtp]) -> Vec<i16> {
-    let mut decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).expect("decoder");
-    let mut pcm = Vec::with_capacity(packets.len() * FRAME);
-    let mut frame = vec![0i16; 5760];
-    let mut last_sequence: Option<u16> = None;
-    for packet in packets {
-        if let Some(last) = last_sequence {
-            for _ in 1..packet.sequence.wrapping_sub(last).min(10) {
-                let n = decoder.decode(&[], &mut frame, false).unwrap_or(0);
-                pcm.extend_from_slice(&frame[..n]);
-            }
-        }
-        last_sequence = Some(packet.sequence);
-        let n = decoder.decode(&packet.payload, &mut frame, false).expect("decodable Opus from the server");
-        pcm.extend_from_slice(&frame[..n]);
-    }
-    pcm
-}
-
-/// Checks one participant's received audio: the other's tone dominates, its own is absent.
-fn assert_hears(who: &str, packets: &[ReceivedRtp], other_hz: f32, own_hz: f32) {
-    let pcm = decode(packets);
-    assert!(
-        pcm.len() > SKIP_SAMPLES + SAMPLE_RATE as usize,
-        "{who} received only {} packets ({} samples)",
-        packets.len(),
-        pcm.len()
-    );
-    let tail = &pcm[SKIP_SAMPLES..];
-    let (other, own, level) = (tone_amplitude(tail, other_hz), tone_amplitude(tail, own_hz), rms(tail));
-    println!(
-        "{who}: {} packets, {:.1} s decoded; {other_hz} Hz amplitude {other:.0}, own {own_hz} Hz {own:.0}, rms {level:.0}",
-        packets.len(),
-        pcm.len() as f32 / SAMPLE_RATE as f32
-    );
-    // A pure tone of amplitude A has rms A/√2: the other's tone carries most of the signal.
-    assert!(other > 500.0, "{who} does not hear the other's {other_hz} Hz tone (amplitude {other:.0})");
-    assert!(other > 0.8 * std::f32::consts::SQRT_2 * level, "{who}: {other_hz} Hz is not the dominant signal");
-    assert!(own < other / 10.0, "{who} hears its own {own_hz} Hz tone ({own:.0} vs {other:.0})");
-}
-
-/// Collects RTP until `until`.
-async fn collect(rx: &mut mpsc::Receiver<ReceivedRtp>, until: Instant) -> Vec<ReceivedRtp> {
-    let mut packets = Vec::new();
-    while let Ok(Some(p)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-        packets.push(p);
-    }
-    packets
-}
-
-/// A server, its CA, two directory users of the same tenant (both bypass the lobby) and a
-/// meeting organized by the first: `(dir, server, ca_pem, [token_a, token_b], join_url)`.
-async fn meeting(prefix: &str) -> (TempDir, Server, String, [String; 2], String) {
-    let dir = TempDir::new(prefix);
-    let server = Server::start_in(dir.path(), ServerOptions::default()).await;
-    let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA file");
-    let a = server.directory_user_token("0a000000-0000-4000-8000-0000000000c1", "Wendy Webrtc").await;
-    let b = server.directory_user_token("0a000000-0000-4000-8000-0000000000c2", "Quentin Quic").await;
-    let (status, meeting) = server.bearer(Method::POST, "/meetings", &a, Some(&json!({"subject":"tones"}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{meeting}");
-    let join_url = meeting["joinUrl"].as_str().unwrap().to_string();
-    (dir, server, ca_pem, [a, b], join_url)
-}
+const USERS: [(&str, &str); 2] = [
+    ("0a000000-0000-4000-8000-0000000000c1", "Wendy Webrtc"),
+    ("0a000000-0000-4000-8000-0000000000c2", "Quentin Quic"),
+];
 
 /// A WebRTC participant joined to `join_url` with its media negotiated (one Opus track).
 async fn webrtc_participant(
@@ -160,7 +44,8 @@ async fn webrtc_participant(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webrtc_participants_hear_each_others_tone() {
-    let (_dir, server, ca_pem, [a, b], join_url) = meeting("palaver-e2e-webrtc-tones").await;
+    let Meeting { dir: _dir, server, ca_pem, tokens: [a, b], join_url } =
+        meeting("palaver-e2e-webrtc-tones", USERS).await;
     let mut low = webrtc_participant(&server, &ca_pem, &a, &join_url, MediaOptions::default()).await;
     let mut high = webrtc_participant(&server, &ca_pem, &b, &join_url, MediaOptions::default()).await;
     let mut low_rx = low.take_rtp_receiver().expect("RTP queue");
@@ -168,7 +53,8 @@ async fn two_webrtc_participants_hear_each_others_tone() {
     let (mut low_tx, mut high_tx) = (low.audio_sender().expect("sender"), high.audio_sender().expect("sender"));
     let until = Instant::now() + TALK;
     let talk = async move {
-        let (mut low_tone, mut high_tone) = (ToneEncoder::new(QUIC_TONE_HZ), ToneEncoder::new(WEBRTC_TONE_HZ));
+        let (mut low_tone, mut high_tone) =
+            (ToneEncoder::new(QUIC_TONE_HZ, TONE_AMPLITUDE), ToneEncoder::new(WEBRTC_TONE_HZ, TONE_AMPLITUDE));
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         while Instant::now() < until {
             tick.tick().await;
@@ -179,22 +65,21 @@ async fn two_webrtc_participants_hear_each_others_tone() {
     let end = until + Duration::from_millis(300);
     let (_, low_heard, high_heard) = tokio::join!(talk, collect(&mut low_rx, end), collect(&mut high_rx, end));
     println!("stats: {:?} / {:?}", low.stats(), high.stats());
-    assert_hears("WebRTC participant A", &low_heard, WEBRTC_TONE_HZ, QUIC_TONE_HZ);
-    assert_hears("WebRTC participant B", &high_heard, QUIC_TONE_HZ, WEBRTC_TONE_HZ);
+    assert_hears("WebRTC participant A", &low_heard, WEBRTC_TONE_HZ, QUIC_TONE_HZ, MIN_HEARD);
+    assert_hears("WebRTC participant B", &high_heard, QUIC_TONE_HZ, WEBRTC_TONE_HZ, MIN_HEARD);
     low.close().await;
     high.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_and_webrtc_participants_hear_each_others_tone_through_the_mixer() {
-    let (_dir, server, ca_pem, [organizer, colleague], join_url) = meeting("palaver-e2e-quic-webrtc").await;
+    let Meeting { dir: _dir, server, ca_pem, tokens: [organizer, colleague], join_url } =
+        meeting("palaver-e2e-quic-webrtc", USERS).await;
     // WebRTC participant: WebSocket signaling, webrtc-rs peer connection with one Opus track.
     let mut webrtc = webrtc_participant(&server, &ca_pem, &organizer, &join_url, MediaOptions::default()).await;
 
     // QUIC participant: discovered through GET /quic, one Opus track attached.
-    let (status, quic_info) = server.bearer(Method::GET, "/quic", &colleague, None).await;
-    assert_eq!(status, StatusCode::OK, "{quic_info}");
-    let quic_addr: SocketAddr = quic_info["address"].as_str().unwrap().parse().expect("QUIC address");
+    let quic_addr = quic_address(&server, &colleague).await;
     let mut quic = QuicClient::connect(&ConnectOptions::new(quic_addr, "localhost", ca_pem), &colleague)
         .await
         .expect("QUIC participant connects");
@@ -210,7 +95,8 @@ async fn quic_and_webrtc_participants_hear_each_others_tone_through_the_mixer() 
     let mut webrtc_tx = webrtc.audio_sender().expect("WebRTC audio sender");
     let until = Instant::now() + TALK;
     let talk = async move {
-        let (mut quic_tone, mut webrtc_tone) = (ToneEncoder::new(QUIC_TONE_HZ), ToneEncoder::new(WEBRTC_TONE_HZ));
+        let (mut quic_tone, mut webrtc_tone) =
+            (ToneEncoder::new(QUIC_TONE_HZ, TONE_AMPLITUDE), ToneEncoder::new(WEBRTC_TONE_HZ, TONE_AMPLITUDE));
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         while Instant::now() < until {
             tick.tick().await;
@@ -223,8 +109,8 @@ async fn quic_and_webrtc_participants_hear_each_others_tone_through_the_mixer() 
 
     let stats = webrtc.stats();
     println!("WebRTC client stats: {stats:?}; QUIC client stats: {:?}", quic.stats());
-    assert_hears("QUIC participant", &quic_heard, WEBRTC_TONE_HZ, QUIC_TONE_HZ);
-    assert_hears("WebRTC participant", &webrtc_heard, QUIC_TONE_HZ, WEBRTC_TONE_HZ);
+    assert_hears("QUIC participant", &quic_heard, WEBRTC_TONE_HZ, QUIC_TONE_HZ, MIN_HEARD);
+    assert_hears("WebRTC participant", &webrtc_heard, QUIC_TONE_HZ, WEBRTC_TONE_HZ, MIN_HEARD);
     webrtc.close().await;
     quic.close().await;
 }
@@ -240,7 +126,8 @@ fn vp8_frame(layer: u8, frame: u32, keyframe: bool) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_simulcast_camera_reaches_the_other_participant() {
-    let (_dir, server, ca_pem, [a, b], join_url) = meeting("palaver-e2e-webrtc-video").await;
+    let Meeting { dir: _dir, server, ca_pem, tokens: [a, b], join_url } =
+        meeting("palaver-e2e-webrtc-video", USERS).await;
     let video = MediaOptions { simulcast_video: true };
     let sender = webrtc_participant(&server, &ca_pem, &a, &join_url, video).await;
     let mut receiver = webrtc_participant(&server, &ca_pem, &b, &join_url, video).await;
