@@ -254,6 +254,20 @@ mod tests {
     }
 
     #[test]
+    fn one_talkers_marker_does_not_trigger_another_talkers_detector() {
+        for a in 0..6 {
+            let burst = tone(marker_frequency(a), FRAME_SAMPLES * 2, 0.5);
+            for b in (0..6).filter(|b| *b != a) {
+                let mut detector = OnsetDetector::new(marker_frequency(b));
+                assert_eq!(detector.scan(&burst), None, "marker {a} seen by detector {b}");
+                let worst =
+                    burst.chunks(ONSET_BLOCK).map(|c| tone_fraction(c, marker_frequency(b))).fold(0.0, f32::max);
+                assert!(worst < ONSET_FRACTION / 2.0, "{a} -> {b}: {worst}");
+            }
+        }
+    }
+
+    #[test]
     fn speech_has_spurts_pauses_and_no_marker_energy() {
         let mut source = SpeechSource::new(7, SpeechPattern::default(), marker_frequency(0));
         let mut frame = [0i16; FRAME_SAMPLES];
