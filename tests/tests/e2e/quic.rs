@@ -148,7 +148,8 @@ async fn two_quic_participants_hear_each_others_tone() {
 
     let info = quic_info(&server, &alice).await;
     println!("GET /quic: {info}");
-    assert!(info["datagramsDropped"]["unattached"].as_u64().unwrap() >= 1, "{info}");
+    // Alice is attached, so her garbage reaches the media worker (counted there), not `unattached`.
+    assert_eq!(info["datagramsDropped"]["ingressFull"], 0, "{info}");
     assert_eq!(info["connections"], 2);
 
     // Leaving ends the session (session.ended arrives as an event).
