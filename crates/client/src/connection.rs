@@ -9,7 +9,7 @@ use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
 use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaTrack, ServerMessage};
-use palaver_core::stream_frame::{Decoded, FrameDecoder, frame_bytes};
+use palaver_core::stream_frame::{Decoded, FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -124,7 +124,8 @@ impl QuicClient {
             let auth = serde_json::to_vec(&AuthFrame { token: token.to_string() })
                 .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
             send.write_all(&frame_bytes(&auth)).await?;
-            let mut reader = StreamReader { recv, decoder: FrameDecoder::new() };
+            // Server frames (e.g. a large meeting's `joined` snapshot) may exceed the 64 KiB client-frame limit.
+            let mut reader = StreamReader { recv, decoder: FrameDecoder::with_limit(MAX_SKIPPABLE_FRAME_BYTES) };
             let welcome = requests::read_welcome(&mut reader).await?;
             Ok::<_, ClientError>((connection, send, reader, welcome))
         };
