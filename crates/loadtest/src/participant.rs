@@ -239,9 +239,8 @@ async fn drive(
                         if p.marker {
                             audio_tx.packetizer().start_talk_spurt();
                         }
-                        // The RFC 6464 level is not sent: palaver-client writes it without the
-                        // voice-activity bit, which the mixer then reads as silence.
-                        if let Err(e) = audio_tx.send(&p.payload, 960, None) {
+                        // RFC 6464 level: palaver-client sets the voice flag on every level < 127.
+                        if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
                             result = Err(e);
                             break;
                         }
