@@ -199,6 +199,29 @@ const ONSET_FRACTION: f32 = 0.35;
 const ONSET_MIN_RMS: f32 = 0.02;
 /// Blocks of silence-of-marker needed before a new onset may be reported (re-arm).
 const REARM_BLOCKS: u32 = 40;
+/// Consecutive blocks (10 ms) the tone must hold before its first block counts as an onset.
+/// Opus rings for a block or two after a burst ends, and that ring can carry enough energy at
+/// a neighbouring talker's marker frequency to pass the fraction test once: the tail of talker
+/// *t+1*'s burst, 1 s after talker *t*'s marker, then read as *t*'s onset 1.2 s late.
+const SUSTAIN_BLOCKS: u32 = 4;
+
+/// Where an onset was found: `frames_back` frames before the one just scanned (0 = that
+/// frame, 1 = the frame before it), at sample `offset` of that frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Onset {
+    pub frames_back: usize,
+    pub offset: usize,
+}
+
+/// A run of tone blocks not yet long enough to be an onset.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    blocks: u32,
+    frames_back: usize,
+    offset: usize,
+    /// The detector was re-armed when the run started.
+    armed: bool,
+}
 
 /// Finds onsets of one marker frequency in a stream of decoded frames.
 #[derive(Debug, Clone)]
@@ -206,32 +229,53 @@ pub struct OnsetDetector {
     freq: f32,
     in_burst: bool,
     quiet_blocks: u32,
+    candidate: Option<Candidate>,
 }
 
 impl OnsetDetector {
     pub fn new(freq: f32) -> Self {
-        Self { freq, in_burst: false, quiet_blocks: REARM_BLOCKS }
+        Self { freq, in_burst: false, quiet_blocks: REARM_BLOCKS, candidate: None }
     }
 
-    /// Scan one decoded frame; returns the sample offset of a new onset in it, if any.
-    pub fn scan(&mut self, frame: &[i16]) -> Option<usize> {
+    /// Scan one decoded frame; returns a new onset confirmed in it, if any. The onset is the
+    /// first block of a run of [`SUSTAIN_BLOCKS`] tone blocks, so it may lie in the frame before.
+    pub fn scan(&mut self, frame: &[i16]) -> Option<Onset> {
         let mut found = None;
         for (i, block) in frame.chunks(ONSET_BLOCK).enumerate() {
             let rms =
                 (block.iter().map(|&s| (f32::from(s) / 32_768.0).powi(2)).sum::<f32>() / block.len() as f32).sqrt();
             let present = rms >= ONSET_MIN_RMS && tone_fraction(block, self.freq) >= ONSET_FRACTION;
-            if present {
-                if !self.in_burst && self.quiet_blocks >= REARM_BLOCKS && found.is_none() {
-                    found = Some(i * ONSET_BLOCK);
-                }
-                self.in_burst = true;
+            if present && self.in_burst {
                 self.quiet_blocks = 0;
+            } else if present {
+                let armed = self.quiet_blocks >= REARM_BLOCKS;
+                let candidate = self.candidate.get_or_insert(Candidate {
+                    blocks: 0,
+                    frames_back: 0,
+                    offset: i * ONSET_BLOCK,
+                    armed,
+                });
+                candidate.blocks += 1;
+                if candidate.blocks >= SUSTAIN_BLOCKS {
+                    let confirmed = *candidate;
+                    self.candidate = None;
+                    self.in_burst = true;
+                    self.quiet_blocks = 0;
+                    if confirmed.armed && found.is_none() {
+                        found = Some(Onset { frames_back: confirmed.frames_back, offset: confirmed.offset });
+                    }
+                }
             } else {
+                // A shorter run was a blip (e.g. codec ringing), not an onset.
+                self.candidate = None;
                 self.quiet_blocks = self.quiet_blocks.saturating_add(1);
                 if self.quiet_blocks >= 4 {
                     self.in_burst = false;
                 }
             }
+        }
+        if let Some(candidate) = self.candidate.as_mut() {
+            candidate.frames_back += 1;
         }
         found
     }
@@ -317,8 +361,8 @@ mod tests {
             if i % 100 == 50 {
                 assert_eq!(kind, FrameKind::MarkerStart);
             }
-            if let Some(offset) = detector.scan(&frame) {
-                onsets.push((i, offset));
+            if let Some(onset) = detector.scan(&frame) {
+                onsets.push((i - onset.frames_back as u32, onset.offset));
             }
         }
         assert_eq!(onsets, vec![(50, 0), (150, 0), (250, 0), (350, 0)]);
@@ -329,10 +373,32 @@ mod tests {
         let freq = marker_frequency(2);
         let mut detector = OnsetDetector::new(freq);
         let mut frame = vec![0i16; FRAME_SAMPLES];
-        frame[600..].copy_from_slice(&tone(freq, FRAME_SAMPLES - 600, 0.4));
-        assert_eq!(detector.scan(&frame), Some(600));
+        frame[240..].copy_from_slice(&tone(freq, FRAME_SAMPLES - 240, 0.4));
+        assert_eq!(detector.scan(&frame), Some(Onset { frames_back: 0, offset: 240 }));
         // Still in the burst: no second onset.
         assert_eq!(detector.scan(&tone(freq, FRAME_SAMPLES, 0.4)), None);
+    }
+
+    #[test]
+    fn onset_late_in_a_frame_is_confirmed_in_the_next() {
+        let freq = marker_frequency(2);
+        let mut detector = OnsetDetector::new(freq);
+        let mut frame = vec![0i16; FRAME_SAMPLES];
+        frame[720..].copy_from_slice(&tone(freq, FRAME_SAMPLES - 720, 0.4));
+        // Two tone blocks are not yet an onset; the next frame confirms it where it began.
+        assert_eq!(detector.scan(&frame), None);
+        assert_eq!(detector.scan(&tone(freq, FRAME_SAMPLES, 0.4)), Some(Onset { frames_back: 1, offset: 720 }));
+    }
+
+    #[test]
+    fn a_blip_shorter_than_the_sustain_time_is_not_an_onset() {
+        let freq = marker_frequency(1);
+        let mut detector = OnsetDetector::new(freq);
+        let mut frame = vec![0i16; FRAME_SAMPLES];
+        let blip = (SUSTAIN_BLOCKS as usize - 1) * ONSET_BLOCK;
+        frame[360..360 + blip].copy_from_slice(&tone(freq, blip, 0.4));
+        assert_eq!(detector.scan(&frame), None);
+        assert_eq!(detector.scan(&[0; FRAME_SAMPLES]), None);
     }
 
     #[test]
