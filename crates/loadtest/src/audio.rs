@@ -368,6 +368,42 @@ mod tests {
         }
     }
 
+    /// Three talkers speaking at once, decoded, summed and re-encoded like the server's shared
+    /// mix: every marker is still found at its own talker's frequency, none at another's.
+    #[test]
+    fn markers_are_heard_in_a_three_talker_mix() {
+        let s = MarkerSchedule { interval_frames: 150, turn_frames: 300, talkers: 3, turn_taking: false };
+        let mut talkers: Vec<_> = (0..3).map(|t| AudioTalker::new(0, t, 100 + u64::from(t), s).unwrap()).collect();
+        let mut decoders: Vec<_> =
+            (0..3).map(|_| opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).unwrap()).collect();
+        let mut mix_encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        mix_encoder.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE)).unwrap();
+        let mut listener = AudioListener::new(0, None, s, true).unwrap();
+        let (mut pcm, mut sum, mut mixed, mut payload) =
+            (vec![0i16; 960], vec![0i32; 960], vec![0i16; 960], [0u8; 1500]);
+        let mut hits = Vec::new();
+        for (seq, frame) in (90_000..92_400u64).enumerate() {
+            sum.fill(0);
+            for (talker, decoder) in talkers.iter_mut().zip(&mut decoders) {
+                if let Some(p) = talker.frame(frame).unwrap() {
+                    decoder.decode(&p.payload, &mut pcm, false).unwrap();
+                    sum.iter_mut().zip(&pcm).for_each(|(a, &x)| *a += i32::from(x));
+                }
+            }
+            mixed.iter_mut().zip(&sum).for_each(|(m, &x)| *m = x.clamp(-32_767, 32_767) as i16);
+            let len = mix_encoder.encode(&mixed, &mut payload).unwrap();
+            hits.extend(listener.on_packet(seq as u16, 0, &payload[..len], send_time_ms(frame) + 30.0));
+        }
+        let sent: u64 = talkers.iter().map(|t| t.markers_sent).sum();
+        assert_eq!(sent, 48);
+        assert_eq!(hits.len() as u64, sent, "unmatched {}", listener.unmatched_onsets);
+        assert_eq!(listener.unmatched_onsets, 0);
+        assert!(hits.iter().all(|h| h.latency_ms >= 30.0 && h.latency_ms <= 50.0), "{hits:?}");
+        for t in 0..3 {
+            assert_eq!(hits.iter().filter(|h| h.talker == t).count(), 16, "talker {t}");
+        }
+    }
+
     #[test]
     fn garbage_payload_is_counted_not_fatal() {
         let s = schedule(false);
