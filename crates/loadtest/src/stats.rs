@@ -111,7 +111,8 @@ pub struct RtpReceiveStats {
     duplicates_or_late: u64,
     /// RFC 3550 jitter estimate, in RTP clock units.
     jitter: f64,
-    last_transit: Option<f64>,
+    /// Arrival (in RTP clock units) and RTP timestamp of the previous packet.
+    last: Option<(f64, u32)>,
 }
 
 impl RtpReceiveStats {
@@ -124,7 +125,7 @@ impl RtpReceiveStats {
             self.base_seq = seq;
             self.max_seq = seq;
             self.received = 1;
-            self.last_transit = Some(arrival_secs * f64::from(clock_rate) - f64::from(rtp_timestamp));
+            self.last = Some((arrival_secs * f64::from(clock_rate), rtp_timestamp));
             return;
         }
         let max_low = self.max_seq & 0xffff;
@@ -144,12 +145,15 @@ impl RtpReceiveStats {
                 self.duplicates_or_late += 1;
             }
         }
-        let transit = arrival_secs * f64::from(clock_rate) - f64::from(rtp_timestamp);
-        if let Some(last) = self.last_transit {
-            let d = (transit - last).abs();
+        // D(i-1, i) of RFC 3550 from differences, so a timestamp that wraps past 2^32 is a
+        // step of one frame, not of 2^32 units.
+        let arrival = arrival_secs * f64::from(clock_rate);
+        if let Some((last_arrival, last_timestamp)) = self.last {
+            let timestamp_step = f64::from(rtp_timestamp.wrapping_sub(last_timestamp) as i32);
+            let d = ((arrival - last_arrival) - timestamp_step).abs();
             self.jitter += (d - self.jitter) / 16.0;
         }
-        self.last_transit = Some(transit);
+        self.last = Some((arrival, rtp_timestamp));
     }
 
     /// Packets the sequence range says were sent.
@@ -232,6 +236,16 @@ mod tests {
         assert_eq!((st.expected(), st.lost()), (3, 1));
         st.record(2, 960, 0.05, 48_000);
         assert_eq!((st.expected(), st.lost()), (3, 0));
+    }
+
+    #[test]
+    fn a_timestamp_wrapping_past_2_pow_32_is_not_jitter() {
+        let mut st = RtpReceiveStats::default();
+        let start = u32::MAX - 5 * 960;
+        for i in 0..20u32 {
+            st.record(i as u16, start.wrapping_add(i * 960), f64::from(i) * 0.02, 48_000);
+        }
+        assert!(st.jitter_ms(48_000) < 1e-6, "{}", st.jitter_ms(48_000));
     }
 
     #[test]
