@@ -3,11 +3,12 @@
 //! talks), send video frames (if it publishes), and feed the received mix to its
 //! [`AudioListener`]. Every wait is bounded; the outcome is plain data for the report.
 
-use crate::audio::{AudioListener, AudioTalker, MarkerSchedule, frame_at, send_time_ms};
+use crate::audio::{AudioListener, AudioTalker, MarkerSchedule, OutgoingAudio, frame_at, send_time_ms};
 use crate::scenario::{Role, Scenario, Seat};
 use crate::setup::Ticket;
 use crate::stats::Samples;
 use crate::video::{SIMULCAST_LAYERS, VideoLayer};
+use palaver_client::webrtc::WebRtcClient;
 use palaver_client::{ClientError, ConnectOptions, MediaKind, MediaTrack, QuicClient, ServerMessage};
 use palaver_core::protocol::ParticipantState;
 use std::sync::Arc;
@@ -194,15 +195,7 @@ async fn drive(
     let server_tracks = client.attach_media(tracks).await?;
     let mix_ssrc = server_tracks.iter().find(|t| t.kind == MediaKind::Audio).map(|t| t.ssrc);
 
-    let mut talker = match role.talker_index {
-        Some(t) => Some(
-            AudioTalker::new(seat.room, t, u64::from(seat.global) * 7919 + 1, shared.schedule)
-                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let mut listener = AudioListener::new(seat.room, role.talker_index, shared.schedule, role.decodes)
-        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+    let (mut talker, mut listener) = seat_audio(shared, seat, role)?;
     let mut audio_tx = client.rtp_sender(audio_ssrc, MediaTrack::DEFAULT_OPUS_PT);
     let mut video = role.video.then(|| {
         (
@@ -225,30 +218,17 @@ async fn drive(
         tokio::select! {
             _ = tokio::time::sleep_until(stop) => break,
             _ = tokio::time::sleep_until(frame_due.into()), if talker.is_some() => {
-                let now = Instant::now();
                 let Some(t) = talker.as_mut() else { continue };
-                let behind = frame_at(clock.unix_ms(now)).saturating_sub(next_frame);
-                if behind > MAX_CATCH_UP_FRAMES {
-                    out.frames_skipped += behind;
-                    audio_tx.packetizer().skip((behind as u32).saturating_mul(960));
-                    next_frame += behind;
+                let skip = |samples| audio_tx.packetizer().skip(samples);
+                let Some(p) = due_audio_frame(t, &clock, &mut next_frame, frame_due, out, skip) else { continue };
+                if p.marker {
+                    audio_tx.packetizer().start_talk_spurt();
                 }
-                out.lateness.push(now.saturating_duration_since(frame_due).as_secs_f64() * 1_000.0);
-                match t.frame(next_frame) {
-                    Ok(Some(p)) => {
-                        if p.marker {
-                            audio_tx.packetizer().start_talk_spurt();
-                        }
-                        // RFC 6464 level: palaver-client sets the voice flag on every level < 127.
-                        if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                    Ok(None) => audio_tx.packetizer().skip(960),
-                    Err(e) => tracing::warn!(error = %e, "encode failed"),
+                // RFC 6464 level: palaver-client sets the voice flag on every level < 127.
+                if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
+                    result = Err(e);
+                    break;
                 }
-                next_frame += 1;
             }
             _ = tokio::time::sleep_until(video_due.into()), if video.is_some() => {
                 let Some((layer, tx)) = video.as_mut() else { continue };
@@ -291,12 +271,7 @@ async fn drive(
         }
     }
     finish(out, talker.as_ref(), &listener, video.as_ref().map(|(layer, _)| std::slice::from_ref(layer)));
-    out.client_rtp_dropped = client.stats().rtp_dropped;
-    if result.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
-    }
-    client.close().await;
-    result
+    end_seat(client, out, result).await
 }
 
 /// One packet of the received mix: first-audio time, live counter, loss/jitter, marker latency.
@@ -344,7 +319,114 @@ pub(crate) fn finish(
     out.decode_errors = listener.decode_errors;
 }
 
-async fn wait_for_admission(client: &mut QuicClient) -> Result<(), ClientError> {
+/// What the seat loop needs from either transport's client (QUIC or WebRTC).
+pub(crate) trait SeatClient: Send {
+    fn next_event(&mut self) -> impl Future<Output = Option<ServerMessage>> + Send;
+    fn leave(&self) -> impl Future<Output = Result<(), ClientError>> + Send;
+    fn close(self) -> impl Future<Output = ()> + Send;
+    /// Received RTP packets the client dropped because its queue was full.
+    fn rtp_dropped(&self) -> u64;
+}
+
+impl SeatClient for QuicClient {
+    fn next_event(&mut self) -> impl Future<Output = Option<ServerMessage>> + Send {
+        QuicClient::next_event(self)
+    }
+    fn leave(&self) -> impl Future<Output = Result<(), ClientError>> + Send {
+        QuicClient::leave(self)
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        QuicClient::close(self)
+    }
+    fn rtp_dropped(&self) -> u64 {
+        self.stats().rtp_dropped
+    }
+}
+
+impl SeatClient for WebRtcClient {
+    fn next_event(&mut self) -> impl Future<Output = Option<ServerMessage>> + Send {
+        WebRtcClient::next_event(self)
+    }
+    fn leave(&self) -> impl Future<Output = Result<(), ClientError>> + Send {
+        WebRtcClient::leave(self)
+    }
+    fn close(self) -> impl Future<Output = ()> + Send {
+        WebRtcClient::close(self)
+    }
+    fn rtp_dropped(&self) -> u64 {
+        self.stats().rtp_dropped
+    }
+}
+
+/// The seat's talker (when its role talks) and the listener of the mix it receives.
+pub(crate) fn seat_audio(
+    shared: &RunShared,
+    seat: Seat,
+    role: Role,
+) -> Result<(Option<AudioTalker>, AudioListener), ClientError> {
+    let talker = match role.talker_index {
+        Some(t) => Some(
+            AudioTalker::new(seat.room, t, u64::from(seat.global) * 7919 + 1, shared.schedule)
+                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let listener = AudioListener::new(seat.room, role.talker_index, shared.schedule, role.decodes)
+        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+    Ok((talker, listener))
+}
+
+/// The talker's frame `*next_frame`, due at `frame_due`, then advances `*next_frame`. A sender
+/// more than [`MAX_CATCH_UP_FRAMES`] behind first skips ahead (`skip`, counted); the lateness
+/// is recorded. `None` for a DTX pause (the time is `skip`ped) or an encode failure.
+pub(crate) fn due_audio_frame(
+    talker: &mut AudioTalker,
+    clock: &Clock,
+    next_frame: &mut u64,
+    frame_due: Instant,
+    out: &mut SeatOutcome,
+    mut skip: impl FnMut(u32),
+) -> Option<OutgoingAudio> {
+    let now = Instant::now();
+    let behind = frame_at(clock.unix_ms(now)).saturating_sub(*next_frame);
+    if behind > MAX_CATCH_UP_FRAMES {
+        out.frames_skipped += behind;
+        skip((behind as u32).saturating_mul(960));
+        *next_frame += behind;
+    }
+    out.lateness.push(now.saturating_duration_since(frame_due).as_secs_f64() * 1_000.0);
+    let frame = match talker.frame(*next_frame) {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            skip(960);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "encode failed");
+            None
+        }
+    };
+    *next_frame += 1;
+    frame
+}
+
+/// Ends a seat (after [`finish`]): the client's drop counter into the outcome, `leave`
+/// (bounded) after a clean run, close; gives back the run's `result`.
+pub(crate) async fn end_seat(
+    client: impl SeatClient,
+    out: &mut SeatOutcome,
+    result: Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    out.client_rtp_dropped = client.rtp_dropped();
+    if result.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
+    }
+    client.close().await;
+    result
+}
+
+/// Waits (at most [`LOBBY_TIMEOUT`]) until the lobby admits the participant.
+pub(crate) async fn wait_for_admission(client: &mut impl SeatClient) -> Result<(), ClientError> {
     let deadline = tokio::time::Instant::now() + LOBBY_TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, client.next_event()).await {

@@ -3,8 +3,10 @@
 //! wall-clock grid, the received mix into an [`AudioListener`] — plus real rid simulcast video
 //! (q/h/f layers) for video publishers, which the WebRTC path negotiates.
 
-use crate::audio::{AudioListener, AudioTalker, frame_at, send_time_ms};
-use crate::participant::{RunShared, SeatOutcome, finish, on_mix_packet};
+use crate::audio::{frame_at, send_time_ms};
+use crate::participant::{
+    RunShared, SeatOutcome, due_audio_frame, end_seat, finish, on_mix_packet, seat_audio, wait_for_admission,
+};
 use crate::setup::Ticket;
 use crate::video::{SIMULCAST_LAYERS, VIDEO_CLOCK, VideoLayer};
 use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
@@ -13,8 +15,6 @@ use palaver_core::protocol::ParticipantState;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const LOBBY_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_CATCH_UP_FRAMES: u64 = 5;
 /// Video ticks at the fastest layer's rate (30 fps); slower layers send every k-th tick.
 const VIDEO_TICK: Duration = Duration::from_micros(33_333);
 
@@ -30,19 +30,7 @@ pub(crate) async fn drive_webrtc(
     let mut client = WebRtcClient::connect(options, &ticket.token).await?;
     let joined = client.join(ticket.target.clone(), Some(format!("load {}-{}", seat.room, seat.slot))).await?;
     if joined.snapshot.state == ParticipantState::Lobby {
-        let deadline = tokio::time::Instant::now() + LOBBY_TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, client.next_event()).await {
-                Err(_) => return Err(ClientError::Timeout(LOBBY_TIMEOUT)),
-                Ok(None) | Ok(Some(ServerMessage::SessionEnded { .. })) => {
-                    return Err(ClientError::Read("session ended in the lobby".into()));
-                }
-                Ok(Some(ServerMessage::Snapshot { snapshot })) if snapshot.state == ParticipantState::Connected => {
-                    break;
-                }
-                Ok(Some(_)) => {}
-            }
-        }
+        wait_for_admission(&mut client).await?;
     }
     // Media is part of joining on WebRTC: ICE + DTLS must be up before audio can flow.
     let session = client.start_media(MediaOptions { simulcast_video: role.video }).await?;
@@ -50,15 +38,7 @@ pub(crate) async fn drive_webrtc(
     out.join_ms = Some(started.elapsed().as_secs_f64() * 1_000.0);
     shared.live.joined.fetch_add(1, Ordering::Relaxed);
 
-    let mut talker = match role.talker_index {
-        Some(t) => Some(
-            AudioTalker::new(seat.room, t, u64::from(seat.global) * 7919 + 1, shared.schedule)
-                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let mut listener = AudioListener::new(seat.room, role.talker_index, shared.schedule, role.decodes)
-        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+    let (mut talker, mut listener) = seat_audio(shared, seat, role)?;
     let mut audio_tx = client.audio_sender()?;
     let mut video = if session.video_ssrcs.is_some() {
         let layers: Vec<VideoLayer> =
@@ -83,27 +63,14 @@ pub(crate) async fn drive_webrtc(
         tokio::select! {
             _ = tokio::time::sleep_until(stop) => break,
             _ = tokio::time::sleep_until(frame_due.into()), if talker.is_some() => {
-                let now = Instant::now();
                 let Some(t) = talker.as_mut() else { continue };
-                let behind = frame_at(clock.unix_ms(now)).saturating_sub(next_frame);
-                if behind > MAX_CATCH_UP_FRAMES {
-                    out.frames_skipped += behind;
-                    audio_tx.skip((behind as u32).saturating_mul(960));
-                    next_frame += behind;
+                let skip = |samples| audio_tx.skip(samples);
+                let Some(p) = due_audio_frame(t, &clock, &mut next_frame, frame_due, out, skip) else { continue };
+                // The WebRTC sender sets the RFC 6464 voice flag on every level < 127.
+                if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)).await {
+                    result = Err(e);
+                    break;
                 }
-                out.lateness.push(now.saturating_duration_since(frame_due).as_secs_f64() * 1_000.0);
-                match t.frame(next_frame) {
-                    // The WebRTC sender sets the RFC 6464 voice flag on every level < 127.
-                    Ok(Some(p)) => {
-                        if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)).await {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                    Ok(None) => audio_tx.skip(960),
-                    Err(e) => tracing::warn!(error = %e, "encode failed"),
-                }
-                next_frame += 1;
             }
             _ = tokio::time::sleep_until(video_due.into()), if video.is_some() => {
                 let Some((layers, tx)) = video.as_mut() else { continue };
@@ -144,10 +111,5 @@ pub(crate) async fn drive_webrtc(
         }
     }
     finish(out, talker.as_ref(), &listener, video.as_ref().map(|(layers, _)| layers.as_slice()));
-    out.client_rtp_dropped = client.stats().rtp_dropped;
-    if result.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.leave()).await;
-    }
-    client.close().await;
-    result
+    end_seat(client, out, result).await
 }
