@@ -11,9 +11,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use opus::{Application, Bitrate, Channels, Decoder, Encoder};
+use opus::{Channels, Decoder, Encoder};
 use palaver_sfu::mixer::codec::new_encoder;
 use palaver_sfu::mixer::{EncoderSettings, MixOutputs, Mixer, MixerConfig, MixerInput, OutputChannels, RtpAudioIn};
+
+#[path = "support/opus_frames.rs"]
+mod opus_frames;
 
 const FRAME: usize = 960;
 const TICK_US: f64 = 20_000.0;
@@ -32,33 +35,6 @@ fn mixer_config() -> MixerConfig {
     config
 }
 
-/// 50 encoded 20 ms frames (one second, looped) of a tone, or of near-silence.
-fn encoded_frames(frequency: Option<f32>) -> Vec<Vec<u8>> {
-    let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Voip).unwrap();
-    encoder.set_bitrate(Bitrate::Bits(32_000)).unwrap();
-    encoder.set_inband_fec(true).unwrap();
-    let mut phase = 0.0f32;
-    let mut noise = 12_345u32;
-    (0..50)
-        .map(|_| {
-            let pcm: Vec<i16> = (0..FRAME)
-                .map(|_| match frequency {
-                    Some(f) => {
-                        phase = (phase + std::f32::consts::TAU * f / 48_000.0) % std::f32::consts::TAU;
-                        (8_000.0 * phase.sin()) as i16
-                    }
-                    None => {
-                        // faint background noise, like a muted-but-open microphone
-                        noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                        ((noise >> 16) % 64) as i16 - 32
-                    }
-                })
-                .collect();
-            encoder.encode_vec(&pcm, 1500).unwrap()
-        })
-        .collect()
-}
-
 struct Traffic {
     voice: Vec<Vec<Vec<u8>>>,
     quiet: Vec<Vec<u8>>,
@@ -67,8 +43,8 @@ struct Traffic {
 impl Traffic {
     fn new() -> Self {
         Self {
-            voice: [440.0, 660.0, 880.0].iter().map(|&f| encoded_frames(Some(f))).collect(),
-            quiet: encoded_frames(None),
+            voice: [440.0, 660.0, 880.0].iter().map(|&f| opus_frames::encoded_second(Some(f), true)).collect(),
+            quiet: opus_frames::encoded_second(None, true),
         }
     }
 

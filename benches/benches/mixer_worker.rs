@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use crossbeam_queue::ArrayQueue;
-use opus::{Application, Bitrate, Channels, Encoder};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
 use palaver_sfu::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId};
 use palaver_sfu::rtp::{Codec, ExtensionMap};
@@ -22,33 +21,12 @@ use palaver_sfu::worker::{
     Command, MixOutputSpec, RoomId, SrtpKeys, Transmit, TransportSpec, WorkerCore, WorkerCounters,
 };
 
+#[path = "support/opus_frames.rs"]
+mod opus_frames;
+
 const OPUS: u8 = 111;
 const TALKERS: usize = 3;
 const SIZES: [usize; 3] = [3, 50, 350];
-
-/// 50 frames (1 s, looped) of a tone or of faint noise, 32 kb/s Opus.
-fn frames(frequency: Option<f32>) -> Vec<Vec<u8>> {
-    let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Voip).unwrap();
-    encoder.set_bitrate(Bitrate::Bits(32_000)).unwrap();
-    let (mut phase, mut noise) = (0.0f32, 12_345u32);
-    (0..50)
-        .map(|_| {
-            let pcm: Vec<i16> = (0..960)
-                .map(|_| match frequency {
-                    Some(f) => {
-                        phase = (phase + std::f32::consts::TAU * f / 48_000.0) % std::f32::consts::TAU;
-                        (8_000.0 * phase.sin()) as i16
-                    }
-                    None => {
-                        noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                        ((noise >> 16) % 64) as i16 - 32
-                    }
-                })
-                .collect();
-            encoder.encode_vec(&pcm, 1500).unwrap()
-        })
-        .collect()
-}
 
 /// Keeps nothing: the cost of the socket batch copy is in `buffer`/`commit` of the real shell.
 struct Discard {
@@ -252,8 +230,8 @@ fn measure(n: usize, voice: &[Vec<u8>], quiet: &[Vec<u8>], steps: u64) -> (f64, 
 }
 
 fn main() {
-    let voice = frames(Some(440.0));
-    let quiet = frames(None);
+    let voice = opus_frames::encoded_second(Some(440.0), false);
+    let quiet = opus_frames::encoded_second(None, false);
     if std::env::var_os("MIXER_BENCH_QUICK").is_none() {
         let mut criterion = Criterion::default().configure_from_args();
         let mut group = criterion.benchmark_group("worker_mix_step");
