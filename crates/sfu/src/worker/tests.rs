@@ -98,20 +98,11 @@ fn audio(seq: u16) -> Vec<u8> {
     p
 }
 
-/// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
-fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
-    let counters = Arc::new(WorkerCounters::default());
-    let events = Arc::new(ArrayQueue::new(64));
-    let mut core = WorkerCore::new(RouterConfig::default(), 99, counters, events);
-    let mut out = Outbox::default();
-    let t0 = Instant::now();
-    let publisher = Peer::new(1, profile);
-    let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + i, profile)).collect();
-    core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
-    core.apply(t0, publisher.spec(ROOM, true), &mut out).unwrap();
-    let producer = ProducerSpec {
+/// The publisher's Opus producer (id 1, SSRC 0x0A0A) on `transport`.
+fn opus_producer(transport: TransportId) -> ProducerSpec {
+    ProducerSpec {
         id: ProducerId(1),
-        transport: publisher.transport,
+        transport,
         kind: TrackKind::Audio,
         mid: None,
         codecs: vec![(OPUS, Codec::Opus)],
@@ -124,7 +115,21 @@ fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
             max_bitrate_bps: 0,
         }],
         extensions: ExtensionMap::default(),
-    };
+    }
+}
+
+/// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
+fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
+    let counters = Arc::new(WorkerCounters::default());
+    let events = Arc::new(ArrayQueue::new(64));
+    let mut core = WorkerCore::new(RouterConfig::default(), 99, counters, events);
+    let mut out = Outbox::default();
+    let t0 = Instant::now();
+    let publisher = Peer::new(1, profile);
+    let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + i, profile)).collect();
+    core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+    core.apply(t0, publisher.spec(ROOM, true), &mut out).unwrap();
+    let producer = opus_producer(publisher.transport);
     core.apply(t0, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
     for (i, s) in subscribers.iter().enumerate() {
         core.apply(t0, s.spec(ROOM, true), &mut out).unwrap();
@@ -464,25 +469,7 @@ fn the_worker_thread_drains_ingress_and_fills_egress_within_a_few_ticks() {
         Command::CreateRoom { room: ROOM },
         Command::AddQueueTransport { id: TransportId(1), room: ROOM, link: a.clone() },
         Command::AddQueueTransport { id: TransportId(2), room: ROOM, link: b.clone() },
-        Command::AddProducer {
-            room: ROOM,
-            spec: ProducerSpec {
-                id: ProducerId(1),
-                transport: TransportId(1),
-                kind: TrackKind::Audio,
-                mid: None,
-                codecs: vec![(OPUS, Codec::Opus)],
-                layers: vec![LayerSpec {
-                    rid: None,
-                    ssrc: Some(0x0A0A),
-                    rtx_ssrc: None,
-                    width: 0,
-                    height: 0,
-                    max_bitrate_bps: 0,
-                }],
-                extensions: ExtensionMap::default(),
-            },
-        },
+        Command::AddProducer { room: ROOM, spec: opus_producer(TransportId(1)) },
         Command::AddConsumer {
             room: ROOM,
             spec: ConsumerSpec {
