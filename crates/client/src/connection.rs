@@ -2,13 +2,15 @@
 //! stream and waits for `welcome`; three tasks then run until the connection ends: the frame
 //! reader (answers to requests go to their waiting caller by `requestId`, everything else to
 //! the bounded event queue; see [`crate::requests`]), the datagram reader (RTP to the bounded
-//! RTP queue, RTCP counted), and the heartbeat (`ping` every `heartbeatIntervalMs`).
+//! RTP queue; RTCP counted, and the keyframe requests in it to their own bounded queue), and
+//! the heartbeat (`ping` every `heartbeatIntervalMs`).
 
 use crate::requests::{self, FrameReader, FrameWriter, Joined, Requests, Welcome};
+use crate::rtcp::{KeyframeKind, KeyframeRequest, keyframe_requests};
 use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
-use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaTrack, ServerMessage};
+use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaReceive, MediaTrack, ServerMessage};
 use palaver_core::stream_frame::{Decoded, FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +32,15 @@ pub struct ClientStats {
     pub events_dropped: u64,
     /// Signaling frames from the server that could not be read (skipped).
     pub invalid_frames: u64,
+    /// PLIs and FIRs the server sent about this client's streams.
+    pub plis_received: u64,
+    pub firs_received: u64,
+    /// Keyframe requests dropped because their queue was full.
+    pub keyframe_requests_dropped: u64,
 }
+
+/// Keyframe requests held before new ones are dropped (see [`QuicClient::next_keyframe_request`]).
+pub const KEYFRAME_REQUEST_QUEUE: usize = 256;
 
 /// Datagram counters (the signaling ones live in [`Requests`]).
 #[derive(Default)]
@@ -40,6 +50,9 @@ struct Counters {
     rtcp_received: AtomicU64,
     invalid_datagrams: AtomicU64,
     rtp_dropped: AtomicU64,
+    plis_received: AtomicU64,
+    firs_received: AtomicU64,
+    keyframe_requests_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -91,6 +104,7 @@ pub struct QuicClient {
     welcome: Welcome,
     events: mpsc::Receiver<ServerMessage>,
     rtp: Option<mpsc::Receiver<ReceivedRtp>>,
+    keyframe_requests: Option<mpsc::Receiver<KeyframeRequest>>,
     tasks: Vec<JoinHandle<()>>,
     timeout: Duration,
     /// The endpoint this client bound itself (closed with it); `None` when shared.
@@ -136,14 +150,26 @@ impl QuicClient {
         let counters = Arc::new(Counters::default());
         let (events_tx, events) = mpsc::channel(options.event_queue.max(1));
         let (rtp_tx, rtp) = mpsc::channel(options.rtp_queue.max(1));
+        let (keyframe_tx, keyframe_requests) = mpsc::channel(KEYFRAME_REQUEST_QUEUE);
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let tasks = vec![
             tokio::spawn(read_signaling(connection.clone(), reader, signaling.clone(), events_tx)),
-            tokio::spawn(read_datagrams(connection.clone(), counters.clone(), rtp_tx)),
+            tokio::spawn(read_datagrams(connection.clone(), counters.clone(), rtp_tx, keyframe_tx)),
             tokio::spawn(requests::heartbeat(signaling.clone(), heartbeat_period)),
         ];
         let timeout = options.timeout;
-        Ok(Self { connection, signaling, counters, welcome, events, rtp: Some(rtp), tasks, timeout, own_endpoint })
+        Ok(Self {
+            connection,
+            signaling,
+            counters,
+            welcome,
+            events,
+            rtp: Some(rtp),
+            keyframe_requests: Some(keyframe_requests),
+            tasks,
+            timeout,
+            own_endpoint,
+        })
     }
 
     pub fn welcome(&self) -> &Welcome {
@@ -172,12 +198,44 @@ impl QuicClient {
     }
 
     /// Starts (or replaces) this participant's datagram media: `tracks` are the streams this
-    /// client sends (empty for a listener); returns the streams the server sends it.
+    /// client sends (empty for a listener); returns the streams the server sends it (the
+    /// room's audio mix). Same as [`Self::attach_media_receiving`] with no video slots.
     pub async fn attach_media(&self, tracks: Vec<MediaTrack>) -> Result<Vec<MediaTrack>, ClientError> {
-        match self.request(ClientMessage::MediaAttach { tracks }).await? {
+        self.attach_media_receiving(tracks, MediaReceive::default()).await
+    }
+
+    /// [`Self::attach_media`] that also asks for video receive slots: the answer lists the
+    /// audio mix, then one VP8 track per slot with its `mid` (`quic-video-0`, ..., `quic-screen`)
+    /// and SSRC. Which participant each slot shows arrives as `media.slots` events; size or
+    /// pause slots with `ClientMessage::MediaSubscribe`; [`Self::send_pli`] asks for a keyframe.
+    /// Rid tracks of one kind (`MediaTrack::vp8_layer`) are sent as one simulcast camera.
+    pub async fn attach_media_receiving(
+        &self,
+        tracks: Vec<MediaTrack>,
+        receive: MediaReceive,
+    ) -> Result<Vec<MediaTrack>, ClientError> {
+        match self.request(ClientMessage::MediaAttach { tracks, receive }).await? {
             ServerMessage::MediaAttached { tracks, .. } => Ok(tracks),
             other => Err(ClientError::Protocol(format!("expected media.attached, got {other:?}"))),
         }
+    }
+
+    /// Asks the server for a keyframe on the received stream `media_ssrc` (a video slot's SSRC):
+    /// one RTCP PLI datagram, which the server relays to the publisher the slot shows.
+    pub fn send_pli(&self, media_ssrc: u32) -> Result<(), ClientError> {
+        self.send_datagram(crate::rtcp::pli(0, media_ssrc))
+    }
+
+    /// The next keyframe request (PLI/FIR) the server sent about one of this client's streams
+    /// (answer it with a keyframe on that SSRC); `None` once the connection is closed (or after
+    /// [`Self::take_keyframe_requests`]). Requests are queued (bounded, newest dropped when full).
+    pub async fn next_keyframe_request(&mut self) -> Option<KeyframeRequest> {
+        self.keyframe_requests.as_mut()?.recv().await
+    }
+
+    /// Moves the keyframe-request queue out (to read it on another task).
+    pub fn take_keyframe_requests(&mut self) -> Option<mpsc::Receiver<KeyframeRequest>> {
+        self.keyframe_requests.take()
     }
 
     /// Leaves the conversation (the connection stays open); `session.ended` follows as an event.
@@ -231,6 +289,9 @@ impl QuicClient {
             rtp_dropped: get(&c.rtp_dropped),
             events_dropped: get(&signaling.events_dropped),
             invalid_frames: get(&signaling.invalid_frames),
+            plis_received: get(&c.plis_received),
+            firs_received: get(&c.firs_received),
+            keyframe_requests_dropped: get(&c.keyframe_requests_dropped),
         }
     }
 
@@ -280,6 +341,24 @@ impl RtpSender {
         Ok(())
     }
 
+    /// Sends one video frame: one packet per payload (each an RFC 7741 descriptor + VP8 data,
+    /// within the datagram size), all with the frame's timestamp and the marker bit on the last;
+    /// the timestamp then advances by `samples` (90 kHz: 3,000 for 30 fps).
+    pub fn send_frame(&mut self, payloads: &[&[u8]], samples: u32) -> Result<(), ClientError> {
+        let last = payloads.len().saturating_sub(1);
+        for (i, payload) in payloads.iter().enumerate() {
+            let packet = self.packetizer.packetize_video(payload, i == last, if i == last { samples } else { 0 });
+            self.connection.send_datagram(packet)?;
+            bump(&self.counters.datagrams_sent);
+        }
+        Ok(())
+    }
+
+    /// The SSRC this sender's packets carry.
+    pub fn ssrc(&self) -> u32 {
+        self.packetizer.ssrc()
+    }
+
     /// The packetizer (sequence/timestamp state, DTX pauses via `skip`).
     pub fn packetizer(&mut self) -> &mut RtpPacketizer {
         &mut self.packetizer
@@ -298,12 +377,23 @@ async fn read_signaling(
     connection.close(0u32.into(), b"signaling ended");
 }
 
-async fn read_datagrams(connection: quinn::Connection, c: Arc<Counters>, rtp: mpsc::Sender<ReceivedRtp>) {
+async fn read_datagrams(
+    connection: quinn::Connection,
+    c: Arc<Counters>,
+    rtp: mpsc::Sender<ReceivedRtp>,
+    keyframes: mpsc::Sender<KeyframeRequest>,
+) {
     while let Ok(datagram) = connection.read_datagram().await {
         let arrival = Instant::now();
         bump(&c.datagrams_received);
         if is_rtcp(&datagram) {
             bump(&c.rtcp_received);
+            for request in keyframe_requests(&datagram, arrival) {
+                bump(if request.kind == KeyframeKind::Pli { &c.plis_received } else { &c.firs_received });
+                if keyframes.try_send(request).is_err() {
+                    bump(&c.keyframe_requests_dropped);
+                }
+            }
             continue;
         }
         match ReceivedRtp::parse(datagram, arrival) {

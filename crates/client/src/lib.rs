@@ -28,16 +28,18 @@
 mod connection;
 mod error;
 mod requests;
+pub mod rtcp;
 pub mod rtp;
 mod tls;
 pub mod webrtc;
 
-pub use connection::{ClientStats, QuicClient, RtpSender};
+pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
 pub use palaver_core::protocol::{
-    ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaTrack, ServerMessage,
+    ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };
 pub use requests::{Joined, Welcome};
+pub use rtcp::{KeyframeKind, KeyframeRequest};
 pub use rtp::{ReceivedRtp, RtpPacketizer};
 
 use std::net::SocketAddr;

@@ -88,6 +88,17 @@ impl RtpPacketizer {
         self.marker_next = false;
         out.freeze()
     }
+
+    /// The next packet of a video frame carrying `payload`, with the frame's timestamp; `last`
+    /// sets the marker (the frame's last packet) and then advances the timestamp by `samples`.
+    pub fn packetize_video(&mut self, payload: &[u8], last: bool, samples: u32) -> Bytes {
+        self.marker_next = last;
+        let packet = self.packetize(payload, 0, None);
+        if last {
+            self.timestamp = self.timestamp.wrapping_add(samples);
+        }
+        packet
+    }
 }
 
 /// One RTP packet received from the server.
@@ -211,6 +222,18 @@ mod tests {
         p.skip(960 * 5);
         let third = ReceivedRtp::parse(p.packetize(b"f", 960, None), now).unwrap();
         assert_eq!((third.sequence, third.timestamp, third.marker), (3, 859 + 960 * 8, true));
+    }
+
+    #[test]
+    fn video_frames_share_a_timestamp_and_mark_their_last_packet() {
+        let mut p = RtpPacketizer::with_start(9, 96, 10, 1_000);
+        let now = Instant::now();
+        let parse = |b| ReceivedRtp::parse(b, now).unwrap();
+        let a = parse(p.packetize_video(b"a", false, 0));
+        let b = parse(p.packetize_video(b"b", true, 3_000));
+        let c = parse(p.packetize_video(b"c", true, 3_000));
+        let got: Vec<(u16, u32, bool)> = [a, b, c].iter().map(|x| (x.sequence, x.timestamp, x.marker)).collect();
+        assert_eq!(got, vec![(10, 1_000, false), (11, 1_000, true), (12, 4_000, true)]);
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! One simulated participant over QUIC (`palaver-client`): connect, join (waiting out a lobby),
 //! attach media, then until the stop time: send Opus frames on the wall-clock frame grid (if it
-//! talks), send video frames (if it publishes), and feed the received mix to its
-//! [`AudioListener`]. Every wait is bounded; the outcome is plain data for the report.
+//! talks), send three simulcast video layers (if it publishes; a keyframe on the layer the
+//! server asks for), receive one video slot (if it publishes, as over WebRTC), and feed the
+//! received mix to its [`AudioListener`]. Every wait is bounded; the outcome is plain data for
+//! the report.
 
 use crate::audio::{AudioListener, AudioTalker, MarkerSchedule, OutgoingAudio, frame_at, send_time_ms};
 use crate::scenario::{Role, Scenario, Seat};
 use crate::setup::Ticket;
 use crate::stats::Samples;
-use crate::video::{SIMULCAST_LAYERS, VideoLayer};
+use crate::video::{SIMULCAST_LAYERS, VIDEO_CLOCK, VideoLayer, is_vp8_keyframe_start};
 use palaver_client::webrtc::WebRtcClient;
-use palaver_client::{ClientError, ConnectOptions, MediaKind, MediaTrack, QuicClient, ServerMessage};
+use palaver_client::{
+    ClientError, ConnectOptions, MediaKind, MediaReceive, MediaTrack, QuicClient, ReceivedRtp, ServerMessage,
+};
 use palaver_core::protocol::ParticipantState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const LOBBY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames a late sender may catch up in one go; beyond that it skips (and counts it).
 const MAX_CATCH_UP_FRAMES: u64 = 5;
-/// The video layer sent over QUIC (its `media.attach` has no simulcast grouping).
-const QUIC_VIDEO_LAYER: usize = 1;
+/// Video ticks at the fastest layer's rate (30 fps); slower layers send every k-th tick.
+pub(crate) const VIDEO_TICK: Duration = Duration::from_micros(33_333);
 
 /// Maps between `Instant` and Unix milliseconds (one anchor for the whole run).
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +101,12 @@ pub struct SeatOutcome {
     pub markers_sent: u64,
     pub video_packets: u64,
     pub video_keyframes: u64,
+    /// Keyframe requests (PLI/FIR) the server sent this publisher (QUIC; answered with a keyframe).
+    pub video_keyframe_requests: u64,
     pub video_received: u64,
+    /// Received video frames (packets with the marker bit) and keyframes (VP8 keyframe starts).
+    pub video_frames_received: u64,
+    pub video_keyframes_received: u64,
     pub client_rtp_dropped: u64,
 }
 
@@ -184,28 +193,40 @@ async fn drive(
     shared.live.joined.fetch_add(1, Ordering::Relaxed);
 
     let audio_ssrc = rand::random::<u32>() | 1;
-    let video_ssrc = audio_ssrc ^ 0x5a5a_0000;
+    // Distinct from the audio SSRC (and each other): the low bit stays 1, the high bits differ.
+    let video_ssrcs: [u32; 3] = std::array::from_fn(|i| audio_ssrc ^ ((0x5a5a_0000 + i as u32) << 4));
     let mut tracks = Vec::new();
     if role.talker_index.is_some() {
         tracks.push(MediaTrack::opus(audio_ssrc));
     }
     if role.video {
-        tracks.push(MediaTrack { kind: MediaKind::Video, ssrc: video_ssrc, payload_type: MediaTrack::DEFAULT_VP8_PT });
+        for (spec, ssrc) in SIMULCAST_LAYERS.iter().zip(video_ssrcs) {
+            tracks.push(MediaTrack::vp8_layer(MediaKind::Video, ssrc, spec.rid).with_size(spec.width, spec.height));
+        }
     }
-    let server_tracks = client.attach_media(tracks).await?;
+    // Video publishers receive one remote camera, like the WebRTC seat's sendrecv video section.
+    let receive = MediaReceive { video: u8::from(role.video), screen: false };
+    let server_tracks = client.attach_media_receiving(tracks, receive).await?;
     let mix_ssrc = server_tracks.iter().find(|t| t.kind == MediaKind::Audio).map(|t| t.ssrc);
 
     let (mut talker, mut listener) = seat_audio(shared, seat, role)?;
     let mut audio_tx = client.rtp_sender(audio_ssrc, MediaTrack::DEFAULT_OPUS_PT);
-    let mut video = role.video.then(|| {
-        (
-            VideoLayer::new(SIMULCAST_LAYERS[QUIC_VIDEO_LAYER], 3, seat.global as u16),
-            client.rtp_sender(video_ssrc, MediaTrack::DEFAULT_VP8_PT),
-        )
+    let mut video: Option<Vec<(VideoLayer, palaver_client::RtpSender)>> = role.video.then(|| {
+        SIMULCAST_LAYERS
+            .iter()
+            .zip(video_ssrcs)
+            .map(|(spec, ssrc)| {
+                (VideoLayer::new(*spec, 3, seat.global as u16), client.rtp_sender(ssrc, MediaTrack::DEFAULT_VP8_PT))
+            })
+            .collect()
     });
     let Some(mut rtp_rx) = client.take_rtp_receiver() else {
         return Err(ClientError::InvalidArgument("RTP receiver already taken".into()));
     };
+    let Some(mut keyframe_rx) = client.take_keyframe_requests() else {
+        return Err(ClientError::InvalidArgument("keyframe requests already taken".into()));
+    };
+    let mut video_tick: u64 = 0;
 
     let clock = shared.clock;
     let mut next_frame = frame_at(clock.unix_ms(Instant::now())) + 1;
@@ -231,21 +252,30 @@ async fn drive(
                 }
             }
             _ = tokio::time::sleep_until(video_due.into()), if video.is_some() => {
-                let Some((layer, tx)) = video.as_mut() else { continue };
-                let packets = layer.next_frame();
-                let last = packets.len().saturating_sub(1);
-                for (i, p) in packets.iter().enumerate() {
-                    if i == last {
-                        tx.packetizer().start_talk_spurt();
+                let Some(layers) = video.as_mut() else { continue };
+                for (layer, tx) in layers.iter_mut() {
+                    let every = u64::from((30 / layer.spec.fps.max(1)).max(1));
+                    if !video_tick.is_multiple_of(every) {
+                        continue;
                     }
-                    let samples = if i == last { crate::video::VIDEO_CLOCK / layer.spec.fps } else { 0 };
-                    if tx.send(&p.payload, samples, None).is_err() {
+                    let packets = layer.next_frame();
+                    let payloads: Vec<&[u8]> = packets.iter().map(|p| p.payload.as_slice()).collect();
+                    if tx.send_frame(&payloads, VIDEO_CLOCK / layer.spec.fps.max(1)).is_err() {
                         break;
                     }
                 }
-                next_video += Duration::from_secs_f64(layer.frame_interval_ms() / 1_000.0);
+                video_tick += 1;
+                next_video += VIDEO_TICK;
                 if next_video + Duration::from_secs(1) < Instant::now() {
                     next_video = Instant::now();
+                }
+            }
+            request = keyframe_rx.recv(), if video.is_some() => {
+                let Some(request) = request else { continue };
+                out.video_keyframe_requests += 1;
+                let asked = video.iter_mut().flatten().find(|(_, tx)| tx.ssrc() == request.media_ssrc);
+                if let Some((layer, _)) = asked {
+                    layer.request_keyframe();
                 }
             }
             packet = rtp_rx.recv() => {
@@ -254,7 +284,7 @@ async fn drive(
                     break;
                 };
                 if Some(packet.ssrc) != mix_ssrc && packet.payload_type != MediaTrack::DEFAULT_OPUS_PT {
-                    out.video_received += 1;
+                    on_video_packet(out, &packet);
                     continue;
                 }
                 on_mix_packet(shared, &mut listener, out, started, &packet);
@@ -270,8 +300,16 @@ async fn drive(
             }
         }
     }
-    finish(out, talker.as_ref(), &listener, video.as_ref().map(|(layer, _)| std::slice::from_ref(layer)));
+    let layers: Option<Vec<VideoLayer>> = video.map(|v| v.into_iter().map(|(layer, _)| layer).collect());
+    finish(out, talker.as_ref(), &listener, layers.as_deref());
     end_seat(client, out, result).await
+}
+
+/// One received video packet (a slot's remote camera): packets, frames (marker) and keyframes.
+pub(crate) fn on_video_packet(out: &mut SeatOutcome, packet: &ReceivedRtp) {
+    out.video_received += 1;
+    out.video_frames_received += u64::from(packet.marker);
+    out.video_keyframes_received += u64::from(is_vp8_keyframe_start(&packet.payload));
 }
 
 /// One packet of the received mix: first-audio time, live counter, loss/jitter, marker latency.

@@ -5,7 +5,8 @@
 
 use crate::audio::{frame_at, send_time_ms};
 use crate::participant::{
-    RunShared, SeatOutcome, due_audio_frame, end_seat, finish, on_mix_packet, seat_audio, wait_for_admission,
+    RunShared, SeatOutcome, VIDEO_TICK, due_audio_frame, end_seat, finish, on_mix_packet, on_video_packet, seat_audio,
+    wait_for_admission,
 };
 use crate::setup::Ticket;
 use crate::video::{SIMULCAST_LAYERS, VIDEO_CLOCK, VideoLayer};
@@ -14,9 +15,6 @@ use palaver_client::{ClientError, ServerMessage};
 use palaver_core::protocol::ParticipantState;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Video ticks at the fastest layer's rate (30 fps); slower layers send every k-th tick.
-const VIDEO_TICK: Duration = Duration::from_micros(33_333);
 
 pub(crate) async fn drive_webrtc(
     shared: &RunShared,
@@ -97,7 +95,7 @@ pub(crate) async fn drive_webrtc(
                     break;
                 };
                 if packet.payload_type != session.audio_payload_type {
-                    out.video_received += 1;
+                    on_video_packet(out, &packet);
                     continue;
                 }
                 on_mix_packet(shared, &mut listener, out, started, &packet);

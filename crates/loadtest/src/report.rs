@@ -63,14 +63,19 @@ impl AudioResults {
     }
 }
 
-/// Video the publishers sent (the receive side is counted by the server's packet rates).
+/// Video the publishers sent and the participants' video slots received (either transport).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VideoResults {
     pub publishers: u64,
     pub packets_sent: u64,
     pub keyframes_sent: u64,
+    /// PLI/FIR the server sent to publishers (counted on QUIC, where each is answered with a keyframe).
+    pub keyframe_requests: u64,
     pub packets_received: u64,
+    /// Frames (marker bit) and VP8 keyframes among the received video packets.
+    pub frames_received: u64,
+    pub keyframes_received: u64,
     /// Why video was not sent, when it was planned but the transport cannot carry it.
     pub skipped: Option<String>,
 }
@@ -201,8 +206,15 @@ impl Report {
             let text = match &v.skipped {
                 Some(why) => format!("not sent: {why}"),
                 None => format!(
-                    "{} publishers, {} packets sent ({} keyframes), {} received",
-                    v.publishers, v.packets_sent, v.keyframes_sent, v.packets_received
+                    "{} publishers, {} packets sent ({} keyframes, {} keyframe requests), \
+                     {} received ({} frames, {} keyframes)",
+                    v.publishers,
+                    v.packets_sent,
+                    v.keyframes_sent,
+                    v.keyframe_requests,
+                    v.packets_received,
+                    v.frames_received,
+                    v.keyframes_received
                 ),
             };
             row(&mut out, "video", text);

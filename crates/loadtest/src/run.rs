@@ -285,7 +285,10 @@ pub fn fold(
         video.publishers += u64::from(o.video_packets > 0);
         video.packets_sent += o.video_packets;
         video.keyframes_sent += o.video_keyframes;
+        video.keyframe_requests += o.video_keyframe_requests;
         video.packets_received += o.video_received;
+        video.frames_received += o.video_frames_received;
+        video.keyframes_received += o.video_keyframes_received;
     }
     audio.markers_heard = latency.summary().map_or(0, |s| s.count);
     audio.latency_ms = latency.summary();

@@ -317,11 +317,15 @@ pub enum ClientMessage {
         call_id: Option<String>,
     },
     /// QUIC connections only: start (or replace) this participant's datagram media session.
-    /// `tracks` are the streams the client sends; answered with `media.attached`.
+    /// `tracks` are the streams the client sends (rid layers of one kind = one simulcast
+    /// camera/screen); `receive` asks for video receive slots (absent = the audio mix only).
+    /// Answered with `media.attached`.
     #[serde(rename = "media.attach")]
     MediaAttach {
         #[serde(default)]
         tracks: Vec<MediaTrack>,
+        #[serde(default, skip_serializing_if = "MediaReceive::is_audio_only")]
+        receive: MediaReceive,
     },
     /// Size or pause this participant's video receive slots (see `media.slots`); acked.
     #[serde(rename = "media.subscribe")]
@@ -521,7 +525,8 @@ pub enum ServerMessage {
     /// sent after the answer and again whenever a slot is filled, emptied or refilled).
     #[serde(rename = "media.slots")]
     MediaSlots { slots: Vec<MediaSlot> },
-    /// Answer to `media.attach`: the streams the server sends to this client (the room's audio mix).
+    /// Answer to `media.attach`: the streams the server sends to this client: the room's audio
+    /// mix, then one VP8 track per requested receive slot (each with its slot's `mid`).
     #[serde(rename = "media.attached")]
     MediaAttached {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -692,7 +697,7 @@ mod tests {
             json!({"type":"media.attached","requestId":"r1","tracks":[{"kind":"audio","ssrc":9,"payloadType":111}]})
         );
         let listener = ClientFrame::parse(r#"{"type":"media.attach"}"#).unwrap();
-        assert_eq!(listener.message, ClientMessage::MediaAttach { tracks: vec![] });
+        assert_eq!(listener.message, ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive::default() });
         let bad =
             ClientFrame::parse(r#"{"type":"media.attach","tracks":[{"kind":"audio","ssrc":-1,"payloadType":1}]}"#);
         assert_eq!(bad.unwrap_err().code(), crate::ErrorCode::InvalidParameter);

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_core::ErrorCode;
-use palaver_core::protocol::{IceCandidate, MediaSlot, MediaTrack, SlotSubscription};
+use palaver_core::protocol::{IceCandidate, MediaReceive, MediaSlot, MediaTrack, SlotSubscription};
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId,
 };
@@ -654,8 +654,9 @@ impl MediaNegotiator for WebRtcMedia {
         session: MediaSession,
         path: MediaPathId,
         tracks: Vec<MediaTrack>,
+        receive: MediaReceive,
     ) -> MediaFuture<Vec<MediaTrack>> {
-        let result = self.attach_quic(&session, path, &tracks);
+        let result = self.attach_quic(&session, path, &tracks, receive);
         Box::pin(async move { result })
     }
 }

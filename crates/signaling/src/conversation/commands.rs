@@ -53,6 +53,7 @@ fn check_media_tracks(tracks: &[palaver_core::protocol::MediaTrack]) -> Result<(
             ));
         }
     }
+    palaver_core::protocol::group_sent_tracks(tracks).map_err(|m| Refusal::new(ErrorCode::InvalidParameter, m))?;
     Ok(())
 }
 
@@ -258,15 +259,16 @@ impl Conversation {
                 out.push(Output::MediaOffer { participant_id: actor_id.to_string(), sdp, may_send_media });
                 Ok(())
             }
-            Command::MediaAttach { path, tracks, request_id } => {
+            Command::MediaAttach { path, tracks, receive, request_id } => {
                 if actor_in_lobby {
                     return Err(Refusal::new(ErrorCode::Forbidden, "media starts after admission from the lobby"));
                 }
                 check_media_tracks(&tracks)?;
+                receive.check().map_err(|m| Refusal::new(ErrorCode::InvalidParameter, m))?;
                 let may_send_media = actor.may_send_media();
                 self.set_flag(actor_id, |p| p.media_active = true);
                 let participant_id = actor_id.to_string();
-                out.push(Output::MediaAttach { participant_id, path, tracks, may_send_media, request_id });
+                out.push(Output::MediaAttach { participant_id, path, tracks, receive, may_send_media, request_id });
                 Ok(())
             }
             Command::MediaSubscribe { slots } => {
@@ -464,9 +466,9 @@ mod tests {
 
     #[test]
     fn attached_tracks_need_distinct_ssrcs_dynamic_payload_types_and_a_bound() {
-        let video = MediaTrack { kind: MediaKind::Video, ssrc: 2, payload_type: 96 };
+        let video = MediaTrack::vp8(MediaKind::Video, 2);
         assert!(check_media_tracks(&[]).is_ok());
-        assert!(check_media_tracks(&[MediaTrack::opus(1), video]).is_ok());
+        assert!(check_media_tracks(&[MediaTrack::opus(1), video.clone()]).is_ok());
         let refused = |tracks: &[MediaTrack]| check_media_tracks(tracks).unwrap_err().code;
         assert_eq!(refused(&[MediaTrack::opus(0)]), ErrorCode::InvalidParameter);
         assert_eq!(refused(&[MediaTrack::opus(3), MediaTrack::opus(3)]), ErrorCode::InvalidParameter);
@@ -474,5 +476,8 @@ mod tests {
         let many: Vec<MediaTrack> = (1..=MAX_ATTACHED_TRACKS as u32 + 1).map(MediaTrack::opus).collect();
         assert_eq!(refused(&many), ErrorCode::InvalidParameter);
         assert!(check_media_tracks(&many[..MAX_ATTACHED_TRACKS]).is_ok());
+        let layer = |ssrc, rid: &str| MediaTrack::vp8_layer(MediaKind::Video, ssrc, rid);
+        assert!(check_media_tracks(&[layer(4, "q"), layer(5, "h"), layer(6, "f")]).is_ok());
+        assert_eq!(refused(&[layer(4, "q"), layer(5, "q")]), ErrorCode::InvalidParameter);
     }
 }

@@ -134,6 +134,7 @@ pub enum Command {
     MediaAttach {
         path: crate::gateway::MediaPathId,
         tracks: Vec<MediaTrack>,
+        receive: palaver_core::protocol::MediaReceive,
         request_id: Option<String>,
     },
 }
@@ -203,6 +204,7 @@ pub enum Output {
         participant_id: String,
         path: crate::gateway::MediaPathId,
         tracks: Vec<MediaTrack>,
+        receive: palaver_core::protocol::MediaReceive,
         may_send_media: bool,
         request_id: Option<String>,
     },

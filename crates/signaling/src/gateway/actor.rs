@@ -297,12 +297,12 @@ impl Actor {
                         }
                     });
                 }
-                Output::MediaAttach { participant_id, path, tracks, may_send_media, request_id } => {
+                Output::MediaAttach { participant_id, path, tracks, receive, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
                     let (media, gateway) = (self.gateway.media(), self.gateway.clone());
                     tokio::spawn(async move {
-                        let reply = match media.attach(session, path, tracks).await {
+                        let reply = match media.attach(session, path, tracks, receive).await {
                             Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
                             Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };

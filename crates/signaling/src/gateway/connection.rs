@@ -299,8 +299,8 @@ impl Connection {
                 return self.call_media_candidate(rid, call_id, candidate).await;
             }
             M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
-            M::MediaAttach { tracks } => match self.media_path {
-                Some(path) => Command::MediaAttach { path, tracks, request_id: rid.clone() },
+            M::MediaAttach { tracks, receive } => match self.media_path {
+                Some(path) => Command::MediaAttach { path, tracks, receive, request_id: rid.clone() },
                 None => {
                     let message = "media.attach needs a QUIC connection; WebSocket clients send media.offer";
                     return self.error(ErrorCode::BadRequest, message, rid);

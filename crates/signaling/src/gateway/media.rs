@@ -47,15 +47,18 @@ pub trait MediaNegotiator: Send + Sync + 'static {
     /// The participant sized or paused its video receive slots (`media.subscribe`, already
     /// validated); unknown mids are ignored.
     fn subscribe(&self, _session: MediaSession, _slots: Vec<palaver_core::protocol::SlotSubscription>) {}
-    /// Plain RTP over the connection's datagram `path` (QUIC): the participant sends `tracks`;
-    /// resolves to the tracks the server sends it. Replaces an earlier media session of the participant.
+    /// Plain RTP over the connection's datagram `path` (QUIC): the participant sends `tracks`
+    /// (already checked: `group_sent_tracks`) and receives the audio mix plus the video slots
+    /// `receive` asks for; resolves to the tracks the server sends it. Replaces an earlier
+    /// media session of the participant.
     fn attach(
         &self,
         session: MediaSession,
         path: MediaPathId,
         tracks: Vec<MediaTrack>,
+        receive: palaver_core::protocol::MediaReceive,
     ) -> MediaFuture<Vec<MediaTrack>> {
-        let _ = (session, path, tracks);
+        let _ = (session, path, tracks, receive);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
 }
