@@ -5,6 +5,7 @@ mod identity;
 mod identity_directory;
 mod load;
 mod quic;
+mod quic_video;
 mod quic_webrtc;
 mod rooms;
 mod server_cli;
