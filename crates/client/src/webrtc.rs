@@ -277,6 +277,18 @@ impl WebRtcClient {
     /// Negotiates the media session (after `join`, once admitted): builds the peer connection,
     /// sends `media.offer`, applies the `media.answer` and waits until ICE and DTLS are up.
     pub async fn start_media(&mut self, media: MediaOptions) -> Result<MediaSession, ClientError> {
+        self.start_media_receiving(media, 0).await
+    }
+
+    /// [`Self::start_media`] with `receive_video` extra receive-only video sections after the
+    /// others (as the web client offers them): more camera slots, or — when `media` sends no
+    /// camera — the first one is the camera slot and a second the screen slot (`docs/media.md`).
+    /// Their video arrives on the SSRCs of the answer's `a=ssrc` lines (see `media.slots`).
+    pub async fn start_media_receiving(
+        &mut self,
+        media: MediaOptions,
+        receive_video: u8,
+    ) -> Result<MediaSession, ClientError> {
         if self.pc.is_some() {
             return Err(ClientError::InvalidArgument("media is already started".into()));
         }
@@ -290,7 +302,7 @@ impl WebRtcClient {
             readers: self.readers.clone(),
         };
         let pc = build_peer_connection(events, SocketAddr::new(self.options.bind_ip, 0)).await?;
-        match self.negotiate(&pc, media, &audio_level_id, &mut state).await {
+        match self.negotiate(&pc, media, receive_video, &audio_level_id, &mut state).await {
             Ok(session) => {
                 self.pc = Some(pc);
                 Ok(session)
@@ -309,6 +321,7 @@ impl WebRtcClient {
         &mut self,
         pc: &Arc<dyn PeerConnection>,
         media: MediaOptions,
+        receive_video: u8,
         audio_level_id: &AtomicU8,
         state: &mut watch::Receiver<RTCPeerConnectionState>,
     ) -> Result<MediaSession, ClientError> {
@@ -337,6 +350,12 @@ impl WebRtcClient {
             None
         };
 
+        for _ in 0..receive_video {
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+            pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(init))
+                .await
+                .map_err(webrtc_error("add receive-only video"))?;
+        }
         let offer = pc.create_offer(None).await.map_err(webrtc_error("create offer"))?;
         pc.set_local_description(offer).await.map_err(webrtc_error("set local offer"))?;
         let sdp = pc.local_description().await.ok_or_else(|| ClientError::WebRtc("no local description".into()))?.sdp;

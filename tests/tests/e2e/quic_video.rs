@@ -5,9 +5,11 @@
 //! subscriber with one video slot gets `media.slots` naming the publisher and VP8 on the slot
 //! SSRC: starting on an f keyframe, one SSRC, continuous sequence numbers; after
 //! `media.subscribe maxHeight=180` it switches to q on a q keyframe, still continuous; its own
-//! PLI reaches the publisher for the layer it watches.
+//! PLI reaches the publisher for the layer it watches. A WebRTC subscriber
+//! (`palaver_client::webrtc` with one receive-only video section) gets the same QUIC camera.
 
 use crate::support::{Meeting, meeting, quic_address};
+use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
 use palaver_client::{
     ClientMessage, ConnectOptions, JoinTarget, KeyframeRequest, MediaKind, MediaReceive, MediaTrack, QuicClient,
     ReceivedRtp, ServerMessage,
@@ -55,11 +57,12 @@ async fn quic_participant(options: &ConnectOptions, token: &str, join_url: &str)
 }
 
 /// Attaches the three layers and sends a frame per layer every 33 ms until `stop`, keyframes
-/// only on request (a PLI/FIR for that layer's SSRC). Every request it got goes to the
-/// returned channel.
+/// on request (a PLI/FIR for that layer's SSRC) and, with `keyframe_every`, every that many
+/// frames. Every request it got goes to the returned channel.
 async fn start_publisher(
     publisher: &mut QuicClient,
     stop: Arc<AtomicBool>,
+    keyframe_every: Option<u32>,
 ) -> mpsc::UnboundedReceiver<KeyframeRequest> {
     let tracks = LAYERS.iter().map(|(rid, ssrc, _)| MediaTrack::vp8_layer(MediaKind::Video, *ssrc, rid)).collect();
     let to_publisher = publisher.attach_media(tracks).await.expect("the publisher attaches three layers");
@@ -80,7 +83,8 @@ async fn start_publisher(
                 let _ = seen_tx.send(request);
             }
             for (i, sender) in senders.iter_mut().enumerate() {
-                let payload = vp8_frame(LAYERS[i].2, frame, std::mem::take(&mut wanted[i]));
+                let periodic = keyframe_every.is_some_and(|n| frame.is_multiple_of(n));
+                let payload = vp8_frame(LAYERS[i].2, frame, std::mem::take(&mut wanted[i]) || periodic);
                 if sender.send_frame(&[&payload], 3000).is_err() {
                     return;
                 }
@@ -157,7 +161,7 @@ async fn quic_simulcast_camera_fills_a_quic_video_slot_and_follows_max_height() 
     assert!(too_many.unwrap_err().is_refusal(ErrorCode::InvalidParameter));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut keyframe_requests = start_publisher(&mut publisher, stop.clone()).await;
+    let mut keyframe_requests = start_publisher(&mut publisher, stop.clone(), None).await;
     let to_subscriber = subscriber
         .attach_media_receiving(vec![], MediaReceive { video: 1, screen: false })
         .await
@@ -217,5 +221,56 @@ async fn quic_simulcast_camera_fills_a_quic_video_slot_and_follows_max_height() 
     assert!(stats.plis_received >= 3, "keyframe requests for f, q and the relayed PLI: {stats:?}");
     stop.store(true, Ordering::Relaxed);
     subscriber.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_simulcast_camera_reaches_a_webrtc_subscriber() {
+    let Meeting { dir: _dir, server, ca_pem, tokens: [paula, sam], join_url } =
+        meeting("palaver-e2e-quic-video-webrtc", USERS).await;
+    let options = ConnectOptions::new(quic_address(&server, &paula).await, "localhost", ca_pem.clone());
+    let (mut publisher, publisher_id) = quic_participant(&options, &paula, &join_url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Periodic keyframes too: the one the server asks for when the slot is filled may be sent
+    // before the peer connection's DTLS is up, and this client sends no PLI of its own.
+    let _keyframe_requests = start_publisher(&mut publisher, stop.clone(), Some(30)).await;
+
+    let mut browser = WebRtcClient::connect(&WebRtcOptions::new(server.base_url(), &ca_pem), &sam)
+        .await
+        .expect("WebRTC participant connects");
+    browser.join(JoinTarget::MeetingLink { join_url: join_url.clone() }, None).await.expect("WebRTC joins");
+    // Audio plus one receive-only video section: the camera slot.
+    let session = browser.start_media_receiving(MediaOptions::default(), 1).await.expect("WebRTC media");
+    let deadline = Instant::now() + WAIT;
+    let mut named = false;
+    while !named {
+        match tokio::time::timeout_at(deadline.into(), browser.next_event()).await {
+            Ok(Some(ServerMessage::MediaSlots { slots })) => {
+                named = slots
+                    .iter()
+                    .any(|s| s.kind == SlotKind::Video && s.participant_id.as_deref() == Some(&publisher_id));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(named, "media.slots names the QUIC publisher in the WebRTC participant's camera slot");
+
+    let mut rx = browser.take_rtp_receiver().expect("RTP queue");
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut video = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
+        if p.payload_type != session.audio_payload_type {
+            video.push(p);
+        }
+    }
+    let mut layers: Vec<char> = video.iter().map(|p| tag(p) as char).collect();
+    layers.dedup();
+    println!("WebRTC subscriber: {} video packets, layers in order {layers:?}; {:?}", video.len(), browser.stats());
+    assert!(video.len() >= 30, "the WebRTC subscriber got {} packets of the QUIC camera", video.len());
+    assert!(video.iter().any(is_keyframe), "keyframes reach the WebRTC subscriber");
+    assert_continuous(&video);
+    stop.store(true, Ordering::Relaxed);
+    browser.close().await;
     publisher.close().await;
 }
