@@ -31,7 +31,8 @@ fn check_slot_subscriptions(slots: &[palaver_core::protocol::SlotSubscription]) 
     Ok(())
 }
 
-/// The tracks a `media.attach` declares: non-zero, distinct SSRCs, dynamic payload types, bounded.
+/// The tracks a `media.attach` declares: non-zero, distinct SSRCs, dynamic payload types, bounded,
+/// and valid simulcast groups (`group_sent_tracks`: rid layers of one kind, ≤ 3, distinct rids).
 fn check_media_tracks(tracks: &[palaver_core::protocol::MediaTrack]) -> Result<(), Refusal> {
     if tracks.len() > MAX_ATTACHED_TRACKS {
         return Err(Refusal::new(
