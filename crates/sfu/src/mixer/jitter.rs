@@ -329,6 +329,10 @@ impl JitterBuffer {
     /// Decides what this input plays in the tick at `now` and advances the cursor.
     pub fn next_frame(&mut self, now: i64) -> Playout {
         self.last_playout_delay = None;
+        if self.newest.is_none() {
+            // Nothing ever arrived (a listener) or a resync emptied the buffer: no slot is filled.
+            return Playout::Silent;
+        }
         let cursor = match self.cursor {
             Some(cursor) => cursor,
             None => match self.earliest_filled() {

@@ -74,6 +74,8 @@ pub struct WorkerCore {
     /// Keyed by attacker-chosen addresses, so it keeps the DoS-resistant default hasher.
     by_addr: HashMap<SocketAddr, TransportId>,
     by_ufrag: HashMap<String, TransportId>,
+    /// WebRTC transports whose DTLS handshake has not finished (the only ones with DTLS timers).
+    handshaking: Vec<TransportId>,
     counters: Arc<WorkerCounters>,
     events: Arc<ArrayQueue<WorkerEvent>>,
     router_config: RouterConfig,
@@ -200,6 +202,7 @@ impl WorkerCore {
             transports: FastMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
+            handshaking: Vec::new(),
             counters,
             events,
             router_config,
@@ -372,13 +375,20 @@ impl WorkerCore {
     /// Timers of every room (reports, layer review, the 20 ms mixer tick). Call between
     /// batches. Returns how many room mixers ticked (the shell times those rounds).
     pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
-        for transport in self.transports.values_mut() {
-            let Path::Udp(transport) = &mut transport.path else { continue };
-            if let (false, Some(dtls), Some(remote)) = (transport.keyed, transport.dtls.as_mut(), transport.remote) {
-                for datagram in dtls.poll(now, remote) {
-                    send_raw(tx, &self.counters, &datagram, remote);
+        if !self.handshaking.is_empty() {
+            // Only transports still in their DTLS handshake have DTLS timers: polling every
+            // transport each round cost O(participants) per received batch.
+            let transports = &mut self.transports;
+            self.handshaking.retain(|id| {
+                let Some(Transport { path: Path::Udp(transport), .. }) = transports.get_mut(id) else { return false };
+                let (false, Some(dtls)) = (transport.keyed, transport.dtls.as_mut()) else { return false };
+                if let Some(remote) = transport.remote {
+                    for datagram in dtls.poll(now, remote) {
+                        send_raw(tx, &self.counters, &datagram, remote);
+                    }
                 }
-            }
+                true
+            });
         }
         for router in self.rooms.values_mut() {
             let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters: &self.counters };
@@ -590,6 +600,7 @@ impl WorkerCore {
             keyed: false,
         };
         self.transports.insert(spec.id, Transport { room: spec.room, path: Path::Udp(Box::new(udp)) });
+        self.handshaking.push(spec.id);
         Ok(())
     }
 
