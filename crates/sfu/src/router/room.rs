@@ -339,6 +339,22 @@ impl Router {
         Ok(())
     }
 
+    /// A subscriber's transport can carry media now (its DTLS handshake finished). Video that
+    /// its consumers "sent" before was dropped unencrypted, keyframe included, so each video
+    /// consumer starts again from a fresh keyframe instead of waiting for the receiver's PLI.
+    pub fn transport_ready(&mut self, now: Instant, transport: TransportId, out: &mut impl RouterOutput) {
+        let mut any = false;
+        for c in self.consumers.iter_mut().flatten().filter(|c| c.transport == transport) {
+            if self.producers[c.producer].as_ref().is_some_and(|p| p.kind != TrackKind::Audio) {
+                c.needs_switch = true;
+                any = true;
+            }
+        }
+        if any {
+            self.review_transport(now, transport, out);
+        }
+    }
+
     /// Changes the largest picture height a consumer wants (its rendered size).
     pub fn set_consumer_max_height(
         &mut self,

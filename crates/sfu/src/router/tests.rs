@@ -332,6 +332,39 @@ fn paused_consumer_gets_nothing_and_resumes_on_a_keyframe() {
 }
 
 #[test]
+fn a_transport_that_becomes_ready_restarts_its_video_from_a_fresh_keyframe() {
+    let t0 = Instant::now();
+    let mut router = Router::new(RouterConfig::default(), 0xABCD);
+    let mut rec = Recorder::default();
+    let mut spec = simulcast_producer();
+    spec.layers.truncate(1);
+    router.add_producer(spec).unwrap();
+    router.add_producer(audio_producer(2, PUB, 11)).unwrap();
+    router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
+    router.add_consumer(t0, consumer(2, SUB, 2, 51), &mut rec).unwrap();
+    // Before the subscriber's DTLS finished, its keyframe and a delta "went out" (dropped).
+    router.handle_rtp(t0, PUB, &rtp(1000, 1, 0, VP8, &[], KEY), &mut rec);
+    router.handle_rtp(t0, PUB, &rtp(1000, 2, 3000, VP8, &[], DELTA), &mut rec);
+    let before: Vec<u16> = rec.take_rtp().iter().map(|(_, h, _)| h.sequence).collect();
+    assert_eq!(before.len(), 2);
+    rec.rtcp.clear();
+    let t1 = t0 + Duration::from_secs(1);
+    router.transport_ready(t1, SUB, &mut rec);
+    assert_eq!(rec.rtcp.len(), 1, "one PLI for the video layer, none for audio");
+    assert_eq!((rec.rtcp[0].0, &rec.rtcp[0].1[8..12]), (PUB, &1000u32.to_be_bytes()[..]));
+    router.handle_rtp(t1, PUB, &rtp(1000, 3, 6000, VP8, &[], DELTA), &mut rec);
+    assert!(rec.take_rtp().is_empty(), "deltas wait for the fresh keyframe");
+    router.handle_rtp(t1, PUB, &rtp(1000, 4, 9000, VP8, &[], KEY), &mut rec);
+    let after = rec.take_rtp();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].1.sequence, before[1].wrapping_add(1), "the subscriber's sequence stays continuous");
+    // A transport with nothing but audio asks for nothing.
+    rec.rtcp.clear();
+    router.transport_ready(t1 + Duration::from_secs(1), SUB2, &mut rec);
+    assert!(rec.rtcp.is_empty());
+}
+
+#[test]
 fn repointing_to_another_publisher_is_seamless() {
     let t0 = Instant::now();
     let mut router = Router::new(RouterConfig::default(), 1);

@@ -343,11 +343,11 @@ impl WorkerCore {
     /// A DTLS datagram from a peer that passed ICE: advances its handshake; on completion the
     /// exported keys replace the transport's SRTP contexts.
     fn handle_dtls(&mut self, now: Instant, from: SocketAddr, buf: &[u8], tx: &mut impl Transmit) {
-        let Some(Path::Udp(transport)) =
-            self.by_addr.get(&from).and_then(|id| self.transports.get_mut(id)).map(|t| &mut t.path)
-        else {
+        let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
+        let Some(Transport { room, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
+        let room = *room;
         let Some(dtls) = transport.dtls.as_mut() else { return self.counters.count_drop(DropReason::Dtls) };
         let output = match dtls.handle(now, from, buf) {
             Ok(output) => output,
@@ -366,6 +366,10 @@ impl WorkerCore {
                     transport.srtp_out = srtp_out;
                     transport.keyed = true;
                     tracing::info!(%from, profile = ?keys.profile, "DTLS-SRTP established");
+                    if let Some(router) = self.rooms.get_mut(&room) {
+                        let mut sink = Sink { transports: &mut self.transports, tx, counters: &self.counters };
+                        router.transport_ready(now, id, &mut sink);
+                    }
                 }
                 Err(error) => tracing::warn!(%from, %error, "DTLS exported unusable SRTP keys"),
             }
