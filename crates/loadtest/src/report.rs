@@ -236,7 +236,13 @@ impl Report {
                 row(
                     &mut out,
                     "CPU per fwd packet",
-                    w.cpu_us_per_forwarded_packet.map_or("-".into(), |us| format!("{us:.2} µs (sent packets)")),
+                    match (w.cpu_us_per_forwarded_packet, w.kernel_us_per_forwarded_packet) {
+                        (Some(us), Some(kernel)) => {
+                            format!("{us:.2} µs (sent packets; {:.2} user + {kernel:.2} kernel)", us - kernel)
+                        }
+                        (Some(us), None) => format!("{us:.2} µs (sent packets)"),
+                        (None, _) => "-".into(),
+                    },
                 );
             }
             (None, Some(e)) => row(&mut out, "server metrics", format!("unavailable: {e}")),

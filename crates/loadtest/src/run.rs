@@ -6,7 +6,7 @@ use crate::audio::{FRAME_MS, MarkerSchedule};
 use crate::participant::{Clock, Live, RunShared, SeatConnect, SeatOutcome, run_seat};
 use crate::report::{AudioResults, ParticipantCounts, Report, VideoResults};
 use crate::scenario::{Scenario, Shard};
-use crate::server_metrics::{ServerWindow, process_cpu_seconds, scrape};
+use crate::server_metrics::{ServerWindow, process_cpu_split, scrape};
 use crate::setup::{self, Api, ConnectionString, SetupError, Trust};
 use crate::stats::Samples;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,18 +135,14 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             let t0 = Instant::now();
-            let cpu0 = server_pid.and_then(process_cpu_seconds);
-            let mut first = scrape(&http, &url).await?;
+            let cpu0 = server_pid.and_then(process_cpu_split);
+            let first = scrape(&http, &url).await?;
             tokio::time::sleep_until(stop_at.into()).await;
-            let cpu1 = server_pid.and_then(process_cpu_seconds);
-            let mut last = scrape(&http, &url).await?;
-            let local = cpu0.zip(cpu1);
-            if let Some((c0, c1)) = local {
-                (first.cpu_seconds, last.cpu_seconds) = (c0, c1);
-            }
+            let cpu1 = server_pid.and_then(process_cpu_split);
+            let last = scrape(&http, &url).await?;
             let mut window = ServerWindow::between(&first, &last, t0.elapsed());
-            if local.is_some() {
-                window.cpu_source = "procfs";
+            if let Some((c0, c1)) = cpu0.zip(cpu1) {
+                window.use_procfs(c0, c1, last.packets_sent - first.packets_sent);
             }
             Ok::<_, crate::server_metrics::ScrapeError>(window)
         })

@@ -120,8 +120,20 @@ pub async fn scrape(http: &reqwest::Client, url: &str) -> Result<ServerSample, S
 /// seconds only, too coarse for short windows, so a local server's pid (`--server-pid`) is read
 /// directly.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    process_cpu_split(pid).map(|t| t.user + t.kernel)
+}
+
+/// A process's CPU time so far, split into user space and kernel (system) time, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuSplit {
+    pub user: f64,
+    pub kernel: f64,
+}
+
+/// [`CpuSplit`] of a local process from `/proc/<pid>/stat`.
+pub fn process_cpu_split(pid: u32) -> Option<CpuSplit> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_seconds_from_stat(&stat, clock_ticks_per_second())
+    cpu_split_from_stat(&stat, clock_ticks_per_second())
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -130,14 +142,19 @@ fn clock_ticks_per_second() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name
-/// (field 2) is in parentheses and may hold spaces, so fields are counted after the last `)`.
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds.
 pub fn cpu_seconds_from_stat(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    cpu_split_from_stat(stat, ticks_per_second).map(|t| t.user + t.kernel)
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command
+/// name (field 2) is in parentheses and may hold spaces, so fields are counted after the last `)`.
+pub fn cpu_split_from_stat(stat: &str, ticks_per_second: f64) -> Option<CpuSplit> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks_per_second)
+    Some(CpuSplit { user: utime / ticks_per_second, kernel: stime / ticks_per_second })
 }
 
 /// What the server did during the measured window.
@@ -159,6 +176,10 @@ pub struct ServerWindow {
     pub cpu_us_per_forwarded_packet: Option<f64>,
     /// Server CPU time per packet handled (received + sent) in µs.
     pub cpu_us_per_packet_handled: Option<f64>,
+    /// The kernel's (system time's) part of `cpu_us_per_forwarded_packet`, in µs: the UDP send
+    /// path, and on loopback also the receiver's delivery. Only from procfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_us_per_forwarded_packet: Option<f64>,
 }
 
 impl ServerWindow {
@@ -179,7 +200,21 @@ impl ServerWindow {
             mixer_overruns: (end.mixer_overruns - start.mixer_overruns).max(0.0),
             cpu_us_per_forwarded_packet: per(sent),
             cpu_us_per_packet_handled: per(received + sent),
+            kernel_us_per_forwarded_packet: None,
         }
+    }
+
+    /// Replaces the CPU figures with a local process's procfs readings at both ends.
+    pub fn use_procfs(&mut self, start: CpuSplit, end: CpuSplit, sent: f64) {
+        let user = (end.user - start.user).max(0.0);
+        let kernel = (end.kernel - start.kernel).max(0.0);
+        self.cpu_source = "procfs";
+        self.cpu_cores = (user + kernel) / self.window_secs;
+        let per = |cpu: f64| (sent > 0.0).then(|| cpu * 1e6 / sent);
+        self.cpu_us_per_forwarded_packet = per(user + kernel);
+        self.kernel_us_per_forwarded_packet = per(kernel);
+        let received = self.pps_in * self.window_secs;
+        self.cpu_us_per_packet_handled = (sent + received > 0.0).then(|| (user + kernel) * 1e6 / (sent + received));
     }
 }
 
@@ -227,12 +262,22 @@ palaver_media_jitter_seconds NaN
         assert!((w.cpu_us_per_forwarded_packet.unwrap() - 2.5).abs() < 1e-9);
         assert!((w.cpu_us_per_packet_handled.unwrap() - 1e6 / 450_000.0).abs() < 1e-9);
         assert_eq!(ServerWindow::between(&a, &a, Duration::from_secs(1)).cpu_us_per_forwarded_packet, None);
+        assert_eq!(w.kernel_us_per_forwarded_packet, None, "the metrics give no split");
+        // procfs: 0.4 s user + 1.6 s kernel over the 10 s window, 400,000 packets sent.
+        let mut local = w;
+        local.use_procfs(CpuSplit { user: 5.0, kernel: 7.0 }, CpuSplit { user: 5.4, kernel: 8.6 }, 400_000.0);
+        assert_eq!(local.cpu_source, "procfs");
+        assert!((local.cpu_cores - 0.2).abs() < 1e-9);
+        assert!((local.cpu_us_per_forwarded_packet.unwrap() - 5.0).abs() < 1e-9);
+        assert!((local.kernel_us_per_forwarded_packet.unwrap() - 4.0).abs() < 1e-9);
+        assert!((local.cpu_us_per_packet_handled.unwrap() - 2e6 / 450_000.0).abs() < 1e-9);
     }
 
     #[test]
     fn proc_stat_cpu_counts_after_the_command_name() {
         let stat = "1234 (pal aver) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(cpu_seconds_from_stat(stat, 100.0), Some(3.0));
+        assert_eq!(cpu_split_from_stat(stat, 100.0), Some(CpuSplit { user: 2.5, kernel: 0.5 }));
         assert_eq!(cpu_seconds_from_stat("garbage", 100.0), None);
         assert_eq!(cpu_seconds_from_stat("1 (x) S 1", 100.0), None);
         let own = process_cpu_seconds(std::process::id()).expect("own /proc entry");
