@@ -84,6 +84,15 @@ fn simulcast_producer() -> ProducerSpec {
     }
 }
 
+/// A router (server SSRC `server_ssrc`) with one single-layer VP8 producer (SSRC 1000 on `PUB`).
+fn one_layer_video_room(server_ssrc: u32) -> (Instant, Router, Recorder) {
+    let mut router = Router::new(RouterConfig::default(), server_ssrc);
+    let mut spec = simulcast_producer();
+    spec.layers.truncate(1);
+    router.add_producer(spec).unwrap();
+    (Instant::now(), router, Recorder::default())
+}
+
 fn consumer(id: u32, transport: TransportId, producer: u32, ssrc: u32) -> ConsumerSpec {
     ConsumerSpec {
         id: ConsumerId(id),
@@ -248,12 +257,7 @@ fn audio_reaches_each_subscriber_and_active_speaker_is_reported() {
 
 #[test]
 fn nack_is_answered_from_cache_plain_and_as_rtx() {
-    let t0 = Instant::now();
-    let mut router = Router::new(RouterConfig::default(), 1);
-    let mut rec = Recorder::default();
-    let mut spec = simulcast_producer();
-    spec.layers.truncate(1);
-    router.add_producer(spec).unwrap();
+    let (t0, mut router, mut rec) = one_layer_video_room(1);
     router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
     router.add_consumer(t0, ConsumerSpec { rtx: Some((51, 97)), ..consumer(2, SUB2, 10, 60) }, &mut rec).unwrap();
     for i in 0..20u16 {
@@ -290,12 +294,7 @@ fn nack_is_answered_from_cache_plain_and_as_rtx() {
 
 #[test]
 fn keyframe_requests_are_relayed_with_a_rate_limit() {
-    let t0 = Instant::now();
-    let mut router = Router::new(RouterConfig::default(), 0xABCD);
-    let mut rec = Recorder::default();
-    let mut spec = simulcast_producer();
-    spec.layers.truncate(1);
-    router.add_producer(spec).unwrap();
+    let (t0, mut router, mut rec) = one_layer_video_room(0xABCD);
     router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
     router.handle_rtp(t0, PUB, &rtp(1000, 1, 0, VP8, &[], KEY), &mut rec);
     rec.rtcp.clear();
@@ -315,12 +314,7 @@ fn keyframe_requests_are_relayed_with_a_rate_limit() {
 
 #[test]
 fn paused_consumer_gets_nothing_and_resumes_on_a_keyframe() {
-    let t0 = Instant::now();
-    let mut router = Router::new(RouterConfig::default(), 1);
-    let mut rec = Recorder::default();
-    let mut spec = simulcast_producer();
-    spec.layers.truncate(1);
-    router.add_producer(spec).unwrap();
+    let (t0, mut router, mut rec) = one_layer_video_room(1);
     router.add_consumer(t0, ConsumerSpec { paused: true, ..consumer(1, SUB, 10, 50) }, &mut rec).unwrap();
     router.handle_rtp(t0, PUB, &rtp(1000, 1, 0, VP8, &[], KEY), &mut rec);
     assert!(rec.take_rtp().is_empty());
@@ -333,12 +327,7 @@ fn paused_consumer_gets_nothing_and_resumes_on_a_keyframe() {
 
 #[test]
 fn a_transport_that_becomes_ready_restarts_its_video_from_a_fresh_keyframe() {
-    let t0 = Instant::now();
-    let mut router = Router::new(RouterConfig::default(), 0xABCD);
-    let mut rec = Recorder::default();
-    let mut spec = simulcast_producer();
-    spec.layers.truncate(1);
-    router.add_producer(spec).unwrap();
+    let (t0, mut router, mut rec) = one_layer_video_room(0xABCD);
     router.add_producer(audio_producer(2, PUB, 11)).unwrap();
     router.add_consumer(t0, consumer(1, SUB, 10, 50), &mut rec).unwrap();
     router.add_consumer(t0, consumer(2, SUB, 2, 51), &mut rec).unwrap();
