@@ -34,6 +34,9 @@ pub struct MediaSection {
     pub port: u16,
     /// Address put into the SDP host candidate (what browsers send to).
     pub announced_ip: IpAddr,
+    /// Send runs of datagrams to one destination as one UDP GSO message (when the kernel has
+    /// `UDP_SEGMENT`; refused runs fall back to single datagrams).
+    pub gso: bool,
     /// `[media.mixer]`: every room's audio mixer.
     pub mixer: MixerSection,
 }
@@ -46,6 +49,7 @@ impl Default for MediaSection {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            gso: true,
             mixer: MixerSection::default(),
         }
     }

@@ -160,6 +160,7 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<MediaPlane
             workers: cfg.media.workers,
             bind: SocketAddr::new(cfg.media.bind_ip, cfg.media.port),
             mixer: cfg.media.mixer.to_mixer_config(),
+            gso: cfg.media.gso,
             ..WorkerConfig::default()
         })
         .context("starting the media workers")?,

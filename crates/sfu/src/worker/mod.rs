@@ -12,6 +12,7 @@ mod mix_reports;
 mod mixing;
 mod pool;
 mod queue;
+mod send;
 mod socket;
 pub mod stun;
 
@@ -23,7 +24,8 @@ pub use counters::{
 pub use mixing::{MIX_PERIOD, MIX_RTP_HEADER};
 pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
 pub use queue::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DatagramLink};
-pub use socket::{RecvBatch, SendBatch};
+pub use send::{SEND_CAPACITY, SendBatch};
+pub use socket::RecvBatch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -16,7 +16,8 @@ use super::core::WorkerCore;
 use super::counters::{CountersSnapshot, DropReason, WorkerCounters};
 use super::mixing::MIX_PERIOD;
 use super::queue::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
-use super::socket::{RecvBatch, SendBatch};
+use super::send::SendBatch;
+use super::socket::RecvBatch;
 use super::{Command, RoomId, WorkerEvent};
 use crate::mixer::MixerConfig;
 use crate::router::{RouterConfig, TransportId, WallClock};
@@ -41,6 +42,8 @@ pub struct WorkerConfig {
     pub event_queue: usize,
     /// Requested kernel receive/send buffer per socket (best effort; capped by the kernel).
     pub socket_buffer: usize,
+    /// Send runs of datagrams to one destination as one UDP GSO message when the kernel can.
+    pub gso: bool,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +58,7 @@ impl Default for WorkerConfig {
             ingress_queue: DEFAULT_INGRESS_CAPACITY,
             event_queue: 4096,
             socket_buffer: 4 << 20,
+            gso: true,
         }
     }
 }
@@ -130,12 +134,13 @@ impl WorkerPool {
             let counters = Arc::new(WorkerCounters::default());
             let core = WorkerCore::new(router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
                 .with_mixer_config(config.mixer);
-            let send = SendBatch::new(socket.try_clone()?);
+            let send = SendBatch::with_gso(socket.try_clone()?, config.gso);
             let queues = (commands.clone(), ingress.clone());
+            let gso = send.gso();
             let thread = std::thread::Builder::new()
                 .name(format!("palaver-media-{index}"))
                 .spawn(move || run(core, socket, send, queues))?;
-            tracing::info!(worker = index, %local_addr, "media worker started");
+            tracing::info!(worker = index, %local_addr, gso, "media worker started");
             workers.push(WorkerHandle { index, local_addr, commands, ingress, events, counters, thread: Some(thread) });
         }
         Ok(Self { workers })

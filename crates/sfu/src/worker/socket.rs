@@ -1,18 +1,14 @@
-//! Batched UDP I/O for a worker: `recvmmsg` into preallocated slots and `sendmmsg` from
-//! preallocated slots (Linux), with a one-datagram-per-syscall fallback elsewhere. Nothing
-//! here allocates after construction.
+//! Batched UDP receive for a worker: `recvmmsg` into preallocated slots (Linux), with a
+//! one-datagram-per-syscall fallback elsewhere, and the socket-address conversions the send
+//! side ([`super::send`]) shares. Nothing here allocates after construction.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
-use super::core::{MAX_DATAGRAM, Transmit};
-
-/// Datagrams per syscall.
+/// Datagrams per receive syscall.
 pub const BATCH: usize = 64;
 /// Receive slot size (anything longer is truncated by the kernel and fails parsing).
 const RECV_SLOT: usize = 2048;
-/// Send slot size: the largest datagram plus headroom for SRTP/RTX growth.
-const SEND_SLOT: usize = MAX_DATAGRAM + 64;
 
 /// Preallocated receive slots.
 pub struct RecvBatch {
@@ -96,98 +92,6 @@ impl RecvBatch {
     }
 }
 
-/// Preallocated send slots; implements [`Transmit`] and flushes with `sendmmsg` when full.
-pub struct SendBatch {
-    socket: UdpSocket,
-    data: Vec<u8>,
-    lens: [usize; BATCH],
-    to: [Option<SocketAddr>; BATCH],
-    count: usize,
-    failed: u64,
-}
-
-impl SendBatch {
-    /// `socket` is a clone of the worker's socket handle.
-    pub fn new(socket: UdpSocket) -> Self {
-        Self { socket, data: vec![0; BATCH * SEND_SLOT], lens: [0; BATCH], to: [None; BATCH], count: 0, failed: 0 }
-    }
-
-    /// Datagrams that could not be sent since the last call.
-    pub fn take_failed(&mut self) -> u64 {
-        std::mem::take(&mut self.failed)
-    }
-
-    /// Sends everything queued.
-    #[cfg(target_os = "linux")]
-    pub fn flush(&mut self) {
-        use std::os::fd::AsRawFd;
-        let mut sent = 0;
-        while sent < self.count {
-            // SAFETY: plain old data, zero-initialised then filled below.
-            let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-            let pending = self.count - sent;
-            for j in 0..pending {
-                let i = sent + j;
-                // SAFETY: slot i lies within `data`.
-                iov[j].iov_base = unsafe { self.data.as_mut_ptr().add(i * SEND_SLOT) }.cast();
-                iov[j].iov_len = self.lens[i];
-                let Some(to) = self.to[i] else { continue };
-                msgs[j].msg_hdr.msg_namelen = to_sockaddr(&to, &mut names[j]);
-                msgs[j].msg_hdr.msg_name = (&mut names[j] as *mut libc::sockaddr_storage).cast();
-                msgs[j].msg_hdr.msg_iov = &mut iov[j];
-                msgs[j].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: all pointers refer to live buffers for the duration of the call.
-            let n = unsafe { libc::sendmmsg(self.socket.as_raw_fd(), msgs.as_mut_ptr(), pending as _, 0) };
-            if n <= 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // The first datagram failed (e.g. unreachable or buffer full): skip it.
-                self.failed += 1;
-                sent += 1;
-            } else {
-                sent += n as usize;
-            }
-        }
-        self.count = 0;
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn flush(&mut self) {
-        for i in 0..self.count {
-            if let Some(to) = self.to[i]
-                && self.socket.send_to(&self.data[i * SEND_SLOT..i * SEND_SLOT + self.lens[i]], to).is_err()
-            {
-                self.failed += 1;
-            }
-        }
-        self.count = 0;
-    }
-}
-
-impl Transmit for SendBatch {
-    fn buffer(&mut self) -> &mut [u8] {
-        if self.count == BATCH {
-            self.flush();
-        }
-        let i = self.count;
-        &mut self.data[i * SEND_SLOT..(i + 1) * SEND_SLOT]
-    }
-
-    fn commit(&mut self, len: usize, to: SocketAddr) {
-        if self.count == BATCH {
-            self.flush();
-        }
-        self.lens[self.count] = len.min(SEND_SLOT);
-        self.to[self.count] = Some(to);
-        self.count += 1;
-    }
-}
-
 #[cfg(target_os = "linux")]
 fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -209,7 +113,7 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 #[cfg(target_os = "linux")]
-fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(super) fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
@@ -235,6 +139,7 @@ fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::{SendBatch, Transmit};
     use std::time::Duration;
 
     #[test]
