@@ -1,8 +1,12 @@
-//! The kernel's share of a forwarded packet on loopback: sender-thread CPU per 100-byte UDP
-//! datagram sent through the media worker's own [`SendBatch`] (`sendmmsg`, 64 a call) to `K`
-//! loopback sockets, one datagram per socket per burst, as a mixer tick or an audio fan-out
-//! sends them. Nothing of palaver's routing or SRTP runs here: this is the floor under the
-//! "server CPU per forwarded packet on loopback" figure of `palaver-load`, on this machine.
+//! The kernel's share of a forwarded packet on loopback: sender-thread CPU per UDP datagram
+//! sent through the media worker's own [`SendBatch`] (`sendmmsg`, 64 messages a call) to `K`
+//! loopback sockets. Nothing of palaver's routing or SRTP runs here: this is the floor under
+//! the "server CPU per forwarded packet on loopback" figure of `palaver-load`, on this machine.
+//! - `udp_loopback_send`: one 100-byte datagram per socket per burst, as a mixer tick or an
+//!   audio fan-out sends them (runs of one: GSO cannot help);
+//! - `udp_loopback_video`: a 5-packet video frame (4 × 1,100 B + 600 B) to every socket per
+//!   burst, queued interleaved as the router fans packets out, with GSO runs (`SendBatch::new`)
+//!   and without (`SendBatch::with_gso(_, false)`).
 //!
 //! On loopback the kernel runs the receiver's half (IP/UDP receive, socket enqueue, waking
 //! the reader) in the sender's context, so it is charged to the sender. Readers:
@@ -134,7 +138,7 @@ fn loopback(c: &mut Criterion<ThreadCpuTime>) {
         for k in [64usize, 256] {
             let receivers = Receivers::start(k, reader);
             let socket = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-            let mut tx = SendBatch::new(socket);
+            let mut tx = SendBatch::with_gso(socket, false);
             let before = receivers.received.load(Relaxed);
             let mut sent = 0u64;
             group.throughput(Throughput::Elements(k as u64));
@@ -164,9 +168,51 @@ fn loopback(c: &mut Criterion<ThreadCpuTime>) {
     group.finish();
 }
 
+fn video(c: &mut Criterion<ThreadCpuTime>) {
+    const FRAME: [usize; 5] = [1_100, 1_100, 1_100, 1_100, 600];
+    let mut group = c.benchmark_group("udp_loopback_video");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(20);
+    for k in [20usize, 50] {
+        for gso in [false, true] {
+            let receivers = Receivers::start(k, Reader::Epoll);
+            let mut tx = SendBatch::with_gso(UdpSocket::bind("127.0.0.1:0").expect("bind sender"), gso);
+            let name = if tx.gso() { "gso" } else { "no_gso" };
+            let before = receivers.received.load(Relaxed);
+            let mut sent = 0u64;
+            group.throughput(Throughput::Elements((k * FRAME.len()) as u64));
+            group.bench_function(format!("{name}/destinations={k}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut cpu = 0;
+                    for _ in 0..iters {
+                        let start = thread_cpu_ns();
+                        for len in FRAME {
+                            for &to in &receivers.addrs {
+                                tx.buffer()[..len].fill(0x5A);
+                                tx.commit(len, to);
+                            }
+                        }
+                        tx.flush();
+                        cpu += thread_cpu_ns() - start;
+                        sent += (k * FRAME.len()) as u64;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    cpu
+                })
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let got = receivers.received.load(Relaxed) - before;
+            println!(
+                "udp_loopback_video {name}/destinations={k}: {got} of {sent} datagrams received, {} send failures",
+                tx.take_failed()
+            );
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = loopback
+    targets = loopback, video
 }
 criterion_main!(benches);
