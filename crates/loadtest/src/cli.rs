@@ -64,6 +64,10 @@ pub struct Args {
     /// Simulcast video publishers per room.
     #[arg(long)]
     pub video_publishers: Option<u32>,
+    /// Participants per room (after the publishers) that watch one remote camera without
+    /// publishing.
+    #[arg(long)]
+    pub video_viewers: Option<u32>,
     /// Listeners per room that decode the mix and measure latency.
     #[arg(long)]
     pub decoding_listeners: Option<u32>,
@@ -139,6 +143,9 @@ impl Args {
         }
         if let Some(v) = self.video_publishers {
             s.video_publishers_per_room = v;
+        }
+        if let Some(v) = self.video_viewers {
+            s.video_viewers_per_room = v;
         }
         if let Some(v) = self.decoding_listeners {
             s.decoding_listeners_per_room = v;

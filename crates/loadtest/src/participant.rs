@@ -205,7 +205,7 @@ async fn drive(
         }
     }
     // Video publishers receive one remote camera, like the WebRTC seat's sendrecv video section.
-    let receive = MediaReceive { video: u8::from(role.video), screen: false };
+    let receive = MediaReceive { video: u8::from(role.watches_video), screen: false };
     let server_tracks = client.attach_media_receiving(tracks, receive).await?;
     let mix_ssrc = server_tracks.iter().find(|t| t.kind == MediaKind::Audio).map(|t| t.ssrc);
 

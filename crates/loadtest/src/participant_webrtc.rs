@@ -31,7 +31,9 @@ pub(crate) async fn drive_webrtc(
         wait_for_admission(&mut client).await?;
     }
     // Media is part of joining on WebRTC: ICE + DTLS must be up before audio can flow.
-    let session = client.start_media(MediaOptions { simulcast_video: role.video }).await?;
+    // A publisher watches a camera on its own simulcast section; a viewer gets a receive-only one.
+    let viewer_slots = u8::from(role.watches_video && !role.video);
+    let session = client.start_media_receiving(MediaOptions { simulcast_video: role.video }, viewer_slots).await?;
     out.joined = true;
     out.join_ms = Some(started.elapsed().as_secs_f64() * 1_000.0);
     shared.live.joined.fetch_add(1, Ordering::Relaxed);

@@ -156,13 +156,18 @@ impl Report {
         let s = &self.scenario;
         let _ = writeln!(
             out,
-            "palaver-load: {} ({} rooms x {}, {} talkers{}, {} video) via {}, shard {}/{}, {} s measured",
+            "palaver-load: {} ({} rooms x {}, {} talkers{}, {} video{}) via {}, shard {}/{}, {} s measured",
             s.name,
             s.rooms,
             s.participants_per_room,
             s.talkers_per_room,
             if s.turn_taking { " taking turns" } else { "" },
             s.video_publishers_per_room,
+            if s.video_viewers_per_room > 0 {
+                format!(" + {} viewers", s.video_viewers_per_room)
+            } else {
+                String::new()
+            },
             self.transport,
             self.shard.index,
             self.shard.count,

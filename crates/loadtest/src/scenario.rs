@@ -47,8 +47,13 @@ pub struct Scenario {
     pub talkers_per_room: u32,
     /// One talker at a time (rotating turns) instead of all talkers with their own spurts.
     pub turn_taking: bool,
-    /// The first `video_publishers_per_room` slots publish simulcast video.
+    /// The first `video_publishers_per_room` slots publish simulcast video (and watch one
+    /// remote camera).
     pub video_publishers_per_room: u32,
+    /// The next `video_viewers_per_room` slots watch one remote camera without publishing
+    /// (a video town hall's audience: what makes the SFU fan out).
+    #[serde(default)]
+    pub video_viewers_per_room: u32,
     /// Listeners per room that decode the mix and look for markers (latency probes); the
     /// others only count packets (loss, jitter). Talkers always decode.
     pub decoding_listeners_per_room: u32,
@@ -81,6 +86,7 @@ impl Preset {
             talkers_per_room: 3,
             turn_taking: true,
             video_publishers_per_room: 0,
+            video_viewers_per_room: 0,
             decoding_listeners_per_room: 3,
             ramp_per_sec: 20.0,
             duration: Duration::from_secs(60),
@@ -146,9 +152,9 @@ impl Scenario {
             return bad(format!("at most {MAX_PARTICIPANTS_TOTAL} participants in one scenario"));
         }
         if self.talkers_per_room > self.participants_per_room
-            || self.video_publishers_per_room > self.participants_per_room
+            || self.video_publishers_per_room + self.video_viewers_per_room > self.participants_per_room
         {
-            return bad("talkers and video publishers are participants of the room (too many)".into());
+            return bad("talkers, video publishers and video viewers are participants of the room (too many)".into());
         }
         if self.talkers_per_room > 6 {
             return bad("at most 6 talkers per room (each needs its own marker frequency)".into());
@@ -175,6 +181,7 @@ impl Scenario {
         Role {
             talker_index: talker.then_some(slot),
             video: slot < self.video_publishers_per_room,
+            watches_video: slot < self.video_publishers_per_room + self.video_viewers_per_room,
             decodes: talker || slot < self.talkers_per_room + self.decoding_listeners_per_room,
         }
     }
@@ -191,6 +198,8 @@ pub struct Role {
     /// Its talker index in the room (marker frequency), when it talks.
     pub talker_index: Option<u32>,
     pub video: bool,
+    /// Whether it receives one remote camera (publishers and viewers).
+    pub watches_video: bool,
     /// Whether it decodes the mix (latency probe).
     pub decodes: bool,
 }
@@ -324,9 +333,16 @@ mod tests {
     #[test]
     fn roles_by_slot() {
         let s = Preset::TownHall.scenario();
-        assert_eq!(s.role(0), Role { talker_index: Some(0), video: false, decodes: true });
-        assert_eq!(s.role(5), Role { talker_index: None, video: false, decodes: true });
-        assert_eq!(s.role(13), Role { talker_index: None, video: false, decodes: false });
+        assert_eq!(s.role(0), Role { talker_index: Some(0), video: false, watches_video: false, decodes: true });
+        assert_eq!(s.role(5), Role { talker_index: None, video: false, watches_video: false, decodes: true });
+        assert_eq!(s.role(13), Role { talker_index: None, video: false, watches_video: false, decodes: false });
         assert!(Preset::VideoMeeting.scenario().role(49).video);
+        let viewers = Scenario { video_publishers_per_room: 2, video_viewers_per_room: 3, ..s.clone() };
+        assert_eq!((viewers.role(1).video, viewers.role(1).watches_video), (true, true));
+        assert_eq!((viewers.role(4).video, viewers.role(4).watches_video), (false, true));
+        assert!(!viewers.role(5).watches_video);
+        let crowded =
+            Scenario { participants_per_room: 4, video_publishers_per_room: 2, video_viewers_per_room: 3, ..s };
+        assert!(crowded.validate().is_err());
     }
 }
