@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use palaver_sfu::worker::{SendBatch, Transmit};
 use thread_cpu::ThreadCpuTime;
 
@@ -120,13 +120,58 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One burst: a datagram to every receiver, flushed with `sendmmsg`.
-fn burst(tx: &mut SendBatch, addrs: &[SocketAddr]) {
-    for &to in addrs {
-        tx.buffer()[..PAYLOAD].fill(0x5A);
-        tx.commit(PAYLOAD, to);
+/// Queues one datagram of each size in `frame` to every receiver (interleaved, as the router
+/// fans packets out) and flushes.
+fn burst(tx: &mut SendBatch, addrs: &[SocketAddr], frame: &[usize]) {
+    for &len in frame {
+        for &to in addrs {
+            tx.buffer()[..len].fill(0x5A);
+            tx.commit(len, to);
+        }
     }
     tx.flush();
+}
+
+/// Benchmarks bursts of `frame` to `k` sockets drained by `reader`, `gap` apart, and prints
+/// how many datagrams arrived. An empty `name` labels the run `gso` or `no_gso`.
+fn bench_bursts(
+    group: &mut BenchmarkGroup<'_, ThreadCpuTime>,
+    name: &str,
+    (k, reader, gap): (usize, Reader, Duration),
+    frame: &[usize],
+    gso: bool,
+) {
+    let receivers = Receivers::start(k, reader);
+    let mut tx = SendBatch::with_gso(UdpSocket::bind("127.0.0.1:0").expect("bind sender"), gso);
+    // An empty name labels the run by whether GSO is really on.
+    let label = match (name, tx.gso()) {
+        ("", true) => "gso",
+        ("", false) => "no_gso",
+        (name, _) => name,
+    };
+    let name = format!("{label}/destinations={k}");
+    let before = receivers.received.load(Relaxed);
+    let per_burst = (k * frame.len()) as u64;
+    let mut sent = 0u64;
+    group.throughput(Throughput::Elements(per_burst));
+    group.bench_function(&name, |b| {
+        b.iter_custom(|iters| {
+            let mut cpu = 0;
+            for _ in 0..iters {
+                let start = thread_cpu_ns();
+                burst(&mut tx, &receivers.addrs, frame);
+                cpu += thread_cpu_ns() - start;
+                sent += per_burst;
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
+            }
+            cpu
+        })
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let got = receivers.received.load(Relaxed) - before;
+    println!("{name}: {got} of {sent} datagrams received, {} send failures", tx.take_failed());
 }
 
 fn loopback(c: &mut Criterion<ThreadCpuTime>) {
@@ -136,33 +181,7 @@ fn loopback(c: &mut Criterion<ThreadCpuTime>) {
         [(Reader::Epoll, "epoll_readers", Duration::from_millis(2)), (Reader::Busy, "busy_reader", Duration::ZERO)]
     {
         for k in [64usize, 256] {
-            let receivers = Receivers::start(k, reader);
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-            let mut tx = SendBatch::with_gso(socket, false);
-            let before = receivers.received.load(Relaxed);
-            let mut sent = 0u64;
-            group.throughput(Throughput::Elements(k as u64));
-            group.bench_function(format!("{name}/destinations={k}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut cpu = 0;
-                    for _ in 0..iters {
-                        let start = thread_cpu_ns();
-                        burst(&mut tx, &receivers.addrs);
-                        cpu += thread_cpu_ns() - start;
-                        sent += k as u64;
-                        if !gap.is_zero() {
-                            std::thread::sleep(gap);
-                        }
-                    }
-                    cpu
-                })
-            });
-            std::thread::sleep(Duration::from_millis(50));
-            let got = receivers.received.load(Relaxed) - before;
-            println!(
-                "udp_loopback {name}/destinations={k}: {got} of {sent} datagrams received, {} send failures",
-                tx.take_failed()
-            );
+            bench_bursts(&mut group, name, (k, reader, gap), &[PAYLOAD], false);
         }
     }
     group.finish();
@@ -174,37 +193,7 @@ fn video(c: &mut Criterion<ThreadCpuTime>) {
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(20);
     for k in [20usize, 50] {
         for gso in [false, true] {
-            let receivers = Receivers::start(k, Reader::Epoll);
-            let mut tx = SendBatch::with_gso(UdpSocket::bind("127.0.0.1:0").expect("bind sender"), gso);
-            let name = if tx.gso() { "gso" } else { "no_gso" };
-            let before = receivers.received.load(Relaxed);
-            let mut sent = 0u64;
-            group.throughput(Throughput::Elements((k * FRAME.len()) as u64));
-            group.bench_function(format!("{name}/destinations={k}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut cpu = 0;
-                    for _ in 0..iters {
-                        let start = thread_cpu_ns();
-                        for len in FRAME {
-                            for &to in &receivers.addrs {
-                                tx.buffer()[..len].fill(0x5A);
-                                tx.commit(len, to);
-                            }
-                        }
-                        tx.flush();
-                        cpu += thread_cpu_ns() - start;
-                        sent += (k * FRAME.len()) as u64;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    cpu
-                })
-            });
-            std::thread::sleep(Duration::from_millis(50));
-            let got = receivers.received.load(Relaxed) - before;
-            println!(
-                "udp_loopback_video {name}/destinations={k}: {got} of {sent} datagrams received, {} send failures",
-                tx.take_failed()
-            );
+            bench_bursts(&mut group, "", (k, Reader::Epoll, Duration::from_millis(2)), &FRAME, gso);
         }
     }
     group.finish();
