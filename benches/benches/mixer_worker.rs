@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use crossbeam_queue::ArrayQueue;
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
-use palaver_sfu::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId};
-use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
 use palaver_sfu::srtp::{Profile, SrtpContext};
 use palaver_sfu::worker::{
     Command, MixOutputSpec, RoomId, SrtpKeys, Transmit, TransportSpec, WorkerCore, WorkerCounters,
@@ -98,22 +97,7 @@ impl WorkerRoom {
                 remote: Some(addr),
                 srtp: keys,
             };
-            let producer = ProducerSpec {
-                id: ProducerId(i as u32 + 1),
-                transport,
-                kind: TrackKind::Audio,
-                mid: None,
-                codecs: vec![(OPUS, Codec::Opus)],
-                layers: vec![LayerSpec {
-                    rid: None,
-                    ssrc: Some(0xA000 + i as u32),
-                    rtx_ssrc: None,
-                    width: 0,
-                    height: 0,
-                    max_bitrate_bps: 0,
-                }],
-                extensions: ExtensionMap { audio_level: 1, ..Default::default() },
-            };
+            let producer = ProducerSpec::opus(ProducerId(i as u32 + 1), transport, OPUS, 0xA000 + i as u32, 1);
             let output = Some(MixOutputSpec { ssrc: 0x9000 + i as u32, payload_type: OPUS });
             for command in [
                 Command::AddTransport(Box::new(spec)),

@@ -12,8 +12,7 @@ mod counting_alloc;
 
 use opus::{Application, Bitrate, Channels, Encoder};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
-use palaver_sfu::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind};
-use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig};
 use palaver_sfu::srtp::Profile;
 use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, Transmit, WorkerCore, WorkerCounters};
 
@@ -145,22 +144,7 @@ fn the_worker_mixing_path_does_not_allocate() {
     core.apply(t0, Command::CreateRoom { room }, &mut tx).unwrap();
     for (peer, addr) in &peers {
         let n = peer.transport.0;
-        let producer = ProducerSpec {
-            id: ProducerId(n),
-            transport: peer.transport,
-            kind: TrackKind::Audio,
-            mid: None,
-            codecs: vec![(common::OPUS, Codec::Opus)],
-            layers: vec![LayerSpec {
-                rid: None,
-                ssrc: Some(0xA000 + n),
-                rtx_ssrc: None,
-                width: 0,
-                height: 0,
-                max_bitrate_bps: 0,
-            }],
-            extensions: ExtensionMap { audio_level: 1, ..Default::default() },
-        };
+        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, common::OPUS, 0xA000 + n, 1);
         let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: common::OPUS });
         for command in [
             peer.add_transport(room, Some(*addr)),

@@ -71,6 +71,29 @@ pub struct ProducerSpec {
     pub extensions: ExtensionMap,
 }
 
+impl ProducerSpec {
+    /// A single-layer Opus producer identified by `ssrc`, with the RFC 6464 audio-level
+    /// extension under id `audio_level` (0 = not negotiated).
+    pub fn opus(id: ProducerId, transport: TransportId, payload_type: u8, ssrc: u32, audio_level: u8) -> Self {
+        Self {
+            id,
+            transport,
+            kind: TrackKind::Audio,
+            mid: None,
+            codecs: vec![(payload_type, Codec::Opus)],
+            layers: vec![LayerSpec {
+                rid: None,
+                ssrc: Some(ssrc),
+                rtx_ssrc: None,
+                width: 0,
+                height: 0,
+                max_bitrate_bps: 0,
+            }],
+            extensions: ExtensionMap { audio_level, ..ExtensionMap::default() },
+        }
+    }
+}
+
 /// One subscriber's copy of a producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSpec {

@@ -223,15 +223,7 @@ fn rid_layers_are_bound_from_mid_and_rid_extensions() {
 }
 
 fn audio_producer(id: u32, transport: TransportId, ssrc: u32) -> ProducerSpec {
-    ProducerSpec {
-        id: ProducerId(id),
-        transport,
-        kind: TrackKind::Audio,
-        mid: None,
-        codecs: vec![(OPUS, crate::rtp::Codec::Opus)],
-        layers: vec![layer(ssrc, 0, 40_000)],
-        extensions: ExtensionMap { audio_level: 1, ..Default::default() },
-    }
+    ProducerSpec::opus(ProducerId(id), transport, OPUS, ssrc, 1)
 }
 
 #[test]

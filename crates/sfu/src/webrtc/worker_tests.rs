@@ -10,10 +10,7 @@ use std::time::Instant;
 use crossbeam_queue::ArrayQueue;
 
 use super::dtls::{DtlsIdentity, DtlsSession};
-use crate::router::{
-    ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
-};
-use crate::rtp::{Codec, ExtensionMap};
+use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::srtp::SrtpContext;
 use crate::worker::stun::write_binding_request;
 use crate::worker::{Command, DropReason, RoomId, SrtpKeys, WebRtcTransportSpec, WorkerCore, WorkerCounters};
@@ -110,22 +107,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
     assert_ne!(a_keys.local_master_key, b_keys.local_master_key, "each transport has its own keys");
 
     // A publishes audio (SSRC 0xA), B consumes it as SSRC 0xB0.
-    let producer = ProducerSpec {
-        id: ProducerId(1),
-        transport: TransportId(1),
-        kind: TrackKind::Audio,
-        mid: None,
-        codecs: vec![(111, Codec::Opus)],
-        layers: vec![LayerSpec {
-            rid: None,
-            ssrc: Some(0xA),
-            rtx_ssrc: None,
-            width: 0,
-            height: 0,
-            max_bitrate_bps: 64_000,
-        }],
-        extensions: ExtensionMap::default(),
-    };
+    let producer = ProducerSpec::opus(ProducerId(1), TransportId(1), 111, 0xA, 0);
     core.apply(now, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
     let consumer = ConsumerSpec {
         id: ConsumerId(1),

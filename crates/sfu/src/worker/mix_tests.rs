@@ -12,8 +12,8 @@ use opus::{Channels, Decoder};
 use super::tests::{Outbox, Peer};
 use super::*;
 use crate::mixer::tests::{ToneSender, reference_tone_db, tone_db};
-use crate::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId};
-use crate::rtp::{Codec, ExtensionMap, RtpHeader, is_rtcp};
+use crate::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
+use crate::rtp::{RtpHeader, is_rtcp};
 use crate::srtp::Profile;
 
 const ROOM: RoomId = RoomId(3);
@@ -37,25 +37,7 @@ fn rtp_with_level(ssrc: u32, seq: u16, timestamp: u32, level: (u8, bool), payloa
 }
 
 fn audio_producer(id: u32, transport: TransportId, ssrc: u32) -> Command {
-    Command::AddProducer {
-        room: ROOM,
-        spec: ProducerSpec {
-            id: ProducerId(id),
-            transport,
-            kind: TrackKind::Audio,
-            mid: None,
-            codecs: vec![(OPUS, Codec::Opus)],
-            layers: vec![LayerSpec {
-                rid: None,
-                ssrc: Some(ssrc),
-                rtx_ssrc: None,
-                width: 0,
-                height: 0,
-                max_bitrate_bps: 0,
-            }],
-            extensions: ExtensionMap { audio_level: LEVEL_ID, ..ExtensionMap::default() },
-        },
-    }
+    Command::AddProducer { room: ROOM, spec: ProducerSpec::opus(ProducerId(id), transport, OPUS, ssrc, LEVEL_ID) }
 }
 
 /// What one participant received: its mix stream, decoded in arrival order.

@@ -10,10 +10,8 @@ use crossbeam_queue::ArrayQueue;
 
 use super::stun::write_binding_request;
 use super::*;
-use crate::router::{
-    ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
-};
-use crate::rtp::{Codec, ExtensionMap, RtpHeader};
+use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
+use crate::rtp::RtpHeader;
 use crate::srtp::{Profile, SrtpContext};
 
 /// A `Transmit` that keeps every datagram the worker sends (shared with other worker tests).
@@ -100,22 +98,7 @@ fn audio(seq: u16) -> Vec<u8> {
 
 /// The publisher's Opus producer (id 1, SSRC 0x0A0A) on `transport`.
 fn opus_producer(transport: TransportId) -> ProducerSpec {
-    ProducerSpec {
-        id: ProducerId(1),
-        transport,
-        kind: TrackKind::Audio,
-        mid: None,
-        codecs: vec![(OPUS, Codec::Opus)],
-        layers: vec![LayerSpec {
-            rid: None,
-            ssrc: Some(0x0A0A),
-            rtx_ssrc: None,
-            width: 0,
-            height: 0,
-            max_bitrate_bps: 0,
-        }],
-        extensions: ExtensionMap::default(),
-    }
+    ProducerSpec::opus(ProducerId(1), transport, OPUS, 0x0A0A, 0)
 }
 
 /// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
@@ -325,22 +308,7 @@ fn room_with_queue_peer(egress: usize) -> (WorkerCore, Peer, Peer, Arc<DatagramL
     let t0 = Instant::now();
     let link = DatagramLink::new(egress);
     core.apply(t0, Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link: link.clone() }, &mut out).unwrap();
-    let mut producer = ProducerSpec {
-        id: ProducerId(2),
-        transport: QUEUE_PEER,
-        kind: TrackKind::Audio,
-        mid: None,
-        codecs: vec![(OPUS, Codec::Opus)],
-        layers: vec![LayerSpec {
-            rid: None,
-            ssrc: Some(0x0B0B),
-            rtx_ssrc: None,
-            width: 0,
-            height: 0,
-            max_bitrate_bps: 0,
-        }],
-        extensions: ExtensionMap::default(),
-    };
+    let mut producer = ProducerSpec::opus(ProducerId(2), QUEUE_PEER, OPUS, 0x0B0B, 0);
     core.apply(t0, Command::AddProducer { room: ROOM, spec: producer.clone() }, &mut out).unwrap();
     let subscriber = subscribers.remove(0);
     // The UDP subscriber now hears only the queue peer.

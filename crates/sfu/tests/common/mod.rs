@@ -100,15 +100,7 @@ pub fn room_commands(room: RoomId, publisher: &Peer, publisher_addr: Option<Sock
         publisher.add_transport(room, publisher_addr),
         Command::AddProducer {
             room,
-            spec: ProducerSpec {
-                id: ProducerId(1),
-                transport: publisher.transport,
-                kind: TrackKind::Audio,
-                mid: None,
-                codecs: vec![(OPUS, Codec::Opus)],
-                layers: vec![layer(AUDIO_SSRC)],
-                extensions: ExtensionMap { audio_level: 1, ..Default::default() },
-            },
+            spec: ProducerSpec::opus(ProducerId(1), publisher.transport, OPUS, AUDIO_SSRC, 1),
         },
         Command::AddProducer {
             room,
