@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use palaver_sfu::worker::{SendBatch, Transmit};
-use thread_cpu::ThreadCpuTime;
+use thread_cpu::{ThreadCpuTime, thread_cpu_ns};
 
 const PAYLOAD: usize = 100;
 
@@ -111,13 +111,6 @@ fn epoll_loop(sockets: &[UdpSocket], stop: &AtomicBool, received: &AtomicU64) {
     }
     // SAFETY: closing the descriptor created above.
     unsafe { libc::close(epoll) };
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid clock id and a valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Queues one datagram of each size in `frame` to every receiver (interleaved, as the router

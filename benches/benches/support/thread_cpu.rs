@@ -5,10 +5,11 @@
 use criterion::Throughput;
 use criterion::measurement::{Measurement, ValueFormatter};
 
-/// CPU time consumed by the calling thread, in nanoseconds.
+/// Criterion measurement: CPU time consumed by the measuring thread, in nanoseconds.
 pub struct ThreadCpuTime;
 
-fn thread_cpu_ns() -> u64 {
+/// CPU time consumed by the calling thread so far, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

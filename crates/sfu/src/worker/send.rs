@@ -44,8 +44,7 @@ pub struct SendBatch {
 impl SendBatch {
     /// `socket` is a clone of the worker's socket handle. GSO is used when the kernel has it.
     pub fn new(socket: UdpSocket) -> Self {
-        let gso = gso_available(&socket);
-        Self::with_gso(socket, gso)
+        Self::with_gso(socket, true)
     }
 
     /// As [`new`](Self::new) with GSO forced off (`false`) or on when available (`true`).
