@@ -7,6 +7,7 @@ mod logging;
 mod media;
 mod quic;
 mod serve;
+mod telemetry;
 mod tls;
 
 use anyhow::{Context, Result};

@@ -2,7 +2,7 @@
 //! the QUIC transport until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
 
 use crate::config::{ServerConfig, TlsMode};
-use crate::media::WebRtcMedia;
+use crate::media::MediaController;
 use crate::quic::QuicServer;
 use crate::quic::paths::QuicPaths;
 use crate::tls::{TlsFiles, ensure_self_signed};
@@ -166,13 +166,13 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<MediaPlane
         .context("starting the media workers")?,
     );
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
-    let media = WebRtcMedia::new(pool.clone(), identity, cfg.media.announced_ip);
+    let media = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
     let relay = media.spawn_event_relay(state.gateway.clone());
     let quic_paths = media.quic_paths();
     let weak = Arc::downgrade(&pool);
-    state
-        .metrics
-        .set_media_source(move || weak.upgrade().map(|pool| crate::media::media_snapshot(&pool)).unwrap_or_default());
+    state.metrics.set_media_source(move || {
+        weak.upgrade().map(|pool| crate::telemetry::media_snapshot(&pool)).unwrap_or_default()
+    });
     state.gateway.set_media_negotiator(media);
     let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
     tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");

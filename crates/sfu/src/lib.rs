@@ -4,6 +4,7 @@
 //! packets in place, [`srtp`] protects/unprotects in place, [`router`] decides who gets what,
 //! and [`worker`] is the thin per-thread shell that owns a UDP socket and batches syscalls.
 
+pub mod control;
 pub mod mixer;
 pub mod router;
 pub mod rtp;

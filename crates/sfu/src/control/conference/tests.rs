@@ -1,12 +1,9 @@
-//! Tests of `plan_slots` (mod.rs): a room's slot plan as worker commands and `media.slots`
-//! frames — who fills which slot, screen slots only for the active share, recent speakers
-//! first, and a leaver's slots repointed.
+//! Tests of [`Conference::plan_slots`]: a conference's slot plan as worker commands and
+//! `media.slots` frames — who fills which slot, screen slots only for the active share, recent
+//! speakers first, a leaver's slots repointed — and of the mix output's slot.
 
-use super::super::{Participant, Plan, Producer, Room, Slot, plan_slots};
-use palaver_core::protocol::{MediaSlot, SlotKind};
-use palaver_sfu::router::{ProducerId, TrackKind, TransportId};
-use palaver_sfu::worker::{Command, RoomId};
-use std::collections::HashMap;
+use super::*;
+use palaver_core::protocol::SlotKind;
 
 /// Participant `n` (1-based) publishes camera `n*10+1` and screen `n*10+2`; its slots are
 /// camera mid "1", screen mid "2", then `extra` more camera slots (mids "3", …).
@@ -27,12 +24,13 @@ fn participant(n: u32, extra: usize) -> Participant {
 }
 
 fn slot(mid: &str, kind: TrackKind, ssrc: u32) -> Slot {
-    Slot { mid: mid.to_owned(), kind, ssrc, consumer: None }
+    Slot { mid: mid.to_owned(), kind, ssrc, numbering: None, consumer: None }
 }
 
-fn room(people: Vec<(&str, Participant)>) -> Room {
-    let participants = people.into_iter().map(|(name, p)| (name.to_owned(), p)).collect();
-    Room { id: RoomId(1), worker: 0, participants, next_join: 9, spoke: HashMap::new(), speaker_round: 0 }
+fn room(people: Vec<(&str, Participant)>) -> Conference {
+    let mut conference = Conference::new(RoomId(1), 0);
+    conference.participants = people.into_iter().map(|(name, p)| (name.to_owned(), p)).collect();
+    conference
 }
 
 fn frame<'a>(plan: &'a Plan, who: &str) -> Option<&'a Vec<MediaSlot>> {
@@ -52,7 +50,7 @@ fn entry(mid: &str, who: Option<&str>) -> (String, Option<String>) {
 fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
     let mut r = room(vec![("a", participant(1, 1)), ("b", participant(2, 1)), ("c", participant(3, 1))]);
     let mut next_id = 100;
-    let plan = plan_slots(&mut r, None, Some("c"), &mut next_id);
+    let plan = r.plan_slots(None, Some("c"), &mut next_id);
     let adds = plan.commands.iter().filter(|c| matches!(c, Command::AddConsumer { .. })).count();
     assert_eq!(adds, 6, "two camera consumers per participant, no screen consumer");
     assert_eq!(next_id, 106);
@@ -61,7 +59,7 @@ fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
     assert_eq!(shown(frame(&plan, "c").unwrap()), [entry("1", Some("a")), entry("2", None), entry("3", Some("b"))]);
     assert_eq!(frame(&plan, "b").unwrap()[1].kind, SlotKind::Screen);
     // Planning again changes nothing and tells nobody but a fresh participant.
-    let again = plan_slots(&mut r, None, Some("b"), &mut next_id);
+    let again = r.plan_slots(None, Some("b"), &mut next_id);
     assert!(again.commands.is_empty());
     assert_eq!(again.frames.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["b"]);
 }
@@ -70,8 +68,8 @@ fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
 fn only_the_active_share_fills_screen_slots() {
     let mut r = room(vec![("a", participant(1, 0)), ("b", participant(2, 0)), ("c", participant(3, 0))]);
     let mut next_id = 100;
-    plan_slots(&mut r, None, None, &mut next_id);
-    let plan = plan_slots(&mut r, Some("b"), None, &mut next_id);
+    r.plan_slots(None, None, &mut next_id);
+    let plan = r.plan_slots(Some("b"), None, &mut next_id);
     let screen_adds: Vec<_> = plan
         .commands
         .iter()
@@ -85,7 +83,7 @@ fn only_the_active_share_fills_screen_slots() {
     assert_eq!(shown(frame(&plan, "a").unwrap())[1], entry("2", Some("b")));
     assert!(frame(&plan, "b").is_none(), "the sharer's own slots did not change");
     // Sharing stops: the screen slots are emptied.
-    let plan = plan_slots(&mut r, None, None, &mut next_id);
+    let plan = r.plan_slots(None, None, &mut next_id);
     let removed = plan.commands.iter().filter(|c| matches!(c, Command::RemoveConsumer { .. })).count();
     assert_eq!(removed, 2);
     assert_eq!(shown(frame(&plan, "c").unwrap())[1], entry("2", None));
@@ -101,11 +99,11 @@ fn a_recent_speaker_moves_into_view_and_a_leaver_is_replaced_in_place() {
         ("d", participant(4, 0)),
     ]);
     let mut next_id = 100;
-    let plan = plan_slots(&mut r, None, None, &mut next_id);
+    let plan = r.plan_slots(None, None, &mut next_id);
     assert_eq!(shown(frame(&plan, "a").unwrap())[0], entry("1", Some("b")));
     // d speaks: everyone else's camera slot is repointed to d (same consumer, same SSRC).
     r.spoke.insert("d".into(), 5);
-    let plan = plan_slots(&mut r, None, None, &mut next_id);
+    let plan = r.plan_slots(None, None, &mut next_id);
     let repoints: Vec<_> = plan
         .commands
         .iter()
@@ -121,9 +119,39 @@ fn a_recent_speaker_moves_into_view_and_a_leaver_is_replaced_in_place() {
     assert!(frame(&plan, "d").is_none());
     // d leaves: the slots that showed d are repointed to the next wanted camera (b; a for b).
     r.participants.remove("d");
-    let plan = plan_slots(&mut r, None, None, &mut next_id);
+    let plan = r.plan_slots(None, None, &mut next_id);
     assert_eq!(plan.commands.len(), 3);
     assert!(plan.commands.iter().all(|c| matches!(c, Command::RepointConsumer { .. })));
     assert_eq!(shown(frame(&plan, "a").unwrap())[0], entry("1", Some("b")));
     assert_eq!(shown(frame(&plan, "b").unwrap())[0], entry("1", Some("a")));
+}
+
+#[test]
+fn the_first_audio_slot_carries_the_mix() {
+    let slots = [slot("v", TrackKind::Video, 1), slot("a", TrackKind::Audio, 2), slot("b", TrackKind::Audio, 3)];
+    let command = mix_output(RoomId(4), TransportId(5), &slots, 109);
+    let expected = Some(MixOutputSpec { ssrc: 2, payload_type: 109 });
+    assert!(matches!(command, Some(Command::SetMixOutput { room: RoomId(4), transport: TransportId(5), output })
+        if output == expected));
+    assert!(mix_output(RoomId(4), TransportId(5), &slots[..1], 109).is_none());
+}
+
+#[test]
+fn a_filled_slot_with_its_own_numbering_sends_it_with_the_consumer() {
+    let mut a = participant(1, 0);
+    let numbering = Numbering { codecs: vec![(100, crate::rtp::Codec::Vp8)], extensions: Default::default() };
+    a.slots[0].numbering = Some(numbering.clone());
+    let mut r = room(vec![("a", a), ("b", participant(2, 0))]);
+    let mut next_id = 0;
+    let plan = r.plan_slots(None, None, &mut next_id);
+    let a_consumer = r.participants["a"].slots[0].consumer.expect("a sees b").0;
+    let numbered: Vec<_> = plan
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetConsumerNumbering { consumer, numbering, .. } => Some((*consumer, numbering.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbered, [(a_consumer, numbering)], "only a's slot has a numbering of its own");
 }

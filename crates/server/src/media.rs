@@ -1,0 +1,201 @@
+//! The media plane's adapter in `palaver run`: implements the gateway's media port over the
+//! sans-IO controller [`Conferences`] (`palaver_sfu::control`). Each call takes the lock, asks
+//! the controller, sends the commands it returns to the workers (still under the lock, so
+//! workers see them in the order they were planned) and queues its `media.slots` frames; the
+//! event relay feeds worker events back to the controller and hands frames and active
+//! speakers to the gateway. QUIC participants also get their connection's datagram path
+//! pointed at the worker that now owns their transport.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::quic::paths::{QuicPaths, Route};
+use palaver_core::ErrorCode;
+use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
+use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::webrtc::dtls::DtlsIdentity;
+use palaver_sfu::worker::{DEFAULT_EGRESS_CAPACITY, DatagramLink, WorkerPool};
+use palaver_signaling::gateway::media::MediaFuture;
+use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
+use tokio::sync::mpsc;
+
+/// The media controller of the process: the worker pool and every conversation's media.
+pub struct MediaController {
+    pool: Arc<WorkerPool>,
+    conferences: Mutex<Conferences>,
+    frames: mpsc::UnboundedSender<SlotFrame>,
+    /// Taken by the event relay, which sends the frames in order.
+    frame_rx: Mutex<Option<mpsc::UnboundedReceiver<SlotFrame>>>,
+    /// Datagram paths of QUIC connections, for `media.attach`.
+    quic_paths: Arc<QuicPaths>,
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> MediaError {
+    MediaError { code, message: message.into() }
+}
+
+fn rejected(error: ControlError) -> MediaError {
+    let code = match error {
+        ControlError::BadOffer(_) => ErrorCode::BadRequest,
+        ControlError::InvalidTracks(_) => ErrorCode::InvalidParameter,
+    };
+    refused(code, error.to_string())
+}
+
+impl MediaController {
+    /// A controller over `pool`; browsers reach worker `i` at `announced_ip` and its port.
+    pub fn new(pool: Arc<WorkerPool>, identity: DtlsIdentity, announced_ip: IpAddr) -> Arc<Self> {
+        let candidates = pool.workers().iter().map(|w| SocketAddr::new(announced_ip, w.local_addr.port())).collect();
+        let conferences = Conferences::new(ControlConfig { candidates, identity }, rand::random());
+        let (frames, rx) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            pool,
+            conferences: Mutex::new(conferences),
+            frames,
+            frame_rx: Mutex::new(Some(rx)),
+            quic_paths: Arc::default(),
+        })
+    }
+
+    /// The registry of QUIC connections' datagram paths (shared with the QUIC endpoint).
+    pub fn quic_paths(&self) -> Arc<QuicPaths> {
+        self.quic_paths.clone()
+    }
+
+    /// Runs `f` on the controller and carries out its output under the lock: commands to the
+    /// workers (the first refused one fails the call), frames to the relay.
+    fn call<T>(&self, f: impl FnOnce(&mut Conferences) -> Result<(T, Output), MediaError>) -> Result<T, MediaError> {
+        let mut conferences =
+            self.conferences.lock().map_err(|_| refused(ErrorCode::InternalError, "media state poisoned"))?;
+        let (value, out) = f(&mut conferences)?;
+        for (worker, command) in out.commands {
+            self.pool.workers()[worker]
+                .send(command)
+                .map_err(|c| refused(ErrorCode::MediaUnavailable, format!("media worker busy ({})", c.name())))?;
+        }
+        for frame in out.frames {
+            let _ = self.frames.send(frame);
+        }
+        Ok(value)
+    }
+
+    /// A call whose failure only gets logged (the gateway's fire-and-forget port methods).
+    fn call_logged(&self, what: &str, session: &MediaSession, f: impl FnOnce(&mut Conferences) -> Output) {
+        if let Err(error) = self.call(|c| Ok(((), f(c)))) {
+            tracing::warn!(conversation = %session.conversation_id, participant = %session.participant_id,
+                %error, "media {what} not carried out");
+        }
+    }
+
+    /// Relays worker events through the controller: active speakers to the gateway (roster
+    /// delta, ≤ every 300 ms), and `media.slots` frames to their participants in plan order.
+    pub fn spawn_event_relay(self: &Arc<Self>, gateway: Gateway) -> tokio::task::JoinHandle<()> {
+        let media = self.clone();
+        let mut frames = self.frame_rx.lock().ok().and_then(|mut rx| rx.take());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                if let Some(rx) = frames.as_mut() {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        frame = rx.recv() => {
+                            match frame {
+                                Some(f) => {
+                                    let delivered = gateway.send_media_slots(&f.conversation, &f.participant, f.slots).await;
+                                    tracing::debug!(conversation = %f.conversation, participant = %f.participant, delivered, "media.slots sent");
+                                }
+                                None => frames = None,
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    tick.tick().await;
+                }
+                for Speakers { conversation, participants } in media.drain_events() {
+                    gateway.active_speakers(&conversation, participants).await;
+                }
+            }
+        })
+    }
+
+    /// Feeds the workers' pending events to the controller; returns the speaker updates.
+    fn drain_events(&self) -> Vec<Speakers> {
+        let result = self.call(|conferences| {
+            let mut out = Output::default();
+            self.pool.drain_events(|worker, event| out.extend(conferences.on_event(worker, event)));
+            Ok((std::mem::take(&mut out.speakers), out))
+        });
+        result.unwrap_or_else(|error| {
+            tracing::warn!(%error, "slot changes after worker events not carried out");
+            Vec::new()
+        })
+    }
+}
+
+impl MediaNegotiator for MediaController {
+    fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String> {
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        let result =
+            self.call(|c| c.join_offer(conversation, participant, session.may_send_media, &sdp).map_err(rejected));
+        if result.is_ok() {
+            tracing::info!(%conversation, %participant, "media offer answered");
+        }
+        Box::pin(async move { result })
+    }
+
+    fn ice_candidate(&self, _session: MediaSession, _candidate: IceCandidate) -> MediaFuture<()> {
+        // ICE-lite: the server learns the peer's address from its STUN checks.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn leave(&self, session: MediaSession) {
+        self.call_logged("leave", &session, |c| c.leave(&session.conversation_id, &session.participant_id));
+    }
+
+    fn screen_share(&self, session: MediaSession, active: bool) {
+        self.call_logged("screen share", &session, |c| {
+            c.share(&session.conversation_id, &session.participant_id, active)
+        });
+    }
+
+    fn subscribe(&self, session: MediaSession, slots: Vec<SlotSubscription>) {
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        self.call_logged("subscribe", &session, |c| c.subscribe(conversation, participant, &slots));
+    }
+
+    /// `media.attach`: (re)creates the participant's direct transport, producers and receive
+    /// slots, routes the connection's datagrams to it, and returns the tracks the server sends.
+    fn attach(
+        &self,
+        session: MediaSession,
+        path: MediaPathId,
+        tracks: Vec<MediaTrack>,
+        receive: MediaReceive,
+    ) -> MediaFuture<Vec<MediaTrack>> {
+        let result =
+            self.quic_paths.get(path).ok_or_else(|| refused(ErrorCode::InvalidState, "the QUIC connection has closed"));
+        let result = result.and_then(|path| {
+            let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+            let link = DatagramLink::new(DEFAULT_EGRESS_CAPACITY);
+            let may_send = session.may_send_media;
+            let (joined, attached) = self.call(|c| {
+                let (joined, attached, out) = c
+                    .join_direct(conversation, participant, may_send, link.clone(), &tracks, receive)
+                    .map_err(rejected)?;
+                Ok(((joined, attached), out))
+            })?;
+            path.set_route(Some(Route {
+                pool: self.pool.clone(),
+                worker: joined.worker,
+                transport: joined.transport,
+                link,
+            }));
+            tracing::info!(%conversation, %participant, transport = joined.transport.0, video_slots = receive.video,
+                screen_slot = receive.screen, "QUIC media attached");
+            Ok(attached)
+        });
+        Box::pin(async move { result })
+    }
+}

@@ -1,0 +1,125 @@
+//! A QUIC participant's `media.attach` as an [`Attach`]: its media becomes a direct transport
+//! (plain RTP through the connection's datagram path, no ICE/DTLS/SRTP), a producer per
+//! declared track group (audio feeds the mixer; rid layers of one kind are one simulcast
+//! producer, sizes from [`super::layers`]), one audio receive slot that carries its mix, and
+//! the camera/screen receive slots it asks for, which the last-N planner fills exactly like a
+//! browser's. [`attached_tracks`] is the `media.attached` answer.
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::layers::{DeclaredLayer, layer_specs};
+use super::{Attach, Publish, ReceiveSlot, TransportKind};
+use crate::router::{Numbering, TrackKind};
+use crate::rtp::{Codec, ExtensionMap};
+use crate::worker::DatagramLink;
+use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup};
+
+/// RFC 6464 audio-level header-extension ID on QUIC (fixed: there is no SDP).
+pub const QUIC_AUDIO_LEVEL_ID: u8 = 1;
+/// The audio receive slot's name (the mix).
+pub const QUIC_AUDIO_MID: &str = "quic-audio";
+/// The screen receive slot's name; camera slots are `quic-video-0`, `quic-video-1`, ...
+pub const QUIC_SCREEN_MID: &str = "quic-screen";
+
+fn track_kind(kind: MediaKind) -> TrackKind {
+    match kind {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+        MediaKind::Screen => TrackKind::Screen,
+    }
+}
+
+/// Interprets a checked `media.attach` (`groups` from `group_sent_tracks(tracks)`): the
+/// participant sends `groups` (ignored unless `may_send`) through `link` and receives the mix
+/// plus the slots `receive` asks for. Slot SSRCs come from `rng`.
+pub fn direct_attach(
+    link: Arc<DatagramLink>,
+    tracks: &[MediaTrack],
+    groups: &[SentTrackGroup<'_>],
+    receive: MediaReceive,
+    may_send: bool,
+    rng: &mut impl Rng,
+) -> Attach {
+    let publish = if may_send { groups.iter().map(published_track).collect() } else { Vec::new() };
+    let declared_pt =
+        |audio: bool| tracks.iter().find(|t| (t.kind == MediaKind::Audio) == audio).map(|t| t.payload_type);
+    let audio_pt = declared_pt(true).unwrap_or(MediaTrack::DEFAULT_OPUS_PT);
+    let vp8_pt = declared_pt(false).unwrap_or(MediaTrack::DEFAULT_VP8_PT);
+    // Forwarded video carries the client's VP8 payload type and no header extensions.
+    let video_numbering = Numbering { codecs: vec![(vp8_pt, Codec::Vp8)], extensions: ExtensionMap::default() };
+    let mut slot = |mid: String, kind| {
+        let numbering = (kind != TrackKind::Audio).then(|| video_numbering.clone());
+        ReceiveSlot { mid, kind, ssrc: rng.gen_range(1..u32::MAX), numbering }
+    };
+    let mut slots = vec![slot(QUIC_AUDIO_MID.to_owned(), TrackKind::Audio)];
+    for i in 0..receive.video {
+        slots.push(slot(format!("quic-video-{i}"), TrackKind::Video));
+    }
+    if receive.screen {
+        slots.push(slot(QUIC_SCREEN_MID.to_owned(), TrackKind::Screen));
+    }
+    Attach {
+        transport: TransportKind::Direct { link },
+        publish,
+        receive: slots,
+        mix_payload_type: audio_pt,
+        // A participant with video slots is told what they carry, like a browser after its offer.
+        announce_slots: !receive.is_audio_only(),
+    }
+}
+
+/// What the server sends on each receive slot of a direct attach, as listed in
+/// `media.attached`: the mix (Opus, the client's payload type) and VP8 on video slots.
+pub fn attached_tracks(attach: &Attach) -> Vec<MediaTrack> {
+    let vp8_pt = |s: &ReceiveSlot| {
+        let codecs = s.numbering.as_ref().map(|n| n.codecs.as_slice()).unwrap_or_default();
+        codecs.first().map(|(pt, _)| *pt).unwrap_or(MediaTrack::DEFAULT_VP8_PT)
+    };
+    attach
+        .receive
+        .iter()
+        .map(|s| {
+            let (kind, payload_type) = match s.kind {
+                TrackKind::Audio => (MediaKind::Audio, attach.mix_payload_type),
+                TrackKind::Video => (MediaKind::Video, vp8_pt(s)),
+                TrackKind::Screen => (MediaKind::Screen, vp8_pt(s)),
+            };
+            // The mix is not a named slot (`media.slots` lists video slots only).
+            let mid = (s.kind != TrackKind::Audio).then(|| s.mid.clone());
+            MediaTrack { mid, ..MediaTrack::new(kind, s.ssrc, payload_type) }
+        })
+        .collect()
+}
+
+/// A producer for one declared track group: one layer per track, identified by its SSRC.
+fn published_track(group: &SentTrackGroup<'_>) -> Publish {
+    let kind = track_kind(group.kind);
+    let codec = if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 };
+    let declared: Vec<DeclaredLayer<'_>> = group
+        .layers
+        .iter()
+        .map(|t| DeclaredLayer {
+            rid: t.rid.as_deref(),
+            ssrc: Some(t.ssrc),
+            rtx_ssrc: None,
+            width: t.width,
+            height: t.height,
+        })
+        .collect();
+    let extensions = match kind {
+        TrackKind::Audio => ExtensionMap { audio_level: QUIC_AUDIO_LEVEL_ID, ..ExtensionMap::default() },
+        _ => ExtensionMap::default(),
+    };
+    Publish {
+        kind,
+        mid: None,
+        codecs: vec![(group.layers[0].payload_type, codec)],
+        layers: layer_specs(kind, &declared),
+        extensions,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+//! The media controller, sans-IO: maps conversations to routers (each pinned to one worker)
+//! and participants to transports, producers and receive slots, and answers every call with
+//! the worker commands and `media.slots` frames that carry it out ([`Output`]). No threads, no
+//! clock, no sockets: the binary's adapter takes a lock, calls [`Conferences`], sends the
+//! commands to the workers and relays the frames and speaker updates to the gateway.
+//!
+//! Every kind of participant joins through one path, [`Conferences::join`], described by an
+//! [`Attach`]: how its media reaches the router ([`TransportKind`]), the tracks it publishes
+//! and the slots it receives on. [`offer`] builds one from a browser's SDP offer, [`attach`]
+//! from a QUIC `media.attach`; a server-side leg (player/recorder) or a SIP trunk leg is one
+//! more way to build an `Attach`, not another join path (see `docs/architecture.md`).
+//!
+//! Policy: video is forwarded into receive slots planned last-N ([`slots`]: recent speakers
+//! first; a leaver's slot is repointed), only the active screen share fills screen slots,
+//! and audio is mixed: every audio producer feeds the conference's mixer and the first audio
+//! slot carries the participant's mix. Simulcast layer defaults live in [`layers`].
+
+pub mod attach;
+mod conference;
+pub mod layers;
+pub mod offer;
+mod slots;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use palaver_core::protocol::{MediaReceive, MediaSlot, MediaTrack, SlotSubscription, group_sent_tracks};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub use conference::{Conference, DEFAULT_MAX_HEIGHT, DEFAULT_MIX_PT};
+
+use crate::router::{LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::rtp::{Codec, ExtensionMap, ShortId};
+use crate::webrtc::dtls::DtlsIdentity;
+use crate::webrtc::sdp::{AnswerParams, Offer, SdpError, write_answer};
+use crate::worker::{Command, DatagramLink, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
+use conference::{Producer, Slot, mix_output};
+
+/// How a participant's media reaches its conference's router.
+#[derive(Debug, Clone)]
+pub enum TransportKind {
+    /// A browser: ICE-lite with these server credentials, then DTLS-SRTP with the peer whose
+    /// certificate has `remote_fingerprint`.
+    WebRtc { ice_ufrag: String, ice_pwd: String, remote_fingerprint: String },
+    /// Plain RTP/RTCP through a lock-free link, no ICE and no SRTP (the carrier encrypts): a
+    /// QUIC connection's datagrams, or an in-process server leg (player, recorder).
+    Direct { link: Arc<DatagramLink> },
+    /// SRTP over the worker's UDP socket to a known address with signalled keys (SDES), as a
+    /// SIP trunk leg would use. The server ICE credentials are random and unused by the peer.
+    Srtp { remote: SocketAddr, keys: SrtpKeys },
+}
+
+/// A track a participant publishes (a producer without its ids yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub kind: TrackKind,
+    pub mid: Option<ShortId>,
+    /// Payload type to codec, as the publisher numbers them.
+    pub codecs: Vec<(u8, Codec)>,
+    /// One layer, or the simulcast layers (see [`layers::layer_specs`]).
+    pub layers: Vec<LayerSpec>,
+    pub extensions: ExtensionMap,
+}
+
+impl Publish {
+    fn into_spec(self, id: ProducerId, transport: TransportId) -> ProducerSpec {
+        let Publish { kind, mid, codecs, layers, extensions } = self;
+        ProducerSpec { id, transport, kind, mid, codecs, layers, extensions }
+    }
+}
+
+/// A stream the server sends to a participant: the first audio slot carries its mix, video
+/// and screen slots are filled by the last-N planner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveSlot {
+    /// The name `media.slots` and `media.subscribe` use (an SDP mid, or a fixed QUIC name).
+    pub mid: String,
+    pub kind: TrackKind,
+    /// The server's SSRC on this slot.
+    pub ssrc: u32,
+    /// How the receiver numbers payload types and extensions here (`None`: as the publisher).
+    pub numbering: Option<Numbering>,
+}
+
+/// Everything the media plane needs to seat one participant in a conference.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    pub transport: TransportKind,
+    pub publish: Vec<Publish>,
+    pub receive: Vec<ReceiveSlot>,
+    /// The Opus payload type of the mix on the first audio receive slot.
+    pub mix_payload_type: u8,
+    /// Send the participant a `media.slots` frame on joining even if no slot changed.
+    pub announce_slots: bool,
+}
+
+/// Where a joined participant's media lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub worker: usize,
+    pub router: RoomId,
+    pub transport: TransportId,
+}
+
+/// A `media.slots` frame for one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotFrame {
+    pub conversation: String,
+    pub participant: String,
+    pub slots: Vec<MediaSlot>,
+}
+
+/// The loudest talkers of a conversation, most active first (for the roster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Speakers {
+    pub conversation: String,
+    pub participants: Vec<String>,
+}
+
+/// What a call asks of the outside world, in order: commands for the workers (by index), frames
+/// for participants, speaker updates for the roster.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub commands: Vec<(usize, Command)>,
+    pub frames: Vec<SlotFrame>,
+    pub speakers: Vec<Speakers>,
+}
+
+impl Output {
+    /// Appends `other` (after what is already here).
+    pub fn extend(&mut self, other: Output) {
+        self.commands.extend(other.commands);
+        self.frames.extend(other.frames);
+        self.speakers.extend(other.speakers);
+    }
+}
+
+/// Why a participant could not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("bad SDP offer: {0}")]
+    BadOffer(#[from] SdpError),
+    /// The tracks or receive request of a `media.attach` (the text says what is wrong).
+    #[error("{0}")]
+    InvalidTracks(String),
+}
+
+/// What the controller knows of the media plane it drives.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Each worker's host candidate (the address browsers reach its socket on), by index.
+    pub candidates: Vec<SocketAddr>,
+    /// The DTLS certificate WebRTC transports present.
+    pub identity: DtlsIdentity,
+}
+
+/// Every conversation's media, and the ids and randomness they are built from.
+pub struct Conferences {
+    config: ControlConfig,
+    conferences: HashMap<String, Conference>,
+    /// The participant sharing its screen, per conversation (roster `screenShare`).
+    sharing: HashMap<String, String>,
+    /// The last transport, producer or consumer id given out (one sequence for all three).
+    next_id: u32,
+    next_router: u64,
+    rng: StdRng,
+}
+
+impl std::fmt::Debug for Conferences {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conferences").field("conferences", &self.conferences.len()).finish_non_exhaustive()
+    }
+}
+
+impl Conferences {
+    /// A controller with no conferences. `seed` seeds the ICE credentials and SSRCs (take it
+    /// from the OS in production; fixed in tests). `config.candidates` must not be empty.
+    pub fn new(config: ControlConfig, seed: [u8; 32]) -> Self {
+        assert!(!config.candidates.is_empty(), "the media plane has at least one worker");
+        let rng = StdRng::from_seed(seed);
+        Self { config, conferences: HashMap::new(), sharing: HashMap::new(), next_id: 0, next_router: 0, rng }
+    }
+
+    /// The conversation's conference, while anyone is in it.
+    pub fn conference(&self, conversation: &str) -> Option<&Conference> {
+        self.conferences.get(conversation)
+    }
+
+    /// The conversations with media now.
+    pub fn len(&self) -> usize {
+        self.conferences.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conferences.is_empty()
+    }
+
+    fn next_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A browser's SDP offer: joins the participant (replacing an earlier session) and
+    /// returns the SDP answer with the worker's host candidate.
+    pub fn join_offer(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        may_send: bool,
+        sdp: &str,
+    ) -> Result<(String, Output), ControlError> {
+        let offer = Offer::parse(sdp)?;
+        let offered = offer::offer_attach(&offer, may_send, &mut self.rng);
+        let (ice_ufrag, ice_pwd) = match &offered.attach.transport {
+            TransportKind::WebRtc { ice_ufrag, ice_pwd, .. } => (ice_ufrag.clone(), ice_pwd.clone()),
+            _ => unreachable!("an offer makes a WebRTC transport"),
+        };
+        let (joined, output) = self.join(conversation, participant, offered.attach);
+        let answer = write_answer(
+            &offer,
+            &AnswerParams {
+                ice_ufrag: &ice_ufrag,
+                ice_pwd: &ice_pwd,
+                fingerprint: self.config.identity.fingerprint(),
+                candidate: self.config.candidates[joined.worker],
+                session_id: u64::from(joined.transport.0),
+                send: &offered.answer_tracks,
+            },
+        );
+        Ok((answer, output))
+    }
+
+    /// A QUIC `media.attach`: joins the participant with a direct transport over `link`
+    /// (replacing an earlier session); returns where it lives and the `media.attached` tracks.
+    pub fn join_direct(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        may_send: bool,
+        link: Arc<DatagramLink>,
+        tracks: &[MediaTrack],
+        receive: MediaReceive,
+    ) -> Result<(Joined, Vec<MediaTrack>, Output), ControlError> {
+        let groups = group_sent_tracks(tracks).map_err(ControlError::InvalidTracks)?;
+        receive.check().map_err(ControlError::InvalidTracks)?;
+        let attach = attach::direct_attach(link, tracks, &groups, receive, may_send, &mut self.rng);
+        let attached = attach::attached_tracks(&attach);
+        let (joined, output) = self.join(conversation, participant, attach);
+        Ok((joined, attached, output))
+    }
+
+    /// The one join path: ends the participant's earlier session, creates the conference (and
+    /// its router) on first use, adds the transport, its producers and its mix, seats it, and
+    /// replans everyone's slots.
+    pub fn join(&mut self, conversation: &str, participant: &str, attach: Attach) -> (Joined, Output) {
+        let mut out = self.release(conversation, participant, false);
+        let (router, worker) = self.ensure_conference(conversation, &mut out);
+        let transport = TransportId(self.next_id());
+        let Attach { transport: kind, publish, receive, mix_payload_type, announce_slots } = attach;
+        let command = match kind {
+            TransportKind::WebRtc { ice_ufrag, ice_pwd, remote_fingerprint } => {
+                let dtls = self.config.identity.clone();
+                let spec =
+                    WebRtcTransportSpec { id: transport, room: router, ice_ufrag, ice_pwd, dtls, remote_fingerprint };
+                Command::AddWebRtcTransport(Box::new(spec))
+            }
+            TransportKind::Direct { link } => Command::AddQueueTransport { id: transport, room: router, link },
+            TransportKind::Srtp { remote, keys } => {
+                let (ice_ufrag, ice_pwd) =
+                    (format!("leg{}", transport.0), format!("{:032x}", rand::Rng::r#gen::<u128>(&mut self.rng)));
+                let spec =
+                    TransportSpec { id: transport, room: router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
+                Command::AddTransport(Box::new(spec))
+            }
+        };
+        out.commands.push((worker, command));
+        let mut producers = Vec::with_capacity(publish.len());
+        for track in publish {
+            let id = ProducerId(self.next_id());
+            producers.push(Producer { id, kind: track.kind });
+            out.commands.push((worker, Command::AddProducer { room: router, spec: track.into_spec(id, transport) }));
+        }
+        let slots: Vec<Slot> = receive
+            .into_iter()
+            .map(|r| Slot { mid: r.mid, kind: r.kind, ssrc: r.ssrc, numbering: r.numbering, consumer: None })
+            .collect();
+        if let Some(command) = mix_output(router, transport, &slots, mix_payload_type) {
+            out.commands.push((worker, command));
+        }
+        let conference = self.conferences.get_mut(conversation).expect("conference ensured above");
+        conference.admit(participant, transport, producers, slots);
+        let fresh = announce_slots.then_some(participant);
+        out.extend(self.replan(conversation, fresh));
+        (Joined { worker, router, transport }, out)
+    }
+
+    /// The participant left the conversation: its media is released, and a share of its ends.
+    pub fn leave(&mut self, conversation: &str, participant: &str) -> Output {
+        self.release(conversation, participant, true)
+    }
+
+    /// The roster's screen-share flag: only the active share fills the others' screen slots.
+    pub fn share(&mut self, conversation: &str, participant: &str, active: bool) -> Output {
+        if active {
+            self.sharing.insert(conversation.to_owned(), participant.to_owned());
+        } else if self.sharing.get(conversation).map(String::as_str) == Some(participant) {
+            self.sharing.remove(conversation);
+        } else {
+            return Output::default();
+        }
+        self.replan(conversation, None)
+    }
+
+    /// `media.subscribe`: pause/resume or cap the picture height of the participant's video
+    /// slots that carry a track now (the client sends its whole wish list again after each
+    /// `media.slots`, so a slot filled later gets it too). Unknown mids and audio slots are
+    /// ignored.
+    pub fn subscribe(&mut self, conversation: &str, participant: &str, wishes: &[SlotSubscription]) -> Output {
+        let mut out = Output::default();
+        let Some(conference) = self.conferences.get(conversation) else { return out };
+        let Some(member) = conference.participants.get(participant) else { return out };
+        let (router, worker) = (conference.router, conference.worker);
+        for wish in wishes {
+            let slot = member.slots.iter().find(|s| s.mid == wish.mid && s.kind != TrackKind::Audio);
+            let Some((consumer, _)) = slot.and_then(|s| s.consumer) else { continue };
+            if let Some(paused) = wish.paused {
+                out.commands.push((worker, Command::SetConsumerPaused { room: router, consumer, paused }));
+            }
+            if let Some(max_height) = wish.max_height {
+                out.commands.push((worker, Command::SetConsumerMaxHeight { room: router, consumer, max_height }));
+            }
+        }
+        out
+    }
+
+    /// An event of worker `worker`: active speakers move to the front of everyone's camera
+    /// slots and are reported for the roster; the rest is logged.
+    pub fn on_event(&mut self, worker: usize, event: WorkerEvent) -> Output {
+        match event {
+            WorkerEvent::ActiveSpeakers { room, speakers } => self.on_speakers(room, &speakers),
+            WorkerEvent::TransportConnected { transport, remote } => {
+                tracing::info!(worker, transport = transport.0, %remote, "media transport connected");
+                Output::default()
+            }
+            WorkerEvent::CommandFailed { command, error } => {
+                tracing::warn!(worker, command, %error, "media command failed");
+                Output::default()
+            }
+        }
+    }
+
+    /// The router's loudest talkers (dominant first) as participant names; replans slots.
+    fn on_speakers(&mut self, router: RoomId, speakers: &[Option<TransportId>]) -> Output {
+        let Some((conversation, conference)) = self.conferences.iter_mut().find(|(_, c)| c.router == router) else {
+            return Output::default();
+        };
+        let conversation = conversation.clone();
+        let names = conference.names_of(speakers);
+        conference.note_speakers(&names);
+        let mut out = self.replan(&conversation, None);
+        out.speakers.push(Speakers { conversation, participants: names });
+        out
+    }
+
+    /// Creates the conversation's conference and router on first use, on the worker with the
+    /// fewest conferences; returns its router and worker.
+    fn ensure_conference(&mut self, conversation: &str, out: &mut Output) -> (RoomId, usize) {
+        if let Some(c) = self.conferences.get(conversation) {
+            return (c.router, c.worker);
+        }
+        let mut load = vec![0usize; self.config.candidates.len()];
+        for c in self.conferences.values() {
+            load[c.worker] += 1;
+        }
+        let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        self.next_router += 1;
+        let router = RoomId(self.next_router);
+        out.commands.push((worker, Command::CreateRoom { room: router }));
+        self.conferences.insert(conversation.to_owned(), Conference::new(router, worker));
+        (router, worker)
+    }
+
+    /// Plans every slot of the conversation's conference; `fresh` always gets a frame.
+    fn replan(&mut self, conversation: &str, fresh: Option<&str>) -> Output {
+        let mut out = Output::default();
+        let Some(conference) = self.conferences.get_mut(conversation) else { return out };
+        let sharing = self.sharing.get(conversation).map(String::as_str);
+        let plan = conference.plan_slots(sharing, fresh, &mut self.next_id);
+        let worker = conference.worker;
+        out.commands.extend(plan.commands.into_iter().map(|c| (worker, c)));
+        out.frames.extend(plan.frames.into_iter().map(|(participant, slots)| SlotFrame {
+            conversation: conversation.to_owned(),
+            participant,
+            slots,
+        }));
+        out
+    }
+
+    /// Ends a participant's media session (`leaving`: it left the conversation; otherwise it
+    /// joins again). The others' slots that showed its tracks are repointed first, so the
+    /// worker never routes to a removed producer; the last one out closes the router.
+    fn release(&mut self, conversation: &str, participant: &str, leaving: bool) -> Output {
+        if leaving && self.sharing.get(conversation).map(String::as_str) == Some(participant) {
+            self.sharing.remove(conversation);
+        }
+        let Some(conference) = self.conferences.get_mut(conversation) else { return Output::default() };
+        let Some(gone) = conference.participants.remove(participant) else { return Output::default() };
+        if leaving {
+            conference.spoke.remove(participant);
+        }
+        let (router, worker, empty) = (conference.router, conference.worker, conference.participants.is_empty());
+        let mut out = if empty { Output::default() } else { self.replan(conversation, None) };
+        // Removes the transport's producers and consumers too.
+        out.commands.push((worker, Command::RemoveTransport { transport: gone.transport }));
+        if empty {
+            out.commands.push((worker, Command::CloseRoom { room: router }));
+            self.conferences.remove(conversation);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
