@@ -14,8 +14,8 @@ use crate::quic::paths::{QuicPaths, Route};
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
-use palaver_sfu::worker::{DEFAULT_EGRESS_CAPACITY, DatagramLink, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
 use tokio::sync::mpsc;
@@ -178,7 +178,7 @@ impl MediaNegotiator for MediaController {
             self.quic_paths.get(path).ok_or_else(|| refused(ErrorCode::InvalidState, "the QUIC connection has closed"));
         let result = result.and_then(|path| {
             let (conversation, participant) = (&session.conversation_id, &session.participant_id);
-            let link = DatagramLink::new(DEFAULT_EGRESS_CAPACITY);
+            let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
             let may_send = session.may_send_media;
             let (joined, attached) = self.call(|c| {
                 let (joined, attached, out) = c

@@ -3,9 +3,9 @@
 //! exported ones here; the latency and mixer-tick buckets share their bounds with the export.
 
 /// The workers' counters summed into the metrics crate's snapshot (read at scrape time).
-pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
+pub fn media_snapshot(pool: &palaver_sfu::net::WorkerPool) -> palaver_metrics::MediaSnapshot {
     use palaver_metrics::prom::DropReason as Metric;
-    use palaver_sfu::worker::DropReason as Worker;
+    use palaver_sfu::engine::DropReason as Worker;
     let c = pool.counters();
     let mut dropped = [0u64; 6];
     let groups: [(Metric, &[Worker]); 4] = [
@@ -47,18 +47,18 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
         jitter_seconds: c.reception.jitter_seconds(),
         rtt_seconds: c.reception.rtt_seconds(),
         forwarding_latency: forwarding_latency(&c.forwarding_latency),
-        mixer_tick: histogram(&c.mixer_tick, &palaver_sfu::worker::MIXER_TICK_BOUNDS_NS),
+        mixer_tick: histogram(&c.mixer_tick, &palaver_sfu::engine::MIXER_TICK_BOUNDS_NS),
         mixer_overruns: c.mixer_overruns,
     }
 }
 
 /// The workers' forwarding-latency buckets as the metrics crate's histogram (same bounds).
-fn forwarding_latency(h: &palaver_sfu::worker::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
-    histogram(h, &palaver_sfu::worker::LATENCY_BOUNDS_NS)
+fn forwarding_latency(h: &palaver_sfu::engine::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
+    histogram(h, &palaver_sfu::engine::LATENCY_BOUNDS_NS)
 }
 
 /// Worker histogram buckets (upper bounds `bounds_ns`) as the metrics crate's histogram.
-fn histogram(h: &palaver_sfu::worker::LatencySnapshot, bounds_ns: &[u64]) -> palaver_metrics::prom::HistogramSnapshot {
+fn histogram(h: &palaver_sfu::engine::LatencySnapshot, bounds_ns: &[u64]) -> palaver_metrics::prom::HistogramSnapshot {
     palaver_metrics::prom::HistogramSnapshot {
         upper_bounds_seconds: bounds_ns.iter().map(|ns| *ns as f64 / 1e9).collect(),
         cumulative_counts: h.cumulative().to_vec(),
@@ -71,7 +71,7 @@ fn histogram(h: &palaver_sfu::worker::LatencySnapshot, bounds_ns: &[u64]) -> pal
 mod tests {
     use super::forwarding_latency;
     use palaver_metrics::prom::media::FORWARDING_LATENCY_BOUNDS;
-    use palaver_sfu::worker::{LATENCY_BOUNDS_NS, LatencyHistogram};
+    use palaver_sfu::engine::{LATENCY_BOUNDS_NS, LatencyHistogram};
 
     #[test]
     fn worker_latency_buckets_match_the_exported_bounds() {
@@ -84,7 +84,7 @@ mod tests {
     fn mixer_tick_buckets_match_the_exported_bounds() {
         use palaver_metrics::prom::media::MIXER_TICK_BOUNDS;
         let exported: Vec<u64> = MIXER_TICK_BOUNDS.iter().map(|s| (s * 1e9).round() as u64).collect();
-        assert_eq!(palaver_sfu::worker::MIXER_TICK_BOUNDS_NS.to_vec(), exported);
+        assert_eq!(palaver_sfu::engine::MIXER_TICK_BOUNDS_NS.to_vec(), exported);
     }
 
     #[test]

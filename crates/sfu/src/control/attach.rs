@@ -11,9 +11,9 @@ use rand::Rng;
 
 use super::layers::{DeclaredLayer, layer_specs};
 use super::{Attach, Publish, ReceiveSlot, TransportKind};
+use crate::net::DirectLink;
 use crate::router::{Numbering, TrackKind};
 use crate::rtp::{Codec, ExtensionMap};
-use crate::worker::DatagramLink;
 use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup};
 
 /// RFC 6464 audio-level header-extension ID on QUIC (fixed: there is no SDP).
@@ -35,7 +35,7 @@ fn track_kind(kind: MediaKind) -> TrackKind {
 /// participant sends `groups` (ignored unless `may_send`) through `link` and receives the mix
 /// plus the slots `receive` asks for. Slot SSRCs come from `rng`.
 pub fn direct_attach(
-    link: Arc<DatagramLink>,
+    link: Arc<DirectLink>,
     tracks: &[MediaTrack],
     groups: &[SentTrackGroup<'_>],
     receive: MediaReceive,

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::slots::{self, Candidate, SlotAction};
+use crate::engine::{Command, MixOutputSpec, RouterId};
 use crate::router::{ConsumerId, ConsumerSpec, Numbering, ProducerId, TrackKind, TransportId};
-use crate::worker::{Command, MixOutputSpec, RoomId};
 use palaver_core::protocol::MediaSlot;
 
 /// The Opus payload type the mix uses when the receiver named none.
@@ -49,7 +49,7 @@ pub(super) struct Participant {
 /// The media record of one conversation: one router on one worker.
 #[derive(Debug)]
 pub struct Conference {
-    pub(super) router: RoomId,
+    pub(super) router: RouterId,
     pub(super) worker: usize,
     pub(super) participants: HashMap<String, Participant>,
     next_join: u64,
@@ -66,12 +66,12 @@ pub(super) struct Plan {
 }
 
 impl Conference {
-    pub(super) fn new(router: RoomId, worker: usize) -> Self {
+    pub(super) fn new(router: RouterId, worker: usize) -> Self {
         Self { router, worker, participants: HashMap::new(), next_join: 0, spoke: HashMap::new(), speaker_round: 0 }
     }
 
     /// The router this conference lives on.
-    pub fn router(&self) -> RoomId {
+    pub fn router(&self) -> RouterId {
         self.router
     }
 
@@ -160,7 +160,7 @@ impl Conference {
 /// The commands of one slot change of `participant` (a new consumer also gets the slot's
 /// numbering), recorded in its slot.
 fn apply_action(
-    router: RoomId,
+    router: RouterId,
     participant: &mut Participant,
     action: SlotAction,
     next_id: &mut u32,
@@ -181,21 +181,21 @@ fn apply_action(
                 paused: false,
                 max_height: DEFAULT_MAX_HEIGHT,
             };
-            commands.push(Command::AddConsumer { room: router, spec });
+            commands.push(Command::AddConsumer { router, spec });
             if let Some(numbering) = s.numbering.clone() {
-                commands.push(Command::SetConsumerNumbering { room: router, consumer, numbering });
+                commands.push(Command::SetConsumerNumbering { router, consumer, numbering });
             }
         }
         SlotAction::Repoint { slot, producer } => {
             let s = &mut participant.slots[slot];
             if let Some((consumer, _)) = s.consumer {
                 s.consumer = Some((consumer, producer));
-                commands.push(Command::RepointConsumer { room: router, consumer, producer });
+                commands.push(Command::RepointConsumer { router, consumer, producer });
             }
         }
         SlotAction::Empty { slot } => {
             if let Some((consumer, _)) = participant.slots[slot].consumer.take() {
-                commands.push(Command::RemoveConsumer { room: router, consumer });
+                commands.push(Command::RemoveConsumer { router, consumer });
             }
         }
     }
@@ -204,10 +204,15 @@ fn apply_action(
 /// The command that makes the conference mix flow to a participant: on its first audio
 /// receive slot (that slot's SSRC), with the Opus payload type `payload_type`. `None` when it
 /// receives no audio.
-pub(super) fn mix_output(router: RoomId, transport: TransportId, slots: &[Slot], payload_type: u8) -> Option<Command> {
+pub(super) fn mix_output(
+    router: RouterId,
+    transport: TransportId,
+    slots: &[Slot],
+    payload_type: u8,
+) -> Option<Command> {
     let slot = slots.iter().find(|s| s.kind == TrackKind::Audio)?;
     let output = MixOutputSpec { ssrc: slot.ssrc, payload_type };
-    Some(Command::SetMixOutput { room: router, transport, output: Some(output) })
+    Some(Command::SetMixOutput { router, transport, output: Some(output) })
 }
 
 #[cfg(test)]

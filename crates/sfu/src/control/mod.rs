@@ -31,11 +31,13 @@ use rand::rngs::StdRng;
 
 pub use conference::{Conference, DEFAULT_MAX_HEIGHT, DEFAULT_MIX_PT};
 
+use crate::engine::{Command, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
+use crate::net::DirectLink;
 use crate::router::{LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use crate::rtp::{Codec, ExtensionMap, ShortId};
+use crate::srtp::SrtpKeys;
 use crate::webrtc::dtls::DtlsIdentity;
 use crate::webrtc::sdp::{AnswerParams, Offer, SdpError, write_answer};
-use crate::worker::{Command, DatagramLink, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
 use conference::{Producer, Slot, mix_output};
 
 /// How a participant's media reaches its conference's router.
@@ -46,7 +48,7 @@ pub enum TransportKind {
     WebRtc { ice_ufrag: String, ice_pwd: String, remote_fingerprint: String },
     /// Plain RTP/RTCP through a lock-free link, no ICE and no SRTP (the carrier encrypts): a
     /// QUIC connection's datagrams, or an in-process server leg (player, recorder).
-    Direct { link: Arc<DatagramLink> },
+    Direct { link: Arc<DirectLink> },
     /// SRTP over the worker's UDP socket to a known address with signalled keys (SDES), as a
     /// SIP trunk leg would use. The server ICE credentials are random and unused by the peer.
     Srtp { remote: SocketAddr, keys: SrtpKeys },
@@ -100,7 +102,7 @@ pub struct Attach {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
     pub worker: usize,
-    pub router: RoomId,
+    pub router: RouterId,
     pub transport: TransportId,
 }
 
@@ -239,7 +241,7 @@ impl Conferences {
         conversation: &str,
         participant: &str,
         may_send: bool,
-        link: Arc<DatagramLink>,
+        link: Arc<DirectLink>,
         tracks: &[MediaTrack],
         receive: MediaReceive,
     ) -> Result<(Joined, Vec<MediaTrack>, Output), ControlError> {
@@ -262,16 +264,15 @@ impl Conferences {
         let command = match kind {
             TransportKind::WebRtc { ice_ufrag, ice_pwd, remote_fingerprint } => {
                 let dtls = self.config.identity.clone();
-                let spec =
-                    WebRtcTransportSpec { id: transport, room: router, ice_ufrag, ice_pwd, dtls, remote_fingerprint };
+                let spec = WebRtcTransportSpec { id: transport, router, ice_ufrag, ice_pwd, dtls, remote_fingerprint };
                 Command::AddWebRtcTransport(Box::new(spec))
             }
-            TransportKind::Direct { link } => Command::AddQueueTransport { id: transport, room: router, link },
+            TransportKind::Direct { link } => Command::AddDirectTransport { id: transport, router, link },
             TransportKind::Srtp { remote, keys } => {
                 let (ice_ufrag, ice_pwd) =
                     (format!("leg{}", transport.0), format!("{:032x}", rand::Rng::r#gen::<u128>(&mut self.rng)));
                 let spec =
-                    TransportSpec { id: transport, room: router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
+                    TransportSpec { id: transport, router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
                 Command::AddTransport(Box::new(spec))
             }
         };
@@ -280,7 +281,7 @@ impl Conferences {
         for track in publish {
             let id = ProducerId(self.next_id());
             producers.push(Producer { id, kind: track.kind });
-            out.commands.push((worker, Command::AddProducer { room: router, spec: track.into_spec(id, transport) }));
+            out.commands.push((worker, Command::AddProducer { router, spec: track.into_spec(id, transport) }));
         }
         let slots: Vec<Slot> = receive
             .into_iter()
@@ -326,10 +327,10 @@ impl Conferences {
             let slot = member.slots.iter().find(|s| s.mid == wish.mid && s.kind != TrackKind::Audio);
             let Some((consumer, _)) = slot.and_then(|s| s.consumer) else { continue };
             if let Some(paused) = wish.paused {
-                out.commands.push((worker, Command::SetConsumerPaused { room: router, consumer, paused }));
+                out.commands.push((worker, Command::SetConsumerPaused { router, consumer, paused }));
             }
             if let Some(max_height) = wish.max_height {
-                out.commands.push((worker, Command::SetConsumerMaxHeight { room: router, consumer, max_height }));
+                out.commands.push((worker, Command::SetConsumerMaxHeight { router, consumer, max_height }));
             }
         }
         out
@@ -337,14 +338,14 @@ impl Conferences {
 
     /// An event of worker `worker`: active speakers move to the front of everyone's camera
     /// slots and are reported for the roster; the rest is logged.
-    pub fn on_event(&mut self, worker: usize, event: WorkerEvent) -> Output {
+    pub fn on_event(&mut self, worker: usize, event: EngineEvent) -> Output {
         match event {
-            WorkerEvent::ActiveSpeakers { room, speakers } => self.on_speakers(room, &speakers),
-            WorkerEvent::TransportConnected { transport, remote } => {
+            EngineEvent::ActiveSpeakers { router, speakers } => self.on_speakers(router, &speakers),
+            EngineEvent::TransportConnected { transport, remote } => {
                 tracing::info!(worker, transport = transport.0, %remote, "media transport connected");
                 Output::default()
             }
-            WorkerEvent::CommandFailed { command, error } => {
+            EngineEvent::CommandFailed { command, error } => {
                 tracing::warn!(worker, command, %error, "media command failed");
                 Output::default()
             }
@@ -352,7 +353,7 @@ impl Conferences {
     }
 
     /// The router's loudest talkers (dominant first) as participant names; replans slots.
-    fn on_speakers(&mut self, router: RoomId, speakers: &[Option<TransportId>]) -> Output {
+    fn on_speakers(&mut self, router: RouterId, speakers: &[Option<TransportId>]) -> Output {
         let Some((conversation, conference)) = self.conferences.iter_mut().find(|(_, c)| c.router == router) else {
             return Output::default();
         };
@@ -366,7 +367,7 @@ impl Conferences {
 
     /// Creates the conversation's conference and router on first use, on the worker with the
     /// fewest conferences; returns its router and worker.
-    fn ensure_conference(&mut self, conversation: &str, out: &mut Output) -> (RoomId, usize) {
+    fn ensure_conference(&mut self, conversation: &str, out: &mut Output) -> (RouterId, usize) {
         if let Some(c) = self.conferences.get(conversation) {
             return (c.router, c.worker);
         }
@@ -376,8 +377,8 @@ impl Conferences {
         }
         let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
         self.next_router += 1;
-        let router = RoomId(self.next_router);
-        out.commands.push((worker, Command::CreateRoom { room: router }));
+        let router = RouterId(self.next_router);
+        out.commands.push((worker, Command::CreateRouter { router }));
         self.conferences.insert(conversation.to_owned(), Conference::new(router, worker));
         (router, worker)
     }
@@ -415,7 +416,7 @@ impl Conferences {
         // Removes the transport's producers and consumers too.
         out.commands.push((worker, Command::RemoveTransport { transport: gone.transport }));
         if empty {
-            out.commands.push((worker, Command::CloseRoom { room: router }));
+            out.commands.push((worker, Command::CloseRouter { router }));
             self.conferences.remove(conversation);
         }
         out

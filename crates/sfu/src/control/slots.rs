@@ -17,7 +17,7 @@ pub(super) fn slot_kind(kind: TrackKind) -> Option<SlotKind> {
     }
 }
 
-/// The slot kinds [`plan`] fills with remote tracks. Audio is not among them: the room mixer
+/// The slot kinds [`plan`] fills with remote tracks. Audio is not among them: the conference mixer
 /// sends each participant one mixed stream on its first audio slot (see [`super::conference`]).
 pub(super) const PLANNED_KINDS: [TrackKind; 2] = [TrackKind::Video, TrackKind::Screen];
 

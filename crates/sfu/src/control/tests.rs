@@ -10,10 +10,11 @@ use std::time::Instant;
 use crossbeam_queue::ArrayQueue;
 
 use super::*;
+use crate::engine::tests::Outbox;
+use crate::engine::{Engine, WorkerCounters};
+use crate::net::DEFAULT_EGRESS_CAPACITY;
 use crate::router::{ConsumerId, RouterConfig};
 use crate::srtp::Profile;
-use crate::worker::tests::Outbox;
-use crate::worker::{DEFAULT_EGRESS_CAPACITY, WorkerCore, WorkerCounters};
 use palaver_core::protocol::{MediaKind, SlotKind};
 
 const CONVERSATION: &str = "conv-1";
@@ -21,7 +22,7 @@ const CONVERSATION: &str = "conv-1";
 /// The controller and one engine per worker; `run` applies an output's commands.
 struct Rig {
     control: Conferences,
-    engines: Vec<WorkerCore>,
+    engines: Vec<Engine>,
     outbox: Outbox,
     now: Instant,
 }
@@ -34,7 +35,7 @@ impl Rig {
         let engines = (0..workers)
             .map(|i| {
                 let events = Arc::new(ArrayQueue::new(64));
-                WorkerCore::new(RouterConfig::default(), i as u32 + 1, Arc::new(WorkerCounters::default()), events)
+                Engine::new(RouterConfig::default(), i as u32 + 1, Arc::new(WorkerCounters::default()), events)
             })
             .collect();
         Self { control, engines, outbox: Outbox::default(), now: Instant::now() }
@@ -58,7 +59,7 @@ impl Rig {
 
     fn quic(&mut self, who: &str, ssrc: u32, receive: MediaReceive) -> (Joined, Vec<MediaTrack>, Output) {
         let tracks = [MediaTrack::opus(ssrc), MediaTrack::vp8(MediaKind::Video, ssrc + 1)];
-        let link = DatagramLink::new(DEFAULT_EGRESS_CAPACITY);
+        let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
         let (joined, attached, out) =
             self.control.join_direct(CONVERSATION, who, true, link, &tracks, receive).expect("attach accepted");
         (joined, attached, self.run(out))
@@ -76,7 +77,7 @@ impl Rig {
         for (slot, name) in ids.iter_mut().zip(names) {
             *slot = Some(conference.participants[*name].transport);
         }
-        let event = WorkerEvent::ActiveSpeakers { room: conference.router(), speakers: ids };
+        let event = EngineEvent::ActiveSpeakers { router: conference.router(), speakers: ids };
         let out = self.control.on_event(conference.worker(), event);
         self.run(out)
     }
@@ -138,7 +139,7 @@ fn a_browser_joins_from_its_offer_and_hears_the_mix() {
     let (answer, out) = rig.browser("ann", 100, 0);
     assert_eq!(
         names(&out),
-        ["create_room", "add_webrtc_transport", "add_producer", "add_producer", "add_producer", "set_mix_output"]
+        ["create_router", "add_webrtc_transport", "add_producer", "add_producer", "add_producer", "set_mix_output"]
     );
     assert!(answer.contains("192.0.2.1 40000 typ host"), "{answer}");
     assert!(answer.contains(rig.control.config.identity.fingerprint()), "the answer names the server's certificate");
@@ -147,7 +148,7 @@ fn a_browser_joins_from_its_offer_and_hears_the_mix() {
         _ => None,
     });
     let audio_slot = rig.control.conference(CONVERSATION).unwrap().participants["ann"].slots[0].ssrc;
-    assert_eq!(mix, Some(crate::worker::MixOutputSpec { ssrc: audio_slot, payload_type: 109 }));
+    assert_eq!(mix, Some(crate::engine::MixOutputSpec { ssrc: audio_slot, payload_type: 109 }));
     assert!(answer.contains(&format!("a=ssrc:{audio_slot} ")), "the answer announces the mix's SSRC");
     // Alone: told that both video slots are empty.
     assert_eq!(frame(&out, "ann"), Some(vec![shows("1", None), shows("2", None)]));
@@ -158,10 +159,15 @@ fn a_browser_joins_from_its_offer_and_hears_the_mix() {
 fn a_quic_participant_joins_from_its_tracks() {
     let mut rig = Rig::new(1);
     let (joined, attached, out) = rig.quic("quinn", 500, MediaReceive { video: 1, screen: false });
-    assert_eq!(names(&out), ["create_room", "add_queue_transport", "add_producer", "add_producer", "set_mix_output"]);
+    assert_eq!(
+        names(&out),
+        ["create_router", "add_direct_transport", "add_producer", "add_producer", "set_mix_output"]
+    );
     assert_eq!((joined.worker, joined.router), (0, rig.control.conference(CONVERSATION).unwrap().router()));
     assert!(
-        out.commands.iter().any(|(_, c)| matches!(c, Command::AddQueueTransport { id, .. } if *id == joined.transport))
+        out.commands
+            .iter()
+            .any(|(_, c)| matches!(c, Command::AddDirectTransport { id, .. } if *id == joined.transport))
     );
     let kinds: Vec<(MediaKind, Option<&str>)> = attached.iter().map(|t| (t.kind, t.mid.as_deref())).collect();
     assert_eq!(kinds, [(MediaKind::Audio, None), (MediaKind::Video, Some("quic-video-0"))]);
@@ -176,7 +182,7 @@ fn a_browser_and_a_quic_participant_share_one_router_and_see_each_other() {
     let mut rig = Rig::new(1);
     rig.browser("ann", 100, 0);
     let (joined, _, out) = rig.quic("quinn", 500, MediaReceive { video: 1, screen: true });
-    assert!(!names(&out).contains(&"create_room"), "one router per conversation");
+    assert!(!names(&out).contains(&"create_router"), "one router per conversation");
     // The browser's camera slot shows the QUIC camera, numbered the browser's way (VP8 98).
     let (browser_consumer, shown) = slot_consumer(&rig, "ann", "1").expect("ann's camera slot is filled");
     assert_eq!(shown, camera_of(&rig, "quinn"));
@@ -246,9 +252,9 @@ fn a_leaver_is_replaced_in_place_and_the_last_one_out_closes_the_router() {
     rig.leave("dan");
     rig.leave("ann");
     let out = rig.leave("cat");
-    assert_eq!(names(&out), ["remove_transport", "close_room"]);
+    assert_eq!(names(&out), ["remove_transport", "close_router"]);
     assert!(rig.control.is_empty());
-    assert_eq!(rig.engines[0].room_count(), 0);
+    assert_eq!(rig.engines[0].router_count(), 0);
     assert!(rig.leave("cat").commands.is_empty(), "leaving twice is harmless");
 }
 
@@ -301,7 +307,7 @@ fn joining_again_replaces_the_earlier_session() {
     let (_, _, out) = rig.quic("ann", 900, MediaReceive { video: 1, screen: false });
     let removed =
         out.commands.iter().position(|(_, c)| matches!(c, Command::RemoveTransport { transport } if *transport == old));
-    let added = out.commands.iter().position(|(_, c)| c.name() == "add_queue_transport");
+    let added = out.commands.iter().position(|(_, c)| c.name() == "add_direct_transport");
     assert!(removed.is_some() && removed < added, "{:?}", names(&out));
     assert_eq!(slot_consumer(&rig, "bob", "1").map(|c| c.1), Some(camera_of(&rig, "ann")), "bob sees ann's new camera");
 }
@@ -353,14 +359,14 @@ fn conferences_spread_over_workers_and_answers_name_their_worker() {
     rig.run(out);
     assert!(first.contains("192.0.2.1 40000 typ host"));
     assert!(second.contains("192.0.2.1 40001 typ host"), "the second conversation goes to the idle worker");
-    assert_eq!((rig.engines[0].room_count(), rig.engines[1].room_count()), (1, 1));
+    assert_eq!((rig.engines[0].router_count(), rig.engines[1].router_count()), (1, 1));
 }
 
 #[test]
 fn bad_offers_and_tracks_are_refused_before_anything_changes() {
     let mut rig = Rig::new(1);
     assert!(matches!(rig.control.join_offer(CONVERSATION, "ann", true, "v=0\r\n"), Err(ControlError::BadOffer(_))));
-    let link = DatagramLink::new(4);
+    let link = DirectLink::new(4);
     let audio_rid = [MediaTrack { rid: Some("q".into()), ..MediaTrack::opus(1) }];
     let refused = rig.control.join_direct(CONVERSATION, "q", true, link.clone(), &audio_rid, MediaReceive::default());
     assert!(matches!(refused, Err(ControlError::InvalidTracks(_))));

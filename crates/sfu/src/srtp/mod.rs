@@ -12,12 +12,14 @@ mod gcm;
 mod gcm_ni;
 mod hmac_sha1;
 mod kdf;
+mod keys;
 mod replay;
 #[cfg(target_arch = "x86_64")]
 mod sha_ni;
 
 pub use context::SrtpContext;
 pub use kdf::derive_session_key;
+pub use keys::SrtpKeys;
 pub use replay::{ReplayWindow, RtpIndexEstimator};
 
 /// An SRTP protection profile (DTLS-SRTP names, RFC 5764 / RFC 7714).

@@ -3,15 +3,15 @@
 
 use super::*;
 use crate::control::layers::FULL_BITRATE_BPS;
+use crate::net::DEFAULT_EGRESS_CAPACITY;
 use crate::rtp::ShortId;
-use crate::worker::DEFAULT_EGRESS_CAPACITY;
 use palaver_core::protocol::group_sent_tracks;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn attach(tracks: &[MediaTrack], receive: MediaReceive, may_send: bool) -> Attach {
     let groups = group_sent_tracks(tracks).expect("valid tracks");
-    let link = DatagramLink::new(DEFAULT_EGRESS_CAPACITY);
+    let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
     direct_attach(link, tracks, &groups, receive, may_send, &mut StdRng::from_seed([7; 32]))
 }
 

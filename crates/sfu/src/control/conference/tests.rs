@@ -27,8 +27,8 @@ fn slot(mid: &str, kind: TrackKind, ssrc: u32) -> Slot {
     Slot { mid: mid.to_owned(), kind, ssrc, numbering: None, consumer: None }
 }
 
-fn room(people: Vec<(&str, Participant)>) -> Conference {
-    let mut conference = Conference::new(RoomId(1), 0);
+fn conference(people: Vec<(&str, Participant)>) -> Conference {
+    let mut conference = Conference::new(RouterId(1), 0);
     conference.participants = people.into_iter().map(|(name, p)| (name.to_owned(), p)).collect();
     conference
 }
@@ -48,7 +48,7 @@ fn entry(mid: &str, who: Option<&str>) -> (String, Option<String>) {
 
 #[test]
 fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
-    let mut r = room(vec![("a", participant(1, 1)), ("b", participant(2, 1)), ("c", participant(3, 1))]);
+    let mut r = conference(vec![("a", participant(1, 1)), ("b", participant(2, 1)), ("c", participant(3, 1))]);
     let mut next_id = 100;
     let plan = r.plan_slots(None, Some("c"), &mut next_id);
     let adds = plan.commands.iter().filter(|c| matches!(c, Command::AddConsumer { .. })).count();
@@ -66,7 +66,7 @@ fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
 
 #[test]
 fn only_the_active_share_fills_screen_slots() {
-    let mut r = room(vec![("a", participant(1, 0)), ("b", participant(2, 0)), ("c", participant(3, 0))]);
+    let mut r = conference(vec![("a", participant(1, 0)), ("b", participant(2, 0)), ("c", participant(3, 0))]);
     let mut next_id = 100;
     r.plan_slots(None, None, &mut next_id);
     let plan = r.plan_slots(Some("b"), None, &mut next_id);
@@ -92,7 +92,7 @@ fn only_the_active_share_fills_screen_slots() {
 #[test]
 fn a_recent_speaker_moves_into_view_and_a_leaver_is_replaced_in_place() {
     // Four people, one camera slot each (mid "1"): each sees one of the three others.
-    let mut r = room(vec![
+    let mut r = conference(vec![
         ("a", participant(1, 0)),
         ("b", participant(2, 0)),
         ("c", participant(3, 0)),
@@ -129,11 +129,11 @@ fn a_recent_speaker_moves_into_view_and_a_leaver_is_replaced_in_place() {
 #[test]
 fn the_first_audio_slot_carries_the_mix() {
     let slots = [slot("v", TrackKind::Video, 1), slot("a", TrackKind::Audio, 2), slot("b", TrackKind::Audio, 3)];
-    let command = mix_output(RoomId(4), TransportId(5), &slots, 109);
+    let command = mix_output(RouterId(4), TransportId(5), &slots, 109);
     let expected = Some(MixOutputSpec { ssrc: 2, payload_type: 109 });
-    assert!(matches!(command, Some(Command::SetMixOutput { room: RoomId(4), transport: TransportId(5), output })
+    assert!(matches!(command, Some(Command::SetMixOutput { router: RouterId(4), transport: TransportId(5), output })
         if output == expected));
-    assert!(mix_output(RoomId(4), TransportId(5), &slots[..1], 109).is_none());
+    assert!(mix_output(RouterId(4), TransportId(5), &slots[..1], 109).is_none());
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn a_filled_slot_with_its_own_numbering_sends_it_with_the_consumer() {
     let mut a = participant(1, 0);
     let numbering = Numbering { codecs: vec![(100, crate::rtp::Codec::Vp8)], extensions: Default::default() };
     a.slots[0].numbering = Some(numbering.clone());
-    let mut r = room(vec![("a", a), ("b", participant(2, 0))]);
+    let mut r = conference(vec![("a", a), ("b", participant(2, 0))]);
     let mut next_id = 0;
     let plan = r.plan_slots(None, None, &mut next_id);
     let a_consumer = r.participants["a"].slots[0].consumer.expect("a sees b").0;
