@@ -4,10 +4,12 @@
 //! Foundation: [`http`] (state, router, errors, extractors), [`auth`] (HMAC, access tokens,
 //! revocation), [`store`] (SQLite). APIs: [`identity`].
 
+pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod conversation;
 pub mod directory;
+pub mod domain;
 pub mod gateway;
 pub mod http;
 pub mod identity;

@@ -40,6 +40,8 @@ pub struct MeetingSetup {
     pub co_organizers: Vec<String>,
     pub presenters: Vec<String>,
     pub policy: MeetingPolicy,
+    /// The meeting's chat thread id.
+    pub thread_id: Option<String>,
 }
 
 impl MeetingSetup {
@@ -424,7 +426,7 @@ impl Conversation {
             participant_raw_id: participant.identity.raw_id(),
             participant_type: participant.participant_type,
             endpoint_type: EndpointType::Voip,
-            thread_id: None,
+            thread_id: self.meeting.as_ref().and_then(|m| m.thread_id.clone()),
             at_ms: now,
         }));
         let info = participant.info();
@@ -640,6 +642,7 @@ impl Conversation {
             } else {
                 vec![]
             },
+            thread_id: self.meeting.as_ref().and_then(|m| m.thread_id.clone()).filter(|_| in_conversation),
         }
     }
 }

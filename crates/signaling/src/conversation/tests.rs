@@ -21,6 +21,7 @@ fn meeting(policy: MeetingPolicy) -> Conversation {
         co_organizers: vec!["8:orgid:coorg".into()],
         presenters: vec![],
         policy,
+        thread_id: Some("19:meeting_m1@thread.v2".into()),
     };
     Conversation::new("m1", ConversationSetup::Meeting(setup), ConversationConfig::default())
 }

@@ -5,12 +5,14 @@
 
 mod actor;
 mod calls;
+mod chat;
 mod connection;
 mod limits;
 pub mod media;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
+pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
 pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaPathId, MediaSession, MediaUnavailable};
@@ -105,6 +107,8 @@ pub struct GatewayInner {
     metrics: OnceLock<Arc<palaver_metrics::PalaverMetrics>>,
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
+    /// The chat service: meeting threads follow meeting membership.
+    chat: OnceLock<crate::api::chat::ChatService>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -139,6 +143,7 @@ impl Gateway {
             next_generation: AtomicU64::new(1),
             metrics: OnceLock::new(),
             lobby_total: AtomicI64::new(0),
+            chat: OnceLock::new(),
         }))
     }
 

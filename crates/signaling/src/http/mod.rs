@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::identity::routes())
         .merge(crate::directory::routes())
         .merge(crate::rooms::routes())
+        .merge(crate::api::chat::routes())
         .merge(crate::gateway::routes())
         .merge(crate::meetings_api::routes())
         .merge(crate::usage_api::routes())

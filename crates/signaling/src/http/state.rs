@@ -62,6 +62,8 @@ pub struct AppStateInner {
     pub directory: Directory,
     pub rooms: crate::rooms::RoomDirectory,
     pub gateway: crate::gateway::Gateway,
+    /// The Chat API's service (threads, messages, participants; issue #14).
+    pub chat: crate::api::chat::ChatService,
     /// The Prometheus registry (`/metrics`): signaling records joins and errors here.
     pub metrics: Arc<palaver_metrics::PalaverMetrics>,
 }
@@ -102,11 +104,13 @@ impl AppState {
         let rooms = crate::rooms::RoomDirectory::open(store.clone())?;
         let metrics = palaver_metrics::PalaverMetrics::new()
             .map_err(|e| StartupError::Config(format!("metrics registry: {e}")))?;
+        let chat = crate::api::chat::ChatService::open(store.clone(), &metrics)?;
         let gateway = crate::gateway::Gateway::new(crate::meetings_api::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
         gateway.set_calls_config(config.calls.clone());
         gateway.set_config(config.gateway);
         gateway.set_metrics(metrics.clone());
+        gateway.set_chat(chat.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
@@ -117,6 +121,7 @@ impl AppState {
             directory,
             rooms,
             gateway,
+            chat,
             metrics,
         })))
     }

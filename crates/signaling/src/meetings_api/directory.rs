@@ -47,7 +47,12 @@ impl MeetingRecord {
             co_organizers: self.co_organizers.clone(),
             presenters: self.presenters.clone(),
             policy: self.policy,
+            thread_id: Some(self.chat_thread_id()),
         }
+    }
+    /// The meeting's chat thread id (`19:meeting_…@thread.v2`).
+    pub fn chat_thread_id(&self) -> String {
+        crate::domain::chat::ids::meeting_thread_id(&self.id)
     }
     /// Organizer or a listed co-organizer?
     pub fn is_organizer_like(&self, raw_id: &str) -> bool {

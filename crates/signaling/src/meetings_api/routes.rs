@@ -115,6 +115,8 @@ pub struct MeetingView {
     pub presenters: Vec<String>,
     pub policy: MeetingPolicy,
     pub created_at_ms: i64,
+    /// The meeting's chat thread (Chat API, `19:meeting_…@thread.v2`).
+    pub chat_thread_id: String,
     /// Present while the meeting is in progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveView>,
@@ -171,6 +173,7 @@ async fn view(state: &AppState, host: &RequestHost, r: MeetingRecord) -> Meeting
     };
     MeetingView {
         join_url: join_url(host, &r.id),
+        chat_thread_id: r.chat_thread_id(),
         id: r.id,
         meeting_code: r.meeting_code,
         passcode: r.passcode,
@@ -248,6 +251,8 @@ async fn create_meeting(
         created_at_ms: now_ms(),
     };
     state.gateway.meetings.create(&mut record)?;
+    let topic = record.subject.clone().unwrap_or_else(|| crate::api::chat::meeting::DEFAULT_MEETING_TOPIC.to_string());
+    state.chat.create_meeting_thread(&record.id, &topic, &record.organizer_raw_id, record.created_at_ms).await?;
     tracing::info!(meeting = %record.id, organizer = %record.organizer_raw_id, "meeting created");
     Ok((StatusCode::CREATED, Json(view(&state, &host, record).await)).into_response())
 }

@@ -7,6 +7,7 @@
 //! Identity's own tables and queries live in [`identities`]; small named secrets and
 //! generated settings (keys, resource id) in [`settings`].
 
+pub mod chat;
 pub mod identities;
 pub mod settings;
 
