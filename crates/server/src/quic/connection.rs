@@ -9,8 +9,10 @@ use super::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{AuthFrame, FrameError, ServerMessage};
 use palaver_core::stream_frame::{FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
-use palaver_signaling::gateway::{ConnIdentity, serve_frames, verify_access_token};
-use palaver_signaling::http::{AppState, now_ms};
+use palaver_core::time::now_ms;
+use palaver_signaling::app::AppState;
+use palaver_signaling::auth::Credential;
+use palaver_signaling::gateway::{ConnIdentity, authenticate as authenticate_connection, serve_frames};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,7 +95,9 @@ async fn authenticate(
         }
         other => (other.code(), other.to_string()),
     })?;
-    verify_access_token(state, &auth.token, now_ms()).map_err(|e| (e.code, e.message))
+    authenticate_connection(state, Credential::AccessToken(&auth.token), now_ms())
+        .await
+        .map_err(|e| (e.code, e.message))
 }
 
 /// Sends one `error` frame, lets the client read it, and closes with [`CLOSE_AUTH_FAILED`].

@@ -9,16 +9,18 @@ use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::limits::TokenBucket;
 use super::media::{MediaPathId, MediaSession};
-use crate::calls::{Input as CallInput, Party};
-use crate::conversation::participant::display_name_for;
-use crate::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
-use crate::http::{AppState, now_ms};
+use crate::app::AppState;
+use crate::auth::{Credential, Door};
+use crate::domain::calls::{Input as CallInput, Party};
+use crate::domain::conversation::participant::display_name_for;
+use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
 use axum::extract::ws::{Message, WebSocket};
 use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::protocol::{
     ClientFrame, ClientMessage, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
 };
+use palaver_core::time::now_ms;
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,21 +39,12 @@ pub(crate) enum Outbound {
     Overflowed,
 }
 
-/// How the socket authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthPath {
-    /// A palaver access token (`voip` or `voip.join`).
-    AccessToken,
-    /// An IdP token on the native directory-client endpoint.
-    NativeIdp,
-}
-
-/// Who is on the other end, from the verified token (see [`super::verify_access_token`]).
+/// Who is on the other end, from the verified token (see [`super::authenticate`]).
 #[derive(Debug, Clone)]
 pub struct ConnIdentity {
     pub(crate) identity: JoinIdentity,
     pub(crate) scopes: ScopeSet,
-    pub(crate) path: AuthPath,
+    pub(crate) door: Door,
 }
 
 impl ConnIdentity {
@@ -110,7 +103,7 @@ pub async fn serve_frames<Tx, Rx, E>(
     let conn_id = uuid::Uuid::new_v4().to_string();
     let raw_id = ident.identity.raw_id();
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
-    let native = ident.path == AuthPath::NativeIdp;
+    let native = ident.door == Door::NativeIdp;
     gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
     let mut conn = Connection {
         state,
@@ -439,10 +432,11 @@ impl Connection {
 
     async fn refresh(&mut self, rid: Option<String>, token: String) -> Vec<String> {
         let now = now_ms();
-        let verified = match self.ident.path {
-            AuthPath::AccessToken => super::routes::verify_access_token(&self.state, &token, now),
-            AuthPath::NativeIdp => super::routes::verify_native_token(&self.state, &token, now).await,
+        let credential = match self.ident.door {
+            Door::AccessToken => Credential::AccessToken(&token),
+            Door::NativeIdp => Credential::IdpToken(&token),
         };
+        let verified = super::routes::authenticate(&self.state, credential, now).await;
         let fresh = match verified {
             Ok(i) => i,
             Err(e) => return self.error(e.code, e.message, rid),

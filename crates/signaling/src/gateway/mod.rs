@@ -14,13 +14,13 @@ pub use actor::{ConversationHandle, LiveStatus};
 pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
 pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaPathId, MediaSession, MediaUnavailable};
-pub use routes::{routes, verify_access_token};
+pub use routes::{authenticate, routes};
 
-use crate::calls::CallsConfig;
-use crate::conversation::{
+use crate::domain::calls::CallsConfig;
+use crate::domain::conversation::{
     Authority, Conversation, ConversationConfig, ConversationSetup, JoinRequest, Refusal, ServerCommand,
 };
-use crate::meetings_api::MeetingDirectory;
+use crate::store::meetings::MeetingDirectory;
 use actor::ActorMsg;
 use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
@@ -307,7 +307,7 @@ impl Gateway {
     /// `activeSpeakers`). False when the conversation is not running.
     pub async fn active_speakers(&self, conversation_id: &str, participant_ids: Vec<String>) -> bool {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
-        let input = crate::conversation::Input::ActiveSpeakers { participant_ids };
+        let input = crate::domain::conversation::Input::ActiveSpeakers { participant_ids };
         handle.tx.send(ActorMsg::Input(input)).await.is_ok()
     }
 
