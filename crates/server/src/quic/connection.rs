@@ -62,10 +62,16 @@ pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPa
     let egress = tokio::spawn(pump_egress(connection.clone(), path, paths.clone()));
     let violation = Arc::new(AtomicBool::new(false));
     let incoming = frames::incoming(recv, decoder, violation.clone());
-    serve_frames(state, ident, frames::outgoing(send), incoming, Some(path_id)).await;
+    let closed_by_server = serve_frames(state, ident, frames::outgoing(send), incoming, Some(path_id)).await;
     paths.unregister(path_id);
     ingress.abort();
     egress.abort();
+    if let Some(close) = closed_by_server {
+        // E.g. access revoked: the client must not reconnect with the same token; tell it now.
+        tracing::debug!(%remote, user = %user, reason = close.reason(), "QUIC connection closed by the server");
+        connection.close(close.quic_code().into(), close.reason().as_bytes());
+        return;
+    }
     if violation.load(Ordering::Relaxed) {
         tracing::debug!(%remote, user = %user, "QUIC signaling stream broke the framing");
         connection.close(CLOSE_PROTOCOL.into(), b"frame length over 1 MiB");

@@ -43,6 +43,9 @@ pub struct Principal {
     pub native: bool,
     /// When the credential stops being valid, ms since the Unix epoch.
     pub expires_at_ms: i64,
+    /// When the access token was issued (`iatms`), to compare with revocation marks; `None`
+    /// for IdP tokens (palaver cannot revoke those).
+    pub issued_at_ms: Option<i64>,
     pub door: Door,
 }
 
@@ -98,6 +101,7 @@ impl Authenticator {
             tenant_id: claims.tid,
             native: claims.native,
             expires_at_ms: claims.exp.saturating_mul(1000),
+            issued_at_ms: Some(claims.iatms),
             door: Door::AccessToken,
         })
     }
@@ -115,6 +119,7 @@ impl Authenticator {
             tenant_id: Some(user.tenant_id),
             native: true,
             expires_at_ms: user.expires_at.saturating_mul(1000),
+            issued_at_ms: None,
             door: Door::NativeIdp,
         })
     }

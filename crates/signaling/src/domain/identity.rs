@@ -257,28 +257,36 @@ pub fn issue_token(
     outcome.finish(repeat)
 }
 
+/// A committed revocation: tokens of `raw_id` issued before `revoked_before_ms` stop working.
+/// Live sessions holding such a token must be ended too (the gateway does it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub raw_id: String,
+    pub revoked_before_ms: i64,
+}
+
 /// `POST /identities/{id}/:revokeAccessTokens`: every token issued so far stops working.
-pub fn revoke_tokens(state: &AppState, raw_id: &str, now_ms: i64) -> Result<(), Refusal> {
-    let raw_id = revoke_if(state, raw_id, now_ms, identities::identity_exists)?;
-    tracing::info!(identity = %raw_id, "access tokens revoked");
-    Ok(())
+pub fn revoke_tokens(state: &AppState, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
+    let revocation = revoke_if(state, raw_id, now_ms, identities::identity_exists)?;
+    tracing::info!(identity = %revocation.raw_id, "access tokens revoked");
+    Ok(revocation)
 }
 
 /// `DELETE /identities/{id}`: remove the identity and revoke its tokens.
-pub fn delete_identity(state: &AppState, raw_id: &str, now_ms: i64) -> Result<(), Refusal> {
-    let raw_id = revoke_if(state, raw_id, now_ms, identities::delete_identity)?;
-    tracing::info!(identity = %raw_id, "identity deleted");
-    Ok(())
+pub fn delete_identity(state: &AppState, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
+    let revocation = revoke_if(state, raw_id, now_ms, identities::delete_identity)?;
+    tracing::info!(identity = %revocation.raw_id, "identity deleted");
+    Ok(revocation)
 }
 
 /// In one transaction: run `change` on the identity (false = no such identity) and write a
-/// revocation mark at `now_ms`; then apply the mark in memory. Returns the parsed raw id.
+/// revocation mark at `now_ms`; then apply the mark in memory.
 fn revoke_if(
     state: &AppState,
     raw_id: &str,
     now_ms: i64,
     change: fn(&rusqlite::Connection, &str) -> rusqlite::Result<bool>,
-) -> Result<String, Refusal> {
+) -> Result<Revocation, Refusal> {
     let raw_id = parse_own_identity(state, raw_id)?;
     let mark = state.store.with_conn(|conn| {
         let tx = conn.transaction()?;
@@ -291,7 +299,7 @@ fn revoke_if(
     })?;
     let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
     state.auth.revocations.apply(&raw_id, mark);
-    Ok(raw_id)
+    Ok(Revocation { raw_id, revoked_before_ms: mark })
 }
 
 /// Number of communication identities (for tests and diagnostics).

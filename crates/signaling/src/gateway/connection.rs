@@ -14,11 +14,12 @@ use crate::auth::{Credential, Door};
 use crate::domain::calls::{Input as CallInput, Party};
 use crate::domain::conversation::participant::display_name_for;
 use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::protocol::{
-    ClientFrame, ClientMessage, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
+    ClientFrame, ClientMessage, ConnectionClose, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ServerMessage,
 };
 use palaver_core::time::now_ms;
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
@@ -37,6 +38,9 @@ pub(crate) enum Outbound {
     Detached { participant_id: String, reason: Option<EndReason> },
     /// The socket fell too far behind: close it (the participant is already `reconnecting`).
     Overflowed,
+    /// The user's tokens issued before this mark were revoked (or the identity deleted): end
+    /// the session (if the socket's own token is older) and close.
+    AccessRevoked { revoked_before_ms: i64 },
 }
 
 /// Who is on the other end, from the verified token (see [`super::authenticate`]).
@@ -45,6 +49,8 @@ pub struct ConnIdentity {
     pub(crate) identity: JoinIdentity,
     pub(crate) scopes: ScopeSet,
     pub(crate) door: Door,
+    /// `iatms` of the access token the connection holds (`None`: an IdP token).
+    pub(crate) issued_at_ms: Option<i64>,
 }
 
 impl ConnIdentity {
@@ -82,19 +88,26 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
     serve_frames(state, ident, sink, stream, None).await;
 }
 
+/// The WebSocket close frame of a server-initiated close.
+fn close_message(close: ConnectionClose) -> Message {
+    Message::Close(Some(CloseFrame { code: close.websocket_code(), reason: close.reason().into() }))
+}
+
 /// Serve one authenticated signaling connection carried by any frame transport until it closes:
 /// `stream` yields the client's frames (text = one JSON frame; binary is refused with an error
 /// frame; an `Err` or the end of the stream closes), `sink` takes the server's frames (`Text`,
 /// heartbeat `Ping`s a transport without them may ignore, and a final `Close`). The server sends
 /// `welcome` first. `media_path` is the connection's datagram path (QUIC), which enables
-/// `media.attach`; `None` refuses it.
+/// `media.attach`; `None` refuses it. Returns why the server ended the connection, if it did
+/// for a reason the transport must tell the client (a QUIC shell closes with its code).
 pub async fn serve_frames<Tx, Rx, E>(
     state: AppState,
     ident: ConnIdentity,
     mut sink: Tx,
     mut stream: Rx,
     media_path: Option<MediaPathId>,
-) where
+) -> Option<ConnectionClose>
+where
     Tx: Sink<Message> + Unpin + Send,
     Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
 {
@@ -133,6 +146,7 @@ pub async fn serve_frames<Tx, Rx, E>(
     heartbeat.tick().await;
     let mut last_inbound = Instant::now();
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let mut closed_by_server = None;
 
     while open {
         let token_wait = conn.detached_token_wait(cfg.token_refresh_lead_ms);
@@ -162,6 +176,30 @@ pub async fn serve_frames<Tx, Rx, E>(
                         let _ = sink.send(Message::Close(None)).await;
                         break;
                     }
+                    if reason == Some(EndReason::TokenRevoked) {
+                        closed_by_server = Some(ConnectionClose::AccessRevoked);
+                        break;
+                    }
+                }
+                Some(Outbound::AccessRevoked { revoked_before_ms }) => {
+                    if conn.ident.issued_at_ms.is_some_and(|iat| iat >= revoked_before_ms) {
+                        continue; // a token issued after the revocation
+                    }
+                    tracing::info!(conn = %conn_id, user = %raw_id, "access revoked: ending the connection");
+                    // In a conversation, the session ends first (billing closes it as
+                    // `TokenRevoked`, the client reads `session.ended`); its `Detached` closes us.
+                    if let Some(a) = &conn.attached {
+                        let input = Input::AccessRevoked { participant_id: a.participant_id.clone() };
+                        if a.handle.tx.send(ActorMsg::Input(input)).await.is_ok() {
+                            continue;
+                        }
+                        conn.attached = None;
+                    }
+                    gateway.record_error(ErrorCode::TokenRevoked);
+                    let end = ServerMessage::error(ErrorCode::TokenRevoked, "the access token has been revoked", None);
+                    let _ = sink.send(Message::Text(frame(&end).into())).await;
+                    closed_by_server = Some(ConnectionClose::AccessRevoked);
+                    break;
                 }
                 Some(Outbound::Overflowed) => {
                     conn.attached = None;
@@ -199,6 +237,9 @@ pub async fn serve_frames<Tx, Rx, E>(
         }
     }
 
+    if let Some(close) = closed_by_server {
+        let _ = sink.send(close_message(close)).await;
+    }
     if let Some(a) = conn.attached.take() {
         let _ = a
             .handle
@@ -210,6 +251,7 @@ pub async fn serve_frames<Tx, Rx, E>(
         gateway.schedule_user_gone(raw_id.clone());
     }
     tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket closed");
+    closed_by_server
 }
 
 impl Connection {

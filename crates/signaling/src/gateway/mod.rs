@@ -384,6 +384,26 @@ impl Gateway {
         self.presence.get(raw_id).map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// End every live signaling connection of `raw_id` authenticated with a token issued
+    /// before `revoked_before_ms` (its tokens were revoked or the identity deleted): a
+    /// participant's session ends as `TokenRevoked` (billing closes it then), then the socket
+    /// closes with [`ConnectionClose::AccessRevoked`](palaver_core::protocol::ConnectionClose).
+    /// Returns how many connections were told.
+    pub fn revoke_access(&self, raw_id: &str, revoked_before_ms: i64) -> usize {
+        let entries = self.presence_of(raw_id);
+        for entry in &entries {
+            let tx = entry.tx.clone();
+            // Never dropped for a full queue: the socket must end.
+            tokio::spawn(async move {
+                let _ = tx.send(Outbound::AccessRevoked { revoked_before_ms }).await;
+            });
+        }
+        if !entries.is_empty() {
+            tracing::info!(user = raw_id, connections = entries.len(), "ending revoked signaling connections");
+        }
+        entries.len()
+    }
+
     /// Send a prepared frame to every socket of a user.
     pub(crate) fn notify_user(&self, raw_id: &str, text: Arc<str>) {
         for entry in self.presence_of(raw_id) {

@@ -108,5 +108,6 @@ pub async fn authenticate(state: &AppState, credential: Credential<'_>, now: i64
         },
         scopes: principal.scopes,
         door: principal.door,
+        issued_at_ms: principal.issued_at_ms,
     })
 }

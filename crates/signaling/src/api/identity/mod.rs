@@ -70,7 +70,9 @@ async fn revoke_tokens(
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
     require_api_version(uri.query(), API_VERSIONS)?;
-    blocking(move || service::revoke_tokens(&state, &id, now_ms())).await?;
+    let gateway = state.gateway.clone();
+    let revocation = blocking(move || service::revoke_tokens(&state, &id, now_ms())).await?;
+    gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -81,7 +83,9 @@ async fn delete_identity(
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
     require_api_version(uri.query(), API_VERSIONS)?;
-    blocking(move || service::delete_identity(&state, &id, now_ms())).await?;
+    let gateway = state.gateway.clone();
+    let revocation = blocking(move || service::delete_identity(&state, &id, now_ms())).await?;
+    gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -161,6 +161,11 @@ pub enum Input {
         participant_id: String,
         expires_at_ms: i64,
     },
+    /// The participant's access was revoked (tokens revoked or identity deleted): the session
+    /// ends now with `TokenRevoked`.
+    AccessRevoked {
+        participant_id: String,
+    },
     /// Loudest participants from the media plane.
     ActiveSpeakers {
         participant_ids: Vec<String>,
@@ -180,7 +185,7 @@ pub enum Output {
     SessionStarted(SessionStarted),
     SessionEnded(SessionEnded),
     /// The participant's session is over: stop routing their socket to this conversation.
-    /// The shell closes the socket when `reason` is `TokenExpired`.
+    /// The shell closes the socket when `reason` is `TokenExpired` or `TokenRevoked`.
     Detach {
         participant_id: String,
         reason: EndReason,
@@ -338,6 +343,9 @@ impl Conversation {
                     p.token_warned = false;
                     out.push(send_one(&participant_id, ServerMessage::TokenRefreshed { expires_at_ms }));
                 }
+            }
+            Input::AccessRevoked { participant_id } => {
+                self.end_session(now_ms, &participant_id, EndReason::TokenRevoked, &mut out);
             }
             Input::ActiveSpeakers { participant_ids } => {
                 let ids = participant_ids.into_iter().filter(|id| self.participants.contains_key(id)).collect();
