@@ -5,13 +5,13 @@
 //! who is in the meeting ([`MeetingChatTracker`], driven by each meeting's actor).
 
 use super::Gateway;
-use crate::api::chat::MeetingChatChange;
-use crate::api::chat::meeting::DEFAULT_MEETING_TOPIC;
-use crate::conversation::ConversationSetup;
-use crate::conversation::participant::Participant;
 use crate::domain::chat::ChatEvent;
-use crate::http::now_ms;
+use crate::domain::chat::MeetingChatChange;
+use crate::domain::chat::meeting::DEFAULT_MEETING_TOPIC;
+use crate::domain::conversation::ConversationSetup;
+use crate::domain::conversation::participant::Participant;
 use palaver_core::protocol::ServerMessage;
+use palaver_core::time::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,12 +44,12 @@ impl Gateway {
 
 impl Gateway {
     /// Plug in the chat service (meeting threads follow meeting membership once set).
-    pub fn set_chat(&self, chat: crate::api::chat::ChatService) {
+    pub fn set_chat(&self, chat: crate::domain::chat::ChatService) {
         let _ = self.chat.set(chat);
     }
 
     /// The chat service, if plugged in.
-    pub fn chat(&self) -> Option<&crate::api::chat::ChatService> {
+    pub fn chat(&self) -> Option<&crate::domain::chat::ChatService> {
         self.chat.get()
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod chat;
 pub mod identities;
+pub mod meetings;
+pub mod rooms;
 pub mod settings;
 
 use rusqlite::Connection;

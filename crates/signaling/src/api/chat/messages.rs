@@ -2,35 +2,35 @@
 //! list (newest first, signed `syncState` paging, `startTime`), get, edit, delete. Only the
 //! sender edits or deletes; a reader sees only their history window.
 
-use super::service::{self, user_message};
 use super::wire::{self, SendMessageIn, UpdateMessageIn};
 use super::{ChatRequest, encode_segment, json, publish, required};
-use crate::auth::AuthenticatedUser;
+use crate::api::{ApiError, parse_json, parse_json_or_default};
+use crate::app::AppState;
+use crate::auth::Principal;
 use crate::domain::chat::model::{check_content, check_display_name};
+use crate::domain::chat::service::{self, user_message};
 use crate::domain::chat::{ChatOperation, MessageKind, PageToken};
-use crate::http::{ApiError, AppState, now_ms, parse_json, parse_json_or_default};
 use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-
-use super::errors::api_error;
+use palaver_core::time::now_ms;
 
 pub async fn send(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let input: SendMessageIn = parse_json(&body)?;
     let content = required(input.content, "content")?;
-    let kind = MessageKind::from_request(input.kind.as_deref()).map_err(api_error)?;
+    let kind = MessageKind::from_request(input.kind.as_deref()).map_err(ApiError::from)?;
     let metadata = input.metadata.unwrap_or_default();
-    let content = check_content(&content, kind, &metadata).map_err(api_error)?;
-    let name = check_display_name(input.sender_display_name.as_deref(), "senderDisplayName").map_err(api_error)?;
+    let content = check_content(&content, kind, &metadata).map_err(ApiError::from)?;
+    let name = check_display_name(input.sender_display_name.as_deref(), "senderDisplayName").map_err(ApiError::from)?;
     let m = user_message(&req.caller.raw_id, name, kind, content, metadata);
     let caller = req.caller.clone();
     let tid = thread_id.clone();
@@ -49,13 +49,13 @@ pub async fn list(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let size = req.page_size()?;
     let list_name = format!("messages:{thread_id}");
     let after = match req.param("syncState") {
-        Some(t) => Some(state.chat.keys().verify(&list_name, t).map_err(api_error)?),
+        Some(t) => Some(state.chat.keys().verify(&list_name, t).map_err(ApiError::from)?),
         None => None,
     };
     let start_ms = match after {
@@ -88,7 +88,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path((thread_id, message_id)): Path<(String, String)>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let caller = req.caller;
@@ -106,7 +106,7 @@ pub async fn update(
     State(state): State<AppState>,
     Path((thread_id, message_id)): Path<(String, String)>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
@@ -125,7 +125,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((thread_id, message_id)): Path<(String, String)>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let caller = req.caller;

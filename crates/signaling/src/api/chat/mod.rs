@@ -1,23 +1,18 @@
 //! The ACS Chat REST API over the TLS listener, Bearer access tokens, as the official
 //! `azure-communication-chat` SDK calls it: threads ([`threads`]), messages ([`messages`]),
 //! participants, read receipts and typing ([`participants`]). Handlers parse and check the
-//! request, run one [`ChatService`] transaction, answer with ACS's status code, and hand
+//! request, run one `ChatService` transaction (`crate::domain::chat`), answer with ACS's status code, and hand
 //! the resulting events to the gateway for real-time delivery.
 
-pub mod errors;
-pub mod meeting;
 mod messages;
 mod participants;
-pub mod service;
 mod threads;
 pub mod wire;
 
-pub use meeting::MeetingChatChange;
-pub use service::{Caller, ChatService};
-
-use crate::auth::AuthenticatedUser;
-use crate::domain::chat::{ChatError, ChatEvent, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::http::{ApiError, AppState, api_router, require_api_version};
+use crate::api::{ApiError, api_router, require_api_version};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::domain::chat::{Caller, ChatError, ChatEvent, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use axum::Router;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -53,14 +48,14 @@ pub(crate) struct ChatRequest {
 }
 
 impl ChatRequest {
-    pub fn new(user: &AuthenticatedUser, uri: &Uri) -> Result<Self, ApiError> {
+    pub fn new(user: &Principal, uri: &Uri) -> Result<Self, ApiError> {
         require_api_version(uri.query(), API_VERSIONS)?;
         let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
             .map(|q| q.0)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("malformed query string: {e}")))?;
         Ok(Self {
-            caller: Caller { raw_id: user.identifier.raw_id(), scopes: user.scopes() },
-            display_name: user.display_name().map(str::to_string),
+            caller: Caller { raw_id: user.identifier.raw_id(), scopes: user.scopes },
+            display_name: user.display_name.clone(),
             query,
         })
     }
@@ -129,7 +124,7 @@ pub fn encode_segment(s: &str) -> String {
 
 /// A required request member (`InvalidParameter` naming it when absent).
 pub fn required<T>(value: Option<T>, target: &'static str) -> Result<T, ApiError> {
-    value.ok_or_else(|| super::chat::errors::api_error(ChatError::invalid(target, format!("`{target}` is required"))))
+    value.ok_or_else(|| ApiError::from(ChatError::invalid(target, format!("`{target}` is required"))))
 }
 
 /// Hand events to the gateway for delivery and count them.

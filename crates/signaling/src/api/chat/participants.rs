@@ -2,22 +2,22 @@
 //! `invalidParticipants`, `:remove` with the bare identifier), read receipts (send, list)
 //! and typing notifications.
 
-use super::service::{self, add_participants};
 use super::threads::classify_all;
 use super::wire::{self, AddParticipantsIn, ReadReceiptIn, TypingIn};
 use super::{ChatRequest, encode_segment, json, publish, required};
-use crate::auth::AuthenticatedUser;
+use crate::api::{ApiError, parse_json, parse_json_or_default};
+use crate::app::AppState;
+use crate::auth::Principal;
 use crate::domain::chat::model::check_display_name;
+use crate::domain::chat::service::{self, add_participants};
 use crate::domain::chat::{ChatError, ChatOperation};
-use crate::http::{ApiError, AppState, now_ms, parse_json, parse_json_or_default};
 use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, ErrorCode, IdentifierModel};
-
-use super::errors::api_error;
 
 /// The `nextLink` of a `skip`-paged list when a further page exists.
 fn skip_link(thread_id: &str, list: &str, skip: usize, size: usize, more: bool) -> Option<String> {
@@ -28,7 +28,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let (size, skip) = (req.page_size()?, req.skip()?);
@@ -52,7 +52,7 @@ pub async fn change(
     State(state): State<AppState>,
     Path((thread_id, action)): Path<(String, String)>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     match action.as_str() {
@@ -62,13 +62,7 @@ pub async fn change(
     }
 }
 
-async fn add(
-    state: AppState,
-    thread_id: String,
-    uri: Uri,
-    user: AuthenticatedUser,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn add(state: AppState, thread_id: String, uri: Uri, user: Principal, body: Bytes) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let input: AddParticipantsIn = parse_json(&body)?;
     let list = required(input.participants, "participants")?;
@@ -98,13 +92,13 @@ async fn remove(
     state: AppState,
     thread_id: String,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let model: IdentifierModel = parse_json(&body)?;
     let target = CommunicationIdentifier::from_model(&model)
-        .map_err(|e| api_error(ChatError::invalid("rawId", e.to_string())))?
+        .map_err(|e| ApiError::from(ChatError::invalid("rawId", e.to_string())))?
         .raw_id();
     let caller = req.caller;
     let now = now_ms();
@@ -117,7 +111,7 @@ pub async fn send_receipt(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
@@ -134,7 +128,7 @@ pub async fn list_receipts(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let (size, skip) = (req.page_size()?, req.skip()?);
@@ -151,12 +145,12 @@ pub async fn typing(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let input: TypingIn = parse_json_or_default(&body)?;
-    let name = check_display_name(input.sender_display_name.as_deref(), "senderDisplayName").map_err(api_error)?;
+    let name = check_display_name(input.sender_display_name.as_deref(), "senderDisplayName").map_err(ApiError::from)?;
     let caller = req.caller;
     let now = now_ms();
     let event = state.chat.run(move |c| service::typing(c, &thread_id, &caller, name.as_deref(), now)).await?;

@@ -2,11 +2,12 @@
 //! scopes, membership rules, limits, and that refused requests write nothing.
 
 use super::encode_segment;
+use crate::api::testing::{error_code, send, test_state};
+use crate::app::AppState;
 use crate::auth::TokenGrant;
-use crate::http::testing::{error_code, send, test_state};
-use crate::http::{AppState, now_ms};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use palaver_core::time::now_ms;
 use palaver_core::{Scope, ScopeSet};
 use serde_json::{Value, json};
 
@@ -28,7 +29,7 @@ fn user(state: &AppState, scopes: &[Scope]) -> User {
         tid: None,
         native: false,
     };
-    User { raw_id, token: state.tokens.issue(&grant, now_ms()).unwrap().token }
+    User { raw_id, token: state.auth.tokens.issue(&grant, now_ms()).unwrap().token }
 }
 
 fn req(u: &User, method: &str, path: &str, body: Option<Value>) -> Request<Body> {

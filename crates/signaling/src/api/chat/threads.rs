@@ -2,19 +2,21 @@
 //! `invalidParticipants`), list the caller's threads (signed `syncState` paging), get,
 //! update topic, delete.
 
-use super::service::{self, Access, Caller, TxResult, append, system_message};
 use super::wire::{self, CreateThreadIn, UpdateThreadIn};
 use super::{ChatRequest, encode_segment, json, publish, required};
-use crate::auth::AuthenticatedUser;
+use crate::api::{ApiError, parse_json, parse_json_or_default, repeatability};
+use crate::app::AppState;
+use crate::auth::Principal;
 use crate::domain::chat::ids::new_thread_id;
 use crate::domain::chat::model::{check_batch, check_display_name, check_topic};
-use crate::domain::chat::{ChatError, ChatOperation, ChatParticipant, ChatThread, Membership, MessageKind, PageToken};
-use crate::http::{ApiError, AppState, now_ms, parse_json, parse_json_or_default, repeatability};
-use crate::store::chat::{self as db, ThreadRow};
+use crate::domain::chat::service::{self, Caller, TxResult, create_thread_in};
+use crate::domain::chat::{ChatError, ChatOperation, ChatParticipant, PageToken};
+use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, IdentifierModel};
 use rusqlite::Connection;
 
@@ -89,50 +91,17 @@ fn invalid_json(bad: &[Invalid]) -> Vec<serde_json::Value> {
     bad.iter().map(|(raw, code, msg)| wire::invalid_participant_json(raw, *code, msg)).collect()
 }
 
-/// Create a thread in `c`: the creator joins (whole history), then `participantAdded`
-/// (seq 1) and `topicUpdated` (seq 2) as ACS writes them. Returns the thread row.
-pub fn create_thread_in(
-    c: &Connection,
-    id: String,
-    topic: String,
-    creator: ChatParticipant,
-    mut participants: Vec<ChatParticipant>,
-    now: i64,
-) -> TxResult<ThreadRow> {
-    participants.retain(|p| p.raw_id != creator.raw_id);
-    participants.insert(0, creator.clone());
-    let thread = ChatThread {
-        id,
-        topic: topic.clone(),
-        created_ms: now,
-        created_by: creator.raw_id.clone(),
-        last_message_ms: None,
-    };
-    let seq = db::insert_thread(c, &thread)?;
-    let mut row = ThreadRow { seq, thread, last_message_id: None, last_seq: 0 };
-    let mut a = Access { row, member: Membership { share_history_ms: 0, removed_at_seq: None }, display_name: None };
-    let count = participants.len();
-    if count > crate::domain::chat::MAX_PARTICIPANTS {
-        return Err(ChatError::TooManyParticipants { count, limit: crate::domain::chat::MAX_PARTICIPANTS }.into());
-    }
-    db::upsert_participants(c, seq, &participants)?;
-    append(c, &mut a.row, system_message(MessageKind::ParticipantAdded, &creator.raw_id, None, participants), now)?;
-    append(c, &mut a.row, system_message(MessageKind::TopicUpdated, &creator.raw_id, Some(&topic), vec![]), now)?;
-    row = a.row;
-    Ok(row)
-}
-
 pub async fn create(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
-    ChatOperation::CreateThread.authorize(req.caller.scopes).map_err(super::errors::api_error)?;
+    ChatOperation::CreateThread.authorize(req.caller.scopes).map_err(ApiError::from)?;
     let input: CreateThreadIn = parse_json(&body)?;
-    let topic = check_topic(&required(input.topic, "topic")?).map_err(super::errors::api_error)?;
+    let topic = check_topic(&required(input.topic, "topic")?).map_err(ApiError::from)?;
     let repeat = repeatability(&Method::POST, &uri, &headers, &body)?;
     let participants = input.participants.unwrap_or_default();
     let resource_id = state.resource.resource_id.clone();
@@ -182,13 +151,13 @@ pub async fn create(
     Ok(resp)
 }
 
-pub async fn list(State(state): State<AppState>, uri: Uri, user: AuthenticatedUser) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, uri: Uri, user: Principal) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
-    ChatOperation::ListThreads.authorize(req.caller.scopes).map_err(super::errors::api_error)?;
+    ChatOperation::ListThreads.authorize(req.caller.scopes).map_err(ApiError::from)?;
     let size = req.page_size()?;
     let list_name = format!("threads:{}", req.caller.raw_id);
     let after = match req.param("syncState") {
-        Some(t) => Some(state.chat.keys().verify(&list_name, t).map_err(super::errors::api_error)?),
+        Some(t) => Some(state.chat.keys().verify(&list_name, t).map_err(ApiError::from)?),
         None => None,
     };
     let start_ms = match after {
@@ -217,7 +186,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let caller = req.caller;
@@ -229,7 +198,7 @@ pub async fn update(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
@@ -252,7 +221,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
     uri: Uri,
-    user: AuthenticatedUser,
+    user: Principal,
 ) -> Result<Response, ApiError> {
     let req = ChatRequest::new(&user, &uri)?;
     let caller: Caller = req.caller;

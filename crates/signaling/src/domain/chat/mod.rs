@@ -1,22 +1,27 @@
 //! Chat rules (issue #14), sans-IO: who may do what on a thread ([`access`]), the shapes
 //! and checks of threads, messages and participants ([`model`]), id allocation ([`ids`]),
-//! HTML sanitising ([`sanitize`]), signed paging tokens ([`page_token`]) and the real-time
-//! events a change produces ([`events`]). Storage is in `crate::store::chat`, HTTP in
-//! `crate::api::chat`.
+//! HTML sanitising ([`sanitize`]), signed paging tokens ([`page_token`]), the real-time
+//! events a change produces ([`events`]), each operation as one store transaction
+//! ([`service`]) and meeting threads ([`meeting`]). Tables are in `crate::store::chat`, HTTP
+//! in `crate::api::chat`.
 
 pub mod access;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod meeting;
 pub mod model;
 pub mod page_token;
 pub mod sanitize;
+pub mod service;
 
 pub use access::{ChatOperation, Membership};
 pub use error::ChatError;
 pub use events::ChatEvent;
+pub use meeting::MeetingChatChange;
 pub use model::{ChatMessage, ChatParticipant, ChatThread, MessageKind, ReadReceipt};
 pub use page_token::{PageKeys, PageToken};
+pub use service::{Caller, ChatService};
 
 /// Most participants a thread may have (ACS service limit).
 pub const MAX_PARTICIPANTS: usize = 250;
