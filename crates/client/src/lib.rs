@@ -25,6 +25,7 @@
 //! through bounded queues; when a queue is full the newest item is dropped and counted in
 //! [`QuicClient::stats`], so a slow consumer never stalls the connection.
 
+pub mod chat;
 mod connection;
 mod error;
 mod requests;
@@ -33,6 +34,7 @@ pub mod rtp;
 mod tls;
 pub mod webrtc;
 
+pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
 pub use palaver_core::protocol::{

@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod signaling;
+pub(crate) mod signaling;
 
 use crate::rtp::ReceivedRtp;
 use crate::{ClientError, Joined, Welcome};

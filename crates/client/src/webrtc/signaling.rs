@@ -59,7 +59,7 @@ pub(crate) struct Signaling {
 }
 
 /// `host:port` and the TLS server name of an `https://host:port[/...]` base URL.
-fn authority(base_url: &str) -> Result<(String, String), ClientError> {
+pub(crate) fn authority(base_url: &str) -> Result<(String, String), ClientError> {
     let rest = base_url
         .strip_prefix("https://")
         .ok_or_else(|| ClientError::InvalidArgument(format!("base URL must be https://host:port, got {base_url}")))?;
@@ -71,7 +71,7 @@ fn authority(base_url: &str) -> Result<(String, String), ClientError> {
     Ok((host_port.to_string(), host.trim_matches(['[', ']']).to_string()))
 }
 
-fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector, ClientError> {
+pub(crate) fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| ClientError::CaCertificate(e.to_string()))?;

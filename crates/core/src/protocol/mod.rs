@@ -14,7 +14,9 @@ use crate::role::{MeetingRole, RoomRole};
 use crate::session::EndReason;
 use serde::{Deserialize, Serialize};
 
+mod close;
 mod media;
+pub use close::ConnectionClose;
 pub use media::*;
 
 /// The protocol version served on `/signaling/v1`.
@@ -185,6 +187,10 @@ pub struct ConversationSnapshot {
     /// Roster version: every later `roster.delta` carries the next number.
     pub roster_version: u64,
     pub participants: Vec<ParticipantInfo>,
+    /// The meeting's chat thread (`19:meeting_…@thread.v2`); absent outside meetings and
+    /// for participants still in the lobby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
 }
 
 /// One change to the roster.
@@ -540,6 +546,10 @@ pub enum ServerMessage {
         request_id: Option<String>,
         call_id: String,
     },
+    /// A real-time chat event (`docs/chat.md`): `event` is the ACS JavaScript SDK's event
+    /// name (`chatMessageReceived`, `typingIndicatorReceived`, ...), `data` its fields.
+    #[serde(rename = "chat.event")]
+    ChatEvent { event: String, data: serde_json::Value },
 }
 
 impl ServerMessage {

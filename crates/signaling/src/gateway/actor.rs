@@ -5,14 +5,14 @@
 use super::Gateway;
 use super::connection::{ConnTx, Outbound};
 use super::media::MediaSession;
-use crate::conversation::{
+use crate::domain::conversation::{
     Authority, Conversation, ConversationSetup, Input, JoinRequest, Output, Refusal, ServerCommand,
 };
-use crate::http::now_ms;
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{
     CaptureState, ConversationKind, MeetingPolicy, ParticipantState, RosterChange, ServerMessage,
 };
+use palaver_core::time::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,8 +92,16 @@ pub(crate) fn spawn(
 ) -> ConversationHandle {
     let (tx, rx) = mpsc::channel(4096);
     let handle = ConversationHandle { conversation_id: conversation.id().to_string(), generation, tx };
-    let actor =
-        Actor { gateway, key, handle: handle.clone(), conversation, setup, conns: HashMap::new(), lobby_reported: 0 };
+    let actor = Actor {
+        gateway,
+        key,
+        handle: handle.clone(),
+        conversation,
+        setup,
+        conns: HashMap::new(),
+        lobby_reported: 0,
+        chat: Default::default(),
+    };
     tokio::spawn(actor.run(rx));
     handle
 }
@@ -108,6 +116,8 @@ struct Actor {
     conns: HashMap<String, (String, ConnTx)>,
     /// Lobby size last added to the gateway-wide total.
     lobby_reported: i64,
+    /// Who is in the meeting's chat thread.
+    chat: super::chat::MeetingChatTracker,
 }
 
 impl Actor {
@@ -238,6 +248,7 @@ impl Actor {
     }
 
     fn execute(&mut self, outputs: Vec<Output>) {
+        self.chat.sync(&self.gateway, &self.key, &self.setup, self.conversation.participants());
         let mut policy_changed = false;
         let mut overflowed: Vec<String> = Vec::new();
         for output in outputs {

@@ -7,7 +7,10 @@
 //! Identity's own tables and queries live in [`identities`]; small named secrets and
 //! generated settings (keys, resource id) in [`settings`].
 
+pub mod chat;
 pub mod identities;
+pub mod meetings;
+pub mod rooms;
 pub mod settings;
 
 use rusqlite::Connection;

@@ -1,0 +1,139 @@
+//! The ACS Chat REST API over the TLS listener, Bearer access tokens, as the official
+//! `azure-communication-chat` SDK calls it: threads ([`threads`]), messages ([`messages`]),
+//! participants, read receipts and typing ([`participants`]). Handlers parse and check the
+//! request, run one `ChatService` transaction (`crate::domain::chat`), answer with ACS's status code, and hand
+//! the resulting events to the gateway for real-time delivery.
+
+mod messages;
+mod participants;
+mod threads;
+pub mod wire;
+
+use crate::api::{ApiError, api_router, require_api_version};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::domain::chat::{Caller, ChatError, ChatEvent, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use axum::Router;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use palaver_core::ErrorCode;
+
+/// api-versions of the Chat API (SDK 1.3.0 defaults to 2024-03-07).
+pub const API_VERSIONS: &[&str] = &["2021-03-07", "2021-09-07", "2023-11-07", "2024-03-07", "2025-03-15"];
+
+pub fn routes() -> Router<AppState> {
+    api_router()
+        .route("/chat/threads", post(threads::create).get(threads::list))
+        .route("/chat/threads/{thread_id}", get(threads::get).patch(threads::update).delete(threads::delete))
+        .route("/chat/threads/{thread_id}/messages", post(messages::send).get(messages::list))
+        .route(
+            "/chat/threads/{thread_id}/messages/{message_id}",
+            get(messages::get).patch(messages::update).delete(messages::delete),
+        )
+        .route("/chat/threads/{thread_id}/participants", get(participants::list))
+        .route("/chat/threads/{thread_id}/participants/{action}", post(participants::change))
+        .route(
+            "/chat/threads/{thread_id}/readReceipts",
+            post(participants::send_receipt).get(participants::list_receipts),
+        )
+        .route("/chat/threads/{thread_id}/typing", post(participants::typing))
+}
+
+/// The caller of a chat request and its checked query.
+pub(crate) struct ChatRequest {
+    pub caller: Caller,
+    pub display_name: Option<String>,
+    pub query: Vec<(String, String)>,
+}
+
+impl ChatRequest {
+    pub fn new(user: &Principal, uri: &Uri) -> Result<Self, ApiError> {
+        require_api_version(uri.query(), API_VERSIONS)?;
+        let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map(|q| q.0)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("malformed query string: {e}")))?;
+        Ok(Self {
+            caller: Caller { raw_id: user.identifier.raw_id(), scopes: user.scopes },
+            display_name: user.display_name.clone(),
+            query,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `maxPageSize` (1..=200; default 100).
+    pub fn page_size(&self) -> Result<usize, ApiError> {
+        match self.param("maxPageSize") {
+            None => Ok(DEFAULT_PAGE_SIZE),
+            Some(v) => v.parse().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidParameter, format!("maxPageSize must be 1..={MAX_PAGE_SIZE}"))
+                    .with_target("maxPageSize")
+            }),
+        }
+    }
+
+    /// `skip` (participants, read receipts): a non-negative integer.
+    pub fn skip(&self) -> Result<usize, ApiError> {
+        match self.param("skip") {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::new(ErrorCode::InvalidParameter, "skip must be a non-negative integer").with_target("skip")
+            }),
+        }
+    }
+
+    /// `startTime` in ms, if given.
+    pub fn start_ms(&self) -> Result<Option<i64>, ApiError> {
+        self.param("startTime").map(|v| parse_time_ms(v, "startTime")).transpose()
+    }
+}
+
+/// Parse an RFC 3339 time (naive times read as UTC, as the SDK's serializer writes them) to ms.
+pub fn parse_time_ms(value: &str, target: &'static str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc().timestamp_millis())
+        })
+        .map_err(|_| {
+            ApiError::new(ErrorCode::InvalidParameter, format!("`{value}` is not an RFC 3339 date-time"))
+                .with_target(target)
+        })
+}
+
+/// A JSON answer with `status`.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+/// Percent-encode a thread id for a path (`19:x@thread.v2` → `19%3Ax%40thread.v2`).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A required request member (`InvalidParameter` naming it when absent).
+pub fn required<T>(value: Option<T>, target: &'static str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::from(ChatError::invalid(target, format!("`{target}` is required"))))
+}
+
+/// Hand events to the gateway for delivery and count them.
+pub fn publish(state: &AppState, events: impl IntoIterator<Item = ChatEvent>) {
+    for event in events {
+        let delivered = state.gateway.deliver_chat(&event);
+        state.chat.metrics().events_delivered(event.name, delivered as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests;

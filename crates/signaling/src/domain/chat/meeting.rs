@@ -1,0 +1,152 @@
+//! Meeting chat: every meeting owns the thread `19:meeting_<id>@thread.v2`, created with
+//! the meeting (organizer as creator, whole history). Who is in it follows the meeting:
+//! entering the conversation (not the lobby) adds the participant — external users see
+//! history from their join time, directory users all of it — and leaving removes an
+//! external user entirely (they lose access), while directory users keep theirs.
+
+use super::service::{self, Access, ChatService, TxResult, create_thread_in};
+use crate::domain::Refusal;
+use crate::domain::chat::ids::meeting_thread_id;
+use crate::domain::chat::{ChatEvent, ChatParticipant, Membership, MessageKind};
+use crate::store::chat::{self as db, ThreadRow};
+use rusqlite::Connection;
+
+/// A change of who is in a meeting, for its chat thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingChatChange {
+    pub meeting_id: String,
+    /// Thread topic if the thread has to be created (the meeting subject).
+    pub topic: String,
+    pub organizer: String,
+    pub raw_id: String,
+    pub display_name: String,
+    pub is_external: bool,
+    /// Entered the conversation (`true`) or left it (`false`).
+    pub entered: bool,
+    pub at_ms: i64,
+}
+
+/// Topic of a meeting thread without a subject.
+pub const DEFAULT_MEETING_TOPIC: &str = "Meeting chat";
+
+/// The meeting's thread, created if missing.
+pub fn ensure_thread(
+    c: &Connection,
+    meeting_id: &str,
+    topic: &str,
+    organizer: &str,
+    now_ms: i64,
+) -> TxResult<ThreadRow> {
+    let id = meeting_thread_id(meeting_id);
+    if let Some(row) = db::find_thread(c, &id)? {
+        return Ok(row);
+    }
+    let creator = ChatParticipant { raw_id: organizer.to_string(), display_name: None, share_history_ms: 0 };
+    create_thread_in(c, id, topic.to_string(), creator, vec![], now_ms)
+}
+
+/// Apply one meeting membership change; returns the events to deliver.
+pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<ChatEvent>> {
+    let row = ensure_thread(c, &ch.meeting_id, &ch.topic, &ch.organizer, ch.at_ms)?;
+    let found = db::membership(c, row.seq, &ch.raw_id)?;
+    let active = found.as_ref().is_some_and(|(m, _)| m.is_active());
+    let me = ChatParticipant {
+        raw_id: ch.raw_id.clone(),
+        display_name: Some(ch.display_name.clone()),
+        share_history_ms: if ch.is_external { ch.at_ms } else { 0 },
+    };
+    let mut a = Access { row, member: Membership { share_history_ms: 0, removed_at_seq: None }, display_name: None };
+    if ch.entered {
+        if active {
+            return Ok(vec![]);
+        }
+        return Ok(service::add_participants(c, &mut a, &me, vec![me.clone()], ch.at_ms)?.into_iter().collect());
+    }
+    if !ch.is_external || !active {
+        return Ok(vec![]);
+    }
+    let to = db::active_participant_ids(c, a.row.seq)?;
+    let m = service::append(
+        c,
+        &mut a.row,
+        service::system_message(MessageKind::ParticipantRemoved, &ch.raw_id, None, vec![me.clone()]),
+        ch.at_ms,
+    )?;
+    db::forget_participant(c, a.row.seq, &ch.raw_id)?;
+    Ok(vec![ChatEvent::participants(&a.row.thread.id, false, &[me.clone()], &me, m.sequence_id, ch.at_ms, &to)])
+}
+
+impl ChatService {
+    /// Create the meeting's thread (with the meeting).
+    pub async fn create_meeting_thread(
+        &self,
+        meeting_id: &str,
+        topic: &str,
+        organizer: &str,
+        now_ms: i64,
+    ) -> Result<String, Refusal> {
+        let (m, t, o) = (meeting_id.to_string(), topic.to_string(), organizer.to_string());
+        let row = self.run(move |c| ensure_thread(c, &m, &t, &o, now_ms)).await?;
+        Ok(row.thread.id)
+    }
+
+    /// Apply a membership change of a meeting to its thread, now (from the meeting's actor).
+    pub fn meeting_change(&self, change: &MeetingChatChange) -> Result<Vec<ChatEvent>, Refusal> {
+        self.run_now(|c| apply_change(c, change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::ChatOperation;
+    use crate::domain::chat::access::require_member;
+
+    fn change(raw: &str, external: bool, entered: bool, at_ms: i64) -> MeetingChatChange {
+        MeetingChatChange {
+            meeting_id: "m1".into(),
+            topic: "Standup".into(),
+            organizer: "8:orgid:org".into(),
+            raw_id: raw.into(),
+            display_name: "X".into(),
+            is_external: external,
+            entered,
+            at_ms,
+        }
+    }
+
+    fn member(c: &Connection, raw: &str) -> Option<Membership> {
+        let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
+        db::membership(c, row.seq, raw).unwrap().map(|(m, _)| m)
+    }
+
+    #[test]
+    fn external_users_join_from_now_and_lose_access_on_leave() {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        db::migrate(&store).unwrap();
+        store
+            .with_conn(|c| {
+                let ev = apply_change(c, &change("8:acs:r_e", true, true, 1000)).ok().unwrap();
+                assert_eq!(ev.len(), 1);
+                assert_eq!(ev[0].name, "participantsAdded");
+                assert_eq!(member(c, "8:acs:r_e").unwrap().share_history_ms, 1000);
+                // Entering again (a second device) changes nothing.
+                assert!(apply_change(c, &change("8:acs:r_e", true, true, 2000)).ok().unwrap().is_empty());
+                apply_change(c, &change("8:orgid:d", false, true, 3000)).ok().unwrap();
+                assert_eq!(member(c, "8:orgid:d").unwrap().share_history_ms, 0);
+                let ev = apply_change(c, &change("8:acs:r_e", true, false, 4000)).ok().unwrap();
+                assert_eq!(ev[0].name, "participantsRemoved");
+                assert_eq!(
+                    require_member(member(c, "8:acs:r_e"), ChatOperation::ReadMessages).unwrap_err().to_string(),
+                    "the caller is not a participant of this chat thread"
+                );
+                assert!(apply_change(c, &change("8:orgid:d", false, false, 5000)).ok().unwrap().is_empty());
+                assert!(member(c, "8:orgid:d").unwrap().is_active());
+                let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
+                assert_eq!(row.thread.topic, "Standup");
+                assert_eq!(row.thread.created_by, "8:orgid:org");
+                Ok(())
+            })
+            .unwrap();
+    }
+}
