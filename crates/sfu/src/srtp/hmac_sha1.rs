@@ -1,11 +1,10 @@
-//! HMAC-SHA1 (RFC 2104) for SRTP/SRTCP authentication, keyed once per session: the SHA-1
-//! states after the ipad and opad blocks are computed when the context is built, so a tag costs
-//! only its own SHA-1 compressions and no buffering: all of them in one SHA-NI call when the
-//! CPU has the SHA extensions (`sha_ni.rs`), else through the `sha1` crate's `compress`. The message's whole 64-byte blocks are compressed straight from the packet
-//! buffer; only the tail (with the rollover-counter suffix and padding) is copied to the stack.
-//! Measured (benches/benches/srtp.rs): the `hmac` crate's clone/update/finalize over the
-//! 124 bytes of a 100-byte audio packet spends ~50 ns beyond its four compressions.
+//! HMAC-SHA1 (RFC 2104) for SRTP/SRTCP authentication, keyed once per session, in one of two
+//! backends ([`Backend`]). Hand-written: the SHA-1 states after the ipad and opad blocks are
+//! computed when the context is built, and a tag is one SHA-NI call (`sha_ni.rs`) over the
+//! packet's whole 64-byte blocks straight from the buffer plus a stack copy of the padded tail
+//! (with the rollover-counter suffix). RustCrypto: the keyed `hmac` crate state, cloned per tag.
 
+use hmac::Mac;
 use sha1::Sha1Core;
 use sha1::digest::core_api::Block;
 
@@ -15,13 +14,17 @@ const BLOCK_LEN: usize = 64;
 const DIGEST_LEN: usize = 20;
 const SHA1_INIT: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
-/// The two keyed SHA-1 states of one HMAC-SHA1 key.
+use super::Backend;
+
+/// One HMAC-SHA1 key.
 #[derive(Clone)]
-pub(super) struct HmacSha1 {
-    inner: [u32; 5],
-    outer: [u32; 5],
-    /// Set only when `sha_ni::available()` said so.
-    sha_ni: bool,
+pub(super) enum HmacSha1 {
+    /// The two keyed SHA-1 states; built only when `sha_ni::available()` said so.
+    HandWritten {
+        inner: [u32; 5],
+        outer: [u32; 5],
+    },
+    RustCrypto(hmac::Hmac<sha1::Sha1>),
 }
 
 /// Views whole 64-byte blocks as the `sha1` crate's block type without copying.
@@ -40,54 +43,50 @@ fn compress(state: &mut [u32; 5], blocks: &[[u8; BLOCK_LEN]]) {
 }
 
 impl HmacSha1 {
-    /// Keys the MAC (keys longer than a block are hashed first, RFC 2104 section 2).
-    pub fn new(key: &[u8]) -> Self {
+    /// Keys the MAC (keys longer than a block are hashed first, RFC 2104 section 2). The
+    /// hand-written backend falls back to RustCrypto on CPUs without the SHA extensions.
+    pub fn new(key: &[u8], backend: Backend) -> Self {
         #[cfg(target_arch = "x86_64")]
-        let sha_ni = super::sha_ni::available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let sha_ni = false;
-        Self::with_backend(key, sha_ni)
-    }
-
-    /// `sha_ni` may only be true when `sha_ni::available()` is (tests force it off).
-    fn with_backend(key: &[u8], sha_ni: bool) -> Self {
-        let mut padded = [0u8; BLOCK_LEN];
-        if key.len() > BLOCK_LEN {
-            padded[..DIGEST_LEN].copy_from_slice(&sha1(key));
-        } else {
-            padded[..key.len()].copy_from_slice(key);
+        if backend == Backend::HandWritten && super::sha_ni::available() {
+            let mut padded = [0u8; BLOCK_LEN];
+            if key.len() > BLOCK_LEN {
+                padded[..DIGEST_LEN].copy_from_slice(&sha1(key));
+            } else {
+                padded[..key.len()].copy_from_slice(key);
+            }
+            let keyed = |pad: u8| {
+                let mut state = SHA1_INIT;
+                compress(&mut state, &[padded.map(|k| k ^ pad)]);
+                state
+            };
+            return Self::HandWritten { inner: keyed(0x36), outer: keyed(0x5C) };
         }
-        let keyed = |pad: u8| {
-            let mut state = SHA1_INIT;
-            compress(&mut state, &[padded.map(|k| k ^ pad)]);
-            state
-        };
-        Self { inner: keyed(0x36), outer: keyed(0x5C), sha_ni }
+        let _ = backend;
+        // `new_from_slice` accepts keys of every length (HMAC hashes long ones itself).
+        Self::RustCrypto(<hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
     }
 
     /// The 20-byte HMAC of `message || suffix` (SRTP appends the rollover counter to the
     /// authenticated packet without it being in the buffer).
     pub fn tag<const S: usize>(&self, message: &[u8], suffix: [u8; S]) -> [u8; DIGEST_LEN] {
-        let (whole, rest) = message.as_chunks::<BLOCK_LEN>();
-        let mut tail = [[0u8; BLOCK_LEN]; 2];
-        let blocks = pad_tail(&mut tail, rest, suffix, BLOCK_LEN + message.len() + S);
-        #[cfg(target_arch = "x86_64")]
-        if self.sha_ni {
-            // SAFETY: `sha_ni` is only set when `sha_ni::available()` found the CPU features.
-            return unsafe { super::sha_ni::hmac_sha1(&self.inner, &self.outer, whole, &tail[..blocks]) };
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::HandWritten { inner, outer } => {
+                let (whole, rest) = message.as_chunks::<BLOCK_LEN>();
+                let mut tail = [[0u8; BLOCK_LEN]; 2];
+                let blocks = pad_tail(&mut tail, rest, suffix, BLOCK_LEN + message.len() + S);
+                // SAFETY: this variant is only built when `sha_ni::available()` found the features.
+                unsafe { super::sha_ni::hmac_sha1(inner, outer, whole, &tail[..blocks]) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::HandWritten { .. } => unreachable!("only built on x86_64"),
+            Self::RustCrypto(keyed) => {
+                let mut mac = keyed.clone();
+                mac.update(message);
+                mac.update(&suffix);
+                mac.finalize().into_bytes().into()
+            }
         }
-        let mut state = self.inner;
-        if !whole.is_empty() {
-            compress(&mut state, whole);
-        }
-        compress(&mut state, &tail[..blocks]);
-        let mut block = [0u8; BLOCK_LEN];
-        block[..DIGEST_LEN].copy_from_slice(&digest_bytes(&state));
-        block[DIGEST_LEN] = 0x80;
-        block[BLOCK_LEN - 8..].copy_from_slice(&(((BLOCK_LEN + DIGEST_LEN) as u64) * 8).to_be_bytes());
-        let mut state = self.outer;
-        compress(&mut state, &[block]);
-        digest_bytes(&state)
     }
 }
 
@@ -133,16 +132,6 @@ fn digest_bytes(state: &[u32; 5]) -> [u8; DIGEST_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hmac::Mac;
-
-    /// The portable backend, and the SHA-NI one when this CPU has it.
-    fn backends() -> impl Iterator<Item = bool> + Clone {
-        #[cfg(target_arch = "x86_64")]
-        let sha_ni = crate::srtp::sha_ni::available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let sha_ni = false;
-        [false, true].into_iter().filter(move |b| !b || sha_ni)
-    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
@@ -162,8 +151,8 @@ mod tests {
             ),
         ];
         for (key, data, expected) in cases {
-            for backend in backends() {
-                assert_eq!(HmacSha1::with_backend(&key, backend).tag(&data, []).to_vec(), hex(expected));
+            for backend in Backend::ALL {
+                assert_eq!(HmacSha1::new(&key, backend).tag(&data, []).to_vec(), hex(expected), "{backend:?}");
             }
         }
     }
@@ -174,15 +163,15 @@ mod tests {
     fn matches_hmac_crate_for_every_length() {
         let key: Vec<u8> = (0..20u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
         let message: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
-        for (backend, len) in backends().flat_map(|b| (0..=message.len()).map(move |len| (b, len))) {
-            let ours = HmacSha1::with_backend(&key, backend);
+        for (backend, len) in Backend::ALL.into_iter().flat_map(|b| (0..=message.len()).map(move |len| (b, len))) {
+            let ours = HmacSha1::new(&key, backend);
             let mut theirs = <hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(&key).unwrap();
             theirs.update(&message[..len]);
             let plain: [u8; 20] = theirs.clone().finalize().into_bytes().into();
-            assert_eq!(ours.tag(&message[..len], []), plain, "len {len}, SHA-NI {backend}");
+            assert_eq!(ours.tag(&message[..len], []), plain, "len {len}, {backend:?}");
             theirs.update(&[1, 2, 3, 4]);
             let suffixed: [u8; 20] = theirs.finalize().into_bytes().into();
-            assert_eq!(ours.tag(&message[..len], [1, 2, 3, 4]), suffixed, "len {len} + suffix, SHA-NI {backend}");
+            assert_eq!(ours.tag(&message[..len], [1, 2, 3, 4]), suffixed, "len {len} + suffix, {backend:?}");
         }
     }
 }

@@ -20,6 +20,24 @@ pub use context::SrtpContext;
 pub use kdf::derive_session_key;
 pub use replay::{ReplayWindow, RtpIndexEstimator};
 
+/// Which implementation of AES-CTR, HMAC-SHA1 and AES-GCM a context uses. Both are compiled
+/// in; [`SrtpContext::new`] picks [`Backend::DEFAULT`], benches and tests compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// palaver's own AES-NI / SHA-NI / PCLMULQDQ code (x86_64 with those features; elsewhere
+    /// it falls back to [`Backend::RustCrypto`]).
+    HandWritten,
+    /// The `ctr`/`aes`, `hmac`/`sha1` and `aes-gcm` crates, used in place.
+    RustCrypto,
+}
+
+impl Backend {
+    /// The backend [`SrtpContext::new`] uses.
+    pub const DEFAULT: Backend = Backend::HandWritten;
+    /// Every backend, for benches and tests.
+    pub const ALL: [Backend; 2] = [Backend::HandWritten, Backend::RustCrypto];
+}
+
 /// An SRTP protection profile (DTLS-SRTP names, RFC 5764 / RFC 7714).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {

@@ -1,5 +1,5 @@
 //! SRTP context tests: round trips, tamper/replay rejection, rollover, and interop with
-//! webrtc-rs's `webrtc-srtp` in both directions for every profile.
+//! webrtc-rs's `webrtc-srtp` in both directions for every profile with every [`Backend`].
 
 use super::*;
 use webrtc_srtp::context::Context as TheirContext;
@@ -31,29 +31,35 @@ fn rtcp_pli(sender: u32) -> Vec<u8> {
     p
 }
 
-fn pair(profile: Profile) -> (SrtpContext, SrtpContext) {
+fn pair(profile: Profile, backend: Backend) -> (SrtpContext, SrtpContext) {
     let (k, s) = keys(profile);
-    (SrtpContext::new(profile, &k, &s).unwrap(), SrtpContext::new(profile, &k, &s).unwrap())
+    let context = || SrtpContext::with_backend(profile, &k, &s, backend).unwrap();
+    (context(), context())
+}
+
+/// Every profile with every backend.
+fn cases() -> impl Iterator<Item = (Profile, TheirProfile, Backend)> {
+    PROFILES.into_iter().flat_map(|(ours, theirs)| Backend::ALL.map(|backend| (ours, theirs, backend)))
 }
 
 #[test]
 fn round_trip_and_rejections_every_profile() {
-    for (profile, _) in PROFILES {
-        let (mut tx, mut rx) = pair(profile);
+    for (profile, _, backend) in cases() {
+        let (mut tx, mut rx) = pair(profile, backend);
         for seq in [1u16, 2, 3, 5, 4] {
             let plain = rtp(seq, 42, 100);
             let mut buf = plain.clone();
             buf.resize(plain.len() + profile.rtp_overhead(), 0);
             let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
             assert_eq!(n, buf.len());
-            assert_ne!(&buf[20..plain.len()], &plain[20..], "{profile:?} payload not encrypted");
+            assert_ne!(&buf[20..plain.len()], &plain[20..], "{profile:?} {backend:?} payload not encrypted");
             let mut replay = buf.clone();
             let mut tampered = buf.clone();
             tampered[30] ^= 1;
-            assert_eq!(rx.unprotect_rtp(&mut tampered), Err(SrtpError::AuthFailed), "{profile:?}");
+            assert_eq!(rx.unprotect_rtp(&mut tampered), Err(SrtpError::AuthFailed), "{profile:?} {backend:?}");
             assert_eq!(rx.unprotect_rtp(&mut buf).unwrap(), plain.len());
             assert_eq!(&buf[..plain.len()], &plain[..]);
-            assert_eq!(rx.unprotect_rtp(&mut replay), Err(SrtpError::Replayed), "{profile:?}");
+            assert_eq!(rx.unprotect_rtp(&mut replay), Err(SrtpError::Replayed), "{profile:?} {backend:?}");
         }
         let plain = rtcp_pli(42);
         let mut buf = plain.clone();
@@ -74,15 +80,15 @@ fn round_trip_and_rejections_every_profile() {
 
 #[test]
 fn rollover_counter_survives_sequence_wrap() {
-    for (profile, _) in PROFILES {
-        let (mut tx, mut rx) = pair(profile);
+    for (profile, _, backend) in cases() {
+        let (mut tx, mut rx) = pair(profile, backend);
         let mut seq = 65_000u16;
         for _ in 0..2_000 {
             let plain = rtp(seq, 7, 20);
             let mut buf = plain.clone();
             buf.resize(plain.len() + profile.rtp_overhead(), 0);
             tx.protect_rtp(&mut buf, plain.len()).unwrap();
-            assert_eq!(rx.unprotect_rtp(&mut buf).unwrap(), plain.len(), "{profile:?} seq {seq}");
+            assert_eq!(rx.unprotect_rtp(&mut buf).unwrap(), plain.len(), "{profile:?} {backend:?} seq {seq}");
             seq = seq.wrapping_add(1);
         }
     }
@@ -90,10 +96,9 @@ fn rollover_counter_survives_sequence_wrap() {
 
 #[test]
 fn interop_with_webrtc_srtp_both_directions() {
-    for (profile, theirs) in PROFILES {
+    for (profile, theirs, backend) in cases() {
         let (k, s) = keys(profile);
-        let mut ours_tx = SrtpContext::new(profile, &k, &s).unwrap();
-        let mut ours_rx = SrtpContext::new(profile, &k, &s).unwrap();
+        let (mut ours_tx, mut ours_rx) = pair(profile, backend);
         let mut their_rx = TheirContext::new(&k, &s, theirs, None, None).unwrap();
         let mut their_tx = TheirContext::new(&k, &s, theirs, None, None).unwrap();
         // Cross the 16-bit sequence wrap so ROC handling must agree too.
@@ -105,13 +110,13 @@ fn interop_with_webrtc_srtp_both_directions() {
             buf.resize(plain.len() + profile.rtp_overhead(), 0);
             ours_tx.protect_rtp(&mut buf, plain.len()).unwrap();
             let decrypted = their_rx.decrypt_rtp(&buf).unwrap();
-            assert_eq!(&decrypted[..], &plain[..], "{profile:?} ours->theirs seq {seq}");
+            assert_eq!(&decrypted[..], &plain[..], "{profile:?} {backend:?} ours->theirs seq {seq}");
             // theirs -> ours
             let encrypted = their_tx.encrypt_rtp(&plain).unwrap();
-            assert_eq!(&encrypted[..], &buf[..], "{profile:?} ciphertexts differ");
+            assert_eq!(&encrypted[..], &buf[..], "{profile:?} {backend:?} ciphertexts differ");
             let mut buf = encrypted.to_vec();
             let n = ours_rx.unprotect_rtp(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &plain[..], "{profile:?} theirs->ours seq {seq}");
+            assert_eq!(&buf[..n], &plain[..], "{profile:?} {backend:?} theirs->ours seq {seq}");
             seq = seq.wrapping_add(1);
         }
         for _ in 0..3 {
@@ -120,11 +125,11 @@ fn interop_with_webrtc_srtp_both_directions() {
             buf.resize(plain.len() + profile.rtcp_overhead(), 0);
             ours_tx.protect_rtcp(&mut buf, plain.len()).unwrap();
             let decrypted = their_rx.decrypt_rtcp(&buf).unwrap();
-            assert_eq!(&decrypted[..], &plain[..], "{profile:?} rtcp ours->theirs");
+            assert_eq!(&decrypted[..], &plain[..], "{profile:?} {backend:?} rtcp ours->theirs");
             let encrypted = their_tx.encrypt_rtcp(&plain).unwrap();
             let mut buf = encrypted.to_vec();
             let n = ours_rx.unprotect_rtcp(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &plain[..], "{profile:?} rtcp theirs->ours");
+            assert_eq!(&buf[..n], &plain[..], "{profile:?} {backend:?} rtcp theirs->ours");
         }
     }
 }
