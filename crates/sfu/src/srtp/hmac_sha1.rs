@@ -174,4 +174,31 @@ mod tests {
             assert_eq!(ours.tag(&message[..len], [1, 2, 3, 4]), suffixed, "len {len} + suffix, {backend:?}");
         }
     }
+
+    /// Wycheproof's HMAC-SHA1 vectors (`testdata/wycheproof/`; 10-, 20- and 65-byte keys, full
+    /// and 80-bit tags): a valid tag is the MAC's prefix, an invalid one is not.
+    #[test]
+    fn wycheproof_hmac_sha1() {
+        let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/wycheproof/hmac_sha1_test.json"
+        )))
+        .unwrap();
+        let mut checked = 0;
+        for group in file["testGroups"].as_array().unwrap() {
+            let tag_len = group["tagSize"].as_u64().unwrap() as usize / 8;
+            for test in group["tests"].as_array().unwrap() {
+                let id = &test["tcId"];
+                let field = |name: &str| hex(test[name].as_str().unwrap());
+                let (key, msg, tag) = (field("key"), field("msg"), field("tag"));
+                let valid = test["result"] == "valid";
+                for backend in Backend::ALL {
+                    let ours = HmacSha1::new(&key, backend).tag(&msg, []);
+                    assert_eq!(tag.len() == tag_len && ours[..tag_len] == tag[..], valid, "tcId {id} {backend:?}");
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 170);
+    }
 }
