@@ -1,7 +1,10 @@
 //! Where the SRTP time of a forwarded audio packet goes: the pieces of in-place SRTP protect
 //! and unprotect measured on their own (SHA-1 compression blocks, HMAC-SHA1 over a 124-byte
 //! authenticated portion, AES-128 blocks for the counter-mode keystream) next to the whole
-//! `SrtpContext` protect/unprotect of a 100-byte-payload audio packet for every profile.
+//! `SrtpContext` protect/unprotect of a 100-byte-payload audio packet for every profile, and
+//! (`srtp_backends`) one packet's protect + unprotect with each cipher [`Backend`] —
+//! hand-written AES-NI/SHA-NI/PCLMULQDQ vs the RustCrypto crates in place — for
+//! AES-CM-HMAC-SHA1-80 and AEAD-AES-128-GCM at 100 B and 1,200 B payloads (docs/media.md).
 //! CPU time of the benchmarking thread, see `support/thread_cpu.rs`.
 
 #[path = "support/thread_cpu.rs"]
@@ -14,15 +17,20 @@ use aes::Aes128Enc;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
-use palaver_sfu::srtp::{Profile, SrtpContext};
+use palaver_sfu::srtp::{Backend, Profile, SrtpContext};
 use sha1::Sha1;
 use thread_cpu::ThreadCpuTime;
 
 /// 12-byte header + 8-byte one-byte-extension block + 100-byte payload (Opus ~40 kbit/s).
 fn audio_packet(seq: u16) -> Vec<u8> {
+    packet(seq, 100)
+}
+
+/// 12-byte header + 8-byte one-byte-extension block + `payload` bytes.
+fn packet(seq: u16, payload: usize) -> Vec<u8> {
     let mut p = vec![0x90, 111, 0, 0, 0, 0, 0x30, 0x39, 1, 2, 3, 4, 0xBE, 0xDE, 0, 1, 0x10, 0xA8, 0, 0];
     p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p.extend((0..100).map(|i| i as u8));
+    p.extend((0..payload).map(|i| i as u8));
     p
 }
 
@@ -100,9 +108,43 @@ fn context(c: &mut Criterion<ThreadCpuTime>) {
     group.finish();
 }
 
+/// One packet protected by a sender and unprotected by a receiver, per iteration, with each
+/// backend: the end-to-end cost a forwarded packet pays (the copy of the plaintext into the
+/// buffer is the same for both backends).
+fn backends(c: &mut Criterion<ThreadCpuTime>) {
+    let mut group = c.benchmark_group("srtp_backends");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (name, profile) in
+        [("aes_cm_hmac_sha1_80", Profile::Aes128CmHmacSha1_80), ("aead_aes_128_gcm", Profile::AeadAes128Gcm)]
+    {
+        for payload in [100, 1200] {
+            for backend in Backend::ALL {
+                let key = [0x11u8; 16];
+                let salt = vec![0x22u8; profile.salt_len()];
+                let mut sender = SrtpContext::with_backend(profile, &key, &salt, backend).unwrap();
+                let mut receiver = SrtpContext::with_backend(profile, &key, &salt, backend).unwrap();
+                let plain = packet(0, payload);
+                let mut buf = vec![0u8; plain.len() + profile.rtp_overhead()];
+                let mut seq = 0u16;
+                group.bench_function(format!("{name}/{payload}B/{backend:?}"), |b| {
+                    b.iter(|| {
+                        seq = seq.wrapping_add(1);
+                        buf[..plain.len()].copy_from_slice(&plain);
+                        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                        let n = sender.protect_rtp(&mut buf, plain.len()).unwrap();
+                        black_box(receiver.unprotect_rtp(&mut buf[..n]).unwrap())
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = primitives, context
+    targets = primitives, context, backends
 }
 criterion_main!(benches);

@@ -8,7 +8,7 @@ use super::gcm::Gcm;
 use super::hmac_sha1::HmacSha1;
 use super::kdf::*;
 use super::replay::{ReplayWindow, RtpIndexEstimator};
-use super::{Profile, SrtpError};
+use super::{Backend, Profile, SrtpError};
 use crate::rtp::packet::header_len;
 
 /// Upper bound on SSRCs tracked by one context (bounds memory under abuse).
@@ -84,6 +84,17 @@ fn gcm_iv(salt: &[u8; 12], ssrc: u32, high: u32, low: u16) -> [u8; 12] {
 impl SrtpContext {
     /// Builds a context from DTLS-exported (or signalled) master key and salt.
     pub fn new(profile: Profile, master_key: &[u8], master_salt: &[u8]) -> Result<Self, SrtpError> {
+        Self::with_backend(profile, master_key, master_salt, Backend::DEFAULT)
+    }
+
+    /// [`SrtpContext::new`] with the AES-128-GCM implementation of `backend` (the AES-CM
+    /// profiles have one implementation).
+    pub fn with_backend(
+        profile: Profile,
+        master_key: &[u8],
+        master_salt: &[u8],
+        backend: Backend,
+    ) -> Result<Self, SrtpError> {
         let key: &[u8; 16] = master_key.try_into().map_err(|_| SrtpError::BadKeyLength)?;
         if master_salt.len() != profile.salt_len() {
             return Err(SrtpError::BadKeyLength);
@@ -118,9 +129,9 @@ impl SrtpContext {
                 derive_session_key(key, master_salt, LABEL_RTP_SALT, &mut rtp_salt);
                 derive_session_key(key, master_salt, LABEL_RTCP_SALT, &mut rtcp_salt);
                 Cipher::Gcm {
-                    rtp: Gcm::new(&derive16(LABEL_RTP_ENCRYPTION)),
+                    rtp: Gcm::new(&derive16(LABEL_RTP_ENCRYPTION), backend),
                     rtp_salt,
-                    rtcp: Gcm::new(&derive16(LABEL_RTCP_ENCRYPTION)),
+                    rtcp: Gcm::new(&derive16(LABEL_RTCP_ENCRYPTION), backend),
                     rtcp_salt,
                 }
             }
@@ -339,5 +350,4 @@ fn xor_rtcp_index(mut iv: [u8; 12], index: u32) -> [u8; 12] {
 }
 
 #[cfg(test)]
-#[path = "context_tests.rs"]
 mod tests;

@@ -14,13 +14,32 @@ mod hmac_sha1;
 mod kdf;
 mod keys;
 mod replay;
-#[cfg(target_arch = "x86_64")]
-mod sha_ni;
 
 pub use context::SrtpContext;
 pub use kdf::derive_session_key;
 pub use keys::SrtpKeys;
 pub use replay::{ReplayWindow, RtpIndexEstimator};
+
+/// Which AES-128-GCM implementation a context uses for AEAD_AES_128_GCM. Both are compiled in;
+/// [`SrtpContext::new`] picks [`Backend::DEFAULT`], benches, tests and the fuzz target compare
+/// them. The AES-CM profiles always use the `ctr`/`aes` and `hmac`/`sha1` crates: palaver's own
+/// AES-NI/SHA-NI code for them was not 20 % faster end to end (docs/media.md, "SRTP crypto
+/// backends"), the GCM code was (40–52 % less CPU per packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// palaver's own AES-NI + PCLMULQDQ GCM (`gcm_ni.rs`; x86_64 with those features, elsewhere
+    /// it falls back to [`Backend::RustCrypto`]).
+    HandWritten,
+    /// The `aes-gcm` crate, used in place.
+    RustCrypto,
+}
+
+impl Backend {
+    /// The backend [`SrtpContext::new`] uses.
+    pub const DEFAULT: Backend = Backend::HandWritten;
+    /// Every backend, for benches and tests.
+    pub const ALL: [Backend; 2] = [Backend::HandWritten, Backend::RustCrypto];
+}
 
 /// An SRTP protection profile (DTLS-SRTP names, RFC 5764 / RFC 7714).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
