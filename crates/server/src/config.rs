@@ -136,6 +136,8 @@ pub struct ServerSection {
     pub log_level: String,
     /// `[server.quic]`: the native QUIC transport.
     pub quic: crate::quic::QuicSection,
+    /// `[server.http]`: connection caps and timeouts of the HTTPS listener.
+    pub http: crate::http_listener::HttpLimits,
 }
 
 impl Default for ServerSection {
@@ -147,6 +149,7 @@ impl Default for ServerSection {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             quic: crate::quic::QuicSection::default(),
+            http: crate::http_listener::HttpLimits::default(),
         }
     }
 }

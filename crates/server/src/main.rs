@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod http_listener;
 mod logging;
 mod media;
 mod quic;

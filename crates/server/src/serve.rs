@@ -51,25 +51,34 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
     let quic = start_quic(&cfg, tls.as_ref(), &state, quic_paths)?;
-    let app = router(state.clone())
-        .merge(quic_discovery(quic.clone()))
-        .layer(axum::Extension(usage.export()))
-        .into_make_service();
-    let handle = axum_server::Handle::new();
-    let server = {
-        let handle = handle.clone();
-        match &tls {
-            Some(files) => {
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                    .await
-                    .context("loading the TLS certificate and key")?;
-                tokio::spawn(
-                    async move { axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(app).await },
-                )
-            }
-            None => tokio::spawn(async move { axum_server::from_tcp(listener)?.handle(handle).serve(app).await }),
-        }
+    let app = router(state.clone()).merge(quic_discovery(quic.clone())).layer(axum::Extension(usage.export()));
+    let fd_limit = crate::http_listener::raise_fd_limit();
+    let limits = cfg.server.http.effective(fd_limit);
+    if limits.max_connections < cfg.server.http.max_connections {
+        tracing::warn!(
+            fd_limit,
+            max_connections = limits.max_connections,
+            "connection cap lowered to fit the file-descriptor limit"
+        );
+    }
+    let listener_metrics = crate::http_listener::ListenerMetrics::register(state.metrics.registry())
+        .context("registering the listener metrics")?;
+    let acceptor = match &tls {
+        Some(files) => Some(files.https_acceptor().context("loading the TLS certificate and key")?),
+        None => None,
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app =
+        app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_millis(limits.body_timeout_ms)));
+    let server = tokio::spawn(crate::http_listener::serve(
+        tokio::net::TcpListener::from_std(listener).context("the HTTPS listener")?,
+        acceptor,
+        app,
+        limits,
+        listener_metrics,
+        stop_rx,
+        SHUTDOWN_GRACE,
+    ));
 
     if let Some(addr) = usage.metrics_addr() {
         println!("PALAVER_METRICS_URL http://{addr}/metrics");
@@ -81,17 +90,16 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
     let shutdown = {
-        let handle = handle.clone();
         let state = state.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
             // End every live participant session (ServerShutdown) so usage is closed cleanly.
             state.gateway.shutdown().await;
-            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            let _ = stop_tx.send(true);
         })
     };
-    let result = server.await.context("server task")?;
+    server.await.context("server task")?;
     shutdown.abort();
     if let Some(q) = &quic {
         q.close().await;
@@ -103,7 +111,6 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         state.gateway.set_media_negotiator(Arc::new(palaver_signaling::gateway::MediaUnavailable));
         tokio::task::spawn_blocking(move || drop(pool)).await.context("stopping the media workers")?;
     }
-    result.context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,7 +6,10 @@ use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Paths of the PEM files in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +18,32 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// The CA to give clients (self-signed mode only).
     pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The certificate chain and private key, parsed from the PEM files.
+    pub fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .with_context(|| format!("reading {}", self.cert.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing {}", self.cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
+        Ok((certs, key))
+    }
+
+    /// The HTTPS listener's TLS acceptor (TLS 1.2 and 1.3; ALPN h2 and http/1.1).
+    pub fn https_acceptor(&self) -> Result<tokio_rustls::TlsAcceptor> {
+        let (certs, key) = self.load()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("the HTTPS certificate and key")?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 const CA_CERT: &str = "ca.pem";

@@ -11,8 +11,6 @@ use crate::tls::TlsFiles;
 use anyhow::{Context, Result};
 use palaver_signaling::app::AppState;
 use paths::QuicPaths;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,11 +104,7 @@ impl QuicServer {
 }
 
 fn server_config(tls: &TlsFiles) -> Result<quinn::ServerConfig> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .with_context(|| format!("reading {}", tls.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", tls.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
+    let (certs, key) = tls.load()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
