@@ -14,6 +14,7 @@ use crate::engine::tests::Outbox;
 use crate::engine::{Engine, WorkerCounters};
 use crate::net::DEFAULT_EGRESS_CAPACITY;
 use crate::router::{ConsumerId, RouterConfig};
+use crate::rtp::Codec;
 use crate::srtp::Profile;
 use palaver_core::protocol::{MediaKind, SlotKind};
 
@@ -326,16 +327,7 @@ fn a_trunk_leg_joins_through_the_same_path() {
     let remote = SocketAddr::from(([198, 51, 100, 7], 5004));
     let attach = Attach {
         transport: TransportKind::Srtp { remote, keys },
-        publish: vec![Publish {
-            kind: TrackKind::Audio,
-            mid: None,
-            codecs: vec![(111, Codec::Opus)],
-            layers: layers::layer_specs(
-                TrackKind::Audio,
-                &[layers::DeclaredLayer { ssrc: Some(77), ..Default::default() }],
-            ),
-            extensions: ExtensionMap::default(),
-        }],
+        publish: vec![ProducerSpec::opus(ProducerId(0), TransportId(0), 111, 77, 0)],
         receive: vec![ReceiveSlot { mid: "trunk".into(), kind: TrackKind::Audio, ssrc: 4242, numbering: None }],
         mix_payload_type: 111,
         announce_slots: false,
