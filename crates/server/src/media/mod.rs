@@ -15,7 +15,6 @@ mod slots;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaSlot, MediaTrack, SlotSubscription};
@@ -141,11 +140,12 @@ impl WebRtcMedia {
         let media = self.clone();
         let mut slot_updates = self.slot_update_rx.lock().ok().and_then(|mut rx| rx.take());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            // Woken by the workers when they queue events (no polling interval).
+            let events_ready = || std::future::poll_fn(|cx| media.pool.poll_event_ready(cx));
             loop {
                 if let Some(rx) = slot_updates.as_mut() {
                     tokio::select! {
-                        _ = tick.tick() => {}
+                        _ = events_ready() => {}
                         update = rx.recv() => {
                             match update {
                                 Some(u) => {
@@ -158,7 +158,7 @@ impl WebRtcMedia {
                         }
                     }
                 } else {
-                    tick.tick().await;
+                    events_ready().await;
                 }
                 let mut speakers = Vec::new();
                 media.pool.drain_events(|worker, event| match event {
