@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use crossbeam_queue::ArrayQueue;
 use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, TransportSpec, WorkerCounters};
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
@@ -43,6 +42,9 @@ impl Transmit for NullTransmit {
     fn commit(&mut self, len: usize, _to: SocketAddr) {
         black_box(&self.buf[..len]);
         self.sent += 1;
+    }
+    fn commit_direct(&mut self, _len: usize, _to: &palaver_sfu::net::DirectLink) -> bool {
+        unreachable!("only UDP transports here")
     }
 }
 
@@ -73,13 +75,13 @@ fn transport(room: RouterId, n: u32, remote: SocketAddr, profile: Profile) -> Co
 /// A worker core with one publisher (transport 0) and `subscribers` consumers of its track.
 fn setup(subscribers: u32, video: bool, profile: Profile) -> (Engine, NullTransmit, SrtpContext, SocketAddr) {
     let counters = Arc::new(WorkerCounters::default());
-    let mut core = Engine::new(RouterConfig::default(), 1, counters, Arc::new(ArrayQueue::new(64)));
+    let mut core = Engine::new(RouterConfig::default(), 1, counters);
     let mut tx = NullTransmit { buf: vec![0; 2048], sent: 0 };
     let now = Instant::now();
     let room = RouterId(1);
     let publisher: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-    core.apply(now, Command::CreateRouter { router: room }, &mut tx).unwrap();
-    core.apply(now, transport(room, 0, publisher, profile), &mut tx).unwrap();
+    core.handle_command(now, Command::CreateRouter { router: room }, &mut tx).unwrap();
+    core.handle_command(now, transport(room, 0, publisher, profile), &mut tx).unwrap();
     let (codec, pt, kind) =
         if video { (Codec::Vp8, 96, TrackKind::Video) } else { (Codec::Opus, 111, TrackKind::Audio) };
     let spec = ProducerSpec {
@@ -98,10 +100,10 @@ fn setup(subscribers: u32, video: bool, profile: Profile) -> (Engine, NullTransm
         }],
         extensions: ExtensionMap { audio_level: if video { 0 } else { 1 }, ..Default::default() },
     };
-    core.apply(now, Command::AddProducer { router: room, spec }, &mut tx).unwrap();
+    core.handle_command(now, Command::AddProducer { router: room, spec }, &mut tx).unwrap();
     for n in 1..=subscribers {
         let addr = SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 6000));
-        core.apply(now, transport(room, n, addr, profile), &mut tx).unwrap();
+        core.handle_command(now, transport(room, n, addr, profile), &mut tx).unwrap();
         let spec = ConsumerSpec {
             id: ConsumerId(n),
             transport: TransportId(n),
@@ -111,7 +113,7 @@ fn setup(subscribers: u32, video: bool, profile: Profile) -> (Engine, NullTransm
             paused: false,
             max_height: u16::MAX,
         };
-        core.apply(now, Command::AddConsumer { router: room, spec }, &mut tx).unwrap();
+        core.handle_command(now, Command::AddConsumer { router: room, spec }, &mut tx).unwrap();
     }
     let (key, salt) = keys(0, profile);
     let client = SrtpContext::new(profile, &key, &salt).unwrap();

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use crossbeam_queue::ArrayQueue;
 use palaver_sfu::engine::{Command, Engine, MixOutputSpec, RouterId, Transmit, TransportSpec, WorkerCounters};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
 use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
@@ -38,6 +37,9 @@ impl Transmit for Discard {
     }
     fn commit(&mut self, _len: usize, _to: SocketAddr) {
         self.sent += 1;
+    }
+    fn commit_direct(&mut self, _len: usize, _to: &palaver_sfu::net::DirectLink) -> bool {
+        unreachable!("only UDP transports here")
     }
 }
 
@@ -68,12 +70,11 @@ struct WorkerRoom {
 
 impl WorkerRoom {
     fn new(n: usize, voice: &[Vec<u8>], quiet: &[Vec<u8>]) -> Self {
-        let events = Arc::new(ArrayQueue::new(1024));
-        let mut core = Engine::new(RouterConfig::default(), 1, Arc::new(WorkerCounters::default()), events);
+        let mut core = Engine::new(RouterConfig::default(), 1, Arc::new(WorkerCounters::default()));
         let mut tx = Discard { buf: vec![0; 2048], sent: 0 };
         let t0 = Instant::now();
         let room = RouterId(1);
-        core.apply(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
+        core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
         let profile = Profile::Aes128CmHmacSha1_80;
         let mut clients = Vec::new();
         for i in 0..n {
@@ -103,7 +104,7 @@ impl WorkerRoom {
                 Command::AddProducer { router: room, spec: producer },
                 Command::SetMixOutput { router: room, transport, output },
             ] {
-                core.apply(t0, command, &mut tx).unwrap();
+                core.handle_command(t0, command, &mut tx).unwrap();
             }
             clients.push((SrtpContext::new(profile, &key, &salt).unwrap(), addr));
         }
@@ -123,7 +124,7 @@ impl WorkerRoom {
                 &mut self.tx,
             );
         }
-        self.core.poll(base + Duration::from_millis(2), &mut self.tx);
+        self.core.handle_timeout(base + Duration::from_millis(2), &mut self.tx);
         self.tick += 1;
     }
 

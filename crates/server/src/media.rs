@@ -8,7 +8,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::quic::paths::{QuicPaths, Route};
 use palaver_core::ErrorCode;
@@ -88,17 +87,19 @@ impl MediaController {
         }
     }
 
-    /// Relays worker events through the controller: active speakers to the gateway (roster
-    /// delta, ≤ every 300 ms), and `media.slots` frames to their participants in plan order.
+    /// Relays worker events through the controller as the workers push them: active speakers
+    /// to the gateway (roster delta, ≤ every 300 ms), and `media.slots` frames to their
+    /// participants in plan order.
     pub fn spawn_event_relay(self: &Arc<Self>, gateway: Gateway) -> tokio::task::JoinHandle<()> {
         let media = self.clone();
         let mut frames = self.frame_rx.lock().ok().and_then(|mut rx| rx.take());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            // Woken by the workers when they queue events (no polling interval).
+            let events_ready = || std::future::poll_fn(|cx| media.pool.poll_event_ready(cx));
             loop {
                 if let Some(rx) = frames.as_mut() {
                     tokio::select! {
-                        _ = tick.tick() => {}
+                        _ = events_ready() => {}
                         frame = rx.recv() => {
                             match frame {
                                 Some(f) => {
@@ -111,7 +112,7 @@ impl MediaController {
                         }
                     }
                 } else {
-                    tick.tick().await;
+                    events_ready().await;
                 }
                 for Speakers { conversation, participants } in media.drain_events() {
                     gateway.active_speakers(&conversation, participants).await;

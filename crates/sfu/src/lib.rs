@@ -15,6 +15,8 @@
 //!   command and event queues, and the [`net::DirectLink`] of direct (QUIC) transports. The
 //!   QUIC connections themselves live in the server.
 //!
+//! - `testing` (feature `testing`): a virtual-time harness (engine, outbox, clock, peers).
+//!
 //! The packet path is allocation-free in steady state and never locks.
 
 pub mod control;
@@ -24,4 +26,6 @@ pub mod net;
 pub mod router;
 pub mod rtp;
 pub mod srtp;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webrtc;

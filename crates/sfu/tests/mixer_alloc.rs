@@ -124,6 +124,9 @@ impl Transmit for CountingTransmit {
     fn commit(&mut self, _len: usize, _to: std::net::SocketAddr) {
         self.sent += 1;
     }
+    fn commit_direct(&mut self, _len: usize, _to: &palaver_sfu::net::DirectLink) -> bool {
+        unreachable!("only UDP transports here")
+    }
 }
 
 #[test]
@@ -132,8 +135,7 @@ fn the_worker_mixing_path_does_not_allocate() {
     let quiet = frames(false, 50);
     let room = RouterId(5);
     let counters = std::sync::Arc::new(WorkerCounters::default());
-    let events = std::sync::Arc::new(crossbeam_queue::ArrayQueue::new(64));
-    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone(), events.clone());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
     let t0 = Instant::now();
     let mut peers: Vec<(common::Peer, std::net::SocketAddr)> = (1..=5u32)
@@ -141,7 +143,7 @@ fn the_worker_mixing_path_does_not_allocate() {
             (common::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
         })
         .collect();
-    core.apply(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
+    core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
     for (peer, addr) in &peers {
         let n = peer.transport.0;
         let producer = ProducerSpec::opus(ProducerId(n), peer.transport, common::OPUS, 0xA000 + n, 1);
@@ -151,7 +153,7 @@ fn the_worker_mixing_path_does_not_allocate() {
             Command::AddProducer { router: room, spec: producer },
             Command::SetMixOutput { router: room, transport: peer.transport, output },
         ] {
-            core.apply(t0, command, &mut tx).unwrap();
+            core.handle_command(t0, command, &mut tx).unwrap();
         }
     }
     let mut plain = [0u8; 1500];
@@ -173,7 +175,7 @@ fn the_worker_mixing_path_does_not_allocate() {
             core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
         }
         for quarter in 0..4 {
-            core.poll(base + Duration::from_millis(2 + quarter * 5), tx);
+            core.handle_timeout(base + Duration::from_millis(2 + quarter * 5), tx);
         }
     };
     // warm-up: one full cycle through every mode, report timers, maps at size
@@ -193,6 +195,6 @@ fn the_worker_mixing_path_does_not_allocate() {
     assert!(tx.sent - sent_before >= 1_600, "{} datagrams", tx.sent - sent_before);
     assert!(mixed >= 1_600, "mix packets went out: {snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
-    assert!(!events.is_empty(), "speaker events from the mixer");
+    assert!(core.poll_event().is_some(), "speaker events from the mixer");
     assert_eq!(allocated, 0, "the wired mixing path allocated {allocated} times");
 }

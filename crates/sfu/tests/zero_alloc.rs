@@ -1,8 +1,11 @@
 //! Proof of "no heap allocation per packet in steady state": a counting global allocator
 //! watches over 100k forwarded SRTP packets go receive → unprotect → route → rewrite → protect to four
 //! subscribers (audio and video, with NACK answering and timers mixed in, including the RTCP
-//! sender reports to subscribers and receiver reports + REMB to the publisher), and the
-//! worker's `SendBatch` sending 100k datagrams over loopback with GSO runs.
+//! sender reports to subscribers and receiver reports + REMB to the publisher), the same for
+//! direct (QUIC) transports whose packets come in as plain RTP and leave through their
+//! `DirectLink` (the egress buffers are reused), and the worker's `SendBatch` sending 100k
+//! datagrams over loopback with GSO runs. quinn's own buffers (the `Bytes` a connection
+//! receives, its send path) are outside what this test can see.
 
 mod common;
 #[path = "support/counting_alloc.rs"]
@@ -13,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use crossbeam_queue::ArrayQueue;
-use palaver_sfu::engine::{Engine, RouterId, Transmit, WorkerCounters};
-use palaver_sfu::net::SendBatch;
+use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, WorkerCounters};
+use palaver_sfu::net::{DirectEgress, DirectLink, SendBatch};
 use palaver_sfu::router::RouterConfig;
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, TransportId};
 use palaver_sfu::rtp::rtcp::write_nack;
 use palaver_sfu::srtp::Profile;
 
@@ -29,6 +32,13 @@ struct CountingTransmit {
     sent: u64,
     sender_reports: u64,
     receiver_reports: u64,
+    direct: DirectEgress,
+}
+
+impl CountingTransmit {
+    fn new() -> Self {
+        Self { buf: vec![0; 2048], sent: 0, sender_reports: 0, receiver_reports: 0, direct: DirectEgress::new() }
+    }
 }
 
 impl Transmit for CountingTransmit {
@@ -44,11 +54,17 @@ impl Transmit for CountingTransmit {
             _ => {}
         }
     }
+    fn commit_direct(&mut self, len: usize, to: &DirectLink) -> bool {
+        self.sent += 1;
+        self.direct.send(to, &self.buf[..len])
+    }
 }
 
 /// Packets the publisher sends while allocations are counted (half audio, half video); each
 /// goes to four subscribers, so over 100k forwarded packets per profile.
 const STEPS: u32 = 30_000;
+/// Packets a direct publisher sends while allocations are counted (each to four subscribers).
+const DIRECT_STEPS: u32 = 100_000;
 
 #[test]
 fn forwarding_100k_packets_allocates_nothing() {
@@ -60,21 +76,20 @@ fn forwarding_100k_packets_allocates_nothing() {
 fn run(profile: Profile) {
     let room = RouterId(9);
     let counters = Arc::new(WorkerCounters::default());
-    let events = Arc::new(ArrayQueue::new(16));
-    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone(), events);
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, sender_reports: 0, receiver_reports: 0 };
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
+    let mut tx = CountingTransmit::new();
     let mut now = Instant::now();
     let mut publisher = Peer::new(1, profile);
     let publisher_addr: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     for c in room_commands(room, &publisher, Some(publisher_addr)) {
-        core.apply(now, c, &mut tx).unwrap();
+        core.handle_command(now, c, &mut tx).unwrap();
     }
     let mut subscribers = Vec::new();
     for n in 0..4u32 {
         let peer = Peer::new(10 + n, profile);
         let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + n).parse().unwrap();
         for c in subscriber_commands(room, &peer, Some(addr), true) {
-            core.apply(now, c, &mut tx).unwrap();
+            core.handle_command(now, c, &mut tx).unwrap();
         }
         subscribers.push((peer, addr));
     }
@@ -102,7 +117,7 @@ fn run(profile: Profile) {
             core.handle_datagram(now, *addr, &mut rtcp_wire[..m], tx);
         }
         if i.is_multiple_of(20) {
-            core.poll(now, tx);
+            core.handle_timeout(now, tx);
         }
     };
     // warm-up: SSRC states, speaker table, keyframe switch, hash maps reach their size
@@ -141,6 +156,83 @@ fn run(profile: Profile) {
          {allocations} heap allocations"
     );
     assert_eq!(allocations, 0, "{profile:?}: {allocations} allocations while forwarding {forwarded} packets");
+}
+
+/// A direct (QUIC) publisher of audio and video and four direct subscribers: the worker side of
+/// 100k+ packets in (`handle_direct`, what the worker does with each packet it pops from its
+/// ingress queue) and out (cut from the reused egress chunks into each link's queue, then popped
+/// and dropped as the connection's egress pump does after `send_datagram`).
+#[test]
+fn direct_transports_exchange_100k_packets_without_allocating() {
+    let router = RouterId(11);
+    let counters = Arc::new(WorkerCounters::default());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
+    let mut tx = CountingTransmit::new();
+    let mut now = Instant::now();
+    let publisher = Peer::new(1, Profile::Aes128CmHmacSha1_80);
+    let mut commands = room_commands(router, &publisher, None);
+    // The publisher's link carries the router's receiver reports and REMB.
+    let mut links = vec![DirectLink::new(64)];
+    commands[1] = Command::AddDirectTransport { id: publisher.transport, router, link: links[0].clone() };
+    for n in 0..4u32 {
+        let id = TransportId(10 + n);
+        let link = DirectLink::new(256);
+        commands.push(Command::AddDirectTransport { id, router, link: link.clone() });
+        for (producer, k) in [(1, 0), (2, 1)] {
+            let spec = ConsumerSpec {
+                id: ConsumerId(id.0 * 10 + k),
+                transport: id,
+                producer: palaver_sfu::router::ProducerId(producer),
+                ssrc: 0x1000_0000 + id.0 * 10 + k,
+                rtx: None,
+                paused: false,
+                max_height: u16::MAX,
+            };
+            commands.push(Command::AddConsumer { router, spec });
+        }
+        links.push(link);
+    }
+    for c in commands {
+        core.handle_command(now, c, &mut tx).unwrap();
+    }
+    let mut plain = [0u8; 1500];
+    let mut received = 0u64;
+    let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
+        let seq = (i / 2) as u16;
+        let len = if i.is_multiple_of(2) {
+            write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
+        } else {
+            write_rtp(&mut plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
+        };
+        core.handle_direct(now, publisher.transport, &plain[..len], tx);
+        if i.is_multiple_of(20) {
+            core.handle_timeout(now, tx);
+        }
+        for link in &links {
+            while let Some(packet) = link.pop_egress() {
+                received += packet.len() as u64;
+            }
+        }
+    };
+    // warm-up: keyframe switch, maps and every egress chunk reach their size
+    for i in 0..2_000 {
+        now += Duration::from_millis(10);
+        step(i, now, &mut core, &mut tx);
+    }
+    let forwarded_before = counters.snapshot().rtp_forwarded;
+    let ((), allocations) = counting_alloc::counted(|| {
+        for i in 2_000..2_000 + DIRECT_STEPS {
+            now += Duration::from_millis(10);
+            step(i, now, &mut core, &mut tx);
+        }
+    });
+    let snapshot = counters.snapshot();
+    let forwarded = snapshot.rtp_forwarded - forwarded_before;
+    assert!(forwarded >= 4 * DIRECT_STEPS as u64, "only {forwarded} forwarded: {snapshot:?}");
+    assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
+    assert!(received > 0);
+    println!("direct: {DIRECT_STEPS} packets in, {forwarded} forwarded out, {allocations} heap allocations");
+    assert_eq!(allocations, 0, "{allocations} allocations while forwarding {forwarded} direct packets");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! between the connection and the worker the path is routed to (after `media.attach`).
 
 use super::frames::{self, read_frame};
-use super::paths::{QuicPath, QuicPaths};
+use super::paths::{CachedRoute, QuicPath, QuicPaths};
 use super::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{AuthFrame, FrameError, ServerMessage};
@@ -124,9 +124,11 @@ async fn refuse(
 }
 
 /// Client datagrams into the routed worker's ingress queue; counted drops before `media.attach`.
+/// Per datagram: one atomic load to follow the route, one lock-free queue push.
 async fn pump_ingress(connection: quinn::Connection, path: Arc<QuicPath>, paths: Arc<QuicPaths>) {
+    let mut cached = CachedRoute::default();
     while let Ok(datagram) = connection.read_datagram().await {
-        match path.route() {
+        match path.follow(&mut cached) {
             Some(route) => {
                 if route.pool.workers()[route.worker].push_ingress(route.transport, datagram).is_err() {
                     paths.drops.ingress_full.fetch_add(1, Ordering::Relaxed);

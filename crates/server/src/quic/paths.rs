@@ -1,6 +1,8 @@
 //! The datagram paths of live QUIC connections, by [`MediaPathId`]: the connection registers
 //! its path when it authenticates; `media.attach` (the media negotiator) points the path at a
-//! worker's queue transport ([`Route`]); the connection's datagram pumps follow the route.
+//! worker's direct transport ([`Route`]); the connection's datagram pumps follow the route.
+//! The pumps keep their own copy of the route and only look at the shared one when its
+//! generation changes (one atomic load per datagram, no lock, no clone).
 
 use palaver_sfu::net::{DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-/// Where one connection's datagrams go: a queue transport of one worker.
+/// Where one connection's datagrams go: a direct transport of one worker.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub pool: Arc<WorkerPool>,
@@ -23,6 +25,8 @@ pub struct Route {
 #[derive(Debug, Default)]
 pub struct QuicPath {
     route: Mutex<Option<Route>>,
+    /// Bumped after every route change (read by the pumps before they copy the route).
+    generation: AtomicU64,
     /// Signalled (one stored permit) when the route changes, for the egress pump.
     changed: Notify,
 }
@@ -36,13 +40,32 @@ impl QuicPath {
         if let Ok(mut r) = self.route.lock() {
             *r = route;
         }
+        self.generation.fetch_add(1, Ordering::Release);
         self.changed.notify_one();
+    }
+
+    /// The route, fetched again only when it changed since `cached` was taken: the per-datagram
+    /// cost of following the route is one atomic load.
+    pub fn follow<'c>(&self, cached: &'c mut CachedRoute) -> Option<&'c Route> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if cached.generation != Some(generation) {
+            cached.route = self.route();
+            cached.generation = Some(generation);
+        }
+        cached.route.as_ref()
     }
 
     /// Resolves after the next [`Self::set_route`] (or at once if one happened unobserved).
     pub async fn changed(&self) {
         self.changed.notified().await
     }
+}
+
+/// A pump's own copy of its path's route (see [`QuicPath::follow`]).
+#[derive(Debug, Default)]
+pub struct CachedRoute {
+    generation: Option<u64>,
+    route: Option<Route>,
 }
 
 /// Datagram drops of the QUIC shell (before the worker sees them), for `GET /quic`.
@@ -109,6 +132,24 @@ mod tests {
         paths.unregister(a);
         assert!(paths.get(a).is_none());
         assert_eq!(paths.connections(), 1);
+    }
+
+    #[test]
+    fn a_pump_follows_route_changes_and_keeps_its_copy_otherwise() {
+        let path = QuicPath::default();
+        let mut cached = CachedRoute::default();
+        assert!(path.follow(&mut cached).is_none(), "before media.attach");
+        let config = palaver_sfu::net::WorkerConfig { workers: 1, ..Default::default() };
+        let pool = Arc::new(WorkerPool::start(config).expect("one loopback worker"));
+        let route = |transport| Route { pool: pool.clone(), worker: 0, transport, link: DirectLink::new(4) };
+        path.set_route(Some(route(TransportId(1))));
+        assert_eq!(path.follow(&mut cached).map(|r| r.transport), Some(TransportId(1)));
+        let copy = path.follow(&mut cached).map(|r| Arc::as_ptr(&r.link));
+        assert_eq!(path.follow(&mut cached).map(|r| Arc::as_ptr(&r.link)), copy, "unchanged: the same copy");
+        path.set_route(Some(route(TransportId(2))));
+        assert_eq!(path.follow(&mut cached).map(|r| r.transport), Some(TransportId(2)));
+        path.set_route(None);
+        assert!(path.follow(&mut cached).is_none(), "detached");
     }
 
     #[tokio::test]

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::layers::{DeclaredLayer, layer_specs};
-use super::{Attach, Publish, ReceiveSlot, TransportKind};
+use super::{Attach, ReceiveSlot, TransportKind};
 use crate::net::DirectLink;
-use crate::router::{Numbering, TrackKind};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use crate::rtp::{Codec, ExtensionMap};
 use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup};
 
@@ -94,7 +94,7 @@ pub fn attached_tracks(attach: &Attach) -> Vec<MediaTrack> {
 }
 
 /// A producer for one declared track group: one layer per track, identified by its SSRC.
-fn published_track(group: &SentTrackGroup<'_>) -> Publish {
+fn published_track(group: &SentTrackGroup<'_>) -> ProducerSpec {
     let kind = track_kind(group.kind);
     let codec = if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 };
     let declared: Vec<DeclaredLayer<'_>> = group
@@ -112,7 +112,9 @@ fn published_track(group: &SentTrackGroup<'_>) -> Publish {
         TrackKind::Audio => ExtensionMap { audio_level: QUIC_AUDIO_LEVEL_ID, ..ExtensionMap::default() },
         _ => ExtensionMap::default(),
     };
-    Publish {
+    ProducerSpec {
+        id: ProducerId(0),
+        transport: TransportId(0),
         kind,
         mid: None,
         codecs: vec![(group.layers[0].payload_type, codec)],

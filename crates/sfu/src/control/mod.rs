@@ -33,8 +33,7 @@ pub use conference::{Conference, DEFAULT_MAX_HEIGHT, DEFAULT_MIX_PT};
 
 use crate::engine::{Command, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::net::DirectLink;
-use crate::router::{LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
-use crate::rtp::{Codec, ExtensionMap, ShortId};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use crate::srtp::SrtpKeys;
 use crate::webrtc::dtls::DtlsIdentity;
 use crate::webrtc::sdp::{AnswerParams, Offer, SdpError, write_answer};
@@ -54,25 +53,6 @@ pub enum TransportKind {
     Srtp { remote: SocketAddr, keys: SrtpKeys },
 }
 
-/// A track a participant publishes (a producer without its ids yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    pub kind: TrackKind,
-    pub mid: Option<ShortId>,
-    /// Payload type to codec, as the publisher numbers them.
-    pub codecs: Vec<(u8, Codec)>,
-    /// One layer, or the simulcast layers (see [`layers::layer_specs`]).
-    pub layers: Vec<LayerSpec>,
-    pub extensions: ExtensionMap,
-}
-
-impl Publish {
-    fn into_spec(self, id: ProducerId, transport: TransportId) -> ProducerSpec {
-        let Publish { kind, mid, codecs, layers, extensions } = self;
-        ProducerSpec { id, transport, kind, mid, codecs, layers, extensions }
-    }
-}
-
 /// A stream the server sends to a participant: the first audio slot carries its mix, video
 /// and screen slots are filled by the last-N planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +70,9 @@ pub struct ReceiveSlot {
 #[derive(Debug, Clone)]
 pub struct Attach {
     pub transport: TransportKind,
-    pub publish: Vec<Publish>,
+    /// The tracks the participant publishes; [`Conferences::join`] assigns their `id` and
+    /// `transport` (builders leave them at 0).
+    pub publish: Vec<ProducerSpec>,
     pub receive: Vec<ReceiveSlot>,
     /// The Opus payload type of the mix on the first audio receive slot.
     pub mix_payload_type: u8,
@@ -278,10 +260,10 @@ impl Conferences {
         };
         out.commands.push((worker, command));
         let mut producers = Vec::with_capacity(publish.len());
-        for track in publish {
-            let id = ProducerId(self.next_id());
-            producers.push(Producer { id, kind: track.kind });
-            out.commands.push((worker, Command::AddProducer { router, spec: track.into_spec(id, transport) }));
+        for spec in publish {
+            let spec = ProducerSpec { id: ProducerId(self.next_id()), transport, ..spec };
+            producers.push(Producer { id: spec.id, kind: spec.kind });
+            out.commands.push((worker, Command::AddProducer { router, spec }));
         }
         let slots: Vec<Slot> = receive
             .into_iter()

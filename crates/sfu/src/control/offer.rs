@@ -7,8 +7,8 @@
 use rand::Rng;
 
 use super::layers::{DeclaredLayer, layer_specs};
-use super::{Attach, Publish, ReceiveSlot, TransportKind};
-use crate::router::{Numbering, TrackKind};
+use super::{Attach, ReceiveSlot, TransportKind};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use crate::rtp::{Codec, ShortId};
 use crate::webrtc::sdp::{AnswerTrack, MediaKind, Offer, OfferedMedia};
 
@@ -92,7 +92,7 @@ fn accepted_codecs(m: &OfferedMedia) -> Vec<(u8, Codec)> {
 
 /// The producer of a section the client sends on: rid layers, else the SSRC (with its RTX
 /// SSRC from the first FID group); `None` when the section names neither.
-fn published_track(m: &OfferedMedia, kind: TrackKind, codecs: Vec<(u8, Codec)>) -> Option<Publish> {
+fn published_track(m: &OfferedMedia, kind: TrackKind, codecs: Vec<(u8, Codec)>) -> Option<ProducerSpec> {
     let declared: Vec<DeclaredLayer<'_>> = if m.send_rids.is_empty() {
         let primary = m.fid_groups.first().map(|g| g.0).or(m.ssrcs.first().copied())?;
         let rtx_ssrc = m.fid_groups.first().map(|g| g.1);
@@ -102,7 +102,9 @@ fn published_track(m: &OfferedMedia, kind: TrackKind, codecs: Vec<(u8, Codec)>) 
             m.send_rids.iter().map(|rid| DeclaredLayer { rid: Some(rid.as_str()), ..DeclaredLayer::default() });
         by_rid.collect()
     };
-    Some(Publish {
+    Some(ProducerSpec {
+        id: ProducerId(0),
+        transport: TransportId(0),
         kind,
         mid: ShortId::new(m.mid.as_bytes()),
         codecs,

@@ -4,17 +4,14 @@
 //! a trunk leg gets as they join, speak, share, subscribe and leave.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
-
-use crossbeam_queue::ArrayQueue;
+use std::time::Duration;
 
 use super::*;
-use crate::engine::tests::Outbox;
-use crate::engine::{Engine, WorkerCounters};
 use crate::net::DEFAULT_EGRESS_CAPACITY;
-use crate::router::{ConsumerId, RouterConfig};
+use crate::router::ConsumerId;
+use crate::rtp::Codec;
 use crate::srtp::Profile;
+use crate::testing::TestEngine;
 use palaver_core::protocol::{MediaKind, SlotKind};
 
 const CONVERSATION: &str = "conv-1";
@@ -22,9 +19,7 @@ const CONVERSATION: &str = "conv-1";
 /// The controller and one engine per worker; `run` applies an output's commands.
 struct Rig {
     control: Conferences,
-    engines: Vec<Engine>,
-    outbox: Outbox,
-    now: Instant,
+    engines: Vec<TestEngine>,
 }
 
 impl Rig {
@@ -32,21 +27,22 @@ impl Rig {
         let candidates = (0..workers).map(|i| SocketAddr::from(([192, 0, 2, 1], 40_000 + i as u16))).collect();
         let identity = DtlsIdentity::generate_server().expect("a DTLS certificate");
         let control = Conferences::new(ControlConfig { candidates, identity }, [9; 32]);
-        let engines = (0..workers)
-            .map(|i| {
-                let events = Arc::new(ArrayQueue::new(64));
-                Engine::new(RouterConfig::default(), i as u32 + 1, Arc::new(WorkerCounters::default()), events)
-            })
-            .collect();
-        Self { control, engines, outbox: Outbox::default(), now: Instant::now() }
+        Self { control, engines: (0..workers).map(|_| TestEngine::new()).collect() }
     }
 
-    /// Applies every command of `out` to its worker's engine (each must be accepted).
+    /// Applies every command of `out` to its worker's engine (each must be accepted), then
+    /// lets 100 ms of virtual time pass on every engine.
     fn run(&mut self, out: Output) -> Output {
         for (worker, command) in &out.commands {
             let name = command.name();
-            let result = self.engines[*worker].apply(self.now, command.clone(), &mut self.outbox);
+            let result = self.engines[*worker].command(command.clone());
             assert!(result.is_ok(), "worker {worker} refused {name}: {result:?}");
+        }
+        for engine in &mut self.engines {
+            engine.drive(Duration::from_millis(100));
+            let failed: Vec<EngineEvent> =
+                engine.events().into_iter().filter(|e| matches!(e, EngineEvent::CommandFailed { .. })).collect();
+            assert!(failed.is_empty(), "{failed:?}");
         }
         out
     }
@@ -254,7 +250,7 @@ fn a_leaver_is_replaced_in_place_and_the_last_one_out_closes_the_router() {
     let out = rig.leave("cat");
     assert_eq!(names(&out), ["remove_transport", "close_router"]);
     assert!(rig.control.is_empty());
-    assert_eq!(rig.engines[0].router_count(), 0);
+    assert_eq!(rig.engines[0].engine.router_count(), 0);
     assert!(rig.leave("cat").commands.is_empty(), "leaving twice is harmless");
 }
 
@@ -326,16 +322,7 @@ fn a_trunk_leg_joins_through_the_same_path() {
     let remote = SocketAddr::from(([198, 51, 100, 7], 5004));
     let attach = Attach {
         transport: TransportKind::Srtp { remote, keys },
-        publish: vec![Publish {
-            kind: TrackKind::Audio,
-            mid: None,
-            codecs: vec![(111, Codec::Opus)],
-            layers: layers::layer_specs(
-                TrackKind::Audio,
-                &[layers::DeclaredLayer { ssrc: Some(77), ..Default::default() }],
-            ),
-            extensions: ExtensionMap::default(),
-        }],
+        publish: vec![ProducerSpec::opus(ProducerId(0), TransportId(0), 111, 77, 0)],
         receive: vec![ReceiveSlot { mid: "trunk".into(), kind: TrackKind::Audio, ssrc: 4242, numbering: None }],
         mix_payload_type: 111,
         announce_slots: false,
@@ -359,7 +346,7 @@ fn conferences_spread_over_workers_and_answers_name_their_worker() {
     rig.run(out);
     assert!(first.contains("192.0.2.1 40000 typ host"));
     assert!(second.contains("192.0.2.1 40001 typ host"), "the second conversation goes to the idle worker");
-    assert_eq!((rig.engines[0].router_count(), rig.engines[1].router_count()), (1, 1));
+    assert_eq!((rig.engines[0].engine.router_count(), rig.engines[1].engine.router_count()), (1, 1));
 }
 
 #[test]

@@ -1,19 +1,23 @@
 //! The sans-IO heart of a media worker: its routers (one [`Router`] each), its transports
 //! (ICE credentials, remote address, inbound/outbound SRTP contexts), the demultiplexer
 //! (STUN by ufrag, everything else by source address) and control commands. Driven with
-//! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket.
-//! Direct transports (see [`DirectLink`]) bypass the socket and SRTP: their packets
-//! arrive through [`Engine::handle_direct`] and leave through their link's egress queue.
+//! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket, a
+//! queue, a waker or a clock (quinn-proto's shape):
+//!
+//! - in: [`Engine::handle_datagram`] (UDP), [`Engine::handle_direct`] (direct transports:
+//!   plain RTP/RTCP, no SRTP), [`Engine::handle_command`], [`Engine::handle_timeout`];
+//! - out: the [`Transmit`] sink (datagrams, and packets for a direct transport's
+//!   [`DirectLink`], which the shell delivers), [`Engine::poll_event`] (a bounded queue the
+//!   engine owns) and [`Engine::poll_timeout`], the next instant it has timed work (mixer ticks,
+//!   DTLS retransmits, RTCP reports, upstream NACKs, layer review); `None` when idle.
+//!
 //! Each router also has a mixer (see [`RouterMix`]): audio producers feed it and every
-//! transport with a mix output receives one mixed stream, ticked from [`Engine::poll`].
+//! transport with a mix output receives one mixed stream, ticked from [`Engine::handle_timeout`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 
 use super::counters::{DropReason, WorkerCounters};
 use super::router_mix::{RouterMix, write_mix_rtp};
@@ -35,7 +39,14 @@ pub trait Transmit {
     fn buffer(&mut self) -> &mut [u8];
     /// The first `len` bytes of the last [`buffer`](Self::buffer) go to `to`.
     fn commit(&mut self, len: usize, to: SocketAddr);
+    /// The first `len` bytes of the last [`buffer`](Self::buffer) go to a direct transport's
+    /// link (plain RTP/RTCP); false when the link's queue is full (the packet is dropped).
+    fn commit_direct(&mut self, len: usize, to: &DirectLink) -> bool;
 }
+
+/// Events waiting for [`Engine::poll_event`] by default (more are counted as
+/// `EventQueueFull` drops; the shell drains after every round).
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 
 struct Transport {
     router_id: RouterId,
@@ -75,7 +86,9 @@ pub struct Engine {
     /// WebRTC transports whose DTLS handshake has not finished (the only ones with DTLS timers).
     handshaking: Vec<TransportId>,
     counters: Arc<WorkerCounters>,
-    events: Arc<ArrayQueue<EngineEvent>>,
+    /// Preallocated; bounded by `event_capacity`.
+    events: VecDeque<EngineEvent>,
+    event_capacity: usize,
     router_config: RouterConfig,
     server_ssrc: u32,
 }
@@ -105,7 +118,7 @@ enum Protect {
 
 impl<T: Transmit> Sink<'_, T> {
     /// Sends one packet `fill` writes (plain) into a scratch buffer: SRTP-protected to a UDP
-    /// transport's address, or copied into a `Bytes` on a queue transport's egress queue.
+    /// transport's address, or as is to a direct transport's link.
     fn send(&mut self, to: TransportId, protect: Protect, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
         let Some(transport) = self.transports.get_mut(&to) else {
             return self.counters.count_drop(DropReason::NoRemoteAddress);
@@ -125,10 +138,9 @@ impl<T: Transmit> Sink<'_, T> {
                 len
             }
             Path::Direct(link) => {
-                // The transmit scratch buffer is only borrowed: nothing is committed to the socket.
                 let buf = self.tx.buffer();
                 let Some(len) = fill(buf) else { return self.counters.count_drop(DropReason::ProtectFailed) };
-                if link.push_egress(Bytes::copy_from_slice(&buf[..len])).is_err() {
+                if !self.tx.commit_direct(len, link) {
                     return self.counters.count_drop(DropReason::EgressQueueFull);
                 }
                 len
@@ -182,12 +194,7 @@ fn srtp_drop(error: SrtpError, rtcp: bool) -> DropReason {
 }
 
 impl Engine {
-    pub fn new(
-        router_config: RouterConfig,
-        server_ssrc: u32,
-        counters: Arc<WorkerCounters>,
-        events: Arc<ArrayQueue<EngineEvent>>,
-    ) -> Self {
+    pub fn new(router_config: RouterConfig, server_ssrc: u32, counters: Arc<WorkerCounters>) -> Self {
         Self {
             routers: FastMap::default(),
             mixes: FastMap::default(),
@@ -197,7 +204,8 @@ impl Engine {
             by_ufrag: HashMap::new(),
             handshaking: Vec::new(),
             counters,
-            events,
+            events: VecDeque::with_capacity(DEFAULT_EVENT_CAPACITY),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             router_config,
             server_ssrc,
         }
@@ -213,11 +221,32 @@ impl Engine {
         &self.counters
     }
 
-    /// Queues an event for the control plane (counted if the queue is full).
-    pub fn report(&self, event: EngineEvent) {
-        if self.events.push(event).is_err() {
-            self.counters.count_drop(DropReason::EventQueueFull);
-        }
+    /// Sets how many events wait for [`Self::poll_event`] before new ones are dropped.
+    pub fn with_event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self.events = VecDeque::with_capacity(self.event_capacity);
+        self
+    }
+
+    /// The next event for the control plane, oldest first.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next instant [`Self::handle_timeout`] has work: a mixer tick, a DTLS retransmit, an
+    /// RTCP report, an upstream NACK or a layer review. `None` when nothing is timed (no
+    /// router has members and no handshake runs): the shell may sleep until a packet or a
+    /// command arrives.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let routers = self.routers.values().filter_map(Router::poll_timeout);
+        let mixes = self.mixes.values().filter_map(RouterMix::poll_timeout);
+        let handshakes = self.handshaking.iter().filter_map(|id| match self.transports.get(id) {
+            Some(Transport { path: Path::Udp(udp), .. }) if !udp.keyed => {
+                udp.dtls.as_ref().zip(udp.remote).and_then(|(dtls, remote)| dtls.poll_timeout(remote))
+            }
+            _ => None,
+        });
+        routers.chain(mixes).chain(handshakes).min()
     }
 
     pub fn router_count(&self) -> usize {
@@ -261,9 +290,12 @@ impl Engine {
             }
             transport.remote = Some(from);
             self.by_addr.insert(from, id);
-            if self.events.push(EngineEvent::TransportConnected { transport: id, remote: from }).is_err() {
-                self.counters.count_drop(DropReason::EventQueueFull);
-            }
+            push_event(
+                &mut self.events,
+                self.event_capacity,
+                &self.counters,
+                EngineEvent::TransportConnected { transport: id, remote: from },
+            );
         }
         match write_binding_success(tx.buffer(), &request.transaction_id, from, transport.ice_pwd.as_bytes()) {
             Ok(n) => {
@@ -369,9 +401,10 @@ impl Engine {
         }
     }
 
-    /// Timers of every router (reports, layer review, the 20 ms mixer tick). Call between
-    /// batches. Returns how many router mixers ticked (the shell times those rounds).
-    pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
+    /// Runs every timer that is due at `now` (DTLS retransmits, reports, NACKs, layer review,
+    /// the 20 ms mixer ticks); see [`Self::poll_timeout`]. Calling it early is harmless.
+    /// Returns how many router mixers ticked (the shell times those rounds).
+    pub fn handle_timeout(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
         if !self.handshaking.is_empty() {
             // Only transports still in their DTLS handshake have DTLS timers: polling every
             // transport each round cost O(participants) per received batch.
@@ -401,7 +434,7 @@ impl Engine {
 
     fn tick_mixers(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
         let mut ticked = 0;
-        let (events, counters) = (&*self.events, &*self.counters);
+        let (events, capacity, counters) = (&mut self.events, self.event_capacity, &*self.counters);
         for (&router_id, mix) in self.mixes.iter_mut() {
             let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters };
             let report = mix.tick(
@@ -410,9 +443,8 @@ impl Engine {
                     sink.send(to, Protect::Rtp, |buf| write_mix_rtp(buf, output, packet, payload));
                 },
                 |speakers| {
-                    if events.push(EngineEvent::ActiveSpeakers { router: router_id, speakers }).is_err() {
-                        counters.count_drop(DropReason::EventQueueFull);
-                    }
+                    let event = EngineEvent::ActiveSpeakers { router: router_id, speakers };
+                    push_event(events, capacity, counters, event);
                 },
             );
             ticked += u32::from(report.ran);
@@ -426,12 +458,22 @@ impl Engine {
         ticked
     }
 
-    /// Applies one control command. Nothing changes when it fails.
-    pub fn apply(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
+    /// Applies one control command. Nothing changes when it fails; a refusal is also queued
+    /// as [`EngineEvent::CommandFailed`] for the control plane.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: Command,
+        tx: &mut impl Transmit,
+    ) -> Result<(), CommandError> {
         WorkerCounters::inc(&self.counters.commands);
-        let result = self.apply_inner(now, command, tx);
-        if result.is_err() {
+        let name = command.name();
+        let result = self.apply(now, command, tx);
+        if let Err(error) = result {
             WorkerCounters::inc(&self.counters.commands_failed);
+            tracing::warn!(command = name, %error, "media command refused");
+            let event = EngineEvent::CommandFailed { command: name, error };
+            push_event(&mut self.events, self.event_capacity, &self.counters, event);
         }
         result
     }
@@ -440,7 +482,7 @@ impl Engine {
         self.routers.get_mut(&router_id).ok_or(CommandError::UnknownRouter)
     }
 
-    fn apply_inner(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
+    fn apply(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
         macro_rules! with_router {
             ($router_id:expr, |$router:ident, $sink:ident| $body:expr) => {{
                 let router_id = $router_id;
@@ -499,7 +541,7 @@ impl Engine {
                     return Err(CommandError::UnknownTransport);
                 }
                 let mix = self.mixes.get_mut(&router_id).ok_or(CommandError::UnknownRouter)?;
-                mix.set_output(transport, output).map_err(mixer_error)
+                mix.set_output(now, transport, output).map_err(mixer_error)
             }
             Command::AddProducer { router: router_id, spec } => {
                 if self.transports.get(&spec.transport).is_none_or(|t| t.router_id != router_id) {
@@ -509,7 +551,7 @@ impl Engine {
                 let mixed = audio.then(|| spec.clone());
                 self.router(router_id)?.add_producer(spec).map_err(CommandError::Router)?;
                 let (Some(spec), Some(mix)) = (mixed, self.mixes.get_mut(&router_id)) else { return Ok(()) };
-                if let Err(error) = mix.add_source(&spec) {
+                if let Err(error) = mix.add_source(now, &spec) {
                     // Nothing changes when a command fails: take the producer back out.
                     let _ = self.router(router_id)?.remove_producer(id);
                     return Err(mixer_error(error));
@@ -626,6 +668,14 @@ fn keyed_contexts(keys: &SrtpKeys) -> Result<(SrtpContext, SrtpContext), SrtpErr
     let srtp_in = SrtpContext::new(keys.profile, &keys.remote_master_key, &keys.remote_master_salt)?;
     let srtp_out = SrtpContext::new(keys.profile, &keys.local_master_key, &keys.local_master_salt)?;
     Ok((srtp_in, srtp_out))
+}
+
+/// Queues an event unless `capacity` are already waiting (then it is counted as dropped).
+fn push_event(events: &mut VecDeque<EngineEvent>, capacity: usize, counters: &WorkerCounters, event: EngineEvent) {
+    if events.len() >= capacity {
+        return counters.count_drop(DropReason::EventQueueFull);
+    }
+    events.push_back(event);
 }
 
 fn send_raw(tx: &mut impl Transmit, counters: &WorkerCounters, datagram: &[u8], to: SocketAddr) {

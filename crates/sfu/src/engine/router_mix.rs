@@ -85,7 +85,11 @@ impl RouterMix {
         })
     }
 
-    fn member(&mut self, transport: TransportId) -> Result<&mut Member, MixerError> {
+    fn member(&mut self, now: Instant, transport: TransportId) -> Result<&mut Member, MixerError> {
+        if self.members.is_empty() && self.next_tick < now {
+            // An empty mixer is not ticked: the first member starts a fresh schedule.
+            self.next_tick = now + MIX_PERIOD;
+        }
         if !self.members.contains_key(&transport) {
             let input = self.mixer.add_participant()?;
             let index = input.index as usize;
@@ -111,7 +115,7 @@ impl RouterMix {
 
     /// Makes an audio producer a mixer input (other producers are ignored). A transport has
     /// one input: a second audio producer replaces the first.
-    pub fn add_source(&mut self, spec: &ProducerSpec) -> Result<(), MixerError> {
+    pub fn add_source(&mut self, now: Instant, spec: &ProducerSpec) -> Result<(), MixerError> {
         let Some(opus_pt) = opus_payload_type(spec) else { return Ok(()) };
         let source = Source {
             producer: spec.id,
@@ -119,7 +123,7 @@ impl RouterMix {
             opus_pt,
             extensions: ExtensionMap { audio_level: spec.extensions.audio_level, ..ExtensionMap::default() },
         };
-        let member = self.member(spec.transport)?;
+        let member = self.member(now, spec.transport)?;
         if let Some(old) = member.source.replace(source) {
             self.sources.remove(&old.producer);
         }
@@ -136,10 +140,15 @@ impl RouterMix {
     }
 
     /// Starts, changes or (with `None`) stops the mix a transport receives.
-    pub fn set_output(&mut self, transport: TransportId, output: Option<MixOutputSpec>) -> Result<(), MixerError> {
+    pub fn set_output(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        output: Option<MixOutputSpec>,
+    ) -> Result<(), MixerError> {
         match output {
             Some(spec) => {
-                let member = self.member(transport)?;
+                let member = self.member(now, transport)?;
                 if member.output.is_none_or(|old| old.ssrc != spec.ssrc) {
                     member.sent = MixSendStats::default(); // a new stream starts counting afresh
                 }
@@ -200,9 +209,14 @@ impl RouterMix {
         true
     }
 
-    /// The next tick is due at or before `now`.
+    /// The next tick is due at or before `now` (never for a mixer without members).
     pub fn due(&self, now: Instant) -> bool {
-        now >= self.next_tick
+        !self.members.is_empty() && now >= self.next_tick
+    }
+
+    /// When the next tick is due; `None` while the mixer has no members.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.members.is_empty()).then_some(self.next_tick)
     }
 
     /// Runs one tick if due: `emit` gets each output packet (its receiver, stream and payload)
@@ -219,9 +233,6 @@ impl RouterMix {
         let late = now >= self.next_tick + MIX_PERIOD;
         // A stalled loop resynchronises instead of bursting the missed ticks.
         self.next_tick = if late { now + MIX_PERIOD } else { self.next_tick + MIX_PERIOD };
-        if self.members.is_empty() {
-            return TickReport { ran: false, late: false };
-        }
         self.mixer.tick(now, &mut self.outputs);
         for packet in self.outputs.packets() {
             let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };

@@ -7,11 +7,12 @@
 //! [`DirectLink`] instead of its socket.
 
 mod direct_link;
+mod doorbell;
 mod pool;
 mod send;
 mod socket;
 
-pub use direct_link::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DirectLink};
+pub use direct_link::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DirectEgress, DirectLink};
 pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
 pub use send::{SEND_CAPACITY, SendBatch};
 pub use socket::RecvBatch;

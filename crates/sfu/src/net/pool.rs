@@ -1,18 +1,24 @@
 //! The thread shell: N workers, each with its own UDP socket (own port), command queue, event
-//! queue and counters. Rooms are pinned to a worker by id; the control plane pushes commands
-//! (never blocking) and reads events and counter snapshots.
+//! queue, counters and [`Doorbell`]. Routers are pinned to a worker by id; the control plane
+//! pushes commands (never blocking) and is woken when events arrive
+//! ([`WorkerPool::poll_event_ready`]). A worker sleeps until a datagram, a command, a direct
+//! packet or its engine's next deadline ([`Engine::poll_timeout`]): an idle worker does not run.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 use super::direct_link::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
+use super::doorbell::Doorbell;
 use super::send::SendBatch;
 use super::socket::RecvBatch;
 use crate::engine::{Command, CountersSnapshot, DropReason, Engine, EngineEvent, MIX_PERIOD, RouterId, WorkerCounters};
@@ -28,13 +34,10 @@ pub struct WorkerConfig {
     /// binds `port + i`.
     pub bind: SocketAddr,
     pub router: RouterConfig,
-    /// Every room's audio mixer (talkers, encoder settings, passthrough).
+    /// Every router's audio mixer (talkers, encoder settings, passthrough).
     pub mixer: MixerConfig,
-    /// How long a worker blocks in receive before it drains commands, queued packets and runs
-    /// timers (so also the longest a queue-attached transport's packet waits).
-    pub tick: Duration,
     pub command_queue: usize,
-    /// Packets from queue-attached transports waiting for the worker (all transports together).
+    /// Packets from direct transports waiting for the worker (all transports together).
     pub ingress_queue: usize,
     pub event_queue: usize,
     /// Requested kernel receive/send buffer per socket (best effort; capped by the kernel).
@@ -50,7 +53,6 @@ impl Default for WorkerConfig {
             bind: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
             router: RouterConfig::default(),
             mixer: MixerConfig::default(),
-            tick: Duration::from_millis(5),
             command_queue: 4096,
             ingress_queue: DEFAULT_INGRESS_CAPACITY,
             event_queue: 4096,
@@ -60,33 +62,52 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Tells the control plane that some worker queued events (shared by all workers of a pool).
+#[derive(Debug, Default)]
+struct EventSignal {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl EventSignal {
+    fn notify(&self) {
+        self.pending.store(true, Release);
+        self.waker.wake();
+    }
+}
+
 /// One running worker as seen from the control plane.
 #[derive(Debug)]
 pub struct WorkerHandle {
     pub index: usize,
-    /// The address (port) this worker's rooms advertise in their ICE candidates.
+    /// The address (port) this worker's routers advertise in their ICE candidates.
     pub local_addr: SocketAddr,
     commands: Arc<ArrayQueue<Command>>,
     ingress: Arc<IngressQueue>,
     events: Arc<ArrayQueue<EngineEvent>>,
     counters: Arc<WorkerCounters>,
+    doorbell: Arc<Doorbell>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
-    /// Queues a command; gives it back if the queue is full.
+    /// Queues a command and wakes the worker; gives it back if the queue is full.
     pub fn send(&self, command: Command) -> Result<(), Command> {
-        self.commands.push(command)
+        self.commands.push(command)?;
+        self.doorbell.ring();
+        Ok(())
     }
 
-    /// Hands one plain RTP/RTCP packet of a queue-attached transport to the worker (never
-    /// blocks; any thread). When the ingress queue is full the packet is counted as an
-    /// `IngressQueueFull` drop and given back.
+    /// Hands one plain RTP/RTCP packet of a direct transport to the worker (never blocks; any
+    /// thread; no lock, no allocation). When the ingress queue is full the packet is counted as
+    /// an `IngressQueueFull` drop and given back.
     pub fn push_ingress(&self, transport: TransportId, packet: Bytes) -> Result<(), Bytes> {
-        self.ingress.push((transport, packet)).map_err(|(_, packet)| {
+        let pushed = self.ingress.push((transport, packet)).map_err(|(_, packet)| {
             self.counters.count_drop_shared(DropReason::IngressQueueFull);
             packet
-        })
+        });
+        self.doorbell.ring();
+        pushed
     }
 
     pub fn try_event(&self) -> Option<EngineEvent> {
@@ -102,6 +123,16 @@ impl WorkerHandle {
 #[derive(Debug)]
 pub struct WorkerPool {
     workers: Vec<WorkerHandle>,
+    signal: Arc<EventSignal>,
+}
+
+/// What a worker thread shares with its handle and the pool.
+struct Shared {
+    commands: Arc<ArrayQueue<Command>>,
+    ingress: Arc<IngressQueue>,
+    events: Arc<ArrayQueue<EngineEvent>>,
+    doorbell: Arc<Doorbell>,
+    signal: Arc<EventSignal>,
 }
 
 impl WorkerPool {
@@ -113,6 +144,7 @@ impl WorkerPool {
             config.workers
         };
         let mut workers = Vec::with_capacity(n);
+        let signal = Arc::new(EventSignal::default());
         // Sender reports carry wall-clock NTP time: read it once here, in the shell.
         let wall_clock = config.router.wall_clock.or_else(|| Some(WallClock::now()));
         let router = RouterConfig { wall_clock, ..config.router };
@@ -122,40 +154,68 @@ impl WorkerPool {
                 addr.set_port(addr.port() + index as u16);
             }
             let socket = UdpSocket::bind(addr)?;
-            socket.set_read_timeout(Some(config.tick))?;
+            #[cfg(not(target_os = "linux"))]
+            socket.set_read_timeout(Some(super::doorbell::FALLBACK_NAP))?;
             set_buffer_sizes(&socket, config.socket_buffer);
             let local_addr = socket.local_addr()?;
-            let commands = Arc::new(ArrayQueue::new(config.command_queue));
-            let ingress = Arc::new(ArrayQueue::new(config.ingress_queue.max(1)));
-            let events = Arc::new(ArrayQueue::new(config.event_queue));
+            let shared = Shared {
+                commands: Arc::new(ArrayQueue::new(config.command_queue)),
+                ingress: Arc::new(ArrayQueue::new(config.ingress_queue.max(1))),
+                events: Arc::new(ArrayQueue::new(config.event_queue.max(1))),
+                doorbell: Arc::new(Doorbell::new()?),
+                signal: signal.clone(),
+            };
             let counters = Arc::new(WorkerCounters::default());
-            let core = Engine::new(router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
-                .with_mixer_config(config.mixer);
+            let engine = Engine::new(router, 0x5A1A_0000 | index as u32, counters.clone())
+                .with_mixer_config(config.mixer)
+                .with_event_capacity(config.event_queue);
             let send = SendBatch::with_gso(socket.try_clone()?, config.gso);
-            let queues = (commands.clone(), ingress.clone());
             let gso = send.gso();
+            let handle = WorkerHandle {
+                index,
+                local_addr,
+                commands: shared.commands.clone(),
+                ingress: shared.ingress.clone(),
+                events: shared.events.clone(),
+                counters,
+                doorbell: shared.doorbell.clone(),
+                thread: None,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("palaver-media-{index}"))
-                .spawn(move || run(core, socket, send, queues))?;
+                .spawn(move || run(engine, socket, send, shared))?;
             tracing::info!(worker = index, %local_addr, gso, "media worker started");
-            workers.push(WorkerHandle { index, local_addr, commands, ingress, events, counters, thread: Some(thread) });
+            workers.push(WorkerHandle { thread: Some(thread), ..handle });
         }
-        Ok(Self { workers })
+        Ok(Self { workers, signal })
     }
 
     pub fn workers(&self) -> &[WorkerHandle] {
         &self.workers
     }
 
-    /// The worker a room is pinned to.
-    pub fn worker_for_router(&self, room: RouterId) -> &WorkerHandle {
-        let hash = room.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    /// The worker a router is pinned to.
+    pub fn worker_for_router(&self, router: RouterId) -> &WorkerHandle {
+        let hash = router.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.workers[(hash % self.workers.len() as u64) as usize]
     }
 
     /// Counters of all workers summed (what Prometheus scrapes).
     pub fn counters(&self) -> CountersSnapshot {
         self.workers.iter().map(WorkerHandle::counters).fold(CountersSnapshot::default(), |a, b| a + b)
+    }
+
+    /// Ready once any worker queued an event since the last call (then drain them with
+    /// [`Self::drain_events`]); otherwise registers `cx`'s waker, which the next worker that
+    /// queues an event wakes. The waker is registered before the check, so no wake-up is lost.
+    /// One task at a time should wait on it (one `AtomicWaker`).
+    pub fn poll_event_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.signal.waker.register(cx.waker());
+        if self.signal.pending.swap(false, AcqRel) || self.workers.iter().any(|w| !w.events.is_empty()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Drains pending events of every worker.
@@ -175,7 +235,7 @@ impl WorkerPool {
     fn stop(&mut self) {
         for w in &self.workers {
             let mut command = Command::Shutdown;
-            while let Err(back) = w.commands.push(command) {
+            while let Err(back) = w.send(command) {
                 command = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -223,32 +283,25 @@ fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
 #[cfg(not(target_os = "linux"))]
 fn set_buffer_sizes(_socket: &UdpSocket, _bytes: usize) {}
 
-/// The worker loop: commands, queued packets (flushed at once), one receive batch, timers, one
-/// send flush.
-fn run(
-    mut core: Engine,
-    socket: UdpSocket,
-    mut send: SendBatch,
-    (commands, ingress): (Arc<ArrayQueue<Command>>, Arc<IngressQueue>),
-) {
+/// The worker loop: commands, direct packets (flushed at once), one receive batch, due timers,
+/// one send flush, events out; then sleep until a datagram, a doorbell ring or the engine's
+/// next deadline when the socket had nothing.
+fn run(mut engine: Engine, socket: UdpSocket, mut send: SendBatch, shared: Shared) {
+    let Shared { commands, ingress, events, doorbell, signal } = shared;
     let mut recv = RecvBatch::new();
-    let counters = core.counters().clone();
+    let counters = engine.counters().clone();
     // Read after each flush: it times the batch just sent and is the next round's command time.
     let mut now = Instant::now();
     loop {
         let mut shutdown = false;
         while let Some(command) = commands.pop() {
-            if matches!(command, Command::Shutdown) {
-                shutdown = true;
-            }
-            let name = command.name();
-            if let Err(error) = core.apply(now, command, &mut send) {
-                tracing::warn!(command = name, %error, "media worker command refused");
-                core.report(EngineEvent::CommandFailed { command: name, error });
-            }
+            shutdown |= matches!(command, Command::Shutdown);
+            // A refusal is queued as an `EngineEvent::CommandFailed` by the engine.
+            let _ = engine.handle_command(now, command, &mut send);
         }
         if shutdown {
             send.flush();
+            forward_events(&mut engine, &events, &signal, &counters);
             return;
         }
         if !ingress.is_empty() {
@@ -257,7 +310,7 @@ fn run(
             // At most one queue's worth per round so a flooding producer cannot starve the socket.
             for _ in 0..ingress.capacity() {
                 let Some((transport, packet)) = ingress.pop() else { break };
-                core.handle_direct(now, transport, &packet, &mut send);
+                engine.handle_direct(now, transport, &packet, &mut send);
             }
             send.flush();
             let received = std::mem::replace(&mut now, Instant::now());
@@ -266,16 +319,18 @@ fn run(
         // Forwarding latency: the receive-time read (already needed as `now`) and the read after
         // the flush (reused for the next commands), recorded once per packet the batch forwarded.
         let mut batch: Option<(Instant, u64)> = None;
-        match recv.recv(&socket) {
+        let mut drained = true;
+        match recv.try_recv(&socket) {
             Ok(n) => {
                 now = Instant::now();
                 let forwarded_before = counters.rtp_forwarded.load(Relaxed);
                 for i in 0..n {
                     if let Some((from, datagram)) = recv.datagram(i) {
-                        core.handle_datagram(now, from, datagram, &mut send);
+                        engine.handle_datagram(now, from, datagram, &mut send);
                     }
                 }
                 batch = Some((now, forwarded_before));
+                drained = false;
             }
             Err(e)
                 if matches!(
@@ -285,17 +340,20 @@ fn run(
             Err(e) => {
                 // e.g. ICMP port unreachable surfaced as ECONNREFUSED: keep serving.
                 tracing::debug!(error = %e, "media worker receive error");
+                drained = false;
             }
         }
         let polled = Instant::now();
-        let timed = core.mix_due(polled);
-        let ticks = core.poll(polled, &mut send);
-        if timed && ticks > 0 {
-            let elapsed = polled.elapsed();
-            let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-            counters.mixer_tick.observe(ns / u64::from(ticks), u64::from(ticks));
-            if elapsed > MIX_PERIOD {
-                WorkerCounters::inc(&counters.mixer_overruns);
+        if engine.poll_timeout().is_some_and(|at| at <= polled) {
+            let timed = engine.mix_due(polled);
+            let ticks = engine.handle_timeout(polled, &mut send);
+            if timed && ticks > 0 {
+                let elapsed = polled.elapsed();
+                let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+                counters.mixer_tick.observe(ns / u64::from(ticks), u64::from(ticks));
+                if elapsed > MIX_PERIOD {
+                    WorkerCounters::inc(&counters.mixer_overruns);
+                }
             }
         }
         send.flush();
@@ -306,6 +364,31 @@ fn run(
         for _ in 0..send.take_failed() {
             counters.count_drop(DropReason::SendFailed);
         }
+        forward_events(&mut engine, &events, &signal, &counters);
+        if drained {
+            doorbell.sleep(&socket, engine.poll_timeout(), || commands.is_empty() && ingress.is_empty());
+            now = Instant::now();
+        }
+    }
+}
+
+/// Moves the engine's events to the control plane's queue and wakes its task.
+fn forward_events(
+    engine: &mut Engine,
+    events: &ArrayQueue<EngineEvent>,
+    signal: &EventSignal,
+    counters: &WorkerCounters,
+) {
+    let mut forwarded = false;
+    while let Some(event) = engine.poll_event() {
+        if events.push(event).is_err() {
+            counters.count_drop(DropReason::EventQueueFull);
+        } else {
+            forwarded = true;
+        }
+    }
+    if forwarded {
+        signal.notify();
     }
 }
 
@@ -317,3 +400,6 @@ fn record_latency(counters: &WorkerCounters, received: Instant, sent: Instant, f
         counters.forwarding_latency.observe(elapsed, forwarded);
     }
 }
+
+#[cfg(test)]
+mod tests;

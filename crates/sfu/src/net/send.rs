@@ -15,6 +15,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
+use super::direct_link::{DirectEgress, DirectLink};
 use crate::engine::{MAX_DATAGRAM, Transmit};
 
 /// Datagrams one flush can hold (a frame's packets times the subscribers, before the flush).
@@ -39,6 +40,8 @@ pub struct SendBatch {
     count: usize,
     failed: u64,
     gso: bool,
+    /// Where packets for direct transports are cut from (reused buffers, see [`DirectEgress`]).
+    direct: DirectEgress,
 }
 
 impl SendBatch {
@@ -59,6 +62,7 @@ impl SendBatch {
             count: 0,
             failed: 0,
             gso,
+            direct: DirectEgress::new(),
         }
     }
 
@@ -219,6 +223,13 @@ impl Transmit for SendBatch {
         self.lens[self.count] = len.min(SEND_SLOT) as u16;
         self.to[self.count] = Some(to);
         self.count += 1;
+    }
+
+    fn commit_direct(&mut self, len: usize, to: &DirectLink) -> bool {
+        // The slot was only borrowed as scratch: nothing is committed to the socket.
+        let i = self.count;
+        let packet = &self.data[i * SEND_SLOT..i * SEND_SLOT + len.min(SEND_SLOT)];
+        self.direct.send(to, packet)
     }
 }
 

@@ -48,6 +48,24 @@ impl RecvBatch {
     /// read timeout passes (then `WouldBlock`/`TimedOut`).
     #[cfg(target_os = "linux")]
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.recv_flags(socket, libc::MSG_WAITFORONE)
+    }
+
+    /// Receives up to [`BATCH`] datagrams that are already queued; `WouldBlock` when none is
+    /// (the worker waits for readiness itself, see `Doorbell`).
+    #[cfg(target_os = "linux")]
+    pub fn try_recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.recv_flags(socket, libc::MSG_DONTWAIT)
+    }
+
+    /// Without `recvmmsg`: as [`Self::recv`] (the worker sets a short read timeout).
+    #[cfg(not(target_os = "linux"))]
+    pub fn try_recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.recv(socket)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_flags(&mut self, socket: &UdpSocket, flags: libc::c_int) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
         // SAFETY: iovec/mmsghdr are plain old data; zero is a valid initial value.
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -63,15 +81,8 @@ impl RecvBatch {
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every pointer in `msgs` refers to live buffers owned by `self` or this frame.
-        let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                BATCH as _,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
+        let n =
+            unsafe { libc::recvmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), BATCH as _, flags, std::ptr::null_mut()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

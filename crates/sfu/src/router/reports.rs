@@ -24,7 +24,7 @@ use crate::rtp::rtcp::{
 /// The CNAME the server announces (`a=ssrc:<ssrc> cname:palaver` in the SDP answer).
 pub const CNAME: &[u8] = b"palaver";
 /// How often the report schedules are scanned (the granularity of report times).
-const REPORT_SCAN: Duration = Duration::from_millis(20);
+pub(super) const REPORT_SCAN: Duration = Duration::from_millis(20);
 /// Largest round trip believed; anything above is a stale or forged LSR echo.
 const MAX_RTT: Duration = Duration::from_secs(10);
 /// Sequence jumps beyond this are a restart or garbage, not loss (RFC 3550 A.1).
@@ -253,21 +253,29 @@ impl Router {
         }
         self.last_report_scan = Some(now);
         let ntp = self.ntp_time(now);
+        self.next_report = None;
         self.send_sender_reports(now, ntp, out);
         self.send_receiver_reports(now, out);
     }
 
+    fn schedule_report(next_report: &mut Option<Instant>, at: Instant) {
+        *next_report = Some(next_report.map_or(at, |next| next.min(at)));
+    }
+
     fn send_sender_reports(&mut self, now: Instant, ntp: u64, out: &mut impl RouterOutput) {
-        let Router { consumers, producers, config, jitter, report_buf, .. } = self;
+        let Router { consumers, producers, config, jitter, report_buf, next_report, .. } = self;
         for c in consumers.iter_mut().flatten() {
             if c.sent.packets == 0 {
                 continue;
             }
             let due = *c.sent.next_report_at.get_or_insert_with(|| now + jitter.spread(config.report_interval) / 2);
             if now < due {
+                Self::schedule_report(next_report, due);
                 continue;
             }
-            c.sent.next_report_at = Some(now + jitter.spread(config.report_interval));
+            let next = now + jitter.spread(config.report_interval);
+            c.sent.next_report_at = Some(next);
+            Self::schedule_report(next_report, next);
             let Some((last_ts, last_at)) = c.out.last_sent() else { continue };
             let clock_rate = match producers[c.producer].as_ref().map(|p| p.kind) {
                 Some(TrackKind::Audio) => 48_000u128,
@@ -289,13 +297,16 @@ impl Router {
     }
 
     fn send_receiver_reports(&mut self, now: Instant, out: &mut impl RouterOutput) {
-        let Router { producers, publishers, config, jitter, report_buf, server_ssrc, .. } = self;
+        let Router { producers, publishers, config, jitter, report_buf, server_ssrc, next_report, .. } = self;
         for (&transport, state) in publishers.iter_mut() {
             let due = *state.next_report_at.get_or_insert_with(|| now + jitter.spread(config.report_interval) / 2);
             if now < due {
+                Self::schedule_report(next_report, due);
                 continue;
             }
-            state.next_report_at = Some(now + jitter.spread(config.report_interval));
+            let next = now + jitter.spread(config.report_interval);
+            state.next_report_at = Some(next);
+            Self::schedule_report(next_report, next);
             let mut blocks = [ReportBlock {
                 ssrc: 0,
                 fraction_lost: 0,

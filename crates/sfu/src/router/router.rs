@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use super::layers::{Layer, choose_layer};
 use super::remap::{Numbering, Remap};
-use super::reports::{Jitter, NtpClock, PublisherReports, SendStats};
+use super::reports::{Jitter, NtpClock, PublisherReports, REPORT_SCAN, SendStats};
 use super::rewriter::OutStream;
+use super::upstream::REORDER_GRACE;
 use super::{
     ConsumerId, ConsumerSpec, FastMap, ProducerId, ProducerSpec, RouterConfig, RouterNote, RouterOutput, RtpRewrite,
     TrackKind, TransportId, TwccEstimator,
@@ -107,6 +108,10 @@ pub struct Router {
     pub(super) publishers: FastMap<TransportId, PublisherReports>,
     pub(super) clock: Option<NtpClock>,
     pub(super) last_report_scan: Option<Instant>,
+    /// Earliest scheduled SR/RR (from the last scan), or a stream that has none yet.
+    pub(super) next_report: Option<Instant>,
+    /// Earliest upstream NACK (re)try of any video layer.
+    pub(super) next_nack: Option<Instant>,
     pub(super) jitter: Jitter,
     /// Where SR/RR compound packets are composed.
     pub(super) report_buf: [u8; 1024],
@@ -139,6 +144,8 @@ impl Router {
             publishers: FastMap::default(),
             clock: None,
             last_report_scan: None,
+            next_report: None,
+            next_nack: None,
             jitter: Jitter::new(server_ssrc),
             report_buf: [0; 1024],
         }
@@ -238,6 +245,10 @@ impl Router {
     ) -> Result<(), RouterError> {
         if self.consumer_index.contains_key(&spec.id) {
             return Err(RouterError::DuplicateConsumer);
+        }
+        if self.last_layer_review.is_none() {
+            // The first review is due at once (as if one had run a review period ago).
+            self.last_layer_review = now.checked_sub(self.config.layer_timeout / 4).or(Some(now));
         }
         let producer = *self.producer_index.get(&spec.producer).ok_or(RouterError::UnknownProducer)?;
         let rtx_ssrc = spec.rtx.map(|(s, _)| s);
@@ -423,6 +434,23 @@ impl Router {
         self.review_transport(now, transport, out);
     }
 
+    /// When [`Self::poll`] next has work: an RTCP report, an upstream NACK or the periodic
+    /// layer review; `None` for a router without producers and consumers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.producer_index.is_empty() && self.consumer_index.is_empty() {
+            return None;
+        }
+        let reports = self.next_report.map(|at| match self.last_report_scan {
+            Some(scan) => at.max(scan + REPORT_SCAN),
+            None => at,
+        });
+        let review = match self.consumer_index.is_empty() {
+            true => None,
+            false => self.last_layer_review.map(|at| at + self.config.layer_timeout / 4),
+        };
+        [reports, self.next_nack, review].into_iter().flatten().min()
+    }
+
     /// Timers: periodic layer review (layers starting/stopping) and
     /// RTCP sender/receiver reports.
     pub fn poll(&mut self, now: Instant, out: &mut impl RouterOutput) {
@@ -476,9 +504,13 @@ impl Router {
         layer.received.on_packet(now, header.sequence, header.timestamp, codec.clock_rate());
         layer.last_payload_type = Some(header.payload_type);
         if codec.is_video() {
-            layer.upstream.on_packet(now, header.sequence);
+            if layer.upstream.on_packet(now, header.sequence) {
+                let at = now + REORDER_GRACE;
+                self.next_nack = Some(self.next_nack.map_or(at, |next| next.min(at)));
+            }
         }
         if first_packet {
+            self.next_report = Some(now); // the publisher's first RR gets scheduled at the next scan
             for i in 0..producer.consumers.len() {
                 let c = self.producers[route.producer].as_ref().map(|p| p.consumers[i]);
                 if let Some(c) = c {
@@ -488,7 +520,7 @@ impl Router {
         }
         let keyframe = codec.is_video() && is_keyframe(codec, header.payload(packet));
         let clock_rate = codec.clock_rate();
-        let Router { producers, consumers, subscribers, config, server_ssrc, scratch, .. } = self;
+        let Router { producers, consumers, subscribers, config, server_ssrc, scratch, next_report, .. } = self;
         let Some(producer) = producers[route.producer].as_mut() else { return };
         for &c in &producer.consumers {
             let Some(consumer) = consumers[c].as_mut() else { continue };
@@ -545,6 +577,9 @@ impl Router {
                 payload_type: remap.map(|r| r.payload_type(header.payload_type)),
                 extension_ids: remap.map(Remap::extension_ids),
             };
+            if consumer.sent.packets == 0 {
+                *next_report = Some(now); // its first SR gets scheduled at the next scan
+            }
             consumer.sent.on_sent(header.payload_len);
             out.forward_rtp(consumer.transport, packet, &rewrite);
         }

@@ -18,7 +18,7 @@ const TRACKED: usize = 32;
 /// A jump of more than this many sequence numbers is a restart or a layer pause, not loss.
 const MAX_GAP: u16 = 64;
 /// Wait this long for a reordered packet before asking for it.
-const REORDER_GRACE: Duration = Duration::from_millis(10);
+pub(super) const REORDER_GRACE: Duration = Duration::from_millis(10);
 /// Time between two NACKs for the same packet, and how many are sent.
 const RETRY_INTERVAL: Duration = Duration::from_millis(60);
 const MAX_TRIES: u8 = 3;
@@ -42,32 +42,48 @@ pub(super) struct UpstreamLoss {
 
 impl UpstreamLoss {
     /// Folds one received sequence number in: a gap marks the skipped numbers missing, a late
-    /// packet (reordered or retransmitted) clears its entry.
-    pub fn on_packet(&mut self, now: Instant, sequence: u16) {
+    /// packet (reordered or retransmitted) clears its entry. True when a gap was recorded (a
+    /// NACK falls due after [`REORDER_GRACE`]).
+    pub fn on_packet(&mut self, now: Instant, sequence: u16) -> bool {
         let Some(highest) = self.highest else {
             self.highest = Some(sequence);
-            return;
+            return false;
         };
         let ahead = sequence.wrapping_sub(highest);
         if ahead == 0 {
-            return;
+            return false;
         }
         if ahead >= 0x8000 {
             if let Some(m) = self.missing.iter_mut().find(|m| m.since.is_some() && m.sequence == sequence) {
                 *m = Missing::default();
             }
-            return;
+            return false;
         }
+        let mut gap = false;
         if ahead <= MAX_GAP {
             for skipped in 1..ahead {
                 let Some(slot) = self.missing.iter_mut().find(|m| m.since.is_none()) else { break };
                 *slot =
                     Missing { sequence: highest.wrapping_add(skipped), since: Some(now), last_nack: None, tries: 0 };
+                gap = true;
             }
         } else {
             self.missing = [Missing::default(); TRACKED];
         }
         self.highest = Some(sequence);
+        gap
+    }
+
+    /// When the next NACK of a tracked gap falls due (after its grace, or its retry interval).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.missing
+            .iter()
+            .filter_map(|m| match (m.since, m.last_nack) {
+                (Some(_), Some(at)) => Some(at + RETRY_INTERVAL),
+                (Some(since), None) => Some(since + REORDER_GRACE),
+                _ => None,
+            })
+            .min()
     }
 
     /// The sequence numbers to NACK now (written to `due`, count returned); entries past their
@@ -146,12 +162,16 @@ impl Router {
 
     /// NACKs to publishers for video packets that did not arrive. Called from `poll`.
     pub(super) fn send_upstream_nacks(&mut self, now: Instant, out: &mut impl RouterOutput) {
-        let Router { producers, report_buf, server_ssrc, .. } = self;
+        let Router { producers, report_buf, server_ssrc, next_nack, .. } = self;
+        *next_nack = None;
         for producer in producers.iter_mut().flatten().filter(|p| p.kind != TrackKind::Audio) {
             for layer in producer.layers.iter_mut() {
                 let Some(ssrc) = layer.ssrc else { continue };
                 let mut due = [0u16; TRACKED];
                 let count = layer.upstream.due(now, &mut due);
+                if let Some(at) = layer.upstream.next_due() {
+                    *next_nack = Some(next_nack.map_or(at, |next| next.min(at)));
+                }
                 if count == 0 {
                     continue;
                 }

@@ -175,6 +175,14 @@ impl DtlsSession {
         Ok(out)
     }
 
+    /// When a handshake flight is due for retransmission (`None` once established).
+    pub fn poll_timeout(&self, remote: SocketAddr) -> Option<Instant> {
+        if self.established {
+            return None;
+        }
+        self.endpoint.poll_timeout(&remote)
+    }
+
     /// Retransmits handshake flights that are due (call from the worker's timer).
     pub fn poll(&mut self, now: Instant, remote: SocketAddr) -> Vec<BytesMut> {
         if self.established || self.endpoint.poll_timeout(&remote).is_none_or(|t| t > now) {

@@ -6,16 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use opus::{Channels, Decoder};
 
-use super::{Outbox, Peer};
 use crate::engine::*;
 use crate::mixer::tests::{ToneSender, reference_tone_db, tone_db};
 use crate::net::DirectLink;
 use crate::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::{RtpHeader, is_rtcp};
 use crate::srtp::Profile;
+use crate::testing::{Outbox, Peer};
 
 const ROOM: RouterId = RouterId(3);
 const OPUS: u8 = 111;
@@ -82,22 +81,20 @@ struct MixRoom {
     out: Outbox,
     udp: Vec<Peer>,
     link: Arc<DirectLink>,
-    events: Arc<ArrayQueue<EngineEvent>>,
     t0: Instant,
 }
 
 /// Participants 0 and 1 over UDP/SRTP, participant 2 queue-attached; all publish audio and
 /// receive the mix (SSRC 0x9000 + i).
 fn mix_room() -> MixRoom {
-    let events = Arc::new(ArrayQueue::new(256));
-    let mut core = Engine::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()), events.clone());
+    let mut core = Engine::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()));
     let mut out = Outbox::default();
     let t0 = Instant::now();
     let udp: Vec<Peer> = (0..2).map(|i| Peer::new(20 + i, Profile::Aes128CmHmacSha1_80)).collect();
     let link = DirectLink::new(256);
     let mut commands = vec![Command::CreateRouter { router: ROOM }];
     for (i, peer) in udp.iter().enumerate() {
-        commands.push(peer.spec(ROOM, true));
+        commands.push(peer.add_transport(ROOM, Some(peer.addr)));
         commands.push(audio_producer(i as u32 + 1, peer.transport, 0xA000 + i as u32));
         let output = Some(MixOutputSpec { ssrc: 0x9000 + i as u32, payload_type: OPUS });
         commands.push(Command::SetMixOutput { router: ROOM, transport: peer.transport, output });
@@ -107,9 +104,9 @@ fn mix_room() -> MixRoom {
     let output = Some(MixOutputSpec { ssrc: 0x9002, payload_type: QUEUE_OPUS });
     commands.push(Command::SetMixOutput { router: ROOM, transport: QUEUE_ID, output });
     for command in commands {
-        core.apply(t0, command, &mut out).unwrap();
+        core.handle_command(t0, command, &mut out).unwrap();
     }
-    MixRoom { core, out, udp, link, events, t0 }
+    MixRoom { core, out, udp, link, t0 }
 }
 
 impl MixRoom {
@@ -131,7 +128,7 @@ impl MixRoom {
                 }
             }
             for quarter in 0..4 {
-                self.core.poll(at + Duration::from_millis(quarter * 5), &mut self.out);
+                self.core.handle_timeout(at + Duration::from_millis(quarter * 5), &mut self.out);
             }
             for (to, mut packet) in self.out.sent.drain(..) {
                 if is_rtcp(&packet) {
@@ -180,7 +177,7 @@ fn each_participant_receives_one_mix_of_the_others_and_not_itself() {
     assert!(c.mixer_overruns == 0, "virtual time never runs late here: {c:?}");
     // Speakers come from the mixer's selection, as transport ids.
     let mut last = None;
-    while let Some(event) = room.events.pop() {
+    while let Some(event) = room.core.poll_event() {
         if let EngineEvent::ActiveSpeakers { router: r, speakers } = event {
             assert_eq!(r, ROOM);
             last = Some(speakers);
@@ -217,14 +214,14 @@ fn mix_outputs_follow_commands_and_removal() {
     let mut room = mix_room();
     let now = room.t0;
     let stranger = Command::SetMixOutput { router: ROOM, transport: TransportId(999), output: None };
-    assert_eq!(room.core.apply(now, stranger, &mut room.out), Err(CommandError::UnknownTransport));
+    assert_eq!(room.core.handle_command(now, stranger, &mut room.out), Err(CommandError::UnknownTransport));
     let wrong_room = Command::SetMixOutput { router: RouterId(77), transport: QUEUE_ID, output: None };
-    assert_eq!(room.core.apply(now, wrong_room, &mut room.out), Err(CommandError::UnknownTransport));
+    assert_eq!(room.core.handle_command(now, wrong_room, &mut room.out), Err(CommandError::UnknownTransport));
     // Participant 0 stops receiving; participant 1 leaves; only the queue peer still gets the mix.
     let stop = Command::SetMixOutput { router: ROOM, transport: room.udp[0].transport, output: None };
-    room.core.apply(now, stop, &mut room.out).unwrap();
+    room.core.handle_command(now, stop, &mut room.out).unwrap();
     let leave = Command::RemoveTransport { transport: room.udp[1].transport };
-    room.core.apply(now, leave, &mut room.out).unwrap();
+    room.core.handle_command(now, leave, &mut room.out).unwrap();
     assert_eq!(room.core.mix_member_count(ROOM), Some(2), "0 still sends, 1 is gone, 2 sends and receives");
     let mut senders: Vec<ToneSender> = TONES.iter().map(|&f| ToneSender::new(f, Channels::Mono)).collect();
     let mut heard: Vec<Heard> = (0..3).map(|_| Heard::new()).collect();
@@ -236,7 +233,7 @@ fn mix_outputs_follow_commands_and_removal() {
     // The departed peer's packets are unknown now.
     assert_eq!(room.core.counters().snapshot().dropped(DropReason::UnknownSource), 20);
     assert!(room.core.counters().snapshot().packets_in >= in_before + 60);
-    room.core.apply(now, Command::CloseRouter { router: ROOM }, &mut room.out).unwrap();
+    room.core.handle_command(now, Command::CloseRouter { router: ROOM }, &mut room.out).unwrap();
     assert_eq!(room.core.mix_member_count(ROOM), None);
 }
 

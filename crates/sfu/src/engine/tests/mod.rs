@@ -6,88 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
 use super::*;
 use crate::net::{DirectLink, WorkerConfig, WorkerPool};
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::RtpHeader;
-use crate::srtp::SrtpKeys;
-use crate::srtp::{Profile, SrtpContext};
+use crate::srtp::Profile;
+use crate::testing::{Outbox, Peer};
 use crate::webrtc::stun::write_binding_request;
 
 mod mix;
 mod webrtc;
-/// A `Transmit` that keeps every datagram the worker sends (shared with other worker tests).
-#[derive(Default)]
-pub(crate) struct Outbox {
-    buf: Vec<u8>,
-    pub(crate) sent: Vec<(SocketAddr, Vec<u8>)>,
-}
-
-impl Transmit for Outbox {
-    fn buffer(&mut self) -> &mut [u8] {
-        self.buf.resize(MAX_DATAGRAM + 64, 0);
-        &mut self.buf
-    }
-    fn commit(&mut self, len: usize, to: SocketAddr) {
-        self.sent.push((to, self.buf[..len].to_vec()));
-    }
-}
-
-/// A client of the worker: knows both key sets and its address.
-pub(crate) struct Peer {
-    pub(crate) addr: SocketAddr,
-    pub(crate) transport: TransportId,
-    ufrag: String,
-    pwd: String,
-    to_server: SrtpContext,
-    pub(crate) from_server: SrtpContext,
-    keys: SrtpKeys,
-}
-
-impl Peer {
-    pub(crate) fn new(n: u8, profile: Profile) -> Self {
-        let client_key: Vec<u8> = (0..16).map(|i| i ^ n).collect();
-        let client_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(3) ^ n).collect();
-        let server_key: Vec<u8> = (0..16).map(|i| (i + 100) ^ n).collect();
-        let server_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(5) ^ n).collect();
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, n], 5000 + n as u16)),
-            transport: TransportId(n as u32),
-            ufrag: format!("srv{n}"),
-            pwd: format!("password-of-peer-{n}"),
-            to_server: SrtpContext::new(profile, &client_key, &client_salt).unwrap(),
-            from_server: SrtpContext::new(profile, &server_key, &server_salt).unwrap(),
-            keys: SrtpKeys {
-                profile,
-                local_master_key: server_key,
-                local_master_salt: server_salt,
-                remote_master_key: client_key,
-                remote_master_salt: client_salt,
-            },
-        }
-    }
-
-    pub(crate) fn spec(&self, room: RouterId, remote: bool) -> Command {
-        Command::AddTransport(Box::new(TransportSpec {
-            id: self.transport,
-            router: room,
-            ice_ufrag: self.ufrag.clone(),
-            ice_pwd: self.pwd.clone(),
-            remote: remote.then_some(self.addr),
-            srtp: self.keys.clone(),
-        }))
-    }
-
-    pub(crate) fn srtp(&mut self, plain: &[u8]) -> Vec<u8> {
-        let mut buf = plain.to_vec();
-        buf.resize(plain.len() + 16, 0);
-        let n = self.to_server.protect_rtp(&mut buf, plain.len()).unwrap();
-        buf.truncate(n);
-        buf
-    }
-}
 
 const ROOM: RouterId = RouterId(1);
 const OPUS: u8 = 111;
@@ -108,18 +36,17 @@ fn opus_producer(transport: TransportId) -> ProducerSpec {
 /// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
 fn room_with(n: u8, profile: Profile) -> (Engine, Peer, Vec<Peer>, Outbox) {
     let counters = Arc::new(WorkerCounters::default());
-    let events = Arc::new(ArrayQueue::new(64));
-    let mut core = Engine::new(RouterConfig::default(), 99, counters, events);
+    let mut core = Engine::new(RouterConfig::default(), 99, counters);
     let mut out = Outbox::default();
     let t0 = Instant::now();
     let publisher = Peer::new(1, profile);
-    let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + i, profile)).collect();
-    core.apply(t0, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
-    core.apply(t0, publisher.spec(ROOM, true), &mut out).unwrap();
+    let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + u32::from(i), profile)).collect();
+    core.handle_command(t0, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
+    core.handle_command(t0, publisher.add_transport(ROOM, Some(publisher.addr)), &mut out).unwrap();
     let producer = opus_producer(publisher.transport);
-    core.apply(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
+    core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
     for (i, s) in subscribers.iter().enumerate() {
-        core.apply(t0, s.spec(ROOM, true), &mut out).unwrap();
+        core.handle_command(t0, s.add_transport(ROOM, Some(s.addr)), &mut out).unwrap();
         let spec = ConsumerSpec {
             id: ConsumerId(i as u32),
             transport: s.transport,
@@ -129,7 +56,7 @@ fn room_with(n: u8, profile: Profile) -> (Engine, Peer, Vec<Peer>, Outbox) {
             paused: false,
             max_height: u16::MAX,
         };
-        core.apply(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
+        core.handle_command(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
     }
     (core, publisher, subscribers, out)
 }
@@ -191,7 +118,7 @@ fn ice_lite_binding_learns_the_address_and_rejects_bad_credentials() {
     let (mut core, _, _, mut out) = room_with(0, Profile::Aes128CmHmacSha1_80);
     let t0 = Instant::now();
     let late = Peer::new(50, Profile::Aes128CmHmacSha1_80);
-    core.apply(t0, late.spec(ROOM, false), &mut out).unwrap();
+    core.handle_command(t0, late.add_transport(ROOM, None), &mut out).unwrap();
     let mut buf = [0u8; 200];
     let username = format!("{}:browser", late.ufrag);
     // wrong password, unknown ufrag, garbage
@@ -250,7 +177,7 @@ fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
         core.handle_datagram(now, publisher.addr, &mut wrong_ssrc, &mut out);
         let mut rtcp_junk = vec![0x80, 200, 0, 50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
         core.handle_datagram(now, publisher.addr, &mut rtcp_junk, &mut out);
-        core.poll(now, &mut out);
+        core.handle_timeout(now, &mut out);
     }
     let sub = &mut subscribers[0];
     let mut sequences = Vec::new();
@@ -277,17 +204,26 @@ fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
 fn commands_that_fail_change_nothing() {
     let (mut core, publisher, _, mut out) = room_with(1, Profile::AeadAes128Gcm);
     let t0 = Instant::now();
-    assert_eq!(core.apply(t0, Command::CreateRouter { router: ROOM }, &mut out), Err(CommandError::RouterExists));
-    assert_eq!(core.apply(t0, publisher.spec(ROOM, true), &mut out), Err(CommandError::TransportExists));
-    assert_eq!(core.apply(t0, publisher.spec(RouterId(7), true), &mut out), Err(CommandError::UnknownRouter));
+    assert_eq!(
+        core.handle_command(t0, Command::CreateRouter { router: ROOM }, &mut out),
+        Err(CommandError::RouterExists)
+    );
+    assert_eq!(
+        core.handle_command(t0, publisher.add_transport(ROOM, Some(publisher.addr)), &mut out),
+        Err(CommandError::TransportExists)
+    );
+    assert_eq!(
+        core.handle_command(t0, publisher.add_transport(RouterId(7), Some(publisher.addr)), &mut out),
+        Err(CommandError::UnknownRouter)
+    );
     let mut bad = Peer::new(77, Profile::AeadAes128Gcm);
     bad.keys.remote_master_salt.pop();
-    assert!(matches!(core.apply(t0, bad.spec(ROOM, false), &mut out), Err(CommandError::Srtp(_))));
+    assert!(matches!(core.handle_command(t0, bad.add_transport(ROOM, None), &mut out), Err(CommandError::Srtp(_))));
     assert_eq!(
-        core.apply(t0, Command::RemoveTransport { transport: TransportId(77) }, &mut out),
+        core.handle_command(t0, Command::RemoveTransport { transport: TransportId(77) }, &mut out),
         Err(CommandError::UnknownTransport)
     );
-    core.apply(t0, Command::CloseRouter { router: ROOM }, &mut out).unwrap();
+    core.handle_command(t0, Command::CloseRouter { router: ROOM }, &mut out).unwrap();
     assert_eq!(core.router_count(), 0);
     let c = core.counters().snapshot();
     assert_eq!(c.commands_failed, 5);
@@ -311,25 +247,26 @@ fn room_with_queue_peer(egress: usize) -> (Engine, Peer, Peer, Arc<DirectLink>, 
     let (mut core, publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
     let t0 = Instant::now();
     let link = DirectLink::new(egress);
-    core.apply(t0, Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() }, &mut out).unwrap();
+    core.handle_command(t0, Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() }, &mut out)
+        .unwrap();
     let mut producer = ProducerSpec::opus(ProducerId(2), QUEUE_PEER, OPUS, 0x0B0B, 0);
-    core.apply(t0, Command::AddProducer { router: ROOM, spec: producer.clone() }, &mut out).unwrap();
+    core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer.clone() }, &mut out).unwrap();
     let subscriber = subscribers.remove(0);
     // The UDP subscriber now hears only the queue peer.
-    core.apply(t0, Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
+    core.handle_command(t0, Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
     let consumers = [
         (ConsumerId(20), subscriber.transport, ProducerId(2), 0x6000),
         (ConsumerId(21), QUEUE_PEER, ProducerId(1), 0x7000),
     ];
     for (id, transport, producer, ssrc) in consumers {
         let spec = ConsumerSpec { id, transport, producer, ssrc, rtx: None, paused: false, max_height: u16::MAX };
-        core.apply(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
+        core.handle_command(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
     }
     // A producer may only live on a transport of its room.
     producer.id = ProducerId(3);
     producer.transport = TransportId(999);
     assert_eq!(
-        core.apply(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out),
+        core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out),
         Err(CommandError::UnknownTransport)
     );
     out.sent.clear();
@@ -415,10 +352,10 @@ fn a_removed_queue_transport_neither_sends_nor_receives() {
     let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(64);
     let now = Instant::now();
     let duplicate = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() };
-    assert_eq!(core.apply(now, duplicate, &mut out), Err(CommandError::TransportExists));
+    assert_eq!(core.handle_command(now, duplicate, &mut out), Err(CommandError::TransportExists));
     let elsewhere = Command::AddDirectTransport { id: TransportId(41), router: RouterId(9), link: link.clone() };
-    assert_eq!(core.apply(now, elsewhere, &mut out), Err(CommandError::UnknownRouter));
-    core.apply(now, Command::RemoveTransport { transport: QUEUE_PEER }, &mut out).unwrap();
+    assert_eq!(core.handle_command(now, elsewhere, &mut out), Err(CommandError::UnknownRouter));
+    core.handle_command(now, Command::RemoveTransport { transport: QUEUE_PEER }, &mut out).unwrap();
     core.handle_direct(now, QUEUE_PEER, &queued_audio(0), &mut out);
     let mut packet = publisher.srtp(&audio(0));
     core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
@@ -428,7 +365,7 @@ fn a_removed_queue_transport_neither_sends_nor_receives() {
     assert_eq!(c.packets_out, 0);
     // The id can be attached again.
     let again = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link };
-    core.apply(now, again, &mut out).unwrap();
+    core.handle_command(now, again, &mut out).unwrap();
 }
 
 #[test]

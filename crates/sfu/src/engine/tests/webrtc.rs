@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
-
 use crate::engine::{Command, DropReason, Engine, RouterId, WebRtcTransportSpec, WorkerCounters};
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::srtp::SrtpContext;
@@ -16,18 +14,13 @@ use crate::srtp::SrtpKeys;
 use crate::webrtc::dtls::{DtlsIdentity, DtlsSession};
 use crate::webrtc::stun::write_binding_request;
 
-use super::Outbox;
+use crate::testing::Outbox;
 
 const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 40000));
 const ROOM: RouterId = RouterId(1);
 
 fn core() -> Engine {
-    Engine::new(
-        RouterConfig::default(),
-        0x5A1A_0000,
-        Arc::new(WorkerCounters::default()),
-        Arc::new(ArrayQueue::new(64)),
-    )
+    Engine::new(RouterConfig::default(), 0x5A1A_0000, Arc::new(WorkerCounters::default()))
 }
 
 /// Adds a WebRTC transport for a browser-like peer, binds it over STUN and runs its DTLS
@@ -43,7 +36,7 @@ fn connect(
     let addr = SocketAddr::from(([127, 0, 0, n], 5000 + u16::from(n)));
     let (ufrag, pwd) = (format!("srv{n}"), format!("password-of-peer-{n}"));
     let mut out = Outbox::default();
-    core.apply(
+    core.handle_command(
         now,
         Command::AddWebRtcTransport(Box::new(WebRtcTransportSpec {
             id: TransportId(u32::from(n)),
@@ -98,7 +91,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
     let mut core = core();
     let mut out = Outbox::default();
     let now = Instant::now();
-    core.apply(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
+    core.handle_command(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
 
     let (a_addr, a_keys) = connect(&mut core, &server_id, 1, None);
     let a_keys = a_keys.expect("peer A completed DTLS");
@@ -109,7 +102,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
 
     // A publishes audio (SSRC 0xA), B consumes it as SSRC 0xB0.
     let producer = ProducerSpec::opus(ProducerId(1), TransportId(1), 111, 0xA, 0);
-    core.apply(now, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
+    core.handle_command(now, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
     let consumer = ConsumerSpec {
         id: ConsumerId(1),
         transport: TransportId(2),
@@ -119,7 +112,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
         paused: false,
         max_height: 0,
     };
-    core.apply(now, Command::AddConsumer { router: ROOM, spec: consumer }, &mut out).unwrap();
+    core.handle_command(now, Command::AddConsumer { router: ROOM, spec: consumer }, &mut out).unwrap();
     out.sent.clear();
 
     let mut to_server = SrtpContext::new(a_keys.profile, &a_keys.local_master_key, &a_keys.local_master_salt).unwrap();
@@ -151,7 +144,7 @@ fn strangers_unkeyed_media_and_wrong_certificates_are_dropped() {
     let mut core = core();
     let mut out = Outbox::default();
     let now = Instant::now();
-    core.apply(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
+    core.handle_command(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
 
     // DTLS from an address that never passed ICE.
     let stranger = SocketAddr::from(([127, 0, 0, 99], 9999));

@@ -25,7 +25,7 @@ fn the_mix_sends_sender_reports_and_their_echo_gives_a_round_trip() {
                 room.core.handle_direct(at, QUEUE_ID, &packet, &mut room.out);
             }
         }
-        room.core.poll(at, &mut room.out);
+        room.core.handle_timeout(at, &mut room.out);
         room.out.sent.clear();
         while let Some(packet) = room.link.pop_egress() {
             for part in Compound::new(&packet).flatten().filter(|_| is_rtcp(&packet)) {

@@ -1,0 +1,97 @@
+//! How a worker thread sleeps and is woken: it blocks in `ppoll` on its UDP socket and an
+//! `eventfd` until a datagram arrives, its engine's next deadline passes, or another thread
+//! rings the doorbell after queueing a command or a direct-transport packet. Ringing costs an
+//! atomic swap, plus one `write` only when the worker is actually asleep, so a busy worker is
+//! never woken per packet. Elsewhere than Linux the worker naps at most `FALLBACK_NAP` (5 ms).
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+/// Longest nap without `eventfd` (non-Linux): commands and direct packets wait at most this.
+#[cfg(not(target_os = "linux"))]
+pub const FALLBACK_NAP: Duration = Duration::from_millis(5);
+
+/// One worker's wake-up line (see the module docs).
+#[derive(Debug)]
+pub struct Doorbell {
+    sleeping: AtomicBool,
+    #[cfg(target_os = "linux")]
+    eventfd: std::os::fd::OwnedFd,
+}
+
+impl Doorbell {
+    pub fn new() -> std::io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: eventfd takes no pointers; a non-negative result is a fresh fd we own.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just created and is owned by nothing else.
+            let eventfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            Ok(Self { sleeping: AtomicBool::new(false), eventfd })
+        }
+        #[cfg(not(target_os = "linux"))]
+        Ok(Self { sleeping: AtomicBool::new(false) })
+    }
+
+    /// Any thread, after queueing work for the worker: wakes it if it sleeps.
+    pub fn ring(&self) {
+        if self.sleeping.swap(false, SeqCst) {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                let one: u64 = 1;
+                // SAFETY: writes 8 bytes from a u64 on this frame to our eventfd. A full
+                // counter (EAGAIN) still leaves the fd readable, which is all that matters.
+                let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            }
+        }
+    }
+
+    /// Worker thread: sleeps until `socket` is readable, `deadline` passes or [`Self::ring`]
+    /// is called. `idle` is checked after announcing the sleep, so work queued before that
+    /// check is seen and work queued after it rings.
+    pub fn sleep(&self, socket: &UdpSocket, deadline: Option<Instant>, idle: impl Fn() -> bool) {
+        self.sleeping.store(true, SeqCst);
+        if !idle() {
+            self.sleeping.store(false, SeqCst);
+            return;
+        }
+        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        if timeout != Some(Duration::ZERO) {
+            self.wait(socket, timeout);
+        }
+        self.sleeping.store(false, SeqCst);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn wait(&self, socket: &UdpSocket, timeout: Option<Duration>) {
+        use std::os::fd::AsRawFd;
+        let mut fds = [
+            libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.eventfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let spec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let spec_ptr = spec.as_ref().map_or(std::ptr::null(), |s| s as *const libc::timespec);
+        // SAFETY: `fds` and `spec` live for the call; a null timeout blocks until an event.
+        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, spec_ptr, std::ptr::null()) };
+        if ready > 0 && fds[1].revents != 0 {
+            let mut count: u64 = 0;
+            // SAFETY: reads 8 bytes into a u64 on this frame from our non-blocking eventfd.
+            let _ = unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn wait(&self, _socket: &UdpSocket, timeout: Option<Duration>) {
+        // The worker's socket has a FALLBACK_NAP read timeout: its next receive waits instead.
+        let _ = timeout;
+    }
+}
