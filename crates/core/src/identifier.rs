@@ -10,12 +10,17 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Which directory cloud an `orgid`-style identifier belongs to.
+/// Which directory cloud an `orgid`-style identifier belongs to. Written lower-case (the
+/// REST spec's values); read in either case, as the Python SDKs send their own enum's
+/// upper-case values (`"PUBLIC"`) inside `microsoftTeamsUser.cloud`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
+    #[serde(alias = "PUBLIC")]
     Public,
+    #[serde(alias = "DOD")]
     Dod,
+    #[serde(alias = "GCCH")]
     Gcch,
 }
 

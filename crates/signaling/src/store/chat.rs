@@ -80,19 +80,24 @@ pub struct ThreadRow {
 
 const THREAD_COLUMNS: &str = "seq, id, topic, created_ms, created_by, last_message_ms, last_message_id, last_seq";
 
-fn row_to_thread(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRow> {
+/// A thread row read from the [`THREAD_COLUMNS`] starting at column `at`.
+fn thread_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ThreadRow> {
     Ok(ThreadRow {
-        seq: r.get(0)?,
+        seq: r.get(at)?,
         thread: ChatThread {
-            id: r.get(1)?,
-            topic: r.get(2)?,
-            created_ms: r.get(3)?,
-            created_by: r.get(4)?,
-            last_message_ms: r.get(5)?,
+            id: r.get(at + 1)?,
+            topic: r.get(at + 2)?,
+            created_ms: r.get(at + 3)?,
+            created_by: r.get(at + 4)?,
+            last_message_ms: r.get(at + 5)?,
         },
-        last_message_id: r.get(6)?,
-        last_seq: r.get(7)?,
+        last_message_id: r.get(at + 6)?,
+        last_seq: r.get(at + 7)?,
     })
+}
+
+fn row_to_thread(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRow> {
+    thread_at(r, 0)
 }
 
 pub fn find_thread(conn: &Connection, id: &str) -> rusqlite::Result<Option<ThreadRow>> {
@@ -133,20 +138,7 @@ pub fn list_threads_of(
         cols = THREAD_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
     ))?;
     stmt.query_map(params![raw_id, key, seq, start_ms.unwrap_or(i64::MIN), limit as i64], |r| {
-        let k: i64 = r.get(0)?;
-        let row = ThreadRow {
-            seq: r.get(1)?,
-            thread: ChatThread {
-                id: r.get(2)?,
-                topic: r.get(3)?,
-                created_ms: r.get(4)?,
-                created_by: r.get(5)?,
-                last_message_ms: r.get(6)?,
-            },
-            last_message_id: r.get(7)?,
-            last_seq: r.get(8)?,
-        };
-        Ok((k, row))
+        Ok((r.get(0)?, thread_at(r, 1)?))
     })?
     .collect()
 }

@@ -73,7 +73,15 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
         ch.at_ms,
     )?;
     db::forget_participant(c, a.row.seq, &ch.raw_id)?;
-    Ok(vec![ChatEvent::participants(&a.row.thread.id, false, &[me.clone()], &me, m.sequence_id, ch.at_ms, &to)])
+    Ok(vec![ChatEvent::participants(
+        &a.row.thread.id,
+        false,
+        std::slice::from_ref(&me),
+        &me,
+        m.sequence_id,
+        ch.at_ms,
+        &to,
+    )])
 }
 
 impl ChatService {
