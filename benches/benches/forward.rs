@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
+use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, TransportSpec, WorkerCounters};
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
 };
 use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
-use palaver_sfu::worker::{Command, RoomId, SrtpKeys, Transmit, TransportSpec, WorkerCore, WorkerCounters};
 use thread_cpu::ThreadCpuTime;
 
 const SSRC: u32 = 0x0102_0304;
@@ -51,11 +52,11 @@ fn keys(n: u32, profile: Profile) -> (Vec<u8>, Vec<u8>) {
     (key, salt)
 }
 
-fn transport(room: RoomId, n: u32, remote: SocketAddr, profile: Profile) -> Command {
+fn transport(room: RouterId, n: u32, remote: SocketAddr, profile: Profile) -> Command {
     let (key, salt) = keys(n, profile);
     Command::AddTransport(Box::new(TransportSpec {
         id: TransportId(n),
-        room,
+        router: room,
         ice_ufrag: format!("u{n}"),
         ice_pwd: format!("p{n}"),
         remote: Some(remote),
@@ -70,14 +71,14 @@ fn transport(room: RoomId, n: u32, remote: SocketAddr, profile: Profile) -> Comm
 }
 
 /// A worker core with one publisher (transport 0) and `subscribers` consumers of its track.
-fn setup(subscribers: u32, video: bool, profile: Profile) -> (WorkerCore, NullTransmit, SrtpContext, SocketAddr) {
+fn setup(subscribers: u32, video: bool, profile: Profile) -> (Engine, NullTransmit, SrtpContext, SocketAddr) {
     let counters = Arc::new(WorkerCounters::default());
-    let mut core = WorkerCore::new(RouterConfig::default(), 1, counters, Arc::new(ArrayQueue::new(64)));
+    let mut core = Engine::new(RouterConfig::default(), 1, counters, Arc::new(ArrayQueue::new(64)));
     let mut tx = NullTransmit { buf: vec![0; 2048], sent: 0 };
     let now = Instant::now();
-    let room = RoomId(1);
+    let room = RouterId(1);
     let publisher: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-    core.apply(now, Command::CreateRoom { room }, &mut tx).unwrap();
+    core.apply(now, Command::CreateRouter { router: room }, &mut tx).unwrap();
     core.apply(now, transport(room, 0, publisher, profile), &mut tx).unwrap();
     let (codec, pt, kind) =
         if video { (Codec::Vp8, 96, TrackKind::Video) } else { (Codec::Opus, 111, TrackKind::Audio) };
@@ -97,7 +98,7 @@ fn setup(subscribers: u32, video: bool, profile: Profile) -> (WorkerCore, NullTr
         }],
         extensions: ExtensionMap { audio_level: if video { 0 } else { 1 }, ..Default::default() },
     };
-    core.apply(now, Command::AddProducer { room, spec }, &mut tx).unwrap();
+    core.apply(now, Command::AddProducer { router: room, spec }, &mut tx).unwrap();
     for n in 1..=subscribers {
         let addr = SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 6000));
         core.apply(now, transport(room, n, addr, profile), &mut tx).unwrap();
@@ -110,7 +111,7 @@ fn setup(subscribers: u32, video: bool, profile: Profile) -> (WorkerCore, NullTr
             paused: false,
             max_height: u16::MAX,
         };
-        core.apply(now, Command::AddConsumer { room, spec }, &mut tx).unwrap();
+        core.apply(now, Command::AddConsumer { router: room, spec }, &mut tx).unwrap();
     }
     let (key, salt) = keys(0, profile);
     let client = SrtpContext::new(profile, &key, &salt).unwrap();

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use crossbeam_queue::ArrayQueue;
+use palaver_sfu::engine::{Command, Engine, MixOutputSpec, RouterId, Transmit, TransportSpec, WorkerCounters};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
 use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
+use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
-use palaver_sfu::worker::{
-    Command, MixOutputSpec, RoomId, SrtpKeys, Transmit, TransportSpec, WorkerCore, WorkerCounters,
-};
 
 #[path = "support/opus_frames.rs"]
 mod opus_frames;
@@ -57,7 +56,7 @@ fn packet(voice: &[Vec<u8>], quiet: &[Vec<u8>], i: usize, tick: u64, out: &mut [
 
 /// A worker with one room of `n` SRTP participants, all publishing and receiving the mix.
 struct WorkerRoom {
-    core: WorkerCore,
+    core: Engine,
     tx: Discard,
     clients: Vec<(SrtpContext, SocketAddr)>,
     voice: Vec<Vec<u8>>,
@@ -70,11 +69,11 @@ struct WorkerRoom {
 impl WorkerRoom {
     fn new(n: usize, voice: &[Vec<u8>], quiet: &[Vec<u8>]) -> Self {
         let events = Arc::new(ArrayQueue::new(1024));
-        let mut core = WorkerCore::new(RouterConfig::default(), 1, Arc::new(WorkerCounters::default()), events);
+        let mut core = Engine::new(RouterConfig::default(), 1, Arc::new(WorkerCounters::default()), events);
         let mut tx = Discard { buf: vec![0; 2048], sent: 0 };
         let t0 = Instant::now();
-        let room = RoomId(1);
-        core.apply(t0, Command::CreateRoom { room }, &mut tx).unwrap();
+        let room = RouterId(1);
+        core.apply(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
         let profile = Profile::Aes128CmHmacSha1_80;
         let mut clients = Vec::new();
         for i in 0..n {
@@ -91,7 +90,7 @@ impl WorkerRoom {
             };
             let spec = TransportSpec {
                 id: transport,
-                room,
+                router: room,
                 ice_ufrag: format!("u{i}"),
                 ice_pwd: format!("p{i}"),
                 remote: Some(addr),
@@ -101,8 +100,8 @@ impl WorkerRoom {
             let output = Some(MixOutputSpec { ssrc: 0x9000 + i as u32, payload_type: OPUS });
             for command in [
                 Command::AddTransport(Box::new(spec)),
-                Command::AddProducer { room, spec: producer },
-                Command::SetMixOutput { room, transport, output },
+                Command::AddProducer { router: room, spec: producer },
+                Command::SetMixOutput { router: room, transport, output },
             ] {
                 core.apply(t0, command, &mut tx).unwrap();
             }

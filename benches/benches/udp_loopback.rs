@@ -28,7 +28,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use palaver_sfu::worker::{SendBatch, Transmit};
+use palaver_sfu::engine::Transmit;
+use palaver_sfu::net::SendBatch;
 use thread_cpu::{ThreadCpuTime, thread_cpu_ns};
 
 const PAYLOAD: usize = 100;

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use palaver_sfu::engine::{DropReason, EngineEvent, RouterId};
+use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::rtp::RtpHeader;
 use palaver_sfu::srtp::Profile;
-use palaver_sfu::worker::stun::write_binding_request;
-use palaver_sfu::worker::{DropReason, RoomId, WorkerConfig, WorkerEvent, WorkerPool};
+use palaver_sfu::webrtc::stun::write_binding_request;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const REAL_PACKETS: u16 = 2_000;
@@ -33,7 +34,7 @@ fn junk_flood_causes_no_loss_for_the_real_stream() {
     let pool = WorkerPool::start(config).unwrap();
     let worker = &pool.workers()[0];
     let server = worker.local_addr;
-    let room = RoomId(1);
+    let room = RouterId(1);
 
     let publisher_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let subscriber_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -59,7 +60,7 @@ fn junk_flood_causes_no_loss_for_the_real_stream() {
     assert_eq!(from, server);
     assert_eq!((&buf[..2], &buf[8..20]), (&[0x01, 0x01][..], &[9; 12][..]), "binding success ({n} bytes)");
     wait_for("connected event", Duration::from_secs(2), || {
-        matches!(worker.try_event(), Some(WorkerEvent::TransportConnected { .. }))
+        matches!(worker.try_event(), Some(EngineEvent::TransportConnected { .. }))
     });
 
     // The attackers: a stranger and the publisher's own address, each sending junk.

@@ -11,10 +11,10 @@ mod common;
 mod counting_alloc;
 
 use opus::{Application, Bitrate, Channels, Encoder};
+use palaver_sfu::engine::{Command, Engine, MixOutputSpec, RouterId, Transmit, WorkerCounters};
 use palaver_sfu::mixer::{MixOutputs, Mixer, MixerConfig, MixerInput, RtpAudioIn};
 use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig};
 use palaver_sfu::srtp::Profile;
-use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, Transmit, WorkerCore, WorkerCounters};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
@@ -130,10 +130,10 @@ impl Transmit for CountingTransmit {
 fn the_worker_mixing_path_does_not_allocate() {
     let voice = frames(true, 50);
     let quiet = frames(false, 50);
-    let room = RoomId(5);
+    let room = RouterId(5);
     let counters = std::sync::Arc::new(WorkerCounters::default());
     let events = std::sync::Arc::new(crossbeam_queue::ArrayQueue::new(64));
-    let mut core = WorkerCore::new(RouterConfig::default(), 1, counters.clone(), events.clone());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone(), events.clone());
     let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
     let t0 = Instant::now();
     let mut peers: Vec<(common::Peer, std::net::SocketAddr)> = (1..=5u32)
@@ -141,22 +141,22 @@ fn the_worker_mixing_path_does_not_allocate() {
             (common::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
         })
         .collect();
-    core.apply(t0, Command::CreateRoom { room }, &mut tx).unwrap();
+    core.apply(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
     for (peer, addr) in &peers {
         let n = peer.transport.0;
         let producer = ProducerSpec::opus(ProducerId(n), peer.transport, common::OPUS, 0xA000 + n, 1);
         let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: common::OPUS });
         for command in [
             peer.add_transport(room, Some(*addr)),
-            Command::AddProducer { room, spec: producer },
-            Command::SetMixOutput { room, transport: peer.transport, output },
+            Command::AddProducer { router: room, spec: producer },
+            Command::SetMixOutput { router: room, transport: peer.transport, output },
         ] {
             core.apply(t0, command, &mut tx).unwrap();
         }
     }
     let mut plain = [0u8; 1500];
     let mut wire = [0u8; 1600];
-    let mut step = |tick: u64, core: &mut WorkerCore, tx: &mut CountingTransmit| {
+    let mut step = |tick: u64, core: &mut Engine, tx: &mut CountingTransmit| {
         let base = t0 + Duration::from_millis(tick * 20);
         for (i, (peer, addr)) in peers.iter_mut().enumerate() {
             let on = talking(i, tick);

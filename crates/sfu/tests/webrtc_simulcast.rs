@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use palaver_sfu::engine::{Command, RouterId, WebRtcTransportSpec};
+use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, EXT_MID, EXT_RID, Offer, write_answer};
-use palaver_sfu::worker::{Command, RoomId, WebRtcTransportSpec, WorkerConfig, WorkerPool};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -31,7 +32,7 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-const ROOM: RoomId = RoomId(1);
+const ROOM: RouterId = RouterId(1);
 const PUBLISHER: TransportId = TransportId(1);
 const SUBSCRIBER: TransportId = TransportId(2);
 const PRODUCER: ProducerId = ProducerId(10);
@@ -122,7 +123,7 @@ fn answer(offer: &Offer, identity: &DtlsIdentity, pool: &WorkerPool, n: u32, sen
 fn transport(id: TransportId, n: u32, offer: &Offer, identity: &DtlsIdentity) -> Command {
     Command::AddWebRtcTransport(Box::new(WebRtcTransportSpec {
         id,
-        room: ROOM,
+        router: ROOM,
         ice_ufrag: format!("ufrag{n}"),
         ice_pwd: format!("a-long-enough-ice-password-{n}"),
         dtls: identity.clone(),
@@ -328,7 +329,7 @@ async fn connect_publisher(pool: &WorkerPool, identity: &DtlsIdentity) -> (Peer,
         layers,
         extensions: video.extension_map(),
     };
-    worker.send(Command::AddProducer { room: ROOM, spec }).unwrap();
+    worker.send(Command::AddProducer { router: ROOM, spec }).unwrap();
     let answer_sdp = answer(&offer, identity, pool, 1, &[None]);
     peer.pc
         .set_remote_description(RTCSessionDescription::answer(answer_sdp.clone()).unwrap())
@@ -361,7 +362,7 @@ async fn connect_subscriber(pool: &WorkerPool, identity: &DtlsIdentity) -> Peer 
         paused: false,
         max_height: 1080,
     };
-    worker.send(Command::AddConsumer { room: ROOM, spec }).unwrap();
+    worker.send(Command::AddConsumer { router: ROOM, spec }).unwrap();
     let send = [Some(AnswerTrack {
         ssrc: SUBSCRIBER_SSRC,
         stream_id: "palaver-video".into(),
@@ -440,7 +441,7 @@ async fn webrtc_rs_simulcast_switches_layers_on_keyframes_with_continuous_sequen
     let pool = WorkerPool::start(config).expect("worker pool");
     let worker = &pool.workers()[0];
     let identity = DtlsIdentity::generate_server().expect("server DTLS identity");
-    worker.send(Command::CreateRoom { room: ROOM }).unwrap();
+    worker.send(Command::CreateRouter { router: ROOM }).unwrap();
     let (mut publisher, published) = connect_publisher(&pool, &identity).await;
     let mut subscriber = connect_subscriber(&pool, &identity).await;
     wait_connected(&mut publisher, "publisher").await;
@@ -467,7 +468,7 @@ async fn webrtc_rs_simulcast_switches_layers_on_keyframes_with_continuous_sequen
     for (max_height, layer) in [(400u16, 1usize), (200, 0), (1080, 2)] {
         tokio::time::sleep(Duration::from_millis(700)).await; // let the current layer run
         let issued_at_frame = frame_counter.load(Ordering::Relaxed);
-        worker.send(Command::SetConsumerMaxHeight { room: ROOM, consumer: CONSUMER, max_height }).unwrap();
+        worker.send(Command::SetConsumerMaxHeight { router: ROOM, consumer: CONSUMER, max_height }).unwrap();
         commands.push((layer, issued_at_frame));
         let switched = wait_for_layer(&mut received, &mut log, layer, Duration::from_secs(5)).await;
         assert!(switched, "no switch to layer {} within 5 s of max_height {max_height}", RIDS[layer]);

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use crossbeam_queue::ArrayQueue;
+use palaver_sfu::engine::{Engine, RouterId, Transmit, WorkerCounters};
+use palaver_sfu::net::SendBatch;
 use palaver_sfu::router::RouterConfig;
 use palaver_sfu::rtp::rtcp::write_nack;
 use palaver_sfu::srtp::Profile;
-use palaver_sfu::worker::{RoomId, SendBatch, Transmit, WorkerCore, WorkerCounters};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
@@ -57,10 +58,10 @@ fn forwarding_100k_packets_allocates_nothing() {
 }
 
 fn run(profile: Profile) {
-    let room = RoomId(9);
+    let room = RouterId(9);
     let counters = Arc::new(WorkerCounters::default());
     let events = Arc::new(ArrayQueue::new(16));
-    let mut core = WorkerCore::new(RouterConfig::default(), 1, counters.clone(), events);
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone(), events);
     let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, sender_reports: 0, receiver_reports: 0 };
     let mut now = Instant::now();
     let mut publisher = Peer::new(1, profile);
@@ -81,7 +82,7 @@ fn run(profile: Profile) {
     let mut wire = [0u8; 1600];
     let mut nack = [0u8; 64];
     let mut rtcp_wire = [0u8; 128];
-    let mut step = |i: u32, now: Instant, core: &mut WorkerCore, tx: &mut CountingTransmit| {
+    let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
         let seq = (i / 2) as u16;
         let len = if i.is_multiple_of(2) {
             write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaSlot, MediaTrack, SlotSubscription};
+use palaver_sfu::engine::{Command, EngineEvent, MixOutputSpec, RouterId, WebRtcTransportSpec};
+use palaver_sfu::net::WorkerPool;
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId,
 };
@@ -26,7 +28,6 @@ use palaver_sfu::rtp::Codec;
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
-use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
 use rand::Rng;
@@ -55,7 +56,7 @@ struct Participant {
 }
 
 struct Room {
-    id: RoomId,
+    id: RouterId,
     worker: usize,
     participants: HashMap<String, Participant>,
     next_join: u64,
@@ -161,11 +162,11 @@ impl WebRtcMedia {
                 }
                 let mut speakers = Vec::new();
                 media.pool.drain_events(|worker, event| match event {
-                    WorkerEvent::ActiveSpeakers { room, speakers: ids } => speakers.push((room, ids)),
-                    WorkerEvent::TransportConnected { transport, remote } => {
+                    EngineEvent::ActiveSpeakers { router: room, speakers: ids } => speakers.push((room, ids)),
+                    EngineEvent::TransportConnected { transport, remote } => {
                         tracing::info!(worker, transport = transport.0, %remote, "media transport connected")
                     }
-                    WorkerEvent::CommandFailed { command, error } => {
+                    EngineEvent::CommandFailed { command, error } => {
                         tracing::warn!(worker, command, %error, "media command failed")
                     }
                 });
@@ -180,7 +181,7 @@ impl WebRtcMedia {
         })
     }
 
-    fn speaker_names(&self, room: RoomId, ids: &[Option<TransportId>; 3]) -> Option<(String, Vec<String>)> {
+    fn speaker_names(&self, room: RouterId, ids: &[Option<TransportId>; 3]) -> Option<(String, Vec<String>)> {
         let state = self.state.lock().ok()?;
         let (conversation, r) = state.rooms.iter().find(|(_, r)| r.id == room)?;
         let names = ids
@@ -198,9 +199,9 @@ impl WebRtcMedia {
         let state = &mut *guard;
         if !state.rooms.contains_key(&session.conversation_id) {
             state.next_room += 1;
-            let id = RoomId(state.next_room);
-            let worker = self.pool.worker_for_room(id).index;
-            self.send(worker, Command::CreateRoom { room: id })?;
+            let id = RouterId(state.next_room);
+            let worker = self.pool.worker_for_router(id).index;
+            self.send(worker, Command::CreateRouter { router: id })?;
             state.rooms.insert(
                 session.conversation_id.clone(),
                 Room {
@@ -303,7 +304,7 @@ impl WebRtcMedia {
             worker,
             Command::AddWebRtcTransport(Box::new(WebRtcTransportSpec {
                 id: transport,
-                room: room_id,
+                router: room_id,
                 ice_ufrag: ice_ufrag.clone(),
                 ice_pwd: ice_pwd.clone(),
                 dtls: self.identity.clone(),
@@ -311,7 +312,7 @@ impl WebRtcMedia {
             })),
         )?;
         for spec in producer_specs {
-            self.send(worker, Command::AddProducer { room: room_id, spec })?;
+            self.send(worker, Command::AddProducer { router: room_id, spec })?;
         }
         if let Some(command) = mix_output(room_id, transport, &slots, mix_pt.flatten()) {
             self.send(worker, command)?;
@@ -343,9 +344,9 @@ impl WebRtcMedia {
     fn apply(&self, conversation: &str, room: &Room, plan: Plan) -> Result<(), MediaError> {
         for command in plan.commands {
             let numbering = match &command {
-                Command::AddConsumer { room, spec } => self.numberings.lock().ok().and_then(|n| {
+                Command::AddConsumer { router: room, spec } => self.numberings.lock().ok().and_then(|n| {
                     let numbering = n.get(&spec.ssrc)?.clone();
-                    Some(Command::SetConsumerNumbering { room: *room, consumer: spec.id, numbering })
+                    Some(Command::SetConsumerNumbering { router: *room, consumer: spec.id, numbering })
                 }),
                 _ => None,
             };
@@ -408,7 +409,7 @@ impl WebRtcMedia {
         // Removes the transport's producers and consumers too.
         let _ = self.send(worker, Command::RemoveTransport { transport: gone.transport });
         if room.participants.is_empty() {
-            let _ = self.send(worker, Command::CloseRoom { room: room_id });
+            let _ = self.send(worker, Command::CloseRouter { router: room_id });
             state.rooms.remove(&session.conversation_id);
         }
     }
@@ -426,10 +427,10 @@ impl WebRtcMedia {
             let room_id = room.id;
             let mut commands = Vec::new();
             if let Some(paused) = wish.paused {
-                commands.push(Command::SetConsumerPaused { room: room_id, consumer, paused });
+                commands.push(Command::SetConsumerPaused { router: room_id, consumer, paused });
             }
             if let Some(max_height) = wish.max_height {
-                commands.push(Command::SetConsumerMaxHeight { room: room_id, consumer, max_height });
+                commands.push(Command::SetConsumerMaxHeight { router: room_id, consumer, max_height });
             }
             for command in commands {
                 if let Err(e) = self.send(room.worker, command) {
@@ -464,10 +465,10 @@ impl WebRtcMedia {
 /// The command that makes the room mix flow to a participant: on its first audio receive slot
 /// (that slot's SSRC), with the Opus payload type it negotiated (111 when unknown). `None`
 /// when it receives no audio.
-fn mix_output(room: RoomId, transport: TransportId, slots: &[Slot], opus_pt: Option<u8>) -> Option<Command> {
+fn mix_output(room: RouterId, transport: TransportId, slots: &[Slot], opus_pt: Option<u8>) -> Option<Command> {
     let slot = slots.iter().find(|s| s.kind == TrackKind::Audio)?;
     let output = MixOutputSpec { ssrc: slot.ssrc, payload_type: opus_pt.unwrap_or(111) };
-    Some(Command::SetMixOutput { room, transport, output: Some(output) })
+    Some(Command::SetMixOutput { router: room, transport, output: Some(output) })
 }
 
 /// Worker commands and `media.slots` frames that carry out a slot plan.
@@ -527,18 +528,18 @@ fn plan_slots(room: &mut Room, sharing: Option<&str>, fresh: Option<&str>, next_
                         paused: false,
                         max_height: 1080,
                     };
-                    plan.commands.push(Command::AddConsumer { room: room_id, spec });
+                    plan.commands.push(Command::AddConsumer { router: room_id, spec });
                 }
                 SlotAction::Repoint { slot, producer } => {
                     let s = &mut participant.slots[slot];
                     if let Some((consumer, _)) = s.consumer {
                         s.consumer = Some((consumer, producer));
-                        plan.commands.push(Command::RepointConsumer { room: room_id, consumer, producer });
+                        plan.commands.push(Command::RepointConsumer { router: room_id, consumer, producer });
                     }
                 }
                 SlotAction::Empty { slot } => {
                     if let Some((consumer, _)) = participant.slots[slot].consumer.take() {
-                        plan.commands.push(Command::RemoveConsumer { room: room_id, consumer });
+                        plan.commands.push(Command::RemoveConsumer { router: room_id, consumer });
                     }
                 }
             }
@@ -564,7 +565,7 @@ fn plan_slots(room: &mut Room, sharing: Option<&str>, fresh: Option<&str>, next_
 /// The workers' counters summed into the metrics crate's snapshot (read at scrape time).
 pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
     use palaver_metrics::prom::DropReason as Metric;
-    use palaver_sfu::worker::DropReason as Worker;
+    use palaver_sfu::engine::DropReason as Worker;
     let c = pool.counters();
     let mut dropped = [0u64; 6];
     let groups: [(Metric, &[Worker]); 4] = [
@@ -606,18 +607,18 @@ pub fn media_snapshot(pool: &WorkerPool) -> palaver_metrics::MediaSnapshot {
         jitter_seconds: c.reception.jitter_seconds(),
         rtt_seconds: c.reception.rtt_seconds(),
         forwarding_latency: forwarding_latency(&c.forwarding_latency),
-        mixer_tick: histogram(&c.mixer_tick, &palaver_sfu::worker::MIXER_TICK_BOUNDS_NS),
+        mixer_tick: histogram(&c.mixer_tick, &palaver_sfu::engine::MIXER_TICK_BOUNDS_NS),
         mixer_overruns: c.mixer_overruns,
     }
 }
 
 /// The workers' forwarding-latency buckets as the metrics crate's histogram (same bounds).
-fn forwarding_latency(h: &palaver_sfu::worker::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
-    histogram(h, &palaver_sfu::worker::LATENCY_BOUNDS_NS)
+fn forwarding_latency(h: &palaver_sfu::engine::LatencySnapshot) -> palaver_metrics::prom::HistogramSnapshot {
+    histogram(h, &palaver_sfu::engine::LATENCY_BOUNDS_NS)
 }
 
 /// Worker histogram buckets (upper bounds `bounds_ns`) as the metrics crate's histogram.
-fn histogram(h: &palaver_sfu::worker::LatencySnapshot, bounds_ns: &[u64]) -> palaver_metrics::prom::HistogramSnapshot {
+fn histogram(h: &palaver_sfu::engine::LatencySnapshot, bounds_ns: &[u64]) -> palaver_metrics::prom::HistogramSnapshot {
     palaver_metrics::prom::HistogramSnapshot {
         upper_bounds_seconds: bounds_ns.iter().map(|ns| *ns as f64 / 1e9).collect(),
         cumulative_counts: h.cumulative().to_vec(),
@@ -665,7 +666,7 @@ impl MediaNegotiator for WebRtcMedia {
 mod tests {
     use super::forwarding_latency;
     use palaver_metrics::prom::media::FORWARDING_LATENCY_BOUNDS;
-    use palaver_sfu::worker::{LATENCY_BOUNDS_NS, LatencyHistogram};
+    use palaver_sfu::engine::{LATENCY_BOUNDS_NS, LatencyHistogram};
 
     #[test]
     fn worker_latency_buckets_match_the_exported_bounds() {
@@ -678,21 +679,23 @@ mod tests {
     fn mixer_tick_buckets_match_the_exported_bounds() {
         use palaver_metrics::prom::media::MIXER_TICK_BOUNDS;
         let exported: Vec<u64> = MIXER_TICK_BOUNDS.iter().map(|s| (s * 1e9).round() as u64).collect();
-        assert_eq!(palaver_sfu::worker::MIXER_TICK_BOUNDS_NS.to_vec(), exported);
+        assert_eq!(palaver_sfu::engine::MIXER_TICK_BOUNDS_NS.to_vec(), exported);
     }
 
     #[test]
     fn the_first_audio_slot_carries_the_mix() {
         use super::{Slot, mix_output};
+        use palaver_sfu::engine::{Command, MixOutputSpec, RouterId};
         use palaver_sfu::router::{TrackKind, TransportId};
-        use palaver_sfu::worker::{Command, MixOutputSpec, RoomId};
         let slot = |kind, ssrc| Slot { mid: String::new(), kind, ssrc, consumer: None };
         let slots = [slot(TrackKind::Video, 1), slot(TrackKind::Audio, 2), slot(TrackKind::Audio, 3)];
-        let command = mix_output(RoomId(4), TransportId(5), &slots, Some(109));
+        let command = mix_output(RouterId(4), TransportId(5), &slots, Some(109));
         let expected = Some(MixOutputSpec { ssrc: 2, payload_type: 109 });
-        assert!(matches!(command, Some(Command::SetMixOutput { room: RoomId(4), transport: TransportId(5), output })
-            if output == expected));
-        assert!(mix_output(RoomId(4), TransportId(5), &slots[..1], Some(109)).is_none());
+        assert!(
+            matches!(command, Some(Command::SetMixOutput { router: RouterId(4), transport: TransportId(5), output })
+            if output == expected)
+        );
+        assert!(mix_output(RouterId(4), TransportId(5), &slots[..1], Some(109)).is_none());
     }
 
     #[test]

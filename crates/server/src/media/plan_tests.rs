@@ -4,8 +4,8 @@
 
 use super::super::{Participant, Plan, Producer, Room, Slot, plan_slots};
 use palaver_core::protocol::{MediaSlot, SlotKind};
+use palaver_sfu::engine::{Command, RouterId};
 use palaver_sfu::router::{ProducerId, TrackKind, TransportId};
-use palaver_sfu::worker::{Command, RoomId};
 use std::collections::HashMap;
 
 /// Participant `n` (1-based) publishes camera `n*10+1` and screen `n*10+2`; its slots are
@@ -32,7 +32,7 @@ fn slot(mid: &str, kind: TrackKind, ssrc: u32) -> Slot {
 
 fn room(people: Vec<(&str, Participant)>) -> Room {
     let participants = people.into_iter().map(|(name, p)| (name.to_owned(), p)).collect();
-    Room { id: RoomId(1), worker: 0, participants, next_join: 9, spoke: HashMap::new(), speaker_round: 0 }
+    Room { id: RouterId(1), worker: 0, participants, next_join: 9, spoke: HashMap::new(), speaker_round: 0 }
 }
 
 fn frame<'a>(plan: &'a Plan, who: &str) -> Option<&'a Vec<MediaSlot>> {

@@ -9,9 +9,10 @@ use super::{Participant, Producer, Room, Slot, WebRtcMedia, mix_output, plan_slo
 use crate::quic::paths::{QuicPaths, Route};
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup, group_sent_tracks};
+use palaver_sfu::engine::{Command, RouterId};
+use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink};
 use palaver_sfu::router::{LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::{Codec, ExtensionMap, ShortId};
-use palaver_sfu::worker::{Command, DEFAULT_EGRESS_CAPACITY, DatagramLink, RoomId};
 use palaver_signaling::gateway::{MediaError, MediaPathId, MediaSession};
 use rand::Rng;
 use std::collections::HashMap;
@@ -138,9 +139,9 @@ impl WebRtcMedia {
             return Ok(());
         }
         state.next_room += 1;
-        let id = RoomId(state.next_room);
-        let worker = self.pool.worker_for_room(id).index;
-        self.send(worker, Command::CreateRoom { room: id })?;
+        let id = RouterId(state.next_room);
+        let worker = self.pool.worker_for_router(id).index;
+        self.send(worker, Command::CreateRouter { router: id })?;
         let room =
             Room { id, worker, participants: HashMap::new(), next_join: 0, spoke: HashMap::new(), speaker_round: 0 };
         state.rooms.insert(conversation.to_owned(), room);
@@ -191,10 +192,10 @@ impl WebRtcMedia {
         let answer = attached_tracks(&slots, audio_pt, vp8_pt);
         let room = state.rooms.get_mut(&session.conversation_id).expect("room ensured above");
         let (room_id, worker) = (room.id, room.worker);
-        let link = DatagramLink::new(DEFAULT_EGRESS_CAPACITY);
-        self.send(worker, Command::AddQueueTransport { id: transport, room: room_id, link: link.clone() })?;
+        let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
+        self.send(worker, Command::AddDirectTransport { id: transport, router: room_id, link: link.clone() })?;
         for spec in specs {
-            self.send(worker, Command::AddProducer { room: room_id, spec })?;
+            self.send(worker, Command::AddProducer { router: room_id, spec })?;
         }
         if let Some(command) = mix_output(room_id, transport, &slots, Some(audio_pt)) {
             self.send(worker, command)?;

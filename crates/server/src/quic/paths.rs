@@ -2,8 +2,8 @@
 //! its path when it authenticates; `media.attach` (the media negotiator) points the path at a
 //! worker's queue transport ([`Route`]); the connection's datagram pumps follow the route.
 
+use palaver_sfu::net::{DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
-use palaver_sfu::worker::{DatagramLink, WorkerPool};
 use palaver_signaling::gateway::MediaPathId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ pub struct Route {
     pub pool: Arc<WorkerPool>,
     pub worker: usize,
     pub transport: TransportId,
-    pub link: Arc<DatagramLink>,
+    pub link: Arc<DirectLink>,
 }
 
 /// One connection's datagram path.
@@ -101,8 +101,8 @@ mod tests {
         let (b, _) = paths.register();
         assert_ne!(a, b);
         assert!(path.route().is_none());
-        let link = DatagramLink::new(4);
-        let config = palaver_sfu::worker::WorkerConfig { workers: 1, ..Default::default() };
+        let link = DirectLink::new(4);
+        let config = palaver_sfu::net::WorkerConfig { workers: 1, ..Default::default() };
         let pool = Arc::new(WorkerPool::start(config).expect("one loopback worker"));
         path.set_route(Some(Route { pool, worker: 0, transport: TransportId(7), link }));
         assert_eq!(paths.get(a).and_then(|p| p.route()).map(|r| r.transport), Some(TransportId(7)));

@@ -10,13 +10,14 @@
 //!
 //! Layout: [`jitter`] (adaptive jitter buffer), [`talker`] (selection with hysteresis),
 //! [`limiter`] (32-bit accumulation, fades, soft limiter), [`codec`] (libopus set-up),
-//! [`opus_toc`] (packet inspection without decoding), [`engine`] (the `Mixer` itself),
+//! [`opus_toc`] (packet inspection without decoding), [`mixer`] (the `Mixer` itself),
 //! [`ogg`] (Ogg Opus writer/reader for the recording tap).
 
 pub mod codec;
-pub mod engine;
 pub mod jitter;
 pub mod limiter;
+#[allow(clippy::module_inception)]
+pub mod mixer;
 pub mod ogg;
 pub mod opus_toc;
 pub mod talker;
@@ -25,8 +26,8 @@ pub mod talker;
 pub(crate) mod tests;
 
 pub use codec::{CodecError, EncoderSettings, OutputChannels};
-pub use engine::{MixMode, Mixer, MixerStats, ParticipantStats};
 pub use jitter::{AudioLevel, JitterConfig, JitterStats, PacketDrop};
+pub use mixer::{MixMode, Mixer, MixerStats, ParticipantStats};
 pub use ogg::{OggError, OggOpusReader, OggOpusWriter};
 pub use opus_toc::{FRAME_SAMPLES, TocError};
 pub use talker::TalkerConfig;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::layers::Layer;
-use super::room::Router;
+use super::router::Router;
 use super::{Remap, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TrackKind, TransportId};
 use crate::rtp::rtcp::{Compound, ReportBlock, RtcpPacket, write_pli};
 use crate::rtp::{Extensions, RtpHeader};

@@ -1,14 +1,15 @@
-//! A room's packet routing (mediasoup's vocabulary): producers are incoming tracks (audio,
+//! One conversation's packet routing (mediasoup's vocabulary): producers are incoming tracks (audio,
 //! video, screen; simulcast layers by rid or SSRC), consumers are one subscriber's copy of a
 //! producer. The [`Router`] is sans-IO: it is fed plaintext RTP/RTCP with the current time and
-//! answers through a [`RouterOutput`] with what to send where, so the worker shell owns all
+//! answers through a [`RouterOutput`] with what to send where, so the engine owns all
 //! buffers, crypto and sockets.
 //!
 //! Per consumer it rewrites SSRC/sequence/timestamp (seamless layer and publisher switches),
 //! picks a simulcast layer from the requested size and a bandwidth estimate (REMB or TWCC),
 //! switches only on a keyframe of the target layer, relays PLI/FIR to the publisher with a
 //! rate limit, answers NACKs from a per-layer packet cache (RTX when negotiated), pauses
-//! unsubscribed tracks, and reports the active speaker at most every 300 ms.
+//! unsubscribed tracks, and sends and answers RTCP reports. Audio levels are not judged here:
+//! active speakers come from the mixer (see `engine::RouterMix`).
 
 mod bandwidth;
 mod feedback;
@@ -18,8 +19,8 @@ mod packet_cache;
 mod remap;
 mod reports;
 mod rewriter;
-mod room;
-mod speaker;
+#[allow(clippy::module_inception)]
+mod router;
 mod upstream;
 
 pub use bandwidth::TwccEstimator;
@@ -27,8 +28,7 @@ pub use ids::{ConsumerId, FastMap, ProducerId, TransportId};
 pub use packet_cache::PacketCache;
 pub use remap::{Numbering, Remap, rewrite_extension_ids};
 pub use reports::{CNAME, WallClock};
-pub use room::{Router, RouterError};
-pub use speaker::SpeakerDetector;
+pub use router::{Router, RouterError};
 
 use std::time::Duration;
 
@@ -114,8 +114,6 @@ pub struct ConsumerSpec {
 pub struct RouterConfig {
     /// Minimum time between keyframe requests sent to one publisher layer.
     pub keyframe_request_interval: Duration,
-    /// Minimum time between active-speaker reports.
-    pub speaker_report_interval: Duration,
     /// Packet cache slots per video layer (answers NACKs for about this many packets).
     pub video_cache_packets: usize,
     /// A layer with no packet for this long is considered stopped.
@@ -134,7 +132,6 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             keyframe_request_interval: Duration::from_millis(300),
-            speaker_report_interval: Duration::from_millis(300),
             video_cache_packets: 512,
             layer_timeout: Duration::from_secs(2),
             max_nack_resends: 64,
@@ -159,13 +156,6 @@ pub struct RtpRewrite<'a> {
     pub payload_type: Option<u8>,
     /// Publisher → subscriber extension ids when they differ ([`Remap`]; 0 strips).
     pub extension_ids: Option<&'a [u8; 256]>,
-}
-
-/// Things the router reports to the control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouterEvent {
-    /// The loudest current talkers (dominant first), at most every `speaker_report_interval`.
-    ActiveSpeakers { speakers: [Option<TransportId>; 3] },
 }
 
 /// Countable things the router saw (the worker turns them into atomic counters).
@@ -201,7 +191,6 @@ pub trait RouterOutput {
     fn forward_rtp(&mut self, to: TransportId, packet: &[u8], rewrite: &RtpRewrite<'_>);
     /// Send a plaintext RTCP packet the router composed to `to`.
     fn send_rtcp(&mut self, to: TransportId, packet: &[u8]);
-    fn event(&mut self, event: RouterEvent);
     fn note(&mut self, note: RouterNote);
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::room::Router;
+use super::router::Router;
 use super::{RouterConfig, RouterNote, RouterOutput, TrackKind, TransportId};
 use crate::rtp::rtcp::{
     MAX_REPORT_BLOCKS, ReportBlock, SenderInfo, compact_from_nanos, nanos_from_compact, ntp_compact, ntp_duration,

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::room::{Route, Router};
+use super::router::{Route, Router};
 use super::{RouterOutput, TrackKind, TransportId};
 use crate::rtp::packet::{self, RtpHeader};
 use crate::rtp::rtcp::write_nack;

@@ -12,10 +12,12 @@ mod gcm;
 mod gcm_ni;
 mod hmac_sha1;
 mod kdf;
+mod keys;
 mod replay;
 
 pub use context::SrtpContext;
 pub use kdf::derive_session_key;
+pub use keys::SrtpKeys;
 pub use replay::{ReplayWindow, RtpIndexEstimator};
 
 /// Which AES-128-GCM implementation a context uses for AEAD_AES_128_GCM. Both are compiled in;

@@ -16,8 +16,7 @@ use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use sha2::{Digest, Sha256};
 
-use crate::srtp::Profile;
-use crate::worker::SrtpKeys;
+use crate::srtp::{Profile, SrtpKeys};
 
 /// Why the DTLS layer refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,10 +1,8 @@
-//! The WebRTC endpoint for browsers: SDP offer parsing and answer writing ([`sdp`]) and the
-//! DTLS-SRTP server side ([`dtls`]). ICE-lite STUN is answered by the worker
-//! (`worker::stun`); DTLS datagrams reach [`dtls::DtlsSession`] through the worker core,
-//! which installs the exported SRTP keys into the transport.
+//! The WebRTC endpoint for browsers: SDP offer parsing and answer writing ([`sdp`]), ICE-lite
+//! STUN binding checks ([`stun`]) and the DTLS-SRTP server side ([`dtls`]). The engine answers
+//! STUN and feeds DTLS datagrams to [`dtls::DtlsSession`], which yields the transport's
+//! [`SrtpKeys`](crate::srtp::SrtpKeys).
 
 pub mod dtls;
 pub mod sdp;
-
-#[cfg(test)]
-mod worker_tests;
+pub mod stun;

@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 
+use palaver_sfu::engine::{Command, RouterId, TransportSpec};
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
-use palaver_sfu::worker::{Command, RoomId, SrtpKeys, TransportSpec};
 
 pub const OPUS: u8 = 111;
 pub const VP8: u8 = 96;
@@ -48,10 +49,10 @@ impl Peer {
         }
     }
 
-    pub fn add_transport(&self, room: RoomId, remote: Option<SocketAddr>) -> Command {
+    pub fn add_transport(&self, room: RouterId, remote: Option<SocketAddr>) -> Command {
         Command::AddTransport(Box::new(TransportSpec {
             id: self.transport,
-            room,
+            router: room,
             ice_ufrag: self.ufrag.clone(),
             ice_pwd: self.pwd.clone(),
             remote,
@@ -94,16 +95,16 @@ pub fn write_rtp(out: &mut [u8], ssrc: u32, pt: u8, seq: u16, ts: u32, payload_l
 
 /// Commands that create a room with one publisher (audio + VP8 video) and `subscribers`
 /// consuming both tracks.
-pub fn room_commands(room: RoomId, publisher: &Peer, publisher_addr: Option<SocketAddr>) -> Vec<Command> {
+pub fn room_commands(room: RouterId, publisher: &Peer, publisher_addr: Option<SocketAddr>) -> Vec<Command> {
     vec![
-        Command::CreateRoom { room },
+        Command::CreateRouter { router: room },
         publisher.add_transport(room, publisher_addr),
         Command::AddProducer {
-            room,
+            router: room,
             spec: ProducerSpec::opus(ProducerId(1), publisher.transport, OPUS, AUDIO_SSRC, 1),
         },
         Command::AddProducer {
-            room,
+            router: room,
             spec: ProducerSpec {
                 id: ProducerId(2),
                 transport: publisher.transport,
@@ -122,13 +123,13 @@ fn layer(ssrc: u32) -> LayerSpec {
 }
 
 /// Commands that add a subscriber consuming the publisher's audio (and video if asked).
-pub fn subscriber_commands(room: RoomId, peer: &Peer, addr: Option<SocketAddr>, video: bool) -> Vec<Command> {
+pub fn subscriber_commands(room: RouterId, peer: &Peer, addr: Option<SocketAddr>, video: bool) -> Vec<Command> {
     let n = peer.transport.0;
     let mut commands = vec![peer.add_transport(room, addr)];
     let tracks: &[(u32, u32)] = if video { &[(1, 0), (2, 1)] } else { &[(1, 0)] };
     for &(producer, k) in tracks {
         commands.push(Command::AddConsumer {
-            room,
+            router: room,
             spec: ConsumerSpec {
                 id: ConsumerId(n * 10 + k),
                 transport: peer.transport,

@@ -139,7 +139,8 @@ pub(super) fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::{SendBatch, Transmit};
+    use crate::engine::Transmit;
+    use crate::net::SendBatch;
     use std::time::Duration;
 
     #[test]

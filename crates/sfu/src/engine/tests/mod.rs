@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::stun::write_binding_request;
 use super::*;
+use crate::net::{DirectLink, WorkerConfig, WorkerPool};
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::RtpHeader;
+use crate::srtp::SrtpKeys;
 use crate::srtp::{Profile, SrtpContext};
+use crate::webrtc::stun::write_binding_request;
 
+mod mix;
+mod webrtc;
 /// A `Transmit` that keeps every datagram the worker sends (shared with other worker tests).
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -65,10 +69,10 @@ impl Peer {
         }
     }
 
-    pub(crate) fn spec(&self, room: RoomId, remote: bool) -> Command {
+    pub(crate) fn spec(&self, room: RouterId, remote: bool) -> Command {
         Command::AddTransport(Box::new(TransportSpec {
             id: self.transport,
-            room,
+            router: room,
             ice_ufrag: self.ufrag.clone(),
             ice_pwd: self.pwd.clone(),
             remote: remote.then_some(self.addr),
@@ -85,7 +89,7 @@ impl Peer {
     }
 }
 
-const ROOM: RoomId = RoomId(1);
+const ROOM: RouterId = RouterId(1);
 const OPUS: u8 = 111;
 
 fn audio(seq: u16) -> Vec<u8> {
@@ -102,18 +106,18 @@ fn opus_producer(transport: TransportId) -> ProducerSpec {
 }
 
 /// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
-fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
+fn room_with(n: u8, profile: Profile) -> (Engine, Peer, Vec<Peer>, Outbox) {
     let counters = Arc::new(WorkerCounters::default());
     let events = Arc::new(ArrayQueue::new(64));
-    let mut core = WorkerCore::new(RouterConfig::default(), 99, counters, events);
+    let mut core = Engine::new(RouterConfig::default(), 99, counters, events);
     let mut out = Outbox::default();
     let t0 = Instant::now();
     let publisher = Peer::new(1, profile);
     let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + i, profile)).collect();
-    core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+    core.apply(t0, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
     core.apply(t0, publisher.spec(ROOM, true), &mut out).unwrap();
     let producer = opus_producer(publisher.transport);
-    core.apply(t0, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
+    core.apply(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
     for (i, s) in subscribers.iter().enumerate() {
         core.apply(t0, s.spec(ROOM, true), &mut out).unwrap();
         let spec = ConsumerSpec {
@@ -125,7 +129,7 @@ fn room_with(n: u8, profile: Profile) -> (WorkerCore, Peer, Vec<Peer>, Outbox) {
             paused: false,
             max_height: u16::MAX,
         };
-        core.apply(t0, Command::AddConsumer { room: ROOM, spec }, &mut out).unwrap();
+        core.apply(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
     }
     (core, publisher, subscribers, out)
 }
@@ -273,9 +277,9 @@ fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
 fn commands_that_fail_change_nothing() {
     let (mut core, publisher, _, mut out) = room_with(1, Profile::AeadAes128Gcm);
     let t0 = Instant::now();
-    assert_eq!(core.apply(t0, Command::CreateRoom { room: ROOM }, &mut out), Err(CommandError::RoomExists));
+    assert_eq!(core.apply(t0, Command::CreateRouter { router: ROOM }, &mut out), Err(CommandError::RouterExists));
     assert_eq!(core.apply(t0, publisher.spec(ROOM, true), &mut out), Err(CommandError::TransportExists));
-    assert_eq!(core.apply(t0, publisher.spec(RoomId(7), true), &mut out), Err(CommandError::UnknownRoom));
+    assert_eq!(core.apply(t0, publisher.spec(RouterId(7), true), &mut out), Err(CommandError::UnknownRouter));
     let mut bad = Peer::new(77, Profile::AeadAes128Gcm);
     bad.keys.remote_master_salt.pop();
     assert!(matches!(core.apply(t0, bad.spec(ROOM, false), &mut out), Err(CommandError::Srtp(_))));
@@ -283,8 +287,8 @@ fn commands_that_fail_change_nothing() {
         core.apply(t0, Command::RemoveTransport { transport: TransportId(77) }, &mut out),
         Err(CommandError::UnknownTransport)
     );
-    core.apply(t0, Command::CloseRoom { room: ROOM }, &mut out).unwrap();
-    assert_eq!(core.room_count(), 0);
+    core.apply(t0, Command::CloseRouter { router: ROOM }, &mut out).unwrap();
+    assert_eq!(core.router_count(), 0);
     let c = core.counters().snapshot();
     assert_eq!(c.commands_failed, 5);
 }
@@ -303,29 +307,29 @@ const QUEUE_PEER: TransportId = TransportId(40);
 
 /// `room_with(1)` plus a queue-attached transport that publishes audio (producer 2, SSRC
 /// 0x0B0B, consumed by the UDP subscriber as 0x6000) and consumes the UDP publisher (as 0x7000).
-fn room_with_queue_peer(egress: usize) -> (WorkerCore, Peer, Peer, Arc<DatagramLink>, Outbox) {
+fn room_with_queue_peer(egress: usize) -> (Engine, Peer, Peer, Arc<DirectLink>, Outbox) {
     let (mut core, publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
     let t0 = Instant::now();
-    let link = DatagramLink::new(egress);
-    core.apply(t0, Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link: link.clone() }, &mut out).unwrap();
+    let link = DirectLink::new(egress);
+    core.apply(t0, Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() }, &mut out).unwrap();
     let mut producer = ProducerSpec::opus(ProducerId(2), QUEUE_PEER, OPUS, 0x0B0B, 0);
-    core.apply(t0, Command::AddProducer { room: ROOM, spec: producer.clone() }, &mut out).unwrap();
+    core.apply(t0, Command::AddProducer { router: ROOM, spec: producer.clone() }, &mut out).unwrap();
     let subscriber = subscribers.remove(0);
     // The UDP subscriber now hears only the queue peer.
-    core.apply(t0, Command::RemoveConsumer { room: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
+    core.apply(t0, Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
     let consumers = [
         (ConsumerId(20), subscriber.transport, ProducerId(2), 0x6000),
         (ConsumerId(21), QUEUE_PEER, ProducerId(1), 0x7000),
     ];
     for (id, transport, producer, ssrc) in consumers {
         let spec = ConsumerSpec { id, transport, producer, ssrc, rtx: None, paused: false, max_height: u16::MAX };
-        core.apply(t0, Command::AddConsumer { room: ROOM, spec }, &mut out).unwrap();
+        core.apply(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
     }
     // A producer may only live on a transport of its room.
     producer.id = ProducerId(3);
     producer.transport = TransportId(999);
     assert_eq!(
-        core.apply(t0, Command::AddProducer { room: ROOM, spec: producer }, &mut out),
+        core.apply(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out),
         Err(CommandError::UnknownTransport)
     );
     out.sent.clear();
@@ -346,7 +350,7 @@ fn queue_transport_plain_rtp_reaches_an_srtp_subscriber_and_srtp_reaches_its_egr
     let now = Instant::now();
     // queue → UDP/SRTP: plain in, SRTP out with the consumer's SSRC
     for seq in 0..5u16 {
-        core.handle_queued(now, QUEUE_PEER, &queued_audio(seq), &mut out);
+        core.handle_direct(now, QUEUE_PEER, &queued_audio(seq), &mut out);
     }
     assert_eq!(out.sent.len(), 5);
     let mut sequences = Vec::new();
@@ -392,13 +396,13 @@ fn a_full_egress_queue_is_counted_not_blocked_and_bad_queued_input_is_dropped() 
     assert_eq!(c.dropped(DropReason::EgressQueueFull), 3);
     assert_eq!(c.packets_out, 2);
     // Not RTP, truncated RTP, an unknown SSRC, a UDP transport's id and an unknown id.
-    core.handle_queued(now, QUEUE_PEER, b"hello", &mut out);
-    core.handle_queued(now, QUEUE_PEER, &queued_audio(9)[..7], &mut out);
+    core.handle_direct(now, QUEUE_PEER, b"hello", &mut out);
+    core.handle_direct(now, QUEUE_PEER, &queued_audio(9)[..7], &mut out);
     let mut stranger = queued_audio(9);
     stranger[8..12].copy_from_slice(&0xBAD_u32.to_be_bytes());
-    core.handle_queued(now, QUEUE_PEER, &stranger, &mut out);
-    core.handle_queued(now, publisher.transport, &audio(9), &mut out);
-    core.handle_queued(now, TransportId(12345), &queued_audio(9), &mut out);
+    core.handle_direct(now, QUEUE_PEER, &stranger, &mut out);
+    core.handle_direct(now, publisher.transport, &audio(9), &mut out);
+    core.handle_direct(now, TransportId(12345), &queued_audio(9), &mut out);
     assert!(out.sent.is_empty());
     let c = core.counters().snapshot();
     assert_eq!(c.dropped(DropReason::NotMedia), 2, "{c:?}");
@@ -410,12 +414,12 @@ fn a_full_egress_queue_is_counted_not_blocked_and_bad_queued_input_is_dropped() 
 fn a_removed_queue_transport_neither_sends_nor_receives() {
     let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(64);
     let now = Instant::now();
-    let duplicate = Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link: link.clone() };
+    let duplicate = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() };
     assert_eq!(core.apply(now, duplicate, &mut out), Err(CommandError::TransportExists));
-    let elsewhere = Command::AddQueueTransport { id: TransportId(41), room: RoomId(9), link: link.clone() };
-    assert_eq!(core.apply(now, elsewhere, &mut out), Err(CommandError::UnknownRoom));
+    let elsewhere = Command::AddDirectTransport { id: TransportId(41), router: RouterId(9), link: link.clone() };
+    assert_eq!(core.apply(now, elsewhere, &mut out), Err(CommandError::UnknownRouter));
     core.apply(now, Command::RemoveTransport { transport: QUEUE_PEER }, &mut out).unwrap();
-    core.handle_queued(now, QUEUE_PEER, &queued_audio(0), &mut out);
+    core.handle_direct(now, QUEUE_PEER, &queued_audio(0), &mut out);
     let mut packet = publisher.srtp(&audio(0));
     core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
     assert!(out.sent.is_empty() && link.egress.is_empty());
@@ -423,7 +427,7 @@ fn a_removed_queue_transport_neither_sends_nor_receives() {
     assert_eq!(c.dropped(DropReason::UnknownSource), 1);
     assert_eq!(c.packets_out, 0);
     // The id can be attached again.
-    let again = Command::AddQueueTransport { id: QUEUE_PEER, room: ROOM, link };
+    let again = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link };
     core.apply(now, again, &mut out).unwrap();
 }
 
@@ -432,14 +436,14 @@ fn the_worker_thread_drains_ingress_and_fills_egress_within_a_few_ticks() {
     let config = WorkerConfig { workers: 1, bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let pool = WorkerPool::start(config).unwrap();
     let worker = &pool.workers()[0];
-    let (a, b) = (DatagramLink::new(16), DatagramLink::new(16));
+    let (a, b) = (DirectLink::new(16), DirectLink::new(16));
     let commands = [
-        Command::CreateRoom { room: ROOM },
-        Command::AddQueueTransport { id: TransportId(1), room: ROOM, link: a.clone() },
-        Command::AddQueueTransport { id: TransportId(2), room: ROOM, link: b.clone() },
-        Command::AddProducer { room: ROOM, spec: opus_producer(TransportId(1)) },
+        Command::CreateRouter { router: ROOM },
+        Command::AddDirectTransport { id: TransportId(1), router: ROOM, link: a.clone() },
+        Command::AddDirectTransport { id: TransportId(2), router: ROOM, link: b.clone() },
+        Command::AddProducer { router: ROOM, spec: opus_producer(TransportId(1)) },
         Command::AddConsumer {
-            room: ROOM,
+            router: ROOM,
             spec: ConsumerSpec {
                 id: ConsumerId(1),
                 transport: TransportId(2),

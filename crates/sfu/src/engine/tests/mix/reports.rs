@@ -22,7 +22,7 @@ fn the_mix_sends_sender_reports_and_their_echo_gives_a_round_trip() {
                 let from = room.udp[i].addr;
                 room.core.handle_datagram(at, from, &mut wire, &mut room.out);
             } else {
-                room.core.handle_queued(at, QUEUE_ID, &packet, &mut room.out);
+                room.core.handle_direct(at, QUEUE_ID, &packet, &mut room.out);
             }
         }
         room.core.poll(at, &mut room.out);
@@ -55,7 +55,7 @@ fn the_mix_sends_sender_reports_and_their_echo_gives_a_round_trip() {
     let mut rr = [0u8; 64];
     let n = write_receiver_report(&mut rr, 0xA002, &[block]).unwrap();
     assert!(sent_at <= at);
-    room.core.handle_queued(sent_at + Duration::from_millis(30), QUEUE_ID, &rr[..n], &mut room.out);
+    room.core.handle_direct(sent_at + Duration::from_millis(30), QUEUE_ID, &rr[..n], &mut room.out);
     let reception = room.core.counters().snapshot().reception;
     assert_eq!(reception.rtt_samples, 1);
     assert!((reception.rtt_seconds() - 0.020).abs() < 0.0002, "{}", reception.rtt_seconds());

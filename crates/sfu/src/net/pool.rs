@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
-use super::core::WorkerCore;
-use super::counters::{CountersSnapshot, DropReason, WorkerCounters};
-use super::mixing::MIX_PERIOD;
-use super::queue::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
+use super::direct_link::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
 use super::send::SendBatch;
 use super::socket::RecvBatch;
-use super::{Command, RoomId, WorkerEvent};
+use crate::engine::{Command, CountersSnapshot, DropReason, Engine, EngineEvent, MIX_PERIOD, RouterId, WorkerCounters};
 use crate::mixer::MixerConfig;
 use crate::router::{RouterConfig, TransportId, WallClock};
 
@@ -71,7 +68,7 @@ pub struct WorkerHandle {
     pub local_addr: SocketAddr,
     commands: Arc<ArrayQueue<Command>>,
     ingress: Arc<IngressQueue>,
-    events: Arc<ArrayQueue<WorkerEvent>>,
+    events: Arc<ArrayQueue<EngineEvent>>,
     counters: Arc<WorkerCounters>,
     thread: Option<JoinHandle<()>>,
 }
@@ -92,7 +89,7 @@ impl WorkerHandle {
         })
     }
 
-    pub fn try_event(&self) -> Option<WorkerEvent> {
+    pub fn try_event(&self) -> Option<EngineEvent> {
         self.events.pop()
     }
 
@@ -132,7 +129,7 @@ impl WorkerPool {
             let ingress = Arc::new(ArrayQueue::new(config.ingress_queue.max(1)));
             let events = Arc::new(ArrayQueue::new(config.event_queue));
             let counters = Arc::new(WorkerCounters::default());
-            let core = WorkerCore::new(router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
+            let core = Engine::new(router, 0x5A1A_0000 | index as u32, counters.clone(), events.clone())
                 .with_mixer_config(config.mixer);
             let send = SendBatch::with_gso(socket.try_clone()?, config.gso);
             let queues = (commands.clone(), ingress.clone());
@@ -151,7 +148,7 @@ impl WorkerPool {
     }
 
     /// The worker a room is pinned to.
-    pub fn worker_for_room(&self, room: RoomId) -> &WorkerHandle {
+    pub fn worker_for_router(&self, room: RouterId) -> &WorkerHandle {
         let hash = room.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.workers[(hash % self.workers.len() as u64) as usize]
     }
@@ -162,7 +159,7 @@ impl WorkerPool {
     }
 
     /// Drains pending events of every worker.
-    pub fn drain_events(&self, mut f: impl FnMut(usize, WorkerEvent)) {
+    pub fn drain_events(&self, mut f: impl FnMut(usize, EngineEvent)) {
         for w in &self.workers {
             while let Some(e) = w.try_event() {
                 f(w.index, e);
@@ -229,7 +226,7 @@ fn set_buffer_sizes(_socket: &UdpSocket, _bytes: usize) {}
 /// The worker loop: commands, queued packets (flushed at once), one receive batch, timers, one
 /// send flush.
 fn run(
-    mut core: WorkerCore,
+    mut core: Engine,
     socket: UdpSocket,
     mut send: SendBatch,
     (commands, ingress): (Arc<ArrayQueue<Command>>, Arc<IngressQueue>),
@@ -247,7 +244,7 @@ fn run(
             let name = command.name();
             if let Err(error) = core.apply(now, command, &mut send) {
                 tracing::warn!(command = name, %error, "media worker command refused");
-                core.report(WorkerEvent::CommandFailed { command: name, error });
+                core.report(EngineEvent::CommandFailed { command: name, error });
             }
         }
         if shutdown {
@@ -260,7 +257,7 @@ fn run(
             // At most one queue's worth per round so a flooding producer cannot starve the socket.
             for _ in 0..ingress.capacity() {
                 let Some((transport, packet)) = ingress.pop() else { break };
-                core.handle_queued(now, transport, &packet, &mut send);
+                core.handle_direct(now, transport, &packet, &mut send);
             }
             send.flush();
             let received = std::mem::replace(&mut now, Instant::now());

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use opus::{Channels, Decoder};
 
-use super::tests::{Outbox, Peer};
-use super::*;
+use super::{Outbox, Peer};
+use crate::engine::*;
 use crate::mixer::tests::{ToneSender, reference_tone_db, tone_db};
+use crate::net::DirectLink;
 use crate::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::{RtpHeader, is_rtcp};
 use crate::srtp::Profile;
 
-const ROOM: RoomId = RoomId(3);
+const ROOM: RouterId = RouterId(3);
 const OPUS: u8 = 111;
 /// The queue participant negotiated another Opus payload type for what it receives.
 const QUEUE_OPUS: u8 = 109;
@@ -37,7 +38,7 @@ fn rtp_with_level(ssrc: u32, seq: u16, timestamp: u32, level: (u8, bool), payloa
 }
 
 fn audio_producer(id: u32, transport: TransportId, ssrc: u32) -> Command {
-    Command::AddProducer { room: ROOM, spec: ProducerSpec::opus(ProducerId(id), transport, OPUS, ssrc, LEVEL_ID) }
+    Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(id), transport, OPUS, ssrc, LEVEL_ID) }
 }
 
 /// What one participant received: its mix stream, decoded in arrival order.
@@ -77,11 +78,11 @@ impl Heard {
 }
 
 struct MixRoom {
-    core: WorkerCore,
+    core: Engine,
     out: Outbox,
     udp: Vec<Peer>,
-    link: Arc<DatagramLink>,
-    events: Arc<ArrayQueue<WorkerEvent>>,
+    link: Arc<DirectLink>,
+    events: Arc<ArrayQueue<EngineEvent>>,
     t0: Instant,
 }
 
@@ -89,22 +90,22 @@ struct MixRoom {
 /// receive the mix (SSRC 0x9000 + i).
 fn mix_room() -> MixRoom {
     let events = Arc::new(ArrayQueue::new(256));
-    let mut core = WorkerCore::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()), events.clone());
+    let mut core = Engine::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()), events.clone());
     let mut out = Outbox::default();
     let t0 = Instant::now();
     let udp: Vec<Peer> = (0..2).map(|i| Peer::new(20 + i, Profile::Aes128CmHmacSha1_80)).collect();
-    let link = DatagramLink::new(256);
-    let mut commands = vec![Command::CreateRoom { room: ROOM }];
+    let link = DirectLink::new(256);
+    let mut commands = vec![Command::CreateRouter { router: ROOM }];
     for (i, peer) in udp.iter().enumerate() {
         commands.push(peer.spec(ROOM, true));
         commands.push(audio_producer(i as u32 + 1, peer.transport, 0xA000 + i as u32));
         let output = Some(MixOutputSpec { ssrc: 0x9000 + i as u32, payload_type: OPUS });
-        commands.push(Command::SetMixOutput { room: ROOM, transport: peer.transport, output });
+        commands.push(Command::SetMixOutput { router: ROOM, transport: peer.transport, output });
     }
-    commands.push(Command::AddQueueTransport { id: QUEUE_ID, room: ROOM, link: link.clone() });
+    commands.push(Command::AddDirectTransport { id: QUEUE_ID, router: ROOM, link: link.clone() });
     commands.push(audio_producer(3, QUEUE_ID, 0xA002));
     let output = Some(MixOutputSpec { ssrc: 0x9002, payload_type: QUEUE_OPUS });
-    commands.push(Command::SetMixOutput { room: ROOM, transport: QUEUE_ID, output });
+    commands.push(Command::SetMixOutput { router: ROOM, transport: QUEUE_ID, output });
     for command in commands {
         core.apply(t0, command, &mut out).unwrap();
     }
@@ -126,7 +127,7 @@ impl MixRoom {
                     let from = self.udp[i].addr;
                     self.core.handle_datagram(at, from, &mut wire, &mut self.out);
                 } else {
-                    self.core.handle_queued(at, QUEUE_ID, &packet, &mut self.out);
+                    self.core.handle_direct(at, QUEUE_ID, &packet, &mut self.out);
                 }
             }
             for quarter in 0..4 {
@@ -180,7 +181,7 @@ fn each_participant_receives_one_mix_of_the_others_and_not_itself() {
     // Speakers come from the mixer's selection, as transport ids.
     let mut last = None;
     while let Some(event) = room.events.pop() {
-        if let WorkerEvent::ActiveSpeakers { room: r, speakers } = event {
+        if let EngineEvent::ActiveSpeakers { router: r, speakers } = event {
             assert_eq!(r, ROOM);
             last = Some(speakers);
         }
@@ -215,12 +216,12 @@ fn a_lone_talker_is_passed_through_to_the_others_and_hears_no_echo() {
 fn mix_outputs_follow_commands_and_removal() {
     let mut room = mix_room();
     let now = room.t0;
-    let stranger = Command::SetMixOutput { room: ROOM, transport: TransportId(999), output: None };
+    let stranger = Command::SetMixOutput { router: ROOM, transport: TransportId(999), output: None };
     assert_eq!(room.core.apply(now, stranger, &mut room.out), Err(CommandError::UnknownTransport));
-    let wrong_room = Command::SetMixOutput { room: RoomId(77), transport: QUEUE_ID, output: None };
+    let wrong_room = Command::SetMixOutput { router: RouterId(77), transport: QUEUE_ID, output: None };
     assert_eq!(room.core.apply(now, wrong_room, &mut room.out), Err(CommandError::UnknownTransport));
     // Participant 0 stops receiving; participant 1 leaves; only the queue peer still gets the mix.
-    let stop = Command::SetMixOutput { room: ROOM, transport: room.udp[0].transport, output: None };
+    let stop = Command::SetMixOutput { router: ROOM, transport: room.udp[0].transport, output: None };
     room.core.apply(now, stop, &mut room.out).unwrap();
     let leave = Command::RemoveTransport { transport: room.udp[1].transport };
     room.core.apply(now, leave, &mut room.out).unwrap();
@@ -235,9 +236,8 @@ fn mix_outputs_follow_commands_and_removal() {
     // The departed peer's packets are unknown now.
     assert_eq!(room.core.counters().snapshot().dropped(DropReason::UnknownSource), 20);
     assert!(room.core.counters().snapshot().packets_in >= in_before + 60);
-    room.core.apply(now, Command::CloseRoom { room: ROOM }, &mut room.out).unwrap();
+    room.core.apply(now, Command::CloseRouter { router: ROOM }, &mut room.out).unwrap();
     assert_eq!(room.core.mix_member_count(ROOM), None);
 }
 
-#[path = "mix_report_tests.rs"]
 mod reports;

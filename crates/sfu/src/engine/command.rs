@@ -1,39 +1,15 @@
-//! Media workers: N threads (default: one per core), each owning its rooms, its UDP socket
-//! (its own port) and all their state. A worker loops: drain control commands from a
-//! lock-free queue, batch-receive datagrams (`recvmmsg`), run each through the sans-IO
-//! [`WorkerCore`] (demux → SRTP unprotect → route → rewrite → SRTP protect), run timers, and
-//! batch-send (`sendmmsg`). Counters are per-worker atomics summed at scrape time.
-//! Queue-attached transports (QUIC) exchange plain RTP/RTCP with a worker through lock-free
-//! queues instead of its socket (see [`DatagramLink`]).
-
-mod core;
-mod counters;
-mod mix_reports;
-mod mixing;
-mod pool;
-mod queue;
-mod send;
-mod socket;
-pub mod stun;
-
-pub use core::{MAX_DATAGRAM, Transmit, WorkerCore};
-pub use counters::{
-    CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot,
-    MIXER_TICK_BOUNDS_NS, ReceptionCounters, ReceptionSnapshot, WorkerCounters,
-};
-pub use mixing::{MIX_PERIOD, MIX_RTP_HEADER};
-pub use pool::{WorkerConfig, WorkerHandle, WorkerPool};
-pub use queue::{DEFAULT_EGRESS_CAPACITY, DEFAULT_INGRESS_CAPACITY, DatagramLink};
-pub use send::{SEND_CAPACITY, SendBatch};
-pub use socket::RecvBatch;
+//! Control-plane commands to an [`Engine`](super::Engine) and what they carry: router ids,
+//! transport specs (UDP with signalled keys, WebRTC with DTLS, direct), producers, consumers and
+//! mix outputs, plus why a command is refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::net::DirectLink;
 use crate::router::{ConsumerId, ConsumerSpec, Numbering, ProducerId, ProducerSpec, RouterError, TransportId};
-use crate::srtp::{Profile, SrtpError};
+use crate::srtp::{SrtpError, SrtpKeys};
 
-/// The one audio stream a transport receives from its room's mixer: the server-chosen SSRC and
+/// The one audio stream a transport receives from its router's mixer: the server-chosen SSRC and
 /// the Opus payload type the receiver negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MixOutputSpec {
@@ -41,32 +17,16 @@ pub struct MixOutputSpec {
     pub payload_type: u8,
 }
 
-/// A room as the media plane knows it (the control plane maps meeting ids to these).
+/// A router as the media plane knows it: one conversation's routing and mixing on one worker
+/// (the control plane maps conversations to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomId(pub u64);
+pub struct RouterId(pub u64);
 
-/// SRTP master keys of a transport: `local` protects what the server sends, `remote`
-/// unprotects what the peer sends (from DTLS-SRTP key export, or signalled for QUIC/tests).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SrtpKeys {
-    pub profile: Profile,
-    pub local_master_key: Vec<u8>,
-    pub local_master_salt: Vec<u8>,
-    pub remote_master_key: Vec<u8>,
-    pub remote_master_salt: Vec<u8>,
-}
-
-impl std::fmt::Debug for SrtpKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SrtpKeys").field("profile", &self.profile).finish_non_exhaustive()
-    }
-}
-
-/// A participant's network path into a room on this worker.
+/// A participant's network path into a router on this worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportSpec {
     pub id: TransportId,
-    pub room: RoomId,
+    pub router: RouterId,
     /// The server's ICE ufrag/password for this transport (from the SDP answer).
     pub ice_ufrag: String,
     pub ice_pwd: String,
@@ -80,7 +40,7 @@ pub struct TransportSpec {
 #[derive(Debug, Clone)]
 pub struct WebRtcTransportSpec {
     pub id: TransportId,
-    pub room: RoomId,
+    pub router: RouterId,
     pub ice_ufrag: String,
     pub ice_pwd: String,
     pub dtls: crate::webrtc::dtls::DtlsIdentity,
@@ -90,67 +50,68 @@ pub struct WebRtcTransportSpec {
 /// Control-plane commands, delivered through the worker's lock-free queue.
 #[derive(Debug, Clone)]
 pub enum Command {
-    CreateRoom {
-        room: RoomId,
+    CreateRouter {
+        router: RouterId,
     },
-    CloseRoom {
-        room: RoomId,
+    CloseRouter {
+        router: RouterId,
     },
     AddTransport(Box<TransportSpec>),
     /// A browser transport: ICE-lite credentials, then DTLS-SRTP yields the keys.
     AddWebRtcTransport(Box<WebRtcTransportSpec>),
-    /// A transport whose plain RTP/RTCP arrives through [`WorkerHandle::push_ingress`] and
-    /// leaves through `link`'s egress queue (no ICE, no SRTP: the carrier encrypts).
-    AddQueueTransport {
+    /// A direct transport: its plain RTP/RTCP arrives through
+    /// [`WorkerHandle::push_ingress`](crate::net::WorkerHandle::push_ingress) and leaves through
+    /// `link`'s egress queue (no ICE, no SRTP: the carrier, e.g. QUIC, encrypts).
+    AddDirectTransport {
         id: TransportId,
-        room: RoomId,
-        link: Arc<DatagramLink>,
+        router: RouterId,
+        link: Arc<DirectLink>,
     },
     RemoveTransport {
         transport: TransportId,
     },
-    /// Starts (or changes, or with `None` stops) the room mix `transport` receives. Audio
+    /// Starts (or changes, or with `None` stops) the router's mix `transport` receives. Audio
     /// producers feed the mixer automatically; audio is not forwarded per publisher.
     SetMixOutput {
-        room: RoomId,
+        router: RouterId,
         transport: TransportId,
         output: Option<MixOutputSpec>,
     },
     AddProducer {
-        room: RoomId,
+        router: RouterId,
         spec: ProducerSpec,
     },
     RemoveProducer {
-        room: RoomId,
+        router: RouterId,
         producer: ProducerId,
     },
     AddConsumer {
-        room: RoomId,
+        router: RouterId,
         spec: ConsumerSpec,
     },
     RemoveConsumer {
-        room: RoomId,
+        router: RouterId,
         consumer: ConsumerId,
     },
     SetConsumerPaused {
-        room: RoomId,
+        router: RouterId,
         consumer: ConsumerId,
         paused: bool,
     },
     SetConsumerMaxHeight {
-        room: RoomId,
+        router: RouterId,
         consumer: ConsumerId,
         max_height: u16,
     },
     RepointConsumer {
-        room: RoomId,
+        router: RouterId,
         consumer: ConsumerId,
         producer: ProducerId,
     },
     /// How the subscriber numbered payload types and header extensions in the consumer's
     /// m-section (forwarded packets are translated where the publisher's numbers differ).
     SetConsumerNumbering {
-        room: RoomId,
+        router: RouterId,
         consumer: ConsumerId,
         numbering: Numbering,
     },
@@ -162,11 +123,11 @@ impl Command {
     /// Short name for logs and error events.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::CreateRoom { .. } => "create_room",
-            Command::CloseRoom { .. } => "close_room",
+            Command::CreateRouter { .. } => "create_router",
+            Command::CloseRouter { .. } => "close_router",
             Command::AddTransport(_) => "add_transport",
             Command::AddWebRtcTransport(_) => "add_webrtc_transport",
-            Command::AddQueueTransport { .. } => "add_queue_transport",
+            Command::AddDirectTransport { .. } => "add_direct_transport",
             Command::RemoveTransport { .. } => "remove_transport",
             Command::SetMixOutput { .. } => "set_mix_output",
             Command::AddProducer { .. } => "add_producer",
@@ -182,14 +143,14 @@ impl Command {
     }
 }
 
-/// Why a command was refused (the worker state is unchanged).
+/// Why a command was refused (the engine state is unchanged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("unknown room")]
-    UnknownRoom,
-    #[error("room already exists")]
-    RoomExists,
-    #[error("unknown transport (or not in this room)")]
+    #[error("unknown router")]
+    UnknownRouter,
+    #[error("router already exists")]
+    RouterExists,
+    #[error("unknown transport (or not in this router)")]
     UnknownTransport,
     #[error("transport id or ICE ufrag already in use")]
     TransportExists,
@@ -199,23 +160,7 @@ pub enum CommandError {
     Srtp(SrtpError),
     #[error(transparent)]
     Router(RouterError),
-    /// The room mixer refused (codec set-up failed, or the mixer is full).
-    #[error("room mixer: {0}")]
+    /// The router's mixer refused (codec set-up failed, or the mixer is full).
+    #[error("router mixer: {0}")]
     Mixer(&'static str),
 }
-
-/// What a worker reports back to the control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerEvent {
-    /// Loudest talkers of a room, at most every 300 ms and only on change.
-    ActiveSpeakers { room: RoomId, speakers: [Option<TransportId>; 3] },
-    /// A transport's peer proved its ICE credentials from this address.
-    TransportConnected { transport: TransportId, remote: SocketAddr },
-    /// A command was refused.
-    CommandFailed { command: &'static str, error: CommandError },
-}
-
-#[cfg(test)]
-mod mix_tests;
-#[cfg(test)]
-pub(crate) mod tests;

@@ -15,7 +15,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
-use super::core::{MAX_DATAGRAM, Transmit};
+use crate::engine::{MAX_DATAGRAM, Transmit};
 
 /// Datagrams one flush can hold (a frame's packets times the subscribers, before the flush).
 pub const SEND_CAPACITY: usize = 512;
@@ -282,5 +282,4 @@ fn gso_available(_socket: &UdpSocket) -> bool {
 }
 
 #[cfg(test)]
-#[path = "send_tests.rs"]
 mod tests;

@@ -8,10 +8,9 @@ use super::layers::{Layer, choose_layer};
 use super::remap::{Numbering, Remap};
 use super::reports::{Jitter, NtpClock, PublisherReports, SendStats};
 use super::rewriter::OutStream;
-use super::speaker::SpeakerDetector;
 use super::{
-    ConsumerId, ConsumerSpec, FastMap, ProducerId, ProducerSpec, RouterConfig, RouterEvent, RouterNote, RouterOutput,
-    RtpRewrite, TrackKind, TransportId, TwccEstimator,
+    ConsumerId, ConsumerSpec, FastMap, ProducerId, ProducerSpec, RouterConfig, RouterNote, RouterOutput, RtpRewrite,
+    TrackKind, TransportId, TwccEstimator,
 };
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader, ShortId, is_keyframe};
 
@@ -102,7 +101,6 @@ pub struct Router {
     /// (subscriber transport, consumer SSRC or RTX SSRC) -> consumer.
     pub(super) feedback_routes: FastMap<(TransportId, u32), usize>,
     pub(super) subscribers: FastMap<TransportId, Subscriber>,
-    pub(super) speakers: SpeakerDetector,
     pub(super) last_layer_review: Option<Instant>,
     pub(super) scratch: [u8; 64],
     /// Publishing transports: RR schedule and receive-side estimate.
@@ -127,7 +125,6 @@ impl Router {
     /// `server_ssrc` is the sender SSRC of RTCP the router originates (PLI/FIR).
     pub fn new(config: RouterConfig, server_ssrc: u32) -> Self {
         Self {
-            speakers: SpeakerDetector::new(config.speaker_report_interval),
             config,
             server_ssrc,
             producers: Vec::new(),
@@ -226,9 +223,6 @@ impl Router {
                 let _ = self.remove_consumer(id);
             }
         }
-        if producer.kind == TrackKind::Audio {
-            self.speakers.remove(producer.transport);
-        }
         if !self.producers.iter().flatten().any(|p| p.transport == producer.transport) {
             self.publishers.remove(&producer.transport);
         }
@@ -317,7 +311,6 @@ impl Router {
         }
         self.subscribers.remove(&transport);
         self.publishers.remove(&transport);
-        self.speakers.remove(transport);
     }
 
     /// Pauses (off screen / unsubscribed) or resumes a consumer; resuming asks for a keyframe.
@@ -430,14 +423,11 @@ impl Router {
         self.review_transport(now, transport, out);
     }
 
-    /// Timers: active-speaker reports, periodic layer review (layers starting/stopping) and
+    /// Timers: periodic layer review (layers starting/stopping) and
     /// RTCP sender/receiver reports.
     pub fn poll(&mut self, now: Instant, out: &mut impl RouterOutput) {
         self.send_reports(now, out);
         self.send_upstream_nacks(now, out);
-        if let Some(speakers) = self.speakers.poll(now) {
-            out.event(RouterEvent::ActiveSpeakers { speakers });
-        }
         let due =
             self.last_layer_review.is_none_or(|at| now.saturating_duration_since(at) >= self.config.layer_timeout / 4);
         if due {
@@ -487,9 +477,6 @@ impl Router {
         layer.last_payload_type = Some(header.payload_type);
         if codec.is_video() {
             layer.upstream.on_packet(now, header.sequence);
-        }
-        if let (TrackKind::Audio, Some((_, level))) = (producer.kind, extensions.audio_level) {
-            self.speakers.on_level(now, producer.transport, level);
         }
         if first_packet {
             for i in 0..producer.consumers.len() {

@@ -1,11 +1,11 @@
-//! The sans-IO heart of a media worker: its rooms (one [`Router`] each), its transports
+//! The sans-IO heart of a media worker: its routers (one [`Router`] each), its transports
 //! (ICE credentials, remote address, inbound/outbound SRTP contexts), the demultiplexer
 //! (STUN by ufrag, everything else by source address) and control commands. Driven with
 //! `(now, datagram)`; it writes replies through a [`Transmit`] and never touches a socket.
-//! Queue-attached transports (see [`super::queue`]) bypass the socket and SRTP: their packets
-//! arrive through [`WorkerCore::handle_queued`] and leave through their link's egress queue.
-//! Each room also has a mixer (see [`super::mixing`]): audio producers feed it and every
-//! transport with a mix output receives one mixed stream, ticked from [`WorkerCore::poll`].
+//! Direct transports (see [`DirectLink`]) bypass the socket and SRTP: their packets
+//! arrive through [`Engine::handle_direct`] and leave through their link's egress queue.
+//! Each router also has a mixer (see [`RouterMix`]): audio producers feed it and every
+//! transport with a mix output receives one mixed stream, ticked from [`Engine::poll`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,17 +16,15 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 use super::counters::{DropReason, WorkerCounters};
-use super::mixing::{RoomMix, write_mix_rtp};
-use super::queue::DatagramLink;
-use super::stun::{BindingRequest, StunError, is_stun, write_binding_success};
-use super::{Command, CommandError, RoomId, SrtpKeys, TransportSpec, WebRtcTransportSpec, WorkerEvent};
+use super::router_mix::{RouterMix, write_mix_rtp};
+use super::{Command, CommandError, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::mixer::{MixerConfig, MixerError};
-use crate::router::{
-    FastMap, Router, RouterConfig, RouterEvent, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite,
-};
+use crate::net::DirectLink;
+use crate::router::{FastMap, Router, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite};
 use crate::rtp::{is_rtcp, is_rtp_or_rtcp};
-use crate::srtp::{Profile, SrtpContext, SrtpError};
+use crate::srtp::{Profile, SrtpContext, SrtpError, SrtpKeys};
 use crate::webrtc::dtls::DtlsSession;
+use crate::webrtc::stun::{BindingRequest, StunError, is_stun, write_binding_success};
 
 /// Largest datagram the worker sends (RTP up to the cache slot size plus SRTP/RTX overhead).
 pub const MAX_DATAGRAM: usize = 1500;
@@ -40,7 +38,7 @@ pub trait Transmit {
 }
 
 struct Transport {
-    room: RoomId,
+    router_id: RouterId,
     path: Path,
 }
 
@@ -48,8 +46,8 @@ struct Transport {
 enum Path {
     /// The worker's UDP socket, SRTP-protected (WebRTC, or a peer with signalled keys).
     Udp(Box<UdpPath>),
-    /// Lock-free queues to another task (plain RTP/RTCP; the carrier encrypts).
-    Queue(Arc<DatagramLink>),
+    /// A direct link to another task (plain RTP/RTCP; the carrier encrypts).
+    Direct(Arc<DirectLink>),
 }
 
 struct UdpPath {
@@ -65,10 +63,10 @@ struct UdpPath {
 }
 
 /// One worker's state; see the module docs.
-pub struct WorkerCore {
-    rooms: FastMap<RoomId, Router>,
-    /// One mixer per room (same keys as `rooms`).
-    mixes: FastMap<RoomId, RoomMix>,
+pub struct Engine {
+    routers: FastMap<RouterId, Router>,
+    /// One mixer per router (same keys as `routers`).
+    mixes: FastMap<RouterId, RouterMix>,
     mixer_config: MixerConfig,
     transports: FastMap<TransportId, Transport>,
     /// Keyed by attacker-chosen addresses, so it keeps the DoS-resistant default hasher.
@@ -77,15 +75,15 @@ pub struct WorkerCore {
     /// WebRTC transports whose DTLS handshake has not finished (the only ones with DTLS timers).
     handshaking: Vec<TransportId>,
     counters: Arc<WorkerCounters>,
-    events: Arc<ArrayQueue<WorkerEvent>>,
+    events: Arc<ArrayQueue<EngineEvent>>,
     router_config: RouterConfig,
     server_ssrc: u32,
 }
 
-impl std::fmt::Debug for WorkerCore {
+impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCore")
-            .field("rooms", &self.rooms.len())
+        f.debug_struct("Engine")
+            .field("routers", &self.routers.len())
             .field("transports", &self.transports.len())
             .finish()
     }
@@ -126,7 +124,7 @@ impl<T: Transmit> Sink<'_, T> {
                 self.tx.commit(len, remote);
                 len
             }
-            Path::Queue(link) => {
+            Path::Direct(link) => {
                 // The transmit scratch buffer is only borrowed: nothing is committed to the socket.
                 let buf = self.tx.buffer();
                 let Some(len) = fill(buf) else { return self.counters.count_drop(DropReason::ProtectFailed) };
@@ -152,11 +150,6 @@ impl<T: Transmit> RouterOutput for Sink<'_, T> {
             buf.get_mut(..packet.len())?.copy_from_slice(packet);
             Some(packet.len())
         });
-    }
-
-    fn event(&mut self, event: RouterEvent) {
-        // Audio is mixed: active speakers come from the room mixer's talker selection.
-        let RouterEvent::ActiveSpeakers { .. } = event;
     }
 
     fn note(&mut self, note: RouterNote) {
@@ -188,15 +181,15 @@ fn srtp_drop(error: SrtpError, rtcp: bool) -> DropReason {
     }
 }
 
-impl WorkerCore {
+impl Engine {
     pub fn new(
         router_config: RouterConfig,
         server_ssrc: u32,
         counters: Arc<WorkerCounters>,
-        events: Arc<ArrayQueue<WorkerEvent>>,
+        events: Arc<ArrayQueue<EngineEvent>>,
     ) -> Self {
         Self {
-            rooms: FastMap::default(),
+            routers: FastMap::default(),
             mixes: FastMap::default(),
             mixer_config: MixerConfig::default(),
             transports: FastMap::default(),
@@ -210,7 +203,7 @@ impl WorkerCore {
         }
     }
 
-    /// Sets the configuration of the mixers of rooms created from now on.
+    /// Sets the configuration of the mixers of routers created from now on.
     pub fn with_mixer_config(mut self, config: MixerConfig) -> Self {
         self.mixer_config = config;
         self
@@ -221,20 +214,20 @@ impl WorkerCore {
     }
 
     /// Queues an event for the control plane (counted if the queue is full).
-    pub fn report(&self, event: WorkerEvent) {
+    pub fn report(&self, event: EngineEvent) {
         if self.events.push(event).is_err() {
             self.counters.count_drop(DropReason::EventQueueFull);
         }
     }
 
-    pub fn room_count(&self) -> usize {
-        self.rooms.len()
+    pub fn router_count(&self) -> usize {
+        self.routers.len()
     }
 
-    /// Participants of a room's mixer (inputs and outputs), for tests.
+    /// Participants of a router.s mixer (inputs and outputs), for tests.
     #[cfg(test)]
-    pub(crate) fn mix_member_count(&self, room: RoomId) -> Option<usize> {
-        self.mixes.get(&room).map(RoomMix::member_count)
+    pub(crate) fn mix_member_count(&self, router_id: RouterId) -> Option<usize> {
+        self.mixes.get(&router_id).map(RouterMix::member_count)
     }
 
     /// Handles one received datagram. `buf` is the datagram; it is decrypted in place.
@@ -268,7 +261,7 @@ impl WorkerCore {
             }
             transport.remote = Some(from);
             self.by_addr.insert(from, id);
-            if self.events.push(WorkerEvent::TransportConnected { transport: id, remote: from }).is_err() {
+            if self.events.push(EngineEvent::TransportConnected { transport: id, remote: from }).is_err() {
                 self.counters.count_drop(DropReason::EventQueueFull);
             }
         }
@@ -285,7 +278,7 @@ impl WorkerCore {
 
     fn handle_media(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], tx: &mut impl Transmit) {
         let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
-        let Some(Transport { room, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
+        let Some(Transport { router_id, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
         if !transport.keyed {
@@ -297,39 +290,39 @@ impl WorkerCore {
             Ok(len) => len,
             Err(e) => return self.counters.count_drop(srtp_drop(e, rtcp)),
         };
-        let room = *room;
-        self.route(now, room, id, rtcp, &buf[..len], tx);
+        let router_id = *router_id;
+        self.route(now, router_id, id, rtcp, &buf[..len], tx);
     }
 
     /// Handles one packet a queue-attached transport sent (plain RTP or RTCP, no SRTP).
-    pub fn handle_queued(&mut self, now: Instant, from: TransportId, packet: &[u8], tx: &mut impl Transmit) {
+    pub fn handle_direct(&mut self, now: Instant, from: TransportId, packet: &[u8], tx: &mut impl Transmit) {
         WorkerCounters::inc(&self.counters.packets_in);
         WorkerCounters::add(&self.counters.bytes_in, packet.len() as u64);
         if !is_rtp_or_rtcp(packet) {
             return self.counters.count_drop(DropReason::NotMedia);
         }
-        let Some(Transport { room, path: Path::Queue(_) }) = self.transports.get(&from) else {
+        let Some(Transport { router_id, path: Path::Direct(_) }) = self.transports.get(&from) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
-        let room = *room;
-        self.route(now, room, from, is_rtcp(packet), packet, tx);
+        let router_id = *router_id;
+        self.route(now, router_id, from, is_rtcp(packet), packet, tx);
     }
 
-    /// Hands a decrypted packet of `from` to its room's router (and audio to its mixer; the
+    /// Hands a decrypted packet of `from` to its router (and audio to its mixer; the
     /// router still sees it for reception statistics and reports).
     fn route(
         &mut self,
         now: Instant,
-        room: RoomId,
+        router_id: RouterId,
         from: TransportId,
         rtcp: bool,
         packet: &[u8],
         tx: &mut impl Transmit,
     ) {
-        if !rtcp && let Some(mix) = self.mixes.get_mut(&room) {
+        if !rtcp && let Some(mix) = self.mixes.get_mut(&router_id) {
             mix.push(now, from, packet);
         }
-        let Some(router) = self.rooms.get_mut(&room) else {
+        let Some(router) = self.routers.get_mut(&router_id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
         let mut sink = Sink { transports: &mut self.transports, tx, counters: &self.counters };
@@ -344,10 +337,10 @@ impl WorkerCore {
     /// exported keys replace the transport's SRTP contexts.
     fn handle_dtls(&mut self, now: Instant, from: SocketAddr, buf: &[u8], tx: &mut impl Transmit) {
         let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
-        let Some(Transport { room, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
+        let Some(Transport { router_id, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
-        let room = *room;
+        let router_id = *router_id;
         let Some(dtls) = transport.dtls.as_mut() else { return self.counters.count_drop(DropReason::Dtls) };
         let output = match dtls.handle(now, from, buf) {
             Ok(output) => output,
@@ -366,7 +359,7 @@ impl WorkerCore {
                     transport.srtp_out = srtp_out;
                     transport.keyed = true;
                     tracing::info!(%from, profile = ?keys.profile, "DTLS-SRTP established");
-                    if let Some(router) = self.rooms.get_mut(&room) {
+                    if let Some(router) = self.routers.get_mut(&router_id) {
                         let mut sink = Sink { transports: &mut self.transports, tx, counters: &self.counters };
                         router.transport_ready(now, id, &mut sink);
                     }
@@ -376,8 +369,8 @@ impl WorkerCore {
         }
     }
 
-    /// Timers of every room (reports, layer review, the 20 ms mixer tick). Call between
-    /// batches. Returns how many room mixers ticked (the shell times those rounds).
+    /// Timers of every router (reports, layer review, the 20 ms mixer tick). Call between
+    /// batches. Returns how many router mixers ticked (the shell times those rounds).
     pub fn poll(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
         if !self.handshaking.is_empty() {
             // Only transports still in their DTLS handshake have DTLS timers: polling every
@@ -394,14 +387,14 @@ impl WorkerCore {
                 true
             });
         }
-        for router in self.rooms.values_mut() {
+        for router in self.routers.values_mut() {
             let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters: &self.counters };
             router.poll(now, &mut sink);
         }
         self.tick_mixers(now, tx)
     }
 
-    /// True if a room mixer is due at `now` (lets the shell time only rounds that mix).
+    /// True if a router mixer is due at `now` (lets the shell time only rounds that mix).
     pub fn mix_due(&self, now: Instant) -> bool {
         self.mixes.values().any(|m| m.due(now))
     }
@@ -409,7 +402,7 @@ impl WorkerCore {
     fn tick_mixers(&mut self, now: Instant, tx: &mut impl Transmit) -> u32 {
         let mut ticked = 0;
         let (events, counters) = (&*self.events, &*self.counters);
-        for (&room, mix) in self.mixes.iter_mut() {
+        for (&router_id, mix) in self.mixes.iter_mut() {
             let mut sink = Sink { transports: &mut self.transports, tx: &mut *tx, counters };
             let report = mix.tick(
                 now,
@@ -417,7 +410,7 @@ impl WorkerCore {
                     sink.send(to, Protect::Rtp, |buf| write_mix_rtp(buf, output, packet, payload));
                 },
                 |speakers| {
-                    if events.push(WorkerEvent::ActiveSpeakers { room, speakers }).is_err() {
+                    if events.push(EngineEvent::ActiveSpeakers { router: router_id, speakers }).is_err() {
                         counters.count_drop(DropReason::EventQueueFull);
                     }
                 },
@@ -426,7 +419,7 @@ impl WorkerCore {
             if report.late {
                 WorkerCounters::inc(&counters.mixer_overruns);
             }
-            if let Some(router) = self.rooms.get_mut(&room) {
+            if let Some(router) = self.routers.get_mut(&router_id) {
                 mix.sender_reports(now, router.ntp_time(now), |to, packet| sink.send_rtcp(to, packet));
             }
         }
@@ -443,35 +436,36 @@ impl WorkerCore {
         result
     }
 
-    fn router(&mut self, room: RoomId) -> Result<&mut Router, CommandError> {
-        self.rooms.get_mut(&room).ok_or(CommandError::UnknownRoom)
+    fn router(&mut self, router_id: RouterId) -> Result<&mut Router, CommandError> {
+        self.routers.get_mut(&router_id).ok_or(CommandError::UnknownRouter)
     }
 
     fn apply_inner(&mut self, now: Instant, command: Command, tx: &mut impl Transmit) -> Result<(), CommandError> {
         macro_rules! with_router {
-            ($room:expr, |$router:ident, $sink:ident| $body:expr) => {{
-                let room = $room;
-                let Self { rooms, transports, counters, .. } = self;
-                let $router = rooms.get_mut(&room).ok_or(CommandError::UnknownRoom)?;
+            ($router_id:expr, |$router:ident, $sink:ident| $body:expr) => {{
+                let router_id = $router_id;
+                let Self { routers, transports, counters, .. } = self;
+                let $router = routers.get_mut(&router_id).ok_or(CommandError::UnknownRouter)?;
                 let mut $sink = Sink { transports, tx, counters };
                 $body.map_err(CommandError::Router)
             }};
         }
         match command {
-            Command::CreateRoom { room } => {
-                if self.rooms.contains_key(&room) {
-                    return Err(CommandError::RoomExists);
+            Command::CreateRouter { router: router_id } => {
+                if self.routers.contains_key(&router_id) {
+                    return Err(CommandError::RouterExists);
                 }
-                let mix = RoomMix::new(now, self.mixer_config).map_err(mixer_error)?;
+                let mix = RouterMix::new(now, self.mixer_config).map_err(mixer_error)?;
                 let ssrc = self.server_ssrc;
-                self.rooms.insert(room, Router::new(self.router_config, ssrc));
-                self.mixes.insert(room, mix);
+                self.routers.insert(router_id, Router::new(self.router_config, ssrc));
+                self.mixes.insert(router_id, mix);
                 Ok(())
             }
-            Command::CloseRoom { room } => {
-                self.rooms.remove(&room).ok_or(CommandError::UnknownRoom)?;
-                self.mixes.remove(&room);
-                let gone: Vec<_> = self.transports.iter().filter(|(_, t)| t.room == room).map(|(id, _)| *id).collect();
+            Command::CloseRouter { router: router_id } => {
+                self.routers.remove(&router_id).ok_or(CommandError::UnknownRouter)?;
+                self.mixes.remove(&router_id);
+                let gone: Vec<_> =
+                    self.transports.iter().filter(|(_, t)| t.router_id == router_id).map(|(id, _)| *id).collect();
                 for id in gone {
                     self.remove_transport(id);
                 }
@@ -479,84 +473,85 @@ impl WorkerCore {
             }
             Command::AddTransport(spec) => self.add_transport(*spec),
             Command::AddWebRtcTransport(spec) => self.add_webrtc_transport(*spec),
-            Command::AddQueueTransport { id, room, link } => {
-                if !self.rooms.contains_key(&room) {
-                    return Err(CommandError::UnknownRoom);
+            Command::AddDirectTransport { id, router: router_id, link } => {
+                if !self.routers.contains_key(&router_id) {
+                    return Err(CommandError::UnknownRouter);
                 }
                 if self.transports.contains_key(&id) {
                     return Err(CommandError::TransportExists);
                 }
-                self.transports.insert(id, Transport { room, path: Path::Queue(link) });
+                self.transports.insert(id, Transport { router_id, path: Path::Direct(link) });
                 Ok(())
             }
             Command::RemoveTransport { transport } => {
-                let room = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.room;
-                if let Some(router) = self.rooms.get_mut(&room) {
+                let router_id = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.router_id;
+                if let Some(router) = self.routers.get_mut(&router_id) {
                     router.remove_transport(transport);
                 }
-                if let Some(mix) = self.mixes.get_mut(&room) {
+                if let Some(mix) = self.mixes.get_mut(&router_id) {
                     mix.remove_transport(transport);
                 }
                 self.remove_transport(transport);
                 Ok(())
             }
-            Command::SetMixOutput { room, transport, output } => {
-                if self.transports.get(&transport).is_none_or(|t| t.room != room) {
+            Command::SetMixOutput { router: router_id, transport, output } => {
+                if self.transports.get(&transport).is_none_or(|t| t.router_id != router_id) {
                     return Err(CommandError::UnknownTransport);
                 }
-                let mix = self.mixes.get_mut(&room).ok_or(CommandError::UnknownRoom)?;
+                let mix = self.mixes.get_mut(&router_id).ok_or(CommandError::UnknownRouter)?;
                 mix.set_output(transport, output).map_err(mixer_error)
             }
-            Command::AddProducer { room, spec } => {
-                if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
+            Command::AddProducer { router: router_id, spec } => {
+                if self.transports.get(&spec.transport).is_none_or(|t| t.router_id != router_id) {
                     return Err(CommandError::UnknownTransport);
                 }
                 let (id, audio) = (spec.id, spec.kind == crate::router::TrackKind::Audio);
                 let mixed = audio.then(|| spec.clone());
-                self.router(room)?.add_producer(spec).map_err(CommandError::Router)?;
-                let (Some(spec), Some(mix)) = (mixed, self.mixes.get_mut(&room)) else { return Ok(()) };
+                self.router(router_id)?.add_producer(spec).map_err(CommandError::Router)?;
+                let (Some(spec), Some(mix)) = (mixed, self.mixes.get_mut(&router_id)) else { return Ok(()) };
                 if let Err(error) = mix.add_source(&spec) {
                     // Nothing changes when a command fails: take the producer back out.
-                    let _ = self.router(room)?.remove_producer(id);
+                    let _ = self.router(router_id)?.remove_producer(id);
                     return Err(mixer_error(error));
                 }
                 Ok(())
             }
-            Command::RemoveProducer { room, producer } => {
-                self.router(room)?.remove_producer(producer).map_err(CommandError::Router)?;
-                if let Some(mix) = self.mixes.get_mut(&room) {
+            Command::RemoveProducer { router: router_id, producer } => {
+                self.router(router_id)?.remove_producer(producer).map_err(CommandError::Router)?;
+                if let Some(mix) = self.mixes.get_mut(&router_id) {
                     mix.remove_source(producer);
                 }
                 Ok(())
             }
-            Command::AddConsumer { room, spec } => {
-                if self.transports.get(&spec.transport).is_none_or(|t| t.room != room) {
+            Command::AddConsumer { router: router_id, spec } => {
+                if self.transports.get(&spec.transport).is_none_or(|t| t.router_id != router_id) {
                     return Err(CommandError::UnknownTransport);
                 }
-                with_router!(room, |router, sink| router.add_consumer(now, spec, &mut sink))
+                with_router!(router_id, |router, sink| router.add_consumer(now, spec, &mut sink))
             }
-            Command::RemoveConsumer { room, consumer } => {
-                self.router(room)?.remove_consumer(consumer).map_err(CommandError::Router)
+            Command::RemoveConsumer { router: router_id, consumer } => {
+                self.router(router_id)?.remove_consumer(consumer).map_err(CommandError::Router)
             }
-            Command::SetConsumerPaused { room, consumer, paused } => {
-                with_router!(room, |router, sink| router.set_consumer_paused(now, consumer, paused, &mut sink))
+            Command::SetConsumerPaused { router: router_id, consumer, paused } => {
+                with_router!(router_id, |router, sink| router.set_consumer_paused(now, consumer, paused, &mut sink))
             }
-            Command::SetConsumerMaxHeight { room, consumer, max_height } => {
-                with_router!(room, |router, sink| router.set_consumer_max_height(now, consumer, max_height, &mut sink))
+            Command::SetConsumerMaxHeight { router: router_id, consumer, max_height } => {
+                with_router!(router_id, |router, sink| router
+                    .set_consumer_max_height(now, consumer, max_height, &mut sink))
             }
-            Command::RepointConsumer { room, consumer, producer } => {
-                with_router!(room, |router, sink| router.repoint_consumer(now, consumer, producer, &mut sink))
+            Command::RepointConsumer { router: router_id, consumer, producer } => {
+                with_router!(router_id, |router, sink| router.repoint_consumer(now, consumer, producer, &mut sink))
             }
-            Command::SetConsumerNumbering { room, consumer, numbering } => {
-                self.router(room)?.set_consumer_numbering(consumer, numbering).map_err(CommandError::Router)
+            Command::SetConsumerNumbering { router: router_id, consumer, numbering } => {
+                self.router(router_id)?.set_consumer_numbering(consumer, numbering).map_err(CommandError::Router)
             }
             Command::Shutdown => Ok(()),
         }
     }
 
     fn add_transport(&mut self, spec: TransportSpec) -> Result<(), CommandError> {
-        if !self.rooms.contains_key(&spec.room) {
-            return Err(CommandError::UnknownRoom);
+        if !self.routers.contains_key(&spec.router) {
+            return Err(CommandError::UnknownRouter);
         }
         if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
             return Err(CommandError::TransportExists);
@@ -578,13 +573,13 @@ impl WorkerCore {
             dtls: None,
             keyed: true,
         };
-        self.transports.insert(spec.id, Transport { room: spec.room, path: Path::Udp(Box::new(udp)) });
+        self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         Ok(())
     }
 
     fn add_webrtc_transport(&mut self, spec: WebRtcTransportSpec) -> Result<(), CommandError> {
-        if !self.rooms.contains_key(&spec.room) {
-            return Err(CommandError::UnknownRoom);
+        if !self.routers.contains_key(&spec.router) {
+            return Err(CommandError::UnknownRouter);
         }
         if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
             return Err(CommandError::TransportExists);
@@ -603,7 +598,7 @@ impl WorkerCore {
             dtls: Some(Box::new(dtls)),
             keyed: false,
         };
-        self.transports.insert(spec.id, Transport { room: spec.room, path: Path::Udp(Box::new(udp)) });
+        self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         self.handshaking.push(spec.id);
         Ok(())
     }
@@ -620,7 +615,7 @@ impl WorkerCore {
 
 fn mixer_error(error: MixerError) -> CommandError {
     CommandError::Mixer(match error {
-        MixerError::Full(_) => "the room mixer is full",
+        MixerError::Full(_) => "the router mixer is full",
         MixerError::InvalidTalkerCount(_) => "talker count must be between 1 and 16",
         MixerError::Codec(_) => "Opus codec set-up failed",
         _ => "mixer input refused",

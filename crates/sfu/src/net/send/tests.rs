@@ -2,7 +2,7 @@
 //! and in order per destination, with GSO grouping and without; the grouping rules themselves.
 
 use super::*;
-use crate::worker::RecvBatch;
+use crate::net::RecvBatch;
 use std::time::Duration;
 
 /// A datagram of `len` bytes tagged with its destination and sequence number.

@@ -3,7 +3,7 @@
 //! packets are plain RTP/RTCP without SRTP). The connection task pushes received packets into
 //! the worker's ingress queue ([`WorkerHandle::push_ingress`](super::WorkerHandle::push_ingress));
 //! the worker pushes what it sends to that participant into the link's egress queue and wakes
-//! the task through [`DatagramLink::egress_waker`].
+//! the task through [`DirectLink::egress_waker`].
 
 use std::sync::Arc;
 
@@ -17,9 +17,9 @@ use crate::router::TransportId;
 pub const DEFAULT_EGRESS_CAPACITY: usize = 1024;
 
 /// Link between a worker and one queue-attached transport.
-pub struct DatagramLink {
+pub struct DirectLink {
     /// Packets the worker sends to this participant (plain RTP/RTCP). Bounded; when full the
-    /// worker counts a [`DropReason::EgressQueueFull`](super::DropReason::EgressQueueFull) drop
+    /// worker counts a [`DropReason::EgressQueueFull`](crate::engine::DropReason::EgressQueueFull) drop
     /// instead of blocking.
     pub egress: ArrayQueue<Bytes>,
     /// Woken by the worker after pushing to `egress`; the consumer registers its task's waker
@@ -27,7 +27,7 @@ pub struct DatagramLink {
     pub egress_waker: AtomicWaker,
 }
 
-impl DatagramLink {
+impl DirectLink {
     /// A link whose egress queue holds at most `capacity` packets (at least one).
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self { egress: ArrayQueue::new(capacity.max(1)), egress_waker: AtomicWaker::new() })
@@ -46,9 +46,9 @@ impl DatagramLink {
     }
 }
 
-impl std::fmt::Debug for DatagramLink {
+impl std::fmt::Debug for DirectLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatagramLink")
+        f.debug_struct("DirectLink")
             .field("egress_len", &self.egress.len())
             .field("egress_capacity", &self.egress.capacity())
             .finish_non_exhaustive()

@@ -9,19 +9,20 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::dtls::{DtlsIdentity, DtlsSession};
+use crate::engine::{Command, DropReason, Engine, RouterId, WebRtcTransportSpec, WorkerCounters};
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::srtp::SrtpContext;
-use crate::worker::stun::write_binding_request;
-use crate::worker::{Command, DropReason, RoomId, SrtpKeys, WebRtcTransportSpec, WorkerCore, WorkerCounters};
+use crate::srtp::SrtpKeys;
+use crate::webrtc::dtls::{DtlsIdentity, DtlsSession};
+use crate::webrtc::stun::write_binding_request;
 
-use crate::worker::tests::Outbox;
+use super::Outbox;
 
 const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 40000));
-const ROOM: RoomId = RoomId(1);
+const ROOM: RouterId = RouterId(1);
 
-fn core() -> WorkerCore {
-    WorkerCore::new(
+fn core() -> Engine {
+    Engine::new(
         RouterConfig::default(),
         0x5A1A_0000,
         Arc::new(WorkerCounters::default()),
@@ -32,7 +33,7 @@ fn core() -> WorkerCore {
 /// Adds a WebRTC transport for a browser-like peer, binds it over STUN and runs its DTLS
 /// client handshake through the worker. Returns the peer's SRTP keys if the handshake completed.
 fn connect(
-    core: &mut WorkerCore,
+    core: &mut Engine,
     server_id: &DtlsIdentity,
     n: u8,
     claimed_fingerprint: Option<&str>,
@@ -46,7 +47,7 @@ fn connect(
         now,
         Command::AddWebRtcTransport(Box::new(WebRtcTransportSpec {
             id: TransportId(u32::from(n)),
-            room: ROOM,
+            router: ROOM,
             ice_ufrag: ufrag.clone(),
             ice_pwd: pwd.clone(),
             dtls: server_id.clone(),
@@ -97,7 +98,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
     let mut core = core();
     let mut out = Outbox::default();
     let now = Instant::now();
-    core.apply(now, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+    core.apply(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
 
     let (a_addr, a_keys) = connect(&mut core, &server_id, 1, None);
     let a_keys = a_keys.expect("peer A completed DTLS");
@@ -108,7 +109,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
 
     // A publishes audio (SSRC 0xA), B consumes it as SSRC 0xB0.
     let producer = ProducerSpec::opus(ProducerId(1), TransportId(1), 111, 0xA, 0);
-    core.apply(now, Command::AddProducer { room: ROOM, spec: producer }, &mut out).unwrap();
+    core.apply(now, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
     let consumer = ConsumerSpec {
         id: ConsumerId(1),
         transport: TransportId(2),
@@ -118,7 +119,7 @@ fn dtls_keyed_peers_exchange_srtp_through_the_worker() {
         paused: false,
         max_height: 0,
     };
-    core.apply(now, Command::AddConsumer { room: ROOM, spec: consumer }, &mut out).unwrap();
+    core.apply(now, Command::AddConsumer { router: ROOM, spec: consumer }, &mut out).unwrap();
     out.sent.clear();
 
     let mut to_server = SrtpContext::new(a_keys.profile, &a_keys.local_master_key, &a_keys.local_master_salt).unwrap();
@@ -150,7 +151,7 @@ fn strangers_unkeyed_media_and_wrong_certificates_are_dropped() {
     let mut core = core();
     let mut out = Outbox::default();
     let now = Instant::now();
-    core.apply(now, Command::CreateRoom { room: ROOM }, &mut out).unwrap();
+    core.apply(now, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
 
     // DTLS from an address that never passed ICE.
     let stranger = SocketAddr::from(([127, 0, 0, 99], 9999));

@@ -49,7 +49,7 @@ pub(super) struct TickReport {
 }
 
 /// One room's mixer and its participants (see the module docs).
-pub(super) struct RoomMix {
+pub(super) struct RouterMix {
     mixer: Mixer,
     outputs: MixOutputs,
     members: FastMap<TransportId, Member>,
@@ -59,9 +59,9 @@ pub(super) struct RoomMix {
     next_tick: Instant,
 }
 
-impl std::fmt::Debug for RoomMix {
+impl std::fmt::Debug for RouterMix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoomMix").field("members", &self.members.len()).finish_non_exhaustive()
+        f.debug_struct("RouterMix").field("members", &self.members.len()).finish_non_exhaustive()
     }
 }
 
@@ -73,7 +73,7 @@ fn opus_payload_type(spec: &ProducerSpec) -> Option<u8> {
     spec.codecs.iter().find(|(_, codec)| *codec == Codec::Opus).map(|(pt, _)| *pt)
 }
 
-impl RoomMix {
+impl RouterMix {
     pub fn new(now: Instant, config: MixerConfig) -> Result<Self, MixerError> {
         Ok(Self {
             mixer: Mixer::new(now, config)?,
