@@ -2,8 +2,11 @@
 //!
 //! Identifiers (raw ids such as `8:acs:<resource>_<guid>` and their structured wire
 //! model), access-token claims and scopes, conversation roles, participant and
-//! endpoint types used for billing, and the ACS-shaped error body. Nothing here does
-//! I/O; everything is plain data with parsers that return errors instead of panicking.
+//! endpoint types used for billing, and the ACS-shaped error body; the signaling wire
+//! protocol ([`protocol`]) and its stream framing ([`stream_frame`]); the contracts between
+//! the control plane and billing/telemetry ([`session`]); wall-clock milliseconds ([`time`]).
+//! Nothing here does I/O (beyond reading the clock); everything is plain data with parsers
+//! that return errors instead of panicking.
 
 pub mod claims;
 pub mod error;
@@ -13,6 +16,7 @@ pub mod protocol;
 pub mod role;
 pub mod session;
 pub mod stream_frame;
+pub mod time;
 
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -30,6 +30,8 @@ pub enum EndReason {
     ConnectionLost,
     /// The access token expired and was not refreshed.
     TokenExpired,
+    /// The identity's access tokens were revoked, or the identity was deleted.
+    TokenRevoked,
     /// Closed during recovery after a server crash, at the last checkpoint.
     ServerFailure,
     /// The server shut down cleanly.
@@ -37,6 +39,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [EndReason; 8] = [
+        Self::Left,
+        Self::Removed,
+        Self::ConversationEnded,
+        Self::ConnectionLost,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+        Self::ServerFailure,
+        Self::ServerShutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Left => "Left",
@@ -44,6 +58,7 @@ impl EndReason {
             Self::ConversationEnded => "ConversationEnded",
             Self::ConnectionLost => "ConnectionLost",
             Self::TokenExpired => "TokenExpired",
+            Self::TokenRevoked => "TokenRevoked",
             Self::ServerFailure => "ServerFailure",
             Self::ServerShutdown => "ServerShutdown",
         }

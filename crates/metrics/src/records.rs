@@ -301,17 +301,7 @@ pub fn call_type_str(t: CallType) -> &'static str {
 }
 
 pub fn parse_end_reason(s: &str) -> Option<EndReason> {
-    [
-        EndReason::Left,
-        EndReason::Removed,
-        EndReason::ConversationEnded,
-        EndReason::ConnectionLost,
-        EndReason::TokenExpired,
-        EndReason::ServerFailure,
-        EndReason::ServerShutdown,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == s)
+    EndReason::ALL.into_iter().find(|r| r.as_str() == s)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Server configuration: embedded defaults, an optional TOML file, then `PALAVER_*`
 //! environment variables and command-line flags (both handled by clap), in that order.
 
-use palaver_signaling::http::SignalingConfig;
+use palaver_signaling::app::SignalingConfig;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{Cli, Command, DevIdpTokenArgs};
 use config::ServerConfig;
-use palaver_signaling::directory::DevTokenRequest;
+use palaver_signaling::auth::directory::DevTokenRequest;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -50,7 +50,7 @@ fn real_main(cli: Cli) -> Result<()> {
 fn dev_idp_token(cfg: &ServerConfig, args: &DevIdpTokenArgs) -> Result<()> {
     let state = serve::open_state(cfg)?;
     let idp =
-        state.directory.dev_idp.as_ref().context(
+        state.auth.directory.dev_idp.as_ref().context(
             "the development identity provider is disabled (directory.dev_idp = false or tenants configured)",
         )?;
     let req = DevTokenRequest {
@@ -69,7 +69,7 @@ fn dev_idp_token(cfg: &ServerConfig, args: &DevIdpTokenArgs) -> Result<()> {
 }
 
 fn chrono_now_secs() -> i64 {
-    palaver_signaling::http::now_ms().div_euclid(1000)
+    palaver_core::time::now_ms().div_euclid(1000)
 }
 
 fn redacted(mut cfg: ServerConfig) -> ServerConfig {

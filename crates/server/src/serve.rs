@@ -9,7 +9,8 @@ use crate::tls::{TlsFiles, ensure_self_signed};
 use anyhow::{Context, Result};
 use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
-use palaver_signaling::http::{AppState, router};
+use palaver_signaling::api::router;
+use palaver_signaling::app::AppState;
 use palaver_signaling::store::Store;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -135,7 +136,7 @@ fn quic_discovery(quic: Option<Arc<QuicServer>>) -> axum::Router {
                 use axum::response::IntoResponse;
                 match quic {
                     Some(q) => axum::Json(q.discovery()).into_response(),
-                    None => palaver_signaling::http::ApiError::new(
+                    None => palaver_signaling::api::ApiError::new(
                         palaver_core::ErrorCode::NotFound,
                         "the QUIC transport is off on this server",
                     )

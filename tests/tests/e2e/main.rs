@@ -7,6 +7,7 @@ mod load;
 mod quic;
 mod quic_video;
 mod quic_webrtc;
+mod revocation;
 mod rooms;
 mod server_cli;
 mod signaling;

@@ -14,7 +14,9 @@ use crate::role::{MeetingRole, RoomRole};
 use crate::session::EndReason;
 use serde::{Deserialize, Serialize};
 
+mod close;
 mod media;
+pub use close::ConnectionClose;
 pub use media::*;
 
 /// The protocol version served on `/signaling/v1`.

@@ -9,8 +9,10 @@ use super::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{AuthFrame, FrameError, ServerMessage};
 use palaver_core::stream_frame::{FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
-use palaver_signaling::gateway::{ConnIdentity, serve_frames, verify_access_token};
-use palaver_signaling::http::{AppState, now_ms};
+use palaver_core::time::now_ms;
+use palaver_signaling::app::AppState;
+use palaver_signaling::auth::Credential;
+use palaver_signaling::gateway::{ConnIdentity, authenticate as authenticate_connection, serve_frames};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,10 +62,16 @@ pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPa
     let egress = tokio::spawn(pump_egress(connection.clone(), path, paths.clone()));
     let violation = Arc::new(AtomicBool::new(false));
     let incoming = frames::incoming(recv, decoder, violation.clone());
-    serve_frames(state, ident, frames::outgoing(send), incoming, Some(path_id)).await;
+    let closed_by_server = serve_frames(state, ident, frames::outgoing(send), incoming, Some(path_id)).await;
     paths.unregister(path_id);
     ingress.abort();
     egress.abort();
+    if let Some(close) = closed_by_server {
+        // E.g. access revoked: the client must not reconnect with the same token; tell it now.
+        tracing::debug!(%remote, user = %user, reason = close.reason(), "QUIC connection closed by the server");
+        connection.close(close.quic_code().into(), close.reason().as_bytes());
+        return;
+    }
     if violation.load(Ordering::Relaxed) {
         tracing::debug!(%remote, user = %user, "QUIC signaling stream broke the framing");
         connection.close(CLOSE_PROTOCOL.into(), b"frame length over 1 MiB");
@@ -93,7 +101,9 @@ async fn authenticate(
         }
         other => (other.code(), other.to_string()),
     })?;
-    verify_access_token(state, &auth.token, now_ms()).map_err(|e| (e.code, e.message))
+    authenticate_connection(state, Credential::AccessToken(&auth.token), now_ms())
+        .await
+        .map_err(|e| (e.code, e.message))
 }
 
 /// Sends one `error` frame, lets the client read it, and closes with [`CLOSE_AUTH_FAILED`].

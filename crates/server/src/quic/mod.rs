@@ -9,7 +9,7 @@ pub mod paths;
 
 use crate::tls::TlsFiles;
 use anyhow::{Context, Result};
-use palaver_signaling::http::AppState;
+use palaver_signaling::app::AppState;
 use paths::QuicPaths;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -7,15 +7,13 @@
 //!
 //! The path and query are taken from the raw request target (still percent-encoded), the
 //! content hash must equal the SHA-256 of the body actually received, and the date must be
-//! within ±15 minutes. [`verify_request`] is the pure check; [`HmacAuthenticated`] is the
-//! axum extractor that applies it with the resource's access keys and yields the body.
+//! within ±15 minutes. [`verify_request`] is the pure check; `api::HmacAuthenticated` is the
+//! extractor that applies it with the resource's access keys and yields the body.
 
-use crate::http::{ApiError, AppState, body_read_error};
-use axum::extract::{FromRequest, OriginalUri, Request};
+use crate::domain::Refusal;
 use axum::http::{HeaderMap, Method};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use palaver_core::ErrorCode;
 use sha2::{Digest, Sha256};
@@ -96,12 +94,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
+fn invalid(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
 }
 
 /// Verify an HMAC-signed request at `now`.
-pub fn verify_request(req: &SignedRequest<'_>, keys: &HmacKeys, now: SystemTime) -> Result<(), ApiError> {
+pub fn verify_request(req: &SignedRequest<'_>, keys: &HmacKeys, now: SystemTime) -> Result<(), Refusal> {
     let auth = header(req.headers, "authorization")
         .ok_or_else(|| invalid(ErrorCode::MissingAuthentication, "the Authorization header is required"))?;
     let rest = auth
@@ -174,47 +172,6 @@ pub fn verify_request(req: &SignedRequest<'_>, keys: &HmacKeys, now: SystemTime)
         return Err(invalid(ErrorCode::InvalidSignature, "the request signature is not valid for this resource"));
     }
     Ok(())
-}
-
-/// Extractor: the request carried a valid HMAC signature for this resource. Holds the body
-/// (already read to check its hash); parse it with [`HmacAuthenticated::json`]. Must be the
-/// last handler argument (it consumes the body).
-#[derive(Debug, Clone)]
-pub struct HmacAuthenticated {
-    pub body: Bytes,
-}
-
-impl HmacAuthenticated {
-    /// The body as JSON (`InvalidJson` on failure or when empty).
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        crate::http::parse_json(&self.body)
-    }
-    /// The body as JSON, or `T::default()` when empty.
-    pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
-        crate::http::parse_json_or_default(&self.body)
-    }
-}
-
-impl FromRequest<AppState> for HmacAuthenticated {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        // Nested routers rewrite the URI; the signature covers what the client sent.
-        let uri = parts.extensions.get::<OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| parts.uri.clone());
-        let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let body =
-            Bytes::from_request(Request::from_parts(parts.clone(), body), state).await.map_err(body_read_error)?;
-        let signed = SignedRequest {
-            method: &parts.method,
-            path_and_query,
-            headers: &parts.headers,
-            authority: uri.authority().map(|a| a.as_str()),
-            body: &body,
-        };
-        verify_request(&signed, &state.hmac_keys, SystemTime::now())?;
-        Ok(Self { body })
-    }
 }
 
 #[cfg(test)]

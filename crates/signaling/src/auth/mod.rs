@@ -1,12 +1,15 @@
-//! Authentication: HMAC-signed server requests ([`hmac`]), access tokens ([`token`]),
-//! their revocation ([`revocation`]) and the bearer-token extractor ([`bearer`]).
+//! Authentication: the one [`Authenticator`] every door uses ([`authenticator`]), HMAC-signed
+//! server requests ([`hmac`]), access tokens ([`token`]), their revocation ([`revocation`]) and
+//! directory users' IdP tokens with the token exchange ([`directory`]). No HTTP here: the
+//! extractors that apply these checks to requests live in `api`.
 
-pub mod bearer;
+pub mod authenticator;
+pub mod directory;
 pub mod hmac;
 pub mod revocation;
 pub mod token;
 
-pub use bearer::{AuthenticatedUser, authenticate_token};
-pub use hmac::{HmacAuthenticated, HmacKeys};
+pub use authenticator::{Authenticator, Credential, Door, Principal, bearer_token};
+pub use hmac::HmacKeys;
 pub use revocation::RevocationList;
 pub use token::{IssuedToken, TokenError, TokenGrant, TokenService};

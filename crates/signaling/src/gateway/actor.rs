@@ -5,14 +5,14 @@
 use super::Gateway;
 use super::connection::{ConnTx, Outbound};
 use super::media::MediaSession;
-use crate::conversation::{
+use crate::domain::conversation::{
     Authority, Conversation, ConversationSetup, Input, JoinRequest, Output, Refusal, ServerCommand,
 };
-use crate::http::now_ms;
 use palaver_core::ErrorCode;
 use palaver_core::protocol::{
     CaptureState, ConversationKind, MeetingPolicy, ParticipantState, RosterChange, ServerMessage,
 };
+use palaver_core::time::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! user and into billing session events.
 
 use super::Gateway;
-use crate::calls::{CallError, CallManager, Input, Output};
-use crate::http::now_ms;
+use crate::domain::calls::{CallError, CallManager, Input, Output};
+use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, EndpointType, ErrorCode, ParticipantType, SessionEnded, SessionStarted};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +87,7 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                 Some(CallsMsg::Notice(input)) => manager.handle(now_ms().max(0) as u64, input).unwrap_or_default(),
                 Some(CallsMsg::IsConnected { call_id, raw_id, reply }) => {
                     let connected = manager.snapshot(&call_id).is_some_and(|c| {
-                        c.state == crate::calls::CallState::Connected && c.participants.iter().any(|p| p.raw_id == raw_id)
+                        c.state == crate::domain::calls::CallState::Connected && c.participants.iter().any(|p| p.raw_id == raw_id)
                     });
                     let _ = reply.send(connected);
                     Vec::new()

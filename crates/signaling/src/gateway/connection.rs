@@ -9,16 +9,19 @@ use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::limits::TokenBucket;
 use super::media::{MediaPathId, MediaSession};
-use crate::calls::{Input as CallInput, Party};
-use crate::conversation::participant::display_name_for;
-use crate::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
-use crate::http::{AppState, now_ms};
-use axum::extract::ws::{Message, WebSocket};
+use crate::app::AppState;
+use crate::auth::{Credential, Door};
+use crate::domain::calls::{Input as CallInput, Party};
+use crate::domain::conversation::participant::display_name_for;
+use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::protocol::{
-    ClientFrame, ClientMessage, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
+    ClientFrame, ClientMessage, ConnectionClose, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ServerMessage,
 };
+use palaver_core::time::now_ms;
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,23 +38,19 @@ pub(crate) enum Outbound {
     Detached { participant_id: String, reason: Option<EndReason> },
     /// The socket fell too far behind: close it (the participant is already `reconnecting`).
     Overflowed,
+    /// The user's tokens issued before this mark were revoked (or the identity deleted): end
+    /// the session (if the socket's own token is older) and close.
+    AccessRevoked { revoked_before_ms: i64 },
 }
 
-/// How the socket authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthPath {
-    /// A palaver access token (`voip` or `voip.join`).
-    AccessToken,
-    /// An IdP token on the native directory-client endpoint.
-    NativeIdp,
-}
-
-/// Who is on the other end, from the verified token (see [`super::verify_access_token`]).
+/// Who is on the other end, from the verified token (see [`super::authenticate`]).
 #[derive(Debug, Clone)]
 pub struct ConnIdentity {
     pub(crate) identity: JoinIdentity,
     pub(crate) scopes: ScopeSet,
-    pub(crate) path: AuthPath,
+    pub(crate) door: Door,
+    /// `iatms` of the access token the connection holds (`None`: an IdP token).
+    pub(crate) issued_at_ms: Option<i64>,
 }
 
 impl ConnIdentity {
@@ -89,19 +88,26 @@ pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket)
     serve_frames(state, ident, sink, stream, None).await;
 }
 
+/// The WebSocket close frame of a server-initiated close.
+fn close_message(close: ConnectionClose) -> Message {
+    Message::Close(Some(CloseFrame { code: close.websocket_code(), reason: close.reason().into() }))
+}
+
 /// Serve one authenticated signaling connection carried by any frame transport until it closes:
 /// `stream` yields the client's frames (text = one JSON frame; binary is refused with an error
 /// frame; an `Err` or the end of the stream closes), `sink` takes the server's frames (`Text`,
 /// heartbeat `Ping`s a transport without them may ignore, and a final `Close`). The server sends
 /// `welcome` first. `media_path` is the connection's datagram path (QUIC), which enables
-/// `media.attach`; `None` refuses it.
+/// `media.attach`; `None` refuses it. Returns why the server ended the connection, if it did
+/// for a reason the transport must tell the client (a QUIC shell closes with its code).
 pub async fn serve_frames<Tx, Rx, E>(
     state: AppState,
     ident: ConnIdentity,
     mut sink: Tx,
     mut stream: Rx,
     media_path: Option<MediaPathId>,
-) where
+) -> Option<ConnectionClose>
+where
     Tx: Sink<Message> + Unpin + Send,
     Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
 {
@@ -110,7 +116,7 @@ pub async fn serve_frames<Tx, Rx, E>(
     let conn_id = uuid::Uuid::new_v4().to_string();
     let raw_id = ident.identity.raw_id();
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
-    let native = ident.path == AuthPath::NativeIdp;
+    let native = ident.door == Door::NativeIdp;
     gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
     let mut conn = Connection {
         state,
@@ -140,6 +146,7 @@ pub async fn serve_frames<Tx, Rx, E>(
     heartbeat.tick().await;
     let mut last_inbound = Instant::now();
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let mut closed_by_server = None;
 
     while open {
         let token_wait = conn.detached_token_wait(cfg.token_refresh_lead_ms);
@@ -169,6 +176,30 @@ pub async fn serve_frames<Tx, Rx, E>(
                         let _ = sink.send(Message::Close(None)).await;
                         break;
                     }
+                    if reason == Some(EndReason::TokenRevoked) {
+                        closed_by_server = Some(ConnectionClose::AccessRevoked);
+                        break;
+                    }
+                }
+                Some(Outbound::AccessRevoked { revoked_before_ms }) => {
+                    if conn.ident.issued_at_ms.is_some_and(|iat| iat >= revoked_before_ms) {
+                        continue; // a token issued after the revocation
+                    }
+                    tracing::info!(conn = %conn_id, user = %raw_id, "access revoked: ending the connection");
+                    // In a conversation, the session ends first (billing closes it as
+                    // `TokenRevoked`, the client reads `session.ended`); its `Detached` closes us.
+                    if let Some(a) = &conn.attached {
+                        let input = Input::AccessRevoked { participant_id: a.participant_id.clone() };
+                        if a.handle.tx.send(ActorMsg::Input(input)).await.is_ok() {
+                            continue;
+                        }
+                        conn.attached = None;
+                    }
+                    gateway.record_error(ErrorCode::TokenRevoked);
+                    let end = ServerMessage::error(ErrorCode::TokenRevoked, "the access token has been revoked", None);
+                    let _ = sink.send(Message::Text(frame(&end).into())).await;
+                    closed_by_server = Some(ConnectionClose::AccessRevoked);
+                    break;
                 }
                 Some(Outbound::Overflowed) => {
                     conn.attached = None;
@@ -206,6 +237,9 @@ pub async fn serve_frames<Tx, Rx, E>(
         }
     }
 
+    if let Some(close) = closed_by_server {
+        let _ = sink.send(close_message(close)).await;
+    }
     if let Some(a) = conn.attached.take() {
         let _ = a
             .handle
@@ -217,6 +251,7 @@ pub async fn serve_frames<Tx, Rx, E>(
         gateway.schedule_user_gone(raw_id.clone());
     }
     tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket closed");
+    closed_by_server
 }
 
 impl Connection {
@@ -439,10 +474,11 @@ impl Connection {
 
     async fn refresh(&mut self, rid: Option<String>, token: String) -> Vec<String> {
         let now = now_ms();
-        let verified = match self.ident.path {
-            AuthPath::AccessToken => super::routes::verify_access_token(&self.state, &token, now),
-            AuthPath::NativeIdp => super::routes::verify_native_token(&self.state, &token, now).await,
+        let credential = match self.ident.door {
+            Door::AccessToken => Credential::AccessToken(&token),
+            Door::NativeIdp => Credential::IdpToken(&token),
         };
+        let verified = super::routes::authenticate(&self.state, credential, now).await;
         let fresh = match verified {
             Ok(i) => i,
             Err(e) => return self.error(e.code, e.message, rid),

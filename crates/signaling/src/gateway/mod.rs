@@ -14,13 +14,13 @@ pub use actor::{ConversationHandle, LiveStatus};
 pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
 pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaPathId, MediaSession, MediaUnavailable};
-pub use routes::{routes, verify_access_token};
+pub use routes::{authenticate, routes};
 
-use crate::calls::CallsConfig;
-use crate::conversation::{
+use crate::domain::calls::CallsConfig;
+use crate::domain::conversation::{
     Authority, Conversation, ConversationConfig, ConversationSetup, JoinRequest, Refusal, ServerCommand,
 };
-use crate::meetings_api::MeetingDirectory;
+use crate::store::meetings::MeetingDirectory;
 use actor::ActorMsg;
 use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
@@ -307,7 +307,7 @@ impl Gateway {
     /// `activeSpeakers`). False when the conversation is not running.
     pub async fn active_speakers(&self, conversation_id: &str, participant_ids: Vec<String>) -> bool {
         let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
-        let input = crate::conversation::Input::ActiveSpeakers { participant_ids };
+        let input = crate::domain::conversation::Input::ActiveSpeakers { participant_ids };
         handle.tx.send(ActorMsg::Input(input)).await.is_ok()
     }
 
@@ -382,6 +382,26 @@ impl Gateway {
 
     pub(crate) fn presence_of(&self, raw_id: &str) -> Vec<PresenceEntry> {
         self.presence.get(raw_id).map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// End every live signaling connection of `raw_id` authenticated with a token issued
+    /// before `revoked_before_ms` (its tokens were revoked or the identity deleted): a
+    /// participant's session ends as `TokenRevoked` (billing closes it then), then the socket
+    /// closes with [`ConnectionClose::AccessRevoked`](palaver_core::protocol::ConnectionClose).
+    /// Returns how many connections were told.
+    pub fn revoke_access(&self, raw_id: &str, revoked_before_ms: i64) -> usize {
+        let entries = self.presence_of(raw_id);
+        for entry in &entries {
+            let tx = entry.tx.clone();
+            // Never dropped for a full queue: the socket must end.
+            tokio::spawn(async move {
+                let _ = tx.send(Outbound::AccessRevoked { revoked_before_ms }).await;
+            });
+        }
+        if !entries.is_empty() {
+            tracing::info!(user = raw_id, connections = entries.len(), "ending revoked signaling connections");
+        }
+        entries.len()
     }
 
     /// Send a prepared frame to every socket of a user.

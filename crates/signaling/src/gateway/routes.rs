@@ -4,17 +4,20 @@
 //! participant type `Teams`, not billed). Authentication happens before the upgrade:
 //! a refused socket gets an HTTP error with the ACS error body.
 
-use super::connection::{self, AuthPath, ConnIdentity};
-use crate::auth::authenticate_token;
-use crate::conversation::JoinIdentity;
-use crate::http::{ApiError, AppState, api_router, now_ms};
+use super::connection::{self, ConnIdentity};
+use crate::api::{ApiError, api_router};
+use crate::app::AppState;
+use crate::auth::{Credential, Door, bearer_token};
+use crate::domain::Refusal;
+use crate::domain::conversation::JoinIdentity;
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use palaver_core::{CommunicationIdentifier, ErrorCode, Scope, ScopeSet};
+use palaver_core::ErrorCode;
+use palaver_core::time::now_ms;
 use std::collections::HashMap;
 
 /// Largest WebSocket message the transport reads at all; anything between
@@ -31,16 +34,22 @@ pub fn routes() -> Router<AppState> {
     api_router().route("/signaling/v1", get(access_token_socket)).route("/signaling/v1/native", get(native_socket))
 }
 
-fn token_from(headers: &HeaderMap, query: &HashMap<String, String>, param: &str) -> Result<String, ApiError> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_string()).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidAuthentication, "expected `Authorization: Bearer <token>`")
-        });
+/// The credential of an upgrade: `Authorization: Bearer` (the one parser), else `?{param}=`.
+fn token_from<'a>(
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+    param: &str,
+) -> Result<&'a str, ApiError> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidAuthentication, "the Authorization header is not ASCII"))?;
+        return bearer_token(v);
     }
     query
         .get(param)
+        .map(String::as_str)
         .filter(|t| !t.is_empty())
-        .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::MissingAuthentication, format!("send a bearer token or `?{param}=`")))
 }
 
@@ -62,7 +71,7 @@ async fn access_token_socket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = token_from(&headers, &query, "access_token")?;
-    let ident = verify_access_token(&state, &token, now_ms())?;
+    let ident = authenticate(&state, Credential::AccessToken(token), now_ms()).await?;
     Ok(upgrade(state, ident, ws))
 }
 
@@ -73,46 +82,32 @@ async fn native_socket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = token_from(&headers, &query, "idp_token")?;
-    let ident = verify_native_token(&state, &token, now_ms()).await?;
+    let ident = authenticate(&state, Credential::IdpToken(token), now_ms()).await?;
     Ok(upgrade(state, ident, ws))
 }
 
-/// A palaver access token that may take part in calls (`voip` or `voip.join`): the identity a
-/// WebSocket upgrade or a QUIC `auth` frame authenticates as.
-pub fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<ConnIdentity, ApiError> {
-    let user = authenticate_token(state, token, now)?;
-    let scopes = user.scopes();
-    if !scopes.allows_calling() {
-        return Err(ApiError::new(ErrorCode::InsufficientScope, "signaling needs a token with `voip` or `voip.join`"));
+/// Who a signaling connection (WebSocket upgrade, QUIC `auth` frame, token refresh) is, through
+/// the one [`Authenticator`](crate::auth::Authenticator): an access token must allow calling
+/// (`voip` or `voip.join`); an IdP token is a native directory client (`Teams`, not billed).
+pub async fn authenticate(state: &AppState, credential: Credential<'_>, now: i64) -> Result<ConnIdentity, Refusal> {
+    let principal = state.auth.verify(credential, now).await?;
+    if principal.door == Door::AccessToken && !principal.scopes.allows_calling() {
+        return Err(Refusal::new(ErrorCode::InsufficientScope, "signaling needs a token with `voip` or `voip.join`"));
     }
-    let native_client = user.claims.native && user.identifier.is_directory_user();
+    let native_client = match principal.door {
+        Door::AccessToken => principal.native && principal.identifier.is_directory_user(),
+        Door::NativeIdp => true,
+    };
     Ok(ConnIdentity {
         identity: JoinIdentity {
-            identifier: user.identifier,
-            directory_name: user.claims.name,
-            tenant_id: user.claims.tid,
+            identifier: principal.identifier,
+            directory_name: principal.display_name,
+            tenant_id: principal.tenant_id,
             native_client,
-            token_expires_at_ms: user.claims.exp.saturating_mul(1000),
+            token_expires_at_ms: principal.expires_at_ms,
         },
-        scopes,
-        path: AuthPath::AccessToken,
-    })
-}
-
-/// An IdP token presented directly by a native directory client.
-pub(crate) async fn verify_native_token(state: &AppState, token: &str, now: i64) -> Result<ConnIdentity, ApiError> {
-    let user = crate::directory::validate_native(state, token, now).await?;
-    let identifier = CommunicationIdentifier::parse(&user.raw_id())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidIdpToken, format!("bad directory user id: {e}")))?;
-    Ok(ConnIdentity {
-        identity: JoinIdentity {
-            identifier,
-            directory_name: user.name,
-            tenant_id: Some(user.tenant_id),
-            native_client: true,
-            token_expires_at_ms: user.expires_at.saturating_mul(1000),
-        },
-        scopes: ScopeSet::empty().with(Scope::Voip).with(Scope::Chat),
-        path: AuthPath::NativeIdp,
+        scopes: principal.scopes,
+        door: principal.door,
+        issued_at_ms: principal.issued_at_ms,
     })
 }

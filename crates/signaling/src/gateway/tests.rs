@@ -1,11 +1,13 @@
 //! Gateway tests over real sockets on 127.0.0.1 (plain HTTP, in-process router): lobby
 //! story, recording notice timing, bad input, calls, reconnect with resume.
 
+use crate::api::router;
+use crate::app::{AppState, SignalingConfig};
 use crate::auth::TokenGrant;
-use crate::http::{AppState, SignalingConfig, now_ms, router};
 use crate::store::Store;
 use axum::body::Body;
 use futures_util::{SinkExt, StreamExt};
+use palaver_core::time::now_ms;
 use palaver_core::{Scope, ScopeSet, SessionEnded, SessionObserver, SessionStarted};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -56,7 +58,7 @@ impl Server {
             tid: raw_id.starts_with("8:orgid:").then(|| "tenant-1".to_string()),
             native: false,
         };
-        self.state.tokens.issue(&grant, now_ms()).unwrap().token
+        self.state.auth.tokens.issue(&grant, now_ms()).unwrap().token
     }
 
     pub(super) fn external_id(&self) -> String {
@@ -388,8 +390,8 @@ async fn meetings_api_validates_and_authorizes() {
 #[tokio::test]
 async fn transfer_to_a_queue_rings_members_in_turn() {
     let s = Server::start().await;
-    s.state.gateway.set_calls_config(crate::calls::CallsConfig {
-        queues: vec![crate::calls::CallQueueConfig {
+    s.state.gateway.set_calls_config(crate::domain::calls::CallsConfig {
+        queues: vec![crate::domain::calls::CallQueueConfig {
             app_id: "support".into(),
             name: Some("Support".into()),
             members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
@@ -423,8 +425,8 @@ async fn transfer_to_a_queue_rings_members_in_turn() {
 #[tokio::test]
 async fn native_directory_client_joins_unbilled() {
     let s = Server::start().await;
-    let idp = s.state.directory.dev_idp.as_ref().expect("dev IdP on by default");
-    let req = crate::directory::DevTokenRequest {
+    let idp = s.state.auth.directory.dev_idp.as_ref().expect("dev IdP on by default");
+    let req = crate::auth::directory::DevTokenRequest {
         oid: "native-1".into(),
         name: "Nadia".into(),
         app_id: None,
@@ -642,7 +644,7 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
 #[tokio::test]
 async fn calls_decline_and_no_answer_timeout() {
     let s = Server::start().await;
-    s.state.gateway.set_calls_config(crate::calls::CallsConfig { ring_timeout_secs: 1, ..Default::default() });
+    s.state.gateway.set_calls_config(crate::domain::calls::CallsConfig { ring_timeout_secs: 1, ..Default::default() });
     let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
     let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
     a.send(json!({"type":"call.place","targets":["8:orgid:b"]})).await;
@@ -671,7 +673,7 @@ fn gateway_config_reads_from_toml_with_defaults() {
     assert_eq!(cfg.idle_timeout_ms, super::GatewayConfig::default().idle_timeout_ms);
     assert!(toml::from_str::<super::GatewayConfig>("grace = 1").is_err(), "typos are refused");
     // The server's `[signaling.gateway]` section reaches the running gateway.
-    let signaling: crate::http::SignalingConfig =
+    let signaling: crate::app::SignalingConfig =
         toml::from_str("[gateway]\nreconnect_grace_ms = 7000\nheartbeat_interval_ms = 5000\n").unwrap();
     let state = AppState::open(signaling, Store::open_in_memory().unwrap()).unwrap();
     assert_eq!(state.gateway.config().reconnect_grace_ms, 7000);

@@ -2,9 +2,10 @@
 //! expiry mid-call, a socket that falls behind, and clean shutdown.
 
 use super::tests::Server;
+use crate::auth::Credential;
 use crate::auth::TokenGrant;
-use crate::http::now_ms;
 use futures_util::{SinkExt, StreamExt};
+use palaver_core::time::now_ms;
 use palaver_core::{Scope, ScopeSet};
 use serde_json::json;
 use std::time::Duration;
@@ -78,11 +79,15 @@ async fn a_socket_that_falls_behind_is_dropped_into_reconnecting() {
     let group = uuid::Uuid::new_v4().to_string();
     // A participant whose socket queue holds one frame and is never drained.
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let identity =
-        super::routes::verify_access_token(&s.state, &s.token("8:orgid:slow", None, &[Scope::Voip]), now_ms())
-            .unwrap()
-            .identity;
-    let request = crate::conversation::JoinRequest {
+    let identity = super::routes::authenticate(
+        &s.state,
+        Credential::AccessToken(&s.token("8:orgid:slow", None, &[Scope::Voip])),
+        now_ms(),
+    )
+    .await
+    .unwrap()
+    .identity;
+    let request = crate::domain::conversation::JoinRequest {
         participant_id: "slow".into(),
         resume_token: "t".into(),
         request_id: None,
@@ -91,7 +96,10 @@ async fn a_socket_that_falls_behind_is_dropped_into_reconnecting() {
         room_role: None,
     };
     let key = format!("groupCall:{group}");
-    s.state.gateway.join(key, crate::conversation::ConversationSetup::GroupCall, request, "c-slow".into(), tx).await;
+    s.state
+        .gateway
+        .join(key, crate::domain::conversation::ConversationSetup::GroupCall, request, "c-slow".into(), tx)
+        .await;
     // Its `joined` frame fills the queue; the next roster delta overflows it.
     let mut fast = s.connect(&s.token("8:orgid:fast", None, &[Scope::Voip])).await;
     fast.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
@@ -115,7 +123,7 @@ async fn token_expiry_mid_call_asks_for_refresh_then_ends_the_session() {
             tid: Some("tenant-1".into()),
             native: false,
         };
-        s.state.tokens.issue(&grant, now_ms()).unwrap().token
+        s.state.auth.tokens.issue(&grant, now_ms()).unwrap().token
     };
     let group = uuid::Uuid::new_v4().to_string();
     let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});

@@ -8,6 +8,8 @@
 //! generated settings (keys, resource id) in [`settings`].
 
 pub mod identities;
+pub mod meetings;
+pub mod rooms;
 pub mod settings;
 
 use rusqlite::Connection;

@@ -1,0 +1,78 @@
+//! Routes: the directory-user token exchange, and the dev IdP's JWKS and token endpoints.
+
+use crate::api::HmacAuthenticated;
+use crate::api::identity::API_VERSIONS;
+use crate::api::{ApiError, api_router, require_api_version};
+use crate::app::AppState;
+use crate::auth::directory::{DevTokenRequest, exchange};
+use crate::domain::identity::AccessTokenResponse;
+use axum::extract::{Path, State};
+use axum::http::{Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use palaver_core::ErrorCode;
+use palaver_core::time::now_ms;
+use serde::Deserialize;
+
+pub fn routes() -> Router<AppState> {
+    api_router()
+        .route("/teamsUser/:exchangeAccessToken", post(exchange_token))
+        .route("/dev-idp/{tenant}/discovery/v2.0/keys", get(dev_jwks))
+        .route("/dev-idp/token", post(dev_token))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeRequest {
+    token: Option<String>,
+    app_id: Option<String>,
+    user_id: Option<String>,
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String, ApiError> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidParameter, format!("`{name}` is required")).with_target(name.to_string())
+    })
+}
+
+async fn exchange_token(
+    State(state): State<AppState>,
+    uri: Uri,
+    auth: HmacAuthenticated,
+) -> Result<Json<AccessTokenResponse>, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let req: ExchangeRequest = auth.json()?;
+    let token = required(req.token, "token")?;
+    let app_id = required(req.app_id, "appId")?;
+    let user_id = required(req.user_id, "userId")?;
+    let issued = exchange(&state, &token, &app_id, &user_id, now_ms()).await?;
+    tracing::info!(identity = %issued.claims.raw_id(), "directory user token exchanged");
+    Ok(Json(AccessTokenResponse::from(&issued)))
+}
+
+fn dev_idp_off() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "the development identity provider is not enabled")
+}
+
+async fn dev_jwks(State(state): State<AppState>, Path(tenant): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let idp = state.auth.directory.dev_idp.as_ref().ok_or_else(dev_idp_off)?;
+    if tenant != crate::auth::directory::dev_idp::DEV_TENANT_ID {
+        return Err(ApiError::new(ErrorCode::UnknownTenant, format!("the dev IdP has no tenant `{tenant}`")));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], idp.jwks_json()))
+}
+
+/// Mint a dev IdP token (HMAC-authenticated: only the resource's owner may mint).
+async fn dev_token(
+    State(state): State<AppState>,
+    auth: HmacAuthenticated,
+) -> Result<Json<crate::auth::directory::DevToken>, ApiError> {
+    let idp = state.auth.directory.dev_idp.as_ref().ok_or_else(dev_idp_off)?;
+    let req: DevTokenRequest = auth.json()?;
+    if req.oid.is_empty() || req.name.is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidParameter, "`oid` and `name` are required"));
+    }
+    let minted = idp.mint(&req, now_ms().div_euclid(1000)).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(minted))
+}

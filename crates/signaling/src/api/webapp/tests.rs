@@ -1,0 +1,187 @@
+//! Router tests of the web client's pages, files and development sign-in endpoints.
+
+use super::assets::{ASSETS, INDEX_HTML};
+use crate::api::router;
+use crate::api::testing::{error_code, send, test_state};
+use crate::app::{AppState, SignalingConfig};
+use crate::store::Store;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use palaver_core::time::now_ms;
+use tower::ServiceExt;
+
+fn get(path: &str) -> Request<Body> {
+    Request::builder().uri(path).body(Body::empty()).expect("request")
+}
+
+fn post(path: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+async fn raw(state: &AppState, req: Request<Body>) -> (StatusCode, String, String) {
+    let resp = router(state.clone()).oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22).await.expect("body");
+    (status, content_type.unwrap_or_default(), String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn dev_off_state() -> AppState {
+    let mut config = SignalingConfig::default();
+    config.directory.dev_idp = Some(false);
+    AppState::open(config, Store::open_in_memory().expect("db")).expect("state")
+}
+
+#[test]
+fn every_file_in_web_app_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/app");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("web/app exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = ASSETS.iter().map(|a| a.path.to_string()).collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded, "web/app and assets::ASSETS must list the same files");
+}
+
+#[test]
+fn index_only_references_embedded_files() {
+    for needed in ["/app/styles.css", "/app/main.js", "/app/icon.svg"] {
+        assert!(INDEX_HTML.contains(needed), "index.html should load {needed}");
+    }
+    for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+        for line in asset.body.lines().filter(|l| l.trim_start().starts_with("import ")) {
+            let target =
+                line.rsplit("from").next().unwrap_or("").trim().trim_matches(|c| c == '\'' || c == '"' || c == ';');
+            let file = target.trim_start_matches("./");
+            assert!(super::assets::find(file).is_some(), "{} imports `{target}`, which is not embedded", asset.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn page_is_served_at_root_app_and_join_links() {
+    let state = test_state();
+    for path in ["/", "/app", "/app/", "/meetings/join/5f0c7a8e-9d7b-4b3e-8f25-1d2c3b4a5e6f"] {
+        let (status, content_type, body) = raw(&state, get(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(content_type.starts_with("text/html"), "{path}: {content_type}");
+        assert_eq!(body, INDEX_HTML, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn files_have_their_content_type_and_unknown_files_an_error_body() {
+    let state = test_state();
+    let (status, content_type, body) = raw(&state, get("/app/main.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/javascript"), "{content_type}");
+    assert!(body.contains("import"));
+    let (_, css_type, _) = raw(&state, get("/app/styles.css")).await;
+    assert!(css_type.starts_with("text/css"), "{css_type}");
+    let (status, body) = send(&state, get("/app/nope.js")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "NotFound");
+    let (status, body) = send(&state, get("/app/../Cargo.toml")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn external_user_endpoint_issues_a_working_voip_token() {
+    let state = test_state();
+    let (status, body) = send(&state, post("/dev/web/external-user", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let raw_id = body["rawId"].as_str().expect("rawId");
+    assert!(raw_id.starts_with("8:acs:"), "{raw_id}");
+    let user = state.auth.verify_access_token(body["token"].as_str().expect("token"), now_ms()).expect("token works");
+    assert_eq!(user.identifier.raw_id(), raw_id);
+    assert!(user.scopes.contains(palaver_core::Scope::Voip), "{:?}", user.scopes);
+    let (status, body) = send(&state, post("/dev/web/external-user", "{}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(&state, post("/dev/web/external-user", "[1,")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "InvalidJson");
+}
+
+#[tokio::test]
+async fn directory_user_endpoint_goes_through_the_exchange() {
+    let state = test_state();
+    let oid = "6a0b1b8e-0000-4000-8000-000000000001";
+    let (status, body) =
+        send(&state, post("/dev/web/directory-user", &format!(r#"{{"name":"Ada Organizer","oid":"{oid}"}}"#))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rawId"], format!("8:orgid:{oid}"));
+    assert_eq!(body["displayName"], "Ada Organizer");
+    let user = state.auth.verify_access_token(body["token"].as_str().expect("token"), now_ms()).expect("token works");
+    assert_eq!(user.display_name.as_deref(), Some("Ada Organizer"));
+    // Without an oid a fresh one is chosen each time.
+    let (_, a) = send(&state, post("/dev/web/directory-user", r#"{"name":"X"}"#)).await;
+    let (_, b) = send(&state, post("/dev/web/directory-user", r#"{"name":"X"}"#)).await;
+    assert_ne!(a["rawId"], b["rawId"]);
+}
+
+#[tokio::test]
+async fn directory_user_endpoint_rejects_bad_input() {
+    let state = test_state();
+    for (body, code) in [
+        ("", "InvalidParameter"),
+        (r#"{"name":"   "}"#, "InvalidParameter"),
+        (r#"{"name":"a\u0007b"}"#, "InvalidParameter"),
+        (&format!(r#"{{"name":"{}"}}"#, "n".repeat(65)), "InvalidParameter"),
+        (r#"{"name":"Ada","oid":"not-a-uuid"}"#, "InvalidParameter"),
+        (r#"{"name":"Ada","extra":1}"#, "InvalidJson"),
+        (r#"{"name":5}"#, "InvalidJson"),
+    ] {
+        let (status, answer) = send(&state, post("/dev/web/directory-user", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(error_code(&answer), code, "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn dev_endpoints_are_absent_when_the_dev_idp_is_off() {
+    let state = dev_off_state();
+    for path in ["/dev/web/external-user", "/dev/web/directory-user"] {
+        let (status, body) = send(&state, post(path, r#"{"name":"Ada"}"#)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(error_code(&body), "NotFound");
+        assert!(body["error"]["message"].as_str().unwrap_or("").contains("development sign-in is off"));
+    }
+    let (status, body) = send(&state, get("/dev/web/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["devMode"], false);
+    let (_, body) = send(&test_state(), get("/dev/web/status")).await;
+    assert_eq!(body["devMode"], true);
+    // The page itself is still served.
+    let (status, _, _) = raw(&state, get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn external_user_endpoint_refreshes_an_existing_identity() {
+    let state = test_state();
+    let (_, first) = send(&state, post("/dev/web/external-user", "{}")).await;
+    let raw_id = first["rawId"].as_str().expect("rawId");
+    let (status, again) = send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{raw_id}"}}"#))).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["rawId"], raw_id);
+    assert_ne!(again["token"], first["token"]);
+    let user = state.auth.verify_access_token(again["token"].as_str().expect("token"), now_ms()).expect("token works");
+    assert_eq!(user.identifier.raw_id(), raw_id);
+    let unknown = format!("8:acs:{}_00000000-0000-4000-8000-000000000000", state.resource.resource_id);
+    let (status, body) = send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{unknown}"}}"#))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_code(&body), "IdentityNotFound");
+    let (status, body) = send(&state, post("/dev/web/external-user", r#"{"rawId":"8:orgid:x"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "InvalidIdentifier");
+    let (status, body) = send(&state, post("/dev/web/external-user", r#"{"other":1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "InvalidJson");
+}

@@ -1,0 +1,172 @@
+//! `AppState`: everything a request handler may need, cheap to clone (one `Arc`).
+//!
+//! Components add a field to [`AppStateInner`] and initialise it in [`AppState::open`].
+
+use crate::auth::directory::{Directory, DirectoryConfig};
+use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
+use crate::store::{Store, StoreError, settings};
+use base64::Engine;
+use std::sync::Arc;
+
+/// Control-plane settings the binary passes in (from TOML / env / flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalingConfig {
+    /// Resource id embedded in identities (`8:acs:<resourceId>_<guid>`); generated and
+    /// persisted on first start when absent.
+    pub resource_id: Option<String>,
+    /// Base64 access key for HMAC authentication; generated and persisted when absent.
+    pub access_key: Option<String>,
+    /// A second accepted key (for rotation).
+    pub secondary_access_key: Option<String>,
+    /// `resourceLocation` claim of access tokens.
+    pub resource_location: Option<String>,
+    /// Directory tenants and the development IdP.
+    pub directory: DirectoryConfig,
+    /// User-to-user calls: ring timeout, phone targets, call queues (`[signaling.calls]`).
+    pub calls: crate::domain::calls::CallsConfig,
+    /// WebSocket gateway timing and limits: reconnect grace, heartbeats, idle timeout, rate
+    /// limit, per-socket queue (`[signaling.gateway]`).
+    pub gateway: crate::gateway::GatewayConfig,
+}
+
+/// The resource this server acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceInfo {
+    pub resource_id: String,
+    /// Primary access key, base64 (goes into the connection string).
+    pub access_key: String,
+    pub location: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// The shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<AppStateInner>);
+
+#[derive(Debug)]
+pub struct AppStateInner {
+    pub config: SignalingConfig,
+    pub resource: ResourceInfo,
+    pub store: Store,
+    pub hmac_keys: HmacKeys,
+    /// Access tokens, revocation marks and directory tenants: the one check of every door.
+    pub auth: Authenticator,
+    pub rooms: crate::domain::rooms::RoomDirectory,
+    pub gateway: crate::gateway::Gateway,
+    /// The Prometheus registry (`/metrics`): signaling records joins and errors here.
+    pub metrics: Arc<palaver_metrics::PalaverMetrics>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+const DEFAULT_LOCATION: &str = "local";
+
+impl AppState {
+    /// Build the state: resolve (or generate and persist) the resource id, access key and
+    /// token signing key, and load revocation marks.
+    pub fn open(config: SignalingConfig, store: Store) -> Result<Self, StartupError> {
+        let resource_id = match &config.resource_id {
+            Some(id) => {
+                validate_resource_id(id)?;
+                id.clone()
+            }
+            None => settings::get_or_create(&store, "resource_id", || uuid::Uuid::new_v4().to_string())?,
+        };
+        let access_key = match &config.access_key {
+            Some(k) => k.clone(),
+            None => settings::get_or_create(&store, "access_key", generate_access_key)?,
+        };
+        let keys = std::iter::once(access_key.as_str()).chain(config.secondary_access_key.as_deref());
+        let hmac_keys = HmacKeys::from_base64(keys).map_err(|e| StartupError::Config(e.to_string()))?;
+        let location = config.resource_location.clone().unwrap_or_else(|| DEFAULT_LOCATION.to_string());
+        let seed = settings::get_or_create(&store, "token_signing_seed", TokenService::generate_seed_base64)?;
+        let tokens = TokenService::from_seed_base64(&seed, &resource_id, &location)
+            .map_err(|e| StartupError::Config(format!("stored token signing key: {e}")))?;
+        let revocations = RevocationList::load(&store)?;
+        let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
+        let resource = ResourceInfo { resource_id, access_key, location };
+        let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
+        let metrics = palaver_metrics::PalaverMetrics::new()
+            .map_err(|e| StartupError::Config(format!("metrics registry: {e}")))?;
+        let gateway = crate::gateway::Gateway::new(crate::store::meetings::MeetingDirectory::open(store.clone())?);
+        config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
+        gateway.set_calls_config(config.calls.clone());
+        gateway.set_config(config.gateway);
+        gateway.set_metrics(metrics.clone());
+        Ok(Self(Arc::new(AppStateInner {
+            config,
+            resource,
+            store,
+            hmac_keys,
+            auth: Authenticator::new(tokens, revocations, directory),
+            rooms,
+            gateway,
+            metrics,
+        })))
+    }
+
+    /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.
+    pub fn connection_string(&self, base_url: &str) -> String {
+        format!("endpoint={}/;accesskey={}", base_url.trim_end_matches('/'), self.resource.access_key)
+    }
+}
+
+/// 64 random bytes, base64 (the size of ACS access keys).
+pub fn generate_access_key() -> String {
+    let mut key = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+fn validate_resource_id(id: &str) -> Result<(), StartupError> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StartupError::Config(format!("resource_id `{id}` must be 1-128 letters, digits or `-`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_resource_and_keys_are_stable_across_opens() {
+        let store = Store::open_in_memory().unwrap();
+        let a = AppState::open(SignalingConfig::default(), store.clone()).unwrap();
+        let b = AppState::open(SignalingConfig::default(), store).unwrap();
+        assert_eq!(a.resource, b.resource);
+        assert_eq!(a.auth.tokens.kid(), b.auth.tokens.kid());
+        assert!(a.connection_string("https://127.0.0.1:1/").starts_with("endpoint=https://127.0.0.1:1/;accesskey="));
+    }
+
+    #[test]
+    fn configured_values_win_and_are_checked() {
+        let store = Store::open_in_memory().unwrap();
+        let cfg = SignalingConfig {
+            resource_id: Some("my-res".into()),
+            access_key: Some("c2VjcmV0".into()),
+            ..Default::default()
+        };
+        let s = AppState::open(cfg, store.clone()).unwrap();
+        assert_eq!(s.resource.resource_id, "my-res");
+        let bad = SignalingConfig { resource_id: Some("has_underscore".into()), ..Default::default() };
+        assert!(matches!(AppState::open(bad, store.clone()), Err(StartupError::Config(_))));
+        let bad_key = SignalingConfig { access_key: Some("!!".into()), ..Default::default() };
+        assert!(matches!(AppState::open(bad_key, store), Err(StartupError::Config(_))));
+    }
+}

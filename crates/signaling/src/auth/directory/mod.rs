@@ -1,0 +1,75 @@
+//! Directory ("Teams"-style) users: validation of their IdP tokens against configured
+//! tenants, the token exchange (`POST /teamsUser/:exchangeAccessToken`), the native
+//! directory-client check, and the built-in development IdP.
+
+pub mod config;
+pub mod dev_idp;
+pub mod jwks;
+#[cfg(test)]
+mod tests;
+pub mod validate;
+
+pub use config::{DirectoryConfig, TenantCloud, TenantConfig};
+pub use dev_idp::{DevIdp, DevToken, DevTokenRequest};
+pub use validate::{DirectoryUser, DirectoryValidator, check_exchange};
+
+use crate::app::AppState;
+use crate::auth::{IssuedToken, TokenGrant};
+use crate::domain::Refusal;
+use crate::store::Store;
+use palaver_core::{Scope, ScopeSet};
+
+/// The directory component of [`AppState`].
+#[derive(Debug)]
+pub struct Directory {
+    pub validator: DirectoryValidator,
+    pub dev_idp: Option<DevIdp>,
+}
+
+impl Directory {
+    /// Build from config; with the dev IdP on, its key is loaded (or generated) and its
+    /// sample tenant trusted.
+    pub fn open(config: &DirectoryConfig, store: &Store) -> Result<Self, String> {
+        let dev_idp = if config.dev_idp_enabled() {
+            Some(DevIdp::load_or_create(store).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let validator = DirectoryValidator::new(config, dev_idp.as_ref().map(DevIdp::tenant_config))?;
+        Ok(Self { validator, dev_idp })
+    }
+}
+
+/// Scopes of an exchanged directory-user token.
+pub fn directory_scopes() -> ScopeSet {
+    ScopeSet::empty().with(Scope::Voip).with(Scope::Chat)
+}
+
+/// The exchange: validate `idp_token` (incl. appId/userId/permissions) and issue a palaver
+/// access token for `8:orgid:<oid>` that expires with the IdP token.
+pub async fn exchange(
+    state: &AppState,
+    idp_token: &str,
+    app_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<IssuedToken, Refusal> {
+    let user = state.auth.directory.validator.validate(idp_token, now_ms.div_euclid(1000)).await?;
+    check_exchange(&user, app_id, user_id)?;
+    issue_for(state, &user, false, now_ms)
+}
+
+/// Issue an access token for a validated directory user (`native` marks the unbilled path).
+pub fn issue_for(state: &AppState, user: &DirectoryUser, native: bool, now_ms: i64) -> Result<IssuedToken, Refusal> {
+    let raw_id = user.raw_id();
+    let grant = TokenGrant {
+        scopes: directory_scopes(),
+        expires_at_ms: user.expires_at * 1000,
+        name: user.name.clone(),
+        tid: Some(user.tenant_id.clone()),
+        native,
+        raw_id: raw_id.clone(),
+    };
+    let issued_at = state.auth.revocations.issue_time(&raw_id, now_ms);
+    state.auth.tokens.issue(&grant, issued_at).map_err(|e| Refusal::internal(e.to_string()))
+}

@@ -1,0 +1,17 @@
+//! The control plane's rules, free of HTTP: what a request may do and what it changes.
+//! Errors are domain enums or [`conversation::Refusal`]s (an `ErrorCode` and a message);
+//! the `api` layer maps them to the ACS error shape. Time comes in as milliseconds since
+//! the Unix epoch (`palaver_core::time`).
+//!
+//! - [`conversation`]: the sans-IO meeting/group-call/room machine (roster, roles, lobby).
+//! - [`calls`]: the sans-IO user-to-user call machine (ringing, queues, transfer).
+//! - [`identity`]: communication identities and their access tokens.
+//! - [`rooms`]: ACS Rooms shapes and rules, and the join lookup the gateway uses.
+
+pub mod calls;
+pub mod conversation;
+pub mod identity;
+mod refusal;
+pub mod rooms;
+
+pub use refusal::Refusal;
