@@ -31,9 +31,11 @@ APT_NEEDS += chromium:chromium node:nodejs npm:npm
 TEST_STAGES := fmt-check clippy test-rust test-sdk
 TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
+TEST_STAGES += test-fuzz
 
 .PHONY: test-deploy test-browser
 .PHONY: load
+.PHONY: fuzz test-fuzz fuzz-prereqs
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
@@ -43,6 +45,7 @@ help:
 	@echo "make fmt          format the workspace"
 	@echo "make clean-data   remove ./data (database, keys, certificates)"
 	@echo "make load         palaver-load against the server 'make run' started (LOAD_ARGS=\"--preset town-hall\")"
+	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
 
 # ---------------------------------------------------------------- prerequisites
 # Install only what is missing; do nothing when everything is present.
@@ -128,6 +131,23 @@ test-deploy: prereqs
 test-browser: build
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 	cd tests/browser && PALAVER_BIN=$(DEBUG_BIN) npm test
+
+# ---------------------------------------------------------------- fuzzing
+# cargo-fuzz (libFuzzer) targets in fuzz/ (its own workspace, builds in fuzz/target); see
+# docs/fuzzing.md. `make fuzz` runs each target FUZZ_SECONDS; the test stage a few seconds each.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_TARGETS       ?=
+
+fuzz-prereqs: prereqs
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-prereqs
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+test-fuzz: fuzz-prereqs
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 test: prereqs
 	@for stage in $(TEST_STAGES); do \

@@ -158,6 +158,9 @@ impl Extensions {
 pub fn remap_ids(buf: &mut [u8], header: &RtpHeader, remap: &[u8; 256]) -> Result<(), RtpError> {
     let Some(block) = header.extension else { return Ok(()) };
     let two_byte = block.profile & 0xFFF0 == 0x1000;
+    if !two_byte && block.profile != 0xBEDE {
+        return Ok(()); // another profile's block is opaque: nothing in it is an RFC 8285 id
+    }
     // Validate the whole block first so a failure leaves the packet untouched.
     for element in ElementIter::new(buf, block) {
         let e = element?;
@@ -248,6 +251,21 @@ mod tests {
         let p = packet_with(0xBEDE, &[0x1F, 0, 0, 0]); // id 1 claims 16 bytes
         let h = RtpHeader::parse(&p).unwrap();
         assert_eq!(Extensions::parse(&p, &h, &MAP), Err(RtpError::BadExtension));
+    }
+
+    /// Found writing the `rtp_extensions` fuzz target (blocks of other profiles are never
+    /// rewritten): `remap_ids` walked any profile's block as one-byte elements and rewrote
+    /// "ids" inside opaque data.
+    #[test]
+    fn remap_leaves_other_profiles_alone() {
+        let p = packet_with(0xABAC, &[0x10, 0x85, 0x31, 0x01, 0x02]);
+        let h = RtpHeader::parse(&p).unwrap();
+        let mut remap = [0u8; 256];
+        remap[1] = 5;
+        remap[3] = 7;
+        let mut q = p.clone();
+        remap_ids(&mut q, &h, &remap).unwrap();
+        assert_eq!(q, p);
     }
 
     #[test]

@@ -362,7 +362,8 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtpError> {
                     if fci.len() < 8 + 4 * n {
                         return Err(RtpError::BadLength);
                     }
-                    let bitrate_bps = mantissa.checked_shl(exponent as u32).unwrap_or(u64::MAX);
+                    // 18-bit mantissa, 6-bit exponent: up to 2^81, saturated rather than wrapped.
+                    let bitrate_bps = u64::try_from(u128::from(mantissa) << exponent).unwrap_or(u64::MAX);
                     RtcpPacket::Remb { sender_ssrc, bitrate_bps, ssrcs: SsrcList(&fci[8..8 + 4 * n]) }
                 }
                 _ => RtcpPacket::Other { packet_type, format: count },

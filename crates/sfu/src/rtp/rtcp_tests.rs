@@ -87,6 +87,24 @@ fn parses_remb() {
     }
 }
 
+/// Found writing the `rtcp_compound` fuzz target (bitrate = mantissa * 2^exponent, saturated):
+/// a REMB with a large exponent wrapped (`checked_shl` only refuses shifts >= 64), so a claimed
+/// ~2^81 bit/s read as a small number.
+#[test]
+fn remb_bitrate_saturates_instead_of_wrapping() {
+    for (exponent, mantissa, expected) in
+        [(63u8, 0x3FFFFu32, u64::MAX), (47, 0x20000, u64::MAX), (46, 0x3FFFF, 0x3FFFF << 46), (0, 0, 0), (63, 0, 0)]
+    {
+        let mut p = vec![0x8F, 206, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 0];
+        p.push((exponent << 2) | ((mantissa >> 16) as u8 & 0x3));
+        p.extend_from_slice(&(mantissa as u16).to_be_bytes());
+        match Compound::new(&p).next().unwrap().unwrap() {
+            RtcpPacket::Remb { bitrate_bps, .. } => assert_eq!(bitrate_bps, expected, "{mantissa} << {exponent}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn parses_transport_cc() {
     // base 100, 20 packets: run-length chunk of 10 "small delta", then a two-bit vector

@@ -146,6 +146,11 @@ impl Offer {
         let mut media: Vec<OfferedMedia> = Vec::new();
         for raw in sdp.lines() {
             let line = raw.trim_end_matches('\r');
+            // A CR inside a line would be echoed into the answer (mid, formats) as a line break
+            // of its own; RFC 8866 allows none there.
+            if line.contains('\r') {
+                return Err(SdpError::Malformed(line.into()));
+            }
             if let Some(m) = line.strip_prefix("m=") {
                 let mut parts = m.splitn(4, ' ');
                 let kind = match parts.next() {

@@ -92,3 +92,13 @@ fn bad_offers_are_refused() {
         let _ = Offer::parse(&CHROMIUM_OFFER[..len]);
     }
 }
+
+/// Found writing the `sdp_offer` fuzz target (every answer line is one CRLF-terminated line): a
+/// bare CR inside an offer's `a=mid:` or `m=` line was copied into the answer, where it reads as
+/// a line break of its own.
+#[test]
+fn a_bare_cr_inside_a_line_is_refused() {
+    let injected = CHROMIUM_OFFER.replacen("a=mid:0", "a=mid:0\ra=setup:active", 1);
+    assert!(matches!(Offer::parse(&injected), Err(SdpError::Malformed(_))));
+    assert!(Offer::parse(CHROMIUM_OFFER).is_ok(), "CRLF line ends stay accepted");
+}
