@@ -14,4 +14,4 @@ pub mod identity;
 mod refusal;
 pub mod rooms;
 
-pub use refusal::Refusal;
+pub use refusal::{Refusal, RefusalDetail};
