@@ -190,16 +190,27 @@ def run(binary):
             status == 200 and me["identifier"]["rawId"] == f"8:orgid:{oid}" and me["displayName"] == "Ada Agent",
             me,
         )
-        try:
-            client.get_token_for_teams_user(minted["token"], minted["appId"], "someone-else")
-            check("exchange with the wrong user fails", False)
-        except HttpResponseError as e:
-            check("exchange with the wrong user is UserIdMismatch", e.status_code == 403 and error_code(e) == "UserIdMismatch", error_code(e))
-        try:
-            client.get_token_for_teams_user(minted["token"] + "x", DEV_APP_ID, oid)
-            check("exchange with a forged token fails", False)
-        except HttpResponseError as e:
-            check("exchange with a forged token is InvalidIdpToken", e.status_code == 401 and error_code(e) == "InvalidIdpToken", error_code(e))
+        # ACS's answers, in its order: the IdP token first (401 InvalidAccessToken), then the
+        # format of appId and userId, then whether they match the token (400 ValidationError).
+        other_guid = "6a0b1b8e-0000-4000-8000-00000000ffff"
+        exchange_cases = [
+            ("an empty token, empty userId", "", minted["appId"], "", 401, "InvalidAccessToken", None, None),
+            ("a malformed token", "not-a-jwt", minted["appId"], oid, 401, "InvalidAccessToken", None, None),
+            ("a forged token", minted["token"] + "x", minted["appId"], oid, 401, "InvalidAccessToken", None, None),
+            ("a malformed appId", minted["token"], "not-a-guid", oid, 400, "ValidationError", "Provided AppId has invalid format.", "appId"),
+            ("another appId", minted["token"], other_guid, oid, 400, "ValidationError", "AAD application is not the expected one.", None),
+            ("a malformed userId", minted["token"], minted["appId"], "someone-else", 400, "ValidationError", "Provided UserId has invalid format.", "userId"),
+            ("another user's userId", minted["token"], minted["appId"], other_guid, 400, "ValidationError", "Provided AAD token issued for unexpected user.", None),
+        ]
+        for label, idp_token, app, user_id, status, code, message, target in exchange_cases:
+            try:
+                client.get_token_for_teams_user(idp_token, app, user_id)
+                check(f"exchange with {label} fails", False)
+            except HttpResponseError as e:
+                err = e.response.json()["error"]
+                ok = e.status_code == status and err["code"] == code
+                ok = ok and (message is None or err["message"] == message) and err.get("target") == target
+                check(f"exchange with {label} is {status} {code}", ok, (e.status_code, err))
 
         bad_key = conn_str.split("accesskey=")[0] + "accesskey=" + "QUJDRA=="
         try:

@@ -126,6 +126,38 @@ def run(binary):
             "InvalidTimeRange",
         )
         expect_error("a window over 180 days", lambda: rooms.create_room(valid_until=now + timedelta(days=181)), 400, "InvalidTimeRange")
+        # ACS's answer to a start more than 180 days ahead, detail by detail.
+        try:
+            rooms.create_room(valid_from=now + timedelta(days=181), valid_until=now + timedelta(days=190))
+            check("validFrom over 180 days ahead fails", False)
+        except HttpResponseError as e:
+            err = e.response.json()["error"]
+            detail = (err.get("details") or [{}])[0]
+            check(
+                "validFrom over 180 days ahead is 400 BadRequest with a BadArgument detail on ValidFrom",
+                e.status_code == 400
+                and err["code"] == "BadRequest"
+                and detail.get("code") == "BadArgument"
+                and detail.get("message") == "Value is incorrect or more than 180 days in the future."
+                and detail.get("target") == "ValidFrom",
+                (e.status_code, err),
+            )
+        for bad_id, message in [("123", "Invalid room ID length."), ("f-123456789012345", "Room ID is invalid.")]:
+            for label, call in [
+                ("get_room", lambda: rooms.get_room(bad_id)),
+                ("update_room", lambda: rooms.update_room(room_id=bad_id, valid_until=now + timedelta(days=1))),
+                ("delete_room", lambda: rooms.delete_room(bad_id)),
+            ]:
+                try:
+                    call()
+                    check(f"{label}({bad_id!r}) fails", False)
+                except HttpResponseError as e:
+                    err = e.response.json()["error"]
+                    check(
+                        f"{label}({bad_id!r}) is 400 InvalidInput {message!r}",
+                        e.status_code == 400 and err["code"] == "InvalidInput" and err["message"] == message,
+                        (e.status_code, err),
+                    )
         expect_error("validUntil in the past", lambda: rooms.update_room(room_id=room.id, valid_until=now - timedelta(days=1)), 400, "InvalidTimeRange")
         expect_error(
             "an unknown role",

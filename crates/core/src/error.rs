@@ -32,6 +32,11 @@ error_codes! {
     InvalidExpiry = 400,
     InvalidIdentifier = 400,
     InvalidParameter = 400,
+    // The Rooms API's code for a malformed room id or participant identifier.
+    InvalidInput = 400,
+    // ACS's generic validation failure (the identity exchange answers it for a bad or
+    // mismatched `appId` / `userId`).
+    ValidationError = 400,
     UnsupportedApiVersion = 400,
     InvalidPageToken = 400,
     InvalidTimeRange = 400,
@@ -43,6 +48,8 @@ error_codes! {
     StaleRequestDate = 401,
     ContentHashMismatch = 401,
     InvalidToken = 401,
+    // ACS's answer to an IdP token the exchange cannot accept (checked before anything else).
+    InvalidAccessToken = 401,
     TokenExpired = 401,
     TokenRevoked = 401,
     InvalidIdpToken = 401,
@@ -52,8 +59,6 @@ error_codes! {
     InsufficientScope = 403,
     UnknownTenant = 403,
     GovernmentCloudNotSupported = 403,
-    AppIdMismatch = 403,
-    UserIdMismatch = 403,
     MissingDelegatedPermission = 403,
     ExternalUserCannotCallDirectoryUser = 403,
     DirectoryUserCannotJoinExternalCall = 403,

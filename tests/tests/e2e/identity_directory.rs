@@ -58,9 +58,10 @@ async fn bad_idp_tokens_get_specific_codes() {
             .unwrap();
 
     let cases = [
-        (forged.as_str(), app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "InvalidIdpToken"),
-        ("not-a-jwt", app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "InvalidIdpToken"),
-        (expired["token"].as_str().unwrap(), app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "IdpTokenExpired"),
+        (forged.as_str(), app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "InvalidAccessToken"),
+        ("not-a-jwt", app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "InvalidAccessToken"),
+        ("", "", "", StatusCode::UNAUTHORIZED, "InvalidAccessToken"),
+        (expired["token"].as_str().unwrap(), app_id.as_str(), OID, StatusCode::UNAUTHORIZED, "InvalidAccessToken"),
         (other_tenant["token"].as_str().unwrap(), app_id.as_str(), OID, StatusCode::FORBIDDEN, "UnknownTenant"),
         (
             no_chats["token"].as_str().unwrap(),
@@ -69,8 +70,16 @@ async fn bad_idp_tokens_get_specific_codes() {
             StatusCode::FORBIDDEN,
             "MissingDelegatedPermission",
         ),
-        (token.as_str(), "some-other-app", OID, StatusCode::FORBIDDEN, "AppIdMismatch"),
-        (token.as_str(), app_id.as_str(), "some-other-user", StatusCode::FORBIDDEN, "UserIdMismatch"),
+        (token.as_str(), "some-other-app", OID, StatusCode::BAD_REQUEST, "ValidationError"),
+        (token.as_str(), "0d0d0d0d-0000-4000-8000-00000000ffff", OID, StatusCode::BAD_REQUEST, "ValidationError"),
+        (token.as_str(), app_id.as_str(), "some-other-user", StatusCode::BAD_REQUEST, "ValidationError"),
+        (
+            token.as_str(),
+            app_id.as_str(),
+            "6a0b1b8e-0000-4000-8000-00000000ffff",
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+        ),
     ];
     for (token, app, user, status, code) in cases {
         let (s, r) = exchange(&server, token, app, user).await;

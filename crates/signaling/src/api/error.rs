@@ -20,11 +20,22 @@ pub fn status_of(e: &Refusal) -> StatusCode {
 
 /// The ACS error body of a refusal.
 pub fn body_of(e: &Refusal) -> ErrorBody {
-    let body = ErrorBody::new(e.code, e.message.clone());
-    match &e.target {
-        Some(t) => body.with_target(t.clone()),
-        None => body,
+    let mut body = ErrorBody::new(e.code, e.message.clone());
+    if let Some(t) = &e.target {
+        body = body.with_target(t.clone());
     }
+    body.error.details = e
+        .details
+        .iter()
+        .map(|d| palaver_core::ErrorDetail {
+            code: d.code.to_string(),
+            message: d.message.clone(),
+            target: d.target.clone(),
+            details: Vec::new(),
+            innererror: None,
+        })
+        .collect();
+    body
 }
 
 impl IntoResponse for Refusal {
@@ -57,6 +68,21 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"error":{"code":"InvalidScope","message":"unknown scope `x`","target":"scopes"}})
+        );
+    }
+
+    #[test]
+    fn details_are_rendered_in_the_acs_shape() {
+        let e = ApiError::new(ErrorCode::BadRequest, "Invalid request.").with_detail(
+            "BadArgument",
+            "bad",
+            Some("ValidFrom"),
+        );
+        let json = serde_json::to_value(body_of(&e)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error":{"code":"BadRequest","message":"Invalid request.",
+                "details":[{"code":"BadArgument","message":"bad","target":"ValidFrom"}]}})
         );
     }
 

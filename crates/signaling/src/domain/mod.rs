@@ -17,4 +17,4 @@ pub mod identity;
 mod refusal;
 pub mod rooms;
 
-pub use refusal::Refusal;
+pub use refusal::{Refusal, RefusalDetail};

@@ -14,11 +14,27 @@ pub struct Refusal {
     pub message: String,
     /// The request member at fault (`scopes`, `expiresInMinutes`, ...), if one is.
     pub target: Option<String>,
+    /// ACS's `details` entries (e.g. a Rooms `BadArgument` naming `ValidFrom`).
+    pub details: Vec<RefusalDetail>,
+}
+
+/// One entry of the error body's `details`: ACS uses codes here that are not top-level codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalDetail {
+    pub code: &'static str,
+    pub message: String,
+    pub target: Option<String>,
 }
 
 impl Refusal {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), target: None }
+        Self { code, message: message.into(), target: None, details: Vec::new() }
+    }
+
+    /// Add a `details` entry.
+    pub fn with_detail(mut self, code: &'static str, message: impl Into<String>, target: Option<&str>) -> Self {
+        self.details.push(RefusalDetail { code, message: message.into(), target: target.map(str::to_string) });
+        self
     }
 
     /// Name the offending request member.

@@ -154,6 +154,7 @@ async fn get_room(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
+    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let (_, room) = find(&state, &room_id).await?;
     json_response(StatusCode::OK, &room.to_json())
@@ -165,6 +166,7 @@ async fn update_room(
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
+    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let req: UpdateRoomRequest = auth.json_or_default()?;
     let (_, mut room) = find(&state, &room_id).await?;
@@ -185,6 +187,7 @@ async fn delete_room(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
+    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let id = room_id.clone();
     state.rooms.store().call(move |c| store::delete_room(c, &id)).await?.map_err(|e| refusal(e, &room_id))?;
@@ -198,6 +201,7 @@ async fn list_participants(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
+    rooms::check_room_id(&room_id)?;
     let version = api_version(&uri)?;
     let page = rooms::page_request(uri.query())?;
     let (seq, _) = find(&state, &room_id).await?;
@@ -217,6 +221,7 @@ async fn update_participants(
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
+    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let req: UpdateParticipantsRequest = auth.json()?;
     let Some(map) = &req.participants else {

@@ -11,13 +11,13 @@ pub mod validate;
 
 pub use config::{DirectoryConfig, TenantCloud, TenantConfig};
 pub use dev_idp::{DevIdp, DevToken, DevTokenRequest};
-pub use validate::{DirectoryUser, DirectoryValidator, check_exchange};
+pub use validate::{DirectoryUser, DirectoryValidator, check_exchange, exchange_token_refusal};
 
 use crate::app::AppState;
 use crate::auth::{IssuedToken, TokenGrant};
 use crate::domain::Refusal;
 use crate::store::Store;
-use palaver_core::{Scope, ScopeSet};
+use palaver_core::{ErrorCode, Scope, ScopeSet};
 
 /// The directory component of [`AppState`].
 #[derive(Debug)]
@@ -54,7 +54,16 @@ pub async fn exchange(
     user_id: &str,
     now_ms: i64,
 ) -> Result<IssuedToken, Refusal> {
-    let user = state.auth.directory.validator.validate(idp_token, now_ms.div_euclid(1000)).await?;
+    if idp_token.is_empty() {
+        return Err(Refusal::new(ErrorCode::InvalidAccessToken, "the IdP token is empty"));
+    }
+    let user = state
+        .auth
+        .directory
+        .validator
+        .validate(idp_token, now_ms.div_euclid(1000))
+        .await
+        .map_err(exchange_token_refusal)?;
     check_exchange(&user, app_id, user_id)?;
     issue_for(state, &user, false, now_ms)
 }

@@ -47,8 +47,29 @@ async fn valid_token_yields_user_and_passes_exchange_checks() {
     assert_eq!(user.name.as_deref(), Some("Ada Agent"));
     assert_eq!(user.expires_at, NOW + 3600);
     check_exchange(&user, DEV_APP_ID, OID).unwrap();
-    assert_eq!(check_exchange(&user, "other-app", OID).unwrap_err().code, ErrorCode::AppIdMismatch);
-    assert_eq!(check_exchange(&user, DEV_APP_ID, "other-oid").unwrap_err().code, ErrorCode::UserIdMismatch);
+    let refused = |app: &str, user_id: &str| {
+        let r = check_exchange(&user, app, user_id).unwrap_err();
+        (r.code, r.message, r.target)
+    };
+    let (code, message, target) = refused("other-app", OID);
+    assert_eq!(
+        (code, message.as_str(), target.as_deref()),
+        (ErrorCode::ValidationError, "Provided AppId has invalid format.", Some("appId"))
+    );
+    let (code, message, target) = refused(DEV_APP_ID, "other-oid");
+    assert_eq!(
+        (code, message.as_str(), target.as_deref()),
+        (ErrorCode::ValidationError, "Provided UserId has invalid format.", Some("userId"))
+    );
+    let other_guid = "0d0d0d0d-0000-4000-8000-00000000ffff";
+    let (code, message, _) = refused(other_guid, OID);
+    assert_eq!((code, message.as_str()), (ErrorCode::ValidationError, "AAD application is not the expected one."));
+    let (code, message, _) = refused(DEV_APP_ID, other_guid);
+    assert_eq!(
+        (code, message.as_str()),
+        (ErrorCode::ValidationError, "Provided AAD token issued for unexpected user.")
+    );
+    check_exchange(&user, &DEV_APP_ID.to_uppercase(), &OID.to_uppercase()).expect("GUIDs compare without case");
 }
 
 #[tokio::test]
@@ -128,10 +149,19 @@ async fn exchange_route_issues_directory_token() {
 
     let wrong_user = serde_json::json!({"token": idp_token, "appId": DEV_APP_ID, "userId": "x"}).to_string();
     let (status, resp) = send(&state, signed(&state, "POST", path, &wrong_user)).await;
-    assert_eq!((status, error_code(&resp)), (StatusCode::FORBIDDEN, "UserIdMismatch"));
+    assert_eq!((status, error_code(&resp)), (StatusCode::BAD_REQUEST, "ValidationError"));
+    assert_eq!(resp["error"]["target"], "userId");
     let missing = serde_json::json!({"token": idp_token, "appId": DEV_APP_ID}).to_string();
     let (status, resp) = send(&state, signed(&state, "POST", path, &missing)).await;
-    assert_eq!((status, error_code(&resp)), (StatusCode::BAD_REQUEST, "InvalidParameter"));
+    assert_eq!((status, error_code(&resp)), (StatusCode::BAD_REQUEST, "ValidationError"));
+    // The IdP token is checked first: an empty or malformed one is 401 whatever else is wrong.
+    for token in ["", "not-a-jwt"] {
+        let body = serde_json::json!({"token": token, "appId": "", "userId": ""}).to_string();
+        let (status, resp) = send(&state, signed(&state, "POST", path, &body)).await;
+        assert_eq!((status, error_code(&resp)), (StatusCode::UNAUTHORIZED, "InvalidAccessToken"), "{token:?}");
+    }
+    let (status, resp) = send(&state, signed(&state, "POST", path, "{}")).await;
+    assert_eq!((status, error_code(&resp)), (StatusCode::UNAUTHORIZED, "InvalidAccessToken"));
 
     let (status, jwks) = send(
         &state,

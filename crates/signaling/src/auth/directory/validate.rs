@@ -203,16 +203,24 @@ impl DirectoryValidator {
     }
 }
 
-/// The token exchange's extra checks: the caller's appId and userId must match the token,
-/// and it must carry both delegated permissions.
+/// The token exchange's checks after the IdP token itself was accepted, in ACS's order and
+/// with ACS's answers: `appId` and `userId` must be GUIDs (`400 ValidationError` "... has
+/// invalid format.", naming the member), must match the token's application and user
+/// (`400 ValidationError`), and the token must carry both delegated permissions.
 pub fn check_exchange(user: &DirectoryUser, app_id: &str, user_id: &str) -> Result<(), Refusal> {
-    if user.app_id.as_deref() != Some(app_id) {
-        return Err(Refusal::new(ErrorCode::AppIdMismatch, "appId does not match the IdP token's application")
-            .with_target("appId"));
+    if uuid::Uuid::try_parse(app_id).is_err() {
+        return Err(Refusal::new(ErrorCode::ValidationError, "Provided AppId has invalid format.").with_target("appId"));
     }
-    if user.oid != user_id {
-        return Err(Refusal::new(ErrorCode::UserIdMismatch, "userId does not match the IdP token's user (oid)")
-            .with_target("userId"));
+    if uuid::Uuid::try_parse(user_id).is_err() {
+        return Err(
+            Refusal::new(ErrorCode::ValidationError, "Provided UserId has invalid format.").with_target("userId")
+        );
+    }
+    if !user.app_id.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(app_id)) {
+        return Err(Refusal::new(ErrorCode::ValidationError, "AAD application is not the expected one."));
+    }
+    if !user.oid.eq_ignore_ascii_case(user_id) {
+        return Err(Refusal::new(ErrorCode::ValidationError, "Provided AAD token issued for unexpected user."));
     }
     let missing: Vec<&str> =
         REQUIRED_PERMISSIONS.iter().copied().filter(|p| !user.permissions.iter().any(|have| have == p)).collect();
@@ -223,6 +231,19 @@ pub fn check_exchange(user: &DirectoryUser, app_id: &str, user_id: &str) -> Resu
         ));
     }
     Ok(())
+}
+
+/// How the exchange door answers a refused IdP token: ACS checks the token before anything
+/// else and answers an unusable one (empty, malformed, badly signed, expired) with
+/// `401 InvalidAccessToken`; palaver keeps its specific reason in the message. Tenant and
+/// cloud refusals keep their own codes.
+pub fn exchange_token_refusal(refusal: Refusal) -> Refusal {
+    match refusal.code {
+        ErrorCode::InvalidIdpToken | ErrorCode::IdpTokenExpired => {
+            Refusal::new(ErrorCode::InvalidAccessToken, refusal.message)
+        }
+        _ => refusal,
+    }
 }
 
 fn is_government_issuer(iss: &str) -> bool {

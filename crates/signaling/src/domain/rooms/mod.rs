@@ -140,6 +140,35 @@ fn days_us(days: i64) -> i64 {
     TimeDelta::days(days).num_microseconds().expect("180 days fit in i64 microseconds")
 }
 
+/// Digits in a room id: palaver issues 17, and ACS's own ids have 17 or 18.
+pub const ROOM_ID_DIGITS: std::ops::RangeInclusive<usize> = 17..=18;
+
+/// A room id in a request path must look like one before it is looked up, as ACS checks:
+/// the wrong length is `400 InvalidInput` "Invalid room ID length.", the right length with
+/// anything but digits `400 InvalidInput` "Room ID is invalid.".
+pub fn check_room_id(id: &str) -> Result<(), Refusal> {
+    if !ROOM_ID_DIGITS.contains(&id.len()) {
+        return Err(Refusal::new(ErrorCode::InvalidInput, "Invalid room ID length."));
+    }
+    if !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::new(ErrorCode::InvalidInput, "Room ID is invalid."));
+    }
+    Ok(())
+}
+
+/// How far ahead a room may start.
+pub const MAX_START_AHEAD_DAYS: i64 = 180;
+
+/// ACS's answer to a `validFrom` more than 180 days ahead: `400 BadRequest` carrying a
+/// `BadArgument` detail that names `ValidFrom`.
+fn start_too_far_ahead() -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, "Invalid request.").with_detail(
+        "BadArgument",
+        "Value is incorrect or more than 180 days in the future.",
+        Some("ValidFrom"),
+    )
+}
+
 /// The validity window of a new room: `validFrom` defaults to now, `validUntil` to
 /// `validFrom` + 180 days; `validUntil` must be after `validFrom` and in the future, and the
 /// window at most 180 days.
@@ -152,6 +181,9 @@ pub fn create_window(req: &CreateRoomRequest, now_us: i64) -> Result<(i64, i64),
         Some(v) => parse_time(v, "validUntil")?,
         None => from + days_us(MAX_VALIDITY_DAYS),
     };
+    if req.valid_from.is_some() && from > now_us + days_us(MAX_START_AHEAD_DAYS) {
+        return Err(start_too_far_ahead());
+    }
     check_window(from, until, now_us, true)?;
     Ok((from, until))
 }
@@ -166,6 +198,9 @@ pub fn updated_window(room: &Room, req: &UpdateRoomRequest, now_us: i64) -> Resu
         Some(v) => parse_time(v, "validUntil")?,
         None => room.valid_until_us,
     };
+    if req.valid_from.is_some() && from > now_us + days_us(MAX_START_AHEAD_DAYS) {
+        return Err(start_too_far_ahead());
+    }
     check_window(from, until, now_us, req.valid_until.is_some())?;
     Ok((from, until))
 }
@@ -195,7 +230,10 @@ fn check_window(from: i64, until: i64, now_us: i64, until_given: bool) -> Result
 pub fn check_participant_id(raw: &str, resource_id: &str) -> Result<String, Refusal> {
     let bad = |code, msg: String| Err(Refusal::new(code, msg).with_target("participants"));
     match CommunicationIdentifier::parse(raw) {
-        Err(e) => bad(ErrorCode::InvalidIdentifier, e.to_string()),
+        Err(e) => bad(ErrorCode::InvalidInput, format!("Identifier format is invalid: {e}")),
+        Ok(CommunicationIdentifier::Unknown { .. }) => {
+            bad(ErrorCode::InvalidInput, format!("Identifier format is invalid: `{raw}`"))
+        }
         Ok(id @ CommunicationIdentifier::CommunicationUser { .. }) => {
             if id.resource_id() == Some(resource_id) {
                 Ok(id.raw_id())
@@ -366,8 +404,8 @@ mod tests {
             ("8:teamsvisitor:v", ErrorCode::InvalidIdentifier),
             ("4:+14255550123", ErrorCode::InvalidIdentifier),
             ("28:orgid:app", ErrorCode::InvalidIdentifier),
-            ("nonsense", ErrorCode::InvalidIdentifier),
-            ("", ErrorCode::InvalidIdentifier),
+            ("nonsense", ErrorCode::InvalidInput),
+            ("", ErrorCode::InvalidInput),
         ];
         for (raw, code) in bad {
             assert_eq!(check_participant_id(raw, RES).unwrap_err().code, code, "{raw}");
