@@ -4,8 +4,7 @@
 //! `SrtpContext` protect/unprotect of a 100-byte-payload audio packet for every profile.
 //! CPU time of the benchmarking thread, see `support/thread_cpu.rs`.
 
-#[path = "support/thread_cpu.rs"]
-mod thread_cpu;
+mod support;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use hmac::{Hmac, Mac};
 use palaver_sfu::srtp::{Profile, SrtpContext};
 use sha1::Sha1;
-use thread_cpu::ThreadCpuTime;
+use support::thread_cpu::ThreadCpuTime;
 
 /// 12-byte header + 8-byte one-byte-extension block + 100-byte payload (Opus ~40 kbit/s).
 fn audio_packet(seq: u16) -> Vec<u8> {

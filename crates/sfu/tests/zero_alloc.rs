@@ -7,24 +7,22 @@
 //! datagrams over loopback with GSO runs. quinn's own buffers (the `Bytes` a connection
 //! receives, its send path) are outside what this test can see.
 
-mod common;
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, WorkerCounters};
 use palaver_sfu::net::{DirectEgress, DirectLink, SendBatch};
 use palaver_sfu::router::RouterConfig;
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, TransportId};
 use palaver_sfu::rtp::rtcp::write_nack;
 use palaver_sfu::srtp::Profile;
+use support::*;
 
 #[global_allocator]
-static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
+static GLOBAL: support::counting_alloc::CountingAllocator = support::counting_alloc::CountingAllocator;
 
 /// Counts datagrams (and SRTCP sender/receiver reports among them) and keeps nothing.
 struct CountingTransmit {
@@ -129,9 +127,9 @@ fn run(profile: Profile) {
     let reports_before = (tx.sender_reports, tx.receiver_reports);
     let forwarded_before = counters.snapshot().rtp_forwarded;
     // the counter itself works: one allocation on this thread is seen
-    let ((), probe) = counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
+    let ((), probe) = support::counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
     assert_eq!(probe, 1);
-    let ((), allocations) = counting_alloc::counted(|| {
+    let ((), allocations) = support::counting_alloc::counted(|| {
         for i in 2_000..2_000 + STEPS {
             now += Duration::from_millis(10);
             step(i, now, &mut core, &mut tx);
@@ -220,7 +218,7 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
         step(i, now, &mut core, &mut tx);
     }
     let forwarded_before = counters.snapshot().rtp_forwarded;
-    let ((), allocations) = counting_alloc::counted(|| {
+    let ((), allocations) = support::counting_alloc::counted(|| {
         for i in 2_000..2_000 + DIRECT_STEPS {
             now += Duration::from_millis(10);
             step(i, now, &mut core, &mut tx);
@@ -253,7 +251,7 @@ fn sending_100k_datagrams_with_gso_runs_allocates_nothing() {
     };
     frame(&mut batch);
     let frames = 5_000;
-    let ((), allocations) = counting_alloc::counted(|| (0..frames).for_each(|_| frame(&mut batch)));
+    let ((), allocations) = support::counting_alloc::counted(|| (0..frames).for_each(|_| frame(&mut batch)));
     let failed = batch.take_failed();
     println!(
         "SendBatch (gso {}): {} datagrams, {failed} failed, {allocations} heap allocations",

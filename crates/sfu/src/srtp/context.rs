@@ -339,5 +339,4 @@ fn xor_rtcp_index(mut iv: [u8; 12], index: u32) -> [u8; 12] {
 }
 
 #[cfg(test)]
-#[path = "context_tests.rs"]
 mod tests;
