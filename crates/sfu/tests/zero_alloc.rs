@@ -64,6 +64,17 @@ const STEPS: u32 = 30_000;
 /// Packets a direct publisher sends while allocations are counted (each to four subscribers).
 const DIRECT_STEPS: u32 = 100_000;
 
+/// The publisher's packet of step `i` (audio on even steps, VP8 on odd ones, the first a
+/// keyframe) written into `plain`; its length.
+fn publisher_packet(plain: &mut [u8], i: u32) -> usize {
+    let seq = (i / 2) as u16;
+    if i.is_multiple_of(2) {
+        write_rtp(plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
+    } else {
+        write_rtp(plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
+    }
+}
+
 #[test]
 fn forwarding_100k_packets_allocates_nothing() {
     for profile in [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm] {
@@ -96,12 +107,7 @@ fn run(profile: Profile) {
     let mut nack = [0u8; 64];
     let mut rtcp_wire = [0u8; 128];
     let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
-        let seq = (i / 2) as u16;
-        let len = if i.is_multiple_of(2) {
-            write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
-        } else {
-            write_rtp(&mut plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
-        };
+        let len = publisher_packet(&mut plain, i);
         let n = publisher.protect(&plain[..len], &mut wire);
         core.handle_datagram(now, publisher_addr, &mut wire[..n], tx);
         if i % 1000 == 999 {
@@ -196,12 +202,7 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
     let mut plain = [0u8; 1500];
     let mut received = 0u64;
     let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
-        let seq = (i / 2) as u16;
-        let len = if i.is_multiple_of(2) {
-            write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
-        } else {
-            write_rtp(&mut plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
-        };
+        let len = publisher_packet(&mut plain, i);
         core.handle_direct(now, publisher.transport, &plain[..len], tx);
         if i.is_multiple_of(20) {
             core.handle_timeout(now, tx);
