@@ -9,8 +9,7 @@
 //! time (`support/thread_cpu.rs`), so figures stay meaningful on a shared, loaded machine; the
 //! throughput line reads directly as CPU nanoseconds per forwarded packet.
 
-#[path = "support/thread_cpu.rs"]
-mod thread_cpu;
+mod support;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use palaver_sfu::router::{
 use palaver_sfu::rtp::{Codec, ExtensionMap};
 use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
-use thread_cpu::ThreadCpuTime;
+use support::thread_cpu::ThreadCpuTime;
 
 const SSRC: u32 = 0x0102_0304;
 

@@ -15,8 +15,7 @@ use opus::{Channels, Decoder, Encoder};
 use palaver_sfu::mixer::codec::new_encoder;
 use palaver_sfu::mixer::{EncoderSettings, MixOutputs, Mixer, MixerConfig, MixerInput, OutputChannels, RtpAudioIn};
 
-#[path = "support/opus_frames.rs"]
-mod opus_frames;
+mod support;
 
 const FRAME: usize = 960;
 const TICK_US: f64 = 20_000.0;
@@ -43,8 +42,8 @@ struct Traffic {
 impl Traffic {
     fn new() -> Self {
         Self {
-            voice: [440.0, 660.0, 880.0].iter().map(|&f| opus_frames::encoded_second(Some(f), true)).collect(),
-            quiet: opus_frames::encoded_second(None, true),
+            voice: [440.0, 660.0, 880.0].iter().map(|&f| support::opus_frames::encoded_second(Some(f), true)).collect(),
+            quiet: support::opus_frames::encoded_second(None, true),
         }
     }
 

@@ -18,8 +18,7 @@ use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
 use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
 
-#[path = "support/opus_frames.rs"]
-mod opus_frames;
+mod support;
 
 const OPUS: u8 = 111;
 const TALKERS: usize = 3;
@@ -214,8 +213,8 @@ fn measure(n: usize, voice: &[Vec<u8>], quiet: &[Vec<u8>], steps: u64) -> (f64, 
 }
 
 fn main() {
-    let voice = opus_frames::encoded_second(Some(440.0), false);
-    let quiet = opus_frames::encoded_second(None, false);
+    let voice = support::opus_frames::encoded_second(Some(440.0), false);
+    let quiet = support::opus_frames::encoded_second(None, false);
     if std::env::var_os("MIXER_BENCH_QUICK").is_none() {
         let mut criterion = Criterion::default().configure_from_args();
         let mut group = criterion.benchmark_group("worker_mix_step");

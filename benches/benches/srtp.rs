@@ -7,8 +7,7 @@
 //! AES-CM-HMAC-SHA1-80 and AEAD-AES-128-GCM at 100 B and 1,200 B payloads (docs/media.md).
 //! CPU time of the benchmarking thread, see `support/thread_cpu.rs`.
 
-#[path = "support/thread_cpu.rs"]
-mod thread_cpu;
+mod support;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use hmac::{Hmac, Mac};
 use palaver_sfu::srtp::{Backend, Profile, SrtpContext};
 use sha1::Sha1;
-use thread_cpu::ThreadCpuTime;
+use support::thread_cpu::ThreadCpuTime;
 
 /// 12-byte header + 8-byte one-byte-extension block + 100-byte payload (Opus ~40 kbit/s).
 fn audio_packet(seq: u16) -> Vec<u8> {

@@ -17,8 +17,7 @@
 //!
 //! CPU time of the sending thread (`support/thread_cpu.rs`); "ns cpu/element" = per datagram.
 
-#[path = "support/thread_cpu.rs"]
-mod thread_cpu;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -30,7 +29,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use palaver_sfu::engine::Transmit;
 use palaver_sfu::net::SendBatch;
-use thread_cpu::{ThreadCpuTime, thread_cpu_ns};
+use support::thread_cpu::{ThreadCpuTime, thread_cpu_ns};
 
 const PAYLOAD: usize = 100;
 

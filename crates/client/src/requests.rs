@@ -259,5 +259,4 @@ pub(crate) async fn heartbeat<W: FrameWriter>(requests: Arc<Requests<W>>, period
 }
 
 #[cfg(test)]
-#[path = "requests_tests.rs"]
 mod tests;

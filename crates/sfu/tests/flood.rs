@@ -3,20 +3,20 @@
 //! worker with junk of every kind. Every real packet must reach the subscriber, in order, and
 //! the junk must show up in the drop counters.
 
-mod common;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use palaver_sfu::engine::{DropReason, EngineEvent, RouterId};
 use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::rtp::RtpHeader;
 use palaver_sfu::srtp::Profile;
 use palaver_sfu::webrtc::stun::write_binding_request;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use support::*;
 
 const REAL_PACKETS: u16 = 2_000;
 

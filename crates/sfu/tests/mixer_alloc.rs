@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+mod support;
 
 use opus::{Application, Bitrate, Channels, Encoder};
 use palaver_sfu::engine::{Command, Engine, MixOutputSpec, RouterId, Transmit, WorkerCounters};
@@ -17,7 +15,7 @@ use palaver_sfu::router::{ProducerId, ProducerSpec, RouterConfig};
 use palaver_sfu::srtp::Profile;
 
 #[global_allocator]
-static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
+static GLOBAL: support::counting_alloc::CountingAllocator = support::counting_alloc::CountingAllocator;
 
 /// 20 ms Opus frames of a 440 Hz tone (on) and of silence (off), encoded up front.
 fn frames(on: bool, count: usize) -> Vec<Vec<u8>> {
@@ -96,7 +94,7 @@ fn steady_state_ticks_and_pushes_do_not_allocate_and_memory_is_measured() {
     run(&mut mixer, &inputs, t0, 0..400, &voice, &quiet, &mut out);
     let stats_before = mixer.stats();
     let ((), allocated) =
-        counting_alloc::counted(|| run(&mut mixer, &inputs, t0, 400..2_000, &voice, &quiet, &mut out));
+        support::counting_alloc::counted(|| run(&mut mixer, &inputs, t0, 400..2_000, &voice, &quiet, &mut out));
     let stats = mixer.stats();
     assert!(stats.mix_minus_encodes > stats_before.mix_minus_encodes, "mixed mode was exercised");
     assert!(stats.passthrough_packets > stats_before.passthrough_packets, "passthrough was exercised");
@@ -138,16 +136,16 @@ fn the_worker_mixing_path_does_not_allocate() {
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
     let t0 = Instant::now();
-    let mut peers: Vec<(common::Peer, std::net::SocketAddr)> = (1..=5u32)
+    let mut peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=5u32)
         .map(|n| {
-            (common::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
+            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
         })
         .collect();
     core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
     for (peer, addr) in &peers {
         let n = peer.transport.0;
-        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, common::OPUS, 0xA000 + n, 1);
-        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: common::OPUS });
+        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, support::OPUS, 0xA000 + n, 1);
+        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: support::OPUS });
         for command in [
             peer.add_transport(room, Some(*addr)),
             Command::AddProducer { router: room, spec: producer },
@@ -164,7 +162,7 @@ fn the_worker_mixing_path_does_not_allocate() {
             let on = talking(i, tick);
             let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
             let n = peer.transport.0;
-            plain[..12].copy_from_slice(&[0x90, common::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            plain[..12].copy_from_slice(&[0x90, support::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
             plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
             plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(960).to_be_bytes());
             plain[8..12].copy_from_slice(&(0xA000 + n).to_be_bytes());
@@ -184,7 +182,7 @@ fn the_worker_mixing_path_does_not_allocate() {
     }
     let sent_before = tx.sent;
     let out_before = counters.snapshot().packets_out;
-    let ((), allocated) = counting_alloc::counted(|| {
+    let ((), allocated) = support::counting_alloc::counted(|| {
         for tick in 400..2_000 {
             step(tick, &mut core, &mut tx);
         }

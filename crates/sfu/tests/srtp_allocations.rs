@@ -2,19 +2,18 @@
 //! packet it protects or unprotects, i.e. at least one heap allocation per packet, while our
 //! in-place contexts allocate nothing. Both are measured here with a counting allocator.
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+mod support;
 
 use palaver_sfu::srtp::{Profile, SrtpContext};
 use webrtc_srtp::context::Context as TheirContext;
 use webrtc_srtp::protection_profile::ProtectionProfile as TheirProfile;
 
 #[global_allocator]
-static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
+static GLOBAL: support::counting_alloc::CountingAllocator = support::counting_alloc::CountingAllocator;
 
 /// Allocations made by `f` on this thread.
 fn counted(f: impl FnOnce()) -> u64 {
-    counting_alloc::counted(f).1
+    support::counting_alloc::counted(f).1
 }
 
 const PACKETS: u16 = 10_000;

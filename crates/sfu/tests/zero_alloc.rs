@@ -7,24 +7,22 @@
 //! datagrams over loopback with GSO runs. quinn's own buffers (the `Bytes` a connection
 //! receives, its send path) are outside what this test can see.
 
-mod common;
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, WorkerCounters};
 use palaver_sfu::net::{DirectEgress, DirectLink, SendBatch};
 use palaver_sfu::router::RouterConfig;
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, TransportId};
 use palaver_sfu::rtp::rtcp::write_nack;
 use palaver_sfu::srtp::Profile;
+use support::*;
 
 #[global_allocator]
-static GLOBAL: counting_alloc::CountingAllocator = counting_alloc::CountingAllocator;
+static GLOBAL: support::counting_alloc::CountingAllocator = support::counting_alloc::CountingAllocator;
 
 /// Counts datagrams (and SRTCP sender/receiver reports among them) and keeps nothing.
 struct CountingTransmit {
@@ -66,6 +64,17 @@ const STEPS: u32 = 30_000;
 /// Packets a direct publisher sends while allocations are counted (each to four subscribers).
 const DIRECT_STEPS: u32 = 100_000;
 
+/// The publisher's packet of step `i` (audio on even steps, VP8 on odd ones, the first a
+/// keyframe) written into `plain`; its length.
+fn publisher_packet(plain: &mut [u8], i: u32) -> usize {
+    let seq = (i / 2) as u16;
+    if i.is_multiple_of(2) {
+        write_rtp(plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
+    } else {
+        write_rtp(plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
+    }
+}
+
 #[test]
 fn forwarding_100k_packets_allocates_nothing() {
     for profile in [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm] {
@@ -98,12 +107,7 @@ fn run(profile: Profile) {
     let mut nack = [0u8; 64];
     let mut rtcp_wire = [0u8; 128];
     let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
-        let seq = (i / 2) as u16;
-        let len = if i.is_multiple_of(2) {
-            write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
-        } else {
-            write_rtp(&mut plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
-        };
+        let len = publisher_packet(&mut plain, i);
         let n = publisher.protect(&plain[..len], &mut wire);
         core.handle_datagram(now, publisher_addr, &mut wire[..n], tx);
         if i % 1000 == 999 {
@@ -129,9 +133,9 @@ fn run(profile: Profile) {
     let reports_before = (tx.sender_reports, tx.receiver_reports);
     let forwarded_before = counters.snapshot().rtp_forwarded;
     // the counter itself works: one allocation on this thread is seen
-    let ((), probe) = counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
+    let ((), probe) = support::counting_alloc::counted(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(16))));
     assert_eq!(probe, 1);
-    let ((), allocations) = counting_alloc::counted(|| {
+    let ((), allocations) = support::counting_alloc::counted(|| {
         for i in 2_000..2_000 + STEPS {
             now += Duration::from_millis(10);
             step(i, now, &mut core, &mut tx);
@@ -198,12 +202,7 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
     let mut plain = [0u8; 1500];
     let mut received = 0u64;
     let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
-        let seq = (i / 2) as u16;
-        let len = if i.is_multiple_of(2) {
-            write_rtp(&mut plain, AUDIO_SSRC, OPUS, seq, 960 * (i / 2), 100, false)
-        } else {
-            write_rtp(&mut plain, VIDEO_SSRC, VP8, seq, 3000 * (i / 2), 1100, i == 1)
-        };
+        let len = publisher_packet(&mut plain, i);
         core.handle_direct(now, publisher.transport, &plain[..len], tx);
         if i.is_multiple_of(20) {
             core.handle_timeout(now, tx);
@@ -220,7 +219,7 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
         step(i, now, &mut core, &mut tx);
     }
     let forwarded_before = counters.snapshot().rtp_forwarded;
-    let ((), allocations) = counting_alloc::counted(|| {
+    let ((), allocations) = support::counting_alloc::counted(|| {
         for i in 2_000..2_000 + DIRECT_STEPS {
             now += Duration::from_millis(10);
             step(i, now, &mut core, &mut tx);
@@ -253,7 +252,7 @@ fn sending_100k_datagrams_with_gso_runs_allocates_nothing() {
     };
     frame(&mut batch);
     let frames = 5_000;
-    let ((), allocations) = counting_alloc::counted(|| (0..frames).for_each(|_| frame(&mut batch)));
+    let ((), allocations) = support::counting_alloc::counted(|| (0..frames).for_each(|_| frame(&mut batch)));
     let failed = batch.take_failed();
     println!(
         "SendBatch (gso {}): {} datagrams, {failed} failed, {allocations} heap allocations",

@@ -503,11 +503,9 @@ impl Router {
         layer.cache.insert(header.sequence, packet);
         layer.received.on_packet(now, header.sequence, header.timestamp, codec.clock_rate());
         layer.last_payload_type = Some(header.payload_type);
-        if codec.is_video() {
-            if layer.upstream.on_packet(now, header.sequence) {
-                let at = now + REORDER_GRACE;
-                self.next_nack = Some(self.next_nack.map_or(at, |next| next.min(at)));
-            }
+        if codec.is_video() && layer.upstream.on_packet(now, header.sequence) {
+            let at = now + REORDER_GRACE;
+            self.next_nack = Some(self.next_nack.map_or(at, |next| next.min(at)));
         }
         if first_packet {
             self.next_report = Some(now); // the publisher's first RR gets scheduled at the next scan

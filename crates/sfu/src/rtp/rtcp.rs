@@ -4,7 +4,6 @@
 
 use super::{RtpError, read_u16, read_u32, write_u16, write_u32};
 
-#[path = "rtcp_write.rs"]
 mod report_writers;
 pub use report_writers::*;
 
@@ -458,5 +457,4 @@ pub fn write_nack(buf: &mut [u8], sender_ssrc: u32, media_ssrc: u32, lost: &[u16
 }
 
 #[cfg(test)]
-#[path = "rtcp_tests.rs"]
 mod tests;

@@ -379,5 +379,4 @@ pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
 }
 
 #[cfg(test)]
-#[path = "sdp_tests.rs"]
 mod tests;

@@ -430,3 +430,25 @@ fn every_packet_refused_by_a_full_ingress_queue_is_given_back_and_counted_once()
     let c = worker.counters();
     assert_eq!(c.dropped(DropReason::IngressQueueFull), refused);
 }
+
+/// Idle costs nothing: an engine without routers, or with a router nobody joined, has no
+/// deadline, so the shell sleeps; a member's mixer asks for its 20 ms ticks until it leaves.
+#[test]
+fn an_engine_has_a_deadline_only_while_something_runs() {
+    let mut t = crate::testing::TestEngine::new();
+    assert_eq!(t.engine.poll_timeout(), None, "no routers");
+    t.commands([Command::CreateRouter { router: ROOM }]);
+    assert_eq!(t.engine.poll_timeout(), None, "an empty router");
+    let alice = Peer::new(1, Profile::Aes128CmHmacSha1_80);
+    let output = Some(MixOutputSpec { ssrc: 0x9000, payload_type: OPUS });
+    t.commands([
+        alice.add_transport(ROOM, Some(alice.addr)),
+        Command::SetMixOutput { router: ROOM, transport: alice.transport, output },
+    ]);
+    let next = t.engine.poll_timeout().expect("the mixer ticks");
+    assert_eq!(next, t.now() + MIX_PERIOD);
+    assert_eq!(t.drive(Duration::from_secs(1)), 50, "one timer run per 20 ms tick");
+    t.commands([Command::CloseRouter { router: ROOM }]);
+    assert_eq!(t.engine.poll_timeout(), None, "closed");
+    assert_eq!(t.drive(Duration::from_secs(10)), 0);
+}

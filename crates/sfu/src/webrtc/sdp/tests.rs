@@ -3,8 +3,8 @@
 
 use super::*;
 
-const CHROMIUM_OFFER: &str = include_str!("../../tests/fixtures/chromium_offer.sdp");
-const CHROMIUM_SIMULCAST_OFFER: &str = include_str!("../../tests/fixtures/chromium_offer_simulcast.sdp");
+const CHROMIUM_OFFER: &str = include_str!("../../../tests/fixtures/chromium_offer.sdp");
+const CHROMIUM_SIMULCAST_OFFER: &str = include_str!("../../../tests/fixtures/chromium_offer_simulcast.sdp");
 
 #[test]
 fn parses_and_answers_a_simulcast_offer() {

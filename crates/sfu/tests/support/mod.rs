@@ -1,76 +1,22 @@
-//! Shared helpers for the sfu integration tests: a peer that holds both SRTP key sets of its
-//! transport, packet builders, and a room setup command list.
+//! Shared helpers for the sfu integration tests: packet builders, a router setup command list,
+//! and the counting allocator of the allocation tests. The client-side peer is the crate's
+//! test harness `palaver_sfu::testing::Peer`.
 
 #![allow(dead_code)]
 
+pub mod counting_alloc;
+
 use std::net::SocketAddr;
 
-use palaver_sfu::engine::{Command, RouterId, TransportSpec};
-use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
+use palaver_sfu::engine::{Command, RouterId};
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind};
 use palaver_sfu::rtp::{Codec, ExtensionMap};
-use palaver_sfu::srtp::SrtpKeys;
-use palaver_sfu::srtp::{Profile, SrtpContext};
+pub use palaver_sfu::testing::Peer;
 
 pub const OPUS: u8 = 111;
 pub const VP8: u8 = 96;
 pub const AUDIO_SSRC: u32 = 0x0A0A_0001;
 pub const VIDEO_SSRC: u32 = 0x0B0B_0001;
-
-/// A participant as seen from the client side.
-pub struct Peer {
-    pub transport: TransportId,
-    pub ufrag: String,
-    pub pwd: String,
-    pub to_server: SrtpContext,
-    pub from_server: SrtpContext,
-    pub keys: SrtpKeys,
-}
-
-impl Peer {
-    pub fn new(n: u32, profile: Profile) -> Self {
-        let b = n as u8;
-        let client_key: Vec<u8> = (0..16u8).map(|i| i ^ b).collect();
-        let client_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(3) ^ b).collect();
-        let server_key: Vec<u8> = (0..16u8).map(|i| (i + 100) ^ b).collect();
-        let server_salt: Vec<u8> = (0..profile.salt_len() as u8).map(|i| i.wrapping_mul(5) ^ b).collect();
-        Self {
-            transport: TransportId(n),
-            ufrag: format!("srv{n}"),
-            pwd: format!("password-of-peer-{n}"),
-            to_server: SrtpContext::new(profile, &client_key, &client_salt).unwrap(),
-            from_server: SrtpContext::new(profile, &server_key, &server_salt).unwrap(),
-            keys: SrtpKeys {
-                profile,
-                local_master_key: server_key,
-                local_master_salt: server_salt,
-                remote_master_key: client_key,
-                remote_master_salt: client_salt,
-            },
-        }
-    }
-
-    pub fn add_transport(&self, room: RouterId, remote: Option<SocketAddr>) -> Command {
-        Command::AddTransport(Box::new(TransportSpec {
-            id: self.transport,
-            router: room,
-            ice_ufrag: self.ufrag.clone(),
-            ice_pwd: self.pwd.clone(),
-            remote,
-            srtp: self.keys.clone(),
-        }))
-    }
-
-    /// Protects a plaintext RTP packet into `out`; returns the length.
-    pub fn protect(&mut self, plain: &[u8], out: &mut [u8]) -> usize {
-        out[..plain.len()].copy_from_slice(plain);
-        self.to_server.protect_rtp(out, plain.len()).unwrap()
-    }
-
-    pub fn protect_rtcp(&mut self, plain: &[u8], out: &mut [u8]) -> usize {
-        out[..plain.len()].copy_from_slice(plain);
-        self.to_server.protect_rtcp(out, plain.len()).unwrap()
-    }
-}
 
 /// Writes an RTP packet into `out` (one-byte extension with audio level id 1 for audio).
 pub fn write_rtp(out: &mut [u8], ssrc: u32, pt: u8, seq: u16, ts: u32, payload_len: usize, keyframe: bool) -> usize {

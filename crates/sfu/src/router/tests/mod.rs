@@ -451,8 +451,6 @@ fn receiver_reports_become_loss_and_jitter_notes_per_consumer_stream() {
     assert!(rec.notes.is_empty(), "{:?}", rec.notes);
 }
 
-#[path = "report_tests.rs"]
 mod reports;
 
-#[path = "upstream_tests.rs"]
 mod upstream;
