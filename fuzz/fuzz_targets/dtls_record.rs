@@ -27,7 +27,7 @@ const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::
 /// Length-prefixed datagrams (u16, capped at a UDP payload).
 fn datagrams(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
-        let (&[hi, lo], rest) = bytes.split_first_chunk::<2>()? else { return None };
+        let (&[hi, lo], rest) = bytes.split_first_chunk::<2>()?;
         let len = (u16::from_be_bytes([hi, lo]) as usize % 1500).min(rest.len());
         let (datagram, rest) = rest.split_at(len);
         bytes = rest;

@@ -14,7 +14,7 @@ use palaver_sfu::srtp::{Backend, Profile, SrtpContext};
 const PROFILES: [Profile; 3] = [Profile::Aes128CmHmacSha1_80, Profile::Aes128CmHmacSha1_32, Profile::AeadAes128Gcm];
 
 fn contexts(profile: Profile) -> [SrtpContext; 2] {
-    let key: [u8; 16] = std::array::from_fn(|i| i as u8 * 17 + 3);
+    let key: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(17).wrapping_add(3));
     let salt: Vec<u8> = (0..profile.salt_len()).map(|i| i as u8 ^ 0x5C).collect();
     Backend::ALL.map(|backend| SrtpContext::with_backend(profile, &key, &salt, backend).expect("valid key lengths"))
 }

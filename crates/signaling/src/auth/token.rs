@@ -56,7 +56,7 @@ pub struct IssuedToken {
 impl IssuedToken {
     /// `expiresOn` as the Identity API writes it (RFC 3339, UTC, milliseconds).
     pub fn expires_on(&self) -> String {
-        rfc3339_ms(self.claims.exp * 1000)
+        rfc3339_ms(self.claims.exp.saturating_mul(1000))
     }
 }
 
@@ -169,7 +169,8 @@ impl TokenService {
         if claims.resource_id != self.resource_id {
             return Err(TokenError::WrongResource);
         }
-        if claims.exp * 1000 <= now_ms {
+        // Saturating: a signed `exp` near i64::MAX must not wrap (or panic) into the past.
+        if claims.exp.saturating_mul(1000) <= now_ms {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -267,6 +268,24 @@ mod tests {
         let mut bad = grant(None);
         bad.raw_id = "4:+1555".into();
         assert!(matches!(svc.issue(&bad, 0), Err(TokenError::UnsupportedIdentity(_))));
+    }
+
+    /// Found writing the `access_token` fuzz target (no overflow on any signed `exp`): a token whose `exp` is near
+    /// `i64::MAX` overflowed `exp * 1000` (a panic in debug builds, a wrap into the past in
+    /// release). It is simply unexpired now.
+    #[test]
+    fn huge_exp_does_not_overflow() {
+        let seed = [7u8; 32];
+        let svc = TokenService::from_seed_base64(&B64.encode(seed), "res-1", "x").unwrap();
+        let mut claims = serde_json::to_value(svc.issue(&grant(None), 0).unwrap().claims).unwrap();
+        for exp in [i64::MAX, i64::MAX / 999, i64::MIN] {
+            claims["exp"] = exp.into();
+            let input = format!("{}.{}", B64URL.encode(br#"{"alg":"EdDSA"}"#), B64URL.encode(claims.to_string()));
+            let signature = SigningKey::from_bytes(&seed).sign(input.as_bytes());
+            let token = format!("{input}.{}", B64URL.encode(signature.to_bytes()));
+            let verdict = svc.verify(&token, 1_700_000_000_000);
+            assert_eq!(verdict.map(|c| c.exp), if exp > 0 { Ok(exp) } else { Err(TokenError::Expired) });
+        }
     }
 
     #[test]

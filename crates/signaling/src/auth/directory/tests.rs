@@ -72,6 +72,16 @@ async fn valid_token_yields_user_and_passes_exchange_checks() {
     check_exchange(&user, &DEV_APP_ID.to_uppercase(), &OID.to_uppercase()).expect("GUIDs compare without case");
 }
 
+/// Found writing the `idp_token` fuzz target (no overflow on any signed claim): an IdP token
+/// with `exp` near i64::MAX overflowed `exp + leeway` (a panic in debug builds, an "expired"
+/// verdict in release).
+#[tokio::test]
+async fn huge_exp_does_not_overflow() {
+    let (idp, v) = idp_and_validator(vec![]);
+    let far = with(claims(), "exp", i64::MAX.into());
+    assert_eq!(v.validate(&idp.sign_claims(&far).unwrap(), NOW).await.unwrap().expires_at, i64::MAX);
+}
+
 #[tokio::test]
 async fn each_bad_token_gets_its_code() {
     let gov = TenantConfig {

@@ -175,11 +175,12 @@ impl DirectoryValidator {
             }
         }
         let claims = verified.ok_or(last_error)?;
-        if claims.exp + LEEWAY_SECS <= now {
+        // Saturating: `exp`/`nbf` are signed but arbitrary; near i64::MAX/MIN they must not wrap.
+        if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(Refusal::new(ErrorCode::IdpTokenExpired, "the IdP token has expired"));
         }
         if let Some(nbf) = claims.nbf
-            && nbf - LEEWAY_SECS > now
+            && nbf.saturating_sub(LEEWAY_SECS) > now
         {
             return Err(invalid("the IdP token is not valid yet (nbf)"));
         }
