@@ -1,11 +1,17 @@
-//! `AppState`: everything a request handler may need, cheap to clone (one `Arc`).
+//! `AppState`: everything a request handler may need, cheap to clone (one `Arc`), built once
+//! by [`AppState::open`] from the configuration, the store and the [`AppParts`] the binary
+//! (the composition root) plugs in: billing, telemetry and the media plane. Nothing is wired
+//! in later.
 //!
 //! Components add a field to [`AppStateInner`] and initialise it in [`AppState::open`].
 
 use crate::auth::directory::{Directory, DirectoryConfig};
 use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
+use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, MediaUnavailable};
+use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
+use palaver_core::{NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -47,11 +53,30 @@ pub enum StartupError {
     Config(String),
 }
 
+/// What the composition root plugs into the control plane.
+pub struct AppParts {
+    /// The billing meter (default: log sessions).
+    pub sessions: Arc<dyn SessionObserver>,
+    /// Operator counts (default: none).
+    pub telemetry: Arc<dyn SignalingTelemetry>,
+    /// The media plane (default: every offer answered `MediaUnavailable`).
+    pub media: Arc<dyn MediaPlane>,
+}
+
+impl Default for AppParts {
+    fn default() -> Self {
+        Self {
+            sessions: Arc::new(LoggingSessionObserver),
+            telemetry: Arc::new(NoTelemetry),
+            media: Arc::new(MediaUnavailable),
+        }
+    }
+}
+
 /// The shared state of every handler.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<AppStateInner>);
 
-#[derive(Debug)]
 pub struct AppStateInner {
     pub config: SignalingConfig,
     pub resource: ResourceInfo,
@@ -60,9 +85,19 @@ pub struct AppStateInner {
     /// Access tokens, revocation marks and directory tenants: the one check of every door.
     pub auth: Authenticator,
     pub rooms: crate::domain::rooms::RoomDirectory,
-    pub gateway: crate::gateway::Gateway,
-    /// The Prometheus registry (`/metrics`): signaling records joins and errors here.
-    pub metrics: Arc<palaver_metrics::PalaverMetrics>,
+    pub gateway: Gateway,
+    /// Operator counts: REST errors by code (the gateway counts the rest).
+    pub telemetry: Arc<dyn SignalingTelemetry>,
+}
+
+impl std::fmt::Debug for AppStateInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStateInner")
+            .field("resource", &self.resource)
+            .field("store", &self.store)
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -76,8 +111,8 @@ const DEFAULT_LOCATION: &str = "local";
 
 impl AppState {
     /// Build the state: resolve (or generate and persist) the resource id, access key and
-    /// token signing key, and load revocation marks.
-    pub fn open(config: SignalingConfig, store: Store) -> Result<Self, StartupError> {
+    /// token signing key, load revocation marks, and build the gateway around `parts`.
+    pub fn open(config: SignalingConfig, store: Store, parts: AppParts) -> Result<Self, StartupError> {
         let resource_id = match &config.resource_id {
             Some(id) => {
                 validate_resource_id(id)?;
@@ -99,13 +134,15 @@ impl AppState {
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
-        let metrics = palaver_metrics::PalaverMetrics::new()
-            .map_err(|e| StartupError::Config(format!("metrics registry: {e}")))?;
-        let gateway = crate::gateway::Gateway::new(crate::store::meetings::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
-        gateway.set_calls_config(config.calls.clone());
-        gateway.set_config(config.gateway);
-        gateway.set_metrics(metrics.clone());
+        let gateway = Gateway::new(GatewayParts {
+            config: config.gateway,
+            calls: config.calls.clone(),
+            meetings: MeetingDirectory::open(store.clone())?,
+            sessions: parts.sessions,
+            telemetry: parts.telemetry.clone(),
+            media: parts.media,
+        });
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
@@ -114,7 +151,7 @@ impl AppState {
             auth: Authenticator::new(tokens, revocations, directory),
             rooms,
             gateway,
-            metrics,
+            telemetry: parts.telemetry,
         })))
     }
 
@@ -147,8 +184,8 @@ mod tests {
     #[test]
     fn generated_resource_and_keys_are_stable_across_opens() {
         let store = Store::open_in_memory().unwrap();
-        let a = AppState::open(SignalingConfig::default(), store.clone()).unwrap();
-        let b = AppState::open(SignalingConfig::default(), store).unwrap();
+        let a = AppState::open(SignalingConfig::default(), store.clone(), AppParts::default()).unwrap();
+        let b = AppState::open(SignalingConfig::default(), store, AppParts::default()).unwrap();
         assert_eq!(a.resource, b.resource);
         assert_eq!(a.auth.tokens.kid(), b.auth.tokens.kid());
         assert!(a.connection_string("https://127.0.0.1:1/").starts_with("endpoint=https://127.0.0.1:1/;accesskey="));
@@ -162,11 +199,11 @@ mod tests {
             access_key: Some("c2VjcmV0".into()),
             ..Default::default()
         };
-        let s = AppState::open(cfg, store.clone()).unwrap();
+        let s = AppState::open(cfg, store.clone(), AppParts::default()).unwrap();
         assert_eq!(s.resource.resource_id, "my-res");
         let bad = SignalingConfig { resource_id: Some("has_underscore".into()), ..Default::default() };
-        assert!(matches!(AppState::open(bad, store.clone()), Err(StartupError::Config(_))));
+        assert!(matches!(AppState::open(bad, store.clone(), AppParts::default()), Err(StartupError::Config(_))));
         let bad_key = SignalingConfig { access_key: Some("!!".into()), ..Default::default() };
-        assert!(matches!(AppState::open(bad_key, store), Err(StartupError::Config(_))));
+        assert!(matches!(AppState::open(bad_key, store, AppParts::default()), Err(StartupError::Config(_))));
     }
 }
