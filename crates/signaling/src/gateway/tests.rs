@@ -552,14 +552,14 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     stranger.send(join.clone()).await;
     assert_eq!(stranger.recv_type("error").await["code"], "NotRoomParticipant");
 
-    // Without a media plane, offers are answered MediaUnavailable.
+    // A presenter may send media; a consumer only receives.
     let mut p = s.connect(&s.token(&presenter, None, &[Scope::Voip])).await;
     p.send(join.clone()).await;
     let joined = p.recv_type("joined").await;
     assert_eq!(joined["snapshot"]["participants"][0]["roomRole"], "Presenter");
     assert_eq!(joined["snapshot"]["role"], "presenter");
     p.send(json!({"type":"media.offer","sdp":"v=0"})).await;
-    assert_eq!(p.recv_type("error").await["code"], "MediaUnavailable");
+    assert_eq!(p.recv_type("media.answer").await["sdp"], "answer-to:v=0:send=true");
 
     let mut c = s.connect(&s.token(&consumer, None, &[Scope::Voip])).await;
     c.send(join).await;
@@ -689,4 +689,15 @@ fn gateway_config_reads_from_toml_with_defaults() {
     let state = AppState::open(signaling, Store::open_in_memory().unwrap(), AppParts::default()).unwrap();
     assert_eq!(state.gateway.config().reconnect_grace_ms, 7000);
     assert_eq!(state.gateway.config().heartbeat_interval_ms, 5000);
+}
+
+#[tokio::test]
+async fn without_a_media_plane_offers_are_answered_media_unavailable() {
+    let s = Server::start().await;
+    let mut a = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let group = uuid::Uuid::new_v4().to_string();
+    a.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
+    a.recv_type("joined").await;
+    a.send(json!({"type":"media.offer","sdp":"v=0"})).await;
+    assert_eq!(a.recv_type("error").await["code"], "MediaUnavailable");
 }
