@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_core::ErrorCode;
+use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaSlot, MediaTrack, SlotSubscription};
 use palaver_sfu::router::{
     ConsumerId, ConsumerSpec, LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId,
@@ -28,7 +29,7 @@ use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
 use palaver_sfu::worker::{Command, MixOutputSpec, RoomId, WebRtcTransportSpec, WorkerEvent, WorkerPool};
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
+use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession};
 use rand::Rng;
 use slots::{Candidate, SlotAction};
 use tokio::sync::mpsc;
@@ -626,7 +627,7 @@ fn histogram(h: &palaver_sfu::worker::LatencySnapshot, bounds_ns: &[u64]) -> pal
     }
 }
 
-impl MediaNegotiator for WebRtcMedia {
+impl MediaPlane for WebRtcMedia {
     fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String> {
         let result = self.negotiate(&session, &sdp);
         Box::pin(async move { result })

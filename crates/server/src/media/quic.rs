@@ -8,11 +8,12 @@
 use super::{Participant, Producer, Room, Slot, WebRtcMedia, mix_output, plan_slots, refused};
 use crate::quic::paths::{QuicPaths, Route};
 use palaver_core::ErrorCode;
+use palaver_core::MediaPathId;
 use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup, group_sent_tracks};
 use palaver_sfu::router::{LayerSpec, Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
 use palaver_sfu::rtp::{Codec, ExtensionMap, ShortId};
 use palaver_sfu::worker::{Command, DEFAULT_EGRESS_CAPACITY, DatagramLink, RoomId};
-use palaver_signaling::gateway::{MediaError, MediaPathId, MediaSession};
+use palaver_signaling::gateway::{MediaError, MediaSession};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;

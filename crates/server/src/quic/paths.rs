@@ -2,9 +2,9 @@
 //! its path when it authenticates; `media.attach` (the media negotiator) points the path at a
 //! worker's queue transport ([`Route`]); the connection's datagram pumps follow the route.
 
+use palaver_core::MediaPathId;
 use palaver_sfu::router::TransportId;
 use palaver_sfu::worker::{DatagramLink, WorkerPool};
-use palaver_signaling::gateway::MediaPathId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
