@@ -374,7 +374,11 @@ async fn read_signaling(
     events: mpsc::Sender<ServerMessage>,
 ) {
     requests::read_frames(reader, signaling, events, Some).await;
-    connection.close(0u32.into(), b"signaling ended");
+    // Keep the server's reason (e.g. access revoked) when it closed the connection itself:
+    // a local close would overwrite what `closed()` reports.
+    if connection.close_reason().is_none() {
+        connection.close(0u32.into(), b"signaling ended");
+    }
 }
 
 async fn read_datagrams(

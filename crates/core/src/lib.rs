@@ -4,13 +4,15 @@
 //! model), access-token claims and scopes, conversation roles, participant and
 //! endpoint types used for billing, and the ACS-shaped error body; the signaling wire
 //! protocol ([`protocol`]) and its stream framing ([`stream_frame`]); the contracts between
-//! the control plane and billing/telemetry ([`session`]); wall-clock milliseconds ([`time`]).
+//! the control plane and billing/telemetry ([`session`]); the name of a direct media path
+//! ([`MediaPathId`]); wall-clock milliseconds ([`time`]).
 //! Nothing here does I/O (beyond reading the clock); everything is plain data with parsers
 //! that return errors instead of panicking.
 
 pub mod claims;
 pub mod error;
 pub mod identifier;
+pub mod media_path;
 pub mod participant;
 pub mod protocol;
 pub mod role;
@@ -21,6 +23,9 @@ pub mod time;
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use identifier::{Cloud, CommunicationIdentifier, IdentifierError, IdentifierModel};
+pub use media_path::MediaPathId;
 pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
-pub use session::{CallType, EndReason, SessionEnded, SessionObserver, SessionStarted};
+pub use session::{
+    CallType, EndReason, NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
+};

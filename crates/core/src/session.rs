@@ -1,14 +1,18 @@
 //! Participant-session events: the contract between the control plane (which knows
 //! when someone joins and leaves a conversation) and the billing meter (which turns
-//! those spans into participant-minutes).
+//! those spans into participant-minutes); and [`SignalingTelemetry`], the counts the control
+//! plane reports to operators (Prometheus in the binary). The control plane depends on these
+//! traits only, never on the billing or telemetry crates.
 //!
 //! Signaling emits one `started` and exactly one `ended` per participant session,
 //! through a [`SessionObserver`]. A session begins when the participant connects to a
 //! conversation (lobby included: lobby time is billed) and ends when they leave, are
 //! removed, or their reconnect grace period runs out.
 
+use crate::error::ErrorCode;
 use crate::participant::{EndpointType, ParticipantType};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// `CallType` of an `ACSCallSummary`: two parties, or more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,4 +104,27 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn session_ended(&self, event: SessionEnded);
     /// The conversation's call type changed (e.g. a 1:1 call became a group call).
     fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}
+}
+
+/// What the control plane counts for operators. Implementations must not block.
+pub trait SignalingTelemetry: Send + Sync + 'static {
+    /// A participant joined; `latency` from join request to joined.
+    fn join_completed(&self, latency: Duration);
+    /// An error was answered to a client (REST or socket), by code.
+    fn error_answered(&self, code: ErrorCode);
+    /// Live meetings (meetings and rooms; calls are counted by billing).
+    fn active_meetings(&self, count: usize);
+    /// Participants waiting in a lobby, over all conversations.
+    fn lobby_size(&self, count: usize);
+}
+
+/// Counts nothing (tools and tests without a telemetry registry).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTelemetry;
+
+impl SignalingTelemetry for NoTelemetry {
+    fn join_completed(&self, _latency: Duration) {}
+    fn error_answered(&self, _code: ErrorCode) {}
+    fn active_meetings(&self, _count: usize) {}
+    fn lobby_size(&self, _count: usize) {}
 }

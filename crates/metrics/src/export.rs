@@ -346,5 +346,4 @@ fn totals_json(range: TimeRange, price: Price, totals: &[TypeTotals]) -> Value {
 }
 
 #[cfg(test)]
-#[path = "export_tests.rs"]
 mod tests;

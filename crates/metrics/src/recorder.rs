@@ -283,5 +283,4 @@ impl Worker {
 }
 
 #[cfg(test)]
-#[path = "recorder_tests.rs"]
 mod tests;

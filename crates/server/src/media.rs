@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::quic::paths::{QuicPaths, Route};
 use palaver_core::ErrorCode;
+use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{Gateway, MediaError, MediaNegotiator, MediaPathId, MediaSession};
+use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession};
 use tokio::sync::mpsc;
 
 /// The media controller of the process: the worker pool and every conversation's media.
@@ -135,7 +136,7 @@ impl MediaController {
     }
 }
 
-impl MediaNegotiator for MediaController {
+impl MediaPlane for MediaController {
     fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String> {
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result =

@@ -1,5 +1,7 @@
-//! `palaver run`: open the data directory, build the application state, and serve HTTPS and
-//! the QUIC transport until SIGTERM / ctrl-c (graceful: in-flight requests get 10 s to finish).
+//! `palaver run`: the composition root. Opens the data directory, builds the parts (the
+//! Prometheus registry, the usage ledger, the media workers), builds the application state
+//! once from them, and serves HTTPS and the QUIC transport until SIGTERM / ctrl-c (graceful:
+//! in-flight requests get 10 s to finish).
 
 use crate::config::{ServerConfig, TlsMode};
 use crate::media::MediaController;
@@ -10,7 +12,7 @@ use anyhow::{Context, Result};
 use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::api::router;
-use palaver_signaling::app::AppState;
+use palaver_signaling::app::{AppParts, AppState};
 use palaver_signaling::store::Store;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,22 +21,41 @@ use std::time::Duration;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Open the database and application state for `cfg` (also used by the offline subcommands).
-pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
+/// Open the database and application state for `cfg` with `parts` plugged in.
+fn open_state_with(cfg: &ServerConfig, parts: AppParts) -> Result<AppState> {
     let db = cfg.database_path();
     let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
-    AppState::open(cfg.signaling.clone(), store).context("initialising the control plane")
+    AppState::open(cfg.signaling.clone(), store, parts).context("initialising the control plane")
+}
+
+/// The application state for the offline subcommands: no billing, telemetry or media.
+pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
+    open_state_with(cfg, AppParts::default())
 }
 
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let state = open_state(&cfg)?;
-    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir, state.metrics.clone())
+    let metrics = palaver_metrics::PalaverMetrics::new().context("building the metrics registry")?;
+    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir, metrics.clone())
         .await
         .context("starting the usage ledger")?;
-    state.gateway.set_session_observer(usage.observer());
-    let media = start_media(&cfg, &state)?;
-    let quic_paths = media.as_ref().map(|(_, _, paths)| paths.clone()).unwrap_or_default();
+    let media = start_media(&cfg, &metrics)?;
+    let parts = AppParts {
+        sessions: usage.observer(),
+        telemetry: metrics.clone(),
+        media: match &media {
+            Some(m) => m.controller.clone(),
+            None => Arc::new(palaver_signaling::gateway::MediaUnavailable),
+        },
+        chat_metrics: Some(
+            palaver_metrics::prom::ChatMetrics::register(metrics.registry())
+                .context("registering the chat counters")?,
+        ),
+    };
+    let state = open_state_with(&cfg, parts)?;
+    // The media plane reports active speakers and slots back to the gateway.
+    let relay = media.as_ref().map(|m| m.controller.spawn_event_relay(state.gateway.clone()));
+    let quic_paths = media.as_ref().map(|m| m.quic_paths.clone()).unwrap_or_default();
     let tls = match cfg.tls.mode {
         TlsMode::SelfSigned => Some(ensure_self_signed(&cfg.tls_dir(), &cfg.tls.extra_names)?),
         TlsMode::Files => Some(TlsFiles {
@@ -61,7 +82,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
             "connection cap lowered to fit the file-descriptor limit"
         );
     }
-    let listener_metrics = crate::http_listener::ListenerMetrics::register(state.metrics.registry())
+    let listener_metrics = crate::http_listener::ListenerMetrics::register(metrics.registry())
         .context("registering the listener metrics")?;
     let acceptor = match &tls {
         Some(files) => Some(files.https_acceptor().context("loading the TLS certificate and key")?),
@@ -105,11 +126,14 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         q.close().await;
     }
     tokio::task::spawn_blocking(move || usage.shutdown()).await.context("closing the usage ledger")?;
-    if let Some((pool, relay, _)) = media {
+    if let Some(relay) = relay {
         relay.abort();
-        // The negotiator still holds the pool; dropping the last handle stops the workers.
-        state.gateway.set_media_negotiator(Arc::new(palaver_signaling::gateway::MediaUnavailable));
-        tokio::task::spawn_blocking(move || drop(pool)).await.context("stopping the media workers")?;
+    }
+    if let Some(media) = media {
+        // Dropping the last handles of the controller and the pool stops the workers (joins
+        // their threads, so off the runtime); the state holds the controller too.
+        drop((state, quic));
+        tokio::task::spawn_blocking(move || drop(media)).await.context("stopping the media workers")?;
     }
     tracing::info!("stopped");
     Ok(())
@@ -154,11 +178,16 @@ fn quic_discovery(quic: Option<Arc<QuicServer>>) -> axum::Router {
     )
 }
 
-/// The media plane: workers, the WebRTC/QUIC negotiator in the gateway, the event relay.
-type MediaPlane = (Arc<WorkerPool>, tokio::task::JoinHandle<()>, Arc<QuicPaths>);
+/// The running media plane: the workers, their controller (the gateway's media port) and the
+/// registry of QUIC datagram paths.
+struct Media {
+    controller: Arc<MediaController>,
+    quic_paths: Arc<QuicPaths>,
+    _pool: Arc<WorkerPool>,
+}
 
-/// Starts the media workers and plugs the WebRTC negotiator into the gateway.
-fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<MediaPlane>> {
+/// Starts the media workers and their controller; `metrics` reads their counters at scrape time.
+fn start_media(cfg: &ServerConfig, metrics: &palaver_metrics::PalaverMetrics) -> Result<Option<Media>> {
     if !cfg.media.enabled {
         tracing::warn!("[media] enabled = false: audio/video offers are answered MediaUnavailable");
         return Ok(None);
@@ -174,17 +203,15 @@ fn start_media(cfg: &ServerConfig, state: &AppState) -> Result<Option<MediaPlane
         .context("starting the media workers")?,
     );
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
-    let media = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
-    let relay = media.spawn_event_relay(state.gateway.clone());
-    let quic_paths = media.quic_paths();
+    let controller = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
+    let quic_paths = controller.quic_paths();
     let weak = Arc::downgrade(&pool);
-    state.metrics.set_media_source(move || {
+    metrics.set_media_source(move || {
         weak.upgrade().map(|pool| crate::telemetry::media_snapshot(&pool)).unwrap_or_default()
     });
-    state.gateway.set_media_negotiator(media);
     let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
     tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");
-    Ok(Some((pool, relay, quic_paths)))
+    Ok(Some(Media { controller, quic_paths, _pool: pool }))
 }
 
 /// Human lines plus machine-readable `PALAVER_*` lines on stdout; the last is the ready line.

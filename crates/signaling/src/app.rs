@@ -1,11 +1,17 @@
-//! `AppState`: everything a request handler may need, cheap to clone (one `Arc`).
+//! `AppState`: everything a request handler may need, cheap to clone (one `Arc`), built once
+//! by [`AppState::open`] from the configuration, the store and the [`AppParts`] the binary
+//! (the composition root) plugs in: billing, telemetry and the media plane. Nothing is wired
+//! in later.
 //!
 //! Components add a field to [`AppStateInner`] and initialise it in [`AppState::open`].
 
 use crate::auth::directory::{Directory, DirectoryConfig};
 use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
+use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, MediaUnavailable};
+use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
+use palaver_core::{NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -47,11 +53,33 @@ pub enum StartupError {
     Config(String),
 }
 
+/// What the composition root plugs into the control plane.
+pub struct AppParts {
+    /// The billing meter (default: log sessions).
+    pub sessions: Arc<dyn SessionObserver>,
+    /// Operator counts (default: none).
+    pub telemetry: Arc<dyn SignalingTelemetry>,
+    /// The media plane (default: every offer answered `MediaUnavailable`).
+    pub media: Arc<dyn MediaPlane>,
+    /// Chat counters (default: none), registered on the Prometheus registry by the binary.
+    pub chat_metrics: Option<palaver_metrics::prom::ChatMetrics>,
+}
+
+impl Default for AppParts {
+    fn default() -> Self {
+        Self {
+            sessions: Arc::new(LoggingSessionObserver),
+            telemetry: Arc::new(NoTelemetry),
+            media: Arc::new(MediaUnavailable),
+            chat_metrics: None,
+        }
+    }
+}
+
 /// The shared state of every handler.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<AppStateInner>);
 
-#[derive(Debug)]
 pub struct AppStateInner {
     pub config: SignalingConfig,
     pub resource: ResourceInfo,
@@ -60,11 +88,21 @@ pub struct AppStateInner {
     /// Access tokens, revocation marks and directory tenants: the one check of every door.
     pub auth: Authenticator,
     pub rooms: crate::domain::rooms::RoomDirectory,
-    pub gateway: crate::gateway::Gateway,
+    pub gateway: Gateway,
     /// The Chat API's service (threads, messages, participants; issue #14).
     pub chat: crate::domain::chat::ChatService,
-    /// The Prometheus registry (`/metrics`): signaling records joins and errors here.
-    pub metrics: Arc<palaver_metrics::PalaverMetrics>,
+    /// Operator counts: REST errors by code (the gateway counts the rest).
+    pub telemetry: Arc<dyn SignalingTelemetry>,
+}
+
+impl std::fmt::Debug for AppStateInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStateInner")
+            .field("resource", &self.resource)
+            .field("store", &self.store)
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -78,8 +116,8 @@ const DEFAULT_LOCATION: &str = "local";
 
 impl AppState {
     /// Build the state: resolve (or generate and persist) the resource id, access key and
-    /// token signing key, and load revocation marks.
-    pub fn open(config: SignalingConfig, store: Store) -> Result<Self, StartupError> {
+    /// token signing key, load revocation marks, and build the gateway around `parts`.
+    pub fn open(config: SignalingConfig, store: Store, parts: AppParts) -> Result<Self, StartupError> {
         let resource_id = match &config.resource_id {
             Some(id) => {
                 validate_resource_id(id)?;
@@ -101,16 +139,16 @@ impl AppState {
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
-        let metrics = palaver_metrics::PalaverMetrics::new()
-            .map_err(|e| StartupError::Config(format!("metrics registry: {e}")))?;
-        let chat_metrics = palaver_metrics::prom::ChatMetrics::register(metrics.registry())
-            .map_err(|e| StartupError::Config(format!("chat metrics: {e}")))?;
-        let chat = crate::domain::chat::ChatService::open(store.clone(), chat_metrics)?;
-        let gateway = crate::gateway::Gateway::new(crate::store::meetings::MeetingDirectory::open(store.clone())?);
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
-        gateway.set_calls_config(config.calls.clone());
-        gateway.set_config(config.gateway);
-        gateway.set_metrics(metrics.clone());
+        let gateway = Gateway::new(GatewayParts {
+            config: config.gateway,
+            calls: config.calls.clone(),
+            meetings: MeetingDirectory::open(store.clone())?,
+            sessions: parts.sessions,
+            telemetry: parts.telemetry.clone(),
+            media: parts.media,
+        });
+        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
         gateway.set_chat(chat.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
@@ -121,7 +159,7 @@ impl AppState {
             rooms,
             gateway,
             chat,
-            metrics,
+            telemetry: parts.telemetry,
         })))
     }
 
@@ -154,8 +192,8 @@ mod tests {
     #[test]
     fn generated_resource_and_keys_are_stable_across_opens() {
         let store = Store::open_in_memory().unwrap();
-        let a = AppState::open(SignalingConfig::default(), store.clone()).unwrap();
-        let b = AppState::open(SignalingConfig::default(), store).unwrap();
+        let a = AppState::open(SignalingConfig::default(), store.clone(), AppParts::default()).unwrap();
+        let b = AppState::open(SignalingConfig::default(), store, AppParts::default()).unwrap();
         assert_eq!(a.resource, b.resource);
         assert_eq!(a.auth.tokens.kid(), b.auth.tokens.kid());
         assert!(a.connection_string("https://127.0.0.1:1/").starts_with("endpoint=https://127.0.0.1:1/;accesskey="));
@@ -169,11 +207,11 @@ mod tests {
             access_key: Some("c2VjcmV0".into()),
             ..Default::default()
         };
-        let s = AppState::open(cfg, store.clone()).unwrap();
+        let s = AppState::open(cfg, store.clone(), AppParts::default()).unwrap();
         assert_eq!(s.resource.resource_id, "my-res");
         let bad = SignalingConfig { resource_id: Some("has_underscore".into()), ..Default::default() };
-        assert!(matches!(AppState::open(bad, store.clone()), Err(StartupError::Config(_))));
+        assert!(matches!(AppState::open(bad, store.clone(), AppParts::default()), Err(StartupError::Config(_))));
         let bad_key = SignalingConfig { access_key: Some("!!".into()), ..Default::default() };
-        assert!(matches!(AppState::open(bad_key, store), Err(StartupError::Config(_))));
+        assert!(matches!(AppState::open(bad_key, store, AppParts::default()), Err(StartupError::Config(_))));
     }
 }

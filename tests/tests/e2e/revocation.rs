@@ -62,7 +62,7 @@ async fn revoking_or_deleting_an_identity_ends_its_live_sessions_within_a_second
     // Alice over a WebSocket and over QUIC, Bob over a WebSocket, all in one group call.
     let mut alice_ws = connect(&server, &alice_token).await;
     let joined = join_group_call(&mut alice_ws, &group_id).await;
-    let conversation_id = joined["conversationId"].as_str().expect("conversationId").to_string();
+    let conversation_id = joined["snapshot"]["conversationId"].as_str().expect("conversationId").to_string();
     let options = ConnectOptions::new(quic_address(&server, &alice_token).await, "localhost", ca_pem);
     let alice_quic = QuicClient::connect(&options, &alice_token).await.expect("Alice connects over QUIC");
     let on_quic = alice_quic.join(JoinTarget::GroupCall { group_id: group_id.clone() }, None).await.expect("joins");

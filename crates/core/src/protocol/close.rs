@@ -10,6 +10,11 @@ pub enum ConnectionClose {
 }
 
 impl ConnectionClose {
+    /// The close a WebSocket close `code` stands for, if it is one of these.
+    pub fn from_websocket_code(code: u16) -> Option<Self> {
+        [Self::AccessRevoked].into_iter().find(|c| c.websocket_code() == code)
+    }
+
     /// The WebSocket close frame code.
     pub const fn websocket_code(self) -> u16 {
         match self {

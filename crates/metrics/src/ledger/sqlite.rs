@@ -496,5 +496,4 @@ impl UsageLedger for SqliteLedger {
 }
 
 #[cfg(test)]
-#[path = "sqlite_tests.rs"]
 mod tests;

@@ -94,6 +94,23 @@ impl SignalingMetrics {
     }
 }
 
+/// The control plane's counts, as `palaver_signaling_*`, `palaver_active_meetings` and
+/// `palaver_lobby_participants`.
+impl palaver_core::SignalingTelemetry for PalaverMetrics {
+    fn join_completed(&self, latency: Duration) {
+        self.signaling.record_join(latency);
+    }
+    fn error_answered(&self, code: ErrorCode) {
+        self.signaling.record_error(code);
+    }
+    fn active_meetings(&self, count: usize) {
+        self.conversations.set_active_meetings(count);
+    }
+    fn lobby_size(&self, count: usize) {
+        self.conversations.set_lobby_size(count);
+    }
+}
+
 /// Label values of `palaver_ledger_rejected_events_total`.
 pub const REJECTION_REASONS: [&str; 5] =
     ["duplicate_session", "unknown_session", "conversation_mismatch", "empty_id", "recorder_stopped"];

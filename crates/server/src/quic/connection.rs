@@ -62,7 +62,8 @@ pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPa
     let egress = tokio::spawn(pump_egress(connection.clone(), path, paths.clone()));
     let violation = Arc::new(AtomicBool::new(false));
     let incoming = frames::incoming(recv, decoder, violation.clone());
-    let closed_by_server = serve_frames(state, ident, frames::outgoing(send), incoming, Some(path_id)).await;
+    let closed_by_server =
+        serve_frames(state, ident, frames::outgoing(send, connection.clone()), incoming, Some(path_id)).await;
     paths.unregister(path_id);
     ingress.abort();
     egress.abort();

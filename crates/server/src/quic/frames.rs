@@ -6,6 +6,7 @@
 
 use axum::extract::ws::Message;
 use futures_util::{Sink, Stream};
+use palaver_core::protocol::ConnectionClose;
 use palaver_core::stream_frame::{Decoded, FrameDecoder, StreamFrameError, frame_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,17 +75,28 @@ pub fn incoming(
     }))
 }
 
-/// Messages to the client as frames on the stream.
-pub fn outgoing(send: quinn::SendStream) -> impl Sink<Message, Error = quinn::WriteError> + Unpin + Send {
-    Box::pin(futures_util::sink::unfold(send, |mut send, message: Message| async move {
-        match message {
-            Message::Text(text) => send.write_all(&frame_bytes(text.as_bytes())).await?,
-            Message::Binary(bytes) => send.write_all(&frame_bytes(&bytes)).await?,
-            Message::Close(_) => {
-                let _ = send.finish();
+/// Messages to the client as frames on the stream. A close the server initiates for a reason
+/// ([`ConnectionClose`], e.g. access revoked) closes the whole connection with its QUIC code, so
+/// the client learns why; any other close finishes the stream.
+pub fn outgoing(
+    send: quinn::SendStream,
+    connection: quinn::Connection,
+) -> impl Sink<Message, Error = quinn::WriteError> + Unpin + Send {
+    Box::pin(futures_util::sink::unfold(send, move |mut send, message: Message| {
+        let connection = connection.clone();
+        async move {
+            match message {
+                Message::Text(text) => send.write_all(&frame_bytes(text.as_bytes())).await?,
+                Message::Binary(bytes) => send.write_all(&frame_bytes(&bytes)).await?,
+                Message::Close(frame) => match frame.and_then(|f| ConnectionClose::from_websocket_code(f.code)) {
+                    Some(close) => connection.close(close.quic_code().into(), close.reason().as_bytes()),
+                    None => {
+                        let _ = send.finish();
+                    }
+                },
+                Message::Ping(_) | Message::Pong(_) => {}
             }
-            Message::Ping(_) | Message::Pong(_) => {}
+            Ok(send)
         }
-        Ok(send)
     }))
 }

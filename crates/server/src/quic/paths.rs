@@ -4,9 +4,9 @@
 //! The pumps keep their own copy of the route and only look at the shared one when its
 //! generation changes (one atomic load per datagram, no lock, no clone).
 
+use palaver_core::MediaPathId;
 use palaver_sfu::net::{DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
-use palaver_signaling::gateway::MediaPathId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

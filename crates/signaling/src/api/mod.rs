@@ -73,7 +73,7 @@ async fn count_errors(
 ) -> axum::response::Response {
     let resp = next.run(req).await;
     if let Some(code) = resp.extensions().get::<ErrorCode>() {
-        state.metrics.signaling.record_error(*code);
+        state.telemetry.error_answered(*code);
     }
     resp
 }

@@ -2,7 +2,7 @@
 //! HMAC-signed requests driven through the router without a socket.
 
 use super::router;
-use crate::app::{AppState, SignalingConfig};
+use crate::app::{AppParts, AppState, SignalingConfig};
 use crate::auth::hmac::{authorization_header, content_hash};
 use crate::store::Store;
 use axum::body::Body;
@@ -14,7 +14,8 @@ pub const TEST_HOST: &str = "127.0.0.1:4443";
 
 /// A state on a fresh in-memory database (dev IdP on).
 pub fn test_state() -> AppState {
-    AppState::open(SignalingConfig::default(), Store::open_in_memory().expect("in-memory db")).expect("state")
+    AppState::open(SignalingConfig::default(), Store::open_in_memory().expect("in-memory db"), AppParts::default())
+        .expect("state")
 }
 
 /// A request signed with the state's access key, as the SDK signs it.

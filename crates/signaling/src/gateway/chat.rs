@@ -105,7 +105,9 @@ impl MeetingChatTracker {
                 Ok(events) => {
                     for event in events {
                         let delivered = gateway.deliver_chat(&event);
-                        chat.metrics().events_delivered(event.name, delivered as u64);
+                        if let Some(m) = chat.metrics() {
+                            m.events_delivered(event.name, delivered as u64);
+                        }
                     }
                 }
                 Err(e) => {

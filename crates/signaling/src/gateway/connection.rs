@@ -8,7 +8,7 @@ use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::limits::TokenBucket;
-use super::media::{MediaPathId, MediaSession};
+use super::media::MediaSession;
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::calls::{Input as CallInput, Party};
@@ -17,6 +17,7 @@ use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentit
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use palaver_core::MediaPathId;
 use palaver_core::protocol::{
     ClientFrame, ClientMessage, ConnectionClose, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION,
     ServerMessage,
@@ -393,7 +394,7 @@ impl Connection {
         };
         let join_started = std::time::Instant::now();
         let handle = self.gateway.join(key, setup, request, self.conn_id.clone(), self.tx.clone()).await;
-        self.state.metrics.signaling.record_join(join_started.elapsed());
+        self.gateway.telemetry().join_completed(join_started.elapsed());
         self.attached = Some(Attachment { handle, participant_id });
         Vec::new()
     }

@@ -1,11 +1,11 @@
 //! The seam to the media plane: the gateway hands SDP offers and ICE candidates of a
 //! participant (and, on QUIC connections, `media.attach` requests naming the connection's
-//! datagram path) to a [`MediaNegotiator`] and relays its answer back on the socket.
+//! datagram path) to a [`MediaPlane`] and relays its answer back on the socket.
 //! Until a media plane is plugged in, [`MediaUnavailable`] answers every offer with the
 //! `MediaUnavailable` error code.
 
-use palaver_core::ErrorCode;
 use palaver_core::protocol::{IceCandidate, MediaTrack};
+use palaver_core::{ErrorCode, MediaPathId};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -26,15 +26,11 @@ pub struct MediaError {
     pub message: String,
 }
 
-/// A connection-owned datagram path the media plane can attach a participant to (e.g. one
-/// QUIC connection), registered by the transport shell that accepted the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MediaPathId(pub u64);
-
 pub type MediaFuture<T> = Pin<Box<dyn Future<Output = Result<T, MediaError>> + Send>>;
 
-/// Negotiates a participant's media session with the media plane.
-pub trait MediaNegotiator: Send + Sync + 'static {
+/// The media plane as the control plane sees it (its port): join by SDP offer or by direct
+/// path attach, trickle ICE, share, subscribe, leave.
+pub trait MediaPlane: Send + Sync + 'static {
     /// An SDP offer from the client; resolves to the SDP answer.
     fn offer(&self, session: MediaSession, sdp: String) -> MediaFuture<String>;
     /// A trickled ICE candidate from the client.
@@ -73,7 +69,7 @@ impl MediaUnavailable {
     }
 }
 
-impl MediaNegotiator for MediaUnavailable {
+impl MediaPlane for MediaUnavailable {
     fn offer(&self, _session: MediaSession, _sdp: String) -> MediaFuture<String> {
         Box::pin(async { Err(Self::refusal()) })
     }

@@ -1,7 +1,8 @@
 //! The WebSocket signaling gateway: the `/signaling/v1` endpoint, the registry of live
 //! conversations (one actor task each, owning its sans-IO [`Conversation`]), user
 //! presence for call notifications, the call actor, and the seams to billing
-//! ([`SessionObserver`]) and media ([`MediaNegotiator`]).
+//! ([`SessionObserver`]), telemetry ([`SignalingTelemetry`]) and media ([`MediaPlane`]), all
+//! given once when the gateway is built ([`GatewayParts`]).
 
 mod actor;
 mod calls;
@@ -15,7 +16,7 @@ pub use actor::{ConversationHandle, LiveStatus};
 pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
-pub use media::{MediaError, MediaFuture, MediaNegotiator, MediaPathId, MediaSession, MediaUnavailable};
+pub use media::{MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable};
 pub use routes::{authenticate, routes};
 
 use crate::domain::calls::CallsConfig;
@@ -26,9 +27,9 @@ use crate::store::meetings::MeetingDirectory;
 use actor::ActorMsg;
 use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
-use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted};
+use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Timing and limits of the gateway (TOML-ready: every field has a default).
@@ -84,15 +85,29 @@ pub(crate) struct PresenceEntry {
     pub native: bool,
 }
 
+/// What a gateway is built from (the application state assembles it once).
+pub struct GatewayParts {
+    pub config: GatewayConfig,
+    pub calls: CallsConfig,
+    /// The durable meeting definitions joins are resolved against.
+    pub meetings: MeetingDirectory,
+    /// Billing: one `started` and one `ended` per participant session.
+    pub sessions: Arc<dyn SessionObserver>,
+    /// Error frames by code, live meetings, lobby size.
+    pub telemetry: Arc<dyn SignalingTelemetry>,
+    pub media: Arc<dyn MediaPlane>,
+}
+
 /// The gateway; cheap to clone.
 #[derive(Clone)]
 pub struct Gateway(Arc<GatewayInner>);
 
 pub struct GatewayInner {
-    config: RwLock<GatewayConfig>,
-    calls_config: RwLock<CallsConfig>,
-    observer: RwLock<Arc<dyn SessionObserver>>,
-    media: RwLock<Arc<dyn MediaNegotiator>>,
+    config: GatewayConfig,
+    calls_config: CallsConfig,
+    observer: Arc<dyn SessionObserver>,
+    telemetry: Arc<dyn SignalingTelemetry>,
+    media: Arc<dyn MediaPlane>,
     pub meetings: MeetingDirectory,
     /// Live conversations by target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
     by_target: DashMap<String, ConversationHandle>,
@@ -103,12 +118,10 @@ pub struct GatewayInner {
     /// Call media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
     call_media: DashMap<String, ()>,
     next_generation: AtomicU64,
-    /// Prometheus gauges and counters (`/metrics`); absent in unit tests that don't set them.
-    metrics: OnceLock<Arc<palaver_metrics::PalaverMetrics>>,
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
-    chat: OnceLock<crate::domain::chat::ChatService>,
+    chat: std::sync::OnceLock<crate::domain::chat::ChatService>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -128,48 +141,30 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new(meetings: MeetingDirectory) -> Self {
-        Self(Arc::new(GatewayInner {
-            config: RwLock::new(GatewayConfig::default()),
-            calls_config: RwLock::new(CallsConfig::default()),
-            observer: RwLock::new(Arc::new(LoggingSessionObserver)),
-            media: RwLock::new(Arc::new(MediaUnavailable)),
-            meetings,
+    pub fn new(parts: GatewayParts) -> Self {
+        let gateway = Self(Arc::new(GatewayInner {
+            config: parts.config,
+            calls_config: parts.calls,
+            observer: parts.sessions,
+            telemetry: parts.telemetry,
+            media: parts.media,
+            meetings: parts.meetings,
             by_target: DashMap::new(),
             by_id: DashMap::new(),
             presence: DashMap::new(),
             calls: OnceLock::new(),
             call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
-            metrics: OnceLock::new(),
             lobby_total: AtomicI64::new(0),
-            chat: OnceLock::new(),
-        }))
-    }
-
-    /// Set timing/limits (before serving).
-    pub fn set_config(&self, config: GatewayConfig) {
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
-    }
-    /// Set the call configuration (queues, ring timeout); takes effect if set before the first call.
-    pub fn set_calls_config(&self, config: CallsConfig) {
-        *self.calls_config.write().unwrap_or_else(|p| p.into_inner()) = config;
-    }
-    /// Plug in the billing meter.
-    pub fn set_session_observer(&self, observer: Arc<dyn SessionObserver>) {
-        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = observer;
-    }
-    /// Report to this Prometheus registry: error frames by code, live meetings, lobby size.
-    pub fn set_metrics(&self, metrics: Arc<palaver_metrics::PalaverMetrics>) {
-        let _ = self.metrics.set(metrics);
-        self.publish_meeting_count();
+            chat: std::sync::OnceLock::new(),
+        }));
+        gateway.publish_meeting_count();
+        gateway
     }
 
     /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
     pub fn record_error(&self, code: ErrorCode) {
-        if let Some(m) = self.metrics.get() {
-            m.signaling.record_error(code);
-        }
+        self.telemetry.error_answered(code);
     }
 
     /// Count an outgoing frame if it is an error frame.
@@ -187,36 +182,30 @@ impl Gateway {
             return;
         }
         let total = self.lobby_total.fetch_add(delta, Ordering::Relaxed) + delta;
-        if let Some(m) = self.metrics.get() {
-            m.conversations.set_lobby_size(total.max(0) as usize);
-        }
+        self.telemetry.lobby_size(total.max(0) as usize);
     }
 
     /// Live meetings (directory-style meetings and rooms; group calls and 1:1 calls are
     /// counted as calls by the billing recorder).
     fn publish_meeting_count(&self) {
-        if let Some(m) = self.metrics.get() {
-            let meetings = self.by_target.iter().filter(|e| !e.key().starts_with("groupCall:")).count();
-            m.conversations.set_active_meetings(meetings);
-        }
-    }
-
-    /// Plug in the media plane.
-    pub fn set_media_negotiator(&self, media: Arc<dyn MediaNegotiator>) {
-        *self.media.write().unwrap_or_else(|p| p.into_inner()) = media;
+        let meetings = self.by_target.iter().filter(|e| !e.key().starts_with("groupCall:")).count();
+        self.telemetry.active_meetings(meetings);
     }
 
     pub fn config(&self) -> GatewayConfig {
-        *self.config.read().unwrap_or_else(|p| p.into_inner())
+        self.config
     }
     pub(crate) fn calls_config(&self) -> CallsConfig {
-        self.calls_config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.calls_config.clone()
     }
     pub(crate) fn observer(&self) -> Arc<dyn SessionObserver> {
-        self.observer.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.observer.clone()
     }
-    pub(crate) fn media(&self) -> Arc<dyn MediaNegotiator> {
-        self.media.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub(crate) fn telemetry(&self) -> &dyn SignalingTelemetry {
+        self.telemetry.as_ref()
+    }
+    pub(crate) fn media(&self) -> Arc<dyn MediaPlane> {
+        self.media.clone()
     }
 
     /// Number of live conversations.

@@ -2,7 +2,7 @@
 //! story, recording notice timing, bad input, calls, reconnect with resume.
 
 use crate::api::router;
-use crate::app::{AppState, SignalingConfig};
+use crate::app::{AppParts, AppState, SignalingConfig};
 use crate::auth::TokenGrant;
 use crate::store::Store;
 use axum::body::Body;
@@ -35,18 +35,25 @@ pub(super) struct Server {
     pub(super) state: AppState,
     pub(super) addr: SocketAddr,
     pub(super) observer: Arc<RecordingObserver>,
+    /// The Prometheus registry the gateway reports to.
+    pub(super) metrics: Arc<palaver_metrics::PalaverMetrics>,
 }
 
 impl Server {
     pub(super) async fn start() -> Self {
-        let state = AppState::open(SignalingConfig::default(), Store::open_in_memory().unwrap()).unwrap();
+        Self::start_with(SignalingConfig::default(), Arc::new(crate::gateway::MediaUnavailable)).await
+    }
+
+    pub(super) async fn start_with(config: SignalingConfig, media: Arc<dyn crate::gateway::MediaPlane>) -> Self {
         let observer = Arc::new(RecordingObserver::default());
-        state.gateway.set_session_observer(observer.clone());
+        let metrics = palaver_metrics::PalaverMetrics::new().unwrap();
+        let parts = AppParts { sessions: observer.clone(), telemetry: metrics.clone(), media, chat_metrics: None };
+        let state = AppState::open(config, Store::open_in_memory().unwrap(), parts).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { state, addr, observer }
+        Self { state, addr, observer, metrics }
     }
 
     pub(super) fn token(&self, raw_id: &str, name: Option<&str>, scopes: &[Scope]) -> String {
@@ -148,7 +155,7 @@ async fn lobby_admit_roster_and_recording_notice_within_a_second() {
     assert_eq!(bob["state"], "lobby");
     assert_eq!(bob["participantType"], "ACS as Teams external user");
     // The operator's gauges see the waiting participant and the live meeting.
-    let scrape = s.state.metrics.render();
+    let scrape = s.metrics.render();
     assert!(scrape.contains("palaver_lobby_participants 1"), "{scrape}");
     assert!(scrape.contains("palaver_active_meetings 1"), "{scrape}");
 
@@ -174,7 +181,7 @@ async fn lobby_admit_roster_and_recording_notice_within_a_second() {
     assert_eq!(snap["snapshot"]["state"], "connected");
     // Admitted: the lobby gauge drains (the actor updates it right after sending the frames).
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !s.state.metrics.render().contains("palaver_lobby_participants 0") {
+    while !s.metrics.render().contains("palaver_lobby_participants 0") {
         assert!(Instant::now() < deadline, "lobby gauge did not drop to 0");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -233,7 +240,7 @@ async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
     c.send(json!({"type":"ping","nonce":7})).await;
     assert_eq!(c.recv_type("pong").await["nonce"], 7);
     // Every error frame is counted by code for operators.
-    let scrape = s.state.metrics.render();
+    let scrape = s.metrics.render();
     for (code, n) in [("InvalidJson", 2), ("UnknownMessageType", 1), ("WrongPasscode", 1), ("InsufficientScope", 2)] {
         let line = format!("palaver_signaling_errors_total{{code=\"{code}\"}} {n}");
         assert!(scrape.contains(&line), "missing `{line}` in\n{scrape}");
@@ -254,7 +261,12 @@ async fn bad_input_gets_error_frames_and_the_socket_keeps_working() {
 
 #[tokio::test]
 async fn calls_ring_accept_and_external_to_directory_is_refused() {
-    let s = Server::start().await;
+    let media = Arc::new(FakeMedia {
+        left: Mutex::new(Vec::new()),
+        shares: Mutex::new(Vec::new()),
+        subscribed: Mutex::new(Vec::new()),
+    });
+    let s = Server::start_with(SignalingConfig::default(), media.clone()).await;
     let mut ext = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
     let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
     let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
@@ -274,12 +286,6 @@ async fn calls_ring_accept_and_external_to_directory_is_refused() {
     b.send(json!({"type":"call.accept","callId":call_id})).await;
     assert_eq!(a.recv_type("call.connected").await["callId"], call_id.as_str());
     // Call media goes to the media plane, keyed by call; outsiders cannot negotiate.
-    let media = Arc::new(FakeMedia {
-        left: Mutex::new(Vec::new()),
-        shares: Mutex::new(Vec::new()),
-        subscribed: Mutex::new(Vec::new()),
-    });
-    s.state.gateway.set_media_negotiator(media.clone());
     a.send(json!({"type":"media.iceCandidate","callId":call_id,"candidate":{"candidate":"c"}})).await;
     assert_eq!(a.recv_type("error").await["code"], "InvalidState", "ICE before offer");
     a.send(json!({"type":"media.offer","sdp":"v=0","callId":call_id})).await;
@@ -389,16 +395,19 @@ async fn meetings_api_validates_and_authorizes() {
 
 #[tokio::test]
 async fn transfer_to_a_queue_rings_members_in_turn() {
-    let s = Server::start().await;
-    s.state.gateway.set_calls_config(crate::domain::calls::CallsConfig {
-        queues: vec![crate::domain::calls::CallQueueConfig {
-            app_id: "support".into(),
-            name: Some("Support".into()),
-            members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
-            member_ring_timeout_secs: 15,
-        }],
+    let config = SignalingConfig {
+        calls: crate::domain::calls::CallsConfig {
+            queues: vec![crate::domain::calls::CallQueueConfig {
+                app_id: "support".into(),
+                name: Some("Support".into()),
+                members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
+                member_ring_timeout_secs: 15,
+            }],
+            ..Default::default()
+        },
         ..Default::default()
-    });
+    };
+    let s = Server::start_with(config, Arc::new(crate::gateway::MediaUnavailable)).await;
     let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
     let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
     let mut agent1 = s.connect(&s.token("8:orgid:agent-1", Some("Agent One"), &[Scope::Voip])).await;
@@ -489,7 +498,7 @@ struct FakeMedia {
     subscribed: Mutex<Vec<palaver_core::protocol::SlotSubscription>>,
 }
 
-impl super::MediaNegotiator for FakeMedia {
+impl super::MediaPlane for FakeMedia {
     fn offer(&self, session: super::MediaSession, sdp: String) -> super::media::MediaFuture<String> {
         Box::pin(async move { Ok(format!("answer-to:{sdp}:send={}", session.may_send_media)) })
     }
@@ -519,7 +528,12 @@ impl super::MediaNegotiator for FakeMedia {
 
 #[tokio::test]
 async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
-    let s = Server::start().await;
+    let media = Arc::new(FakeMedia {
+        left: Mutex::new(Vec::new()),
+        shares: Mutex::new(Vec::new()),
+        subscribed: Mutex::new(Vec::new()),
+    });
+    let s = Server::start_with(SignalingConfig::default(), media.clone()).await;
     let presenter = s.external_id();
     let consumer = s.external_id();
     let (status, room) = s
@@ -538,21 +552,15 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     stranger.send(join.clone()).await;
     assert_eq!(stranger.recv_type("error").await["code"], "NotRoomParticipant");
 
-    // Without a media plane, offers are answered MediaUnavailable.
+    // A presenter may send media; a consumer only receives.
     let mut p = s.connect(&s.token(&presenter, None, &[Scope::Voip])).await;
     p.send(join.clone()).await;
     let joined = p.recv_type("joined").await;
     assert_eq!(joined["snapshot"]["participants"][0]["roomRole"], "Presenter");
     assert_eq!(joined["snapshot"]["role"], "presenter");
     p.send(json!({"type":"media.offer","sdp":"v=0"})).await;
-    assert_eq!(p.recv_type("error").await["code"], "MediaUnavailable");
+    assert_eq!(p.recv_type("media.answer").await["sdp"], "answer-to:v=0:send=true");
 
-    let media = Arc::new(FakeMedia {
-        left: Mutex::new(Vec::new()),
-        shares: Mutex::new(Vec::new()),
-        subscribed: Mutex::new(Vec::new()),
-    });
-    s.state.gateway.set_media_negotiator(media.clone());
     let mut c = s.connect(&s.token(&consumer, None, &[Scope::Voip])).await;
     c.send(join).await;
     let c_pid = c.recv_type("joined").await["snapshot"]["participantId"].as_str().unwrap().to_string();
@@ -643,8 +651,11 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
 
 #[tokio::test]
 async fn calls_decline_and_no_answer_timeout() {
-    let s = Server::start().await;
-    s.state.gateway.set_calls_config(crate::domain::calls::CallsConfig { ring_timeout_secs: 1, ..Default::default() });
+    let config = SignalingConfig {
+        calls: crate::domain::calls::CallsConfig { ring_timeout_secs: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let s = Server::start_with(config, Arc::new(crate::gateway::MediaUnavailable)).await;
     let mut a = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
     let mut b = s.connect(&s.token("8:orgid:b", Some("Ben"), &[Scope::Voip])).await;
     a.send(json!({"type":"call.place","targets":["8:orgid:b"]})).await;
@@ -675,7 +686,18 @@ fn gateway_config_reads_from_toml_with_defaults() {
     // The server's `[signaling.gateway]` section reaches the running gateway.
     let signaling: crate::app::SignalingConfig =
         toml::from_str("[gateway]\nreconnect_grace_ms = 7000\nheartbeat_interval_ms = 5000\n").unwrap();
-    let state = AppState::open(signaling, Store::open_in_memory().unwrap()).unwrap();
+    let state = AppState::open(signaling, Store::open_in_memory().unwrap(), AppParts::default()).unwrap();
     assert_eq!(state.gateway.config().reconnect_grace_ms, 7000);
     assert_eq!(state.gateway.config().heartbeat_interval_ms, 5000);
+}
+
+#[tokio::test]
+async fn without_a_media_plane_offers_are_answered_media_unavailable() {
+    let s = Server::start().await;
+    let mut a = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let group = uuid::Uuid::new_v4().to_string();
+    a.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
+    a.recv_type("joined").await;
+    a.send(json!({"type":"media.offer","sdp":"v=0"})).await;
+    assert_eq!(a.recv_type("error").await["code"], "MediaUnavailable");
 }

@@ -37,7 +37,9 @@ pub async fn send(
     let now = now_ms();
     let (m, event) = state.chat.run(move |c| service::send_message(c, &tid, &caller, m, now)).await?;
     publish(&state, [event]);
-    state.chat.metrics().message_sent(m.kind.as_str());
+    if let Some(metrics) = state.chat.metrics() {
+        metrics.message_sent(m.kind.as_str());
+    }
     let mut resp = json(StatusCode::CREATED, &serde_json::json!({ "id": m.id }));
     if let Ok(location) = format!("/chat/threads/{}/messages/{}", encode_segment(&thread_id), m.id).parse() {
         resp.headers_mut().insert(header::LOCATION, location);

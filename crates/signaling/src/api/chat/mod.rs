@@ -131,7 +131,9 @@ pub fn required<T>(value: Option<T>, target: &'static str) -> Result<T, ApiError
 pub fn publish(state: &AppState, events: impl IntoIterator<Item = ChatEvent>) {
     for event in events {
         let delivered = state.gateway.deliver_chat(&event);
-        state.chat.metrics().events_delivered(event.name, delivered as u64);
+        if let Some(m) = state.chat.metrics() {
+            m.events_delivered(event.name, delivered as u64);
+        }
     }
 }
 

@@ -142,7 +142,9 @@ pub async fn create(
     let id = value["chatThread"]["id"].as_str().unwrap_or_default().to_string();
     if created {
         tracing::info!(thread = %id, creator = %req.caller.raw_id, "chat thread created");
-        state.chat.metrics().thread_created();
+        if let Some(m) = state.chat.metrics() {
+            m.thread_created();
+        }
     }
     let mut resp = json(status, &value);
     if let Ok(location) = format!("/chat/threads/{}", encode_segment(&id)).parse() {

@@ -69,11 +69,7 @@ async fn revoke_tokens(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
-    let gateway = state.gateway.clone();
-    let revocation = blocking(move || service::revoke_tokens(&state, &id, now_ms())).await?;
-    gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
-    Ok(StatusCode::NO_CONTENT)
+    revoke(state, id, uri, service::revoke_tokens).await
 }
 
 async fn delete_identity(
@@ -82,9 +78,20 @@ async fn delete_identity(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
+    revoke(state, id, uri, service::delete_identity).await
+}
+
+/// Revoke the identity's tokens (`op`: revoke, or delete and revoke), then end the live
+/// connections that hold one of them.
+async fn revoke(
+    state: AppState,
+    id: String,
+    uri: Uri,
+    op: fn(&AppState, &str, i64) -> Result<service::Revocation, ApiError>,
+) -> Result<StatusCode, ApiError> {
     require_api_version(uri.query(), API_VERSIONS)?;
     let gateway = state.gateway.clone();
-    let revocation = blocking(move || service::delete_identity(&state, &id, now_ms())).await?;
+    let revocation = blocking(move || op(&state, &id, now_ms())).await?;
     gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -32,7 +32,7 @@ impl Reply {
 impl Api {
     fn new() -> Self {
         let cfg = SignalingConfig { resource_id: Some("res1".into()), ..Default::default() };
-        Self { state: AppState::open(cfg, Store::open_in_memory().unwrap()).unwrap() }
+        Self { state: AppState::open(cfg, Store::open_in_memory().unwrap(), crate::app::AppParts::default()).unwrap() }
     }
 
     async fn send(&self, method: &str, target: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {

@@ -123,7 +123,9 @@ async fn seed_example_exports_twenty_consumed_ten_billed() {
 
 #[tokio::test]
 async fn bad_input_gets_specific_4xx_and_unsigned_requests_401() {
-    let state = test_state();
+    let metrics = palaver_metrics::PalaverMetrics::new().unwrap();
+    let parts = crate::app::AppParts { telemetry: metrics.clone(), ..Default::default() };
+    let state = AppState::open(Default::default(), crate::store::Store::open_in_memory().unwrap(), parts).unwrap();
     let export = seed_export();
     let cases = [
         ("/usage?from=yesterday&to=2026-11-22", StatusCode::BAD_REQUEST, "InvalidTimeRange"),
@@ -143,7 +145,7 @@ async fn bad_input_gets_specific_4xx_and_unsigned_requests_401() {
         assert_eq!(error_code(&json(&body)), code, "{path}");
     }
     // every error answered is counted by code on /metrics
-    let text = state.metrics.render();
+    let text = metrics.render();
     assert!(text.contains(r#"palaver_signaling_errors_total{code="InvalidTimeRange"} 5"#), "{text}");
     assert!(text.contains(r#"palaver_signaling_errors_total{code="CallNotFound"} 1"#));
     let unsigned = Request::builder()

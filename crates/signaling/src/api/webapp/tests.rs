@@ -34,7 +34,7 @@ async fn raw(state: &AppState, req: Request<Body>) -> (StatusCode, String, Strin
 fn dev_off_state() -> AppState {
     let mut config = SignalingConfig::default();
     config.directory.dev_idp = Some(false);
-    AppState::open(config, Store::open_in_memory().expect("db")).expect("state")
+    AppState::open(config, Store::open_in_memory().expect("db"), crate::app::AppParts::default()).expect("state")
 }
 
 #[test]

@@ -169,10 +169,10 @@ mod tests {
         .unwrap();
         assert_eq!((cfg.calls.ring_timeout_secs, cfg.calls.queues[0].app_id.as_str()), (20, "support"));
         let store = crate::store::Store::open_in_memory().unwrap();
-        crate::app::AppState::open(cfg.clone(), store.clone()).expect("valid calls config");
+        crate::app::AppState::open(cfg.clone(), store.clone(), Default::default()).expect("valid calls config");
         let mut bad = cfg;
         bad.calls.queues[0].members = vec!["8:acs:r_u".into()];
-        let err = crate::app::AppState::open(bad, store).map(|_| ()).unwrap_err();
+        let err = crate::app::AppState::open(bad, store, Default::default()).map(|_| ()).unwrap_err();
         assert!(err.to_string().contains("member"), "{err}");
     }
 

@@ -50,7 +50,7 @@ pub type TxResult<T> = Result<T, TxError>;
 pub struct ChatService {
     store: Store,
     keys: PageKeys,
-    metrics: palaver_metrics::prom::ChatMetrics,
+    metrics: Option<palaver_metrics::prom::ChatMetrics>,
 }
 
 /// A thread the caller may act on, and their standing in it.
@@ -73,7 +73,10 @@ impl Access {
 impl ChatService {
     /// Apply the chat migrations and load (or create) the paging-token key; `metrics` are
     /// the chat counters (registered by the composition root).
-    pub fn open(store: Store, metrics: palaver_metrics::prom::ChatMetrics) -> Result<Self, crate::store::StoreError> {
+    pub fn open(
+        store: Store,
+        metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    ) -> Result<Self, crate::store::StoreError> {
         db::migrate(&store)?;
         let key = crate::store::settings::get_or_create(
             &store,
@@ -83,8 +86,9 @@ impl ChatService {
         Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics })
     }
 
-    pub fn metrics(&self) -> &palaver_metrics::prom::ChatMetrics {
-        &self.metrics
+    /// The chat counters, if the binary registered them.
+    pub fn metrics(&self) -> Option<&palaver_metrics::prom::ChatMetrics> {
+        self.metrics.as_ref()
     }
 
     pub fn store(&self) -> &Store {

@@ -134,7 +134,7 @@ pub enum Command {
     },
     /// QUIC only: plain RTP over the connection's datagram `path`; answered with `media.attached`.
     MediaAttach {
-        path: crate::gateway::MediaPathId,
+        path: palaver_core::MediaPathId,
         tracks: Vec<MediaTrack>,
         receive: palaver_core::protocol::MediaReceive,
         request_id: Option<String>,
@@ -209,7 +209,7 @@ pub enum Output {
     /// Attach the participant's media to a datagram path; send the result as `media.attached`.
     MediaAttach {
         participant_id: String,
-        path: crate::gateway::MediaPathId,
+        path: palaver_core::MediaPathId,
         tracks: Vec<MediaTrack>,
         receive: palaver_core::protocol::MediaReceive,
         may_send_media: bool,
