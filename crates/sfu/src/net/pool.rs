@@ -21,7 +21,7 @@ use super::direct_link::{DEFAULT_INGRESS_CAPACITY, IngressQueue};
 use super::doorbell::Doorbell;
 use super::send::SendBatch;
 use super::socket::RecvBatch;
-use crate::engine::{Command, CountersSnapshot, DropReason, Engine, EngineEvent, MIX_PERIOD, RouterId, WorkerCounters};
+use crate::engine::{Command, CountersSnapshot, DropReason, Engine, EngineEvent, MIX_PERIOD, WorkerCounters};
 use crate::mixer::MixerConfig;
 use crate::router::{RouterConfig, TransportId, WallClock};
 
@@ -192,12 +192,6 @@ impl WorkerPool {
 
     pub fn workers(&self) -> &[WorkerHandle] {
         &self.workers
-    }
-
-    /// The worker a router is pinned to.
-    pub fn worker_for_router(&self, router: RouterId) -> &WorkerHandle {
-        let hash = router.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        &self.workers[(hash % self.workers.len() as u64) as usize]
     }
 
     /// Counters of all workers summed (what Prometheus scrapes).

@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::router::TrackKind;
 use crate::rtp::{Codec, ExtensionMap};
 
 /// Header extension URIs the router understands.
@@ -275,17 +274,6 @@ pub struct AnswerParams<'a> {
     pub session_id: u64,
     /// Per offered m-section (same order): the track the server sends there, if any.
     pub send: &'a [Option<AnswerTrack>],
-}
-
-/// The track kind of an m-section for the router (the third and later video sections
-/// are screen share: the reference client offers camera first, then screen).
-pub fn track_kind(offer: &Offer, index: usize) -> TrackKind {
-    let media = &offer.media[index];
-    if media.kind == MediaKind::Audio {
-        return TrackKind::Audio;
-    }
-    let earlier_video = offer.media[..index].iter().filter(|m| m.kind == MediaKind::Video).count();
-    if earlier_video == 0 { TrackKind::Video } else { TrackKind::Screen }
 }
 
 /// Writes the answer SDP.

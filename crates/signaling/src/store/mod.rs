@@ -49,7 +49,9 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL, as the usage ledger: revocations, deleted identities and keys must survive an
+        // OS crash (NORMAL in WAL mode may lose the last commits, reviving a revoked token).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         Self::init(conn, Some(path.to_path_buf()))
     }
 
@@ -146,6 +148,10 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(settings::get(&store, "k").unwrap().as_deref(), Some("v"));
+        // Security-relevant writes (revocations, deletions, keys) are as durable as billing:
+        // WAL with synchronous = FULL (2), so an OS crash cannot revive a revoked token.
+        let sync: i64 = store.with_conn(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0))).unwrap();
+        assert_eq!(sync, 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

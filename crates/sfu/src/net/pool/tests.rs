@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::CommandError;
+use crate::engine::RouterId;
 
 /// Counts wakes and unparks the waiting thread.
 struct ThreadWaker {
