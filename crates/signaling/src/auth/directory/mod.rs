@@ -68,12 +68,17 @@ pub async fn exchange(
     issue_for(state, &user, false, now_ms)
 }
 
+/// Longest life of an exchanged directory-user token: it expires with the IdP token, but never
+/// more than 24 hours after it was issued (an IdP token with a far `exp` cannot mint a token
+/// that outlives every rotation).
+pub const MAX_EXCHANGED_TOKEN_MS: i64 = 24 * 3600 * 1000;
+
 /// Issue an access token for a validated directory user (`native` marks the unbilled path).
 pub fn issue_for(state: &AppState, user: &DirectoryUser, native: bool, now_ms: i64) -> Result<IssuedToken, Refusal> {
     let raw_id = user.raw_id();
     let grant = TokenGrant {
         scopes: directory_scopes(),
-        expires_at_ms: user.expires_at * 1000,
+        expires_at_ms: user.expires_at.saturating_mul(1000).min(now_ms.saturating_add(MAX_EXCHANGED_TOKEN_MS)),
         name: user.name.clone(),
         tid: Some(user.tenant_id.clone()),
         native,

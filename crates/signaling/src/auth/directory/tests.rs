@@ -183,3 +183,27 @@ async fn exchange_route_issues_directory_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(jwks["keys"][0]["kty"], "RSA");
 }
+
+/// An IdP token with a far `exp` (or one near `i64::MAX`, which overflowed `exp * 1000`) yields
+/// an access token that lives at most 24 hours; an ordinary one still expires with the IdP token.
+#[test]
+fn exchanged_tokens_live_at_most_a_day() {
+    let state = test_state();
+    let now_ms = palaver_core::time::now_ms();
+    let user = |expires_at: i64| DirectoryUser {
+        oid: OID.to_string(),
+        tenant_id: DEV_TENANT_ID.to_string(),
+        name: Some("Ada Agent".to_string()),
+        app_id: Some(DEV_APP_ID.to_string()),
+        permissions: vec![],
+        expires_at,
+    };
+    for far in [i64::MAX, now_ms / 1000 + 30 * 24 * 3600] {
+        let issued = issue_for(&state, &user(far), false, now_ms).unwrap();
+        let claims = state.auth.tokens.verify(&issued.token, now_ms).unwrap();
+        assert_eq!(claims.exp, (now_ms + MAX_EXCHANGED_TOKEN_MS) / 1000, "exp {far}");
+    }
+    let hour = now_ms / 1000 + 3600;
+    let issued = issue_for(&state, &user(hour), false, now_ms).unwrap();
+    assert_eq!(state.auth.tokens.verify(&issued.token, now_ms).unwrap().exp, hour);
+}
