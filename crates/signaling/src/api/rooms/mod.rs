@@ -11,7 +11,7 @@ use crate::domain::rooms::{
 };
 use crate::store::rooms::{self as store, Created, WriteRefusal};
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +27,21 @@ pub fn routes() -> Router<AppState> {
         .route("/rooms", post(create_room).get(list_rooms))
         .route("/rooms/{room_id}", get(get_room).patch(update_room).delete(delete_room))
         .route("/rooms/{room_id}/participants", get(list_participants).patch(update_participants))
+}
+
+/// The `{room_id}` path segment, checked as ACS checks it before any lookup
+/// ([`rooms::check_room_id`]: `400 InvalidInput` for a malformed id), so no handler can forget it.
+struct RoomIdPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomIdPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::InvalidInput, e.body_text()))?;
+        rooms::check_room_id(&id)?;
+        Ok(Self(id))
+    }
 }
 
 /// The request's api-version. Besides the plain form, accept the SDK's enum spelling
@@ -150,11 +165,10 @@ async fn find(state: &AppState, room_id: &str) -> Result<(i64, Room), ApiError> 
 
 async fn get_room(
     State(state): State<AppState>,
-    Path(room_id): Path<String>,
+    RoomIdPath(room_id): RoomIdPath,
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let (_, room) = find(&state, &room_id).await?;
     json_response(StatusCode::OK, &room.to_json())
@@ -162,11 +176,10 @@ async fn get_room(
 
 async fn update_room(
     State(state): State<AppState>,
-    Path(room_id): Path<String>,
+    RoomIdPath(room_id): RoomIdPath,
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let req: UpdateRoomRequest = auth.json_or_default()?;
     let (_, mut room) = find(&state, &room_id).await?;
@@ -183,11 +196,10 @@ async fn update_room(
 
 async fn delete_room(
     State(state): State<AppState>,
-    Path(room_id): Path<String>,
+    RoomIdPath(room_id): RoomIdPath,
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let id = room_id.clone();
     state.rooms.store().call(move |c| store::delete_room(c, &id)).await?.map_err(|e| refusal(e, &room_id))?;
@@ -197,11 +209,10 @@ async fn delete_room(
 
 async fn list_participants(
     State(state): State<AppState>,
-    Path(room_id): Path<String>,
+    RoomIdPath(room_id): RoomIdPath,
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    rooms::check_room_id(&room_id)?;
     let version = api_version(&uri)?;
     let page = rooms::page_request(uri.query())?;
     let (seq, _) = find(&state, &room_id).await?;
@@ -217,11 +228,10 @@ async fn list_participants(
 
 async fn update_participants(
     State(state): State<AppState>,
-    Path(room_id): Path<String>,
+    RoomIdPath(room_id): RoomIdPath,
     uri: Uri,
     auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
-    rooms::check_room_id(&room_id)?;
     api_version(&uri)?;
     let req: UpdateParticipantsRequest = auth.json()?;
     let Some(map) = &req.participants else {
