@@ -6,13 +6,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, track_kind, write_answer};
+use palaver_sfu::control::offer::section_kind;
+use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, Offer, write_answer};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(offer) = Offer::parse(text) else { return };
     for (index, media) in offer.media.iter().enumerate() {
-        let _ = (track_kind(&offer, index), media.extension_map(), media.accepted_codecs());
+        let _ = (section_kind(&offer, index), media.extension_map(), media.accepted_codecs());
         for codec in &media.codecs {
             let _ = (codec.codec(), codec.rtx_for());
         }
