@@ -44,7 +44,7 @@ export async function startServer() {
   if (!fs.existsSync(binary)) throw new Error(`palaver binary not found at ${binary} (build it first)`);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palaver-browser-'));
   const log = fs.openSync(path.join(dataDir, 'palaver.log'), 'a');
-  const proc = spawn(binary, ['--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn', 'run'], {
+  const proc = spawn(binary, ['--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn', '--dev-sign-in', 'run'], {
     stdio: ['ignore', 'pipe', log],
   });
   const info = {};

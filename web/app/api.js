@@ -40,14 +40,17 @@ export function devStatus() {
   return request('GET', '/dev/web/status');
 }
 
-/** A new external user with a voip+chat token, or a fresh token for `rawId` (development mode only). */
-export function signInExternal(rawId) {
-  return request('POST', '/dev/web/external-user', { body: rawId ? { rawId } : {} });
+/**
+ * A new external user with a voip+chat token, or a fresh token for `rawId` with the `secret`
+ * its sign-in answer carried (development mode only).
+ */
+export function signInExternal(rawId, secret) {
+  return request('POST', '/dev/web/external-user', { body: rawId ? { rawId, secret } : {} });
 }
 
-/** A directory user through the development identity provider and the token exchange. */
-export function signInDirectory(name, oid) {
-  return request('POST', '/dev/web/directory-user', { body: oid ? { name, oid } : { name } });
+/** A new directory user through the development IdP and the token exchange, or a fresh token for `oid` (with its `secret`). */
+export function signInDirectory(name, oid, secret) {
+  return request('POST', '/dev/web/directory-user', { body: oid ? { name, oid, secret } : { name } });
 }
 
 /** Create a meeting organized by the (directory) user of `token`. */

@@ -193,11 +193,11 @@ function newSignaling(token) {
 /** Answer `token.expiring`: a new token for the same identity (development mode only). */
 async function refreshToken() {
   if (!app.devMode || !app.identity || app.identity.kind === 'provided') throw new Error('cannot refresh');
-  const { kind, rawId } = app.identity;
+  const { kind, rawId, secret } = app.identity;
   const signed =
     kind === 'directory'
-      ? await api.signInDirectory(app.identity.displayName, rawId.slice('8:orgid:'.length))
-      : await api.signInExternal(rawId);
+      ? await api.signInDirectory(app.identity.displayName, rawId.slice('8:orgid:'.length), secret)
+      : await api.signInExternal(rawId, secret);
   app.identity = { ...signed, kind };
   return signed.token;
 }

@@ -25,7 +25,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 fn open_state_with(cfg: &ServerConfig, parts: AppParts) -> Result<AppState> {
     let db = cfg.database_path();
     let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
-    AppState::open(cfg.signaling.clone(), store, parts).context("initialising the control plane")
+    AppState::open(cfg.signaling_config(), store, parts).context("initialising the control plane")
 }
 
 /// The application state for the offline subcommands: no billing, telemetry or media.
@@ -108,6 +108,13 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         println!("PALAVER_QUIC {}", q.local_addr);
     }
     announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
+    if cfg.dev.sign_in {
+        tracing::warn!(
+            url = %base_url,
+            "DEVELOPMENT SIGN-IN IS ON (--dev-sign-in): anyone who reaches this server gets identities and \
+             tokens without a credential; never run it like this on a shared or public deployment"
+        );
+    }
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
     let shutdown = {

@@ -24,19 +24,27 @@ use palaver_core::{ErrorCode, Scope, ScopeSet};
 pub struct Directory {
     pub validator: DirectoryValidator,
     pub dev_idp: Option<DevIdp>,
+    /// Development sign-in for the web client, when the operator turned it on.
+    pub dev_sign_in: Option<crate::auth::dev_sign_in::DevSignInGate>,
 }
 
 impl Directory {
     /// Build from config; with the dev IdP on, its key is loaded (or generated) and its
     /// sample tenant trusted.
     pub fn open(config: &DirectoryConfig, store: &Store) -> Result<Self, String> {
+        config.check_dev_sign_in()?;
         let dev_idp = if config.dev_idp_enabled() {
             Some(DevIdp::load_or_create(store).map_err(|e| e.to_string())?)
         } else {
             None
         };
         let validator = DirectoryValidator::new(config, dev_idp.as_ref().map(DevIdp::tenant_config))?;
-        Ok(Self { validator, dev_idp })
+        let dev_sign_in = if config.dev_sign_in {
+            Some(crate::auth::dev_sign_in::DevSignInGate::load_or_create(store).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok(Self { validator, dev_idp, dev_sign_in })
     }
 }
 

@@ -25,7 +25,7 @@ fn with(mut c: serde_json::Value, key: &str, value: serde_json::Value) -> serde_
 fn idp_and_validator(tenants: Vec<TenantConfig>) -> (DevIdp, DirectoryValidator) {
     let store = Store::open_in_memory().unwrap();
     let idp = DevIdp::load_or_create(&store).unwrap();
-    let config = DirectoryConfig { tenants, dev_idp: Some(true) };
+    let config = DirectoryConfig { tenants, dev_idp: Some(true), ..Default::default() };
     let validator = DirectoryValidator::new(&config, [idp.tenant_config()]).unwrap();
     (idp, validator)
 }
@@ -132,9 +132,9 @@ async fn each_bad_token_gets_its_code() {
 fn configuration_errors_are_reported() {
     let bad =
         TenantConfig { tenant_id: "t".into(), issuer: "i".into(), audiences: vec!["a".into()], ..Default::default() };
-    let cfg = DirectoryConfig { tenants: vec![bad.clone()], dev_idp: Some(false) };
+    let cfg = DirectoryConfig { tenants: vec![bad.clone()], dev_idp: Some(false), ..Default::default() };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "needs a key source");
-    let cfg = DirectoryConfig { tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }], dev_idp: None };
+    let cfg = DirectoryConfig { tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }], dev_idp: None, ..Default::default() };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "invalid inline JWKS");
     assert!(!cfg.dev_idp_enabled(), "dev IdP is off by default once tenants are configured");
     assert!(DirectoryConfig::default().dev_idp_enabled());
