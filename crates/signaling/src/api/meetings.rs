@@ -222,8 +222,15 @@ fn managed(state: &AppState, id: &str, caller: &Caller) -> Result<MeetingRecord,
         .meetings
         .get(id)?
         .ok_or_else(|| ApiError::new(ErrorCode::MeetingNotFound, format!("no meeting `{id}`")))?;
+    // A directory caller of another tenant is not the organizer whatever its raw id (issue #19).
+    let other_tenant = caller.user.as_ref().is_some_and(|u| {
+        u.identifier.is_directory_user()
+            && u.tenant_id.is_some()
+            && record.organizer_tenant_id.is_some()
+            && u.tenant_id != record.organizer_tenant_id
+    });
     if let Some(raw) = caller.raw_id()
-        && !record.is_organizer_like(&raw)
+        && (other_tenant || !record.is_organizer_like(&raw))
     {
         return Err(ApiError::new(ErrorCode::Forbidden, "only the organizer and co-organizers manage this meeting"));
     }

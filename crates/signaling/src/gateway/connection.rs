@@ -484,7 +484,8 @@ impl Connection {
             Ok(i) => i,
             Err(e) => return self.error(e.code, e.message, rid),
         };
-        if fresh.identity.raw_id() != self.raw_id() {
+        // The same user: raw id and, for directory users, tenant (issue #19).
+        if fresh.identity.raw_id() != self.raw_id() || fresh.identity.tenant_id != self.ident.identity.tenant_id {
             return self.error(ErrorCode::Forbidden, "the new token belongs to another identity", rid);
         }
         let expires_at_ms = fresh.identity.token_expires_at_ms;

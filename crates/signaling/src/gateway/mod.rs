@@ -25,7 +25,7 @@ use crate::domain::conversation::{
 };
 use crate::store::meetings::MeetingDirectory;
 use actor::ActorMsg;
-use connection::{ConnTx, Outbound};
+pub(crate) use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
 use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
