@@ -101,6 +101,7 @@ pub(crate) fn spawn(
         conns: HashMap::new(),
         lobby_reported: 0,
         chat: Default::default(),
+        policy_changed: false,
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -118,6 +119,8 @@ struct Actor {
     lobby_reported: i64,
     /// Who is in the meeting's chat thread.
     chat: super::chat::MeetingChatTracker,
+    /// A policy change waits to be stored.
+    policy_changed: bool,
 }
 
 impl Actor {
@@ -134,6 +137,9 @@ impl Actor {
                 }
             };
             self.execute(outputs);
+            if std::mem::take(&mut self.policy_changed) {
+                self.persist_policy().await;
+            }
             self.report_lobby();
             if self.conversation.is_ended() {
                 break;
@@ -231,7 +237,6 @@ impl Actor {
         }
     }
 
-    /// Keep the stored meeting definition in step with policy changes made live.
     /// Keep the gateway's lobby total (the `palaver_lobby_participants` gauge) in step.
     fn report_lobby(&mut self) {
         let now = self.conversation.participants().filter(|p| p.state() == ParticipantState::Lobby).count() as i64;
@@ -239,10 +244,11 @@ impl Actor {
         self.lobby_reported = now;
     }
 
-    fn persist_policy(&self) {
+    /// Keep the stored meeting definition in step with policy changes made live.
+    async fn persist_policy(&self) {
         let ConversationSetup::Meeting(_) = &self.setup else { return };
         let Some(meeting_id) = self.key.strip_prefix("meeting:") else { return };
-        if let Err(e) = self.gateway.meetings.set_policy(meeting_id, &self.conversation.policy()) {
+        if let Err(e) = self.gateway.meetings().store_policy(meeting_id, &self.conversation.policy()).await {
             tracing::error!(meeting = meeting_id, error = %e, "storing the meeting policy failed");
         }
     }
@@ -332,9 +338,8 @@ impl Actor {
                 Output::ConversationEnded => {}
             }
         }
-        if policy_changed {
-            self.persist_policy();
-        }
+        // Stored by the run loop, in order, through the store's async door.
+        self.policy_changed |= policy_changed;
         overflowed.dedup();
         for participant_id in overflowed {
             if let Some((_, tx)) = self.conns.remove(&participant_id) {

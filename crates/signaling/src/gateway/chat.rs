@@ -43,14 +43,9 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Plug in the chat service (meeting threads follow meeting membership once set).
-    pub fn set_chat(&self, chat: crate::domain::chat::ChatService) {
-        let _ = self.chat.set(chat);
-    }
-
-    /// The chat service, if plugged in.
-    pub fn chat(&self) -> Option<&crate::domain::chat::ChatService> {
-        self.chat.get()
+    /// The chat service (given at construction: meeting threads follow meeting membership).
+    pub fn chat(&self) -> &crate::domain::chat::ChatService {
+        &self.chat
     }
 }
 
@@ -73,7 +68,8 @@ impl MeetingChatTracker {
         setup: &ConversationSetup,
         participants: impl Iterator<Item = &'a Participant>,
     ) {
-        let (Some(chat), ConversationSetup::Meeting(meeting)) = (gateway.chat(), setup) else { return };
+        let ConversationSetup::Meeting(meeting) = setup else { return };
+        let chat = gateway.chat();
         let Some(meeting_id) = key.strip_prefix("meeting:") else { return };
         let now: HashMap<String, (String, String, bool)> = participants
             .filter(|p| p.in_conversation())

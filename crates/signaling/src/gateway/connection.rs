@@ -11,6 +11,7 @@ use super::limits::TokenBucket;
 use super::media::MediaSession;
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
+use crate::domain::Refusal;
 use crate::domain::calls::{Input as CallInput, Party};
 use crate::domain::conversation::participant::display_name_for;
 use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
@@ -372,9 +373,9 @@ impl Connection {
         if self.attached.is_some() {
             return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
-        let (key, setup, room_role) = match self.resolve(&target) {
+        let (key, setup, room_role) = match self.resolve(&target).await {
             Ok(t) => t,
-            Err((code, message)) => return self.error(code, message, rid),
+            Err(r) => return self.error(r.code, r.message, rid),
         };
         // `voip.join` joins existing calls only: it may not be the one who starts a group call.
         if matches!(setup, ConversationSetup::GroupCall)
@@ -399,32 +400,26 @@ impl Connection {
         Vec::new()
     }
 
-    /// Which conversation a join target names; meetings check the passcode here.
-    fn resolve(
+    /// Which conversation a join target names; the meetings domain checks codes and passcodes.
+    async fn resolve(
         &self,
         target: &JoinTarget,
-    ) -> Result<(String, ConversationSetup, Option<palaver_core::RoomRole>), (ErrorCode, String)> {
-        let storage = |e: crate::store::StoreError| (ErrorCode::StorageUnavailable, e.to_string());
-        let meetings = &self.gateway.meetings;
+    ) -> Result<(String, ConversationSetup, Option<palaver_core::RoomRole>), Refusal> {
+        let meetings = self.gateway.meetings();
         match target {
             JoinTarget::MeetingLink { join_url } => {
                 let id = meeting_id_from_link(join_url)
-                    .ok_or((ErrorCode::InvalidParameter, "joinUrl is not a meeting join link".to_string()))?;
-                let record = meetings.get(&id).map_err(storage)?;
-                let record = record.ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_string()))?;
+                    .ok_or_else(|| Refusal::new(ErrorCode::InvalidParameter, "joinUrl is not a meeting join link"))?;
+                let record = meetings.by_id(&id).await?;
                 Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
             }
             JoinTarget::MeetingCode { meeting_code, passcode } => {
-                let record = meetings.by_code(meeting_code).map_err(storage)?;
-                let record = record.ok_or((ErrorCode::MeetingNotFound, "no meeting with that id".to_string()))?;
-                if !record.passcode_matches(passcode) {
-                    return Err((ErrorCode::WrongPasscode, "wrong meeting passcode".to_string()));
-                }
+                let record = meetings.by_code(meeting_code, passcode, &self.raw_id(), now_ms()).await?;
                 Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
             }
             JoinTarget::GroupCall { group_id } => {
                 let id = uuid::Uuid::parse_str(group_id.trim())
-                    .map_err(|_| (ErrorCode::InvalidParameter, "groupId must be a UUID".to_string()))?;
+                    .map_err(|_| Refusal::new(ErrorCode::InvalidParameter, "groupId must be a UUID"))?;
                 Ok((format!("groupCall:{id}"), ConversationSetup::GroupCall, None))
             }
             JoinTarget::Room { room_id } => {
@@ -432,7 +427,8 @@ impl Connection {
                     .state
                     .rooms
                     .participant_role(room_id, &self.raw_id(), now_ms())
-                    .map_err(|code| (code, format!("cannot join room `{room_id}`")))?;
+                    .await
+                    .map_err(|code| Refusal::new(code, format!("cannot join room `{room_id}`")))?;
                 Ok((format!("room:{room_id}"), ConversationSetup::Room, Some(role)))
             }
         }

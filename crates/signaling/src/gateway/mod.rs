@@ -23,7 +23,7 @@ use crate::domain::calls::CallsConfig;
 use crate::domain::conversation::{
     Authority, Conversation, ConversationConfig, ConversationSetup, JoinRequest, Refusal, ServerCommand,
 };
-use crate::store::meetings::MeetingDirectory;
+use crate::domain::meetings::{LiveMeetings, Meetings};
 use actor::ActorMsg;
 use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
@@ -89,13 +89,16 @@ pub(crate) struct PresenceEntry {
 pub struct GatewayParts {
     pub config: GatewayConfig,
     pub calls: CallsConfig,
-    /// The durable meeting definitions joins are resolved against.
-    pub meetings: MeetingDirectory,
+    /// The meetings domain: joins by link or code are resolved against it, and meetings in
+    /// progress store their policy changes through it.
+    pub meetings: Meetings,
     /// Billing: one `started` and one `ended` per participant session.
     pub sessions: Arc<dyn SessionObserver>,
     /// Error frames by code, live meetings, lobby size.
     pub telemetry: Arc<dyn SignalingTelemetry>,
     pub media: Arc<dyn MediaPlane>,
+    /// The chat service: a meeting's thread follows who is in the meeting.
+    pub chat: crate::domain::chat::ChatService,
 }
 
 /// The gateway; cheap to clone.
@@ -108,7 +111,7 @@ pub struct GatewayInner {
     observer: Arc<dyn SessionObserver>,
     telemetry: Arc<dyn SignalingTelemetry>,
     media: Arc<dyn MediaPlane>,
-    pub meetings: MeetingDirectory,
+    meetings: Meetings,
     /// Live conversations by target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
     by_target: DashMap<String, ConversationHandle>,
     /// The same, by conversation id (for `resume` and `/conversations/{id}` routes).
@@ -121,7 +124,7 @@ pub struct GatewayInner {
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
-    chat: std::sync::OnceLock<crate::domain::chat::ChatService>,
+    chat: crate::domain::chat::ChatService,
 }
 
 impl std::ops::Deref for Gateway {
@@ -156,7 +159,7 @@ impl Gateway {
             call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
-            chat: std::sync::OnceLock::new(),
+            chat: parts.chat,
         }));
         gateway.publish_meeting_count();
         gateway
@@ -206,6 +209,9 @@ impl Gateway {
     }
     pub(crate) fn media(&self) -> Arc<dyn MediaPlane> {
         self.media.clone()
+    }
+    pub(crate) fn meetings(&self) -> &Meetings {
+        &self.meetings
     }
 
     /// Number of live conversations.
@@ -405,6 +411,18 @@ impl Gateway {
                 tracing::warn!(user = raw_id, conn = %entry.conn_id, "outbound queue full; call event dropped");
             }
         }
+    }
+}
+
+impl LiveMeetings for Gateway {
+    async fn command(
+        &self,
+        meeting_id: &str,
+        authority: Authority,
+        command: ServerCommand,
+    ) -> Option<Result<(), Refusal>> {
+        let handle = self.meeting_handle(meeting_id)?;
+        Some(self.server_command(&handle, authority, command).await)
     }
 }
 
