@@ -288,9 +288,12 @@ impl Actor {
                 Output::MediaOffer { participant_id, sdp, may_send_media } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    // Called here, in the actor's order with the participant's leave; only
+                    // the wait for the answer is spawned.
+                    let answer = gateway.media().offer(session, sdp);
                     tokio::spawn(async move {
-                        let reply = match media.offer(session, sdp).await {
+                        let reply = match answer.await {
                             Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: None },
                             Err(e) => ServerMessage::error(e.code, e.message, None),
                         };
@@ -303,9 +306,10 @@ impl Actor {
                 Output::MediaIceCandidate { participant_id, candidate } => {
                     let session = self.media_session(&participant_id, true);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let done = gateway.media().ice_candidate(session, candidate);
                     tokio::spawn(async move {
-                        if let Err(e) = media.ice_candidate(session, candidate).await
+                        if let Err(e) = done.await
                             && let Some(tx) = tx
                         {
                             gateway.record_error(e.code);
@@ -317,9 +321,10 @@ impl Actor {
                 Output::MediaAttach { participant_id, path, tracks, receive, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let attached = gateway.media().attach(session, path, tracks, receive);
                     tokio::spawn(async move {
-                        let reply = match media.attach(session, path, tracks, receive).await {
+                        let reply = match attached.await {
                             Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
                             Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };

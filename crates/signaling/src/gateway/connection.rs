@@ -7,8 +7,8 @@
 use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
+use super::calls::{CallMedia, CallMediaRequest};
 use super::limits::TokenBucket;
-use super::media::MediaSession;
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
@@ -20,8 +20,7 @@ use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{
-    ClientFrame, ClientMessage, ConnectionClose, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    ServerMessage,
+    ClientFrame, ClientMessage, ConnectionClose, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
 };
 use palaver_core::time::now_ms;
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
@@ -331,9 +330,11 @@ impl Connection {
             M::MeetingUpdatePolicy { policy } => Command::UpdatePolicy(policy),
             M::MeetingEnd => Command::EndMeeting,
             M::DialOut { phone_number } => Command::DialOut { phone_number },
-            M::MediaOffer { sdp, call_id: Some(call_id) } => return self.call_media_offer(rid, call_id, sdp).await,
+            M::MediaOffer { sdp, call_id: Some(call_id) } => {
+                return self.call_media(rid, call_id, CallMedia::Offer(sdp));
+            }
             M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
-                return self.call_media_candidate(rid, call_id, candidate).await;
+                return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate));
             }
             M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
             M::MediaAttach { tracks, receive } => match self.media_path {
@@ -513,58 +514,20 @@ impl Connection {
         }
     }
 
-    /// Media for a call between users: only a connected participant of that call may negotiate.
-    async fn call_media_session(&self, call_id: &str) -> Result<MediaSession, (ErrorCode, &'static str)> {
-        if !self.gateway.connected_in_call(call_id, &self.raw_id()).await {
-            return Err((ErrorCode::InvalidState, "media needs a connected call"));
-        }
-        Ok(MediaSession {
-            conversation_id: call_id.to_string(),
-            participant_id: super::calls::session_id(call_id, &self.raw_id()),
-            may_send_media: true,
-        })
-    }
-
-    async fn call_media_offer(&mut self, rid: Option<String>, call_id: String, sdp: String) -> Vec<String> {
-        if sdp.trim().is_empty() {
+    /// Media for a call between users goes to the call actor, which checks the user is
+    /// connected in that call and answers on this socket (as a conversation's actor does).
+    fn call_media(&mut self, rid: Option<String>, call_id: String, media: CallMedia) -> Vec<String> {
+        if let CallMedia::Offer(sdp) = &media
+            && sdp.trim().is_empty()
+        {
             return self.error(ErrorCode::InvalidParameter, "empty SDP offer", rid);
         }
-        let session = match self.call_media_session(&call_id).await {
-            Ok(s) => s,
-            Err((code, message)) => return self.error(code, message, rid),
-        };
-        self.gateway.call_media.insert(session.participant_id.clone(), ());
-        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
-        tokio::spawn(async move {
-            let reply = match media.offer(session, sdp).await {
-                Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: Some(call_id) },
-                Err(e) => ServerMessage::error(e.code, e.message, rid),
-            };
-            gateway.record_if_error(&reply);
-            let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
-        });
-        Vec::new()
-    }
-
-    async fn call_media_candidate(
-        &mut self,
-        rid: Option<String>,
-        call_id: String,
-        candidate: IceCandidate,
-    ) -> Vec<String> {
-        let session = match self.call_media_session(&call_id).await {
-            Ok(s) if self.gateway.call_media.contains_key(&s.participant_id) => s,
-            Ok(_) => return self.error(ErrorCode::InvalidState, "send `media.offer` for this call first", rid),
-            Err((code, message)) => return self.error(code, message, rid),
-        };
-        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
-        tokio::spawn(async move {
-            if let Err(e) = media.ice_candidate(session, candidate).await {
-                gateway.record_error(e.code);
-                let _ = tx.send(Outbound::Frame(ServerMessage::error(e.code, e.message, rid).to_json().into())).await;
-            }
-        });
-        Vec::new()
+        let request =
+            CallMediaRequest { call_id, raw_id: self.raw_id(), media, request_id: rid.clone(), conn: self.tx.clone() };
+        match self.gateway.call_media(request) {
+            Ok(()) => Vec::new(),
+            Err(e) => self.error(e.code, e.message, rid),
+        }
     }
 
     async fn call(&mut self, rid: Option<String>, input: CallInput) -> Vec<String> {

@@ -118,8 +118,6 @@ pub struct GatewayInner {
     by_id: DashMap<String, ConversationHandle>,
     presence: DashMap<String, Vec<PresenceEntry>>,
     calls: OnceLock<mpsc::UnboundedSender<calls::CallsMsg>>,
-    /// Call media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
-    call_media: DashMap<String, ()>,
     next_generation: AtomicU64,
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
@@ -156,7 +154,6 @@ impl Gateway {
             by_id: DashMap::new(),
             presence: DashMap::new(),
             calls: OnceLock::new(),
-            call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,
