@@ -118,7 +118,15 @@ where
     let raw_id = ident.identity.raw_id();
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
     let native = ident.door == Door::NativeIdp;
-    gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
+    if !gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native }) {
+        let refusal = super::socket_cap_refusal(cfg.max_sockets_per_identity);
+        gateway.record_error(refusal.code);
+        tracing::info!(user = %raw_id, "signaling connection refused: too many open for this identity");
+        let _ =
+            sink.send(Message::Text(frame(&ServerMessage::error(refusal.code, refusal.message, None)).into())).await;
+        let _ = sink.send(Message::Close(None)).await;
+        return None;
+    }
     let mut conn = Connection {
         state,
         gateway: gateway.clone(),

@@ -47,6 +47,10 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimit,
     /// Frames queued per socket before further frames to it are dropped.
     pub outbound_queue: usize,
+    /// Open signaling connections (WebSocket and QUIC) one identity may hold at once
+    /// (default 10); one more is refused with `429 TooManyRequests` (issue #19: parallel
+    /// sockets on one token multiplied passcode guessing).
+    pub max_sockets_per_identity: usize,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +62,7 @@ impl Default for GatewayConfig {
             idle_timeout_ms: 45_000,
             rate_limit: RateLimit::default(),
             outbound_queue: 1024,
+            max_sockets_per_identity: 10,
         }
     }
 }
@@ -360,8 +365,25 @@ impl Gateway {
         rx.await.ok()
     }
 
-    pub(crate) fn presence_add(&self, raw_id: &str, entry: PresenceEntry) {
-        self.presence.entry(raw_id.to_string()).or_default().push(entry);
+    /// Register a socket of a user, unless the user already holds `max_sockets_per_identity`
+    /// (checked and added under the same map entry lock); false when refused.
+    pub(crate) fn presence_add(&self, raw_id: &str, entry: PresenceEntry) -> bool {
+        let mut entries = self.presence.entry(raw_id.to_string()).or_default();
+        if entries.len() >= self.config.max_sockets_per_identity {
+            return false;
+        }
+        entries.push(entry);
+        true
+    }
+
+    /// `TooManyRequests` if `raw_id` already holds its maximum of open sockets (checked again,
+    /// atomically, when the socket registers).
+    pub(crate) fn check_socket_cap(&self, raw_id: &str) -> Result<(), Refusal> {
+        let open = self.presence.get(raw_id).map_or(0, |v| v.len());
+        if open >= self.config.max_sockets_per_identity {
+            return Err(socket_cap_refusal(self.config.max_sockets_per_identity));
+        }
+        Ok(())
     }
 
     /// Remove a socket; true when it was the user's last one.
@@ -409,6 +431,11 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The refusal of a socket beyond the per-identity cap.
+pub(crate) fn socket_cap_refusal(max: usize) -> Refusal {
+    Refusal::new(ErrorCode::TooManyRequests, format!("at most {max} signaling connections per identity are open"))
 }
 
 impl LiveMeetings for Gateway {
