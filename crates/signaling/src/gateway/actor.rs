@@ -136,6 +136,8 @@ impl Actor {
                     self.conversation.handle(now_ms(), Input::Tick)
                 }
             };
+            let chat_changes = self.chat.changes(&self.key, &self.setup, self.conversation.participants());
+            super::chat::apply_meeting_changes(&self.gateway, chat_changes).await;
             self.execute(outputs);
             if std::mem::take(&mut self.policy_changed) {
                 self.persist_policy().await;
@@ -254,7 +256,6 @@ impl Actor {
     }
 
     fn execute(&mut self, outputs: Vec<Output>) {
-        self.chat.sync(&self.gateway, &self.key, &self.setup, self.conversation.participants());
         let mut policy_changed = false;
         let mut overflowed: Vec<String> = Vec::new();
         for output in outputs {
