@@ -208,9 +208,7 @@ async fn dev_sign_in_never_takes_over_an_identity_it_did_not_mint() {
     let state = dev_state();
     // An identity created through the Identity API (the victim's backend).
     let req = crate::domain::identity::CreateIdentityRequest::default();
-    let answer = crate::domain::identity::create_identity(&state, &req, None, now_ms()).expect("created");
-    let victim: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
-    let victim = victim["identity"]["id"].as_str().expect("id").to_string();
+    let victim = state.identities().create(&req, None, now_ms()).await.expect("created").identity.id;
     // A directory user who signed in elsewhere (the organizer whose oid is in every roster).
     let organizer = "6a0b1b8e-0000-4000-8000-000000000001";
     let (_, mine) = send(&state, post("/dev/web/external-user", "{}")).await;
