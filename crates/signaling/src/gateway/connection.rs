@@ -8,7 +8,7 @@ use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::calls::{CallMedia, CallMediaRequest};
-use super::limits::TokenBucket;
+use super::limits::{FloodGuard, FrameVerdict};
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
@@ -73,7 +73,7 @@ struct Connection {
     tx: ConnTx,
     ident: ConnIdentity,
     attached: Option<Attachment>,
-    bucket: TokenBucket,
+    guard: FloodGuard,
     token_warned: bool,
     /// The connection's datagram path for `media.attach` (QUIC connections only).
     media_path: Option<MediaPathId>,
@@ -85,8 +85,32 @@ fn frame(msg: &ServerMessage) -> String {
 
 /// Serve one authenticated WebSocket until it closes.
 pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket) {
-    let (sink, stream) = socket.split();
-    serve_frames(state, ident, sink, stream, None).await;
+    let (mut sink, stream) = socket.split();
+    // RFC 6455 §8.1: a text frame that is not valid UTF-8 fails the connection, and §7.1.7 asks
+    // for a close frame first: 1007 "invalid frame payload data" (the reader refuses the frame).
+    let invalid_utf8 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = invalid_utf8.clone();
+    let stream = stream.inspect(move |read| {
+        if let Err(e) = read
+            && is_invalid_utf8(e)
+        {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    serve_frames(state, ident, &mut sink, stream, None).await;
+    if invalid_utf8.load(std::sync::atomic::Ordering::Relaxed) {
+        let close = CloseFrame { code: INVALID_PAYLOAD_CLOSE_CODE, reason: "invalid UTF-8 in a text frame".into() };
+        let _ = sink.send(Message::Close(Some(close))).await;
+    }
+}
+
+/// WebSocket close code 1007 (RFC 6455 §7.4.1: data inconsistent with the message type).
+pub const INVALID_PAYLOAD_CLOSE_CODE: u16 = 1007;
+
+/// The WebSocket reader's "not UTF-8" error (tungstenite's `Error::Utf8`, seen through axum).
+fn is_invalid_utf8(e: &axum::Error) -> bool {
+    let inner = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    inner.starts_with("UTF-8 encoding error")
 }
 
 /// The WebSocket close frame of a server-initiated close.
@@ -132,7 +156,7 @@ where
         gateway: gateway.clone(),
         conn_id: conn_id.clone(),
         tx,
-        bucket: TokenBucket::new(cfg.rate_limit, now_ms()),
+        guard: FloodGuard::new(cfg.rate_limit, now_ms()),
         ident,
         attached: None,
         token_warned: false,
@@ -163,15 +187,28 @@ where
         tokio::select! {
             incoming = stream.next() => match incoming {
                 None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) => break,
                 Some(Ok(msg)) => {
                     last_inbound = Instant::now();
-                    match msg {
-                        Message::Text(text) => replies = conn.on_text(text.as_str()).await,
-                        Message::Binary(_) => {
+                    // Every frame counts against the rate limit, protocol pings and pongs too:
+                    // over it the frame is dropped, one error frame a second tells the client,
+                    // and a client that keeps flooding is closed (1008).
+                    match (conn.guard.on_frame(now_ms()), msg) {
+                        (FrameVerdict::Close, _) => {
+                            tracing::info!(conn = %conn_id, user = %raw_id, "client kept flooding over its rate limit: closing");
+                            gateway.record_error(ErrorCode::TooManyRequests);
+                            closed_by_server = Some(ConnectionClose::RateLimited);
+                            break;
+                        }
+                        (FrameVerdict::DropWithError, _) => {
+                            replies = conn.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
+                        }
+                        (FrameVerdict::Drop, _) => {}
+                        (FrameVerdict::Accept, Message::Text(text)) => replies = conn.on_text(text.as_str()).await,
+                        (FrameVerdict::Accept, Message::Binary(_)) => {
                             replies = conn.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
                         }
-                        Message::Ping(_) | Message::Pong(_) => {}
-                        Message::Close(_) => break,
+                        (FrameVerdict::Accept, _) => {}
                     }
                 }
             },
@@ -281,9 +318,6 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Vec<String> {
-        if !self.bucket.try_take(now_ms()) {
-            return self.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
-        }
         match ClientFrame::parse(text) {
             Err(e) => self.error(e.code(), e.to_string(), e.request_id()),
             Ok(f) => self.dispatch(f).await,

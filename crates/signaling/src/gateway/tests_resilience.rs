@@ -11,28 +11,89 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn flooding_is_rate_limited_and_huge_messages_close_only_that_socket() {
-    let s = Server::start().await;
-    let mut flooder = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
-    let mut bystander = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
-    for i in 0..60 {
-        flooder.send(json!({"type":"ping","nonce":i})).await;
-    }
-    let (mut pongs, mut limited) = (0, 0);
-    while pongs + limited < 60 {
-        let f = flooder.recv().await;
-        match f["type"].as_str() {
-            Some("pong") => pongs += 1,
-            Some("error") if f["code"] == "TooManyRequests" => limited += 1,
-            other => panic!("unexpected {other:?}"),
+/// The frames a client reads until it goes quiet for `quiet_ms` (or the socket ends): JSON
+/// frames by type and the close frame, if any.
+async fn drain(c: &mut super::tests::Client, quiet_ms: u64) -> (Vec<serde_json::Value>, Option<(u16, String)>) {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(quiet_ms), c.ws.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return (frames, None),
+            Ok(Some(Ok(Message::Text(t)))) => frames.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(f)))) => {
+                return (frames, f.map(|f| (u16::from(f.code), f.reason.to_string())));
+            }
+            Ok(Some(Ok(_))) => {}
         }
     }
-    assert!(limited >= 1 && pongs >= 40, "pongs {pongs}, limited {limited}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+fn count(frames: &[serde_json::Value], ty: &str, code: Option<&str>) -> usize {
+    frames.iter().filter(|f| f["type"] == ty && code.is_none_or(|c| f["code"] == c)).count()
+}
+
+/// Issue #19 (low): over-limit frames each got an error frame; binary frames and protocol
+/// pings skipped the limiter; a flooding client was never disconnected.
+#[tokio::test]
+async fn every_frame_counts_one_error_per_window_and_a_flooder_is_closed() {
+    let s = Server::start().await;
+    let burst = super::RateLimit::default().burst as usize;
+    let token = || s.token(&s.external_id(), None, &[Scope::Voip]);
+    // Text: the burst is answered, then one TooManyRequests for the rest of the window.
+    let mut flooder = s.connect(&token()).await;
+    for i in 0..burst + 20 {
+        flooder.send(json!({"type":"ping","nonce":i})).await;
+    }
+    let (frames, closed) = drain(&mut flooder, 300).await;
+    assert_eq!(closed, None);
+    assert_eq!(count(&frames, "pong", None), burst, "{frames:?}");
+    assert_eq!(count(&frames, "error", Some("TooManyRequests")), 1, "one error frame per window: {frames:?}");
     flooder.send(json!({"type":"ping","nonce":99})).await;
     assert_eq!(flooder.recv_type("pong").await["nonce"], 99, "tokens refill");
 
+    // Binary frames and protocol pings take tokens too.
+    for junk in [Message::Binary(vec![1u8, 2, 3].into()), Message::Ping(vec![7u8].into())] {
+        let mut c = s.connect(&token()).await;
+        for _ in 0..burst {
+            c.ws.send(junk.clone()).await.unwrap();
+        }
+        c.send(json!({"type":"ping","nonce":1})).await;
+        let (frames, _) = drain(&mut c, 300).await;
+        assert_eq!(count(&frames, "pong", None), 0, "{junk:?}: {frames:?}");
+        assert_eq!(count(&frames, "error", Some("TooManyRequests")), 1, "{junk:?}: {frames:?}");
+    }
+
+    // A client that keeps flooding past `max_dropped` is closed with 1008.
+    let mut c = s.connect(&token()).await;
+    let max_dropped = super::RateLimit::default().max_dropped as usize;
+    for _ in 0..burst + max_dropped + 50 {
+        if c.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+            break;
+        }
+    }
+    let (_, closed) = drain(&mut c, 2000).await;
+    assert_eq!(closed, Some((1008, "rate limit exceeded".to_string())));
+    let bystander = &mut flooder;
+    bystander.send(json!({"type":"ping","nonce":5})).await;
+    assert_eq!(bystander.recv_type("pong").await["nonce"], 5, "others are not affected");
+}
+
+/// RFC 6455 §8.1: invalid UTF-8 in a text frame fails the connection, with close code 1007.
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::{Data, OpCode}};
+    let s = Server::start().await;
+    let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    c.ws.send(Message::Frame(frame)).await.unwrap();
+    let (_, closed) = drain(&mut c, 2000).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(1007));
+}
+
+#[tokio::test]
+async fn huge_messages_close_only_that_socket() {
+    let s = Server::start().await;
+    let mut flooder = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let mut bystander = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
     // Over the transport limit (1 MiB): that socket is closed, nobody else is affected.
     let huge = "x".repeat(super::routes::MAX_SOCKET_MESSAGE_BYTES + 1);
     let _ = flooder.ws.send(Message::Text(huge.into())).await;
