@@ -339,10 +339,13 @@ async fn drive<I>(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
     builder.http2().timer(TokioTimer::new());
     // Handlers that limit per source address read it as `ConnectInfo<SocketAddr>`.
-    let service = TowerToHyperService::new(tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        req
-    }));
+    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        app,
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    ));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));

@@ -67,7 +67,9 @@ async fn revoke_tokens(
     require_api_version(uri.query(), API_VERSIONS)?;
     let req: RevokeRequest = auth.json()?;
     let oid = uuid::Uuid::try_parse(&req.user_id)
-        .map_err(|_| ApiError::new(ErrorCode::ValidationError, "Provided UserId has invalid format.").with_target("userId"))?
+        .map_err(|_| {
+            ApiError::new(ErrorCode::ValidationError, "Provided UserId has invalid format.").with_target("userId")
+        })?
         .hyphenated()
         .to_string();
     if state.auth.directory.bindings.tenant_of(&oid).as_deref() != Some(req.tenant_id.as_str()) {

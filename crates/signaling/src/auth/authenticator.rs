@@ -97,7 +97,10 @@ impl Authenticator {
         let identifier = CommunicationIdentifier::parse(&claims.raw_id())
             .map_err(|e| Refusal::new(ErrorCode::InvalidToken, format!("token subject is not valid: {e}")))?;
         if let (CommunicationIdentifier::DirectoryUser { user_id, .. }, Some(tid)) = (&identifier, &claims.tid) {
-            self.directory.bindings.check(user_id, tid).map_err(|r| Refusal::new(ErrorCode::InvalidToken, r.message))?;
+            self.directory
+                .bindings
+                .check(user_id, tid)
+                .map_err(|r| Refusal::new(ErrorCode::InvalidToken, r.message))?;
         }
         Ok(Principal {
             identifier,

@@ -378,7 +378,7 @@ impl Connection {
             M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
                 return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate));
             }
-            M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
+            M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp, request_id: rid.clone() },
             M::MediaAttach { tracks, receive } => match self.media_path {
                 Some(path) => Command::MediaAttach { path, tracks, receive, request_id: rid.clone() },
                 None => {

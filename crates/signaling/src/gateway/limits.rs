@@ -46,7 +46,11 @@ pub struct FloodGuard {
 impl FloodGuard {
     pub fn new(limit: RateLimit, now_ms: i64) -> Self {
         let patience = RateLimit { per_second: limit.per_second, burst: limit.max_dropped, max_dropped: 0 };
-        Self { frames: TokenBucket::new(limit, now_ms), dropped: TokenBucket::new(patience, now_ms), last_error_ms: None }
+        Self {
+            frames: TokenBucket::new(limit, now_ms),
+            dropped: TokenBucket::new(patience, now_ms),
+            last_error_ms: None,
+        }
     }
 
     /// Count one inbound frame (of any kind) at `now_ms`.

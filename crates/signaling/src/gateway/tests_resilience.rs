@@ -80,7 +80,10 @@ async fn every_frame_counts_one_error_per_window_and_a_flooder_is_closed() {
 /// RFC 6455 §8.1: invalid UTF-8 in a text frame fails the connection, with close code 1007.
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::{Data, OpCode}};
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
     let s = Server::start().await;
     let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
     let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
@@ -256,4 +259,51 @@ async fn one_identity_holds_at_most_the_configured_number_of_sockets() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.connect(&token).await;
+}
+
+/// Issue #19 (low): roster deltas were not coalesced (10 members toggling a raised hand made
+/// ~577,000 outbound frames in 13 s). A burst of toggles now reaches the others as its latest
+/// state; the toggler still gets an ack per command.
+#[tokio::test]
+async fn a_burst_of_hand_toggles_reaches_the_others_coalesced() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    let mut toggler = s.connect(&s.token("8:orgid:t1", Some("Tia"), &[Scope::Voip])).await;
+    let mut watcher = s.connect(&s.token("8:orgid:w1", Some("Wes"), &[Scope::Voip])).await;
+    toggler.send(join.clone()).await;
+    let joined = toggler.recv_type("joined").await;
+    let toggler_id = joined["snapshot"]["participantId"].as_str().unwrap().to_string();
+    watcher.send(join).await;
+    watcher.recv_type("joined").await;
+    let toggles = 31;
+    for i in 0..toggles {
+        toggler.send(json!({"type":"self.raiseHand","requestId":format!("h{i}"),"raised": i % 2 == 0})).await;
+    }
+    let (frames, _) = drain(&mut toggler, 500).await;
+    assert_eq!(count(&frames, "ack", None), toggles, "{frames:?}");
+    let (frames, _) = drain(&mut watcher, 500).await;
+    let hands: Vec<&serde_json::Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "roster.delta" && f["delta"]["change"] == "handRaised")
+        .filter(|f| f["delta"]["participantId"] == toggler_id.as_str())
+        .collect();
+    assert!(!hands.is_empty() && hands.len() <= 5, "{} handRaised deltas for {toggles} toggles", hands.len());
+    assert_eq!(hands.last().unwrap()["delta"]["raised"], true, "the latest state arrives");
+    let versions: Vec<u64> = hands.iter().map(|f| f["rosterVersion"].as_u64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+/// Issue #19 (low): a `media.offer` error carried no `requestId`, so a client waiting on it hung.
+#[tokio::test]
+async fn a_media_offer_error_carries_the_request_id() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    c.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
+    c.recv_type("joined").await;
+    c.send(json!({"type":"media.offer","requestId":"m1","sdp":"v=0\r\n"})).await;
+    let error = c.recv_type("error").await;
+    assert_eq!(error["code"], "MediaUnavailable", "{error}");
+    assert_eq!(error["requestId"], "m1", "{error}");
 }

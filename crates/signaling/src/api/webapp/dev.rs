@@ -16,9 +16,9 @@
 
 use crate::api::{ApiError, parse_json_or_default};
 use crate::app::AppState;
+use crate::auth::dev_sign_in::DevSignInGate;
 use crate::auth::directory::dev_idp::DEV_APP_ID;
 use crate::auth::directory::{DevTokenRequest, exchange};
-use crate::auth::dev_sign_in::DevSignInGate;
 use crate::domain::identity::{CreateIdentityRequest, IssueTokenRequest};
 use axum::Json;
 use axum::extract::{ConnectInfo, State};

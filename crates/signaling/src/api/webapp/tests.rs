@@ -182,8 +182,7 @@ async fn external_user_endpoint_refreshes_an_existing_identity() {
     let raw_id = first["rawId"].as_str().expect("rawId");
     let secret = first["secret"].as_str().expect("secret");
     let (status, again) =
-        send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{raw_id}","secret":"{secret}"}}"#)))
-            .await;
+        send(&state, post("/dev/web/external-user", &format!(r#"{{"rawId":"{raw_id}","secret":"{secret}"}}"#))).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["rawId"], raw_id);
     assert_ne!(again["token"], first["token"]);
@@ -268,12 +267,12 @@ fn dev_sign_in_is_refused_beside_a_real_tenant_or_without_the_dev_idp() {
         ..Default::default()
     };
     for directory in [
-        crate::auth::directory::DirectoryConfig { tenants: vec![tenant.clone()], dev_sign_in: true, ..Default::default() },
         crate::auth::directory::DirectoryConfig {
-            tenants: vec![tenant],
-            dev_idp: Some(true),
+            tenants: vec![tenant.clone()],
             dev_sign_in: true,
+            ..Default::default()
         },
+        crate::auth::directory::DirectoryConfig { tenants: vec![tenant], dev_idp: Some(true), dev_sign_in: true },
         crate::auth::directory::DirectoryConfig { dev_idp: Some(false), dev_sign_in: true, ..Default::default() },
     ] {
         let config = SignalingConfig { directory, ..Default::default() };

@@ -39,7 +39,9 @@ fn key(oid: &str) -> String {
 fn other_tenant(oid: &str) -> Refusal {
     Refusal::new(
         ErrorCode::Forbidden,
-        format!("the directory user `{oid}` belongs to another tenant on this server; a token of this tenant cannot act as them"),
+        format!(
+            "the directory user `{oid}` belongs to another tenant on this server; a token of this tenant cannot act as them"
+        ),
     )
 }
 

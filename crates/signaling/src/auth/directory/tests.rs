@@ -134,7 +134,11 @@ fn configuration_errors_are_reported() {
         TenantConfig { tenant_id: "t".into(), issuer: "i".into(), audiences: vec!["a".into()], ..Default::default() };
     let cfg = DirectoryConfig { tenants: vec![bad.clone()], dev_idp: Some(false), ..Default::default() };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "needs a key source");
-    let cfg = DirectoryConfig { tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }], dev_idp: None, ..Default::default() };
+    let cfg = DirectoryConfig {
+        tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }],
+        dev_idp: None,
+        ..Default::default()
+    };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "invalid inline JWKS");
     assert!(!cfg.dev_idp_enabled(), "dev IdP is off by default once tenants are configured");
     assert!(DirectoryConfig::default().dev_idp_enabled());
@@ -229,7 +233,8 @@ async fn a_directory_user_of_one_tenant_cannot_act_as_another_tenants_user() {
         .expect("state");
     let now = palaver_core::time::now_ms();
     let path = "/teamsUser/:exchangeAccessToken?api-version=2023-10-01";
-    let exchange_body = |token: &str| serde_json::json!({"token": token, "appId": DEV_APP_ID, "userId": OID}).to_string();
+    let exchange_body =
+        |token: &str| serde_json::json!({"token": token, "appId": DEV_APP_ID, "userId": OID}).to_string();
     let fresh = |c: serde_json::Value| {
         let c = with(c, "iat", (now / 1000).into());
         let c = with(c, "nbf", (now / 1000 - 60).into());
@@ -254,7 +259,8 @@ async fn a_directory_user_of_one_tenant_cannot_act_as_another_tenants_user() {
     let meeting_path = format!("/meetings/{}", meeting["id"].as_str().unwrap());
 
     // Tenant B presents a token for the same oid: refused at the exchange and the native door.
-    let b_claims = with(with(fresh(claims()), "iss", tenant_b.issuer.clone().into()), "tid", tenant_b.tenant_id.clone().into());
+    let b_claims =
+        with(with(fresh(claims()), "iss", tenant_b.issuer.clone().into()), "tid", tenant_b.tenant_id.clone().into());
     let b_idp = other_idp.sign_claims(&b_claims).unwrap();
     let (status, refused) = send(&state, signed(&state, "POST", path, &exchange_body(&b_idp))).await;
     assert_eq!((status, error_code(&refused)), (StatusCode::FORBIDDEN, "Forbidden"), "{refused}");

@@ -132,6 +132,8 @@ pub enum Command {
     },
     MediaOffer {
         sdp: String,
+        /// Echoed on the answer's error, so a client waiting on it hears the failure.
+        request_id: Option<String>,
     },
     MediaIceCandidate(IceCandidate),
     /// Size or pause the participant's video receive slots (`media.subscribe`).
@@ -207,6 +209,7 @@ pub enum Output {
         participant_id: String,
         sdp: String,
         may_send_media: bool,
+        request_id: Option<String>,
     },
     MediaIceCandidate {
         participant_id: String,
