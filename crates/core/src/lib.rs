@@ -27,5 +27,5 @@ pub use media_path::MediaPathId;
 pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
 pub use session::{
-    CallType, EndReason, NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
+    CallType, ChatTelemetry, EndReason, NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
 };

@@ -11,7 +11,7 @@ use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, 
 use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
-use palaver_core::{NoTelemetry, SessionObserver, SignalingTelemetry};
+use palaver_core::{ChatTelemetry, NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -61,8 +61,8 @@ pub struct AppParts {
     pub telemetry: Arc<dyn SignalingTelemetry>,
     /// The media plane (default: every offer answered `MediaUnavailable`).
     pub media: Arc<dyn MediaPlane>,
-    /// Chat counters (default: none), registered on the Prometheus registry by the binary.
-    pub chat_metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    /// Chat counters (default: none; the binary plugs in its Prometheus registry).
+    pub chat_telemetry: Option<Arc<dyn ChatTelemetry>>,
 }
 
 impl Default for AppParts {
@@ -71,7 +71,7 @@ impl Default for AppParts {
             sessions: Arc::new(LoggingSessionObserver),
             telemetry: Arc::new(NoTelemetry),
             media: Arc::new(MediaUnavailable),
-            chat_metrics: None,
+            chat_telemetry: None,
         }
     }
 }
@@ -148,7 +148,7 @@ impl AppState {
             telemetry: parts.telemetry.clone(),
             media: parts.media,
         });
-        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
+        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?;
         gateway.set_chat(chat.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
