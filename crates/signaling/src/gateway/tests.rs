@@ -636,7 +636,7 @@ async fn rooms_join_by_role_media_negotiation_and_server_api_recording() {
     assert_eq!(media.shares.lock().unwrap().as_slice(), [(p_pid.clone(), true), (p_pid.clone(), false)]);
     let slot = |participant: Option<&str>| palaver_core::protocol::MediaSlot {
         mid: "3".into(),
-        kind: palaver_core::protocol::SlotKind::Video,
+        kind: palaver_core::protocol::MediaKind::Video,
         participant_id: participant.map(str::to_owned),
     };
     assert!(s.state.gateway.send_media_slots(conversation_id, &c_pid, vec![slot(Some(&p_pid))]).await);
