@@ -54,11 +54,6 @@ pub struct MediaTrack {
 }
 
 impl MediaTrack {
-    /// The Opus payload type palaver uses when a client does not choose one.
-    pub const DEFAULT_OPUS_PT: u8 = 111;
-    /// The VP8 payload type palaver uses when a client does not choose one.
-    pub const DEFAULT_VP8_PT: u8 = 96;
-
     /// A track of `kind` with no rid, size or mid.
     pub fn new(kind: MediaKind, ssrc: u32, payload_type: u8) -> Self {
         Self { kind, ssrc, payload_type, rid: None, width: None, height: None, mid: None }
@@ -66,12 +61,12 @@ impl MediaTrack {
 
     /// An Opus audio track with the default payload type.
     pub fn opus(ssrc: u32) -> Self {
-        Self::new(MediaKind::Audio, ssrc, Self::DEFAULT_OPUS_PT)
+        Self::new(MediaKind::Audio, ssrc, super::quic::DEFAULT_OPUS_PT)
     }
 
     /// A single-layer VP8 camera (`MediaKind::Video`) or screen track with the default payload type.
     pub fn vp8(kind: MediaKind, ssrc: u32) -> Self {
-        Self::new(kind, ssrc, Self::DEFAULT_VP8_PT)
+        Self::new(kind, ssrc, super::quic::DEFAULT_VP8_PT)
     }
 
     /// One simulcast layer `rid` of a VP8 camera or screen (default payload type, default size).

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 mod close;
 mod media;
+pub mod quic;
 pub use close::ConnectionClose;
 pub use media::*;
 

@@ -12,7 +12,7 @@ use palaver_core::MediaKind;
 use palaver_core::protocol::MediaSlot;
 
 /// The Opus payload type the mix uses when the receiver named none.
-pub const DEFAULT_MIX_PT: u8 = palaver_core::protocol::MediaTrack::DEFAULT_OPUS_PT;
+pub const DEFAULT_MIX_PT: u8 = palaver_core::protocol::quic::DEFAULT_OPUS_PT;
 /// The height cap of a new consumer until the subscriber sends `media.subscribe`.
 pub const DEFAULT_MAX_HEIGHT: u16 = 1080;
 

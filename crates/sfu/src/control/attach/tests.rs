@@ -24,7 +24,7 @@ fn single_tracks_become_single_layer_producers() {
     assert_eq!((audio.kind, audio.codecs.as_slice()), (MediaKind::Audio, &[(111, Codec::Opus)][..]));
     assert_eq!(audio.layers.len(), 1);
     assert_eq!(audio.layers[0].ssrc, Some(77));
-    assert_eq!(audio.extensions.audio_level, QUIC_AUDIO_LEVEL_ID);
+    assert_eq!(audio.extensions.audio_level, quic::AUDIO_LEVEL_EXTENSION_ID);
     assert_eq!((screen.kind, screen.codecs[0]), (MediaKind::Screen, (96, Codec::Vp8)));
     assert_eq!((screen.layers[0].width, screen.layers[0].height), (1280, 720));
     assert_eq!(screen.extensions, ExtensionMap::default());
