@@ -26,8 +26,8 @@ impl ConnectionClose {
         }
     }
 
-    /// The QUIC application close code (after the transport's own 0-3: normal, protocol,
-    /// authentication failed, shutdown).
+    /// The QUIC application close code (after the transport's own 0-3 in [`super::quic`]:
+    /// normal, protocol, authentication failed, shutdown).
     pub const fn quic_code(self) -> u32 {
         match self {
             Self::AccessRevoked => 4,
