@@ -57,6 +57,12 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
     };
     let mut a = Access { row, member: Membership { share_history_ms: 0, removed_at_seq: None }, display_name: None };
     if ch.entered {
+        if let Some((member, None)) = found.filter(|(m, _)| m.is_active()) {
+            // The organizer created the thread before joining: name them now (for receipts and typing).
+            let named = ChatParticipant { share_history_ms: member.share_history_ms, ..me };
+            db::upsert_participants(c, a.row.seq, &[named])?;
+            return Ok(vec![]);
+        }
         if active {
             return Ok(vec![]);
         }
@@ -152,6 +158,9 @@ mod tests {
                 assert!(member(c, "8:orgid:d").unwrap().is_active());
                 let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
                 assert_eq!(row.thread.topic, "Standup");
+                // The organizer (creator, unnamed) entering gets their name, no event.
+                assert!(apply_change(c, &change("8:orgid:org", false, true, 6000)).ok().unwrap().is_empty());
+                assert_eq!(db::membership(c, row.seq, "8:orgid:org").unwrap().unwrap().1.as_deref(), Some("X"));
                 assert_eq!(row.thread.created_by, "8:orgid:org");
                 Ok(())
             })
