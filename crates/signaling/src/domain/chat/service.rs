@@ -51,6 +51,7 @@ pub struct ChatService {
     store: Store,
     keys: PageKeys,
     metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    limits: std::sync::Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
 }
 
 /// A thread the caller may act on, and their standing in it.
@@ -83,7 +84,7 @@ impl ChatService {
             "chat_page_key",
             crate::auth::TokenService::generate_seed_base64,
         )?;
-        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics })
+        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default() })
     }
 
     /// The chat counters, if the binary registered them.
@@ -97,6 +98,11 @@ impl ChatService {
 
     pub fn keys(&self) -> &PageKeys {
         &self.keys
+    }
+
+    /// The per-identity rate limits (shared by every clone).
+    pub fn limits(&self) -> &crate::domain::chat::rate_limit::ChatRateLimiter {
+        &self.limits
     }
 
     /// Run `f` in one transaction on the blocking pool; commit only if it succeeds.
