@@ -7,6 +7,7 @@
 
 use crate::auth::directory::{Directory, DirectoryConfig};
 use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
+use crate::domain::meetings::Meetings;
 use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, MediaUnavailable};
 use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
@@ -91,6 +92,8 @@ pub struct AppStateInner {
     pub gateway: Gateway,
     /// The Chat API's service (threads, messages, participants; issue #14).
     pub chat: crate::domain::chat::ChatService,
+    /// The meetings domain (definitions, limits, joins by code).
+    pub meetings: Meetings,
     /// Operator counts: REST errors by code (the gateway counts the rest).
     pub telemetry: Arc<dyn SignalingTelemetry>,
 }
@@ -140,16 +143,17 @@ impl AppState {
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
+        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
+        let meetings = Meetings::new(MeetingDirectory::open(store.clone())?, chat.clone());
         let gateway = Gateway::new(GatewayParts {
             config: config.gateway,
             calls: config.calls.clone(),
-            meetings: MeetingDirectory::open(store.clone())?,
+            meetings: meetings.clone(),
             sessions: parts.sessions,
             telemetry: parts.telemetry.clone(),
             media: parts.media,
+            chat: chat.clone(),
         });
-        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
-        gateway.set_chat(chat.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
@@ -159,8 +163,19 @@ impl AppState {
             rooms,
             gateway,
             chat,
+            meetings,
             telemetry: parts.telemetry,
         })))
+    }
+
+    /// The identity rules over this state's parts.
+    pub fn identities(&self) -> crate::domain::identity::Identities<'_> {
+        crate::domain::identity::Identities {
+            store: &self.store,
+            resource_id: &self.resource.resource_id,
+            tokens: &self.auth.tokens,
+            revocations: &self.auth.revocations,
+        }
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.

@@ -100,14 +100,7 @@ mod tests {
     }
 }
 
-/// A repeatable request (`Repeatability-Request-ID`, as the ACS SDKs send it): the
-/// client-chosen id and a fingerprint of what was asked, so a replay with the same id
-/// gets the first answer and a different request with a reused id can be refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repeatability {
-    pub request_id: String,
-    pub fingerprint: String,
-}
+pub use crate::domain::Repeatability;
 
 /// The request's `Repeatability-Request-ID`, if any, with a fingerprint of method, path and body.
 pub fn repeatability(

@@ -101,6 +101,7 @@ pub(crate) fn spawn(
         conns: HashMap::new(),
         lobby_reported: 0,
         chat: Default::default(),
+        policy_changed: false,
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -118,6 +119,8 @@ struct Actor {
     lobby_reported: i64,
     /// Who is in the meeting's chat thread.
     chat: super::chat::MeetingChatTracker,
+    /// A policy change waits to be stored.
+    policy_changed: bool,
 }
 
 impl Actor {
@@ -133,7 +136,12 @@ impl Actor {
                     self.conversation.handle(now_ms(), Input::Tick)
                 }
             };
+            let chat_changes = self.chat.changes(&self.key, &self.setup, self.conversation.participants());
+            super::chat::apply_meeting_changes(&self.gateway, chat_changes).await;
             self.execute(outputs);
+            if std::mem::take(&mut self.policy_changed) {
+                self.persist_policy().await;
+            }
             self.report_lobby();
             if self.conversation.is_ended() {
                 break;
@@ -231,7 +239,6 @@ impl Actor {
         }
     }
 
-    /// Keep the stored meeting definition in step with policy changes made live.
     /// Keep the gateway's lobby total (the `palaver_lobby_participants` gauge) in step.
     fn report_lobby(&mut self) {
         let now = self.conversation.participants().filter(|p| p.state() == ParticipantState::Lobby).count() as i64;
@@ -239,16 +246,16 @@ impl Actor {
         self.lobby_reported = now;
     }
 
-    fn persist_policy(&self) {
+    /// Keep the stored meeting definition in step with policy changes made live.
+    async fn persist_policy(&self) {
         let ConversationSetup::Meeting(_) = &self.setup else { return };
         let Some(meeting_id) = self.key.strip_prefix("meeting:") else { return };
-        if let Err(e) = self.gateway.meetings.set_policy(meeting_id, &self.conversation.policy()) {
+        if let Err(e) = self.gateway.meetings().store_policy(meeting_id, &self.conversation.policy()).await {
             tracing::error!(meeting = meeting_id, error = %e, "storing the meeting policy failed");
         }
     }
 
     fn execute(&mut self, outputs: Vec<Output>) {
-        self.chat.sync(&self.gateway, &self.key, &self.setup, self.conversation.participants());
         let mut policy_changed = false;
         let mut overflowed: Vec<String> = Vec::new();
         for output in outputs {
@@ -282,9 +289,12 @@ impl Actor {
                 Output::MediaOffer { participant_id, sdp, may_send_media } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    // Called here, in the actor's order with the participant's leave; only
+                    // the wait for the answer is spawned.
+                    let answer = gateway.media().offer(session, sdp);
                     tokio::spawn(async move {
-                        let reply = match media.offer(session, sdp).await {
+                        let reply = match answer.await {
                             Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: None },
                             Err(e) => ServerMessage::error(e.code, e.message, None),
                         };
@@ -297,9 +307,10 @@ impl Actor {
                 Output::MediaIceCandidate { participant_id, candidate } => {
                     let session = self.media_session(&participant_id, true);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let done = gateway.media().ice_candidate(session, candidate);
                     tokio::spawn(async move {
-                        if let Err(e) = media.ice_candidate(session, candidate).await
+                        if let Err(e) = done.await
                             && let Some(tx) = tx
                         {
                             gateway.record_error(e.code);
@@ -311,9 +322,10 @@ impl Actor {
                 Output::MediaAttach { participant_id, path, tracks, receive, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let attached = gateway.media().attach(session, path, tracks, receive);
                     tokio::spawn(async move {
-                        let reply = match media.attach(session, path, tracks, receive).await {
+                        let reply = match attached.await {
                             Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
                             Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };
@@ -332,9 +344,8 @@ impl Actor {
                 Output::ConversationEnded => {}
             }
         }
-        if policy_changed {
-            self.persist_policy();
-        }
+        // Stored by the run loop, in order, through the store's async door.
+        self.policy_changed |= policy_changed;
         overflowed.dedup();
         for participant_id in overflowed {
             if let Some((_, tx)) = self.conns.remove(&participant_id) {

@@ -163,3 +163,36 @@ async fn token_expiry_mid_call_asks_for_refresh_then_ends_the_session() {
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].reason, palaver_core::EndReason::TokenExpired);
 }
+
+#[tokio::test]
+async fn one_identity_holds_at_most_the_configured_number_of_sockets() {
+    use crate::app::SignalingConfig;
+    use serde_json::Value;
+    use std::sync::Arc;
+    use std::time::Instant;
+    let mut config = SignalingConfig::default();
+    config.gateway.max_sockets_per_identity = 2;
+    let s = Server::start_with(config, Arc::new(crate::gateway::MediaUnavailable)).await;
+    let token = s.token("8:orgid:guesser", Some("Gus"), &[Scope::Voip]);
+    let first = s.connect(&token).await;
+    let _second = s.connect(&token).await;
+    // A third socket on the same identity is refused before the upgrade, in the ACS shape.
+    let url = format!("ws://{}/signaling/v1?access_token={token}", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "TooManyRequests", "{body}");
+        }
+        other => panic!("expected HTTP 429, got {:?}", other.map(|_| ())),
+    }
+    // Another identity is not affected; closing a socket frees its place.
+    s.connect(&s.token("8:orgid:other", Some("Oto"), &[Scope::Voip])).await;
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.state.gateway.check_socket_cap("8:orgid:guesser").is_err() {
+        assert!(Instant::now() < deadline, "the closed socket was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.connect(&token).await;
+}

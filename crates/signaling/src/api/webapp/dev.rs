@@ -12,9 +12,7 @@ use crate::api::{ApiError, parse_json_or_default};
 use crate::app::AppState;
 use crate::auth::directory::dev_idp::DEV_APP_ID;
 use crate::auth::directory::{DevTokenRequest, exchange};
-use crate::domain::identity::{
-    AccessTokenResponse, CreateIdentityRequest, CreateIdentityResponse, IssueTokenRequest, create_identity, issue_token,
-};
+use crate::domain::identity::{CreateIdentityRequest, IssueTokenRequest};
 use axum::Json;
 use axum::extract::State;
 use bytes::Bytes;
@@ -63,10 +61,6 @@ struct DirectoryUserRequest {
 }
 
 /// The identity service answers with JSON text (stored for repeatability); read it back.
-fn read_answer<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
-    serde_json::from_str(body).map_err(|e| ApiError::internal(format!("identity answer is not readable: {e}")))
-}
-
 fn dev_mode_off() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
@@ -97,8 +91,7 @@ pub async fn external_user(State(state): State<AppState>, body: Bytes) -> Result
     let (raw_id, token) = match req.raw_id {
         Some(raw_id) => {
             let req = IssueTokenRequest { scopes, expires_in_minutes: Some(EXTERNAL_TOKEN_MINUTES) };
-            let answer = issue_token(&state, &raw_id, &req, None, now_ms())?;
-            let token: AccessTokenResponse = read_answer(&answer.body)?;
+            let token = state.identities().issue_token(&raw_id, &req, None, now_ms()).await?;
             (raw_id, token)
         }
         None => {
@@ -106,8 +99,7 @@ pub async fn external_user(State(state): State<AppState>, body: Bytes) -> Result
                 create_token_with_scopes: scopes,
                 expires_in_minutes: Some(EXTERNAL_TOKEN_MINUTES),
             };
-            let answer = create_identity(&state, &req, None, now_ms())?;
-            let created: CreateIdentityResponse = read_answer(&answer.body)?;
+            let created = state.identities().create(&req, None, now_ms()).await?;
             tracing::info!(identity = %created.identity.id, "web client: dev external user created");
             let token =
                 created.access_token.ok_or_else(|| ApiError::internal("identity was created without a token"))?;

@@ -104,9 +104,10 @@ impl ChatService {
         Ok(row.thread.id)
     }
 
-    /// Apply a membership change of a meeting to its thread, now (from the meeting's actor).
-    pub fn meeting_change(&self, change: &MeetingChatChange) -> Result<Vec<ChatEvent>, Refusal> {
-        self.run_now(|c| apply_change(c, change))
+    /// Apply a membership change of a meeting to its thread (from the meeting's actor, which
+    /// awaits it before sending the frames of the change).
+    pub async fn meeting_change(&self, change: MeetingChatChange) -> Result<Vec<ChatEvent>, Refusal> {
+        self.run(move |c| apply_change(c, &change)).await
     }
 }
 

@@ -113,12 +113,6 @@ impl ChatService {
     {
         Ok(self.store.call(move |c| in_transaction(c, f)).await??)
     }
-
-    /// [`run`](Self::run) on the calling thread (short writes from a conversation actor,
-    /// which must land before the actor sends its next frame).
-    pub fn run_now<R>(&self, f: impl FnOnce(&Transaction<'_>) -> TxResult<R>) -> Result<R, Refusal> {
-        Ok(self.store.with_conn(|c| in_transaction(c, f))??)
-    }
 }
 
 /// Run `f` in a transaction: commit on success, roll back on a refusal (returned as the
