@@ -268,3 +268,29 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
         expect(&mut members[i], "participantsRemoved", |d| lists_raw_id(d, "participantsRemoved", &guest_raw)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_meeting_deletes_its_chat_thread() {
+    let dir = TempDir::new("palaver-e2e-chat-delete");
+    let server = Server::start_in(dir.path(), ServerOptions::default()).await;
+    let org_token = server.directory_user_token("0c000000-0000-4000-8000-0000000000d1", "Dora Organizer").await;
+    let (status, meeting) = server.bearer(Method::POST, "/meetings", &org_token, Some(&json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{meeting}");
+    let thread = format!("/chat/threads/{}", encode(meeting["chatThreadId"].as_str().unwrap()));
+    let mut ws = connect(&server, &org_token).await;
+    ws.send(json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
+    ws.recv_type("joined").await;
+    let body = json!({"content": "kept until the meeting goes"});
+    let (status, _) = server.bearer(Method::POST, &format!("{thread}/messages?{API}"), &org_token, Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let path = format!("/meetings/{}", meeting["id"].as_str().unwrap());
+    let (status, body) = server.bearer(Method::DELETE, &path, &org_token, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let raw_id = raw_id_of(&server, &org_token).await;
+    let mut org = Member { name: "Dora", raw_id, token: org_token.clone(), listener: Listener::Ws(ws) };
+    let deleted = expect(&mut org, "chatThreadDeleted", |d| d["threadId"] == meeting["chatThreadId"]).await;
+    assert_eq!(deleted["deletedBy"]["id"]["rawId"], org.raw_id.as_str());
+    let (status, gone) = server.bearer(Method::GET, &format!("{thread}/messages?{API}"), &org.token, None).await;
+    assert_eq!((status, gone["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")), "{gone}");
+}
