@@ -22,7 +22,7 @@ RUN_ARGS   ?=
 # Debian packages needed, as "command-or-check:package" pairs (see prereqs).
 APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
 # promtool validates the Prometheus config, rules and dashboard queries (test-deploy) and a
-# live /metrics scrape (metrics crate test).
+# live /metrics scrape (telemetry crate test).
 APT_NEEDS += promtool:prometheus
 # Reference web client E2E (test-browser): headless Debian Chromium driven by playwright-core.
 APT_NEEDS += chromium:chromium node:nodejs npm:npm

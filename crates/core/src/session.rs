@@ -1,7 +1,7 @@
 //! Participant-session events: the contract between the control plane (which knows
 //! when someone joins and leaves a conversation) and the billing meter (which turns
-//! those spans into participant-minutes); and [`SignalingTelemetry`], the counts the control
-//! plane reports to operators (Prometheus in the binary). The control plane depends on these
+//! those spans into participant-minutes); and [`SignalingTelemetry`] and [`ChatTelemetry`], the
+//! counts the control plane reports to operators (Prometheus in the binary). The control plane depends on these
 //! traits only, never on the billing or telemetry crates.
 //!
 //! Signaling emits one `started` and exactly one `ended` per participant session,
@@ -118,6 +118,18 @@ pub trait SignalingTelemetry: Send + Sync + 'static {
     fn lobby_size(&self, count: usize);
 }
 
+/// What the chat service counts for operators. Label values must come from closed sets: an
+/// implementation counts unknown `kind`s as `text` and ignores unknown event names. Must not
+/// block.
+pub trait ChatTelemetry: Send + Sync + 'static {
+    /// A user message of `kind` (`text`/`html`) was sent.
+    fn message_sent(&self, kind: &str);
+    /// A chat thread was created.
+    fn thread_created(&self);
+    /// `count` copies of real-time event `name` were handed to client connections.
+    fn events_delivered(&self, name: &str, count: u64);
+}
+
 /// Counts nothing (tools and tests without a telemetry registry).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoTelemetry;
@@ -127,4 +139,10 @@ impl SignalingTelemetry for NoTelemetry {
     fn error_answered(&self, _code: ErrorCode) {}
     fn active_meetings(&self, _count: usize) {}
     fn lobby_size(&self, _count: usize) {}
+}
+
+impl ChatTelemetry for NoTelemetry {
+    fn message_sent(&self, _kind: &str) {}
+    fn thread_created(&self) {}
+    fn events_delivered(&self, _name: &str, _count: u64) {}
 }

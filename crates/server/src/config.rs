@@ -15,7 +15,7 @@ pub struct ServerConfig {
     /// Resource identity, access keys, directory tenants, dev IdP.
     pub signaling: SignalingConfig,
     /// Usage ledger, price, webhooks and the `/metrics` listener (`[usage]`).
-    pub usage: palaver_metrics::UsageConfig,
+    pub usage: palaver_billing::UsageConfig,
     /// WebRTC media workers (`[media]`).
     pub media: MediaSection,
 }

@@ -12,7 +12,7 @@ use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, 
 use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
-use palaver_core::{NoTelemetry, SessionObserver, SignalingTelemetry};
+use palaver_core::{ChatTelemetry, NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -62,8 +62,8 @@ pub struct AppParts {
     pub telemetry: Arc<dyn SignalingTelemetry>,
     /// The media plane (default: every offer answered `MediaUnavailable`).
     pub media: Arc<dyn MediaPlane>,
-    /// Chat counters (default: none), registered on the Prometheus registry by the binary.
-    pub chat_metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    /// Chat counters (default: none; the binary plugs in its Prometheus registry).
+    pub chat_telemetry: Option<Arc<dyn ChatTelemetry>>,
 }
 
 impl Default for AppParts {
@@ -72,7 +72,7 @@ impl Default for AppParts {
             sessions: Arc::new(LoggingSessionObserver),
             telemetry: Arc::new(NoTelemetry),
             media: Arc::new(MediaUnavailable),
-            chat_metrics: None,
+            chat_telemetry: None,
         }
     }
 }
@@ -143,7 +143,7 @@ impl AppState {
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
-        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
+        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?;
         let meetings = Meetings::new(MeetingDirectory::open(store.clone())?, chat.clone());
         let gateway = Gateway::new(GatewayParts {
             config: config.gateway,

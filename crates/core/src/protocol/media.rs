@@ -2,6 +2,7 @@
 //! `media.subscribe`), the QUIC participant's tracks (`media.attach`) and the QUIC `auth` frame.
 
 use super::{FrameError, MAX_FRAME_BYTES};
+pub use crate::media_kind::MediaKind;
 use serde::{Deserialize, Serialize};
 
 /// An ICE candidate, as in the browser's `RTCIceCandidateInit`.
@@ -15,37 +16,16 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
-/// What a receive slot of a participant's media session carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SlotKind {
-    /// A remote camera.
-    Video,
-    /// A remote screen share.
-    Screen,
-}
-
 /// One receive slot (an m-section the server sends on) and whose track it carries now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaSlot {
     /// The m-section's `a=mid` (the browser's `RTCRtpTransceiver.mid`).
     pub mid: String,
-    pub kind: SlotKind,
+    /// `video` (a remote camera) or `screen` (a remote screen share).
+    pub kind: MediaKind,
     /// The participant whose track the slot carries; `null` while the slot is empty.
     pub participant_id: Option<String>,
-}
-
-/// What a media track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum MediaKind {
-    /// Opus, 48 kHz.
-    Audio,
-    /// Camera video (VP8).
-    Video,
-    /// Screen-share video (VP8).
-    Screen,
 }
 
 /// One RTP stream of a QUIC participant's media session (`media.attach` / `media.attached`).

@@ -12,9 +12,10 @@ use rand::Rng;
 use super::layers::{DeclaredLayer, layer_specs};
 use super::{Attach, ReceiveSlot, TransportKind};
 use crate::net::DirectLink;
-use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap};
-use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup};
+use palaver_core::MediaKind;
+use palaver_core::protocol::{MediaReceive, MediaTrack, SentTrackGroup};
 
 /// RFC 6464 audio-level header-extension ID on QUIC (fixed: there is no SDP).
 pub const QUIC_AUDIO_LEVEL_ID: u8 = 1;
@@ -22,14 +23,6 @@ pub const QUIC_AUDIO_LEVEL_ID: u8 = 1;
 pub const QUIC_AUDIO_MID: &str = "quic-audio";
 /// The screen receive slot's name; camera slots are `quic-video-0`, `quic-video-1`, ...
 pub const QUIC_SCREEN_MID: &str = "quic-screen";
-
-fn track_kind(kind: MediaKind) -> TrackKind {
-    match kind {
-        MediaKind::Audio => TrackKind::Audio,
-        MediaKind::Video => TrackKind::Video,
-        MediaKind::Screen => TrackKind::Screen,
-    }
-}
 
 /// Interprets a checked `media.attach` (`groups` from `group_sent_tracks(tracks)`): the
 /// participant sends `groups` (ignored unless `may_send`) through `link` and receives the mix
@@ -50,15 +43,15 @@ pub fn direct_attach(
     // Forwarded video carries the client's VP8 payload type and no header extensions.
     let video_numbering = Numbering { codecs: vec![(vp8_pt, Codec::Vp8)], extensions: ExtensionMap::default() };
     let mut slot = |mid: String, kind| {
-        let numbering = (kind != TrackKind::Audio).then(|| video_numbering.clone());
+        let numbering = (kind != MediaKind::Audio).then(|| video_numbering.clone());
         ReceiveSlot { mid, kind, ssrc: rng.gen_range(1..u32::MAX), numbering }
     };
-    let mut slots = vec![slot(QUIC_AUDIO_MID.to_owned(), TrackKind::Audio)];
+    let mut slots = vec![slot(QUIC_AUDIO_MID.to_owned(), MediaKind::Audio)];
     for i in 0..receive.video {
-        slots.push(slot(format!("quic-video-{i}"), TrackKind::Video));
+        slots.push(slot(format!("quic-video-{i}"), MediaKind::Video));
     }
     if receive.screen {
-        slots.push(slot(QUIC_SCREEN_MID.to_owned(), TrackKind::Screen));
+        slots.push(slot(QUIC_SCREEN_MID.to_owned(), MediaKind::Screen));
     }
     Attach {
         transport: TransportKind::Direct { link },
@@ -81,22 +74,18 @@ pub fn attached_tracks(attach: &Attach) -> Vec<MediaTrack> {
         .receive
         .iter()
         .map(|s| {
-            let (kind, payload_type) = match s.kind {
-                TrackKind::Audio => (MediaKind::Audio, attach.mix_payload_type),
-                TrackKind::Video => (MediaKind::Video, vp8_pt(s)),
-                TrackKind::Screen => (MediaKind::Screen, vp8_pt(s)),
-            };
+            let payload_type = if s.kind.is_visual() { vp8_pt(s) } else { attach.mix_payload_type };
             // The mix is not a named slot (`media.slots` lists video slots only).
-            let mid = (s.kind != TrackKind::Audio).then(|| s.mid.clone());
-            MediaTrack { mid, ..MediaTrack::new(kind, s.ssrc, payload_type) }
+            let mid = s.kind.is_visual().then(|| s.mid.clone());
+            MediaTrack { mid, ..MediaTrack::new(s.kind, s.ssrc, payload_type) }
         })
         .collect()
 }
 
 /// A producer for one declared track group: one layer per track, identified by its SSRC.
 fn published_track(group: &SentTrackGroup<'_>) -> ProducerSpec {
-    let kind = track_kind(group.kind);
-    let codec = if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 };
+    let kind = group.kind;
+    let codec = if kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
     let declared: Vec<DeclaredLayer<'_>> = group
         .layers
         .iter()
@@ -109,7 +98,7 @@ fn published_track(group: &SentTrackGroup<'_>) -> ProducerSpec {
         })
         .collect();
     let extensions = match kind {
-        TrackKind::Audio => ExtensionMap { audio_level: QUIC_AUDIO_LEVEL_ID, ..ExtensionMap::default() },
+        MediaKind::Audio => ExtensionMap { audio_level: QUIC_AUDIO_LEVEL_ID, ..ExtensionMap::default() },
         _ => ExtensionMap::default(),
     };
     ProducerSpec {

@@ -6,7 +6,7 @@
 //! - `GET /usage/totals?from=&to=`
 //! - `GET /usage/calls/{correlationId}`
 //!
-//! The export service ([`palaver_metrics::export::UsageExport`]) is supplied by the
+//! The export service ([`palaver_billing::export::UsageExport`]) is supplied by the
 //! binary as an axum `Extension<Arc<UsageExport>>` layer; validation and rendering live
 //! there, this module only parses, authenticates and answers.
 
@@ -23,8 +23,8 @@ use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use palaver_billing::export::{ExportError, ExportFormat, TimeRange, UsageExport, UsageRequest};
 use palaver_core::ErrorCode;
-use palaver_metrics::export::{ExportError, ExportFormat, TimeRange, UsageExport, UsageRequest};
 use query::QueryParams;
 use std::sync::Arc;
 

@@ -13,9 +13,10 @@ use crate::domain::chat::{
 };
 use crate::store::Store;
 use crate::store::chat::{self as db, ThreadRow};
-use palaver_core::ScopeSet;
+use palaver_core::{ChatTelemetry, ScopeSet};
 use rusqlite::{Connection, Transaction};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Who is asking (from the verified access token).
 #[derive(Debug, Clone)]
@@ -46,12 +47,18 @@ impl From<rusqlite::Error> for TxError {
 pub type TxResult<T> = Result<T, TxError>;
 
 /// The service; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChatService {
     store: Store,
     keys: PageKeys,
-    metrics: Option<palaver_metrics::prom::ChatMetrics>,
-    limits: std::sync::Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
+    metrics: Option<Arc<dyn ChatTelemetry>>,
+    limits: Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService").field("store", &self.store).field("metrics", &self.metrics.is_some()).finish()
+    }
 }
 
 /// A thread the caller may act on, and their standing in it.
@@ -74,10 +81,7 @@ impl Access {
 impl ChatService {
     /// Apply the chat migrations and load (or create) the paging-token key; `metrics` are
     /// the chat counters (registered by the composition root).
-    pub fn open(
-        store: Store,
-        metrics: Option<palaver_metrics::prom::ChatMetrics>,
-    ) -> Result<Self, crate::store::StoreError> {
+    pub fn open(store: Store, metrics: Option<Arc<dyn ChatTelemetry>>) -> Result<Self, crate::store::StoreError> {
         db::migrate(&store)?;
         let key = crate::store::settings::get_or_create(
             &store,
@@ -87,9 +91,9 @@ impl ChatService {
         Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default() })
     }
 
-    /// The chat counters, if the binary registered them.
-    pub fn metrics(&self) -> Option<&palaver_metrics::prom::ChatMetrics> {
-        self.metrics.as_ref()
+    /// The chat counters, if the binary plugged them in.
+    pub fn metrics(&self) -> Option<&dyn ChatTelemetry> {
+        self.metrics.as_deref()
     }
 
     pub fn store(&self) -> &Store {

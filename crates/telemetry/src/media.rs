@@ -1,51 +1,17 @@
 //! Media-plane metrics read at scrape time from a snapshot the media plane provides.
 //!
 //! The media workers keep plain per-worker atomics (no locks, nothing on the hot path
-//! but relaxed increments); at scrape time a closure sums them into a [`MediaSnapshot`],
-//! and [`MediaCollector`] turns that into Prometheus families. [`AtomicHistogram`] is a
-//! fixed-bucket, lock-free histogram a worker can own for latencies.
+//! but relaxed increments); at scrape time a closure installed by the binary sums them into a
+//! [`MediaSnapshot`], and [`MediaCollector`] turns that into Prometheus families. The drop
+//! reasons and histogram bounds come with the snapshot from the media plane, which defines
+//! them once (`palaver_sfu::engine::counters`); nothing here repeats them, so this crate needs
+//! no dependency on the media crate. Until a source is installed (media disabled) the
+//! counters read zero, the drop family has no series and the histograms have no buckets.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-/// Why the media plane dropped a packet (a closed set: bounded label cardinality).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Could not be parsed (RTP/RTCP/STUN).
-    Malformed,
-    /// SRTP authentication or replay check failed.
-    SrtpAuth,
-    /// No session owns the source address / SSRC.
-    UnknownSource,
-    /// A queue or buffer was full.
-    QueueFull,
-    /// Over a rate limit.
-    RateLimited,
-    /// Arrived too late to be played out (jitter buffer).
-    TooLate,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 6] =
-        [Self::Malformed, Self::SrtpAuth, Self::UnknownSource, Self::QueueFull, Self::RateLimited, Self::TooLate];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::SrtpAuth => "srtp_auth",
-            Self::UnknownSource => "unknown_source",
-            Self::QueueFull => "queue_full",
-            Self::RateLimited => "rate_limited",
-            Self::TooLate => "too_late",
-        }
-    }
-    pub fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
-    }
-}
 
 /// A histogram as cumulative bucket counts (Prometheus semantics), values in seconds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,25 +24,6 @@ pub struct HistogramSnapshot {
     pub sum_seconds: f64,
 }
 
-impl HistogramSnapshot {
-    /// Add another snapshot with the same bounds (summing workers). Mismatched bounds are
-    /// ignored rather than corrupting the result.
-    pub fn merge(&mut self, other: &HistogramSnapshot) {
-        if self.upper_bounds_seconds.is_empty() && self.count == 0 {
-            *self = other.clone();
-            return;
-        }
-        if self.upper_bounds_seconds != other.upper_bounds_seconds {
-            return;
-        }
-        for (a, b) in self.cumulative_counts.iter_mut().zip(&other.cumulative_counts) {
-            *a += b;
-        }
-        self.count += other.count;
-        self.sum_seconds += other.sum_seconds;
-    }
-}
-
 /// Totals across all media workers at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MediaSnapshot {
@@ -84,8 +31,9 @@ pub struct MediaSnapshot {
     pub packets_sent: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
-    /// Indexed by [`DropReason::index`].
-    pub packets_dropped: [u64; 6],
+    /// Dropped packets by reason: the media plane's own closed list of reasons
+    /// (`palaver_sfu::engine::DropReason::ALL`, each with its `as_str` label), in its order.
+    pub packets_dropped: Vec<(&'static str, u64)>,
     pub nacks_received: u64,
     pub plis_sent: u64,
     /// Packets reported lost by receivers (RTCP), cumulative.
@@ -103,57 +51,6 @@ pub struct MediaSnapshot {
     /// Mixer ticks that overran their 20 ms budget.
     pub mixer_overruns: u64,
 }
-
-/// A lock-free fixed-bucket histogram of nanosecond durations.
-#[derive(Debug)]
-pub struct AtomicHistogram {
-    bounds_ns: Vec<u64>,
-    /// Non-cumulative per-bucket counts; the last slot is `+Inf`.
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-}
-
-impl AtomicHistogram {
-    /// `bounds_seconds` ascending, e.g. `[0.000_005, 0.000_01, ...]`.
-    pub fn new(bounds_seconds: &[f64]) -> Self {
-        let bounds_ns: Vec<u64> = bounds_seconds.iter().map(|s| (s * 1e9).round() as u64).collect();
-        let buckets = (0..=bounds_ns.len()).map(|_| AtomicU64::new(0)).collect();
-        Self { bounds_ns, buckets, count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
-    }
-
-    pub fn observe_ns(&self, ns: u64) {
-        let slot = self.bounds_ns.partition_point(|b| *b < ns);
-        if let Some(bucket) = self.buckets.get(slot) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = 0;
-        let cumulative_counts = self.bounds_ns.iter().enumerate().map(|(i, _)| {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            cumulative
-        });
-        let cumulative_counts: Vec<u64> = cumulative_counts.collect();
-        let in_buckets = cumulative + self.buckets.last().map_or(0, |b| b.load(Ordering::Relaxed));
-        HistogramSnapshot {
-            upper_bounds_seconds: self.bounds_ns.iter().map(|b| *b as f64 / 1e9).collect(),
-            cumulative_counts,
-            count: in_buckets,
-            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        }
-    }
-}
-
-/// Default buckets for forwarding latency: 5 µs .. 10 ms.
-pub const FORWARDING_LATENCY_BOUNDS: [f64; 10] =
-    [0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.01];
-/// Default buckets for the mixer tick: 50 µs .. 40 ms (budget 20 ms).
-pub const MIXER_TICK_BOUNDS: [f64; 10] =
-    [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.04];
 
 pub type MediaSource = Box<dyn Fn() -> MediaSnapshot + Send + Sync>;
 
@@ -269,15 +166,6 @@ fn histogram(h: &HistogramSnapshot) -> Metric {
     m
 }
 
-fn empty_histogram(bounds: &[f64]) -> HistogramSnapshot {
-    HistogramSnapshot {
-        upper_bounds_seconds: bounds.to_vec(),
-        cumulative_counts: vec![0; bounds.len()],
-        count: 0,
-        sum_seconds: 0.0,
-    }
-}
-
 impl MediaCollector {
     pub fn new(source: Arc<RwLock<Option<MediaSource>>>) -> prometheus::Result<Self> {
         let descs = FAMILIES
@@ -293,14 +181,7 @@ impl MediaCollector {
 
     fn snapshot(&self) -> MediaSnapshot {
         let guard = self.source.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut snap = guard.as_ref().map(|f| f()).unwrap_or_default();
-        if snap.forwarding_latency.upper_bounds_seconds.is_empty() {
-            snap.forwarding_latency = empty_histogram(&FORWARDING_LATENCY_BOUNDS);
-        }
-        if snap.mixer_tick.upper_bounds_seconds.is_empty() {
-            snap.mixer_tick = empty_histogram(&MIXER_TICK_BOUNDS);
-        }
-        snap
+        guard.as_ref().map(|f| f()).unwrap_or_default()
     }
 }
 
@@ -311,13 +192,14 @@ impl Collector for MediaCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let s = self.snapshot();
-        let drops: Vec<Metric> = DropReason::ALL
+        let drops: Vec<Metric> = s
+            .packets_dropped
             .iter()
-            .map(|r| {
+            .map(|(reason, count)| {
                 let mut label = LabelPair::default();
                 label.set_name("reason".into());
-                label.set_value(r.label().into());
-                let mut m = counter(s.packets_dropped[r.index()] as f64);
+                label.set_value(reason.to_string());
+                let mut m = counter(*count as f64);
                 m.set_label(vec![label]);
                 m
             })
@@ -350,30 +232,5 @@ impl Collector for MediaCollector {
                 family
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_histogram_is_cumulative_and_merges() {
-        let h = AtomicHistogram::new(&[0.000_01, 0.001]);
-        h.observe_ns(5_000); // 5 µs -> first bucket
-        h.observe_ns(10_000); // exactly on the bound -> first bucket (le)
-        h.observe_ns(500_000); // 0.5 ms -> second
-        h.observe_ns(5_000_000); // 5 ms -> +Inf
-        let s = h.snapshot();
-        assert_eq!(s.cumulative_counts, vec![2, 3]);
-        assert_eq!(s.count, 4);
-        assert!((s.sum_seconds - 0.005_515).abs() < 1e-12);
-        let mut total = HistogramSnapshot::default();
-        total.merge(&s);
-        total.merge(&s);
-        assert_eq!((total.cumulative_counts.clone(), total.count), (vec![4, 6], 8));
-        let other = AtomicHistogram::new(&[1.0]).snapshot();
-        total.merge(&other); // different bounds: ignored
-        assert_eq!(total.count, 8);
     }
 }

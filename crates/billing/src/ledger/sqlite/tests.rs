@@ -12,7 +12,7 @@ const MIN: i64 = 60_000;
 const T0: i64 = 1_795_255_200_000; // 2026-11-21T10:00:00Z
 
 pub(crate) fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palaver-metrics-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    let dir = std::env::temp_dir().join(format!("palaver-billing-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{name}.sqlite"))
 }

@@ -4,6 +4,8 @@
 use super::*;
 use crate::ledger::{LedgerOptions, SqliteLedger, UsageQuery};
 use crate::records::UsageRecord;
+use crate::telemetry::NoUsageTelemetry;
+use crate::telemetry::recording::RecordingTelemetry;
 use palaver_core::EndpointType;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 const MIN: i64 = 60_000;
 const T0: i64 = 1_795_255_200_000;
-const CHILD_ENV: &str = "PALAVER_METRICS_CRASH_CHILD_DB";
+const CHILD_ENV: &str = "PALAVER_BILLING_CRASH_CHILD_DB";
 
 fn temp_db(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("palaver-recorder-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
@@ -48,17 +50,17 @@ fn seed_example_through_the_recorder_on_virtual_time() {
         price: Price::default(),
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
     };
-    let metrics = PalaverMetrics::new().unwrap();
+    let telemetry = Arc::new(RecordingTelemetry::default());
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
-    let (recorder, report) = UsageRecorder::start(ledger, config, Some(metrics.clone())).unwrap();
+    let (recorder, report) = UsageRecorder::start(ledger, config, telemetry.clone()).unwrap();
     assert_eq!(report, RecoveryReport::default());
     let observer = recorder.observer();
     observer.session_started(started("ext", "8:acs:r_u1", ParticipantType::AcsAsTeamsExternalUser, T0));
     observer.session_started(started("dir", "8:orgid:o1", ParticipantType::Teams, T0));
     observer.session_started(started("dir", "8:orgid:o1", ParticipantType::Teams, T0)); // duplicate: refused
     recorder.flush();
-    assert!(metrics.render().contains(r#"palaver_participants{participant_type="directory_native"} 1"#));
-    assert!(metrics.render().contains("palaver_active_calls 1"));
+    assert_eq!(telemetry.reported().open_participants.get(&ParticipantType::Teams), Some(&1));
+    assert_eq!(telemetry.reported().active_calls, 1);
     for id in ["ext", "dir"] {
         observer.session_ended(SessionEnded {
             session_id: id.into(),
@@ -72,10 +74,10 @@ fn seed_example_through_the_recorder_on_virtual_time() {
     assert_eq!(usage.len(), 2);
     assert_eq!(usage.iter().map(UsageRecord::duration_ms).sum::<i64>(), 20 * MIN);
     assert_eq!(usage.iter().map(UsageRecord::billable_ms).sum::<i64>(), 10 * MIN);
-    let text = metrics.render();
-    assert!(text.contains("palaver_billed_participant_seconds_total 600\n"), "{text}");
-    assert!(text.contains(r#"palaver_ledger_rejected_events_total{reason="duplicate_session"} 1"#));
-    assert!(text.contains("palaver_active_calls 0"));
+    let reported = telemetry.reported();
+    assert_eq!(reported.billed_seconds(), 600.0, "{reported:?}");
+    assert_eq!(reported.rejected.get(&Rejection::DuplicateSession), Some(&1));
+    assert_eq!(reported.active_calls, 0);
     recorder.shutdown();
 }
 
@@ -90,7 +92,7 @@ fn clean_shutdown_closes_open_sessions_as_server_shutdown() {
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
     };
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
-    let (recorder, _) = UsageRecorder::start(ledger, config, None).unwrap();
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
     recorder.observer().session_started(started("s", "8:acs:r_s", ParticipantType::Acs, T0));
     now.store(T0 + 7 * MIN, Ordering::SeqCst);
     recorder.shutdown();
@@ -109,7 +111,7 @@ fn crash_child_process() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
     let config = RecorderConfig { checkpoint_interval: Duration::from_millis(100), ..RecorderConfig::default() };
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
-    let (recorder, _) = UsageRecorder::start(ledger, config, None).unwrap();
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
     let observer = recorder.observer();
     let now = chrono::Utc::now().timestamp_millis();
     observer.session_started(started("ext", "8:acs:r_u1", ParticipantType::AcsAsTeamsExternalUser, now));
@@ -153,12 +155,14 @@ fn sigkill_then_restart_recovers_every_session_once() {
 
     // Restart: recovery runs before the recorder accepts events.
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
-    let (recorder, report) = UsageRecorder::start(ledger, RecorderConfig::default(), None).unwrap();
+    let (recorder, report) =
+        UsageRecorder::start(ledger, RecorderConfig::default(), Arc::new(NoUsageTelemetry)).unwrap();
     assert_eq!((report.sessions_closed, report.calls_ended), (3, 1));
     recorder.shutdown();
     // A second restart finds nothing left to recover.
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
-    let (recorder, report) = UsageRecorder::start(ledger, RecorderConfig::default(), None).unwrap();
+    let (recorder, report) =
+        UsageRecorder::start(ledger, RecorderConfig::default(), Arc::new(NoUsageTelemetry)).unwrap();
     assert_eq!(report, RecoveryReport::default());
     recorder.shutdown();
 

@@ -6,8 +6,8 @@
 //! The schedule ([`next_outcome`]) is pure; the task around it does the I/O.
 
 use crate::ledger::{DeliveryOutcome, OutboxItem, UsageLedger};
-use crate::prom::PalaverMetrics;
 use crate::recorder::Clock;
+use crate::telemetry::{DeliveryResult, UsageTelemetry};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -98,14 +98,14 @@ impl WebhookDelivery {
 pub fn spawn_webhook_delivery(
     ledger: Box<dyn UsageLedger>,
     config: WebhookConfig,
-    metrics: Option<Arc<PalaverMetrics>>,
+    telemetry: Arc<dyn UsageTelemetry>,
     clock: Clock,
 ) -> Result<WebhookDelivery, reqwest::Error> {
     let client = reqwest::Client::builder().timeout(config.request_timeout).build()?;
     let ledger = Arc::new(Mutex::new(ledger));
     let task = tokio::spawn(async move {
         loop {
-            let delivered_any = deliver_due(&ledger, &client, &config, metrics.as_deref(), &clock).await;
+            let delivered_any = deliver_due(&ledger, &client, &config, telemetry.as_ref(), &clock).await;
             if !delivered_any {
                 tokio::time::sleep(config.poll_interval).await;
             }
@@ -123,7 +123,7 @@ async fn deliver_due(
     ledger: &Mutex<Box<dyn UsageLedger>>,
     client: &reqwest::Client,
     config: &WebhookConfig,
-    metrics: Option<&PalaverMetrics>,
+    telemetry: &dyn UsageTelemetry,
     clock: &Clock,
 ) -> bool {
     let due = lock(ledger).due_deliveries(clock(), config.batch_size);
@@ -146,26 +146,22 @@ async fn deliver_due(
             .await;
         let result = sent.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
         let outcome = next_outcome(config, item, result, clock());
-        let label = match &outcome {
-            DeliveryOutcome::Delivered { .. } => "delivered",
-            DeliveryOutcome::Failed { dead: true, .. } => "dead",
-            DeliveryOutcome::Failed { .. } => "failed",
+        let result = match &outcome {
+            DeliveryOutcome::Delivered { .. } => DeliveryResult::Delivered,
+            DeliveryOutcome::Failed { dead: true, .. } => DeliveryResult::Dead,
+            DeliveryOutcome::Failed { .. } => DeliveryResult::Failed,
         };
         if let DeliveryOutcome::Failed { error, attempts, dead, .. } = &outcome {
             tracing::warn!(event_id = %item.event_id, endpoint = %item.endpoint, attempts, dead, error = %error, "webhook delivery failed");
         }
-        if let Some(m) = metrics {
-            m.ledger.webhook_deliveries.with_label_values(&[label]).inc();
-        }
+        telemetry.webhook_delivery(result);
         if let Err(e) = lock(ledger).record_delivery(&outcome) {
             // Not recorded: the item stays due and is sent again (at-least-once).
             tracing::error!(error = %e, "cannot record a webhook delivery");
         }
     }
-    if let Some(m) = metrics
-        && let Ok(n) = lock(ledger).outbox_backlog()
-    {
-        m.ledger.webhook_backlog.set(n as i64);
+    if let Ok(n) = lock(ledger).outbox_backlog() {
+        telemetry.webhook_backlog(n);
     }
     !due.is_empty()
 }
@@ -177,6 +173,7 @@ mod tests {
     use crate::meter::Meter;
     use crate::pricing::Price;
     use crate::recorder::system_clock;
+    use crate::telemetry::recording::RecordingTelemetry;
     use axum::Router;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
@@ -281,13 +278,13 @@ mod tests {
         changes.extend(meter.session_ended(ended).unwrap());
         crate::ledger::UsageLedger::apply(&mut ledger, &changes).unwrap();
 
-        let metrics = PalaverMetrics::new().unwrap();
+        let telemetry = Arc::new(RecordingTelemetry::default());
         let config = WebhookConfig {
             poll_interval: Duration::from_millis(20),
             base_backoff: Duration::from_millis(30),
             ..WebhookConfig::default()
         };
-        let delivery = spawn_webhook_delivery(Box::new(ledger), config, Some(metrics.clone()), system_clock()).unwrap();
+        let delivery = spawn_webhook_delivery(Box::new(ledger), config, telemetry.clone(), system_clock()).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while receiver.accepted.lock().unwrap().len() < 4 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -306,10 +303,10 @@ mod tests {
         assert!(receiver.attempts.lock().unwrap().values().all(|n| *n == 3), "two failures, then success");
         // give the task a moment to record the last outcome and refresh the backlog gauge
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let text = metrics.render();
-        assert!(text.contains(r#"palaver_webhook_deliveries_total{result="delivered"} 4"#), "{text}");
-        assert!(text.contains(r#"palaver_webhook_deliveries_total{result="failed"} 8"#));
-        assert!(text.contains("palaver_webhook_backlog 0"));
+        let reported = telemetry.reported();
+        assert_eq!(reported.deliveries.get(&DeliveryResult::Delivered), Some(&4), "{reported:?}");
+        assert_eq!(reported.deliveries.get(&DeliveryResult::Failed), Some(&8));
+        assert_eq!(reported.webhook_backlog, Some(0));
         delivery.stop();
         server.abort();
     }

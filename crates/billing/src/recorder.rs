@@ -12,7 +12,7 @@
 use crate::ledger::{LedgerError, RecoveryReport, UsageLedger};
 use crate::meter::{AccruedTotals, LedgerChange, Meter, MeterError};
 use crate::pricing::Price;
-use crate::prom::PalaverMetrics;
+use crate::telemetry::{Rejection, UsageTelemetry};
 use palaver_core::{CallType, EndReason, ParticipantType, SessionEnded, SessionObserver, SessionStarted};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ enum Command {
 #[derive(Clone)]
 pub struct BillingObserver {
     tx: mpsc::Sender<Command>,
-    metrics: Option<Arc<PalaverMetrics>>,
+    telemetry: Arc<dyn UsageTelemetry>,
 }
 
 impl BillingObserver {
@@ -61,9 +61,7 @@ impl BillingObserver {
         if self.tx.send(cmd).is_err() {
             // The recorder is gone (shut down): the event cannot be metered.
             tracing::error!("usage recorder is not running; session event dropped");
-            if let Some(m) = &self.metrics {
-                m.ledger.rejected_events.with_label_values(&["recorder_stopped"]).inc();
-            }
+            self.telemetry.event_rejected(Rejection::RecorderStopped);
         }
     }
 }
@@ -84,7 +82,7 @@ impl SessionObserver for BillingObserver {
 pub struct UsageRecorder {
     tx: mpsc::Sender<Command>,
     thread: Option<JoinHandle<()>>,
-    metrics: Option<Arc<PalaverMetrics>>,
+    telemetry: Arc<dyn UsageTelemetry>,
 }
 
 impl UsageRecorder {
@@ -92,7 +90,7 @@ impl UsageRecorder {
     pub fn start(
         mut ledger: Box<dyn UsageLedger>,
         config: RecorderConfig,
-        metrics: Option<Arc<PalaverMetrics>>,
+        telemetry: Arc<dyn UsageTelemetry>,
     ) -> Result<(Self, RecoveryReport), LedgerError> {
         let report = ledger.recover()?;
         if report.sessions_closed > 0 || report.calls_ended > 0 {
@@ -102,16 +100,14 @@ impl UsageRecorder {
                 "closed sessions left open by a crash at their last checkpoint (ServerFailure)"
             );
         }
-        if let Some(m) = &metrics {
-            m.ledger.recovered_sessions.inc_by(report.sessions_closed as u64);
-        }
+        telemetry.sessions_recovered(report.sessions_closed as u64);
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
             meter: Meter::new(config.price),
             ledger,
             pending: VecDeque::new(),
             published: AccruedTotals::default(),
-            metrics: metrics.clone(),
+            telemetry: telemetry.clone(),
             clock: config.clock.clone(),
         };
         let interval = config.checkpoint_interval.max(Duration::from_millis(1));
@@ -119,11 +115,11 @@ impl UsageRecorder {
             .name("usage-recorder".into())
             .spawn(move || worker.run(rx, interval))
             .map_err(|e| LedgerError::Corrupt(format!("cannot start the recorder thread: {e}")))?;
-        Ok((Self { tx, thread: Some(thread), metrics }, report))
+        Ok((Self { tx, thread: Some(thread), telemetry }, report))
     }
 
     pub fn observer(&self) -> BillingObserver {
-        BillingObserver { tx: self.tx.clone(), metrics: self.metrics.clone() }
+        BillingObserver { tx: self.tx.clone(), telemetry: self.telemetry.clone() }
     }
 
     /// Wait until every event sent before this call has been applied and written (or
@@ -152,16 +148,16 @@ struct Worker {
     ledger: Box<dyn UsageLedger>,
     pending: VecDeque<LedgerChange>,
     published: AccruedTotals,
-    metrics: Option<Arc<PalaverMetrics>>,
+    telemetry: Arc<dyn UsageTelemetry>,
     clock: Clock,
 }
 
-fn rejection_label(e: &MeterError) -> &'static str {
+fn rejection(e: &MeterError) -> Rejection {
     match e {
-        MeterError::DuplicateSession(_) => "duplicate_session",
-        MeterError::UnknownSession(_) => "unknown_session",
-        MeterError::ConversationMismatch { .. } => "conversation_mismatch",
-        MeterError::EmptyId => "empty_id",
+        MeterError::DuplicateSession(_) => Rejection::DuplicateSession,
+        MeterError::UnknownSession(_) => Rejection::UnknownSession,
+        MeterError::ConversationMismatch { .. } => Rejection::ConversationMismatch,
+        MeterError::EmptyId => Rejection::EmptyId,
     }
 }
 
@@ -217,9 +213,7 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "session event refused by the meter");
-                if let Some(m) = &self.metrics {
-                    m.ledger.rejected_events.with_label_values(&[rejection_label(&e)]).inc();
-                }
+                self.telemetry.event_rejected(rejection(&e));
             }
         }
         self.publish();
@@ -234,15 +228,11 @@ impl Worker {
             match self.ledger.checkpoint(now) {
                 Ok(open) => {
                     tracing::debug!(open_sessions = open, at_ms = now, "usage checkpoint");
-                    if let Some(m) = &self.metrics {
-                        m.ledger.last_checkpoint_timestamp.set(now as f64 / 1000.0);
-                    }
+                    self.telemetry.checkpoint_written(now);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "usage checkpoint failed");
-                    if let Some(m) = &self.metrics {
-                        m.ledger.write_failures.inc();
-                    }
+                    self.telemetry.ledger_write_failed();
                 }
             }
         }
@@ -257,28 +247,28 @@ impl Worker {
             Ok(()) => self.pending.clear(),
             Err(e) => {
                 tracing::error!(error = %e, pending = self.pending.len(), "usage ledger write failed; will retry");
-                if let Some(m) = &self.metrics {
-                    m.ledger.write_failures.inc();
-                }
+                self.telemetry.ledger_write_failed();
             }
         }
     }
 
-    /// Push accrued time, open sessions and calls into the Prometheus registry.
+    /// Report accrued time, open sessions, calls and the write queue to telemetry.
     fn publish(&mut self) {
-        let Some(m) = &self.metrics else { return };
+        let m = &self.telemetry;
         let accrued = self.meter.accrued();
         for (i, t) in ParticipantType::ALL.into_iter().enumerate() {
             let delta = accrued.consumed_ms[i] - self.published.consumed_ms[i];
-            m.billing.add_participant_ms(t, delta, self.meter.price().micro_usd_per_minute);
+            if delta > 0 {
+                m.participant_time(t, delta, self.meter.price().micro_usd_per_minute);
+            }
         }
         self.published = accrued;
         let open = self.meter.open_sessions_by_type();
         for (i, t) in ParticipantType::ALL.into_iter().enumerate() {
-            m.conversations.set_participants(t, open[i]);
+            m.open_participants(t, open[i]);
         }
-        m.conversations.set_active_calls(self.meter.active_call_count());
-        m.ledger.pending_changes.set(self.pending.len() as i64);
+        m.active_calls(self.meter.active_call_count());
+        m.pending_changes(self.pending.len());
     }
 }
 

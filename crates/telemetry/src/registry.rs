@@ -1,12 +1,15 @@
-//! The Prometheus registry of palaver: billing, ledger, conversation gauges, signaling,
-//! media (via [`MediaCollector`]) and process metrics.
+//! The Prometheus registry of palaver: billing, ledger, conversation gauges, signaling, chat,
+//! media (via [`MediaCollector`]) and process metrics; and the ports it implements
+//! (`UsageTelemetry`, `SignalingTelemetry`, `ChatTelemetry`).
 //!
 //! Conventions: base units (seconds, bytes, dollars), `_total` on counters, and labels
 //! from closed sets only (participant type, billable, error code, drop reason, delivery
 //! result): never a per-participant or per-conversation label.
 
-use super::media::{MediaCollector, MediaSnapshot, MediaSource};
-use palaver_core::{ErrorCode, ParticipantType};
+use crate::chat::ChatMetrics;
+use crate::media::{MediaCollector, MediaSnapshot, MediaSource};
+use palaver_billing::telemetry::{DeliveryResult, Rejection, UsageTelemetry};
+use palaver_core::{ChatTelemetry, ErrorCode, ParticipantType};
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -111,9 +114,54 @@ impl palaver_core::SignalingTelemetry for PalaverMetrics {
     }
 }
 
-/// Label values of `palaver_ledger_rejected_events_total`.
-pub const REJECTION_REASONS: [&str; 5] =
-    ["duplicate_session", "unknown_session", "conversation_mismatch", "empty_id", "recorder_stopped"];
+/// Billing's counts (the recorder and webhook delivery) as the `palaver_participant_*`,
+/// `palaver_billed_*`, `palaver_ledger_*`, `palaver_webhook_*` families and the call and
+/// participant gauges.
+impl UsageTelemetry for PalaverMetrics {
+    fn participant_time(&self, participant_type: ParticipantType, ms: i64, micro_usd_per_minute: i64) {
+        self.billing.add_participant_ms(participant_type, ms, micro_usd_per_minute);
+    }
+    fn open_participants(&self, participant_type: ParticipantType, count: usize) {
+        self.conversations.set_participants(participant_type, count);
+    }
+    fn active_calls(&self, count: usize) {
+        self.conversations.set_active_calls(count);
+    }
+    fn pending_changes(&self, count: usize) {
+        self.ledger.pending_changes.set(count as i64);
+    }
+    fn checkpoint_written(&self, at_ms: i64) {
+        self.ledger.last_checkpoint_timestamp.set(at_ms as f64 / 1000.0);
+    }
+    fn ledger_write_failed(&self) {
+        self.ledger.write_failures.inc();
+    }
+    fn event_rejected(&self, reason: Rejection) {
+        self.ledger.rejected_events.with_label_values(&[reason.as_str()]).inc();
+    }
+    fn sessions_recovered(&self, count: u64) {
+        self.ledger.recovered_sessions.inc_by(count);
+    }
+    fn webhook_delivery(&self, result: DeliveryResult) {
+        self.ledger.webhook_deliveries.with_label_values(&[result.as_str()]).inc();
+    }
+    fn webhook_backlog(&self, count: u64) {
+        self.ledger.webhook_backlog.set(count as i64);
+    }
+}
+
+/// The chat service's counts, as the `palaver_chat_*` families.
+impl ChatTelemetry for PalaverMetrics {
+    fn message_sent(&self, kind: &str) {
+        self.chat.message_sent(kind);
+    }
+    fn thread_created(&self) {
+        self.chat.thread_created();
+    }
+    fn events_delivered(&self, name: &str, count: u64) {
+        self.chat.events_delivered(name, count);
+    }
+}
 
 /// Everything `/metrics` exposes.
 pub struct PalaverMetrics {
@@ -122,6 +170,7 @@ pub struct PalaverMetrics {
     pub ledger: LedgerMetrics,
     pub conversations: ConversationGauges,
     pub signaling: SignalingMetrics,
+    pub chat: ChatMetrics,
     media_source: Arc<RwLock<Option<MediaSource>>>,
 }
 
@@ -240,20 +289,21 @@ impl PalaverMetrics {
             billing.participant_seconds.with_label_values(&[t.label(), billable]);
             conversations.participants.with_label_values(&[t.label()]);
         }
-        for result in ["delivered", "failed", "dead"] {
-            ledger.webhook_deliveries.with_label_values(&[result]);
+        for result in DeliveryResult::ALL {
+            ledger.webhook_deliveries.with_label_values(&[result.as_str()]);
         }
-        for reason in REJECTION_REASONS {
-            ledger.rejected_events.with_label_values(&[reason]);
+        for reason in Rejection::ALL {
+            ledger.rejected_events.with_label_values(&[reason.as_str()]);
         }
         for code in ErrorCode::ALL {
             signaling.errors.with_label_values(&[code.as_str()]);
         }
+        let chat = ChatMetrics::register(&r)?;
         let media_source: Arc<RwLock<Option<MediaSource>>> = Arc::new(RwLock::new(None));
         r.register(Box::new(MediaCollector::new(media_source.clone())?))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        Ok(Arc::new(Self { registry: r, billing, ledger, conversations, signaling, media_source }))
+        Ok(Arc::new(Self { registry: r, billing, ledger, conversations, signaling, chat, media_source }))
     }
 
     /// Install the media plane's snapshot function (called at every scrape).
@@ -279,7 +329,7 @@ impl PalaverMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prom::media::{AtomicHistogram, DropReason, FORWARDING_LATENCY_BOUNDS};
+    use crate::media::HistogramSnapshot;
 
     #[test]
     fn billing_counters_follow_the_seed_example() {
@@ -305,18 +355,25 @@ mod tests {
         let m = PalaverMetrics::new().unwrap();
         let before = m.render();
         assert!(before.contains("palaver_media_packets_received_total 0"));
-        let hist = AtomicHistogram::new(&FORWARDING_LATENCY_BOUNDS);
-        hist.observe_ns(7_000);
-        let forwarding = hist.snapshot();
-        m.set_media_source(move || {
-            let mut s = MediaSnapshot { packets_received: 42, rtt_seconds: 0.031, ..MediaSnapshot::default() };
-            s.packets_dropped[DropReason::SrtpAuth.index()] = 3;
-            s.forwarding_latency = forwarding.clone();
-            s
+        assert!(!before.contains("palaver_media_packets_dropped_total{"), "no drop series without a source");
+        // One observation of 7 µs in buckets 5 µs / 10 µs.
+        let forwarding = HistogramSnapshot {
+            upper_bounds_seconds: vec![0.000_005, 0.000_01],
+            cumulative_counts: vec![0, 1],
+            count: 1,
+            sum_seconds: 0.000_007,
+        };
+        m.set_media_source(move || MediaSnapshot {
+            packets_received: 42,
+            rtt_seconds: 0.031,
+            packets_dropped: vec![("srtp_auth_failed", 3), ("not_media", 0)],
+            forwarding_latency: forwarding.clone(),
+            ..MediaSnapshot::default()
         });
         let text = m.render();
         assert!(text.contains("palaver_media_packets_received_total 42"));
-        assert!(text.contains(r#"palaver_media_packets_dropped_total{reason="srtp_auth"} 3"#));
+        assert!(text.contains(r#"palaver_media_packets_dropped_total{reason="srtp_auth_failed"} 3"#));
+        assert!(text.contains(r#"palaver_media_packets_dropped_total{reason="not_media"} 0"#));
         assert!(text.contains("palaver_media_rtt_seconds 0.031"));
         assert!(text.contains(r#"palaver_media_forwarding_latency_seconds_bucket{le="0.00001"} 1"#), "{text}");
         assert!(text.contains("palaver_mixer_tick_duration_seconds_count 0"));
@@ -338,8 +395,41 @@ mod tests {
     }
 
     #[test]
+    fn billing_ledger_and_chat_ports_render_as_their_families() {
+        let m = PalaverMetrics::new().unwrap();
+        let usage: &dyn UsageTelemetry = m.as_ref();
+        usage.event_rejected(Rejection::DuplicateSession);
+        usage.webhook_delivery(DeliveryResult::Dead);
+        usage.webhook_backlog(2);
+        usage.sessions_recovered(3);
+        usage.checkpoint_written(1_500);
+        usage.active_calls(1);
+        usage.open_participants(ParticipantType::Teams, 4);
+        let chat: &dyn ChatTelemetry = m.as_ref();
+        chat.message_sent("html");
+        chat.events_delivered("chatMessageReceived", 2);
+        let text = m.render();
+        for line in [
+            r#"palaver_ledger_rejected_events_total{reason="duplicate_session"} 1"#,
+            r#"palaver_ledger_rejected_events_total{reason="recorder_stopped"} 0"#,
+            r#"palaver_webhook_deliveries_total{result="dead"} 1"#,
+            "palaver_webhook_backlog 2",
+            "palaver_ledger_recovered_sessions_total 3",
+            "palaver_ledger_last_checkpoint_timestamp_seconds 1.5",
+            "palaver_active_calls 1",
+            r#"palaver_participants{participant_type="directory_native"} 4"#,
+            r#"palaver_chat_messages_total{type="html"} 1"#,
+            r#"palaver_chat_events_delivered_total{event="chatMessageReceived"} 2"#,
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+    }
+
+    #[test]
     fn every_metric_the_deploy_assets_use_is_exported() {
         let m = PalaverMetrics::new().unwrap();
+        // The binary installs the media source at startup; the drop family has series from then.
+        m.set_media_source(|| MediaSnapshot { packets_dropped: vec![("not_media", 0)], ..MediaSnapshot::default() });
         let text = m.render();
         let families: std::collections::HashSet<&str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();

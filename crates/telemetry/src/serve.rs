@@ -1,6 +1,6 @@
 //! The `/metrics` HTTP listener (its own port, default `127.0.0.1:9464`).
 
-use super::registry::PalaverMetrics;
+use crate::registry::PalaverMetrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -29,6 +29,40 @@ pub fn metrics_router(metrics: Arc<PalaverMetrics>) -> Router {
     Router::new().route("/metrics", get(scrape)).with_state(metrics)
 }
 
+/// What to do when the listener's port is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfTaken {
+    /// Refuse to start (a configured address).
+    Fail,
+    /// Log a warning and run without `/metrics` (the built-in default address, so a second
+    /// server on one host — development, parallel tests — still starts).
+    Skip,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind the metrics listener {addr}: {source}")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Start `/metrics` on `addr` (`None`: disabled); see [`IfTaken`] for a taken port.
+pub async fn start_metrics_listener(
+    addr: Option<SocketAddr>,
+    metrics: Arc<PalaverMetrics>,
+    if_taken: IfTaken,
+) -> Result<Option<MetricsServer>, ListenError> {
+    let Some(addr) = addr else { return Ok(None) };
+    match serve_metrics(addr, metrics).await {
+        Ok(server) => Ok(Some(server)),
+        Err(source) if if_taken == IfTaken::Skip => {
+            tracing::warn!(%addr, error = %source, "default metrics port unavailable; /metrics is off (set usage.metrics_listen)");
+            Ok(None)
+        }
+        Err(source) => Err(ListenError { addr, source }),
+    }
+}
+
 /// Bind `addr` and serve `GET /metrics` on a background task.
 pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<PalaverMetrics>) -> std::io::Result<MetricsServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -53,6 +87,17 @@ mod tests {
     async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_fatal_only_when_configured() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = Some(taken.local_addr().unwrap());
+        let metrics = PalaverMetrics::new().unwrap();
+        let refused = start_metrics_listener(addr, metrics.clone(), IfTaken::Fail).await;
+        assert!(matches!(refused, Err(ListenError { .. })));
+        assert!(start_metrics_listener(addr, metrics.clone(), IfTaken::Skip).await.unwrap().is_none());
+        assert!(start_metrics_listener(None, metrics, IfTaken::Fail).await.unwrap().is_none());
     }
 
     #[tokio::test]

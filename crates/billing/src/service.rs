@@ -1,9 +1,9 @@
 //! One-call wiring for the server binary: open the usage ledger (running crash recovery),
-//! start the recorder, the export service, webhook delivery and the `/metrics` listener.
+//! start the recorder, the export service and webhook delivery.
 //!
 //! ```text
-//! let usage = UsageService::start(&cfg.usage, &cfg.server.data_dir, state.metrics.clone()).await?;
-//! state.gateway.set_session_observer(usage.observer());
+//! let usage = UsageService::start(&cfg.usage, &cfg.server.data_dir, telemetry.clone())?;
+//! let parts = AppParts { sessions: usage.observer(), .. };
 //! let app = router(state).layer(axum::Extension(usage.export()));
 //! ... on shutdown: state.gateway.shutdown().await; usage.shutdown();
 //! ```
@@ -11,8 +11,8 @@
 use crate::export::UsageExport;
 use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger};
 use crate::pricing::{Price, PriceError};
-use crate::prom::{MetricsServer, PalaverMetrics, serve_metrics};
 use crate::recorder::{RecorderConfig, UsageRecorder, system_clock};
+use crate::telemetry::UsageTelemetry;
 use crate::webhook::{WebhookConfig, WebhookDelivery, spawn_webhook_delivery};
 use palaver_core::SessionObserver;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
-    /// Address of the Prometheus `/metrics` listener; `None` disables it.
+    /// Address of the Prometheus `/metrics` listener; `None` disables it. Not used by billing:
+    /// the key stays in `[usage]` so existing configuration files keep working, and the binary
+    /// serves `palaver-telemetry`'s registry there.
     pub metrics_listen: Option<SocketAddr>,
     /// Price of one billable participant-minute, in US dollars (decimal string).
     pub price_per_minute_usd: String,
@@ -62,8 +64,6 @@ pub enum UsageStartError {
     WebhookUrl(String),
     #[error("usage ledger: {0}")]
     Ledger(#[from] LedgerError),
-    #[error("cannot bind the metrics listener {addr}: {source}")]
-    MetricsListen { addr: SocketAddr, source: std::io::Error },
     #[error("webhook client: {0}")]
     WebhookClient(#[from] reqwest::Error),
 }
@@ -88,20 +88,18 @@ impl UsageConfig {
 pub struct UsageService {
     recorder: UsageRecorder,
     export: Arc<UsageExport>,
-    metrics: Arc<PalaverMetrics>,
     webhooks: Option<WebhookDelivery>,
-    metrics_server: Option<MetricsServer>,
     /// What crash recovery closed at startup.
     pub recovery: RecoveryReport,
 }
 
 impl UsageService {
-    /// Must run inside a tokio runtime (webhook delivery and `/metrics` are tasks).
-    /// `metrics` is the process's registry (shared with signaling and the media plane).
-    pub async fn start(
+    /// Must run inside a tokio runtime when webhooks are configured (delivery is a task).
+    /// `telemetry` receives billing's counts (the process's registry in the binary).
+    pub fn start(
         config: &UsageConfig,
         data_dir: &Path,
-        metrics: Arc<PalaverMetrics>,
+        telemetry: Arc<dyn UsageTelemetry>,
     ) -> Result<Self, UsageStartError> {
         let price = config.validate()?;
         let path = config.ledger_path.clone().unwrap_or_else(|| data_dir.join("usage.db"));
@@ -116,29 +114,16 @@ impl UsageService {
             price,
             clock: system_clock(),
         };
-        let (recorder, recovery) = UsageRecorder::start(Box::new(writer), recorder_config, Some(metrics.clone()))?;
+        let (recorder, recovery) = UsageRecorder::start(Box::new(writer), recorder_config, telemetry.clone())?;
         let export = Arc::new(UsageExport::new(Box::new(SqliteLedger::open(&path, options.clone())?), price));
         let webhooks = if config.webhooks.is_empty() {
             None
         } else {
             let outbox = Box::new(SqliteLedger::open(&path, options)?);
-            Some(spawn_webhook_delivery(outbox, WebhookConfig::default(), Some(metrics.clone()), system_clock())?)
-        };
-        let metrics_server = match config.metrics_listen {
-            Some(addr) => match serve_metrics(addr, metrics.clone()).await {
-                Ok(server) => Some(server),
-                // A second server on one host (development, parallel tests) must still start:
-                // only the built-in default port may be taken; a configured address is fatal.
-                Err(source) if Some(addr) == UsageConfig::default().metrics_listen => {
-                    tracing::warn!(%addr, error = %source, "default metrics port unavailable; /metrics is off (set usage.metrics_listen)");
-                    None
-                }
-                Err(source) => return Err(UsageStartError::MetricsListen { addr, source }),
-            },
-            None => None,
+            Some(spawn_webhook_delivery(outbox, WebhookConfig::default(), telemetry, system_clock())?)
         };
         tracing::info!(ledger = %path.display(), price_usd = %config.price_per_minute_usd, "usage ledger ready");
-        Ok(Self { recorder, export, metrics, webhooks, metrics_server, recovery })
+        Ok(Self { recorder, export, webhooks, recovery })
     }
 
     /// The observer to hand to the signaling gateway.
@@ -149,15 +134,6 @@ impl UsageService {
     /// The export service for the usage API (`axum::Extension<Arc<UsageExport>>`).
     pub fn export(&self) -> Arc<UsageExport> {
         self.export.clone()
-    }
-
-    pub fn metrics(&self) -> Arc<PalaverMetrics> {
-        self.metrics.clone()
-    }
-
-    /// Where `/metrics` is bound (useful with port 0).
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server.as_ref().map(|s| s.local_addr)
     }
 
     /// Wait until every session event sent so far is written.
@@ -172,15 +148,13 @@ impl UsageService {
         if let Some(w) = self.webhooks {
             w.stop();
         }
-        if let Some(s) = self.metrics_server {
-            s.task.abort();
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::recording::RecordingTelemetry;
     use palaver_core::{CallType, EndpointType, ParticipantType, SessionStarted};
 
     #[test]
@@ -198,24 +172,13 @@ mod tests {
         assert!(serde_json::from_str::<UsageConfig>(r#"{"unknown":1}"#).is_err());
     }
 
-    #[tokio::test]
-    async fn a_taken_metrics_port_is_fatal_only_when_configured() {
-        let dir = std::env::temp_dir().join(format!("palaver-usage-port-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let config = UsageConfig { metrics_listen: Some(taken.local_addr().unwrap()), ..UsageConfig::default() };
-        assert!(matches!(
-            UsageService::start(&config, &dir, PalaverMetrics::new().unwrap()).await,
-            Err(UsageStartError::MetricsListen { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn start_meter_scrape_and_restart_recovers() {
+    #[test]
+    fn start_meter_report_and_restart_recovers() {
         let dir = std::env::temp_dir().join(format!("palaver-usage-service-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = UsageConfig { metrics_listen: Some("127.0.0.1:0".parse().unwrap()), ..UsageConfig::default() };
-        let usage = UsageService::start(&config, &dir, PalaverMetrics::new().unwrap()).await.unwrap();
+        let config = UsageConfig::default();
+        let telemetry = Arc::new(RecordingTelemetry::default());
+        let usage = UsageService::start(&config, &dir, telemetry.clone()).unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         usage.observer().session_started(SessionStarted {
             session_id: "s".into(),
@@ -228,16 +191,13 @@ mod tests {
             at_ms: now,
         });
         usage.flush();
-        let addr = usage.metrics_addr().unwrap();
-        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-        assert!(text.contains(r#"palaver_participants{participant_type="acs"} 1"#), "{text}");
+        let reported = telemetry.reported();
+        assert_eq!(reported.open_participants.get(&ParticipantType::Acs), Some(&1), "{reported:?}");
         // no shutdown: the session stays open in the ledger, as after a crash
         drop(usage);
-        let again =
-            UsageService::start(&UsageConfig { metrics_listen: None, ..config }, &dir, PalaverMetrics::new().unwrap())
-                .await
-                .unwrap();
+        let again = UsageService::start(&config, &dir, telemetry.clone()).unwrap();
         assert_eq!(again.recovery.sessions_closed, 1);
+        assert_eq!(telemetry.reported().recovered_sessions, 1);
         again.shutdown();
     }
 }
