@@ -1,4 +1,4 @@
-// REST calls of the web client: development sign-in, meetings, recording controls.
+// REST calls of the web client: development sign-in, meetings, recording controls, chat.
 // Every failure becomes an ApiError carrying the server's ACS error code and message.
 
 export class ApiError extends Error {
@@ -61,4 +61,31 @@ export function createMeeting(token, subject) {
 /** Start or stop recording / transcription of a meeting (`what`: recording|transcription). */
 export function setCapture(token, meetingId, what, on) {
   return request('POST', `/meetings/${encodeURIComponent(meetingId)}/${what}:${on ? 'start' : 'stop'}`, { token });
+}
+
+/** The Chat API version the client speaks (docs/chat.md). */
+const CHAT_API = 'api-version=2024-03-07';
+const chatThread = (threadId) => `/chat/threads/${encodeURIComponent(threadId)}`;
+
+/** The newest `maxPageSize` messages of a chat thread the user may read (newest first). */
+export function listChatMessages(token, threadId, maxPageSize = 100) {
+  return request('GET', `${chatThread(threadId)}/messages?maxPageSize=${maxPageSize}&${CHAT_API}`, { token });
+}
+
+/** Send a text message; resolves `{id}`. */
+export function sendChatMessage(token, threadId, content, senderDisplayName) {
+  return request('POST', `${chatThread(threadId)}/messages?${CHAT_API}`, {
+    token,
+    body: { content, type: 'text', senderDisplayName },
+  });
+}
+
+/** Tell the thread the user is typing. */
+export function sendChatTyping(token, threadId, senderDisplayName) {
+  return request('POST', `${chatThread(threadId)}/typing?${CHAT_API}`, { token, body: { senderDisplayName } });
+}
+
+/** Mark `chatMessageId` (and everything before it) as read. */
+export function sendChatReadReceipt(token, threadId, chatMessageId) {
+  return request('POST', `${chatThread(threadId)}/readReceipts?${CHAT_API}`, { token, body: { chatMessageId } });
 }

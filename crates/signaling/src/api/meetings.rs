@@ -178,7 +178,8 @@ async fn delete_meeting(
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    state.meetings.delete(&id, &requester(&caller)?, &state.gateway).await?;
+    let thread_deleted = state.meetings.delete(&id, &requester(&caller)?, &state.gateway).await?;
+    crate::api::chat::publish(&state, thread_deleted);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -52,6 +52,7 @@ pub struct ChatService {
     store: Store,
     keys: PageKeys,
     metrics: Option<Arc<dyn ChatTelemetry>>,
+    limits: Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -87,7 +88,7 @@ impl ChatService {
             "chat_page_key",
             crate::auth::TokenService::generate_seed_base64,
         )?;
-        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics })
+        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default() })
     }
 
     /// The chat counters, if the binary plugged them in.
@@ -101,6 +102,11 @@ impl ChatService {
 
     pub fn keys(&self) -> &PageKeys {
         &self.keys
+    }
+
+    /// The per-identity rate limits (shared by every clone).
+    pub fn limits(&self) -> &crate::domain::chat::rate_limit::ChatRateLimiter {
+        &self.limits
     }
 
     /// Run `f` in one transaction on the blocking pool; commit only if it succeeds.

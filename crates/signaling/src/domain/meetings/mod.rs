@@ -223,8 +223,14 @@ impl Meetings {
     }
 
     /// Delete a meeting (organizer or server API): a meeting in progress ends for everyone,
-    /// then its definition goes.
-    pub async fn delete(&self, id: &str, by: &Requester, live: &impl LiveMeetings) -> Result<(), Refusal> {
+    /// then its definition goes, then its chat thread; returns the `chatThreadDeleted` event
+    /// for the caller to deliver.
+    pub async fn delete(
+        &self,
+        id: &str,
+        by: &Requester,
+        live: &impl LiveMeetings,
+    ) -> Result<Option<crate::domain::chat::ChatEvent>, Refusal> {
         let record = self.managed(id, by).await?;
         if by.raw_id().is_some_and(|raw| raw != record.organizer_raw_id) {
             return Err(Refusal::new(ErrorCode::Forbidden, "only the organizer deletes a meeting"));
@@ -232,8 +238,10 @@ impl Meetings {
         // An already-ending meeting is fine.
         let _ = live.command(id, Authority::Server, ServerCommand::End).await;
         self.0.directory.delete(id).await?;
+        let event =
+            self.0.chat.delete_meeting_thread(id, &record.organizer_raw_id, palaver_core::time::now_ms()).await?;
         tracing::info!(meeting = %id, "meeting deleted");
-        Ok(())
+        Ok(event)
     }
 
     /// Recording or transcription on a meeting in progress; the conversation checks that
