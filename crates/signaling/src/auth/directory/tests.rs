@@ -227,8 +227,10 @@ async fn a_directory_user_of_one_tenant_cannot_act_as_another_tenants_user() {
         jwks: Some(other_idp.jwks_json()),
         ..Default::default()
     };
-    let mut config = crate::app::SignalingConfig::default();
-    config.directory = DirectoryConfig { tenants: vec![tenant_b.clone()], dev_idp: Some(true), ..Default::default() };
+    let config = crate::app::SignalingConfig {
+        directory: DirectoryConfig { tenants: vec![tenant_b.clone()], dev_idp: Some(true), ..Default::default() },
+        ..Default::default()
+    };
     let state = crate::app::AppState::open(config, Store::open_in_memory().unwrap(), crate::app::AppParts::default())
         .expect("state");
     let now = palaver_core::time::now_ms();
