@@ -122,7 +122,7 @@ pub async fn status(State(state): State<AppState>) -> Json<DevStatus> {
     Json(DevStatus { dev_mode, message: message.to_string() })
 }
 
-/// `POST /dev/web/external-user`: empty body or `{}` for a new identity, `{"rawId"}` for a
+/// `POST /dev/web/external-user`: empty body or `{}` for a new identity, `{"rawId","secret"}` for a
 /// fresh token of an existing one.
 pub async fn external_user(
     State(state): State<AppState>,
