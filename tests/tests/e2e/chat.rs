@@ -4,6 +4,7 @@
 //! the Chat REST API (the QUIC one through `palaver_client::ChatRest`) and every other one must
 //! receive the event within 1 s: message received / edited / deleted, typing, read receipt,
 //! participants added / removed (by REST and by joining/leaving the meeting) and the topic update.
+//! Each message sent is one `ChatMessage` usage record in the usage export.
 
 use crate::signaling::{Ws, connect};
 use futures_util::StreamExt;
@@ -96,6 +97,32 @@ async fn raw_id_of(server: &Server, token: &str) -> String {
 
 fn encode(thread_id: &str) -> String {
     thread_id.replace(':', "%3A").replace('@', "%40")
+}
+
+/// The `ChatMessage` usage records of `thread_id` in the usage export (waits up to 3 s for
+/// the recorder to write `count` of them).
+async fn chat_usage_records(server: &Server, thread_id: &str, count: usize) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let path =
+        format!("/usage?from={}&to={}", fmt(now - chrono::Duration::hours(1)), fmt(now + chrono::Duration::hours(1)));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, page) = server.signed(Method::GET, &path, "").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let found: Vec<Value> = page["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["UsageType"] == "ChatMessage" && r["CorrelationId"] == thread_id)
+            .cloned()
+            .collect();
+        if found.len() >= count || Instant::now() > deadline {
+            assert_eq!(found.len(), count, "{page}");
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +278,21 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
             d["id"] == id.as_str() && d["deletedOn"].is_string()
         })
         .await;
+    }
+
+    // Billing: one ChatMessage usage record per message sent, in the usage export with calling usage.
+    let chat_usage = chat_usage_records(&server, &thread_id, 3).await;
+    let mut senders: Vec<_> = chat_usage.iter().map(|r| r["UserIdA"].as_str().unwrap().to_string()).collect();
+    senders.sort();
+    let mut expected: Vec<_> = members.iter().map(|m| m.raw_id.clone()).collect();
+    expected.sort();
+    assert_eq!(senders, expected, "{chat_usage:?}");
+    for r in &chat_usage {
+        assert_eq!(
+            (r["UnitType"].as_str(), r["Quantity"].as_str(), r["CostUsd"].as_str()),
+            (Some("Message"), Some("1"), Some("0.000800")),
+            "{r}"
+        );
     }
 
     // The history the QUIC member reads: three tombstones in their places, the system messages around them.
