@@ -206,18 +206,7 @@ impl Identities<'_> {
         let raw_id = format!("8:acs:{}_{}", self.resource_id, uuid::Uuid::new_v4());
         // Signed before the transaction (pure CPU); dropped if the request is a replay.
         let access_token = match token_request {
-            Some((scopes, minutes)) => {
-                let grant = TokenGrant {
-                    raw_id: raw_id.clone(),
-                    scopes,
-                    expires_at_ms: now_ms + minutes * 60_000,
-                    name: None,
-                    tid: None,
-                    native: false,
-                };
-                let token = self.tokens.issue(&grant, now_ms).map_err(|e| Refusal::internal(e.to_string()))?;
-                Some(AccessTokenResponse::from(&token))
-            }
+            Some((scopes, minutes)) => Some(self.sign(&raw_id, scopes, minutes, now_ms)?),
             None => None,
         };
         let with_token = access_token.is_some();
@@ -293,6 +282,26 @@ impl Identities<'_> {
         let revocation = self.revoke_if(raw_id, now_ms, identities::delete_identity).await?;
         tracing::info!(identity = %revocation.raw_id, "identity deleted");
         Ok(revocation)
+    }
+
+    /// An access token of `raw_id` with `scopes`, issued at `issued_at_ms`, valid `minutes`.
+    fn sign(
+        &self,
+        raw_id: &str,
+        scopes: ScopeSet,
+        minutes: i64,
+        issued_at_ms: i64,
+    ) -> Result<AccessTokenResponse, Refusal> {
+        let grant = TokenGrant {
+            raw_id: raw_id.to_string(),
+            scopes,
+            expires_at_ms: issued_at_ms + minutes * 60_000,
+            name: None,
+            tid: None,
+            native: false,
+        };
+        let token = self.tokens.issue(&grant, issued_at_ms).map_err(|e| Refusal::internal(e.to_string()))?;
+        Ok(AccessTokenResponse::from(&token))
     }
 
     /// In one transaction: run `change` on the identity (false = no such identity) and write a
