@@ -21,8 +21,8 @@ const API: &str = "api-version=2024-03-07";
 
 /// A participant's signaling connection, seen as a stream of chat events.
 enum Listener {
-    Ws(Ws),
-    Quic(QuicClient),
+    Ws(Box<Ws>),
+    Quic(Box<QuicClient>),
 }
 
 impl Listener {
@@ -144,8 +144,12 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
     org_ws.send(json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
     assert_eq!(org_ws.recv_type("joined").await["snapshot"]["threadId"], thread_id.as_str());
     let org_raw = raw_id_of(&server, &org_token).await;
-    let mut org =
-        Member { name: "Olivia (WebSocket)", raw_id: org_raw, token: org_token, listener: Listener::Ws(org_ws) };
+    let mut org = Member {
+        name: "Olivia (WebSocket)",
+        raw_id: org_raw,
+        token: org_token,
+        listener: Listener::Ws(Box::new(org_ws)),
+    };
 
     // The colleague joins over QUIC: the organizer sees them added to the thread.
     let addr = crate::support::quic_address(&server, &quic_token).await;
@@ -160,7 +164,7 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
         name: "Quentin (QUIC)",
         raw_id: quic_raw,
         token: quic_token.clone(),
-        listener: Listener::Quic(client),
+        listener: Listener::Quic(Box::new(client)),
     };
 
     // The guest waits in the lobby (not in the thread), then is admitted: both others see them added.
@@ -177,8 +181,12 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
     let guest_pid = lobby["snapshot"]["participantId"].clone();
     ws.send(json!({"type":"lobby.admit","requestId":"adm","participantId":guest_pid})).await;
     assert_eq!(guest_ws.recv_type("snapshot").await["snapshot"]["state"], "connected");
-    let guest =
-        Member { name: "Gina (WebSocket)", raw_id: guest_raw, token: guest_token, listener: Listener::Ws(guest_ws) };
+    let guest = Member {
+        name: "Gina (WebSocket)",
+        raw_id: guest_raw,
+        token: guest_token,
+        listener: Listener::Ws(Box::new(guest_ws)),
+    };
     let mut members = [org, guest, quic];
     for i in [0, 2] {
         expect(&mut members[i], "participantsAdded", |d| lists_name(d, "participantsAdded", "Gina")).await;
@@ -330,7 +338,7 @@ async fn deleting_the_meeting_deletes_its_chat_thread() {
     let (status, body) = server.bearer(Method::DELETE, &path, &org_token, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let raw_id = raw_id_of(&server, &org_token).await;
-    let mut org = Member { name: "Dora", raw_id, token: org_token.clone(), listener: Listener::Ws(ws) };
+    let mut org = Member { name: "Dora", raw_id, token: org_token.clone(), listener: Listener::Ws(Box::new(ws)) };
     let deleted = expect(&mut org, "chatThreadDeleted", |d| d["threadId"] == meeting["chatThreadId"]).await;
     assert_eq!(deleted["deletedBy"]["id"]["rawId"], org.raw_id.as_str());
     let (status, gone) = server.bearer(Method::GET, &format!("{thread}/messages?{API}"), &org.token, None).await;
