@@ -40,17 +40,19 @@ fn all_usage(path: &PathBuf) -> Vec<UsageRecord> {
     reader.usage_page(&UsageQuery { from_ms: 0, to_ms: i64::MAX, after: None, limit: 1000 }).unwrap()
 }
 
+/// A recorder on virtual time starting at `T0` (advanced through the returned clock),
+/// checkpointing only when told.
+fn virtual_time_config() -> (Arc<AtomicI64>, RecorderConfig) {
+    let now = Arc::new(AtomicI64::new(T0));
+    let clock_now = now.clone();
+    let clock: crate::recorder::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    (now, RecorderConfig { checkpoint_interval: Duration::from_secs(3600), clock, ..RecorderConfig::default() })
+}
+
 #[test]
 fn seed_example_through_the_recorder_on_virtual_time() {
     let path = temp_db("virtual");
-    let now = Arc::new(AtomicI64::new(T0));
-    let clock_now = now.clone();
-    let config = RecorderConfig {
-        checkpoint_interval: Duration::from_secs(3600),
-        price: Price::default(),
-        chat_price: crate::pricing::ChatPrice::default(),
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-    };
+    let (_, config) = virtual_time_config();
     let telemetry = Arc::new(RecordingTelemetry::default());
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
     let (recorder, report) = UsageRecorder::start(ledger, config, telemetry.clone()).unwrap();
@@ -134,14 +136,7 @@ fn each_chat_message_sent_is_one_priced_usage_record_exported_with_calling_usage
 #[test]
 fn clean_shutdown_closes_open_sessions_as_server_shutdown() {
     let path = temp_db("shutdown");
-    let now = Arc::new(AtomicI64::new(T0));
-    let clock_now = now.clone();
-    let config = RecorderConfig {
-        checkpoint_interval: Duration::from_secs(3600),
-        price: Price::default(),
-        chat_price: crate::pricing::ChatPrice::default(),
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-    };
+    let (now, config) = virtual_time_config();
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
     let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
     recorder.observer().session_started(started("s", "8:acs:r_s", ParticipantType::Acs, T0));
