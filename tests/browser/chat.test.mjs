@@ -6,24 +6,13 @@
 // and never runs its handler.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launchBrowser, newUserPage, screenshot, startServer } from './harness.mjs';
+import { test } from 'node:test';
+import { newUserPage, screenshot, serverAndBrowserPerFile } from './harness.mjs';
 
 const CHAT_BOUND_MS = 1000;
 const INJECTION = '<img src=x onerror="window.__chatInjected = 1">';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (server) await server.stop();
-});
+const env = serverAndBrowserPerFile();
 
 /** Record on `page` when a chat message containing `text` first appears (ms epoch, page clock = this machine's). */
 async function watchFor(page, text) {
@@ -50,6 +39,16 @@ async function seenAt(page, text) {
 /** The chat message on `page` whose text contains `text`. */
 const messageOn = (page, text) => page.locator('#chat-messages li.chat-message').filter({ hasText: text });
 
+/** `text` typed on `from` must show on `to` within 1 s, under `senderName`. */
+async function assertShownWithin(from, to, text, senderName) {
+  await watchFor(to, text);
+  const sentAt = await sendFrom(from, text);
+  const delay = (await seenAt(to, text)) - sentAt;
+  console.log(`chat message "${text}" shown on the other page after ${delay} ms`);
+  assert.ok(delay >= 0 && delay < CHAT_BOUND_MS, `"${text}" shown after ${delay} ms`);
+  assert.equal(await messageOn(to, text).locator('.chat-sender').textContent(), senderName);
+}
+
 async function sendFrom(page, text) {
   await page.locator('#chat-input').fill(text);
   const sentAt = Date.now();
@@ -58,11 +57,11 @@ async function sendFrom(page, text) {
 }
 
 test('meeting chat: live messages within 1 s with names, typing, receipts, unread count, history and no HTML injection', async () => {
-  const organizer = await newUserPage(browser);
-  const guest = await newUserPage(browser);
+  const organizer = await newUserPage(env.browser);
+  const guest = await newUserPage(env.browser);
 
   // The organizer creates a meeting and joins; the guest joins by the link and is admitted.
-  await organizer.goto(`${server.base}/`);
+  await organizer.goto(`${env.server.base}/`);
   await organizer.getByText(/Development mode/).waitFor();
   await organizer.getByLabel('Directory user (development sign-in)').check();
   await organizer.getByLabel('Your name').fill('Ada Chat');
@@ -87,23 +86,13 @@ test('meeting chat: live messages within 1 s with names, typing, receipts, unrea
 
   // The guest's message reaches the organizer within 1 s, with the guest's name.
   const hello = 'Hello from Bob';
-  await watchFor(organizer, hello);
-  const sentAt = await sendFrom(guest, hello);
-  const delay = (await seenAt(organizer, hello)) - sentAt;
-  console.log(`guest → organizer chat message shown after ${delay} ms`);
-  assert.ok(delay >= 0 && delay < CHAT_BOUND_MS, `message shown after ${delay} ms`);
-  assert.equal(await messageOn(organizer, hello).locator('.chat-sender').textContent(), 'Bob (External)');
+  await assertShownWithin(guest, organizer, hello, 'Bob (External)');
   assert.equal(await organizer.locator('#chat-typing').textContent(), '', 'a message clears its sender’s typing line');
   assert.equal(await messageOn(guest, hello).locator('.chat-sender').textContent(), 'You');
 
   // And back: the organizer's name on the guest's page.
   const reply = 'Welcome, Bob';
-  await watchFor(guest, reply);
-  const replyAt = await sendFrom(organizer, reply);
-  const replyDelay = (await seenAt(guest, reply)) - replyAt;
-  console.log(`organizer → guest chat message shown after ${replyDelay} ms`);
-  assert.ok(replyDelay >= 0 && replyDelay < CHAT_BOUND_MS, `reply shown after ${replyDelay} ms`);
-  assert.equal(await messageOn(guest, reply).locator('.chat-sender').textContent(), 'Ada Chat');
+  await assertShownWithin(organizer, guest, reply, 'Ada Chat');
 
   // Read receipts: the open pane reads the message, its sender sees it.
   await messageOn(guest, hello).locator('.chat-status', { hasText: 'Seen by Ada Chat' }).waitFor({ timeout: 3000 });
@@ -146,7 +135,7 @@ test('meeting chat: live messages within 1 s with names, typing, receipts, unrea
   await guest.locator('#chat-unread').waitFor({ state: 'hidden' });
 
   // A late joiner (directory user, no lobby) on a phone: the history is there, nothing sideways.
-  const late = await newUserPage(browser, { width: 390, height: 844 });
+  const late = await newUserPage(env.browser, { width: 390, height: 844 });
   await late.goto(link);
   await late.getByLabel('Directory user (development sign-in)').check();
   await late.getByLabel('Your name').fill('Cy Late');

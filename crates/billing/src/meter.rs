@@ -38,6 +38,8 @@ pub enum LedgerChange {
         call_started_ms: i64,
         call_type: CallType,
     },
+    /// A chat message was sent: its usage record (not from the meter; the recorder builds it).
+    ChatMessageSent(UsageRecord),
 }
 
 /// Input the meter refuses (the event is dropped and counted by the shell).

@@ -1,4 +1,4 @@
-//! Price per participant-minute and exact cost arithmetic.
+//! Price per participant-minute, price per chat message, and exact cost arithmetic.
 //!
 //! Money is kept in integer micro-dollars (1 USD = 1,000,000 µUSD) and durations in
 //! milliseconds, so no floating point touches a bill. The default price is the seed's
@@ -38,6 +38,27 @@ impl Price {
         let ms = i128::from(billable_ms.max(0));
         let numerator = ms * i128::from(self.micro_usd_per_minute) + i128::from(MS_PER_MINUTE / 2);
         (numerator / i128::from(MS_PER_MINUTE)) as i64
+    }
+}
+
+/// The price of one chat message sent. ACS prices chat per message sent at $0.0008
+/// (azure.microsoft.com Communication Services pricing); the default is that figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatPrice {
+    /// Micro-dollars per message (default 800 = $0.0008).
+    pub micro_usd_per_message: i64,
+}
+
+impl Default for ChatPrice {
+    fn default() -> Self {
+        Self { micro_usd_per_message: 800 }
+    }
+}
+
+impl ChatPrice {
+    /// Parse a decimal dollar amount such as `0.0008` (at most 6 decimals, not negative).
+    pub fn parse_usd(text: &str) -> Result<Self, PriceError> {
+        Ok(Self { micro_usd_per_message: parse_usd_micro(text)? })
     }
 }
 
@@ -89,6 +110,13 @@ mod tests {
         assert_eq!(p.cost_micro_usd(1_000), 67);
         assert_eq!(p.cost_micro_usd(0), 0);
         assert_eq!(p.cost_micro_usd(-5), 0);
+    }
+
+    #[test]
+    fn chat_messages_cost_the_published_figure() {
+        assert_eq!(format_usd(ChatPrice::default().micro_usd_per_message), "0.000800");
+        assert_eq!(ChatPrice::parse_usd("0.0008").unwrap(), ChatPrice::default());
+        assert!(ChatPrice::parse_usd("-0.0008").is_err());
     }
 
     #[test]

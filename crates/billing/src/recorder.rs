@@ -1,6 +1,7 @@
 //! The usage recorder: the thin I/O shell around the [`Meter`] and a [`UsageLedger`].
 //!
-//! Signaling calls [`BillingObserver`] (a [`SessionObserver`]); the observer only sends
+//! Signaling calls [`BillingObserver`] (a [`SessionObserver`], and the
+//! [`ChatUsageObserver`] of the chat service: one usage record per message); the observer only sends
 //! the event down a channel, never blocks. One recorder thread owns the meter and the
 //! ledger: it applies each event, writes the resulting changes in one transaction, and
 //! every checkpoint interval (default 15 s) marks open sessions alive in the ledger.
@@ -11,9 +12,13 @@
 
 use crate::ledger::{LedgerError, RecoveryReport, UsageLedger};
 use crate::meter::{AccruedTotals, LedgerChange, Meter, MeterError};
-use crate::pricing::Price;
+use crate::pricing::{ChatPrice, Price};
+use crate::records::chat_usage_record;
 use crate::telemetry::{Rejection, UsageTelemetry};
-use palaver_core::{CallType, EndReason, ParticipantType, SessionEnded, SessionObserver, SessionStarted};
+use palaver_core::{
+    CallType, ChatMessageSent, ChatUsageObserver, EndReason, ParticipantType, SessionEnded, SessionObserver,
+    SessionStarted,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -32,12 +37,18 @@ pub fn system_clock() -> Clock {
 pub struct RecorderConfig {
     pub checkpoint_interval: Duration,
     pub price: Price,
+    pub chat_price: ChatPrice,
     pub clock: Clock,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { checkpoint_interval: Duration::from_secs(15), price: Price::default(), clock: system_clock() }
+        Self {
+            checkpoint_interval: Duration::from_secs(15),
+            price: Price::default(),
+            chat_price: ChatPrice::default(),
+            clock: system_clock(),
+        }
     }
 }
 
@@ -45,6 +56,7 @@ enum Command {
     Started(SessionStarted),
     Ended(SessionEnded),
     CallTypeChanged(String, CallType),
+    ChatMessage(ChatMessageSent),
     Flush(mpsc::Sender<()>),
     Shutdown(mpsc::Sender<()>),
 }
@@ -78,6 +90,12 @@ impl SessionObserver for BillingObserver {
     }
 }
 
+impl ChatUsageObserver for BillingObserver {
+    fn chat_message_sent(&self, event: ChatMessageSent) {
+        self.send(Command::ChatMessage(event));
+    }
+}
+
 /// Handle of the running recorder thread.
 pub struct UsageRecorder {
     tx: mpsc::Sender<Command>,
@@ -104,6 +122,7 @@ impl UsageRecorder {
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
             meter: Meter::new(config.price),
+            chat_price: config.chat_price,
             ledger,
             pending: VecDeque::new(),
             published: AccruedTotals::default(),
@@ -145,6 +164,7 @@ impl UsageRecorder {
 
 struct Worker {
     meter: Meter,
+    chat_price: ChatPrice,
     ledger: Box<dyn UsageLedger>,
     pending: VecDeque<LedgerChange>,
     published: AccruedTotals,
@@ -183,6 +203,10 @@ impl Worker {
                 Ok(Command::CallTypeChanged(conversation_id, call_type)) => {
                     let changes = self.meter.call_type_changed(&conversation_id, call_type);
                     self.accept(Ok(changes));
+                }
+                Ok(Command::ChatMessage(ev)) => {
+                    let record = chat_usage_record(&ev, self.chat_price);
+                    self.accept(Ok(vec![LedgerChange::ChatMessageSent(record)]));
                 }
                 Ok(Command::Flush(reply)) => {
                     self.write_pending();

@@ -20,6 +20,72 @@ pub const USAGE_TYPE: &str = "ParticipantMinutes";
 /// `UnitType` of `Quantity`.
 pub const UNIT_TYPE: &str = "Minute";
 
+/// What a usage record meters: participant minutes of a call, or one chat message sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageKind {
+    ParticipantMinutes,
+    ChatMessage,
+}
+
+/// `OperationName` of a chat usage record.
+pub const CHAT_OPERATION_NAME: &str = "ChatMessageSent";
+/// `UsageType` of a chat usage record: one per message sent, as ACS meters chat.
+pub const CHAT_USAGE_TYPE: &str = "ChatMessage";
+/// `UnitType` of a chat usage record (`Quantity` is always 1).
+pub const CHAT_UNIT_TYPE: &str = "Message";
+
+impl UsageKind {
+    /// The `UsageType` column (stored as is).
+    pub fn usage_type(self) -> &'static str {
+        match self {
+            Self::ParticipantMinutes => USAGE_TYPE,
+            Self::ChatMessage => CHAT_USAGE_TYPE,
+        }
+    }
+
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            Self::ParticipantMinutes => OPERATION_NAME,
+            Self::ChatMessage => CHAT_OPERATION_NAME,
+        }
+    }
+
+    pub fn unit_type(self) -> &'static str {
+        match self {
+            Self::ParticipantMinutes => UNIT_TYPE,
+            Self::ChatMessage => CHAT_UNIT_TYPE,
+        }
+    }
+
+    /// Back from the stored `UsageType`.
+    pub fn parse(usage_type: &str) -> Option<Self> {
+        [Self::ParticipantMinutes, Self::ChatMessage].into_iter().find(|k| k.usage_type() == usage_type)
+    }
+}
+
+/// The usage record of one chat message: correlated by thread, `ParticipantId` is the
+/// message id, instant (start = end), priced per message when the sender is billable.
+pub fn chat_usage_record(event: &palaver_core::ChatMessageSent, price: crate::pricing::ChatPrice) -> UsageRecord {
+    let billable = event.participant_type.is_billable();
+    let unit = if billable { price.micro_usd_per_message } else { 0 };
+    UsageRecord {
+        record_id: deterministic_id("chat", &format!("{}/{}", event.thread_id, event.message_id)),
+        kind: UsageKind::ChatMessage,
+        correlation_id: event.thread_id.clone(),
+        participant_id: event.message_id.clone(),
+        segment: 0,
+        start_ms: event.at_ms,
+        end_ms: event.at_ms,
+        user_id_a: event.sender_raw_id.clone(),
+        participant_type: event.participant_type,
+        // A chat message has no call endpoint.
+        endpoint_type: EndpointType::Unknown,
+        billable,
+        unit_price_micro_usd: unit,
+        cost_micro_usd: unit,
+    }
+}
+
 /// The namespace of every palaver record id (UUIDv5 names are `<kind>/<key>`).
 pub const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x6a1d_3c52_8f0e_4b7a_9d21_5e4c_0b7f_a9e3);
 
@@ -46,6 +112,7 @@ impl ClosedSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
     pub record_id: String,
+    pub kind: UsageKind,
     /// The conversation id.
     pub correlation_id: String,
     /// The participant session id (`ParticipantId`, links to the call summary).
@@ -103,6 +170,7 @@ pub fn usage_records_for(session: &ClosedSession, price: Price) -> Vec<UsageReco
             let billable_ms = if billable { end_ms - start_ms } else { 0 };
             UsageRecord {
                 record_id: deterministic_id("usage", &format!("{}/{segment}", s.session_id)),
+                kind: UsageKind::ParticipantMinutes,
                 correlation_id: s.conversation_id.clone(),
                 participant_id: s.session_id.clone(),
                 segment,
@@ -178,7 +246,7 @@ pub struct UsageRecordView {
     pub operation_name: &'static str,
     pub usage_type: &'static str,
     pub unit_type: &'static str,
-    /// Minutes, 6 decimals.
+    /// Minutes, 6 decimals; `1` for a chat message.
     pub quantity: String,
     pub participant_id: String,
     pub user_id_a: String,
@@ -198,10 +266,13 @@ impl From<&UsageRecord> for UsageRecordView {
             correlation_id: r.correlation_id.clone(),
             start_time: rfc3339_ms(r.start_ms),
             end_time: rfc3339_ms(r.end_ms),
-            operation_name: OPERATION_NAME,
-            usage_type: USAGE_TYPE,
-            unit_type: UNIT_TYPE,
-            quantity: format_minutes(r.duration_ms()),
+            operation_name: r.kind.operation_name(),
+            usage_type: r.kind.usage_type(),
+            unit_type: r.kind.unit_type(),
+            quantity: match r.kind {
+                UsageKind::ParticipantMinutes => format_minutes(r.duration_ms()),
+                UsageKind::ChatMessage => "1".to_string(),
+            },
             participant_id: r.participant_id.clone(),
             user_id_a: r.user_id_a.clone(),
             user_id_b: None,

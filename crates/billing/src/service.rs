@@ -10,11 +10,11 @@
 
 use crate::export::UsageExport;
 use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger};
-use crate::pricing::{Price, PriceError};
+use crate::pricing::{ChatPrice, Price, PriceError};
 use crate::recorder::{RecorderConfig, UsageRecorder, system_clock};
 use crate::telemetry::UsageTelemetry;
 use crate::webhook::{WebhookConfig, WebhookDelivery, spawn_webhook_delivery};
-use palaver_core::SessionObserver;
+use palaver_core::{ChatUsageObserver, SessionObserver};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ pub struct UsageConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Price of one billable participant-minute, in US dollars (decimal string).
     pub price_per_minute_usd: String,
+    /// Price of one chat message sent by a billable user, in US dollars (ACS: 0.0008).
+    pub chat_price_per_message_usd: String,
     /// How often open sessions are checkpointed (a crash loses at most this much).
     pub checkpoint_interval_secs: u64,
     /// Ledger database file; default `<data_dir>/usage.db`.
@@ -46,6 +48,7 @@ impl Default for UsageConfig {
         Self {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             price_per_minute_usd: "0.004".into(),
+            chat_price_per_message_usd: "0.0008".into(),
             checkpoint_interval_secs: 15,
             ledger_path: None,
             webhooks: Vec::new(),
@@ -58,6 +61,8 @@ impl Default for UsageConfig {
 pub enum UsageStartError {
     #[error("usage.price_per_minute_usd: {0}")]
     Price(#[from] PriceError),
+    #[error("usage.chat_price_per_message_usd: {0}")]
+    ChatPrice(PriceError),
     #[error("usage.checkpoint_interval_secs must be between 1 and 3600")]
     CheckpointInterval,
     #[error("usage.webhooks: `{0}` is not an http(s) URL")]
@@ -71,6 +76,7 @@ pub enum UsageStartError {
 impl UsageConfig {
     pub fn validate(&self) -> Result<Price, UsageStartError> {
         let price = Price::parse_usd(&self.price_per_minute_usd)?;
+        ChatPrice::parse_usd(&self.chat_price_per_message_usd).map_err(UsageStartError::ChatPrice)?;
         if !(1..=3600).contains(&self.checkpoint_interval_secs) {
             return Err(UsageStartError::CheckpointInterval);
         }
@@ -112,6 +118,7 @@ impl UsageService {
         let recorder_config = RecorderConfig {
             checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
             price,
+            chat_price: ChatPrice::parse_usd(&config.chat_price_per_message_usd).map_err(UsageStartError::ChatPrice)?,
             clock: system_clock(),
         };
         let (recorder, recovery) = UsageRecorder::start(Box::new(writer), recorder_config, telemetry.clone())?;
@@ -128,6 +135,11 @@ impl UsageService {
 
     /// The observer to hand to the signaling gateway.
     pub fn observer(&self) -> Arc<dyn SessionObserver> {
+        Arc::new(self.recorder.observer())
+    }
+
+    /// The chat usage observer to hand to the chat service (one record per message sent).
+    pub fn chat_observer(&self) -> Arc<dyn ChatUsageObserver> {
         Arc::new(self.recorder.observer())
     }
 

@@ -106,6 +106,24 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}
 }
 
+/// One chat message a user sent through the Chat API: ACS meters chat per message sent, so
+/// each becomes one usage record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessageSent {
+    pub thread_id: String,
+    pub message_id: String,
+    pub sender_raw_id: String,
+    /// Who sent it, as calling usage classifies participants (decides billable or not).
+    pub participant_type: ParticipantType,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Receives chat usage from the chat service (billing implements it). Must not block.
+pub trait ChatUsageObserver: Send + Sync + 'static {
+    fn chat_message_sent(&self, event: ChatMessageSent);
+}
+
 /// What the control plane counts for operators. Implementations must not block.
 pub trait SignalingTelemetry: Send + Sync + 'static {
     /// A participant joined; `latency` from join request to joined.

@@ -57,6 +57,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
             None => Arc::new(palaver_signaling::gateway::MediaUnavailable),
         },
         chat_telemetry: Some(metrics.clone()),
+        chat_usage: Some(usage.chat_observer()),
     };
     let state = open_state_with(&cfg, parts)?;
     // The media plane reports active speakers and slots back to the gateway.

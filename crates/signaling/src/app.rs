@@ -64,6 +64,8 @@ pub struct AppParts {
     pub media: Arc<dyn MediaPlane>,
     /// Chat counters (default: none; the binary plugs in its Prometheus registry).
     pub chat_telemetry: Option<Arc<dyn ChatTelemetry>>,
+    /// Chat usage billing: one usage record per message sent (default: none).
+    pub chat_usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
 }
 
 impl Default for AppParts {
@@ -73,6 +75,7 @@ impl Default for AppParts {
             telemetry: Arc::new(NoTelemetry),
             media: Arc::new(MediaUnavailable),
             chat_telemetry: None,
+            chat_usage: None,
         }
     }
 }
@@ -143,7 +146,8 @@ impl AppState {
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
-        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?;
+        let chat =
+            crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?.with_usage(parts.chat_usage);
         let meetings = Meetings::new(MeetingDirectory::open(store.clone())?, chat.clone());
         let gateway = Gateway::new(GatewayParts {
             config: config.gateway,

@@ -4,6 +4,7 @@
 //! the Chat REST API (the QUIC one through `palaver_client::ChatRest`) and every other one must
 //! receive the event within 1 s: message received / edited / deleted, typing, read receipt,
 //! participants added / removed (by REST and by joining/leaving the meeting) and the topic update.
+//! Each message sent is one `ChatMessage` usage record in the usage export.
 
 use crate::signaling::{Ws, connect};
 use futures_util::StreamExt;
@@ -20,8 +21,8 @@ const API: &str = "api-version=2024-03-07";
 
 /// A participant's signaling connection, seen as a stream of chat events.
 enum Listener {
-    Ws(Ws),
-    Quic(QuicClient),
+    Ws(Box<Ws>),
+    Quic(Box<QuicClient>),
 }
 
 impl Listener {
@@ -98,6 +99,32 @@ fn encode(thread_id: &str) -> String {
     thread_id.replace(':', "%3A").replace('@', "%40")
 }
 
+/// The `ChatMessage` usage records of `thread_id` in the usage export (waits up to 3 s for
+/// the recorder to write `count` of them).
+async fn chat_usage_records(server: &Server, thread_id: &str, count: usize) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let path =
+        format!("/usage?from={}&to={}", fmt(now - chrono::Duration::hours(1)), fmt(now + chrono::Duration::hours(1)));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, page) = server.signed(Method::GET, &path, "").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let found: Vec<Value> = page["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["UsageType"] == "ChatMessage" && r["CorrelationId"] == thread_id)
+            .cloned()
+            .collect();
+        if found.len() >= count || Instant::now() > deadline {
+            assert_eq!(found.len(), count, "{page}");
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_quic_participants_receive_each_others_chat_events_within_a_second() {
     let dir = TempDir::new("palaver-e2e-chat");
@@ -117,8 +144,12 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
     org_ws.send(json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
     assert_eq!(org_ws.recv_type("joined").await["snapshot"]["threadId"], thread_id.as_str());
     let org_raw = raw_id_of(&server, &org_token).await;
-    let mut org =
-        Member { name: "Olivia (WebSocket)", raw_id: org_raw, token: org_token, listener: Listener::Ws(org_ws) };
+    let mut org = Member {
+        name: "Olivia (WebSocket)",
+        raw_id: org_raw,
+        token: org_token,
+        listener: Listener::Ws(Box::new(org_ws)),
+    };
 
     // The colleague joins over QUIC: the organizer sees them added to the thread.
     let addr = crate::support::quic_address(&server, &quic_token).await;
@@ -133,7 +164,7 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
         name: "Quentin (QUIC)",
         raw_id: quic_raw,
         token: quic_token.clone(),
-        listener: Listener::Quic(client),
+        listener: Listener::Quic(Box::new(client)),
     };
 
     // The guest waits in the lobby (not in the thread), then is admitted: both others see them added.
@@ -150,8 +181,12 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
     let guest_pid = lobby["snapshot"]["participantId"].clone();
     ws.send(json!({"type":"lobby.admit","requestId":"adm","participantId":guest_pid})).await;
     assert_eq!(guest_ws.recv_type("snapshot").await["snapshot"]["state"], "connected");
-    let guest =
-        Member { name: "Gina (WebSocket)", raw_id: guest_raw, token: guest_token, listener: Listener::Ws(guest_ws) };
+    let guest = Member {
+        name: "Gina (WebSocket)",
+        raw_id: guest_raw,
+        token: guest_token,
+        listener: Listener::Ws(Box::new(guest_ws)),
+    };
     let mut members = [org, guest, quic];
     for i in [0, 2] {
         expect(&mut members[i], "participantsAdded", |d| lists_name(d, "participantsAdded", "Gina")).await;
@@ -253,6 +288,21 @@ async fn websocket_and_quic_participants_receive_each_others_chat_events_within_
         .await;
     }
 
+    // Billing: one ChatMessage usage record per message sent, in the usage export with calling usage.
+    let chat_usage = chat_usage_records(&server, &thread_id, 3).await;
+    let mut senders: Vec<_> = chat_usage.iter().map(|r| r["UserIdA"].as_str().unwrap().to_string()).collect();
+    senders.sort();
+    let mut expected: Vec<_> = members.iter().map(|m| m.raw_id.clone()).collect();
+    expected.sort();
+    assert_eq!(senders, expected, "{chat_usage:?}");
+    for r in &chat_usage {
+        assert_eq!(
+            (r["UnitType"].as_str(), r["Quantity"].as_str(), r["CostUsd"].as_str()),
+            (Some("Message"), Some("1"), Some("0.000800")),
+            "{r}"
+        );
+    }
+
     // The history the QUIC member reads: three tombstones in their places, the system messages around them.
     let history = rest.list_messages(&thread_id).await.expect("history");
     let users: Vec<_> = history.iter().filter(|m| m.kind == "text").collect();
@@ -288,7 +338,7 @@ async fn deleting_the_meeting_deletes_its_chat_thread() {
     let (status, body) = server.bearer(Method::DELETE, &path, &org_token, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let raw_id = raw_id_of(&server, &org_token).await;
-    let mut org = Member { name: "Dora", raw_id, token: org_token.clone(), listener: Listener::Ws(ws) };
+    let mut org = Member { name: "Dora", raw_id, token: org_token.clone(), listener: Listener::Ws(Box::new(ws)) };
     let deleted = expect(&mut org, "chatThreadDeleted", |d| d["threadId"] == meeting["chatThreadId"]).await;
     assert_eq!(deleted["deletedBy"]["id"]["rawId"], org.raw_id.as_str());
     let (status, gone) = server.bearer(Method::GET, &format!("{thread}/messages?{API}"), &org.token, None).await;

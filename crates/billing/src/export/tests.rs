@@ -43,6 +43,7 @@ fn bad_page_tokens_and_sizes_are_refused() {
     let range = TimeRange::parse(Some("2026-11-20"), Some("2026-11-21")).unwrap();
     let other = UsageRecord {
         record_id: uuid::Uuid::nil().to_string(),
+        kind: crate::records::UsageKind::ParticipantMinutes,
         correlation_id: "c".into(),
         participant_id: "p".into(),
         segment: 0,

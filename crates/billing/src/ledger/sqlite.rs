@@ -9,8 +9,8 @@ use super::schema;
 use super::{DeliveryOutcome, LedgerError, LedgerOptions, OutboxItem, RecoveryReport, UsageLedger, UsageQuery};
 use crate::meter::LedgerChange;
 use crate::records::{
-    CallSpan, CallSummary, ClosedSession, TypeTotals, UsageRecord, call_type_str, parse_call_type, parse_end_reason,
-    parse_endpoint_type, parse_participant_type, usage_records_for,
+    CallSpan, CallSummary, ClosedSession, TypeTotals, UsageKind, UsageRecord, call_type_str, parse_call_type,
+    parse_end_reason, parse_endpoint_type, parse_participant_type, usage_records_for,
 };
 use crate::webhook::events::events_for;
 use palaver_core::{EndReason, ParticipantType, SessionStarted};
@@ -89,8 +89,8 @@ fn insert_session(tx: &Transaction<'_>, s: &SessionStarted, call_started_ms: i64
 fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT OR IGNORE INTO usage_records (record_id, correlation_id, participant_id, segment, start_ms, end_ms,
-             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             r.record_id,
             r.correlation_id,
@@ -103,7 +103,8 @@ fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> rusqlite::Result<usize
             r.endpoint_type.as_str(),
             r.billable,
             r.unit_price_micro_usd,
-            r.cost_micro_usd
+            r.cost_micro_usd,
+            r.kind.usage_type()
         ],
     )
 }
@@ -145,6 +146,7 @@ fn apply_one(tx: &Transaction<'_>, change: &LedgerChange) -> Result<bool, Ledger
                 params![call.conversation_id, call.started_ms, call.ended_ms.unwrap_or(call.started_ms)],
             )? == 1
         }
+        LedgerChange::ChatMessageSent(record) => insert_usage(tx, record)? == 1,
         LedgerChange::CallTypeChanged { conversation_id, call_started_ms, call_type } => {
             tx.execute(
                 "UPDATE calls SET call_type = ?3 WHERE conversation_id = ?1 AND started_ms = ?2",
@@ -250,11 +252,13 @@ fn read_running_calls(tx: &Transaction<'_>) -> Result<Vec<CallSpan>, LedgerError
     Ok(out)
 }
 
-fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<(UsageRecord, String, String)> {
+fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<(UsageRecord, [String; 3])> {
     let ptype: String = row.get(7)?;
     let etype: String = row.get(8)?;
+    let utype: String = row.get(12)?;
     let record = UsageRecord {
         record_id: row.get(0)?,
+        kind: UsageKind::ParticipantMinutes,
         correlation_id: row.get(1)?,
         participant_id: row.get(2)?,
         segment: row.get(3)?,
@@ -267,7 +271,7 @@ fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<(UsageRecord, String, Strin
         unit_price_micro_usd: row.get(10)?,
         cost_micro_usd: row.get(11)?,
     };
-    Ok((record, ptype, etype))
+    Ok((record, [ptype, etype, utype]))
 }
 
 impl UsageLedger for SqliteLedger {
@@ -337,7 +341,7 @@ impl UsageLedger for SqliteLedger {
         let (after_start, after_id) = q.after.clone().unwrap_or((i64::MIN, String::new()));
         let mut stmt = self.conn.prepare_cached(
             "SELECT record_id, correlation_id, participant_id, segment, start_ms, end_ms, user_id_a, participant_type,
-                    endpoint_type, billable, unit_price_micro_usd, cost_micro_usd
+                    endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type
              FROM usage_records
              WHERE start_ms >= ?1 AND start_ms < ?2 AND (start_ms > ?3 OR (start_ms = ?3 AND record_id > ?4))
              ORDER BY start_ms, record_id LIMIT ?5",
@@ -346,7 +350,8 @@ impl UsageLedger for SqliteLedger {
         let rows = stmt.query_map(params![q.from_ms, q.to_ms, after_start, after_id, limit], usage_from_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (mut record, ptype, etype) = row?;
+            let (mut record, [ptype, etype, utype]) = row?;
+            record.kind = UsageKind::parse(&utype).ok_or_else(|| corrupt("usage type", &utype))?;
             record.participant_type =
                 parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?;
             record.endpoint_type = parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?;

@@ -40,16 +40,19 @@ fn all_usage(path: &PathBuf) -> Vec<UsageRecord> {
     reader.usage_page(&UsageQuery { from_ms: 0, to_ms: i64::MAX, after: None, limit: 1000 }).unwrap()
 }
 
+/// A recorder on virtual time starting at `T0` (advanced through the returned clock),
+/// checkpointing only when told.
+fn virtual_time_config() -> (Arc<AtomicI64>, RecorderConfig) {
+    let now = Arc::new(AtomicI64::new(T0));
+    let clock_now = now.clone();
+    let clock: crate::recorder::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    (now, RecorderConfig { checkpoint_interval: Duration::from_secs(3600), clock, ..RecorderConfig::default() })
+}
+
 #[test]
 fn seed_example_through_the_recorder_on_virtual_time() {
     let path = temp_db("virtual");
-    let now = Arc::new(AtomicI64::new(T0));
-    let clock_now = now.clone();
-    let config = RecorderConfig {
-        checkpoint_interval: Duration::from_secs(3600),
-        price: Price::default(),
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-    };
+    let (_, config) = virtual_time_config();
     let telemetry = Arc::new(RecordingTelemetry::default());
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
     let (recorder, report) = UsageRecorder::start(ledger, config, telemetry.clone()).unwrap();
@@ -82,15 +85,58 @@ fn seed_example_through_the_recorder_on_virtual_time() {
 }
 
 #[test]
+fn each_chat_message_sent_is_one_priced_usage_record_exported_with_calling_usage() {
+    use crate::export::UsagePage;
+    use palaver_core::{ChatMessageSent, ChatUsageObserver};
+    let path = temp_db("chat");
+    let config = RecorderConfig { checkpoint_interval: Duration::from_secs(3600), ..RecorderConfig::default() };
+    let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
+    let observer = recorder.observer();
+    observer.session_started(started("ext", "8:acs:r_u1", ParticipantType::AcsAsTeamsExternalUser, T0));
+    let sent = |id: &str, raw: &str, participant_type| ChatMessageSent {
+        thread_id: "19:meeting_x@thread.v2".into(),
+        message_id: id.into(),
+        sender_raw_id: raw.into(),
+        participant_type,
+        at_ms: T0 + MIN,
+    };
+    observer.chat_message_sent(sent("1001", "8:acs:r_u1", ParticipantType::AcsAsTeamsExternalUser));
+    observer.chat_message_sent(sent("1001", "8:acs:r_u1", ParticipantType::AcsAsTeamsExternalUser)); // replay: once
+    observer.chat_message_sent(sent("1002", "8:orgid:o1", ParticipantType::Teams));
+    observer.session_ended(SessionEnded {
+        session_id: "ext".into(),
+        conversation_id: "meeting-1".into(),
+        reason: EndReason::Left,
+        at_ms: T0 + 2 * MIN,
+    });
+    recorder.flush();
+    let usage = all_usage(&path);
+    assert_eq!(usage.len(), 3, "{usage:?}");
+    let mut chat: Vec<_> = usage.iter().filter(|r| r.kind == crate::records::UsageKind::ChatMessage).collect();
+    chat.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+    assert_eq!(chat.len(), 2);
+    assert_eq!((chat[0].cost_micro_usd, chat[0].billable), (800, true), "ACS: $0.0008 per message");
+    assert_eq!((chat[1].cost_micro_usd, chat[1].billable), (0, false), "native directory user: recorded at $0");
+    let page = UsagePage { records: usage.clone(), next_page_token: None };
+    let json = page.to_json();
+    let row = json["value"].as_array().unwrap().iter().find(|v| v["ParticipantId"] == "1001").unwrap().clone();
+    assert_eq!(
+        (row["OperationName"].as_str(), row["UnitType"].as_str(), row["Quantity"].as_str(), row["CostUsd"].as_str()),
+        (Some("ChatMessageSent"), Some("Message"), Some("1"), Some("0.000800")),
+        "{row}"
+    );
+    assert_eq!(row["CorrelationId"], "19:meeting_x@thread.v2");
+    let csv = page.to_csv();
+    assert!(csv.contains(",ChatMessageSent,ChatMessage,Message,1,1001,8:acs:r_u1,"), "{csv}");
+    assert!(csv.contains(",CallParticipantUsage,ParticipantMinutes,Minute,"), "{csv}");
+    recorder.shutdown();
+}
+
+#[test]
 fn clean_shutdown_closes_open_sessions_as_server_shutdown() {
     let path = temp_db("shutdown");
-    let now = Arc::new(AtomicI64::new(T0));
-    let clock_now = now.clone();
-    let config = RecorderConfig {
-        checkpoint_interval: Duration::from_secs(3600),
-        price: Price::default(),
-        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
-    };
+    let (now, config) = virtual_time_config();
     let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
     let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
     recorder.observer().session_started(started("s", "8:acs:r_s", ParticipantType::Acs, T0));

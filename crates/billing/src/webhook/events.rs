@@ -123,7 +123,7 @@ pub fn events_for(topic: &str, change: &LedgerChange) -> Vec<CallEvent> {
         LedgerChange::SessionClosed { session, call_started_ms, .. } => {
             vec![participant_removed(topic, session, *call_started_ms)]
         }
-        LedgerChange::CallTypeChanged { .. } => Vec::new(),
+        LedgerChange::CallTypeChanged { .. } | LedgerChange::ChatMessageSent(_) => Vec::new(),
     }
 }
 

@@ -29,6 +29,7 @@ pub async fn send(req: ChatRequest<ThreadPath>, body: Bytes) -> Result<Response,
     let now = now_ms();
     let (m, event) = state.chat.run(move |c| service::send_message(c, &tid, &caller, m, now)).await?;
     publish(state, [event]);
+    state.chat.message_sent(&thread_id, &m.id, &req.caller.raw_id, req.native, m.created_ms);
     if let Some(metrics) = state.chat.metrics() {
         metrics.message_sent(m.kind.as_str());
     }

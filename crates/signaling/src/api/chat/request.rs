@@ -79,6 +79,8 @@ pub(crate) struct ChatRequest<P = ()> {
     pub uri: Uri,
     pub caller: Caller,
     pub display_name: Option<String>,
+    /// The token came through the native directory-client path (billing: unbilled).
+    pub native: bool,
     pub query: Vec<(String, String)>,
 }
 
@@ -113,7 +115,15 @@ impl<P: ChatPath> FromRequestParts<AppState> for ChatRequest<P> {
                 resp
             })?;
         }
-        Ok(Self { state: state.clone(), path, uri: parts.uri.clone(), caller, display_name: user.display_name, query })
+        Ok(Self {
+            state: state.clone(),
+            path,
+            uri: parts.uri.clone(),
+            caller,
+            display_name: user.display_name,
+            native: user.native,
+            query,
+        })
     }
 }
 

@@ -53,11 +53,17 @@ pub struct ChatService {
     keys: PageKeys,
     metrics: Option<Arc<dyn ChatTelemetry>>,
     limits: Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
+    /// Chat usage billing (one record per message sent); none in tools and tests.
+    usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
 }
 
 impl std::fmt::Debug for ChatService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatService").field("store", &self.store).field("metrics", &self.metrics.is_some()).finish()
+        f.debug_struct("ChatService")
+            .field("store", &self.store)
+            .field("metrics", &self.metrics.is_some())
+            .field("usage", &self.usage.is_some())
+            .finish()
     }
 }
 
@@ -88,7 +94,27 @@ impl ChatService {
             "chat_page_key",
             crate::auth::TokenService::generate_seed_base64,
         )?;
-        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default() })
+        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default(), usage: None })
+    }
+
+    /// Report every message sent to `usage` (billing).
+    pub fn with_usage(mut self, usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// Bill one message `sender` sent (a no-op without a usage observer). `native`: the
+    /// sender's token came through the native directory-client path (recorded at $0).
+    pub fn message_sent(&self, thread_id: &str, message_id: &str, sender: &str, native: bool, at_ms: i64) {
+        if let Some(usage) = &self.usage {
+            usage.chat_message_sent(palaver_core::ChatMessageSent {
+                thread_id: thread_id.to_string(),
+                message_id: message_id.to_string(),
+                sender_raw_id: sender.to_string(),
+                participant_type: sender_type(sender, native, thread_id),
+                at_ms,
+            });
+        }
     }
 
     /// The chat counters, if the binary plugged them in.
@@ -116,6 +142,21 @@ impl ChatService {
         F: FnOnce(&Transaction<'_>) -> TxResult<R> + Send + 'static,
     {
         Ok(self.store.call(move |c| in_transaction(c, f)).await??)
+    }
+}
+
+/// How billing classifies a chat sender, as calling usage classifies participants: an
+/// external user is `ACS` (`ACS as Teams external user` in a meeting thread), a directory
+/// user `ACS as Microsoft 365 user`, or `Teams` (unbilled) on the native directory path.
+pub fn sender_type(raw_id: &str, native: bool, thread_id: &str) -> palaver_core::ParticipantType {
+    use palaver_core::{CommunicationIdentifier, ParticipantType};
+    match CommunicationIdentifier::parse(raw_id) {
+        Ok(CommunicationIdentifier::DirectoryUser { .. }) if native => ParticipantType::Teams,
+        Ok(CommunicationIdentifier::DirectoryUser { .. }) => ParticipantType::AcsAsM365User,
+        _ if thread_id.starts_with(crate::domain::chat::ids::MEETING_THREAD_PREFIX) => {
+            ParticipantType::AcsAsTeamsExternalUser
+        }
+        _ => ParticipantType::Acs,
     }
 }
 
@@ -433,4 +474,20 @@ pub fn create_thread_in(
     append(c, &mut a.row, system_message(MessageKind::TopicUpdated, &creator.raw_id, Some(&topic), vec![]), now)?;
     row = a.row;
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sender_type;
+    use palaver_core::ParticipantType;
+
+    #[test]
+    fn chat_senders_are_classified_like_call_participants() {
+        let (meeting, plain) = ("19:meeting_abc@thread.v2", "19:abc@thread.v2");
+        assert_eq!(sender_type("8:acs:r_u", false, plain), ParticipantType::Acs);
+        assert_eq!(sender_type("8:acs:r_u", false, meeting), ParticipantType::AcsAsTeamsExternalUser);
+        let directory = "8:orgid:0a000000-0000-4000-8000-000000000001";
+        assert_eq!(sender_type(directory, false, meeting), ParticipantType::AcsAsM365User);
+        assert_eq!(sender_type(directory, true, meeting), ParticipantType::Teams);
+    }
 }
