@@ -22,7 +22,7 @@ RUN_ARGS   ?=
 # Debian packages needed, as "command-or-check:package" pairs (see prereqs).
 APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
 # promtool validates the Prometheus config, rules and dashboard queries (test-deploy) and a
-# live /metrics scrape (metrics crate test).
+# live /metrics scrape (telemetry crate test).
 APT_NEEDS += promtool:prometheus
 # Reference web client E2E (test-browser): headless Debian Chromium driven by playwright-core.
 APT_NEEDS += chromium:chromium node:nodejs npm:npm
@@ -39,7 +39,7 @@ TEST_STAGES += test-browser
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
-	@echo "make run          build (release) and start palaver on embedded defaults (data in ./data)"
+	@echo "make run          build (release) and start palaver on embedded defaults (data in ./data), development sign-in on"
 	@echo "make test         prerequisites, fmt check, clippy -D warnings, all Rust tests, SDK compatibility tests"
 	@echo "make prereqs      install missing build/test prerequisites (apt-get)"
 	@echo "make fmt          format the workspace"
@@ -89,8 +89,10 @@ build: prereqs
 build-release: prereqs
 	$(CARGO) build --release -p palaver
 
+# `make run` is local development: it turns on the web client's development sign-in
+# (tokens without a credential; a warning in the log and a banner on the page).
 run: build-release
-	$(RELEASE_BIN) $(RUN_ARGS) run
+	$(RELEASE_BIN) --dev-sign-in $(RUN_ARGS) run
 
 clean-data:
 	rm -rf data

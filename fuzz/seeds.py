@@ -136,4 +136,10 @@ write("hmac_header", "forged", bytes([0, 1]) + b"/identities?api-version=2023-10
       b"HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=AAAA\xff"
       b"Fri, 15 Jan 2027 08:00:00 GMT\xff\xff47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\xfflocalhost:8443\xff{}")
 write("hmac_header", "signed", bytes([1, 1]) + b"/identities?api-version=2023-10-01\xfflocalhost:8443\xff" + struct.pack(">h", 30) + b'{"createTokenWithScopes":["voip"]}')
+# Chat request bodies: the wire shapes the SDK sends (reference §2.3), html with markup to strip.
+write("chat_request", "create", '{"topic": "t", "participants": [{"communicationIdentifier": {"rawId": "8:acs:res_u1", "communicationUser": {"id": "8:acs:res_u1"}}, "displayName": "A", "shareHistoryTime": "2026-01-01T00:00:00.000Z"}]}')
+write("chat_request", "send-html", '{"content": "<b>hi</b><img src=x onerror=alert(1)><br/>&amp;&", "senderDisplayName": "A", "type": "html", "metadata": {"k": "v"}}')
+write("chat_request", "update", '{"content": "edited", "metadata": {"a": ""}}')
+write("chat_request", "remove", '{"rawId": "8:orgid:0a000000-0000-4000-8000-000000000001", "microsoftTeamsUser": {"userId": "0a000000-0000-4000-8000-000000000001"}}')
+write("chat_request", "receipt", '{"chatMessageId": "1700000000000"}')
 print("seeds written to", OUT)

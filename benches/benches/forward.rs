@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use palaver_core::MediaKind;
 use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, TransportSpec, WorkerCounters};
-use palaver_sfu::router::{
-    ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TrackKind, TransportId,
-};
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use palaver_sfu::rtp::{Codec, ExtensionMap};
 use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::srtp::{Profile, SrtpContext};
@@ -82,7 +81,7 @@ fn setup(subscribers: u32, video: bool, profile: Profile) -> (Engine, NullTransm
     core.handle_command(now, Command::CreateRouter { router: room }, &mut tx).unwrap();
     core.handle_command(now, transport(room, 0, publisher, profile), &mut tx).unwrap();
     let (codec, pt, kind) =
-        if video { (Codec::Vp8, 96, TrackKind::Video) } else { (Codec::Opus, 111, TrackKind::Audio) };
+        if video { (Codec::Vp8, 96, MediaKind::Video) } else { (Codec::Opus, 111, MediaKind::Audio) };
     let spec = ProducerSpec {
         id: ProducerId(1),
         transport: TransportId(0),

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -44,7 +45,7 @@ export async function startServer() {
   if (!fs.existsSync(binary)) throw new Error(`palaver binary not found at ${binary} (build it first)`);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palaver-browser-'));
   const log = fs.openSync(path.join(dataDir, 'palaver.log'), 'a');
-  const proc = spawn(binary, ['--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn', 'run'], {
+  const proc = spawn(binary, ['--data-dir', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn', '--dev-sign-in', 'run'], {
     stdio: ['ignore', 'pipe', log],
   });
   const info = {};
@@ -145,4 +146,19 @@ export async function waitFor(predicate, { timeoutMs = 10_000, intervalMs = 100,
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** Start a server and a browser before a test file's tests and stop them after; the
+ * returned object's `server` and `browser` are set once started. */
+export function serverAndBrowserPerFile() {
+  const env = { server: null, browser: null };
+  before(async () => {
+    env.server = await startServer();
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    if (env.browser) await env.browser.close();
+    if (env.server) await env.server.stop();
+  });
+  return env;
 }

@@ -3,6 +3,7 @@
 // model (meeting.js), the views (views.js) and the media session (media.js).
 
 import * as api from './api.js';
+import { ChatPane } from './chat.js';
 import { DeviceCheck } from './devices.js';
 import { MediaSession } from './media.js';
 import { MeetingState } from './meeting.js';
@@ -38,6 +39,8 @@ const app = {
   resume: null, // {conversationId, participantId, resumeToken} once joined
   resumed: 0, // sessions taken back after a dropped socket
   resumeWaiter: null,
+  chat: null, // the chat pane, once in the meeting
+  joinName: '',
 };
 
 /** How long the server keeps a dropped participant (docs/signaling.md: 30 s grace). */
@@ -164,6 +167,7 @@ async function join() {
   const target = joinTarget();
   $('join-button').disabled = true;
   const identity = await signIn();
+  app.joinName = name;
   app.ended = false;
   app.signaling = newSignaling(identity.token);
   await app.signaling.connect();
@@ -193,11 +197,11 @@ function newSignaling(token) {
 /** Answer `token.expiring`: a new token for the same identity (development mode only). */
 async function refreshToken() {
   if (!app.devMode || !app.identity || app.identity.kind === 'provided') throw new Error('cannot refresh');
-  const { kind, rawId } = app.identity;
+  const { kind, rawId, secret } = app.identity;
   const signed =
     kind === 'directory'
-      ? await api.signInDirectory(app.identity.displayName, rawId.slice('8:orgid:'.length))
-      : await api.signInExternal(rawId);
+      ? await api.signInDirectory(app.identity.displayName, rawId.slice('8:orgid:'.length), secret)
+      : await api.signInExternal(rawId, secret);
   app.identity = { ...signed, kind };
   return signed.token;
 }
@@ -212,6 +216,10 @@ function onFrame(frame) {
   if (app.media) {
     app.media.handleFrame(frame).catch((err) => views.renderMediaStatus(`Media negotiation failed: ${err.message}`, 'error'));
     if (frame.type.startsWith('media.') || (frame.type === 'error' && frame.code === 'MediaUnavailable')) return;
+  }
+  if (frame.type === 'chat.event') {
+    if (app.chat) app.chat.handleEvent(frame.event, frame.data);
+    return;
   }
   if (frame.type === 'session.ended') {
     endSession(frame.reason);
@@ -268,6 +276,7 @@ function enterMeeting() {
   views.showScreen('meeting');
   views.renderMeetingInfo(app.createdMeeting);
   renderMeeting();
+  startChat();
   if (app.mediaStarted) return;
   app.mediaStarted = true;
   app.localStream = app.deviceCheck.takeStream();
@@ -276,6 +285,21 @@ function enterMeeting() {
   app.media = newMediaSession();
   app.media.start().catch((err) => views.renderMediaStatus(`Audio and video could not start: ${err.message}`, 'error'));
   renderMeeting();
+}
+
+/** The meeting's chat thread (its id is in the snapshot once past the lobby). */
+function startChat() {
+  const threadId = app.state.snapshot && app.state.snapshot.threadId;
+  if (!threadId) return;
+  if (!app.chat) {
+    app.chat = new ChatPane({
+      token: () => app.identity.token,
+      selfRawId: () => (app.identity && app.identity.rawId) || (app.signaling && app.signaling.welcome?.identifier?.rawId) || null,
+      displayName: () => app.joinName || (app.identity && app.identity.displayName) || '',
+      onError: (message) => views.showError('meeting-error', message),
+    });
+  }
+  app.chat.start(threadId).catch((err) => views.showError('meeting-error', `Chat: ${err.code || 'Error'}: ${err.message}`));
 }
 
 function onRemoteTrack(track, streams, transceiver) {

@@ -1,5 +1,5 @@
-//! Chat for palaver-client: [`ChatRest`] calls the ACS Chat REST API (send a message, list
-//! a thread's history) over HTTPS with the participant's access token, and [`ChatEvent`]
+//! Chat for palaver-client: [`ChatRest`] calls the ACS Chat REST API (send, edit and delete
+//! messages, typing, read receipts, list a thread's history) over HTTPS with the participant's access token, and [`ChatEvent`]
 //! reads the real-time chat events the server pushes on the signaling connection (QUIC
 //! stream or WebSocket) as `chat.event` frames.
 
@@ -88,9 +88,42 @@ impl ChatRest {
         if let Some(name) = display_name {
             body["senderDisplayName"] = Value::String(name.to_string());
         }
-        let path = format!("/chat/threads/{}/messages?api-version={CHAT_API_VERSION}", percent_encode(thread_id));
-        let answer = self.call("POST", &path, Some(&body), 201).await?;
+        let answer = self.call("POST", &self.thread_path(thread_id, "messages"), Some(&body), 201).await?;
         answer["id"].as_str().map(str::to_string).ok_or_else(|| ClientError::Protocol("send answer has no id".into()))
+    }
+
+    /// Edit the user's own message `message_id` (new text content).
+    pub async fn edit_message(&self, thread_id: &str, message_id: &str, content: &str) -> Result<(), ClientError> {
+        let path = self.message_path(thread_id, message_id);
+        self.call("PATCH", &path, Some(&serde_json::json!({ "content": content })), 204).await.map(drop)
+    }
+
+    /// Delete the user's own message `message_id` (it stays in the history as a tombstone).
+    pub async fn delete_message(&self, thread_id: &str, message_id: &str) -> Result<(), ClientError> {
+        self.call("DELETE", &self.message_path(thread_id, message_id), None, 204).await.map(drop)
+    }
+
+    /// Tell the thread the user is typing.
+    pub async fn send_typing(&self, thread_id: &str, display_name: Option<&str>) -> Result<(), ClientError> {
+        let body = match display_name {
+            Some(name) => serde_json::json!({ "senderDisplayName": name }),
+            None => serde_json::json!({}),
+        };
+        self.call("POST", &self.thread_path(thread_id, "typing"), Some(&body), 200).await.map(drop)
+    }
+
+    /// Mark `message_id` (and everything before it) as read.
+    pub async fn send_read_receipt(&self, thread_id: &str, message_id: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "chatMessageId": message_id });
+        self.call("POST", &self.thread_path(thread_id, "readReceipts"), Some(&body), 200).await.map(drop)
+    }
+
+    fn thread_path(&self, thread_id: &str, tail: &str) -> String {
+        format!("/chat/threads/{}/{tail}?api-version={CHAT_API_VERSION}", percent_encode(thread_id))
+    }
+
+    fn message_path(&self, thread_id: &str, message_id: &str) -> String {
+        self.thread_path(thread_id, &format!("messages/{}", percent_encode(message_id)))
     }
 
     /// The whole history of `thread_id` the user may read, newest first (follows `nextLink`).

@@ -10,6 +10,7 @@ use crate::rtcp::{KeyframeKind, KeyframeRequest, keyframe_requests};
 use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
+use palaver_core::protocol::quic::CLOSE_NORMAL;
 use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaReceive, MediaTrack, ServerMessage};
 use palaver_core::stream_frame::{Decoded, FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use std::sync::Arc;
@@ -313,7 +314,7 @@ impl QuicClient {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        self.connection.close(0u32.into(), b"bye");
+        self.connection.close(CLOSE_NORMAL.into(), b"bye");
     }
 }
 
@@ -377,7 +378,7 @@ async fn read_signaling(
     // Keep the server's reason (e.g. access revoked) when it closed the connection itself:
     // a local close would overwrite what `closed()` reports.
     if connection.close_reason().is_none() {
-        connection.close(0u32.into(), b"signaling ended");
+        connection.close(CLOSE_NORMAL.into(), b"signaling ended");
     }
 }
 

@@ -8,12 +8,12 @@
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, ca_pem: &str, token: &str, link: String) -> Result<(), palaver_client::ClientError> {
-//! use palaver_client::{ConnectOptions, QuicClient, MediaTrack, JoinTarget};
+//! use palaver_client::{ConnectOptions, QuicClient, MediaTrack, JoinTarget, quic};
 //! let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await?;
 //! let joined = client.join(JoinTarget::MeetingLink { join_url: link }, Some("bot".into())).await?;
 //! let ssrc = 0x1234_5678;
 //! let server_tracks = client.attach_media(vec![MediaTrack::opus(ssrc)]).await?;
-//! let mut audio = client.rtp_sender(ssrc, MediaTrack::DEFAULT_OPUS_PT);
+//! let mut audio = client.rtp_sender(ssrc, quic::DEFAULT_OPUS_PT);
 //! audio.send(&[0xf8, 0xff, 0xfe], 960, Some(40))?; // one 20 ms Opus frame
 //! if let Some(packet) = client.recv_rtp().await { /* the room's mix */ }
 //! client.leave().await?;
@@ -37,6 +37,8 @@ pub mod webrtc;
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
+/// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
+pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{
     ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };
@@ -46,9 +48,6 @@ pub use rtp::{ReceivedRtp, RtpPacketizer};
 
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// The ALPN protocol id of palaver's QUIC transport.
-pub const ALPN: &[u8] = b"palaver/1";
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]

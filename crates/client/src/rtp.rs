@@ -4,10 +4,10 @@
 //! Plain RTP (no SRTP): QUIC already encrypts.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use palaver_core::protocol::quic::AUDIO_LEVEL_EXTENSION_ID;
 use std::time::Instant;
 
 /// Header-extension ID of the RFC 6464 client-to-mixer audio level on QUIC (fixed, no SDP).
-pub const AUDIO_LEVEL_EXTENSION_ID: u8 = 1;
 /// Fixed RTP header size (no CSRCs, no extension).
 pub const RTP_HEADER_BYTES: usize = 12;
 

@@ -1,7 +1,8 @@
 //! The client's TLS and QUIC transport configuration: trust the given CA PEM, TLS 1.3 only,
 //! ALPN `palaver/1`, QUIC keep-alive and a datagram receive buffer sized for audio bursts.
 
-use crate::{ALPN, ClientError};
+use crate::ClientError;
+use palaver_core::protocol::quic::ALPN;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;

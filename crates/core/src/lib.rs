@@ -4,7 +4,8 @@
 //! model), access-token claims and scopes, conversation roles, participant and
 //! endpoint types used for billing, and the ACS-shaped error body; the signaling wire
 //! protocol ([`protocol`]) and its stream framing ([`stream_frame`]); the contracts between
-//! the control plane and billing/telemetry ([`session`]); the name of a direct media path
+//! the control plane and billing/telemetry ([`session`]); the media kind shared by the protocol
+//! and the media plane ([`MediaKind`]); the name of a direct media path
 //! ([`MediaPathId`]); wall-clock milliseconds ([`time`]).
 //! Nothing here does I/O (beyond reading the clock); everything is plain data with parsers
 //! that return errors instead of panicking.
@@ -12,6 +13,7 @@
 pub mod claims;
 pub mod error;
 pub mod identifier;
+pub mod media_kind;
 pub mod media_path;
 pub mod participant;
 pub mod protocol;
@@ -23,9 +25,11 @@ pub mod time;
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use identifier::{Cloud, CommunicationIdentifier, IdentifierError, IdentifierModel};
+pub use media_kind::MediaKind;
 pub use media_path::MediaPathId;
 pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
 pub use session::{
-    CallType, EndReason, NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
+    CallType, ChatMessageSent, ChatTelemetry, ChatUsageObserver, EndReason, NoTelemetry, SessionEnded, SessionObserver,
+    SessionStarted, SignalingTelemetry,
 };

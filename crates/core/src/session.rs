@@ -1,7 +1,7 @@
 //! Participant-session events: the contract between the control plane (which knows
 //! when someone joins and leaves a conversation) and the billing meter (which turns
-//! those spans into participant-minutes); and [`SignalingTelemetry`], the counts the control
-//! plane reports to operators (Prometheus in the binary). The control plane depends on these
+//! those spans into participant-minutes); and [`SignalingTelemetry`] and [`ChatTelemetry`], the
+//! counts the control plane reports to operators (Prometheus in the binary). The control plane depends on these
 //! traits only, never on the billing or telemetry crates.
 //!
 //! Signaling emits one `started` and exactly one `ended` per participant session,
@@ -106,6 +106,24 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}
 }
 
+/// One chat message a user sent through the Chat API: ACS meters chat per message sent, so
+/// each becomes one usage record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessageSent {
+    pub thread_id: String,
+    pub message_id: String,
+    pub sender_raw_id: String,
+    /// Who sent it, as calling usage classifies participants (decides billable or not).
+    pub participant_type: ParticipantType,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Receives chat usage from the chat service (billing implements it). Must not block.
+pub trait ChatUsageObserver: Send + Sync + 'static {
+    fn chat_message_sent(&self, event: ChatMessageSent);
+}
+
 /// What the control plane counts for operators. Implementations must not block.
 pub trait SignalingTelemetry: Send + Sync + 'static {
     /// A participant joined; `latency` from join request to joined.
@@ -118,6 +136,18 @@ pub trait SignalingTelemetry: Send + Sync + 'static {
     fn lobby_size(&self, count: usize);
 }
 
+/// What the chat service counts for operators. Label values must come from closed sets: an
+/// implementation counts unknown `kind`s as `text` and ignores unknown event names. Must not
+/// block.
+pub trait ChatTelemetry: Send + Sync + 'static {
+    /// A user message of `kind` (`text`/`html`) was sent.
+    fn message_sent(&self, kind: &str);
+    /// A chat thread was created.
+    fn thread_created(&self);
+    /// `count` copies of real-time event `name` were handed to client connections.
+    fn events_delivered(&self, name: &str, count: u64);
+}
+
 /// Counts nothing (tools and tests without a telemetry registry).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoTelemetry;
@@ -127,4 +157,10 @@ impl SignalingTelemetry for NoTelemetry {
     fn error_answered(&self, _code: ErrorCode) {}
     fn active_meetings(&self, _count: usize) {}
     fn lobby_size(&self, _count: usize) {}
+}
+
+impl ChatTelemetry for NoTelemetry {
+    fn message_sent(&self, _kind: &str) {}
+    fn thread_created(&self) {}
+    fn events_delivered(&self, _name: &str, _count: u64) {}
 }

@@ -14,7 +14,7 @@ use palaver_client::webrtc::WebRtcClient;
 use palaver_client::{
     ClientError, ConnectOptions, MediaKind, MediaReceive, MediaTrack, QuicClient, ReceivedRtp, ServerMessage,
 };
-use palaver_core::protocol::ParticipantState;
+use palaver_core::protocol::{ParticipantState, quic};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -210,13 +210,13 @@ async fn drive(
     let mix_ssrc = server_tracks.iter().find(|t| t.kind == MediaKind::Audio).map(|t| t.ssrc);
 
     let (mut talker, mut listener) = seat_audio(shared, seat, role)?;
-    let mut audio_tx = client.rtp_sender(audio_ssrc, MediaTrack::DEFAULT_OPUS_PT);
+    let mut audio_tx = client.rtp_sender(audio_ssrc, quic::DEFAULT_OPUS_PT);
     let mut video: Option<Vec<(VideoLayer, palaver_client::RtpSender)>> = role.video.then(|| {
         SIMULCAST_LAYERS
             .iter()
             .zip(video_ssrcs)
             .map(|(spec, ssrc)| {
-                (VideoLayer::new(*spec, 3, seat.global as u16), client.rtp_sender(ssrc, MediaTrack::DEFAULT_VP8_PT))
+                (VideoLayer::new(*spec, 3, seat.global as u16), client.rtp_sender(ssrc, quic::DEFAULT_VP8_PT))
             })
             .collect()
     });
@@ -283,7 +283,7 @@ async fn drive(
                     result = Err(ClientError::Read("connection closed".into()));
                     break;
                 };
-                if Some(packet.ssrc) != mix_ssrc && packet.payload_type != MediaTrack::DEFAULT_OPUS_PT {
+                if Some(packet.ssrc) != mix_ssrc && packet.payload_type != quic::DEFAULT_OPUS_PT {
                     on_video_packet(out, &packet);
                     continue;
                 }

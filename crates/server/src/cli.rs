@@ -68,6 +68,10 @@ pub struct CommonArgs {
     /// Built-in development identity provider on/off (default: on unless tenants are configured).
     #[arg(long, env = "PALAVER_DEV_IDP", global = true)]
     pub dev_idp: Option<bool>,
+    /// Development sign-in for the web client: tokens without a credential for anyone who
+    /// reaches the server (`[dev] sign_in`). Local development only; refused beside tenants.
+    #[arg(long, env = "PALAVER_DEV_SIGN_IN", global = true)]
+    pub dev_sign_in: bool,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -127,6 +131,9 @@ impl CommonArgs {
         if let Some(v) = self.dev_idp {
             cfg.signaling.directory.dev_idp = Some(v);
         }
+        if self.dev_sign_in {
+            cfg.dev.sign_in = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -163,5 +170,21 @@ mod tests {
         assert!(Cli::try_parse_from(["palaver", "--listen", "nope"]).is_err());
         let missing = Cli::try_parse_from(["palaver", "--config", "/nonexistent/palaver.toml"]).unwrap();
         assert!(missing.common.resolve().is_err());
+    }
+
+    #[test]
+    fn dev_sign_in_is_off_unless_chosen_and_refused_beside_a_tenant() {
+        let cli = Cli::try_parse_from(["palaver"]).unwrap();
+        assert!(!cli.common.resolve().unwrap().signaling_config().directory.dev_sign_in);
+        let cli = Cli::try_parse_from(["palaver", "--dev-sign-in", "run"]).unwrap();
+        assert!(cli.common.resolve().unwrap().signaling_config().directory.dev_sign_in);
+        let path = std::env::temp_dir().join(format!("palaver-cli-dev-{}.toml", std::process::id()));
+        let tenant = "[[signaling.directory.tenants]]\ntenant_id = \"t\"\nissuer = \"https://i/t\"\n\
+                      audiences = [\"a\"]\njwks = '{\"keys\":[]}'\n";
+        std::fs::write(&path, format!("[dev]\nsign_in = true\n{tenant}")).unwrap();
+        let cli = Cli::try_parse_from(["palaver", "--config", path.to_str().unwrap()]).unwrap();
+        let refused = cli.common.resolve().unwrap_err().to_string();
+        assert!(refused.contains("development sign-in"), "{refused}");
+        std::fs::remove_file(path).unwrap();
     }
 }

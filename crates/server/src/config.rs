@@ -15,9 +15,22 @@ pub struct ServerConfig {
     /// Resource identity, access keys, directory tenants, dev IdP.
     pub signaling: SignalingConfig,
     /// Usage ledger, price, webhooks and the `/metrics` listener (`[usage]`).
-    pub usage: palaver_metrics::UsageConfig,
+    pub usage: palaver_billing::UsageConfig,
     /// WebRTC media workers (`[media]`).
     pub media: MediaSection,
+    /// Development switches (`[dev]`).
+    pub dev: DevSection,
+}
+
+/// `[dev]`: switches for local development only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevSection {
+    /// The web client's development sign-in (`/dev/web/*`): anyone who reaches the server gets
+    /// new identities and tokens without a credential (rate limited, never an existing
+    /// identity). Off unless chosen (`--dev-sign-in`; `make run` chooses it); refused while
+    /// directory tenants are configured. Logged loudly at start and shown as a banner.
+    pub sign_in: bool,
 }
 
 /// `[media]`: the WebRTC media plane (ICE-lite, DTLS-SRTP, one UDP port per worker).
@@ -210,6 +223,7 @@ impl ServerConfig {
     /// Check cross-field rules after all overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.media.mixer.validate()?;
+        self.signaling_config().directory.check_dev_sign_in().map_err(ConfigError::Invalid)?;
         if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err(ConfigError::Invalid("tls.mode = \"files\" needs tls.cert and tls.key".into()));
         }
@@ -219,6 +233,13 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(format!("server.public_url `{url}` must start with https:// or http://")));
         }
         Ok(())
+    }
+
+    /// The control plane's settings, with the `[dev]` switches applied.
+    pub fn signaling_config(&self) -> SignalingConfig {
+        let mut signaling = self.signaling.clone();
+        signaling.directory.dev_sign_in = self.dev.sign_in;
+        signaling
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -306,7 +306,9 @@ async fn serve_connection(
         Some(acceptor) => {
             let handshake = Duration::from_millis(limits.handshake_timeout_ms);
             match tokio::time::timeout(handshake, acceptor.accept(io)).await {
-                Ok(Ok(tls_stream)) => drive(tls_stream, app, limits, &admission, last_activity, epoch, shutdown).await,
+                Ok(Ok(tls_stream)) => {
+                    drive(tls_stream, peer, app, limits, &admission, last_activity, epoch, shutdown).await
+                }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => {
                     admission.metrics.closed.with_label_values(&["handshake"]).inc();
@@ -314,14 +316,16 @@ async fn serve_connection(
                 }
             }
         }
-        None => drive(io, app, limits, &admission, last_activity, epoch, shutdown).await,
+        None => drive(io, peer, app, limits, &admission, last_activity, epoch, shutdown).await,
     }
 }
 
 /// Runs hyper on one connection with the header-read timer, the idle watchdog and graceful
 /// shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn drive<I>(
     io: I,
+    peer: SocketAddr,
     app: axum::Router,
     limits: &HttpLimits,
     admission: &Admission,
@@ -334,7 +338,14 @@ async fn drive<I>(
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
     builder.http2().timer(TokioTimer::new());
-    let service = TowerToHyperService::new(app);
+    // Handlers that limit per source address read it as `ConnectInfo<SocketAddr>`.
+    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        app,
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    ));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));

@@ -25,7 +25,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 fn open_state_with(cfg: &ServerConfig, parts: AppParts) -> Result<AppState> {
     let db = cfg.database_path();
     let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
-    AppState::open(cfg.signaling.clone(), store, parts).context("initialising the control plane")
+    AppState::open(cfg.signaling_config(), store, parts).context("initialising the control plane")
 }
 
 /// The application state for the offline subcommands: no billing, telemetry or media.
@@ -35,10 +35,19 @@ pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
 
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let metrics = palaver_metrics::PalaverMetrics::new().context("building the metrics registry")?;
-    let usage = palaver_metrics::UsageService::start(&cfg.usage, &cfg.server.data_dir, metrics.clone())
-        .await
+    let metrics = palaver_telemetry::PalaverMetrics::new().context("building the metrics registry")?;
+    let usage = palaver_billing::UsageService::start(&cfg.usage, &cfg.server.data_dir, metrics.clone())
         .context("starting the usage ledger")?;
+    // Only the built-in default port may be taken (a second server on one host); a configured
+    // address that cannot be bound is fatal.
+    let if_taken = if cfg.usage.metrics_listen == palaver_billing::UsageConfig::default().metrics_listen {
+        palaver_telemetry::IfTaken::Skip
+    } else {
+        palaver_telemetry::IfTaken::Fail
+    };
+    let metrics_server = palaver_telemetry::start_metrics_listener(cfg.usage.metrics_listen, metrics.clone(), if_taken)
+        .await
+        .context("starting the /metrics listener")?;
     let media = start_media(&cfg, &metrics)?;
     let parts = AppParts {
         sessions: usage.observer(),
@@ -47,10 +56,8 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
             Some(m) => m.controller.clone(),
             None => Arc::new(palaver_signaling::gateway::MediaUnavailable),
         },
-        chat_metrics: Some(
-            palaver_metrics::prom::ChatMetrics::register(metrics.registry())
-                .context("registering the chat counters")?,
-        ),
+        chat_telemetry: Some(metrics.clone()),
+        chat_usage: Some(usage.chat_observer()),
     };
     let state = open_state_with(&cfg, parts)?;
     // The media plane reports active speakers and slots back to the gateway.
@@ -101,13 +108,20 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         SHUTDOWN_GRACE,
     ));
 
-    if let Some(addr) = usage.metrics_addr() {
-        println!("PALAVER_METRICS_URL http://{addr}/metrics");
+    if let Some(m) = &metrics_server {
+        println!("PALAVER_METRICS_URL http://{}/metrics", m.local_addr);
     }
     if let Some(q) = &quic {
         println!("PALAVER_QUIC {}", q.local_addr);
     }
     announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
+    if cfg.dev.sign_in {
+        tracing::warn!(
+            url = %base_url,
+            "DEVELOPMENT SIGN-IN IS ON (--dev-sign-in): anyone who reaches this server gets identities and \
+             tokens without a credential; never run it like this on a shared or public deployment"
+        );
+    }
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
     let shutdown = {
@@ -126,6 +140,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         q.close().await;
     }
     tokio::task::spawn_blocking(move || usage.shutdown()).await.context("closing the usage ledger")?;
+    if let Some(m) = metrics_server {
+        m.task.abort();
+    }
     if let Some(relay) = relay {
         relay.abort();
     }
@@ -187,7 +204,7 @@ struct Media {
 }
 
 /// Starts the media workers and their controller; `metrics` reads their counters at scrape time.
-fn start_media(cfg: &ServerConfig, metrics: &palaver_metrics::PalaverMetrics) -> Result<Option<Media>> {
+fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) -> Result<Option<Media>> {
     if !cfg.media.enabled {
         tracing::warn!("[media] enabled = false: audio/video offers are answered MediaUnavailable");
         return Ok(None);

@@ -226,6 +226,17 @@ impl TestEngine {
         drive(&mut self.engine, &mut self.out, &mut self.clock, by)
     }
 
+    /// Runs the timers once at the engine's next deadline if it is no later than `until`
+    /// (see [`step`]); returns that instant.
+    pub fn step(&mut self, until: Instant) -> Option<Instant> {
+        step(&mut self.engine, &mut self.out, &mut self.clock, until)
+    }
+
+    /// Moves virtual time to `at` without running timers (packets then arrive at `at`).
+    pub fn advance_to(&mut self, at: Instant) -> Instant {
+        self.clock.advance_to(at)
+    }
+
     /// Events the engine queued since the last call.
     pub fn events(&mut self) -> Vec<EngineEvent> {
         std::iter::from_fn(|| self.engine.poll_event()).collect()
@@ -247,14 +258,22 @@ pub fn drive(engine: &mut Engine, out: &mut Outbox, clock: &mut Clock, by: Durat
     let end = clock.now() + by;
     let mut runs = 0;
     let mut previous = None;
-    while let Some(at) = engine.poll_timeout().filter(|&at| at <= end) {
-        let now = clock.advance_to(at);
+    while let Some(now) = step(engine, out, clock, end) {
         // A deadline that does not move after its timers ran would spin the worker shell.
-        assert!(previous != Some(now), "the engine's deadline {at:?} did not move after handle_timeout");
+        assert!(previous != Some(now), "the engine's deadline {now:?} did not move after handle_timeout");
         previous = Some(now);
-        engine.handle_timeout(now, out);
         runs += 1;
     }
     clock.advance_to(end);
     runs
+}
+
+/// Runs `engine`'s timers once, at its next deadline, if that is no later than `until`
+/// (moving `clock` there); returns that instant. [`drive`] is this in a loop; a test that must
+/// see what each timer run sent (with its exact send time) steps instead.
+pub fn step(engine: &mut Engine, out: &mut Outbox, clock: &mut Clock, until: Instant) -> Option<Instant> {
+    let at = engine.poll_timeout().filter(|&at| at <= until)?;
+    let now = clock.advance_to(at);
+    engine.handle_timeout(now, out);
+    Some(now)
 }

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use palaver_core::MediaKind;
 use palaver_sfu::engine::{Command, RouterId, WebRtcTransportSpec};
 use palaver_sfu::net::{WorkerConfig, WorkerPool};
-use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind, TransportId};
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TransportId};
 use palaver_sfu::rtp::ShortId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_sfu::webrtc::sdp::{AnswerParams, AnswerTrack, EXT_MID, EXT_RID, Offer, write_answer};
@@ -323,7 +324,7 @@ async fn connect_publisher(pool: &WorkerPool, identity: &DtlsIdentity) -> (Peer,
     let spec = ProducerSpec {
         id: PRODUCER,
         transport: PUBLISHER,
-        kind: TrackKind::Video,
+        kind: MediaKind::Video,
         mid: ShortId::new(video.mid.as_bytes()),
         codecs,
         layers,

@@ -7,11 +7,12 @@
 
 use crate::auth::directory::{Directory, DirectoryConfig};
 use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
+use crate::domain::meetings::Meetings;
 use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, MediaUnavailable};
 use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
-use palaver_core::{NoTelemetry, SessionObserver, SignalingTelemetry};
+use palaver_core::{ChatTelemetry, NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -61,8 +62,10 @@ pub struct AppParts {
     pub telemetry: Arc<dyn SignalingTelemetry>,
     /// The media plane (default: every offer answered `MediaUnavailable`).
     pub media: Arc<dyn MediaPlane>,
-    /// Chat counters (default: none), registered on the Prometheus registry by the binary.
-    pub chat_metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    /// Chat counters (default: none; the binary plugs in its Prometheus registry).
+    pub chat_telemetry: Option<Arc<dyn ChatTelemetry>>,
+    /// Chat usage billing: one usage record per message sent (default: none).
+    pub chat_usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
 }
 
 impl Default for AppParts {
@@ -71,7 +74,8 @@ impl Default for AppParts {
             sessions: Arc::new(LoggingSessionObserver),
             telemetry: Arc::new(NoTelemetry),
             media: Arc::new(MediaUnavailable),
-            chat_metrics: None,
+            chat_telemetry: None,
+            chat_usage: None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct AppStateInner {
     pub gateway: Gateway,
     /// The Chat API's service (threads, messages, participants; issue #14).
     pub chat: crate::domain::chat::ChatService,
+    /// The meetings domain (definitions, limits, joins by code).
+    pub meetings: Meetings,
     /// Operator counts: REST errors by code (the gateway counts the rest).
     pub telemetry: Arc<dyn SignalingTelemetry>,
 }
@@ -140,16 +146,18 @@ impl AppState {
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
+        let chat =
+            crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?.with_usage(parts.chat_usage);
+        let meetings = Meetings::new(MeetingDirectory::open(store.clone())?, chat.clone());
         let gateway = Gateway::new(GatewayParts {
             config: config.gateway,
             calls: config.calls.clone(),
-            meetings: MeetingDirectory::open(store.clone())?,
+            meetings: meetings.clone(),
             sessions: parts.sessions,
             telemetry: parts.telemetry.clone(),
             media: parts.media,
+            chat: chat.clone(),
         });
-        let chat = crate::domain::chat::ChatService::open(store.clone(), parts.chat_metrics)?;
-        gateway.set_chat(chat.clone());
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,
@@ -159,8 +167,19 @@ impl AppState {
             rooms,
             gateway,
             chat,
+            meetings,
             telemetry: parts.telemetry,
         })))
+    }
+
+    /// The identity rules over this state's parts.
+    pub fn identities(&self) -> crate::domain::identity::Identities<'_> {
+        crate::domain::identity::Identities {
+            store: &self.store,
+            resource_id: &self.resource.resource_id,
+            tokens: &self.auth.tokens,
+            revocations: &self.auth.revocations,
+        }
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.

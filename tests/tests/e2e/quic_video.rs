@@ -16,7 +16,7 @@ use palaver_client::{
     ReceivedRtp, ServerMessage,
 };
 use palaver_core::ErrorCode;
-use palaver_core::protocol::{MediaSlot, SlotKind, SlotSubscription};
+use palaver_core::protocol::{MediaSlot, SlotSubscription};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -173,7 +173,7 @@ async fn quic_simulcast_camera_fills_a_quic_video_slot_and_follows_max_height() 
     assert_ne!(slot.ssrc, to_subscriber[0].ssrc);
     let slots = wait_for_slot(&mut subscriber, "quic-video-0", &publisher_id).await;
     assert_eq!(slots.len(), 1, "{slots:?}");
-    assert_eq!(slots[0].kind, SlotKind::Video);
+    assert_eq!(slots[0].kind, MediaKind::Video);
 
     // Full size by default: the f layer, from an f keyframe on.
     let mut rx = subscriber.take_rtp_receiver().expect("RTP queue");
@@ -250,7 +250,7 @@ async fn quic_simulcast_camera_reaches_a_webrtc_subscriber() {
             Ok(Some(ServerMessage::MediaSlots { slots })) => {
                 named = slots
                     .iter()
-                    .any(|s| s.kind == SlotKind::Video && s.participant_id.as_deref() == Some(&publisher_id));
+                    .any(|s| s.kind == MediaKind::Video && s.participant_id.as_deref() == Some(&publisher_id));
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,

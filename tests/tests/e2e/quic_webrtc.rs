@@ -91,7 +91,7 @@ async fn quic_and_webrtc_participants_hear_each_others_tone_through_the_mixer() 
     // Both talk at the same time, each its own tone, for TALK, 20 ms per frame.
     let mut quic_rx = quic.take_rtp_receiver().expect("QUIC RTP queue");
     let mut webrtc_rx = webrtc.take_rtp_receiver().expect("WebRTC RTP queue");
-    let mut quic_tx = quic.rtp_sender(quic_ssrc, MediaTrack::DEFAULT_OPUS_PT);
+    let mut quic_tx = quic.rtp_sender(quic_ssrc, palaver_core::protocol::quic::DEFAULT_OPUS_PT);
     let mut webrtc_tx = webrtc.audio_sender().expect("WebRTC audio sender");
     let until = Instant::now() + TALK;
     let talk = async move {
@@ -149,7 +149,8 @@ async fn webrtc_simulcast_camera_reaches_the_other_participant() {
     };
     let (frames_sent, received) = tokio::join!(send, collect(&mut rx, until + Duration::from_millis(300)));
     // Everything not on the audio mix's payload type is the camera slot.
-    let video: Vec<&ReceivedRtp> = received.iter().filter(|p| p.payload_type != MediaTrack::DEFAULT_OPUS_PT).collect();
+    let video: Vec<&ReceivedRtp> =
+        received.iter().filter(|p| p.payload_type != palaver_core::protocol::quic::DEFAULT_OPUS_PT).collect();
     println!(
         "sent {frames_sent} frames per layer; receiver got {} RTP packets, {} of them video",
         received.len(),

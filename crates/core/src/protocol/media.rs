@@ -2,6 +2,7 @@
 //! `media.subscribe`), the QUIC participant's tracks (`media.attach`) and the QUIC `auth` frame.
 
 use super::{FrameError, MAX_FRAME_BYTES};
+pub use crate::media_kind::MediaKind;
 use serde::{Deserialize, Serialize};
 
 /// An ICE candidate, as in the browser's `RTCIceCandidateInit`.
@@ -15,37 +16,16 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
-/// What a receive slot of a participant's media session carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SlotKind {
-    /// A remote camera.
-    Video,
-    /// A remote screen share.
-    Screen,
-}
-
 /// One receive slot (an m-section the server sends on) and whose track it carries now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaSlot {
     /// The m-section's `a=mid` (the browser's `RTCRtpTransceiver.mid`).
     pub mid: String,
-    pub kind: SlotKind,
+    /// `video` (a remote camera) or `screen` (a remote screen share).
+    pub kind: MediaKind,
     /// The participant whose track the slot carries; `null` while the slot is empty.
     pub participant_id: Option<String>,
-}
-
-/// What a media track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum MediaKind {
-    /// Opus, 48 kHz.
-    Audio,
-    /// Camera video (VP8).
-    Video,
-    /// Screen-share video (VP8).
-    Screen,
 }
 
 /// One RTP stream of a QUIC participant's media session (`media.attach` / `media.attached`).
@@ -74,11 +54,6 @@ pub struct MediaTrack {
 }
 
 impl MediaTrack {
-    /// The Opus payload type palaver uses when a client does not choose one.
-    pub const DEFAULT_OPUS_PT: u8 = 111;
-    /// The VP8 payload type palaver uses when a client does not choose one.
-    pub const DEFAULT_VP8_PT: u8 = 96;
-
     /// A track of `kind` with no rid, size or mid.
     pub fn new(kind: MediaKind, ssrc: u32, payload_type: u8) -> Self {
         Self { kind, ssrc, payload_type, rid: None, width: None, height: None, mid: None }
@@ -86,12 +61,12 @@ impl MediaTrack {
 
     /// An Opus audio track with the default payload type.
     pub fn opus(ssrc: u32) -> Self {
-        Self::new(MediaKind::Audio, ssrc, Self::DEFAULT_OPUS_PT)
+        Self::new(MediaKind::Audio, ssrc, super::quic::DEFAULT_OPUS_PT)
     }
 
     /// A single-layer VP8 camera (`MediaKind::Video`) or screen track with the default payload type.
     pub fn vp8(kind: MediaKind, ssrc: u32) -> Self {
-        Self::new(kind, ssrc, Self::DEFAULT_VP8_PT)
+        Self::new(kind, ssrc, super::quic::DEFAULT_VP8_PT)
     }
 
     /// One simulcast layer `rid` of a VP8 camera or screen (default payload type, default size).

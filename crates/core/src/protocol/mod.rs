@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 mod close;
 mod media;
+pub mod quic;
 pub use close::ConnectionClose;
 pub use media::*;
 
@@ -675,8 +676,8 @@ mod tests {
     fn media_slots_frame_round_trips_with_null_for_empty_slots() {
         let frame = ServerMessage::MediaSlots {
             slots: vec![
-                MediaSlot { mid: "1".into(), kind: SlotKind::Video, participant_id: Some("p2".into()) },
-                MediaSlot { mid: "2".into(), kind: SlotKind::Screen, participant_id: None },
+                MediaSlot { mid: "1".into(), kind: MediaKind::Video, participant_id: Some("p2".into()) },
+                MediaSlot { mid: "2".into(), kind: MediaKind::Screen, participant_id: None },
             ],
         };
         let value = serde_json::to_value(&frame).unwrap();

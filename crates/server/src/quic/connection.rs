@@ -5,8 +5,8 @@
 
 use super::frames::{self, read_frame};
 use super::paths::{CachedRoute, QuicPath, QuicPaths};
-use super::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
 use palaver_core::ErrorCode;
+use palaver_core::protocol::quic::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
 use palaver_core::protocol::{AuthFrame, FrameError, ServerMessage};
 use palaver_core::stream_frame::{FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use palaver_core::time::now_ms;

@@ -9,6 +9,7 @@ pub mod paths;
 
 use crate::tls::TlsFiles;
 use anyhow::{Context, Result};
+use palaver_core::protocol::quic::{ALPN, ALPN_NAME, CLOSE_SHUTDOWN};
 use palaver_signaling::app::AppState;
 use paths::QuicPaths;
 use serde::{Deserialize, Serialize};
@@ -16,14 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// The ALPN protocol id.
-pub const ALPN: &[u8] = b"palaver/1";
-/// Connection close codes (application errors).
-pub const CLOSE_NORMAL: u32 = 0;
-pub const CLOSE_PROTOCOL: u32 = 1;
-pub const CLOSE_AUTH_FAILED: u32 = 2;
-pub const CLOSE_SHUTDOWN: u32 = 3;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DATAGRAM_BUFFER: usize = 1 << 20;
@@ -76,7 +69,7 @@ impl QuicServer {
                 }
             })
         };
-        tracing::info!(listen = %local_addr, alpn = "palaver/1", "QUIC endpoint ready");
+        tracing::info!(listen = %local_addr, alpn = ALPN_NAME, "QUIC endpoint ready");
         Ok(Self { endpoint, local_addr, paths, accept })
     }
 
@@ -85,7 +78,7 @@ impl QuicServer {
         let d = &self.paths.drops;
         serde_json::json!({
             "address": self.local_addr.to_string(),
-            "alpn": "palaver/1",
+            "alpn": ALPN_NAME,
             "connections": self.paths.connections(),
             "datagramsDropped": {
                 "unattached": d.unattached.load(Ordering::Relaxed),

@@ -12,24 +12,10 @@ use rand::Rng;
 use super::layers::{DeclaredLayer, layer_specs};
 use super::{Attach, ReceiveSlot, TransportKind};
 use crate::net::DirectLink;
-use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap};
-use palaver_core::protocol::{MediaKind, MediaReceive, MediaTrack, SentTrackGroup};
-
-/// RFC 6464 audio-level header-extension ID on QUIC (fixed: there is no SDP).
-pub const QUIC_AUDIO_LEVEL_ID: u8 = 1;
-/// The audio receive slot's name (the mix).
-pub const QUIC_AUDIO_MID: &str = "quic-audio";
-/// The screen receive slot's name; camera slots are `quic-video-0`, `quic-video-1`, ...
-pub const QUIC_SCREEN_MID: &str = "quic-screen";
-
-fn track_kind(kind: MediaKind) -> TrackKind {
-    match kind {
-        MediaKind::Audio => TrackKind::Audio,
-        MediaKind::Video => TrackKind::Video,
-        MediaKind::Screen => TrackKind::Screen,
-    }
-}
+use palaver_core::MediaKind;
+use palaver_core::protocol::{MediaReceive, MediaTrack, SentTrackGroup, quic};
 
 /// Interprets a checked `media.attach` (`groups` from `group_sent_tracks(tracks)`): the
 /// participant sends `groups` (ignored unless `may_send`) through `link` and receives the mix
@@ -45,20 +31,20 @@ pub fn direct_attach(
     let publish = if may_send { groups.iter().map(published_track).collect() } else { Vec::new() };
     let declared_pt =
         |audio: bool| tracks.iter().find(|t| (t.kind == MediaKind::Audio) == audio).map(|t| t.payload_type);
-    let audio_pt = declared_pt(true).unwrap_or(MediaTrack::DEFAULT_OPUS_PT);
-    let vp8_pt = declared_pt(false).unwrap_or(MediaTrack::DEFAULT_VP8_PT);
+    let audio_pt = declared_pt(true).unwrap_or(quic::DEFAULT_OPUS_PT);
+    let vp8_pt = declared_pt(false).unwrap_or(quic::DEFAULT_VP8_PT);
     // Forwarded video carries the client's VP8 payload type and no header extensions.
     let video_numbering = Numbering { codecs: vec![(vp8_pt, Codec::Vp8)], extensions: ExtensionMap::default() };
     let mut slot = |mid: String, kind| {
-        let numbering = (kind != TrackKind::Audio).then(|| video_numbering.clone());
+        let numbering = (kind != MediaKind::Audio).then(|| video_numbering.clone());
         ReceiveSlot { mid, kind, ssrc: rng.gen_range(1..u32::MAX), numbering }
     };
-    let mut slots = vec![slot(QUIC_AUDIO_MID.to_owned(), TrackKind::Audio)];
+    let mut slots = vec![slot(quic::AUDIO_MID.to_owned(), MediaKind::Audio)];
     for i in 0..receive.video {
-        slots.push(slot(format!("quic-video-{i}"), TrackKind::Video));
+        slots.push(slot(quic::video_mid(usize::from(i)), MediaKind::Video));
     }
     if receive.screen {
-        slots.push(slot(QUIC_SCREEN_MID.to_owned(), TrackKind::Screen));
+        slots.push(slot(quic::SCREEN_MID.to_owned(), MediaKind::Screen));
     }
     Attach {
         transport: TransportKind::Direct { link },
@@ -75,28 +61,24 @@ pub fn direct_attach(
 pub fn attached_tracks(attach: &Attach) -> Vec<MediaTrack> {
     let vp8_pt = |s: &ReceiveSlot| {
         let codecs = s.numbering.as_ref().map(|n| n.codecs.as_slice()).unwrap_or_default();
-        codecs.first().map(|(pt, _)| *pt).unwrap_or(MediaTrack::DEFAULT_VP8_PT)
+        codecs.first().map(|(pt, _)| *pt).unwrap_or(quic::DEFAULT_VP8_PT)
     };
     attach
         .receive
         .iter()
         .map(|s| {
-            let (kind, payload_type) = match s.kind {
-                TrackKind::Audio => (MediaKind::Audio, attach.mix_payload_type),
-                TrackKind::Video => (MediaKind::Video, vp8_pt(s)),
-                TrackKind::Screen => (MediaKind::Screen, vp8_pt(s)),
-            };
+            let payload_type = if s.kind.is_visual() { vp8_pt(s) } else { attach.mix_payload_type };
             // The mix is not a named slot (`media.slots` lists video slots only).
-            let mid = (s.kind != TrackKind::Audio).then(|| s.mid.clone());
-            MediaTrack { mid, ..MediaTrack::new(kind, s.ssrc, payload_type) }
+            let mid = s.kind.is_visual().then(|| s.mid.clone());
+            MediaTrack { mid, ..MediaTrack::new(s.kind, s.ssrc, payload_type) }
         })
         .collect()
 }
 
 /// A producer for one declared track group: one layer per track, identified by its SSRC.
 fn published_track(group: &SentTrackGroup<'_>) -> ProducerSpec {
-    let kind = track_kind(group.kind);
-    let codec = if kind == TrackKind::Audio { Codec::Opus } else { Codec::Vp8 };
+    let kind = group.kind;
+    let codec = if kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
     let declared: Vec<DeclaredLayer<'_>> = group
         .layers
         .iter()
@@ -109,7 +91,7 @@ fn published_track(group: &SentTrackGroup<'_>) -> ProducerSpec {
         })
         .collect();
     let extensions = match kind {
-        TrackKind::Audio => ExtensionMap { audio_level: QUIC_AUDIO_LEVEL_ID, ..ExtensionMap::default() },
+        MediaKind::Audio => ExtensionMap { audio_level: quic::AUDIO_LEVEL_EXTENSION_ID, ..ExtensionMap::default() },
         _ => ExtensionMap::default(),
     };
     ProducerSpec {

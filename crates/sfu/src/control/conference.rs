@@ -7,11 +7,12 @@ use std::collections::HashMap;
 
 use super::slots::{self, Candidate, SlotAction};
 use crate::engine::{Command, MixOutputSpec, RouterId};
-use crate::router::{ConsumerId, ConsumerSpec, Numbering, ProducerId, TrackKind, TransportId};
+use crate::router::{ConsumerId, ConsumerSpec, Numbering, ProducerId, TransportId};
+use palaver_core::MediaKind;
 use palaver_core::protocol::MediaSlot;
 
 /// The Opus payload type the mix uses when the receiver named none.
-pub const DEFAULT_MIX_PT: u8 = palaver_core::protocol::MediaTrack::DEFAULT_OPUS_PT;
+pub const DEFAULT_MIX_PT: u8 = palaver_core::protocol::quic::DEFAULT_OPUS_PT;
 /// The height cap of a new consumer until the subscriber sends `media.subscribe`.
 pub const DEFAULT_MAX_HEIGHT: u16 = 1080;
 
@@ -19,7 +20,7 @@ pub const DEFAULT_MAX_HEIGHT: u16 = 1080;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Producer {
     pub id: ProducerId,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
 }
 
 /// A stream the server sends to this participant, and the remote track it carries now.
@@ -27,7 +28,7 @@ pub(super) struct Producer {
 pub(super) struct Slot {
     /// The slot's name (an SDP `a=mid`, or a fixed QUIC name).
     pub mid: String,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
     /// The server's SSRC for this slot (kept across repoints).
     pub ssrc: u32,
     /// How the receiver numbers payload types and extensions on this slot (sent with every
@@ -108,10 +109,10 @@ impl Conference {
     pub(super) fn plan_slots(&mut self, sharing: Option<&str>, fresh: Option<&str>, next_id: &mut u32) -> Plan {
         let mut owners: Vec<(&str, &Participant)> = self.participants.iter().map(|(n, p)| (n.as_str(), p)).collect();
         owners.sort_by_key(|(name, p)| (std::cmp::Reverse(self.spoke.get(*name).copied().unwrap_or(0)), p.joined));
-        let mut candidates: Vec<(String, ProducerId, TrackKind)> = Vec::new();
+        let mut candidates: Vec<(String, ProducerId, MediaKind)> = Vec::new();
         for (name, p) in &owners {
             for producer in &p.producers {
-                if producer.kind != TrackKind::Screen || sharing == Some(*name) {
+                if producer.kind != MediaKind::Screen || sharing == Some(*name) {
                     candidates.push(((*name).to_owned(), producer.id, producer.kind));
                 }
             }
@@ -127,13 +128,13 @@ impl Conference {
         names.sort();
         for name in names {
             let Some(participant) = self.participants.get_mut(&name) else { continue };
-            let current: Vec<(TrackKind, Option<ProducerId>)> =
+            let current: Vec<(MediaKind, Option<ProducerId>)> =
                 participant.slots.iter().map(|s| (s.kind, s.consumer.map(|c| c.1))).collect();
             let actions = slots::plan(&name, &current, &view);
             let video_changed = actions.iter().any(|a| {
                 let (SlotAction::Fill { slot, .. } | SlotAction::Repoint { slot, .. } | SlotAction::Empty { slot }) =
                     *a;
-                participant.slots[slot].kind != TrackKind::Audio
+                participant.slots[slot].kind != MediaKind::Audio
             });
             for action in actions {
                 apply_action(router, participant, action, next_id, &mut plan.commands);
@@ -142,12 +143,12 @@ impl Conference {
                 let frame = participant
                     .slots
                     .iter()
-                    .filter_map(|s| {
-                        Some(MediaSlot {
-                            mid: s.mid.clone(),
-                            kind: slots::slot_kind(s.kind)?,
-                            participant_id: s.consumer.and_then(|(_, producer)| owner_of(producer)),
-                        })
+                    // The mix's audio slot is not listed in `media.slots`.
+                    .filter(|s| s.kind.is_visual())
+                    .map(|s| MediaSlot {
+                        mid: s.mid.clone(),
+                        kind: s.kind,
+                        participant_id: s.consumer.and_then(|(_, producer)| owner_of(producer)),
                     })
                     .collect();
                 plan.frames.push((name, frame));
@@ -210,7 +211,7 @@ pub(super) fn mix_output(
     slots: &[Slot],
     payload_type: u8,
 ) -> Option<Command> {
-    let slot = slots.iter().find(|s| s.kind == TrackKind::Audio)?;
+    let slot = slots.iter().find(|s| s.kind == MediaKind::Audio)?;
     let output = MixOutputSpec { ssrc: slot.ssrc, payload_type };
     Some(Command::SetMixOutput { router, transport, output: Some(output) })
 }

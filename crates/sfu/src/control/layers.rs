@@ -3,8 +3,9 @@
 //! a server leg or a SIP trunk). The router picks a subscriber's layer from these sizes and
 //! bitrates until it has measured a layer's real rate.
 
-use crate::router::{LayerSpec, TrackKind};
+use crate::router::LayerSpec;
 use crate::rtp::ShortId;
+use palaver_core::MediaKind;
 
 /// The picture of a full-size layer, and of a video track that names no size.
 pub const FULL_SIZE: (u16, u16) = (1280, 720);
@@ -47,8 +48,8 @@ pub fn layer_size(layer: &DeclaredLayer<'_>, index: usize, count: usize) -> (u16
 }
 
 /// The expected bitrate of a `kind` layer of `width`×`height`.
-pub fn layer_bitrate(kind: TrackKind, (width, height): (u16, u16)) -> u64 {
-    if kind == TrackKind::Audio {
+pub fn layer_bitrate(kind: MediaKind, (width, height): (u16, u16)) -> u64 {
+    if kind == MediaKind::Audio {
         return AUDIO_BITRATE_BPS;
     }
     let area = u64::from(width) * u64::from(height);
@@ -58,7 +59,7 @@ pub fn layer_bitrate(kind: TrackKind, (width, height): (u16, u16)) -> u64 {
 
 /// The router's layers of a `kind` track declared as `layers` (one entry for a track without
 /// simulcast).
-pub fn layer_specs(kind: TrackKind, layers: &[DeclaredLayer<'_>]) -> Vec<LayerSpec> {
+pub fn layer_specs(kind: MediaKind, layers: &[DeclaredLayer<'_>]) -> Vec<LayerSpec> {
     layers
         .iter()
         .enumerate()
@@ -88,7 +89,7 @@ mod tests {
     fn the_usual_rids_have_the_usual_sizes_in_any_order() {
         let layers = [rid("f"), rid("q"), DeclaredLayer { width: Some(480), height: Some(270), ..rid("h") }];
         let sizes: Vec<(u16, u16)> =
-            layer_specs(TrackKind::Video, &layers).iter().map(|l| (l.width, l.height)).collect();
+            layer_specs(MediaKind::Video, &layers).iter().map(|l| (l.width, l.height)).collect();
         assert_eq!(sizes, [(1280, 720), (320, 180), (480, 270)]);
     }
 
@@ -105,10 +106,10 @@ mod tests {
 
     #[test]
     fn bitrate_scales_with_area_above_a_floor_and_audio_is_flat() {
-        assert_eq!(layer_bitrate(TrackKind::Video, FULL_SIZE), FULL_BITRATE_BPS);
-        assert_eq!(layer_bitrate(TrackKind::Screen, (640, 360)), FULL_BITRATE_BPS / 4);
-        assert_eq!(layer_bitrate(TrackKind::Video, (320, 180)), FULL_BITRATE_BPS / 16);
-        assert_eq!(layer_bitrate(TrackKind::Video, (80, 45)), MIN_VIDEO_BITRATE_BPS);
-        assert_eq!(layer_bitrate(TrackKind::Audio, FULL_SIZE), AUDIO_BITRATE_BPS);
+        assert_eq!(layer_bitrate(MediaKind::Video, FULL_SIZE), FULL_BITRATE_BPS);
+        assert_eq!(layer_bitrate(MediaKind::Screen, (640, 360)), FULL_BITRATE_BPS / 4);
+        assert_eq!(layer_bitrate(MediaKind::Video, (320, 180)), FULL_BITRATE_BPS / 16);
+        assert_eq!(layer_bitrate(MediaKind::Video, (80, 45)), MIN_VIDEO_BITRATE_BPS);
+        assert_eq!(layer_bitrate(MediaKind::Audio, FULL_SIZE), AUDIO_BITRATE_BPS);
     }
 }

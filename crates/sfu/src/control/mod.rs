@@ -33,11 +33,12 @@ pub use conference::{Conference, DEFAULT_MAX_HEIGHT, DEFAULT_MIX_PT};
 
 use crate::engine::{Command, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::net::DirectLink;
-use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TransportId};
 use crate::srtp::SrtpKeys;
 use crate::webrtc::dtls::DtlsIdentity;
 use crate::webrtc::sdp::{AnswerParams, Offer, SdpError, write_answer};
 use conference::{Producer, Slot, mix_output};
+use palaver_core::MediaKind;
 
 /// How a participant's media reaches its conference's router.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub enum TransportKind {
 pub struct ReceiveSlot {
     /// The name `media.slots` and `media.subscribe` use (an SDP mid, or a fixed QUIC name).
     pub mid: String,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
     /// The server's SSRC on this slot.
     pub ssrc: u32,
     /// How the receiver numbers payload types and extensions here (`None`: as the publisher).
@@ -306,7 +307,7 @@ impl Conferences {
         let Some(member) = conference.participants.get(participant) else { return out };
         let (router, worker) = (conference.router, conference.worker);
         for wish in wishes {
-            let slot = member.slots.iter().find(|s| s.mid == wish.mid && s.kind != TrackKind::Audio);
+            let slot = member.slots.iter().find(|s| s.mid == wish.mid && s.kind != MediaKind::Audio);
             let Some((consumer, _)) = slot.and_then(|s| s.consumer) else { continue };
             if let Some(paused) = wish.paused {
                 out.commands.push((worker, Command::SetConsumerPaused { router, consumer, paused }));

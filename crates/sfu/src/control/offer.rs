@@ -8,9 +8,10 @@ use rand::Rng;
 
 use super::layers::{DeclaredLayer, layer_specs};
 use super::{Attach, ReceiveSlot, TransportKind};
-use crate::router::{Numbering, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::router::{Numbering, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ShortId};
-use crate::webrtc::sdp::{AnswerTrack, MediaKind, Offer, OfferedMedia};
+use crate::webrtc::sdp::{AnswerTrack, Offer, OfferedMedia};
+use palaver_core::MediaKind;
 
 /// Length of the server's ICE ufrag and password (RFC 8445: at least 4 and 22 characters).
 const ICE_UFRAG_LEN: usize = 8;
@@ -27,12 +28,12 @@ pub struct OfferAttach {
 /// The kind of the offer's m-section `index`: audio sections are audio; the first video
 /// section is the camera, the second the screen share, and any further video section (the
 /// reference client offers them receive-only) is one more camera slot.
-pub fn section_kind(offer: &Offer, index: usize) -> TrackKind {
-    if offer.media[index].kind == MediaKind::Audio {
-        return TrackKind::Audio;
+pub fn section_kind(offer: &Offer, index: usize) -> MediaKind {
+    if offer.media[index].kind == Some(MediaKind::Audio) {
+        return MediaKind::Audio;
     }
-    let earlier_video = offer.media[..index].iter().filter(|m| m.kind == MediaKind::Video).count();
-    if earlier_video == 1 { TrackKind::Screen } else { TrackKind::Video }
+    let earlier_video = offer.media[..index].iter().filter(|m| m.kind == Some(MediaKind::Video)).count();
+    if earlier_video == 1 { MediaKind::Screen } else { MediaKind::Video }
 }
 
 /// Interprets `offer`. `may_send`: false for receive-only participants (their sent sections
@@ -62,14 +63,14 @@ pub fn offer_attach(offer: &Offer, may_send: bool, rng: &mut impl Rng) -> OfferA
             answer_tracks.push(None);
             continue;
         }
-        if kind == TrackKind::Audio && mix_pt.is_none() {
+        if kind == MediaKind::Audio && mix_pt.is_none() {
             mix_pt = Some(codecs.iter().find(|(_, c)| *c == Codec::Opus).map(|(pt, _)| *pt));
         }
         let ssrc = rng.gen_range(1..u32::MAX);
         let name = match kind {
-            TrackKind::Audio => "audio",
-            TrackKind::Video => "video",
-            TrackKind::Screen => "screen",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Screen => "screen",
         };
         answer_tracks.push(Some(AnswerTrack {
             ssrc,
@@ -92,7 +93,7 @@ fn accepted_codecs(m: &OfferedMedia) -> Vec<(u8, Codec)> {
 
 /// The producer of a section the client sends on: rid layers, else the SSRC (with its RTX
 /// SSRC from the first FID group); `None` when the section names neither.
-fn published_track(m: &OfferedMedia, kind: TrackKind, codecs: Vec<(u8, Codec)>) -> Option<ProducerSpec> {
+fn published_track(m: &OfferedMedia, kind: MediaKind, codecs: Vec<(u8, Codec)>) -> Option<ProducerSpec> {
     let declared: Vec<DeclaredLayer<'_>> = if m.send_rids.is_empty() {
         let primary = m.fid_groups.first().map(|g| g.0).or(m.ssrcs.first().copied())?;
         let rtx_ssrc = m.fid_groups.first().map(|g| g.1);

@@ -5,28 +5,19 @@
 //! sequence) when its track leaves or falls out of the preferred set. Pure planning:
 //! [`super::conference`] turns a plan into worker commands and `media.slots` frames.
 
-use crate::router::{ProducerId, TrackKind};
-use palaver_core::protocol::SlotKind;
-
-/// The `media.slots` kind of a slot; audio slots are not listed there.
-pub(super) fn slot_kind(kind: TrackKind) -> Option<SlotKind> {
-    match kind {
-        TrackKind::Audio => None,
-        TrackKind::Video => Some(SlotKind::Video),
-        TrackKind::Screen => Some(SlotKind::Screen),
-    }
-}
+use crate::router::ProducerId;
+use palaver_core::MediaKind;
 
 /// The slot kinds [`plan`] fills with remote tracks. Audio is not among them: the conference mixer
 /// sends each participant one mixed stream on its first audio slot (see [`super::conference`]).
-pub(super) const PLANNED_KINDS: [TrackKind; 2] = [TrackKind::Video, TrackKind::Screen];
+pub(super) const PLANNED_KINDS: [MediaKind; 2] = [MediaKind::Video, MediaKind::Screen];
 
 /// A published track that may fill other participants' slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Candidate<'a> {
     pub owner: &'a str,
     pub producer: ProducerId,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
 }
 
 /// One change to one slot of a participant.
@@ -45,7 +36,7 @@ pub(super) enum SlotAction {
 /// first; `me`'s own tracks are skipped). For each kind with `n` slots the `n` most wanted
 /// tracks are shown: a slot already showing one of them keeps it, the others are repointed
 /// (or filled when empty), and slots left over are emptied.
-pub(super) fn plan(me: &str, current: &[(TrackKind, Option<ProducerId>)], candidates: &[Candidate]) -> Vec<SlotAction> {
+pub(super) fn plan(me: &str, current: &[(MediaKind, Option<ProducerId>)], candidates: &[Candidate]) -> Vec<SlotAction> {
     let mut actions = Vec::new();
     for kind in PLANNED_KINDS {
         let slots: Vec<usize> = (0..current.len()).filter(|&i| current[i].0 == kind).collect();

@@ -12,7 +12,7 @@ use crate::router::ConsumerId;
 use crate::rtp::Codec;
 use crate::srtp::Profile;
 use crate::testing::TestEngine;
-use palaver_core::protocol::{MediaKind, SlotKind};
+use palaver_core::MediaKind;
 
 const CONVERSATION: &str = "conv-1";
 
@@ -126,7 +126,7 @@ fn slot_consumer(rig: &Rig, who: &str, mid: &str) -> Option<(ConsumerId, Produce
 
 fn camera_of(rig: &Rig, who: &str) -> ProducerId {
     let conference = rig.control.conference(CONVERSATION).expect("conference");
-    conference.participants[who].producers.iter().find(|p| p.kind == TrackKind::Video).expect("a camera").id
+    conference.participants[who].producers.iter().find(|p| p.kind == MediaKind::Video).expect("a camera").id
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn a_browser_joins_from_its_offer_and_hears_the_mix() {
     assert!(answer.contains(&format!("a=ssrc:{audio_slot} ")), "the answer announces the mix's SSRC");
     // Alone: told that both video slots are empty.
     assert_eq!(frame(&out, "ann"), Some(vec![shows("1", None), shows("2", None)]));
-    assert_eq!(out.frames[0].slots[1].kind, SlotKind::Screen);
+    assert_eq!(out.frames[0].slots[1].kind, MediaKind::Screen);
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn a_trunk_leg_joins_through_the_same_path() {
     let attach = Attach {
         transport: TransportKind::Srtp { remote, keys },
         publish: vec![ProducerSpec::opus(ProducerId(0), TransportId(0), 111, 77, 0)],
-        receive: vec![ReceiveSlot { mid: "trunk".into(), kind: TrackKind::Audio, ssrc: 4242, numbering: None }],
+        receive: vec![ReceiveSlot { mid: "trunk".into(), kind: MediaKind::Audio, ssrc: 4242, numbering: None }],
         mix_payload_type: 111,
         announce_slots: false,
     };

@@ -1,7 +1,8 @@
-//! Per-worker atomic counters and the plain snapshot the metrics crate reads and sums across
-//! workers at scrape time. Only the owning worker thread writes a worker's counters, so an
-//! increment is a relaxed load plus a relaxed store (no locked read-modify-write on the packet
-//! path); readers on other threads see every value whole.
+//! Per-worker atomic counters and the plain snapshot the binary sums across workers at scrape
+//! time for `palaver-telemetry`; the drop reasons and histogram bounds are defined here only.
+//! Only the owning worker thread writes a worker's counters, so an increment is a relaxed load
+//! plus a relaxed store (no locked read-modify-write on the packet path); readers on other
+//! threads see every value whole.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -43,13 +44,13 @@ drop_reasons! {
 
 const REASONS: usize = 17;
 
-/// Upper bounds (ns) of the forwarding-latency buckets: 5 µs .. 10 ms, the same bounds as the
-/// metrics crate's `FORWARDING_LATENCY_BOUNDS` so snapshots map bucket for bucket.
+/// Upper bounds (ns) of the forwarding-latency buckets: 5 µs .. 10 ms (exported as the
+/// `palaver_media_forwarding_latency_seconds` buckets).
 pub const LATENCY_BOUNDS_NS: [u64; 10] =
     [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
 const LATENCY_SLOTS: usize = LATENCY_BOUNDS_NS.len() + 1;
-/// Upper bounds (ns) of the mixer-tick buckets: 50 µs .. 40 ms (budget 20 ms), the metrics
-/// crate's `MIXER_TICK_BOUNDS`.
+/// Upper bounds (ns) of the mixer-tick buckets: 50 µs .. 40 ms (budget 20 ms), exported as the
+/// `palaver_mixer_tick_duration_seconds` buckets.
 pub const MIXER_TICK_BOUNDS_NS: [u64; 10] =
     [50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 20_000_000, 40_000_000];
 

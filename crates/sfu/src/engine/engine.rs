@@ -547,7 +547,7 @@ impl Engine {
                 if self.transports.get(&spec.transport).is_none_or(|t| t.router_id != router_id) {
                     return Err(CommandError::UnknownTransport);
                 }
-                let (id, audio) = (spec.id, spec.kind == crate::router::TrackKind::Audio);
+                let (id, audio) = (spec.id, spec.kind == palaver_core::MediaKind::Audio);
                 let mixed = audio.then(|| spec.clone());
                 self.router(router_id)?.add_producer(spec).map_err(CommandError::Router)?;
                 let (Some(spec), Some(mix)) = (mixed, self.mixes.get_mut(&router_id)) else { return Ok(()) };

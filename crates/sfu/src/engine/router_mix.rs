@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use super::MixOutputSpec;
 use super::mix_reports::MixSendStats;
 use crate::mixer::{MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
-use crate::router::{FastMap, ProducerId, ProducerSpec, TrackKind, TransportId};
+use crate::router::{FastMap, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
+use palaver_core::MediaKind;
 
 /// One mixer step.
 pub const MIX_PERIOD: Duration = Duration::from_millis(20);
@@ -67,7 +68,7 @@ impl std::fmt::Debug for RouterMix {
 
 /// The first Opus payload type of an audio producer, if it is a mixer source at all.
 fn opus_payload_type(spec: &ProducerSpec) -> Option<u8> {
-    if spec.kind != TrackKind::Audio {
+    if spec.kind != MediaKind::Audio {
         return None;
     }
     spec.codecs.iter().find(|(_, codec)| *codec == Codec::Opus).map(|(pt, _)| *pt)

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use super::layers::Layer;
 use super::router::Router;
-use super::{Remap, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TrackKind, TransportId};
+use super::{Remap, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TransportId};
 use crate::rtp::rtcp::{Compound, ReportBlock, RtcpPacket, write_pli};
 use crate::rtp::{Extensions, RtpHeader};
+use palaver_core::MediaKind;
 
 const AUDIO_CLOCK_RATE: u64 = 48_000;
 const VIDEO_CLOCK_RATE: u64 = 90_000;
@@ -114,7 +115,7 @@ impl Router {
         let Router { producers, consumers, .. } = self;
         let Some(c) = consumers[index].as_mut() else { return };
         let clock_rate = match producers[c.producer].as_ref().map(|p| p.kind) {
-            Some(TrackKind::Audio) => AUDIO_CLOCK_RATE,
+            Some(MediaKind::Audio) => AUDIO_CLOCK_RATE,
             _ => VIDEO_CLOCK_RATE,
         };
         let lost = block.cumulative_lost & LOST_MASK;

@@ -33,14 +33,7 @@ pub use router::{Router, RouterError};
 use std::time::Duration;
 
 use crate::rtp::{Codec, ExtensionMap, RtpError, ShortId, packet};
-
-/// What a producer carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrackKind {
-    Audio,
-    Video,
-    Screen,
-}
+use palaver_core::MediaKind;
 
 /// One simulcast encoding of a producer (a non-simulcast track has exactly one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +55,7 @@ pub struct LayerSpec {
 pub struct ProducerSpec {
     pub id: ProducerId,
     pub transport: TransportId,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
     pub mid: Option<ShortId>,
     /// Payload type to codec mapping negotiated with the publisher.
     pub codecs: Vec<(u8, Codec)>,
@@ -78,7 +71,7 @@ impl ProducerSpec {
         Self {
             id,
             transport,
-            kind: TrackKind::Audio,
+            kind: MediaKind::Audio,
             mid: None,
             codecs: vec![(payload_type, Codec::Opus)],
             layers: vec![LayerSpec {

@@ -15,11 +15,12 @@
 use std::time::{Duration, Instant};
 
 use super::router::Router;
-use super::{RouterConfig, RouterNote, RouterOutput, TrackKind, TransportId};
+use super::{RouterConfig, RouterNote, RouterOutput, TransportId};
 use crate::rtp::rtcp::{
     MAX_REPORT_BLOCKS, ReportBlock, SenderInfo, compact_from_nanos, nanos_from_compact, ntp_compact, ntp_duration,
     ntp_from_unix, write_receiver_report, write_remb, write_sdes_cname, write_sender_report,
 };
+use palaver_core::MediaKind;
 
 /// The CNAME the server announces (`a=ssrc:<ssrc> cname:palaver` in the SDP answer).
 pub const CNAME: &[u8] = b"palaver";
@@ -278,7 +279,7 @@ impl Router {
             Self::schedule_report(next_report, next);
             let Some((last_ts, last_at)) = c.out.last_sent() else { continue };
             let clock_rate = match producers[c.producer].as_ref().map(|p| p.kind) {
-                Some(TrackKind::Audio) => 48_000u128,
+                Some(MediaKind::Audio) => 48_000u128,
                 _ => 90_000,
             };
             let elapsed = now.saturating_duration_since(last_at).as_nanos();
@@ -330,7 +331,7 @@ impl Router {
                     }
                     blocks[count] = block;
                     count += 1;
-                    if producer.kind != TrackKind::Audio {
+                    if producer.kind != MediaKind::Audio {
                         video_ssrcs[video_count] = ssrc;
                         video_count += 1;
                         video_bps += layer.meter.rate_bps();

@@ -11,9 +11,10 @@ use super::rewriter::OutStream;
 use super::upstream::REORDER_GRACE;
 use super::{
     ConsumerId, ConsumerSpec, FastMap, ProducerId, ProducerSpec, RouterConfig, RouterNote, RouterOutput, RtpRewrite,
-    TrackKind, TransportId, TwccEstimator,
+    TransportId, TwccEstimator,
 };
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader, ShortId, is_keyframe};
+use palaver_core::MediaKind;
 
 /// Why a control operation was refused (nothing changed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +36,7 @@ pub enum RouterError {
 pub(super) struct Producer {
     pub id: ProducerId,
     pub transport: TransportId,
-    pub kind: TrackKind,
+    pub kind: MediaKind,
     pub mid: Option<ShortId>,
     pub codecs: [Option<Codec>; 128],
     pub extensions: ExtensionMap,
@@ -183,7 +184,7 @@ impl Router {
         }
         let mut layers = spec.layers.clone();
         layers.sort_by_key(|l| l.height);
-        let cache = if spec.kind == TrackKind::Audio { 0 } else { self.config.video_cache_packets };
+        let cache = if spec.kind == MediaKind::Audio { 0 } else { self.config.video_cache_packets };
         let mut codecs = [None; 128];
         for &(pt, codec) in &spec.codecs {
             if let Some(slot) = codecs.get_mut(pt as usize) {
@@ -349,7 +350,7 @@ impl Router {
     pub fn transport_ready(&mut self, now: Instant, transport: TransportId, out: &mut impl RouterOutput) {
         let mut any = false;
         for c in self.consumers.iter_mut().flatten().filter(|c| c.transport == transport) {
-            if self.producers[c.producer].as_ref().is_some_and(|p| p.kind != TrackKind::Audio) {
+            if self.producers[c.producer].as_ref().is_some_and(|p| p.kind != MediaKind::Audio) {
                 c.needs_switch = true;
                 any = true;
             }
@@ -525,7 +526,7 @@ impl Router {
             if consumer.paused {
                 continue;
             }
-            if producer.kind == TrackKind::Audio {
+            if producer.kind == MediaKind::Audio {
                 if consumer.needs_switch || !consumer.out.started() {
                     consumer.out.switch_to(now, header.sequence, header.timestamp, clock_rate);
                     consumer.needs_switch = false;
@@ -638,7 +639,7 @@ impl Router {
             .filter(|o| {
                 o.transport == transport
                     && !o.paused
-                    && self.producers[o.producer].as_ref().is_some_and(|p| p.kind != TrackKind::Audio)
+                    && self.producers[o.producer].as_ref().is_some_and(|p| p.kind != MediaKind::Audio)
             })
             .count()
             .max(1) as u64;
@@ -646,7 +647,7 @@ impl Router {
         let Router { producers, consumers, config, server_ssrc, scratch, .. } = self;
         let Some(c) = consumers[index].as_mut() else { return };
         let Some(producer) = producers[c.producer].as_mut() else { return };
-        let target = if producer.kind == TrackKind::Audio {
+        let target = if producer.kind == MediaKind::Audio {
             Some(0)
         } else {
             choose_layer(&producer.layers, now, config.layer_timeout, c.max_height, budget)
@@ -656,7 +657,7 @@ impl Router {
         }
         c.target_layer = target;
         let waiting = c.current_layer != target || c.needs_switch;
-        if waiting && !c.paused && producer.kind != TrackKind::Audio {
+        if waiting && !c.paused && producer.kind != MediaKind::Audio {
             let layer = &mut producer.layers[target.unwrap_or(0) as usize];
             super::feedback::request_keyframe(layer, producer.transport, *server_ssrc, config, now, scratch, out);
         }

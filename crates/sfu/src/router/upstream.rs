@@ -9,9 +9,10 @@
 use std::time::{Duration, Instant};
 
 use super::router::{Route, Router};
-use super::{RouterOutput, TrackKind, TransportId};
+use super::{RouterOutput, TransportId};
 use crate::rtp::packet::{self, RtpHeader};
 use crate::rtp::rtcp::write_nack;
+use palaver_core::MediaKind;
 
 /// Missing packets tracked per layer (older gaps are not worth repairing anyway).
 const TRACKED: usize = 32;
@@ -164,7 +165,7 @@ impl Router {
     pub(super) fn send_upstream_nacks(&mut self, now: Instant, out: &mut impl RouterOutput) {
         let Router { producers, report_buf, server_ssrc, next_nack, .. } = self;
         *next_nack = None;
-        for producer in producers.iter_mut().flatten().filter(|p| p.kind != TrackKind::Audio) {
+        for producer in producers.iter_mut().flatten().filter(|p| p.kind != MediaKind::Audio) {
             for layer in producer.layers.iter_mut() {
                 let Some(ssrc) = layer.ssrc else { continue };
                 let mut due = [0u16; TRACKED];

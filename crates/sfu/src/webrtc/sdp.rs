@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use crate::rtp::{Codec, ExtensionMap};
+use palaver_core::MediaKind;
 
 /// Header extension URIs the router understands.
 pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -24,13 +25,6 @@ pub enum SdpError {
     Malformed(String),
     #[error("offer has no m-section the server can use")]
     NothingUsable,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    Other,
 }
 
 /// One `a=rtpmap` codec of an m-section (with its `a=fmtp`, if any).
@@ -68,7 +62,9 @@ impl OfferedCodec {
 /// One m-section of the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedMedia {
-    pub kind: MediaKind,
+    /// `m=audio` or `m=video` (camera or screen is decided later, by `control/offer.rs`);
+    /// `None` for any other m-line (a data channel), which is answered inactive.
+    pub kind: Option<MediaKind>,
     pub mid: String,
     pub protocol: String,
     pub formats: String,
@@ -113,12 +109,12 @@ impl OfferedMedia {
     /// (the router unwraps RTX from publishers; see `router/upstream.rs`).
     pub fn accepted_codecs(&self) -> Vec<&OfferedCodec> {
         let wanted = |c: &OfferedCodec| match (self.kind, c.codec()) {
-            (MediaKind::Audio, Some(Codec::Opus)) => true,
-            (MediaKind::Video, Some(codec)) => codec.is_video(),
+            (Some(MediaKind::Audio), Some(Codec::Opus)) => true,
+            (Some(MediaKind::Video), Some(codec)) => codec.is_video(),
             _ => false,
         };
         let repairs_wanted = |c: &OfferedCodec| {
-            self.kind == MediaKind::Video
+            self.kind == Some(MediaKind::Video)
                 && c.rtx_for().is_some_and(|apt| self.codecs.iter().any(|p| p.payload_type == apt && wanted(p)))
         };
         self.codecs.iter().filter(|c| wanted(c) || repairs_wanted(c)).collect()
@@ -153,9 +149,9 @@ impl Offer {
             if let Some(m) = line.strip_prefix("m=") {
                 let mut parts = m.splitn(4, ' ');
                 let kind = match parts.next() {
-                    Some("audio") => MediaKind::Audio,
-                    Some("video") => MediaKind::Video,
-                    _ => MediaKind::Other,
+                    Some("audio") => Some(MediaKind::Audio),
+                    Some("video") => Some(MediaKind::Video),
+                    _ => None,
                 };
                 let _port = parts.next();
                 let protocol = parts.next().ok_or_else(|| SdpError::Malformed(line.into()))?.to_owned();
@@ -249,7 +245,7 @@ impl Offer {
             fingerprint: fingerprint.ok_or(SdpError::Missing("a=fingerprint:sha-256"))?,
             media,
         };
-        if !offer.media.iter().any(|m| m.kind != MediaKind::Other && !m.accepted_codecs().is_empty()) {
+        if !offer.media.iter().any(|m| m.kind.is_some() && !m.accepted_codecs().is_empty()) {
             return Err(SdpError::NothingUsable);
         }
         Ok(offer)
@@ -285,18 +281,18 @@ pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
     let bundled: Vec<&str> = offer
         .media
         .iter()
-        .filter(|m| m.kind != MediaKind::Other && !m.accepted_codecs().is_empty())
+        .filter(|m| m.kind.is_some() && !m.accepted_codecs().is_empty())
         .map(|m| m.mid.as_str())
         .collect();
     let _ = write!(s, "a=group:BUNDLE {}\r\na=ice-lite\r\na=msid-semantic: WMS *\r\n", bundled.join(" "));
     for (index, m) in offer.media.iter().enumerate() {
         let codecs = m.accepted_codecs();
         let kind = match m.kind {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-            MediaKind::Other => "application",
+            Some(MediaKind::Audio) => "audio",
+            Some(MediaKind::Video | MediaKind::Screen) => "video",
+            None => "application",
         };
-        if m.kind == MediaKind::Other || codecs.is_empty() {
+        if m.kind.is_none() || codecs.is_empty() {
             let _ = write!(
                 s,
                 "m={kind} 0 {} {}\r\nc=IN {ip_kind} {ip}\r\na=mid:{}\r\na=inactive\r\n",
@@ -312,7 +308,7 @@ pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
         let _ = write!(s, "a=fingerprint:sha-256 {}\r\na=setup:passive\r\na=mid:{}\r\n", p.fingerprint, m.mid);
         for (id, uri) in &m.extmaps {
             let keep = match m.kind {
-                MediaKind::Audio => uri == EXT_AUDIO_LEVEL || uri == EXT_MID,
+                Some(MediaKind::Audio) => uri == EXT_AUDIO_LEVEL || uri == EXT_MID,
                 _ => uri == EXT_MID || uri == EXT_RID || uri == EXT_REPAIRED_RID,
             };
             if keep {
@@ -337,7 +333,7 @@ pub fn write_answer(offer: &Offer, p: &AnswerParams<'_>) -> String {
                 let _ = write!(s, "/{ch}");
             }
             s.push_str("\r\n");
-            if m.kind == MediaKind::Video && c.codec().is_some() {
+            if m.kind == Some(MediaKind::Video) && c.codec().is_some() {
                 for fb in ["goog-remb", "ccm fir", "nack", "nack pli"] {
                     let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", c.payload_type);
                 }

@@ -8,8 +8,9 @@ pub mod counting_alloc;
 
 use std::net::SocketAddr;
 
+use palaver_core::MediaKind;
 use palaver_sfu::engine::{Command, RouterId};
-use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, TrackKind};
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec};
 use palaver_sfu::rtp::{Codec, ExtensionMap};
 pub use palaver_sfu::testing::Peer;
 
@@ -54,7 +55,7 @@ pub fn room_commands(room: RouterId, publisher: &Peer, publisher_addr: Option<So
             spec: ProducerSpec {
                 id: ProducerId(2),
                 transport: publisher.transport,
-                kind: TrackKind::Video,
+                kind: MediaKind::Video,
                 mid: None,
                 codecs: vec![(VP8, Codec::Vp8)],
                 layers: vec![layer(VIDEO_SSRC)],

@@ -1,4 +1,5 @@
-//! Routes: the directory-user token exchange, and the dev IdP's JWKS and token endpoints.
+//! Routes: the directory-user token exchange, the revocation of a directory user's exchanged
+//! tokens (palaver's own, beside ACS's), and the dev IdP's JWKS and token endpoints.
 
 use crate::api::HmacAuthenticated;
 use crate::api::identity::API_VERSIONS;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub fn routes() -> Router<AppState> {
     api_router()
         .route("/teamsUser/:exchangeAccessToken", post(exchange_token))
+        .route("/teamsUser/:revokeAccessTokens", post(revoke_tokens))
         .route("/dev-idp/{tenant}/discovery/v2.0/keys", get(dev_jwks))
         .route("/dev-idp/token", post(dev_token))
 }
@@ -43,6 +45,54 @@ async fn exchange_token(
     let issued = exchange(&state, &token, &app_id, &user_id, now_ms()).await?;
     tracing::info!(identity = %issued.claims.raw_id(), "directory user token exchanged");
     Ok(Json(AccessTokenResponse::from(&issued)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RevokeRequest {
+    user_id: String,
+    tenant_id: String,
+}
+
+/// `POST /teamsUser/:revokeAccessTokens` `{"userId": oid, "tenantId"}` (HMAC): every access
+/// token exchanged for that directory user so far is refused from now on, through the same
+/// revocation marks as communication identities, and its live signaling sessions end
+/// (`TokenRevoked`, close code 4001). A new exchange issues a valid token again. The user must
+/// be one of that tenant's on this server (`404 IdentityNotFound` otherwise).
+async fn revoke_tokens(
+    State(state): State<AppState>,
+    uri: Uri,
+    auth: HmacAuthenticated,
+) -> Result<axum::http::StatusCode, ApiError> {
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let req: RevokeRequest = auth.json()?;
+    let oid = uuid::Uuid::try_parse(&req.user_id)
+        .map_err(|_| {
+            ApiError::new(ErrorCode::ValidationError, "Provided UserId has invalid format.").with_target("userId")
+        })?
+        .hyphenated()
+        .to_string();
+    if state.auth.directory.bindings.tenant_of(&oid).as_deref() != Some(req.tenant_id.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::IdentityNotFound,
+            format!("no directory user `{oid}` of tenant `{}` has signed in here", req.tenant_id),
+        ));
+    }
+    // Raw ids carry the oid as the IdP wrote it; GUIDs are lower case, but mark the spelling
+    // the caller used too.
+    let mut raw_ids = vec![format!("8:orgid:{oid}")];
+    if req.user_id != oid {
+        raw_ids.push(format!("8:orgid:{}", req.user_id));
+    }
+    let now = now_ms();
+    for raw_id in raw_ids {
+        let id = raw_id.clone();
+        let mark = state.store.call(move |c| crate::auth::RevocationList::write_mark(c, &id, now)).await?;
+        state.auth.revocations.apply(&raw_id, mark);
+        let ended = state.gateway.revoke_access(&raw_id, mark);
+        tracing::info!(identity = %raw_id, tenant = %req.tenant_id, connections = ended, "directory user's tokens revoked");
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 fn dev_idp_off() -> ApiError {

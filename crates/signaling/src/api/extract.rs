@@ -2,6 +2,7 @@
 //! shape errors become `InvalidJson`, and the `api-version` query check.
 
 use super::error::ApiError;
+pub use crate::domain::Repeatability;
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
 use palaver_core::ErrorCode;
@@ -69,6 +70,36 @@ pub fn require_api_version<'a>(query: Option<&str>, accepted: &[&'a str]) -> Res
     })
 }
 
+/// The request's `Repeatability-Request-ID`, if any, with a fingerprint of method, path and body.
+pub fn repeatability(
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<Repeatability>, ApiError> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let Some(value) = headers.get("repeatability-request-id") else {
+        return Ok(None);
+    };
+    let id = value.to_str().unwrap_or("").trim();
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::new(
+            palaver_core::ErrorCode::InvalidParameter,
+            "Repeatability-Request-ID must be 1-128 visible characters",
+        )
+        .with_target("Repeatability-Request-ID"));
+    }
+    let mut h = Sha256::new();
+    h.update(method.as_str());
+    h.update(b"\n");
+    h.update(uri.path());
+    h.update(b"\n");
+    h.update(body);
+    let fingerprint = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    Ok(Some(Repeatability { request_id: id.to_string(), fingerprint }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,43 +129,4 @@ mod tests {
             assert_eq!(require_api_version(q, &accepted).unwrap_err().code, ErrorCode::UnsupportedApiVersion, "{q:?}");
         }
     }
-}
-
-/// A repeatable request (`Repeatability-Request-ID`, as the ACS SDKs send it): the
-/// client-chosen id and a fingerprint of what was asked, so a replay with the same id
-/// gets the first answer and a different request with a reused id can be refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repeatability {
-    pub request_id: String,
-    pub fingerprint: String,
-}
-
-/// The request's `Repeatability-Request-ID`, if any, with a fingerprint of method, path and body.
-pub fn repeatability(
-    method: &axum::http::Method,
-    uri: &axum::http::Uri,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> Result<Option<Repeatability>, ApiError> {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let Some(value) = headers.get("repeatability-request-id") else {
-        return Ok(None);
-    };
-    let id = value.to_str().unwrap_or("").trim();
-    if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::new(
-            palaver_core::ErrorCode::InvalidParameter,
-            "Repeatability-Request-ID must be 1-128 visible characters",
-        )
-        .with_target("Repeatability-Request-ID"));
-    }
-    let mut h = Sha256::new();
-    h.update(method.as_str());
-    h.update(b"\n");
-    h.update(uri.path());
-    h.update(b"\n");
-    h.update(body);
-    let fingerprint = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-    Ok(Some(Repeatability { request_id: id.to_string(), fingerprint }))
 }

@@ -1,20 +1,23 @@
-//! Handlers of the meetings API. Each parses, authenticates, authorizes and calls the
-//! directory or the live conversation; nothing is written on a rejected request.
+//! Handlers of the meetings API: each parses the request, says who asks, calls the meetings
+//! domain ([`crate::domain::meetings`], which holds the rules and limits) and answers the
+//! meeting as JSON or the refusal as the ACS error body. Nothing is written on a refused
+//! request. Live operations reach meetings in progress through the gateway.
 
 use crate::api::{ApiError, Caller, api_router, parse_json, parse_json_or_default};
 use crate::app::AppState;
-use crate::domain::conversation::{Authority, ServerCommand, apply_policy_update};
+use crate::domain::conversation::ServerCommand;
+use crate::domain::meetings::{CreateMeetingRequest, MeetingRecord, Requester};
 use crate::gateway::LiveStatus;
-use crate::store::meetings::{MeetingRecord, generate_meeting_code, generate_passcode};
+use crate::store::run_blocking;
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use palaver_core::Scope;
 use palaver_core::protocol::{MeetingPolicy, PolicyUpdate};
 use palaver_core::time::now_ms;
-use palaver_core::{CommunicationIdentifier, ErrorCode, Scope};
 use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
@@ -29,26 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/conversations/{id}/recording:stop", capture_route(Target::Live, Cmd::Rec(false)))
         .route("/conversations/{id}/transcription:start", capture_route(Target::Live, Cmd::Tr(true)))
         .route("/conversations/{id}/transcription:stop", capture_route(Target::Live, Cmd::Tr(false)))
-}
-
-/// `POST /meetings` body.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateMeeting {
-    #[serde(default)]
-    pub subject: Option<String>,
-    #[serde(default)]
-    pub co_organizers: Vec<String>,
-    #[serde(default)]
-    pub presenters: Vec<String>,
-    #[serde(default)]
-    pub policy: PolicyUpdate,
-    /// Server API only: the organizing directory user.
-    #[serde(default)]
-    pub organizer: Option<String>,
-    /// Server API only: the organizer's tenant.
-    #[serde(default)]
-    pub organizer_tenant_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,20 +127,15 @@ async fn view(state: &AppState, host: &RequestHost, r: MeetingRecord) -> Meeting
     }
 }
 
-fn directory_ids(list: &[String], field: &str) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
-    for raw in list {
-        let id = CommunicationIdentifier::parse(raw)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidIdentifier, e.to_string()).with_target(field))?;
-        if !id.is_directory_user() {
-            return Err(ApiError::new(ErrorCode::InvalidIdentifier, format!("`{raw}` is not a directory user"))
-                .with_target(field));
-        }
-        if !out.contains(raw) {
-            out.push(raw.clone());
+/// Who asks, for the domain. A user needs the `voip` scope to manage meetings.
+fn requester(caller: &Caller) -> Result<Requester, ApiError> {
+    match &caller.user {
+        None => Ok(Requester::Server),
+        Some(user) => {
+            user.require_scope(Scope::Voip)?;
+            Ok(Requester::User { identifier: user.identifier.clone(), tenant_id: user.tenant_id.clone() })
         }
     }
-    Ok(out)
 }
 
 async fn create_meeting(
@@ -165,69 +143,12 @@ async fn create_meeting(
     host: RequestHost,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let body: CreateMeeting = parse_json_or_default(&caller.body)?;
-    let (organizer, tenant) = match &caller.user {
-        Some(user) => {
-            user.require_scope(Scope::Voip)?;
-            if !user.identifier.is_directory_user() {
-                return Err(ApiError::new(ErrorCode::Forbidden, "only directory users can organize meetings"));
-            }
-            if body.organizer.is_some() || body.organizer_tenant_id.is_some() {
-                return Err(ApiError::new(ErrorCode::InvalidParameter, "organizer is taken from the access token")
-                    .with_target("organizer"));
-            }
-            (user.identifier.raw_id(), user.tenant_id.clone())
-        }
-        None => {
-            let organizer = body.organizer.clone().ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidParameter, "the server API must name the organizer")
-                    .with_target("organizer")
-            })?;
-            directory_ids(std::slice::from_ref(&organizer), "organizer")?;
-            (organizer, body.organizer_tenant_id.clone())
-        }
-    };
-    let subject = body.subject.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    if subject.as_ref().is_some_and(|s| s.chars().count() > 256) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidParameter, "subject is longer than 256 characters").with_target("subject")
-        );
-    }
-    let policy = apply_policy_update(MeetingPolicy::default(), body.policy)
-        .map_err(|r| ApiError::new(r.code, r.message).with_target("policy"))?;
-    let mut record = MeetingRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        meeting_code: generate_meeting_code(),
-        passcode: generate_passcode(),
-        subject,
-        organizer_raw_id: organizer,
-        organizer_tenant_id: tenant,
-        co_organizers: directory_ids(&body.co_organizers, "coOrganizers")?,
-        presenters: directory_ids(&body.presenters, "presenters")?,
-        policy,
-        created_at_ms: now_ms(),
-    };
-    state.gateway.meetings.create(&mut record)?;
-    let topic =
-        record.subject.clone().unwrap_or_else(|| crate::domain::chat::meeting::DEFAULT_MEETING_TOPIC.to_string());
-    state.chat.create_meeting_thread(&record.id, &topic, &record.organizer_raw_id, record.created_at_ms).await?;
-    tracing::info!(meeting = %record.id, organizer = %record.organizer_raw_id, "meeting created");
+    let by = requester(&caller)?;
+    // Up to 1 MiB of JSON: parsed on the blocking pool, not on an async worker.
+    let body = caller.body.clone();
+    let req: CreateMeetingRequest = run_blocking(move || parse_json_or_default(&body)).await??;
+    let record = state.meetings.create(&by, req, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &host, record).await)).into_response())
-}
-
-/// The meeting, if the caller may manage it (organizer, co-organizer, or the server API).
-fn managed(state: &AppState, id: &str, caller: &Caller) -> Result<MeetingRecord, ApiError> {
-    let record = state
-        .gateway
-        .meetings
-        .get(id)?
-        .ok_or_else(|| ApiError::new(ErrorCode::MeetingNotFound, format!("no meeting `{id}`")))?;
-    if let Some(raw) = caller.raw_id()
-        && !record.is_organizer_like(&raw)
-    {
-        return Err(ApiError::new(ErrorCode::Forbidden, "only the organizer and co-organizers manage this meeting"));
-    }
-    Ok(record)
 }
 
 async fn get_meeting(
@@ -236,7 +157,7 @@ async fn get_meeting(
     host: RequestHost,
     caller: Caller,
 ) -> Result<Json<MeetingView>, ApiError> {
-    let record = managed(&state, &id, &caller)?;
+    let record = state.meetings.managed(&id, &requester(&caller)?).await?;
     Ok(Json(view(&state, &host, record).await))
 }
 
@@ -246,22 +167,9 @@ async fn patch_meeting(
     host: RequestHost,
     caller: Caller,
 ) -> Result<Json<MeetingView>, ApiError> {
+    let by = requester(&caller)?;
     let patch: PatchMeeting = parse_json(&caller.body)?;
-    let record = managed(&state, &id, &caller)?;
-    let next = apply_policy_update(record.policy, patch.policy)
-        .map_err(|r| ApiError::new(r.code, r.message).with_target("policy"))?;
-    // A live meeting applies it (participants are told; the actor stores it), else store it here.
-    let live = state.gateway.meeting_handle(&id);
-    let applied_live = match live {
-        Some(h) => {
-            state.gateway.server_command(&h, Authority::Server, ServerCommand::UpdatePolicy(patch.policy)).await.is_ok()
-        }
-        None => false,
-    };
-    if !applied_live {
-        state.gateway.meetings.set_policy(&id, &next)?;
-    }
-    let record = managed(&state, &id, &caller)?;
+    let record = state.meetings.update_policy(&id, &by, patch.policy, &state.gateway).await?;
     Ok(Json(view(&state, &host, record).await))
 }
 
@@ -270,15 +178,8 @@ async fn delete_meeting(
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let record = managed(&state, &id, &caller)?;
-    if caller.user.as_ref().is_some_and(|u| u.identifier.raw_id() != record.organizer_raw_id) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "only the organizer deletes a meeting"));
-    }
-    if let Some(h) = state.gateway.meeting_handle(&id) {
-        // Ends it for everyone; an already-ending meeting is fine.
-        let _ = state.gateway.server_command(&h, Authority::Server, ServerCommand::End).await;
-    }
-    state.gateway.meetings.delete(&id)?;
+    let thread_deleted = state.meetings.delete(&id, &requester(&caller)?, &state.gateway).await?;
+    crate::api::chat::publish(&state, thread_deleted);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -305,30 +206,28 @@ async fn capture(
     target: Target,
     cmd: Cmd,
 ) -> Result<Json<LiveView>, ApiError> {
-    let handle = match target {
-        Target::Meeting => {
-            if state.gateway.meetings.get(&id)?.is_none() {
-                return Err(ApiError::new(ErrorCode::MeetingNotFound, format!("no meeting `{id}`")));
-            }
-            state.gateway.meeting_handle(&id)
-        }
-        Target::Live => state.gateway.conversation_handle(&id),
-    };
-    let handle = handle.ok_or_else(|| ApiError::new(ErrorCode::InvalidState, "the conversation is not in progress"))?;
     let command = match cmd {
         Cmd::Rec(on) => ServerCommand::SetRecording(on),
         Cmd::Tr(on) => ServerCommand::SetTranscription(on),
     };
-    state
-        .gateway
-        .server_command(&handle, caller.authority(), command)
-        .await
-        .map_err(|r| ApiError::new(r.code, r.message))?;
-    let status = state
-        .gateway
-        .live_status(&handle)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidState, "the conversation ended"))?;
+    let not_live = || ApiError::new(palaver_core::ErrorCode::InvalidState, "the conversation is not in progress");
+    let handle = match target {
+        Target::Meeting => {
+            state.meetings.capture(&id, caller.authority(), command, &state.gateway).await?;
+            state.gateway.meeting_handle(&id)
+        }
+        Target::Live => {
+            let handle = state.gateway.conversation_handle(&id).ok_or_else(not_live)?;
+            state.gateway.server_command(&handle, caller.authority(), command).await?;
+            Some(handle)
+        }
+    };
+    let status = match handle {
+        Some(h) => state.gateway.live_status(&h).await,
+        None => None,
+    };
+    let status =
+        status.ok_or_else(|| ApiError::new(palaver_core::ErrorCode::InvalidState, "the conversation ended"))?;
     Ok(Json(status.into()))
 }
 

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::acs_error_bodies))
         .layer(axum::middleware::from_fn(echo_client_request_id))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(TraceLayer::new_for_http())

@@ -54,3 +54,40 @@ pub async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, serde_js
 pub fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
+
+/// A `SignalingTelemetry` that remembers what it was told (what `/metrics` would show).
+#[derive(Debug, Default)]
+pub struct RecordingTelemetry {
+    pub joins: std::sync::atomic::AtomicU64,
+    pub active_meetings: std::sync::atomic::AtomicUsize,
+    pub lobby_size: std::sync::atomic::AtomicUsize,
+    pub errors: std::sync::Mutex<std::collections::HashMap<palaver_core::ErrorCode, u64>>,
+}
+
+impl RecordingTelemetry {
+    /// Errors answered with `code` so far.
+    pub fn errors(&self, code: palaver_core::ErrorCode) -> u64 {
+        self.errors.lock().unwrap().get(&code).copied().unwrap_or(0)
+    }
+    pub fn lobby_size(&self) -> usize {
+        self.lobby_size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn active_meetings(&self) -> usize {
+        self.active_meetings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl palaver_core::SignalingTelemetry for RecordingTelemetry {
+    fn join_completed(&self, _latency: std::time::Duration) {
+        self.joins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn error_answered(&self, code: palaver_core::ErrorCode) {
+        *self.errors.lock().unwrap().entry(code).or_default() += 1;
+    }
+    fn active_meetings(&self, count: usize) {
+        self.active_meetings.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn lobby_size(&self, count: usize) {
+        self.lobby_size.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+}

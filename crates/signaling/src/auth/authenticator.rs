@@ -3,8 +3,10 @@
 //! [`Credential`] and get back a [`Principal`] (who it is, with which scopes, until when) or a
 //! [`Refusal`] with the same code and message whichever door asked.
 //!
-//! An access token is checked for signature, resource, expiry, revocation and a well-formed
-//! subject; an IdP token (native directory client) against its tenant's keys. The one
+//! An access token is checked for signature, resource, expiry, revocation, a well-formed
+//! subject and, for directory users, the tenant that owns the oid
+//! ([`TenantBindings`](crate::auth::directory::TenantBindings)); an IdP token (native
+//! directory client) against its tenant's keys and the same binding. The one
 //! `Authorization` header parser, [`bearer_token`], ignores the scheme's case.
 
 use crate::auth::directory::{Directory, directory_scopes};
@@ -94,6 +96,12 @@ impl Authenticator {
         }
         let identifier = CommunicationIdentifier::parse(&claims.raw_id())
             .map_err(|e| Refusal::new(ErrorCode::InvalidToken, format!("token subject is not valid: {e}")))?;
+        if let (CommunicationIdentifier::DirectoryUser { user_id, .. }, Some(tid)) = (&identifier, &claims.tid) {
+            self.directory
+                .bindings
+                .check(user_id, tid)
+                .map_err(|r| Refusal::new(ErrorCode::InvalidToken, r.message))?;
+        }
         Ok(Principal {
             identifier,
             scopes: claims.scopes(),
@@ -110,6 +118,7 @@ impl Authenticator {
     /// expiry (may fetch the tenant's keys).
     async fn verify_idp_token(&self, token: &str, now_ms: i64) -> Result<Principal, Refusal> {
         let user = self.directory.validator.validate(token, now_ms.div_euclid(1000)).await?;
+        self.directory.bindings.bind(&user.oid, &user.tenant_id, now_ms).await?;
         let identifier = CommunicationIdentifier::parse(&user.raw_id())
             .map_err(|e| Refusal::new(ErrorCode::InvalidIdpToken, format!("bad directory user id: {e}")))?;
         Ok(Principal {

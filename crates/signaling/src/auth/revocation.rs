@@ -1,6 +1,7 @@
 //! Token revocation: a per-identity "revoked before" mark in milliseconds, compared with a
-//! token's `iatms`. Marks are written to SQLite first, then mirrored in memory, so every
-//! later check sees them at once and they survive a restart.
+//! token's `iatms`. Marks are written to SQLite first (inside the caller's transaction, which
+//! goes through the store's async door), then mirrored in memory, so every later check sees
+//! them at once and they survive a restart. Checks never touch the database.
 
 use crate::store::{Store, StoreError, identities};
 use dashmap::DashMap;
@@ -12,7 +13,7 @@ pub struct RevocationList {
 }
 
 impl RevocationList {
-    /// Load every mark from the store.
+    /// Load every mark from the store (once, at start-up, before any request is served).
     pub fn load(store: &Store) -> Result<Self, StoreError> {
         let marks = store.with_conn(|c| identities::all_revocations(c))?;
         Ok(Self { marks: marks.into_iter().collect() })
@@ -46,13 +47,6 @@ impl RevocationList {
         let mut entry = self.marks.entry(raw_id.to_string()).or_insert(mark);
         *entry = (*entry).max(mark);
     }
-
-    /// Write and apply a mark in one call (own transaction).
-    pub fn revoke(&self, store: &Store, raw_id: &str, now_ms: i64) -> Result<i64, StoreError> {
-        let mark = store.with_conn(|c| Self::write_mark(c, raw_id, now_ms))?;
-        self.apply(raw_id, mark);
-        Ok(mark)
-    }
 }
 
 #[cfg(test)]
@@ -77,12 +71,18 @@ mod tests {
         }
     }
 
+    /// Write and apply a mark (the identity domain does the same inside its transaction).
+    fn revoke(list: &RevocationList, store: &Store, raw_id: &str, now_ms: i64) {
+        let mark = store.with_conn(|c| RevocationList::write_mark(c, raw_id, now_ms)).unwrap();
+        list.apply(raw_id, mark);
+    }
+
     #[test]
     fn revocation_applies_to_older_tokens_only_and_survives_reload() {
         let store = Store::open_in_memory().unwrap();
         let list = RevocationList::load(&store).unwrap();
         assert!(!list.is_revoked(&claims("8:acs:r_1", 100)));
-        list.revoke(&store, "8:acs:r_1", 100).unwrap();
+        revoke(&list, &store, "8:acs:r_1", 100);
         assert!(list.is_revoked(&claims("8:acs:r_1", 100)));
         assert!(list.is_revoked(&claims("8:acs:r_1", 50)));
         let next = list.issue_time("8:acs:r_1", 100);
@@ -93,7 +93,7 @@ mod tests {
         let reloaded = RevocationList::load(&store).unwrap();
         assert!(reloaded.is_revoked(&claims("8:acs:r_1", 100)));
         // Marks never move back.
-        reloaded.revoke(&store, "8:acs:r_1", 10).unwrap();
+        revoke(&reloaded, &store, "8:acs:r_1", 10);
         assert!(reloaded.is_revoked(&claims("8:acs:r_1", 100)));
         assert!(RevocationList::load(&store).unwrap().is_revoked(&claims("8:acs:r_1", 100)));
     }

@@ -1,14 +1,18 @@
-//! Identity operations, free of HTTP: validate, then write atomically.
+//! Identity rules, free of HTTP: validate, then write atomically through the store's async
+//! door. [`Identities`] is built from its parts (the store, this resource's id, the token
+//! issuer and the revocation marks) and answers domain values or a [`Refusal`]; the API
+//! layer picks the status codes.
 //!
 //! Creating an identity (optionally with a token) and issuing a token may carry a
 //! `Repeatability-Request-ID`: the first answer is stored with the request's fingerprint
 //! in the same transaction as the write, and a repeat returns that answer without writing.
 
-use crate::app::AppState;
-use crate::auth::{IssuedToken, RevocationList, TokenGrant};
-use crate::domain::Refusal;
+use crate::auth::{IssuedToken, RevocationList, TokenGrant, TokenService};
+use crate::domain::{Refusal, Repeatability};
+use crate::store::Store;
 use crate::store::identities::{self, StoredAnswer};
 use palaver_core::{CommunicationIdentifier, ErrorCode, ScopeSet};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Allowed `expiresInMinutes`.
@@ -58,13 +62,23 @@ pub struct CreateIdentityResponse {
     pub access_token: Option<AccessTokenResponse>,
 }
 
-pub use crate::api::Repeatability;
-
-/// A JSON answer: status and body (a stored first answer is replayed verbatim).
+/// A committed revocation: tokens of `raw_id` issued before `revoked_before_ms` stop working.
+/// Live sessions holding such a token must be ended too (the gateway does it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
+pub struct Revocation {
+    pub raw_id: String,
+    pub revoked_before_ms: i64,
+}
+
+/// The identity rules over their parts. Borrowed, so it costs nothing to build per request
+/// (`AppState::identities`).
+#[derive(Debug, Clone, Copy)]
+pub struct Identities<'a> {
+    pub store: &'a Store,
+    /// This resource's id: identities are `8:acs:<resource_id>_<guid>`.
+    pub resource_id: &'a str,
+    pub tokens: &'a TokenService,
+    pub revocations: &'a RevocationList,
 }
 
 /// Validate a scope list (non-empty, known names).
@@ -92,8 +106,8 @@ pub fn parse_expiry_minutes(minutes: Option<i64>) -> Result<i64, Refusal> {
     }
 }
 
-/// Parse a path identity id: must be a communication user of this resource.
-pub fn parse_own_identity(state: &AppState, raw: &str) -> Result<String, Refusal> {
+/// Parse a path identity id: must be a communication user of resource `resource_id`.
+pub fn parse_own_identity(resource_id: &str, raw: &str) -> Result<String, Refusal> {
     let id = CommunicationIdentifier::parse(raw)
         .map_err(|e| Refusal::new(ErrorCode::InvalidIdentifier, e.to_string()).with_target("id"))?;
     if !id.is_external_user() {
@@ -103,7 +117,7 @@ pub fn parse_own_identity(state: &AppState, raw: &str) -> Result<String, Refusal
         )
         .with_target("id"));
     }
-    if id.resource_id() != Some(state.resource.resource_id.as_str()) {
+    if id.resource_id() != Some(resource_id) {
         return Err(Refusal::new(ErrorCode::IdentityNotFound, format!("identity `{raw}` does not exist")));
     }
     Ok(raw.to_string())
@@ -117,194 +131,210 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, Refusal> {
 enum Outcome {
     /// The request id was seen before: answer as the first time.
     Replay(StoredAnswer),
-    Done(Answer),
+    /// Written; the answer (JSON) as stored for repeats.
+    Done(String),
     /// Refused inside the transaction (rolled back, nothing written).
     Failed(Refusal),
 }
 
 impl Outcome {
-    fn finish(self, repeat: Option<&Repeatability>) -> Result<Answer, Refusal> {
-        match (self, repeat) {
-            (Outcome::Done(answer), _) => Ok(answer),
-            (Outcome::Failed(e), _) => Err(e),
-            (Outcome::Replay(stored), Some(rep)) if stored.fingerprint == rep.fingerprint => {
-                Ok(Answer { status: stored.status, body: stored.body })
+    /// The answer, typed: a replay answers the stored first answer when the fingerprint matches.
+    fn finish<T: DeserializeOwned>(self, repeat: Option<&Repeatability>) -> Result<T, Refusal> {
+        let body = match (self, repeat) {
+            (Outcome::Done(body), _) => body,
+            (Outcome::Failed(e), _) => return Err(e),
+            (Outcome::Replay(stored), Some(rep)) if stored.fingerprint == rep.fingerprint => stored.body,
+            (Outcome::Replay(_), rep) => {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "Repeatability-Request-ID `{}` was already used for a different request",
+                        rep.map(|r| r.request_id.as_str()).unwrap_or_default()
+                    ),
+                ));
             }
-            (Outcome::Replay(_), rep) => Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!(
-                    "Repeatability-Request-ID `{}` was already used for a different request",
-                    rep.map(|r| r.request_id.as_str()).unwrap_or_default()
-                ),
-            )),
-        }
+        };
+        serde_json::from_str(&body).map_err(|e| Refusal::internal(format!("stored answer is unreadable: {e}")))
     }
 }
 
-/// `POST /identities`: create an identity, optionally with a token.
-pub fn create_identity(
-    state: &AppState,
-    req: &CreateIdentityRequest,
+/// In `tx`: a replay of `repeat` if it was seen, else `write` and remember its answer.
+fn repeatable(
+    tx: rusqlite::Transaction<'_>,
     repeat: Option<&Repeatability>,
     now_ms: i64,
-) -> Result<Answer, Refusal> {
-    // Validate everything before touching the store.
-    let token_request = match &req.create_token_with_scopes {
-        Some(names) => {
-            Some((parse_scopes(names, "createTokenWithScopes")?, parse_expiry_minutes(req.expires_in_minutes)?))
-        }
-        None => {
-            if let Some(m) = req.expires_in_minutes {
-                parse_expiry_minutes(Some(m))?;
-            }
-            None
-        }
+    write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<Result<String, Refusal>>,
+) -> rusqlite::Result<Outcome> {
+    if let Some(rep) = repeat
+        && let Some(stored) = identities::find_answer(&tx, &rep.request_id)?
+    {
+        return Ok(Outcome::Replay(stored));
+    }
+    let body = match write(&tx)? {
+        Ok(body) => body,
+        Err(refusal) => return Ok(Outcome::Failed(refusal)),
     };
-    let raw_id = format!("8:acs:{}_{}", state.resource.resource_id, uuid::Uuid::new_v4());
-    let answer = state.store.with_conn(|conn| {
-        let tx = conn.transaction()?;
-        if let Some(rep) = repeat
-            && let Some(stored) = identities::find_answer(&tx, &rep.request_id)?
-        {
-            return Ok(Outcome::Replay(stored));
-        }
-        identities::insert_identity(&tx, &raw_id, now_ms)?;
-        let access_token = match token_request {
-            Some((scopes, minutes)) => {
-                let grant = TokenGrant {
-                    raw_id: raw_id.clone(),
-                    scopes,
-                    expires_at_ms: now_ms + minutes * 60_000,
-                    name: None,
-                    tid: None,
-                    native: false,
-                };
-                match state.auth.tokens.issue(&grant, now_ms) {
-                    Ok(t) => Some(AccessTokenResponse::from(&t)),
-                    Err(e) => return Ok(Outcome::Failed(Refusal::internal(e.to_string()))),
-                }
+    if let Some(rep) = repeat {
+        let stored = StoredAnswer { fingerprint: rep.fingerprint.clone(), body: body.clone() };
+        identities::save_answer(&tx, &rep.request_id, &stored, now_ms)?;
+        identities::prune_answers(&tx, now_ms - REPEATABILITY_WINDOW_MS)?;
+    }
+    tx.commit()?;
+    Ok(Outcome::Done(body))
+}
+
+impl Identities<'_> {
+    /// `POST /identities`: create an identity, optionally with a token.
+    pub async fn create(
+        &self,
+        req: &CreateIdentityRequest,
+        repeat: Option<&Repeatability>,
+        now_ms: i64,
+    ) -> Result<CreateIdentityResponse, Refusal> {
+        // Validate everything before touching the store.
+        let token_request = match &req.create_token_with_scopes {
+            Some(names) => {
+                Some((parse_scopes(names, "createTokenWithScopes")?, parse_expiry_minutes(req.expires_in_minutes)?))
             }
+            None => {
+                if let Some(m) = req.expires_in_minutes {
+                    parse_expiry_minutes(Some(m))?;
+                }
+                None
+            }
+        };
+        let raw_id = format!("8:acs:{}_{}", self.resource_id, uuid::Uuid::new_v4());
+        // Signed before the transaction (pure CPU); dropped if the request is a replay.
+        let access_token = match token_request {
+            Some((scopes, minutes)) => Some(self.sign(&raw_id, scopes, minutes, now_ms)?),
             None => None,
         };
-        let body = CreateIdentityResponse { identity: IdentityId { id: raw_id.clone() }, access_token };
-        let body = match to_json(&body) {
-            Ok(b) => b,
-            Err(e) => return Ok(Outcome::Failed(e)),
-        };
-        if let Some(rep) = repeat {
-            let stored = StoredAnswer { fingerprint: rep.fingerprint.clone(), status: 201, body: body.clone() };
-            identities::save_answer(&tx, &rep.request_id, &stored, now_ms)?;
-            identities::prune_answers(&tx, now_ms - REPEATABILITY_WINDOW_MS)?;
+        let with_token = access_token.is_some();
+        let body = to_json(&CreateIdentityResponse { identity: IdentityId { id: raw_id.clone() }, access_token })?;
+        let (id, rep) = (raw_id.clone(), repeat.cloned());
+        let outcome = self
+            .store
+            .call(move |conn| {
+                repeatable(conn.transaction()?, rep.as_ref(), now_ms, |tx| {
+                    identities::insert_identity(tx, &id, now_ms)?;
+                    Ok(Ok(body))
+                })
+            })
+            .await?;
+        if matches!(outcome, Outcome::Done(_)) {
+            tracing::info!(identity = %raw_id, with_token, "identity created");
         }
-        tx.commit()?;
-        Ok(Outcome::Done(Answer { status: 201, body }))
-    })?;
-    if matches!(answer, Outcome::Done(_)) {
-        tracing::info!(identity = %raw_id, with_token = token_request.is_some(), "identity created");
+        outcome.finish(repeat)
     }
-    answer.finish(repeat)
-}
 
-/// `POST /identities/{id}/:issueAccessToken`.
-pub fn issue_token(
-    state: &AppState,
-    raw_id: &str,
-    req: &IssueTokenRequest,
-    repeat: Option<&Repeatability>,
-    now_ms: i64,
-) -> Result<Answer, Refusal> {
-    let raw_id = parse_own_identity(state, raw_id)?;
-    let scopes = parse_scopes(
-        req.scopes.as_deref().ok_or_else(|| {
-            Refusal::new(ErrorCode::InvalidScope, "the `scopes` member is required").with_target("scopes")
-        })?,
-        "scopes",
-    )?;
-    let minutes = parse_expiry_minutes(req.expires_in_minutes)?;
-    let issued_at = state.auth.revocations.issue_time(&raw_id, now_ms);
-    let grant = TokenGrant {
-        raw_id: raw_id.clone(),
-        scopes,
-        expires_at_ms: issued_at + minutes * 60_000,
-        name: None,
-        tid: None,
-        native: false,
-    };
-    let outcome = state.store.with_conn(|conn| {
-        let tx = conn.transaction()?;
-        if let Some(rep) = repeat
-            && let Some(stored) = identities::find_answer(&tx, &rep.request_id)?
-        {
-            return Ok(Outcome::Replay(stored));
-        }
-        if !identities::identity_exists(&tx, &raw_id)? {
-            return Ok(Outcome::Failed(identity_not_found(&raw_id)));
-        }
-        let Ok(token) = state.auth.tokens.issue(&grant, issued_at) else {
-            return Ok(Outcome::Failed(Refusal::internal("cannot sign the access token")));
+    /// `POST /identities/{id}/:issueAccessToken`.
+    pub async fn issue_token(
+        &self,
+        raw_id: &str,
+        req: &IssueTokenRequest,
+        repeat: Option<&Repeatability>,
+        now_ms: i64,
+    ) -> Result<AccessTokenResponse, Refusal> {
+        let raw_id = parse_own_identity(self.resource_id, raw_id)?;
+        let scopes = parse_scopes(
+            req.scopes.as_deref().ok_or_else(|| {
+                Refusal::new(ErrorCode::InvalidScope, "the `scopes` member is required").with_target("scopes")
+            })?,
+            "scopes",
+        )?;
+        let minutes = parse_expiry_minutes(req.expires_in_minutes)?;
+        let issued_at = self.revocations.issue_time(&raw_id, now_ms);
+        let grant = TokenGrant {
+            raw_id: raw_id.clone(),
+            scopes,
+            expires_at_ms: issued_at + minutes * 60_000,
+            name: None,
+            tid: None,
+            native: false,
         };
-        let body = match to_json(&AccessTokenResponse::from(&token)) {
-            Ok(b) => b,
-            Err(e) => return Ok(Outcome::Failed(e)),
+        let token =
+            self.tokens.issue(&grant, issued_at).map_err(|_| Refusal::internal("cannot sign the access token"))?;
+        let body = to_json(&AccessTokenResponse::from(&token))?;
+        let rep = repeat.cloned();
+        let outcome = self
+            .store
+            .call(move |conn| {
+                repeatable(conn.transaction()?, rep.as_ref(), now_ms, |tx| {
+                    if !identities::identity_exists(tx, &raw_id)? {
+                        return Ok(Err(identity_not_found(&raw_id)));
+                    }
+                    Ok(Ok(body))
+                })
+            })
+            .await?;
+        outcome.finish(repeat)
+    }
+
+    /// `POST /identities/{id}/:revokeAccessTokens`: every token issued so far stops working.
+    pub async fn revoke_tokens(&self, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
+        let revocation = self.revoke_if(raw_id, now_ms, identities::identity_exists).await?;
+        tracing::info!(identity = %revocation.raw_id, "access tokens revoked");
+        Ok(revocation)
+    }
+
+    /// `DELETE /identities/{id}`: remove the identity and revoke its tokens.
+    pub async fn delete(&self, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
+        let revocation = self.revoke_if(raw_id, now_ms, identities::delete_identity).await?;
+        tracing::info!(identity = %revocation.raw_id, "identity deleted");
+        Ok(revocation)
+    }
+
+    /// An access token of `raw_id` with `scopes`, issued at `issued_at_ms`, valid `minutes`.
+    fn sign(
+        &self,
+        raw_id: &str,
+        scopes: ScopeSet,
+        minutes: i64,
+        issued_at_ms: i64,
+    ) -> Result<AccessTokenResponse, Refusal> {
+        let grant = TokenGrant {
+            raw_id: raw_id.to_string(),
+            scopes,
+            expires_at_ms: issued_at_ms + minutes * 60_000,
+            name: None,
+            tid: None,
+            native: false,
         };
-        if let Some(rep) = repeat {
-            let stored = StoredAnswer { fingerprint: rep.fingerprint.clone(), status: 200, body: body.clone() };
-            identities::save_answer(&tx, &rep.request_id, &stored, now_ms)?;
-        }
-        tx.commit()?;
-        Ok(Outcome::Done(Answer { status: 200, body }))
-    })?;
-    outcome.finish(repeat)
+        let token = self.tokens.issue(&grant, issued_at_ms).map_err(|e| Refusal::internal(e.to_string()))?;
+        Ok(AccessTokenResponse::from(&token))
+    }
+
+    /// In one transaction: run `change` on the identity (false = no such identity) and write a
+    /// revocation mark at `now_ms`; then apply the mark in memory.
+    async fn revoke_if(
+        &self,
+        raw_id: &str,
+        now_ms: i64,
+        change: fn(&rusqlite::Connection, &str) -> rusqlite::Result<bool>,
+    ) -> Result<Revocation, Refusal> {
+        let raw_id = parse_own_identity(self.resource_id, raw_id)?;
+        let id = raw_id.clone();
+        let mark = self
+            .store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                if !change(&tx, &id)? {
+                    return Ok(None);
+                }
+                let mark = RevocationList::write_mark(&tx, &id, now_ms)?;
+                tx.commit()?;
+                Ok(Some(mark))
+            })
+            .await?;
+        let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
+        self.revocations.apply(&raw_id, mark);
+        Ok(Revocation { raw_id, revoked_before_ms: mark })
+    }
 }
 
-/// A committed revocation: tokens of `raw_id` issued before `revoked_before_ms` stop working.
-/// Live sessions holding such a token must be ended too (the gateway does it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    pub raw_id: String,
-    pub revoked_before_ms: i64,
-}
-
-/// `POST /identities/{id}/:revokeAccessTokens`: every token issued so far stops working.
-pub fn revoke_tokens(state: &AppState, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
-    let revocation = revoke_if(state, raw_id, now_ms, identities::identity_exists)?;
-    tracing::info!(identity = %revocation.raw_id, "access tokens revoked");
-    Ok(revocation)
-}
-
-/// `DELETE /identities/{id}`: remove the identity and revoke its tokens.
-pub fn delete_identity(state: &AppState, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
-    let revocation = revoke_if(state, raw_id, now_ms, identities::delete_identity)?;
-    tracing::info!(identity = %revocation.raw_id, "identity deleted");
-    Ok(revocation)
-}
-
-/// In one transaction: run `change` on the identity (false = no such identity) and write a
-/// revocation mark at `now_ms`; then apply the mark in memory.
-fn revoke_if(
-    state: &AppState,
-    raw_id: &str,
-    now_ms: i64,
-    change: fn(&rusqlite::Connection, &str) -> rusqlite::Result<bool>,
-) -> Result<Revocation, Refusal> {
-    let raw_id = parse_own_identity(state, raw_id)?;
-    let mark = state.store.with_conn(|conn| {
-        let tx = conn.transaction()?;
-        if !change(&tx, &raw_id)? {
-            return Ok(None);
-        }
-        let mark = RevocationList::write_mark(&tx, &raw_id, now_ms)?;
-        tx.commit()?;
-        Ok(Some(mark))
-    })?;
-    let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
-    state.auth.revocations.apply(&raw_id, mark);
-    Ok(Revocation { raw_id, revoked_before_ms: mark })
-}
-
-/// Number of communication identities (for tests and diagnostics).
-pub fn identity_count(state: &AppState) -> Result<i64, Refusal> {
-    Ok(state.store.with_conn(|c| identities::count_identities(c))?)
+/// Number of communication identities (tests and diagnostics; synchronous).
+pub fn identity_count(store: &Store) -> Result<i64, Refusal> {
+    Ok(store.with_conn(|c| identities::count_identities(c))?)
 }
 
 fn identity_not_found(raw_id: &str) -> Refusal {

@@ -6,6 +6,7 @@
 //! - [`conversation`]: the sans-IO meeting/group-call/room machine (roster, roles, lobby).
 //! - [`calls`]: the sans-IO user-to-user call machine (ringing, queues, transfer).
 //! - [`identity`]: communication identities and their access tokens.
+//! - [`meetings`]: meeting definitions, who manages them, their limits, joins by code.
 //! - [`rooms`]: ACS Rooms shapes and rules, and the join lookup the gateway uses.
 //! - [`chat`]: chat threads, messages, participants: access rules, ids, sanitising, paging
 //!   tokens, real-time events, and the transactional chat service.
@@ -14,7 +15,10 @@ pub mod calls;
 pub mod chat;
 pub mod conversation;
 pub mod identity;
+pub mod meetings;
 mod refusal;
+mod repeatability;
 pub mod rooms;
 
 pub use refusal::{Refusal, RefusalDetail};
+pub use repeatability::Repeatability;

@@ -101,6 +101,9 @@ pub(crate) fn spawn(
         conns: HashMap::new(),
         lobby_reported: 0,
         chat: Default::default(),
+        policy_changed: false,
+        staged: Vec::new(),
+        flush_at: None,
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -118,12 +121,38 @@ struct Actor {
     lobby_reported: i64,
     /// Who is in the meeting's chat thread.
     chat: super::chat::MeetingChatTracker,
+    /// A policy change waits to be stored.
+    policy_changed: bool,
+    /// Frames held while a roster coalescing window is open, in order, with the coalescing key
+    /// of latest-state roster deltas ([`coalesce_key`]).
+    staged: Vec<(Option<String>, Vec<String>, Arc<str>)>,
+    /// When the open coalescing window ends.
+    flush_at: Option<tokio::time::Instant>,
+}
+
+/// A roster delta that only states a participant's latest state (hand raised, muted, active
+/// speakers) opens a window this long; frames of the window are sent together at its end, and
+/// a later delta of the same kind for the same participant replaces an earlier one, so a burst
+/// of toggles reaches each socket as its latest state (issue #19: 10 members toggling a raised
+/// hand produced ~577,000 outbound frames in 13 s).
+pub const ROSTER_COALESCE_MS: u64 = 50;
+
+/// The coalescing key of a latest-state roster delta.
+fn coalesce_key(message: &ServerMessage) -> Option<String> {
+    let ServerMessage::RosterDelta { delta, .. } = message else { return None };
+    match delta {
+        RosterChange::HandRaised { participant_id, .. } => Some(format!("hand:{participant_id}")),
+        RosterChange::Muted { participant_id, .. } => Some(format!("muted:{participant_id}")),
+        RosterChange::ActiveSpeakers { .. } => Some("speakers".to_string()),
+        _ => None,
+    }
 }
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
         loop {
             let wait = self.conversation.next_deadline().map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
+            let flush_at = self.flush_at;
             let outputs = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.on_message(msg),
@@ -132,13 +161,23 @@ impl Actor {
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)), if wait.is_some() => {
                     self.conversation.handle(now_ms(), Input::Tick)
                 }
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                    Vec::new()
+                }
             };
+            let chat_changes = self.chat.changes(&self.key, &self.setup, self.conversation.participants());
+            super::chat::apply_meeting_changes(&self.gateway, chat_changes).await;
             self.execute(outputs);
+            if std::mem::take(&mut self.policy_changed) {
+                self.persist_policy().await;
+            }
             self.report_lobby();
             if self.conversation.is_ended() {
                 break;
             }
         }
+        self.flush_at = Some(tokio::time::Instant::now());
+        self.execute(Vec::new());
         self.gateway.lobby_changed(-self.lobby_reported);
         self.gateway.forget(&self.key, &self.handle);
         tracing::info!(key = %self.key, conversation = %self.handle.conversation_id, "conversation ended");
@@ -231,7 +270,6 @@ impl Actor {
         }
     }
 
-    /// Keep the stored meeting definition in step with policy changes made live.
     /// Keep the gateway's lobby total (the `palaver_lobby_participants` gauge) in step.
     fn report_lobby(&mut self) {
         let now = self.conversation.participants().filter(|p| p.state() == ParticipantState::Lobby).count() as i64;
@@ -239,19 +277,26 @@ impl Actor {
         self.lobby_reported = now;
     }
 
-    fn persist_policy(&self) {
+    /// Keep the stored meeting definition in step with policy changes made live.
+    async fn persist_policy(&self) {
         let ConversationSetup::Meeting(_) = &self.setup else { return };
         let Some(meeting_id) = self.key.strip_prefix("meeting:") else { return };
-        if let Err(e) = self.gateway.meetings.set_policy(meeting_id, &self.conversation.policy()) {
+        if let Err(e) = self.gateway.meetings().store_policy(meeting_id, &self.conversation.policy()).await {
             tracing::error!(meeting = meeting_id, error = %e, "storing the meeting policy failed");
         }
     }
 
     fn execute(&mut self, outputs: Vec<Output>) {
-        self.chat.sync(&self.gateway, &self.key, &self.setup, self.conversation.participants());
         let mut policy_changed = false;
         let mut overflowed: Vec<String> = Vec::new();
+        if self.flush_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            self.flush_staged(&mut overflowed);
+        }
         for output in outputs {
+            if !matches!(output, Output::Send { .. }) {
+                // Frames before a detach or a media step go first, in order.
+                self.flush_staged(&mut overflowed);
+            }
             match output {
                 Output::Send { to, message } => {
                     policy_changed |= matches!(message, ServerMessage::PolicyChanged { .. });
@@ -263,30 +308,35 @@ impl Actor {
                         self.gateway.media().screen_share(self.media_session(participant_id, true), *active);
                     }
                     self.gateway.record_if_error(&message);
+                    let key = coalesce_key(&message);
                     let text: Arc<str> = message.to_json().into();
-                    for pid in to {
-                        if let Some((conn_id, tx)) = self.conns.get(&pid)
-                            && tx.try_send(Outbound::Frame(text.clone())).is_err()
-                        {
-                            // A socket this far behind has a stale roster: drop it; the client
-                            // resumes within the grace period and gets a fresh snapshot.
-                            tracing::warn!(participant = %pid, conn = %conn_id, "outbound queue full; dropping the socket");
-                            overflowed.push(pid.clone());
+                    if key.is_some() || self.flush_at.is_some() {
+                        if let Some(key) = &key {
+                            self.staged.retain(|(staged, _, _)| staged.as_ref() != Some(key));
                         }
+                        self.staged.push((key, to, text));
+                        self.flush_at.get_or_insert_with(|| {
+                            tokio::time::Instant::now() + Duration::from_millis(ROSTER_COALESCE_MS)
+                        });
+                    } else {
+                        self.deliver(&to, &text, &mut overflowed);
                     }
                 }
                 Output::SessionStarted(e) => self.gateway.observer().session_started(e),
                 Output::SessionEnded(e) => self.gateway.observer().session_ended(e),
                 Output::Detach { participant_id, reason } => self.detach(participant_id, Some(reason)),
                 Output::JoinRefused { participant_id } => self.detach(participant_id, None),
-                Output::MediaOffer { participant_id, sdp, may_send_media } => {
+                Output::MediaOffer { participant_id, sdp, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    // Called here, in the actor's order with the participant's leave; only
+                    // the wait for the answer is spawned.
+                    let answer = gateway.media().offer(session, sdp);
                     tokio::spawn(async move {
-                        let reply = match media.offer(session, sdp).await {
+                        let reply = match answer.await {
                             Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: None },
-                            Err(e) => ServerMessage::error(e.code, e.message, None),
+                            Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };
                         gateway.record_if_error(&reply);
                         if let Some(tx) = tx {
@@ -297,9 +347,10 @@ impl Actor {
                 Output::MediaIceCandidate { participant_id, candidate } => {
                     let session = self.media_session(&participant_id, true);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let done = gateway.media().ice_candidate(session, candidate);
                     tokio::spawn(async move {
-                        if let Err(e) = media.ice_candidate(session, candidate).await
+                        if let Err(e) = done.await
                             && let Some(tx) = tx
                         {
                             gateway.record_error(e.code);
@@ -311,9 +362,10 @@ impl Actor {
                 Output::MediaAttach { participant_id, path, tracks, receive, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
-                    let (media, gateway) = (self.gateway.media(), self.gateway.clone());
+                    let gateway = self.gateway.clone();
+                    let attached = gateway.media().attach(session, path, tracks, receive);
                     tokio::spawn(async move {
-                        let reply = match media.attach(session, path, tracks, receive).await {
+                        let reply = match attached.await {
                             Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
                             Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };
@@ -332,9 +384,8 @@ impl Actor {
                 Output::ConversationEnded => {}
             }
         }
-        if policy_changed {
-            self.persist_policy();
-        }
+        // Stored by the run loop, in order, through the store's async door.
+        self.policy_changed |= policy_changed;
         overflowed.dedup();
         for participant_id in overflowed {
             if let Some((_, tx)) = self.conns.remove(&participant_id) {
@@ -344,6 +395,28 @@ impl Actor {
                 let outputs = self.conversation.handle(now_ms(), Input::ConnectionLost { participant_id });
                 self.execute(outputs);
             }
+        }
+    }
+
+    /// Queue one frame on each recipient's socket; a socket too far behind is noted in `overflowed`.
+    fn deliver(&self, to: &[String], text: &Arc<str>, overflowed: &mut Vec<String>) {
+        for pid in to {
+            if let Some((conn_id, tx)) = self.conns.get(pid)
+                && tx.try_send(Outbound::Frame(text.clone())).is_err()
+            {
+                // A socket this far behind has a stale roster: drop it; the client resumes
+                // within the grace period and gets a fresh snapshot.
+                tracing::warn!(participant = %pid, conn = %conn_id, "outbound queue full; dropping the socket");
+                overflowed.push(pid.clone());
+            }
+        }
+    }
+
+    /// Send the frames of the coalescing window, in order, and close it.
+    fn flush_staged(&mut self, overflowed: &mut Vec<String>) {
+        self.flush_at = None;
+        for (_, to, text) in std::mem::take(&mut self.staged) {
+            self.deliver(&to, &text, overflowed);
         }
     }
 

@@ -1,11 +1,19 @@
 //! The call actor: one task owning the sans-IO [`CallManager`] for every 1:1/group call
 //! between users; it turns call outputs into frames for every socket of the notified
-//! user and into billing session events.
+//! user and into billing session events. A call participant's media (SDP offer, ICE
+//! candidates) goes through it too, as a conversation participant's goes through its
+//! conversation actor: the actor checks the participant is connected in the call, calls the
+//! media plane in its own order, and releases the media session when the participant leaves,
+//! so an offer and a leave can never cross.
 
 use super::Gateway;
+use super::connection::{ConnTx, Outbound};
+use super::media::MediaSession;
 use crate::domain::calls::{CallError, CallManager, Input, Output};
+use palaver_core::protocol::{IceCandidate, ServerMessage};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, EndpointType, ErrorCode, ParticipantType, SessionEnded, SessionStarted};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -17,12 +25,23 @@ pub(crate) enum CallsMsg {
     },
     /// Fire-and-forget (e.g. `UserGone`).
     Notice(Input),
-    /// Is `raw_id` a connected participant of `call_id`?
-    IsConnected {
-        call_id: String,
-        raw_id: String,
-        reply: oneshot::Sender<bool>,
-    },
+    /// Media of a call participant.
+    Media(CallMediaRequest),
+}
+
+/// Media of `raw_id` in `call_id`; the answer or an error frame goes to `conn`.
+pub(crate) struct CallMediaRequest {
+    pub call_id: String,
+    pub raw_id: String,
+    pub media: CallMedia,
+    pub request_id: Option<String>,
+    pub conn: ConnTx,
+}
+
+/// What a call participant sends about its media.
+pub(crate) enum CallMedia {
+    Offer(String),
+    IceCandidate(IceCandidate),
 }
 
 /// Billing (and media) session id of one participant in one call.
@@ -48,11 +67,11 @@ impl Gateway {
         rx.await.map_err(|_| down())?
     }
 
-    /// Is the user connected in that call (media may be negotiated)?
-    pub(crate) async fn connected_in_call(&self, call_id: &str, raw_id: &str) -> bool {
-        let (reply, rx) = oneshot::channel();
-        let msg = CallsMsg::IsConnected { call_id: call_id.to_string(), raw_id: raw_id.to_string(), reply };
-        self.calls_tx().send(msg).is_ok() && rx.await.unwrap_or(false)
+    /// Hand a call participant's media to the call actor (it answers on `conn`).
+    pub(crate) fn call_media(&self, request: CallMediaRequest) -> Result<(), CallError> {
+        self.calls_tx()
+            .send(CallsMsg::Media(request))
+            .map_err(|_| CallError::new(ErrorCode::InternalError, "the call service is not running"))
     }
 
     /// The user's last socket is gone and stayed gone for the grace period.
@@ -69,6 +88,8 @@ impl Gateway {
 }
 
 async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::UnboundedReceiver<CallsMsg>) {
+    // Media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
+    let mut media_sessions: HashSet<String> = HashSet::new();
     loop {
         let now = now_ms().max(0) as u64;
         let wait = manager.poll_timeout().map(|t| Duration::from_millis(t.saturating_sub(now)));
@@ -85,11 +106,12 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                     outputs
                 }
                 Some(CallsMsg::Notice(input)) => manager.handle(now_ms().max(0) as u64, input).unwrap_or_default(),
-                Some(CallsMsg::IsConnected { call_id, raw_id, reply }) => {
-                    let connected = manager.snapshot(&call_id).is_some_and(|c| {
-                        c.state == crate::domain::calls::CallState::Connected && c.participants.iter().any(|p| p.raw_id == raw_id)
+                Some(CallsMsg::Media(request)) => {
+                    let connected = manager.snapshot(&request.call_id).is_some_and(|c| {
+                        c.state == crate::domain::calls::CallState::Connected
+                            && c.participants.iter().any(|p| p.raw_id == request.raw_id)
                     });
-                    let _ = reply.send(connected);
+                    call_media(&gateway, &mut media_sessions, connected, request);
                     Vec::new()
                 }
             },
@@ -97,11 +119,58 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                 manager.handle(now_ms().max(0) as u64, Input::Tick).unwrap_or_default()
             }
         };
-        execute(&gateway, result);
+        execute(&gateway, &mut media_sessions, result);
     }
 }
 
-fn execute(gateway: &Gateway, outputs: Vec<Output>) {
+/// Carry out a call participant's media request, in the actor's order: the media plane is
+/// called here (it does its work when called) and only the wait for its answer is spawned.
+fn call_media(gateway: &Gateway, media_sessions: &mut HashSet<String>, connected: bool, request: CallMediaRequest) {
+    let CallMediaRequest { call_id, raw_id, media, request_id, conn } = request;
+    let refuse = |code: ErrorCode, message: &str| {
+        let frame = ServerMessage::error(code, message, request_id.clone());
+        gateway.record_if_error(&frame);
+        let _ = conn.try_send(Outbound::Frame(frame.to_json().into()));
+    };
+    if !connected {
+        return refuse(ErrorCode::InvalidState, "media needs a connected call");
+    }
+    let session = MediaSession {
+        conversation_id: call_id.clone(),
+        participant_id: session_id(&call_id, &raw_id),
+        may_send_media: true,
+    };
+    let gateway = gateway.clone();
+    match media {
+        CallMedia::Offer(sdp) => {
+            media_sessions.insert(session.participant_id.clone());
+            let answer = gateway.media().offer(session, sdp);
+            tokio::spawn(async move {
+                let reply = match answer.await {
+                    Ok(sdp) => ServerMessage::MediaAnswer { sdp, call_id: Some(call_id) },
+                    Err(e) => ServerMessage::error(e.code, e.message, request_id),
+                };
+                gateway.record_if_error(&reply);
+                let _ = conn.send(Outbound::Frame(reply.to_json().into())).await;
+            });
+        }
+        CallMedia::IceCandidate(candidate) => {
+            if !media_sessions.contains(&session.participant_id) {
+                return refuse(ErrorCode::InvalidState, "send `media.offer` for this call first");
+            }
+            let done = gateway.media().ice_candidate(session, candidate);
+            tokio::spawn(async move {
+                if let Err(e) = done.await {
+                    gateway.record_error(e.code);
+                    let frame = ServerMessage::error(e.code, e.message, request_id).to_json();
+                    let _ = conn.send(Outbound::Frame(frame.into())).await;
+                }
+            });
+        }
+    }
+}
+
+fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec<Output>) {
     let observer = gateway.observer();
     for output in outputs {
         match output {
@@ -131,8 +200,8 @@ fn execute(gateway: &Gateway, outputs: Vec<Output>) {
             }
             Output::ParticipantDisconnected { call_id, raw_id, reason } => {
                 let media_session = session_id(&call_id, &raw_id);
-                if gateway.call_media.remove(&media_session).is_some() {
-                    gateway.media().leave(crate::gateway::MediaSession {
+                if media_sessions.remove(&media_session) {
+                    gateway.media().leave(MediaSession {
                         conversation_id: call_id.clone(),
                         participant_id: media_session,
                         may_send_media: true,

@@ -43,14 +43,9 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Plug in the chat service (meeting threads follow meeting membership once set).
-    pub fn set_chat(&self, chat: crate::domain::chat::ChatService) {
-        let _ = self.chat.set(chat);
-    }
-
-    /// The chat service, if plugged in.
-    pub fn chat(&self) -> Option<&crate::domain::chat::ChatService> {
-        self.chat.get()
+    /// The chat service (given at construction: meeting threads follow meeting membership).
+    pub fn chat(&self) -> &crate::domain::chat::ChatService {
+        &self.chat
     }
 }
 
@@ -64,17 +59,17 @@ pub(crate) struct MeetingChatTracker {
 impl MeetingChatTracker {
     /// Bring the meeting's thread in line with who is in the conversation now (lobby
     /// participants are not in it): participants who entered are added, those who left
-    /// removed (external users) — before the actor sends the frames of the change, so a
-    /// client that has its join snapshot can already read the thread.
-    pub fn sync<'a>(
+    /// removed (external users). The actor applies the changes ([`apply_meeting_changes`])
+    /// before it sends the frames of the change, so a client that has its join snapshot can
+    /// already read the thread.
+    pub fn changes<'a>(
         &mut self,
-        gateway: &Gateway,
         key: &str,
         setup: &ConversationSetup,
         participants: impl Iterator<Item = &'a Participant>,
-    ) {
-        let (Some(chat), ConversationSetup::Meeting(meeting)) = (gateway.chat(), setup) else { return };
-        let Some(meeting_id) = key.strip_prefix("meeting:") else { return };
+    ) -> Vec<MeetingChatChange> {
+        let ConversationSetup::Meeting(meeting) = setup else { return Vec::new() };
+        let Some(meeting_id) = key.strip_prefix("meeting:") else { return Vec::new() };
         let now: HashMap<String, (String, String, bool)> = participants
             .filter(|p| p.in_conversation())
             .map(|p| {
@@ -100,19 +95,27 @@ impl MeetingChatTracker {
             })
             .collect();
         self.present = now;
-        for change in changes {
-            match chat.meeting_change(&change) {
-                Ok(events) => {
-                    for event in events {
-                        let delivered = gateway.deliver_chat(&event);
-                        if let Some(m) = chat.metrics() {
-                            m.events_delivered(event.name, delivered as u64);
-                        }
+        changes
+    }
+}
+
+/// Write meeting membership changes to the thread (through the store's async door) and push
+/// the resulting chat events.
+pub(crate) async fn apply_meeting_changes(gateway: &Gateway, changes: Vec<MeetingChatChange>) {
+    let chat = gateway.chat();
+    for change in changes {
+        let meeting_id = change.meeting_id.clone();
+        match chat.meeting_change(change.clone()).await {
+            Ok(events) => {
+                for event in events {
+                    let delivered = gateway.deliver_chat(&event);
+                    if let Some(m) = chat.metrics() {
+                        m.events_delivered(event.name, delivered as u64);
                     }
                 }
-                Err(e) => {
-                    tracing::error!(meeting = meeting_id, participant = %change.raw_id, error = %e, "meeting chat membership change failed")
-                }
+            }
+            Err(e) => {
+                tracing::error!(meeting = %meeting_id, participant = %change.raw_id, error = %e, "meeting chat membership change failed")
             }
         }
     }

@@ -7,10 +7,11 @@
 use super::Gateway;
 use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
-use super::limits::TokenBucket;
-use super::media::MediaSession;
+use super::calls::{CallMedia, CallMediaRequest};
+use super::limits::{FloodGuard, FrameVerdict};
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
+use crate::domain::Refusal;
 use crate::domain::calls::{Input as CallInput, Party};
 use crate::domain::conversation::participant::display_name_for;
 use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
@@ -19,8 +20,7 @@ use base64::Engine;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{
-    ClientFrame, ClientMessage, ConnectionClose, IceCandidate, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    ServerMessage,
+    ClientFrame, ClientMessage, ConnectionClose, JoinTarget, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage,
 };
 use palaver_core::time::now_ms;
 use palaver_core::{EndReason, ErrorCode, Scope, ScopeSet};
@@ -73,7 +73,7 @@ struct Connection {
     tx: ConnTx,
     ident: ConnIdentity,
     attached: Option<Attachment>,
-    bucket: TokenBucket,
+    guard: FloodGuard,
     token_warned: bool,
     /// The connection's datagram path for `media.attach` (QUIC connections only).
     media_path: Option<MediaPathId>,
@@ -85,8 +85,32 @@ fn frame(msg: &ServerMessage) -> String {
 
 /// Serve one authenticated WebSocket until it closes.
 pub(crate) async fn run(state: AppState, ident: ConnIdentity, socket: WebSocket) {
-    let (sink, stream) = socket.split();
-    serve_frames(state, ident, sink, stream, None).await;
+    let (mut sink, stream) = socket.split();
+    // RFC 6455 §8.1: a text frame that is not valid UTF-8 fails the connection, and §7.1.7 asks
+    // for a close frame first: 1007 "invalid frame payload data" (the reader refuses the frame).
+    let invalid_utf8 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = invalid_utf8.clone();
+    let stream = stream.inspect(move |read| {
+        if let Err(e) = read
+            && is_invalid_utf8(e)
+        {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    serve_frames(state, ident, &mut sink, stream, None).await;
+    if invalid_utf8.load(std::sync::atomic::Ordering::Relaxed) {
+        let close = CloseFrame { code: INVALID_PAYLOAD_CLOSE_CODE, reason: "invalid UTF-8 in a text frame".into() };
+        let _ = sink.send(Message::Close(Some(close))).await;
+    }
+}
+
+/// WebSocket close code 1007 (RFC 6455 §7.4.1: data inconsistent with the message type).
+pub const INVALID_PAYLOAD_CLOSE_CODE: u16 = 1007;
+
+/// The WebSocket reader's "not UTF-8" error (tungstenite's `Error::Utf8`, seen through axum).
+fn is_invalid_utf8(e: &axum::Error) -> bool {
+    let inner = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    inner.starts_with("UTF-8 encoding error")
 }
 
 /// The WebSocket close frame of a server-initiated close.
@@ -118,13 +142,21 @@ where
     let raw_id = ident.identity.raw_id();
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue.max(16));
     let native = ident.door == Door::NativeIdp;
-    gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native });
+    if !gateway.presence_add(&raw_id, PresenceEntry { conn_id: conn_id.clone(), tx: tx.clone(), native }) {
+        let refusal = super::socket_cap_refusal(cfg.max_sockets_per_identity);
+        gateway.record_error(refusal.code);
+        tracing::info!(user = %raw_id, "signaling connection refused: too many open for this identity");
+        let _ =
+            sink.send(Message::Text(frame(&ServerMessage::error(refusal.code, refusal.message, None)).into())).await;
+        let _ = sink.send(Message::Close(None)).await;
+        return None;
+    }
     let mut conn = Connection {
         state,
         gateway: gateway.clone(),
         conn_id: conn_id.clone(),
         tx,
-        bucket: TokenBucket::new(cfg.rate_limit, now_ms()),
+        guard: FloodGuard::new(cfg.rate_limit, now_ms()),
         ident,
         attached: None,
         token_warned: false,
@@ -155,15 +187,28 @@ where
         tokio::select! {
             incoming = stream.next() => match incoming {
                 None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) => break,
                 Some(Ok(msg)) => {
                     last_inbound = Instant::now();
-                    match msg {
-                        Message::Text(text) => replies = conn.on_text(text.as_str()).await,
-                        Message::Binary(_) => {
+                    // Every frame counts against the rate limit, protocol pings and pongs too:
+                    // over it the frame is dropped, one error frame a second tells the client,
+                    // and a client that keeps flooding is closed (1008).
+                    match (conn.guard.on_frame(now_ms()), msg) {
+                        (FrameVerdict::Close, _) => {
+                            tracing::info!(conn = %conn_id, user = %raw_id, "client kept flooding over its rate limit: closing");
+                            gateway.record_error(ErrorCode::TooManyRequests);
+                            closed_by_server = Some(ConnectionClose::RateLimited);
+                            break;
+                        }
+                        (FrameVerdict::DropWithError, _) => {
+                            replies = conn.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
+                        }
+                        (FrameVerdict::Drop, _) => {}
+                        (FrameVerdict::Accept, Message::Text(text)) => replies = conn.on_text(text.as_str()).await,
+                        (FrameVerdict::Accept, Message::Binary(_)) => {
                             replies = conn.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
                         }
-                        Message::Ping(_) | Message::Pong(_) => {}
-                        Message::Close(_) => break,
+                        (FrameVerdict::Accept, _) => {}
                     }
                 }
             },
@@ -273,9 +318,6 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Vec<String> {
-        if !self.bucket.try_take(now_ms()) {
-            return self.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
-        }
         match ClientFrame::parse(text) {
             Err(e) => self.error(e.code(), e.to_string(), e.request_id()),
             Ok(f) => self.dispatch(f).await,
@@ -330,11 +372,13 @@ impl Connection {
             M::MeetingUpdatePolicy { policy } => Command::UpdatePolicy(policy),
             M::MeetingEnd => Command::EndMeeting,
             M::DialOut { phone_number } => Command::DialOut { phone_number },
-            M::MediaOffer { sdp, call_id: Some(call_id) } => return self.call_media_offer(rid, call_id, sdp).await,
-            M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
-                return self.call_media_candidate(rid, call_id, candidate).await;
+            M::MediaOffer { sdp, call_id: Some(call_id) } => {
+                return self.call_media(rid, call_id, CallMedia::Offer(sdp));
             }
-            M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp },
+            M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
+                return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate));
+            }
+            M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp, request_id: rid.clone() },
             M::MediaAttach { tracks, receive } => match self.media_path {
                 Some(path) => Command::MediaAttach { path, tracks, receive, request_id: rid.clone() },
                 None => {
@@ -372,9 +416,9 @@ impl Connection {
         if self.attached.is_some() {
             return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
-        let (key, setup, room_role) = match self.resolve(&target) {
+        let (key, setup, room_role) = match self.resolve(&target).await {
             Ok(t) => t,
-            Err((code, message)) => return self.error(code, message, rid),
+            Err(r) => return self.error(r.code, r.message, rid),
         };
         // `voip.join` joins existing calls only: it may not be the one who starts a group call.
         if matches!(setup, ConversationSetup::GroupCall)
@@ -399,32 +443,26 @@ impl Connection {
         Vec::new()
     }
 
-    /// Which conversation a join target names; meetings check the passcode here.
-    fn resolve(
+    /// Which conversation a join target names; the meetings domain checks codes and passcodes.
+    async fn resolve(
         &self,
         target: &JoinTarget,
-    ) -> Result<(String, ConversationSetup, Option<palaver_core::RoomRole>), (ErrorCode, String)> {
-        let storage = |e: crate::store::StoreError| (ErrorCode::StorageUnavailable, e.to_string());
-        let meetings = &self.gateway.meetings;
+    ) -> Result<(String, ConversationSetup, Option<palaver_core::RoomRole>), Refusal> {
+        let meetings = self.gateway.meetings();
         match target {
             JoinTarget::MeetingLink { join_url } => {
                 let id = meeting_id_from_link(join_url)
-                    .ok_or((ErrorCode::InvalidParameter, "joinUrl is not a meeting join link".to_string()))?;
-                let record = meetings.get(&id).map_err(storage)?;
-                let record = record.ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_string()))?;
+                    .ok_or_else(|| Refusal::new(ErrorCode::InvalidParameter, "joinUrl is not a meeting join link"))?;
+                let record = meetings.by_id(&id).await?;
                 Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
             }
             JoinTarget::MeetingCode { meeting_code, passcode } => {
-                let record = meetings.by_code(meeting_code).map_err(storage)?;
-                let record = record.ok_or((ErrorCode::MeetingNotFound, "no meeting with that id".to_string()))?;
-                if !record.passcode_matches(passcode) {
-                    return Err((ErrorCode::WrongPasscode, "wrong meeting passcode".to_string()));
-                }
+                let record = meetings.by_code(meeting_code, passcode, &self.raw_id(), now_ms()).await?;
                 Ok((format!("meeting:{}", record.id), ConversationSetup::Meeting(record.setup()), None))
             }
             JoinTarget::GroupCall { group_id } => {
                 let id = uuid::Uuid::parse_str(group_id.trim())
-                    .map_err(|_| (ErrorCode::InvalidParameter, "groupId must be a UUID".to_string()))?;
+                    .map_err(|_| Refusal::new(ErrorCode::InvalidParameter, "groupId must be a UUID"))?;
                 Ok((format!("groupCall:{id}"), ConversationSetup::GroupCall, None))
             }
             JoinTarget::Room { room_id } => {
@@ -432,7 +470,8 @@ impl Connection {
                     .state
                     .rooms
                     .participant_role(room_id, &self.raw_id(), now_ms())
-                    .map_err(|code| (code, format!("cannot join room `{room_id}`")))?;
+                    .await
+                    .map_err(|code| Refusal::new(code, format!("cannot join room `{room_id}`")))?;
                 Ok((format!("room:{room_id}"), ConversationSetup::Room, Some(role)))
             }
         }
@@ -484,7 +523,8 @@ impl Connection {
             Ok(i) => i,
             Err(e) => return self.error(e.code, e.message, rid),
         };
-        if fresh.identity.raw_id() != self.raw_id() {
+        // The same user: raw id and, for directory users, tenant (issue #19).
+        if fresh.identity.raw_id() != self.raw_id() || fresh.identity.tenant_id != self.ident.identity.tenant_id {
             return self.error(ErrorCode::Forbidden, "the new token belongs to another identity", rid);
         }
         let expires_at_ms = fresh.identity.token_expires_at_ms;
@@ -517,58 +557,20 @@ impl Connection {
         }
     }
 
-    /// Media for a call between users: only a connected participant of that call may negotiate.
-    async fn call_media_session(&self, call_id: &str) -> Result<MediaSession, (ErrorCode, &'static str)> {
-        if !self.gateway.connected_in_call(call_id, &self.raw_id()).await {
-            return Err((ErrorCode::InvalidState, "media needs a connected call"));
-        }
-        Ok(MediaSession {
-            conversation_id: call_id.to_string(),
-            participant_id: super::calls::session_id(call_id, &self.raw_id()),
-            may_send_media: true,
-        })
-    }
-
-    async fn call_media_offer(&mut self, rid: Option<String>, call_id: String, sdp: String) -> Vec<String> {
-        if sdp.trim().is_empty() {
+    /// Media for a call between users goes to the call actor, which checks the user is
+    /// connected in that call and answers on this socket (as a conversation's actor does).
+    fn call_media(&mut self, rid: Option<String>, call_id: String, media: CallMedia) -> Vec<String> {
+        if let CallMedia::Offer(sdp) = &media
+            && sdp.trim().is_empty()
+        {
             return self.error(ErrorCode::InvalidParameter, "empty SDP offer", rid);
         }
-        let session = match self.call_media_session(&call_id).await {
-            Ok(s) => s,
-            Err((code, message)) => return self.error(code, message, rid),
-        };
-        self.gateway.call_media.insert(session.participant_id.clone(), ());
-        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
-        tokio::spawn(async move {
-            let reply = match media.offer(session, sdp).await {
-                Ok(answer) => ServerMessage::MediaAnswer { sdp: answer, call_id: Some(call_id) },
-                Err(e) => ServerMessage::error(e.code, e.message, rid),
-            };
-            gateway.record_if_error(&reply);
-            let _ = tx.send(Outbound::Frame(reply.to_json().into())).await;
-        });
-        Vec::new()
-    }
-
-    async fn call_media_candidate(
-        &mut self,
-        rid: Option<String>,
-        call_id: String,
-        candidate: IceCandidate,
-    ) -> Vec<String> {
-        let session = match self.call_media_session(&call_id).await {
-            Ok(s) if self.gateway.call_media.contains_key(&s.participant_id) => s,
-            Ok(_) => return self.error(ErrorCode::InvalidState, "send `media.offer` for this call first", rid),
-            Err((code, message)) => return self.error(code, message, rid),
-        };
-        let (media, tx, gateway) = (self.gateway.media(), self.tx.clone(), self.gateway.clone());
-        tokio::spawn(async move {
-            if let Err(e) = media.ice_candidate(session, candidate).await {
-                gateway.record_error(e.code);
-                let _ = tx.send(Outbound::Frame(ServerMessage::error(e.code, e.message, rid).to_json().into())).await;
-            }
-        });
-        Vec::new()
+        let request =
+            CallMediaRequest { call_id, raw_id: self.raw_id(), media, request_id: rid.clone(), conn: self.tx.clone() };
+        match self.gateway.call_media(request) {
+            Ok(()) => Vec::new(),
+            Err(e) => self.error(e.code, e.message, rid),
+        }
     }
 
     async fn call(&mut self, rid: Option<String>, input: CallInput) -> Vec<String> {

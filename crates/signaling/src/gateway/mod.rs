@@ -23,9 +23,9 @@ use crate::domain::calls::CallsConfig;
 use crate::domain::conversation::{
     Authority, Conversation, ConversationConfig, ConversationSetup, JoinRequest, Refusal, ServerCommand,
 };
-use crate::store::meetings::MeetingDirectory;
+use crate::domain::meetings::{LiveMeetings, Meetings};
 use actor::ActorMsg;
-use connection::{ConnTx, Outbound};
+pub(crate) use connection::{ConnTx, Outbound};
 use dashmap::DashMap;
 use palaver_core::{ErrorCode, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -47,6 +47,10 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimit,
     /// Frames queued per socket before further frames to it are dropped.
     pub outbound_queue: usize,
+    /// Open signaling connections (WebSocket and QUIC) one identity may hold at once
+    /// (default 10); one more is refused with `429 TooManyRequests` (issue #19: parallel
+    /// sockets on one token multiplied passcode guessing).
+    pub max_sockets_per_identity: usize,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +62,7 @@ impl Default for GatewayConfig {
             idle_timeout_ms: 45_000,
             rate_limit: RateLimit::default(),
             outbound_queue: 1024,
+            max_sockets_per_identity: 10,
         }
     }
 }
@@ -89,13 +94,16 @@ pub(crate) struct PresenceEntry {
 pub struct GatewayParts {
     pub config: GatewayConfig,
     pub calls: CallsConfig,
-    /// The durable meeting definitions joins are resolved against.
-    pub meetings: MeetingDirectory,
+    /// The meetings domain: joins by link or code are resolved against it, and meetings in
+    /// progress store their policy changes through it.
+    pub meetings: Meetings,
     /// Billing: one `started` and one `ended` per participant session.
     pub sessions: Arc<dyn SessionObserver>,
     /// Error frames by code, live meetings, lobby size.
     pub telemetry: Arc<dyn SignalingTelemetry>,
     pub media: Arc<dyn MediaPlane>,
+    /// The chat service: a meeting's thread follows who is in the meeting.
+    pub chat: crate::domain::chat::ChatService,
 }
 
 /// The gateway; cheap to clone.
@@ -108,20 +116,18 @@ pub struct GatewayInner {
     observer: Arc<dyn SessionObserver>,
     telemetry: Arc<dyn SignalingTelemetry>,
     media: Arc<dyn MediaPlane>,
-    pub meetings: MeetingDirectory,
+    meetings: Meetings,
     /// Live conversations by target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
     by_target: DashMap<String, ConversationHandle>,
     /// The same, by conversation id (for `resume` and `/conversations/{id}` routes).
     by_id: DashMap<String, ConversationHandle>,
     presence: DashMap<String, Vec<PresenceEntry>>,
     calls: OnceLock<mpsc::UnboundedSender<calls::CallsMsg>>,
-    /// Call media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
-    call_media: DashMap<String, ()>,
     next_generation: AtomicU64,
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
-    chat: std::sync::OnceLock<crate::domain::chat::ChatService>,
+    chat: crate::domain::chat::ChatService,
 }
 
 impl std::ops::Deref for Gateway {
@@ -153,10 +159,9 @@ impl Gateway {
             by_id: DashMap::new(),
             presence: DashMap::new(),
             calls: OnceLock::new(),
-            call_media: DashMap::new(),
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
-            chat: std::sync::OnceLock::new(),
+            chat: parts.chat,
         }));
         gateway.publish_meeting_count();
         gateway
@@ -206,6 +211,9 @@ impl Gateway {
     }
     pub(crate) fn media(&self) -> Arc<dyn MediaPlane> {
         self.media.clone()
+    }
+    pub(crate) fn meetings(&self) -> &Meetings {
+        &self.meetings
     }
 
     /// Number of live conversations.
@@ -357,8 +365,25 @@ impl Gateway {
         rx.await.ok()
     }
 
-    pub(crate) fn presence_add(&self, raw_id: &str, entry: PresenceEntry) {
-        self.presence.entry(raw_id.to_string()).or_default().push(entry);
+    /// Register a socket of a user, unless the user already holds `max_sockets_per_identity`
+    /// (checked and added under the same map entry lock); false when refused.
+    pub(crate) fn presence_add(&self, raw_id: &str, entry: PresenceEntry) -> bool {
+        let mut entries = self.presence.entry(raw_id.to_string()).or_default();
+        if entries.len() >= self.config.max_sockets_per_identity {
+            return false;
+        }
+        entries.push(entry);
+        true
+    }
+
+    /// `TooManyRequests` if `raw_id` already holds its maximum of open sockets (checked again,
+    /// atomically, when the socket registers).
+    pub(crate) fn check_socket_cap(&self, raw_id: &str) -> Result<(), Refusal> {
+        let open = self.presence.get(raw_id).map_or(0, |v| v.len());
+        if open >= self.config.max_sockets_per_identity {
+            return Err(socket_cap_refusal(self.config.max_sockets_per_identity));
+        }
+        Ok(())
     }
 
     /// Remove a socket; true when it was the user's last one.
@@ -405,6 +430,23 @@ impl Gateway {
                 tracing::warn!(user = raw_id, conn = %entry.conn_id, "outbound queue full; call event dropped");
             }
         }
+    }
+}
+
+/// The refusal of a socket beyond the per-identity cap.
+pub(crate) fn socket_cap_refusal(max: usize) -> Refusal {
+    Refusal::new(ErrorCode::TooManyRequests, format!("at most {max} signaling connections per identity are open"))
+}
+
+impl LiveMeetings for Gateway {
+    async fn command(
+        &self,
+        meeting_id: &str,
+        authority: Authority,
+        command: ServerCommand,
+    ) -> Option<Result<(), Refusal>> {
+        let handle = self.meeting_handle(meeting_id)?;
+        Some(self.server_command(&handle, authority, command).await)
     }
 }
 

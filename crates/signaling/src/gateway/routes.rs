@@ -53,7 +53,13 @@ fn token_from<'a>(
         .ok_or_else(|| ApiError::new(ErrorCode::MissingAuthentication, format!("send a bearer token or `?{param}=`")))
 }
 
+/// Upgrade an authenticated request, unless its identity already holds its maximum of open
+/// sockets (`429 TooManyRequests` before the upgrade; QUIC connections meet the same cap
+/// when they register).
 fn upgrade(state: AppState, ident: ConnIdentity, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    if let Err(refusal) = state.gateway.check_socket_cap(&ident.raw_id()) {
+        return refusal.into_response();
+    }
     match ws {
         Ok(ws) => ws
             .max_message_size(MAX_SOCKET_MESSAGE_BYTES)

@@ -11,28 +11,92 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn flooding_is_rate_limited_and_huge_messages_close_only_that_socket() {
-    let s = Server::start().await;
-    let mut flooder = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
-    let mut bystander = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
-    for i in 0..60 {
-        flooder.send(json!({"type":"ping","nonce":i})).await;
-    }
-    let (mut pongs, mut limited) = (0, 0);
-    while pongs + limited < 60 {
-        let f = flooder.recv().await;
-        match f["type"].as_str() {
-            Some("pong") => pongs += 1,
-            Some("error") if f["code"] == "TooManyRequests" => limited += 1,
-            other => panic!("unexpected {other:?}"),
+/// The frames a client reads until it goes quiet for `quiet_ms` (or the socket ends): JSON
+/// frames by type and the close frame, if any.
+async fn drain(c: &mut super::tests::Client, quiet_ms: u64) -> (Vec<serde_json::Value>, Option<(u16, String)>) {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(quiet_ms), c.ws.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return (frames, None),
+            Ok(Some(Ok(Message::Text(t)))) => frames.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(f)))) => {
+                return (frames, f.map(|f| (u16::from(f.code), f.reason.to_string())));
+            }
+            Ok(Some(Ok(_))) => {}
         }
     }
-    assert!(limited >= 1 && pongs >= 40, "pongs {pongs}, limited {limited}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+fn count(frames: &[serde_json::Value], ty: &str, code: Option<&str>) -> usize {
+    frames.iter().filter(|f| f["type"] == ty && code.is_none_or(|c| f["code"] == c)).count()
+}
+
+/// Issue #19 (low): over-limit frames each got an error frame; binary frames and protocol
+/// pings skipped the limiter; a flooding client was never disconnected.
+#[tokio::test]
+async fn every_frame_counts_one_error_per_window_and_a_flooder_is_closed() {
+    let s = Server::start().await;
+    let burst = super::RateLimit::default().burst as usize;
+    let token = || s.token(&s.external_id(), None, &[Scope::Voip]);
+    // Text: the burst is answered, then one TooManyRequests for the rest of the window.
+    let mut flooder = s.connect(&token()).await;
+    for i in 0..burst + 20 {
+        flooder.send(json!({"type":"ping","nonce":i})).await;
+    }
+    let (frames, closed) = drain(&mut flooder, 300).await;
+    assert_eq!(closed, None);
+    assert_eq!(count(&frames, "pong", None), burst, "{frames:?}");
+    assert_eq!(count(&frames, "error", Some("TooManyRequests")), 1, "one error frame per window: {frames:?}");
     flooder.send(json!({"type":"ping","nonce":99})).await;
     assert_eq!(flooder.recv_type("pong").await["nonce"], 99, "tokens refill");
 
+    // Binary frames and protocol pings take tokens too.
+    for junk in [Message::Binary(vec![1u8, 2, 3].into()), Message::Ping(vec![7u8].into())] {
+        let mut c = s.connect(&token()).await;
+        for _ in 0..burst {
+            c.ws.send(junk.clone()).await.unwrap();
+        }
+        c.send(json!({"type":"ping","nonce":1})).await;
+        let (frames, _) = drain(&mut c, 300).await;
+        assert_eq!(count(&frames, "pong", None), 0, "{junk:?}: {frames:?}");
+        assert_eq!(count(&frames, "error", Some("TooManyRequests")), 1, "{junk:?}: {frames:?}");
+    }
+
+    // A client that keeps flooding past `max_dropped` is closed with 1008.
+    let mut c = s.connect(&token()).await;
+    let max_dropped = super::RateLimit::default().max_dropped as usize;
+    for _ in 0..burst + max_dropped + 50 {
+        if c.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+            break;
+        }
+    }
+    let (_, closed) = drain(&mut c, 2000).await;
+    assert_eq!(closed, Some((1008, "rate limit exceeded".to_string())));
+    let bystander = &mut flooder;
+    bystander.send(json!({"type":"ping","nonce":5})).await;
+    assert_eq!(bystander.recv_type("pong").await["nonce"], 5, "others are not affected");
+}
+
+/// RFC 6455 §8.1: invalid UTF-8 in a text frame fails the connection, with close code 1007.
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let s = Server::start().await;
+    let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    c.ws.send(Message::Frame(frame)).await.unwrap();
+    let (_, closed) = drain(&mut c, 2000).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(1007));
+}
+
+#[tokio::test]
+async fn huge_messages_close_only_that_socket() {
+    let s = Server::start().await;
+    let mut flooder = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    let mut bystander = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
     // Over the transport limit (1 MiB): that socket is closed, nobody else is affected.
     let huge = "x".repeat(super::routes::MAX_SOCKET_MESSAGE_BYTES + 1);
     let _ = flooder.ws.send(Message::Text(huge.into())).await;
@@ -162,4 +226,84 @@ async fn token_expiry_mid_call_asks_for_refresh_then_ends_the_session() {
     let ended = s.observer.ended.lock().unwrap().clone();
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].reason, palaver_core::EndReason::TokenExpired);
+}
+
+#[tokio::test]
+async fn one_identity_holds_at_most_the_configured_number_of_sockets() {
+    use crate::app::SignalingConfig;
+    use serde_json::Value;
+    use std::sync::Arc;
+    use std::time::Instant;
+    let mut config = SignalingConfig::default();
+    config.gateway.max_sockets_per_identity = 2;
+    let s = Server::start_with(config, Arc::new(crate::gateway::MediaUnavailable)).await;
+    let token = s.token("8:orgid:guesser", Some("Gus"), &[Scope::Voip]);
+    let first = s.connect(&token).await;
+    let _second = s.connect(&token).await;
+    // A third socket on the same identity is refused before the upgrade, in the ACS shape.
+    let url = format!("ws://{}/signaling/v1?access_token={token}", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "TooManyRequests", "{body}");
+        }
+        other => panic!("expected HTTP 429, got {:?}", other.map(|_| ())),
+    }
+    // Another identity is not affected; closing a socket frees its place.
+    s.connect(&s.token("8:orgid:other", Some("Oto"), &[Scope::Voip])).await;
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.state.gateway.check_socket_cap("8:orgid:guesser").is_err() {
+        assert!(Instant::now() < deadline, "the closed socket was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.connect(&token).await;
+}
+
+/// Issue #19 (low): roster deltas were not coalesced (10 members toggling a raised hand made
+/// ~577,000 outbound frames in 13 s). A burst of toggles now reaches the others as its latest
+/// state; the toggler still gets an ack per command.
+#[tokio::test]
+async fn a_burst_of_hand_toggles_reaches_the_others_coalesced() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    let mut toggler = s.connect(&s.token("8:orgid:t1", Some("Tia"), &[Scope::Voip])).await;
+    let mut watcher = s.connect(&s.token("8:orgid:w1", Some("Wes"), &[Scope::Voip])).await;
+    toggler.send(join.clone()).await;
+    let joined = toggler.recv_type("joined").await;
+    let toggler_id = joined["snapshot"]["participantId"].as_str().unwrap().to_string();
+    watcher.send(join).await;
+    watcher.recv_type("joined").await;
+    let toggles = 31;
+    for i in 0..toggles {
+        toggler.send(json!({"type":"self.raiseHand","requestId":format!("h{i}"),"raised": i % 2 == 0})).await;
+    }
+    let (frames, _) = drain(&mut toggler, 500).await;
+    assert_eq!(count(&frames, "ack", None), toggles, "{frames:?}");
+    let (frames, _) = drain(&mut watcher, 500).await;
+    let hands: Vec<&serde_json::Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "roster.delta" && f["delta"]["change"] == "handRaised")
+        .filter(|f| f["delta"]["participantId"] == toggler_id.as_str())
+        .collect();
+    assert!(!hands.is_empty() && hands.len() <= 5, "{} handRaised deltas for {toggles} toggles", hands.len());
+    assert_eq!(hands.last().unwrap()["delta"]["raised"], true, "the latest state arrives");
+    let versions: Vec<u64> = hands.iter().map(|f| f["rosterVersion"].as_u64().unwrap()).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+/// Issue #19 (low): a `media.offer` error carried no `requestId`, so a client waiting on it hung.
+#[tokio::test]
+async fn a_media_offer_error_carries_the_request_id() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let mut c = s.connect(&s.token(&s.external_id(), None, &[Scope::Voip])).await;
+    c.send(json!({"type":"join","target":{"kind":"groupCall","groupId":group}})).await;
+    c.recv_type("joined").await;
+    c.send(json!({"type":"media.offer","requestId":"m1","sdp":"v=0\r\n"})).await;
+    let error = c.recv_type("error").await;
+    assert_eq!(error["code"], "MediaUnavailable", "{error}");
+    assert_eq!(error["requestId"], "m1", "{error}");
 }

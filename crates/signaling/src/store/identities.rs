@@ -6,7 +6,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE identities (
         raw_id TEXT PRIMARY KEY NOT NULL,
         created_at_ms INTEGER NOT NULL
@@ -23,13 +24,15 @@ pub(super) const MIGRATIONS: &[&str] = &["
         created_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX repeatable_requests_age ON repeatable_requests (created_at_ms);
-"];
+",
+    "ALTER TABLE repeatable_requests DROP COLUMN status;",
+];
 
-/// The stored first answer to a repeatable request.
+/// The stored first answer to a repeatable request (its JSON body; the operation fixes the
+/// status, so none is stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     pub fingerprint: String,
-    pub status: u16,
     pub body: String,
 }
 
@@ -68,18 +71,16 @@ pub fn all_revocations(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>
 }
 
 pub fn find_answer(conn: &Connection, request_id: &str) -> rusqlite::Result<Option<StoredAnswer>> {
-    conn.query_row(
-        "SELECT fingerprint, status, body FROM repeatable_requests WHERE request_id = ?1",
-        [request_id],
-        |r| Ok(StoredAnswer { fingerprint: r.get(0)?, status: r.get::<_, u16>(1)?, body: r.get(2)? }),
-    )
+    conn.query_row("SELECT fingerprint, body FROM repeatable_requests WHERE request_id = ?1", [request_id], |r| {
+        Ok(StoredAnswer { fingerprint: r.get(0)?, body: r.get(1)? })
+    })
     .optional()
 }
 
 pub fn save_answer(conn: &Connection, request_id: &str, answer: &StoredAnswer, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO repeatable_requests (request_id, fingerprint, status, body, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![request_id, answer.fingerprint, answer.status, answer.body, now_ms],
+        "INSERT INTO repeatable_requests (request_id, fingerprint, body, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![request_id, answer.fingerprint, answer.body, now_ms],
     )
     .map(|_| ())
 }
@@ -117,7 +118,7 @@ mod tests {
     #[test]
     fn answers_are_kept_and_pruned() {
         let store = Store::open_in_memory().unwrap();
-        let answer = StoredAnswer { fingerprint: "f".into(), status: 201, body: "{}".into() };
+        let answer = StoredAnswer { fingerprint: "f".into(), body: "{}".into() };
         store
             .with_conn(|c| {
                 save_answer(c, "req", &answer, 5)?;

@@ -111,78 +111,115 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<MeetingRecord> {
 const COLUMNS: &str = "id, meeting_code, passcode, subject, organizer_raw_id, organizer_tenant_id, \
                        co_organizers, presenters, policy, created_at_ms";
 
+/// What [`MeetingDirectory::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Inserted,
+    /// The organizer already has `max_per_organizer` meetings: nothing written.
+    OrganizerFull,
+}
+
 impl MeetingDirectory {
     pub fn open(store: Store) -> Result<Self, StoreError> {
         store.migrate("meetings", MIGRATIONS)?;
         Ok(Self { store })
     }
 
-    /// Insert a new meeting; a meeting-code collision draws a new code (the record is updated).
-    pub fn create(&self, record: &mut MeetingRecord) -> Result<(), StoreError> {
+    /// Insert a new meeting unless its organizer already has `max_per_organizer` (one
+    /// transaction); a meeting-code collision draws a new code (the record is updated).
+    pub async fn create(&self, record: &mut MeetingRecord, max_per_organizer: usize) -> Result<Created, StoreError> {
         for _ in 0..8 {
             let r = record.clone();
-            let inserted = self.store.with_conn(move |c| {
-                c.execute(
-                    &format!("INSERT OR IGNORE INTO meetings ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
-                    params![
-                        r.id,
-                        r.meeting_code,
-                        r.passcode,
-                        r.subject,
-                        r.organizer_raw_id,
-                        r.organizer_tenant_id,
-                        to_json(&r.co_organizers),
-                        to_json(&r.presenters),
-                        to_json(&r.policy),
-                        r.created_at_ms
-                    ],
-                )
-            })?;
-            if inserted == 1 {
-                return Ok(());
+            let inserted = self
+                .store
+                .call(move |c| {
+                    let tx = c.transaction()?;
+                    let held: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM meetings WHERE organizer_raw_id = ?1",
+                        [&r.organizer_raw_id],
+                        |row| row.get(0),
+                    )?;
+                    if held >= max_per_organizer as i64 {
+                        return Ok(None);
+                    }
+                    let n = tx.execute(
+                        &format!("INSERT OR IGNORE INTO meetings ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+                        params![
+                            r.id,
+                            r.meeting_code,
+                            r.passcode,
+                            r.subject,
+                            r.organizer_raw_id,
+                            r.organizer_tenant_id,
+                            to_json(&r.co_organizers),
+                            to_json(&r.presenters),
+                            to_json(&r.policy),
+                            r.created_at_ms
+                        ],
+                    )?;
+                    tx.commit()?;
+                    Ok(Some(n))
+                })
+                .await?;
+            match inserted {
+                None => return Ok(Created::OrganizerFull),
+                Some(1) => return Ok(Created::Inserted),
+                Some(_) => record.meeting_code = generate_meeting_code(),
             }
-            record.meeting_code = generate_meeting_code();
         }
         Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<MeetingRecord>, StoreError> {
+    pub async fn get(&self, id: &str) -> Result<Option<MeetingRecord>, StoreError> {
         let id = id.to_string();
-        self.store.with_conn(move |c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE id = ?1"), [id], row_to_record).optional()
-        })
+        self.store
+            .call(move |c| {
+                c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE id = ?1"), [id], row_to_record).optional()
+            })
+            .await
     }
 
-    pub fn by_code(&self, code: &str) -> Result<Option<MeetingRecord>, StoreError> {
-        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-        self.store.with_conn(move |c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE meeting_code = ?1"), [code], row_to_record)
-                .optional()
-        })
+    /// The meeting with this 12-digit code (spaces ignored).
+    pub async fn by_code(&self, code: &str) -> Result<Option<MeetingRecord>, StoreError> {
+        let code = normalize_code(code);
+        self.store
+            .call(move |c| {
+                c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE meeting_code = ?1"), [code], row_to_record)
+                    .optional()
+            })
+            .await
     }
 
-    pub fn set_policy(&self, id: &str, policy: &MeetingPolicy) -> Result<bool, StoreError> {
+    pub async fn set_policy(&self, id: &str, policy: &MeetingPolicy) -> Result<bool, StoreError> {
         let (id, policy) = (id.to_string(), to_json(policy));
         self.store
-            .with_conn(move |c| c.execute("UPDATE meetings SET policy = ?1 WHERE id = ?2", params![policy, id]))
+            .call(move |c| c.execute("UPDATE meetings SET policy = ?1 WHERE id = ?2", params![policy, id]))
+            .await
             .map(|n| n == 1)
     }
 
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.store.with_conn(move |c| c.execute("DELETE FROM meetings WHERE id = ?1", [id])).map(|n| n == 1)
+        self.store.call(move |c| c.execute("DELETE FROM meetings WHERE id = ?1", [id])).await.map(|n| n == 1)
     }
 
-    /// Meetings organized by `raw_id`, newest first.
-    pub fn list_by_organizer(&self, raw_id: &str) -> Result<Vec<MeetingRecord>, StoreError> {
+    /// Meetings organized by `raw_id`, newest first (at most 200).
+    pub async fn list_by_organizer(&self, raw_id: &str) -> Result<Vec<MeetingRecord>, StoreError> {
         let raw_id = raw_id.to_string();
-        self.store.with_conn(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM meetings WHERE organizer_raw_id = ?1 ORDER BY created_at_ms DESC LIMIT 200"
-            ))?;
-            stmt.query_map([raw_id], row_to_record)?.collect()
-        })
+        self.store
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM meetings WHERE organizer_raw_id = ?1 ORDER BY created_at_ms DESC LIMIT 200"
+                ))?;
+                stmt.query_map([raw_id], row_to_record)?.collect()
+            })
+            .await
     }
+}
+
+/// A meeting code as stored: the digits the user typed, without spaces.
+pub fn normalize_code(code: &str) -> String {
+    code.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
 #[cfg(test)]
@@ -204,25 +241,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn create_lookup_update_delete() {
+    #[tokio::test]
+    async fn create_lookup_update_delete() {
         let dir = MeetingDirectory::open(Store::open_in_memory().unwrap()).unwrap();
         let mut a = record("a", "123456789012");
-        dir.create(&mut a).unwrap();
+        assert_eq!(dir.create(&mut a, 10).await.unwrap(), Created::Inserted);
         // Same code again: a new code is drawn, nothing overwritten.
         let mut b = record("b", "123456789012");
-        dir.create(&mut b).unwrap();
+        assert_eq!(dir.create(&mut b, 10).await.unwrap(), Created::Inserted);
         assert_ne!(b.meeting_code, "123456789012");
-        assert_eq!(dir.get("a").unwrap().unwrap(), a);
-        assert_eq!(dir.by_code("1234 5678 9012").unwrap().unwrap().id, "a");
+        assert_eq!(dir.get("a").await.unwrap().unwrap(), a);
+        assert_eq!(dir.by_code("1234 5678 9012").await.unwrap().unwrap().id, "a");
         assert!(a.passcode_matches(" Ab3xyz ") && !a.passcode_matches("ab3xyz"));
         let p = MeetingPolicy { external_dial_out: true, ..Default::default() };
-        assert!(dir.set_policy("a", &p).unwrap());
-        assert_eq!(dir.get("a").unwrap().unwrap().policy, p);
-        assert_eq!(dir.list_by_organizer("8:orgid:o").unwrap().len(), 2);
-        assert!(dir.delete("a").unwrap());
-        assert!(dir.get("a").unwrap().is_none());
-        assert!(!dir.delete("a").unwrap());
+        assert!(dir.set_policy("a", &p).await.unwrap());
+        assert_eq!(dir.get("a").await.unwrap().unwrap().policy, p);
+        assert_eq!(dir.list_by_organizer("8:orgid:o").await.unwrap().len(), 2);
+        // The organizer holds two: a cap of two refuses a third and writes nothing.
+        let mut c = record("c", "223456789012");
+        assert_eq!(dir.create(&mut c, 2).await.unwrap(), Created::OrganizerFull);
+        assert!(dir.get("c").await.unwrap().is_none());
+        assert!(dir.delete("a").await.unwrap());
+        assert!(dir.get("a").await.unwrap().is_none());
+        assert!(!dir.delete("a").await.unwrap());
     }
 
     #[test]

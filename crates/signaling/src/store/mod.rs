@@ -2,8 +2,10 @@
 //!
 //! Each component owns its own tables and declares them with [`Store::migrate`], a list of
 //! SQL steps applied once, in order, and recorded per component in `schema_migrations`.
-//! Access goes through one connection behind a mutex: [`Store::with_conn`] for short
-//! synchronous work, [`Store::call`] to run it on tokio's blocking pool from async code.
+//! Access goes through one connection behind a mutex. Async code reaches it through one
+//! door, [`Store::call`], which runs the work on tokio's blocking pool ([`run_blocking`], the
+//! crate's only way off the async workers, also used for the usage ledger and CPU-bound
+//! request checks); [`Store::with_conn`] is for synchronous callers (start-up, tests).
 //! Identity's own tables and queries live in [`identities`]; small named secrets and
 //! generated settings (keys, resource id) in [`settings`].
 
@@ -112,15 +114,28 @@ impl Store {
         Ok(f(&mut guard)?)
     }
 
-    /// Run `f` on the blocking pool (for async handlers).
+    /// Run `f` on the connection from async code: on the blocking pool, so a slow query or a
+    /// wait for the lock never stalls an async worker. The one async door to the database.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.with_conn(f)).await.map_err(|e| StoreError::Worker(e.to_string()))?
+        run_blocking(move || store.with_conn(f)).await?
     }
+}
+
+/// Run blocking or CPU-bound work `f` on tokio's blocking pool and await its result: the
+/// control plane's one way off the async workers ([`Store::call`] for the main database; the
+/// usage ledger, which lives in the billing crate behind its own lock; request checks that
+/// may cost milliseconds). `Worker` if the task panicked or the runtime is shutting down.
+pub async fn run_blocking<R, F>(f: F) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Worker(e.to_string()))
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@ fn single_tracks_become_single_layer_producers() {
     let a = attach(&tracks, MediaReceive::default(), true);
     assert!(matches!(a.transport, TransportKind::Direct { .. }));
     let (audio, screen) = (&a.publish[0], &a.publish[1]);
-    assert_eq!((audio.kind, audio.codecs.as_slice()), (TrackKind::Audio, &[(111, Codec::Opus)][..]));
+    assert_eq!((audio.kind, audio.codecs.as_slice()), (MediaKind::Audio, &[(111, Codec::Opus)][..]));
     assert_eq!(audio.layers.len(), 1);
     assert_eq!(audio.layers[0].ssrc, Some(77));
-    assert_eq!(audio.extensions.audio_level, QUIC_AUDIO_LEVEL_ID);
-    assert_eq!((screen.kind, screen.codecs[0]), (TrackKind::Screen, (96, Codec::Vp8)));
+    assert_eq!(audio.extensions.audio_level, quic::AUDIO_LEVEL_EXTENSION_ID);
+    assert_eq!((screen.kind, screen.codecs[0]), (MediaKind::Screen, (96, Codec::Vp8)));
     assert_eq!((screen.layers[0].width, screen.layers[0].height), (1280, 720));
     assert_eq!(screen.extensions, ExtensionMap::default());
     assert!(attach(&tracks, MediaReceive::default(), false).publish.is_empty(), "a receive-only participant");
@@ -55,14 +55,14 @@ fn rid_layers_become_one_simulcast_producer_with_sizes() {
 fn receive_request_makes_named_slots_and_attached_tracks() {
     let tracks = [MediaTrack { payload_type: 109, ..MediaTrack::opus(1) }, MediaTrack::new(MediaKind::Video, 2, 100)];
     let a = attach(&tracks, MediaReceive { video: 2, screen: true }, true);
-    let shape: Vec<(&str, TrackKind)> = a.receive.iter().map(|s| (s.mid.as_str(), s.kind)).collect();
+    let shape: Vec<(&str, MediaKind)> = a.receive.iter().map(|s| (s.mid.as_str(), s.kind)).collect();
     assert_eq!(
         shape,
         vec![
-            ("quic-audio", TrackKind::Audio),
-            ("quic-video-0", TrackKind::Video),
-            ("quic-video-1", TrackKind::Video),
-            ("quic-screen", TrackKind::Screen),
+            ("quic-audio", MediaKind::Audio),
+            ("quic-video-0", MediaKind::Video),
+            ("quic-video-1", MediaKind::Video),
+            ("quic-screen", MediaKind::Screen),
         ]
     );
     assert!(a.announce_slots);

@@ -3,27 +3,27 @@
 //! speakers first, a leaver's slots repointed — and of the mix output's slot.
 
 use super::*;
-use palaver_core::protocol::SlotKind;
+use palaver_core::MediaKind;
 
 /// Participant `n` (1-based) publishes camera `n*10+1` and screen `n*10+2`; its slots are
 /// camera mid "1", screen mid "2", then `extra` more camera slots (mids "3", …).
 fn participant(n: u32, extra: usize) -> Participant {
-    let mut slots = vec![slot("1", TrackKind::Video, n * 100 + 1), slot("2", TrackKind::Screen, n * 100 + 2)];
+    let mut slots = vec![slot("1", MediaKind::Video, n * 100 + 1), slot("2", MediaKind::Screen, n * 100 + 2)];
     for i in 0..extra {
-        slots.push(slot(&(3 + i).to_string(), TrackKind::Video, n * 100 + 3 + i as u32));
+        slots.push(slot(&(3 + i).to_string(), MediaKind::Video, n * 100 + 3 + i as u32));
     }
     Participant {
         transport: TransportId(n),
         producers: vec![
-            Producer { id: ProducerId(n * 10 + 1), kind: TrackKind::Video },
-            Producer { id: ProducerId(n * 10 + 2), kind: TrackKind::Screen },
+            Producer { id: ProducerId(n * 10 + 1), kind: MediaKind::Video },
+            Producer { id: ProducerId(n * 10 + 2), kind: MediaKind::Screen },
         ],
         slots,
         joined: u64::from(n),
     }
 }
 
-fn slot(mid: &str, kind: TrackKind, ssrc: u32) -> Slot {
+fn slot(mid: &str, kind: MediaKind, ssrc: u32) -> Slot {
     Slot { mid: mid.to_owned(), kind, ssrc, numbering: None, consumer: None }
 }
 
@@ -57,11 +57,22 @@ fn three_people_each_see_both_others_cameras_and_no_idle_screen() {
     // Earlier arrivals first: a sees b on its first camera slot, c on the next.
     assert_eq!(shown(frame(&plan, "a").unwrap()), [entry("1", Some("b")), entry("2", None), entry("3", Some("c"))]);
     assert_eq!(shown(frame(&plan, "c").unwrap()), [entry("1", Some("a")), entry("2", None), entry("3", Some("b"))]);
-    assert_eq!(frame(&plan, "b").unwrap()[1].kind, SlotKind::Screen);
+    assert_eq!(frame(&plan, "b").unwrap()[1].kind, MediaKind::Screen);
     // Planning again changes nothing and tells nobody but a fresh participant.
     let again = r.plan_slots(None, Some("b"), &mut next_id);
     assert!(again.commands.is_empty());
     assert_eq!(again.frames.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["b"]);
+}
+
+#[test]
+fn only_video_and_screen_slots_are_listed_in_media_slots() {
+    let mut a = participant(1, 0);
+    a.slots.insert(0, slot("0", MediaKind::Audio, 100));
+    let mut r = conference(vec![("a", a), ("b", participant(2, 0))]);
+    let mut next_id = 100;
+    let plan = r.plan_slots(None, Some("a"), &mut next_id);
+    let kinds: Vec<MediaKind> = frame(&plan, "a").unwrap().iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [MediaKind::Video, MediaKind::Screen]);
 }
 
 #[test]
@@ -128,7 +139,7 @@ fn a_recent_speaker_moves_into_view_and_a_leaver_is_replaced_in_place() {
 
 #[test]
 fn the_first_audio_slot_carries_the_mix() {
-    let slots = [slot("v", TrackKind::Video, 1), slot("a", TrackKind::Audio, 2), slot("b", TrackKind::Audio, 3)];
+    let slots = [slot("v", MediaKind::Video, 1), slot("a", MediaKind::Audio, 2), slot("b", MediaKind::Audio, 3)];
     let command = mix_output(RouterId(4), TransportId(5), &slots, 109);
     let expected = Some(MixOutputSpec { ssrc: 2, payload_type: 109 });
     assert!(matches!(command, Some(Command::SetMixOutput { router: RouterId(4), transport: TransportId(5), output })

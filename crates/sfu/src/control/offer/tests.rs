@@ -26,8 +26,8 @@ fn the_screen_slot_is_the_second_video_section() {
          m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=rtpmap:96 VP8/90000\r\n\
          m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n",
     );
-    let kinds: Vec<TrackKind> = (0..offer.media.len()).map(|i| section_kind(&offer, i)).collect();
-    use TrackKind::{Audio, Screen, Video};
+    let kinds: Vec<MediaKind> = (0..offer.media.len()).map(|i| section_kind(&offer, i)).collect();
+    use MediaKind::{Audio, Screen, Video};
     assert_eq!(kinds, vec![Audio, Video, Screen, Video]);
 }
 
@@ -44,14 +44,14 @@ fn sent_sections_become_producers_and_received_ones_numbered_slots() {
     assert!(matches!(&attach.transport, TransportKind::WebRtc { ice_ufrag, ice_pwd, remote_fingerprint }
         if ice_ufrag.len() == 8 && ice_pwd.len() == 24 && remote_fingerprint == "AA:BB"));
     let audio = &attach.publish[0];
-    assert_eq!((audio.kind, audio.codecs.as_slice()), (TrackKind::Audio, &[(109, Codec::Opus)][..]));
+    assert_eq!((audio.kind, audio.codecs.as_slice()), (MediaKind::Audio, &[(109, Codec::Opus)][..]));
     assert_eq!(audio.extensions.audio_level, 3);
     let video = &attach.publish[1];
     assert_eq!((video.layers[0].ssrc, video.layers[0].rtx_ssrc), (Some(21), Some(22)));
     assert_eq!((video.layers[0].width, video.layers[0].max_bitrate_bps), (1280, FULL_BITRATE_BPS));
     assert_eq!(attach.mix_payload_type, 109, "the mix uses the client's Opus number");
-    let slots: Vec<(&str, TrackKind)> = attach.receive.iter().map(|s| (s.mid.as_str(), s.kind)).collect();
-    assert_eq!(slots, [("a", TrackKind::Audio), ("v", TrackKind::Video)]);
+    let slots: Vec<(&str, MediaKind)> = attach.receive.iter().map(|s| (s.mid.as_str(), s.kind)).collect();
+    assert_eq!(slots, [("a", MediaKind::Audio), ("v", MediaKind::Video)]);
     assert_eq!(attach.receive[1].numbering.as_ref().map(|n| n.codecs[0]), Some((98, Codec::Vp8)));
     assert_eq!(answer_tracks.len(), 3);
     assert_eq!(answer_tracks[1].as_ref().map(|t| t.ssrc), Some(attach.receive[1].ssrc));

@@ -1,13 +1,13 @@
 //! Tests of the last-N slot planner: which remote track each slot shows after a change.
 
 use super::*;
-use TrackKind::{Audio, Screen, Video};
+use MediaKind::{Audio, Screen, Video};
 
 fn p(n: u32) -> ProducerId {
     ProducerId(n)
 }
 
-fn c(owner: &str, n: u32, kind: TrackKind) -> Candidate<'_> {
+fn c(owner: &str, n: u32, kind: MediaKind) -> Candidate<'_> {
     Candidate { owner, producer: p(n), kind }
 }
 
@@ -64,11 +64,4 @@ fn audio_slots_are_left_to_the_mixer() {
     let slots = [(Audio, None), (Video, None), (Audio, None)];
     let candidates = [c("b", 2, Audio), c("b", 3, Video), c("c", 4, Audio)];
     assert_eq!(plan("a", &slots, &candidates), vec![SlotAction::Fill { slot: 1, producer: p(3) }]);
-}
-
-#[test]
-fn only_video_and_screen_slots_are_listed_in_media_slots() {
-    assert_eq!(slot_kind(Video), Some(SlotKind::Video));
-    assert_eq!(slot_kind(Screen), Some(SlotKind::Screen));
-    assert_eq!(slot_kind(Audio), None);
 }

@@ -4,17 +4,18 @@
 //! output commands, active speakers from the mixer, and removal.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opus::{Channels, Decoder};
 
 use crate::engine::*;
+use crate::mixer::MixerConfig;
 use crate::mixer::tests::{ToneSender, reference_tone_db, tone_db};
 use crate::net::DirectLink;
 use crate::router::{ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::{RtpHeader, is_rtcp};
 use crate::srtp::Profile;
-use crate::testing::{Outbox, Peer};
+use crate::testing::{Peer, TestEngine};
 
 const ROOM: RouterId = RouterId(3);
 const OPUS: u8 = 111;
@@ -77,19 +78,15 @@ impl Heard {
 }
 
 struct MixRoom {
-    core: Engine,
-    out: Outbox,
+    t: TestEngine,
     udp: Vec<Peer>,
     link: Arc<DirectLink>,
-    t0: Instant,
 }
 
 /// Participants 0 and 1 over UDP/SRTP, participant 2 queue-attached; all publish audio and
 /// receive the mix (SSRC 0x9000 + i).
 fn mix_room() -> MixRoom {
-    let mut core = Engine::new(RouterConfig::default(), 7, Arc::new(WorkerCounters::default()));
-    let mut out = Outbox::default();
-    let t0 = Instant::now();
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 7);
     let udp: Vec<Peer> = (0..2).map(|i| Peer::new(20 + i, Profile::Aes128CmHmacSha1_80)).collect();
     let link = DirectLink::new(256);
     let mut commands = vec![Command::CreateRouter { router: ROOM }];
@@ -103,34 +100,21 @@ fn mix_room() -> MixRoom {
     commands.push(audio_producer(3, QUEUE_ID, 0xA002));
     let output = Some(MixOutputSpec { ssrc: 0x9002, payload_type: QUEUE_OPUS });
     commands.push(Command::SetMixOutput { router: ROOM, transport: QUEUE_ID, output });
-    for command in commands {
-        core.handle_command(t0, command, &mut out).unwrap();
-    }
-    MixRoom { core, out, udp, link, t0 }
+    t.commands(commands);
+    // Frames arrive 1 ms into each 20 ms mixer period.
+    t.drive(Duration::from_millis(1));
+    MixRoom { t, udp, link }
 }
 
 impl MixRoom {
-    /// Every participant sends 20 ms of its tone (when `talking(i)`) and the worker polls
-    /// every 5 ms, as its loop does; what each receives is decoded into `heard`.
+    /// Every participant sends 20 ms of its tone (when `talking(i)`) every 20 ms, and the
+    /// engine's timers (the mixer's ticks, reports) run at their deadlines in
+    /// between; what each receives is decoded into `heard`.
     fn run(&mut self, ticks: u64, senders: &mut [ToneSender], talking: impl Fn(usize) -> bool, heard: &mut [Heard]) {
-        let start = self.t0 + Duration::from_millis(1);
-        for tick in 0..ticks {
-            let at = start + Duration::from_millis(tick * 20);
-            for (i, sender) in senders.iter_mut().enumerate() {
-                let (seq, ts, level, payload) = sender.next(talking(i));
-                let packet = rtp_with_level(0xA000 + i as u32, seq, ts, level, &payload);
-                if i < 2 {
-                    let mut wire = self.udp[i].srtp(&packet);
-                    let from = self.udp[i].addr;
-                    self.core.handle_datagram(at, from, &mut wire, &mut self.out);
-                } else {
-                    self.core.handle_direct(at, QUEUE_ID, &packet, &mut self.out);
-                }
-            }
-            for quarter in 0..4 {
-                self.core.handle_timeout(at + Duration::from_millis(quarter * 5), &mut self.out);
-            }
-            for (to, mut packet) in self.out.sent.drain(..) {
+        for _ in 0..ticks {
+            self.send(senders, &talking);
+            self.t.drive(Duration::from_millis(20));
+            for (to, mut packet) in self.t.out.sent.drain(..) {
                 if is_rtcp(&packet) {
                     continue; // the router's receiver/sender reports
                 }
@@ -143,6 +127,20 @@ impl MixRoom {
                     continue;
                 }
                 heard[2].receive(&packet);
+            }
+        }
+    }
+
+    /// Every participant sends its next 20 ms frame now (a tone when `talking(i)`).
+    fn send(&mut self, senders: &mut [ToneSender], talking: impl Fn(usize) -> bool) {
+        for (i, sender) in senders.iter_mut().enumerate() {
+            let (seq, ts, level, payload) = sender.next(talking(i));
+            let packet = rtp_with_level(0xA000 + i as u32, seq, ts, level, &payload);
+            if i < 2 {
+                let wire = self.udp[i].srtp(&packet);
+                self.t.datagram(self.udp[i].addr, wire);
+            } else {
+                self.t.direct(QUEUE_ID, &packet);
             }
         }
     }
@@ -172,12 +170,12 @@ fn each_participant_receives_one_mix_of_the_others_and_not_itself() {
         }
         assert!(others_min - own >= 30.0, "participant {i}: own tone only {:.1} dB below the others", others_min - own);
     }
-    let c = room.core.counters().snapshot();
+    let c = room.t.counters();
     assert_eq!(c.dropped_total(), 0, "{c:?}");
     assert!(c.mixer_overruns == 0, "virtual time never runs late here: {c:?}");
     // Speakers come from the mixer's selection, as transport ids.
     let mut last = None;
-    while let Some(event) = room.core.poll_event() {
+    while let Some(event) = room.t.engine.poll_event() {
         if let EngineEvent::ActiveSpeakers { router: r, speakers } = event {
             assert_eq!(r, ROOM);
             last = Some(speakers);
@@ -212,29 +210,28 @@ fn a_lone_talker_is_passed_through_to_the_others_and_hears_no_echo() {
 #[test]
 fn mix_outputs_follow_commands_and_removal() {
     let mut room = mix_room();
-    let now = room.t0;
     let stranger = Command::SetMixOutput { router: ROOM, transport: TransportId(999), output: None };
-    assert_eq!(room.core.handle_command(now, stranger, &mut room.out), Err(CommandError::UnknownTransport));
+    assert_eq!(room.t.command(stranger), Err(CommandError::UnknownTransport));
     let wrong_room = Command::SetMixOutput { router: RouterId(77), transport: QUEUE_ID, output: None };
-    assert_eq!(room.core.handle_command(now, wrong_room, &mut room.out), Err(CommandError::UnknownTransport));
+    assert_eq!(room.t.command(wrong_room), Err(CommandError::UnknownTransport));
     // Participant 0 stops receiving; participant 1 leaves; only the queue peer still gets the mix.
     let stop = Command::SetMixOutput { router: ROOM, transport: room.udp[0].transport, output: None };
-    room.core.handle_command(now, stop, &mut room.out).unwrap();
+    room.t.command(stop).unwrap();
     let leave = Command::RemoveTransport { transport: room.udp[1].transport };
-    room.core.handle_command(now, leave, &mut room.out).unwrap();
-    assert_eq!(room.core.mix_member_count(ROOM), Some(2), "0 still sends, 1 is gone, 2 sends and receives");
+    room.t.command(leave).unwrap();
+    assert_eq!(room.t.engine.mix_member_count(ROOM), Some(2), "0 still sends, 1 is gone, 2 sends and receives");
     let mut senders: Vec<ToneSender> = TONES.iter().map(|&f| ToneSender::new(f, Channels::Mono)).collect();
     let mut heard: Vec<Heard> = (0..3).map(|_| Heard::new()).collect();
-    let (out_before, in_before) = (room.out.sent.len(), room.core.counters().snapshot().packets_in);
+    let (out_before, in_before) = (room.t.out.sent.len(), room.t.counters().packets_in);
     room.run(20, &mut senders, |i| i != 1, &mut heard);
     assert_eq!(out_before, 0);
     assert!(heard[0].sequences.is_empty() && heard[1].sequences.is_empty());
     assert!(heard[2].sequences.len() >= 18, "{}", heard[2].sequences.len());
     // The departed peer's packets are unknown now.
-    assert_eq!(room.core.counters().snapshot().dropped(DropReason::UnknownSource), 20);
-    assert!(room.core.counters().snapshot().packets_in >= in_before + 60);
-    room.core.handle_command(now, Command::CloseRouter { router: ROOM }, &mut room.out).unwrap();
-    assert_eq!(room.core.mix_member_count(ROOM), None);
+    assert_eq!(room.t.counters().dropped(DropReason::UnknownSource), 20);
+    assert!(room.t.counters().packets_in >= in_before + 60);
+    room.t.command(Command::CloseRouter { router: ROOM }).unwrap();
+    assert_eq!(room.t.engine.mix_member_count(ROOM), None);
 }
 
 mod reports;

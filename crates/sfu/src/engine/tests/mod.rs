@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::mixer::MixerConfig;
 use crate::net::{DirectLink, WorkerConfig, WorkerPool};
 use crate::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use crate::rtp::RtpHeader;
 use crate::srtp::Profile;
-use crate::testing::{Outbox, Peer};
+use crate::testing::{Peer, TestEngine};
 use crate::webrtc::stun::write_binding_request;
 
 mod mix;
@@ -33,20 +34,17 @@ fn opus_producer(transport: TransportId) -> ProducerSpec {
     ProducerSpec::opus(ProducerId(1), transport, OPUS, 0x0A0A, 0)
 }
 
-/// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers.
-fn room_with(n: u8, profile: Profile) -> (Engine, Peer, Vec<Peer>, Outbox) {
-    let counters = Arc::new(WorkerCounters::default());
-    let mut core = Engine::new(RouterConfig::default(), 99, counters);
-    let mut out = Outbox::default();
-    let t0 = Instant::now();
+/// A room with a publisher (audio producer, SSRC 0x0A0A) and `n` subscribers, on virtual time.
+fn room_with(n: u8, profile: Profile) -> (TestEngine, Peer, Vec<Peer>) {
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 99);
     let publisher = Peer::new(1, profile);
     let subscribers: Vec<Peer> = (0..n).map(|i| Peer::new(10 + u32::from(i), profile)).collect();
-    core.handle_command(t0, Command::CreateRouter { router: ROOM }, &mut out).unwrap();
-    core.handle_command(t0, publisher.add_transport(ROOM, Some(publisher.addr)), &mut out).unwrap();
-    let producer = opus_producer(publisher.transport);
-    core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out).unwrap();
+    t.commands([
+        Command::CreateRouter { router: ROOM },
+        publisher.add_transport(ROOM, Some(publisher.addr)),
+        Command::AddProducer { router: ROOM, spec: opus_producer(publisher.transport) },
+    ]);
     for (i, s) in subscribers.iter().enumerate() {
-        core.handle_command(t0, s.add_transport(ROOM, Some(s.addr)), &mut out).unwrap();
         let spec = ConsumerSpec {
             id: ConsumerId(i as u32),
             transport: s.transport,
@@ -56,37 +54,35 @@ fn room_with(n: u8, profile: Profile) -> (Engine, Peer, Vec<Peer>, Outbox) {
             paused: false,
             max_height: u16::MAX,
         };
-        core.handle_command(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
+        t.commands([s.add_transport(ROOM, Some(s.addr)), Command::AddConsumer { router: ROOM, spec }]);
     }
-    (core, publisher, subscribers, out)
+    (t, publisher, subscribers)
 }
 
 #[test]
 fn srtp_in_route_srtp_out_for_every_profile() {
     for profile in [Profile::Aes128CmHmacSha1_80, Profile::Aes128CmHmacSha1_32, Profile::AeadAes128Gcm] {
-        let (mut core, mut publisher, mut subscribers, mut out) = room_with(3, profile);
-        let now = Instant::now();
+        let (mut t, mut publisher, mut subscribers) = room_with(3, profile);
         for seq in 0..10u16 {
-            let mut packet = publisher.srtp(&audio(seq));
-            core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+            let packet = publisher.srtp(&audio(seq));
+            t.datagram(publisher.addr, packet);
         }
-        assert_eq!(out.sent.len(), 30, "{profile:?}");
-        for (to, mut packet) in out.sent.drain(..) {
+        assert_eq!(t.out.sent.len(), 30, "{profile:?}");
+        for (to, mut packet) in t.out.sent.drain(..) {
             let sub = subscribers.iter_mut().find(|s| s.addr == to).unwrap();
             let n = sub.from_server.unprotect_rtp(&mut packet).unwrap();
             let h = RtpHeader::parse(&packet[..n]).unwrap();
             assert_eq!(h.ssrc, 0x5000 + (sub.transport.0 - 10));
             assert_eq!(h.payload(&packet[..n]), &[0xAB; 80]);
         }
-        let c = core.counters().snapshot();
+        let c = t.counters();
         assert_eq!((c.packets_in, c.packets_out, c.rtp_forwarded, c.dropped_total()), (10, 30, 30, 0));
     }
 }
 
 #[test]
 fn subscriber_receiver_reports_feed_loss_and_jitter_counters() {
-    let (mut core, _, mut subscribers, mut out) = room_with(2, Profile::Aes128CmHmacSha1_80);
-    let now = Instant::now();
+    let (mut t, _, mut subscribers) = room_with(2, Profile::Aes128CmHmacSha1_80);
     // RR from each subscriber about its own audio stream (SSRC 0x5000 + i): 12 and then 20 lost,
     // fraction 32/256 and 96/256, jitter 960 and 2880 units at 48 kHz (20 ms and 60 ms).
     for (i, (sub, (lost, fraction, jitter))) in
@@ -102,9 +98,9 @@ fn subscriber_receiver_reports_feed_loss_and_jitter_counters() {
         let len = rr.len();
         rr.resize(len + 32, 0);
         let n = sub.to_server.protect_rtcp(&mut rr, len).unwrap();
-        core.handle_datagram(now, sub.addr, &mut rr[..n], &mut out);
+        t.datagram(sub.addr, rr[..n].to_vec());
     }
-    let c = core.counters().snapshot();
+    let c = t.counters();
     assert_eq!(c.dropped_total(), 0, "{c:?}");
     // One worker: its EWMA starts at the first block, then moves 1/8 towards the second.
     assert_eq!((c.reception.report_blocks, c.reception.packets_lost), (2, 32));
@@ -115,30 +111,29 @@ fn subscriber_receiver_reports_feed_loss_and_jitter_counters() {
 
 #[test]
 fn ice_lite_binding_learns_the_address_and_rejects_bad_credentials() {
-    let (mut core, _, _, mut out) = room_with(0, Profile::Aes128CmHmacSha1_80);
-    let t0 = Instant::now();
+    let (mut t, _, _) = room_with(0, Profile::Aes128CmHmacSha1_80);
     let late = Peer::new(50, Profile::Aes128CmHmacSha1_80);
-    core.handle_command(t0, late.add_transport(ROOM, None), &mut out).unwrap();
+    t.command(late.add_transport(ROOM, None)).unwrap();
     let mut buf = [0u8; 200];
     let username = format!("{}:browser", late.ufrag);
     // wrong password, unknown ufrag, garbage
     let n = write_binding_request(&mut buf, &[1; 12], &username, b"not-the-password").unwrap();
-    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
+    t.datagram(late.addr, buf[..n].to_vec());
     let n = write_binding_request(&mut buf, &[2; 12], "nobody:browser", late.pwd.as_bytes()).unwrap();
-    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
+    t.datagram(late.addr, buf[..n].to_vec());
     let mut garbage = buf[..n].to_vec();
     garbage[25] ^= 0xFF;
-    core.handle_datagram(t0, late.addr, &mut garbage, &mut out);
-    assert!(out.sent.is_empty());
-    let c = core.counters().snapshot();
+    t.datagram(late.addr, garbage);
+    assert!(t.out.sent.is_empty());
+    let c = t.counters();
     assert_eq!(c.dropped(DropReason::StunBadIntegrity), 1);
     assert_eq!(c.dropped(DropReason::StunUnknownUfrag), 1);
     assert_eq!(c.dropped(DropReason::StunInvalid), 1);
     // the right credentials: answered, and media from that address is now accepted
     let n = write_binding_request(&mut buf, &[3; 12], &username, late.pwd.as_bytes()).unwrap();
-    core.handle_datagram(t0, late.addr, &mut buf[..n].to_vec(), &mut out);
-    assert_eq!(out.sent.len(), 1);
-    let (to, response) = &out.sent[0];
+    t.datagram(late.addr, buf[..n].to_vec());
+    assert_eq!(t.out.sent.len(), 1);
+    let (to, response) = &t.out.sent[0];
     assert_eq!(*to, late.addr);
     assert_eq!(&response[..2], &[0x01, 0x01]);
     assert_eq!(&response[8..20], &[3; 12]);
@@ -147,41 +142,40 @@ fn ice_lite_binding_learns_the_address_and_rejects_bad_credentials() {
 #[test]
 fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
     use rand::{Rng, SeedableRng, rngs::StdRng};
-    let (mut core, mut publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
+    let (mut t, mut publisher, mut subscribers) = room_with(1, Profile::Aes128CmHmacSha1_80);
     let mut rng = StdRng::seed_from_u64(42);
     let stranger: SocketAddr = "127.9.9.9:9999".parse().unwrap();
-    let mut now = Instant::now();
     let mut replay = Vec::new();
     for seq in 0..1000u16 {
-        now += Duration::from_millis(20);
-        let mut packet = publisher.srtp(&audio(seq));
+        // 20 ms between packets; the engine's timers run at their own deadlines on the way.
+        t.drive(Duration::from_millis(20));
+        let packet = publisher.srtp(&audio(seq));
         if seq == 500 {
             replay = packet.clone();
         }
-        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+        t.datagram(publisher.addr, packet);
         // junk between every real packet
         let len = rng.gen_range(0..300);
-        let mut junk: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-        core.handle_datagram(now, publisher.addr, &mut junk, &mut out);
+        let junk: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        t.datagram(publisher.addr, junk);
         let mut junk_rtp = audio(seq);
         junk_rtp[0] = 0x80;
         let cut = rng.gen_range(0..junk_rtp.len());
-        core.handle_datagram(now, publisher.addr, &mut junk_rtp[..cut].to_vec(), &mut out);
-        core.handle_datagram(now, stranger, &mut publisher.srtp(&audio(seq)), &mut out);
+        t.datagram(publisher.addr, junk_rtp[..cut].to_vec());
+        t.datagram(stranger, publisher.srtp(&audio(seq)));
         if !replay.is_empty() {
-            core.handle_datagram(now, publisher.addr, &mut replay.clone(), &mut out);
+            t.datagram(publisher.addr, replay.clone());
         }
         let mut wrong_ssrc = audio(seq);
         wrong_ssrc[8..12].copy_from_slice(&0xBAD_BAD_u32.to_be_bytes());
-        let mut wrong_ssrc = publisher.srtp(&wrong_ssrc);
-        core.handle_datagram(now, publisher.addr, &mut wrong_ssrc, &mut out);
-        let mut rtcp_junk = vec![0x80, 200, 0, 50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
-        core.handle_datagram(now, publisher.addr, &mut rtcp_junk, &mut out);
-        core.handle_timeout(now, &mut out);
+        let wrong_ssrc = publisher.srtp(&wrong_ssrc);
+        t.datagram(publisher.addr, wrong_ssrc);
+        let rtcp_junk = vec![0x80, 200, 0, 50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+        t.datagram(publisher.addr, rtcp_junk);
     }
     let sub = &mut subscribers[0];
     let mut sequences = Vec::new();
-    for (to, mut packet) in out.sent.drain(..) {
+    for (to, mut packet) in t.out.sent.drain(..) {
         if crate::rtp::is_rtcp(&packet) {
             continue; // sender reports to the subscriber, receiver reports to the publisher
         }
@@ -191,7 +185,7 @@ fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
     }
     assert_eq!(sequences.len(), 1000, "every real packet arrives exactly once");
     assert!(sequences.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
-    let c = core.counters().snapshot();
+    let c = t.counters();
     assert_eq!(c.dropped(DropReason::UnknownSource), 1000);
     // 500 replays plus truncated copies that reuse an already accepted sequence number
     assert!(c.dropped(DropReason::SrtpReplayed) >= 500);
@@ -202,30 +196,17 @@ fn junk_of_every_kind_is_counted_and_the_real_stream_is_intact() {
 
 #[test]
 fn commands_that_fail_change_nothing() {
-    let (mut core, publisher, _, mut out) = room_with(1, Profile::AeadAes128Gcm);
-    let t0 = Instant::now();
-    assert_eq!(
-        core.handle_command(t0, Command::CreateRouter { router: ROOM }, &mut out),
-        Err(CommandError::RouterExists)
-    );
-    assert_eq!(
-        core.handle_command(t0, publisher.add_transport(ROOM, Some(publisher.addr)), &mut out),
-        Err(CommandError::TransportExists)
-    );
-    assert_eq!(
-        core.handle_command(t0, publisher.add_transport(RouterId(7), Some(publisher.addr)), &mut out),
-        Err(CommandError::UnknownRouter)
-    );
+    let (mut t, publisher, _) = room_with(1, Profile::AeadAes128Gcm);
+    assert_eq!(t.command(Command::CreateRouter { router: ROOM }), Err(CommandError::RouterExists));
+    assert_eq!(t.command(publisher.add_transport(ROOM, Some(publisher.addr))), Err(CommandError::TransportExists));
+    assert_eq!(t.command(publisher.add_transport(RouterId(7), Some(publisher.addr))), Err(CommandError::UnknownRouter));
     let mut bad = Peer::new(77, Profile::AeadAes128Gcm);
     bad.keys.remote_master_salt.pop();
-    assert!(matches!(core.handle_command(t0, bad.add_transport(ROOM, None), &mut out), Err(CommandError::Srtp(_))));
-    assert_eq!(
-        core.handle_command(t0, Command::RemoveTransport { transport: TransportId(77) }, &mut out),
-        Err(CommandError::UnknownTransport)
-    );
-    core.handle_command(t0, Command::CloseRouter { router: ROOM }, &mut out).unwrap();
-    assert_eq!(core.router_count(), 0);
-    let c = core.counters().snapshot();
+    assert!(matches!(t.command(bad.add_transport(ROOM, None)), Err(CommandError::Srtp(_))));
+    assert_eq!(t.command(Command::RemoveTransport { transport: TransportId(77) }), Err(CommandError::UnknownTransport));
+    t.command(Command::CloseRouter { router: ROOM }).unwrap();
+    assert_eq!(t.engine.router_count(), 0);
+    let c = t.counters();
     assert_eq!(c.commands_failed, 5);
 }
 
@@ -243,34 +224,29 @@ const QUEUE_PEER: TransportId = TransportId(40);
 
 /// `room_with(1)` plus a queue-attached transport that publishes audio (producer 2, SSRC
 /// 0x0B0B, consumed by the UDP subscriber as 0x6000) and consumes the UDP publisher (as 0x7000).
-fn room_with_queue_peer(egress: usize) -> (Engine, Peer, Peer, Arc<DirectLink>, Outbox) {
-    let (mut core, publisher, mut subscribers, mut out) = room_with(1, Profile::Aes128CmHmacSha1_80);
-    let t0 = Instant::now();
+fn room_with_queue_peer(egress: usize) -> (TestEngine, Peer, Peer, Arc<DirectLink>) {
+    let (mut t, publisher, mut subscribers) = room_with(1, Profile::Aes128CmHmacSha1_80);
     let link = DirectLink::new(egress);
-    core.handle_command(t0, Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() }, &mut out)
-        .unwrap();
+    t.command(Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() }).unwrap();
     let mut producer = ProducerSpec::opus(ProducerId(2), QUEUE_PEER, OPUS, 0x0B0B, 0);
-    core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer.clone() }, &mut out).unwrap();
+    t.command(Command::AddProducer { router: ROOM, spec: producer.clone() }).unwrap();
     let subscriber = subscribers.remove(0);
     // The UDP subscriber now hears only the queue peer.
-    core.handle_command(t0, Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(0) }, &mut out).unwrap();
+    t.command(Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(0) }).unwrap();
     let consumers = [
         (ConsumerId(20), subscriber.transport, ProducerId(2), 0x6000),
         (ConsumerId(21), QUEUE_PEER, ProducerId(1), 0x7000),
     ];
     for (id, transport, producer, ssrc) in consumers {
         let spec = ConsumerSpec { id, transport, producer, ssrc, rtx: None, paused: false, max_height: u16::MAX };
-        core.handle_command(t0, Command::AddConsumer { router: ROOM, spec }, &mut out).unwrap();
+        t.command(Command::AddConsumer { router: ROOM, spec }).unwrap();
     }
     // A producer may only live on a transport of its room.
     producer.id = ProducerId(3);
     producer.transport = TransportId(999);
-    assert_eq!(
-        core.handle_command(t0, Command::AddProducer { router: ROOM, spec: producer }, &mut out),
-        Err(CommandError::UnknownTransport)
-    );
-    out.sent.clear();
-    (core, publisher, subscriber, link, out)
+    assert_eq!(t.command(Command::AddProducer { router: ROOM, spec: producer }), Err(CommandError::UnknownTransport));
+    t.out.sent.clear();
+    (t, publisher, subscriber, link)
 }
 
 fn queued_audio(seq: u16) -> Vec<u8> {
@@ -281,17 +257,16 @@ fn queued_audio(seq: u16) -> Vec<u8> {
 
 #[test]
 fn queue_transport_plain_rtp_reaches_an_srtp_subscriber_and_srtp_reaches_its_egress_queue() {
-    let (mut core, mut publisher, mut subscriber, link, mut out) = room_with_queue_peer(64);
+    let (mut t, mut publisher, mut subscriber, link) = room_with_queue_peer(64);
     let wakes = Arc::new(WakeCount::default());
     link.egress_waker.register(&std::task::Waker::from(wakes.clone()));
-    let now = Instant::now();
     // queue → UDP/SRTP: plain in, SRTP out with the consumer's SSRC
     for seq in 0..5u16 {
-        core.handle_direct(now, QUEUE_PEER, &queued_audio(seq), &mut out);
+        t.direct(QUEUE_PEER, &queued_audio(seq));
     }
-    assert_eq!(out.sent.len(), 5);
+    assert_eq!(t.out.sent.len(), 5);
     let mut sequences = Vec::new();
-    for (to, mut packet) in out.sent.drain(..) {
+    for (to, mut packet) in t.out.sent.drain(..) {
         assert_eq!(to, subscriber.addr);
         let n = subscriber.from_server.unprotect_rtp(&mut packet).unwrap();
         let h = RtpHeader::parse(&packet[..n]).unwrap();
@@ -303,8 +278,8 @@ fn queue_transport_plain_rtp_reaches_an_srtp_subscriber_and_srtp_reaches_its_egr
     assert!(link.egress.is_empty(), "its own audio is not sent back");
     // UDP/SRTP → queue: SRTP in, plain RTP in the egress queue, consumer woken
     for seq in 0..3u16 {
-        let mut packet = publisher.srtp(&audio(seq));
-        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+        let packet = publisher.srtp(&audio(seq));
+        t.datagram(publisher.addr, packet);
     }
     let mut got = Vec::new();
     while let Some(packet) = link.pop_egress() {
@@ -316,32 +291,31 @@ fn queue_transport_plain_rtp_reaches_an_srtp_subscriber_and_srtp_reaches_its_egr
     assert_eq!(got.len(), 3);
     assert!(got.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
     assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1, "a woken waker is consumed");
-    let c = core.counters().snapshot();
+    let c = t.counters();
     assert_eq!((c.packets_in, c.packets_out, c.rtp_forwarded, c.dropped_total()), (8, 8, 8, 0), "{c:?}");
 }
 
 #[test]
 fn a_full_egress_queue_is_counted_not_blocked_and_bad_queued_input_is_dropped() {
-    let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(2);
-    let now = Instant::now();
+    let (mut t, mut publisher, _, link) = room_with_queue_peer(2);
     for seq in 0..5u16 {
-        let mut packet = publisher.srtp(&audio(seq));
-        core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
+        let packet = publisher.srtp(&audio(seq));
+        t.datagram(publisher.addr, packet);
     }
     assert_eq!(link.egress.len(), 2);
-    let c = core.counters().snapshot();
+    let c = t.counters();
     assert_eq!(c.dropped(DropReason::EgressQueueFull), 3);
     assert_eq!(c.packets_out, 2);
     // Not RTP, truncated RTP, an unknown SSRC, a UDP transport's id and an unknown id.
-    core.handle_direct(now, QUEUE_PEER, b"hello", &mut out);
-    core.handle_direct(now, QUEUE_PEER, &queued_audio(9)[..7], &mut out);
+    t.direct(QUEUE_PEER, b"hello");
+    t.direct(QUEUE_PEER, &queued_audio(9)[..7]);
     let mut stranger = queued_audio(9);
     stranger[8..12].copy_from_slice(&0xBAD_u32.to_be_bytes());
-    core.handle_direct(now, QUEUE_PEER, &stranger, &mut out);
-    core.handle_direct(now, publisher.transport, &audio(9), &mut out);
-    core.handle_direct(now, TransportId(12345), &queued_audio(9), &mut out);
-    assert!(out.sent.is_empty());
-    let c = core.counters().snapshot();
+    t.direct(QUEUE_PEER, &stranger);
+    t.direct(publisher.transport, &audio(9));
+    t.direct(TransportId(12345), &queued_audio(9));
+    assert!(t.out.sent.is_empty());
+    let c = t.counters();
     assert_eq!(c.dropped(DropReason::NotMedia), 2, "{c:?}");
     assert_eq!(c.dropped(DropReason::UnknownSsrc), 1);
     assert_eq!(c.dropped(DropReason::UnknownSource), 2);
@@ -349,23 +323,22 @@ fn a_full_egress_queue_is_counted_not_blocked_and_bad_queued_input_is_dropped() 
 
 #[test]
 fn a_removed_queue_transport_neither_sends_nor_receives() {
-    let (mut core, mut publisher, _, link, mut out) = room_with_queue_peer(64);
-    let now = Instant::now();
+    let (mut t, mut publisher, _, link) = room_with_queue_peer(64);
     let duplicate = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link: link.clone() };
-    assert_eq!(core.handle_command(now, duplicate, &mut out), Err(CommandError::TransportExists));
+    assert_eq!(t.command(duplicate), Err(CommandError::TransportExists));
     let elsewhere = Command::AddDirectTransport { id: TransportId(41), router: RouterId(9), link: link.clone() };
-    assert_eq!(core.handle_command(now, elsewhere, &mut out), Err(CommandError::UnknownRouter));
-    core.handle_command(now, Command::RemoveTransport { transport: QUEUE_PEER }, &mut out).unwrap();
-    core.handle_direct(now, QUEUE_PEER, &queued_audio(0), &mut out);
-    let mut packet = publisher.srtp(&audio(0));
-    core.handle_datagram(now, publisher.addr, &mut packet, &mut out);
-    assert!(out.sent.is_empty() && link.egress.is_empty());
-    let c = core.counters().snapshot();
+    assert_eq!(t.command(elsewhere), Err(CommandError::UnknownRouter));
+    t.command(Command::RemoveTransport { transport: QUEUE_PEER }).unwrap();
+    t.direct(QUEUE_PEER, &queued_audio(0));
+    let packet = publisher.srtp(&audio(0));
+    t.datagram(publisher.addr, packet);
+    assert!(t.out.sent.is_empty() && link.egress.is_empty());
+    let c = t.counters();
     assert_eq!(c.dropped(DropReason::UnknownSource), 1);
     assert_eq!(c.packets_out, 0);
     // The id can be attached again.
     let again = Command::AddDirectTransport { id: QUEUE_PEER, router: ROOM, link };
-    core.handle_command(now, again, &mut out).unwrap();
+    t.command(again).unwrap();
 }
 
 #[test]

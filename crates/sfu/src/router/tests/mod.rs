@@ -72,7 +72,7 @@ fn simulcast_producer() -> ProducerSpec {
     ProducerSpec {
         id: ProducerId(10),
         transport: PUB,
-        kind: TrackKind::Video,
+        kind: MediaKind::Video,
         mid: None,
         codecs: vec![(VP8, crate::rtp::Codec::Vp8)],
         layers: vec![layer(1000, 720, 1_500_000), layer(3000, 180, 150_000), layer(2000, 360, 500_000)],

@@ -33,7 +33,7 @@ fn parses_and_answers_a_simulcast_offer() {
 fn parses_a_chromium_offer() {
     let offer = Offer::parse(CHROMIUM_OFFER).unwrap();
     assert_eq!(offer.media.len(), 3);
-    assert_eq!(offer.media[0].kind, MediaKind::Audio);
+    assert_eq!(offer.media[0].kind, Some(MediaKind::Audio));
     assert_eq!(offer.media[0].mid, "0");
     assert!(offer.media[0].client_sends());
     assert!(!offer.media[0].ssrcs.is_empty());

@@ -3,28 +3,20 @@
 //! sender edits or deletes; a reader sees only their history window.
 
 use super::wire::{self, SendMessageIn, UpdateMessageIn};
-use super::{ChatRequest, encode_segment, json, publish, required};
+use super::{ChatRequest, ItemPath, ThreadPath, encode_segment, json, publish, required};
 use crate::api::{ApiError, parse_json, parse_json_or_default};
-use crate::app::AppState;
-use crate::auth::Principal;
 use crate::domain::chat::model::{check_content, check_display_name};
 use crate::domain::chat::service::{self, user_message};
 use crate::domain::chat::{ChatOperation, MessageKind, PageToken};
 use crate::store::chat as db;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palaver_core::time::now_ms;
 
-pub async fn send(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn send(req: ChatRequest<ThreadPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let input: SendMessageIn = parse_json(&body)?;
     let content = required(input.content, "content")?;
     let kind = MessageKind::from_request(input.kind.as_deref()).map_err(ApiError::from)?;
@@ -36,7 +28,8 @@ pub async fn send(
     let tid = thread_id.clone();
     let now = now_ms();
     let (m, event) = state.chat.run(move |c| service::send_message(c, &tid, &caller, m, now)).await?;
-    publish(&state, [event]);
+    publish(state, [event]);
+    state.chat.message_sent(&thread_id, &m.id, &req.caller.raw_id, req.native, m.created_ms);
     if let Some(metrics) = state.chat.metrics() {
         metrics.message_sent(m.kind.as_str());
     }
@@ -47,13 +40,9 @@ pub async fn send(
     Ok(resp)
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn list(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let size = req.page_size()?;
     let list_name = format!("messages:{thread_id}");
     let after = match req.param("syncState") {
@@ -86,14 +75,10 @@ pub async fn list(
     Ok(json(StatusCode::OK, &wire::page_json(rows.iter().map(wire::message_json).collect(), next)))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path((thread_id, message_id)): Path<(String, String)>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
-    let caller = req.caller;
+pub async fn get(req: ChatRequest<ItemPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let (thread_id, message_id) = (req.path.thread_id.clone(), req.path.item.clone());
+    let caller = req.caller.clone();
     let m = state
         .chat
         .run(move |c| {
@@ -104,35 +89,26 @@ pub async fn get(
     Ok(json(StatusCode::OK, &wire::message_json(&m)))
 }
 
-pub async fn update(
-    State(state): State<AppState>,
-    Path((thread_id, message_id)): Path<(String, String)>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn update(req: ChatRequest<ItemPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let (thread_id, message_id) = (req.path.thread_id.clone(), req.path.item.clone());
     let input: UpdateMessageIn = parse_json_or_default(&body)?;
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state
         .chat
         .run(move |c| service::edit_message(c, &thread_id, &caller, &message_id, input.content, input.metadata, now))
         .await?;
-    publish(&state, [event]);
+    publish(state, [event]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    Path((thread_id, message_id)): Path<(String, String)>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
-    let caller = req.caller;
+pub async fn delete(req: ChatRequest<ItemPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let (thread_id, message_id) = (req.path.thread_id.clone(), req.path.item.clone());
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state.chat.run(move |c| service::delete_message(c, &thread_id, &caller, &message_id, now)).await?;
-    publish(&state, [event]);
+    publish(state, [event]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -6,18 +6,19 @@
 
 mod messages;
 mod participants;
+mod request;
 mod threads;
 pub mod wire;
 
-use crate::api::{ApiError, api_router, require_api_version};
+use crate::api::{ApiError, api_router};
 use crate::app::AppState;
-use crate::auth::Principal;
-use crate::domain::chat::{Caller, ChatError, ChatEvent, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::chat::{ChatError, ChatEvent};
 use axum::Router;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use palaver_core::ErrorCode;
+pub(crate) use request::{ChatRequest, ItemPath, ThreadPath};
 
 /// api-versions of the Chat API (SDK 1.3.0 defaults to 2024-03-07).
 pub const API_VERSIONS: &[&str] = &["2021-03-07", "2021-09-07", "2023-11-07", "2024-03-07", "2025-03-15"];
@@ -38,57 +39,6 @@ pub fn routes() -> Router<AppState> {
             post(participants::send_receipt).get(participants::list_receipts),
         )
         .route("/chat/threads/{thread_id}/typing", post(participants::typing))
-}
-
-/// The caller of a chat request and its checked query.
-pub(crate) struct ChatRequest {
-    pub caller: Caller,
-    pub display_name: Option<String>,
-    pub query: Vec<(String, String)>,
-}
-
-impl ChatRequest {
-    pub fn new(user: &Principal, uri: &Uri) -> Result<Self, ApiError> {
-        require_api_version(uri.query(), API_VERSIONS)?;
-        let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
-            .map(|q| q.0)
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("malformed query string: {e}")))?;
-        Ok(Self {
-            caller: Caller { raw_id: user.identifier.raw_id(), scopes: user.scopes },
-            display_name: user.display_name.clone(),
-            query,
-        })
-    }
-
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    /// `maxPageSize` (1..=200; default 100).
-    pub fn page_size(&self) -> Result<usize, ApiError> {
-        match self.param("maxPageSize") {
-            None => Ok(DEFAULT_PAGE_SIZE),
-            Some(v) => v.parse().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidParameter, format!("maxPageSize must be 1..={MAX_PAGE_SIZE}"))
-                    .with_target("maxPageSize")
-            }),
-        }
-    }
-
-    /// `skip` (participants, read receipts): a non-negative integer.
-    pub fn skip(&self) -> Result<usize, ApiError> {
-        match self.param("skip") {
-            None => Ok(0),
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::new(ErrorCode::InvalidParameter, "skip must be a non-negative integer").with_target("skip")
-            }),
-        }
-    }
-
-    /// `startTime` in ms, if given.
-    pub fn start_ms(&self) -> Result<Option<i64>, ApiError> {
-        self.param("startTime").map(|v| parse_time_ms(v, "startTime")).transpose()
-    }
 }
 
 /// Parse an RFC 3339 time (naive times read as UTC, as the SDK's serializer writes them) to ms.

@@ -4,17 +4,14 @@
 
 use super::threads::classify_all;
 use super::wire::{self, AddParticipantsIn, ReadReceiptIn, TypingIn};
-use super::{ChatRequest, encode_segment, json, publish, required};
+use super::{ChatRequest, ItemPath, ThreadPath, encode_segment, json, publish, required};
 use crate::api::{ApiError, parse_json, parse_json_or_default};
-use crate::app::AppState;
-use crate::auth::Principal;
 use crate::domain::chat::model::check_display_name;
 use crate::domain::chat::service::{self, add_participants};
 use crate::domain::chat::{ChatError, ChatOperation};
 use crate::store::chat as db;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, ErrorCode, IdentifierModel};
@@ -24,15 +21,11 @@ fn skip_link(thread_id: &str, list: &str, skip: usize, size: usize, more: bool) 
     more.then(|| format!("/chat/threads/{}/{list}?skip={}&maxPageSize={size}", encode_segment(thread_id), skip + size))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn list(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let (size, skip) = (req.page_size()?, req.skip()?);
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let tid = thread_id.clone();
     let mut rows = state
         .chat
@@ -48,26 +41,21 @@ pub async fn list(
 }
 
 /// `POST …/participants/:add` and `…/participants/:remove`.
-pub async fn change(
-    State(state): State<AppState>,
-    Path((thread_id, action)): Path<(String, String)>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    match action.as_str() {
-        ":add" => add(state, thread_id, uri, user, body).await,
-        ":remove" => remove(state, thread_id, uri, user, body).await,
+pub async fn change(req: ChatRequest<ItemPath>, body: Bytes) -> Result<Response, ApiError> {
+    match req.path.item.as_str() {
+        ":add" => add(req, body).await,
+        ":remove" => remove(req, body).await,
         other => Err(ApiError::new(ErrorCode::NotFound, format!("no participants action `{other}`"))),
     }
 }
 
-async fn add(state: AppState, thread_id: String, uri: Uri, user: Principal, body: Bytes) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+async fn add(req: ChatRequest<ItemPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let input: AddParticipantsIn = parse_json(&body)?;
     let list = required(input.participants, "participants")?;
     let resource_id = state.resource.resource_id.clone();
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let (bad, event) = state
         .chat
@@ -79,7 +67,7 @@ async fn add(state: AppState, thread_id: String, uri: Uri, user: Principal, body
             Ok((bad, event))
         })
         .await?;
-    publish(&state, event);
+    publish(state, event);
     let mut answer = serde_json::json!({});
     if !bad.is_empty() {
         answer["invalidParticipants"] =
@@ -88,51 +76,37 @@ async fn add(state: AppState, thread_id: String, uri: Uri, user: Principal, body
     Ok(json(StatusCode::CREATED, &answer))
 }
 
-async fn remove(
-    state: AppState,
-    thread_id: String,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+async fn remove(req: ChatRequest<ItemPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let model: IdentifierModel = parse_json(&body)?;
     let target = CommunicationIdentifier::from_model(&model)
         .map_err(|e| ApiError::from(ChatError::invalid("rawId", e.to_string())))?
         .raw_id();
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state.chat.run(move |c| service::remove_participant(c, &thread_id, &caller, &target, now)).await?;
-    publish(&state, event);
+    publish(state, event);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn send_receipt(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn send_receipt(req: ChatRequest<ThreadPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let input: ReadReceiptIn = parse_json(&body)?;
     let message_id = required(input.chat_message_id, "chatMessageId")?;
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state.chat.run(move |c| service::send_read_receipt(c, &thread_id, &caller, &message_id, now)).await?;
-    publish(&state, event);
+    publish(state, event);
     Ok(StatusCode::OK.into_response())
 }
 
-pub async fn list_receipts(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn list_receipts(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let (size, skip) = (req.page_size()?, req.skip()?);
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let tid = thread_id.clone();
     let mut rows = state.chat.run(move |c| service::read_receipts(c, &tid, &caller, skip, size + 1)).await?;
     let more = rows.len() > size;
@@ -141,19 +115,14 @@ pub async fn list_receipts(
     Ok(json(StatusCode::OK, &wire::page_json(rows.iter().map(wire::read_receipt_json).collect(), next)))
 }
 
-pub async fn typing(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn typing(req: ChatRequest<ThreadPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let input: TypingIn = parse_json_or_default(&body)?;
     let name = check_display_name(input.sender_display_name.as_deref(), "senderDisplayName").map_err(ApiError::from)?;
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state.chat.run(move |c| service::typing(c, &thread_id, &caller, name.as_deref(), now)).await?;
-    publish(&state, event);
+    publish(state, event);
     Ok(StatusCode::OK.into_response())
 }

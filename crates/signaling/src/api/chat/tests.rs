@@ -263,3 +263,39 @@ async fn participants_receipts_typing_and_limits() {
     assert_eq!(send(&state, req(&a, "DELETE", &tp, None)).await.0, StatusCode::NO_CONTENT);
     assert_eq!(send(&state, req(&a, "GET", &tp, None)).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn over_a_rate_limit_is_429_with_retry_after_and_writes_nothing() {
+    use tower::ServiceExt;
+    let state = test_state();
+    let (a, b) = (user(&state, &[Scope::Chat]), user(&state, &[Scope::Chat]));
+    // ACS: 10 thread creations per user per 10 s.
+    for _ in 0..10 {
+        create_thread(&state, &a, &[]).await;
+    }
+    let resp = crate::api::router(state.clone())
+        .oneshot(req(&a, "POST", "/chat/threads", Some(json!({"topic": "one too many"}))))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap()).unwrap();
+    assert_eq!(error_code(&body), "TooManyRequests", "{body}");
+    let (_, threads) = send(&state, req(&a, "GET", "/chat/threads", None)).await;
+    assert_eq!(threads["value"].as_array().unwrap().len(), 10, "the refused create wrote nothing");
+    // Another identity is not affected.
+    create_thread(&state, &b, &[]).await;
+
+    // ACS: 5 topic updates per thread per 10 s, whoever sends them.
+    let tid = create_thread(&state, &b, &[&a]).await;
+    for (i, who) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (status, body) =
+            send(&state, req(who, "PATCH", &thread_path(&tid), Some(json!({"topic": format!("t{i}")})))).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (status, body) = send(&state, req(&b, "PATCH", &thread_path(&tid), Some(json!({"topic": "t5"})))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"));
+    let (_, thread) = send(&state, req(&b, "GET", &thread_path(&tid), None)).await;
+    assert_eq!(thread["topic"], "t4");
+}

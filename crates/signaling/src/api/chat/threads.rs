@@ -3,18 +3,15 @@
 //! update topic, delete.
 
 use super::wire::{self, CreateThreadIn, UpdateThreadIn};
-use super::{ChatRequest, encode_segment, json, publish, required};
+use super::{ChatRequest, ThreadPath, encode_segment, json, publish, required};
 use crate::api::{ApiError, parse_json, parse_json_or_default, repeatability};
-use crate::app::AppState;
-use crate::auth::Principal;
 use crate::domain::chat::ids::new_thread_id;
 use crate::domain::chat::model::{check_batch, check_display_name, check_topic};
 use crate::domain::chat::service::{self, Caller, TxResult, create_thread_in};
 use crate::domain::chat::{ChatError, ChatOperation, ChatParticipant, PageToken};
 use crate::store::chat as db;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, IdentifierModel};
@@ -91,18 +88,12 @@ fn invalid_json(bad: &[Invalid]) -> Vec<serde_json::Value> {
     bad.iter().map(|(raw, code, msg)| wire::invalid_participant_json(raw, *code, msg)).collect()
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
     ChatOperation::CreateThread.authorize(req.caller.scopes).map_err(ApiError::from)?;
     let input: CreateThreadIn = parse_json(&body)?;
     let topic = check_topic(&required(input.topic, "topic")?).map_err(ApiError::from)?;
-    let repeat = repeatability(&Method::POST, &uri, &headers, &body)?;
+    let repeat = repeatability(&Method::POST, &req.uri, &headers, &body)?;
     let participants = input.participants.unwrap_or_default();
     let resource_id = state.resource.resource_id.clone();
     let caller = req.caller.clone();
@@ -153,8 +144,8 @@ pub async fn create(
     Ok(resp)
 }
 
-pub async fn list(State(state): State<AppState>, uri: Uri, user: Principal) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn list(req: ChatRequest) -> Result<Response, ApiError> {
+    let state = &req.state;
     ChatOperation::ListThreads.authorize(req.caller.scopes).map_err(ApiError::from)?;
     let size = req.page_size()?;
     let list_name = format!("threads:{}", req.caller.raw_id);
@@ -184,28 +175,19 @@ pub async fn list(State(state): State<AppState>, uri: Uri, user: Principal) -> R
     Ok(json(StatusCode::OK, &wire::page_json(value, next)))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
-    let caller = req.caller;
+pub async fn get(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
+    let caller = req.caller.clone();
     let a = state.chat.run(move |c| service::access(c, &thread_id, &caller, ChatOperation::GetThread)).await?;
     Ok(json(StatusCode::OK, &wire::thread_json(&a.row.thread)))
 }
 
-pub async fn update(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
+pub async fn update(req: ChatRequest<ThreadPath>, body: Bytes) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
     let input: UpdateThreadIn = parse_json_or_default(&body)?;
-    let caller = req.caller;
+    let caller = req.caller.clone();
     let now = now_ms();
     let event = state
         .chat
@@ -215,20 +197,16 @@ pub async fn update(
             None => service::access(c, &thread_id, &caller, ChatOperation::UpdateTopic).map(|_| None),
         })
         .await?;
-    publish(&state, event);
+    publish(state, event);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    Path(thread_id): Path<String>,
-    uri: Uri,
-    user: Principal,
-) -> Result<Response, ApiError> {
-    let req = ChatRequest::new(&user, &uri)?;
-    let caller: Caller = req.caller;
+pub async fn delete(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
+    let state = &req.state;
+    let thread_id = req.path.thread_id.clone();
+    let caller: Caller = req.caller.clone();
     let now = now_ms();
     let event = state.chat.run(move |c| service::delete_thread(c, &thread_id, &caller, now)).await?;
-    publish(&state, [event]);
+    publish(state, [event]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -4,12 +4,12 @@ use crate::api::HmacAuthenticated;
 use crate::api::{ApiError, api_router, repeatability, require_api_version};
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::domain::identity::{self as service, Answer, CreateIdentityRequest, IssueTokenRequest};
-use axum::Router;
+use crate::domain::identity::{CreateIdentityRequest, IssueTokenRequest, Revocation};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::{Json, Router};
 use palaver_core::time::now_ms;
 
 /// api-versions the Identity API accepts.
@@ -24,16 +24,6 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/whoami", get(whoami))
 }
 
-/// Run a store-touching operation on the blocking pool (SQLite calls block).
-async fn blocking<R: Send + 'static>(op: impl FnOnce() -> Result<R, ApiError> + Send + 'static) -> Result<R, ApiError> {
-    tokio::task::spawn_blocking(op).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
-}
-
-fn json_answer(answer: Answer) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
-}
-
 async fn create_identity(
     State(state): State<AppState>,
     method: Method,
@@ -44,8 +34,8 @@ async fn create_identity(
     require_api_version(uri.query(), API_VERSIONS)?;
     let req: CreateIdentityRequest = auth.json_or_default()?;
     let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
-    let answer = blocking(move || service::create_identity(&state, &req, repeat.as_ref(), now_ms())).await?;
-    Ok(json_answer(answer))
+    let created = state.identities().create(&req, repeat.as_ref(), now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn issue_token(
@@ -59,8 +49,8 @@ async fn issue_token(
     require_api_version(uri.query(), API_VERSIONS)?;
     let req: IssueTokenRequest = auth.json()?;
     let repeat = repeatability(&method, &uri, &headers, &auth.body)?;
-    let answer = blocking(move || service::issue_token(&state, &id, &req, repeat.as_ref(), now_ms())).await?;
-    Ok(json_answer(answer))
+    let token = state.identities().issue_token(&id, &req, repeat.as_ref(), now_ms()).await?;
+    Ok(Json(token).into_response())
 }
 
 async fn revoke_tokens(
@@ -69,7 +59,10 @@ async fn revoke_tokens(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
-    revoke(state, id, uri, service::revoke_tokens).await
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let revocation = state.identities().revoke_tokens(&id, now_ms()).await?;
+    end_revoked_sessions(&state, &revocation);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_identity(
@@ -78,22 +71,15 @@ async fn delete_identity(
     uri: Uri,
     _auth: HmacAuthenticated,
 ) -> Result<StatusCode, ApiError> {
-    revoke(state, id, uri, service::delete_identity).await
+    require_api_version(uri.query(), API_VERSIONS)?;
+    let revocation = state.identities().delete(&id, now_ms()).await?;
+    end_revoked_sessions(&state, &revocation);
+    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Revoke the identity's tokens (`op`: revoke, or delete and revoke), then end the live
-/// connections that hold one of them.
-async fn revoke(
-    state: AppState,
-    id: String,
-    uri: Uri,
-    op: fn(&AppState, &str, i64) -> Result<service::Revocation, ApiError>,
-) -> Result<StatusCode, ApiError> {
-    require_api_version(uri.query(), API_VERSIONS)?;
-    let gateway = state.gateway.clone();
-    let revocation = blocking(move || op(&state, &id, now_ms())).await?;
-    gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
-    Ok(StatusCode::NO_CONTENT)
+/// End the live connections that hold one of the revoked tokens.
+fn end_revoked_sessions(state: &AppState, revocation: &Revocation) {
+    state.gateway.revoke_access(&revocation.raw_id, revocation.revoked_before_ms);
 }
 
 /// `GET /auth/whoami` with `Authorization: Bearer <access token>`: who the token belongs to.

@@ -122,7 +122,7 @@ async fn room_lifecycle_as_the_sdk_drives_it() {
         json!({"value": [{"rawId": "8:acs:res1_a", "role": "Consumer"}, {"rawId": "8:acs:res1_c", "role": "Attendee"}]})
     );
     assert_eq!(
-        api.state.rooms.participant_role(&id, "8:acs:res1_a", palaver_core::time::now_ms()),
+        api.state.rooms.participant_role(&id, "8:acs:res1_a", palaver_core::time::now_ms()).await,
         Ok(palaver_core::RoomRole::Consumer)
     );
 

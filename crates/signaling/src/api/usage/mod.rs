@@ -6,7 +6,7 @@
 //! - `GET /usage/totals?from=&to=`
 //! - `GET /usage/calls/{correlationId}`
 //!
-//! The export service ([`palaver_metrics::export::UsageExport`]) is supplied by the
+//! The export service ([`palaver_billing::export::UsageExport`]) is supplied by the
 //! binary as an axum `Extension<Arc<UsageExport>>` layer; validation and rendering live
 //! there, this module only parses, authenticates and answers.
 
@@ -17,13 +17,14 @@ mod tests;
 use crate::api::HmacAuthenticated;
 use crate::api::{ApiError, api_router};
 use crate::app::AppState;
+use crate::store::run_blocking;
 use axum::extract::{Extension, Path};
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use palaver_billing::export::{ExportError, ExportFormat, TimeRange, UsageExport, UsageRequest};
 use palaver_core::ErrorCode;
-use palaver_metrics::export::{ExportError, ExportFormat, TimeRange, UsageExport, UsageRequest};
 use query::QueryParams;
 use std::sync::Arc;
 
@@ -53,14 +54,9 @@ fn service(export: ExportHandle) -> Result<Arc<UsageExport>, ApiError> {
     })
 }
 
-/// Run a ledger read off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("export task failed: {e}")))?
-        .map_err(export_error)
+/// Run a ledger read off the async workers (the store's one blocking door).
+async fn ledger<T: Send + 'static>(f: impl FnOnce() -> Result<T, ExportError> + Send + 'static) -> Result<T, ApiError> {
+    run_blocking(f).await?.map_err(export_error)
 }
 
 async fn list_usage(export: ExportHandle, uri: Uri, _auth: HmacAuthenticated) -> Result<Response, ApiError> {
@@ -71,7 +67,7 @@ async fn list_usage(export: ExportHandle, uri: Uri, _auth: HmacAuthenticated) ->
         UsageRequest::parse(params.get("from"), params.get("to"), params.get("pageToken"), params.get("maxPageSize"))
             .map_err(export_error)?;
     let page_size = request.page_size;
-    let page = blocking(move || export.usage(&request)).await?;
+    let page = ledger(move || export.usage(&request)).await?;
     match format {
         ExportFormat::Json => {
             let mut body = page.to_json();
@@ -109,7 +105,7 @@ async fn usage_totals(export: ExportHandle, uri: Uri, _auth: HmacAuthenticated) 
     let export = service(export)?;
     let params = QueryParams::parse(uri.query())?;
     let range = TimeRange::parse(params.get("from"), params.get("to")).map_err(export_error)?;
-    let body = blocking(move || export.totals(range)).await?;
+    let body = ledger(move || export.totals(range)).await?;
     Ok(Json(body).into_response())
 }
 
@@ -119,6 +115,6 @@ async fn call_summary(
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
     let export = service(export)?;
-    let body = blocking(move || export.call_summary(&correlation_id)).await?;
+    let body = ledger(move || export.call_summary(&correlation_id)).await?;
     Ok(Json(body).into_response())
 }

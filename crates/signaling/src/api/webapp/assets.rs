@@ -36,6 +36,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("media.js", JS),
     asset!("devices.js", JS),
     asset!("views.js", JS),
+    asset!("chat.js", JS),
 ];
 
 /// The embedded file at `/app/<path>`, if any.

@@ -11,11 +11,32 @@ pub struct DirectoryConfig {
     pub tenants: Vec<TenantConfig>,
     /// Built-in development IdP. Unset: on when no tenants are configured, off otherwise.
     pub dev_idp: Option<bool>,
+    /// Development sign-in for the web client (`/dev/web/*`: tokens without a credential).
+    /// Not a key of this section: the binary sets it from `[dev] sign_in` / `--dev-sign-in`.
+    /// Refused at start while tenants are configured or the development IdP is off.
+    #[serde(skip)]
+    pub dev_sign_in: bool,
 }
 
 impl DirectoryConfig {
     pub fn dev_idp_enabled(&self) -> bool {
         self.dev_idp.unwrap_or(self.tenants.is_empty())
+    }
+
+    /// Development sign-in may only run beside the development IdP and no real tenant.
+    pub fn check_dev_sign_in(&self) -> Result<(), String> {
+        if !self.dev_sign_in {
+            return Ok(());
+        }
+        if !self.tenants.is_empty() {
+            return Err("development sign-in (`[dev] sign_in`, `--dev-sign-in`) hands out tokens without a \
+                        credential and cannot be on while directory tenants are configured"
+                .into());
+        }
+        if !self.dev_idp_enabled() {
+            return Err("development sign-in (`[dev] sign_in`, `--dev-sign-in`) needs the development IdP".into());
+        }
+        Ok(())
     }
 }
 

@@ -1,16 +1,19 @@
 //! Directory ("Teams"-style) users: validation of their IdP tokens against configured
 //! tenants, the token exchange (`POST /teamsUser/:exchangeAccessToken`), the native
-//! directory-client check, and the built-in development IdP.
+//! directory-client check, the binding of each directory user to its tenant
+//! ([`tenant_binding`]), and the built-in development IdP.
 
 pub mod config;
 pub mod dev_idp;
 pub mod jwks;
+pub mod tenant_binding;
 #[cfg(test)]
 mod tests;
 pub mod validate;
 
 pub use config::{DirectoryConfig, TenantCloud, TenantConfig};
 pub use dev_idp::{DevIdp, DevToken, DevTokenRequest};
+pub use tenant_binding::TenantBindings;
 pub use validate::{DirectoryUser, DirectoryValidator, check_exchange, exchange_token_refusal};
 
 use crate::app::AppState;
@@ -24,19 +27,30 @@ use palaver_core::{ErrorCode, Scope, ScopeSet};
 pub struct Directory {
     pub validator: DirectoryValidator,
     pub dev_idp: Option<DevIdp>,
+    /// Which tenant owns each directory oid on this server (checked at every door).
+    pub bindings: TenantBindings,
+    /// Development sign-in for the web client, when the operator turned it on.
+    pub dev_sign_in: Option<crate::auth::dev_sign_in::DevSignInGate>,
 }
 
 impl Directory {
     /// Build from config; with the dev IdP on, its key is loaded (or generated) and its
     /// sample tenant trusted.
     pub fn open(config: &DirectoryConfig, store: &Store) -> Result<Self, String> {
+        config.check_dev_sign_in()?;
         let dev_idp = if config.dev_idp_enabled() {
             Some(DevIdp::load_or_create(store).map_err(|e| e.to_string())?)
         } else {
             None
         };
         let validator = DirectoryValidator::new(config, dev_idp.as_ref().map(DevIdp::tenant_config))?;
-        Ok(Self { validator, dev_idp })
+        let dev_sign_in = if config.dev_sign_in {
+            Some(crate::auth::dev_sign_in::DevSignInGate::load_or_create(store).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let bindings = TenantBindings::open(store).map_err(|e| e.to_string())?;
+        Ok(Self { validator, dev_idp, bindings, dev_sign_in })
     }
 }
 
@@ -65,6 +79,7 @@ pub async fn exchange(
         .await
         .map_err(exchange_token_refusal)?;
     check_exchange(&user, app_id, user_id)?;
+    state.auth.directory.bindings.bind(&user.oid, &user.tenant_id, now_ms).await?;
     issue_for(state, &user, false, now_ms)
 }
 

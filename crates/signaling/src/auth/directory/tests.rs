@@ -25,7 +25,7 @@ fn with(mut c: serde_json::Value, key: &str, value: serde_json::Value) -> serde_
 fn idp_and_validator(tenants: Vec<TenantConfig>) -> (DevIdp, DirectoryValidator) {
     let store = Store::open_in_memory().unwrap();
     let idp = DevIdp::load_or_create(&store).unwrap();
-    let config = DirectoryConfig { tenants, dev_idp: Some(true) };
+    let config = DirectoryConfig { tenants, dev_idp: Some(true), ..Default::default() };
     let validator = DirectoryValidator::new(&config, [idp.tenant_config()]).unwrap();
     (idp, validator)
 }
@@ -132,9 +132,13 @@ async fn each_bad_token_gets_its_code() {
 fn configuration_errors_are_reported() {
     let bad =
         TenantConfig { tenant_id: "t".into(), issuer: "i".into(), audiences: vec!["a".into()], ..Default::default() };
-    let cfg = DirectoryConfig { tenants: vec![bad.clone()], dev_idp: Some(false) };
+    let cfg = DirectoryConfig { tenants: vec![bad.clone()], dev_idp: Some(false), ..Default::default() };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "needs a key source");
-    let cfg = DirectoryConfig { tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }], dev_idp: None };
+    let cfg = DirectoryConfig {
+        tenants: vec![TenantConfig { jwks: Some("{}".into()), ..bad }],
+        dev_idp: None,
+        ..Default::default()
+    };
     assert!(DirectoryValidator::new(&cfg, []).is_err(), "invalid inline JWKS");
     assert!(!cfg.dev_idp_enabled(), "dev IdP is off by default once tenants are configured");
     assert!(DirectoryConfig::default().dev_idp_enabled());
@@ -206,4 +210,127 @@ fn exchanged_tokens_live_at_most_a_day() {
     let hour = now_ms / 1000 + 3600;
     let issued = issue_for(&state, &user(hour), false, now_ms).unwrap();
     assert_eq!(state.auth.tokens.verify(&issued.token, now_ms).unwrap().exp, hour);
+}
+
+/// Issue #19 (high): the raw id `8:orgid:<oid>` is the same whatever tenant issued the token,
+/// so a second tenant (or the dev IdP beside a real one) choosing a victim's oid acted as the
+/// victim: read the meeting with its passcode, deleted it. The oid now belongs to the tenant
+/// that presented it first, at every door.
+#[tokio::test]
+async fn a_directory_user_of_one_tenant_cannot_act_as_another_tenants_user() {
+    use crate::auth::Credential;
+    let other_idp = forger();
+    let tenant_b = TenantConfig {
+        tenant_id: "0b0b0b0b-0000-4000-8000-00000000b0b0".into(),
+        issuer: "https://login.example/tenant-b/v2.0".into(),
+        audiences: vec![DEV_AUDIENCE.into()],
+        jwks: Some(other_idp.jwks_json()),
+        ..Default::default()
+    };
+    let config = crate::app::SignalingConfig {
+        directory: DirectoryConfig { tenants: vec![tenant_b.clone()], dev_idp: Some(true), ..Default::default() },
+        ..Default::default()
+    };
+    let state = crate::app::AppState::open(config, Store::open_in_memory().unwrap(), crate::app::AppParts::default())
+        .expect("state");
+    let now = palaver_core::time::now_ms();
+    let path = "/teamsUser/:exchangeAccessToken?api-version=2023-10-01";
+    let exchange_body =
+        |token: &str| serde_json::json!({"token": token, "appId": DEV_APP_ID, "userId": OID}).to_string();
+    let fresh = |c: serde_json::Value| {
+        let c = with(c, "iat", (now / 1000).into());
+        let c = with(c, "nbf", (now / 1000 - 60).into());
+        with(c, "exp", (now / 1000 + 3600).into())
+    };
+    // Tenant A (the dev IdP's tenant): the victim signs in and organizes a meeting.
+    let victim_idp = state.auth.directory.dev_idp.as_ref().unwrap().sign_claims(&fresh(claims())).unwrap();
+    let (status, victim) = send(&state, signed(&state, "POST", path, &exchange_body(&victim_idp))).await;
+    assert_eq!(status, StatusCode::OK, "{victim}");
+    let bearer = |token: &str, method: &str, uri: &str, body: &str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    let victim_token = victim["token"].as_str().unwrap();
+    let (status, meeting) = send(&state, bearer(victim_token, "POST", "/meetings", r#"{"subject":"Board"}"#)).await;
+    assert_eq!(status, StatusCode::CREATED, "{meeting}");
+    let meeting_path = format!("/meetings/{}", meeting["id"].as_str().unwrap());
+
+    // Tenant B presents a token for the same oid: refused at the exchange and the native door.
+    let b_claims =
+        with(with(fresh(claims()), "iss", tenant_b.issuer.clone().into()), "tid", tenant_b.tenant_id.clone().into());
+    let b_idp = other_idp.sign_claims(&b_claims).unwrap();
+    let (status, refused) = send(&state, signed(&state, "POST", path, &exchange_body(&b_idp))).await;
+    assert_eq!((status, error_code(&refused)), (StatusCode::FORBIDDEN, "Forbidden"), "{refused}");
+    let native = state.auth.verify(Credential::IdpToken(&b_idp), now).await.unwrap_err();
+    assert_eq!(native.code, ErrorCode::Forbidden);
+
+    // An access token of tenant B for that oid (issued before the binding existed, say) is refused too.
+    let b_user = DirectoryUser {
+        oid: OID.into(),
+        tenant_id: tenant_b.tenant_id.clone(),
+        name: Some("Mallory".into()),
+        app_id: Some(DEV_APP_ID.into()),
+        permissions: vec![],
+        expires_at: now / 1000 + 3600,
+    };
+    let b_token = issue_for(&state, &b_user, false, now).unwrap().token;
+    for (method, uri) in [("GET", meeting_path.as_str()), ("DELETE", meeting_path.as_str())] {
+        let (status, answer) = send(&state, bearer(&b_token, method, uri, "")).await;
+        assert_eq!((status, error_code(&answer)), (StatusCode::UNAUTHORIZED, "InvalidToken"), "{method}: {answer}");
+    }
+    // The victim still manages the meeting.
+    let (status, answer) = send(&state, bearer(victim_token, "GET", &meeting_path, "")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["passcode"].is_string());
+}
+
+/// Issue #19 (low): tokens from `POST /teamsUser/:exchangeAccessToken` could not be revoked.
+/// Now the same revocation marks refuse them and end the user's live signaling sessions.
+#[tokio::test]
+async fn exchanged_tokens_are_revoked_with_their_live_sessions() {
+    let state = test_state();
+    let (_, minted) =
+        send(&state, signed(&state, "POST", "/dev-idp/token", &format!(r#"{{"oid":"{OID}","name":"Ada"}}"#))).await;
+    let body = serde_json::json!({"token": minted["token"], "appId": DEV_APP_ID, "userId": OID}).to_string();
+    let exchange_path = "/teamsUser/:exchangeAccessToken?api-version=2023-10-01";
+    let (status, issued) = send(&state, signed(&state, "POST", exchange_path, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_string();
+    let now = palaver_core::time::now_ms();
+    state.auth.verify_access_token(&token, now).expect("valid before revocation");
+    // A live signaling socket of that user.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let entry = crate::gateway::PresenceEntry { conn_id: "c1".into(), tx, native: false };
+    state.gateway.presence_add(&format!("8:orgid:{OID}"), entry);
+
+    let revoke_path = "/teamsUser/:revokeAccessTokens?api-version=2023-10-01";
+    let revoke = serde_json::json!({"userId": OID, "tenantId": DEV_TENANT_ID}).to_string();
+    let (status, answer) = send(&state, signed(&state, "POST", revoke_path, &revoke)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    let refused = state.auth.verify_access_token(&token, palaver_core::time::now_ms()).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::TokenRevoked);
+    let told = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await.expect("in time");
+    assert!(matches!(told, Some(crate::gateway::Outbound::AccessRevoked { .. })), "the live session is ended");
+    // A new exchange works again.
+    let (status, again) = send(&state, signed(&state, "POST", exchange_path, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    state.auth.verify_access_token(again["token"].as_str().unwrap(), palaver_core::time::now_ms()).expect("fresh");
+    // Another tenant's, an unknown and a malformed user.
+    for (body, status, code) in [
+        (serde_json::json!({"userId": OID, "tenantId": "other"}), StatusCode::NOT_FOUND, "IdentityNotFound"),
+        (
+            serde_json::json!({"userId": "6a0b1b8e-0000-4000-8000-0000000000ff", "tenantId": DEV_TENANT_ID}),
+            StatusCode::NOT_FOUND,
+            "IdentityNotFound",
+        ),
+        (serde_json::json!({"userId": "x", "tenantId": DEV_TENANT_ID}), StatusCode::BAD_REQUEST, "ValidationError"),
+    ] {
+        let (got, answer) = send(&state, signed(&state, "POST", revoke_path, &body.to_string())).await;
+        assert_eq!((got, error_code(&answer)), (status, code), "{body}: {answer}");
+    }
 }

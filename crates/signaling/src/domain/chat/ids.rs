@@ -11,10 +11,13 @@ pub fn new_thread_id() -> String {
     format!("19:{}{THREAD_SUFFIX}", random_base32())
 }
 
+/// How every meeting thread id starts.
+pub const MEETING_THREAD_PREFIX: &str = "19:meeting_";
+
 /// The thread id of a meeting's chat (`19:meeting_<base32 of the meeting id>@thread.v2`):
 /// derived from the meeting id, so the meeting and its thread can always find each other.
 pub fn meeting_thread_id(meeting_id: &str) -> String {
-    format!("19:meeting_{}{THREAD_SUFFIX}", base32(meeting_id.as_bytes()))
+    format!("{MEETING_THREAD_PREFIX}{}{THREAD_SUFFIX}", base32(meeting_id.as_bytes()))
 }
 
 /// Whether `id` has the shape of a thread id (anything else is answered 404 unread).

@@ -57,6 +57,12 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
     };
     let mut a = Access { row, member: Membership { share_history_ms: 0, removed_at_seq: None }, display_name: None };
     if ch.entered {
+        if let Some((member, None)) = found.filter(|(m, _)| m.is_active()) {
+            // The organizer created the thread before joining: name them now (for receipts and typing).
+            let named = ChatParticipant { share_history_ms: member.share_history_ms, ..me };
+            db::upsert_participants(c, a.row.seq, &[named])?;
+            return Ok(vec![]);
+        }
         if active {
             return Ok(vec![]);
         }
@@ -84,7 +90,30 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
     )])
 }
 
+/// Delete a meeting's thread with the meeting (a system action, no caller check): returns
+/// the `chatThreadDeleted` event for its active participants, `None` if there was no thread.
+pub fn delete_thread(c: &Connection, meeting_id: &str, deleted_by: &str, now_ms: i64) -> TxResult<Option<ChatEvent>> {
+    let Some(row) = db::find_thread(c, &meeting_thread_id(meeting_id))? else {
+        return Ok(None);
+    };
+    let to = db::active_participant_ids(c, row.seq)?;
+    db::delete_thread(c, row.seq)?;
+    let by = ChatParticipant { raw_id: deleted_by.to_string(), display_name: None, share_history_ms: 0 };
+    Ok(Some(ChatEvent::thread_deleted(&row.thread.id, &by, now_ms, &to)))
+}
+
 impl ChatService {
+    /// Delete the meeting's thread and everything in it (with the meeting); the event to deliver.
+    pub async fn delete_meeting_thread(
+        &self,
+        meeting_id: &str,
+        deleted_by: &str,
+        now_ms: i64,
+    ) -> Result<Option<ChatEvent>, Refusal> {
+        let (m, by) = (meeting_id.to_string(), deleted_by.to_string());
+        self.run(move |c| delete_thread(c, &m, &by, now_ms)).await
+    }
+
     /// Create the meeting's thread (with the meeting).
     pub async fn create_meeting_thread(
         &self,
@@ -98,9 +127,10 @@ impl ChatService {
         Ok(row.thread.id)
     }
 
-    /// Apply a membership change of a meeting to its thread, now (from the meeting's actor).
-    pub fn meeting_change(&self, change: &MeetingChatChange) -> Result<Vec<ChatEvent>, Refusal> {
-        self.run_now(|c| apply_change(c, change))
+    /// Apply a membership change of a meeting to its thread (from the meeting's actor, which
+    /// awaits it before sending the frames of the change).
+    pub async fn meeting_change(&self, change: MeetingChatChange) -> Result<Vec<ChatEvent>, Refusal> {
+        self.run(move |c| apply_change(c, &change)).await
     }
 }
 
@@ -123,38 +153,62 @@ mod tests {
         }
     }
 
+    /// Run `f` on a fresh in-memory store with the chat tables.
+    fn with_chat_store(f: impl FnOnce(&Connection)) {
+        let store = crate::store::Store::open_in_memory().unwrap();
+        db::migrate(&store).unwrap();
+        store
+            .with_conn(|c| {
+                f(c);
+                Ok(())
+            })
+            .unwrap();
+    }
+
     fn member(c: &Connection, raw: &str) -> Option<Membership> {
         let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
         db::membership(c, row.seq, raw).unwrap().map(|(m, _)| m)
     }
 
     #[test]
+    fn deleting_the_meeting_thread_removes_it_and_tells_its_participants() {
+        with_chat_store(|c| {
+            assert_eq!(delete_thread(c, "m1", "8:orgid:org", 1).ok().unwrap(), None);
+            apply_change(c, &change("8:acs:r_e", true, true, 1000)).ok().unwrap();
+            let event = delete_thread(c, "m1", "8:orgid:org", 2000).ok().unwrap().unwrap();
+            assert_eq!(event.name, "chatThreadDeleted");
+            assert_eq!(event.recipients, vec!["8:orgid:org".to_string(), "8:acs:r_e".to_string()]);
+            assert!(db::find_thread(c, &meeting_thread_id("m1")).unwrap().is_none());
+            let left: i64 = c.query_row("SELECT COUNT(*) FROM chat_messages", [], |r| r.get(0)).unwrap();
+            assert_eq!(left, 0, "the thread's messages go with it");
+        });
+    }
+
+    #[test]
     fn external_users_join_from_now_and_lose_access_on_leave() {
-        let store = crate::store::Store::open_in_memory().unwrap();
-        db::migrate(&store).unwrap();
-        store
-            .with_conn(|c| {
-                let ev = apply_change(c, &change("8:acs:r_e", true, true, 1000)).ok().unwrap();
-                assert_eq!(ev.len(), 1);
-                assert_eq!(ev[0].name, "participantsAdded");
-                assert_eq!(member(c, "8:acs:r_e").unwrap().share_history_ms, 1000);
-                // Entering again (a second device) changes nothing.
-                assert!(apply_change(c, &change("8:acs:r_e", true, true, 2000)).ok().unwrap().is_empty());
-                apply_change(c, &change("8:orgid:d", false, true, 3000)).ok().unwrap();
-                assert_eq!(member(c, "8:orgid:d").unwrap().share_history_ms, 0);
-                let ev = apply_change(c, &change("8:acs:r_e", true, false, 4000)).ok().unwrap();
-                assert_eq!(ev[0].name, "participantsRemoved");
-                assert_eq!(
-                    require_member(member(c, "8:acs:r_e"), ChatOperation::ReadMessages).unwrap_err().to_string(),
-                    "the caller is not a participant of this chat thread"
-                );
-                assert!(apply_change(c, &change("8:orgid:d", false, false, 5000)).ok().unwrap().is_empty());
-                assert!(member(c, "8:orgid:d").unwrap().is_active());
-                let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
-                assert_eq!(row.thread.topic, "Standup");
-                assert_eq!(row.thread.created_by, "8:orgid:org");
-                Ok(())
-            })
-            .unwrap();
+        with_chat_store(|c| {
+            let ev = apply_change(c, &change("8:acs:r_e", true, true, 1000)).ok().unwrap();
+            assert_eq!(ev.len(), 1);
+            assert_eq!(ev[0].name, "participantsAdded");
+            assert_eq!(member(c, "8:acs:r_e").unwrap().share_history_ms, 1000);
+            // Entering again (a second device) changes nothing.
+            assert!(apply_change(c, &change("8:acs:r_e", true, true, 2000)).ok().unwrap().is_empty());
+            apply_change(c, &change("8:orgid:d", false, true, 3000)).ok().unwrap();
+            assert_eq!(member(c, "8:orgid:d").unwrap().share_history_ms, 0);
+            let ev = apply_change(c, &change("8:acs:r_e", true, false, 4000)).ok().unwrap();
+            assert_eq!(ev[0].name, "participantsRemoved");
+            assert_eq!(
+                require_member(member(c, "8:acs:r_e"), ChatOperation::ReadMessages).unwrap_err().to_string(),
+                "the caller is not a participant of this chat thread"
+            );
+            assert!(apply_change(c, &change("8:orgid:d", false, false, 5000)).ok().unwrap().is_empty());
+            assert!(member(c, "8:orgid:d").unwrap().is_active());
+            let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
+            assert_eq!(row.thread.topic, "Standup");
+            // The organizer (creator, unnamed) entering gets their name, no event.
+            assert!(apply_change(c, &change("8:orgid:org", false, true, 6000)).ok().unwrap().is_empty());
+            assert_eq!(db::membership(c, row.seq, "8:orgid:org").unwrap().unwrap().1.as_deref(), Some("X"));
+            assert_eq!(row.thread.created_by, "8:orgid:org");
+        });
     }
 }

@@ -1,6 +1,6 @@
 //! Chat rules (issue #14), sans-IO: who may do what on a thread ([`access`]), the shapes
 //! and checks of threads, messages and participants ([`model`]), id allocation ([`ids`]),
-//! HTML sanitising ([`sanitize`]), signed paging tokens ([`page_token`]), the real-time
+//! HTML sanitising ([`sanitize`]), signed paging tokens ([`page_token`]), rate limits ([`rate_limit`]), the real-time
 //! events a change produces ([`events`]), each operation as one store transaction
 //! ([`service`]) and meeting threads ([`meeting`]). Tables are in `crate::store::chat`, HTTP
 //! in `crate::api::chat`.
@@ -12,6 +12,7 @@ pub mod ids;
 pub mod meeting;
 pub mod model;
 pub mod page_token;
+pub mod rate_limit;
 pub mod sanitize;
 pub mod service;
 

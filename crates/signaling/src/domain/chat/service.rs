@@ -13,9 +13,10 @@ use crate::domain::chat::{
 };
 use crate::store::Store;
 use crate::store::chat::{self as db, ThreadRow};
-use palaver_core::ScopeSet;
+use palaver_core::{ChatTelemetry, ScopeSet};
 use rusqlite::{Connection, Transaction};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Who is asking (from the verified access token).
 #[derive(Debug, Clone)]
@@ -46,11 +47,24 @@ impl From<rusqlite::Error> for TxError {
 pub type TxResult<T> = Result<T, TxError>;
 
 /// The service; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChatService {
     store: Store,
     keys: PageKeys,
-    metrics: Option<palaver_metrics::prom::ChatMetrics>,
+    metrics: Option<Arc<dyn ChatTelemetry>>,
+    limits: Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
+    /// Chat usage billing (one record per message sent); none in tools and tests.
+    usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("store", &self.store)
+            .field("metrics", &self.metrics.is_some())
+            .field("usage", &self.usage.is_some())
+            .finish()
+    }
 }
 
 /// A thread the caller may act on, and their standing in it.
@@ -73,22 +87,39 @@ impl Access {
 impl ChatService {
     /// Apply the chat migrations and load (or create) the paging-token key; `metrics` are
     /// the chat counters (registered by the composition root).
-    pub fn open(
-        store: Store,
-        metrics: Option<palaver_metrics::prom::ChatMetrics>,
-    ) -> Result<Self, crate::store::StoreError> {
+    pub fn open(store: Store, metrics: Option<Arc<dyn ChatTelemetry>>) -> Result<Self, crate::store::StoreError> {
         db::migrate(&store)?;
         let key = crate::store::settings::get_or_create(
             &store,
             "chat_page_key",
             crate::auth::TokenService::generate_seed_base64,
         )?;
-        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics })
+        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default(), usage: None })
     }
 
-    /// The chat counters, if the binary registered them.
-    pub fn metrics(&self) -> Option<&palaver_metrics::prom::ChatMetrics> {
-        self.metrics.as_ref()
+    /// Report every message sent to `usage` (billing).
+    pub fn with_usage(mut self, usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// Bill one message `sender` sent (a no-op without a usage observer). `native`: the
+    /// sender's token came through the native directory-client path (recorded at $0).
+    pub fn message_sent(&self, thread_id: &str, message_id: &str, sender: &str, native: bool, at_ms: i64) {
+        if let Some(usage) = &self.usage {
+            usage.chat_message_sent(palaver_core::ChatMessageSent {
+                thread_id: thread_id.to_string(),
+                message_id: message_id.to_string(),
+                sender_raw_id: sender.to_string(),
+                participant_type: sender_type(sender, native, thread_id),
+                at_ms,
+            });
+        }
+    }
+
+    /// The chat counters, if the binary plugged them in.
+    pub fn metrics(&self) -> Option<&dyn ChatTelemetry> {
+        self.metrics.as_deref()
     }
 
     pub fn store(&self) -> &Store {
@@ -99,6 +130,11 @@ impl ChatService {
         &self.keys
     }
 
+    /// The per-identity rate limits (shared by every clone).
+    pub fn limits(&self) -> &crate::domain::chat::rate_limit::ChatRateLimiter {
+        &self.limits
+    }
+
     /// Run `f` in one transaction on the blocking pool; commit only if it succeeds.
     pub async fn run<R, F>(&self, f: F) -> Result<R, Refusal>
     where
@@ -107,11 +143,20 @@ impl ChatService {
     {
         Ok(self.store.call(move |c| in_transaction(c, f)).await??)
     }
+}
 
-    /// [`run`](Self::run) on the calling thread (short writes from a conversation actor,
-    /// which must land before the actor sends its next frame).
-    pub fn run_now<R>(&self, f: impl FnOnce(&Transaction<'_>) -> TxResult<R>) -> Result<R, Refusal> {
-        Ok(self.store.with_conn(|c| in_transaction(c, f))??)
+/// How billing classifies a chat sender, as calling usage classifies participants: an
+/// external user is `ACS` (`ACS as Teams external user` in a meeting thread), a directory
+/// user `ACS as Microsoft 365 user`, or `Teams` (unbilled) on the native directory path.
+pub fn sender_type(raw_id: &str, native: bool, thread_id: &str) -> palaver_core::ParticipantType {
+    use palaver_core::{CommunicationIdentifier, ParticipantType};
+    match CommunicationIdentifier::parse(raw_id) {
+        Ok(CommunicationIdentifier::DirectoryUser { .. }) if native => ParticipantType::Teams,
+        Ok(CommunicationIdentifier::DirectoryUser { .. }) => ParticipantType::AcsAsM365User,
+        _ if thread_id.starts_with(crate::domain::chat::ids::MEETING_THREAD_PREFIX) => {
+            ParticipantType::AcsAsTeamsExternalUser
+        }
+        _ => ParticipantType::Acs,
     }
 }
 
@@ -429,4 +474,20 @@ pub fn create_thread_in(
     append(c, &mut a.row, system_message(MessageKind::TopicUpdated, &creator.raw_id, Some(&topic), vec![]), now)?;
     row = a.row;
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sender_type;
+    use palaver_core::ParticipantType;
+
+    #[test]
+    fn chat_senders_are_classified_like_call_participants() {
+        let (meeting, plain) = ("19:meeting_abc@thread.v2", "19:abc@thread.v2");
+        assert_eq!(sender_type("8:acs:r_u", false, plain), ParticipantType::Acs);
+        assert_eq!(sender_type("8:acs:r_u", false, meeting), ParticipantType::AcsAsTeamsExternalUser);
+        let directory = "8:orgid:0a000000-0000-4000-8000-000000000001";
+        assert_eq!(sender_type(directory, false, meeting), ParticipantType::AcsAsM365User);
+        assert_eq!(sender_type(directory, true, meeting), ParticipantType::Teams);
+    }
 }

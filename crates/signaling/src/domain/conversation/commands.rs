@@ -249,7 +249,7 @@ impl Conversation {
                 }
                 Err(Refusal::new(ErrorCode::PstnUnavailable, "no phone network gateway is configured on this server"))
             }
-            Command::MediaOffer { sdp } => {
+            Command::MediaOffer { sdp, request_id } => {
                 if actor_in_lobby {
                     return Err(Refusal::new(ErrorCode::Forbidden, "media starts after admission from the lobby"));
                 }
@@ -258,7 +258,7 @@ impl Conversation {
                 }
                 let may_send_media = actor.may_send_media();
                 self.set_flag(actor_id, |p| p.media_active = true);
-                out.push(Output::MediaOffer { participant_id: actor_id.to_string(), sdp, may_send_media });
+                out.push(Output::MediaOffer { participant_id: actor_id.to_string(), sdp, may_send_media, request_id });
                 Ok(())
             }
             Command::MediaAttach { path, tracks, receive, request_id } => {

@@ -47,13 +47,19 @@ pub struct MeetingSetup {
 impl MeetingSetup {
     /// The role someone joins with: organizer, listed co-organizers and presenters;
     /// otherwise presenter for directory users of the organizer's tenant, attendee for everyone else.
+    /// Listed directory users are the organizer's tenant's: a directory identity of another
+    /// tenant never takes a listed role (issue #19; the oid is bound to one tenant as well).
     pub fn role_for(&self, identity: &JoinIdentity) -> MeetingRole {
         let raw = identity.raw_id();
-        if raw == self.organizer_raw_id {
+        let tenant_ok = !identity.is_directory()
+            || identity.tenant_id.is_none()
+            || self.organizer_tenant_id.is_none()
+            || identity.tenant_id == self.organizer_tenant_id;
+        if raw == self.organizer_raw_id && tenant_ok {
             MeetingRole::Organizer
-        } else if self.co_organizers.contains(&raw) && identity.is_directory() {
+        } else if self.co_organizers.contains(&raw) && identity.is_directory() && tenant_ok {
             MeetingRole::CoOrganizer
-        } else if self.presenters.contains(&raw) || self.same_tenant(identity) {
+        } else if (self.presenters.contains(&raw) && tenant_ok) || self.same_tenant(identity) {
             MeetingRole::Presenter
         } else {
             MeetingRole::Attendee
@@ -126,6 +132,8 @@ pub enum Command {
     },
     MediaOffer {
         sdp: String,
+        /// Echoed on the answer's error, so a client waiting on it hears the failure.
+        request_id: Option<String>,
     },
     MediaIceCandidate(IceCandidate),
     /// Size or pause the participant's video receive slots (`media.subscribe`).
@@ -201,6 +209,7 @@ pub enum Output {
         participant_id: String,
         sdp: String,
         may_send_media: bool,
+        request_id: Option<String>,
     },
     MediaIceCandidate {
         participant_id: String,

@@ -410,11 +410,12 @@ fn rooms_need_a_room_role_and_consumers_only_receive() {
     assert!(matches!(to(&out, "cons")[0], ServerMessage::Joined { .. }));
     let out = cmd(&mut c, T0, "cons", Command::SelfMute { muted: false });
     assert_eq!(error_code(&out, "cons").as_deref(), Some("RoleNotAllowed"));
-    let out = cmd(&mut c, T0, "cons", Command::MediaOffer { sdp: "v=0".into() });
+    let out = cmd(&mut c, T0, "cons", Command::MediaOffer { sdp: "v=0".into(), request_id: None });
     assert!(out.contains(&Output::MediaOffer {
         participant_id: "cons".into(),
         sdp: "v=0".into(),
-        may_send_media: false
+        may_send_media: false,
+        request_id: None
     }));
 }
 
@@ -481,7 +482,7 @@ fn last_one_out_ends_the_conversation_and_media_is_released() {
         }),
     );
     assert_eq!(error_code(&out, "a").as_deref(), Some("InvalidState"), "ICE before offer is out of order");
-    cmd(&mut c, T0, "a", Command::MediaOffer { sdp: "v=0".into() });
+    cmd(&mut c, T0, "a", Command::MediaOffer { sdp: "v=0".into(), request_id: None });
     let out = cmd(&mut c, T0 + 1, "a", Command::Leave);
     assert!(out.contains(&Output::MediaLeave { participant_id: "a".into() }));
     assert!(out.contains(&Output::ConversationEnded));
@@ -496,7 +497,7 @@ fn media_subscribe_needs_an_offer_and_bounded_entries() {
     let entry = |mid: &str, max_height: Option<u16>| SlotSubscription { mid: mid.into(), max_height, paused: None };
     let out = cmd(&mut c, T0, "a", Command::MediaSubscribe { slots: vec![entry("3", Some(360))] });
     assert_eq!(error_code(&out, "a").as_deref(), Some("InvalidState"), "subscribe before offer is out of order");
-    cmd(&mut c, T0, "a", Command::MediaOffer { sdp: "v=0".into() });
+    cmd(&mut c, T0, "a", Command::MediaOffer { sdp: "v=0".into(), request_id: None });
     for bad in [vec![entry("", None)], vec![entry("3", Some(0))], vec![entry("3", None); MAX_SLOT_SUBSCRIPTIONS + 1]] {
         let out = cmd(&mut c, T0, "a", Command::MediaSubscribe { slots: bad });
         assert_eq!(error_code(&out, "a").as_deref(), Some("InvalidParameter"));

@@ -35,14 +35,16 @@ impl RoomDirectory {
 
     /// May `raw_id` join room `room_id` at `now_ms` (ms since the Unix epoch)?
     /// `RoomNotFound`, `RoomNotActive` (outside validFrom..validUntil), `NotRoomParticipant`,
-    /// or `StorageUnavailable`.
-    pub fn access(&self, room_id: &str, raw_id: &str, now_ms: i64) -> Result<RoomAccess, ErrorCode> {
+    /// or `StorageUnavailable`. Reads through the store's async door.
+    pub async fn access(&self, room_id: &str, raw_id: &str, now_ms: i64) -> Result<RoomAccess, ErrorCode> {
+        let (id, who) = (room_id.to_string(), raw_id.to_string());
         let found = self
             .store
-            .with_conn(|c| {
-                let Some((seq, room)) = store::find_room(c, room_id)? else { return Ok(None) };
-                Ok(Some((room, store::participant_role(c, seq, raw_id)?)))
+            .call(move |c| {
+                let Some((seq, room)) = store::find_room(c, &id)? else { return Ok(None) };
+                Ok(Some((room, store::participant_role(c, seq, &who)?)))
             })
+            .await
             .map_err(|e| {
                 tracing::error!(error = %e, room_id, "room lookup failed");
                 ErrorCode::StorageUnavailable
@@ -60,16 +62,8 @@ impl RoomDirectory {
     }
 
     /// The role of `raw_id` in room `room_id` at `now_ms`, or why they may not join.
-    pub fn participant_role(&self, room_id: &str, raw_id: &str, now_ms: i64) -> Result<RoomRole, ErrorCode> {
-        self.access(room_id, raw_id, now_ms).map(|a| a.role)
-    }
-
-    /// [`access`](Self::access) on the blocking pool, for async callers.
-    pub async fn access_async(&self, room_id: String, raw_id: String, now_ms: i64) -> Result<RoomAccess, ErrorCode> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.access(&room_id, &raw_id, now_ms))
-            .await
-            .unwrap_or(Err(ErrorCode::InternalError))
+    pub async fn participant_role(&self, room_id: &str, raw_id: &str, now_ms: i64) -> Result<RoomRole, ErrorCode> {
+        self.access(room_id, raw_id, now_ms).await.map(|a| a.role)
     }
 }
 
@@ -78,8 +72,8 @@ mod tests {
     use super::super::{ParticipantChange, Room};
     use super::*;
 
-    #[test]
-    fn lookup_checks_room_window_and_membership() {
+    #[tokio::test]
+    async fn lookup_checks_room_window_and_membership() {
         let dir = RoomDirectory::open(Store::open_in_memory().unwrap()).unwrap();
         let room = Room {
             id: "100".into(),
@@ -90,14 +84,14 @@ mod tests {
         };
         let p = [ParticipantChange::Upsert { raw_id: "8:acs:r_a".into(), role: RoomRole::Presenter }];
         dir.store().with_conn(|c| store::insert_room(c, &room, &p, None, "{}")).unwrap();
-        let access = dir.access("100", "8:acs:r_a", 15_000).unwrap();
+        let access = dir.access("100", "8:acs:r_a", 15_000).await.unwrap();
         assert_eq!(
             access,
             RoomAccess { role: RoomRole::Presenter, pstn_dial_out_enabled: true, valid_until_ms: 20_000 }
         );
-        assert_eq!(dir.participant_role("100", "8:acs:r_b", 15_000), Err(ErrorCode::NotRoomParticipant));
-        assert_eq!(dir.participant_role("100", "8:acs:r_a", 9_999), Err(ErrorCode::RoomNotActive));
-        assert_eq!(dir.participant_role("100", "8:acs:r_a", 20_000), Err(ErrorCode::RoomNotActive));
-        assert_eq!(dir.participant_role("999", "8:acs:r_a", 15_000), Err(ErrorCode::RoomNotFound));
+        assert_eq!(dir.participant_role("100", "8:acs:r_b", 15_000).await, Err(ErrorCode::NotRoomParticipant));
+        assert_eq!(dir.participant_role("100", "8:acs:r_a", 9_999).await, Err(ErrorCode::RoomNotActive));
+        assert_eq!(dir.participant_role("100", "8:acs:r_a", 20_000).await, Err(ErrorCode::RoomNotActive));
+        assert_eq!(dir.participant_role("999", "8:acs:r_a", 15_000).await, Err(ErrorCode::RoomNotFound));
     }
 }

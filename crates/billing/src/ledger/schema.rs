@@ -1,0 +1,118 @@
+//! SQLite schema of the usage ledger (created on open; `user_version` tracks it).
+
+use rusqlite::Connection;
+
+/// 2: `usage_records.usage_type` (chat messages next to participant minutes).
+pub const SCHEMA_VERSION: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    conversation_id TEXT NOT NULL,
+    started_ms      INTEGER NOT NULL,
+    call_type       TEXT NOT NULL,
+    started_by      TEXT NOT NULL,
+    thread_id       TEXT,
+    ended_ms        INTEGER,
+    PRIMARY KEY (conversation_id, started_ms)
+);
+CREATE INDEX IF NOT EXISTS calls_running ON calls(ended_ms) WHERE ended_ms IS NULL;
+
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id         TEXT PRIMARY KEY,
+    conversation_id    TEXT NOT NULL,
+    call_started_ms    INTEGER NOT NULL,
+    call_type          TEXT NOT NULL,
+    participant_raw_id TEXT NOT NULL,
+    participant_type   TEXT NOT NULL,
+    endpoint_type      TEXT NOT NULL,
+    thread_id          TEXT,
+    start_ms           INTEGER NOT NULL,
+    checkpoint_ms      INTEGER NOT NULL,
+    end_ms             INTEGER,
+    end_reason         TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions(end_ms) WHERE end_ms IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_by_conversation ON sessions(conversation_id, start_ms);
+
+CREATE TABLE IF NOT EXISTS usage_records (
+    record_id            TEXT PRIMARY KEY,
+    correlation_id       TEXT NOT NULL,
+    participant_id       TEXT NOT NULL,
+    segment              INTEGER NOT NULL,
+    start_ms             INTEGER NOT NULL,
+    end_ms               INTEGER NOT NULL,
+    user_id_a            TEXT NOT NULL,
+    participant_type     TEXT NOT NULL,
+    endpoint_type        TEXT NOT NULL,
+    billable             INTEGER NOT NULL,
+    unit_price_micro_usd INTEGER NOT NULL,
+    cost_micro_usd       INTEGER NOT NULL,
+    usage_type           TEXT NOT NULL DEFAULT 'ParticipantMinutes'
+);
+CREATE INDEX IF NOT EXISTS usage_by_start ON usage_records(start_ms, record_id);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id        TEXT NOT NULL,
+    endpoint        TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    delivered_ms    INTEGER,
+    dead            INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    PRIMARY KEY (event_id, endpoint)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_ms) WHERE delivered_ms IS NULL AND dead = 0;
+
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Set the pragmas (WAL, full sync: a committed minute survives power loss) and create
+/// the tables.
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    // A version-1 ledger has no usage_type column: every record in it is participant minutes.
+    let has_usage_type =
+        conn.prepare("SELECT 1 FROM pragma_table_info('usage_records') WHERE name = 'usage_type'")?.exists([])?;
+    if !has_usage_type {
+        conn.execute_batch(
+            "ALTER TABLE usage_records ADD COLUMN usage_type TEXT NOT NULL DEFAULT 'ParticipantMinutes'",
+        )?;
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_ledger_gains_usage_type_and_its_records_stay_participant_minutes() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE usage_records (record_id TEXT PRIMARY KEY, correlation_id TEXT NOT NULL,
+               participant_id TEXT NOT NULL, segment INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+               end_ms INTEGER NOT NULL, user_id_a TEXT NOT NULL, participant_type TEXT NOT NULL,
+               endpoint_type TEXT NOT NULL, billable INTEGER NOT NULL, unit_price_micro_usd INTEGER NOT NULL,
+               cost_micro_usd INTEGER NOT NULL);
+             INSERT INTO usage_records VALUES ('r', 'c', 'p', 0, 0, 60000, 'u', 'ACS', 'VoIP', 1, 4000, 4000);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        prepare(&conn).unwrap(); // idempotent
+        let kind: String = conn.query_row("SELECT usage_type FROM usage_records", [], |r| r.get(0)).unwrap();
+        assert_eq!(kind, "ParticipantMinutes");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,21 @@
+//! palaver-telemetry: what operators scrape. One Prometheus registry per process
+//! ([`PalaverMetrics`]) implementing the reporting ports of the other crates —
+//! `palaver_core::SignalingTelemetry` and `ChatTelemetry` (signaling) and
+//! `palaver_billing::UsageTelemetry` (the meter, ledger and webhooks) — plus the media
+//! families read from a [`MediaSnapshot`] at scrape time and the `/metrics` listener.
+//! Only the binary depends on this crate; the planes report through traits.
+//!
+//! - [`registry`]: the registry and its billing, ledger, conversation and signaling families.
+//! - [`media`]: [`MediaSnapshot`] and the collector that turns it into families.
+//! - [`chat`]: the chat counters.
+//! - [`serve`]: the `/metrics` HTTP listener.
+
+pub mod chat;
+pub mod media;
+pub mod registry;
+pub mod serve;
+
+pub use chat::ChatMetrics;
+pub use media::{HistogramSnapshot, MediaSnapshot};
+pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
+pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
