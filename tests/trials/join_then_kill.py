@@ -8,6 +8,7 @@ session's record. `python3 join_then_kill.py [--tries 10]`; exits 1 when a recor
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import uuid
@@ -22,7 +23,8 @@ def main():
     ap.add_argument("--tries", type=int, default=10)
     ap.add_argument("--binary", default=default_binary("palaver"))
     args = ap.parse_args()
-    server = PalaverServer(args.binary, tempfile.mkdtemp(prefix="palaver-join-kill-"))
+    data_dir = tempfile.mkdtemp(prefix="palaver-join-kill-")
+    server = PalaverServer(args.binary, data_dir)
     server.start()
     lost = 0
     try:
@@ -43,6 +45,10 @@ def main():
     finally:
         server.stop()
     print(f"sessions acknowledged with `joined` and missing after the kill: {lost}/{args.tries}")
+    if lost:
+        print(f"data dir kept for inspection: {data_dir}")
+    else:
+        shutil.rmtree(data_dir, ignore_errors=True)
     return 1 if lost else 0
 
 
