@@ -36,6 +36,7 @@ TEST_STAGES += test-browser
 .PHONY: test-deploy test-browser
 .PHONY: load
 .PHONY: fuzz test-fuzz fuzz-prereqs
+.PHONY: test-crash soak flood trials-build trials-venv
 .PHONY: help run build build-release prereqs prereqs-python venv fmt fmt-check clippy test test-rust test-sdk clean-data
 
 help:
@@ -46,6 +47,9 @@ help:
 	@echo "make clean-data   remove ./data (database, keys, certificates)"
 	@echo "make load         palaver-load against the server 'make run' started (LOAD_ARGS=\"--preset town-hall\")"
 	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
+	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
+	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
+	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
 # ---------------------------------------------------------------- prerequisites
 # Install only what is missing; do nothing when everything is present.
@@ -133,6 +137,34 @@ test-deploy: prereqs
 test-browser: build
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 	cd tests/browser && PALAVER_BIN=$(DEBUG_BIN) npm test
+
+# ---------------------------------------------------------------- trials (not part of `make test`)
+# Crash, soak and flood trials of the release binaries (tests/trials/README.md). Each starts its
+# own server on free loopback ports with a private data dir and stops everything it started.
+CRASH_TRIALS ?= 100
+CRASH_ARGS   ?=
+SOAK_MINUTES ?= 30
+SOAK_ARGS    ?=
+FLOOD_ARGS   ?=
+TRIALS_REQS  := tests/trials/requirements.txt
+
+trials-build: prereqs
+	$(CARGO) build --release -p palaver -p palaver-load
+
+trials-venv: $(VENV)/.trials-requirements-installed
+
+$(VENV)/.trials-requirements-installed: $(TRIALS_REQS) | venv
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r $(TRIALS_REQS)
+	@touch $@
+
+test-crash: trials-build
+	cd tests/trials && CARGO_TARGET_DIR=$(TARGET_DIR) $(PYTHON) crash_trials.py --trials $(CRASH_TRIALS) $(CRASH_ARGS)
+
+soak: trials-build trials-venv
+	cd tests/trials && CARGO_TARGET_DIR=$(TARGET_DIR) $(VENV_PY) soak.py --minutes $(SOAK_MINUTES) --out-dir $(CURDIR)/docs $(SOAK_ARGS)
+
+flood: trials-build
+	cd tests/trials && CARGO_TARGET_DIR=$(TARGET_DIR) $(PYTHON) flood.py $(FLOOD_ARGS)
 
 # ---------------------------------------------------------------- fuzzing
 # cargo-fuzz (libFuzzer) targets in fuzz/ (its own workspace, builds in fuzz/target); see
