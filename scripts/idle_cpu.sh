@@ -9,6 +9,7 @@
 #
 #   scripts/idle_cpu.sh                 # builds release palaver + palaver-load first
 #   IDLE_WINDOW=60 IDLE_PARTICIPANTS=50 IDLE_NO_BUILD=1 scripts/idle_cpu.sh
+#   IDLE_PROFILE=debug ...            # the debug binaries (a quick check of the script itself)
 #
 # Run it on a quiet machine: other processes' CPU does not count against the server, but
 # scheduler and cache contention do. Uses CARGO_TARGET_DIR (default ./target).
@@ -18,16 +19,19 @@ window=${IDLE_WINDOW:-60}
 participants=${IDLE_PARTICIPANTS:-50}
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-server_bin=$target/release/palaver
-load_bin=$target/release/palaver-load
+profile=${IDLE_PROFILE:-release}
+server_bin=$target/$profile/palaver
+load_bin=$target/$profile/palaver-load
 
 if [[ -z "${IDLE_NO_BUILD:-}" ]]; then
-    (cd "$root" && cargo build --release -p palaver -p palaver-load)
+    if [[ $profile == release ]]; then build=(--release); else build=(); fi
+    (cd "$root" && cargo build "${build[@]}" -p palaver -p palaver-load)
 fi
 [[ -x $server_bin && -x $load_bin ]] || { echo "missing $server_bin or $load_bin" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/palaver-idle.XXXXXX)
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/data"
 printf '[usage]\nmetrics_listen = "127.0.0.1:%s"\n' "$metrics_port" >"$work/palaver.toml"
 
 server_pid=""
@@ -75,7 +79,7 @@ participants_joined() {
 }
 
 sleep 5 # start-up work (migrations, first timers) is not idle cost
-echo "palaver $(line PALAVER_READY) pid $server_pid, window ${window} s, CLK_TCK $hz"
+echo "palaver ($profile) $(line PALAVER_READY) pid $server_pid, window ${window} s, CLK_TCK $hz"
 echo "(a) no conversations: $(measure)"
 
 "$load_bin" --connection-string "$(line PALAVER_CONNECTION_STRING)" --ca "$(line PALAVER_CA_FILE)" \

@@ -228,8 +228,8 @@ process_cpu_seconds_total 12.5
 process_resident_memory_bytes 1.048576e8
 palaver_media_packets_received_total 1000
 palaver_media_packets_sent_total 3000
-palaver_media_packets_dropped_total{reason="malformed"} 2
-palaver_media_packets_dropped_total{reason="queue_full"} 3
+palaver_media_packets_dropped_total{reason="malformed_rtp"} 2
+palaver_media_packets_dropped_total{reason="egress_queue_full"} 3
 palaver_signaling_errors_total{code="a } b \" c"} 7
 garbage line without value
 palaver_media_jitter_seconds NaN
