@@ -1,5 +1,4 @@
-//! AES-128 counter-mode keystream with AES-NI for the hand-written AES-128-GCM (`gcm_ni.rs`,
-//! the only user since the AES-CM profiles use the `ctr` crate): the round keys expanded once per session key,
+//! AES-128 counter-mode keystream with AES-NI: the round keys expanded once per session key,
 //! eight counter blocks encrypted side by side (the AES rounds of independent blocks overlap;
 //! a 100-byte audio payload is one group) and XORed into the packet in place. The `aes`
 //! crate's `encrypt_blocks` runs blocks beyond its 8-wide groups one at a time, and the

@@ -87,8 +87,7 @@ impl SrtpContext {
         Self::with_backend(profile, master_key, master_salt, Backend::DEFAULT)
     }
 
-    /// [`SrtpContext::new`] with the AES-128-GCM implementation of `backend` (the AES-CM
-    /// profiles have one implementation).
+    /// [`SrtpContext::new`] with the cipher implementations of `backend`.
     pub fn with_backend(
         profile: Profile,
         master_key: &[u8],
@@ -115,12 +114,12 @@ impl SrtpContext {
                 derive_session_key(key, master_salt, LABEL_RTP_AUTH, &mut rtp_auth);
                 derive_session_key(key, master_salt, LABEL_RTCP_AUTH, &mut rtcp_auth);
                 Cipher::AesCm {
-                    rtp_key: AesCtr::new(&derive16(LABEL_RTP_ENCRYPTION)),
+                    rtp_key: AesCtr::new(&derive16(LABEL_RTP_ENCRYPTION), backend),
                     rtp_salt,
-                    rtp_auth: HmacSha1::new(&rtp_auth),
-                    rtcp_key: AesCtr::new(&derive16(LABEL_RTCP_ENCRYPTION)),
+                    rtp_auth: HmacSha1::new(&rtp_auth, backend),
+                    rtcp_key: AesCtr::new(&derive16(LABEL_RTCP_ENCRYPTION), backend),
                     rtcp_salt,
-                    rtcp_auth: HmacSha1::new(&rtcp_auth),
+                    rtcp_auth: HmacSha1::new(&rtcp_auth, backend),
                 }
             }
             Profile::AeadAes128Gcm => {

@@ -1,29 +1,132 @@
-//! HMAC-SHA1 (RFC 2104) for SRTP/SRTCP authentication: the `hmac` crate keyed once per session
-//! key, its state cloned per tag (a stack copy, no allocation). The `sha1` crate picks SHA-NI
-//! itself at run time. palaver's own SHA-NI HMAC was not 20 % faster end to end and was removed
-//! (docs/media.md, "SRTP crypto backends").
+//! HMAC-SHA1 (RFC 2104) for SRTP/SRTCP authentication, keyed once per session, in one of two
+//! backends ([`Backend`]). Hand-written: the SHA-1 states after the ipad and opad blocks are
+//! computed when the context is built, and a tag is one SHA-NI call (`sha_ni.rs`) over the
+//! packet's whole 64-byte blocks straight from the buffer plus a stack copy of the padded tail
+//! (with the rollover-counter suffix). RustCrypto: the keyed `hmac` crate state, cloned per tag.
 
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+use hmac::Mac;
+use sha1::Sha1Core;
+use sha1::digest::core_api::Block;
 
-/// One keyed HMAC-SHA1.
+type Sha1Block = Block<Sha1Core>;
+
+const BLOCK_LEN: usize = 64;
+const DIGEST_LEN: usize = 20;
+const SHA1_INIT: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+
+use super::Backend;
+
+/// One HMAC-SHA1 key.
 #[derive(Clone)]
-pub(super) struct HmacSha1(Hmac<Sha1>);
+pub(super) enum HmacSha1 {
+    /// The two keyed SHA-1 states; built only when `sha_ni::available()` said so.
+    HandWritten {
+        inner: [u32; 5],
+        outer: [u32; 5],
+    },
+    RustCrypto(hmac::Hmac<sha1::Sha1>),
+}
+
+/// Views whole 64-byte blocks as the `sha1` crate's block type without copying.
+fn as_sha1_blocks(blocks: &[[u8; BLOCK_LEN]]) -> &[Sha1Block] {
+    const {
+        assert!(size_of::<Sha1Block>() == BLOCK_LEN && align_of::<Sha1Block>() == 1);
+    }
+    // SAFETY: `Sha1Block` is `GenericArray<u8, U64>`, a `repr(transparent)` wrapper around
+    // nested `repr(C)` arrays of 64 `u8` (size 64 and alignment 1, asserted above), so it has the
+    // layout of `[u8; 64]`; the `sha1` crate's own `compress` casts in the other direction.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<Sha1Block>(), blocks.len()) }
+}
+
+fn compress(state: &mut [u32; 5], blocks: &[[u8; BLOCK_LEN]]) {
+    sha1::compress(state, as_sha1_blocks(blocks));
+}
 
 impl HmacSha1 {
-    /// Keys the MAC (the `hmac` crate hashes keys longer than a block, RFC 2104 section 2).
-    pub fn new(key: &[u8]) -> Self {
-        Self(<Hmac<Sha1> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length"))
+    /// Keys the MAC (keys longer than a block are hashed first, RFC 2104 section 2). The
+    /// hand-written backend falls back to RustCrypto on CPUs without the SHA extensions.
+    pub fn new(key: &[u8], backend: Backend) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if backend == Backend::HandWritten && super::sha_ni::available() {
+            let mut padded = [0u8; BLOCK_LEN];
+            if key.len() > BLOCK_LEN {
+                padded[..DIGEST_LEN].copy_from_slice(&sha1(key));
+            } else {
+                padded[..key.len()].copy_from_slice(key);
+            }
+            let keyed = |pad: u8| {
+                let mut state = SHA1_INIT;
+                compress(&mut state, &[padded.map(|k| k ^ pad)]);
+                state
+            };
+            return Self::HandWritten { inner: keyed(0x36), outer: keyed(0x5C) };
+        }
+        let _ = backend;
+        // `new_from_slice` accepts keys of every length (HMAC hashes long ones itself).
+        Self::RustCrypto(<hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
     }
 
     /// The 20-byte HMAC of `message || suffix` (SRTP appends the rollover counter to the
     /// authenticated packet without it being in the buffer).
-    pub fn tag<const S: usize>(&self, message: &[u8], suffix: [u8; S]) -> [u8; 20] {
-        let mut mac = self.0.clone();
-        mac.update(message);
-        mac.update(&suffix);
-        mac.finalize().into_bytes().into()
+    pub fn tag<const S: usize>(&self, message: &[u8], suffix: [u8; S]) -> [u8; DIGEST_LEN] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::HandWritten { inner, outer } => {
+                let (whole, rest) = message.as_chunks::<BLOCK_LEN>();
+                let mut tail = [[0u8; BLOCK_LEN]; 2];
+                let blocks = pad_tail(&mut tail, rest, suffix, BLOCK_LEN + message.len() + S);
+                // SAFETY: this variant is only built when `sha_ni::available()` found the features.
+                unsafe { super::sha_ni::hmac_sha1(inner, outer, whole, &tail[..blocks]) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::HandWritten { .. } => unreachable!("only built on x86_64"),
+            Self::RustCrypto(keyed) => {
+                let mut mac = keyed.clone();
+                mac.update(message);
+                mac.update(&suffix);
+                mac.finalize().into_bytes().into()
+            }
+        }
     }
+}
+
+/// Writes the last partial block of a message (`rest`, then `suffix`), the 0x80 padding byte
+/// and the 64-bit big-endian bit length of the whole `total` bytes into `tail`; returns how
+/// many of its two blocks are used.
+fn pad_tail<const S: usize>(tail: &mut [[u8; BLOCK_LEN]; 2], rest: &[u8], suffix: [u8; S], total: usize) -> usize {
+    const {
+        // < 64 message bytes + suffix + 0x80 + 64-bit length must fit two blocks
+        assert!(S <= BLOCK_LEN - 9);
+    }
+    let bytes = tail.as_flattened_mut();
+    let used = rest.len() + S;
+    bytes[..rest.len()].copy_from_slice(rest);
+    bytes[rest.len()..used].copy_from_slice(&suffix);
+    bytes[used] = 0x80;
+    let blocks = if used + 9 <= BLOCK_LEN { 1 } else { 2 };
+    bytes[blocks * BLOCK_LEN - 8..blocks * BLOCK_LEN].copy_from_slice(&((total as u64) * 8).to_be_bytes());
+    blocks
+}
+
+/// SHA-1 of `message` (for keys longer than a block).
+fn sha1(message: &[u8]) -> [u8; DIGEST_LEN] {
+    let (whole, rest) = message.as_chunks::<BLOCK_LEN>();
+    let mut state = SHA1_INIT;
+    if !whole.is_empty() {
+        compress(&mut state, whole);
+    }
+    let mut tail = [[0u8; BLOCK_LEN]; 2];
+    let blocks = pad_tail(&mut tail, rest, [], message.len());
+    compress(&mut state, &tail[..blocks]);
+    digest_bytes(&state)
+}
+
+fn digest_bytes(state: &[u32; 5]) -> [u8; DIGEST_LEN] {
+    let mut out = [0u8; DIGEST_LEN];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -48,19 +151,27 @@ mod tests {
             ),
         ];
         for (key, data, expected) in cases {
-            assert_eq!(HmacSha1::new(&key).tag(&data, []).to_vec(), hex(expected));
+            for backend in Backend::ALL {
+                assert_eq!(HmacSha1::new(&key, backend).tag(&data, []).to_vec(), hex(expected), "{backend:?}");
+            }
         }
     }
 
-    /// The rollover-counter suffix is authenticated as if it followed the message in the
-    /// buffer, at every message length across three SHA-1 blocks.
+    /// Every tail shape (message lengths across three block boundaries, with and without the
+    /// 4-byte suffix) agrees with the `hmac` crate.
     #[test]
-    fn suffix_is_appended_to_the_message() {
-        let mac = HmacSha1::new(&[0x5A; 20]);
+    fn matches_hmac_crate_for_every_length() {
+        let key: Vec<u8> = (0..20u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
         let message: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in 0..=message.len() {
-            let joined = [&message[..len], &[1, 2, 3, 4]].concat();
-            assert_eq!(mac.tag(&message[..len], [1, 2, 3, 4]), mac.tag(&joined, []), "len {len}");
+        for (backend, len) in Backend::ALL.into_iter().flat_map(|b| (0..=message.len()).map(move |len| (b, len))) {
+            let ours = HmacSha1::new(&key, backend);
+            let mut theirs = <hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(&key).unwrap();
+            theirs.update(&message[..len]);
+            let plain: [u8; 20] = theirs.clone().finalize().into_bytes().into();
+            assert_eq!(ours.tag(&message[..len], []), plain, "len {len}, {backend:?}");
+            theirs.update(&[1, 2, 3, 4]);
+            let suffixed: [u8; 20] = theirs.finalize().into_bytes().into();
+            assert_eq!(ours.tag(&message[..len], [1, 2, 3, 4]), suffixed, "len {len} + suffix, {backend:?}");
         }
     }
 
@@ -81,8 +192,10 @@ mod tests {
                 let field = |name: &str| hex(test[name].as_str().unwrap());
                 let (key, msg, tag) = (field("key"), field("msg"), field("tag"));
                 let valid = test["result"] == "valid";
-                let ours = HmacSha1::new(&key).tag(&msg, []);
-                assert_eq!(tag.len() == tag_len && ours[..tag_len] == tag[..], valid, "tcId {id}");
+                for backend in Backend::ALL {
+                    let ours = HmacSha1::new(&key, backend).tag(&msg, []);
+                    assert_eq!(tag.len() == tag_len && ours[..tag_len] == tag[..], valid, "tcId {id} {backend:?}");
+                }
                 checked += 1;
             }
         }

@@ -14,23 +14,22 @@ mod hmac_sha1;
 mod kdf;
 mod keys;
 mod replay;
+#[cfg(target_arch = "x86_64")]
+mod sha_ni;
 
 pub use context::SrtpContext;
 pub use kdf::derive_session_key;
 pub use keys::SrtpKeys;
 pub use replay::{ReplayWindow, RtpIndexEstimator};
 
-/// Which AES-128-GCM implementation a context uses for AEAD_AES_128_GCM. Both are compiled in;
-/// [`SrtpContext::new`] picks [`Backend::DEFAULT`], benches, tests and the fuzz target compare
-/// them. The AES-CM profiles always use the `ctr`/`aes` and `hmac`/`sha1` crates: palaver's own
-/// AES-NI/SHA-NI code for them was not 20 % faster end to end (docs/media.md, "SRTP crypto
-/// backends"), the GCM code was (40–52 % less CPU per packet).
+/// Which implementation of AES-CTR, HMAC-SHA1 and AES-GCM a context uses. Both are compiled
+/// in; [`SrtpContext::new`] picks [`Backend::DEFAULT`], benches and tests compare them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// palaver's own AES-NI + PCLMULQDQ GCM (`gcm_ni.rs`; x86_64 with those features, elsewhere
+    /// palaver's own AES-NI / SHA-NI / PCLMULQDQ code (x86_64 with those features; elsewhere
     /// it falls back to [`Backend::RustCrypto`]).
     HandWritten,
-    /// The `aes-gcm` crate, used in place.
+    /// The `ctr`/`aes`, `hmac`/`sha1` and `aes-gcm` crates, used in place.
     RustCrypto,
 }
 
