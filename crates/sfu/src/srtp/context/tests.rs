@@ -233,8 +233,10 @@ fn rfc3711_b2_aes_cm_keystream() {
     for backend in Backend::ALL {
         let mut keystream = vec![0u8; 65_282 * 16];
         AesCtr::new(&key, backend).apply(iv, &mut keystream);
-        let start = hex("E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB 41E95B3BB0A2E8DD477901E4FCA894C0");
-        let end = hex("EC8CDF7398607CB0F2D21675EA9EA1E4 362B7C3C6773516318A077D7FC5073AE 6A2CC3787889374FBEB4C81B17BA6C44");
+        let start =
+            hex("E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB 41E95B3BB0A2E8DD477901E4FCA894C0");
+        let end =
+            hex("EC8CDF7398607CB0F2D21675EA9EA1E4 362B7C3C6773516318A077D7FC5073AE 6A2CC3787889374FBEB4C81B17BA6C44");
         assert_eq!(keystream[..48], start[..], "{backend:?}");
         assert_eq!(keystream[keystream.len() - 48..], end[..], "{backend:?}");
     }
