@@ -182,6 +182,11 @@ impl AppState {
         }
     }
 
+    /// Call Automation's live call connections (`connection(ccid)`, ...).
+    pub fn call_automation(&self) -> &crate::gateway::CallAutomation {
+        self.gateway.call_automation()
+    }
+
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.
     pub fn connection_string(&self, base_url: &str) -> String {
         format!("endpoint={}/;accesskey={}", base_url.trim_end_matches('/'), self.resource.access_key)

@@ -4,9 +4,10 @@
 //!
 //! Each REST API lives in its own module and exposes `fn routes() -> Router<AppState>`;
 //! [`router`] merges them: [`identity`], [`directory`] (directory-user token exchange and
-//! the dev IdP), [`rooms`], [`chat`], [`meetings`], [`usage`], [`webapp`], plus the gateway's socket
+//! the dev IdP), [`rooms`], [`chat`], [`call_automation`], [`meetings`], [`usage`], [`webapp`], plus the gateway's socket
 //! endpoints.
 
+pub mod call_automation;
 mod callers;
 pub mod chat;
 pub mod directory;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(rooms::routes())
         .merge(chat::routes())
+        .merge(call_automation::routes())
         .merge(crate::gateway::routes())
         .merge(meetings::routes())
         .merge(usage::routes())

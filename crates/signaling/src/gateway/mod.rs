@@ -5,6 +5,7 @@
 //! given once when the gateway is built ([`GatewayParts`]).
 
 mod actor;
+mod call_automation;
 mod calls;
 mod chat;
 mod connection;
@@ -13,6 +14,7 @@ pub mod media;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
+pub use call_automation::CallAutomation;
 pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use limits::RateLimit;
@@ -128,6 +130,8 @@ pub struct GatewayInner {
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
     chat: crate::domain::chat::ChatService,
+    /// Call Automation's live call connections.
+    call_automation: CallAutomation,
 }
 
 impl std::ops::Deref for Gateway {
@@ -162,6 +166,7 @@ impl Gateway {
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,
+            call_automation: CallAutomation::default(),
         }));
         gateway.publish_meeting_count();
         gateway
@@ -214,6 +219,10 @@ impl Gateway {
     }
     pub(crate) fn meetings(&self) -> &Meetings {
         &self.meetings
+    }
+    /// Call Automation's live call connections.
+    pub fn call_automation(&self) -> &CallAutomation {
+        &self.call_automation
     }
 
     /// Number of live conversations.
