@@ -8,6 +8,17 @@
 //! own HTTP status and numeric sub-code (`8522` not found, `8523` invalid argument, ...),
 //! which the API renders as `{"error":{"code":"8523","message":...}}`.
 
+mod context;
+pub mod events;
+mod machine;
+#[cfg(test)]
+mod tests;
+
+pub use context::{ContextSigner, IncomingCallClaim};
+pub use machine::{
+    CaOutput, CallAutomationMachine, NewConnection, OperationRoute, Origin, leg_endpoint, leg_participant_id,
+};
+
 use serde::Serialize;
 
 /// Where a call connection stands (`callConnectionState` of `CallConnectionProperties`).
@@ -138,7 +149,7 @@ impl CallAutomationError {
 }
 
 #[cfg(test)]
-mod tests {
+mod view_tests {
     use super::*;
 
     #[test]

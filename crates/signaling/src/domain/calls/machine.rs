@@ -7,7 +7,7 @@
 
 use super::config::CallsConfig;
 use super::invite::{Invite, Purpose, QueueCursor, Target, check_caller, resolve_target};
-use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party};
+use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party, is_server_leg};
 use palaver_core::{CallType, CommunicationIdentifier, EndReason, ErrorCode};
 use std::collections::HashMap;
 
@@ -93,6 +93,12 @@ impl CallManager {
             Input::HangUp { call_id, user } => self.hang_up(call_id, user, &mut out)?,
             Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, &mut out)?,
             Input::Transfer { call_id, by, target } => self.transfer(now_ms, call_id, by, target, &mut out)?,
+            Input::RemoveParticipant { call_id, by, target } => self.remove(call_id, by, target, &mut out)?,
+            Input::CancelInvite { call_id, by, target } => self.cancel_invite(call_id, by, target, &mut out)?,
+            Input::Terminate { call_id, by } => self.terminate(call_id, by, &mut out)?,
+            Input::JoinServerLeg { call_id, party, endpoint } => {
+                self.join_server_leg(call_id, party, endpoint, &mut out)?
+            }
             Input::UserGone { user } => self.user_gone(now_ms, &user, &mut out),
             Input::Tick => self.tick(now_ms, &mut out),
         }
@@ -179,7 +185,8 @@ impl CallManager {
             return Err(CallError::new(ErrorCode::Conflict, format!("call `{call_id}` already exists")));
         }
         let caller_id = check_caller(&caller.raw_id)?;
-        if self.is_engaged(&caller.raw_id) {
+        let server_leg = is_server_leg(&endpoint);
+        if !server_leg && self.is_engaged(&caller.raw_id) {
             return Err(CallError::new(ErrorCode::InvalidState, "you are already in a call; hang up first"));
         }
         let mut unique: Vec<String> = Vec::new();
@@ -215,7 +222,9 @@ impl CallManager {
         if !checked.iter().any(|(_, t)| self.reachable(t, &call)) {
             return Err(Self::busy_error(&checked[0].0));
         }
-        self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
+        if !server_leg {
+            self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
+        }
         let by = call.caller.raw_id.clone();
         self.calls.insert(call_id.clone(), call);
         // Users called directly ring first; a queue then hunts among the members left.
@@ -302,7 +311,7 @@ impl CallManager {
             }
             return Err(not_found(&call_id));
         };
-        if self.is_engaged(&callee.raw_id) {
+        if !is_server_leg(&endpoint) && self.is_engaged(&callee.raw_id) {
             return Err(CallError::new(ErrorCode::InvalidState, "you are already in another call; hang up first"));
         }
         let call = self.calls.get_mut(&call_id).expect("checked");
@@ -341,7 +350,9 @@ impl CallManager {
             );
         }
         call.members.push(Member { party: callee.clone(), endpoint: endpoint.clone(), billed: true });
-        self.engaged.insert(callee.raw_id.clone(), call_id.clone());
+        if !is_server_leg(&endpoint) {
+            self.engaged.insert(callee.raw_id.clone(), call_id.clone());
+        }
         if call.members.len() > 2 && call.call_type == CallType::P2P {
             call.call_type = CallType::Group;
             out.push(Output::CallTypeChanged { call_id: call_id.clone(), call_type: CallType::Group });
@@ -372,7 +383,10 @@ impl CallManager {
     ) {
         let Some(pos) = call.members.iter().position(|m| m.party.raw_id == raw_id) else { return };
         let member = call.members.remove(pos);
-        engaged.remove(raw_id);
+        // Only this call's engagement (a server leg of the same identity is never engaged).
+        if engaged.get(raw_id) == Some(&call.id) {
+            engaged.remove(raw_id);
+        }
         if member.billed {
             out.push(Output::ParticipantDisconnected {
                 call_id: call.id.clone(),
@@ -461,7 +475,9 @@ impl CallManager {
             });
         }
         for m in call.members.drain(..) {
-            self.engaged.remove(&m.party.raw_id);
+            if self.engaged.get(&m.party.raw_id) == Some(&call.id) {
+                self.engaged.remove(&m.party.raw_id);
+            }
             if m.billed {
                 out.push(Output::ParticipantDisconnected {
                     call_id: call_id.to_string(),
@@ -626,6 +642,9 @@ impl CallManager {
     fn user_gone(&mut self, now: u64, user: &str, out: &mut Vec<Output>) {
         for call_id in self.calls_of(user) {
             let Some(call) = self.calls.get(&call_id) else { continue };
+            if call.member(user).is_some_and(|m| is_server_leg(&m.endpoint)) {
+                continue;
+            }
             if call.is_member(user) {
                 if call.answered {
                     self.leave(&call_id, user, CallEndReason::ConnectionLost, out);
@@ -676,6 +695,105 @@ impl CallManager {
         }
     }
 
+    /// `by` takes `target` out of the call (both connected).
+    fn remove(&mut self, call_id: String, by: String, target: String, out: &mut Vec<Output>) -> Result<(), CallError> {
+        let call = self.connected_member(&call_id, &by)?;
+        if !call.is_member(&target) {
+            return Err(CallError::new(ErrorCode::NotFound, format!("`{target}` is not connected to this call")));
+        }
+        if target == by {
+            return Err(CallError::new(ErrorCode::InvalidParameter, "hang up instead of removing yourself"));
+        }
+        self.leave(&call_id, &target, CallEndReason::Removed, out);
+        Ok(())
+    }
+
+    /// `by` withdraws its invitation of `target` (other invitations keep ringing).
+    fn cancel_invite(
+        &mut self,
+        call_id: String,
+        by: String,
+        target: String,
+        out: &mut Vec<Output>,
+    ) -> Result<(), CallError> {
+        let call = self.connected_member(&call_id, &by)?;
+        let Some(idx) = call.invites.iter().position(|i| i.by == by && i.target == target) else {
+            return Err(CallError::new(ErrorCode::NotFound, format!("no invitation of `{target}` by you is ringing")));
+        };
+        let ringing = call.invites[idx].ringing.clone();
+        out.push(Output::Notify {
+            to: ringing,
+            event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Cancelled },
+        });
+        self.fail_invite(&call_id, idx, CallEndReason::Cancelled, out);
+        Ok(())
+    }
+
+    /// `by` ends the call for everyone: invitations are withdrawn, everyone is told.
+    fn terminate(&mut self, call_id: String, by: String, out: &mut Vec<Output>) -> Result<(), CallError> {
+        self.connected_member(&call_id, &by)?;
+        let call = self.calls.get_mut(&call_id).expect("checked");
+        for invite in call.invites.drain(..) {
+            out.push(Output::Notify {
+                to: invite.ringing,
+                event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Cancelled },
+            });
+        }
+        let others: Vec<String> =
+            call.members.iter().map(|m| m.party.raw_id.clone()).filter(|raw| *raw != by).collect();
+        for raw in others {
+            let call = self.calls.get_mut(&call_id).expect("checked");
+            Self::remove_member(&mut self.engaged, call, &raw, CallEndReason::Terminated, out);
+        }
+        self.apply_lifetime(&call_id, CallEndReason::Terminated, out);
+        Ok(())
+    }
+
+    /// A server-side participant joins an answered call directly.
+    fn join_server_leg(
+        &mut self,
+        call_id: String,
+        party: Party,
+        endpoint: String,
+        out: &mut Vec<Output>,
+    ) -> Result<(), CallError> {
+        if !is_server_leg(&endpoint) {
+            return Err(CallError::new(ErrorCode::Forbidden, "only server-side participants join without ringing"));
+        }
+        let call = self.calls.get_mut(&call_id).ok_or_else(|| not_found(&call_id))?;
+        if !call.answered {
+            return Err(CallError::new(ErrorCode::InvalidState, "the call is not answered yet"));
+        }
+        if call.is_member(&party.raw_id) {
+            return Err(CallError::new(ErrorCode::InvalidState, format!("`{}` is already in this call", party.raw_id)));
+        }
+        if call.members.len() + call.invites.len() + 1 > self.config.max_participants {
+            return Err(CallError::new(
+                ErrorCode::CapacityReached,
+                format!("a call holds at most {} participants", self.config.max_participants),
+            ));
+        }
+        call.notify_members(
+            out,
+            None,
+            CallEvent::ParticipantJoined { call_id: call_id.clone(), participant: party.clone() },
+        );
+        call.members.push(Member { party: party.clone(), endpoint: endpoint.clone(), billed: true });
+        if call.members.len() > 2 && call.call_type == CallType::P2P {
+            call.call_type = CallType::Group;
+            out.push(Output::CallTypeChanged { call_id: call_id.clone(), call_type: CallType::Group });
+        }
+        out.push(Output::ParticipantConnected {
+            call_id: call_id.clone(),
+            participant: party.clone(),
+            endpoint,
+            call_type: call.call_type,
+        });
+        let connected = CallEvent::Connected { call_id, participants: call.parties(), call_type: call.call_type };
+        out.push(Output::Notify { to: party.raw_id, event: connected });
+        Ok(())
+    }
+
     /// Check the machine's internal consistency (tests drive long random stories with it).
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
@@ -686,7 +804,7 @@ impl CallManager {
         for call in self.calls.values() {
             assert!(!call.members.is_empty(), "call {} has nobody connected", call.id);
             assert!(call.members.len() >= 2 || !call.invites.is_empty(), "call {} should have ended", call.id);
-            for m in &call.members {
+            for m in call.members.iter().filter(|m| !is_server_leg(&m.endpoint)) {
                 assert_eq!(self.engaged.get(&m.party.raw_id), Some(&call.id), "member {} not engaged", m.party.raw_id);
                 assert_eq!(m.billed, call.answered, "billing state of {}", m.party.raw_id);
             }
