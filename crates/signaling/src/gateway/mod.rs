@@ -104,6 +104,8 @@ pub struct GatewayParts {
     pub media: Arc<dyn MediaPlane>,
     /// The chat service: a meeting's thread follows who is in the meeting.
     pub chat: crate::domain::chat::ChatService,
+    /// Event Grid system events and Call Automation callbacks (default: dropped).
+    pub events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 /// The gateway; cheap to clone.
@@ -128,6 +130,8 @@ pub struct GatewayInner {
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
     chat: crate::domain::chat::ChatService,
+    /// Event Grid system events and Call Automation callbacks.
+    events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -162,9 +166,15 @@ impl Gateway {
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,
+            events: parts.events,
         }));
         gateway.publish_meeting_count();
         gateway
+    }
+
+    /// Where system events and call callbacks go.
+    pub fn events(&self) -> &Arc<dyn palaver_core::EventPublisher> {
+        &self.events
     }
 
     /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
