@@ -58,6 +58,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         },
         chat_telemetry: Some(metrics.clone()),
         chat_usage: Some(usage.chat_observer()),
+        ..AppParts::default()
     };
     let state = open_state_with(&cfg, parts)?;
     // The media plane reports active speakers and slots back to the gateway.

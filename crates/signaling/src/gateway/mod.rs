@@ -106,6 +106,8 @@ pub struct GatewayParts {
     pub media: Arc<dyn MediaPlane>,
     /// The chat service: a meeting's thread follows who is in the meeting.
     pub chat: crate::domain::chat::ChatService,
+    /// Event Grid system events and Call Automation callbacks (default: dropped).
+    pub events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 /// The gateway; cheap to clone.
@@ -132,6 +134,8 @@ pub struct GatewayInner {
     chat: crate::domain::chat::ChatService,
     /// Call Automation's live call connections.
     call_automation: CallAutomation,
+    /// Event Grid system events and Call Automation callbacks.
+    events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -167,9 +171,15 @@ impl Gateway {
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,
             call_automation: CallAutomation::default(),
+            events: parts.events,
         }));
         gateway.publish_meeting_count();
         gateway
+    }
+
+    /// Where system events and call callbacks go.
+    pub fn events(&self) -> &Arc<dyn palaver_core::EventPublisher> {
+        &self.events
     }
 
     /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
