@@ -8,6 +8,7 @@ pub mod codec;
 pub mod extension;
 pub mod packet;
 pub mod rtcp;
+pub mod telephone_event;
 
 pub use codec::{Codec, is_keyframe};
 pub use extension::{ExtensionMap, Extensions, ShortId};

@@ -57,6 +57,14 @@ pub trait MediaPlane: Send + Sync + 'static {
         let _ = (session, path, tracks, receive);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
+    /// Seats a server-side participant (a Call Automation leg: player, recognizer, recorder,
+    /// voice-bot stream) in `session.conversation_id` under `session.participant_id`: it is
+    /// heard in the mix and hears the mix (see [`super::legs`]). Detach it with
+    /// [`ServerLeg::detach`](super::legs::ServerLeg::detach).
+    fn attach_leg(&self, session: MediaSession) -> MediaFuture<std::sync::Arc<dyn super::legs::ServerLeg>> {
+        let _ = session;
+        Box::pin(async { Err(MediaUnavailable::refusal()) })
+    }
 }
 
 /// The negotiator used while no media plane is configured.
