@@ -1,19 +1,62 @@
 //! The gateway's Call Automation glue: the registry of live call connections
-//! ([`CallAutomation`]) that the REST handlers (`api/call_automation`), the media operations
-//! and the call actor share. The rules live in `domain/call_automation`; this file only
-//! holds the shared state and does the I/O around it.
+//! ([`CallAutomation`]) shared by the REST handlers (`api/call_automation`), the media
+//! operations and the call actor, and the I/O around the sans-IO
+//! [`CallAutomationMachine`]: each operation opens its call connection (or pending
+//! operation) in the machine, sends the matching input to the call actor and, if the call
+//! refuses it, takes it back; call events addressed to users are fed to the machine by the
+//! call actor ([`Gateway::call_automation_event`]); the machine's outputs (callbacks, the
+//! IncomingCall event, leg attach/detach) are carried out by one task, in order.
 
-use crate::domain::call_automation::{CallAutomationError, CallConnectionView};
+use super::Gateway;
+use super::legs::ServerLeg;
+use super::media::MediaSession;
+use crate::domain::call_automation::{
+    CaOutput, CallAutomationError, CallAutomationMachine, CallConnectionView, ContextSigner, IncomingCallClaim,
+    NewConnection, OperationRoute, leg_endpoint,
+};
+use crate::domain::calls::{CallError, CallEvent, Input, Party};
+use palaver_core::time::now_ms;
+use palaver_core::{CallbackEvent, ErrorCode, SystemEvent};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::mpsc;
 
 /// The live call connections; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CallAutomation(Arc<CallAutomationInner>);
 
-#[derive(Default)]
 pub struct CallAutomationInner {
-    connections: Mutex<HashMap<String, CallConnectionView>>,
+    machine: Mutex<CallAutomationMachine>,
+    /// Attached media legs by call connection id.
+    legs: Mutex<HashMap<String, Arc<dyn ServerLeg>>>,
+    /// The machine's outputs, carried out in order by one task.
+    outputs: OnceLock<mpsc::UnboundedSender<CaOutput>>,
+    /// First answers of repeatable requests (`Repeatability-Request-ID`).
+    replays: Mutex<HashMap<String, Replay>>,
+}
+
+/// A stored answer of a repeatable request.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub at_ms: i64,
+}
+
+/// How long a first answer is replayed.
+const REPLAY_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+impl Default for CallAutomation {
+    fn default() -> Self {
+        Self(Arc::new(CallAutomationInner {
+            machine: Mutex::new(CallAutomationMachine::new(ContextSigner::random())),
+            legs: Mutex::new(HashMap::new()),
+            outputs: OnceLock::new(),
+            replays: Mutex::new(HashMap::new()),
+        }))
+    }
 }
 
 impl std::fmt::Debug for CallAutomation {
@@ -23,9 +66,320 @@ impl std::fmt::Debug for CallAutomation {
 }
 
 impl CallAutomation {
-    /// The call connection `ccid` (`404/8522` when unknown).
+    fn machine(&self) -> std::sync::MutexGuard<'_, CallAutomationMachine> {
+        self.0.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the machine (short, no I/O).
+    pub fn with_machine<T>(&self, f: impl FnOnce(&mut CallAutomationMachine) -> T) -> T {
+        f(&mut self.machine())
+    }
+
+    /// The call connection `ccid` (`404/8522` when unknown or over).
     pub fn connection(&self, ccid: &str) -> Result<CallConnectionView, CallAutomationError> {
-        let connections = self.0.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.get(ccid).cloned().ok_or_else(|| CallAutomationError::call_not_found(ccid))
+        self.machine().view(ccid)
+    }
+
+    /// The media leg of call connection `ccid`, once it is attached.
+    pub fn leg(&self, ccid: &str) -> Option<Arc<dyn ServerLeg>> {
+        self.0.legs.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+    }
+
+    /// The first answer to repeatable request `request_id`, if it is still kept.
+    pub fn replay(&self, request_id: &str) -> Option<Replay> {
+        let mut replays = self.0.replays.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        replays.retain(|_, r| now - r.at_ms < REPLAY_WINDOW_MS);
+        replays.get(request_id).cloned()
+    }
+
+    /// Keep the first answer to `request_id`.
+    pub fn remember(&self, request_id: String, replay: Replay) {
+        self.0.replays.lock().unwrap_or_else(|e| e.into_inner()).entry(request_id).or_insert(replay);
+    }
+}
+
+/// A call-machine refusal as Call Automation answers it.
+pub fn call_error(e: CallError) -> CallAutomationError {
+    match e.code {
+        ErrorCode::CallNotFound | ErrorCode::NotFound => CallAutomationError::new(404, 8522, e.message),
+        ErrorCode::Busy | ErrorCode::InvalidState => CallAutomationError::invalid_state(e.message),
+        ErrorCode::InternalError | ErrorCode::StorageUnavailable => CallAutomationError::internal(e.message),
+        code if code.http_status() == 403 => CallAutomationError::new(403, 8523, e.message),
+        _ => CallAutomationError::invalid_argument(e.message),
+    }
+}
+
+impl Gateway {
+    /// A call event addressed to user `to` (from the call actor, in its order).
+    pub(crate) fn call_automation_event(&self, to: &str, event: &CallEvent) {
+        let outputs = self.call_automation().with_machine(|m| m.on_call_event(now_ms().max(0) as u64, to, event));
+        self.call_automation_outputs(outputs);
+    }
+
+    /// Hand machine outputs to the task that carries them out in order.
+    pub(crate) fn call_automation_outputs(&self, outputs: Vec<CaOutput>) {
+        if outputs.is_empty() {
+            return;
+        }
+        let tx = self.call_automation().0.outputs.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver(self.clone(), rx));
+            tx
+        });
+        for o in outputs {
+            let _ = tx.send(o);
+        }
+    }
+
+    /// Open call connection `ccid` and send `input` for it; a refused input leaves nothing.
+    async fn open_connection(
+        &self,
+        ccid: &str,
+        new: NewConnection,
+        input: Input,
+    ) -> Result<Value, CallAutomationError> {
+        let ca = self.call_automation();
+        let props = ca.with_machine(|m| {
+            m.open(ccid, new)?;
+            m.properties(ccid)
+        })?;
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort(ccid));
+            return Err(call_error(e));
+        }
+        Ok(props)
+    }
+
+    /// `createCall`: the source calls `targets` from a new call connection.
+    pub async fn ca_create_call(&self, ccid: &str, new: NewConnection) -> Result<Value, CallAutomationError> {
+        let input = Input::Place {
+            call_id: new.call_id.clone(),
+            caller: Party::new(new.source.clone(), leg_display_name(new.source_display_name.as_deref())),
+            endpoint: leg_endpoint(ccid),
+            targets: new.targets.clone(),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// `answer`: the callee of `claim` answers as a new call connection.
+    pub async fn ca_answer(
+        &self,
+        ccid: &str,
+        claim: &IncomingCallClaim,
+        new: NewConnection,
+    ) -> Result<Value, CallAutomationError> {
+        let input = Input::Accept {
+            call_id: claim.call_id.clone(),
+            callee: Party::new(claim.callee.clone(), leg_display_name(None)),
+            endpoint: leg_endpoint(ccid),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// `connect` to a server call: joins it without ringing.
+    pub async fn ca_connect(&self, ccid: &str, new: NewConnection) -> Result<Value, CallAutomationError> {
+        let input = Input::JoinServerLeg {
+            call_id: new.call_id.clone(),
+            party: Party::new(new.source.clone(), leg_display_name(None)),
+            endpoint: leg_endpoint(ccid),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// Consume an `incomingCallContext`.
+    pub fn ca_consume_context(&self, context: &str) -> Result<IncomingCallClaim, CallAutomationError> {
+        self.call_automation().with_machine(|m| m.consume_context(context, now_ms().max(0) as u64))
+    }
+
+    /// `reject`: the callee declines.
+    pub async fn ca_reject(&self, claim: &IncomingCallClaim) -> Result<(), CallAutomationError> {
+        let input = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
+        self.call_request(input).await.map_err(call_error)
+    }
+
+    /// `redirect`: the call rings `target` instead of the callee.
+    pub async fn ca_redirect(&self, claim: &IncomingCallClaim, target: &str) -> Result<(), CallAutomationError> {
+        let add = Input::AddParticipant {
+            call_id: claim.call_id.clone(),
+            by: claim.caller.clone(),
+            target: target.to_string(),
+        };
+        self.call_request(add).await.map_err(call_error)?;
+        let decline = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
+        self.call_request(decline).await.map_err(call_error)
+    }
+
+    /// `DELETE` (the connection leaves) or `:terminate` (the call ends for everyone).
+    pub async fn ca_hang_up(&self, ccid: &str, for_everyone: bool) -> Result<(), CallAutomationError> {
+        let view = self.call_automation().connection(ccid)?;
+        let input = if for_everyone {
+            Input::Terminate { call_id: view.server_call_id, by: view.source_raw_id }
+        } else {
+            Input::HangUp { call_id: view.server_call_id, user: view.source_raw_id }
+        };
+        self.call_request(input).await.map_err(call_error)
+    }
+
+    /// `participants:add`: rings `target`; answers the invitation id.
+    pub async fn ca_add_participant(
+        &self,
+        ccid: &str,
+        target: &str,
+        route: OperationRoute,
+        custom: Option<Value>,
+    ) -> Result<String, CallAutomationError> {
+        let ca = self.call_automation();
+        let (view, invitation) = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            let invitation = m.begin_add(ccid, target, route)?;
+            if let Some(custom) = custom {
+                m.set_custom_context(&view.server_call_id, target, custom);
+            }
+            Ok::<_, CallAutomationError>((view, invitation))
+        })?;
+        let input =
+            Input::AddParticipant { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_add(ccid, &invitation));
+            return Err(call_error(e));
+        }
+        Ok(invitation)
+    }
+
+    /// `participants:remove`.
+    pub async fn ca_remove_participant(
+        &self,
+        ccid: &str,
+        target: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        let ca = self.call_automation();
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            m.begin_remove(ccid, target, route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        let input = Input::RemoveParticipant {
+            call_id: view.server_call_id,
+            by: view.source_raw_id,
+            target: target.to_string(),
+        };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_remove(ccid, target));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+
+    /// `participants:cancelAddParticipant`.
+    pub async fn ca_cancel_add(
+        &self,
+        ccid: &str,
+        invitation_id: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        let ca = self.call_automation();
+        let (view, target) = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            let target = m.begin_cancel_add(ccid, invitation_id, route)?;
+            Ok::<_, CallAutomationError>((view, target))
+        })?;
+        let input = Input::CancelInvite { call_id: view.server_call_id, by: view.source_raw_id, target };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_cancel_add(ccid, invitation_id));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+
+    /// `participants:mute`.
+    pub fn ca_mute(&self, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+        let outputs = self.call_automation().with_machine(|m| m.mute(ccid, target))?;
+        self.call_automation_outputs(outputs);
+        Ok(())
+    }
+
+    /// `:transferToParticipant`: the connection hands its place to `target`.
+    pub async fn ca_transfer(
+        &self,
+        ccid: &str,
+        target: &str,
+        transferee: Option<String>,
+        route: OperationRoute,
+        custom: Option<Value>,
+    ) -> Result<(), CallAutomationError> {
+        let ca = self.call_automation();
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            m.begin_transfer(ccid, target, transferee, route)?;
+            if let Some(custom) = custom {
+                m.set_custom_context(&view.server_call_id, target, custom);
+            }
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        let input =
+            Input::Transfer { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_transfer(ccid));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+}
+
+/// The name other participants see for a server-side participant.
+fn leg_display_name(given: Option<&str>) -> String {
+    given.filter(|n| !n.trim().is_empty()).unwrap_or("Call Automation").to_string()
+}
+
+/// Carry out the machine's outputs in order: callbacks and events through the events port,
+/// legs through the media port.
+async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
+    while let Some(output) = rx.recv().await {
+        match output {
+            CaOutput::Callback { call_connection_id, callback_uri, event_type, data } => {
+                tracing::debug!(ccid = %call_connection_id, event = %event_type, "call automation callback");
+                let event = CallbackEvent { callback_uri, call_connection_id, event_type, data };
+                if let Err(e) = gateway.events().callback(event).await {
+                    tracing::warn!(error = %e, "call automation callback not accepted");
+                }
+            }
+            CaOutput::Publish { event_type, subject, data } => {
+                tracing::debug!(event = %event_type, %subject, "call automation system event");
+                if let Err(e) = gateway.events().publish(SystemEvent { event_type, subject, data }).await {
+                    tracing::warn!(error = %e, "call automation system event not accepted");
+                }
+            }
+            CaOutput::AttachLeg { call_connection_id, conversation_id, participant_id } => {
+                let session = MediaSession { conversation_id, participant_id, may_send_media: true };
+                match gateway.media().attach_leg(session).await {
+                    Ok(leg) => {
+                        gateway
+                            .call_automation()
+                            .0
+                            .legs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(call_connection_id, leg);
+                    }
+                    Err(e) => {
+                        tracing::warn!(ccid = %call_connection_id, code = %e.code, message = %e.message, "call connection has no media leg");
+                    }
+                }
+            }
+            CaOutput::DetachLeg { call_connection_id } => {
+                let leg = gateway
+                    .call_automation()
+                    .0
+                    .legs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&call_connection_id);
+                if let Some(leg) = leg {
+                    leg.detach();
+                }
+            }
+        }
     }
 }

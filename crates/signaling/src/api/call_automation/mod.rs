@@ -8,8 +8,13 @@
 //! Errors are ACS's: the HTTP status with the numeric sub-code as `error.code`
 //! ([`ca_error`]).
 
+mod connections;
+#[cfg(test)]
+mod flow_tests;
 pub mod media;
+mod participants;
 pub mod recordings;
+mod wire;
 
 use crate::api::{HmacAuthenticated, api_router, require_api_version};
 use crate::app::AppState;
@@ -119,35 +124,95 @@ fn unknown_action(action: &str) -> Response {
     ca_error(CallAutomationError::new(404, 8522, format!("No Call Automation operation `{action}`.")))
 }
 
+fn respond(answer: Result<Response, CallAutomationError>) -> Response {
+    answer.unwrap_or_else(ca_error)
+}
+
+/// Answer a request that carries `Repeatability-Request-ID` (reference §1.4): a replay with
+/// the same id and request gets the first successful answer again; the same id with a
+/// different request is refused (`409/8519`).
+async fn repeatable(
+    state: &AppState,
+    request: &CallRequest,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let repeat = match crate::api::repeatability(&request.method, &request.uri, &request.headers, &request.body) {
+        Ok(Some(r)) => r,
+        Ok(None) => return run.await,
+        Err(_) => {
+            return ca_error(CallAutomationError::invalid_argument("The Repeatability-Request-ID header is invalid."));
+        }
+    };
+    let ca = state.call_automation();
+    if let Some(first) = ca.replay(&repeat.request_id) {
+        if first.fingerprint != repeat.fingerprint {
+            return ca_error(CallAutomationError::conflict(
+                "The Repeatability-Request-ID was already used for a different request.",
+            ));
+        }
+        return replayed(first.status, first.body);
+    }
+    let resp = run.await;
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), crate::api::MAX_BODY_BYTES).await.unwrap_or_default();
+    ca.remember(
+        repeat.request_id,
+        crate::gateway::CallAutomationReplay {
+            fingerprint: repeat.fingerprint,
+            status,
+            body: body.clone(),
+            at_ms: palaver_core::time::now_ms(),
+        },
+    );
+    replayed(status, body)
+}
+
+fn replayed(status: u16, body: Bytes) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if body.is_empty() {
+        return status.into_response();
+    }
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `POST /calling/callConnections` (createCall).
 async fn create_call(State(state): State<AppState>, request: CallRequest) -> Response {
-    let _ = (state, request);
-    ca_error(CallAutomationError::invalid_state("createCall is not available yet"))
+    repeatable(&state, &request, async { respond(connections::create(&state, &request).await) }).await
 }
 
 /// `POST /calling/callConnections:{answer|reject|redirect|connect}`.
 async fn call_operation(State(state): State<AppState>, Path(op): Path<String>, request: CallRequest) -> Response {
-    let _ = (state, request);
-    match split_action(&op) {
-        ("callConnections", Some(action @ ("answer" | "reject" | "redirect" | "connect"))) => {
-            ca_error(CallAutomationError::invalid_state(format!("{action} is not available yet")))
-        }
-        _ => unknown_action(&op),
-    }
+    let run = async {
+        respond(match split_action(&op) {
+            ("callConnections", Some("answer")) => connections::answer(&state, &request).await,
+            ("callConnections", Some("reject")) => connections::reject(&state, &request).await,
+            ("callConnections", Some("redirect")) => connections::redirect(&state, &request).await,
+            ("callConnections", Some("connect")) => connections::connect(&state, &request).await,
+            _ => return unknown_action(&op),
+        })
+    };
+    repeatable(&state, &request, run).await
 }
 
+/// `GET /calling/callConnections/{ccid}`.
 async fn get_call(State(state): State<AppState>, Path(seg): Path<String>, request: CallRequest) -> Response {
     let _ = request;
     match split_action(&seg) {
-        (ccid, None) => match state.call_automation().connection(ccid) {
-            Ok(_) => ca_error(CallAutomationError::invalid_state("get is not available yet")),
-            Err(e) => ca_error(e),
-        },
+        (ccid, None) => respond(connections::get(&state, ccid)),
         (_, Some(action)) => unknown_action(action),
     }
 }
 
+/// `DELETE /calling/callConnections/{ccid}` (hang up this connection).
 async fn hang_up(State(state): State<AppState>, Path(seg): Path<String>, request: CallRequest) -> Response {
-    get_call(State(state), Path(seg), request).await
+    let _ = request;
+    match split_action(&seg) {
+        (ccid, None) => respond(connections::hang_up(&state, ccid, false).await),
+        (_, Some(action)) => unknown_action(action),
+    }
 }
 
 /// `POST /calling/callConnections/{ccid}:{action}`.
@@ -157,18 +222,23 @@ async fn connection_action(State(state): State<AppState>, Path(seg): Path<String
     if MEDIA_ACTIONS.contains(&action) {
         return media::dispatch(state, ccid.to_string(), action.to_string(), request).await;
     }
-    match state.call_automation().connection(ccid) {
-        Ok(_) => unknown_action(action),
-        Err(e) => ca_error(e),
+    if let Err(e) = state.call_automation().connection(ccid) {
+        return ca_error(e);
     }
+    let run = async {
+        respond(match action {
+            "terminate" => connections::hang_up(&state, ccid, true).await,
+            "transferToParticipant" => connections::transfer(&state, ccid, &request).await,
+            _ => return unknown_action(action),
+        })
+    };
+    repeatable(&state, &request, run).await
 }
 
+/// `GET /calling/callConnections/{ccid}/participants`.
 async fn list_participants(State(state): State<AppState>, Path(ccid): Path<String>, request: CallRequest) -> Response {
     let _ = request;
-    match state.call_automation().connection(&ccid) {
-        Ok(_) => ca_error(CallAutomationError::invalid_state("participants are not available yet")),
-        Err(e) => ca_error(e),
-    }
+    respond(participants::list(&state, &ccid))
 }
 
 /// `POST /calling/callConnections/{ccid}/participants:{add|remove|mute|cancelAddParticipant|moveHere}`.
@@ -177,28 +247,30 @@ async fn participants_action(
     Path((ccid, pseg)): Path<(String, String)>,
     request: CallRequest,
 ) -> Response {
-    let _ = request;
-    match split_action(&pseg) {
-        ("participants", Some("add" | "remove" | "mute" | "cancelAddParticipant" | "moveHere")) => {
-            match state.call_automation().connection(&ccid) {
-                Ok(_) => ca_error(CallAutomationError::invalid_state("participants are not available yet")),
-                Err(e) => ca_error(e),
-            }
-        }
-        _ => unknown_action(&pseg),
+    if let Err(e) = state.call_automation().connection(&ccid) {
+        return ca_error(e);
     }
+    let run = async {
+        respond(match split_action(&pseg) {
+            ("participants", Some("add")) => participants::add(&state, &ccid, &request).await,
+            ("participants", Some("remove")) => participants::remove(&state, &ccid, &request).await,
+            ("participants", Some("mute")) => participants::mute(&state, &ccid, &request),
+            ("participants", Some("cancelAddParticipant")) => participants::cancel_add(&state, &ccid, &request).await,
+            ("participants", Some("moveHere")) => participants::move_here(&state, &ccid, &request),
+            _ => return unknown_action(&pseg),
+        })
+    };
+    repeatable(&state, &request, run).await
 }
 
+/// `GET /calling/callConnections/{ccid}/participants/{rawId}` (the raw id percent-decoded).
 async fn get_participant(
     State(state): State<AppState>,
     Path((ccid, raw_id)): Path<(String, String)>,
     request: CallRequest,
 ) -> Response {
     let _ = request;
-    match state.call_automation().connection(&ccid) {
-        Ok(_) => ca_error(CallAutomationError::participant_not_found(&raw_id)),
-        Err(e) => ca_error(e),
-    }
+    respond(participants::get(&state, &ccid, &raw_id))
 }
 
 #[cfg(test)]

@@ -1,0 +1,169 @@
+//! Call-connection operations: create, answer, reject, redirect, connect, get, hang up,
+//! terminate, transfer (reference §3.2 for the exact success statuses).
+
+use super::CallRequest;
+use super::wire::{
+    self, AnswerCallRequest, ConnectRequest, CreateCallRequest, RedirectCallRequest, RejectCallRequest, TransferRequest,
+};
+use crate::app::AppState;
+use crate::domain::call_automation::{CallAutomationError, NewConnection, Origin};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use palaver_core::CommunicationIdentifier;
+use serde_json::json;
+
+type Answer = Result<Response, CallAutomationError>;
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The identity the application acts as: `source.id` (an ACS user of this resource), or
+/// the resource's own application identity when none is given.
+fn source(state: &AppState, given: Option<wire::UserModel>) -> Result<String, CallAutomationError> {
+    let Some(id) = given.and_then(|s| s.id).filter(|id| !id.is_empty()) else {
+        return Ok(format!("8:acs:{}_callautomation", state.resource.resource_id));
+    };
+    match CommunicationIdentifier::parse(&id) {
+        Ok(parsed @ CommunicationIdentifier::CommunicationUser { .. })
+            if parsed.resource_id() == Some(state.resource.resource_id.as_str()) =>
+        {
+            Ok(id)
+        }
+        _ => Err(CallAutomationError::invalid_source(format!(
+            "The source identity `{id}` is not a communication user of this resource."
+        ))),
+    }
+}
+
+/// `POST /calling/callConnections` → 201.
+pub async fn create(state: &AppState, request: &CallRequest) -> Answer {
+    let body: CreateCallRequest = request.json()?;
+    let targets = wire::required(body.targets, "Targets")?;
+    if targets.is_empty() {
+        return Err(CallAutomationError::invalid_argument("The field Targets must not be empty."));
+    }
+    let targets = targets.iter().map(|t| wire::target(t, "Targets")).collect::<Result<Vec<_>, _>>()?;
+    if body.source_caller_id_number.is_some_and(|v| !v.is_null()) {
+        return Err(CallAutomationError::invalid_argument(
+            "The field SourceCallerIdNumber needs the SIP trunk, which this server does not have yet.",
+        ));
+    }
+    let new = NewConnection {
+        call_id: new_id(),
+        source: source(state, body.source)?,
+        source_display_name: body.source_display_name,
+        callback_uri: wire::callback_uri(body.callback_uri, "CallbackUri")?,
+        operation_context: body.operation_context,
+        targets,
+        origin: Origin::Create,
+    };
+    let props = state.gateway.ca_create_call(&new_id(), new).await?;
+    Ok((StatusCode::CREATED, Json(props)).into_response())
+}
+
+/// `POST /calling/callConnections:answer` → 200.
+pub async fn answer(state: &AppState, request: &CallRequest) -> Answer {
+    let body: AnswerCallRequest = request.json()?;
+    let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
+    let callback_uri = wire::callback_uri(body.callback_uri, "CallbackUri")?;
+    let claim = state.gateway.ca_consume_context(&context)?;
+    if let Some(by) = body.answered_by.and_then(|a| a.id).filter(|id| !id.is_empty())
+        && by != claim.callee
+    {
+        return Err(CallAutomationError::invalid_source(format!(
+            "The call rings `{}`; it cannot be answered as `{by}`.",
+            claim.callee
+        )));
+    }
+    let new = NewConnection {
+        call_id: claim.call_id.clone(),
+        source: claim.callee.clone(),
+        source_display_name: None,
+        callback_uri,
+        operation_context: body.operation_context,
+        targets: vec![claim.caller.clone()],
+        origin: Origin::Answer,
+    };
+    let props = state.gateway.ca_answer(&new_id(), &claim, new).await?;
+    Ok(Json(props).into_response())
+}
+
+/// `POST /calling/callConnections:reject` → 204.
+pub async fn reject(state: &AppState, request: &CallRequest) -> Answer {
+    let body: RejectCallRequest = request.json()?;
+    let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
+    if let Some(reason) = &body.call_reject_reason
+        && !matches!(reason.as_str(), "none" | "busy" | "forbidden")
+    {
+        return Err(CallAutomationError::invalid_argument(format!(
+            "The field CallRejectReason `{reason}` is invalid."
+        )));
+    }
+    let claim = state.gateway.ca_consume_context(&context)?;
+    state.gateway.ca_reject(&claim).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /calling/callConnections:redirect` → 204.
+pub async fn redirect(state: &AppState, request: &CallRequest) -> Answer {
+    let body: RedirectCallRequest = request.json()?;
+    let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
+    let target = wire::target(&wire::required(body.target, "Target")?, "Target")?;
+    let claim = state.gateway.ca_consume_context(&context)?;
+    state.gateway.ca_redirect(&claim, &target).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /calling/callConnections:connect` → 200 (server calls; group calls and rooms are
+/// conversations a call connection cannot join yet).
+pub async fn connect(state: &AppState, request: &CallRequest) -> Answer {
+    let body: ConnectRequest = request.json()?;
+    let locator = wire::required(body.call_locator, "CallLocator")?;
+    let callback_uri = wire::callback_uri(body.callback_uri, "CallbackUri")?;
+    let call_id = match (locator.kind.as_deref(), locator.server_call_id, locator.group_call_id, locator.room_id) {
+        (Some("serverCallLocator") | None, Some(id), None, None) if !id.is_empty() => id,
+        (Some("groupCallLocator"), _, Some(_), _) | (Some("roomCallLocator"), _, _, Some(_)) => {
+            return Err(CallAutomationError::invalid_argument(
+                "Connecting to a group call or a room is not supported by this server yet; use a serverCallLocator.",
+            ));
+        }
+        _ => return Err(CallAutomationError::invalid_argument("The field CallLocator is invalid.")),
+    };
+    let new = NewConnection {
+        call_id,
+        source: source(state, None)?,
+        source_display_name: None,
+        callback_uri,
+        operation_context: body.operation_context,
+        targets: vec![],
+        origin: Origin::Connect,
+    };
+    let props = state.gateway.ca_connect(&new_id(), new).await?;
+    Ok(Json(props).into_response())
+}
+
+/// `GET /calling/callConnections/{ccid}` → 200.
+pub fn get(state: &AppState, ccid: &str) -> Answer {
+    let props = state.call_automation().with_machine(|m| m.properties(ccid))?;
+    Ok(Json(props).into_response())
+}
+
+/// `DELETE /calling/callConnections/{ccid}` and `:terminate` → 204.
+pub async fn hang_up(state: &AppState, ccid: &str, for_everyone: bool) -> Answer {
+    state.gateway.ca_hang_up(ccid, for_everyone).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /calling/callConnections/{ccid}:transferToParticipant` → 202.
+pub async fn transfer(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: TransferRequest = request.json()?;
+    let target = wire::target(&wire::required(body.target_participant, "TargetParticipant")?, "TargetParticipant")?;
+    let transferee = body.transferee.as_ref().map(|t| wire::raw_id(t, "Transferee")).transpose()?;
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    let custom = body.custom_calling_context.filter(|c| !c.is_null());
+    state.gateway.ca_transfer(ccid, &target, transferee, route, custom).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"operationContext": operation_context}))).into_response())
+}
