@@ -69,14 +69,9 @@ pub async fn answer(state: &AppState, request: &CallRequest) -> Answer {
     let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
     let callback_uri = wire::callback_uri(body.callback_uri, "CallbackUri")?;
     let claim = state.gateway.ca_consume_context(&context)?;
-    if let Some(by) = body.answered_by.and_then(|a| a.id).filter(|id| !id.is_empty())
-        && by != claim.callee
-    {
-        return Err(CallAutomationError::invalid_source(format!(
-            "The call rings `{}`; it cannot be answered as `{by}`.",
-            claim.callee
-        )));
-    }
+    // `answeredBy` (the SDK's `source`) is not who the call rang: the connection takes the
+    // callee's place in the call, as that identity.
+    let _ = body.answered_by;
     let new = NewConnection {
         call_id: claim.call_id.clone(),
         source: claim.callee.clone(),
