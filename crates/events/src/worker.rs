@@ -71,14 +71,14 @@ async fn run(events: Events) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut validating: HashSet<String> = HashSet::new();
-    let mut last_prune = i64::MIN;
+    let mut last_prune: Option<i64> = None;
     let config = events.0.config.delivery.clone();
     loop {
         let now = events.now();
         let (validations, due, depth) = {
             let mut store = events.store();
-            if now - last_prune > 3_600_000 {
-                last_prune = now;
+            if last_prune.is_none_or(|at| now.saturating_sub(at) > 3_600_000) {
+                last_prune = Some(now);
                 if let Err(e) = store.prune_delivered(now - KEEP_DELIVERED_MS) {
                     tracing::warn!(error = %e, "cannot prune delivered events");
                 }
