@@ -32,6 +32,8 @@ pub const WEBHOOK_REQUEST_ORIGIN: &str = "eventgrid.azure.net";
 pub struct EventsOptions {
     pub config: EventsConfig,
     /// The resource id: the `aud` of callback tokens and the default topic's last segment.
+    /// The binary learns it only once the control plane's state is open: it may set it later
+    /// with [`Events::set_resource_id`], before anything is published.
     pub resource_id: String,
     pub telemetry: Arc<dyn EventsTelemetry>,
     pub clock: Clock,
@@ -41,6 +43,14 @@ impl EventsOptions {
     pub fn new(config: EventsConfig, resource_id: impl Into<String>) -> Self {
         Self { config, resource_id: resource_id.into(), telemetry: Arc::new(NoEventsTelemetry), clock: system_clock() }
     }
+}
+
+/// Who this server is, as events name it.
+#[derive(Debug, Clone)]
+struct Identity {
+    resource_id: String,
+    /// The server's public base URL (validation URLs, `iss`, `jwks_uri`); set once bound.
+    public_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +83,7 @@ pub struct Events(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     store: Mutex<EventStore>,
     pub(crate) config: EventsConfig,
-    topic: String,
-    /// The server's public base URL (validation URLs, `iss`, `jwks_uri`); set once bound.
-    public_url: RwLock<String>,
+    identity: RwLock<Identity>,
     pub(crate) signer: CallbackSigner,
     pub(crate) telemetry: Arc<dyn EventsTelemetry>,
     pub(crate) clock: Clock,
@@ -84,7 +92,7 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events").field("topic", &self.0.topic).finish_non_exhaustive()
+        f.debug_struct("Events").field("topic", &self.topic()).finish_non_exhaustive()
     }
 }
 
@@ -105,19 +113,14 @@ impl Events {
             Some(pem) => pem,
             None => store.setting_or_insert("callback_signing_key", &generate_key_pem()?)?,
         };
-        let signer = CallbackSigner::from_pem(&pem, &options.resource_id)?;
-        let topic = options.config.topic.clone().unwrap_or_else(|| {
-            format!(
-                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/palaver/providers/\
-                 Microsoft.Communication/communicationServices/{}",
-                options.resource_id
-            )
-        });
+        let signer = CallbackSigner::from_pem(&pem)?;
         Ok(Self(Arc::new(Inner {
             store: Mutex::new(store),
             config: options.config,
-            topic,
-            public_url: RwLock::new("https://localhost".into()),
+            identity: RwLock::new(Identity {
+                resource_id: options.resource_id,
+                public_url: "https://localhost".into(),
+            }),
             signer,
             telemetry: options.telemetry,
             clock: options.clock,
@@ -125,13 +128,27 @@ impl Events {
         })))
     }
 
+    fn identity(&self) -> Identity {
+        self.0.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The server's base URL, once its listener is bound.
     pub fn set_public_url(&self, url: &str) {
-        *self.0.public_url.write().unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
+        self.0.identity.write().unwrap_or_else(|p| p.into_inner()).public_url = url.trim_end_matches('/').to_string();
+    }
+
+    /// The resource id, once the control plane has resolved it.
+    pub fn set_resource_id(&self, resource_id: &str) {
+        self.0.identity.write().unwrap_or_else(|p| p.into_inner()).resource_id = resource_id.to_string();
     }
 
     pub fn public_url(&self) -> String {
-        self.0.public_url.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.identity().public_url
+    }
+
+    /// `aud` of callback tokens.
+    pub fn audience(&self) -> String {
+        self.identity().resource_id
     }
 
     /// `iss` of callback tokens.
@@ -139,8 +156,16 @@ impl Events {
         self.0.config.issuer.clone().unwrap_or_else(|| self.public_url())
     }
 
-    pub fn topic(&self) -> &str {
-        &self.0.topic
+    /// `topic` of Event Grid events, `source` of CloudEvents.
+    pub fn topic(&self) -> String {
+        match &self.0.config.topic {
+            Some(t) => t.clone(),
+            None => format!(
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/palaver/providers/\
+                 Microsoft.Communication/communicationServices/{}",
+                self.identity().resource_id
+            ),
+        }
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -158,17 +183,18 @@ impl Events {
         let stamped = StampedEvent::new(event.event_type, event.subject, event.data, now);
         let mut store = self.store();
         let subscriptions = store.subscriptions().map_err(unavailable)?;
+        let topic = self.topic();
         let items: Vec<NewItem> = subscriptions
             .iter()
             .filter(|s| matches(&s.config, &stamped.event_type, &stamped.subject))
             .map(|s| {
                 let (content_type, payload) = match s.config.schema {
                     EventSchema::EventGridSchema => {
-                        ("application/json", format!("[{}]", envelope::event_grid(&self.0.topic, &stamped)))
+                        ("application/json", format!("[{}]", envelope::event_grid(&topic, &stamped)))
                     }
                     EventSchema::CloudEventSchemaV10 => (
                         "application/cloudevents+json; charset=utf-8",
-                        envelope::cloud_event(&self.0.topic, &stamped).to_string(),
+                        envelope::cloud_event(&topic, &stamped).to_string(),
                     ),
                 };
                 NewItem {

@@ -19,7 +19,6 @@ pub struct CallbackSigner {
     key: SigningKey<Sha256>,
     public: rsa::RsaPublicKey,
     kid: String,
-    audience: String,
 }
 
 impl std::fmt::Debug for CallbackSigner {
@@ -44,23 +43,24 @@ pub fn generate_key_pem() -> Result<String, SignerError> {
 }
 
 impl CallbackSigner {
-    pub fn from_pem(pem: &str, audience: &str) -> Result<Self, SignerError> {
+    pub fn from_pem(pem: &str) -> Result<Self, SignerError> {
         let private = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| SignerError::BadKey(e.to_string()))?;
         let public = private.to_public_key();
         let der = public.to_public_key_der().map_err(|e| SignerError::BadKey(e.to_string()))?;
         let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(der.as_bytes())[..16]);
-        Ok(Self { key: SigningKey::new(private), public, kid, audience: audience.into() })
+        Ok(Self { key: SigningKey::new(private), public, kid })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
-    /// A compact RS256 JWT for one callback, issued by `issuer` at `now_secs`.
-    pub fn token(&self, issuer: &str, now_secs: i64) -> String {
+    /// A compact RS256 JWT for one callback to `audience` (the resource id), issued by
+    /// `issuer` at `now_secs`.
+    pub fn token(&self, audience: &str, issuer: &str, now_secs: i64) -> String {
         let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid });
         let claims = json!({
-            "aud": self.audience,
+            "aud": audience,
             "iss": issuer,
             "iat": now_secs,
             "nbf": now_secs,
@@ -104,8 +104,8 @@ mod tests {
     #[test]
     fn tokens_verify_against_the_published_jwks() {
         let pem = generate_key_pem().unwrap();
-        let signer = CallbackSigner::from_pem(&pem, "res-1").unwrap();
-        let token = signer.token("https://palaver.test", chrono::Utc::now().timestamp());
+        let signer = CallbackSigner::from_pem(&pem).unwrap();
+        let token = signer.token("res-1", "https://palaver.test", chrono::Utc::now().timestamp());
         let jwk = &signer.jwks()["keys"][0];
         let key =
             jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
@@ -118,7 +118,7 @@ mod tests {
         let exp = decoded.claims["exp"].as_i64().unwrap() - decoded.claims["iat"].as_i64().unwrap();
         assert_eq!(exp, TOKEN_LIFETIME_SECS);
         // the same key from the same PEM: same kid (persisted keys keep verifying)
-        assert_eq!(CallbackSigner::from_pem(&pem, "res-1").unwrap().kid(), signer.kid());
+        assert_eq!(CallbackSigner::from_pem(&pem).unwrap().kid(), signer.kid());
         let mut wrong = validation.clone();
         wrong.set_audience(&["other"]);
         assert!(jsonwebtoken::decode::<Value>(&token, &key, &wrong).is_err());

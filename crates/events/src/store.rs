@@ -491,6 +491,13 @@ impl EventStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Event types of the pending rows, oldest first (tests and diagnostics).
+    pub fn pending_event_types(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT event_type FROM outbox WHERE state = 'pending' ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Forget delivered rows older than `before_ms`.
     pub fn prune_delivered(&mut self, before_ms: i64) -> Result<usize, StoreError> {
         Ok(self.conn.execute("DELETE FROM outbox WHERE state = 'delivered' AND delivered_ms < ?1", [before_ms])?)

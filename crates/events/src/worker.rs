@@ -190,7 +190,7 @@ async fn send(events: &Events, clients: &Clients, item: &OutboxItem) -> Result<u
             .header("aeg-data-version", envelope::DATA_VERSION)
             .header("aeg-metadata-version", envelope::METADATA_VERSION),
         ItemKind::Callback => {
-            let token = events.0.signer.token(&events.issuer(), events.now() / 1000);
+            let token = events.0.signer.token(&events.audience(), &events.issuer(), events.now() / 1000);
             request.header("authorization", format!("Bearer {token}"))
         }
     };
@@ -231,7 +231,7 @@ async fn handshake(events: &Events, clients: &Clients, s: &StoredSubscription) -
     match s.config.schema {
         EventSchema::EventGridSchema => {
             let url = events.validation_url(&s.config.name, &s.validation_code);
-            let body = envelope::validation_event(events.topic(), &s.validation_code, &url, events.now());
+            let body = envelope::validation_event(&events.topic(), &s.validation_code, &url, events.now());
             let response = client
                 .post(&s.config.endpoint)
                 .header("content-type", "application/json")
