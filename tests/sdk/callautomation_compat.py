@@ -26,8 +26,12 @@ Every callback must arrive once, in order, with the right operationContext.
 Usage: callautomation_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
 """
 
+import base64
 import json
 import os
+import socket
+import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -40,7 +44,7 @@ from azure.communication.callautomation import (
     CommunicationUserIdentifier,
     PhoneNumberIdentifier,
 )
-from azure.communication.identity import CommunicationIdentityClient
+from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
@@ -140,6 +144,75 @@ class Receiver:
         return {leg: self.names(leg) for leg in self.callbacks}
 
 
+class WsClient:
+    """A minimal WebSocket (RFC 6455) client over TLS for palaver's `/signaling/v1` (stdlib only)."""
+
+    def __init__(self, base_url, ca_file, token):
+        url = urllib.parse.urlparse(base_url)
+        ctx = ssl.create_default_context(cafile=ca_file)
+        raw = socket.create_connection((url.hostname, url.port), timeout=WAIT_S)
+        self.sock = ctx.wrap_socket(raw, server_hostname=url.hostname)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /signaling/v1 HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise AssertionError("WebSocket upgrade: connection closed")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise AssertionError(f"WebSocket upgrade refused: {head!r}")
+        self.frames = []
+
+    def _exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise AssertionError("WebSocket closed")
+            data += chunk
+        return data
+
+    def send(self, message):
+        payload = json.dumps(message).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def recv(self):
+        while True:
+            b0, b1 = self._exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._exact(8))[0]
+            payload = self._exact(n)
+            if b0 & 0x0F == 1:
+                return json.loads(payload)
+            if b0 & 0x0F == 8:
+                raise AssertionError(f"WebSocket closed by the server: {payload!r}")
+
+    def wait_for(self, frame_type):
+        """The first frame of `frame_type` (keeps every frame read in `self.frames`)."""
+        deadline = time.time() + WAIT_S
+        while time.time() < deadline:
+            frame = self.recv()
+            self.frames.append(frame)
+            if frame.get("type") == frame_type:
+                return frame
+        raise AssertionError(f"no {frame_type} frame; got {[f.get('type') for f in self.frames]}")
+
+    def close(self):
+        self.sock.close()
+
+
 def ident(raw_id):
     return CommunicationUserIdentifier(raw_id)
 
@@ -156,7 +229,9 @@ def expect_error(name, call, status, code, exc_type=HttpResponseError):
 class Ctx:
     """What the steps share."""
 
-    def __init__(self, conn_str, ca_file, receiver, users):
+    def __init__(self, conn_str, ca_file, receiver, users, base_url=None, identity=None):
+        self.base_url = base_url
+        self.identity = identity
         self.conn_str = conn_str
         self.ca_file = ca_file
         self.rx = receiver
@@ -232,6 +307,30 @@ def step4_connected(ctx):
     check("list_participants shows both", participants == {ctx.users["bot"], ctx.users["agent"]}, participants)
     agent = conn.get_participant(ident(ctx.users["agent"]))
     check("get_participant resolves a percent-encoded raw id", agent.identifier.raw_id == ctx.users["agent"] and agent.is_muted is False)
+
+
+def step4b_websocket_caller_rings_an_application(ctx):
+    """A WebSocket participant calls an ACS identity that has no socket: the application gets
+    IncomingCall, answers, and the caller sees the call connection in its roster."""
+    token = ctx.identity.get_token(ident(ctx.users["alice"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "call.place", "requestId": "r1", "targets": [ctx.users["ivr"]]})
+        call_id = ws.wait_for("call.placed")["callId"]
+        incoming, props = ctx.answer("W", ctx.users["ivr"], "w1")
+        check("a WebSocket call to an ACS identity raises IncomingCall", incoming.data["from"]["rawId"] == ctx.users["alice"] and incoming.data["serverCallId"] == call_id)
+        connected = ws.wait_for("call.connected")
+        roster = {p["rawId"] for p in connected["participants"]}
+        check("the caller's roster shows the call connection", roster == {ctx.users["alice"], ctx.users["ivr"]}, roster)
+        updated = ctx.rx.event("W", "ParticipantsUpdated")
+        check("the application sees the WebSocket caller", {p["identifier"]["rawId"] for p in updated.data["participants"]} == roster)
+        ctx.app().get_call_connection(props.call_connection_id).hang_up(is_for_everyone=False)
+        ended = ws.wait_for("call.ended")
+        check("the application's hang-up ends the caller's call", ended["callId"] == call_id, ended)
+        ctx.rx.event("W", "CallDisconnected")
+    finally:
+        ws.close()
 
 
 def step9_add_and_cancel(ctx):
@@ -334,6 +433,7 @@ STEPS = [
     step2_create_call,
     step3_incoming_and_answer,
     step4_connected,
+    step4b_websocket_caller_rings_an_application,
     # The media steps 5-8 go here.
     step9_add_and_cancel,
     step10_transfer,
@@ -363,9 +463,9 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr"]
                 users = {n: identity.create_user().properties["id"] for n in names}
-                ctx = Ctx(conn_str, ca_file, receiver, users)
+                ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:
                     print(f"-- {step.__name__}")
                     step(ctx)

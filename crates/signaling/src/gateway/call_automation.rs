@@ -226,6 +226,7 @@ impl Gateway {
         &self,
         ccid: &str,
         target: &str,
+        ring_timeout_secs: Option<u64>,
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
@@ -238,8 +239,11 @@ impl Gateway {
             }
             Ok::<_, CallAutomationError>((view, invitation))
         })?;
-        let input =
-            Input::AddParticipant { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
+        let (call_id, by, target_raw) = (view.server_call_id, view.source_raw_id, target.to_string());
+        let input = match ring_timeout_secs {
+            Some(secs) => Input::AddParticipantRinging { call_id, by, target: target_raw, ring_timeout_secs: secs },
+            None => Input::AddParticipant { call_id, by, target: target_raw },
+        };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_add(ccid, &invitation));
             return Err(call_error(e));

@@ -43,7 +43,9 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
-    let invitation_id = state.gateway.ca_add_participant(ccid, &target, route, custom).await?;
+    // 0 (or none): the configured ring time.
+    let ring_timeout_secs = body.invitation_timeout_in_seconds.filter(|t| *t > 0).map(|t| t as u64);
+    let invitation_id = state.gateway.ca_add_participant(ccid, &target, ring_timeout_secs, route, custom).await?;
     let body = json!({
         "participant": events::participant(&target, false, false),
         "operationContext": operation_context,

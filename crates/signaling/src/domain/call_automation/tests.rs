@@ -342,3 +342,32 @@ fn one_identity_may_hold_many_call_connections() {
     assert_eq!(w.calls.call_count(), 2);
     w.calls.assert_consistent();
 }
+
+#[test]
+fn an_added_participant_rings_for_the_invitation_timeout_then_fails_8587() {
+    let mut w = World::new();
+    w.create("ccA", "call1", &[ALICE]);
+    w.input(Input::Accept { call_id: "call1".into(), callee: Party::new(ALICE, "A"), endpoint: "e1".into() }).unwrap();
+    w.take();
+    let route = OperationRoute { operation_context: Some("a1".into()), operation_callback_uri: None };
+    let inv = w.ca.begin_add("ccA", AGENT, route).unwrap();
+    w.input(Input::AddParticipantRinging {
+        call_id: "call1".into(),
+        by: BOT.into(),
+        target: AGENT.into(),
+        ring_timeout_secs: 5,
+    })
+    .unwrap();
+    let (ctx, _) = w.incoming_context();
+    w.now += 4_999;
+    w.input(Input::Tick).unwrap();
+    assert!(w.callbacks().is_empty(), "still ringing");
+    w.now += 1;
+    w.input(Input::Tick).unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs), vec![("ccA", "AddParticipantFailed")]);
+    assert_eq!((&cbs[0].2["invitationId"], &cbs[0].2["operationContext"]), (&inv.into(), &"a1".into()));
+    assert_eq!(cbs[0].2["resultInformation"]["subCode"], 8587);
+    let late = w.answer("ccB", &ctx, "late").unwrap_err();
+    assert_eq!(late.subcode, 8523, "the context expired with the ring");
+}

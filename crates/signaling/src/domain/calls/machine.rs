@@ -91,7 +91,10 @@ impl CallManager {
             Input::Decline { call_id, user } => self.decline(now_ms, call_id, user, &mut out)?,
             Input::Cancel { call_id, user } => self.cancel(call_id, user, &mut out)?,
             Input::HangUp { call_id, user } => self.hang_up(call_id, user, &mut out)?,
-            Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, &mut out)?,
+            Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, None, &mut out)?,
+            Input::AddParticipantRinging { call_id, by, target, ring_timeout_secs } => {
+                self.add(now_ms, call_id, by, target, Some(ring_timeout_secs), &mut out)?
+            }
             Input::Transfer { call_id, by, target } => self.transfer(now_ms, call_id, by, target, &mut out)?,
             Input::RemoveParticipant { call_id, by, target } => self.remove(call_id, by, target, &mut out)?,
             Input::CancelInvite { call_id, by, target } => self.cancel_invite(call_id, by, target, &mut out)?,
@@ -231,7 +234,7 @@ impl CallManager {
         checked.sort_by_key(|(_, t)| matches!(t, Target::Queue(_)));
         for (raw, target) in checked {
             if self.reachable(&target, &self.calls[&call_id]) {
-                self.start_invite(now, &call_id, (raw, target), by.clone(), Purpose::Join, out);
+                self.start_invite(now, &call_id, (raw, target), by.clone(), Purpose::Join, None, out);
             } else {
                 let call = &self.calls[&call_id];
                 call.notify_members(
@@ -252,12 +255,15 @@ impl CallManager {
         (raw, target): (String, Target),
         by: String,
         purpose: Purpose,
+        ring_timeout_secs: Option<u64>,
         out: &mut Vec<Output>,
     ) {
         let id = self.next_invite_id;
         self.next_invite_id += 1;
         let (ringing, queue, deadline) = match &target {
-            Target::Direct(user) => (user.clone(), None, now + self.config.ring_timeout_secs * 1000),
+            Target::Direct(user) => {
+                (user.clone(), None, now + ring_timeout_secs.unwrap_or(self.config.ring_timeout_secs) * 1000)
+            }
             Target::Queue(app_id) => {
                 let call = &self.calls[call_id];
                 let (idx, member) = self.free_member(app_id, 0, call).expect("reachable() checked a free member");
@@ -608,11 +614,12 @@ impl CallManager {
         call_id: String,
         by: String,
         target: String,
+        ring_timeout_secs: Option<u64>,
         out: &mut Vec<Output>,
     ) -> Result<(), CallError> {
         let call = self.connected_member(&call_id, &by)?;
         let checked = self.check_new_target(call, &by, &target, None)?;
-        self.start_invite(now, &call_id, (target, checked), by, Purpose::Join, out);
+        self.start_invite(now, &call_id, (target, checked), by, Purpose::Join, ring_timeout_secs, out);
         Ok(())
     }
 
@@ -635,7 +642,15 @@ impl CallManager {
             return Err(CallError::new(ErrorCode::InvalidState, "a transfer of this call is already in progress"));
         }
         let checked = self.check_new_target(call, &by, &target, Some(&by))?;
-        self.start_invite(now, &call_id, (target, checked), by.clone(), Purpose::Transfer { transferor: by }, out);
+        self.start_invite(
+            now,
+            &call_id,
+            (target, checked),
+            by.clone(),
+            Purpose::Transfer { transferor: by },
+            None,
+            out,
+        );
         Ok(())
     }
 

@@ -39,6 +39,9 @@ pub enum Input {
     Transfer { call_id: String, by: String, target: String },
     /// The user's last session is gone (reconnect grace ran out).
     UserGone { user: String },
+    /// As `AddParticipant`, ringing a user (not a queue) for `ring_timeout_secs` instead of
+    /// the configured time (Call Automation's `invitationTimeoutInSeconds`, 1..=180).
+    AddParticipantRinging { call_id: String, by: String, target: String, ring_timeout_secs: u64 },
     /// A connected participant takes another connected participant out of the call (Call
     /// Automation's `participants:remove`).
     RemoveParticipant { call_id: String, by: String, target: String },
