@@ -254,7 +254,7 @@ class Ctx:
 
 def step1_handshake_and_unknown_call(ctx):
     try:
-        ctx.app("bot").get_call_connection("no-such-call").list_participants()
+        list(ctx.app("bot").get_call_connection("no-such-call").list_participants())
         check("list_participants on an unknown call fails", False)
     except ResourceNotFoundError as e:
         check("list_participants on an unknown call is ResourceNotFoundError 8522", error_code(e) == "8522", error_code(e))
