@@ -234,7 +234,7 @@ impl CallManager {
         checked.sort_by_key(|(_, t)| matches!(t, Target::Queue(_)));
         for (raw, target) in checked {
             if self.reachable(&target, &self.calls[&call_id]) {
-                self.start_invite(now, &call_id, (raw, target), by.clone(), Purpose::Join, None, out);
+                self.start_invite(now, &call_id, (raw, target, None), by.clone(), Purpose::Join, out);
             } else {
                 let call = &self.calls[&call_id];
                 call.notify_members(
@@ -247,15 +247,15 @@ impl CallManager {
         Ok(())
     }
 
-    /// Create an invitation and ring its first user. The target must be reachable.
+    /// Create an invitation and ring its first user (a user rings for `ring_timeout_secs`, or the
+    /// configured time). The target must be reachable.
     fn start_invite(
         &mut self,
         now: u64,
         call_id: &str,
-        (raw, target): (String, Target),
+        (raw, target, ring_timeout_secs): (String, Target, Option<u64>),
         by: String,
         purpose: Purpose,
-        ring_timeout_secs: Option<u64>,
         out: &mut Vec<Output>,
     ) {
         let id = self.next_invite_id;
@@ -619,7 +619,7 @@ impl CallManager {
     ) -> Result<(), CallError> {
         let call = self.connected_member(&call_id, &by)?;
         let checked = self.check_new_target(call, &by, &target, None)?;
-        self.start_invite(now, &call_id, (target, checked), by, Purpose::Join, ring_timeout_secs, out);
+        self.start_invite(now, &call_id, (target, checked, ring_timeout_secs), by, Purpose::Join, out);
         Ok(())
     }
 
@@ -645,10 +645,9 @@ impl CallManager {
         self.start_invite(
             now,
             &call_id,
-            (target, checked),
+            (target, checked, None),
             by.clone(),
             Purpose::Transfer { transferor: by },
-            None,
             out,
         );
         Ok(())
