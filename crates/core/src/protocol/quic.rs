@@ -25,6 +25,9 @@ pub const AUDIO_LEVEL_EXTENSION_ID: u8 = 1;
 pub const DEFAULT_OPUS_PT: u8 = 111;
 /// The VP8 payload type when a client does not choose one.
 pub const DEFAULT_VP8_PT: u8 = 96;
+/// RFC 4733 `telephone-event/8000` (DTMF) on the audio track's SSRC: a QUIC participant's
+/// tones and a server leg's tones use this payload type.
+pub const TELEPHONE_EVENT_PT: u8 = 101;
 
 /// The mid of the audio receive slot (the mix).
 pub const AUDIO_MID: &str = "quic-audio";

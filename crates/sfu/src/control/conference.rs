@@ -76,6 +76,11 @@ impl Conference {
         self.router
     }
 
+    /// The transport a participant's media uses now.
+    pub fn transport_of(&self, participant: &str) -> Option<TransportId> {
+        self.participants.get(participant).map(|p| p.transport)
+    }
+
     /// The index of the worker that owns the router.
     pub fn worker(&self) -> usize {
         self.worker

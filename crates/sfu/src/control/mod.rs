@@ -18,6 +18,7 @@
 pub mod attach;
 mod conference;
 pub mod layers;
+pub mod leg;
 pub mod offer;
 mod slots;
 
@@ -104,13 +105,25 @@ pub struct Speakers {
     pub participants: Vec<String>,
 }
 
+/// A DTMF tone a participant sent (RFC 4733 event code 0–15), for the server legs of its
+/// conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tone {
+    pub conversation: String,
+    pub participant: String,
+    pub event: u8,
+    /// In 8 kHz timestamp units.
+    pub duration: u16,
+}
+
 /// What a call asks of the outside world, in order: commands for the workers (by index), frames
-/// for participants, speaker updates for the roster.
+/// for participants, speaker updates for the roster, DTMF tones for server legs.
 #[derive(Debug, Default)]
 pub struct Output {
     pub commands: Vec<(usize, Command)>,
     pub frames: Vec<SlotFrame>,
     pub speakers: Vec<Speakers>,
+    pub tones: Vec<Tone>,
 }
 
 impl Output {
@@ -119,6 +132,7 @@ impl Output {
         self.commands.extend(other.commands);
         self.frames.extend(other.frames);
         self.speakers.extend(other.speakers);
+        self.tones.extend(other.tones);
     }
 }
 
@@ -197,12 +211,17 @@ impl Conferences {
         sdp: &str,
     ) -> Result<(String, Output), ControlError> {
         let offer = Offer::parse(sdp)?;
+        let telephone_event = offer.media.iter().find(|m| m.client_sends()).and_then(|m| m.telephone_event_pt());
         let offered = offer::offer_attach(&offer, may_send, &mut self.rng);
         let (ice_ufrag, ice_pwd) = match &offered.attach.transport {
             TransportKind::WebRtc { ice_ufrag, ice_pwd, .. } => (ice_ufrag.clone(), ice_pwd.clone()),
             _ => unreachable!("an offer makes a WebRTC transport"),
         };
-        let (joined, output) = self.join(conversation, participant, offered.attach);
+        let (joined, mut output) = self.join(conversation, participant, offered.attach);
+        if may_send && let Some(payload_type) = telephone_event {
+            let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
+            output.commands.push((joined.worker, command));
+        }
         let answer = write_answer(
             &offer,
             &AnswerParams {
@@ -232,7 +251,14 @@ impl Conferences {
         receive.check().map_err(ControlError::InvalidTracks)?;
         let attach = attach::direct_attach(link, tracks, &groups, receive, may_send, &mut self.rng);
         let attached = attach::attached_tracks(&attach);
-        let (joined, output) = self.join(conversation, participant, attach);
+        let (joined, mut output) = self.join(conversation, participant, attach);
+        if may_send {
+            // A QUIC participant's DTMF: RFC 4733 on the fixed payload type.
+            let payload_type = Some(palaver_core::protocol::quic::TELEPHONE_EVENT_PT);
+            output
+                .commands
+                .push((joined.worker, Command::SetTelephoneEvent { transport: joined.transport, payload_type }));
+        }
         Ok((joined, attached, output))
     }
 
@@ -327,6 +353,17 @@ impl Conferences {
             EngineEvent::TransportConnected { transport, remote } => {
                 tracing::info!(worker, transport = transport.0, %remote, "media transport connected");
                 Output::default()
+            }
+            EngineEvent::Dtmf { transport, event, duration } => {
+                let mut out = Output::default();
+                let found = self.conferences.iter().find_map(|(conversation, c)| {
+                    let name = c.participants.iter().find(|(_, p)| p.transport == transport)?.0;
+                    Some((conversation.clone(), name.clone()))
+                });
+                if let Some((conversation, participant)) = found {
+                    out.tones.push(Tone { conversation, participant, event, duration });
+                }
+                out
             }
             EngineEvent::CommandFailed { command, error } => {
                 tracing::warn!(worker, command, %error, "media command failed");

@@ -157,7 +157,14 @@ fn a_quic_participant_joins_from_its_tracks() {
     let (joined, attached, out) = rig.quic("quinn", 500, MediaReceive { video: 1, screen: false });
     assert_eq!(
         names(&out),
-        ["create_router", "add_direct_transport", "add_producer", "add_producer", "set_mix_output"]
+        [
+            "create_router",
+            "add_direct_transport",
+            "add_producer",
+            "add_producer",
+            "set_mix_output",
+            "set_telephone_event"
+        ]
     );
     assert_eq!((joined.worker, joined.router), (0, rig.control.conference(CONVERSATION).unwrap().router()));
     assert!(
@@ -361,4 +368,54 @@ fn bad_offers_and_tracks_are_refused_before_anything_changes() {
     let refused = rig.control.join_direct(CONVERSATION, "q", true, link, &[MediaTrack::opus(1)], too_many);
     assert!(matches!(refused, Err(ControlError::InvalidTracks(_))));
     assert!(rig.control.is_empty());
+}
+
+#[test]
+fn a_server_leg_hears_the_mix_and_a_quic_participants_dtmf_becomes_a_tone() {
+    use crate::rtp::telephone_event::{tone_packets, write_packet};
+    let mut rig = Rig::new(1);
+    let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
+    let (leg, streams, out) = rig.control.join_leg(CONVERSATION, "leg-1", link.clone());
+    let out = rig.run(out);
+    let names = names(&out);
+    assert!(names.contains(&"add_direct_transport") && names.contains(&"add_producer"), "{names:?}");
+    assert!(names.contains(&"set_mix_output") && names.contains(&"set_telephone_event"), "{names:?}");
+    assert_eq!(streams.telephone_event_payload_type, palaver_core::protocol::quic::TELEPHONE_EVENT_PT);
+    let (alice, _, _) = rig.quic("alice", 5000, MediaReceive::default());
+    assert_eq!(leg.router, alice.router, "one conference");
+
+    // Alice presses 7 (RFC 4733 on the QUIC payload type, her audio SSRC): one tone.
+    let engine = &mut rig.engines[alice.worker];
+    let mut buf = [0u8; 32];
+    for (seq, (marker, event)) in tone_packets(7, 10, 800).enumerate() {
+        let pt = palaver_core::protocol::quic::TELEPHONE_EVENT_PT;
+        let n = write_packet(&mut buf, pt, marker, seq as u16, 48_000, 5000, &event).unwrap();
+        engine.direct(alice.transport, &buf[..n]);
+    }
+    let tones: Vec<Tone> =
+        engine.events().into_iter().flat_map(|event| rig.control.on_event(alice.worker, event).tones).collect();
+    assert_eq!(
+        tones,
+        [Tone { conversation: CONVERSATION.into(), participant: "alice".into(), event: 7, duration: 800 }]
+    );
+    // The leg's own tones are recognized the same way (bot-to-bot DTMF goes through the engine).
+    let engine = &mut rig.engines[leg.worker];
+    for (seq, (marker, event)) in tone_packets(11, 10, 400).enumerate() {
+        let n = write_packet(
+            &mut buf,
+            streams.telephone_event_payload_type,
+            marker,
+            seq as u16,
+            9,
+            streams.audio_ssrc,
+            &event,
+        )
+        .unwrap();
+        engine.direct(leg.transport, &buf[..n]);
+    }
+    let events = engine.events();
+    assert!(
+        matches!(events[..], [EngineEvent::Dtmf { event: 11, duration: 400, transport }] if transport == leg.transport)
+    );
+    let _ = link;
 }

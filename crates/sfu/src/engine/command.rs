@@ -115,6 +115,13 @@ pub enum Command {
         consumer: ConsumerId,
         numbering: Numbering,
     },
+    /// RTP of `transport` with this payload type is RFC 4733 telephone-event: each tone is
+    /// reported as [`EngineEvent::Dtmf`](super::EngineEvent::Dtmf) and the packets go no
+    /// further (`None`: no longer).
+    SetTelephoneEvent {
+        transport: TransportId,
+        payload_type: Option<u8>,
+    },
     /// Stop the worker thread after this batch.
     Shutdown,
 }
@@ -138,6 +145,7 @@ impl Command {
             Command::SetConsumerMaxHeight { .. } => "set_consumer_max_height",
             Command::RepointConsumer { .. } => "repoint_consumer",
             Command::SetConsumerNumbering { .. } => "set_consumer_numbering",
+            Command::SetTelephoneEvent { .. } => "set_telephone_event",
             Command::Shutdown => "shutdown",
         }
     }

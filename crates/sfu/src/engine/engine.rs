@@ -25,7 +25,8 @@ use super::{Command, CommandError, EngineEvent, RouterId, TransportSpec, WebRtcT
 use crate::mixer::{MixerConfig, MixerError};
 use crate::net::DirectLink;
 use crate::router::{FastMap, Router, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite};
-use crate::rtp::{is_rtcp, is_rtp_or_rtcp};
+use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector};
+use crate::rtp::{RtpHeader, is_rtcp, is_rtp_or_rtcp};
 use crate::srtp::{Profile, SrtpContext, SrtpError, SrtpKeys};
 use crate::webrtc::dtls::DtlsSession;
 use crate::webrtc::stun::{BindingRequest, StunError, is_stun, write_binding_success};
@@ -91,6 +92,8 @@ pub struct Engine {
     event_capacity: usize,
     router_config: RouterConfig,
     server_ssrc: u32,
+    /// Transports whose telephone-event payload type is known, with each one's tone detector.
+    telephone_events: FastMap<TransportId, (u8, ToneDetector)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -208,6 +211,7 @@ impl Engine {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             router_config,
             server_ssrc,
+            telephone_events: FastMap::default(),
         }
     }
 
@@ -351,6 +355,9 @@ impl Engine {
         packet: &[u8],
         tx: &mut impl Transmit,
     ) {
+        if !rtcp && !self.telephone_events.is_empty() && self.telephone_event(from, packet) {
+            return;
+        }
         if !rtcp && let Some(mix) = self.mixes.get_mut(&router_id) {
             mix.push(now, from, packet);
         }
@@ -363,6 +370,23 @@ impl Engine {
         } else {
             router.handle_rtp(now, from, packet, &mut sink);
         }
+    }
+
+    /// True when `packet` is a telephone-event of `from` (consumed here): a tone it ends is
+    /// queued as [`EngineEvent::Dtmf`].
+    fn telephone_event(&mut self, from: TransportId, packet: &[u8]) -> bool {
+        let Some((payload_type, detector)) = self.telephone_events.get_mut(&from) else { return false };
+        if packet.get(1).map(|b| b & 0x7F) != Some(*payload_type) {
+            return false;
+        }
+        let Ok(header) = RtpHeader::parse(packet) else { return true };
+        let payload = &packet[header.payload_offset..header.payload_offset + header.payload_len];
+        let Ok(event) = TelephoneEvent::parse(payload) else { return true };
+        if let Some(tone) = detector.on_packet(header.timestamp, &event).filter(TelephoneEvent::is_dtmf) {
+            let event = EngineEvent::Dtmf { transport: from, event: tone.event, duration: tone.duration };
+            push_event(&mut self.events, self.event_capacity, &self.counters, event);
+        }
+        true
     }
 
     /// A DTLS datagram from a peer that passed ICE: advances its handshake; on completion the
@@ -587,6 +611,20 @@ impl Engine {
             Command::SetConsumerNumbering { router: router_id, consumer, numbering } => {
                 self.router(router_id)?.set_consumer_numbering(consumer, numbering).map_err(CommandError::Router)
             }
+            Command::SetTelephoneEvent { transport, payload_type } => {
+                if !self.transports.contains_key(&transport) {
+                    return Err(CommandError::UnknownTransport);
+                }
+                match payload_type {
+                    Some(pt) => {
+                        self.telephone_events.insert(transport, (pt, ToneDetector::default()));
+                    }
+                    None => {
+                        self.telephone_events.remove(&transport);
+                    }
+                }
+                Ok(())
+            }
             Command::Shutdown => Ok(()),
         }
     }
@@ -646,6 +684,7 @@ impl Engine {
     }
 
     fn remove_transport(&mut self, id: TransportId) {
+        self.telephone_events.remove(&id);
         if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
             if let Some(remote) = t.remote {
                 self.by_addr.remove(&remote);

@@ -12,6 +12,9 @@ pub enum EngineEvent {
     ActiveSpeakers { router: RouterId, speakers: [Option<TransportId>; 3] },
     /// A transport's peer proved its ICE credentials from this address.
     TransportConnected { transport: TransportId, remote: SocketAddr },
+    /// A DTMF tone (RFC 4733 event code 0–15) ended on a transport with a telephone-event
+    /// payload type; reported once per tone. `duration` is in 8 kHz timestamp units.
+    Dtmf { transport: TransportId, event: u8, duration: u16 },
     /// A command was refused.
     CommandFailed { command: &'static str, error: CommandError },
 }

@@ -50,6 +50,11 @@ impl OfferedCodec {
         }
     }
 
+    /// `telephone-event/8000` (RFC 4733 DTMF).
+    pub fn is_telephone_event(&self) -> bool {
+        self.name.eq_ignore_ascii_case("telephone-event") && self.clock_rate == 8000
+    }
+
     /// `apt=` of an RTX entry.
     pub fn rtx_for(&self) -> Option<u8> {
         if !self.name.eq_ignore_ascii_case("rtx") {
@@ -89,6 +94,12 @@ impl OfferedMedia {
         matches!(self.direction.as_str(), "sendrecv" | "recvonly")
     }
 
+    /// The payload type of `telephone-event/8000` in an audio section that also offers Opus
+    /// (answered, so the client's DTMF on it reaches the engine).
+    pub fn telephone_event_pt(&self) -> Option<u8> {
+        self.accepted_codecs().iter().find(|c| c.is_telephone_event()).map(|c| c.payload_type)
+    }
+
     /// Extension ids the router should parse, from this section's extmaps.
     pub fn extension_map(&self) -> ExtensionMap {
         let mut map = ExtensionMap::default();
@@ -108,8 +119,11 @@ impl OfferedMedia {
     /// forwarded video codecs, and the RTX entry (RFC 4588, `apt=`) of each accepted video codec
     /// (the router unwraps RTX from publishers; see `router/upstream.rs`).
     pub fn accepted_codecs(&self) -> Vec<&OfferedCodec> {
+        let opus = self.kind == Some(MediaKind::Audio) && self.codecs.iter().any(|c| c.codec() == Some(Codec::Opus));
         let wanted = |c: &OfferedCodec| match (self.kind, c.codec()) {
             (Some(MediaKind::Audio), Some(Codec::Opus)) => true,
+            // RFC 4733 DTMF beside Opus (answered so the browser may send tones).
+            (Some(MediaKind::Audio), None) => opus && c.is_telephone_event(),
             (Some(MediaKind::Video), Some(codec)) => codec.is_video(),
             _ => false,
         };

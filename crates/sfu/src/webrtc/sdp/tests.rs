@@ -100,3 +100,27 @@ fn a_bare_cr_inside_a_line_is_refused() {
     assert!(matches!(Offer::parse(&injected), Err(SdpError::Malformed(_))));
     assert!(Offer::parse(CHROMIUM_OFFER).is_ok(), "CRLF line ends stay accepted");
 }
+
+#[test]
+fn telephone_event_8000_is_answered_beside_opus() {
+    let offer = Offer::parse(CHROMIUM_OFFER).unwrap();
+    assert_eq!(offer.media[0].telephone_event_pt(), Some(126));
+    assert_eq!(offer.media[1].telephone_event_pt(), None);
+    let answer = write_answer(
+        &offer,
+        &AnswerParams {
+            ice_ufrag: "uf",
+            ice_pwd: "pw",
+            fingerprint: "AB:CD",
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            session_id: 7,
+            send: &[None, None, None],
+        },
+    );
+    assert!(answer.contains("a=rtpmap:126 telephone-event/8000\r\n"), "{answer}");
+    // Only the 8 kHz clock is taken (the 48 kHz entry is not answered).
+    assert!(!answer.contains("telephone-event/48000"));
+    // Opus stays the first (preferred) payload type of the audio m-line.
+    let m_audio = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    assert!(m_audio.ends_with("111 126") || m_audio.split(' ').nth(3) == Some("111"), "{m_audio}");
+}
