@@ -8,15 +8,22 @@
 //! IncomingCall event, leg attach/detach) are carried out by one task, in order.
 
 use super::Gateway;
+use super::actor::{ActorMsg, ConversationHandle};
+use super::connection::Outbound;
 use super::legs::ServerLeg;
 use super::media::MediaSession;
 use crate::domain::call_automation::{
     CaOutput, CallAutomationError, CallAutomationMachine, CallConnectionView, ContextSigner, IncomingCallClaim,
     NewConnection, OperationRoute, leg_endpoint,
 };
-use crate::domain::calls::{CallError, CallEvent, Input, Party};
+use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
+use crate::domain::conversation::{
+    Authority, Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest, ServerCommand,
+};
+use palaver_core::protocol::{ParticipantInfo, ParticipantState, RosterChange, ServerMessage};
 use palaver_core::time::now_ms;
 use palaver_core::{CallbackEvent, ErrorCode, SystemEvent};
+use palaver_core::{CommunicationIdentifier, EndReason};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +41,9 @@ pub struct CallAutomationInner {
     outputs: OnceLock<mpsc::UnboundedSender<CaOutput>>,
     /// First answers of repeatable requests (`Repeatability-Request-ID`).
     replays: Mutex<HashMap<String, Replay>>,
+    /// Connections seated in a conversation (group call, room): its actor and the leg's
+    /// participant id there.
+    conversations: Mutex<HashMap<String, (ConversationHandle, String)>>,
 }
 
 /// A stored answer of a repeatable request.
@@ -55,6 +65,7 @@ impl Default for CallAutomation {
             legs: Mutex::new(HashMap::new()),
             outputs: OnceLock::new(),
             replays: Mutex::new(HashMap::new()),
+            conversations: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -83,6 +94,21 @@ impl CallAutomation {
     /// The media leg of call connection `ccid`, once it is attached.
     pub fn leg(&self, ccid: &str) -> Option<Arc<dyn ServerLeg>> {
         self.0.legs.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+    }
+
+    /// The conversation a connection sits in (group calls and rooms only).
+    fn conversation(&self, ccid: &str) -> Option<(ConversationHandle, String)> {
+        self.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+    }
+
+    /// Refuse a call-only operation on a connection that sits in a group call or a room.
+    fn require_call(&self, ccid: &str, operation: &str) -> Result<(), CallAutomationError> {
+        if self.conversation(ccid).is_some() {
+            return Err(CallAutomationError::invalid_argument(format!(
+                "{operation} is not supported in group calls and rooms by this server yet."
+            )));
+        }
+        Ok(())
     }
 
     /// The first answer to repeatable request `request_id`, if it is still kept.
@@ -213,6 +239,20 @@ impl Gateway {
     /// `DELETE` (the connection leaves) or `:terminate` (the call ends for everyone).
     pub async fn ca_hang_up(&self, ccid: &str, for_everyone: bool) -> Result<(), CallAutomationError> {
         let view = self.call_automation().connection(ccid)?;
+        if let Some((handle, participant_id)) = self.call_automation().conversation(ccid) {
+            if for_everyone {
+                return self
+                    .server_command(&handle, Authority::Server, ServerCommand::End)
+                    .await
+                    .map_err(|r| CallAutomationError::invalid_state(r.message));
+            }
+            let leave = ConversationInput::Command { participant_id, request_id: None, command: Command::Leave };
+            return handle
+                .tx
+                .send(ActorMsg::Input(leave))
+                .await
+                .map_err(|_| CallAutomationError::call_not_found(&view.call_connection_id));
+        }
         let input = if for_everyone {
             Input::Terminate { call_id: view.server_call_id, by: view.source_raw_id }
         } else {
@@ -230,6 +270,7 @@ impl Gateway {
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
+        self.call_automation().require_call(ccid, "Adding participants")?;
         let ca = self.call_automation();
         let (view, invitation) = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -258,6 +299,7 @@ impl Gateway {
         target: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Removing participants")?;
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -283,6 +325,7 @@ impl Gateway {
         invitation_id: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Canceling an invitation")?;
         let ca = self.call_automation();
         let (view, target) = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -313,6 +356,7 @@ impl Gateway {
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Transfer")?;
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -329,6 +373,137 @@ impl Gateway {
             return Err(call_error(e));
         }
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// `connect` to a group call or a room: the connection joins the conversation as a
+    /// participant with the application's identity; it connects when the conversation
+    /// answers the join (`CallConnected`), or fails (`ConnectFailed`, `CallDisconnected`).
+    pub async fn ca_connect_conversation(
+        &self,
+        ccid: &str,
+        key: String,
+        setup: ConversationSetup,
+        room_role: Option<palaver_core::RoomRole>,
+        mut new: NewConnection,
+    ) -> Result<Value, CallAutomationError> {
+        let identifier = CommunicationIdentifier::parse(&new.source)
+            .map_err(|e| CallAutomationError::invalid_source(format!("source: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let participant_id = uuid::Uuid::new_v4().to_string();
+        let request = JoinRequest {
+            participant_id: participant_id.clone(),
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            request_id: None,
+            identity: JoinIdentity {
+                identifier,
+                directory_name: None,
+                tenant_id: None,
+                native_client: false,
+                // A server-side participant has no access token to refresh.
+                token_expires_at_ms: i64::MAX / 2,
+            },
+            proposed_display_name: Some(leg_display_name(new.source_display_name.as_deref())),
+            room_role,
+        };
+        let handle = self.join(key, setup, request, leg_endpoint(ccid), tx).await;
+        new.call_id = handle.conversation_id.clone();
+        let ca = self.call_automation();
+        let props = ca.with_machine(|m| {
+            m.open(ccid, new)?;
+            m.set_conversation_participant(ccid, &participant_id);
+            m.properties(ccid)
+        })?;
+        ca.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).insert(ccid.to_string(), (handle, participant_id));
+        tokio::spawn(follow_conversation(self.clone(), ccid.to_string(), rx));
+        Ok(props)
+    }
+}
+
+/// Read what the conversation sends the connection's participant: its roster becomes
+/// `ParticipantsUpdated`, the end of its session `CallDisconnected`.
+async fn follow_conversation(gateway: Gateway, ccid: String, mut rx: mpsc::Receiver<Outbound>) {
+    // participant id -> (raw id, connected, muted)
+    let mut roster: Vec<(String, String, bool, bool)> = Vec::new();
+    let mut reason = CallEndReason::HungUp;
+    while let Some(outbound) = rx.recv().await {
+        let frame = match outbound {
+            Outbound::Frame(text) => text,
+            Outbound::Detached { reason: Some(r), .. } => {
+                reason = end_reason(r);
+                break;
+            }
+            Outbound::Detached { reason: None, .. } => {
+                reason = CallEndReason::Cancelled;
+                break;
+            }
+            _ => break,
+        };
+        let Ok(message) = serde_json::from_str::<ServerMessage>(&frame) else { continue };
+        let changed = match message {
+            ServerMessage::Joined { snapshot, .. } | ServerMessage::Snapshot { snapshot } => {
+                roster = snapshot.participants.iter().map(roster_entry).collect();
+                true
+            }
+            ServerMessage::RosterDelta { delta, .. } => apply_delta(&mut roster, delta),
+            ServerMessage::SessionEnded { reason: r, .. } => {
+                reason = end_reason(r);
+                break;
+            }
+            ServerMessage::Error { .. } => {
+                reason = CallEndReason::Declined;
+                break;
+            }
+            _ => false,
+        };
+        if changed {
+            let view: Vec<(String, bool)> =
+                roster.iter().filter(|p| p.2).map(|(_, raw, _, muted)| (raw.clone(), *muted)).collect();
+            let outputs = gateway.call_automation().with_machine(|m| m.conversation_roster(&ccid, &view));
+            gateway.call_automation_outputs(outputs);
+        }
+    }
+    gateway.call_automation().0.conversations.lock().unwrap_or_else(|e| e.into_inner()).remove(&ccid);
+    let outputs = gateway.call_automation().with_machine(|m| m.conversation_ended(&ccid, reason));
+    gateway.call_automation_outputs(outputs);
+}
+
+fn roster_entry(p: &ParticipantInfo) -> (String, String, bool, bool) {
+    let raw = p.identifier.raw_id.clone().unwrap_or_default();
+    (p.participant_id.clone(), raw, p.state != ParticipantState::Lobby, p.muted)
+}
+
+/// Apply a roster delta; true when who is connected (or muted) may have changed.
+fn apply_delta(roster: &mut Vec<(String, String, bool, bool)>, delta: RosterChange) -> bool {
+    match delta {
+        RosterChange::Joined { participant } => {
+            roster.retain(|p| p.0 != participant.participant_id);
+            roster.push(roster_entry(&participant));
+            true
+        }
+        RosterChange::Left { participant_id, .. } => {
+            roster.retain(|p| p.0 != participant_id);
+            true
+        }
+        RosterChange::StateChanged { participant_id, state } => {
+            roster.iter_mut().filter(|p| p.0 == participant_id).for_each(|p| p.2 = state != ParticipantState::Lobby);
+            true
+        }
+        RosterChange::Muted { participant_id, muted, .. } => {
+            roster.iter_mut().filter(|p| p.0 == participant_id).for_each(|p| p.3 = muted);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn end_reason(reason: EndReason) -> CallEndReason {
+    match reason {
+        EndReason::Removed => CallEndReason::Removed,
+        EndReason::ConversationEnded => CallEndReason::Terminated,
+        EndReason::ConnectionLost => CallEndReason::ConnectionLost,
+        _ => CallEndReason::HungUp,
     }
 }
 

@@ -7,10 +7,12 @@ use super::wire::{
 };
 use crate::app::AppState;
 use crate::domain::call_automation::{CallAutomationError, NewConnection, Origin};
+use crate::domain::conversation::ConversationSetup;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use palaver_core::CommunicationIdentifier;
+use palaver_core::time::now_ms;
+use palaver_core::{CommunicationIdentifier, ErrorCode, RoomRole};
 use serde_json::json;
 
 type Answer = Result<Response, CallAutomationError>;
@@ -111,23 +113,15 @@ pub async fn redirect(state: &AppState, request: &CallRequest) -> Answer {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /calling/callConnections:connect` → 200 (server calls; group calls and rooms are
-/// conversations a call connection cannot join yet).
+/// `POST /calling/callConnections:connect` → 200: joins a server call (a call between
+/// users) without ringing, or a group call or a room as a participant with the application's
+/// identity.
 pub async fn connect(state: &AppState, request: &CallRequest) -> Answer {
     let body: ConnectRequest = request.json()?;
     let locator = wire::required(body.call_locator, "CallLocator")?;
     let callback_uri = wire::callback_uri(body.callback_uri, "CallbackUri")?;
-    let call_id = match (locator.kind.as_deref(), locator.server_call_id, locator.group_call_id, locator.room_id) {
-        (Some("serverCallLocator") | None, Some(id), None, None) if !id.is_empty() => id,
-        (Some("groupCallLocator"), _, Some(_), _) | (Some("roomCallLocator"), _, _, Some(_)) => {
-            return Err(CallAutomationError::invalid_argument(
-                "Connecting to a group call or a room is not supported by this server yet; use a serverCallLocator.",
-            ));
-        }
-        _ => return Err(CallAutomationError::invalid_argument("The field CallLocator is invalid.")),
-    };
-    let new = NewConnection {
-        call_id,
+    let mut new = NewConnection {
+        call_id: String::new(),
         source: source(state, None)?,
         source_display_name: None,
         callback_uri,
@@ -135,7 +129,39 @@ pub async fn connect(state: &AppState, request: &CallRequest) -> Answer {
         targets: vec![],
         origin: Origin::Connect,
     };
-    let props = state.gateway.ca_connect(&new_id(), new).await?;
+    let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let kind = locator.kind.as_deref();
+    let props =
+        match (kind, non_empty(locator.server_call_id), non_empty(locator.group_call_id), non_empty(locator.room_id)) {
+            (Some("serverCallLocator") | None, Some(id), None, None) => {
+                new.call_id = id;
+                state.gateway.ca_connect(&new_id(), new).await?
+            }
+            (Some("groupCallLocator") | None, None, Some(id), None) => {
+                let id = uuid::Uuid::parse_str(id.trim())
+                    .map_err(|_| CallAutomationError::invalid_argument("The field GroupCallId must be a UUID."))?;
+                let key = format!("groupCall:{id}");
+                state.gateway.ca_connect_conversation(&new_id(), key, ConversationSetup::GroupCall, None, new).await?
+            }
+            (Some("roomCallLocator") | None, None, None, Some(room_id)) => {
+                let role = match state.rooms.participant_role(&room_id, &new.source, now_ms()).await {
+                    Ok(role) => role,
+                    // The application joins any room of its resource, as an attendee unless listed.
+                    Err(ErrorCode::NotRoomParticipant) => RoomRole::Attendee,
+                    Err(ErrorCode::RoomNotFound) => {
+                        return Err(CallAutomationError::new(404, 8522, format!("Room `{room_id}` was not found.")));
+                    }
+                    Err(code) => {
+                        return Err(CallAutomationError::invalid_state(format!(
+                            "Room `{room_id}` cannot be joined now ({code})."
+                        )));
+                    }
+                };
+                let key = format!("room:{room_id}");
+                state.gateway.ca_connect_conversation(&new_id(), key, ConversationSetup::Room, Some(role), new).await?
+            }
+            _ => return Err(CallAutomationError::invalid_argument("The field CallLocator is invalid.")),
+        };
     Ok(Json(props).into_response())
 }
 

@@ -171,3 +171,48 @@ async fn bot_to_bot_call_through_the_api() {
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "8522"));
     let _: Value = body;
 }
+
+#[tokio::test]
+async fn connect_to_a_group_call_then_hang_up() {
+    let recorder = Arc::new(Recorder::default());
+    let parts = AppParts { events: recorder.clone(), ..Default::default() };
+    let state = AppState::open(SignalingConfig::default(), Store::open_in_memory().unwrap(), parts).unwrap();
+    let group = uuid::Uuid::new_v4().to_string();
+    let connect = json!({"callLocator": {"kind": "groupCallLocator", "groupCallId": group},
+        "callbackUri": "https://app.example/cb", "operationContext": "g1"})
+    .to_string();
+    let (status, props) =
+        send(&state, signed(&state, "POST", &format!("/calling/callConnections:connect?{V}"), &connect)).await;
+    assert_eq!(status, StatusCode::OK, "{props}");
+    let ccid = props["callConnectionId"].as_str().unwrap().to_string();
+    recorder.wait_for(|r| r.names(&ccid).len() >= 2).await;
+    assert_eq!(recorder.names(&ccid)[..2], ["CallConnected", "ParticipantsUpdated"]);
+    let connected = recorder.callbacks.lock().unwrap()[0].clone();
+    assert_eq!(connected.data["operationContext"], "g1");
+    let app = format!("8:acs:{}_callautomation", state.resource.resource_id);
+    let (status, list) =
+        send(&state, signed(&state, "GET", &format!("/calling/callConnections/{ccid}/participants?{V}"), "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["value"][0]["identifier"]["rawId"], app.as_str());
+    assert_eq!(state.gateway.live_conversations(), 1);
+
+    let add = json!({"participantToAdd": {"rawId": "8:acs:x_y", "communicationUser": {"id": "8:acs:x_y"}}}).to_string();
+    let (status, body) =
+        send(&state, signed(&state, "POST", &format!("/calling/callConnections/{ccid}/participants:add?{V}"), &add))
+            .await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "8523"), "{body}");
+
+    let (status, _) = send(&state, signed(&state, "DELETE", &format!("/calling/callConnections/{ccid}?{V}"), "")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    recorder.wait_for(|r| r.names(&ccid).last().map(String::as_str) == Some("CallDisconnected")).await;
+    let bad = json!({"callLocator": {"kind": "groupCallLocator", "groupCallId": "not-a-uuid"}, "callbackUri": "https://a/cb"})
+        .to_string();
+    let (status, body) =
+        send(&state, signed(&state, "POST", &format!("/calling/callConnections:connect?{V}"), &bad)).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "8523"));
+    let room = json!({"callLocator": {"kind": "roomCallLocator", "roomId": "99000000000000001"}, "callbackUri": "https://a/cb"})
+        .to_string();
+    let (status, body) =
+        send(&state, signed(&state, "POST", &format!("/calling/callConnections:connect?{V}"), &room)).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "8522"), "{body}");
+}

@@ -97,16 +97,21 @@ struct Connection {
     adds: Vec<PendingAdd>,
     removes: Vec<(String, OperationRoute)>,
     transfer: Option<PendingTransfer>,
+    /// In a conversation (group call, room): the media plane's participant id of the leg.
+    conversation_participant: Option<String>,
 }
 
 impl Connection {
+    fn leg_participant_id(&self) -> String {
+        self.conversation_participant.clone().unwrap_or_else(|| leg_participant_id(&self.call_id, &self.source))
+    }
     fn view(&self) -> CallConnectionView {
         CallConnectionView {
             call_connection_id: self.ccid.clone(),
             server_call_id: self.call_id.clone(),
             correlation_id: self.correlation_id.clone(),
             conversation_id: self.call_id.clone(),
-            leg_participant_id: leg_participant_id(&self.call_id, &self.source),
+            leg_participant_id: self.leg_participant_id(),
             callback_uri: self.callback_uri.clone(),
             state: self.state,
             source_raw_id: self.source.clone(),
@@ -266,9 +271,37 @@ impl CallAutomationMachine {
                 adds: Vec::new(),
                 removes: Vec::new(),
                 transfer: None,
+                conversation_participant: None,
             },
         );
         Ok(())
+    }
+
+    /// The connection sits in a conversation (group call, room) as `participant_id`.
+    pub fn set_conversation_participant(&mut self, ccid: &str, participant_id: &str) {
+        if let Some(c) = self.connections.get_mut(ccid) {
+            c.conversation_participant = Some(participant_id.to_string());
+        }
+    }
+
+    /// A conversation connection's roster (raw id, muted) of connected participants: the
+    /// first one connects it (`CallConnected`); each change is a `ParticipantsUpdated`.
+    pub fn conversation_roster(&mut self, ccid: &str, roster: &[(String, bool)]) -> Vec<CaOutput> {
+        let mut out = Vec::new();
+        let Some(c) = self.connections.get_mut(ccid) else { return out };
+        let same = c.roster.len() == roster.len()
+            && c.roster.iter().zip(roster).all(|(a, (raw, muted))| a.raw_id == *raw && a.muted == *muted);
+        if same && c.state != CallConnectionState::Connecting {
+            return out;
+        }
+        let roster = roster.iter().map(|(raw, muted)| RosterEntry { raw_id: raw.clone(), muted: *muted }).collect();
+        self.connected(ccid, roster, &mut out);
+        out
+    }
+
+    /// A conversation connection's session is over.
+    pub fn conversation_ended(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
+        self.end(ccid, reason)
     }
 
     /// The call refused the connection's input: forget it without a callback.
@@ -432,7 +465,10 @@ impl CallAutomationMachine {
         let call_id = call_id_of(event);
         let Some(ccid) = self.legs.get(&(call_id.to_string(), to.to_string())).cloned() else { return out };
         match event {
-            CallEvent::Connected { participants, .. } => self.connected(&ccid, participants, &mut out),
+            CallEvent::Connected { participants, .. } => {
+                let roster = participants.iter().map(|p| RosterEntry { raw_id: p.raw_id.clone(), muted: false });
+                self.connected(&ccid, roster.collect(), &mut out)
+            }
             CallEvent::ParticipantJoined { participant, .. } => self.joined(&ccid, &participant.raw_id, &mut out),
             CallEvent::ParticipantLeft { participant, .. } => self.left(&ccid, participant, &mut out),
             CallEvent::InviteFailed { target, reason, .. } => self.invite_failed(&ccid, target, *reason, &mut out),
@@ -472,9 +508,9 @@ impl CallAutomationMachine {
         }
     }
 
-    fn connected(&mut self, ccid: &str, participants: &[Party], out: &mut Vec<CaOutput>) {
+    fn connected(&mut self, ccid: &str, roster: Vec<RosterEntry>, out: &mut Vec<CaOutput>) {
         let Some(c) = self.connections.get_mut(ccid) else { return };
-        c.roster = participants.iter().map(|p| RosterEntry { raw_id: p.raw_id.clone(), muted: false }).collect();
+        c.roster = roster;
         if c.state == CallConnectionState::Connecting {
             c.state = CallConnectionState::Connected;
             let data = c.data(c.operation_context.as_deref());
@@ -484,7 +520,7 @@ impl CallAutomationMachine {
             out.push(CaOutput::AttachLeg {
                 call_connection_id: c.ccid.clone(),
                 conversation_id: c.call_id.clone(),
-                participant_id: leg_participant_id(&c.call_id, &c.source),
+                participant_id: c.leg_participant_id(),
             });
         }
         out.push(c.participants_updated());
