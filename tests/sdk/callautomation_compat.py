@@ -333,6 +333,40 @@ def step4b_websocket_caller_rings_an_application(ctx):
         ws.close()
 
 
+def step4c_connect_to_a_group_call(ctx):
+    """connect_call(group_call_id): the application joins a group call as a participant; a
+    WebSocket participant joining it sees the application in the roster, and the application
+    sees it in ParticipantsUpdated."""
+    import uuid
+
+    group = str(uuid.uuid4())
+    props = ctx.app().connect_call(callback_url=ctx.rx.callback_url("GC"), group_call_id=group, operation_context="gc1")
+    ctx.legs["GC"] = props.call_connection_id
+    connected = ctx.rx.event("GC", "CallConnected")
+    check("connect_call to a group call connects (gc1)", connected.data["operationContext"] == "gc1", connected.data)
+    token = ctx.identity.get_token(ident(ctx.users["alice"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "join", "requestId": "j1", "target": {"kind": "groupCall", "groupId": group}})
+        joined = ws.wait_for("joined")
+        raws = {p["identifier"]["rawId"] for p in joined["snapshot"]["participants"]}
+        app_ids = [r for r in raws if r.endswith("_callautomation")]
+        check("the group call's roster shows the application's participant", len(app_ids) == 1 and ctx.users["alice"] in raws, raws)
+        updated = ctx.rx.event("GC", "ParticipantsUpdated", nth=1)
+        seen = {p["identifier"]["rawId"] for p in updated.data["participants"]}
+        check("the application sees the WebSocket participant join", ctx.users["alice"] in seen, seen)
+        ctx.app().get_call_connection(props.call_connection_id).hang_up(is_for_everyone=False)
+        ctx.rx.event("GC", "CallDisconnected")
+        left = ws.wait_for("roster.delta")
+        while left["delta"].get("change") != "left":
+            left = ws.wait_for("roster.delta")
+        app_pid = next(p["participantId"] for p in joined["snapshot"]["participants"] if p["identifier"]["rawId"] in app_ids)
+        check("the WebSocket participant sees the application leave", left["delta"]["participantId"] == app_pid, left)
+    finally:
+        ws.close()
+
+
 def step9_add_and_cancel(ctx):
     conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
     result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
@@ -434,6 +468,7 @@ STEPS = [
     step3_incoming_and_answer,
     step4_connected,
     step4b_websocket_caller_rings_an_application,
+    step4c_connect_to_a_group_call,
     # The media steps 5-8 go here.
     step9_add_and_cancel,
     step10_transfer,
