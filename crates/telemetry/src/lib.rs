@@ -9,13 +9,16 @@
 //! - [`media`]: [`MediaSnapshot`] and the collector that turns it into families.
 //! - [`chat`]: the chat counters.
 //! - [`serve`]: the `/metrics` HTTP listener.
+//! - [`udp_drops`]: kernel receive drops of the server's UDP sockets (`/proc/net/udp`).
 
 pub mod chat;
 pub mod media;
 pub mod registry;
 pub mod serve;
+pub mod udp_drops;
 
 pub use chat::ChatMetrics;
 pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
+pub use udp_drops::UdpSocketKind;
