@@ -150,8 +150,8 @@ struct Actor {
 /// stop people from joining; the start stays queued in the recorder and is retried.
 pub const DURABLE_JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A roster delta that only states a participant's latest state (hand raised, muted, active
-/// speakers) opens a window this long; frames of the window are sent together at its end, and
+/// A roster delta that only states a participant's latest state (hand raised, muted, screen
+/// sharing, active speakers) opens a window this long; frames of the window are sent together at its end, and
 /// a later delta of the same kind for the same participant replaces an earlier one, so a burst
 /// of toggles reaches each socket as its latest state (issue #19: 10 members toggling a raised
 /// hand produced ~577,000 outbound frames in 13 s).
@@ -163,6 +163,7 @@ fn coalesce_key(message: &ServerMessage) -> Option<String> {
     match delta {
         RosterChange::HandRaised { participant_id, .. } => Some(format!("hand:{participant_id}")),
         RosterChange::Muted { participant_id, .. } => Some(format!("muted:{participant_id}")),
+        RosterChange::ScreenShare { participant_id, .. } => Some(format!("screen:{participant_id}")),
         RosterChange::ActiveSpeakers { .. } => Some("speakers".to_string()),
         _ => None,
     }
