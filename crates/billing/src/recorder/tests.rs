@@ -6,7 +6,6 @@ use crate::ledger::{LedgerOptions, SqliteLedger, UsageQuery};
 use crate::records::UsageRecord;
 use crate::telemetry::NoUsageTelemetry;
 use crate::telemetry::recording::RecordingTelemetry;
-use palaver_core::EndpointType;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -23,16 +22,7 @@ fn temp_db(name: &str) -> PathBuf {
 }
 
 fn started(session: &str, raw: &str, t: ParticipantType, at_ms: i64) -> SessionStarted {
-    SessionStarted {
-        session_id: session.into(),
-        conversation_id: "meeting-1".into(),
-        call_type: CallType::Group,
-        participant_raw_id: raw.into(),
-        participant_type: t,
-        endpoint_type: EndpointType::Voip,
-        thread_id: None,
-        at_ms,
-    }
+    crate::testing::session_started(session, "meeting-1", raw, t, at_ms)
 }
 
 fn all_usage(path: &PathBuf) -> Vec<UsageRecord> {
