@@ -19,7 +19,6 @@ import json
 import os
 import ssl
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,30 +32,13 @@ from azure.communication.chat import (
     CommunicationUserIdentifier,
     MicrosoftTeamsUserIdentifier,
 )
-from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.communication.identity import CommunicationTokenScope
+from azure.core.exceptions import ResourceNotFoundError
 
-from identity_compat import check, palaver, run_main
+from support import check, error_code, expect_error, run_main, running_palaver
 
 API_VERSIONS = ["2021-03-07", "2021-09-07", "2023-11-07", "2024-03-07", "2025-03-15"]
 MAX_MESSAGE = 28 * 1024
-
-
-def error_code(exc):
-    """The ACS error code of a failed SDK call (the chat SDK's responses have no `.json()`)."""
-    try:
-        return json.loads(exc.response.text())["error"]["code"]
-    except Exception:  # noqa: BLE001 - report whatever the body was
-        return f"<unparseable: {exc.response.text() if exc.response else exc}>"
-
-
-def expect_error(name, call, status, code):
-    try:
-        call()
-    except HttpResponseError as e:
-        check(f"{name} is {status} {code}", e.status_code == status and error_code(e) == code, f"got {e.status_code} {error_code(e)}")
-        return
-    check(f"{name} fails", False)
 
 
 def raw(base_url, ca_file, token, method, path, body=None):
@@ -77,14 +59,10 @@ def quote(thread_id):
 
 
 def run(binary):
-    with tempfile.TemporaryDirectory(prefix="palaver-chat-") as data_dir, palaver(binary, data_dir) as (base_url, conn_str, ca_file):
-        print(f"palaver at {base_url}, CA {ca_file}")
+    with running_palaver(binary, "palaver-chat-") as server:
+        base_url, ca_file = server.base_url, server.ca_file
         os.environ["REQUESTS_CA_BUNDLE"] = ca_file
-        identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-
-        def user(scopes):
-            u, t = identity.create_user_and_token(scopes=scopes)
-            return CommunicationUserIdentifier(u.properties["id"]), t.token
+        user = server.new_user
 
         def chat(token, **kw):
             return ChatClient(base_url, CommunicationTokenCredential(token), **kw)

@@ -10,19 +10,14 @@ Exits non-zero on the first failure.
 Usage: identity_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
 """
 
-import argparse
 import datetime
 import json
-import os
-import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 
 from azure.communication.identity import (
     CommunicationIdentityClient,
@@ -32,56 +27,10 @@ from azure.communication.identity import (
 from azure.communication.identity._shared.utils import create_access_token
 from azure.core.exceptions import HttpResponseError
 
+# Re-exported: other compat scripts imported these from here before support.py existed.
+from support import check, default_binary, error_code, palaver, run_main, running_palaver  # noqa: F401
+
 DEV_APP_ID = "0d0d0d0d-0000-4000-8000-0000000a0001"
-CHECKS = []
-
-
-def check(name, condition, detail=""):
-    CHECKS.append(name)
-    if not condition:
-        raise AssertionError(f"{name} failed {detail}")
-    print(f"  ok  {name}")
-
-
-def default_binary():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
-    return os.environ.get("PALAVER_BIN", os.path.join(target, "debug", "palaver"))
-
-
-@contextmanager
-def palaver(binary, data_dir):
-    """Run the server; yield (base_url, connection_string, ca_file)."""
-    proc = subprocess.Popen(
-        [binary, "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--log-level", "warn", "run"],
-        stdout=subprocess.PIPE,
-        stderr=sys.stderr,
-        text=True,
-    )
-    info = {}
-    deadline = time.time() + 120
-    try:
-        while "PALAVER_READY" not in info:
-            if time.time() > deadline:
-                raise RuntimeError("palaver did not become ready in time")
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"palaver exited early with status {proc.wait()}")
-            key, _, value = line.strip().partition(" ")
-            if key.startswith("PALAVER_"):
-                info[key] = value
-        yield info["PALAVER_READY"], info["PALAVER_CONNECTION_STRING"], info["PALAVER_CA_FILE"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            status = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise RuntimeError("palaver did not stop on SIGTERM")
-        if status != 0:
-            raise RuntimeError(f"palaver exited with status {status} after SIGTERM")
-
-
 def whoami(base_url, ca_file, token):
     """(status, json) of palaver's bearer-token check."""
     ctx = ssl.create_default_context(cafile=ca_file)
@@ -98,22 +47,10 @@ def sdk_decodes(token):
     return create_access_token(token).expires_on
 
 
-def error_code(exc):
-    try:
-        return exc.response.json()["error"]["code"]
-    except Exception:  # noqa: BLE001 - report whatever the body was
-        return f"<unparseable: {exc.response.text() if exc.response else exc}>"
-
-
 def run(binary):
-    with tempfile.TemporaryDirectory(prefix="palaver-sdk-") as data_dir, palaver(binary, data_dir) as (
-        base_url,
-        conn_str,
-        ca_file,
-    ):
-        print(f"palaver at {base_url}, CA {ca_file}")
+    with running_palaver(binary, "palaver-sdk-") as server:
+        base_url, conn_str, ca_file, client = server.base_url, server.conn_str, server.ca_file, server.identity
         check("connection string uses https", conn_str.startswith("endpoint=https://127.0.0.1:"))
-        client = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
 
         user = client.create_user()
         check("create_user returns a communication user", user.properties["id"].startswith("8:acs:"), user.properties)
@@ -218,23 +155,6 @@ def run(binary):
             check("a wrong access key fails", False)
         except HttpResponseError as e:
             check("a wrong access key is InvalidSignature", e.status_code == 401 and error_code(e) == "InvalidSignature", error_code(e))
-
-
-def run_main(run_checks, label, description):
-    """Command-line entry shared by the SDK compatibility scripts: exit 0 only if every check passed."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--binary", default=default_binary())
-    args = parser.parse_args()
-    if not os.path.exists(args.binary):
-        print(f"FAIL: palaver binary not found at {args.binary} (build it first)", file=sys.stderr)
-        return 2
-    try:
-        run_checks(args.binary)
-    except Exception as e:  # noqa: BLE001 - any failure fails the test
-        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(f"{label} SDK compatibility: {len(CHECKS)} checks passed")
-    return 0
 
 
 if __name__ == "__main__":

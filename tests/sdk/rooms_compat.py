@@ -12,10 +12,8 @@ Usage: rooms_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/
 """
 
 import sys
-import tempfile
 from datetime import datetime, timedelta, timezone
 
-from azure.communication.identity import CommunicationIdentityClient
 from azure.communication.rooms import (
     CommunicationUserIdentifier,
     MicrosoftTeamsUserIdentifier,
@@ -25,7 +23,7 @@ from azure.communication.rooms import (
 )
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from identity_compat import check, error_code, palaver, run_main
+from support import check, expect_error, run_main, running_palaver
 
 
 def parse_time(value):
@@ -33,26 +31,10 @@ def parse_time(value):
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def expect_error(name, call, status, code):
-    try:
-        call()
-    except HttpResponseError as e:
-        check(f"{name} is {status} {code}", e.status_code == status and error_code(e) == code, f"got {e.status_code} {error_code(e)}")
-        return
-    check(f"{name} fails", False)
-
-
 def run(binary):
-    with tempfile.TemporaryDirectory(prefix="palaver-rooms-") as data_dir, palaver(binary, data_dir) as (
-        base_url,
-        conn_str,
-        ca_file,
-    ):
-        print(f"palaver at {base_url}, CA {ca_file}")
-        identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-        alice = CommunicationUserIdentifier(identity.create_user().properties["id"])
-        bob = CommunicationUserIdentifier(identity.create_user().properties["id"])
-        carol = CommunicationUserIdentifier(identity.create_user().properties["id"])
+    with running_palaver(binary, "palaver-rooms-") as server:
+        conn_str, ca_file = server.conn_str, server.ca_file
+        alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
         agent = MicrosoftTeamsUserIdentifier("6a0b1b8e-0000-4000-8000-00000000ab01")
         rooms = RoomsClient.from_connection_string(conn_str, connection_verify=ca_file)
 

@@ -22,6 +22,9 @@ pub mod service;
 pub mod telemetry;
 pub mod webhook;
 
+#[cfg(test)]
+mod testing;
+
 pub use export::UsageExport;
 pub use recorder::{BillingObserver, UsageRecorder};
 pub use service::{UsageConfig, UsageService};

@@ -239,7 +239,7 @@ impl Meter {
 mod tests {
     use super::*;
     use crate::records::MS_PER_DAY;
-    use palaver_core::EndpointType;
+    use crate::testing::session_started;
 
     const MIN: i64 = 60_000;
     /// 2026-11-21T10:00:00Z
@@ -255,14 +255,8 @@ mod tests {
     ) -> Vec<LedgerChange> {
         meter
             .session_started(SessionStarted {
-                session_id: session.into(),
-                conversation_id: conv.into(),
-                call_type: CallType::Group,
-                participant_raw_id: raw.into(),
-                participant_type: t,
-                endpoint_type: EndpointType::Voip,
                 thread_id: Some("19:meeting_x@thread.v2".into()),
-                at_ms,
+                ..session_started(session, conv, raw, t, at_ms)
             })
             .unwrap()
     }
@@ -381,14 +375,8 @@ mod tests {
         let mut m = Meter::new(Price::default());
         join(&mut m, "s", "c", "8:acs:r_u", ParticipantType::Acs, T0);
         let dup = SessionStarted {
-            session_id: "s".into(),
-            conversation_id: "c".into(),
             call_type: CallType::P2P,
-            participant_raw_id: "8:acs:r_u".into(),
-            participant_type: ParticipantType::Acs,
-            endpoint_type: EndpointType::Voip,
-            thread_id: None,
-            at_ms: T0 + MIN,
+            ..session_started("s", "c", "8:acs:r_u", ParticipantType::Acs, T0 + MIN)
         };
         assert_eq!(m.session_started(dup), Err(MeterError::DuplicateSession("s".into())));
         let unknown =

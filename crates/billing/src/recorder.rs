@@ -16,8 +16,8 @@ use crate::pricing::{ChatPrice, Price};
 use crate::records::chat_usage_record;
 use crate::telemetry::{Rejection, UsageTelemetry};
 use palaver_core::{
-    CallType, ChatMessageSent, ChatUsageObserver, EndReason, ParticipantType, SessionEnded, SessionObserver,
-    SessionStarted,
+    CallType, ChatMessageSent, ChatUsageObserver, DurableAck, EndReason, ParticipantType, SessionEnded,
+    SessionObserver, SessionStarted,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,7 +53,8 @@ impl Default for RecorderConfig {
 }
 
 enum Command {
-    Started(SessionStarted),
+    /// With the acknowledgment to give once the start is in a synced ledger commit.
+    Started(SessionStarted, DurableAck),
     Ended(SessionEnded),
     CallTypeChanged(String, CallType),
     ChatMessage(ChatMessageSent),
@@ -80,7 +81,13 @@ impl BillingObserver {
 
 impl SessionObserver for BillingObserver {
     fn session_started(&self, event: SessionStarted) {
-        self.send(Command::Started(event));
+        self.send(Command::Started(event, DurableAck::none()));
+    }
+    /// The acknowledgment travels with the event; the recorder gives it after the ledger
+    /// transaction holding the start has committed (`synchronous=FULL`: synced). If the
+    /// recorder is gone, the acknowledgment is dropped unacknowledged.
+    fn session_started_durably(&self, event: SessionStarted, durable: DurableAck) {
+        self.send(Command::Started(event, durable));
     }
     fn session_ended(&self, event: SessionEnded) {
         self.send(Command::Ended(event));
@@ -125,6 +132,7 @@ impl UsageRecorder {
             chat_price: config.chat_price,
             ledger,
             pending: VecDeque::new(),
+            awaiting_durable: Vec::new(),
             published: AccruedTotals::default(),
             telemetry: telemetry.clone(),
             clock: config.clock.clone(),
@@ -167,6 +175,8 @@ struct Worker {
     chat_price: ChatPrice,
     ledger: Box<dyn UsageLedger>,
     pending: VecDeque<LedgerChange>,
+    /// Session starts accepted but not yet written: acknowledged when `pending` empties.
+    awaiting_durable: Vec<DurableAck>,
     published: AccruedTotals,
     telemetry: Arc<dyn UsageTelemetry>,
     clock: Clock,
@@ -192,8 +202,11 @@ impl Worker {
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(Command::Started(ev)) => {
+                Ok(Command::Started(ev, durable)) => {
                     let result = self.meter.session_started(ev);
+                    // A refused start (a duplicate) has nothing to write: it is acknowledged
+                    // with whatever is pending, as soon as that is durable.
+                    self.awaiting_durable.push(durable);
                     self.accept(result);
                 }
                 Ok(Command::Ended(ev)) => {
@@ -240,6 +253,9 @@ impl Worker {
                 self.telemetry.event_rejected(rejection(&e));
             }
         }
+        if self.pending.is_empty() {
+            self.acknowledge_durable();
+        }
         self.publish();
     }
 
@@ -263,12 +279,23 @@ impl Worker {
         self.publish();
     }
 
+    /// Everything accepted so far is in the ledger: release the joins waiting for it.
+    fn acknowledge_durable(&mut self) {
+        for durable in self.awaiting_durable.drain(..) {
+            durable.acknowledge();
+        }
+    }
+
     fn write_pending(&mut self) {
         if self.pending.is_empty() {
+            self.acknowledge_durable();
             return;
         }
         match self.ledger.apply(self.pending.make_contiguous()) {
-            Ok(()) => self.pending.clear(),
+            Ok(()) => {
+                self.pending.clear();
+                self.acknowledge_durable();
+            }
             Err(e) => {
                 tracing::error!(error = %e, pending = self.pending.len(), "usage ledger write failed; will retry");
                 self.telemetry.ledger_write_failed();

@@ -68,7 +68,7 @@ error_codes! {
     PhoneTargetNotAllowed = 403,
     NotRoomParticipant = 403,
     RoomNotActive = 403,
-    // 404, 409, 413, 422, 429
+    // 404, 408, 409, 413, 422, 429
     NotFound = 404,
     IdentityNotFound = 404,
     MeetingNotFound = 404,
@@ -78,6 +78,7 @@ error_codes! {
     Conflict = 409,
     InvalidState = 409,
     Busy = 409,
+    RequestTimeout = 408,
     PayloadTooLarge = 413,
     CapacityReached = 422,
     TooManyRequests = 429,

@@ -97,10 +97,49 @@ pub struct SessionEnded {
     pub at_ms: i64,
 }
 
+/// Told once a session start is durable (written and synced where billing keeps it), so the
+/// control plane can acknowledge a join only then: a crash right after `joined` must not lose
+/// the participant's billing record. Runtime-agnostic: a callback the observer calls from any
+/// thread. Dropping it without [`DurableAck::acknowledge`] means "will never be durable"
+/// (the observer is gone); the callback is then not called, which a waiter sees as a closed
+/// channel.
+pub struct DurableAck(Option<Box<dyn FnOnce() + Send + 'static>>);
+
+impl DurableAck {
+    pub fn new(on_durable: impl FnOnce() + Send + 'static) -> Self {
+        Self(Some(Box::new(on_durable)))
+    }
+
+    /// Nobody waits.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The event is durable: tell the waiter.
+    pub fn acknowledge(mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for DurableAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "DurableAck(waiting)" } else { "DurableAck(none)" })
+    }
+}
+
 /// Receives participant-session events from the control plane. Implementations must
 /// not block (hand the event to a queue or a task).
 pub trait SessionObserver: Send + Sync + 'static {
     fn session_started(&self, event: SessionStarted);
+    /// Like [`Self::session_started`], and `durable` is acknowledged once the start is durable.
+    /// The default (observers that keep nothing) acknowledges at once; billing overrides it to
+    /// acknowledge after the ledger's synced commit.
+    fn session_started_durably(&self, event: SessionStarted, durable: DurableAck) {
+        self.session_started(event);
+        durable.acknowledge();
+    }
     fn session_ended(&self, event: SessionEnded);
     /// The conversation's call type changed (e.g. a 1:1 call became a group call).
     fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}

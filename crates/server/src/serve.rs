@@ -84,6 +84,13 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
     let quic = start_quic(&cfg, tls.as_ref(), &state, quic_paths)?;
+    // Kernel receive drops of the QUIC and media sockets, on /metrics.
+    if let Some(q) = &quic {
+        metrics.watch_udp_socket(palaver_telemetry::UdpSocketKind::Quic, q.local_addr.port());
+    }
+    for port in media.as_ref().map(|m| m.worker_ports.clone()).unwrap_or_default() {
+        metrics.watch_udp_socket(palaver_telemetry::UdpSocketKind::Media, port);
+    }
     events.set_public_url(&base_url);
     let delivery = palaver_events::spawn_delivery(events.clone());
     let app = router(state.clone())
@@ -196,7 +203,7 @@ fn start_quic(
         return Ok(None);
     };
     let listen = cfg.server.quic.listen_addr(cfg.server.listen);
-    Ok(Some(Arc::new(QuicServer::start(listen, tls, state.clone(), paths)?)))
+    Ok(Some(Arc::new(QuicServer::start(listen, cfg.server.quic.socket_buffer, tls, state.clone(), paths)?)))
 }
 
 /// `GET /quic`: where the QUIC transport listens (404 when it is off), and its datagram drops.
@@ -225,6 +232,7 @@ fn quic_discovery(quic: Option<Arc<QuicServer>>) -> axum::Router {
 struct Media {
     controller: Arc<MediaController>,
     quic_paths: Arc<QuicPaths>,
+    worker_ports: Vec<u16>,
     _pool: Arc<WorkerPool>,
 }
 
@@ -253,7 +261,7 @@ fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) 
     });
     let ports: Vec<u16> = pool.workers().iter().map(|w| w.local_addr.port()).collect();
     tracing::info!(workers = ports.len(), ?ports, announced_ip = %cfg.media.announced_ip, "media plane ready");
-    Ok(Some(Media { controller, quic_paths, _pool: pool }))
+    Ok(Some(Media { controller, quic_paths, worker_ports: ports, _pool: pool }))
 }
 
 /// Human lines plus machine-readable `PALAVER_*` lines on stdout; the last is the ready line.

@@ -10,15 +10,18 @@
 //! - [`chat`]: the chat counters.
 //! - [`events`]: event delivery counters (`palaver_events::EventsTelemetry`).
 //! - [`serve`]: the `/metrics` HTTP listener.
+//! - [`udp_drops`]: kernel receive drops of the server's UDP sockets (`/proc/net/udp`).
 
 pub mod chat;
 pub mod events;
 pub mod media;
 pub mod registry;
 pub mod serve;
+pub mod udp_drops;
 
 pub use chat::ChatMetrics;
 pub use events::EventMetrics;
 pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
+pub use udp_drops::UdpSocketKind;

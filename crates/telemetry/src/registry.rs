@@ -8,6 +8,7 @@
 
 use crate::chat::ChatMetrics;
 use crate::media::{MediaCollector, MediaSnapshot, MediaSource};
+use crate::udp_drops::{UdpDropsCollector, UdpSocketKind, WatchedSockets};
 use palaver_billing::telemetry::{DeliveryResult, Rejection, UsageTelemetry};
 use palaver_core::{ChatTelemetry, ErrorCode, ParticipantType};
 use prometheus::{
@@ -172,6 +173,7 @@ pub struct PalaverMetrics {
     pub signaling: SignalingMetrics,
     pub chat: ChatMetrics,
     media_source: Arc<RwLock<Option<MediaSource>>>,
+    udp_sockets: WatchedSockets,
 }
 
 impl std::fmt::Debug for PalaverMetrics {
@@ -301,9 +303,24 @@ impl PalaverMetrics {
         let chat = ChatMetrics::register(&r)?;
         let media_source: Arc<RwLock<Option<MediaSource>>> = Arc::new(RwLock::new(None));
         r.register(Box::new(MediaCollector::new(media_source.clone())?))?;
+        let udp_sockets = WatchedSockets::default();
+        r.register(Box::new(UdpDropsCollector::new(udp_sockets.clone())?))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        Ok(Arc::new(Self { registry: r, billing, ledger, conversations, signaling, chat, media_source }))
+        Ok(Arc::new(Self { registry: r, billing, ledger, conversations, signaling, chat, media_source, udp_sockets }))
+    }
+
+    /// Count the kernel's receive drops of this process's UDP socket on local `port` under
+    /// `palaver_udp_receive_drops_total{socket=kind}` (a warning when no such socket is found).
+    pub fn watch_udp_socket(&self, kind: UdpSocketKind, port: u16) {
+        match crate::udp_drops::own_udp_socket_inode(port) {
+            Ok(Some(inode)) => {
+                let mut sockets = self.udp_sockets.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                sockets.entry(kind).or_default().push(inode);
+            }
+            Ok(None) => tracing::warn!(port, socket = kind.as_str(), "no UDP socket of ours on this port to watch"),
+            Err(e) => tracing::warn!(port, error = %e, "cannot read /proc for UDP drop counters"),
+        }
     }
 
     /// Install the media plane's snapshot function (called at every scrape).

@@ -3,7 +3,7 @@
 use super::*;
 use crate::ledger::{LedgerOptions, SqliteLedger};
 use crate::meter::Meter;
-use palaver_core::{CallType, EndReason, EndpointType, ParticipantType, SessionEnded, SessionStarted};
+use palaver_core::{EndReason, EndpointType, ParticipantType, SessionEnded, SessionStarted};
 
 const MIN: i64 = 60_000;
 const T0: i64 = 1_795_255_200_000; // 2026-11-21T10:00:00Z
@@ -80,14 +80,8 @@ fn export_with_calls() -> UsageExport {
         changes.extend(
             meter
                 .session_started(SessionStarted {
-                    session_id: (*id).into(),
-                    conversation_id: "meet".into(),
-                    call_type: CallType::Group,
-                    participant_raw_id: (*raw).into(),
-                    participant_type: *t,
-                    endpoint_type: EndpointType::Voip,
                     thread_id: Some("19:meeting_abc@thread.v2".into()),
-                    at_ms: T0 + i as i64,
+                    ..crate::testing::session_started(id, "meet", raw, *t, T0 + i as i64)
                 })
                 .unwrap(),
         );

@@ -6,7 +6,6 @@ use crate::ledger::{LedgerOptions, SqliteLedger, UsageQuery};
 use crate::records::UsageRecord;
 use crate::telemetry::NoUsageTelemetry;
 use crate::telemetry::recording::RecordingTelemetry;
-use palaver_core::EndpointType;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -23,16 +22,7 @@ fn temp_db(name: &str) -> PathBuf {
 }
 
 fn started(session: &str, raw: &str, t: ParticipantType, at_ms: i64) -> SessionStarted {
-    SessionStarted {
-        session_id: session.into(),
-        conversation_id: "meeting-1".into(),
-        call_type: CallType::Group,
-        participant_raw_id: raw.into(),
-        participant_type: t,
-        endpoint_type: EndpointType::Voip,
-        thread_id: None,
-        at_ms,
-    }
+    crate::testing::session_started(session, "meeting-1", raw, t, at_ms)
 }
 
 fn all_usage(path: &PathBuf) -> Vec<UsageRecord> {
@@ -229,4 +219,101 @@ fn sigkill_then_restart_recovers_every_session_once() {
             r.duration_ms()
         );
     }
+}
+
+/// A ledger whose writes fail while `failing` is set (a full disk, a locked file), so a test
+/// can hold an event between "accepted" and "written".
+struct FlakyLedger {
+    inner: SqliteLedger,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UsageLedger for FlakyLedger {
+    fn apply(&mut self, changes: &[LedgerChange]) -> Result<(), LedgerError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LedgerError::Corrupt("disk full (test)".into()));
+        }
+        self.inner.apply(changes)
+    }
+    fn checkpoint(&mut self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.inner.checkpoint(now_ms)
+    }
+    fn recover(&mut self) -> Result<RecoveryReport, LedgerError> {
+        self.inner.recover()
+    }
+    fn last_checkpoint_ms(&self) -> Result<Option<i64>, LedgerError> {
+        self.inner.last_checkpoint_ms()
+    }
+    fn usage_page(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        self.inner.usage_page(query)
+    }
+    fn call_summaries(&self, correlation_id: &str) -> Result<Vec<crate::records::CallSummary>, LedgerError> {
+        self.inner.call_summaries(correlation_id)
+    }
+    fn totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<crate::records::TypeTotals>, LedgerError> {
+        self.inner.totals(from_ms, to_ms)
+    }
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<crate::ledger::OutboxItem>, LedgerError> {
+        self.inner.due_deliveries(now_ms, limit)
+    }
+    fn record_delivery(&mut self, outcome: &crate::ledger::DeliveryOutcome) -> Result<(), LedgerError> {
+        self.inner.record_delivery(outcome)
+    }
+    fn outbox_backlog(&self) -> Result<u64, LedgerError> {
+        self.inner.outbox_backlog()
+    }
+}
+
+/// The join acknowledgment (issue #19: `joined` was sent before the start was durable, and a
+/// kill -9 right after it lost the participant's record): a start is acknowledged only once it
+/// is in a committed ledger transaction, so "recovery after a crash at the moment of the
+/// acknowledgment" finds the session; while the ledger cannot write, it is not acknowledged.
+#[test]
+fn a_session_start_is_acknowledged_only_once_it_is_in_the_ledger() {
+    let path = temp_db("durable");
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ledger = Box::new(FlakyLedger {
+        inner: SqliteLedger::open(&path, LedgerOptions::default()).unwrap(),
+        failing: failing.clone(),
+    });
+    let (_, config) = virtual_time_config();
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
+    let observer = recorder.observer();
+    let (acked_tx, acked) = mpsc::channel();
+    let ack = DurableAck::new(move || acked_tx.send(()).unwrap());
+    observer.session_started_durably(started("s1", "8:acs:r_s1", ParticipantType::Acs, T0), ack);
+    recorder.flush(); // applied; its write failed and is queued for retry
+    assert!(acked.recv_timeout(Duration::from_millis(200)).is_err(), "acknowledged before it was written");
+
+    failing.store(false, Ordering::SeqCst);
+    recorder.flush(); // the retry writes it
+    acked.recv_timeout(Duration::from_secs(5)).expect("acknowledged once written");
+    // A crash at the moment of the acknowledgment: recovery (another connection) finds the session.
+    let mut after_crash = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+    assert_eq!(after_crash.recover().unwrap().sessions_closed, 1, "the acknowledged session is in the ledger");
+
+    // A refused start (duplicate id) has nothing to wait for and is acknowledged too.
+    let (dup_tx, dup) = mpsc::channel();
+    let ack = DurableAck::new(move || dup_tx.send(()).unwrap());
+    observer.session_started_durably(started("s1", "8:acs:r_s1", ParticipantType::Acs, T0), ack);
+    dup.recv_timeout(Duration::from_secs(5)).expect("a duplicate start is acknowledged");
+    recorder.shutdown();
+}
+
+/// With the recorder gone, the acknowledgment is dropped, never given: a waiter sees its
+/// channel close instead of waiting forever.
+#[test]
+fn a_stopped_recorder_drops_the_acknowledgment() {
+    let path = temp_db("stopped");
+    let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
+    let (_, config) = virtual_time_config();
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
+    let observer = recorder.observer();
+    recorder.shutdown();
+    let (acked_tx, acked) = mpsc::channel::<()>();
+    observer.session_started_durably(
+        started("late", "8:acs:r_late", ParticipantType::Acs, T0),
+        DurableAck::new(move || acked_tx.send(()).unwrap()),
+    );
+    assert_eq!(acked.recv_timeout(Duration::from_secs(1)), Err(mpsc::RecvTimeoutError::Disconnected));
 }

@@ -178,7 +178,7 @@ mod tests {
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
-    use palaver_core::{CallType, EndReason, EndpointType, ParticipantType, SessionEnded, SessionStarted};
+    use palaver_core::{CallType, EndReason, ParticipantType, SessionEnded, SessionStarted};
     use std::collections::HashMap;
 
     #[test]
@@ -259,14 +259,8 @@ mod tests {
         let now = chrono::Utc::now().timestamp_millis();
         let mut changes = meter
             .session_started(SessionStarted {
-                session_id: "s".into(),
-                conversation_id: "c".into(),
                 call_type: CallType::P2P,
-                participant_raw_id: "8:acs:r_u".into(),
-                participant_type: ParticipantType::Acs,
-                endpoint_type: EndpointType::Voip,
-                thread_id: None,
-                at_ms: now,
+                ..crate::testing::session_started("s", "c", "8:acs:r_u", ParticipantType::Acs, now)
             })
             .unwrap();
         let ended = SessionEnded {

@@ -145,20 +145,14 @@ mod tests {
     use super::*;
     use crate::meter::Meter;
     use crate::pricing::Price;
-    use palaver_core::{EndReason, EndpointType, ParticipantType, SessionEnded};
+    use palaver_core::{EndReason, ParticipantType, SessionEnded};
 
     #[test]
     fn a_call_announces_start_participants_and_end_with_stable_ids() {
         let mut m = Meter::new(Price::default());
         let started = SessionStarted {
-            session_id: "s1".into(),
-            conversation_id: "conv".into(),
             call_type: CallType::P2P,
-            participant_raw_id: "8:acs:res_u1".into(),
-            participant_type: ParticipantType::Acs,
-            endpoint_type: EndpointType::Voip,
-            thread_id: None,
-            at_ms: 1_000,
+            ..crate::testing::session_started("s1", "conv", "8:acs:res_u1", ParticipantType::Acs, 1_000)
         };
         let mut changes = m.session_started(started).unwrap();
         changes.extend(

@@ -6,6 +6,7 @@
 mod connection;
 mod frames;
 pub mod paths;
+pub mod socket;
 
 use crate::tls::TlsFiles;
 use anyhow::{Context, Result};
@@ -29,11 +30,17 @@ pub struct QuicSection {
     pub enabled: bool,
     /// UDP address; default: the HTTPS listen IP, port = HTTPS port + 1 (0 when HTTPS uses 0).
     pub listen: Option<SocketAddr>,
+    /// Kernel receive and send buffer asked for the endpoint's UDP socket, bytes (default
+    /// 8 MiB, for bursts; the kernel may clamp it, which is logged at startup).
+    pub socket_buffer: usize,
 }
+
+/// Default `[server.quic] socket_buffer`.
+pub const DEFAULT_SOCKET_BUFFER: usize = 8 << 20;
 
 impl Default for QuicSection {
     fn default() -> Self {
-        Self { enabled: true, listen: None }
+        Self { enabled: true, listen: None, socket_buffer: DEFAULT_SOCKET_BUFFER }
     }
 }
 
@@ -56,10 +63,21 @@ pub struct QuicServer {
 }
 
 impl QuicServer {
-    /// Binds `listen` and accepts connections until [`Self::close`].
-    pub fn start(listen: SocketAddr, tls: &TlsFiles, state: AppState, paths: Arc<QuicPaths>) -> Result<Self> {
-        let endpoint = quinn::Endpoint::server(server_config(tls)?, listen)
+    /// Binds `listen` (with `socket_buffer` bytes of kernel buffers) and accepts connections
+    /// until [`Self::close`].
+    pub fn start(
+        listen: SocketAddr,
+        socket_buffer: usize,
+        tls: &TlsFiles,
+        state: AppState,
+        paths: Arc<QuicPaths>,
+    ) -> Result<Self> {
+        let (socket, _) = socket::bind_with_buffers(listen, socket_buffer)
             .with_context(|| format!("binding the QUIC endpoint on {listen}"))?;
+        let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config(tls)?), socket, runtime)
+                .with_context(|| format!("starting the QUIC endpoint on {listen}"))?;
         let local_addr = endpoint.local_addr().context("QUIC endpoint address")?;
         let accept = {
             let (endpoint, paths) = (endpoint.clone(), paths.clone());
@@ -129,7 +147,7 @@ mod tests {
         assert_eq!(q.listen_addr("127.0.0.1:8443".parse().unwrap()).to_string(), "127.0.0.1:8444");
         assert_eq!(q.listen_addr("0.0.0.0:0".parse().unwrap()).to_string(), "0.0.0.0:0");
         assert_eq!(q.listen_addr("[::1]:65535".parse().unwrap()).to_string(), "[::1]:0");
-        let fixed = QuicSection { enabled: true, listen: Some("127.0.0.1:9000".parse().unwrap()) };
+        let fixed = QuicSection { listen: Some("127.0.0.1:9000".parse().unwrap()), ..QuicSection::default() };
         assert_eq!(fixed.listen_addr("127.0.0.1:8443".parse().unwrap()).to_string(), "127.0.0.1:9000");
     }
 }

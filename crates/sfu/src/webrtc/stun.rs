@@ -184,7 +184,14 @@ pub fn write_binding_success(
         }
     }
     at += 4 + address_len;
-    // MESSAGE-INTEGRITY: length field covers up to and including this attribute.
+    let at = append_message_integrity(out, at, password)?;
+    Ok(append_fingerprint(out, at))
+}
+
+/// Append MESSAGE-INTEGRITY (HMAC-SHA1 keyed by `password`) to the message written in
+/// `out[..at]`, whose length field is first set to cover this attribute (RFC 5389 §15.4);
+/// returns the new end. `out` must have room for the 24 bytes.
+fn append_message_integrity(out: &mut [u8], at: usize, password: &[u8]) -> Result<usize, StunError> {
     out[2..4].copy_from_slice(&((at + 24 - 20) as u16).to_be_bytes());
     let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(password).map_err(|_| StunError::BadIntegrity)?;
     mac.update(&out[..at]);
@@ -192,13 +199,18 @@ pub fn write_binding_success(
     out[at..at + 2].copy_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
     out[at + 2..at + 4].copy_from_slice(&20u16.to_be_bytes());
     out[at + 4..at + 24].copy_from_slice(&tag);
-    at += 24;
+    Ok(at + 24)
+}
+
+/// Append FINGERPRINT (CRC-32 of the message so far, XORed, RFC 5389 §15.5) to `out[..at]`,
+/// length field included; returns the message's full length. `out` must have room for 8 bytes.
+fn append_fingerprint(out: &mut [u8], at: usize) -> usize {
     out[2..4].copy_from_slice(&((at + 8 - 20) as u16).to_be_bytes());
     let fingerprint = crc32(&[&out[..at]]) ^ FINGERPRINT_XOR;
     out[at..at + 2].copy_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
     out[at + 2..at + 4].copy_from_slice(&4u16.to_be_bytes());
     out[at + 4..at + 8].copy_from_slice(&fingerprint.to_be_bytes());
-    Ok(at + 8)
+    at + 8
 }
 
 /// Builds a Binding request as a browser would (for tests and the load generator).
@@ -221,21 +233,8 @@ pub fn write_binding_request(
     out[20..22].copy_from_slice(&ATTR_USERNAME.to_be_bytes());
     out[22..24].copy_from_slice(&(user_len as u16).to_be_bytes());
     out[24..24 + user_len].copy_from_slice(username.as_bytes());
-    let at = 24 + padded;
-    out[2..4].copy_from_slice(&((at + 24 - 20) as u16).to_be_bytes());
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(password).map_err(|_| StunError::BadIntegrity)?;
-    mac.update(&out[..at]);
-    let tag = mac.finalize().into_bytes();
-    out[at..at + 2].copy_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
-    out[at + 2..at + 4].copy_from_slice(&20u16.to_be_bytes());
-    out[at + 4..at + 24].copy_from_slice(&tag);
-    let at = at + 24;
-    out[2..4].copy_from_slice(&((at + 8 - 20) as u16).to_be_bytes());
-    let fingerprint = crc32(&[&out[..at]]) ^ FINGERPRINT_XOR;
-    out[at..at + 2].copy_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
-    out[at + 2..at + 4].copy_from_slice(&4u16.to_be_bytes());
-    out[at + 4..at + 8].copy_from_slice(&fingerprint.to_be_bytes());
-    Ok(at + 8)
+    let at = append_message_integrity(out, 24 + padded, password)?;
+    Ok(append_fingerprint(out, at))
 }
 
 #[cfg(test)]

@@ -35,13 +35,28 @@ pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Resu
     if body.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(body) }
 }
 
-/// Map a body-read failure (too large, connection error) to an API error.
+/// Map a body-read failure (too large, too slow, connection error) to an API error.
 pub fn body_read_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+    } else if timed_out(&rejection) {
+        // The server's `RequestBodyTimeoutLayer` cut the body off (`body_timeout_ms`).
+        ApiError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time")
     } else {
         ApiError::new(ErrorCode::BadRequest, format!("cannot read request body: {rejection}"))
     }
+}
+
+/// Is the body-timeout error somewhere in this rejection's chain of causes?
+fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Check the `api-version` query parameter of `query` (the raw query string, e.g. from
@@ -118,6 +133,31 @@ mod tests {
         }
         assert_eq!(parse_json_or_default::<Body>(b"").unwrap(), Body::default());
         assert_eq!(parse_json_or_default::<Body>(b"{").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+
+    /// Issue #19: a body cut off by the body timeout was answered in plain text (or as a
+    /// 400); it is `408 RequestTimeout` with the ACS error body.
+    #[tokio::test]
+    async fn a_body_that_stalls_past_the_timeout_is_408_with_the_acs_error_body() {
+        use axum::response::IntoResponse;
+        use tower::ServiceExt;
+        async fn handler(AcsJson(body): AcsJson<Body>) -> axum::response::Response {
+            axum::Json(serde_json::json!({"n": body.n})).into_response()
+        }
+        let app = axum::Router::new()
+            .route("/x", axum::routing::post(handler))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_millis(50)));
+        let stalled = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+        let req = axum::http::Request::post("/x").body(axum::body::Body::from_stream(stalled)).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 408);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "RequestTimeout", "{json}");
+        // A body in time is served.
+        let req = axum::http::Request::post("/x").body(axum::body::Body::from("{\"n\":7}")).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) enum ActorMsg {
         request: JoinRequest,
         conn_id: String,
         conn: ConnTx,
+        /// The handle of the actor that took the join: a join that raced a conversation's end
+        /// is passed on to a fresh conversation, and the socket must follow it there.
+        accepted_by: oneshot::Sender<ConversationHandle>,
     },
     Resume {
         participant_id: String,
@@ -48,6 +51,12 @@ pub(crate) enum ActorMsg {
     },
     Status {
         reply: oneshot::Sender<LiveStatus>,
+    },
+    /// A participant's session start is durable in billing (`durable`), or the wait for it
+    /// ended without (timed out, billing gone): release the frames held for them.
+    SessionDurable {
+        participant_id: String,
+        durable: bool,
     },
     /// A frame for one participant from outside the conversation (e.g. a server ICE candidate).
     ToParticipant {
@@ -104,6 +113,7 @@ pub(crate) fn spawn(
         policy_changed: false,
         staged: Vec::new(),
         flush_at: None,
+        held: HashMap::new(),
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -128,10 +138,20 @@ struct Actor {
     staged: Vec<(Option<String>, Vec<String>, Arc<str>)>,
     /// When the open coalescing window ends.
     flush_at: Option<tokio::time::Instant>,
+    /// Frames to a participant whose session start is not durable in billing yet (their
+    /// `joined` first): sent when it is ([`ActorMsg::SessionDurable`]), so a crash right
+    /// after a client reads `joined` cannot lose its billing record. Other participants'
+    /// frames and the media path never wait for it.
+    held: HashMap<String, Vec<Arc<str>>>,
 }
 
-/// A roster delta that only states a participant's latest state (hand raised, muted, active
-/// speakers) opens a window this long; frames of the window are sent together at its end, and
+/// How long a join waits for billing to make its session start durable before `joined` is
+/// sent anyway (with an error in the log): a ledger that cannot write (full disk) must not
+/// stop people from joining; the start stays queued in the recorder and is retried.
+pub const DURABLE_JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A roster delta that only states a participant's latest state (hand raised, muted, screen
+/// sharing, active speakers) opens a window this long; frames of the window are sent together at its end, and
 /// a later delta of the same kind for the same participant replaces an earlier one, so a burst
 /// of toggles reaches each socket as its latest state (issue #19: 10 members toggling a raised
 /// hand produced ~577,000 outbound frames in 13 s).
@@ -143,6 +163,7 @@ fn coalesce_key(message: &ServerMessage) -> Option<String> {
     match delta {
         RosterChange::HandRaised { participant_id, .. } => Some(format!("hand:{participant_id}")),
         RosterChange::Muted { participant_id, .. } => Some(format!("muted:{participant_id}")),
+        RosterChange::ScreenShare { participant_id, .. } => Some(format!("screen:{participant_id}")),
         RosterChange::ActiveSpeakers { .. } => Some("speakers".to_string()),
         _ => None,
     }
@@ -185,10 +206,11 @@ impl Actor {
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                ActorMsg::Join { key, setup, request, conn_id, conn } => {
+                ActorMsg::Join { key, setup, request, conn_id, conn, accepted_by } => {
                     let gateway = self.gateway.clone();
                     tokio::spawn(async move {
-                        gateway.join(key, setup, request, conn_id, conn).await;
+                        let handle = gateway.join(key, setup, request, conn_id, conn).await;
+                        let _ = accepted_by.send(handle);
                     });
                 }
                 ActorMsg::Resume { reply, .. } => {
@@ -200,6 +222,7 @@ impl Actor {
                 ActorMsg::ConnectionLost { .. }
                 | ActorMsg::Input(_)
                 | ActorMsg::Status { .. }
+                | ActorMsg::SessionDurable { .. }
                 | ActorMsg::ToParticipant { .. } => {}
             }
         }
@@ -208,7 +231,8 @@ impl Actor {
     fn on_message(&mut self, msg: ActorMsg) -> Vec<Output> {
         let now = now_ms();
         match msg {
-            ActorMsg::Join { request, conn_id, conn, .. } => {
+            ActorMsg::Join { request, conn_id, conn, accepted_by, .. } => {
+                let _ = accepted_by.send(self.handle.clone());
                 self.conns.insert(request.participant_id.clone(), (conn_id, conn));
                 self.conversation.handle(now, Input::Join(request))
             }
@@ -219,7 +243,11 @@ impl Actor {
                 }
                 if let Some((_, old)) = self.conns.insert(participant_id.clone(), (conn_id, conn)) {
                     // The old socket (if still open) stops routing to this participant.
-                    let _ = old.try_send(Outbound::Detached { participant_id: participant_id.clone(), reason: None });
+                    let _ = old.try_send(Outbound::Detached {
+                        participant_id: participant_id.clone(),
+                        reason: None,
+                        frames: Vec::new(),
+                    });
                 }
                 let _ = reply.send(Ok(()));
                 self.conversation.handle(now, Input::Resume { participant_id })
@@ -234,6 +262,7 @@ impl Actor {
                 }
             }
             ActorMsg::Input(input) => self.conversation.handle(now, input),
+            ActorMsg::SessionDurable { participant_id, durable } => self.release_held(participant_id, durable),
             ActorMsg::Server { authority, command, reply } => {
                 match self.conversation.server_command(now, &authority, command) {
                     Ok(outputs) => {
@@ -292,7 +321,22 @@ impl Actor {
         if self.flush_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
             self.flush_staged(&mut overflowed);
         }
-        for output in outputs {
+        let mut outputs = outputs.into_iter().peekable();
+        // A frame whose recipient is detached right after it (their `session.ended`, a refused
+        // join's error) travels inside the detach notice: the socket is free of the
+        // conversation before the client reads it, so a `join` sent on reading it is not
+        // refused as "already in a conversation" (issue #19).
+        let mut last_frame: Option<(String, Arc<str>)> = None;
+        while let Some(output) = outputs.next() {
+            if let Output::Send { to, message } = &output
+                && let [recipient] = to.as_slice()
+                && matches!(outputs.peek(), Some(Output::Detach { participant_id, .. } | Output::JoinRefused { participant_id })
+                    if participant_id == recipient)
+            {
+                self.gateway.record_if_error(message);
+                last_frame = Some((recipient.clone(), message.to_json().into()));
+                continue;
+            }
             if !matches!(output, Output::Send { .. }) {
                 // Frames before a detach or a media step go first, in order.
                 self.flush_staged(&mut overflowed);
@@ -322,10 +366,16 @@ impl Actor {
                         self.deliver(&to, &text, &mut overflowed);
                     }
                 }
-                Output::SessionStarted(e) => self.gateway.observer().session_started(e),
+                Output::SessionStarted(e) => self.start_session_durably(e),
                 Output::SessionEnded(e) => self.gateway.observer().session_ended(e),
-                Output::Detach { participant_id, reason } => self.detach(participant_id, Some(reason)),
-                Output::JoinRefused { participant_id } => self.detach(participant_id, None),
+                Output::Detach { participant_id, reason } => {
+                    let last = last_frame.take().filter(|(to, _)| *to == participant_id).map(|(_, text)| text);
+                    self.detach(participant_id, Some(reason), last);
+                }
+                Output::JoinRefused { participant_id } => {
+                    let last = last_frame.take().filter(|(to, _)| *to == participant_id).map(|(_, text)| text);
+                    self.detach(participant_id, None, last);
+                }
                 Output::MediaOffer { participant_id, sdp, may_send_media, request_id } => {
                     let session = self.media_session(&participant_id, may_send_media);
                     let tx = self.conns.get(&participant_id).map(|(_, tx)| tx.clone());
@@ -388,19 +438,66 @@ impl Actor {
         self.policy_changed |= policy_changed;
         overflowed.dedup();
         for participant_id in overflowed {
-            if let Some((_, tx)) = self.conns.remove(&participant_id) {
-                tokio::spawn(async move {
-                    let _ = tx.send(Outbound::Overflowed).await;
-                });
-                let outputs = self.conversation.handle(now_ms(), Input::ConnectionLost { participant_id });
-                self.execute(outputs);
-            }
+            let outputs = self.drop_overflowed(participant_id);
+            self.execute(outputs);
         }
     }
 
-    /// Queue one frame on each recipient's socket; a socket too far behind is noted in `overflowed`.
-    fn deliver(&self, to: &[String], text: &Arc<str>, overflowed: &mut Vec<String>) {
+    /// Hand a session start to billing and hold the participant's frames (their `joined`
+    /// first) until billing says it is durable; a task waits for that, the actor does not.
+    fn start_session_durably(&mut self, event: palaver_core::SessionStarted) {
+        let participant_id = event.session_id.clone();
+        self.held.insert(participant_id.clone(), Vec::new());
+        let (durable_tx, durable_rx) = oneshot::channel();
+        let ack = palaver_core::DurableAck::new(move || {
+            let _ = durable_tx.send(());
+        });
+        self.gateway.observer().session_started_durably(event, ack);
+        let actor = self.handle.tx.clone();
+        tokio::spawn(async move {
+            let durable = matches!(tokio::time::timeout(DURABLE_JOIN_TIMEOUT, durable_rx).await, Ok(Ok(())));
+            let _ = actor.send(ActorMsg::SessionDurable { participant_id, durable }).await;
+        });
+    }
+
+    /// Send the frames held for a participant whose session start is now durable.
+    fn release_held(&mut self, participant_id: String, durable: bool) -> Vec<Output> {
+        let Some(frames) = self.held.remove(&participant_id) else { return Vec::new() };
+        if !durable {
+            tracing::error!(participant = %participant_id, conversation = %self.handle.conversation_id,
+                "billing did not confirm the session start in time; acknowledging the join anyway");
+        }
+        let Some((_, tx)) = self.conns.get(&participant_id) else { return Vec::new() };
+        if frames.into_iter().all(|text| tx.try_send(Outbound::Frame(text)).is_ok()) {
+            return Vec::new();
+        }
+        tracing::warn!(participant = %participant_id, "outbound queue full; dropping the socket");
+        self.drop_overflowed(participant_id)
+    }
+
+    /// A socket too far behind: tell it to close; the participant is `reconnecting`.
+    fn drop_overflowed(&mut self, participant_id: String) -> Vec<Output> {
+        let Some((_, tx)) = self.conns.remove(&participant_id) else { return Vec::new() };
+        self.held.remove(&participant_id);
+        tokio::spawn(async move {
+            let _ = tx.send(Outbound::Overflowed).await;
+        });
+        self.conversation.handle(now_ms(), Input::ConnectionLost { participant_id })
+    }
+
+    /// Queue one frame on each recipient's socket (or hold it while their session start is not
+    /// durable); a socket too far behind is noted in `overflowed`.
+    fn deliver(&mut self, to: &[String], text: &Arc<str>, overflowed: &mut Vec<String>) {
+        let queue_limit = self.gateway.config().outbound_queue.max(16);
         for pid in to {
+            if let Some(held) = self.held.get_mut(pid) {
+                if held.len() < queue_limit {
+                    held.push(text.clone());
+                } else {
+                    overflowed.push(pid.clone());
+                }
+                continue;
+            }
             if let Some((conn_id, tx)) = self.conns.get(pid)
                 && tx.try_send(Outbound::Frame(text.clone())).is_err()
             {
@@ -420,11 +517,20 @@ impl Actor {
         }
     }
 
-    fn detach(&mut self, participant_id: String, reason: Option<palaver_core::EndReason>) {
+    /// Detach a participant's socket; `last_frame` (their `session.ended`, a join refusal) goes
+    /// inside the notice, after any frames still held for them.
+    fn detach(
+        &mut self,
+        participant_id: String,
+        reason: Option<palaver_core::EndReason>,
+        last_frame: Option<Arc<str>>,
+    ) {
+        let mut frames = self.held.remove(&participant_id).unwrap_or_default();
+        frames.extend(last_frame);
         if let Some((_, tx)) = self.conns.remove(&participant_id) {
             // Sent after any frame already queued, and never dropped for a full queue.
             tokio::spawn(async move {
-                let _ = tx.send(Outbound::Detached { participant_id, reason }).await;
+                let _ = tx.send(Outbound::Detached { participant_id, reason, frames }).await;
             });
         }
     }

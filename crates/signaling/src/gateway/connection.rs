@@ -35,8 +35,10 @@ pub(crate) enum Outbound {
     /// A ready JSON text frame.
     Frame(Arc<str>),
     /// The participant's session ended (`reason`), its join was refused (`None`), or
-    /// another socket resumed it (`None`): stop routing to that conversation.
-    Detached { participant_id: String, reason: Option<EndReason> },
+    /// another socket resumed it (`None`): stop routing to that conversation, then write
+    /// `frames` (the `session.ended` or the refusal), so a client that answers them with a
+    /// new `join` finds the socket free.
+    Detached { participant_id: String, reason: Option<EndReason>, frames: Vec<Arc<str>> },
     /// The socket fell too far behind: close it (the participant is already `reconnecting`).
     Overflowed,
     /// The user's tokens issued before this mark were revoked (or the identity deleted): end
@@ -214,16 +216,20 @@ where
             },
             out = rx.recv() => match out {
                 Some(Outbound::Frame(text)) => replies.push(text.to_string()),
-                Some(Outbound::Detached { participant_id, reason }) => {
+                Some(Outbound::Detached { participant_id, reason, frames }) => {
                     if conn.attached.as_ref().is_some_and(|a| a.participant_id == participant_id) {
                         conn.attached = None;
                     }
-                    if reason == Some(EndReason::TokenExpired) {
-                        let _ = sink.send(Message::Close(None)).await;
-                        break;
-                    }
-                    if reason == Some(EndReason::TokenRevoked) {
-                        closed_by_server = Some(ConnectionClose::AccessRevoked);
+                    replies.extend(frames.iter().map(|text| text.to_string()));
+                    if matches!(reason, Some(EndReason::TokenExpired | EndReason::TokenRevoked)) {
+                        for text in replies.drain(..) {
+                            let _ = sink.send(Message::Text(text.into())).await;
+                        }
+                        if reason == Some(EndReason::TokenExpired) {
+                            let _ = sink.send(Message::Close(None)).await;
+                        } else {
+                            closed_by_server = Some(ConnectionClose::AccessRevoked);
+                        }
                         break;
                     }
                 }

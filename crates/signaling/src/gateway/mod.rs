@@ -251,11 +251,14 @@ impl Gateway {
         conn_id: String,
         conn: ConnTx,
     ) -> ConversationHandle {
-        let mut msg = ActorMsg::Join { key: key.clone(), setup: setup.clone(), request, conn_id, conn };
+        let (accepted_by, accepted) = oneshot::channel();
+        let mut msg = ActorMsg::Join { key: key.clone(), setup: setup.clone(), request, conn_id, conn, accepted_by };
         loop {
             let handle = self.handle_for(&key, &setup);
             match handle.tx.send(msg).await {
-                Ok(()) => return handle,
+                // The actor that took it, which is another one when this one was ending (its
+                // leftover joins go to a fresh conversation): the socket routes there.
+                Ok(()) => return accepted.await.unwrap_or(handle),
                 // The actor ended between lookup and send: it is gone from the registry, retry.
                 Err(mpsc::error::SendError(back)) => {
                     self.forget(&key, &handle);
@@ -473,5 +476,7 @@ impl LiveMeetings for Gateway {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_joins;
 #[cfg(test)]
 mod tests_resilience;

@@ -8,7 +8,7 @@ use crate::store::Store;
 use axum::body::Body;
 use futures_util::{SinkExt, StreamExt};
 use palaver_core::time::now_ms;
-use palaver_core::{ErrorCode, Scope, ScopeSet, SessionEnded, SessionObserver, SessionStarted};
+use palaver_core::{DurableAck, ErrorCode, Scope, ScopeSet, SessionEnded, SessionObserver, SessionStarted};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,11 +20,34 @@ use tower::ServiceExt;
 pub(super) struct RecordingObserver {
     pub(super) started: Mutex<Vec<SessionStarted>>,
     pub(super) ended: Mutex<Vec<SessionEnded>>,
+    /// While `Some`, session starts are not acknowledged as durable: their acknowledgments
+    /// wait here (a billing ledger that has not synced yet).
+    pub(super) unsynced: Mutex<Option<Vec<DurableAck>>>,
+}
+
+impl RecordingObserver {
+    /// Hold the durability acknowledgments of session starts from now on.
+    pub(super) fn hold_durability(&self) {
+        *self.unsynced.lock().unwrap() = Some(Vec::new());
+    }
+    /// Acknowledge every held session start, and those to come at once.
+    pub(super) fn sync(&self) {
+        for ack in self.unsynced.lock().unwrap().take().unwrap_or_default() {
+            ack.acknowledge();
+        }
+    }
 }
 
 impl SessionObserver for RecordingObserver {
     fn session_started(&self, e: SessionStarted) {
         self.started.lock().unwrap().push(e);
+    }
+    fn session_started_durably(&self, e: SessionStarted, durable: DurableAck) {
+        self.session_started(e);
+        match self.unsynced.lock().unwrap().as_mut() {
+            Some(held) => held.push(durable),
+            None => durable.acknowledge(),
+        }
     }
     fn session_ended(&self, e: SessionEnded) {
         self.ended.lock().unwrap().push(e);

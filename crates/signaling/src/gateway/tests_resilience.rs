@@ -294,6 +294,37 @@ async fn a_burst_of_hand_toggles_reaches_the_others_coalesced() {
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
 }
 
+/// Issue #19 (known gap): screen-share deltas were sent one per toggle while hand and mute
+/// deltas were coalesced; a burst of start/stop reaches the others as a few deltas ending in
+/// the latest state.
+#[tokio::test]
+async fn a_burst_of_screen_share_toggles_reaches_the_others_coalesced() {
+    let s = Server::start().await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let join = json!({"type":"join","target":{"kind":"groupCall","groupId":group}});
+    let mut sharer = s.connect(&s.token("8:orgid:s1", Some("Sam"), &[Scope::Voip])).await;
+    let mut watcher = s.connect(&s.token("8:orgid:w2", Some("Wyn"), &[Scope::Voip])).await;
+    sharer.send(join.clone()).await;
+    let sharer_id = sharer.recv_type("joined").await["snapshot"]["participantId"].as_str().unwrap().to_string();
+    watcher.send(join).await;
+    watcher.recv_type("joined").await;
+    let toggles = 31;
+    for i in 0..toggles {
+        let ty = if i % 2 == 0 { "screenShare.start" } else { "screenShare.stop" };
+        sharer.send(json!({"type":ty,"requestId":format!("s{i}")})).await;
+    }
+    let (frames, _) = drain(&mut sharer, 500).await;
+    assert_eq!(count(&frames, "ack", None), toggles, "{frames:?}");
+    let (frames, _) = drain(&mut watcher, 500).await;
+    let shares: Vec<&serde_json::Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "roster.delta" && f["delta"]["change"] == "screenShare")
+        .filter(|f| f["delta"]["participantId"] == sharer_id.as_str())
+        .collect();
+    assert!(!shares.is_empty() && shares.len() <= 5, "{} screenShare deltas for {toggles} toggles", shares.len());
+    assert_eq!(shares.last().unwrap()["delta"]["active"], true, "the latest state arrives");
+}
+
 /// Issue #19 (low): a `media.offer` error carried no `requestId`, so a client waiting on it hung.
 #[tokio::test]
 async fn a_media_offer_error_carries_the_request_id() {

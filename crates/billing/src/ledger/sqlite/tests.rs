@@ -5,7 +5,7 @@ use super::*;
 use crate::meter::Meter;
 use crate::pricing::Price;
 use crate::webhook::events::{CALL_ENDED, CALL_STARTED, PARTICIPANT_ADDED, PARTICIPANT_REMOVED};
-use palaver_core::{CallType, EndpointType, SessionEnded};
+use palaver_core::{CallType, SessionEnded};
 use std::path::PathBuf;
 
 const MIN: i64 = 60_000;
@@ -21,18 +21,7 @@ fn options() -> LedgerOptions {
     LedgerOptions { webhook_endpoints: vec!["http://127.0.0.1:1/hook".into()], ..LedgerOptions::default() }
 }
 
-fn started(session: &str, conv: &str, raw: &str, t: ParticipantType, at_ms: i64) -> SessionStarted {
-    SessionStarted {
-        session_id: session.into(),
-        conversation_id: conv.into(),
-        call_type: CallType::Group,
-        participant_raw_id: raw.into(),
-        participant_type: t,
-        endpoint_type: EndpointType::Voip,
-        thread_id: None,
-        at_ms,
-    }
-}
+use crate::testing::session_started as started;
 
 fn ended(session: &str, conv: &str, at_ms: i64) -> SessionEnded {
     SessionEnded { session_id: session.into(), conversation_id: conv.into(), reason: EndReason::Left, at_ms }
