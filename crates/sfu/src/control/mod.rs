@@ -19,6 +19,7 @@ pub mod attach;
 mod conference;
 pub mod layers;
 pub mod offer;
+pub mod sip;
 mod slots;
 
 use std::collections::HashMap;
@@ -52,6 +53,9 @@ pub enum TransportKind {
     /// SRTP over the worker's UDP socket to a known address with signalled keys (SDES), as a
     /// SIP trunk leg would use. The server ICE credentials are random and unused by the peer.
     Srtp { remote: SocketAddr, keys: SrtpKeys },
+    /// Plain RTP/AVP over the worker's UDP socket to a known address, no crypto: a SIP trunk
+    /// leg without SRTP (trunks on a private interconnect commonly run so). See [`sip`].
+    Rtp { remote: SocketAddr },
 }
 
 /// A stream the server sends to a participant: the first audio slot carries its mix, video
@@ -236,6 +240,38 @@ impl Conferences {
         Ok((joined, attached, output))
     }
 
+    /// A SIP trunk leg: joins the participant with the media agreed from the trunk's SDP
+    /// (`peer`, an offer or an answer; codec by `preference`) and returns what was agreed
+    /// and the worker address the peer must send to (for the server's SDP).
+    pub fn join_sip(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        peer: &str,
+        preference: &[crate::mixer::AudioCodec],
+    ) -> Result<(sip::TrunkMedia, SocketAddr, Output), ControlError> {
+        let description = crate::webrtc::sdp::Description::parse(peer)?;
+        let media = sip::negotiate(&description, preference).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
+        let may_send = media.direction != "inactive";
+        let attach = sip::sip_attach(&media, may_send, &mut self.rng);
+        let (joined, output) = self.join(conversation, participant, attach);
+        Ok((media, self.config.candidates[joined.worker], output))
+    }
+
+    /// The worker address a new conference would get next (for the server's SDP offer to a
+    /// trunk before its answer is known): the one hosting `conversation`, or the least loaded.
+    pub fn candidate_for(&self, conversation: &str) -> SocketAddr {
+        if let Some(c) = self.conferences.get(conversation) {
+            return self.config.candidates[c.worker];
+        }
+        let mut load = vec![0usize; self.config.candidates.len()];
+        for c in self.conferences.values() {
+            load[c.worker] += 1;
+        }
+        let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        self.config.candidates[worker]
+    }
+
     /// The one join path: ends the participant's earlier session, creates the conference (and
     /// its router) on first use, adds the transport, its producers and its mix, seats it, and
     /// replans everyone's slots.
@@ -258,6 +294,7 @@ impl Conferences {
                     TransportSpec { id: transport, router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
                 Command::AddTransport(Box::new(spec))
             }
+            TransportKind::Rtp { remote } => Command::AddRtpTransport { id: transport, router, remote },
         };
         out.commands.push((worker, command));
         let mut producers = Vec::with_capacity(publish.len());

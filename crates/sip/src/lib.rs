@@ -1,0 +1,1 @@
+//! palaver-sip: the SIP trunk gateway (direct routing).
