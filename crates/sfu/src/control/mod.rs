@@ -241,21 +241,28 @@ impl Conferences {
     }
 
     /// A SIP trunk leg: joins the participant with the media agreed from the trunk's SDP
-    /// (`peer`, an offer or an answer; codec by `preference`) and returns what was agreed
-    /// and the worker address the peer must send to (for the server's SDP).
+    /// offer `peer` (codec by `preference`) and returns what was agreed and the server's SDP
+    /// answer (the hosting worker's socket, the agreed codec, telephone-events if offered).
     pub fn join_sip(
         &mut self,
         conversation: &str,
         participant: &str,
         peer: &str,
         preference: &[crate::mixer::AudioCodec],
-    ) -> Result<(sip::TrunkMedia, SocketAddr, Output), ControlError> {
+    ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
         let description = crate::webrtc::sdp::Description::parse(peer)?;
         let media = sip::negotiate(&description, preference).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
         let may_send = media.direction != "inactive";
         let attach = sip::sip_attach(&media, may_send, &mut self.rng);
         let (joined, output) = self.join(conversation, participant, attach);
-        Ok((media, self.config.candidates[joined.worker], output))
+        let answer = sip::write_sdp(&sip::LocalSdp {
+            address: self.config.candidates[joined.worker],
+            session_id: u64::from(joined.transport.0),
+            codecs: &[(media.payload_type, media.codec)],
+            telephone_event: media.telephone_event,
+            direction: sip::answer_direction(&media.direction),
+        });
+        Ok((media, answer, output))
     }
 
     /// The worker address a new conference would get next (for the server's SDP offer to a
