@@ -5,10 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[sip]`: where the gateway listens and which trunks it talks to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
     /// UDP and TCP on this address.
@@ -33,7 +33,7 @@ fn default_options_interval() -> u64 {
 }
 
 /// How a trunk's media is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SrtpPolicy {
     /// Offer and accept SDES-SRTP, fall back to RTP/AVP.
@@ -46,7 +46,7 @@ pub enum SrtpPolicy {
 }
 
 /// `[[sip.trunks]]`: one carrier or session border controller.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     pub name: String,
@@ -84,7 +84,7 @@ fn default_codecs() -> Vec<String> {
 }
 
 /// `[[phone_numbers]]`: a number the server owns and where its calls go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneNumberConfig {
     /// E.164 with the leading `+`.
