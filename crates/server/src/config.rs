@@ -227,7 +227,8 @@ impl ServerConfig {
     /// Check cross-field rules after all overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.media.mixer.validate()?;
-        palaver_sip::validate(self.sip.as_ref(), &self.phone_numbers).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        palaver_sip::validate(self.sip.as_ref(), &self.phone_numbers)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.signaling_config().directory.check_dev_sign_in().map_err(ConfigError::Invalid)?;
         if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err(ConfigError::Invalid("tls.mode = \"files\" needs tls.cert and tls.key".into()));

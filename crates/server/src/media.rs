@@ -14,10 +14,10 @@ use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_sfu::mixer::AudioCodec;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
 use tokio::sync::mpsc;
 
@@ -182,8 +182,7 @@ impl MediaPlane for MediaController {
             .collect();
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
-            let (media, sdp, out) =
-                c.join_sip(conversation, participant, &peer_sdp, &preference).map_err(rejected)?;
+            let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &preference).map_err(rejected)?;
             let codec = match media.codec {
                 AudioCodec::Pcmu => "PCMU",
                 AudioCodec::Pcma => "PCMA",

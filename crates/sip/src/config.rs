@@ -113,7 +113,9 @@ pub enum SipConfigError {
     BadNumber(String),
     #[error("phone number `{0}` is configured twice")]
     DuplicateNumber(String),
-    #[error("route `{0}`: expected `call-automation`, `user:8:orgid:<oid>`, `queue:28:orgid:<appId>` or `meeting:<id>`")]
+    #[error(
+        "route `{0}`: expected `call-automation`, `user:8:orgid:<oid>`, `queue:28:orgid:<appId>` or `meeting:<id>`"
+    )]
     BadRoute(String),
     #[error("trunk `{0}`: {1}")]
     Trunk(String, &'static str),
@@ -158,7 +160,10 @@ pub fn normalize_number(user: &str) -> Option<String> {
 }
 
 /// Checks the whole configuration and resolves the routes.
-pub fn validate(sip: Option<&SipConfig>, numbers: &[PhoneNumberConfig]) -> Result<Vec<(String, Route)>, SipConfigError> {
+pub fn validate(
+    sip: Option<&SipConfig>,
+    numbers: &[PhoneNumberConfig],
+) -> Result<Vec<(String, Route)>, SipConfigError> {
     let Some(sip) = sip else {
         return if numbers.is_empty() { Ok(Vec::new()) } else { Err(SipConfigError::NumbersWithoutSip) };
     };
@@ -257,8 +262,14 @@ route = "meeting:m1"
         let file: File = toml::from_str(ISSUE_SHAPE).unwrap();
         let sip = file.sip.unwrap();
         let number = |n: &str, r: &str| vec![PhoneNumberConfig { number: n.into(), route: r.into() }];
-        assert!(matches!(validate(Some(&sip), &number("14255550100", "call-automation")), Err(SipConfigError::BadNumber(_))));
-        assert!(matches!(validate(Some(&sip), &number("+14255550100", "user:8:acs:x")), Err(SipConfigError::BadRoute(_))));
+        assert!(matches!(
+            validate(Some(&sip), &number("14255550100", "call-automation")),
+            Err(SipConfigError::BadNumber(_))
+        ));
+        assert!(matches!(
+            validate(Some(&sip), &number("+14255550100", "user:8:acs:x")),
+            Err(SipConfigError::BadRoute(_))
+        ));
         assert!(matches!(validate(Some(&sip), &number("+14255550100", "queue:")), Err(SipConfigError::BadRoute(_))));
         let mut twice = number("+14255550100", "call-automation");
         twice.extend(number("+14255550100", "meeting:x"));

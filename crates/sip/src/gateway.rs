@@ -17,10 +17,10 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, Request, StatusCode};
 use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::TransportLayer;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::TransportLayer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +101,8 @@ impl SipGateway {
         transports.add_transport(tcp.into());
         let mut tls_addr = None;
         if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
-            let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| SipError::TlsFile(p.display().to_string(), e));
+            let read =
+                |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| SipError::TlsFile(p.display().to_string(), e));
             let tls = TlsConfig { cert: Some(read(cert)?), key: Some(read(key)?), ..TlsConfig::default() };
             let listener = TlsListenerConnection::new(addr, None, tls).await.map_err(transport_error)?;
             tls_addr = Some(addr);

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use palaver_core::ErrorCode;
 use palaver_sfu::control::sip::negotiate;
 use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::webrtc::sdp::Description;
 use palaver_signaling::domain::calls::{CallEndReason, CallError, CallEvent, Party};
 use palaver_signaling::gateway::PhoneNotice;
-use palaver_core::ErrorCode;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::typed::From as FromHeader;

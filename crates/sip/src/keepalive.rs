@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::sip::{Method, SipMessage, Uri};
 use rsipstack::sip::typed::{From as FromHeader, To};
+use rsipstack::sip::{Method, SipMessage, Uri};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
@@ -22,8 +22,8 @@ pub(crate) async fn ping(shared: &Shared, trunk: &TrunkConfig) -> Option<u16> {
     let target = Uri::try_from(format!("sip:{}", trunk.address).as_str()).ok()?;
     let local = Uri::try_from(format!("sip:palaver@{}", shared.local).as_str()).ok()?;
     let via = shared.endpoint.get_via(None, None).ok()?;
-    let from = FromHeader { display_name: None, uri: local, params: vec![] }
-        .with_tag(rsipstack::transaction::make_tag());
+    let from =
+        FromHeader { display_name: None, uri: local, params: vec![] }.with_tag(rsipstack::transaction::make_tag());
     let to = To { display_name: None, uri: target.clone(), params: vec![] };
     let request = shared.endpoint.make_request(Method::Options, target, via, from, to, 1, None);
     let key = TransactionKey::from_request(&request, TransactionRole::Client).ok()?;
@@ -53,7 +53,11 @@ pub(crate) async fn run(shared: Arc<Shared>, every: Duration, cancel: Cancellati
         }
         for (i, trunk) in shared.trunks.all().iter().enumerate() {
             let answered = ping(&shared, trunk).await.is_some();
-            SipCounters::inc(if answered { &shared.counters.keepalives_ok } else { &shared.counters.keepalives_failed });
+            SipCounters::inc(if answered {
+                &shared.counters.keepalives_ok
+            } else {
+                &shared.counters.keepalives_failed
+            });
             if answered != up[i] {
                 up[i] = answered;
                 if answered {

@@ -188,18 +188,27 @@ mod tests {
                 "Digest username=\"palaver\", realm=\"palaver\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5"
             )
         };
-        assert!(matches!(trunks.authenticate(&t, &invite(Some(&answer("wrong", &nonce))), now), Authentication::Challenge(_)));
+        assert!(matches!(
+            trunks.authenticate(&t, &invite(Some(&answer("wrong", &nonce))), now),
+            Authentication::Challenge(_)
+        ));
         // The wrong try used the nonce up: a new challenge is needed.
         let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
         let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
         assert_eq!(trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), now), Authentication::Accepted);
         assert!(
-            matches!(trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), now), Authentication::Challenge(_)),
+            matches!(
+                trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), now),
+                Authentication::Challenge(_)
+            ),
             "a nonce is single use"
         );
         let late = now + NONCE_LIFETIME + Duration::from_secs(1);
         let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
         let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-        assert!(matches!(trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), late), Authentication::Challenge(_)));
+        assert!(matches!(
+            trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), late),
+            Authentication::Challenge(_)
+        ));
     }
 }

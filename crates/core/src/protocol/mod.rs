@@ -711,7 +711,10 @@ mod tests {
             json!({"type":"media.attached","requestId":"r1","tracks":[{"kind":"audio","ssrc":9,"payloadType":111}]})
         );
         let listener = ClientFrame::parse(r#"{"type":"media.attach"}"#).unwrap();
-        assert_eq!(listener.message, ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive::default(), call_id: None });
+        assert_eq!(
+            listener.message,
+            ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive::default(), call_id: None }
+        );
         let bad =
             ClientFrame::parse(r#"{"type":"media.attach","tracks":[{"kind":"audio","ssrc":-1,"payloadType":1}]}"#);
         assert_eq!(bad.unwrap_err().code(), crate::ErrorCode::InvalidParameter);

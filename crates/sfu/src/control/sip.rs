@@ -74,7 +74,8 @@ fn formats(media: &OfferedMedia) -> impl Iterator<Item = u8> + '_ {
 /// Picks the trunk leg's media from the peer's SDP: the first audio m-section with a port,
 /// the first codec of `preference` that the peer lists, and its telephone-event type.
 pub fn negotiate(sdp: &Description, preference: &[AudioCodec]) -> Result<TrunkMedia, TrunkSdpError> {
-    let media = sdp.media.iter().find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0).ok_or(TrunkSdpError::NoAudio)?;
+    let media =
+        sdp.media.iter().find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0).ok_or(TrunkSdpError::NoAudio)?;
     if !media.protocol.eq_ignore_ascii_case("RTP/AVP") && !media.protocol.eq_ignore_ascii_case("RTP/AVPF") {
         return Err(TrunkSdpError::Protocol(media.protocol.clone()));
     }
@@ -115,14 +116,7 @@ pub fn sip_attach(media: &TrunkMedia, may_send: bool, rng: &mut impl Rng) -> Att
         kind: MediaKind::Audio,
         mid: None,
         codecs: vec![(media.payload_type, router_codec(media.codec))],
-        layers: vec![LayerSpec {
-            rid: None,
-            ssrc: None,
-            rtx_ssrc: None,
-            width: 0,
-            height: 0,
-            max_bitrate_bps: 0,
-        }],
+        layers: vec![LayerSpec { rid: None, ssrc: None, rtx_ssrc: None, width: 0, height: 0, max_bitrate_bps: 0 }],
         extensions: ExtensionMap::default(),
     };
     let slot = ReceiveSlot {

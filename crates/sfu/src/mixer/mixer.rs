@@ -553,9 +553,13 @@ impl Mixer {
                 && let Some(p) = participant.as_deref_mut()
             {
                 match p.playout {
-                    Playout::Packet { slot } => {
-                        g711::decode_upsample(law, p.jitter.payload(slot), &mut p.upsample_prev, &mut codec.pcm, channels)
-                    }
+                    Playout::Packet { slot } => g711::decode_upsample(
+                        law,
+                        p.jitter.payload(slot),
+                        &mut p.upsample_prev,
+                        &mut codec.pcm,
+                        channels,
+                    ),
                     // Concealment: the last frame again at half the level (it decays to
                     // silence over a burst of losses).
                     Playout::Lost { .. } => {

@@ -108,7 +108,13 @@ impl Gateway {
     }
 
     /// Joins the phone leg's plain RTP to the call's conference with the trunk's SDP.
-    pub fn phone_attach(&self, call_id: &str, phone: &str, peer_sdp: String, codecs: Vec<String>) -> MediaFuture<TrunkAnswer> {
+    pub fn phone_attach(
+        &self,
+        call_id: &str,
+        phone: &str,
+        peer_sdp: String,
+        codecs: Vec<String>,
+    ) -> MediaFuture<TrunkAnswer> {
         self.media().attach_trunk(Self::phone_media_session(call_id, phone), peer_sdp, codecs)
     }
 

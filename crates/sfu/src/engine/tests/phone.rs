@@ -9,8 +9,8 @@ use std::time::Duration;
 use opus::{Channels, Decoder};
 
 use crate::engine::*;
-use crate::mixer::g711::{G711_FRAME_BYTES, Law};
 use crate::mixer::MixerConfig;
+use crate::mixer::g711::{G711_FRAME_BYTES, Law};
 use crate::mixer::tests::{AMPLITUDE, ToneSender, reference_tone_db, tone_db};
 use crate::net::DirectLink;
 use crate::router::{LayerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
@@ -73,10 +73,18 @@ fn a_pcmu_phone_and_an_opus_participant_hear_each_other_through_the_mixer() {
         Command::CreateRouter { router: ROOM },
         Command::AddRtpTransport { id: PHONE, router: ROOM, remote: phone_addr() },
         Command::AddProducer { router: ROOM, spec: pcmu_producer() },
-        Command::SetMixOutput { router: ROOM, transport: PHONE, output: Some(MixOutputSpec { ssrc: 0x7000, payload_type: 0 }) },
+        Command::SetMixOutput {
+            router: ROOM,
+            transport: PHONE,
+            output: Some(MixOutputSpec { ssrc: 0x7000, payload_type: 0 }),
+        },
         Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
         Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
-        Command::SetMixOutput { router: ROOM, transport: QUIC, output: Some(MixOutputSpec { ssrc: 0x7001, payload_type: OPUS }) },
+        Command::SetMixOutput {
+            router: ROOM,
+            transport: QUIC,
+            output: Some(MixOutputSpec { ssrc: 0x7001, payload_type: OPUS }),
+        },
     ]);
     t.drive(Duration::from_millis(1));
     let mut phone = PhoneSender { phase: 0.0, seq: 100, timestamp: 16_000 };
