@@ -26,6 +26,8 @@ APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
 APT_NEEDS += promtool:prometheus
 # Reference web client E2E (test-browser): headless Debian Chromium driven by playwright-core.
 APT_NEEDS += chromium:chromium node:nodejs npm:npm
+# SIPp plays the carrier in the SIP trunk e2e tests (tests/tests/e2e/sip.rs, tests/sipp/).
+APT_NEEDS += sipp:sip-tester
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk

@@ -50,6 +50,8 @@ pub struct Server {
     connection_string: String,
     signer: HmacSigner,
     http: reqwest::Client,
+    /// The SIP gateway's UDP/TCP address, when `[sip]` is configured.
+    sip: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -98,7 +100,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut base_url, mut ca_file, mut connection_string) = (None, None, None);
+        let (mut base_url, mut ca_file, mut connection_string, mut sip) = (None, None, None, None);
         while base_url.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -106,6 +108,7 @@ impl Server {
                     "PALAVER_READY" => base_url = Some(v),
                     "PALAVER_CA_FILE" => ca_file = Some(PathBuf::from(v)),
                     "PALAVER_CONNECTION_STRING" => connection_string = Some(v),
+                    "PALAVER_SIP" => sip = v.parse().ok(),
                     _ => {}
                 },
                 Err(_) => {
@@ -135,7 +138,13 @@ impl Server {
             connection_string,
             signer: HmacSigner::from_access_key(&access_key),
             http,
+            sip,
         }
+    }
+
+    /// The SIP gateway's address (UDP and TCP), when the config has `[sip]`.
+    pub fn sip_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sip
     }
 
     pub fn base_url(&self) -> &str {

@@ -215,7 +215,23 @@ impl QuicClient {
         tracks: Vec<MediaTrack>,
         receive: MediaReceive,
     ) -> Result<Vec<MediaTrack>, ClientError> {
-        match self.request(ClientMessage::MediaAttach { tracks, receive }).await? {
+        match self.request(ClientMessage::MediaAttach { tracks, receive, call_id: None }).await? {
+            ServerMessage::MediaAttached { tracks, .. } => Ok(tracks),
+            other => Err(ClientError::Protocol(format!("expected media.attached, got {other:?}"))),
+        }
+    }
+
+    /// Datagram media in a call between users (`call.*`, e.g. one answered with
+    /// `call.accept`, including a phone call from a SIP trunk): `tracks` are what this client
+    /// sends; returns what the server sends (the call's audio mix).
+    pub async fn attach_call_media(
+        &self,
+        call_id: &str,
+        tracks: Vec<MediaTrack>,
+    ) -> Result<Vec<MediaTrack>, ClientError> {
+        let message =
+            ClientMessage::MediaAttach { tracks, receive: MediaReceive::default(), call_id: Some(call_id.to_owned()) };
+        match self.request(message).await? {
             ServerMessage::MediaAttached { tracks, .. } => Ok(tracks),
             other => Err(ClientError::Protocol(format!("expected media.attached, got {other:?}"))),
         }

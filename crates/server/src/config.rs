@@ -22,6 +22,10 @@ pub struct ServerConfig {
     pub events: palaver_events::EventsConfig,
     /// Development switches (`[dev]`).
     pub dev: DevSection,
+    /// The SIP trunk gateway (`[sip]`, `[[sip.trunks]]`; absent: none). See docs/sip.md.
+    pub sip: Option<palaver_sip::SipConfig>,
+    /// Phone numbers the server owns and their routes (`[[phone_numbers]]`).
+    pub phone_numbers: Vec<palaver_sip::PhoneNumberConfig>,
 }
 
 /// `[dev]`: switches for local development only.
@@ -225,6 +229,8 @@ impl ServerConfig {
     /// Check cross-field rules after all overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.media.mixer.validate()?;
+        palaver_sip::validate(self.sip.as_ref(), &self.phone_numbers)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.signaling_config().directory.check_dev_sign_in().map_err(ConfigError::Invalid)?;
         if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err(ConfigError::Invalid("tls.mode = \"files\" needs tls.cert and tls.key".into()));

@@ -14,10 +14,11 @@ use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession};
+use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
 use tokio::sync::mpsc;
 
 /// The media controller of the process: the worker pool and every conversation's media.
@@ -165,6 +166,34 @@ impl MediaPlane for MediaController {
     fn subscribe(&self, session: MediaSession, slots: Vec<SlotSubscription>) {
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         self.call_logged("subscribe", &session, |c| c.subscribe(conversation, participant, &slots));
+    }
+
+    /// A SIP trunk leg: plain RTP/AVP to the address of the trunk's SDP, the mix encoded in
+    /// the agreed codec (see `palaver_sfu::control::sip`).
+    fn attach_trunk(&self, session: MediaSession, peer_sdp: String, codecs: Vec<String>) -> MediaFuture<TrunkAnswer> {
+        let preference: Vec<AudioCodec> = codecs
+            .iter()
+            .filter_map(|c| match c.to_ascii_uppercase().as_str() {
+                "PCMU" => Some(AudioCodec::Pcmu),
+                "PCMA" => Some(AudioCodec::Pcma),
+                "OPUS" => Some(AudioCodec::Opus),
+                _ => None,
+            })
+            .collect();
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        let result = self.call(|c| {
+            let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &preference).map_err(rejected)?;
+            let codec = match media.codec {
+                AudioCodec::Pcmu => "PCMU",
+                AudioCodec::Pcma => "PCMA",
+                AudioCodec::Opus => "opus",
+            };
+            Ok((TrunkAnswer { sdp, codec: codec.to_owned() }, out))
+        });
+        if let Ok(answer) = &result {
+            tracing::info!(%conversation, %participant, codec = %answer.codec, "trunk leg attached");
+        }
+        Box::pin(async move { result })
     }
 
     /// `media.attach`: (re)creates the participant's direct transport, producers and receive

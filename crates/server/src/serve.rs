@@ -131,6 +131,18 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     if let Some(q) = &quic {
         println!("PALAVER_QUIC {}", q.local_addr);
     }
+    // The SIP trunk gateway (docs/sip.md): phone calls to owned numbers through the call machinery.
+    let sip = match &cfg.sip {
+        Some(sip) => {
+            let numbers = palaver_sip::validate(Some(sip), &cfg.phone_numbers).context("[sip] configuration")?;
+            let gateway = palaver_sip::SipGateway::start(sip.clone(), numbers, state.gateway.clone())
+                .await
+                .context("starting the SIP gateway")?;
+            println!("PALAVER_SIP {}", gateway.local_addr());
+            Some(gateway)
+        }
+        None => None,
+    };
     announce(&state, &base_url, tls.as_ref().and_then(|t| t.ca.as_deref()))?;
     if cfg.dev.sign_in {
         tracing::warn!(
@@ -163,6 +175,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     }
     if let Some(relay) = relay {
         relay.abort();
+    }
+    if let Some(sip) = sip {
+        sip.shutdown();
     }
     if let Some(media) = media {
         // Dropping the last handles of the controller and the pool stops the workers (joins

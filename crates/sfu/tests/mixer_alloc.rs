@@ -196,3 +196,113 @@ fn the_worker_mixing_path_does_not_allocate() {
     assert!(core.poll_event().is_some(), "speaker events from the mixer");
     assert_eq!(allocated, 0, "the wired mixing path allocated {allocated} times");
 }
+
+/// A phone leg's plain RTP path: 2 PCMU peers (plain RTP/AVP, SSRC learned, G.711 decoded and
+/// the mix encoded once per codec) and 3 Opus SRTP peers in one room, through silence, one and
+/// three talkers: no allocation per packet or per tick.
+#[test]
+fn the_plain_rtp_g711_path_does_not_allocate() {
+    use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
+    use palaver_sfu::router::LayerSpec;
+    use palaver_sfu::rtp::{Codec, ExtensionMap};
+
+    let voice = frames(true, 50);
+    let quiet = frames(false, 50);
+    let room = RouterId(6);
+    let counters = std::sync::Arc::new(WorkerCounters::default());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let t0 = Instant::now();
+    core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
+    let phones: Vec<(palaver_sfu::router::TransportId, std::net::SocketAddr)> = (0..2u32)
+        .map(|n| (palaver_sfu::router::TransportId(100 + n), format!("127.0.0.1:{}", 43000 + 2 * n).parse().unwrap()))
+        .collect();
+    for (i, (id, addr)) in phones.iter().enumerate() {
+        let producer = ProducerSpec {
+            id: ProducerId(100 + i as u32),
+            transport: *id,
+            kind: palaver_core::MediaKind::Audio,
+            mid: None,
+            codecs: vec![(0, Codec::Pcmu)],
+            layers: vec![LayerSpec { rid: None, ssrc: None, rtx_ssrc: None, width: 0, height: 0, max_bitrate_bps: 0 }],
+            extensions: ExtensionMap::default(),
+        };
+        let output = Some(MixOutputSpec { ssrc: 0x7000 + i as u32, payload_type: 0 });
+        for command in [
+            Command::AddRtpTransport { id: *id, router: room, remote: *addr },
+            Command::AddProducer { router: room, spec: producer },
+            Command::SetMixOutput { router: room, transport: *id, output },
+        ] {
+            core.handle_command(t0, command, &mut tx).unwrap();
+        }
+    }
+    let mut peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=3u32)
+        .map(|n| {
+            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
+        })
+        .collect();
+    for (peer, addr) in &peers {
+        let n = peer.transport.0;
+        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, support::OPUS, 0xA000 + n, 1);
+        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: support::OPUS });
+        for command in [
+            peer.add_transport(room, Some(*addr)),
+            Command::AddProducer { router: room, spec: producer },
+            Command::SetMixOutput { router: room, transport: peer.transport, output },
+        ] {
+            core.handle_command(t0, command, &mut tx).unwrap();
+        }
+    }
+    let tone: Vec<u8> = (0..G711_FRAME_BYTES)
+        .map(|n| Law::Mu.encode((8000.0 * (std::f32::consts::TAU * 1000.0 * n as f32 / 8000.0).sin()) as i16))
+        .collect();
+    let silence = [Law::Mu.silence_byte(); G711_FRAME_BYTES];
+    let mut plain = [0u8; 1500];
+    let mut wire = [0u8; 1600];
+    let mut step = |tick: u64, core: &mut Engine, tx: &mut CountingTransmit| {
+        let base = t0 + Duration::from_millis(tick * 20);
+        // The phones talk as participants 0 and 1 of the cycle, the SRTP peers as 2..5.
+        for (i, (_, addr)) in phones.iter().enumerate() {
+            let payload: &[u8] = if talking(i, tick) { &tone } else { &silence };
+            plain[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+            plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(160).to_be_bytes());
+            plain[8..12].copy_from_slice(&(0x5000 + i as u32).to_be_bytes());
+            plain[12..12 + G711_FRAME_BYTES].copy_from_slice(payload);
+            core.handle_datagram(base + Duration::from_millis(1), *addr, &mut plain[..12 + G711_FRAME_BYTES], tx);
+        }
+        for (i, (peer, addr)) in peers.iter_mut().enumerate() {
+            let on = talking(i + 2, tick);
+            let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
+            let n = peer.transport.0;
+            plain[..12].copy_from_slice(&[0x90, support::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+            plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(960).to_be_bytes());
+            plain[8..12].copy_from_slice(&(0xA000 + n).to_be_bytes());
+            let level = if on { 0x80 | 20 } else { 127 };
+            plain[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+            plain[20..20 + payload.len()].copy_from_slice(payload);
+            let len = peer.protect(&plain[..20 + payload.len()], &mut wire);
+            core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
+        }
+        for quarter in 0..4 {
+            core.handle_timeout(base + Duration::from_millis(2 + quarter * 5), tx);
+        }
+    };
+    for tick in 0..400 {
+        step(tick, &mut core, &mut tx);
+    }
+    let out_before = counters.snapshot().packets_out;
+    let ((), allocated) = support::counting_alloc::counted(|| {
+        for tick in 400..2_000 {
+            step(tick, &mut core, &mut tx);
+        }
+    });
+    let snapshot = counters.snapshot();
+    let sent = snapshot.packets_out - out_before;
+    println!("plain RTP + G.711 mixing path: {sent} packets sent in 1600 ticks, {allocated} heap allocations");
+    // Phones get a frame every tick (no DTX for G.711): at least 2 × 1600 packets.
+    assert!(sent >= 3_200, "{snapshot:?}");
+    assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
+    assert_eq!(allocated, 0, "the plain RTP / G.711 path allocated {allocated} times");
+}

@@ -13,5 +13,6 @@ mod rooms;
 mod server_cli;
 mod signaling;
 mod signaling_calls;
+mod sip;
 mod support;
 mod usage;

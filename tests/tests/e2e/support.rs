@@ -86,7 +86,7 @@ impl ToneEncoder {
 
 /// Goertzel amplitude of `frequency` in `pcm`, averaged over 100 ms blocks (10 Hz bins, so
 /// the tones fall on a bin): a sine of amplitude A reads ≈ A.
-fn tone_amplitude(pcm: &[i16], frequency: f32) -> f32 {
+pub fn tone_amplitude(pcm: &[i16], frequency: f32) -> f32 {
     let block = (SAMPLE_RATE / 10) as usize;
     let coeff = 2.0 * (2.0 * PI * frequency / SAMPLE_RATE as f32).cos();
     let blocks: Vec<f32> = pcm

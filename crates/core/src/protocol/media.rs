@@ -241,9 +241,16 @@ mod tests {
             MediaTrack::vp8_layer(MediaKind::Video, 3, "h").with_size(640, 360),
         ];
         let receive = MediaReceive { video: 2, screen: true };
-        assert_eq!(frame.message, ClientMessage::MediaAttach { tracks: expected_tracks.clone(), receive });
+        assert_eq!(
+            frame.message,
+            ClientMessage::MediaAttach { tracks: expected_tracks.clone(), receive, call_id: None }
+        );
         // An audio-only request serializes exactly as before (no `receive`, no optional members).
-        let old = ClientMessage::MediaAttach { tracks: vec![MediaTrack::opus(5)], receive: MediaReceive::default() };
+        let old = ClientMessage::MediaAttach {
+            tracks: vec![MediaTrack::opus(5)],
+            receive: MediaReceive::default(),
+            call_id: None,
+        };
         assert_eq!(
             serde_json::to_value(&old).unwrap(),
             json!({"type":"media.attach","tracks":[{"kind":"audio","ssrc":5,"payloadType":111}]})
@@ -251,7 +258,11 @@ mod tests {
         let partial = ClientFrame::parse(r#"{"type":"media.attach","receive":{"screen":true}}"#).unwrap();
         assert_eq!(
             partial.message,
-            ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive { video: 0, screen: true } }
+            ClientMessage::MediaAttach {
+                tracks: vec![],
+                receive: MediaReceive { video: 0, screen: true },
+                call_id: None
+            }
         );
         let too_many = ClientFrame::parse(r#"{"type":"media.attach","receive":{"video":300}}"#);
         assert_eq!(too_many.unwrap_err().code(), crate::ErrorCode::InvalidParameter);

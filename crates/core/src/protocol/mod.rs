@@ -333,6 +333,9 @@ pub enum ClientMessage {
         tracks: Vec<MediaTrack>,
         #[serde(default, skip_serializing_if = "MediaReceive::is_audio_only")]
         receive: MediaReceive,
+        /// Set for a call between users (`call.*`); absent for the joined conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
     },
     /// Size or pause this participant's video receive slots (see `media.slots`); acked.
     #[serde(rename = "media.subscribe")]
@@ -708,7 +711,10 @@ mod tests {
             json!({"type":"media.attached","requestId":"r1","tracks":[{"kind":"audio","ssrc":9,"payloadType":111}]})
         );
         let listener = ClientFrame::parse(r#"{"type":"media.attach"}"#).unwrap();
-        assert_eq!(listener.message, ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive::default() });
+        assert_eq!(
+            listener.message,
+            ClientMessage::MediaAttach { tracks: vec![], receive: MediaReceive::default(), call_id: None }
+        );
         let bad =
             ClientFrame::parse(r#"{"type":"media.attach","tracks":[{"kind":"audio","ssrc":-1,"payloadType":1}]}"#);
         assert_eq!(bad.unwrap_err().code(), crate::ErrorCode::InvalidParameter);

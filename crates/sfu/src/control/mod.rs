@@ -20,6 +20,7 @@ mod conference;
 pub mod layers;
 pub mod leg;
 pub mod offer;
+pub mod sip;
 mod slots;
 
 use std::collections::HashMap;
@@ -53,6 +54,9 @@ pub enum TransportKind {
     /// SRTP over the worker's UDP socket to a known address with signalled keys (SDES), as a
     /// SIP trunk leg would use. The server ICE credentials are random and unused by the peer.
     Srtp { remote: SocketAddr, keys: SrtpKeys },
+    /// Plain RTP/AVP over the worker's UDP socket to a known address, no crypto: a SIP trunk
+    /// leg without SRTP (trunks on a private interconnect commonly run so). See [`sip`].
+    Rtp { remote: SocketAddr },
 }
 
 /// A stream the server sends to a participant: the first audio slot carries its mix, video
@@ -262,6 +266,45 @@ impl Conferences {
         Ok((joined, attached, output))
     }
 
+    /// A SIP trunk leg: joins the participant with the media agreed from the trunk's SDP
+    /// offer `peer` (codec by `preference`) and returns what was agreed and the server's SDP
+    /// answer (the hosting worker's socket, the agreed codec, telephone-events if offered).
+    pub fn join_sip(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        peer: &str,
+        preference: &[crate::mixer::AudioCodec],
+    ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
+        let description = crate::webrtc::sdp::Description::parse(peer)?;
+        let media = sip::negotiate(&description, preference).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
+        let may_send = media.direction != "inactive";
+        let attach = sip::sip_attach(&media, may_send, &mut self.rng);
+        let (joined, output) = self.join(conversation, participant, attach);
+        let answer = sip::write_sdp(&sip::LocalSdp {
+            address: self.config.candidates[joined.worker],
+            session_id: u64::from(joined.transport.0),
+            codecs: &[(media.payload_type, media.codec)],
+            telephone_event: media.telephone_event,
+            direction: sip::answer_direction(&media.direction),
+        });
+        Ok((media, answer, output))
+    }
+
+    /// The worker address a new conference would get next (for the server's SDP offer to a
+    /// trunk before its answer is known): the one hosting `conversation`, or the least loaded.
+    pub fn candidate_for(&self, conversation: &str) -> SocketAddr {
+        if let Some(c) = self.conferences.get(conversation) {
+            return self.config.candidates[c.worker];
+        }
+        let mut load = vec![0usize; self.config.candidates.len()];
+        for c in self.conferences.values() {
+            load[c.worker] += 1;
+        }
+        let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        self.config.candidates[worker]
+    }
+
     /// The one join path: ends the participant's earlier session, creates the conference (and
     /// its router) on first use, adds the transport, its producers and its mix, seats it, and
     /// replans everyone's slots.
@@ -284,6 +327,7 @@ impl Conferences {
                     TransportSpec { id: transport, router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
                 Command::AddTransport(Box::new(spec))
             }
+            TransportKind::Rtp { remote } => Command::AddRtpTransport { id: transport, router, remote },
         };
         out.commands.push((worker, command));
         let mut producers = Vec::with_capacity(publish.len());

@@ -67,6 +67,14 @@ pub enum Command {
         router: RouterId,
         link: Arc<DirectLink>,
     },
+    /// A plain RTP/AVP peer over the worker's UDP socket (a SIP trunk leg without SRTP): no
+    /// ICE, no crypto. Packets are accepted from `remote` (RTP) and the port above it (RTCP,
+    /// when the peer does not multiplex) and sent to `remote`.
+    AddRtpTransport {
+        id: TransportId,
+        router: RouterId,
+        remote: SocketAddr,
+    },
     RemoveTransport {
         transport: TransportId,
     },
@@ -135,6 +143,7 @@ impl Command {
             Command::AddTransport(_) => "add_transport",
             Command::AddWebRtcTransport(_) => "add_webrtc_transport",
             Command::AddDirectTransport { .. } => "add_direct_transport",
+            Command::AddRtpTransport { .. } => "add_rtp_transport",
             Command::RemoveTransport { .. } => "remove_transport",
             Command::SetMixOutput { .. } => "set_mix_output",
             Command::AddProducer { .. } => "add_producer",

@@ -72,6 +72,11 @@ struct UdpPath {
     dtls: Option<Box<DtlsSession>>,
     /// False until the SRTP contexts hold real keys (DTLS done): no media in or out before.
     keyed: bool,
+    /// Plain RTP/AVP (a SIP trunk leg without SRTP): packets pass without crypto and the
+    /// contexts stay unused.
+    plain: bool,
+    /// A plain peer's RTCP address when it does not multiplex (RTP port + 1).
+    rtcp_remote: Option<SocketAddr>,
 }
 
 /// One worker's state; see the module docs.
@@ -133,6 +138,7 @@ impl<T: Transmit> Sink<'_, T> {
                 };
                 let buf = self.tx.buffer();
                 let protected = fill(buf).and_then(|len| match protect {
+                    _ if udp.plain => Some(len),
                     Protect::Rtp => udp.srtp_out.protect_rtp(buf, len).ok(),
                     Protect::Rtcp => udp.srtp_out.protect_rtcp(buf, len).ok(),
                 });
@@ -321,6 +327,10 @@ impl Engine {
             return self.counters.count_drop(DropReason::Dtls);
         }
         let rtcp = is_rtcp(buf);
+        if transport.plain {
+            let router_id = *router_id;
+            return self.route(now, router_id, id, rtcp, buf, tx);
+        }
         let result = if rtcp { transport.srtp_in.unprotect_rtcp(buf) } else { transport.srtp_in.unprotect_rtp(buf) };
         let len = match result {
             Ok(len) => len,
@@ -549,6 +559,7 @@ impl Engine {
                 self.transports.insert(id, Transport { router_id, path: Path::Direct(link) });
                 Ok(())
             }
+            Command::AddRtpTransport { id, router, remote } => self.add_rtp_transport(id, router, remote),
             Command::RemoveTransport { transport } => {
                 let router_id = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.router_id;
                 if let Some(router) = self.routers.get_mut(&router_id) {
@@ -652,8 +663,49 @@ impl Engine {
             srtp_out,
             dtls: None,
             keyed: true,
+            plain: false,
+            rtcp_remote: None,
         };
         self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
+        Ok(())
+    }
+
+    fn add_rtp_transport(&mut self, id: TransportId, router: RouterId, remote: SocketAddr) -> Result<(), CommandError> {
+        if !self.routers.contains_key(&router) {
+            return Err(CommandError::UnknownRouter);
+        }
+        if self.transports.contains_key(&id) {
+            return Err(CommandError::TransportExists);
+        }
+        if self.by_addr.contains_key(&remote) {
+            return Err(CommandError::AddressInUse);
+        }
+        // The RTCP port of a non-multiplexing peer, unless another transport has it.
+        let rtcp_remote = remote
+            .port()
+            .checked_add(1)
+            .map(|port| SocketAddr::new(remote.ip(), port))
+            .filter(|addr| !self.by_addr.contains_key(addr));
+        // Unused contexts (no keys): `plain` keeps packets away from them.
+        let unkeyed = || SrtpContext::new(Profile::Aes128CmHmacSha1_80, &[0; 16], &[0; 14]);
+        let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
+        self.by_addr.insert(remote, id);
+        if let Some(rtcp) = rtcp_remote {
+            self.by_addr.insert(rtcp, id);
+        }
+        let udp = UdpPath {
+            // Never matched: STUN is not used on a plain leg (ufrags are only looked up).
+            ice_ufrag: String::new(),
+            ice_pwd: String::new(),
+            remote: Some(remote),
+            srtp_in,
+            srtp_out,
+            dtls: None,
+            keyed: true,
+            plain: true,
+            rtcp_remote,
+        };
+        self.transports.insert(id, Transport { router_id: router, path: Path::Udp(Box::new(udp)) });
         Ok(())
     }
 
@@ -677,6 +729,8 @@ impl Engine {
             srtp_out,
             dtls: Some(Box::new(dtls)),
             keyed: false,
+            plain: false,
+            rtcp_remote: None,
         };
         self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         self.handshaking.push(spec.id);
@@ -686,10 +740,14 @@ impl Engine {
     fn remove_transport(&mut self, id: TransportId) {
         self.telephone_events.remove(&id);
         if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
-            if let Some(remote) = t.remote {
-                self.by_addr.remove(&remote);
+            for addr in [t.remote, t.rtcp_remote].into_iter().flatten() {
+                if self.by_addr.get(&addr) == Some(&id) {
+                    self.by_addr.remove(&addr);
+                }
             }
-            self.by_ufrag.remove(&t.ice_ufrag);
+            if !t.plain {
+                self.by_ufrag.remove(&t.ice_ufrag);
+            }
         }
     }
 }

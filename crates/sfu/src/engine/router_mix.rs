@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::MixOutputSpec;
 use super::mix_reports::MixSendStats;
-use crate::mixer::{MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
+use crate::mixer::{AudioCodec, MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
 use crate::router::{FastMap, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
 use palaver_core::MediaKind;
@@ -27,7 +27,9 @@ struct Source {
     producer: ProducerId,
     /// The producer's SSRC when signalled; otherwise learned from its first Opus packet.
     ssrc: Option<u32>,
-    opus_pt: u8,
+    /// The payload type mixed, and its codec (Opus, or G.711 for a phone leg).
+    audio_pt: u8,
+    codec: AudioCodec,
     /// Only the audio-level id is set (0 when the sender does not use RFC 6464).
     extensions: ExtensionMap,
 }
@@ -66,12 +68,28 @@ impl std::fmt::Debug for RouterMix {
     }
 }
 
-/// The first Opus payload type of an audio producer, if it is a mixer source at all.
-fn opus_payload_type(spec: &ProducerSpec) -> Option<u8> {
+/// The first mixable payload type of an audio producer (Opus, PCMU or PCMA, in the
+/// producer's order), if it is a mixer source at all.
+fn audio_payload_type(spec: &ProducerSpec) -> Option<(u8, AudioCodec)> {
     if spec.kind != MediaKind::Audio {
         return None;
     }
-    spec.codecs.iter().find(|(_, codec)| *codec == Codec::Opus).map(|(pt, _)| *pt)
+    spec.codecs.iter().find_map(|(pt, codec)| match codec {
+        Codec::Opus => Some((*pt, AudioCodec::Opus)),
+        Codec::Pcmu => Some((*pt, AudioCodec::Pcmu)),
+        Codec::Pcma => Some((*pt, AudioCodec::Pcma)),
+        _ => None,
+    })
+}
+
+/// The codec a mix output is encoded in: the static G.711 payload types (RFC 3551: 0 PCMU,
+/// 8 PCMA) are phone legs; every dynamic type the control plane assigns is Opus.
+pub fn output_codec(output: &MixOutputSpec) -> AudioCodec {
+    match output.payload_type {
+        0 => AudioCodec::Pcmu,
+        8 => AudioCodec::Pcma,
+        _ => AudioCodec::Opus,
+    }
 }
 
 impl RouterMix {
@@ -117,11 +135,12 @@ impl RouterMix {
     /// Makes an audio producer a mixer input (other producers are ignored). A transport has
     /// one input: a second audio producer replaces the first.
     pub fn add_source(&mut self, now: Instant, spec: &ProducerSpec) -> Result<(), MixerError> {
-        let Some(opus_pt) = opus_payload_type(spec) else { return Ok(()) };
+        let Some((audio_pt, codec)) = audio_payload_type(spec) else { return Ok(()) };
         let source = Source {
             producer: spec.id,
             ssrc: spec.layers.first().and_then(|l| l.ssrc),
-            opus_pt,
+            audio_pt,
+            codec,
             extensions: ExtensionMap { audio_level: spec.extensions.audio_level, ..ExtensionMap::default() },
         };
         let member = self.member(now, spec.transport)?;
@@ -129,7 +148,15 @@ impl RouterMix {
             self.sources.remove(&old.producer);
         }
         self.sources.insert(spec.id, spec.transport);
-        Ok(())
+        self.sync_codecs(spec.transport)
+    }
+
+    /// Tells the mixer what the member sends and hears.
+    fn sync_codecs(&mut self, transport: TransportId) -> Result<(), MixerError> {
+        let Some(member) = self.members.get(&transport) else { return Ok(()) };
+        let sends = member.source.map_or(AudioCodec::Opus, |s| s.codec);
+        let hears = member.output.as_ref().map_or(AudioCodec::Opus, output_codec);
+        self.mixer.set_codecs(member.input, sends, hears)
     }
 
     pub fn remove_source(&mut self, producer: ProducerId) {
@@ -154,6 +181,7 @@ impl RouterMix {
                     member.sent = MixSendStats::default(); // a new stream starts counting afresh
                 }
                 member.output = Some(spec);
+                self.sync_codecs(transport)?;
             }
             None => {
                 if let Some(member) = self.members.get_mut(&transport) {
@@ -181,7 +209,7 @@ impl RouterMix {
         let Some(member) = self.members.get_mut(&from) else { return false };
         let Some(source) = member.source.as_mut() else { return false };
         let Ok(header) = RtpHeader::parse(packet) else { return false };
-        if header.payload_type != source.opus_pt {
+        if header.payload_type != source.audio_pt {
             return false;
         }
         match source.ssrc {

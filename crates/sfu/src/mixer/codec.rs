@@ -116,6 +116,8 @@ impl CodecSlot {
     pub fn acquire(&mut self) -> Result<(), CodecError> {
         self.decoder.reset_state()?;
         self.encoder.reset_state()?;
+        // G.711 concealment replays this frame: never a previous talker's.
+        self.pcm.fill(0);
         self.in_use = true;
         Ok(())
     }

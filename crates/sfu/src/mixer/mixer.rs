@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 use opus::Encoder;
 
 use super::codec::{CodecSlot, new_encoder, silence_packet};
+use super::g711::{self, G711_FRAME_BYTES, Law};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
 use super::limiter::{Fade, accumulate, apply_fade, limit_into};
-use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, check_twenty_ms, level_from_size};
+use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, TocError, check_twenty_ms, level_from_size};
 use super::talker::{Activity, ActivitySlot, select_talkers};
-use super::{MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn};
+use super::{
+    AudioCodec, MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn,
+};
 
 /// Per-participant counters (input side).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,6 +84,37 @@ struct Participant {
     is_member: bool,
     output: OutputStream,
     stats: ParticipantStats,
+    /// What it sends (decoded as) and what it hears (encoded as).
+    input_codec: AudioCodec,
+    output_codec: AudioCodec,
+    /// G.711 input: the last 8 kHz sample of the previous frame (upsampler history).
+    upsample_prev: i16,
+}
+
+/// Payloads of this tick shared by every listener of one codec.
+#[derive(Debug, Clone, Copy, Default)]
+struct SharedPayloads {
+    opus: Option<PayloadRef>,
+    pcmu: Option<PayloadRef>,
+    pcma: Option<PayloadRef>,
+}
+
+impl SharedPayloads {
+    fn get(&self, codec: AudioCodec) -> Option<PayloadRef> {
+        match codec {
+            AudioCodec::Opus => self.opus,
+            AudioCodec::Pcmu => self.pcmu,
+            AudioCodec::Pcma => self.pcma,
+        }
+    }
+
+    fn slot(&mut self, codec: AudioCodec) -> &mut Option<PayloadRef> {
+        match codec {
+            AudioCodec::Opus => &mut self.opus,
+            AudioCodec::Pcmu => &mut self.pcmu,
+            AudioCodec::Pcma => &mut self.pcma,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -135,6 +169,10 @@ pub struct Mixer {
     last_speaker_update: Option<i64>,
     rng: u64,
     stats: MixerStats,
+    /// Participants that send or hear G.711 (passthrough is off while there are any).
+    g711_participants: usize,
+    /// G.711 frames of silence (µ-law, A-law), sent every tick: phone legs have no DTX.
+    g711_silence: [[u8; G711_FRAME_BYTES]; 2],
 }
 
 impl std::fmt::Debug for Mixer {
@@ -181,6 +219,8 @@ impl Mixer {
             last_speaker_update: None,
             rng: seed | 1,
             stats: MixerStats::default(),
+            g711_participants: 0,
+            g711_silence: [[Law::Mu.silence_byte(); G711_FRAME_BYTES], [Law::A.silence_byte(); G711_FRAME_BYTES]],
         })
     }
 
@@ -231,6 +271,9 @@ impl Mixer {
                 silence_countdown: 0,
             },
             stats: ParticipantStats::default(),
+            input_codec: AudioCodec::Opus,
+            output_codec: AudioCodec::Opus,
+            upsample_prev: 0,
         };
         let index = match self.free_slots.pop() {
             Some(index) => {
@@ -248,9 +291,34 @@ impl Mixer {
         Ok(MixerInput { index, generation: self.slots[index as usize].generation })
     }
 
+    /// Sets the codec a participant sends in and the one it hears in (both Opus when added).
+    /// A G.711 input is decoded into the mix (8 → 48 kHz); a G.711 output receives the mix
+    /// encoded once per tick for all listeners of that codec.
+    pub fn set_codecs(&mut self, input: MixerInput, sends: AudioCodec, hears: AudioCodec) -> Result<(), MixerError> {
+        let jitter = self.config.jitter;
+        let p = self.participant_mut(input)?;
+        let was = p.input_codec != AudioCodec::Opus || p.output_codec != AudioCodec::Opus;
+        if p.input_codec != sends {
+            p.jitter = JitterBuffer::new(jitter);
+            p.upsample_prev = 0;
+        }
+        p.input_codec = sends;
+        p.output_codec = hears;
+        let is = sends != AudioCodec::Opus || hears != AudioCodec::Opus;
+        match (was, is) {
+            (false, true) => self.g711_participants += 1,
+            (true, false) => self.g711_participants -= 1,
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Removes a participant. If it was talking, its voice fades out on concealment.
     pub fn remove_participant(&mut self, input: MixerInput) -> Result<(), MixerError> {
-        self.participant(input)?;
+        let p = self.participant(input)?;
+        if p.input_codec != AudioCodec::Opus || p.output_codec != AudioCodec::Opus {
+            self.g711_participants -= 1;
+        }
         let index = input.index as usize;
         self.slots[index].participant = None;
         for member in self.members.iter_mut().filter(|m| m.participant == Some(index)) {
@@ -325,11 +393,27 @@ impl Mixer {
     pub fn push(&mut self, now: Instant, input: MixerInput, packet: &RtpAudioIn<'_>) -> Result<(), MixerError> {
         let now = self.samples_at(now);
         let participant = self.participant_mut(input)?;
-        if let Err(e) = check_twenty_ms(packet.payload) {
-            participant.stats.invalid_packets += 1;
-            return Err(e.into());
-        }
-        participant.jitter.push(now, packet.seq, packet.timestamp, packet.audio_level, packet.payload)?;
+        let (timestamp, level) = match participant.input_codec.g711() {
+            None => {
+                if let Err(e) = check_twenty_ms(packet.payload) {
+                    participant.stats.invalid_packets += 1;
+                    return Err(e.into());
+                }
+                (packet.timestamp, packet.audio_level)
+            }
+            Some(law) => {
+                if packet.payload.len() != G711_FRAME_BYTES {
+                    participant.stats.invalid_packets += 1;
+                    let samples = packet.payload.len() * g711::UPSAMPLE;
+                    return Err(TocError::UnsupportedDuration(samples).into());
+                }
+                // 8 kHz timestamps in the 48 kHz units the jitter buffer counts in (the
+                // multiplication wraps consistently: differences are kept modulo 2^32).
+                let level = packet.audio_level.or(Some((g711::frame_level(law, packet.payload), true)));
+                (packet.timestamp.wrapping_mul(g711::UPSAMPLE as u32), level)
+            }
+        };
+        participant.jitter.push(now, packet.seq, timestamp, level, packet.payload)?;
         Ok(())
     }
 
@@ -400,7 +484,9 @@ impl Mixer {
         let mut selected = self.slots.iter().enumerate().filter(|(_, s)| s.activity().is_some_and(|a| a.selected));
         match (selected.next(), selected.next()) {
             (None, _) => Mode::Silence,
-            (Some((index, _)), None) if self.config.passthrough => Mode::Passthrough(index),
+            (Some((index, _)), None) if self.config.passthrough && self.g711_participants == 0 => {
+                Mode::Passthrough(index)
+            }
             _ => Mode::Mixed,
         }
     }
@@ -461,6 +547,35 @@ impl Mixer {
             let fade = self.fade_for(member.phase);
             let codec = &mut self.codecs[member.codec];
             let participant = member.participant.and_then(|i| self.slots[i].participant.as_mut());
+            let mut participant = participant;
+            let law = participant.as_ref().and_then(|p| p.input_codec.g711());
+            if let Some(law) = law
+                && let Some(p) = participant.as_deref_mut()
+            {
+                match p.playout {
+                    Playout::Packet { slot } => g711::decode_upsample(
+                        law,
+                        p.jitter.payload(slot),
+                        &mut p.upsample_prev,
+                        &mut codec.pcm,
+                        channels,
+                    ),
+                    // Concealment: the last frame again at half the level (it decays to
+                    // silence over a burst of losses).
+                    Playout::Lost { .. } => {
+                        codec.pcm.iter_mut().for_each(|s| *s /= 2);
+                        p.stats.concealed += 1;
+                    }
+                    Playout::Silent => codec.pcm.fill(0),
+                }
+                self.stats.decodes += 1;
+                codec.contribution.fill(0);
+                accumulate(&mut codec.contribution, &codec.pcm, channels, fade);
+                for (acc, &c) in self.sum.iter_mut().zip(codec.contribution.iter()) {
+                    *acc += c;
+                }
+                continue;
+            }
             let result = match participant.as_ref().map(|p| (p.playout, &p.jitter)) {
                 None => codec.decoder.decode(&[], &mut codec.pcm, false),
                 Some((Playout::Packet { slot }, jitter)) => {
@@ -504,34 +619,56 @@ impl Mixer {
 
     fn mix_tick(&mut self, out: &mut MixOutputs) {
         self.decode_members();
-        let listeners = self.slots.iter().filter_map(|s| s.participant.as_ref()).any(|p| !p.is_member);
-        if listeners || self.recording {
-            limit_into(&mut self.out_pcm, &self.sum, None);
-            let (encoder, pcm) = (&mut self.shared_encoder, &self.out_pcm);
-            match out.encode_into(|buf| encoder.encode(pcm, buf)) {
-                Ok(shared) => {
-                    self.stats.shared_encodes += 1;
-                    for index in 0..self.slots.len() {
-                        let input = self.input_at(index);
-                        if let Some(p) = self.slots[index].participant.as_mut().filter(|p| !p.is_member) {
-                            emit(out, p, input, MixPacketKind::SharedMix, shared);
-                        }
-                    }
-                    if self.recording {
-                        out.recording = Some(shared);
-                    }
-                }
-                Err(_) => self.stats.encode_errors += 1,
+        let channels = self.config.output_channels.count();
+        let (mut opus, mut pcmu, mut pcma) = (self.recording, false, false);
+        for p in self.slots.iter().filter_map(|s| s.participant.as_ref()).filter(|p| !p.is_member) {
+            match p.output_codec {
+                AudioCodec::Opus => opus = true,
+                AudioCodec::Pcmu => pcmu = true,
+                AudioCodec::Pcma => pcma = true,
             }
         }
-        let channels = self.config.output_channels.count();
+        if opus || pcmu || pcma {
+            // One encode per codec the listeners use, shared by all of them.
+            limit_into(&mut self.out_pcm, &self.sum, None);
+            let mut shared = SharedPayloads::default();
+            if opus {
+                let (encoder, pcm) = (&mut self.shared_encoder, &self.out_pcm);
+                match out.encode_into(|buf| encoder.encode(pcm, buf)) {
+                    Ok(payload) => {
+                        self.stats.shared_encodes += 1;
+                        shared.opus = Some(payload);
+                    }
+                    Err(_) => self.stats.encode_errors += 1,
+                }
+            }
+            for (wanted, codec) in [(pcmu, AudioCodec::Pcmu), (pcma, AudioCodec::Pcma)] {
+                let (true, Some(law)) = (wanted, codec.g711()) else { continue };
+                let pcm = &self.out_pcm;
+                let payload = out.encode_into(|buf| Ok::<_, ()>(g711::downsample_encode(law, pcm, channels, buf)));
+                *shared.slot(codec) = payload.ok();
+                self.stats.shared_encodes += 1;
+            }
+            for index in 0..self.slots.len() {
+                let input = self.input_at(index);
+                if let Some(p) = self.slots[index].participant.as_mut().filter(|p| !p.is_member)
+                    && let Some(payload) = shared.get(p.output_codec)
+                {
+                    emit(out, p, input, MixPacketKind::SharedMix, payload);
+                }
+            }
+            if self.recording {
+                out.recording = shared.opus;
+            }
+        }
         let leaving = self.members.iter().filter(|m| m.phase == Phase::Leaving).count();
         let staying = self.members.len() - leaving;
         // Exactly two talkers: each one's mix-minus is the other's voice alone, so it gets
         // the other's own packets (no encode). Their encoded streams fade out on the tick
         // before such a pair forms, and fade in (from a reset encoder) when it ends.
-        let pair_now = self.config.pair_passthrough && leaving == 0 && self.members.len() == 2;
-        let pair_next = self.config.pair_passthrough && leaving > 0 && staying == 2;
+        let pair = self.config.pair_passthrough && self.g711_participants == 0;
+        let pair_now = pair && leaving == 0 && self.members.len() == 2;
+        let pair_next = pair && leaving > 0 && staying == 2;
         for m in 0..self.members.len() {
             let member = self.members[m];
             let Some(index) = member.participant else { continue };
@@ -561,8 +698,13 @@ impl Mixer {
                 apply_fade(&mut self.out_pcm, channels, fade_out);
             }
             self.members[m].raw_last_tick = false;
+            let hears = self.slots[index].participant.as_ref().map_or(AudioCodec::Opus, |p| p.output_codec);
             let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
-            match out.encode_into(|buf| encoder.encode(pcm, buf)) {
+            let encoded = match hears.g711() {
+                None => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
+                Some(law) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
+            };
+            match encoded {
                 Ok(payload) => {
                     self.stats.mix_minus_encodes += 1;
                     if let Some(p) = self.slots[index].participant.as_mut() {
@@ -634,7 +776,16 @@ impl Mixer {
                 Mode::Passthrough(talker) => talker == index,
                 Mode::Mixed => false,
             };
-            if !p.output.sent_this_tick && silence_due {
+            if !p.output.sent_this_tick
+                && let Some(law) = p.output_codec.g711()
+                && (silence_due || mode == Mode::Mixed)
+            {
+                // Phone legs get a frame every tick (G.711 has no DTX; SBCs watch for RTP).
+                let frame = &self.g711_silence[usize::from(law == Law::A)];
+                let payload = out.push_bytes(frame);
+                emit(out, p, input, MixPacketKind::Silence, payload);
+                self.stats.silence_packets += 1;
+            } else if !p.output.sent_this_tick && silence_due {
                 if p.output.silence_countdown == 0 {
                     let payload = *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence));
                     emit(out, p, input, MixPacketKind::Silence, payload);
@@ -648,7 +799,7 @@ impl Mixer {
             let output = &mut p.output;
             output.sent_last_tick = output.sent_this_tick;
             output.sent_this_tick = false;
-            output.timestamp = output.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+            output.timestamp = output.timestamp.wrapping_add(p.output_codec.frame_ticks());
         }
     }
 

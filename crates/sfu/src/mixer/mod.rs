@@ -11,9 +11,17 @@
 //! Layout: [`jitter`] (adaptive jitter buffer), [`talker`] (selection with hysteresis),
 //! [`limiter`] (32-bit accumulation, fades, soft limiter), [`codec`] (libopus set-up),
 //! [`opus_toc`] (packet inspection without decoding), [`mixer`] (the `Mixer` itself),
-//! [`ogg`] (Ogg Opus writer/reader for the recording tap).
+//! [`ogg`] (Ogg Opus writer/reader for the recording tap), [`g711`] (PCMU/PCMA phone legs:
+//! companding, 8 ↔ 48 kHz resampling, frame levels).
+//!
+//! Participants speak and hear Opus by default; [`Mixer::set_codecs`] makes one a G.711 leg.
+//! While a room has any G.711 participant, lone-talker and pair passthrough are off (a phone
+//! cannot decode Opus packets, nor a browser G.711 ones), and each tick's shared mix is
+//! encoded **once per codec** its listeners use (Opus once, PCMU once, PCMA once), never once
+//! per listener; a talker's mix-minus is encoded in its own codec.
 
 pub mod codec;
+pub mod g711;
 pub mod jitter;
 pub mod limiter;
 #[allow(clippy::module_inception)]
@@ -31,6 +39,36 @@ pub use mixer::{MixMode, Mixer, MixerStats, ParticipantStats};
 pub use ogg::{OggError, OggOpusReader, OggOpusWriter};
 pub use opus_toc::{FRAME_SAMPLES, TocError};
 pub use talker::TalkerConfig;
+
+/// The codec a participant sends or receives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AudioCodec {
+    #[default]
+    Opus,
+    /// G.711 µ-law, 8 kHz, 20 ms frames of 160 bytes.
+    Pcmu,
+    /// G.711 A-law, 8 kHz, 20 ms frames of 160 bytes.
+    Pcma,
+}
+
+impl AudioCodec {
+    /// The G.711 law of a phone codec (`None` for Opus).
+    pub fn g711(self) -> Option<g711::Law> {
+        match self {
+            AudioCodec::Opus => None,
+            AudioCodec::Pcmu => Some(g711::Law::Mu),
+            AudioCodec::Pcma => Some(g711::Law::A),
+        }
+    }
+
+    /// RTP timestamp units per 20 ms frame.
+    pub fn frame_ticks(self) -> u32 {
+        match self {
+            AudioCodec::Opus => FRAME_SAMPLES as u32,
+            AudioCodec::Pcmu | AudioCodec::Pcma => g711::G711_FRAME_BYTES as u32,
+        }
+    }
+}
 
 /// One parsed RTP audio packet handed to the mixer by the transport plane.
 #[derive(Debug, Clone, Copy)]

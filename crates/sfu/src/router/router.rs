@@ -174,7 +174,7 @@ impl Router {
         }
         if spec.layers.is_empty()
             || spec.layers.len() > 4
-            || spec.layers.iter().any(|l| l.ssrc.is_none() && l.rid.is_none())
+            || (spec.layers.iter().any(|l| l.ssrc.is_none() && l.rid.is_none()) && !unsignalled_audio(&spec))
         {
             return Err(RouterError::BadLayers);
         }
@@ -477,7 +477,7 @@ impl Router {
         };
         let route = match self.routes.get(&(from, header.ssrc)) {
             Some(r) => *r,
-            None => match self.bind_by_rid(from, packet, &header) {
+            None => match self.bind_by_rid(from, packet, &header).or_else(|| self.bind_unsignalled(from, &header)) {
                 Some(r) => r,
                 None => return out.note(RouterNote::UnknownSsrc),
             },
@@ -584,6 +584,25 @@ impl Router {
         }
     }
 
+    /// Learns the SSRC of a single-layer producer that was signalled without one (a SIP trunk's
+    /// SDP names no SSRC) from its first packet in one of the producer's payload types.
+    fn bind_unsignalled(&mut self, from: TransportId, header: &RtpHeader) -> Option<Route> {
+        let index = self.producers.iter().position(|p| {
+            p.as_ref().is_some_and(|p| {
+                p.transport == from
+                    && p.layers.len() == 1
+                    && p.layers[0].ssrc.is_none()
+                    && p.layers[0].spec.rid.is_none()
+                    && p.codecs[header.payload_type as usize].is_some()
+            })
+        })?;
+        let producer = self.producers[index].as_mut()?;
+        producer.layers[0].ssrc = Some(header.ssrc);
+        let route = Route { producer: index, layer: 0, rtx: false };
+        self.routes.insert((from, header.ssrc), route);
+        Some(route)
+    }
+
     /// Learns the SSRC of a rid-identified layer from its first packet (mid + rid extensions),
     /// and that of its RTX stream from the repaired-rid extension (one RTX SSRC per layer).
     fn bind_by_rid(&mut self, from: TransportId, packet: &[u8], header: &RtpHeader) -> Option<Route> {
@@ -662,4 +681,10 @@ impl Router {
             super::feedback::request_keyframe(layer, producer.transport, *server_ssrc, config, now, scratch, out);
         }
     }
+}
+
+/// One audio layer with neither SSRC nor rid: a SIP trunk leg, whose SDP names no SSRC; the
+/// router learns it from the first packet ([`Router::handle_rtp`]).
+fn unsignalled_audio(spec: &ProducerSpec) -> bool {
+    spec.kind == palaver_core::MediaKind::Audio && spec.layers.len() == 1
 }

@@ -6,6 +6,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     Opus,
+    /// G.711 µ-law (static payload type 0, 8 kHz).
+    Pcmu,
+    /// G.711 A-law (static payload type 8, 8 kHz).
+    Pcma,
     Vp8,
     Vp9,
     H264,
@@ -17,12 +21,17 @@ impl Codec {
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
+            Codec::Pcmu | Codec::Pcma => 8_000,
             _ => 90_000,
         }
     }
 
     pub fn is_video(self) -> bool {
-        !matches!(self, Codec::Opus)
+        !self.is_audio()
+    }
+
+    pub fn is_audio(self) -> bool {
+        matches!(self, Codec::Opus | Codec::Pcmu | Codec::Pcma)
     }
 }
 
@@ -30,7 +39,7 @@ impl Codec {
 /// Malformed payloads are simply "not a keyframe".
 pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
-        Codec::Opus => false,
+        Codec::Opus | Codec::Pcmu | Codec::Pcma => false,
         Codec::Vp8 => vp8_keyframe(payload),
         Codec::Vp9 => vp9_keyframe(payload),
         Codec::H264 => h264_keyframe(payload),

@@ -5,7 +5,7 @@
 //! SSRC the server sends on each m-section).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::rtp::{Codec, ExtensionMap};
 use palaver_core::MediaKind;
@@ -71,6 +71,10 @@ pub struct OfferedMedia {
     /// `None` for any other m-line (a data channel), which is answered inactive.
     pub kind: Option<MediaKind>,
     pub mid: String,
+    /// The m-line's port (0: the section is declined).
+    pub port: u16,
+    /// The section's `c=` address, when it has its own.
+    pub connection: Option<IpAddr>,
     pub protocol: String,
     pub formats: String,
     /// `sendrecv`, `sendonly`, `recvonly` or `inactive` (from the client's point of view).
@@ -135,6 +139,28 @@ impl OfferedMedia {
     }
 }
 
+/// Every description the parser reads, with nothing required: what a SIP trunk sends (plain
+/// RTP, no ICE, no DTLS) as much as a browser's offer ([`Offer::parse`] then insists on ICE
+/// and DTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub ice_ufrag: Option<String>,
+    pub ice_pwd: Option<String>,
+    pub fingerprint: Option<String>,
+    /// The session-level `c=` address.
+    pub connection: Option<IpAddr>,
+    pub media: Vec<OfferedMedia>,
+    /// SDES keys (`a=crypto`, RFC 4568) in order, per m-section index.
+    pub crypto: Vec<(usize, String)>,
+}
+
+/// The address of a `c=IN IP4 <addr>` / `c=IN IP6 <addr>` line.
+fn connection_address(value: &str) -> Option<IpAddr> {
+    let mut parts = value.split_whitespace();
+    let (Some("IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else { return None };
+    addr.split('/').next()?.parse().ok()
+}
+
 /// A parsed offer: session-level ICE/DTLS (m-level values win when present) and m-sections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -151,7 +177,24 @@ fn split_attr(line: &str) -> (&str, &str) {
 
 impl Offer {
     pub fn parse(sdp: &str) -> Result<Offer, SdpError> {
-        let (mut ufrag, mut pwd, mut fingerprint) = (None, None, None);
+        let Description { ice_ufrag, ice_pwd, fingerprint, media, .. } = Description::parse(sdp)?;
+        let offer = Offer {
+            ice_ufrag: ice_ufrag.ok_or(SdpError::Missing("a=ice-ufrag"))?,
+            ice_pwd: ice_pwd.ok_or(SdpError::Missing("a=ice-pwd"))?,
+            fingerprint: fingerprint.ok_or(SdpError::Missing("a=fingerprint:sha-256"))?,
+            media,
+        };
+        if !offer.media.iter().any(|m| m.kind.is_some() && !m.accepted_codecs().is_empty()) {
+            return Err(SdpError::NothingUsable);
+        }
+        Ok(offer)
+    }
+}
+
+impl Description {
+    pub fn parse(sdp: &str) -> Result<Description, SdpError> {
+        let (mut ufrag, mut pwd, mut fingerprint, mut connection) = (None, None, None, None);
+        let mut crypto = Vec::new();
         let mut media: Vec<OfferedMedia> = Vec::new();
         for raw in sdp.lines() {
             let line = raw.trim_end_matches('\r');
@@ -167,12 +210,14 @@ impl Offer {
                     Some("video") => Some(MediaKind::Video),
                     _ => None,
                 };
-                let _port = parts.next();
+                let port = parts.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
                 let protocol = parts.next().ok_or_else(|| SdpError::Malformed(line.into()))?.to_owned();
                 let formats = parts.next().unwrap_or("").to_owned();
                 media.push(OfferedMedia {
                     kind,
                     mid: String::new(),
+                    port,
+                    connection: None,
                     protocol,
                     formats,
                     direction: "sendrecv".into(),
@@ -183,6 +228,14 @@ impl Offer {
                     send_rids: Vec::new(),
                     simulcast: None,
                 });
+                continue;
+            }
+            if let Some(c) = line.strip_prefix("c=") {
+                let addr = connection_address(c);
+                match media.last_mut() {
+                    Some(m) => m.connection = addr,
+                    None => connection = addr,
+                }
                 continue;
             }
             let Some(attr) = line.strip_prefix("a=") else { continue };
@@ -250,19 +303,11 @@ impl Offer {
                     }
                 }
                 "simulcast" => m.simulcast = Some(value.to_owned()),
+                "crypto" => crypto.push((media.len() - 1, value.to_owned())),
                 _ => {}
             }
         }
-        let offer = Offer {
-            ice_ufrag: ufrag.ok_or(SdpError::Missing("a=ice-ufrag"))?,
-            ice_pwd: pwd.ok_or(SdpError::Missing("a=ice-pwd"))?,
-            fingerprint: fingerprint.ok_or(SdpError::Missing("a=fingerprint:sha-256"))?,
-            media,
-        };
-        if !offer.media.iter().any(|m| m.kind.is_some() && !m.accepted_codecs().is_empty()) {
-            return Err(SdpError::NothingUsable);
-        }
-        Ok(offer)
+        Ok(Description { ice_ufrag: ufrag, ice_pwd: pwd, fingerprint, connection, media, crypto })
     }
 }
 

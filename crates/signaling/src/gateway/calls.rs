@@ -42,6 +42,12 @@ pub(crate) struct CallMediaRequest {
 pub(crate) enum CallMedia {
     Offer(String),
     IceCandidate(IceCandidate),
+    /// QUIC: plain RTP over the connection's datagram path (`media.attach` with a `callId`).
+    Attach {
+        path: palaver_core::MediaPathId,
+        tracks: Vec<palaver_core::protocol::MediaTrack>,
+        receive: palaver_core::protocol::MediaReceive,
+    },
 }
 
 /// Billing (and media) session id of one participant in one call.
@@ -154,6 +160,21 @@ fn call_media(gateway: &Gateway, media_sessions: &mut HashSet<String>, connected
                 let _ = conn.send(Outbound::Frame(reply.to_json().into())).await;
             });
         }
+        CallMedia::Attach { path, tracks, receive } => {
+            if let Err(message) = palaver_core::protocol::group_sent_tracks(&tracks) {
+                return refuse(ErrorCode::InvalidParameter, &message);
+            }
+            media_sessions.insert(session.participant_id.clone());
+            let attached = gateway.media().attach(session, path, tracks, receive);
+            tokio::spawn(async move {
+                let reply = match attached.await {
+                    Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
+                    Err(e) => ServerMessage::error(e.code, e.message, request_id),
+                };
+                gateway.record_if_error(&reply);
+                let _ = conn.send(Outbound::Frame(reply.to_json().into())).await;
+            });
+        }
         CallMedia::IceCandidate(candidate) => {
             if !media_sessions.contains(&session.participant_id) {
                 return refuse(ErrorCode::InvalidState, "send `media.offer` for this call first");
@@ -177,6 +198,8 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
             Output::Notify { to, event } => {
                 // Call Automation: IncomingCall for ACS identities, call connections' callbacks.
                 gateway.call_automation_event(&to, &event);
+                // A phone participant has no socket: its events go to the SIP gateway.
+                gateway.notify_phone(&to, &event);
                 let text: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
                 gateway.notify_user(&to, text);
             }
@@ -184,6 +207,8 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 let native = gateway.presence_of(&participant.raw_id).iter().any(|e| e.conn_id == endpoint && e.native);
                 let directory =
                     CommunicationIdentifier::parse(&participant.raw_id).is_ok_and(|i| i.is_directory_user());
+                let endpoint_type =
+                    if super::phone::is_phone(&participant.raw_id) { EndpointType::Pstn } else { EndpointType::Voip };
                 let participant_type = match (directory, native) {
                     (true, true) => ParticipantType::Teams,
                     (true, false) => ParticipantType::AcsAsM365User,

@@ -385,7 +385,14 @@ impl Connection {
                 return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate));
             }
             M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp, request_id: rid.clone() },
-            M::MediaAttach { tracks, receive } => match self.media_path {
+            M::MediaAttach { tracks, receive, call_id: Some(call_id) } => match self.media_path {
+                Some(path) => return self.call_media(rid, call_id, CallMedia::Attach { path, tracks, receive }),
+                None => {
+                    let message = "media.attach needs a QUIC connection; WebSocket clients send media.offer";
+                    return self.error(ErrorCode::BadRequest, message, rid);
+                }
+            },
+            M::MediaAttach { tracks, receive, call_id: None } => match self.media_path {
                 Some(path) => Command::MediaAttach { path, tracks, receive, request_id: rid.clone() },
                 None => {
                     let message = "media.attach needs a QUIC connection; WebSocket clients send media.offer";

@@ -65,6 +65,22 @@ pub trait MediaPlane: Send + Sync + 'static {
         let _ = session;
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
+    /// A SIP trunk leg (plain RTP/AVP): joins the participant with the media the trunk's SDP
+    /// `peer_sdp` offers, choosing the first of `codecs` (`PCMU`, `PCMA`, `opus`) it lists;
+    /// resolves to the server's SDP answer. Replaces an earlier session of the participant.
+    fn attach_trunk(&self, session: MediaSession, peer_sdp: String, codecs: Vec<String>) -> MediaFuture<TrunkAnswer> {
+        let _ = (session, peer_sdp, codecs);
+        Box::pin(async { Err(MediaUnavailable::refusal()) })
+    }
+}
+
+/// What the media plane agreed with a SIP trunk for a phone leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkAnswer {
+    /// The server's SDP (an answer to the trunk's offer).
+    pub sdp: String,
+    /// The codec agreed (`PCMU`, `PCMA`, `opus`).
+    pub codec: String,
 }
 
 /// The negotiator used while no media plane is configured.

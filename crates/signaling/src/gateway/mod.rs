@@ -12,6 +12,7 @@ mod connection;
 pub mod legs;
 mod limits;
 pub mod media;
+pub mod phone;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
@@ -20,7 +21,8 @@ pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
 pub use limits::RateLimit;
-pub use media::{MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable};
+pub use media::{MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
+pub use phone::PhoneNotice;
 pub use routes::{authenticate, routes};
 
 use crate::domain::calls::CallsConfig;
@@ -129,6 +131,8 @@ pub struct GatewayInner {
     by_id: DashMap<String, ConversationHandle>,
     presence: DashMap<String, Vec<PresenceEntry>>,
     calls: OnceLock<mpsc::UnboundedSender<calls::CallsMsg>>,
+    /// Call events for phone participants, to the SIP gateway.
+    phone: phone::PhoneHook,
     next_generation: AtomicU64,
     /// Participants waiting in a lobby, over all conversations (actors add their deltas).
     lobby_total: AtomicI64,
@@ -169,6 +173,7 @@ impl Gateway {
             by_id: DashMap::new(),
             presence: DashMap::new(),
             calls: OnceLock::new(),
+            phone: phone::PhoneHook::default(),
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,

@@ -16,6 +16,7 @@ use crate::testing::{Peer, TestEngine};
 use crate::webrtc::stun::write_binding_request;
 
 mod mix;
+mod phone;
 mod webrtc;
 
 const ROOM: RouterId = RouterId(1);

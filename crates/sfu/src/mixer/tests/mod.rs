@@ -3,6 +3,7 @@
 
 mod drift;
 mod fec;
+mod phone;
 mod signal;
 mod transitions;
 

@@ -121,6 +121,8 @@ pub(crate) fn check_caller(raw_id: &str) -> Result<CommunicationIdentifier, Call
         )),
         CommunicationIdentifier::DirectoryUser { is_anonymous: false, .. }
         | CommunicationIdentifier::CommunicationUser { .. } => Ok(id),
+        // Only the SIP gateway places calls as a phone number (access tokens never carry one).
+        CommunicationIdentifier::PhoneNumber { .. } => Ok(id),
         _ => Err(CallError::new(ErrorCode::Forbidden, format!("`{raw_id}` may not place calls"))),
     }
 }

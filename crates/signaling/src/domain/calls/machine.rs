@@ -11,6 +11,11 @@ use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState,
 use palaver_core::{CallType, CommunicationIdentifier, EndReason, ErrorCode};
 use std::collections::HashMap;
 
+/// A phone participant (`4:+E.164`): a SIP trunk leg, never busy.
+fn is_phone(raw_id: &str) -> bool {
+    matches!(CommunicationIdentifier::parse(raw_id), Ok(CommunicationIdentifier::PhoneNumber { .. }))
+}
+
 /// A connected participant.
 #[derive(Debug, Clone)]
 struct Member {
@@ -148,7 +153,8 @@ impl CallManager {
     }
 
     fn is_engaged(&self, raw_id: &str) -> bool {
-        self.engaged.contains_key(raw_id)
+        // A phone number (a SIP trunk's caller or callee) carries any number of calls at once.
+        !is_phone(raw_id) && self.engaged.contains_key(raw_id)
     }
 
     /// The first queue member at or after `from` who is free for `call`.
@@ -225,7 +231,7 @@ impl CallManager {
         if !checked.iter().any(|(_, t)| self.reachable(t, &call)) {
             return Err(Self::busy_error(&checked[0].0));
         }
-        if !server_leg {
+        if !server_leg && !is_phone(&call.caller.raw_id) {
             self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
         }
         let by = call.caller.raw_id.clone();
@@ -356,7 +362,7 @@ impl CallManager {
             );
         }
         call.members.push(Member { party: callee.clone(), endpoint: endpoint.clone(), billed: true });
-        if !is_server_leg(&endpoint) {
+        if !is_server_leg(&endpoint) && !is_phone(&callee.raw_id) {
             self.engaged.insert(callee.raw_id.clone(), call_id.clone());
         }
         if call.members.len() > 2 && call.call_type == CallType::P2P {
@@ -818,7 +824,7 @@ impl CallManager {
         for call in self.calls.values() {
             assert!(!call.members.is_empty(), "call {} has nobody connected", call.id);
             assert!(call.members.len() >= 2 || !call.invites.is_empty(), "call {} should have ended", call.id);
-            for m in call.members.iter().filter(|m| !is_server_leg(&m.endpoint)) {
+            for m in call.members.iter().filter(|m| !is_server_leg(&m.endpoint) && !is_phone(&m.party.raw_id)) {
                 assert_eq!(self.engaged.get(&m.party.raw_id), Some(&call.id), "member {} not engaged", m.party.raw_id);
                 assert_eq!(m.billed, call.answered, "billing state of {}", m.party.raw_id);
             }

@@ -1,0 +1,198 @@
+//! A SIP trunk leg as an [`Attach`]: the trunk's SDP (offer or answer, parsed by
+//! `webrtc/sdp.rs`'s [`Description`]) names one audio m-section with plain RTP/AVP to an
+//! address and port, codecs by payload type (static 0/8 without `a=rtpmap` too) and maybe
+//! RFC 4733 `telephone-event`. [`negotiate`] picks the codec by the trunk's preference,
+//! [`sip_attach`] turns it into a plain-RTP transport (`TransportKind::Rtp`), one audio
+//! producer in that codec (it feeds the mixer) and one audio receive slot carrying the mix
+//! encoded in the same codec (shared with every other listener of that codec).
+//! [`write_sdp`] writes the server's answer or offer (one m-section, `a=rtcp` on the same
+//! port so RTCP arrives on the worker's one socket).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use rand::Rng;
+
+use super::{Attach, ReceiveSlot, TransportKind};
+use crate::mixer::AudioCodec;
+use crate::router::{LayerSpec, ProducerId, ProducerSpec, TransportId};
+use crate::rtp::{Codec, ExtensionMap};
+use crate::webrtc::sdp::{Description, OfferedMedia};
+use palaver_core::MediaKind;
+
+/// The mid of a trunk leg's one audio slot (SIP SDP has no mids; the name is the server's).
+pub const TRUNK_AUDIO_MID: &str = "audio";
+
+/// Why a trunk's SDP cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrunkSdpError {
+    #[error("no audio m-section with a port")]
+    NoAudio,
+    #[error("no connection address for the audio m-section")]
+    NoAddress,
+    #[error("no common codec (offered payload types: {0})")]
+    NoCommonCodec(String),
+    #[error("media protocol `{0}` is not accepted (RTP/AVP only)")]
+    Protocol(String),
+}
+
+/// What was agreed for one trunk leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkMedia {
+    /// Where the peer receives RTP (its SDP's `c=` and `m=` port).
+    pub remote: SocketAddr,
+    pub codec: AudioCodec,
+    pub payload_type: u8,
+    /// The peer's RFC 4733 `telephone-event/8000` payload type, if it offered one.
+    pub telephone_event: Option<u8>,
+    /// The peer's direction attribute (`sendrecv`, `sendonly` = it holds us, ...).
+    pub direction: String,
+}
+
+/// The codec of one offered payload type: its `a=rtpmap`, or the RFC 3551 static types.
+fn codec_of(media: &OfferedMedia, pt: u8) -> Option<AudioCodec> {
+    match media.codecs.iter().find(|c| c.payload_type == pt) {
+        Some(c) => match (c.name.to_ascii_lowercase().as_str(), c.clock_rate) {
+            ("pcmu", 8000) => Some(AudioCodec::Pcmu),
+            ("pcma", 8000) => Some(AudioCodec::Pcma),
+            ("opus", 48_000) => Some(AudioCodec::Opus),
+            _ => None,
+        },
+        None => match pt {
+            0 => Some(AudioCodec::Pcmu),
+            8 => Some(AudioCodec::Pcma),
+            _ => None,
+        },
+    }
+}
+
+/// The payload types of an m-line's format list.
+fn formats(media: &OfferedMedia) -> impl Iterator<Item = u8> + '_ {
+    media.formats.split_whitespace().filter_map(|f| f.parse().ok())
+}
+
+/// Picks the trunk leg's media from the peer's SDP: the first audio m-section with a port,
+/// the first codec of `preference` that the peer lists, and its telephone-event type.
+pub fn negotiate(sdp: &Description, preference: &[AudioCodec]) -> Result<TrunkMedia, TrunkSdpError> {
+    let media =
+        sdp.media.iter().find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0).ok_or(TrunkSdpError::NoAudio)?;
+    if !media.protocol.eq_ignore_ascii_case("RTP/AVP") && !media.protocol.eq_ignore_ascii_case("RTP/AVPF") {
+        return Err(TrunkSdpError::Protocol(media.protocol.clone()));
+    }
+    let address: IpAddr = media.connection.or(sdp.connection).ok_or(TrunkSdpError::NoAddress)?;
+    let (payload_type, codec) = preference
+        .iter()
+        .find_map(|wanted| formats(media).find(|&pt| codec_of(media, pt) == Some(*wanted)).map(|pt| (pt, *wanted)))
+        .ok_or_else(|| TrunkSdpError::NoCommonCodec(media.formats.clone()))?;
+    let telephone_event = media
+        .codecs
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000)
+        .map(|c| c.payload_type);
+    Ok(TrunkMedia {
+        remote: SocketAddr::new(address, media.port),
+        codec,
+        payload_type,
+        telephone_event,
+        direction: media.direction.clone(),
+    })
+}
+
+fn router_codec(codec: AudioCodec) -> Codec {
+    match codec {
+        AudioCodec::Opus => Codec::Opus,
+        AudioCodec::Pcmu => Codec::Pcmu,
+        AudioCodec::Pcma => Codec::Pcma,
+    }
+}
+
+/// The agreed trunk media as an [`Attach`]: plain RTP to the peer, one audio producer (its
+/// SSRC is learned from the first packet) and one audio slot with the mix in the same codec.
+/// A G.711 mix needs the static payload type (0 or 8) on the wire, which is what trunks use.
+pub fn sip_attach(media: &TrunkMedia, may_send: bool, rng: &mut impl Rng) -> Attach {
+    let producer = ProducerSpec {
+        id: ProducerId(0),
+        transport: TransportId(0),
+        kind: MediaKind::Audio,
+        mid: None,
+        codecs: vec![(media.payload_type, router_codec(media.codec))],
+        layers: vec![LayerSpec { rid: None, ssrc: None, rtx_ssrc: None, width: 0, height: 0, max_bitrate_bps: 0 }],
+        extensions: ExtensionMap::default(),
+    };
+    let slot = ReceiveSlot {
+        mid: TRUNK_AUDIO_MID.to_owned(),
+        kind: MediaKind::Audio,
+        ssrc: rng.gen_range(1..u32::MAX),
+        numbering: None,
+    };
+    Attach {
+        transport: TransportKind::Rtp { remote: media.remote },
+        publish: if may_send { vec![producer] } else { Vec::new() },
+        receive: vec![slot],
+        mix_payload_type: media.payload_type,
+        announce_slots: false,
+    }
+}
+
+/// The codec's `a=rtpmap` value.
+fn rtpmap(codec: AudioCodec) -> &'static str {
+    match codec {
+        AudioCodec::Pcmu => "PCMU/8000",
+        AudioCodec::Pcma => "PCMA/8000",
+        AudioCodec::Opus => "opus/48000/2",
+    }
+}
+
+/// What the server's SDP says.
+#[derive(Debug, Clone)]
+pub struct LocalSdp<'a> {
+    /// The worker's socket the peer sends RTP and RTCP to.
+    pub address: SocketAddr,
+    pub session_id: u64,
+    /// Codecs in order, with their payload types (an answer lists just the agreed one).
+    pub codecs: &'a [(u8, AudioCodec)],
+    /// Our `telephone-event/8000` payload type, when offered or agreed.
+    pub telephone_event: Option<u8>,
+    pub direction: &'a str,
+}
+
+/// Writes the server's SDP for a trunk leg (an answer or an offer).
+pub fn write_sdp(local: &LocalSdp<'_>) -> String {
+    let ip = local.address.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut sdp = String::with_capacity(320);
+    let _ = write!(
+        sdp,
+        "v=0\r\no=palaver {id} {id} IN {family} {ip}\r\ns=palaver\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP",
+        id = local.session_id,
+        port = local.address.port()
+    );
+    for (pt, _) in local.codecs {
+        let _ = write!(sdp, " {pt}");
+    }
+    if let Some(te) = local.telephone_event {
+        let _ = write!(sdp, " {te}");
+    }
+    sdp.push_str("\r\n");
+    for (pt, codec) in local.codecs {
+        let _ = write!(sdp, "a=rtpmap:{pt} {}\r\n", rtpmap(*codec));
+    }
+    if let Some(te) = local.telephone_event {
+        let _ = write!(sdp, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+    }
+    let _ = write!(sdp, "a=ptime:20\r\na=rtcp:{}\r\na={}\r\n", local.address.port(), local.direction);
+    sdp
+}
+
+/// Our direction in answer to the peer's.
+pub fn answer_direction(peer: &str) -> &'static str {
+    match peer {
+        "sendonly" => "recvonly",
+        "recvonly" => "sendonly",
+        "inactive" => "inactive",
+        _ => "sendrecv",
+    }
+}
+
+#[cfg(test)]
+mod tests;

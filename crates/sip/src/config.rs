@@ -1,0 +1,295 @@
+//! The `[sip]`, `[[sip.trunks]]` and `[[phone_numbers]]` configuration (the server's TOML,
+//! exactly the shape of issue 16), its defaults and its validation, and the routes a phone
+//! number can have.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[sip]`: where the gateway listens and which trunks it talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP on this address.
+    pub listen: SocketAddr,
+    /// SIP over TLS on this address, when set (needs `tls_cert` and `tls_key`).
+    #[serde(default)]
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain and private key for `listen_tls`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// OPTIONS keep-alives to every trunk this often (0: off).
+    #[serde(default = "default_options_interval")]
+    pub options_interval_secs: u64,
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+fn default_options_interval() -> u64 {
+    30
+}
+
+/// How a trunk's media is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Offer and accept SDES-SRTP, fall back to RTP/AVP.
+    Optional,
+    /// RTP/SAVP with SDES keys only.
+    Required,
+    /// Plain RTP/AVP (a private interconnect).
+    #[default]
+    Off,
+}
+
+/// `[[sip.trunks]]`: one carrier or session border controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Where outbound INVITEs and OPTIONS go.
+    pub address: SocketAddr,
+    /// Source addresses accepted for inbound requests (packets from anyone else are counted
+    /// and dropped before they are parsed).
+    pub allow_from: Vec<IpAddr>,
+    /// Digest credentials: inbound requests from the trunk must carry them (a 401
+    /// challenge otherwise), and outbound requests answer the trunk's challenges with them.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Digest realm of the challenges this gateway sends.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Codecs in preference order: `PCMU`, `PCMA`, `opus`.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
+    /// The number presented on outbound calls (caller-id policy): `None` presents the
+    /// caller's own number when it has one, else the first owned number.
+    #[serde(default)]
+    pub caller_id: Option<String>,
+}
+
+fn default_realm() -> String {
+    "palaver".to_owned()
+}
+
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".to_owned(), "PCMA".to_owned()]
+}
+
+/// `[[phone_numbers]]`: a number the server owns and where its calls go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneNumberConfig {
+    /// E.164 with the leading `+`.
+    pub number: String,
+    /// `call-automation`, `user:8:orgid:<oid>`, `queue:28:orgid:<appId>` or `meeting:<meetingId>`.
+    pub route: String,
+}
+
+/// Where a call to an owned number goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Raise `IncomingCall` for the Call Automation backend.
+    CallAutomation,
+    /// Ring a directory user (the raw id `8:orgid:<oid>`).
+    User(String),
+    /// A call queue (the raw id `28:orgid:<appId>`).
+    Queue(String),
+    /// Join a meeting (through its lobby).
+    Meeting(String),
+}
+
+/// Why the SIP configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SipConfigError {
+    #[error("phone number `{0}` is not E.164 (`+` and 8 to 15 digits)")]
+    BadNumber(String),
+    #[error("phone number `{0}` is configured twice")]
+    DuplicateNumber(String),
+    #[error(
+        "route `{0}`: expected `call-automation`, `user:8:orgid:<oid>`, `queue:28:orgid:<appId>` or `meeting:<id>`"
+    )]
+    BadRoute(String),
+    #[error("trunk `{0}`: {1}")]
+    Trunk(String, &'static str),
+    #[error("[sip] listen_tls needs tls_cert and tls_key")]
+    TlsFiles,
+    #[error("phone numbers are configured but there is no [sip] section")]
+    NumbersWithoutSip,
+}
+
+impl Route {
+    pub fn parse(route: &str) -> Result<Route, SipConfigError> {
+        let bad = || SipConfigError::BadRoute(route.to_owned());
+        if route == "call-automation" {
+            return Ok(Route::CallAutomation);
+        }
+        if let Some(raw) = route.strip_prefix("user:") {
+            let oid = raw.strip_prefix("8:orgid:").ok_or_else(bad)?;
+            return if oid.is_empty() { Err(bad()) } else { Ok(Route::User(raw.to_owned())) };
+        }
+        if let Some(raw) = route.strip_prefix("queue:") {
+            let app = raw.strip_prefix("28:orgid:").ok_or_else(bad)?;
+            return if app.is_empty() { Err(bad()) } else { Ok(Route::Queue(raw.to_owned())) };
+        }
+        if let Some(id) = route.strip_prefix("meeting:") {
+            return if id.is_empty() { Err(bad()) } else { Ok(Route::Meeting(id.to_owned())) };
+        }
+        Err(bad())
+    }
+}
+
+/// True for `+` followed by 8 to 15 digits.
+pub fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A number as a trunk writes it in a URI user part (`+1425...`, `1425...`, `tel`-style
+/// visual separators) in E.164 form, when it is one.
+pub fn normalize_number(user: &str) -> Option<String> {
+    let digits: String = user.chars().filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' ')).collect();
+    let number = if digits.starts_with('+') { digits } else { format!("+{digits}") };
+    is_e164(&number).then_some(number)
+}
+
+/// Checks the whole configuration and resolves the routes.
+pub fn validate(
+    sip: Option<&SipConfig>,
+    numbers: &[PhoneNumberConfig],
+) -> Result<Vec<(String, Route)>, SipConfigError> {
+    let Some(sip) = sip else {
+        return if numbers.is_empty() { Ok(Vec::new()) } else { Err(SipConfigError::NumbersWithoutSip) };
+    };
+    if sip.listen_tls.is_some() && (sip.tls_cert.is_none() || sip.tls_key.is_none()) {
+        return Err(SipConfigError::TlsFiles);
+    }
+    for trunk in &sip.trunks {
+        let fail = |why| Err(SipConfigError::Trunk(trunk.name.clone(), why));
+        if trunk.name.is_empty() {
+            return fail("has no name");
+        }
+        if trunk.allow_from.is_empty() {
+            return fail("allow_from is empty: no inbound request would be accepted");
+        }
+        if trunk.username.is_some() != trunk.password.is_some() {
+            return fail("username and password go together");
+        }
+        if trunk.codecs.is_empty()
+            || trunk.codecs.iter().any(|c| !matches!(c.to_ascii_uppercase().as_str(), "PCMU" | "PCMA" | "OPUS"))
+        {
+            return fail("codecs must be a non-empty list of PCMU, PCMA, opus");
+        }
+        if trunk.srtp == SrtpPolicy::Required {
+            return fail("srtp = \"required\" is not supported yet (use \"off\")");
+        }
+        if let Some(id) = &trunk.caller_id
+            && !is_e164(id)
+        {
+            return fail("caller_id must be E.164");
+        }
+    }
+    let mut routes = Vec::with_capacity(numbers.len());
+    for n in numbers {
+        if !is_e164(&n.number) {
+            return Err(SipConfigError::BadNumber(n.number.clone()));
+        }
+        if routes.iter().any(|(number, _)| *number == n.number) {
+            return Err(SipConfigError::DuplicateNumber(n.number.clone()));
+        }
+        routes.push((n.number.clone(), Route::parse(&n.route)?));
+    }
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        sip: Option<SipConfig>,
+        #[serde(default)]
+        phone_numbers: Vec<PhoneNumberConfig>,
+    }
+
+    const ISSUE_SHAPE: &str = r#"
+[sip]
+listen = "127.0.0.1:5060"
+[[sip.trunks]]
+name = "carrier"
+address = "127.0.0.1:5080"
+allow_from = ["127.0.0.1"]
+username = "palaver"
+password = "s3cret"
+codecs = ["PCMA", "PCMU"]
+srtp = "off"
+[[phone_numbers]]
+number = "+14255550100"
+route = "call-automation"
+[[phone_numbers]]
+number = "+14255550101"
+route = "user:8:orgid:0b000000-0000-4000-8000-00000000000b"
+[[phone_numbers]]
+number = "+14255550102"
+route = "queue:28:orgid:support"
+[[phone_numbers]]
+number = "+14255550103"
+route = "meeting:m1"
+"#;
+
+    #[test]
+    fn the_issue_shape_parses_and_every_route_resolves() {
+        let file: File = toml::from_str(ISSUE_SHAPE).unwrap();
+        let sip = file.sip.unwrap();
+        assert_eq!(sip.trunks[0].codecs, ["PCMA", "PCMU"]);
+        assert_eq!(sip.options_interval_secs, 30);
+        let routes = validate(Some(&sip), &file.phone_numbers).unwrap();
+        assert_eq!(routes[0].1, Route::CallAutomation);
+        assert_eq!(routes[1].1, Route::User("8:orgid:0b000000-0000-4000-8000-00000000000b".into()));
+        assert_eq!(routes[2].1, Route::Queue("28:orgid:support".into()));
+        assert_eq!(routes[3].1, Route::Meeting("m1".into()));
+    }
+
+    #[test]
+    fn bad_numbers_routes_and_trunks_are_refused() {
+        let file: File = toml::from_str(ISSUE_SHAPE).unwrap();
+        let sip = file.sip.unwrap();
+        let number = |n: &str, r: &str| vec![PhoneNumberConfig { number: n.into(), route: r.into() }];
+        assert!(matches!(
+            validate(Some(&sip), &number("14255550100", "call-automation")),
+            Err(SipConfigError::BadNumber(_))
+        ));
+        assert!(matches!(
+            validate(Some(&sip), &number("+14255550100", "user:8:acs:x")),
+            Err(SipConfigError::BadRoute(_))
+        ));
+        assert!(matches!(validate(Some(&sip), &number("+14255550100", "queue:")), Err(SipConfigError::BadRoute(_))));
+        let mut twice = number("+14255550100", "call-automation");
+        twice.extend(number("+14255550100", "meeting:x"));
+        assert!(matches!(validate(Some(&sip), &twice), Err(SipConfigError::DuplicateNumber(_))));
+        assert_eq!(validate(None, &twice), Err(SipConfigError::NumbersWithoutSip));
+        let mut open = sip.clone();
+        open.trunks[0].allow_from.clear();
+        assert!(matches!(validate(Some(&open), &[]), Err(SipConfigError::Trunk(..))));
+        let mut lonely = sip.clone();
+        lonely.trunks[0].password = None;
+        assert!(matches!(validate(Some(&lonely), &[]), Err(SipConfigError::Trunk(..))));
+        assert!(toml::from_str::<File>("[sip]\nlisten = \"127.0.0.1:5060\"\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn numbers_from_uri_user_parts_become_e164() {
+        assert_eq!(normalize_number("+14255550100").as_deref(), Some("+14255550100"));
+        assert_eq!(normalize_number("14255550100").as_deref(), Some("+14255550100"));
+        assert_eq!(normalize_number("+1-425-555-0100").as_deref(), Some("+14255550100"));
+        assert_eq!(normalize_number("alice"), None);
+        assert_eq!(normalize_number("123"), None);
+    }
+}

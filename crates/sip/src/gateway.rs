@@ -1,0 +1,246 @@
+//! The SIP user agent: rsipstack's transports (UDP and TCP on `[sip] listen`, TLS on
+//! `listen_tls`), transaction layer and dialog layer, the allow-list in front of the parser,
+//! the loop over incoming transactions (new INVITEs start an [`inbound`](crate::inbound)
+//! call, in-dialog requests go to their dialog, OPTIONS are answered), the dispatcher of the
+//! call machinery's events for phone parties, and OPTIONS keep-alives to the trunks.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palaver_signaling::domain::calls::CallEvent;
+use palaver_signaling::gateway::Gateway;
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, Request, StatusCode};
+use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
+use rsipstack::transport::udp::UdpConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Route, SipConfig};
+use crate::counters::SipCounters;
+use crate::trunks::Trunks;
+
+/// Methods this gateway answers (`Allow`).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY";
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("SIP transport: {0}")]
+    Transport(String),
+    #[error("reading {0}: {1}")]
+    TlsFile(String, std::io::Error),
+}
+
+/// State shared by the gateway's tasks.
+pub(crate) struct Shared {
+    pub numbers: HashMap<String, Route>,
+    pub trunks: Trunks,
+    pub counters: Arc<SipCounters>,
+    pub gateway: Gateway,
+    pub dialogs: Arc<DialogLayer>,
+    pub endpoint: Arc<EndpointInner>,
+    /// The UDP address this gateway listens on (Contact, Via).
+    pub local: SocketAddr,
+    /// Calls with a phone leg, by palaver call id: where their call events go.
+    pub calls: Mutex<HashMap<String, mpsc::UnboundedSender<CallEvent>>>,
+}
+
+impl Shared {
+    pub fn register(&self, call_id: &str) -> mpsc::UnboundedReceiver<CallEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(call_id.to_owned(), tx);
+        }
+        rx
+    }
+
+    pub fn unregister(&self, call_id: &str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(call_id);
+        }
+    }
+}
+
+/// The running gateway. Dropping it does not stop it; [`SipGateway::shutdown`] does.
+pub struct SipGateway {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    udp: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for SipGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipGateway").field("udp", &self.udp).finish_non_exhaustive()
+    }
+}
+
+impl SipGateway {
+    /// Binds the transports and starts serving: calls to `numbers` follow their routes
+    /// through `gateway`'s call machinery.
+    pub async fn start(config: SipConfig, numbers: Vec<(String, Route)>, gateway: Gateway) -> Result<Self, SipError> {
+        let cancel = CancellationToken::new();
+        let transport_error = |e: rsipstack::Error| SipError::Transport(e.to_string());
+        let transports = TransportLayer::new(cancel.child_token());
+        let udp = UdpConnection::create_connection(config.listen, None, Some(cancel.child_token()))
+            .await
+            .map_err(transport_error)?;
+        let local = udp.get_addr().get_socketaddr().map_err(transport_error)?;
+        transports.add_transport(udp.into());
+        // TCP on the same port as UDP (a port 0 in the config picks it once, for both).
+        let tcp = TcpListenerConnection::new(local, None).await.map_err(transport_error)?;
+        transports.add_transport(tcp.into());
+        let mut tls_addr = None;
+        if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
+            let read =
+                |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| SipError::TlsFile(p.display().to_string(), e));
+            let tls = TlsConfig { cert: Some(read(cert)?), key: Some(read(key)?), ..TlsConfig::default() };
+            let listener = TlsListenerConnection::new(addr, None, tls).await.map_err(transport_error)?;
+            tls_addr = Some(addr);
+            transports.add_transport(listener.into());
+        }
+        let trunks = Trunks::new(config.trunks.clone());
+        let counters = Arc::new(SipCounters::default());
+        {
+            // The allow-list runs before a packet is parsed: anyone else costs one counter.
+            let allowed: Vec<IpAddr> = config.trunks.iter().flat_map(|t| t.allow_from.iter().copied()).collect();
+            let probe = Trunks::new(config.trunks.clone());
+            let counters = counters.clone();
+            drop(allowed);
+            transports.set_whitelist(move |ip: IpAddr| {
+                let ok = probe.allowed(ip);
+                if !ok {
+                    SipCounters::inc(&counters.unknown_source);
+                }
+                async move { ok }
+            });
+        }
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent("palaver")
+            .with_transport_layer(transports)
+            .with_cancel_token(cancel.child_token())
+            .build();
+        let mut incoming = endpoint.incoming_transactions().map_err(transport_error)?;
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move {
+            let _ = inner.serve().await;
+        });
+        let shared = Arc::new(Shared {
+            numbers: numbers.into_iter().collect(),
+            trunks,
+            counters,
+            dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            endpoint: endpoint.inner.clone(),
+            gateway,
+            local,
+            calls: Mutex::new(HashMap::new()),
+        });
+        tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");
+        let serving = shared.clone();
+        tokio::spawn(async move {
+            while let Some(tx) = incoming.recv().await {
+                serving.clone().dispatch(tx).await;
+            }
+        });
+        if let Some(events) = shared.gateway.take_phone_events() {
+            tokio::spawn(crate::inbound::relay_phone_events(shared.clone(), events));
+        }
+        if config.options_interval_secs > 0 {
+            let every = Duration::from_secs(config.options_interval_secs);
+            tokio::spawn(crate::keepalive::run(shared.clone(), every, cancel.child_token()));
+        }
+        // The endpoint lives as long as its tasks (they hold `endpoint.inner`).
+        std::mem::forget(endpoint);
+        Ok(Self { shared, cancel, udp: local, tls: tls_addr })
+    }
+
+    /// The UDP (and TCP) address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+
+    pub fn counters(&self) -> Arc<SipCounters> {
+        self.shared.counters.clone()
+    }
+
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Shared {
+    /// One incoming transaction: a new INVITE starts an inbound call, requests inside a
+    /// dialog go to it, OPTIONS are answered, anything else outside a dialog gets 481/405.
+    async fn dispatch(self: Arc<Self>, mut tx: Transaction) {
+        let in_dialog = tx.original.to_header().ok().and_then(|to| to.tag().ok().flatten()).is_some();
+        let method = tx.original.method;
+        if in_dialog {
+            match self.dialogs.match_dialog(&tx) {
+                Some(mut dialog) => {
+                    tokio::spawn(async move {
+                        if let Err(error) = dialog.handle(&mut tx).await {
+                            tracing::debug!(%error, "in-dialog request not handled");
+                        }
+                    });
+                }
+                None if method == Method::Ack => {}
+                None => self.reply(&mut tx, StatusCode::CallTransactionDoesNotExist).await,
+            }
+            return;
+        }
+        match method {
+            Method::Invite => {
+                tokio::spawn(crate::inbound::handle_invite(self.clone(), tx));
+            }
+            Method::Options => {
+                SipCounters::inc(&self.counters.options_answered);
+                let allow = Header::Allow(rsipstack::sip::headers::Allow::new(ALLOW));
+                let accept = Header::Accept(rsipstack::sip::headers::Accept::new("application/sdp"));
+                if tx.reply_with(StatusCode::OK, vec![allow, accept], None).await.is_ok() {
+                    self.counters.response(200);
+                }
+            }
+            Method::Ack => {}
+            Method::Bye | Method::Cancel => self.reply(&mut tx, StatusCode::CallTransactionDoesNotExist).await,
+            _ => self.reply(&mut tx, StatusCode::MethodNotAllowed).await,
+        }
+    }
+
+    pub async fn reply(&self, tx: &mut Transaction, status: StatusCode) {
+        let code = status.code();
+        if tx.reply(status).await.is_ok() {
+            self.counters.response(code);
+        }
+    }
+}
+
+/// The source address of a request: the Via's `received` (set by the transport when the
+/// sent-by differs), else the sent-by host.
+pub(crate) fn source_ip(request: &Request) -> Option<IpAddr> {
+    let via = request.via_header().ok()?.value().to_string();
+    let mut parts = via.split(';');
+    let sent_by = parts.next()?.split_whitespace().nth(1)?.to_owned();
+    for param in parts {
+        if let Some(ip) = param.trim().strip_prefix("received=") {
+            return ip.parse().ok();
+        }
+    }
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?.to_owned(),
+        None => sent_by.split(':').next()?.to_owned(),
+    };
+    host.parse().ok()
+}

@@ -1,0 +1,274 @@
+//! One inbound call from a trunk: digest challenge when the trunk has credentials, the
+//! called number's route, the SDP checked before anyone rings, then the call machinery rings
+//! the directory user or the queue (caller `4:+E.164`, display name from `From`) while the
+//! trunk hears 180; the answer attaches the phone's plain RTP to the call's conference and
+//! sends 200 with the SDP answer; BYE or CANCEL from the trunk and a hang-up or refusal on
+//! palaver's side end it on both. Also the relay of the call machinery's events to the
+//! calls waiting for them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use palaver_core::ErrorCode;
+use palaver_sfu::control::sip::negotiate;
+use palaver_sfu::mixer::AudioCodec;
+use palaver_sfu::webrtc::sdp::Description;
+use palaver_signaling::domain::calls::{CallEndReason, CallError, CallEvent, Party};
+use palaver_signaling::gateway::PhoneNotice;
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::typed::From as FromHeader;
+use rsipstack::sip::{Header, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+
+use crate::config::{Route, TrunkConfig, normalize_number};
+use crate::counters::{Direction, Outcome, SipCounters};
+use crate::gateway::{Shared, source_ip};
+use crate::trunks::Authentication;
+
+/// The trunk's codec names as the media plane's preference.
+pub(crate) fn preference(trunk: &TrunkConfig) -> Vec<AudioCodec> {
+    trunk
+        .codecs
+        .iter()
+        .filter_map(|c| match c.to_ascii_uppercase().as_str() {
+            "PCMU" => Some(AudioCodec::Pcmu),
+            "PCMA" => Some(AudioCodec::Pcma),
+            "OPUS" => Some(AudioCodec::Opus),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The SIP final response for a call that ended before it was answered.
+fn refusal(reason: CallEndReason) -> StatusCode {
+    match reason {
+        CallEndReason::Declined => StatusCode::Decline,
+        CallEndReason::Busy => StatusCode::BusyHere,
+        CallEndReason::Cancelled => StatusCode::RequestTerminated,
+        _ => StatusCode::TemporarilyUnavailable,
+    }
+}
+
+/// The SIP final response for a call the machinery refused to place.
+fn place_refusal(error: &CallError) -> StatusCode {
+    match error.code {
+        ErrorCode::Busy => StatusCode::BusyHere,
+        ErrorCode::CallQueueNotFound | ErrorCode::InvalidIdentifier => StatusCode::NotFound,
+        ErrorCode::Forbidden | ErrorCode::ExternalUserCannotCallDirectoryUser => StatusCode::Forbidden,
+        _ => StatusCode::TemporarilyUnavailable,
+    }
+}
+
+/// Every variant names its call.
+fn event_call_id(event: &CallEvent) -> &str {
+    match event {
+        CallEvent::Incoming { call_id, .. }
+        | CallEvent::Ringing { call_id, .. }
+        | CallEvent::Connected { call_id, .. }
+        | CallEvent::ParticipantJoined { call_id, .. }
+        | CallEvent::ParticipantLeft { call_id, .. }
+        | CallEvent::InviteFailed { call_id, .. }
+        | CallEvent::TransferAccepted { call_id, .. }
+        | CallEvent::TransferFailed { call_id, .. }
+        | CallEvent::Ended { call_id, .. } => call_id,
+    }
+}
+
+/// Hands each phone party's call event to the call task waiting for it.
+pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PhoneNotice>) {
+    while let Some(PhoneNotice { phone, event }) = events.recv().await {
+        let call_id = event_call_id(&event).to_owned();
+        let waiting = shared.calls.lock().ok().and_then(|calls| calls.get(&call_id).cloned());
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(event);
+            }
+            None if matches!(event, CallEvent::Incoming { .. }) => {
+                tokio::spawn(crate::outbound::dial(shared.clone(), call_id, phone, event));
+            }
+            None => tracing::debug!(call = %call_id, %phone, "call event for a phone leg nobody waits for"),
+        }
+    }
+}
+
+/// Answers a new INVITE (spawned per INVITE; see the module docs).
+pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
+    let request = tx.original.clone();
+    let Some(trunk) = source_ip(&request).and_then(|ip| shared.trunks.by_source(ip)).cloned() else {
+        // Only allow-listed sources get here; a Via naming no trunk is not worth an answer.
+        SipCounters::inc(&shared.counters.unknown_source);
+        return;
+    };
+    if let Authentication::Challenge(challenge) = shared.trunks.authenticate(&trunk, &request, Instant::now()) {
+        SipCounters::inc(&shared.counters.challenges);
+        let header = Header::WwwAuthenticate(rsipstack::sip::headers::WwwAuthenticate::new(challenge));
+        if tx.reply_with(StatusCode::Unauthorized, vec![header], None).await.is_ok() {
+            shared.counters.response(401);
+        }
+        return;
+    }
+    let reject = |code: StatusCode, outcome: Outcome| {
+        shared.counters.call(&trunk.name, Direction::Inbound, outcome);
+        code
+    };
+    // The called number and its route.
+    let called = request.uri.user().and_then(normalize_number);
+    let Some(called) = called else {
+        SipCounters::inc(&shared.counters.malformed);
+        let code = reject(StatusCode::BadRequest, Outcome::Rejected);
+        return shared.reply(&mut tx, code).await;
+    };
+    let Some(route) = shared.numbers.get(&called).cloned() else {
+        let code = reject(StatusCode::NotFound, Outcome::Rejected);
+        return shared.reply(&mut tx, code).await;
+    };
+    // The offer must be usable before anyone rings.
+    let offer = String::from_utf8_lossy(&request.body).into_owned();
+    if offer.trim().is_empty() {
+        // No offer in the INVITE (the offer would go in our 200 and the answer in the ACK).
+        tracing::info!(trunk = %trunk.name, %called, "INVITE without SDP offer refused (not supported yet)");
+        let code = reject(StatusCode::NotAcceptableHere, Outcome::Rejected);
+        return shared.reply(&mut tx, code).await;
+    }
+    match Description::parse(&offer).map(|d| negotiate(&d, &preference(&trunk))) {
+        Err(_) | Ok(Err(palaver_sfu::control::sip::TrunkSdpError::NoAddress)) => {
+            SipCounters::inc(&shared.counters.malformed);
+            let code = reject(StatusCode::BadRequest, Outcome::Rejected);
+            return shared.reply(&mut tx, code).await;
+        }
+        Ok(Err(error)) => {
+            tracing::info!(trunk = %trunk.name, %called, %error, "offer not acceptable");
+            let code = reject(StatusCode::NotAcceptableHere, Outcome::Rejected);
+            return shared.reply(&mut tx, code).await;
+        }
+        Ok(Ok(_)) => {}
+    }
+    let target = match &route {
+        Route::User(raw) | Route::Queue(raw) => raw.clone(),
+        Route::Meeting(id) => {
+            tracing::info!(trunk = %trunk.name, %called, meeting = %id, "meeting route not carried yet: 480");
+            let code = reject(StatusCode::TemporarilyUnavailable, Outcome::Rejected);
+            return shared.reply(&mut tx, code).await;
+        }
+        Route::CallAutomation => {
+            tracing::warn!(trunk = %trunk.name, %called, "call-automation route: no Call Automation entry point for phone legs yet; answered 480");
+            let code = reject(StatusCode::TemporarilyUnavailable, Outcome::Rejected);
+            return shared.reply(&mut tx, code).await;
+        }
+    };
+    // The caller, as palaver shows it.
+    let from = request.from_header().ok().and_then(|f| FromHeader::parse(f.value()).ok());
+    let caller_number = from.as_ref().and_then(|f| f.uri.user()).and_then(normalize_number);
+    let phone = format!("4:{}", caller_number.as_deref().unwrap_or("anonymous"));
+    let display = from
+        .as_ref()
+        .and_then(|f| f.display_name.clone())
+        .map(|d| d.trim_matches('"').to_owned())
+        .filter(|d| !d.is_empty())
+        .or(caller_number.clone())
+        .unwrap_or_else(|| "Unknown caller".to_owned());
+    let sip_call_id = request.call_id_header().map(|c| c.value().to_string()).unwrap_or_default();
+
+    let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+    let dialog = match shared.dialogs.get_or_create_server_invite(&tx, state_tx, None, None) {
+        Ok(d) => d,
+        Err(error) => {
+            tracing::warn!(%error, "server dialog not created");
+            let code = reject(StatusCode::ServerInternalError, Outcome::Failed);
+            return shared.reply(&mut tx, code).await;
+        }
+    };
+    let mut handler = dialog.clone();
+    tokio::spawn(async move {
+        let _ = handler.handle(&mut tx).await;
+    });
+    let call_id = uuid::Uuid::new_v4().to_string();
+    let mut events = shared.register(&call_id);
+    let gateway = shared.gateway.clone();
+    let party = Party::new(phone.clone(), display.clone());
+    tracing::info!(trunk = %trunk.name, call = %call_id, sip_call_id = %sip_call_id, caller = %phone, %called, target = %target, "inbound phone call");
+    if let Err(error) = gateway.phone_place(&call_id, party, &sip_call_id, &target).await {
+        tracing::info!(call = %call_id, %error, "inbound phone call refused by the call machinery");
+        shared.unregister(&call_id);
+        let code = reject(place_refusal(&error), Outcome::Rejected);
+        shared.counters.response(code.code());
+        let _ = dialog.reject(Some(code), None);
+        return;
+    }
+    let _ = dialog.ringing(None, None);
+    let mut answered = false;
+    let outcome = loop {
+        tokio::select! {
+            state = states.recv() => match state {
+                Some(DialogState::Terminated(_, reason)) => {
+                    match reason {
+                        TerminatedReason::UacCancel => {
+                            let _ = gateway.phone_cancel(&call_id, &phone).await;
+                            shared.counters.response(487);
+                            break Outcome::Cancelled;
+                        }
+                        _ if answered => {
+                            let _ = gateway.phone_hang_up(&call_id, &phone).await;
+                            break Outcome::Completed;
+                        }
+                        _ => {
+                            let _ = gateway.phone_cancel(&call_id, &phone).await;
+                            break Outcome::Failed;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => break if answered { Outcome::Completed } else { Outcome::Failed },
+            },
+            event = events.recv() => match event {
+                Some(CallEvent::Connected { .. }) if !answered => {
+                    let codecs = trunk.codecs.clone();
+                    match gateway.phone_attach(&call_id, &phone, offer.clone(), codecs).await {
+                        Ok(answer) => {
+                            let content_type = Header::ContentType(rsipstack::sip::headers::ContentType::new("application/sdp"));
+                            if dialog.accept(Some(vec![content_type]), Some(answer.sdp.into_bytes())).is_ok() {
+                                shared.counters.response(200);
+                                answered = true;
+                                tracing::info!(call = %call_id, codec = %answer.codec, "inbound phone call answered");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(call = %call_id, %error, "phone media not attached");
+                            let _ = gateway.phone_hang_up(&call_id, &phone).await;
+                            shared.counters.response(488);
+                            let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), None);
+                            break Outcome::Failed;
+                        }
+                    }
+                }
+                Some(CallEvent::Ended { reason, .. }) => {
+                    if answered {
+                        let _ = dialog.bye().await;
+                        break Outcome::Completed;
+                    }
+                    let code = refusal(reason);
+                    shared.counters.response(code.code());
+                    let _ = dialog.reject(Some(code), None);
+                    break Outcome::Rejected;
+                }
+                Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
+                    // Transferred away or removed from a call that goes on.
+                    if answered {
+                        let _ = dialog.bye().await;
+                    }
+                    break Outcome::Completed;
+                }
+                Some(_) => {}
+                None => break Outcome::Failed,
+            },
+        }
+    };
+    shared.unregister(&call_id);
+    if answered {
+        gateway.phone_detach(&call_id, &phone);
+    }
+    shared.counters.call(&trunk.name, Direction::Inbound, outcome);
+    tracing::info!(call = %call_id, outcome = outcome.as_str(), "inbound phone call over");
+}

@@ -1,0 +1,311 @@
+//! The SIP trunk gateway against the real binary, with SIPp (Debian `sip-tester`, installed by
+//! `make prereqs`) as the carrier. SIPp does the signaling from `tests/sipp/*.xml`; for the
+//! call with audio its SDP names an RTP socket of this test, which plays the phone: it sends
+//! a µ-law 1000 Hz tone to the media port of palaver's answer (SIPp logs it) and decodes
+//! what palaver sends back. The called directory user watches for `call.incoming` on a
+//! WebSocket, answers over QUIC (`call.accept`, `media.attach` with the `callId`), sends a
+//! 440 Hz Opus tone and decodes the mix. Cases: both directions hear each other through the
+//! mixer (PCMU ↔ Opus) and the carrier hangs up; palaver's user hangs up (BYE from palaver);
+//! CANCEL before answer; a digest challenge; OPTIONS both ways; INVITEs with an unusable
+//! offer get 400 while a parallel good call carries on.
+
+use crate::signaling::connect;
+use crate::support::{FRAME, ToneEncoder, assert_hears, collect, quic_address, tone_amplitude};
+use palaver_client::{ConnectOptions, MediaTrack, QuicClient, ReceivedRtp};
+use palaver_core::protocol::ClientMessage;
+use palaver_e2e::{Server, ServerOptions, TempDir};
+use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+
+const USER: &str = "0b000000-0000-4000-8000-0000000005b1";
+const NUMBER: &str = "+14255550100";
+const PHONE_HZ: f32 = 1000.0;
+const USER_HZ: f32 = 440.0;
+const AMPLITUDE: f32 = 6000.0;
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(name)
+}
+
+/// A free UDP port on loopback (SIPp's `-p 0` means its default 5060, which parallel tests share).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn require_sipp() {
+    let found = std::process::Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(found.is_ok(), "SIPp is not installed: `make prereqs` (Debian package sip-tester)");
+}
+
+/// A server with a trunk on 127.0.0.1 (no credentials), one on 127.0.0.2 (digest), and
+/// `NUMBER` routed to the directory user `USER`; palaver's keep-alives go to `keepalive_to`.
+async fn start(prefix: &str, keepalive_to: u16, keepalive_secs: u64) -> (TempDir, Server, SocketAddr) {
+    require_sipp();
+    let dir = TempDir::new(prefix);
+    let config = format!(
+        r#"[signaling.calls]
+ring_timeout_secs = 3
+
+[sip]
+listen = "127.0.0.1:0"
+options_interval_secs = {keepalive_secs}
+
+[[sip.trunks]]
+name = "carrier"
+address = "127.0.0.1:{keepalive_to}"
+allow_from = ["127.0.0.1"]
+codecs = ["PCMU", "PCMA"]
+
+[[sip.trunks]]
+name = "secure"
+address = "127.0.0.2:5060"
+allow_from = ["127.0.0.2"]
+username = "palaver"
+password = "s3cret"
+
+[[phone_numbers]]
+number = "{NUMBER}"
+route = "user:8:orgid:{USER}"
+"#
+    );
+    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
+    let sip = server.sip_addr().expect("PALAVER_SIP line");
+    (dir, server, sip)
+}
+
+/// Starts SIPp with `scenario_file` against the gateway, from `local_ip`, in `dir`.
+fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], dir: &Path) -> tokio::process::Child {
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", local_ip, "-p", &free_udp_port().to_string(), "-s", NUMBER, "-nostdin", "-timeout", "30s"])
+        .args(["-timeout_error", "-trace_err"])
+        .args(extra)
+        .arg(sip.to_string())
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn sipp")
+}
+
+async fn finished(child: tokio::process::Child, what: &str) {
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.expect("sipp finishes");
+    let out = out.expect("sipp output");
+    assert!(
+        out.status.success(),
+        "SIPp {what} failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The media port of palaver's answer, from the SIPp log (`<log>` of `call.xml`).
+async fn server_rtp_port(dir: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("call_") && name.ends_with("_logs.log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if let Some(port) = text.split("SERVER_RTP_PORT ").nth(1).and_then(|r| r.split_whitespace().next()) {
+                    return port.parse().expect("port");
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The phone: sends `duration` of µ-law tone from `socket` to `to` and decodes what arrives.
+async fn phone_talks(socket: &UdpSocket, to: SocketAddr, duration: Duration) -> (Vec<i16>, usize) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut seq, mut timestamp, mut phase) = (1000u16, 8000u32, 0f32);
+    let step = std::f32::consts::TAU * PHONE_HZ / 8000.0;
+    let until = Instant::now() + duration;
+    let mut heard = Vec::new();
+    let mut packets = 0;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < until {
+        tick.tick().await;
+        let mut packet = vec![0x80, 0];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&0x00C0_FFEE_u32.to_be_bytes());
+        for _ in 0..G711_FRAME_BYTES {
+            packet.push(Law::Mu.encode((AMPLITUDE * phase.sin()) as i16));
+            phase = (phase + step) % std::f32::consts::TAU;
+        }
+        socket.send_to(&packet, to).await.expect("send RTP");
+        (seq, timestamp) = (seq.wrapping_add(1), timestamp.wrapping_add(G711_FRAME_BYTES as u32));
+        while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(1), socket.recv_from(&mut buf)).await {
+            if n > 12 && buf[0] >> 6 == 2 && (buf[1] & 0x7f) == 0 {
+                packets += 1;
+                // 8 kHz → 48 kHz by repetition, for the shared Goertzel helper.
+                for &b in &buf[12..n] {
+                    heard.extend(std::iter::repeat_n(Law::Mu.decode(b), 6));
+                }
+            }
+        }
+    }
+    (heard, packets)
+}
+
+/// The directory user: answers `call_id` over QUIC, sends its Opus tone for `duration` and
+/// collects what the server sends it.
+async fn user_answers(
+    server: &Server,
+    token: &str,
+    call_id: &str,
+    duration: Duration,
+) -> (QuicClient, Vec<ReceivedRtp>) {
+    let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA");
+    let addr = quic_address(server, token).await;
+    let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.expect("QUIC");
+    client.send(ClientMessage::CallAccept { call_id: call_id.to_owned() }).await.expect("call.accept");
+    let ssrc = 0x05B1_0001;
+    // The accept and the attach travel on one stream in order; the attach waits for nothing else.
+    let tracks =
+        client.attach_call_media(call_id, vec![MediaTrack::opus(ssrc)]).await.expect("media.attach in the call");
+    assert_eq!(tracks.len(), 1, "the call's mix: {tracks:?}");
+    let mut rx = client.take_rtp_receiver().expect("RTP queue");
+    let mut tx = client.rtp_sender(ssrc, 111);
+    let until = Instant::now() + duration;
+    let talk = async move {
+        let mut tone = ToneEncoder::new(USER_HZ, AMPLITUDE);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while Instant::now() < until {
+            tick.tick().await;
+            tx.send(&tone.next_frame(), FRAME as u32, Some(30)).expect("send Opus");
+        }
+    };
+    let (_, heard) = tokio::join!(talk, collect(&mut rx, until + Duration::from_millis(200)));
+    (client, heard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_call_to_an_owned_number_rings_the_user_who_answers_over_quic_and_both_hear_each_other() {
+    let (dir, server, sip) = start("palaver-e2e-sip-call", 9, 0).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let carrier = sipp(
+        sip,
+        "call.xml",
+        "127.0.0.1",
+        &[
+            "-m".into(),
+            "1".into(),
+            "-trace_logs".into(),
+            "-set".into(),
+            "rtp_port".into(),
+            rtp_port,
+            "-set".into(),
+            "hangup".into(),
+            "carrier".into(),
+        ],
+        dir.path(),
+    );
+    let incoming = ws.recv_type("call.incoming").await;
+    assert_eq!(incoming["caller"]["rawId"], "4:+14255550199", "{incoming}");
+    assert_eq!(incoming["caller"]["displayName"], "Carla Caller", "{incoming}");
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(5));
+    let phone_side = async {
+        let port = server_rtp_port(dir.path()).await;
+        phone_talks(&phone, SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(4)).await
+    };
+    let ((client, user_heard), (phone_heard, phone_packets)) = tokio::join!(user, phone_side);
+    // The user hears the phone's tone (PCMU decoded into the mix, Opus out), not its own.
+    assert_hears("the directory user", &user_heard, PHONE_HZ, USER_HZ, 1000.0);
+    // The phone hears the user's tone in PCMU (one shared G.711 encode of the mix).
+    assert!(phone_packets >= 100, "the phone received {phone_packets} PCMU packets");
+    let tail = &phone_heard[phone_heard.len() / 3..];
+    let (other, own) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, PHONE_HZ));
+    println!("phone: {phone_packets} packets; {USER_HZ} Hz amplitude {other:.0}, own {PHONE_HZ} Hz {own:.0}");
+    assert!(other > 1000.0, "the phone does not hear the user's tone ({other:.0})");
+    assert!(own < other / 10.0, "the phone hears itself ({own:.0} vs {other:.0})");
+    // The carrier hangs up: the user's call ends.
+    finished(carrier, "call with BYE from the carrier").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn palaver_hangs_up_a_phone_call_and_a_cancel_before_answer_stops_the_ringing() {
+    let (dir, server, sip) = start("palaver-e2e-sip-bye", 9, 0).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    // BYE from palaver's side: the user answers (WebSocket), then hangs up.
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", "9", "-set", "hangup", "palaver"];
+    let carrier = sipp(sip, "call.xml", "127.0.0.1", &extra.map(String::from), dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    ws.recv_type("call.connected").await;
+    server_rtp_port(dir.path()).await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(carrier, "call with BYE from palaver").await;
+
+    // CANCEL while the user's phone rings: the ringing stops with `call.ended`.
+    let carrier = sipp(sip, "cancel.xml", "127.0.0.1", &["-m".into(), "1".into()], dir.path());
+    let ringing = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    finished(carrier, "CANCEL before answer").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!((ended["callId"].as_str(), ended["reason"].as_str()), (Some(ringing.as_str()), Some("cancelled")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_options_both_ways_and_malformed_invites_beside_a_good_call() {
+    let carrier_port = free_udp_port();
+    let (dir, server, sip) = start("palaver-e2e-sip-misc", carrier_port, 1).await;
+    // palaver's keep-alive OPTIONS reach the carrier (SIPp as UAS on the trunk's address).
+    let uas = {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario("options_uas.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+            .args(["-timeout_error", "-trace_err"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn sipp")
+    };
+    // The carrier's OPTIONS are answered 200 with Allow.
+    finished(
+        sipp(sip, "options.xml", "127.0.0.1", &["-m".into(), "1".into(), "-trace_logs".into()], dir.path()),
+        "OPTIONS",
+    )
+    .await;
+    finished(uas, "OPTIONS from palaver").await;
+    // The trunk on 127.0.0.2 has credentials: 401, then the digest is accepted and the call
+    // rings the (offline) user until the ring time runs out (480).
+    finished(sipp(sip, "auth.xml", "127.0.0.2", &["-m".into(), "1".into()], dir.path()), "digest challenge").await;
+
+    // Unusable INVITEs get 400 while a good call is answered and carries on.
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let good = sipp(
+        sip,
+        "call.xml",
+        "127.0.0.1",
+        &["-m", "1", "-trace_logs", "-set", "rtp_port", "9", "-set", "hangup", "carrier"].map(String::from),
+        dir.path(),
+    );
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    ws.recv_type("call.connected").await;
+    let bad = sipp(sip, "malformed.xml", "127.0.0.1", &["-m", "20", "-r", "10"].map(String::from), dir.path());
+    finished(bad, "20 malformed INVITEs answered 400").await;
+    finished(good, "the good call beside them").await;
+    assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
+}
