@@ -398,6 +398,28 @@ def step10_transfer(ctx):
     check("A's roster shows dave instead of agent", roster == {ctx.users["bot"], ctx.users["alice"], ctx.users["dave"]}, roster)
 
 
+def step10b_move_participants(ctx):
+    """move_participants: henry, in another call of the application, moves into this one."""
+    for leg, user in [("M1", "henry"), ("M2", "ivy")]:
+        props = ctx.app("bot").create_call(ident(ctx.users[user]), ctx.rx.callback_url(leg))
+        ctx.legs[leg] = props.call_connection_id
+        ctx.answer(f"{leg}x", ctx.users[user], f"{leg}-answer")
+        ctx.rx.event(leg, "CallConnected")
+    conn = ctx.app("bot").get_call_connection(ctx.legs["M2"])
+    result = conn.move_participants([ident(ctx.users["henry"])], ctx.legs["M1"], operation_context="mv1")
+    check("move_participants echoes operationContext and fromCall", result.operation_context == "mv1" and result.from_call == ctx.legs["M1"], vars(result))
+    moved = ctx.rx.event("M2", "MoveParticipantSucceeded")
+    check("MoveParticipantSucceeded names henry, fromCall and mv1", moved.data["participant"]["rawId"] == ctx.users["henry"] and moved.data["fromCall"] == ctx.legs["M1"] and moved.data["operationContext"] == "mv1", moved.data)
+    roster = {p.identifier.raw_id for p in conn.list_participants()}
+    check("the destination call now holds henry", roster == {ctx.users["bot"], ctx.users["ivy"], ctx.users["henry"]}, roster)
+    ctx.rx.event("M1", "CallDisconnected")
+    conn.move_participants([ident(ctx.users["carol"])], ctx.legs["M1"], operation_context="mv2")
+    failed = ctx.rx.event("M2", "MoveParticipantFailed")
+    check("moving someone who is not in that call: MoveParticipantFailed (mv2)", failed.data["operationContext"] == "mv2", failed.data)
+    conn.hang_up(is_for_everyone=True)
+    ctx.rx.event("M2", "CallDisconnected")
+
+
 def step11_terminate(ctx):
     conn_a = ctx.app("bot").get_call_connection(ctx.legs["A"])
     conn_a.hang_up(is_for_everyone=True)
@@ -472,6 +494,7 @@ STEPS = [
     # The media steps 5-8 go here.
     step9_add_and_cancel,
     step10_transfer,
+    step10b_move_participants,
     step11_terminate,
     step12_negative,
 ]
@@ -498,7 +521,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:

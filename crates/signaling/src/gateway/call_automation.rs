@@ -340,6 +340,45 @@ impl Gateway {
         Ok(())
     }
 
+    /// `participants:moveHere`: each target's outcome is a `MoveParticipantSucceeded` or
+    /// `MoveParticipantFailed` callback.
+    pub async fn ca_move(
+        &self,
+        ccid: &str,
+        targets: &[String],
+        from_call: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Moving participants")?;
+        let ca = self.call_automation();
+        // `fromCall` is the application's call connection in the other call (as the SDK
+        // documents it) or that call's server call id.
+        let from_server_call =
+            ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            if view.server_call_id == from_server_call {
+                return Err(CallAutomationError::invalid_argument("The field FromCall names this call."));
+            }
+            m.begin_move(ccid, targets, from_call, route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        for target in targets {
+            let input = Input::MoveParticipant {
+                from_call: from_server_call.clone(),
+                to_call: view.server_call_id.clone(),
+                by: view.source_raw_id.clone(),
+                target: target.clone(),
+            };
+            if let Err(e) = self.call_request(input).await {
+                let why = call_error(e);
+                let outputs = ca.with_machine(|m| m.move_failed(ccid, target, &why));
+                self.call_automation_outputs(outputs);
+            }
+        }
+        Ok(())
+    }
+
     /// `participants:mute`.
     pub fn ca_mute(&self, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
         let outputs = self.call_automation().with_machine(|m| m.mute(ccid, target))?;

@@ -97,6 +97,8 @@ struct Connection {
     adds: Vec<PendingAdd>,
     removes: Vec<(String, OperationRoute)>,
     transfer: Option<PendingTransfer>,
+    /// `participants:moveHere` targets: (raw id, from call, route).
+    moves: Vec<(String, String, OperationRoute)>,
     /// In a conversation (group call, room): the media plane's participant id of the leg.
     conversation_participant: Option<String>,
 }
@@ -271,6 +273,7 @@ impl CallAutomationMachine {
                 adds: Vec::new(),
                 removes: Vec::new(),
                 transfer: None,
+                moves: Vec::new(),
                 conversation_participant: None,
             },
         );
@@ -422,6 +425,35 @@ impl CallAutomationMachine {
         Ok(vec![c.participants_updated()])
     }
 
+    /// `participants:moveHere`: remember the targets moved in from `from_call` (as the
+    /// application named it: echoed as `fromCall`).
+    pub fn begin_move(
+        &mut self,
+        ccid: &str,
+        targets: &[String],
+        from_call: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        let c = self.established_mut(ccid)?;
+        for t in targets {
+            c.moves.retain(|(raw, _, _)| raw != t);
+            c.moves.push((t.clone(), from_call.to_string(), route.clone()));
+        }
+        Ok(())
+    }
+
+    /// The call refused to move `target`: `MoveParticipantFailed`.
+    pub fn move_failed(&mut self, ccid: &str, target: &str, why: &CallAutomationError) -> Vec<CaOutput> {
+        let Some(c) = self.connections.get_mut(ccid) else { return Vec::new() };
+        let Some(idx) = c.moves.iter().position(|(raw, _, _)| raw == target) else { return Vec::new() };
+        let (_, from_call, route) = c.moves.remove(idx);
+        let mut data = c.data(route.operation_context.as_deref());
+        data["participant"] = identifier(target);
+        data["fromCall"] = json!(from_call);
+        data["resultInformation"] = events::result(why.status, why.subcode, &why.message);
+        vec![c.callback(Some(&route), "MoveParticipantFailed", data)]
+    }
+
     /// `:transferToParticipant`: one transfer at a time.
     pub fn begin_transfer(
         &mut self,
@@ -532,6 +564,15 @@ impl CallAutomationMachine {
             c.roster.push(RosterEntry { raw_id: raw_id.to_string(), muted: false });
         }
         out.push(c.participants_updated());
+        if let Some(idx) = c.moves.iter().position(|(raw, _, _)| raw == raw_id) {
+            let (_, from_call, route) = c.moves.remove(idx);
+            let mut data = c.data(route.operation_context.as_deref());
+            data["participant"] = identifier(raw_id);
+            data["fromCall"] = json!(from_call);
+            data["resultInformation"] = success();
+            out.push(c.callback(Some(&route), "MoveParticipantSucceeded", data));
+            return;
+        }
         // A queue invitation is answered by one of its members.
         let idx = c
             .adds

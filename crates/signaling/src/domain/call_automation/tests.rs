@@ -371,3 +371,50 @@ fn an_added_participant_rings_for_the_invitation_timeout_then_fails_8587() {
     let late = w.answer("ccB", &ctx, "late").unwrap_err();
     assert_eq!(late.subcode, 8523, "the context expired with the ring");
 }
+
+#[test]
+fn move_a_participant_from_another_call_into_this_one() {
+    let mut w = World::new();
+    w.create("ccA", "call1", &[ALICE]);
+    w.input(Input::Accept { call_id: "call1".into(), callee: Party::new(ALICE, "A"), endpoint: "e1".into() }).unwrap();
+    w.create("ccB", "call2", &[AGENT]);
+    w.input(Input::Accept { call_id: "call2".into(), callee: Party::new(AGENT, "G"), endpoint: "e2".into() }).unwrap();
+    w.take();
+    let route = OperationRoute { operation_context: Some("m1".into()), operation_callback_uri: None };
+    w.ca.begin_move("ccB", &[ALICE.to_string()], "call1", route.clone()).unwrap();
+    w.input(Input::MoveParticipant {
+        from_call: "call1".into(),
+        to_call: "call2".into(),
+        by: BOT.into(),
+        target: ALICE.into(),
+    })
+    .unwrap();
+    let cbs = w.callbacks();
+    let b: Vec<&str> = cbs.iter().filter(|(c, _, _)| c == "ccB").map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(b, vec!["ParticipantsUpdated", "MoveParticipantSucceeded"]);
+    let moved = cbs.iter().find(|(_, n, _)| n == "MoveParticipantSucceeded").unwrap();
+    assert_eq!(
+        (&moved.2["participant"]["rawId"], &moved.2["fromCall"], &moved.2["operationContext"]),
+        (&ALICE.into(), &"call1".into(), &"m1".into())
+    );
+    let a: Vec<&str> = cbs.iter().filter(|(c, _, _)| c == "ccA").map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(a.last(), Some(&"CallDisconnected"), "call1 is left with the bot alone: {a:?}");
+    assert_eq!(w.ca.participants("ccB").unwrap().len(), 3);
+    assert!(w.notified.contains(&(ALICE.to_string(), "call.connected".to_string())));
+    w.calls.assert_consistent();
+
+    // A refused move is reported as MoveParticipantFailed.
+    w.ca.begin_move("ccB", &["8:acs:r_nobody".to_string()], "call9", route).unwrap();
+    let refused = w
+        .input(Input::MoveParticipant {
+            from_call: "call9".into(),
+            to_call: "call2".into(),
+            by: BOT.into(),
+            target: "8:acs:r_nobody".into(),
+        })
+        .unwrap_err();
+    let why = CallAutomationError::new(404, 8522, refused.message);
+    let failed = w.ca.move_failed("ccB", "8:acs:r_nobody", &why);
+    assert!(matches!(&failed[..], [CaOutput::Callback { event_type, data, .. }]
+        if event_type.ends_with("MoveParticipantFailed") && data["resultInformation"]["subCode"] == 8522 && data["fromCall"] == "call9"));
+}
