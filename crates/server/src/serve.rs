@@ -61,7 +61,6 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         },
         chat_telemetry: Some(metrics.clone()),
         chat_usage: Some(usage.chat_observer()),
-        ..AppParts::default()
     };
     let state = open_state_with(&cfg, parts)?;
     events.set_resource_id(&state.resource.resource_id);
