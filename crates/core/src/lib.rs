@@ -6,12 +6,14 @@
 //! protocol ([`protocol`]) and its stream framing ([`stream_frame`]); the contracts between
 //! the control plane and billing/telemetry ([`session`]); the media kind shared by the protocol
 //! and the media plane ([`MediaKind`]); the name of a direct media path
-//! ([`MediaPathId`]); wall-clock milliseconds ([`time`]).
+//! ([`MediaPathId`]); wall-clock milliseconds ([`time`]); the events port ([`events`]) through
+//! which the control plane raises Event Grid events and Call Automation callbacks.
 //! Nothing here does I/O (beyond reading the clock); everything is plain data with parsers
 //! that return errors instead of panicking.
 
 pub mod claims;
 pub mod error;
+pub mod events;
 pub mod identifier;
 pub mod media_kind;
 pub mod media_path;
@@ -24,6 +26,7 @@ pub mod time;
 
 pub use claims::{AccessTokenClaims, Scope, ScopeSet};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use events::{CallbackEvent, EventError, EventFuture, EventPublisher, NoEventPublisher, SystemEvent};
 pub use identifier::{Cloud, CommunicationIdentifier, IdentifierError, IdentifierModel};
 pub use media_kind::MediaKind;
 pub use media_path::MediaPathId;

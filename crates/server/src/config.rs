@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub usage: palaver_billing::UsageConfig,
     /// WebRTC media workers (`[media]`).
     pub media: MediaSection,
+    /// Event Grid subscriptions and event/callback delivery (`[events]`, `[[events.subscriptions]]`).
+    pub events: palaver_events::EventsConfig,
     /// Development switches (`[dev]`).
     pub dev: DevSection,
 }
@@ -244,6 +246,11 @@ impl ServerConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.server.data_dir.join("palaver.db")
+    }
+
+    /// The events outbox, subscriptions and callback signing key.
+    pub fn events_database_path(&self) -> PathBuf {
+        self.server.data_dir.join("events.db")
     }
 
     pub fn tls_dir(&self) -> PathBuf {

@@ -49,8 +49,11 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .await
         .context("starting the /metrics listener")?;
     let media = start_media(&cfg, &metrics)?;
+    let events = open_events(&cfg, &metrics)?;
     let parts = AppParts {
-        sessions: usage.observer(),
+        // Call lifecycle events ride on the billing observer's session stream.
+        sessions: palaver_events::lifecycle::LifecycleEvents::wrap(usage.observer(), events.clone()),
+        events: Arc::new(events.clone()),
         telemetry: metrics.clone(),
         media: match &media {
             Some(m) => m.controller.clone(),
@@ -60,6 +63,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         chat_usage: Some(usage.chat_observer()),
     };
     let state = open_state_with(&cfg, parts)?;
+    events.set_resource_id(&state.resource.resource_id);
     // The media plane reports active speakers and slots back to the gateway.
     let relay = media.as_ref().map(|m| m.controller.spawn_event_relay(state.gateway.clone()));
     let quic_paths = media.as_ref().map(|m| m.quic_paths.clone()).unwrap_or_default();
@@ -79,7 +83,12 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
     let quic = start_quic(&cfg, tls.as_ref(), &state, quic_paths)?;
-    let app = router(state.clone()).merge(quic_discovery(quic.clone())).layer(axum::Extension(usage.export()));
+    events.set_public_url(&base_url);
+    let delivery = palaver_events::spawn_delivery(events.clone());
+    let app = router(state.clone())
+        .merge(quic_discovery(quic.clone()))
+        .layer(axum::Extension(usage.export()))
+        .layer(axum::Extension(events));
     let fd_limit = crate::http_listener::raise_fd_limit();
     let limits = cfg.server.http.effective(fd_limit);
     if limits.max_connections < cfg.server.http.max_connections {
@@ -136,6 +145,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     };
     server.await.context("server task")?;
     shutdown.abort();
+    delivery.stop();
     if let Some(q) = &quic {
         q.close().await;
     }
@@ -154,6 +164,20 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The events service (`[events]`): its database in the data directory, its counters on the
+/// registry. Delivery starts once the listener's URL is known.
+fn open_events(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) -> Result<palaver_events::Events> {
+    let telemetry =
+        palaver_telemetry::EventMetrics::register(metrics.registry()).context("registering event metrics")?;
+    let options = palaver_events::EventsOptions {
+        telemetry: Arc::new(telemetry),
+        ..palaver_events::EventsOptions::new(cfg.events.clone(), String::new())
+    };
+    let path = cfg.events_database_path();
+    palaver_events::Events::open(&path, options)
+        .with_context(|| format!("opening the events database {}", path.display()))
 }
 
 /// The QUIC endpoint (`[server.quic]`), when enabled and TLS is on.

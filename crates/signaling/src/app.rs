@@ -12,7 +12,7 @@ use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, 
 use crate::store::meetings::MeetingDirectory;
 use crate::store::{Store, StoreError, settings};
 use base64::Engine;
-use palaver_core::{ChatTelemetry, NoTelemetry, SessionObserver, SignalingTelemetry};
+use palaver_core::{ChatTelemetry, EventPublisher, NoEventPublisher, NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
 
 /// Control-plane settings the binary passes in (from TOML / env / flags).
@@ -66,6 +66,8 @@ pub struct AppParts {
     pub chat_telemetry: Option<Arc<dyn ChatTelemetry>>,
     /// Chat usage billing: one usage record per message sent (default: none).
     pub chat_usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
+    /// Event Grid system events and Call Automation callbacks (default: dropped).
+    pub events: Arc<dyn EventPublisher>,
 }
 
 impl Default for AppParts {
@@ -76,6 +78,7 @@ impl Default for AppParts {
             media: Arc::new(MediaUnavailable),
             chat_telemetry: None,
             chat_usage: None,
+            events: Arc::new(NoEventPublisher),
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct AppStateInner {
     pub meetings: Meetings,
     /// Operator counts: REST errors by code (the gateway counts the rest).
     pub telemetry: Arc<dyn SignalingTelemetry>,
+    /// Event Grid system events and Call Automation callbacks.
+    pub events: Arc<dyn EventPublisher>,
 }
 
 impl std::fmt::Debug for AppStateInner {
@@ -157,6 +162,7 @@ impl AppState {
             telemetry: parts.telemetry.clone(),
             media: parts.media,
             chat: chat.clone(),
+            events: parts.events.clone(),
         });
         Ok(Self(Arc::new(AppStateInner {
             config,
@@ -169,6 +175,7 @@ impl AppState {
             chat,
             meetings,
             telemetry: parts.telemetry,
+            events: parts.events,
         })))
     }
 
@@ -180,6 +187,11 @@ impl AppState {
             tokens: &self.auth.tokens,
             revocations: &self.auth.revocations,
         }
+    }
+
+    /// Call Automation's live call connections (`connection(ccid)`, ...).
+    pub fn call_automation(&self) -> &crate::gateway::CallAutomation {
+        self.gateway.call_automation()
     }
 
     /// `endpoint=<base_url>/;accesskey=<key>` for SDKs.

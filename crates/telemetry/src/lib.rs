@@ -8,14 +8,17 @@
 //! - [`registry`]: the registry and its billing, ledger, conversation and signaling families.
 //! - [`media`]: [`MediaSnapshot`] and the collector that turns it into families.
 //! - [`chat`]: the chat counters.
+//! - [`events`]: event delivery counters (`palaver_events::EventsTelemetry`).
 //! - [`serve`]: the `/metrics` HTTP listener.
 
 pub mod chat;
+pub mod events;
 pub mod media;
 pub mod registry;
 pub mod serve;
 
 pub use chat::ChatMetrics;
+pub use events::EventMetrics;
 pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};

@@ -2,6 +2,7 @@
 //! area: add `mod <area>;` here.
 
 mod chat;
+mod events;
 mod identity;
 mod identity_directory;
 mod load;

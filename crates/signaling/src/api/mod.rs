@@ -4,13 +4,15 @@
 //!
 //! Each REST API lives in its own module and exposes `fn routes() -> Router<AppState>`;
 //! [`router`] merges them: [`identity`], [`directory`] (directory-user token exchange and
-//! the dev IdP), [`rooms`], [`chat`], [`meetings`], [`usage`], [`webapp`], plus the gateway's socket
+//! the dev IdP), [`rooms`], [`chat`], [`call_automation`], [`meetings`], [`usage`], [`events`], [`webapp`], plus the gateway's socket
 //! endpoints.
 
+pub mod call_automation;
 mod callers;
 pub mod chat;
 pub mod directory;
 mod error;
+pub mod events;
 mod extract;
 pub mod identity;
 pub mod meetings;
@@ -52,9 +54,11 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(rooms::routes())
         .merge(chat::routes())
+        .merge(call_automation::routes())
         .merge(crate::gateway::routes())
         .merge(meetings::routes())
         .merge(usage::routes())
+        .merge(events::routes())
         .merge(webapp::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,6 +4,7 @@
 //! the Unix epoch (`palaver_core::time`).
 //!
 //! - [`conversation`]: the sans-IO meeting/group-call/room machine (roster, roles, lobby).
+//! - [`call_automation`]: Call Automation's call connections, contexts and their rules.
 //! - [`calls`]: the sans-IO user-to-user call machine (ringing, queues, transfer).
 //! - [`identity`]: communication identities and their access tokens.
 //! - [`meetings`]: meeting definitions, who manages them, their limits, joins by code.
@@ -11,6 +12,7 @@
 //! - [`chat`]: chat threads, messages, participants: access rules, ids, sanitising, paging
 //!   tokens, real-time events, and the transactional chat service.
 
+pub mod call_automation;
 pub mod calls;
 pub mod chat;
 pub mod conversation;

@@ -175,6 +175,8 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
     for output in outputs {
         match output {
             Output::Notify { to, event } => {
+                // Call Automation: IncomingCall for ACS identities, call connections' callbacks.
+                gateway.call_automation_event(&to, &event);
                 let text: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
                 gateway.notify_user(&to, text);
             }
@@ -187,13 +189,19 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                     (true, false) => ParticipantType::AcsAsM365User,
                     (false, _) => ParticipantType::Acs,
                 };
+                // A Call Automation call connection is a server endpoint (ACS logs `Server`).
+                let endpoint_type = if crate::domain::calls::is_server_leg(&endpoint) {
+                    EndpointType::Server
+                } else {
+                    EndpointType::Voip
+                };
                 observer.session_started(SessionStarted {
                     session_id: session_id(&call_id, &participant.raw_id),
                     conversation_id: call_id,
                     call_type,
                     participant_raw_id: participant.raw_id,
                     participant_type,
-                    endpoint_type: EndpointType::Voip,
+                    endpoint_type,
                     thread_id: None,
                     at_ms: now_ms(),
                 });

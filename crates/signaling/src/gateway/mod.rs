@@ -5,6 +5,7 @@
 //! given once when the gateway is built ([`GatewayParts`]).
 
 mod actor;
+mod call_automation;
 mod calls;
 mod chat;
 mod connection;
@@ -14,6 +15,7 @@ pub mod media;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
+pub use call_automation::{CallAutomation, Replay as CallAutomationReplay};
 pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
@@ -106,6 +108,8 @@ pub struct GatewayParts {
     pub media: Arc<dyn MediaPlane>,
     /// The chat service: a meeting's thread follows who is in the meeting.
     pub chat: crate::domain::chat::ChatService,
+    /// Event Grid system events and Call Automation callbacks (default: dropped).
+    pub events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 /// The gateway; cheap to clone.
@@ -130,6 +134,10 @@ pub struct GatewayInner {
     lobby_total: AtomicI64,
     /// The chat service: meeting threads follow meeting membership.
     chat: crate::domain::chat::ChatService,
+    /// Call Automation's live call connections.
+    call_automation: CallAutomation,
+    /// Event Grid system events and Call Automation callbacks.
+    events: Arc<dyn palaver_core::EventPublisher>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -164,9 +172,16 @@ impl Gateway {
             next_generation: AtomicU64::new(1),
             lobby_total: AtomicI64::new(0),
             chat: parts.chat,
+            call_automation: CallAutomation::default(),
+            events: parts.events,
         }));
         gateway.publish_meeting_count();
         gateway
+    }
+
+    /// Where system events and call callbacks go.
+    pub fn events(&self) -> &Arc<dyn palaver_core::EventPublisher> {
+        &self.events
     }
 
     /// Count an error answered on a socket (REST errors are counted by the HTTP layer).
@@ -216,6 +231,10 @@ impl Gateway {
     }
     pub(crate) fn meetings(&self) -> &Meetings {
         &self.meetings
+    }
+    /// Call Automation's live call connections.
+    pub fn call_automation(&self) -> &CallAutomation {
+        &self.call_automation
     }
 
     /// Number of live conversations.

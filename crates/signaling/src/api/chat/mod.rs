@@ -77,13 +77,29 @@ pub fn required<T>(value: Option<T>, target: &'static str) -> Result<T, ApiError
     value.ok_or_else(|| ApiError::from(ChatError::invalid(target, format!("`{target}` is required"))))
 }
 
-/// Hand events to the gateway for delivery and count them.
+/// Hand events to the gateway for delivery and count them, and announce them to Event Grid
+/// subscriptions.
 pub fn publish(state: &AppState, events: impl IntoIterator<Item = ChatEvent>) {
     for event in events {
+        publish_to_event_grid(state, crate::domain::chat::grid_events::from_chat_event(&event));
         let delivered = state.gateway.deliver_chat(&event);
         if let Some(m) = state.chat.metrics() {
             m.events_delivered(event.name, delivered as u64);
         }
+    }
+}
+
+/// Hand Event Grid events to the events port (durable once accepted; a failure is logged: the
+/// chat change itself has happened).
+pub fn publish_to_event_grid(state: &AppState, events: Vec<palaver_core::SystemEvent>) {
+    for event in events {
+        let event_type = event.event_type.clone();
+        let accepted = state.events.publish(event);
+        tokio::spawn(async move {
+            if let Err(e) = accepted.await {
+                tracing::error!(error = %e, event_type = %event_type, "chat event not accepted by the events outbox");
+            }
+        });
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
                 if fingerprint != r.fingerprint {
                     return Err(ChatError::RepeatabilityConflict.into());
                 }
-                return Ok((StatusCode::CREATED, body, false));
+                return Ok((StatusCode::CREATED, body, None));
             }
             let (ok, bad) = classify_all(c, &resource_id, &participants)?;
             let creator_entry = ok.iter().find(|p| p.raw_id == caller.raw_id).cloned();
@@ -117,6 +117,9 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
                 display_name: creator_entry.as_ref().and_then(|p| p.display_name.clone()).or(creator_name),
                 share_history_ms: 0,
             };
+            let members: Vec<ChatParticipant> = std::iter::once(creator.clone())
+                .chain(ok.iter().filter(|p| p.raw_id != creator.raw_id).cloned())
+                .collect();
             let row = create_thread_in(c, new_thread_id(), topic, creator, ok, now)?;
             let mut answer = serde_json::json!({ "chatThread": wire::thread_json(&row.thread) });
             if !bad.is_empty() {
@@ -126,13 +129,14 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
             if let Some(r) = &repeat {
                 db::save_repeat(c, &caller.raw_id, &r.request_id, &r.fingerprint, &body, now)?;
             }
-            Ok((StatusCode::CREATED, body, true))
+            Ok((StatusCode::CREATED, body, Some((row.thread, members))))
         })
         .await?;
     let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| ApiError::internal(e.to_string()))?;
     let id = value["chatThread"]["id"].as_str().unwrap_or_default().to_string();
-    if created {
+    if let Some((thread, members)) = created {
         tracing::info!(thread = %id, creator = %req.caller.raw_id, "chat thread created");
+        super::publish_to_event_grid(state, vec![crate::domain::chat::grid_events::thread_created(&thread, &members)]);
         if let Some(m) = state.chat.metrics() {
             m.thread_created();
         }

@@ -5,9 +5,11 @@
 //! target rings; a failed transfer leaves the call as it was, and a transfer whose
 //! transferee hung up is withdrawn.
 
+mod server_legs;
+
 use super::config::CallsConfig;
 use super::invite::{Invite, Purpose, QueueCursor, Target, check_caller, resolve_target};
-use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party};
+use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party, is_server_leg};
 use palaver_core::{CallType, CommunicationIdentifier, EndReason, ErrorCode};
 use std::collections::HashMap;
 
@@ -91,8 +93,20 @@ impl CallManager {
             Input::Decline { call_id, user } => self.decline(now_ms, call_id, user, &mut out)?,
             Input::Cancel { call_id, user } => self.cancel(call_id, user, &mut out)?,
             Input::HangUp { call_id, user } => self.hang_up(call_id, user, &mut out)?,
-            Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, &mut out)?,
+            Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, None, &mut out)?,
+            Input::AddParticipantRinging { call_id, by, target, ring_timeout_secs } => {
+                self.add(now_ms, call_id, by, target, Some(ring_timeout_secs), &mut out)?
+            }
             Input::Transfer { call_id, by, target } => self.transfer(now_ms, call_id, by, target, &mut out)?,
+            Input::RemoveParticipant { call_id, by, target } => self.remove(call_id, by, target, &mut out)?,
+            Input::CancelInvite { call_id, by, target } => self.cancel_invite(call_id, by, target, &mut out)?,
+            Input::Terminate { call_id, by } => self.terminate(call_id, by, &mut out)?,
+            Input::JoinServerLeg { call_id, party, endpoint } => {
+                self.join_server_leg(call_id, party, endpoint, &mut out)?
+            }
+            Input::MoveParticipant { from_call, to_call, by, target } => {
+                self.move_participant(from_call, to_call, by, target, &mut out)?
+            }
             Input::UserGone { user } => self.user_gone(now_ms, &user, &mut out),
             Input::Tick => self.tick(now_ms, &mut out),
         }
@@ -179,7 +193,8 @@ impl CallManager {
             return Err(CallError::new(ErrorCode::Conflict, format!("call `{call_id}` already exists")));
         }
         let caller_id = check_caller(&caller.raw_id)?;
-        if self.is_engaged(&caller.raw_id) {
+        let server_leg = is_server_leg(&endpoint);
+        if !server_leg && self.is_engaged(&caller.raw_id) {
             return Err(CallError::new(ErrorCode::InvalidState, "you are already in a call; hang up first"));
         }
         let mut unique: Vec<String> = Vec::new();
@@ -215,14 +230,16 @@ impl CallManager {
         if !checked.iter().any(|(_, t)| self.reachable(t, &call)) {
             return Err(Self::busy_error(&checked[0].0));
         }
-        self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
+        if !server_leg {
+            self.engaged.insert(call.caller.raw_id.clone(), call_id.clone());
+        }
         let by = call.caller.raw_id.clone();
         self.calls.insert(call_id.clone(), call);
         // Users called directly ring first; a queue then hunts among the members left.
         checked.sort_by_key(|(_, t)| matches!(t, Target::Queue(_)));
         for (raw, target) in checked {
             if self.reachable(&target, &self.calls[&call_id]) {
-                self.start_invite(now, &call_id, (raw, target), by.clone(), Purpose::Join, out);
+                self.start_invite(now, &call_id, (raw, target, None), by.clone(), Purpose::Join, out);
             } else {
                 let call = &self.calls[&call_id];
                 call.notify_members(
@@ -235,12 +252,13 @@ impl CallManager {
         Ok(())
     }
 
-    /// Create an invitation and ring its first user. The target must be reachable.
+    /// Create an invitation and ring its first user (a user rings for `ring_timeout_secs`, or the
+    /// configured time). The target must be reachable.
     fn start_invite(
         &mut self,
         now: u64,
         call_id: &str,
-        (raw, target): (String, Target),
+        (raw, target, ring_timeout_secs): (String, Target, Option<u64>),
         by: String,
         purpose: Purpose,
         out: &mut Vec<Output>,
@@ -248,7 +266,9 @@ impl CallManager {
         let id = self.next_invite_id;
         self.next_invite_id += 1;
         let (ringing, queue, deadline) = match &target {
-            Target::Direct(user) => (user.clone(), None, now + self.config.ring_timeout_secs * 1000),
+            Target::Direct(user) => {
+                (user.clone(), None, now + ring_timeout_secs.unwrap_or(self.config.ring_timeout_secs) * 1000)
+            }
             Target::Queue(app_id) => {
                 let call = &self.calls[call_id];
                 let (idx, member) = self.free_member(app_id, 0, call).expect("reachable() checked a free member");
@@ -302,7 +322,7 @@ impl CallManager {
             }
             return Err(not_found(&call_id));
         };
-        if self.is_engaged(&callee.raw_id) {
+        if !is_server_leg(&endpoint) && self.is_engaged(&callee.raw_id) {
             return Err(CallError::new(ErrorCode::InvalidState, "you are already in another call; hang up first"));
         }
         let call = self.calls.get_mut(&call_id).expect("checked");
@@ -341,7 +361,9 @@ impl CallManager {
             );
         }
         call.members.push(Member { party: callee.clone(), endpoint: endpoint.clone(), billed: true });
-        self.engaged.insert(callee.raw_id.clone(), call_id.clone());
+        if !is_server_leg(&endpoint) {
+            self.engaged.insert(callee.raw_id.clone(), call_id.clone());
+        }
         if call.members.len() > 2 && call.call_type == CallType::P2P {
             call.call_type = CallType::Group;
             out.push(Output::CallTypeChanged { call_id: call_id.clone(), call_type: CallType::Group });
@@ -372,7 +394,10 @@ impl CallManager {
     ) {
         let Some(pos) = call.members.iter().position(|m| m.party.raw_id == raw_id) else { return };
         let member = call.members.remove(pos);
-        engaged.remove(raw_id);
+        // Only this call's engagement (a server leg of the same identity is never engaged).
+        if engaged.get(raw_id) == Some(&call.id) {
+            engaged.remove(raw_id);
+        }
         if member.billed {
             out.push(Output::ParticipantDisconnected {
                 call_id: call.id.clone(),
@@ -461,7 +486,9 @@ impl CallManager {
             });
         }
         for m in call.members.drain(..) {
-            self.engaged.remove(&m.party.raw_id);
+            if self.engaged.get(&m.party.raw_id) == Some(&call.id) {
+                self.engaged.remove(&m.party.raw_id);
+            }
             if m.billed {
                 out.push(Output::ParticipantDisconnected {
                     call_id: call_id.to_string(),
@@ -592,11 +619,12 @@ impl CallManager {
         call_id: String,
         by: String,
         target: String,
+        ring_timeout_secs: Option<u64>,
         out: &mut Vec<Output>,
     ) -> Result<(), CallError> {
         let call = self.connected_member(&call_id, &by)?;
         let checked = self.check_new_target(call, &by, &target, None)?;
-        self.start_invite(now, &call_id, (target, checked), by, Purpose::Join, out);
+        self.start_invite(now, &call_id, (target, checked, ring_timeout_secs), by, Purpose::Join, out);
         Ok(())
     }
 
@@ -619,13 +647,23 @@ impl CallManager {
             return Err(CallError::new(ErrorCode::InvalidState, "a transfer of this call is already in progress"));
         }
         let checked = self.check_new_target(call, &by, &target, Some(&by))?;
-        self.start_invite(now, &call_id, (target, checked), by.clone(), Purpose::Transfer { transferor: by }, out);
+        self.start_invite(
+            now,
+            &call_id,
+            (target, checked, None),
+            by.clone(),
+            Purpose::Transfer { transferor: by },
+            out,
+        );
         Ok(())
     }
 
     fn user_gone(&mut self, now: u64, user: &str, out: &mut Vec<Output>) {
         for call_id in self.calls_of(user) {
             let Some(call) = self.calls.get(&call_id) else { continue };
+            if call.member(user).is_some_and(|m| is_server_leg(&m.endpoint)) {
+                continue;
+            }
             if call.is_member(user) {
                 if call.answered {
                     self.leave(&call_id, user, CallEndReason::ConnectionLost, out);
@@ -686,7 +724,7 @@ impl CallManager {
         for call in self.calls.values() {
             assert!(!call.members.is_empty(), "call {} has nobody connected", call.id);
             assert!(call.members.len() >= 2 || !call.invites.is_empty(), "call {} should have ended", call.id);
-            for m in &call.members {
+            for m in call.members.iter().filter(|m| !is_server_leg(&m.endpoint)) {
                 assert_eq!(self.engaged.get(&m.party.raw_id), Some(&call.id), "member {} not engaged", m.party.raw_id);
                 assert_eq!(m.billed, call.answered, "billing state of {}", m.party.raw_id);
             }

@@ -17,4 +17,7 @@ mod tests;
 
 pub use config::{CallQueueConfig, CallsConfig, CallsConfigError};
 pub use machine::CallManager;
-pub use model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party};
+pub use model::{
+    CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party, SERVER_LEG_ENDPOINT_PREFIX,
+    is_server_leg,
+};

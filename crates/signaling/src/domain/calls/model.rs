@@ -39,8 +39,34 @@ pub enum Input {
     Transfer { call_id: String, by: String, target: String },
     /// The user's last session is gone (reconnect grace ran out).
     UserGone { user: String },
+    /// As `AddParticipant`, ringing a user (not a queue) for `ring_timeout_secs` instead of
+    /// the configured time (Call Automation's `invitationTimeoutInSeconds`, 1..=180).
+    AddParticipantRinging { call_id: String, by: String, target: String, ring_timeout_secs: u64 },
+    /// A connected participant takes another connected participant out of the call (Call
+    /// Automation's `participants:remove`).
+    RemoveParticipant { call_id: String, by: String, target: String },
+    /// A connected participant withdraws its one invitation of `target` (Call Automation's
+    /// `participants:cancelAddParticipant`).
+    CancelInvite { call_id: String, by: String, target: String },
+    /// A connected participant ends the call for everyone (Call Automation's `:terminate`).
+    Terminate { call_id: String, by: String },
+    /// A server-side participant (an endpoint starting with [`SERVER_LEG_ENDPOINT_PREFIX`])
+    /// joins an answered call without ringing (Call Automation's `:connect` to a server call).
+    JoinServerLeg { call_id: String, party: Party, endpoint: String },
+    /// A connected participant of `to_call` (`by`) moves `target`, connected in `from_call`,
+    /// into `to_call` without ringing (Call Automation's `participants:moveHere`).
+    MoveParticipant { from_call: String, to_call: String, by: String, target: String },
     /// Process ring timers that are due.
     Tick,
+}
+
+/// Endpoints of server-side participants (Call Automation call connections) start with this.
+/// Such a participant may be in any number of calls at once: it is never busy.
+pub const SERVER_LEG_ENDPOINT_PREFIX: &str = "ca:";
+
+/// Is `endpoint` a server-side participant's (a Call Automation call connection)?
+pub fn is_server_leg(endpoint: &str) -> bool {
+    endpoint.starts_with(SERVER_LEG_ENDPOINT_PREFIX)
 }
 
 /// What the gateway must do after an input.
@@ -71,6 +97,10 @@ pub enum CallEndReason {
     QueueExhausted,
     ConnectionLost,
     AnsweredElsewhere,
+    /// Taken out of the call by another participant.
+    Removed,
+    /// A participant ended the call for everyone.
+    Terminated,
 }
 
 impl CallEndReason {
@@ -79,6 +109,7 @@ impl CallEndReason {
         match self {
             Self::ConnectionLost => EndReason::ConnectionLost,
             Self::HungUp | Self::Transferred | Self::Cancelled => EndReason::Left,
+            Self::Removed => EndReason::Removed,
             _ => EndReason::ConversationEnded,
         }
     }

@@ -1,13 +1,14 @@
 //! Chat rules (issue #14), sans-IO: who may do what on a thread ([`access`]), the shapes
 //! and checks of threads, messages and participants ([`model`]), id allocation ([`ids`]),
 //! HTML sanitising ([`sanitize`]), signed paging tokens ([`page_token`]), rate limits ([`rate_limit`]), the real-time
-//! events a change produces ([`events`]), each operation as one store transaction
+//! events a change produces ([`events`]) and the Event Grid events they announce ([`grid_events`]), each operation as one store transaction
 //! ([`service`]) and meeting threads ([`meeting`]). Tables are in `crate::store::chat`, HTTP
 //! in `crate::api::chat`.
 
 pub mod access;
 pub mod error;
 pub mod events;
+pub mod grid_events;
 pub mod ids;
 pub mod meeting;
 pub mod model;

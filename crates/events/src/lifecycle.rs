@@ -1,0 +1,163 @@
+//! Call lifecycle events (`CallStarted`, `CallParticipantAdded`, `CallParticipantRemoved`,
+//! `CallEnded`) derived from the participant sessions signaling reports: a
+//! [`SessionObserver`] that forwards every session to the real observer (billing) and feeds
+//! its own copy of billing's pure [`Meter`], whose ledger changes billing's
+//! `webhook::events::events_for` turns into the ACS event shapes (one definition of the data
+//! shapes for both the usage webhook and Event Grid subscriptions). Publishing happens on a
+//! task: an observer must not block the gateway's actors.
+
+use crate::service::Events;
+use palaver_billing::meter::{LedgerChange, Meter};
+use palaver_billing::pricing::Price;
+use palaver_billing::webhook::events::events_for;
+use palaver_core::{CallType, SessionEnded, SessionObserver, SessionStarted, SystemEvent};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The observer the binary plugs into signaling in place of billing's own.
+pub struct LifecycleEvents {
+    inner: Arc<dyn SessionObserver>,
+    meter: Mutex<Meter>,
+    queue: mpsc::UnboundedSender<Vec<LedgerChange>>,
+}
+
+impl LifecycleEvents {
+    /// Wrap `inner`; spawns the publishing task on the current tokio runtime.
+    pub fn wrap(inner: Arc<dyn SessionObserver>, events: Events) -> Arc<dyn SessionObserver> {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Vec<LedgerChange>>();
+        tokio::spawn(async move {
+            while let Some(changes) = rx.recv().await {
+                let topic = events.topic();
+                for change in &changes {
+                    for event in events_for(&topic, change) {
+                        let published = events.publish_now(SystemEvent {
+                            event_type: event.event_type,
+                            subject: event.subject,
+                            data: event.data,
+                        });
+                        if let Err(e) = published {
+                            tracing::error!(error = %e, "cannot queue a call lifecycle event");
+                        }
+                    }
+                }
+            }
+        });
+        Arc::new(Self { inner, meter: Mutex::new(Meter::new(Price::default())), queue })
+    }
+
+    fn meter(&self) -> std::sync::MutexGuard<'_, Meter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, changes: Vec<LedgerChange>) {
+        if !changes.is_empty() {
+            let _ = self.queue.send(changes);
+        }
+    }
+}
+
+impl SessionObserver for LifecycleEvents {
+    fn session_started(&self, event: SessionStarted) {
+        self.inner.session_started(event.clone());
+        match self.meter().session_started(event) {
+            Ok(changes) => self.send(changes),
+            Err(e) => tracing::debug!(error = %e, "lifecycle events: session ignored"),
+        }
+    }
+
+    fn session_ended(&self, event: SessionEnded) {
+        self.inner.session_ended(event.clone());
+        match self.meter().session_ended(event) {
+            Ok(changes) => self.send(changes),
+            Err(e) => tracing::debug!(error = %e, "lifecycle events: session end ignored"),
+        }
+    }
+
+    fn call_type_changed(&self, conversation_id: &str, call_type: CallType) {
+        self.inner.call_type_changed(conversation_id, call_type);
+        let changes = self.meter().call_type_changed(conversation_id, call_type);
+        self.send(changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EventsConfig, SubscriptionConfig};
+    use crate::service::EventsOptions;
+    use palaver_core::{EndReason, EndpointType, ParticipantType};
+
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<String>>);
+    impl SessionObserver for Counting {
+        fn session_started(&self, e: SessionStarted) {
+            self.0.lock().unwrap().push(format!("start {}", e.session_id));
+        }
+        fn session_ended(&self, e: SessionEnded) {
+            self.0.lock().unwrap().push(format!("end {}", e.session_id));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_publishes_started_added_removed_ended_and_billing_still_sees_it() {
+        let config = EventsConfig {
+            subscriptions: vec![SubscriptionConfig {
+                name: "all-events".into(),
+                endpoint: "http://127.0.0.1:9/x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let events = Events::open_in_memory(EventsOptions::new(config, "res")).unwrap();
+        let billing = Arc::new(Counting::default());
+        let observer = LifecycleEvents::wrap(billing.clone(), events.clone());
+        let started = |id: &str| SessionStarted {
+            session_id: id.into(),
+            conversation_id: "conv-1".into(),
+            call_type: CallType::Group,
+            participant_raw_id: format!("8:acs:res_{id}"),
+            participant_type: ParticipantType::Acs,
+            endpoint_type: EndpointType::Voip,
+            thread_id: None,
+            at_ms: 1_000,
+        };
+        let ended = |id: &str| SessionEnded {
+            session_id: id.into(),
+            conversation_id: "conv-1".into(),
+            reason: EndReason::Left,
+            at_ms: 5_000,
+        };
+        observer.session_started(started("a"));
+        observer.session_started(started("b"));
+        observer.session_ended(ended("a"));
+        observer.session_ended(ended("b"));
+        assert_eq!(billing.0.lock().unwrap().len(), 4);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let counts = events.subscription("all-events").unwrap().unwrap().deliveries;
+            if counts.pending == 6 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let store = events.store();
+        let mut stmt = store_types(&store);
+        stmt.sort();
+        assert_eq!(
+            stmt,
+            [
+                "Microsoft.Communication.CallEnded",
+                "Microsoft.Communication.CallParticipantAdded",
+                "Microsoft.Communication.CallParticipantAdded",
+                "Microsoft.Communication.CallParticipantRemoved",
+                "Microsoft.Communication.CallParticipantRemoved",
+                "Microsoft.Communication.CallStarted",
+            ]
+        );
+    }
+
+    fn store_types(store: &crate::store::EventStore) -> Vec<String> {
+        store.pending_event_types().unwrap()
+    }
+}

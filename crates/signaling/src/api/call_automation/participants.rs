@@ -1,0 +1,109 @@
+//! Participant operations of a call connection: list, get, add, remove, mute, cancel add
+//! (reference §3.2).
+
+use super::CallRequest;
+use super::wire::{
+    self, AddParticipantRequest, CancelAddParticipantRequest, MuteParticipantsRequest, RemoveParticipantRequest,
+};
+use crate::app::AppState;
+use crate::domain::call_automation::{CallAutomationError, events};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+type Answer = Result<Response, CallAutomationError>;
+
+/// Longest ring ACS accepts for an added participant.
+const MAX_INVITATION_TIMEOUT_SECS: i64 = 180;
+
+/// `GET .../participants` → 200 `{value}` (one page).
+pub fn list(state: &AppState, ccid: &str) -> Answer {
+    let value = state.call_automation().with_machine(|m| m.participants(ccid))?;
+    Ok(Json(json!({"value": value})).into_response())
+}
+
+/// `GET .../participants/{rawId}` → 200.
+pub fn get(state: &AppState, ccid: &str, raw_id: &str) -> Answer {
+    let participant = state.call_automation().with_machine(|m| m.participant(ccid, raw_id))?;
+    Ok(Json(participant).into_response())
+}
+
+/// `participants:add` → 202.
+pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: AddParticipantRequest = request.json()?;
+    let target = wire::target(&wire::required(body.participant_to_add, "ParticipantToAdd")?, "ParticipantToAdd")?;
+    if let Some(t) = body.invitation_timeout_in_seconds
+        && !(0..=MAX_INVITATION_TIMEOUT_SECS).contains(&t)
+    {
+        return Err(CallAutomationError::invalid_argument(format!(
+            "The field InvitationTimeoutInSeconds must be between 0 and {MAX_INVITATION_TIMEOUT_SECS}."
+        )));
+    }
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    let custom = body.custom_calling_context.filter(|c| !c.is_null());
+    // 0 (or none): the configured ring time.
+    let ring_timeout_secs = body.invitation_timeout_in_seconds.filter(|t| *t > 0).map(|t| t as u64);
+    let invitation_id = state.gateway.ca_add_participant(ccid, &target, ring_timeout_secs, route, custom).await?;
+    let body = json!({
+        "participant": events::participant(&target, false, false),
+        "operationContext": operation_context,
+        "invitationId": invitation_id,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `participants:remove` → 202.
+pub async fn remove(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: RemoveParticipantRequest = request.json()?;
+    let target =
+        wire::raw_id(&wire::required(body.participant_to_remove, "ParticipantToRemove")?, "ParticipantToRemove")?;
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    state.gateway.ca_remove_participant(ccid, &target, route).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"operationContext": operation_context}))).into_response())
+}
+
+/// `participants:mute` → 200 (exactly one participant, as the SDK sends).
+pub fn mute(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: MuteParticipantsRequest = request.json()?;
+    let targets = wire::required(body.target_participants, "TargetParticipants")?;
+    let [target] = targets.as_slice() else {
+        return Err(CallAutomationError::invalid_argument(
+            "The field TargetParticipants must hold exactly one participant.",
+        ));
+    };
+    let target = wire::raw_id(target, "TargetParticipants")?;
+    state.gateway.ca_mute(ccid, &target)?;
+    Ok(Json(json!({"operationContext": body.operation_context})).into_response())
+}
+
+/// `participants:cancelAddParticipant` → 202.
+pub async fn cancel_add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: CancelAddParticipantRequest = request.json()?;
+    let invitation_id = wire::required_str(body.invitation_id, "InvitationId")?;
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    state.gateway.ca_cancel_add(ccid, &invitation_id, route).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"invitationId": invitation_id, "operationContext": operation_context})))
+        .into_response())
+}
+
+/// `participants:moveHere` → 202: participants connected in `fromCall` (a server call id)
+/// move into this call without ringing; each outcome is a callback.
+pub async fn move_here(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+    let body: wire::MoveParticipantsRequest = request.json()?;
+    let targets = wire::required(body.target_participants, "TargetParticipants")?;
+    if targets.is_empty() {
+        return Err(CallAutomationError::invalid_argument("The field TargetParticipants must not be empty."));
+    }
+    let targets = targets.iter().map(|t| wire::raw_id(t, "TargetParticipants")).collect::<Result<Vec<_>, _>>()?;
+    let from_call = wire::required_str(body.from_call, "FromCall")?;
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    state.gateway.ca_move(ccid, &targets, &from_call, route).await?;
+    let participants: Vec<_> = targets.iter().map(|t| events::participant(t, false, false)).collect();
+    let body = json!({"participants": participants, "operationContext": operation_context, "fromCall": from_call});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

@@ -1,0 +1,168 @@
+//! Request bodies of the call-connection operations (reference §3.3), as the SDK sends them.
+//! Required members are `Option`s here: the SDK checks nothing (`client_side_validation =
+//! False`), so a missing one is answered `400/8523` naming it ([`required`]).
+
+use crate::domain::call_automation::{CallAutomationError, OperationRoute};
+use palaver_core::{CommunicationIdentifier, IdentifierModel};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A bare `CommunicationUserIdentifierModel` (`source`, `answeredBy`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserModel {
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCallRequest {
+    pub targets: Option<Vec<IdentifierModel>>,
+    pub source_caller_id_number: Option<Value>,
+    pub source_display_name: Option<String>,
+    pub source: Option<UserModel>,
+    pub operation_context: Option<String>,
+    pub callback_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerCallRequest {
+    pub incoming_call_context: Option<String>,
+    pub callback_uri: Option<String>,
+    pub operation_context: Option<String>,
+    pub answered_by: Option<UserModel>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectCallRequest {
+    pub incoming_call_context: Option<String>,
+    pub target: Option<IdentifierModel>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectCallRequest {
+    pub incoming_call_context: Option<String>,
+    pub call_reject_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallLocator {
+    pub kind: Option<String>,
+    pub group_call_id: Option<String>,
+    pub server_call_id: Option<String>,
+    pub room_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectRequest {
+    pub call_locator: Option<CallLocator>,
+    pub callback_uri: Option<String>,
+    pub operation_context: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferRequest {
+    pub target_participant: Option<IdentifierModel>,
+    pub operation_context: Option<String>,
+    pub transferee: Option<IdentifierModel>,
+    pub operation_callback_uri: Option<String>,
+    pub custom_calling_context: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddParticipantRequest {
+    pub participant_to_add: Option<IdentifierModel>,
+    pub invitation_timeout_in_seconds: Option<i64>,
+    pub operation_context: Option<String>,
+    pub operation_callback_uri: Option<String>,
+    pub custom_calling_context: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveParticipantRequest {
+    pub participant_to_remove: Option<IdentifierModel>,
+    pub operation_context: Option<String>,
+    pub operation_callback_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MuteParticipantsRequest {
+    pub target_participants: Option<Vec<IdentifierModel>>,
+    pub operation_context: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelAddParticipantRequest {
+    pub invitation_id: Option<String>,
+    pub operation_context: Option<String>,
+    pub operation_callback_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveParticipantsRequest {
+    pub target_participants: Option<Vec<IdentifierModel>>,
+    pub operation_context: Option<String>,
+    pub operation_callback_uri: Option<String>,
+    pub from_call: Option<String>,
+}
+
+/// A required member (`400/8523` naming it when absent or empty).
+pub fn required<T>(value: Option<T>, name: &str) -> Result<T, CallAutomationError> {
+    value.ok_or_else(|| CallAutomationError::invalid_argument(format!("The field {name} is required.")))
+}
+
+/// A required, non-empty string member.
+pub fn required_str(value: Option<String>, name: &str) -> Result<String, CallAutomationError> {
+    required(value.filter(|v| !v.trim().is_empty()), name)
+}
+
+/// The raw id of an identifier member (`400/8523` when it does not parse).
+pub fn raw_id(model: &IdentifierModel, name: &str) -> Result<String, CallAutomationError> {
+    CommunicationIdentifier::from_model(model)
+        .map(|id| id.raw_id())
+        .map_err(|e| CallAutomationError::invalid_argument(format!("The field {name} is invalid: {e}")))
+}
+
+/// A callable target: not a phone number (the SIP trunk does not exist yet).
+pub fn target(model: &IdentifierModel, name: &str) -> Result<String, CallAutomationError> {
+    let raw = raw_id(model, name)?;
+    if raw.starts_with("4:") {
+        return Err(CallAutomationError::invalid_argument(format!(
+            "The field {name} is a phone number ({raw}): calling phone numbers needs the SIP trunk, \
+             which this server does not have yet."
+        )));
+    }
+    Ok(raw)
+}
+
+/// A callback URI: absolute `https://` or `http://` (loopback and tests), kept verbatim.
+pub fn callback_uri(value: Option<String>, name: &str) -> Result<String, CallAutomationError> {
+    let uri = required_str(value, name)?;
+    let ok = reqwest::Url::parse(&uri).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+    if !ok {
+        return Err(CallAutomationError::invalid_argument(format!("The field {name} is invalid.")));
+    }
+    Ok(uri)
+}
+
+/// `operationContext` and `operationCallbackUri` of an operation.
+pub fn route(
+    operation_context: Option<String>,
+    operation_callback_uri: Option<String>,
+) -> Result<OperationRoute, CallAutomationError> {
+    let operation_callback_uri = match operation_callback_uri.filter(|u| !u.is_empty()) {
+        Some(u) => Some(callback_uri(Some(u), "OperationCallbackUri")?),
+        None => None,
+    };
+    Ok(OperationRoute { operation_context, operation_callback_uri })
+}

@@ -1,0 +1,603 @@
+//! The gateway's Call Automation glue: the registry of live call connections
+//! ([`CallAutomation`]) shared by the REST handlers (`api/call_automation`), the media
+//! operations and the call actor, and the I/O around the sans-IO
+//! [`CallAutomationMachine`]: each operation opens its call connection (or pending
+//! operation) in the machine, sends the matching input to the call actor and, if the call
+//! refuses it, takes it back; call events addressed to users are fed to the machine by the
+//! call actor ([`Gateway::call_automation_event`]); the machine's outputs (callbacks, the
+//! IncomingCall event, leg attach/detach) are carried out by one task, in order.
+
+use super::Gateway;
+use super::actor::{ActorMsg, ConversationHandle};
+use super::connection::Outbound;
+use super::legs::ServerLeg;
+use super::media::MediaSession;
+use crate::domain::call_automation::{
+    CaOutput, CallAutomationError, CallAutomationMachine, CallConnectionView, ContextSigner, IncomingCallClaim,
+    NewConnection, OperationRoute, leg_endpoint,
+};
+use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
+use crate::domain::conversation::{
+    Authority, Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest, ServerCommand,
+};
+use palaver_core::protocol::{ParticipantInfo, ParticipantState, RosterChange, ServerMessage};
+use palaver_core::time::now_ms;
+use palaver_core::{CallbackEvent, ErrorCode, SystemEvent};
+use palaver_core::{CommunicationIdentifier, EndReason};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::mpsc;
+
+/// The live call connections; cheap to clone.
+#[derive(Clone)]
+pub struct CallAutomation(Arc<CallAutomationInner>);
+
+pub struct CallAutomationInner {
+    machine: Mutex<CallAutomationMachine>,
+    /// Attached media legs by call connection id.
+    legs: Mutex<HashMap<String, Arc<dyn ServerLeg>>>,
+    /// The machine's outputs, carried out in order by one task.
+    outputs: OnceLock<mpsc::UnboundedSender<CaOutput>>,
+    /// First answers of repeatable requests (`Repeatability-Request-ID`).
+    replays: Mutex<HashMap<String, Replay>>,
+    /// Connections seated in a conversation (group call, room): its actor and the leg's
+    /// participant id there.
+    conversations: Mutex<HashMap<String, (ConversationHandle, String)>>,
+}
+
+/// A stored answer of a repeatable request.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub at_ms: i64,
+}
+
+/// How long a first answer is replayed.
+const REPLAY_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+impl Default for CallAutomation {
+    fn default() -> Self {
+        Self(Arc::new(CallAutomationInner {
+            machine: Mutex::new(CallAutomationMachine::new(ContextSigner::random())),
+            legs: Mutex::new(HashMap::new()),
+            outputs: OnceLock::new(),
+            replays: Mutex::new(HashMap::new()),
+            conversations: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+impl std::fmt::Debug for CallAutomation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallAutomation").finish_non_exhaustive()
+    }
+}
+
+impl CallAutomation {
+    fn machine(&self) -> std::sync::MutexGuard<'_, CallAutomationMachine> {
+        self.0.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the machine (short, no I/O).
+    pub fn with_machine<T>(&self, f: impl FnOnce(&mut CallAutomationMachine) -> T) -> T {
+        f(&mut self.machine())
+    }
+
+    /// The call connection `ccid` (`404/8522` when unknown or over).
+    pub fn connection(&self, ccid: &str) -> Result<CallConnectionView, CallAutomationError> {
+        self.machine().view(ccid)
+    }
+
+    /// The media leg of call connection `ccid`, once it is attached.
+    pub fn leg(&self, ccid: &str) -> Option<Arc<dyn ServerLeg>> {
+        self.0.legs.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+    }
+
+    /// The conversation a connection sits in (group calls and rooms only).
+    fn conversation(&self, ccid: &str) -> Option<(ConversationHandle, String)> {
+        self.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+    }
+
+    /// Refuse a call-only operation on a connection that sits in a group call or a room.
+    fn require_call(&self, ccid: &str, operation: &str) -> Result<(), CallAutomationError> {
+        if self.conversation(ccid).is_some() {
+            return Err(CallAutomationError::invalid_argument(format!(
+                "{operation} is not supported in group calls and rooms by this server yet."
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first answer to repeatable request `request_id`, if it is still kept.
+    pub fn replay(&self, request_id: &str) -> Option<Replay> {
+        let mut replays = self.0.replays.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        replays.retain(|_, r| now - r.at_ms < REPLAY_WINDOW_MS);
+        replays.get(request_id).cloned()
+    }
+
+    /// Keep the first answer to `request_id`.
+    pub fn remember(&self, request_id: String, replay: Replay) {
+        self.0.replays.lock().unwrap_or_else(|e| e.into_inner()).entry(request_id).or_insert(replay);
+    }
+}
+
+/// A call-machine refusal as Call Automation answers it.
+pub fn call_error(e: CallError) -> CallAutomationError {
+    match e.code {
+        ErrorCode::CallNotFound | ErrorCode::NotFound => CallAutomationError::new(404, 8522, e.message),
+        ErrorCode::Busy | ErrorCode::InvalidState => CallAutomationError::invalid_state(e.message),
+        ErrorCode::InternalError | ErrorCode::StorageUnavailable => CallAutomationError::internal(e.message),
+        code if code.http_status() == 403 => CallAutomationError::new(403, 8523, e.message),
+        _ => CallAutomationError::invalid_argument(e.message),
+    }
+}
+
+impl Gateway {
+    /// A call event addressed to user `to` (from the call actor, in its order).
+    pub(crate) fn call_automation_event(&self, to: &str, event: &CallEvent) {
+        let outputs = self.call_automation().with_machine(|m| m.on_call_event(now_ms().max(0) as u64, to, event));
+        self.call_automation_outputs(outputs);
+    }
+
+    /// Hand machine outputs to the task that carries them out in order.
+    pub(crate) fn call_automation_outputs(&self, outputs: Vec<CaOutput>) {
+        if outputs.is_empty() {
+            return;
+        }
+        let tx = self.call_automation().0.outputs.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver(self.clone(), rx));
+            tx
+        });
+        for o in outputs {
+            let _ = tx.send(o);
+        }
+    }
+
+    /// Open call connection `ccid` and send `input` for it; a refused input leaves nothing.
+    async fn open_connection(
+        &self,
+        ccid: &str,
+        new: NewConnection,
+        input: Input,
+    ) -> Result<Value, CallAutomationError> {
+        let ca = self.call_automation();
+        let props = ca.with_machine(|m| {
+            m.open(ccid, new)?;
+            m.properties(ccid)
+        })?;
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort(ccid));
+            return Err(call_error(e));
+        }
+        Ok(props)
+    }
+
+    /// `createCall`: the source calls `targets` from a new call connection.
+    pub async fn ca_create_call(&self, ccid: &str, new: NewConnection) -> Result<Value, CallAutomationError> {
+        let input = Input::Place {
+            call_id: new.call_id.clone(),
+            caller: Party::new(new.source.clone(), leg_display_name(new.source_display_name.as_deref())),
+            endpoint: leg_endpoint(ccid),
+            targets: new.targets.clone(),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// `answer`: the callee of `claim` answers as a new call connection.
+    pub async fn ca_answer(
+        &self,
+        ccid: &str,
+        claim: &IncomingCallClaim,
+        new: NewConnection,
+    ) -> Result<Value, CallAutomationError> {
+        let input = Input::Accept {
+            call_id: claim.call_id.clone(),
+            callee: Party::new(claim.callee.clone(), leg_display_name(None)),
+            endpoint: leg_endpoint(ccid),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// `connect` to a server call: joins it without ringing.
+    pub async fn ca_connect(&self, ccid: &str, new: NewConnection) -> Result<Value, CallAutomationError> {
+        let input = Input::JoinServerLeg {
+            call_id: new.call_id.clone(),
+            party: Party::new(new.source.clone(), leg_display_name(None)),
+            endpoint: leg_endpoint(ccid),
+        };
+        self.open_connection(ccid, new, input).await
+    }
+
+    /// Consume an `incomingCallContext`.
+    pub fn ca_consume_context(&self, context: &str) -> Result<IncomingCallClaim, CallAutomationError> {
+        self.call_automation().with_machine(|m| m.consume_context(context, now_ms().max(0) as u64))
+    }
+
+    /// `reject`: the callee declines.
+    pub async fn ca_reject(&self, claim: &IncomingCallClaim) -> Result<(), CallAutomationError> {
+        let input = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
+        self.call_request(input).await.map_err(call_error)
+    }
+
+    /// `redirect`: the call rings `target` instead of the callee.
+    pub async fn ca_redirect(&self, claim: &IncomingCallClaim, target: &str) -> Result<(), CallAutomationError> {
+        let add = Input::AddParticipant {
+            call_id: claim.call_id.clone(),
+            by: claim.caller.clone(),
+            target: target.to_string(),
+        };
+        self.call_request(add).await.map_err(call_error)?;
+        let decline = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
+        self.call_request(decline).await.map_err(call_error)
+    }
+
+    /// `DELETE` (the connection leaves) or `:terminate` (the call ends for everyone).
+    pub async fn ca_hang_up(&self, ccid: &str, for_everyone: bool) -> Result<(), CallAutomationError> {
+        let view = self.call_automation().connection(ccid)?;
+        if let Some((handle, participant_id)) = self.call_automation().conversation(ccid) {
+            if for_everyone {
+                return self
+                    .server_command(&handle, Authority::Server, ServerCommand::End)
+                    .await
+                    .map_err(|r| CallAutomationError::invalid_state(r.message));
+            }
+            let leave = ConversationInput::Command { participant_id, request_id: None, command: Command::Leave };
+            return handle
+                .tx
+                .send(ActorMsg::Input(leave))
+                .await
+                .map_err(|_| CallAutomationError::call_not_found(&view.call_connection_id));
+        }
+        let input = if for_everyone {
+            Input::Terminate { call_id: view.server_call_id, by: view.source_raw_id }
+        } else {
+            Input::HangUp { call_id: view.server_call_id, user: view.source_raw_id }
+        };
+        self.call_request(input).await.map_err(call_error)
+    }
+
+    /// `participants:add`: rings `target`; answers the invitation id.
+    pub async fn ca_add_participant(
+        &self,
+        ccid: &str,
+        target: &str,
+        ring_timeout_secs: Option<u64>,
+        route: OperationRoute,
+        custom: Option<Value>,
+    ) -> Result<String, CallAutomationError> {
+        self.call_automation().require_call(ccid, "Adding participants")?;
+        let ca = self.call_automation();
+        let (view, invitation) = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            let invitation = m.begin_add(ccid, target, route)?;
+            if let Some(custom) = custom {
+                m.set_custom_context(&view.server_call_id, target, custom);
+            }
+            Ok::<_, CallAutomationError>((view, invitation))
+        })?;
+        let (call_id, by, target_raw) = (view.server_call_id, view.source_raw_id, target.to_string());
+        let input = match ring_timeout_secs {
+            Some(secs) => Input::AddParticipantRinging { call_id, by, target: target_raw, ring_timeout_secs: secs },
+            None => Input::AddParticipant { call_id, by, target: target_raw },
+        };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_add(ccid, &invitation));
+            return Err(call_error(e));
+        }
+        Ok(invitation)
+    }
+
+    /// `participants:remove`.
+    pub async fn ca_remove_participant(
+        &self,
+        ccid: &str,
+        target: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Removing participants")?;
+        let ca = self.call_automation();
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            m.begin_remove(ccid, target, route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        let input = Input::RemoveParticipant {
+            call_id: view.server_call_id,
+            by: view.source_raw_id,
+            target: target.to_string(),
+        };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_remove(ccid, target));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+
+    /// `participants:cancelAddParticipant`.
+    pub async fn ca_cancel_add(
+        &self,
+        ccid: &str,
+        invitation_id: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Canceling an invitation")?;
+        let ca = self.call_automation();
+        let (view, target) = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            let target = m.begin_cancel_add(ccid, invitation_id, route)?;
+            Ok::<_, CallAutomationError>((view, target))
+        })?;
+        let input = Input::CancelInvite { call_id: view.server_call_id, by: view.source_raw_id, target };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_cancel_add(ccid, invitation_id));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+
+    /// `participants:moveHere`: each target's outcome is a `MoveParticipantSucceeded` or
+    /// `MoveParticipantFailed` callback.
+    pub async fn ca_move(
+        &self,
+        ccid: &str,
+        targets: &[String],
+        from_call: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Moving participants")?;
+        let ca = self.call_automation();
+        // `fromCall` is the application's call connection in the other call (as the SDK
+        // documents it) or that call's server call id.
+        let from_server_call =
+            ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            if view.server_call_id == from_server_call {
+                return Err(CallAutomationError::invalid_argument("The field FromCall names this call."));
+            }
+            m.begin_move(ccid, targets, from_call, route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        for target in targets {
+            let input = Input::MoveParticipant {
+                from_call: from_server_call.clone(),
+                to_call: view.server_call_id.clone(),
+                by: view.source_raw_id.clone(),
+                target: target.clone(),
+            };
+            if let Err(e) = self.call_request(input).await {
+                let why = call_error(e);
+                let outputs = ca.with_machine(|m| m.move_failed(ccid, target, &why));
+                self.call_automation_outputs(outputs);
+            }
+        }
+        Ok(())
+    }
+
+    /// `participants:mute`.
+    pub fn ca_mute(&self, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+        let outputs = self.call_automation().with_machine(|m| m.mute(ccid, target))?;
+        self.call_automation_outputs(outputs);
+        Ok(())
+    }
+
+    /// `:transferToParticipant`: the connection hands its place to `target`.
+    pub async fn ca_transfer(
+        &self,
+        ccid: &str,
+        target: &str,
+        transferee: Option<String>,
+        route: OperationRoute,
+        custom: Option<Value>,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Transfer")?;
+        let ca = self.call_automation();
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            m.begin_transfer(ccid, target, transferee, route)?;
+            if let Some(custom) = custom {
+                m.set_custom_context(&view.server_call_id, target, custom);
+            }
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        let input =
+            Input::Transfer { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
+        if let Err(e) = self.call_request(input).await {
+            ca.with_machine(|m| m.abort_transfer(ccid));
+            return Err(call_error(e));
+        }
+        Ok(())
+    }
+}
+
+impl Gateway {
+    /// `connect` to a group call or a room: the connection joins the conversation as a
+    /// participant with the application's identity; it connects when the conversation
+    /// answers the join (`CallConnected`), or fails (`ConnectFailed`, `CallDisconnected`).
+    pub async fn ca_connect_conversation(
+        &self,
+        ccid: &str,
+        key: String,
+        setup: ConversationSetup,
+        room_role: Option<palaver_core::RoomRole>,
+        mut new: NewConnection,
+    ) -> Result<Value, CallAutomationError> {
+        let identifier = CommunicationIdentifier::parse(&new.source)
+            .map_err(|e| CallAutomationError::invalid_source(format!("source: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let participant_id = uuid::Uuid::new_v4().to_string();
+        let request = JoinRequest {
+            participant_id: participant_id.clone(),
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            request_id: None,
+            identity: JoinIdentity {
+                identifier,
+                directory_name: None,
+                tenant_id: None,
+                native_client: false,
+                // A server-side participant has no access token to refresh.
+                token_expires_at_ms: i64::MAX / 2,
+            },
+            proposed_display_name: Some(leg_display_name(new.source_display_name.as_deref())),
+            room_role,
+        };
+        let handle = self.join(key, setup, request, leg_endpoint(ccid), tx).await;
+        new.call_id = handle.conversation_id.clone();
+        let ca = self.call_automation();
+        let props = ca.with_machine(|m| {
+            m.open(ccid, new)?;
+            m.set_conversation_participant(ccid, &participant_id);
+            m.properties(ccid)
+        })?;
+        ca.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).insert(ccid.to_string(), (handle, participant_id));
+        tokio::spawn(follow_conversation(self.clone(), ccid.to_string(), rx));
+        Ok(props)
+    }
+}
+
+/// Read what the conversation sends the connection's participant: its roster becomes
+/// `ParticipantsUpdated`, the end of its session `CallDisconnected`.
+async fn follow_conversation(gateway: Gateway, ccid: String, mut rx: mpsc::Receiver<Outbound>) {
+    // participant id -> (raw id, connected, muted)
+    let mut roster: Vec<(String, String, bool, bool)> = Vec::new();
+    let mut reason = CallEndReason::HungUp;
+    while let Some(outbound) = rx.recv().await {
+        let frame = match outbound {
+            Outbound::Frame(text) => text,
+            Outbound::Detached { reason: Some(r), .. } => {
+                reason = end_reason(r);
+                break;
+            }
+            Outbound::Detached { reason: None, .. } => {
+                reason = CallEndReason::Cancelled;
+                break;
+            }
+            _ => break,
+        };
+        let Ok(message) = serde_json::from_str::<ServerMessage>(&frame) else { continue };
+        let changed = match message {
+            ServerMessage::Joined { snapshot, .. } | ServerMessage::Snapshot { snapshot } => {
+                roster = snapshot.participants.iter().map(roster_entry).collect();
+                true
+            }
+            ServerMessage::RosterDelta { delta, .. } => apply_delta(&mut roster, delta),
+            ServerMessage::SessionEnded { reason: r, .. } => {
+                reason = end_reason(r);
+                break;
+            }
+            ServerMessage::Error { .. } => {
+                reason = CallEndReason::Declined;
+                break;
+            }
+            _ => false,
+        };
+        if changed {
+            let view: Vec<(String, bool)> =
+                roster.iter().filter(|p| p.2).map(|(_, raw, _, muted)| (raw.clone(), *muted)).collect();
+            let outputs = gateway.call_automation().with_machine(|m| m.conversation_roster(&ccid, &view));
+            gateway.call_automation_outputs(outputs);
+        }
+    }
+    gateway.call_automation().0.conversations.lock().unwrap_or_else(|e| e.into_inner()).remove(&ccid);
+    let outputs = gateway.call_automation().with_machine(|m| m.conversation_ended(&ccid, reason));
+    gateway.call_automation_outputs(outputs);
+}
+
+fn roster_entry(p: &ParticipantInfo) -> (String, String, bool, bool) {
+    let raw = p.identifier.raw_id.clone().unwrap_or_default();
+    (p.participant_id.clone(), raw, p.state != ParticipantState::Lobby, p.muted)
+}
+
+/// Apply a roster delta; true when who is connected (or muted) may have changed.
+fn apply_delta(roster: &mut Vec<(String, String, bool, bool)>, delta: RosterChange) -> bool {
+    match delta {
+        RosterChange::Joined { participant } => {
+            roster.retain(|p| p.0 != participant.participant_id);
+            roster.push(roster_entry(&participant));
+            true
+        }
+        RosterChange::Left { participant_id, .. } => {
+            roster.retain(|p| p.0 != participant_id);
+            true
+        }
+        RosterChange::StateChanged { participant_id, state } => {
+            roster.iter_mut().filter(|p| p.0 == participant_id).for_each(|p| p.2 = state != ParticipantState::Lobby);
+            true
+        }
+        RosterChange::Muted { participant_id, muted, .. } => {
+            roster.iter_mut().filter(|p| p.0 == participant_id).for_each(|p| p.3 = muted);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn end_reason(reason: EndReason) -> CallEndReason {
+    match reason {
+        EndReason::Removed => CallEndReason::Removed,
+        EndReason::ConversationEnded => CallEndReason::Terminated,
+        EndReason::ConnectionLost => CallEndReason::ConnectionLost,
+        _ => CallEndReason::HungUp,
+    }
+}
+
+/// The name other participants see for a server-side participant.
+fn leg_display_name(given: Option<&str>) -> String {
+    given.filter(|n| !n.trim().is_empty()).unwrap_or("Call Automation").to_string()
+}
+
+/// Carry out the machine's outputs in order: callbacks and events through the events port,
+/// legs through the media port.
+async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
+    while let Some(output) = rx.recv().await {
+        match output {
+            CaOutput::Callback { call_connection_id, callback_uri, event_type, data } => {
+                tracing::debug!(ccid = %call_connection_id, event = %event_type, "call automation callback");
+                let event = CallbackEvent { callback_uri, call_connection_id, event_type, data };
+                if let Err(e) = gateway.events().callback(event).await {
+                    tracing::warn!(error = %e, "call automation callback not accepted");
+                }
+            }
+            CaOutput::Publish { event_type, subject, data } => {
+                tracing::debug!(event = %event_type, %subject, "call automation system event");
+                if let Err(e) = gateway.events().publish(SystemEvent { event_type, subject, data }).await {
+                    tracing::warn!(error = %e, "call automation system event not accepted");
+                }
+            }
+            CaOutput::AttachLeg { call_connection_id, conversation_id, participant_id } => {
+                let session = MediaSession { conversation_id, participant_id, may_send_media: true };
+                match gateway.media().attach_leg(session).await {
+                    Ok(leg) => {
+                        gateway
+                            .call_automation()
+                            .0
+                            .legs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(call_connection_id, leg);
+                    }
+                    Err(e) => {
+                        tracing::warn!(ccid = %call_connection_id, code = %e.code, message = %e.message, "call connection has no media leg");
+                    }
+                }
+            }
+            CaOutput::DetachLeg { call_connection_id } => {
+                let leg = gateway
+                    .call_automation()
+                    .0
+                    .legs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&call_connection_id);
+                if let Some(leg) = leg {
+                    leg.detach();
+                }
+            }
+        }
+    }
+}

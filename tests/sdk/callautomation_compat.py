@@ -1,0 +1,536 @@
+#!/usr/bin/env python3
+"""Compatibility test: the official `azure-communication-callautomation` 1.6.0 SDK against palaver.
+
+Starts the palaver binary with an Event Grid subscription (IncomingCall) pointing at a loopback
+webhook receiver that this script runs; the receiver answers the validation handshake and
+records every IncomingCall and every callback (each parsed with azure-core's
+`EventGridEvent.from_dict` / `CloudEvent.from_dict`, which proves the envelopes). Then it follows
+reference §6 "Call Automation" steps 1-4 and 9-12 bot to bot (every leg is an application):
+
+  1. the handshake is answered; an unknown call connection is ResourceNotFoundError (8522)
+  2. app A (source=bot) create_call(agent) -> "connecting", callbackUri echoed byte for byte
+  3. IncomingCall for agent from bot; app B answers it; a second answer fails (409/8519)
+  4. both legs: CallConnected (their operationContext), same serverCallId/correlationId,
+     ParticipantsUpdated
+  9. add_participant(alice) -> IncomingCall -> app C answers -> AddParticipantSucceeded("a1");
+     add(carol) + cancel_add_participant_operation -> CancelAddParticipantSucceeded
+ 10. B transfer_call_to_participant(dave) -> app D answers -> B: CallTransferAccepted, then
+     CallDisconnected; A's roster shows dave
+ 11. A hang_up(is_for_everyone=True) -> CallDisconnected on every remaining leg, nothing after;
+     get_call_properties -> 404; a Repeatability-Request-ID replay of create returns the first body
+ 12. negative cases with exact status and code; reject and redirect by context
+
+The media steps (5-8: play, DTMF, recording, hold/mute) are functions added by the media work.
+Every callback must arrive once, in order, with the right operationContext.
+
+Usage: callautomation_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
+"""
+
+import base64
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from azure.communication.callautomation import (
+    CallAutomationClient,
+    CommunicationUserIdentifier,
+    PhoneNumberIdentifier,
+)
+from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridEvent
+
+from identity_compat import check, error_code, palaver, run_main
+
+CALLBACK_TOKEN = "s3cret value"
+WAIT_S = 15
+
+
+class Receiver:
+    """A loopback webhook: the Event Grid subscription endpoint and the callback URIs."""
+
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.handshakes = []
+        self.incoming = []  # EventGridEvent
+        self.callbacks = {}  # leg -> [(CloudEvent, raw dict, query)]
+        self.posts_per_callback = []  # events per POST body
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                path = urllib.parse.urlparse(self.path)
+                reply = b""
+                with receiver.lock:
+                    if path.path == "/incoming":
+                        if self.headers.get("aeg-event-type") == "SubscriptionValidation":
+                            code = body[0]["data"]["validationCode"]
+                            receiver.handshakes.append(code)
+                            reply = json.dumps({"validationResponse": code}).encode()
+                        else:
+                            for raw in body:
+                                receiver.incoming.append(EventGridEvent.from_dict(raw))
+                    elif path.path.startswith("/cb/"):
+                        leg = path.path[len("/cb/"):]
+                        events = body if isinstance(body, list) else [body]
+                        receiver.posts_per_callback.append(len(events))
+                        for raw in events:
+                            receiver.callbacks.setdefault(leg, []).append(
+                                (CloudEvent.from_dict(raw), raw, urllib.parse.parse_qs(path.query))
+                            )
+                    receiver.lock.notify_all()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+    def callback_url(self, leg):
+        return f"{self.base}/cb/{leg}?token={urllib.parse.quote(CALLBACK_TOKEN)}"
+
+    def wait(self, what, predicate):
+        deadline = time.time() + WAIT_S
+        with self.lock:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; callbacks: {self.summary()}")
+                self.lock.wait(remaining)
+
+    def incoming_for(self, raw_id):
+        """The newest IncomingCall to `raw_id` (waits for it)."""
+        return self.wait(
+            f"IncomingCall to {raw_id}",
+            lambda: next((e for e in reversed(self.incoming) if e.data["to"]["rawId"] == raw_id), None),
+        )
+
+    def names(self, leg):
+        return [e.type.removeprefix("Microsoft.Communication.") for e, _, _ in self.callbacks.get(leg, [])]
+
+    def event(self, leg, name, nth=0):
+        """The nth callback `name` of `leg` (waits for it)."""
+
+        def find():
+            found = [e for e, _, _ in self.callbacks.get(leg, []) if e.type == f"Microsoft.Communication.{name}"]
+            return found[nth] if len(found) > nth else None
+
+        return self.wait(f"{name} on {leg}", find)
+
+    def summary(self):
+        return {leg: self.names(leg) for leg in self.callbacks}
+
+
+class WsClient:
+    """A minimal WebSocket (RFC 6455) client over TLS for palaver's `/signaling/v1` (stdlib only)."""
+
+    def __init__(self, base_url, ca_file, token):
+        url = urllib.parse.urlparse(base_url)
+        ctx = ssl.create_default_context(cafile=ca_file)
+        raw = socket.create_connection((url.hostname, url.port), timeout=WAIT_S)
+        self.sock = ctx.wrap_socket(raw, server_hostname=url.hostname)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /signaling/v1 HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise AssertionError("WebSocket upgrade: connection closed")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise AssertionError(f"WebSocket upgrade refused: {head!r}")
+        self.frames = []
+
+    def _exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise AssertionError("WebSocket closed")
+            data += chunk
+        return data
+
+    def send(self, message):
+        payload = json.dumps(message).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def recv(self):
+        while True:
+            b0, b1 = self._exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._exact(8))[0]
+            payload = self._exact(n)
+            if b0 & 0x0F == 1:
+                return json.loads(payload)
+            if b0 & 0x0F == 8:
+                raise AssertionError(f"WebSocket closed by the server: {payload!r}")
+
+    def wait_for(self, frame_type):
+        """The first frame of `frame_type` (keeps every frame read in `self.frames`)."""
+        deadline = time.time() + WAIT_S
+        while time.time() < deadline:
+            frame = self.recv()
+            self.frames.append(frame)
+            if frame.get("type") == frame_type:
+                return frame
+        raise AssertionError(f"no {frame_type} frame; got {[f.get('type') for f in self.frames]}")
+
+    def close(self):
+        self.sock.close()
+
+
+def ident(raw_id):
+    return CommunicationUserIdentifier(raw_id)
+
+
+def expect_error(name, call, status, code, exc_type=HttpResponseError):
+    try:
+        call()
+    except exc_type as e:
+        check(f"{name} is {status}/{code}", e.status_code == status and error_code(e) == code, f"got {e.status_code} {error_code(e)}")
+        return
+    check(f"{name} fails", False)
+
+
+class Ctx:
+    """What the steps share."""
+
+    def __init__(self, conn_str, ca_file, receiver, users, base_url=None, identity=None):
+        self.base_url = base_url
+        self.identity = identity
+        self.conn_str = conn_str
+        self.ca_file = ca_file
+        self.rx = receiver
+        self.users = users  # name -> raw id
+        self.legs = {}  # leg name -> call connection id
+
+    def app(self, source=None):
+        src = ident(self.users[source]) if source else None
+        return CallAutomationClient.from_connection_string(self.conn_str, source=src, connection_verify=self.ca_file)
+
+    def answer(self, leg, raw_id, operation_context):
+        """An application answers the newest IncomingCall to `raw_id` as leg `leg`."""
+        incoming = self.rx.incoming_for(raw_id)
+        props = self.app().answer_call(
+            incoming.data["incomingCallContext"], self.rx.callback_url(leg), operation_context=operation_context
+        )
+        self.legs[leg] = props.call_connection_id
+        return incoming, props
+
+
+def step1_handshake_and_unknown_call(ctx):
+    try:
+        list(ctx.app("bot").get_call_connection("no-such-call").list_participants())
+        check("list_participants on an unknown call fails", False)
+    except ResourceNotFoundError as e:
+        check("list_participants on an unknown call is ResourceNotFoundError 8522", error_code(e) == "8522", error_code(e))
+
+
+def step2_create_call(ctx):
+    url = ctx.rx.callback_url("A")
+    props = ctx.app("bot").create_call(ident(ctx.users["agent"]), url, operation_context="c1")
+    ctx.legs["A"] = props.call_connection_id
+    ctx.create_props = props
+    check("create_call answers connecting", props.call_connection_state == "connecting", props.call_connection_state)
+    check("create_call echoes callbackUri byte for byte", props.callback_url == url, props.callback_url)
+    check("create_call names the source", props.source.raw_id == ctx.users["bot"], props.source)
+
+
+def step3_incoming_and_answer(ctx):
+    check("the subscription's validation handshake was answered", len(ctx.rx.handshakes) >= 1)
+    incoming, props = ctx.answer("B", ctx.users["agent"], "c2")
+    check("IncomingCall is EventGrid-parsable with to=agent", incoming.data["to"]["rawId"] == ctx.users["agent"])
+    check("IncomingCall from bot (kind communicationUser)", incoming.data["from"]["rawId"] == ctx.users["bot"] and incoming.data["from"]["kind"] == "communicationUser")
+    check("IncomingCall subject is /caller/.../recipient/...", incoming.subject == f"/caller/{ctx.users['bot']}/recipient/{ctx.users['agent']}", incoming.subject)
+    check("IncomingCall carries serverCallId and correlationId", incoming.data["serverCallId"] == ctx.create_props.server_call_id and incoming.data["correlationId"] == ctx.create_props.correlation_id)
+    check("answer_call returns the same call", props.server_call_id == ctx.create_props.server_call_id)
+    expect_error(
+        "a second answer with the same context",
+        lambda: ctx.app().answer_call(incoming.data["incomingCallContext"], ctx.rx.callback_url("B2")),
+        409,
+        "8519",
+    )
+
+
+def step4_connected(ctx):
+    a = ctx.rx.event("A", "CallConnected")
+    b = ctx.rx.event("B", "CallConnected")
+    check("A gets CallConnected with operationContext c1", a.data["operationContext"] == "c1", a.data)
+    check("B gets CallConnected with operationContext c2", b.data["operationContext"] == "c2", b.data)
+    check("both legs share serverCallId and correlationId", a.data["serverCallId"] == b.data["serverCallId"] and a.data["correlationId"] == b.data["correlationId"])
+    check("CallConnected resultInformation 200/0", a.data["resultInformation"]["code"] == 200 and a.data["resultInformation"]["subCode"] == 0)
+    updated = ctx.rx.event("A", "ParticipantsUpdated")
+    roster = {p["identifier"]["rawId"] for p in updated.data["participants"]}
+    check("ParticipantsUpdated lists bot and agent", roster == {ctx.users["bot"], ctx.users["agent"]}, roster)
+    check("ParticipantsUpdated has a sequenceNumber", updated.data["sequenceNumber"] == 1, updated.data)
+    query = ctx.rx.callbacks["A"][0][2]
+    check("callbacks keep the callbackUri query", query.get("token") == [CALLBACK_TOKEN], query)
+    check("one CloudEvent per POST", set(ctx.rx.posts_per_callback) == {1}, ctx.rx.posts_per_callback)
+    conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    props = conn.get_call_properties()
+    check("get_call_properties is connected", props.call_connection_state == "connected", props.call_connection_state)
+    participants = {p.identifier.raw_id for p in conn.list_participants()}
+    check("list_participants shows both", participants == {ctx.users["bot"], ctx.users["agent"]}, participants)
+    agent = conn.get_participant(ident(ctx.users["agent"]))
+    check("get_participant resolves a percent-encoded raw id", agent.identifier.raw_id == ctx.users["agent"] and agent.is_muted is False)
+
+
+def step4b_websocket_caller_rings_an_application(ctx):
+    """A WebSocket participant calls an ACS identity that has no socket: the application gets
+    IncomingCall, answers, and the caller sees the call connection in its roster."""
+    token = ctx.identity.get_token(ident(ctx.users["alice"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "call.place", "requestId": "r1", "targets": [ctx.users["ivr"]]})
+        call_id = ws.wait_for("call.placed")["callId"]
+        incoming, props = ctx.answer("W", ctx.users["ivr"], "w1")
+        check("a WebSocket call to an ACS identity raises IncomingCall", incoming.data["from"]["rawId"] == ctx.users["alice"] and incoming.data["serverCallId"] == call_id)
+        connected = ws.wait_for("call.connected")
+        roster = {p["rawId"] for p in connected["participants"]}
+        check("the caller's roster shows the call connection", roster == {ctx.users["alice"], ctx.users["ivr"]}, roster)
+        updated = ctx.rx.event("W", "ParticipantsUpdated")
+        check("the application sees the WebSocket caller", {p["identifier"]["rawId"] for p in updated.data["participants"]} == roster)
+        ctx.app().get_call_connection(props.call_connection_id).hang_up(is_for_everyone=False)
+        ended = ws.wait_for("call.ended")
+        check("the application's hang-up ends the caller's call", ended["callId"] == call_id, ended)
+        ctx.rx.event("W", "CallDisconnected")
+    finally:
+        ws.close()
+
+
+def step4c_connect_to_a_group_call(ctx):
+    """connect_call(group_call_id): the application joins a group call as a participant; a
+    WebSocket participant joining it sees the application in the roster, and the application
+    sees it in ParticipantsUpdated."""
+    import uuid
+
+    group = str(uuid.uuid4())
+    props = ctx.app().connect_call(callback_url=ctx.rx.callback_url("GC"), group_call_id=group, operation_context="gc1")
+    ctx.legs["GC"] = props.call_connection_id
+    connected = ctx.rx.event("GC", "CallConnected")
+    check("connect_call to a group call connects (gc1)", connected.data["operationContext"] == "gc1", connected.data)
+    token = ctx.identity.get_token(ident(ctx.users["alice"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "join", "requestId": "j1", "target": {"kind": "groupCall", "groupId": group}})
+        joined = ws.wait_for("joined")
+        raws = {p["identifier"]["rawId"] for p in joined["snapshot"]["participants"]}
+        app_ids = [r for r in raws if r.endswith("_callautomation")]
+        check("the group call's roster shows the application's participant", len(app_ids) == 1 and ctx.users["alice"] in raws, raws)
+        updated = ctx.rx.event("GC", "ParticipantsUpdated", nth=1)
+        seen = {p["identifier"]["rawId"] for p in updated.data["participants"]}
+        check("the application sees the WebSocket participant join", ctx.users["alice"] in seen, seen)
+        ctx.app().get_call_connection(props.call_connection_id).hang_up(is_for_everyone=False)
+        ctx.rx.event("GC", "CallDisconnected")
+        left = ws.wait_for("roster.delta")
+        while left["delta"].get("change") != "left":
+            left = ws.wait_for("roster.delta")
+        app_pid = next(p["participantId"] for p in joined["snapshot"]["participants"] if p["identifier"]["rawId"] in app_ids)
+        check("the WebSocket participant sees the application leave", left["delta"]["participantId"] == app_pid, left)
+    finally:
+        ws.close()
+
+
+def step9_add_and_cancel(ctx):
+    conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
+    check("add_participant echoes operationContext and gives an invitationId", result.operation_context == "a1" and result.invitation_id, vars(result))
+    ctx.answer("C", ctx.users["alice"], "c3")
+    added = ctx.rx.event("A", "AddParticipantSucceeded")
+    check("AddParticipantSucceeded names alice with a1", added.data["participant"]["rawId"] == ctx.users["alice"] and added.data["operationContext"] == "a1", added.data)
+    ctx.rx.event("C", "CallConnected")
+
+    pending = conn.add_participant(ident(ctx.users["carol"]), operation_context="a2")
+    ctx.rx.incoming_for(ctx.users["carol"])
+    cancel = conn.cancel_add_participant_operation(pending.invitation_id, operation_context="x1")
+    check("cancel_add_participant_operation echoes the invitation", cancel.invitation_id == pending.invitation_id and cancel.operation_context == "x1", vars(cancel))
+    cancelled = ctx.rx.event("A", "CancelAddParticipantSucceeded")
+    check("CancelAddParticipantSucceeded carries invitationId and x1", cancelled.data["invitationId"] == pending.invitation_id and cancelled.data["operationContext"] == "x1", cancelled.data)
+
+
+def step10_transfer(ctx):
+    conn_b = ctx.app("agent").get_call_connection(ctx.legs["B"])
+    result = conn_b.transfer_call_to_participant(ident(ctx.users["dave"]), operation_context="t1")
+    check("transfer echoes operationContext", result.operation_context == "t1", vars(result))
+    ctx.answer("D", ctx.users["dave"], "c4")
+    accepted = ctx.rx.event("B", "CallTransferAccepted")
+    check("CallTransferAccepted names the target with t1", accepted.data["transferTarget"]["rawId"] == ctx.users["dave"] and accepted.data["operationContext"] == "t1", accepted.data)
+    ctx.rx.event("B", "CallDisconnected")
+    check("B's last events: CallTransferAccepted then CallDisconnected", ctx.rx.names("B")[-2:] == ["CallTransferAccepted", "CallDisconnected"], ctx.rx.names("B"))
+    conn_a = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    roster = {p.identifier.raw_id for p in conn_a.list_participants()}
+    check("A's roster shows dave instead of agent", roster == {ctx.users["bot"], ctx.users["alice"], ctx.users["dave"]}, roster)
+
+
+def step10b_move_participants(ctx):
+    """move_participants: henry, in another call of the application, moves into this one."""
+    for leg, user in [("M1", "henry"), ("M2", "ivy")]:
+        props = ctx.app("bot").create_call(ident(ctx.users[user]), ctx.rx.callback_url(leg))
+        ctx.legs[leg] = props.call_connection_id
+        ctx.answer(f"{leg}x", ctx.users[user], f"{leg}-answer")
+        ctx.rx.event(leg, "CallConnected")
+    conn = ctx.app("bot").get_call_connection(ctx.legs["M2"])
+    result = conn.move_participants([ident(ctx.users["henry"])], ctx.legs["M1"], operation_context="mv1")
+    check("move_participants echoes operationContext and fromCall", result.operation_context == "mv1" and result.from_call == ctx.legs["M1"], vars(result))
+    moved = ctx.rx.event("M2", "MoveParticipantSucceeded")
+    check("MoveParticipantSucceeded names henry, fromCall and mv1", moved.data["participant"]["rawId"] == ctx.users["henry"] and moved.data["fromCall"] == ctx.legs["M1"] and moved.data["operationContext"] == "mv1", moved.data)
+    roster = {p.identifier.raw_id for p in conn.list_participants()}
+    check("the destination call now holds henry", roster == {ctx.users["bot"], ctx.users["ivy"], ctx.users["henry"]}, roster)
+    ctx.rx.event("M1", "CallDisconnected")
+    conn.move_participants([ident(ctx.users["carol"])], ctx.legs["M1"], operation_context="mv2")
+    failed = ctx.rx.event("M2", "MoveParticipantFailed")
+    check("moving someone who is not in that call: MoveParticipantFailed (mv2)", failed.data["operationContext"] == "mv2", failed.data)
+    conn.hang_up(is_for_everyone=True)
+    ctx.rx.event("M2", "CallDisconnected")
+
+
+def step11_terminate(ctx):
+    conn_a = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    conn_a.hang_up(is_for_everyone=True)
+    for leg in ["A", "C", "D"]:
+        ctx.rx.event(leg, "CallDisconnected")
+    time.sleep(0.5)
+    for leg in ["A", "B", "C", "D"]:
+        names = ctx.rx.names(leg)
+        check(f"leg {leg}: CallDisconnected once and last", names.count("CallDisconnected") == 1 and names[-1] == "CallDisconnected", names)
+        seqs = [e.data["sequenceNumber"] for e, _, _ in ctx.rx.callbacks[leg] if e.type.endswith("ParticipantsUpdated")]
+        check(f"leg {leg}: ParticipantsUpdated sequence numbers increase", seqs == sorted(set(seqs)), seqs)
+    try:
+        conn_a.get_call_properties()
+        check("get_call_properties after terminate fails", False)
+    except ResourceNotFoundError as e:
+        check("get_call_properties after terminate is 404/8522", error_code(e) == "8522", error_code(e))
+
+    headers = {"Repeatability-Request-ID": "6f1c2a8e-5b1d-4b8e-9a3f-0c4d5e6f7a8b"}
+    url = ctx.rx.callback_url("R")
+    first = ctx.app("bot").create_call(ident(ctx.users["erin"]), url, operation_context="r1", headers=headers)
+    again = ctx.app("bot").create_call(ident(ctx.users["erin"]), url, operation_context="r1", headers=headers)
+    check("a Repeatability-Request-ID replay of create returns the first call", again.call_connection_id == first.call_connection_id, (first.call_connection_id, again.call_connection_id))
+    ctx.legs["R"] = first.call_connection_id
+
+
+def step12_negative(ctx):
+    # Reject: erin's IncomingCall (the replayed create) is rejected; A gets CreateCallFailed then CallDisconnected.
+    incoming = ctx.rx.incoming_for(ctx.users["erin"])
+    ctx.app().reject_call(incoming.data["incomingCallContext"], call_reject_reason="busy")
+    failed = ctx.rx.event("R", "CreateCallFailed")
+    check("a rejected createCall: CreateCallFailed 603/8538 with r1", failed.data["resultInformation"]["subCode"] == 8538 and failed.data["operationContext"] == "r1", failed.data)
+    ctx.rx.event("R", "CallDisconnected")
+    expect_error("reject with a used context", lambda: ctx.app().reject_call(incoming.data["incomingCallContext"]), 409, "8519")
+    expect_error("answer with a forged context", lambda: ctx.app().answer_call("forged.context", ctx.rx.callback_url("X")), 400, "8523")
+
+    # Redirect: a call to frank is redirected to grace, whose app answers; the caller's leg connects.
+    props = ctx.app("bot").create_call(ident(ctx.users["frank"]), ctx.rx.callback_url("F"), operation_context="f1")
+    ctx.legs["F"] = props.call_connection_id
+    frank = ctx.rx.incoming_for(ctx.users["frank"])
+    ctx.app().redirect_call(frank.data["incomingCallContext"], ident(ctx.users["grace"]))
+    ctx.answer("G", ctx.users["grace"], "g1")
+    connected = ctx.rx.event("F", "CallConnected")
+    check("a redirected call connects the caller's leg (f1)", connected.data["operationContext"] == "f1", connected.data)
+
+    conn_f = ctx.app("bot").get_call_connection(ctx.legs["F"])
+    expect_error("add_participant with invitation_timeout=500", lambda: conn_f.add_participant(ident(ctx.users["alice"]), invitation_timeout=500), 400, "8523")
+    expect_error("remove a participant not in the call", lambda: conn_f.remove_participant(ident(ctx.users["alice"])), 404, "8522")
+    expect_error("create_call to a phone number (no SIP trunk yet)", lambda: ctx.app("bot").create_call(PhoneNumberIdentifier("+14255550123"), ctx.rx.callback_url("P")), 400, "8523")
+    mute = conn_f.mute_participant(ident(ctx.users["grace"]), operation_context="m1")
+    check("mute_participant echoes m1", mute.operation_context == "m1", vars(mute))
+    check("get_participant shows the mute", conn_f.get_participant(ident(ctx.users["grace"])).is_muted is True)
+    conn_f.hang_up(is_for_everyone=False)
+    ctx.rx.event("F", "CallDisconnected")
+    ctx.rx.event("G", "CallDisconnected")
+    expect_error("an operation on an ended call", lambda: conn_f.transfer_call_to_participant(ident(ctx.users["alice"])), 404, "8522")
+
+    bad_key = ctx.conn_str.split("accesskey=")[0] + "accesskey=" + "QUJDRA=="
+    try:
+        CallAutomationClient.from_connection_string(bad_key, connection_verify=ctx.ca_file).get_call_connection("x").get_call_properties()
+        check("a wrong access key fails", False)
+    except ClientAuthenticationError as e:
+        check("a wrong access key is ClientAuthenticationError", e.status_code == 401, e.status_code)
+
+
+STEPS = [
+    step1_handshake_and_unknown_call,
+    step2_create_call,
+    step3_incoming_and_answer,
+    step4_connected,
+    step4b_websocket_caller_rings_an_application,
+    step4c_connect_to_a_group_call,
+    # The media steps 5-8 go here.
+    step9_add_and_cancel,
+    step10_transfer,
+    step10b_move_participants,
+    step11_terminate,
+    step12_negative,
+]
+
+
+def config_file(directory, receiver):
+    path = os.path.join(directory, "palaver.toml")
+    with open(path, "w") as f:
+        f.write(
+            "[[events.subscriptions]]\n"
+            'name = "cc-backend"\n'
+            f'endpoint = "{receiver.base}/incoming"\n'
+            'schema = "EventGridSchema"\n'
+            'event_types = ["Microsoft.Communication.IncomingCall"]\n'
+        )
+    return path
+
+
+def run(binary):
+    receiver = Receiver()
+    try:
+        with tempfile.TemporaryDirectory(prefix="palaver-ca-") as data_dir:
+            os.environ["PALAVER_CONFIG"] = config_file(data_dir, receiver)
+            with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
+                print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
+                identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy"]
+                users = {n: identity.create_user().properties["id"] for n in names}
+                ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
+                for step in STEPS:
+                    print(f"-- {step.__name__}")
+                    step(ctx)
+    finally:
+        os.environ.pop("PALAVER_CONFIG", None)
+        receiver.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(run, "callautomation", __doc__.splitlines()[0]))
