@@ -421,6 +421,16 @@ def step5_play(ctx):
     conn.play_media(FileSource(f"{ctx.rx.base}/media/missing.wav"), operation_context="p3")
     failed = ctx.rx.event("A", "PlayFailed")
     check("a file that cannot be fetched is PlayFailed 8536 (p3)", failed.data["resultInformation"]["subCode"] == 8536 and failed.data.get("operationContext") == "p3", failed.data)
+    from azure.communication.callautomation import TextSource
+    import shutil
+
+    conn.play_media(TextSource(text="Thank you for calling.", voice_name="en-US-NancyNeural"), operation_context="p5")
+    if shutil.which("espeak-ng"):
+        done = ctx.rx.event("A", "PlayCompleted", 1)
+        check("text is spoken by espeak-ng: PlayCompleted (p5)", done.data.get("operationContext") == "p5", done.data)
+    else:
+        failed = ctx.rx.event("A", "PlayFailed", 1)
+        check("without espeak-ng, text is PlayFailed 8565 (p5)", failed.data["resultInformation"]["subCode"] == 8565, failed.data)
 
 
 def step6_dtmf(ctx):
