@@ -143,6 +143,11 @@ impl Gateway {
         self.call_automation_outputs(outputs);
     }
 
+    /// A call of the call machine is over (from the call actor).
+    pub(crate) fn call_automation_call_ended(&self, call_id: &str) {
+        self.call_automation().with_machine(|m| m.call_ended(call_id));
+    }
+
     /// Hand machine outputs to the task that carries them out in order.
     pub(crate) fn call_automation_outputs(&self, outputs: Vec<CaOutput>) {
         if outputs.is_empty() {
@@ -280,13 +285,17 @@ impl Gateway {
             }
             Ok::<_, CallAutomationError>((view, invitation))
         })?;
+        let call_id_for_abort = view.server_call_id.clone();
         let (call_id, by, target_raw) = (view.server_call_id, view.source_raw_id, target.to_string());
         let input = match ring_timeout_secs {
             Some(secs) => Input::AddParticipantRinging { call_id, by, target: target_raw, ring_timeout_secs: secs },
             None => Input::AddParticipant { call_id, by, target: target_raw },
         };
         if let Err(e) = self.call_request(input).await {
-            ca.with_machine(|m| m.abort_add(ccid, &invitation));
+            ca.with_machine(|m| {
+                m.abort_add(ccid, &invitation);
+                m.clear_custom_context(&call_id_for_abort, target);
+            });
             return Err(call_error(e));
         }
         Ok(invitation)

@@ -335,6 +335,24 @@ impl CallAutomationMachine {
         self.custom_contexts.insert((call_id.to_string(), target.to_string()), custom);
     }
 
+    /// The call is over: forget its correlation id and any `customContext` left for it.
+    pub fn call_ended(&mut self, call_id: &str) {
+        if !self.legs.keys().any(|(call, _)| call == call_id) {
+            self.correlations.remove(call_id);
+        }
+        self.custom_contexts.retain(|(call, _), _| call != call_id);
+    }
+
+    /// Forget the `customContext` kept for `target` (its add or transfer was refused).
+    pub fn clear_custom_context(&mut self, call_id: &str, target: &str) {
+        self.custom_contexts.remove(&(call_id.to_string(), target.to_string()));
+    }
+
+    /// Calls with a correlation id kept (for tests of the clean-up).
+    pub fn tracked_calls(&self) -> usize {
+        self.correlations.len()
+    }
+
     /// `participants:add`: remember the invitation before the call rings `target`.
     pub fn begin_add(
         &mut self,
@@ -489,7 +507,12 @@ impl CallAutomationMachine {
     pub fn on_call_event(&mut self, now_ms: u64, to: &str, event: &CallEvent) -> Vec<CaOutput> {
         let mut out = Vec::new();
         if let CallEvent::Incoming { call_id, caller, ring_timeout_ms, .. } = event {
-            if matches!(CommunicationIdentifier::parse(to), Ok(CommunicationIdentifier::CommunicationUser { .. })) {
+            // ACS identities, and phone numbers: a number rings inside palaver only when an
+            // inbound trunk call is routed to Call Automation (see `incoming_from_phone`).
+            if matches!(
+                CommunicationIdentifier::parse(to),
+                Ok(CommunicationIdentifier::CommunicationUser { .. } | CommunicationIdentifier::PhoneNumber { .. })
+            ) {
                 out.push(self.incoming_call(now_ms, call_id, caller, to, *ring_timeout_ms));
             }
             return out;
