@@ -126,7 +126,7 @@ impl CallAutomation {
 }
 
 /// A call-machine refusal as Call Automation answers it.
-pub fn call_error(e: CallError) -> CallAutomationError {
+pub fn call_automation_error(e: CallError) -> CallAutomationError {
     match e.code {
         ErrorCode::CallNotFound | ErrorCode::NotFound => CallAutomationError::new(404, 8522, e.message),
         ErrorCode::Busy | ErrorCode::InvalidState => CallAutomationError::invalid_state(e.message),
@@ -177,7 +177,7 @@ impl Gateway {
         })?;
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort(ccid));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(props)
     }
@@ -226,7 +226,7 @@ impl Gateway {
     /// `reject`: the callee declines.
     pub async fn ca_reject(&self, claim: &IncomingCallClaim) -> Result<(), CallAutomationError> {
         let input = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
-        self.call_request(input).await.map_err(call_error)
+        self.call_request(input).await.map_err(call_automation_error)
     }
 
     /// `redirect`: the call rings `target` instead of the callee.
@@ -236,9 +236,9 @@ impl Gateway {
             by: claim.caller.clone(),
             target: target.to_string(),
         };
-        self.call_request(add).await.map_err(call_error)?;
+        self.call_request(add).await.map_err(call_automation_error)?;
         let decline = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
-        self.call_request(decline).await.map_err(call_error)
+        self.call_request(decline).await.map_err(call_automation_error)
     }
 
     /// `DELETE` (the connection leaves) or `:terminate` (the call ends for everyone).
@@ -263,7 +263,7 @@ impl Gateway {
         } else {
             Input::HangUp { call_id: view.server_call_id, user: view.source_raw_id }
         };
-        self.call_request(input).await.map_err(call_error)
+        self.call_request(input).await.map_err(call_automation_error)
     }
 
     /// `participants:add`: rings `target`; answers the invitation id.
@@ -296,7 +296,7 @@ impl Gateway {
                 m.abort_add(ccid, &invitation);
                 m.clear_custom_context(&call_id_for_abort, target);
             });
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(invitation)
     }
@@ -322,7 +322,7 @@ impl Gateway {
         };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_remove(ccid, target));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(())
     }
@@ -344,7 +344,7 @@ impl Gateway {
         let input = Input::CancelInvite { call_id: view.server_call_id, by: view.source_raw_id, target };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_cancel_add(ccid, invitation_id));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(())
     }
@@ -380,7 +380,7 @@ impl Gateway {
                 target: target.clone(),
             };
             if let Err(e) = self.call_request(input).await {
-                let why = call_error(e);
+                let why = call_automation_error(e);
                 let outputs = ca.with_machine(|m| m.move_failed(ccid, target, &why));
                 self.call_automation_outputs(outputs);
             }
@@ -418,7 +418,7 @@ impl Gateway {
             Input::Transfer { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_transfer(ccid));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(())
     }

@@ -460,3 +460,49 @@ fn an_inbound_phone_call_routed_to_call_automation_raises_incoming_call_for_the_
     let cbs = w.callbacks();
     assert_eq!(names(&cbs)[0], ("ccP", "CallConnected"));
 }
+
+#[test]
+fn create_call_to_a_call_queue_rings_its_members_and_the_call_rules_hold() {
+    let mut w = World::new();
+    w.calls = CallManager::new(CallsConfig {
+        queues: vec![crate::domain::calls::CallQueueConfig {
+            app_id: "support".into(),
+            name: Some("Support".into()),
+            members: vec!["8:orgid:agent-a".into(), "8:orgid:agent-b".into()],
+            member_ring_timeout_secs: 10,
+        }],
+        ..CallsConfig::default()
+    });
+    w.create("ccQ", "call1", &["28:orgid:support"]);
+    assert!(w.notified.contains(&("8:orgid:agent-a".to_string(), "call.incoming".to_string())));
+    assert!(w.take().iter().all(|o| !matches!(o, CaOutput::Publish { .. })), "directory users get no IncomingCall");
+    // The first member does not answer; the second does.
+    w.now += 10_000;
+    w.input(Input::Tick).unwrap();
+    assert!(w.notified.contains(&("8:orgid:agent-b".to_string(), "call.incoming".to_string())));
+    w.input(Input::Accept {
+        call_id: "call1".into(),
+        callee: Party::new("8:orgid:agent-b", "B"),
+        endpoint: "e".into(),
+    })
+    .unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs)[0], ("ccQ", "CallConnected"));
+
+    // An ACS identity may not call a directory user directly (the seed's rule).
+    let refused = w
+        .calls
+        .handle(
+            w.now,
+            Input::Place {
+                call_id: "call2".into(),
+                caller: Party::new(BOT, "Bot"),
+                endpoint: leg_endpoint("ccX"),
+                targets: vec!["8:orgid:agent-a".into()],
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code, palaver_core::ErrorCode::ExternalUserCannotCallDirectoryUser);
+    let answered = crate::gateway::call_automation_error(refused);
+    assert_eq!((answered.status, answered.subcode), (403, 8523));
+}
