@@ -207,6 +207,20 @@ impl CallAutomationMachine {
         self.live(ccid).map(Connection::view)
     }
 
+    /// A live, connected call connection of call `server_call_id` (the recording API's
+    /// `serverCallLocator`).
+    pub fn connection_of_call(&self, server_call_id: &str) -> Option<CallConnectionView> {
+        let mut views: Vec<CallConnectionView> = self
+            .connections
+            .values()
+            .filter(|c| c.is_live() && c.state == CallConnectionState::Connected)
+            .map(Connection::view)
+            .filter(|v| v.server_call_id == server_call_id)
+            .collect();
+        views.sort_by(|a, b| a.call_connection_id.cmp(&b.call_connection_id));
+        views.into_iter().next()
+    }
+
     /// Number of live call connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
