@@ -479,7 +479,8 @@ def step12_negative(ctx):
     incoming = ctx.rx.incoming_for(ctx.users["erin"])
     ctx.app().reject_call(incoming.data["incomingCallContext"], call_reject_reason="busy")
     failed = ctx.rx.event("R", "CreateCallFailed")
-    check("a rejected createCall: CreateCallFailed 603/8538 with r1", failed.data["resultInformation"]["subCode"] == 8538 and failed.data["operationContext"] == "r1", failed.data)
+    result = failed.data["resultInformation"]
+    check("a createCall rejected as busy: CreateCallFailed 486/8539 with r1", (result["code"], result["subCode"]) == (486, 8539) and failed.data["operationContext"] == "r1", failed.data)
     ctx.rx.event("R", "CallDisconnected")
     expect_error("reject with a used context", lambda: ctx.app().reject_call(incoming.data["incomingCallContext"]), 409, "8519")
     expect_error("answer with a forged context", lambda: ctx.app().answer_call("forged.context", ctx.rx.callback_url("X")), 400, "8523")

@@ -224,7 +224,8 @@ impl Gateway {
     }
 
     /// `reject`: the callee declines.
-    pub async fn ca_reject(&self, claim: &IncomingCallClaim) -> Result<(), CallAutomationError> {
+    pub async fn ca_reject(&self, claim: &IncomingCallClaim, reason: Option<&str>) -> Result<(), CallAutomationError> {
+        self.call_automation().with_machine(|m| m.record_rejection(&claim.call_id, &claim.callee, reason));
         let input = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
         self.call_request(input).await.map_err(call_automation_error)
     }

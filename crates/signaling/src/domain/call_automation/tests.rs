@@ -315,6 +315,18 @@ fn a_declined_create_call_fails_then_disconnects() {
     assert_eq!(names(&cbs), vec![("ccA", "CreateCallFailed"), ("ccA", "CallDisconnected")]);
     assert_eq!(cbs[0].2["resultInformation"]["subCode"], 8538);
     assert_eq!(cbs[0].2["operationContext"], "c1");
+
+    // `callRejectReason: busy` is what the caller's side hears.
+    w.create("ccB", "call2", &[ALICE]);
+    w.take();
+    w.ca.record_rejection("call2", ALICE, Some("busy"));
+    w.input(Input::Decline { call_id: "call2".into(), user: ALICE.into() }).unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs), vec![("ccB", "CreateCallFailed"), ("ccB", "CallDisconnected")]);
+    assert_eq!(
+        (&cbs[0].2["resultInformation"]["code"], &cbs[0].2["resultInformation"]["subCode"]),
+        (&486.into(), &8539.into())
+    );
 }
 
 #[test]
