@@ -26,6 +26,8 @@ APT_NEEDS := cc:build-essential cmake:cmake pkg-config:pkg-config
 APT_NEEDS += promtool:prometheus
 # Reference web client E2E (test-browser): headless Debian Chromium driven by playwright-core.
 APT_NEEDS += chromium:chromium node:nodejs npm:npm
+# Call Automation text-to-speech (text/ssml play sources): the espeak-ng CLI.
+APT_NEEDS += espeak-ng:espeak-ng
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk

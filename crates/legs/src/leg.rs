@@ -58,7 +58,6 @@ enum Cmd {
     Continuous(String, bool, OperationTag, Reply),
     SendDtmf(Vec<DtmfTone>, OperationTag, Reply),
     Hold(String, bool, Option<PlaySource>, OperationTag, Reply),
-    HoldMusic(String, Arc<[i16]>),
     StartRecording(RecordRequest, OperationTag, Reply),
     Recording(String, RecordingAction, OperationTag, Reply),
     StartStreaming(StreamRequest, Reply),
@@ -179,7 +178,9 @@ struct Runtime {
     myself: mpsc::WeakUnboundedSender<Cmd>,
     started: Instant,
     player: Player,
-    hold_music: HashMap<String, Player>,
+    /// Held participants (raw ids). Their music is loaded (a bad source is HoldFailed) but not
+    /// played: the leg's audio goes into everyone's mix, and per-listener audio is not built yet.
+    held: HashSet<String>,
     recognize: Option<ActiveRecognize>,
     next_recognize: u64,
     continuous: HashSet<String>,
@@ -195,7 +196,8 @@ struct Runtime {
     timestamp: u32,
     tone_timestamp: u32,
     speaking: bool,
-    mix_seen: bool,
+    /// Mix frames handled since the leg started (real or silence filled in).
+    mix_frames: u64,
     pending: Vec<(OperationTag, LegEventKind)>,
 }
 
@@ -219,7 +221,7 @@ impl Runtime {
             myself,
             started: Instant::now(),
             player: Player::default(),
-            hold_music: HashMap::new(),
+            held: HashSet::new(),
             recognize: None,
             next_recognize: 0,
             continuous: HashSet::new(),
@@ -235,7 +237,7 @@ impl Runtime {
             timestamp: u32::from(rand_u16()) << 8,
             tone_timestamp: 0,
             speaking: false,
-            mix_seen: false,
+            mix_frames: 0,
             pending: Vec::new(),
         }
     }
@@ -412,36 +414,18 @@ impl Runtime {
             Cmd::Hold(target, on, music, tag, reply) => {
                 let _ = reply.send(Ok(()));
                 if !on {
-                    self.hold_music.remove(&target);
+                    self.held.remove(&target);
                     return;
                 }
+                self.held.insert(target);
                 let Some(music) = music else { return };
                 let load = self.load_all(vec![music]);
-                let myself = self.myself.clone();
                 let events = self.events.clone();
                 tokio::spawn(async move {
-                    match load.await {
-                        Ok(mut sources) => {
-                            if let (Some(myself), Some(audio)) = (myself.upgrade(), sources.pop()) {
-                                let _ = myself.send(Cmd::HoldMusic(target, audio));
-                            }
-                        }
-                        Err((result, _)) => {
-                            let _ = events.send(LegEvent { tag, kind: LegEventKind::HoldFailed(result) });
-                        }
+                    if let Err((result, _)) = load.await {
+                        let _ = events.send(LegEvent { tag, kind: LegEventKind::HoldFailed(result) });
                     }
                 });
-            }
-            Cmd::HoldMusic(target, audio) => {
-                let mut music = Player::default();
-                let play = Play {
-                    sources: vec![audio],
-                    looped: true,
-                    play_to: vec![target.clone()],
-                    tag: OperationTag::default(),
-                };
-                music.enqueue(play, false, &mut Vec::new());
-                self.hold_music.insert(target, music);
             }
             Cmd::StartRecording(request, tag, reply) => {
                 if self.recorder.is_some() {
@@ -580,12 +564,12 @@ impl Runtime {
             if n != FRAME {
                 continue;
             }
-            self.mix_seen = true;
             self.on_mix_frame(&pcm);
         }
     }
 
     fn on_mix_frame(&mut self, pcm: &[i16; FRAME]) {
+        self.mix_frames += 1;
         if let Some((recorder, tag)) = self.recorder.as_mut()
             && let Err(error) = recorder.push(pcm)
         {
@@ -604,8 +588,11 @@ impl Runtime {
 
     fn on_tick(&mut self) {
         let now = self.now_ms();
-        if !std::mem::take(&mut self.mix_seen) && (self.recorder.is_some() || self.stream.is_some()) {
-            // No mix this period (nobody to hear, or a silent mixer): keep the timeline.
+        // Mix frames fall behind the clock when the mixer sends nothing (nobody talks): fill
+        // the gap with silence so recordings and streams keep real time (3 frames of slack
+        // absorb the arrival jitter against this timer).
+        let due = now / 20;
+        while self.mix_frames + 3 < due {
             self.on_mix_frame(&[0; FRAME]);
         }
         self.drain_stream_inbound();
@@ -616,12 +603,6 @@ impl Runtime {
         if self.player.next_frame(&mut frame, &mut events) {
             add(&mut out, &frame);
             audible = true;
-        }
-        for music in self.hold_music.values_mut() {
-            if music.next_frame(&mut frame, &mut Vec::new()) {
-                add(&mut out, &frame);
-                audible = true;
-            }
         }
         if let Some(active) = self.recognize.as_mut() {
             if let Some(prompts) = active.prompts.as_mut() {
