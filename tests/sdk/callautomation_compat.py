@@ -545,6 +545,35 @@ def step9_add_and_cancel(ctx):
     check("CancelAddParticipantSucceeded carries invitationId and x1", cancelled.data["invitationId"] == pending.invitation_id and cancelled.data["operationContext"] == "x1", cancelled.data)
 
 
+def step9b_add_rings_a_websocket_client(ctx):
+    """add_participant rings a real client: kim's WebSocket gets call.incoming, accepts, and the
+    application sees AddParticipantSucceeded."""
+    token = ctx.identity.get_token(ident(ctx.users["kim"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+        conn.add_participant(ident(ctx.users["kim"]), operation_context="k1")
+        incoming = ws.wait_for("call.incoming")
+        check("add_participant rings the WebSocket client", incoming["caller"]["rawId"] == ctx.users["bot"], incoming)
+        ws.send({"type": "call.accept", "requestId": "a1", "callId": incoming["callId"]})
+        connected = ws.wait_for("call.connected")
+        roster = {p["rawId"] for p in connected["participants"]}
+        check("the client's roster holds the application's participants", {ctx.users["bot"], ctx.users["agent"]} <= roster, roster)
+        added = ctx.rx.event("A", "AddParticipantSucceeded", nth=1)
+        check("AddParticipantSucceeded for the client (k1)", added.data["participant"]["rawId"] == ctx.users["kim"] and added.data["operationContext"] == "k1", added.data)
+        ws.send({"type": "call.hangUp", "requestId": "h1", "callId": incoming["callId"]})
+
+        def kim_gone():
+            updates = [e for e, _, _ in ctx.rx.callbacks["A"] if e.type.endswith("ParticipantsUpdated")]
+            return bool(updates) and ctx.users["kim"] not in {p["identifier"]["rawId"] for p in updates[-1].data["participants"]}
+
+        ctx.rx.wait("kim's hang-up in A's roster", kim_gone)
+        check("the client's hang-up reaches the application's roster", True)
+    finally:
+        ws.close()
+
+
 def step10_transfer(ctx):
     conn_b = ctx.app("agent").get_call_connection(ctx.legs["B"])
     result = conn_b.transfer_call_to_participant(ident(ctx.users["dave"]), operation_context="t1")
@@ -611,7 +640,8 @@ def step12_negative(ctx):
     incoming = ctx.rx.incoming_for(ctx.users["erin"])
     ctx.app().reject_call(incoming.data["incomingCallContext"], call_reject_reason="busy")
     failed = ctx.rx.event("R", "CreateCallFailed")
-    check("a rejected createCall: CreateCallFailed 603/8538 with r1", failed.data["resultInformation"]["subCode"] == 8538 and failed.data["operationContext"] == "r1", failed.data)
+    result = failed.data["resultInformation"]
+    check("a createCall rejected as busy: CreateCallFailed 486/8539 with r1", (result["code"], result["subCode"]) == (486, 8539) and failed.data["operationContext"] == "r1", failed.data)
     ctx.rx.event("R", "CallDisconnected")
     expect_error("reject with a used context", lambda: ctx.app().reject_call(incoming.data["incomingCallContext"]), 409, "8519")
     expect_error("answer with a forged context", lambda: ctx.app().answer_call("forged.context", ctx.rx.callback_url("X")), 400, "8523")
@@ -657,6 +687,7 @@ STEPS = [
     step7_recording,
     step8_hold,
     step9_add_and_cancel,
+    step9b_add_rings_a_websocket_client,
     step10_transfer,
     step10b_move_participants,
     step11_terminate,
@@ -685,7 +716,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:

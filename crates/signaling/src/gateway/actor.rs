@@ -322,7 +322,14 @@ impl Actor {
                         self.deliver(&to, &text, &mut overflowed);
                     }
                 }
-                Output::SessionStarted(e) => self.gateway.observer().session_started(e),
+                Output::SessionStarted(mut e) => {
+                    // A Call Automation connection seated here is a server endpoint (as ACS logs it).
+                    if self.conns.get(&e.session_id).is_some_and(|(conn, _)| crate::domain::calls::is_server_leg(conn))
+                    {
+                        e.endpoint_type = palaver_core::EndpointType::Server;
+                    }
+                    self.gateway.observer().session_started(e)
+                }
                 Output::SessionEnded(e) => self.gateway.observer().session_ended(e),
                 Output::Detach { participant_id, reason } => self.detach(participant_id, Some(reason)),
                 Output::JoinRefused { participant_id } => self.detach(participant_id, None),

@@ -101,7 +101,7 @@ pub async fn reject(state: &AppState, request: &CallRequest) -> Answer {
         )));
     }
     let claim = state.gateway.ca_consume_context(&context)?;
-    state.gateway.ca_reject(&claim).await?;
+    state.gateway.ca_reject(&claim, body.call_reject_reason.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
