@@ -28,6 +28,8 @@ APT_NEEDS += promtool:prometheus
 APT_NEEDS += chromium:chromium node:nodejs npm:npm
 # SIPp plays the carrier in the SIP trunk e2e tests (tests/tests/e2e/sip.rs, tests/sipp/).
 APT_NEEDS += sipp:sip-tester
+# Call Automation text-to-speech (text/ssml play sources): the espeak-ng CLI.
+APT_NEEDS += espeak-ng:espeak-ng
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk

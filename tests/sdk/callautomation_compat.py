@@ -52,6 +52,20 @@ from azure.eventgrid import EventGridEvent
 from identity_compat import check, error_code, palaver, run_main
 
 CALLBACK_TOKEN = "s3cret value"
+
+
+def wav_tone(hz, seconds, rate=16000, amplitude=8000):
+    """A mono 16-bit PCM WAV of a sine tone (the prompts the media steps play)."""
+    import math
+
+    n = int(rate * seconds)
+    data = b"".join(struct.pack("<h", int(amplitude * math.sin(2 * math.pi * hz * i / rate))) for i in range(n))
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+    return header + b"data" + struct.pack("<I", len(data)) + data
+
+
+# Files the receiver serves (play sources).
+MEDIA = {"/media/prompt.wav": wav_tone(440, 1.0), "/media/menu.wav": wav_tone(660, 0.5, rate=8000), "/media/moh.wav": wav_tone(330, 2.0, rate=24000)}
 WAIT_S = 15
 
 
@@ -69,6 +83,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                body = MEDIA.get(urllib.parse.urlparse(self.path).path)
+                self.send_response(200 if body else 404)
+                self.send_header("content-type", "audio/wav")
+                self.send_header("content-length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
 
             def do_POST(self):
                 length = int(self.headers.get("content-length") or 0)
@@ -125,7 +147,14 @@ class Receiver:
         """The newest IncomingCall to `raw_id` (waits for it)."""
         return self.wait(
             f"IncomingCall to {raw_id}",
-            lambda: next((e for e in reversed(self.incoming) if e.data["to"]["rawId"] == raw_id), None),
+            lambda: next(
+                (
+                    e
+                    for e in reversed(self.incoming)
+                    if e.event_type == "Microsoft.Communication.IncomingCall" and e.data["to"]["rawId"] == raw_id
+                ),
+                None,
+            ),
         )
 
     def names(self, leg):
@@ -367,6 +396,138 @@ def step4c_connect_to_a_group_call(ctx):
         ws.close()
 
 
+def media_url(ctx, name):
+    return f"{ctx.rx.base}/media/{name}"
+
+
+def step5_play(ctx):
+    """A plays a WAV to the agent: PlayStarted then PlayCompleted ("p1"); a loop is canceled (8508)."""
+    from azure.communication.callautomation import FileSource
+
+    conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    conn.play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), play_to=[ident(ctx.users["agent"])], operation_context="p1")
+    started = ctx.rx.event("A", "PlayStarted")
+    completed = ctx.rx.event("A", "PlayCompleted")
+    check("PlayStarted echoes operationContext p1", started.data.get("operationContext") == "p1", started.data)
+    result = completed.data["resultInformation"]
+    check("PlayCompleted 200/0 with p1", (result["code"], result["subCode"], completed.data.get("operationContext")) == (200, 0, "p1"), completed.data)
+    conn.play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), loop=True, operation_context="p2")
+    ctx.rx.event("A", "PlayStarted", 1)
+    time.sleep(1.5)  # longer than the file: the loop goes on
+    conn.cancel_all_media_operations()
+    canceled = ctx.rx.event("A", "PlayCanceled")
+    result = canceled.data["resultInformation"]
+    check("a looped play is canceled with 400/8508 (p2)", (result["code"], result["subCode"], canceled.data.get("operationContext")) == (400, 8508, "p2"), canceled.data)
+    conn.play_media(FileSource(f"{ctx.rx.base}/media/missing.wav"), operation_context="p3")
+    failed = ctx.rx.event("A", "PlayFailed")
+    check("a file that cannot be fetched is PlayFailed 8536 (p3)", failed.data["resultInformation"]["subCode"] == 8536 and failed.data.get("operationContext") == "p3", failed.data)
+    from azure.communication.callautomation import TextSource
+    import shutil
+
+    conn.play_media(TextSource(text="Thank you for calling.", voice_name="en-US-NancyNeural"), operation_context="p5")
+    if shutil.which("espeak-ng"):
+        done = ctx.rx.event("A", "PlayCompleted", 1)
+        check("text is spoken by espeak-ng: PlayCompleted (p5)", done.data.get("operationContext") == "p5", done.data)
+    else:
+        failed = ctx.rx.event("A", "PlayFailed", 1)
+        check("without espeak-ng, text is PlayFailed 8565 (p5)", failed.data["resultInformation"]["subCode"] == 8565, failed.data)
+
+
+def step6_dtmf(ctx):
+    """A recognizes 3 tones of the agent; B (the agent's leg) sends them as RFC 4733."""
+    from azure.communication.callautomation import FileSource
+
+    a = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    b = ctx.app().get_call_connection(ctx.legs["B"])
+    a.start_recognizing_media("dtmf", ident(ctx.users["agent"]), dtmf_max_tones_to_collect=3, initial_silence_timeout=5, play_prompt=FileSource(media_url(ctx, "menu.wav")), operation_context="r1")
+    time.sleep(0.8)  # the prompt plays first
+    sent = b.send_dtmf_tones(["one", "two", "three"], ident(ctx.users["bot"]), operation_context="d1")
+    check("send_dtmf_tones echoes operationContext d1", sent.operation_context == "d1", sent)
+    done = ctx.rx.event("A", "RecognizeCompleted")
+    check("RecognizeCompleted is dtmf one,two,three (8531, r1)", done.data.get("recognitionType") == "dtmf" and done.data["dtmfResult"]["tones"] == ["one", "two", "three"] and done.data["resultInformation"]["subCode"] == 8531 and done.data.get("operationContext") == "r1", done.data)
+    sent_done = ctx.rx.event("B", "SendDtmfTonesCompleted")
+    check("B gets SendDtmfTonesCompleted (d1)", sent_done.data.get("operationContext") == "d1", sent_done.data)
+    a.start_recognizing_media("dtmf", ident(ctx.users["agent"]), dtmf_max_tones_to_collect=3, initial_silence_timeout=1, operation_context="r2")
+    failed = ctx.rx.event("A", "RecognizeFailed")
+    check("no tones: RecognizeFailed 8510 (r2)", failed.data["resultInformation"]["subCode"] == 8510 and failed.data.get("operationContext") == "r2", failed.data)
+    expect_error("recognize with an inter-tone timeout of 0", lambda: a.start_recognizing_media("dtmf", ident(ctx.users["agent"]), dtmf_inter_tone_timeout=0), 400, "8523")
+    expect_error("speech recognition (no engine)", lambda: a.start_recognizing_media("speech", ident(ctx.users["agent"])), 400, "8523")
+
+
+def signed_request(ctx, method, url, headers=None):
+    """A raw HMAC-signed request (SDK 1.6.0 refuses non-ACS recording hosts, fact 11)."""
+    import email.utils
+    import hashlib
+    import hmac as hmac_mod
+    import urllib.request
+
+    parts = dict(p.split("=", 1) for p in ctx.conn_str.strip(";").split(";"))
+    endpoint = urllib.parse.urlparse(parts["endpoint"])
+    target = urllib.parse.urlparse(url)
+    path = target.path + (f"?{target.query}" if target.query else "")
+    date = email.utils.formatdate(usegmt=True)
+    content = base64.b64encode(hashlib.sha256(b"").digest()).decode()
+    to_sign = f"{method}\n{path}\n{date};{endpoint.netloc};{content}"
+    signature = base64.b64encode(hmac_mod.new(base64.b64decode(parts["accesskey"]), to_sign.encode(), hashlib.sha256).digest()).decode()
+    request = urllib.request.Request(url, method=method, headers={"x-ms-date": date, "x-ms-content-sha256": content, "Authorization": f"HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature={signature}", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=ctx.ca_file)) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def step7_recording(ctx):
+    """Start/pause/resume/stop a recording of the call; the file is announced, downloadable with Range, deletable."""
+    from azure.communication.callautomation import FileSource
+
+    client = ctx.app("bot")
+    started = client.start_recording(call_connection_id=ctx.legs["A"], recording_state_callback_url=ctx.rx.callback_url("rec"))
+    check("start_recording is active", started.recording_state == "active", started.recording_state)
+    rid = started.recording_id
+    active = ctx.rx.event("rec", "RecordingStateChanged")
+    check("RecordingStateChanged active", active.data["state"] == "active" and active.data["recordingId"] == rid, active.data)
+    ctx.app("bot").get_call_connection(ctx.legs["A"]).play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="p4")
+    time.sleep(1.5)
+    client.pause_recording(rid)
+    paused = ctx.rx.event("rec", "RecordingStateChanged", 1)
+    check("pause: RecordingStateChanged inactive", paused.data["state"] == "inactive", paused.data)
+    check("get_recording_properties is inactive", client.get_recording_properties(rid).recording_state == "inactive")
+    client.resume_recording(rid)
+    resumed = ctx.rx.event("rec", "RecordingStateChanged", 2)
+    check("resume: RecordingStateChanged active", resumed.data["state"] == "active", resumed.data)
+    time.sleep(0.5)
+    client.stop_recording(rid)
+    stopped = ctx.rx.event("rec", "RecordingStateChanged", 3)
+    check("stop: RecordingStateChanged inactive", stopped.data["state"] == "inactive", stopped.data)
+    status = ctx.rx.wait("RecordingFileStatusUpdated", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated"), None))
+    chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
+    check("RecordingFileStatusUpdated names the file", chunk["documentId"] == rid and chunk["contentLocation"].endswith("/audio"), chunk)
+    code, headers, body = signed_request(ctx, "GET", chunk["contentLocation"])
+    check("download is 200 with a WAV", code == 200 and body[:4] == b"RIFF" and body[8:12] == b"WAVE", (code, body[:12]))
+    rate, data_len = struct.unpack("<I", body[24:28])[0], struct.unpack("<I", body[40:44])[0]
+    seconds = data_len / (2 * rate)
+    check("the WAV holds about the recorded time (2.0 s +- 0.6)", abs(seconds - 2.0) < 0.6, seconds)
+    samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2])
+    check("the recording holds the played prompt (peak > 2000)", max(abs(s) for s in samples) > 2000, max(abs(s) for s in samples))
+    code, headers, part = signed_request(ctx, "GET", chunk["contentLocation"], {"Range": "bytes=0-43"})
+    check("Range bytes=0-43 is 206 with the header", code == 206 and part == body[:44] and headers.get("content-range", headers.get("Content-Range", "")).startswith("bytes 0-43/"), (code, headers))
+    code, _, _ = signed_request(ctx, "DELETE", chunk["deleteLocation"])
+    check("delete is 200", code == 200, code)
+    code, _, _ = signed_request(ctx, "GET", chunk["contentLocation"])
+    check("after delete the file is 404", code == 404, code)
+
+
+def step8_hold(ctx):
+    """Hold the agent with music, then unhold."""
+    from azure.communication.callautomation import FileSource
+
+    conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    conn.hold(ident(ctx.users["agent"]), play_source=FileSource(media_url(ctx, "moh.wav")), operation_context="h1")
+    conn.unhold(ident(ctx.users["agent"]), operation_context="h2")
+    check("hold and unhold are accepted (200)", True)
+
+
 def step9_add_and_cancel(ctx):
     conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
     result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
@@ -384,6 +545,35 @@ def step9_add_and_cancel(ctx):
     check("CancelAddParticipantSucceeded carries invitationId and x1", cancelled.data["invitationId"] == pending.invitation_id and cancelled.data["operationContext"] == "x1", cancelled.data)
 
 
+def step9b_add_rings_a_websocket_client(ctx):
+    """add_participant rings a real client: kim's WebSocket gets call.incoming, accepts, and the
+    application sees AddParticipantSucceeded."""
+    token = ctx.identity.get_token(ident(ctx.users["kim"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+        conn.add_participant(ident(ctx.users["kim"]), operation_context="k1")
+        incoming = ws.wait_for("call.incoming")
+        check("add_participant rings the WebSocket client", incoming["caller"]["rawId"] == ctx.users["bot"], incoming)
+        ws.send({"type": "call.accept", "requestId": "a1", "callId": incoming["callId"]})
+        connected = ws.wait_for("call.connected")
+        roster = {p["rawId"] for p in connected["participants"]}
+        check("the client's roster holds the application's participants", {ctx.users["bot"], ctx.users["agent"]} <= roster, roster)
+        added = ctx.rx.event("A", "AddParticipantSucceeded", nth=1)
+        check("AddParticipantSucceeded for the client (k1)", added.data["participant"]["rawId"] == ctx.users["kim"] and added.data["operationContext"] == "k1", added.data)
+        ws.send({"type": "call.hangUp", "requestId": "h1", "callId": incoming["callId"]})
+
+        def kim_gone():
+            updates = [e for e, _, _ in ctx.rx.callbacks["A"] if e.type.endswith("ParticipantsUpdated")]
+            return bool(updates) and ctx.users["kim"] not in {p["identifier"]["rawId"] for p in updates[-1].data["participants"]}
+
+        ctx.rx.wait("kim's hang-up in A's roster", kim_gone)
+        check("the client's hang-up reaches the application's roster", True)
+    finally:
+        ws.close()
+
+
 def step10_transfer(ctx):
     conn_b = ctx.app("agent").get_call_connection(ctx.legs["B"])
     result = conn_b.transfer_call_to_participant(ident(ctx.users["dave"]), operation_context="t1")
@@ -396,6 +586,28 @@ def step10_transfer(ctx):
     conn_a = ctx.app("bot").get_call_connection(ctx.legs["A"])
     roster = {p.identifier.raw_id for p in conn_a.list_participants()}
     check("A's roster shows dave instead of agent", roster == {ctx.users["bot"], ctx.users["alice"], ctx.users["dave"]}, roster)
+
+
+def step10b_move_participants(ctx):
+    """move_participants: henry, in another call of the application, moves into this one."""
+    for leg, user in [("M1", "henry"), ("M2", "ivy")]:
+        props = ctx.app("bot").create_call(ident(ctx.users[user]), ctx.rx.callback_url(leg))
+        ctx.legs[leg] = props.call_connection_id
+        ctx.answer(f"{leg}x", ctx.users[user], f"{leg}-answer")
+        ctx.rx.event(leg, "CallConnected")
+    conn = ctx.app("bot").get_call_connection(ctx.legs["M2"])
+    result = conn.move_participants([ident(ctx.users["henry"])], ctx.legs["M1"], operation_context="mv1")
+    check("move_participants echoes operationContext and fromCall", result.operation_context == "mv1" and result.from_call == ctx.legs["M1"], vars(result))
+    moved = ctx.rx.event("M2", "MoveParticipantSucceeded")
+    check("MoveParticipantSucceeded names henry, fromCall and mv1", moved.data["participant"]["rawId"] == ctx.users["henry"] and moved.data["fromCall"] == ctx.legs["M1"] and moved.data["operationContext"] == "mv1", moved.data)
+    roster = {p.identifier.raw_id for p in conn.list_participants()}
+    check("the destination call now holds henry", roster == {ctx.users["bot"], ctx.users["ivy"], ctx.users["henry"]}, roster)
+    ctx.rx.event("M1", "CallDisconnected")
+    conn.move_participants([ident(ctx.users["carol"])], ctx.legs["M1"], operation_context="mv2")
+    failed = ctx.rx.event("M2", "MoveParticipantFailed")
+    check("moving someone who is not in that call: MoveParticipantFailed (mv2)", failed.data["operationContext"] == "mv2", failed.data)
+    conn.hang_up(is_for_everyone=True)
+    ctx.rx.event("M2", "CallDisconnected")
 
 
 def step11_terminate(ctx):
@@ -428,7 +640,8 @@ def step12_negative(ctx):
     incoming = ctx.rx.incoming_for(ctx.users["erin"])
     ctx.app().reject_call(incoming.data["incomingCallContext"], call_reject_reason="busy")
     failed = ctx.rx.event("R", "CreateCallFailed")
-    check("a rejected createCall: CreateCallFailed 603/8538 with r1", failed.data["resultInformation"]["subCode"] == 8538 and failed.data["operationContext"] == "r1", failed.data)
+    result = failed.data["resultInformation"]
+    check("a createCall rejected as busy: CreateCallFailed 486/8539 with r1", (result["code"], result["subCode"]) == (486, 8539) and failed.data["operationContext"] == "r1", failed.data)
     ctx.rx.event("R", "CallDisconnected")
     expect_error("reject with a used context", lambda: ctx.app().reject_call(incoming.data["incomingCallContext"]), 409, "8519")
     expect_error("answer with a forged context", lambda: ctx.app().answer_call("forged.context", ctx.rx.callback_url("X")), 400, "8523")
@@ -469,9 +682,14 @@ STEPS = [
     step4_connected,
     step4b_websocket_caller_rings_an_application,
     step4c_connect_to_a_group_call,
-    # The media steps 5-8 go here.
+    step5_play,
+    step6_dtmf,
+    step7_recording,
+    step8_hold,
     step9_add_and_cancel,
+    step9b_add_rings_a_websocket_client,
     step10_transfer,
+    step10b_move_participants,
     step11_terminate,
     step12_negative,
 ]
@@ -485,7 +703,7 @@ def config_file(directory, receiver):
             'name = "cc-backend"\n'
             f'endpoint = "{receiver.base}/incoming"\n'
             'schema = "EventGridSchema"\n'
-            'event_types = ["Microsoft.Communication.IncomingCall"]\n'
+            'event_types = ["Microsoft.Communication.IncomingCall", "Microsoft.Communication.RecordingFileStatusUpdated"]\n'
         )
     return path
 
@@ -498,7 +716,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:

@@ -371,6 +371,17 @@ impl RtpSender {
         Ok(())
     }
 
+    /// Sends one DTMF tone (RFC 4733 on this audio stream's SSRC, payload type
+    /// `quic::TELEPHONE_EVENT_PT`; `event` 0–9, 10 `*`, 11 `#`, 12–15 A–D) lasting 100 ms.
+    pub fn send_dtmf(&mut self, event: u8) -> Result<(), ClientError> {
+        let pt = palaver_core::protocol::quic::TELEPHONE_EVENT_PT;
+        for packet in self.packetizer.telephone_event(pt, event, 800) {
+            self.connection.send_datagram(packet)?;
+            bump(&self.counters.datagrams_sent);
+        }
+        Ok(())
+    }
+
     /// The SSRC this sender's packets carry.
     pub fn ssrc(&self) -> u32 {
         self.packetizer.ssrc()

@@ -62,6 +62,36 @@ impl RtpPacketizer {
         self.marker_next = true;
     }
 
+    /// The RFC 4733 packets of one DTMF tone (`event`: 0–9, 10 `*`, 11 `#`, 12–15 A–D) lasting
+    /// `duration` 8 kHz units, on this stream's SSRC and sequence with `payload_type` (QUIC:
+    /// `quic::TELEPHONE_EVENT_PT`): an update per 20 ms (marker on the first), then the end
+    /// packet three times, all with the tone's start timestamp. The audio timestamp then
+    /// advances past the tone (in 48 kHz units) and the next audio packet starts a talk spurt.
+    pub fn telephone_event(&mut self, payload_type: u8, event: u8, duration: u16) -> Vec<Bytes> {
+        const STEP: u16 = 160;
+        let updates = duration.div_ceil(STEP).max(1);
+        let timestamp = self.timestamp;
+        let mut packets = Vec::with_capacity(usize::from(updates) + 3);
+        for i in 0..updates + 3 {
+            let end = i >= updates;
+            let so_far = if end { duration } else { ((i + 1) * STEP).min(duration) };
+            let mut b = BytesMut::with_capacity(16);
+            b.put_u8(0x80);
+            b.put_u8((payload_type & 0x7f) | if i == 0 { 0x80 } else { 0 });
+            b.put_u16(self.sequence);
+            b.put_u32(timestamp);
+            b.put_u32(self.ssrc);
+            b.put_u8(event);
+            b.put_u8(if end { 0x80 | 10 } else { 10 });
+            b.put_u16(so_far);
+            self.sequence = self.sequence.wrapping_add(1);
+            packets.push(b.freeze());
+        }
+        self.timestamp = self.timestamp.wrapping_add(u32::from(duration) * 6);
+        self.marker_next = true;
+        packets
+    }
+
     /// The next packet carrying `payload` (`samples` = its duration in clock ticks, 960 for
     /// 20 ms of Opus), with the RFC 6464 level (0 = loudest, 127 = silence; `-dBov`) if given.
     /// A level below 127 sets the extension's voice-activity bit (the mixer's talker selection
@@ -201,6 +231,23 @@ fn one_byte_extension(mut body: &[u8], id: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dtmf_tone_is_rfc4733_updates_then_three_ends_on_one_timestamp() {
+        let mut p = RtpPacketizer::with_start(77, 111, 10, 1000);
+        let packets = p.telephone_event(101, 11, 800);
+        assert_eq!(packets.len(), 5 + 3);
+        for (i, packet) in packets.iter().enumerate() {
+            assert_eq!(packet[1] & 0x7f, 101);
+            assert_eq!((packet[1] & 0x80 != 0), i == 0, "marker on the first only");
+            assert_eq!(u16::from_be_bytes([packet[2], packet[3]]), 10 + i as u16);
+            assert_eq!(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]), 1000);
+            assert_eq!(packet[12], 11);
+            assert_eq!(packet[13] & 0x80 != 0, i >= 5, "end bit on the last three");
+        }
+        assert_eq!(u16::from_be_bytes([packets[7][14], packets[7][15]]), 800);
+        assert_eq!((p.next_sequence(), p.next_timestamp()), (18, 1000 + 4800));
+    }
 
     #[test]
     fn packets_advance_sequence_and_timestamp_and_mark_talk_spurts() {

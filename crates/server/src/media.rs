@@ -6,17 +6,22 @@
 //! speakers to the gateway. QUIC participants also get their connection's datagram path
 //! pointed at the worker that now owns their transport.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::quic::paths::{QuicPaths, Route};
+use bytes::Bytes;
 use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
+use palaver_legs::{LegConfig, LegHandle, LegTransport};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
 use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
+use palaver_sfu::router::TransportId;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
+use palaver_signaling::gateway::ServerLeg;
 use palaver_signaling::gateway::media::MediaFuture;
 use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
 use tokio::sync::mpsc;
@@ -30,6 +35,34 @@ pub struct MediaController {
     frame_rx: Mutex<Option<mpsc::UnboundedReceiver<SlotFrame>>>,
     /// Datagram paths of QUIC connections, for `media.attach`.
     quic_paths: Arc<QuicPaths>,
+    /// Server-side legs (Call Automation) by conversation; `None` config: legs refused.
+    legs: Mutex<HashMap<String, Vec<Weak<LegHandle>>>>,
+    leg_config: OnceLock<LegConfig>,
+    myself: Weak<MediaController>,
+}
+
+/// A leg's way into its worker: RTP into the worker's ingress queue, the mix out of its link.
+struct LegRoute {
+    pool: Arc<WorkerPool>,
+    worker: usize,
+    transport: TransportId,
+    link: Arc<DirectLink>,
+    controller: Weak<MediaController>,
+    session: MediaSession,
+}
+
+impl LegTransport for LegRoute {
+    fn send(&self, packet: Bytes) -> bool {
+        self.pool.workers()[self.worker].push_ingress(self.transport, packet).is_ok()
+    }
+    fn link(&self) -> &Arc<DirectLink> {
+        &self.link
+    }
+    fn detach(&self) {
+        if let Some(controller) = self.controller.upgrade() {
+            controller.leave_leg(&self.session, self.transport);
+        }
+    }
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> MediaError {
@@ -50,13 +83,56 @@ impl MediaController {
         let candidates = pool.workers().iter().map(|w| SocketAddr::new(announced_ip, w.local_addr.port())).collect();
         let conferences = Conferences::new(ControlConfig { candidates, identity }, rand::random());
         let (frames, rx) = mpsc::unbounded_channel();
-        Arc::new(Self {
+        Arc::new_cyclic(|myself| Self {
             pool,
             conferences: Mutex::new(conferences),
             frames,
             frame_rx: Mutex::new(Some(rx)),
             quic_paths: Arc::default(),
+            legs: Mutex::default(),
+            leg_config: OnceLock::new(),
+            myself: myself.clone(),
         })
+    }
+
+    /// Lets Call Automation seat server-side legs (recordings go under `config`'s directory).
+    pub fn enable_legs(&self, config: LegConfig) {
+        let _ = self.leg_config.set(config);
+    }
+
+    /// A leg finished: its media is released (unless its participant joined again since).
+    fn leave_leg(&self, session: &MediaSession, transport: TransportId) {
+        if let Ok(mut legs) = self.legs.lock()
+            && let Some(list) = legs.get_mut(&session.conversation_id)
+        {
+            list.retain(|leg| leg.upgrade().is_some_and(|l| l.session() != session));
+            if list.is_empty() {
+                legs.remove(&session.conversation_id);
+            }
+        }
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        self.call_logged("leg leave", session, |c| {
+            let still_ours = c
+                .conference(conversation)
+                .and_then(|conference| conference.transport_of(participant))
+                .is_some_and(|t| t == transport);
+            if still_ours { c.leave(conversation, participant) } else { Output::default() }
+        });
+        tracing::info!(%conversation, %participant, "server leg detached");
+    }
+
+    /// Hands DTMF tones to the legs of their conversation.
+    fn deliver_tones(&self, tones: &[palaver_sfu::control::Tone]) {
+        if tones.is_empty() {
+            return;
+        }
+        let Ok(legs) = self.legs.lock() else { return };
+        for tone in tones {
+            tracing::debug!(conversation = %tone.conversation, participant = %tone.participant, event = tone.event, "DTMF tone");
+            for leg in legs.get(&tone.conversation).into_iter().flatten().filter_map(Weak::upgrade) {
+                leg.on_tone(&tone.participant, tone.event);
+            }
+        }
     }
 
     /// The registry of QUIC connections' datagram paths (shared with the QUIC endpoint).
@@ -75,6 +151,7 @@ impl MediaController {
                 .send(command)
                 .map_err(|c| refused(ErrorCode::MediaUnavailable, format!("media worker busy ({})", c.name())))?;
         }
+        self.deliver_tones(&out.tones);
         for frame in out.frames {
             let _ = self.frames.send(frame);
         }
@@ -228,5 +305,44 @@ impl MediaPlane for MediaController {
             Ok(attached)
         });
         Box::pin(async move { result })
+    }
+
+    /// A server-side leg: a Direct transport with an Opus producer and the mix, driven by a
+    /// `palaver-legs` task (see `sfu::control::leg` and `docs/call-automation.md`).
+    fn attach_leg(&self, session: MediaSession) -> MediaFuture<Arc<dyn ServerLeg>> {
+        let result = self.attach_leg_now(session);
+        Box::pin(async move { result })
+    }
+}
+
+impl MediaController {
+    fn attach_leg_now(&self, session: MediaSession) -> Result<Arc<dyn ServerLeg>, MediaError> {
+        let config = self
+            .leg_config
+            .get()
+            .cloned()
+            .ok_or_else(|| refused(ErrorCode::MediaUnavailable, "server-side legs are not enabled"))?;
+        let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        let (joined, streams) = self.call(|c| {
+            let (joined, streams, out) = c.join_leg(conversation, participant, link.clone());
+            Ok(((joined, streams), out))
+        })?;
+        let route = LegRoute {
+            pool: self.pool.clone(),
+            worker: joined.worker,
+            transport: joined.transport,
+            link,
+            controller: self.myself.clone(),
+            session: session.clone(),
+        };
+        let leg = LegHandle::spawn(session.clone(), streams, Arc::new(route), config);
+        if let Ok(mut legs) = self.legs.lock() {
+            let list = legs.entry(conversation.clone()).or_default();
+            list.retain(|l| l.upgrade().is_some_and(|l| l.session() != &session));
+            list.push(Arc::downgrade(&leg));
+        }
+        tracing::info!(%conversation, %participant, transport = joined.transport.0, "server leg attached");
+        Ok(leg)
     }
 }

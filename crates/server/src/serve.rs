@@ -61,7 +61,6 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         },
         chat_telemetry: Some(metrics.clone()),
         chat_usage: Some(usage.chat_observer()),
-        ..AppParts::default()
     };
     let state = open_state_with(&cfg, parts)?;
     events.set_resource_id(&state.resource.resource_id);
@@ -269,6 +268,11 @@ fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) 
     );
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
     let controller = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
+    // Call Automation's server-side legs (play, DTMF, recording, media streaming).
+    controller.enable_legs(palaver_legs::LegConfig {
+        recordings_dir: cfg.server.data_dir.join("recordings"),
+        sources: Arc::new(palaver_legs::Sources::new(palaver_legs::SourceConfig::default())),
+    });
     let quic_paths = controller.quic_paths();
     let weak = Arc::downgrade(&pool);
     metrics.set_media_source(move || {

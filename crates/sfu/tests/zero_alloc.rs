@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, WorkerCounters};
+use palaver_sfu::engine::{Command, Engine, EngineEvent, RouterId, Transmit, WorkerCounters};
 use palaver_sfu::net::{DirectEgress, DirectLink, SendBatch};
 use palaver_sfu::router::RouterConfig;
 use palaver_sfu::router::{ConsumerId, ConsumerSpec, TransportId};
@@ -196,6 +196,10 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
         }
         links.push(link);
     }
+    // The publisher may send DTMF (as QUIC participants and server legs do): every packet of it
+    // is checked for the telephone-event payload type, and a tone now and then is reported.
+    let telephone_event = palaver_core::protocol::quic::TELEPHONE_EVENT_PT;
+    commands.push(Command::SetTelephoneEvent { transport: publisher.transport, payload_type: Some(telephone_event) });
     for c in commands {
         core.handle_command(now, c, &mut tx).unwrap();
     }
@@ -204,6 +208,22 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
     let mut step = |i: u32, now: Instant, core: &mut Engine, tx: &mut CountingTransmit| {
         let len = publisher_packet(&mut plain, i);
         core.handle_direct(now, publisher.transport, &plain[..len], tx);
+        if i.is_multiple_of(5_000) {
+            // One tone's end packet (event 5), a new timestamp each time: reported once.
+            let event =
+                palaver_sfu::rtp::telephone_event::TelephoneEvent { event: 5, end: true, volume: 10, duration: 800 };
+            let n = palaver_sfu::rtp::telephone_event::write_packet(
+                &mut plain,
+                telephone_event,
+                false,
+                1,
+                i,
+                AUDIO_SSRC,
+                &event,
+            )
+            .expect("fits");
+            core.handle_direct(now, publisher.transport, &plain[..n], tx);
+        }
         if i.is_multiple_of(20) {
             core.handle_timeout(now, tx);
         }
@@ -227,6 +247,9 @@ fn direct_transports_exchange_100k_packets_without_allocating() {
     });
     let snapshot = counters.snapshot();
     let forwarded = snapshot.rtp_forwarded - forwarded_before;
+    let tones =
+        std::iter::from_fn(|| core.poll_event()).filter(|e| matches!(e, EngineEvent::Dtmf { event: 5, .. })).count();
+    assert_eq!(tones, (2_000 + DIRECT_STEPS as usize).div_ceil(5_000), "one DTMF event per tone");
     assert!(forwarded >= 4 * DIRECT_STEPS as u64, "only {forwarded} forwarded: {snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
     assert!(received > 0);

@@ -366,7 +366,14 @@ impl Actor {
                         self.deliver(&to, &text, &mut overflowed);
                     }
                 }
-                Output::SessionStarted(e) => self.start_session_durably(e),
+                Output::SessionStarted(mut e) => {
+                    // A Call Automation connection seated here is a server endpoint (as ACS logs it).
+                    if self.conns.get(&e.session_id).is_some_and(|(conn, _)| crate::domain::calls::is_server_leg(conn))
+                    {
+                        e.endpoint_type = palaver_core::EndpointType::Server;
+                    }
+                    self.start_session_durably(e)
+                }
                 Output::SessionEnded(e) => self.gateway.observer().session_ended(e),
                 Output::Detach { participant_id, reason } => {
                     let last = last_frame.take().filter(|(to, _)| *to == participant_id).map(|(_, text)| text);

@@ -126,7 +126,7 @@ impl CallAutomation {
 }
 
 /// A call-machine refusal as Call Automation answers it.
-pub fn call_error(e: CallError) -> CallAutomationError {
+pub fn call_automation_error(e: CallError) -> CallAutomationError {
     match e.code {
         ErrorCode::CallNotFound | ErrorCode::NotFound => CallAutomationError::new(404, 8522, e.message),
         ErrorCode::Busy | ErrorCode::InvalidState => CallAutomationError::invalid_state(e.message),
@@ -141,6 +141,11 @@ impl Gateway {
     pub(crate) fn call_automation_event(&self, to: &str, event: &CallEvent) {
         let outputs = self.call_automation().with_machine(|m| m.on_call_event(now_ms().max(0) as u64, to, event));
         self.call_automation_outputs(outputs);
+    }
+
+    /// A call of the call machine is over (from the call actor).
+    pub(crate) fn call_automation_call_ended(&self, call_id: &str) {
+        self.call_automation().with_machine(|m| m.call_ended(call_id));
     }
 
     /// Hand machine outputs to the task that carries them out in order.
@@ -172,7 +177,7 @@ impl Gateway {
         })?;
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort(ccid));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(props)
     }
@@ -219,9 +224,10 @@ impl Gateway {
     }
 
     /// `reject`: the callee declines.
-    pub async fn ca_reject(&self, claim: &IncomingCallClaim) -> Result<(), CallAutomationError> {
+    pub async fn ca_reject(&self, claim: &IncomingCallClaim, reason: Option<&str>) -> Result<(), CallAutomationError> {
+        self.call_automation().with_machine(|m| m.record_rejection(&claim.call_id, &claim.callee, reason));
         let input = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
-        self.call_request(input).await.map_err(call_error)
+        self.call_request(input).await.map_err(call_automation_error)
     }
 
     /// `redirect`: the call rings `target` instead of the callee.
@@ -231,9 +237,9 @@ impl Gateway {
             by: claim.caller.clone(),
             target: target.to_string(),
         };
-        self.call_request(add).await.map_err(call_error)?;
+        self.call_request(add).await.map_err(call_automation_error)?;
         let decline = Input::Decline { call_id: claim.call_id.clone(), user: claim.callee.clone() };
-        self.call_request(decline).await.map_err(call_error)
+        self.call_request(decline).await.map_err(call_automation_error)
     }
 
     /// `DELETE` (the connection leaves) or `:terminate` (the call ends for everyone).
@@ -258,7 +264,7 @@ impl Gateway {
         } else {
             Input::HangUp { call_id: view.server_call_id, user: view.source_raw_id }
         };
-        self.call_request(input).await.map_err(call_error)
+        self.call_request(input).await.map_err(call_automation_error)
     }
 
     /// `participants:add`: rings `target`; answers the invitation id.
@@ -280,14 +286,18 @@ impl Gateway {
             }
             Ok::<_, CallAutomationError>((view, invitation))
         })?;
+        let call_id_for_abort = view.server_call_id.clone();
         let (call_id, by, target_raw) = (view.server_call_id, view.source_raw_id, target.to_string());
         let input = match ring_timeout_secs {
             Some(secs) => Input::AddParticipantRinging { call_id, by, target: target_raw, ring_timeout_secs: secs },
             None => Input::AddParticipant { call_id, by, target: target_raw },
         };
         if let Err(e) = self.call_request(input).await {
-            ca.with_machine(|m| m.abort_add(ccid, &invitation));
-            return Err(call_error(e));
+            ca.with_machine(|m| {
+                m.abort_add(ccid, &invitation);
+                m.clear_custom_context(&call_id_for_abort, target);
+            });
+            return Err(call_automation_error(e));
         }
         Ok(invitation)
     }
@@ -313,7 +323,7 @@ impl Gateway {
         };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_remove(ccid, target));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(())
     }
@@ -335,7 +345,46 @@ impl Gateway {
         let input = Input::CancelInvite { call_id: view.server_call_id, by: view.source_raw_id, target };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_cancel_add(ccid, invitation_id));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
+        }
+        Ok(())
+    }
+
+    /// `participants:moveHere`: each target's outcome is a `MoveParticipantSucceeded` or
+    /// `MoveParticipantFailed` callback.
+    pub async fn ca_move(
+        &self,
+        ccid: &str,
+        targets: &[String],
+        from_call: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        self.call_automation().require_call(ccid, "Moving participants")?;
+        let ca = self.call_automation();
+        // `fromCall` is the application's call connection in the other call (as the SDK
+        // documents it) or that call's server call id.
+        let from_server_call =
+            ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
+        let view = ca.with_machine(|m| {
+            let view = m.view(ccid)?;
+            if view.server_call_id == from_server_call {
+                return Err(CallAutomationError::invalid_argument("The field FromCall names this call."));
+            }
+            m.begin_move(ccid, targets, from_call, route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        for target in targets {
+            let input = Input::MoveParticipant {
+                from_call: from_server_call.clone(),
+                to_call: view.server_call_id.clone(),
+                by: view.source_raw_id.clone(),
+                target: target.clone(),
+            };
+            if let Err(e) = self.call_request(input).await {
+                let why = call_automation_error(e);
+                let outputs = ca.with_machine(|m| m.move_failed(ccid, target, &why));
+                self.call_automation_outputs(outputs);
+            }
         }
         Ok(())
     }
@@ -370,7 +419,7 @@ impl Gateway {
             Input::Transfer { call_id: view.server_call_id, by: view.source_raw_id, target: target.to_string() };
         if let Err(e) = self.call_request(input).await {
             ca.with_machine(|m| m.abort_transfer(ccid));
-            return Err(call_error(e));
+            return Err(call_automation_error(e));
         }
         Ok(())
     }

@@ -249,6 +249,7 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
             }
             Output::CallTypeChanged { call_id, call_type } => observer.call_type_changed(&call_id, call_type),
             Output::CallEnded { call_id, reason } => {
+                gateway.call_automation_call_ended(&call_id);
                 tracing::info!(call = %call_id, reason = ?reason, "call ended");
             }
         }

@@ -16,7 +16,7 @@ pub mod phone;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
-pub use call_automation::{CallAutomation, Replay as CallAutomationReplay};
+pub use call_automation::{CallAutomation, Replay as CallAutomationReplay, call_automation_error};
 pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};

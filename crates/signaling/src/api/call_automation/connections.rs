@@ -62,6 +62,7 @@ pub async fn create(state: &AppState, request: &CallRequest) -> Answer {
         origin: Origin::Create,
     };
     let props = state.gateway.ca_create_call(&new_id(), new).await?;
+    super::media::remember_streaming(state, &props, &request.body);
     Ok((StatusCode::CREATED, Json(props)).into_response())
 }
 
@@ -84,6 +85,7 @@ pub async fn answer(state: &AppState, request: &CallRequest) -> Answer {
         origin: Origin::Answer,
     };
     let props = state.gateway.ca_answer(&new_id(), &claim, new).await?;
+    super::media::remember_streaming(state, &props, &request.body);
     Ok(Json(props).into_response())
 }
 
@@ -99,7 +101,7 @@ pub async fn reject(state: &AppState, request: &CallRequest) -> Answer {
         )));
     }
     let claim = state.gateway.ca_consume_context(&context)?;
-    state.gateway.ca_reject(&claim).await?;
+    state.gateway.ca_reject(&claim, body.call_reject_reason.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -162,6 +164,7 @@ pub async fn connect(state: &AppState, request: &CallRequest) -> Answer {
             }
             _ => return Err(CallAutomationError::invalid_argument("The field CallLocator is invalid.")),
         };
+    super::media::remember_streaming(state, &props, &request.body);
     Ok(Json(props).into_response())
 }
 

@@ -50,12 +50,24 @@ impl Recorder {
     }
 }
 
+/// Remembers the billing sessions started: (participant raw id, endpoint type).
+#[derive(Default)]
+struct Sessions(Mutex<Vec<(String, palaver_core::EndpointType)>>);
+
+impl palaver_core::SessionObserver for Sessions {
+    fn session_started(&self, e: palaver_core::SessionStarted) {
+        self.0.lock().unwrap().push((e.participant_raw_id, e.endpoint_type));
+    }
+    fn session_ended(&self, _e: palaver_core::SessionEnded) {}
+}
+
 const V: &str = "api-version=2026-03-12";
 
 #[tokio::test]
 async fn bot_to_bot_call_through_the_api() {
     let recorder = Arc::new(Recorder::default());
-    let parts = AppParts { events: recorder.clone(), ..Default::default() };
+    let sessions = Arc::new(Sessions::default());
+    let parts = AppParts { events: recorder.clone(), sessions: sessions.clone(), ..Default::default() };
     let state = AppState::open(SignalingConfig::default(), Store::open_in_memory().unwrap(), parts).unwrap();
     let res = state.resource.resource_id.clone();
     let bot = format!("8:acs:{res}_bot");
@@ -117,6 +129,12 @@ async fn bot_to_bot_call_through_the_api() {
     assert_eq!(connected_a.data["operationContext"], "c1");
     assert_eq!(connected_a.callback_uri, "https://app.example/cb/A?token=x%20y");
 
+    let billed = sessions.0.lock().unwrap().clone();
+    assert_eq!(billed.len(), 2, "{billed:?}");
+    assert!(
+        billed.iter().all(|(_, t)| *t == palaver_core::EndpointType::Server),
+        "both legs are server endpoints: {billed:?}"
+    );
     let (status, got) = send(&state, signed(&state, "GET", &format!("/calling/callConnections/{cc_a}?{V}"), "")).await;
     assert_eq!((status, got["callConnectionState"].as_str()), (StatusCode::OK, Some("connected")));
     let (status, list) =
@@ -175,7 +193,8 @@ async fn bot_to_bot_call_through_the_api() {
 #[tokio::test]
 async fn connect_to_a_group_call_then_hang_up() {
     let recorder = Arc::new(Recorder::default());
-    let parts = AppParts { events: recorder.clone(), ..Default::default() };
+    let sessions = Arc::new(Sessions::default());
+    let parts = AppParts { events: recorder.clone(), sessions: sessions.clone(), ..Default::default() };
     let state = AppState::open(SignalingConfig::default(), Store::open_in_memory().unwrap(), parts).unwrap();
     let group = uuid::Uuid::new_v4().to_string();
     let connect = json!({"callLocator": {"kind": "groupCallLocator", "groupCallId": group},
@@ -195,6 +214,11 @@ async fn connect_to_a_group_call_then_hang_up() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["value"][0]["identifier"]["rawId"], app.as_str());
     assert_eq!(state.gateway.live_conversations(), 1);
+    assert_eq!(
+        *sessions.0.lock().unwrap(),
+        vec![(app.clone(), palaver_core::EndpointType::Server)],
+        "billed as a server endpoint"
+    );
 
     let add = json!({"participantToAdd": {"rawId": "8:acs:x_y", "communicationUser": {"id": "8:acs:x_y"}}}).to_string();
     let (status, body) =

@@ -256,7 +256,7 @@ async fn participants_action(
             ("participants", Some("remove")) => participants::remove(&state, &ccid, &request).await,
             ("participants", Some("mute")) => participants::mute(&state, &ccid, &request),
             ("participants", Some("cancelAddParticipant")) => participants::cancel_add(&state, &ccid, &request).await,
-            ("participants", Some("moveHere")) => participants::move_here(&state, &ccid, &request),
+            ("participants", Some("moveHere")) => participants::move_here(&state, &ccid, &request).await,
             _ => return unknown_action(&pseg),
         })
     };

@@ -90,12 +90,20 @@ pub async fn cancel_add(state: &AppState, ccid: &str, request: &CallRequest) -> 
         .into_response())
 }
 
-/// `participants:moveHere`: palaver's calls cannot hand a connected participant from one
-/// call to another yet (`400/8523`, after checking the connection and the body).
-pub fn move_here(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+/// `participants:moveHere` → 202: participants connected in `fromCall` (a server call id)
+/// move into this call without ringing; each outcome is a callback.
+pub async fn move_here(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
     let body: wire::MoveParticipantsRequest = request.json()?;
-    state.call_automation().connection(ccid)?.require_established()?;
-    wire::required(body.target_participants, "TargetParticipants")?;
-    wire::required_str(body.from_call, "FromCall")?;
-    Err(CallAutomationError::invalid_argument("Moving participants between calls is not supported by this server yet."))
+    let targets = wire::required(body.target_participants, "TargetParticipants")?;
+    if targets.is_empty() {
+        return Err(CallAutomationError::invalid_argument("The field TargetParticipants must not be empty."));
+    }
+    let targets = targets.iter().map(|t| wire::raw_id(t, "TargetParticipants")).collect::<Result<Vec<_>, _>>()?;
+    let from_call = wire::required_str(body.from_call, "FromCall")?;
+    let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    let operation_context = route.operation_context.clone();
+    state.gateway.ca_move(ccid, &targets, &from_call, route).await?;
+    let participants: Vec<_> = targets.iter().map(|t| events::participant(t, false, false)).collect();
+    let body = json!({"participants": participants, "operationContext": operation_context, "fromCall": from_call});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -1,20 +1,446 @@
-//! Call recording (`/calling/recordings...`): start, pause, resume, stop, get, and the
-//! recording files. Owned by the media work (issue #15, ca-media); until it lands every
-//! route answers an ACS error.
+//! Call recording (`/calling/recordings...`) and the recording files (`/v1/objects/...`).
+//!
+//! A recording is its own server-side leg in the call's conversation (participant
+//! `recorder/{recordingId}`, not in the roster): it hears the whole mix and writes it
+//! durably (`palaver-legs`' recorder: WAV 16 kHz mono, or Ogg Opus with the palaver format
+//! value `ogg`). Start raises the conversation's recording notice through the same server
+//! command the meetings API uses, so every client sees it; state changes go to
+//! `recordingStateCallbackUri` (else the call connection's callback uri) as
+//! `RecordingStateChanged`; the finished file is announced by the Event Grid event
+//! `RecordingFileStatusUpdated` with `contentLocation`/`metadataLocation`/`deleteLocation` on
+//! this server, served with HMAC auth and `Range`, and deletable (`200`, then `404`).
 
-use super::{CallRequest, ca_error};
-use crate::api::api_router;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use super::{CallRequest, ca_error, split_action};
+use crate::api::{HmacAuthenticated, api_router};
 use crate::app::AppState;
-use crate::domain::call_automation::CallAutomationError;
+use crate::domain::call_automation::events::{event_type, result};
+use crate::domain::call_automation::{CaOutput, CallAutomationError};
+use crate::domain::conversation::{Authority, ServerCommand};
+use crate::gateway::legs::{
+    LegEvent, LegEventKind, OperationTag, RecordRequest, RecordingAction, RecordingFile, RecordingFormat, ServerLeg,
+};
+use crate::gateway::{Gateway, MediaSession};
 use axum::Router;
-use axum::response::Response;
-use axum::routing::{any, post};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use palaver_core::{IdentifierModel, SystemEvent};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
-    api_router().route("/calling/recordings", post(unavailable)).route("/calling/recordings/{seg}", any(unavailable))
+    api_router()
+        .route("/calling/recordings", post(start))
+        .route("/calling/recordings/{seg}", get(get_recording).post(action).delete(stop))
+        .route("/v1/objects/{doc}/content/{kind}", get(download).delete(delete_file))
 }
 
-async fn unavailable(request: CallRequest) -> Response {
-    let _ = request;
-    ca_error(CallAutomationError::invalid_state("call recording is not available on this server yet"))
+/// One recording of this process.
+#[derive(Clone)]
+struct Recording {
+    leg: Option<Arc<dyn ServerLeg>>,
+    active: bool,
+    conversation_id: String,
+    server_call_id: String,
+    call_connection_id: Option<String>,
+    correlation_id: String,
+    state_callback_uri: Option<String>,
+    started: chrono::DateTime<chrono::Utc>,
+    file: Option<RecordingFile>,
+    deleted: bool,
+    base_url: String,
+}
+
+static RECORDINGS: LazyLock<Mutex<HashMap<String, Recording>>> = LazyLock::new(Mutex::default);
+
+fn recordings() -> std::sync::MutexGuard<'static, HashMap<String, Recording>> {
+    RECORDINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartBody {
+    call_locator: Option<Locator>,
+    call_connection_id: Option<String>,
+    recording_state_callback_uri: Option<String>,
+    recording_content_type: Option<String>,
+    recording_channel_type: Option<String>,
+    recording_format_type: Option<String>,
+    #[allow(dead_code)]
+    audio_channel_participant_ordering: Option<Vec<IdentifierModel>>,
+    channel_affinity: Option<Vec<Value>>,
+    pause_on_start: Option<bool>,
+    external_storage: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Locator {
+    server_call_id: Option<String>,
+    group_call_id: Option<String>,
+    room_id: Option<String>,
+}
+
+fn invalid(message: impl Into<String>) -> CallAutomationError {
+    CallAutomationError::invalid_argument(message)
+}
+
+fn state_response(id: &str, active: bool) -> Value {
+    json!({"recordingId": id, "recordingState": if active { "active" } else { "inactive" },
+        "recordingKind": "azureCommunicationServices"})
+}
+
+/// `POST /calling/recordings` → 200 `RecordingStateResponse`.
+async fn start(State(state): State<AppState>, request: CallRequest) -> Response {
+    start_recording(&state, &request).await.unwrap_or_else(ca_error)
+}
+
+async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Response, CallAutomationError> {
+    let body: StartBody = request.json()?;
+    if body.recording_content_type.as_deref().is_some_and(|c| c != "audio") {
+        return Err(invalid("RecordingContentType `audioVideo` is not supported: this server records audio only."));
+    }
+    if body.recording_channel_type.as_deref().is_some_and(|c| c != "mixed") {
+        return Err(invalid(
+            "RecordingChannelType `unmixed` is not supported: this server records the mixed audio only.",
+        ));
+    }
+    let format = match body.recording_format_type.as_deref() {
+        None | Some("wav") => RecordingFormat::Wav,
+        Some("ogg") => RecordingFormat::OggOpus,
+        Some(other) => {
+            return Err(invalid(format!(
+                "RecordingFormatType `{other}` is not supported: use `wav` (or palaver's `ogg` for Ogg Opus)."
+            )));
+        }
+    };
+    if body.channel_affinity.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(invalid("ChannelAffinity needs unmixed recording, which this server does not support."));
+    }
+    if body.external_storage.as_ref().is_some_and(|s| s["recordingStorageKind"] != "azureCommunicationServices") {
+        return Err(invalid("ExternalStorage is not supported: recordings are kept on this server."));
+    }
+    let state_callback_uri = match body.recording_state_callback_uri.filter(|u| !u.is_empty()) {
+        Some(uri) => Some(super::wire::callback_uri(Some(uri), "RecordingStateCallbackUri")?),
+        None => None,
+    };
+    let ca = state.call_automation();
+    let locator = body.call_locator.unwrap_or_default();
+    let (conversation_id, server_call_id, call_connection_id, correlation_id) = match (
+        body.call_connection_id.filter(|c| !c.is_empty()),
+        locator.server_call_id,
+        locator.group_call_id,
+        locator.room_id,
+    ) {
+        (Some(ccid), None, None, None) => {
+            let view = ca.connection(&ccid)?;
+            view.require_established()?;
+            (view.conversation_id, view.server_call_id, Some(ccid), view.correlation_id)
+        }
+        (None, Some(server_call_id), None, None) => {
+            let view = ca.with_machine(|m| m.connection_of_call(&server_call_id)).ok_or_else(|| {
+                CallAutomationError::new(404, 8522, format!("No call `{server_call_id}` is in progress."))
+            })?;
+            (view.conversation_id, view.server_call_id, Some(view.call_connection_id), view.correlation_id)
+        }
+        (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+            return Err(invalid(
+                "Locate the call by CallConnectionId or ServerCallLocator (group call and room locators are not supported for recording).",
+            ));
+        }
+        _ => return Err(invalid("Exactly one of CallConnectionId and CallLocator is required.")),
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let session = MediaSession {
+        conversation_id: conversation_id.clone(),
+        participant_id: format!("recorder/{id}"),
+        may_send_media: false,
+    };
+    let leg =
+        state.gateway.media().attach_leg(session).await.map_err(|e| {
+            CallAutomationError::new(500, 9999, format!("The recording could not start: {}", e.message))
+        })?;
+    let events = leg.take_events();
+    let pause = body.pause_on_start.unwrap_or(false);
+    let record = RecordRequest {
+        recording_id: id.clone(),
+        format,
+        unmixed: false,
+        channel_order: Vec::new(),
+        pause_on_start: pause,
+    };
+    let host = request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let entry = Recording {
+        leg: Some(leg.clone()),
+        active: !pause,
+        conversation_id: conversation_id.clone(),
+        server_call_id,
+        call_connection_id,
+        correlation_id,
+        state_callback_uri,
+        started: chrono::Utc::now(),
+        file: None,
+        deleted: false,
+        base_url: format!("https://{host}"),
+    };
+    recordings().insert(id.clone(), entry);
+    if let Some(events) = events {
+        tokio::spawn(recording_events(state.gateway.clone(), id.clone(), events));
+    }
+    if let Err(e) = leg.start_recording(record, OperationTag::default()).await {
+        recordings().remove(&id);
+        leg.detach();
+        return Err(CallAutomationError::new(e.status, e.sub_code, e.message));
+    }
+    set_notice(&state.gateway, &conversation_id, true).await;
+    tracing::info!(recording = %id, conversation = %conversation_id, "call recording started");
+    Ok(axum::Json(state_response(&id, !pause)).into_response())
+}
+
+/// The conversation's recording notice (every participant sees it), where the conversation
+/// has one (meetings, group calls, rooms).
+async fn set_notice(gateway: &Gateway, conversation_id: &str, on: bool) {
+    let Some(handle) = gateway.conversation_handle(conversation_id) else {
+        tracing::debug!(conversation = %conversation_id, "no conversation actor for the recording notice");
+        return;
+    };
+    if let Err(refusal) = gateway.server_command(&handle, Authority::Server, ServerCommand::SetRecording(on)).await {
+        tracing::debug!(conversation = %conversation_id, %refusal, "recording notice unchanged");
+    }
+}
+
+/// `GET /calling/recordings/{id}` → 200.
+async fn get_recording(Path(seg): Path<String>, _request: CallRequest) -> Response {
+    match recordings().get(&seg) {
+        Some(r) if r.leg.is_some() => axum::Json(state_response(&seg, r.active)).into_response(),
+        _ => ca_error(CallAutomationError::new(404, 8522, format!("Recording `{seg}` is not active."))),
+    }
+}
+
+/// `POST /calling/recordings/{id}:pause|:resume` → 202.
+async fn action(Path(seg): Path<String>, _request: CallRequest) -> Response {
+    let (id, action) = split_action(&seg);
+    let action = match action {
+        Some("pause") => RecordingAction::Pause,
+        Some("resume") => RecordingAction::Resume,
+        _ => return ca_error(CallAutomationError::new(404, 8522, format!("No recording operation `{seg}`."))),
+    };
+    recording_action(id, action).await.map(|_| StatusCode::ACCEPTED.into_response()).unwrap_or_else(ca_error)
+}
+
+/// `DELETE /calling/recordings/{id}` (stop) → 204.
+async fn stop(State(state): State<AppState>, Path(seg): Path<String>, _request: CallRequest) -> Response {
+    match recording_action(&seg, RecordingAction::Stop).await {
+        Ok(conversation) => {
+            set_notice(&state.gateway, &conversation, false).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ca_error(e),
+    }
+}
+
+async fn recording_action(id: &str, action: RecordingAction) -> Result<String, CallAutomationError> {
+    let (leg, conversation) = {
+        let all = recordings();
+        let r = all.get(id).filter(|r| r.leg.is_some());
+        let r = r.ok_or_else(|| CallAutomationError::new(404, 8522, format!("Recording `{id}` is not active.")))?;
+        (r.leg.clone().expect("filtered"), r.conversation_id.clone())
+    };
+    leg.recording(id.to_owned(), action, OperationTag::default())
+        .await
+        .map_err(|e| CallAutomationError::new(e.status, e.sub_code, e.message))?;
+    if let Some(r) = recordings().get_mut(id) {
+        match action {
+            RecordingAction::Pause => r.active = false,
+            RecordingAction::Resume => r.active = true,
+            RecordingAction::Stop => {
+                r.active = false;
+                r.leg = None;
+            }
+        }
+    }
+    Ok(conversation)
+}
+
+/// The recording leg's events: `RecordingStateChanged` callbacks, and on the file,
+/// `RecordingFileStatusUpdated`; the leg is detached once the file is written.
+async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync::mpsc::UnboundedReceiver<LegEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(r) = recordings().get(&id).cloned() else { continue };
+        match event.kind {
+            LegEventKind::RecordingStateChanged { active, .. } => {
+                let Some(ccid) = r.call_connection_id.clone() else { continue };
+                let Some(uri) = r
+                    .state_callback_uri
+                    .clone()
+                    .or_else(|| gateway.call_automation().connection(&ccid).ok().map(|v| v.callback_uri))
+                else {
+                    continue;
+                };
+                let data = json!({"callConnectionId": ccid, "serverCallId": r.server_call_id,
+                    "correlationId": r.correlation_id, "recordingId": id,
+                    "state": if active { "active" } else { "inactive" },
+                    "startDateTime": r.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "recordingKind": "azureCommunicationServices",
+                    "resultInformation": result(200, 0, "Action completed successfully.")});
+                gateway.call_automation_outputs(vec![CaOutput::Callback {
+                    call_connection_id: ccid,
+                    callback_uri: uri,
+                    event_type: event_type("RecordingStateChanged"),
+                    data,
+                }]);
+            }
+            LegEventKind::RecordingFileReady(file) => {
+                let event = file_status_event(&id, &r, &file);
+                if let Some(entry) = recordings().get_mut(&id) {
+                    entry.file = Some(file);
+                    entry.leg = None;
+                }
+                if let Some(leg) = r.leg {
+                    leg.detach();
+                }
+                if let Err(e) = gateway.events().publish(event).await {
+                    tracing::warn!(recording = %id, error = %e, "RecordingFileStatusUpdated not accepted");
+                }
+                palaver_core::time::now_ms();
+            }
+            LegEventKind::RecordingFailed { result: failure, .. } => {
+                tracing::warn!(recording = %id, message = %failure.message, "recording failed");
+                if let Some(leg) = recordings().get_mut(&id).and_then(|e| e.leg.take()) {
+                    leg.detach();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Event Grid `Microsoft.Communication.RecordingFileStatusUpdated` (reference §3.9).
+fn file_status_event(id: &str, r: &Recording, file: &RecordingFile) -> SystemEvent {
+    let object = format!("{}/v1/objects/{id}/content", r.base_url);
+    let data = json!({
+        "recordingStorageInfo": {"recordingChunks": [{
+            "documentId": id, "index": 0, "endReason": "SessionEnded",
+            "contentLocation": format!("{object}/audio"),
+            "metadataLocation": format!("{object}/acsmetadata"),
+            "deleteLocation": format!("{object}/deletedata"),
+        }]},
+        "recordingStartTime": r.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "recordingDurationMs": file.duration_ms,
+        "sessionEndReason": "CallEnded",
+        "recordingContentType": "Audio",
+        "recordingChannelType": "Mixed",
+        "recordingFormatType": if file.content_type == "audio/ogg" { "Ogg" } else { "Wav" },
+    });
+    SystemEvent {
+        event_type: event_type("RecordingFileStatusUpdated"),
+        subject: format!("/recording/call/{}/recordingId/{id}", r.server_call_id),
+        data,
+    }
+}
+
+fn not_found(doc: &str) -> Response {
+    ca_error(CallAutomationError::new(404, 8522, format!("Recording file `{doc}` was not found.")))
+}
+
+/// `GET /v1/objects/{id}/content/audio|acsmetadata` (HMAC, `Range` → 206).
+async fn download(Path((doc, kind)): Path<(String, String)>, headers: HeaderMap, _auth: HmacAuthenticated) -> Response {
+    let Some(r) = recordings().get(&doc).cloned().filter(|r| !r.deleted) else { return not_found(&doc) };
+    let Some(file) = r.file.clone() else { return not_found(&doc) };
+    match kind.as_str() {
+        "audio" => {}
+        "acsmetadata" => {
+            let meta = json!({"resourceId": "", "callId": r.server_call_id, "chunkDocumentId": doc,
+                "chunkIndex": 0, "chunkStartTime": r.started.to_rfc3339(), "chunkDuration": file.duration_ms,
+                "recordingInfo": {"contentType": "audio", "channelType": "mixed",
+                    "format": if file.content_type == "audio/ogg" { "ogg" } else { "wav" }},
+                "participants": []});
+            return axum::Json(meta).into_response();
+        }
+        _ => return not_found(&doc),
+    }
+    let bytes = match tokio::fs::read(&file.path).await {
+        Ok(b) => b,
+        Err(_) => return not_found(&doc),
+    };
+    let total = bytes.len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, total));
+    let content_type = HeaderValue::from_static(file.content_type);
+    match range {
+        None => {
+            ([(header::CONTENT_TYPE, content_type), (header::ACCEPT_RANGES, HeaderValue::from_static("bytes"))], bytes)
+                .into_response()
+        }
+        Some(Some((start, end))) => {
+            let content_range = format!("bytes {start}-{end}/{total}");
+            (
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ascii")),
+                ],
+                bytes[start..=end].to_vec(),
+            )
+                .into_response()
+        }
+        Some(None) => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{total}")).expect("ascii"))],
+        )
+            .into_response(),
+    }
+}
+
+/// A single `bytes=` range of a `total`-byte body as inclusive offsets (`None`: unsatisfiable).
+pub(crate) fn parse_range(value: &str, total: usize) -> Option<(usize, usize)> {
+    let spec = value.trim().strip_prefix("bytes=")?.split(',').next()?.trim();
+    let (first, last) = spec.split_once('-')?;
+    if total == 0 {
+        return None;
+    }
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: usize = suffix.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (start, "") => (start.parse().ok()?, total - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<usize>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// `DELETE /v1/objects/{id}/content/{audio|deletedata|...}` → 200 (then the file is gone: 404).
+async fn delete_file(Path((doc, _kind)): Path<(String, String)>, _auth: HmacAuthenticated) -> Response {
+    let path = {
+        let mut all = recordings();
+        let Some(r) = all.get_mut(&doc).filter(|r| !r.deleted && r.file.is_some()) else { return not_found(&doc) };
+        r.deleted = true;
+        r.file.as_ref().map(|f| f.path.clone())
+    };
+    if let Some(path) = path
+        && let Err(e) = tokio::fs::remove_file(&path).await
+    {
+        tracing::warn!(recording = %doc, error = %e, "recording file not removed");
+    }
+    StatusCode::OK.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_inclusive_and_clamped() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-1", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
 }

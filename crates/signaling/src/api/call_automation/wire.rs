@@ -111,6 +111,8 @@ pub struct CancelAddParticipantRequest {
 #[serde(rename_all = "camelCase")]
 pub struct MoveParticipantsRequest {
     pub target_participants: Option<Vec<IdentifierModel>>,
+    pub operation_context: Option<String>,
+    pub operation_callback_uri: Option<String>,
     pub from_call: Option<String>,
 }
 

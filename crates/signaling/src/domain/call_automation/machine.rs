@@ -97,6 +97,8 @@ struct Connection {
     adds: Vec<PendingAdd>,
     removes: Vec<(String, OperationRoute)>,
     transfer: Option<PendingTransfer>,
+    /// `participants:moveHere` targets: (raw id, from call, route).
+    moves: Vec<(String, String, OperationRoute)>,
     /// In a conversation (group call, room): the media plane's participant id of the leg.
     conversation_participant: Option<String>,
 }
@@ -166,6 +168,8 @@ pub struct CallAutomationMachine {
     used_contexts: HashMap<String, u64>,
     /// `customContext` for the IncomingCall of (call id, target), from add/transfer.
     custom_contexts: HashMap<(String, String), Value>,
+    /// `callRejectReason` of (call id, callee): the result the caller's side reports.
+    rejections: HashMap<(String, String), Value>,
 }
 
 impl CallAutomationMachine {
@@ -177,6 +181,30 @@ impl CallAutomationMachine {
             correlations: HashMap::new(),
             used_contexts: HashMap::new(),
             custom_contexts: HashMap::new(),
+            rejections: HashMap::new(),
+        }
+    }
+
+    /// `reject` with `callRejectReason` (`none`, `busy`, `forbidden`): what the caller's
+    /// call connection reports for the decline that follows.
+    pub fn record_rejection(&mut self, call_id: &str, callee: &str, reason: Option<&str>) {
+        let result = match reason {
+            Some("busy") => events::result(486, 8539, "The callee is busy."),
+            Some("forbidden") => events::result(403, 8538, "The callee rejected the call as forbidden."),
+            _ => return,
+        };
+        self.rejections.insert((call_id.to_string(), callee.to_string()), result);
+    }
+
+    /// The result of a decline by `target` in `call_id`.
+    fn declined(&self, call_id: &str, target: &str, reason: CallEndReason) -> Value {
+        match reason {
+            CallEndReason::Declined => self
+                .rejections
+                .get(&(call_id.to_string(), target.to_string()))
+                .cloned()
+                .unwrap_or_else(|| end_result(reason)),
+            _ => end_result(reason),
         }
     }
 
@@ -203,6 +231,20 @@ impl CallAutomationMachine {
     /// The call connection `ccid`.
     pub fn view(&self, ccid: &str) -> Result<CallConnectionView, CallAutomationError> {
         self.live(ccid).map(Connection::view)
+    }
+
+    /// A live, connected call connection of call `server_call_id` (the recording API's
+    /// `serverCallLocator`).
+    pub fn connection_of_call(&self, server_call_id: &str) -> Option<CallConnectionView> {
+        let mut views: Vec<CallConnectionView> = self
+            .connections
+            .values()
+            .filter(|c| c.is_live() && c.state == CallConnectionState::Connected)
+            .map(Connection::view)
+            .filter(|v| v.server_call_id == server_call_id)
+            .collect();
+        views.sort_by(|a, b| a.call_connection_id.cmp(&b.call_connection_id));
+        views.into_iter().next()
     }
 
     /// Number of live call connections.
@@ -271,6 +313,7 @@ impl CallAutomationMachine {
                 adds: Vec::new(),
                 removes: Vec::new(),
                 transfer: None,
+                moves: Vec::new(),
                 conversation_participant: None,
             },
         );
@@ -330,6 +373,25 @@ impl CallAutomationMachine {
     /// Remember the `customContext` the IncomingCall of `target` in `call_id` will carry.
     pub fn set_custom_context(&mut self, call_id: &str, target: &str, custom: Value) {
         self.custom_contexts.insert((call_id.to_string(), target.to_string()), custom);
+    }
+
+    /// The call is over: forget its correlation id and any `customContext` left for it.
+    pub fn call_ended(&mut self, call_id: &str) {
+        if !self.legs.keys().any(|(call, _)| call == call_id) {
+            self.correlations.remove(call_id);
+        }
+        self.custom_contexts.retain(|(call, _), _| call != call_id);
+        self.rejections.retain(|(call, _), _| call != call_id);
+    }
+
+    /// Forget the `customContext` kept for `target` (its add or transfer was refused).
+    pub fn clear_custom_context(&mut self, call_id: &str, target: &str) {
+        self.custom_contexts.remove(&(call_id.to_string(), target.to_string()));
+    }
+
+    /// Calls with a correlation id kept (for tests of the clean-up).
+    pub fn tracked_calls(&self) -> usize {
+        self.correlations.len()
     }
 
     /// `participants:add`: remember the invitation before the call rings `target`.
@@ -422,6 +484,35 @@ impl CallAutomationMachine {
         Ok(vec![c.participants_updated()])
     }
 
+    /// `participants:moveHere`: remember the targets moved in from `from_call` (as the
+    /// application named it: echoed as `fromCall`).
+    pub fn begin_move(
+        &mut self,
+        ccid: &str,
+        targets: &[String],
+        from_call: &str,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        let c = self.established_mut(ccid)?;
+        for t in targets {
+            c.moves.retain(|(raw, _, _)| raw != t);
+            c.moves.push((t.clone(), from_call.to_string(), route.clone()));
+        }
+        Ok(())
+    }
+
+    /// The call refused to move `target`: `MoveParticipantFailed`.
+    pub fn move_failed(&mut self, ccid: &str, target: &str, why: &CallAutomationError) -> Vec<CaOutput> {
+        let Some(c) = self.connections.get_mut(ccid) else { return Vec::new() };
+        let Some(idx) = c.moves.iter().position(|(raw, _, _)| raw == target) else { return Vec::new() };
+        let (_, from_call, route) = c.moves.remove(idx);
+        let mut data = c.data(route.operation_context.as_deref());
+        data["participant"] = identifier(target);
+        data["fromCall"] = json!(from_call);
+        data["resultInformation"] = events::result(why.status, why.subcode, &why.message);
+        vec![c.callback(Some(&route), "MoveParticipantFailed", data)]
+    }
+
     /// `:transferToParticipant`: one transfer at a time.
     pub fn begin_transfer(
         &mut self,
@@ -457,7 +548,12 @@ impl CallAutomationMachine {
     pub fn on_call_event(&mut self, now_ms: u64, to: &str, event: &CallEvent) -> Vec<CaOutput> {
         let mut out = Vec::new();
         if let CallEvent::Incoming { call_id, caller, ring_timeout_ms, .. } = event {
-            if matches!(CommunicationIdentifier::parse(to), Ok(CommunicationIdentifier::CommunicationUser { .. })) {
+            // ACS identities, and phone numbers: a number rings inside palaver only when an
+            // inbound trunk call is routed to Call Automation (see `incoming_from_phone`).
+            if matches!(
+                CommunicationIdentifier::parse(to),
+                Ok(CommunicationIdentifier::CommunicationUser { .. } | CommunicationIdentifier::PhoneNumber { .. })
+            ) {
                 out.push(self.incoming_call(now_ms, call_id, caller, to, *ring_timeout_ms));
             }
             return out;
@@ -532,6 +628,15 @@ impl CallAutomationMachine {
             c.roster.push(RosterEntry { raw_id: raw_id.to_string(), muted: false });
         }
         out.push(c.participants_updated());
+        if let Some(idx) = c.moves.iter().position(|(raw, _, _)| raw == raw_id) {
+            let (_, from_call, route) = c.moves.remove(idx);
+            let mut data = c.data(route.operation_context.as_deref());
+            data["participant"] = identifier(raw_id);
+            data["fromCall"] = json!(from_call);
+            data["resultInformation"] = success();
+            out.push(c.callback(Some(&route), "MoveParticipantSucceeded", data));
+            return;
+        }
         // A queue invitation is answered by one of its members.
         let idx = c
             .adds
@@ -562,6 +667,8 @@ impl CallAutomationMachine {
     }
 
     fn invite_failed(&mut self, ccid: &str, target: &str, reason: CallEndReason, out: &mut Vec<CaOutput>) {
+        let Some(call_id) = self.connections.get(ccid).map(|c| c.call_id.clone()) else { return };
+        let result = self.declined(&call_id, target, reason);
         let Some(c) = self.connections.get_mut(ccid) else { return };
         let Some(idx) = c.adds.iter().position(|a| a.target == target) else { return };
         let add = c.adds.remove(idx);
@@ -575,7 +682,7 @@ impl CallAutomationMachine {
         let mut data = c.data(add.route.operation_context.as_deref());
         data["participant"] = identifier(target);
         data["invitationId"] = json!(add.invitation_id);
-        data["resultInformation"] = end_result(reason);
+        data["resultInformation"] = result;
         out.push(c.callback(Some(&add.route), "AddParticipantFailed", data));
     }
 
@@ -609,6 +716,8 @@ impl CallAutomationMachine {
     fn end(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
         let mut out = Vec::new();
         let Some(c) = self.connections.remove(ccid) else { return out };
+        // A createCall's callee that rejected with a reason: that reason.
+        let result = c.targets.first().map_or_else(|| end_result(reason), |t| self.declined(&c.call_id, t, reason));
         self.legs.remove(&(c.call_id.clone(), c.source.clone()));
         if !self.legs.keys().any(|(call, _)| *call == c.call_id) {
             self.correlations.remove(&c.call_id);
@@ -620,13 +729,13 @@ impl CallAutomationMachine {
                 Origin::Connect => "ConnectFailed",
             };
             let mut data = c.data(c.operation_context.as_deref());
-            data["resultInformation"] = end_result(reason);
+            data["resultInformation"] = result.clone();
             out.push(c.callback(None, name, data));
         } else {
             out.push(CaOutput::DetachLeg { call_connection_id: c.ccid.clone() });
         }
         let mut data = c.data(None);
-        data["resultInformation"] = end_result(reason);
+        data["resultInformation"] = result;
         out.push(c.callback(None, "CallDisconnected", data));
         out
     }

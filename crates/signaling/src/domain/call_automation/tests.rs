@@ -31,6 +31,9 @@ impl World {
     fn input(&mut self, input: Input) -> Result<(), crate::domain::calls::CallError> {
         let out = self.calls.handle(self.now, input)?;
         for o in out {
+            if let Output::CallEnded { call_id, .. } = &o {
+                self.ca.call_ended(call_id);
+            }
             if let Output::Notify { to, event } = o {
                 let kind = serde_json::to_value(&event).unwrap()["type"].as_str().unwrap().to_string();
                 self.notified.push((to.clone(), kind));
@@ -167,6 +170,24 @@ fn a_call_to_an_acs_identity_raises_incoming_call_and_the_app_answers_it_once() 
     assert_eq!((again.status, again.subcode), (409, 8519));
     assert!(w.ca.view("cc2").is_err(), "a refused answer leaves nothing behind");
 
+    // A call to an ACS identity that its own socket answers leaves nothing behind either.
+    w.input(Input::Place {
+        call_id: "call2".into(),
+        caller: Party::new(AGENT, "G"),
+        endpoint: "conn-g".into(),
+        targets: vec!["8:acs:r_dan".into()],
+    })
+    .unwrap();
+    w.take();
+    w.input(Input::Accept {
+        call_id: "call2".into(),
+        callee: Party::new("8:acs:r_dan", "D"),
+        endpoint: "conn-d".into(),
+    })
+    .unwrap();
+    w.input(Input::HangUp { call_id: "call2".into(), user: AGENT.into() }).unwrap();
+    assert_eq!(w.ca.tracked_calls(), 1, "only call1 is tracked");
+
     // Alice hangs up: CallDisconnected is the connection's last event.
     w.input(Input::HangUp { call_id: "call1".into(), user: ALICE.into() }).unwrap();
     let cbs = w.callbacks();
@@ -281,6 +302,7 @@ fn bot_to_bot_call_add_cancel_transfer_and_terminate() {
     }
     assert_eq!(w.ca.connection_count(), 0);
     assert_eq!(w.calls.call_count(), 0);
+    assert_eq!(w.ca.tracked_calls(), 0, "nothing kept for an ended call");
 }
 
 #[test]
@@ -293,6 +315,18 @@ fn a_declined_create_call_fails_then_disconnects() {
     assert_eq!(names(&cbs), vec![("ccA", "CreateCallFailed"), ("ccA", "CallDisconnected")]);
     assert_eq!(cbs[0].2["resultInformation"]["subCode"], 8538);
     assert_eq!(cbs[0].2["operationContext"], "c1");
+
+    // `callRejectReason: busy` is what the caller's side hears.
+    w.create("ccB", "call2", &[ALICE]);
+    w.take();
+    w.ca.record_rejection("call2", ALICE, Some("busy"));
+    w.input(Input::Decline { call_id: "call2".into(), user: ALICE.into() }).unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs), vec![("ccB", "CreateCallFailed"), ("ccB", "CallDisconnected")]);
+    assert_eq!(
+        (&cbs[0].2["resultInformation"]["code"], &cbs[0].2["resultInformation"]["subCode"]),
+        (&486.into(), &8539.into())
+    );
 }
 
 #[test]
@@ -370,4 +404,117 @@ fn an_added_participant_rings_for_the_invitation_timeout_then_fails_8587() {
     assert_eq!(cbs[0].2["resultInformation"]["subCode"], 8587);
     let late = w.answer("ccB", &ctx, "late").unwrap_err();
     assert_eq!(late.subcode, 8523, "the context expired with the ring");
+}
+
+#[test]
+fn move_a_participant_from_another_call_into_this_one() {
+    let mut w = World::new();
+    w.create("ccA", "call1", &[ALICE]);
+    w.input(Input::Accept { call_id: "call1".into(), callee: Party::new(ALICE, "A"), endpoint: "e1".into() }).unwrap();
+    w.create("ccB", "call2", &[AGENT]);
+    w.input(Input::Accept { call_id: "call2".into(), callee: Party::new(AGENT, "G"), endpoint: "e2".into() }).unwrap();
+    w.take();
+    let route = OperationRoute { operation_context: Some("m1".into()), operation_callback_uri: None };
+    w.ca.begin_move("ccB", &[ALICE.to_string()], "call1", route.clone()).unwrap();
+    w.input(Input::MoveParticipant {
+        from_call: "call1".into(),
+        to_call: "call2".into(),
+        by: BOT.into(),
+        target: ALICE.into(),
+    })
+    .unwrap();
+    let cbs = w.callbacks();
+    let b: Vec<&str> = cbs.iter().filter(|(c, _, _)| c == "ccB").map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(b, vec!["ParticipantsUpdated", "MoveParticipantSucceeded"]);
+    let moved = cbs.iter().find(|(_, n, _)| n == "MoveParticipantSucceeded").unwrap();
+    assert_eq!(
+        (&moved.2["participant"]["rawId"], &moved.2["fromCall"], &moved.2["operationContext"]),
+        (&ALICE.into(), &"call1".into(), &"m1".into())
+    );
+    let a: Vec<&str> = cbs.iter().filter(|(c, _, _)| c == "ccA").map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(a.last(), Some(&"CallDisconnected"), "call1 is left with the bot alone: {a:?}");
+    assert_eq!(w.ca.participants("ccB").unwrap().len(), 3);
+    assert!(w.notified.contains(&(ALICE.to_string(), "call.connected".to_string())));
+    w.calls.assert_consistent();
+
+    // A refused move is reported as MoveParticipantFailed.
+    w.ca.begin_move("ccB", &["8:acs:r_nobody".to_string()], "call9", route).unwrap();
+    let refused = w
+        .input(Input::MoveParticipant {
+            from_call: "call9".into(),
+            to_call: "call2".into(),
+            by: BOT.into(),
+            target: "8:acs:r_nobody".into(),
+        })
+        .unwrap_err();
+    let why = CallAutomationError::new(404, 8522, refused.message);
+    let failed = w.ca.move_failed("ccB", "8:acs:r_nobody", &why);
+    assert!(matches!(&failed[..], [CaOutput::Callback { event_type, data, .. }]
+        if event_type.ends_with("MoveParticipantFailed") && data["resultInformation"]["subCode"] == 8522 && data["fromCall"] == "call9"));
+}
+
+#[test]
+fn an_inbound_phone_call_routed_to_call_automation_raises_incoming_call_for_the_number() {
+    // The SIP side places the phone leg's call to the called number (`incoming_from_phone`).
+    let mut w = World::new();
+    w.calls = CallManager::new(CallsConfig { allow_phone_targets: true, ..CallsConfig::default() });
+    w.input(Input::Place {
+        call_id: "pstn1".into(),
+        caller: Party::new("8:acs:r_trunkcaller", "+1 425 555 0100"),
+        endpoint: "sip".into(),
+        targets: vec!["4:+14255550199".into()],
+    })
+    .unwrap();
+    let (ctx, data) = w.incoming_context();
+    assert_eq!(data["to"]["kind"], "phoneNumber");
+    assert_eq!(data["to"]["phoneNumber"]["value"], "+14255550199");
+    w.answer("ccP", &ctx, "p1").unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs)[0], ("ccP", "CallConnected"));
+}
+
+#[test]
+fn create_call_to_a_call_queue_rings_its_members_and_the_call_rules_hold() {
+    let mut w = World::new();
+    w.calls = CallManager::new(CallsConfig {
+        queues: vec![crate::domain::calls::CallQueueConfig {
+            app_id: "support".into(),
+            name: Some("Support".into()),
+            members: vec!["8:orgid:agent-a".into(), "8:orgid:agent-b".into()],
+            member_ring_timeout_secs: 10,
+        }],
+        ..CallsConfig::default()
+    });
+    w.create("ccQ", "call1", &["28:orgid:support"]);
+    assert!(w.notified.contains(&("8:orgid:agent-a".to_string(), "call.incoming".to_string())));
+    assert!(w.take().iter().all(|o| !matches!(o, CaOutput::Publish { .. })), "directory users get no IncomingCall");
+    // The first member does not answer; the second does.
+    w.now += 10_000;
+    w.input(Input::Tick).unwrap();
+    assert!(w.notified.contains(&("8:orgid:agent-b".to_string(), "call.incoming".to_string())));
+    w.input(Input::Accept {
+        call_id: "call1".into(),
+        callee: Party::new("8:orgid:agent-b", "B"),
+        endpoint: "e".into(),
+    })
+    .unwrap();
+    let cbs = w.callbacks();
+    assert_eq!(names(&cbs)[0], ("ccQ", "CallConnected"));
+
+    // An ACS identity may not call a directory user directly (the seed's rule).
+    let refused = w
+        .calls
+        .handle(
+            w.now,
+            Input::Place {
+                call_id: "call2".into(),
+                caller: Party::new(BOT, "Bot"),
+                endpoint: leg_endpoint("ccX"),
+                targets: vec!["8:orgid:agent-a".into()],
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.code, palaver_core::ErrorCode::ExternalUserCannotCallDirectoryUser);
+    let answered = crate::gateway::call_automation_error(refused);
+    assert_eq!((answered.status, answered.subcode), (403, 8523));
 }

@@ -5,6 +5,8 @@
 //! target rings; a failed transfer leaves the call as it was, and a transfer whose
 //! transferee hung up is withdrawn.
 
+mod server_legs;
+
 use super::config::CallsConfig;
 use super::invite::{Invite, Purpose, QueueCursor, Target, check_caller, resolve_target};
 use super::model::{CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party, is_server_leg};
@@ -106,6 +108,9 @@ impl CallManager {
             Input::Terminate { call_id, by } => self.terminate(call_id, by, &mut out)?,
             Input::JoinServerLeg { call_id, party, endpoint } => {
                 self.join_server_leg(call_id, party, endpoint, &mut out)?
+            }
+            Input::MoveParticipant { from_call, to_call, by, target } => {
+                self.move_participant(from_call, to_call, by, target, &mut out)?
             }
             Input::UserGone { user } => self.user_gone(now_ms, &user, &mut out),
             Input::Tick => self.tick(now_ms, &mut out),
@@ -713,105 +718,6 @@ impl CallManager {
             });
             self.ring_over(now, &call_id, invite_id, CallEndReason::NoAnswer, out);
         }
-    }
-
-    /// `by` takes `target` out of the call (both connected).
-    fn remove(&mut self, call_id: String, by: String, target: String, out: &mut Vec<Output>) -> Result<(), CallError> {
-        let call = self.connected_member(&call_id, &by)?;
-        if !call.is_member(&target) {
-            return Err(CallError::new(ErrorCode::NotFound, format!("`{target}` is not connected to this call")));
-        }
-        if target == by {
-            return Err(CallError::new(ErrorCode::InvalidParameter, "hang up instead of removing yourself"));
-        }
-        self.leave(&call_id, &target, CallEndReason::Removed, out);
-        Ok(())
-    }
-
-    /// `by` withdraws its invitation of `target` (other invitations keep ringing).
-    fn cancel_invite(
-        &mut self,
-        call_id: String,
-        by: String,
-        target: String,
-        out: &mut Vec<Output>,
-    ) -> Result<(), CallError> {
-        let call = self.connected_member(&call_id, &by)?;
-        let Some(idx) = call.invites.iter().position(|i| i.by == by && i.target == target) else {
-            return Err(CallError::new(ErrorCode::NotFound, format!("no invitation of `{target}` by you is ringing")));
-        };
-        let ringing = call.invites[idx].ringing.clone();
-        out.push(Output::Notify {
-            to: ringing,
-            event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Cancelled },
-        });
-        self.fail_invite(&call_id, idx, CallEndReason::Cancelled, out);
-        Ok(())
-    }
-
-    /// `by` ends the call for everyone: invitations are withdrawn, everyone is told.
-    fn terminate(&mut self, call_id: String, by: String, out: &mut Vec<Output>) -> Result<(), CallError> {
-        self.connected_member(&call_id, &by)?;
-        let call = self.calls.get_mut(&call_id).expect("checked");
-        for invite in call.invites.drain(..) {
-            out.push(Output::Notify {
-                to: invite.ringing,
-                event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Cancelled },
-            });
-        }
-        let others: Vec<String> =
-            call.members.iter().map(|m| m.party.raw_id.clone()).filter(|raw| *raw != by).collect();
-        for raw in others {
-            let call = self.calls.get_mut(&call_id).expect("checked");
-            Self::remove_member(&mut self.engaged, call, &raw, CallEndReason::Terminated, out);
-        }
-        self.apply_lifetime(&call_id, CallEndReason::Terminated, out);
-        Ok(())
-    }
-
-    /// A server-side participant joins an answered call directly.
-    fn join_server_leg(
-        &mut self,
-        call_id: String,
-        party: Party,
-        endpoint: String,
-        out: &mut Vec<Output>,
-    ) -> Result<(), CallError> {
-        if !is_server_leg(&endpoint) {
-            return Err(CallError::new(ErrorCode::Forbidden, "only server-side participants join without ringing"));
-        }
-        let call = self.calls.get_mut(&call_id).ok_or_else(|| not_found(&call_id))?;
-        if !call.answered {
-            return Err(CallError::new(ErrorCode::InvalidState, "the call is not answered yet"));
-        }
-        if call.is_member(&party.raw_id) {
-            return Err(CallError::new(ErrorCode::InvalidState, format!("`{}` is already in this call", party.raw_id)));
-        }
-        if call.members.len() + call.invites.len() + 1 > self.config.max_participants {
-            return Err(CallError::new(
-                ErrorCode::CapacityReached,
-                format!("a call holds at most {} participants", self.config.max_participants),
-            ));
-        }
-        call.notify_members(
-            out,
-            None,
-            CallEvent::ParticipantJoined { call_id: call_id.clone(), participant: party.clone() },
-        );
-        call.members.push(Member { party: party.clone(), endpoint: endpoint.clone(), billed: true });
-        if call.members.len() > 2 && call.call_type == CallType::P2P {
-            call.call_type = CallType::Group;
-            out.push(Output::CallTypeChanged { call_id: call_id.clone(), call_type: CallType::Group });
-        }
-        out.push(Output::ParticipantConnected {
-            call_id: call_id.clone(),
-            participant: party.clone(),
-            endpoint,
-            call_type: call.call_type,
-        });
-        let connected = CallEvent::Connected { call_id, participants: call.parties(), call_type: call.call_type };
-        out.push(Output::Notify { to: party.raw_id, event: connected });
-        Ok(())
     }
 
     /// Check the machine's internal consistency (tests drive long random stories with it).

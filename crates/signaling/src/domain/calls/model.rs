@@ -53,6 +53,9 @@ pub enum Input {
     /// A server-side participant (an endpoint starting with [`SERVER_LEG_ENDPOINT_PREFIX`])
     /// joins an answered call without ringing (Call Automation's `:connect` to a server call).
     JoinServerLeg { call_id: String, party: Party, endpoint: String },
+    /// A connected participant of `to_call` (`by`) moves `target`, connected in `from_call`,
+    /// into `to_call` without ringing (Call Automation's `participants:moveHere`).
+    MoveParticipant { from_call: String, to_call: String, by: String, target: String },
     /// Process ring timers that are due.
     Tick,
 }

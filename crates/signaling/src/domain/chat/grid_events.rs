@@ -212,7 +212,7 @@ mod tests {
         let by = ChatParticipant { raw_id: "8:acs:r_a".into(), display_name: Some("A".into()), share_history_ms: 0 };
         let who = ChatParticipant { raw_id: "8:acs:r_c".into(), display_name: None, share_history_ms: 0 };
         let to = vec!["8:acs:r_a".to_string()];
-        let added = from_chat_event(&ChatEvent::participants("19:t", true, &[who.clone()], &by, 3, 5, &to));
+        let added = from_chat_event(&ChatEvent::participants("19:t", true, std::slice::from_ref(&who), &by, 3, 5, &to));
         assert_eq!(added[0].event_type, "Microsoft.Communication.ChatThreadParticipantAdded");
         assert_eq!(added[0].data["participantAdded"]["participantCommunicationIdentifier"]["rawId"], "8:acs:r_c");
         assert_eq!(added[0].data["addedByCommunicationIdentifier"]["rawId"], "8:acs:r_a");

@@ -1,0 +1,729 @@
+//! The leg runtime: one tokio task per server-side leg, the thin I/O shell around the
+//! sans-IO machines ([`Player`], [`Recognizer`], [`DtmfSender`], [`Recorder`]). It wakes when
+//! the worker queues mix packets on the leg's link (decoded to 48 kHz for the recorder and the
+//! voice-bot stream) and every 20 ms to send what it plays (Opus, RTP into the worker's
+//! ingress) and its RFC 4733 tones, and to run the timers. [`LegHandle`] is the
+//! [`ServerLeg`] the control plane holds: each method asks the task and returns its answer.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use palaver_sfu::control::leg::LegStreams;
+use palaver_sfu::net::DirectLink;
+use palaver_sfu::rtp::RtpHeader;
+use palaver_sfu::rtp::telephone_event::write_packet;
+use palaver_signaling::gateway::MediaSession;
+use palaver_signaling::gateway::legs::{
+    DtmfTone, LegEvent, LegEventKind, LegFuture, LegRefusal, OperationTag, PlayRequest, PlaySource, RecognizeRequest,
+    RecordRequest, RecordingAction, ResultInfo, ServerLeg, StreamRequest,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dtmf_sender::DtmfSender;
+use crate::player::{FRAME, Play, Player};
+use crate::recognizer::{Recognizer, Step};
+use crate::recorder::Recorder;
+use crate::sources::Sources;
+use crate::streaming::{self, Inbound, Stream};
+
+/// What a leg needs of the process.
+#[derive(Debug, Clone)]
+pub struct LegConfig {
+    /// Where recordings are written.
+    pub recordings_dir: PathBuf,
+    pub sources: Arc<Sources>,
+}
+
+/// How a leg's packets reach its worker; the server's media adapter implements it.
+pub trait LegTransport: Send + Sync + 'static {
+    /// Queues one RTP packet of the leg into the worker (false when the queue is full).
+    fn send(&self, packet: Bytes) -> bool;
+    /// The leg's link (the mix arrives on its egress queue).
+    fn link(&self) -> &Arc<DirectLink>;
+    /// Releases the leg's media (after it finished its work).
+    fn detach(&self);
+}
+
+type Reply = oneshot::Sender<Result<(), LegRefusal>>;
+
+enum Cmd {
+    Play(PlayRequest, Reply),
+    PlayReady(Result<Play, (OperationTag, ResultInfo, u32)>, bool),
+    CancelAll(OperationTag, Reply),
+    Recognize(RecognizeRequest, Reply),
+    PromptReady(u64, Result<Vec<Arc<[i16]>>, (ResultInfo, u32)>),
+    Continuous(String, bool, OperationTag, Reply),
+    SendDtmf(Vec<DtmfTone>, OperationTag, Reply),
+    Hold(String, bool, Option<PlaySource>, OperationTag, Reply),
+    StartRecording(RecordRequest, OperationTag, Reply),
+    Recording(String, RecordingAction, OperationTag, Reply),
+    StartStreaming(StreamRequest, Reply),
+    StreamReady(Result<Stream, ResultInfo>, OperationTag),
+    StopStreaming(OperationTag, Reply),
+    Tone(String, u8),
+    Alias(String, String),
+    Detach,
+}
+
+/// The control plane's handle on a leg (see the module docs).
+pub struct LegHandle {
+    session: MediaSession,
+    commands: mpsc::UnboundedSender<Cmd>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<LegEvent>>>,
+}
+
+impl std::fmt::Debug for LegHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegHandle").field("session", &self.session).finish_non_exhaustive()
+    }
+}
+
+fn gone() -> LegRefusal {
+    LegRefusal::new(400, 8501, "the call's media leg has ended")
+}
+
+impl LegHandle {
+    /// Starts the leg's task.
+    pub fn spawn(
+        session: MediaSession,
+        streams: LegStreams,
+        transport: Arc<dyn LegTransport>,
+        config: LegConfig,
+    ) -> Arc<Self> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let runtime = Runtime::new(session.clone(), streams, transport, config, events_tx, commands.downgrade());
+        tokio::spawn(runtime.run(rx));
+        Arc::new(Self { session, commands, events: Mutex::new(Some(events)) })
+    }
+
+    /// A DTMF tone (RFC 4733 event) a participant of the conversation sent.
+    pub fn on_tone(&self, participant: &str, event: u8) {
+        let _ = self.commands.send(Cmd::Tone(participant.to_owned(), event));
+    }
+
+    fn ask(&self, make: impl FnOnce(Reply) -> Cmd) -> LegFuture<()> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.commands.send(make(reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(gone());
+            }
+            rx.await.unwrap_or_else(|_| Err(gone()))
+        })
+    }
+}
+
+impl ServerLeg for LegHandle {
+    fn session(&self) -> &MediaSession {
+        &self.session
+    }
+    fn play(&self, request: PlayRequest) -> LegFuture<()> {
+        self.ask(|r| Cmd::Play(request, r))
+    }
+    fn cancel_all(&self, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::CancelAll(tag, r))
+    }
+    fn recognize(&self, request: RecognizeRequest) -> LegFuture<()> {
+        self.ask(|r| Cmd::Recognize(request, r))
+    }
+    fn continuous_dtmf(&self, target: String, on: bool, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::Continuous(target, on, tag, r))
+    }
+    fn send_dtmf(&self, _target: String, tones: Vec<DtmfTone>, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::SendDtmf(tones, tag, r))
+    }
+    fn hold(&self, target: String, on: bool, music: Option<PlaySource>, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::Hold(target, on, music, tag, r))
+    }
+    fn start_recording(&self, request: RecordRequest, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::StartRecording(request, tag, r))
+    }
+    fn recording(&self, recording_id: String, action: RecordingAction, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::Recording(recording_id, action, tag, r))
+    }
+    fn start_streaming(&self, request: StreamRequest) -> LegFuture<()> {
+        self.ask(|r| Cmd::StartStreaming(request, r))
+    }
+    fn stop_streaming(&self, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::StopStreaming(tag, r))
+    }
+    fn alias(&self, participant_id: String, raw_id: String) {
+        let _ = self.commands.send(Cmd::Alias(participant_id, raw_id));
+    }
+    fn detach(&self) {
+        let _ = self.commands.send(Cmd::Detach);
+    }
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<LegEvent>> {
+        self.events.lock().ok()?.take()
+    }
+}
+
+struct ActiveRecognize {
+    id: u64,
+    machine: Recognizer,
+    tag: OperationTag,
+    prompts: Option<Player>,
+}
+
+struct Runtime {
+    session: MediaSession,
+    streams: LegStreams,
+    transport: Arc<dyn LegTransport>,
+    config: LegConfig,
+    events: mpsc::UnboundedSender<LegEvent>,
+    myself: mpsc::WeakUnboundedSender<Cmd>,
+    started: Instant,
+    player: Player,
+    /// Held participants (raw ids). Their music is loaded (a bad source is HoldFailed) but not
+    /// played: the leg's audio goes into everyone's mix, and per-listener audio is not built yet.
+    held: HashSet<String>,
+    recognize: Option<ActiveRecognize>,
+    next_recognize: u64,
+    continuous: HashSet<String>,
+    continuous_seq: u32,
+    dtmf: DtmfSender,
+    recorder: Option<(Recorder, OperationTag)>,
+    stream: Option<(Stream, OperationTag)>,
+    stream_buffer: VecDeque<i16>,
+    aliases: HashMap<String, String>,
+    encoder: Option<opus::Encoder>,
+    decoder: Option<opus::Decoder>,
+    sequence: u16,
+    timestamp: u32,
+    tone_timestamp: u32,
+    speaking: bool,
+    /// Mix frames handled since the leg started (real or silence filled in).
+    mix_frames: u64,
+    pending: Vec<(OperationTag, LegEventKind)>,
+}
+
+impl Runtime {
+    fn new(
+        session: MediaSession,
+        streams: LegStreams,
+        transport: Arc<dyn LegTransport>,
+        config: LegConfig,
+        events: mpsc::UnboundedSender<LegEvent>,
+        myself: mpsc::WeakUnboundedSender<Cmd>,
+    ) -> Self {
+        let encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).ok();
+        let decoder = opus::Decoder::new(48_000, opus::Channels::Mono).ok();
+        Self {
+            session,
+            streams,
+            transport,
+            config,
+            events,
+            myself,
+            started: Instant::now(),
+            player: Player::default(),
+            held: HashSet::new(),
+            recognize: None,
+            next_recognize: 0,
+            continuous: HashSet::new(),
+            continuous_seq: 0,
+            dtmf: DtmfSender::default(),
+            recorder: None,
+            stream: None,
+            stream_buffer: VecDeque::new(),
+            aliases: HashMap::new(),
+            encoder,
+            decoder,
+            sequence: rand_u16(),
+            timestamp: u32::from(rand_u16()) << 8,
+            tone_timestamp: 0,
+            speaking: false,
+            mix_frames: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Cmd>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let link = self.transport.link().clone();
+        loop {
+            let egress = std::future::poll_fn(|cx| {
+                link.egress_waker.register(cx.waker());
+                if link.egress.is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+            });
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Cmd::Detach) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+                _ = egress => self.drain_mix(&link),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.flush();
+        }
+        self.shutdown();
+        self.flush();
+        self.transport.detach();
+    }
+
+    fn emit(&mut self, tag: OperationTag, kind: LegEventKind) {
+        self.pending.push((tag, kind));
+    }
+
+    fn flush(&mut self) {
+        for (tag, kind) in self.pending.drain(..) {
+            let _ = self.events.send(LegEvent { tag, kind });
+        }
+    }
+
+    fn matches(&self, target: &str, participant: &str) -> bool {
+        self.raw_id(participant) == target
+    }
+
+    /// The raw id behind a media participant id: an alias, or the `{call}/{raw id}` form of
+    /// call participants and legs, or the id itself.
+    fn raw_id(&self, participant: &str) -> String {
+        if let Some(raw) = self.aliases.get(participant) {
+            return raw.clone();
+        }
+        participant.split_once('/').map_or(participant, |(_, raw)| raw).to_owned()
+    }
+
+    fn load_all(
+        &self,
+        sources: Vec<PlaySource>,
+    ) -> impl Future<Output = Result<Vec<Arc<[i16]>>, (ResultInfo, u32)>> + use<> {
+        let loader = self.config.sources.clone();
+        async move {
+            let mut out = Vec::with_capacity(sources.len());
+            for (index, source) in sources.iter().enumerate() {
+                out.push(loader.load(source).await.map_err(|r| (r, index as u32))?);
+            }
+            Ok(out)
+        }
+    }
+
+    fn on_command(&mut self, command: Cmd) {
+        match command {
+            Cmd::Play(request, reply) => {
+                let _ = reply.send(Ok(()));
+                let load = self.load_all(request.sources.clone());
+                let myself = self.myself.clone();
+                tokio::spawn(async move {
+                    let ready = load.await.map(|sources| Play {
+                        sources,
+                        looped: request.looped,
+                        play_to: request.play_to.clone(),
+                        tag: request.tag.clone(),
+                    });
+                    let ready = ready.map_err(|(result, index)| (request.tag.clone(), result, index));
+                    if let Some(myself) = myself.upgrade() {
+                        let _ = myself.send(Cmd::PlayReady(ready, request.interrupt));
+                    }
+                });
+            }
+            Cmd::PlayReady(Ok(play), interrupt) => {
+                let mut events = Vec::new();
+                self.player.enqueue(play, interrupt, &mut events);
+                self.pending.extend(events);
+            }
+            Cmd::PlayReady(Err((tag, result, index)), _) => {
+                self.emit(tag, LegEventKind::PlayFailed { result, failed_source_index: Some(index) });
+            }
+            Cmd::CancelAll(_tag, reply) => {
+                let mut events = Vec::new();
+                self.player.cancel_all(&mut events);
+                self.pending.extend(events);
+                if let Some(active) = self.recognize.take() {
+                    self.emit(active.tag, LegEventKind::RecognizeCanceled(ResultInfo::canceled()));
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::Recognize(request, reply) => {
+                if self.recognize.is_some() {
+                    let _ = reply.send(Err(LegRefusal::new(400, 8500, "a recognize operation is already active")));
+                    return;
+                }
+                let _ = reply.send(Ok(()));
+                if request.interrupt_media {
+                    let mut events = Vec::new();
+                    self.player.cancel_all(&mut events);
+                    self.pending.extend(events);
+                }
+                self.next_recognize += 1;
+                let id = self.next_recognize;
+                let prompting = !request.prompts.is_empty();
+                let tag = request.tag.clone();
+                if prompting {
+                    let load = self.load_all(request.prompts.clone());
+                    let myself = self.myself.clone();
+                    tokio::spawn(async move {
+                        let ready = load.await;
+                        if let Some(myself) = myself.upgrade() {
+                            let _ = myself.send(Cmd::PromptReady(id, ready));
+                        }
+                    });
+                }
+                let machine = Recognizer::new(request, self.now_ms(), prompting);
+                self.recognize = Some(ActiveRecognize { id, machine, tag, prompts: None });
+            }
+            Cmd::PromptReady(id, ready) => {
+                let now = self.now_ms();
+                let Some(active) = self.recognize.as_mut().filter(|a| a.id == id) else { return };
+                match ready {
+                    Ok(sources) => {
+                        let mut prompts = Player::default();
+                        let play = Play { sources, looped: false, play_to: vec![], tag: OperationTag::default() };
+                        prompts.enqueue(play, false, &mut Vec::new());
+                        active.prompts = Some(prompts);
+                    }
+                    Err((result, index)) => {
+                        let _ = now;
+                        let active = self.recognize.take().expect("checked");
+                        let result = ResultInfo::new(
+                            500,
+                            8511,
+                            format!(
+                                "Action failed, encountered failure while trying to play the prompt: {}",
+                                result.message
+                            ),
+                        );
+                        self.emit(
+                            active.tag,
+                            LegEventKind::RecognizeFailed { result, failed_source_index: Some(index) },
+                        );
+                    }
+                }
+            }
+            Cmd::Continuous(target, on, tag, reply) => {
+                let _ = reply.send(Ok(()));
+                if on {
+                    self.continuous.insert(target);
+                } else if self.continuous.remove(&target) {
+                    self.emit(tag, LegEventKind::ContinuousDtmfStopped(ResultInfo::success()));
+                }
+            }
+            Cmd::SendDtmf(tones, tag, reply) => {
+                let _ = reply.send(Ok(()));
+                self.dtmf.send(tones, tag);
+            }
+            Cmd::Hold(target, on, music, tag, reply) => {
+                let _ = reply.send(Ok(()));
+                if !on {
+                    self.held.remove(&target);
+                    return;
+                }
+                self.held.insert(target);
+                let Some(music) = music else { return };
+                let load = self.load_all(vec![music]);
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    if let Err((result, _)) = load.await {
+                        let _ = events.send(LegEvent { tag, kind: LegEventKind::HoldFailed(result) });
+                    }
+                });
+            }
+            Cmd::StartRecording(request, tag, reply) => {
+                if self.recorder.is_some() {
+                    let _ = reply.send(Err(LegRefusal::new(400, 8500, "a recording is already active on this call")));
+                    return;
+                }
+                let dir = self.config.recordings_dir.clone();
+                match Recorder::create(&dir, &request.recording_id, request.format, request.pause_on_start) {
+                    Ok(recorder) => {
+                        let _ = reply.send(Ok(()));
+                        let event = LegEventKind::RecordingStateChanged {
+                            recording_id: request.recording_id.clone(),
+                            active: !request.pause_on_start,
+                        };
+                        self.emit(tag.clone(), event);
+                        self.recorder = Some((recorder, tag));
+                    }
+                    Err(error) => {
+                        let _ =
+                            reply.send(Err(LegRefusal::new(500, 9999, format!("recording could not start: {error}"))));
+                    }
+                }
+            }
+            Cmd::Recording(id, action, tag, reply) => {
+                let Some((recorder, _)) = self.recorder.as_mut().filter(|(r, _)| r.id() == id) else {
+                    let _ = reply.send(Err(LegRefusal::new(404, 8522, format!("recording {id} is not active"))));
+                    return;
+                };
+                let _ = reply.send(Ok(()));
+                match action {
+                    RecordingAction::Pause | RecordingAction::Resume => {
+                        let paused = action == RecordingAction::Pause;
+                        if recorder.is_paused() != paused {
+                            recorder.set_paused(paused);
+                            self.emit(tag, LegEventKind::RecordingStateChanged { recording_id: id, active: !paused });
+                        }
+                    }
+                    RecordingAction::Stop => self.stop_recording(tag),
+                }
+            }
+            Cmd::StartStreaming(request, reply) => {
+                if self.stream.is_some() {
+                    let _ = reply.send(Err(LegRefusal::new(400, 8500, "media streaming is already active")));
+                    return;
+                }
+                let _ = reply.send(Ok(()));
+                let myself = self.myself.clone();
+                let subscription = format!("{}-{}", self.session.conversation_id, self.session.participant_id);
+                tokio::spawn(async move {
+                    let ready = streaming::start(&request, &subscription).await;
+                    if let Some(myself) = myself.upgrade() {
+                        let _ = myself.send(Cmd::StreamReady(ready, request.tag));
+                    }
+                });
+            }
+            Cmd::StreamReady(Ok(stream), tag) => {
+                self.emit(tag.clone(), LegEventKind::MediaStreamingStarted);
+                self.stream = Some((stream, tag));
+            }
+            Cmd::StreamReady(Err(result), tag) => self.emit(tag, LegEventKind::MediaStreamingFailed(result)),
+            Cmd::StopStreaming(tag, reply) => {
+                if let Some((stream, _)) = self.stream.take() {
+                    drop(stream.frames);
+                    self.stream_buffer.clear();
+                    self.emit(tag, LegEventKind::MediaStreamingStopped);
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let _ = reply.send(Err(LegRefusal::new(400, 8585, "media streaming is not active")));
+                }
+            }
+            Cmd::Tone(participant, event) => self.on_tone(&participant, DtmfTone(event)),
+            Cmd::Alias(participant, raw) => {
+                self.aliases.insert(participant, raw);
+            }
+            Cmd::Detach => {}
+        }
+    }
+
+    fn on_tone(&mut self, participant: &str, tone: DtmfTone) {
+        if participant == self.session.participant_id {
+            return; // its own tones, looped back by the engine
+        }
+        let now = self.now_ms();
+        if self.continuous.iter().any(|t| self.matches(t, participant)) {
+            self.continuous_seq += 1;
+            let kind = LegEventKind::ContinuousDtmfToneReceived {
+                participant: self.raw_id(participant),
+                tone,
+                sequence_id: self.continuous_seq,
+            };
+            self.emit(OperationTag::default(), kind);
+        }
+        let Some(target) = self.recognize.as_ref().map(|a| a.machine.request().target.clone()) else { return };
+        if self.raw_id(participant) != target {
+            return;
+        }
+        let Some(active) = self.recognize.as_mut() else { return };
+        match active.machine.on_tone(now, tone) {
+            Step::Continue => {}
+            Step::StopPrompt => {
+                if let Some(prompts) = active.prompts.as_mut() {
+                    prompts.stop_silently();
+                }
+            }
+            Step::Done(kind) => {
+                let active = self.recognize.take().expect("active");
+                self.emit(active.tag, kind);
+            }
+        }
+    }
+
+    fn stop_recording(&mut self, tag: OperationTag) {
+        let Some((recorder, _)) = self.recorder.take() else { return };
+        let id = recorder.id().to_owned();
+        self.emit(tag.clone(), LegEventKind::RecordingStateChanged { recording_id: id.clone(), active: false });
+        match recorder.finish(vec!["mixed".into()]) {
+            Ok(file) => self.emit(tag, LegEventKind::RecordingFileReady(file)),
+            Err(error) => {
+                let result = ResultInfo::new(500, 9999, format!("recording could not be written: {error}"));
+                self.emit(tag, LegEventKind::RecordingFailed { recording_id: id, result });
+            }
+        }
+    }
+
+    /// The mix packets queued by the worker: decoded, recorded and streamed.
+    fn drain_mix(&mut self, link: &DirectLink) {
+        let mut pcm = [0i16; FRAME];
+        while let Some(packet) = link.pop_egress() {
+            let Ok(header) = RtpHeader::parse(&packet) else { continue };
+            if header.payload_type != self.streams.opus_payload_type {
+                continue;
+            }
+            let payload = &packet[header.payload_offset..header.payload_offset + header.payload_len];
+            let Some(decoder) = self.decoder.as_mut() else { return };
+            let Ok(n) = decoder.decode(payload, &mut pcm, false) else { continue };
+            if n != FRAME {
+                continue;
+            }
+            self.on_mix_frame(&pcm);
+        }
+    }
+
+    fn on_mix_frame(&mut self, pcm: &[i16; FRAME]) {
+        self.mix_frames += 1;
+        if let Some((recorder, tag)) = self.recorder.as_mut()
+            && let Err(error) = recorder.push(pcm)
+        {
+            let (id, tag) = (recorder.id().to_owned(), tag.clone());
+            self.recorder = None;
+            let result = ResultInfo::new(500, 9999, format!("recording failed: {error}"));
+            self.emit(tag, LegEventKind::RecordingFailed { recording_id: id, result });
+        }
+        if let Some((stream, _)) = self.stream.as_ref() {
+            let mut samples = Vec::with_capacity(FRAME / 2);
+            crate::wav::from_48k(pcm, stream.sample_rate, &mut samples);
+            let at = chrono::Utc::now().timestamp_millis() as u64;
+            let _ = stream.frames.try_send((at, samples));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now_ms();
+        // Mix frames fall behind the clock when the mixer sends nothing (nobody talks): fill
+        // the gap with silence so recordings and streams keep real time (3 frames of slack
+        // absorb the arrival jitter against this timer).
+        let due = now / 20;
+        while self.mix_frames + 3 < due {
+            self.on_mix_frame(&[0; FRAME]);
+        }
+        self.drain_stream_inbound();
+        let mut out = [0i16; FRAME];
+        let mut frame = [0i16; FRAME];
+        let mut audible = false;
+        let mut events = Vec::new();
+        if self.player.next_frame(&mut frame, &mut events) {
+            add(&mut out, &frame);
+            audible = true;
+        }
+        if let Some(active) = self.recognize.as_mut() {
+            if let Some(prompts) = active.prompts.as_mut() {
+                if prompts.next_frame(&mut frame, &mut Vec::new()) {
+                    add(&mut out, &frame);
+                    audible = true;
+                }
+                if prompts.is_idle() {
+                    active.prompts = None;
+                    active.machine.prompt_done(now);
+                }
+            }
+            if let Some(kind) = active.machine.poll(now) {
+                let active = self.recognize.take().expect("active");
+                events.push((active.tag, kind));
+            }
+        }
+        if !self.stream_buffer.is_empty() {
+            for (o, s) in out.iter_mut().zip(self.stream_buffer.drain(..FRAME.min(self.stream_buffer.len()))) {
+                *o = o.saturating_add(s);
+            }
+            audible = true;
+        }
+        self.pending.extend(events);
+        if audible {
+            self.send_audio(&out);
+        } else {
+            self.speaking = false;
+        }
+        let mut dtmf_events = Vec::new();
+        if let Some(packet) = self.dtmf.tick(&mut dtmf_events) {
+            if packet.marker {
+                self.tone_timestamp = self.timestamp;
+            }
+            let mut buf = [0u8; 32];
+            let pt = self.streams.telephone_event_payload_type;
+            let (seq, ts, ssrc) = (self.next_sequence(), self.tone_timestamp, self.streams.audio_ssrc);
+            if let Ok(n) = write_packet(&mut buf, pt, packet.marker, seq, ts, ssrc, &packet.event) {
+                self.transport.send(Bytes::copy_from_slice(&buf[..n]));
+            }
+        }
+        self.pending.extend(dtmf_events);
+        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+    }
+
+    fn drain_stream_inbound(&mut self) {
+        let Some((stream, tag)) = self.stream.as_mut() else { return };
+        let mut closed = None;
+        while let Ok(message) = stream.inbound.try_recv() {
+            match message {
+                Inbound::Audio(samples) => self.stream_buffer.extend(samples),
+                Inbound::StopAudio => self.stream_buffer.clear(),
+                Inbound::Closed(reason) => closed = Some(reason),
+            }
+        }
+        // At most 10 s buffered: a bot sending faster than real time is cut, not queued forever.
+        let excess = self.stream_buffer.len().saturating_sub(48_000 * 10);
+        self.stream_buffer.drain(..excess);
+        if let Some(reason) = closed {
+            let tag = tag.clone();
+            self.stream = None;
+            self.stream_buffer.clear();
+            let kind = match reason {
+                None => LegEventKind::MediaStreamingStopped,
+                Some(reason) => LegEventKind::MediaStreamingFailed(ResultInfo::new(
+                    500,
+                    8581,
+                    format!("media streaming socket failed: {reason}"),
+                )),
+            };
+            self.emit(tag, kind);
+        }
+    }
+
+    fn next_sequence(&mut self) -> u16 {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.sequence
+    }
+
+    fn send_audio(&mut self, pcm: &[i16; FRAME]) {
+        let Some(encoder) = self.encoder.as_mut() else { return };
+        let mut buf = [0u8; 1500];
+        let Ok(n) = encoder.encode(pcm, &mut buf[12..]) else { return };
+        let marker = !self.speaking;
+        self.speaking = true;
+        let seq = self.next_sequence();
+        buf[0] = 0x80;
+        buf[1] = (self.streams.opus_payload_type & 0x7F) | if marker { 0x80 } else { 0 };
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.streams.audio_ssrc.to_be_bytes());
+        self.transport.send(Bytes::copy_from_slice(&buf[..12 + n]));
+    }
+
+    /// Detach: plays and recognitions end as canceled, a recording is finished, a stream
+    /// stopped.
+    fn shutdown(&mut self) {
+        let mut events = Vec::new();
+        self.player.cancel_all(&mut events);
+        self.pending.extend(events);
+        if let Some(active) = self.recognize.take() {
+            self.emit(active.tag, LegEventKind::RecognizeCanceled(ResultInfo::canceled()));
+        }
+        if let Some((_, tag)) = self.recorder.as_ref() {
+            let tag = tag.clone();
+            self.stop_recording(tag);
+        }
+        if let Some((_, tag)) = self.stream.take() {
+            self.emit(tag, LegEventKind::MediaStreamingStopped);
+        }
+    }
+}
+
+fn add(out: &mut [i16; FRAME], frame: &[i16; FRAME]) {
+    for (o, s) in out.iter_mut().zip(frame) {
+        *o = o.saturating_add(*s);
+    }
+}
+
+fn rand_u16() -> u16 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
+    (nanos ^ (nanos >> 16)) as u16
+}
