@@ -265,6 +265,28 @@ impl Conferences {
         Ok((media, answer, output))
     }
 
+    /// The server's SDP offer for a call out to a trunk: the worker that hosts (or would
+    /// host) `conversation`, `preference`'s codecs (PCMU 0, PCMA 8, Opus 111) and
+    /// telephone-events (101). The trunk's answer then joins through [`Self::join_sip`].
+    pub fn offer_sip(&self, conversation: &str, preference: &[crate::mixer::AudioCodec]) -> String {
+        use crate::mixer::AudioCodec;
+        let codecs: Vec<(u8, AudioCodec)> = preference
+            .iter()
+            .map(|c| match c {
+                AudioCodec::Pcmu => (0, *c),
+                AudioCodec::Pcma => (8, *c),
+                AudioCodec::Opus => (111, *c),
+            })
+            .collect();
+        sip::write_sdp(&sip::LocalSdp {
+            address: self.candidate_for(conversation),
+            session_id: u64::from(self.next_id) + 1,
+            codecs: &codecs,
+            telephone_event: Some(101),
+            direction: "sendrecv",
+        })
+    }
+
     /// The worker address a new conference would get next (for the server's SDP offer to a
     /// trunk before its answer is known): the one hosting `conversation`, or the least loaded.
     pub fn candidate_for(&self, conversation: &str) -> SocketAddr {
