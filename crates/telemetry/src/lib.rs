@@ -9,13 +9,16 @@
 //! - [`media`]: [`MediaSnapshot`] and the collector that turns it into families.
 //! - [`chat`]: the chat counters.
 //! - [`serve`]: the `/metrics` HTTP listener.
+//! - [`sip`]: the SIP trunk gateway's families from a [`SipSnapshot`].
 
 pub mod chat;
 pub mod media;
 pub mod registry;
 pub mod serve;
+pub mod sip;
 
 pub use chat::ChatMetrics;
 pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
+pub use sip::SipSnapshot;
