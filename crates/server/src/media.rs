@@ -245,18 +245,16 @@ impl MediaPlane for MediaController {
         self.call_logged("subscribe", &session, |c| c.subscribe(conversation, participant, &slots));
     }
 
+    fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
+        let preference = audio_codecs(&codecs);
+        let result = self.call(|c| Ok((c.offer_sip(&session.conversation_id, &preference), Output::default())));
+        Box::pin(async move { result })
+    }
+
     /// A SIP trunk leg: plain RTP/AVP to the address of the trunk's SDP, the mix encoded in
     /// the agreed codec (see `palaver_sfu::control::sip`).
     fn attach_trunk(&self, session: MediaSession, peer_sdp: String, codecs: Vec<String>) -> MediaFuture<TrunkAnswer> {
-        let preference: Vec<AudioCodec> = codecs
-            .iter()
-            .filter_map(|c| match c.to_ascii_uppercase().as_str() {
-                "PCMU" => Some(AudioCodec::Pcmu),
-                "PCMA" => Some(AudioCodec::Pcma),
-                "OPUS" => Some(AudioCodec::Opus),
-                _ => None,
-            })
-            .collect();
+        let preference = audio_codecs(&codecs);
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
             let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &preference).map_err(rejected)?;
@@ -345,4 +343,17 @@ impl MediaController {
         tracing::info!(%conversation, %participant, transport = joined.transport.0, "server leg attached");
         Ok(leg)
     }
+}
+
+/// A trunk's codec names (`PCMU`, `PCMA`, `opus`) as the media plane's preference.
+fn audio_codecs(codecs: &[String]) -> Vec<AudioCodec> {
+    codecs
+        .iter()
+        .filter_map(|c| match c.to_ascii_uppercase().as_str() {
+            "PCMU" => Some(AudioCodec::Pcmu),
+            "PCMA" => Some(AudioCodec::Pcma),
+            "OPUS" => Some(AudioCodec::Opus),
+            _ => None,
+        })
+        .collect()
 }

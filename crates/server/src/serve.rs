@@ -138,6 +138,21 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
                 .await
                 .context("starting the SIP gateway")?;
             println!("PALAVER_SIP {}", gateway.local_addr());
+            let counters = gateway.counters();
+            metrics
+                .set_sip_source(move || {
+                    let s = counters.snapshot();
+                    palaver_telemetry::SipSnapshot {
+                        calls: s.calls,
+                        responses: s.responses,
+                        unknown_source: s.unknown_source,
+                        malformed: s.malformed,
+                        challenges: s.challenges,
+                        keepalives_ok: s.keepalives_ok,
+                        keepalives_failed: s.keepalives_failed,
+                    }
+                })
+                .context("registering the SIP metrics")?;
             Some(gateway)
         }
         None => None,

@@ -76,6 +76,25 @@ fn event_call_id(event: &CallEvent) -> &str {
     }
 }
 
+/// The transfer target of a REFER: its `Refer-To` number, as the owned number's user or
+/// queue when it is one of ours, else as a phone number (dialled out through the trunk).
+fn refer_target(shared: &Shared, refer: &rsipstack::sip::Request) -> Option<String> {
+    let value = refer.headers.iter().find_map(|h| match h {
+        Header::Other(name, value) if name.eq_ignore_ascii_case("Refer-To") || name == "r" => Some(value.clone()),
+        _ => None,
+    });
+    let value = value.or_else(|| {
+        refer.headers.iter().find(|h| h.name().eq_ignore_ascii_case("Refer-To")).map(|h| h.value().to_owned())
+    })?;
+    let uri = value.trim().trim_start_matches('<').split(['>', ';']).next()?.to_owned();
+    let user = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).or_else(|| uri.strip_prefix("tel:"))?;
+    let number = normalize_number(user.split('@').next()?)?;
+    Some(match shared.numbers.get(&number) {
+        Some(Route::User(raw) | Route::Queue(raw)) => raw.clone(),
+        _ => format!("4:{number}"),
+    })
+}
+
 /// Hands each phone party's call event to the call task waiting for it.
 pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PhoneNotice>) {
     while let Some(PhoneNotice { phone, event }) = events.recv().await {
@@ -218,6 +237,24 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
                             break Outcome::Failed;
                         }
                     }
+                }
+                Some(DialogState::Refer(_, refer, handle)) if answered => {
+                    // The trunk hands the call on (RFC 3515): the phone's place goes to the
+                    // Refer-To target through the call machinery's transfer.
+                    let target = refer_target(&shared, &refer);
+                    let status = match &target {
+                        Some(target) => match gateway.phone_transfer(&call_id, &phone, target).await {
+                            Ok(()) => StatusCode::Accepted,
+                            Err(error) => {
+                                tracing::info!(call = %call_id, %target, %error, "REFER refused by the call machinery");
+                                StatusCode::Forbidden
+                            }
+                        },
+                        None => StatusCode::BadRequest,
+                    };
+                    tracing::info!(call = %call_id, target = ?target, status = status.code(), "REFER from the trunk");
+                    shared.counters.response(status.code());
+                    let _ = handle.reply(status).await;
                 }
                 Some(_) => {}
                 None => break if answered { Outcome::Completed } else { Outcome::Failed },

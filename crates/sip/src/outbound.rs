@@ -1,15 +1,164 @@
-//! Calls from palaver to a phone number (`4:+E.164` rung by the call machinery): dial-out
-//! through a trunk is not carried yet, so the ring is declined at once (the caller sees
-//! `call.ended` with `declined` instead of ringing until the timeout), with a log line.
+//! Calls from palaver to a phone number: when the call machinery rings a `4:+E.164` party
+//! (a directory user's `call.place`, `call.addParticipant` or transfer to a number, with
+//! `[signaling.calls] allow_phone_targets = true`), the first trunk is dialled with an
+//! INVITE carrying the server's SDP offer (rsipstack answers the trunk's digest challenge
+//! with the trunk's credentials). 200 → the phone accepts in the call machinery and its RTP
+//! joins the call's conference with the trunk's answer; any other final response → the
+//! phone declines. Afterwards BYE from the trunk hangs the phone up, and the call ending in
+//! palaver sends BYE. The presented number follows the trunk's caller-id policy.
 
 use std::sync::Arc;
 
-use palaver_signaling::domain::calls::CallEvent;
+use palaver_signaling::domain::calls::{CallEvent, Party};
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::DialogState;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::Uri;
+use rsipstack::transport::SipAddr;
 
+use crate::config::TrunkConfig;
+use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
 
-/// The call machinery rings `phone` in `call_id`.
-pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, _event: CallEvent) {
-    tracing::warn!(call = %call_id, %phone, trunks = shared.trunks.all().len(), "dial-out to phone numbers is not carried yet: declined");
-    let _ = shared.gateway.phone_decline(&call_id, &phone).await;
+/// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
+/// number when the caller is a phone, else the first owned number.
+fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
+    if let Some(id) = &trunk.caller_id {
+        return id.clone();
+    }
+    if let Some(number) = caller.and_then(|c| c.raw_id.strip_prefix("4:")).filter(|n| crate::config::is_e164(n)) {
+        return number.to_owned();
+    }
+    let mut owned: Vec<&String> = shared.numbers.keys().collect();
+    owned.sort();
+    owned.first().map(|n| n.to_string()).unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// The call machinery rings `phone` in `call_id` (`event` is its `call.incoming`).
+pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, event: CallEvent) {
+    let gateway = shared.gateway.clone();
+    let Some(trunk) = shared.trunks.primary().cloned() else {
+        tracing::warn!(call = %call_id, %phone, "no trunk configured to dial a phone number: declined");
+        let _ = gateway.phone_decline(&call_id, &phone).await;
+        return;
+    };
+    let number = phone.strip_prefix("4:").unwrap_or(&phone).to_owned();
+    let caller = match &event {
+        CallEvent::Incoming { caller, .. } => Some(caller.clone()),
+        _ => None,
+    };
+    let presented = presented_number(&shared, &trunk, caller.as_ref());
+    let mut events = shared.register(&call_id);
+    let offer = match gateway.phone_offer(&call_id, &phone, trunk.codecs.clone()).await {
+        Ok(sdp) => sdp,
+        Err(error) => {
+            tracing::warn!(call = %call_id, %error, "no media offer for the trunk: declined");
+            shared.unregister(&call_id);
+            let _ = gateway.phone_decline(&call_id, &phone).await;
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+            return;
+        }
+    };
+    let uri = |text: String| Uri::try_from(text.as_str());
+    let (Ok(from), Ok(to), Ok(contact)) = (
+        uri(format!("sip:{presented}@{}", shared.local)),
+        uri(format!("sip:{number}@{}", trunk.address)),
+        uri(format!("sip:palaver@{}", shared.local)),
+    ) else {
+        shared.unregister(&call_id);
+        let _ = gateway.phone_decline(&call_id, &phone).await;
+        return;
+    };
+    let credential = match (&trunk.username, &trunk.password) {
+        (Some(username), Some(password)) => {
+            Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
+        }
+        _ => None,
+    };
+    let option = InviteOption {
+        caller_display_name: caller.as_ref().map(|c| c.display_name.clone()),
+        caller: from,
+        callee: to,
+        destination: Some(SipAddr::from(trunk.address)),
+        content_type: Some("application/sdp".to_owned()),
+        offer: Some(offer.into_bytes()),
+        contact,
+        credential,
+        ..InviteOption::default()
+    };
+    let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+    tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
+    let answered = shared.dialogs.do_invite(option, state_tx).await;
+    let (dialog, answer) = match answered {
+        Ok((dialog, Some(response))) if response.status_code.code() / 100 == 2 => {
+            (dialog, String::from_utf8_lossy(&response.body).into_owned())
+        }
+        Ok((_, response)) => {
+            let code = response.map(|r| r.status_code.code());
+            tracing::info!(call = %call_id, ?code, "the trunk did not answer the call");
+            shared.unregister(&call_id);
+            let _ = gateway.phone_decline(&call_id, &phone).await;
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(call = %call_id, %error, "dialling through the trunk failed");
+            shared.unregister(&call_id);
+            let _ = gateway.phone_decline(&call_id, &phone).await;
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+            return;
+        }
+    };
+    let endpoint = dialog.id().to_string();
+    let party = Party::new(phone.clone(), number.clone());
+    let attached = gateway.phone_attach(&call_id, &phone, answer, trunk.codecs.clone()).await;
+    let accepted = match attached {
+        Ok(media) => {
+            tracing::info!(call = %call_id, codec = %media.codec, "phone number answered");
+            gateway.phone_accept(&call_id, party, &endpoint).await
+        }
+        Err(error) => {
+            tracing::warn!(call = %call_id, %error, "the trunk's answer is not usable");
+            let _ = gateway.phone_decline(&call_id, &phone).await;
+            Err(palaver_signaling::domain::calls::CallError::new(
+                palaver_core::ErrorCode::MediaUnavailable,
+                "bad answer",
+            ))
+        }
+    };
+    if let Err(error) = accepted {
+        // The call ended (or was answered elsewhere) while the phone rang.
+        tracing::info!(call = %call_id, %error, "the call is gone: hanging the phone up");
+        let _ = dialog.bye().await;
+        gateway.phone_detach(&call_id, &phone);
+        shared.unregister(&call_id);
+        shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
+        return;
+    }
+    loop {
+        tokio::select! {
+            state = states.recv() => match state {
+                Some(DialogState::Terminated(..)) | None => {
+                    let _ = gateway.phone_hang_up(&call_id, &phone).await;
+                    break;
+                }
+                Some(_) => {}
+            },
+            event = events.recv() => match event {
+                Some(CallEvent::Ended { .. }) | None => {
+                    let _ = dialog.bye().await;
+                    break;
+                }
+                Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
+                    let _ = dialog.bye().await;
+                    break;
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    shared.unregister(&call_id);
+    gateway.phone_detach(&call_id, &phone);
+    shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Completed);
+    tracing::info!(call = %call_id, "outbound phone call over");
 }

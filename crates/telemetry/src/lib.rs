@@ -11,6 +11,7 @@
 //! - [`events`]: event delivery counters (`palaver_events::EventsTelemetry`).
 //! - [`serve`]: the `/metrics` HTTP listener.
 //! - [`udp_drops`]: kernel receive drops of the server's UDP sockets (`/proc/net/udp`).
+//! - [`sip`]: the SIP trunk gateway's families from a [`SipSnapshot`].
 
 pub mod chat;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod media;
 pub mod registry;
 pub mod serve;
 pub mod udp_drops;
+pub mod sip;
 
 pub use chat::ChatMetrics;
 pub use events::EventMetrics;
@@ -25,3 +27,4 @@ pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
 pub use udp_drops::UdpSocketKind;
+pub use sip::SipSnapshot;

@@ -329,6 +329,14 @@ impl PalaverMetrics {
         *guard = Some(Box::new(source));
     }
 
+    /// Registers the SIP gateway's families, read from `source` at every scrape.
+    pub fn set_sip_source(
+        &self,
+        source: impl Fn() -> crate::sip::SipSnapshot + Send + Sync + 'static,
+    ) -> prometheus::Result<()> {
+        self.registry.register(Box::new(crate::sip::SipCollector::new(Box::new(source))?))
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

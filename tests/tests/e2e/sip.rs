@@ -45,11 +45,13 @@ fn require_sipp() {
 /// A server with a trunk on 127.0.0.1 (no credentials), one on 127.0.0.2 (digest), and
 /// `NUMBER` routed to the directory user `USER`; palaver's keep-alives go to `keepalive_to`.
 async fn start(prefix: &str, keepalive_to: u16, keepalive_secs: u64) -> (TempDir, Server, SocketAddr) {
+    // (The carrier trunk is also where calls to phone numbers go: `keepalive_to`.)
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
         r#"[signaling.calls]
 ring_timeout_secs = 3
+allow_phone_targets = true
 
 [sip]
 listen = "127.0.0.1:0"
@@ -308,4 +310,34 @@ async fn digest_options_both_ways_and_malformed_invites_beside_a_good_call() {
     finished(bad, "20 malformed INVITEs answered 400").await;
     finished(good, "the good call beside them").await;
     assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() {
+    let carrier_port = free_udp_port();
+    let (dir, server, _sip) = start("palaver-e2e-sip-out", carrier_port, 0).await;
+    let phone = {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario("uas_answer.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+            .args(["-timeout_error", "-trace_err", "-trace_logs"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn sipp")
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    let connected = ws.recv_type("call.connected").await;
+    assert_eq!(connected["callId"], call_id.as_str(), "{connected}");
+    let raw_ids: Vec<&str> =
+        connected["participants"].as_array().unwrap().iter().filter_map(|p| p["rawId"].as_str()).collect();
+    assert!(raw_ids.contains(&"4:+14255550123"), "{connected}");
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(phone, "the carrier's side of a call to a phone number").await;
 }

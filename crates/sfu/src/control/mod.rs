@@ -280,7 +280,12 @@ impl Conferences {
         let media = sip::negotiate(&description, preference).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
         let may_send = media.direction != "inactive";
         let attach = sip::sip_attach(&media, may_send, &mut self.rng);
-        let (joined, output) = self.join(conversation, participant, attach);
+        let (joined, mut output) = self.join(conversation, participant, attach);
+        if may_send && let Some(payload_type) = media.telephone_event {
+            // The trunk's RFC 4733 DTMF, reported once per tone like a QUIC participant's.
+            let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
+            output.commands.push((joined.worker, command));
+        }
         let answer = sip::write_sdp(&sip::LocalSdp {
             address: self.config.candidates[joined.worker],
             session_id: u64::from(joined.transport.0),
@@ -289,6 +294,28 @@ impl Conferences {
             direction: sip::answer_direction(&media.direction),
         });
         Ok((media, answer, output))
+    }
+
+    /// The server's SDP offer for a call out to a trunk: the worker that hosts (or would
+    /// host) `conversation`, `preference`'s codecs (PCMU 0, PCMA 8, Opus 111) and
+    /// telephone-events (101). The trunk's answer then joins through [`Self::join_sip`].
+    pub fn offer_sip(&self, conversation: &str, preference: &[crate::mixer::AudioCodec]) -> String {
+        use crate::mixer::AudioCodec;
+        let codecs: Vec<(u8, AudioCodec)> = preference
+            .iter()
+            .map(|c| match c {
+                AudioCodec::Pcmu => (0, *c),
+                AudioCodec::Pcma => (8, *c),
+                AudioCodec::Opus => (111, *c),
+            })
+            .collect();
+        sip::write_sdp(&sip::LocalSdp {
+            address: self.candidate_for(conversation),
+            session_id: u64::from(self.next_id) + 1,
+            codecs: &codecs,
+            telephone_event: Some(101),
+            direction: "sendrecv",
+        })
     }
 
     /// The worker address a new conference would get next (for the server's SDP offer to a

@@ -52,10 +52,11 @@ pub struct TrunkMedia {
 /// The codec of one offered payload type: its `a=rtpmap`, or the RFC 3551 static types.
 fn codec_of(media: &OfferedMedia, pt: u8) -> Option<AudioCodec> {
     match media.codecs.iter().find(|c| c.payload_type == pt) {
+        // G.711 only on its static payload type: the mix output's codec is told by it.
         Some(c) => match (c.name.to_ascii_lowercase().as_str(), c.clock_rate) {
-            ("pcmu", 8000) => Some(AudioCodec::Pcmu),
-            ("pcma", 8000) => Some(AudioCodec::Pcma),
-            ("opus", 48_000) => Some(AudioCodec::Opus),
+            ("pcmu", 8000) if pt == 0 => Some(AudioCodec::Pcmu),
+            ("pcma", 8000) if pt == 8 => Some(AudioCodec::Pcma),
+            ("opus", 48_000) if pt >= 96 => Some(AudioCodec::Opus),
             _ => None,
         },
         None => match pt {

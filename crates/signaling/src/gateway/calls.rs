@@ -207,16 +207,17 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 let native = gateway.presence_of(&participant.raw_id).iter().any(|e| e.conn_id == endpoint && e.native);
                 let directory =
                     CommunicationIdentifier::parse(&participant.raw_id).is_ok_and(|i| i.is_directory_user());
-                let endpoint_type =
-                    if super::phone::is_phone(&participant.raw_id) { EndpointType::Pstn } else { EndpointType::Voip };
                 let participant_type = match (directory, native) {
                     (true, true) => ParticipantType::Teams,
                     (true, false) => ParticipantType::AcsAsM365User,
                     (false, _) => ParticipantType::Acs,
                 };
-                // A Call Automation call connection is a server endpoint (ACS logs `Server`).
+                // A Call Automation call connection is a server endpoint (ACS logs `Server`), a
+                // phone participant a PSTN one.
                 let endpoint_type = if crate::domain::calls::is_server_leg(&endpoint) {
                     EndpointType::Server
+                } else if super::phone::is_phone(&participant.raw_id) {
+                    EndpointType::Pstn
                 } else {
                     EndpointType::Voip
                 };

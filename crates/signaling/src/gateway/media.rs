@@ -72,6 +72,12 @@ pub trait MediaPlane: Send + Sync + 'static {
         let _ = (session, peer_sdp, codecs);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
+    /// The server's SDP offer for a call out through a trunk (`codecs` in preference order);
+    /// the trunk's answer then goes to [`Self::attach_trunk`].
+    fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
+        let _ = (session, codecs);
+        Box::pin(async { Err(MediaUnavailable::refusal()) })
+    }
 }
 
 /// What the media plane agreed with a SIP trunk for a phone leg.

@@ -118,6 +118,11 @@ impl Gateway {
         self.media().attach_trunk(Self::phone_media_session(call_id, phone), peer_sdp, codecs)
     }
 
+    /// The server's SDP offer for dialling the phone out through a trunk.
+    pub fn phone_offer(&self, call_id: &str, phone: &str, codecs: Vec<String>) -> MediaFuture<String> {
+        self.media().trunk_offer(Self::phone_media_session(call_id, phone), codecs)
+    }
+
     /// Releases the phone leg's media.
     pub fn phone_detach(&self, call_id: &str, phone: &str) {
         self.media().leave(Self::phone_media_session(call_id, phone));

@@ -60,3 +60,14 @@ fn the_answer_names_the_worker_socket_the_codec_and_rtcp_on_the_same_port() {
     let back = negotiate(&Description::parse(&sdp).unwrap(), &[AudioCodec::Pcmu]).unwrap();
     assert_eq!((back.remote, back.telephone_event), ("192.0.2.1:40000".parse::<SocketAddr>().unwrap(), Some(101)));
 }
+
+#[test]
+fn g711_is_taken_only_on_its_static_payload_type() {
+    // The mix output's codec follows the payload type (0 PCMU, 8 PCMA, dynamic = Opus), so a
+    // PCMU mapped to a dynamic type must not be agreed.
+    let dynamic = SIPP_OFFER
+        .replace("RTP/AVP 8 0 101", "RTP/AVP 96 101")
+        .replace("a=rtpmap:101 telephone-event/8000", "a=rtpmap:96 PCMU/8000\r\na=rtpmap:101 telephone-event/8000");
+    let sdp = Description::parse(&dynamic).unwrap();
+    assert!(matches!(negotiate(&sdp, &[AudioCodec::Pcmu]), Err(TrunkSdpError::NoCommonCodec(_))));
+}
