@@ -297,7 +297,7 @@ async fn burst_seen_by_a_watcher(
 async fn a_burst_of_hand_toggles_reaches_the_others_coalesced() {
     let s = Server::start().await;
     let toggles = 31;
-    let raise = |i: usize| json!({"type":"self.raiseHand","requestId":format!("h{i}"),"raised": i % 2 == 0});
+    let raise = |i: usize| json!({"type":"self.raiseHand","requestId":format!("h{i}"),"raised": i.is_multiple_of(2)});
     let (acks, hands) = burst_seen_by_a_watcher(&s, toggles, raise, "handRaised").await;
     assert_eq!(acks, toggles);
     assert!(!hands.is_empty() && hands.len() <= 5, "{} handRaised deltas for {toggles} toggles", hands.len());
@@ -314,7 +314,7 @@ async fn a_burst_of_screen_share_toggles_reaches_the_others_coalesced() {
     let s = Server::start().await;
     let toggles = 31;
     let share = |i: usize| {
-        let ty = if i % 2 == 0 { "screenShare.start" } else { "screenShare.stop" };
+        let ty = if i.is_multiple_of(2) { "screenShare.start" } else { "screenShare.stop" };
         json!({"type":ty,"requestId":format!("s{i}")})
     };
     let (acks, shares) = burst_seen_by_a_watcher(&s, toggles, share, "screenShare").await;
