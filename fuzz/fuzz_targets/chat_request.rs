@@ -20,7 +20,22 @@ use palaver_signaling::domain::chat::{MAX_MESSAGE_BYTES, MessageKind};
 use std::collections::BTreeMap;
 
 const ALLOWED: &[&str] = &[
-    "b", "strong", "i", "em", "u", "s", "strike", "p", "br", "div", "span", "ul", "ol", "li", "code", "pre",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "s",
+    "strike",
+    "p",
+    "br",
+    "div",
+    "span",
+    "ul",
+    "ol",
+    "li",
+    "code",
+    "pre",
     "blockquote",
 ];
 

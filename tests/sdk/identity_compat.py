@@ -50,6 +50,7 @@ def sdk_decodes(token):
 def run(binary):
     with running_palaver(binary, "palaver-sdk-") as server:
         base_url, conn_str, ca_file, client = server.base_url, server.conn_str, server.ca_file, server.identity
+        data_dir = server.data_dir
         check("connection string uses https", conn_str.startswith("endpoint=https://127.0.0.1:"))
 
         user = client.create_user()

@@ -23,7 +23,7 @@ from azure.communication.rooms import (
 )
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from support import check, expect_error, run_main, running_palaver
+from support import check, error_code, expect_error, run_main, running_palaver
 
 
 def parse_time(value):

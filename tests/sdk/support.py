@@ -86,6 +86,7 @@ class Server:
     conn_str: str
     ca_file: str
     identity: CommunicationIdentityClient
+    data_dir: str
 
     def new_user(self, scopes=None):
         """A new communication user; with `scopes`, `(user, token string)`."""
@@ -101,7 +102,7 @@ def running_palaver(binary, prefix):
     with tempfile.TemporaryDirectory(prefix=prefix) as data_dir, palaver(binary, data_dir) as (base_url, conn_str, ca_file):
         print(f"palaver at {base_url}, CA {ca_file}")
         identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-        yield Server(base_url, conn_str, ca_file, identity)
+        yield Server(base_url, conn_str, ca_file, identity, data_dir)
 
 
 def error_code(exc):

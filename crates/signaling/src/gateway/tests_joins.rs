@@ -90,3 +90,30 @@ async fn a_join_sent_on_reading_session_ended_is_accepted() {
         c.await.unwrap();
     }
 }
+
+/// A conversation that ends (its last participant left) leaves no task behind: a soak's heap
+/// profile showed one allocation per conversation ever started still live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_conversations_leave_no_task_behind() {
+    let s = Server::start().await;
+    let mut ada = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // Two rounds first, so lazily started tasks (the call actor, timers) are in the baseline.
+    let mut baseline = 0;
+    for round in 0..12 {
+        if round == 2 {
+            settle().await;
+            baseline = metrics.num_alive_tasks();
+        }
+        let group = uuid::Uuid::new_v4().to_string();
+        ada.send(group_join(&group, &format!("j{round}"))).await;
+        ada.recv_type("joined").await;
+        ada.send(json!({"type":"leave"})).await;
+        ada.recv_type("session.ended").await;
+    }
+    settle().await;
+    let alive = metrics.num_alive_tasks();
+    assert_eq!(s.state.gateway.live_conversations(), 0, "every conversation was forgotten");
+    assert!(alive <= baseline, "{alive} tasks alive after 10 more conversations, {baseline} before");
+}

@@ -43,6 +43,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Page cache of the store's connection, KiB.
+pub const CACHE_KIB: i64 = 1024;
+
 impl Store {
     /// Open (or create) the database file, in WAL mode, and apply identity's migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -64,6 +67,10 @@ impl Store {
 
     fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A bounded page cache and no memory-mapped I/O: SQLite's default cache (~2 MiB) grew
+        // with the file during a soak and read as a leak (docs/soak.md).
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "mmap_size", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -167,6 +174,9 @@ mod tests {
         // WAL with synchronous = FULL (2), so an OS crash cannot revive a revoked token.
         let sync: i64 = store.with_conn(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0))).unwrap();
         assert_eq!(sync, 2);
+        // A bounded page cache (docs/soak.md: the default one grew with the file).
+        let cache: i64 = store.with_conn(|c| c.query_row("PRAGMA cache_size", [], |r| r.get(0))).unwrap();
+        assert_eq!(cache, -CACHE_KIB);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

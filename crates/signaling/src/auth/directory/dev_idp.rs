@@ -131,12 +131,14 @@ impl DevIdp {
     pub fn mint(&self, req: &DevTokenRequest, now: i64) -> Result<DevToken, DevIdpError> {
         let tid = req.tid.clone().unwrap_or_else(|| DEV_TENANT_ID.to_string());
         let app_id = req.app_id.clone().unwrap_or_else(|| DEV_APP_ID.to_string());
-        let exp = now + req.lifetime_seconds.unwrap_or(3600);
+        // Saturating: `lifetimeSeconds` near i64::MAX (or MIN, a deliberately expired token)
+        // panicked in debug builds and wrapped in release (issue #19, low).
+        let exp = now.saturating_add(req.lifetime_seconds.unwrap_or(3600));
         let claims = serde_json::json!({
             "aud": DEV_AUDIENCE,
             "iss": DEV_ISSUER,
             "iat": now,
-            "nbf": now.min(exp) - 60,
+            "nbf": now.min(exp).saturating_sub(60),
             "exp": exp,
             "appid": app_id,
             "name": req.name,

@@ -82,6 +82,23 @@ async fn huge_exp_does_not_overflow() {
     assert_eq!(v.validate(&idp.sign_claims(&far).unwrap(), NOW).await.unwrap().expires_at, i64::MAX);
 }
 
+/// Issue #19 (low): the dev IdP computed `now + lifetimeSeconds` unchecked, so a lifetime near
+/// i64::MAX panicked the request (debug) or wrapped into the past (release).
+#[tokio::test]
+async fn dev_idp_lifetimes_at_the_ends_of_i64_do_not_overflow() {
+    let (idp, v) = idp_and_validator(vec![]);
+    for (lifetime, expect_valid) in [(i64::MAX, true), (i64::MIN, false)] {
+        let req = DevTokenRequest {
+            oid: OID.into(),
+            name: "Ada".into(),
+            lifetime_seconds: Some(lifetime),
+            ..DevTokenRequest::default()
+        };
+        let minted = idp.mint(&req, NOW).expect("minted without overflow");
+        assert_eq!(v.validate(&minted.token, NOW).await.is_ok(), expect_valid, "lifetime {lifetime}");
+    }
+}
+
 #[tokio::test]
 async fn each_bad_token_gets_its_code() {
     let gov = TenantConfig {
