@@ -10,7 +10,7 @@ use crate::service::Events;
 use palaver_billing::meter::{LedgerChange, Meter};
 use palaver_billing::pricing::Price;
 use palaver_billing::webhook::events::events_for;
-use palaver_core::{CallType, SessionEnded, SessionObserver, SessionStarted, SystemEvent};
+use palaver_core::{CallType, DurableAck, SessionEnded, SessionObserver, SessionStarted, SystemEvent};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -59,6 +59,16 @@ impl LifecycleEvents {
 impl SessionObserver for LifecycleEvents {
     fn session_started(&self, event: SessionStarted) {
         self.inner.session_started(event.clone());
+        match self.meter().session_started(event) {
+            Ok(changes) => self.send(changes),
+            Err(e) => tracing::debug!(error = %e, "lifecycle events: session ignored"),
+        }
+    }
+
+    /// Forwards the acknowledgment to the real observer: a join is acknowledged only once
+    /// billing holds its start durably, whether or not events wrap the observer.
+    fn session_started_durably(&self, event: SessionStarted, durable: DurableAck) {
+        self.inner.session_started_durably(event.clone(), durable);
         match self.meter().session_started(event) {
             Ok(changes) => self.send(changes),
             Err(e) => tracing::debug!(error = %e, "lifecycle events: session ignored"),
@@ -155,6 +165,44 @@ mod tests {
                 "Microsoft.Communication.CallStarted",
             ]
         );
+    }
+
+    /// Billing that keeps the durable acknowledgment until the test releases it.
+    #[derive(Default)]
+    struct HoldsAcks(Mutex<Vec<DurableAck>>);
+    impl SessionObserver for HoldsAcks {
+        fn session_started(&self, _e: SessionStarted) {}
+        fn session_started_durably(&self, _e: SessionStarted, durable: DurableAck) {
+            self.0.lock().unwrap().push(durable);
+        }
+        fn session_ended(&self, _e: SessionEnded) {}
+    }
+
+    #[tokio::test]
+    async fn the_durable_acknowledgment_waits_for_billing_through_the_wrapper() {
+        let events = Events::open_in_memory(EventsOptions::new(EventsConfig::default(), "res")).unwrap();
+        let billing = Arc::new(HoldsAcks::default());
+        let observer = LifecycleEvents::wrap(billing.clone(), events);
+        let acknowledged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = acknowledged.clone();
+        let start = SessionStarted {
+            session_id: "a".into(),
+            conversation_id: "conv-1".into(),
+            call_type: CallType::Group,
+            participant_raw_id: "8:acs:res_a".into(),
+            participant_type: ParticipantType::Acs,
+            endpoint_type: EndpointType::Voip,
+            thread_id: None,
+            at_ms: 1_000,
+        };
+        observer.session_started_durably(
+            start,
+            DurableAck::new(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)),
+        );
+        assert!(!acknowledged.load(std::sync::atomic::Ordering::SeqCst), "acknowledged before billing had it");
+        let held = billing.0.lock().unwrap().pop().expect("billing received the acknowledgment");
+        held.acknowledge();
+        assert!(acknowledged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     fn store_types(store: &crate::store::EventStore) -> Vec<String> {

@@ -18,13 +18,13 @@ pub mod events;
 pub mod media;
 pub mod registry;
 pub mod serve;
-pub mod udp_drops;
 pub mod sip;
+pub mod udp_drops;
 
 pub use chat::ChatMetrics;
 pub use events::EventMetrics;
 pub use media::{HistogramSnapshot, MediaSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
-pub use udp_drops::UdpSocketKind;
 pub use sip::SipSnapshot;
+pub use udp_drops::UdpSocketKind;
