@@ -254,6 +254,10 @@ async fn palaver_hangs_up_a_phone_call_and_a_cancel_before_answer_stops_the_ring
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     ws.recv_type("call.connected").await;
     server_rtp_port(dir.path()).await;
+    // Let the carrier's ACK land first: palaver does not yet hold a hang-up back until the
+    // trunk has acknowledged the 200 (RFC 3261 §15; docs/sip.md "Not done"), and SIPp aborts
+    // on a BYE that overtakes its ACK (seen once under a loaded `make test`).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(carrier, "call with BYE from palaver").await;
 
