@@ -61,21 +61,6 @@ fn place_refusal(error: &CallError) -> StatusCode {
     }
 }
 
-/// Every variant names its call.
-fn event_call_id(event: &CallEvent) -> &str {
-    match event {
-        CallEvent::Incoming { call_id, .. }
-        | CallEvent::Ringing { call_id, .. }
-        | CallEvent::Connected { call_id, .. }
-        | CallEvent::ParticipantJoined { call_id, .. }
-        | CallEvent::ParticipantLeft { call_id, .. }
-        | CallEvent::InviteFailed { call_id, .. }
-        | CallEvent::TransferAccepted { call_id, .. }
-        | CallEvent::TransferFailed { call_id, .. }
-        | CallEvent::Ended { call_id, .. } => call_id,
-    }
-}
-
 /// The transfer target of a REFER: its `Refer-To` number, as the owned number's user or
 /// queue when it is one of ours, else as a phone number (dialled out through the trunk).
 fn refer_target(shared: &Shared, refer: &rsipstack::sip::Request) -> Option<String> {
@@ -98,7 +83,7 @@ fn refer_target(shared: &Shared, refer: &rsipstack::sip::Request) -> Option<Stri
 /// Hands each phone party's call event to the call task waiting for it.
 pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PhoneNotice>) {
     while let Some(PhoneNotice { phone, event }) = events.recv().await {
-        let call_id = event_call_id(&event).to_owned();
+        let call_id = event.call_id().to_owned();
         let waiting = shared.calls.lock().ok().and_then(|calls| calls.get(&call_id).cloned());
         match waiting {
             Some(tx) => {

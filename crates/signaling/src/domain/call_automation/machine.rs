@@ -558,7 +558,7 @@ impl CallAutomationMachine {
             }
             return out;
         }
-        let call_id = call_id_of(event);
+        let call_id = event.call_id();
         let Some(ccid) = self.legs.get(&(call_id.to_string(), to.to_string())).cloned() else { return out };
         match event {
             CallEvent::Connected { participants, .. } => {
@@ -738,19 +738,5 @@ impl CallAutomationMachine {
         data["resultInformation"] = result;
         out.push(c.callback(None, "CallDisconnected", data));
         out
-    }
-}
-
-fn call_id_of(event: &CallEvent) -> &str {
-    match event {
-        CallEvent::Incoming { call_id, .. }
-        | CallEvent::Ringing { call_id, .. }
-        | CallEvent::Connected { call_id, .. }
-        | CallEvent::ParticipantJoined { call_id, .. }
-        | CallEvent::ParticipantLeft { call_id, .. }
-        | CallEvent::InviteFailed { call_id, .. }
-        | CallEvent::TransferAccepted { call_id, .. }
-        | CallEvent::TransferFailed { call_id, .. }
-        | CallEvent::Ended { call_id, .. } => call_id,
     }
 }

@@ -154,6 +154,23 @@ pub enum CallEvent {
     Ended { call_id: String, reason: CallEndReason },
 }
 
+impl CallEvent {
+    /// The call every event names.
+    pub fn call_id(&self) -> &str {
+        match self {
+            CallEvent::Incoming { call_id, .. }
+            | CallEvent::Ringing { call_id, .. }
+            | CallEvent::Connected { call_id, .. }
+            | CallEvent::ParticipantJoined { call_id, .. }
+            | CallEvent::ParticipantLeft { call_id, .. }
+            | CallEvent::InviteFailed { call_id, .. }
+            | CallEvent::TransferAccepted { call_id, .. }
+            | CallEvent::TransferFailed { call_id, .. }
+            | CallEvent::Ended { call_id, .. } => call_id,
+        }
+    }
+}
+
 /// A refused input. Nothing changed in the machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
