@@ -15,29 +15,9 @@ use palaver_signaling::api::chat::wire::{
     AddParticipantsIn, CreateThreadIn, ReadReceiptIn, SendMessageIn, TypingIn, UpdateMessageIn, UpdateThreadIn,
 };
 use palaver_signaling::domain::chat::model::{check_batch, check_content, check_display_name, check_topic};
-use palaver_signaling::domain::chat::sanitize::sanitize_html;
+use palaver_signaling::domain::chat::sanitize::{ALLOWED, sanitize_html};
 use palaver_signaling::domain::chat::{MAX_MESSAGE_BYTES, MessageKind};
 use std::collections::BTreeMap;
-
-const ALLOWED: &[&str] = &[
-    "b",
-    "strong",
-    "i",
-    "em",
-    "u",
-    "s",
-    "strike",
-    "p",
-    "br",
-    "div",
-    "span",
-    "ul",
-    "ol",
-    "li",
-    "code",
-    "pre",
-    "blockquote",
-];
 
 /// Every `<` opens an allow-listed tag without attributes and every `>` closes one.
 fn only_allowed_tags(html: &str) -> bool {

@@ -3,7 +3,7 @@
 //! `&` is escaped, so no element, attribute, script or URL from a message reaches a page.
 
 /// Tags kept (lower-case, attribute-free).
-const ALLOWED: &[&str] = &[
+pub const ALLOWED: &[&str] = &[
     "b",
     "strong",
     "i",
