@@ -18,6 +18,7 @@ use opus::Encoder;
 use super::codec::{CodecSlot, new_encoder, silence_packet};
 use super::g711::{self, G711_FRAME_BYTES, Law};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
+use super::codec::new_decoder;
 use super::limiter::{Fade, accumulate, apply_fade, limit_into};
 use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, TocError, check_twenty_ms, level_from_size};
 use super::talker::{Activity, ActivitySlot, select_talkers};
@@ -25,7 +26,10 @@ use super::{
     AudioCodec, MixOutputs, MixPacket, MixPacketKind, MixerConfig, MixerError, MixerInput, PayloadRef, RtpAudioIn,
 };
 
+mod addressed;
 mod outputs;
+
+pub use addressed::TAP_FRAME_SAMPLES;
 
 /// Per-participant counters (input side).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +53,10 @@ pub struct MixerStats {
     pub encode_errors: u64,
     /// Talkers selected while every codec slot was busy (not mixed that tick).
     pub codec_slots_exhausted: u64,
+    /// Listeners' own streams encoded because audio was addressed to them (playTo, hold).
+    pub personal_encodes: u64,
+    /// Frames decoded for the per-source taps.
+    pub tap_decodes: u64,
 }
 
 /// What the room sends this tick.
@@ -91,6 +99,16 @@ struct Participant {
     output_codec: AudioCodec,
     /// G.711 input: the last 8 kHz sample of the previous frame (upsampler history).
     upsample_prev: i16,
+    /// Contributes nothing to anyone's mix (Call Automation mute).
+    muted: bool,
+    /// On hold: contributes nothing and hears only audio addressed to it (music on hold).
+    held: bool,
+    /// An addressed source (playTo, music on hold): heard only by its listeners, never a talker.
+    addressed: Option<Box<addressed::Addressed>>,
+    /// What sources addressed to this participant add to its mix this tick.
+    personal: Option<Box<addressed::Personal>>,
+    /// The per-source tap's decoder (unmixed recording), while taps are on.
+    tap_decoder: Option<Box<opus::Decoder>>,
 }
 
 /// Payloads of this tick shared by every listener of one codec.
@@ -175,6 +193,13 @@ pub struct Mixer {
     g711_participants: usize,
     /// G.711 frames of silence (µ-law, A-law), sent every tick: phone legs have no DTX.
     g711_silence: [[u8; G711_FRAME_BYTES]; 2],
+    /// Scratch accumulator of one listener's personal mix (conversation + addressed audio).
+    scratch: Vec<i32>,
+    /// This tick, a listener that hears the conversation also hears addressed audio: its
+    /// conversation must be available as PCM, so passthrough is off.
+    personal_mixing: bool,
+    /// Per-source taps on: every unmuted participant's decoded frame goes out each tick.
+    taps: bool,
 }
 
 impl std::fmt::Debug for Mixer {
@@ -223,6 +248,9 @@ impl Mixer {
             stats: MixerStats::default(),
             g711_participants: 0,
             g711_silence: [[Law::Mu.silence_byte(); G711_FRAME_BYTES], [Law::A.silence_byte(); G711_FRAME_BYTES]],
+            scratch: vec![0; samples],
+            personal_mixing: false,
+            taps: false,
         })
     }
 
@@ -258,6 +286,7 @@ impl Mixer {
             return Err(MixerError::Full(self.config.max_participants));
         }
         let random = self.next_random();
+        let tap_decoder = self.new_tap_decoder()?;
         let participant = Participant {
             jitter: JitterBuffer::new(self.config.jitter),
             activity: Activity::default(),
@@ -276,6 +305,11 @@ impl Mixer {
             input_codec: AudioCodec::Opus,
             output_codec: AudioCodec::Opus,
             upsample_prev: 0,
+            muted: false,
+            held: false,
+            addressed: None,
+            personal: None,
+            tap_decoder,
         };
         let index = match self.free_slots.pop() {
             Some(index) => {
@@ -428,6 +462,10 @@ impl Mixer {
         let now = self.samples_at(now);
         self.stats.ticks += 1;
         self.play_and_observe(now);
+        self.decode_addressed();
+        if self.taps {
+            self.decode_taps(out);
+        }
         if select_talkers(&self.config.talkers, &mut self.slots).changed {
             self.speakers_pending = true;
         }
@@ -435,12 +473,14 @@ impl Mixer {
         let was_mixed = self.mode == Mode::Mixed;
         self.update_members(target, was_mixed);
         let mut silence_ref = None;
-        if target == Mode::Mixed || was_mixed {
+        let mixed = target == Mode::Mixed || was_mixed;
+        if mixed {
             self.mix_tick(out);
         } else if let Mode::Passthrough(talker) = target {
             self.passthrough_tick(talker, out, &mut silence_ref);
         }
         self.mode = target;
+        self.personal_tick(out, mixed);
         self.finish_outputs(out, &mut silence_ref);
         self.update_speakers(now, out);
     }
@@ -478,6 +518,8 @@ impl Mixer {
                     None
                 }
             };
+            // Muted, held and addressed inputs are never talkers of the conversation.
+            let level = if p.is_silenced() { None } else { level };
             p.activity.observe(&talkers, level);
         }
     }
@@ -486,7 +528,9 @@ impl Mixer {
         let mut selected = self.slots.iter().enumerate().filter(|(_, s)| s.activity().is_some_and(|a| a.selected));
         match (selected.next(), selected.next()) {
             (None, _) => Mode::Silence,
-            (Some((index, _)), None) if self.config.passthrough && self.g711_participants == 0 => {
+            (Some((index, _)), None)
+                if self.config.passthrough && self.g711_participants == 0 && !self.personal_mixing =>
+            {
                 Mode::Passthrough(index)
             }
             _ => Mode::Mixed,

@@ -160,6 +160,9 @@ pub enum MixPacketKind {
     Passthrough,
     /// A pre-encoded silence frame.
     Silence,
+    /// A listener's own stream: its conversation plus audio addressed to it (playTo, music on
+    /// hold), or that audio alone while it is held.
+    Personal,
 }
 
 /// Where a payload sits in [`MixOutputs`]' byte arena.
@@ -188,6 +191,10 @@ pub struct MixOutputs {
     speakers: Vec<MixerInput>,
     speakers_changed: bool,
     recording: Option<PayloadRef>,
+    /// Per-source tap frames of this tick: (participant, start in `tap_pcm`).
+    taps: Vec<(MixerInput, u32)>,
+    tap_pcm: Vec<i16>,
+    tap_samples: usize,
 }
 
 impl MixOutputs {
@@ -215,11 +222,38 @@ impl MixOutputs {
         self.recording.map(|r| self.payload(r))
     }
 
+    /// Each tapped participant's decoded 20 ms of this tick (48 kHz, the mix's channel layout,
+    /// interleaved), while [`Mixer::set_source_taps`] is on. Participants that sent nothing
+    /// to play this tick, muted, held and addressed ones are absent.
+    pub fn source_frames(&self) -> impl Iterator<Item = (MixerInput, &[i16])> + '_ {
+        self.taps.iter().map(|&(input, start)| {
+            let start = start as usize;
+            (input, &self.tap_pcm[start..start + self.tap_samples])
+        })
+    }
+
     fn clear(&mut self) {
         self.bytes.clear();
         self.packets.clear();
         self.speakers_changed = false;
         self.recording = None;
+        self.taps.clear();
+        self.tap_pcm.clear();
+    }
+
+    /// A zeroed frame of `samples` for `input`'s tap (the arena keeps its capacity).
+    fn tap_frame(&mut self, input: MixerInput, samples: usize) -> &mut [i16] {
+        let start = self.tap_pcm.len();
+        self.tap_pcm.resize(start + samples, 0);
+        self.taps.push((input, start as u32));
+        self.tap_samples = samples;
+        &mut self.tap_pcm[start..]
+    }
+
+    /// Takes back the last [`Self::tap_frame`] (nothing was decoded into it).
+    fn drop_tap_frame(&mut self, samples: usize) {
+        self.taps.pop();
+        self.tap_pcm.truncate(self.tap_pcm.len() - samples);
     }
 
     fn push_bytes(&mut self, data: &[u8]) -> PayloadRef {

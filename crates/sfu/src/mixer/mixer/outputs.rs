@@ -9,7 +9,7 @@ impl Mixer {
         self.decode_members();
         let channels = self.config.output_channels.count();
         let (mut opus, mut pcmu, mut pcma) = (self.recording, false, false);
-        for p in self.slots.iter().filter_map(|s| s.participant.as_ref()).filter(|p| !p.is_member) {
+        for p in self.slots.iter().filter_map(|s| s.participant.as_ref()).filter(|p| !p.is_member && p.hears_shared()) {
             match p.output_codec {
                 AudioCodec::Opus => opus = true,
                 AudioCodec::Pcmu => pcmu = true,
@@ -39,7 +39,7 @@ impl Mixer {
             }
             for index in 0..self.slots.len() {
                 let input = self.input_at(index);
-                if let Some(p) = self.slots[index].participant.as_mut().filter(|p| !p.is_member)
+                if let Some(p) = self.slots[index].participant.as_mut().filter(|p| !p.is_member && p.hears_shared())
                     && let Some(payload) = shared.get(p.output_codec)
                 {
                     emit(out, p, input, MixPacketKind::SharedMix, payload);
@@ -54,7 +54,7 @@ impl Mixer {
         // Exactly two talkers: each one's mix-minus is the other's voice alone, so it gets
         // the other's own packets (no encode). Their encoded streams fade out on the tick
         // before such a pair forms, and fade in (from a reset encoder) when it ends.
-        let pair = self.config.pair_passthrough && self.g711_participants == 0;
+        let pair = self.config.pair_passthrough && self.g711_participants == 0 && !self.personal_mixing;
         let pair_now = pair && leaving == 0 && self.members.len() == 2;
         let pair_next = pair && leaving > 0 && staying == 2;
         for m in 0..self.members.len() {
@@ -76,7 +76,20 @@ impl Mixer {
             }
             let fade_out = self.fade_for(Phase::Leaving);
             let codec = &mut self.codecs[member.codec];
-            limit_into(&mut self.out_pcm, &self.sum, Some(&codec.contribution));
+            match self.slots[index].participant.as_ref().map(|p| (!p.held, p.personal_live())) {
+                // Held: it hears only what is addressed to it (`personal_tick`).
+                Some((false, _)) | None => continue,
+                // Its mix-minus plus the audio addressed to it.
+                Some((true, Some(personal))) => {
+                    for (((acc, &s), &own), &extra) in
+                        self.scratch.iter_mut().zip(&self.sum).zip(&codec.contribution).zip(&personal.sum)
+                    {
+                        *acc = s - own + extra;
+                    }
+                    limit_into(&mut self.out_pcm, &self.scratch, None);
+                }
+                Some((true, None)) => limit_into(&mut self.out_pcm, &self.sum, Some(&codec.contribution)),
+            }
             if member.raw_last_tick {
                 if codec.encoder.reset_state().is_err() {
                     self.stats.encode_errors += 1;
@@ -136,7 +149,7 @@ impl Mixer {
                     continue;
                 }
                 let input = self.input_at(index);
-                if let Some(p) = self.slots[index].participant.as_mut() {
+                if let Some(p) = self.slots[index].participant.as_mut().filter(|p| p.hears_shared()) {
                     emit(out, p, input, MixPacketKind::Passthrough, payload);
                     self.stats.passthrough_packets += 1;
                 }
@@ -164,11 +177,12 @@ impl Mixer {
         for index in 0..self.slots.len() {
             let input = self.input_at(index);
             let Some(p) = self.slots[index].participant.as_mut() else { continue };
-            let silence_due = match mode {
-                Mode::Silence => true,
-                Mode::Passthrough(talker) => talker == index,
-                Mode::Mixed => false,
-            };
+            let silence_due = p.held
+                || match mode {
+                    Mode::Silence => true,
+                    Mode::Passthrough(talker) => talker == index,
+                    Mode::Mixed => false,
+                };
             if !p.output.sent_this_tick
                 && let Some(law) = p.output_codec.g711()
                 && (silence_due || mode == Mode::Mixed)
@@ -216,7 +230,7 @@ impl Mixer {
     }
 }
 
-fn emit(out: &mut MixOutputs, p: &mut Participant, to: MixerInput, kind: MixPacketKind, payload: PayloadRef) {
+pub(super) fn emit(out: &mut MixOutputs, p: &mut Participant, to: MixerInput, kind: MixPacketKind, payload: PayloadRef) {
     let marker = !p.output.sent_last_tick && kind != MixPacketKind::Silence;
     out.packets.push(MixPacket { to, sequence: p.output.seq, timestamp: p.output.timestamp, marker, kind, payload });
     p.output.seq = p.output.seq.wrapping_add(1);

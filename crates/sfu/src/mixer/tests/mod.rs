@@ -1,6 +1,7 @@
 //! Mixer tests with real Opus encode/decode (no mocks): a virtual-time room harness with
 //! tone senders and decoding receivers, plus FFT and click analysis helpers.
 
+mod addressed;
 mod drift;
 mod fec;
 mod phone;
