@@ -16,6 +16,7 @@
 //! slot carries the participant's mix. Simulcast layer defaults live in [`layers`].
 
 pub mod attach;
+pub mod audio;
 mod conference;
 pub mod layers;
 pub mod leg;
@@ -169,6 +170,8 @@ pub struct Conferences {
     next_id: u32,
     next_router: u64,
     rng: StdRng,
+    /// Per-participant audio (mute, hold, addressed streams, taps), by conversation.
+    audio: audio::AudioStates,
 }
 
 impl std::fmt::Debug for Conferences {
@@ -183,7 +186,8 @@ impl Conferences {
     pub fn new(config: ControlConfig, seed: [u8; 32]) -> Self {
         assert!(!config.candidates.is_empty(), "the media plane has at least one worker");
         let rng = StdRng::from_seed(seed);
-        Self { config, conferences: HashMap::new(), sharing: HashMap::new(), next_id: 0, next_router: 0, rng }
+        let audio = audio::AudioStates::new();
+        Self { config, conferences: HashMap::new(), sharing: HashMap::new(), next_id: 0, next_router: 0, rng, audio }
     }
 
     /// The conversation's conference, while anyone is in it.
@@ -374,6 +378,7 @@ impl Conferences {
         conference.admit(participant, transport, producers, slots);
         let fresh = announce_slots.then_some(participant);
         out.extend(self.replan(conversation, fresh));
+        out.extend(self.reapply_audio(conversation, participant, transport));
         (Joined { worker, router, transport }, out)
     }
 
@@ -504,6 +509,9 @@ impl Conferences {
         }
         let (router, worker, empty) = (conference.router, conference.worker, conference.participants.is_empty());
         let mut out = if empty { Output::default() } else { self.replan(conversation, None) };
+        if leaving || empty {
+            out.extend(self.forget_audio(conversation, participant, empty));
+        }
         // Removes the transport's producers and consumers too.
         out.commands.push((worker, Command::RemoveTransport { transport: gone.transport }));
         if empty {

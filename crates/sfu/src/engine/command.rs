@@ -17,6 +17,22 @@ pub struct MixOutputSpec {
     pub payload_type: u8,
 }
 
+/// A per-participant change of a router's mix (Call Automation's mute, hold, `playTo` and
+/// unmixed recording).
+#[derive(Debug, Clone)]
+pub enum MixAudio {
+    /// The transport's audio is left out of everyone's mix (mute), or not.
+    Muted { transport: TransportId, muted: bool },
+    /// Hold: the transport's audio is left out of the mix and it hears only audio addressed
+    /// to it (music on hold); `false` restores both.
+    Held { transport: TransportId, held: bool },
+    /// The transport's RTP under `ssrc` (same payload type as its audio producer) is heard
+    /// only by `listeners`, never by the rest of the conversation; `None` ends that stream.
+    Audience { transport: TransportId, ssrc: u32, listeners: Option<Vec<TransportId>> },
+    /// Every unmuted participant's decoded audio goes into `tap` each tick (`None`: off).
+    SourceTap { tap: Option<Arc<super::SourceTap>> },
+}
+
 /// A router as the media plane knows it: one conversation's routing and mixing on one worker
 /// (the control plane maps conversations to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +139,11 @@ pub enum Command {
         consumer: ConsumerId,
         numbering: Numbering,
     },
+    /// A per-participant change of the router's mix (see [`MixAudio`]).
+    SetMixAudio {
+        router: RouterId,
+        audio: MixAudio,
+    },
     /// RTP of `transport` with this payload type is RFC 4733 telephone-event: each tone is
     /// reported as [`EngineEvent::Dtmf`](super::EngineEvent::Dtmf) and the packets go no
     /// further (`None`: no longer).
@@ -154,6 +175,7 @@ impl Command {
             Command::SetConsumerMaxHeight { .. } => "set_consumer_max_height",
             Command::RepointConsumer { .. } => "repoint_consumer",
             Command::SetConsumerNumbering { .. } => "set_consumer_numbering",
+            Command::SetMixAudio { .. } => "set_mix_audio",
             Command::SetTelephoneEvent { .. } => "set_telephone_event",
             Command::Shutdown => "shutdown",
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::counters::{DropReason, WorkerCounters};
-use super::router_mix::{RouterMix, write_mix_rtp};
+use super::router_mix::{Pushed, RouterMix, write_mix_rtp};
 use super::{Command, CommandError, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::mixer::{MixerConfig, MixerError};
 use crate::net::DirectLink;
@@ -368,8 +368,11 @@ impl Engine {
         if !rtcp && !self.telephone_events.is_empty() && self.telephone_event(from, packet) {
             return;
         }
-        if !rtcp && let Some(mix) = self.mixes.get_mut(&router_id) {
-            mix.push(now, from, packet);
+        if !rtcp
+            && let Some(mix) = self.mixes.get_mut(&router_id)
+            && mix.push(now, from, packet) == Pushed::Addressed
+        {
+            return; // audio addressed to chosen listeners: the mixer's alone
         }
         let Some(router) = self.routers.get_mut(&router_id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
@@ -621,6 +624,10 @@ impl Engine {
             }
             Command::SetConsumerNumbering { router: router_id, consumer, numbering } => {
                 self.router(router_id)?.set_consumer_numbering(consumer, numbering).map_err(CommandError::Router)
+            }
+            Command::SetMixAudio { router: router_id, audio } => {
+                let mix = self.mixes.get_mut(&router_id).ok_or(CommandError::UnknownRouter)?;
+                mix.set_audio(now, audio)
             }
             Command::SetTelephoneEvent { transport, payload_type } => {
                 if !self.transports.contains_key(&transport) {

@@ -13,8 +13,9 @@ mod engine;
 mod event;
 mod mix_reports;
 mod router_mix;
+mod source_tap;
 
-pub use command::{Command, CommandError, MixOutputSpec, RouterId, TransportSpec, WebRtcTransportSpec};
+pub use command::{Command, CommandError, MixAudio, MixOutputSpec, RouterId, TransportSpec, WebRtcTransportSpec};
 pub use counters::{
     CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot,
     MIXER_TICK_BOUNDS_NS, ReceptionCounters, ReceptionSnapshot, WorkerCounters,
@@ -22,6 +23,7 @@ pub use counters::{
 pub use engine::{Engine, MAX_DATAGRAM, Transmit};
 pub use event::EngineEvent;
 pub use router_mix::{MIX_PERIOD, MIX_RTP_HEADER};
+pub use source_tap::{DEFAULT_TAP_CAPACITY, SourceTap, TapFrame};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -8,8 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::MixOutputSpec;
+use std::sync::Arc;
+
 use super::mix_reports::MixSendStats;
+use super::{CommandError, MixAudio, MixOutputSpec, SourceTap};
 use crate::mixer::{AudioCodec, MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
 use crate::router::{FastMap, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
@@ -34,10 +36,29 @@ struct Source {
     extensions: ExtensionMap,
 }
 
+/// A stream of a member heard only by chosen listeners (`playTo`, music on hold).
+#[derive(Debug)]
+struct AddressedStream {
+    ssrc: u32,
+    input: MixerInput,
+}
+
+/// What [`RouterMix::push`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// Not audio of a mixer input.
+    NotAudio,
+    /// Audio of the member's mixer input (accepted or counted there).
+    Mixed,
+    /// Audio of one of the member's addressed streams: nobody else may get it.
+    Addressed,
+}
+
 #[derive(Debug)]
 struct Member {
     input: MixerInput,
     source: Option<Source>,
+    addressed: Vec<AddressedStream>,
     output: Option<MixOutputSpec>,
     /// What the output stream sent (for its sender reports).
     sent: MixSendStats,
@@ -60,6 +81,9 @@ pub(super) struct RouterMix {
     by_index: Vec<Option<TransportId>>,
     sources: FastMap<ProducerId, TransportId>,
     next_tick: Instant,
+    /// Per-source tap (unmixed recording) and the ticks run so far (its frame numbers).
+    tap: Option<Arc<SourceTap>>,
+    ticks: u64,
 }
 
 impl std::fmt::Debug for RouterMix {
@@ -101,6 +125,8 @@ impl RouterMix {
             by_index: Vec::new(),
             sources: FastMap::default(),
             next_tick: now + MIX_PERIOD,
+            tap: None,
+            ticks: 0,
         })
     }
 
@@ -116,7 +142,9 @@ impl RouterMix {
                 self.by_index.resize(index + 1, None);
             }
             self.by_index[index] = Some(transport);
-            self.members.insert(transport, Member { input, source: None, output: None, sent: MixSendStats::default() });
+            let member =
+                Member { input, source: None, addressed: Vec::new(), output: None, sent: MixSendStats::default() };
+            self.members.insert(transport, member);
         }
         Ok(self.members.get_mut(&transport).expect("inserted above"))
     }
@@ -126,7 +154,10 @@ impl RouterMix {
         let Some(member) = self.members.get(&transport) else { return };
         if member.source.is_none() && member.output.is_none() {
             let input = member.input;
-            self.members.remove(&transport);
+            let member = self.members.remove(&transport).expect("found above");
+            for stream in member.addressed {
+                let _ = self.mixer.remove_participant(stream.input);
+            }
             self.by_index[input.index as usize] = None;
             let _ = self.mixer.remove_participant(input);
         }
@@ -203,19 +234,26 @@ impl RouterMix {
         self.prune(transport);
     }
 
-    /// Offers one plaintext RTP packet of `from`: its Opus audio goes into the mixer.
-    /// Returns true when the packet was audio of a mixer input (accepted or counted there).
-    pub fn push(&mut self, now: Instant, from: TransportId, packet: &[u8]) -> bool {
-        let Some(member) = self.members.get_mut(&from) else { return false };
-        let Some(source) = member.source.as_mut() else { return false };
-        let Ok(header) = RtpHeader::parse(packet) else { return false };
+    /// Offers one plaintext RTP packet of `from`: its Opus audio goes into the mixer (into an
+    /// addressed stream's input when its SSRC names one).
+    pub fn push(&mut self, now: Instant, from: TransportId, packet: &[u8]) -> Pushed {
+        let Some(member) = self.members.get_mut(&from) else { return Pushed::NotAudio };
+        let Some(source) = member.source.as_mut() else { return Pushed::NotAudio };
+        let Ok(header) = RtpHeader::parse(packet) else { return Pushed::NotAudio };
         if header.payload_type != source.audio_pt {
-            return false;
+            return Pushed::NotAudio;
         }
-        match source.ssrc {
-            Some(ssrc) if ssrc != header.ssrc => return false,
-            Some(_) => {}
-            None => source.ssrc = Some(header.ssrc),
+        let mut into = member.input;
+        let mut pushed = Pushed::Mixed;
+        if let Some(stream) = member.addressed.iter().find(|s| s.ssrc == header.ssrc) {
+            into = stream.input;
+            pushed = Pushed::Addressed;
+        } else {
+            match source.ssrc {
+                Some(ssrc) if ssrc != header.ssrc => return Pushed::NotAudio,
+                Some(_) => {}
+                None => source.ssrc = Some(header.ssrc),
+            }
         }
         let audio_level = if source.extensions.audio_level == 0 {
             None
@@ -234,8 +272,55 @@ impl RouterMix {
             payload,
         };
         // Late, duplicate or invalid packets are counted in the mixer's per-input stats.
-        let _ = self.mixer.push(now, member.input, &input);
-        true
+        let _ = self.mixer.push(now, into, &input);
+        pushed
+    }
+
+    /// Applies a per-participant change (mute, hold, addressed stream, source tap). A change
+    /// about a transport that is not (or no longer) in the mix does nothing.
+    pub fn set_audio(&mut self, now: Instant, audio: MixAudio) -> Result<(), CommandError> {
+        let refused = |_| CommandError::Mixer("mixer input refused");
+        match audio {
+            MixAudio::Muted { transport, muted } => {
+                let Some(member) = self.members.get(&transport) else { return Ok(()) };
+                self.mixer.set_muted(member.input, muted).map_err(refused)
+            }
+            MixAudio::Held { transport, held } => {
+                let Some(member) = self.members.get(&transport) else { return Ok(()) };
+                self.mixer.set_held(member.input, held).map_err(refused)
+            }
+            MixAudio::Audience { transport, ssrc, listeners } => {
+                let Some(member) = self.members.get(&transport) else { return Ok(()) };
+                let existing = member.addressed.iter().position(|s| s.ssrc == ssrc);
+                let Some(listeners) = listeners else {
+                    if let Some(at) = existing {
+                        let stream = self.members.get_mut(&transport).expect("found").addressed.swap_remove(at);
+                        let _ = self.mixer.remove_participant(stream.input);
+                    }
+                    return Ok(());
+                };
+                let inputs: Vec<MixerInput> =
+                    listeners.iter().filter_map(|t| self.members.get(t)).map(|m| m.input).collect();
+                let input = match existing {
+                    Some(at) => member.addressed[at].input,
+                    None => {
+                        if self.members.is_empty() && self.next_tick < now {
+                            self.next_tick = now + MIX_PERIOD;
+                        }
+                        let input = self.mixer.add_participant().map_err(refused)?;
+                        let member = self.members.get_mut(&transport).expect("found");
+                        member.addressed.push(AddressedStream { ssrc, input });
+                        input
+                    }
+                };
+                self.mixer.set_audience(input, Some(&inputs)).map_err(refused)
+            }
+            MixAudio::SourceTap { tap } => {
+                self.mixer.set_source_taps(tap.is_some()).map_err(refused)?;
+                self.tap = tap;
+                Ok(())
+            }
+        }
     }
 
     /// The next tick is due at or before `now` (never for a mixer without members).
@@ -263,6 +348,15 @@ impl RouterMix {
         // A stalled loop resynchronises instead of bursting the missed ticks.
         self.next_tick = if late { now + MIX_PERIOD } else { self.next_tick + MIX_PERIOD };
         self.mixer.tick(now, &mut self.outputs);
+        self.ticks += 1;
+        if let Some(tap) = &self.tap {
+            let channels = self.mixer.config().output_channels.count();
+            for (input, pcm) in self.outputs.source_frames() {
+                if let Some(Some(transport)) = self.by_index.get(input.index as usize) {
+                    tap.push(*transport, self.ticks, pcm, channels);
+                }
+            }
+        }
         for packet in self.outputs.packets() {
             let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };
             let Some(member) = self.members.get_mut(transport) else { continue };

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use opus::Encoder;
 
+use super::codec::new_decoder;
 use super::codec::{CodecSlot, new_encoder, silence_packet};
 use super::g711::{self, G711_FRAME_BYTES, Law};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
-use super::codec::new_decoder;
 use super::limiter::{Fade, accumulate, apply_fade, limit_into};
 use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, TocError, check_twenty_ms, level_from_size};
 use super::talker::{Activity, ActivitySlot, select_talkers};

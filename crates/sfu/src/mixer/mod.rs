@@ -35,7 +35,7 @@ pub(crate) mod tests;
 
 pub use codec::{CodecError, EncoderSettings, OutputChannels};
 pub use jitter::{AudioLevel, JitterConfig, JitterStats, PacketDrop};
-pub use mixer::{MixMode, Mixer, MixerStats, ParticipantStats};
+pub use mixer::{MixMode, Mixer, MixerStats, ParticipantStats, TAP_FRAME_SAMPLES};
 pub use ogg::{OggError, OggOpusReader, OggOpusWriter};
 pub use opus_toc::{FRAME_SAMPLES, TocError};
 pub use talker::TalkerConfig;

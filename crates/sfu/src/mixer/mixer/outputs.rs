@@ -230,7 +230,13 @@ impl Mixer {
     }
 }
 
-pub(super) fn emit(out: &mut MixOutputs, p: &mut Participant, to: MixerInput, kind: MixPacketKind, payload: PayloadRef) {
+pub(super) fn emit(
+    out: &mut MixOutputs,
+    p: &mut Participant,
+    to: MixerInput,
+    kind: MixPacketKind,
+    payload: PayloadRef,
+) {
     let marker = !p.output.sent_last_tick && kind != MixPacketKind::Silence;
     out.packets.push(MixPacket { to, sequence: p.output.seq, timestamp: p.output.timestamp, marker, kind, payload });
     p.output.seq = p.output.seq.wrapping_add(1);
