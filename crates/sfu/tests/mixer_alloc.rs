@@ -306,3 +306,101 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
     assert_eq!(allocated, 0, "the plain RTP / G.711 path allocated {allocated} times");
 }
+
+/// Call Automation's per-participant audio on the wired worker path: one participant muted,
+/// one held, a server-leg stream addressed to two listeners (a prompt to one, music to the
+/// held one) under its own SSRC, and the per-source tap drained every tick, through silence,
+/// one and three talkers: no allocation per packet or per tick.
+#[test]
+fn per_participant_audio_on_the_worker_does_not_allocate() {
+    use palaver_sfu::engine::{MixAudio, SourceTap};
+
+    let voice = frames(true, 50);
+    let quiet = frames(false, 50);
+    let room = RouterId(7);
+    let counters = std::sync::Arc::new(WorkerCounters::default());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let t0 = Instant::now();
+    let mut peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=5u32)
+        .map(|n| {
+            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 44000 + n).parse().unwrap())
+        })
+        .collect();
+    core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
+    for (peer, addr) in &peers {
+        let n = peer.transport.0;
+        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, support::OPUS, 0xA000 + n, 1);
+        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: support::OPUS });
+        for command in [
+            peer.add_transport(room, Some(*addr)),
+            Command::AddProducer { router: room, spec: producer },
+            Command::SetMixOutput { router: room, transport: peer.transport, output },
+        ] {
+            core.handle_command(t0, command, &mut tx).unwrap();
+        }
+    }
+    let transport = |i: usize| peers[i].0.transport;
+    let tap = std::sync::Arc::new(SourceTap::new(64));
+    for audio in [
+        MixAudio::Muted { transport: transport(3), muted: true },
+        MixAudio::Held { transport: transport(4), held: true },
+        MixAudio::Audience { transport: transport(0), ssrc: 0xB001, listeners: Some(vec![transport(1), transport(4)]) },
+        MixAudio::SourceTap { tap: Some(tap.clone()) },
+    ] {
+        core.handle_command(t0, Command::SetMixAudio { router: room, audio }, &mut tx).unwrap();
+    }
+    let mut plain = [0u8; 1500];
+    let mut wire = [0u8; 1600];
+    let mut tapped = 0u64;
+    let mut step = |tick: u64, core: &mut Engine, tx: &mut CountingTransmit, tapped: &mut u64| {
+        let base = t0 + Duration::from_millis(tick * 20);
+        for (i, (peer, addr)) in peers.iter_mut().enumerate() {
+            let on = talking(i, tick);
+            let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
+            let n = peer.transport.0;
+            // Peer 0 also sends the addressed stream (always sounding) under its own SSRC.
+            let streams: &[(u32, &Vec<u8>, bool)] = if i == 0 {
+                &[(0xA000 + n, payload, on), (0xB001, &voice[tick as usize % voice.len()], true)]
+            } else {
+                &[(0xA000 + n, payload, on)]
+            };
+            for &(ssrc, payload, on) in streams {
+                plain[..12].copy_from_slice(&[0x90, support::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+                plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(960).to_be_bytes());
+                plain[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let level = if on { 0x80 | 20 } else { 127 };
+                plain[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+                plain[20..20 + payload.len()].copy_from_slice(payload);
+                let len = peer.protect(&plain[..20 + payload.len()], &mut wire);
+                core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
+            }
+        }
+        for quarter in 0..4 {
+            core.handle_timeout(base + Duration::from_millis(2 + quarter * 5), tx);
+        }
+        while tap.pop().is_some() {
+            *tapped += 1;
+        }
+    };
+    for tick in 0..400 {
+        step(tick, &mut core, &mut tx, &mut tapped);
+    }
+    let out_before = counters.snapshot().packets_out;
+    let tapped_before = tapped;
+    let ((), allocated) = support::counting_alloc::counted(|| {
+        for tick in 400..2_000 {
+            step(tick, &mut core, &mut tx, &mut tapped);
+        }
+    });
+    let sent = counters.snapshot().packets_out - out_before;
+    println!(
+        "per-participant audio: {sent} packets sent, {} tap frames in 1600 ticks, {allocated} heap allocations",
+        tapped - tapped_before
+    );
+    assert!(sent >= 1_600, "{sent} packets");
+    assert!(tapped - tapped_before >= 3 * 1_600, "every unmuted sender is tapped each tick");
+    assert_eq!(tap.dropped(), 0);
+    assert_eq!(allocated, 0, "per-participant audio allocated {allocated} times");
+}
