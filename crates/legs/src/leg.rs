@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use palaver_sfu::control::leg::LegStreams;
+use palaver_sfu::engine::SourceTap;
 use palaver_sfu::net::DirectLink;
+use palaver_sfu::router::TransportId;
 use palaver_sfu::rtp::RtpHeader;
 use palaver_sfu::rtp::telephone_event::write_packet;
 use palaver_signaling::gateway::MediaSession;
@@ -22,6 +24,7 @@ use palaver_signaling::gateway::legs::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::addressed::AddressedStreams;
 use crate::dtmf_sender::DtmfSender;
 use crate::player::{FRAME, Play, Player};
 use crate::recognizer::{Recognizer, Step};
@@ -45,6 +48,17 @@ pub trait LegTransport: Send + Sync + 'static {
     fn link(&self) -> &Arc<DirectLink>;
     /// Releases the leg's media (after it finished its work).
     fn detach(&self);
+    /// What the leg sends under `ssrc` is heard only by `listeners` (participant raw ids,
+    /// joining participants included); `None` ends that stream.
+    fn set_audience(&self, ssrc: u32, listeners: Option<Vec<String>>);
+    /// Mutes or unmutes `target` (a raw id) in the conversation's mix.
+    fn set_muted(&self, target: &str, muted: bool);
+    /// Holds `target` (out of the mix; it hears only what is addressed to it) or unholds it.
+    fn set_held(&self, target: &str, held: bool);
+    /// Starts (`Some`) or stops the conversation's per-source tap into this leg.
+    fn set_source_tap(&self, tap: Option<Arc<SourceTap>>);
+    /// The participant (media name) a tapped frame's source transport belongs to.
+    fn source_name(&self, source: TransportId) -> Option<String>;
 }
 
 type Reply = oneshot::Sender<Result<(), LegRefusal>>;
@@ -58,6 +72,8 @@ enum Cmd {
     Continuous(String, bool, OperationTag, Reply),
     SendDtmf(Vec<DtmfTone>, OperationTag, Reply),
     Hold(String, bool, Option<PlaySource>, OperationTag, Reply),
+    HoldMusicReady(String, Vec<Arc<[i16]>>),
+    Mute(String, bool, Reply),
     StartRecording(RecordRequest, OperationTag, Reply),
     Recording(String, RecordingAction, OperationTag, Reply),
     StartStreaming(StreamRequest, Reply),
@@ -139,6 +155,9 @@ impl ServerLeg for LegHandle {
     fn hold(&self, target: String, on: bool, music: Option<PlaySource>, tag: OperationTag) -> LegFuture<()> {
         self.ask(|r| Cmd::Hold(target, on, music, tag, r))
     }
+    fn mute(&self, target: String, muted: bool) -> LegFuture<()> {
+        self.ask(|r| Cmd::Mute(target, muted, r))
+    }
     fn start_recording(&self, request: RecordRequest, tag: OperationTag) -> LegFuture<()> {
         self.ask(|r| Cmd::StartRecording(request, tag, r))
     }
@@ -178,9 +197,10 @@ struct Runtime {
     myself: mpsc::WeakUnboundedSender<Cmd>,
     started: Instant,
     player: Player,
-    /// Held participants (raw ids). Their music is loaded (a bad source is HoldFailed) but not
-    /// played: the leg's audio goes into everyone's mix, and per-listener audio is not built yet.
-    held: HashSet<String>,
+    /// Held participants (raw ids), each with its looping music (none: it hears silence).
+    held: HashMap<String, Option<Player>>,
+    /// Audio to some participants only: playTo plays, recognize prompts, music on hold.
+    addressed: AddressedStreams,
     recognize: Option<ActiveRecognize>,
     next_recognize: u64,
     continuous: HashSet<String>,
@@ -221,7 +241,8 @@ impl Runtime {
             myself,
             started: Instant::now(),
             player: Player::default(),
-            held: HashSet::new(),
+            held: HashMap::new(),
+            addressed: AddressedStreams::new(streams.opus_payload_type, streams.audio_ssrc),
             recognize: None,
             next_recognize: 0,
             continuous: HashSet::new(),
@@ -414,18 +435,41 @@ impl Runtime {
             Cmd::Hold(target, on, music, tag, reply) => {
                 let _ = reply.send(Ok(()));
                 if !on {
-                    self.held.remove(&target);
+                    if self.held.remove(&target).is_some() {
+                        self.transport.set_held(&target, false);
+                    }
                     return;
                 }
-                self.held.insert(target);
+                self.transport.set_held(&target, true);
+                self.held.insert(target.clone(), None);
                 let Some(music) = music else { return };
                 let load = self.load_all(vec![music]);
-                let events = self.events.clone();
+                let (events, myself) = (self.events.clone(), self.myself.clone());
                 tokio::spawn(async move {
-                    if let Err((result, _)) = load.await {
-                        let _ = events.send(LegEvent { tag, kind: LegEventKind::HoldFailed(result) });
+                    match load.await {
+                        Ok(sources) => {
+                            if let Some(myself) = myself.upgrade() {
+                                let _ = myself.send(Cmd::HoldMusicReady(target, sources));
+                            }
+                        }
+                        Err((result, _)) => {
+                            let _ = events.send(LegEvent { tag, kind: LegEventKind::HoldFailed(result) });
+                        }
                     }
                 });
+            }
+            Cmd::HoldMusicReady(target, sources) => {
+                // Still held (an unhold may have come first): its music loops until unhold.
+                if let Some(music) = self.held.get_mut(&target) {
+                    let mut player = Player::default();
+                    let play = Play { sources, looped: true, play_to: vec![target], tag: OperationTag::default() };
+                    player.enqueue(play, false, &mut Vec::new());
+                    *music = Some(player);
+                }
+            }
+            Cmd::Mute(target, muted, reply) => {
+                self.transport.set_muted(&target, muted);
+                let _ = reply.send(Ok(()));
             }
             Cmd::StartRecording(request, tag, reply) => {
                 if self.recorder.is_some() {
@@ -601,14 +645,26 @@ impl Runtime {
         let mut audible = false;
         let mut events = Vec::new();
         if self.player.next_frame(&mut frame, &mut events) {
-            add(&mut out, &frame);
-            audible = true;
+            if self.player.audience().is_empty() {
+                add(&mut out, &frame);
+                audible = true;
+            } else {
+                self.addressed.add(self.player.audience(), &frame);
+            }
+        }
+        for (target, music) in self.held.iter_mut() {
+            if let Some(music) = music.as_mut()
+                && music.next_frame(&mut frame, &mut Vec::new())
+            {
+                self.addressed.add(std::slice::from_ref(target), &frame);
+            }
         }
         if let Some(active) = self.recognize.as_mut() {
             if let Some(prompts) = active.prompts.as_mut() {
                 if prompts.next_frame(&mut frame, &mut Vec::new()) {
-                    add(&mut out, &frame);
-                    audible = true;
+                    // ACS plays a recognize prompt to the recognize target.
+                    let target = std::slice::from_ref(&active.machine.request().target);
+                    self.addressed.add(target, &frame);
                 }
                 if prompts.is_idle() {
                     active.prompts = None;
@@ -632,6 +688,7 @@ impl Runtime {
         } else {
             self.speaking = false;
         }
+        self.addressed.flush(&*self.transport);
         let mut dtmf_events = Vec::new();
         if let Some(packet) = self.dtmf.tick(&mut dtmf_events) {
             if packet.marker {
@@ -713,6 +770,11 @@ impl Runtime {
         if let Some((_, tag)) = self.stream.take() {
             self.emit(tag, LegEventKind::MediaStreamingStopped);
         }
+        // What this call connection put on hold does not outlive it.
+        for (target, _) in self.held.drain() {
+            self.transport.set_held(&target, false);
+        }
+        self.addressed.end_all(&*self.transport);
     }
 }
 

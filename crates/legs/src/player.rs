@@ -34,6 +34,8 @@ struct Active {
 pub struct Player {
     current: Option<Active>,
     queue: VecDeque<Play>,
+    /// Who hears the frame `next_frame` returned last (empty: everyone).
+    audience: Vec<String>,
 }
 
 impl Player {
@@ -67,6 +69,12 @@ impl Player {
         self.current.as_ref().map(|a| a.play.play_to.as_slice())
     }
 
+    /// Who hears the frame [`Self::next_frame`] returned last: the raw ids of its play's
+    /// `playTo` (empty: everyone).
+    pub fn audience(&self) -> &[String] {
+        &self.audience
+    }
+
     /// Fills `out` with the next frame (zero-padded at a play's end); false when idle.
     pub fn next_frame(&mut self, out: &mut [i16; FRAME], events: &mut Vec<(OperationTag, LegEventKind)>) -> bool {
         loop {
@@ -85,6 +93,9 @@ impl Player {
             if !active.started {
                 active.started = true;
                 events.push((active.play.tag.clone(), LegEventKind::PlayStarted));
+            }
+            if self.audience != active.play.play_to {
+                self.audience.clone_from(&active.play.play_to);
             }
             let mut filled = 0;
             while filled < FRAME {

@@ -17,6 +17,7 @@ use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
 use palaver_legs::{LegConfig, LegHandle, LegTransport};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::engine::SourceTap;
 use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
@@ -61,6 +62,36 @@ impl LegTransport for LegRoute {
     fn detach(&self) {
         if let Some(controller) = self.controller.upgrade() {
             controller.leave_leg(&self.session, self.transport);
+        }
+    }
+    fn set_audience(&self, ssrc: u32, listeners: Option<Vec<String>>) {
+        let (conversation, leg) = (&self.session.conversation_id, &self.session.participant_id);
+        self.with_conferences("leg audience", |c| c.set_audience(conversation, leg, ssrc, listeners));
+    }
+    fn set_muted(&self, target: &str, muted: bool) {
+        let conversation = &self.session.conversation_id;
+        self.with_conferences("mute", |c| c.set_muted(conversation, target, muted));
+    }
+    fn set_held(&self, target: &str, held: bool) {
+        let conversation = &self.session.conversation_id;
+        self.with_conferences("hold", |c| c.set_held(conversation, target, held));
+    }
+    fn set_source_tap(&self, tap: Option<Arc<SourceTap>>) {
+        let (conversation, leg) = (&self.session.conversation_id, &self.session.participant_id);
+        self.with_conferences("source tap", |c| c.set_source_tap(conversation, leg, tap));
+    }
+    fn source_name(&self, source: TransportId) -> Option<String> {
+        let controller = self.controller.upgrade()?;
+        let conferences = controller.conferences.lock().ok()?;
+        conferences.participant_of_transport(&self.session.conversation_id, source)
+    }
+}
+
+impl LegRoute {
+    /// Per-participant audio of the leg's conversation through the controller.
+    fn with_conferences(&self, what: &str, f: impl FnOnce(&mut Conferences) -> Output) {
+        if let Some(controller) = self.controller.upgrade() {
+            controller.call_logged(what, &self.session, f);
         }
     }
 }

@@ -396,6 +396,13 @@ impl Gateway {
         Ok(())
     }
 
+    /// `:hold` / `:unhold`: `isOnHold` in the roster (`ParticipantsUpdated` when it changed).
+    pub fn ca_set_on_hold(&self, ccid: &str, target: &str, on_hold: bool) -> Result<(), CallAutomationError> {
+        let outputs = self.call_automation().with_machine(|m| m.set_on_hold(ccid, target, on_hold))?;
+        self.call_automation_outputs(outputs);
+        Ok(())
+    }
+
     /// `:transferToParticipant`: the connection hands its place to `target`.
     pub async fn ca_transfer(
         &self,

@@ -235,6 +235,12 @@ pub trait ServerLeg: Send + Sync + 'static {
     /// Holds `target` (it hears `music`, looped, and the others no longer hear it) or, with
     /// `on == false`, unholds it.
     fn hold(&self, target: String, on: bool, music: Option<PlaySource>, tag: OperationTag) -> LegFuture<()>;
+    /// Call Automation mute (`muted`) or unmute of `target` (a raw id) in the conversation's
+    /// mix: nobody hears it while muted.
+    fn mute(&self, target: String, muted: bool) -> LegFuture<()> {
+        let _ = (target, muted);
+        Box::pin(async { Err(LegRefusal::new(400, 8523, "this call connection's media cannot mute participants")) })
+    }
     /// Starts recording what this leg hears (RecordingStateChanged active unless paused).
     fn start_recording(&self, request: RecordRequest, tag: OperationTag) -> LegFuture<()>;
     /// Pauses, resumes or stops the recording (stop writes the file: RecordingFileReady).

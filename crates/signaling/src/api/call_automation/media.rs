@@ -54,12 +54,18 @@ pub async fn dispatch(state: AppState, ccid: String, action: String, request: Ca
             CallAutomationError::new(400, 8501, "The call connection's media is not established yet.")
         })?;
         ensure_callbacks(&state.gateway, &view, &leg);
-        run(&view, &leg, &action, &request).await
+        run(&state.gateway, &view, &leg, &action, &request).await
     };
     answer.await.unwrap_or_else(ca_error)
 }
 
-async fn run(view: &CallConnectionView, leg: &Arc<dyn ServerLeg>, action: &str, request: &CallRequest) -> Answer {
+async fn run(
+    gateway: &Gateway,
+    view: &CallConnectionView,
+    leg: &Arc<dyn ServerLeg>,
+    action: &str,
+    request: &CallRequest,
+) -> Answer {
     let accepted = StatusCode::ACCEPTED.into_response();
     match action {
         "play" => {
@@ -107,7 +113,11 @@ async fn run(view: &CallConnectionView, leg: &Arc<dyn ServerLeg>, action: &str, 
             let target = participant(body.target_participant, "TargetParticipant")?;
             let music = body.play_source_info.map(source).transpose()?;
             let tag = tag(body.operation_context, body.operation_callback_uri)?;
-            leg.hold(target, action == "hold", music, tag).await.map_err(refusal)?;
+            let on = action == "hold";
+            // The roster first (an unknown participant is 404/8522 and nothing is held), then
+            // the media: out of the mix, hearing only its music.
+            gateway.ca_set_on_hold(&view.call_connection_id, &target, on)?;
+            leg.hold(target, on, music, tag).await.map_err(refusal)?;
             Ok(StatusCode::OK.into_response())
         }
         "startMediaStreaming" => {

@@ -76,6 +76,15 @@ pub fn mute(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
     };
     let target = wire::raw_id(target, "TargetParticipants")?;
     state.gateway.ca_mute(ccid, &target)?;
+    // The roster says muted; the connection's media leg silences the participant in the mix
+    // (it answers at once; the worker applies it within a tick).
+    if let Some(leg) = state.call_automation().leg(ccid) {
+        tokio::spawn(async move {
+            if let Err(refusal) = leg.mute(target, true).await {
+                tracing::warn!(%refusal, "mute not applied to the mix");
+            }
+        });
+    }
     Ok(Json(json!({"operationContext": body.operation_context})).into_response())
 }
 

@@ -55,6 +55,8 @@ pub struct NewConnection {
 struct RosterEntry {
     raw_id: String,
     muted: bool,
+    /// Put on hold through Call Automation (`isOnHold`).
+    on_hold: bool,
 }
 
 /// An operation waiting for its outcome: its context and where its events go.
@@ -132,7 +134,7 @@ impl Connection {
         }
     }
     fn participants(&self) -> Vec<Value> {
-        self.roster.iter().map(|p| events::participant(&p.raw_id, p.muted, false)).collect()
+        self.roster.iter().map(|p| events::participant(&p.raw_id, p.muted, p.on_hold)).collect()
     }
     fn participants_updated(&mut self) -> CaOutput {
         self.sequence += 1;
@@ -284,7 +286,7 @@ impl CallAutomationMachine {
         c.roster
             .iter()
             .find(|p| p.raw_id == raw_id)
-            .map(|p| events::participant(&p.raw_id, p.muted, false))
+            .map(|p| events::participant(&p.raw_id, p.muted, p.on_hold))
             .ok_or_else(|| CallAutomationError::participant_not_found(raw_id))
     }
 
@@ -337,7 +339,11 @@ impl CallAutomationMachine {
         if same && c.state != CallConnectionState::Connecting {
             return out;
         }
-        let roster = roster.iter().map(|(raw, muted)| RosterEntry { raw_id: raw.clone(), muted: *muted }).collect();
+        let held = |raw: &str| c.roster.iter().any(|p| p.raw_id == raw && p.on_hold);
+        let roster = roster
+            .iter()
+            .map(|(raw, muted)| RosterEntry { raw_id: raw.clone(), muted: *muted, on_hold: held(raw) })
+            .collect();
         self.connected(ccid, roster, &mut out);
         out
     }
@@ -484,6 +490,27 @@ impl CallAutomationMachine {
         Ok(vec![c.participants_updated()])
     }
 
+    /// `:hold` / `:unhold` of `target`: marks it (`isOnHold`) and tells the application the new
+    /// roster when that changed.
+    pub fn set_on_hold(
+        &mut self,
+        ccid: &str,
+        target: &str,
+        on_hold: bool,
+    ) -> Result<Vec<CaOutput>, CallAutomationError> {
+        let c = self.established_mut(ccid)?;
+        let p = c
+            .roster
+            .iter_mut()
+            .find(|p| p.raw_id == target)
+            .ok_or_else(|| CallAutomationError::participant_not_found(target))?;
+        if p.on_hold == on_hold {
+            return Ok(Vec::new());
+        }
+        p.on_hold = on_hold;
+        Ok(vec![c.participants_updated()])
+    }
+
     /// `participants:moveHere`: remember the targets moved in from `from_call` (as the
     /// application named it: echoed as `fromCall`).
     pub fn begin_move(
@@ -562,7 +589,8 @@ impl CallAutomationMachine {
         let Some(ccid) = self.legs.get(&(call_id.to_string(), to.to_string())).cloned() else { return out };
         match event {
             CallEvent::Connected { participants, .. } => {
-                let roster = participants.iter().map(|p| RosterEntry { raw_id: p.raw_id.clone(), muted: false });
+                let roster =
+                    participants.iter().map(|p| RosterEntry { raw_id: p.raw_id.clone(), muted: false, on_hold: false });
                 self.connected(&ccid, roster.collect(), &mut out)
             }
             CallEvent::ParticipantJoined { participant, .. } => self.joined(&ccid, &participant.raw_id, &mut out),
@@ -625,7 +653,7 @@ impl CallAutomationMachine {
     fn joined(&mut self, ccid: &str, raw_id: &str, out: &mut Vec<CaOutput>) {
         let Some(c) = self.connections.get_mut(ccid) else { return };
         if !c.roster.iter().any(|p| p.raw_id == raw_id) {
-            c.roster.push(RosterEntry { raw_id: raw_id.to_string(), muted: false });
+            c.roster.push(RosterEntry { raw_id: raw_id.to_string(), muted: false, on_hold: false });
         }
         out.push(c.participants_updated());
         if let Some(idx) = c.moves.iter().position(|(raw, _, _)| raw == raw_id) {

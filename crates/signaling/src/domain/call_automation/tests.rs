@@ -341,6 +341,14 @@ fn remove_and_mute_update_the_roster() {
     assert!(matches!(&muted[..], [CaOutput::Callback { data, .. }] if data["participants"][1]["isMuted"] == true));
     assert_eq!(w.ca.participant("ccA", ALICE).unwrap()["isMuted"], true);
     assert_eq!(w.ca.mute("ccA", "8:acs:r_nobody").unwrap_err().subcode, 8522);
+    // Hold shows as isOnHold (one ParticipantsUpdated per change), unhold clears it.
+    let held = w.ca.set_on_hold("ccA", AGENT, true).unwrap();
+    assert!(matches!(&held[..], [CaOutput::Callback { data, .. }] if data["participants"][2]["isOnHold"] == true));
+    assert!(w.ca.set_on_hold("ccA", AGENT, true).unwrap().is_empty(), "no change, no event");
+    assert_eq!(w.ca.participant("ccA", AGENT).unwrap()["isOnHold"], true);
+    assert_eq!(w.ca.set_on_hold("ccA", AGENT, false).unwrap().len(), 1);
+    assert_eq!(w.ca.participant("ccA", AGENT).unwrap()["isOnHold"], false);
+    assert_eq!(w.ca.set_on_hold("ccA", "8:acs:r_nobody", true).unwrap_err().subcode, 8522);
 
     w.ca.begin_remove(
         "ccA",
