@@ -528,6 +528,77 @@ def step8_hold(ctx):
     check("hold and unhold are accepted (200)", True)
 
 
+def count_events(ctx, leg, name):
+    return sum(1 for e, _, _ in ctx.rx.callbacks.get(leg, []) if e.type == f"Microsoft.Communication.{name}")
+
+
+def record_peak(ctx, action, seconds=1.5):
+    """Records the call (the mix a listener hears) while `action` runs; the file's peak sample."""
+    client = ctx.app("bot")
+    started = client.start_recording(call_connection_id=ctx.legs["A"])
+    action()
+    time.sleep(seconds)
+    client.stop_recording(started.recording_id)
+    rid = started.recording_id
+    status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
+    chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
+    code, _, body = signed_request(ctx, "GET", chunk["contentLocation"])
+    data_len = struct.unpack("<I", body[40:44])[0] if code == 200 else 0
+    samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2]) if data_len else (0,)
+    return max(abs(s) for s in samples)
+
+
+def on_hold_update(ctx, leg, after, wanted):
+    """The first ParticipantsUpdated of `leg` from index `after` whose isOnHold map satisfies `wanted` (waits); (index, map)."""
+
+    def find():
+        updates = [e for e, _, _ in ctx.rx.callbacks.get(leg, []) if e.type.endswith("ParticipantsUpdated")]
+        for index in range(after, len(updates)):
+            on_hold = {p["identifier"]["rawId"]: p.get("isOnHold") for p in updates[index].data["participants"]}
+            if wanted(on_hold):
+                return index, on_hold
+        return None
+
+    return ctx.rx.wait("ParticipantsUpdated with isOnHold", find)
+
+
+def step8b_hold_shows_on_hold(ctx):
+    """Hold and unhold show as isOnHold in ParticipantsUpdated and get_participant (per-participant audio)."""
+    from azure.communication.callautomation import FileSource
+
+    conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    agent = ctx.users["agent"]
+    before = count_events(ctx, "A", "ParticipantsUpdated")
+    conn.hold(ident(agent), play_source=FileSource(media_url(ctx, "moh.wav")), operation_context="h3")
+    index, on_hold = on_hold_update(ctx, "A", before, lambda m: m.get(agent) is True)
+    check("hold: ParticipantsUpdated shows the agent isOnHold (and the bot not)", on_hold.get(ctx.users["bot"]) is False, on_hold)
+    check("hold: get_participant is_on_hold", conn.get_participant(ident(agent)).is_on_hold is True)
+    conn.unhold(ident(agent), operation_context="h4")
+    _, on_hold = on_hold_update(ctx, "A", index + 1, lambda m: m.get(agent) is False)
+    check("unhold: ParticipantsUpdated shows isOnHold false", on_hold.get(agent) is False, on_hold)
+    expect_error("hold of a participant not in the call", lambda: conn.hold(ident(ctx.users["kim"])), 404, "8522")
+
+
+def step8c_play_to_and_mute_in_the_mix(ctx):
+    """A prompt played to the agent only is absent from the recording (the recorder is not a target); a muted participant's audio is absent too."""
+    from azure.communication.callautomation import FileSource
+
+    a = ctx.app("bot").get_call_connection(ctx.legs["A"])
+    prompt = FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt")
+    peak = record_peak(ctx, lambda: a.play_media(prompt, play_to=[ident(ctx.users["agent"])], operation_context="pt1"))
+    check("a prompt played to the agent only is not in the call's recording (peak < 500)", peak < 500, peak)
+    done = ctx.rx.wait("PlayCompleted pt1", lambda: next((e for e, _, _ in ctx.rx.callbacks.get("A", []) if e.type.endswith("PlayCompleted") and e.data.get("operationContext") == "pt1"), None))
+    check("the targeted play still completes (pt1)", done.data["resultInformation"]["code"] == 200, done.data)
+    peak = record_peak(ctx, lambda: a.play_media(prompt, operation_context="pt2"))
+    check("the same prompt played to everyone is in the recording (peak > 2000)", peak > 2000, peak)
+    # The agent's own connection (B) plays to everyone, but the agent is muted: nobody hears it.
+    b = ctx.app().get_call_connection(ctx.legs["B"])
+    a.mute_participant(ident(ctx.users["agent"]), operation_context="m2")
+    time.sleep(0.2)
+    peak = record_peak(ctx, lambda: b.play_media(prompt, operation_context="pt3"))
+    check("a muted participant's audio is not in the recording (peak < 500)", peak < 500, peak)
+
+
 def step9_add_and_cancel(ctx):
     conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
     result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
@@ -686,6 +757,8 @@ STEPS = [
     step6_dtmf,
     step7_recording,
     step8_hold,
+    step8b_hold_shows_on_hold,
+    step8c_play_to_and_mute_in_the_mix,
     step9_add_and_cancel,
     step9b_add_rings_a_websocket_client,
     step10_transfer,

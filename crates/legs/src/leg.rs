@@ -29,8 +29,10 @@ use crate::dtmf_sender::DtmfSender;
 use crate::player::{FRAME, Play, Player};
 use crate::recognizer::{Recognizer, Step};
 use crate::recorder::Recorder;
+use crate::recording::Recording;
 use crate::sources::Sources;
 use crate::streaming::{self, Inbound, Stream};
+use crate::unmixed::UnmixedRecorder;
 
 /// What a leg needs of the process.
 #[derive(Debug, Clone)]
@@ -206,7 +208,7 @@ struct Runtime {
     continuous: HashSet<String>,
     continuous_seq: u32,
     dtmf: DtmfSender,
-    recorder: Option<(Recorder, OperationTag)>,
+    recorder: Option<(Recording, OperationTag)>,
     stream: Option<(Stream, OperationTag)>,
     stream_buffer: VecDeque<i16>,
     aliases: HashMap<String, String>,
@@ -308,10 +310,22 @@ impl Runtime {
     /// The raw id behind a media participant id: an alias, or the `{call}/{raw id}` form of
     /// call participants and legs, or the id itself.
     fn raw_id(&self, participant: &str) -> String {
-        if let Some(raw) = self.aliases.get(participant) {
-            return raw.clone();
+        raw_id(&self.aliases, participant)
+    }
+
+    /// A mixed recording of what the leg hears, or an unmixed one fed by the conversation's
+    /// per-source tap (started here).
+    fn create_recording(&self, request: &RecordRequest) -> Result<Recording, crate::recorder::RecordError> {
+        let dir = &self.config.recordings_dir;
+        let (id, paused) = (&request.recording_id, request.pause_on_start);
+        if !request.unmixed {
+            return Ok(Recording::Mixed(Recorder::create(dir, id, request.format, paused)?));
         }
-        participant.split_once('/').map_or(participant, |(_, raw)| raw).to_owned()
+        let affinity = request.channel_affinity.iter().map(|(c, p)| (usize::from(*c), p.clone())).collect();
+        let recorder = UnmixedRecorder::create(dir, id, affinity, request.channel_order.clone(), paused)?;
+        let tap = Arc::new(SourceTap::new(palaver_sfu::engine::DEFAULT_TAP_CAPACITY));
+        self.transport.set_source_tap(Some(tap.clone()));
+        Ok(Recording::Unmixed { recorder, tap, names: HashMap::new() })
     }
 
     fn load_all(
@@ -476,8 +490,7 @@ impl Runtime {
                     let _ = reply.send(Err(LegRefusal::new(400, 8500, "a recording is already active on this call")));
                     return;
                 }
-                let dir = self.config.recordings_dir.clone();
-                match Recorder::create(&dir, &request.recording_id, request.format, request.pause_on_start) {
+                match self.create_recording(&request) {
                     Ok(recorder) => {
                         let _ = reply.send(Ok(()));
                         let event = LegEventKind::RecordingStateChanged {
@@ -585,7 +598,9 @@ impl Runtime {
         let Some((recorder, _)) = self.recorder.take() else { return };
         let id = recorder.id().to_owned();
         self.emit(tag.clone(), LegEventKind::RecordingStateChanged { recording_id: id.clone(), active: false });
-        match recorder.finish(vec!["mixed".into()]) {
+        let aliases = &self.aliases;
+        let raw_id = |name: &str| raw_id(aliases, name);
+        match recorder.finish(&*self.transport, raw_id) {
             Ok(file) => self.emit(tag, LegEventKind::RecordingFileReady(file)),
             Err(error) => {
                 let result = ResultInfo::new(500, 9999, format!("recording could not be written: {error}"));
@@ -615,7 +630,7 @@ impl Runtime {
     fn on_mix_frame(&mut self, pcm: &[i16; FRAME]) {
         self.mix_frames += 1;
         if let Some((recorder, tag)) = self.recorder.as_mut()
-            && let Err(error) = recorder.push(pcm)
+            && let Err(error) = recorder.push_mix(pcm)
         {
             let (id, tag) = (recorder.id().to_owned(), tag.clone());
             self.recorder = None;
@@ -638,6 +653,16 @@ impl Runtime {
         let due = now / 20;
         while self.mix_frames + 3 < due {
             self.on_mix_frame(&[0; FRAME]);
+        }
+        if let Some((recording, tag)) = self.recorder.as_mut() {
+            let aliases = &self.aliases;
+            if let Err(error) = recording.drain_tap(&*self.transport, |name| raw_id(aliases, name)) {
+                let (id, tag) = (recording.id().to_owned(), tag.clone());
+                self.recorder = None;
+                self.transport.set_source_tap(None);
+                let result = ResultInfo::new(500, 9999, format!("recording failed: {error}"));
+                self.emit(tag, LegEventKind::RecordingFailed { recording_id: id, result });
+            }
         }
         self.drain_stream_inbound();
         let mut out = [0i16; FRAME];
@@ -776,6 +801,15 @@ impl Runtime {
         }
         self.addressed.end_all(&*self.transport);
     }
+}
+
+/// The raw id behind a media participant id: an alias, or the `{call}/{raw id}` form of call
+/// participants and legs, or the id itself.
+fn raw_id(aliases: &HashMap<String, String>, participant: &str) -> String {
+    if let Some(raw) = aliases.get(participant) {
+        return raw.clone();
+    }
+    participant.split_once('/').map_or(participant, |(_, raw)| raw).to_owned()
 }
 
 fn add(out: &mut [i16; FRAME], frame: &[i16; FRAME]) {

@@ -104,6 +104,8 @@ pub struct RecordRequest {
     /// One channel per participant (in this order first, then by arrival) instead of the mix.
     pub unmixed: bool,
     pub channel_order: Vec<String>,
+    /// `channelAffinity`: (channel 0–4, participant raw id) pinned (unmixed only).
+    pub channel_affinity: Vec<(u8, String)>,
     pub pause_on_start: bool,
 }
 

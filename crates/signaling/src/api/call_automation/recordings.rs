@@ -70,11 +70,70 @@ struct StartBody {
     recording_content_type: Option<String>,
     recording_channel_type: Option<String>,
     recording_format_type: Option<String>,
-    #[allow(dead_code)]
     audio_channel_participant_ordering: Option<Vec<IdentifierModel>>,
-    channel_affinity: Option<Vec<Value>>,
+    channel_affinity: Option<Vec<ChannelAffinity>>,
     pause_on_start: Option<bool>,
     external_storage: Option<Value>,
+}
+
+/// ACS `ChannelAffinity`: a participant pinned to an unmixed recording's channel.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChannelAffinity {
+    channel: Option<i64>,
+    participant: Option<IdentifierModel>,
+}
+
+/// Channels of an unmixed recording (ACS `channelAffinity` channels 0–4).
+const UNMIXED_CHANNELS: i64 = 5;
+
+/// `recordingChannelType`, `channelAffinity` and `audioChannelParticipantOrdering` checked:
+/// (unmixed, channel order, affinity).
+type ChannelOptions = (bool, Vec<String>, Vec<(u8, String)>);
+
+fn channel_options(body: &StartBody, format: RecordingFormat) -> Result<ChannelOptions, CallAutomationError> {
+    let unmixed = match body.recording_channel_type.as_deref() {
+        None | Some("mixed") => false,
+        Some("unmixed") => true,
+        Some(other) => return Err(invalid(format!("RecordingChannelType `{other}` is not one of mixed, unmixed."))),
+    };
+    let affinity = body.channel_affinity.as_deref().unwrap_or_default();
+    if !unmixed {
+        if !affinity.is_empty() {
+            return Err(invalid("ChannelAffinity needs RecordingChannelType `unmixed`."));
+        }
+        return Ok((false, Vec::new(), Vec::new()));
+    }
+    if format != RecordingFormat::Wav {
+        return Err(invalid(
+            "Unmixed recordings are WAV (one channel per participant): use RecordingFormatType `wav`.",
+        ));
+    }
+    let mut pinned: Vec<(u8, String)> = Vec::new();
+    for entry in affinity {
+        let participant = entry
+            .participant
+            .as_ref()
+            .ok_or_else(|| invalid("ChannelAffinity.Participant is required."))
+            .and_then(|p| super::wire::raw_id(p, "ChannelAffinity.Participant"))?;
+        let channel = match entry.channel {
+            Some(c) if (0..UNMIXED_CHANNELS).contains(&c) => c as u8,
+            Some(c) => return Err(invalid(format!("ChannelAffinity.Channel {c} is outside 0..4."))),
+            // No channel given: the lowest one nobody is pinned to.
+            None => (0..UNMIXED_CHANNELS as u8).find(|c| !pinned.iter().any(|(p, _)| p == c)).unwrap_or(0),
+        };
+        if pinned.iter().any(|(c, p)| *c == channel || *p == participant) {
+            return Err(invalid("ChannelAffinity names a channel or a participant twice."));
+        }
+        pinned.push((channel, participant));
+    }
+    let order = body
+        .audio_channel_participant_ordering
+        .iter()
+        .flatten()
+        .map(|p| super::wire::raw_id(p, "AudioChannelParticipantOrdering"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((true, order, pinned))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,11 +163,6 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
     if body.recording_content_type.as_deref().is_some_and(|c| c != "audio") {
         return Err(invalid("RecordingContentType `audioVideo` is not supported: this server records audio only."));
     }
-    if body.recording_channel_type.as_deref().is_some_and(|c| c != "mixed") {
-        return Err(invalid(
-            "RecordingChannelType `unmixed` is not supported: this server records the mixed audio only.",
-        ));
-    }
     let format = match body.recording_format_type.as_deref() {
         None | Some("wav") => RecordingFormat::Wav,
         Some("ogg") => RecordingFormat::OggOpus,
@@ -118,9 +172,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
             )));
         }
     };
-    if body.channel_affinity.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err(invalid("ChannelAffinity needs unmixed recording, which this server does not support."));
-    }
+    let (unmixed, channel_order, channel_affinity) = channel_options(&body, format)?;
     if body.external_storage.as_ref().is_some_and(|s| s["recordingStorageKind"] != "azureCommunicationServices") {
         return Err(invalid("ExternalStorage is not supported: recordings are kept on this server."));
     }
@@ -169,8 +221,9 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
     let record = RecordRequest {
         recording_id: id.clone(),
         format,
-        unmixed: false,
-        channel_order: Vec::new(),
+        unmixed,
+        channel_order,
+        channel_affinity,
         pause_on_start: pause,
     };
     let host = request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -354,11 +407,28 @@ async fn download(Path((doc, kind)): Path<(String, String)>, headers: HeaderMap,
     match kind.as_str() {
         "audio" => {}
         "acsmetadata" => {
+            let unmixed = file.channels != ["mixed"];
+            // Unmixed: one entry per channel (a channel shared by several participants lists
+            // each of them on it).
+            let participants: Vec<Value> = if unmixed {
+                file.channels
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(channel, ids)| {
+                        ids.split(',')
+                            .filter(|id| !id.is_empty())
+                            .map(move |id| json!({"participantId": id, "channel": channel}))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let meta = json!({"resourceId": "", "callId": r.server_call_id, "chunkDocumentId": doc,
                 "chunkIndex": 0, "chunkStartTime": r.started.to_rfc3339(), "chunkDuration": file.duration_ms,
-                "recordingInfo": {"contentType": "audio", "channelType": "mixed",
-                    "format": if file.content_type == "audio/ogg" { "ogg" } else { "wav" }},
-                "participants": []});
+                "recordingInfo": {"contentType": "audio", "channelType": if unmixed { "unmixed" } else { "mixed" },
+                    "format": if file.content_type == "audio/ogg" { "ogg" } else { "wav" },
+                    "audioConfiguration": {"sampleRate": 16000, "channels": file.channels.len()}},
+                "participants": participants});
             return axum::Json(meta).into_response();
         }
         _ => return not_found(&doc),
