@@ -599,6 +599,34 @@ def step8c_play_to_and_mute_in_the_mix(ctx):
     check("a muted participant's audio is not in the recording (peak < 500)", peak < 500, peak)
 
 
+def step8d_unmixed_recording(ctx):
+    """An unmixed recording pins the bot to channel 1 (channelAffinity): its prompt is on that channel only; the metadata lists it."""
+    import json
+    from azure.communication.callautomation import ChannelAffinity, FileSource
+
+    client = ctx.app("bot")
+    bot = ctx.users["bot"]
+    started = client.start_recording(call_connection_id=ctx.legs["A"], recording_channel_type="unmixed", channel_affinity=[ChannelAffinity(ident(bot), 1)])
+    rid = started.recording_id
+    client.get_call_connection(ctx.legs["A"]).play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="u1")
+    time.sleep(1.5)
+    client.stop_recording(rid)
+    status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
+    chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
+    code, _, body = signed_request(ctx, "GET", chunk["contentLocation"])
+    channels, rate = struct.unpack("<H", body[22:24])[0], struct.unpack("<I", body[24:28])[0]
+    check("the unmixed WAV has a channel per participant up to the pinned one (2 channels, 16 kHz)", code == 200 and (channels, rate) == (2, 16000), (code, channels, rate))
+    data_len = struct.unpack("<I", body[40:44])[0]
+    samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2])
+    peaks = [max((abs(x) for x in samples[c::channels]), default=0) for c in range(channels)]
+    check("the bot's prompt is on channel 1 only (peak > 2000; channel 0 silent)", peaks[1] > 2000 and peaks[0] == 0, peaks)
+    code, _, meta = signed_request(ctx, "GET", chunk["metadataLocation"])
+    meta = json.loads(meta)
+    check("metadata: unmixed, the bot on channel 1", meta["recordingInfo"]["channelType"] == "unmixed" and {"participantId": bot, "channel": 1} in meta["participants"], meta)
+    expect_error("channelAffinity without unmixed", lambda: client.start_recording(call_connection_id=ctx.legs["A"], channel_affinity=[ChannelAffinity(ident(bot), 0)]), 400, "8523")
+    expect_error("a channel outside 0..4", lambda: client.start_recording(call_connection_id=ctx.legs["A"], recording_channel_type="unmixed", channel_affinity=[ChannelAffinity(ident(bot), 5)]), 400, "8523")
+
+
 def step9_add_and_cancel(ctx):
     conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
     result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
@@ -759,6 +787,7 @@ STEPS = [
     step8_hold,
     step8b_hold_shows_on_hold,
     step8c_play_to_and_mute_in_the_mix,
+    step8d_unmixed_recording,
     step9_add_and_cancel,
     step9b_add_rings_a_websocket_client,
     step10_transfer,

@@ -91,8 +91,13 @@ impl Conferences {
     /// Starts (or with `None` stops) the conversation's per-source tap for leg `owner`: every
     /// unmuted participant's decoded audio goes into `tap` each tick, tagged by transport
     /// ([`Self::participant_of_transport`] names it).
+    ///
+    /// One tap per conversation: a newer one replaces it, and only its owner stops it.
     pub fn set_source_tap(&mut self, conversation: &str, owner: &str, tap: Option<Arc<SourceTap>>) -> Output {
         let state = self.audio.entry(conversation.to_owned()).or_default();
+        if tap.is_none() && state.tap.as_ref().is_some_and(|(current, _)| current != owner) {
+            return Output::default();
+        }
         state.tap = tap.clone().map(|tap| (owner.to_owned(), tap));
         let mut out = Output::default();
         if let Some(conference) = self.conferences.get(conversation) {
