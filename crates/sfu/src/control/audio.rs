@@ -71,10 +71,7 @@ impl Conferences {
     ) -> Output {
         let state = self.audio.entry(conversation.to_owned()).or_default();
         state.audiences.retain(|a| !(a.source == source && a.ssrc == ssrc));
-        let listeners = match &targets {
-            Some(targets) => Some(self.transports_answering(conversation, targets)),
-            None => None,
-        };
+        let listeners = targets.as_ref().map(|targets| self.transports_answering(conversation, targets));
         if let Some(targets) = targets {
             let state = self.audio.entry(conversation.to_owned()).or_default();
             state.audiences.push(Audience { source: source.to_owned(), ssrc, targets });
