@@ -6,7 +6,6 @@
 //! [`ServerLeg`] the control plane holds: each method asks the task and returns its answer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use bytes::Bytes;
 use palaver_sfu::control::leg::LegStreams;
 use palaver_sfu::engine::SourceTap;
 use palaver_sfu::net::DirectLink;
-use palaver_sfu::router::TransportId;
 use palaver_sfu::rtp::RtpHeader;
 use palaver_sfu::rtp::telephone_event::write_packet;
 use palaver_signaling::gateway::MediaSession;
@@ -30,38 +28,10 @@ use crate::player::{FRAME, Play, Player};
 use crate::recognizer::{Recognizer, Step};
 use crate::recorder::Recorder;
 use crate::recording::Recording;
-use crate::sources::Sources;
 use crate::streaming::{self, Inbound, Stream};
 use crate::unmixed::UnmixedRecorder;
 
-/// What a leg needs of the process.
-#[derive(Debug, Clone)]
-pub struct LegConfig {
-    /// Where recordings are written.
-    pub recordings_dir: PathBuf,
-    pub sources: Arc<Sources>,
-}
-
-/// How a leg's packets reach its worker; the server's media adapter implements it.
-pub trait LegTransport: Send + Sync + 'static {
-    /// Queues one RTP packet of the leg into the worker (false when the queue is full).
-    fn send(&self, packet: Bytes) -> bool;
-    /// The leg's link (the mix arrives on its egress queue).
-    fn link(&self) -> &Arc<DirectLink>;
-    /// Releases the leg's media (after it finished its work).
-    fn detach(&self);
-    /// What the leg sends under `ssrc` is heard only by `listeners` (participant raw ids,
-    /// joining participants included); `None` ends that stream.
-    fn set_audience(&self, ssrc: u32, listeners: Option<Vec<String>>);
-    /// Mutes or unmutes `target` (a raw id) in the conversation's mix.
-    fn set_muted(&self, target: &str, muted: bool);
-    /// Holds `target` (out of the mix; it hears only what is addressed to it) or unholds it.
-    fn set_held(&self, target: &str, held: bool);
-    /// Starts (`Some`) or stops the conversation's per-source tap into this leg.
-    fn set_source_tap(&self, tap: Option<Arc<SourceTap>>);
-    /// The participant (media name) a tapped frame's source transport belongs to.
-    fn source_name(&self, source: TransportId) -> Option<String>;
-}
+pub use crate::transport::{LegConfig, LegTransport};
 
 type Reply = oneshot::Sender<Result<(), LegRefusal>>;
 
