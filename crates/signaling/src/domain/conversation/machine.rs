@@ -10,7 +10,10 @@ use palaver_core::protocol::{
     CaptureState, ConversationKind, ConversationSnapshot, IceCandidate, MediaTrack, MeetingPolicy, ParticipantState,
     RosterChange, ServerMessage,
 };
-use palaver_core::{CallType, EndReason, EndpointType, ErrorCode, MeetingRole, RoomRole, SessionEnded, SessionStarted};
+use palaver_core::{
+    CallType, CommunicationIdentifier, EndReason, EndpointType, ErrorCode, MeetingRole, RoomRole, SessionEnded,
+    SessionStarted,
+};
 use std::collections::BTreeMap;
 
 /// Timing knobs of a conversation.
@@ -442,7 +445,12 @@ impl Conversation {
             call_type: CallType::Group,
             participant_raw_id: participant.identity.raw_id(),
             participant_type: participant.participant_type,
-            endpoint_type: EndpointType::Voip,
+            // A phone caller (SIP trunk, `4:+E.164`) is billed as a PSTN endpoint.
+            endpoint_type: if matches!(participant.identity.identifier, CommunicationIdentifier::PhoneNumber { .. }) {
+                EndpointType::Pstn
+            } else {
+                EndpointType::Voip
+            },
             thread_id: self.meeting.as_ref().and_then(|m| m.thread_id.clone()),
             at_ms: now,
         }));
