@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use palaver_signaling::domain::calls::{CallEvent, Party};
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::DialogState;
+use rsipstack::dialog::dialog::{Dialog, DialogState};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::Uri;
 use rsipstack::transport::SipAddr;
@@ -88,7 +88,45 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     };
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
-    let answered = shared.dialogs.do_invite(option, state_tx).await;
+    // While the phone rings, the call may end for it (the caller gives up, the ring time
+    // runs out, the invitation is withdrawn): the INVITE is then cancelled (CANCEL, 487).
+    let invite = shared.dialogs.do_invite(option, state_tx);
+    tokio::pin!(invite);
+    let mut dialog_id = None;
+    let mut cancelled = false;
+    let answered = loop {
+        tokio::select! {
+            result = &mut invite => break result,
+            Some(state) = states.recv(), if dialog_id.is_none() => dialog_id = Some(state.id().clone()),
+            event = events.recv(), if !cancelled => {
+                if matches!(event, Some(CallEvent::Ended { .. }) | None) {
+                    cancelled = true;
+                    let dialog = dialog_id.as_ref().and_then(|id| shared.dialogs.get_dialog(id));
+                    match dialog {
+                        Some(Dialog::Invite(dialog)) => {
+                            tracing::info!(call = %call_id, to = %number, "the call ended while the phone rang: CANCEL");
+                            if let Err(error) = dialog.cancel().await {
+                                tracing::debug!(call = %call_id, %error, "CANCEL not sent");
+                            }
+                        }
+                        _ => tracing::debug!(call = %call_id, "no dialog to cancel yet: the answer will get BYE"),
+                    }
+                }
+            }
+        }
+    };
+    if cancelled {
+        if let Ok((dialog, Some(response))) = &answered
+            && response.status_code.code() / 100 == 2
+        {
+            // The 2xx crossed the CANCEL: the phone answered a call that is gone.
+            let _ = dialog.bye().await;
+        }
+        gateway.phone_detach(&call_id, &phone);
+        shared.unregister(&call_id);
+        shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
+        return;
+    }
     let (dialog, answer) = match answered {
         Ok((dialog, Some(response))) if response.status_code.code() / 100 == 2 => {
             (dialog, String::from_utf8_lossy(&response.body).into_owned())

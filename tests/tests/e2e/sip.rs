@@ -99,6 +99,13 @@ fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], 
 async fn finished(child: tokio::process::Child, what: &str) {
     let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.expect("sipp finishes");
     let out = out.expect("sipp output");
+    if !out.status.success() && std::env::var("SIP_DEBUG").is_ok() {
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("palaver-e2e-sip") {
+                eprintln!("{}", std::fs::read_to_string(e.path().join("palaver.log")).unwrap_or_default());
+            }
+        }
+    }
     assert!(
         out.status.success(),
         "SIPp {what} failed ({:?}):\n{}\n{}",
@@ -254,10 +261,8 @@ async fn palaver_hangs_up_a_phone_call_and_a_cancel_before_answer_stops_the_ring
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     ws.recv_type("call.connected").await;
     server_rtp_port(dir.path()).await;
-    // Let the carrier's ACK land first: palaver does not yet hold a hang-up back until the
-    // trunk has acknowledged the 200 (RFC 3261 §15; docs/sip.md "Not done"), and SIPp aborts
-    // on a BYE that overtakes its ACK (seen once under a loaded `make test`).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Hang up at once: the carrier acknowledges the 200 only 300 ms after it arrives, and
+    // palaver's BYE must wait for that ACK (RFC 3261 §15; SIPp fails on a BYE before its ACK).
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(carrier, "call with BYE from palaver").await;
 
@@ -344,4 +349,81 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
     assert!(raw_ids.contains(&"4:+14255550123"), "{connected}");
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(phone, "the carrier's side of a call to a phone number").await;
+
+    // The user gives up while the phone rings: palaver cancels the INVITE (CANCEL, 487, ACK).
+    let ringing_phone = {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario("uas_cancel.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+            .args(["-timeout_error", "-trace_err"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn sipp")
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(ringing_phone, "a call to a phone number cancelled while it rings").await;
+}
+
+/// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
+/// `*_logs.log` in `dir`).
+async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut packets = 0;
+    let mut buf = [0u8; 1500];
+    let mut last_check = Instant::now();
+    loop {
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(20), socket.recv_from(&mut buf)).await
+            && n > 12
+        {
+            packets += 1;
+        }
+        if last_check.elapsed() > Duration::from_millis(50) {
+            last_check = Instant::now();
+            let logged = std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.ends_with("_logs.log") && std::fs::read_to_string(e.path()).unwrap_or_default().contains(marker)
+            });
+            if logged {
+                return packets;
+            }
+        }
+        assert!(Instant::now() < deadline, "SIPp never logged {marker}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media_until_resume() {
+    let (dir, server, sip) = start("palaver-e2e-sip-hold", 9, 0).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra = ["-m".into(), "1".into(), "-trace_logs".into(), "-set".into(), "rtp_port".into(), rtp_port];
+    let carrier = sipp(sip, "hold.xml", "127.0.0.1", &extra, dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    // Connected with the answer from the ACK: the mix (silence: G.711 has no DTX) flows.
+    let before = packets_until(&phone, dir.path(), "HELD recvonly").await;
+    // On hold: after the packets already in flight, nothing comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
+    let held = packets_until(&phone, dir.path(), "RESUMED sendrecv").await;
+    let mut resumed = 0;
+    let until = Instant::now() + Duration::from_millis(1000);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
+        resumed += 1;
+    }
+    println!("phone packets: {before} before hold, {held} on hold, {resumed} in 1 s after resume");
+    assert!(before >= 20, "no media before hold ({before})");
+    assert!(held <= 2, "media went on during hold ({held})");
+    assert!(resumed >= 20, "no media after resume ({resumed})");
+    finished(carrier, "INVITE without offer, hold, resume, BYE").await;
+    assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
 }
