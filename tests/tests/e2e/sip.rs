@@ -410,11 +410,11 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     // Connected with the answer from the ACK: the mix (silence: G.711 has no DTX) flows.
-    let before = packets_until(&phone, dir.path(), "HELD recvonly").await;
+    let before = packets_until(&phone, dir.path(), "HELD a=recvonly").await;
     // On hold: after the packets already in flight, nothing comes.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
-    let held = packets_until(&phone, dir.path(), "RESUMED sendrecv").await;
+    let held = packets_until(&phone, dir.path(), "RESUMED a=sendrecv").await;
     let mut resumed = 0;
     let until = Instant::now() + Duration::from_millis(1000);
     while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
