@@ -467,7 +467,7 @@ async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_jso
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_caller_joins_a_meeting_through_its_lobby_and_call_automation_answers_a_number() {
+async fn a_phone_caller_joins_a_meeting_through_its_lobby_and_call_automation_answers_and_dials_numbers() {
     const MEETING_NUMBER: &str = "+14255550177";
     const APP_NUMBER: &str = "+14255550188";
     require_sipp();
@@ -481,8 +481,12 @@ async fn a_phone_caller_joins_a_meeting_through_its_lobby_and_call_automation_an
     let meeting_id = meeting["id"].as_str().expect("meeting id").to_owned();
     server.terminate();
     let (hook_port, events) = event_receiver().await;
+    let carrier_port = free_udp_port();
     let config = format!(
-        r#"[events.delivery]
+        r#"[signaling.calls]
+allow_phone_targets = true
+
+[events.delivery]
 poll_interval_ms = 50
 
 [[events.subscriptions]]
@@ -496,7 +500,7 @@ options_interval_secs = 0
 
 [[sip.trunks]]
 name = "carrier"
-address = "127.0.0.1:9"
+address = "127.0.0.1:{carrier_port}"
 allow_from = ["127.0.0.1"]
 
 [[phone_numbers]]
@@ -568,4 +572,43 @@ route = "call-automation"
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
     finished(carrier, "a phone call answered and hung up by Call Automation").await;
+
+    // createCall to a phone number dials out through the trunk; the application hangs up.
+    let phone = {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario("uas_answer.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+            .args(["-timeout_error", "-trace_err"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn sipp")
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (bot, _) = server.create_user_token(&["voip"]).await;
+    let create = serde_json::json!({
+        "targets": [{"rawId": "4:+14255550123", "phoneNumber": {"value": "+14255550123"}}],
+        "source": {"id": bot},
+        "callbackUri": format!("http://127.0.0.1:{hook_port}/callbacks"),
+    });
+    let (status, created) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections?api-version=2025-05-15", &create.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let ccid = created["callConnectionId"].as_str().expect("callConnectionId").to_owned();
+    let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, props) = server.signed(reqwest::Method::GET, &path, "").await;
+        if props["callConnectionState"] == "connected" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the phone never answered: {props}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
+    assert!(status.is_success(), "{status} {body}");
+    finished(phone, "Call Automation's createCall to a phone number").await;
 }
