@@ -4,13 +4,21 @@
 //! the trunk hears 180; when it is admitted (or let in at once) its RTP joins the meeting's
 //! conference and the trunk gets the 200. BYE or CANCEL from the trunk make it leave; being
 //! denied, removed, or the meeting ending hangs the phone up (or refuses the INVITE).
+//!
+//! Meeting dial-out (`meeting.dialOut`, allowed by the meeting's policy): palaver calls the
+//! number through the first trunk with its SDP offer; when the phone answers it joins the
+//! meeting without the lobby (the conversation expects that number) and its RTP joins the
+//! conference with the trunk's answer. A refusal or no answer only ends the attempt (logged
+//! and counted).
 
 use std::sync::Arc;
 
 use palaver_core::ErrorCode;
-use palaver_signaling::gateway::phone::MeetingNotice;
+use palaver_signaling::gateway::MediaSession;
+use palaver_signaling::gateway::phone::{MeetingDialOut, MeetingNotice};
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::sip::StatusCode;
+use tokio::sync::mpsc;
 
 use crate::answer::{AnswerError, answer, bye_after_ack, refuse_media};
 use crate::counters::{Direction, Outcome};
@@ -32,7 +40,7 @@ fn join_refusal(code: ErrorCode) -> StatusCode {
 pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: String) {
     let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states } = leg;
     let gateway = shared.gateway.clone();
-    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &display).await {
+    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &display, None).await {
         Ok(seat) => seat,
         Err(refusal) => {
             tracing::info!(trunk = %trunk.name, %called, meeting = %meeting_id, code = %refusal.code, "phone caller may not join the meeting");
@@ -114,4 +122,94 @@ async fn hang_up(
     shared.counters.response(480);
     let _ = dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
     Outcome::Rejected
+}
+
+/// Starts every meeting dial-out the conversations ask for.
+pub(crate) async fn relay_dial_outs(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<MeetingDialOut>) {
+    while let Some(request) = requests.recv().await {
+        tokio::spawn(dial_out(shared.clone(), request));
+    }
+}
+
+/// Calls `request.phone_number` into its meeting (see the module docs).
+async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
+    let MeetingDialOut { meeting_id, conversation_id, phone_number } = request;
+    let Some(trunk) = shared.trunks.primary().cloned() else {
+        tracing::warn!(meeting = %meeting_id, "no trunk configured for a meeting dial-out");
+        return;
+    };
+    let gateway = shared.gateway.clone();
+    let phone = format!("4:{phone_number}");
+    let participant_id = uuid::Uuid::new_v4().to_string();
+    let session = MediaSession { conversation_id, participant_id: participant_id.clone(), may_send_media: true };
+    let offer = match gateway.phone_offer_session(session.clone(), trunk.codecs.clone()).await {
+        Ok(offer) => offer,
+        Err(error) => {
+            tracing::warn!(meeting = %meeting_id, %error, "no media offer for a meeting dial-out");
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+            return;
+        }
+    };
+    let presented = crate::outbound::presented_number(&shared, &trunk, None);
+    let Some(option) = crate::outbound::invite_option(&shared, &trunk, &phone_number, &presented, None, offer) else {
+        gateway.phone_leave_session(session);
+        return;
+    };
+    tracing::info!(trunk = %trunk.name, meeting = %meeting_id, to = %phone_number, from = %presented, "dialling a phone number into a meeting");
+    let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+    let (dialog, answer) = match shared.dialogs.do_invite(option, state_tx).await {
+        Ok((dialog, Some(response))) if response.status_code.code() / 100 == 2 => {
+            (dialog, String::from_utf8_lossy(&response.body).into_owned())
+        }
+        other => {
+            let code = other.as_ref().ok().and_then(|(_, r)| r.as_ref()).map(|r| r.status_code.code());
+            tracing::info!(meeting = %meeting_id, to = %phone_number, ?code, "the meeting dial-out was not answered");
+            gateway.phone_leave_session(session);
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
+            return;
+        }
+    };
+    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &phone_number, Some(participant_id)).await {
+        Ok(seat) => seat,
+        Err(refusal) => {
+            tracing::info!(meeting = %meeting_id, code = %refusal.code, "the dialled phone may not join the meeting");
+            let _ = dialog.bye().await;
+            gateway.phone_leave_session(session);
+            shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+            return;
+        }
+    };
+    let mut attached = false;
+    loop {
+        tokio::select! {
+            state = states.recv() => match state {
+                Some(DialogState::Terminated(..)) | None => break,
+                Some(_) => {}
+            },
+            notice = seat.notices.recv() => match notice {
+                Some(MeetingNotice::Admitted) if !attached => {
+                    match gateway.phone_attach_session(session.clone(), answer.clone(), trunk.codecs.clone()).await {
+                        Ok(agreed) => {
+                            attached = true;
+                            tracing::info!(meeting = %meeting_id, to = %phone_number, codec = %agreed.codec, "dialled phone is in the meeting");
+                        }
+                        Err(error) => {
+                            tracing::warn!(meeting = %meeting_id, %error, "the trunk's answer is not usable");
+                            let _ = dialog.bye().await;
+                            break;
+                        }
+                    }
+                }
+                Some(MeetingNotice::Ended { .. }) | None => {
+                    let _ = dialog.bye().await;
+                    break;
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    gateway.phone_leave_meeting(&seat).await;
+    let outcome = if attached { Outcome::Completed } else { Outcome::Failed };
+    shared.counters.call(&trunk.name, Direction::Outbound, outcome);
+    tracing::info!(meeting = %meeting_id, to = %phone_number, outcome = outcome.as_str(), "meeting dial-out over");
 }

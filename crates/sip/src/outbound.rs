@@ -22,7 +22,7 @@ use crate::gateway::Shared;
 
 /// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
 /// number when the caller is a phone, else the first owned number.
-fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
+pub(crate) fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
     if let Some(id) = &trunk.caller_id {
         return id.clone();
     }
@@ -32,6 +32,39 @@ fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>
     let mut owned: Vec<&String> = shared.numbers.keys().collect();
     owned.sort();
     owned.first().map(|n| n.to_string()).unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// The INVITE to `number` through `trunk`, presenting `presented`, with palaver's SDP
+/// `offer` (and the trunk's credentials for its digest challenges).
+pub(crate) fn invite_option(
+    shared: &Shared,
+    trunk: &TrunkConfig,
+    number: &str,
+    presented: &str,
+    display: Option<String>,
+    offer: String,
+) -> Option<InviteOption> {
+    let uri = |text: String| Uri::try_from(text.as_str()).ok();
+    let from = uri(format!("sip:{presented}@{}", shared.local))?;
+    let to = uri(format!("sip:{number}@{}", trunk.address))?;
+    let contact = uri(format!("sip:palaver@{}", shared.local))?;
+    let credential = match (&trunk.username, &trunk.password) {
+        (Some(username), Some(password)) => {
+            Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
+        }
+        _ => None,
+    };
+    Some(InviteOption {
+        caller_display_name: display,
+        caller: from,
+        callee: to,
+        destination: Some(SipAddr::from(trunk.address)),
+        content_type: Some("application/sdp".to_owned()),
+        offer: Some(offer.into_bytes()),
+        contact,
+        credential,
+        ..InviteOption::default()
+    })
 }
 
 /// The call machinery rings `phone` in `call_id` (`event` is its `call.incoming`).
@@ -59,32 +92,11 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             return;
         }
     };
-    let uri = |text: String| Uri::try_from(text.as_str());
-    let (Ok(from), Ok(to), Ok(contact)) = (
-        uri(format!("sip:{presented}@{}", shared.local)),
-        uri(format!("sip:{number}@{}", trunk.address)),
-        uri(format!("sip:palaver@{}", shared.local)),
-    ) else {
+    let display = caller.as_ref().map(|c| c.display_name.clone());
+    let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
         shared.unregister(&call_id);
         let _ = gateway.phone_decline(&call_id, &phone).await;
         return;
-    };
-    let credential = match (&trunk.username, &trunk.password) {
-        (Some(username), Some(password)) => {
-            Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
-        }
-        _ => None,
-    };
-    let option = InviteOption {
-        caller_display_name: caller.as_ref().map(|c| c.display_name.clone()),
-        caller: from,
-        callee: to,
-        destination: Some(SipAddr::from(trunk.address)),
-        content_type: Some("application/sdp".to_owned()),
-        offer: Some(offer.into_bytes()),
-        contact,
-        credential,
-        ..InviteOption::default()
     };
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");

@@ -440,6 +440,20 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
 }
 
+/// SIPp as the carrier's side of a call palaver places (on `port`), for one call.
+fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+        .args(["-timeout_error", "-trace_err"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn sipp")
+}
+
 /// The Event Grid receiver of the routes test: answers the validation handshake and keeps
 /// every `IncomingCall` it is given.
 async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
@@ -534,8 +548,22 @@ route = "call-automation"
     };
     ws.send(serde_json::json!({"type":"lobby.admit","participantId":phone})).await;
     server_rtp_port(dir.path()).await;
+    // The organizer dials a number into the meeting: the carrier answers, the phone joins
+    // without the lobby.
+    let dialled = uas(dir.path(), carrier_port, "uas_answer.xml");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"dialOut","phoneNumber":"+14255550123"})).await;
+    loop {
+        let delta = ws.recv_type("roster.delta").await;
+        let participant = &delta["delta"]["participant"];
+        if delta["delta"]["change"] == "joined" && participant["identifier"]["rawId"] == "4:+14255550123" {
+            assert_eq!(participant["state"], "connected", "{delta}");
+            break;
+        }
+    }
     ws.send(serde_json::json!({"type":"meeting.end"})).await;
     finished(carrier, "a phone caller admitted to a meeting, hung up when it ends").await;
+    finished(dialled, "a phone dialled into the meeting, hung up when it ends").await;
 
     // Call Automation: IncomingCall for the number, from the caller; answering connects the
     // phone (200 to the carrier); the application hangs up (BYE to the carrier).
@@ -547,7 +575,8 @@ route = "call-automation"
     let carrier = sipp_to(APP_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let incoming = loop {
-        if let Some(e) = events.lock().unwrap().iter().find(|e| e["eventType"] == "Microsoft.Communication.IncomingCall")
+        if let Some(e) =
+            events.lock().unwrap().iter().find(|e| e["eventType"] == "Microsoft.Communication.IncomingCall")
         {
             break e.clone();
         }
@@ -574,18 +603,7 @@ route = "call-automation"
     finished(carrier, "a phone call answered and hung up by Call Automation").await;
 
     // createCall to a phone number dials out through the trunk; the application hangs up.
-    let phone = {
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario("uas_answer.xml"))
-            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-            .args(["-timeout_error", "-trace_err"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("spawn sipp")
-    };
+    let phone = uas(dir.path(), carrier_port, "uas_answer.xml");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (bot, _) = server.create_user_token(&["voip"]).await;
     let create = serde_json::json!({

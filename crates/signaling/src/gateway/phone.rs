@@ -32,16 +32,31 @@ pub struct PhoneNotice {
     pub event: CallEvent,
 }
 
-/// The channel from the call actor to the SIP gateway (taken once).
+/// A meeting participant asked to dial a phone number into the meeting (`meeting.dialOut`,
+/// already allowed by the meeting's policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingDialOut {
+    /// The meeting's id.
+    pub meeting_id: String,
+    /// Its live conversation (the media plane's conversation id).
+    pub conversation_id: String,
+    /// `+E.164`.
+    pub phone_number: String,
+}
+
+/// The channels from the call actor and the conversations to the SIP gateway (taken once).
 pub(crate) struct PhoneHook {
     tx: mpsc::UnboundedSender<PhoneNotice>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<PhoneNotice>>>,
+    dial_out_tx: mpsc::UnboundedSender<MeetingDialOut>,
+    dial_out_rx: Mutex<Option<mpsc::UnboundedReceiver<MeetingDialOut>>>,
 }
 
 impl Default for PhoneHook {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Mutex::new(Some(rx)) }
+        let (dial_out_tx, dial_out_rx) = mpsc::unbounded_channel();
+        Self { tx, rx: Mutex::new(Some(rx)), dial_out_tx, dial_out_rx: Mutex::new(Some(dial_out_rx)) }
     }
 }
 
@@ -54,6 +69,28 @@ impl Gateway {
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()
+    }
+
+    /// Meeting dial-outs, for the SIP gateway; `None` after the first call.
+    pub fn take_meeting_dial_outs(&self) -> Option<mpsc::UnboundedReceiver<MeetingDialOut>> {
+        self.phone.dial_out_rx.lock().ok()?.take()
+    }
+
+    /// A conversation asks for a dial-out (`key` is its target key, `meeting:<id>`): false
+    /// when no SIP gateway takes dial-outs (the requester is told `PstnUnavailable`).
+    pub(crate) fn meeting_dial_out(&self, key: &str, conversation_id: &str, phone_number: &str) -> bool {
+        let listening = self.phone.dial_out_rx.lock().map(|rx| rx.is_none()).unwrap_or(false);
+        let Some(meeting_id) = key.strip_prefix("meeting:") else { return false };
+        listening
+            && self
+                .phone
+                .dial_out_tx
+                .send(MeetingDialOut {
+                    meeting_id: meeting_id.to_owned(),
+                    conversation_id: conversation_id.to_owned(),
+                    phone_number: phone_number.to_owned(),
+                })
+                .is_ok()
     }
 
     /// Called by the call actor for every notification: phone parties go to the SIP gateway.
@@ -185,13 +222,14 @@ impl Gateway {
         meeting_id: &str,
         caller: &str,
         display_name: &str,
+        participant_id: Option<String>,
     ) -> Result<PhoneMeetingLeg, Refusal> {
         let record = self.meetings().by_id(meeting_id).await?;
         let identifier = CommunicationIdentifier::parse(caller)
             .map_err(|e| Refusal::new(palaver_core::ErrorCode::InvalidIdentifier, format!("caller: {e}")))?;
         let key = format!("meeting:{}", record.id);
         let setup = ConversationSetup::Meeting(record.setup());
-        let participant_id = uuid::Uuid::new_v4().to_string();
+        let participant_id = participant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let request = JoinRequest {
             participant_id: participant_id.clone(),
             resume_token: uuid::Uuid::new_v4().simple().to_string(),
