@@ -440,6 +440,22 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
 }
 
+/// The phone presses `digit`: RFC 4733 telephone-events (payload type 101, as the trunk's
+/// SDP offers) from its RTP socket, three updates and three end packets.
+async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
+    for i in 0..6u16 {
+        let mut packet = vec![0x80, if i == 0 { 0x80 | 101 } else { 101 }];
+        packet.extend_from_slice(&(2000 + i).to_be_bytes());
+        packet.extend_from_slice(&48_000u32.to_be_bytes());
+        packet.extend_from_slice(&0x00D7_3F00_u32.to_be_bytes());
+        let end = if i >= 3 { 0x80 } else { 0 };
+        packet.extend_from_slice(&[digit, end | 10]);
+        packet.extend_from_slice(&(160 * (i.min(3) + 1)).to_be_bytes());
+        socket.send_to(&packet, to).await.expect("send DTMF");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// SIPp as the carrier's side of a call palaver places (on `port`), for one call.
 fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
     let mut cmd = Command::new("sipp");
@@ -475,7 +491,17 @@ async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_jso
     let seen: Seen = Default::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(seen.clone());
+    async fn callback(State(seen): State<Seen>, body: String) -> axum::http::StatusCode {
+        let event: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        for event in event.as_array().cloned().unwrap_or_else(|| vec![event]) {
+            seen.lock().unwrap().push(event);
+        }
+        axum::http::StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .route("/callbacks", axum::routing::post(callback))
+        .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (port, seen)
 }
@@ -572,6 +598,10 @@ route = "call-automation"
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "hangup", "palaver"].map(String::from);
     let carrier = sipp_to(APP_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let incoming = loop {
@@ -595,8 +625,39 @@ route = "call-automation"
         .signed(reqwest::Method::POST, "/calling/callConnections:answer?api-version=2025-05-15", &answer.to_string())
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{connection}");
-    server_rtp_port(dir.path()).await;
+    let media_port = server_rtp_port(dir.path()).await;
     let ccid = connection["callConnectionId"].as_str().expect("callConnectionId");
+    // DTMF from the phone (RFC 4733 on the trunk leg) reaches Call Automation's recognize.
+    let recognize = serde_json::json!({
+        "recognizeInputType": "dtmf",
+        "recognizeOptions": {
+            "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
+            "initialSilenceTimeoutInSeconds": 10,
+            "dtmfOptions": {"maxTonesToCollect": 1},
+        },
+        "operationContext": "menu",
+    });
+    let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
+    assert!(status.is_success(), "{status} {body}");
+    send_digit(&phone, SocketAddr::from(([127, 0, 0, 1], media_port)), 5).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let completed = loop {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["type"].as_str().is_some_and(|t| t.ends_with("RecognizeCompleted") || t.ends_with("RecognizeFailed"))
+            })
+            .cloned();
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no RecognizeCompleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(completed["data"]["dtmfResult"]["tones"], serde_json::json!(["five"]), "{completed}");
     let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
