@@ -7,7 +7,10 @@
 //! 440 Hz Opus tone and decodes the mix. Cases: both directions hear each other through the
 //! mixer (PCMU ↔ Opus) and the carrier hangs up; palaver's user hangs up (BYE from palaver);
 //! CANCEL before answer; a digest challenge; OPTIONS both ways; INVITEs with an unusable
-//! offer get 400 while a parallel good call carries on.
+//! offer get 400 while a parallel good call carries on; an INVITE without offer, then hold and
+//! resume; the meeting and call-automation routes, meeting dial-out, Call Automation
+//! `createCall` to a number and a phone's DTMF reaching `recognize`. `SIP_DEBUG=1` prints the
+//! server logs when a SIPp run fails.
 
 use crate::signaling::connect;
 use crate::support::{FRAME, ToneEncoder, assert_hears, collect, quic_address, tone_amplitude};
