@@ -25,7 +25,13 @@ pub const UNIT_TYPE: &str = "Minute";
 pub enum UsageKind {
     ParticipantMinutes,
     ChatMessage,
+    /// Minutes of a phone participant (a SIP trunk leg, endpoint type `PSTN`): metered apart
+    /// from VoIP participant-minutes, as direct routing is (SBC ↔ service, $0.004/min).
+    PhoneMinutes,
 }
+
+/// `UsageType` of a phone participant's minutes (a SIP trunk leg through direct routing).
+pub const PHONE_USAGE_TYPE: &str = "DirectRouting";
 
 /// `OperationName` of a chat usage record.
 pub const CHAT_OPERATION_NAME: &str = "ChatMessageSent";
@@ -40,26 +46,29 @@ impl UsageKind {
         match self {
             Self::ParticipantMinutes => USAGE_TYPE,
             Self::ChatMessage => CHAT_USAGE_TYPE,
+            Self::PhoneMinutes => PHONE_USAGE_TYPE,
         }
     }
 
     pub fn operation_name(self) -> &'static str {
         match self {
-            Self::ParticipantMinutes => OPERATION_NAME,
+            Self::ParticipantMinutes | Self::PhoneMinutes => OPERATION_NAME,
             Self::ChatMessage => CHAT_OPERATION_NAME,
         }
     }
 
     pub fn unit_type(self) -> &'static str {
         match self {
-            Self::ParticipantMinutes => UNIT_TYPE,
+            Self::ParticipantMinutes | Self::PhoneMinutes => UNIT_TYPE,
             Self::ChatMessage => CHAT_UNIT_TYPE,
         }
     }
 
     /// Back from the stored `UsageType`.
     pub fn parse(usage_type: &str) -> Option<Self> {
-        [Self::ParticipantMinutes, Self::ChatMessage].into_iter().find(|k| k.usage_type() == usage_type)
+        [Self::ParticipantMinutes, Self::ChatMessage, Self::PhoneMinutes]
+            .into_iter()
+            .find(|k| k.usage_type() == usage_type)
     }
 }
 
@@ -170,7 +179,11 @@ pub fn usage_records_for(session: &ClosedSession, price: Price) -> Vec<UsageReco
             let billable_ms = if billable { end_ms - start_ms } else { 0 };
             UsageRecord {
                 record_id: deterministic_id("usage", &format!("{}/{segment}", s.session_id)),
-                kind: UsageKind::ParticipantMinutes,
+                kind: if s.endpoint_type == EndpointType::Pstn {
+                    UsageKind::PhoneMinutes
+                } else {
+                    UsageKind::ParticipantMinutes
+                },
                 correlation_id: s.conversation_id.clone(),
                 participant_id: s.session_id.clone(),
                 segment,
@@ -270,7 +283,7 @@ impl From<&UsageRecord> for UsageRecordView {
             usage_type: r.kind.usage_type(),
             unit_type: r.kind.unit_type(),
             quantity: match r.kind {
-                UsageKind::ParticipantMinutes => format_minutes(r.duration_ms()),
+                UsageKind::ParticipantMinutes | UsageKind::PhoneMinutes => format_minutes(r.duration_ms()),
                 UsageKind::ChatMessage => "1".to_string(),
             },
             participant_id: r.participant_id.clone(),
@@ -402,6 +415,23 @@ mod tests {
         assert_eq!(split_at_utc_midnight(day - 1, 3 * day + 1).len(), 4);
         // end before start is clamped to a zero-length segment
         assert_eq!(split_at_utc_midnight(50, 40), vec![(50, 50)]);
+    }
+
+    #[test]
+    fn phone_minutes_are_metered_apart_as_direct_routing() {
+        let mut phone = started(0, ParticipantType::Acs);
+        phone.participant_raw_id = "4:+14255550100".into();
+        phone.endpoint_type = EndpointType::Pstn;
+        let closed = ClosedSession { started: phone, end_ms: 90_000, reason: EndReason::Left };
+        let records = usage_records_for(&closed, Price::default());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].kind, UsageKind::PhoneMinutes);
+        assert_eq!(records[0].cost_micro_usd, 6_000, "1.5 min at $0.004");
+        let view = UsageRecordView::from(&records[0]);
+        assert_eq!((view.usage_type, view.endpoint_type), ("DirectRouting", "PSTN"));
+        assert_eq!(UsageKind::parse("DirectRouting"), Some(UsageKind::PhoneMinutes));
+        let voip = ClosedSession { started: started(0, ParticipantType::Acs), end_ms: 90_000, reason: EndReason::Left };
+        assert_eq!(usage_records_for(&voip, Price::default())[0].kind, UsageKind::ParticipantMinutes);
     }
 
     #[test]

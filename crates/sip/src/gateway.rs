@@ -154,6 +154,9 @@ impl SipGateway {
         if let Some(events) = shared.gateway.take_phone_events() {
             tokio::spawn(crate::inbound::relay_phone_events(shared.clone(), events));
         }
+        if let Some(dial_outs) = shared.gateway.take_meeting_dial_outs() {
+            tokio::spawn(crate::meeting::relay_dial_outs(shared.clone(), dial_outs));
+        }
         if config.options_interval_secs > 0 {
             let every = Duration::from_secs(config.options_interval_secs);
             tokio::spawn(crate::keepalive::run(shared.clone(), every, cancel.child_token()));

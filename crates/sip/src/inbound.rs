@@ -15,16 +15,19 @@ use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::webrtc::sdp::Description;
 use palaver_signaling::domain::calls::{CallEndReason, CallError, CallEvent, Party};
 use palaver_signaling::gateway::PhoneNotice;
-use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::typed::From as FromHeader;
 use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
+use crate::answer::{AnswerError, answer, bye_after_ack, refuse_media};
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
 use crate::gateway::{Shared, source_ip};
+use crate::hold::LegMedia;
 use crate::trunks::Authentication;
 
 /// The trunk's codec names as the media plane's preference.
@@ -128,40 +131,25 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         let code = reject(StatusCode::NotFound, Outcome::Rejected);
         return shared.reply(&mut tx, code).await;
     };
-    // The offer must be usable before anyone rings.
+    // The offer must be usable before anyone rings; an INVITE without one gets our offer
+    // in the 200 and answers it in the ACK.
     let offer = String::from_utf8_lossy(&request.body).into_owned();
-    if offer.trim().is_empty() {
-        // No offer in the INVITE (the offer would go in our 200 and the answer in the ACK).
-        tracing::info!(trunk = %trunk.name, %called, "INVITE without SDP offer refused (not supported yet)");
-        let code = reject(StatusCode::NotAcceptableHere, Outcome::Rejected);
-        return shared.reply(&mut tx, code).await;
+    let offer = (!offer.trim().is_empty()).then_some(offer);
+    if let Some(offer) = &offer {
+        match Description::parse(offer).map(|d| negotiate(&d, &preference(&trunk))) {
+            Err(_) | Ok(Err(palaver_sfu::control::sip::TrunkSdpError::NoAddress)) => {
+                SipCounters::inc(&shared.counters.malformed);
+                let code = reject(StatusCode::BadRequest, Outcome::Rejected);
+                return shared.reply(&mut tx, code).await;
+            }
+            Ok(Err(error)) => {
+                tracing::info!(trunk = %trunk.name, %called, %error, "offer not acceptable");
+                let code = reject(StatusCode::NotAcceptableHere, Outcome::Rejected);
+                return shared.reply(&mut tx, code).await;
+            }
+            Ok(Ok(_)) => {}
+        }
     }
-    match Description::parse(&offer).map(|d| negotiate(&d, &preference(&trunk))) {
-        Err(_) | Ok(Err(palaver_sfu::control::sip::TrunkSdpError::NoAddress)) => {
-            SipCounters::inc(&shared.counters.malformed);
-            let code = reject(StatusCode::BadRequest, Outcome::Rejected);
-            return shared.reply(&mut tx, code).await;
-        }
-        Ok(Err(error)) => {
-            tracing::info!(trunk = %trunk.name, %called, %error, "offer not acceptable");
-            let code = reject(StatusCode::NotAcceptableHere, Outcome::Rejected);
-            return shared.reply(&mut tx, code).await;
-        }
-        Ok(Ok(_)) => {}
-    }
-    let target = match &route {
-        Route::User(raw) | Route::Queue(raw) => raw.clone(),
-        Route::Meeting(id) => {
-            tracing::info!(trunk = %trunk.name, %called, meeting = %id, "meeting route not carried yet: 480");
-            let code = reject(StatusCode::TemporarilyUnavailable, Outcome::Rejected);
-            return shared.reply(&mut tx, code).await;
-        }
-        Route::CallAutomation => {
-            tracing::warn!(trunk = %trunk.name, %called, "call-automation route: no Call Automation entry point for phone legs yet; answered 480");
-            let code = reject(StatusCode::TemporarilyUnavailable, Outcome::Rejected);
-            return shared.reply(&mut tx, code).await;
-        }
-    };
     // The caller, as palaver shows it.
     let from = request.from_header().ok().and_then(|f| FromHeader::parse(f.value()).ok());
     let caller_number = from.as_ref().and_then(|f| f.uri.user()).and_then(normalize_number);
@@ -175,7 +163,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         .unwrap_or_else(|| "Unknown caller".to_owned());
     let sip_call_id = request.call_id_header().map(|c| c.value().to_string()).unwrap_or_default();
 
-    let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
+    let (state_tx, states) = shared.dialogs.new_dialog_state_channel();
     let dialog = match shared.dialogs.get_or_create_server_invite(&tx, state_tx, None, None) {
         Ok(d) => d,
         Err(error) => {
@@ -188,21 +176,69 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
     });
+    let leg = InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, states };
+    match route {
+        Route::Meeting(meeting_id) => crate::meeting::join(shared, leg, meeting_id).await,
+        Route::User(raw) | Route::Queue(raw) => ring(shared, leg, Target::Machinery(raw)).await,
+        Route::CallAutomation => ring(shared, leg, Target::CallAutomation).await,
+    }
+}
+
+/// An inbound INVITE that passed the checks: its dialog (already handled by rsipstack) and
+/// who is calling.
+pub(crate) struct InboundLeg {
+    pub trunk: TrunkConfig,
+    /// The owned number called (E.164).
+    pub called: String,
+    /// The caller, `4:+E.164` (or `4:anonymous`).
+    pub phone: String,
+    pub display: String,
+    pub sip_call_id: String,
+    /// The trunk's SDP offer; `None` for an INVITE without one.
+    pub offer: Option<String>,
+    pub dialog: InviteDialog,
+    pub states: DialogStateReceiver,
+}
+
+/// Who an inbound call rings through the call machinery.
+enum Target {
+    /// A directory user or a call queue (its raw id).
+    Machinery(String),
+    /// The called number itself, which raises `IncomingCall` for Call Automation.
+    CallAutomation,
+}
+
+/// Rings the route's target through the call machinery while the trunk hears 180; the
+/// answer joins the phone's RTP to the call's conference and sends the 200.
+async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
+    let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states } = leg;
     let call_id = uuid::Uuid::new_v4().to_string();
     let mut events = shared.register(&call_id);
     let gateway = shared.gateway.clone();
     let party = Party::new(phone.clone(), display.clone());
-    tracing::info!(trunk = %trunk.name, call = %call_id, sip_call_id = %sip_call_id, caller = %phone, %called, target = %target, "inbound phone call");
-    if let Err(error) = gateway.phone_place(&call_id, party, &sip_call_id, &target).await {
+    let placed = match &target {
+        Target::Machinery(raw) => {
+            tracing::info!(trunk = %trunk.name, call = %call_id, sip_call_id = %sip_call_id, caller = %phone, %called, target = %raw, "inbound phone call");
+            gateway.phone_place(&call_id, party, &sip_call_id, raw).await
+        }
+        Target::CallAutomation => {
+            tracing::info!(trunk = %trunk.name, call = %call_id, sip_call_id = %sip_call_id, caller = %phone, %called, "inbound phone call for Call Automation");
+            gateway.phone_ring_call_automation(&call_id, party, &sip_call_id, &format!("4:{called}")).await
+        }
+    };
+    if let Err(error) = placed {
         tracing::info!(call = %call_id, %error, "inbound phone call refused by the call machinery");
         shared.unregister(&call_id);
-        let code = reject(place_refusal(&error), Outcome::Rejected);
+        let code = place_refusal(&error);
+        shared.counters.call(&trunk.name, Direction::Inbound, Outcome::Rejected);
         shared.counters.response(code.code());
         let _ = dialog.reject(Some(code), None);
         return;
     }
     let _ = dialog.ringing(None, None);
     let mut answered = false;
+    let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
+    let mut media: Option<LegMedia> = None;
     let outcome = loop {
         tokio::select! {
             state = states.recv() => match state {
@@ -241,33 +277,41 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
                     shared.counters.response(status.code());
                     let _ = handle.reply(status).await;
                 }
+                Some(DialogState::Updated(_, request, handle)) if answered => {
+                    if let Some(media) = media.as_mut() {
+                        crate::hold::update(&shared, media, &request, handle).await;
+                    }
+                }
                 Some(_) => {}
                 None => break if answered { Outcome::Completed } else { Outcome::Failed },
             },
             event = events.recv() => match event {
                 Some(CallEvent::Connected { .. }) if !answered => {
-                    let codecs = trunk.codecs.clone();
-                    match gateway.phone_attach(&call_id, &phone, offer.clone(), codecs).await {
-                        Ok(answer) => {
-                            let content_type = Header::ContentType(rsipstack::sip::headers::ContentType::new("application/sdp"));
-                            if dialog.accept(Some(vec![content_type]), Some(answer.sdp.into_bytes())).is_ok() {
-                                shared.counters.response(200);
-                                answered = true;
-                                tracing::info!(call = %call_id, codec = %answer.codec, "inbound phone call answered");
-                            }
+                    match answer(&shared, &dialog, &mut states, session.clone(), offer.as_deref(), trunk.codecs.clone()).await {
+                        Ok((agreed, codec)) => {
+                            media = Some(agreed);
+                            answered = true;
+                            tracing::info!(call = %call_id, %codec, "inbound phone call answered");
+                        }
+                        Err(AnswerError::Gone) => {
+                            let _ = gateway.phone_hang_up(&call_id, &phone).await;
+                            break Outcome::Failed;
                         }
                         Err(error) => {
                             tracing::warn!(call = %call_id, %error, "phone media not attached");
                             let _ = gateway.phone_hang_up(&call_id, &phone).await;
-                            shared.counters.response(488);
-                            let _ = dialog.reject(Some(StatusCode::NotAcceptableHere), None);
+                            if dialog.state().waiting_ack() || dialog.state().is_confirmed() {
+                                bye_after_ack(&dialog, &mut states).await;
+                            } else {
+                                refuse_media(&shared, &dialog);
+                            }
                             break Outcome::Failed;
                         }
                     }
                 }
                 Some(CallEvent::Ended { reason, .. }) => {
                     if answered {
-                        let _ = dialog.bye().await;
+                        bye_after_ack(&dialog, &mut states).await;
                         break Outcome::Completed;
                     }
                     let code = refusal(reason);
@@ -278,7 +322,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
                 Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
                     // Transferred away or removed from a call that goes on.
                     if answered {
-                        let _ = dialog.bye().await;
+                        bye_after_ack(&dialog, &mut states).await;
                     }
                     break Outcome::Completed;
                 }

@@ -8,11 +8,14 @@
 //! ([`counters`]). Media (plain RTP, G.711 in the mixer) lives in `palaver-sfu`
 //! (`control/sip.rs`, `mixer/g711.rs`); see `docs/sip.md`.
 
+mod answer;
 pub mod config;
 pub mod counters;
 pub mod gateway;
+mod hold;
 mod inbound;
 mod keepalive;
+mod meeting;
 mod outbound;
 pub mod trunks;
 

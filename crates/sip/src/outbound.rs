@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use palaver_signaling::domain::calls::{CallEvent, Party};
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::DialogState;
+use rsipstack::dialog::dialog::{Dialog, DialogState};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::Uri;
 use rsipstack::transport::SipAddr;
@@ -22,7 +22,7 @@ use crate::gateway::Shared;
 
 /// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
 /// number when the caller is a phone, else the first owned number.
-fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
+pub(crate) fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
     if let Some(id) = &trunk.caller_id {
         return id.clone();
     }
@@ -32,6 +32,39 @@ fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>
     let mut owned: Vec<&String> = shared.numbers.keys().collect();
     owned.sort();
     owned.first().map(|n| n.to_string()).unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// The INVITE to `number` through `trunk`, presenting `presented`, with palaver's SDP
+/// `offer` (and the trunk's credentials for its digest challenges).
+pub(crate) fn invite_option(
+    shared: &Shared,
+    trunk: &TrunkConfig,
+    number: &str,
+    presented: &str,
+    display: Option<String>,
+    offer: String,
+) -> Option<InviteOption> {
+    let uri = |text: String| Uri::try_from(text.as_str()).ok();
+    let from = uri(format!("sip:{presented}@{}", shared.local))?;
+    let to = uri(format!("sip:{number}@{}", trunk.address))?;
+    let contact = uri(format!("sip:palaver@{}", shared.local))?;
+    let credential = match (&trunk.username, &trunk.password) {
+        (Some(username), Some(password)) => {
+            Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
+        }
+        _ => None,
+    };
+    Some(InviteOption {
+        caller_display_name: display,
+        caller: from,
+        callee: to,
+        destination: Some(SipAddr::from(trunk.address)),
+        content_type: Some("application/sdp".to_owned()),
+        offer: Some(offer.into_bytes()),
+        contact,
+        credential,
+        ..InviteOption::default()
+    })
 }
 
 /// The call machinery rings `phone` in `call_id` (`event` is its `call.incoming`).
@@ -59,36 +92,53 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             return;
         }
     };
-    let uri = |text: String| Uri::try_from(text.as_str());
-    let (Ok(from), Ok(to), Ok(contact)) = (
-        uri(format!("sip:{presented}@{}", shared.local)),
-        uri(format!("sip:{number}@{}", trunk.address)),
-        uri(format!("sip:palaver@{}", shared.local)),
-    ) else {
+    let display = caller.as_ref().map(|c| c.display_name.clone());
+    let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
         shared.unregister(&call_id);
         let _ = gateway.phone_decline(&call_id, &phone).await;
         return;
     };
-    let credential = match (&trunk.username, &trunk.password) {
-        (Some(username), Some(password)) => {
-            Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
-        }
-        _ => None,
-    };
-    let option = InviteOption {
-        caller_display_name: caller.as_ref().map(|c| c.display_name.clone()),
-        caller: from,
-        callee: to,
-        destination: Some(SipAddr::from(trunk.address)),
-        content_type: Some("application/sdp".to_owned()),
-        offer: Some(offer.into_bytes()),
-        contact,
-        credential,
-        ..InviteOption::default()
-    };
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
-    let answered = shared.dialogs.do_invite(option, state_tx).await;
+    // While the phone rings, the call may end for it (the caller gives up, the ring time
+    // runs out, the invitation is withdrawn): the INVITE is then cancelled (CANCEL, 487).
+    let invite = shared.dialogs.do_invite(option, state_tx);
+    tokio::pin!(invite);
+    let mut dialog_id = None;
+    let mut cancelled = false;
+    let answered = loop {
+        tokio::select! {
+            result = &mut invite => break result,
+            Some(state) = states.recv(), if dialog_id.is_none() => dialog_id = Some(state.id().clone()),
+            event = events.recv(), if !cancelled => {
+                if matches!(event, Some(CallEvent::Ended { .. }) | None) {
+                    cancelled = true;
+                    let dialog = dialog_id.as_ref().and_then(|id| shared.dialogs.get_dialog(id));
+                    match dialog {
+                        Some(Dialog::Invite(dialog)) => {
+                            tracing::info!(call = %call_id, to = %number, "the call ended while the phone rang: CANCEL");
+                            if let Err(error) = dialog.cancel().await {
+                                tracing::debug!(call = %call_id, %error, "CANCEL not sent");
+                            }
+                        }
+                        _ => tracing::debug!(call = %call_id, "no dialog to cancel yet: the answer will get BYE"),
+                    }
+                }
+            }
+        }
+    };
+    if cancelled {
+        if let Ok((dialog, Some(response))) = &answered
+            && response.status_code.code() / 100 == 2
+        {
+            // The 2xx crossed the CANCEL: the phone answered a call that is gone.
+            let _ = dialog.bye().await;
+        }
+        gateway.phone_detach(&call_id, &phone);
+        shared.unregister(&call_id);
+        shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
+        return;
+    }
     let (dialog, answer) = match answered {
         Ok((dialog, Some(response))) if response.status_code.code() / 100 == 2 => {
             (dialog, String::from_utf8_lossy(&response.body).into_owned())

@@ -7,7 +7,10 @@
 //! 440 Hz Opus tone and decodes the mix. Cases: both directions hear each other through the
 //! mixer (PCMU ↔ Opus) and the carrier hangs up; palaver's user hangs up (BYE from palaver);
 //! CANCEL before answer; a digest challenge; OPTIONS both ways; INVITEs with an unusable
-//! offer get 400 while a parallel good call carries on.
+//! offer get 400 while a parallel good call carries on; an INVITE without offer, then hold and
+//! resume; the meeting and call-automation routes, meeting dial-out, Call Automation
+//! `createCall` to a number and a phone's DTMF reaching `recognize`. `SIP_DEBUG=1` prints the
+//! server logs when a SIPp run fails.
 
 use crate::signaling::connect;
 use crate::support::{FRAME, ToneEncoder, assert_hears, collect, quic_address, tone_amplitude};
@@ -82,10 +85,22 @@ route = "user:8:orgid:{USER}"
 
 /// Starts SIPp with `scenario_file` against the gateway, from `local_ip`, in `dir`.
 fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], dir: &Path) -> tokio::process::Child {
+    sipp_to(NUMBER, sip, scenario_file, local_ip, extra, dir)
+}
+
+/// [`sipp`], calling `number`.
+fn sipp_to(
+    number: &str,
+    sip: SocketAddr,
+    scenario_file: &str,
+    local_ip: &str,
+    extra: &[String],
+    dir: &Path,
+) -> tokio::process::Child {
     let mut cmd = Command::new("sipp");
     cmd.arg("-sf")
         .arg(scenario(scenario_file))
-        .args(["-i", local_ip, "-p", &free_udp_port().to_string(), "-s", NUMBER, "-nostdin", "-timeout", "30s"])
+        .args(["-i", local_ip, "-p", &free_udp_port().to_string(), "-s", number, "-nostdin", "-timeout", "30s"])
         .args(["-timeout_error", "-trace_err"])
         .args(extra)
         .arg(sip.to_string())
@@ -99,6 +114,13 @@ fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], 
 async fn finished(child: tokio::process::Child, what: &str) {
     let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.expect("sipp finishes");
     let out = out.expect("sipp output");
+    if !out.status.success() && std::env::var("SIP_DEBUG").is_ok() {
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("palaver-e2e-sip") {
+                eprintln!("{}", std::fs::read_to_string(e.path().join("palaver.log")).unwrap_or_default());
+            }
+        }
+    }
     assert!(
         out.status.success(),
         "SIPp {what} failed ({:?}):\n{}\n{}",
@@ -254,10 +276,8 @@ async fn palaver_hangs_up_a_phone_call_and_a_cancel_before_answer_stops_the_ring
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     ws.recv_type("call.connected").await;
     server_rtp_port(dir.path()).await;
-    // Let the carrier's ACK land first: palaver does not yet hold a hang-up back until the
-    // trunk has acknowledged the 200 (RFC 3261 §15; docs/sip.md "Not done"), and SIPp aborts
-    // on a BYE that overtakes its ACK (seen once under a loaded `make test`).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Hang up at once: the carrier acknowledges the 200 only 300 ms after it arrives, and
+    // palaver's BYE must wait for that ACK (RFC 3261 §15; SIPp fails on a BYE before its ACK).
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(carrier, "call with BYE from palaver").await;
 
@@ -344,4 +364,333 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
     assert!(raw_ids.contains(&"4:+14255550123"), "{connected}");
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(phone, "the carrier's side of a call to a phone number").await;
+
+    // The user gives up while the phone rings: palaver cancels the INVITE (CANCEL, 487, ACK).
+    let ringing_phone = {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario("uas_cancel.xml"))
+            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+            .args(["-timeout_error", "-trace_err"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn sipp")
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(ringing_phone, "a call to a phone number cancelled while it rings").await;
+}
+
+/// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
+/// `*_logs.log` in `dir`).
+async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut packets = 0;
+    let mut buf = [0u8; 1500];
+    let mut last_check = Instant::now();
+    loop {
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(20), socket.recv_from(&mut buf)).await
+            && n > 12
+        {
+            packets += 1;
+        }
+        if last_check.elapsed() > Duration::from_millis(50) {
+            last_check = Instant::now();
+            let logged = std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.ends_with("_logs.log") && std::fs::read_to_string(e.path()).unwrap_or_default().contains(marker)
+            });
+            if logged {
+                return packets;
+            }
+        }
+        assert!(Instant::now() < deadline, "SIPp never logged {marker}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media_until_resume() {
+    let (dir, server, sip) = start("palaver-e2e-sip-hold", 9, 0).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra = ["-m".into(), "1".into(), "-trace_logs".into(), "-set".into(), "rtp_port".into(), rtp_port];
+    let carrier = sipp(sip, "hold.xml", "127.0.0.1", &extra, dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    // Connected with the answer from the ACK: the mix (silence: G.711 has no DTX) flows.
+    let before = packets_until(&phone, dir.path(), "HELD a=recvonly").await;
+    // On hold: after the packets already in flight, nothing comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
+    let held = packets_until(&phone, dir.path(), "RESUMED a=sendrecv").await;
+    let mut resumed = 0;
+    let until = Instant::now() + Duration::from_millis(1000);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
+        resumed += 1;
+    }
+    println!("phone packets: {before} before hold, {held} on hold, {resumed} in 1 s after resume");
+    assert!(before >= 20, "no media before hold ({before})");
+    assert!(held <= 5, "media went on during hold ({held})");
+    assert!(resumed >= 20, "no media after resume ({resumed})");
+    finished(carrier, "INVITE without offer, hold, resume, BYE").await;
+    assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
+}
+
+/// The phone presses `digit`: RFC 4733 telephone-events (payload type 101, as the trunk's
+/// SDP offers) from its RTP socket, three updates and three end packets.
+async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
+    for i in 0..6u16 {
+        let mut packet = vec![0x80, if i == 0 { 0x80 | 101 } else { 101 }];
+        packet.extend_from_slice(&(2000 + i).to_be_bytes());
+        packet.extend_from_slice(&48_000u32.to_be_bytes());
+        packet.extend_from_slice(&0x00D7_3F00_u32.to_be_bytes());
+        let end = if i >= 3 { 0x80 } else { 0 };
+        packet.extend_from_slice(&[digit, end | 10]);
+        packet.extend_from_slice(&(160 * (i.min(3) + 1)).to_be_bytes());
+        socket.send_to(&packet, to).await.expect("send DTMF");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIPp as the carrier's side of a call palaver places (on `port`), for one call.
+fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+        .args(["-timeout_error", "-trace_err"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn sipp")
+}
+
+/// The Event Grid receiver of the routes test: answers the validation handshake and keeps
+/// every `IncomingCall` it is given.
+async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+    async fn receive(State(seen): State<Seen>, headers: HeaderMap, body: String) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let events: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if headers.get("aeg-event-type").is_some_and(|v| v == "SubscriptionValidation") {
+            let code = events[0]["data"]["validationCode"].clone();
+            return axum::Json(serde_json::json!({ "validationResponse": code })).into_response();
+        }
+        for event in events.as_array().into_iter().flatten() {
+            seen.lock().unwrap().push(event.clone());
+        }
+        axum::http::StatusCode::OK.into_response()
+    }
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    async fn callback(State(seen): State<Seen>, body: String) -> axum::http::StatusCode {
+        let event: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        for event in event.as_array().cloned().unwrap_or_else(|| vec![event]) {
+            seen.lock().unwrap().push(event);
+        }
+        axum::http::StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .route("/callbacks", axum::routing::post(callback))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_caller_joins_a_meeting_through_its_lobby_and_call_automation_answers_and_dials_numbers() {
+    const MEETING_NUMBER: &str = "+14255550177";
+    const APP_NUMBER: &str = "+14255550188";
+    require_sipp();
+    let dir = TempDir::new("palaver-e2e-sip-routes");
+    // The meeting exists before the number can route to it: create it, then restart.
+    let mut server = Server::start_in(dir.path(), ServerOptions::default()).await;
+    let organizer_oid = "0b000000-0000-4000-8000-0000000005b2";
+    let org = server.directory_user_token(organizer_oid, "Olga Organizer").await;
+    let (status, meeting) = server.bearer(reqwest::Method::POST, "/meetings", &org, Some(&serde_json::json!({}))).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{meeting}");
+    let meeting_id = meeting["id"].as_str().expect("meeting id").to_owned();
+    server.terminate();
+    let (hook_port, events) = event_receiver().await;
+    let carrier_port = free_udp_port();
+    let config = format!(
+        r#"[signaling.calls]
+allow_phone_targets = true
+
+[events.delivery]
+poll_interval_ms = 50
+
+[[events.subscriptions]]
+name = "incoming"
+endpoint = "http://127.0.0.1:{hook_port}/hook"
+event_types = ["Microsoft.Communication.IncomingCall"]
+
+[sip]
+listen = "127.0.0.1:0"
+options_interval_secs = 0
+
+[[sip.trunks]]
+name = "carrier"
+address = "127.0.0.1:{carrier_port}"
+allow_from = ["127.0.0.1"]
+
+[[phone_numbers]]
+number = "{MEETING_NUMBER}"
+route = "meeting:{meeting_id}"
+
+[[phone_numbers]]
+number = "{APP_NUMBER}"
+route = "call-automation"
+"#
+    );
+    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
+    let sip = server.sip_addr().expect("PALAVER_SIP line");
+    let org = server.directory_user_token(organizer_oid, "Olga Organizer").await;
+
+    // The organizer is in the meeting; the phone caller waits in the lobby (the default
+    // policy lets only the organization in), is admitted, and the meeting's end hangs it up.
+    let mut ws = connect(&server, &org).await;
+    ws.send(serde_json::json!({"type":"join","target":{"kind":"meetingLink","joinUrl":meeting["joinUrl"]}})).await;
+    ws.recv_type("joined").await;
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", "9", "-set", "hangup", "palaver"].map(String::from);
+    let carrier = sipp_to(MEETING_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
+    let phone = loop {
+        let delta = ws.recv_type("roster.delta").await;
+        let participant = &delta["delta"]["participant"];
+        if delta["delta"]["change"] == "joined" && participant["identifier"]["rawId"] == "4:+14255550199" {
+            assert_eq!(participant["state"], "lobby", "{delta}");
+            assert_eq!(participant["displayName"].as_str().map(|n| n.starts_with("Carla Caller")), Some(true));
+            break participant["participantId"].as_str().unwrap().to_owned();
+        }
+    };
+    ws.send(serde_json::json!({"type":"lobby.admit","participantId":phone})).await;
+    server_rtp_port(dir.path()).await;
+    // The organizer dials a number into the meeting: the carrier answers, the phone joins
+    // without the lobby.
+    let dialled = uas(dir.path(), carrier_port, "uas_answer.xml");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"dialOut","phoneNumber":"+14255550123"})).await;
+    loop {
+        let delta = ws.recv_type("roster.delta").await;
+        let participant = &delta["delta"]["participant"];
+        if delta["delta"]["change"] == "joined" && participant["identifier"]["rawId"] == "4:+14255550123" {
+            assert_eq!(participant["state"], "connected", "{delta}");
+            break;
+        }
+    }
+    ws.send(serde_json::json!({"type":"meeting.end"})).await;
+    finished(carrier, "a phone caller admitted to a meeting, hung up when it ends").await;
+    finished(dialled, "a phone dialled into the meeting, hung up when it ends").await;
+
+    // Call Automation: IncomingCall for the number, from the caller; answering connects the
+    // phone (200 to the carrier); the application hangs up (BYE to the carrier).
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("_logs.log") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "hangup", "palaver"].map(String::from);
+    let carrier = sipp_to(APP_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let incoming = loop {
+        if let Some(e) =
+            events.lock().unwrap().iter().find(|e| e["eventType"] == "Microsoft.Communication.IncomingCall")
+        {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no IncomingCall");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let data = &incoming["data"];
+    assert_eq!(data["to"]["rawId"], format!("4:{APP_NUMBER}"), "{incoming}");
+    assert_eq!(data["from"]["rawId"], "4:+14255550199", "{incoming}");
+    assert_eq!(data["callerDisplayName"], "Carla Caller", "{incoming}");
+    let answer = serde_json::json!({
+        "incomingCallContext": data["incomingCallContext"],
+        "callbackUri": format!("http://127.0.0.1:{hook_port}/callbacks"),
+    });
+    let (status, connection) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections:answer?api-version=2025-05-15", &answer.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{connection}");
+    let media_port = server_rtp_port(dir.path()).await;
+    let ccid = connection["callConnectionId"].as_str().expect("callConnectionId");
+    // DTMF from the phone (RFC 4733 on the trunk leg) reaches Call Automation's recognize.
+    let recognize = serde_json::json!({
+        "recognizeInputType": "dtmf",
+        "recognizeOptions": {
+            "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
+            "initialSilenceTimeoutInSeconds": 10,
+            "dtmfOptions": {"maxTonesToCollect": 1},
+        },
+        "operationContext": "menu",
+    });
+    let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
+    assert!(status.is_success(), "{status} {body}");
+    send_digit(&phone, SocketAddr::from(([127, 0, 0, 1], media_port)), 5).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let completed = loop {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["type"].as_str().is_some_and(|t| t.ends_with("RecognizeCompleted") || t.ends_with("RecognizeFailed"))
+            })
+            .cloned();
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no RecognizeCompleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(completed["data"]["dtmfResult"]["tones"], serde_json::json!(["five"]), "{completed}");
+    let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
+    assert!(status.is_success(), "{status} {body}");
+    finished(carrier, "a phone call answered and hung up by Call Automation").await;
+
+    // createCall to a phone number dials out through the trunk; the application hangs up.
+    let phone = uas(dir.path(), carrier_port, "uas_answer.xml");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (bot, _) = server.create_user_token(&["voip"]).await;
+    let create = serde_json::json!({
+        "targets": [{"rawId": "4:+14255550123", "phoneNumber": {"value": "+14255550123"}}],
+        "source": {"id": bot},
+        "callbackUri": format!("http://127.0.0.1:{hook_port}/callbacks"),
+    });
+    let (status, created) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections?api-version=2025-05-15", &create.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let ccid = created["callConnectionId"].as_str().expect("callConnectionId").to_owned();
+    let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, props) = server.signed(reqwest::Method::GET, &path, "").await;
+        if props["callConnectionState"] == "connected" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the phone never answered: {props}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
+    assert!(status.is_success(), "{status} {body}");
+    finished(phone, "Call Automation's createCall to a phone number").await;
 }

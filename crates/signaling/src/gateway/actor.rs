@@ -438,6 +438,20 @@ impl Actor {
                 Output::MediaLeave { participant_id } => {
                     self.gateway.media().leave(self.media_session(&participant_id, true));
                 }
+                Output::DialOut { participant_id, phone_number } => {
+                    // To the SIP gateway (gateway/phone.rs); none configured: refused.
+                    let conversation_id = self.handle.conversation_id.clone();
+                    if !self.gateway.meeting_dial_out(&self.key, &conversation_id, &phone_number) {
+                        let refusal = ServerMessage::error(
+                            palaver_core::ErrorCode::PstnUnavailable,
+                            "no phone network gateway is configured on this server",
+                            None,
+                        );
+                        self.gateway.record_if_error(&refusal);
+                        let text: Arc<str> = refusal.to_json().into();
+                        self.deliver(&[participant_id], &text, &mut overflowed);
+                    }
+                }
                 Output::ConversationEnded => {}
             }
         }

@@ -131,6 +131,10 @@ pub fn call_automation_error(e: CallError) -> CallAutomationError {
         ErrorCode::CallNotFound | ErrorCode::NotFound => CallAutomationError::new(404, 8522, e.message),
         ErrorCode::Busy | ErrorCode::InvalidState => CallAutomationError::invalid_state(e.message),
         ErrorCode::InternalError | ErrorCode::StorageUnavailable => CallAutomationError::internal(e.message),
+        ErrorCode::PhoneTargetNotAllowed => CallAutomationError::invalid_argument(format!(
+            "{}: calling phone numbers needs a SIP trunk and `allow_phone_targets` on this server.",
+            e.message
+        )),
         code if code.http_status() == 403 => CallAutomationError::new(403, 8523, e.message),
         _ => CallAutomationError::invalid_argument(e.message),
     }

@@ -22,7 +22,7 @@ pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
 pub use limits::RateLimit;
 pub use media::{MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
-pub use phone::PhoneNotice;
+pub use phone::{MeetingDialOut, PhoneNotice};
 pub use routes::{authenticate, routes};
 
 use crate::domain::calls::CallsConfig;

@@ -4,16 +4,25 @@
 //! SIP gateway feeds the phone's side (place, answer, decline, hang up, transfer) back
 //! through the methods here. Its media joins the call's conference through
 //! [`MediaPlane::attach_trunk`](super::MediaPlane::attach_trunk); the SIP gateway releases it when the leg ends.
+//!
+//! A phone caller routed to a meeting (`meeting:<id>`) is not a call party but a participant
+//! of the meeting's conversation: [`Gateway::phone_join_meeting`] joins it (through the lobby
+//! as the meeting's policy says) and reports where it stands as [`MeetingNotice`]s.
 
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
 use super::Gateway;
+use super::actor::{ActorMsg, ConversationHandle};
 use super::calls::session_id;
+use super::connection::Outbound;
 use super::media::{MediaFuture, MediaSession, TrunkAnswer};
+use crate::domain::Refusal;
 use crate::domain::calls::{CallError, CallEvent, Input, Party};
+use crate::domain::conversation::{Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest};
 use palaver_core::CommunicationIdentifier;
+use palaver_core::protocol::{ParticipantState, ServerMessage};
 
 /// A call event addressed to a phone participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +32,31 @@ pub struct PhoneNotice {
     pub event: CallEvent,
 }
 
-/// The channel from the call actor to the SIP gateway (taken once).
+/// A meeting participant asked to dial a phone number into the meeting (`meeting.dialOut`,
+/// already allowed by the meeting's policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingDialOut {
+    /// The meeting's id.
+    pub meeting_id: String,
+    /// Its live conversation (the media plane's conversation id).
+    pub conversation_id: String,
+    /// `+E.164`.
+    pub phone_number: String,
+}
+
+/// The channels from the call actor and the conversations to the SIP gateway (taken once).
 pub(crate) struct PhoneHook {
     tx: mpsc::UnboundedSender<PhoneNotice>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<PhoneNotice>>>,
+    dial_out_tx: mpsc::UnboundedSender<MeetingDialOut>,
+    dial_out_rx: Mutex<Option<mpsc::UnboundedReceiver<MeetingDialOut>>>,
 }
 
 impl Default for PhoneHook {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Mutex::new(Some(rx)) }
+        let (dial_out_tx, dial_out_rx) = mpsc::unbounded_channel();
+        Self { tx, rx: Mutex::new(Some(rx)), dial_out_tx, dial_out_rx: Mutex::new(Some(dial_out_rx)) }
     }
 }
 
@@ -45,6 +69,28 @@ impl Gateway {
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()
+    }
+
+    /// Meeting dial-outs, for the SIP gateway; `None` after the first call.
+    pub fn take_meeting_dial_outs(&self) -> Option<mpsc::UnboundedReceiver<MeetingDialOut>> {
+        self.phone.dial_out_rx.lock().ok()?.take()
+    }
+
+    /// A conversation asks for a dial-out (`key` is its target key, `meeting:<id>`): false
+    /// when no SIP gateway takes dial-outs (the requester is told `PstnUnavailable`).
+    pub(crate) fn meeting_dial_out(&self, key: &str, conversation_id: &str, phone_number: &str) -> bool {
+        let listening = self.phone.dial_out_rx.lock().map(|rx| rx.is_none()).unwrap_or(false);
+        let Some(meeting_id) = key.strip_prefix("meeting:") else { return false };
+        listening
+            && self
+                .phone
+                .dial_out_tx
+                .send(MeetingDialOut {
+                    meeting_id: meeting_id.to_owned(),
+                    conversation_id: conversation_id.to_owned(),
+                    phone_number: phone_number.to_owned(),
+                })
+                .is_ok()
     }
 
     /// Called by the call actor for every notification: phone parties go to the SIP gateway.
@@ -70,6 +116,18 @@ impl Gateway {
             targets: vec![target.to_owned()],
         };
         self.call_request(input).await
+    }
+
+    /// A phone caller rings the owned number it called, for Call Automation (the trunk's
+    /// `call-automation` route): `IncomingCall` is raised for `number`.
+    pub async fn phone_ring_call_automation(
+        &self,
+        call_id: &str,
+        caller: Party,
+        endpoint: &str,
+        number: &str,
+    ) -> Result<(), CallError> {
+        self.call_request(crate::domain::call_automation::incoming_from_phone(call_id, caller, endpoint, number)).await
     }
 
     /// The phone dialled out to answered.
@@ -127,4 +185,138 @@ impl Gateway {
     pub fn phone_detach(&self, call_id: &str, phone: &str) {
         self.media().leave(Self::phone_media_session(call_id, phone));
     }
+}
+
+/// Where a phone participant of a meeting stands, as its conversation tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeetingNotice {
+    /// Waiting in the meeting's lobby.
+    Lobby,
+    /// In the meeting (let in directly, or admitted from the lobby): its media may join.
+    Admitted,
+    /// Its session is over: it left, was removed or denied, the meeting ended, or the join
+    /// was refused (`reason` says which, for the log).
+    Ended { reason: String },
+}
+
+/// A phone caller seated in a meeting's conversation.
+pub struct PhoneMeetingLeg {
+    /// The media session of the phone in the meeting's conference.
+    pub session: MediaSession,
+    pub notices: mpsc::UnboundedReceiver<MeetingNotice>,
+    handle: ConversationHandle,
+}
+
+impl std::fmt::Debug for PhoneMeetingLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneMeetingLeg").field("session", &self.session).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The phone `caller` (`4:+E.164`, shown as `display_name`) joins meeting `meeting_id`,
+    /// through its lobby unless the meeting's lobby policy lets everyone in. Its media joins
+    /// (with [`Gateway::phone_attach_session`]) once it is [`MeetingNotice::Admitted`].
+    pub async fn phone_join_meeting(
+        &self,
+        meeting_id: &str,
+        caller: &str,
+        display_name: &str,
+        participant_id: Option<String>,
+    ) -> Result<PhoneMeetingLeg, Refusal> {
+        let record = self.meetings().by_id(meeting_id).await?;
+        let identifier = CommunicationIdentifier::parse(caller)
+            .map_err(|e| Refusal::new(palaver_core::ErrorCode::InvalidIdentifier, format!("caller: {e}")))?;
+        let key = format!("meeting:{}", record.id);
+        let setup = ConversationSetup::Meeting(record.setup());
+        let participant_id = participant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request = JoinRequest {
+            participant_id: participant_id.clone(),
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            request_id: None,
+            identity: JoinIdentity {
+                identifier,
+                directory_name: None,
+                tenant_id: None,
+                native_client: false,
+                // A trunk leg has no access token to refresh.
+                token_expires_at_ms: i64::MAX / 2,
+            },
+            proposed_display_name: Some(display_name.to_owned()),
+            room_role: None,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let endpoint = format!("sip:{participant_id}");
+        let handle = self.join(key, setup, request, endpoint, tx).await;
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        tokio::spawn(follow_meeting(rx, notices_tx));
+        let session =
+            MediaSession { conversation_id: handle.conversation_id.clone(), participant_id, may_send_media: true };
+        Ok(PhoneMeetingLeg { session, notices, handle })
+    }
+
+    /// The phone leaves the meeting (BYE or CANCEL from the trunk, or the call failed).
+    pub async fn phone_leave_meeting(&self, leg: &PhoneMeetingLeg) {
+        let leave = ConversationInput::Command {
+            participant_id: leg.session.participant_id.clone(),
+            request_id: None,
+            command: Command::Leave,
+        };
+        let _ = leg.handle.tx.send(ActorMsg::Input(leave)).await;
+        self.media().leave(leg.session.clone());
+    }
+
+    /// Joins a phone leg's plain RTP to `session`'s conference with the trunk's SDP.
+    pub fn phone_attach_session(
+        &self,
+        session: MediaSession,
+        peer_sdp: String,
+        codecs: Vec<String>,
+    ) -> MediaFuture<TrunkAnswer> {
+        self.media().attach_trunk(session, peer_sdp, codecs)
+    }
+
+    /// Releases a phone leg's media in `session`.
+    pub fn phone_leave_session(&self, session: MediaSession) {
+        self.media().leave(session);
+    }
+
+    /// The server's SDP offer for a phone leg in `session` (an INVITE without an offer, or a
+    /// call out through a trunk).
+    pub fn phone_offer_session(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
+        self.media().trunk_offer(session, codecs)
+    }
+}
+
+/// Turns what the conversation sends the phone's participant into [`MeetingNotice`]s.
+async fn follow_meeting(mut rx: mpsc::Receiver<Outbound>, notices: mpsc::UnboundedSender<MeetingNotice>) {
+    let mut admitted = false;
+    let ended = loop {
+        let Some(outbound) = rx.recv().await else { break "conversation gone".to_owned() };
+        let frame = match outbound {
+            Outbound::Frame(text) => text,
+            Outbound::Detached { reason, .. } => break format!("detached ({reason:?})"),
+            Outbound::Overflowed | Outbound::AccessRevoked { .. } => break "dropped".to_owned(),
+        };
+        let Ok(message) = serde_json::from_str::<ServerMessage>(&frame) else { continue };
+        match message {
+            ServerMessage::Joined { snapshot, .. } | ServerMessage::Snapshot { snapshot } => {
+                let notice = match snapshot.state {
+                    ParticipantState::Lobby => MeetingNotice::Lobby,
+                    _ if admitted => continue,
+                    _ => {
+                        admitted = true;
+                        MeetingNotice::Admitted
+                    }
+                };
+                if notices.send(notice).is_err() {
+                    return;
+                }
+            }
+            ServerMessage::SessionEnded { reason, .. } => break format!("{reason:?}"),
+            ServerMessage::Error { code, message, .. } => break format!("{code}: {message}"),
+            _ => {}
+        }
+    };
+    let _ = notices.send(MeetingNotice::Ended { reason: ended });
 }

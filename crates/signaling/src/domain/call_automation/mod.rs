@@ -21,6 +21,21 @@ pub use machine::{
 
 use serde::Serialize;
 
+use crate::domain::calls::{Input, Party};
+
+/// The SIP trunk's `call-automation` route: an inbound phone call from `caller` (`4:+E.164`)
+/// to the owned number `number` (`4:+E.164`) rings that number inside palaver, which raises
+/// `IncomingCall` for the Call Automation backend (`to` the number, `from` the caller);
+/// answering it connects the phone leg. `endpoint` names the SIP leg (its Call-ID).
+pub fn incoming_from_phone(call_id: &str, caller: Party, endpoint: &str, number: &str) -> Input {
+    Input::Place {
+        call_id: call_id.to_owned(),
+        caller,
+        endpoint: endpoint.to_owned(),
+        targets: vec![number.to_owned()],
+    }
+}
+
 /// Where a call connection stands (`callConnectionState` of `CallConnectionProperties`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]

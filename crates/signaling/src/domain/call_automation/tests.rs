@@ -464,18 +464,16 @@ fn move_a_participant_from_another_call_into_this_one() {
 #[test]
 fn an_inbound_phone_call_routed_to_call_automation_raises_incoming_call_for_the_number() {
     // The SIP side places the phone leg's call to the called number (`incoming_from_phone`).
+    // Calling phone numbers stays off (the default): the number is palaver's own.
     let mut w = World::new();
-    w.calls = CallManager::new(CallsConfig { allow_phone_targets: true, ..CallsConfig::default() });
-    w.input(Input::Place {
-        call_id: "pstn1".into(),
-        caller: Party::new("8:acs:r_trunkcaller", "+1 425 555 0100"),
-        endpoint: "sip".into(),
-        targets: vec!["4:+14255550199".into()],
-    })
-    .unwrap();
+    w.calls = CallManager::new(CallsConfig::default());
+    let caller = Party::new("4:+14255550100", "Alice Phone");
+    w.input(super::incoming_from_phone("pstn1", caller, "sip-call-id", "4:+14255550199")).unwrap();
     let (ctx, data) = w.incoming_context();
     assert_eq!(data["to"]["kind"], "phoneNumber");
     assert_eq!(data["to"]["phoneNumber"]["value"], "+14255550199");
+    assert_eq!(data["from"]["rawId"], "4:+14255550100");
+    assert_eq!(data["callerDisplayName"], "Alice Phone");
     w.answer("ccP", &ctx, "p1").unwrap();
     let cbs = w.callbacks();
     assert_eq!(names(&cbs)[0], ("ccP", "CallConnected"));

@@ -223,7 +223,15 @@ impl CallManager {
             if *t == caller.raw_id {
                 return Err(CallError::new(ErrorCode::InvalidParameter, "you cannot call yourself"));
             }
-            checked.push((t.clone(), resolve_target(&self.config, t, std::slice::from_ref(&caller_id))?));
+            // A phone caller ringing a phone number is the SIP gateway's `call-automation`
+            // route: the number is one palaver owns (only the gateway places calls as a phone,
+            // to its own numbers), so the dial-out policy does not apply.
+            let target = if is_phone(&caller.raw_id) && is_phone(t) {
+                Target::Direct(t.clone())
+            } else {
+                resolve_target(&self.config, t, std::slice::from_ref(&caller_id))?
+            };
+            checked.push((t.clone(), target));
         }
         let call = Call {
             id: call_id.clone(),

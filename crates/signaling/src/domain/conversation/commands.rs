@@ -247,7 +247,13 @@ impl Conversation {
                 if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(Refusal::new(ErrorCode::InvalidIdentifier, "expected a +E.164 phone number"));
                 }
-                Err(Refusal::new(ErrorCode::PstnUnavailable, "no phone network gateway is configured on this server"))
+                // The shell hands it to the SIP gateway (PstnUnavailable when there is none).
+                let raw = format!("4:{phone_number}");
+                if !self.dialed_out.contains(&raw) {
+                    self.dialed_out.push(raw);
+                }
+                out.push(Output::DialOut { participant_id: actor_id.to_string(), phone_number });
+                Ok(())
             }
             Command::MediaOffer { sdp, request_id } => {
                 if actor_in_lobby {

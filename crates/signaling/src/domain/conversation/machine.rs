@@ -10,7 +10,10 @@ use palaver_core::protocol::{
     CaptureState, ConversationKind, ConversationSnapshot, IceCandidate, MediaTrack, MeetingPolicy, ParticipantState,
     RosterChange, ServerMessage,
 };
-use palaver_core::{CallType, EndReason, EndpointType, ErrorCode, MeetingRole, RoomRole, SessionEnded, SessionStarted};
+use palaver_core::{
+    CallType, CommunicationIdentifier, EndReason, EndpointType, ErrorCode, MeetingRole, RoomRole, SessionEnded,
+    SessionStarted,
+};
 use std::collections::BTreeMap;
 
 /// Timing knobs of a conversation.
@@ -227,6 +230,12 @@ pub enum Output {
     MediaLeave {
         participant_id: String,
     },
+    /// Ring `phone_number` (`+E.164`) through the SIP trunk into this meeting, for
+    /// `participant_id`; the phone joins without the lobby when it answers.
+    DialOut {
+        participant_id: String,
+        phone_number: String,
+    },
     /// Apply the participant's slot subscriptions in the media plane.
     MediaSubscribe {
         participant_id: String,
@@ -259,6 +268,9 @@ pub struct Conversation {
     /// Group calls: whether the first joiner was an external user.
     pub(super) started_by_external: Option<bool>,
     pub(super) ended: bool,
+    /// Phone numbers dialled out from this meeting (`4:+E.164`), each let in without the
+    /// lobby once when it answers and joins.
+    pub(super) dialed_out: Vec<String>,
 }
 
 impl Conversation {
@@ -280,6 +292,7 @@ impl Conversation {
             roster_version: 0,
             started_by_external: None,
             ended: false,
+            dialed_out: Vec::new(),
         }
     }
 
@@ -409,7 +422,15 @@ impl Conversation {
             // Group calls have no roles: everyone may moderate (recording rules still apply).
             (None, _) => MeetingRole::Presenter,
         };
+        let dialed_out = match self.dialed_out.iter().position(|raw| *raw == identity.identifier.raw_id()) {
+            Some(i) => {
+                self.dialed_out.remove(i);
+                true
+            }
+            None => false,
+        };
         let stage = if self.kind == ConversationKind::Meeting
+            && !dialed_out
             && !(self.bypasses_lobby(&identity, role) && (identity.is_directory() || self.directory_user_present()))
         {
             Stage::Lobby
@@ -442,7 +463,12 @@ impl Conversation {
             call_type: CallType::Group,
             participant_raw_id: participant.identity.raw_id(),
             participant_type: participant.participant_type,
-            endpoint_type: EndpointType::Voip,
+            // A phone caller (SIP trunk, `4:+E.164`) is billed as a PSTN endpoint.
+            endpoint_type: if matches!(participant.identity.identifier, CommunicationIdentifier::PhoneNumber { .. }) {
+                EndpointType::Pstn
+            } else {
+                EndpointType::Voip
+            },
             thread_id: self.meeting.as_ref().and_then(|m| m.thread_id.clone()),
             at_ms: now,
         }));

@@ -456,11 +456,40 @@ fn end_meeting_ends_everyone_once_and_dial_out_follows_policy() {
     let out = cmd(&mut c, T0, "org", Command::DialOut { phone_number: "12".into() });
     assert_eq!(error_code(&out, "org").as_deref(), Some("InvalidIdentifier"));
     let out = cmd(&mut c, T0, "org", Command::DialOut { phone_number: "+14255550123".into() });
-    assert_eq!(error_code(&out, "org").as_deref(), Some("PstnUnavailable"));
+    assert!(out.contains(&Output::DialOut { participant_id: "org".into(), phone_number: "+14255550123".into() }));
+    // The number dialled joins without the lobby (once); another phone waits there.
+    join(
+        &mut c,
+        T0,
+        "dialed",
+        JoinIdentity {
+            identifier: CommunicationIdentifier::PhoneNumber { value: "+14255550123".into() },
+            directory_name: None,
+            tenant_id: None,
+            native_client: false,
+            token_expires_at_ms: i64::MAX / 2,
+        },
+        None,
+    );
+    join(
+        &mut c,
+        T0,
+        "caller",
+        JoinIdentity {
+            identifier: CommunicationIdentifier::PhoneNumber { value: "+14255550123".into() },
+            directory_name: None,
+            tenant_id: None,
+            native_client: false,
+            token_expires_at_ms: i64::MAX / 2,
+        },
+        None,
+    );
+    assert_eq!(c.participants["dialed"].stage, super::participant::Stage::InConversation);
+    assert_eq!(c.participants["caller"].stage, super::participant::Stage::Lobby);
 
     let out = cmd(&mut c, T0 + 10, "org", Command::EndMeeting);
     let ended = ended_sessions(&out);
-    assert_eq!(ended.len(), 3);
+    assert_eq!(ended.len(), 5, "three users and two phones");
     assert!(ended.iter().all(|(_, r)| *r == EndReason::ConversationEnded));
     assert_eq!(out.iter().filter(|o| **o == Output::ConversationEnded).count(), 1);
     let out = join(&mut c, T0 + 20, "again", directory("organizer", "O", TENANT), None);

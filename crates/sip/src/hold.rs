@@ -1,0 +1,176 @@
+//! Re-INVITE and UPDATE on an answered phone leg: hold, resume and media changes
+//! (RFC 3264 §8). An offer with `a=sendonly` or `a=inactive` puts the phone on hold: its RTP
+//! leaves the conference (it is neither heard nor sent the mix) and the answer says
+//! `recvonly` / `inactive`. An offer that sends again resumes it: the RTP joins the
+//! conference with that offer (a new address or codec applies the same way). A re-INVITE
+//! without an offer gets the current SDP as palaver's offer. Anything unusable gets 488 and
+//! the leg stays as it was.
+
+use palaver_signaling::gateway::MediaSession;
+use rsipstack::dialog::dialog::TransactionHandle;
+use rsipstack::sip::{Header, Request, StatusCode};
+
+use crate::gateway::Shared;
+
+/// A media direction of an SDP (`a=sendrecv` when none is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction of an SDP: the last direction attribute (media level wins, as it comes
+    /// after the session level for a single audio stream).
+    pub(crate) fn of(sdp: &str) -> Direction {
+        let mut found = Direction::SendRecv;
+        for line in sdp.lines().map(str::trim) {
+            found = match line {
+                "a=sendrecv" => Direction::SendRecv,
+                "a=sendonly" => Direction::SendOnly,
+                "a=recvonly" => Direction::RecvOnly,
+                "a=inactive" => Direction::Inactive,
+                _ => continue,
+            };
+        }
+        found
+    }
+
+    /// The direction an answer gives to an offer with this one.
+    pub(crate) fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+}
+
+/// `sdp` with its direction attributes replaced by one `a=<direction>` at the end.
+pub(crate) fn with_direction(sdp: &str, direction: Direction) -> String {
+    let mut out = String::with_capacity(sdp.len() + 16);
+    for line in sdp.lines() {
+        if matches!(line.trim(), "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("a=");
+    out.push_str(direction.attribute());
+    out.push_str("\r\n");
+    out
+}
+
+/// The media of one answered phone leg, as the trunk and palaver agreed it last.
+#[derive(Debug, Clone)]
+pub(crate) struct LegMedia {
+    pub session: MediaSession,
+    pub codecs: Vec<String>,
+    /// palaver's last SDP (answer or offer) on this leg.
+    pub local_sdp: String,
+    /// The trunk's last SDP.
+    pub remote_sdp: String,
+    /// On hold: the RTP is out of the conference.
+    pub held: bool,
+}
+
+/// The `m=` and `c=` lines of an SDP: what must change for the RTP to be re-attached.
+fn transport_lines(sdp: &str) -> Vec<&str> {
+    sdp.lines().map(str::trim).filter(|l| l.starts_with("m=") || l.starts_with("c=")).collect()
+}
+
+/// Answers a re-INVITE or UPDATE (see the module docs).
+pub(crate) async fn update(shared: &Shared, media: &mut LegMedia, request: &Request, handle: TransactionHandle) {
+    let offer = String::from_utf8_lossy(&request.body).into_owned();
+    let content_type = || vec![Header::ContentType(rsipstack::sip::headers::ContentType::new("application/sdp"))];
+    if offer.trim().is_empty() {
+        // An offerless re-INVITE (or an UPDATE refreshing the session): our SDP as it is.
+        shared.counters.response(200);
+        let _ = handle.respond(StatusCode::OK, Some(content_type()), Some(media.local_sdp.clone().into_bytes())).await;
+        return;
+    }
+    let direction = Direction::of(&offer);
+    let gateway = &shared.gateway;
+    let reply = match direction {
+        Direction::SendOnly | Direction::Inactive => {
+            if !media.held {
+                gateway.phone_leave_session(media.session.clone());
+                media.held = true;
+                tracing::info!(participant = %media.session.participant_id, "phone leg on hold");
+            }
+            media.remote_sdp = offer;
+            Some(with_direction(&media.local_sdp, direction.answer()))
+        }
+        Direction::SendRecv | Direction::RecvOnly => {
+            let changed = transport_lines(&offer) != transport_lines(&media.remote_sdp);
+            if media.held || changed {
+                match gateway.phone_attach_session(media.session.clone(), offer.clone(), media.codecs.clone()).await {
+                    Ok(answer) => {
+                        if media.held {
+                            tracing::info!(participant = %media.session.participant_id, codec = %answer.codec, "phone leg resumed");
+                        }
+                        media.held = false;
+                        media.local_sdp = answer.sdp;
+                        media.remote_sdp = offer;
+                        Some(with_direction(&media.local_sdp, direction.answer()))
+                    }
+                    Err(error) => {
+                        tracing::info!(participant = %media.session.participant_id, %error, "re-INVITE offer not usable: 488");
+                        None
+                    }
+                }
+            } else {
+                media.remote_sdp = offer;
+                Some(with_direction(&media.local_sdp, direction.answer()))
+            }
+        }
+    };
+    match reply {
+        Some(sdp) => {
+            shared.counters.response(200);
+            let _ = handle.respond(StatusCode::OK, Some(content_type()), Some(sdp.into_bytes())).await;
+        }
+        None => {
+            shared.counters.response(488);
+            let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
+
+    #[test]
+    fn the_direction_of_an_offer_and_its_answer() {
+        assert_eq!(Direction::of(SDP), Direction::SendRecv);
+        assert_eq!(Direction::of("v=0\r\nm=audio 1 RTP/AVP 0\r\n"), Direction::SendRecv);
+        let held = with_direction(SDP, Direction::SendOnly);
+        assert_eq!(Direction::of(&held), Direction::SendOnly);
+        assert_eq!(held.matches("a=").count(), 1, "{held}");
+        assert_eq!(Direction::SendOnly.answer(), Direction::RecvOnly);
+        assert_eq!(Direction::Inactive.answer(), Direction::Inactive);
+        assert_eq!(Direction::of("a=inactive\r\nm=audio 1 RTP/AVP 0\r\na=sendonly\r\n"), Direction::SendOnly);
+    }
+
+    #[test]
+    fn only_a_new_address_port_or_format_list_reattaches() {
+        let moved = SDP.replace("m=audio 4000", "m=audio 4002");
+        assert_ne!(transport_lines(SDP), transport_lines(&moved));
+        assert_eq!(transport_lines(SDP), transport_lines(&with_direction(SDP, Direction::SendOnly)));
+    }
+}
