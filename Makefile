@@ -30,6 +30,8 @@ APT_NEEDS += chromium:chromium node:nodejs npm:npm
 APT_NEEDS += sipp:sip-tester
 # Call Automation text-to-speech (text/ssml play sources): the espeak-ng CLI.
 APT_NEEDS += espeak-ng:espeak-ng
+# Cluster mode (#17): the stores' tests start a private PostgreSQL and Redis (crates/cluster testing).
+APT_NEEDS += pg_ctlcluster:postgresql redis-server:redis-server
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk
