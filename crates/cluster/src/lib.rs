@@ -10,3 +10,4 @@ pub mod database;
 pub mod testing;
 
 pub use database::{Database, DatabaseError};
+pub mod ledger;
