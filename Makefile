@@ -39,6 +39,8 @@ TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
 # test-fuzz: cargo check of fuzz/ and each fuzz target a few seconds (docs/fuzzing.md, "make test").
 TEST_STAGES += test-fuzz
+# test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL (~50 s; docs/cluster.md).
+TEST_STAGES += test-postgres
 
 .PHONY: test-deploy test-browser
 .PHONY: load

@@ -93,8 +93,7 @@ impl UsageConfig {
 /// Opens a handle on the ledger's storage (the recorder, the export and the webhook deliverer
 /// each take one). `None` in [`UsageService::start_with`] means SQLite under the data
 /// directory; cluster mode passes PostgreSQL's (`palaver-cluster`).
-pub type LedgerOpener =
-    Arc<dyn Fn(LedgerOptions) -> Result<Box<dyn UsageLedger>, LedgerError> + Send + Sync>;
+pub type LedgerOpener = Arc<dyn Fn(LedgerOptions) -> Result<Box<dyn UsageLedger>, LedgerError> + Send + Sync>;
 
 /// The running usage stack.
 pub struct UsageService {

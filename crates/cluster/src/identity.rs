@@ -173,12 +173,11 @@ impl IdentityStore for PgIdentityStore {
                 let mut client = Self::client(&pool).await?;
                 let tx = client.transaction().await.map_err(pg)?;
                 let proceed = match action {
-                    RevokeAction::Revoke => {
-                        tx.query_opt("SELECT 1 FROM identities WHERE raw_id = $1 FOR UPDATE", &[&id])
-                            .await
-                            .map_err(pg)?
-                            .is_some()
-                    }
+                    RevokeAction::Revoke => tx
+                        .query_opt("SELECT 1 FROM identities WHERE raw_id = $1 FOR UPDATE", &[&id])
+                        .await
+                        .map_err(pg)?
+                        .is_some(),
                     RevokeAction::Delete => {
                         tx.execute("DELETE FROM identities WHERE raw_id = $1", &[&id]).await.map_err(pg)? > 0
                     }

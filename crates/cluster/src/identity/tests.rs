@@ -35,7 +35,9 @@ async fn racing_repeats_of_one_request_create_one_identity() {
         .enumerate()
         .map(|(i, s)| {
             let rep = rep.clone();
-            tokio::spawn(async move { s.create_identity(&format!("8:acs:r_{i}"), 5, Some(&rep), &format!("{{\"i\":{i}}}")).await })
+            tokio::spawn(async move {
+                s.create_identity(&format!("8:acs:r_{i}"), 5, Some(&rep), &format!("{{\"i\":{i}}}")).await
+            })
         })
         .collect();
     let mut done = 0;
