@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the `[cluster]` section.
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
+//! - [`homes`]: [`homes::Homes`], the `cluster_homes` table: a conversation's home node with a
+//!   fencing epoch changed only by compare-and-swap (not yet called by the gateway).
 //! - [`identity`]: [`identity::PgIdentityStore`], identities, revocations, repeatable answers and
 //!   the shared settings (resource id, keys).
 //! - [`ledger`]: [`ledger::PgLedger`], the usage ledger and webhook outbox on PostgreSQL.
@@ -12,6 +14,7 @@
 
 pub mod config;
 pub mod database;
+pub mod homes;
 pub mod identity;
 pub mod ledger;
 pub mod stores;
