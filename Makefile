@@ -30,6 +30,8 @@ APT_NEEDS += chromium:chromium node:nodejs npm:npm
 APT_NEEDS += sipp:sip-tester
 # Call Automation text-to-speech (text/ssml play sources): the espeak-ng CLI.
 APT_NEEDS += espeak-ng:espeak-ng
+# Cluster mode (#17): the stores' tests start a private PostgreSQL and Redis (crates/cluster testing).
+APT_NEEDS += pg_ctlcluster:postgresql redis-server:redis-server
 
 # Test stages run by `make test`, in order. Append with `TEST_STAGES += test-x` below.
 TEST_STAGES := fmt-check clippy test-rust test-sdk
@@ -37,6 +39,8 @@ TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
 # test-fuzz: cargo check of fuzz/ and each fuzz target a few seconds (docs/fuzzing.md, "make test").
 TEST_STAGES += test-fuzz
+# test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL (~50 s; docs/cluster.md).
+TEST_STAGES += test-postgres
 
 .PHONY: test-deploy test-browser
 .PHONY: load
@@ -54,6 +58,7 @@ help:
 	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
 	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
 	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
+	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL (docs/cluster.md)"
 	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
 # ---------------------------------------------------------------- prerequisites
@@ -142,6 +147,13 @@ test-deploy: prereqs
 test-browser: build
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 	cd tests/browser && PALAVER_BIN=$(DEBUG_BIN) npm test
+
+# ---------------------------------------------------------------- cluster mode (docs/cluster.md)
+# The official SDK compatibility tests against palaver on a private PostgreSQL ([cluster]
+# postgres_url). The stores' own tests on PostgreSQL run in test-rust (crates/cluster).
+.PHONY: test-postgres
+test-postgres: build venv
+	cd tests/cluster && $(VENV_PY) sdk_on_postgres.py --binary $(DEBUG_BIN) --python $(VENV_PY) $(PG_SDK_SCRIPTS)
 
 # ---------------------------------------------------------------- trials (not part of `make test`)
 # Crash, soak and flood trials of the release binaries (tests/trials/README.md). Each starts its

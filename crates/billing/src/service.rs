@@ -9,7 +9,7 @@
 //! ```
 
 use crate::export::UsageExport;
-use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger};
+use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger, UsageLedger};
 use crate::pricing::{ChatPrice, Price, PriceError};
 use crate::recorder::{RecorderConfig, UsageRecorder, system_clock};
 use crate::telemetry::UsageTelemetry;
@@ -90,6 +90,11 @@ impl UsageConfig {
     }
 }
 
+/// Opens a handle on the ledger's storage (the recorder, the export and the webhook deliverer
+/// each take one). `None` in [`UsageService::start_with`] means SQLite under the data
+/// directory; cluster mode passes PostgreSQL's (`palaver-cluster`).
+pub type LedgerOpener = Arc<dyn Fn(LedgerOptions) -> Result<Box<dyn UsageLedger>, LedgerError> + Send + Sync>;
+
 /// The running usage stack.
 pub struct UsageService {
     recorder: UsageRecorder,
@@ -107,29 +112,43 @@ impl UsageService {
         data_dir: &Path,
         telemetry: Arc<dyn UsageTelemetry>,
     ) -> Result<Self, UsageStartError> {
+        Self::start_with(config, data_dir, None, telemetry)
+    }
+
+    /// [`start`](Self::start) on the ledger `opener` opens (SQLite when `None`).
+    pub fn start_with(
+        config: &UsageConfig,
+        data_dir: &Path,
+        opener: Option<LedgerOpener>,
+        telemetry: Arc<dyn UsageTelemetry>,
+    ) -> Result<Self, UsageStartError> {
         let price = config.validate()?;
         let path = config.ledger_path.clone().unwrap_or_else(|| data_dir.join("usage.db"));
+        let where_ = if opener.is_some() { "postgresql".to_string() } else { path.display().to_string() };
+        let opener: LedgerOpener = opener.unwrap_or_else(|| {
+            Arc::new(move |options| Ok(Box::new(SqliteLedger::open(&path, options)?) as Box<dyn UsageLedger>))
+        });
         let options = LedgerOptions {
             price,
             webhook_endpoints: config.webhooks.clone(),
             event_topic: config.event_topic.clone(),
         };
-        let writer = SqliteLedger::open(&path, options.clone())?;
+        let writer = opener(options.clone())?;
         let recorder_config = RecorderConfig {
             checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
             price,
             chat_price: ChatPrice::parse_usd(&config.chat_price_per_message_usd).map_err(UsageStartError::ChatPrice)?,
             clock: system_clock(),
         };
-        let (recorder, recovery) = UsageRecorder::start(Box::new(writer), recorder_config, telemetry.clone())?;
-        let export = Arc::new(UsageExport::new(Box::new(SqliteLedger::open(&path, options.clone())?), price));
+        let (recorder, recovery) = UsageRecorder::start(writer, recorder_config, telemetry.clone())?;
+        let export = Arc::new(UsageExport::new(opener(options.clone())?, price));
         let webhooks = if config.webhooks.is_empty() {
             None
         } else {
-            let outbox = Box::new(SqliteLedger::open(&path, options)?);
+            let outbox = opener(options)?;
             Some(spawn_webhook_delivery(outbox, WebhookConfig::default(), telemetry, system_clock())?)
         };
-        tracing::info!(ledger = %path.display(), price_usd = %config.price_per_minute_usd, "usage ledger ready");
+        tracing::info!(ledger = %where_, price_usd = %config.price_per_minute_usd, "usage ledger ready");
         Ok(Self { recorder, export, webhooks, recovery })
     }
 

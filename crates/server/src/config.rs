@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub sip: Option<palaver_sip::SipConfig>,
     /// Phone numbers the server owns and their routes (`[[phone_numbers]]`).
     pub phone_numbers: Vec<palaver_sip::PhoneNumberConfig>,
+    /// Cluster mode (`[cluster]`: `postgres_url`, `node_id`; absent: SQLite). docs/cluster.md.
+    pub cluster: palaver_cluster::ClusterConfig,
 }
 
 /// `[dev]`: switches for local development only.

@@ -9,6 +9,7 @@ use crate::quic::QuicServer;
 use crate::quic::paths::QuicPaths;
 use crate::tls::{TlsFiles, ensure_self_signed};
 use anyhow::{Context, Result};
+use palaver_cluster::ClusterStores;
 use palaver_sfu::net::{WorkerConfig, WorkerPool};
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::api::router;
@@ -21,22 +22,32 @@ use std::time::Duration;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Open the database and application state for `cfg` with `parts` plugged in.
-fn open_state_with(cfg: &ServerConfig, parts: AppParts) -> Result<AppState> {
+/// Open the database and application state for `cfg` with `parts` plugged in. In cluster
+/// mode the identity store (identities, revocations, resource id and keys) is PostgreSQL's.
+fn open_state_with(cfg: &ServerConfig, cluster: Option<&ClusterStores>, mut parts: AppParts) -> Result<AppState> {
     let db = cfg.database_path();
     let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
+    parts.identity_store = cluster.map(ClusterStores::identity_store);
     AppState::open(cfg.signaling_config(), store, parts).context("initialising the control plane")
+}
+
+/// The PostgreSQL stores when `[cluster] postgres_url` is set.
+fn open_cluster(cfg: &ServerConfig) -> Result<Option<ClusterStores>> {
+    ClusterStores::open(&cfg.cluster).context("opening the cluster stores ([cluster] postgres_url)")
 }
 
 /// The application state for the offline subcommands: no billing, telemetry or media.
 pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
-    open_state_with(cfg, AppParts::default())
+    let cluster = open_cluster(cfg)?;
+    open_state_with(cfg, cluster.as_ref(), AppParts::default())
 }
 
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = palaver_telemetry::PalaverMetrics::new().context("building the metrics registry")?;
-    let usage = palaver_billing::UsageService::start(&cfg.usage, &cfg.server.data_dir, metrics.clone())
+    let cluster = open_cluster(&cfg)?;
+    let ledger = cluster.as_ref().map(ClusterStores::ledger_opener);
+    let usage = palaver_billing::UsageService::start_with(&cfg.usage, &cfg.server.data_dir, ledger, metrics.clone())
         .context("starting the usage ledger")?;
     // Only the built-in default port may be taken (a second server on one host); a configured
     // address that cannot be bound is fatal.
@@ -61,8 +72,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         },
         chat_telemetry: Some(metrics.clone()),
         chat_usage: Some(usage.chat_observer()),
+        identity_store: None,
     };
-    let state = open_state_with(&cfg, parts)?;
+    let state = open_state_with(&cfg, cluster.as_ref(), parts)?;
     events.set_resource_id(&state.resource.resource_id);
     // The media plane reports active speakers and slots back to the gateway.
     let relay = media.as_ref().map(|m| m.controller.spawn_event_relay(state.gateway.clone()));

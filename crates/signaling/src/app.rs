@@ -9,8 +9,9 @@ use crate::auth::directory::{Directory, DirectoryConfig};
 use crate::auth::{Authenticator, HmacKeys, RevocationList, TokenService};
 use crate::domain::meetings::Meetings;
 use crate::gateway::{Gateway, GatewayParts, LoggingSessionObserver, MediaPlane, MediaUnavailable};
+use crate::store::identity_store::IdentityStore;
 use crate::store::meetings::MeetingDirectory;
-use crate::store::{Store, StoreError, settings};
+use crate::store::{Store, StoreError};
 use base64::Engine;
 use palaver_core::{ChatTelemetry, EventPublisher, NoEventPublisher, NoTelemetry, SessionObserver, SignalingTelemetry};
 use std::sync::Arc;
@@ -68,6 +69,9 @@ pub struct AppParts {
     pub chat_usage: Option<Arc<dyn palaver_core::ChatUsageObserver>>,
     /// Event Grid system events and Call Automation callbacks (default: dropped).
     pub events: Arc<dyn EventPublisher>,
+    /// Identities, revocation marks and the generated settings (default: the SQLite store;
+    /// PostgreSQL in cluster mode, `palaver-cluster`).
+    pub identity_store: Option<Arc<dyn IdentityStore>>,
 }
 
 impl Default for AppParts {
@@ -79,6 +83,7 @@ impl Default for AppParts {
             chat_telemetry: None,
             chat_usage: None,
             events: Arc::new(NoEventPublisher),
+            identity_store: None,
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct AppStateInner {
     pub config: SignalingConfig,
     pub resource: ResourceInfo,
     pub store: Store,
+    /// Identities, revocation marks, resource id and keys (the SQLite store, or PostgreSQL).
+    pub identity_store: Arc<dyn IdentityStore>,
     pub hmac_keys: HmacKeys,
     /// Access tokens, revocation marks and directory tenants: the one check of every door.
     pub auth: Authenticator,
@@ -129,24 +136,25 @@ impl AppState {
     /// Build the state: resolve (or generate and persist) the resource id, access key and
     /// token signing key, load revocation marks, and build the gateway around `parts`.
     pub fn open(config: SignalingConfig, store: Store, parts: AppParts) -> Result<Self, StartupError> {
+        let identity_store: Arc<dyn IdentityStore> = parts.identity_store.unwrap_or_else(|| Arc::new(store.clone()));
         let resource_id = match &config.resource_id {
             Some(id) => {
                 validate_resource_id(id)?;
                 id.clone()
             }
-            None => settings::get_or_create(&store, "resource_id", || uuid::Uuid::new_v4().to_string())?,
+            None => identity_store.setting_or_create("resource_id", &mut || uuid::Uuid::new_v4().to_string())?,
         };
         let access_key = match &config.access_key {
             Some(k) => k.clone(),
-            None => settings::get_or_create(&store, "access_key", generate_access_key)?,
+            None => identity_store.setting_or_create("access_key", &mut generate_access_key)?,
         };
         let keys = std::iter::once(access_key.as_str()).chain(config.secondary_access_key.as_deref());
         let hmac_keys = HmacKeys::from_base64(keys).map_err(|e| StartupError::Config(e.to_string()))?;
         let location = config.resource_location.clone().unwrap_or_else(|| DEFAULT_LOCATION.to_string());
-        let seed = settings::get_or_create(&store, "token_signing_seed", TokenService::generate_seed_base64)?;
+        let seed = identity_store.setting_or_create("token_signing_seed", &mut TokenService::generate_seed_base64)?;
         let tokens = TokenService::from_seed_base64(&seed, &resource_id, &location)
             .map_err(|e| StartupError::Config(format!("stored token signing key: {e}")))?;
-        let revocations = RevocationList::load(&store)?;
+        let revocations = RevocationList::load(identity_store.as_ref())?;
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
@@ -168,6 +176,7 @@ impl AppState {
             config,
             resource,
             store,
+            identity_store,
             hmac_keys,
             auth: Authenticator::new(tokens, revocations, directory),
             rooms,
@@ -182,7 +191,7 @@ impl AppState {
     /// The identity rules over this state's parts.
     pub fn identities(&self) -> crate::domain::identity::Identities<'_> {
         crate::domain::identity::Identities {
-            store: &self.store,
+            store: self.identity_store.as_ref(),
             resource_id: &self.resource.resource_id,
             tokens: &self.auth.tokens,
             revocations: &self.auth.revocations,

@@ -4,6 +4,8 @@
 //! usage records and the webhook outbox. Every write is idempotent (deterministic ids,
 //! insert-or-ignore, close-only-if-open), so replaying a change never duplicates a record.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 mod schema;
 mod sqlite;
 
@@ -17,6 +19,9 @@ use crate::records::{CallSummary, TypeTotals, UsageRecord};
 pub enum LedgerError {
     #[error("ledger storage error: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A failure of another backend (PostgreSQL in cluster mode, `palaver-cluster`).
+    #[error("ledger storage error: {0}")]
+    Backend(String),
     #[error("ledger holds a value it cannot read back: {0}")]
     Corrupt(String),
     #[error("cannot serialize an outbox event: {0}")]

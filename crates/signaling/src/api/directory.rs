@@ -86,8 +86,11 @@ async fn revoke_tokens(
     }
     let now = now_ms();
     for raw_id in raw_ids {
-        let id = raw_id.clone();
-        let mark = state.store.call(move |c| crate::auth::RevocationList::write_mark(c, &id, now)).await?;
+        let mark = state
+            .identity_store
+            .revoke(&raw_id, now, crate::store::identity_store::RevokeAction::MarkOnly)
+            .await?
+            .expect("a mark-only revocation always writes its mark");
         state.auth.revocations.apply(&raw_id, mark);
         let ended = state.gateway.revoke_access(&raw_id, mark);
         tracing::info!(identity = %raw_id, tenant = %req.tenant_id, connections = ended, "directory user's tokens revoked");

@@ -1,9 +1,10 @@
 //! Token revocation: a per-identity "revoked before" mark in milliseconds, compared with a
-//! token's `iatms`. Marks are written to SQLite first (inside the caller's transaction, which
-//! goes through the store's async door), then mirrored in memory, so every later check sees
+//! token's `iatms`. Marks are written to the identity store first (in the same transaction as
+//! the change that caused them, `IdentityStore::revoke`), then mirrored in memory, so every later check sees
 //! them at once and they survive a restart. Checks never touch the database.
 
-use crate::store::{Store, StoreError, identities};
+use crate::store::StoreError;
+use crate::store::identity_store::IdentityStore;
 use dashmap::DashMap;
 use palaver_core::AccessTokenClaims;
 
@@ -14,8 +15,8 @@ pub struct RevocationList {
 
 impl RevocationList {
     /// Load every mark from the store (once, at start-up, before any request is served).
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let marks = store.with_conn(|c| identities::all_revocations(c))?;
+    pub fn load(store: &dyn IdentityStore) -> Result<Self, StoreError> {
+        let marks = store.revocations()?;
         Ok(Self { marks: marks.into_iter().collect() })
     }
 
@@ -34,14 +35,6 @@ impl RevocationList {
         self.revoked_before(raw_id).map_or(now_ms, |mark| mark.max(now_ms))
     }
 
-    /// Record "every token of `raw_id` issued up to `now_ms` is revoked" inside the caller's
-    /// transaction; call [`apply`](Self::apply) with the result after the commit.
-    pub fn write_mark(conn: &rusqlite::Connection, raw_id: &str, now_ms: i64) -> rusqlite::Result<i64> {
-        let mark = now_ms + 1;
-        identities::set_revoked_before(conn, raw_id, mark)?;
-        Ok(mark)
-    }
-
     /// Mirror a committed mark in memory (marks only move forward).
     pub fn apply(&self, raw_id: &str, mark: i64) {
         let mut entry = self.marks.entry(raw_id.to_string()).or_insert(mark);
@@ -52,6 +45,8 @@ impl RevocationList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+    use crate::store::identity_store::RevokeAction;
 
     fn claims(raw: &str, iatms: i64) -> AccessTokenClaims {
         AccessTokenClaims {
@@ -73,7 +68,8 @@ mod tests {
 
     /// Write and apply a mark (the identity domain does the same inside its transaction).
     fn revoke(list: &RevocationList, store: &Store, raw_id: &str, now_ms: i64) {
-        let mark = store.with_conn(|c| RevocationList::write_mark(c, raw_id, now_ms)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mark = rt.block_on(store.revoke(raw_id, now_ms, RevokeAction::MarkOnly)).unwrap().unwrap();
         list.apply(raw_id, mark);
     }
 

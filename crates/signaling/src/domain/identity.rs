@@ -9,8 +9,7 @@
 
 use crate::auth::{IssuedToken, RevocationList, TokenGrant, TokenService};
 use crate::domain::{Refusal, Repeatability};
-use crate::store::Store;
-use crate::store::identities::{self, StoredAnswer};
+use crate::store::identity_store::{IdentityStore, IdentityWrite, RepeatKey, RevokeAction};
 use palaver_core::{CommunicationIdentifier, ErrorCode, ScopeSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,7 @@ pub const EXPIRY_MINUTES: std::ops::RangeInclusive<i64> = 60..=1440;
 /// Default token lifetime (24 h).
 pub const DEFAULT_EXPIRY_MINUTES: i64 = 1440;
 /// How long a repeatable request's first answer is kept.
-pub const REPEATABILITY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+pub use crate::store::identity_store::REPEATABILITY_WINDOW_MS;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,7 +73,7 @@ pub struct Revocation {
 /// (`AppState::identities`).
 #[derive(Debug, Clone, Copy)]
 pub struct Identities<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn IdentityStore,
     /// This resource's id: identities are `8:acs:<resource_id>_<guid>`.
     pub resource_id: &'a str,
     pub tokens: &'a TokenService,
@@ -127,60 +126,33 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, Refusal> {
     serde_json::to_string(value).map_err(|e| Refusal::internal(format!("cannot serialise response: {e}")))
 }
 
-/// What a write transaction ended with.
-enum Outcome {
-    /// The request id was seen before: answer as the first time.
-    Replay(StoredAnswer),
-    /// Written; the answer (JSON) as stored for repeats.
-    Done(String),
-    /// Refused inside the transaction (rolled back, nothing written).
-    Failed(Refusal),
-}
-
-impl Outcome {
-    /// The answer, typed: a replay answers the stored first answer when the fingerprint matches.
-    fn finish<T: DeserializeOwned>(self, repeat: Option<&Repeatability>) -> Result<T, Refusal> {
-        let body = match (self, repeat) {
-            (Outcome::Done(body), _) => body,
-            (Outcome::Failed(e), _) => return Err(e),
-            (Outcome::Replay(stored), Some(rep)) if stored.fingerprint == rep.fingerprint => stored.body,
-            (Outcome::Replay(_), rep) => {
-                return Err(Refusal::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "Repeatability-Request-ID `{}` was already used for a different request",
-                        rep.map(|r| r.request_id.as_str()).unwrap_or_default()
-                    ),
-                ));
-            }
-        };
-        serde_json::from_str(&body).map_err(|e| Refusal::internal(format!("stored answer is unreadable: {e}")))
-    }
-}
-
-/// In `tx`: a replay of `repeat` if it was seen, else `write` and remember its answer.
-fn repeatable(
-    tx: rusqlite::Transaction<'_>,
+/// The typed answer of a repeatable write: a replay answers the stored first answer when the
+/// fingerprint matches (a different request with the same id is a conflict).
+fn finish<T: DeserializeOwned>(
+    outcome: IdentityWrite,
+    body: String,
+    raw_id: &str,
     repeat: Option<&Repeatability>,
-    now_ms: i64,
-    write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<Result<String, Refusal>>,
-) -> rusqlite::Result<Outcome> {
-    if let Some(rep) = repeat
-        && let Some(stored) = identities::find_answer(&tx, &rep.request_id)?
-    {
-        return Ok(Outcome::Replay(stored));
-    }
-    let body = match write(&tx)? {
-        Ok(body) => body,
-        Err(refusal) => return Ok(Outcome::Failed(refusal)),
+) -> Result<T, Refusal> {
+    let body = match (outcome, repeat) {
+        (IdentityWrite::Done, _) => body,
+        (IdentityWrite::NotFound, _) => return Err(identity_not_found(raw_id)),
+        (IdentityWrite::Replay(stored), Some(rep)) if stored.fingerprint == rep.fingerprint => stored.body,
+        (IdentityWrite::Replay(_), rep) => {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "Repeatability-Request-ID `{}` was already used for a different request",
+                    rep.map(|r| r.request_id.as_str()).unwrap_or_default()
+                ),
+            ));
+        }
     };
-    if let Some(rep) = repeat {
-        let stored = StoredAnswer { fingerprint: rep.fingerprint.clone(), body: body.clone() };
-        identities::save_answer(&tx, &rep.request_id, &stored, now_ms)?;
-        identities::prune_answers(&tx, now_ms - REPEATABILITY_WINDOW_MS)?;
-    }
-    tx.commit()?;
-    Ok(Outcome::Done(body))
+    serde_json::from_str(&body).map_err(|e| Refusal::internal(format!("stored answer is unreadable: {e}")))
+}
+
+fn repeat_key(repeat: Option<&Repeatability>) -> Option<RepeatKey> {
+    repeat.map(|r| RepeatKey { request_id: r.request_id.clone(), fingerprint: r.fingerprint.clone() })
 }
 
 impl Identities<'_> {
@@ -211,20 +183,11 @@ impl Identities<'_> {
         };
         let with_token = access_token.is_some();
         let body = to_json(&CreateIdentityResponse { identity: IdentityId { id: raw_id.clone() }, access_token })?;
-        let (id, rep) = (raw_id.clone(), repeat.cloned());
-        let outcome = self
-            .store
-            .call(move |conn| {
-                repeatable(conn.transaction()?, rep.as_ref(), now_ms, |tx| {
-                    identities::insert_identity(tx, &id, now_ms)?;
-                    Ok(Ok(body))
-                })
-            })
-            .await?;
-        if matches!(outcome, Outcome::Done(_)) {
+        let outcome = self.store.create_identity(&raw_id, now_ms, repeat_key(repeat).as_ref(), &body).await?;
+        if outcome == IdentityWrite::Done {
             tracing::info!(identity = %raw_id, with_token, "identity created");
         }
-        outcome.finish(repeat)
+        finish(outcome, body, &raw_id, repeat)
     }
 
     /// `POST /identities/{id}/:issueAccessToken`.
@@ -255,31 +218,20 @@ impl Identities<'_> {
         let token =
             self.tokens.issue(&grant, issued_at).map_err(|_| Refusal::internal("cannot sign the access token"))?;
         let body = to_json(&AccessTokenResponse::from(&token))?;
-        let rep = repeat.cloned();
-        let outcome = self
-            .store
-            .call(move |conn| {
-                repeatable(conn.transaction()?, rep.as_ref(), now_ms, |tx| {
-                    if !identities::identity_exists(tx, &raw_id)? {
-                        return Ok(Err(identity_not_found(&raw_id)));
-                    }
-                    Ok(Ok(body))
-                })
-            })
-            .await?;
-        outcome.finish(repeat)
+        let outcome = self.store.answer_for_existing(&raw_id, now_ms, repeat_key(repeat).as_ref(), &body).await?;
+        finish(outcome, body, &raw_id, repeat)
     }
 
     /// `POST /identities/{id}/:revokeAccessTokens`: every token issued so far stops working.
     pub async fn revoke_tokens(&self, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
-        let revocation = self.revoke_if(raw_id, now_ms, identities::identity_exists).await?;
+        let revocation = self.revoke_if(raw_id, now_ms, RevokeAction::Revoke).await?;
         tracing::info!(identity = %revocation.raw_id, "access tokens revoked");
         Ok(revocation)
     }
 
     /// `DELETE /identities/{id}`: remove the identity and revoke its tokens.
     pub async fn delete(&self, raw_id: &str, now_ms: i64) -> Result<Revocation, Refusal> {
-        let revocation = self.revoke_if(raw_id, now_ms, identities::delete_identity).await?;
+        let revocation = self.revoke_if(raw_id, now_ms, RevokeAction::Delete).await?;
         tracing::info!(identity = %revocation.raw_id, "identity deleted");
         Ok(revocation)
     }
@@ -304,28 +256,11 @@ impl Identities<'_> {
         Ok(AccessTokenResponse::from(&token))
     }
 
-    /// In one transaction: run `change` on the identity (false = no such identity) and write a
-    /// revocation mark at `now_ms`; then apply the mark in memory.
-    async fn revoke_if(
-        &self,
-        raw_id: &str,
-        now_ms: i64,
-        change: fn(&rusqlite::Connection, &str) -> rusqlite::Result<bool>,
-    ) -> Result<Revocation, Refusal> {
+    /// In one transaction: apply `action` to the identity (`None` = no such identity) and
+    /// write a revocation mark at `now_ms`; then apply the mark in memory.
+    async fn revoke_if(&self, raw_id: &str, now_ms: i64, action: RevokeAction) -> Result<Revocation, Refusal> {
         let raw_id = parse_own_identity(self.resource_id, raw_id)?;
-        let id = raw_id.clone();
-        let mark = self
-            .store
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                if !change(&tx, &id)? {
-                    return Ok(None);
-                }
-                let mark = RevocationList::write_mark(&tx, &id, now_ms)?;
-                tx.commit()?;
-                Ok(Some(mark))
-            })
-            .await?;
+        let mark = self.store.revoke(&raw_id, now_ms, action).await?;
         let mark = mark.ok_or_else(|| identity_not_found(&raw_id))?;
         self.revocations.apply(&raw_id, mark);
         Ok(Revocation { raw_id, revoked_before_ms: mark })
@@ -333,8 +268,8 @@ impl Identities<'_> {
 }
 
 /// Number of communication identities (tests and diagnostics; synchronous).
-pub fn identity_count(store: &Store) -> Result<i64, Refusal> {
-    Ok(store.with_conn(|c| identities::count_identities(c))?)
+pub fn identity_count(store: &dyn IdentityStore) -> Result<i64, Refusal> {
+    Ok(store.identity_count()?)
 }
 
 fn identity_not_found(raw_id: &str) -> Refusal {

@@ -6,11 +6,13 @@
 //! door, [`Store::call`], which runs the work on tokio's blocking pool ([`run_blocking`], the
 //! crate's only way off the async workers, also used for the usage ledger and CPU-bound
 //! request checks); [`Store::with_conn`] is for synchronous callers (start-up, tests).
-//! Identity's own tables and queries live in [`identities`]; small named secrets and
+//! Identity's own tables and queries live in [`identities`], its port (SQLite or PostgreSQL) in
+//! [`identity_store`]; small named secrets and
 //! generated settings (keys, resource id) in [`settings`].
 
 pub mod chat;
 pub mod identities;
+pub mod identity_store;
 pub mod meetings;
 pub mod rooms;
 pub mod settings;
@@ -28,6 +30,9 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("database worker failed: {0}")]
     Worker(String),
+    /// A failure of another backend (PostgreSQL in cluster mode, `palaver-cluster`).
+    #[error("database error: {0}")]
+    Backend(String),
 }
 
 /// Handle to the database. Cheap to clone.

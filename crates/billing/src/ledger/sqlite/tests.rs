@@ -207,3 +207,13 @@ fn call_summary_of_a_running_call_has_open_durations() {
     assert_eq!((s[0].call_type, s[0].call_duration_ms, s[0].participant_duration_ms), (CallType::P2P, None, None));
     assert!(ledger.call_summaries("nobody").unwrap().is_empty());
 }
+
+/// The backend-independent cases (`ledger::conformance`), on a fresh SQLite file per test.
+mod conformance {
+    use super::*;
+
+    crate::ledger_conformance_tests!({
+        let path = temp_db("conformance");
+        move |options: LedgerOptions| Box::new(SqliteLedger::open(&path, options).unwrap()) as Box<dyn UsageLedger>
+    });
+}

@@ -57,11 +57,12 @@ async fn add(req: ChatRequest<ItemPath>, body: Bytes) -> Result<Response, ApiErr
     let resource_id = state.resource.resource_id.clone();
     let caller = req.caller.clone();
     let now = now_ms();
+    let known = super::threads::existing_users(state, &list).await?;
     let (bad, event) = state
         .chat
         .run(move |c| {
             let mut a = service::access(c, &thread_id, &caller, ChatOperation::AddParticipants)?;
-            let (ok, bad) = classify_all(c, &resource_id, &list)?;
+            let (ok, bad) = classify_all(&known, &resource_id, &list)?;
             let initiator = a.as_participant(&caller.raw_id);
             let event = add_participants(c, &mut a, &initiator, ok, now)?;
             Ok((bad, event))

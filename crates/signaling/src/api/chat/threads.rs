@@ -15,15 +15,37 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, IdentifierModel};
-use rusqlite::Connection;
 
 /// A requested participant that cannot join: `(raw id, "403"/"404" code, message)`.
 pub type Invalid = (String, u16, &'static str);
 
-/// Check a requested participant: a communication user of this resource that exists, or a
-/// public-cloud directory user. Others are reported in `invalidParticipants`.
+/// The communication users of this resource among `list` that exist, asked of the identity
+/// store (SQLite or PostgreSQL) before the chat transaction, which then only reads this set.
+pub async fn existing_users(
+    state: &crate::app::AppState,
+    list: &[wire::ParticipantIn],
+) -> Result<std::collections::HashSet<String>, ApiError> {
+    let mut known = std::collections::HashSet::new();
+    // Oversized batches are refused inside the transaction; never look up more than that.
+    for p in list.iter().take(crate::domain::chat::MAX_BATCH + 1) {
+        let Ok(id) = CommunicationIdentifier::from_model(&p.communication_identifier) else { continue };
+        if matches!(id, CommunicationIdentifier::CommunicationUser { .. })
+            && id.resource_id() == Some(state.resource.resource_id.as_str())
+        {
+            let raw = id.raw_id();
+            if state.identity_store.identity_exists(&raw).await? {
+                known.insert(raw);
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// Check a requested participant: a communication user of this resource that exists (in
+/// `known`, from [`existing_users`]), or a public-cloud directory user. Others are reported in
+/// `invalidParticipants`.
 pub fn classify(
-    c: &Connection,
+    known: &std::collections::HashSet<String>,
     resource_id: &str,
     model: &IdentifierModel,
     display_name: Option<&str>,
@@ -38,7 +60,7 @@ pub fn classify(
     let raw = id.raw_id();
     let allowed = match &id {
         CommunicationIdentifier::CommunicationUser { .. } if id.resource_id() == Some(resource_id) => {
-            if !crate::store::identities::identity_exists(c, &raw)? {
+            if !known.contains(&raw) {
                 return Ok(Err((raw, 404, "Not found")));
             }
             true
@@ -60,7 +82,7 @@ pub fn classify(
 
 /// Classify a request's participants (batch limit, duplicates: the last one wins).
 pub fn classify_all(
-    c: &Connection,
+    known: &std::collections::HashSet<String>,
     resource_id: &str,
     list: &[wire::ParticipantIn],
 ) -> TxResult<(Vec<ChatParticipant>, Vec<Invalid>)> {
@@ -68,7 +90,7 @@ pub fn classify_all(
     let (mut ok, mut bad) = (Vec::<ChatParticipant>::new(), Vec::new());
     for p in list {
         match classify(
-            c,
+            known,
             resource_id,
             &p.communication_identifier,
             p.display_name.as_deref(),
@@ -99,6 +121,7 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
     let caller = req.caller.clone();
     let creator_name = req.display_name.clone();
     let now = now_ms();
+    let known = existing_users(state, &participants).await?;
     let (status, body, created) = state
         .chat
         .run(move |c| {
@@ -110,7 +133,7 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
                 }
                 return Ok((StatusCode::CREATED, body, None));
             }
-            let (ok, bad) = classify_all(c, &resource_id, &participants)?;
+            let (ok, bad) = classify_all(&known, &resource_id, &participants)?;
             let creator_entry = ok.iter().find(|p| p.raw_id == caller.raw_id).cloned();
             let creator = ChatParticipant {
                 raw_id: caller.raw_id.clone(),

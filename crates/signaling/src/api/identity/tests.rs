@@ -51,7 +51,7 @@ async fn create_without_body_then_issue_revoke_delete() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, me) = send(&state, whoami(&fresh)).await;
     assert_eq!((status, error_code(&me)), (StatusCode::UNAUTHORIZED, "TokenRevoked"));
-    assert_eq!(identity_count(&state.store).unwrap(), 0);
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), 0);
     let (status, body) = send(&state, signed(&state, "POST", &path, r#"{"scopes":["voip"]}"#)).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "IdentityNotFound"));
 }
@@ -68,7 +68,7 @@ async fn create_with_token_for_every_api_version() {
         assert_eq!(claims.acs_scope, "chat.join,chat.join.limited,voip.join");
         assert!((claims.exp * 1000 - claims.iatms - 3_600_000).abs() < 1000);
     }
-    assert_eq!(identity_count(&state.store).unwrap(), 4);
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), 4);
 }
 
 #[tokio::test]
@@ -167,14 +167,14 @@ async fn bad_input_gets_specific_codes_and_writes_nothing() {
             "MissingAuthentication",
         ),
     ];
-    let before = identity_count(&state.store).unwrap();
+    let before = identity_count(state.identity_store.as_ref()).unwrap();
     for (req, status, code) in cases {
         let target = req.uri().to_string();
         let (got, body) = send(&state, req).await;
         assert_eq!((got, error_code(&body)), (status, code), "{target}: {body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    assert_eq!(identity_count(&state.store).unwrap(), before, "a rejected request wrote nothing");
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), before, "a rejected request wrote nothing");
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn tampered_body_and_wrong_key_are_rejected() {
     let other = test_state();
     let (status, body) = send(&state, signed(&other, "POST", &format!("/identities?{V}"), "")).await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "InvalidSignature"));
-    assert_eq!(identity_count(&state.store).unwrap(), 0);
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), 0);
 }
 
 #[tokio::test]
@@ -205,14 +205,14 @@ async fn repeatability_request_id_replays_the_first_answer() {
     let (s2, second) = send(&state, with_id("7d5c1ab0-0000-4000-8000-000000000001", body)).await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, second);
-    assert_eq!(identity_count(&state.store).unwrap(), 1);
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), 1);
     // Same id, different request: refused, nothing written.
     let (s3, third) = send(&state, with_id("7d5c1ab0-0000-4000-8000-000000000001", "")).await;
     assert_eq!((s3, error_code(&third)), (StatusCode::CONFLICT, "Conflict"));
     // A new id creates a new identity.
     let (_, other) = send(&state, with_id("7d5c1ab0-0000-4000-8000-000000000002", body)).await;
     assert_ne!(other["identity"]["id"], first["identity"]["id"]);
-    assert_eq!(identity_count(&state.store).unwrap(), 2);
+    assert_eq!(identity_count(state.identity_store.as_ref()).unwrap(), 2);
 }
 
 #[tokio::test]

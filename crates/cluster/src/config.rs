@@ -1,0 +1,58 @@
+//! `[cluster]`: opt-in multi-node mode. With `postgres_url` set, identities, revocation marks,
+//! the generated settings (resource id, access key, token-signing seed) and the usage ledger
+//! with its webhook outbox live in PostgreSQL; without it, everything stays in SQLite under the
+//! data directory (the embedded default, unchanged).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `postgres://user[:password]@host:port/database` (or a libpq `key=value` string).
+    pub postgres_url: Option<String>,
+    /// This node's name in the shared database (the owner of the usage sessions it opens);
+    /// default: the host name (a StatefulSet pod's name).
+    pub node_id: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode (PostgreSQL) is on.
+    pub fn enabled(&self) -> bool {
+        self.postgres_url.is_some()
+    }
+
+    /// The configured node id, else the host name, else `palaver`.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().or_else(host_name).unwrap_or_else(|| "palaver".into())
+    }
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length; gethostname NUL-terminates it when
+    // the name fits (and we read only up to the first NUL).
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_by_default_and_named_after_the_host() {
+        let cfg: ClusterConfig = toml_like_default();
+        assert!(!cfg.enabled());
+        assert!(!cfg.node_id().is_empty());
+        let named = ClusterConfig { node_id: Some("palaver-0".into()), ..cfg };
+        assert_eq!(named.node_id(), "palaver-0");
+    }
+
+    fn toml_like_default() -> ClusterConfig {
+        serde_json::from_str("{}").unwrap()
+    }
+}

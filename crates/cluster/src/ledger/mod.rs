@@ -1,0 +1,607 @@
+//! [`PgLedger`]: the usage ledger and webhook outbox on PostgreSQL, behind billing's
+//! [`UsageLedger`] trait, with the SQLite ledger's guarantees (docs/billing.md): every write
+//! idempotent (deterministic record and event ids, `ON CONFLICT DO NOTHING`, close only if
+//! open), changes, their records and their outbox events in one transaction, so a replayed or
+//! concurrent close never adds minutes or duplicates a record id.
+//!
+//! One addition for several nodes on one database: a session row carries `owner_node`, the
+//! node that opened it, and a node's [`UsageLedger::checkpoint`] and [`UsageLedger::recover`]
+//! touch only its own open sessions (a node restarting never closes another node's live
+//! participants). Moving ownership on takeover, with a fencing epoch, is not built yet
+//! (docs/cluster.md).
+
+mod schema;
+
+use crate::database::{Database, DatabaseError};
+use palaver_billing::ledger::{
+    DeliveryOutcome, LedgerError, LedgerOptions, OutboxItem, RecoveryReport, UsageLedger, UsageQuery,
+};
+use palaver_billing::meter::LedgerChange;
+use palaver_billing::records::{
+    CallSpan, CallSummary, ClosedSession, TypeTotals, UsageKind, UsageRecord, call_type_str, parse_call_type,
+    parse_end_reason, parse_endpoint_type, parse_participant_type, usage_records_for,
+};
+use palaver_billing::webhook::events::events_for;
+use palaver_core::{EndReason, ParticipantType, SessionStarted};
+use tokio_postgres::{Row, Transaction};
+
+/// The ledger's tables, applied by [`PgLedger::open`].
+pub use schema::MIGRATIONS;
+
+/// The usage ledger of one node on a shared PostgreSQL database.
+pub struct PgLedger {
+    db: Database,
+    options: LedgerOptions,
+    node_id: String,
+}
+
+fn storage(e: tokio_postgres::Error) -> LedgerError {
+    LedgerError::Backend(match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    })
+}
+
+fn database(e: DatabaseError) -> LedgerError {
+    match e {
+        DatabaseError::Postgres(e) => storage(e),
+        other => LedgerError::Backend(other.to_string()),
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> LedgerError {
+    LedgerError::Corrupt(format!("{what} `{value}`"))
+}
+
+impl PgLedger {
+    /// A ledger handle for `node_id` on `db`, after applying the ledger's migrations.
+    pub fn open(db: &Database, node_id: &str, options: LedgerOptions) -> Result<Self, LedgerError> {
+        db.migrate("ledger", MIGRATIONS).map_err(database)?;
+        Ok(Self { db: db.clone(), options, node_id: node_id.to_string() })
+    }
+
+    pub fn options(&self) -> &LedgerOptions {
+        &self.options
+    }
+
+    /// Run `work` in one transaction on a pooled connection, blocking the caller.
+    fn transaction<R, W>(&self, work: W) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        W: for<'t> FnOnce(&'t Transaction<'t>) -> futures_boxed::BoxFuture<'t, Result<R, LedgerError>> + Send + 'static,
+    {
+        self.db
+            .block_on(move |pool| async move {
+                let mut client = pool.get().await.map_err(|e| database(e.into()))?;
+                let tx = client.transaction().await.map_err(storage)?;
+                let out = work(&tx).await?;
+                tx.commit().await.map_err(storage)?;
+                Ok(out)
+            })
+            .map_err(database)?
+    }
+
+    /// Run a read (or a single statement) on a pooled connection, blocking the caller.
+    fn read<R, W>(&self, work: W) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        W: for<'c> FnOnce(&'c deadpool_postgres::Client) -> futures_boxed::BoxFuture<'c, Result<R, LedgerError>>
+            + Send
+            + 'static,
+    {
+        self.db
+            .block_on(move |pool| async move {
+                let client = pool.get().await.map_err(|e| database(e.into()))?;
+                work(&client).await
+            })
+            .map_err(database)?
+    }
+}
+
+/// A boxed future borrowing its connection (the closures above return one).
+pub(crate) mod futures_boxed {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+async fn queue_events(tx: &Transaction<'_>, options: &LedgerOptions, change: &LedgerChange) -> Result<(), LedgerError> {
+    if options.webhook_endpoints.is_empty() {
+        return Ok(());
+    }
+    for ev in events_for(&options.event_topic, change) {
+        let payload = serde_json::to_string(&ev)?;
+        let created_ms =
+            chrono::DateTime::parse_from_rfc3339(&ev.event_time).map(|t| t.timestamp_millis()).unwrap_or(0);
+        for endpoint in &options.webhook_endpoints {
+            tx.execute(
+                "INSERT INTO webhook_outbox (event_id, endpoint, payload, created_ms, next_attempt_ms)
+                 VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+                &[&ev.id, endpoint, &payload, &created_ms],
+            )
+            .await
+            .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_session(
+    tx: &Transaction<'_>,
+    node: &str,
+    s: &SessionStarted,
+    call_started_ms: i64,
+) -> Result<u64, LedgerError> {
+    tx.execute(
+        "INSERT INTO sessions (session_id, conversation_id, call_started_ms, call_type, participant_raw_id,
+             participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, owner_node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) ON CONFLICT DO NOTHING",
+        &[
+            &s.session_id,
+            &s.conversation_id,
+            &call_started_ms,
+            &call_type_str(s.call_type),
+            &s.participant_raw_id,
+            &s.participant_type.as_str(),
+            &s.endpoint_type.as_str(),
+            &s.thread_id,
+            &s.at_ms,
+            &node,
+        ],
+    )
+    .await
+    .map_err(storage)
+}
+
+async fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> Result<u64, LedgerError> {
+    tx.execute(
+        "INSERT INTO usage_records (record_id, correlation_id, participant_id, segment, start_ms, end_ms,
+             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+        &[
+            &r.record_id,
+            &r.correlation_id,
+            &r.participant_id,
+            &(r.segment as i32),
+            &r.start_ms,
+            &r.end_ms,
+            &r.user_id_a,
+            &r.participant_type.as_str(),
+            &r.endpoint_type.as_str(),
+            &r.billable,
+            &r.unit_price_micro_usd,
+            &r.cost_micro_usd,
+            &r.kind.usage_type(),
+        ],
+    )
+    .await
+    .map_err(storage)
+}
+
+/// Apply one change; returns whether it took effect (events are queued only then).
+async fn apply_one(tx: &Transaction<'_>, node: &str, change: &LedgerChange) -> Result<bool, LedgerError> {
+    Ok(match change {
+        LedgerChange::CallStarted(call) => {
+            tx.execute(
+                "INSERT INTO calls (conversation_id, started_ms, call_type, started_by, thread_id)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &call.conversation_id,
+                    &call.started_ms,
+                    &call_type_str(call.call_type),
+                    &call.started_by,
+                    &call.thread_id,
+                ],
+            )
+            .await
+            .map_err(storage)?
+                == 1
+        }
+        LedgerChange::SessionOpened { started, call_started_ms } => {
+            insert_session(tx, node, started, *call_started_ms).await? == 1
+        }
+        LedgerChange::SessionClosed { session, call_started_ms, usage } => {
+            // A session never stored as open (should not happen) is stored closed directly.
+            insert_session(tx, node, &session.started, *call_started_ms).await?;
+            // Under concurrent closes the second UPDATE waits for the first's row lock, then
+            // re-checks `end_ms IS NULL` and moves nothing: records are written once.
+            let moved = tx
+                .execute(
+                    "UPDATE sessions SET end_ms = $2, end_reason = $3 WHERE session_id = $1 AND end_ms IS NULL",
+                    &[&session.started.session_id, &session.end_ms, &session.reason.as_str()],
+                )
+                .await
+                .map_err(storage)?
+                == 1;
+            if moved {
+                for r in usage {
+                    insert_usage(tx, r).await?;
+                }
+            }
+            moved
+        }
+        LedgerChange::CallEnded { call, .. } => {
+            tx.execute(
+                "UPDATE calls SET ended_ms = $3 WHERE conversation_id = $1 AND started_ms = $2 AND ended_ms IS NULL",
+                &[&call.conversation_id, &call.started_ms, &call.ended_ms.unwrap_or(call.started_ms)],
+            )
+            .await
+            .map_err(storage)?
+                == 1
+        }
+        LedgerChange::ChatMessageSent(record) => insert_usage(tx, record).await? == 1,
+        LedgerChange::CallTypeChanged { conversation_id, call_started_ms, call_type } => {
+            tx.execute(
+                "UPDATE calls SET call_type = $3 WHERE conversation_id = $1 AND started_ms = $2",
+                &[conversation_id, call_started_ms, &call_type_str(*call_type)],
+            )
+            .await
+            .map_err(storage)?
+                == 1
+        }
+    })
+}
+
+async fn apply_changes(
+    tx: &Transaction<'_>,
+    options: &LedgerOptions,
+    node: &str,
+    changes: &[LedgerChange],
+) -> Result<(), LedgerError> {
+    for change in changes {
+        if apply_one(tx, node, change).await? {
+            queue_events(tx, options, change).await?;
+        }
+    }
+    Ok(())
+}
+
+/// This node's open sessions, as closed at their last checkpoint (crash recovery). Rows are
+/// locked, so two recoveries of the same node cannot both close them.
+async fn open_sessions_of(
+    tx: &Transaction<'_>,
+    node: &str,
+    price: palaver_billing::pricing::Price,
+) -> Result<Vec<LedgerChange>, LedgerError> {
+    let rows = tx
+        .query(
+            "SELECT session_id, conversation_id, call_started_ms, call_type, participant_raw_id, participant_type,
+                    endpoint_type, thread_id, start_ms, checkpoint_ms
+             FROM sessions WHERE end_ms IS NULL AND owner_node = $1 ORDER BY start_ms, session_id FOR UPDATE",
+            &[&node],
+        )
+        .await
+        .map_err(storage)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let call_type: String = row.get(3);
+        let ptype: String = row.get(5);
+        let etype: String = row.get(6);
+        let start_ms: i64 = row.get(8);
+        let checkpoint_ms: i64 = row.get(9);
+        let session = ClosedSession {
+            started: SessionStarted {
+                session_id: row.get(0),
+                conversation_id: row.get(1),
+                call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+                participant_raw_id: row.get(4),
+                participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
+                endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
+                thread_id: row.get(7),
+                at_ms: start_ms,
+            },
+            end_ms: checkpoint_ms.max(start_ms),
+            reason: EndReason::ServerFailure,
+        };
+        let usage = usage_records_for(&session, price);
+        out.push(LedgerChange::SessionClosed { session, call_started_ms: row.get(2), usage });
+    }
+    Ok(out)
+}
+
+/// Running calls this node took part in (or nobody did) that have no open session left on
+/// any node: their last participant is gone, so they are over.
+async fn orphaned_calls(tx: &Transaction<'_>, node: &str) -> Result<Vec<CallSpan>, LedgerError> {
+    let rows = tx
+        .query(
+            "SELECT c.conversation_id, c.started_ms, c.call_type, c.started_by, c.thread_id FROM calls c
+             WHERE c.ended_ms IS NULL
+               AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.conversation_id = c.conversation_id
+                                 AND s.call_started_ms = c.started_ms AND s.end_ms IS NULL)
+               AND (EXISTS (SELECT 1 FROM sessions s WHERE s.conversation_id = c.conversation_id
+                              AND s.call_started_ms = c.started_ms AND s.owner_node = $1)
+                    OR NOT EXISTS (SELECT 1 FROM sessions s WHERE s.conversation_id = c.conversation_id
+                              AND s.call_started_ms = c.started_ms))
+             ORDER BY c.started_ms, c.conversation_id FOR UPDATE OF c",
+            &[&node],
+        )
+        .await
+        .map_err(storage)?;
+    rows.iter()
+        .map(|row| {
+            let call_type: String = row.get(2);
+            Ok(CallSpan {
+                conversation_id: row.get(0),
+                started_ms: row.get(1),
+                call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+                started_by: row.get(3),
+                thread_id: row.get(4),
+                ended_ms: None,
+            })
+        })
+        .collect()
+}
+
+fn usage_from_row(row: &Row) -> Result<UsageRecord, LedgerError> {
+    let ptype: String = row.get(7);
+    let etype: String = row.get(8);
+    let utype: String = row.get(12);
+    Ok(UsageRecord {
+        record_id: row.get(0),
+        kind: UsageKind::parse(&utype).ok_or_else(|| corrupt("usage type", &utype))?,
+        correlation_id: row.get(1),
+        participant_id: row.get(2),
+        segment: row.get::<_, i32>(3) as u32,
+        start_ms: row.get(4),
+        end_ms: row.get(5),
+        user_id_a: row.get(6),
+        participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
+        endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
+        billable: row.get(9),
+        unit_price_micro_usd: row.get(10),
+        cost_micro_usd: row.get(11),
+    })
+}
+
+fn summary_from_row(correlation_id: &str, row: &Row) -> Result<CallSummary, LedgerError> {
+    let etype: String = row.get(2);
+    let ptype: String = row.get(3);
+    let start_ms: i64 = row.get(4);
+    let end_ms: Option<i64> = row.get(5);
+    let reason: Option<String> = row.get(6);
+    let call_start_ms: i64 = row.get(8);
+    let call_type: String = row.get(9);
+    let call_end: Option<i64> = row.get(10);
+    Ok(CallSummary {
+        correlation_id: correlation_id.to_string(),
+        call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+        call_start_ms,
+        call_duration_ms: call_end.map(|e| e - call_start_ms),
+        participant_id: row.get(0),
+        identifier: row.get(1),
+        endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
+        participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
+        participant_start_ms: start_ms,
+        participant_duration_ms: end_ms.map(|e| e - start_ms),
+        participant_end_reason: match reason {
+            Some(r) => Some(parse_end_reason(&r).ok_or_else(|| corrupt("end reason", &r))?),
+            None => None,
+        },
+        thread_id: row.get(7),
+    })
+}
+
+impl UsageLedger for PgLedger {
+    fn apply(&mut self, changes: &[LedgerChange]) -> Result<(), LedgerError> {
+        let (changes, options, node) = (changes.to_vec(), self.options.clone(), self.node_id.clone());
+        self.transaction(move |tx| Box::pin(async move { apply_changes(tx, &options, &node, &changes).await }))
+    }
+
+    fn checkpoint(&mut self, now_ms: i64) -> Result<usize, LedgerError> {
+        let node = self.node_id.clone();
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let open = tx
+                    .execute(
+                        "UPDATE sessions SET checkpoint_ms = GREATEST(checkpoint_ms, $1)
+                         WHERE end_ms IS NULL AND owner_node = $2",
+                        &[&now_ms, &node],
+                    )
+                    .await
+                    .map_err(storage)?;
+                tx.execute(
+                    "INSERT INTO ledger_checkpoints (node_id, last_checkpoint_ms) VALUES ($1, $2)
+                     ON CONFLICT (node_id) DO UPDATE
+                     SET last_checkpoint_ms = GREATEST(ledger_checkpoints.last_checkpoint_ms, excluded.last_checkpoint_ms)",
+                    &[&node, &now_ms],
+                )
+                .await
+                .map_err(storage)?;
+                Ok(open as usize)
+            })
+        })
+    }
+
+    fn recover(&mut self) -> Result<RecoveryReport, LedgerError> {
+        let (options, node) = (self.options.clone(), self.node_id.clone());
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let mut report = RecoveryReport::default();
+                let closes = open_sessions_of(tx, &node, options.price).await?;
+                report.sessions_closed = closes.len();
+                apply_changes(tx, &options, &node, &closes).await?;
+                for mut call in orphaned_calls(tx, &node).await? {
+                    // The call ended when its last participant's session did.
+                    let last = tx
+                        .query_opt(
+                            "SELECT end_ms, participant_raw_id FROM sessions
+                             WHERE conversation_id = $1 AND call_started_ms = $2 AND end_ms IS NOT NULL
+                             ORDER BY end_ms DESC, session_id DESC LIMIT 1",
+                            &[&call.conversation_id, &call.started_ms],
+                        )
+                        .await
+                        .map_err(storage)?;
+                    let (ended_ms, ended_by) = match last {
+                        Some(row) => (row.get::<_, i64>(0), row.get::<_, String>(1)),
+                        None => (call.started_ms, call.started_by.clone()),
+                    };
+                    call.ended_ms = Some(ended_ms.max(call.started_ms));
+                    apply_changes(tx, &options, &node, &[LedgerChange::CallEnded { call, ended_by }]).await?;
+                    report.calls_ended += 1;
+                }
+                Ok(report)
+            })
+        })
+    }
+
+    fn last_checkpoint_ms(&self) -> Result<Option<i64>, LedgerError> {
+        let node = self.node_id.clone();
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt("SELECT last_checkpoint_ms FROM ledger_checkpoints WHERE node_id = $1", &[&node])
+                    .await
+                    .map_err(storage)?;
+                Ok(row.map(|r| r.get(0)))
+            })
+        })
+    }
+
+    fn usage_page(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        let q = q.clone();
+        self.read(move |c| {
+            Box::pin(async move {
+                let (after_start, after_id) = q.after.clone().unwrap_or((i64::MIN, String::new()));
+                let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+                // `COLLATE "C"`: record ids compare bytewise, as in SQLite, whatever the
+                // database's collation, so pages tile the same way on both backends.
+                let rows = c
+                    .query(
+                        "SELECT record_id, correlation_id, participant_id, segment, start_ms, end_ms, user_id_a,
+                                participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type
+                         FROM usage_records
+                         WHERE start_ms >= $1 AND start_ms < $2
+                           AND (start_ms > $3 OR (start_ms = $3 AND record_id COLLATE \"C\" > $4))
+                         ORDER BY start_ms, record_id COLLATE \"C\" LIMIT $5",
+                        &[&q.from_ms, &q.to_ms, &after_start, &after_id, &limit],
+                    )
+                    .await
+                    .map_err(storage)?;
+                rows.iter().map(usage_from_row).collect()
+            })
+        })
+    }
+
+    fn call_summaries(&self, correlation_id: &str) -> Result<Vec<CallSummary>, LedgerError> {
+        let id = correlation_id.to_string();
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT s.session_id, s.participant_raw_id, s.endpoint_type, s.participant_type, s.start_ms,
+                                s.end_ms, s.end_reason, s.thread_id, s.call_started_ms,
+                                COALESCE(c.call_type, s.call_type), c.ended_ms
+                         FROM sessions s LEFT JOIN calls c
+                           ON c.conversation_id = s.conversation_id AND c.started_ms = s.call_started_ms
+                         WHERE s.conversation_id = $1 ORDER BY s.start_ms, s.session_id COLLATE \"C\"",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(storage)?;
+                rows.iter().map(|r| summary_from_row(&id, r)).collect()
+            })
+        })
+    }
+
+    fn totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<TypeTotals>, LedgerError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut totals: Vec<TypeTotals> = ParticipantType::ALL.into_iter().map(TypeTotals::zero).collect();
+                let rows = c
+                    .query(
+                        "SELECT participant_type, COUNT(*), SUM(end_ms - start_ms)::BIGINT,
+                                SUM(CASE WHEN billable THEN end_ms - start_ms ELSE 0 END)::BIGINT,
+                                SUM(cost_micro_usd)::BIGINT
+                         FROM usage_records WHERE start_ms >= $1 AND start_ms < $2 GROUP BY participant_type",
+                        &[&from_ms, &to_ms],
+                    )
+                    .await
+                    .map_err(storage)?;
+                for row in rows {
+                    let ptype: String = row.get(0);
+                    let t = parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?;
+                    if let Some(slot) = totals.iter_mut().find(|x| x.participant_type == t) {
+                        *slot = TypeTotals {
+                            participant_type: t,
+                            records: row.get::<_, i64>(1) as u64,
+                            consumed_ms: row.get(2),
+                            billed_ms: row.get(3),
+                            cost_micro_usd: row.get(4),
+                        };
+                    }
+                }
+                Ok(totals)
+            })
+        })
+    }
+
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, LedgerError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows = c
+                    .query(
+                        "SELECT event_id, endpoint, payload, attempts, next_attempt_ms FROM webhook_outbox
+                         WHERE delivered_ms IS NULL AND NOT dead AND next_attempt_ms <= $1
+                         ORDER BY next_attempt_ms, created_ms, seq LIMIT $2",
+                        &[&now_ms, &limit],
+                    )
+                    .await
+                    .map_err(storage)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| OutboxItem {
+                        event_id: r.get(0),
+                        endpoint: r.get(1),
+                        payload: r.get(2),
+                        attempts: r.get::<_, i32>(3) as u32,
+                        next_attempt_ms: r.get(4),
+                    })
+                    .collect())
+            })
+        })
+    }
+
+    fn record_delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), LedgerError> {
+        let outcome = outcome.clone();
+        self.read(move |c| {
+            Box::pin(async move {
+                match &outcome {
+                    DeliveryOutcome::Delivered { event_id, endpoint, at_ms } => {
+                        c.execute(
+                            "UPDATE webhook_outbox SET delivered_ms = $3, attempts = attempts + 1, last_error = NULL
+                             WHERE event_id = $1 AND endpoint = $2 AND delivered_ms IS NULL",
+                            &[event_id, endpoint, at_ms],
+                        )
+                        .await
+                        .map_err(storage)?;
+                    }
+                    DeliveryOutcome::Failed { event_id, endpoint, attempts, next_attempt_ms, error, dead } => {
+                        let attempts = i32::try_from(*attempts).unwrap_or(i32::MAX);
+                        c.execute(
+                            "UPDATE webhook_outbox SET attempts = $3, next_attempt_ms = $4, last_error = $5, dead = $6
+                             WHERE event_id = $1 AND endpoint = $2 AND delivered_ms IS NULL",
+                            &[event_id, endpoint, &attempts, next_attempt_ms, error, dead],
+                        )
+                        .await
+                        .map_err(storage)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn outbox_backlog(&self) -> Result<u64, LedgerError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_ms IS NULL AND NOT dead", &[])
+                    .await
+                    .map_err(storage)?;
+                Ok(row.get::<_, i64>(0) as u64)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
