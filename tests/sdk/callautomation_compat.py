@@ -454,6 +454,64 @@ def step6_dtmf(ctx):
     expect_error("speech recognition (no engine)", lambda: a.start_recognizing_media("speech", ident(ctx.users["agent"])), 400, "8523")
 
 
+def step6b_media_streaming(ctx):
+    """Bidirectional media streaming to a loopback voice bot (tests/sdk/media_streaming_app.py):
+    S (bot -> sam) streams to `/echo`, which sends every frame back; Sx (sam's answer) streams
+    to `/listen` after start_media_streaming. Sx plays a tone: S's stream hears it, the echo is
+    played into the call, and Sx's stream (S's side of the call only) hears the echo."""
+    from azure.communication.callautomation import FileSource, MediaStreamingOptions
+
+    from media_streaming_app import StreamingApp, peak
+
+    app = StreamingApp()
+    try:
+        def options(path, start, bidirectional):
+            return MediaStreamingOptions(transport_url=app.url(path), transport_type="websocket", content_type="audio", audio_channel_type="mixed", start_media_streaming=start, enable_bidirectional=bidirectional, audio_format="pcm16KMono")
+
+        props = ctx.app("bot").create_call(ident(ctx.users["sam"]), ctx.rx.callback_url("S"), operation_context="s1", media_streaming=options("/echo", True, True))
+        ctx.legs["S"] = props.call_connection_id
+        incoming = ctx.rx.incoming_for(ctx.users["sam"])
+        answered = ctx.app().answer_call(incoming.data["incomingCallContext"], ctx.rx.callback_url("Sx"), operation_context="sx1", media_streaming=options("/listen", False, False))
+        ctx.legs["Sx"] = answered.call_connection_id
+        started = ctx.rx.event("S", "MediaStreamingStarted")
+        update = started.data["mediaStreamingUpdate"]
+        check("startMediaStreaming: true starts the stream: MediaStreamingStarted", update["mediaStreamingStatus"] == "mediaStreamingStarted", started.data)
+        echo = app.connection("/echo")
+        meta = app.wait("AudioMetadata", lambda: echo.metadata)["audioMetadata"]
+        check("the first message is AudioMetadata (PCM 16 kHz mono, 640 bytes a frame)", (meta["encoding"], meta["sampleRate"], meta["channels"], meta["length"]) == ("PCM", 16000, 1, 640) and meta["subscriptionId"], meta)
+        app.wait("20 AudioData frames", lambda: len(echo.frames) >= 20)
+        first = echo.frames[0][3]["audioData"]
+        check("AudioData frames carry 320 samples, a timestamp and silent", len(echo.frames[0][1]) == 320 and first["timestamp"].endswith("Z") and first["silent"] is True, first)
+        check("before anything plays the stream is (near) silence", peak(echo.frames) < 100, peak(echo.frames))
+        sam = ctx.app().get_call_connection(ctx.legs["Sx"])
+        sam.start_media_streaming(operation_context="ms1")
+        listen_started = ctx.rx.event("Sx", "MediaStreamingStarted")
+        check("start_media_streaming: MediaStreamingStarted with ms1", listen_started.data.get("operationContext") == "ms1", listen_started.data)
+        listen = app.connection("/listen")
+        app.wait("frames on /listen", lambda: len(listen.frames) >= 10)
+        check("the listener hears (near) silence before the prompt", peak(listen.frames) < 100, peak(listen.frames))
+        heard_from = len(echo.frames)
+        echoed_from = len(listen.frames)
+        sam.play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="sp1")
+        ctx.rx.event("Sx", "PlayCompleted")
+        time.sleep(0.3)
+        check("the bot's stream hears the other party's prompt (peak > 2000)", peak(echo.frames[heard_from:]) > 2000, peak(echo.frames[heard_from:]))
+        check("the echo the bot sent back is heard in the call (peak > 2000)", peak(listen.frames[echoed_from:]) > 2000, peak(listen.frames[echoed_from:]))
+        expect_error("start_media_streaming while it runs", lambda: sam.start_media_streaming(), 400, "8500")
+        sam.stop_media_streaming(operation_context="ms2")
+        stopped = ctx.rx.event("Sx", "MediaStreamingStopped")
+        check("stop_media_streaming: MediaStreamingStopped with ms2", stopped.data.get("operationContext") == "ms2" and stopped.data["mediaStreamingUpdate"]["mediaStreamingStatus"] == "mediaStreamingStopped", stopped.data)
+        app.wait("the /listen socket closed", lambda: listen.closed)
+        ctx.app("bot").get_call_connection(ctx.legs["S"]).hang_up(is_for_everyone=True)
+        for leg in ["S", "Sx"]:
+            ctx.rx.event(leg, "CallDisconnected")
+        names = ctx.rx.names("S")
+        app.wait("the /echo socket closed", lambda: echo.closed)
+        check("the call's end closes the bot's socket; CallDisconnected stays last", names[-1] == "CallDisconnected" and echo.closed, names)
+    finally:
+        app.close()
+
+
 def signed_request(ctx, method, url, headers=None):
     """A raw HMAC-signed request (SDK 1.6.0 refuses non-ACS recording hosts, fact 11)."""
     import email.utils
@@ -684,6 +742,7 @@ STEPS = [
     step4c_connect_to_a_group_call,
     step5_play,
     step6_dtmf,
+    step6b_media_streaming,
     step7_recording,
     step8_hold,
     step9_add_and_cancel,
@@ -716,7 +775,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim", "sam"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:
