@@ -508,6 +508,16 @@ def step6b_media_streaming(ctx):
         names = ctx.rx.names("S")
         app.wait("the /echo socket closed", lambda: echo.closed)
         check("the call's end closes the bot's socket; CallDisconnected stays last", names[-1] == "CallDisconnected" and echo.closed, names)
+
+        def streaming_usage():
+            day, after = (time.strftime("%Y-%m-%d", time.gmtime(time.time() + d * 86400)) for d in (0, 2))
+            code, _, body = signed_request(ctx, "GET", f"{ctx.base_url}/usage?from={day}&to={after}")
+            rows = [r for r in json.loads(body)["value"] if r["UsageType"] == "AudioStreaming"] if code == 200 else []
+            ids = {r["ParticipantId"] for r in rows}
+            return rows if {f"{ctx.legs['S']}/1", f"{ctx.legs['Sx']}/1"} <= ids else None
+
+        rows = ctx.rx.wait("the streaming usage records", streaming_usage)
+        check("both streams are billed as AudioStreaming minutes, priced (the one the call's end stopped too)", all(r["UnitType"] == "Minute" and r["DurationMs"] > 0 and float(r["CostUsd"]) >= 0 for r in rows), rows)
     finally:
         app.close()
 

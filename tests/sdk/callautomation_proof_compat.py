@@ -26,6 +26,7 @@ import subprocess
 import sys
 import json
 import tempfile
+import time
 
 from azure.communication.callautomation import FileSource
 from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
@@ -145,6 +146,16 @@ def scenario(ctx, caller):
     print(f"     recording: {len(samples) / rate:.1f} s at {rate} Hz; caller {CALLER_HZ} Hz {caller_level:.0f}, agent {AGENT_HZ} Hz {agent_level:.0f}")
     check("the recording holds the caller's tone (amplitude > 1000)", caller_level > 1000, caller_level)
     check("the recording holds the agent's tone (amplitude > 1000)", agent_level > 1000, agent_level)
+
+    # Billing: the recorded minutes are a priced usage record of the call.
+    def recording_usage():
+        day, after = (time.strftime("%Y-%m-%d", time.gmtime(time.time() + d * 86400)) for d in (0, 2))
+        code, _, body = signed_request(ctx, "GET", f"{ctx.base_url}/usage?from={day}&to={after}")
+        rows = json.loads(body)["value"] if code == 200 else []
+        return next((r for r in rows if r["ParticipantId"] == rid), None)
+
+    row = ctx.rx.wait("the recording's usage record", recording_usage)
+    check("the recording is billed: UsageType CallRecordingMixedAudio, ~2 s, priced", row["UsageType"] == "CallRecordingMixedAudio" and row["CorrelationId"] == call_id and 1.5 < row["DurationMs"] / 1000 < 3.5 and float(row["CostUsd"]) > 0, row)
 
     # 6. Hang up for everyone.
     agent.hang_up(is_for_everyone=True)

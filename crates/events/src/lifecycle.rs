@@ -75,6 +75,10 @@ impl SessionObserver for LifecycleEvents {
         }
     }
 
+    fn media_used(&self, usage: palaver_core::MediaUsed) {
+        self.inner.media_used(usage);
+    }
+
     fn session_ended(&self, event: SessionEnded) {
         self.inner.session_ended(event.clone());
         match self.meter().session_ended(event) {

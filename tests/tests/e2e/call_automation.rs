@@ -155,8 +155,9 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
             "audioChannelType": "mixed", "startMediaStreaming": true, "enableBidirectional": true,
             "audioFormat": "pcm16KMono"},
     });
-    let (status, props) =
-        server.signed(Method::POST, "/calling/callConnections:answer?api-version=2025-06-15", &answer.to_string()).await;
+    let (status, props) = server
+        .signed(Method::POST, "/calling/callConnections:answer?api-version=2025-06-15", &answer.to_string())
+        .await;
     assert_eq!(status, StatusCode::OK, "{props}");
     backend.wait("cb/bot", "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
     backend.wait("cb/bot", "MediaStreamingStarted", |_| true).await;

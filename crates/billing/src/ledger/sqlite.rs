@@ -146,7 +146,7 @@ fn apply_one(tx: &Transaction<'_>, change: &LedgerChange) -> Result<bool, Ledger
                 params![call.conversation_id, call.started_ms, call.ended_ms.unwrap_or(call.started_ms)],
             )? == 1
         }
-        LedgerChange::ChatMessageSent(record) => insert_usage(tx, record)? == 1,
+        LedgerChange::ChatMessageSent(record) | LedgerChange::MediaUsed(record) => insert_usage(tx, record)? == 1,
         LedgerChange::CallTypeChanged { conversation_id, call_started_ms, call_type } => {
             tx.execute(
                 "UPDATE calls SET call_type = ?3 WHERE conversation_id = ?1 AND started_ms = ?2",

@@ -14,6 +14,7 @@ mod flow_tests;
 pub mod media;
 mod participants;
 pub mod recordings;
+mod streaming;
 mod wire;
 
 use crate::api::{HmacAuthenticated, api_router, require_api_version};

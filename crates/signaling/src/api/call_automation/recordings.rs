@@ -48,6 +48,8 @@ struct Recording {
     server_call_id: String,
     call_connection_id: Option<String>,
     correlation_id: String,
+    /// The application identity that started it (billed for its minutes).
+    user_raw_id: String,
     state_callback_uri: Option<String>,
     started: chrono::DateTime<chrono::Utc>,
     file: Option<RecordingFile>,
@@ -130,7 +132,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
     };
     let ca = state.call_automation();
     let locator = body.call_locator.unwrap_or_default();
-    let (conversation_id, server_call_id, call_connection_id, correlation_id) = match (
+    let (conversation_id, server_call_id, call_connection_id, correlation_id, user_raw_id) = match (
         body.call_connection_id.filter(|c| !c.is_empty()),
         locator.server_call_id,
         locator.group_call_id,
@@ -139,13 +141,14 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         (Some(ccid), None, None, None) => {
             let view = ca.connection(&ccid)?;
             view.require_established()?;
-            (view.conversation_id, view.server_call_id, Some(ccid), view.correlation_id)
+            (view.conversation_id, view.server_call_id, Some(ccid), view.correlation_id, view.source_raw_id)
         }
         (None, Some(server_call_id), None, None) => {
             let view = ca.with_machine(|m| m.connection_of_call(&server_call_id)).ok_or_else(|| {
                 CallAutomationError::new(404, 8522, format!("No call `{server_call_id}` is in progress."))
             })?;
-            (view.conversation_id, view.server_call_id, Some(view.call_connection_id), view.correlation_id)
+            let ccid = Some(view.call_connection_id);
+            (view.conversation_id, view.server_call_id, ccid, view.correlation_id, view.source_raw_id)
         }
         (None, None, Some(_), None) | (None, None, None, Some(_)) => {
             return Err(invalid(
@@ -181,6 +184,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         server_call_id,
         call_connection_id,
         correlation_id,
+        user_raw_id,
         state_callback_uri,
         started: chrono::Utc::now(),
         file: None,
@@ -296,6 +300,14 @@ async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync:
             }
             LegEventKind::RecordingFileReady(file) => {
                 let event = file_status_event(&id, &r, &file);
+                gateway.observer().media_used(palaver_core::MediaUsed {
+                    kind: palaver_core::MediaUsageKind::Recording,
+                    id: id.clone(),
+                    correlation_id: r.server_call_id.clone(),
+                    user_raw_id: r.user_raw_id.clone(),
+                    end_ms: palaver_core::time::now_ms(),
+                    metered_ms: file.duration_ms as i64,
+                });
                 if let Some(entry) = recordings().get_mut(&id) {
                     entry.file = Some(file);
                     entry.leg = None;
@@ -306,7 +318,6 @@ async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync:
                 if let Err(e) = gateway.events().publish(event).await {
                     tracing::warn!(recording = %id, error = %e, "RecordingFileStatusUpdated not accepted");
                 }
-                palaver_core::time::now_ms();
             }
             LegEventKind::RecordingFailed { result: failure, .. } => {
                 tracing::warn!(recording = %id, message = %failure.message, "recording failed");
