@@ -78,6 +78,7 @@ class Receiver:
         self.incoming = []  # EventGridEvent
         self.callbacks = {}  # leg -> [(CloudEvent, raw dict, query)]
         self.posts_per_callback = []  # events per POST body
+        self.authorizations = []  # (leg, Authorization header) per callback POST
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,6 +111,7 @@ class Receiver:
                         leg = path.path[len("/cb/"):]
                         events = body if isinstance(body, list) else [body]
                         receiver.posts_per_callback.append(len(events))
+                        receiver.authorizations.append((leg, self.headers.get("authorization")))
                         for raw in events:
                             receiver.callbacks.setdefault(leg, []).append(
                                 (CloudEvent.from_dict(raw), raw, urllib.parse.parse_qs(path.query))

@@ -161,6 +161,25 @@ def scenario(ctx, caller):
     agent.hang_up(is_for_everyone=True)
     ctx.rx.event("AGENT", "CallDisconnected")
 
+    # Every callback carries a JWT that verifies against the published JWKS (PyJWT).
+    import jwt
+    import ssl
+
+    resource = users["bot"].split(":")[2].rsplit("_", 1)[0]
+    jwks = jwt.PyJWKClient(f"{ctx.base_url}/calling/keys", ssl_context=ssl.create_default_context(cafile=ctx.ca_file))
+    tokens = [a for leg, a in ctx.rx.authorizations if leg == "IVR"]
+    claims = []
+    for header in tokens:
+        token = header.removeprefix("Bearer ")
+        claims.append(jwt.decode(token, jwks.get_signing_key_from_jwt(token).key, algorithms=["RS256"], audience=resource, issuer=ctx.base_url))
+    check("every IVR callback's JWT verifies (RS256, JWKS at /calling/keys, aud = resource, iss = server)", len(claims) == len(ctx.rx.callbacks["IVR"]) and len({c["jti"] for c in claims}) == len(claims), claims[:1])
+    forged = tokens[0].removeprefix("Bearer ")[:-4] + ("AAAA" if not tokens[0].endswith("AAAA") else "BBBB")
+    try:
+        jwt.decode(forged, jwks.get_signing_key_from_jwt(forged).key, algorithms=["RS256"], audience=resource, issuer=ctx.base_url)
+        check("a tampered callback JWT is refused", False)
+    except jwt.InvalidSignatureError:
+        check("a tampered callback JWT is refused", True)
+
     # Every callback once, in order, with its operationContext.
     expected = {
         "IVR": [("CallConnected", "ivr-answer"), ("PlayStarted", "welcome"), ("PlayCompleted", "welcome"), ("RecognizeCompleted", "pin"), ("CallTransferAccepted", "to-agent"), ("CallDisconnected", None)],
