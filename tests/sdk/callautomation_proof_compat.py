@@ -27,6 +27,7 @@ import sys
 import json
 import tempfile
 import time
+import urllib.parse
 
 from azure.communication.callautomation import FileSource
 from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
@@ -140,6 +141,7 @@ def scenario(ctx, caller):
     chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
     code, _, body = signed_request(ctx, "GET", chunk["contentLocation"])
     check("the recording downloads (200, WAV)", code == 200 and body[:4] == b"RIFF", (code, body[:12]))
+    ctx.recording = (chunk["contentLocation"], body)
     rate, data_len = struct.unpack("<I", body[24:28])[0], struct.unpack("<I", body[40:44])[0]
     samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2])
     caller_level, agent_level = goertzel(samples, rate, CALLER_HZ), goertzel(samples, rate, AGENT_HZ)
@@ -205,6 +207,17 @@ def run(binary):
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 caller = Caller(binary, base_url, ca_file, token)
                 scenario(ctx, caller)
+                caller.close()
+                caller = None
+            # After a restart the recording is still there under its id.
+            with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
+                location, first = ctx.recording
+                ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
+                url = base_url + urllib.parse.urlparse(location).path
+                code, _, again = signed_request(ctx, "GET", url)
+                check("after a restart the recording downloads by its id, the same bytes", code == 200 and again == first, (code, len(again), len(first)))
+                code, _, _ = signed_request(ctx, "DELETE", url.rsplit("/", 1)[0] + "/deletedata")
+                check("after a restart it is deletable (200), then gone (404)", code == 200 and signed_request(ctx, "GET", url)[0] == 404, code)
     finally:
         if caller:
             caller.close()

@@ -308,6 +308,9 @@ async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync:
                     end_ms: palaver_core::time::now_ms(),
                     metered_ms: file.duration_ms as i64,
                 });
+                if let Err(e) = write_sidecar(&id, &r, &file) {
+                    tracing::warn!(recording = %id, error = %e, "recording metadata not written; the file is not found after a restart");
+                }
                 if let Some(entry) = recordings().get_mut(&id) {
                     entry.file = Some(file);
                     entry.leg = None;
@@ -359,9 +362,13 @@ fn not_found(doc: &str) -> Response {
 }
 
 /// `GET /v1/objects/{id}/content/audio|acsmetadata` (HMAC, `Range` → 206).
-async fn download(Path((doc, kind)): Path<(String, String)>, headers: HeaderMap, _auth: HmacAuthenticated) -> Response {
-    let Some(r) = recordings().get(&doc).cloned().filter(|r| !r.deleted) else { return not_found(&doc) };
-    let Some(file) = r.file.clone() else { return not_found(&doc) };
+async fn download(
+    State(state): State<AppState>,
+    Path((doc, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    _auth: HmacAuthenticated,
+) -> Response {
+    let Some((r, file)) = finished(&state, &doc) else { return not_found(&doc) };
     match kind.as_str() {
         "audio" => {}
         "acsmetadata" => {
@@ -425,24 +432,141 @@ pub(crate) fn parse_range(value: &str, total: usize) -> Option<(usize, usize)> {
 }
 
 /// `DELETE /v1/objects/{id}/content/{audio|deletedata|...}` → 200 (then the file is gone: 404).
-async fn delete_file(Path((doc, _kind)): Path<(String, String)>, _auth: HmacAuthenticated) -> Response {
-    let path = {
-        let mut all = recordings();
-        let Some(r) = all.get_mut(&doc).filter(|r| !r.deleted && r.file.is_some()) else { return not_found(&doc) };
+async fn delete_file(
+    State(state): State<AppState>,
+    Path((doc, _kind)): Path<(String, String)>,
+    _auth: HmacAuthenticated,
+) -> Response {
+    let Some((_, file)) = finished(&state, &doc) else { return not_found(&doc) };
+    if let Some(r) = recordings().get_mut(&doc) {
         r.deleted = true;
-        r.file.as_ref().map(|f| f.path.clone())
-    };
-    if let Some(path) = path
-        && let Err(e) = tokio::fs::remove_file(&path).await
-    {
-        tracing::warn!(recording = %doc, error = %e, "recording file not removed");
+    }
+    // The metadata goes first: a crash in between leaves an orphan file, never a listed
+    // recording without its audio.
+    for path in [sidecar_path(&file.path), file.path.clone()] {
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(recording = %doc, path = %path.display(), error = %e, "recording file not removed");
+        }
     }
     StatusCode::OK.into_response()
 }
 
+/// A finished, undeleted recording: this process's, or one a previous run wrote (found by its
+/// metadata file in the recordings directory).
+fn finished(state: &AppState, id: &str) -> Option<(Recording, RecordingFile)> {
+    if let Some(r) = recordings().get(id).cloned() {
+        let file = r.file.clone().filter(|_| !r.deleted)?;
+        return Some((r, file));
+    }
+    let dir = state.config.recordings_dir.as_deref()?;
+    read_sidecar(dir, id)
+}
+
+/// The metadata file beside a recording (`{id}.json` next to `{id}.wav`).
+fn sidecar_path(file: &std::path::Path) -> std::path::PathBuf {
+    file.with_extension("json")
+}
+
+/// Writes the recording's metadata durably beside its file (temporary file, fsync, rename,
+/// directory fsync), so its id outlives the process.
+fn write_sidecar(id: &str, r: &Recording, file: &RecordingFile) -> std::io::Result<()> {
+    use std::io::Write;
+    let meta = json!({"recordingId": id, "serverCallId": r.server_call_id, "correlationId": r.correlation_id,
+        "conversationId": r.conversation_id, "callConnectionId": r.call_connection_id, "userRawId": r.user_raw_id,
+        "started": r.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "baseUrl": r.base_url,
+        "file": file.path.file_name().and_then(|n| n.to_str()), "contentType": file.content_type,
+        "durationMs": file.duration_ms, "bytes": file.bytes, "channels": file.channels});
+    let path = sidecar_path(&file.path);
+    let part = path.with_extension("json.part");
+    let mut out = std::fs::File::create(&part)?;
+    out.write_all(meta.to_string().as_bytes())?;
+    out.sync_all()?;
+    std::fs::rename(&part, &path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A previous run's recording `id` from its metadata in `dir` (ids are this server's: hex
+/// only, so no path can be named).
+fn read_sidecar(dir: &std::path::Path, id: &str) -> Option<(Recording, RecordingFile)> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json"))).ok()?).ok()?;
+    let text = |key: &str| meta[key].as_str().unwrap_or_default().to_owned();
+    let content_type = if meta["contentType"] == "audio/ogg" { "audio/ogg" } else { "audio/wav" };
+    let file = RecordingFile {
+        recording_id: id.to_owned(),
+        path: dir.join(meta["file"].as_str()?),
+        content_type,
+        duration_ms: meta["durationMs"].as_u64().unwrap_or(0),
+        bytes: meta["bytes"].as_u64().unwrap_or(0),
+        channels: meta["channels"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+    };
+    let recording = Recording {
+        leg: None,
+        active: false,
+        conversation_id: text("conversationId"),
+        server_call_id: text("serverCallId"),
+        call_connection_id: meta["callConnectionId"].as_str().map(str::to_owned),
+        correlation_id: text("correlationId"),
+        user_raw_id: text("userRawId"),
+        state_callback_uri: None,
+        started: chrono::DateTime::parse_from_rfc3339(&text("started")).ok()?.with_timezone(&chrono::Utc),
+        file: Some(file.clone()),
+        deleted: false,
+        base_url: text("baseUrl"),
+    };
+    Some((recording, file))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::*;
+
+    #[test]
+    fn a_finished_recording_is_found_again_from_its_metadata() {
+        let dir = std::env::temp_dir().join(format!("palaver-rec-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let file = RecordingFile {
+            recording_id: id.into(),
+            path: dir.join(format!("{id}.wav")),
+            content_type: "audio/wav",
+            duration_ms: 2_000,
+            bytes: 64_044,
+            channels: vec!["mixed".into()],
+        };
+        std::fs::write(&file.path, b"RIFF").unwrap();
+        let started = chrono::Utc::now();
+        let recording = Recording {
+            leg: None,
+            active: false,
+            conversation_id: "conv".into(),
+            server_call_id: "call-1".into(),
+            call_connection_id: Some("cc-1".into()),
+            correlation_id: "corr".into(),
+            user_raw_id: "8:acs:r_bot".into(),
+            state_callback_uri: None,
+            started,
+            file: None,
+            deleted: false,
+            base_url: "https://127.0.0.1:1".into(),
+        };
+        write_sidecar(id, &recording, &file).unwrap();
+        let (found, found_file) = read_sidecar(&dir, id).expect("found after a restart");
+        assert_eq!(found_file, file);
+        assert_eq!((found.server_call_id.as_str(), found.user_raw_id.as_str()), ("call-1", "8:acs:r_bot"));
+        assert_eq!(found.started.timestamp_millis(), started.timestamp_millis());
+        assert!(read_sidecar(&dir, "../etc/passwd").is_none(), "only hex ids");
+        assert!(read_sidecar(&dir, "ffff").is_none(), "unknown id");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ranges_are_inclusive_and_clamped() {
