@@ -310,6 +310,7 @@ impl UsageLedger for SqliteLedger {
         }
         report.sessions_closed = changes.len();
         apply_changes(&tx, &self.options, &changes)?;
+        report.changes = changes;
         for mut call in read_running_calls(&tx)? {
             // The call ended when its last participant's session did.
             let last: Option<(i64, String)> = tx
@@ -323,7 +324,9 @@ impl UsageLedger for SqliteLedger {
                 .optional()?;
             let (ended_ms, ended_by) = last.unwrap_or((call.started_ms, call.started_by.clone()));
             call.ended_ms = Some(ended_ms.max(call.started_ms));
-            apply_changes(&tx, &self.options, &[LedgerChange::CallEnded { call, ended_by }])?;
+            let ended = LedgerChange::CallEnded { call, ended_by };
+            apply_changes(&tx, &self.options, std::slice::from_ref(&ended))?;
+            report.changes.push(ended);
             report.calls_ended += 1;
         }
         tx.commit()?;
