@@ -157,7 +157,8 @@ def scenario(ctx, caller):
         return next((r for r in rows if r["ParticipantId"] == rid), None)
 
     row = ctx.rx.wait("the recording's usage record", recording_usage)
-    check("the recording is billed: UsageType CallRecordingMixedAudio, ~2 s, priced", row["UsageType"] == "CallRecordingMixedAudio" and row["CorrelationId"] == call_id and 1.5 < row["DurationMs"] / 1000 < 3.5 and float(row["CostUsd"]) > 0, row)
+    recorded_ms = len(samples) * 1000 / rate
+    check("the recording is billed: UsageType CallRecordingMixedAudio, its recorded time, priced", row["UsageType"] == "CallRecordingMixedAudio" and row["CorrelationId"] == call_id and abs(row["DurationMs"] - recorded_ms) <= 100 and float(row["CostUsd"]) > 0, (row, recorded_ms))
 
     # 6. Hang up for everyone.
     agent.hang_up(is_for_everyone=True)

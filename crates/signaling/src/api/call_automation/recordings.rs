@@ -201,6 +201,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         return Err(CallAutomationError::new(e.status, e.sub_code, e.message));
     }
     set_notice(&state.gateway, &conversation_id, true).await;
+    call_notice(&state.gateway, &id, true);
     tracing::info!(recording = %id, conversation = %conversation_id, "call recording started");
     Ok(axum::Json(state_response(&id, !pause)).into_response())
 }
@@ -214,6 +215,22 @@ async fn set_notice(gateway: &Gateway, conversation_id: &str, on: bool) {
     };
     if let Err(refusal) = gateway.server_command(&handle, Authority::Server, ServerCommand::SetRecording(on)).await {
         tracing::debug!(conversation = %conversation_id, %refusal, "recording notice unchanged");
+    }
+}
+
+/// The recording notice of a call between users (no conversation actor): a
+/// `call.recordingChanged` frame to every participant of the call but the applications.
+fn call_notice(gateway: &Gateway, recording_id: &str, on: bool) {
+    let Some(r) = recordings().get(recording_id).cloned() else { return };
+    if gateway.conversation_handle(&r.conversation_id).is_some() {
+        return; // the conversation's own notice covers it
+    }
+    let Some(ccid) = r.call_connection_id else { return };
+    let Ok(participants) = gateway.call_automation().with_machine(|m| m.participants(&ccid)) else { return };
+    let event = crate::domain::calls::CallEvent::RecordingChanged { call_id: r.server_call_id.clone(), recording: on };
+    let text: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
+    for raw_id in participants.iter().filter_map(|p| p["identifier"]["rawId"].as_str()) {
+        gateway.notify_user(raw_id, text.clone());
     }
 }
 
@@ -241,6 +258,7 @@ async fn stop(State(state): State<AppState>, Path(seg): Path<String>, _request: 
     match recording_action(&seg, RecordingAction::Stop).await {
         Ok(conversation) => {
             set_notice(&state.gateway, &conversation, false).await;
+            call_notice(&state.gateway, &seg, false);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => ca_error(e),

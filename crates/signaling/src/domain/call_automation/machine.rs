@@ -580,7 +580,7 @@ impl CallAutomationMachine {
             CallEvent::TransferAccepted { target, .. } => self.transfer_accepted(&ccid, target, &mut out),
             CallEvent::TransferFailed { reason, .. } => self.transfer_failed(&ccid, *reason, &mut out),
             CallEvent::Ended { reason, .. } => out.extend(self.end(&ccid, *reason)),
-            CallEvent::Incoming { .. } | CallEvent::Ringing { .. } => {}
+            CallEvent::Incoming { .. } | CallEvent::Ringing { .. } | CallEvent::RecordingChanged { .. } => {}
         }
         out
     }
