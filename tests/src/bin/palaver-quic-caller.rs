@@ -145,7 +145,7 @@ async fn main() {
                         }
                         frames += 1;
                         // A digit every 250 ms (12 frames), in the audio stream's own timeline.
-                        if frames % 12 == 0 && !pending.is_empty() {
+                        if frames.is_multiple_of(12) && !pending.is_empty() {
                             let _ = tx.send_dtmf(pending.remove(0));
                             if pending.is_empty()
                                 && let Some(reply) = done.take()
