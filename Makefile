@@ -134,6 +134,7 @@ test-rust: build
 	$(CARGO) test --workspace
 
 test-sdk: build venv
+	$(CARGO) build -p palaver-e2e --bin palaver-quic-caller
 	@for t in tests/sdk/*_compat.py; do \
 	  echo "== $$t"; PALAVER_BIN=$(DEBUG_BIN) $(VENV_PY) "$$t" --binary $(DEBUG_BIN); \
 	done

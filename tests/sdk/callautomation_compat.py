@@ -78,6 +78,7 @@ class Receiver:
         self.incoming = []  # EventGridEvent
         self.callbacks = {}  # leg -> [(CloudEvent, raw dict, query)]
         self.posts_per_callback = []  # events per POST body
+        self.authorizations = []  # (leg, Authorization header) per callback POST
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,6 +111,7 @@ class Receiver:
                         leg = path.path[len("/cb/"):]
                         events = body if isinstance(body, list) else [body]
                         receiver.posts_per_callback.append(len(events))
+                        receiver.authorizations.append((leg, self.headers.get("authorization")))
                         for raw in events:
                             receiver.callbacks.setdefault(leg, []).append(
                                 (CloudEvent.from_dict(raw), raw, urllib.parse.parse_qs(path.query))
@@ -354,6 +356,14 @@ def step4b_websocket_caller_rings_an_application(ctx):
         check("the caller's roster shows the call connection", roster == {ctx.users["alice"], ctx.users["ivr"]}, roster)
         updated = ctx.rx.event("W", "ParticipantsUpdated")
         check("the application sees the WebSocket caller", {p["identifier"]["rawId"] for p in updated.data["participants"]} == roster)
+        # A recording of this 1:1 call shows the caller the recording notice, on and off.
+        client = ctx.app()
+        rid = client.start_recording(call_connection_id=props.call_connection_id).recording_id
+        notice = ws.wait_for("call.recordingChanged")
+        check("a 1:1 call's recording shows the caller the recording notice", notice["callId"] == call_id and notice["recording"] is True, notice)
+        client.stop_recording(rid)
+        notice = ws.wait_for("call.recordingChanged")
+        check("stopping it takes the notice down", notice["recording"] is False, notice)
         ctx.app().get_call_connection(props.call_connection_id).hang_up(is_for_everyone=False)
         ended = ws.wait_for("call.ended")
         check("the application's hang-up ends the caller's call", ended["callId"] == call_id, ended)
@@ -454,6 +464,78 @@ def step6_dtmf(ctx):
     expect_error("speech recognition (no engine)", lambda: a.start_recognizing_media("speech", ident(ctx.users["agent"])), 400, "8523")
 
 
+def step6b_media_streaming(ctx):
+    """Bidirectional media streaming to a loopback voice bot (tests/sdk/media_streaming_app.py):
+    S (bot -> sam) streams to `/echo`, which sends every frame back; Sx (sam's answer) streams
+    to `/listen` after start_media_streaming. Sx plays a tone: S's stream hears it, the echo is
+    played into the call, and Sx's stream (S's side of the call only) hears the echo."""
+    from azure.communication.callautomation import FileSource, MediaStreamingOptions
+
+    from media_streaming_app import StreamingApp, peak
+
+    app = StreamingApp()
+    try:
+        def options(path, start, bidirectional):
+            return MediaStreamingOptions(transport_url=app.url(path), transport_type="websocket", content_type="audio", audio_channel_type="mixed", start_media_streaming=start, enable_bidirectional=bidirectional, audio_format="pcm16KMono")
+
+        props = ctx.app("bot").create_call(ident(ctx.users["sam"]), ctx.rx.callback_url("S"), operation_context="s1", media_streaming=options("/echo", True, True))
+        ctx.legs["S"] = props.call_connection_id
+        incoming = ctx.rx.incoming_for(ctx.users["sam"])
+        answered = ctx.app().answer_call(incoming.data["incomingCallContext"], ctx.rx.callback_url("Sx"), operation_context="sx1", media_streaming=options("/listen", False, False))
+        ctx.legs["Sx"] = answered.call_connection_id
+        started = ctx.rx.event("S", "MediaStreamingStarted")
+        update = started.data["mediaStreamingUpdate"]
+        check("startMediaStreaming: true starts the stream: MediaStreamingStarted", update["mediaStreamingStatus"] == "mediaStreamingStarted", started.data)
+        echo = app.connection("/echo")
+        meta = app.wait("AudioMetadata", lambda: echo.metadata)["audioMetadata"]
+        check("the first message is AudioMetadata (PCM 16 kHz mono, 640 bytes a frame)", (meta["encoding"], meta["sampleRate"], meta["channels"], meta["length"]) == ("PCM", 16000, 1, 640) and meta["subscriptionId"], meta)
+        app.wait("20 AudioData frames", lambda: len(echo.frames) >= 20)
+        first = echo.frames[0][3]["audioData"]
+        check("AudioData frames carry 320 samples, a timestamp and silent", len(echo.frames[0][1]) == 320 and first["timestamp"].endswith("Z") and first["silent"] is True, first)
+        check("before anything plays the stream is (near) silence", peak(echo.frames) < 100, peak(echo.frames))
+        sam = ctx.app().get_call_connection(ctx.legs["Sx"])
+        sam.start_media_streaming(operation_context="ms1")
+        listen_started = ctx.rx.event("Sx", "MediaStreamingStarted")
+        check("start_media_streaming: MediaStreamingStarted with ms1", listen_started.data.get("operationContext") == "ms1", listen_started.data)
+        listen = app.connection("/listen")
+        app.wait("frames on /listen", lambda: len(listen.frames) >= 10)
+        check("the listener hears (near) silence before the prompt", peak(listen.frames) < 100, peak(listen.frames))
+        heard_from = len(echo.frames)
+        echoed_from = len(listen.frames)
+        sam.play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="sp1")
+        ctx.rx.event("Sx", "PlayCompleted")
+        for what, conn, start in [("the bot's stream hears the other party's prompt", echo, heard_from), ("the echo the bot sent back is heard in the call", listen, echoed_from)]:
+            try:
+                app.wait(what, lambda: peak(conn.frames[start:]) > 500, timeout=5)
+            except AssertionError:
+                pass
+            # Silence reads < 100; the echo has come through a mix, Opus and two resamplings.
+            check(f"{what} (peak > 500)", peak(conn.frames[start:]) > 500, peak(conn.frames[start:]))
+        expect_error("start_media_streaming while it runs", lambda: sam.start_media_streaming(), 400, "8500")
+        sam.stop_media_streaming(operation_context="ms2")
+        stopped = ctx.rx.event("Sx", "MediaStreamingStopped")
+        check("stop_media_streaming: MediaStreamingStopped with ms2", stopped.data.get("operationContext") == "ms2" and stopped.data["mediaStreamingUpdate"]["mediaStreamingStatus"] == "mediaStreamingStopped", stopped.data)
+        app.wait("the /listen socket closed", lambda: listen.closed)
+        ctx.app("bot").get_call_connection(ctx.legs["S"]).hang_up(is_for_everyone=True)
+        for leg in ["S", "Sx"]:
+            ctx.rx.event(leg, "CallDisconnected")
+        names = ctx.rx.names("S")
+        app.wait("the /echo socket closed", lambda: echo.closed)
+        check("the call's end closes the bot's socket; CallDisconnected stays last", names[-1] == "CallDisconnected" and echo.closed, names)
+
+        def streaming_usage():
+            day, after = (time.strftime("%Y-%m-%d", time.gmtime(time.time() + d * 86400)) for d in (0, 2))
+            code, _, body = signed_request(ctx, "GET", f"{ctx.base_url}/usage?from={day}&to={after}")
+            rows = [r for r in json.loads(body)["value"] if r["UsageType"] == "AudioStreaming"] if code == 200 else []
+            ids = {r["ParticipantId"] for r in rows}
+            return rows if {f"{ctx.legs['S']}/1", f"{ctx.legs['Sx']}/1"} <= ids else None
+
+        rows = ctx.rx.wait("the streaming usage records", streaming_usage)
+        check("both streams are billed as AudioStreaming minutes, priced (the one the call's end stopped too)", all(r["UnitType"] == "Minute" and r["DurationMs"] > 0 and float(r["CostUsd"]) >= 0 for r in rows), rows)
+    finally:
+        app.close()
+
+
 def signed_request(ctx, method, url, headers=None):
     """A raw HMAC-signed request (SDK 1.6.0 refuses non-ACS recording hosts, fact 11)."""
     import email.utils
@@ -500,7 +582,7 @@ def step7_recording(ctx):
     client.stop_recording(rid)
     stopped = ctx.rx.event("rec", "RecordingStateChanged", 3)
     check("stop: RecordingStateChanged inactive", stopped.data["state"] == "inactive", stopped.data)
-    status = ctx.rx.wait("RecordingFileStatusUpdated", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated"), None))
+    status = ctx.rx.wait("RecordingFileStatusUpdated", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
     chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
     check("RecordingFileStatusUpdated names the file", chunk["documentId"] == rid and chunk["contentLocation"].endswith("/audio"), chunk)
     code, headers, body = signed_request(ctx, "GET", chunk["contentLocation"])
@@ -783,6 +865,7 @@ STEPS = [
     step4c_connect_to_a_group_call,
     step5_play,
     step6_dtmf,
+    step6b_media_streaming,
     step7_recording,
     step8_hold,
     step8b_hold_shows_on_hold,
@@ -818,7 +901,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim", "sam"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:

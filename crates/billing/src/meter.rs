@@ -40,6 +40,9 @@ pub enum LedgerChange {
     },
     /// A chat message was sent: its usage record (not from the meter; the recorder builds it).
     ChatMessageSent(UsageRecord),
+    /// A recording or a media stream ended: its usage record (not from the meter; the
+    /// recorder builds it).
+    MediaUsed(UsageRecord),
 }
 
 /// Input the meter refuses (the event is dropped and counted by the shell).

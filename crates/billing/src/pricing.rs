@@ -62,6 +62,21 @@ impl ChatPrice {
     }
 }
 
+/// Per-minute prices of the server-side media features ACS bills besides participant time.
+/// Defaults are ACS's list prices: call recording, mixed audio, $0.002 per minute; media
+/// (audio) streaming $0.003 per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaPrices {
+    pub recording: Price,
+    pub streaming: Price,
+}
+
+impl Default for MediaPrices {
+    fn default() -> Self {
+        Self { recording: Price::per_minute_micro_usd(2_000), streaming: Price::per_minute_micro_usd(3_000) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {
     #[error("price `{0}` is not a non-negative decimal dollar amount with at most 6 decimals")]

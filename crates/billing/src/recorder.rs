@@ -12,11 +12,11 @@
 
 use crate::ledger::{LedgerError, RecoveryReport, UsageLedger};
 use crate::meter::{AccruedTotals, LedgerChange, Meter, MeterError};
-use crate::pricing::{ChatPrice, Price};
-use crate::records::chat_usage_record;
+use crate::pricing::{ChatPrice, MediaPrices, Price};
+use crate::records::{chat_usage_record, media_usage_record};
 use crate::telemetry::{Rejection, UsageTelemetry};
 use palaver_core::{
-    CallType, ChatMessageSent, ChatUsageObserver, DurableAck, EndReason, ParticipantType, SessionEnded,
+    CallType, ChatMessageSent, ChatUsageObserver, DurableAck, EndReason, MediaUsed, ParticipantType, SessionEnded,
     SessionObserver, SessionStarted,
 };
 use std::collections::VecDeque;
@@ -38,6 +38,8 @@ pub struct RecorderConfig {
     pub checkpoint_interval: Duration,
     pub price: Price,
     pub chat_price: ChatPrice,
+    /// Recording and media streaming minutes.
+    pub media_prices: MediaPrices,
     pub clock: Clock,
 }
 
@@ -47,6 +49,7 @@ impl Default for RecorderConfig {
             checkpoint_interval: Duration::from_secs(15),
             price: Price::default(),
             chat_price: ChatPrice::default(),
+            media_prices: MediaPrices::default(),
             clock: system_clock(),
         }
     }
@@ -58,6 +61,7 @@ enum Command {
     Ended(SessionEnded),
     CallTypeChanged(String, CallType),
     ChatMessage(ChatMessageSent),
+    MediaUsed(MediaUsed),
     Flush(mpsc::Sender<()>),
     Shutdown(mpsc::Sender<()>),
 }
@@ -95,6 +99,9 @@ impl SessionObserver for BillingObserver {
     fn call_type_changed(&self, conversation_id: &str, call_type: CallType) {
         self.send(Command::CallTypeChanged(conversation_id.to_string(), call_type));
     }
+    fn media_used(&self, usage: MediaUsed) {
+        self.send(Command::MediaUsed(usage));
+    }
 }
 
 impl ChatUsageObserver for BillingObserver {
@@ -130,6 +137,7 @@ impl UsageRecorder {
         let worker = Worker {
             meter: Meter::new(config.price),
             chat_price: config.chat_price,
+            media_prices: config.media_prices,
             ledger,
             pending: VecDeque::new(),
             awaiting_durable: Vec::new(),
@@ -173,6 +181,7 @@ impl UsageRecorder {
 struct Worker {
     meter: Meter,
     chat_price: ChatPrice,
+    media_prices: MediaPrices,
     ledger: Box<dyn UsageLedger>,
     pending: VecDeque<LedgerChange>,
     /// Session starts accepted but not yet written: acknowledged when `pending` empties.
@@ -220,6 +229,10 @@ impl Worker {
                 Ok(Command::ChatMessage(ev)) => {
                     let record = chat_usage_record(&ev, self.chat_price);
                     self.accept(Ok(vec![LedgerChange::ChatMessageSent(record)]));
+                }
+                Ok(Command::MediaUsed(usage)) => {
+                    let record = media_usage_record(&usage, self.media_prices);
+                    self.accept(Ok(vec![LedgerChange::MediaUsed(record)]));
                 }
                 Ok(Command::Flush(reply)) => {
                     self.write_pending();

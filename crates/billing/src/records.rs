@@ -28,6 +28,10 @@ pub enum UsageKind {
     /// Minutes of a phone participant (a SIP trunk leg, endpoint type `PSTN`): metered apart
     /// from VoIP participant-minutes, as direct routing is (SBC ↔ service, $0.004/min).
     PhoneMinutes,
+    /// Call recording minutes (Call Automation `startRecording`, mixed audio).
+    RecordingMinutes,
+    /// Call Automation media streaming minutes (audio to the application's WebSocket).
+    StreamingMinutes,
 }
 
 /// `UsageType` of a phone participant's minutes (a SIP trunk leg through direct routing).
@@ -40,6 +44,15 @@ pub const CHAT_USAGE_TYPE: &str = "ChatMessage";
 /// `UnitType` of a chat usage record (`Quantity` is always 1).
 pub const CHAT_UNIT_TYPE: &str = "Message";
 
+/// `OperationName` / `UsageType` of a recording usage record (ACS bills call recording per
+/// recorded minute, separately from participant minutes).
+pub const RECORDING_OPERATION_NAME: &str = "CallRecording";
+pub const RECORDING_USAGE_TYPE: &str = "CallRecordingMixedAudio";
+/// `OperationName` / `UsageType` of a media streaming usage record (ACS logs each streaming
+/// session between its start and stop, `ACSCallAutomationStreamingUsage`).
+pub const STREAMING_OPERATION_NAME: &str = "CallAutomationMediaStreaming";
+pub const STREAMING_USAGE_TYPE: &str = "AudioStreaming";
+
 impl UsageKind {
     /// The `UsageType` column (stored as is).
     pub fn usage_type(self) -> &'static str {
@@ -47,6 +60,8 @@ impl UsageKind {
             Self::ParticipantMinutes => USAGE_TYPE,
             Self::ChatMessage => CHAT_USAGE_TYPE,
             Self::PhoneMinutes => PHONE_USAGE_TYPE,
+            Self::RecordingMinutes => RECORDING_USAGE_TYPE,
+            Self::StreamingMinutes => STREAMING_USAGE_TYPE,
         }
     }
 
@@ -54,19 +69,29 @@ impl UsageKind {
         match self {
             Self::ParticipantMinutes | Self::PhoneMinutes => OPERATION_NAME,
             Self::ChatMessage => CHAT_OPERATION_NAME,
+            Self::RecordingMinutes => RECORDING_OPERATION_NAME,
+            Self::StreamingMinutes => STREAMING_OPERATION_NAME,
         }
     }
 
     pub fn unit_type(self) -> &'static str {
         match self {
-            Self::ParticipantMinutes | Self::PhoneMinutes => UNIT_TYPE,
+            Self::ParticipantMinutes | Self::PhoneMinutes | Self::RecordingMinutes | Self::StreamingMinutes => {
+                UNIT_TYPE
+            }
             Self::ChatMessage => CHAT_UNIT_TYPE,
         }
     }
 
     /// Back from the stored `UsageType`.
     pub fn parse(usage_type: &str) -> Option<Self> {
-        [Self::ParticipantMinutes, Self::ChatMessage, Self::PhoneMinutes]
+        [
+            Self::ParticipantMinutes,
+            Self::ChatMessage,
+            Self::PhoneMinutes,
+            Self::RecordingMinutes,
+            Self::StreamingMinutes,
+        ]
             .into_iter()
             .find(|k| k.usage_type() == usage_type)
     }
@@ -92,6 +117,33 @@ pub fn chat_usage_record(event: &palaver_core::ChatMessageSent, price: crate::pr
         billable,
         unit_price_micro_usd: unit,
         cost_micro_usd: unit,
+    }
+}
+
+/// The usage record of a finished recording or media stream: correlated by the call,
+/// `ParticipantId` is the recording id (stream id), `UserIdA` the application; the record's
+/// span ends when the feature ended and lasts its metered time (a recording's paused time is
+/// not billed); priced per minute.
+pub fn media_usage_record(event: &palaver_core::MediaUsed, prices: crate::pricing::MediaPrices) -> UsageRecord {
+    let (kind, price, prefix) = match event.kind {
+        palaver_core::MediaUsageKind::Recording => (UsageKind::RecordingMinutes, prices.recording, "recording"),
+        palaver_core::MediaUsageKind::Streaming => (UsageKind::StreamingMinutes, prices.streaming, "streaming"),
+    };
+    let metered_ms = event.metered_ms.max(0);
+    UsageRecord {
+        record_id: deterministic_id(prefix, &event.id),
+        kind,
+        correlation_id: event.correlation_id.clone(),
+        participant_id: event.id.clone(),
+        segment: 0,
+        start_ms: event.end_ms - metered_ms,
+        end_ms: event.end_ms,
+        user_id_a: event.user_raw_id.clone(),
+        participant_type: ParticipantType::Acs,
+        endpoint_type: EndpointType::Server,
+        billable: true,
+        unit_price_micro_usd: price.micro_usd_per_minute,
+        cost_micro_usd: price.cost_micro_usd(metered_ms),
     }
 }
 
@@ -283,7 +335,10 @@ impl From<&UsageRecord> for UsageRecordView {
             usage_type: r.kind.usage_type(),
             unit_type: r.kind.unit_type(),
             quantity: match r.kind {
-                UsageKind::ParticipantMinutes | UsageKind::PhoneMinutes => format_minutes(r.duration_ms()),
+                UsageKind::ParticipantMinutes
+                | UsageKind::PhoneMinutes
+                | UsageKind::RecordingMinutes
+                | UsageKind::StreamingMinutes => format_minutes(r.duration_ms()),
                 UsageKind::ChatMessage => "1".to_string(),
             },
             participant_id: r.participant_id.clone(),

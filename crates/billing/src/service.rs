@@ -10,7 +10,7 @@
 
 use crate::export::UsageExport;
 use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger, UsageLedger};
-use crate::pricing::{ChatPrice, Price, PriceError};
+use crate::pricing::{ChatPrice, MediaPrices, Price, PriceError};
 use crate::recorder::{RecorderConfig, UsageRecorder, system_clock};
 use crate::telemetry::UsageTelemetry;
 use crate::webhook::{WebhookConfig, WebhookDelivery, spawn_webhook_delivery};
@@ -33,6 +33,10 @@ pub struct UsageConfig {
     pub price_per_minute_usd: String,
     /// Price of one chat message sent by a billable user, in US dollars (ACS: 0.0008).
     pub chat_price_per_message_usd: String,
+    /// Price of one minute of call recording (mixed audio), in US dollars (ACS: 0.002).
+    pub recording_price_per_minute_usd: String,
+    /// Price of one minute of Call Automation media streaming, in US dollars (ACS: 0.003).
+    pub streaming_price_per_minute_usd: String,
     /// How often open sessions are checkpointed (a crash loses at most this much).
     pub checkpoint_interval_secs: u64,
     /// Ledger database file; default `<data_dir>/usage.db`.
@@ -49,6 +53,8 @@ impl Default for UsageConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             price_per_minute_usd: "0.004".into(),
             chat_price_per_message_usd: "0.0008".into(),
+            recording_price_per_minute_usd: "0.002".into(),
+            streaming_price_per_minute_usd: "0.003".into(),
             checkpoint_interval_secs: 15,
             ledger_path: None,
             webhooks: Vec::new(),
@@ -63,6 +69,8 @@ pub enum UsageStartError {
     Price(#[from] PriceError),
     #[error("usage.chat_price_per_message_usd: {0}")]
     ChatPrice(PriceError),
+    #[error("usage.recording_price_per_minute_usd / streaming_price_per_minute_usd: {0}")]
+    MediaPrice(PriceError),
     #[error("usage.checkpoint_interval_secs must be between 1 and 3600")]
     CheckpointInterval,
     #[error("usage.webhooks: `{0}` is not an http(s) URL")]
@@ -77,6 +85,7 @@ impl UsageConfig {
     pub fn validate(&self) -> Result<Price, UsageStartError> {
         let price = Price::parse_usd(&self.price_per_minute_usd)?;
         ChatPrice::parse_usd(&self.chat_price_per_message_usd).map_err(UsageStartError::ChatPrice)?;
+        self.media_prices()?;
         if !(1..=3600).contains(&self.checkpoint_interval_secs) {
             return Err(UsageStartError::CheckpointInterval);
         }
@@ -87,6 +96,14 @@ impl UsageConfig {
             }
         }
         Ok(price)
+    }
+
+    /// The recording and streaming prices.
+    pub fn media_prices(&self) -> Result<MediaPrices, UsageStartError> {
+        Ok(MediaPrices {
+            recording: Price::parse_usd(&self.recording_price_per_minute_usd).map_err(UsageStartError::MediaPrice)?,
+            streaming: Price::parse_usd(&self.streaming_price_per_minute_usd).map_err(UsageStartError::MediaPrice)?,
+        })
     }
 }
 
@@ -138,6 +155,7 @@ impl UsageService {
             checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
             price,
             chat_price: ChatPrice::parse_usd(&config.chat_price_per_message_usd).map_err(UsageStartError::ChatPrice)?,
+            media_prices: config.media_prices()?,
             clock: system_clock(),
         };
         let (recorder, recovery) = UsageRecorder::start(writer, recorder_config, telemetry.clone())?;

@@ -33,6 +33,6 @@ pub use media_path::MediaPathId;
 pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
 pub use session::{
-    CallType, ChatMessageSent, ChatTelemetry, ChatUsageObserver, DurableAck, EndReason, NoTelemetry, SessionEnded,
-    SessionObserver, SessionStarted, SignalingTelemetry,
+    CallType, ChatMessageSent, ChatTelemetry, ChatUsageObserver, DurableAck, EndReason, MediaUsageKind, MediaUsed,
+    NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
 };

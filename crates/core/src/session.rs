@@ -143,6 +143,34 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn session_ended(&self, event: SessionEnded);
     /// The conversation's call type changed (e.g. a 1:1 call became a group call).
     fn call_type_changed(&self, _conversation_id: &str, _call_type: CallType) {}
+    /// A server-side media feature of a call (a recording, a media stream) ended; ACS meters
+    /// it by the minute besides participant time. Default: not metered.
+    fn media_used(&self, _usage: MediaUsed) {}
+}
+
+/// What [`MediaUsed`] meters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaUsageKind {
+    /// Call recording minutes (mixed audio).
+    Recording,
+    /// Call Automation media streaming minutes (audio over WebSocket to the application).
+    Streaming,
+}
+
+/// One finished recording or media stream of a call, as billing meters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaUsed {
+    pub kind: MediaUsageKind,
+    /// Unique per recording / stream (the recording id; `<call connection id>/<n>` for a stream).
+    pub id: String,
+    /// The call (server call id): `CorrelationId` of the usage record.
+    pub correlation_id: String,
+    /// Who used it: the application's identity (raw id), `UserIdA`.
+    pub user_raw_id: String,
+    /// When it ended (milliseconds since the Unix epoch).
+    pub end_ms: i64,
+    /// Metered time (a recording's paused time is not in it).
+    pub metered_ms: i64,
 }
 
 /// One chat message a user sent through the Chat API: ACS meters chat per message sent, so

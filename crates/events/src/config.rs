@@ -107,6 +107,9 @@ pub struct DeliveryConfig {
     pub request_timeout_ms: u64,
     /// Deliveries started per pass.
     pub batch_size: usize,
+    /// `IncomingCall` is worth delivering only while the call rings: it is retried for this
+    /// long after it was raised (the default ring time), then dead-lettered.
+    pub incoming_call_window_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -118,6 +121,7 @@ impl Default for DeliveryConfig {
             max_attempts: 30,
             request_timeout_ms: 10_000,
             batch_size: 64,
+            incoming_call_window_ms: 30_000,
         }
     }
 }

@@ -45,6 +45,25 @@ impl LifecycleEvents {
         Arc::new(Self { inner, meter: Mutex::new(Meter::new(Price::default())), queue })
     }
 
+    /// Raises the lifecycle events of what billing's crash recovery closed at startup
+    /// (`CallParticipantRemoved` for each session, `CallEnded` for each call): without them a
+    /// crash would leave those calls open for the subscribers. Accepted into the durable
+    /// outbox before it returns.
+    pub fn publish_recovered(events: &Events, changes: &[LedgerChange]) -> usize {
+        let topic = events.topic();
+        let mut published = 0;
+        for change in changes {
+            for event in events_for(&topic, change) {
+                let event = SystemEvent { event_type: event.event_type, subject: event.subject, data: event.data };
+                match events.publish_now(event) {
+                    Ok(()) => published += 1,
+                    Err(e) => tracing::error!(error = %e, "cannot queue a recovered call lifecycle event"),
+                }
+            }
+        }
+        published
+    }
+
     fn meter(&self) -> std::sync::MutexGuard<'_, Meter> {
         self.meter.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -73,6 +92,10 @@ impl SessionObserver for LifecycleEvents {
             Ok(changes) => self.send(changes),
             Err(e) => tracing::debug!(error = %e, "lifecycle events: session ignored"),
         }
+    }
+
+    fn media_used(&self, usage: palaver_core::MediaUsed) {
+        self.inner.media_used(usage);
     }
 
     fn session_ended(&self, event: SessionEnded) {
@@ -165,6 +188,46 @@ mod tests {
                 "Microsoft.Communication.CallStarted",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn sessions_closed_by_crash_recovery_raise_participant_removed_and_call_ended() {
+        use palaver_billing::ledger::{LedgerOptions, SqliteLedger, UsageLedger};
+        let path = std::env::temp_dir().join(format!("palaver-recovered-{}.db", uuid::Uuid::new_v4().simple()));
+        {
+            let mut ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+            let mut meter = Meter::new(Price::default());
+            let changes = meter
+                .session_started(SessionStarted {
+                    session_id: "a".into(),
+                    conversation_id: "conv-1".into(),
+                    call_type: CallType::Group,
+                    participant_raw_id: "8:acs:res_a".into(),
+                    participant_type: ParticipantType::Acs,
+                    endpoint_type: EndpointType::Voip,
+                    thread_id: None,
+                    at_ms: 1_000,
+                })
+                .unwrap();
+            ledger.apply(&changes).unwrap();
+            ledger.checkpoint(16_000).unwrap();
+            // the process dies here
+        }
+        let report = SqliteLedger::open(&path, LedgerOptions::default()).unwrap().recover().unwrap();
+        let config = EventsConfig {
+            subscriptions: vec![SubscriptionConfig {
+                name: "all-events".into(),
+                endpoint: "http://127.0.0.1:9/x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let events = Events::open_in_memory(EventsOptions::new(config, "res")).unwrap();
+        assert_eq!(LifecycleEvents::publish_recovered(&events, &report.changes), 2);
+        let mut types = store_types(&events.store());
+        types.sort();
+        assert_eq!(types, ["Microsoft.Communication.CallEnded", "Microsoft.Communication.CallParticipantRemoved"]);
+        let _ = std::fs::remove_file(&path);
     }
 
     /// Billing that keeps the durable acknowledgment until the test releases it.

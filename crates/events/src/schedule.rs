@@ -15,14 +15,25 @@ pub fn backoff_ms(config: &DeliveryConfig, failures: u32, key: &str) -> i64 {
     delay + (hash % (delay as u64 / 10 + 1)) as i64
 }
 
+/// The last moment a delivery of `event_type` raised at `created_ms` is worth attempting:
+/// `IncomingCall` only while the call rings (`incoming_call_window_ms`); others have none.
+pub fn deadline_ms(config: &DeliveryConfig, event_type: &str, created_ms: i64) -> Option<i64> {
+    (event_type == INCOMING_CALL).then(|| created_ms.saturating_add(config.incoming_call_window_ms as i64))
+}
+
+/// The Event Grid type of an incoming call.
+pub const INCOMING_CALL: &str = "Microsoft.Communication.IncomingCall";
+
 /// What to record after an attempt: `Ok(status)` is an HTTP answer, `Err` a transport error.
-/// Any 2xx is delivered; anything else is retried until `max_attempts`, then dead.
+/// Any 2xx is delivered; anything else is retried until `max_attempts` or, for a delivery
+/// with a `deadline_ms`, until the next try would come after it — then dead.
 pub fn outcome(
     config: &DeliveryConfig,
     attempts_before: u32,
     key: &str,
     result: Result<u16, String>,
     now_ms: i64,
+    deadline_ms: Option<i64>,
 ) -> Outcome {
     let attempts = attempts_before + 1;
     let error = match result {
@@ -30,10 +41,13 @@ pub fn outcome(
         Ok(status) => format!("HTTP {status}"),
         Err(e) => e,
     };
+    let next_attempt_ms = now_ms + backoff_ms(config, attempts, key);
     if attempts >= config.max_attempts.max(1) {
         Outcome::Dead { attempts, error }
+    } else if deadline_ms.is_some_and(|deadline| next_attempt_ms > deadline) {
+        Outcome::Dead { attempts, error: format!("{error}; not retried: the call is no longer ringing") }
     } else {
-        Outcome::Retry { attempts, next_attempt_ms: now_ms + backoff_ms(config, attempts, key), error }
+        Outcome::Retry { attempts, next_attempt_ms, error }
     }
 }
 
@@ -53,8 +67,8 @@ mod tests {
         within(2, 2_000);
         within(3, 4_000);
         within(40, 60_000);
-        assert_eq!(outcome(&config, 0, "k", Ok(204), 5), Outcome::Delivered { at_ms: 5 });
-        match outcome(&config, 0, "k", Ok(503), 100) {
+        assert_eq!(outcome(&config, 0, "k", Ok(204), 5, None), Outcome::Delivered { at_ms: 5 });
+        match outcome(&config, 0, "k", Ok(503), 100, None) {
             Outcome::Retry { attempts: 1, next_attempt_ms, error } => {
                 assert!((1_100..=1_200).contains(&next_attempt_ms));
                 assert_eq!(error, "HTTP 503");
@@ -62,10 +76,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            outcome(&config, 2, "k", Err("refused".into()), 0),
+            outcome(&config, 2, "k", Err("refused".into()), 0, None),
             Outcome::Dead { attempts: 3, error: "refused".into() }
         );
         // a redirect is not a delivery
-        assert!(matches!(outcome(&config, 0, "k", Ok(302), 0), Outcome::Retry { .. }));
+        assert!(matches!(outcome(&config, 0, "k", Ok(302), 0, None), Outcome::Retry { .. }));
+    }
+
+    #[test]
+    fn incoming_call_is_retried_only_while_the_call_rings() {
+        let config = DeliveryConfig { base_backoff_ms: 1_000, incoming_call_window_ms: 30_000, ..Default::default() };
+        let deadline = deadline_ms(&config, INCOMING_CALL, 10_000);
+        assert_eq!(deadline, Some(40_000));
+        assert_eq!(deadline_ms(&config, "Microsoft.Communication.CallStarted", 10_000), None);
+        assert!(matches!(outcome(&config, 0, "k", Ok(503), 11_000, deadline), Outcome::Retry { .. }));
+        // The fifth failure would wait 16 s: past the ring, so it is the last attempt.
+        match outcome(&config, 4, "k", Ok(503), 30_000, deadline) {
+            Outcome::Dead { attempts: 5, error } => assert!(error.contains("no longer ringing"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(outcome(&config, 4, "k", Ok(503), 30_000, None), Outcome::Retry { .. }), "others go on");
     }
 }

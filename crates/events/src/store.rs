@@ -159,6 +159,8 @@ pub struct OutboxItem {
     pub payload: String,
     /// Attempts made so far (0 on the first).
     pub attempts: u32,
+    /// When it was accepted (milliseconds since the Unix epoch).
+    pub created_ms: i64,
     /// The subscription's CA file (system events).
     pub ca_file: Option<String>,
 }
@@ -395,7 +397,7 @@ impl EventStore {
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.seq, o.kind, o.subscription, o.stream, o.endpoint, o.content_type, o.event_id, o.event_type,
-                    o.payload, o.attempts, s.config
+                    o.payload, o.attempts, s.config, o.created_ms
              FROM outbox o LEFT JOIN subscriptions s ON s.name = o.subscription
              WHERE o.state = 'pending' AND o.next_attempt_ms <= ?1
                AND ((o.kind = 'system' AND s.state = 'Validated')
@@ -417,6 +419,7 @@ impl EventStore {
                 event_type: r.get(7)?,
                 payload: r.get(8)?,
                 attempts: r.get(9)?,
+                created_ms: r.get(11)?,
                 ca_file: config
                     .and_then(|c| serde_json::from_str::<SubscriptionConfig>(&c).ok())
                     .and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),

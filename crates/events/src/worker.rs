@@ -6,7 +6,7 @@
 
 use crate::config::EventSchema;
 use crate::envelope;
-use crate::schedule::{backoff_ms, outcome};
+use crate::schedule::{backoff_ms, deadline_ms, outcome};
 use crate::service::{Events, WEBHOOK_REQUEST_ORIGIN};
 use crate::store::{ItemKind, OutboxItem, Outcome, StoredSubscription};
 use crate::telemetry::{AttemptResult, DeliveryKind};
@@ -144,9 +144,15 @@ async fn run(events: Events) {
 /// One delivery attempt, recorded.
 async fn deliver(events: &Events, clients: &Clients, item: OutboxItem) {
     let config = &events.0.config.delivery;
-    let result = send(events, clients, &item).await;
+    let deadline = deadline_ms(config, &item.event_type, item.created_ms);
+    // Past its deadline (e.g. it waited for the subscription's handshake): not sent at all.
+    let result = if deadline.is_some_and(|d| events.now() > d) {
+        Err("not sent".to_owned())
+    } else {
+        send(events, clients, &item).await
+    };
     let now = events.now();
-    let recorded = outcome(config, item.attempts, &item.event_id, result, now);
+    let recorded = outcome(config, item.attempts, &item.event_id, result, now, deadline);
     let kind = match item.kind {
         ItemKind::System => DeliveryKind::System,
         ItemKind::Callback => DeliveryKind::Callback,

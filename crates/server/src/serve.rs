@@ -61,6 +61,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .context("starting the /metrics listener")?;
     let media = start_media(&cfg, &metrics)?;
     let events = open_events(&cfg, &metrics)?;
+    palaver_events::lifecycle::LifecycleEvents::publish_recovered(&events, &usage.recovery.changes);
     let parts = AppParts {
         // Call lifecycle events ride on the billing observer's session stream.
         sessions: palaver_events::lifecycle::LifecycleEvents::wrap(usage.observer(), events.clone()),

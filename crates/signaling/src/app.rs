@@ -36,6 +36,10 @@ pub struct SignalingConfig {
     /// WebSocket gateway timing and limits: reconnect grace, heartbeats, idle timeout, rate
     /// limit, per-socket queue (`[signaling.gateway]`).
     pub gateway: crate::gateway::GatewayConfig,
+    /// Where Call Automation recordings are written (`<data_dir>/recordings`; set by the
+    /// binary, not read from TOML): finished recordings are found there after a restart.
+    #[serde(skip)]
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 /// The resource this server acts as.

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real `palaver` binary. One test binary, one module per
 //! area: add `mod <area>;` here.
 
+mod call_automation;
 mod chat;
 mod events;
 mod identity;

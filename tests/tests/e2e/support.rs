@@ -110,7 +110,7 @@ fn rms(pcm: &[i16]) -> f32 {
 }
 
 /// Decodes the received Opus packets (in arrival order; loss concealed by the decoder).
-fn decode(packets: &[ReceivedRtp]) -> Vec<i16> {
+pub fn decode(packets: &[ReceivedRtp]) -> Vec<i16> {
     let mut decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).expect("decoder");
     let mut pcm = Vec::with_capacity(packets.len() * FRAME);
     let mut frame = vec![0i16; 5760];

@@ -64,6 +64,9 @@ pub struct RecoveryReport {
     pub sessions_closed: usize,
     /// Calls found running and ended.
     pub calls_ended: usize,
+    /// What recovery wrote, in order (the closed sessions, then the ended calls), so the call
+    /// lifecycle events (`CallParticipantRemoved`, `CallEnded`) can be raised for them.
+    pub changes: Vec<crate::meter::LedgerChange>,
 }
 
 /// One pending webhook delivery.

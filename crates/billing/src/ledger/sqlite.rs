@@ -146,7 +146,7 @@ fn apply_one(tx: &Transaction<'_>, change: &LedgerChange) -> Result<bool, Ledger
                 params![call.conversation_id, call.started_ms, call.ended_ms.unwrap_or(call.started_ms)],
             )? == 1
         }
-        LedgerChange::ChatMessageSent(record) => insert_usage(tx, record)? == 1,
+        LedgerChange::ChatMessageSent(record) | LedgerChange::MediaUsed(record) => insert_usage(tx, record)? == 1,
         LedgerChange::CallTypeChanged { conversation_id, call_started_ms, call_type } => {
             tx.execute(
                 "UPDATE calls SET call_type = ?3 WHERE conversation_id = ?1 AND started_ms = ?2",
@@ -310,6 +310,7 @@ impl UsageLedger for SqliteLedger {
         }
         report.sessions_closed = changes.len();
         apply_changes(&tx, &self.options, &changes)?;
+        report.changes = changes;
         for mut call in read_running_calls(&tx)? {
             // The call ended when its last participant's session did.
             let last: Option<(i64, String)> = tx
@@ -323,7 +324,9 @@ impl UsageLedger for SqliteLedger {
                 .optional()?;
             let (ended_ms, ended_by) = last.unwrap_or((call.started_ms, call.started_by.clone()));
             call.ended_ms = Some(ended_ms.max(call.started_ms));
-            apply_changes(&tx, &self.options, &[LedgerChange::CallEnded { call, ended_by }])?;
+            let ended = LedgerChange::CallEnded { call, ended_by };
+            apply_changes(&tx, &self.options, std::slice::from_ref(&ended))?;
+            report.changes.push(ended);
             report.calls_ended += 1;
         }
         tx.commit()?;

@@ -124,6 +124,45 @@ fn each_chat_message_sent_is_one_priced_usage_record_exported_with_calling_usage
 }
 
 #[test]
+fn recording_and_streaming_minutes_are_priced_usage_records_written_once_and_exported() {
+    use crate::export::UsagePage;
+    use palaver_core::{MediaUsageKind, MediaUsed};
+    let path = temp_db("media");
+    let config = RecorderConfig { checkpoint_interval: Duration::from_secs(3600), ..RecorderConfig::default() };
+    let ledger = Box::new(SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
+    let (recorder, _) = UsageRecorder::start(ledger, config, Arc::new(NoUsageTelemetry)).unwrap();
+    let observer = recorder.observer();
+    let used = |kind, id: &str, metered_ms| MediaUsed {
+        kind,
+        id: id.into(),
+        correlation_id: "call-1".into(),
+        user_raw_id: "8:acs:r_callautomation".into(),
+        end_ms: T0 + 10 * MIN,
+        metered_ms,
+    };
+    observer.media_used(used(MediaUsageKind::Recording, "rec-1", 3 * MIN));
+    observer.media_used(used(MediaUsageKind::Recording, "rec-1", 3 * MIN)); // replay: once
+    observer.media_used(used(MediaUsageKind::Streaming, "cc-1/1", MIN / 2));
+    recorder.flush();
+    let mut usage = all_usage(&path);
+    usage.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    let (stream, recording) = (&usage[0], &usage[1]);
+    assert_eq!(recording.kind, crate::records::UsageKind::RecordingMinutes);
+    assert_eq!((recording.duration_ms(), recording.cost_micro_usd), (3 * MIN, 6_000), "$0.002 a minute");
+    assert_eq!(recording.end_ms, T0 + 10 * MIN);
+    assert_eq!(stream.kind, crate::records::UsageKind::StreamingMinutes);
+    assert_eq!((stream.duration_ms(), stream.cost_micro_usd), (MIN / 2, 1_500), "$0.003 a minute");
+    let csv = UsagePage { records: usage.clone(), next_page_token: None }.to_csv();
+    assert!(
+        csv.contains(",CallRecording,CallRecordingMixedAudio,Minute,3.000000,rec-1,8:acs:r_callautomation,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",CallAutomationMediaStreaming,AudioStreaming,Minute,0.500000,cc-1/1,"), "{csv}");
+    recorder.shutdown();
+}
+
+#[test]
 fn clean_shutdown_closes_open_sessions_as_server_shutdown() {
     let path = temp_db("shutdown");
     let (now, config) = virtual_time_config();

@@ -123,7 +123,9 @@ pub fn events_for(topic: &str, change: &LedgerChange) -> Vec<CallEvent> {
         LedgerChange::SessionClosed { session, call_started_ms, .. } => {
             vec![participant_removed(topic, session, *call_started_ms)]
         }
-        LedgerChange::CallTypeChanged { .. } | LedgerChange::ChatMessageSent(_) => Vec::new(),
+        LedgerChange::CallTypeChanged { .. } | LedgerChange::ChatMessageSent(_) | LedgerChange::MediaUsed(_) => {
+            Vec::new()
+        }
     }
 }
 

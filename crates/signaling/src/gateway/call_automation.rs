@@ -325,9 +325,11 @@ impl Gateway {
             by: view.source_raw_id,
             target: target.to_string(),
         };
+        // Validated and accepted (202): what the call refuses now is reported as ACS does,
+        // by `RemoveParticipantFailed`.
         if let Err(e) = self.call_request(input).await {
-            ca.with_machine(|m| m.abort_remove(ccid, target));
-            return Err(call_automation_error(e));
+            let outputs = ca.with_machine(|m| m.fail_remove(ccid, target, &call_automation_error(e)));
+            self.call_automation_outputs(outputs);
         }
         Ok(())
     }
@@ -347,9 +349,11 @@ impl Gateway {
             Ok::<_, CallAutomationError>((view, target))
         })?;
         let input = Input::CancelInvite { call_id: view.server_call_id, by: view.source_raw_id, target };
+        // Accepted (202): a refusal by the call (the invitation was answered or ended
+        // meanwhile) is reported by `CancelAddParticipantFailed`.
         if let Err(e) = self.call_request(input).await {
-            ca.with_machine(|m| m.abort_cancel_add(ccid, invitation_id));
-            return Err(call_automation_error(e));
+            let outputs = ca.with_machine(|m| m.fail_cancel_add(ccid, invitation_id, &call_automation_error(e)));
+            self.call_automation_outputs(outputs);
         }
         Ok(())
     }

@@ -143,6 +143,21 @@ async fn bot_to_bot_call_through_the_api() {
     let raw: Vec<&str> =
         list["value"].as_array().unwrap().iter().map(|p| p["identifier"]["rawId"].as_str().unwrap()).collect();
     assert_eq!(raw, vec![bot.as_str(), agent.as_str()]);
+    assert!(list.get("nextLink").is_none(), "one page: {list}");
+    // Pages of one: the first page names the next (the query kept, `skip` moved on).
+    let (status, first) = send(
+        &state,
+        signed(&state, "GET", &format!("/calling/callConnections/{cc_a}/participants?maxPageSize=1&{V}"), ""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["value"].as_array().map(Vec::len), Some(1), "{first}");
+    let next = first["nextLink"].as_str().expect("a nextLink while more remain").to_owned();
+    assert!(next.starts_with(&format!("/calling/callConnections/{cc_a}/participants?skip=1&maxPageSize=1&")), "{next}");
+    let (status, second) = send(&state, signed(&state, "GET", &next, "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["value"][0]["identifier"]["rawId"].as_str(), Some(agent.as_str()), "{second}");
+    assert!(second.get("nextLink").is_none(), "the last page: {second}");
     let encoded = agent.replace(':', "%3A");
     let (status, p) =
         send(&state, signed(&state, "GET", &format!("/calling/callConnections/{cc_a}/participants/{encoded}?{V}"), ""))

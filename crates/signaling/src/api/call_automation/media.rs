@@ -469,7 +469,12 @@ async fn leg_callbacks(
     mut events: tokio::sync::mpsc::UnboundedReceiver<LegEvent>,
 ) {
     let ccid = view.call_connection_id.clone();
+    let mut streams = super::streaming::StreamMeter::default();
     while let Some(event) = events.recv().await {
+        // Streaming minutes are billed however the stream ends (the call's end included).
+        if let Some(usage) = streams.on_event(&view, &event.kind, palaver_core::time::now_ms()) {
+            gateway.observer().media_used(usage);
+        }
         // After CallDisconnected the connection is gone: nothing more is sent for it.
         if gateway.call_automation().connection(&ccid).is_err() {
             continue;

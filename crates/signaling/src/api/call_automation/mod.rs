@@ -14,6 +14,7 @@ mod flow_tests;
 pub mod media;
 mod participants;
 pub mod recordings;
+mod streaming;
 mod wire;
 
 use crate::api::{HmacAuthenticated, api_router, require_api_version};
@@ -235,10 +236,41 @@ async fn connection_action(State(state): State<AppState>, Path(seg): Path<String
     repeatable(&state, &request, run).await
 }
 
-/// `GET /calling/callConnections/{ccid}/participants`.
+/// Participants per page of `GET .../participants` (ACS pages the list; the SDK follows
+/// `nextLink`). `maxPageSize` (1..=100) asks for smaller pages.
+const PARTICIPANTS_PAGE: usize = 100;
+
+/// `GET /calling/callConnections/{ccid}/participants[?skip=N&maxPageSize=M]` → 200
+/// `{value, nextLink?}`: `nextLink` (relative, this path with the next `skip`, the request's
+/// other query kept) while more remain.
 async fn list_participants(State(state): State<AppState>, Path(ccid): Path<String>, request: CallRequest) -> Response {
-    let _ = request;
-    respond(participants::list(&state, &ccid))
+    let answer = (|| {
+        let all = state.call_automation().with_machine(|m| m.participants(&ccid))?;
+        let parsed = reqwest::Url::parse(&format!("http://host{}", request.uri))
+            .map_err(|_| CallAutomationError::invalid_argument("The request's query does not parse."))?;
+        let query: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        let number = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.parse::<usize>());
+        let skip =
+            number("skip").transpose().map_err(|_| CallAutomationError::invalid_argument("skip must be a number."))?;
+        let size = match number("maxPageSize") {
+            None => PARTICIPANTS_PAGE,
+            Some(Ok(n)) if (1..=PARTICIPANTS_PAGE).contains(&n) => n,
+            Some(_) => return Err(CallAutomationError::invalid_argument("maxPageSize must be 1 to 100.")),
+        };
+        let skip = skip.unwrap_or(0);
+        let page: Vec<_> = all.iter().skip(skip).take(size).cloned().collect();
+        let mut body = serde_json::json!({"value": page});
+        if skip + size < all.len() {
+            let mut next = parsed.clone();
+            next.query_pairs_mut().clear().append_pair("skip", &(skip + size).to_string());
+            for (k, v) in query.iter().filter(|(k, _)| k != "skip") {
+                next.query_pairs_mut().append_pair(k, v);
+            }
+            body["nextLink"] = format!("{}?{}", request.uri.path(), next.query().unwrap_or_default()).into();
+        }
+        Ok(axum::Json(body).into_response())
+    })();
+    respond(answer)
 }
 
 /// `POST /calling/callConnections/{ccid}/participants:{add|remove|mute|cancelAddParticipant|moveHere}`.

@@ -17,12 +17,6 @@ type Answer = Result<Response, CallAutomationError>;
 /// Longest ring ACS accepts for an added participant.
 const MAX_INVITATION_TIMEOUT_SECS: i64 = 180;
 
-/// `GET .../participants` → 200 `{value}` (one page).
-pub fn list(state: &AppState, ccid: &str) -> Answer {
-    let value = state.call_automation().with_machine(|m| m.participants(ccid))?;
-    Ok(Json(json!({"value": value})).into_response())
-}
-
 /// `GET .../participants/{rawId}` → 200.
 pub fn get(state: &AppState, ccid: &str, raw_id: &str) -> Answer {
     let participant = state.call_automation().with_machine(|m| m.participant(ccid, raw_id))?;

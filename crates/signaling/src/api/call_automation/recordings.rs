@@ -48,6 +48,8 @@ struct Recording {
     server_call_id: String,
     call_connection_id: Option<String>,
     correlation_id: String,
+    /// The application identity that started it (billed for its minutes).
+    user_raw_id: String,
     state_callback_uri: Option<String>,
     started: chrono::DateTime<chrono::Utc>,
     file: Option<RecordingFile>,
@@ -182,7 +184,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
     };
     let ca = state.call_automation();
     let locator = body.call_locator.unwrap_or_default();
-    let (conversation_id, server_call_id, call_connection_id, correlation_id) = match (
+    let (conversation_id, server_call_id, call_connection_id, correlation_id, user_raw_id) = match (
         body.call_connection_id.filter(|c| !c.is_empty()),
         locator.server_call_id,
         locator.group_call_id,
@@ -191,13 +193,14 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         (Some(ccid), None, None, None) => {
             let view = ca.connection(&ccid)?;
             view.require_established()?;
-            (view.conversation_id, view.server_call_id, Some(ccid), view.correlation_id)
+            (view.conversation_id, view.server_call_id, Some(ccid), view.correlation_id, view.source_raw_id)
         }
         (None, Some(server_call_id), None, None) => {
             let view = ca.with_machine(|m| m.connection_of_call(&server_call_id)).ok_or_else(|| {
                 CallAutomationError::new(404, 8522, format!("No call `{server_call_id}` is in progress."))
             })?;
-            (view.conversation_id, view.server_call_id, Some(view.call_connection_id), view.correlation_id)
+            let ccid = Some(view.call_connection_id);
+            (view.conversation_id, view.server_call_id, ccid, view.correlation_id, view.source_raw_id)
         }
         (None, None, Some(_), None) | (None, None, None, Some(_)) => {
             return Err(invalid(
@@ -234,6 +237,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         server_call_id,
         call_connection_id,
         correlation_id,
+        user_raw_id,
         state_callback_uri,
         started: chrono::Utc::now(),
         file: None,
@@ -250,6 +254,7 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
         return Err(CallAutomationError::new(e.status, e.sub_code, e.message));
     }
     set_notice(&state.gateway, &conversation_id, true).await;
+    call_notice(&state.gateway, &id, true);
     tracing::info!(recording = %id, conversation = %conversation_id, "call recording started");
     Ok(axum::Json(state_response(&id, !pause)).into_response())
 }
@@ -263,6 +268,22 @@ async fn set_notice(gateway: &Gateway, conversation_id: &str, on: bool) {
     };
     if let Err(refusal) = gateway.server_command(&handle, Authority::Server, ServerCommand::SetRecording(on)).await {
         tracing::debug!(conversation = %conversation_id, %refusal, "recording notice unchanged");
+    }
+}
+
+/// The recording notice of a call between users (no conversation actor): a
+/// `call.recordingChanged` frame to every participant of the call but the applications.
+fn call_notice(gateway: &Gateway, recording_id: &str, on: bool) {
+    let Some(r) = recordings().get(recording_id).cloned() else { return };
+    if gateway.conversation_handle(&r.conversation_id).is_some() {
+        return; // the conversation's own notice covers it
+    }
+    let Some(ccid) = r.call_connection_id else { return };
+    let Ok(participants) = gateway.call_automation().with_machine(|m| m.participants(&ccid)) else { return };
+    let event = crate::domain::calls::CallEvent::RecordingChanged { call_id: r.server_call_id.clone(), recording: on };
+    let text: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
+    for raw_id in participants.iter().filter_map(|p| p["identifier"]["rawId"].as_str()) {
+        gateway.notify_user(raw_id, text.clone());
     }
 }
 
@@ -290,6 +311,7 @@ async fn stop(State(state): State<AppState>, Path(seg): Path<String>, _request: 
     match recording_action(&seg, RecordingAction::Stop).await {
         Ok(conversation) => {
             set_notice(&state.gateway, &conversation, false).await;
+            call_notice(&state.gateway, &seg, false);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => ca_error(e),
@@ -349,6 +371,17 @@ async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync:
             }
             LegEventKind::RecordingFileReady(file) => {
                 let event = file_status_event(&id, &r, &file);
+                gateway.observer().media_used(palaver_core::MediaUsed {
+                    kind: palaver_core::MediaUsageKind::Recording,
+                    id: id.clone(),
+                    correlation_id: r.server_call_id.clone(),
+                    user_raw_id: r.user_raw_id.clone(),
+                    end_ms: palaver_core::time::now_ms(),
+                    metered_ms: file.duration_ms as i64,
+                });
+                if let Err(e) = write_sidecar(&id, &r, &file) {
+                    tracing::warn!(recording = %id, error = %e, "recording metadata not written; the file is not found after a restart");
+                }
                 if let Some(entry) = recordings().get_mut(&id) {
                     entry.file = Some(file);
                     entry.leg = None;
@@ -359,7 +392,6 @@ async fn recording_events(gateway: Gateway, id: String, mut events: tokio::sync:
                 if let Err(e) = gateway.events().publish(event).await {
                     tracing::warn!(recording = %id, error = %e, "RecordingFileStatusUpdated not accepted");
                 }
-                palaver_core::time::now_ms();
             }
             LegEventKind::RecordingFailed { result: failure, .. } => {
                 tracing::warn!(recording = %id, message = %failure.message, "recording failed");
@@ -401,9 +433,13 @@ fn not_found(doc: &str) -> Response {
 }
 
 /// `GET /v1/objects/{id}/content/audio|acsmetadata` (HMAC, `Range` → 206).
-async fn download(Path((doc, kind)): Path<(String, String)>, headers: HeaderMap, _auth: HmacAuthenticated) -> Response {
-    let Some(r) = recordings().get(&doc).cloned().filter(|r| !r.deleted) else { return not_found(&doc) };
-    let Some(file) = r.file.clone() else { return not_found(&doc) };
+async fn download(
+    State(state): State<AppState>,
+    Path((doc, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    _auth: HmacAuthenticated,
+) -> Response {
+    let Some((r, file)) = finished(&state, &doc) else { return not_found(&doc) };
     match kind.as_str() {
         "audio" => {}
         "acsmetadata" => {
@@ -484,24 +520,141 @@ pub(crate) fn parse_range(value: &str, total: usize) -> Option<(usize, usize)> {
 }
 
 /// `DELETE /v1/objects/{id}/content/{audio|deletedata|...}` → 200 (then the file is gone: 404).
-async fn delete_file(Path((doc, _kind)): Path<(String, String)>, _auth: HmacAuthenticated) -> Response {
-    let path = {
-        let mut all = recordings();
-        let Some(r) = all.get_mut(&doc).filter(|r| !r.deleted && r.file.is_some()) else { return not_found(&doc) };
+async fn delete_file(
+    State(state): State<AppState>,
+    Path((doc, _kind)): Path<(String, String)>,
+    _auth: HmacAuthenticated,
+) -> Response {
+    let Some((_, file)) = finished(&state, &doc) else { return not_found(&doc) };
+    if let Some(r) = recordings().get_mut(&doc) {
         r.deleted = true;
-        r.file.as_ref().map(|f| f.path.clone())
-    };
-    if let Some(path) = path
-        && let Err(e) = tokio::fs::remove_file(&path).await
-    {
-        tracing::warn!(recording = %doc, error = %e, "recording file not removed");
+    }
+    // The metadata goes first: a crash in between leaves an orphan file, never a listed
+    // recording without its audio.
+    for path in [sidecar_path(&file.path), file.path.clone()] {
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(recording = %doc, path = %path.display(), error = %e, "recording file not removed");
+        }
     }
     StatusCode::OK.into_response()
 }
 
+/// A finished, undeleted recording: this process's, or one a previous run wrote (found by its
+/// metadata file in the recordings directory).
+fn finished(state: &AppState, id: &str) -> Option<(Recording, RecordingFile)> {
+    if let Some(r) = recordings().get(id).cloned() {
+        let file = r.file.clone().filter(|_| !r.deleted)?;
+        return Some((r, file));
+    }
+    let dir = state.config.recordings_dir.as_deref()?;
+    read_sidecar(dir, id)
+}
+
+/// The metadata file beside a recording (`{id}.json` next to `{id}.wav`).
+fn sidecar_path(file: &std::path::Path) -> std::path::PathBuf {
+    file.with_extension("json")
+}
+
+/// Writes the recording's metadata durably beside its file (temporary file, fsync, rename,
+/// directory fsync), so its id outlives the process.
+fn write_sidecar(id: &str, r: &Recording, file: &RecordingFile) -> std::io::Result<()> {
+    use std::io::Write;
+    let meta = json!({"recordingId": id, "serverCallId": r.server_call_id, "correlationId": r.correlation_id,
+        "conversationId": r.conversation_id, "callConnectionId": r.call_connection_id, "userRawId": r.user_raw_id,
+        "started": r.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "baseUrl": r.base_url,
+        "file": file.path.file_name().and_then(|n| n.to_str()), "contentType": file.content_type,
+        "durationMs": file.duration_ms, "bytes": file.bytes, "channels": file.channels});
+    let path = sidecar_path(&file.path);
+    let part = path.with_extension("json.part");
+    let mut out = std::fs::File::create(&part)?;
+    out.write_all(meta.to_string().as_bytes())?;
+    out.sync_all()?;
+    std::fs::rename(&part, &path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A previous run's recording `id` from its metadata in `dir` (ids are this server's: hex
+/// only, so no path can be named).
+fn read_sidecar(dir: &std::path::Path, id: &str) -> Option<(Recording, RecordingFile)> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json"))).ok()?).ok()?;
+    let text = |key: &str| meta[key].as_str().unwrap_or_default().to_owned();
+    let content_type = if meta["contentType"] == "audio/ogg" { "audio/ogg" } else { "audio/wav" };
+    let file = RecordingFile {
+        recording_id: id.to_owned(),
+        path: dir.join(meta["file"].as_str()?),
+        content_type,
+        duration_ms: meta["durationMs"].as_u64().unwrap_or(0),
+        bytes: meta["bytes"].as_u64().unwrap_or(0),
+        channels: meta["channels"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+    };
+    let recording = Recording {
+        leg: None,
+        active: false,
+        conversation_id: text("conversationId"),
+        server_call_id: text("serverCallId"),
+        call_connection_id: meta["callConnectionId"].as_str().map(str::to_owned),
+        correlation_id: text("correlationId"),
+        user_raw_id: text("userRawId"),
+        state_callback_uri: None,
+        started: chrono::DateTime::parse_from_rfc3339(&text("started")).ok()?.with_timezone(&chrono::Utc),
+        file: Some(file.clone()),
+        deleted: false,
+        base_url: text("baseUrl"),
+    };
+    Some((recording, file))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::*;
+
+    #[test]
+    fn a_finished_recording_is_found_again_from_its_metadata() {
+        let dir = std::env::temp_dir().join(format!("palaver-rec-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let file = RecordingFile {
+            recording_id: id.into(),
+            path: dir.join(format!("{id}.wav")),
+            content_type: "audio/wav",
+            duration_ms: 2_000,
+            bytes: 64_044,
+            channels: vec!["mixed".into()],
+        };
+        std::fs::write(&file.path, b"RIFF").unwrap();
+        let started = chrono::Utc::now();
+        let recording = Recording {
+            leg: None,
+            active: false,
+            conversation_id: "conv".into(),
+            server_call_id: "call-1".into(),
+            call_connection_id: Some("cc-1".into()),
+            correlation_id: "corr".into(),
+            user_raw_id: "8:acs:r_bot".into(),
+            state_callback_uri: None,
+            started,
+            file: None,
+            deleted: false,
+            base_url: "https://127.0.0.1:1".into(),
+        };
+        write_sidecar(id, &recording, &file).unwrap();
+        let (found, found_file) = read_sidecar(&dir, id).expect("found after a restart");
+        assert_eq!(found_file, file);
+        assert_eq!((found.server_call_id.as_str(), found.user_raw_id.as_str()), ("call-1", "8:acs:r_bot"));
+        assert_eq!(found.started.timestamp_millis(), started.timestamp_millis());
+        assert!(read_sidecar(&dir, "../etc/passwd").is_none(), "only hex ids");
+        assert!(read_sidecar(&dir, "ffff").is_none(), "unknown id");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ranges_are_inclusive_and_clamped() {

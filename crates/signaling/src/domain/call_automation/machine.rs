@@ -447,13 +447,17 @@ impl CallAutomationMachine {
         Ok(add.target.clone())
     }
 
-    /// The call refused the cancel: the invitation stays as it was.
-    pub fn abort_cancel_add(&mut self, ccid: &str, invitation_id: &str) {
-        if let Some(a) =
-            self.connections.get_mut(ccid).and_then(|c| c.adds.iter_mut().find(|a| a.invitation_id == invitation_id))
-        {
-            a.cancel = None;
-        }
+    /// The call refused the cancel (e.g. the invitation was answered meanwhile): the
+    /// invitation stays as it was, and the application hears `CancelAddParticipantFailed`
+    /// (as ACS, which accepts the request and reports the outcome).
+    pub fn fail_cancel_add(&mut self, ccid: &str, invitation_id: &str, error: &CallAutomationError) -> Vec<CaOutput> {
+        let Some(c) = self.connections.get_mut(ccid) else { return Vec::new() };
+        let Some(a) = c.adds.iter_mut().find(|a| a.invitation_id == invitation_id) else { return Vec::new() };
+        let Some(route) = a.cancel.take() else { return Vec::new() };
+        let mut data = c.data(route.operation_context.as_deref());
+        data["invitationId"] = json!(invitation_id);
+        data["resultInformation"] = events::result(error.status, error.subcode, &error.message);
+        vec![c.callback(Some(&route), "CancelAddParticipantFailed", data)]
     }
 
     /// `participants:remove`: `target` must be in the call.
@@ -469,10 +473,15 @@ impl CallAutomationMachine {
         Ok(())
     }
 
-    pub fn abort_remove(&mut self, ccid: &str, target: &str) {
-        if let Some(c) = self.connections.get_mut(ccid) {
-            c.removes.retain(|(t, _)| t != target);
-        }
+    /// The call refused the removal: the application hears `RemoveParticipantFailed`.
+    pub fn fail_remove(&mut self, ccid: &str, target: &str, error: &CallAutomationError) -> Vec<CaOutput> {
+        let Some(c) = self.connections.get_mut(ccid) else { return Vec::new() };
+        let Some(idx) = c.removes.iter().position(|(t, _)| t == target) else { return Vec::new() };
+        let (_, route) = c.removes.remove(idx);
+        let mut data = c.data(route.operation_context.as_deref());
+        data["participant"] = identifier(target);
+        data["resultInformation"] = events::result(error.status, error.subcode, &error.message);
+        vec![c.callback(Some(&route), "RemoveParticipantFailed", data)]
     }
 
     /// `participants:mute`: marks `target` muted and tells the application the new roster.
@@ -599,7 +608,7 @@ impl CallAutomationMachine {
             CallEvent::TransferAccepted { target, .. } => self.transfer_accepted(&ccid, target, &mut out),
             CallEvent::TransferFailed { reason, .. } => self.transfer_failed(&ccid, *reason, &mut out),
             CallEvent::Ended { reason, .. } => out.extend(self.end(&ccid, *reason)),
-            CallEvent::Incoming { .. } | CallEvent::Ringing { .. } => {}
+            CallEvent::Incoming { .. } | CallEvent::Ringing { .. } | CallEvent::RecordingChanged { .. } => {}
         }
         out
     }

@@ -524,3 +524,37 @@ fn create_call_to_a_call_queue_rings_its_members_and_the_call_rules_hold() {
     let answered = crate::gateway::call_automation_error(refused);
     assert_eq!((answered.status, answered.subcode), (403, 8523));
 }
+
+#[test]
+fn a_removal_or_cancel_the_call_refuses_is_reported_by_a_failed_callback() {
+    let mut w = World::new();
+    w.create("ccA", "call1", &[ALICE, AGENT]);
+    w.take();
+    w.input(Input::Accept { call_id: "call1".into(), callee: Party::new(ALICE, "A"), endpoint: "e1".into() }).unwrap();
+    w.callbacks();
+    let refused = CallAutomationError::new(400, 8585, "The call refused it.");
+
+    let route = OperationRoute { operation_context: Some("r9".into()), operation_callback_uri: None };
+    w.ca.begin_remove("ccA", ALICE, route).unwrap();
+    let failed = w.ca.fail_remove("ccA", ALICE, &refused);
+    let [CaOutput::Callback { event_type, data, .. }] = failed.as_slice() else { panic!("{failed:?}") };
+    assert!(event_type.ends_with("RemoveParticipantFailed"), "{event_type}");
+    assert_eq!((&data["operationContext"], &data["participant"]["rawId"]), (&"r9".into(), &ALICE.into()));
+    assert_eq!(
+        (&data["resultInformation"]["code"], &data["resultInformation"]["subCode"]),
+        (&400.into(), &8585.into())
+    );
+    assert!(w.ca.fail_remove("ccA", ALICE, &refused).is_empty(), "reported once");
+
+    const CAROL: &str = "8:acs:r_carol";
+    let invitation = w.ca.begin_add("ccA", CAROL, OperationRoute::default()).unwrap();
+    let cancel = OperationRoute { operation_context: Some("x9".into()), operation_callback_uri: None };
+    w.ca.begin_cancel_add("ccA", &invitation, cancel).unwrap();
+    let failed = w.ca.fail_cancel_add("ccA", &invitation, &refused);
+    let [CaOutput::Callback { event_type, data, .. }] = failed.as_slice() else { panic!("{failed:?}") };
+    assert!(event_type.ends_with("CancelAddParticipantFailed"), "{event_type}");
+    assert_eq!((&data["invitationId"], &data["operationContext"]), (&invitation.clone().into(), &"x9".into()));
+    // The invitation stands: it may be canceled again.
+    let again = OperationRoute { operation_context: Some("x10".into()), operation_callback_uri: None };
+    assert_eq!(w.ca.begin_cancel_add("ccA", &invitation, again).unwrap(), CAROL);
+}

@@ -152,6 +152,10 @@ pub enum CallEvent {
     TransferFailed { call_id: String, target: String, reason: CallEndReason },
     #[serde(rename = "call.ended", rename_all = "camelCase")]
     Ended { call_id: String, reason: CallEndReason },
+    /// The call is being recorded (`recording: true`) or no longer: the recording notice of a
+    /// call between users (a Call Automation recording), which has no conversation roster.
+    #[serde(rename = "call.recordingChanged", rename_all = "camelCase")]
+    RecordingChanged { call_id: String, recording: bool },
 }
 
 impl CallEvent {
@@ -166,7 +170,8 @@ impl CallEvent {
             | CallEvent::InviteFailed { call_id, .. }
             | CallEvent::TransferAccepted { call_id, .. }
             | CallEvent::TransferFailed { call_id, .. }
-            | CallEvent::Ended { call_id, .. } => call_id,
+            | CallEvent::Ended { call_id, .. }
+            | CallEvent::RecordingChanged { call_id, .. } => call_id,
         }
     }
 }
