@@ -227,7 +227,7 @@ async fn apply_one(tx: &Transaction<'_>, node: &str, change: &LedgerChange) -> R
             .map_err(storage)?
                 == 1
         }
-        LedgerChange::ChatMessageSent(record) => insert_usage(tx, record).await? == 1,
+        LedgerChange::ChatMessageSent(record) | LedgerChange::MediaUsed(record) => insert_usage(tx, record).await? == 1,
         LedgerChange::CallTypeChanged { conversation_id, call_started_ms, call_type } => {
             tx.execute(
                 "UPDATE calls SET call_type = $3 WHERE conversation_id = $1 AND started_ms = $2",
@@ -418,6 +418,7 @@ impl UsageLedger for PgLedger {
                 let closes = open_sessions_of(tx, &node, options.price).await?;
                 report.sessions_closed = closes.len();
                 apply_changes(tx, &options, &node, &closes).await?;
+                report.changes = closes;
                 for mut call in orphaned_calls(tx, &node).await? {
                     // The call ended when its last participant's session did.
                     let last = tx
@@ -434,7 +435,9 @@ impl UsageLedger for PgLedger {
                         None => (call.started_ms, call.started_by.clone()),
                     };
                     call.ended_ms = Some(ended_ms.max(call.started_ms));
-                    apply_changes(tx, &options, &node, &[LedgerChange::CallEnded { call, ended_by }]).await?;
+                    let ended = LedgerChange::CallEnded { call, ended_by };
+                    apply_changes(tx, &options, &node, std::slice::from_ref(&ended)).await?;
+                    report.changes.push(ended);
                     report.calls_ended += 1;
                 }
                 Ok(report)
