@@ -14,6 +14,7 @@ mod flow_tests;
 pub mod media;
 mod participants;
 pub mod recordings;
+pub mod validate;
 mod wire;
 
 use crate::api::{HmacAuthenticated, api_router, require_api_version};
@@ -75,7 +76,10 @@ impl CallRequest {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(CallAutomationError::invalid_argument("The request body is empty; a JSON object is required."));
         }
-        serde_json::from_slice(&self.body)
+        // serde_json does not check UTF-8 inside members it skips: check the whole body first.
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|e| CallAutomationError::invalid_argument(format!("The request body is not UTF-8: {e}")))?;
+        serde_json::from_str(text)
             .map_err(|e| CallAutomationError::invalid_argument(format!("The request body is invalid: {e}")))
     }
     /// The body as JSON, or `T::default()` when there is none.

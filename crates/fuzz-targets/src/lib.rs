@@ -1,10 +1,55 @@
-//! Helpers shared by the fuzz targets in `fuzz_targets/` (one libFuzzer binary per parser that
-//! takes bytes from outside; docs/fuzzing.md): splitting one input into fields, running a
-//! future that never waits, and the fixed keys the targets verify against.
+//! palaver-fuzz-targets: the body of every fuzz target (one module per parser that takes bytes
+//! from outside; each module's doc states the properties it asserts beyond "no panic"), and
+//! the helpers they share: splitting one input into fields, running a future that never waits.
+//!
+//! The libFuzzer binaries in `fuzz/fuzz_targets/` are one line each around these bodies
+//! (`cargo fuzz`, its own workspace in `fuzz/`); this crate is a member of the main workspace,
+//! so `cargo test` runs every body over its committed seed corpus and a bounded number of
+//! mutations of it (`tests/seeds.rs`) in the ordinary debug build. docs/fuzzing.md.
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+
+pub mod access_token;
+pub mod ca_request;
+pub mod chat_request;
+pub mod dtls_record;
+pub mod hmac_header;
+pub mod idp_token;
+pub mod opus_toc;
+pub mod rtcp_compound;
+pub mod rtp_extensions;
+pub mod rtp_packet;
+pub mod sdp_offer;
+pub mod signaling_frame;
+pub mod sip_message;
+pub mod srtp_unprotect;
+pub mod stream_frame;
+pub mod stun_binding;
+pub mod trunk_sdp;
+
+/// Every target: its name (the libFuzzer binary, the corpus folder `fuzz/corpus/<name>`) and
+/// its body.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("access_token", access_token::run),
+    ("ca_request", ca_request::run),
+    ("chat_request", chat_request::run),
+    ("dtls_record", dtls_record::run),
+    ("hmac_header", hmac_header::run),
+    ("idp_token", idp_token::run),
+    ("opus_toc", opus_toc::run),
+    ("rtcp_compound", rtcp_compound::run),
+    ("rtp_extensions", rtp_extensions::run),
+    ("rtp_packet", rtp_packet::run),
+    ("sdp_offer", sdp_offer::run),
+    ("signaling_frame", signaling_frame::run),
+    ("srtp_unprotect", srtp_unprotect::run),
+    ("stream_frame", stream_frame::run),
+    ("stun_binding", stun_binding::run),
+    ("trunk_sdp", trunk_sdp::run),
+    ("sip_message", sip_message::run),
+];
 
 /// Reads the input as a sequence of fields: a one-byte selector, then parts separated by a
 /// delimiter byte, so that mutations of one field leave the others in place.
