@@ -95,9 +95,19 @@ impl FromRequest<AppState> for CallRequest {
         let method = req.method().clone();
         let uri = req.extensions().get::<OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| req.uri().clone());
         let headers = req.headers().clone();
-        let auth = HmacAuthenticated::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let auth = HmacAuthenticated::from_request(req, state).await.map_err(hmac_refusal)?;
         require_api_version(uri.query(), API_VERSIONS).map_err(IntoResponse::into_response)?;
         Ok(Self { method, uri, headers, body: auth.body })
+    }
+}
+
+/// A request whose HMAC signature does not verify: ACS's Call Automation answers `401` with
+/// sub-code `7509` (reference §3.7); other refusals of the extractor keep their ACS body.
+fn hmac_refusal(e: crate::api::ApiError) -> Response {
+    if e.code.http_status() == 401 {
+        ca_error(CallAutomationError::new(401, 7509, e.message))
+    } else {
+        e.into_response()
     }
 }
 
@@ -315,7 +325,7 @@ mod tests {
         let req = axum::http::Request::get("/calling/callConnections/x?api-version=2026-03-12")
             .body(axum::body::Body::empty())
             .unwrap();
-        let (status, _) = send(&state, req).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(&state, req).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "7509"), "{body}");
     }
 }
