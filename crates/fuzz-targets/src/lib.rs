@@ -29,9 +29,12 @@ pub mod stream_frame;
 pub mod stun_binding;
 pub mod trunk_sdp;
 
+/// A target's body: one input, panicking on any property it breaks.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the libFuzzer binary, the corpus folder `fuzz/corpus/<name>`) and
 /// its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("access_token", access_token::run),
     ("ca_request", ca_request::run),
     ("chat_request", chat_request::run),

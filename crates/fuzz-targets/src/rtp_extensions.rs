@@ -40,10 +40,10 @@ pub fn run(data: &[u8]) {
     let shift = (ids as usize % 13) + 1;
     let mut forward = [0u8; 256];
     let mut back = [0u8; 256];
-    for id in 1..=14usize {
-        let to = (id - 1 + shift) % 14 + 1;
-        forward[id] = to as u8;
-        back[to] = id as u8;
+    for id in 1..=14u8 {
+        let to = (usize::from(id) - 1 + shift) % 14 + 1;
+        forward[usize::from(id)] = to as u8;
+        back[to] = id;
     }
     let mut buf = packet.to_vec();
     match remap_ids(&mut buf, &header, &forward) {

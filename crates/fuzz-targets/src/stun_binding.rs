@@ -16,7 +16,7 @@ pub fn run(data: &[u8]) {
     if let Ok(request) = BindingRequest::parse(data) {
         assert!(is_stun(data));
         let _ = request.verify(PASSWORD);
-        let mapped: SocketAddr = if data.len() % 2 == 0 { "192.0.2.1:32853" } else { "[2001:db8::1]:3478" }
+        let mapped: SocketAddr = if data.len().is_multiple_of(2) { "192.0.2.1:32853" } else { "[2001:db8::1]:3478" }
             .parse()
             .expect("literal address");
         let mut out = [0u8; 128];
