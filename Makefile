@@ -37,7 +37,7 @@ APT_NEEDS += pg_ctlcluster:postgresql redis-server:redis-server
 TEST_STAGES := fmt-check clippy test-rust test-sdk
 TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
-# test-fuzz: cargo check of fuzz/ and each fuzz target a few seconds (docs/fuzzing.md, "make test").
+# test-fuzz: fmt of fuzz/; the targets' bodies run over their seeds in test-rust (docs/fuzzing.md, "make test").
 TEST_STAGES += test-fuzz
 # test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL (~50 s; docs/cluster.md).
 TEST_STAGES += test-postgres
@@ -185,15 +185,12 @@ flood: trials-build
 	cd tests/trials && CARGO_TARGET_DIR=$(TARGET_DIR) $(PYTHON) flood.py $(FLOOD_ARGS)
 
 # ---------------------------------------------------------------- fuzzing
-# cargo-fuzz (libFuzzer) targets in fuzz/ (its own workspace, builds in fuzz/target); see
-# docs/fuzzing.md. `make fuzz` runs each target FUZZ_SECONDS; the test stage a few seconds each.
+# cargo-fuzz (libFuzzer) targets in fuzz/ (its own workspace; the bodies live in
+# crates/fuzz-targets); see docs/fuzzing.md. `make fuzz` runs each target FUZZ_SECONDS.
 FUZZ_SECONDS       ?= 60
-FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_TARGETS       ?=
-# The instrumented builds live beside the main build, so they are kept between runs; the smoke
-# build lives outside the checkout, so a fresh clone (CI) on a kept machine finds it warm.
+# The instrumented builds live beside the main build, so they are kept between runs.
 FUZZ_TARGET_DIR    ?= $(TARGET_DIR)/fuzz
-FUZZ_SMOKE_DIR     ?= $(HOME)/.cache/palaver/fuzz-smoke
 
 fuzz-prereqs: prereqs
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
@@ -201,13 +198,12 @@ fuzz-prereqs: prereqs
 fuzz: fuzz-prereqs
 	FUZZ_TARGET_DIR=$(FUZZ_TARGET_DIR) fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-# The `make test` stage: the fuzz crate is formatted and compiles, and every target runs
-# FUZZ_SMOKE_SECONDS in-process: an unoptimised coverage build without ASan (quick to build;
-# the first build of the dependencies is the slow part, docs/fuzzing.md says how long).
-test-fuzz: fuzz-prereqs
+# The `make test` stage. Every target's body runs over its committed seeds and a bounded number
+# of mutations of them in test-rust (crates/fuzz-targets/tests/seeds.rs, in the main debug
+# build; the same test checks that each libFuzzer binary is the one-line wrapper of its body),
+# so this stage only checks the fuzz crate's formatting: no instrumented build, no cargo-fuzz.
+test-fuzz:
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
-	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins --target-dir $(FUZZ_SMOKE_DIR)/check
-	FUZZ_TARGET_DIR=$(FUZZ_SMOKE_DIR) FUZZ_SANITIZER=none FUZZ_DEV=1 FUZZ_FORK=0 fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 test: prereqs
 	@for stage in $(TEST_STAGES); do \

@@ -142,4 +142,55 @@ write("chat_request", "send-html", '{"content": "<b>hi</b><img src=x onerror=ale
 write("chat_request", "update", '{"content": "edited", "metadata": {"a": ""}}')
 write("chat_request", "remove", '{"rawId": "8:orgid:0a000000-0000-4000-8000-000000000001", "microsoftTeamsUser": {"userId": "0a000000-0000-4000-8000-000000000001"}}')
 write("chat_request", "receipt", '{"chatMessageId": "1700000000000"}')
+# SIP from trunks (sip_message, trunk_sdp): every message the SIPp scenarios of tests/sipp/
+# send (the carrier side of the e2e tests), with SIPp's keywords filled in as SIPp fills them
+# (CRLF line ends, Content-Length of the body); each as one UDP datagram (selector 0) and as a
+# TCP stream (selector 1), plus two messages back to back on one stream, and their SDP bodies.
+import glob
+import html
+
+
+def sipp_messages(path):
+    text = open(path, encoding="iso-8859-1").read()
+    for block in re.findall(r"<send[^>]*>\s*<!\[CDATA\[(.*?)\]\]>", text, re.S):
+        lines = [l.strip() for l in block.strip("\n").split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        if "" in lines:
+            i = lines.index("")
+            head, body = lines[:i], lines[i + 1:]
+        else:
+            head, body = lines, []
+        body = "".join(l + "\r\n" for l in body)
+        values = {
+            "service": "+14255550100", "remote_ip": "127.0.0.1", "remote_port": "5060",
+            "local_ip": "127.0.0.1", "local_port": "5062", "transport": "UDP", "branch": "z9hG4bK-1",
+            "branch-3": "z9hG4bK-3", "branch-4": "z9hG4bK-4", "pid": "4242", "call_number": "1",
+            "call_id": "1-4242@127.0.0.1", "local_ip_type": "4", "media_ip_type": "4",
+            "media_ip": "127.0.0.1", "media_port": "6000", "peer_tag_param": ";tag=palaver-1",
+            "last_Via:": "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-p", "last_From:": 'From: <sip:+14255550199@127.0.0.1>;tag=a',
+            "last_To:": "To: <sip:+14255550100@127.0.0.1>;tag=b", "last_Call-ID:": "Call-ID: 1-4242@127.0.0.1",
+            "last_CSeq:": "CSeq: 1 INVITE", "cseq": "1", "len": str(len(body.encode())),
+        }
+        out = []
+        for line in head:
+            if line.startswith("[authentication"):
+                line = ('Authorization: Digest username="palaver", realm="palaver", nonce="NONCE", '
+                        'uri="sip:+14255550100@127.0.0.1:5060", response="0123456789abcdef0123456789abcdef", algorithm=MD5')
+            line = re.sub(r"\[([A-Za-z_:\-0-9]+)\]", lambda m: values.get(m.group(1), m.group(0)), line)
+            out.append(line)
+        yield html.unescape("".join(l + "\r\n" for l in out) + "\r\n" + body), body
+
+
+sip_all = []
+for path in sorted(glob.glob(os.path.join(ROOT, "tests", "sipp", "*.xml"))):
+    name = os.path.splitext(os.path.basename(path))[0]
+    for i, (message, body) in enumerate(sipp_messages(path)):
+        sip_all.append(message)
+        write("sip_message", f"sipp-{name}-{i}-udp", b"\x00" + message.encode("latin-1"))
+        write("sip_message", f"sipp-{name}-{i}-tcp", b"\x01" + message.encode("latin-1"))
+        if body.strip():
+            write("trunk_sdp", f"sipp-{name}-{i}", body)
+write("sip_message", "tcp-two-messages-and-keepalive", b"\x01" + "\r\n\r\n".join([sip_all[0], sip_all[1]]).encode("latin-1"))
+
 print("seeds written to", OUT)

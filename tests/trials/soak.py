@@ -200,6 +200,15 @@ class SoakLoad:
         return results
 
 
+def rss_anon(pid):
+    """Anonymous resident memory (heap, stacks) of `pid` in bytes: RSS without the file-backed
+    pages (the binary's code, which the kernel drops and faults back in under memory pressure)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def plot(csv_rows, warmup_s, png_path, title):
     import matplotlib
 
@@ -214,12 +223,14 @@ def plot(csv_rows, warmup_s, png_path, title):
         ([r["cpu_percent"] for r in csv_rows], "CPU (% of one core)"),
         ([r["errors_per_min"] for r in csv_rows], "load errors / min"),
     ]
+    axes[0].plot(t, [r["rss_anon_bytes"] / 2**20 for r in csv_rows], linewidth=1, label="anonymous (heap)")
     for ax, (ys, label) in zip(axes, series):
-        ax.plot(t, ys, linewidth=1)
+        ax.plot(t, ys, linewidth=1, **({"label": "RSS"} if ax is axes[0] else {}))
         ax.set_ylabel(label)
         ax.axvline(warmup_s / 60, color="grey", linestyle="--", linewidth=0.8)
         ax.grid(True, alpha=0.3)
     axes[0].set_title(title)
+    axes[0].legend(loc="lower right")
     axes[-1].set_xlabel("minutes (dashed: end of warm-up)")
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
@@ -264,17 +275,18 @@ def main():
             if now - t0 > duration:
                 break
             rss, fds, cpu = server.sample()
+            anon = rss_anon(server.pid)
             ops, errors = load.counters.snapshot()
             if last_t is not None:
                 dt = now - last_t
                 rows.append({
-                    "t_s": round(now - t0, 1), "rss_bytes": rss, "open_fds": fds,
+                    "t_s": round(now - t0, 1), "rss_bytes": rss, "rss_anon_bytes": anon, "open_fds": fds,
                     "cpu_percent": round(100 * (cpu - last_cpu) / dt, 1),
                     "ops": ops - last_ops, "errors": errors - last_err,
                     "errors_per_min": round((errors - last_err) * 60 / dt, 2),
                 })
                 r = rows[-1]
-                print(f"  t={r['t_s']:7.1f}s rss={rss / 2**20:7.1f} MiB fds={fds:4} cpu={r['cpu_percent']:5.1f}%"
+                print(f"  t={r['t_s']:7.1f}s rss={rss / 2**20:7.1f} MiB anon={anon / 2**20:6.1f} MiB fds={fds:4} cpu={r['cpu_percent']:5.1f}%"
                       f" ops={r['ops']:4} errors={r['errors']}", flush=True)
             last_cpu, last_t, last_ops, last_err = cpu, now, ops, errors
             time.sleep(max(0.0, args.sample_secs - (time.monotonic() - now)))
@@ -294,6 +306,10 @@ def main():
     rss_first = statistics.median(r["rss_bytes"] for r in first)
     rss_last = statistics.median(r["rss_bytes"] for r in last)
     rss_growth = 100 * (rss_last - rss_first) / rss_first
+    # The anonymous part alone: heap growth, whatever the kernel does with the binary's pages.
+    anon_first = statistics.median(r["rss_anon_bytes"] for r in first)
+    anon_last = statistics.median(r["rss_anon_bytes"] for r in last)
+    anon_growth_mib = (anon_last - anon_first) / 2**20
     fd_first = statistics.median(r["open_fds"] for r in first)
     fd_last = statistics.median(r["open_fds"] for r in last)
     fd_max = max(r["open_fds"] for r in after)
@@ -319,6 +335,8 @@ def main():
         "started": started_utc, "minutes": args.minutes, "warmup_s": warmup, "samples": len(rows),
         "rss_first_mib": round(rss_first / 2**20, 1), "rss_last_mib": round(rss_last / 2**20, 1),
         "rss_growth_percent": round(rss_growth, 2),
+        "rss_anon_first_mib": round(anon_first / 2**20, 2), "rss_anon_last_mib": round(anon_last / 2**20, 2),
+        "rss_anon_growth_percent_of_rss": round(100 * anon_growth_mib * 2**20 / rss_first, 2),
         "fds_first": fd_first, "fds_last": fd_last, "fds_max": fd_max,
         "cpu_percent_median": statistics.median(cpu_after), "cpu_percent_max": max(cpu_after),
         "operations": sum(r["ops"] for r in rows), "errors": sum(r["errors"] for r in rows),
@@ -343,9 +361,11 @@ def main():
     figures["checks"] = checks
     (out / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
     plot(rows, warmup, out / "soak.png",
-         f"palaver soak {started_utc}: {args.minutes:g} min, RSS +{rss_growth:.1f} % after warm-up")
+         f"palaver soak {started_utc}: {args.minutes:g} min, RSS {rss_growth:+.1f} % after warm-up")
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    print(f"INFO  anonymous memory {anon_first / 2**20:.2f} -> {anon_last / 2**20:.2f} MiB "
+          f"({figures['rss_anon_growth_percent_of_rss']:+.2f} % of the first minute's RSS)")
     print(json.dumps({k: v for k, v in figures.items() if k != "checks"}))
     import shutil
 

@@ -36,6 +36,8 @@ static PUMPED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 type Answer = Result<Response, CallAutomationError>;
 
+pub mod validate;
+
 fn refusal(e: LegRefusal) -> CallAutomationError {
     CallAutomationError::new(e.status, e.sub_code, e.message)
 }

@@ -15,6 +15,7 @@ pub mod media;
 mod participants;
 pub mod recordings;
 mod streaming;
+pub mod validate;
 mod wire;
 
 use crate::api::{HmacAuthenticated, api_router, require_api_version};
@@ -76,7 +77,10 @@ impl CallRequest {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(CallAutomationError::invalid_argument("The request body is empty; a JSON object is required."));
         }
-        serde_json::from_slice(&self.body)
+        // serde_json does not check UTF-8 inside members it skips: check the whole body first.
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|e| CallAutomationError::invalid_argument(format!("The request body is not UTF-8: {e}")))?;
+        serde_json::from_str(text)
             .map_err(|e| CallAutomationError::invalid_argument(format!("The request body is invalid: {e}")))
     }
     /// The body as JSON, or `T::default()` when there is none.
@@ -92,9 +96,19 @@ impl FromRequest<AppState> for CallRequest {
         let method = req.method().clone();
         let uri = req.extensions().get::<OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| req.uri().clone());
         let headers = req.headers().clone();
-        let auth = HmacAuthenticated::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let auth = HmacAuthenticated::from_request(req, state).await.map_err(hmac_refusal)?;
         require_api_version(uri.query(), API_VERSIONS).map_err(IntoResponse::into_response)?;
         Ok(Self { method, uri, headers, body: auth.body })
+    }
+}
+
+/// A request whose HMAC signature does not verify: ACS's Call Automation answers `401` with
+/// sub-code `7509` (reference §3.7); other refusals of the extractor keep their ACS body.
+fn hmac_refusal(e: crate::api::ApiError) -> Response {
+    if e.code.http_status() == 401 {
+        ca_error(CallAutomationError::new(401, 7509, e.message))
+    } else {
+        e.into_response()
     }
 }
 
@@ -343,7 +357,7 @@ mod tests {
         let req = axum::http::Request::get("/calling/callConnections/x?api-version=2026-03-12")
             .body(axum::body::Body::empty())
             .unwrap();
-        let (status, _) = send(&state, req).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(&state, req).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "7509"), "{body}");
     }
 }

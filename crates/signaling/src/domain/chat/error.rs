@@ -87,6 +87,12 @@ mod tests {
             (ChatError::BatchTooLarge { count: 201, limit: 200 }, "InvalidParameter", 400),
             (ChatError::TooManyParticipants { count: 251, limit: 250 }, "CapacityReached", 422),
             (ChatError::InvalidPageToken, "InvalidPageToken", 400),
+            (ChatError::MessageNotFound("1".into()), "NotFound", 404),
+            (ChatError::RemovedParticipant, "Forbidden", 403),
+            (ChatError::SystemMessage, "Forbidden", 403),
+            (ChatError::ReadOnly, "Forbidden", 403),
+            (ChatError::invalid("topic", "missing"), "InvalidParameter", 400),
+            (ChatError::RepeatabilityConflict, "Conflict", 409),
         ];
         for (e, code, status) in cases {
             let r = Refusal::from(e);

@@ -1,0 +1,5 @@
+//! The libFuzzer entry of `palaver_fuzz_targets::sip_message` (its module doc states the properties).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palaver_fuzz_targets::sip_message::run(data));
