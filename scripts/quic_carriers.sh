@@ -7,7 +7,7 @@
 #
 #   CARGO_TARGET_DIR=target scripts/quic_carriers.sh
 #
-# Env: CARRIERS_PRESETS (default "mixing-10 mixing-3 mixing-100"), CARRIERS_TRANSPORTS
+# Env: CARRIERS_PRESETS (default "mixing10 mixing3 mixing100"), CARRIERS_TRANSPORTS
 # (default "quic quic-srtp"), CARRIERS_DURATION (s, default 20), CARRIERS_NO_BUILD=1,
 # CARRIERS_OUT (default a temporary directory, kept), CARRIERS_EXTRA (more palaver-load flags).
 set -euo pipefail
@@ -17,7 +17,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 profile=${CARRIERS_PROFILE:-release}
 server_bin=$target/$profile/palaver
 load_bin=$target/$profile/palaver-load
-presets=${CARRIERS_PRESETS:-mixing-10 mixing-3 mixing-100}
+presets=${CARRIERS_PRESETS:-mixing10 mixing3 mixing100}
 transports=${CARRIERS_TRANSPORTS:-quic quic-srtp}
 duration=${CARRIERS_DURATION:-20}
 out=${CARRIERS_OUT:-$(mktemp -d /tmp/palaver-carriers.XXXXXX)}
