@@ -92,8 +92,8 @@ impl UsageKind {
             Self::RecordingMinutes,
             Self::StreamingMinutes,
         ]
-            .into_iter()
-            .find(|k| k.usage_type() == usage_type)
+        .into_iter()
+        .find(|k| k.usage_type() == usage_type)
     }
 }
 

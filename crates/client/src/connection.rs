@@ -8,10 +8,13 @@
 use crate::requests::{self, FrameReader, FrameWriter, Joined, Requests, Welcome};
 use crate::rtcp::{KeyframeKind, KeyframeRequest, keyframe_requests};
 use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
+use crate::udp_media::{self, UdpCarrier};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
-use palaver_core::protocol::quic::CLOSE_NORMAL;
-use palaver_core::protocol::{AuthFrame, ClientMessage, JoinTarget, MediaReceive, MediaTrack, ServerMessage};
+use palaver_core::protocol::quic::{CLOSE_NORMAL, SRTP_EXPORTER_LABEL, SRTP_KEYING_BYTES, SrtpKeying};
+use palaver_core::protocol::{
+    AuthFrame, ClientMessage, JoinTarget, MediaCarrier, MediaReceive, MediaTrack, ServerMessage,
+};
 use palaver_core::stream_frame::{Decoded, FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +113,8 @@ pub struct QuicClient {
     timeout: Duration,
     /// The endpoint this client bound itself (closed with it); `None` when shared.
     own_endpoint: Option<quinn::Endpoint>,
+    /// The SRTP-over-UDP media carrier, when [`ConnectOptions::media`] chose it.
+    udp: Option<Arc<UdpCarrier>>,
 }
 
 impl std::fmt::Debug for QuicClient {
@@ -136,7 +141,7 @@ impl QuicClient {
         let handshake = async {
             let connection = endpoint.connect_with(config, options.server, &options.server_name)?.await?;
             let (mut send, recv) = connection.open_bi().await?;
-            let auth = serde_json::to_vec(&AuthFrame { token: token.to_string() })
+            let auth = serde_json::to_vec(&AuthFrame { token: token.to_string(), media: options.media })
                 .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
             send.write_all(&frame_bytes(&auth)).await?;
             // Server frames (e.g. a large meeting's `joined` snapshot) may exceed the 64 KiB client-frame limit.
@@ -153,11 +158,35 @@ impl QuicClient {
         let (rtp_tx, rtp) = mpsc::channel(options.rtp_queue.max(1));
         let (keyframe_tx, keyframe_requests) = mpsc::channel(KEYFRAME_REQUEST_QUEUE);
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
-        let tasks = vec![
+        let inbox = Inbox { counters: counters.clone(), rtp: rtp_tx, keyframes: keyframe_tx };
+        let mut tasks = vec![
             tokio::spawn(read_signaling(connection.clone(), reader, signaling.clone(), events_tx)),
-            tokio::spawn(read_datagrams(connection.clone(), counters.clone(), rtp_tx, keyframe_tx)),
             tokio::spawn(requests::heartbeat(signaling.clone(), heartbeat_period)),
         ];
+        let udp = match options.media {
+            MediaCarrier::Datagram => {
+                tasks.push(tokio::spawn(read_datagrams(connection.clone(), inbox)));
+                None
+            }
+            MediaCarrier::Srtp => {
+                let mut material = [0u8; SRTP_KEYING_BYTES];
+                connection
+                    .export_keying_material(&mut material, SRTP_EXPORTER_LABEL, b"")
+                    .map_err(|_| ClientError::Tls("the TLS session exports no keying material".into()))?;
+                let keying = SrtpKeying::from_exported(&material);
+                let (carrier, socket) = UdpCarrier::bind(options.server, &keying)?;
+                let unprotect = udp_media::unprotect_context(&keying)?;
+                let invalid = counters.clone();
+                tasks.push(tokio::spawn(udp_media::receive(
+                    socket,
+                    carrier.clone(),
+                    unprotect,
+                    move |packet, arrival| inbox.deliver(packet, arrival),
+                    move || bump(&invalid.invalid_datagrams),
+                )));
+                Some(carrier)
+            }
+        };
         let timeout = options.timeout;
         Ok(Self {
             connection,
@@ -170,6 +199,7 @@ impl QuicClient {
             tasks,
             timeout,
             own_endpoint,
+            udp,
         })
     }
 
@@ -215,10 +245,29 @@ impl QuicClient {
         tracks: Vec<MediaTrack>,
         receive: MediaReceive,
     ) -> Result<Vec<MediaTrack>, ClientError> {
-        match self.request(ClientMessage::MediaAttach { tracks, receive, call_id: None }).await? {
-            ServerMessage::MediaAttached { tracks, .. } => Ok(tracks),
-            other => Err(ClientError::Protocol(format!("expected media.attached, got {other:?}"))),
+        let answer = self.request(ClientMessage::MediaAttach { tracks, receive, call_id: None }).await?;
+        self.attached(answer).await
+    }
+
+    /// Reads a `media.attached` answer; on the SRTP carrier, binds to the worker it names.
+    async fn attached(&self, answer: ServerMessage) -> Result<Vec<MediaTrack>, ClientError> {
+        let ServerMessage::MediaAttached { tracks, udp, .. } = answer else {
+            return Err(ClientError::Protocol(format!("expected media.attached, got {answer:?}")));
+        };
+        match (&self.udp, udp) {
+            (None, None) => {}
+            (Some(carrier), Some(udp)) => carrier.connect(&udp, self.timeout).await?,
+            (None, Some(_)) => return Err(ClientError::Protocol("media.attached names a UDP address".into())),
+            (Some(_), None) => {
+                return Err(ClientError::Protocol("media.attached without the SRTP carrier's `udp`".into()));
+            }
         }
+        Ok(tracks)
+    }
+
+    /// The media carrier this client uses.
+    pub fn media_carrier(&self) -> MediaCarrier {
+        if self.udp.is_some() { MediaCarrier::Srtp } else { MediaCarrier::Datagram }
     }
 
     /// Datagram media in a call between users (`call.*`, e.g. one answered with
@@ -231,10 +280,8 @@ impl QuicClient {
     ) -> Result<Vec<MediaTrack>, ClientError> {
         let message =
             ClientMessage::MediaAttach { tracks, receive: MediaReceive::default(), call_id: Some(call_id.to_owned()) };
-        match self.request(message).await? {
-            ServerMessage::MediaAttached { tracks, .. } => Ok(tracks),
-            other => Err(ClientError::Protocol(format!("expected media.attached, got {other:?}"))),
-        }
+        let answer = self.request(message).await?;
+        self.attached(answer).await
     }
 
     /// Asks the server for a keyframe on the received stream `media_ssrc` (a video slot's SSRC):
@@ -263,17 +310,20 @@ impl QuicClient {
     /// A sender for one outgoing RTP stream (declare its SSRC in [`Self::attach_media`] first).
     pub fn rtp_sender(&self, ssrc: u32, payload_type: u8) -> RtpSender {
         RtpSender {
-            connection: self.connection.clone(),
-            counters: self.counters.clone(),
+            out: MediaOut {
+                connection: self.connection.clone(),
+                udp: self.udp.clone(),
+                counters: self.counters.clone(),
+            },
             packetizer: RtpPacketizer::new(ssrc, payload_type),
         }
     }
 
-    /// Sends one raw datagram (an RTP or RTCP packet built by the caller).
+    /// Sends one raw RTP or RTCP packet built by the caller: a datagram, or on the SRTP carrier
+    /// one SRTP/SRTCP packet to the worker.
     pub fn send_datagram(&self, packet: Bytes) -> Result<(), ClientError> {
-        self.connection.send_datagram(packet)?;
-        bump(&self.counters.datagrams_sent);
-        Ok(())
+        MediaOut { connection: self.connection.clone(), udp: self.udp.clone(), counters: self.counters.clone() }
+            .send(packet)
     }
 
     /// The next event: any server frame that does not answer a request (`roster.delta`,
@@ -340,11 +390,33 @@ impl Drop for QuicClient {
     }
 }
 
-/// Sends one RTP stream as datagrams; cheap to move to its own task.
+/// Where a client's packets leave: the connection's datagrams, or the SRTP carrier.
+#[derive(Clone)]
+struct MediaOut {
+    connection: quinn::Connection,
+    udp: Option<Arc<UdpCarrier>>,
+    counters: Arc<Counters>,
+}
+
+impl MediaOut {
+    fn send(&self, packet: Bytes) -> Result<(), ClientError> {
+        match &self.udp {
+            None => self.connection.send_datagram(packet)?,
+            Some(carrier) => {
+                if !carrier.send(&packet)? {
+                    return Ok(()); // before media.attached: nowhere to send yet
+                }
+            }
+        }
+        bump(&self.counters.datagrams_sent);
+        Ok(())
+    }
+}
+
+/// Sends one RTP stream (as datagrams, or SRTP on the SRTP carrier); cheap to move to its own task.
 #[derive(Clone)]
 pub struct RtpSender {
-    connection: quinn::Connection,
-    counters: Arc<Counters>,
+    out: MediaOut,
     packetizer: RtpPacketizer,
 }
 
@@ -353,9 +425,13 @@ impl RtpSender {
     /// the RFC 6464 audio level (`-dBov`, 0..=127) if given.
     pub fn send(&mut self, payload: &[u8], samples: u32, level_dbov: Option<u8>) -> Result<(), ClientError> {
         let packet = self.packetizer.packetize(payload, samples, level_dbov);
-        self.connection.send_datagram(packet)?;
-        bump(&self.counters.datagrams_sent);
-        Ok(())
+        self.out.send(packet)
+    }
+
+    /// [`Self::send`] with the RFC 6464 voice flag explicit: `level` = `(-dBov, voice)`.
+    pub fn send_level(&mut self, payload: &[u8], samples: u32, level: Option<(u8, bool)>) -> Result<(), ClientError> {
+        let packet = self.packetizer.packetize_level(payload, samples, level);
+        self.out.send(packet)
     }
 
     /// Sends one video frame: one packet per payload (each an RFC 7741 descriptor + VP8 data,
@@ -365,8 +441,7 @@ impl RtpSender {
         let last = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.iter().enumerate() {
             let packet = self.packetizer.packetize_video(payload, i == last, if i == last { samples } else { 0 });
-            self.connection.send_datagram(packet)?;
-            bump(&self.counters.datagrams_sent);
+            self.out.send(packet)?;
         }
         Ok(())
     }
@@ -376,8 +451,7 @@ impl RtpSender {
     pub fn send_dtmf(&mut self, event: u8) -> Result<(), ClientError> {
         let pt = palaver_core::protocol::quic::TELEPHONE_EVENT_PT;
         for packet in self.packetizer.telephone_event(pt, event, 800) {
-            self.connection.send_datagram(packet)?;
-            bump(&self.counters.datagrams_sent);
+            self.out.send(packet)?;
         }
         Ok(())
     }
@@ -409,32 +483,41 @@ async fn read_signaling(
     }
 }
 
-async fn read_datagrams(
-    connection: quinn::Connection,
-    c: Arc<Counters>,
+/// Where received media goes: RTP to the bounded RTP queue, RTCP counted and its keyframe
+/// requests to their own queue (both carriers).
+struct Inbox {
+    counters: Arc<Counters>,
     rtp: mpsc::Sender<ReceivedRtp>,
     keyframes: mpsc::Sender<KeyframeRequest>,
-) {
-    while let Ok(datagram) = connection.read_datagram().await {
-        let arrival = Instant::now();
+}
+
+impl Inbox {
+    fn deliver(&self, datagram: Bytes, arrival: Instant) {
+        let c = &self.counters;
         bump(&c.datagrams_received);
         if is_rtcp(&datagram) {
             bump(&c.rtcp_received);
             for request in keyframe_requests(&datagram, arrival) {
                 bump(if request.kind == KeyframeKind::Pli { &c.plis_received } else { &c.firs_received });
-                if keyframes.try_send(request).is_err() {
+                if self.keyframes.try_send(request).is_err() {
                     bump(&c.keyframe_requests_dropped);
                 }
             }
-            continue;
+            return;
         }
         match ReceivedRtp::parse(datagram, arrival) {
             Ok(packet) => {
-                if rtp.try_send(packet).is_err() {
+                if self.rtp.try_send(packet).is_err() {
                     bump(&c.rtp_dropped);
                 }
             }
             Err(_) => bump(&c.invalid_datagrams),
         }
+    }
+}
+
+async fn read_datagrams(connection: quinn::Connection, inbox: Inbox) {
+    while let Ok(datagram) = connection.read_datagram().await {
+        inbox.deliver(datagram, Instant::now());
     }
 }

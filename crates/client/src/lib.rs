@@ -32,6 +32,7 @@ mod requests;
 pub mod rtcp;
 pub mod rtp;
 mod tls;
+mod udp_media;
 pub mod webrtc;
 
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
@@ -40,7 +41,7 @@ pub use error::ClientError;
 /// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
 pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{
-    ClientMessage, ConversationSnapshot, JoinTarget, MediaKind, MediaReceive, MediaTrack, ServerMessage,
+    ClientMessage, ConversationSnapshot, JoinTarget, MediaCarrier, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };
 pub use requests::{Joined, Welcome};
 pub use rtcp::{KeyframeKind, KeyframeRequest};
@@ -66,6 +67,9 @@ pub struct ConnectOptions {
     pub rtp_queue: usize,
     /// How long connecting (handshake + `welcome`) and each request may take.
     pub timeout: Duration,
+    /// How media travels after `media.attach`: QUIC datagrams (default) or SRTP over UDP to
+    /// the media worker, keyed from this connection's TLS session (`docs/quic.md`).
+    pub media: MediaCarrier,
 }
 
 impl ConnectOptions {
@@ -78,6 +82,7 @@ impl ConnectOptions {
             event_queue: 1024,
             rtp_queue: 4096,
             timeout: Duration::from_secs(10),
+            media: MediaCarrier::Datagram,
         }
     }
 }

@@ -97,6 +97,14 @@ impl RtpPacketizer {
     /// A level below 127 sets the extension's voice-activity bit (the mixer's talker selection
     /// only counts frames flagged as voice); 127 marks silence.
     pub fn packetize(&mut self, payload: &[u8], samples: u32, level_dbov: Option<u8>) -> Bytes {
+        self.packetize_level(payload, samples, level_dbov.map(|level| (level, level < 127)))
+    }
+
+    /// [`Self::packetize`] with the RFC 6464 voice-activity flag given explicitly: `level` is
+    /// `(-dBov, voice)` (a browser without DTX sends its background noise with `voice` false).
+    pub fn packetize_level(&mut self, payload: &[u8], samples: u32, level: Option<(u8, bool)>) -> Bytes {
+        let level_dbov = level.map(|(dbov, _)| dbov);
+        let voice = level.is_some_and(|(_, voice)| voice);
         let extension = level_dbov.is_some();
         let mut out = BytesMut::with_capacity(RTP_HEADER_BYTES + if extension { 8 } else { 0 } + payload.len());
         out.put_u8(0x80 | if extension { 0x10 } else { 0 });
@@ -109,7 +117,7 @@ impl RtpPacketizer {
             out.put_u16(0xBEDE);
             out.put_u16(1);
             out.put_u8(AUDIO_LEVEL_EXTENSION_ID << 4);
-            out.put_u8(audio_level_byte(level));
+            out.put_u8(audio_level_byte(level, voice));
             out.put_u16(0);
         }
         out.put_slice(payload);
@@ -148,9 +156,9 @@ pub struct ReceivedRtp {
 }
 
 /// The RFC 6464 byte: V (voice activity) for any level below 127, then the level.
-fn audio_level_byte(level_dbov: u8) -> u8 {
+fn audio_level_byte(level_dbov: u8, voice: bool) -> u8 {
     let level = level_dbov.min(127);
-    if level < 127 { 0x80 | level } else { level }
+    if voice && level < 127 { 0x80 | level } else { level }
 }
 
 /// Why a datagram is not a usable RTP packet.

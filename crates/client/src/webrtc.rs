@@ -606,9 +606,9 @@ fn extension_id(params: &rtc::rtp_transceiver::rtp_sender::RTCRtpParameters, uri
 }
 
 /// The RFC 6464 byte: voice-activity flag (set unless the level is silence) and `-dBov`.
-fn audio_level_byte(level_dbov: u8) -> u8 {
+fn audio_level_byte(level_dbov: u8, voice: bool) -> u8 {
     let level = level_dbov.min(127);
-    if level < 127 { 0x80 | level } else { level }
+    if voice && level < 127 { 0x80 | level } else { level }
 }
 
 /// A header with the one-byte extension profile, ready for `set_extension`.
@@ -643,11 +643,22 @@ impl WebRtcAudioSender {
     /// voice-activity flag is set on every level above silence (127): the server's mixer only
     /// considers packets flagged as voice when it picks the talkers.
     pub async fn send(&mut self, payload: &[u8], samples: u32, level_dbov: Option<u8>) -> Result<(), ClientError> {
+        self.send_level(payload, samples, level_dbov.map(|level| (level, level < 127))).await
+    }
+
+    /// [`Self::send`] with the RFC 6464 voice flag explicit: `level` = `(-dBov, voice)` (a
+    /// browser without DTX sends its background noise with `voice` false).
+    pub async fn send_level(
+        &mut self,
+        payload: &[u8],
+        samples: u32,
+        level: Option<(u8, bool)>,
+    ) -> Result<(), ClientError> {
         let a = &self.audio;
         let mut header = header(a.payload_type, self.sequence, self.timestamp, a.ssrc, self.marker_next);
-        match level_dbov {
-            Some(level) if a.level_id != 0 => header
-                .set_extension(a.level_id, Bytes::copy_from_slice(&[audio_level_byte(level)]))
+        match level {
+            Some((level, voice)) if a.level_id != 0 => header
+                .set_extension(a.level_id, Bytes::copy_from_slice(&[audio_level_byte(level, voice)]))
                 .map_err(|e| ClientError::WebRtc(format!("audio level extension: {e}")))?,
             _ => header.extension = false,
         }
@@ -716,10 +727,11 @@ mod tests {
 
     #[test]
     fn audio_levels_carry_the_voice_flag_except_for_silence() {
-        assert_eq!(audio_level_byte(20), 0x80 | 20);
-        assert_eq!(audio_level_byte(0), 0x80);
-        assert_eq!(audio_level_byte(127), 127);
-        assert_eq!(audio_level_byte(200), 127);
+        assert_eq!(audio_level_byte(20, true), 0x80 | 20);
+        assert_eq!(audio_level_byte(0, true), 0x80);
+        assert_eq!(audio_level_byte(127, true), 127);
+        assert_eq!(audio_level_byte(200, true), 127);
+        assert_eq!(audio_level_byte(70, false), 70, "noise without the voice flag");
     }
 
     #[test]

@@ -261,6 +261,39 @@ impl AudioListener {
     }
 }
 
+/// What a browser without DTX sends while its user is silent: low-level background noise,
+/// 50 packets/s, RFC 6464 level −70 dBov with the voice flag off.
+pub const NOISE_LEVEL: (u8, bool) = (70, false);
+/// Distinct noise frames, encoded once per process and sent in turn (encoding noise for every
+/// listener would cost the tester an Opus encode per packet).
+const NOISE_FRAMES: usize = 50;
+
+/// The process's encoded noise frames (white noise at about −70 dBFS, Opus 32 kb/s VOIP, DTX
+/// off, so every frame is a full packet as a non-DTX browser sends).
+pub fn noise_frames() -> &'static [Vec<u8>] {
+    static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FRAMES.get_or_init(|| {
+        let mut encoder =
+            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).expect("an Opus encoder");
+        let _ = encoder.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE));
+        let mut state = 0x2545_f491_u32;
+        let mut pcm = vec![0i16; FRAME_SAMPLES];
+        let mut out = vec![0u8; 1500];
+        (0..NOISE_FRAMES)
+            .map(|_| {
+                for sample in pcm.iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    *sample = ((state >> 16) as i16) >> 11; // ±16: about −70 dBFS RMS
+                }
+                let len = encoder.encode(&pcm, &mut out).unwrap_or(0);
+                out[..len].to_vec()
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

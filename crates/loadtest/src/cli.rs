@@ -79,6 +79,10 @@ pub struct Args {
     /// Measured seconds after everyone joined.
     #[arg(long)]
     pub duration: Option<f64>,
+    /// DTX like a browser with it on (`true`), or every participant sending 50 pps with
+    /// listeners and pauses as low-level noise (`false`).
+    #[arg(long)]
+    pub dtx: Option<bool>,
     #[arg(long, value_enum, default_value = "quic")]
     pub transport: Transport,
     /// Run part of the scenario: `i/n` (participants with index ≡ i mod n).
@@ -152,6 +156,9 @@ impl Args {
         }
         if let Some(v) = self.room_kind {
             s.room_kind = v;
+        }
+        if let Some(v) = self.dtx {
+            s.dtx = v;
         }
         if let Some(v) = self.ramp {
             s.ramp_per_sec = v;

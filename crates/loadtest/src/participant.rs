@@ -5,7 +5,9 @@
 //! received mix to its [`AudioListener`]. Every wait is bounded; the outcome is plain data for
 //! the report.
 
-use crate::audio::{AudioListener, AudioTalker, MarkerSchedule, OutgoingAudio, frame_at, send_time_ms};
+use crate::audio::{
+    AudioListener, AudioTalker, MarkerSchedule, NOISE_LEVEL, OutgoingAudio, frame_at, noise_frames, send_time_ms,
+};
 use crate::scenario::{Role, Scenario, Seat};
 use crate::setup::Ticket;
 use crate::stats::Samples;
@@ -196,7 +198,9 @@ async fn drive(
     // Distinct from the audio SSRC (and each other): the low bit stays 1, the high bits differ.
     let video_ssrcs: [u32; 3] = std::array::from_fn(|i| audio_ssrc ^ ((0x5a5a_0000 + i as u32) << 4));
     let mut tracks = Vec::new();
-    if role.talker_index.is_some() {
+    // Without DTX every participant sends audio (listeners their background noise).
+    let sends_audio = role.talker_index.is_some() || !shared.scenario.dtx;
+    if sends_audio {
         tracks.push(MediaTrack::opus(audio_ssrc));
     }
     if role.video {
@@ -227,6 +231,7 @@ async fn drive(
         return Err(ClientError::InvalidArgument("keyframe requests already taken".into()));
     };
     let mut video_tick: u64 = 0;
+    let mut noise_index = seat.global as usize;
 
     let clock = shared.clock;
     let mut next_frame = frame_at(clock.unix_ms(Instant::now())) + 1;
@@ -238,15 +243,21 @@ async fn drive(
         let video_due = if video.is_some() { next_video } else { shared.stop_at + Duration::from_secs(3_600) };
         tokio::select! {
             _ = tokio::time::sleep_until(stop) => break,
-            _ = tokio::time::sleep_until(frame_due.into()), if talker.is_some() => {
-                let Some(t) = talker.as_mut() else { continue };
+            _ = tokio::time::sleep_until(frame_due.into()), if sends_audio => {
                 let skip = |samples| audio_tx.packetizer().skip(samples);
-                let Some(p) = due_audio_frame(t, &clock, &mut next_frame, frame_due, out, skip) else { continue };
-                if p.marker {
-                    audio_tx.packetizer().start_talk_spurt();
-                }
-                // RFC 6464 level: palaver-client sets the voice flag on every level < 127.
-                if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)) {
+                let dtx = shared.scenario.dtx;
+                let sent = match due_audio(talker.as_mut(), dtx, &mut noise_index, &clock, &mut next_frame, frame_due, out, skip) {
+                    AudioSend::Frame(p) => {
+                        if p.marker {
+                            audio_tx.packetizer().start_talk_spurt();
+                        }
+                        // RFC 6464 level: palaver-client sets the voice flag on every level < 127.
+                        audio_tx.send(&p.payload, 960, Some(p.level))
+                    }
+                    AudioSend::Noise(frame) => audio_tx.send_level(frame, 960, Some(NOISE_LEVEL)),
+                    AudioSend::Nothing => continue,
+                };
+                if let Err(e) = sent {
                     result = Err(e);
                     break;
                 }
@@ -412,6 +423,69 @@ pub(crate) fn seat_audio(
     let listener = AudioListener::new(seat.room, role.talker_index, shared.schedule, role.decodes)
         .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
     Ok((talker, listener))
+}
+
+/// What a seat sends in one 20 ms audio slot.
+pub(crate) enum AudioSend {
+    /// The talker's encoded frame.
+    Frame(OutgoingAudio),
+    /// Low-level noise (no DTX: a talker's pause, or a listener), sent with [`NOISE_LEVEL`].
+    Noise(&'static [u8]),
+    /// Nothing (DTX pause; its time was `skip`ped).
+    Nothing,
+}
+
+/// The seat's audio for frame `*next_frame` (due at `frame_due`), then advances `*next_frame`:
+/// the talker's frame ([`due_audio_frame`]), or without `dtx` noise where a talker pauses and for
+/// a listener (`talker` `None`). Timestamp time not covered by a sent packet goes to `skip`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn due_audio(
+    talker: Option<&mut AudioTalker>,
+    dtx: bool,
+    noise_index: &mut usize,
+    clock: &Clock,
+    next_frame: &mut u64,
+    frame_due: Instant,
+    out: &mut SeatOutcome,
+    mut skip: impl FnMut(u32),
+) -> AudioSend {
+    let mut skipped = 0u32;
+    let frame = match talker {
+        Some(t) => due_audio_frame(t, clock, next_frame, frame_due, out, |s| skipped = skipped.saturating_add(s)),
+        None => {
+            // A listener keeps the same frame grid (and catches up the same way).
+            let behind = frame_at(clock.unix_ms(Instant::now())).saturating_sub(*next_frame);
+            if behind > MAX_CATCH_UP_FRAMES {
+                skipped = (behind as u32).saturating_mul(960);
+                *next_frame += behind;
+            }
+            *next_frame += 1;
+            skipped = skipped.saturating_add(960);
+            None
+        }
+    };
+    match frame {
+        Some(p) => {
+            if skipped > 0 {
+                skip(skipped);
+            }
+            AudioSend::Frame(p)
+        }
+        None if !dtx && skipped >= 960 => {
+            if skipped > 960 {
+                skip(skipped - 960);
+            }
+            let frames = noise_frames();
+            *noise_index = noise_index.wrapping_add(1);
+            AudioSend::Noise(&frames[*noise_index % frames.len()])
+        }
+        None => {
+            if skipped > 0 {
+                skip(skipped);
+            }
+            AudioSend::Nothing
+        }
+    }
 }
 
 /// The talker's frame `*next_frame`, due at `frame_due`, then advances `*next_frame`. A sender

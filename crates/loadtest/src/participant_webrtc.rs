@@ -3,10 +3,10 @@
 //! wall-clock grid, the received mix into an [`AudioListener`] — plus real rid simulcast video
 //! (q/h/f layers) for video publishers, which the WebRTC path negotiates.
 
-use crate::audio::{frame_at, send_time_ms};
+use crate::audio::{NOISE_LEVEL, frame_at, send_time_ms};
 use crate::participant::{
-    RunShared, SeatOutcome, VIDEO_TICK, due_audio_frame, end_seat, finish, on_mix_packet, on_video_packet, seat_audio,
-    wait_for_admission,
+    AudioSend, RunShared, SeatOutcome, VIDEO_TICK, due_audio, end_seat, finish, on_mix_packet, on_video_packet,
+    seat_audio, wait_for_admission,
 };
 use crate::setup::Ticket;
 use crate::video::{SIMULCAST_LAYERS, VIDEO_CLOCK, VideoLayer};
@@ -55,6 +55,8 @@ pub(crate) async fn drive_webrtc(
     let mut next_frame = frame_at(clock.unix_ms(Instant::now())) + 1;
     let mut next_video = Instant::now();
     let mut video_tick: u64 = 0;
+    let sends_audio = talker.is_some() || !shared.scenario.dtx;
+    let mut noise_index = seat.global as usize;
     let stop = tokio::time::Instant::from_std(shared.stop_at);
     let mut result = Ok(());
     loop {
@@ -62,12 +64,16 @@ pub(crate) async fn drive_webrtc(
         let video_due = if video.is_some() { next_video } else { shared.stop_at + Duration::from_secs(3_600) };
         tokio::select! {
             _ = tokio::time::sleep_until(stop) => break,
-            _ = tokio::time::sleep_until(frame_due.into()), if talker.is_some() => {
-                let Some(t) = talker.as_mut() else { continue };
+            _ = tokio::time::sleep_until(frame_due.into()), if sends_audio => {
                 let skip = |samples| audio_tx.skip(samples);
-                let Some(p) = due_audio_frame(t, &clock, &mut next_frame, frame_due, out, skip) else { continue };
-                // The WebRTC sender sets the RFC 6464 voice flag on every level < 127.
-                if let Err(e) = audio_tx.send(&p.payload, 960, Some(p.level)).await {
+                let dtx = shared.scenario.dtx;
+                let sent = match due_audio(talker.as_mut(), dtx, &mut noise_index, &clock, &mut next_frame, frame_due, out, skip) {
+                    // The WebRTC sender sets the RFC 6464 voice flag on every level < 127.
+                    AudioSend::Frame(p) => audio_tx.send(&p.payload, 960, Some(p.level)).await,
+                    AudioSend::Noise(frame) => audio_tx.send_level(frame, 960, Some(NOISE_LEVEL)).await,
+                    AudioSend::Nothing => continue,
+                };
+                if let Err(e) = sent {
                     result = Err(e);
                     break;
                 }

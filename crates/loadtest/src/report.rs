@@ -240,6 +240,38 @@ impl Report {
                 );
                 row(
                     &mut out,
+                    "CPU per participant-s",
+                    match (w.cpu_us_per_participant_second, w.kernel_us_per_participant_second) {
+                        (Some(us), Some(kernel)) => format!(
+                            "{us:.0} µs ({:.0} user + {kernel:.0} kernel; {:.0} participants)",
+                            us - kernel,
+                            w.participants
+                        ),
+                        (Some(us), None) => format!("{us:.0} µs ({:.0} participants)", w.participants),
+                        (None, _) => "-".into(),
+                    },
+                );
+                row(
+                    &mut out,
+                    "CPU per packet in+out",
+                    match (w.cpu_us_per_packet_handled, w.kernel_us_per_packet_handled) {
+                        (Some(us), Some(kernel)) => {
+                            format!("{us:.2} µs ({:.2} user + {kernel:.2} kernel)", us - kernel)
+                        }
+                        (Some(us), None) => format!("{us:.2} µs"),
+                        (None, _) => "-".into(),
+                    },
+                );
+                row(
+                    &mut out,
+                    "server UDP drops",
+                    format!("{:.0} datagrams (kernel receive buffers)", w.udp_receive_drops),
+                );
+                if let (Some(cores), Some(kernel)) = (w.tester_cpu_cores, w.tester_kernel_cores) {
+                    row(&mut out, "tester CPU", format!("{cores:.3} cores ({kernel:.3} kernel)"));
+                }
+                row(
+                    &mut out,
                     "CPU per fwd packet",
                     match (w.cpu_us_per_forwarded_packet, w.kernel_us_per_forwarded_packet) {
                         (Some(us), Some(kernel)) => {

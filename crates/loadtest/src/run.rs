@@ -30,6 +30,9 @@ const SETTLE: Duration = Duration::from_secs(1);
 pub enum Transport {
     /// Native QUIC (palaver-client): signaling on a stream, RTP in datagrams.
     Quic,
+    /// Native QUIC signaling, media as SRTP over UDP to the media worker (keys from the QUIC
+    /// TLS exporter; `palaver_client::MediaCarrier::Srtp`). One UDP socket per participant.
+    QuicSrtp,
     /// WebRTC (webrtc-rs) through the WebSocket signaling.
     Webrtc,
 }
@@ -91,7 +94,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         }
     };
     let (base_connect, endpoints) = match config.transport {
-        Transport::Quic => {
+        Transport::Quic | Transport::QuicSrtp => {
             let quic_addr = match config.quic_addr {
                 Some(a) => a,
                 None => api.quic_address().await?,
@@ -104,7 +107,11 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
                     palaver_client::client_endpoint(bind).map_err(|e| RunError::Client(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            (SeatConnect::Quic(ConnectOptions::new(quic_addr, server_name, ca_pem)), endpoints)
+            let mut options = ConnectOptions::new(quic_addr, server_name, ca_pem);
+            if config.transport == Transport::QuicSrtp {
+                options.media = palaver_client::MediaCarrier::Srtp;
+            }
+            (SeatConnect::Quic(options), endpoints)
         }
         Transport::Webrtc => (SeatConnect::WebRtc(WebRtcOptions::new(config.endpoint.clone(), ca_pem)), Vec::new()),
     };
@@ -136,13 +143,18 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             tokio::time::sleep_until(measure_from.into()).await;
             let t0 = Instant::now();
             let cpu0 = server_pid.and_then(process_cpu_split);
+            let tester0 = process_cpu_split(std::process::id());
             let first = scrape(&http, &url).await?;
             tokio::time::sleep_until(stop_at.into()).await;
             let cpu1 = server_pid.and_then(process_cpu_split);
+            let tester1 = process_cpu_split(std::process::id());
             let last = scrape(&http, &url).await?;
             let mut window = ServerWindow::between(&first, &last, t0.elapsed());
             if let Some((c0, c1)) = cpu0.zip(cpu1) {
                 window.use_procfs(c0, c1, last.packets_sent - first.packets_sent);
+            }
+            if let Some((c0, c1)) = tester0.zip(tester1) {
+                window.set_tester_cpu(c0, c1);
             }
             Ok::<_, crate::server_metrics::ScrapeError>(window)
         })
@@ -205,6 +217,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     }
     let transport = match config.transport {
         Transport::Quic => "quic",
+        Transport::QuicSrtp => "quic-srtp",
         Transport::Webrtc => "webrtc",
     };
     Ok(fold(scenario, config.shard, transport, &config.endpoint, started_at, &outcomes, server, server_metrics_error))

@@ -33,6 +33,13 @@ pub enum Preset {
     VideoMeeting,
     /// A short low-load smoke scenario (CI): 2 calls of 3.
     Smoke,
+    /// Mixing density (issue #18): 10 group calls of 10, 2 talkers each talking with their own
+    /// spurts, no DTX (everyone sends 50 pps; listeners low-level noise).
+    Mixing10,
+    /// Mixing density: 30 three-party calls, one talker each, no DTX.
+    Mixing3,
+    /// Mixing density: one 100-person call, 3 talkers with their own spurts, no DTX.
+    Mixing100,
 }
 
 /// A scenario, fully resolved.
@@ -68,6 +75,10 @@ pub struct Scenario {
     /// Length of one talker's turn when `turn_taking`.
     #[serde(with = "secs")]
     pub turn_length: Duration,
+    /// Discontinuous transmission like a browser with DTX on: pauses are not sent and listeners
+    /// send nothing. `false`: every participant sends 50 packets/s, as a browser without DTX
+    /// does — talkers' pauses and all listeners as low-level noise (−70 dBov, voice flag off).
+    pub dtx: bool,
 }
 
 mod secs {
@@ -92,7 +103,9 @@ impl Preset {
             duration: Duration::from_secs(60),
             marker_interval: Duration::from_secs(3),
             turn_length: Duration::from_secs(6),
+            dtx: true,
         };
+        let mixing = Scenario { turn_taking: false, decoding_listeners_per_room: 1, dtx: false, ..base.clone() };
         match self {
             Preset::ContactCenter => Scenario { name: "contact-center".into(), rooms: 20, ..base },
             Preset::TownHall => Scenario {
@@ -114,6 +127,23 @@ impl Preset {
                 video_publishers_per_room: 50,
                 decoding_listeners_per_room: 5,
                 ..base
+            },
+            Preset::Mixing10 => Scenario {
+                name: "mixing-10".into(),
+                rooms: 10,
+                participants_per_room: 10,
+                talkers_per_room: 2,
+                ..mixing
+            },
+            Preset::Mixing3 => {
+                Scenario { name: "mixing-3".into(), rooms: 30, participants_per_room: 3, talkers_per_room: 1, ..mixing }
+            }
+            Preset::Mixing100 => Scenario {
+                name: "mixing-100".into(),
+                rooms: 1,
+                participants_per_room: 100,
+                talkers_per_room: 3,
+                ..mixing
             },
             Preset::Smoke => Scenario {
                 name: "smoke".into(),

@@ -13,6 +13,10 @@ pub const PACKETS_RECEIVED: &str = "palaver_media_packets_received_total";
 pub const PACKETS_SENT: &str = "palaver_media_packets_sent_total";
 pub const PACKETS_DROPPED: &str = "palaver_media_packets_dropped_total";
 pub const MIXER_OVERRUNS: &str = "palaver_mixer_overruns_total";
+/// Connected participants (a gauge, by participant type; summed).
+pub const PARTICIPANTS: &str = "palaver_participants";
+/// Datagrams the kernel dropped on the server's UDP sockets for a full receive buffer.
+pub const UDP_RECEIVE_DROPS: &str = "palaver_udp_receive_drops_total";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
@@ -80,6 +84,8 @@ pub struct ServerSample {
     pub packets_sent: f64,
     pub packets_dropped: f64,
     pub mixer_overruns: f64,
+    pub participants: f64,
+    pub udp_receive_drops: f64,
 }
 
 impl ServerSample {
@@ -96,6 +102,8 @@ impl ServerSample {
             packets_sent: need(PACKETS_SENT)?,
             packets_dropped: sums.get(PACKETS_DROPPED).copied().unwrap_or(0.0),
             mixer_overruns: sums.get(MIXER_OVERRUNS).copied().unwrap_or(0.0),
+            participants: sums.get(PARTICIPANTS).copied().unwrap_or(0.0),
+            udp_receive_drops: sums.get(UDP_RECEIVE_DROPS).copied().unwrap_or(0.0),
         })
     }
 }
@@ -180,6 +188,24 @@ pub struct ServerWindow {
     /// path, and on loopback also the receiver's delivery. Only from procfs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_us_per_forwarded_packet: Option<f64>,
+    /// Kernel receive-buffer drops on the server's UDP sockets during the window.
+    pub udp_receive_drops: f64,
+    /// Participants connected at the end of the window (`palaver_participants`).
+    pub participants: f64,
+    /// Server CPU per participant-second (µs of CPU per participant per second of the window).
+    pub cpu_us_per_participant_second: Option<f64>,
+    /// Its kernel (system time) part. Only from procfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_us_per_participant_second: Option<f64>,
+    /// The kernel part of `cpu_us_per_packet_handled`. Only from procfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_us_per_packet_handled: Option<f64>,
+    /// The tester's own CPU over the same window, in cores (user + kernel), and its kernel
+    /// part: a tester near its core count makes the server figures unreliable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tester_cpu_cores: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tester_kernel_cores: Option<f64>,
 }
 
 impl ServerWindow {
@@ -201,7 +227,22 @@ impl ServerWindow {
             cpu_us_per_forwarded_packet: per(sent),
             cpu_us_per_packet_handled: per(received + sent),
             kernel_us_per_forwarded_packet: None,
+            udp_receive_drops: (end.udp_receive_drops - start.udp_receive_drops).max(0.0),
+            participants: end.participants,
+            cpu_us_per_participant_second: (end.participants > 0.0).then(|| cpu * 1e6 / (end.participants * secs)),
+            kernel_us_per_participant_second: None,
+            kernel_us_per_packet_handled: None,
+            tester_cpu_cores: None,
+            tester_kernel_cores: None,
         }
+    }
+
+    /// The tester's own CPU at both ends of the window.
+    pub fn set_tester_cpu(&mut self, start: CpuSplit, end: CpuSplit) {
+        let user = (end.user - start.user).max(0.0);
+        let kernel = (end.kernel - start.kernel).max(0.0);
+        self.tester_cpu_cores = Some((user + kernel) / self.window_secs);
+        self.tester_kernel_cores = Some(kernel / self.window_secs);
     }
 
     /// Replaces the CPU figures with a local process's procfs readings at both ends.
@@ -214,7 +255,13 @@ impl ServerWindow {
         self.cpu_us_per_forwarded_packet = per(user + kernel);
         self.kernel_us_per_forwarded_packet = per(kernel);
         let received = self.pps_in * self.window_secs;
-        self.cpu_us_per_packet_handled = (sent + received > 0.0).then(|| (user + kernel) * 1e6 / (sent + received));
+        let handled = |cpu: f64| (sent + received > 0.0).then(|| cpu * 1e6 / (sent + received));
+        self.cpu_us_per_packet_handled = handled(user + kernel);
+        self.kernel_us_per_packet_handled = handled(kernel);
+        let per_participant_second =
+            |cpu: f64| (self.participants > 0.0).then(|| cpu * 1e6 / (self.participants * self.window_secs));
+        self.cpu_us_per_participant_second = per_participant_second(user + kernel);
+        self.kernel_us_per_participant_second = per_participant_second(kernel);
     }
 }
 

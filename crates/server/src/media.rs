@@ -14,17 +14,18 @@ use crate::quic::paths::{QuicPaths, Route};
 use bytes::Bytes;
 use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
-use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription};
+use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription, UdpMedia};
 use palaver_legs::{LegConfig, LegHandle, LegTransport};
-use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers};
+use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers, TransportKind};
 use palaver_sfu::engine::SourceTap;
 use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
+use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::gateway::ServerLeg;
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
+use palaver_signaling::gateway::{AttachedMedia, Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
 use tokio::sync::mpsc;
 
 /// The media controller of the process: the worker pool and every conversation's media.
@@ -310,28 +311,46 @@ impl MediaPlane for MediaController {
         path: MediaPathId,
         tracks: Vec<MediaTrack>,
         receive: MediaReceive,
-    ) -> MediaFuture<Vec<MediaTrack>> {
+    ) -> MediaFuture<AttachedMedia> {
         let result =
             self.quic_paths.get(path).ok_or_else(|| refused(ErrorCode::InvalidState, "the QUIC connection has closed"));
         let result = result.and_then(|path| {
             let (conversation, participant) = (&session.conversation_id, &session.participant_id);
             let link = DirectLink::new(DEFAULT_EGRESS_CAPACITY);
             let may_send = session.may_send_media;
-            let (joined, attached) = self.call(|c| {
-                let (joined, attached, out) = c
-                    .join_direct(conversation, participant, may_send, link.clone(), &tracks, receive)
-                    .map_err(rejected)?;
-                Ok(((joined, attached), out))
+            let keying = path.srtp_keying();
+            let (joined, attached, udp) = self.call(|c| {
+                let (transport, credentials) = match keying {
+                    Some(keying) => {
+                        let (ice_ufrag, ice_pwd) = c.ice_credentials();
+                        let keys = SrtpKeys::quic_server(keying);
+                        (
+                            TransportKind::IceSrtp { ice_ufrag: ice_ufrag.clone(), ice_pwd: ice_pwd.clone(), keys },
+                            Some((ice_ufrag, ice_pwd)),
+                        )
+                    }
+                    None => (TransportKind::Direct { link: link.clone() }, None),
+                };
+                let (joined, attached, out) =
+                    c.join_quic(conversation, participant, may_send, transport, &tracks, receive).map_err(rejected)?;
+                let udp = credentials.map(|(ice_ufrag, ice_pwd)| UdpMedia {
+                    address: c.worker_address(joined.worker),
+                    ice_ufrag,
+                    ice_pwd,
+                });
+                Ok(((joined, attached, udp), out))
             })?;
-            path.set_route(Some(Route {
+            // An SRTP carrier's media goes straight to the worker's socket: no datagram route.
+            let route = udp.is_none().then(|| Route {
                 pool: self.pool.clone(),
                 worker: joined.worker,
                 transport: joined.transport,
                 link,
-            }));
+            });
+            path.set_route(route);
             tracing::info!(%conversation, %participant, transport = joined.transport.0, video_slots = receive.video,
-                screen_slot = receive.screen, "QUIC media attached");
-            Ok(attached)
+                screen_slot = receive.screen, srtp = udp.is_some(), "QUIC media attached");
+            Ok(AttachedMedia { tracks: attached, udp })
         });
         Box::pin(async move { result })
     }

@@ -129,6 +129,29 @@ impl Peer {
         }
     }
 
+    /// Peer `n` as a QUIC participant on the SRTP media carrier: AEAD_AES_128_GCM keys split
+    /// from (test) TLS-exported keying material exactly as the server and `palaver-client` do.
+    pub fn quic_srtp(n: u32) -> Self {
+        use palaver_core::protocol::quic::{SRTP_KEYING_BYTES, SrtpKeying};
+        let material: [u8; SRTP_KEYING_BYTES] = std::array::from_fn(|i| (i as u8).wrapping_mul(13) ^ n as u8);
+        let keying = SrtpKeying::from_exported(&material);
+        let profile = Profile::AeadAes128Gcm;
+        Self {
+            to_server: SrtpContext::new(profile, &keying.client_key, &keying.client_salt).expect("valid keys"),
+            from_server: SrtpContext::new(profile, &keying.server_key, &keying.server_salt).expect("valid keys"),
+            keys: SrtpKeys::quic_server(&keying),
+            ..Self::new(n, profile)
+        }
+    }
+
+    /// A STUN binding request to the server as this peer's first packet (ICE-lite learns its
+    /// address from it); the length written into `out`.
+    pub fn binding_request(&self, out: &mut [u8], transaction: u8) -> usize {
+        let username = format!("{}:peer", self.ufrag);
+        crate::webrtc::stun::write_binding_request(out, &[transaction; 12], &username, self.pwd.as_bytes())
+            .expect("room for a binding request")
+    }
+
     /// The command that adds this peer's transport to `router` (`remote`: its known address,
     /// or `None` to learn it from an ICE check).
     pub fn add_transport(&self, router: RouterId, remote: Option<SocketAddr>) -> Command {

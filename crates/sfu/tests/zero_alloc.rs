@@ -78,27 +78,46 @@ fn publisher_packet(plain: &mut [u8], i: u32) -> usize {
 #[test]
 fn forwarding_100k_packets_allocates_nothing() {
     for profile in [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm] {
-        run(profile);
+        run(profile, false);
     }
 }
 
-fn run(profile: Profile) {
+/// The QUIC participant's SRTP media carrier (`docs/quic.md`): every peer's transport is
+/// added without an address (as `TransportKind::IceSrtp` does), learned from its STUN binding
+/// request, and keyed from TLS-exported keying material; then the same 100k+ packets.
+#[test]
+fn the_quic_srtp_carrier_forwards_100k_packets_without_allocating() {
+    run(Profile::AeadAes128Gcm, true);
+}
+
+fn run(profile: Profile, quic_srtp: bool) {
+    let peer = |n: u32| if quic_srtp { Peer::quic_srtp(n) } else { Peer::new(n, profile) };
+    let known = |addr: SocketAddr| (!quic_srtp).then_some(addr);
+    let mut stun = [0u8; 256];
     let room = RouterId(9);
     let counters = Arc::new(WorkerCounters::default());
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = CountingTransmit::new();
     let mut now = Instant::now();
-    let mut publisher = Peer::new(1, profile);
+    let mut publisher = peer(1);
     let publisher_addr: SocketAddr = "127.0.0.1:40001".parse().unwrap();
-    for c in room_commands(room, &publisher, Some(publisher_addr)) {
+    for c in room_commands(room, &publisher, known(publisher_addr)) {
         core.handle_command(now, c, &mut tx).unwrap();
+    }
+    if quic_srtp {
+        let n = publisher.binding_request(&mut stun, 1);
+        core.handle_datagram(now, publisher_addr, &mut stun[..n], &mut tx);
     }
     let mut subscribers = Vec::new();
     for n in 0..4u32 {
-        let peer = Peer::new(10 + n, profile);
+        let peer = peer(10 + n);
         let addr: SocketAddr = format!("127.0.0.1:{}", 41000 + n).parse().unwrap();
-        for c in subscriber_commands(room, &peer, Some(addr), true) {
+        for c in subscriber_commands(room, &peer, known(addr), true) {
             core.handle_command(now, c, &mut tx).unwrap();
+        }
+        if quic_srtp {
+            let k = peer.binding_request(&mut stun, 2 + n as u8);
+            core.handle_datagram(now, addr, &mut stun[..k], &mut tx);
         }
         subscribers.push((peer, addr));
     }
@@ -155,8 +174,11 @@ fn run(profile: Profile) {
     let receiver_reports = tx.receiver_reports - reports_before.1;
     assert!(sender_reports >= 4 * 200, "{profile:?}: {sender_reports} sender reports");
     assert!(receiver_reports >= 200, "{profile:?}: {receiver_reports} receiver reports");
+    if quic_srtp {
+        assert_eq!(snapshot.stun_answered, 5, "each peer bound once by STUN");
+    }
     println!(
-        "{profile:?}: {forwarded} packets forwarded, {sender_reports} SRs, {receiver_reports} RRs, \
+        "{profile:?} (QUIC SRTP carrier: {quic_srtp}): {forwarded} packets forwarded, {sender_reports} SRs, {receiver_reports} RRs, \
          {allocations} heap allocations"
     );
     assert_eq!(allocations, 0, "{profile:?}: {allocations} allocations while forwarding {forwarded} packets");

@@ -168,6 +168,51 @@ async fn two_quic_participants_hear_each_others_tone() {
     b.close().await;
 }
 
+/// The SRTP media carrier (`docs/quic.md`): Alice's media goes as SRTP over UDP straight to the
+/// media worker (keys from the QUIC TLS exporter, after a STUN binding), Bob's as datagrams;
+/// each hears the other's tone, so both carriers meet in one mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_participant_on_the_srtp_carrier_hears_and_is_heard() {
+    let users =
+        [("0a000000-0000-4000-8000-0000000000c3", "Alice Srtp"), ("0a000000-0000-4000-8000-0000000000d4", "Bob Quic")];
+    let Meeting { dir: _dir, server, ca_pem, tokens: [alice, bob], join_url } =
+        meeting("palaver-e2e-quic-srtp", users).await;
+    let addr = quic_address(&server, &alice).await;
+    let mut srtp_options = ConnectOptions::new(addr, "localhost", ca_pem.clone());
+    srtp_options.media = palaver_client::MediaCarrier::Srtp;
+    let mut a = QuicClient::connect(&srtp_options, &alice).await.expect("Alice connects");
+    let mut b = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), &bob).await.expect("Bob connects");
+    assert_eq!(a.media_carrier(), palaver_client::MediaCarrier::Srtp);
+    a.join(JoinTarget::MeetingLink { join_url: join_url.clone() }, None).await.expect("Alice joins");
+    b.join(JoinTarget::MeetingLink { join_url }, None).await.expect("Bob joins");
+    let (ssrc_a, ssrc_b) = (0x0C0C_0003, 0x0D0D_0004);
+    let to_a = a.attach_media(vec![MediaTrack::opus(ssrc_a)]).await.expect("Alice attaches and binds");
+    b.attach_media(vec![MediaTrack::opus(ssrc_b)]).await.expect("Bob attaches");
+    let mut rx_a = a.take_rtp_receiver().expect("RTP queue");
+    let mut rx_b = b.take_rtp_receiver().expect("RTP queue");
+    let (mut tx_a, mut tx_b) = (a.rtp_sender(ssrc_a, 111), b.rtp_sender(ssrc_b, 111));
+    let until = Instant::now() + TALK;
+    let talk = async move {
+        let (mut tone_a, mut tone_b) =
+            (ToneEncoder::new(TONE_A_HZ, TONE_AMPLITUDE), ToneEncoder::new(TONE_B_HZ, TONE_AMPLITUDE));
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while Instant::now() < until {
+            tick.tick().await;
+            tx_a.send(&tone_a.next_frame(), FRAME as u32, Some(30)).expect("Alice sends SRTP");
+            tx_b.send(&tone_b.next_frame(), FRAME as u32, Some(30)).expect("Bob sends");
+        }
+    };
+    let end = until + Duration::from_millis(300);
+    let (_, heard_a, heard_b) = tokio::join!(talk, collect(&mut rx_a, end), collect(&mut rx_b, end));
+    println!("Alice (SRTP) stats {:?}; Bob stats {:?}", a.stats(), b.stats());
+    assert_hears("Alice", &heard_a, TONE_B_HZ, TONE_A_HZ, MIN_HEARD);
+    assert_hears("Bob", &heard_b, TONE_A_HZ, TONE_B_HZ, MIN_HEARD);
+    assert!(heard_a.iter().all(|p| p.ssrc == to_a[0].ssrc), "Alice hears on the announced SSRC");
+    assert_eq!(a.stats().invalid_datagrams, 0, "every SRTP packet from the worker authenticates");
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_quic_input_gets_errors_and_the_server_keeps_serving() {
     let dir = TempDir::new("palaver-e2e-quic-bad");

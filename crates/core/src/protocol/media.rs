@@ -180,6 +180,40 @@ impl MediaReceive {
 #[serde(tag = "type", rename = "auth")]
 pub struct AuthFrame {
     pub token: String,
+    /// How this connection's media travels after `media.attach` (absent: QUIC datagrams).
+    #[serde(default, skip_serializing_if = "MediaCarrier::is_datagram")]
+    pub media: MediaCarrier,
+}
+
+/// How a QUIC participant's media travels (`docs/quic.md`, "Media carriers"), chosen once per
+/// connection in its [`AuthFrame`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaCarrier {
+    /// Plain RTP/RTCP in QUIC DATAGRAM frames on the connection (the default).
+    #[default]
+    Datagram,
+    /// SRTP (AEAD_AES_128_GCM) over UDP to the hosting media worker's socket, after an ICE-lite
+    /// STUN binding with the credentials of `media.attached`'s `udp`; the SRTP master keys are
+    /// exported from the connection's TLS session ([`super::quic::SrtpKeying`]).
+    Srtp,
+}
+
+impl MediaCarrier {
+    pub fn is_datagram(&self) -> bool {
+        *self == Self::Datagram
+    }
+}
+
+/// Where a [`MediaCarrier::Srtp`] participant sends its media (`media.attached`'s `udp`):
+/// the media worker's UDP address and the ICE-lite credentials its STUN binding request must
+/// carry (USERNAME `iceUfrag:<anything>`, MESSAGE-INTEGRITY keyed with `icePwd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UdpMedia {
+    pub address: std::net::SocketAddr,
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
 }
 
 impl AuthFrame {
@@ -273,7 +307,7 @@ mod tests {
     #[test]
     fn attached_tracks_name_their_slots() {
         let video = MediaTrack { mid: Some("quic-video-0".into()), ..MediaTrack::vp8(MediaKind::Video, 7) };
-        let attached = ServerMessage::MediaAttached { request_id: None, tracks: vec![video.clone()] };
+        let attached = ServerMessage::MediaAttached { request_id: None, tracks: vec![video.clone()], udp: None };
         let value = serde_json::to_value(&attached).unwrap();
         assert_eq!(
             value,

@@ -542,6 +542,9 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
         tracks: Vec<MediaTrack>,
+        /// Set for a connection whose media carrier is SRTP over UDP (`docs/quic.md`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        udp: Option<UdpMedia>,
     },
     /// Answer to `call.place`: the new call's id. Call progress then arrives as `call.*` events.
     #[serde(rename = "call.placed")]
@@ -697,6 +700,10 @@ mod tests {
     fn quic_frames_have_documented_shapes() {
         let auth = AuthFrame::parse(r#"{"type":"auth","token":"t"}"#).unwrap();
         assert_eq!(auth.token, "t");
+        assert_eq!(auth.media, MediaCarrier::Datagram);
+        let srtp = AuthFrame::parse(r#"{"type":"auth","token":"t","media":"srtp"}"#).unwrap();
+        assert_eq!(srtp.media, MediaCarrier::Srtp);
+        assert_eq!(serde_json::to_value(&srtp).unwrap(), json!({"type":"auth","token":"t","media":"srtp"}));
         assert_eq!(serde_json::to_value(&auth).unwrap(), json!({"type":"auth","token":"t"}));
         assert_eq!(
             AuthFrame::parse(r#"{"type":"join","token":"t"}"#).unwrap_err().code(),
@@ -704,8 +711,11 @@ mod tests {
         );
         assert_eq!(AuthFrame::parse(r#"{"type":"auth"}"#).unwrap_err().code(), crate::ErrorCode::InvalidParameter);
         assert_eq!(AuthFrame::parse("\u{0}").unwrap_err().code(), crate::ErrorCode::InvalidJson);
-        let attached =
-            ServerMessage::MediaAttached { request_id: Some("r1".into()), tracks: vec![MediaTrack::opus(9)] };
+        let attached = ServerMessage::MediaAttached {
+            request_id: Some("r1".into()),
+            tracks: vec![MediaTrack::opus(9)],
+            udp: None,
+        };
         assert_eq!(
             serde_json::to_value(&attached).unwrap(),
             json!({"type":"media.attached","requestId":"r1","tracks":[{"kind":"audio","ssrc":9,"payloadType":111}]})

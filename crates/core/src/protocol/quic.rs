@@ -41,6 +41,40 @@ pub fn video_mid(index: usize) -> String {
     format!("{VIDEO_MID_PREFIX}{index}")
 }
 
+/// The TLS exporter label (RFC 5705 / RFC 8446 §7.5) of the SRTP media carrier's keys.
+pub const SRTP_EXPORTER_LABEL: &[u8] = b"EXPORTER-palaver-srtp";
+/// Bytes exported with [`SRTP_EXPORTER_LABEL`] (empty context): two AEAD_AES_128_GCM master
+/// keys and two master salts, laid out as RFC 5764 §4.2 does for DTLS-SRTP.
+pub const SRTP_KEYING_BYTES: usize = 2 * (16 + 12);
+
+/// The SRTP master keys of one connection (profile AEAD_AES_128_GCM), split from the exported
+/// keying material: `client_key | server_key | client_salt | server_salt`. The client protects
+/// with the client key and salt, the server with the server's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeying {
+    pub client_key: [u8; 16],
+    pub server_key: [u8; 16],
+    pub client_salt: [u8; 12],
+    pub server_salt: [u8; 12],
+}
+
+impl SrtpKeying {
+    pub fn from_exported(material: &[u8; SRTP_KEYING_BYTES]) -> Self {
+        let mut k = Self { client_key: [0; 16], server_key: [0; 16], client_salt: [0; 12], server_salt: [0; 12] };
+        k.client_key.copy_from_slice(&material[..16]);
+        k.server_key.copy_from_slice(&material[16..32]);
+        k.client_salt.copy_from_slice(&material[32..44]);
+        k.server_salt.copy_from_slice(&material[44..56]);
+        k
+    }
+}
+
+impl std::fmt::Debug for SrtpKeying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SrtpKeying(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +87,13 @@ mod tests {
         assert_eq!(codes, [0, 1, 2, 3]);
         assert_eq!(ALPN, b"palaver/1");
         assert_eq!(video_mid(1), "quic-video-1");
+    }
+
+    #[test]
+    fn exported_keying_splits_like_dtls_srtp() {
+        let material: [u8; SRTP_KEYING_BYTES] = std::array::from_fn(|i| i as u8);
+        let k = SrtpKeying::from_exported(&material);
+        assert_eq!((k.client_key[0], k.server_key[0], k.client_salt[0], k.server_salt[11]), (0, 16, 32, 55));
+        assert_eq!(format!("{k:?}"), "SrtpKeying(..)", "keys never reach a log");
     }
 }

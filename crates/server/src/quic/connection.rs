@@ -6,8 +6,10 @@
 use super::frames::{self, read_frame};
 use super::paths::{CachedRoute, QuicPath, QuicPaths};
 use palaver_core::ErrorCode;
-use palaver_core::protocol::quic::{CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL};
-use palaver_core::protocol::{AuthFrame, FrameError, ServerMessage};
+use palaver_core::protocol::quic::{
+    CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL, SRTP_EXPORTER_LABEL, SRTP_KEYING_BYTES, SrtpKeying,
+};
+use palaver_core::protocol::{AuthFrame, FrameError, MediaCarrier, ServerMessage};
 use palaver_core::stream_frame::{FrameDecoder, MAX_SKIPPABLE_FRAME_BYTES, frame_bytes};
 use palaver_core::time::now_ms;
 use palaver_signaling::app::AppState;
@@ -47,8 +49,8 @@ pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPa
     };
     let mut decoder = FrameDecoder::with_limit(MAX_SKIPPABLE_FRAME_BYTES);
     let verdict = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&state, &mut recv, &mut decoder)).await;
-    let ident = match verdict {
-        Ok(Ok(ident)) => ident,
+    let (ident, carrier) = match verdict {
+        Ok(Ok(verdict)) => verdict,
         Ok(Err((code, message))) => return refuse(&state, connection, send, code, message).await,
         Err(_) => {
             let message = format!("no `auth` frame within {} s", AUTH_TIMEOUT.as_secs());
@@ -57,7 +59,16 @@ pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPa
     };
     let user = ident.raw_id();
     let (path_id, path) = paths.register();
-    tracing::debug!(%remote, user = %user, path = path_id.0, "QUIC participant authenticated");
+    if carrier == MediaCarrier::Srtp {
+        let mut material = [0u8; SRTP_KEYING_BYTES];
+        if connection.export_keying_material(&mut material, SRTP_EXPORTER_LABEL, b"").is_err() {
+            paths.unregister(path_id);
+            connection.close(CLOSE_PROTOCOL.into(), b"no TLS exporter");
+            return;
+        }
+        path.use_srtp(SrtpKeying::from_exported(&material));
+    }
+    tracing::debug!(%remote, user = %user, path = path_id.0, ?carrier, "QUIC participant authenticated");
     let ingress = tokio::spawn(pump_ingress(connection.clone(), path.clone(), paths.clone()));
     let egress = tokio::spawn(pump_egress(connection.clone(), path, paths.clone()));
     let violation = Arc::new(AtomicBool::new(false));
@@ -88,7 +99,7 @@ async fn authenticate(
     state: &AppState,
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
-) -> Result<ConnIdentity, (ErrorCode, String)> {
+) -> Result<(ConnIdentity, MediaCarrier), (ErrorCode, String)> {
     let payload = match read_frame(recv, decoder).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err((ErrorCode::MissingAuthentication, "the stream ended before `auth`".into())),
@@ -102,9 +113,10 @@ async fn authenticate(
         }
         other => (other.code(), other.to_string()),
     })?;
-    authenticate_connection(state, Credential::AccessToken(&auth.token), now_ms())
+    let ident = authenticate_connection(state, Credential::AccessToken(&auth.token), now_ms())
         .await
-        .map_err(|e| (e.code, e.message))
+        .map_err(|e| (e.code, e.message))?;
+    Ok((ident, auth.media))
 }
 
 /// Sends one `error` frame, lets the client read it, and closes with [`CLOSE_AUTH_FAILED`].

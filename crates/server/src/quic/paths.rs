@@ -5,11 +5,12 @@
 //! generation changes (one atomic load per datagram, no lock, no clone).
 
 use palaver_core::MediaPathId;
+use palaver_core::protocol::quic::SrtpKeying;
 use palaver_sfu::net::{DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
 
 /// Where one connection's datagrams go: a direct transport of one worker.
@@ -29,9 +30,22 @@ pub struct QuicPath {
     generation: AtomicU64,
     /// Signalled (one stored permit) when the route changes, for the egress pump.
     changed: Notify,
+    /// Set when the connection chose the SRTP media carrier (`auth` `"media":"srtp"`): the
+    /// keys exported from its TLS session. Its media then bypasses the datagram pumps.
+    srtp_keying: OnceLock<SrtpKeying>,
 }
 
 impl QuicPath {
+    /// Marks the connection's media carrier as SRTP over UDP with these keys (once).
+    pub fn use_srtp(&self, keying: SrtpKeying) {
+        let _ = self.srtp_keying.set(keying);
+    }
+
+    /// The SRTP keys, if the connection's media carrier is SRTP over UDP.
+    pub fn srtp_keying(&self) -> Option<&SrtpKeying> {
+        self.srtp_keying.get()
+    }
+
     pub fn route(&self) -> Option<Route> {
         self.route.lock().ok().and_then(|r| r.clone())
     }

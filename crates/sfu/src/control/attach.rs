@@ -28,6 +28,19 @@ pub fn direct_attach(
     may_send: bool,
     rng: &mut impl Rng,
 ) -> Attach {
+    quic_attach(TransportKind::Direct { link }, tracks, groups, receive, may_send, rng)
+}
+
+/// [`direct_attach`] over any QUIC media carrier: `transport` is the connection's datagram
+/// link ([`TransportKind::Direct`]) or SRTP over the worker's socket ([`TransportKind::IceSrtp`]).
+pub fn quic_attach(
+    transport: TransportKind,
+    tracks: &[MediaTrack],
+    groups: &[SentTrackGroup<'_>],
+    receive: MediaReceive,
+    may_send: bool,
+    rng: &mut impl Rng,
+) -> Attach {
     let publish = if may_send { groups.iter().map(published_track).collect() } else { Vec::new() };
     let declared_pt =
         |audio: bool| tracks.iter().find(|t| (t.kind == MediaKind::Audio) == audio).map(|t| t.payload_type);
@@ -47,7 +60,7 @@ pub fn direct_attach(
         slots.push(slot(quic::SCREEN_MID.to_owned(), MediaKind::Screen));
     }
     Attach {
-        transport: TransportKind::Direct { link },
+        transport,
         publish,
         receive: slots,
         mix_payload_type: audio_pt,

@@ -55,6 +55,10 @@ pub enum TransportKind {
     /// SRTP over the worker's UDP socket to a known address with signalled keys (SDES), as a
     /// SIP trunk leg would use. The server ICE credentials are random and unused by the peer.
     Srtp { remote: SocketAddr, keys: SrtpKeys },
+    /// SRTP over the worker's UDP socket from an address learned by ICE-lite (the peer's STUN
+    /// binding request with these server credentials), keys given by the control plane: a
+    /// QUIC participant whose media carrier is SRTP (keys exported from its TLS session).
+    IceSrtp { ice_ufrag: String, ice_pwd: String, keys: SrtpKeys },
     /// Plain RTP/AVP over the worker's UDP socket to a known address, no crypto: a SIP trunk
     /// leg without SRTP (trunks on a private interconnect commonly run so). See [`sip`].
     Rtp { remote: SocketAddr },
@@ -255,9 +259,24 @@ impl Conferences {
         tracks: &[MediaTrack],
         receive: MediaReceive,
     ) -> Result<(Joined, Vec<MediaTrack>, Output), ControlError> {
+        self.join_quic(conversation, participant, may_send, TransportKind::Direct { link }, tracks, receive)
+    }
+
+    /// A QUIC participant's `media.attach` over any carrier: `transport` is a
+    /// [`TransportKind::Direct`] (datagrams) or a [`TransportKind::IceSrtp`] (SRTP over the
+    /// worker's socket); the rest is [`Self::join_direct`].
+    pub fn join_quic(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        may_send: bool,
+        transport: TransportKind,
+        tracks: &[MediaTrack],
+        receive: MediaReceive,
+    ) -> Result<(Joined, Vec<MediaTrack>, Output), ControlError> {
         let groups = group_sent_tracks(tracks).map_err(ControlError::InvalidTracks)?;
         receive.check().map_err(ControlError::InvalidTracks)?;
-        let attach = attach::direct_attach(link, tracks, &groups, receive, may_send, &mut self.rng);
+        let attach = attach::quic_attach(transport, tracks, &groups, receive, may_send, &mut self.rng);
         let attached = attach::attached_tracks(&attach);
         let (joined, mut output) = self.join(conversation, participant, attach);
         if may_send {
@@ -322,6 +341,19 @@ impl Conferences {
         })
     }
 
+    /// The address of media worker `worker`'s socket as peers reach it (its host candidate).
+    pub fn worker_address(&self, worker: usize) -> SocketAddr {
+        self.config.candidates[worker]
+    }
+
+    /// Fresh server ICE-lite credentials (ufrag, password) for a [`TransportKind::IceSrtp`].
+    pub fn ice_credentials(&mut self) -> (String, String) {
+        (
+            offer::random_token(&mut self.rng, offer::ICE_UFRAG_LEN),
+            offer::random_token(&mut self.rng, offer::ICE_PWD_LEN),
+        )
+    }
+
     /// The worker address a new conference would get next (for the server's SDP offer to a
     /// trunk before its answer is known): the one hosting `conversation`, or the least loaded.
     pub fn candidate_for(&self, conversation: &str) -> SocketAddr {
@@ -356,6 +388,10 @@ impl Conferences {
                     (format!("leg{}", transport.0), format!("{:032x}", rand::Rng::r#gen::<u128>(&mut self.rng)));
                 let spec =
                     TransportSpec { id: transport, router, ice_ufrag, ice_pwd, remote: Some(remote), srtp: keys };
+                Command::AddTransport(Box::new(spec))
+            }
+            TransportKind::IceSrtp { ice_ufrag, ice_pwd, keys } => {
+                let spec = TransportSpec { id: transport, router, ice_ufrag, ice_pwd, remote: None, srtp: keys };
                 Command::AddTransport(Box::new(spec))
             }
             TransportKind::Rtp { remote } => Command::AddRtpTransport { id: transport, router, remote },

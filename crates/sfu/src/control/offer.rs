@@ -14,8 +14,8 @@ use crate::webrtc::sdp::{AnswerTrack, Offer, OfferedMedia};
 use palaver_core::MediaKind;
 
 /// Length of the server's ICE ufrag and password (RFC 8445: at least 4 and 22 characters).
-const ICE_UFRAG_LEN: usize = 8;
-const ICE_PWD_LEN: usize = 24;
+pub(super) const ICE_UFRAG_LEN: usize = 8;
+pub(super) const ICE_PWD_LEN: usize = 24;
 
 /// What an offer asks of the media plane, and what the answer says per m-section.
 #[derive(Debug)]
@@ -115,7 +115,7 @@ fn published_track(m: &OfferedMedia, kind: MediaKind, codecs: Vec<(u8, Codec)>) 
 }
 
 /// `len` random letters and digits (ICE credentials).
-fn random_token(rng: &mut impl Rng, len: usize) -> String {
+pub(super) fn random_token(rng: &mut impl Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
 }

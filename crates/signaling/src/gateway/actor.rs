@@ -423,7 +423,9 @@ impl Actor {
                     let attached = gateway.media().attach(session, path, tracks, receive);
                     tokio::spawn(async move {
                         let reply = match attached.await {
-                            Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
+                            Ok(media) => {
+                                ServerMessage::MediaAttached { request_id, tracks: media.tracks, udp: media.udp }
+                            }
                             Err(e) => ServerMessage::error(e.code, e.message, request_id),
                         };
                         gateway.record_if_error(&reply);

@@ -168,7 +168,7 @@ fn call_media(gateway: &Gateway, media_sessions: &mut HashSet<String>, connected
             let attached = gateway.media().attach(session, path, tracks, receive);
             tokio::spawn(async move {
                 let reply = match attached.await {
-                    Ok(tracks) => ServerMessage::MediaAttached { request_id, tracks },
+                    Ok(media) => ServerMessage::MediaAttached { request_id, tracks: media.tracks, udp: media.udp },
                     Err(e) => ServerMessage::error(e.code, e.message, request_id),
                 };
                 gateway.record_if_error(&reply);

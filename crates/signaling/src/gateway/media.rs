@@ -4,7 +4,7 @@
 //! Until a media plane is plugged in, [`MediaUnavailable`] answers every offer with the
 //! `MediaUnavailable` error code.
 
-use palaver_core::protocol::{IceCandidate, MediaTrack};
+use palaver_core::protocol::{IceCandidate, MediaTrack, UdpMedia};
 use palaver_core::{ErrorCode, MediaPathId};
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +26,14 @@ pub struct MediaError {
     pub message: String,
 }
 
+/// What `media.attach` resolves to: the tracks the server sends, and for a connection whose
+/// media carrier is SRTP over UDP, where to send it (`media.attached`'s `udp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedMedia {
+    pub tracks: Vec<MediaTrack>,
+    pub udp: Option<UdpMedia>,
+}
+
 pub type MediaFuture<T> = Pin<Box<dyn Future<Output = Result<T, MediaError>> + Send>>;
 
 /// The media plane as the control plane sees it (its port): join by SDP offer or by direct
@@ -45,15 +53,16 @@ pub trait MediaPlane: Send + Sync + 'static {
     fn subscribe(&self, _session: MediaSession, _slots: Vec<palaver_core::protocol::SlotSubscription>) {}
     /// Plain RTP over the connection's datagram `path` (QUIC): the participant sends `tracks`
     /// (already checked: `group_sent_tracks`) and receives the audio mix plus the video slots
-    /// `receive` asks for; resolves to the tracks the server sends it. Replaces an earlier
-    /// media session of the participant.
+    /// `receive` asks for; resolves to the tracks the server sends it (and, for an SRTP
+    /// carrier, the worker's UDP address and ICE credentials). Replaces an earlier media
+    /// session of the participant.
     fn attach(
         &self,
         session: MediaSession,
         path: MediaPathId,
         tracks: Vec<MediaTrack>,
         receive: palaver_core::protocol::MediaReceive,
-    ) -> MediaFuture<Vec<MediaTrack>> {
+    ) -> MediaFuture<AttachedMedia> {
         let _ = (session, path, tracks, receive);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }

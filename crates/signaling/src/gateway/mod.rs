@@ -21,7 +21,7 @@ pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
 pub use limits::RateLimit;
-pub use media::{MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
+pub use media::{AttachedMedia, MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
 pub use phone::{MeetingDialOut, PhoneNotice};
 pub use routes::{authenticate, routes};
 
