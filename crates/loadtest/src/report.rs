@@ -245,9 +245,11 @@ impl Report {
                         (Some(us), Some(kernel)) => format!(
                             "{us:.0} µs ({:.0} user + {kernel:.0} kernel; {:.0} participants)",
                             us - kernel,
-                            w.participants
+                            w.run_participants.unwrap_or(w.participants)
                         ),
-                        (Some(us), None) => format!("{us:.0} µs ({:.0} participants)", w.participants),
+                        (Some(us), None) => {
+                            format!("{us:.0} µs ({:.0} participants)", w.run_participants.unwrap_or(w.participants))
+                        }
                         (None, _) => "-".into(),
                     },
                 );

@@ -137,6 +137,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
 
     // Server metrics at both ends of the steady-state window.
     let server_pid = config.server_pid;
+    let run_participants = seats.len();
     let metrics = config.metrics_url.clone().map(|url| {
         let http = reqwest::Client::new();
         tokio::spawn(async move {
@@ -150,6 +151,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             let tester1 = process_cpu_split(std::process::id());
             let last = scrape(&http, &url).await?;
             let mut window = ServerWindow::between(&first, &last, t0.elapsed());
+            window.set_run_participants(run_participants);
             if let Some((c0, c1)) = cpu0.zip(cpu1) {
                 window.use_procfs(c0, c1, last.packets_sent - first.packets_sent);
             }

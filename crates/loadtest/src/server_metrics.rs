@@ -190,8 +190,13 @@ pub struct ServerWindow {
     pub kernel_us_per_forwarded_packet: Option<f64>,
     /// Kernel receive-buffer drops on the server's UDP sockets during the window.
     pub udp_receive_drops: f64,
-    /// Participants connected at the end of the window (`palaver_participants`).
+    /// Participants connected at the end of the window (`palaver_participants`). It can
+    /// include another run's participants still in their reconnect grace period.
     pub participants: f64,
+    /// Participants this run drove (its seats); the divisor of the per-participant-second
+    /// figures when set, so leftovers of an earlier run do not dilute them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_participants: Option<f64>,
     /// Server CPU per participant-second (µs of CPU per participant per second of the window).
     pub cpu_us_per_participant_second: Option<f64>,
     /// Its kernel (system time) part. Only from procfs.
@@ -229,6 +234,7 @@ impl ServerWindow {
             kernel_us_per_forwarded_packet: None,
             udp_receive_drops: (end.udp_receive_drops - start.udp_receive_drops).max(0.0),
             participants: end.participants,
+            run_participants: None,
             cpu_us_per_participant_second: (end.participants > 0.0).then(|| cpu * 1e6 / (end.participants * secs)),
             kernel_us_per_participant_second: None,
             kernel_us_per_packet_handled: None,
@@ -258,10 +264,26 @@ impl ServerWindow {
         let handled = |cpu: f64| (sent + received > 0.0).then(|| cpu * 1e6 / (sent + received));
         self.cpu_us_per_packet_handled = handled(user + kernel);
         self.kernel_us_per_packet_handled = handled(kernel);
-        let per_participant_second =
-            |cpu: f64| (self.participants > 0.0).then(|| cpu * 1e6 / (self.participants * self.window_secs));
-        self.cpu_us_per_participant_second = per_participant_second(user + kernel);
-        self.kernel_us_per_participant_second = per_participant_second(kernel);
+        self.cpu_us_per_participant_second = self.per_participant_second(user + kernel);
+        self.kernel_us_per_participant_second = self.per_participant_second(kernel);
+    }
+
+    /// Divides the per-participant-second figures by the participants this run drove instead
+    /// of the server's gauge (which may still count an earlier run's participants). Call it
+    /// before [`Self::use_procfs`], which divides by the same count.
+    pub fn set_run_participants(&mut self, participants: usize) {
+        self.run_participants = (participants > 0).then_some(participants as f64);
+        self.cpu_us_per_participant_second = self.per_participant_second(self.cpu_cores * self.window_secs);
+    }
+
+    fn divisor(&self) -> f64 {
+        self.run_participants.unwrap_or(self.participants)
+    }
+
+    /// µs of `cpu_seconds` per participant per second of the window.
+    fn per_participant_second(&self, cpu_seconds: f64) -> Option<f64> {
+        let n = self.divisor();
+        (n > 0.0).then(|| cpu_seconds * 1e6 / (n * self.window_secs))
     }
 }
 
@@ -318,6 +340,22 @@ palaver_media_jitter_seconds NaN
         assert!((local.cpu_us_per_forwarded_packet.unwrap() - 5.0).abs() < 1e-9);
         assert!((local.kernel_us_per_forwarded_packet.unwrap() - 4.0).abs() < 1e-9);
         assert!((local.cpu_us_per_packet_handled.unwrap() - 2e6 / 450_000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn per_participant_second_divides_by_the_runs_own_participants() {
+        // The server still counts 100 participants of an earlier run in their grace period.
+        let a = ServerSample { participants: 200.0, ..ServerSample::from_body("u", BODY).unwrap() };
+        let b = ServerSample { cpu_seconds: 14.5, ..a };
+        let mut w = ServerWindow::between(&a, &b, Duration::from_secs(10));
+        assert!((w.cpu_us_per_participant_second.unwrap() - 1_000.0).abs() < 1e-9, "2 s / 200 / 10 s");
+        w.set_run_participants(100);
+        assert!((w.cpu_us_per_participant_second.unwrap() - 2_000.0).abs() < 1e-9, "2 s / 100 / 10 s");
+        // procfs: 1.5 s user + 0.5 s kernel, still over this run's 100.
+        w.use_procfs(CpuSplit { user: 1.0, kernel: 1.0 }, CpuSplit { user: 2.5, kernel: 1.5 }, 1_000.0);
+        assert!((w.cpu_us_per_participant_second.unwrap() - 2_000.0).abs() < 1e-9);
+        assert!((w.kernel_us_per_participant_second.unwrap() - 500.0).abs() < 1e-9);
+        assert_eq!((w.participants, w.run_participants), (200.0, Some(100.0)));
     }
 
     #[test]
