@@ -223,11 +223,11 @@ mod tests {
 
     #[test]
     fn start_meter_report_and_restart_recovers() {
-        let dir = std::env::temp_dir().join(format!("palaver-usage-service-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::testing::ScratchDb::new("palaver-usage-service", "unused");
+        let dir = scratch.dir();
         let config = UsageConfig::default();
         let telemetry = Arc::new(RecordingTelemetry::default());
-        let usage = UsageService::start(&config, &dir, telemetry.clone()).unwrap();
+        let usage = UsageService::start(&config, dir, telemetry.clone()).unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         usage.observer().session_started(SessionStarted {
             session_id: "s".into(),
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(reported.open_participants.get(&ParticipantType::Acs), Some(&1), "{reported:?}");
         // no shutdown: the session stays open in the ledger, as after a crash
         drop(usage);
-        let again = UsageService::start(&config, &dir, telemetry.clone()).unwrap();
+        let again = UsageService::start(&config, dir, telemetry.clone()).unwrap();
         assert_eq!(again.recovery.sessions_closed, 1);
         assert_eq!(telemetry.reported().recovered_sessions, 1);
         again.shutdown();

@@ -15,10 +15,8 @@ const MIN: i64 = 60_000;
 const T0: i64 = 1_795_255_200_000;
 const CHILD_ENV: &str = "PALAVER_BILLING_CRASH_CHILD_DB";
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palaver-recorder-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.sqlite"))
+fn temp_db(name: &str) -> crate::testing::ScratchDb {
+    crate::testing::ScratchDb::new("palaver-recorder", name)
 }
 
 fn started(session: &str, raw: &str, t: ParticipantType, at_ms: i64) -> SessionStarted {
@@ -204,7 +202,7 @@ fn sigkill_then_restart_recovers_every_session_once() {
     let path = temp_db("sigkill");
     let mut child = Process::new(std::env::current_exe().unwrap())
         .args(["--exact", "recorder::tests::crash_child_process", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &path)
+        .env(CHILD_ENV, path.as_os_str())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

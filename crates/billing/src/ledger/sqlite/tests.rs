@@ -3,20 +3,14 @@
 //! on a fresh SQLite file per test.
 
 use super::*;
-use std::path::PathBuf;
-
-pub(crate) fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palaver-billing-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.sqlite"))
-}
+use crate::testing::ScratchDb;
 
 /// The backend-independent cases (`ledger::conformance`), on a fresh SQLite file per test.
 mod conformance {
     use super::*;
 
     crate::ledger_conformance_tests!({
-        let path = temp_db("conformance");
+        let path = ScratchDb::new("palaver-billing", "conformance");
         move |options: LedgerOptions| Box::new(SqliteLedger::open(&path, options).unwrap()) as Box<dyn UsageLedger>
     });
 }
