@@ -127,21 +127,22 @@ impl Transmit for CountingTransmit {
     }
 }
 
-#[test]
-fn the_worker_mixing_path_does_not_allocate() {
-    let voice = frames(true, 50);
-    let quiet = frames(false, 50);
-    let room = RouterId(5);
-    let counters = std::sync::Arc::new(WorkerCounters::default());
-    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
-    let t0 = Instant::now();
-    let mut peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=5u32)
+/// Creates `room` on `core` with five SRTP peers (UDP ports `base_port + 1..=5`), each an Opus
+/// producer with a mix output: the set-up the worker-path allocation tests share.
+fn opus_room(
+    core: &mut Engine,
+    tx: &mut CountingTransmit,
+    t0: Instant,
+    room: RouterId,
+    base_port: u32,
+) -> Vec<(support::Peer, std::net::SocketAddr)> {
+    let peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=5u32)
         .map(|n| {
-            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 42000 + n).parse().unwrap())
+            let addr = format!("127.0.0.1:{}", base_port + n).parse().unwrap();
+            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), addr)
         })
         .collect();
-    core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
+    core.handle_command(t0, Command::CreateRouter { router: room }, tx).unwrap();
     for (peer, addr) in &peers {
         let n = peer.transport.0;
         let producer = ProducerSpec::opus(ProducerId(n), peer.transport, support::OPUS, 0xA000 + n, 1);
@@ -151,9 +152,22 @@ fn the_worker_mixing_path_does_not_allocate() {
             Command::AddProducer { router: room, spec: producer },
             Command::SetMixOutput { router: room, transport: peer.transport, output },
         ] {
-            core.handle_command(t0, command, &mut tx).unwrap();
+            core.handle_command(t0, command, tx).unwrap();
         }
     }
+    peers
+}
+
+#[test]
+fn the_worker_mixing_path_does_not_allocate() {
+    let voice = frames(true, 50);
+    let quiet = frames(false, 50);
+    let room = RouterId(5);
+    let counters = std::sync::Arc::new(WorkerCounters::default());
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let t0 = Instant::now();
+    let mut peers = opus_room(&mut core, &mut tx, t0, room, 42000);
     let mut plain = [0u8; 1500];
     let mut wire = [0u8; 1600];
     let mut step = |tick: u64, core: &mut Engine, tx: &mut CountingTransmit| {
@@ -322,24 +336,7 @@ fn per_participant_audio_on_the_worker_does_not_allocate() {
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
     let t0 = Instant::now();
-    let mut peers: Vec<(support::Peer, std::net::SocketAddr)> = (1..=5u32)
-        .map(|n| {
-            (support::Peer::new(n, Profile::Aes128CmHmacSha1_80), format!("127.0.0.1:{}", 44000 + n).parse().unwrap())
-        })
-        .collect();
-    core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
-    for (peer, addr) in &peers {
-        let n = peer.transport.0;
-        let producer = ProducerSpec::opus(ProducerId(n), peer.transport, support::OPUS, 0xA000 + n, 1);
-        let output = Some(MixOutputSpec { ssrc: 0x9000 + n, payload_type: support::OPUS });
-        for command in [
-            peer.add_transport(room, Some(*addr)),
-            Command::AddProducer { router: room, spec: producer },
-            Command::SetMixOutput { router: room, transport: peer.transport, output },
-        ] {
-            core.handle_command(t0, command, &mut tx).unwrap();
-        }
-    }
+    let mut peers = opus_room(&mut core, &mut tx, t0, room, 44000);
     let transport = |i: usize| peers[i].0.transport;
     let tap = std::sync::Arc::new(SourceTap::new(64));
     for audio in [
