@@ -87,6 +87,12 @@ error_codes! {
     StorageUnavailable = 503,
     MediaUnavailable = 503,
     PstnUnavailable = 503,
+    // A phone number dialled out through a SIP trunk did not answer (issue 16): the SIP
+    // final response mapped to what the requester can act on (crates/sip, docs/sip.md).
+    PhoneBusy = 409,
+    PhoneNoAnswer = 408,
+    PhoneDeclined = 403,
+    PhoneNumberUnreachable = 404,
 }
 
 impl std::fmt::Display for ErrorCode {

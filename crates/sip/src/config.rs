@@ -24,12 +24,20 @@ pub struct SipConfig {
     /// OPTIONS keep-alives to every trunk this often (0: off).
     #[serde(default = "default_options_interval")]
     pub options_interval_secs: u64,
+    /// While an inbound call waits (ringing, a queue, a meeting's lobby) its last 18x is
+    /// repeated this often, so proxies do not end it (RFC 3261 §13.3.1.1; 0: never).
+    #[serde(default = "default_provisional_refresh")]
+    pub provisional_refresh_secs: u64,
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
 }
 
 fn default_options_interval() -> u64 {
     30
+}
+
+fn default_provisional_refresh() -> u64 {
+    60
 }
 
 /// How a trunk's media is protected.
@@ -250,6 +258,7 @@ route = "meeting:m1"
         let sip = file.sip.unwrap();
         assert_eq!(sip.trunks[0].codecs, ["PCMA", "PCMU"]);
         assert_eq!(sip.options_interval_secs, 30);
+        assert_eq!(sip.provisional_refresh_secs, 60);
         let routes = validate(Some(&sip), &file.phone_numbers).unwrap();
         assert_eq!(routes[0].1, Route::CallAutomation);
         assert_eq!(routes[1].1, Route::User("8:orgid:0b000000-0000-4000-8000-00000000000b".into()));

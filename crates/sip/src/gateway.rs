@@ -50,22 +50,30 @@ pub(crate) struct Shared {
     pub endpoint: Arc<EndpointInner>,
     /// The UDP address this gateway listens on (Contact, Via).
     pub local: SocketAddr,
-    /// Calls with a phone leg, by palaver call id: where their call events go.
-    pub calls: Mutex<HashMap<String, mpsc::UnboundedSender<CallEvent>>>,
+    /// The SIP/TLS address, when `listen_tls` is set (the Contact of dialogs over TLS).
+    pub tls: Option<SocketAddr>,
+    /// Phone legs of calls, by (palaver call id, the phone's raw id): where their call
+    /// events go. A call may have two (a transfer from one phone to another number).
+    pub calls: Mutex<HashMap<(String, String), mpsc::UnboundedSender<CallEvent>>>,
+    /// Inbound INVITEs waiting for an answer, by SIP Call-ID: where the `RSeq` of each
+    /// PRACK goes ([`crate::ringing::Ringer`]).
+    pub pracks: Mutex<HashMap<String, mpsc::UnboundedSender<u32>>>,
+    /// `[sip] provisional_refresh_secs`.
+    pub provisional_refresh_secs: u64,
 }
 
 impl Shared {
-    pub fn register(&self, call_id: &str) -> mpsc::UnboundedReceiver<CallEvent> {
+    pub fn register(&self, call_id: &str, phone: &str) -> mpsc::UnboundedReceiver<CallEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut calls) = self.calls.lock() {
-            calls.insert(call_id.to_owned(), tx);
+            calls.insert((call_id.to_owned(), phone.to_owned()), tx);
         }
         rx
     }
 
-    pub fn unregister(&self, call_id: &str) {
+    pub fn unregister(&self, call_id: &str, phone: &str) {
         if let Ok(mut calls) = self.calls.lock() {
-            calls.remove(call_id);
+            calls.remove(&(call_id.to_owned(), phone.to_owned()));
         }
     }
 }
@@ -142,7 +150,10 @@ impl SipGateway {
             endpoint: endpoint.inner.clone(),
             gateway,
             local,
+            tls: tls_addr,
             calls: Mutex::new(HashMap::new()),
+            pracks: Mutex::new(HashMap::new()),
+            provisional_refresh_secs: config.provisional_refresh_secs,
         });
         tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");
         let serving = shared.clone();
@@ -191,6 +202,9 @@ impl Shared {
         let in_dialog = tx.original.to_header().ok().and_then(|to| to.tag().ok().flatten()).is_some();
         let method = tx.original.method;
         if in_dialog {
+            if method == Method::PRack {
+                self.route_prack(&tx.original);
+            }
             match self.dialogs.match_dialog(&tx) {
                 Some(mut dialog) => {
                     tokio::spawn(async move {
@@ -222,12 +236,40 @@ impl Shared {
         }
     }
 
+    /// Hands a PRACK's `RAck` sequence to the INVITE waiting for it (rsipstack's dialog
+    /// answers the PRACK itself).
+    fn route_prack(&self, request: &Request) {
+        let call_id = request.call_id_header().map(|c| c.value().to_string()).unwrap_or_default();
+        let rseq = request.rack_value().map(|(rseq, ..)| rseq).or_else(|| {
+            request.header_value("RAck").and_then(|v| v.split_whitespace().next().and_then(|r| r.parse().ok()))
+        });
+        let waiting = self.pracks.lock().ok().and_then(|map| map.get(&call_id).cloned());
+        if let (Some(rseq), Some(waiting)) = (rseq, waiting) {
+            let _ = waiting.send(rseq);
+        }
+    }
+
     pub async fn reply(&self, tx: &mut Transaction, status: StatusCode) {
         let code = status.code();
         if tx.reply(status).await.is_ok() {
             self.counters.response(code);
         }
     }
+}
+
+/// The Contact of a dialog the trunk opened with `request`: on the transport the request
+/// came over (its top Via), so in-dialog requests (ACK, BYE, re-INVITE) stay on TLS or TCP
+/// rather than falling back to UDP. `None` for UDP (rsipstack's default Contact).
+pub(crate) fn local_contact(shared: &Shared, request: &Request) -> Option<rsipstack::sip::Uri> {
+    let via = request.via_header().ok()?.value().to_ascii_uppercase();
+    let text = if via.starts_with("SIP/2.0/TLS") {
+        format!("sip:palaver@{};transport=tls", shared.tls?)
+    } else if via.starts_with("SIP/2.0/TCP") {
+        format!("sip:palaver@{};transport=tcp", shared.local)
+    } else {
+        return None;
+    };
+    rsipstack::sip::Uri::try_from(text.as_str()).ok()
 }
 
 /// The source address of a request: the Via's `received` (set by the transport when the

@@ -28,6 +28,7 @@ use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
 use crate::gateway::{Shared, source_ip};
 use crate::hold::LegMedia;
+use crate::ringing::{Ringer, Wake};
 use crate::trunks::Authentication;
 
 /// The trunk's codec names as the media plane's preference.
@@ -64,30 +65,12 @@ fn place_refusal(error: &CallError) -> StatusCode {
     }
 }
 
-/// The transfer target of a REFER: its `Refer-To` number, as the owned number's user or
-/// queue when it is one of ours, else as a phone number (dialled out through the trunk).
-fn refer_target(shared: &Shared, refer: &rsipstack::sip::Request) -> Option<String> {
-    let value = refer.headers.iter().find_map(|h| match h {
-        Header::Other(name, value) if name.eq_ignore_ascii_case("Refer-To") || name == "r" => Some(value.clone()),
-        _ => None,
-    });
-    let value = value.or_else(|| {
-        refer.headers.iter().find(|h| h.name().eq_ignore_ascii_case("Refer-To")).map(|h| h.value().to_owned())
-    })?;
-    let uri = value.trim().trim_start_matches('<').split(['>', ';']).next()?.to_owned();
-    let user = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).or_else(|| uri.strip_prefix("tel:"))?;
-    let number = normalize_number(user.split('@').next()?)?;
-    Some(match shared.numbers.get(&number) {
-        Some(Route::User(raw) | Route::Queue(raw)) => raw.clone(),
-        _ => format!("4:{number}"),
-    })
-}
-
 /// Hands each phone party's call event to the call task waiting for it.
 pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PhoneNotice>) {
     while let Some(PhoneNotice { phone, event }) = events.recv().await {
         let call_id = event.call_id().to_owned();
-        let waiting = shared.calls.lock().ok().and_then(|calls| calls.get(&call_id).cloned());
+        let key = (call_id.clone(), phone.clone());
+        let waiting = shared.calls.lock().ok().and_then(|calls| calls.get(&key).cloned());
         match waiting {
             Some(tx) => {
                 let _ = tx.send(event);
@@ -164,7 +147,8 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     let sip_call_id = request.call_id_header().map(|c| c.value().to_string()).unwrap_or_default();
 
     let (state_tx, states) = shared.dialogs.new_dialog_state_channel();
-    let dialog = match shared.dialogs.get_or_create_server_invite(&tx, state_tx, None, None) {
+    let contact = crate::gateway::local_contact(&shared, &request);
+    let dialog = match shared.dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
         Ok(d) => d,
         Err(error) => {
             tracing::warn!(%error, "server dialog not created");
@@ -176,7 +160,8 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
     });
-    let leg = InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, states };
+    let ringer = Ringer::new(shared.clone(), &request, &sip_call_id);
+    let leg = InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, states, ringer };
     match route {
         Route::Meeting(meeting_id) => crate::meeting::join(shared, leg, meeting_id).await,
         Route::User(raw) | Route::Queue(raw) => ring(shared, leg, Target::Machinery(raw)).await,
@@ -198,6 +183,8 @@ pub(crate) struct InboundLeg {
     pub offer: Option<String>,
     pub dialog: InviteDialog,
     pub states: DialogStateReceiver,
+    /// Its 18x: refreshed while it waits, reliable when the trunk asks (PRACK).
+    pub ringer: Ringer,
 }
 
 /// Who an inbound call rings through the call machinery.
@@ -211,9 +198,9 @@ enum Target {
 /// Rings the route's target through the call machinery while the trunk hears 180; the
 /// answer joins the phone's RTP to the call's conference and sends the 200.
 async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
-    let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states } = leg;
+    let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states, mut ringer } = leg;
     let call_id = uuid::Uuid::new_v4().to_string();
-    let mut events = shared.register(&call_id);
+    let mut events = shared.register(&call_id, &phone);
     let gateway = shared.gateway.clone();
     let party = Party::new(phone.clone(), display.clone());
     let placed = match &target {
@@ -228,15 +215,17 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     };
     if let Err(error) = placed {
         tracing::info!(call = %call_id, %error, "inbound phone call refused by the call machinery");
-        shared.unregister(&call_id);
+        shared.unregister(&call_id, &phone);
         let code = place_refusal(&error);
         shared.counters.call(&trunk.name, Direction::Inbound, Outcome::Rejected);
         shared.counters.response(code.code());
         let _ = dialog.reject(Some(code), None);
         return;
     }
-    let _ = dialog.ringing(None, None);
+    ringer.ring(&dialog, None);
     let mut answered = false;
+    // A REFER from the trunk was accepted and its NOTIFY with the outcome is still due.
+    let mut refer_pending = false;
     let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     let mut media: Option<LegMedia> = None;
     let outcome = loop {
@@ -262,7 +251,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                 Some(DialogState::Refer(_, refer, handle)) if answered => {
                     // The trunk hands the call on (RFC 3515): the phone's place goes to the
                     // Refer-To target through the call machinery's transfer.
-                    let target = refer_target(&shared, &refer);
+                    let target = crate::refer::refer_target(&shared.numbers, &refer);
                     let status = match &target {
                         Some(target) => match gateway.phone_transfer(&call_id, &phone, target).await {
                             Ok(()) => StatusCode::Accepted,
@@ -275,7 +264,13 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                     };
                     tracing::info!(call = %call_id, target = ?target, status = status.code(), "REFER from the trunk");
                     shared.counters.response(status.code());
+                    let accepted = status == StatusCode::Accepted;
                     let _ = handle.reply(status).await;
+                    if accepted {
+                        // RFC 3515 §2.4.4: the implicit subscription hears the progress.
+                        refer_pending = true;
+                        crate::refer::notify(&dialog, &StatusCode::Trying, false).await;
+                    }
                 }
                 Some(DialogState::Updated(_, request, handle)) if answered => {
                     if let Some(media) = media.as_mut() {
@@ -285,8 +280,22 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                 Some(_) => {}
                 None => break if answered { Outcome::Completed } else { Outcome::Failed },
             },
+            wake = ringer.wake(&dialog), if !answered => {
+                if wake == Wake::GaveUp {
+                    let _ = gateway.phone_cancel(&call_id, &phone).await;
+                    shared.counters.response(504);
+                    let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
+                    break Outcome::Failed;
+                }
+            }
             event = events.recv() => match event {
                 Some(CallEvent::Connected { .. }) if !answered => {
+                    if !ringer.ready_to_answer(&dialog).await {
+                        let _ = gateway.phone_hang_up(&call_id, &phone).await;
+                        shared.counters.response(504);
+                        let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
+                        break Outcome::Failed;
+                    }
                     match answer(&shared, &dialog, &mut states, session.clone(), offer.as_deref(), trunk.codecs.clone()).await {
                         Ok((agreed, codec)) => {
                             media = Some(agreed);
@@ -319,6 +328,16 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                     let _ = dialog.reject(Some(code), None);
                     break Outcome::Rejected;
                 }
+                Some(CallEvent::TransferAccepted { target, .. }) if refer_pending => {
+                    refer_pending = false;
+                    tracing::info!(call = %call_id, %target, "the REFER's transfer target answered");
+                    crate::refer::notify(&dialog, &StatusCode::OK, true).await;
+                }
+                Some(CallEvent::TransferFailed { target, reason, .. }) if refer_pending => {
+                    refer_pending = false;
+                    tracing::info!(call = %call_id, %target, ?reason, "the REFER's transfer failed");
+                    crate::refer::notify(&dialog, &refusal(reason), true).await;
+                }
                 Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
                     // Transferred away or removed from a call that goes on.
                     if answered {
@@ -331,7 +350,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
             },
         }
     };
-    shared.unregister(&call_id);
+    shared.unregister(&call_id, &phone);
     if answered {
         gateway.phone_detach(&call_id, &phone);
     }

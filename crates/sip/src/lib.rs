@@ -11,12 +11,16 @@
 mod answer;
 pub mod config;
 pub mod counters;
+mod failure;
 pub mod gateway;
 mod hold;
 mod inbound;
 mod keepalive;
 mod meeting;
 mod outbound;
+mod provisional;
+mod refer;
+mod ringing;
 pub mod trunks;
 
 pub use config::{PhoneNumberConfig, Route, SipConfig, SipConfigError, TrunkConfig, validate};

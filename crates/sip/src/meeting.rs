@@ -8,8 +8,10 @@
 //! Meeting dial-out (`meeting.dialOut`, allowed by the meeting's policy): palaver calls the
 //! number through the first trunk with its SDP offer; when the phone answers it joins the
 //! meeting without the lobby (the conversation expects that number) and its RTP joins the
-//! conference with the trunk's answer. A refusal or no answer only ends the attempt (logged
-//! and counted).
+//! conference with the trunk's answer. A refusal or no answer ends the attempt, and the
+//! participant who asked gets an `error` frame with the SIP outcome mapped to a code
+//! (`PhoneBusy`, `PhoneNoAnswer`, `PhoneDeclined`, `PhoneNumberUnreachable`,
+//! `PstnUnavailable`; [`crate::failure`]).
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
 use crate::hold::LegMedia;
 use crate::inbound::InboundLeg;
+use crate::ringing::Wake;
 
 /// The SIP refusal of a meeting join the conversation refused.
 fn join_refusal(code: ErrorCode) -> StatusCode {
@@ -38,7 +41,7 @@ fn join_refusal(code: ErrorCode) -> StatusCode {
 
 /// Seats the phone caller of `leg` in meeting `meeting_id` (see the module docs).
 pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: String) {
-    let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states } = leg;
+    let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states, mut ringer } = leg;
     let gateway = shared.gateway.clone();
     let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &display, None).await {
         Ok(seat) => seat,
@@ -70,12 +73,24 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
                 }
                 Some(_) => {}
             },
+            wake = ringer.wake(&dialog), if media.is_none() => {
+                if wake == Wake::GaveUp {
+                    shared.counters.response(504);
+                    let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
+                    break Outcome::Failed;
+                }
+            }
             notice = seat.notices.recv() => match notice {
                 Some(MeetingNotice::Lobby) => {
-                    tracing::info!(meeting = %meeting_id, caller = %phone, "phone caller waits in the meeting's lobby");
-                    let _ = dialog.ringing(None, None);
+                    tracing::info!(meeting = %meeting_id, caller = %phone, reliable = ringer.reliable(), "phone caller waits in the meeting's lobby");
+                    ringer.ring(&dialog, None);
                 }
                 Some(MeetingNotice::Admitted) if media.is_none() => {
+                    if !ringer.ready_to_answer(&dialog).await {
+                        shared.counters.response(504);
+                        let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
+                        break Outcome::Failed;
+                    }
                     let session = seat.session.clone();
                     match answer(&shared, &dialog, &mut states, session, offer.as_deref(), trunk.codecs.clone()).await {
                         Ok((agreed, codec)) => {
@@ -133,20 +148,29 @@ pub(crate) async fn relay_dial_outs(shared: Arc<Shared>, mut requests: mpsc::Unb
 
 /// Calls `request.phone_number` into its meeting (see the module docs).
 async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
-    let MeetingDialOut { meeting_id, conversation_id, phone_number } = request;
+    let MeetingDialOut { meeting_id, conversation_id, phone_number, requested_by } = request;
+    let gateway = shared.gateway.clone();
+    // The participant who asked hears why a dial-out failed (an `error` frame).
+    let tell = |status: Option<u16>| {
+        let (code, message) = crate::failure::dial_out_failure(&phone_number, status);
+        tracing::info!(meeting = %meeting_id, to = %phone_number, ?status, %code, "meeting dial-out failed: telling the requester");
+        let (gateway, conversation_id, requested_by) = (gateway.clone(), conversation_id.clone(), requested_by.clone());
+        async move { gateway.phone_dial_out_failed(&conversation_id, &requested_by, code, message).await }
+    };
     let Some(trunk) = shared.trunks.primary().cloned() else {
         tracing::warn!(meeting = %meeting_id, "no trunk configured for a meeting dial-out");
+        tell(None).await;
         return;
     };
-    let gateway = shared.gateway.clone();
     let phone = format!("4:{phone_number}");
     let participant_id = uuid::Uuid::new_v4().to_string();
-    let session = MediaSession { conversation_id, participant_id: participant_id.clone(), may_send_media: true };
+    let session = MediaSession { conversation_id: conversation_id.clone(), participant_id: participant_id.clone(), may_send_media: true };
     let offer = match gateway.phone_offer_session(session.clone(), trunk.codecs.clone()).await {
         Ok(offer) => offer,
         Err(error) => {
             tracing::warn!(meeting = %meeting_id, %error, "no media offer for a meeting dial-out");
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+            tell(None).await;
             return;
         }
     };
@@ -166,6 +190,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
             tracing::info!(meeting = %meeting_id, to = %phone_number, ?code, "the meeting dial-out was not answered");
             gateway.phone_leave_session(session);
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
+            tell(code).await;
             return;
         }
     };

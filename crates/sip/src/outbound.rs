@@ -81,12 +81,12 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         _ => None,
     };
     let presented = presented_number(&shared, &trunk, caller.as_ref());
-    let mut events = shared.register(&call_id);
+    let mut events = shared.register(&call_id, &phone);
     let offer = match gateway.phone_offer(&call_id, &phone, trunk.codecs.clone()).await {
         Ok(sdp) => sdp,
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "no media offer for the trunk: declined");
-            shared.unregister(&call_id);
+            shared.unregister(&call_id, &phone);
             let _ = gateway.phone_decline(&call_id, &phone).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
@@ -94,7 +94,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     };
     let display = caller.as_ref().map(|c| c.display_name.clone());
     let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
-        shared.unregister(&call_id);
+        shared.unregister(&call_id, &phone);
         let _ = gateway.phone_decline(&call_id, &phone).await;
         return;
     };
@@ -135,7 +135,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             let _ = dialog.bye().await;
         }
         gateway.phone_detach(&call_id, &phone);
-        shared.unregister(&call_id);
+        shared.unregister(&call_id, &phone);
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
     }
@@ -146,14 +146,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         Ok((_, response)) => {
             let code = response.map(|r| r.status_code.code());
             tracing::info!(call = %call_id, ?code, "the trunk did not answer the call");
-            shared.unregister(&call_id);
+            shared.unregister(&call_id, &phone);
             let _ = gateway.phone_decline(&call_id, &phone).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
             return;
         }
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "dialling through the trunk failed");
-            shared.unregister(&call_id);
+            shared.unregister(&call_id, &phone);
             let _ = gateway.phone_decline(&call_id, &phone).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
@@ -181,7 +181,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         tracing::info!(call = %call_id, %error, "the call is gone: hanging the phone up");
         let _ = dialog.bye().await;
         gateway.phone_detach(&call_id, &phone);
-        shared.unregister(&call_id);
+        shared.unregister(&call_id, &phone);
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
     }
@@ -207,7 +207,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             },
         }
     }
-    shared.unregister(&call_id);
+    shared.unregister(&call_id, &phone);
     gateway.phone_detach(&call_id, &phone);
     shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Completed);
     tracing::info!(call = %call_id, "outbound phone call over");

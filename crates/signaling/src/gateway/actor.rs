@@ -443,7 +443,7 @@ impl Actor {
                 Output::DialOut { participant_id, phone_number } => {
                     // To the SIP gateway (gateway/phone.rs); none configured: refused.
                     let conversation_id = self.handle.conversation_id.clone();
-                    if !self.gateway.meeting_dial_out(&self.key, &conversation_id, &phone_number) {
+                    if !self.gateway.meeting_dial_out(&self.key, &conversation_id, &phone_number, &participant_id) {
                         let refusal = ServerMessage::error(
                             palaver_core::ErrorCode::PstnUnavailable,
                             "no phone network gateway is configured on this server",

@@ -42,6 +42,8 @@ pub struct MeetingDialOut {
     pub conversation_id: String,
     /// `+E.164`.
     pub phone_number: String,
+    /// The participant who asked (told when the dial-out fails).
+    pub requested_by: String,
 }
 
 /// The channels from the call actor and the conversations to the SIP gateway (taken once).
@@ -78,7 +80,13 @@ impl Gateway {
 
     /// A conversation asks for a dial-out (`key` is its target key, `meeting:<id>`): false
     /// when no SIP gateway takes dial-outs (the requester is told `PstnUnavailable`).
-    pub(crate) fn meeting_dial_out(&self, key: &str, conversation_id: &str, phone_number: &str) -> bool {
+    pub(crate) fn meeting_dial_out(
+        &self,
+        key: &str,
+        conversation_id: &str,
+        phone_number: &str,
+        requested_by: &str,
+    ) -> bool {
         let listening = self.phone.dial_out_rx.lock().map(|rx| rx.is_none()).unwrap_or(false);
         let Some(meeting_id) = key.strip_prefix("meeting:") else { return false };
         listening
@@ -89,8 +97,27 @@ impl Gateway {
                     meeting_id: meeting_id.to_owned(),
                     conversation_id: conversation_id.to_owned(),
                     phone_number: phone_number.to_owned(),
+                    requested_by: requested_by.to_owned(),
                 })
                 .is_ok()
+    }
+
+    /// Tells the participant who asked for a meeting dial-out that it failed: an `error`
+    /// frame with `code` (the SIP outcome mapped by the SIP gateway) and `message`. False
+    /// when the participant has no live socket in that conversation any more.
+    pub async fn phone_dial_out_failed(
+        &self,
+        conversation_id: &str,
+        participant_id: &str,
+        code: palaver_core::ErrorCode,
+        message: String,
+    ) -> bool {
+        let Some(handle) = self.by_conversation_id(conversation_id) else { return false };
+        let message = ServerMessage::error(code, message, None);
+        self.record_if_error(&message);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let msg = ActorMsg::ToParticipant { participant_id: participant_id.to_owned(), message, reply };
+        handle.tx.send(msg).await.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Called by the call actor for every notification: phone parties go to the SIP gateway.
