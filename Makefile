@@ -28,6 +28,8 @@ APT_NEEDS += promtool:prometheus
 APT_NEEDS += chromium:chromium node:nodejs npm:npm
 # SIPp plays the carrier in the SIP trunk e2e tests (tests/tests/e2e/sip.rs, tests/sipp/).
 APT_NEEDS += sipp:sip-tester
+# baresip, a real SIP user agent, calls a meeting through the trunk (tests/tests/e2e/sip_baresip.rs).
+APT_NEEDS += baresip:baresip-core
 # Call Automation text-to-speech (text/ssml play sources): the espeak-ng CLI.
 APT_NEEDS += espeak-ng:espeak-ng
 # Cluster mode (#17): the stores' tests start a private PostgreSQL and Redis (crates/cluster testing).
