@@ -210,6 +210,11 @@ route = "meeting:{meeting_id}"
     assert!(meeting_tone > 1000.0, "baresip does not hear the meeting's tone ({meeting_tone:.0}):\n{log}");
     assert!(own < meeting_tone / 10.0, "baresip hears its own tone ({own:.0} vs {meeting_tone:.0})");
     assert_hears("the QUIC speaker", &heard_by_speaker, BARESIP_HZ, MEETING_HZ, 1000.0);
+    if tls {
+        // The INVITE came over TLS (rsipstack logs every message it receives).
+        let server_log = std::fs::read_to_string(dir.path().join("palaver.log")).unwrap_or_default();
+        assert!(server_log.contains("SIP/2.0/TLS"), "no SIP/TLS message in the server's log");
+    }
     quic.close().await;
 }
 
