@@ -48,6 +48,16 @@ fn require_sipp() {
 /// A server with a trunk on 127.0.0.1 (no credentials), one on 127.0.0.2 (digest), and
 /// `NUMBER` routed to the directory user `USER`; palaver's keep-alives go to `keepalive_to`.
 async fn start(prefix: &str, keepalive_to: u16, keepalive_secs: u64) -> (TempDir, Server, SocketAddr) {
+    start_with(prefix, keepalive_to, keepalive_secs, "").await
+}
+
+/// [`start`], with more `[sip]` keys (`extra_sip`, TOML lines).
+async fn start_with(
+    prefix: &str,
+    keepalive_to: u16,
+    keepalive_secs: u64,
+    extra_sip: &str,
+) -> (TempDir, Server, SocketAddr) {
     // (The carrier trunk is also where calls to phone numbers go: `keepalive_to`.)
     require_sipp();
     let dir = TempDir::new(prefix);
@@ -59,6 +69,7 @@ allow_phone_targets = true
 [sip]
 listen = "127.0.0.1:0"
 options_interval_secs = {keepalive_secs}
+{extra_sip}
 
 [[sip.trunks]]
 name = "carrier"
@@ -577,6 +588,15 @@ route = "call-automation"
     };
     ws.send(serde_json::json!({"type":"lobby.admit","participantId":phone})).await;
     server_rtp_port(dir.path()).await;
+    // A dial-out to a busy number: the carrier answers 486 and the organizer is told
+    // (an `error` frame, code PhoneBusy, naming the number and the SIP status).
+    let busy = uas(dir.path(), carrier_port, "uas_busy.xml");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"dialOut","phoneNumber":"+14255550124"})).await;
+    let error = ws.recv_type("error").await;
+    assert_eq!(error["code"], "PhoneBusy", "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("+14255550124") && m.contains("486")), "{error}");
+    finished(busy, "a meeting dial-out to a busy number").await;
     // The organizer dials a number into the meeting: the carrier answers, the phone joins
     // without the lobby.
     let dialled = uas(dir.path(), carrier_port, "uas_answer.xml");
@@ -693,4 +713,66 @@ route = "call-automation"
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
     finished(phone, "Call Automation's createCall to a phone number").await;
+}
+
+/// Every `RSEQ n` SIPp logged in `dir` (`prack.xml`), in order.
+fn logged_rseqs(dir: &Path) -> Vec<u32> {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("prack_") && name.ends_with("_logs.log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            seen.extend(text.split("RSEQ ").skip(1).filter_map(|r| r.split_whitespace().next()?.parse::<u32>().ok()));
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_ringing_is_pracked_and_repeated_while_the_user_does_not_answer() {
+    // RFC 3262 and RFC 3261 §13.3.1.1: the carrier requires 100rel; palaver's 180 carries
+    // Require: 100rel and an RSeq, is PRACKed, and is repeated every second (a short
+    // `provisional_refresh_secs`) with a new RSeq while the user lets it ring.
+    let (dir, server, sip) = start_with("palaver-e2e-sip-prack", 9, 0, "provisional_refresh_secs = 1").await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", "9"];
+    let carrier = sipp(sip, "prack.xml", "127.0.0.1", &extra.map(String::from), dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rseqs = loop {
+        let rseqs = logged_rseqs(dir.path());
+        if rseqs.len() >= 3 {
+            break rseqs;
+        }
+        assert!(Instant::now() < deadline, "palaver did not repeat its reliable 180: RSeqs {rseqs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("reliable 180s while ringing, RSeq {rseqs:?}");
+    assert!(rseqs.windows(2).all(|w| w[1] == w[0] + 1), "each repeated 180 is a new reliable response: {rseqs:?}");
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    ws.recv_type("call.connected").await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(carrier, "reliable provisional responses, PRACKed, then answered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refer_from_the_trunk_transfers_the_call_and_notifies_its_progress() {
+    // RFC 3515: the carrier transfers its answered call to another number with REFER; palaver
+    // answers 202, dials the number through the trunk (SIPp as the called carrier), NOTIFYs
+    // "100 Trying" then "200 OK" in message/sipfrag, and hangs the transferred leg up. The
+    // user now talks to the new phone and hangs up: BYE to it.
+    let carrier_port = free_udp_port();
+    let (dir, server, sip) = start("palaver-e2e-sip-refer", carrier_port, 0).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    let dialled = uas(dir.path(), carrier_port, "uas_answer.xml");
+    let extra = ["-m", "1", "-set", "target", "+14255550123"];
+    let carrier = sipp(sip, "refer.xml", "127.0.0.1", &extra.map(String::from), dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    ws.recv_type("call.connected").await;
+    finished(carrier, "REFER with NOTIFY progress, then BYE to the transferred leg").await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(dialled, "the REFER's target answered, then the user hung up").await;
 }
