@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Inbound INVITEs waiting for an answer, by SIP Call-ID: where the `RSeq` of each
     /// PRACK goes ([`crate::ringing::Ringer`]).
     pub pracks: Mutex<HashMap<String, mpsc::UnboundedSender<u32>>>,
+    /// Answered calls, by SIP Call-ID: told when a REFER's response has gone out (its
+    /// NOTIFYs must follow the 202; RFC 3515 §2.4.4).
+    pub refers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// `[sip] provisional_refresh_secs`.
     pub provisional_refresh_secs: u64,
 }
@@ -153,6 +156,7 @@ impl SipGateway {
             tls: tls_addr,
             calls: Mutex::new(HashMap::new()),
             pracks: Mutex::new(HashMap::new()),
+            refers: Mutex::new(HashMap::new()),
             provisional_refresh_secs: config.provisional_refresh_secs,
         });
         tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");
@@ -207,9 +211,13 @@ impl Shared {
             }
             match self.dialogs.match_dialog(&tx) {
                 Some(mut dialog) => {
+                    let refer_answered = (method == Method::Refer).then(|| self.refer_waiter(&tx.original)).flatten();
                     tokio::spawn(async move {
                         if let Err(error) = dialog.handle(&mut tx).await {
                             tracing::debug!(%error, "in-dialog request not handled");
+                        }
+                        if let Some(answered) = refer_answered {
+                            answered.notify_one();
                         }
                     });
                 }
@@ -247,6 +255,12 @@ impl Shared {
         if let (Some(rseq), Some(waiting)) = (rseq, waiting) {
             let _ = waiting.send(rseq);
         }
+    }
+
+    /// The call waiting to hear that its REFER was answered, if any.
+    fn refer_waiter(&self, request: &Request) -> Option<Arc<tokio::sync::Notify>> {
+        let call_id = request.call_id_header().ok()?.value().to_string();
+        self.refers.lock().ok()?.get(&call_id).cloned()
     }
 
     pub async fn reply(&self, tx: &mut Transaction, status: StatusCode) {

@@ -7,7 +7,7 @@
 //! calls waiting for them.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use palaver_core::ErrorCode;
 use palaver_sfu::control::sip::negotiate;
@@ -226,6 +226,10 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     let mut answered = false;
     // A REFER from the trunk was accepted and its NOTIFY with the outcome is still due.
     let mut refer_pending = false;
+    let refer_answered = Arc::new(tokio::sync::Notify::new());
+    if let Ok(mut refers) = shared.refers.lock() {
+        refers.insert(sip_call_id.clone(), refer_answered.clone());
+    }
     let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     let mut media: Option<LegMedia> = None;
     let outcome = loop {
@@ -267,8 +271,10 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                     let accepted = status == StatusCode::Accepted;
                     let _ = handle.reply(status).await;
                     if accepted {
-                        // RFC 3515 §2.4.4: the implicit subscription hears the progress.
+                        // RFC 3515 §2.4.4: the implicit subscription hears the progress,
+                        // after the 202 has gone out.
                         refer_pending = true;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), refer_answered.notified()).await;
                         crate::refer::notify(&dialog, &StatusCode::Trying, false).await;
                     }
                 }
@@ -351,6 +357,9 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
         }
     };
     shared.unregister(&call_id, &phone);
+    if let Ok(mut refers) = shared.refers.lock() {
+        refers.remove(&sip_call_id);
+    }
     if answered {
         gateway.phone_detach(&call_id, &phone);
     }
