@@ -65,6 +65,13 @@ fn place_refusal(error: &CallError) -> StatusCode {
     }
 }
 
+/// True for an owned number routed to Call Automation: a phone caller rings it inside
+/// palaver (`IncomingCall`), and the application answers it; it is never dialled out.
+fn answered_by_call_automation(shared: &Shared, phone: &str) -> bool {
+    let number = phone.strip_prefix("4:").unwrap_or(phone);
+    matches!(shared.numbers.get(number), Some(Route::CallAutomation))
+}
+
 /// Hands each phone party's call event to the call task waiting for it.
 pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PhoneNotice>) {
     while let Some(PhoneNotice { phone, event }) = events.recv().await {
@@ -75,7 +82,7 @@ pub(crate) async fn relay_phone_events(shared: Arc<Shared>, mut events: mpsc::Un
             Some(tx) => {
                 let _ = tx.send(event);
             }
-            None if matches!(event, CallEvent::Incoming { .. }) => {
+            None if matches!(event, CallEvent::Incoming { .. }) && !answered_by_call_automation(&shared, &phone) => {
                 tokio::spawn(crate::outbound::dial(shared.clone(), call_id, phone, event));
             }
             None => tracing::debug!(call = %call_id, %phone, "call event for a phone leg nobody waits for"),
