@@ -164,7 +164,11 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
     };
     let phone = format!("4:{phone_number}");
     let participant_id = uuid::Uuid::new_v4().to_string();
-    let session = MediaSession { conversation_id: conversation_id.clone(), participant_id: participant_id.clone(), may_send_media: true };
+    let session = MediaSession {
+        conversation_id: conversation_id.clone(),
+        participant_id: participant_id.clone(),
+        may_send_media: true,
+    };
     let offer = match gateway.phone_offer_session(session.clone(), trunk.codecs.clone()).await {
         Ok(offer) => offer,
         Err(error) => {

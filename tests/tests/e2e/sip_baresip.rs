@@ -30,12 +30,7 @@ const AMPLITUDE: f32 = 6000.0;
 const BARESIP_SECS: u64 = 6;
 
 fn baresip_installed() -> bool {
-    std::process::Command::new("baresip")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    std::process::Command::new("baresip").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 fn free_port() -> u16 {
@@ -71,8 +66,11 @@ fn baresip_config(dir: &Path, sip_port: u16, ca: Option<&Path>) -> std::path::Pa
         config.push_str(&format!("sip_cafile {}\n", ca.display()));
     }
     std::fs::write(cfg.join("config"), config).unwrap();
-    std::fs::write(cfg.join("accounts"), format!("\"Bea Baresip\" <sip:{CALLER}@127.0.0.1>;regint=0;audio_codecs=PCMU\n"))
-        .unwrap();
+    std::fs::write(
+        cfg.join("accounts"),
+        format!("\"Bea Baresip\" <sip:{CALLER}@127.0.0.1>;regint=0;audio_codecs=PCMU\n"),
+    )
+    .unwrap();
     cfg
 }
 
