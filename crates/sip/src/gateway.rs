@@ -116,7 +116,8 @@ impl SipGateway {
                 |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| SipError::TlsFile(p.display().to_string(), e));
             let tls = TlsConfig { cert: Some(read(cert)?), key: Some(read(key)?), ..TlsConfig::default() };
             let listener = TlsListenerConnection::new(addr, None, tls).await.map_err(transport_error)?;
-            tls_addr = Some(addr);
+            // The bound address (a port 0 in the config is picked here), for Contacts.
+            tls_addr = Some(listener.get_addr().get_socketaddr().unwrap_or(addr));
             transports.add_transport(listener.into());
         }
         let trunks = Trunks::new(config.trunks.clone());

@@ -181,6 +181,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
     let presented = crate::outbound::presented_number(&shared, &trunk, None);
     let Some(option) = crate::outbound::invite_option(&shared, &trunk, &phone_number, &presented, None, offer) else {
         gateway.phone_leave_session(session);
+        tell(None).await;
         return;
     };
     tracing::info!(trunk = %trunk.name, meeting = %meeting_id, to = %phone_number, from = %presented, "dialling a phone number into a meeting");
