@@ -15,6 +15,8 @@
 //!   from PostgreSQL.
 //! - [`ledger`]: [`ledger::PgLedger`], the usage ledger and webhook outbox on PostgreSQL.
 //! - [`meetings`]: [`meetings::PgMeetingStore`], meeting definitions.
+//! - [`placement`]: [`placement::Placement`], a new conversation's home by the power of two
+//!   choices over the registry, recorded in `cluster_homes` (not yet called by the gateway).
 //! - [`redis`]: the Redis connection (fred).
 //! - [`registry`]: [`registry::NodeRegistry`], live nodes and their load in Redis.
 //! - [`rooms`]: [`rooms::PgRoomStore`], rooms, their participants and repeatable creates.
@@ -31,6 +33,7 @@ pub mod identity;
 pub mod invalidations;
 pub mod ledger;
 pub mod meetings;
+pub mod placement;
 pub mod redis;
 pub mod registry;
 pub mod rooms;
