@@ -41,7 +41,8 @@ TEST_STAGES += test-deploy
 TEST_STAGES += test-browser
 # test-fuzz: fmt of fuzz/; the targets' bodies run over their seeds in test-rust (docs/fuzzing.md, "make test").
 TEST_STAGES += test-fuzz
-# test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL (~50 s; docs/cluster.md).
+# test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL, then two nodes
+# sharing one PostgreSQL and one Redis (docs/cluster.md).
 TEST_STAGES += test-postgres
 
 .PHONY: test-deploy test-browser
@@ -60,7 +61,7 @@ help:
 	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
 	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
 	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
-	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL (docs/cluster.md)"
+	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, and two nodes on PostgreSQL + Redis (docs/cluster.md)"
 	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
 # ---------------------------------------------------------------- prerequisites
@@ -157,6 +158,7 @@ test-browser: build
 .PHONY: test-postgres
 test-postgres: build venv
 	cd tests/cluster && $(VENV_PY) sdk_on_postgres.py --binary $(DEBUG_BIN) --python $(VENV_PY) $(PG_SDK_SCRIPTS)
+	cd tests/cluster && $(VENV_PY) two_nodes.py --binary $(DEBUG_BIN)
 
 # ---------------------------------------------------------------- trials (not part of `make test`)
 # Crash, soak and flood trials of the release binaries (tests/trials/README.md). Each starts its

@@ -1,4 +1,5 @@
-"""A private PostgreSQL for the Python tests (the Rust twin is palaver-cluster's `testing`).
+"""A private PostgreSQL and a private Redis for the Python tests (the Rust twin is
+palaver-cluster's `testing`).
 
 initdb into a temporary directory and `postgres` on a free loopback port, as the `postgres`
 system user when run as root (PostgreSQL refuses root); the system service is never used.
@@ -99,5 +100,52 @@ def private_postgres():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Redis:
+    def __init__(self, port, proc):
+        self.port, self.proc = port, proc
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        """redis-cli's answer to one command (raw output, stripped)."""
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--raw", *args],
+                             check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def private_redis():
+    """redis-server without persistence on a free loopback port (never the system service)."""
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(server):
+        raise RuntimeError("redis-server is not installed (make prereqs installs the Debian package redis-server)")
+    directory = tempfile.mkdtemp(prefix="palaver-redis-")
+    port = free_port()
+    log = open(os.path.join(directory, "redis.log"), "w")
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )
+    redis = Redis(port, proc)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                if redis.cli("PING") == "PONG":
+                    break
+            except subprocess.CalledProcessError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("private Redis did not start:\n" + open(log.name).read())
+            time.sleep(0.05)
+        yield redis
+    finally:
+        proc.kill()
+        proc.wait()
         log.close()
         shutil.rmtree(directory, ignore_errors=True)

@@ -1,7 +1,9 @@
 //! `[cluster]`: opt-in multi-node mode. With `postgres_url` set, identities, revocation marks,
-//! the generated settings (resource id, access key, token-signing seed) and the usage ledger
-//! with its webhook outbox live in PostgreSQL; without it, everything stays in SQLite under the
-//! data directory (the embedded default, unchanged).
+//! the generated settings (resource id, access key, token-signing seed), rooms, meetings,
+//! chat, the events outbox and the usage ledger with its webhook outbox live in PostgreSQL;
+//! without it, everything stays in SQLite under the data directory (the embedded default,
+//! unchanged). With `redis_url` also set, nodes announce themselves and their load in Redis
+//! and tell each other of revocations at once.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,9 @@ pub struct ClusterConfig {
     /// This node's name in the shared database (the owner of the usage sessions it opens);
     /// default: the host name (a StatefulSet pod's name).
     pub node_id: Option<String>,
+    /// `redis://host:port[/db]`: the node registry and cross-node invalidations (needs
+    /// `postgres_url`).
+    pub redis_url: Option<String>,
 }
 
 impl ClusterConfig {

@@ -56,7 +56,7 @@ pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn pg(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(pg_message(&e))
 }
 

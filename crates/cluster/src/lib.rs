@@ -1,23 +1,44 @@
 //! Multi-node palaver (issue #17), its foundation: the PostgreSQL implementations of the
-//! stores behind the same traits as SQLite, selected by `[cluster] postgres_url`
-//! (docs/cluster.md).
+//! stores behind the same traits as SQLite, selected by `[cluster] postgres_url`, and the
+//! Redis node registry and invalidations, with `[cluster] redis_url` (docs/cluster.md).
 //!
+//! - [`chat`]: [`chat::PgChatBackend`], chat's threads, messages, receipts and repeatable creates.
 //! - [`config`]: the `[cluster]` section.
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
+//! - [`events`]: [`events::PgEventStore`], Event Grid subscriptions and the events/callback outbox,
+//!   whose deliveries are leased to one node at a time.
 //! - [`homes`]: [`homes::Homes`], the `cluster_homes` table: a conversation's home node with a
 //!   fencing epoch changed only by compare-and-swap (not yet called by the gateway).
 //! - [`identity`]: [`identity::PgIdentityStore`], identities, revocations, repeatable answers and
 //!   the shared settings (resource id, keys).
+//! - [`invalidations`]: revocations told to every node through Redis pub/sub, with a resync
+//!   from PostgreSQL.
 //! - [`ledger`]: [`ledger::PgLedger`], the usage ledger and webhook outbox on PostgreSQL.
+//! - [`meetings`]: [`meetings::PgMeetingStore`], meeting definitions.
+//! - [`placement`]: [`placement::Placement`], a new conversation's home by the power of two
+//!   choices over the registry, recorded in `cluster_homes` (not yet called by the gateway).
+//! - [`redis`]: the Redis connection (fred).
+//! - [`registry`]: [`registry::NodeRegistry`], live nodes and their load in Redis.
+//! - [`rooms`]: [`rooms::PgRoomStore`], rooms, their participants and repeatable creates.
 //! - [`stores`]: [`ClusterStores`], what the binary plugs in when cluster mode is on.
+//! - [`tasks`]: [`tasks::ClusterTasks`], a node's heartbeats, revocation subscriber and resync.
 //! - [`testing`]: the private PostgreSQL/Redis fixture of the tests (never the system services).
 
+pub mod chat;
 pub mod config;
 pub mod database;
+pub mod events;
 pub mod homes;
 pub mod identity;
+pub mod invalidations;
 pub mod ledger;
+pub mod meetings;
+pub mod placement;
+pub mod redis;
+pub mod registry;
+pub mod rooms;
 pub mod stores;
+pub mod tasks;
 pub mod testing;
 
 pub use config::ClusterConfig;

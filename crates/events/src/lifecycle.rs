@@ -175,7 +175,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let store = events.store();
-        let mut stmt = store_types(&store);
+        let mut stmt = store_types(store.as_ref());
         stmt.sort();
         assert_eq!(
             stmt,
@@ -224,7 +224,7 @@ mod tests {
         };
         let events = Events::open_in_memory(EventsOptions::new(config, "res")).unwrap();
         assert_eq!(LifecycleEvents::publish_recovered(&events, &report.changes), 2);
-        let mut types = store_types(&events.store());
+        let mut types = store_types(events.store().as_ref());
         types.sort();
         assert_eq!(types, ["Microsoft.Communication.CallEnded", "Microsoft.Communication.CallParticipantRemoved"]);
         let _ = std::fs::remove_file(&path);
@@ -268,7 +268,7 @@ mod tests {
         assert!(acknowledged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
-    fn store_types(store: &crate::store::EventStore) -> Vec<String> {
+    fn store_types(store: &dyn crate::store::EventStorage) -> Vec<String> {
         store.pending_event_types().unwrap()
     }
 }

@@ -6,7 +6,7 @@
 use crate::config::{EventSchema, EventsConfig, InvalidSubscription, SubscriptionConfig, check_endpoint};
 use crate::envelope::{self, StampedEvent};
 use crate::signer::{CallbackSigner, SignerError, generate_key_pem};
-use crate::store::{EventStore, ItemKind, NewItem, Origin, OutboxRow, StoreError};
+use crate::store::{EventStorage, EventStore, ItemKind, NewItem, Origin, OutboxRow, StoreError};
 use crate::subscription::{SubscriptionRequest, SubscriptionView, matches};
 use crate::telemetry::{EventsTelemetry, NoEventsTelemetry};
 use palaver_core::{CallbackEvent, EventError, EventFuture, EventPublisher, SystemEvent};
@@ -81,7 +81,7 @@ pub enum AdminError {
 pub struct Events(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
-    store: Mutex<EventStore>,
+    store: Mutex<Box<dyn EventStorage>>,
     pub(crate) config: EventsConfig,
     identity: RwLock<Identity>,
     pub(crate) signer: CallbackSigner,
@@ -99,16 +99,17 @@ impl std::fmt::Debug for Events {
 impl Events {
     /// Open (or create) the events database at `path`.
     pub fn open(path: &Path, options: EventsOptions) -> Result<Self, EventsStartError> {
-        Self::with_store(EventStore::open(path)?, options)
+        Self::open_with_store(Box::new(EventStore::open(path)?), options)
     }
 
     pub fn open_in_memory(options: EventsOptions) -> Result<Self, EventsStartError> {
-        Self::with_store(EventStore::open_in_memory()?, options)
+        Self::open_with_store(Box::new(EventStore::open_in_memory()?), options)
     }
 
-    fn with_store(mut store: EventStore, options: EventsOptions) -> Result<Self, EventsStartError> {
+    /// On another store (PostgreSQL in cluster mode, `palaver-cluster`).
+    pub fn open_with_store(mut store: Box<dyn EventStorage>, options: EventsOptions) -> Result<Self, EventsStartError> {
         let now = (options.clock)();
-        sync_configured(&mut store, &options.config.subscriptions, now)?;
+        sync_configured(store.as_mut(), &options.config.subscriptions, now)?;
         let pem = match store.setting("callback_signing_key")? {
             Some(pem) => pem,
             None => store.setting_or_insert("callback_signing_key", &generate_key_pem()?)?,
@@ -172,7 +173,7 @@ impl Events {
         (self.0.clock)()
     }
 
-    pub(crate) fn store(&self) -> MutexGuard<'_, EventStore> {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Box<dyn EventStorage>> {
         self.0.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -341,7 +342,7 @@ fn unavailable(e: StoreError) -> EventError {
 /// Make the stored configured subscriptions match the file: new and changed ones upserted
 /// (a changed one validates again), removed ones deleted.
 fn sync_configured(
-    store: &mut EventStore,
+    store: &mut dyn EventStorage,
     configured: &[SubscriptionConfig],
     now: i64,
 ) -> Result<(), EventsStartError> {

@@ -53,6 +53,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("events database holds an unreadable subscription `{0}`")]
     Corrupt(String),
+    /// A failure of another backend (PostgreSQL in cluster mode, `palaver-cluster`).
+    #[error("events database: {0}")]
+    Backend(String),
 }
 
 /// Where a subscription came from: the TOML file (read-only at run time) or the REST API.
@@ -507,6 +510,108 @@ impl EventStore {
     }
 }
 
+/// The events store port: what the service and the delivery worker need. [`EventStore`]
+/// (SQLite) implements it with its methods above; `palaver-cluster` implements it on
+/// PostgreSQL (`[cluster] postgres_url`), where [`EventStorage::due`] also leases the rows it
+/// returns to the calling node, so two nodes never deliver one row at the same time.
+pub trait EventStorage: Send {
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Store `value` under `key` unless a value is there; returns the stored value.
+    fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError>;
+    fn subscription(&self, name: &str) -> Result<Option<StoredSubscription>, StoreError>;
+    /// Insert or replace a subscription (an unchanged one keeps its validation state).
+    fn upsert_subscription(
+        &mut self,
+        config: &SubscriptionConfig,
+        origin: Origin,
+        now_ms: i64,
+    ) -> Result<StoredSubscription, StoreError>;
+    /// Delete a subscription and its undelivered events; whether it existed.
+    fn delete_subscription(&mut self, name: &str) -> Result<bool, StoreError>;
+    fn due_validations(&self, now_ms: i64) -> Result<Vec<StoredSubscription>, StoreError>;
+    /// Record a handshake result for the subscription validated with `code`; whether it applied.
+    fn record_validation(
+        &mut self,
+        name: &str,
+        code: &str,
+        result: Result<i64, (String, i64)>,
+    ) -> Result<bool, StoreError>;
+    /// Insert deliveries in one transaction.
+    fn enqueue(&mut self, items: &[NewItem], now_ms: i64) -> Result<(), StoreError>;
+    /// Deliveries due at `now_ms`, oldest first, at most `limit`: a system event once its
+    /// subscription is validated, a callback when it is the oldest pending one of its call
+    /// connection. A shared backend leases them to the caller until [`EventStorage::record`].
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    fn record(&mut self, seq: i64, outcome: &Outcome) -> Result<(), StoreError>;
+    fn pending_count(&self) -> Result<u64, StoreError>;
+    fn counts(&self, subscription: Option<&str>) -> Result<DeliveryCounts, StoreError>;
+    fn dead_letters(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    fn pending_event_types(&self) -> Result<Vec<String>, StoreError>;
+    fn prune_delivered(&mut self, before_ms: i64) -> Result<usize, StoreError>;
+}
+
+impl EventStorage for EventStore {
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        EventStore::setting(self, key)
+    }
+    fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        EventStore::setting_or_insert(self, key, value)
+    }
+    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
+        EventStore::subscriptions(self)
+    }
+    fn subscription(&self, name: &str) -> Result<Option<StoredSubscription>, StoreError> {
+        EventStore::subscription(self, name)
+    }
+    fn upsert_subscription(
+        &mut self,
+        config: &SubscriptionConfig,
+        origin: Origin,
+        now_ms: i64,
+    ) -> Result<StoredSubscription, StoreError> {
+        EventStore::upsert_subscription(self, config, origin, now_ms)
+    }
+    fn delete_subscription(&mut self, name: &str) -> Result<bool, StoreError> {
+        EventStore::delete_subscription(self, name)
+    }
+    fn due_validations(&self, now_ms: i64) -> Result<Vec<StoredSubscription>, StoreError> {
+        EventStore::due_validations(self, now_ms)
+    }
+    fn record_validation(
+        &mut self,
+        name: &str,
+        code: &str,
+        result: Result<i64, (String, i64)>,
+    ) -> Result<bool, StoreError> {
+        EventStore::record_validation(self, name, code, result)
+    }
+    fn enqueue(&mut self, items: &[NewItem], now_ms: i64) -> Result<(), StoreError> {
+        EventStore::enqueue(self, items, now_ms)
+    }
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        EventStore::due(self, now_ms, limit)
+    }
+    fn record(&mut self, seq: i64, outcome: &Outcome) -> Result<(), StoreError> {
+        EventStore::record(self, seq, outcome)
+    }
+    fn pending_count(&self) -> Result<u64, StoreError> {
+        EventStore::pending_count(self)
+    }
+    fn counts(&self, subscription: Option<&str>) -> Result<DeliveryCounts, StoreError> {
+        EventStore::counts(self, subscription)
+    }
+    fn dead_letters(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        EventStore::dead_letters(self, limit)
+    }
+    fn pending_event_types(&self) -> Result<Vec<String>, StoreError> {
+        EventStore::pending_event_types(self)
+    }
+    fn prune_delivered(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        EventStore::prune_delivered(self, before_ms)
+    }
+}
+
 struct StoredSubscriptionRaw {
     origin: String,
     state: String,
@@ -518,5 +623,7 @@ struct StoredSubscriptionRaw {
     validated_ms: Option<i64>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 #[cfg(test)]
 mod tests;

@@ -23,11 +23,14 @@ use std::time::Duration;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Open the database and application state for `cfg` with `parts` plugged in. In cluster
-/// mode the identity store (identities, revocations, resource id and keys) is PostgreSQL's.
+/// mode the identity, rooms, meetings and chat stores are PostgreSQL's
+/// ([`ClusterStores::plug_into`]).
 fn open_state_with(cfg: &ServerConfig, cluster: Option<&ClusterStores>, mut parts: AppParts) -> Result<AppState> {
     let db = cfg.database_path();
     let store = Store::open(&db).with_context(|| format!("opening database {}", db.display()))?;
-    parts.identity_store = cluster.map(ClusterStores::identity_store);
+    if let Some(cluster) = cluster {
+        cluster.plug_into(&mut parts);
+    }
     AppState::open(cfg.signaling_config(), store, parts).context("initialising the control plane")
 }
 
@@ -45,7 +48,10 @@ pub fn open_state(cfg: &ServerConfig) -> Result<AppState> {
 pub async fn run(cfg: ServerConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = palaver_telemetry::PalaverMetrics::new().context("building the metrics registry")?;
-    let cluster = open_cluster(&cfg)?;
+    let mut cluster = open_cluster(&cfg)?;
+    if let Some(cluster) = cluster.as_mut() {
+        cluster.connect_redis(&cfg.cluster).await.context("connecting to Redis ([cluster] redis_url)")?;
+    }
     let ledger = cluster.as_ref().map(ClusterStores::ledger_opener);
     let usage = palaver_billing::UsageService::start_with(&cfg.usage, &cfg.server.data_dir, ledger, metrics.clone())
         .context("starting the usage ledger")?;
@@ -60,7 +66,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .await
         .context("starting the /metrics listener")?;
     let media = start_media(&cfg, &metrics)?;
-    let events = open_events(&cfg, &metrics)?;
+    let events = open_events(&cfg, cluster.as_ref(), &metrics)?;
     palaver_events::lifecycle::LifecycleEvents::publish_recovered(&events, &usage.recovery.changes);
     let parts = AppParts {
         // Call lifecycle events ride on the billing observer's session stream.
@@ -73,10 +79,14 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         },
         chat_telemetry: Some(metrics.clone()),
         chat_usage: Some(usage.chat_observer()),
-        identity_store: None,
+        ..AppParts::default()
     };
     let state = open_state_with(&cfg, cluster.as_ref(), parts)?;
     events.set_resource_id(&state.resource.resource_id);
+    let cluster_tasks = match &cluster {
+        Some(cluster) => Some(cluster.start_tasks(&state).await.context("starting the cluster tasks")?),
+        None => None,
+    };
     // The media plane reports active speakers and slots back to the gateway.
     let relay = media.as_ref().map(|m| m.controller.spawn_event_relay(state.gateway.clone()));
     let quic_paths = media.as_ref().map(|m| m.quic_paths.clone()).unwrap_or_default();
@@ -192,6 +202,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     };
     server.await.context("server task")?;
     shutdown.abort();
+    if let Some(tasks) = cluster_tasks {
+        tasks.stop().await;
+    }
     delivery.stop();
     if let Some(q) = &quic {
         q.close().await;
@@ -216,15 +229,23 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     Ok(())
 }
 
-/// The events service (`[events]`): its database in the data directory, its counters on the
-/// registry. Delivery starts once the listener's URL is known.
-fn open_events(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) -> Result<palaver_events::Events> {
+/// The events service (`[events]`): its database in the data directory (PostgreSQL in cluster
+/// mode), its counters on the registry. Delivery starts once the listener's URL is known.
+fn open_events(
+    cfg: &ServerConfig,
+    cluster: Option<&ClusterStores>,
+    metrics: &palaver_telemetry::PalaverMetrics,
+) -> Result<palaver_events::Events> {
     let telemetry =
         palaver_telemetry::EventMetrics::register(metrics.registry()).context("registering event metrics")?;
     let options = palaver_events::EventsOptions {
         telemetry: Arc::new(telemetry),
         ..palaver_events::EventsOptions::new(cfg.events.clone(), String::new())
     };
+    if let Some(cluster) = cluster {
+        return palaver_events::Events::open_with_store(cluster.event_store(), options)
+            .context("opening the events store on PostgreSQL");
+    }
     let path = cfg.events_database_path();
     palaver_events::Events::open(&path, options)
         .with_context(|| format!("opening the events database {}", path.display()))

@@ -76,6 +76,11 @@ pub struct AppParts {
     /// Identities, revocation marks and the generated settings (default: the SQLite store;
     /// PostgreSQL in cluster mode, `palaver-cluster`).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Rooms and meeting definitions (default: the SQLite store; PostgreSQL in cluster mode).
+    pub room_store: Option<Arc<dyn crate::store::room_store::RoomStore>>,
+    pub meeting_store: Option<Arc<dyn crate::store::meetings::MeetingStore>>,
+    /// Chat's transactions (default: the SQLite store; PostgreSQL in cluster mode).
+    pub chat_backend: Option<Arc<dyn crate::store::chat_store::ChatBackend>>,
 }
 
 impl Default for AppParts {
@@ -88,6 +93,9 @@ impl Default for AppParts {
             chat_usage: None,
             events: Arc::new(NoEventPublisher),
             identity_store: None,
+            room_store: None,
+            meeting_store: None,
+            chat_backend: None,
         }
     }
 }
@@ -161,11 +169,28 @@ impl AppState {
         let revocations = RevocationList::load(identity_store.as_ref())?;
         let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
-        let rooms = crate::domain::rooms::RoomDirectory::open(store.clone())?;
+        let rooms = match parts.room_store {
+            Some(other) => crate::domain::rooms::RoomDirectory::with_store(other),
+            None => crate::domain::rooms::RoomDirectory::open(store.clone())?,
+        };
         config.calls.validate().map_err(|e| StartupError::Config(e.to_string()))?;
-        let chat =
-            crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?.with_usage(parts.chat_usage);
-        let meetings = Meetings::new(MeetingDirectory::open(store.clone())?, chat.clone());
+        let chat = match parts.chat_backend {
+            Some(backend) => {
+                // Every node must read the others' paging tokens: the key is a shared setting.
+                let page_key = identity_store.setting_or_create(
+                    crate::domain::chat::service::PAGE_KEY_SETTING,
+                    &mut TokenService::generate_seed_base64,
+                )?;
+                crate::domain::chat::ChatService::with_backend(backend, &page_key, parts.chat_telemetry)
+            }
+            None => crate::domain::chat::ChatService::open(store.clone(), parts.chat_telemetry)?,
+        }
+        .with_usage(parts.chat_usage);
+        let meeting_directory = match parts.meeting_store {
+            Some(other) => MeetingDirectory::with_store(other),
+            None => MeetingDirectory::open(store.clone())?,
+        };
+        let meetings = Meetings::new(meeting_directory, chat.clone());
         let gateway = Gateway::new(GatewayParts {
             config: config.gateway,
             calls: config.calls.clone(),

@@ -212,7 +212,7 @@ pub fn active_participant_ids(conn: &Connection, thread_seq: i64) -> rusqlite::R
 const MESSAGE_COLUMNS: &str = "sequence_id, id, kind, version, content, sender, sender_display_name, created_ms, \
      edited_ms, deleted_ms, metadata, topic, participants, initiator";
 
-fn participants_to_json(ps: &[ChatParticipant]) -> String {
+pub fn participants_to_json(ps: &[ChatParticipant]) -> String {
     let list: Vec<_> = ps
         .iter()
         .map(|p| serde_json::json!({"rawId": p.raw_id, "displayName": p.display_name, "shareHistoryMs": p.share_history_ms}))
@@ -220,7 +220,7 @@ fn participants_to_json(ps: &[ChatParticipant]) -> String {
     serde_json::Value::Array(list).to_string()
 }
 
-fn participants_from_json(s: &str) -> Vec<ChatParticipant> {
+pub fn participants_from_json(s: &str) -> Vec<ChatParticipant> {
     let v: Vec<serde_json::Value> = serde_json::from_str(s).unwrap_or_default();
     v.iter()
         .filter_map(|p| {

@@ -1,14 +1,18 @@
 //! Durable meeting definitions (SQLite table `meetings`): organizer, tenant, listed
 //! co-organizers and presenters, policy, numeric meeting code + passcode. Live state
 //! (who is in, recording) lives in the gateway's conversation actors, not here.
+//! [`MeetingDirectory`] is the domain's handle; [`MeetingStore`] the port behind it (SQLite
+//! here, PostgreSQL in `palaver-cluster`), with cases every backend passes in [`conformance`].
 
 use crate::domain::conversation::MeetingSetup;
 use crate::store::{Store, StoreError};
 use palaver_core::protocol::MeetingPolicy;
 use rand::Rng;
 use rusqlite::{OptionalExtension, params};
+use std::sync::Arc;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE meetings (
+/// Append-only migration steps of the `meetings` component.
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE meetings (
         id TEXT PRIMARY KEY,
         meeting_code TEXT NOT NULL UNIQUE,
         passcode TEXT NOT NULL,
@@ -79,12 +83,6 @@ pub fn generate_passcode() -> String {
     (0..6).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect()
 }
 
-/// The `meetings` table.
-#[derive(Debug, Clone)]
-pub struct MeetingDirectory {
-    store: Store,
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -119,101 +117,172 @@ pub enum Created {
     OrganizerFull,
 }
 
+/// What one insert attempt did (nothing is written unless `Inserted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The organizer already holds `max_per_organizer` meetings.
+    OrganizerFull,
+    /// Another meeting has this meeting code (or this id): draw another code.
+    Collision,
+}
+
+/// The meetings store port: SQLite's [`Store`] here, PostgreSQL in `palaver-cluster`
+/// (`[cluster] postgres_url`). Each method is one transaction.
+#[async_trait::async_trait]
+pub trait MeetingStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Insert `record` unless its organizer already holds `max_per_organizer` meetings or its
+    /// code is taken (the count and the insert are atomic).
+    async fn insert_meeting(
+        &self,
+        record: &MeetingRecord,
+        max_per_organizer: usize,
+    ) -> Result<InsertOutcome, StoreError>;
+    async fn meeting(&self, id: &str) -> Result<Option<MeetingRecord>, StoreError>;
+    /// The meeting with this (normalized) 12-digit code.
+    async fn meeting_by_code(&self, code: &str) -> Result<Option<MeetingRecord>, StoreError>;
+    /// Replace the policy; false if no such meeting.
+    async fn set_meeting_policy(&self, id: &str, policy: &MeetingPolicy) -> Result<bool, StoreError>;
+    /// Delete; false if no such meeting.
+    async fn delete_meeting(&self, id: &str) -> Result<bool, StoreError>;
+    /// Meetings organized by `raw_id`, newest first, at most `limit`.
+    async fn meetings_of(&self, raw_id: &str, limit: usize) -> Result<Vec<MeetingRecord>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl MeetingStore for Store {
+    async fn insert_meeting(
+        &self,
+        record: &MeetingRecord,
+        max_per_organizer: usize,
+    ) -> Result<InsertOutcome, StoreError> {
+        let r = record.clone();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM meetings WHERE organizer_raw_id = ?1",
+                [&r.organizer_raw_id],
+                |row| row.get(0),
+            )?;
+            if held >= max_per_organizer as i64 {
+                return Ok(InsertOutcome::OrganizerFull);
+            }
+            let n = tx.execute(
+                &format!("INSERT OR IGNORE INTO meetings ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+                params![
+                    r.id,
+                    r.meeting_code,
+                    r.passcode,
+                    r.subject,
+                    r.organizer_raw_id,
+                    r.organizer_tenant_id,
+                    to_json(&r.co_organizers),
+                    to_json(&r.presenters),
+                    to_json(&r.policy),
+                    r.created_at_ms
+                ],
+            )?;
+            tx.commit()?;
+            Ok(if n == 1 { InsertOutcome::Inserted } else { InsertOutcome::Collision })
+        })
+        .await
+    }
+
+    async fn meeting(&self, id: &str) -> Result<Option<MeetingRecord>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE id = ?1"), [id], row_to_record).optional()
+        })
+        .await
+    }
+
+    async fn meeting_by_code(&self, code: &str) -> Result<Option<MeetingRecord>, StoreError> {
+        let code = code.to_string();
+        self.call(move |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE meeting_code = ?1"), [code], row_to_record)
+                .optional()
+        })
+        .await
+    }
+
+    async fn set_meeting_policy(&self, id: &str, policy: &MeetingPolicy) -> Result<bool, StoreError> {
+        let (id, policy) = (id.to_string(), to_json(policy));
+        self.call(move |c| c.execute("UPDATE meetings SET policy = ?1 WHERE id = ?2", params![policy, id]))
+            .await
+            .map(|n| n == 1)
+    }
+
+    async fn delete_meeting(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| c.execute("DELETE FROM meetings WHERE id = ?1", [id])).await.map(|n| n == 1)
+    }
+
+    async fn meetings_of(&self, raw_id: &str, limit: usize) -> Result<Vec<MeetingRecord>, StoreError> {
+        let raw_id = raw_id.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM meetings WHERE organizer_raw_id = ?1 ORDER BY created_at_ms DESC, id LIMIT ?2"
+            ))?;
+            stmt.query_map(params![raw_id, limit as i64], row_to_record)?.collect()
+        })
+        .await
+    }
+}
+
+/// How many meetings [`MeetingDirectory::list_by_organizer`] returns at most.
+pub const LIST_LIMIT: usize = 200;
+
+/// The meeting definitions, on SQLite or (cluster mode) PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MeetingDirectory {
+    store: Arc<dyn MeetingStore>,
+}
+
 impl MeetingDirectory {
+    /// On the SQLite `store`, creating its table if needed.
     pub fn open(store: Store) -> Result<Self, StoreError> {
         store.migrate("meetings", MIGRATIONS)?;
-        Ok(Self { store })
+        Ok(Self { store: Arc::new(store) })
+    }
+
+    /// On another backend's store (PostgreSQL in cluster mode), already migrated.
+    pub fn with_store(store: Arc<dyn MeetingStore>) -> Self {
+        Self { store }
     }
 
     /// Insert a new meeting unless its organizer already has `max_per_organizer` (one
     /// transaction); a meeting-code collision draws a new code (the record is updated).
     pub async fn create(&self, record: &mut MeetingRecord, max_per_organizer: usize) -> Result<Created, StoreError> {
         for _ in 0..8 {
-            let r = record.clone();
-            let inserted = self
-                .store
-                .call(move |c| {
-                    let tx = c.transaction()?;
-                    let held: i64 = tx.query_row(
-                        "SELECT COUNT(*) FROM meetings WHERE organizer_raw_id = ?1",
-                        [&r.organizer_raw_id],
-                        |row| row.get(0),
-                    )?;
-                    if held >= max_per_organizer as i64 {
-                        return Ok(None);
-                    }
-                    let n = tx.execute(
-                        &format!("INSERT OR IGNORE INTO meetings ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
-                        params![
-                            r.id,
-                            r.meeting_code,
-                            r.passcode,
-                            r.subject,
-                            r.organizer_raw_id,
-                            r.organizer_tenant_id,
-                            to_json(&r.co_organizers),
-                            to_json(&r.presenters),
-                            to_json(&r.policy),
-                            r.created_at_ms
-                        ],
-                    )?;
-                    tx.commit()?;
-                    Ok(Some(n))
-                })
-                .await?;
-            match inserted {
-                None => return Ok(Created::OrganizerFull),
-                Some(1) => return Ok(Created::Inserted),
-                Some(_) => record.meeting_code = generate_meeting_code(),
+            match self.store.insert_meeting(record, max_per_organizer).await? {
+                InsertOutcome::OrganizerFull => return Ok(Created::OrganizerFull),
+                InsertOutcome::Inserted => return Ok(Created::Inserted),
+                InsertOutcome::Collision => record.meeting_code = generate_meeting_code(),
             }
         }
-        Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        Err(StoreError::Backend("no free meeting code after 8 draws".into()))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<MeetingRecord>, StoreError> {
-        let id = id.to_string();
-        self.store
-            .call(move |c| {
-                c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE id = ?1"), [id], row_to_record).optional()
-            })
-            .await
+        self.store.meeting(id).await
     }
 
     /// The meeting with this 12-digit code (spaces ignored).
     pub async fn by_code(&self, code: &str) -> Result<Option<MeetingRecord>, StoreError> {
-        let code = normalize_code(code);
-        self.store
-            .call(move |c| {
-                c.query_row(&format!("SELECT {COLUMNS} FROM meetings WHERE meeting_code = ?1"), [code], row_to_record)
-                    .optional()
-            })
-            .await
+        self.store.meeting_by_code(&normalize_code(code)).await
     }
 
     pub async fn set_policy(&self, id: &str, policy: &MeetingPolicy) -> Result<bool, StoreError> {
-        let (id, policy) = (id.to_string(), to_json(policy));
-        self.store
-            .call(move |c| c.execute("UPDATE meetings SET policy = ?1 WHERE id = ?2", params![policy, id]))
-            .await
-            .map(|n| n == 1)
+        self.store.set_meeting_policy(id, policy).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.store.call(move |c| c.execute("DELETE FROM meetings WHERE id = ?1", [id])).await.map(|n| n == 1)
+        self.store.delete_meeting(id).await
     }
 
-    /// Meetings organized by `raw_id`, newest first (at most 200).
+    /// Meetings organized by `raw_id`, newest first (at most [`LIST_LIMIT`]).
     pub async fn list_by_organizer(&self, raw_id: &str) -> Result<Vec<MeetingRecord>, StoreError> {
-        let raw_id = raw_id.to_string();
-        self.store
-            .call(move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {COLUMNS} FROM meetings WHERE organizer_raw_id = ?1 ORDER BY created_at_ms DESC LIMIT 200"
-                ))?;
-                stmt.query_map([raw_id], row_to_record)?.collect()
-            })
-            .await
+        self.store.meetings_of(raw_id, LIST_LIMIT).await
     }
 }
 
@@ -222,49 +291,18 @@ pub fn normalize_code(code: &str) -> String {
     code.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(id: &str, code: &str) -> MeetingRecord {
-        MeetingRecord {
-            id: id.into(),
-            meeting_code: code.into(),
-            passcode: "Ab3xyz".into(),
-            subject: Some("Plan".into()),
-            organizer_raw_id: "8:orgid:o".into(),
-            organizer_tenant_id: Some("t".into()),
-            co_organizers: vec!["8:orgid:c".into()],
-            presenters: vec![],
-            policy: MeetingPolicy::default(),
-            created_at_ms: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn create_lookup_update_delete() {
-        let dir = MeetingDirectory::open(Store::open_in_memory().unwrap()).unwrap();
-        let mut a = record("a", "123456789012");
-        assert_eq!(dir.create(&mut a, 10).await.unwrap(), Created::Inserted);
-        // Same code again: a new code is drawn, nothing overwritten.
-        let mut b = record("b", "123456789012");
-        assert_eq!(dir.create(&mut b, 10).await.unwrap(), Created::Inserted);
-        assert_ne!(b.meeting_code, "123456789012");
-        assert_eq!(dir.get("a").await.unwrap().unwrap(), a);
-        assert_eq!(dir.by_code("1234 5678 9012").await.unwrap().unwrap().id, "a");
-        assert!(a.passcode_matches(" Ab3xyz ") && !a.passcode_matches("ab3xyz"));
-        let p = MeetingPolicy { external_dial_out: true, ..Default::default() };
-        assert!(dir.set_policy("a", &p).await.unwrap());
-        assert_eq!(dir.get("a").await.unwrap().unwrap().policy, p);
-        assert_eq!(dir.list_by_organizer("8:orgid:o").await.unwrap().len(), 2);
-        // The organizer holds two: a cap of two refuses a third and writes nothing.
-        let mut c = record("c", "223456789012");
-        assert_eq!(dir.create(&mut c, 2).await.unwrap(), Created::OrganizerFull);
-        assert!(dir.get("c").await.unwrap().is_none());
-        assert!(dir.delete("a").await.unwrap());
-        assert!(dir.get("a").await.unwrap().is_none());
-        assert!(!dir.delete("a").await.unwrap());
-    }
+    crate::meeting_store_conformance_tests!({
+        let store = Store::open_in_memory().unwrap();
+        MeetingDirectory::open(store.clone()).unwrap();
+        store
+    });
 
     #[test]
     fn generated_codes_have_the_documented_shape() {

@@ -7,13 +7,17 @@
 //! crate's only way off the async workers, also used for the usage ledger and CPU-bound
 //! request checks); [`Store::with_conn`] is for synchronous callers (start-up, tests).
 //! Identity's own tables and queries live in [`identities`], its port (SQLite or PostgreSQL) in
-//! [`identity_store`]; small named secrets and
-//! generated settings (keys, resource id) in [`settings`].
+//! [`identity_store`]. The other components' ports: rooms in [`room_store`] (queries in
+//! [`rooms`]), chat in [`chat_store`] (queries in [`chat`]), meetings in [`meetings`]; their
+//! PostgreSQL implementations are in `palaver-cluster`. Small named secrets and generated
+//! settings (keys, resource id) in [`settings`].
 
 pub mod chat;
+pub mod chat_store;
 pub mod identities;
 pub mod identity_store;
 pub mod meetings;
+pub mod room_store;
 pub mod rooms;
 pub mod settings;
 

@@ -1,6 +1,7 @@
 //! Rooms tables in the shared SQLite store: rooms, their participants, and first answers
 //! to `Repeatability-Request-Id` create requests. Every write runs in one transaction, so
-//! a refused request writes nothing.
+//! a refused request writes nothing. Callers go through the [`super::room_store::RoomStore`]
+//! port (whose conformance cases test these queries); PostgreSQL is its other backend.
 
 use crate::domain::rooms::{MAX_PARTICIPANTS, ParticipantChange, Room};
 use crate::store::{Store, StoreError};
@@ -227,86 +228,4 @@ pub fn patch_participants(
     }
     tx.commit()?;
     Ok(Ok(()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> Store {
-        let s = Store::open_in_memory().unwrap();
-        migrate(&s).unwrap();
-        migrate(&s).unwrap();
-        s
-    }
-
-    fn room(id: &str) -> Room {
-        Room { id: id.into(), created_at_us: 1, valid_from_us: 1, valid_until_us: 2, pstn_dial_out_enabled: false }
-    }
-
-    fn upsert(raw: &str, role: RoomRole) -> ParticipantChange {
-        ParticipantChange::Upsert { raw_id: raw.into(), role }
-    }
-
-    #[test]
-    fn create_list_patch_delete() {
-        let s = store();
-        s.with_conn(|c| insert_room(c, &room("r1"), &[upsert("8:acs:x_a", RoomRole::Presenter)], None, "{}")).unwrap();
-        s.with_conn(|c| insert_room(c, &room("r2"), &[], None, "{}")).unwrap();
-        let rooms = s.with_conn(|c| list_rooms(c, 0, 10)).unwrap();
-        assert_eq!(rooms.iter().map(|(_, r)| r.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
-        let after_first = s.with_conn(|c| list_rooms(c, rooms[0].0, 10)).unwrap();
-        assert_eq!(after_first.len(), 1);
-
-        let changes = [upsert("8:acs:x_a", RoomRole::Consumer), upsert("8:acs:x_b", RoomRole::Attendee)];
-        s.with_conn(|c| patch_participants(c, "r1", &changes)).unwrap().unwrap();
-        let seq = rooms[0].0;
-        let listed = s.with_conn(|c| list_participants(c, seq, 0, 10)).unwrap();
-        let roles: Vec<_> = listed.iter().map(|(_, id, role)| (id.as_str(), *role)).collect();
-        assert_eq!(roles, [("8:acs:x_a", RoomRole::Consumer), ("8:acs:x_b", RoomRole::Attendee)]);
-        let remove = [ParticipantChange::Remove { raw_id: "8:acs:x_a".into() }];
-        s.with_conn(|c| patch_participants(c, "r1", &remove)).unwrap().unwrap();
-        assert_eq!(s.with_conn(|c| participant_role(c, seq, "8:acs:x_a")).unwrap(), None);
-        assert_eq!(s.with_conn(|c| participant_role(c, seq, "8:acs:x_b")).unwrap(), Some(RoomRole::Attendee));
-
-        assert_eq!(s.with_conn(|c| patch_participants(c, "nope", &remove)).unwrap(), Err(WriteRefusal::RoomNotFound));
-        s.with_conn(|c| delete_room(c, "r1")).unwrap().unwrap();
-        assert_eq!(s.with_conn(|c| delete_room(c, "r1")).unwrap(), Err(WriteRefusal::RoomNotFound));
-        let left: i64 =
-            s.with_conn(|c| c.query_row("SELECT COUNT(*) FROM room_participants", [], |r| r.get(0))).unwrap();
-        assert_eq!(left, 0, "participants go with their room");
-    }
-
-    #[test]
-    fn too_many_participants_writes_nothing() {
-        let s = store();
-        s.with_conn(|c| insert_room(c, &room("r1"), &[upsert("8:acs:x_keep", RoomRole::Attendee)], None, "{}"))
-            .unwrap();
-        let many: Vec<_> = (0..MAX_PARTICIPANTS).map(|i| upsert(&format!("8:acs:x_{i}"), RoomRole::Attendee)).collect();
-        let refused = s.with_conn(|c| patch_participants(c, "r1", &many)).unwrap();
-        assert_eq!(refused, Err(WriteRefusal::TooManyParticipants { count: MAX_PARTICIPANTS + 1 }));
-        let n: i64 = s.with_conn(|c| c.query_row("SELECT COUNT(*) FROM room_participants", [], |r| r.get(0))).unwrap();
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn repeated_request_id_replays_the_first_answer() {
-        let s = store();
-        let first =
-            s.with_conn(|c| insert_room(c, &room("r1"), &[], Some(("req-1", "fp")), "{\"id\":\"r1\"}")).unwrap();
-        assert_eq!(first, Created::New);
-        let again =
-            s.with_conn(|c| insert_room(c, &room("r2"), &[], Some(("req-1", "fp")), "{\"id\":\"r2\"}")).unwrap();
-        assert_eq!(
-            again,
-            Created::Replay(StoredAnswer { fingerprint: "fp".into(), status: 201, body: "{\"id\":\"r1\"}".into() })
-        );
-        assert_eq!(s.with_conn(|c| list_rooms(c, 0, 10)).unwrap().len(), 1);
-        // A day later the id is forgotten: it creates a new room.
-        let mut later = room("r3");
-        later.created_at_us = 1 + REPEATABILITY_WINDOW_US + 1;
-        let after_window = s.with_conn(|c| insert_room(c, &later, &[], Some(("req-1", "fp")), "{}")).unwrap();
-        assert_eq!(after_window, Created::New);
-        assert_eq!(s.with_conn(|c| list_rooms(c, 0, 10)).unwrap().len(), 2);
-    }
 }

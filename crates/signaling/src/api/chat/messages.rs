@@ -8,7 +8,6 @@ use crate::api::{ApiError, parse_json, parse_json_or_default};
 use crate::domain::chat::model::{check_content, check_display_name};
 use crate::domain::chat::service::{self, user_message};
 use crate::domain::chat::{ChatOperation, MessageKind, PageToken};
-use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +59,7 @@ pub async fn list(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
         .run(move |c| {
             let a = service::access(c, &tid, &caller, ChatOperation::ReadMessages)?;
             let before = after.map(|t| t.position).unwrap_or(i64::MAX);
-            Ok(db::list_messages(c, a.row.seq, before, a.member.window(), start_ms, size + 1)?)
+            Ok(c.list_messages(a.row.seq, before, a.member.window(), start_ms, size + 1)?)
         })
         .await?;
     let more = rows.len() > size;

@@ -9,7 +9,6 @@ use crate::api::{ApiError, parse_json, parse_json_or_default};
 use crate::domain::chat::model::check_display_name;
 use crate::domain::chat::service::{self, add_participants};
 use crate::domain::chat::{ChatError, ChatOperation};
-use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,7 +30,7 @@ pub async fn list(req: ChatRequest<ThreadPath>) -> Result<Response, ApiError> {
         .chat
         .run(move |c| {
             let a = service::access(c, &tid, &caller, ChatOperation::ListParticipants)?;
-            Ok(db::list_participants(c, a.row.seq, skip, size + 1)?)
+            Ok(c.list_participants(a.row.seq, skip, size + 1)?)
         })
         .await?;
     let more = rows.len() > size;

@@ -9,7 +9,6 @@ use crate::domain::chat::ids::new_thread_id;
 use crate::domain::chat::model::{check_batch, check_display_name, check_topic};
 use crate::domain::chat::service::{self, Caller, TxResult, create_thread_in};
 use crate::domain::chat::{ChatError, ChatOperation, ChatParticipant, PageToken};
-use crate::store::chat as db;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -126,7 +125,7 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
         .chat
         .run(move |c| {
             if let Some(r) = &repeat
-                && let Some((fingerprint, body)) = db::find_repeat(c, &caller.raw_id, &r.request_id)?
+                && let Some((fingerprint, body)) = c.find_repeat(&caller.raw_id, &r.request_id)?
             {
                 if fingerprint != r.fingerprint {
                     return Err(ChatError::RepeatabilityConflict.into());
@@ -150,7 +149,7 @@ pub async fn create(req: ChatRequest, headers: HeaderMap, body: Bytes) -> Result
             }
             let body = answer.to_string();
             if let Some(r) = &repeat {
-                db::save_repeat(c, &caller.raw_id, &r.request_id, &r.fingerprint, &body, now)?;
+                c.save_repeat(&caller.raw_id, &r.request_id, &r.fingerprint, &body, now)?;
             }
             Ok((StatusCode::CREATED, body, Some((row.thread, members))))
         })
@@ -187,7 +186,7 @@ pub async fn list(req: ChatRequest) -> Result<Response, ApiError> {
     let raw_id = req.caller.raw_id.clone();
     let rows = state
         .chat
-        .run(move |c| Ok(db::list_threads_of(c, &raw_id, after.map(|t| (t.position, t.tie)), start_ms, size + 1)?))
+        .run(move |c| Ok(c.list_threads_of(&raw_id, after.map(|t| (t.position, t.tie)), start_ms, size + 1)?))
         .await?;
     let more = rows.len() > size;
     let rows = &rows[..rows.len().min(size)];

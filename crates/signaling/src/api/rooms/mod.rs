@@ -9,7 +9,8 @@ use crate::domain::rooms::{
     self as rooms, CreateRoomRequest, Page, ParticipantJson, Room, RoomJson, UpdateParticipantsRequest,
     UpdateRoomRequest,
 };
-use crate::store::rooms::{self as store, Created, WriteRefusal};
+use crate::store::room_store::RoomRepeat;
+use crate::store::rooms::{Created, WriteRefusal};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -120,18 +121,10 @@ async fn create_room(
         pstn_dial_out_enabled: req.pstn_dial_out_enabled.unwrap_or(false),
     };
     let body = serde_json::to_string(&room.to_json()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let answer_body = body.clone();
     let room_id = room.id.clone();
-    let created = state
-        .rooms
-        .store()
-        .call(move |c| {
-            let repeat = repeat.as_ref().map(|r| (r.request_id.as_str(), r.fingerprint.as_str()));
-            let created = store::insert_room(c, &room, &participants, repeat, &answer_body)?;
-            Ok((created, repeat.map(|(_, fp)| fp.to_string())))
-        })
-        .await?;
-    match created {
+    let repeat = repeat.map(|r| RoomRepeat { request_id: r.request_id, fingerprint: r.fingerprint });
+    let created = state.rooms.store().create_room(&room, &participants, repeat.as_ref(), &body).await?;
+    match (created, repeat.map(|r| r.fingerprint)) {
         (Created::New, _) => {
             tracing::info!(room_id, "room created");
             Ok(raw_json(StatusCode::CREATED, body))
@@ -149,7 +142,7 @@ async fn create_room(
 async fn list_rooms(State(state): State<AppState>, uri: Uri, _auth: HmacAuthenticated) -> Result<Response, ApiError> {
     let version = api_version(&uri)?;
     let page = rooms::page_request(uri.query())?;
-    let rows = state.rooms.store().call(move |c| store::list_rooms(c, page.after, page.size + 1)).await?;
+    let rows = state.rooms.store().list_rooms(page.after, page.size + 1).await?;
     let more = rows.len() > page.size;
     let rows = &rows[..rows.len().min(page.size)];
     let next_link =
@@ -159,8 +152,7 @@ async fn list_rooms(State(state): State<AppState>, uri: Uri, _auth: HmacAuthenti
 }
 
 async fn find(state: &AppState, room_id: &str) -> Result<(i64, Room), ApiError> {
-    let id = room_id.to_string();
-    state.rooms.store().call(move |c| store::find_room(c, &id)).await?.ok_or_else(|| room_not_found(room_id))
+    state.rooms.store().find_room(room_id).await?.ok_or_else(|| room_not_found(room_id))
 }
 
 async fn get_room(
@@ -189,8 +181,7 @@ async fn update_room(
     if let Some(pstn) = req.pstn_dial_out_enabled {
         room.pstn_dial_out_enabled = pstn;
     }
-    let stored = room.clone();
-    state.rooms.store().call(move |c| store::update_room(c, &stored)).await?.map_err(|e| refusal(e, &room_id))?;
+    state.rooms.store().update_room(&room).await?.map_err(|e| refusal(e, &room_id))?;
     json_response(StatusCode::OK, &room.to_json())
 }
 
@@ -201,8 +192,7 @@ async fn delete_room(
     _auth: HmacAuthenticated,
 ) -> Result<Response, ApiError> {
     api_version(&uri)?;
-    let id = room_id.clone();
-    state.rooms.store().call(move |c| store::delete_room(c, &id)).await?.map_err(|e| refusal(e, &room_id))?;
+    state.rooms.store().delete_room(&room_id).await?.map_err(|e| refusal(e, &room_id))?;
     tracing::info!(room_id, "room deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -216,7 +206,7 @@ async fn list_participants(
     let version = api_version(&uri)?;
     let page = rooms::page_request(uri.query())?;
     let (seq, _) = find(&state, &room_id).await?;
-    let rows = state.rooms.store().call(move |c| store::list_participants(c, seq, page.after, page.size + 1)).await?;
+    let rows = state.rooms.store().list_participants(seq, page.after, page.size + 1).await?;
     let more = rows.len() > page.size;
     let rows = &rows[..rows.len().min(page.size)];
     let path = format!("/rooms/{room_id}/participants");
@@ -240,12 +230,6 @@ async fn update_participants(
         );
     };
     let changes = rooms::participant_changes(map, &state.resource.resource_id, true)?;
-    let id = room_id.clone();
-    state
-        .rooms
-        .store()
-        .call(move |c| store::patch_participants(c, &id, &changes))
-        .await?
-        .map_err(|e| refusal(e, &room_id))?;
+    state.rooms.store().patch_participants(&room_id, &changes).await?.map_err(|e| refusal(e, &room_id))?;
     json_response(StatusCode::OK, &serde_json::json!({}))
 }

@@ -8,8 +8,8 @@ use super::service::{self, Access, ChatService, TxResult, create_thread_in};
 use crate::domain::Refusal;
 use crate::domain::chat::ids::meeting_thread_id;
 use crate::domain::chat::{ChatEvent, ChatParticipant, Membership, MessageKind};
-use crate::store::chat::{self as db, ThreadRow};
-use rusqlite::Connection;
+use crate::store::chat::ThreadRow;
+use crate::store::chat_store::ChatTx;
 
 /// A change of who is in a meeting, for its chat thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +31,14 @@ pub const DEFAULT_MEETING_TOPIC: &str = "Meeting chat";
 
 /// The meeting's thread, created if missing.
 pub fn ensure_thread(
-    c: &Connection,
+    c: &dyn ChatTx,
     meeting_id: &str,
     topic: &str,
     organizer: &str,
     now_ms: i64,
 ) -> TxResult<ThreadRow> {
     let id = meeting_thread_id(meeting_id);
-    if let Some(row) = db::find_thread(c, &id)? {
+    if let Some(row) = c.find_thread(&id)? {
         return Ok(row);
     }
     let creator = ChatParticipant { raw_id: organizer.to_string(), display_name: None, share_history_ms: 0 };
@@ -46,9 +46,9 @@ pub fn ensure_thread(
 }
 
 /// Apply one meeting membership change; returns the events to deliver.
-pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<ChatEvent>> {
+pub fn apply_change(c: &dyn ChatTx, ch: &MeetingChatChange) -> TxResult<Vec<ChatEvent>> {
     let row = ensure_thread(c, &ch.meeting_id, &ch.topic, &ch.organizer, ch.at_ms)?;
-    let found = db::membership(c, row.seq, &ch.raw_id)?;
+    let found = c.membership(row.seq, &ch.raw_id)?;
     let active = found.as_ref().is_some_and(|(m, _)| m.is_active());
     let me = ChatParticipant {
         raw_id: ch.raw_id.clone(),
@@ -60,7 +60,7 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
         if let Some((member, None)) = found.filter(|(m, _)| m.is_active()) {
             // The organizer created the thread before joining: name them now (for receipts and typing).
             let named = ChatParticipant { share_history_ms: member.share_history_ms, ..me };
-            db::upsert_participants(c, a.row.seq, &[named])?;
+            c.upsert_participants(a.row.seq, &[named])?;
             return Ok(vec![]);
         }
         if active {
@@ -71,14 +71,14 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
     if !ch.is_external || !active {
         return Ok(vec![]);
     }
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     let m = service::append(
         c,
         &mut a.row,
         service::system_message(MessageKind::ParticipantRemoved, &ch.raw_id, None, vec![me.clone()]),
         ch.at_ms,
     )?;
-    db::forget_participant(c, a.row.seq, &ch.raw_id)?;
+    c.forget_participant(a.row.seq, &ch.raw_id)?;
     Ok(vec![ChatEvent::participants(
         &a.row.thread.id,
         false,
@@ -92,12 +92,12 @@ pub fn apply_change(c: &Connection, ch: &MeetingChatChange) -> TxResult<Vec<Chat
 
 /// Delete a meeting's thread with the meeting (a system action, no caller check): returns
 /// the `chatThreadDeleted` event for its active participants, `None` if there was no thread.
-pub fn delete_thread(c: &Connection, meeting_id: &str, deleted_by: &str, now_ms: i64) -> TxResult<Option<ChatEvent>> {
-    let Some(row) = db::find_thread(c, &meeting_thread_id(meeting_id))? else {
+pub fn delete_thread(c: &dyn ChatTx, meeting_id: &str, deleted_by: &str, now_ms: i64) -> TxResult<Option<ChatEvent>> {
+    let Some(row) = c.find_thread(&meeting_thread_id(meeting_id))? else {
         return Ok(None);
     };
-    let to = db::active_participant_ids(c, row.seq)?;
-    db::delete_thread(c, row.seq)?;
+    let to = c.active_participant_ids(row.seq)?;
+    c.delete_thread(row.seq)?;
     let by = ChatParticipant { raw_id: deleted_by.to_string(), display_name: None, share_history_ms: 0 };
     Ok(Some(ChatEvent::thread_deleted(&row.thread.id, &by, now_ms, &to)))
 }
@@ -139,6 +139,8 @@ mod tests {
     use super::*;
     use crate::domain::chat::ChatOperation;
     use crate::domain::chat::access::require_member;
+    use crate::store::chat as db;
+    use rusqlite::Connection;
 
     fn change(raw: &str, external: bool, entered: bool, at_ms: i64) -> MeetingChatChange {
         MeetingChatChange {
@@ -165,9 +167,9 @@ mod tests {
             .unwrap();
     }
 
-    fn member(c: &Connection, raw: &str) -> Option<Membership> {
-        let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
-        db::membership(c, row.seq, raw).unwrap().map(|(m, _)| m)
+    fn member(c: &dyn ChatTx, raw: &str) -> Option<Membership> {
+        let row = c.find_thread(&meeting_thread_id("m1")).unwrap().unwrap();
+        c.membership(row.seq, raw).unwrap().map(|(m, _)| m)
     }
 
     #[test]
@@ -178,7 +180,7 @@ mod tests {
             let event = delete_thread(c, "m1", "8:orgid:org", 2000).ok().unwrap().unwrap();
             assert_eq!(event.name, "chatThreadDeleted");
             assert_eq!(event.recipients, vec!["8:orgid:org".to_string(), "8:acs:r_e".to_string()]);
-            assert!(db::find_thread(c, &meeting_thread_id("m1")).unwrap().is_none());
+            assert!(c.find_thread(&meeting_thread_id("m1")).unwrap().is_none());
             let left: i64 = c.query_row("SELECT COUNT(*) FROM chat_messages", [], |r| r.get(0)).unwrap();
             assert_eq!(left, 0, "the thread's messages go with it");
         });
@@ -203,11 +205,11 @@ mod tests {
             );
             assert!(apply_change(c, &change("8:orgid:d", false, false, 5000)).ok().unwrap().is_empty());
             assert!(member(c, "8:orgid:d").unwrap().is_active());
-            let row = db::find_thread(c, &meeting_thread_id("m1")).unwrap().unwrap();
+            let row = c.find_thread(&meeting_thread_id("m1")).unwrap().unwrap();
             assert_eq!(row.thread.topic, "Standup");
             // The organizer (creator, unnamed) entering gets their name, no event.
             assert!(apply_change(c, &change("8:orgid:org", false, true, 6000)).ok().unwrap().is_empty());
-            assert_eq!(db::membership(c, row.seq, "8:orgid:org").unwrap().unwrap().1.as_deref(), Some("X"));
+            assert_eq!(c.membership(row.seq, "8:orgid:org").unwrap().unwrap().1.as_deref(), Some("X"));
             assert_eq!(row.thread.created_by, "8:orgid:org");
         });
     }

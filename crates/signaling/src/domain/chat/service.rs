@@ -11,10 +11,10 @@ use crate::domain::chat::{
     ChatError, ChatEvent, ChatMessage, ChatOperation, ChatParticipant, ChatThread, MAX_PARTICIPANTS,
     MAX_RECEIPT_PARTICIPANTS, Membership, MessageKind, PageKeys, ReadReceipt,
 };
-use crate::store::Store;
 use crate::store::chat::{self as db, ThreadRow};
+use crate::store::chat_store::{ChatBackend, ChatTx, TxEnd};
+use crate::store::{Store, StoreError};
 use palaver_core::{ChatTelemetry, ScopeSet};
-use rusqlite::{Connection, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ pub struct Caller {
 #[derive(Debug)]
 pub enum TxError {
     Chat(ChatError),
-    Db(rusqlite::Error),
+    Db(StoreError),
 }
 
 impl From<ChatError> for TxError {
@@ -38,9 +38,15 @@ impl From<ChatError> for TxError {
     }
 }
 
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Db(e)
+    }
+}
+
 impl From<rusqlite::Error> for TxError {
     fn from(e: rusqlite::Error) -> Self {
-        TxError::Db(e)
+        TxError::Db(StoreError::Sqlite(e))
     }
 }
 
@@ -49,7 +55,7 @@ pub type TxResult<T> = Result<T, TxError>;
 /// The service; cheap to clone.
 #[derive(Clone)]
 pub struct ChatService {
-    store: Store,
+    backend: Arc<dyn ChatBackend>,
     keys: PageKeys,
     metrics: Option<Arc<dyn ChatTelemetry>>,
     limits: Arc<crate::domain::chat::rate_limit::ChatRateLimiter>,
@@ -60,7 +66,7 @@ pub struct ChatService {
 impl std::fmt::Debug for ChatService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatService")
-            .field("store", &self.store)
+            .field("backend", &self.backend)
             .field("metrics", &self.metrics.is_some())
             .field("usage", &self.usage.is_some())
             .finish()
@@ -87,14 +93,24 @@ impl Access {
 impl ChatService {
     /// Apply the chat migrations and load (or create) the paging-token key; `metrics` are
     /// the chat counters (registered by the composition root).
-    pub fn open(store: Store, metrics: Option<Arc<dyn ChatTelemetry>>) -> Result<Self, crate::store::StoreError> {
+    pub fn open(store: Store, metrics: Option<Arc<dyn ChatTelemetry>>) -> Result<Self, StoreError> {
         db::migrate(&store)?;
         let key = crate::store::settings::get_or_create(
             &store,
-            "chat_page_key",
+            PAGE_KEY_SETTING,
             crate::auth::TokenService::generate_seed_base64,
         )?;
-        Ok(Self { store, keys: PageKeys::new(key.as_bytes()), metrics, limits: Default::default(), usage: None })
+        Ok(Self::with_backend(Arc::new(store), &key, metrics))
+    }
+
+    /// On another backend (PostgreSQL in cluster mode, already migrated), with the paging-token
+    /// key every node shares (the [`PAGE_KEY_SETTING`] setting).
+    pub fn with_backend(
+        backend: Arc<dyn ChatBackend>,
+        page_key: &str,
+        metrics: Option<Arc<dyn ChatTelemetry>>,
+    ) -> Self {
+        Self { backend, keys: PageKeys::new(page_key.as_bytes()), metrics, limits: Default::default(), usage: None }
     }
 
     /// Report every message sent to `usage` (billing).
@@ -122,10 +138,6 @@ impl ChatService {
         self.metrics.as_deref()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn keys(&self) -> &PageKeys {
         &self.keys
     }
@@ -139,11 +151,15 @@ impl ChatService {
     pub async fn run<R, F>(&self, f: F) -> Result<R, Refusal>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<R> + Send + 'static,
+        F: FnOnce(&dyn ChatTx) -> TxResult<R> + Send + 'static,
     {
-        Ok(self.store.call(move |c| in_transaction(c, f)).await??)
+        let backend = self.backend.clone();
+        Ok(crate::store::run_blocking(move || in_transaction(backend.as_ref(), f)).await???)
     }
 }
+
+/// The setting holding the key of chat's paging tokens (shared by every node of a cluster).
+pub const PAGE_KEY_SETTING: &str = "chat_page_key";
 
 /// How billing classifies a chat sender, as calling usage classifies participants: an
 /// external user is `ACS` (`ACS as Teams external user` in a meeting thread), a directory
@@ -163,38 +179,46 @@ pub fn sender_type(raw_id: &str, native: bool, thread_id: &str) -> palaver_core:
 /// Run `f` in a transaction: commit on success, roll back on a refusal (returned as the
 /// inner error) or a database error.
 fn in_transaction<R>(
-    c: &mut Connection,
-    f: impl FnOnce(&Transaction<'_>) -> TxResult<R>,
-) -> rusqlite::Result<Result<R, ChatError>> {
-    let tx = c.transaction()?;
-    match f(&tx) {
-        Ok(r) => {
-            tx.commit()?;
-            Ok(Ok(r))
+    backend: &dyn ChatBackend,
+    f: impl FnOnce(&dyn ChatTx) -> TxResult<R>,
+) -> Result<Result<R, ChatError>, StoreError> {
+    let mut f = Some(f);
+    let mut answer = None;
+    backend.transaction(&mut |tx| {
+        let Some(f) = f.take() else { return Err(StoreError::Worker("a chat transaction body ran twice".into())) };
+        match f(tx) {
+            Ok(r) => {
+                answer = Some(Ok(r));
+                Ok(TxEnd::Commit)
+            }
+            Err(TxError::Chat(e)) => {
+                answer = Some(Err(e));
+                Ok(TxEnd::Rollback)
+            }
+            Err(TxError::Db(e)) => Err(e),
         }
-        Err(TxError::Chat(e)) => Ok(Err(e)),
-        Err(TxError::Db(e)) => Err(e),
-    }
+    })?;
+    answer.ok_or_else(|| StoreError::Worker("a chat transaction ended without its body".into()))
 }
 
 /// The thread `thread_id` and `caller`'s standing, checked for `op` (scope, membership).
-pub fn access(c: &Connection, thread_id: &str, caller: &Caller, op: ChatOperation) -> TxResult<Access> {
+pub fn access(c: &dyn ChatTx, thread_id: &str, caller: &Caller, op: ChatOperation) -> TxResult<Access> {
     op.authorize(caller.scopes)?;
-    let row = db::find_thread(c, thread_id)?.ok_or_else(|| ChatError::ThreadNotFound(thread_id.to_string()))?;
-    let found = db::membership(c, row.seq, &caller.raw_id)?;
+    let row = c.find_thread(thread_id)?.ok_or_else(|| ChatError::ThreadNotFound(thread_id.to_string()))?;
+    let found = c.membership(row.seq, &caller.raw_id)?;
     let display_name = found.as_ref().and_then(|(_, n)| n.clone());
     let member = require_member(found.map(|(m, _)| m), op)?;
     Ok(Access { row, member, display_name })
 }
 
 /// Append a message to the thread: allocate its sequence id and message id (and version).
-pub fn append(c: &Connection, row: &mut ThreadRow, mut m: ChatMessage, now_ms: i64) -> TxResult<ChatMessage> {
+pub fn append(c: &dyn ChatTx, row: &mut ThreadRow, mut m: ChatMessage, now_ms: i64) -> TxResult<ChatMessage> {
     let id = next_message_id(now_ms, row.last_message_id);
     m.id = id.to_string();
     m.version = m.id.clone();
     m.sequence_id = row.last_seq + 1;
     m.created_ms = now_ms;
-    db::insert_message(c, row.seq, &m)?;
+    c.insert_message(row.seq, &m)?;
     row.last_seq = m.sequence_id;
     row.last_message_id = Some(id);
     if !m.kind.is_system() {
@@ -249,7 +273,7 @@ pub fn user_message(
 
 /// Send a user message; returns it and its `chatMessageReceived` event.
 pub fn send_message(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     m: ChatMessage,
@@ -257,14 +281,14 @@ pub fn send_message(
 ) -> TxResult<(ChatMessage, ChatEvent)> {
     let mut a = access(c, thread_id, caller, ChatOperation::SendMessage)?;
     let m = append(c, &mut a.row, m, now_ms)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     let event = ChatEvent::message_received(thread_id, &m, &to);
     Ok((m, event))
 }
 
 /// Edit the caller's own message (content and/or metadata; metadata merges, a `""` value removes).
 pub fn edit_message(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     message_id: &str,
@@ -288,14 +312,14 @@ pub fn edit_message(
     m.content = Some(check_content(&text, m.kind, &m.metadata)?);
     m.version = next_version(now_ms, &m.version);
     m.edited_ms = Some(now_ms);
-    db::update_message(c, a.row.seq, &m)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    c.update_message(a.row.seq, &m)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     Ok(ChatEvent::message_edited(thread_id, &m, &to))
 }
 
 /// Delete the caller's own message: it keeps its place as a tombstone.
 pub fn delete_message(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     message_id: &str,
@@ -308,54 +332,54 @@ pub fn delete_message(
     m.deleted_ms = Some(now_ms);
     m.content = None;
     m.metadata.clear();
-    db::update_message(c, a.row.seq, &m)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    c.update_message(a.row.seq, &m)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     Ok(ChatEvent::message_deleted(thread_id, &m, &to))
 }
 
 /// A message the member may see (`MessageNotFound` otherwise, also for non-numeric ids).
-pub fn visible_message(c: &Connection, a: &Access, message_id: &str) -> TxResult<ChatMessage> {
+pub fn visible_message(c: &dyn ChatTx, a: &Access, message_id: &str) -> TxResult<ChatMessage> {
     let not_found = || ChatError::MessageNotFound(message_id.to_string());
     let id: i64 = message_id.parse().map_err(|_| not_found())?;
-    let m = db::find_message(c, a.row.seq, id)?.ok_or_else(not_found)?;
+    let m = c.find_message(a.row.seq, id)?.ok_or_else(not_found)?;
     if a.member.sees(&m) { Ok(m) } else { Err(not_found().into()) }
 }
 
 /// Update the topic: writes a `topicUpdated` system message.
-pub fn update_topic(c: &Connection, thread_id: &str, caller: &Caller, topic: &str, now_ms: i64) -> TxResult<ChatEvent> {
+pub fn update_topic(c: &dyn ChatTx, thread_id: &str, caller: &Caller, topic: &str, now_ms: i64) -> TxResult<ChatEvent> {
     let mut a = access(c, thread_id, caller, ChatOperation::UpdateTopic)?;
     let topic = check_topic(topic)?;
-    db::set_topic(c, a.row.seq, &topic)?;
+    c.set_topic(a.row.seq, &topic)?;
     let m =
         append(c, &mut a.row, system_message(MessageKind::TopicUpdated, &caller.raw_id, Some(&topic), vec![]), now_ms)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     Ok(ChatEvent::properties_updated(thread_id, &topic, &a.as_participant(&caller.raw_id), m.sequence_id, now_ms, &to))
 }
 
 /// Delete the thread and everything in it.
-pub fn delete_thread(c: &Connection, thread_id: &str, caller: &Caller, now_ms: i64) -> TxResult<ChatEvent> {
+pub fn delete_thread(c: &dyn ChatTx, thread_id: &str, caller: &Caller, now_ms: i64) -> TxResult<ChatEvent> {
     let a = access(c, thread_id, caller, ChatOperation::DeleteThread)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
-    db::delete_thread(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
+    c.delete_thread(a.row.seq)?;
     Ok(ChatEvent::thread_deleted(thread_id, &a.as_participant(&caller.raw_id), now_ms, &to))
 }
 
 /// Add checked participants (re-adding a removed one restores them): one `participantAdded`
 /// system message naming those not already active. Over 250 active is refused.
 pub fn add_participants(
-    c: &Connection,
+    c: &dyn ChatTx,
     a: &mut Access,
     initiator: &ChatParticipant,
     participants: Vec<ChatParticipant>,
     now_ms: i64,
 ) -> TxResult<Option<ChatEvent>> {
-    let active = db::active_participant_ids(c, a.row.seq)?;
+    let active = c.active_participant_ids(a.row.seq)?;
     let new: Vec<ChatParticipant> = participants.iter().filter(|p| !active.contains(&p.raw_id)).cloned().collect();
     let count = active.len() + new.len();
     if count > MAX_PARTICIPANTS {
         return Err(ChatError::TooManyParticipants { count, limit: MAX_PARTICIPANTS }.into());
     }
-    db::upsert_participants(c, a.row.seq, &participants)?;
+    c.upsert_participants(a.row.seq, &participants)?;
     if new.is_empty() {
         return Ok(None);
     }
@@ -365,27 +389,27 @@ pub fn add_participants(
         system_message(MessageKind::ParticipantAdded, &initiator.raw_id, None, new.clone()),
         now_ms,
     )?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     Ok(Some(ChatEvent::participants(&a.row.thread.id, true, &new, initiator, m.sequence_id, now_ms, &to)))
 }
 
 /// Remove a participant (no-op if not active): a `participantRemoved` system message, the
 /// last one they see. They are told, then get nothing more.
 pub fn remove_participant(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     target: &str,
     now_ms: i64,
 ) -> TxResult<Option<ChatEvent>> {
     let mut a = access(c, thread_id, caller, ChatOperation::RemoveParticipant)?;
-    let Some((member, name)) = db::membership(c, a.row.seq, target)? else {
+    let Some((member, name)) = c.membership(a.row.seq, target)? else {
         return Ok(None);
     };
     if !member.is_active() {
         return Ok(None);
     }
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     let removed =
         ChatParticipant { raw_id: target.to_string(), display_name: name, share_history_ms: member.share_history_ms };
     let m = append(
@@ -394,7 +418,7 @@ pub fn remove_participant(
         system_message(MessageKind::ParticipantRemoved, &caller.raw_id, None, vec![removed.clone()]),
         now_ms,
     )?;
-    db::mark_removed(c, a.row.seq, target, m.sequence_id)?;
+    c.mark_removed(a.row.seq, target, m.sequence_id)?;
     let by = a.as_participant(&caller.raw_id);
     Ok(Some(ChatEvent::participants(thread_id, false, &[removed], &by, m.sequence_id, now_ms, &to)))
 }
@@ -402,7 +426,7 @@ pub fn remove_participant(
 /// Record a read receipt for a visible message; the event goes out only in threads of at
 /// most 20 participants (as ACS).
 pub fn send_read_receipt(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     message_id: &str,
@@ -410,29 +434,29 @@ pub fn send_read_receipt(
 ) -> TxResult<Option<ChatEvent>> {
     let a = access(c, thread_id, caller, ChatOperation::SendReadReceipt)?;
     let m = visible_message(c, &a, message_id)?;
-    db::upsert_read_receipt(c, a.row.seq, &caller.raw_id, m.id.parse().unwrap_or(0), m.sequence_id, now_ms)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    c.upsert_read_receipt(a.row.seq, &caller.raw_id, m.id.parse().unwrap_or(0), m.sequence_id, now_ms)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     Ok((to.len() <= MAX_RECEIPT_PARTICIPANTS)
         .then(|| ChatEvent::read_receipt(thread_id, &caller.raw_id, a.display_name.as_deref(), &m.id, now_ms, &to)))
 }
 
 /// A typing notification: nothing stored; delivered in threads of at most 20 participants.
 pub fn typing(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     name: Option<&str>,
     now_ms: i64,
 ) -> TxResult<Option<ChatEvent>> {
     let a = access(c, thread_id, caller, ChatOperation::SendTyping)?;
-    let to = db::active_participant_ids(c, a.row.seq)?;
+    let to = c.active_participant_ids(a.row.seq)?;
     let name = name.or(a.display_name.as_deref());
     Ok((to.len() <= MAX_RECEIPT_PARTICIPANTS).then(|| ChatEvent::typing(thread_id, &caller.raw_id, name, now_ms, &to)))
 }
 
 /// Read receipts the member may see (none past their removal).
 pub fn read_receipts(
-    c: &Connection,
+    c: &dyn ChatTx,
     thread_id: &str,
     caller: &Caller,
     skip: usize,
@@ -440,13 +464,13 @@ pub fn read_receipts(
 ) -> TxResult<Vec<ReadReceipt>> {
     let a = access(c, thread_id, caller, ChatOperation::ListReadReceipts)?;
     let (_, max_seq) = a.member.window();
-    Ok(db::list_read_receipts(c, a.row.seq, max_seq, skip, limit)?)
+    Ok(c.list_read_receipts(a.row.seq, max_seq, skip, limit)?)
 }
 
 /// Create a thread in `c`: the creator joins (whole history), then `participantAdded`
 /// (seq 1) and `topicUpdated` (seq 2) as ACS writes them. Returns the thread row.
 pub fn create_thread_in(
-    c: &Connection,
+    c: &dyn ChatTx,
     id: String,
     topic: String,
     creator: ChatParticipant,
@@ -462,14 +486,14 @@ pub fn create_thread_in(
         created_by: creator.raw_id.clone(),
         last_message_ms: None,
     };
-    let seq = db::insert_thread(c, &thread)?;
+    let seq = c.insert_thread(&thread)?;
     let mut row = ThreadRow { seq, thread, last_message_id: None, last_seq: 0 };
     let mut a = Access { row, member: Membership { share_history_ms: 0, removed_at_seq: None }, display_name: None };
     let count = participants.len();
     if count > MAX_PARTICIPANTS {
         return Err(ChatError::TooManyParticipants { count, limit: MAX_PARTICIPANTS }.into());
     }
-    db::upsert_participants(c, seq, &participants)?;
+    c.upsert_participants(seq, &participants)?;
     append(c, &mut a.row, system_message(MessageKind::ParticipantAdded, &creator.raw_id, None, participants), now)?;
     append(c, &mut a.row, system_message(MessageKind::TopicUpdated, &creator.raw_id, Some(&topic), vec![]), now)?;
     row = a.row;

@@ -1,10 +1,11 @@
-//! [`RoomDirectory`]: the handle to the rooms tables, held in `AppState`. The REST routes
-//! use its store; the WebSocket gateway asks it whether a user may join a room now, and
-//! with which role.
+//! [`RoomDirectory`]: the handle to the rooms store (SQLite, or PostgreSQL in cluster mode),
+//! held in `AppState`. The REST routes use its store; the WebSocket gateway asks it whether a
+//! user may join a room now, and with which role.
 
-use crate::store::rooms as store;
+use crate::store::room_store::RoomStore;
 use crate::store::{Store, StoreError};
 use palaver_core::{ErrorCode, RoomRole};
+use std::sync::Arc;
 
 /// What a participant may do in a room, as of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,36 +20,33 @@ pub struct RoomAccess {
 /// Rooms as seen by other components. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RoomDirectory {
-    store: Store,
+    store: Arc<dyn RoomStore>,
 }
 
 impl RoomDirectory {
-    /// Use `store`, creating the rooms tables if needed.
+    /// Use the SQLite `store`, creating the rooms tables if needed.
     pub fn open(store: Store) -> Result<Self, StoreError> {
-        store::migrate(&store)?;
-        Ok(Self { store })
+        crate::store::rooms::migrate(&store)?;
+        Ok(Self { store: Arc::new(store) })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Use another backend's rooms store (PostgreSQL in cluster mode), already migrated.
+    pub fn with_store(store: Arc<dyn RoomStore>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &dyn RoomStore {
+        self.store.as_ref()
     }
 
     /// May `raw_id` join room `room_id` at `now_ms` (ms since the Unix epoch)?
     /// `RoomNotFound`, `RoomNotActive` (outside validFrom..validUntil), `NotRoomParticipant`,
     /// or `StorageUnavailable`. Reads through the store's async door.
     pub async fn access(&self, room_id: &str, raw_id: &str, now_ms: i64) -> Result<RoomAccess, ErrorCode> {
-        let (id, who) = (room_id.to_string(), raw_id.to_string());
-        let found = self
-            .store
-            .call(move |c| {
-                let Some((seq, room)) = store::find_room(c, &id)? else { return Ok(None) };
-                Ok(Some((room, store::participant_role(c, seq, &who)?)))
-            })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, room_id, "room lookup failed");
-                ErrorCode::StorageUnavailable
-            })?;
+        let found = self.store.room_access(room_id, raw_id).await.map_err(|e| {
+            tracing::error!(error = %e, room_id, "room lookup failed");
+            ErrorCode::StorageUnavailable
+        })?;
         let Some((room, role)) = found else { return Err(ErrorCode::RoomNotFound) };
         if !room.is_active_at(now_ms.saturating_mul(1000)) {
             return Err(ErrorCode::RoomNotActive);
@@ -83,7 +81,7 @@ mod tests {
             pstn_dial_out_enabled: true,
         };
         let p = [ParticipantChange::Upsert { raw_id: "8:acs:r_a".into(), role: RoomRole::Presenter }];
-        dir.store().with_conn(|c| store::insert_room(c, &room, &p, None, "{}")).unwrap();
+        dir.store().create_room(&room, &p, None, "{}").await.unwrap();
         let access = dir.access("100", "8:acs:r_a", 15_000).await.unwrap();
         assert_eq!(
             access,
