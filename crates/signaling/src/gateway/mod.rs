@@ -6,6 +6,7 @@
 
 mod actor;
 mod call_automation;
+mod context_journal;
 mod calls;
 mod chat;
 mod connection;
