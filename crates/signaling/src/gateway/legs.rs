@@ -189,7 +189,9 @@ pub enum LegEventKind {
     RecordingFailed { recording_id: String, result: ResultInfo },
     MediaStreamingStarted,
     MediaStreamingStopped,
-    MediaStreamingFailed(ResultInfo),
+    /// `details` is ACS's `mediaStreamingStatusDetails` (`initialWebSocketConnectionFailed`,
+    /// `streamConnectionInterrupted`, ...).
+    MediaStreamingFailed { result: ResultInfo, details: &'static str },
 }
 
 /// One event of a leg, with the tag of the operation that caused it.
