@@ -740,9 +740,10 @@ def step8e_operations_in_a_group_call(ctx):
         check("group call: get_participant", conn.get_participant(ivy).identifier.raw_id == ctx.users["ivy"])
         prompt = FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt")
 
-        def recorded_peak(action):
+        def recorded_peak(action, by_locator=False):
             client = ctx.app()
-            rid = client.start_recording(call_connection_id=props.call_connection_id).recording_id
+            started = client.start_recording(group_call_id=group) if by_locator else client.start_recording(call_connection_id=props.call_connection_id)
+            rid = started.recording_id
             action()
             time.sleep(1.5)
             client.stop_recording(rid)
@@ -752,9 +753,9 @@ def step8e_operations_in_a_group_call(ctx):
             samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2]) if data_len else (0,)
             return max(abs(s) for s in samples)
 
-        peak = recorded_peak(lambda: conn.play_media(prompt, operation_context="gp1"))
+        peak = recorded_peak(lambda: conn.play_media(prompt, operation_context="gp1"), by_locator=True)
         done = ctx.rx.event("G", "PlayCompleted")
-        check("group call: a play to everyone completes (gp1) and is in the recording (peak > 2000)", done.data.get("operationContext") == "gp1" and peak > 2000, (done.data.get("operationContext"), peak))
+        check("group call: a play to everyone completes (gp1) and is in the recording by group call locator (peak > 2000)", done.data.get("operationContext") == "gp1" and peak > 2000, (done.data.get("operationContext"), peak))
         peak = recorded_peak(lambda: conn.play_media(prompt, play_to=[ivy], operation_context="gp2"))
         done = ctx.rx.event("G", "PlayCompleted", 1)
         check("group call: a play to one participant completes (gp2) and is not in the recording (peak < 500)", done.data.get("operationContext") == "gp2" and peak < 500, (done.data.get("operationContext"), peak))
@@ -795,7 +796,7 @@ def step8e_operations_in_a_group_call(ctx):
         done = ctx.rx.event("G", "RemoveParticipantSucceeded")
         check("group call: remove_participant (gx1)", removed.operation_context == "gx1" and done.data["participant"]["rawId"] == ctx.users["ivy"] and done.data.get("operationContext") == "gx1", done.data)
         ended = ws.wait_for("session.ended")
-        check("group call: the removed participant's session ends as removed", ended["reason"] == "removed", ended)
+        check("group call: the removed participant's session ends as Removed", ended["reason"] == "Removed", ended)
         expect_error("group call: remove of a participant not in the call", lambda: conn.remove_participant(ident(ctx.users["kim"])), 404, "8522")
         conn.hang_up(is_for_everyone=False)
         ctx.rx.event("G", "CallDisconnected")

@@ -199,9 +199,9 @@ fn batch_body(items: &[OutboxItem]) -> (String, String) {
 async fn deliver(events: &Events, clients: &Clients, items: Vec<OutboxItem>) {
     let config = &events.0.config.delivery;
     // Past its deadline (e.g. it waited for the subscription's handshake): not sent at all.
-    let (late, items): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| {
-        deadline_ms(config, &item.event_type, item.created_ms).is_some_and(|d| events.now() > d)
-    });
+    let (late, items): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|item| deadline_ms(config, &item.event_type, item.created_ms).is_some_and(|d| events.now() > d));
     for item in late {
         record(events, item, Err("not sent".to_owned()));
     }

@@ -333,7 +333,8 @@ async fn batching_subscriptions_get_arrays_of_up_to_max_events_within_the_prefer
     // Five events accepted before the worker runs: all due at once.
     for i in 0..5 {
         let data = json!({"n": i, "padding": "x".repeat(600)});
-        let event = SystemEvent { event_type: "Microsoft.Communication.CallStarted".into(), subject: format!("s{i}"), data };
+        let event =
+            SystemEvent { event_type: "Microsoft.Communication.CallStarted".into(), subject: format!("s{i}"), data };
         events.publish(event).await.unwrap();
     }
     let task = spawn_delivery(events.clone());
@@ -356,7 +357,8 @@ async fn batching_subscriptions_get_arrays_of_up_to_max_events_within_the_prefer
         assert_eq!(h["content-type"], "application/cloudevents-batch+json; charset=utf-8");
         assert!(batch.iter().all(|e| e["specversion"] == "1.0"));
     }
-    let order: Vec<i64> = ce_posts.iter().flat_map(|(_, e)| e.iter().map(|e| e["data"]["n"].as_i64().unwrap())).collect();
+    let order: Vec<i64> =
+        ce_posts.iter().flat_map(|(_, e)| e.iter().map(|e| e["data"]["n"].as_i64().unwrap())).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4], "each event once, in order");
 
     let eg_sizes: Vec<usize> = posts(&eg).iter().map(|(_, e)| e.len()).collect();

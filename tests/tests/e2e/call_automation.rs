@@ -356,8 +356,9 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
             "audioChannelType": "unmixed", "startMediaStreaming": false, "enableDtmfTones": true,
             "audioFormat": "pcm16KMono"},
     });
-    let (status, props) =
-        server.signed(Method::POST, "/calling/callConnections:connect?api-version=2025-06-15", &connect.to_string()).await;
+    let (status, props) = server
+        .signed(Method::POST, "/calling/callConnections:connect?api-version=2025-06-15", &connect.to_string())
+        .await;
     assert_eq!(status, StatusCode::OK, "{props}");
     let ccid = props["callConnectionId"].as_str().unwrap().to_owned();
     backend.wait("cb/gc", "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
@@ -395,10 +396,14 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     );
     assert!(bob_hears_alice > 300.0, "bob's audio path is live: he hears alice ({bob_hears_alice:.0})");
     assert!(alice_prompt > 1000.0, "alice decodes the prompt played to her ({alice_prompt:.0})");
-    assert!(bob_prompt < alice_prompt / 20.0, "bob does not hear alice's prompt ({bob_prompt:.0} vs {alice_prompt:.0})");
+    assert!(
+        bob_prompt < alice_prompt / 20.0,
+        "bob does not hear alice's prompt ({bob_prompt:.0} vs {alice_prompt:.0})"
+    );
 
     // Unmixed media streaming with DTMF, and Alice's digits recognized.
-    let (status, body) = server.signed(Method::POST, &action("startMediaStreaming"), "{\"operationContext\":\"ms\"}").await;
+    let (status, body) =
+        server.signed(Method::POST, &action("startMediaStreaming"), "{\"operationContext\":\"ms\"}").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     backend.wait("cb/gc", "MediaStreamingStarted", |e| e["data"]["operationContext"] == "ms").await;
     let recognize = json!({"recognizeInputType": "dtmf", "operationContext": "digits", "recognizeOptions": {
@@ -445,7 +450,8 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
             })
             .collect()
     };
-    let unnamed = messages.iter().filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"].is_null()).count();
+    let unnamed =
+        messages.iter().filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"].is_null()).count();
     assert_eq!(unnamed, 0, "unmixed AudioData always names its participant");
     // 16 kHz: resample the Goertzel input by repeating each sample three times.
     let at_48k = |pcm: Vec<i16>| -> Vec<i16> { pcm.iter().flat_map(|&s| [s, s, s]).collect() };

@@ -595,6 +595,15 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The call connection seated in the live conversation `key` (`groupCall:{uuid}`,
+    /// `room:{id}`): how the recording API finds a group call or room by its locator.
+    pub fn ca_connection_in(&self, key: &str) -> Option<CallConnectionView> {
+        let conversation_id = self.by_target.get(key).map(|h| h.conversation_id.clone())?;
+        self.call_automation().with_machine(|m| m.connection_of_call(&conversation_id))
+    }
+}
+
 /// Read what the conversation sends the connection's participant: its roster becomes
 /// `ParticipantsUpdated`, the end of its session `CallDisconnected`.
 async fn follow_conversation(gateway: Gateway, ccid: String, mut rx: mpsc::Receiver<Outbound>) {
@@ -747,7 +756,9 @@ async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
                                 send_callback(&gateway, output).await;
                             }
                         }
-                        _ => tracing::warn!(ccid = %call_connection_id, "the leg's last callbacks did not come in time"),
+                        _ => {
+                            tracing::warn!(ccid = %call_connection_id, "the leg's last callbacks did not come in time")
+                        }
                     }
                 }
             }

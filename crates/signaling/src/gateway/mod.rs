@@ -6,10 +6,10 @@
 
 mod actor;
 mod call_automation;
-mod context_journal;
 mod calls;
 mod chat;
 mod connection;
+mod context_journal;
 pub mod legs;
 mod limits;
 pub mod media;

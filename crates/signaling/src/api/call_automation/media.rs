@@ -482,7 +482,8 @@ async fn leg_callbacks(
         let Some(output) = callback(&view, &event) else { continue };
         if gateway.call_automation().connection(&ccid).is_ok() {
             gateway.call_automation_outputs(vec![output]);
-        } else if matches!(event.kind, LegEventKind::MediaStreamingStopped | LegEventKind::MediaStreamingFailed { .. }) {
+        } else if matches!(event.kind, LegEventKind::MediaStreamingStopped | LegEventKind::MediaStreamingFailed { .. })
+        {
             // The connection ended and stopped its stream: ACS reports it, before
             // CallDisconnected (the DetachLeg step waits for it). Plays and recognitions the
             // end cuts short are not reported (nothing is sent after CallDisconnected).

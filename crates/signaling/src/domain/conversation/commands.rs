@@ -68,10 +68,14 @@ pub enum ServerCommand {
     End,
     /// Call Automation `participants:mute` in a group call or room: every session of the
     /// identity `raw_id` is muted (as `MuteOther` does), with the server's authority.
-    MuteParticipant { raw_id: String },
+    MuteParticipant {
+        raw_id: String,
+    },
     /// Call Automation `participants:remove` in a group call or room: every session of the
     /// identity `raw_id` ends as `Removed`.
-    RemoveParticipant { raw_id: String },
+    RemoveParticipant {
+        raw_id: String,
+    },
     /// The server is shutting down cleanly: every session ends with `ServerShutdown`.
     /// Only the server itself may send it.
     Shutdown,
