@@ -161,6 +161,9 @@ struct ActiveRecognize {
     prompts: Option<Player>,
 }
 
+/// An unmixed stream's per-source tap and the media name of each transport it tapped.
+type StreamTap = (Arc<SourceTap>, HashMap<TransportId, Option<String>>);
+
 struct Runtime {
     session: MediaSession,
     streams: LegStreams,
@@ -182,7 +185,7 @@ struct Runtime {
     recorder: Option<(Recording, OperationTag)>,
     stream: Option<(Stream, OperationTag)>,
     /// An unmixed stream's per-source tap, and the media name of each tapped transport.
-    stream_tap: Option<(Arc<SourceTap>, HashMap<TransportId, Option<String>>)>,
+    stream_tap: Option<StreamTap>,
     stream_buffer: VecDeque<i16>,
     aliases: HashMap<String, String>,
     encoder: Option<opus::Encoder>,

@@ -74,9 +74,7 @@ fn prompt_wav() -> Vec<u8> {
     wav.extend_from_slice(b"RIFF");
     wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
     wav.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
+    wav.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
     wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
     wav.extend_from_slice(&1u16.to_le_bytes()); // mono
     wav.extend_from_slice(&rate.to_le_bytes());
@@ -100,6 +98,16 @@ impl Backend {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { seen, base }
+    }
+
+    /// The server's configuration: IncomingCall to this backend's `/incoming`, fast retries.
+    fn incoming_call_config(&self) -> String {
+        format!(
+            "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
+             [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
+             event_types = [\"Microsoft.Communication.IncomingCall\"]\n",
+            self.base
+        )
     }
 
     /// Waits for the first event on `path` whose type ends with `kind` and that `filter` accepts.
@@ -167,12 +175,7 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
     let backend = Backend::start().await;
     let (bot_url, frames, metadata) = echo_bot().await;
     let dir = TempDir::new("palaver-e2e-ca-stream");
-    let config = format!(
-        "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
-         [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
-         event_types = [\"Microsoft.Communication.IncomingCall\"]\n",
-        backend.base
-    );
+    let config = backend.incoming_call_config();
     let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
     let (caller_id, caller_token) = server.create_user_token(&["voip"]).await;
     let (bot_id, _) = server.create_user_token(&["voip"]).await;
@@ -195,10 +198,7 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
             "audioChannelType": "mixed", "startMediaStreaming": true, "enableBidirectional": true,
             "audioFormat": "pcm16KMono"},
     });
-    let (status, props) = server
-        .signed(Method::POST, "/calling/callConnections:answer?api-version=2025-06-15", &answer.to_string())
-        .await;
-    assert_eq!(status, StatusCode::OK, "{props}");
+    post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
     backend.wait("cb/bot", "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
     backend.wait("cb/bot", "MediaStreamingStarted", |_| true).await;
     let meta = metadata.lock().unwrap().clone().expect("AudioMetadata first");
@@ -328,6 +328,14 @@ async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u
     Talker { client, rx, talking, dtmf }
 }
 
+/// A signed POST (api-version 2025-06-15) that must answer `expected`; its body.
+async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
+    let (status, answer) =
+        server.signed(Method::POST, &format!("{path}?api-version=2025-06-15"), &body.to_string()).await;
+    assert_eq!(status, expected, "{path}: {answer}");
+    answer
+}
+
 fn identifier(raw_id: &str) -> Value {
     json!({"rawId": raw_id, "communicationUser": {"id": raw_id}})
 }
@@ -356,10 +364,7 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
             "audioChannelType": "unmixed", "startMediaStreaming": false, "enableDtmfTones": true,
             "audioFormat": "pcm16KMono"},
     });
-    let (status, props) = server
-        .signed(Method::POST, "/calling/callConnections:connect?api-version=2025-06-15", &connect.to_string())
-        .await;
-    assert_eq!(status, StatusCode::OK, "{props}");
+    let props = post(&server, "/calling/callConnections:connect", &connect, StatusCode::OK).await;
     let ccid = props["callConnectionId"].as_str().unwrap().to_owned();
     backend.wait("cb/gc", "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
     backend
@@ -486,12 +491,7 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
 async fn an_incoming_call_context_outlives_a_restart_and_stays_single_use() {
     let backend = Backend::start().await;
     let dir = TempDir::new("palaver-e2e-ca-context");
-    let config = format!(
-        "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
-         [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
-         event_types = [\"Microsoft.Communication.IncomingCall\"]\n",
-        backend.base
-    );
+    let config = backend.incoming_call_config();
     let options = || ServerOptions { config_toml: Some(config.clone()), ..Default::default() };
     let mut server = Server::start_in(dir.path(), options()).await;
     let (first, _) = server.create_user_token(&["voip"]).await;
