@@ -691,7 +691,9 @@ def step8d_unmixed_recording(ctx):
     started = client.start_recording(call_connection_id=ctx.legs["A"], recording_channel_type="unmixed", channel_affinity=[ChannelAffinity(ident(bot), 1)])
     rid = started.recording_id
     client.get_call_connection(ctx.legs["A"]).play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="u1")
-    time.sleep(1.5)
+    # The whole prompt is recorded: stop once it completed (a loaded machine may start it late).
+    ctx.rx.wait("PlayCompleted u1", lambda: next((e for e, _, _ in ctx.rx.callbacks.get("A", []) if e.type.endswith("PlayCompleted") and e.data.get("operationContext") == "u1"), None))
+    time.sleep(0.2)
     client.stop_recording(rid)
     status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
     chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
@@ -740,12 +742,13 @@ def step8e_operations_in_a_group_call(ctx):
         check("group call: get_participant", conn.get_participant(ivy).identifier.raw_id == ctx.users["ivy"])
         prompt = FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt")
 
-        def recorded_peak(action, by_locator=False):
+        def recorded_peak(action, context, by_locator=False):
             client = ctx.app()
             started = client.start_recording(group_call_id=group) if by_locator else client.start_recording(call_connection_id=props.call_connection_id)
             rid = started.recording_id
             action()
-            time.sleep(1.5)
+            ctx.rx.wait(f"PlayCompleted {context}", lambda: next((e for e, _, _ in ctx.rx.callbacks.get("G", []) if e.type.endswith("PlayCompleted") and e.data.get("operationContext") == context), None))
+            time.sleep(0.2)
             client.stop_recording(rid)
             status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
             code, _, body = signed_request(ctx, "GET", status.data["recordingStorageInfo"]["recordingChunks"][0]["contentLocation"])
@@ -753,10 +756,10 @@ def step8e_operations_in_a_group_call(ctx):
             samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2]) if data_len else (0,)
             return max(abs(s) for s in samples)
 
-        peak = recorded_peak(lambda: conn.play_media(prompt, operation_context="gp1"), by_locator=True)
+        peak = recorded_peak(lambda: conn.play_media(prompt, operation_context="gp1"), "gp1", by_locator=True)
         done = ctx.rx.event("G", "PlayCompleted")
         check("group call: a play to everyone completes (gp1) and is in the recording by group call locator (peak > 2000)", done.data.get("operationContext") == "gp1" and peak > 2000, (done.data.get("operationContext"), peak))
-        peak = recorded_peak(lambda: conn.play_media(prompt, play_to=[ivy], operation_context="gp2"))
+        peak = recorded_peak(lambda: conn.play_media(prompt, play_to=[ivy], operation_context="gp2"), "gp2")
         done = ctx.rx.event("G", "PlayCompleted", 1)
         check("group call: a play to one participant completes (gp2) and is not in the recording (peak < 500)", done.data.get("operationContext") == "gp2" and peak < 500, (done.data.get("operationContext"), peak))
         muted = conn.mute_participant(ivy, operation_context="gm1")
