@@ -691,7 +691,9 @@ def step8d_unmixed_recording(ctx):
     started = client.start_recording(call_connection_id=ctx.legs["A"], recording_channel_type="unmixed", channel_affinity=[ChannelAffinity(ident(bot), 1)])
     rid = started.recording_id
     client.get_call_connection(ctx.legs["A"]).play_media(FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt"), operation_context="u1")
-    time.sleep(1.5)
+    # The whole prompt is recorded: stop once it completed (a loaded machine may start it late).
+    ctx.rx.wait("PlayCompleted u1", lambda: next((e for e, _, _ in ctx.rx.callbacks.get("A", []) if e.type.endswith("PlayCompleted") and e.data.get("operationContext") == "u1"), None))
+    time.sleep(0.2)
     client.stop_recording(rid)
     status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
     chunk = status.data["recordingStorageInfo"]["recordingChunks"][0]
@@ -707,6 +709,105 @@ def step8d_unmixed_recording(ctx):
     check("metadata: unmixed, the bot on channel 1", meta["recordingInfo"]["channelType"] == "unmixed" and {"participantId": bot, "channel": 1} in meta["participants"], meta)
     expect_error("channelAffinity without unmixed", lambda: client.start_recording(call_connection_id=ctx.legs["A"], channel_affinity=[ChannelAffinity(ident(bot), 0)]), 400, "8523")
     expect_error("a channel outside 0..4", lambda: client.start_recording(call_connection_id=ctx.legs["A"], recording_channel_type="unmixed", channel_affinity=[ChannelAffinity(ident(bot), 5)]), 400, "8523")
+
+
+def step8e_operations_in_a_group_call(ctx):
+    """The media and participant operations inside a group call joined with connect_call (a
+    conversation, not a call between users): list/get participants, play to everyone and to a
+    chosen participant (checked through the call's recording), mute (the participant's client
+    sees it), hold/unhold, recognize, continuous DTMF, send DTMF, media streaming, remove."""
+    import uuid
+
+    from azure.communication.callautomation import FileSource, MediaStreamingOptions
+
+    from media_streaming_app import StreamingApp
+
+    app = StreamingApp()
+    group = str(uuid.uuid4())
+    token = ctx.identity.get_token(ident(ctx.users["ivy"]), [CommunicationTokenScope.VOIP]).token
+    ws = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "join", "requestId": "j1", "target": {"kind": "groupCall", "groupId": group}})
+        ws.wait_for("joined")
+        streaming = MediaStreamingOptions(transport_url=app.url("/group"), transport_type="websocket", content_type="audio", audio_channel_type="unmixed", start_media_streaming=False, audio_format="pcm16KMono")
+        props = ctx.app().connect_call(callback_url=ctx.rx.callback_url("G"), group_call_id=group, operation_context="g1", media_streaming=streaming)
+        ctx.legs["G"] = props.call_connection_id
+        ctx.rx.event("G", "CallConnected")
+        conn = ctx.app().get_call_connection(props.call_connection_id)
+        ivy = ident(ctx.users["ivy"])
+        ctx.rx.wait("ParticipantsUpdated with ivy", lambda: any(ctx.users["ivy"] in {p["identifier"]["rawId"] for p in e.data["participants"]} for e, _, _ in ctx.rx.callbacks.get("G", []) if e.type.endswith("ParticipantsUpdated")))
+        raws = {p.identifier.raw_id for p in conn.list_participants()}
+        check("group call: list_participants shows the participant", ctx.users["ivy"] in raws, raws)
+        check("group call: get_participant", conn.get_participant(ivy).identifier.raw_id == ctx.users["ivy"])
+        prompt = FileSource(media_url(ctx, "prompt.wav"), play_source_cache_id="prompt")
+
+        def recorded_peak(action, context, by_locator=False):
+            client = ctx.app()
+            started = client.start_recording(group_call_id=group) if by_locator else client.start_recording(call_connection_id=props.call_connection_id)
+            rid = started.recording_id
+            action()
+            ctx.rx.wait(f"PlayCompleted {context}", lambda: next((e for e, _, _ in ctx.rx.callbacks.get("G", []) if e.type.endswith("PlayCompleted") and e.data.get("operationContext") == context), None))
+            time.sleep(0.2)
+            client.stop_recording(rid)
+            status = ctx.rx.wait(f"RecordingFileStatusUpdated {rid}", lambda: next((e for e in ctx.rx.incoming if e.event_type == "Microsoft.Communication.RecordingFileStatusUpdated" and e.data["recordingStorageInfo"]["recordingChunks"][0]["documentId"] == rid), None))
+            code, _, body = signed_request(ctx, "GET", status.data["recordingStorageInfo"]["recordingChunks"][0]["contentLocation"])
+            data_len = struct.unpack("<I", body[40:44])[0] if code == 200 else 0
+            samples = struct.unpack(f"<{data_len // 2}h", body[44 : 44 + data_len - data_len % 2]) if data_len else (0,)
+            return max(abs(s) for s in samples)
+
+        peak = recorded_peak(lambda: conn.play_media(prompt, operation_context="gp1"), "gp1", by_locator=True)
+        done = ctx.rx.event("G", "PlayCompleted")
+        check("group call: a play to everyone completes (gp1) and is in the recording by group call locator (peak > 2000)", done.data.get("operationContext") == "gp1" and peak > 2000, (done.data.get("operationContext"), peak))
+        peak = recorded_peak(lambda: conn.play_media(prompt, play_to=[ivy], operation_context="gp2"), "gp2")
+        done = ctx.rx.event("G", "PlayCompleted", 1)
+        check("group call: a play to one participant completes (gp2) and is not in the recording (peak < 500)", done.data.get("operationContext") == "gp2" and peak < 500, (done.data.get("operationContext"), peak))
+        muted = conn.mute_participant(ivy, operation_context="gm1")
+        check("group call: mute echoes gm1", muted.operation_context == "gm1", muted)
+        delta = ws.wait_for("roster.delta")
+        while delta["delta"].get("change") != "muted":
+            delta = ws.wait_for("roster.delta")
+        check("group call: the muted participant's client sees it muted", delta["delta"]["muted"] is True, delta)
+        deadline = time.time() + WAIT_S
+        while not conn.get_participant(ivy).is_muted and time.time() < deadline:
+            time.sleep(0.05)
+        check("group call: get_participant is_muted", conn.get_participant(ivy).is_muted is True)
+        before = count_events(ctx, "G", "ParticipantsUpdated")
+        conn.hold(ivy, play_source=FileSource(media_url(ctx, "moh.wav")), operation_context="gh1")
+        index, on_hold = on_hold_update(ctx, "G", before, lambda m: m.get(ctx.users["ivy"]) is True)
+        conn.unhold(ivy, operation_context="gh2")
+        on_hold_update(ctx, "G", index + 1, lambda m: m.get(ctx.users["ivy"]) is False)
+        check("group call: hold and unhold show in ParticipantsUpdated", True)
+        conn.start_recognizing_media("dtmf", ivy, dtmf_max_tones_to_collect=1, initial_silence_timeout=1, operation_context="gr1")
+        failed = ctx.rx.event("G", "RecognizeFailed")
+        check("group call: recognize runs (no tones: RecognizeFailed 8510, gr1)", failed.data["resultInformation"]["subCode"] == 8510 and failed.data.get("operationContext") == "gr1", failed.data)
+        conn.start_continuous_dtmf_recognition(ivy, operation_context="gc1")
+        conn.stop_continuous_dtmf_recognition(ivy, operation_context="gc2")
+        stopped = ctx.rx.event("G", "ContinuousDtmfRecognitionStopped")
+        check("group call: continuous DTMF start/stop (gc2)", stopped.data.get("operationContext") == "gc2", stopped.data)
+        sent = conn.send_dtmf_tones(["one", "pound"], ivy, operation_context="gd1")
+        sent_done = ctx.rx.event("G", "SendDtmfTonesCompleted")
+        check("group call: send_dtmf_tones completes (gd1)", sent.operation_context == "gd1" and sent_done.data.get("operationContext") == "gd1", sent_done.data)
+        conn.start_media_streaming(operation_context="gs1")
+        started = ctx.rx.event("G", "MediaStreamingStarted")
+        stream = app.connection("/group")
+        app.wait("AudioMetadata on /group", lambda: stream.metadata)
+        conn.stop_media_streaming(operation_context="gs2")
+        stopped = ctx.rx.event("G", "MediaStreamingStopped")
+        check("group call: media streaming starts and stops (gs1, gs2)", started.data.get("operationContext") == "gs1" and stopped.data.get("operationContext") == "gs2", (started.data, stopped.data))
+        removed = conn.remove_participant(ivy, operation_context="gx1")
+        done = ctx.rx.event("G", "RemoveParticipantSucceeded")
+        check("group call: remove_participant (gx1)", removed.operation_context == "gx1" and done.data["participant"]["rawId"] == ctx.users["ivy"] and done.data.get("operationContext") == "gx1", done.data)
+        ended = ws.wait_for("session.ended")
+        check("group call: the removed participant's session ends as Removed", ended["reason"] == "Removed", ended)
+        expect_error("group call: remove of a participant not in the call", lambda: conn.remove_participant(ident(ctx.users["kim"])), 404, "8522")
+        conn.hang_up(is_for_everyone=False)
+        ctx.rx.event("G", "CallDisconnected")
+        names = ctx.rx.names("G")
+        check("group call: CallDisconnected is the last callback", names[-1] == "CallDisconnected", names)
+    finally:
+        ws.close()
+        app.close()
 
 
 def step9_add_and_cancel(ctx):
@@ -871,6 +972,7 @@ STEPS = [
     step8b_hold_shows_on_hold,
     step8c_play_to_and_mute_in_the_mix,
     step8d_unmixed_recording,
+    step8e_operations_in_a_group_call,
     step9_add_and_cancel,
     step9b_add_rings_a_websocket_client,
     step10_transfer,

@@ -29,7 +29,8 @@ pub enum EventSchema {
     /// An array of Event Grid events per POST.
     #[default]
     EventGridSchema,
-    /// One structured CloudEvent 1.0 per POST (`application/cloudevents+json`).
+    /// One structured CloudEvent 1.0 per POST (`application/cloudevents+json`), or, with
+    /// output batching, a JSON array of them (`application/cloudevents-batch+json`).
     #[serde(rename = "CloudEventSchemaV1_0")]
     CloudEventSchemaV10,
 }
@@ -71,7 +72,19 @@ pub struct SubscriptionConfig {
     /// the subscription is delivered to at once.
     #[serde(default = "yes")]
     pub validation_handshake: bool,
+    /// Event Grid's output batching: at most this many events per POST (1-5000). 1, the
+    /// default, sends each event on its own (still an array for EventGridSchema).
+    pub max_events_per_batch: u32,
+    /// Event Grid's preferred batch size in kilobytes (1-1024): a batch is cut before it
+    /// would grow past it (one larger event still goes, alone).
+    pub preferred_batch_size_in_kilobytes: u32,
 }
+
+/// Event Grid's bounds of the batching settings.
+pub const MAX_EVENTS_PER_BATCH: u32 = 5000;
+pub const MAX_PREFERRED_BATCH_KB: u32 = 1024;
+/// The preferred batch size when a subscription sets none (Event Grid's portal default).
+pub const DEFAULT_PREFERRED_BATCH_KB: u32 = 64;
 
 fn yes() -> bool {
     true
@@ -88,6 +101,8 @@ impl Default for SubscriptionConfig {
             subject_ends_with: String::new(),
             ca_file: String::new(),
             validation_handshake: true,
+            max_events_per_batch: 1,
+            preferred_batch_size_in_kilobytes: DEFAULT_PREFERRED_BATCH_KB,
         }
     }
 }
@@ -160,6 +175,15 @@ impl SubscriptionConfig {
             ));
         }
         check_endpoint(&self.endpoint).map_err(|m| invalid("endpoint", m))?;
+        if !(1..=MAX_EVENTS_PER_BATCH).contains(&self.max_events_per_batch) {
+            return Err(invalid("maxEventsPerBatch", format!("max_events_per_batch must be 1-{MAX_EVENTS_PER_BATCH}")));
+        }
+        if !(1..=MAX_PREFERRED_BATCH_KB).contains(&self.preferred_batch_size_in_kilobytes) {
+            return Err(invalid(
+                "preferredBatchSizeInKilobytes",
+                format!("preferred_batch_size_in_kilobytes must be 1-{MAX_PREFERRED_BATCH_KB}"),
+            ));
+        }
         if self.event_types.iter().any(|t| t.trim().is_empty()) {
             return Err(invalid("eventTypes", "event types must not be empty strings"));
         }

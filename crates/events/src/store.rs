@@ -166,6 +166,9 @@ pub struct OutboxItem {
     pub created_ms: i64,
     /// The subscription's CA file (system events).
     pub ca_file: Option<String>,
+    /// The subscription's output batching (system events; `(1, _)`: one event per POST):
+    /// at most this many events, of about at most this many bytes, per POST.
+    pub batching: (u32, usize),
 }
 
 /// A row as the REST API shows it (dead letters).
@@ -411,6 +414,7 @@ impl EventStore {
         let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
             let kind: String = r.get(1)?;
             let config: Option<String> = r.get(10)?;
+            let config = config.and_then(|c| serde_json::from_str::<SubscriptionConfig>(&c).ok());
             Ok(OutboxItem {
                 seq: r.get(0)?,
                 kind: if kind == "callback" { ItemKind::Callback } else { ItemKind::System },
@@ -423,9 +427,10 @@ impl EventStore {
                 payload: r.get(8)?,
                 attempts: r.get(9)?,
                 created_ms: r.get(11)?,
-                ca_file: config
-                    .and_then(|c| serde_json::from_str::<SubscriptionConfig>(&c).ok())
-                    .and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),
+                batching: config.as_ref().map_or((1, 0), |c| {
+                    (c.max_events_per_batch.max(1), c.preferred_batch_size_in_kilobytes as usize * 1024)
+                }),
+                ca_file: config.and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

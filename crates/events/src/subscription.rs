@@ -33,6 +33,12 @@ pub struct SubscriptionRequest {
     pub ca_file: String,
     #[serde(default)]
     pub validation_handshake: Option<bool>,
+    /// Output batching (Event Grid's `maxEventsPerBatch`, 1-5000; default 1).
+    #[serde(default)]
+    pub max_events_per_batch: Option<u32>,
+    /// Output batching (Event Grid's `preferredBatchSizeInKilobytes`, 1-1024; default 64).
+    #[serde(default)]
+    pub preferred_batch_size_in_kilobytes: Option<u32>,
 }
 
 impl SubscriptionRequest {
@@ -54,6 +60,10 @@ impl SubscriptionRequest {
             subject_ends_with: self.subject_ends_with,
             ca_file: self.ca_file,
             validation_handshake: self.validation_handshake.unwrap_or(true),
+            max_events_per_batch: self.max_events_per_batch.unwrap_or(1),
+            preferred_batch_size_in_kilobytes: self
+                .preferred_batch_size_in_kilobytes
+                .unwrap_or(crate::config::DEFAULT_PREFERRED_BATCH_KB),
         };
         config.validate()?;
         Ok(config)
@@ -72,6 +82,8 @@ pub struct SubscriptionView {
     pub subject_ends_with: String,
     pub ca_file: String,
     pub validation_handshake: bool,
+    pub max_events_per_batch: u32,
+    pub preferred_batch_size_in_kilobytes: u32,
     /// `config` (the TOML file; read-only) or `api`.
     pub origin: &'static str,
     /// `Pending`, `Validated` or `Failed`.
@@ -93,6 +105,8 @@ impl SubscriptionView {
             subject_ends_with: s.config.subject_ends_with,
             ca_file: s.config.ca_file,
             validation_handshake: s.config.validation_handshake,
+            max_events_per_batch: s.config.max_events_per_batch,
+            preferred_batch_size_in_kilobytes: s.config.preferred_batch_size_in_kilobytes,
             origin: s.origin.as_str(),
             validation_state: s.state.as_str(),
             validation_attempts: s.validation_attempts,

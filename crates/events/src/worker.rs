@@ -2,7 +2,11 @@
 //! poll interval; runs due validation handshakes and due deliveries concurrently (one in
 //! flight per outbox row, so a callback stream has at most one, its oldest); and records
 //! each result in the outbox ([`crate::schedule::outcome`]) before the next row of that
-//! stream can be picked.
+//! stream can be picked. A subscription with output batching (`max_events_per_batch` > 1)
+//! gets its due events in batches ([`batches`]): one POST of a JSON array (Event Grid
+//! schema: `application/json`; CloudEvents: `application/cloudevents-batch+json`), whose
+//! outcome is recorded for every event in it (Event Grid: all or none). Events are never
+//! held back to fill a batch.
 
 use crate::config::EventSchema;
 use crate::envelope;
@@ -103,18 +107,20 @@ async fn run(events: Events) {
         }
         match due {
             Ok(items) => {
-                for item in items {
+                let idle: Vec<OutboxItem> = items.into_iter().filter(|i| !in_flight.contains(&i.seq)).collect();
+                for group in batches(idle) {
                     if in_flight.len() >= config.batch_size.max(1) {
                         break;
                     }
-                    if in_flight.insert(item.seq) {
-                        let (events, clients, done) = (events.clone(), clients.clone(), done_tx.clone());
-                        tokio::spawn(async move {
-                            let seq = item.seq;
-                            deliver(&events, &clients, item).await;
+                    let seqs: Vec<i64> = group.iter().map(|i| i.seq).collect();
+                    in_flight.extend(seqs.iter().copied());
+                    let (events, clients, done) = (events.clone(), clients.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        deliver(&events, &clients, group).await;
+                        for seq in seqs {
                             let _ = done.send(Done::Item(seq));
-                        });
-                    }
+                        }
+                    });
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read the events outbox"),
@@ -141,16 +147,81 @@ async fn run(events: Events) {
     }
 }
 
-/// One delivery attempt, recorded.
-async fn deliver(events: &Events, clients: &Clients, item: OutboxItem) {
+/// Due items in delivery groups, in order: an item of a batching subscription joins the open
+/// batch of its subscription while that has fewer than its `max_events_per_batch` events and
+/// stays within its preferred size (a first event always fits); every other item goes alone.
+pub(crate) fn batches(items: Vec<OutboxItem>) -> Vec<Vec<OutboxItem>> {
+    let mut groups: Vec<Vec<OutboxItem>> = Vec::new();
+    // subscription -> (index of its open group, bytes in it)
+    let mut open: HashMap<String, (usize, usize)> = HashMap::new();
+    for item in items {
+        let (max_events, max_bytes) = item.batching;
+        let batching = item.kind == ItemKind::System && max_events > 1;
+        let Some(name) = item.subscription.clone().filter(|_| batching) else {
+            groups.push(vec![item]);
+            continue;
+        };
+        let size = item.payload.len();
+        match open.get_mut(&name) {
+            Some((at, bytes)) if groups[*at].len() < max_events as usize && *bytes + size <= max_bytes => {
+                *bytes += size;
+                groups[*at].push(item);
+            }
+            _ => {
+                open.insert(name, (groups.len(), size));
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
+/// The body and content type of one POST of `items` (one item of a subscription without
+/// batching: its own; a batch: one JSON array of the events).
+fn batch_body(items: &[OutboxItem]) -> (String, String) {
+    let first = &items[0];
+    if items.len() == 1 && first.batching.0 <= 1 {
+        return (first.payload.clone(), first.content_type.clone());
+    }
+    if first.content_type.starts_with("application/cloudevents") {
+        let body = format!("[{}]", items.iter().map(|i| i.payload.as_str()).collect::<Vec<_>>().join(","));
+        return (body, "application/cloudevents-batch+json; charset=utf-8".to_owned());
+    }
+    // Event Grid schema: each row holds a one-event array.
+    let inner: Vec<&str> = items
+        .iter()
+        .map(|i| i.payload.trim().strip_prefix('[').and_then(|p| p.strip_suffix(']')).unwrap_or(&i.payload))
+        .collect();
+    (format!("[{}]", inner.join(",")), first.content_type.clone())
+}
+
+/// One delivery attempt of a group (one item, or a batch), recorded for each item.
+async fn deliver(events: &Events, clients: &Clients, items: Vec<OutboxItem>) {
+    let config = &events.0.config.delivery;
+    // Past its deadline (e.g. it waited for the subscription's handshake): not sent at all.
+    let (late, items): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|item| deadline_ms(config, &item.event_type, item.created_ms).is_some_and(|d| events.now() > d));
+    for item in late {
+        record(events, item, Err("not sent".to_owned()));
+    }
+    let Some(first) = items.first() else { return };
+    let (payload, content_type) = batch_body(&items);
+    let attempts = items.iter().map(|i| i.attempts).max().unwrap_or(0);
+    let request = OutboxItem { payload, content_type, attempts, ..first.clone() };
+    let result = send(events, clients, &request).await;
+    if items.len() > 1 {
+        tracing::debug!(events = items.len(), endpoint = %first.endpoint, "batch delivery");
+    }
+    for item in items {
+        record(events, item, result.clone());
+    }
+}
+
+/// Records one item's attempt.
+fn record(events: &Events, item: OutboxItem, result: Result<u16, String>) {
     let config = &events.0.config.delivery;
     let deadline = deadline_ms(config, &item.event_type, item.created_ms);
-    // Past its deadline (e.g. it waited for the subscription's handshake): not sent at all.
-    let result = if deadline.is_some_and(|d| events.now() > d) {
-        Err("not sent".to_owned())
-    } else {
-        send(events, clients, &item).await
-    };
     let now = events.now();
     let recorded = outcome(config, item.attempts, &item.event_id, result, now, deadline);
     let kind = match item.kind {

@@ -307,3 +307,71 @@ async fn a_failing_endpoint_is_dead_lettered_after_the_retry_limit() {
     assert!(refused.is_err());
     task.stop();
 }
+
+#[tokio::test]
+async fn batching_subscriptions_get_arrays_of_up_to_max_events_within_the_preferred_size() {
+    let (ce, eg, small) = (Receiver::default(), Receiver::default(), Receiver::default());
+    let sub = |name: &str, endpoint: String, schema, max_events_per_batch, kb| SubscriptionConfig {
+        name: name.into(),
+        endpoint,
+        schema,
+        validation_handshake: false,
+        max_events_per_batch,
+        preferred_batch_size_in_kilobytes: kb,
+        ..Default::default()
+    };
+    let config = EventsConfig {
+        subscriptions: vec![
+            sub("ce-batch", start(ce.clone()).await, EventSchema::CloudEventSchemaV10, 2, 64),
+            sub("eg-batch", start(eg.clone()).await, EventSchema::EventGridSchema, 3, 64),
+            sub("eg-small", start(small.clone()).await, EventSchema::EventGridSchema, 10, 1),
+        ],
+        delivery: fast(),
+        ..Default::default()
+    };
+    let events = Events::open_in_memory(EventsOptions::new(config, "res-1")).unwrap();
+    // Five events accepted before the worker runs: all due at once.
+    for i in 0..5 {
+        let data = json!({"n": i, "padding": "x".repeat(600)});
+        let event =
+            SystemEvent { event_type: "Microsoft.Communication.CallStarted".into(), subject: format!("s{i}"), data };
+        events.publish(event).await.unwrap();
+    }
+    let task = spawn_delivery(events.clone());
+    let posts = |rx: &Receiver| -> Vec<(HeaderMap, Vec<Value>)> {
+        rx.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _, _)| m == Method::POST)
+            .map(|(_, h, b)| (h.clone(), serde_json::from_str::<Value>(b).unwrap().as_array().cloned().unwrap()))
+            .collect()
+    };
+    let total = |rx: &Receiver| posts(rx).iter().map(|(_, e)| e.len()).sum::<usize>();
+    wait_for("every event to every subscription", || total(&ce) == 5 && total(&eg) == 5 && total(&small) == 5).await;
+
+    let ce_posts = posts(&ce);
+    let sizes: Vec<usize> = ce_posts.iter().map(|(_, e)| e.len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1], "CloudEvents: batches of at most 2");
+    for (h, batch) in &ce_posts {
+        assert_eq!(h["content-type"], "application/cloudevents-batch+json; charset=utf-8");
+        assert!(batch.iter().all(|e| e["specversion"] == "1.0"));
+    }
+    let order: Vec<i64> =
+        ce_posts.iter().flat_map(|(_, e)| e.iter().map(|e| e["data"]["n"].as_i64().unwrap())).collect();
+    assert_eq!(order, vec![0, 1, 2, 3, 4], "each event once, in order");
+
+    let eg_sizes: Vec<usize> = posts(&eg).iter().map(|(_, e)| e.len()).collect();
+    assert_eq!(eg_sizes, vec![3, 2], "Event Grid schema: batches of at most 3");
+    assert!(posts(&eg).iter().all(|(h, b)| h["content-type"] == "application/json" && b[0]["eventType"].is_string()));
+    // Each event is about 0.9 KB: a preferred size of 1 KB holds one.
+    let small_sizes: Vec<usize> = posts(&small).iter().map(|(_, e)| e.len()).collect();
+    assert_eq!(small_sizes, vec![1, 1, 1, 1, 1], "the preferred size cuts the batches");
+    wait_for("every delivery recorded", || {
+        ["ce-batch", "eg-batch", "eg-small"]
+            .iter()
+            .all(|n| events.subscription(n).unwrap().unwrap().deliveries.delivered == 5)
+    })
+    .await;
+    task.stop();
+}

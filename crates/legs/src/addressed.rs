@@ -93,14 +93,15 @@ impl AddressedStreams {
         stream.sounding = true;
     }
 
-    /// Sends this tick's audio of every stream (registering a new audience first), advances
-    /// every stream's clock and ends streams idle for [`IDLE_TICKS`].
-    pub fn flush(&mut self, transport: &dyn LegTransport) {
+    /// Sends this tick's audio of every stream (registering a new audience first, its raw ids
+    /// turned into the media names they answer to by `names`), advances every stream's clock
+    /// and ends streams idle for [`IDLE_TICKS`].
+    pub fn flush(&mut self, transport: &dyn LegTransport, names: impl Fn(&[String]) -> Vec<String>) {
         let payload_type = self.payload_type;
         for stream in &mut self.streams {
             if stream.sounding {
                 if !stream.registered {
-                    transport.set_audience(stream.ssrc, Some(stream.audience.clone()));
+                    transport.set_audience(stream.ssrc, Some(names(&stream.audience)));
                     stream.registered = true;
                 }
                 stream.idle_ticks = 0;

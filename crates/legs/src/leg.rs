@@ -13,6 +13,7 @@ use bytes::Bytes;
 use palaver_sfu::control::leg::LegStreams;
 use palaver_sfu::engine::SourceTap;
 use palaver_sfu::net::DirectLink;
+use palaver_sfu::router::TransportId;
 use palaver_sfu::rtp::RtpHeader;
 use palaver_sfu::rtp::telephone_event::write_packet;
 use palaver_signaling::gateway::MediaSession;
@@ -28,7 +29,7 @@ use crate::player::{FRAME, Play, Player};
 use crate::recognizer::{Recognizer, Step};
 use crate::recorder::Recorder;
 use crate::recording::Recording;
-use crate::streaming::{self, Inbound, Stream};
+use crate::streaming::{self, Inbound, Outgoing, Stream};
 use crate::unmixed::UnmixedRecorder;
 
 pub use crate::transport::{LegConfig, LegTransport};
@@ -160,6 +161,9 @@ struct ActiveRecognize {
     prompts: Option<Player>,
 }
 
+/// An unmixed stream's per-source tap and the media name of each transport it tapped.
+type StreamTap = (Arc<SourceTap>, HashMap<TransportId, Option<String>>);
+
 struct Runtime {
     session: MediaSession,
     streams: LegStreams,
@@ -180,6 +184,8 @@ struct Runtime {
     dtmf: DtmfSender,
     recorder: Option<(Recording, OperationTag)>,
     stream: Option<(Stream, OperationTag)>,
+    /// An unmixed stream's per-source tap, and the media name of each tapped transport.
+    stream_tap: Option<StreamTap>,
     stream_buffer: VecDeque<i16>,
     aliases: HashMap<String, String>,
     encoder: Option<opus::Encoder>,
@@ -222,6 +228,7 @@ impl Runtime {
             dtmf: DtmfSender::default(),
             recorder: None,
             stream: None,
+            stream_tap: None,
             stream_buffer: VecDeque::new(),
             aliases: HashMap::new(),
             encoder,
@@ -281,6 +288,13 @@ impl Runtime {
     /// call participants and legs, or the id itself.
     fn raw_id(&self, participant: &str) -> String {
         raw_id(&self.aliases, participant)
+    }
+
+    /// Holds or unholds `target` (a raw id) under every media name it answers to.
+    fn set_held(&self, target: &str, held: bool) {
+        for name in media_names(&self.aliases, &[target.to_owned()]) {
+            self.transport.set_held(&name, held);
+        }
     }
 
     /// A mixed recording of what the leg hears, or an unmixed one fed by the conversation's
@@ -420,11 +434,11 @@ impl Runtime {
                 let _ = reply.send(Ok(()));
                 if !on {
                     if self.held.remove(&target).is_some() {
-                        self.transport.set_held(&target, false);
+                        self.set_held(&target, false);
                     }
                     return;
                 }
-                self.transport.set_held(&target, true);
+                self.set_held(&target, true);
                 self.held.insert(target.clone(), None);
                 let Some(music) = music else { return };
                 let load = self.load_all(vec![music]);
@@ -452,7 +466,9 @@ impl Runtime {
                 }
             }
             Cmd::Mute(target, muted, reply) => {
-                self.transport.set_muted(&target, muted);
+                for name in media_names(&self.aliases, std::slice::from_ref(&target)) {
+                    self.transport.set_muted(&name, muted);
+                }
                 let _ = reply.send(Ok(()));
             }
             Cmd::StartRecording(request, tag, reply) => {
@@ -510,13 +526,20 @@ impl Runtime {
             }
             Cmd::StreamReady(Ok(stream), tag) => {
                 self.emit(tag.clone(), LegEventKind::MediaStreamingStarted);
+                if stream.unmixed {
+                    // One AudioData per participant: the conversation's per-source tap.
+                    let tap = Arc::new(SourceTap::new(palaver_sfu::engine::DEFAULT_TAP_CAPACITY));
+                    self.transport.set_source_tap(Some(tap.clone()));
+                    self.stream_tap = Some((tap, HashMap::new()));
+                }
                 self.stream = Some((stream, tag));
             }
-            Cmd::StreamReady(Err(result), tag) => self.emit(tag, LegEventKind::MediaStreamingFailed(result)),
+            Cmd::StreamReady(Err(result), tag) => {
+                let details = "initialWebSocketConnectionFailed";
+                self.emit(tag, LegEventKind::MediaStreamingFailed { result, details });
+            }
             Cmd::StopStreaming(tag, reply) => {
-                if let Some((stream, _)) = self.stream.take() {
-                    drop(stream.frames);
-                    self.stream_buffer.clear();
+                if self.end_stream().is_some() {
                     self.emit(tag, LegEventKind::MediaStreamingStopped);
                     let _ = reply.send(Ok(()));
                 } else {
@@ -534,6 +557,12 @@ impl Runtime {
     fn on_tone(&mut self, participant: &str, tone: DtmfTone) {
         if participant == self.session.participant_id {
             return; // its own tones, looped back by the engine
+        }
+        if let Some((stream, _)) = self.stream.as_ref().filter(|(s, _)| s.dtmf)
+            && let Some(tone) = streaming::tone_char(tone.0)
+        {
+            let at_ms = chrono::Utc::now().timestamp_millis() as u64;
+            let _ = stream.frames.try_send(Outgoing::Dtmf { at_ms, tone, participant: self.raw_id(participant) });
         }
         let now = self.now_ms();
         if self.continuous.iter().any(|t| self.matches(t, participant)) {
@@ -607,12 +636,41 @@ impl Runtime {
             let result = ResultInfo::new(500, 9999, format!("recording failed: {error}"));
             self.emit(tag, LegEventKind::RecordingFailed { recording_id: id, result });
         }
-        if let Some((stream, _)) = self.stream.as_ref() {
+        if let Some((stream, _)) = self.stream.as_ref().filter(|(s, _)| !s.unmixed) {
             let mut samples = Vec::with_capacity(FRAME / 2);
             crate::wav::from_48k(pcm, stream.sample_rate, &mut samples);
-            let at = chrono::Utc::now().timestamp_millis() as u64;
-            let _ = stream.frames.try_send((at, samples));
+            let at_ms = chrono::Utc::now().timestamp_millis() as u64;
+            let _ = stream.frames.try_send(Outgoing::Audio { at_ms, samples, participant: None });
         }
+    }
+
+    /// An unmixed stream: each participant's 20 ms the tap queued, as its own `AudioData`
+    /// (the leg's own audio is not sent back to the app).
+    fn drain_stream_tap(&mut self) {
+        let (Some((stream, _)), Some((tap, names))) = (self.stream.as_ref(), self.stream_tap.as_mut()) else {
+            return;
+        };
+        let at_ms = chrono::Utc::now().timestamp_millis() as u64;
+        while let Some(frame) = tap.pop() {
+            let name = names.entry(frame.source).or_insert_with(|| self.transport.source_name(frame.source));
+            let Some(name) = name.as_deref().filter(|n| *n != self.session.participant_id) else { continue };
+            let mut samples = Vec::with_capacity(FRAME / 2);
+            crate::wav::from_48k(&frame.samples, stream.sample_rate, &mut samples);
+            let participant = Some(raw_id(&self.aliases, name));
+            let _ = stream.frames.try_send(Outgoing::Audio { at_ms, samples, participant });
+        }
+    }
+
+    /// Ends the running stream (its socket closes when the frames sender drops; an unmixed
+    /// stream's tap stops); its tag, if one ran.
+    fn end_stream(&mut self) -> Option<OperationTag> {
+        let (stream, tag) = self.stream.take()?;
+        drop(stream.frames);
+        self.stream_buffer.clear();
+        if self.stream_tap.take().is_some() {
+            self.transport.set_source_tap(None);
+        }
+        Some(tag)
     }
 
     fn on_tick(&mut self) {
@@ -635,6 +693,7 @@ impl Runtime {
             }
         }
         self.drain_stream_inbound();
+        self.drain_stream_tap();
         let mut out = [0i16; FRAME];
         let mut frame = [0i16; FRAME];
         let mut audible = false;
@@ -683,7 +742,8 @@ impl Runtime {
         } else {
             self.speaking = false;
         }
-        self.addressed.flush(&*self.transport);
+        let aliases = &self.aliases;
+        self.addressed.flush(&*self.transport, |targets| media_names(aliases, targets));
         let mut dtmf_events = Vec::new();
         if let Some(packet) = self.dtmf.tick(&mut dtmf_events) {
             if packet.marker {
@@ -701,7 +761,7 @@ impl Runtime {
     }
 
     fn drain_stream_inbound(&mut self) {
-        let Some((stream, tag)) = self.stream.as_mut() else { return };
+        let Some((stream, _)) = self.stream.as_mut() else { return };
         let mut closed = None;
         while let Ok(message) = stream.inbound.try_recv() {
             match message {
@@ -714,16 +774,13 @@ impl Runtime {
         let excess = self.stream_buffer.len().saturating_sub(48_000 * 10);
         self.stream_buffer.drain(..excess);
         if let Some(reason) = closed {
-            let tag = tag.clone();
-            self.stream = None;
-            self.stream_buffer.clear();
+            let Some(tag) = self.end_stream() else { return };
             let kind = match reason {
                 None => LegEventKind::MediaStreamingStopped,
-                Some(reason) => LegEventKind::MediaStreamingFailed(ResultInfo::new(
-                    500,
-                    8581,
-                    format!("media streaming socket failed: {reason}"),
-                )),
+                Some(reason) => LegEventKind::MediaStreamingFailed {
+                    result: ResultInfo::new(500, 8581, format!("media streaming socket failed: {reason}")),
+                    details: "streamConnectionInterrupted",
+                },
             };
             self.emit(tag, kind);
         }
@@ -762,12 +819,12 @@ impl Runtime {
             let tag = tag.clone();
             self.stop_recording(tag);
         }
-        if let Some((_, tag)) = self.stream.take() {
+        if let Some(tag) = self.end_stream() {
             self.emit(tag, LegEventKind::MediaStreamingStopped);
         }
         // What this call connection put on hold does not outlive it.
-        for (target, _) in self.held.drain() {
-            self.transport.set_held(&target, false);
+        for (target, _) in std::mem::take(&mut self.held) {
+            self.set_held(&target, false);
         }
         self.addressed.end_all(&*self.transport);
     }
@@ -780,6 +837,19 @@ fn raw_id(aliases: &HashMap<String, String>, participant: &str) -> String {
         return raw.clone();
     }
     participant.split_once('/').map_or(participant, |(_, raw)| raw).to_owned()
+}
+
+/// The media names `targets` (raw ids) answer to: each raw id itself (call participants and
+/// legs are named `{call}/{raw id}`, which the media plane matches) and every participant id
+/// aliased to it (conversation participants, named by a participant id).
+fn media_names(aliases: &HashMap<String, String>, targets: &[String]) -> Vec<String> {
+    let mut names = targets.to_vec();
+    for (name, raw) in aliases {
+        if targets.contains(raw) && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
 }
 
 fn add(out: &mut [i16; FRAME], frame: &[i16; FRAME]) {

@@ -204,4 +204,23 @@ mod tests {
         let file = PlaySource::File { uri: "ftp://example.invalid/x.wav".into(), cache_id: None };
         assert_eq!(sources.load(&file).await.unwrap_err().sub_code, 8536);
     }
+
+    #[tokio::test]
+    async fn a_file_over_the_size_limit_is_8536_and_one_within_it_plays() {
+        let mut wav_bytes = wav::header(1, 8000, 2000).to_vec();
+        wav_bytes.extend(std::iter::repeat_n(0u8, 2000));
+        let big = vec![0u8; 4096];
+        let app = axum::Router::new()
+            .route("/ok.wav", axum::routing::get(move || async move { wav_bytes.clone() }))
+            .route("/big.wav", axum::routing::get(move || async move { big.clone() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let sources = Sources::new(SourceConfig { max_file_bytes: 3000, ..SourceConfig::default() });
+        let file = |name: &str| PlaySource::File { uri: format!("{base}/{name}"), cache_id: None };
+        let too_big = sources.load(&file("big.wav")).await.unwrap_err();
+        assert_eq!(too_big.sub_code, 8536, "{}", too_big.message);
+        assert!(too_big.message.contains("larger than 3000 bytes"), "{}", too_big.message);
+        assert_eq!(sources.load(&file("ok.wav")).await.unwrap().len(), 1000 * 6, "8 kHz to 48 kHz");
+    }
 }

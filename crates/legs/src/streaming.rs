@@ -1,7 +1,11 @@
 //! Media streaming to a voice bot: palaver connects out to the app's `transportUrl` as a
 //! WebSocket client and speaks ACS's message format (reference §3.10): one `AudioMetadata`,
 //! then an `AudioData` message per 20 ms of the leg's mix (PCM16LE mono at 16 or 24 kHz,
-//! base64; `silent` when all zero). Bidirectional: `AudioData` the app sends back (the
+//! base64; `silent` when all zero) — or, unmixed (`audioChannelType: "unmixed"`), one
+//! `AudioData` per participant heard in each 20 ms, naming it by `participantRawID` — and, when
+//! `enableDtmfTones` asks, a `DtmfData` message per tone a participant sends (`data` is the
+//! tone's character, `0`-`9`, `*`, `#`, `A`-`D`, as the .NET and Java SDKs' `DtmfData` parse it,
+//! with `timestamp` and `participantRawID`). Bidirectional: `AudioData` the app sends back (the
 //! samples send PascalCase keys, so keys are read case-insensitively) is played into the
 //! call; `StopAudio` drops what is buffered. `ws://` and `wss://` (webpki roots).
 
@@ -25,13 +29,37 @@ pub enum Inbound {
     Closed(Option<String>),
 }
 
+/// What the leg hands the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// 20 ms at the stream's rate, at `at_ms` (Unix ms); of `participant` (a raw id) when the
+    /// stream is unmixed.
+    Audio { at_ms: u64, samples: Vec<i16>, participant: Option<String> },
+    /// One DTMF tone (its character) of `participant`.
+    Dtmf { at_ms: u64, tone: char, participant: String },
+}
+
+impl Outgoing {
+    /// The message the app reads.
+    pub fn message(&self) -> String {
+        match self {
+            Outgoing::Audio { at_ms, samples, participant } => audio_data(*at_ms, samples, participant.as_deref()),
+            Outgoing::Dtmf { at_ms, tone, participant } => dtmf_data(*at_ms, *tone, participant),
+        }
+    }
+}
+
 /// The leg's side of a running stream.
 #[derive(Debug)]
 pub struct Stream {
-    /// 20 ms frames of the mix at the stream's rate; the send never blocks the leg.
-    pub frames: mpsc::Sender<(u64, Vec<i16>)>,
+    /// What to send (20 ms frames at the stream's rate, tones); the send never blocks the leg.
+    pub frames: mpsc::Sender<Outgoing>,
     pub inbound: mpsc::UnboundedReceiver<Inbound>,
     pub sample_rate: u32,
+    /// One `AudioData` per participant (from the per-source tap) instead of the mix.
+    pub unmixed: bool,
+    /// `DtmfData` messages are sent.
+    pub dtmf: bool,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,17 +67,43 @@ fn failed(message: impl std::fmt::Display) -> ResultInfo {
     ResultInfo::new(500, 8581, format!("Action failed, media streaming could not connect: {message}"))
 }
 
-/// The `AudioData` message of one frame.
-pub fn audio_data(timestamp_ms: u64, samples: &[i16]) -> String {
+fn timestamp(timestamp_ms: u64) -> String {
+    let time = chrono::DateTime::from_timestamp_millis(timestamp_ms as i64).unwrap_or_default();
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The `AudioData` message of one frame (`participantRawID` when unmixed).
+pub fn audio_data(timestamp_ms: u64, samples: &[i16], participant: Option<&str>) -> String {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     let silent = samples.iter().all(|&s| s == 0);
-    let time = chrono::DateTime::from_timestamp_millis(timestamp_ms as i64).unwrap_or_default();
-    json!({"kind": "AudioData", "audioData": {
-        "timestamp": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    let mut data = json!({
+        "timestamp": timestamp(timestamp_ms),
         "data": base64::engine::general_purpose::STANDARD.encode(bytes),
         "silent": silent,
+    });
+    if let Some(participant) = participant {
+        data["participantRawID"] = json!(participant);
+    }
+    json!({"kind": "AudioData", "audioData": data}).to_string()
+}
+
+/// The `DtmfData` message of one tone.
+pub fn dtmf_data(timestamp_ms: u64, tone: char, participant: &str) -> String {
+    json!({"kind": "DtmfData", "dtmfData": {
+        "data": tone.to_string(), "timestamp": timestamp(timestamp_ms), "participantRawID": participant,
     }})
     .to_string()
+}
+
+/// The character of an RFC 4733 DTMF event (0-9, `*`, `#`, A-D).
+pub fn tone_char(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some(char::from(b'0' + event)),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some(char::from(b'A' + event - 12)),
+        _ => None,
+    }
 }
 
 /// Reads an app message (keys compared case-insensitively).
@@ -107,15 +161,16 @@ pub async fn start(request: &StreamRequest, subscription_id: &str) -> Result<Str
         "subscriptionId": subscription_id, "encoding": "PCM", "sampleRate": request.sample_rate,
         "channels": 1, "length": length}});
     sink.send(Message::text(metadata.to_string())).await.map_err(failed)?;
-    let (frames, mut frame_rx) = mpsc::channel::<(u64, Vec<i16>)>(50);
+    // 1 s of 20 ms frames of up to 5 participants.
+    let (frames, mut frame_rx) = mpsc::channel::<Outgoing>(250);
     let (inbound_tx, inbound) = mpsc::unbounded_channel();
     let (rate, bidirectional) = (request.sample_rate, request.bidirectional);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 frame = frame_rx.recv() => {
-                    let Some((at, samples)) = frame else { break };
-                    if let Err(error) = sink.send(Message::text(audio_data(at, &samples))).await {
+                    let Some(outgoing) = frame else { break };
+                    if let Err(error) = sink.send(Message::text(outgoing.message())).await {
                         let _ = inbound_tx.send(Inbound::Closed(Some(error.to_string())));
                         return;
                     }
@@ -140,7 +195,7 @@ pub async fn start(request: &StreamRequest, subscription_id: &str) -> Result<Str
         }
         let _ = sink.send(Message::Close(None)).await;
     });
-    Ok(Stream { frames, inbound, sample_rate: rate, task })
+    Ok(Stream { frames, inbound, sample_rate: rate, unmixed: request.unmixed, dtmf: request.dtmf, task })
 }
 
 #[cfg(test)]
@@ -149,10 +204,11 @@ mod tests {
 
     #[test]
     fn audio_data_round_trips_and_pascal_case_is_read() {
-        let text = audio_data(1_700_000_000_000, &[1, -1, 0]);
+        let text = audio_data(1_700_000_000_000, &[1, -1, 0], None);
         let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["kind"], "AudioData");
         assert_eq!(value["audioData"]["silent"], false);
+        assert!(value["audioData"].get("participantRawID").is_none(), "mixed audio names nobody");
         let data = value["audioData"]["data"].as_str().unwrap();
         let back = format!(r#"{{"Kind":"AudioData","AudioData":{{"Data":"{data}"}},"StopAudio":null}}"#);
         let Some(Inbound::Audio(samples)) = parse_inbound(&back, 16_000) else { panic!() };
@@ -160,5 +216,22 @@ mod tests {
         let stop = r#"{"Kind":"StopAudio","AudioData":null,"StopAudio":{}}"#;
         assert_eq!(parse_inbound(stop, 16_000), Some(Inbound::StopAudio));
         assert_eq!(parse_inbound("{}", 16_000), None);
+    }
+
+    #[test]
+    fn unmixed_audio_names_its_participant_and_dtmf_data_is_the_sdks_shape() {
+        let text = audio_data(1_700_000_000_000, &[0, 0], Some("8:acs:res_u1"));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["audioData"]["participantRawID"], "8:acs:res_u1");
+        assert_eq!(value["audioData"]["silent"], true);
+        assert_eq!(value["audioData"]["timestamp"], "2023-11-14T22:13:20.000Z");
+        let text = dtmf_data(1_700_000_000_000, '#', "8:acs:res_u1");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["kind"], "DtmfData");
+        assert_eq!(value["dtmfData"]["data"], "#");
+        assert_eq!(value["dtmfData"]["participantRawID"], "8:acs:res_u1");
+        assert_eq!(value["dtmfData"]["timestamp"], "2023-11-14T22:13:20.000Z");
+        let chars: String = (0..=16).filter_map(tone_char).collect();
+        assert_eq!(chars, "0123456789*#ABCD");
     }
 }

@@ -201,6 +201,14 @@ impl AppState {
             chat: chat.clone(),
             events: parts.events.clone(),
         });
+        // Call Automation: an `incomingCallContext` verifies after a restart (a persisted key)
+        // and stays single use (the consumed ones are journaled beside the recordings).
+        let context_secret = identity_store.setting_or_create("incoming_call_context_key", &mut generate_access_key)?;
+        let journal = config.recordings_dir.as_deref().map(|d| d.with_file_name("incoming-call-contexts"));
+        gateway
+            .call_automation()
+            .restore_contexts(&context_secret, journal.as_deref())
+            .map_err(|e| StartupError::Config(format!("incomingCallContext journal: {e}")))?;
         Ok(Self(Arc::new(AppStateInner {
             config,
             resource,

@@ -7,14 +7,21 @@
 //! in bursts (100 ms of tone, 200 ms of silence) and each burst's first packet is timed against
 //! the first loud `AudioData` frame the bot reads. `CA_STREAM_BURSTS=200` makes a longer run
 //! (docs/call-automation.md, "Media streaming latency"); the default keeps `make test` short.
+//!
+//! The second test puts two QUIC participants (each talking its own tone) and a call
+//! connection (`connect` by `groupCallLocator`) in one group call: a WAV prompt played to
+//! one of them only is decoded by that one and absent from what the other hears; the first
+//! one's DTMF is recognized; an unmixed media stream carries one `AudioData` per participant
+//! (`participantRawID`, each with its own tone) and a `DtmfData` per tone; the hang-up stops
+//! the stream with `MediaStreamingStopped` before `CallDisconnected`.
 
-use crate::support::{FRAME, SAMPLE_RATE, collect, decode, quic_address, tone_amplitude};
+use crate::support::{FRAME, SAMPLE_RATE, ToneEncoder, collect, decode, quic_address, tone_amplitude};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use palaver_client::{ConnectOptions, MediaTrack, QuicClient};
+use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient};
 use palaver_core::protocol::{ClientMessage, ServerMessage};
 use palaver_e2e::{Server, ServerOptions, TempDir};
 use reqwest::Method;
@@ -52,14 +59,55 @@ struct Backend {
     base: String,
 }
 
+/// The prompt the group-call test plays: 1.5 s of 880 Hz, a 16 kHz mono 16-bit WAV.
+const PROMPT_HZ: f32 = 880.0;
+
+fn prompt_wav() -> Vec<u8> {
+    let rate = 16_000u32;
+    let samples: Vec<u8> = (0..rate * 3 / 2)
+        .flat_map(|i| {
+            let s = (8000.0 * (2.0 * std::f32::consts::PI * PROMPT_HZ * i as f32 / rate as f32).sin()) as i16;
+            s.to_le_bytes()
+        })
+        .collect();
+    let mut wav = Vec::with_capacity(44 + samples.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&samples);
+    wav
+}
+
 impl Backend {
     async fn start() -> Self {
         let seen: Seen = Arc::default();
-        let app = axum::Router::new().route("/{*path}", axum::routing::post(hook)).with_state(seen.clone());
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::post(hook))
+            .route("/media/prompt.wav", axum::routing::get(|| async { prompt_wav() }))
+            .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { seen, base }
+    }
+
+    /// The server's configuration: IncomingCall to this backend's `/incoming`, fast retries.
+    fn incoming_call_config(&self) -> String {
+        format!(
+            "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
+             [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
+             event_types = [\"Microsoft.Communication.IncomingCall\"]\n",
+            self.base
+        )
     }
 
     /// Waits for the first event on `path` whose type ends with `kind` and that `filter` accepts.
@@ -127,12 +175,7 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
     let backend = Backend::start().await;
     let (bot_url, frames, metadata) = echo_bot().await;
     let dir = TempDir::new("palaver-e2e-ca-stream");
-    let config = format!(
-        "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
-         [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
-         event_types = [\"Microsoft.Communication.IncomingCall\"]\n",
-        backend.base
-    );
+    let config = backend.incoming_call_config();
     let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
     let (caller_id, caller_token) = server.create_user_token(&["voip"]).await;
     let (bot_id, _) = server.create_user_token(&["voip"]).await;
@@ -155,10 +198,7 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
             "audioChannelType": "mixed", "startMediaStreaming": true, "enableBidirectional": true,
             "audioFormat": "pcm16KMono"},
     });
-    let (status, props) = server
-        .signed(Method::POST, "/calling/callConnections:answer?api-version=2025-06-15", &answer.to_string())
-        .await;
-    assert_eq!(status, StatusCode::OK, "{props}");
+    post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
     backend.wait("cb/bot", "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
     backend.wait("cb/bot", "MediaStreamingStarted", |_| true).await;
     let meta = metadata.lock().unwrap().clone().expect("AudioMetadata first");
@@ -230,4 +270,266 @@ async fn a_quic_caller_is_streamed_to_a_voice_bot_that_talks_back() {
     println!("the caller hears the bot's echo: {TONE_HZ} Hz amplitude {echo:.0}");
     assert!(echo > 300.0, "the caller does not hear the echo (amplitude {echo:.0})");
     client.close().await;
+}
+
+/// Everything a voice bot read (after `AudioMetadata`), in order.
+type Messages = Arc<Mutex<Vec<Value>>>;
+
+/// A voice bot that only listens: it keeps every message.
+async fn listening_bot() -> (String, Messages) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/bot", listener.local_addr().unwrap());
+    let messages: Messages = Arc::default();
+    let kept = messages.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { continue };
+            let (_, mut source) = ws.split();
+            while let Some(Ok(message)) = source.next().await {
+                if let Message::Text(text) = message {
+                    kept.lock().unwrap().push(serde_json::from_str(text.as_str()).unwrap());
+                }
+            }
+        }
+    });
+    (url, messages)
+}
+
+/// A QUIC participant in group call `group` that talks a steady tone and collects what it hears.
+struct Talker {
+    client: QuicClient,
+    rx: tokio::sync::mpsc::Receiver<palaver_client::ReceivedRtp>,
+    talking: tokio::task::JoinHandle<()>,
+    dtmf: tokio::sync::mpsc::UnboundedSender<u8>,
+}
+
+async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u32) -> Talker {
+    let ca_pem = std::fs::read_to_string(server.ca_file()).unwrap();
+    let addr = quic_address(server, token).await;
+    let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.unwrap();
+    client.join(JoinTarget::GroupCall { group_id: group.to_string() }, None).await.expect("join the group call");
+    client.attach_media(vec![MediaTrack::opus(ssrc)]).await.expect("media.attach");
+    let rx = client.take_rtp_receiver().unwrap();
+    let mut tx = client.rtp_sender(ssrc, 111);
+    let (dtmf, mut digits) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    let talking = tokio::spawn(async move {
+        let mut tone = ToneEncoder::new(tone_hz, 4000.0);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            while let Ok(event) = digits.try_recv() {
+                let _ = tx.send_dtmf(event);
+            }
+            if tx.send(&tone.next_frame(), FRAME as u32, Some(18)).is_err() {
+                return;
+            }
+        }
+    });
+    Talker { client, rx, talking, dtmf }
+}
+
+/// A signed POST (api-version 2025-06-15) that must answer `expected`; its body.
+async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
+    let (status, answer) =
+        server.signed(Method::POST, &format!("{path}?api-version=2025-06-15"), &body.to_string()).await;
+    assert_eq!(status, expected, "{path}: {answer}");
+    answer
+}
+
+fn identifier(raw_id: &str) -> Value {
+    json!({"rawId": raw_id, "communicationUser": {"id": raw_id}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone() {
+    const ALICE_HZ: f32 = 440.0;
+    const BOB_HZ: f32 = 620.0;
+    let backend = Backend::start().await;
+    let (bot_url, bot) = listening_bot().await;
+    let dir = TempDir::new("palaver-e2e-ca-group");
+    let server = Server::start_in(dir.path(), ServerOptions::default()).await;
+    let (alice_id, alice_token) = server.create_user_token(&["voip"]).await;
+    let (bob_id, bob_token) = server.create_user_token(&["voip"]).await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let mut alice = talker(&server, &alice_token, &group, ALICE_HZ, 0x0A11_CE01).await;
+    let mut bob = talker(&server, &bob_token, &group, BOB_HZ, 0x0B0B_0001).await;
+
+    // The application connects to the group call (a connection with unmixed, DTMF-carrying
+    // media streaming options, started later) and sees both participants.
+    let connect = json!({
+        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
+        "callbackUri": format!("{}/cb/gc", backend.base),
+        "operationContext": "connect",
+        "mediaStreamingOptions": {"transportType": "websocket", "transportUrl": bot_url, "contentType": "audio",
+            "audioChannelType": "unmixed", "startMediaStreaming": false, "enableDtmfTones": true,
+            "audioFormat": "pcm16KMono"},
+    });
+    let props = post(&server, "/calling/callConnections:connect", &connect, StatusCode::OK).await;
+    let ccid = props["callConnectionId"].as_str().unwrap().to_owned();
+    backend.wait("cb/gc", "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
+    backend
+        .wait("cb/gc", "ParticipantsUpdated", |e| {
+            let raws: Vec<&str> = e["data"]["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["identifier"]["rawId"].as_str())
+                .collect();
+            raws.contains(&alice_id.as_str()) && raws.contains(&bob_id.as_str())
+        })
+        .await;
+    let action = |name: &str| format!("/calling/callConnections/{ccid}:{name}?api-version=2025-06-15");
+
+    // The prompt goes to Alice only.
+    let play = json!({"playSources": [{"kind": "file", "file": {"uri": format!("{}/media/prompt.wav", backend.base)}}],
+        "playTo": [identifier(&alice_id)], "operationContext": "to-alice"});
+    let heard_from = Instant::now() + Duration::from_millis(300);
+    let (status, body) = server.signed(Method::POST, &action("play"), &play.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let until = Instant::now() + Duration::from_millis(2200);
+    let (a, b) = tokio::join!(collect(&mut alice.rx, until), collect(&mut bob.rx, until));
+    backend.wait("cb/gc", "PlayCompleted", |e| e["data"]["operationContext"] == "to-alice").await;
+    let _ = heard_from;
+    let (a, b) = (decode(&a), decode(&b));
+    let tail = |pcm: &[i16]| pcm[pcm.len().min(SAMPLE_RATE as usize / 2)..].to_vec();
+    let (a, b) = (tail(&a), tail(&b));
+    let (alice_prompt, bob_prompt) = (tone_amplitude(&a, PROMPT_HZ), tone_amplitude(&b, PROMPT_HZ));
+    let (alice_hears_bob, bob_hears_alice) = (tone_amplitude(&a, BOB_HZ), tone_amplitude(&b, ALICE_HZ));
+    println!(
+        "playTo alice: alice hears the {PROMPT_HZ} Hz prompt at {alice_prompt:.0} (bob at {alice_hears_bob:.0}); \
+         bob hears the prompt at {bob_prompt:.0} (alice at {bob_hears_alice:.0})"
+    );
+    assert!(bob_hears_alice > 300.0, "bob's audio path is live: he hears alice ({bob_hears_alice:.0})");
+    assert!(alice_prompt > 1000.0, "alice decodes the prompt played to her ({alice_prompt:.0})");
+    assert!(
+        bob_prompt < alice_prompt / 20.0,
+        "bob does not hear alice's prompt ({bob_prompt:.0} vs {alice_prompt:.0})"
+    );
+
+    // Unmixed media streaming with DTMF, and Alice's digits recognized.
+    let (status, body) =
+        server.signed(Method::POST, &action("startMediaStreaming"), "{\"operationContext\":\"ms\"}").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    backend.wait("cb/gc", "MediaStreamingStarted", |e| e["data"]["operationContext"] == "ms").await;
+    let recognize = json!({"recognizeInputType": "dtmf", "operationContext": "digits", "recognizeOptions": {
+        "targetParticipant": identifier(&alice_id), "initialSilenceTimeoutInSeconds": 10,
+        "dtmfOptions": {"maxTonesToCollect": 2, "interToneTimeoutInSeconds": 5}}});
+    let (status, body) = server.signed(Method::POST, &action("recognize"), &recognize.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    alice.dtmf.send(4).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.dtmf.send(11).unwrap();
+    let done = backend.wait("cb/gc", "RecognizeCompleted", |e| e["data"]["operationContext"] == "digits").await;
+    assert_eq!(done["data"]["dtmfResult"]["tones"], json!(["four", "pound"]), "{done}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The hang-up stops the stream: MediaStreamingStopped, then CallDisconnected.
+    let (status, _) =
+        server.signed(Method::DELETE, &format!("/calling/callConnections/{ccid}?api-version=2025-06-15"), "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    backend.wait("cb/gc", "CallDisconnected", |_| true).await;
+    let names: Vec<String> = backend
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "cb/gc")
+        .map(|(_, e)| e["type"].as_str().unwrap_or_default().trim_start_matches("Microsoft.Communication.").to_owned())
+        .collect();
+    let stopped = names.iter().position(|n| n == "MediaStreamingStopped").expect("MediaStreamingStopped");
+    assert_eq!(names.last().map(String::as_str), Some("CallDisconnected"), "{names:?}");
+    assert_eq!(stopped + 1, names.len() - 1, "the stream's stop comes right before CallDisconnected: {names:?}");
+
+    let messages = bot.lock().unwrap().clone();
+    assert_eq!(messages.first().map(|m| m["kind"].clone()), Some(json!("AudioMetadata")), "{:?}", messages.first());
+    let pcm_of = |raw: &str| -> Vec<i16> {
+        messages
+            .iter()
+            .filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"] == raw)
+            .flat_map(|m| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(m["audioData"]["data"].as_str().unwrap_or_default())
+                    .unwrap();
+                bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let unnamed =
+        messages.iter().filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"].is_null()).count();
+    assert_eq!(unnamed, 0, "unmixed AudioData always names its participant");
+    // 16 kHz: resample the Goertzel input by repeating each sample three times.
+    let at_48k = |pcm: Vec<i16>| -> Vec<i16> { pcm.iter().flat_map(|&s| [s, s, s]).collect() };
+    let (alice_pcm, bob_pcm) = (at_48k(pcm_of(&alice_id)), at_48k(pcm_of(&bob_id)));
+    let (aa, ab) = (tone_amplitude(&alice_pcm, ALICE_HZ), tone_amplitude(&alice_pcm, BOB_HZ));
+    let (ba, bb) = (tone_amplitude(&bob_pcm, ALICE_HZ), tone_amplitude(&bob_pcm, BOB_HZ));
+    println!(
+        "unmixed stream: alice's frames {} samples (440 Hz {aa:.0}, 620 Hz {ab:.0}); bob's {} (440 Hz {ba:.0}, 620 Hz {bb:.0})",
+        alice_pcm.len() / 3,
+        bob_pcm.len() / 3
+    );
+    assert!(aa > 1000.0 && ab < aa / 10.0, "alice's channel carries her tone only");
+    assert!(bb > 1000.0 && ba < bb / 10.0, "bob's channel carries his tone only");
+    let dtmf: Vec<(Value, Value)> = messages
+        .iter()
+        .filter(|m| m["kind"] == "DtmfData")
+        .map(|m| (m["dtmfData"]["data"].clone(), m["dtmfData"]["participantRawID"].clone()))
+        .collect();
+    assert_eq!(dtmf, vec![(json!("4"), json!(alice_id)), (json!("#"), json!(alice_id))], "DtmfData messages");
+
+    for t in [alice, bob] {
+        t.talking.abort();
+        t.client.close().await;
+    }
+}
+
+/// `incomingCallContext` across a crash: a context verifies after `kill -9` and a restart on
+/// the same data directory (its key is persisted), and one consumed before the crash stays
+/// consumed (the journal); the ringing call itself did not survive, so answering the unused
+/// one finds no call (404/8522), not a forged context (400/8523).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_call_context_outlives_a_restart_and_stays_single_use() {
+    let backend = Backend::start().await;
+    let dir = TempDir::new("palaver-e2e-ca-context");
+    let config = backend.incoming_call_config();
+    let options = || ServerOptions { config_toml: Some(config.clone()), ..Default::default() };
+    let mut server = Server::start_in(dir.path(), options()).await;
+    let (first, _) = server.create_user_token(&["voip"]).await;
+    let (second, _) = server.create_user_token(&["voip"]).await;
+    let create = json!({"targets": [identifier(&first), identifier(&second)], "callbackUri": format!("{}/cb/caller", backend.base)});
+    let (status, body) =
+        server.signed(Method::POST, "/calling/callConnections?api-version=2025-06-15", &create.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let context_of = |raw: String| {
+        let backend = &backend;
+        async move {
+            let e = backend.wait("incoming", "IncomingCall", |e| e["data"]["to"]["rawId"] == raw.as_str()).await;
+            e["data"]["incomingCallContext"].as_str().unwrap().to_owned()
+        }
+    };
+    let (used, unused) = (context_of(first).await, context_of(second).await);
+    let reject = json!({"incomingCallContext": used}).to_string();
+    let (status, body) =
+        server.signed(Method::POST, "/calling/callConnections:reject?api-version=2025-06-15", &reject).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    server.kill();
+    let server = Server::start_in(dir.path(), options()).await;
+    let answer = |context: &str| {
+        json!({"incomingCallContext": context, "callbackUri": format!("{}/cb/late", backend.base)}).to_string()
+    };
+    let path = "/calling/callConnections:answer?api-version=2025-06-15";
+    let (status, body) = server.signed(Method::POST, path, &answer(&used)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("8519")), "still used: {body}");
+    let (status, body) = server.signed(Method::POST, path, &answer(&unused)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("8522")),
+        "authentic, but its call is over: {body}"
+    );
+    let (status, body) = server.signed(Method::POST, path, &answer(&unused)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("8519")), "{body}");
+    let forged = format!("{}{}", if unused.starts_with('e') { 'f' } else { 'e' }, &unused[1..]);
+    let (status, body) = server.signed(Method::POST, path, &answer(&forged)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("8523")), "{body}");
 }

@@ -10,6 +10,7 @@
 use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::connection::Outbound;
+use super::context_journal::ContextJournal;
 use super::legs::ServerLeg;
 use super::media::MediaSession;
 use crate::domain::call_automation::{
@@ -27,7 +28,7 @@ use palaver_core::{CommunicationIdentifier, EndReason};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The live call connections; cheap to clone.
 #[derive(Clone)]
@@ -41,9 +42,30 @@ pub struct CallAutomationInner {
     outputs: OnceLock<mpsc::UnboundedSender<CaOutput>>,
     /// First answers of repeatable requests (`Repeatability-Request-ID`).
     replays: Mutex<HashMap<String, Replay>>,
-    /// Connections seated in a conversation (group call, room): its actor and the leg's
-    /// participant id there.
-    conversations: Mutex<HashMap<String, (ConversationHandle, String)>>,
+    /// Connections seated in a conversation (group call, room), by call connection id.
+    conversations: Mutex<HashMap<String, Seat>>,
+    /// Callbacks a leg still owes when its connection ends (a stream's
+    /// `MediaStreamingStopped`, a canceled play...): the leg's event pump hands them over when
+    /// the leg's events end, and the connection's `DetachLeg` step delivers them before
+    /// `CallDisconnected`.
+    leg_finals: Mutex<HashMap<String, oneshot::Receiver<Vec<CaOutput>>>>,
+    /// The consumed `incomingCallContext`s on disk (none: kept in memory only).
+    journal: Mutex<Option<ContextJournal>>,
+}
+
+/// How long the end of a call connection waits for its leg's last callbacks.
+const LEG_FINALS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A call connection seated in a conversation (group call, room).
+#[derive(Clone)]
+struct Seat {
+    /// The conversation's actor.
+    handle: ConversationHandle,
+    /// The connection's participant id there (its leg's media name).
+    participant_id: String,
+    /// (participant id, raw id) of everyone in its roster: the leg needs them to match the
+    /// raw ids the API names (targets, DTMF senders, unmixed sources) to media names.
+    aliases: Vec<(String, String)>,
 }
 
 /// A stored answer of a repeatable request.
@@ -66,6 +88,8 @@ impl Default for CallAutomation {
             outputs: OnceLock::new(),
             replays: Mutex::new(HashMap::new()),
             conversations: Mutex::new(HashMap::new()),
+            leg_finals: Mutex::new(HashMap::new()),
+            journal: Mutex::new(None),
         }))
     }
 }
@@ -98,7 +122,21 @@ impl CallAutomation {
 
     /// The conversation a connection sits in (group calls and rooms only).
     fn conversation(&self, ccid: &str) -> Option<(ConversationHandle, String)> {
-        self.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).get(ccid).cloned()
+        self.seats().get(ccid).map(|s| (s.handle.clone(), s.participant_id.clone()))
+    }
+
+    fn seats(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seat>> {
+        self.0.conversations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tell the leg of a conversation connection who is who (participant id -> raw id).
+    fn push_aliases(&self, ccid: &str) {
+        let aliases = self.seats().get(ccid).map(|s| s.aliases.clone()).unwrap_or_default();
+        if let Some(leg) = self.leg(ccid) {
+            for (participant_id, raw_id) in aliases {
+                leg.alias(participant_id, raw_id);
+            }
+        }
     }
 
     /// Refuse a call-only operation on a connection that sits in a group call or a room.
@@ -108,6 +146,31 @@ impl CallAutomation {
                 "{operation} is not supported in group calls and rooms by this server yet."
             )));
         }
+        Ok(())
+    }
+
+    /// Where the event pump of `ccid`'s leg hands over the callbacks the leg emits after the
+    /// connection ended (see `leg_finals`).
+    pub fn final_callbacks(&self, ccid: &str) -> oneshot::Sender<Vec<CaOutput>> {
+        let (tx, rx) = oneshot::channel();
+        self.0.leg_finals.lock().unwrap_or_else(|e| e.into_inner()).insert(ccid.to_string(), rx);
+        tx
+    }
+
+    /// `incomingCallContext`s outlive a restart: they are signed with a key derived from
+    /// `secret` (persisted by the caller), and the ones consumed are journaled at
+    /// `journal` (when given) and remembered from an earlier run.
+    pub fn restore_contexts(&self, secret: &str, journal: Option<&std::path::Path>) -> std::io::Result<()> {
+        let now = now_ms().max(0) as u64;
+        let (journal, used) = match journal {
+            Some(path) => {
+                let (journal, used) = ContextJournal::open(path, now)?;
+                (Some(journal), used)
+            }
+            None => (None, Vec::new()),
+        };
+        self.with_machine(|m| m.restore_contexts(ContextSigner::from_secret(secret), used));
+        *self.0.journal.lock().unwrap_or_else(|e| e.into_inner()) = journal;
         Ok(())
     }
 
@@ -137,6 +200,14 @@ pub fn call_automation_error(e: CallError) -> CallAutomationError {
         )),
         code if code.http_status() == 403 => CallAutomationError::new(403, 8523, e.message),
         _ => CallAutomationError::invalid_argument(e.message),
+    }
+}
+
+/// A conversation's refusal of a Call Automation command.
+fn conversation_refusal(refusal: crate::domain::Refusal) -> CallAutomationError {
+    match refusal.code {
+        ErrorCode::NotFound => CallAutomationError::new(404, 8522, refusal.message),
+        _ => CallAutomationError::invalid_state(refusal.message),
     }
 }
 
@@ -222,9 +293,31 @@ impl Gateway {
         self.open_connection(ccid, new, input).await
     }
 
-    /// Consume an `incomingCallContext`.
-    pub fn ca_consume_context(&self, context: &str) -> Result<IncomingCallClaim, CallAutomationError> {
-        self.call_automation().with_machine(|m| m.consume_context(context, now_ms().max(0) as u64))
+    /// Consume an `incomingCallContext` (journaled durably first when there is a journal:
+    /// it stays single use across a restart).
+    pub async fn ca_consume_context(&self, context: &str) -> Result<IncomingCallClaim, CallAutomationError> {
+        let ca = self.call_automation().clone();
+        let claim = ca.with_machine(|m| m.consume_context(context, now_ms().max(0) as u64))?;
+        let (id, exp) = (claim.id.clone(), claim.exp_ms);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut journal = ca.0.journal.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(journal) = journal.as_mut() else { return Ok(()) };
+            journal.append(&id, exp)?;
+            let live = ca.with_machine(|m| m.used_contexts());
+            if journal.wants_compaction(live.len()) {
+                journal.compact(&live)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(claim),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the consumed incomingCallContext could not be journaled");
+                Err(CallAutomationError::internal("The incomingCallContext could not be recorded."))
+            }
+            Err(e) => Err(CallAutomationError::internal(format!("journal task failed: {e}"))),
+        }
     }
 
     /// `reject`: the callee declines.
@@ -313,13 +406,22 @@ impl Gateway {
         target: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Removing participants")?;
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
             m.begin_remove(ccid, target, route)?;
             Ok::<_, CallAutomationError>(view)
         })?;
+        if let Some((handle, _)) = ca.conversation(ccid) {
+            // The target's sessions end; `RemoveParticipantSucceeded` follows when the roster
+            // no longer has it.
+            let command = ServerCommand::RemoveParticipant { raw_id: target.to_string() };
+            if let Err(refusal) = self.server_command(&handle, Authority::Server, command).await {
+                let outputs = ca.with_machine(|m| m.fail_remove(ccid, target, &conversation_refusal(refusal)));
+                self.call_automation_outputs(outputs);
+            }
+            return Ok(());
+        }
         let input = Input::RemoveParticipant {
             call_id: view.server_call_id,
             by: view.source_raw_id,
@@ -397,8 +499,15 @@ impl Gateway {
         Ok(())
     }
 
-    /// `participants:mute`.
-    pub fn ca_mute(&self, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+    /// `participants:mute`. In a group call or a room the conversation mutes the target's
+    /// sessions first (its clients see it in the roster).
+    pub async fn ca_mute(&self, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+        let ca = self.call_automation();
+        if let Some((handle, _)) = ca.conversation(ccid) {
+            ca.with_machine(|m| m.participant(ccid, target))?;
+            let command = ServerCommand::MuteParticipant { raw_id: target.to_string() };
+            self.server_command(&handle, Authority::Server, command).await.map_err(conversation_refusal)?;
+        }
         let outputs = self.call_automation().with_machine(|m| m.mute(ccid, target))?;
         self.call_automation_outputs(outputs);
         Ok(())
@@ -479,9 +588,19 @@ impl Gateway {
             m.set_conversation_participant(ccid, &participant_id);
             m.properties(ccid)
         })?;
-        ca.0.conversations.lock().unwrap_or_else(|e| e.into_inner()).insert(ccid.to_string(), (handle, participant_id));
+        let seat = Seat { handle, participant_id, aliases: Vec::new() };
+        ca.seats().insert(ccid.to_string(), seat);
         tokio::spawn(follow_conversation(self.clone(), ccid.to_string(), rx));
         Ok(props)
+    }
+}
+
+impl Gateway {
+    /// The call connection seated in the live conversation `key` (`groupCall:{uuid}`,
+    /// `room:{id}`): how the recording API finds a group call or room by its locator.
+    pub fn ca_connection_in(&self, key: &str) -> Option<CallConnectionView> {
+        let conversation_id = self.by_target.get(key).map(|h| h.conversation_id.clone())?;
+        self.call_automation().with_machine(|m| m.connection_of_call(&conversation_id))
     }
 }
 
@@ -522,13 +641,18 @@ async fn follow_conversation(gateway: Gateway, ccid: String, mut rx: mpsc::Recei
             _ => false,
         };
         if changed {
+            let ca = gateway.call_automation();
+            if let Some(seat) = ca.seats().get_mut(&ccid) {
+                seat.aliases = roster.iter().map(|(pid, raw, _, _)| (pid.clone(), raw.clone())).collect();
+            }
+            ca.push_aliases(&ccid);
             let view: Vec<(String, bool)> =
                 roster.iter().filter(|p| p.2).map(|(_, raw, _, muted)| (raw.clone(), *muted)).collect();
             let outputs = gateway.call_automation().with_machine(|m| m.conversation_roster(&ccid, &view));
             gateway.call_automation_outputs(outputs);
         }
     }
-    gateway.call_automation().0.conversations.lock().unwrap_or_else(|e| e.into_inner()).remove(&ccid);
+    gateway.call_automation().seats().remove(&ccid);
     let outputs = gateway.call_automation().with_machine(|m| m.conversation_ended(&ccid, reason));
     gateway.call_automation_outputs(outputs);
 }
@@ -576,18 +700,22 @@ fn leg_display_name(given: Option<&str>) -> String {
     given.filter(|n| !n.trim().is_empty()).unwrap_or("Call Automation").to_string()
 }
 
+/// POST one callback through the events port (other outputs are ignored here).
+async fn send_callback(gateway: &Gateway, output: CaOutput) {
+    let CaOutput::Callback { call_connection_id, callback_uri, event_type, data } = output else { return };
+    tracing::debug!(ccid = %call_connection_id, event = %event_type, "call automation callback");
+    let event = CallbackEvent { callback_uri, call_connection_id, event_type, data };
+    if let Err(e) = gateway.events().callback(event).await {
+        tracing::warn!(error = %e, "call automation callback not accepted");
+    }
+}
+
 /// Carry out the machine's outputs in order: callbacks and events through the events port,
 /// legs through the media port.
 async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
     while let Some(output) = rx.recv().await {
         match output {
-            CaOutput::Callback { call_connection_id, callback_uri, event_type, data } => {
-                tracing::debug!(ccid = %call_connection_id, event = %event_type, "call automation callback");
-                let event = CallbackEvent { callback_uri, call_connection_id, event_type, data };
-                if let Err(e) = gateway.events().callback(event).await {
-                    tracing::warn!(error = %e, "call automation callback not accepted");
-                }
-            }
+            CaOutput::Callback { .. } => send_callback(&gateway, output).await,
             CaOutput::Publish { event_type, subject, data } => {
                 tracing::debug!(event = %event_type, %subject, "call automation system event");
                 if let Err(e) = gateway.events().publish(SystemEvent { event_type, subject, data }).await {
@@ -604,7 +732,8 @@ async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
                             .legs
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(call_connection_id, leg);
+                            .insert(call_connection_id.clone(), leg);
+                        gateway.call_automation().push_aliases(&call_connection_id);
                     }
                     Err(e) => {
                         tracing::warn!(ccid = %call_connection_id, code = %e.code, message = %e.message, "call connection has no media leg");
@@ -612,15 +741,25 @@ async fn deliver(gateway: Gateway, mut rx: mpsc::UnboundedReceiver<CaOutput>) {
                 }
             }
             CaOutput::DetachLeg { call_connection_id } => {
-                let leg = gateway
-                    .call_automation()
-                    .0
-                    .legs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&call_connection_id);
+                let ca = gateway.call_automation();
+                let leg = ca.0.legs.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_connection_id);
+                let finals = ca.0.leg_finals.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_connection_id);
                 if let Some(leg) = leg {
                     leg.detach();
+                }
+                // What the leg says as it stops (MediaStreamingStopped for a stream the call's
+                // end stopped, ...) goes out before CallDisconnected, which comes next.
+                if let Some(finals) = finals {
+                    match tokio::time::timeout(LEG_FINALS_WAIT, finals).await {
+                        Ok(Ok(outputs)) => {
+                            for output in outputs {
+                                send_callback(&gateway, output).await;
+                            }
+                        }
+                        _ => {
+                            tracing::warn!(ccid = %call_connection_id, "the leg's last callbacks did not come in time")
+                        }
+                    }
                 }
             }
         }

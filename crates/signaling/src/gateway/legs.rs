@@ -174,22 +174,47 @@ impl ResultInfo {
 pub enum LegEventKind {
     PlayStarted,
     PlayCompleted(ResultInfo),
-    PlayFailed { result: ResultInfo, failed_source_index: Option<u32> },
+    PlayFailed {
+        result: ResultInfo,
+        failed_source_index: Option<u32>,
+    },
     PlayCanceled(ResultInfo),
-    RecognizeCompleted { result: ResultInfo, tones: Vec<DtmfTone>, choice: Option<String> },
-    RecognizeFailed { result: ResultInfo, failed_source_index: Option<u32> },
+    RecognizeCompleted {
+        result: ResultInfo,
+        tones: Vec<DtmfTone>,
+        choice: Option<String>,
+    },
+    RecognizeFailed {
+        result: ResultInfo,
+        failed_source_index: Option<u32>,
+    },
     RecognizeCanceled(ResultInfo),
-    ContinuousDtmfToneReceived { participant: String, tone: DtmfTone, sequence_id: u32 },
+    ContinuousDtmfToneReceived {
+        participant: String,
+        tone: DtmfTone,
+        sequence_id: u32,
+    },
     ContinuousDtmfStopped(ResultInfo),
     SendDtmfTonesCompleted(ResultInfo),
     SendDtmfTonesFailed(ResultInfo),
     HoldFailed(ResultInfo),
-    RecordingStateChanged { recording_id: String, active: bool },
+    RecordingStateChanged {
+        recording_id: String,
+        active: bool,
+    },
     RecordingFileReady(RecordingFile),
-    RecordingFailed { recording_id: String, result: ResultInfo },
+    RecordingFailed {
+        recording_id: String,
+        result: ResultInfo,
+    },
     MediaStreamingStarted,
     MediaStreamingStopped,
-    MediaStreamingFailed(ResultInfo),
+    /// `details` is ACS's `mediaStreamingStatusDetails` (`initialWebSocketConnectionFailed`,
+    /// `streamConnectionInterrupted`, ...).
+    MediaStreamingFailed {
+        result: ResultInfo,
+        details: &'static str,
+    },
 }
 
 /// One event of a leg, with the tag of the operation that caused it.

@@ -9,6 +9,7 @@ mod call_automation;
 mod calls;
 mod chat;
 mod connection;
+mod context_journal;
 pub mod legs;
 mod limits;
 pub mod media;

@@ -71,7 +71,7 @@ pub async fn answer(state: &AppState, request: &CallRequest) -> Answer {
     let body: AnswerCallRequest = request.json()?;
     let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
     let callback_uri = wire::callback_uri(body.callback_uri, "CallbackUri")?;
-    let claim = state.gateway.ca_consume_context(&context)?;
+    let claim = state.gateway.ca_consume_context(&context).await?;
     // `answeredBy` (the SDK's `source`) is not who the call rang: the connection takes the
     // callee's place in the call, as that identity.
     let _ = body.answered_by;
@@ -100,7 +100,7 @@ pub async fn reject(state: &AppState, request: &CallRequest) -> Answer {
             "The field CallRejectReason `{reason}` is invalid."
         )));
     }
-    let claim = state.gateway.ca_consume_context(&context)?;
+    let claim = state.gateway.ca_consume_context(&context).await?;
     state.gateway.ca_reject(&claim, body.call_reject_reason.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -110,7 +110,7 @@ pub async fn redirect(state: &AppState, request: &CallRequest) -> Answer {
     let body: RedirectCallRequest = request.json()?;
     let context = wire::required_str(body.incoming_call_context, "IncomingCallContext")?;
     let target = wire::target(&wire::required(body.target, "Target")?, "Target")?;
-    let claim = state.gateway.ca_consume_context(&context)?;
+    let claim = state.gateway.ca_consume_context(&context).await?;
     state.gateway.ca_redirect(&claim, &target).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -471,20 +471,26 @@ async fn leg_callbacks(
     mut events: tokio::sync::mpsc::UnboundedReceiver<LegEvent>,
 ) {
     let ccid = view.call_connection_id.clone();
+    let finals_tx = gateway.call_automation().final_callbacks(&ccid);
+    let mut finals = Vec::new();
     let mut streams = super::streaming::StreamMeter::default();
     while let Some(event) = events.recv().await {
         // Streaming minutes are billed however the stream ends (the call's end included).
         if let Some(usage) = streams.on_event(&view, &event.kind, palaver_core::time::now_ms()) {
             gateway.observer().media_used(usage);
         }
-        // After CallDisconnected the connection is gone: nothing more is sent for it.
-        if gateway.call_automation().connection(&ccid).is_err() {
-            continue;
-        }
-        if let Some(output) = callback(&view, &event) {
+        let Some(output) = callback(&view, &event) else { continue };
+        if gateway.call_automation().connection(&ccid).is_ok() {
             gateway.call_automation_outputs(vec![output]);
+        } else if matches!(event.kind, LegEventKind::MediaStreamingStopped | LegEventKind::MediaStreamingFailed { .. })
+        {
+            // The connection ended and stopped its stream: ACS reports it, before
+            // CallDisconnected (the DetachLeg step waits for it). Plays and recognitions the
+            // end cuts short are not reported (nothing is sent after CallDisconnected).
+            finals.push(output);
         }
     }
+    let _ = finals_tx.send(finals);
     if let Ok(mut pumped) = PUMPED.lock() {
         pumped.remove(&ccid);
     }
@@ -555,10 +561,10 @@ pub fn callback(view: &CallConnectionView, event: &LegEvent) -> Option<CaOutput>
                 "mediaStreamingStatusDetails": "subscriptionStopped"});
             ("MediaStreamingStopped", &success)
         }
-        LegEventKind::MediaStreamingFailed(r) => {
+        LegEventKind::MediaStreamingFailed { result, details } => {
             data["mediaStreamingUpdate"] = json!({"contentType": "Audio", "mediaStreamingStatus": "mediaStreamingFailed",
-                "mediaStreamingStatusDetails": r.message});
-            ("MediaStreamingFailed", r)
+                "mediaStreamingStatusDetails": details});
+            ("MediaStreamingFailed", result)
         }
         // Recording events are the recording API's (their own leg and callback uri).
         LegEventKind::RecordingStateChanged { .. }

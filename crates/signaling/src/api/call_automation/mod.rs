@@ -300,7 +300,7 @@ async fn participants_action(
         respond(match split_action(&pseg) {
             ("participants", Some("add")) => participants::add(&state, &ccid, &request).await,
             ("participants", Some("remove")) => participants::remove(&state, &ccid, &request).await,
-            ("participants", Some("mute")) => participants::mute(&state, &ccid, &request),
+            ("participants", Some("mute")) => participants::mute(&state, &ccid, &request).await,
             ("participants", Some("cancelAddParticipant")) => participants::cancel_add(&state, &ccid, &request).await,
             ("participants", Some("moveHere")) => participants::move_here(&state, &ccid, &request).await,
             _ => return unknown_action(&pseg),

@@ -60,7 +60,7 @@ pub async fn remove(state: &AppState, ccid: &str, request: &CallRequest) -> Answ
 }
 
 /// `participants:mute` → 200 (exactly one participant, as the SDK sends).
-pub fn mute(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
+pub async fn mute(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
     let body: MuteParticipantsRequest = request.json()?;
     let targets = wire::required(body.target_participants, "TargetParticipants")?;
     let [target] = targets.as_slice() else {
@@ -69,7 +69,7 @@ pub fn mute(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
         ));
     };
     let target = wire::raw_id(target, "TargetParticipants")?;
-    state.gateway.ca_mute(ccid, &target)?;
+    state.gateway.ca_mute(ccid, &target).await?;
     // The roster says muted; the connection's media leg silences the participant in the mix
     // (it answers at once; the worker applies it within a tick).
     if let Some(leg) = state.call_automation().leg(ccid) {

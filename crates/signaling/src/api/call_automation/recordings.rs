@@ -202,10 +202,21 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
             let ccid = Some(view.call_connection_id);
             (view.conversation_id, view.server_call_id, ccid, view.correlation_id, view.source_raw_id)
         }
-        (None, None, Some(_), None) | (None, None, None, Some(_)) => {
-            return Err(invalid(
-                "Locate the call by CallConnectionId or ServerCallLocator (group call and room locators are not supported for recording).",
-            ));
+        (None, None, Some(group), None) => {
+            let group =
+                uuid::Uuid::parse_str(group.trim()).map_err(|_| invalid("The field GroupCallId must be a UUID."))?;
+            let view = state.gateway.ca_connection_in(&format!("groupCall:{group}")).ok_or_else(|| {
+                CallAutomationError::new(404, 8522, format!("No call connection is in group call `{group}`."))
+            })?;
+            let ccid = Some(view.call_connection_id);
+            (view.conversation_id, view.server_call_id, ccid, view.correlation_id, view.source_raw_id)
+        }
+        (None, None, None, Some(room)) => {
+            let view = state.gateway.ca_connection_in(&format!("room:{room}")).ok_or_else(|| {
+                CallAutomationError::new(404, 8522, format!("No call connection is in room `{room}`."))
+            })?;
+            let ccid = Some(view.call_connection_id);
+            (view.conversation_id, view.server_call_id, ccid, view.correlation_id, view.source_raw_id)
         }
         _ => return Err(invalid("Exactly one of CallConnectionId and CallLocator is required.")),
     };

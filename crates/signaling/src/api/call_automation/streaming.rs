@@ -25,7 +25,7 @@ impl StreamMeter {
                 self.streams += 1;
                 None
             }
-            LegEventKind::MediaStreamingStopped | LegEventKind::MediaStreamingFailed(_) => {
+            LegEventKind::MediaStreamingStopped | LegEventKind::MediaStreamingFailed { .. } => {
                 let started = self.started_ms.take()?;
                 Some(palaver_core::MediaUsed {
                     kind: palaver_core::MediaUsageKind::Streaming,
@@ -70,7 +70,10 @@ mod tests {
         assert_eq!((first.correlation_id.as_str(), first.user_raw_id.as_str()), ("call1", "8:acs:r_bot"));
         assert_eq!(first.kind, palaver_core::MediaUsageKind::Streaming);
         meter.on_event(&view, &LegEventKind::MediaStreamingStarted, 70_000);
-        let failed = LegEventKind::MediaStreamingFailed(ResultInfo::new(500, 8581, "gone"));
+        let failed = LegEventKind::MediaStreamingFailed {
+            result: ResultInfo::new(500, 8581, "gone"),
+            details: "streamConnectionInterrupted",
+        };
         let second = meter.on_event(&view, &failed, 70_400).expect("a failed stream is metered too");
         assert_eq!((second.id.as_str(), second.metered_ms), ("cc1/2", 400));
         assert_eq!(meter.on_event(&view, &LegEventKind::MediaStreamingStopped, 80_000), None, "once");

@@ -48,6 +48,16 @@ impl ContextSigner {
         Self { key }
     }
 
+    /// A signer whose key is derived from a persisted secret (`incomingCallContext`s then
+    /// verify after a restart, and on every node that shares the secret).
+    pub fn from_secret(secret: &str) -> Self {
+        use sha2::Digest;
+        let mut hash = Sha256::new();
+        hash.update(b"palaver incomingCallContext v1\0");
+        hash.update(secret.as_bytes());
+        Self { key: hash.finalize().into() }
+    }
+
     /// A signer with a fresh random key (contexts do not outlive the process: a call rings
     /// for seconds).
     pub fn random() -> Self {

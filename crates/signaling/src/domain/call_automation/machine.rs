@@ -187,6 +187,18 @@ impl CallAutomationMachine {
         }
     }
 
+    /// Contexts outlive a restart: sign with the persisted `signer` and remember the ids an
+    /// earlier run consumed (id, expiry ms).
+    pub fn restore_contexts(&mut self, signer: ContextSigner, used: impl IntoIterator<Item = (String, u64)>) {
+        self.signer = signer;
+        self.used_contexts.extend(used);
+    }
+
+    /// The consumed context ids still kept (id, expiry ms).
+    pub fn used_contexts(&self) -> Vec<(String, u64)> {
+        self.used_contexts.iter().map(|(id, exp)| (id.clone(), *exp)).collect()
+    }
+
     /// `reject` with `callRejectReason` (`none`, `busy`, `forbidden`): what the caller's
     /// call connection reports for the decline that follows.
     pub fn record_rejection(&mut self, call_id: &str, callee: &str, reason: Option<&str>) {
@@ -345,6 +357,17 @@ impl CallAutomationMachine {
             .map(|(raw, muted)| RosterEntry { raw_id: raw.clone(), muted: *muted, on_hold: held(raw) })
             .collect();
         self.connected(ccid, roster, &mut out);
+        // A removal is done once the target is no longer in the roster.
+        let Some(c) = self.connections.get_mut(ccid) else { return out };
+        let (done, pending): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut c.removes).into_iter().partition(|(t, _)| !c.roster.iter().any(|p| &p.raw_id == t));
+        c.removes = pending;
+        for (target, route) in done {
+            let mut data = c.data(route.operation_context.as_deref());
+            data["participant"] = identifier(&target);
+            data["resultInformation"] = success();
+            out.push(c.callback(Some(&route), "RemoveParticipantSucceeded", data));
+        }
         out
     }
 

@@ -66,6 +66,16 @@ pub enum ServerCommand {
     SetTranscription(bool),
     UpdatePolicy(PolicyUpdate),
     End,
+    /// Call Automation `participants:mute` in a group call or room: every session of the
+    /// identity `raw_id` is muted (as `MuteOther` does), with the server's authority.
+    MuteParticipant {
+        raw_id: String,
+    },
+    /// Call Automation `participants:remove` in a group call or room: every session of the
+    /// identity `raw_id` ends as `Removed`.
+    RemoveParticipant {
+        raw_id: String,
+    },
     /// The server is shutting down cleanly: every session ends with `ServerShutdown`.
     /// Only the server itself may send it.
     Shutdown,
@@ -333,6 +343,22 @@ impl Conversation {
                 check(Action::EndMeeting, &self.policy)?;
                 self.end_all(now, EndReason::ConversationEnded, &mut out);
             }
+            ServerCommand::MuteParticipant { raw_id } => {
+                check(Action::MuteOthers, &self.policy)?;
+                for participant_id in self.sessions_of(&raw_id)? {
+                    if !self.participants[&participant_id].muted {
+                        self.set_flag(&participant_id, |p| p.muted = true);
+                        let change = RosterChange::Muted { participant_id, muted: true, by: changed_by.clone() };
+                        self.delta(change, None, &mut out);
+                    }
+                }
+            }
+            ServerCommand::RemoveParticipant { raw_id } => {
+                check(Action::Remove, &self.policy)?;
+                for participant_id in self.sessions_of(&raw_id)? {
+                    self.end_session(now, &participant_id, EndReason::Removed, &mut out);
+                }
+            }
             ServerCommand::Shutdown => {
                 if view.is_some() {
                     return Err(Refusal::new(ErrorCode::Forbidden, "only the server shuts conversations down"));
@@ -341,6 +367,21 @@ impl Conversation {
             }
         }
         Ok(out)
+    }
+
+    /// The sessions of identity `raw_id` that are in the conversation (not the lobby);
+    /// `NotFound` when there is none.
+    fn sessions_of(&self, raw_id: &str) -> Result<Vec<String>, Refusal> {
+        let ids: Vec<String> = self
+            .participants
+            .values()
+            .filter(|p| p.identity.raw_id() == raw_id && p.in_conversation())
+            .map(|p| p.participant_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Err(Refusal::new(ErrorCode::NotFound, format!("`{raw_id}` is not in this conversation")));
+        }
+        Ok(ids)
     }
 
     /// How a REST caller is seen: as their highest-ranked participant session, or, for a

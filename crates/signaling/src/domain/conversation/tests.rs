@@ -595,3 +595,33 @@ fn a_thousand_participants_get_one_broadcast_and_the_next_is_refused() {
         .collect();
     assert_eq!(notices, vec![1000]);
 }
+
+#[test]
+fn call_automation_mutes_and_removes_an_identity_with_the_servers_authority() {
+    let mut c = Conversation::new("g", ConversationSetup::GroupCall, ConversationConfig::default());
+    join(&mut c, T0, "app", external("app"), None);
+    join(&mut c, T0, "u1", external("u1"), None);
+    join(&mut c, T0, "u1b", external("u1"), None);
+    let mute = ServerCommand::MuteParticipant { raw_id: "8:acs:res_u1".into() };
+    let out = c.server_command(T0 + 1, &Authority::Server, mute.clone()).unwrap();
+    let muted: Vec<_> = to(&out, "app")
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMessage::RosterDelta { delta: RosterChange::Muted { participant_id, muted: true, .. }, .. } => {
+                Some(participant_id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(muted, vec!["u1".to_string(), "u1b".to_string()], "every session of the identity, seen by the others");
+    let again = c.server_command(T0 + 2, &Authority::Server, mute).unwrap();
+    assert!(to(&again, "app").is_empty(), "already muted: no delta");
+    let remove = ServerCommand::RemoveParticipant { raw_id: "8:acs:res_u1".into() };
+    let out = c.server_command(T0 + 3, &Authority::Server, remove.clone()).unwrap();
+    let mut ended = ended_sessions(&out);
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ended, vec![("u1".into(), EndReason::Removed), ("u1b".into(), EndReason::Removed)]);
+    let gone = c.server_command(T0 + 4, &Authority::Server, remove).unwrap_err();
+    assert_eq!(gone.code, ErrorCode::NotFound, "nobody of that identity is left");
+    assert_eq!(c.participants().count(), 1);
+}
