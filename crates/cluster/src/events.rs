@@ -338,6 +338,7 @@ impl EventStorage for PgEventStore {
                 .iter()
                 .map(|r| {
                     let config: Option<String> = r.get(10);
+                    let config = config.and_then(|c| serde_json::from_str::<SubscriptionConfig>(&c).ok());
                     OutboxItem {
                         seq: r.get(0),
                         kind: if r.get::<_, &str>(1) == "callback" { ItemKind::Callback } else { ItemKind::System },
@@ -350,9 +351,8 @@ impl EventStorage for PgEventStore {
                         payload: r.get(8),
                         attempts: r.get::<_, i32>(9) as u32,
                         created_ms: r.get(11),
-                        ca_file: config
-                            .and_then(|c| serde_json::from_str::<SubscriptionConfig>(&c).ok())
-                            .and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),
+                        batching: config.as_ref().map_or((1, 0), SubscriptionConfig::batching),
+                        ca_file: config.and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),
                     }
                 })
                 .collect();

@@ -164,6 +164,12 @@ fn invalid(target: &'static str, message: impl Into<String>) -> InvalidSubscript
 }
 
 impl SubscriptionConfig {
+    /// The output batching an outbox item of this subscription carries: at most this many
+    /// events and about this many bytes per POST (`(1, _)`: one event per POST).
+    pub fn batching(&self) -> (u32, usize) {
+        (self.max_events_per_batch.max(1), self.preferred_batch_size_in_kilobytes as usize * 1024)
+    }
+
     /// Check the name, the endpoint (https, or http to loopback) and the CA file.
     pub fn validate(&self) -> Result<(), InvalidSubscription> {
         let name_ok =

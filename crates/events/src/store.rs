@@ -427,9 +427,7 @@ impl EventStore {
                 payload: r.get(8)?,
                 attempts: r.get(9)?,
                 created_ms: r.get(11)?,
-                batching: config.as_ref().map_or((1, 0), |c| {
-                    (c.max_events_per_batch.max(1), c.preferred_batch_size_in_kilobytes as usize * 1024)
-                }),
+                batching: config.as_ref().map_or((1, 0), SubscriptionConfig::batching),
                 ca_file: config.and_then(|c| (!c.ca_file.is_empty()).then_some(c.ca_file)),
             })
         })?;
