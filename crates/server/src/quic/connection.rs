@@ -30,15 +30,14 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Serves one incoming connection until it ends.
 pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPaths>, traffic: Arc<QuicTraffic>) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
+    // Its datagrams count as used, not discarded, on /metrics (traffic.rs).
+    let (connection, _tracked) = match traffic.handshake(incoming).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%remote, error = %e, "QUIC handshake failed");
             return;
         }
     };
-    // Its datagrams count as used, not discarded, on /metrics (traffic.rs).
-    let _tracked = traffic.track(&connection);
     let (send, mut recv) = match tokio::time::timeout(AUTH_TIMEOUT, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {

@@ -6,12 +6,14 @@
 //! [`CountingSocket`] wraps the endpoint's UDP socket and counts every datagram read from it
 //! (a GRO batch counts as its segments, as quinn splits it). What quinn made use of is known
 //! from its own counters: each connection's `udp_rx.datagrams` (the datagrams routed to it
-//! after its first) plus one first datagram per connection attempt the endpoint surfaced. The
-//! difference is what quinn discarded (or answered statelessly, like a version negotiation or
-//! a stateless reset) before any connection saw it. The families, read at scrape time:
+//! after its first) plus one first datagram per connection attempt whose handshake succeeded.
+//! The difference is what reached no established connection: what quinn discarded (or
+//! answered statelessly, like a version negotiation or a stateless reset) and junk Initials
+//! that quinn surfaced as connection attempts but that failed to decrypt when accepted. The
+//! families, read at scrape time:
 //!
 //! - `palaver_quic_datagrams_received_total`: datagrams read from the QUIC socket;
-//! - `palaver_quic_datagrams_discarded_total`: those no connection or connection attempt got.
+//! - `palaver_quic_datagrams_discarded_total`: those no established connection got.
 //!
 //! The discarded count is exact once quinn has handed every read datagram on; a datagram still
 //! queued for a connection task at scrape time looks discarded for that instant, so the
@@ -38,6 +40,10 @@ pub struct QuicTraffic {
     received: AtomicU64,
     /// Connection attempts quinn surfaced (`Endpoint::accept`): one first datagram each.
     attempts: AtomicU64,
+    /// Of those, attempts whose handshake failed: their datagram counts as discarded. quinn
+    /// surfaces an Initial once its header protection comes off with valid reserved bits,
+    /// which a junk Initial passes one time in four; it is decrypted only when accepted.
+    failed_attempts: AtomicU64,
     /// Datagrams routed to connections that have since ended.
     ended_connections_rx: AtomicU64,
     /// Live connections by quinn's stable id, to read their `udp_rx` at scrape time.
@@ -48,7 +54,7 @@ pub struct QuicTraffic {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrafficCounts {
     pub received: u64,
-    /// `received` minus what connections and connection attempts got (never negative).
+    /// `received` minus what established connections got (never negative).
     pub discarded: u64,
 }
 
@@ -63,8 +69,27 @@ impl QuicTraffic {
         self.attempts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Complete a connection attempt: an established connection is followed until the guard
+    /// is dropped; a failed handshake (an Initial that does not decrypt, a client that gives
+    /// up) counts its first datagram as discarded.
+    pub async fn handshake(
+        self: &Arc<Self>,
+        incoming: quinn::Incoming,
+    ) -> Result<(quinn::Connection, TrackedConnection), quinn::ConnectionError> {
+        match incoming.await {
+            Ok(connection) => {
+                let tracked = self.track(&connection);
+                Ok((connection, tracked))
+            }
+            Err(e) => {
+                self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
     /// Follow an established connection until the returned guard is dropped.
-    pub fn track(self: &Arc<Self>, connection: &quinn::Connection) -> TrackedConnection {
+    fn track(self: &Arc<Self>, connection: &quinn::Connection) -> TrackedConnection {
         if let Ok(mut live) = self.live.lock() {
             live.insert(connection.stable_id(), connection.clone());
         }
@@ -80,7 +105,7 @@ impl QuicTraffic {
             Ok(live) => {
                 live.values().map(|c| c.stats().udp_rx.datagrams).sum::<u64>()
                     + self.ended_connections_rx.load(Ordering::Relaxed)
-                    + self.attempts.load(Ordering::Relaxed)
+                    + self.attempts.load(Ordering::Relaxed).saturating_sub(self.failed_attempts.load(Ordering::Relaxed))
             }
             Err(_) => 0,
         };
@@ -184,8 +209,8 @@ impl TrafficCollector {
             IntCounter::with_opts(Opts::new("palaver_quic_datagrams_received_total", "Datagrams read from the QUIC socket."))?;
         let discarded = IntCounter::with_opts(Opts::new(
             "palaver_quic_datagrams_discarded_total",
-            "Datagrams on the QUIC socket that quinn discarded before any connection or connection attempt got them \
-             (junk, unknown connections or versions, undecryptable Initials).",
+            "Datagrams on the QUIC socket that reached no established connection \
+             (junk, unknown connections or versions, Initials that do not decrypt).",
         ))?;
         let descs = received.desc().into_iter().chain(discarded.desc()).cloned().collect();
         Ok(Self { traffic, received, discarded, descs })

@@ -13,10 +13,14 @@ fn a_gro_batch_counts_as_its_segments() {
     assert_eq!(datagrams_in(&[]), 0);
 }
 
-/// A QUIC v1 long-header Initial for a connection nobody started: it fails to decrypt.
+/// A well-formed QUIC v1 long-header Initial (1,200 bytes, as clients pad them) of random
+/// payload for a connection nobody started: quinn surfaces it as a connection attempt when its
+/// unprotected reserved bits happen to be valid (one time in four), and it fails to decrypt.
 fn bogus_initial(n: u8) -> Vec<u8> {
-    let mut p = vec![0xc3, 0, 0, 0, 1, 8, n, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0x44, 0xb0];
-    p.resize(1200, n);
+    let mut p = vec![0xc3, 0, 0, 0, 1, 8, n, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+    let length = 1200 - p.len() - 2;
+    p.extend_from_slice(&(0x4000 | length as u16).to_be_bytes());
+    p.extend((0..length).map(|_| rand::random::<u8>()));
     p
 }
 
@@ -46,8 +50,7 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
                 traffic.attempt();
                 let traffic = traffic.clone();
                 tokio::spawn(async move {
-                    let Ok(connection) = incoming.await else { return };
-                    let _tracked = traffic.track(&connection);
+                    let Ok((connection, _tracked)) = traffic.handshake(incoming).await else { return };
                     if let Ok((mut send, mut recv)) = connection.accept_bi().await {
                         let echo = recv.read_to_end(1024).await.unwrap_or_default();
                         let _ = send.write_all(&echo).await;
@@ -63,7 +66,7 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
     // connections, a long header of an unknown version.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent = 0u64;
-    for n in 0..20u8 {
+    for n in 0..40u8 {
         let random: Vec<u8> = (0..200).map(|_| rand::random::<u8>()).collect();
         let short_header: Vec<u8> = std::iter::once(0x40 | (n & 0x1f)).chain((0..60).map(|i| i ^ n)).collect();
         let unknown_version = [0xc0, 0xfa, 0xce, 0xb0, 0x0c, 0, 0, 1, 2, 3];
@@ -72,8 +75,12 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
             sent += 1;
         }
     }
-    until("the junk being read", || traffic.counts().received >= sent).await;
-    assert_eq!(traffic.counts(), TrafficCounts { received: sent, discarded: sent });
+    // Every junk datagram is discarded, the Initials quinn surfaced once their handshake failed.
+    until("the junk being read and discarded", || traffic.counts() == TrafficCounts { received: sent, discarded: sent })
+        .await;
+    let surfaced = traffic.attempts.load(Ordering::Relaxed);
+    assert_eq!(traffic.failed_attempts.load(Ordering::Relaxed), surfaced);
+    assert!(surfaced > 0, "none of 40 junk Initials had valid reserved bits: the attempt path went untested");
 
     // A real connection's datagrams (its handshake, stream and acks) are used, not discarded.
     let ca = std::fs::read(tls.ca.as_ref().unwrap()).unwrap();
