@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod heap_trim;
 mod http_listener;
 mod logging;
 mod media;
