@@ -14,12 +14,12 @@ use anyhow::{Context, Result};
 use palaver_core::protocol::quic::{ALPN, ALPN_NAME, CLOSE_SHUTDOWN};
 use palaver_signaling::app::AppState;
 use paths::QuicPaths;
-use traffic::{CountingSocket, QuicTraffic};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use traffic::{CountingSocket, QuicTraffic};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DATAGRAM_BUFFER: usize = 1 << 20;

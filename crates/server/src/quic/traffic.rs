@@ -205,8 +205,10 @@ pub struct TrafficCollector {
 
 impl TrafficCollector {
     pub fn new(traffic: Arc<QuicTraffic>) -> prometheus::Result<Self> {
-        let received =
-            IntCounter::with_opts(Opts::new("palaver_quic_datagrams_received_total", "Datagrams read from the QUIC socket."))?;
+        let received = IntCounter::with_opts(Opts::new(
+            "palaver_quic_datagrams_received_total",
+            "Datagrams read from the QUIC socket.",
+        ))?;
         let discarded = IntCounter::with_opts(Opts::new(
             "palaver_quic_datagrams_discarded_total",
             "Datagrams on the QUIC socket that reached no established connection \

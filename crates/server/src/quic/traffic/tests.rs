@@ -40,7 +40,8 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
     let tls = crate::tls::ensure_self_signed(&dir, &[]).unwrap();
     let traffic = Arc::new(QuicTraffic::default());
     let server =
-        counted_endpoint("127.0.0.1:0".parse().unwrap(), 1 << 20, server_config(&tls).unwrap(), traffic.clone()).unwrap();
+        counted_endpoint("127.0.0.1:0".parse().unwrap(), 1 << 20, server_config(&tls).unwrap(), traffic.clone())
+            .unwrap();
     let addr = server.local_addr().unwrap();
     // The accept loop of QuicServer::start, with an echo in place of the signaling stream.
     let accept = {
@@ -76,8 +77,10 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
         }
     }
     // Every junk datagram is discarded, the Initials quinn surfaced once their handshake failed.
-    until("the junk being read and discarded", || traffic.counts() == TrafficCounts { received: sent, discarded: sent })
-        .await;
+    until("the junk being read and discarded", || {
+        traffic.counts() == TrafficCounts { received: sent, discarded: sent }
+    })
+    .await;
     let surfaced = traffic.attempts.load(Ordering::Relaxed);
     assert_eq!(traffic.failed_attempts.load(Ordering::Relaxed), surfaced);
     assert!(surfaced > 0, "none of 40 junk Initials had valid reserved bits: the attempt path went untested");
@@ -88,12 +91,11 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
     for cert in CertificateDer::pem_slice_iter(&ca) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut crypto =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     crypto.alpn_protocols = vec![palaver_core::protocol::quic::ALPN.to_vec()];
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
