@@ -3,7 +3,6 @@
 
 mod cli;
 mod config;
-mod heap_trim;
 mod http_listener;
 mod logging;
 mod media;

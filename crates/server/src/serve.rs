@@ -109,8 +109,6 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     }
     events.set_public_url(&base_url);
     let delivery = palaver_events::spawn_delivery(events.clone());
-    // Freed memory back to the OS once a minute (glibc keeps it in its arenas otherwise).
-    let _heap_trim = crate::heap_trim::spawn();
     let app = router(state.clone())
         .merge(quic_discovery(quic.clone()))
         .layer(axum::Extension(usage.export()))
