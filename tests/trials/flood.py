@@ -17,7 +17,10 @@ runs over QUIC and over WebRTC (ICE-lite, DTLS-SRTP), and the junk is:
   half HTTP request, then close.
 
 The junk rate per UDP port is 10x the legitimate packets/s the server received in a
-calibration window before the flood starts.
+calibration window before the flood starts. Besides the legitimate loss, the run checks that
+the junk sent to the QUIC port shows on /metrics: discarded inside quinn
+(`palaver_quic_datagrams_discarded_total`) or by the kernel for a full buffer
+(`palaver_udp_receive_drops_total{socket="quic"}`).
 """
 
 import argparse
@@ -76,6 +79,7 @@ class Flood:
         self.pps, self.tcp_per_s, self.seconds = pps_per_port, tcp_per_s, seconds
         self.rng = random.Random(seed)
         self.sent = {}
+        self.sent_to = {}  # port -> junk datagrams sent to it
         self.tcp_attempts = 0
         self.threads = []
 
@@ -114,6 +118,7 @@ class Flood:
                     try:
                         sources[i % len(sources)].sendto(data, ("127.0.0.1", port))
                         self.sent[kind] = self.sent.get(kind, 0) + 1
+                        self.sent_to[port] = self.sent_to.get(port, 0) + 1
                     except (BlockingIOError, ConnectionRefusedError):
                         self.sent["send_failed"] = self.sent.get("send_failed", 0) + 1
             next_at += tick
@@ -144,7 +149,18 @@ class Flood:
 def dropped(metrics):
     return {k: v for k, v in metrics.items() if k.startswith(("palaver_media_packets_dropped_total",
                                                                "palaver_http_connections_refused_total",
-                                                               "palaver_http_connections_timed_out_total"))}
+                                                               "palaver_http_connections_timed_out_total",
+                                                               "palaver_quic_datagrams_",
+                                                               "palaver_udp_receive_drops_total"))}
+
+
+def quic_junk_accounted(junk_sent, drops):
+    """Every junk datagram sent to the QUIC port is either discarded inside quinn
+    (`palaver_quic_datagrams_discarded_total`) or dropped by the kernel for a full buffer
+    (`palaver_udp_receive_drops_total{socket="quic"}`): (counted, difference)."""
+    counted = drops.get("palaver_quic_datagrams_discarded_total", 0) + \
+        drops.get('palaver_udp_receive_drops_total{socket="quic"}', 0)
+    return int(counted), int(counted - junk_sent)
 
 
 def main():
@@ -211,6 +227,16 @@ def main():
                   "server_alive": alive,
                   "drops_during_flood": {k: after.get(k, 0) - before.get(k, 0) for k in after}}
         ok = alive
+        # The QUIC port's junk must show on /metrics (quinn discards it silently otherwise).
+        quic_port = int(server.quic_addr.rsplit(":", 1)[1])
+        quic_junk = flood.sent_to.get(quic_port, 0)
+        counted, difference = quic_junk_accounted(quic_junk, result["drops_during_flood"])
+        # Legitimate QUIC datagrams are never counted as discarded, so the difference is only
+        # what was in flight at the two scrapes (a few datagrams).
+        quic_ok = abs(difference) <= max(5, quic_junk // 1000)
+        result["quic_port_junk"] = {"sent": quic_junk, "discarded_or_kernel_dropped": counted,
+                                    "difference": difference, "accounted": quic_ok}
+        ok &= quic_ok
         for name, report, proc in loads:
             try:
                 rep = json.loads(report.read_text())
@@ -241,6 +267,10 @@ def main():
             r = result[name]
             print(f"legitimate {name}: joined {r.get('joined')}/{r.get('planned')}, packets received"
                   f" {r.get('packets_received')}, lost {r.get('packets_lost')} ({r.get('loss_percent')} %)")
+    if "quic_port_junk" in result:
+        q = result["quic_port_junk"]
+        print(f"junk to the QUIC port: {q['sent']} sent, {q['discarded_or_kernel_dropped']} counted as discarded by"
+              f" quinn or dropped by the kernel (difference {q['difference']})")
     print("PASS" if result.get("passed") else "FAIL")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

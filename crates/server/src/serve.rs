@@ -109,6 +109,10 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     // Kernel receive drops of the QUIC and media sockets, on /metrics.
     if let Some(q) = &quic {
         metrics.watch_udp_socket(palaver_telemetry::UdpSocketKind::Quic, q.local_addr.port());
+        // What quinn discards on the QUIC port (junk, unknown connections), beside the kernel's drops.
+        let traffic =
+            crate::quic::traffic::TrafficCollector::new(q.traffic.clone()).context("the QUIC datagram counters")?;
+        metrics.registry().register(Box::new(traffic)).context("registering the QUIC datagram counters")?;
     }
     for port in media.as_ref().map(|m| m.worker_ports.clone()).unwrap_or_default() {
         metrics.watch_udp_socket(palaver_telemetry::UdpSocketKind::Media, port);

@@ -5,6 +5,7 @@
 
 use super::frames::{self, read_frame};
 use super::paths::{CachedRoute, QuicPath, QuicPaths};
+use super::traffic::QuicTraffic;
 use palaver_core::ErrorCode;
 use palaver_core::protocol::quic::{
     CLOSE_AUTH_FAILED, CLOSE_NORMAL, CLOSE_PROTOCOL, SRTP_EXPORTER_LABEL, SRTP_KEYING_BYTES, SrtpKeying,
@@ -27,9 +28,10 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// Serves one incoming connection until it ends.
-pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPaths>) {
+pub async fn serve(incoming: quinn::Incoming, state: AppState, paths: Arc<QuicPaths>, traffic: Arc<QuicTraffic>) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
+    // Its datagrams count as used, not discarded, on /metrics (traffic.rs).
+    let (connection, _tracked) = match traffic.handshake(incoming).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%remote, error = %e, "QUIC handshake failed");

@@ -7,6 +7,7 @@ mod connection;
 mod frames;
 pub mod paths;
 pub mod socket;
+pub mod traffic;
 
 use crate::tls::TlsFiles;
 use anyhow::{Context, Result};
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use traffic::{CountingSocket, QuicTraffic};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DATAGRAM_BUFFER: usize = 1 << 20;
@@ -59,6 +61,8 @@ pub struct QuicServer {
     endpoint: quinn::Endpoint,
     pub local_addr: SocketAddr,
     pub paths: Arc<QuicPaths>,
+    /// Datagrams read from the socket and discarded inside quinn (`/metrics`).
+    pub traffic: Arc<QuicTraffic>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -72,23 +76,20 @@ impl QuicServer {
         state: AppState,
         paths: Arc<QuicPaths>,
     ) -> Result<Self> {
-        let (socket, _) = socket::bind_with_buffers(listen, socket_buffer)
-            .with_context(|| format!("binding the QUIC endpoint on {listen}"))?;
-        let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
-        let endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config(tls)?), socket, runtime)
-                .with_context(|| format!("starting the QUIC endpoint on {listen}"))?;
+        let traffic = Arc::new(QuicTraffic::default());
+        let endpoint = counted_endpoint(listen, socket_buffer, server_config(tls)?, traffic.clone())?;
         let local_addr = endpoint.local_addr().context("QUIC endpoint address")?;
         let accept = {
-            let (endpoint, paths) = (endpoint.clone(), paths.clone());
+            let (endpoint, paths, traffic) = (endpoint.clone(), paths.clone(), traffic.clone());
             tokio::spawn(async move {
                 while let Some(incoming) = endpoint.accept().await {
-                    tokio::spawn(connection::serve(incoming, state.clone(), paths.clone()));
+                    traffic.attempt();
+                    tokio::spawn(connection::serve(incoming, state.clone(), paths.clone(), traffic.clone()));
                 }
             })
         };
         tracing::info!(listen = %local_addr, alpn = ALPN_NAME, "QUIC endpoint ready");
-        Ok(Self { endpoint, local_addr, paths, accept })
+        Ok(Self { endpoint, local_addr, paths, traffic, accept })
     }
 
     /// What `GET /quic` answers: where to connect, and the shell's datagram drop counters.
@@ -112,6 +113,22 @@ impl QuicServer {
         self.accept.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// A server endpoint on `listen` whose socket ([`socket::bind_with_buffers`]) counts what it
+/// reads into `traffic`.
+fn counted_endpoint(
+    listen: SocketAddr,
+    socket_buffer: usize,
+    config: quinn::ServerConfig,
+    traffic: Arc<QuicTraffic>,
+) -> Result<quinn::Endpoint> {
+    let (socket, _) = socket::bind_with_buffers(listen, socket_buffer)
+        .with_context(|| format!("binding the QUIC endpoint on {listen}"))?;
+    let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
+    let socket = Arc::new(CountingSocket::new(runtime.wrap_udp_socket(socket)?, traffic));
+    quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), Some(config), socket, runtime)
+        .with_context(|| format!("starting the QUIC endpoint on {listen}"))
 }
 
 fn server_config(tls: &TlsFiles) -> Result<quinn::ServerConfig> {

@@ -52,8 +52,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Page cache of the store's connection, KiB.
-pub const CACHE_KIB: i64 = 1024;
+/// Page cache of the store's connection, KiB. A heap profile of the soak (docs/soak.md,
+/// session 8) showed a 1 MiB cache still filling at ~0.03–0.05 MiB a minute after 9 minutes,
+/// as chat grew the file: 91 % of the heap growth after warm-up. 256 KiB (64 pages) holds the
+/// B-tree interior pages and recent rows; colder pages come from the OS page cache.
+pub const CACHE_KIB: i64 = 256;
 
 impl Store {
     /// Open (or create) the database file, in WAL mode, and apply identity's migrations.

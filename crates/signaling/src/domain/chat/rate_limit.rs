@@ -14,7 +14,8 @@ use std::sync::Mutex;
 pub const WINDOW_MS: i64 = 10_000;
 /// Chat requests of any kind one identity may make per window.
 pub const PER_IDENTITY_LIMIT: u32 = 300;
-/// Entries kept before expired windows are swept.
+/// Entries kept before expired windows are swept early (a burst of identities within one
+/// window); otherwise they are swept once per window.
 const SWEEP_AT: usize = 4096;
 
 /// What one limit is counted by.
@@ -61,7 +62,33 @@ type Key = (&'static str, String);
 /// The counters; shared by every clone of the chat service.
 #[derive(Debug, Default)]
 pub struct ChatRateLimiter {
-    windows: Mutex<HashMap<Key, (i64, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+/// Every counted key's window `(start_ms, count)`, and when expired windows were last swept.
+///
+/// Expired windows are swept at least once per [`WINDOW_MS`], so the map holds only the keys
+/// seen in the last two windows. Sweeping only when it reached [`SWEEP_AT`] let it grow by
+/// up to three keys per identity that ever chatted, until 4,096 keys (the soak creates an
+/// identity and a thread every ~5 s, so the table grew for most of its 30 minutes: docs/soak.md).
+#[derive(Debug, Default)]
+struct Windows {
+    by_key: HashMap<Key, (i64, u32)>,
+    swept_ms: i64,
+}
+
+impl Windows {
+    fn sweep_if_due(&mut self, now_ms: i64) {
+        if self.by_key.len() < SWEEP_AT && now_ms - self.swept_ms < WINDOW_MS {
+            return;
+        }
+        self.by_key.retain(|_, (start, _)| now_ms - *start < WINDOW_MS);
+        // Give back what a burst grew the table to.
+        if self.by_key.capacity() > 64 && self.by_key.len() < self.by_key.capacity() / 4 {
+            self.by_key.shrink_to(self.by_key.len() * 2);
+        }
+        self.swept_ms = now_ms;
+    }
 }
 
 impl ChatRateLimiter {
@@ -81,9 +108,8 @@ impl ChatRateLimiter {
             })
             .collect();
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (start, _)| now_ms - *start < WINDOW_MS);
-        }
+        windows.sweep_if_due(now_ms);
+        let windows = &mut windows.by_key;
         for (rule, key) in &keys {
             if let Some((start, count)) = windows.get(key)
                 && now_ms - start < WINDOW_MS
@@ -105,6 +131,12 @@ impl ChatRateLimiter {
             window.1 += 1;
         }
         Ok(())
+    }
+
+    /// Keys with a window in the table (expired ones included until the next sweep).
+    #[cfg(test)]
+    fn tracked_keys(&self) -> usize {
+        self.windows.lock().unwrap().by_key.len()
     }
 }
 
@@ -147,5 +179,27 @@ mod tests {
         assert_eq!((refused.rule, refused.retry_after_secs), ("chatRequests", 10));
         // A refused request is not counted: the operation's own window is untouched.
         assert!(limiter.check("a", Some("t"), ChatOperation::SendMessage, 11_000).is_ok());
+    }
+
+    #[test]
+    fn windows_of_identities_gone_quiet_are_forgotten_within_two_windows() {
+        // The soak's chat: a new identity and thread every few seconds, each sending a few
+        // messages and never coming back. The table must not keep them all.
+        let limiter = ChatRateLimiter::default();
+        let mut now = 0;
+        for i in 0..1_000 {
+            let (who, thread) = (format!("8:acs:user-{i}"), format!("19:thread-{i}"));
+            assert!(limiter.check(&who, None, ChatOperation::CreateThread, now).is_ok());
+            assert!(limiter.check(&who, Some(&thread), ChatOperation::SendMessage, now).is_ok());
+            now += 5_000;
+        }
+        // Three keys per identity (overall, createThread, messageWrites); identities seen in
+        // the last two windows at most: 2 × 10 s / 5 s = 4 of them (plus the one being counted).
+        assert!(limiter.tracked_keys() <= 3 * 5, "{} keys kept", limiter.tracked_keys());
+        // Forgetting an expired window changes no answer: a quiet identity starts afresh.
+        for _ in 0..10 {
+            assert!(limiter.check("8:acs:user-0", None, ChatOperation::CreateThread, now).is_ok());
+        }
+        assert!(limiter.check("8:acs:user-0", None, ChatOperation::CreateThread, now).is_err());
     }
 }
