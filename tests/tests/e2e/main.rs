@@ -16,5 +16,6 @@ mod server_cli;
 mod signaling;
 mod signaling_calls;
 mod sip;
+mod sip_media;
 mod support;
 mod usage;
