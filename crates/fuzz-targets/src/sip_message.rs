@@ -74,7 +74,10 @@ fn inbound(request: &Request, raw: &[u8]) {
     }
     let offer = String::from_utf8_lossy(&request.body);
     if let Ok(description) = Description::parse(&offer) {
-        let _ = negotiate(&description, &TrunkPolicy { codecs: PREFERENCE.to_vec(), srtp: SrtpPolicy::Optional });
+        let _ = negotiate(
+            &description,
+            &TrunkPolicy { codecs: PREFERENCE.to_vec(), srtp: SrtpPolicy::Optional, trunk: None },
+        );
     }
 
     let trunk = trunk();

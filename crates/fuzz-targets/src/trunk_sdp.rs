@@ -17,7 +17,7 @@ const PREFERENCE: [AudioCodec; 3] = [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCo
 pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(description) = Description::parse(text) else { return };
-    let policy = TrunkPolicy { codecs: PREFERENCE.to_vec(), srtp: SrtpPolicy::Optional };
+    let policy = TrunkPolicy { codecs: PREFERENCE.to_vec(), srtp: SrtpPolicy::Optional, trunk: None };
     let Ok(media) = negotiate(&description, &policy) else { return };
     assert!(PREFERENCE.contains(&media.codec));
     let mut rng = rand::rngs::mock::StepRng::new(1, 1);
@@ -35,7 +35,7 @@ pub fn run(data: &[u8]) {
         protocol: "RTP/AVP",
         crypto: &local,
     });
-    let back_policy = TrunkPolicy { codecs: vec![media.codec], srtp: SrtpPolicy::Optional };
+    let back_policy = TrunkPolicy { codecs: vec![media.codec], srtp: SrtpPolicy::Optional, trunk: None };
     let back = negotiate(&Description::parse(&answer).expect("our answer parses"), &back_policy).expect("agreed");
     assert_eq!((back.remote, back.codec, back.telephone_event), (media.remote, media.codec, media.telephone_event));
     let tags = |c: &Option<SdesCrypto>| c.as_ref().map(|c| (c.tag, c.profile));

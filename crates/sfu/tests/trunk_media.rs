@@ -207,7 +207,7 @@ fn a_secure_and_a_plain_phone_hear_each_other(suite: &str, key_material: &str) {
         ("198.51.100.7:5004".parse().unwrap(), "198.51.100.8:6000".parse().unwrap());
     let mut control = controller();
     let mut engine = TestEngine::new();
-    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Required };
+    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Required, trunk: None };
 
     // The SRTP trunk offers its key; palaver answers RTP/SAVP with its own.
     let trunk_crypto = format!("1 {suite} inline:{key_material}");
@@ -223,7 +223,7 @@ fn a_secure_and_a_plain_phone_hear_each_other(suite: &str, key_material: &str) {
     assert_ne!(ours.key, theirs.key, "palaver sends under its own key");
 
     // A plain trunk joins the same conversation (no SRTP on its policy).
-    let plain_policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Off };
+    let plain_policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Off, trunk: None };
     let avp = offer(plain_addr, "RTP/AVP", TrunkCodec::Pcmu, &[]);
     let (_, _, out) = control.join_sip(CONVERSATION, "plain", &avp, &plain_policy).unwrap();
     apply(&mut engine, &out).unwrap();
@@ -295,7 +295,11 @@ fn pcmu_g722_and_opus_trunks_each_hear_the_other_two() {
     for (i, (codec, tone, port)) in phones.into_iter().enumerate() {
         let addr = SocketAddr::from(([198, 51, 100, 9], port));
         // The trunk prefers another codec first: the offer's one is agreed.
-        let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcma, codec.audio()], srtp: SrtpPolicy::Off };
+        let policy = TrunkPolicy {
+            codecs: vec![AudioCodec::Pcma, codec.audio()],
+            srtp: SrtpPolicy::Off,
+            trunk: Some("trunk-media-test".into()),
+        };
         let (media, answer, out) = control
             .join_sip(CONVERSATION, &format!("phone-{i}"), &offer(addr, "RTP/AVP", codec, &[]), &policy)
             .unwrap();
@@ -332,4 +336,11 @@ fn pcmu_g722_and_opus_trunks_each_hear_the_other_two() {
     }
     let counters = engine.counters();
     assert_eq!(counters.dropped_total(), 0, "{counters:?}");
+    // The trunk's legs are measured under its name: 300 packets, no loss, no jitter.
+    let slot = palaver_sfu::engine::trunk_stats::trunk_slot("trunk-media-test").unwrap();
+    let (packets, reception) = counters.trunks[usize::from(slot)];
+    assert_eq!(packets, 300);
+    assert_eq!((reception.report_blocks, reception.packets_lost), (6, 0), "{reception:?}");
+    assert!(reception.jitter_seconds() < 0.001, "{reception:?}");
+    assert!(counters.transcode_ns > 0, "phone codec time is measured");
 }

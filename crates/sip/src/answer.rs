@@ -50,6 +50,7 @@ pub(crate) fn media_preference(trunk: &TrunkConfig) -> Vec<String> {
 /// The trunk's codecs and SRTP policy for `control::sip::negotiate`.
 pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
     let mut policy = TrunkPolicy::from_names(&trunk.codecs);
+    policy.trunk = Some(trunk.name.clone());
     policy.srtp = match trunk.srtp {
         SrtpPolicy::Off => trunk_media::SrtpPolicy::Off,
         SrtpPolicy::Optional => trunk_media::SrtpPolicy::Optional,

@@ -333,6 +333,11 @@ impl Conferences {
             let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
             output.commands.push((joined.worker, command));
         }
+        if let Some(slot) = policy.trunk.as_deref().and_then(crate::engine::trunk_stats::trunk_slot) {
+            let clock_rate = if media.codec == crate::mixer::AudioCodec::Opus { 48_000 } else { 8_000 };
+            let command = Command::SetTrunkStats { transport: joined.transport, slot, clock_rate };
+            output.commands.push((joined.worker, command));
+        }
         let answer = sip::write_sdp(&sip::LocalSdp {
             address: self.config.candidates[joined.worker],
             session_id: u64::from(joined.transport.0),

@@ -63,16 +63,23 @@ pub enum SrtpPolicy {
 pub struct TrunkPolicy {
     pub codecs: Vec<AudioCodec>,
     pub srtp: SrtpPolicy,
+    /// The trunk's name: its legs' RTP reception is measured under it (`trunk=<name>`).
+    pub trunk: Option<String>,
 }
 
 impl TrunkPolicy {
     /// Reads a trunk's media preference as the SIP gateway hands it over: codec names
-    /// (`PCMU`, `PCMA`, `G722`, `opus`) in order, and `srtp=optional|required|off`.
+    /// (`PCMU`, `PCMA`, `G722`, `opus`) in order, `srtp=optional|required|off` and
+    /// `trunk=<name>`.
     /// Unknown names are skipped (the gateway validated its configuration).
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
         let mut policy = TrunkPolicy::default();
         for name in names {
             let name = name.as_ref();
+            if let Some(trunk) = name.strip_prefix("trunk=") {
+                policy.trunk = Some(trunk.to_owned());
+                continue;
+            }
             if let Some(srtp) = name.strip_prefix("srtp=") {
                 policy.srtp = match srtp.to_ascii_lowercase().as_str() {
                     "optional" => SrtpPolicy::Optional,
@@ -104,6 +111,7 @@ impl TrunkPolicy {
             }
             .to_owned(),
         );
+        names.extend(self.trunk.iter().map(|t| format!("trunk={t}")));
         names
     }
 }

@@ -70,7 +70,8 @@ impl G722Input {
         let samples = (FRAME_SAMPLES * channels).min(self.wide.len());
         if self.decoded_tick != Some(tick) {
             let wide = &mut self.wide[..samples];
-            self.level = decode_frame(&mut self.decoder, &mut self.pcm, &mut self.prev, payload, wide, channels);
+            let (decoder, pcm, prev) = (&mut self.decoder, &mut self.pcm, &mut self.prev);
+            self.level = super::transcode_clock::timed(|| decode_frame(decoder, pcm, prev, payload, wide, channels));
             self.decoded_tick = Some(tick);
         }
         samples
@@ -121,7 +122,8 @@ impl G722Output {
             }
             *sample = (sum / UPSAMPLE as i32) as i16;
         }
-        self.encoder.encode_into(&self.pcm, out).unwrap_or(0)
+        let (encoder, pcm) = (&mut self.encoder, &self.pcm);
+        super::transcode_clock::timed(|| encoder.encode_into(pcm, out).unwrap_or(0))
     }
 
     /// A steady-state frame of encoded silence (for phone legs that must get a frame every

@@ -31,6 +31,7 @@ pub mod mixer;
 pub mod ogg;
 pub mod opus_toc;
 pub mod talker;
+pub mod transcode_clock;
 
 #[cfg(test)]
 pub(crate) mod tests;

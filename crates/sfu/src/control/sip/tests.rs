@@ -5,11 +5,11 @@ use crate::srtp::Profile;
 use crate::webrtc::sdp::Description;
 
 fn plain(codecs: &[AudioCodec]) -> TrunkPolicy {
-    TrunkPolicy { codecs: codecs.to_vec(), srtp: SrtpPolicy::Off }
+    TrunkPolicy { codecs: codecs.to_vec(), srtp: SrtpPolicy::Off, trunk: None }
 }
 
 fn with_srtp(srtp: SrtpPolicy) -> TrunkPolicy {
-    TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp }
+    TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp, trunk: None }
 }
 
 const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
@@ -139,7 +139,11 @@ fn crypto_attributes_round_trip_and_the_policy_names_read_back() {
     }
     assert_eq!(SdesCrypto::parse("1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ="), None, "wrong key length");
     assert_eq!(SdesCrypto::parse("1 F8_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"), None);
-    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcma, AudioCodec::Opus], srtp: SrtpPolicy::Required };
+    let policy = TrunkPolicy {
+        codecs: vec![AudioCodec::Pcma, AudioCodec::Opus],
+        srtp: SrtpPolicy::Required,
+        trunk: Some("carrier".into()),
+    };
     assert_eq!(TrunkPolicy::from_names(&policy.names()), policy);
 }
 
