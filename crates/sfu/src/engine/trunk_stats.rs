@@ -130,9 +130,9 @@ mod tests {
         let counters = WorkerCounters::default();
         let mut rx = TrunkReception::new(2, 8000);
         let t0 = Instant::now();
-        // 100 packets, every tenth lost; odd packets 2 ms late (jitter ~ 16 RTP units).
+        // 150 packets, every tenth lost; odd packets 2 ms late (jitter ~ 16 RTP units).
         let mut sent = 0u64;
-        for n in 0..110u64 {
+        for n in 0..150u64 {
             if n % 10 == 9 {
                 continue;
             }
