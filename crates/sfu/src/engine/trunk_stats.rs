@@ -105,7 +105,7 @@ impl TrunkReception {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost = expected_interval.saturating_sub(received_interval);
-        let fraction = if expected_interval == 0 { 0 } else { (lost * 256 / expected_interval).min(255) as u8 };
+        let fraction = (lost * 256).checked_div(expected_interval).map_or(0, |f| f.min(255) as u8);
         let jitter_ns = (self.jitter_q4 >> 4) * 1_000_000_000 / self.clock_rate;
         counters.trunks[self.slot].reception.record(lost, fraction, jitter_ns);
     }
