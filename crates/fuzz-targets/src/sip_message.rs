@@ -20,7 +20,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use palaver_sfu::control::sip::negotiate;
+use palaver_sfu::control::sip::{SrtpPolicy, TrunkPolicy, negotiate};
 use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::webrtc::sdp::Description;
 use palaver_sip::TrunkConfig;
@@ -74,7 +74,10 @@ fn inbound(request: &Request, raw: &[u8]) {
     }
     let offer = String::from_utf8_lossy(&request.body);
     if let Ok(description) = Description::parse(&offer) {
-        let _ = negotiate(&description, &PREFERENCE);
+        let _ = negotiate(
+            &description,
+            &TrunkPolicy { codecs: PREFERENCE.to_vec(), srtp: SrtpPolicy::Optional, trunk: None },
+        );
     }
 
     let trunk = trunk();

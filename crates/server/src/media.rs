@@ -16,9 +16,9 @@ use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription, UdpMedia};
 use palaver_legs::{LegConfig, LegHandle, LegTransport};
+use palaver_sfu::control::sip::{TrunkPolicy, codec_name};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers, TransportKind};
 use palaver_sfu::engine::SourceTap;
-use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::net::{DEFAULT_EGRESS_CAPACITY, DirectLink, WorkerPool};
 use palaver_sfu::router::TransportId;
 use palaver_sfu::srtp::SrtpKeys;
@@ -278,24 +278,20 @@ impl MediaPlane for MediaController {
     }
 
     fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
-        let preference = audio_codecs(&codecs);
-        let result = self.call(|c| Ok((c.offer_sip(&session.conversation_id, &preference), Output::default())));
+        let policy = TrunkPolicy::from_names(&codecs);
+        let (conversation, participant) = (&session.conversation_id, &session.participant_id);
+        let result = self.call(|c| Ok((c.offer_sip(conversation, participant, &policy), Output::default())));
         Box::pin(async move { result })
     }
 
-    /// A SIP trunk leg: plain RTP/AVP to the address of the trunk's SDP, the mix encoded in
-    /// the agreed codec (see `palaver_sfu::control::sip`).
+    /// A SIP trunk leg: RTP/AVP or SDES-SRTP to the address of the trunk's SDP, the mix
+    /// encoded in the agreed codec (see `palaver_sfu::control::sip`).
     fn attach_trunk(&self, session: MediaSession, peer_sdp: String, codecs: Vec<String>) -> MediaFuture<TrunkAnswer> {
-        let preference = audio_codecs(&codecs);
+        let policy = TrunkPolicy::from_names(&codecs);
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
-            let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &preference).map_err(rejected)?;
-            let codec = match media.codec {
-                AudioCodec::Pcmu => "PCMU",
-                AudioCodec::Pcma => "PCMA",
-                AudioCodec::Opus => "opus",
-            };
-            Ok((TrunkAnswer { sdp, codec: codec.to_owned() }, out))
+            let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &policy).map_err(rejected)?;
+            Ok((TrunkAnswer { sdp, codec: codec_name(media.codec).to_owned() }, out))
         });
         if let Ok(answer) = &result {
             tracing::info!(%conversation, %participant, codec = %answer.codec, "trunk leg attached");
@@ -393,17 +389,4 @@ impl MediaController {
         tracing::info!(%conversation, %participant, transport = joined.transport.0, "server leg attached");
         Ok(leg)
     }
-}
-
-/// A trunk's codec names (`PCMU`, `PCMA`, `opus`) as the media plane's preference.
-fn audio_codecs(codecs: &[String]) -> Vec<AudioCodec> {
-    codecs
-        .iter()
-        .filter_map(|c| match c.to_ascii_uppercase().as_str() {
-            "PCMU" => Some(AudioCodec::Pcmu),
-            "PCMA" => Some(AudioCodec::Pcma),
-            "OPUS" => Some(AudioCodec::Opus),
-            _ => None,
-        })
-        .collect()
 }

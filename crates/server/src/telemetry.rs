@@ -4,7 +4,7 @@
 //! defined once.
 
 use palaver_sfu::engine::{DropReason, LATENCY_BOUNDS_NS, LatencySnapshot, MIXER_TICK_BOUNDS_NS};
-use palaver_telemetry::{HistogramSnapshot, MediaSnapshot};
+use palaver_telemetry::{HistogramSnapshot, MediaSnapshot, TrunkRtpSnapshot};
 
 /// The workers' counters summed into telemetry's snapshot (read at scrape time).
 pub fn media_snapshot(pool: &palaver_sfu::net::WorkerPool) -> MediaSnapshot {
@@ -24,6 +24,18 @@ pub fn media_snapshot(pool: &palaver_sfu::net::WorkerPool) -> MediaSnapshot {
         forwarding_latency: histogram(&c.forwarding_latency, &LATENCY_BOUNDS_NS),
         mixer_tick: histogram(&c.mixer_tick, &MIXER_TICK_BOUNDS_NS),
         mixer_overruns: c.mixer_overruns,
+        trunks: palaver_sfu::engine::trunk_stats::trunk_names()
+            .into_iter()
+            .zip(c.trunks)
+            .map(|(trunk, (packets, r))| TrunkRtpSnapshot {
+                trunk,
+                packets,
+                packets_lost: r.packets_lost,
+                loss_ratio: r.loss_ratio(),
+                jitter_seconds: r.jitter_seconds(),
+            })
+            .collect(),
+        transcode_seconds: c.transcode_ns as f64 / 1e9,
     }
 }
 

@@ -211,12 +211,15 @@ fn the_worker_mixing_path_does_not_allocate() {
     assert_eq!(allocated, 0, "the wired mixing path allocated {allocated} times");
 }
 
-/// A phone leg's plain RTP path: 2 PCMU peers (plain RTP/AVP, SSRC learned, G.711 decoded and
-/// the mix encoded once per codec) and 3 Opus SRTP peers in one room, through silence, one and
-/// three talkers: no allocation per packet or per tick.
+/// Phone legs' RTP paths: 2 PCMU peers (plain RTP/AVP, SSRC learned, G.711 decoded and the
+/// mix encoded once per codec), a G.722 peer over SDES-SRTP (its own decoder, the shared
+/// G.722 encoder, its own mix-minus encoder) and 3 Opus SRTP peers in one room, through
+/// silence, one and three talkers: no allocation per packet or per tick.
 #[test]
 fn the_plain_rtp_g711_path_does_not_allocate() {
+    use audio_codec::Encoder as _;
     use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
+    use palaver_sfu::mixer::g722::{G722_FRAME_BYTES, G722_FRAME_SAMPLES};
     use palaver_sfu::router::LayerSpec;
     use palaver_sfu::rtp::{Codec, ExtensionMap};
 
@@ -267,6 +270,45 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
             core.handle_command(t0, command, &mut tx).unwrap();
         }
     }
+    // The G.722 phone: SDES-SRTP keys as a trunk's `a=crypto` gives them (transport 9).
+    let g722_phone = (support::Peer::new(9, Profile::Aes128CmHmacSha1_80), "127.0.0.1:43100".parse().unwrap());
+    let g722_producer = ProducerSpec {
+        id: ProducerId(109),
+        transport: g722_phone.0.transport,
+        kind: palaver_core::MediaKind::Audio,
+        mid: None,
+        codecs: vec![(9, Codec::G722)],
+        layers: vec![LayerSpec { rid: None, ssrc: None, rtx_ssrc: None, width: 0, height: 0, max_bitrate_bps: 0 }],
+        extensions: ExtensionMap::default(),
+    };
+    for command in [
+        g722_phone.0.add_transport(room, Some(g722_phone.1)),
+        Command::AddProducer { router: room, spec: g722_producer },
+        Command::SetMixOutput {
+            router: room,
+            transport: g722_phone.0.transport,
+            output: Some(MixOutputSpec { ssrc: 0x7009, payload_type: 9 }),
+        },
+    ] {
+        core.handle_command(t0, command, &mut tx).unwrap();
+    }
+    let mut g722_phone = g722_phone;
+    // Its voice (a 1 kHz tone) and silence, encoded before counting.
+    let mut encoder = audio_codec::g722::G722Encoder::new();
+    let g722_frames: Vec<Vec<u8>> = (0..50)
+        .map(|f| {
+            let pcm: Vec<i16> = (0..G722_FRAME_SAMPLES)
+                .map(|n| {
+                    let t = (f * G722_FRAME_SAMPLES + n) as f32 / 16_000.0;
+                    (8000.0 * (std::f32::consts::TAU * 1000.0 * t).sin()) as i16
+                })
+                .collect();
+            let mut out = vec![0; G722_FRAME_BYTES];
+            assert_eq!(encoder.encode_into(&pcm, &mut out).unwrap(), G722_FRAME_BYTES);
+            out
+        })
+        .collect();
+    let g722_silence = palaver_sfu::mixer::g722::G722Output::silence_frame();
     let tone: Vec<u8> = (0..G711_FRAME_BYTES)
         .map(|n| Law::Mu.encode((8000.0 * (std::f32::consts::TAU * 1000.0 * n as f32 / 8000.0).sin()) as i16))
         .collect();
@@ -285,6 +327,14 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
             plain[12..12 + G711_FRAME_BYTES].copy_from_slice(payload);
             core.handle_datagram(base + Duration::from_millis(1), *addr, &mut plain[..12 + G711_FRAME_BYTES], tx);
         }
+        // The G.722 phone talks with the second PCMU phone.
+        let payload: &[u8] = if talking(1, tick) { &g722_frames[tick as usize % 50] } else { &g722_silence };
+        plain[..12].copy_from_slice(&[0x80, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x09]);
+        plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+        plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(160).to_be_bytes());
+        plain[12..12 + G722_FRAME_BYTES].copy_from_slice(payload);
+        let len = g722_phone.0.protect(&plain[..12 + G722_FRAME_BYTES], &mut wire);
+        core.handle_datagram(base + Duration::from_millis(1), g722_phone.1, &mut wire[..len], tx);
         for (i, (peer, addr)) in peers.iter_mut().enumerate() {
             let on = talking(i + 2, tick);
             let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
@@ -314,9 +364,11 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     });
     let snapshot = counters.snapshot();
     let sent = snapshot.packets_out - out_before;
-    println!("plain RTP + G.711 mixing path: {sent} packets sent in 1600 ticks, {allocated} heap allocations");
-    // Phones get a frame every tick (no DTX for G.711): at least 2 × 1600 packets.
-    assert!(sent >= 3_200, "{snapshot:?}");
+    println!(
+        "plain RTP + G.711 + SRTP G.722 mixing path: {sent} packets sent in 1600 ticks, {allocated} heap allocations"
+    );
+    // Phones get a frame every tick (no DTX for G.711 or G.722): at least 3 × 1600 packets.
+    assert!(sent >= 4_800, "{snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
     assert_eq!(allocated, 0, "the plain RTP / G.711 path allocated {allocated} times");
 }

@@ -19,8 +19,10 @@ use rsipstack::dialog::dialog::DialogStateReceiver;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCode};
 
+use crate::config::{SrtpPolicy, TrunkConfig};
 use crate::gateway::Shared;
 use crate::hold::LegMedia;
+use palaver_sfu::control::sip::{self as trunk_media, TrunkPolicy};
 
 /// RFC 3261's 64·T1 (T1 = 500 ms): how long a 2xx waits for its ACK.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(32);
@@ -36,6 +38,25 @@ pub(crate) enum AnswerError {
     Gone,
     #[error("SIP: {0}")]
     Sip(String),
+}
+
+/// The trunk's media preference as the media plane reads it (`TrunkPolicy::from_names`):
+/// its codec names in order and its `srtp=` policy. Every SDP offer and answer of the
+/// trunk's legs goes through the media plane with this list.
+pub(crate) fn media_preference(trunk: &TrunkConfig) -> Vec<String> {
+    policy(trunk).names()
+}
+
+/// The trunk's codecs and SRTP policy for `control::sip::negotiate`.
+pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
+    let mut policy = TrunkPolicy::from_names(&trunk.codecs);
+    policy.trunk = Some(trunk.name.clone());
+    policy.srtp = match trunk.srtp {
+        SrtpPolicy::Off => trunk_media::SrtpPolicy::Off,
+        SrtpPolicy::Optional => trunk_media::SrtpPolicy::Optional,
+        SrtpPolicy::Required => trunk_media::SrtpPolicy::Required,
+    };
+    policy
 }
 
 fn sdp_header() -> Header {

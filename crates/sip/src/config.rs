@@ -72,7 +72,7 @@ pub struct TrunkConfig {
     /// Digest realm of the challenges this gateway sends.
     #[serde(default = "default_realm")]
     pub realm: String,
-    /// Codecs in preference order: `PCMU`, `PCMA`, `opus`.
+    /// Codecs in preference order: `PCMU`, `PCMA`, `G722`, `opus`.
     #[serde(default = "default_codecs")]
     pub codecs: Vec<String>,
     #[serde(default)]
@@ -190,12 +190,12 @@ pub fn validate(
             return fail("username and password go together");
         }
         if trunk.codecs.is_empty()
-            || trunk.codecs.iter().any(|c| !matches!(c.to_ascii_uppercase().as_str(), "PCMU" | "PCMA" | "OPUS"))
+            || trunk
+                .codecs
+                .iter()
+                .any(|c| !matches!(c.to_ascii_uppercase().as_str(), "PCMU" | "PCMA" | "G722" | "OPUS"))
         {
-            return fail("codecs must be a non-empty list of PCMU, PCMA, opus");
-        }
-        if trunk.srtp == SrtpPolicy::Required {
-            return fail("srtp = \"required\" is not supported yet (use \"off\")");
+            return fail("codecs must be a non-empty list of PCMU, PCMA, G722, opus");
         }
         if let Some(id) = &trunk.caller_id
             && !is_e164(id)

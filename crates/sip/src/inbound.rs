@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use palaver_core::ErrorCode;
 use palaver_sfu::control::sip::negotiate;
-use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::webrtc::sdp::Description;
 use palaver_signaling::domain::calls::{CallEndReason, CallError, CallEvent, Party};
 use palaver_signaling::gateway::PhoneNotice;
@@ -23,27 +22,13 @@ use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
-use crate::answer::{AnswerError, answer, bye_after_ack, refuse_media};
+use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, policy, refuse_media};
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
 use crate::gateway::{Shared, source_ip};
 use crate::hold::LegMedia;
 use crate::ringing::{Ringer, Wake};
 use crate::trunks::Authentication;
-
-/// The trunk's codec names as the media plane's preference.
-pub(crate) fn preference(trunk: &TrunkConfig) -> Vec<AudioCodec> {
-    trunk
-        .codecs
-        .iter()
-        .filter_map(|c| match c.to_ascii_uppercase().as_str() {
-            "PCMU" => Some(AudioCodec::Pcmu),
-            "PCMA" => Some(AudioCodec::Pcma),
-            "OPUS" => Some(AudioCodec::Opus),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The SIP final response for a call that ended before it was answered.
 fn refusal(reason: CallEndReason) -> StatusCode {
@@ -126,7 +111,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     let offer = String::from_utf8_lossy(&request.body).into_owned();
     let offer = (!offer.trim().is_empty()).then_some(offer);
     if let Some(offer) = &offer {
-        match Description::parse(offer).map(|d| negotiate(&d, &preference(&trunk))) {
+        match Description::parse(offer).map(|d| negotiate(&d, &policy(&trunk))) {
             Err(_) | Ok(Err(palaver_sfu::control::sip::TrunkSdpError::NoAddress)) => {
                 SipCounters::inc(&shared.counters.malformed);
                 let code = reject(StatusCode::BadRequest, Outcome::Rejected);
@@ -309,7 +294,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                         let _ = dialog.reject(Some(StatusCode::ServerTimeOut), None);
                         break Outcome::Failed;
                     }
-                    match answer(&shared, &dialog, &mut states, session.clone(), offer.as_deref(), trunk.codecs.clone()).await {
+                    match answer(&shared, &dialog, &mut states, session.clone(), offer.as_deref(), media_preference(&trunk)).await {
                         Ok((agreed, codec)) => {
                             media = Some(agreed);
                             answered = true;

@@ -22,7 +22,7 @@ use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::sip::StatusCode;
 use tokio::sync::mpsc;
 
-use crate::answer::{AnswerError, answer, bye_after_ack, refuse_media};
+use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, refuse_media};
 use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
 use crate::hold::LegMedia;
@@ -92,7 +92,7 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
                         break Outcome::Failed;
                     }
                     let session = seat.session.clone();
-                    match answer(&shared, &dialog, &mut states, session, offer.as_deref(), trunk.codecs.clone()).await {
+                    match answer(&shared, &dialog, &mut states, session, offer.as_deref(), media_preference(&trunk)).await {
                         Ok((agreed, codec)) => {
                             tracing::info!(meeting = %meeting_id, caller = %phone, %codec, "phone caller is in the meeting");
                             media = Some(agreed);
@@ -169,7 +169,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
         participant_id: participant_id.clone(),
         may_send_media: true,
     };
-    let offer = match gateway.phone_offer_session(session.clone(), trunk.codecs.clone()).await {
+    let offer = match gateway.phone_offer_session(session.clone(), media_preference(&trunk)).await {
         Ok(offer) => offer,
         Err(error) => {
             tracing::warn!(meeting = %meeting_id, %error, "no media offer for a meeting dial-out");
@@ -218,7 +218,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
             },
             notice = seat.notices.recv() => match notice {
                 Some(MeetingNotice::Admitted) if !attached => {
-                    match gateway.phone_attach_session(session.clone(), answer.clone(), trunk.codecs.clone()).await {
+                    match gateway.phone_attach_session(session.clone(), answer.clone(), media_preference(&trunk)).await {
                         Ok(agreed) => {
                             attached = true;
                             tracing::info!(meeting = %meeting_id, to = %phone_number, codec = %agreed.codec, "dialled phone is in the meeting");

@@ -16,6 +16,7 @@ use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::Uri;
 use rsipstack::transport::SipAddr;
 
+use crate::answer::media_preference;
 use crate::config::TrunkConfig;
 use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
@@ -82,7 +83,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     };
     let presented = presented_number(&shared, &trunk, caller.as_ref());
     let mut events = shared.register(&call_id, &phone);
-    let offer = match gateway.phone_offer(&call_id, &phone, trunk.codecs.clone()).await {
+    let offer = match gateway.phone_offer(&call_id, &phone, media_preference(&trunk)).await {
         Ok(sdp) => sdp,
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "no media offer for the trunk: declined");
@@ -161,7 +162,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     };
     let endpoint = dialog.id().to_string();
     let party = Party::new(phone.clone(), number.clone());
-    let attached = gateway.phone_attach(&call_id, &phone, answer, trunk.codecs.clone()).await;
+    let attached = gateway.phone_attach(&call_id, &phone, answer, media_preference(&trunk)).await;
     let accepted = match attached {
         Ok(media) => {
             tracing::info!(call = %call_id, codec = %media.codec, "phone number answered");

@@ -23,7 +23,7 @@ pub mod udp_drops;
 
 pub use chat::ChatMetrics;
 pub use events::EventMetrics;
-pub use media::{HistogramSnapshot, MediaSnapshot};
+pub use media::{HistogramSnapshot, MediaSnapshot, TrunkRtpSnapshot};
 pub use registry::{BillingMetrics, ConversationGauges, LedgerMetrics, PalaverMetrics, SignalingMetrics};
 pub use serve::{DEFAULT_METRICS_ADDR, IfTaken, ListenError, MetricsServer, serve_metrics, start_metrics_listener};
 pub use sip::SipSnapshot;

@@ -50,6 +50,21 @@ pub struct MediaSnapshot {
     pub mixer_tick: HistogramSnapshot,
     /// Mixer ticks that overran their 20 ms budget.
     pub mixer_overruns: u64,
+    /// RTP received from SIP trunk legs, per trunk (measured by palaver).
+    pub trunks: Vec<TrunkRtpSnapshot>,
+    /// Time spent decoding and encoding phone codecs (G.711, G.722) in the mixers, seconds.
+    pub transcode_seconds: f64,
+}
+
+/// One trunk's received RTP: packets, loss and interarrival jitter (RFC 3550), as palaver
+/// measured them on the packets the trunk sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrunkRtpSnapshot {
+    pub trunk: String,
+    pub packets: u64,
+    pub packets_lost: u64,
+    pub loss_ratio: f64,
+    pub jitter_seconds: f64,
 }
 
 pub type MediaSource = Box<dyn Fn() -> MediaSnapshot + Send + Sync>;
@@ -66,7 +81,7 @@ struct Family {
     kind: MetricType,
 }
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 19] = [
     Family {
         name: "palaver_media_packets_received_total",
         help: "RTP/RTCP packets received by the media plane.",
@@ -129,7 +144,47 @@ const FAMILIES: [Family; 14] = [
         help: "Mixer ticks that overran their 20 ms budget.",
         kind: MetricType::COUNTER,
     },
+    Family {
+        name: "palaver_sip_rtp_packets_received_total",
+        help: "RTP packets received from SIP trunk legs, by trunk.",
+        kind: MetricType::COUNTER,
+    },
+    Family {
+        name: "palaver_sip_rtp_packets_lost_total",
+        help: "RTP packets of SIP trunk legs that never arrived (sequence gaps), by trunk.",
+        kind: MetricType::COUNTER,
+    },
+    Family {
+        name: "palaver_sip_rtp_loss_ratio",
+        help: "Fraction of a trunk's RTP lost, moving average over ~1 s intervals, by trunk.",
+        kind: MetricType::GAUGE,
+    },
+    Family {
+        name: "palaver_sip_rtp_jitter_seconds",
+        help: "Interarrival jitter of a trunk's RTP (RFC 3550), moving average, by trunk.",
+        kind: MetricType::GAUGE,
+    },
+    Family {
+        name: "palaver_media_transcode_seconds_total",
+        help: "CPU time spent decoding and encoding phone audio (G.711, G.722) in the mixers.",
+        kind: MetricType::COUNTER,
+    },
 ];
+
+/// One metric per trunk, labelled `trunk`.
+fn per_trunk(trunks: &[TrunkRtpSnapshot], metric: impl Fn(&TrunkRtpSnapshot) -> Metric) -> Vec<Metric> {
+    trunks
+        .iter()
+        .map(|t| {
+            let mut m = metric(t);
+            let mut label = LabelPair::default();
+            label.set_name("trunk".into());
+            label.set_value(t.trunk.clone());
+            m.set_label(vec![label]);
+            m
+        })
+        .collect()
+}
 
 fn counter(v: f64) -> Metric {
     let mut c = Counter::default();
@@ -171,8 +226,13 @@ impl MediaCollector {
         let descs = FAMILIES
             .iter()
             .map(|f| {
-                let labels =
-                    if f.name == "palaver_media_packets_dropped_total" { vec!["reason".to_string()] } else { vec![] };
+                let labels = if f.name == "palaver_media_packets_dropped_total" {
+                    vec!["reason".to_string()]
+                } else if f.name.starts_with("palaver_sip_rtp_") {
+                    vec!["trunk".to_string()]
+                } else {
+                    vec![]
+                };
                 Desc::new(f.name.to_string(), f.help.to_string(), labels, HashMap::new())
             })
             .collect::<prometheus::Result<Vec<_>>>()?;
@@ -204,7 +264,7 @@ impl Collector for MediaCollector {
                 m
             })
             .collect();
-        let values: [Vec<Metric>; 14] = [
+        let values: [Vec<Metric>; 19] = [
             vec![counter(s.packets_received as f64)],
             vec![counter(s.packets_sent as f64)],
             vec![counter(s.bytes_received as f64)],
@@ -219,6 +279,11 @@ impl Collector for MediaCollector {
             vec![histogram(&s.forwarding_latency)],
             vec![histogram(&s.mixer_tick)],
             vec![counter(s.mixer_overruns as f64)],
+            per_trunk(&s.trunks, |t| counter(t.packets as f64)),
+            per_trunk(&s.trunks, |t| counter(t.packets_lost as f64)),
+            per_trunk(&s.trunks, |t| gauge(t.loss_ratio)),
+            per_trunk(&s.trunks, |t| gauge(t.jitter_seconds)),
+            vec![counter(s.transcode_seconds)],
         ];
         FAMILIES
             .iter()

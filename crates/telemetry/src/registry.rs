@@ -393,10 +393,23 @@ mod tests {
             rtt_seconds: 0.031,
             packets_dropped: vec![("srtp_auth_failed", 3), ("not_media", 0)],
             forwarding_latency: forwarding.clone(),
+            trunks: vec![crate::TrunkRtpSnapshot {
+                trunk: "carrier".into(),
+                packets: 500,
+                packets_lost: 5,
+                loss_ratio: 0.01,
+                jitter_seconds: 0.002,
+            }],
+            transcode_seconds: 0.25,
             ..MediaSnapshot::default()
         });
         let text = m.render();
         assert!(text.contains("palaver_media_packets_received_total 42"));
+        assert!(text.contains(r#"palaver_sip_rtp_packets_received_total{trunk="carrier"} 500"#), "{text}");
+        assert!(text.contains(r#"palaver_sip_rtp_packets_lost_total{trunk="carrier"} 5"#));
+        assert!(text.contains(r#"palaver_sip_rtp_loss_ratio{trunk="carrier"} 0.01"#));
+        assert!(text.contains(r#"palaver_sip_rtp_jitter_seconds{trunk="carrier"} 0.002"#));
+        assert!(text.contains("palaver_media_transcode_seconds_total 0.25"));
         assert!(text.contains(r#"palaver_media_packets_dropped_total{reason="srtp_auth_failed"} 3"#));
         assert!(text.contains(r#"palaver_media_packets_dropped_total{reason="not_media"} 0"#));
         assert!(text.contains("palaver_media_rtt_seconds 0.031"));

@@ -17,5 +17,6 @@ mod signaling;
 mod signaling_calls;
 mod sip;
 mod sip_baresip;
+mod sip_media;
 mod support;
 mod usage;

@@ -40,7 +40,7 @@ fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn require_sipp() {
+pub(crate) fn require_sipp() {
     let found = std::process::Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(found.is_ok(), "SIPp is not installed: `make prereqs` (Debian package sip-tester)");
 }
@@ -100,7 +100,7 @@ fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], 
 }
 
 /// [`sipp`], calling `number`.
-fn sipp_to(
+pub(crate) fn sipp_to(
     number: &str,
     sip: SocketAddr,
     scenario_file: &str,
@@ -122,7 +122,7 @@ fn sipp_to(
     cmd.spawn().expect("spawn sipp")
 }
 
-async fn finished(child: tokio::process::Child, what: &str) {
+pub(crate) async fn finished(child: tokio::process::Child, what: &str) {
     let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output()).await.expect("sipp finishes");
     let out = out.expect("sipp output");
     if !out.status.success() && std::env::var("SIP_DEBUG").is_ok() {
@@ -195,7 +195,7 @@ async fn phone_talks(socket: &UdpSocket, to: SocketAddr, duration: Duration) -> 
 
 /// The directory user: answers `call_id` over QUIC, sends its Opus tone for `duration` and
 /// collects what the server sends it.
-async fn user_answers(
+pub(crate) async fn user_answers(
     server: &Server,
     token: &str,
     call_id: &str,

@@ -176,6 +176,9 @@ pub struct Conferences {
     rng: StdRng,
     /// Per-participant audio (mute, hold, addressed streams, taps), by conversation.
     audio: audio::AudioStates,
+    /// The SDES keys of SDP offers sent to trunks, by (conversation, participant), until
+    /// their answer joins (see [`Self::offer_sip`]).
+    sip_offers: HashMap<(String, String), Vec<sip::SdesCrypto>>,
 }
 
 impl std::fmt::Debug for Conferences {
@@ -191,7 +194,16 @@ impl Conferences {
         assert!(!config.candidates.is_empty(), "the media plane has at least one worker");
         let rng = StdRng::from_seed(seed);
         let audio = audio::AudioStates::new();
-        Self { config, conferences: HashMap::new(), sharing: HashMap::new(), next_id: 0, next_router: 0, rng, audio }
+        Self {
+            config,
+            conferences: HashMap::new(),
+            sharing: HashMap::new(),
+            next_id: 0,
+            next_router: 0,
+            rng,
+            audio,
+            sip_offers: HashMap::new(),
+        }
     }
 
     /// The conversation's conference, while anyone is in it.
@@ -290,23 +302,40 @@ impl Conferences {
     }
 
     /// A SIP trunk leg: joins the participant with the media agreed from the trunk's SDP
-    /// offer `peer` (codec by `preference`) and returns what was agreed and the server's SDP
-    /// answer (the hosting worker's socket, the agreed codec, telephone-events if offered).
+    /// `peer` (codec and SRTP by `policy`) and returns what was agreed and the server's SDP
+    /// answer (the hosting worker's socket, the agreed codec, telephone-events if offered,
+    /// `a=crypto` with the server's fresh key when SDES-SRTP is agreed). When the server
+    /// offered first ([`Self::offer_sip`]), `peer` is the answer and the keys of that offer
+    /// are used (the returned SDP is then only informative).
     pub fn join_sip(
         &mut self,
         conversation: &str,
         participant: &str,
         peer: &str,
-        preference: &[crate::mixer::AudioCodec],
+        policy: &sip::TrunkPolicy,
     ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
         let description = crate::webrtc::sdp::Description::parse(peer)?;
-        let media = sip::negotiate(&description, preference).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
+        let offered = self.sip_offers.remove(&(conversation.to_owned(), participant.to_owned()));
+        let media = sip::negotiate(&description, policy).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
+        let local = media.crypto.as_ref().map(|remote| {
+            offered
+                .into_iter()
+                .flatten()
+                .find(|ours| ours.tag == remote.tag && ours.profile == remote.profile)
+                .unwrap_or_else(|| sip::SdesCrypto::generate(remote.tag, remote.profile, &mut self.rng))
+        });
+        let keys = local.as_ref().zip(media.crypto.as_ref()).map(|(l, r)| sip::SdesCrypto::keys(l, r));
         let may_send = media.direction != "inactive";
-        let attach = sip::sip_attach(&media, may_send, &mut self.rng);
+        let attach = sip::sip_attach(&media, may_send, keys, &mut self.rng);
         let (joined, mut output) = self.join(conversation, participant, attach);
         if may_send && let Some(payload_type) = media.telephone_event {
             // The trunk's RFC 4733 DTMF, reported once per tone like a QUIC participant's.
             let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
+            output.commands.push((joined.worker, command));
+        }
+        if let Some(slot) = policy.trunk.as_deref().and_then(crate::engine::trunk_stats::trunk_slot) {
+            let clock_rate = if media.codec == crate::mixer::AudioCodec::Opus { 48_000 } else { 8_000 };
+            let command = Command::SetTrunkStats { transport: joined.transport, slot, clock_rate };
             output.commands.push((joined.worker, command));
         }
         let answer = sip::write_sdp(&sip::LocalSdp {
@@ -315,30 +344,58 @@ impl Conferences {
             codecs: &[(media.payload_type, media.codec)],
             telephone_event: media.telephone_event,
             direction: sip::answer_direction(&media.direction),
+            // The answer repeats the offer's profile (RFC 3264 §6).
+            protocol: description
+                .media
+                .iter()
+                .find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0)
+                .map_or("RTP/AVP", |m| m.protocol.as_str()),
+            crypto: local.as_slice(),
         });
         Ok((media, answer, output))
     }
 
-    /// The server's SDP offer for a call out to a trunk: the worker that hosts (or would
-    /// host) `conversation`, `preference`'s codecs (PCMU 0, PCMA 8, Opus 111) and
-    /// telephone-events (101). The trunk's answer then joins through [`Self::join_sip`].
-    pub fn offer_sip(&self, conversation: &str, preference: &[crate::mixer::AudioCodec]) -> String {
+    /// The server's SDP offer for a phone leg of `participant` in `conversation` (a call out
+    /// to a trunk, or an INVITE without an offer): the worker that hosts (or would host)
+    /// `conversation`, the policy's codecs (PCMU 0, PCMA 8, G.722 9, Opus 111), telephone-events
+    /// (101) and, unless SRTP is off, one `a=crypto` per offered suite (RTP/SAVP when SRTP is
+    /// required, RTP/AVP with keys when optional). The keys are kept until the answer joins
+    /// through [`Self::join_sip`].
+    pub fn offer_sip(&mut self, conversation: &str, participant: &str, policy: &sip::TrunkPolicy) -> String {
         use crate::mixer::AudioCodec;
-        let codecs: Vec<(u8, AudioCodec)> = preference
+        let codecs: Vec<(u8, AudioCodec)> = policy
+            .codecs
             .iter()
             .map(|c| match c {
                 AudioCodec::Pcmu => (0, *c),
                 AudioCodec::Pcma => (8, *c),
+                AudioCodec::G722 => (9, *c),
                 AudioCodec::Opus => (111, *c),
             })
             .collect();
-        sip::write_sdp(&sip::LocalSdp {
+        let crypto: Vec<sip::SdesCrypto> = match policy.srtp {
+            sip::SrtpPolicy::Off => Vec::new(),
+            _ => (1..)
+                .zip(sip::sdes::OFFERED_SUITES)
+                .map(|(tag, profile)| sip::SdesCrypto::generate(tag, profile, &mut self.rng))
+                .collect(),
+        };
+        let sdp = sip::write_sdp(&sip::LocalSdp {
             address: self.candidate_for(conversation),
             session_id: u64::from(self.next_id) + 1,
             codecs: &codecs,
             telephone_event: Some(101),
             direction: "sendrecv",
-        })
+            protocol: if policy.srtp == sip::SrtpPolicy::Required { "RTP/SAVP" } else { "RTP/AVP" },
+            crypto: &crypto,
+        });
+        let key = (conversation.to_owned(), participant.to_owned());
+        if crypto.is_empty() {
+            self.sip_offers.remove(&key);
+        } else {
+            self.sip_offers.insert(key, crypto);
+        }
+        sdp
     }
 
     /// The address of media worker `worker`'s socket as peers reach it (its host candidate).
@@ -420,6 +477,8 @@ impl Conferences {
 
     /// The participant left the conversation: its media is released, and a share of its ends.
     pub fn leave(&mut self, conversation: &str, participant: &str) -> Output {
+        // A phone leg that leaves before its trunk answered drops the keys it offered.
+        self.sip_offers.remove(&(conversation.to_owned(), participant.to_owned()));
         self.release(conversation, participant, true)
     }
 

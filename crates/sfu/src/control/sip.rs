@@ -1,24 +1,29 @@
 //! A SIP trunk leg as an [`Attach`]: the trunk's SDP (offer or answer, parsed by
-//! `webrtc/sdp.rs`'s [`Description`]) names one audio m-section with plain RTP/AVP to an
-//! address and port, codecs by payload type (static 0/8 without `a=rtpmap` too) and maybe
-//! RFC 4733 `telephone-event`. [`negotiate`] picks the codec by the trunk's preference,
-//! [`sip_attach`] turns it into a plain-RTP transport (`TransportKind::Rtp`), one audio
-//! producer in that codec (it feeds the mixer) and one audio receive slot carrying the mix
-//! encoded in the same codec (shared with every other listener of that codec).
-//! [`write_sdp`] writes the server's answer or offer (one m-section, `a=rtcp` on the same
-//! port so RTCP arrives on the worker's one socket).
+//! `webrtc/sdp.rs`'s [`Description`]) names one audio m-section with RTP/AVP (or RTP/SAVP
+//! with SDES keys, [`sdes`]) to an address and port, codecs by payload type (static 0/8/9
+//! without `a=rtpmap` too) and maybe RFC 4733 `telephone-event`. [`negotiate`] picks the
+//! codec by the trunk's preference and the SRTP keys by its [`SrtpPolicy`], [`sip_attach`]
+//! turns it into a plain-RTP transport (`TransportKind::Rtp`) or an SDES-SRTP one
+//! (`TransportKind::Srtp`), one audio producer in that codec (it feeds the mixer) and one
+//! audio receive slot carrying the mix encoded in the same codec (shared with every other
+//! listener of that codec). [`write_sdp`] writes the server's answer or offer (one
+//! m-section, `a=rtcp` on the same port so RTCP arrives on the worker's one socket).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
 
+pub mod sdes;
+
 use super::{Attach, ReceiveSlot, TransportKind};
 use crate::mixer::AudioCodec;
 use crate::router::{LayerSpec, ProducerId, ProducerSpec, TransportId};
 use crate::rtp::{Codec, ExtensionMap};
+use crate::srtp::SrtpKeys;
 use crate::webrtc::sdp::{Description, OfferedMedia};
 use palaver_core::MediaKind;
+pub use sdes::SdesCrypto;
 
 /// The mid of a trunk leg's one audio slot (SIP SDP has no mids; the name is the server's).
 pub const TRUNK_AUDIO_MID: &str = "audio";
@@ -32,8 +37,93 @@ pub enum TrunkSdpError {
     NoAddress,
     #[error("no common codec (offered payload types: {0})")]
     NoCommonCodec(String),
-    #[error("media protocol `{0}` is not accepted (RTP/AVP only)")]
+    #[error("media protocol `{0}` is not accepted (RTP/AVP, or RTP/SAVP when SRTP is allowed)")]
     Protocol(String),
+    #[error("RTP/SAVP without a usable a=crypto (AES_CM_128_HMAC_SHA1_80/_32, AEAD_AES_128_GCM; no MKI)")]
+    NoUsableCrypto,
+    #[error("the trunk requires SRTP (srtp = \"required\") and the SDP has no usable a=crypto")]
+    SrtpRequired,
+}
+
+/// How a trunk's media is protected (the trunk's `srtp` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpPolicy {
+    /// Plain RTP/AVP only; an RTP/SAVP offer is refused (488).
+    #[default]
+    Off,
+    /// SDES-SRTP when the peer offers (or accepts) keys, plain RTP otherwise; the server's
+    /// offers are RTP/AVP with `a=crypto` (best-effort SRTP, as SBCs do it).
+    Optional,
+    /// SDES-SRTP only: RTP/SAVP offers, and anything without usable keys is refused (488).
+    Required,
+}
+
+/// A trunk's media preference: codecs in order and its SRTP policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrunkPolicy {
+    pub codecs: Vec<AudioCodec>,
+    pub srtp: SrtpPolicy,
+    /// The trunk's name: its legs' RTP reception is measured under it (`trunk=<name>`).
+    pub trunk: Option<String>,
+}
+
+impl TrunkPolicy {
+    /// Reads a trunk's media preference as the SIP gateway hands it over: codec names
+    /// (`PCMU`, `PCMA`, `G722`, `opus`) in order, `srtp=optional|required|off` and
+    /// `trunk=<name>`.
+    /// Unknown names are skipped (the gateway validated its configuration).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
+        let mut policy = TrunkPolicy::default();
+        for name in names {
+            let name = name.as_ref();
+            if let Some(trunk) = name.strip_prefix("trunk=") {
+                policy.trunk = Some(trunk.to_owned());
+                continue;
+            }
+            if let Some(srtp) = name.strip_prefix("srtp=") {
+                policy.srtp = match srtp.to_ascii_lowercase().as_str() {
+                    "optional" => SrtpPolicy::Optional,
+                    "required" => SrtpPolicy::Required,
+                    _ => SrtpPolicy::Off,
+                };
+                continue;
+            }
+            let codec = match name.to_ascii_uppercase().as_str() {
+                "PCMU" => AudioCodec::Pcmu,
+                "PCMA" => AudioCodec::Pcma,
+                "G722" => AudioCodec::G722,
+                "OPUS" => AudioCodec::Opus,
+                _ => continue,
+            };
+            policy.codecs.push(codec);
+        }
+        policy
+    }
+
+    /// The names [`Self::from_names`] reads back.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.codecs.iter().map(|c| codec_name(*c).to_owned()).collect();
+        names.push(
+            match self.srtp {
+                SrtpPolicy::Off => "srtp=off",
+                SrtpPolicy::Optional => "srtp=optional",
+                SrtpPolicy::Required => "srtp=required",
+            }
+            .to_owned(),
+        );
+        names.extend(self.trunk.iter().map(|t| format!("trunk={t}")));
+        names
+    }
+}
+
+/// The codec's name in a trunk's configuration and in logs.
+pub fn codec_name(codec: AudioCodec) -> &'static str {
+    match codec {
+        AudioCodec::Pcmu => "PCMU",
+        AudioCodec::Pcma => "PCMA",
+        AudioCodec::G722 => "G722",
+        AudioCodec::Opus => "opus",
+    }
 }
 
 /// What was agreed for one trunk leg.
@@ -47,21 +137,26 @@ pub struct TrunkMedia {
     pub telephone_event: Option<u8>,
     /// The peer's direction attribute (`sendrecv`, `sendonly` = it holds us, ...).
     pub direction: String,
+    /// The peer's SDES key (the first usable `a=crypto` of the section), when SRTP is agreed.
+    pub crypto: Option<SdesCrypto>,
 }
 
 /// The codec of one offered payload type: its `a=rtpmap`, or the RFC 3551 static types.
 fn codec_of(media: &OfferedMedia, pt: u8) -> Option<AudioCodec> {
     match media.codecs.iter().find(|c| c.payload_type == pt) {
-        // G.711 only on its static payload type: the mix output's codec is told by it.
+        // G.711 and G.722 only on their static payload types: the mix output's codec is told
+        // by it.
         Some(c) => match (c.name.to_ascii_lowercase().as_str(), c.clock_rate) {
             ("pcmu", 8000) if pt == 0 => Some(AudioCodec::Pcmu),
             ("pcma", 8000) if pt == 8 => Some(AudioCodec::Pcma),
+            ("g722", 8000) if pt == 9 => Some(AudioCodec::G722),
             ("opus", 48_000) if pt >= 96 => Some(AudioCodec::Opus),
             _ => None,
         },
         None => match pt {
             0 => Some(AudioCodec::Pcmu),
             8 => Some(AudioCodec::Pcma),
+            9 => Some(AudioCodec::G722),
             _ => None,
         },
     }
@@ -73,13 +168,33 @@ fn formats(media: &OfferedMedia) -> impl Iterator<Item = u8> + '_ {
 }
 
 /// Picks the trunk leg's media from the peer's SDP: the first audio m-section with a port,
-/// the first codec of `preference` that the peer lists, and its telephone-event type.
-pub fn negotiate(sdp: &Description, preference: &[AudioCodec]) -> Result<TrunkMedia, TrunkSdpError> {
-    let media =
-        sdp.media.iter().find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0).ok_or(TrunkSdpError::NoAudio)?;
-    if !media.protocol.eq_ignore_ascii_case("RTP/AVP") && !media.protocol.eq_ignore_ascii_case("RTP/AVPF") {
-        return Err(TrunkSdpError::Protocol(media.protocol.clone()));
+/// the first codec of the policy's preference that the peer lists, its telephone-event type
+/// and — unless the policy is off — its first usable SDES key. RTP/SAVP needs a usable key
+/// (and a policy that allows SRTP); `srtp = "required"` needs one whatever the protocol.
+pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, TrunkSdpError> {
+    let (index, media) = sdp
+        .media
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.kind == Some(MediaKind::Audio) && m.port != 0)
+        .ok_or(TrunkSdpError::NoAudio)?;
+    let protocol = media.protocol.to_ascii_uppercase();
+    let secure = match protocol.as_str() {
+        "RTP/AVP" | "RTP/AVPF" => false,
+        "RTP/SAVP" | "RTP/SAVPF" if policy.srtp != SrtpPolicy::Off => true,
+        _ => return Err(TrunkSdpError::Protocol(media.protocol.clone())),
+    };
+    let crypto = if policy.srtp == SrtpPolicy::Off {
+        None
+    } else {
+        sdp.crypto.iter().filter(|(i, _)| *i == index).find_map(|(_, value)| SdesCrypto::parse(value))
+    };
+    match (&crypto, secure, policy.srtp) {
+        (None, true, _) => return Err(TrunkSdpError::NoUsableCrypto),
+        (None, false, SrtpPolicy::Required) => return Err(TrunkSdpError::SrtpRequired),
+        _ => {}
     }
+    let preference = &policy.codecs;
     let address: IpAddr = media.connection.or(sdp.connection).ok_or(TrunkSdpError::NoAddress)?;
     let (payload_type, codec) = preference
         .iter()
@@ -96,6 +211,7 @@ pub fn negotiate(sdp: &Description, preference: &[AudioCodec]) -> Result<TrunkMe
         payload_type,
         telephone_event,
         direction: media.direction.clone(),
+        crypto,
     })
 }
 
@@ -104,13 +220,15 @@ fn router_codec(codec: AudioCodec) -> Codec {
         AudioCodec::Opus => Codec::Opus,
         AudioCodec::Pcmu => Codec::Pcmu,
         AudioCodec::Pcma => Codec::Pcma,
+        AudioCodec::G722 => Codec::G722,
     }
 }
 
-/// The agreed trunk media as an [`Attach`]: plain RTP to the peer, one audio producer (its
-/// SSRC is learned from the first packet) and one audio slot with the mix in the same codec.
-/// A G.711 mix needs the static payload type (0 or 8) on the wire, which is what trunks use.
-pub fn sip_attach(media: &TrunkMedia, may_send: bool, rng: &mut impl Rng) -> Attach {
+/// The agreed trunk media as an [`Attach`]: plain RTP to the peer (SDES-SRTP with `keys`),
+/// one audio producer (its SSRC is learned from the first packet) and one audio slot with the
+/// mix in the same codec. A G.711 mix needs the static payload type (0 or 8) on the wire,
+/// which is what trunks use.
+pub fn sip_attach(media: &TrunkMedia, may_send: bool, keys: Option<SrtpKeys>, rng: &mut impl Rng) -> Attach {
     let producer = ProducerSpec {
         id: ProducerId(0),
         transport: TransportId(0),
@@ -127,7 +245,10 @@ pub fn sip_attach(media: &TrunkMedia, may_send: bool, rng: &mut impl Rng) -> Att
         numbering: None,
     };
     Attach {
-        transport: TransportKind::Rtp { remote: media.remote },
+        transport: match keys {
+            Some(keys) => TransportKind::Srtp { remote: media.remote, keys },
+            None => TransportKind::Rtp { remote: media.remote },
+        },
         publish: if may_send { vec![producer] } else { Vec::new() },
         receive: vec![slot],
         mix_payload_type: media.payload_type,
@@ -140,6 +261,7 @@ fn rtpmap(codec: AudioCodec) -> &'static str {
     match codec {
         AudioCodec::Pcmu => "PCMU/8000",
         AudioCodec::Pcma => "PCMA/8000",
+        AudioCodec::G722 => "G722/8000",
         AudioCodec::Opus => "opus/48000/2",
     }
 }
@@ -155,6 +277,10 @@ pub struct LocalSdp<'a> {
     /// Our `telephone-event/8000` payload type, when offered or agreed.
     pub telephone_event: Option<u8>,
     pub direction: &'a str,
+    /// `RTP/AVP` or `RTP/SAVP`.
+    pub protocol: &'a str,
+    /// Our SDES keys (`a=crypto`): the one agreed in an answer, every suite in an offer.
+    pub crypto: &'a [SdesCrypto],
 }
 
 /// Writes the server's SDP for a trunk leg (an answer or an offer).
@@ -164,9 +290,10 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
     let mut sdp = String::with_capacity(320);
     let _ = write!(
         sdp,
-        "v=0\r\no=palaver {id} {id} IN {family} {ip}\r\ns=palaver\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP",
+        "v=0\r\no=palaver {id} {id} IN {family} {ip}\r\ns=palaver\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} {protocol}",
         id = local.session_id,
-        port = local.address.port()
+        port = local.address.port(),
+        protocol = local.protocol,
     );
     for (pt, _) in local.codecs {
         let _ = write!(sdp, " {pt}");
@@ -182,6 +309,9 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
         let _ = write!(sdp, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
     }
     let _ = write!(sdp, "a=ptime:20\r\na=rtcp:{}\r\na={}\r\n", local.address.port(), local.direction);
+    for crypto in local.crypto {
+        let _ = write!(sdp, "a=crypto:{}\r\n", crypto.attribute());
+    }
     sdp
 }
 

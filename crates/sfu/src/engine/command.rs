@@ -151,6 +151,13 @@ pub enum Command {
         transport: TransportId,
         payload_type: Option<u8>,
     },
+    /// Measures the RTP a SIP trunk leg receives (loss, jitter) into trunk slot `slot` of the
+    /// worker's counters; `clock_rate` is its codec's RTP clock.
+    SetTrunkStats {
+        transport: TransportId,
+        slot: u8,
+        clock_rate: u32,
+    },
     /// Stop the worker thread after this batch.
     Shutdown,
 }
@@ -177,6 +184,7 @@ impl Command {
             Command::SetConsumerNumbering { .. } => "set_consumer_numbering",
             Command::SetMixAudio { .. } => "set_mix_audio",
             Command::SetTelephoneEvent { .. } => "set_telephone_event",
+            Command::SetTrunkStats { .. } => "set_trunk_stats",
             Command::Shutdown => "shutdown",
         }
     }

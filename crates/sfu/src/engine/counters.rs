@@ -268,6 +268,10 @@ pub struct WorkerCounters {
     /// Mixer ticks that ran a period late, plus worker rounds whose ticks took over 20 ms.
     pub mixer_overruns: AtomicU64,
     pub reception: ReceptionCounters,
+    /// RTP received from SIP trunk legs, by trunk slot (`trunk_stats`).
+    pub trunks: [super::trunk_stats::TrunkCounters; super::trunk_stats::TRUNK_SLOTS],
+    /// Time spent decoding and encoding phone codecs (G.711, G.722) in the mixer, ns.
+    pub transcode_ns: AtomicU64,
     drops: [AtomicU64; REASONS],
 }
 
@@ -292,6 +296,8 @@ impl Default for WorkerCounters {
             mixer_tick: LatencyHistogram::with_bounds(&MIXER_TICK_BOUNDS_NS),
             mixer_overruns: AtomicU64::new(0),
             reception: ReceptionCounters::default(),
+            trunks: Default::default(),
+            transcode_ns: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -318,6 +324,9 @@ pub struct CountersSnapshot {
     pub mixer_tick: LatencySnapshot,
     pub mixer_overruns: u64,
     pub reception: ReceptionSnapshot,
+    /// Per trunk slot: RTP packets received and their reception figures.
+    pub trunks: [(u64, ReceptionSnapshot); super::trunk_stats::TRUNK_SLOTS],
+    pub transcode_ns: u64,
     pub drops: [u64; REASONS],
 }
 
@@ -352,6 +361,10 @@ impl std::ops::Add for CountersSnapshot {
         self.mixer_tick = self.mixer_tick + o.mixer_tick;
         self.mixer_overruns += o.mixer_overruns;
         self.reception = self.reception + o.reception;
+        for (a, b) in self.trunks.iter_mut().zip(o.trunks) {
+            *a = (a.0 + b.0, a.1 + b.1);
+        }
+        self.transcode_ns += o.transcode_ns;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -400,6 +413,10 @@ impl WorkerCounters {
             mixer_tick: self.mixer_tick.snapshot(),
             mixer_overruns: self.mixer_overruns.load(Relaxed),
             reception: self.reception.snapshot(),
+            trunks: std::array::from_fn(|i| {
+                (self.trunks[i].packets.load(Relaxed), self.trunks[i].reception.snapshot())
+            }),
+            transcode_ns: self.transcode_ns.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
         }
     }

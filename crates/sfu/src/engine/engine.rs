@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use super::counters::{DropReason, WorkerCounters};
 use super::router_mix::{Pushed, RouterMix, write_mix_rtp};
+use super::trunk_stats::TrunkReception;
 use super::{Command, CommandError, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::mixer::{MixerConfig, MixerError};
 use crate::net::DirectLink;
@@ -77,6 +78,8 @@ struct UdpPath {
     plain: bool,
     /// A plain peer's RTCP address when it does not multiplex (RTP port + 1).
     rtcp_remote: Option<SocketAddr>,
+    /// A SIP trunk leg: its RTP reception is measured per trunk (`trunk_stats`).
+    trunk: Option<Box<TrunkReception>>,
 }
 
 /// One worker's state; see the module docs.
@@ -329,6 +332,9 @@ impl Engine {
         let rtcp = is_rtcp(buf);
         if transport.plain {
             let router_id = *router_id;
+            if let (false, Some(trunk), Ok(h)) = (rtcp, transport.trunk.as_deref_mut(), RtpHeader::parse(buf)) {
+                trunk.on_rtp(now, h.sequence, h.timestamp, &self.counters);
+            }
             return self.route(now, router_id, id, rtcp, buf, tx);
         }
         let result = if rtcp { transport.srtp_in.unprotect_rtcp(buf) } else { transport.srtp_in.unprotect_rtp(buf) };
@@ -336,6 +342,9 @@ impl Engine {
             Ok(len) => len,
             Err(e) => return self.counters.count_drop(srtp_drop(e, rtcp)),
         };
+        if let (false, Some(trunk), Ok(h)) = (rtcp, transport.trunk.as_deref_mut(), RtpHeader::parse(&buf[..len])) {
+            trunk.on_rtp(now, h.sequence, h.timestamp, &self.counters);
+        }
         let router_id = *router_id;
         self.route(now, router_id, id, rtcp, &buf[..len], tx);
     }
@@ -485,6 +494,7 @@ impl Engine {
                 },
             );
             ticked += u32::from(report.ran);
+            WorkerCounters::add(&counters.transcode_ns, crate::mixer::transcode_clock::take_ns());
             if report.late {
                 WorkerCounters::inc(&counters.mixer_overruns);
             }
@@ -643,6 +653,13 @@ impl Engine {
                 }
                 Ok(())
             }
+            Command::SetTrunkStats { transport, slot, clock_rate } => {
+                let Some(Transport { path: Path::Udp(udp), .. }) = self.transports.get_mut(&transport) else {
+                    return Err(CommandError::UnknownTransport);
+                };
+                udp.trunk = Some(Box::new(TrunkReception::new(slot, clock_rate)));
+                Ok(())
+            }
             Command::Shutdown => Ok(()),
         }
     }
@@ -672,6 +689,7 @@ impl Engine {
             keyed: true,
             plain: false,
             rtcp_remote: None,
+            trunk: None,
         };
         self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         Ok(())
@@ -711,6 +729,7 @@ impl Engine {
             keyed: true,
             plain: true,
             rtcp_remote,
+            trunk: None,
         };
         self.transports.insert(id, Transport { router_id: router, path: Path::Udp(Box::new(udp)) });
         Ok(())
@@ -738,6 +757,7 @@ impl Engine {
             keyed: false,
             plain: false,
             rtcp_remote: None,
+            trunk: None,
         };
         self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         self.handshaking.push(spec.id);

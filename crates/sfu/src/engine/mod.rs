@@ -14,6 +14,7 @@ mod event;
 mod mix_reports;
 mod router_mix;
 mod source_tap;
+pub mod trunk_stats;
 
 pub use command::{Command, CommandError, MixAudio, MixOutputSpec, RouterId, TransportSpec, WebRtcTransportSpec};
 pub use counters::{

@@ -102,16 +102,18 @@ fn audio_payload_type(spec: &ProducerSpec) -> Option<(u8, AudioCodec)> {
         Codec::Opus => Some((*pt, AudioCodec::Opus)),
         Codec::Pcmu => Some((*pt, AudioCodec::Pcmu)),
         Codec::Pcma => Some((*pt, AudioCodec::Pcma)),
+        Codec::G722 => Some((*pt, AudioCodec::G722)),
         _ => None,
     })
 }
 
-/// The codec a mix output is encoded in: the static G.711 payload types (RFC 3551: 0 PCMU,
-/// 8 PCMA) are phone legs; every dynamic type the control plane assigns is Opus.
+/// The codec a mix output is encoded in: the static phone payload types (RFC 3551: 0 PCMU,
+/// 8 PCMA, 9 G.722) are phone legs; every dynamic type the control plane assigns is Opus.
 pub fn output_codec(output: &MixOutputSpec) -> AudioCodec {
     match output.payload_type {
         0 => AudioCodec::Pcmu,
         8 => AudioCodec::Pcma,
+        9 => AudioCodec::G722,
         _ => AudioCodec::Opus,
     }
 }

@@ -1,7 +1,8 @@
 //! G.711 (ITU-T G.711 µ-law and A-law) for phone legs in the mixer: sample companding, the
 //! 8 kHz ↔ 48 kHz resampling around it, and the audio level of a frame (phone senders carry no
 //! RFC 6464 level, and every G.711 packet has the same size, so the level is measured from
-//! the samples; decoding is a few bit operations per sample). Nothing here allocates.
+//! the samples; decoding is a few bit operations per sample). Nothing here allocates; the
+//! time spent is added to the thread's transcoding clock (`transcode_clock`).
 
 use super::opus_toc::FRAME_SAMPLES;
 
@@ -95,6 +96,10 @@ fn alaw_encode(sample: i16) -> u8 {
 /// Decodes one 8 kHz frame and upsamples it ×6 into `out` (48 kHz, `channels` interleaved)
 /// by linear interpolation from `prev`, the last sample of the previous frame (updated).
 pub fn decode_upsample(law: Law, payload: &[u8], prev: &mut i16, out: &mut [i16], channels: usize) {
+    super::transcode_clock::timed(|| decode_upsample_untimed(law, payload, prev, out, channels))
+}
+
+fn decode_upsample_untimed(law: Law, payload: &[u8], prev: &mut i16, out: &mut [i16], channels: usize) {
     let mut at = 0;
     for &byte in payload.iter().take(G711_FRAME_BYTES) {
         let x = i32::from(law.decode(byte));
@@ -116,6 +121,10 @@ pub fn decode_upsample(law: Law, payload: &[u8], prev: &mut i16, out: &mut [i16]
 /// 8 kHz by averaging each group of six samples (a boxcar low-pass, stateless so one frame
 /// never depends on another) and encodes it into `out`; returns the bytes written.
 pub fn downsample_encode(law: Law, pcm: &[i16], channels: usize, out: &mut [u8]) -> usize {
+    super::transcode_clock::timed(|| downsample_encode_untimed(law, pcm, channels, out))
+}
+
+fn downsample_encode_untimed(law: Law, pcm: &[i16], channels: usize, out: &mut [u8]) -> usize {
     let n = G711_FRAME_BYTES.min(out.len());
     for (i, byte) in out.iter_mut().take(n).enumerate() {
         let base = i * UPSAMPLE * channels;

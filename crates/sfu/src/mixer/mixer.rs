@@ -18,6 +18,7 @@ use opus::Encoder;
 use super::codec::new_decoder;
 use super::codec::{CodecSlot, new_encoder, silence_packet};
 use super::g711::{self, G711_FRAME_BYTES, Law};
+use super::g722::{G722_FRAME_BYTES, G722Input, G722Output};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
 use super::limiter::{Fade, accumulate, apply_fade, limit_into};
 use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES, TocError, check_twenty_ms, level_from_size};
@@ -99,6 +100,9 @@ struct Participant {
     output_codec: AudioCodec,
     /// G.711 input: the last 8 kHz sample of the previous frame (upsampler history).
     upsample_prev: i16,
+    /// G.722 input: the phone's decoder; G.722 output: its own encoder (mix-minus, personal).
+    g722_in: Option<Box<G722Input>>,
+    g722_out: Option<Box<G722Output>>,
     /// Contributes nothing to anyone's mix (Call Automation mute).
     muted: bool,
     /// On hold: contributes nothing and hears only audio addressed to it (music on hold).
@@ -117,6 +121,7 @@ struct SharedPayloads {
     opus: Option<PayloadRef>,
     pcmu: Option<PayloadRef>,
     pcma: Option<PayloadRef>,
+    g722: Option<PayloadRef>,
 }
 
 impl SharedPayloads {
@@ -125,6 +130,7 @@ impl SharedPayloads {
             AudioCodec::Opus => self.opus,
             AudioCodec::Pcmu => self.pcmu,
             AudioCodec::Pcma => self.pcma,
+            AudioCodec::G722 => self.g722,
         }
     }
 
@@ -133,6 +139,7 @@ impl SharedPayloads {
             AudioCodec::Opus => &mut self.opus,
             AudioCodec::Pcmu => &mut self.pcmu,
             AudioCodec::Pcma => &mut self.pcma,
+            AudioCodec::G722 => &mut self.g722,
         }
     }
 }
@@ -193,6 +200,10 @@ pub struct Mixer {
     g711_participants: usize,
     /// G.711 frames of silence (µ-law, A-law), sent every tick: phone legs have no DTX.
     g711_silence: [[u8; G711_FRAME_BYTES]; 2],
+    /// The shared mix's G.722 stream (one encoder state for all its listeners), and a frame
+    /// of encoded silence.
+    shared_g722: Box<G722Output>,
+    g722_silence: [u8; G722_FRAME_BYTES],
     /// Scratch accumulator of one listener's personal mix (conversation + addressed audio).
     scratch: Vec<i32>,
     /// This tick, a listener that hears the conversation also hears addressed audio: its
@@ -248,6 +259,8 @@ impl Mixer {
             stats: MixerStats::default(),
             g711_participants: 0,
             g711_silence: [[Law::Mu.silence_byte(); G711_FRAME_BYTES], [Law::A.silence_byte(); G711_FRAME_BYTES]],
+            shared_g722: Box::default(),
+            g722_silence: G722Output::silence_frame(),
             scratch: vec![0; samples],
             personal_mixing: false,
             taps: false,
@@ -305,6 +318,8 @@ impl Mixer {
             input_codec: AudioCodec::Opus,
             output_codec: AudioCodec::Opus,
             upsample_prev: 0,
+            g722_in: None,
+            g722_out: None,
             muted: false,
             held: false,
             addressed: None,
@@ -337,6 +352,10 @@ impl Mixer {
         if p.input_codec != sends {
             p.jitter = JitterBuffer::new(jitter);
             p.upsample_prev = 0;
+            p.g722_in = (sends == AudioCodec::G722).then(Box::default);
+        }
+        if p.output_codec != hears {
+            p.g722_out = (hears == AudioCodec::G722).then(Box::default);
         }
         p.input_codec = sends;
         p.output_codec = hears;
@@ -430,6 +449,17 @@ impl Mixer {
         let now = self.samples_at(now);
         let participant = self.participant_mut(input)?;
         let (timestamp, level) = match participant.input_codec.g711() {
+            None if participant.input_codec == AudioCodec::G722 => {
+                if packet.payload.len() != G722_FRAME_BYTES {
+                    participant.stats.invalid_packets += 1;
+                    let samples = packet.payload.len() * 2 * super::g722::UPSAMPLE;
+                    return Err(TocError::UnsupportedDuration(samples).into());
+                }
+                // The level of the phone's last decoded frame (G.722 must be decoded in
+                // playout order, so it lags a frame); its 8 kHz clock as in G.711.
+                let level = participant.g722_in.as_ref().map(|d| (d.level(), d.level() < 127));
+                (packet.timestamp.wrapping_mul(g711::UPSAMPLE as u32), packet.audio_level.or(level))
+            }
             None => {
                 if let Err(e) = check_twenty_ms(packet.payload) {
                     participant.stats.invalid_packets += 1;
@@ -462,6 +492,7 @@ impl Mixer {
         let now = self.samples_at(now);
         self.stats.ticks += 1;
         self.play_and_observe(now);
+        self.advance_g722_inputs();
         self.decode_addressed();
         if self.taps {
             self.decode_taps(out);
@@ -585,6 +616,16 @@ impl Mixer {
         }
     }
 
+    /// Every G.722 phone's frame is decoded each tick (see `G722Input::advance`).
+    fn advance_g722_inputs(&mut self) {
+        let (tick, channels) = (self.stats.ticks, self.config.output_channels.count());
+        for p in self.slots.iter_mut().filter_map(|s| s.participant.as_mut()) {
+            if let (Some(decoder), Playout::Packet { slot }) = (p.g722_in.as_deref_mut(), p.playout) {
+                decoder.advance(tick, p.jitter.payload(slot), channels);
+            }
+        }
+    }
+
     fn decode_members(&mut self) {
         let channels = self.config.output_channels.count();
         self.sum.fill(0);
@@ -594,6 +635,28 @@ impl Mixer {
             let codec = &mut self.codecs[member.codec];
             let participant = member.participant.and_then(|i| self.slots[i].participant.as_mut());
             let mut participant = participant;
+            if let Some(p) = participant.as_deref_mut()
+                && let Some(decoder) = p.g722_in.as_deref_mut()
+            {
+                match p.playout {
+                    Playout::Packet { slot } => {
+                        decoder.decode_tick(self.stats.ticks, p.jitter.payload(slot), &mut codec.pcm, channels)
+                    }
+                    // Concealment as for G.711: the last frame again at half the level.
+                    Playout::Lost { .. } => {
+                        codec.pcm.iter_mut().for_each(|s| *s /= 2);
+                        p.stats.concealed += 1;
+                    }
+                    Playout::Silent => codec.pcm.fill(0),
+                }
+                self.stats.decodes += 1;
+                codec.contribution.fill(0);
+                accumulate(&mut codec.contribution, &codec.pcm, channels, fade);
+                for (acc, &c) in self.sum.iter_mut().zip(codec.contribution.iter()) {
+                    *acc += c;
+                }
+                continue;
+            }
             let law = participant.as_ref().and_then(|p| p.input_codec.g711());
             if let Some(law) = law
                 && let Some(p) = participant.as_deref_mut()

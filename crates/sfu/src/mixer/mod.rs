@@ -12,7 +12,8 @@
 //! [`limiter`] (32-bit accumulation, fades, soft limiter), [`codec`] (libopus set-up),
 //! [`opus_toc`] (packet inspection without decoding), [`mixer`] (the `Mixer` itself),
 //! [`ogg`] (Ogg Opus writer/reader for the recording tap), [`g711`] (PCMU/PCMA phone legs:
-//! companding, 8 ↔ 48 kHz resampling, frame levels).
+//! companding, 8 ↔ 48 kHz resampling, frame levels), [`g722`] (G.722 phone legs on the
+//! `audio-codec` crate: 16 ↔ 48 kHz, a decoder per phone and an encoder per stream).
 //!
 //! Participants speak and hear Opus by default; [`Mixer::set_codecs`] makes one a G.711 leg.
 //! While a room has any G.711 participant, lone-talker and pair passthrough are off (a phone
@@ -22,6 +23,7 @@
 
 pub mod codec;
 pub mod g711;
+pub mod g722;
 pub mod jitter;
 pub mod limiter;
 #[allow(clippy::module_inception)]
@@ -29,6 +31,7 @@ pub mod mixer;
 pub mod ogg;
 pub mod opus_toc;
 pub mod talker;
+pub mod transcode_clock;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -49,13 +52,15 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law, 8 kHz, 20 ms frames of 160 bytes.
     Pcma,
+    /// G.722, 16 kHz audio on an 8 kHz RTP clock, 20 ms frames of 160 bytes (`g722`).
+    G722,
 }
 
 impl AudioCodec {
     /// The G.711 law of a phone codec (`None` for Opus).
     pub fn g711(self) -> Option<g711::Law> {
         match self {
-            AudioCodec::Opus => None,
+            AudioCodec::Opus | AudioCodec::G722 => None,
             AudioCodec::Pcmu => Some(g711::Law::Mu),
             AudioCodec::Pcma => Some(g711::Law::A),
         }
@@ -66,6 +71,7 @@ impl AudioCodec {
         match self {
             AudioCodec::Opus => FRAME_SAMPLES as u32,
             AudioCodec::Pcmu | AudioCodec::Pcma => g711::G711_FRAME_BYTES as u32,
+            AudioCodec::G722 => g722::G722_FRAME_TICKS,
         }
     }
 }

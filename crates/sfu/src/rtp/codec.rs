@@ -10,6 +10,8 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law (static payload type 8, 8 kHz).
     Pcma,
+    /// G.722 (static payload type 9, 8 kHz RTP clock for 16 kHz audio, RFC 3551).
+    G722,
     Vp8,
     Vp9,
     H264,
@@ -21,7 +23,7 @@ impl Codec {
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::Pcmu | Codec::Pcma => 8_000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8_000,
             _ => 90_000,
         }
     }
@@ -31,7 +33,7 @@ impl Codec {
     }
 
     pub fn is_audio(self) -> bool {
-        matches!(self, Codec::Opus | Codec::Pcmu | Codec::Pcma)
+        matches!(self, Codec::Opus | Codec::Pcmu | Codec::Pcma | Codec::G722)
     }
 }
 
@@ -39,7 +41,7 @@ impl Codec {
 /// Malformed payloads are simply "not a keyframe".
 pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
-        Codec::Opus | Codec::Pcmu | Codec::Pcma => false,
+        Codec::Opus | Codec::Pcmu | Codec::Pcma | Codec::G722 => false,
         Codec::Vp8 => vp8_keyframe(payload),
         Codec::Vp9 => vp9_keyframe(payload),
         Codec::H264 => h264_keyframe(payload),

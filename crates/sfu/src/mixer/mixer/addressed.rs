@@ -234,9 +234,10 @@ impl Mixer {
                 apply_fade(&mut self.out_pcm, channels, fade_out);
             }
             let (encoder, pcm) = (&mut personal.encoder, &self.out_pcm);
-            let encoded = match p.output_codec.g711() {
-                None => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
-                Some(law) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
+            let encoded = match (p.output_codec.g711(), p.g722_out.as_deref_mut()) {
+                (None, Some(g722)) => out.encode_into(|buf| Ok(g722.downsample_encode(pcm, channels, buf))),
+                (None, None) => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
+                (Some(law), _) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
             };
             match encoded {
                 Ok(payload) => {
@@ -260,7 +261,15 @@ impl Mixer {
             }
             let Some(decoder) = p.tap_decoder.as_deref_mut() else { continue };
             let frame = out.tap_frame(input, samples);
+            let tick = self.stats.ticks;
             let decoded = match (p.input_codec.g711(), p.playout) {
+                (None, Playout::Packet { slot }) if p.g722_in.is_some() => {
+                    if let Some(g722) = p.g722_in.as_deref_mut() {
+                        g722.decode_tick(tick, p.jitter.payload(slot), frame, channels);
+                    }
+                    Ok(FRAME_SAMPLES)
+                }
+                (None, _) if p.g722_in.is_some() => Ok(0),
                 (Some(law), Playout::Packet { slot }) => {
                     let mut prev = p.upsample_prev;
                     g711::decode_upsample(law, p.jitter.payload(slot), &mut prev, frame, channels);

@@ -8,15 +8,16 @@ impl Mixer {
     pub(super) fn mix_tick(&mut self, out: &mut MixOutputs) {
         self.decode_members();
         let channels = self.config.output_channels.count();
-        let (mut opus, mut pcmu, mut pcma) = (self.recording, false, false);
+        let (mut opus, mut pcmu, mut pcma, mut g722) = (self.recording, false, false, false);
         for p in self.slots.iter().filter_map(|s| s.participant.as_ref()).filter(|p| !p.is_member && p.hears_shared()) {
             match p.output_codec {
                 AudioCodec::Opus => opus = true,
                 AudioCodec::Pcmu => pcmu = true,
                 AudioCodec::Pcma => pcma = true,
+                AudioCodec::G722 => g722 = true,
             }
         }
-        if opus || pcmu || pcma {
+        if opus || pcmu || pcma || g722 {
             // One encode per codec the listeners use, shared by all of them.
             limit_into(&mut self.out_pcm, &self.sum, None);
             let mut shared = SharedPayloads::default();
@@ -35,6 +36,12 @@ impl Mixer {
                 let pcm = &self.out_pcm;
                 let payload = out.encode_into(|buf| Ok::<_, ()>(g711::downsample_encode(law, pcm, channels, buf)));
                 *shared.slot(codec) = payload.ok();
+                self.stats.shared_encodes += 1;
+            }
+            if g722 {
+                let (encoder, pcm) = (&mut self.shared_g722, &self.out_pcm);
+                let payload = out.encode_into(|buf| Ok::<_, ()>(encoder.downsample_encode(pcm, channels, buf)));
+                shared.g722 = payload.ok();
                 self.stats.shared_encodes += 1;
             }
             for index in 0..self.slots.len() {
@@ -101,9 +108,11 @@ impl Mixer {
             self.members[m].raw_last_tick = false;
             let hears = self.slots[index].participant.as_ref().map_or(AudioCodec::Opus, |p| p.output_codec);
             let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
-            let encoded = match hears.g711() {
-                None => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
-                Some(law) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
+            let g722 = self.slots[index].participant.as_mut().and_then(|p| p.g722_out.as_deref_mut());
+            let encoded = match (hears.g711(), g722) {
+                (None, Some(g722)) => out.encode_into(|buf| Ok(g722.downsample_encode(pcm, channels, buf))),
+                (None, None) => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
+                (Some(law), _) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
             };
             match encoded {
                 Ok(payload) => {
@@ -184,11 +193,14 @@ impl Mixer {
                     Mode::Mixed => false,
                 };
             if !p.output.sent_this_tick
-                && let Some(law) = p.output_codec.g711()
+                && (p.output_codec.g711().is_some() || p.output_codec == AudioCodec::G722)
                 && (silence_due || mode == Mode::Mixed)
             {
                 // Phone legs get a frame every tick (G.711 has no DTX; SBCs watch for RTP).
-                let frame = &self.g711_silence[usize::from(law == Law::A)];
+                let frame = match p.output_codec.g711() {
+                    Some(law) => &self.g711_silence[usize::from(law == Law::A)][..],
+                    None => &self.g722_silence[..],
+                };
                 let payload = out.push_bytes(frame);
                 emit(out, p, input, MixPacketKind::Silence, payload);
                 self.stats.silence_packets += 1;

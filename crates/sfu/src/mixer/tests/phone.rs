@@ -14,10 +14,19 @@ use super::ToneSender;
 fn the_shared_mix_is_encoded_once_per_codec_and_listeners_of_a_codec_share_the_bytes() {
     let t0 = Instant::now();
     let mut mixer = Mixer::new(t0, MixerConfig::default()).unwrap();
-    // 0: Opus talker, 1: PCMU talker, 2/3: PCMU listeners, 4: PCMA listener, 5: Opus listener.
-    let inputs: Vec<_> = (0..6).map(|_| mixer.add_participant().unwrap()).collect();
-    let codecs =
-        [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcmu, AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus];
+    // 0: Opus talker, 1: PCMU talker, 2/3: PCMU listeners, 4: PCMA listener, 5: Opus listener,
+    // 6/7: G.722 listeners.
+    let inputs: Vec<_> = (0..8).map(|_| mixer.add_participant().unwrap()).collect();
+    let codecs = [
+        AudioCodec::Opus,
+        AudioCodec::Pcmu,
+        AudioCodec::Pcmu,
+        AudioCodec::Pcmu,
+        AudioCodec::Pcma,
+        AudioCodec::Opus,
+        AudioCodec::G722,
+        AudioCodec::G722,
+    ];
     for (input, codec) in inputs.iter().zip(codecs) {
         mixer.set_codecs(*input, codec, codec).unwrap();
     }
@@ -59,11 +68,15 @@ fn the_shared_mix_is_encoded_once_per_codec_and_listeners_of_a_codec_share_the_b
         assert_eq!(out.payload(pcma.payload).len(), G711_FRAME_BYTES);
         assert_ne!(a.payload, pcma.payload);
         assert!(out.payload(opus_listener.payload).len() < G711_FRAME_BYTES, "the Opus listener gets Opus");
+        // G.722 (stateful) too: one encoder for the shared stream, its bytes for both.
+        let (g1, g2) = (to(6), to(7));
+        assert_eq!((g1.payload, g1.kind), (g2.payload, MixPacketKind::SharedMix), "G.722 listeners share");
+        assert_eq!(out.payload(g1.payload).len(), crate::mixer::g722::G722_FRAME_BYTES);
         // The PCMU talker's mix-minus is PCMU too (its own codec), the Opus talker's Opus.
         assert_eq!(out.payload(to(1).payload).len(), G711_FRAME_BYTES);
         assert_eq!(to(1).kind, MixPacketKind::MixMinus);
     }
-    assert_eq!(shared_before, 3 * mixed_ticks, "one encode per listener codec per tick (Opus, PCMU, PCMA)");
+    assert_eq!(shared_before, 4 * mixed_ticks, "one encode per listener codec per tick (Opus, PCMU, PCMA, G.722)");
     // The timestamps of G.711 outputs advance by 160 per tick.
     let ts = |out: &MixOutputs| out.packets().iter().find(|p| p.to == inputs[2]).unwrap().timestamp;
     let before = ts(&out);

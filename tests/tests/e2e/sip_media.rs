@@ -1,0 +1,178 @@
+//! The media side of the SIP trunk gateway against the real binary: SDES-SRTP on a trunk leg
+//! whose media endpoint is an independent SRTP implementation (webrtc-rs's `webrtc-srtp`,
+//! keyed only from the SDP). SIPp (`tests/sipp/call_srtp.xml`) is the carrier's signaling:
+//! it offers RTP/SAVP with this test's `a=crypto` and logs palaver's answer (media port,
+//! profile, palaver's own `a=crypto`). The called directory user answers over QUIC and sends
+//! a 440 Hz Opus tone; the phone sends a 1 kHz µ-law tone under SRTP. Each decodes the other.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use palaver_e2e::{Server, ServerOptions, TempDir};
+use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
+use tokio::net::UdpSocket;
+use webrtc_srtp::context::Context as SrtpContext;
+use webrtc_srtp::protection_profile::ProtectionProfile;
+
+use crate::signaling::connect;
+use crate::sip::{finished, require_sipp, sipp_to, user_answers};
+use crate::support::{assert_hears, tone_amplitude};
+
+const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
+const NUMBER: &str = "+14255550100";
+const PHONE_HZ: f32 = 1000.0;
+const USER_HZ: f32 = 440.0;
+const AMPLITUDE: f32 = 6000.0;
+/// The carrier's SDES key (RFC 4568's example key and salt).
+const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+
+/// A server whose one trunk (127.0.0.1) has `srtp = "required"`, `NUMBER` routed to `USER`.
+async fn start(prefix: &str) -> (TempDir, Server, SocketAddr) {
+    require_sipp();
+    let dir = TempDir::new(prefix);
+    let config = format!(
+        r#"[sip]
+listen = "127.0.0.1:0"
+options_interval_secs = 0
+
+[[sip.trunks]]
+name = "carrier"
+address = "127.0.0.1:9"
+allow_from = ["127.0.0.1"]
+codecs = ["PCMU"]
+srtp = "required"
+
+[[phone_numbers]]
+number = "{NUMBER}"
+route = "user:8:orgid:{USER}"
+"#
+    );
+    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
+    let sip = server.sip_addr().expect("PALAVER_SIP line");
+    (dir, server, sip)
+}
+
+/// What palaver's answer said, from the SIPp log: media port, profile and its SDES key.
+struct Answer {
+    port: u16,
+    profile: String,
+    suite: String,
+    key: Vec<u8>,
+}
+
+async fn answer_from_log(dir: &Path) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !(name.starts_with("call_srtp_") && name.ends_with("_logs.log")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) else { continue };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // <port> <profile> SERVER_CRYPTO <tag> <suite> <key> END
+            assert!(words.len() >= 7 && words[2] == "SERVER_CRYPTO", "{line}");
+            return Answer {
+                port: words[0].parse().expect("port"),
+                profile: words[1].to_owned(),
+                suite: words[4].to_owned(),
+                key: base64::engine::general_purpose::STANDARD.decode(words[5]).expect("base64 key"),
+            };
+        }
+        assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The phone under SRTP: protects its µ-law tone with `tx`, unprotects what arrives with
+/// `rx`; returns the decoded samples (repeated to 48 kHz), the packets that authenticated and
+/// those that did not.
+async fn secure_phone_talks(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    tx: &mut SrtpContext,
+    rx: &mut SrtpContext,
+    duration: Duration,
+) -> (Vec<i16>, usize, usize) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut seq, mut timestamp, mut phase) = (1000u16, 8000u32, 0f32);
+    let step = std::f32::consts::TAU * PHONE_HZ / 8000.0;
+    let until = Instant::now() + duration;
+    let (mut heard, mut good, mut bad) = (Vec::new(), 0, 0);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < until {
+        tick.tick().await;
+        let mut packet = vec![0x80, 0];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&0x05EC_0001_u32.to_be_bytes());
+        for _ in 0..G711_FRAME_BYTES {
+            packet.push(Law::Mu.encode((AMPLITUDE * phase.sin()) as i16));
+            phase = (phase + step) % std::f32::consts::TAU;
+        }
+        let protected = tx.encrypt_rtp(&packet).expect("webrtc-srtp protects");
+        socket.send_to(&protected, to).await.expect("send SRTP");
+        (seq, timestamp) = (seq.wrapping_add(1), timestamp.wrapping_add(G711_FRAME_BYTES as u32));
+        while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(1), socket.recv_from(&mut buf)).await {
+            if n < 12 || buf[0] >> 6 != 2 || (200..=206).contains(&buf[1]) {
+                continue; // SRTCP
+            }
+            match rx.decrypt_rtp(&buf[..n]) {
+                Ok(clear) if clear[1] & 0x7f == 0 => {
+                    good += 1;
+                    for &b in &clear[12..] {
+                        heard.extend(std::iter::repeat_n(Law::Mu.decode(b), 6));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    (heard, good, bad)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdes_srtp_trunk_call_is_heard_both_ways_through_an_independent_srtp_stack() {
+    let (dir, server, sip) = start("palaver-e2e-sipmedia-srtp").await;
+    let token = server.directory_user_token(USER, "Sam Secure").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let crypto = format!("AES_CM_128_HMAC_SHA1_80 inline:{CARRIER_KEY}");
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "crypto", &crypto];
+    let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    let carrier = sipp_to(NUMBER, sip, "call_srtp.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = ws.recv_type("call.incoming").await;
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(4));
+    let phone_side = async {
+        let answer = answer_from_log(dir.path()).await;
+        assert_eq!((answer.profile.as_str(), answer.suite.as_str()), ("RTP/SAVP", "AES_CM_128_HMAC_SHA1_80"));
+        assert_eq!(answer.key.len(), 30, "a 16-byte key and a 14-byte salt");
+        let carrier = base64::engine::general_purpose::STANDARD.decode(CARRIER_KEY).unwrap();
+        assert_ne!(answer.key, carrier, "palaver sends under its own key");
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        let mut tx = SrtpContext::new(&carrier[..16], &carrier[16..], profile, None, None).unwrap();
+        let mut rx = SrtpContext::new(&answer.key[..16], &answer.key[16..], profile, None, None).unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 1], answer.port));
+        secure_phone_talks(&phone, to, &mut tx, &mut rx, Duration::from_secs(3)).await
+    };
+    let ((client, user_heard), (phone_heard, good, bad)) = tokio::join!(user, phone_side);
+    // The user hears the phone's tone: palaver unprotected webrtc-srtp's packets.
+    assert_hears("the directory user", &user_heard, PHONE_HZ, USER_HZ, 1000.0);
+    // The phone hears the user's tone: webrtc-srtp unprotected palaver's packets.
+    assert!(good >= 100 && bad == 0, "the phone authenticated {good} SRTP packets, {bad} failed");
+    let tail = &phone_heard[phone_heard.len() / 3..];
+    let (other, own) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, PHONE_HZ));
+    println!("SRTP phone: {good} packets; {USER_HZ} Hz amplitude {other:.0}, own {PHONE_HZ} Hz {own:.0}");
+    assert!(other > 1000.0, "the phone does not hear the user's tone ({other:.0})");
+    assert!(own < other / 10.0, "the phone hears itself ({own:.0} vs {other:.0})");
+    finished(carrier, "SDES-SRTP call").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
+}
