@@ -36,8 +36,7 @@ use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, Produ
 use palaver_sfu::rtp::{Codec, ExtensionMap};
 use palaver_sfu::srtp::{Profile, SrtpContext, SrtpKeys};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, ServerConfig,
-    TransportConfig,
+    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, ServerConfig, TransportConfig,
 };
 use support::thread_cpu::{ThreadCpuTime, thread_cpu_ns};
 
@@ -271,7 +270,14 @@ fn audio_producer(transport: u32, ssrc: u32) -> ProducerSpec {
         kind: MediaKind::Audio,
         mid: None,
         codecs: vec![(111, Codec::Opus)],
-        layers: vec![LayerSpec { rid: None, ssrc: Some(ssrc), rtx_ssrc: None, width: 0, height: 0, max_bitrate_bps: 0 }],
+        layers: vec![LayerSpec {
+            rid: None,
+            ssrc: Some(ssrc),
+            rtx_ssrc: None,
+            width: 0,
+            height: 0,
+            max_bitrate_bps: 0,
+        }],
         extensions: ExtensionMap { audio_level: 1, ..Default::default() },
     }
 }
@@ -316,14 +322,11 @@ fn rtp(i: usize, seq: u16, extra: usize) -> Vec<u8> {
 fn quic_datagram(c: &mut Criterion<ThreadCpuTime>) {
     let mut pair = QuicPair::connect();
     let counters = Arc::new(WorkerCounters::default());
-    let mut core = Engine::new(RouterConfig::default(), 1, counters);
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = BenchTransmit { buf: vec![0; 2048], udp: 0, direct: DirectEgress::new() };
     let links = [DirectLink::new(1024), DirectLink::new(1024)];
-    let transports = [0, 1].map(|i| Command::AddDirectTransport {
-        id: TransportId(i as u32),
-        router: ROOM,
-        link: links[i].clone(),
-    });
+    let transports =
+        [0, 1].map(|i| Command::AddDirectTransport { id: TransportId(i as u32), router: ROOM, link: links[i].clone() });
     wire_room(&mut core, &mut tx, pair.now, transports);
     let overhead = clock_overhead_ns();
     let mut seq = 0u16;
@@ -362,7 +365,7 @@ fn quic_datagram(c: &mut Criterion<ThreadCpuTime>) {
     for _ in 0..50 {
         step(&mut pair, &mut warm);
     }
-    let forwarded = core.counters().snapshot().rtp_forwarded;
+    let forwarded = counters.snapshot().rtp_forwarded;
     assert_eq!(forwarded, 100, "both participants are forwarded to");
     let mut group = c.benchmark_group("quic_media_audio_100B");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
@@ -377,7 +380,7 @@ fn quic_datagram(c: &mut Criterion<ThreadCpuTime>) {
         })
     });
     group.finish();
-    let snapshot = core.counters().snapshot();
+    let snapshot = counters.snapshot();
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
 }
 
@@ -385,7 +388,7 @@ fn quic_datagram(c: &mut Criterion<ThreadCpuTime>) {
 fn quic_srtp(c: &mut Criterion<ThreadCpuTime>) {
     let mut pair = QuicPair::connect();
     let counters = Arc::new(WorkerCounters::default());
-    let mut core = Engine::new(RouterConfig::default(), 1, counters);
+    let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
     let mut tx = BenchTransmit { buf: vec![0; 2048], udp: 0, direct: DirectEgress::new() };
     let keying = [pair.exported_keys(0), pair.exported_keys(1)];
     let transports = [0, 1].map(|i| {
@@ -426,7 +429,7 @@ fn quic_srtp(c: &mut Criterion<ThreadCpuTime>) {
     for _ in 0..50 {
         step(&mut warm);
     }
-    assert_eq!(core.counters().snapshot().rtp_forwarded, 100, "both participants are forwarded to");
+    assert_eq!(counters.snapshot().rtp_forwarded, 100, "both participants are forwarded to");
     let mut group = c.benchmark_group("quic_media_audio_100B");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(2 * STEPS as u64));
@@ -440,7 +443,7 @@ fn quic_srtp(c: &mut Criterion<ThreadCpuTime>) {
         })
     });
     group.finish();
-    let snapshot = core.counters().snapshot();
+    let snapshot = counters.snapshot();
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
 }
 
