@@ -28,12 +28,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palaver_core::MediaKind;
 use palaver_core::protocol::quic::{ALPN, SRTP_EXPORTER_LABEL, SRTP_KEYING_BYTES, SrtpKeying};
 use palaver_sfu::engine::{Command, Engine, RouterId, Transmit, TransportSpec, WorkerCounters};
 use palaver_sfu::net::{DirectEgress, DirectLink};
-use palaver_sfu::router::{ConsumerId, ConsumerSpec, LayerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
-use palaver_sfu::rtp::{Codec, ExtensionMap};
+use palaver_sfu::router::{ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, RouterConfig, TransportId};
 use palaver_sfu::srtp::{Profile, SrtpContext, SrtpKeys};
 use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, ServerConfig, TransportConfig,
@@ -263,25 +261,6 @@ impl Side {
     }
 }
 
-fn audio_producer(transport: u32, ssrc: u32) -> ProducerSpec {
-    ProducerSpec {
-        id: ProducerId(transport),
-        transport: TransportId(transport),
-        kind: MediaKind::Audio,
-        mid: None,
-        codecs: vec![(111, Codec::Opus)],
-        layers: vec![LayerSpec {
-            rid: None,
-            ssrc: Some(ssrc),
-            rtx_ssrc: None,
-            width: 0,
-            height: 0,
-            max_bitrate_bps: 0,
-        }],
-        extensions: ExtensionMap { audio_level: 1, ..Default::default() },
-    }
-}
-
 /// Participant `i` publishes SSRC `0x100 + i` and consumes the other's producer.
 fn wire_room(core: &mut Engine, tx: &mut BenchTransmit, now: Instant, transports: [Command; 2]) {
     core.handle_command(now, Command::CreateRouter { router: ROOM }, tx).unwrap();
@@ -289,7 +268,7 @@ fn wire_room(core: &mut Engine, tx: &mut BenchTransmit, now: Instant, transports
         core.handle_command(now, command, tx).unwrap();
     }
     for i in 0..2u32 {
-        let spec = audio_producer(i, 0x100 + i);
+        let spec = ProducerSpec::opus(ProducerId(i), TransportId(i), 111, 0x100 + i, 1);
         core.handle_command(now, Command::AddProducer { router: ROOM, spec }, tx).unwrap();
     }
     for i in 0..2u32 {
