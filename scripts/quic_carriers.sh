@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Issue #18: the QUIC media carriers side by side in ONE run against one release server.
-# Starts `palaver` on 127.0.0.1 (free ports, temporary data dir) and runs `palaver-load` with
-# the mixing presets over each transport in turn (`--transport quic` = datagrams,
-# `quic-srtp` = SRTP over UDP to the worker, `webrtc`), reading the server's CPU from
-# /proc/<pid>/stat (`--server-pid`). Prints each run's table; JSON reports land in $CARRIERS_OUT.
+# Issue #18: mixing density over each media transport, side by side in ONE run, optionally for
+# several server builds (before/after). For every preset × transport × server it starts a fresh
+# `palaver` on 127.0.0.1 (free ports, temporary data dir, so no earlier run's participants linger
+# in their reconnect grace), records its idle RSS, runs `palaver-load` with the server's CPU read
+# from /proc/<pid>/stat (`--server-pid`), and stops it. Prints each run's table and, at the end,
+# one summary line per run (µs of server CPU per participant-second, participants per core,
+# tester CPU, memory per participant). JSON reports land in $CARRIERS_OUT.
 #
 #   CARGO_TARGET_DIR=target scripts/quic_carriers.sh
+#   CARRIERS_SERVERS="before=/tmp/palaver-before after=target/release/palaver" CARRIERS_NO_BUILD=1 \
+#     CARRIERS_TRANSPORTS="quic-srtp webrtc" scripts/quic_carriers.sh
 #
 # Env: CARRIERS_PRESETS (default "mixing10 mixing3 mixing100"), CARRIERS_TRANSPORTS
-# (default "quic quic-srtp"), CARRIERS_DURATION (s, default 20), CARRIERS_NO_BUILD=1,
-# CARRIERS_OUT (default a temporary directory, kept), CARRIERS_EXTRA (more palaver-load flags).
+# (default "quic quic-srtp"; `quic` = datagrams, `quic-srtp` = SRTP over UDP to the worker,
+# `webrtc`), CARRIERS_SERVERS (space-separated label=path, default "server=<target>/palaver"),
+# CARRIERS_DURATION (s, default 20), CARRIERS_NO_BUILD=1, CARRIERS_OUT (default a temporary
+# directory, kept), CARRIERS_EXTRA (more palaver-load flags).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 profile=${CARRIERS_PROFILE:-release}
-server_bin=$target/$profile/palaver
 load_bin=$target/$profile/palaver-load
 presets=${CARRIERS_PRESETS:-mixing10 mixing3 mixing100}
 transports=${CARRIERS_TRANSPORTS:-quic quic-srtp}
+servers=${CARRIERS_SERVERS:-server=$target/$profile/palaver}
 duration=${CARRIERS_DURATION:-20}
 out=${CARRIERS_OUT:-$(mktemp -d /tmp/palaver-carriers.XXXXXX)}
 mkdir -p "$out"
@@ -27,42 +33,81 @@ if [[ -z "${CARRIERS_NO_BUILD:-}" ]]; then
     if [[ $profile == release ]]; then build=(--release); else build=(); fi
     (cd "$root" && cargo build "${build[@]}" -p palaver -p palaver-load)
 fi
-[[ -x $server_bin && -x $load_bin ]] || { echo "missing $server_bin or $load_bin" >&2; exit 2; }
+[[ -x $load_bin ]] || { echo "missing $load_bin" >&2; exit 2; }
+for entry in $servers; do
+    [[ -x ${entry#*=} ]] || { echo "missing server binary ${entry#*=}" >&2; exit 2; }
+done
 
-work=$(mktemp -d /tmp/palaver-carriers-server.XXXXXX)
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/data"
-printf '[usage]\nmetrics_listen = "127.0.0.1:%s"\n' "$metrics_port" >"$work/palaver.toml"
+work=""
 server_pid=""
-cleanup() {
+stop_server() {
     if [[ -n $server_pid ]]; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
+        server_pid=""
     fi
-    rm -rf "$work"
+    [[ -n $work ]] && rm -rf "$work"
+    work=""
 }
-trap cleanup EXIT
-"$server_bin" --config "$work/palaver.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
-    --log-level warn run >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-line() { sed -n "s/^$1 //p" "$work/server.out" | head -1; }
-for _ in $(seq 1 300); do
-    [[ -n $(line PALAVER_READY) ]] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.err" >&2; exit 2; }
-    sleep 0.1
-done
-[[ -n $(line PALAVER_READY) ]] || { echo "server not ready after 30 s" >&2; exit 2; }
-echo "palaver ($profile) pid $server_pid; $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
+trap stop_server EXIT
 
+line() { sed -n "s/^$1 //p" "$work/server.out" | head -1; }
+
+# Starts `$1` on free ports; sets server_pid, metrics_port and work.
+start_server() {
+    work=$(mktemp -d /tmp/palaver-carriers-server.XXXXXX)
+    metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$work/data"
+    printf '[usage]\nmetrics_listen = "127.0.0.1:%s"\n' "$metrics_port" >"$work/palaver.toml"
+    "$1" --config "$work/palaver.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
+        --log-level warn run >"$work/server.out" 2>"$work/server.err" &
+    server_pid=$!
+    for _ in $(seq 1 300); do
+        [[ -n $(line PALAVER_READY) ]] && return 0
+        kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.err" >&2; exit 2; }
+        sleep 0.1
+    done
+    echo "server not ready after 30 s" >&2
+    exit 2
+}
+
+echo "$(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ); servers: $servers"
 for preset in $presets; do
     for transport in $transports; do
-        echo "=== $preset over $transport"
-        # shellcheck disable=SC2086
-        "$load_bin" --connection-string "$(line PALAVER_CONNECTION_STRING)" --ca "$(line PALAVER_CA_FILE)" \
-            --preset "$preset" --transport "$transport" --duration "$duration" \
-            --metrics-url "http://127.0.0.1:$metrics_port/metrics" --server-pid "$server_pid" \
-            --no-progress --json "$out/$preset-$transport.json" ${CARRIERS_EXTRA:-} || true
-        sleep 3 # the previous run's participants leave before the next window
+        for entry in $servers; do
+            label=${entry%%=*}
+            start_server "${entry#*=}"
+            sleep 1
+            idle_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
+            echo "=== $preset over $transport, server $label (pid $server_pid, idle RSS $idle_kb kB, load $(cut -d' ' -f1 /proc/loadavg))"
+            # shellcheck disable=SC2086
+            "$load_bin" --connection-string "$(line PALAVER_CONNECTION_STRING)" --ca "$(line PALAVER_CA_FILE)" \
+                --preset "$preset" --transport "$transport" --duration "$duration" \
+                --metrics-url "http://127.0.0.1:$metrics_port/metrics" --server-pid "$server_pid" \
+                --no-progress --json "$out/$preset-$transport-$label.json" ${CARRIERS_EXTRA:-} || true
+            echo "$idle_kb" >"$out/$preset-$transport-$label.idle-rss-kb"
+            stop_server
+        done
     done
 done
+
+python3 - "$out" <<'EOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+print("\nrun | participants | loss % | server cores | µs/participant-s (kernel) | participants/core | tester cores | KB/participant")
+for path in sorted(out.glob("*.json")):
+    r = json.loads(path.read_text())
+    s = r.get("server") or {}
+    n = s.get("runParticipants") or s.get("participants") or 0
+    us = s.get("cpuUsPerParticipantSecond")
+    kernel = s.get("kernelUsPerParticipantSecond")
+    idle = pathlib.Path(str(path)[:-5] + ".idle-rss-kb")
+    per = ""
+    if idle.exists() and n:
+        per = f"{(s.get('residentMbEnd', 0) * 1024 - int(idle.read_text())) / n:.1f}"
+    per_core = f"{1e6 / us:.0f}" if us else "-"
+    tester = s.get("testerCpuCores")
+    print(f"{path.stem} | {n:.0f} | {r['audio']['lossPercent']:.3f} | {s.get('cpuCores', 0):.3f} | "
+          f"{us or 0:.0f} ({kernel or 0:.0f}) | {per_core} | {tester if tester is None else round(tester, 3)} | {per}")
+EOF
 echo "JSON reports: $out"

@@ -35,12 +35,14 @@ fn frames(on: bool, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Who talks at `tick`: cycles silence → one talker → three talkers → one talker.
+/// Who talks at `tick`: cycles silence → one talker → three talkers → one talker. Among the
+/// three, the third pauses 8 frames of every 16: it is released from the mix for quiet and
+/// mixed again inside its hang-over (three-way mix ↔ pair passthrough).
 fn talking(i: usize, tick: u64) -> bool {
     match (tick / 100) % 4 {
         0 => false,
         1 | 3 => i == 0,
-        _ => i < 3,
+        _ => i < 2 || (i == 2 && tick % 16 < 8),
     }
 }
 

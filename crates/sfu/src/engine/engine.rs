@@ -87,6 +87,8 @@ pub struct Engine {
     routers: FastMap<RouterId, Router>,
     /// One mixer per router (same keys as `routers`).
     mixes: FastMap<RouterId, RouterMix>,
+    /// The instant every mixer's 20 ms ticks are aligned to (the first router's creation).
+    mix_grid: Option<Instant>,
     mixer_config: MixerConfig,
     transports: FastMap<TransportId, Transport>,
     /// Keyed by attacker-chosen addresses, so it keeps the DoS-resistant default hasher.
@@ -210,6 +212,7 @@ impl Engine {
         Self {
             routers: FastMap::default(),
             mixes: FastMap::default(),
+            mix_grid: None,
             mixer_config: MixerConfig::default(),
             transports: FastMap::default(),
             by_addr: HashMap::new(),
@@ -544,7 +547,8 @@ impl Engine {
                 if self.routers.contains_key(&router_id) {
                     return Err(CommandError::RouterExists);
                 }
-                let mix = RouterMix::new(now, self.mixer_config).map_err(mixer_error)?;
+                let grid = *self.mix_grid.get_or_insert(now);
+                let mix = RouterMix::new(now, grid, self.mixer_config).map_err(mixer_error)?;
                 let ssrc = self.server_ssrc;
                 self.routers.insert(router_id, Router::new(self.router_config, ssrc));
                 self.mixes.insert(router_id, mix);

@@ -81,6 +81,10 @@ pub(super) struct RouterMix {
     by_index: Vec<Option<TransportId>>,
     sources: FastMap<ProducerId, TransportId>,
     next_tick: Instant,
+    /// The worker's tick grid: every mixer of a worker ticks at `grid + k × MIX_PERIOD`, so one
+    /// wake-up runs all of them and their packets leave in one send batch (a room per phase
+    /// cost a wake-up and a `sendmmsg` per room every 20 ms).
+    grid: Instant,
     /// Per-source tap (unmixed recording) and the ticks run so far (its frame numbers).
     tap: Option<Arc<SourceTap>>,
     ticks: u64,
@@ -118,15 +122,25 @@ pub fn output_codec(output: &MixOutputSpec) -> AudioCodec {
     }
 }
 
+/// The first instant of `grid + k × MIX_PERIOD` (k ≥ 1) strictly after `now`.
+pub(super) fn next_on_grid(grid: Instant, now: Instant) -> Instant {
+    let period = MIX_PERIOD.as_nanos();
+    let elapsed = now.saturating_duration_since(grid).as_nanos();
+    let periods = (elapsed / period + 1) as u32;
+    grid + MIX_PERIOD * periods
+}
+
 impl RouterMix {
-    pub fn new(now: Instant, config: MixerConfig) -> Result<Self, MixerError> {
+    /// A room mixer created at `now` whose ticks fall on the worker's `grid` (see the field).
+    pub fn new(now: Instant, grid: Instant, config: MixerConfig) -> Result<Self, MixerError> {
         Ok(Self {
             mixer: Mixer::new(now, config)?,
             outputs: MixOutputs::new(),
             members: FastMap::default(),
             by_index: Vec::new(),
             sources: FastMap::default(),
-            next_tick: now + MIX_PERIOD,
+            next_tick: next_on_grid(grid, now),
+            grid,
             tap: None,
             ticks: 0,
         })
@@ -135,7 +149,7 @@ impl RouterMix {
     fn member(&mut self, now: Instant, transport: TransportId) -> Result<&mut Member, MixerError> {
         if self.members.is_empty() && self.next_tick < now {
             // An empty mixer is not ticked: the first member starts a fresh schedule.
-            self.next_tick = now + MIX_PERIOD;
+            self.next_tick = next_on_grid(self.grid, now);
         }
         if !self.members.contains_key(&transport) {
             let input = self.mixer.add_participant()?;
@@ -307,7 +321,7 @@ impl RouterMix {
                     Some(at) => member.addressed[at].input,
                     None => {
                         if self.members.is_empty() && self.next_tick < now {
-                            self.next_tick = now + MIX_PERIOD;
+                            self.next_tick = next_on_grid(self.grid, now);
                         }
                         let input = self.mixer.add_participant().map_err(refused)?;
                         let member = self.members.get_mut(&transport).expect("found");
@@ -347,8 +361,8 @@ impl RouterMix {
             return TickReport::default();
         }
         let late = now >= self.next_tick + MIX_PERIOD;
-        // A stalled loop resynchronises instead of bursting the missed ticks.
-        self.next_tick = if late { now + MIX_PERIOD } else { self.next_tick + MIX_PERIOD };
+        // A stalled loop resynchronises (on the grid) instead of bursting the missed ticks.
+        self.next_tick = if late { next_on_grid(self.grid, now) } else { self.next_tick + MIX_PERIOD };
         self.mixer.tick(now, &mut self.outputs);
         self.ticks += 1;
         if let Some(tap) = &self.tap {
@@ -411,4 +425,28 @@ pub(super) fn write_mix_rtp(
     out[8..12].copy_from_slice(&output.ssrc.to_be_bytes());
     out[MIX_RTP_HEADER..].copy_from_slice(payload);
     Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_created_at_different_times_tick_on_one_grid() {
+        let grid = Instant::now();
+        let output = MixOutputSpec { ssrc: 1, payload_type: 111 };
+        let mut first = RouterMix::new(grid, grid, MixerConfig::default()).unwrap();
+        first.set_output(grid, TransportId(1), Some(output)).unwrap();
+        let later = grid + Duration::from_millis(7);
+        let mut second = RouterMix::new(later, grid, MixerConfig::default()).unwrap();
+        second.set_output(later, TransportId(2), Some(output)).unwrap();
+        assert_eq!(first.poll_timeout(), Some(grid + MIX_PERIOD));
+        assert_eq!(second.poll_timeout(), first.poll_timeout(), "the later room joins the same grid");
+        // A stalled loop resynchronises onto the grid, never onto the late instant.
+        let stalled = grid + Duration::from_millis(95);
+        let report = second.tick(stalled, |_, _, _, _| {}, |_| {});
+        assert!(report.ran && report.late);
+        assert_eq!(second.poll_timeout(), Some(grid + Duration::from_millis(100)));
+        assert_eq!(next_on_grid(grid, grid + MIX_PERIOD), grid + 2 * MIX_PERIOD, "strictly after now");
+    }
 }

@@ -5,7 +5,9 @@
 //! one talker → passthrough (listeners get the talker's packet, re-sequenced; the talker
 //! gets silence); two or more → mixed (decode each talker, sum in i32, encode the shared
 //! mix once for every listener and one mix-minus per talker; with exactly two talkers each
-//! gets the other's own packets instead, so only the listeners' mix is encoded). Switching streams under a
+//! gets the other's own packets instead, so only the listeners' mix is encoded). "Talker" here
+//! is a selected talker that is not released for quiet (`MixerConfig::quiet_release_frames`):
+//! one whose recent frames were all noise or nothing counts as no talker. Switching streams under a
 //! listener's decoder is made click-free by fading: a talker entering the mix fades in
 //! over the first frame (its decoder starts cold), and when mixed output ends the last
 //! mixed frame fades every talker out so the encoded stream reaches silence inside that
@@ -92,6 +94,8 @@ struct Participant {
     last_level: Option<AudioLevel>,
     /// Smallest recent packet size: the sender's noise floor for the size-based VAD.
     size_floor: f32,
+    /// Consecutive quiet frames (see [`MixerConfig::quiet_dbov`]).
+    quiet_run: u32,
     is_member: bool,
     output: OutputStream,
     stats: ParticipantStats,
@@ -113,6 +117,14 @@ struct Participant {
     personal: Option<Box<addressed::Personal>>,
     /// The per-source tap's decoder (unmixed recording), while taps are on.
     tap_decoder: Option<Box<opus::Decoder>>,
+}
+
+impl Participant {
+    /// Its audio goes into the mix this tick: a selected talker not released for quiet (fewer
+    /// than `release` quiet frames in a row, [`MixerConfig::quiet_release_frames`]).
+    fn mixes(&self, release: u32) -> bool {
+        self.activity.selected && self.quiet_run < release
+    }
 }
 
 /// Payloads of this tick shared by every listener of one codec.
@@ -306,6 +318,7 @@ impl Mixer {
             playout: Playout::Silent,
             last_level: None,
             size_floor: 0.0,
+            quiet_run: 0,
             is_member: false,
             output: OutputStream {
                 seq: random as u16,
@@ -519,6 +532,7 @@ impl Mixer {
     fn play_and_observe(&mut self, now: i64) {
         let talkers = self.config.talkers;
         let quiet_bytes = self.config.fallback_quiet_bytes;
+        let quiet_dbov = self.config.quiet_dbov;
         for p in self.slots.iter_mut().filter_map(|s| s.participant.as_mut()) {
             p.playout = p.jitter.next_frame(now);
             let level = match p.playout {
@@ -551,12 +565,16 @@ impl Mixer {
             };
             // Muted, held and addressed inputs are never talkers of the conversation.
             let level = if p.is_silenced() { None } else { level };
+            let quiet = level.is_none_or(|(dbov, voice)| !voice && dbov >= quiet_dbov);
+            p.quiet_run = if quiet { p.quiet_run.saturating_add(1) } else { 0 };
             p.activity.observe(&talkers, level);
         }
     }
 
     fn target_mode(&self) -> Mode {
-        let mut selected = self.slots.iter().enumerate().filter(|(_, s)| s.activity().is_some_and(|a| a.selected));
+        let release = self.config.quiet_release_frames;
+        let mut selected =
+            self.slots.iter().enumerate().filter(|(_, s)| s.participant.as_ref().is_some_and(|p| p.mixes(release)));
         match (selected.next(), selected.next()) {
             (None, _) => Mode::Silence,
             (Some((index, _)), None)
@@ -581,18 +599,17 @@ impl Mixer {
                 self.stats.encode_errors += 1;
             }
         }
+        let release = self.config.quiet_release_frames;
         for member in &mut self.members {
-            let still_selected = member
-                .participant
-                .and_then(|i| self.slots[i].participant.as_ref())
-                .is_some_and(|p| p.activity.selected);
-            if !still_selected {
+            let still_mixed =
+                member.participant.and_then(|i| self.slots[i].participant.as_ref()).is_some_and(|p| p.mixes(release));
+            if !still_mixed {
                 member.phase = Phase::Leaving;
             }
         }
         for index in 0..self.slots.len() {
             let Some(p) = self.slots[index].participant.as_mut() else { continue };
-            if !p.activity.selected || p.is_member {
+            if !p.mixes(release) || p.is_member {
                 continue;
             }
             let Some(codec) = self.codecs.iter().position(|c| !c.in_use) else {

@@ -15,6 +15,12 @@
 //! companding, 8 ↔ 48 kHz resampling, frame levels), [`g722`] (G.722 phone legs on the
 //! `audio-codec` crate: 16 ↔ 48 kHz, a decoder per phone and an encoder per stream).
 //!
+//! A selected talker that has sent only quiet frames (voice flag off at a low level, or
+//! nothing) for a few ticks is *released* from the mix while it keeps its place in the
+//! active-speaker list: with browsers that send noise between talk spurts, two selected talkers
+//! of whom one is pausing are a lone audible talker (passthrough, no codec work), and three of
+//! whom one pauses are a pair (pair passthrough, one encode).
+//!
 //! Participants speak and hear Opus by default; [`Mixer::set_codecs`] makes one a G.711 leg.
 //! While a room has any G.711 participant, lone-talker and pair passthrough are off (a phone
 //! cannot decode Opus packets, nor a browser G.711 ones), and each tick's shared mix is
@@ -118,6 +124,16 @@ pub struct MixerConfig {
     pub max_participants: usize,
     /// Silence packets (lone talker, idle room) are repeated this often, like Opus DTX.
     pub silence_repeat_ticks: u32,
+    /// A frame is *quiet* when its RFC 6464 level has the voice flag off and is at or below
+    /// this many −dBov (a browser without DTX marks its background noise so), or when nothing
+    /// was sent (DTX).
+    pub quiet_dbov: u8,
+    /// A selected talker whose last this-many frames were all quiet is left out of the mix
+    /// (and out of the mode choice) until it sends a frame that is not: it keeps its place
+    /// among the active speakers for the hang-over, but a room whose other talkers are quiet
+    /// passes the one audible talker's packets through instead of decoding and encoding
+    /// (`u32::MAX`: never).
+    pub quiet_release_frames: u32,
 }
 
 impl Default for MixerConfig {
@@ -134,6 +150,8 @@ impl Default for MixerConfig {
             fallback_quiet_bytes: 20,
             max_participants: 2_000,
             silence_repeat_ticks: 20,
+            quiet_dbov: 60,
+            quiet_release_frames: 5,
         }
     }
 }

@@ -5,6 +5,7 @@ mod addressed;
 mod drift;
 mod fec;
 mod phone;
+mod quiet;
 mod signal;
 mod transitions;
 
