@@ -10,6 +10,7 @@ mod calls;
 mod chat;
 mod connection;
 mod context_journal;
+mod conversation_invites;
 pub mod legs;
 mod limits;
 pub mod media;

@@ -368,6 +368,25 @@ impl CallAutomationMachine {
             data["resultInformation"] = success();
             out.push(c.callback(Some(&route), "RemoveParticipantSucceeded", data));
         }
+        // An invitation into the conversation is answered once its target is in the roster.
+        let (answered, ringing): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut c.adds).into_iter().partition(|a| c.roster.iter().any(|p| p.raw_id == a.target));
+        c.adds = ringing;
+        for add in answered {
+            let mut data = c.data(add.route.operation_context.as_deref());
+            data["participant"] = identifier(&add.target);
+            data["invitationId"] = json!(add.invitation_id);
+            data["resultInformation"] = success();
+            out.push(c.callback(Some(&add.route), "AddParticipantSucceeded", data));
+        }
+        out
+    }
+
+    /// A conversation invitation to `target` ended unanswered: `AddParticipantFailed`
+    /// (declined, not answered in time) or, when canceled, `CancelAddParticipantSucceeded`.
+    pub fn conversation_invite_failed(&mut self, ccid: &str, target: &str, reason: CallEndReason) -> Vec<CaOutput> {
+        let mut out = Vec::new();
+        self.invite_failed(ccid, target, reason, &mut out);
         out
     }
 
