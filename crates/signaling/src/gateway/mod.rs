@@ -484,6 +484,8 @@ impl LiveMeetings for Gateway {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_invitations;
+#[cfg(test)]
 mod tests_joins;
 #[cfg(test)]
 mod tests_resilience;
