@@ -815,7 +815,8 @@ def step8e_operations_in_a_group_call(ctx):
 def add_into_the_group_call(ctx, conn, group):
     """add_participant inside the group call rings real WebSocket clients: kim gets call.incoming
     naming the group call, joins it (AddParticipantSucceeded, ga1); sam's ring is canceled
-    (call.ended, CancelAddParticipantSucceeded gc1), then declined (AddParticipantFailed, ga3)."""
+    (call.ended, CancelAddParticipantSucceeded gc1), then declined (AddParticipantFailed, ga3);
+    a transfer replaces kim (the transferee) by sam (CallTransferAccepted, gt1)."""
     clients = {}
     try:
         for name in ("kim", "sam"):
@@ -844,6 +845,20 @@ def add_into_the_group_call(ctx, conn, group):
         failed = ctx.rx.event("G", "AddParticipantFailed")
         check("group call: a declined invitation is AddParticipantFailed (ga3)", failed.data["participant"]["rawId"] == ctx.users["sam"] and failed.data.get("operationContext") == "ga3" and failed.data.get("invitationId") == declined.invitation_id, failed.data)
         expect_error("group call: a directory user cannot be added with ACS users (the seed's rules)", lambda: conn.add_participant(MicrosoftTeamsUserIdentifier("d1")), 403, "8523")
+        expect_error("group call: transfer without a transferee", lambda: conn.transfer_call_to_participant(ident(ctx.users["sam"])), 400, "8523")
+        moved = conn.transfer_call_to_participant(ident(ctx.users["sam"]), transferee=ident(ctx.users["kim"]), operation_context="gt1")
+        ring = sam.wait_for("call.incoming")
+        sam.send({"type": "join", "requestId": "sj", "target": ring["join"]})
+        sam.wait_for("joined")
+        accepted = ctx.rx.event("G", "CallTransferAccepted")
+        check("group call: transfer with a transferee rings the target; once it joined CallTransferAccepted (gt1) names both", moved.operation_context == "gt1" and accepted.data.get("operationContext") == "gt1" and accepted.data["transferTarget"]["rawId"] == ctx.users["sam"] and accepted.data["transferee"]["rawId"] == ctx.users["kim"], accepted.data)
+        ended = kim.wait_for("session.ended")
+        check("group call: the transferee's session ends", ended["reason"] == "Removed", ended)
+        deadline = time.time() + WAIT_S
+        while ctx.users["kim"] in {p.identifier.raw_id for p in conn.list_participants()} and time.time() < deadline:
+            time.sleep(0.05)
+        raws = {p.identifier.raw_id for p in conn.list_participants()}
+        check("group call: after the transfer the target is in the call, the transferee is not, the connection stays", ctx.users["sam"] in raws and ctx.users["kim"] not in raws and conn.get_call_properties().call_connection_state == "connected", raws)
     finally:
         for client in clients.values():
             client.close()

@@ -135,6 +135,11 @@ impl CallAutomation {
         self.0.conversations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The conversation actor of a seated connection.
+    pub(super) fn conversation_handle_of(&self, ccid: &str) -> Option<ConversationHandle> {
+        self.conversation(ccid).map(|(handle, _)| handle)
+    }
+
     /// The invitations ringing users into seated connections' conversations.
     pub(super) fn invitations(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConversationInvitation>> {
         self.0.invitations.lock().unwrap_or_else(|e| e.into_inner())
@@ -552,7 +557,9 @@ impl Gateway {
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Transfer")?;
+        if self.call_automation().conversation(ccid).is_some() {
+            return self.ca_transfer_in_conversation(ccid, target, transferee, route);
+        }
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;

@@ -12,7 +12,9 @@ use super::Gateway;
 use super::call_automation::call_automation_error;
 use crate::domain::call_automation::{CallAutomationError, OperationRoute};
 use crate::domain::calls::{CallEndReason, CallEvent, Party, Target, resolve_target};
+use crate::domain::conversation::{Authority, ServerCommand};
 use palaver_core::CommunicationIdentifier;
+use palaver_core::protocol::JoinTarget;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ use std::time::Duration;
 pub(crate) struct ConversationInvitation {
     pub ccid: String,
     pub target: String,
+    /// A transfer: the participant the target replaces once it joined.
+    pub transferee: Option<String>,
 }
 
 impl Gateway {
@@ -32,50 +36,94 @@ impl Gateway {
         ring_timeout_secs: Option<u64>,
         route: OperationRoute,
     ) -> Result<String, CallAutomationError> {
-        let ca = self.call_automation();
-        let (join, roster) = ca.conversation_scope(ccid).ok_or_else(|| CallAutomationError::call_not_found(ccid))?;
-        if roster.iter().any(|raw| raw == target) {
-            return Err(CallAutomationError::invalid_argument(format!("`{target}` is already in the call.")));
-        }
-        // The seed's who-may-call-whom rules, against everyone in the conversation.
-        let counterparts: Vec<CommunicationIdentifier> =
-            roster.iter().filter_map(|raw| CommunicationIdentifier::parse(raw).ok()).collect();
-        match resolve_target(&self.calls_config(), target, &counterparts).map_err(call_automation_error)? {
-            Target::Direct(raw) if !raw.starts_with("4:") => {}
-            _ => {
-                return Err(CallAutomationError::invalid_argument(
-                    "Only communication and directory users can be added to a group call or a room on this server \
-                     (call queues and phone numbers ring through calls between users).",
-                ));
-            }
-        }
-        let (view, invitation_id) = ca.with_machine(|m| {
+        let join = self.ca_check_invitee(ccid, target)?;
+        let (view, invitation_id) = self.call_automation().with_machine(|m| {
             let view = m.view(ccid)?;
             let invitation_id = m.begin_add(ccid, target, route)?;
             Ok::<_, CallAutomationError>((view, invitation_id))
         })?;
-        let invitation = ConversationInvitation { ccid: ccid.to_string(), target: target.to_string() };
-        ca.invitations().insert(invitation_id.clone(), invitation);
+        let invitation =
+            ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: None };
+        self.ca_ring(invitation_id.clone(), invitation, join, &view.source_raw_id, ring_timeout_secs);
+        Ok(invitation_id)
+    }
+
+    /// `:transferToParticipant` in a group call or a room: `transferee` (required there, as
+    /// in ACS's group calls) is replaced by `target`: the target rings, and once it joined
+    /// the transferee is removed (`CallTransferAccepted`); the connection stays in the call.
+    pub(super) fn ca_transfer_in_conversation(
+        &self,
+        ccid: &str,
+        target: &str,
+        transferee: Option<String>,
+        route: OperationRoute,
+    ) -> Result<(), CallAutomationError> {
+        let transferee = transferee.ok_or_else(|| {
+            CallAutomationError::invalid_argument(
+                "The field Transferee is required to transfer in a group call or a room.",
+            )
+        })?;
+        let join = self.ca_check_invitee(ccid, target)?;
+        let view = self.call_automation().with_machine(|m| {
+            let view = m.view(ccid)?;
+            m.begin_transfer(ccid, target, Some(transferee.clone()), route)?;
+            Ok::<_, CallAutomationError>(view)
+        })?;
+        let invitation =
+            ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: Some(transferee) };
+        self.ca_ring(uuid::Uuid::new_v4().to_string(), invitation, join, &view.source_raw_id, None);
+        Ok(())
+    }
+
+    /// Whether `target` may be rung into `ccid`'s conversation: not in it yet, and allowed
+    /// by the seed's who-may-call-whom rules against everyone there. Answers what to join.
+    fn ca_check_invitee(&self, ccid: &str, target: &str) -> Result<JoinTarget, CallAutomationError> {
+        let (join, roster) =
+            self.call_automation().conversation_scope(ccid).ok_or_else(|| CallAutomationError::call_not_found(ccid))?;
+        if roster.iter().any(|raw| raw == target) {
+            return Err(CallAutomationError::invalid_argument(format!("`{target}` is already in the call.")));
+        }
+        let counterparts: Vec<CommunicationIdentifier> =
+            roster.iter().filter_map(|raw| CommunicationIdentifier::parse(raw).ok()).collect();
+        match resolve_target(&self.calls_config(), target, &counterparts).map_err(call_automation_error)? {
+            Target::Direct(raw) if !raw.starts_with("4:") => Ok(join),
+            _ => Err(CallAutomationError::invalid_argument(
+                "Only communication and directory users can be rung into a group call or a room on this server \
+                 (call queues and phone numbers ring through calls between users).",
+            )),
+        }
+    }
+
+    /// Ring the invitation's target (`call.incoming` naming what to join) until it is
+    /// answered, declined, canceled or its ring time is over.
+    fn ca_ring(
+        &self,
+        invitation_id: String,
+        invitation: ConversationInvitation,
+        join: JoinTarget,
+        source: &str,
+        ring_timeout_secs: Option<u64>,
+    ) {
         let ring = Duration::from_secs(ring_timeout_secs.unwrap_or(self.calls_config().ring_timeout_secs));
-        let caller = Party::new(view.source_raw_id, "Call Automation");
+        let caller = Party::new(source, "Call Automation");
         let incoming = CallEvent::Incoming {
             call_id: invitation_id.clone(),
             caller: caller.clone(),
-            participants: vec![caller],
+            participants: vec![caller.clone()],
             queue: None,
-            transferred_by: None,
+            transferred_by: invitation.transferee.is_some().then_some(caller),
             ring_timeout_ms: ring.as_millis() as u64,
             join: Some(join),
         };
-        self.notify_call_event(target, &incoming);
-        tracing::info!(ccid, target, invitation = %invitation_id, "ringing a user into a conversation");
+        let target = invitation.target.clone();
+        tracing::info!(ccid = %invitation.ccid, %target, invitation = %invitation_id, "ringing a user into a conversation");
+        self.call_automation().invitations().insert(invitation_id.clone(), invitation);
+        self.notify_call_event(&target, &incoming);
         let gateway = self.clone();
-        let id = invitation_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(ring).await;
-            gateway.ca_invitation_over(&id, CallEndReason::NoAnswer);
+            gateway.ca_invitation_over(&invitation_id, CallEndReason::NoAnswer);
         });
-        Ok(invitation_id)
     }
 
     /// `participants:cancelAddParticipant` in a group call or a room.
@@ -109,7 +157,10 @@ impl Gateway {
         let ca = self.call_automation();
         let Some(invitation) = ca.invitations().remove(invitation_id) else { return false };
         self.notify_call_event(&invitation.target, &CallEvent::Ended { call_id: invitation_id.to_string(), reason });
-        let outputs = ca.with_machine(|m| m.conversation_invite_failed(&invitation.ccid, &invitation.target, reason));
+        let outputs = ca.with_machine(|m| match invitation.transferee {
+            Some(_) => m.conversation_transfer_failed(&invitation.ccid, reason),
+            None => m.conversation_invite_failed(&invitation.ccid, &invitation.target, reason),
+        });
         self.call_automation_outputs(outputs);
         true
     }
@@ -129,6 +180,20 @@ impl Gateway {
         for (id, invitation) in answered {
             let ended = CallEvent::Ended { call_id: id, reason: CallEndReason::AnsweredElsewhere };
             self.notify_call_event(&invitation.target, &ended);
+            if let Some(transferee) = invitation.transferee {
+                let ca = self.call_automation();
+                let outputs = ca.with_machine(|m| m.conversation_transfer_accepted(ccid, &invitation.target));
+                self.call_automation_outputs(outputs);
+                if let Some(handle) = ca.conversation_handle_of(ccid) {
+                    let gateway = self.clone();
+                    tokio::spawn(async move {
+                        let command = ServerCommand::RemoveParticipant { raw_id: transferee.clone() };
+                        if let Err(refusal) = gateway.server_command(&handle, Authority::Server, command).await {
+                            tracing::warn!(%transferee, ?refusal, "the transferee was not removed");
+                        }
+                    });
+                }
+            }
         }
     }
 

@@ -390,6 +390,25 @@ impl CallAutomationMachine {
         out
     }
 
+    /// A transfer inside a conversation was answered by its target (the transferee is being
+    /// removed): `CallTransferAccepted`; the connection stays in the call.
+    pub fn conversation_transfer_accepted(&mut self, ccid: &str, target: &str) -> Vec<CaOutput> {
+        let mut out = Vec::new();
+        self.transfer_accepted(ccid, target, &mut out);
+        if let Some(c) = self.connections.get_mut(ccid) {
+            c.transfer = None;
+            c.state = CallConnectionState::Connected;
+        }
+        out
+    }
+
+    /// A transfer inside a conversation was not answered: `CallTransferFailed`.
+    pub fn conversation_transfer_failed(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
+        let mut out = Vec::new();
+        self.transfer_failed(ccid, reason, &mut out);
+        out
+    }
+
     /// A conversation connection's session is over.
     pub fn conversation_ended(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
         self.end(ccid, reason)
