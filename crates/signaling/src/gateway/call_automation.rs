@@ -11,7 +11,7 @@ use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::connection::Outbound;
 use super::context_journal::ContextJournal;
-use super::conversation_invites::ConversationInvitation;
+use super::conversation_invites::{ConversationInvitation, join_target};
 use super::legs::ServerLeg;
 use super::media::MediaSession;
 use crate::domain::call_automation::{
@@ -727,15 +727,6 @@ fn end_reason(reason: EndReason) -> CallEndReason {
         EndReason::ConversationEnded => CallEndReason::Terminated,
         EndReason::ConnectionLost => CallEndReason::ConnectionLost,
         _ => CallEndReason::HungUp,
-    }
-}
-
-/// The `join` target of a conversation key (`groupCall:{uuid}`, `room:{id}`).
-fn join_target(key: &str) -> Option<JoinTarget> {
-    match key.split_once(':')? {
-        ("groupCall", id) => Some(JoinTarget::GroupCall { group_id: id.to_string() }),
-        ("room", id) => Some(JoinTarget::Room { room_id: id.to_string() }),
-        _ => None,
     }
 }
 

@@ -6,7 +6,8 @@
 //! `call.decline`. The invitation is answered when the target shows up in the connection's
 //! roster (`AddParticipantSucceeded`); declined, unanswered within the ring time or
 //! canceled, the target's sockets get `call.ended` and the application
-//! `AddParticipantFailed` or `CancelAddParticipantSucceeded`.
+//! `AddParticipantFailed` or `CancelAddParticipantSucceeded`. A transfer there (with a
+//! `transferee`) rings its target the same way and removes the transferee once it joined.
 
 use super::Gateway;
 use super::call_automation::call_automation_error;
@@ -218,5 +219,14 @@ impl Gateway {
             Ok(text) => self.notify_user(to, Arc::from(text)),
             Err(e) => tracing::warn!(error = %e, "call event not serialized"),
         }
+    }
+}
+
+/// The `join` target of a conversation key (`groupCall:{uuid}`, `room:{id}`).
+pub(super) fn join_target(key: &str) -> Option<JoinTarget> {
+    match key.split_once(':')? {
+        ("groupCall", id) => Some(JoinTarget::GroupCall { group_id: id.to_string() }),
+        ("room", id) => Some(JoinTarget::Room { room_id: id.to_string() }),
+        _ => None,
     }
 }
