@@ -42,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from azure.communication.callautomation import (
     CallAutomationClient,
     CommunicationUserIdentifier,
+    MicrosoftTeamsUserIdentifier,
     PhoneNumberIdentifier,
 )
 from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
@@ -801,6 +802,7 @@ def step8e_operations_in_a_group_call(ctx):
         ended = ws.wait_for("session.ended")
         check("group call: the removed participant's session ends as Removed", ended["reason"] == "Removed", ended)
         expect_error("group call: remove of a participant not in the call", lambda: conn.remove_participant(ident(ctx.users["kim"])), 404, "8522")
+        add_into_the_group_call(ctx, conn, group)
         conn.hang_up(is_for_everyone=False)
         ctx.rx.event("G", "CallDisconnected")
         names = ctx.rx.names("G")
@@ -808,6 +810,58 @@ def step8e_operations_in_a_group_call(ctx):
     finally:
         ws.close()
         app.close()
+
+
+def add_into_the_group_call(ctx, conn, group):
+    """add_participant inside the group call rings real WebSocket clients: kim gets call.incoming
+    naming the group call, joins it (AddParticipantSucceeded, ga1); sam's ring is canceled
+    (call.ended, CancelAddParticipantSucceeded gc1), then declined (AddParticipantFailed, ga3);
+    a transfer replaces kim (the transferee) by sam (CallTransferAccepted, gt1)."""
+    clients = {}
+    try:
+        for name in ("kim", "sam"):
+            token = ctx.identity.get_token(ident(ctx.users[name]), [CommunicationTokenScope.VOIP]).token
+            clients[name] = WsClient(ctx.base_url, ctx.ca_file, token)
+            clients[name].wait_for("welcome")
+        kim, sam = clients["kim"], clients["sam"]
+        added = conn.add_participant(ident(ctx.users["kim"]), operation_context="ga1")
+        check("group call: add_participant echoes ga1 and gives an invitationId", added.operation_context == "ga1" and added.invitation_id, vars(added))
+        ring = kim.wait_for("call.incoming")
+        check("group call: add_participant rings the WebSocket client with the group call to join", ring["callId"] == added.invitation_id and ring["join"] == {"kind": "groupCall", "groupId": group} and ring["caller"]["rawId"] == conn.get_call_properties().source.raw_id, ring)
+        kim.send({"type": "join", "requestId": "kj", "target": ring["join"]})
+        kim.wait_for("joined")
+        done = ctx.rx.event("G", "AddParticipantSucceeded")
+        check("group call: AddParticipantSucceeded once the client joined (ga1, invitationId)", done.data["participant"]["rawId"] == ctx.users["kim"] and done.data.get("operationContext") == "ga1" and done.data.get("invitationId") == added.invitation_id, done.data)
+        check("group call: list_participants shows the added client", ctx.users["kim"] in {p.identifier.raw_id for p in conn.list_participants()})
+        pending = conn.add_participant(ident(ctx.users["sam"]), operation_context="ga2")
+        ring = sam.wait_for("call.incoming")
+        cancel = conn.cancel_add_participant_operation(pending.invitation_id, operation_context="gc1")
+        ended = sam.wait_for("call.ended")
+        canceled = ctx.rx.event("G", "CancelAddParticipantSucceeded")
+        check("group call: cancel_add_participant stops the ring (call.ended) and CancelAddParticipantSucceeded carries gc1", cancel.invitation_id == pending.invitation_id and ended["callId"] == ring["callId"] and canceled.data.get("operationContext") == "gc1" and canceled.data.get("invitationId") == pending.invitation_id, (ended, canceled.data))
+        declined = conn.add_participant(ident(ctx.users["sam"]), operation_context="ga3")
+        ring = sam.wait_for("call.incoming")
+        sam.send({"type": "call.decline", "requestId": "sd", "callId": ring["callId"]})
+        failed = ctx.rx.event("G", "AddParticipantFailed")
+        check("group call: a declined invitation is AddParticipantFailed (ga3)", failed.data["participant"]["rawId"] == ctx.users["sam"] and failed.data.get("operationContext") == "ga3" and failed.data.get("invitationId") == declined.invitation_id, failed.data)
+        expect_error("group call: a directory user cannot be added with ACS users (the seed's rules)", lambda: conn.add_participant(MicrosoftTeamsUserIdentifier("d1")), 403, "8523")
+        expect_error("group call: transfer without a transferee", lambda: conn.transfer_call_to_participant(ident(ctx.users["sam"])), 400, "8523")
+        moved = conn.transfer_call_to_participant(ident(ctx.users["sam"]), transferee=ident(ctx.users["kim"]), operation_context="gt1")
+        ring = sam.wait_for("call.incoming")
+        sam.send({"type": "join", "requestId": "sj", "target": ring["join"]})
+        sam.wait_for("joined")
+        accepted = ctx.rx.event("G", "CallTransferAccepted")
+        check("group call: transfer with a transferee rings the target; once it joined CallTransferAccepted (gt1) names both", moved.operation_context == "gt1" and accepted.data.get("operationContext") == "gt1" and accepted.data["transferTarget"]["rawId"] == ctx.users["sam"] and accepted.data["transferee"]["rawId"] == ctx.users["kim"], accepted.data)
+        ended = kim.wait_for("session.ended")
+        check("group call: the transferee's session ends", ended["reason"] == "Removed", ended)
+        deadline = time.time() + WAIT_S
+        while ctx.users["kim"] in {p.identifier.raw_id for p in conn.list_participants()} and time.time() < deadline:
+            time.sleep(0.05)
+        raws = {p.identifier.raw_id for p in conn.list_participants()}
+        check("group call: after the transfer the target is in the call, the transferee is not, the connection stays", ctx.users["sam"] in raws and ctx.users["kim"] not in raws and conn.get_call_properties().call_connection_state == "connected", raws)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def step9_add_and_cancel(ctx):

@@ -11,6 +11,7 @@ use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::connection::Outbound;
 use super::context_journal::ContextJournal;
+use super::conversation_invites::{ConversationInvitation, join_target};
 use super::legs::ServerLeg;
 use super::media::MediaSession;
 use crate::domain::call_automation::{
@@ -21,7 +22,7 @@ use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
 use crate::domain::conversation::{
     Authority, Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest, ServerCommand,
 };
-use palaver_core::protocol::{ParticipantInfo, ParticipantState, RosterChange, ServerMessage};
+use palaver_core::protocol::{JoinTarget, ParticipantInfo, ParticipantState, RosterChange, ServerMessage};
 use palaver_core::time::now_ms;
 use palaver_core::{CallbackEvent, ErrorCode, SystemEvent};
 use palaver_core::{CommunicationIdentifier, EndReason};
@@ -44,6 +45,8 @@ pub struct CallAutomationInner {
     replays: Mutex<HashMap<String, Replay>>,
     /// Connections seated in a conversation (group call, room), by call connection id.
     conversations: Mutex<HashMap<String, Seat>>,
+    /// Invitations ringing users into a seated connection's conversation, by invitation id.
+    invitations: Mutex<HashMap<String, ConversationInvitation>>,
     /// Callbacks a leg still owes when its connection ends (a stream's
     /// `MediaStreamingStopped`, a canceled play...): the leg's event pump hands them over when
     /// the leg's events end, and the connection's `DetachLeg` step delivers them before
@@ -63,6 +66,8 @@ struct Seat {
     handle: ConversationHandle,
     /// The connection's participant id there (its leg's media name).
     participant_id: String,
+    /// What a client sends in `join` to enter it (invitations carry it).
+    target: JoinTarget,
     /// (participant id, raw id) of everyone in its roster: the leg needs them to match the
     /// raw ids the API names (targets, DTMF senders, unmixed sources) to media names.
     aliases: Vec<(String, String)>,
@@ -88,6 +93,7 @@ impl Default for CallAutomation {
             outputs: OnceLock::new(),
             replays: Mutex::new(HashMap::new()),
             conversations: Mutex::new(HashMap::new()),
+            invitations: Mutex::new(HashMap::new()),
             leg_finals: Mutex::new(HashMap::new()),
             journal: Mutex::new(None),
         }))
@@ -127,6 +133,24 @@ impl CallAutomation {
 
     fn seats(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seat>> {
         self.0.conversations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The conversation actor of a seated connection.
+    pub(super) fn conversation_handle_of(&self, ccid: &str) -> Option<ConversationHandle> {
+        self.conversation(ccid).map(|(handle, _)| handle)
+    }
+
+    /// The invitations ringing users into seated connections' conversations.
+    pub(super) fn invitations(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConversationInvitation>> {
+        self.0.invitations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The conversation a seated connection is in (what a client joins) and the raw ids of
+    /// its roster; `None` for a connection in a call between users.
+    pub fn conversation_scope(&self, ccid: &str) -> Option<(JoinTarget, Vec<String>)> {
+        let seats = self.seats();
+        let seat = seats.get(ccid)?;
+        Some((seat.target.clone(), seat.aliases.iter().map(|(_, raw)| raw.clone()).collect()))
     }
 
     /// Tell the leg of a conversation connection who is who (participant id -> raw id).
@@ -373,7 +397,9 @@ impl Gateway {
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
-        self.call_automation().require_call(ccid, "Adding participants")?;
+        if self.call_automation().conversation(ccid).is_some() {
+            return self.ca_invite_to_conversation(ccid, target, ring_timeout_secs, route);
+        }
         let ca = self.call_automation();
         let (view, invitation) = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -443,7 +469,9 @@ impl Gateway {
         invitation_id: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Canceling an invitation")?;
+        if self.call_automation().conversation(ccid).is_some() {
+            return self.ca_cancel_conversation_invitation(ccid, invitation_id, route);
+        }
         let ca = self.call_automation();
         let (view, target) = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -529,7 +557,9 @@ impl Gateway {
         route: OperationRoute,
         custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Transfer")?;
+        if self.call_automation().conversation(ccid).is_some() {
+            return self.ca_transfer_in_conversation(ccid, target, transferee, route);
+        }
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
@@ -563,6 +593,8 @@ impl Gateway {
     ) -> Result<Value, CallAutomationError> {
         let identifier = CommunicationIdentifier::parse(&new.source)
             .map_err(|e| CallAutomationError::invalid_source(format!("source: {e}")))?;
+        let target = join_target(&key)
+            .ok_or_else(|| CallAutomationError::invalid_argument(format!("`{key}` is not a group call or a room")))?;
         let (tx, rx) = mpsc::channel(256);
         let participant_id = uuid::Uuid::new_v4().to_string();
         let request = JoinRequest {
@@ -588,7 +620,7 @@ impl Gateway {
             m.set_conversation_participant(ccid, &participant_id);
             m.properties(ccid)
         })?;
-        let seat = Seat { handle, participant_id, aliases: Vec::new() };
+        let seat = Seat { handle, participant_id, target, aliases: Vec::new() };
         ca.seats().insert(ccid.to_string(), seat);
         tokio::spawn(follow_conversation(self.clone(), ccid.to_string(), rx));
         Ok(props)
@@ -650,9 +682,12 @@ async fn follow_conversation(gateway: Gateway, ccid: String, mut rx: mpsc::Recei
                 roster.iter().filter(|p| p.2).map(|(_, raw, _, muted)| (raw.clone(), *muted)).collect();
             let outputs = gateway.call_automation().with_machine(|m| m.conversation_roster(&ccid, &view));
             gateway.call_automation_outputs(outputs);
+            let connected: Vec<&str> = view.iter().map(|(raw, _)| raw.as_str()).collect();
+            gateway.ca_invitations_answered(&ccid, &connected);
         }
     }
     gateway.call_automation().seats().remove(&ccid);
+    gateway.ca_invitations_dropped(&ccid);
     let outputs = gateway.call_automation().with_machine(|m| m.conversation_ended(&ccid, reason));
     gateway.call_automation_outputs(outputs);
 }

@@ -347,6 +347,9 @@ impl Connection {
                 return self.call(rid, CallInput::Accept { call_id, callee, endpoint }).await;
             }
             M::CallDecline { call_id } => {
+                if self.gateway.ca_decline_invitation(&call_id, &self.raw_id()) {
+                    return vec![frame(&ServerMessage::Ack { request_id: rid })];
+                }
                 return self.call(rid, CallInput::Decline { call_id, user: self.raw_id() }).await;
             }
             M::CallCancel { call_id } => {

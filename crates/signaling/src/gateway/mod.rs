@@ -10,6 +10,7 @@ mod calls;
 mod chat;
 mod connection;
 mod context_journal;
+mod conversation_invites;
 pub mod legs;
 mod limits;
 pub mod media;
@@ -482,6 +483,8 @@ impl LiveMeetings for Gateway {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_invitations;
 #[cfg(test)]
 mod tests_joins;
 #[cfg(test)]

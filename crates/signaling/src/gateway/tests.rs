@@ -500,7 +500,7 @@ async fn native_directory_client_joins_unbilled() {
 
 impl Server {
     /// A server-API request signed like the ACS SDKs sign it.
-    async fn hmac_rest(&self, method: &str, path_and_query: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn hmac_rest(&self, method: &str, path_and_query: &str, body: Value) -> (u16, Value) {
         use base64::Engine;
         let body = if body.is_null() { String::new() } else { body.to_string() };
         let key = base64::engine::general_purpose::STANDARD.decode(&self.state.resource.access_key).unwrap();

@@ -235,11 +235,51 @@ async fn connect_to_a_group_call_then_hang_up() {
         "billed as a server endpoint"
     );
 
-    let add = json!({"participantToAdd": {"rawId": "8:acs:x_y", "communicationUser": {"id": "8:acs:x_y"}}}).to_string();
-    let (status, body) =
-        send(&state, signed(&state, "POST", &format!("/calling/callConnections/{ccid}/participants:add?{V}"), &add))
-            .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "8523"), "{body}");
+    // add rings the user into the group call (nobody answers here); cancel ends the ring.
+    let id = |raw: &str| json!({"rawId": raw, "communicationUser": {"id": raw}});
+    let add_path = format!("/calling/callConnections/{ccid}/participants:add?{V}");
+    let add = json!({"participantToAdd": id("8:acs:x_y"), "operationContext": "ga1"}).to_string();
+    let (status, body) = send(&state, signed(&state, "POST", &add_path, &add)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let invitation = body["invitationId"].as_str().unwrap().to_string();
+    let (status, body) = send(&state, signed(&state, "POST", &add_path, &add)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "already ringing: {body}");
+    let cancel = json!({"invitationId": invitation, "operationContext": "gc1"}).to_string();
+    let cancel_path = format!("/calling/callConnections/{ccid}/participants:cancelAddParticipant?{V}");
+    let (status, body) = send(&state, signed(&state, "POST", &cancel_path, &cancel)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    recorder.wait_for(|r| r.names(&ccid).contains(&"CancelAddParticipantSucceeded".to_string())).await;
+    let canceled = callback(&recorder, &ccid, "CancelAddParticipantSucceeded");
+    assert_eq!(
+        (canceled["operationContext"].as_str(), canceled["invitationId"].as_str()),
+        (Some("gc1"), Some(&*invitation))
+    );
+    let (status, body) = send(&state, signed(&state, "POST", &cancel_path, &cancel)).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "8522"), "no longer pending: {body}");
+    // Unanswered within its ring time: AddParticipantFailed.
+    let add = json!({"participantToAdd": id("8:acs:x_y"), "operationContext": "ga2", "invitationTimeoutInSeconds": 1})
+        .to_string();
+    let (status, body) = send(&state, signed(&state, "POST", &add_path, &add)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for _ in 0..3 {
+        if !recorder.names(&ccid).contains(&"AddParticipantFailed".to_string()) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    recorder.wait_for(|r| r.names(&ccid).contains(&"AddParticipantFailed".to_string())).await;
+    let failed = callback(&recorder, &ccid, "AddParticipantFailed");
+    assert_eq!(
+        (failed["operationContext"].as_str(), failed["participant"]["rawId"].as_str()),
+        (Some("ga2"), Some("8:acs:x_y"))
+    );
+    // The seed's rules: an ACS identity is not in a call with a directory user; no queues here.
+    let orgid =
+        json!({"participantToAdd": {"rawId": "8:orgid:d1", "microsoftTeamsUser": {"userId": "d1"}}}).to_string();
+    let (status, body) = send(&state, signed(&state, "POST", &add_path, &orgid)).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "8523"), "{body}");
+    let queue = json!({"participantToAdd": {"rawId": "28:orgid:q1", "microsoftTeamsApp": {"appId": "q1"}}}).to_string();
+    let (status, body) = send(&state, signed(&state, "POST", &add_path, &queue)).await;
+    assert_ne!(status, StatusCode::ACCEPTED, "{body}");
 
     let (status, _) = send(&state, signed(&state, "DELETE", &format!("/calling/callConnections/{ccid}?{V}"), "")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -254,4 +294,11 @@ async fn connect_to_a_group_call_then_hang_up() {
     let (status, body) =
         send(&state, signed(&state, "POST", &format!("/calling/callConnections:connect?{V}"), &room)).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "8522"), "{body}");
+}
+
+/// The data of `ccid`'s first callback named `name`.
+fn callback(recorder: &Recorder, ccid: &str, name: &str) -> Value {
+    let callbacks = recorder.callbacks.lock().unwrap();
+    let found = callbacks.iter().find(|c| c.call_connection_id == ccid && c.event_type.ends_with(name));
+    found.map(|c| c.data.clone()).unwrap_or(Value::Null)
 }

@@ -10,6 +10,8 @@ use crate::domain::call_automation::{CallAutomationError, events};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use palaver_core::protocol::JoinTarget;
+use palaver_core::time::now_ms;
 use serde_json::json;
 
 type Answer = Result<Response, CallAutomationError>;
@@ -35,6 +37,16 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
         )));
     }
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    // A room rings only the users on its participant list (the join would refuse anyone else).
+    if let Some((JoinTarget::Room { room_id }, _)) = state.call_automation().conversation_scope(ccid)
+        && let Err(code) = state.rooms.participant_role(&room_id, &target, now_ms()).await
+    {
+        return Err(CallAutomationError::new(
+            403,
+            8523,
+            format!("`{target}` cannot join room `{room_id}` ({code}): only its participants can be added."),
+        ));
+    }
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
     // 0 (or none): the configured ring time.

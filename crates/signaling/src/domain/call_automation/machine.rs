@@ -16,6 +16,8 @@ use palaver_core::CommunicationIdentifier;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
+mod conversation;
+
 /// What the gateway must do after a machine step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaOutput {
@@ -332,48 +334,6 @@ impl CallAutomationMachine {
             },
         );
         Ok(())
-    }
-
-    /// The connection sits in a conversation (group call, room) as `participant_id`.
-    pub fn set_conversation_participant(&mut self, ccid: &str, participant_id: &str) {
-        if let Some(c) = self.connections.get_mut(ccid) {
-            c.conversation_participant = Some(participant_id.to_string());
-        }
-    }
-
-    /// A conversation connection's roster (raw id, muted) of connected participants: the
-    /// first one connects it (`CallConnected`); each change is a `ParticipantsUpdated`.
-    pub fn conversation_roster(&mut self, ccid: &str, roster: &[(String, bool)]) -> Vec<CaOutput> {
-        let mut out = Vec::new();
-        let Some(c) = self.connections.get_mut(ccid) else { return out };
-        let same = c.roster.len() == roster.len()
-            && c.roster.iter().zip(roster).all(|(a, (raw, muted))| a.raw_id == *raw && a.muted == *muted);
-        if same && c.state != CallConnectionState::Connecting {
-            return out;
-        }
-        let held = |raw: &str| c.roster.iter().any(|p| p.raw_id == raw && p.on_hold);
-        let roster = roster
-            .iter()
-            .map(|(raw, muted)| RosterEntry { raw_id: raw.clone(), muted: *muted, on_hold: held(raw) })
-            .collect();
-        self.connected(ccid, roster, &mut out);
-        // A removal is done once the target is no longer in the roster.
-        let Some(c) = self.connections.get_mut(ccid) else { return out };
-        let (done, pending): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut c.removes).into_iter().partition(|(t, _)| !c.roster.iter().any(|p| &p.raw_id == t));
-        c.removes = pending;
-        for (target, route) in done {
-            let mut data = c.data(route.operation_context.as_deref());
-            data["participant"] = identifier(&target);
-            data["resultInformation"] = success();
-            out.push(c.callback(Some(&route), "RemoveParticipantSucceeded", data));
-        }
-        out
-    }
-
-    /// A conversation connection's session is over.
-    pub fn conversation_ended(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
-        self.end(ccid, reason)
     }
 
     /// The call refused the connection's input: forget it without a callback.

@@ -313,6 +313,7 @@ impl CallManager {
                 queue: queue_raw.clone(),
                 transferred_by,
                 ring_timeout_ms: invite.deadline.saturating_sub(now),
+                join: None,
             },
         });
         call.notify_members(

@@ -16,6 +16,7 @@ mod random_tests;
 mod tests;
 
 pub use config::{CallQueueConfig, CallsConfig, CallsConfigError};
+pub(crate) use invite::{Target, resolve_target};
 pub use machine::CallManager;
 pub use model::{
     CallEndReason, CallError, CallEvent, CallSnapshot, CallState, Input, Output, Party, SERVER_LEG_ENDPOINT_PREFIX,

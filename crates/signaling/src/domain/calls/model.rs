@@ -130,6 +130,10 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         transferred_by: Option<Party>,
         ring_timeout_ms: u64,
+        /// An invitation into a group call or a room (Call Automation `add_participant` there):
+        /// the client accepts by sending `join` with this target, declines with `call.decline`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        join: Option<palaver_core::protocol::JoinTarget>,
     },
     #[serde(rename = "call.ringing", rename_all = "camelCase")]
     Ringing {
@@ -229,6 +233,7 @@ mod tests {
             queue: None,
             transferred_by: None,
             ring_timeout_ms: 30_000,
+            join: None,
         };
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),

@@ -1,0 +1,68 @@
+//! Call Automation invitations into a room joined with `connect`: only the room's participants
+//! ring, the invited client joins by the `join` target its `call.incoming` names, and a
+//! declined invitation stops ringing.
+
+use super::tests::Server;
+use palaver_core::Scope;
+use serde_json::json;
+
+#[tokio::test]
+async fn in_a_room_add_participant_rings_only_its_participants_and_the_invited_client_joins() {
+    let s = Server::start().await;
+    let (member, other_member, stranger) = (s.external_id(), s.external_id(), s.external_id());
+    let participants = json!({member.clone(): {"role": "Attendee"}, other_member.clone(): {"role": "Attendee"}});
+    let (status, room) =
+        s.hmac_rest("POST", "/rooms?api-version=2025-03-13", json!({"participants": participants})).await;
+    assert_eq!(status, 201, "{room}");
+    let room_id = room["id"].as_str().unwrap().to_string();
+    let connect =
+        json!({"callLocator": {"kind": "roomCallLocator", "roomId": room_id}, "callbackUri": "https://app/cb"});
+    let (status, props) = s.hmac_rest("POST", "/calling/callConnections:connect?api-version=2025-06-15", connect).await;
+    assert_eq!(status, 200, "{props}");
+    let ccid = props["callConnectionId"].as_str().unwrap().to_string();
+    let add_path = format!("/calling/callConnections/{ccid}/participants:add?api-version=2025-06-15");
+    let id = |raw: &str| json!({"rawId": raw, "communicationUser": {"id": raw}});
+    // The connection connects once the room answers its join.
+    let get_path = format!("/calling/callConnections/{ccid}?api-version=2025-06-15");
+    let mut state = serde_json::Value::Null;
+    for _ in 0..200 {
+        state = s.hmac_rest("GET", &get_path, serde_json::Value::Null).await.1["callConnectionState"].clone();
+        if state == "connected" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "connected");
+    let (status, body) = s.hmac_rest("POST", &add_path, json!({"participantToAdd": id(&stranger)})).await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("8523")), "not on the room's list: {body}");
+
+    let mut client = s.connect(&s.token(&member, None, &[Scope::Voip])).await;
+    let (status, added) = s.hmac_rest("POST", &add_path, json!({"participantToAdd": id(&member)})).await;
+    assert_eq!(status, 202, "{added}");
+    let ring = client.recv_type("call.incoming").await;
+    assert_eq!(ring["callId"], added["invitationId"]);
+    assert_eq!(ring["join"], json!({"kind": "room", "roomId": room_id}));
+    client.send(json!({"type": "join", "target": ring["join"]})).await;
+    client.recv_type("joined").await;
+    let list_path = format!("/calling/callConnections/{ccid}/participants?api-version=2025-06-15");
+    let mut listed = false;
+    for _ in 0..200 {
+        let (_, list) = s.hmac_rest("GET", &list_path, serde_json::Value::Null).await;
+        if list["value"].as_array().is_some_and(|v| v.iter().any(|p| p["identifier"]["rawId"] == member.as_str())) {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(listed, "the invited member is in the connection's roster");
+
+    // A declined invitation stops ringing; declining again is an unknown call.
+    let mut other = s.connect(&s.token(&other_member, None, &[Scope::Voip])).await;
+    let (status, added) = s.hmac_rest("POST", &add_path, json!({"participantToAdd": id(&other_member)})).await;
+    assert_eq!(status, 202, "{added}");
+    let ring = other.recv_type("call.incoming").await;
+    other.send(json!({"type": "call.decline", "requestId": "d1", "callId": ring["callId"]})).await;
+    assert_eq!(other.recv_type("call.ended").await["reason"], "declined");
+    other.send(json!({"type": "call.decline", "requestId": "d2", "callId": ring["callId"]})).await;
+    assert_eq!(other.recv_type("error").await["requestId"], "d2");
+}
