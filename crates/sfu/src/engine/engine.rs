@@ -14,6 +14,8 @@
 //! Each router also has a mixer (see [`RouterMix`]): audio producers feed it and every
 //! transport with a mix output receives one mixed stream, ticked from [`Engine::handle_timeout`].
 
+mod transports;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -665,120 +667,6 @@ impl Engine {
                 Ok(())
             }
             Command::Shutdown => Ok(()),
-        }
-    }
-
-    fn add_transport(&mut self, spec: TransportSpec) -> Result<(), CommandError> {
-        if !self.routers.contains_key(&spec.router) {
-            return Err(CommandError::UnknownRouter);
-        }
-        if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
-            return Err(CommandError::TransportExists);
-        }
-        if spec.remote.is_some_and(|r| self.by_addr.contains_key(&r)) {
-            return Err(CommandError::AddressInUse);
-        }
-        let (srtp_in, srtp_out) = keyed_contexts(&spec.srtp).map_err(CommandError::Srtp)?;
-        if let Some(remote) = spec.remote {
-            self.by_addr.insert(remote, spec.id);
-        }
-        self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
-        let udp = UdpPath {
-            ice_ufrag: spec.ice_ufrag,
-            ice_pwd: spec.ice_pwd,
-            remote: spec.remote,
-            srtp_in,
-            srtp_out,
-            dtls: None,
-            keyed: true,
-            plain: false,
-            rtcp_remote: None,
-            trunk: None,
-        };
-        self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
-        Ok(())
-    }
-
-    fn add_rtp_transport(&mut self, id: TransportId, router: RouterId, remote: SocketAddr) -> Result<(), CommandError> {
-        if !self.routers.contains_key(&router) {
-            return Err(CommandError::UnknownRouter);
-        }
-        if self.transports.contains_key(&id) {
-            return Err(CommandError::TransportExists);
-        }
-        if self.by_addr.contains_key(&remote) {
-            return Err(CommandError::AddressInUse);
-        }
-        // The RTCP port of a non-multiplexing peer, unless another transport has it.
-        let rtcp_remote = remote
-            .port()
-            .checked_add(1)
-            .map(|port| SocketAddr::new(remote.ip(), port))
-            .filter(|addr| !self.by_addr.contains_key(addr));
-        // Unused contexts (no keys): `plain` keeps packets away from them.
-        let unkeyed = || SrtpContext::new(Profile::Aes128CmHmacSha1_80, &[0; 16], &[0; 14]);
-        let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
-        self.by_addr.insert(remote, id);
-        if let Some(rtcp) = rtcp_remote {
-            self.by_addr.insert(rtcp, id);
-        }
-        let udp = UdpPath {
-            // Never matched: STUN is not used on a plain leg (ufrags are only looked up).
-            ice_ufrag: String::new(),
-            ice_pwd: String::new(),
-            remote: Some(remote),
-            srtp_in,
-            srtp_out,
-            dtls: None,
-            keyed: true,
-            plain: true,
-            rtcp_remote,
-            trunk: None,
-        };
-        self.transports.insert(id, Transport { router_id: router, path: Path::Udp(Box::new(udp)) });
-        Ok(())
-    }
-
-    fn add_webrtc_transport(&mut self, spec: WebRtcTransportSpec) -> Result<(), CommandError> {
-        if !self.routers.contains_key(&spec.router) {
-            return Err(CommandError::UnknownRouter);
-        }
-        if self.transports.contains_key(&spec.id) || self.by_ufrag.contains_key(&spec.ice_ufrag) {
-            return Err(CommandError::TransportExists);
-        }
-        // Contexts without usable keys until DTLS completes; `keyed` keeps them unused.
-        let unkeyed = || SrtpContext::new(Profile::Aes128CmHmacSha1_80, &[0; 16], &[0; 14]);
-        let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
-        let dtls = DtlsSession::server(&spec.dtls, &spec.remote_fingerprint);
-        self.by_ufrag.insert(spec.ice_ufrag.clone(), spec.id);
-        let udp = UdpPath {
-            ice_ufrag: spec.ice_ufrag,
-            ice_pwd: spec.ice_pwd,
-            remote: None,
-            srtp_in,
-            srtp_out,
-            dtls: Some(Box::new(dtls)),
-            keyed: false,
-            plain: false,
-            rtcp_remote: None,
-            trunk: None,
-        };
-        self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
-        self.handshaking.push(spec.id);
-        Ok(())
-    }
-
-    fn remove_transport(&mut self, id: TransportId) {
-        self.telephone_events.remove(&id);
-        if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
-            for addr in [t.remote, t.rtcp_remote].into_iter().flatten() {
-                if self.by_addr.get(&addr) == Some(&id) {
-                    self.by_addr.remove(&addr);
-                }
-            }
-            if !t.plain {
-                self.by_ufrag.remove(&t.ice_ufrag);
-            }
         }
     }
 }
