@@ -143,8 +143,16 @@ test-sdk: build venv
 	done
 
 # Monitoring assets: Prometheus config, alert rules + their unit tests, dashboard queries.
-test-deploy: prereqs
-	deploy/check.sh
+# The Kubernetes schema check's venv (kubernetes-validate, pinned in deploy/requirements.txt);
+# PALAVER_BIN lets palaver parse the rendered palaver.toml when a debug build exists.
+DEPLOY_VENV := $(CURDIR)/.venv-deploy
+$(DEPLOY_VENV)/.requirements-installed: deploy/requirements.txt | prereqs-python
+	@[ -x $(DEPLOY_VENV)/bin/python ] || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	@touch $@
+
+test-deploy: prereqs $(DEPLOY_VENV)/.requirements-installed
+	DEPLOY_PY=$(DEPLOY_VENV)/bin/python PALAVER_BIN=$(DEBUG_BIN) deploy/check.sh
 
 # Reference web client E2E (tests/browser). Screenshots land in tests/artifacts/browser/.
 # Set PALAVER_REQUIRE_MEDIA=1 to make a missing media plane a failure instead of a skip.
