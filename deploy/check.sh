@@ -16,8 +16,8 @@ DEPLOY_PY="${DEPLOY_PY:-python3}"
   || { echo "$DEPLOY_PY lacks kubernetes-validate (pip install -r deploy/requirements.txt)"; exit 1; }
 
 promtool check config "$here/prometheus/prometheus.yml"
-promtool check rules "$here/prometheus/rules/palaver.rules.yml"
-(cd "$here/prometheus/rules" && promtool test rules palaver.rules.test.yml)
+promtool check rules "$here/prometheus/rules/palaver.rules.yml" "$here/prometheus/rules/cluster.rules.yml"
+(cd "$here/prometheus/rules" && promtool test rules palaver.rules.test.yml cluster.rules.test.yml)
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
