@@ -12,8 +12,9 @@ use crate::records::{CallSpan, ClosedSession, UsageRecord, usage_records_for};
 use palaver_core::{CallType, EndReason, ParticipantType, SessionEnded, SessionStarted};
 use std::collections::HashMap;
 
-/// One durable change the ledger must apply (in order, each idempotently).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One durable change the ledger must apply (in order, each idempotently). Serializable: the
+/// ledger spool keeps changes on disk while the ledger's database is away (`ledger::spool`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LedgerChange {
     /// The first participant of a conversation connected: a call begins.
     CallStarted(CallSpan),

@@ -333,6 +333,7 @@ impl Worker {
         }
         m.active_calls(self.meter.active_call_count());
         m.pending_changes(self.pending.len());
+        m.ledger_spooled(self.ledger.spooled_changes());
     }
 }
 

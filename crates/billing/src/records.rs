@@ -21,7 +21,7 @@ pub const USAGE_TYPE: &str = "ParticipantMinutes";
 pub const UNIT_TYPE: &str = "Minute";
 
 /// What a usage record meters: participant minutes of a call, or one chat message sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum UsageKind {
     ParticipantMinutes,
     ChatMessage,
@@ -156,7 +156,7 @@ pub fn deterministic_id(kind: &str, key: &str) -> String {
 }
 
 /// A participant session that has ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClosedSession {
     pub started: SessionStarted,
     pub end_ms: i64,
@@ -170,7 +170,7 @@ impl ClosedSession {
 }
 
 /// One `ACSBillingUsage`-shaped row: a participant's usage within one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct UsageRecord {
     pub record_id: String,
     pub kind: UsageKind,
@@ -254,7 +254,7 @@ pub fn usage_records_for(session: &ClosedSession, price: Price) -> Vec<UsageReco
 
 /// A conversation's call as the ledger knows it (one per continuous period with at least
 /// one participant).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CallSpan {
     pub conversation_id: String,
     pub started_ms: i64,

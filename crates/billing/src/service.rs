@@ -9,7 +9,7 @@
 //! ```
 
 use crate::export::UsageExport;
-use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SqliteLedger, UsageLedger};
+use crate::ledger::{LedgerError, LedgerOptions, RecoveryReport, SpoolingLedger, SqliteLedger, UsageLedger};
 use crate::pricing::{ChatPrice, MediaPrices, Price, PriceError};
 use crate::recorder::{RecorderConfig, UsageRecorder, system_clock};
 use crate::telemetry::UsageTelemetry;
@@ -107,6 +107,10 @@ impl UsageConfig {
     }
 }
 
+/// The ledger spool's file in the data directory (cluster mode: the writer's batches while
+/// PostgreSQL refuses writes).
+pub const SPOOL_FILE: &str = "ledger-spool.jsonl";
+
 /// Opens a handle on the ledger's storage (the recorder, the export and the webhook deliverer
 /// each take one). `None` in [`UsageService::start_with`] means SQLite under the data
 /// directory; cluster mode passes PostgreSQL's (`palaver-cluster`).
@@ -142,15 +146,21 @@ impl UsageService {
         let price = config.validate()?;
         let path = config.ledger_path.clone().unwrap_or_else(|| data_dir.join("usage.db"));
         let where_ = if opener.is_some() { "postgresql".to_string() } else { path.display().to_string() };
-        let opener: LedgerOpener = opener.unwrap_or_else(|| {
-            Arc::new(move |options| Ok(Box::new(SqliteLedger::open(&path, options)?) as Box<dyn UsageLedger>))
-        });
         let options = LedgerOptions {
             price,
             webhook_endpoints: config.webhooks.clone(),
             event_topic: config.event_topic.clone(),
         };
-        let writer = opener(options.clone())?;
+        let spooled = opener.is_some();
+        let opener: LedgerOpener = opener.unwrap_or_else(|| {
+            Arc::new(move |options| Ok(Box::new(SqliteLedger::open(&path, options)?) as Box<dyn UsageLedger>))
+        });
+        let mut writer = opener(options.clone())?;
+        if spooled {
+            // A server database can go away (PostgreSQL failover, outage): the recorder's writes
+            // are spooled on local disk meanwhile and replayed when it returns (ledger::spool).
+            writer = Box::new(SpoolingLedger::open(writer, &data_dir.join(SPOOL_FILE))?);
+        }
         let recorder_config = RecorderConfig {
             checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
             price,

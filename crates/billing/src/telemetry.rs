@@ -82,6 +82,11 @@ pub trait UsageTelemetry: Send + Sync + 'static {
     fn webhook_delivery(&self, result: DeliveryResult);
     /// Webhook deliveries not yet delivered nor given up.
     fn webhook_backlog(&self, count: u64);
+    /// Events in the billing outbox not yet delivered nor given up, as the delivery task last
+    /// counted them (the whole shared outbox in cluster mode).
+    fn billing_outbox_pending(&self, count: u64);
+    /// Ledger changes held in the local spool while the ledger's database refuses writes.
+    fn ledger_spooled(&self, count: u64);
 }
 
 /// Reports nothing (tools and tests without a registry).
@@ -99,6 +104,8 @@ impl UsageTelemetry for NoUsageTelemetry {
     fn sessions_recovered(&self, _: u64) {}
     fn webhook_delivery(&self, _: DeliveryResult) {}
     fn webhook_backlog(&self, _: u64) {}
+    fn billing_outbox_pending(&self, _: u64) {}
+    fn ledger_spooled(&self, _: u64) {}
 }
 
 #[cfg(test)]
@@ -124,6 +131,8 @@ pub(crate) mod recording {
         pub recovered_sessions: u64,
         pub deliveries: HashMap<DeliveryResult, u64>,
         pub webhook_backlog: Option<u64>,
+        pub billing_outbox_pending: Option<u64>,
+        pub ledger_spooled: Option<u64>,
     }
 
     impl Reported {
@@ -183,6 +192,12 @@ pub(crate) mod recording {
         }
         fn webhook_backlog(&self, count: u64) {
             self.with(|r| r.webhook_backlog = Some(count));
+        }
+        fn billing_outbox_pending(&self, count: u64) {
+            self.with(|r| r.billing_outbox_pending = Some(count));
+        }
+        fn ledger_spooled(&self, count: u64) {
+            self.with(|r| r.ledger_spooled = Some(count));
         }
     }
 }

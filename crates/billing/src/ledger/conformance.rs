@@ -209,9 +209,9 @@ pub fn outbox_tracks_attempts_until_delivered_or_dead(open: &OpenLedger) {
             dead: false,
         })
         .unwrap();
-    assert_eq!(ledger.due_deliveries(T0, 10).unwrap().len(), 1, "retry not due yet");
+    // (`second` may or may not come again: a shared outbox leases what it returned.)
+    assert!(ledger.due_deliveries(T0, 10).unwrap().iter().all(|i| i.event_id != first.event_id), "retry not due yet");
     let retry = ledger.due_deliveries(T0 + 1000, 10).unwrap();
-    assert_eq!(retry.len(), 2);
     assert_eq!(retry.iter().find(|i| i.event_id == first.event_id).unwrap().attempts, 1);
     ledger
         .record_delivery(&DeliveryOutcome::Delivered {

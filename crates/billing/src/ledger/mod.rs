@@ -7,8 +7,10 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod schema;
+pub mod spool;
 mod sqlite;
 
+pub use spool::SpoolingLedger;
 pub use sqlite::SqliteLedger;
 
 use crate::meter::LedgerChange;
@@ -118,8 +120,17 @@ pub trait UsageLedger: Send {
     /// is present (zero when unused).
     fn totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<TypeTotals>, LedgerError>;
 
+    /// Deliveries due at `now_ms`, in outbox order. A ledger shared by several processes
+    /// (PostgreSQL) leases what it returns to the caller, so a row returned and not yet
+    /// recorded is not returned again, to anyone, until its lease has passed; SQLite (one
+    /// process, one deliverer) returns it again.
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, LedgerError>;
     fn record_delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), LedgerError>;
     /// Deliveries neither delivered nor given up.
     fn outbox_backlog(&self) -> Result<u64, LedgerError>;
+    /// Changes held in a local spool while the storage refuses writes ([`SpoolingLedger`]);
+    /// 0 for a ledger that writes through.
+    fn spooled_changes(&self) -> u64 {
+        0
+    }
 }

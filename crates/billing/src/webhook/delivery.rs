@@ -4,6 +4,12 @@
 //! Each POST carries a JSON array with one Event Grid event (as Event Grid does) and the
 //! headers `aeg-event-type: Notification` and `aeg-delivery-count`. Any 2xx is success.
 //! The schedule ([`next_outcome`]) is pure; the task around it does the I/O.
+//!
+//! Several nodes may deliver one outbox (cluster mode: PostgreSQL's `due_deliveries` leases the
+//! rows it returns to the asking node for [`OUTBOX_LEASE`], `FOR UPDATE SKIP LOCKED`, so two
+//! nodes never hold one row at once). A pass therefore starts no send after its lease could
+//! have run out under a slow receiver ([`WebhookConfig::lease`] minus one request timeout): the
+//! rest of the batch waits for the lease to pass and is claimed again, never sent twice at once.
 
 use crate::ledger::{DeliveryOutcome, OutboxItem, UsageLedger};
 use crate::recorder::Clock;
@@ -24,7 +30,13 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     /// Deliveries fetched per poll.
     pub batch_size: usize,
+    /// How long a fetched batch stays leased to this node (the ledger's lease, [`OUTBOX_LEASE`]).
+    pub lease: Duration,
 }
+
+/// How long `due_deliveries` of a shared outbox leases its rows to the asking node: above
+/// the request timeout, so a send in flight finishes inside its lease.
+pub const OUTBOX_LEASE: Duration = Duration::from_secs(60);
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -35,6 +47,7 @@ impl Default for WebhookConfig {
             max_attempts: 30,
             request_timeout: Duration::from_secs(10),
             batch_size: 100,
+            lease: OUTBOX_LEASE,
         }
     }
 }
@@ -126,7 +139,10 @@ async fn deliver_due(
     telemetry: &dyn UsageTelemetry,
     clock: &Clock,
 ) -> bool {
-    let due = lock(ledger).due_deliveries(clock(), config.batch_size);
+    let claimed_ms = clock();
+    // The last instant a send may start and still end (timeout) inside the lease.
+    let last_start_ms = claimed_ms + config.lease.saturating_sub(config.request_timeout).as_millis() as i64 - 1_000;
+    let due = lock(ledger).due_deliveries(claimed_ms, config.batch_size);
     let due = match due {
         Ok(d) => d,
         Err(e) => {
@@ -134,7 +150,12 @@ async fn deliver_due(
             return false;
         }
     };
-    for item in &due {
+    for (sent, item) in due.iter().enumerate() {
+        if clock() > last_start_ms {
+            // Left to the lease: another pass (on any node) claims these again once it passes.
+            tracing::warn!(left = due.len() - sent, "webhook pass ran to the end of its outbox lease; the rest waits for it");
+            break;
+        }
         let body = format!("[{}]", item.payload);
         let sent = client
             .post(&item.endpoint)
@@ -162,6 +183,7 @@ async fn deliver_due(
     }
     if let Ok(n) = lock(ledger).outbox_backlog() {
         telemetry.webhook_backlog(n);
+        telemetry.billing_outbox_pending(n);
     }
     !due.is_empty()
 }
@@ -301,6 +323,7 @@ mod tests {
         assert_eq!(reported.deliveries.get(&DeliveryResult::Delivered), Some(&4), "{reported:?}");
         assert_eq!(reported.deliveries.get(&DeliveryResult::Failed), Some(&8));
         assert_eq!(reported.webhook_backlog, Some(0));
+        assert_eq!(reported.billing_outbox_pending, Some(0));
         delivery.stop();
         server.abort();
     }

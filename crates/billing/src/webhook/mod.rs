@@ -4,5 +4,5 @@
 pub mod delivery;
 pub mod events;
 
-pub use delivery::{WebhookConfig, WebhookDelivery, spawn_webhook_delivery};
+pub use delivery::{OUTBOX_LEASE, WebhookConfig, WebhookDelivery, spawn_webhook_delivery};
 pub use events::CallEvent;
