@@ -9,6 +9,16 @@
 //! touch only its own open sessions (a node restarting never closes another node's live
 //! participants). Moving ownership on takeover, with a fencing epoch, is not built yet
 //! (docs/cluster.md).
+//!
+//! The webhook outbox is delivered from any node: [`UsageLedger::due_deliveries`] claims the due
+//! rows whose lease has passed `FOR UPDATE SKIP LOCKED` and leases them to this node for
+//! [`OUTBOX_LEASE`] (in the caller's clock, so node clocks must be NTP-synced), as the events
+//! outbox does. A second node polling at the same moment skips the locked rows and, once the
+//! first commits, sees them leased; so two nodes never send one row at once. A delivery ends
+//! the lease whoever holds it; a failure verdict is recorded only by the lease's holder (a node
+//! whose lease ran out cannot reschedule a row another node has claimed since). A node that
+//! dies mid-delivery leaves its lease to run out, and another node sends the row again: at
+//! least once, with the deterministic event id receivers deduplicate on.
 
 mod schema;
 
@@ -27,6 +37,9 @@ use tokio_postgres::{Row, Transaction};
 
 /// The ledger's tables, applied by [`PgLedger::open`].
 pub use schema::MIGRATIONS;
+/// The outbox lease columns, applied by [`PgLedger::open`] after [`MIGRATIONS`].
+pub use schema::OUTBOX_LEASE_MIGRATIONS;
+use palaver_billing::webhook::OUTBOX_LEASE;
 
 /// The usage ledger of one node on a shared PostgreSQL database.
 pub struct PgLedger {
@@ -57,6 +70,7 @@ impl PgLedger {
     /// A ledger handle for `node_id` on `db`, after applying the ledger's migrations.
     pub fn open(db: &Database, node_id: &str, options: LedgerOptions) -> Result<Self, LedgerError> {
         db.migrate("ledger", MIGRATIONS).map_err(database)?;
+        db.migrate("ledger_outbox_leases", OUTBOX_LEASE_MIGRATIONS).map_err(database)?;
         Ok(Self { db: db.clone(), options, node_id: node_id.to_string() })
     }
 
@@ -536,41 +550,59 @@ impl UsageLedger for PgLedger {
         })
     }
 
+    /// Claims what it returns: the due rows not leased to anyone, leased to this node for
+    /// [`OUTBOX_LEASE`] (see the module doc).
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, LedgerError> {
+        let node = self.node_id.clone();
         self.read(move |c| {
             Box::pin(async move {
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let lease_until_ms = now_ms.saturating_add(OUTBOX_LEASE.as_millis() as i64);
                 let rows = c
                     .query(
-                        "SELECT event_id, endpoint, payload, attempts, next_attempt_ms FROM webhook_outbox
-                         WHERE delivered_ms IS NULL AND NOT dead AND next_attempt_ms <= $1
-                         ORDER BY next_attempt_ms, created_ms, seq LIMIT $2",
-                        &[&now_ms, &limit],
+                        "WITH claimable AS (
+                             SELECT seq FROM webhook_outbox
+                             WHERE delivered_ms IS NULL AND NOT dead AND next_attempt_ms <= $1 AND lease_until_ms <= $1
+                             ORDER BY next_attempt_ms, created_ms, seq LIMIT $2
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE webhook_outbox o SET lease_until_ms = $3, lease_owner = $4
+                         FROM claimable WHERE o.seq = claimable.seq
+                         RETURNING o.event_id, o.endpoint, o.payload, o.attempts, o.next_attempt_ms, o.created_ms, o.seq",
+                        &[&now_ms, &limit, &lease_until_ms, &node],
                     )
                     .await
                     .map_err(storage)?;
-                Ok(rows
+                let mut rows: Vec<_> = rows
                     .iter()
-                    .map(|r| OutboxItem {
-                        event_id: r.get(0),
-                        endpoint: r.get(1),
-                        payload: r.get(2),
-                        attempts: r.get::<_, i32>(3) as u32,
-                        next_attempt_ms: r.get(4),
+                    .map(|r| {
+                        let order = (r.get::<_, i64>(4), r.get::<_, i64>(5), r.get::<_, i64>(6));
+                        let item = OutboxItem {
+                            event_id: r.get(0),
+                            endpoint: r.get(1),
+                            payload: r.get(2),
+                            attempts: r.get::<_, i32>(3) as u32,
+                            next_attempt_ms: r.get(4),
+                        };
+                        (order, item)
                     })
-                    .collect())
+                    .collect();
+                // RETURNING has no order: the outbox's order is (due time, creation, insertion).
+                rows.sort_by_key(|(order, _)| *order);
+                Ok(rows.into_iter().map(|(_, item)| item).collect())
             })
         })
     }
 
     fn record_delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), LedgerError> {
         let outcome = outcome.clone();
+        let node = self.node_id.clone();
         self.read(move |c| {
             Box::pin(async move {
                 match &outcome {
                     DeliveryOutcome::Delivered { event_id, endpoint, at_ms } => {
                         c.execute(
-                            "UPDATE webhook_outbox SET delivered_ms = $3, attempts = attempts + 1, last_error = NULL
+                            "UPDATE webhook_outbox SET delivered_ms = $3, attempts = attempts + 1, last_error = NULL,
+                                 lease_until_ms = 0, lease_owner = NULL
                              WHERE event_id = $1 AND endpoint = $2 AND delivered_ms IS NULL",
                             &[event_id, endpoint, at_ms],
                         )
@@ -580,9 +612,11 @@ impl UsageLedger for PgLedger {
                     DeliveryOutcome::Failed { event_id, endpoint, attempts, next_attempt_ms, error, dead } => {
                         let attempts = i32::try_from(*attempts).unwrap_or(i32::MAX);
                         c.execute(
-                            "UPDATE webhook_outbox SET attempts = $3, next_attempt_ms = $4, last_error = $5, dead = $6
-                             WHERE event_id = $1 AND endpoint = $2 AND delivered_ms IS NULL",
-                            &[event_id, endpoint, &attempts, next_attempt_ms, error, dead],
+                            "UPDATE webhook_outbox SET attempts = $3, next_attempt_ms = $4, last_error = $5, dead = $6,
+                                 lease_until_ms = 0, lease_owner = NULL
+                             WHERE event_id = $1 AND endpoint = $2 AND delivered_ms IS NULL
+                               AND lease_owner = $7",
+                            &[event_id, endpoint, &attempts, next_attempt_ms, error, dead, &node],
                         )
                         .await
                         .map_err(storage)?;

@@ -71,3 +71,12 @@ CREATE TABLE ledger_checkpoints (
     last_checkpoint_ms BIGINT NOT NULL
 );
 "];
+
+/// Append-only steps of the `ledger_outbox_leases` component (a component of its own, so the
+/// `ledger` component's steps stay free for the usage columns): the webhook outbox's delivery
+/// lease, so several nodes can deliver one outbox without sending a row twice at once.
+pub const OUTBOX_LEASE_MIGRATIONS: &[&str] = &["
+ALTER TABLE webhook_outbox
+    ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN lease_owner    TEXT;
+"];

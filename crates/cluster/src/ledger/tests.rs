@@ -97,3 +97,6 @@ fn a_postgres_outage_fails_writes_and_loses_nothing_once_it_returns() {
     assert_eq!(usage.len(), 1);
     assert_eq!(usage[0].duration_ms(), 3 * MIN);
 }
+
+mod outage;
+mod outbox;
