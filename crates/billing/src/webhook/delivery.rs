@@ -327,4 +327,32 @@ mod tests {
         delivery.stop();
         server.abort();
     }
+
+    #[tokio::test]
+    async fn a_pass_starts_no_send_once_its_outbox_lease_could_run_out() {
+        // Nothing listens on the endpoint: every send that starts fails and is counted.
+        let options = LedgerOptions {
+            webhook_endpoints: vec!["http://127.0.0.1:9/hook".into()],
+            ..LedgerOptions::default()
+        };
+        let mut ledger = SqliteLedger::open_in_memory(options).unwrap();
+        let mut meter = Meter::new(Price::default());
+        let changes = meter
+            .session_started(crate::testing::session_started("s", "c", "8:acs:r_u", ParticipantType::Acs, 1_000))
+            .unwrap();
+        crate::ledger::UsageLedger::apply(&mut ledger, &changes).unwrap();
+        let ledger: Mutex<Box<dyn UsageLedger>> = Mutex::new(Box::new(ledger));
+        let client = reqwest::Client::new();
+        let clock: Clock = Arc::new(|| 2_000);
+        // A lease no longer than one request timeout leaves no time to start a send.
+        let short = WebhookConfig { lease: Duration::from_secs(10), ..WebhookConfig::default() };
+        let telemetry = RecordingTelemetry::default();
+        assert!(deliver_due(&ledger, &client, &short, &telemetry, &clock).await, "the batch was claimed");
+        assert!(telemetry.reported().deliveries.is_empty(), "nothing was sent");
+        assert_eq!(lock(&ledger).outbox_backlog().unwrap(), 2);
+        // With the default lease the same batch is sent (and fails: nobody listens).
+        let telemetry = RecordingTelemetry::default();
+        deliver_due(&ledger, &client, &WebhookConfig::default(), &telemetry, &clock).await;
+        assert_eq!(telemetry.reported().deliveries.get(&DeliveryResult::Failed), Some(&2));
+    }
 }
