@@ -501,9 +501,11 @@ mod tests {
         let families: std::collections::HashSet<&str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
-        for file in
-            ["prometheus/rules/palaver.rules.yml", "prometheus/rules/cluster.rules.yml", "grafana/palaver-dashboard.json"]
-        {
+        for file in [
+            "prometheus/rules/palaver.rules.yml",
+            "prometheus/rules/cluster.rules.yml",
+            "grafana/palaver-dashboard.json",
+        ] {
             let content = std::fs::read_to_string(root.join(file)).unwrap();
             let mut names = Vec::new();
             let mut rest = content.as_str();
@@ -513,7 +515,8 @@ mod tests {
                 let word = &rest[..end];
                 // `palaver_cluster_*` is registered by palaver-cluster (its `metrics` module), which
                 // this crate cannot depend on; the other families are all registered here.
-                if (word.starts_with("palaver_") && !word.starts_with("palaver_cluster_")) || word.starts_with("process_")
+                if (word.starts_with("palaver_") && !word.starts_with("palaver_cluster_"))
+                    || word.starts_with("process_")
                 {
                     names.push(word.to_string());
                 }

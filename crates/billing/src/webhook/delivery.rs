@@ -153,7 +153,10 @@ async fn deliver_due(
     for (sent, item) in due.iter().enumerate() {
         if clock() > last_start_ms {
             // Left to the lease: another pass (on any node) claims these again once it passes.
-            tracing::warn!(left = due.len() - sent, "webhook pass ran to the end of its outbox lease; the rest waits for it");
+            tracing::warn!(
+                left = due.len() - sent,
+                "webhook pass ran to the end of its outbox lease; the rest waits for it"
+            );
             break;
         }
         let body = format!("[{}]", item.payload);
@@ -331,10 +334,8 @@ mod tests {
     #[tokio::test]
     async fn a_pass_starts_no_send_once_its_outbox_lease_could_run_out() {
         // Nothing listens on the endpoint: every send that starts fails and is counted.
-        let options = LedgerOptions {
-            webhook_endpoints: vec!["http://127.0.0.1:9/hook".into()],
-            ..LedgerOptions::default()
-        };
+        let options =
+            LedgerOptions { webhook_endpoints: vec!["http://127.0.0.1:9/hook".into()], ..LedgerOptions::default() };
         let mut ledger = SqliteLedger::open_in_memory(options).unwrap();
         let mut meter = Meter::new(Price::default());
         let changes = meter

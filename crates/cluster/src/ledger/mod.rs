@@ -35,11 +35,11 @@ use palaver_billing::webhook::events::events_for;
 use palaver_core::{EndReason, ParticipantType, SessionStarted};
 use tokio_postgres::{Row, Transaction};
 
+use palaver_billing::webhook::OUTBOX_LEASE;
 /// The ledger's tables, applied by [`PgLedger::open`].
 pub use schema::MIGRATIONS;
 /// The outbox lease columns, applied by [`PgLedger::open`] after [`MIGRATIONS`].
 pub use schema::OUTBOX_LEASE_MIGRATIONS;
-use palaver_billing::webhook::OUTBOX_LEASE;
 
 /// The usage ledger of one node on a shared PostgreSQL database.
 pub struct PgLedger {

@@ -126,7 +126,11 @@ fn a_postgres_outage_during_a_call_spools_usage_and_replays_it_once() {
     let mut usage_rows = all_usage(&ledger);
     usage_rows.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
     let spans: Vec<_> = usage_rows.iter().map(|r| (r.participant_id.as_str(), r.start_ms - t, r.end_ms - t)).collect();
-    assert_eq!(spans, vec![("alice", 0, 4_000), ("bob", 100, 20_000), ("carol", 2_000, 21_000)], "one record each, true spans");
+    assert_eq!(
+        spans,
+        vec![("alice", 0, 4_000), ("bob", 100, 20_000), ("carol", 2_000, 21_000)],
+        "one record each, true spans"
+    );
     let summaries = ledger.call_summaries("meeting").unwrap();
     assert_eq!(summaries.len(), 3);
     assert!(summaries.iter().all(|s| s.participant_end_reason == Some(EndReason::Left)));

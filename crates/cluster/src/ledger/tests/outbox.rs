@@ -56,7 +56,9 @@ async fn receiver(counts: Arc<Mutex<HashMap<String, u32>>>) -> String {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let length = text[..end]
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(0);
                         if request.len() >= end + 4 + length {
@@ -116,9 +118,11 @@ async fn three_nodes_delivering_one_outbox_send_every_event_exactly_once() {
         let backlog = {
             let db = db.clone();
             let options = options.clone();
-            tokio::task::spawn_blocking(move || PgLedger::open(&db, "probe", options).unwrap().outbox_backlog().unwrap())
-                .await
-                .unwrap()
+            tokio::task::spawn_blocking(move || {
+                PgLedger::open(&db, "probe", options).unwrap().outbox_backlog().unwrap()
+            })
+            .await
+            .unwrap()
         };
         if delivered == expected && backlog == 0 {
             break;
@@ -155,7 +159,10 @@ fn a_lease_keeps_rows_from_other_nodes_until_it_runs_out_and_a_late_failure_chan
 
     // a stalls; its lease runs out and b takes the rows over.
     let taken = b.due_deliveries(now + lease, 10).unwrap();
-    assert_eq!(taken.iter().map(|i| &i.event_id).collect::<Vec<_>>(), claimed.iter().map(|i| &i.event_id).collect::<Vec<_>>());
+    assert_eq!(
+        taken.iter().map(|i| &i.event_id).collect::<Vec<_>>(),
+        claimed.iter().map(|i| &i.event_id).collect::<Vec<_>>()
+    );
     b.record_delivery(&DeliveryOutcome::Delivered {
         event_id: taken[0].event_id.clone(),
         endpoint: taken[0].endpoint.clone(),
