@@ -44,6 +44,9 @@ TEST_STAGES += test-fuzz
 # test-postgres: the identity, rooms and chat SDK tests on a private PostgreSQL, then two nodes
 # sharing one PostgreSQL and one Redis (docs/cluster.md).
 TEST_STAGES += test-postgres
+# test-pg-outage: PostgreSQL stopped ~10 s during a call with a real palaver in cluster mode;
+# usage is spooled on the node's disk and replayed once (docs/cluster.md).
+TEST_STAGES += test-pg-outage
 
 .PHONY: test-deploy test-browser
 .PHONY: load
@@ -167,6 +170,10 @@ test-browser: build
 test-postgres: build venv
 	cd tests/cluster && $(VENV_PY) sdk_on_postgres.py --binary $(DEBUG_BIN) --python $(VENV_PY) $(PG_SDK_SCRIPTS)
 	cd tests/cluster && $(VENV_PY) two_nodes.py --binary $(DEBUG_BIN)
+
+.PHONY: test-pg-outage
+test-pg-outage: build
+	$(PYTHON) tests/billing/pg_outage.py --binary $(DEBUG_BIN)
 
 # ---------------------------------------------------------------- trials (not part of `make test`)
 # Crash, soak and flood trials of the release binaries (tests/trials/README.md). Each starts its
