@@ -170,6 +170,20 @@ class Call:
         return t["ended"] - t["leave_sent"]
 
 
+def outage_during_a_call(node, pg, users, stays, joins, leaves):
+    """A call of `leaves` and `stays`, PostgreSQL stopped, `joins` joins and `leaves` leaves
+    during the outage; returns (call, monotonic time PostgreSQL went down, join ms, leave ms)."""
+    call = Call(node, users)
+    call.join(leaves)
+    call.join(stays)
+    call.sockets[stays].drain(1.0)
+    pg.stop()
+    down = time.monotonic()
+    join_ms = call.join(joins)
+    leave_ms = call.leave(leaves)
+    return call, down, join_ms, leave_ms
+
+
 def records_by_session(node, since_ms, sessions):
     """{participant id: [records]}; waits (10 s at most) for `sessions` to have records, since
     `session.ended` does not wait for the ledger (only joins do)."""
@@ -224,14 +238,7 @@ def main():
         began = now_ms()
 
         # 1. A ~10 s outage during a call.
-        call = Call(node, users)
-        call.join("alice")
-        call.join("bob")
-        call.sockets["bob"].drain(1.0)
-        pg.stop()
-        down = time.monotonic()
-        carol_join_ms = call.join("carol")
-        alice_leave_ms = call.leave("alice")
+        call, down, carol_join_ms, alice_leave_ms = outage_during_a_call(node, pg, users, "bob", "carol", "alice")
         call.sockets["bob"].drain(max(0.0, args.outage_secs - (time.monotonic() - down)))
         during = node.spooled()
         pg.start()
@@ -256,14 +263,7 @@ def main():
               f"PostgreSQL was back; 1 record per session, spans within the client's view")
 
         # 2. palaver killed during an outage: only the spool on disk has what it acknowledged.
-        call2 = Call(node, users)
-        call2.join("dave")
-        call2.join("erin")
-        call2.sockets["erin"].drain(1.0)
-        pg.stop()
-        down = time.monotonic()
-        call2.join("frank")
-        call2.leave("dave")
+        call2, down, _, _ = outage_during_a_call(node, pg, users, "erin", "frank", "dave")
         call2.sockets["erin"].drain(3.0)
         spooled_at_kill = node.spooled()
         kill_ms = now_ms()

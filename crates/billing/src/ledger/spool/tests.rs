@@ -35,6 +35,14 @@ impl Switchable {
         }
         f(&mut self.inner)
     }
+
+    /// Reads fail too while the database is away.
+    fn read<R>(&self, f: impl FnOnce(&SqliteLedger) -> Result<R, LedgerError>) -> Result<R, LedgerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(LedgerError::Backend("08006: connection refused".into()));
+        }
+        f(&self.inner)
+    }
 }
 
 impl UsageLedger for Switchable {
@@ -48,28 +56,25 @@ impl UsageLedger for Switchable {
         self.write(|l| l.recover())
     }
     fn last_checkpoint_ms(&self) -> Result<Option<i64>, LedgerError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(LedgerError::Backend("down".into()));
-        }
-        self.inner.last_checkpoint_ms()
+        self.read(|l| l.last_checkpoint_ms())
     }
     fn usage_page(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
-        self.inner.usage_page(query)
+        self.read(|l| l.usage_page(query))
     }
     fn call_summaries(&self, id: &str) -> Result<Vec<CallSummary>, LedgerError> {
-        self.inner.call_summaries(id)
+        self.read(|l| l.call_summaries(id))
     }
     fn totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<TypeTotals>, LedgerError> {
-        self.inner.totals(from_ms, to_ms)
+        self.read(|l| l.totals(from_ms, to_ms))
     }
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, LedgerError> {
-        self.inner.due_deliveries(now_ms, limit)
+        self.read(|l| l.due_deliveries(now_ms, limit))
     }
     fn record_delivery(&mut self, outcome: &DeliveryOutcome) -> Result<(), LedgerError> {
-        self.inner.record_delivery(outcome)
+        self.write(|l| l.record_delivery(outcome))
     }
     fn outbox_backlog(&self) -> Result<u64, LedgerError> {
-        self.inner.outbox_backlog()
+        self.read(|l| l.outbox_backlog())
     }
 }
 
