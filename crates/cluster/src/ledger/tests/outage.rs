@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-/// How long PostgreSQL stays down: the ~10 s of the proof (PALAVER_PG_OUTAGE_SECS to change).
+/// How long PostgreSQL stays down: 3 s by default, to keep `make test` short (the real-server
+/// test, `tests/billing/pg_outage.py`, runs the 10 s); PALAVER_PG_OUTAGE_SECS=10 for
+/// the figures of docs/cluster.md.
 fn outage() -> Duration {
-    let secs = std::env::var("PALAVER_PG_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let secs = std::env::var("PALAVER_PG_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     Duration::from_secs(secs)
 }
 
@@ -119,7 +121,7 @@ fn a_postgres_outage_during_a_call_spools_usage_and_replays_it_once() {
         gauges.write_failures.load(Ordering::SeqCst),
     );
     assert_eq!(spooled_during, 2, "carol's join and alice's leave were spooled");
-    assert!(spool_lines >= 3, "two batches and the checkpoints behind them ({spool_lines} lines)");
+    assert!(spool_lines >= 3, "two batches and at least one checkpoint behind them ({spool_lines} lines)");
     assert_eq!(gauges.write_failures.load(Ordering::SeqCst), 0, "the recorder never saw a failed write");
 
     let ledger = PgLedger::open(&db, "probe", LedgerOptions::default()).unwrap();
