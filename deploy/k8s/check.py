@@ -81,7 +81,7 @@ def main():
     check("kill -TERM 1" in stop and "kill -0 1" in stop, "preStop sends SIGTERM to palaver and waits for the drain")
     res = c.get("resources", {})
     check(res.get("requests") and res.get("requests") == res.get("limits"), "requests = limits (Guaranteed QoS)")
-    for want, proto in (("https", "TCP"), ("quic", "UDP"), ("media", "UDP"), ("metrics", "TCP")):
+    for want, proto in (("https", "TCP"), ("quic", "UDP"), ("media", "UDP"), ("metrics", "TCP"), ("mesh", "UDP")):
         check(ports.get(want, {}).get("protocol", "TCP") == proto and want in ports, f"container port {want}/{proto}")
     mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
     check(mounts.get("data") == "/var/lib/palaver", "the data directory (ledger spool) is on the volume claim")
