@@ -110,6 +110,55 @@ impl Engine {
         Ok(())
     }
 
+    /// A SIP trunk leg with DTLS-SRTP: the peer's address is known from its SDP (no ICE), so
+    /// its DTLS datagrams are demultiplexed by address from the start; as DTLS client the
+    /// server sends its first flight now (retransmitted from the DTLS timers until answered).
+    pub(super) fn add_dtls_rtp_transport(
+        &mut self,
+        now: Instant,
+        spec: DtlsRtpTransportSpec,
+        tx: &mut impl Transmit,
+    ) -> Result<(), CommandError> {
+        if !self.routers.contains_key(&spec.router) {
+            return Err(CommandError::UnknownRouter);
+        }
+        if self.transports.contains_key(&spec.id) {
+            return Err(CommandError::TransportExists);
+        }
+        if self.by_addr.contains_key(&spec.remote) {
+            return Err(CommandError::AddressInUse);
+        }
+        let (dtls, first_flight) = if spec.client {
+            DtlsSession::client(&spec.dtls, &spec.remote_fingerprint, now, spec.remote)
+                .map_err(|_| CommandError::DtlsSetup)?
+        } else {
+            (DtlsSession::server(&spec.dtls, &spec.remote_fingerprint), Vec::new())
+        };
+        // Contexts without usable keys until DTLS completes; `keyed` keeps them unused.
+        let unkeyed = || SrtpContext::new(Profile::Aes128CmHmacSha1_80, &[0; 16], &[0; 14]);
+        let (srtp_in, srtp_out) = (unkeyed().map_err(CommandError::Srtp)?, unkeyed().map_err(CommandError::Srtp)?);
+        self.by_addr.insert(spec.remote, spec.id);
+        let udp = UdpPath {
+            // Never matched: no STUN on a trunk leg (ufrags are only looked up).
+            ice_ufrag: String::new(),
+            ice_pwd: String::new(),
+            remote: Some(spec.remote),
+            srtp_in,
+            srtp_out,
+            dtls: Some(Box::new(dtls)),
+            keyed: false,
+            plain: false,
+            rtcp_remote: None,
+            trunk: None,
+        };
+        self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
+        self.handshaking.push(spec.id);
+        for datagram in &first_flight {
+            send_raw(tx, &self.counters, datagram, spec.remote);
+        }
+        Ok(())
+    }
+
     pub(super) fn remove_transport(&mut self, id: TransportId) {
         self.telephone_events.remove(&id);
         if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
