@@ -72,24 +72,32 @@ struct Answer {
 }
 
 async fn answer_from_log(dir: &Path) -> Answer {
+    let line = logged_answer(dir, "call_srtp_").await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // <port> <profile> SERVER_CRYPTO <tag> <suite> <key> END
+    assert!(words.len() >= 7 && words[2] == "SERVER_CRYPTO", "{line}");
+    Answer {
+        port: words[0].parse().expect("port"),
+        profile: words[1].to_owned(),
+        suite: words[4].to_owned(),
+        key: base64::engine::general_purpose::STANDARD.decode(words[5]).expect("base64 key"),
+    }
+}
+
+/// What SIPp logged after `SERVER_RTP_PORT ` in the scenario log whose name starts with
+/// `prefix` (its `<log>` of palaver's answer), once it is there.
+async fn logged_answer(dir: &Path, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if !(name.starts_with("call_srtp_") && name.ends_with("_logs.log")) {
+            if !(name.starts_with(prefix) && name.ends_with("_logs.log")) {
                 continue;
             }
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) else { continue };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            // <port> <profile> SERVER_CRYPTO <tag> <suite> <key> END
-            assert!(words.len() >= 7 && words[2] == "SERVER_CRYPTO", "{line}");
-            return Answer {
-                port: words[0].parse().expect("port"),
-                profile: words[1].to_owned(),
-                suite: words[4].to_owned(),
-                key: base64::engine::general_purpose::STANDARD.decode(words[5]).expect("base64 key"),
-            };
+            if let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) {
+                return line.lines().next().unwrap_or_default().to_owned();
+            }
         }
         assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -188,24 +196,11 @@ async fn an_sdes_srtp_trunk_call_is_heard_both_ways_through_an_independent_srtp_
 
 /// What palaver's DTLS answer said (from the SIPp log): media port, profile, fingerprint, setup.
 async fn dtls_answer_from_log(dir: &Path) -> (u16, String, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !(name.starts_with("call_dtls_") && name.ends_with("_logs.log")) {
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) else { continue };
-            // <port> <profile> SERVER_DTLS <fingerprint> <setup> END
-            let words: Vec<&str> = line.split_whitespace().collect();
-            assert!(words.len() >= 5 && words[2] == "SERVER_DTLS", "{line}");
-            let port = words[0].parse().expect("port");
-            return (port, words[1].to_owned(), words[3].to_owned(), words[4].to_owned());
-        }
-        assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let line = logged_answer(dir, "call_dtls_").await;
+    // <port> <profile> SERVER_DTLS <fingerprint> <setup> END
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(words.len() >= 5 && words[2] == "SERVER_DTLS", "{line}");
+    (words[0].parse().expect("port"), words[1].to_owned(), words[3].to_owned(), words[4].to_owned())
 }
 
 /// The phone's DTLS client on `socket` against palaver's media port: returns the SRTP keys it
