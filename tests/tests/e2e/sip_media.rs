@@ -39,10 +39,22 @@ const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
 
 /// A server whose one trunk (127.0.0.1) has `srtp = "{srtp}"`, `NUMBER` routed to `USER`.
 async fn start(prefix: &str, srtp: &str) -> (TempDir, Server, SocketAddr) {
+    start_with(prefix, srtp, NUMBER, &format!("user:8:orgid:{USER}"), "").await
+}
+
+/// [`start`] with `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table.
+async fn start_with(
+    prefix: &str,
+    srtp: &str,
+    number: &str,
+    route: &str,
+    before: &str,
+) -> (TempDir, Server, SocketAddr) {
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
-        r#"[sip]
+        r#"{before}
+[sip]
 listen = "127.0.0.1:0"
 options_interval_secs = 0
 
@@ -54,8 +66,8 @@ codecs = ["PCMU"]
 srtp = "{srtp}"
 
 [[phone_numbers]]
-number = "{NUMBER}"
-route = "user:8:orgid:{USER}"
+number = "{number}"
+route = "{route}"
 "#
     );
     let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
@@ -286,10 +298,8 @@ async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_automation_send_dtmf_tones_reach_the_phone_as_rfc_4733() {
     const APP_NUMBER: &str = "+14255550188";
-    require_sipp();
-    let dir = TempDir::new("palaver-e2e-sipmedia-dtmf");
     let (hook_port, events) = event_receiver().await;
-    let config = format!(
+    let subscription = format!(
         r#"[events.delivery]
 poll_interval_ms = 50
 
@@ -297,23 +307,10 @@ poll_interval_ms = 50
 name = "incoming"
 endpoint = "http://127.0.0.1:{hook_port}/hook"
 event_types = ["Microsoft.Communication.IncomingCall"]
-
-[sip]
-listen = "127.0.0.1:0"
-options_interval_secs = 0
-
-[[sip.trunks]]
-name = "carrier"
-address = "127.0.0.1:9"
-allow_from = ["127.0.0.1"]
-
-[[phone_numbers]]
-number = "{APP_NUMBER}"
-route = "call-automation"
 "#
     );
-    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
-    let sip = server.sip_addr().expect("PALAVER_SIP line");
+    let (dir, server, sip) =
+        start_with("palaver-e2e-sipmedia-dtmf", "off", APP_NUMBER, "call-automation", &subscription).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp_port = phone.local_addr().unwrap().port().to_string();
     let extra =
