@@ -251,3 +251,67 @@ fn tones_of_a_participant_go_out_to_the_phone_in_its_mix_stream() {
     assert!(to_other >= plan.len() - 2, "the other phone heard the mix throughout ({to_other})");
     assert_eq!(t.counters().dropped_total(), 0);
 }
+
+/// `sendDtmfTones` to one participant: tones sent under an addressed SSRC (the Call
+/// Automation leg registers its tone stream's audience as the target) reach that listener's
+/// phone only; tones under the sender's own SSRC reach every phone that takes tones.
+#[test]
+fn tones_under_an_addressed_ssrc_reach_only_its_listeners() {
+    use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector, tone_packets, write_packet};
+    const PHONE_B: TransportId = TransportId(43);
+    let addr_b: SocketAddr = "127.0.0.1:6200".parse().unwrap();
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 9);
+    let link = DirectLink::new(256);
+    let mut commands = vec![Command::CreateRouter { router: ROOM }];
+    for (id, addr, ssrc) in [(PHONE, phone_addr(), 0x7000), (PHONE_B, addr_b, 0x7003)] {
+        commands.extend([
+            Command::AddRtpTransport { id, router: ROOM, remote: addr },
+            Command::SetMixOutput {
+                router: ROOM,
+                transport: id,
+                output: Some(MixOutputSpec { ssrc, payload_type: 0 }),
+            },
+            Command::SetMixAudio {
+                router: ROOM,
+                audio: MixAudio::TelephoneEventsOut { transport: id, payload_type: Some(101) },
+            },
+        ]);
+    }
+    commands.extend([
+        Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
+        Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
+        Command::SetTelephoneEvent { transport: QUIC, payload_type: Some(101) },
+        Command::SetMixAudio {
+            router: ROOM,
+            audio: MixAudio::Audience { transport: QUIC, ssrc: 0xA2, listeners: Some(vec![PHONE_B]) },
+        },
+    ]);
+    t.commands(commands);
+    t.drive(Duration::from_millis(1));
+    // Digit 4 to phone B only (SSRC 0xA2), then digit 7 to everyone (the audio SSRC 0xA1).
+    let mut plan: Vec<Option<(u32, u32, bool, TelephoneEvent)>> = Vec::new();
+    for (digit, ssrc, ts) in [(4u8, 0xA2u32, 1000u32), (7, 0xA1, 9000)] {
+        plan.extend(tone_packets(digit, 10, 800).map(|(m, e)| Some((ssrc, ts, m, e))));
+        plan.extend(std::iter::repeat_n(None, 4));
+    }
+    let (mut detectors, mut digits) = ([ToneDetector::default(); 2], [Vec::new(), Vec::new()]);
+    for (i, step) in plan.iter().enumerate() {
+        if let Some((ssrc, ts, marker, event)) = step {
+            let mut buf = [0u8; 32];
+            let n = write_packet(&mut buf, 101, *marker, 700 + i as u16, *ts, *ssrc, event).unwrap();
+            t.direct(QUIC, &buf[..n]);
+        }
+        t.drive(Duration::from_millis(20));
+        for (to, packet) in t.out.sent.drain(..) {
+            let Ok(h) = RtpHeader::parse(&packet) else { continue };
+            if is_rtcp(&packet) || h.payload_type != 101 {
+                continue;
+            }
+            let which = usize::from(to == addr_b);
+            let event = TelephoneEvent::parse(h.payload(&packet)).unwrap();
+            digits[which].extend(detectors[which].on_packet(h.timestamp, &event).map(|e| e.event));
+        }
+    }
+    assert_eq!(digits[0], [7], "phone A gets only the tone sent to everyone");
+    assert_eq!(digits[1], [4, 7], "phone B gets the tone addressed to it and the one to everyone");
+}
