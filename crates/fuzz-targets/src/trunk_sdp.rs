@@ -34,6 +34,7 @@ pub fn run(data: &[u8]) {
         direction: answer_direction(&media.direction),
         protocol: "RTP/AVP",
         crypto: &local,
+        dtls: None,
     });
     let back_policy = TrunkPolicy { codecs: vec![media.codec], srtp: SrtpPolicy::Optional, trunk: None };
     let back = negotiate(&Description::parse(&answer).expect("our answer parses"), &back_policy).expect("agreed");

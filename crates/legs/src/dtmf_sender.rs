@@ -25,6 +25,8 @@ pub struct TonePacket {
 #[derive(Debug)]
 struct Job {
     tones: Vec<DtmfTone>,
+    /// The participant the tones are for (a raw id): the media plane sends them to it only.
+    target: String,
     tag: OperationTag,
     index: usize,
     step: usize,
@@ -39,8 +41,13 @@ pub struct DtmfSender {
 }
 
 impl DtmfSender {
-    pub fn send(&mut self, tones: Vec<DtmfTone>, tag: OperationTag) {
-        self.jobs.push_back(Job { tones, tag, index: 0, step: 0, gap: 0 });
+    pub fn send(&mut self, target: String, tones: Vec<DtmfTone>, tag: OperationTag) {
+        self.jobs.push_back(Job { tones, target, tag, index: 0, step: 0, gap: 0 });
+    }
+
+    /// The target of the request being sent (or next to be).
+    pub fn current_target(&self) -> Option<&str> {
+        self.jobs.front().map(|job| job.target.as_str())
     }
 
     pub fn is_idle(&self) -> bool {
@@ -85,7 +92,7 @@ mod tests {
     fn sends_each_tone_once_detectably_then_completes() {
         let mut sender = DtmfSender::default();
         let tag = OperationTag { operation_context: Some("d1".into()), operation_callback_uri: None };
-        sender.send(vec![DtmfTone(1), DtmfTone(2), DtmfTone(3)], tag.clone());
+        sender.send("4:+14255550199".into(), vec![DtmfTone(1), DtmfTone(2), DtmfTone(3)], tag.clone());
         let (mut events, mut detector, mut heard) = (Vec::new(), ToneDetector::default(), Vec::new());
         let mut ticks = 0;
         while !sender.is_idle() {

@@ -43,7 +43,7 @@ enum Cmd {
     Recognize(RecognizeRequest, Reply),
     PromptReady(u64, Result<Vec<Arc<[i16]>>, (ResultInfo, u32)>),
     Continuous(String, bool, OperationTag, Reply),
-    SendDtmf(Vec<DtmfTone>, OperationTag, Reply),
+    SendDtmf(String, Vec<DtmfTone>, OperationTag, Reply),
     Hold(String, bool, Option<PlaySource>, OperationTag, Reply),
     HoldMusicReady(String, Vec<Arc<[i16]>>),
     Mute(String, bool, Reply),
@@ -122,8 +122,8 @@ impl ServerLeg for LegHandle {
     fn continuous_dtmf(&self, target: String, on: bool, tag: OperationTag) -> LegFuture<()> {
         self.ask(|r| Cmd::Continuous(target, on, tag, r))
     }
-    fn send_dtmf(&self, _target: String, tones: Vec<DtmfTone>, tag: OperationTag) -> LegFuture<()> {
-        self.ask(|r| Cmd::SendDtmf(tones, tag, r))
+    fn send_dtmf(&self, target: String, tones: Vec<DtmfTone>, tag: OperationTag) -> LegFuture<()> {
+        self.ask(|r| Cmd::SendDtmf(target, tones, tag, r))
     }
     fn hold(&self, target: String, on: bool, music: Option<PlaySource>, tag: OperationTag) -> LegFuture<()> {
         self.ask(|r| Cmd::Hold(target, on, music, tag, r))
@@ -193,6 +193,8 @@ struct Runtime {
     sequence: u16,
     timestamp: u32,
     tone_timestamp: u32,
+    /// Whom the tones sent under [`tone_ssrc`] are registered for (a raw id).
+    tone_audience: Option<String>,
     speaking: bool,
     /// Mix frames handled since the leg started (real or silence filled in).
     mix_frames: u64,
@@ -236,6 +238,7 @@ impl Runtime {
             sequence: rand_u16(),
             timestamp: u32::from(rand_u16()) << 8,
             tone_timestamp: 0,
+            tone_audience: None,
             speaking: false,
             mix_frames: 0,
             pending: Vec::new(),
@@ -426,9 +429,10 @@ impl Runtime {
                     self.emit(tag, LegEventKind::ContinuousDtmfStopped(ResultInfo::success()));
                 }
             }
-            Cmd::SendDtmf(tones, tag, reply) => {
+            Cmd::SendDtmf(target, tones, tag, reply) => {
                 let _ = reply.send(Ok(()));
-                self.dtmf.send(tones, tag);
+                self.dtmf.send(target, tones, tag);
+                self.address_tones();
             }
             Cmd::Hold(target, on, music, tag, reply) => {
                 let _ = reply.send(Ok(()));
@@ -686,13 +690,27 @@ impl Runtime {
             }
             let mut buf = [0u8; 32];
             let pt = self.streams.telephone_event_payload_type;
-            let (seq, ts, ssrc) = (self.next_sequence(), self.tone_timestamp, self.streams.audio_ssrc);
+            let (seq, ts, ssrc) = (self.next_sequence(), self.tone_timestamp, tone_ssrc(&self.streams));
             if let Ok(n) = write_packet(&mut buf, pt, packet.marker, seq, ts, ssrc, &packet.event) {
                 self.transport.send(Bytes::copy_from_slice(&buf[..n]));
             }
         }
         self.pending.extend(dtmf_events);
+        self.address_tones();
         self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+    }
+
+    /// Registers the target of the next tones as the only audience of [`tone_ssrc`], so the
+    /// media plane relays them (RFC 4733 out to a phone) to that participant alone. Done when
+    /// a request is queued and when the next one comes up, ahead of its first packet.
+    fn address_tones(&mut self) {
+        let Some(target) = self.dtmf.current_target() else { return };
+        if self.tone_audience.as_deref() == Some(target) {
+            return;
+        }
+        let names = media_names(&self.aliases, &[target.to_owned()]);
+        self.transport.set_audience(tone_ssrc(&self.streams), Some(names));
+        self.tone_audience = Some(target.to_owned());
     }
 
     fn next_sequence(&mut self) -> u16 {
@@ -741,6 +759,12 @@ impl Runtime {
 
 /// The raw id behind a media participant id: an alias, or the `{call}/{raw id}` form of call
 /// participants and legs, or the id itself.
+/// The SSRC the leg's RFC 4733 tones go out under: its own stream, addressed to the
+/// `sendDtmfTones` target (never the audio SSRC, which everyone hears).
+fn tone_ssrc(streams: &LegStreams) -> u32 {
+    streams.audio_ssrc ^ 0x8000_0000
+}
+
 fn raw_id(aliases: &HashMap<String, String>, participant: &str) -> String {
     if let Some(raw) = aliases.get(participant) {
         return raw.clone();

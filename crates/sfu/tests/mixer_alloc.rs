@@ -111,10 +111,11 @@ fn heap_in_use() -> i64 {
     info.uordblks as i64 + info.hblkhd as i64
 }
 
-/// Counts datagrams and keeps nothing.
+/// Counts datagrams (and the RFC 4733 packets, payload type 101, among them) and keeps nothing.
 struct CountingTransmit {
     buf: Vec<u8>,
     sent: u64,
+    tones: u64,
 }
 
 impl Transmit for CountingTransmit {
@@ -123,6 +124,7 @@ impl Transmit for CountingTransmit {
     }
     fn commit(&mut self, _len: usize, _to: std::net::SocketAddr) {
         self.sent += 1;
+        self.tones += u64::from(self.buf[1] & 0x7F == 101);
     }
     fn commit_direct(&mut self, _len: usize, _to: &palaver_sfu::net::DirectLink) -> bool {
         unreachable!("only UDP transports here")
@@ -167,7 +169,7 @@ fn the_worker_mixing_path_does_not_allocate() {
     let room = RouterId(5);
     let counters = std::sync::Arc::new(WorkerCounters::default());
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, tones: 0 };
     let t0 = Instant::now();
     let mut peers = opus_room(&mut core, &mut tx, t0, room, 42000);
     let mut plain = [0u8; 1500];
@@ -216,13 +218,16 @@ fn the_worker_mixing_path_does_not_allocate() {
 /// Phone legs' RTP paths: 2 PCMU peers (plain RTP/AVP, SSRC learned, G.711 decoded and the
 /// mix encoded once per codec), a G.722 peer over SDES-SRTP (its own decoder, the shared
 /// G.722 encoder, its own mix-minus encoder) and 3 Opus SRTP peers in one room, through
-/// silence, one and three talkers: no allocation per packet or per tick.
+/// silence, one and three talkers, while the first Opus peer keys RFC 4733 digits that are
+/// relayed in the first PCMU phone's mix stream: no allocation per packet or per tick.
 #[test]
 fn the_plain_rtp_g711_path_does_not_allocate() {
     use audio_codec::Encoder as _;
+    use palaver_sfu::engine::MixAudio;
     use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
     use palaver_sfu::mixer::g722::{G722_FRAME_BYTES, G722_FRAME_SAMPLES};
     use palaver_sfu::router::LayerSpec;
+    use palaver_sfu::rtp::telephone_event::{tone_packets, write_packet};
     use palaver_sfu::rtp::{Codec, ExtensionMap};
 
     let voice = frames(true, 50);
@@ -230,7 +235,7 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     let room = RouterId(6);
     let counters = std::sync::Arc::new(WorkerCounters::default());
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, tones: 0 };
     let t0 = Instant::now();
     core.handle_command(t0, Command::CreateRouter { router: room }, &mut tx).unwrap();
     let phones: Vec<(palaver_sfu::router::TransportId, std::net::SocketAddr)> = (0..2u32)
@@ -271,6 +276,16 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
         ] {
             core.handle_command(t0, command, &mut tx).unwrap();
         }
+    }
+    // DTMF out: the first Opus peer's telephone-events go to the first PCMU phone.
+    for command in [
+        Command::SetTelephoneEvent { transport: peers[0].0.transport, payload_type: Some(101) },
+        Command::SetMixAudio {
+            router: room,
+            audio: MixAudio::TelephoneEventsOut { transport: phones[0].0, payload_type: Some(101) },
+        },
+    ] {
+        core.handle_command(t0, command, &mut tx).unwrap();
     }
     // The G.722 phone: SDES-SRTP keys as a trunk's `a=crypto` gives them (transport 9).
     let g722_phone = (support::Peer::new(9, Profile::Aes128CmHmacSha1_80), "127.0.0.1:43100".parse().unwrap());
@@ -342,7 +357,8 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
             let payload = if on { &voice[tick as usize % voice.len()] } else { &quiet[tick as usize % quiet.len()] };
             let n = peer.transport.0;
             plain[..12].copy_from_slice(&[0x90, support::OPUS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            plain[2..4].copy_from_slice(&(tick as u16).to_be_bytes());
+            // Even sequence numbers: the first peer's telephone-events take the odd ones.
+            plain[2..4].copy_from_slice(&(tick as u16).wrapping_mul(2).to_be_bytes());
             plain[4..8].copy_from_slice(&(tick as u32).wrapping_mul(960).to_be_bytes());
             plain[8..12].copy_from_slice(&(0xA000 + n).to_be_bytes());
             let level = if on { 0x80 | 20 } else { 127 };
@@ -350,6 +366,17 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
             plain[20..20 + payload.len()].copy_from_slice(payload);
             let len = peer.protect(&plain[..20 + payload.len()], &mut wire);
             core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
+            // A digit every 400 ms: 5 updates and 3 ends, then a pause.
+            let in_tone = (tick % 20) as usize;
+            if i == 0
+                && let Some((marker, event)) = tone_packets((tick / 20 % 10) as u8, 10, 800).nth(in_tone)
+            {
+                let tone_ts = (tick / 20) as u32 * 20 * 960;
+                let seq = (tick as u16).wrapping_mul(2).wrapping_add(1);
+                let n = write_packet(&mut plain, 101, marker, seq, tone_ts, 0xA000 + n, &event).unwrap();
+                let len = peer.protect(&plain[..n], &mut wire);
+                core.handle_datagram(base + Duration::from_millis(1), *addr, &mut wire[..len], tx);
+            }
         }
         for quarter in 0..4 {
             core.handle_timeout(base + Duration::from_millis(2 + quarter * 5), tx);
@@ -358,17 +385,21 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     for tick in 0..400 {
         step(tick, &mut core, &mut tx);
     }
-    let out_before = counters.snapshot().packets_out;
+    let (out_before, tones_before) = (counters.snapshot().packets_out, tx.tones);
     let ((), allocated) = support::counting_alloc::counted(|| {
         for tick in 400..2_000 {
             step(tick, &mut core, &mut tx);
         }
     });
+    let tones = tx.tones - tones_before;
     let snapshot = counters.snapshot();
     let sent = snapshot.packets_out - out_before;
     println!(
-        "plain RTP + G.711 + SRTP G.722 mixing path: {sent} packets sent in 1600 ticks, {allocated} heap allocations"
+        "plain RTP + G.711 + SRTP G.722 mixing path: {sent} packets sent in 1600 ticks ({tones} of them \
+         relayed RFC 4733 tones), {allocated} heap allocations"
     );
+    // 80 digits keyed, each relayed as 5 updates and 3 ends.
+    assert_eq!(tones, 80 * 8, "every digit went out to the phone");
     // Phones get a frame every tick (no DTX for G.711 or G.722): at least 3 × 1600 packets.
     assert!(sent >= 4_800, "{snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
@@ -388,7 +419,7 @@ fn per_participant_audio_on_the_worker_does_not_allocate() {
     let room = RouterId(7);
     let counters = std::sync::Arc::new(WorkerCounters::default());
     let mut core = Engine::new(RouterConfig::default(), 1, counters.clone());
-    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0 };
+    let mut tx = CountingTransmit { buf: vec![0; 2048], sent: 0, tones: 0 };
     let t0 = Instant::now();
     let mut peers = opus_room(&mut core, &mut tx, t0, room, 44000);
     let transport = |i: usize| peers[i].0.transport;

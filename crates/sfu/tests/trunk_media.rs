@@ -6,6 +6,11 @@
 //!   through the mixer, for each suite palaver accepts;
 //! - every trunk codec (PCMU, G.722, Opus) carries a tone both ways: three phones, one per
 //!   codec, each decodes the other two and not itself.
+//! - DTLS-SRTP (`UDP/TLS/RTP/SAVP`, RFC 5763/5764) without ICE: the trunk's DTLS endpoint is
+//!   rtc-dtls (the crate the WebRTC path uses) with its own certificate, its SRTP is
+//!   `webrtc-srtp` keyed from that handshake; palaver answers `a=setup:passive` to an
+//!   `active` trunk (the trunk starts the handshake) and `active` to a `passive` one (palaver
+//!   starts it); both directions carry a tone.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +24,7 @@ use palaver_sfu::mixer::AudioCodec;
 use palaver_sfu::mixer::g711::Law;
 use palaver_sfu::srtp::Profile;
 use palaver_sfu::testing::TestEngine;
-use palaver_sfu::webrtc::dtls::DtlsIdentity;
+use palaver_sfu::webrtc::dtls::{DtlsIdentity, DtlsSession};
 use palaver_sfu::webrtc::sdp::Description;
 use webrtc_srtp::context::Context as TheirContext;
 use webrtc_srtp::protection_profile::ProtectionProfile as TheirProfile;
@@ -343,4 +348,129 @@ fn pcmu_g722_and_opus_trunks_each_hear_the_other_two() {
     assert_eq!((reception.report_blocks, reception.packets_lost), (6, 0), "{reception:?}");
     assert!(reception.jitter_seconds() < 0.001, "{reception:?}");
     assert!(counters.transcode_ns > 0, "phone codec time is measured");
+}
+
+/// A DTLS-SRTP trunk (setup `trunk_setup`) and a plain one in one conversation: the handshake
+/// runs over the worker's socket with the address from the SDP, the trunk's fingerprint is
+/// checked, and the keys it exported carry a tone each way.
+fn a_dtls_trunk_and_a_plain_phone_hear_each_other(trunk_setup: &str) {
+    let (secure_addr, plain_addr): (SocketAddr, SocketAddr) =
+        ("198.51.100.9:5004".parse().unwrap(), "198.51.100.8:6000".parse().unwrap());
+    let mut control = controller();
+    let mut engine = TestEngine::new();
+    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Required, trunk: None };
+    let trunk_identity = DtlsIdentity::generate(trunk_setup == "active").unwrap();
+    let offer = format!(
+        "{}a=fingerprint:sha-256 {}\r\na=setup:{trunk_setup}\r\n",
+        offer(secure_addr, "UDP/TLS/RTP/SAVP", TrunkCodec::Pcmu, &[]),
+        trunk_identity.fingerprint()
+    );
+    let (media, answer, out) = control.join_sip(CONVERSATION, "secure", &offer, &policy).unwrap();
+    assert!(media.dtls.is_some() && media.crypto.is_none());
+    apply(&mut engine, &out).unwrap();
+    assert!(answer.contains("UDP/TLS/RTP/SAVP 0 101\r\n"), "{answer}");
+    let ours = Description::parse(&answer).unwrap();
+    let server_fingerprint = ours.fingerprint.clone().expect("a=fingerprint in the answer");
+    let expected_setup = if trunk_setup == "active" { "passive" } else { "active" };
+    assert_eq!(ours.setup.as_deref(), Some(expected_setup), "{answer}");
+    let plain_policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Off, trunk: None };
+    let (_, _, out) = control.join_sip(CONVERSATION, "plain", &offer_plain(plain_addr), &plain_policy).unwrap();
+    apply(&mut engine, &out).unwrap();
+
+    // The handshake, over the worker's socket: the trunk's datagrams come from its SDP address.
+    let server_addr = SocketAddr::from(([192, 0, 2, 1], 40_000));
+    let now = std::time::Instant::now();
+    let (mut trunk, mut to_server) = if trunk_setup == "active" {
+        DtlsSession::client(&trunk_identity, &server_fingerprint, now, server_addr).unwrap()
+    } else {
+        (DtlsSession::server(&trunk_identity, &server_fingerprint), Vec::new())
+    };
+    let mut keys = None;
+    for _ in 0..30 {
+        for datagram in to_server.drain(..) {
+            engine.datagram(secure_addr, datagram.to_vec());
+        }
+        engine.drive(Duration::from_millis(20));
+        for (to, datagram) in engine.take_sent() {
+            if to != secure_addr || !(20..=63).contains(&datagram[0]) {
+                continue; // the plain phone's mix; nothing but DTLS goes to the trunk yet
+            }
+            let output = trunk.handle(now, server_addr, &datagram).expect("the trunk accepts palaver's flight");
+            to_server.extend(output.transmit);
+            keys = keys.or(output.keys);
+        }
+        if keys.is_some() && to_server.is_empty() {
+            break;
+        }
+    }
+    let keys = keys.expect("the DTLS handshake completed: palaver's certificate matched its fingerprint");
+    let profile = their_profile(keys.profile);
+    let mut trunk_tx = TheirContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
+    let mut trunk_rx =
+        TheirContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+    let mut secure = Phone::new(TrunkCodec::Pcmu, 1000.0, 0xD715);
+    let mut plain = Phone::new(TrunkCodec::Pcmu, 440.0, 0x9A11);
+    let mut protected_in = 0;
+    for _ in 0..100 {
+        engine.datagram(secure_addr, trunk_tx.encrypt_rtp(&secure.next()).unwrap().to_vec());
+        engine.datagram(plain_addr, plain.next());
+        engine.drive(Duration::from_millis(20));
+        for (to, packet) in engine.take_sent() {
+            if packet.len() < 2 || (200..=206).contains(&packet[1]) || (20..=63).contains(&packet[0]) {
+                continue; // RTCP, a DTLS retransmission
+            }
+            if to == secure_addr {
+                let clear = trunk_rx.decrypt_rtp(&packet).expect("the trunk unprotects palaver's SRTP");
+                protected_in += 1;
+                secure.hear(&clear);
+            } else {
+                plain.hear(&packet);
+            }
+        }
+    }
+    let (heard_by_secure, heard_by_plain) = (secure.heard_at(440.0), plain.heard_at(1000.0));
+    println!(
+        "DTLS-SRTP ({trunk_setup} trunk, {:?}): {protected_in} SRTP packets to the trunk; it hears 440 Hz at \
+         {heard_by_secure:.0}, the plain phone hears 1 kHz at {heard_by_plain:.0}",
+        keys.profile
+    );
+    assert!(protected_in >= 90, "{protected_in} SRTP packets reached the trunk");
+    assert!(heard_by_secure > AMPLITUDE / 2.0, "the DTLS trunk hears the plain one: {heard_by_secure}");
+    assert!(heard_by_plain > AMPLITUDE / 2.0, "the plain trunk hears the DTLS one: {heard_by_plain}");
+    assert!(secure.heard_at(1000.0) < AMPLITUDE / 50.0, "mix-minus");
+    assert_eq!(engine.counters().dropped(DropReason::SrtpAuthFailed), 0);
+}
+
+fn offer_plain(addr: SocketAddr) -> String {
+    offer(addr, "RTP/AVP", TrunkCodec::Pcmu, &[])
+}
+
+#[test]
+fn a_dtls_srtp_trunk_that_starts_the_handshake_is_heard_both_ways() {
+    a_dtls_trunk_and_a_plain_phone_hear_each_other("active");
+}
+
+#[test]
+fn palaver_starts_the_handshake_when_the_dtls_trunk_is_passive() {
+    a_dtls_trunk_and_a_plain_phone_hear_each_other("passive");
+}
+
+#[test]
+fn a_dtls_offer_without_fingerprint_or_on_a_plain_trunk_is_refused() {
+    let mut control = controller();
+    let addr: SocketAddr = "198.51.100.9:5004".parse().unwrap();
+    let bare = offer(addr, "UDP/TLS/RTP/SAVP", TrunkCodec::Pcmu, &[]);
+    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Optional, trunk: None };
+    assert!(control.join_sip(CONVERSATION, "a", &bare, &policy).is_err(), "no a=fingerprint");
+    let with_fp = format!("{bare}a=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n");
+    let off = TrunkPolicy { srtp: SrtpPolicy::Off, ..policy.clone() };
+    assert!(control.join_sip(CONVERSATION, "b", &with_fp, &off).is_err(), "srtp = off refuses DTLS");
+    let (media, answer, _) = control.join_sip(CONVERSATION, "c", &with_fp, &policy).unwrap();
+    assert_eq!(media.dtls.map(|d| d.client), Some(false), "actpass is answered passive");
+    assert!(answer.contains("a=setup:passive\r\n"), "{answer}");
+    // srtp = "dtls": the server's own offer is DTLS-SRTP.
+    let dtls = TrunkPolicy { srtp: SrtpPolicy::Dtls, ..policy };
+    let ours = control.offer_sip(CONVERSATION, "d", &dtls);
+    assert!(ours.contains("UDP/TLS/RTP/SAVP") && ours.contains("a=setup:actpass\r\n"), "{ours}");
+    assert!(ours.contains("a=fingerprint:sha-256 ") && !ours.contains("a=crypto"), "{ours}");
 }

@@ -55,6 +55,7 @@ pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
         SrtpPolicy::Off => trunk_media::SrtpPolicy::Off,
         SrtpPolicy::Optional => trunk_media::SrtpPolicy::Optional,
         SrtpPolicy::Required => trunk_media::SrtpPolicy::Required,
+        SrtpPolicy::Dtls => trunk_media::SrtpPolicy::Dtls,
     };
     policy
 }

@@ -48,6 +48,9 @@ pub enum SrtpPolicy {
     Optional,
     /// RTP/SAVP with SDES keys only.
     Required,
+    /// SRTP only (SDES or DTLS-SRTP accepted); palaver's own offers are DTLS-SRTP
+    /// (`UDP/TLS/RTP/SAVP` with `a=fingerprint` and `a=setup:actpass`).
+    Dtls,
     /// Plain RTP/AVP (a private interconnect).
     #[default]
     Off,

@@ -142,7 +142,7 @@ pub(crate) async fn finished(child: tokio::process::Child, what: &str) {
 }
 
 /// The media port of palaver's answer, from the SIPp log (`<log>` of `call.xml`).
-async fn server_rtp_port(dir: &Path) -> u16 {
+pub(crate) async fn server_rtp_port(dir: &Path) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -486,7 +486,7 @@ fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
 
 /// The Event Grid receiver of the routes test: answers the validation handshake and keeps
 /// every `IncomingCall` it is given.
-async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+pub(crate) async fn event_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use axum::extract::State;
     use axum::http::HeaderMap;
     type Seen = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;

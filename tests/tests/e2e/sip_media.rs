@@ -1,9 +1,15 @@
-//! The media side of the SIP trunk gateway against the real binary: SDES-SRTP on a trunk leg
-//! whose media endpoint is an independent SRTP implementation (webrtc-rs's `webrtc-srtp`,
-//! keyed only from the SDP). SIPp (`tests/sipp/call_srtp.xml`) is the carrier's signaling:
-//! it offers RTP/SAVP with this test's `a=crypto` and logs palaver's answer (media port,
-//! profile, palaver's own `a=crypto`). The called directory user answers over QUIC and sends
-//! a 440 Hz Opus tone; the phone sends a 1 kHz µ-law tone under SRTP. Each decodes the other.
+//! The media side of the SIP trunk gateway against the real binary:
+//! - SDES-SRTP on a trunk leg whose media endpoint is an independent SRTP implementation
+//!   (webrtc-rs's `webrtc-srtp`, keyed only from the SDP). SIPp (`tests/sipp/call_srtp.xml`)
+//!   is the carrier's signaling: it offers RTP/SAVP with this test's `a=crypto` and logs
+//!   palaver's answer (media port, profile, palaver's own `a=crypto`). The called directory
+//!   user answers over QUIC and sends a 440 Hz Opus tone; the phone sends a 1 kHz µ-law tone
+//!   under SRTP. Each decodes the other.
+//! - DTLS-SRTP the same way (`call_dtls.xml`: `UDP/TLS/RTP/SAVP`, the test's certificate
+//!   fingerprint, `a=setup:active`): the test runs the DTLS client (rtc-dtls) on the phone's
+//!   socket against palaver's answer, then `webrtc-srtp` with the exported keys.
+//! - DTMF out: Call Automation answers a phone call and `sendDtmfTones` to the phone; the
+//!   phone's socket decodes the RFC 4733 digits in palaver's mix stream.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,12 +18,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use palaver_e2e::{Server, ServerOptions, TempDir};
 use palaver_sfu::mixer::g711::{G711_FRAME_BYTES, Law};
+use palaver_sfu::rtp::RtpHeader;
+use palaver_sfu::rtp::telephone_event::{TelephoneEvent, ToneDetector};
+use palaver_sfu::webrtc::dtls::{DtlsIdentity, DtlsSession};
 use tokio::net::UdpSocket;
 use webrtc_srtp::context::Context as SrtpContext;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use crate::signaling::connect;
-use crate::sip::{finished, require_sipp, sipp_to, user_answers};
+use crate::sip::{event_receiver, finished, require_sipp, server_rtp_port, sipp_to, user_answers};
 use crate::support::{assert_hears, tone_amplitude};
 
 const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
@@ -28,12 +37,24 @@ const AMPLITUDE: f32 = 6000.0;
 /// The carrier's SDES key (RFC 4568's example key and salt).
 const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
 
-/// A server whose one trunk (127.0.0.1) has `srtp = "required"`, `NUMBER` routed to `USER`.
-async fn start(prefix: &str) -> (TempDir, Server, SocketAddr) {
+/// A server whose one trunk (127.0.0.1) has `srtp = "{srtp}"`, `NUMBER` routed to `USER`.
+async fn start(prefix: &str, srtp: &str) -> (TempDir, Server, SocketAddr) {
+    start_with(prefix, srtp, NUMBER, &format!("user:8:orgid:{USER}"), "").await
+}
+
+/// [`start`] with `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table.
+async fn start_with(
+    prefix: &str,
+    srtp: &str,
+    number: &str,
+    route: &str,
+    before: &str,
+) -> (TempDir, Server, SocketAddr) {
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
-        r#"[sip]
+        r#"{before}
+[sip]
 listen = "127.0.0.1:0"
 options_interval_secs = 0
 
@@ -42,11 +63,11 @@ name = "carrier"
 address = "127.0.0.1:9"
 allow_from = ["127.0.0.1"]
 codecs = ["PCMU"]
-srtp = "required"
+srtp = "{srtp}"
 
 [[phone_numbers]]
-number = "{NUMBER}"
-route = "user:8:orgid:{USER}"
+number = "{number}"
+route = "{route}"
 "#
     );
     let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
@@ -63,24 +84,32 @@ struct Answer {
 }
 
 async fn answer_from_log(dir: &Path) -> Answer {
+    let line = logged_answer(dir, "call_srtp_").await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // <port> <profile> SERVER_CRYPTO <tag> <suite> <key> END
+    assert!(words.len() >= 7 && words[2] == "SERVER_CRYPTO", "{line}");
+    Answer {
+        port: words[0].parse().expect("port"),
+        profile: words[1].to_owned(),
+        suite: words[4].to_owned(),
+        key: base64::engine::general_purpose::STANDARD.decode(words[5]).expect("base64 key"),
+    }
+}
+
+/// What SIPp logged after `SERVER_RTP_PORT ` in the scenario log whose name starts with
+/// `prefix` (its `<log>` of palaver's answer), once it is there.
+async fn logged_answer(dir: &Path, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if !(name.starts_with("call_srtp_") && name.ends_with("_logs.log")) {
+            if !(name.starts_with(prefix) && name.ends_with("_logs.log")) {
                 continue;
             }
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) else { continue };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            // <port> <profile> SERVER_CRYPTO <tag> <suite> <key> END
-            assert!(words.len() >= 7 && words[2] == "SERVER_CRYPTO", "{line}");
-            return Answer {
-                port: words[0].parse().expect("port"),
-                profile: words[1].to_owned(),
-                suite: words[4].to_owned(),
-                key: base64::engine::general_purpose::STANDARD.decode(words[5]).expect("base64 key"),
-            };
+            if let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) {
+                return line.lines().next().unwrap_or_default().to_owned();
+            }
         }
         assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -137,7 +166,7 @@ async fn secure_phone_talks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdes_srtp_trunk_call_is_heard_both_ways_through_an_independent_srtp_stack() {
-    let (dir, server, sip) = start("palaver-e2e-sipmedia-srtp").await;
+    let (dir, server, sip) = start("palaver-e2e-sipmedia-srtp", "required").await;
     let token = server.directory_user_token(USER, "Sam Secure").await;
     let mut ws = connect(&server, &token).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -175,4 +204,190 @@ async fn an_sdes_srtp_trunk_call_is_heard_both_ways_through_an_independent_srtp_
     let ended = ws.recv_type("call.ended").await;
     assert_eq!(ended["callId"], call_id.as_str());
     client.close().await;
+}
+
+/// What palaver's DTLS answer said (from the SIPp log): media port, profile, fingerprint, setup.
+async fn dtls_answer_from_log(dir: &Path) -> (u16, String, String, String) {
+    let line = logged_answer(dir, "call_dtls_").await;
+    // <port> <profile> SERVER_DTLS <fingerprint> <setup> END
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(words.len() >= 5 && words[2] == "SERVER_DTLS", "{line}");
+    (words[0].parse().expect("port"), words[1].to_owned(), words[3].to_owned(), words[4].to_owned())
+}
+
+/// The phone's DTLS client on `socket` against palaver's media port: returns the SRTP keys it
+/// exported once palaver's certificate matched `server_fingerprint`.
+async fn dtls_handshake(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    server_fingerprint: &str,
+    identity: &DtlsIdentity,
+) -> palaver_sfu::srtp::SrtpKeys {
+    let (mut session, mut flight) =
+        DtlsSession::client(identity, server_fingerprint, Instant::now(), server).expect("DTLS client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    loop {
+        for datagram in flight.drain(..) {
+            socket.send_to(&datagram, server).await.expect("send DTLS");
+        }
+        match tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) if n > 0 && (20..=63).contains(&buf[0]) => {
+                let out = session.handle(Instant::now(), from, &buf[..n]).expect("palaver's DTLS flight");
+                flight.extend(out.transmit);
+                if let Some(keys) = out.keys {
+                    for datagram in flight.drain(..) {
+                        socket.send_to(&datagram, server).await.expect("send DTLS");
+                    }
+                    return keys;
+                }
+            }
+            Ok(_) => {} // not DTLS (nothing else comes before the keys)
+            Err(_) => flight.extend(session.poll(Instant::now(), server)),
+        }
+        assert!(Instant::now() < deadline, "the DTLS handshake with palaver did not complete");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
+    let (dir, server, sip) = start("palaver-e2e-sipmedia-dtls", "dtls").await;
+    let token = server.directory_user_token(USER, "Dana Dtls").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let identity = DtlsIdentity::generate(true).expect("the trunk's certificate");
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "fingerprint", identity.fingerprint()];
+    let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    let carrier = sipp_to(NUMBER, sip, "call_dtls.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = ws.recv_type("call.incoming").await;
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(4));
+    let phone_side = async {
+        let (port, profile, fingerprint, setup) = dtls_answer_from_log(dir.path()).await;
+        assert_eq!((profile.as_str(), setup.as_str()), ("UDP/TLS/RTP/SAVP", "passive"));
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        let keys = dtls_handshake(&phone, to, &fingerprint, &identity).await;
+        let profile = match keys.profile {
+            palaver_sfu::srtp::Profile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+            palaver_sfu::srtp::Profile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            other => panic!("unexpected DTLS-SRTP profile {other:?}"),
+        };
+        let mut tx = SrtpContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
+        let mut rx = SrtpContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+        let heard = secure_phone_talks(&phone, to, &mut tx, &mut rx, Duration::from_secs(3)).await;
+        (heard, keys.profile)
+    };
+    let ((client, user_heard), ((phone_heard, good, bad), profile)) = tokio::join!(user, phone_side);
+    assert_hears("the directory user", &user_heard, PHONE_HZ, USER_HZ, 1000.0);
+    assert!(good >= 100 && bad == 0, "the phone authenticated {good} SRTP packets, {bad} failed");
+    let tail = &phone_heard[phone_heard.len() / 3..];
+    let (other, own) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, PHONE_HZ));
+    println!(
+        "DTLS-SRTP phone ({profile:?}): {good} packets; {USER_HZ} Hz amplitude {other:.0}, own {PHONE_HZ} Hz {own:.0}"
+    );
+    assert!(other > 1000.0, "the phone does not hear the user's tone ({other:.0})");
+    assert!(own < other / 10.0, "the phone hears itself ({own:.0} vs {other:.0})");
+    finished(carrier, "DTLS-SRTP call").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_automation_send_dtmf_tones_reach_the_phone_as_rfc_4733() {
+    const APP_NUMBER: &str = "+14255550188";
+    let (hook_port, events) = event_receiver().await;
+    let subscription = format!(
+        r#"[events.delivery]
+poll_interval_ms = 50
+
+[[events.subscriptions]]
+name = "incoming"
+endpoint = "http://127.0.0.1:{hook_port}/hook"
+event_types = ["Microsoft.Communication.IncomingCall"]
+"#
+    );
+    let (dir, server, sip) =
+        start_with("palaver-e2e-sipmedia-dtmf", "off", APP_NUMBER, "call-automation", &subscription).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "hangup", "palaver"].map(String::from);
+    let carrier = sipp_to(APP_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = wait_for(&events, |e| e["eventType"] == "Microsoft.Communication.IncomingCall").await;
+    let answer = serde_json::json!({
+        "incomingCallContext": incoming["data"]["incomingCallContext"],
+        "callbackUri": format!("http://127.0.0.1:{hook_port}/callbacks"),
+    });
+    let (status, connection) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections:answer?api-version=2025-05-15", &answer.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{connection}");
+    let ccid = connection["callConnectionId"].as_str().expect("callConnectionId").to_owned();
+    server_rtp_port(dir.path()).await;
+    // The phone hears the mix (µ-law, payload type 0) before anything is sent.
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(buf[1] & 0x7F, 0, "the mix reaches the phone first ({n} bytes)");
+    let send = serde_json::json!({
+        "tones": ["one", "two", "pound"],
+        "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
+        "operationContext": "dial-extension",
+    });
+    let path = format!("/calling/callConnections/{ccid}:sendDtmfTones?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::POST, &path, &send.to_string()).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    // What the phone receives for the next 1.5 s: one RTP stream, audio and telephone-events.
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(until, phone.recv_from(&mut buf)).await {
+        if n >= 12 && buf[0] >> 6 == 2 && !(200..=206).contains(&buf[1]) {
+            packets.push(buf[..n].to_vec());
+        }
+    }
+    let headers: Vec<RtpHeader> = packets.iter().map(|p| RtpHeader::parse(p).expect("RTP")).collect();
+    assert!(headers.windows(2).all(|w| w[0].ssrc == w[1].ssrc), "one SSRC: tones share the mix's stream");
+    let gaps = headers.windows(2).filter(|w| w[1].sequence != w[0].sequence.wrapping_add(1)).count();
+    let mut detector = ToneDetector::default();
+    let (mut digits, mut tone_packets, mut markers) = (Vec::new(), 0, 0);
+    for (h, p) in headers.iter().zip(&packets) {
+        if h.payload_type != 101 {
+            assert_eq!(h.payload_type, 0, "µ-law or telephone-event only");
+            continue;
+        }
+        tone_packets += 1;
+        markers += usize::from(h.marker);
+        let event = TelephoneEvent::parse(h.payload(p)).expect("a 4-byte event");
+        assert_eq!(event.volume, 10);
+        digits.extend(detector.on_packet(h.timestamp, &event).map(|e| e.event));
+    }
+    println!(
+        "DTMF out: {} packets to the phone, {tone_packets} telephone-events ({markers} markers), digits {digits:?}, {gaps} sequence gaps",
+        packets.len()
+    );
+    assert_eq!(digits, [1, 2, 11], "the phone decodes one, two, pound");
+    assert_eq!(markers, 3, "a marker on each tone's first packet");
+    assert_eq!(gaps, 0, "tones take the mix's place in one sequence space");
+    wait_for(&events, |e| e["type"].as_str().is_some_and(|t| t.ends_with("SendDtmfTonesCompleted"))).await;
+    let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
+    assert!(status.is_success(), "{status} {body}");
+    finished(carrier, "a Call Automation call that sent DTMF to the phone").await;
+}
+
+/// The first event `events` received that matches `wanted` (within 20 s).
+async fn wait_for(
+    events: &std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(event) = events.lock().unwrap().iter().find(|e| wanted(e)) {
+            return event.clone();
+        }
+        assert!(Instant::now() < deadline, "the awaited event never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

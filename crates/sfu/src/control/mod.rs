@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 
 pub use conference::{Conference, DEFAULT_MAX_HEIGHT, DEFAULT_MIX_PT};
 
-use crate::engine::{Command, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
+use crate::engine::{Command, DtlsRtpTransportSpec, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::net::DirectLink;
 use crate::router::{Numbering, ProducerId, ProducerSpec, TransportId};
 use crate::srtp::SrtpKeys;
@@ -62,6 +62,10 @@ pub enum TransportKind {
     /// Plain RTP/AVP over the worker's UDP socket to a known address, no crypto: a SIP trunk
     /// leg without SRTP (trunks on a private interconnect commonly run so). See [`sip`].
     Rtp { remote: SocketAddr },
+    /// DTLS-SRTP over the worker's UDP socket to a known address, without ICE: a SIP trunk
+    /// leg whose SDP said `UDP/TLS/RTP/SAVP` (RFC 5763/5764). `client`: the server starts the
+    /// handshake (the trunk answered or offered `a=setup:passive`).
+    DtlsRtp { remote: SocketAddr, remote_fingerprint: String, client: bool },
 }
 
 /// A stream the server sends to a participant: the first audio slot carries its mix, video
@@ -333,11 +337,22 @@ impl Conferences {
             let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
             output.commands.push((joined.worker, command));
         }
+        if let Some(payload_type) = media.telephone_event.filter(|_| media.codec != crate::mixer::AudioCodec::Opus) {
+            // Tones the others send (Call Automation, a user's keypad) go out to the trunk as
+            // RFC 4733 in the mix stream. Not for Opus: its 48 kHz clock is not the 8 kHz
+            // `telephone-event/8000` the trunk agreed.
+            let audio = crate::engine::MixAudio::TelephoneEventsOut {
+                transport: joined.transport,
+                payload_type: Some(payload_type),
+            };
+            output.commands.push((joined.worker, Command::SetMixAudio { router: joined.router, audio }));
+        }
         if let Some(slot) = policy.trunk.as_deref().and_then(crate::engine::trunk_stats::trunk_slot) {
             let clock_rate = if media.codec == crate::mixer::AudioCodec::Opus { 48_000 } else { 8_000 };
             let command = Command::SetTrunkStats { transport: joined.transport, slot, clock_rate };
             output.commands.push((joined.worker, command));
         }
+        let fingerprint = self.config.identity.fingerprint().to_owned();
         let answer = sip::write_sdp(&sip::LocalSdp {
             address: self.config.candidates[joined.worker],
             session_id: u64::from(joined.transport.0),
@@ -351,6 +366,7 @@ impl Conferences {
                 .find(|m| m.kind == Some(MediaKind::Audio) && m.port != 0)
                 .map_or("RTP/AVP", |m| m.protocol.as_str()),
             crypto: local.as_slice(),
+            dtls: media.dtls.as_ref().map(|d| sip::LocalDtls { fingerprint: &fingerprint, setup: d.local_setup() }),
         });
         Ok((media, answer, output))
     }
@@ -374,7 +390,7 @@ impl Conferences {
             })
             .collect();
         let crypto: Vec<sip::SdesCrypto> = match policy.srtp {
-            sip::SrtpPolicy::Off => Vec::new(),
+            sip::SrtpPolicy::Off | sip::SrtpPolicy::Dtls => Vec::new(),
             _ => (1..)
                 .zip(sip::sdes::OFFERED_SUITES)
                 .map(|(tag, profile)| sip::SdesCrypto::generate(tag, profile, &mut self.rng))
@@ -386,8 +402,14 @@ impl Conferences {
             codecs: &codecs,
             telephone_event: Some(101),
             direction: "sendrecv",
-            protocol: if policy.srtp == sip::SrtpPolicy::Required { "RTP/SAVP" } else { "RTP/AVP" },
+            protocol: match policy.srtp {
+                sip::SrtpPolicy::Required => "RTP/SAVP",
+                sip::SrtpPolicy::Dtls => "UDP/TLS/RTP/SAVP",
+                _ => "RTP/AVP",
+            },
             crypto: &crypto,
+            dtls: (policy.srtp == sip::SrtpPolicy::Dtls)
+                .then(|| sip::LocalDtls { fingerprint: self.config.identity.fingerprint(), setup: "actpass" }),
         });
         let key = (conversation.to_owned(), participant.to_owned());
         if crypto.is_empty() {
@@ -452,6 +474,11 @@ impl Conferences {
                 Command::AddTransport(Box::new(spec))
             }
             TransportKind::Rtp { remote } => Command::AddRtpTransport { id: transport, router, remote },
+            TransportKind::DtlsRtp { remote, remote_fingerprint, client } => {
+                let dtls = self.config.identity.clone();
+                let spec = DtlsRtpTransportSpec { id: transport, router, remote, dtls, remote_fingerprint, client };
+                Command::AddDtlsRtpTransport(Box::new(spec))
+            }
         };
         out.commands.push((worker, command));
         let mut producers = Vec::with_capacity(publish.len());

@@ -1,10 +1,11 @@
 //! A SIP trunk leg as an [`Attach`]: the trunk's SDP (offer or answer, parsed by
 //! `webrtc/sdp.rs`'s [`Description`]) names one audio m-section with RTP/AVP (or RTP/SAVP
-//! with SDES keys, [`sdes`]) to an address and port, codecs by payload type (static 0/8/9
+//! with SDES keys, [`sdes`], or `UDP/TLS/RTP/SAVP` with DTLS-SRTP, RFC 5763/5764) to an
+//! address and port, codecs by payload type (static 0/8/9
 //! without `a=rtpmap` too) and maybe RFC 4733 `telephone-event`. [`negotiate`] picks the
 //! codec by the trunk's preference and the SRTP keys by its [`SrtpPolicy`], [`sip_attach`]
-//! turns it into a plain-RTP transport (`TransportKind::Rtp`) or an SDES-SRTP one
-//! (`TransportKind::Srtp`), one audio producer in that codec (it feeds the mixer) and one
+//! turns it into a plain-RTP transport (`TransportKind::Rtp`), an SDES-SRTP one
+//! (`TransportKind::Srtp`) or a DTLS-SRTP one without ICE (`TransportKind::DtlsRtp`), one audio producer in that codec (it feeds the mixer) and one
 //! audio receive slot carrying the mix encoded in the same codec (shared with every other
 //! listener of that codec). [`write_sdp`] writes the server's answer or offer (one
 //! m-section, `a=rtcp` on the same port so RTCP arrives on the worker's one socket).
@@ -43,6 +44,10 @@ pub enum TrunkSdpError {
     NoUsableCrypto,
     #[error("the trunk requires SRTP (srtp = \"required\") and the SDP has no usable a=crypto")]
     SrtpRequired,
+    #[error("UDP/TLS/RTP/SAVP without a=fingerprint:sha-256")]
+    NoFingerprint,
+    #[error("a=setup:holdconn: no DTLS association is wanted")]
+    DtlsHoldconn,
 }
 
 /// How a trunk's media is protected (the trunk's `srtp` setting).
@@ -55,7 +60,11 @@ pub enum SrtpPolicy {
     /// offers are RTP/AVP with `a=crypto` (best-effort SRTP, as SBCs do it).
     Optional,
     /// SDES-SRTP only: RTP/SAVP offers, and anything without usable keys is refused (488).
+    /// A `UDP/TLS/RTP/SAVP` (DTLS-SRTP) offer is accepted too.
     Required,
+    /// SRTP only, like `Required`, and the server's own offers are DTLS-SRTP
+    /// (`UDP/TLS/RTP/SAVP`, `a=fingerprint`, `a=setup:actpass`) instead of SDES.
+    Dtls,
 }
 
 /// A trunk's media preference: codecs in order and its SRTP policy.
@@ -84,6 +93,7 @@ impl TrunkPolicy {
                 policy.srtp = match srtp.to_ascii_lowercase().as_str() {
                     "optional" => SrtpPolicy::Optional,
                     "required" => SrtpPolicy::Required,
+                    "dtls" => SrtpPolicy::Dtls,
                     _ => SrtpPolicy::Off,
                 };
                 continue;
@@ -108,6 +118,7 @@ impl TrunkPolicy {
                 SrtpPolicy::Off => "srtp=off",
                 SrtpPolicy::Optional => "srtp=optional",
                 SrtpPolicy::Required => "srtp=required",
+                SrtpPolicy::Dtls => "srtp=dtls",
             }
             .to_owned(),
         );
@@ -139,6 +150,33 @@ pub struct TrunkMedia {
     pub direction: String,
     /// The peer's SDES key (the first usable `a=crypto` of the section), when SRTP is agreed.
     pub crypto: Option<SdesCrypto>,
+    /// DTLS-SRTP, when the peer's SDP is `UDP/TLS/RTP/SAVP`.
+    pub dtls: Option<TrunkDtls>,
+}
+
+/// The peer's side of a DTLS-SRTP trunk leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkDtls {
+    /// Its certificate's `a=fingerprint:sha-256`, upper-case `AA:BB:…`.
+    pub fingerprint: String,
+    /// The server is the DTLS client: the peer said `a=setup:passive`. With `active` (or
+    /// `actpass`, which the server answers `passive`) the peer starts the handshake.
+    pub client: bool,
+}
+
+impl TrunkDtls {
+    /// The server's `a=setup` value for this leg (in its answer).
+    pub fn local_setup(&self) -> &'static str {
+        if self.client { "active" } else { "passive" }
+    }
+}
+
+/// How a trunk's SDP protects its media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    Plain,
+    Sdes,
+    Dtls,
 }
 
 /// The codec of one offered payload type: its `a=rtpmap`, or the RFC 3551 static types.
@@ -179,19 +217,31 @@ pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, 
         .find(|(_, m)| m.kind == Some(MediaKind::Audio) && m.port != 0)
         .ok_or(TrunkSdpError::NoAudio)?;
     let protocol = media.protocol.to_ascii_uppercase();
-    let secure = match protocol.as_str() {
-        "RTP/AVP" | "RTP/AVPF" => false,
-        "RTP/SAVP" | "RTP/SAVPF" if policy.srtp != SrtpPolicy::Off => true,
+    let protection = match protocol.as_str() {
+        "RTP/AVP" | "RTP/AVPF" => Protection::Plain,
+        "RTP/SAVP" | "RTP/SAVPF" if policy.srtp != SrtpPolicy::Off => Protection::Sdes,
+        "UDP/TLS/RTP/SAVP" | "UDP/TLS/RTP/SAVPF" if policy.srtp != SrtpPolicy::Off => Protection::Dtls,
         _ => return Err(TrunkSdpError::Protocol(media.protocol.clone())),
     };
-    let crypto = if policy.srtp == SrtpPolicy::Off {
+    let dtls = match protection {
+        Protection::Dtls => Some(TrunkDtls {
+            fingerprint: sdp.fingerprint.clone().ok_or(TrunkSdpError::NoFingerprint)?,
+            client: match sdp.setup.as_deref() {
+                Some("passive") => true,
+                Some("holdconn") => return Err(TrunkSdpError::DtlsHoldconn),
+                _ => false,
+            },
+        }),
+        _ => None,
+    };
+    let crypto = if policy.srtp == SrtpPolicy::Off || dtls.is_some() {
         None
     } else {
         sdp.crypto.iter().filter(|(i, _)| *i == index).find_map(|(_, value)| SdesCrypto::parse(value))
     };
-    match (&crypto, secure, policy.srtp) {
-        (None, true, _) => return Err(TrunkSdpError::NoUsableCrypto),
-        (None, false, SrtpPolicy::Required) => return Err(TrunkSdpError::SrtpRequired),
+    match (&crypto, protection, policy.srtp) {
+        (None, Protection::Sdes, _) => return Err(TrunkSdpError::NoUsableCrypto),
+        (None, Protection::Plain, SrtpPolicy::Required | SrtpPolicy::Dtls) => return Err(TrunkSdpError::SrtpRequired),
         _ => {}
     }
     let preference = &policy.codecs;
@@ -212,6 +262,7 @@ pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, 
         telephone_event,
         direction: media.direction.clone(),
         crypto,
+        dtls,
     })
 }
 
@@ -224,7 +275,8 @@ fn router_codec(codec: AudioCodec) -> Codec {
     }
 }
 
-/// The agreed trunk media as an [`Attach`]: plain RTP to the peer (SDES-SRTP with `keys`),
+/// The agreed trunk media as an [`Attach`]: plain RTP to the peer (SDES-SRTP with `keys`,
+/// DTLS-SRTP when `media.dtls` says so),
 /// one audio producer (its SSRC is learned from the first packet) and one audio slot with the
 /// mix in the same codec. A G.711 mix needs the static payload type (0 or 8) on the wire,
 /// which is what trunks use.
@@ -245,9 +297,14 @@ pub fn sip_attach(media: &TrunkMedia, may_send: bool, keys: Option<SrtpKeys>, rn
         numbering: None,
     };
     Attach {
-        transport: match keys {
-            Some(keys) => TransportKind::Srtp { remote: media.remote, keys },
-            None => TransportKind::Rtp { remote: media.remote },
+        transport: match (&media.dtls, keys) {
+            (Some(dtls), _) => TransportKind::DtlsRtp {
+                remote: media.remote,
+                remote_fingerprint: dtls.fingerprint.clone(),
+                client: dtls.client,
+            },
+            (None, Some(keys)) => TransportKind::Srtp { remote: media.remote, keys },
+            (None, None) => TransportKind::Rtp { remote: media.remote },
         },
         publish: if may_send { vec![producer] } else { Vec::new() },
         receive: vec![slot],
@@ -277,10 +334,21 @@ pub struct LocalSdp<'a> {
     /// Our `telephone-event/8000` payload type, when offered or agreed.
     pub telephone_event: Option<u8>,
     pub direction: &'a str,
-    /// `RTP/AVP` or `RTP/SAVP`.
+    /// `RTP/AVP`, `RTP/SAVP` or `UDP/TLS/RTP/SAVP`.
     pub protocol: &'a str,
     /// Our SDES keys (`a=crypto`): the one agreed in an answer, every suite in an offer.
     pub crypto: &'a [SdesCrypto],
+    /// DTLS-SRTP: our certificate's fingerprint and our `a=setup`.
+    pub dtls: Option<LocalDtls<'a>>,
+}
+
+/// The server's DTLS attributes in a trunk SDP.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalDtls<'a> {
+    /// `AA:BB:…` (SHA-256).
+    pub fingerprint: &'a str,
+    /// `actpass` in an offer, `active` or `passive` in an answer.
+    pub setup: &'a str,
 }
 
 /// Writes the server's SDP for a trunk leg (an answer or an offer).
@@ -311,6 +379,9 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
     let _ = write!(sdp, "a=ptime:20\r\na=rtcp:{}\r\na={}\r\n", local.address.port(), local.direction);
     for crypto in local.crypto {
         let _ = write!(sdp, "a=crypto:{}\r\n", crypto.attribute());
+    }
+    if let Some(dtls) = local.dtls {
+        let _ = write!(sdp, "a=fingerprint:sha-256 {}\r\na=setup:{}\r\n", dtls.fingerprint, dtls.setup);
     }
     sdp
 }

@@ -31,6 +31,9 @@ pub enum MixAudio {
     Audience { transport: TransportId, ssrc: u32, listeners: Option<Vec<TransportId>> },
     /// Every unmuted participant's decoded audio goes into `tap` each tick (`None`: off).
     SourceTap { tap: Option<Arc<super::SourceTap>> },
+    /// The transport's mix output carries the RFC 4733 tones other participants send, under
+    /// this telephone-event payload type (a phone leg; `None`: no longer). See `tone_relay`.
+    TelephoneEventsOut { transport: TransportId, payload_type: Option<u8> },
 }
 
 /// A router as the media plane knows it: one conversation's routing and mixing on one worker
@@ -63,6 +66,22 @@ pub struct WebRtcTransportSpec {
     pub remote_fingerprint: String,
 }
 
+/// A SIP trunk leg protected by DTLS-SRTP (RFC 5764) without ICE: the peer's address comes
+/// from its SDP, the handshake runs on the worker's socket with that address (the server is
+/// the DTLS `client` when the trunk's SDP said `a=setup:passive`), and the exported keys key
+/// the transport's SRTP contexts as for a browser.
+#[derive(Debug, Clone)]
+pub struct DtlsRtpTransportSpec {
+    pub id: TransportId,
+    pub router: RouterId,
+    pub remote: SocketAddr,
+    pub dtls: crate::webrtc::dtls::DtlsIdentity,
+    /// The trunk's `a=fingerprint:sha-256`, upper-case `AA:BB:…`.
+    pub remote_fingerprint: String,
+    /// The server starts the handshake (DTLS client) instead of waiting for it.
+    pub client: bool,
+}
+
 /// Control-plane commands, delivered through the worker's lock-free queue.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -75,6 +94,8 @@ pub enum Command {
     AddTransport(Box<TransportSpec>),
     /// A browser transport: ICE-lite credentials, then DTLS-SRTP yields the keys.
     AddWebRtcTransport(Box<WebRtcTransportSpec>),
+    /// A SIP trunk leg with DTLS-SRTP (see [`DtlsRtpTransportSpec`]).
+    AddDtlsRtpTransport(Box<DtlsRtpTransportSpec>),
     /// A direct transport: its plain RTP/RTCP arrives through
     /// [`WorkerHandle::push_ingress`](crate::net::WorkerHandle::push_ingress) and leaves through
     /// `link`'s egress queue (no ICE, no SRTP: the carrier, e.g. QUIC, encrypts).
@@ -170,6 +191,7 @@ impl Command {
             Command::CloseRouter { .. } => "close_router",
             Command::AddTransport(_) => "add_transport",
             Command::AddWebRtcTransport(_) => "add_webrtc_transport",
+            Command::AddDtlsRtpTransport(_) => "add_dtls_rtp_transport",
             Command::AddDirectTransport { .. } => "add_direct_transport",
             Command::AddRtpTransport { .. } => "add_rtp_transport",
             Command::RemoveTransport { .. } => "remove_transport",
@@ -210,4 +232,7 @@ pub enum CommandError {
     /// The router's mixer refused (codec set-up failed, or the mixer is full).
     #[error("router mixer: {0}")]
     Mixer(&'static str),
+    /// The DTLS client could not start its handshake.
+    #[error("DTLS set-up failed")]
+    DtlsSetup,
 }

@@ -24,7 +24,7 @@ use std::time::Instant;
 use super::counters::{DropReason, WorkerCounters};
 use super::router_mix::{Pushed, RouterMix, write_mix_rtp};
 use super::trunk_stats::TrunkReception;
-use super::{Command, CommandError, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
+use super::{Command, CommandError, DtlsRtpTransportSpec, EngineEvent, RouterId, TransportSpec, WebRtcTransportSpec};
 use crate::mixer::{MixerConfig, MixerError};
 use crate::net::DirectLink;
 use crate::router::{FastMap, Router, RouterConfig, RouterNote, RouterOutput, RtpRewrite, TransportId, apply_rewrite};
@@ -379,7 +379,7 @@ impl Engine {
         packet: &[u8],
         tx: &mut impl Transmit,
     ) {
-        if !rtcp && !self.telephone_events.is_empty() && self.telephone_event(from, packet) {
+        if !rtcp && !self.telephone_events.is_empty() && self.telephone_event(router_id, from, packet) {
             return;
         }
         if !rtcp
@@ -400,8 +400,9 @@ impl Engine {
     }
 
     /// True when `packet` is a telephone-event of `from` (consumed here): a tone it ends is
-    /// queued as [`EngineEvent::Dtmf`].
-    fn telephone_event(&mut self, from: TransportId, packet: &[u8]) -> bool {
+    /// queued as [`EngineEvent::Dtmf`], and every packet is relayed to the phones of the
+    /// router that take tones (`tone_relay`).
+    fn telephone_event(&mut self, router_id: RouterId, from: TransportId, packet: &[u8]) -> bool {
         let Some((payload_type, detector)) = self.telephone_events.get_mut(&from) else { return false };
         if packet.get(1).map(|b| b & 0x7F) != Some(*payload_type) {
             return false;
@@ -409,6 +410,9 @@ impl Engine {
         let Ok(header) = RtpHeader::parse(packet) else { return true };
         let payload = &packet[header.payload_offset..header.payload_offset + header.payload_len];
         let Ok(event) = TelephoneEvent::parse(payload) else { return true };
+        if let Some(mix) = self.mixes.get_mut(&router_id) {
+            mix.relay_tone(from, header.ssrc, header.timestamp, &event);
+        }
         if let Some(tone) = detector.on_packet(header.timestamp, &event).filter(TelephoneEvent::is_dtmf) {
             let event = EngineEvent::Dtmf { transport: from, event: tone.event, duration: tone.duration };
             push_event(&mut self.events, self.event_capacity, &self.counters, event);
@@ -568,6 +572,7 @@ impl Engine {
             }
             Command::AddTransport(spec) => self.add_transport(*spec),
             Command::AddWebRtcTransport(spec) => self.add_webrtc_transport(*spec),
+            Command::AddDtlsRtpTransport(spec) => self.add_dtls_rtp_transport(now, *spec, tx),
             Command::AddDirectTransport { id, router: router_id, link } => {
                 if !self.routers.contains_key(&router_id) {
                     return Err(CommandError::UnknownRouter);

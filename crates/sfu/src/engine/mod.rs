@@ -14,9 +14,12 @@ mod event;
 mod mix_reports;
 mod router_mix;
 mod source_tap;
+pub mod tone_relay;
 pub mod trunk_stats;
 
-pub use command::{Command, CommandError, MixAudio, MixOutputSpec, RouterId, TransportSpec, WebRtcTransportSpec};
+pub use command::{
+    Command, CommandError, DtlsRtpTransportSpec, MixAudio, MixOutputSpec, RouterId, TransportSpec, WebRtcTransportSpec,
+};
 pub use counters::{
     CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot,
     MIXER_TICK_BOUNDS_NS, ReceptionCounters, ReceptionSnapshot, WorkerCounters,

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::mix_reports::MixSendStats;
+use super::tone_relay::ToneRelay;
 use super::{CommandError, MixAudio, MixOutputSpec, SourceTap};
 use crate::mixer::{AudioCodec, MixOutputs, MixPacket, Mixer, MixerConfig, MixerError, MixerInput, RtpAudioIn};
 use crate::router::{FastMap, ProducerId, ProducerSpec, TransportId};
+use crate::rtp::telephone_event::{PAYLOAD_LEN as TONE_PAYLOAD_LEN, TelephoneEvent};
 use crate::rtp::{Codec, ExtensionMap, Extensions, RtpHeader};
 use palaver_core::MediaKind;
 
@@ -41,6 +43,8 @@ struct Source {
 struct AddressedStream {
     ssrc: u32,
     input: MixerInput,
+    /// Who hears it (the tones sent under `ssrc` are relayed to these only).
+    listeners: Vec<TransportId>,
 }
 
 /// What [`RouterMix::push`] did with a packet.
@@ -62,6 +66,8 @@ struct Member {
     output: Option<MixOutputSpec>,
     /// What the output stream sent (for its sender reports).
     sent: MixSendStats,
+    /// RFC 4733 tones of others relayed on the output (phone legs with telephone-event).
+    tones: Option<Box<ToneRelay>>,
 }
 
 /// What one tick of one room did.
@@ -88,6 +94,8 @@ pub(super) struct RouterMix {
     /// Per-source tap (unmixed recording) and the ticks run so far (its frame numbers).
     tap: Option<Arc<SourceTap>>,
     ticks: u64,
+    /// Scratch list of a relayed tone's listeners (kept, so relaying does not allocate).
+    tone_targets: Vec<TransportId>,
 }
 
 impl std::fmt::Debug for RouterMix {
@@ -143,6 +151,7 @@ impl RouterMix {
             grid,
             tap: None,
             ticks: 0,
+            tone_targets: Vec::new(),
         })
     }
 
@@ -158,9 +167,17 @@ impl RouterMix {
                 self.by_index.resize(index + 1, None);
             }
             self.by_index[index] = Some(transport);
-            let member =
-                Member { input, source: None, addressed: Vec::new(), output: None, sent: MixSendStats::default() };
+            let member = Member {
+                input,
+                source: None,
+                addressed: Vec::new(),
+                output: None,
+                sent: MixSendStats::default(),
+                tones: None,
+            };
             self.members.insert(transport, member);
+            // Room for every member in a relayed tone's listener list (see `relay_tone`).
+            self.tone_targets.reserve(self.members.len());
         }
         Ok(self.members.get_mut(&transport).expect("inserted above"))
     }
@@ -318,14 +335,18 @@ impl RouterMix {
                 let inputs: Vec<MixerInput> =
                     listeners.iter().filter_map(|t| self.members.get(t)).map(|m| m.input).collect();
                 let input = match existing {
-                    Some(at) => member.addressed[at].input,
+                    Some(at) => {
+                        let stream = &mut self.members.get_mut(&transport).expect("found").addressed[at];
+                        stream.listeners.clone_from(&listeners);
+                        stream.input
+                    }
                     None => {
                         if self.members.is_empty() && self.next_tick < now {
                             self.next_tick = next_on_grid(self.grid, now);
                         }
                         let input = self.mixer.add_participant().map_err(refused)?;
                         let member = self.members.get_mut(&transport).expect("found");
-                        member.addressed.push(AddressedStream { ssrc, input });
+                        member.addressed.push(AddressedStream { ssrc, input, listeners: listeners.clone() });
                         input
                     }
                 };
@@ -335,6 +356,33 @@ impl RouterMix {
                 self.mixer.set_source_taps(tap.is_some()).map_err(refused)?;
                 self.tap = tap;
                 Ok(())
+            }
+            MixAudio::TelephoneEventsOut { transport, payload_type } => {
+                let Some(member) = self.members.get_mut(&transport) else { return Ok(()) };
+                // One tick of the output's RTP clock: 8 kHz for G.711 and G.722, 48 kHz for Opus.
+                let tick_units = match member.output.as_ref().map(output_codec) {
+                    Some(AudioCodec::Opus) | None => 960,
+                    Some(_) => 160,
+                };
+                member.tones = payload_type.map(|pt| Box::new(ToneRelay::new(pt, tick_units)));
+                Ok(())
+            }
+        }
+    }
+
+    /// A telephone-event packet of `from` (sent under `ssrc` with RTP `timestamp`): relayed to
+    /// every other member whose output carries tones, or, when `ssrc` is one of `from`'s
+    /// addressed streams, to that stream's listeners only.
+    pub fn relay_tone(&mut self, from: TransportId, ssrc: u32, timestamp: u32, event: &TelephoneEvent) {
+        let Some(sender) = self.members.get(&from) else { return };
+        self.tone_targets.clear();
+        match sender.addressed.iter().find(|s| s.ssrc == ssrc) {
+            Some(stream) => self.tone_targets.extend_from_slice(&stream.listeners),
+            None => self.tone_targets.extend(self.members.keys().filter(|&&t| t != from)),
+        }
+        for target in &self.tone_targets {
+            if let Some(relay) = self.members.get_mut(target).and_then(|m| m.tones.as_deref_mut()) {
+                relay.on_source(from, timestamp, event);
             }
         }
     }
@@ -376,11 +424,22 @@ impl RouterMix {
         for packet in self.outputs.packets() {
             let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };
             let Some(member) = self.members.get_mut(transport) else { continue };
-            if let Some(output) = &member.output {
-                let payload = self.outputs.payload(packet.payload);
-                member.sent.on_sent(now, packet.timestamp, payload.len());
-                emit(*transport, output, packet, payload);
+            let Some(output) = &member.output else { continue };
+            if let Some(tone) = member.tones.as_deref_mut().and_then(|relay| relay.on_tick(packet.timestamp)) {
+                // The tone replaces this tick's mix packet: same SSRC and sequence number.
+                let pt = member.tones.as_deref().map_or(output.payload_type, |r| r.payload_type);
+                let spec = MixOutputSpec { ssrc: output.ssrc, payload_type: pt };
+                let relayed = MixPacket { marker: tone.marker, timestamp: tone.timestamp, ..*packet };
+                let mut payload = [0u8; TONE_PAYLOAD_LEN];
+                if tone.event.write(&mut payload).is_ok() {
+                    member.sent.on_sent(now, packet.timestamp, payload.len());
+                    emit(*transport, &spec, &relayed, &payload);
+                }
+                continue;
             }
+            let payload = self.outputs.payload(packet.payload);
+            member.sent.on_sent(now, packet.timestamp, payload.len());
+            emit(*transport, output, packet, payload);
         }
         if let Some(active) = self.outputs.active_speakers() {
             let mut ids = [None; 3];

@@ -35,6 +35,9 @@ pub enum DtlsError {
 #[derive(Clone)]
 pub struct DtlsIdentity {
     config: Arc<HandshakeConfig>,
+    /// The same certificate in the client role (a SIP trunk that answers `a=setup:passive`
+    /// makes the server the DTLS client; the SDP fingerprint is the same either way).
+    client_config: Arc<HandshakeConfig>,
     fingerprint: String,
 }
 
@@ -72,7 +75,20 @@ impl DtlsIdentity {
         )
         .map_err(setup_err)?;
         let fingerprint = sha256_fingerprint(certificate.certificate[0].as_ref());
-        let config = ConfigBuilder::default()
+        let config = Arc::new(Self::handshake_config(provider.clone(), certificate.clone(), is_client)?);
+        let client_config = match is_client {
+            true => config.clone(),
+            false => Arc::new(Self::handshake_config(provider, certificate, true)?),
+        };
+        Ok(Self { config, client_config, fingerprint })
+    }
+
+    fn handshake_config(
+        provider: Arc<dyn crypto_provider::RTCCryptoProvider>,
+        certificate: Certificate,
+        is_client: bool,
+    ) -> Result<HandshakeConfig, DtlsError> {
+        ConfigBuilder::default()
             .with_crypto_provider(provider)
             .with_certificates(vec![certificate])
             .with_srtp_protection_profiles(vec![
@@ -84,8 +100,7 @@ impl DtlsIdentity {
             // WebRTC authenticates the self-signed peer by its SDP fingerprint (checked below).
             .with_insecure_skip_verify(true)
             .build(is_client, None)
-            .map_err(setup_err)?;
-        Ok(Self { config: Arc::new(config), fingerprint })
+            .map_err(setup_err)
     }
 
     /// The server side used by every transport of the process.
@@ -100,6 +115,10 @@ impl DtlsIdentity {
 
     pub(crate) fn config(&self) -> Arc<HandshakeConfig> {
         self.config.clone()
+    }
+
+    pub(crate) fn client_config(&self) -> Arc<HandshakeConfig> {
+        self.client_config.clone()
     }
 }
 
@@ -146,7 +165,9 @@ impl DtlsSession {
         remote: SocketAddr,
     ) -> Result<(Self, Vec<BytesMut>), DtlsError> {
         let mut endpoint = Endpoint::new(LOCAL, Default::default(), None);
-        endpoint.connect(now, remote, identity.config(), None).map_err(|e| DtlsError::Handshake(e.to_string()))?;
+        endpoint
+            .connect(now, remote, identity.client_config(), None)
+            .map_err(|e| DtlsError::Handshake(e.to_string()))?;
         let mut transmit = Vec::new();
         while let Some(t) = endpoint.poll_transmit() {
             transmit.push(t.message);

@@ -152,6 +152,9 @@ pub struct Description {
     pub media: Vec<OfferedMedia>,
     /// SDES keys (`a=crypto`, RFC 4568) in order, per m-section index.
     pub crypto: Vec<(usize, String)>,
+    /// The DTLS role attribute (`a=setup`, RFC 4145/5763), session or media level (the last
+    /// one read), lower-case: `actpass`, `active`, `passive` or `holdconn`.
+    pub setup: Option<String>,
 }
 
 /// The address of a `c=IN IP4 <addr>` / `c=IN IP6 <addr>` line.
@@ -195,6 +198,7 @@ impl Description {
     pub fn parse(sdp: &str) -> Result<Description, SdpError> {
         let (mut ufrag, mut pwd, mut fingerprint, mut connection) = (None, None, None, None);
         let mut crypto = Vec::new();
+        let mut setup = None;
         let mut media: Vec<OfferedMedia> = Vec::new();
         for raw in sdp.lines() {
             let line = raw.trim_end_matches('\r');
@@ -243,6 +247,7 @@ impl Description {
             match name {
                 "ice-ufrag" => ufrag = Some(value.to_owned()),
                 "ice-pwd" => pwd = Some(value.to_owned()),
+                "setup" => setup = Some(value.trim().to_ascii_lowercase()),
                 "fingerprint" => {
                     if let Some((hash, fp)) = value.split_once(' ')
                         && hash.eq_ignore_ascii_case("sha-256")
@@ -307,7 +312,7 @@ impl Description {
                 _ => {}
             }
         }
-        Ok(Description { ice_ufrag: ufrag, ice_pwd: pwd, fingerprint, connection, media, crypto })
+        Ok(Description { ice_ufrag: ufrag, ice_pwd: pwd, fingerprint, connection, media, crypto, setup })
     }
 }
 

@@ -68,6 +68,7 @@ fn the_answer_names_the_worker_socket_the_codec_and_rtcp_on_the_same_port() {
         direction: answer_direction("sendrecv"),
         protocol: "RTP/AVP",
         crypto: &[],
+        dtls: None,
     });
     assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
     assert!(sdp.contains("m=audio 40000 RTP/AVP 0 101\r\n"), "{sdp}");
@@ -169,6 +170,7 @@ fn an_sdes_answer_is_savp_with_the_agreed_tag_and_reads_back() {
         direction: "sendrecv",
         protocol: "RTP/SAVP",
         crypto: std::slice::from_ref(&local),
+        dtls: None,
     });
     assert!(answer.contains("m=audio 40000 RTP/SAVP 0 101\r\n"), "{answer}");
     assert_eq!(answer.matches("a=crypto:").count(), 1);

@@ -148,3 +148,170 @@ fn a_pcmu_phone_and_an_opus_participant_hear_each_other_through_the_mixer() {
     t.datagram(phone_addr(), phone.next());
     assert_eq!(t.counters().dropped(DropReason::UnknownSource), 1);
 }
+
+/// DTMF out to a phone: a direct participant (Call Automation's leg, a QUIC user) sends RFC
+/// 4733 digits on its transport; the phone's mix stream carries them under the phone's own
+/// telephone-event payload type, with the mix's SSRC, its running sequence numbers and its
+/// 8 kHz timestamps (one RTP timestamp per tone, the marker on each tone's first packet,
+/// three end packets), the µ-law packets pausing while a tone plays. A second phone that did
+/// not agree to telephone-events keeps getting audio only.
+#[test]
+fn tones_of_a_participant_go_out_to_the_phone_in_its_mix_stream() {
+    use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector, tone_packets, write_packet};
+    const OTHER_PHONE: TransportId = TransportId(42);
+    const PHONE_TE: u8 = 96;
+    let other_addr: SocketAddr = "127.0.0.1:6100".parse().unwrap();
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 9);
+    let link = DirectLink::new(256);
+    let mix = |transport, ssrc| Command::SetMixOutput {
+        router: ROOM,
+        transport,
+        output: Some(MixOutputSpec { ssrc, payload_type: 0 }),
+    };
+    t.commands([
+        Command::CreateRouter { router: ROOM },
+        Command::AddRtpTransport { id: PHONE, router: ROOM, remote: phone_addr() },
+        Command::AddProducer { router: ROOM, spec: pcmu_producer() },
+        mix(PHONE, 0x7000),
+        Command::SetTelephoneEvent { transport: PHONE, payload_type: Some(PHONE_TE) },
+        Command::SetMixAudio {
+            router: ROOM,
+            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE) },
+        },
+        Command::AddRtpTransport { id: OTHER_PHONE, router: ROOM, remote: other_addr },
+        mix(OTHER_PHONE, 0x7002),
+        Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
+        Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
+        Command::SetTelephoneEvent { transport: QUIC, payload_type: Some(101) },
+    ]);
+    t.drive(Duration::from_millis(1));
+    let mut phone = PhoneSender { phase: 0.0, seq: 100, timestamp: 16_000 };
+    // The sender's plan: digits 1, 2, 3, each 100 ms, 60 ms apart (as the leg sends them).
+    let mut plan: Vec<Option<(bool, u32, TelephoneEvent)>> = Vec::new();
+    for (i, digit) in [1u8, 2, 3].into_iter().enumerate() {
+        let ts = 90_000 + i as u32 * 11 * 960;
+        plan.extend(tone_packets(digit, 10, 800).map(|(marker, e)| Some((marker, ts, e))));
+        plan.extend([None, None, None]);
+    }
+    plan.extend(std::iter::repeat_n(None, 10));
+    let (mut to_phone, mut to_other) = (Vec::new(), 0);
+    for (i, step) in plan.iter().enumerate() {
+        t.datagram(phone_addr(), phone.next());
+        if let Some((marker, ts, event)) = step {
+            let mut buf = [0u8; 32];
+            let n = write_packet(&mut buf, 101, *marker, 500 + i as u16, *ts, 0xA1, event).unwrap();
+            t.direct(QUIC, &buf[..n]);
+        }
+        t.drive(Duration::from_millis(20));
+        for (to, packet) in t.out.sent.drain(..) {
+            if is_rtcp(&packet) {
+                continue;
+            }
+            if to == other_addr {
+                let h = RtpHeader::parse(&packet).unwrap();
+                assert_eq!((h.payload_type, h.ssrc), (0, 0x7002), "no tones to a phone without telephone-event");
+                to_other += 1;
+                continue;
+            }
+            to_phone.push(packet);
+        }
+    }
+    let headers: Vec<RtpHeader> = to_phone.iter().map(|p| RtpHeader::parse(p).unwrap()).collect();
+    assert!(headers.iter().all(|h| h.ssrc == 0x7000), "one stream: the mix's SSRC");
+    assert!(headers.windows(2).all(|w| w[1].sequence == w[0].sequence.wrapping_add(1)), "one sequence space");
+    let tones: Vec<(&RtpHeader, TelephoneEvent)> = headers
+        .iter()
+        .zip(&to_phone)
+        .filter(|(h, _)| h.payload_type == PHONE_TE)
+        .map(|(h, p)| (h, TelephoneEvent::parse(h.payload(p)).unwrap()))
+        .collect();
+    let mut detector = ToneDetector::default();
+    let digits: Vec<u8> =
+        tones.iter().filter_map(|(h, e)| detector.on_packet(h.timestamp, e)).map(|e| e.event).collect();
+    assert_eq!(digits, [1, 2, 3], "the phone decodes the digits");
+    assert_eq!(tones.len(), 3 * 8, "5 updates and 3 ends per digit");
+    let markers: Vec<u32> = tones.iter().filter(|(h, _)| h.marker).map(|(h, _)| h.timestamp).collect();
+    assert_eq!(markers.len(), 3, "a marker on each tone's first packet");
+    for (h, e) in &tones {
+        assert_eq!(e.volume, 10);
+        assert!(markers.contains(&h.timestamp), "every packet carries its tone's start timestamp");
+    }
+    // Each tone starts at the timestamp its tick's µ-law packet would have had, and the audio
+    // after it goes on in the same 8 kHz clock.
+    for w in headers.windows(2) {
+        if w[1].marker && w[1].payload_type == PHONE_TE {
+            assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(160));
+        }
+        if w[0].payload_type == PHONE_TE && w[1].payload_type == 0 {
+            let tone_start = w[0].timestamp;
+            assert_eq!(w[1].timestamp.wrapping_sub(tone_start), 8 * 160, "audio resumes on the running clock");
+        }
+    }
+    assert!(tones.iter().all(|(_, e)| e.duration <= 960), "durations in 8 kHz units");
+    assert!(to_other >= plan.len() - 2, "the other phone heard the mix throughout ({to_other})");
+    assert_eq!(t.counters().dropped_total(), 0);
+}
+
+/// `sendDtmfTones` to one participant: tones sent under an addressed SSRC (the Call
+/// Automation leg registers its tone stream's audience as the target) reach that listener's
+/// phone only; tones under the sender's own SSRC reach every phone that takes tones.
+#[test]
+fn tones_under_an_addressed_ssrc_reach_only_its_listeners() {
+    use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector, tone_packets, write_packet};
+    const PHONE_B: TransportId = TransportId(43);
+    let addr_b: SocketAddr = "127.0.0.1:6200".parse().unwrap();
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 9);
+    let link = DirectLink::new(256);
+    let mut commands = vec![Command::CreateRouter { router: ROOM }];
+    for (id, addr, ssrc) in [(PHONE, phone_addr(), 0x7000), (PHONE_B, addr_b, 0x7003)] {
+        commands.extend([
+            Command::AddRtpTransport { id, router: ROOM, remote: addr },
+            Command::SetMixOutput {
+                router: ROOM,
+                transport: id,
+                output: Some(MixOutputSpec { ssrc, payload_type: 0 }),
+            },
+            Command::SetMixAudio {
+                router: ROOM,
+                audio: MixAudio::TelephoneEventsOut { transport: id, payload_type: Some(101) },
+            },
+        ]);
+    }
+    commands.extend([
+        Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
+        Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
+        Command::SetTelephoneEvent { transport: QUIC, payload_type: Some(101) },
+        Command::SetMixAudio {
+            router: ROOM,
+            audio: MixAudio::Audience { transport: QUIC, ssrc: 0xA2, listeners: Some(vec![PHONE_B]) },
+        },
+    ]);
+    t.commands(commands);
+    t.drive(Duration::from_millis(1));
+    // Digit 4 to phone B only (SSRC 0xA2), then digit 7 to everyone (the audio SSRC 0xA1).
+    let mut plan: Vec<Option<(u32, u32, bool, TelephoneEvent)>> = Vec::new();
+    for (digit, ssrc, ts) in [(4u8, 0xA2u32, 1000u32), (7, 0xA1, 9000)] {
+        plan.extend(tone_packets(digit, 10, 800).map(|(m, e)| Some((ssrc, ts, m, e))));
+        plan.extend(std::iter::repeat_n(None, 4));
+    }
+    let (mut detectors, mut digits) = ([ToneDetector::default(); 2], [Vec::new(), Vec::new()]);
+    for (i, step) in plan.iter().enumerate() {
+        if let Some((ssrc, ts, marker, event)) = step {
+            let mut buf = [0u8; 32];
+            let n = write_packet(&mut buf, 101, *marker, 700 + i as u16, *ts, *ssrc, event).unwrap();
+            t.direct(QUIC, &buf[..n]);
+        }
+        t.drive(Duration::from_millis(20));
+        for (to, packet) in t.out.sent.drain(..) {
+            let Ok(h) = RtpHeader::parse(&packet) else { continue };
+            if is_rtcp(&packet) || h.payload_type != 101 {
+                continue;
+            }
+            let which = usize::from(to == addr_b);
+            let event = TelephoneEvent::parse(h.payload(&packet)).unwrap();
+            digits[which].extend(detectors[which].on_packet(h.timestamp, &event).map(|e| e.event));
+        }
+    }
+    assert_eq!(digits[0], [7], "phone A gets only the tone sent to everyone");
+    assert_eq!(digits[1], [4, 7], "phone B gets the tone addressed to it and the one to everyone");
+}
