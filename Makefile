@@ -61,7 +61,8 @@ help:
 	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
 	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
 	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
-	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, and two nodes on PostgreSQL + Redis (docs/cluster.md)"
+	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, two nodes on PostgreSQL + Redis, three nodes with placement (docs/cluster.md)"
+	@echo "make cluster      three palaver nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md)"
 	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
 # ---------------------------------------------------------------- prerequisites
@@ -159,6 +160,13 @@ test-browser: build
 test-postgres: build venv
 	cd tests/cluster && $(VENV_PY) sdk_on_postgres.py --binary $(DEBUG_BIN) --python $(VENV_PY) $(PG_SDK_SCRIPTS)
 	cd tests/cluster && $(VENV_PY) two_nodes.py --binary $(DEBUG_BIN)
+	$(CARGO) build -p palaver-load
+	cd tests/cluster && $(VENV_PY) three_nodes.py --binary $(DEBUG_BIN)
+
+# cluster: three nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md).
+.PHONY: cluster
+cluster: build venv
+	cd tests/cluster && $(VENV_PY) run_cluster.py --binary $(abspath $(DEBUG_BIN))
 
 # ---------------------------------------------------------------- trials (not part of `make test`)
 # Crash, soak and flood trials of the release binaries (tests/trials/README.md). Each starts its

@@ -103,6 +103,21 @@ impl Homes {
         Ok(self.get(conversation).await?.is_some_and(|h| h.node == node && h.epoch == epoch))
     }
 
+    /// How many conversations `node` is the home of.
+    pub async fn count_for(&self, node: &str) -> Result<i64, DatabaseError> {
+        let n = node.to_string();
+        self.db
+            .run(move |pool| async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_one("SELECT count(*) FROM cluster_homes WHERE home_node = $1", &[&n])
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .await?
+    }
+
     /// The home leaves: delete the row only if it is still `node`'s at `epoch`.
     pub async fn release(&self, conversation: &str, node: &str, epoch: i64) -> Result<bool, DatabaseError> {
         let (c, n) = (conversation.to_string(), node.to_string());

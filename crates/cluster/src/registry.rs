@@ -34,6 +34,21 @@ pub struct NodeStatus {
     pub conversations: u64,
     /// When this was written (the node's clock, ms since the Unix epoch).
     pub at_ms: i64,
+    /// Where the other nodes and the clients reach it (absent from older nodes).
+    #[serde(default)]
+    pub addresses: NodeAddresses,
+}
+
+/// A node's addresses, announced with its status: the node mesh (relays), QUIC (redirects)
+/// and HTTPS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
 }
 
 /// The registry, on one Redis client. Cheap to clone.
@@ -99,6 +114,7 @@ impl NodeRegistry {
     pub fn spawn_heartbeats(
         &self,
         node_id: String,
+        addresses: NodeAddresses,
         conversations: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
@@ -112,6 +128,7 @@ impl NodeRegistry {
                     node_id: node_id.clone(),
                     conversations: conversations(),
                     at_ms: chrono::Utc::now().timestamp_millis(),
+                    addresses: addresses.clone(),
                 };
                 match registry.announce(&status).await {
                     Ok(()) if failing => {

@@ -12,6 +12,11 @@ use crate::ledger::PgLedger;
 use crate::meetings::PgMeetingStore;
 use crate::registry::NodeRegistry;
 use crate::rooms::PgRoomStore;
+use crate::homes::Homes;
+use crate::mesh::Mesh;
+use crate::metrics::ClusterMetrics;
+use crate::registry::NodeAddresses;
+use crate::router::ClusterRouter;
 use crate::tasks::ClusterTasks;
 use palaver_billing::ledger::{LedgerError, LedgerOptions, UsageLedger};
 use palaver_billing::service::LedgerOpener;
@@ -34,6 +39,16 @@ pub enum ClusterStartError {
     Events(#[from] palaver_events::store::StoreError),
     #[error("preparing the usage ledger tables: {0}")]
     Ledger(#[from] LedgerError),
+    #[error("registering the cluster metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the node mesh: {0}")]
+    Mesh(#[from] crate::mesh::MeshError),
+    #[error("[cluster] mesh_listen needs redis_url (the registry says where the homes are)")]
+    MeshWithoutRedis,
+    #[error("[cluster] mesh_listen needs mesh_ca_cert and mesh_ca_key")]
+    MeshWithoutCa,
+    #[error("reading the cluster CA: {0}")]
+    MeshCa(std::io::Error),
 }
 
 /// The PostgreSQL stores of one node.
@@ -46,6 +61,8 @@ pub struct ClusterStores {
     pub meetings: Arc<PgMeetingStore>,
     pub chat: Arc<PgChatBackend>,
     pub events: PgEventStore,
+    /// Conversation homes with their fencing epochs (`cluster_homes`).
+    pub homes: Homes,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -72,8 +89,9 @@ impl ClusterStores {
         database.migrate("ledger", crate::ledger::MIGRATIONS)?;
         let node_id = config.node_id();
         let events = PgEventStore::open(&database, &node_id)?;
+        let homes = Homes::open(&database)?;
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
-        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, redis: None }))
+        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, homes, redis: None }))
     }
 
     /// Connect the Redis clients when `redis_url` is set (before [`ClusterStores::plug_into`]).
@@ -86,10 +104,50 @@ impl ClusterStores {
         Ok(())
     }
 
-    /// Start the node's background tasks ([`ClusterTasks`]) for the running control plane.
-    pub async fn start_tasks(&self, state: &AppState) -> Result<ClusterTasks, ClusterStartError> {
+    /// Start the node for the running control plane: the cluster metrics (registered in
+    /// `metrics`) and their monitor; with `mesh_listen` (and Redis), the node mesh and
+    /// placement ([`ClusterRouter`] plugged into the gateway); then the background tasks
+    /// ([`ClusterTasks`]), announcing the mesh, `quic` and `https` addresses.
+    pub async fn start_node(
+        &self,
+        config: &ClusterConfig,
+        state: &AppState,
+        metrics: &prometheus::Registry,
+        quic: Option<std::net::SocketAddr>,
+        https: &str,
+    ) -> Result<ClusterNode, ClusterStartError> {
+        let cluster_metrics = ClusterMetrics::register(metrics)?;
+        let registry = self.redis.as_ref().map(|r| r.registry.clone());
+        let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
+        let mut addresses = NodeAddresses {
+            mesh: None,
+            quic: quic.map(|q| q.to_string()),
+            https: Some(https.to_string()),
+        };
+        let mesh = match config.mesh_listen {
+            None => None,
+            Some(listen) => {
+                let registry = registry.clone().ok_or(ClusterStartError::MeshWithoutRedis)?;
+                let (Some(ca_cert), Some(ca_key)) = (&config.mesh_ca_cert, &config.mesh_ca_key) else {
+                    return Err(ClusterStartError::MeshWithoutCa);
+                };
+                crate::mesh::tls::ensure_dev_ca(ca_cert, ca_key)?;
+                let cert_pem = std::fs::read_to_string(ca_cert).map_err(ClusterStartError::MeshCa)?;
+                let key_pem = std::fs::read_to_string(ca_key).map_err(ClusterStartError::MeshCa)?;
+                let tls = crate::mesh::tls::MeshTls::issue(&cert_pem, &key_pem, &self.node_id)?;
+                let mesh = Mesh::start(listen, tls, &self.node_id, state.clone(), cluster_metrics.clone())?;
+                let bound = mesh.local_addr().map_err(crate::mesh::MeshError::Bind)?;
+                addresses.mesh = Some(config.mesh_advertise.clone().unwrap_or_else(|| bound.to_string()));
+                let router =
+                    Arc::new(ClusterRouter::new(&self.node_id, self.homes.clone(), registry, mesh.clone(), cluster_metrics.clone()));
+                router.install(&state.gateway);
+                tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
+                Some(mesh)
+            }
+        };
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
-        Ok(ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis).await?)
+        let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
+        Ok(ClusterNode { tasks, mesh, monitor, metrics: cluster_metrics })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -123,5 +181,30 @@ impl ClusterStores {
         Arc::new(move |options: LedgerOptions| {
             Ok(Box::new(PgLedger::open(&db, &node, options)?) as Box<dyn UsageLedger>)
         })
+    }
+}
+
+/// A running cluster node: its background tasks, its mesh endpoint and its metrics.
+#[derive(Debug)]
+pub struct ClusterNode {
+    tasks: ClusterTasks,
+    mesh: Option<Mesh>,
+    monitor: tokio::task::JoinHandle<()>,
+    pub metrics: ClusterMetrics,
+}
+
+impl ClusterNode {
+    /// The bound mesh address, when the mesh runs.
+    pub fn mesh_addr(&self) -> Option<std::net::SocketAddr> {
+        self.mesh.as_ref().and_then(|m| m.local_addr().ok())
+    }
+
+    /// Stop: leave the registry, close the mesh.
+    pub async fn stop(self) {
+        self.monitor.abort();
+        self.tasks.stop().await;
+        if let Some(mesh) = self.mesh {
+            mesh.close();
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::invalidations::{self, Revoked};
 use crate::redis::RedisError;
-use crate::registry::NodeRegistry;
+use crate::registry::{NodeAddresses, NodeRegistry};
 use palaver_signaling::app::AppState;
 use palaver_signaling::store::identity_store::IdentityStore;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ impl ClusterTasks {
         node_id: &str,
         identity: Arc<dyn IdentityStore>,
         redis: Option<(&str, &NodeRegistry)>,
+        addresses: NodeAddresses,
     ) -> Result<Self, RedisError> {
         let revocations = state.clone();
         let apply: Arc<dyn Fn(Revoked) + Send + Sync> =
@@ -35,7 +36,7 @@ impl ClusterTasks {
                 tasks.push(invalidations::subscribe(url, apply).await?);
                 let gateway = state.clone();
                 let load = Arc::new(move || gateway.gateway.live_conversations() as u64);
-                tasks.push(registry.spawn_heartbeats(node_id.to_string(), load));
+                tasks.push(registry.spawn_heartbeats(node_id.to_string(), addresses, load));
                 Some(registry.clone())
             }
             None => None,
