@@ -62,7 +62,7 @@ class ClusterNode:
                 total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
         return total
 
-    def signal(self, sig):
+    def send(self, sig):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 

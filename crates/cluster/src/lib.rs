@@ -7,6 +7,8 @@
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
 //! - [`events`]: [`events::PgEventStore`], Event Grid subscriptions and the events/callback outbox,
 //!   whose deliveries are leased to one node at a time.
+//! - [`fencing`]: [`fencing::Fence`], a node that lost a conversation to a newer epoch writes
+//!   nothing more for it (billing's observer refuses) and stops hosting it.
 //! - [`homes`]: [`homes::Homes`], the `cluster_homes` table: a conversation's home node with a
 //!   fencing epoch changed only by compare-and-swap.
 //! - [`identity`]: [`identity::PgIdentityStore`], identities, revocations, repeatable answers and
@@ -33,6 +35,7 @@ pub mod chat;
 pub mod config;
 pub mod database;
 pub mod events;
+pub mod fencing;
 pub mod homes;
 pub mod identity;
 pub mod invalidations;

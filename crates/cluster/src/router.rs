@@ -71,6 +71,11 @@ impl ClusterRouter {
         gateway.set_home_router(self.clone());
     }
 
+    /// The conversations this node hosts (target key → epoch), for the fence checks.
+    pub fn held(&self) -> Arc<DashMap<String, i64>> {
+        self.held.clone()
+    }
+
     /// The epoch this node holds `key` at, if it hosts it.
     pub fn held_epoch(&self, key: &str) -> Option<i64> {
         self.held.get(key).map(|e| *e)

@@ -12,6 +12,7 @@ use crate::ledger::PgLedger;
 use crate::meetings::PgMeetingStore;
 use crate::registry::NodeRegistry;
 use crate::rooms::PgRoomStore;
+use crate::fencing::Fence;
 use crate::homes::Homes;
 use crate::mesh::Mesh;
 use crate::metrics::ClusterMetrics;
@@ -63,6 +64,8 @@ pub struct ClusterStores {
     pub events: PgEventStore,
     /// Conversation homes with their fencing epochs (`cluster_homes`).
     pub homes: Homes,
+    /// What this node holds and lost; wrap billing's observer with [`Fence::wrap`].
+    pub fence: Arc<Fence>,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -90,8 +93,9 @@ impl ClusterStores {
         let node_id = config.node_id();
         let events = PgEventStore::open(&database, &node_id)?;
         let homes = Homes::open(&database)?;
+        let fence = Fence::new(&node_id, homes.clone(), database.clone());
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
-        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, homes, redis: None }))
+        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, homes, fence, redis: None }))
     }
 
     /// Connect the Redis clients when `redis_url` is set (before [`ClusterStores::plug_into`]).
@@ -117,6 +121,8 @@ impl ClusterStores {
         https: &str,
     ) -> Result<ClusterNode, ClusterStartError> {
         let cluster_metrics = ClusterMetrics::register(metrics)?;
+        self.fence.set_metrics(cluster_metrics.clone());
+        let mut fence_checks = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
         let mut addresses = NodeAddresses {
@@ -141,13 +147,14 @@ impl ClusterStores {
                 let router =
                     Arc::new(ClusterRouter::new(&self.node_id, self.homes.clone(), registry, mesh.clone(), cluster_metrics.clone()));
                 router.install(&state.gateway);
+                fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
                 Some(mesh)
             }
         };
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
-        Ok(ClusterNode { tasks, mesh, monitor, metrics: cluster_metrics })
+        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, metrics: cluster_metrics })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -190,6 +197,7 @@ pub struct ClusterNode {
     tasks: ClusterTasks,
     mesh: Option<Mesh>,
     monitor: tokio::task::JoinHandle<()>,
+    fence_checks: Option<tokio::task::JoinHandle<()>>,
     pub metrics: ClusterMetrics,
 }
 
@@ -202,6 +210,9 @@ impl ClusterNode {
     /// Stop: leave the registry, close the mesh.
     pub async fn stop(self) {
         self.monitor.abort();
+        if let Some(checks) = self.fence_checks {
+            checks.abort();
+        }
         self.tasks.stop().await;
         if let Some(mesh) = self.mesh {
             mesh.close();

@@ -70,7 +70,14 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     palaver_events::lifecycle::LifecycleEvents::publish_recovered(&events, &usage.recovery.changes);
     let parts = AppParts {
         // Call lifecycle events ride on the billing observer's session stream.
-        sessions: palaver_events::lifecycle::LifecycleEvents::wrap(usage.observer(), events.clone()),
+        // In a cluster, a node that lost a conversation to a newer epoch bills nothing more for it.
+        sessions: palaver_events::lifecycle::LifecycleEvents::wrap(
+            match &cluster {
+                Some(cluster) => cluster.fence.wrap(usage.observer()),
+                None => usage.observer(),
+            },
+            events.clone(),
+        ),
         events: Arc::new(events.clone()),
         telemetry: metrics.clone(),
         media: match &media {

@@ -332,6 +332,10 @@ impl Gateway {
     pub(crate) fn by_conversation_id(&self, id: &str) -> Option<ConversationHandle> {
         self.by_id.get(id).map(|h| h.clone())
     }
+    /// The live conversation of a target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
+    pub fn live_handle(&self, key: &str) -> Option<ConversationHandle> {
+        self.by_target.get(key).map(|h| h.clone())
+    }
     /// The live conversation of a meeting, if it is in progress.
     pub fn meeting_handle(&self, meeting_id: &str) -> Option<ConversationHandle> {
         self.by_target.get(&format!("meeting:{meeting_id}")).map(|h| h.clone())
