@@ -88,6 +88,7 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--probe")
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--stop-trials", type=int, default=1)
     args = parser.parse_args()
     probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "cluster_probe")
     started = time.time()
@@ -132,6 +133,40 @@ def main():
                 for p in probes:
                     p.stop()
             victim.start()
+
+        # Fencing: a home frozen with SIGSTOP loses its call to a takeover; after SIGCONT it must
+        # neither write for it nor keep hosting it.
+        for trial in range(args.stop_trials):
+            group = str(uuid.uuid4())
+            quics = [n.quic for n in nodes]
+            probes = [Probe(probe_bin, nodes[0].ca, tokens[0], group, quics, 440, 120),
+                      Probe(probe_bin, nodes[0].ca, tokens[1], group, quics[1:] + quics[:1], 660, 120)]
+            try:
+                check(f"stop trial {trial}: both participants hear each other",
+                      wait_until(lambda: all(p.first("audio") for p in probes), AUDIO_WAIT_S), [p.events for p in probes])
+                row = pg.scalar(database, f"SELECT home_node || ' ' || epoch FROM cluster_homes WHERE conversation_id = 'groupCall:{group}'")
+                home, epoch = row.split()
+                victim = by_name[home]
+                fenced_before = victim.metric("palaver_cluster_fenced_writes_total") or 0
+                stopped_ms = int(time.time() * 1000)
+                victim.send(signal.SIGSTOP)
+                back = wait_until(lambda: all(p.first("audio", stopped_ms) for p in probes), AUDIO_WAIT_S)
+                check(f"stop trial {trial}: the call resumes elsewhere while {home} is stopped", back,
+                      [p.events for p in probes])
+                row = pg.scalar(database, f"SELECT home_node || ' ' || epoch FROM cluster_homes WHERE conversation_id = 'groupCall:{group}'")
+                new_home, new_epoch = row.split()
+                check(f"stop trial {trial}: taken over with epoch + 1", new_home != home and int(new_epoch) == int(epoch) + 1, row)
+                victim.send(signal.SIGCONT)
+                refused = wait_until(lambda: (victim.metric("palaver_cluster_fenced_writes_total") or 0) >= fenced_before + 2, 10)
+                fenced = (victim.metric("palaver_cluster_fenced_writes_total") or 0) - fenced_before
+                closed_by_old = int(pg.scalar(database, f"SELECT count(*) FROM sessions WHERE owner_node = '{home}' AND end_ms IS NOT NULL AND end_ms >= {stopped_ms}"))
+                print(f"  stop trial {trial}: {home} (epoch {epoch}) stopped, taken over by {new_home} (epoch {new_epoch}); "
+                      f"after SIGCONT it refused {fenced:.0f} billing writes and closed {closed_by_old} sessions")
+                check(f"stop trial {trial}: the resumed old home ends the call and its billing writes are refused", refused, fenced)
+                check(f"stop trial {trial}: the old home wrote no session end after the takeover", closed_by_old == 0, closed_by_old)
+            finally:
+                for p in probes:
+                    p.stop()
     figures.sort()
     p50 = statistics.median(figures)
     print(f"failover: {len(figures)} participants over {args.trials} kill -9 trials: time to first decoded audio "

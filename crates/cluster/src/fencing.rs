@@ -127,6 +127,13 @@ impl Fence {
                         Err(_) => continue,
                     };
                     if holds {
+                        let first_seen = !fence.held.contains_key(&conversation_id);
+                        if first_seen
+                            && let Err(e) = fence.homes.record_live(&key, &fence.node_id, epoch, &conversation_id).await
+                        {
+                            tracing::warn!(key, error = %e, "could not record the live conversation id (resume elsewhere fails)");
+                            continue;
+                        }
                         fence.held.insert(conversation_id, Held { key, epoch, checked_at: Instant::now() });
                         continue;
                     }

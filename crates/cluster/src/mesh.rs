@@ -89,8 +89,7 @@ impl Mesh {
         state: AppState,
         metrics: ClusterMetrics,
     ) -> Result<Self, MeshError> {
-        let endpoint = quinn::Endpoint::server(tls.server, listen)?;
-        let mut endpoint = endpoint;
+        let mut endpoint = quinn::Endpoint::server(tls.server, listen)?;
         endpoint.set_default_client_config(tls.client);
         let mesh =
             Self { endpoint, node_id: node_id.to_string(), connections: Arc::new(DashMap::new()), metrics };
@@ -125,7 +124,7 @@ impl Mesh {
     pub async fn open_relay(&self, addr: SocketAddr, credential: RelayCredential) -> Result<RelayLink, Refusal> {
         let started = Instant::now();
         let opened = tokio::time::timeout(OPEN_TIMEOUT, self.open_stream(addr, credential)).await;
-        let (send, mut recv) = match opened {
+        let (mut send, mut recv) = match opened {
             Ok(Ok(streams)) => streams,
             Ok(Err(refusal)) => return Err(refusal),
             Err(_) => return Err(unavailable(format!("no answer from {addr} within {OPEN_TIMEOUT:?}"))),
@@ -133,7 +132,6 @@ impl Mesh {
         self.metrics.relay_latency.observe(started.elapsed().as_secs_f64());
         let (to_home, mut outgoing) = mpsc::channel::<String>(RELAY_QUEUE);
         let (incoming, from_home) = mpsc::channel::<String>(RELAY_QUEUE);
-        let mut send = send;
         tokio::spawn(async move {
             while let Some(text) = outgoing.recv().await {
                 if send.write_all(&frame_bytes(text.as_bytes())).await.is_err() {
@@ -243,7 +241,7 @@ async fn serve_relayed(state: AppState, mut send: quinn::SendStream, mut recv: q
         }
     };
     tracing::debug!(from = %envelope.from_node, user = %ident.raw_id(), "mesh: serving a relayed connection");
-    let sink = Box::pin(futures_util::sink::unfold(send, |mut send, message: Message| async move {
+    let mut sink = Box::pin(futures_util::sink::unfold(send, |mut send, message: Message| async move {
         match message {
             Message::Text(text) => send.write_all(&frame_bytes(text.as_bytes())).await.map_err(|e| e.to_string())?,
             Message::Close(_) => {
@@ -262,7 +260,6 @@ async fn serve_relayed(state: AppState, mut send: quinn::SendStream, mut recv: q
             _ => None,
         }
     }));
-    let mut sink = sink;
     serve_frames(state, ident, &mut sink, stream, None).await;
     let _ = sink.close().await;
 }

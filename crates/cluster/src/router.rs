@@ -174,6 +174,10 @@ impl HomeRouter for ClusterRouter {
         Box::pin(self.relay(home, credential))
     }
 
+    fn key_of<'a>(&'a self, conversation_id: &'a str) -> RouterFuture<'a, Option<String>> {
+        Box::pin(async move { self.homes.key_of_live(conversation_id).await.ok().flatten() })
+    }
+
     fn released(&self, key: &str) {
         self.release_later(key.to_string());
     }

@@ -91,7 +91,7 @@ struct Connection {
     token_warned: bool,
     /// The connection's datagram path for `media.attach` (QUIC connections only).
     media_path: Option<MediaPathId>,
-    /// The text of the `join` frame being handled (forwarded as is when relayed).
+    /// The text of the `join` or `resume` frame being handled (forwarded as is when relayed).
     join_text: Option<String>,
     /// Set when a join's conversation lives on another node: the loop hands the socket over.
     relay: Option<RelayLink>,
@@ -355,7 +355,9 @@ impl Connection {
         match ClientFrame::parse(text) {
             Err(e) => self.error(e.code(), e.to_string(), e.request_id()),
             Ok(f) => {
-                if matches!(f.message, ClientMessage::Join { .. }) && self.gateway.home_router().is_some() {
+                if matches!(f.message, ClientMessage::Join { .. } | ClientMessage::Resume { .. })
+                    && self.gateway.home_router().is_some()
+                {
                     self.join_text = Some(text.to_string());
                 }
                 self.dispatch(f).await
@@ -587,6 +589,16 @@ impl Connection {
             return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
         let Some(handle) = self.gateway.by_conversation_id(&conversation_id) else {
+            // In a cluster the conversation may live on another node: relay the resume there.
+            if let Some(router) = self.gateway.home_router().cloned()
+                && let Some(key) = router.key_of(&conversation_id).await
+            {
+                match self.place(router.as_ref(), &key, rid.clone()).await {
+                    Ok(false) => return Vec::new(),
+                    Err(replies) => return replies,
+                    Ok(true) => {}
+                }
+            }
             return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
         };
         let (reply, answer) = oneshot::channel();

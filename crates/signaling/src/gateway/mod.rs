@@ -510,4 +510,6 @@ mod tests_invitations;
 #[cfg(test)]
 mod tests_joins;
 #[cfg(test)]
+mod tests_placement;
+#[cfg(test)]
 mod tests_resilience;

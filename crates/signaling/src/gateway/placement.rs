@@ -81,6 +81,10 @@ pub trait HomeRouter: Send + Sync {
         credential: RelayCredential,
     ) -> RouterFuture<'a, Result<RelayLink, Refusal>>;
 
+    /// The target key of a live conversation by its id, wherever it is hosted (a `resume`
+    /// reaching a node that does not host it).
+    fn key_of<'a>(&'a self, conversation_id: &'a str) -> RouterFuture<'a, Option<String>>;
+
     /// This node's conversation with target key `key` ended: give up its home record.
     fn released(&self, key: &str);
 }
