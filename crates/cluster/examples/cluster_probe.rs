@@ -20,11 +20,11 @@ const FRAME: usize = 960;
 /// A decoded 20 ms frame at least this loud (RMS of i16 samples) counts as hearing the other.
 const AUDIBLE_RMS: f64 = 500.0;
 /// No packet for this long: the home is gone.
-const MEDIA_TIMEOUT: Duration = Duration::from_millis(1000);
+const MEDIA_TIMEOUT: Duration = Duration::from_millis(600);
 /// Between failed join attempts.
 const RETRY: Duration = Duration::from_millis(150);
 /// Connect + each request.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 struct Args {
     ca: String,
@@ -87,9 +87,15 @@ async fn main() {
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
     let mut phase = 0.0f64;
     let mut next_node = 0usize;
+    // The node of the connection just lost (the home that died): not the first one tried again.
+    let mut lost_home: Option<SocketAddr> = None;
     while Instant::now() < end {
-        let server = args.nodes[next_node % args.nodes.len()];
+        let mut server = args.nodes[next_node % args.nodes.len()];
         next_node += 1;
+        if Some(server) == lost_home.take() {
+            server = args.nodes[next_node % args.nodes.len()];
+            next_node += 1;
+        }
         let mut options = ConnectOptions::new(server, "localhost", args.ca.clone());
         options.timeout = REQUEST_TIMEOUT;
         let target = JoinTarget::GroupCall { group_id: args.group.clone() };
@@ -157,6 +163,7 @@ async fn main() {
             }
         }
         event("lost", "");
+        lost_home = Some(client.connection().remote_address());
         // Closing waits for the dead peer up to a second: not on the way to the next join.
         tokio::spawn(client.close());
     }
