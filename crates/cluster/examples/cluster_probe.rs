@@ -46,7 +46,10 @@ fn parse_args() -> Result<Args, String> {
             "--group" => group = Some(value),
             "--nodes" => {
                 nodes = Some(
-                    value.split(',').map(|a| a.parse().map_err(|_| format!("bad address {a}"))).collect::<Result<_, _>>()?,
+                    value
+                        .split(',')
+                        .map(|a| a.parse().map_err(|_| format!("bad address {a}")))
+                        .collect::<Result<_, _>>()?,
                 )
             }
             "--tone" => tone = value.parse().map_err(|_| "bad --tone")?,

@@ -11,7 +11,8 @@
 use crate::database::{Database, DatabaseError};
 
 /// Append-only migration steps of the `homes` component.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE cluster_homes (
     conversation_id TEXT PRIMARY KEY,
     home_node TEXT NOT NULL,
@@ -19,10 +20,12 @@ CREATE TABLE cluster_homes (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX cluster_homes_by_node ON cluster_homes (home_node);
-", "
+",
+    "
 ALTER TABLE cluster_homes ADD COLUMN live_conversation_id TEXT;
 CREATE INDEX cluster_homes_by_live_conversation ON cluster_homes (live_conversation_id);
-"];
+",
+];
 
 /// A conversation's home as read or written: the node and the fencing epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +111,13 @@ impl Homes {
 
     /// Record the id of the live conversation `node` runs for `key` at `epoch` (so a `resume`
     /// reaching another node finds its home); nothing when the home moved on.
-    pub async fn record_live(&self, key: &str, node: &str, epoch: i64, conversation_id: &str) -> Result<bool, DatabaseError> {
+    pub async fn record_live(
+        &self,
+        key: &str,
+        node: &str,
+        epoch: i64,
+        conversation_id: &str,
+    ) -> Result<bool, DatabaseError> {
         let (k, n, c) = (key.to_string(), node.to_string(), conversation_id.to_string());
         self.db
             .run(move |pool| async move {

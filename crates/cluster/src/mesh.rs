@@ -91,8 +91,7 @@ impl Mesh {
     ) -> Result<Self, MeshError> {
         let mut endpoint = quinn::Endpoint::server(tls.server, listen)?;
         endpoint.set_default_client_config(tls.client);
-        let mesh =
-            Self { endpoint, node_id: node_id.to_string(), connections: Arc::new(DashMap::new()), metrics };
+        let mesh = Self { endpoint, node_id: node_id.to_string(), connections: Arc::new(DashMap::new()), metrics };
         let accepting = mesh.endpoint.clone();
         tokio::spawn(accept_loop(accepting, state));
         Ok(mesh)
@@ -173,7 +172,8 @@ impl Mesh {
         match serde_json::from_slice::<ServerMessage>(&first) {
             Ok(ServerMessage::Welcome { .. }) => Ok((send, recv)),
             Ok(ServerMessage::Error { code, message, .. }) => {
-                let code = ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code).unwrap_or(ErrorCode::NodeUnavailable);
+                let code =
+                    ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code).unwrap_or(ErrorCode::NodeUnavailable);
                 Err(Refusal::new(code, message))
             }
             _ => Err(unavailable("the home answered no welcome")),
@@ -267,4 +267,3 @@ async fn serve_relayed(state: AppState, mut send: quinn::SendStream, mut recv: q
 fn error_json(code: ErrorCode, message: &str) -> String {
     ServerMessage::error(code, message.to_string(), None).to_json()
 }
-

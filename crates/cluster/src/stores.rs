@@ -6,17 +6,17 @@ use crate::chat::PgChatBackend;
 use crate::config::ClusterConfig;
 use crate::database::{Database, DatabaseError};
 use crate::events::PgEventStore;
+use crate::fencing::Fence;
+use crate::homes::Homes;
 use crate::identity::PgIdentityStore;
 use crate::invalidations::{Invalidations, RevocationPublishingStore};
 use crate::ledger::PgLedger;
 use crate::meetings::PgMeetingStore;
-use crate::registry::NodeRegistry;
-use crate::rooms::PgRoomStore;
-use crate::fencing::Fence;
-use crate::homes::Homes;
 use crate::mesh::Mesh;
 use crate::metrics::ClusterMetrics;
 use crate::registry::NodeAddresses;
+use crate::registry::NodeRegistry;
+use crate::rooms::PgRoomStore;
 use crate::router::ClusterRouter;
 use crate::tasks::ClusterTasks;
 use palaver_billing::ledger::{LedgerError, LedgerOptions, UsageLedger};
@@ -125,11 +125,8 @@ impl ClusterStores {
         let mut fence_checks = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
-        let mut addresses = NodeAddresses {
-            mesh: None,
-            quic: quic.map(|q| q.to_string()),
-            https: Some(https.to_string()),
-        };
+        let mut addresses =
+            NodeAddresses { mesh: None, quic: quic.map(|q| q.to_string()), https: Some(https.to_string()) };
         let mesh = match config.mesh_listen {
             None => None,
             Some(listen) => {
@@ -144,8 +141,13 @@ impl ClusterStores {
                 let mesh = Mesh::start(listen, tls, &self.node_id, state.clone(), cluster_metrics.clone())?;
                 let bound = mesh.local_addr().map_err(crate::mesh::MeshError::Bind)?;
                 addresses.mesh = Some(config.mesh_advertise.clone().unwrap_or_else(|| bound.to_string()));
-                let router =
-                    Arc::new(ClusterRouter::new(&self.node_id, self.homes.clone(), registry, mesh.clone(), cluster_metrics.clone()));
+                let router = Arc::new(ClusterRouter::new(
+                    &self.node_id,
+                    self.homes.clone(),
+                    registry,
+                    mesh.clone(),
+                    cluster_metrics.clone(),
+                ));
                 router.install(&state.gateway);
                 fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");

@@ -96,7 +96,8 @@ impl MeshTls {
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(tls_err)?));
         let transport = Arc::new(transport);
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server).map_err(tls_err)?));
+        let mut server =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server).map_err(tls_err)?));
         server.transport_config(transport.clone());
         let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client).map_err(tls_err)?));
         client.transport_config(transport);

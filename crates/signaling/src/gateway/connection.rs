@@ -6,10 +6,10 @@
 
 use super::Gateway;
 use super::PresenceEntry;
-use super::placement::{HomeDecision, RelayCredential, RelayLink};
 use super::actor::{ActorMsg, ConversationHandle};
 use super::calls::{CallMedia, CallMediaRequest};
 use super::limits::{FloodGuard, FrameVerdict};
+use super::placement::{HomeDecision, RelayCredential, RelayLink};
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
@@ -525,7 +525,12 @@ impl Connection {
                 return Err(self.error(r.code, r.message, rid));
             };
             tracing::debug!(conn = %self.conn_id, key, node = %home.node, "redirecting a QUIC join to its home");
-            return Err(vec![frame(&ServerMessage::Redirect { request_id: rid, node: home.node, quic, https: home.https })]);
+            return Err(vec![frame(&ServerMessage::Redirect {
+                request_id: rid,
+                node: home.node,
+                quic,
+                https: home.https,
+            })]);
         }
         let (Some(credential), Some(join_text)) = (self.ident.credential.clone(), self.join_text.take()) else {
             let r = super::placement::home_unavailable("this connection cannot be relayed");

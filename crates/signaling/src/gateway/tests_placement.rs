@@ -24,7 +24,11 @@ impl HomeRouter for FakeRouter {
     fn home_of<'a>(&'a self, key: &'a str) -> RouterFuture<'a, Result<HomeDecision, Refusal>> {
         Box::pin(async move {
             Ok(if key == format!("groupCall:{}", self.elsewhere) {
-                HomeDecision::Elsewhere(RemoteHome { node: "node-b".into(), quic: Some("127.0.0.1:9".into()), https: None })
+                HomeDecision::Elsewhere(RemoteHome {
+                    node: "node-b".into(),
+                    quic: Some("127.0.0.1:9".into()),
+                    https: None,
+                })
             } else {
                 HomeDecision::Here
             })
@@ -111,10 +115,13 @@ async fn a_resume_of_a_conversation_hosted_elsewhere_is_relayed() {
     s.state.gateway.set_home_router(router);
     let mut ada = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
     // Unknown anywhere: NotFound as on a single node.
-    ada.send(json!({"type":"resume","requestId":"r0","conversationId":"nowhere","participantId":"p","resumeToken":"t"}))
-        .await;
+    ada.send(
+        json!({"type":"resume","requestId":"r0","conversationId":"nowhere","participantId":"p","resumeToken":"t"}),
+    )
+    .await;
     assert_eq!(ada.recv_type("error").await["code"], "NotFound");
-    let resume = json!({"type":"resume","requestId":"r1","conversationId":"remote-conv","participantId":"p","resumeToken":"t"});
+    let resume =
+        json!({"type":"resume","requestId":"r1","conversationId":"remote-conv","participantId":"p","resumeToken":"t"});
     ada.send(resume.clone()).await;
     let (mut at_home, _from_home, _) = opened.recv().await.expect("a relay was opened");
     let forwarded: Value = serde_json::from_str(&at_home.recv().await.unwrap()).unwrap();
