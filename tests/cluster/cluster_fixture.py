@@ -8,13 +8,16 @@ any node, and follows a QUIC redirect to any node.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from pg_fixture import private_postgres, private_redis
@@ -23,8 +26,9 @@ from pg_fixture import private_postgres, private_redis
 class ClusterNode:
     """One palaver process with its own data directory and config."""
 
-    def __init__(self, binary, name, directory, config, log_level="warn"):
+    def __init__(self, binary, name, directory, config, log_level="warn", remove_dir=False):
         self.binary, self.name, self.dir, self.log_level = binary, name, directory, log_level
+        self.remove_dir = remove_dir
         self.config = os.path.join(self.dir, "palaver.toml")
         with open(self.config, "w") as f:
             f.write(config)
@@ -66,6 +70,15 @@ class ClusterNode:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def status(self, token, path):
+        """HTTP status of GET `path` with a bearer token."""
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=self.ca), timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -74,6 +87,30 @@ class ClusterNode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.remove_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def registry(redis):
+    """node id -> announced status, as Redis holds it now."""
+    ids = [i for i in redis.cli("HKEYS", "palaver:nodes").splitlines() if i]
+    out = {}
+    for i in ids:
+        value = redis.cli("GET", f"palaver:node:{i}")
+        if value:
+            out[i] = json.loads(value)
+    return out
+
+
+def wait_for(condition, seconds):
+    """`condition()` once it is truthy within `seconds`, else its last value."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    return condition()
 
 
 def node_config(pg_url, redis_url, node_id, ca_dir):

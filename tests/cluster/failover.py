@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from cluster_fixture import cluster
+from cluster_fixture import cluster, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
@@ -73,16 +73,6 @@ class Probe:
             self.proc.wait()
 
 
-def wait_until(fn, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.02)
-    return fn()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
@@ -105,7 +95,7 @@ def main():
                 Probe(probe_bin, nodes[0].ca, tokens[1], group, quics[(trial + 1) % 3:] + quics[:(trial + 1) % 3], 660, 120),
             ]
             try:
-                heard = wait_until(lambda: all(p.first("audio") for p in probes), AUDIO_WAIT_S)
+                heard = wait_for(lambda: all(p.first("audio") for p in probes), AUDIO_WAIT_S)
                 check(f"trial {trial}: both participants hear each other", heard,
                       [p.events for p in probes])
                 row = pg.scalar(database, f"SELECT home_node || ' ' || epoch FROM cluster_homes WHERE conversation_id = 'groupCall:{group}'")
@@ -115,7 +105,7 @@ def main():
                 killed_ms = int(time.time() * 1000)
                 victim.send(signal.SIGKILL)
                 victim.proc.wait()
-                back = wait_until(lambda: all(p.first("audio", killed_ms) for p in probes), AUDIO_WAIT_S)
+                back = wait_for(lambda: all(p.first("audio", killed_ms) for p in probes), AUDIO_WAIT_S)
                 check(f"trial {trial}: both hear each other again after kill -9 of {home}", back,
                       [p.events for p in probes])
                 gaps = [(p.first("audio", killed_ms)["at_ms"] - killed_ms) / 1000 for p in probes]
@@ -143,21 +133,21 @@ def main():
                       Probe(probe_bin, nodes[0].ca, tokens[1], group, quics[1:] + quics[:1], 660, 120)]
             try:
                 check(f"stop trial {trial}: both participants hear each other",
-                      wait_until(lambda: all(p.first("audio") for p in probes), AUDIO_WAIT_S), [p.events for p in probes])
+                      wait_for(lambda: all(p.first("audio") for p in probes), AUDIO_WAIT_S), [p.events for p in probes])
                 row = pg.scalar(database, f"SELECT home_node || ' ' || epoch FROM cluster_homes WHERE conversation_id = 'groupCall:{group}'")
                 home, epoch = row.split()
                 victim = by_name[home]
                 fenced_before = victim.metric("palaver_cluster_fenced_writes_total") or 0
                 stopped_ms = int(time.time() * 1000)
                 victim.send(signal.SIGSTOP)
-                back = wait_until(lambda: all(p.first("audio", stopped_ms) for p in probes), AUDIO_WAIT_S)
+                back = wait_for(lambda: all(p.first("audio", stopped_ms) for p in probes), AUDIO_WAIT_S)
                 check(f"stop trial {trial}: the call resumes elsewhere while {home} is stopped", back,
                       [p.events for p in probes])
                 row = pg.scalar(database, f"SELECT home_node || ' ' || epoch FROM cluster_homes WHERE conversation_id = 'groupCall:{group}'")
                 new_home, new_epoch = row.split()
                 check(f"stop trial {trial}: taken over with epoch + 1", new_home != home and int(new_epoch) == int(epoch) + 1, row)
                 victim.send(signal.SIGCONT)
-                refused = wait_until(lambda: (victim.metric("palaver_cluster_fenced_writes_total") or 0) >= fenced_before + 2, 10)
+                refused = wait_for(lambda: (victim.metric("palaver_cluster_fenced_writes_total") or 0) >= fenced_before + 2, 10)
                 fenced = (victim.metric("palaver_cluster_fenced_writes_total") or 0) - fenced_before
                 closed_by_old = int(pg.scalar(database, f"SELECT count(*) FROM sessions WHERE owner_node = '{home}' AND end_ms IS NOT NULL AND end_ms >= {stopped_ms}"))
                 print(f"  stop trial {trial}: {home} (epoch {epoch}) stopped, taken over by {new_home} (epoch {new_epoch}); "

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 
-from cluster_fixture import cluster
+from cluster_fixture import cluster, registry, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
@@ -39,25 +39,6 @@ from support import check  # noqa: E402
 ROOMS = 6
 SECONDS = 8
 TRANSPORTS = ["webrtc", "quic", "webrtc"]
-
-
-def registry(redis):
-    ids = [i for i in redis.cli("HKEYS", "palaver:nodes").splitlines() if i]
-    out = {}
-    for i in ids:
-        value = redis.cli("GET", f"palaver:node:{i}")
-        if value:
-            out[i] = json.loads(value)
-    return out
-
-
-def wait_for(condition, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def main():
