@@ -104,3 +104,6 @@ impl MeshTls {
         Ok(Self { server, client })
     }
 }
+
+#[cfg(test)]
+mod tests;

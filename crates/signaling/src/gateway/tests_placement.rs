@@ -6,6 +6,7 @@
 
 use super::placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome, RouterFuture};
 use super::tests::Server;
+use super::tests_joins::group_join;
 use crate::domain::Refusal;
 use palaver_core::Scope;
 use serde_json::{Value, json};
@@ -55,10 +56,6 @@ impl HomeRouter for FakeRouter {
     fn released(&self, key: &str) {
         self.released.lock().unwrap().push(key.to_string());
     }
-}
-
-fn group_join(group: &str, request_id: &str) -> Value {
-    json!({"type":"join","requestId":request_id,"target":{"kind":"groupCall","groupId":group}})
 }
 
 #[tokio::test]
