@@ -76,6 +76,21 @@ impl ClusterRouter {
         self.held.clone()
     }
 
+    /// Give up every home this node holds (compare-and-delete on the epoch held), so the
+    /// participants' next joins place the conversations on the other nodes at once (a drain;
+    /// the node must already be out of the registry). Returns how many were given up.
+    pub async fn release_all(&self) -> usize {
+        let held: Vec<(String, i64)> = self.held.iter().map(|e| (e.key().clone(), *e.value())).collect();
+        let mut released = 0;
+        for (key, epoch) in held {
+            self.held.remove_if(&key, |_, e| *e == epoch);
+            if matches!(self.homes.release(&key, &self.node_id, epoch).await, Ok(true)) {
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// The epoch this node holds `key` at, if it hosts it.
     pub fn held_epoch(&self, key: &str) -> Option<i64> {
         self.held.get(key).map(|e| *e)

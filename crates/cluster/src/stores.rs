@@ -123,6 +123,7 @@ impl ClusterStores {
         let cluster_metrics = ClusterMetrics::register(metrics)?;
         self.fence.set_metrics(cluster_metrics.clone());
         let mut fence_checks = None;
+        let mut router_for_drain = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
         let mut addresses =
@@ -150,13 +151,16 @@ impl ClusterStores {
                 ));
                 router.install(&state.gateway);
                 fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
+                router_for_drain = Some(router.clone());
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
                 Some(mesh)
             }
         };
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
-        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, metrics: cluster_metrics })
+        let (heartbeats, registry) = tasks.announcements();
+        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, router: router_for_drain };
+        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, metrics: cluster_metrics, drain })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -200,10 +204,16 @@ pub struct ClusterNode {
     mesh: Option<Mesh>,
     monitor: tokio::task::JoinHandle<()>,
     fence_checks: Option<tokio::task::JoinHandle<()>>,
+    drain: Drain,
     pub metrics: ClusterMetrics,
 }
 
 impl ClusterNode {
+    /// What a planned stop calls before ending its conversations ([`Drain::run`]).
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
     /// The bound mesh address, when the mesh runs.
     pub fn mesh_addr(&self) -> Option<std::net::SocketAddr> {
         self.mesh.as_ref().and_then(|m| m.local_addr().ok())
@@ -218,6 +228,27 @@ impl ClusterNode {
         self.tasks.stop().await;
         if let Some(mesh) = self.mesh {
             mesh.close();
+        }
+    }
+}
+
+/// A planned stop (SIGTERM): leave the registry (so no join is sent here any more), then give
+/// up every home held, so the participants who reconnect when this node ends their sessions
+/// place the conversations on the other nodes at once instead of waiting for a takeover.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    node_id: String,
+    heartbeats: Option<tokio::task::AbortHandle>,
+    registry: Option<crate::registry::NodeRegistry>,
+    router: Option<Arc<ClusterRouter>>,
+}
+
+impl Drain {
+    pub async fn run(&self) {
+        ClusterTasks::leave_registry(self.heartbeats.as_ref(), self.registry.as_ref(), &self.node_id).await;
+        if let Some(router) = &self.router {
+            let released = router.release_all().await;
+            tracing::info!(node = %self.node_id, conversations = released, "draining: homes given up");
         }
     }
 }

@@ -15,6 +15,7 @@ pub struct ClusterTasks {
     node_id: String,
     registry: Option<NodeRegistry>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    heartbeats: Option<tokio::task::AbortHandle>,
 }
 
 impl ClusterTasks {
@@ -41,7 +42,29 @@ impl ClusterTasks {
             }
             None => None,
         };
-        Ok(Self { node_id: node_id.to_string(), registry, tasks })
+        let heartbeats = registry.as_ref().and_then(|_| tasks.last().map(|t| t.abort_handle()));
+        Ok(Self { node_id: node_id.to_string(), registry, tasks, heartbeats })
+    }
+
+    /// Stop announcing this node and leave the registry at once (the start of a drain).
+    pub async fn leave_registry(
+        heartbeats: Option<&tokio::task::AbortHandle>,
+        registry: Option<&NodeRegistry>,
+        node_id: &str,
+    ) {
+        if let Some(h) = heartbeats {
+            h.abort();
+        }
+        if let Some(registry) = registry
+            && let Err(e) = registry.leave(node_id).await
+        {
+            tracing::warn!(error = %e, "could not leave the node registry; the entry expires by itself");
+        }
+    }
+
+    /// What a drain needs to stop the announcements: the heartbeat task and the registry.
+    pub fn announcements(&self) -> (Option<tokio::task::AbortHandle>, Option<NodeRegistry>) {
+        (self.heartbeats.clone(), self.registry.clone())
     }
 
     /// Stop the tasks and leave the registry at once (a planned stop).

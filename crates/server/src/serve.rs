@@ -210,11 +210,17 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     }
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
+    let drain = cluster_node.as_ref().map(|n| n.drain());
     let shutdown = {
         let state = state.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
+            // A cluster node first leaves the registry and gives up its homes, so the
+            // participants its shutdown disconnects rejoin on the other nodes at once.
+            if let Some(drain) = drain {
+                drain.run().await;
+            }
             // End every live participant session (ServerShutdown) so usage is closed cleanly.
             state.gateway.shutdown().await;
             let _ = stop_tx.send(true);
