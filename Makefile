@@ -64,7 +64,9 @@ help:
 	@echo "make fuzz         every fuzz target for FUZZ_SECONDS (default 60) each; FUZZ_TARGETS to pick (docs/fuzzing.md)"
 	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
 	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
-	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, and two nodes on PostgreSQL + Redis (docs/cluster.md)"
+	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, two nodes on PostgreSQL + Redis, three nodes with placement (docs/cluster.md)"
+	@echo "make test-cluster FAILOVER_TRIALS (5) kill -9 trials of a call's home node + a SIGSTOP fencing trial (docs/cluster.md)"
+	@echo "make cluster      three palaver nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md)"
 	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
 # ---------------------------------------------------------------- prerequisites
@@ -170,6 +172,20 @@ test-browser: build
 test-postgres: build venv
 	cd tests/cluster && $(VENV_PY) sdk_on_postgres.py --binary $(DEBUG_BIN) --python $(VENV_PY) $(PG_SDK_SCRIPTS)
 	cd tests/cluster && $(VENV_PY) two_nodes.py --binary $(DEBUG_BIN)
+	$(CARGO) build -p palaver-load
+	cd tests/cluster && $(VENV_PY) three_nodes.py --binary $(DEBUG_BIN)
+
+# test-cluster: kill -9 failover trials and a SIGSTOP fencing trial on three nodes (docs/cluster.md).
+FAILOVER_TRIALS ?= 5
+.PHONY: test-cluster
+test-cluster: build venv
+	$(CARGO) build -p palaver-cluster --example cluster_probe
+	cd tests/cluster && $(VENV_PY) failover.py --binary $(abspath $(DEBUG_BIN)) --trials $(FAILOVER_TRIALS)
+
+# cluster: three nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md).
+.PHONY: cluster
+cluster: build venv
+	cd tests/cluster && $(VENV_PY) run_cluster.py --binary $(abspath $(DEBUG_BIN))
 
 .PHONY: test-pg-outage
 test-pg-outage: build

@@ -13,17 +13,13 @@ Usage: two_nodes.py --binary PATH
 """
 
 import argparse
-import json
 import os
 import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
+from cluster_fixture import ClusterNode, registry, wait_for
 from pg_fixture import private_postgres, private_redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,64 +37,9 @@ REFUSAL_WAIT_S = 3.0
 EXPIRY_WAIT_S = 10.0
 
 
-class Node:
-    """One palaver process with its own data directory and config."""
-
-    def __init__(self, binary, name, config):
-        self.name = name
-        self.dir = tempfile.mkdtemp(prefix=f"palaver-{name}-")
-        self.config = os.path.join(self.dir, "palaver.toml")
-        with open(self.config, "w") as f:
-            f.write(config)
-        env = {**os.environ, "PALAVER_CONFIG": self.config}
-        self.proc = subprocess.Popen(
-            [binary, "--data-dir", self.dir, "--listen", "127.0.0.1:0", "--log-level", "warn", "run"],
-            stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env,
-        )
-        info = {}
-        deadline = time.time() + 120
-        while "PALAVER_READY" not in info:
-            line = self.proc.stdout.readline()
-            if not line or time.time() > deadline:
-                raise RuntimeError(f"{name} did not become ready (exit {self.proc.poll()})")
-            key, _, value = line.strip().partition(" ")
-            info[key] = value
-        self.url, self.conn_str, self.ca = info["PALAVER_READY"], info["PALAVER_CONNECTION_STRING"], info["PALAVER_CA_FILE"]
-
-    def status(self, token, path):
-        """HTTP status of GET `path` with a bearer token."""
-        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"})
-        try:
-            with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=self.ca), timeout=10) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        subprocess.run(["rm", "-rf", self.dir], check=False)
-
-
-def registry(redis):
-    """node id -> announced status, as Redis holds it now."""
-    ids = [i for i in redis.cli("HKEYS", "palaver:nodes").splitlines() if i]
-    out = {}
-    for i in ids:
-        value = redis.cli("GET", f"palaver:node:{i}")
-        if value:
-            out[i] = json.loads(value)
-    return out
-
-
-def wait_for(condition, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+def Node(binary, name, config):
+    """One palaver process with its own (removed on stop) data directory and config."""
+    return ClusterNode(binary, name, tempfile.mkdtemp(prefix=f"palaver-{name}-"), config, remove_dir=True)
 
 
 def main():

@@ -101,6 +101,10 @@ impl FrameReader for StreamReader {
 type Signaling = Requests<StreamWriter>;
 
 /// A participant connected over QUIC. Dropping it closes the connection.
+/// Redirects [`QuicClient::connect_and_join`] follows before giving up (a home that moved
+/// again while the client was on its way).
+pub const MAX_REDIRECTS: u32 = 2;
+
 pub struct QuicClient {
     connection: quinn::Connection,
     signaling: Arc<Signaling>,
@@ -221,6 +225,38 @@ impl QuicClient {
     /// Sends `message` without waiting for anything (its answers, if any, arrive as events).
     pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
         self.signaling.send(message).await
+    }
+
+    /// Connects and joins, following a cluster's `redirect` (docs/cluster.md): when the node
+    /// reached does not host the conversation, it names the home's QUIC address, and the join is
+    /// sent again there over a new connection (at most [`MAX_REDIRECTS`] hops; the same TLS name
+    /// and trust). A single server never redirects, so this is [`Self::connect`] + [`Self::join`].
+    pub async fn connect_and_join(
+        options: &ConnectOptions,
+        token: &str,
+        target: JoinTarget,
+        display_name: Option<String>,
+    ) -> Result<(Self, Joined), ClientError> {
+        let mut options = options.clone();
+        let mut hops = 0;
+        loop {
+            let client = Self::connect(&options, token).await?;
+            match client.join(target.clone(), display_name.clone()).await {
+                Ok(joined) => return Ok((client, joined)),
+                Err(ClientError::Redirected { node, quic }) if hops < MAX_REDIRECTS => {
+                    client.close().await;
+                    hops += 1;
+                    options.server = quic
+                        .parse()
+                        .map_err(|_| ClientError::Protocol(format!("redirect to node {node}: bad address {quic}")))?;
+                    tracing::debug!(node, quic, "following a redirect to the conversation's home");
+                }
+                Err(e) => {
+                    client.close().await;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Joins a conversation (meeting link, meeting code + passcode, group call, room).

@@ -23,6 +23,10 @@ pub enum ClientError {
     /// The server answered with an `error` frame.
     #[error("refused by the server: {code}: {message}")]
     Refused { code: String, message: String },
+    /// In a cluster, the conversation is hosted by another node: connect to `quic` and join
+    /// there ([`crate::QuicClient::join_following_redirects`] does it).
+    #[error("the conversation is hosted by node {node} at {quic}")]
+    Redirected { node: String, quic: String },
     /// The server sent something the protocol does not allow here.
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -143,6 +143,7 @@ impl<W: FrameWriter> Requests<W> {
                 resume_token,
                 snapshot,
             }),
+            ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
             other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
         }
     }
@@ -185,6 +186,7 @@ fn answered_request(message: &ServerMessage) -> Option<&str> {
         ServerMessage::Ack { request_id }
         | ServerMessage::Error { request_id, .. }
         | ServerMessage::Joined { request_id, .. }
+        | ServerMessage::Redirect { request_id, .. }
         | ServerMessage::CallPlaced { request_id, .. }
         | ServerMessage::MediaAttached { request_id, .. } => request_id.as_deref(),
         _ => None,

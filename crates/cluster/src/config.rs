@@ -18,6 +18,19 @@ pub struct ClusterConfig {
     /// `redis://host:port[/db]`: the node registry and cross-node invalidations (needs
     /// `postgres_url`).
     pub redis_url: Option<String>,
+    /// UDP address of the node mesh (QUIC, mutual TLS, ALPN `palaver-cluster/1`). With it (and
+    /// `redis_url`), conversations are placed over the nodes: a join reaching a node that is
+    /// not the conversation's home is relayed there (WebSocket) or redirected (QUIC).
+    pub mesh_listen: Option<std::net::SocketAddr>,
+    /// The mesh address other nodes dial (`host:port`); default: the bound `mesh_listen`
+    /// address when it is not a wildcard.
+    pub mesh_advertise: Option<String>,
+    /// PEM of the cluster CA every node's mesh certificate is issued by and checked against.
+    pub mesh_ca_cert: Option<std::path::PathBuf>,
+    /// PEM of the CA's private key: each node issues itself a mesh certificate at start. When
+    /// neither file exists, the first node generates a CA there (development and tests; in
+    /// production mount an operator's CA from a secret).
+    pub mesh_ca_key: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {

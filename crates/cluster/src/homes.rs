@@ -11,7 +11,8 @@
 use crate::database::{Database, DatabaseError};
 
 /// Append-only migration steps of the `homes` component.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE cluster_homes (
     conversation_id TEXT PRIMARY KEY,
     home_node TEXT NOT NULL,
@@ -19,7 +20,12 @@ CREATE TABLE cluster_homes (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX cluster_homes_by_node ON cluster_homes (home_node);
-"];
+",
+    "
+ALTER TABLE cluster_homes ADD COLUMN live_conversation_id TEXT;
+CREATE INDEX cluster_homes_by_live_conversation ON cluster_homes (live_conversation_id);
+",
+];
 
 /// A conversation's home as read or written: the node and the fencing epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +107,62 @@ impl Homes {
     /// writes: false means it was taken over and must stop hosting).
     pub async fn holds(&self, conversation: &str, node: &str, epoch: i64) -> Result<bool, DatabaseError> {
         Ok(self.get(conversation).await?.is_some_and(|h| h.node == node && h.epoch == epoch))
+    }
+
+    /// Record the id of the live conversation `node` runs for `key` at `epoch` (so a `resume`
+    /// reaching another node finds its home); nothing when the home moved on.
+    pub async fn record_live(
+        &self,
+        key: &str,
+        node: &str,
+        epoch: i64,
+        conversation_id: &str,
+    ) -> Result<bool, DatabaseError> {
+        let (k, n, c) = (key.to_string(), node.to_string(), conversation_id.to_string());
+        self.db
+            .run(move |pool| async move {
+                let updated = pool
+                    .get()
+                    .await?
+                    .execute(
+                        "UPDATE cluster_homes SET live_conversation_id = $4
+                         WHERE conversation_id = $1 AND home_node = $2 AND epoch = $3",
+                        &[&k, &n, &epoch, &c],
+                    )
+                    .await?;
+                Ok(updated == 1)
+            })
+            .await?
+    }
+
+    /// The target key of the live conversation with id `conversation_id`, if a home recorded it.
+    pub async fn key_of_live(&self, conversation_id: &str) -> Result<Option<String>, DatabaseError> {
+        let c = conversation_id.to_string();
+        self.db
+            .run(move |pool| async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_opt("SELECT conversation_id FROM cluster_homes WHERE live_conversation_id = $1", &[&c])
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+            .await?
+    }
+
+    /// How many conversations `node` is the home of.
+    pub async fn count_for(&self, node: &str) -> Result<i64, DatabaseError> {
+        let n = node.to_string();
+        self.db
+            .run(move |pool| async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_one("SELECT count(*) FROM cluster_homes WHERE home_node = $1", &[&n])
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .await?
     }
 
     /// The home leaves: delete the row only if it is still `node`'s at `epoch`.

@@ -7,19 +7,26 @@
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
 //! - [`events`]: [`events::PgEventStore`], Event Grid subscriptions and the events/callback outbox,
 //!   whose deliveries are leased to one node at a time.
+//! - [`fencing`]: [`fencing::Fence`], a node that lost a conversation to a newer epoch writes
+//!   nothing more for it (billing's observer refuses) and stops hosting it.
 //! - [`homes`]: [`homes::Homes`], the `cluster_homes` table: a conversation's home node with a
-//!   fencing epoch changed only by compare-and-swap (not yet called by the gateway).
+//!   fencing epoch changed only by compare-and-swap.
 //! - [`identity`]: [`identity::PgIdentityStore`], identities, revocations, repeatable answers and
 //!   the shared settings (resource id, keys).
 //! - [`invalidations`]: revocations told to every node through Redis pub/sub, with a resync
 //!   from PostgreSQL.
 //! - [`ledger`]: [`ledger::PgLedger`], the usage ledger and webhook outbox on PostgreSQL.
 //! - [`meetings`]: [`meetings::PgMeetingStore`], meeting definitions.
+//! - [`mesh`]: [`mesh::Mesh`], the node-to-node QUIC mesh with mutual TLS that relays a
+//!   client's signaling to its conversation's home.
+//! - [`metrics`]: [`metrics::ClusterMetrics`], the `palaver_cluster_*` figures.
 //! - [`placement`]: [`placement::Placement`], a new conversation's home by the power of two
-//!   choices over the registry, recorded in `cluster_homes` (not yet called by the gateway).
+//!   choices over the registry, recorded in `cluster_homes`.
 //! - [`redis`]: the Redis connection (fred).
 //! - [`registry`]: [`registry::NodeRegistry`], live nodes and their load in Redis.
 //! - [`rooms`]: [`rooms::PgRoomStore`], rooms, their participants and repeatable creates.
+//! - [`router`]: [`router::ClusterRouter`], the gateway's placement: host, relay, redirect or
+//!   take over.
 //! - [`stores`]: [`ClusterStores`], what the binary plugs in when cluster mode is on.
 //! - [`tasks`]: [`tasks::ClusterTasks`], a node's heartbeats, revocation subscriber and resync.
 //! - [`testing`]: the private PostgreSQL/Redis fixture of the tests (never the system services).
@@ -28,19 +35,23 @@ pub mod chat;
 pub mod config;
 pub mod database;
 pub mod events;
+pub mod fencing;
 pub mod homes;
 pub mod identity;
 pub mod invalidations;
 pub mod ledger;
 pub mod meetings;
+pub mod mesh;
+pub mod metrics;
 pub mod placement;
 pub mod redis;
 pub mod registry;
 pub mod rooms;
+pub mod router;
 pub mod stores;
 pub mod tasks;
 pub mod testing;
 
 pub use config::ClusterConfig;
 pub use database::{Database, DatabaseError};
-pub use stores::{ClusterStartError, ClusterStores};
+pub use stores::{ClusterNode, ClusterStartError, ClusterStores};

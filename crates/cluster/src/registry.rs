@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How often a node re-announces itself.
-pub const HEARTBEAT: Duration = Duration::from_millis(1000);
-/// How long an announcement lives: three heartbeats.
-pub const NODE_TTL_MS: i64 = 3000;
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long an announcement lives: four heartbeats. Its expiry is when a home's conversations
+/// may be taken over (docs/cluster.md, "Takeover"), so it bounds failover time; the 1 s / 3 s
+/// of the first version measured 4.5 s from a kill to decoded audio again.
+pub const NODE_TTL_MS: i64 = 2000;
 
 const NODES_INDEX: &str = "palaver:nodes";
 
@@ -34,6 +36,21 @@ pub struct NodeStatus {
     pub conversations: u64,
     /// When this was written (the node's clock, ms since the Unix epoch).
     pub at_ms: i64,
+    /// Where the other nodes and the clients reach it (absent from older nodes).
+    #[serde(default)]
+    pub addresses: NodeAddresses,
+}
+
+/// A node's addresses, announced with its status: the node mesh (relays), QUIC (redirects)
+/// and HTTPS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
 }
 
 /// The registry, on one Redis client. Cheap to clone.
@@ -99,6 +116,7 @@ impl NodeRegistry {
     pub fn spawn_heartbeats(
         &self,
         node_id: String,
+        addresses: NodeAddresses,
         conversations: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
@@ -112,6 +130,7 @@ impl NodeRegistry {
                     node_id: node_id.clone(),
                     conversations: conversations(),
                     at_ms: chrono::Utc::now().timestamp_millis(),
+                    addresses: addresses.clone(),
                 };
                 match registry.announce(&status).await {
                     Ok(()) if failing => {

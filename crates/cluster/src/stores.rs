@@ -6,12 +6,18 @@ use crate::chat::PgChatBackend;
 use crate::config::ClusterConfig;
 use crate::database::{Database, DatabaseError};
 use crate::events::PgEventStore;
+use crate::fencing::Fence;
+use crate::homes::Homes;
 use crate::identity::PgIdentityStore;
 use crate::invalidations::{Invalidations, RevocationPublishingStore};
 use crate::ledger::PgLedger;
 use crate::meetings::PgMeetingStore;
+use crate::mesh::Mesh;
+use crate::metrics::ClusterMetrics;
+use crate::registry::NodeAddresses;
 use crate::registry::NodeRegistry;
 use crate::rooms::PgRoomStore;
+use crate::router::ClusterRouter;
 use crate::tasks::ClusterTasks;
 use palaver_billing::ledger::{LedgerError, LedgerOptions, UsageLedger};
 use palaver_billing::service::LedgerOpener;
@@ -34,6 +40,16 @@ pub enum ClusterStartError {
     Events(#[from] palaver_events::store::StoreError),
     #[error("preparing the usage ledger tables: {0}")]
     Ledger(#[from] LedgerError),
+    #[error("registering the cluster metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the node mesh: {0}")]
+    Mesh(#[from] crate::mesh::MeshError),
+    #[error("[cluster] mesh_listen needs redis_url (the registry says where the homes are)")]
+    MeshWithoutRedis,
+    #[error("[cluster] mesh_listen needs mesh_ca_cert and mesh_ca_key")]
+    MeshWithoutCa,
+    #[error("reading the cluster CA: {0}")]
+    MeshCa(std::io::Error),
 }
 
 /// The PostgreSQL stores of one node.
@@ -46,6 +62,10 @@ pub struct ClusterStores {
     pub meetings: Arc<PgMeetingStore>,
     pub chat: Arc<PgChatBackend>,
     pub events: PgEventStore,
+    /// Conversation homes with their fencing epochs (`cluster_homes`).
+    pub homes: Homes,
+    /// What this node holds and lost; wrap billing's observer with [`Fence::wrap`].
+    pub fence: Arc<Fence>,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -72,8 +92,10 @@ impl ClusterStores {
         database.migrate("ledger", crate::ledger::MIGRATIONS)?;
         let node_id = config.node_id();
         let events = PgEventStore::open(&database, &node_id)?;
+        let homes = Homes::open(&database)?;
+        let fence = Fence::new(&node_id, homes.clone(), database.clone());
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
-        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, redis: None }))
+        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, homes, fence, redis: None }))
     }
 
     /// Connect the Redis clients when `redis_url` is set (before [`ClusterStores::plug_into`]).
@@ -86,10 +108,59 @@ impl ClusterStores {
         Ok(())
     }
 
-    /// Start the node's background tasks ([`ClusterTasks`]) for the running control plane.
-    pub async fn start_tasks(&self, state: &AppState) -> Result<ClusterTasks, ClusterStartError> {
+    /// Start the node for the running control plane: the cluster metrics (registered in
+    /// `metrics`) and their monitor; with `mesh_listen` (and Redis), the node mesh and
+    /// placement ([`ClusterRouter`] plugged into the gateway); then the background tasks
+    /// ([`ClusterTasks`]), announcing the mesh, `quic` and `https` addresses.
+    pub async fn start_node(
+        &self,
+        config: &ClusterConfig,
+        state: &AppState,
+        metrics: &prometheus::Registry,
+        quic: Option<std::net::SocketAddr>,
+        https: &str,
+    ) -> Result<ClusterNode, ClusterStartError> {
+        let cluster_metrics = ClusterMetrics::register(metrics)?;
+        self.fence.set_metrics(cluster_metrics.clone());
+        let mut fence_checks = None;
+        let mut router_for_drain = None;
+        let registry = self.redis.as_ref().map(|r| r.registry.clone());
+        let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
+        let mut addresses =
+            NodeAddresses { mesh: None, quic: quic.map(|q| q.to_string()), https: Some(https.to_string()) };
+        let mesh = match config.mesh_listen {
+            None => None,
+            Some(listen) => {
+                let registry = registry.clone().ok_or(ClusterStartError::MeshWithoutRedis)?;
+                let (Some(ca_cert), Some(ca_key)) = (&config.mesh_ca_cert, &config.mesh_ca_key) else {
+                    return Err(ClusterStartError::MeshWithoutCa);
+                };
+                crate::mesh::tls::ensure_dev_ca(ca_cert, ca_key)?;
+                let cert_pem = std::fs::read_to_string(ca_cert).map_err(ClusterStartError::MeshCa)?;
+                let key_pem = std::fs::read_to_string(ca_key).map_err(ClusterStartError::MeshCa)?;
+                let tls = crate::mesh::tls::MeshTls::issue(&cert_pem, &key_pem, &self.node_id)?;
+                let mesh = Mesh::start(listen, tls, &self.node_id, state.clone(), cluster_metrics.clone())?;
+                let bound = mesh.local_addr().map_err(crate::mesh::MeshError::Bind)?;
+                addresses.mesh = Some(config.mesh_advertise.clone().unwrap_or_else(|| bound.to_string()));
+                let router = Arc::new(ClusterRouter::new(
+                    &self.node_id,
+                    self.homes.clone(),
+                    registry,
+                    mesh.clone(),
+                    cluster_metrics.clone(),
+                ));
+                router.install(&state.gateway);
+                fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
+                router_for_drain = Some(router.clone());
+                tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
+                Some(mesh)
+            }
+        };
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
-        Ok(ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis).await?)
+        let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
+        let (heartbeats, registry) = tasks.announcements();
+        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, router: router_for_drain };
+        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, metrics: cluster_metrics, drain })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -123,5 +194,61 @@ impl ClusterStores {
         Arc::new(move |options: LedgerOptions| {
             Ok(Box::new(PgLedger::open(&db, &node, options)?) as Box<dyn UsageLedger>)
         })
+    }
+}
+
+/// A running cluster node: its background tasks, its mesh endpoint and its metrics.
+#[derive(Debug)]
+pub struct ClusterNode {
+    tasks: ClusterTasks,
+    mesh: Option<Mesh>,
+    monitor: tokio::task::JoinHandle<()>,
+    fence_checks: Option<tokio::task::JoinHandle<()>>,
+    drain: Drain,
+    pub metrics: ClusterMetrics,
+}
+
+impl ClusterNode {
+    /// What a planned stop calls before ending its conversations ([`Drain::run`]).
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
+    /// The bound mesh address, when the mesh runs.
+    pub fn mesh_addr(&self) -> Option<std::net::SocketAddr> {
+        self.mesh.as_ref().and_then(|m| m.local_addr().ok())
+    }
+
+    /// Stop: leave the registry, close the mesh.
+    pub async fn stop(self) {
+        self.monitor.abort();
+        if let Some(checks) = self.fence_checks {
+            checks.abort();
+        }
+        self.tasks.stop().await;
+        if let Some(mesh) = self.mesh {
+            mesh.close();
+        }
+    }
+}
+
+/// A planned stop (SIGTERM): leave the registry (so no join is sent here any more), then give
+/// up every home held, so the participants who reconnect when this node ends their sessions
+/// place the conversations on the other nodes at once instead of waiting for a takeover.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    node_id: String,
+    heartbeats: Option<tokio::task::AbortHandle>,
+    registry: Option<crate::registry::NodeRegistry>,
+    router: Option<Arc<ClusterRouter>>,
+}
+
+impl Drain {
+    pub async fn run(&self) {
+        ClusterTasks::leave_registry(self.heartbeats.as_ref(), self.registry.as_ref(), &self.node_id).await;
+        if let Some(router) = &self.router {
+            let released = router.release_all().await;
+            tracing::info!(node = %self.node_id, conversations = released, "draining: homes given up");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::invalidations::{self, Revoked};
 use crate::redis::RedisError;
-use crate::registry::NodeRegistry;
+use crate::registry::{NodeAddresses, NodeRegistry};
 use palaver_signaling::app::AppState;
 use palaver_signaling::store::identity_store::IdentityStore;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub struct ClusterTasks {
     node_id: String,
     registry: Option<NodeRegistry>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    heartbeats: Option<tokio::task::AbortHandle>,
 }
 
 impl ClusterTasks {
@@ -25,6 +26,7 @@ impl ClusterTasks {
         node_id: &str,
         identity: Arc<dyn IdentityStore>,
         redis: Option<(&str, &NodeRegistry)>,
+        addresses: NodeAddresses,
     ) -> Result<Self, RedisError> {
         let revocations = state.clone();
         let apply: Arc<dyn Fn(Revoked) + Send + Sync> =
@@ -35,12 +37,34 @@ impl ClusterTasks {
                 tasks.push(invalidations::subscribe(url, apply).await?);
                 let gateway = state.clone();
                 let load = Arc::new(move || gateway.gateway.live_conversations() as u64);
-                tasks.push(registry.spawn_heartbeats(node_id.to_string(), load));
+                tasks.push(registry.spawn_heartbeats(node_id.to_string(), addresses, load));
                 Some(registry.clone())
             }
             None => None,
         };
-        Ok(Self { node_id: node_id.to_string(), registry, tasks })
+        let heartbeats = registry.as_ref().and_then(|_| tasks.last().map(|t| t.abort_handle()));
+        Ok(Self { node_id: node_id.to_string(), registry, tasks, heartbeats })
+    }
+
+    /// Stop announcing this node and leave the registry at once (the start of a drain).
+    pub async fn leave_registry(
+        heartbeats: Option<&tokio::task::AbortHandle>,
+        registry: Option<&NodeRegistry>,
+        node_id: &str,
+    ) {
+        if let Some(h) = heartbeats {
+            h.abort();
+        }
+        if let Some(registry) = registry
+            && let Err(e) = registry.leave(node_id).await
+        {
+            tracing::warn!(error = %e, "could not leave the node registry; the entry expires by itself");
+        }
+    }
+
+    /// What a drain needs to stop the announcements: the heartbeat task and the registry.
+    pub fn announcements(&self) -> (Option<tokio::task::AbortHandle>, Option<NodeRegistry>) {
+        (self.heartbeats.clone(), self.registry.clone())
     }
 
     /// Stop the tasks and leave the registry at once (a planned stop).

@@ -185,8 +185,10 @@ async fn drive(
 ) -> Result<(), ClientError> {
     let seat: Seat = ticket.seat;
     let role: Role = shared.scenario.role(seat.slot);
-    let mut client = QuicClient::connect(connect, &ticket.token).await?;
-    let joined = client.join(ticket.target.clone(), Some(format!("load {}-{}", seat.room, seat.slot))).await?;
+    // Follows a cluster's redirect to the conversation's home node (docs/cluster.md).
+    let display_name = Some(format!("load {}-{}", seat.room, seat.slot));
+    let (mut client, joined) =
+        QuicClient::connect_and_join(connect, &ticket.token, ticket.target.clone(), display_name).await?;
     if joined.snapshot.state == ParticipantState::Lobby {
         wait_for_admission(&mut client).await?;
     }

@@ -70,7 +70,14 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     palaver_events::lifecycle::LifecycleEvents::publish_recovered(&events, &usage.recovery.changes);
     let parts = AppParts {
         // Call lifecycle events ride on the billing observer's session stream.
-        sessions: palaver_events::lifecycle::LifecycleEvents::wrap(usage.observer(), events.clone()),
+        // In a cluster, a node that lost a conversation to a newer epoch bills nothing more for it.
+        sessions: palaver_events::lifecycle::LifecycleEvents::wrap(
+            match &cluster {
+                Some(cluster) => cluster.fence.wrap(usage.observer()),
+                None => usage.observer(),
+            },
+            events.clone(),
+        ),
         events: Arc::new(events.clone()),
         telemetry: metrics.clone(),
         media: match &media {
@@ -83,10 +90,6 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     };
     let state = open_state_with(&cfg, cluster.as_ref(), parts)?;
     events.set_resource_id(&state.resource.resource_id);
-    let cluster_tasks = match &cluster {
-        Some(cluster) => Some(cluster.start_tasks(&state).await.context("starting the cluster tasks")?),
-        None => None,
-    };
     // The media plane reports active speakers and slots back to the gateway.
     let relay = media.as_ref().map(|m| m.controller.spawn_event_relay(state.gateway.clone()));
     let quic_paths = media.as_ref().map(|m| m.quic_paths.clone()).unwrap_or_default();
@@ -106,6 +109,19 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
     let quic = start_quic(&cfg, tls.as_ref(), &state, quic_paths)?;
+    // Cluster mode: metrics, node mesh and placement, registry heartbeats (docs/cluster.md).
+    let cluster_node = match &cluster {
+        Some(cluster) => Some(
+            cluster
+                .start_node(&cfg.cluster, &state, metrics.registry(), quic.as_ref().map(|q| q.local_addr), &base_url)
+                .await
+                .context("starting the cluster node")?,
+        ),
+        None => None,
+    };
+    if let Some(mesh) = cluster_node.as_ref().and_then(|n| n.mesh_addr()) {
+        println!("PALAVER_MESH {mesh}");
+    }
     // Kernel receive drops of the QUIC and media sockets, on /metrics.
     if let Some(q) = &quic {
         metrics.watch_udp_socket(palaver_telemetry::UdpSocketKind::Quic, q.local_addr.port());
@@ -194,11 +210,17 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     }
     tracing::info!(listen = %bound, url = %base_url, resource_id = %state.resource.resource_id, "palaver is ready");
 
+    let drain = cluster_node.as_ref().map(|n| n.drain());
     let shutdown = {
         let state = state.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
+            // A cluster node first leaves the registry and gives up its homes, so the
+            // participants its shutdown disconnects rejoin on the other nodes at once.
+            if let Some(drain) = drain {
+                drain.run().await;
+            }
             // End every live participant session (ServerShutdown) so usage is closed cleanly.
             state.gateway.shutdown().await;
             let _ = stop_tx.send(true);
@@ -206,8 +228,8 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     };
     server.await.context("server task")?;
     shutdown.abort();
-    if let Some(tasks) = cluster_tasks {
-        tasks.stop().await;
+    if let Some(node) = cluster_node {
+        node.stop().await;
     }
     delivery.stop();
     if let Some(q) = &quic {

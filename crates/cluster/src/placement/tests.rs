@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn node(id: &str, conversations: u64) -> NodeStatus {
-    NodeStatus { node_id: id.into(), conversations, at_ms: 0 }
+    NodeStatus { node_id: id.into(), conversations, at_ms: 0, addresses: Default::default() }
 }
 
 #[test]

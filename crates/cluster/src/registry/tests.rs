@@ -4,7 +4,7 @@ use super::*;
 use crate::testing::RedisServer;
 
 fn status(id: &str, conversations: u64) -> NodeStatus {
-    NodeStatus { node_id: id.into(), conversations, at_ms: 1 }
+    NodeStatus { node_id: id.into(), conversations, at_ms: 1, addresses: Default::default() }
 }
 
 #[tokio::test]
@@ -37,8 +37,11 @@ async fn heartbeats_announce_the_current_load() {
     let registry = NodeRegistry::connect(&redis.url()).await.unwrap();
     let load = Arc::new(std::sync::atomic::AtomicU64::new(7));
     let seen = load.clone();
-    let beats =
-        registry.spawn_heartbeats("node-h".into(), Arc::new(move || seen.load(std::sync::atomic::Ordering::SeqCst)));
+    let beats = registry.spawn_heartbeats(
+        "node-h".into(),
+        Default::default(),
+        Arc::new(move || seen.load(std::sync::atomic::Ordering::SeqCst)),
+    );
     // The first beat is immediate.
     let mut listed = Vec::new();
     for _ in 0..100 {

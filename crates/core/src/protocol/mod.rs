@@ -488,6 +488,21 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
     },
+    /// Answer to a QUIC client's `join` in a cluster (docs/cluster.md): the conversation is
+    /// hosted by another node, whose QUIC address (and HTTPS base URL) this names; the client
+    /// connects there and sends the same `join` (QUIC media rides on the signaling connection,
+    /// so it cannot be relayed the way WebSocket signaling is).
+    #[serde(rename = "redirect")]
+    Redirect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// The home node's id.
+        node: String,
+        /// The home node's QUIC address (`host:port`).
+        quic: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        https: Option<String>,
+    },
     /// Answer to `join`: the participant id, the secret to `resume` with, and the snapshot.
     #[serde(rename = "joined")]
     Joined {

@@ -9,6 +9,7 @@ use super::PresenceEntry;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::calls::{CallMedia, CallMediaRequest};
 use super::limits::{FloodGuard, FrameVerdict};
+use super::placement::{HomeDecision, RelayCredential, RelayLink};
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
@@ -54,12 +55,23 @@ pub struct ConnIdentity {
     pub(crate) door: Door,
     /// `iatms` of the access token the connection holds (`None`: an IdP token).
     pub(crate) issued_at_ms: Option<i64>,
+    /// The credential itself, for relaying the connection to a conversation's home node.
+    pub(crate) credential: Option<RelayCredential>,
+    /// The connection came over the node mesh from another node: never relayed again.
+    pub(crate) relayed: bool,
 }
 
 impl ConnIdentity {
     /// The raw id of the authenticated user (`8:acs:...`, `8:orgid:...`).
     pub fn raw_id(&self) -> String {
         self.identity.raw_id()
+    }
+
+    /// Mark a connection relayed from another node over the mesh (docs/cluster.md): its joins
+    /// are hosted here or refused, never relayed once more.
+    pub fn relayed_from_peer(mut self) -> Self {
+        self.relayed = true;
+        self
     }
 }
 
@@ -79,6 +91,10 @@ struct Connection {
     token_warned: bool,
     /// The connection's datagram path for `media.attach` (QUIC connections only).
     media_path: Option<MediaPathId>,
+    /// The text of the `join` or `resume` frame being handled (forwarded as is when relayed).
+    join_text: Option<String>,
+    /// Set when a join's conversation lives on another node: the loop hands the socket over.
+    relay: Option<RelayLink>,
 }
 
 fn frame(msg: &ServerMessage) -> String {
@@ -163,6 +179,8 @@ where
         attached: None,
         token_warned: false,
         media_path,
+        join_text: None,
+        relay: None,
     };
     tracing::debug!(conn = %conn_id, user = %raw_id, "signaling socket opened");
 
@@ -206,7 +224,12 @@ where
                             replies = conn.error(ErrorCode::TooManyRequests, "too many frames; slow down", None);
                         }
                         (FrameVerdict::Drop, _) => {}
-                        (FrameVerdict::Accept, Message::Text(text)) => replies = conn.on_text(text.as_str()).await,
+                        (FrameVerdict::Accept, Message::Text(text)) => {
+                            replies = conn.on_text(text.as_str()).await;
+                            if conn.relay.is_some() {
+                                break;
+                            }
+                        }
                         (FrameVerdict::Accept, Message::Binary(_)) => {
                             replies = conn.error(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text", None)
                         }
@@ -289,6 +312,11 @@ where
         }
     }
 
+    // The conversation lives on another node: from now on this socket only carries frames.
+    if let Some(link) = conn.relay.take() {
+        let every = Duration::from_millis(cfg.heartbeat_interval_ms.max(100));
+        super::placement::relay_frames(&mut sink, &mut stream, &mut rx, link, every).await;
+    }
     if let Some(close) = closed_by_server {
         let _ = sink.send(close_message(close)).await;
     }
@@ -326,7 +354,14 @@ impl Connection {
     async fn on_text(&mut self, text: &str) -> Vec<String> {
         match ClientFrame::parse(text) {
             Err(e) => self.error(e.code(), e.to_string(), e.request_id()),
-            Ok(f) => self.dispatch(f).await,
+            Ok(f) => {
+                if matches!(f.message, ClientMessage::Join { .. } | ClientMessage::Resume { .. })
+                    && self.gateway.home_router().is_some()
+                {
+                    self.join_text = Some(text.to_string());
+                }
+                self.dispatch(f).await
+            }
         }
     }
 
@@ -436,6 +471,13 @@ impl Connection {
             Ok(t) => t,
             Err(r) => return self.error(r.code, r.message, rid),
         };
+        if let Some(router) = self.gateway.home_router().cloned() {
+            match self.place(router.as_ref(), &key, rid.clone()).await {
+                Ok(true) => {}
+                Ok(false) => return Vec::new(),
+                Err(replies) => return replies,
+            }
+        }
         // `voip.join` joins existing calls only: it may not be the one who starts a group call.
         if matches!(setup, ConversationSetup::GroupCall)
             && !self.ident.scopes.contains(Scope::Voip)
@@ -457,6 +499,54 @@ impl Connection {
         self.gateway.telemetry().join_completed(join_started.elapsed());
         self.attached = Some(Attachment { handle, participant_id });
         Vec::new()
+    }
+
+    /// In a cluster, where the conversation of `key` lives: `Ok(true)` when here (join on),
+    /// `Ok(false)` when the socket is now relayed to its home (the loop hands it over), else
+    /// the frames to answer (a `redirect` for QUIC, or a refusal).
+    async fn place(
+        &mut self,
+        router: &dyn super::HomeRouter,
+        key: &str,
+        rid: Option<String>,
+    ) -> Result<bool, Vec<String>> {
+        let home = match router.home_of(key).await {
+            Ok(HomeDecision::Here) => return Ok(true),
+            Ok(HomeDecision::Elsewhere(home)) => home,
+            Err(r) => return Err(self.error(r.code, r.message, rid)),
+        };
+        if self.ident.relayed {
+            let r = super::placement::home_unavailable(format!("it moved to node {}", home.node));
+            return Err(self.error(r.code, r.message, rid));
+        }
+        if self.media_path.is_some() {
+            let Some(quic) = home.quic.clone() else {
+                let r = super::placement::home_unavailable(format!("node {} announced no QUIC address", home.node));
+                return Err(self.error(r.code, r.message, rid));
+            };
+            tracing::debug!(conn = %self.conn_id, key, node = %home.node, "redirecting a QUIC join to its home");
+            return Err(vec![frame(&ServerMessage::Redirect {
+                request_id: rid,
+                node: home.node,
+                quic,
+                https: home.https,
+            })]);
+        }
+        let (Some(credential), Some(join_text)) = (self.ident.credential.clone(), self.join_text.take()) else {
+            let r = super::placement::home_unavailable("this connection cannot be relayed");
+            return Err(self.error(r.code, r.message, rid));
+        };
+        let link = match router.open_relay(&home, credential).await {
+            Ok(link) => link,
+            Err(r) => return Err(self.error(r.code, r.message, rid)),
+        };
+        if link.to_home.send(join_text).await.is_err() {
+            let r = super::placement::home_unavailable("the relay closed at once");
+            return Err(self.error(r.code, r.message, rid));
+        }
+        tracing::debug!(conn = %self.conn_id, key, node = %home.node, "relaying the connection to its home");
+        self.relay = Some(link);
+        Ok(false)
     }
 
     /// Which conversation a join target names; the meetings domain checks codes and passcodes.
@@ -504,6 +594,16 @@ impl Connection {
             return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
         let Some(handle) = self.gateway.by_conversation_id(&conversation_id) else {
+            // In a cluster the conversation may live on another node: relay the resume there.
+            if let Some(router) = self.gateway.home_router().cloned()
+                && let Some(key) = router.key_of(&conversation_id).await
+            {
+                match self.place(router.as_ref(), &key, rid.clone()).await {
+                    Ok(false) => return Vec::new(),
+                    Err(replies) => return replies,
+                    Ok(true) => {}
+                }
+            }
             return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
         };
         let (reply, answer) = oneshot::channel();

@@ -15,6 +15,7 @@ pub mod legs;
 mod limits;
 pub mod media;
 pub mod phone;
+pub mod placement;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
@@ -25,6 +26,7 @@ pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
 pub use limits::RateLimit;
 pub use media::{AttachedMedia, MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
 pub use phone::{MeetingDialOut, PhoneNotice};
+pub use placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
 pub use routes::{authenticate, routes};
 
 use crate::domain::calls::CallsConfig;
@@ -144,6 +146,8 @@ pub struct GatewayInner {
     call_automation: CallAutomation,
     /// Event Grid system events and Call Automation callbacks.
     events: Arc<dyn palaver_core::EventPublisher>,
+    /// A cluster's placement (none on a single node): where each conversation lives.
+    home_router: OnceLock<Arc<dyn HomeRouter>>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -181,6 +185,7 @@ impl Gateway {
             chat: parts.chat,
             call_automation: CallAutomation::default(),
             events: parts.events,
+            home_router: OnceLock::new(),
         }));
         gateway.publish_meeting_count();
         gateway
@@ -244,6 +249,15 @@ impl Gateway {
         &self.call_automation
     }
 
+    /// Plug in a cluster's placement (once, at start; docs/cluster.md). False if one was set.
+    pub fn set_home_router(&self, router: Arc<dyn HomeRouter>) -> bool {
+        self.home_router.set(router).is_ok()
+    }
+
+    pub(crate) fn home_router(&self) -> Option<&Arc<dyn HomeRouter>> {
+        self.home_router.get()
+    }
+
     /// Number of live conversations.
     pub fn live_conversations(&self) -> usize {
         self.by_target.len()
@@ -301,18 +315,26 @@ impl Gateway {
 
     /// Drop a conversation from the registry (only the given generation).
     pub(crate) fn forget(&self, key: &str, handle: &ConversationHandle) {
-        self.by_target.remove_if(key, |_, h| h.generation == handle.generation);
+        if self.by_target.remove_if(key, |_, h| h.generation == handle.generation).is_some()
+            && let Some(router) = self.home_router()
+        {
+            router.released(key);
+        }
         self.by_id.remove_if(&handle.conversation_id, |_, h| h.generation == handle.generation);
         self.publish_meeting_count();
     }
 
     /// Is a conversation running for this target key?
-    pub(crate) fn is_live(&self, key: &str) -> bool {
+    pub fn is_live(&self, key: &str) -> bool {
         self.by_target.contains_key(key)
     }
 
     pub(crate) fn by_conversation_id(&self, id: &str) -> Option<ConversationHandle> {
         self.by_id.get(id).map(|h| h.clone())
+    }
+    /// The live conversation of a target key (`meeting:<id>`, `groupCall:<id>`, `room:<id>`).
+    pub fn live_handle(&self, key: &str) -> Option<ConversationHandle> {
+        self.by_target.get(key).map(|h| h.clone())
     }
     /// The live conversation of a meeting, if it is in progress.
     pub fn meeting_handle(&self, meeting_id: &str) -> Option<ConversationHandle> {
@@ -487,5 +509,7 @@ mod tests;
 mod tests_invitations;
 #[cfg(test)]
 mod tests_joins;
+#[cfg(test)]
+mod tests_placement;
 #[cfg(test)]
 mod tests_resilience;

@@ -96,6 +96,9 @@ async fn native_socket(
 /// the one [`Authenticator`](crate::auth::Authenticator): an access token must allow calling
 /// (`voip` or `voip.join`); an IdP token is a native directory client (`Teams`, not billed).
 pub async fn authenticate(state: &AppState, credential: Credential<'_>, now: i64) -> Result<ConnIdentity, Refusal> {
+    let token = match credential {
+        Credential::AccessToken(t) | Credential::IdpToken(t) => t.to_string(),
+    };
     let principal = state.auth.verify(credential, now).await?;
     if principal.door == Door::AccessToken && !principal.scopes.allows_calling() {
         return Err(Refusal::new(ErrorCode::InsufficientScope, "signaling needs a token with `voip` or `voip.join`"));
@@ -115,5 +118,7 @@ pub async fn authenticate(state: &AppState, credential: Credential<'_>, now: i64
         scopes: principal.scopes,
         door: principal.door,
         issued_at_ms: principal.issued_at_ms,
+        credential: Some(super::RelayCredential { door: principal.door, token }),
+        relayed: false,
     })
 }

@@ -24,7 +24,7 @@ async fn frames_within(c: &mut Client, ty: &str, ms: u64) -> Vec<Value> {
     seen
 }
 
-fn group_join(group: &str, request_id: &str) -> Value {
+pub(super) fn group_join(group: &str, request_id: &str) -> Value {
     json!({"type":"join","requestId":request_id,"target":{"kind":"groupCall","groupId":group}})
 }
 
