@@ -8,6 +8,7 @@
 //! IncomingCall event, leg attach/detach) are carried out by one task, in order.
 
 mod conversation;
+mod moves;
 
 use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
@@ -163,16 +164,6 @@ impl CallAutomation {
                 leg.alias(participant_id, raw_id);
             }
         }
-    }
-
-    /// Refuse a call-only operation on a connection that sits in a group call or a room.
-    fn require_call(&self, ccid: &str, operation: &str) -> Result<(), CallAutomationError> {
-        if self.conversation(ccid).is_some() {
-            return Err(CallAutomationError::invalid_argument(format!(
-                "{operation} is not supported in group calls and rooms by this server yet."
-            )));
-        }
-        Ok(())
     }
 
     /// Where the event pump of `ccid`'s leg hands over the callbacks the leg emits after the
@@ -400,7 +391,7 @@ impl Gateway {
         custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
         if self.call_automation().conversation(ccid).is_some() {
-            return self.ca_invite_to_conversation(ccid, target, ring_timeout_secs, route);
+            return self.ca_invite_to_conversation(ccid, target, ring_timeout_secs, route, custom);
         }
         let ca = self.call_automation();
         let (view, invitation) = ca.with_machine(|m| {
@@ -499,7 +490,9 @@ impl Gateway {
         from_call: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Moving participants")?;
+        if self.call_automation().conversation(ccid).is_some() {
+            return self.ca_move_into_conversation(ccid, targets, from_call, route).await;
+        }
         let ca = self.call_automation();
         // `fromCall` is the application's call connection in the other call (as the SDK
         // documents it) or that call's server call id.
@@ -560,7 +553,7 @@ impl Gateway {
         custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
         if self.call_automation().conversation(ccid).is_some() {
-            return self.ca_transfer_in_conversation(ccid, target, transferee, route);
+            return self.ca_transfer_in_conversation(ccid, target, transferee, route, custom);
         }
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {
