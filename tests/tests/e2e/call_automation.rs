@@ -54,9 +54,9 @@ async fn hook(State(seen): State<Seen>, Path(path): Path<String>, headers: Heade
     StatusCode::OK.into_response()
 }
 
-struct Backend {
+pub(crate) struct Backend {
     seen: Seen,
-    base: String,
+    pub(crate) base: String,
 }
 
 /// The prompt the group-call test plays: 1.5 s of 880 Hz, a 16 kHz mono 16-bit WAV.
@@ -88,7 +88,7 @@ fn prompt_wav() -> Vec<u8> {
 }
 
 impl Backend {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let seen: Seen = Arc::default();
         let app = axum::Router::new()
             .route("/{*path}", axum::routing::post(hook))
@@ -101,7 +101,7 @@ impl Backend {
     }
 
     /// The server's configuration: IncomingCall to this backend's `/incoming`, fast retries.
-    fn incoming_call_config(&self) -> String {
+    pub(crate) fn incoming_call_config(&self) -> String {
         format!(
             "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
              [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
@@ -111,7 +111,7 @@ impl Backend {
     }
 
     /// Waits for the first event on `path` whose type ends with `kind` and that `filter` accepts.
-    async fn wait(&self, path: &str, kind: &str, filter: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(&self, path: &str, kind: &str, filter: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let found = self.seen.lock().unwrap().iter().find_map(|(p, e)| {
@@ -296,14 +296,14 @@ async fn listening_bot() -> (String, Messages) {
 }
 
 /// A QUIC participant in group call `group` that talks a steady tone and collects what it hears.
-struct Talker {
-    client: QuicClient,
-    rx: tokio::sync::mpsc::Receiver<palaver_client::ReceivedRtp>,
+pub(crate) struct Talker {
+    pub(crate) client: QuicClient,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<palaver_client::ReceivedRtp>,
     talking: tokio::task::JoinHandle<()>,
     dtmf: tokio::sync::mpsc::UnboundedSender<u8>,
 }
 
-async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u32) -> Talker {
+pub(crate) async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u32) -> Talker {
     let ca_pem = std::fs::read_to_string(server.ca_file()).unwrap();
     let addr = quic_address(server, token).await;
     let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.unwrap();
@@ -329,14 +329,14 @@ async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u
 }
 
 /// A signed POST (api-version 2025-06-15) that must answer `expected`; its body.
-async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
+pub(crate) async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
     let (status, answer) =
         server.signed(Method::POST, &format!("{path}?api-version=2025-06-15"), &body.to_string()).await;
     assert_eq!(status, expected, "{path}: {answer}");
     answer
 }
 
-fn identifier(raw_id: &str) -> Value {
+pub(crate) fn identifier(raw_id: &str) -> Value {
     json!({"rawId": raw_id, "communicationUser": {"id": raw_id}})
 }
 

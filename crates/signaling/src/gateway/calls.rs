@@ -254,10 +254,16 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 // Only the socket that was in the call moves; it joins on its own task.
                 let socket = gateway.presence_of(&raw_id).into_iter().find(|e| e.conn_id == endpoint);
                 match socket {
+                    // Queued before the `call.ended` that follows, so the socket reads
+                    // `call.moved` first; a full queue waits on its own task.
                     Some(entry) => {
-                        tokio::spawn(async move {
-                            let _ = entry.tx.send(Outbound::MoveInto { call_id, join }).await;
-                        });
+                        if let Err(mpsc::error::TrySendError::Full(message)) =
+                            entry.tx.try_send(Outbound::MoveInto { call_id, join })
+                        {
+                            tokio::spawn(async move {
+                                let _ = entry.tx.send(message).await;
+                            });
+                        }
                     }
                     None => tracing::warn!(user = %raw_id, conn = %endpoint, "moved participant has no socket any more"),
                 }
