@@ -9,6 +9,7 @@
 //! (`control/sip.rs`, `mixer/g711.rs`); see `docs/sip.md`.
 
 mod answer;
+mod custom_headers;
 pub mod config;
 pub mod counters;
 mod failure;

@@ -411,6 +411,14 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
         server.signed(Method::POST, &action("startMediaStreaming"), "{\"operationContext\":\"ms\"}").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     backend.wait("cb/gc", "MediaStreamingStarted", |e| e["data"]["operationContext"] == "ms").await;
+    // An unmixed recording of the same call runs beside the unmixed stream: both get every
+    // participant's audio (they share the conversation's per-source tap).
+    let record = json!({"callConnectionId": ccid, "recordingChannelType": "unmixed", "recordingContentType": "audio",
+        "recordingFormatType": "wav", "audioChannelParticipantOrdering": [identifier(&alice_id), identifier(&bob_id)]});
+    let (status, started) = server.signed(Method::POST, "/calling/recordings?api-version=2025-06-15", &record.to_string()).await;
+    assert!(status.is_success(), "{status} {started}");
+    let recording_id = started["recordingId"].as_str().unwrap().to_owned();
+    let stream_mark = bot.lock().unwrap().len();
     let recognize = json!({"recognizeInputType": "dtmf", "operationContext": "digits", "recognizeOptions": {
         "targetParticipant": identifier(&alice_id), "initialSilenceTimeoutInSeconds": 10,
         "dtmfOptions": {"maxTonesToCollect": 2, "interToneTimeoutInSeconds": 5}}});
@@ -423,6 +431,12 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     let done = backend.wait("cb/gc", "RecognizeCompleted", |e| e["data"]["operationContext"] == "digits").await;
     assert_eq!(done["data"]["dtmfResult"]["tones"], json!(["four", "pound"]), "{done}");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded_to = bot.lock().unwrap().len();
+    let (status, body) = server
+        .signed(Method::DELETE, &format!("/calling/recordings/{recording_id}?api-version=2025-06-15"), "")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (channels, wav) = unmixed_recording(&server, &recording_id).await;
 
     // The hang-up stops the stream: MediaStreamingStopped, then CallDisconnected.
     let (status, _) =
@@ -470,6 +484,26 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     );
     assert!(aa > 1000.0 && ab < aa / 10.0, "alice's channel carries her tone only");
     assert!(bb > 1000.0 && ba < bb / 10.0, "bob's channel carries his tone only");
+    // The stream kept both participants while the recording ran.
+    let during: Vec<Value> = messages[stream_mark..recorded_to].to_vec();
+    let frames_of = |raw: &str| {
+        during.iter().filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"] == raw).count()
+    };
+    let (alice_frames, bob_frames) = (frames_of(&alice_id), frames_of(&bob_id));
+    // The recording holds each one on its own channel (ordering: alice 0, bob 1).
+    let channel = |c: usize| -> Vec<i16> { at_48k(wav.iter().skip(c).step_by(channels).copied().collect()) };
+    let (rec_alice, rec_bob) = (channel(0), channel(1));
+    let (r_aa, r_bb) = (tone_amplitude(&rec_alice, ALICE_HZ), tone_amplitude(&rec_bob, BOB_HZ));
+    let (r_ab, r_ba) = (tone_amplitude(&rec_alice, BOB_HZ), tone_amplitude(&rec_bob, ALICE_HZ));
+    println!(
+        "stream + unmixed recording at once: the stream sent {alice_frames} frames of alice and {bob_frames} of bob \
+         while the recording ran; recording channel 0 440 Hz {r_aa:.0} (620 Hz {r_ab:.0}), channel 1 620 Hz {r_bb:.0} \
+         (440 Hz {r_ba:.0}), {} samples per channel",
+        rec_alice.len() / 3
+    );
+    assert!(alice_frames >= 25 && bob_frames >= 25, "the stream lost its tap to the recording");
+    assert!(r_aa > 1000.0 && r_ab < r_aa / 10.0, "channel 0 holds alice's tone only");
+    assert!(r_bb > 1000.0 && r_ba < r_bb / 10.0, "channel 1 holds bob's tone only");
     let dtmf: Vec<(Value, Value)> = messages
         .iter()
         .filter(|m| m["kind"] == "DtmfData")
@@ -480,6 +514,25 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     for t in [alice, bob] {
         t.talking.abort();
         t.client.close().await;
+    }
+}
+
+/// The channel count and interleaved samples of a finished unmixed recording (downloaded
+/// once it is written).
+async fn unmixed_recording(server: &Server, recording_id: &str) -> (usize, Vec<i16>) {
+    let path = format!("/v1/objects/{recording_id}/content/audio");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = server.signed_raw(Method::GET, &path, "").await;
+        if response.status() == StatusCode::OK {
+            let body = response.bytes().await.unwrap();
+            let channels = usize::from(u16::from_le_bytes([body[22], body[23]]));
+            assert!(channels >= 2, "a channel per participant: {channels}");
+            let samples: Vec<i16> = body[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+            return (channels, samples);
+        }
+        assert!(Instant::now() < deadline, "the recording was not written: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
