@@ -38,10 +38,10 @@ pub mod webrtc;
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
-/// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
-pub use palaver_core::protocol::quic;
 /// The `call.*` frames ([`QuicClient::next_call_event`]).
 pub use palaver_core::protocol::calls::{CallEndReason, CallEvent, Party};
+/// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
+pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{
     ClientMessage, ConversationSnapshot, JoinTarget, MediaCarrier, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };

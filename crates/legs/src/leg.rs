@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::tap_hub::TapConsumer;
 use bytes::Bytes;
 use palaver_sfu::control::leg::LegStreams;
-use crate::tap_hub::TapConsumer;
 use palaver_sfu::router::TransportId;
 use palaver_sfu::rtp::telephone_event::write_packet;
 use palaver_signaling::gateway::MediaSession;

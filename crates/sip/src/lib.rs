@@ -9,9 +9,9 @@
 //! (`control/sip.rs`, `mixer/g711.rs`); see `docs/sip.md`.
 
 mod answer;
-mod custom_headers;
 pub mod config;
 pub mod counters;
+mod custom_headers;
 mod failure;
 pub mod gateway;
 mod hold;

@@ -415,7 +415,8 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     // participant's audio (they share the conversation's per-source tap).
     let record = json!({"callConnectionId": ccid, "recordingChannelType": "unmixed", "recordingContentType": "audio",
         "recordingFormatType": "wav", "audioChannelParticipantOrdering": [identifier(&alice_id), identifier(&bob_id)]});
-    let (status, started) = server.signed(Method::POST, "/calling/recordings?api-version=2025-06-15", &record.to_string()).await;
+    let (status, started) =
+        server.signed(Method::POST, "/calling/recordings?api-version=2025-06-15", &record.to_string()).await;
     assert!(status.is_success(), "{status} {started}");
     let recording_id = started["recordingId"].as_str().unwrap().to_owned();
     let stream_mark = bot.lock().unwrap().len();
@@ -432,9 +433,8 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     assert_eq!(done["data"]["dtmfResult"]["tones"], json!(["four", "pound"]), "{done}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let recorded_to = bot.lock().unwrap().len();
-    let (status, body) = server
-        .signed(Method::DELETE, &format!("/calling/recordings/{recording_id}?api-version=2025-06-15"), "")
-        .await;
+    let (status, body) =
+        server.signed(Method::DELETE, &format!("/calling/recordings/{recording_id}?api-version=2025-06-15"), "").await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (channels, wav) = unmixed_recording(&server, &recording_id).await;
 

@@ -265,7 +265,9 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                             });
                         }
                     }
-                    None => tracing::warn!(user = %raw_id, conn = %endpoint, "moved participant has no socket any more"),
+                    None => {
+                        tracing::warn!(user = %raw_id, conn = %endpoint, "moved participant has no socket any more")
+                    }
                 }
             }
             Output::CallTypeChanged { call_id, call_type } => observer.call_type_changed(&call_id, call_type),

@@ -101,15 +101,28 @@ async fn move_here_takes_a_client_out_of_its_call_into_the_group_call_without_ri
     let id = |raw: &str| json!({"rawId": raw, "communicationUser": {"id": raw}});
     let move_path = format!("/calling/callConnections/{ccid}/participants:moveHere?api-version=2025-06-15");
     let (status, body) = s
-        .hmac_rest("POST", &move_path, json!({"targetParticipants": [id(&alice)], "fromCall": call_id, "operationContext": "m1"}))
+        .hmac_rest(
+            "POST",
+            &move_path,
+            json!({"targetParticipants": [id(&alice)], "fromCall": call_id, "operationContext": "m1"}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!((&body["fromCall"], &body["operationContext"]), (&json!(call_id), &json!("m1")), "{body}");
     let moved = a.recv_type("call.moved").await;
-    assert_eq!(moved, json!({"type": "call.moved", "callId": call_id, "join": {"kind": "groupCall", "groupId": group}}));
+    assert_eq!(
+        moved,
+        json!({"type": "call.moved", "callId": call_id, "join": {"kind": "groupCall", "groupId": group}})
+    );
     assert_eq!(a.recv_type("call.ended").await["reason"], "transferred");
     let joined = a.recv_type("joined").await;
-    assert!(joined["snapshot"]["participants"].as_array().unwrap().iter().any(|p| p["identifier"]["rawId"] == alice.as_str()));
+    assert!(
+        joined["snapshot"]["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["identifier"]["rawId"] == alice.as_str())
+    );
     // Bob was left alone: his call is over.
     assert_eq!(b.recv_type("call.ended").await["callId"], call_id.as_str());
     let list_path = format!("/calling/callConnections/{ccid}/participants?api-version=2025-06-15");
@@ -125,9 +138,8 @@ async fn move_here_takes_a_client_out_of_its_call_into_the_group_call_without_ri
     assert!(listed, "the moved client is in the connection's roster");
 
     // Bob is in no call now: the move is accepted (202) and reported failed; Bob is untouched.
-    let (status, _) = s
-        .hmac_rest("POST", &move_path, json!({"targetParticipants": [id(&bob)], "fromCall": call_id}))
-        .await;
+    let (status, _) =
+        s.hmac_rest("POST", &move_path, json!({"targetParticipants": [id(&bob)], "fromCall": call_id})).await;
     assert_eq!(status, 202);
     b.send(json!({"type": "ping", "nonce": 7})).await;
     let pong = b.recv_type("pong").await;

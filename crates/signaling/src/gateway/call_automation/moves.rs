@@ -40,8 +40,11 @@ impl Gateway {
                      is not supported by this server."
                 )))
             } else {
-                let input =
-                    Input::MoveToConversation { call_id: from_server_call.clone(), target: target.clone(), join: join.clone() };
+                let input = Input::MoveToConversation {
+                    call_id: from_server_call.clone(),
+                    target: target.clone(),
+                    join: join.clone(),
+                };
                 self.call_request(input).await.err().map(call_automation_error)
             };
             if let Some(why) = refused {
