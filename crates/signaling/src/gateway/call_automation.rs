@@ -57,6 +57,9 @@ pub struct CallAutomationInner {
     leg_finals: Mutex<HashMap<String, oneshot::Receiver<Vec<CaOutput>>>>,
     /// The consumed `incomingCallContext`s on disk (none: kept in memory only).
     journal: Mutex<Option<ContextJournal>>,
+    /// Other legs in a seated connection's conversation (its recordings), by call connection
+    /// id: they are told who is who as the connection's own leg is.
+    followers: Mutex<HashMap<String, Vec<std::sync::Weak<dyn ServerLeg>>>>,
 }
 
 /// How long the end of a call connection waits for its leg's last callbacks.
@@ -99,6 +102,7 @@ impl Default for CallAutomation {
             invitations: Mutex::new(HashMap::new()),
             leg_finals: Mutex::new(HashMap::new()),
             journal: Mutex::new(None),
+            followers: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -156,14 +160,41 @@ impl CallAutomation {
         Some((seat.target.clone(), seat.aliases.iter().map(|(_, raw)| raw.clone()).collect()))
     }
 
-    /// Tell the leg of a conversation connection who is who (participant id -> raw id).
+    /// Tell the leg of a conversation connection (and the legs following it) who is who
+    /// (participant id -> raw id).
     fn push_aliases(&self, ccid: &str) {
         let aliases = self.seats().get(ccid).map(|s| s.aliases.clone()).unwrap_or_default();
-        if let Some(leg) = self.leg(ccid) {
-            for (participant_id, raw_id) in aliases {
-                leg.alias(participant_id, raw_id);
+        let mut legs: Vec<Arc<dyn ServerLeg>> = self.leg(ccid).into_iter().collect();
+        {
+            let mut followers = self.0.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = followers.get_mut(ccid) {
+                list.retain(|leg| leg.strong_count() > 0);
+                legs.extend(list.iter().filter_map(std::sync::Weak::upgrade));
+            }
+            followers.retain(|_, list| !list.is_empty());
+        }
+        for leg in legs {
+            for (participant_id, raw_id) in &aliases {
+                leg.alias(participant_id.clone(), raw_id.clone());
             }
         }
+    }
+
+    /// Another leg in `ccid`'s conversation (a recording): it learns the raw ids of the
+    /// conversation's participants now and as they join, so an unmixed recording names its
+    /// channels by raw id (and `channelAffinity` / ordering match) in group calls and rooms.
+    pub fn follow_aliases(&self, ccid: &str, leg: &Arc<dyn ServerLeg>) {
+        if self.conversation(ccid).is_none() {
+            return; // calls between users name participants `{call}/{raw id}` already
+        }
+        self.0
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ccid.to_string())
+            .or_default()
+            .push(Arc::downgrade(leg));
+        self.push_aliases(ccid);
     }
 
     /// Where the event pump of `ccid`'s leg hands over the callbacks the leg emits after the
