@@ -521,14 +521,15 @@ impl Gateway {
         from_call: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
-        if self.call_automation().conversation(ccid).is_some() {
-            return self.ca_move_into_conversation(ccid, targets, from_call, route).await;
-        }
         let ca = self.call_automation();
         // `fromCall` is the application's call connection in the other call (as the SDK
         // documents it) or that call's server call id.
         let from_server_call =
             ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
+        if ca.conversation(ccid).is_some() {
+            let from = (from_call, from_server_call.as_str());
+            return self.ca_move_into_conversation(ccid, targets, from, route).await;
+        }
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
             if view.server_call_id == from_server_call {

@@ -564,15 +564,10 @@ fn a_ring_from_an_add_or_transfer_carries_its_custom_calling_context_to_the_clie
     let mut m = CallAutomationMachine::new(ContextSigner::random());
     let custom = json!({"voipHeaders": {"x-ms-custom-ticket": "42"}, "sipHeaders": {}});
     m.set_custom_context("call1", ALICE, custom.clone());
-    let ring = |call_id: &str| CallEvent::Incoming {
-        call_id: call_id.into(),
-        caller: Party::new(BOT, "Bot"),
-        participants: vec![],
-        queue: None,
-        transferred_by: None,
-        ring_timeout_ms: 30_000,
-        join: None,
-        custom_context: None,
+    let ring = |call_id: &str| -> CallEvent {
+        let frame = json!({"type": "call.incoming", "callId": call_id, "caller": {"rawId": BOT, "displayName": "Bot"},
+            "participants": [], "ringTimeoutMs": 30_000});
+        serde_json::from_value(frame).unwrap()
     };
     let CallEvent::Incoming { custom_context, .. } = m.with_custom_context(ALICE, ring("call1")) else { panic!() };
     assert_eq!(custom_context, Some(custom));

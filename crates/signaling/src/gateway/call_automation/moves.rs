@@ -16,18 +16,17 @@ use std::time::Duration;
 pub(crate) const MOVE_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Gateway {
-    /// `participants:moveHere` for a connection seated in a group call or a room.
+    /// `participants:moveHere` for a connection seated in a group call or a room; `from` is
+    /// (`fromCall` as the application named it, that call's server call id).
     pub(super) async fn ca_move_into_conversation(
         &self,
         ccid: &str,
         targets: &[String],
-        from_call: &str,
+        (from_call, from_server_call): (&str, &str),
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
         let ca = self.call_automation();
         let (join, roster) = ca.conversation_scope(ccid).ok_or_else(|| CallAutomationError::call_not_found(ccid))?;
-        let from_server_call =
-            ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
         ca.with_machine(|m| m.begin_move(ccid, targets, from_call, route))?;
         for target in targets {
             let refused = if roster.iter().any(|raw| raw == target) {
@@ -41,7 +40,7 @@ impl Gateway {
                 )))
             } else {
                 let input = Input::MoveToConversation {
-                    call_id: from_server_call.clone(),
+                    call_id: from_server_call.to_string(),
                     target: target.clone(),
                     join: join.clone(),
                 };
