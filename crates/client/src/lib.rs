@@ -21,7 +21,9 @@
 //! # let _ = (joined, server_tracks); Ok(()) }
 //! ```
 //!
-//! Events (roster, capture state, session end, unsolicited errors) and received RTP go
+//! Events (roster, capture state, session end, unsolicited errors), `call.*` frames (calls
+//! between users, invitations into group calls and rooms, moves: [`QuicClient::next_call_event`],
+//! answered with [`QuicClient::accept_call`] / [`QuicClient::decline_call`]) and received RTP go
 //! through bounded queues; when a queue is full the newest item is dropped and counted in
 //! [`QuicClient::stats`], so a slow consumer never stalls the connection.
 
