@@ -803,6 +803,7 @@ def step8e_operations_in_a_group_call(ctx):
         check("group call: the removed participant's session ends as Removed", ended["reason"] == "Removed", ended)
         expect_error("group call: remove of a participant not in the call", lambda: conn.remove_participant(ident(ctx.users["kim"])), 404, "8522")
         add_into_the_group_call(ctx, conn, group)
+        move_into_the_group_call(ctx, conn, group)
         conn.hang_up(is_for_everyone=False)
         ctx.rx.event("G", "CallDisconnected")
         names = ctx.rx.names("G")
@@ -824,10 +825,11 @@ def add_into_the_group_call(ctx, conn, group):
             clients[name] = WsClient(ctx.base_url, ctx.ca_file, token)
             clients[name].wait_for("welcome")
         kim, sam = clients["kim"], clients["sam"]
-        added = conn.add_participant(ident(ctx.users["kim"]), operation_context="ga1")
+        added = conn.add_participant(ident(ctx.users["kim"]), operation_context="ga1", voip_headers={"x-ms-custom-ticket": "g7"})
         check("group call: add_participant echoes ga1 and gives an invitationId", added.operation_context == "ga1" and added.invitation_id, vars(added))
         ring = kim.wait_for("call.incoming")
         check("group call: add_participant rings the WebSocket client with the group call to join", ring["callId"] == added.invitation_id and ring["join"] == {"kind": "groupCall", "groupId": group} and ring["caller"]["rawId"] == conn.get_call_properties().source.raw_id, ring)
+        check("group call: the ring carries the add's customCallingContext (voip_headers)", ring.get("customContext", {}).get("voipHeaders") == {"x-ms-custom-ticket": "g7"}, ring)
         kim.send({"type": "join", "requestId": "kj", "target": ring["join"]})
         kim.wait_for("joined")
         done = ctx.rx.event("G", "AddParticipantSucceeded")
@@ -864,6 +866,45 @@ def add_into_the_group_call(ctx, conn, group):
             client.close()
 
 
+def move_into_the_group_call(ctx, conn, group):
+    """move_participants into the group call: lee (a WebSocket client) is in a 1:1 call with
+    the ivr identity, answered by the application; moved from that call connection into the
+    group call, lee's socket gets call.moved (naming the group call) and joined, without
+    ringing; MoveParticipantSucceeded (gmv1), and the 1:1 connection is over. Moving from a
+    call that is gone is MoveParticipantFailed 404/8522 (gmv2)."""
+    token = ctx.identity.get_token(ident(ctx.users["lee"]), [CommunicationTokenScope.VOIP]).token
+    lee = WsClient(ctx.base_url, ctx.ca_file, token)
+    try:
+        lee.wait_for("welcome")
+
+        def rings_of_ivr():
+            return sum(1 for e in ctx.rx.incoming if e.event_type.endswith("IncomingCall") and e.data["to"]["rawId"] == ctx.users["ivr"])
+
+        before = rings_of_ivr()
+        lee.send({"type": "call.place", "requestId": "lp", "targets": [ctx.users["ivr"]]})
+        call_id = lee.wait_for("call.placed")["callId"]
+        ctx.rx.wait("a new IncomingCall to ivr", lambda: rings_of_ivr() > before)
+        ctx.answer("MV", ctx.users["ivr"], "mv-answer")
+        ctx.rx.event("MV", "CallConnected")
+        lee.wait_for("call.connected")
+        result = conn.move_participants([ident(ctx.users["lee"])], ctx.legs["MV"], operation_context="gmv1")
+        check("group call: move_participants echoes gmv1 and fromCall", result.operation_context == "gmv1" and result.from_call == ctx.legs["MV"], vars(result))
+        moved = lee.wait_for("call.moved")
+        check("group call: the moved client's socket gets call.moved naming the group call", moved["callId"] == call_id and moved["join"] == {"kind": "groupCall", "groupId": group}, moved)
+        joined = lee.wait_for("joined")
+        check("group call: the moved client is joined into the group call without ringing", not any(f.get("type") == "call.incoming" for f in lee.frames) and joined["snapshot"]["conversationId"], [f.get("type") for f in lee.frames])
+        done = ctx.rx.event("G", "MoveParticipantSucceeded")
+        check("group call: MoveParticipantSucceeded names lee, fromCall and gmv1", done.data["participant"]["rawId"] == ctx.users["lee"] and done.data["fromCall"] == ctx.legs["MV"] and done.data.get("operationContext") == "gmv1", done.data)
+        check("group call: list_participants shows the moved client", ctx.users["lee"] in {p.identifier.raw_id for p in conn.list_participants()})
+        ctx.rx.event("MV", "CallDisconnected")
+        check("group call: the 1:1 connection the client left is over", ctx.rx.names("MV")[-1] == "CallDisconnected", ctx.rx.names("MV"))
+        conn.move_participants([ident(ctx.users["kim"])], ctx.legs["MV"], operation_context="gmv2")
+        failed = ctx.rx.event("G", "MoveParticipantFailed")
+        check("group call: moving from a call that is over is MoveParticipantFailed 404/8522 (gmv2)", failed.data.get("operationContext") == "gmv2" and failed.data["resultInformation"]["subCode"] == 8522, failed.data)
+    finally:
+        lee.close()
+
+
 def step9_add_and_cancel(ctx):
     conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
     result = conn.add_participant(ident(ctx.users["alice"]), invitation_timeout=20, operation_context="a1")
@@ -889,9 +930,10 @@ def step9b_add_rings_a_websocket_client(ctx):
     try:
         ws.wait_for("welcome")
         conn = ctx.app("bot").get_call_connection(ctx.legs["A"])
-        conn.add_participant(ident(ctx.users["kim"]), operation_context="k1")
+        conn.add_participant(ident(ctx.users["kim"]), operation_context="k1", voip_headers={"x-ms-custom-ticket": "k7"})
         incoming = ws.wait_for("call.incoming")
         check("add_participant rings the WebSocket client", incoming["caller"]["rawId"] == ctx.users["bot"], incoming)
+        check("the ring carries the add's customCallingContext (voip_headers)", incoming.get("customContext", {}).get("voipHeaders") == {"x-ms-custom-ticket": "k7"}, incoming)
         ws.send({"type": "call.accept", "requestId": "a1", "callId": incoming["callId"]})
         connected = ws.wait_for("call.connected")
         roster = {p["rawId"] for p in connected["participants"]}
@@ -1057,7 +1099,7 @@ def run(binary):
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, webhook receiver at {receiver.base}")
                 identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
-                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim", "sam"]
+                names = ["bot", "agent", "alice", "carol", "dave", "erin", "frank", "grace", "ivr", "henry", "ivy", "kim", "sam", "lee"]
                 users = {n: identity.create_user().properties["id"] for n in names}
                 ctx = Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 for step in STEPS:

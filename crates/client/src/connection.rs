@@ -11,6 +11,7 @@ use crate::rtp::{ReceivedRtp, RtpPacketizer, is_rtcp};
 use crate::udp_media::{self, UdpCarrier};
 use crate::{ClientError, ConnectOptions, client_endpoint, tls};
 use bytes::Bytes;
+use palaver_core::protocol::calls::CallEvent;
 use palaver_core::protocol::quic::{CLOSE_NORMAL, SRTP_EXPORTER_LABEL, SRTP_KEYING_BYTES, SrtpKeying};
 use palaver_core::protocol::{
     AuthFrame, ClientMessage, JoinTarget, MediaCarrier, MediaReceive, MediaTrack, ServerMessage,
@@ -111,6 +112,8 @@ pub struct QuicClient {
     counters: Arc<Counters>,
     welcome: Welcome,
     events: mpsc::Receiver<ServerMessage>,
+    /// `call.*` frames: calls between users, invitations into conversations, moves.
+    calls: mpsc::Receiver<CallEvent>,
     rtp: Option<mpsc::Receiver<ReceivedRtp>>,
     keyframe_requests: Option<mpsc::Receiver<KeyframeRequest>>,
     tasks: Vec<JoinHandle<()>>,
@@ -159,12 +162,13 @@ impl QuicClient {
         let signaling = Arc::new(Requests::new(StreamWriter(tokio::sync::Mutex::new(send)), "c"));
         let counters = Arc::new(Counters::default());
         let (events_tx, events) = mpsc::channel(options.event_queue.max(1));
+        let (calls_tx, calls) = mpsc::channel(options.event_queue.max(1));
         let (rtp_tx, rtp) = mpsc::channel(options.rtp_queue.max(1));
         let (keyframe_tx, keyframe_requests) = mpsc::channel(KEYFRAME_REQUEST_QUEUE);
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let inbox = Inbox { counters: counters.clone(), rtp: rtp_tx, keyframes: keyframe_tx };
         let mut tasks = vec![
-            tokio::spawn(read_signaling(connection.clone(), reader, signaling.clone(), events_tx)),
+            tokio::spawn(read_signaling(connection.clone(), reader, signaling.clone(), events_tx, calls_tx)),
             tokio::spawn(requests::heartbeat(signaling.clone(), heartbeat_period)),
         ];
         let udp = match options.media {
@@ -198,6 +202,7 @@ impl QuicClient {
             counters,
             welcome,
             events,
+            calls,
             rtp: Some(rtp),
             keyframe_requests: Some(keyframe_requests),
             tasks,
@@ -369,6 +374,36 @@ impl QuicClient {
         self.events.recv().await
     }
 
+    /// The next `call.*` frame: a call between users rings (`call.incoming`; with `join`, an
+    /// invitation into a group call or a room, e.g. a Call Automation `add_participant`),
+    /// connects, ends; or this connection was moved into a conversation (`call.moved`, then
+    /// `joined` arrives as an event). Queued like [`Self::next_event`]; `None` once the
+    /// connection is closed and the queue is drained.
+    pub async fn next_call_event(&mut self) -> Option<CallEvent> {
+        self.calls.recv().await
+    }
+
+    /// Answers a `call.incoming`: an invitation into a conversation (`join` set) is accepted
+    /// by joining it (the [`Joined`] answer), a call between users with `call.accept` (then
+    /// `None`; `call.connected` follows as a call event).
+    pub async fn accept_call(&self, incoming: &CallEvent) -> Result<Option<Joined>, ClientError> {
+        let CallEvent::Incoming { call_id, join, .. } = incoming else {
+            return Err(ClientError::InvalidArgument("only a call.incoming can be accepted".into()));
+        };
+        match join {
+            Some(target) => self.join(target.clone(), None).await.map(Some),
+            None => {
+                self.request(ClientMessage::CallAccept { call_id: call_id.clone() }).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Declines a ringing call or invitation (`call.decline`).
+    pub async fn decline_call(&self, call_id: &str) -> Result<(), ClientError> {
+        self.request(ClientMessage::CallDecline { call_id: call_id.to_owned() }).await.map(|_| ())
+    }
+
     /// The next received RTP packet; `None` once the connection is closed (or after
     /// [`Self::take_rtp_receiver`]).
     pub async fn recv_rtp(&mut self) -> Option<ReceivedRtp> {
@@ -510,8 +545,9 @@ async fn read_signaling(
     reader: StreamReader,
     signaling: Arc<Signaling>,
     events: mpsc::Sender<ServerMessage>,
+    calls: mpsc::Sender<CallEvent>,
 ) {
-    requests::read_frames(reader, signaling, events, Some).await;
+    requests::read_frames(reader, signaling, events, Some(calls), Some).await;
     // Keep the server's reason (e.g. access revoked) when it closed the connection itself:
     // a local close would overwrite what `closed()` reports.
     if connection.close_reason().is_none() {

@@ -21,7 +21,9 @@
 //! # let _ = (joined, server_tracks); Ok(()) }
 //! ```
 //!
-//! Events (roster, capture state, session end, unsolicited errors) and received RTP go
+//! Events (roster, capture state, session end, unsolicited errors), `call.*` frames (calls
+//! between users, invitations into group calls and rooms, moves: [`QuicClient::next_call_event`],
+//! answered with [`QuicClient::accept_call`] / [`QuicClient::decline_call`]) and received RTP go
 //! through bounded queues; when a queue is full the newest item is dropped and counted in
 //! [`QuicClient::stats`], so a slow consumer never stalls the connection.
 
@@ -38,6 +40,8 @@ pub mod webrtc;
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
+/// The `call.*` frames ([`QuicClient::next_call_event`]).
+pub use palaver_core::protocol::calls::{CallEndReason, CallEvent, Party};
 /// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
 pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{

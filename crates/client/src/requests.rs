@@ -7,6 +7,7 @@
 
 use crate::ClientError;
 use palaver_core::IdentifierModel;
+use palaver_core::protocol::calls::CallEvent;
 use palaver_core::protocol::{ClientFrame, ClientMessage, ConversationSnapshot, ServerMessage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,6 +181,11 @@ fn parse_server(payload: &[u8]) -> Result<ServerMessage, ClientError> {
     serde_json::from_slice(payload).map_err(|e| ClientError::Protocol(format!("unreadable server frame: {e}")))
 }
 
+/// A `call.*` frame, if `payload` is one this client knows.
+fn parse_call(payload: &[u8]) -> Option<CallEvent> {
+    serde_json::from_slice(payload).ok()
+}
+
 /// The `requestId` a server frame answers, if any.
 fn answered_request(message: &ServerMessage) -> Option<&str> {
     match message {
@@ -215,6 +221,7 @@ pub(crate) async fn read_frames<W: FrameWriter>(
     mut reader: impl FrameReader,
     requests: Arc<Requests<W>>,
     events: mpsc::Sender<ServerMessage>,
+    calls: Option<mpsc::Sender<CallEvent>>,
     mut divert: impl FnMut(ServerMessage) -> Option<ServerMessage> + Send,
 ) {
     let counters = &requests.counters;
@@ -230,6 +237,14 @@ pub(crate) async fn read_frames<W: FrameWriter>(
         let message = match parse_server(&payload) {
             Ok(m) => m,
             Err(e) => {
+                // A `call.*` frame (a call between users, an invitation, a move) goes to the
+                // call-event queue when there is one.
+                if let Some((calls, event)) = calls.as_ref().zip(parse_call(&payload)) {
+                    if calls.try_send(event).is_err() {
+                        counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 tracing::debug!(error = %e, "skipping a server frame");
                 counters.invalid_frames.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::tap_hub::TapConsumer;
 use bytes::Bytes;
 use palaver_sfu::control::leg::LegStreams;
-use palaver_sfu::engine::SourceTap;
 use palaver_sfu::router::TransportId;
 use palaver_sfu::rtp::telephone_event::write_packet;
 use palaver_signaling::gateway::MediaSession;
@@ -162,7 +162,7 @@ struct ActiveRecognize {
 }
 
 /// An unmixed stream's per-source tap and the media name of each transport it tapped.
-type StreamTap = (Arc<SourceTap>, HashMap<TransportId, Option<String>>);
+type StreamTap = (TapConsumer, HashMap<TransportId, Option<String>>);
 
 struct Runtime {
     session: MediaSession,
@@ -310,8 +310,7 @@ impl Runtime {
         }
         let affinity = request.channel_affinity.iter().map(|(c, p)| (usize::from(*c), p.clone())).collect();
         let recorder = UnmixedRecorder::create(dir, id, affinity, request.channel_order.clone(), paused)?;
-        let tap = Arc::new(SourceTap::new(palaver_sfu::engine::DEFAULT_TAP_CAPACITY));
-        self.transport.set_source_tap(Some(tap.clone()));
+        let tap = self.config.taps.subscribe(&self.session.conversation_id, self.transport.clone());
         Ok(Recording::Unmixed { recorder, tap, names: HashMap::new() })
     }
 
@@ -531,9 +530,9 @@ impl Runtime {
             Cmd::StreamReady(Ok(stream), tag) => {
                 self.emit(tag.clone(), LegEventKind::MediaStreamingStarted);
                 if stream.unmixed {
-                    // One AudioData per participant: the conversation's per-source tap.
-                    let tap = Arc::new(SourceTap::new(palaver_sfu::engine::DEFAULT_TAP_CAPACITY));
-                    self.transport.set_source_tap(Some(tap.clone()));
+                    // One AudioData per participant: the conversation's per-source tap (shared
+                    // with an unmixed recording of the same call).
+                    let tap = self.config.taps.subscribe(&self.session.conversation_id, self.transport.clone());
                     self.stream_tap = Some((tap, HashMap::new()));
                 }
                 self.stream = Some((stream, tag));
@@ -625,8 +624,7 @@ impl Runtime {
             let aliases = &self.aliases;
             if let Err(error) = recording.drain_tap(&*self.transport, |name| raw_id(aliases, name)) {
                 let (id, tag) = (recording.id().to_owned(), tag.clone());
-                self.recorder = None;
-                self.transport.set_source_tap(None);
+                self.recorder = None; // an unmixed recording leaves the tap
                 let result = ResultInfo::new(500, 9999, format!("recording failed: {error}"));
                 self.emit(tag, LegEventKind::RecordingFailed { recording_id: id, result });
             }

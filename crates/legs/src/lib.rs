@@ -18,6 +18,7 @@ pub mod recorder;
 pub mod recording;
 pub mod sources;
 pub mod streaming;
+pub mod tap_hub;
 pub mod transport;
 pub mod unmixed;
 pub mod wav;

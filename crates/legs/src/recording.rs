@@ -3,21 +3,20 @@
 //! leg drains every tick and whose sources it names through its transport).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use palaver_sfu::engine::SourceTap;
 use palaver_sfu::router::TransportId;
 use palaver_signaling::gateway::legs::RecordingFile;
 
 use crate::leg::LegTransport;
 use crate::player::FRAME;
 use crate::recorder::{RecordError, Recorder};
+use crate::tap_hub::TapConsumer;
 use crate::unmixed::UnmixedRecorder;
 
 /// See the module docs.
 pub enum Recording {
     Mixed(Recorder),
-    Unmixed { recorder: UnmixedRecorder, tap: Arc<SourceTap>, names: HashMap<TransportId, Option<String>> },
+    Unmixed { recorder: UnmixedRecorder, tap: TapConsumer, names: HashMap<TransportId, Option<String>> },
 }
 
 impl std::fmt::Debug for Recording {
@@ -72,19 +71,17 @@ impl Recording {
         Ok(())
     }
 
-    /// Writes the file durably (an unmixed recording stops its tap and takes what it still
-    /// queued first).
+    /// Writes the file durably (an unmixed recording takes what its tap still queued first,
+    /// then leaves the tap).
     pub fn finish(
         mut self,
         transport: &dyn LegTransport,
         raw_id: impl Fn(&str) -> String,
     ) -> Result<RecordingFile, RecordError> {
-        if matches!(self, Recording::Unmixed { .. }) {
-            transport.set_source_tap(None);
-            self.drain_tap(transport, raw_id)?;
-        }
+        self.drain_tap(transport, raw_id)?;
         match self {
             Recording::Mixed(r) => r.finish(vec!["mixed".into()]),
+            // Dropping the consumer leaves the tap (the last consumer stops it).
             Recording::Unmixed { recorder, .. } => recorder.finish(),
         }
     }

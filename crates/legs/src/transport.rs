@@ -19,6 +19,9 @@ pub struct LegConfig {
     /// Where recordings are written.
     pub recordings_dir: PathBuf,
     pub sources: Arc<Sources>,
+    /// The per-source taps shared by the legs of each conversation (an unmixed stream and an
+    /// unmixed recording at once).
+    pub taps: Arc<crate::tap_hub::TapHubs>,
 }
 
 /// How a leg's packets reach its worker; the server's media adapter implements it.

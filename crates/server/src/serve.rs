@@ -345,6 +345,7 @@ fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) 
     let controller = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
     // Call Automation's server-side legs (play, DTMF, recording, media streaming).
     controller.enable_legs(palaver_legs::LegConfig {
+        taps: Default::default(),
         recordings_dir: cfg.server.data_dir.join("recordings"),
         sources: Arc::new(palaver_legs::Sources::new(palaver_legs::SourceConfig::default())),
     });

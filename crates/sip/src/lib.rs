@@ -11,6 +11,7 @@
 mod answer;
 pub mod config;
 pub mod counters;
+mod custom_headers;
 mod failure;
 pub mod gateway;
 mod hold;

@@ -99,6 +99,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         let _ = gateway.phone_decline(&call_id, &phone).await;
         return;
     };
+    let option = crate::custom_headers::apply(option, &event);
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
     // While the phone rings, the call may end for it (the caller gives up, the ring time

@@ -54,9 +54,9 @@ async fn hook(State(seen): State<Seen>, Path(path): Path<String>, headers: Heade
     StatusCode::OK.into_response()
 }
 
-struct Backend {
+pub(crate) struct Backend {
     seen: Seen,
-    base: String,
+    pub(crate) base: String,
 }
 
 /// The prompt the group-call test plays: 1.5 s of 880 Hz, a 16 kHz mono 16-bit WAV.
@@ -88,7 +88,7 @@ fn prompt_wav() -> Vec<u8> {
 }
 
 impl Backend {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let seen: Seen = Arc::default();
         let app = axum::Router::new()
             .route("/{*path}", axum::routing::post(hook))
@@ -101,7 +101,7 @@ impl Backend {
     }
 
     /// The server's configuration: IncomingCall to this backend's `/incoming`, fast retries.
-    fn incoming_call_config(&self) -> String {
+    pub(crate) fn incoming_call_config(&self) -> String {
         format!(
             "[events.delivery]\npoll_interval_ms = 50\nbase_backoff_ms = 100\n\
              [[events.subscriptions]]\nname = \"backend\"\nendpoint = \"{}/incoming\"\n\
@@ -111,7 +111,7 @@ impl Backend {
     }
 
     /// Waits for the first event on `path` whose type ends with `kind` and that `filter` accepts.
-    async fn wait(&self, path: &str, kind: &str, filter: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(&self, path: &str, kind: &str, filter: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let found = self.seen.lock().unwrap().iter().find_map(|(p, e)| {
@@ -296,14 +296,14 @@ async fn listening_bot() -> (String, Messages) {
 }
 
 /// A QUIC participant in group call `group` that talks a steady tone and collects what it hears.
-struct Talker {
-    client: QuicClient,
-    rx: tokio::sync::mpsc::Receiver<palaver_client::ReceivedRtp>,
+pub(crate) struct Talker {
+    pub(crate) client: QuicClient,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<palaver_client::ReceivedRtp>,
     talking: tokio::task::JoinHandle<()>,
     dtmf: tokio::sync::mpsc::UnboundedSender<u8>,
 }
 
-async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u32) -> Talker {
+pub(crate) async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u32) -> Talker {
     let ca_pem = std::fs::read_to_string(server.ca_file()).unwrap();
     let addr = quic_address(server, token).await;
     let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.unwrap();
@@ -329,14 +329,14 @@ async fn talker(server: &Server, token: &str, group: &str, tone_hz: f32, ssrc: u
 }
 
 /// A signed POST (api-version 2025-06-15) that must answer `expected`; its body.
-async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
+pub(crate) async fn post(server: &Server, path: &str, body: &Value, expected: StatusCode) -> Value {
     let (status, answer) =
         server.signed(Method::POST, &format!("{path}?api-version=2025-06-15"), &body.to_string()).await;
     assert_eq!(status, expected, "{path}: {answer}");
     answer
 }
 
-fn identifier(raw_id: &str) -> Value {
+pub(crate) fn identifier(raw_id: &str) -> Value {
     json!({"rawId": raw_id, "communicationUser": {"id": raw_id}})
 }
 
@@ -411,6 +411,15 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
         server.signed(Method::POST, &action("startMediaStreaming"), "{\"operationContext\":\"ms\"}").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     backend.wait("cb/gc", "MediaStreamingStarted", |e| e["data"]["operationContext"] == "ms").await;
+    // An unmixed recording of the same call runs beside the unmixed stream: both get every
+    // participant's audio (they share the conversation's per-source tap).
+    let record = json!({"callConnectionId": ccid, "recordingChannelType": "unmixed", "recordingContentType": "audio",
+        "recordingFormatType": "wav", "audioChannelParticipantOrdering": [identifier(&alice_id), identifier(&bob_id)]});
+    let (status, started) =
+        server.signed(Method::POST, "/calling/recordings?api-version=2025-06-15", &record.to_string()).await;
+    assert!(status.is_success(), "{status} {started}");
+    let recording_id = started["recordingId"].as_str().unwrap().to_owned();
+    let stream_mark = bot.lock().unwrap().len();
     let recognize = json!({"recognizeInputType": "dtmf", "operationContext": "digits", "recognizeOptions": {
         "targetParticipant": identifier(&alice_id), "initialSilenceTimeoutInSeconds": 10,
         "dtmfOptions": {"maxTonesToCollect": 2, "interToneTimeoutInSeconds": 5}}});
@@ -423,6 +432,11 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     let done = backend.wait("cb/gc", "RecognizeCompleted", |e| e["data"]["operationContext"] == "digits").await;
     assert_eq!(done["data"]["dtmfResult"]["tones"], json!(["four", "pound"]), "{done}");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded_to = bot.lock().unwrap().len();
+    let (status, body) =
+        server.signed(Method::DELETE, &format!("/calling/recordings/{recording_id}?api-version=2025-06-15"), "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (channels, wav) = unmixed_recording(&server, &recording_id).await;
 
     // The hang-up stops the stream: MediaStreamingStopped, then CallDisconnected.
     let (status, _) =
@@ -470,6 +484,26 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     );
     assert!(aa > 1000.0 && ab < aa / 10.0, "alice's channel carries her tone only");
     assert!(bb > 1000.0 && ba < bb / 10.0, "bob's channel carries his tone only");
+    // The stream kept both participants while the recording ran.
+    let during: Vec<Value> = messages[stream_mark..recorded_to].to_vec();
+    let frames_of = |raw: &str| {
+        during.iter().filter(|m| m["kind"] == "AudioData" && m["audioData"]["participantRawID"] == raw).count()
+    };
+    let (alice_frames, bob_frames) = (frames_of(&alice_id), frames_of(&bob_id));
+    // The recording holds each one on its own channel (ordering: alice 0, bob 1).
+    let channel = |c: usize| -> Vec<i16> { at_48k(wav.iter().skip(c).step_by(channels).copied().collect()) };
+    let (rec_alice, rec_bob) = (channel(0), channel(1));
+    let (r_aa, r_bb) = (tone_amplitude(&rec_alice, ALICE_HZ), tone_amplitude(&rec_bob, BOB_HZ));
+    let (r_ab, r_ba) = (tone_amplitude(&rec_alice, BOB_HZ), tone_amplitude(&rec_bob, ALICE_HZ));
+    println!(
+        "stream + unmixed recording at once: the stream sent {alice_frames} frames of alice and {bob_frames} of bob \
+         while the recording ran; recording channel 0 440 Hz {r_aa:.0} (620 Hz {r_ab:.0}), channel 1 620 Hz {r_bb:.0} \
+         (440 Hz {r_ba:.0}), {} samples per channel",
+        rec_alice.len() / 3
+    );
+    assert!(alice_frames >= 25 && bob_frames >= 25, "the stream lost its tap to the recording");
+    assert!(r_aa > 1000.0 && r_ab < r_aa / 10.0, "channel 0 holds alice's tone only");
+    assert!(r_bb > 1000.0 && r_ba < r_bb / 10.0, "channel 1 holds bob's tone only");
     let dtmf: Vec<(Value, Value)> = messages
         .iter()
         .filter(|m| m["kind"] == "DtmfData")
@@ -480,6 +514,25 @@ async fn in_a_group_call_a_prompt_played_to_one_participant_is_heard_by_it_alone
     for t in [alice, bob] {
         t.talking.abort();
         t.client.close().await;
+    }
+}
+
+/// The channel count and interleaved samples of a finished unmixed recording (downloaded
+/// once it is written).
+async fn unmixed_recording(server: &Server, recording_id: &str) -> (usize, Vec<i16>) {
+    let path = format!("/v1/objects/{recording_id}/content/audio");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = server.signed_raw(Method::GET, &path, "").await;
+        if response.status() == StatusCode::OK {
+            let body = response.bytes().await.unwrap();
+            let channels = usize::from(u16::from_le_bytes([body[22], body[23]]));
+            assert!(channels >= 2, "a channel per participant: {channels}");
+            let samples: Vec<i16> = body[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+            return (channels, samples);
+        }
+        assert!(Instant::now() < deadline, "the recording was not written: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! area: add `mod <area>;` here.
 
 mod call_automation;
+mod call_automation_moves;
 mod chat;
 mod events;
 mod identity;

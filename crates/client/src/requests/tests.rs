@@ -36,6 +36,7 @@ struct Harness {
     requests: Arc<Requests<MemoryWriter>>,
     server: mpsc::UnboundedSender<Vec<u8>>,
     events: mpsc::Receiver<ServerMessage>,
+    calls: mpsc::Receiver<CallEvent>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -43,8 +44,9 @@ fn harness(event_queue: usize) -> Harness {
     let requests = Arc::new(Requests::new(MemoryWriter::default(), "t"));
     let (server, frames) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::channel(event_queue);
-    let reader = tokio::spawn(read_frames(MemoryReader(frames), requests.clone(), events_tx, Some));
-    Harness { requests, server, events, reader }
+    let (calls_tx, calls) = mpsc::channel(event_queue);
+    let reader = tokio::spawn(read_frames(MemoryReader(frames), requests.clone(), events_tx, Some(calls_tx), Some));
+    Harness { requests, server, events, calls, reader }
 }
 
 impl Harness {
@@ -158,7 +160,7 @@ async fn divert_takes_frames_before_the_event_queue() {
         }
         other => Some(other),
     };
-    let reader = tokio::spawn(read_frames(MemoryReader(frames), requests, events_tx, divert));
+    let reader = tokio::spawn(read_frames(MemoryReader(frames), requests, events_tx, None, divert));
     server.send(json!({"type":"media.answer","sdp":"v=0"}).to_string().into_bytes()).expect("reader alive");
     server.send(json!({"type":"token.refreshed","expiresAtMs":7}).to_string().into_bytes()).expect("reader alive");
     drop(server);
@@ -225,4 +227,26 @@ async fn the_first_frame_must_be_welcome() {
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     drop(tx);
     assert!(matches!(read_welcome(&mut MemoryReader(rx)).await, Err(ClientError::Closed)));
+}
+
+#[tokio::test]
+async fn call_frames_go_to_the_call_queue_with_the_invitation_target_and_custom_context() {
+    let mut h = harness(8);
+    h.push(json!({"type": "call.incoming", "callId": "inv1", "caller": {"rawId": "8:acs:app", "displayName": "Bot"},
+        "participants": [], "ringTimeoutMs": 30000, "join": {"kind": "groupCall", "groupId": "g1"},
+        "customContext": {"voipHeaders": {"x-ms-custom-ticket": "42"}}}));
+    h.push(json!({"type": "call.moved", "callId": "c1", "join": {"kind": "room", "roomId": "r1"}}));
+    h.push(json!({"type": "call.unknownThing", "callId": "c1"}));
+    h.push(json!({"type": "pong"}));
+    h.push(json!({"type": "session.ended", "conversationId": "x", "reason": "Left"}));
+    let Some(CallEvent::Incoming { call_id, join, custom_context, .. }) = h.calls.recv().await else { panic!() };
+    assert_eq!(call_id, "inv1");
+    assert_eq!(join, Some(JoinTarget::GroupCall { group_id: "g1".into() }));
+    assert_eq!(custom_context.unwrap()["voipHeaders"]["x-ms-custom-ticket"], "42");
+    let moved = h.calls.recv().await.unwrap();
+    assert_eq!(moved, CallEvent::Moved { call_id: "c1".into(), join: JoinTarget::Room { room_id: "r1".into() } });
+    // Other frames still reach the event queue; an unknown call frame is skipped and counted.
+    assert!(matches!(h.events.recv().await, Some(ServerMessage::SessionEnded { .. })));
+    assert_eq!(h.requests.counters.invalid_frames.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(h.calls.try_recv().is_err());
 }

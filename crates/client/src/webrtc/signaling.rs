@@ -134,7 +134,7 @@ impl Signaling {
         };
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let tasks = vec![
-            tokio::spawn(requests::read_frames(reader, requests.clone(), events_tx, divert)),
+            tokio::spawn(requests::read_frames(reader, requests.clone(), events_tx, None, divert)),
             tokio::spawn(requests::heartbeat(requests.clone(), heartbeat_period)),
         ];
         Ok(Self { requests, welcome, events, answers, tasks, timeout })

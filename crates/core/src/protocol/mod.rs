@@ -14,6 +14,7 @@ use crate::role::{MeetingRole, RoomRole};
 use crate::session::EndReason;
 use serde::{Deserialize, Serialize};
 
+pub mod calls;
 mod close;
 mod media;
 pub mod quic;

@@ -72,9 +72,8 @@ impl Runtime {
         let (stream, tag) = self.stream.take()?;
         drop(stream.frames);
         self.stream_buffer.clear();
-        if self.stream_tap.take().is_some() {
-            self.transport.set_source_tap(None);
-        }
+        // An unmixed stream leaves the tap (the last consumer stops it).
+        self.stream_tap = None;
         Some(tag)
     }
 

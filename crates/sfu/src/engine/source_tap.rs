@@ -49,8 +49,9 @@ impl SourceTap {
         Self { frames: ArrayQueue::new(capacity.max(1)), dropped: AtomicU64::new(0) }
     }
 
-    /// Queues one frame; a full queue drops it (counted).
-    pub(crate) fn push(&self, source: TransportId, tick: u64, pcm: &[i16], channels: usize) {
+    /// Queues one frame; a full queue drops it (counted). The worker's mixer pushes; public so
+    /// consumers' tests (the legs' tap fan-out) can feed a tap without a worker.
+    pub fn push(&self, source: TransportId, tick: u64, pcm: &[i16], channels: usize) {
         let mut frame = TapFrame { source, tick, samples: [0; TAP_FRAME_SAMPLES] };
         if channels <= 1 {
             let n = pcm.len().min(TAP_FRAME_SAMPLES);

@@ -8,6 +8,7 @@
 //! IncomingCall event, leg attach/detach) are carried out by one task, in order.
 
 mod conversation;
+mod moves;
 
 use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
@@ -56,6 +57,9 @@ pub struct CallAutomationInner {
     leg_finals: Mutex<HashMap<String, oneshot::Receiver<Vec<CaOutput>>>>,
     /// The consumed `incomingCallContext`s on disk (none: kept in memory only).
     journal: Mutex<Option<ContextJournal>>,
+    /// Other legs in a seated connection's conversation (its recordings), by call connection
+    /// id: they are told who is who as the connection's own leg is.
+    followers: Mutex<HashMap<String, Vec<std::sync::Weak<dyn ServerLeg>>>>,
 }
 
 /// How long the end of a call connection waits for its leg's last callbacks.
@@ -98,6 +102,7 @@ impl Default for CallAutomation {
             invitations: Mutex::new(HashMap::new()),
             leg_finals: Mutex::new(HashMap::new()),
             journal: Mutex::new(None),
+            followers: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -155,24 +160,41 @@ impl CallAutomation {
         Some((seat.target.clone(), seat.aliases.iter().map(|(_, raw)| raw.clone()).collect()))
     }
 
-    /// Tell the leg of a conversation connection who is who (participant id -> raw id).
+    /// Tell the leg of a conversation connection (and the legs following it) who is who
+    /// (participant id -> raw id).
     fn push_aliases(&self, ccid: &str) {
         let aliases = self.seats().get(ccid).map(|s| s.aliases.clone()).unwrap_or_default();
-        if let Some(leg) = self.leg(ccid) {
-            for (participant_id, raw_id) in aliases {
-                leg.alias(participant_id, raw_id);
+        let mut legs: Vec<Arc<dyn ServerLeg>> = self.leg(ccid).into_iter().collect();
+        {
+            let mut followers = self.0.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = followers.get_mut(ccid) {
+                list.retain(|leg| leg.strong_count() > 0);
+                legs.extend(list.iter().filter_map(std::sync::Weak::upgrade));
+            }
+            followers.retain(|_, list| !list.is_empty());
+        }
+        for leg in legs {
+            for (participant_id, raw_id) in &aliases {
+                leg.alias(participant_id.clone(), raw_id.clone());
             }
         }
     }
 
-    /// Refuse a call-only operation on a connection that sits in a group call or a room.
-    fn require_call(&self, ccid: &str, operation: &str) -> Result<(), CallAutomationError> {
-        if self.conversation(ccid).is_some() {
-            return Err(CallAutomationError::invalid_argument(format!(
-                "{operation} is not supported in group calls and rooms by this server yet."
-            )));
+    /// Another leg in `ccid`'s conversation (a recording): it learns the raw ids of the
+    /// conversation's participants now and as they join, so an unmixed recording names its
+    /// channels by raw id (and `channelAffinity` / ordering match) in group calls and rooms.
+    pub fn follow_aliases(&self, ccid: &str, leg: &Arc<dyn ServerLeg>) {
+        if self.conversation(ccid).is_none() {
+            return; // calls between users name participants `{call}/{raw id}` already
         }
-        Ok(())
+        self.0
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ccid.to_string())
+            .or_default()
+            .push(Arc::downgrade(leg));
+        self.push_aliases(ccid);
     }
 
     /// Where the event pump of `ccid`'s leg hands over the callbacks the leg emits after the
@@ -400,7 +422,7 @@ impl Gateway {
         custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
         if self.call_automation().conversation(ccid).is_some() {
-            return self.ca_invite_to_conversation(ccid, target, ring_timeout_secs, route);
+            return self.ca_invite_to_conversation(ccid, target, ring_timeout_secs, route, custom);
         }
         let ca = self.call_automation();
         let (view, invitation) = ca.with_machine(|m| {
@@ -499,12 +521,15 @@ impl Gateway {
         from_call: &str,
         route: OperationRoute,
     ) -> Result<(), CallAutomationError> {
-        self.call_automation().require_call(ccid, "Moving participants")?;
         let ca = self.call_automation();
         // `fromCall` is the application's call connection in the other call (as the SDK
         // documents it) or that call's server call id.
         let from_server_call =
             ca.connection(from_call).map(|v| v.server_call_id).unwrap_or_else(|_| from_call.to_string());
+        if ca.conversation(ccid).is_some() {
+            let from = (from_call, from_server_call.as_str());
+            return self.ca_move_into_conversation(ccid, targets, from, route).await;
+        }
         let view = ca.with_machine(|m| {
             let view = m.view(ccid)?;
             if view.server_call_id == from_server_call {
@@ -560,7 +585,7 @@ impl Gateway {
         custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
         if self.call_automation().conversation(ccid).is_some() {
-            return self.ca_transfer_in_conversation(ccid, target, transferee, route);
+            return self.ca_transfer_in_conversation(ccid, target, transferee, route, custom);
         }
         let ca = self.call_automation();
         let view = ca.with_machine(|m| {

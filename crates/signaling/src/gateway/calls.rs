@@ -196,6 +196,8 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
     for output in outputs {
         match output {
             Output::Notify { to, event } => {
+                // A ring from a Call Automation add or transfer carries its `customCallingContext`.
+                let event = gateway.call_automation().with_machine(|m| m.with_custom_context(&to, event));
                 // Call Automation: IncomingCall for ACS identities, call connections' callbacks.
                 gateway.call_automation_event(&to, &event);
                 // A phone participant has no socket: its events go to the SIP gateway.
@@ -247,6 +249,26 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                     reason,
                     at_ms: now_ms(),
                 });
+            }
+            Output::MovedToConversation { call_id, raw_id, endpoint, join } => {
+                // Only the socket that was in the call moves; it joins on its own task.
+                let socket = gateway.presence_of(&raw_id).into_iter().find(|e| e.conn_id == endpoint);
+                match socket {
+                    // Queued before the `call.ended` that follows, so the socket reads
+                    // `call.moved` first; a full queue waits on its own task.
+                    Some(entry) => {
+                        if let Err(mpsc::error::TrySendError::Full(message)) =
+                            entry.tx.try_send(Outbound::MoveInto { call_id, join })
+                        {
+                            tokio::spawn(async move {
+                                let _ = entry.tx.send(message).await;
+                            });
+                        }
+                    }
+                    None => {
+                        tracing::warn!(user = %raw_id, conn = %endpoint, "moved participant has no socket any more")
+                    }
+                }
             }
             Output::CallTypeChanged { call_id, call_type } => observer.call_type_changed(&call_id, call_type),
             Output::CallEnded { call_id, reason } => {

@@ -13,7 +13,7 @@ use super::placement::{HomeDecision, RelayCredential, RelayLink};
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
-use crate::domain::calls::{Input as CallInput, Party};
+use crate::domain::calls::{CallEvent, Input as CallInput, Party};
 use crate::domain::conversation::participant::display_name_for;
 use crate::domain::conversation::{Command, ConversationSetup, Input, JoinIdentity, JoinRequest};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -40,6 +40,10 @@ pub(crate) enum Outbound {
     /// `frames` (the `session.ended` or the refusal), so a client that answers them with a
     /// new `join` finds the socket free.
     Detached { participant_id: String, reason: Option<EndReason>, frames: Vec<Arc<str>> },
+    /// This socket's participant of call `call_id` was moved into the conversation `join`
+    /// names (Call Automation `participants:moveHere`): write `call.moved`, then join it as if
+    /// the client had sent `join` (no ringing; the conversation's admission rules apply).
+    MoveInto { call_id: String, join: JoinTarget },
     /// The socket fell too far behind: close it (the participant is already `reconnecting`).
     Overflowed,
     /// The user's tokens issued before this mark were revoked (or the identity deleted): end
@@ -255,6 +259,12 @@ where
                         }
                         break;
                     }
+                }
+                Some(Outbound::MoveInto { call_id, join }) => {
+                    tracing::info!(conn = %conn_id, user = %raw_id, call = %call_id, "moved into a conversation");
+                    let moved = CallEvent::Moved { call_id, join: join.clone() };
+                    replies.push(serde_json::to_string(&moved).unwrap_or_default());
+                    replies.extend(conn.join(None, join, None).await);
                 }
                 Some(Outbound::AccessRevoked { revoked_before_ms }) => {
                     if conn.ident.issued_at_ms.is_some_and(|iat| iat >= revoked_before_ms) {

@@ -16,8 +16,18 @@ use crate::domain::calls::{CallEndReason, CallEvent, Party, Target, resolve_targ
 use crate::domain::conversation::{Authority, ServerCommand};
 use palaver_core::CommunicationIdentifier;
 use palaver_core::protocol::JoinTarget;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How an invitation rings: what to join, who rings, for how long, with which
+/// `customCallingContext`.
+struct Ring {
+    join: JoinTarget,
+    source: String,
+    ring_timeout_secs: Option<u64>,
+    custom: Option<Value>,
+}
 
 /// An invitation ringing `target` into the conversation of call connection `ccid`.
 #[derive(Debug, Clone)]
@@ -36,6 +46,7 @@ impl Gateway {
         target: &str,
         ring_timeout_secs: Option<u64>,
         route: OperationRoute,
+        custom: Option<Value>,
     ) -> Result<String, CallAutomationError> {
         let join = self.ca_check_invitee(ccid, target)?;
         let (view, invitation_id) = self.call_automation().with_machine(|m| {
@@ -45,7 +56,8 @@ impl Gateway {
         })?;
         let invitation =
             ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: None };
-        self.ca_ring(invitation_id.clone(), invitation, join, &view.source_raw_id, ring_timeout_secs);
+        let ring = Ring { join, source: view.source_raw_id, ring_timeout_secs, custom };
+        self.ca_ring(invitation_id.clone(), invitation, ring);
         Ok(invitation_id)
     }
 
@@ -58,6 +70,7 @@ impl Gateway {
         target: &str,
         transferee: Option<String>,
         route: OperationRoute,
+        custom: Option<Value>,
     ) -> Result<(), CallAutomationError> {
         let transferee = transferee.ok_or_else(|| {
             CallAutomationError::invalid_argument(
@@ -72,7 +85,8 @@ impl Gateway {
         })?;
         let invitation =
             ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: Some(transferee) };
-        self.ca_ring(uuid::Uuid::new_v4().to_string(), invitation, join, &view.source_raw_id, None);
+        let ring = Ring { join, source: view.source_raw_id, ring_timeout_secs: None, custom };
+        self.ca_ring(uuid::Uuid::new_v4().to_string(), invitation, ring);
         Ok(())
     }
 
@@ -97,14 +111,8 @@ impl Gateway {
 
     /// Ring the invitation's target (`call.incoming` naming what to join) until it is
     /// answered, declined, canceled or its ring time is over.
-    fn ca_ring(
-        &self,
-        invitation_id: String,
-        invitation: ConversationInvitation,
-        join: JoinTarget,
-        source: &str,
-        ring_timeout_secs: Option<u64>,
-    ) {
+    fn ca_ring(&self, invitation_id: String, invitation: ConversationInvitation, ring: Ring) {
+        let Ring { join, source, ring_timeout_secs, custom } = ring;
         let ring = Duration::from_secs(ring_timeout_secs.unwrap_or(self.calls_config().ring_timeout_secs));
         let caller = Party::new(source, "Call Automation");
         let incoming = CallEvent::Incoming {
@@ -115,6 +123,7 @@ impl Gateway {
             transferred_by: invitation.transferee.is_some().then_some(caller),
             ring_timeout_ms: ring.as_millis() as u64,
             join: Some(join),
+            custom_context: custom,
         };
         let target = invitation.target.clone();
         tracing::info!(ccid = %invitation.ccid, %target, invitation = %invitation_id, "ringing a user into a conversation");

@@ -323,7 +323,9 @@ async fn follow_meeting(mut rx: mpsc::Receiver<Outbound>, notices: mpsc::Unbound
         let frame = match outbound {
             Outbound::Frame(text) => text,
             Outbound::Detached { reason, .. } => break format!("detached ({reason:?})"),
-            Outbound::Overflowed | Outbound::AccessRevoked { .. } => break "dropped".to_owned(),
+            Outbound::Overflowed | Outbound::AccessRevoked { .. } | Outbound::MoveInto { .. } => {
+                break "dropped".to_owned();
+            }
         };
         let Ok(message) = serde_json::from_str::<ServerMessage>(&frame) else { continue };
         match message {

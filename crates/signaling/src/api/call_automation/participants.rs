@@ -38,15 +38,7 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
     }
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
     // A room rings only the users on its participant list (the join would refuse anyone else).
-    if let Some((JoinTarget::Room { room_id }, _)) = state.call_automation().conversation_scope(ccid)
-        && let Err(code) = state.rooms.participant_role(&room_id, &target, now_ms()).await
-    {
-        return Err(CallAutomationError::new(
-            403,
-            8523,
-            format!("`{target}` cannot join room `{room_id}` ({code}): only its participants can be added."),
-        ));
-    }
+    check_room_member(state, ccid, &target).await?;
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
     // 0 (or none): the configured ring time.
@@ -58,6 +50,20 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
         "invitationId": invitation_id,
     });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// In a room, `target` must be on the room's participant list (`403/8523`).
+async fn check_room_member(state: &AppState, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+    if let Some((JoinTarget::Room { room_id }, _)) = state.call_automation().conversation_scope(ccid)
+        && let Err(code) = state.rooms.participant_role(&room_id, target, now_ms()).await
+    {
+        return Err(CallAutomationError::new(
+            403,
+            8523,
+            format!("`{target}` cannot join room `{room_id}` ({code}): only its participants can be added or moved."),
+        ));
+    }
+    Ok(())
 }
 
 /// `participants:remove` → 202.
@@ -105,8 +111,9 @@ pub async fn cancel_add(state: &AppState, ccid: &str, request: &CallRequest) -> 
         .into_response())
 }
 
-/// `participants:moveHere` → 202: participants connected in `fromCall` (a server call id)
-/// move into this call without ringing; each outcome is a callback.
+/// `participants:moveHere` → 202: participants connected in `fromCall` (the application's
+/// call connection there, or its server call id) move into this call, group call or room
+/// without ringing; each outcome is a callback.
 pub async fn move_here(state: &AppState, ccid: &str, request: &CallRequest) -> Answer {
     let body: wire::MoveParticipantsRequest = request.json()?;
     let targets = wire::required(body.target_participants, "TargetParticipants")?;
@@ -116,6 +123,10 @@ pub async fn move_here(state: &AppState, ccid: &str, request: &CallRequest) -> A
     let targets = targets.iter().map(|t| wire::raw_id(t, "TargetParticipants")).collect::<Result<Vec<_>, _>>()?;
     let from_call = wire::required_str(body.from_call, "FromCall")?;
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
+    // Into a room: only users on its participant list (the join would refuse anyone else).
+    for target in &targets {
+        check_room_member(state, ccid, target).await?;
+    }
     let operation_context = route.operation_context.clone();
     state.gateway.ca_move(ccid, &targets, &from_call, route).await?;
     let participants: Vec<_> = targets.iter().map(|t| events::participant(t, false, false)).collect();

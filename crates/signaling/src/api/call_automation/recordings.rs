@@ -231,6 +231,10 @@ async fn start_recording(state: &AppState, request: &CallRequest) -> Result<Resp
             CallAutomationError::new(500, 9999, format!("The recording could not start: {}", e.message))
         })?;
     let events = leg.take_events();
+    // In a group call or a room the recorder names participants by raw id like the connection.
+    if let Some(ccid) = &call_connection_id {
+        state.call_automation().follow_aliases(ccid, &leg);
+    }
     let pause = body.pause_on_start.unwrap_or(false);
     let record = RecordRequest {
         recording_id: id.clone(),

@@ -364,6 +364,16 @@ impl CallAutomationMachine {
         self.custom_contexts.insert((call_id.to_string(), target.to_string()), custom);
     }
 
+    /// `event` for `to` with the `customContext` kept for it: a ring (`call.incoming`) from a
+    /// Call Automation add or transfer carries it to the client (kept until the call's
+    /// IncomingCall event takes it).
+    pub fn with_custom_context(&self, to: &str, mut event: CallEvent) -> CallEvent {
+        if let CallEvent::Incoming { call_id, custom_context: custom @ None, .. } = &mut event {
+            *custom = self.custom_contexts.get(&(call_id.clone(), to.to_string())).cloned();
+        }
+        event
+    }
+
     /// The call is over: forget its correlation id and any `customContext` left for it.
     pub fn call_ended(&mut self, call_id: &str) {
         if !self.legs.keys().any(|(call, _)| call == call_id) {
@@ -591,7 +601,10 @@ impl CallAutomationMachine {
             CallEvent::TransferAccepted { target, .. } => self.transfer_accepted(&ccid, target, &mut out),
             CallEvent::TransferFailed { reason, .. } => self.transfer_failed(&ccid, *reason, &mut out),
             CallEvent::Ended { reason, .. } => out.extend(self.end(&ccid, *reason)),
-            CallEvent::Incoming { .. } | CallEvent::Ringing { .. } | CallEvent::RecordingChanged { .. } => {}
+            CallEvent::Incoming { .. }
+            | CallEvent::Ringing { .. }
+            | CallEvent::Moved { .. }
+            | CallEvent::RecordingChanged { .. } => {}
         }
         out
     }

@@ -2,8 +2,8 @@
 //! every call output addressed to a user goes through `on_call_event`, as the gateway does.
 
 use super::*;
-use crate::domain::calls::{CallEndReason, CallManager, CallsConfig, Input, Output, Party};
-use serde_json::Value;
+use crate::domain::calls::{CallEndReason, CallEvent, CallManager, CallsConfig, Input, Output, Party};
+use serde_json::{Value, json};
 
 const BOT: &str = "8:acs:r_bot";
 const ALICE: &str = "8:acs:r_alice";
@@ -557,4 +557,25 @@ fn a_removal_or_cancel_the_call_refuses_is_reported_by_a_failed_callback() {
     // The invitation stands: it may be canceled again.
     let again = OperationRoute { operation_context: Some("x10".into()), operation_callback_uri: None };
     assert_eq!(w.ca.begin_cancel_add("ccA", &invitation, again).unwrap(), CAROL);
+}
+
+#[test]
+fn a_ring_from_an_add_or_transfer_carries_its_custom_calling_context_to_the_client() {
+    let mut m = CallAutomationMachine::new(ContextSigner::random());
+    let custom = json!({"voipHeaders": {"x-ms-custom-ticket": "42"}, "sipHeaders": {}});
+    m.set_custom_context("call1", ALICE, custom.clone());
+    let ring = |call_id: &str| -> CallEvent {
+        let frame = json!({"type": "call.incoming", "callId": call_id, "caller": {"rawId": BOT, "displayName": "Bot"},
+            "participants": [], "ringTimeoutMs": 30_000});
+        serde_json::from_value(frame).unwrap()
+    };
+    let CallEvent::Incoming { custom_context, .. } = m.with_custom_context(ALICE, ring("call1")) else { panic!() };
+    assert_eq!(custom_context, Some(custom));
+    // Only the rung target of that call gets it; other frames are unchanged.
+    let CallEvent::Incoming { custom_context, .. } = m.with_custom_context(AGENT, ring("call1")) else { panic!() };
+    assert_eq!(custom_context, None);
+    let CallEvent::Incoming { custom_context, .. } = m.with_custom_context(ALICE, ring("call2")) else { panic!() };
+    assert_eq!(custom_context, None);
+    let ended = CallEvent::Ended { call_id: "call1".into(), reason: CallEndReason::HungUp };
+    assert_eq!(m.with_custom_context(ALICE, ended.clone()), ended);
 }

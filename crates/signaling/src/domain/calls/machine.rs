@@ -112,6 +112,9 @@ impl CallManager {
             Input::MoveParticipant { from_call, to_call, by, target } => {
                 self.move_participant(from_call, to_call, by, target, &mut out)?
             }
+            Input::MoveToConversation { call_id, target, join } => {
+                self.move_to_conversation(call_id, target, join, &mut out)?
+            }
             Input::UserGone { user } => self.user_gone(now_ms, &user, &mut out),
             Input::Tick => self.tick(now_ms, &mut out),
         }
@@ -314,6 +317,7 @@ impl CallManager {
                 transferred_by,
                 ring_timeout_ms: invite.deadline.saturating_sub(now),
                 join: None,
+                custom_context: None,
             },
         });
         call.notify_members(

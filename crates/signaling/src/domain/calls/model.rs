@@ -1,22 +1,9 @@
 //! The vocabulary of the call state machine: its inputs, outputs, the events sent to
 //! users (serde-ready WebSocket frames) and its error type.
 
+pub use palaver_core::protocol::calls::{CallEndReason, CallEvent, Party};
 use palaver_core::{CallType, EndReason, ErrorCode};
 use serde::{Deserialize, Serialize};
-
-/// A user as shown to others in a call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Party {
-    pub raw_id: String,
-    pub display_name: String,
-}
-
-impl Party {
-    pub fn new(raw_id: impl Into<String>, display_name: impl Into<String>) -> Self {
-        Self { raw_id: raw_id.into(), display_name: display_name.into() }
-    }
-}
 
 /// What the gateway feeds into [`CallManager::handle`](super::CallManager::handle).
 /// Acting users' ids come from their access token, never from the client message.
@@ -56,6 +43,10 @@ pub enum Input {
     /// A connected participant of `to_call` (`by`) moves `target`, connected in `from_call`,
     /// into `to_call` without ringing (Call Automation's `participants:moveHere`).
     MoveParticipant { from_call: String, to_call: String, by: String, target: String },
+    /// `target`, a user connected from a socket in answered call `call_id`, leaves it to
+    /// join the conversation `join` names on that socket without ringing (Call Automation's
+    /// `participants:moveHere` into a group call or a room).
+    MoveToConversation { call_id: String, target: String, join: palaver_core::protocol::JoinTarget },
     /// Process ring timers that are due.
     Tick,
 }
@@ -80,104 +71,11 @@ pub enum Output {
     ParticipantDisconnected { call_id: String, raw_id: String, reason: EndReason },
     /// The call became a group call (a third participant connected).
     CallTypeChanged { call_id: String, call_type: CallType },
+    /// `raw_id` left `call_id` to join the conversation `join` names: the socket `endpoint`
+    /// (its connection id in the call) joins it (`call.moved`, then `joined`).
+    MovedToConversation { call_id: String, raw_id: String, endpoint: String, join: palaver_core::protocol::JoinTarget },
     /// The call is over; drop any state kept for it.
     CallEnded { call_id: String, reason: CallEndReason },
-}
-
-/// Why a call, an invitation or a participation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum CallEndReason {
-    HungUp,
-    Cancelled,
-    Declined,
-    NoAnswer,
-    Busy,
-    Transferred,
-    QueueExhausted,
-    ConnectionLost,
-    AnsweredElsewhere,
-    /// Taken out of the call by another participant.
-    Removed,
-    /// A participant ended the call for everyone.
-    Terminated,
-}
-
-impl CallEndReason {
-    /// The billing end reason for a participant leaving for this reason.
-    pub fn session_end_reason(self) -> EndReason {
-        match self {
-            Self::ConnectionLost => EndReason::ConnectionLost,
-            Self::HungUp | Self::Transferred | Self::Cancelled => EndReason::Left,
-            Self::Removed => EndReason::Removed,
-            _ => EndReason::ConversationEnded,
-        }
-    }
-}
-
-/// Events sent to users. Serialized, each is a complete WebSocket server frame:
-/// `{"type":"call.incoming","callId":...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum CallEvent {
-    #[serde(rename = "call.incoming", rename_all = "camelCase")]
-    Incoming {
-        call_id: String,
-        caller: Party,
-        participants: Vec<Party>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        queue: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        transferred_by: Option<Party>,
-        ring_timeout_ms: u64,
-        /// An invitation into a group call or a room (Call Automation `add_participant` there):
-        /// the client accepts by sending `join` with this target, declines with `call.decline`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        join: Option<palaver_core::protocol::JoinTarget>,
-    },
-    #[serde(rename = "call.ringing", rename_all = "camelCase")]
-    Ringing {
-        call_id: String,
-        target: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        queue: Option<String>,
-    },
-    #[serde(rename = "call.connected", rename_all = "camelCase")]
-    Connected { call_id: String, participants: Vec<Party>, call_type: CallType },
-    #[serde(rename = "call.participantJoined", rename_all = "camelCase")]
-    ParticipantJoined { call_id: String, participant: Party },
-    #[serde(rename = "call.participantLeft", rename_all = "camelCase")]
-    ParticipantLeft { call_id: String, participant: String, reason: CallEndReason },
-    #[serde(rename = "call.inviteFailed", rename_all = "camelCase")]
-    InviteFailed { call_id: String, target: String, reason: CallEndReason },
-    #[serde(rename = "call.transferAccepted", rename_all = "camelCase")]
-    TransferAccepted { call_id: String, target: String, accepted_by: Party },
-    #[serde(rename = "call.transferFailed", rename_all = "camelCase")]
-    TransferFailed { call_id: String, target: String, reason: CallEndReason },
-    #[serde(rename = "call.ended", rename_all = "camelCase")]
-    Ended { call_id: String, reason: CallEndReason },
-    /// The call is being recorded (`recording: true`) or no longer: the recording notice of a
-    /// call between users (a Call Automation recording), which has no conversation roster.
-    #[serde(rename = "call.recordingChanged", rename_all = "camelCase")]
-    RecordingChanged { call_id: String, recording: bool },
-}
-
-impl CallEvent {
-    /// The call every event names.
-    pub fn call_id(&self) -> &str {
-        match self {
-            CallEvent::Incoming { call_id, .. }
-            | CallEvent::Ringing { call_id, .. }
-            | CallEvent::Connected { call_id, .. }
-            | CallEvent::ParticipantJoined { call_id, .. }
-            | CallEvent::ParticipantLeft { call_id, .. }
-            | CallEvent::InviteFailed { call_id, .. }
-            | CallEvent::TransferAccepted { call_id, .. }
-            | CallEvent::TransferFailed { call_id, .. }
-            | CallEvent::Ended { call_id, .. }
-            | CallEvent::RecordingChanged { call_id, .. } => call_id,
-        }
-    }
 }
 
 /// A refused input. Nothing changed in the machine.
@@ -234,6 +132,7 @@ mod tests {
             transferred_by: None,
             ring_timeout_ms: 30_000,
             join: None,
+            custom_context: None,
         };
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),

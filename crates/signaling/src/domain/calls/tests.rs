@@ -725,3 +725,52 @@ fn every_billed_participant_is_closed_exactly_once_in_a_long_story() {
     assert_eq!(w.open_sessions(), 0);
     assert!(w.billed.len() >= 6);
 }
+
+#[test]
+fn a_participant_moved_to_a_conversation_leaves_its_call_and_its_socket_is_told_first() {
+    let mut w = World::new();
+    let join = palaver_core::protocol::JoinTarget::GroupCall { group_id: "g1".into() };
+    let move_out =
+        |target: &str| Input::MoveToConversation { call_id: "c1".into(), target: target.into(), join: join.clone() };
+    // Not answered yet, unknown call, not a member: refused, nothing changes.
+    w.place("c1", A, &[B]).unwrap();
+    assert_eq!(w.err(move_out(A)), ErrorCode::InvalidState);
+    w.accept("c1", B).unwrap();
+    assert_eq!(
+        w.err(Input::MoveToConversation { call_id: "nope".into(), target: A.into(), join: join.clone() }),
+        ErrorCode::CallNotFound
+    );
+    assert_eq!(w.err(move_out(C)), ErrorCode::NotFound);
+
+    let out = w.ok(move_out(A));
+    assert_eq!(
+        out[0],
+        Output::MovedToConversation {
+            call_id: "c1".into(),
+            raw_id: A.into(),
+            endpoint: format!("ep-{A}"),
+            join: join.clone()
+        },
+        "the socket that was in the call moves, before anything else is sent: {out:?}"
+    );
+    assert_eq!(ended_for(&out, A), Some(CallEndReason::Transferred));
+    // B is alone: the call ends; every billing session is closed.
+    assert!(call_ended(&out).is_some(), "{out:?}");
+    assert_eq!(w.open_sessions(), 0);
+}
+
+#[test]
+fn a_server_side_participant_has_no_socket_to_move() {
+    let mut w = World::new();
+    w.place("c1", A, &[B]).unwrap();
+    w.ok(Input::Accept {
+        call_id: "c1".into(),
+        callee: party(B),
+        endpoint: format!("{SERVER_LEG_ENDPOINT_PREFIX}cc1"),
+    });
+    let join = palaver_core::protocol::JoinTarget::Room { room_id: "r1".into() };
+    assert_eq!(
+        w.err(Input::MoveToConversation { call_id: "c1".into(), target: B.into(), join }),
+        ErrorCode::InvalidState
+    );
+}

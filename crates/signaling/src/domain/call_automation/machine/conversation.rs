@@ -44,6 +44,17 @@ impl CallAutomationMachine {
         let (answered, ringing): (Vec<_>, Vec<_>) =
             std::mem::take(&mut c.adds).into_iter().partition(|a| c.roster.iter().any(|p| p.raw_id == a.target));
         c.adds = ringing;
+        // A participant moved in from another call has arrived once it is in the roster.
+        let (arrived, moving): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut c.moves).into_iter().partition(|(t, _, _)| c.roster.iter().any(|p| &p.raw_id == t));
+        c.moves = moving;
+        for (target, from_call, route) in arrived {
+            let mut data = c.data(route.operation_context.as_deref());
+            data["participant"] = identifier(&target);
+            data["fromCall"] = json!(from_call);
+            data["resultInformation"] = success();
+            out.push(c.callback(Some(&route), "MoveParticipantSucceeded", data));
+        }
         for add in answered {
             let mut data = c.data(add.route.operation_context.as_deref());
             data["participant"] = identifier(&add.target);

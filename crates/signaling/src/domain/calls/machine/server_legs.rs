@@ -130,6 +130,43 @@ impl CallManager {
         Ok(())
     }
 
+    /// `target` leaves answered `call_id` for the conversation `join` names; its socket is
+    /// told to join there (`Output::MovedToConversation` first, so the socket reads
+    /// `call.moved` before `call.ended`). Server-side participants and phones have no socket
+    /// to move: refused.
+    pub(super) fn move_to_conversation(
+        &mut self,
+        call_id: String,
+        target: String,
+        join: palaver_core::protocol::JoinTarget,
+        out: &mut Vec<Output>,
+    ) -> Result<(), CallError> {
+        let call = self.calls.get(&call_id).ok_or_else(|| not_found(&call_id))?;
+        if !call.answered {
+            return Err(CallError::new(ErrorCode::InvalidState, format!("call `{call_id}` is not answered yet")));
+        }
+        let Some(member) = call.member(&target) else {
+            return Err(CallError::new(
+                ErrorCode::NotFound,
+                format!("`{target}` is not connected to call `{call_id}`"),
+            ));
+        };
+        if is_server_leg(&member.endpoint) || member.endpoint.is_empty() {
+            return Err(CallError::new(
+                ErrorCode::InvalidState,
+                format!("`{target}` has no client connection that could join a conversation"),
+            ));
+        }
+        out.push(Output::MovedToConversation {
+            call_id: call_id.clone(),
+            raw_id: target.clone(),
+            endpoint: member.endpoint.clone(),
+            join,
+        });
+        self.leave(&call_id, &target, CallEndReason::Transferred, out);
+        Ok(())
+    }
+
     /// A server-side participant joins an answered call directly.
     pub(super) fn join_server_leg(
         &mut self,

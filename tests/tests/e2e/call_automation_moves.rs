@@ -1,0 +1,155 @@
+//! Call Automation moving and ringing real QUIC participants into a group call: a QUIC
+//! caller in a 1:1 call with a bot identity (answered by the backend) is moved into a group
+//! call the application is connected to (`participants:moveHere`), without ringing: its
+//! `palaver-client` reads `call.moved`, then `joined`, attaches its media there, and a group
+//! call participant hears its tone. Then a QUIC user rung into that group call by
+//! `add_participant` (with a `customCallingContext`) reads the `call.incoming` invitation
+//! through `QuicClient::next_call_event` and answers it by joining.
+
+use crate::call_automation::{Backend, identifier, post, talker};
+use crate::support::{FRAME, ToneEncoder, collect, decode, quic_address, tone_amplitude};
+use axum::http::StatusCode;
+use palaver_client::{CallEvent, ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage};
+use palaver_core::protocol::ClientMessage;
+use palaver_e2e::{Server, ServerOptions, TempDir};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const ALICE_HZ: f32 = 440.0;
+const CAROL_HZ: f32 = 700.0;
+
+async fn connect(server: &Server, token: &str) -> QuicClient {
+    let ca_pem = std::fs::read_to_string(server.ca_file()).unwrap();
+    let addr = quic_address(server, token).await;
+    QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.unwrap()
+}
+
+async fn next_call_event(client: &mut QuicClient) -> CallEvent {
+    tokio::time::timeout(Duration::from_secs(10), client.next_call_event())
+        .await
+        .expect("a call event within 10 s")
+        .expect("the connection is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_caller_is_moved_into_a_group_call_and_a_quic_user_answers_a_ring_there() {
+    let backend = Backend::start().await;
+    let dir = TempDir::new("palaver-e2e-ca-move");
+    let config = backend.incoming_call_config();
+    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
+    let (alice_id, alice_token) = server.create_user_token(&["voip"]).await;
+    let (carol_id, carol_token) = server.create_user_token(&["voip"]).await;
+    let (dave_id, dave_token) = server.create_user_token(&["voip"]).await;
+    let (bot_id, _) = server.create_user_token(&["voip"]).await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let mut alice = talker(&server, &alice_token, &group, ALICE_HZ, 0x0A11_CE02).await;
+
+    // The application sits in the group call.
+    let connect_body = json!({
+        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
+        "callbackUri": format!("{}/cb/gc", backend.base),
+        "operationContext": "connect",
+    });
+    let props = post(&server, "/calling/callConnections:connect", &connect_body, StatusCode::OK).await;
+    let gc = props["callConnectionId"].as_str().unwrap().to_owned();
+    backend.wait("cb/gc", "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
+
+    // Carol (QUIC) calls the bot identity; the backend answers: a 1:1 call.
+    let mut carol = connect(&server, &carol_token).await;
+    let placed = carol.request(ClientMessage::CallPlace { targets: vec![bot_id.clone()] }).await.unwrap();
+    let ServerMessage::CallPlaced { call_id, .. } = placed else { panic!("call.place: {placed:?}") };
+    let incoming = backend.wait("incoming", "IncomingCall", |e| e["data"]["to"]["rawId"] == bot_id.as_str()).await;
+    let answer = json!({
+        "incomingCallContext": incoming["data"]["incomingCallContext"],
+        "callbackUri": format!("{}/cb/bot", backend.base),
+        "operationContext": "answer",
+    });
+    let answered = post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
+    let one_to_one = answered["callConnectionId"].as_str().unwrap().to_owned();
+    backend.wait("cb/bot", "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
+    loop {
+        if let CallEvent::Connected { call_id: connected, .. } = next_call_event(&mut carol).await {
+            assert_eq!(connected, call_id);
+            break;
+        }
+    }
+
+    // The application moves Carol from the 1:1 call into the group call.
+    let move_body = json!({"targetParticipants": [identifier(&carol_id)], "fromCall": one_to_one,
+        "operationContext": "mv"});
+    let moved = post(
+        &server,
+        &format!("/calling/callConnections/{gc}/participants:moveHere"),
+        &move_body,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(moved["fromCall"], one_to_one.as_str(), "{moved}");
+    assert_eq!(moved["participants"][0]["identifier"]["rawId"], carol_id.as_str(), "{moved}");
+    loop {
+        match next_call_event(&mut carol).await {
+            CallEvent::Moved { call_id: from, join } => {
+                assert_eq!(from, call_id);
+                assert_eq!(join, JoinTarget::GroupCall { group_id: group.clone() });
+                break;
+            }
+            CallEvent::Incoming { .. } => panic!("a moved participant is not rung"),
+            _ => {}
+        }
+    }
+    let joined = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), carol.next_event()).await.unwrap().unwrap();
+        if let ServerMessage::Joined { snapshot, .. } = event {
+            break snapshot;
+        }
+    };
+    assert!(joined.participants.iter().any(|p| p.identifier.raw_id.as_deref() == Some(alice_id.as_str())));
+    let done = backend
+        .wait("cb/gc", "MoveParticipantSucceeded", |e| e["data"]["participant"]["rawId"] == carol_id.as_str())
+        .await;
+    assert_eq!((&done["data"]["fromCall"], &done["data"]["operationContext"]), (&json!(one_to_one), &json!("mv")));
+    // Carol was the bot's only counterpart: its 1:1 connection is over.
+    backend.wait("cb/bot", "CallDisconnected", |_| true).await;
+
+    // Carol's media, attached in the group call, is heard there.
+    let ssrc = 0x0CA7_0001;
+    carol.attach_media(vec![MediaTrack::opus(ssrc)]).await.expect("media.attach in the group call");
+    let mut tx = carol.rtp_sender(ssrc, 111);
+    let talking = tokio::spawn(async move {
+        let mut tone = ToneEncoder::new(CAROL_HZ, 4000.0);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if tx.send(&tone.next_frame(), FRAME as u32, Some(18)).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What Alice heard before Carol talked is not the question.
+    while alice.rx.try_recv().is_ok() {}
+    let heard = decode(&collect(&mut alice.rx, Instant::now() + Duration::from_millis(1200)).await);
+    let carol_in_group = tone_amplitude(&heard, CAROL_HZ);
+    println!("alice hears the moved caller's {CAROL_HZ} Hz tone at amplitude {carol_in_group:.0}");
+    assert!(carol_in_group > 300.0, "alice does not hear carol in the group call ({carol_in_group:.0})");
+    talking.abort();
+
+    // Dave (QUIC) is rung into the group call and answers through the client's call events.
+    let mut dave = connect(&server, &dave_token).await;
+    let add = json!({"participantToAdd": identifier(&dave_id), "operationContext": "add-dave",
+        "customCallingContext": {"voipHeaders": {"x-ms-custom-ticket": "42"}}});
+    post(&server, &format!("/calling/callConnections/{gc}/participants:add"), &add, StatusCode::ACCEPTED).await;
+    let ring = next_call_event(&mut dave).await;
+    let CallEvent::Incoming { join, custom_context, .. } = &ring else { panic!("expected call.incoming: {ring:?}") };
+    assert_eq!(join.as_ref(), Some(&JoinTarget::GroupCall { group_id: group.clone() }));
+    assert_eq!(custom_context.as_ref().unwrap()["voipHeaders"]["x-ms-custom-ticket"], "42", "{ring:?}");
+    let dave_joined = dave.accept_call(&ring).await.expect("join").expect("an invitation is answered by joining");
+    assert!(
+        dave_joined.snapshot.participants.iter().any(|p| p.identifier.raw_id.as_deref() == Some(carol_id.as_str()))
+    );
+    backend.wait("cb/gc", "AddParticipantSucceeded", |e| e["data"]["operationContext"] == "add-dave").await;
+
+    dave.close().await;
+    carol.close().await;
+    alice.client.close().await;
+}
