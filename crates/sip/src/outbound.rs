@@ -3,8 +3,9 @@
 //! `[signaling.calls] allow_phone_targets = true`), the first trunk is dialled with an
 //! INVITE carrying the server's SDP offer (rsipstack answers the trunk's digest challenge
 //! with the trunk's credentials). 200 → the phone accepts in the call machinery and its RTP
-//! joins the call's conference with the trunk's answer; any other final response → the
-//! phone declines. Afterwards BYE from the trunk hangs the phone up, and the call ending in
+//! joins the call's conference with the trunk's answer; any other final response ends the
+//! invitation with the reason its SIP status says (busy, no answer, declined, unreachable,
+//! unavailable: `Gateway::phone_fail`). Afterwards BYE from the trunk hangs the phone up, and the call ending in
 //! palaver sends BYE. The presented number follows the trunk's caller-id policy.
 
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     let gateway = shared.gateway.clone();
     let Some(trunk) = shared.trunks.primary().cloned() else {
         tracing::warn!(call = %call_id, %phone, "no trunk configured to dial a phone number: declined");
-        let _ = gateway.phone_decline(&call_id, &phone).await;
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
         return;
     };
     let number = phone.strip_prefix("4:").unwrap_or(&phone).to_owned();
@@ -88,7 +89,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "no media offer for the trunk: declined");
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
         }
@@ -96,7 +97,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     let display = caller.as_ref().map(|c| c.display_name.clone());
     let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
         shared.unregister(&call_id, &phone);
-        let _ = gateway.phone_decline(&call_id, &phone).await;
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
         return;
     };
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
@@ -148,14 +149,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             let code = response.map(|r| r.status_code.code());
             tracing::info!(call = %call_id, ?code, "the trunk did not answer the call");
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, code).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
             return;
         }
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "dialling through the trunk failed");
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
         }
@@ -170,7 +171,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         }
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "the trunk's answer is not usable");
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             Err(palaver_signaling::domain::calls::CallError::new(
                 palaver_core::ErrorCode::MediaUnavailable,
                 "bad answer",

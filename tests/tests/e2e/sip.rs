@@ -395,6 +395,41 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(ringing_phone, "a call to a phone number cancelled while it rings").await;
+
+    // Calls that fail end with the reason the trunk's SIP status says.
+    for (status, phrase, reason) in
+        [("486", "Busy Here", "busy"), ("404", "Not Found", "unreachable"), ("503", "Service Unavailable", "unavailable")]
+    {
+        let failing = uas_rejecting(dir.path(), carrier_port, status, phrase);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+        let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+        let ended = loop {
+            let ended = ws.recv_type("call.ended").await;
+            if ended["callId"] == call_id.as_str() {
+                break ended;
+            }
+        };
+        assert_eq!((ended["callId"].as_str(), ended["reason"].as_str()), (Some(call_id.as_str()), Some(reason)), "{ended}");
+        finished(failing, "a call to a phone number that fails").await;
+    }
+}
+
+/// SIPp on the carrier's address, answering the next INVITE with `status` `phrase`.
+fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -> tokio::process::Child {
+    let template = std::fs::read_to_string(scenario("uas_reject.xml")).expect("uas_reject.xml");
+    let file = dir.join(format!("uas_reject_{status}.xml"));
+    std::fs::write(&file, template.replace("STATUS_CODE", status).replace("STATUS_PHRASE", phrase)).unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(file)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
+        .args(["-timeout_error", "-trace_err"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn sipp")
 }
 
 /// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
@@ -713,6 +748,34 @@ route = "call-automation"
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
     finished(phone, "Call Automation's createCall to a phone number").await;
+
+    // createCall to a number the carrier cannot reach: CreateCallFailed carries the SIP
+    // status as ACS reports a direct-routing failure (code = status, subCode 560xxx).
+    let failing = uas_rejecting(dir.path(), carrier_port, "484", "Address Incomplete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, created) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections?api-version=2025-05-15", &create.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let ccid = created["callConnectionId"].as_str().expect("callConnectionId").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"].as_str().is_some_and(|t| t.ends_with("CreateCallFailed")) && e["data"]["callConnectionId"] == ccid.as_str())
+            .cloned();
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no CreateCallFailed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let result = &failed["data"]["resultInformation"];
+    assert_eq!((result["code"].as_u64(), result["subCode"].as_u64()), (Some(484), Some(560_484)), "{failed}");
+    assert_eq!(result["sipDetails"]["code"], 484, "{failed}");
+    finished(failing, "Call Automation's createCall to an unreachable number").await;
 }
 
 /// Every `RSEQ n` SIPp logged in `dir` (`prack.xml`), in order.

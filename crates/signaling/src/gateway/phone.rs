@@ -19,7 +19,7 @@ use super::calls::session_id;
 use super::connection::Outbound;
 use super::media::{MediaFuture, MediaSession, TrunkAnswer};
 use crate::domain::Refusal;
-use crate::domain::calls::{CallError, CallEvent, Input, Party};
+use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
 use crate::domain::conversation::{Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest};
 use palaver_core::CommunicationIdentifier;
 use palaver_core::protocol::{ParticipantState, ServerMessage};
@@ -59,6 +59,44 @@ impl Default for PhoneHook {
         let (tx, rx) = mpsc::unbounded_channel();
         let (dial_out_tx, dial_out_rx) = mpsc::unbounded_channel();
         Self { tx, rx: Mutex::new(Some(rx)), dial_out_tx, dial_out_rx: Mutex::new(Some(dial_out_rx)) }
+    }
+}
+
+/// Why a call to a phone number ended, from the trunk's final SIP status (RFC 3261 §21;
+/// the cases carriers and SBCs use): busy, not answered, declined, unreachable, or the phone
+/// network unavailable (5xx, a refusal of the trunk itself, or no final response).
+pub fn phone_failure_reason(status: Option<u16>) -> CallEndReason {
+    match status {
+        Some(486 | 600) => CallEndReason::Busy,
+        Some(408 | 480 | 487) => CallEndReason::NoAnswer,
+        Some(603 | 607) => CallEndReason::Declined,
+        Some(404 | 410 | 484 | 485 | 604) => CallEndReason::Unreachable,
+        _ => CallEndReason::Unavailable,
+    }
+}
+
+/// The standard reason phrase of a SIP status (RFC 3261 §21), for messages.
+fn sip_reason_phrase(status: u16) -> &'static str {
+    match status {
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        410 => "Gone",
+        480 => "Temporarily Unavailable",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        607 => "Unwanted",
+        _ => "Call Failed",
     }
 }
 
@@ -165,6 +203,18 @@ impl Gateway {
     /// The phone dialled out to refused, was busy or could not be reached.
     pub async fn phone_decline(&self, call_id: &str, phone: &str) -> Result<(), CallError> {
         self.call_request(Input::Decline { call_id: call_id.to_owned(), user: phone.to_owned() }).await
+    }
+
+    /// The phone dialled out to could not be reached: the trunk's final SIP `status` (`None`
+    /// when the trunk gave none) ends the invitation with the matching reason
+    /// ([`phone_failure_reason`]), and Call Automation reports the SIP status itself.
+    pub async fn phone_fail(&self, call_id: &str, phone: &str, status: Option<u16>) -> Result<(), CallError> {
+        if let Some(status) = status {
+            let phrase = sip_reason_phrase(status);
+            self.call_automation().with_machine(|m| m.record_phone_failure(call_id, phone, status, phrase));
+        }
+        let reason = phone_failure_reason(status);
+        self.call_request(Input::Fail { call_id: call_id.to_owned(), user: phone.to_owned(), reason }).await
     }
 
     /// The phone caller withdrew its call before an answer (SIP CANCEL).
@@ -346,4 +396,28 @@ async fn follow_meeting(mut rx: mpsc::Receiver<Outbound>, notices: mpsc::Unbound
         }
     };
     let _ = notices.send(MeetingNotice::Ended { reason: ended });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trunks_sip_status_says_why_a_call_to_a_phone_ended() {
+        let reason = |s| phone_failure_reason(Some(s));
+        assert_eq!(reason(486), CallEndReason::Busy);
+        assert_eq!(reason(600), CallEndReason::Busy);
+        assert_eq!(reason(480), CallEndReason::NoAnswer);
+        assert_eq!(reason(408), CallEndReason::NoAnswer);
+        assert_eq!(reason(603), CallEndReason::Declined);
+        assert_eq!(reason(404), CallEndReason::Unreachable);
+        assert_eq!(reason(484), CallEndReason::Unreachable);
+        assert_eq!(reason(503), CallEndReason::Unavailable);
+        assert_eq!(reason(500), CallEndReason::Unavailable);
+        assert_eq!(reason(403), CallEndReason::Unavailable, "the trunk refusing us is not the phone declining");
+        assert_eq!(phone_failure_reason(None), CallEndReason::Unavailable);
+        assert_eq!(sip_reason_phrase(484), "Address Incomplete");
+        let frame = serde_json::to_value(CallEvent::Ended { call_id: "c".into(), reason: reason(404) }).unwrap();
+        assert_eq!(frame["reason"], "unreachable");
+    }
 }

@@ -28,6 +28,10 @@ pub enum Input {
     Accept { call_id: String, callee: Party, endpoint: String },
     /// An invited user refuses; a queue moves on to its next member.
     Decline { call_id: String, user: String },
+    /// An invited party could not be reached, for `reason` (a phone number dialled through
+    /// a SIP trunk answered busy, no answer, unreachable, unavailable…): like a decline, but
+    /// the call ends with that reason.
+    Fail { call_id: String, user: String, reason: CallEndReason },
     /// Before the call is answered the caller withdraws it; afterwards a participant
     /// withdraws the invitations and transfer it started.
     Cancel { call_id: String, user: String },
@@ -101,6 +105,10 @@ pub enum CallEndReason {
     Removed,
     /// A participant ended the call for everyone.
     Terminated,
+    /// The called phone number does not exist or cannot be routed (SIP 404, 484, 604…).
+    Unreachable,
+    /// The phone network could not place the call (SIP 5xx, 403, no answer from the trunk).
+    Unavailable,
 }
 
 impl CallEndReason {
