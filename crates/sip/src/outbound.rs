@@ -163,6 +163,8 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     };
     let endpoint = dialog.id().to_string();
     let party = Party::new(phone.clone(), number.clone());
+    let billed_session = palaver_signaling::gateway::Gateway::phone_call_session_id(&call_id, &phone);
+    gateway.name_phone_leg(&billed_session, crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound));
     let attached = gateway.phone_attach(&call_id, &phone, answer, media_preference(&trunk)).await;
     let accepted = match attached {
         Ok(media) => {
@@ -183,6 +185,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         tracing::info!(call = %call_id, %error, "the call is gone: hanging the phone up");
         let _ = dialog.bye().await;
         gateway.phone_detach(&call_id, &phone);
+        gateway.forget_phone_leg(&billed_session);
         shared.unregister(&call_id, &phone);
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
@@ -211,6 +214,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     }
     shared.unregister(&call_id, &phone);
     gateway.phone_detach(&call_id, &phone);
+    gateway.forget_phone_leg(&billed_session);
     shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Completed);
     tracing::info!(call = %call_id, "outbound phone call over");
 }

@@ -70,4 +70,14 @@ CREATE TABLE ledger_checkpoints (
     node_id TEXT PRIMARY KEY,
     last_checkpoint_ms BIGINT NOT NULL
 );
+",
+// 2: phone minutes per number, trunk and direction (the SQLite ledger's schema version 3).
+// Nullable, so existing rows stay as they are (NULL: not a phone leg, or written before).
+"
+ALTER TABLE sessions ADD COLUMN phone_number TEXT;
+ALTER TABLE sessions ADD COLUMN trunk TEXT;
+ALTER TABLE sessions ADD COLUMN direction TEXT;
+ALTER TABLE usage_records ADD COLUMN phone_number TEXT;
+ALTER TABLE usage_records ADD COLUMN trunk TEXT;
+ALTER TABLE usage_records ADD COLUMN direction TEXT;
 "];

@@ -29,6 +29,7 @@ fn started(session: &str, at_ms: i64) -> SessionStarted {
         endpoint_type: EndpointType::Voip,
         thread_id: None,
         at_ms,
+        phone: None,
     }
 }
 

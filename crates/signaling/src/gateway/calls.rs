@@ -221,8 +221,10 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 } else {
                     EndpointType::Voip
                 };
+                let session_id = session_id(&call_id, &participant.raw_id);
+                let phone = gateway.phone_leg_of(&session_id);
                 observer.session_started(SessionStarted {
-                    session_id: session_id(&call_id, &participant.raw_id),
+                    session_id,
                     conversation_id: call_id,
                     call_type,
                     participant_raw_id: participant.raw_id,
@@ -230,6 +232,7 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                     endpoint_type,
                     thread_id: None,
                     at_ms: now_ms(),
+                    phone,
                 });
             }
             Output::ParticipantDisconnected { call_id, raw_id, reason } => {

@@ -9,6 +9,7 @@
 //! of the meeting's conversation: [`Gateway::phone_join_meeting`] joins it (through the lobby
 //! as the meeting's policy says) and reports where it stands as [`MeetingNotice`]s.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use super::media::{MediaFuture, MediaSession, TrunkAnswer};
 use crate::domain::Refusal;
 use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
 use crate::domain::conversation::{Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest};
-use palaver_core::CommunicationIdentifier;
+use palaver_core::{CommunicationIdentifier, PhoneLeg};
 use palaver_core::protocol::{ParticipantState, ServerMessage};
 
 /// A call event addressed to a phone participant.
@@ -48,6 +49,9 @@ pub struct MeetingDialOut {
 
 /// The channels from the call actor and the conversations to the SIP gateway (taken once).
 pub(crate) struct PhoneHook {
+    /// The trunk leg of each phone participant session (by session id), named by the SIP
+    /// gateway before the phone joins, so billing meters it per number, trunk and direction.
+    legs: Mutex<HashMap<String, PhoneLeg>>,
     tx: mpsc::UnboundedSender<PhoneNotice>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<PhoneNotice>>>,
     dial_out_tx: mpsc::UnboundedSender<MeetingDialOut>,
@@ -58,7 +62,13 @@ impl Default for PhoneHook {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (dial_out_tx, dial_out_rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Mutex::new(Some(rx)), dial_out_tx, dial_out_rx: Mutex::new(Some(dial_out_rx)) }
+        Self {
+            legs: Mutex::new(HashMap::new()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            dial_out_tx,
+            dial_out_rx: Mutex::new(Some(dial_out_rx)),
+        }
     }
 }
 
@@ -109,6 +119,32 @@ impl Gateway {
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()
+    }
+
+    /// Names the trunk leg of the phone participant session `session_id` (before it
+    /// joins): its usage records then carry the number, trunk and direction. The SIP gateway
+    /// forgets it with [`Gateway::forget_phone_leg`] when the leg ends.
+    pub fn name_phone_leg(&self, session_id: &str, leg: PhoneLeg) {
+        if let Ok(mut legs) = self.phone.legs.lock() {
+            legs.insert(session_id.to_owned(), leg);
+        }
+    }
+
+    /// The leg is over.
+    pub fn forget_phone_leg(&self, session_id: &str) {
+        if let Ok(mut legs) = self.phone.legs.lock() {
+            legs.remove(session_id);
+        }
+    }
+
+    /// The trunk leg named for `session_id`, if it is a phone's.
+    pub(crate) fn phone_leg_of(&self, session_id: &str) -> Option<PhoneLeg> {
+        self.phone.legs.lock().ok()?.get(session_id).cloned()
+    }
+
+    /// The session id of phone `phone` in call `call_id` (what [`Gateway::name_phone_leg`] takes).
+    pub fn phone_call_session_id(call_id: &str, phone: &str) -> String {
+        session_id(call_id, phone)
     }
 
     /// Meeting dial-outs, for the SIP gateway; `None` after the first call.
