@@ -204,7 +204,10 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
         }
     };
     gateway.name_phone_leg(&participant_id, crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound));
-    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &phone_number, Some(participant_id.clone())).await {
+    let mut seat = match gateway
+        .phone_join_meeting(&meeting_id, &phone, &phone_number, Some(participant_id.clone()))
+        .await
+    {
         Ok(seat) => seat,
         Err(refusal) => {
             tracing::info!(meeting = %meeting_id, code = %refusal.code, "the dialled phone may not join the meeting");

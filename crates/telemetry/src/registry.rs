@@ -408,11 +408,15 @@ mod tests {
         m.phone_time(&leg("+14255550101", palaver_core::PhoneDirection::Outbound), 6_000);
         let text = m.render();
         assert!(
-            text.contains(r#"palaver_phone_seconds_total{direction="inbound",number="+14255550100",trunk="carrier"} 120"#),
+            text.contains(
+                r#"palaver_phone_seconds_total{direction="inbound",number="+14255550100",trunk="carrier"} 120"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"palaver_phone_seconds_total{direction="outbound",number="+14255550101",trunk="carrier"} 6"#),
+            text.contains(
+                r#"palaver_phone_seconds_total{direction="outbound",number="+14255550101",trunk="carrier"} 6"#
+            ),
             "{text}"
         );
     }

@@ -4,7 +4,8 @@
 //! share the database. Versioned under the `ledger` component of `schema_migrations`.
 
 /// Append-only migration steps of the `ledger` component.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE calls (
     conversation_id TEXT NOT NULL,
     started_ms      BIGINT NOT NULL,
@@ -71,13 +72,14 @@ CREATE TABLE ledger_checkpoints (
     last_checkpoint_ms BIGINT NOT NULL
 );
 ",
-// 2: phone minutes per number, trunk and direction (the SQLite ledger's schema version 3).
-// Nullable, so existing rows stay as they are (NULL: not a phone leg, or written before).
-"
+    // 2: phone minutes per number, trunk and direction (the SQLite ledger's schema version 3).
+    // Nullable, so existing rows stay as they are (NULL: not a phone leg, or written before).
+    "
 ALTER TABLE sessions ADD COLUMN phone_number TEXT;
 ALTER TABLE sessions ADD COLUMN trunk TEXT;
 ALTER TABLE sessions ADD COLUMN direction TEXT;
 ALTER TABLE usage_records ADD COLUMN phone_number TEXT;
 ALTER TABLE usage_records ADD COLUMN trunk TEXT;
 ALTER TABLE usage_records ADD COLUMN direction TEXT;
-"];
+",
+];

@@ -113,10 +113,11 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                 }
                 Some(CallsMsg::Notice(input)) => manager.handle(now_ms().max(0) as u64, input).unwrap_or_default(),
                 Some(CallsMsg::Media(request)) => {
-                    let connected = manager.snapshot(&request.call_id).is_some_and(|c| {
-                        c.state == crate::domain::calls::CallState::Connected
-                            && c.participants.iter().any(|p| p.raw_id == request.raw_id)
-                    });
+                    // A participant's media: the caller counts from placing, so it can hear
+                    // a phone's early media (carrier ringback, announcements) before the answer.
+                    let connected = manager
+                        .snapshot(&request.call_id)
+                        .is_some_and(|c| c.participants.iter().any(|p| p.raw_id == request.raw_id));
                     call_media(&gateway, &mut media_sessions, connected, request);
                     Vec::new()
                 }

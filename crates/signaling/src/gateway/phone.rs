@@ -22,8 +22,8 @@ use super::media::{MediaFuture, MediaSession, TrunkAnswer};
 use crate::domain::Refusal;
 use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
 use crate::domain::conversation::{Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest};
-use palaver_core::{CommunicationIdentifier, PhoneLeg};
 use palaver_core::protocol::{ParticipantState, ServerMessage};
+use palaver_core::{CommunicationIdentifier, PhoneLeg};
 
 /// A call event addressed to a phone participant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -217,8 +217,11 @@ impl CallAutomationMachine {
     /// refused — `code` the SIP status, `subCode` 560000 + status (outbound, SBC-generated),
     /// and the SBC's answer in `sipDetails`.
     pub fn record_phone_failure(&mut self, call_id: &str, phone: &str, status: u16, reason_phrase: &str) {
-        let mut result =
-            events::result(status, 560_000 + u32::from(status), &format!("The phone call failed: {status} {reason_phrase}."));
+        let mut result = events::result(
+            status,
+            560_000 + u32::from(status),
+            &format!("The phone call failed: {status} {reason_phrase}."),
+        );
         result["sipDetails"] = json!({"code": status, "message": reason_phrase});
         self.rejections.insert((call_id.to_string(), phone.to_string()), result);
     }

@@ -450,10 +450,7 @@ impl CallManager {
             return Err(not_found(&call_id));
         };
         let invite_id = call.invites[idx].id;
-        out.push(Output::Notify {
-            to: user,
-            event: CallEvent::Ended { call_id: call_id.clone(), reason },
-        });
+        out.push(Output::Notify { to: user, event: CallEvent::Ended { call_id: call_id.clone(), reason } });
         self.ring_over(now, &call_id, invite_id, reason, out);
         Ok(())
     }
