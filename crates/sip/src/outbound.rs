@@ -275,8 +275,8 @@ mod tests {
     #[test]
     fn the_presented_number_follows_the_trunks_caller_id_policy() {
         let owned = ["+14255550188".to_owned(), "+14255550100".to_owned()];
-        let user = Party::new("8:orgid:uma".into(), "Uma".into());
-        let phone = Party::new("4:+14255550199".into(), "Carla".into());
+        let user = Party::new("8:orgid:uma", "Uma");
+        let phone = Party::new("4:+14255550199", "Carla");
         // A trunk with `caller_id` presents it, whoever calls.
         assert_eq!(caller_id_policy(Some("+18005550100"), Some(&phone), owned.iter()), "+18005550100");
         assert_eq!(caller_id_policy(Some("+18005550100"), Some(&user), owned.iter()), "+18005550100");
