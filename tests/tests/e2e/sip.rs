@@ -431,16 +431,7 @@ fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -> tokio::pr
     let template = std::fs::read_to_string(scenario("uas_reject.xml")).expect("uas_reject.xml");
     let file = dir.join(format!("uas_reject_{status}.xml"));
     std::fs::write(&file, template.replace("STATUS_CODE", status).replace("STATUS_PHRASE", phrase)).unwrap();
-    let mut cmd = Command::new("sipp");
-    cmd.arg("-sf")
-        .arg(file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-        .args(["-timeout_error", "-trace_err"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd.spawn().expect("spawn sipp")
+    uas_from(dir, port, &file, &[])
 }
 
 /// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
@@ -518,11 +509,17 @@ async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
 
 /// SIPp as the carrier's side of a call palaver places (on `port`), for one call.
 fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
+    uas_from(dir, port, &scenario(scenario_file), &[])
+}
+
+/// [`uas`] with the scenario at `path` and `extra` SIPp arguments.
+fn uas_from(dir: &Path, port: u16, path: &Path, extra: &[&str]) -> tokio::process::Child {
     let mut cmd = Command::new("sipp");
     cmd.arg("-sf")
-        .arg(scenario(scenario_file))
+        .arg(path)
         .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
         .args(["-timeout_error", "-trace_err"])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -864,18 +861,12 @@ async fn early_media_from_the_trunk_is_heard_before_the_answer_and_the_answer_co
     let (dir, server, _sip) = start("palaver-e2e-sip-early", carrier_port, 0).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp_port = phone.local_addr().unwrap().port().to_string();
-    let carrier = {
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario("uas_early_media.xml"))
-            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-            .args(["-set", "rtp_port", &rtp_port, "-timeout_error", "-trace_err", "-trace_logs"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("spawn sipp")
-    };
+    let carrier = uas_from(
+        dir.path(),
+        carrier_port,
+        &scenario("uas_early_media.xml"),
+        &["-set", "rtp_port", &rtp_port, "-trace_logs"],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = server.directory_user_token(USER, "Uma User").await;
     let mut ws = connect(&server, &token).await;
