@@ -233,6 +233,9 @@ impl UsagePage {
                 v.duration_ms.to_string(),
                 v.unit_price_usd,
                 v.cost_usd,
+                v.phone_number.unwrap_or_default(),
+                v.trunk.unwrap_or_default(),
+                v.direction.unwrap_or_default().to_string(),
             ];
             let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
             out.push_str(&line.join(","));
@@ -242,7 +245,7 @@ impl UsagePage {
     }
 }
 
-pub const CSV_HEADER: &str = "RecordId,CorrelationId,StartTime,EndTime,OperationName,UsageType,UnitType,Quantity,ParticipantId,UserIdA,UserIdB,ParticipantType,EndpointType,Billable,DurationMs,UnitPriceUsd,CostUsd";
+pub const CSV_HEADER: &str = "RecordId,CorrelationId,StartTime,EndTime,OperationName,UsageType,UnitType,Quantity,ParticipantId,UserIdA,UserIdB,ParticipantType,EndpointType,Billable,DurationMs,UnitPriceUsd,CostUsd,PhoneNumber,Trunk,Direction";
 
 /// Quote a CSV field when needed; neutralise spreadsheet formulas in text fields.
 fn csv_field(text: &str) -> String {

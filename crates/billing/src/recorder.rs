@@ -306,6 +306,16 @@ impl Worker {
         }
         match self.ledger.apply(self.pending.make_contiguous()) {
             Ok(()) => {
+                // Phone minutes reach /metrics once durable (per number, trunk, direction).
+                for change in &self.pending {
+                    if let LedgerChange::SessionClosed { usage, .. } = change {
+                        for record in usage {
+                            if let Some(leg) = &record.phone {
+                                self.telemetry.phone_time(leg, record.duration_ms());
+                            }
+                        }
+                    }
+                }
                 self.pending.clear();
                 self.acknowledge_durable();
             }

@@ -6,7 +6,7 @@
 //! fixed at close time.
 
 use crate::pricing::{MS_PER_MINUTE, Price, format_minutes, format_usd};
-use palaver_core::{CallType, EndReason, EndpointType, ParticipantType, SessionStarted};
+use palaver_core::{CallType, EndReason, EndpointType, ParticipantType, PhoneLeg, SessionStarted};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -34,8 +34,11 @@ pub enum UsageKind {
     StreamingMinutes,
 }
 
-/// `UsageType` of a phone participant's minutes (a SIP trunk leg through direct routing).
-pub const PHONE_USAGE_TYPE: &str = "DirectRouting";
+/// `UsageType` of a phone participant's minutes (a SIP trunk leg through direct routing):
+/// ACS's usage logs name the mode of usage `PSTN` (their examples: "Chat, PSTN, NAT").
+pub const PHONE_USAGE_TYPE: &str = "PSTN";
+/// What palaver stored for phone minutes before it used ACS's name (still read back).
+pub const LEGACY_PHONE_USAGE_TYPE: &str = "DirectRouting";
 
 /// `OperationName` of a chat usage record.
 pub const CHAT_OPERATION_NAME: &str = "ChatMessageSent";
@@ -85,6 +88,9 @@ impl UsageKind {
 
     /// Back from the stored `UsageType`.
     pub fn parse(usage_type: &str) -> Option<Self> {
+        if usage_type == LEGACY_PHONE_USAGE_TYPE {
+            return Some(Self::PhoneMinutes);
+        }
         [
             Self::ParticipantMinutes,
             Self::ChatMessage,
@@ -117,6 +123,7 @@ pub fn chat_usage_record(event: &palaver_core::ChatMessageSent, price: crate::pr
         billable,
         unit_price_micro_usd: unit,
         cost_micro_usd: unit,
+        phone: None,
     }
 }
 
@@ -144,6 +151,7 @@ pub fn media_usage_record(event: &palaver_core::MediaUsed, prices: crate::pricin
         billable: true,
         unit_price_micro_usd: price.micro_usd_per_minute,
         cost_micro_usd: price.cost_micro_usd(metered_ms),
+        phone: None,
     }
 }
 
@@ -191,6 +199,9 @@ pub struct UsageRecord {
     pub unit_price_micro_usd: i64,
     /// Cost of this record in µUSD (0 when not billable).
     pub cost_micro_usd: i64,
+    /// A phone participant's trunk leg: palaver's number on the call, the trunk and the
+    /// direction (phone minutes are metered per number, trunk and direction).
+    pub phone: Option<PhoneLeg>,
 }
 
 impl UsageRecord {
@@ -247,6 +258,7 @@ pub fn usage_records_for(session: &ClosedSession, price: Price) -> Vec<UsageReco
                 billable,
                 unit_price_micro_usd: if billable { price.micro_usd_per_minute } else { 0 },
                 cost_micro_usd: price.cost_micro_usd(billable_ms),
+                phone: s.phone.clone(),
             }
         })
         .collect()
@@ -322,6 +334,14 @@ pub struct UsageRecordView {
     pub duration_ms: i64,
     pub unit_price_usd: String,
     pub cost_usd: String,
+    /// Phone minutes: palaver's number on the call (called or presented), the SIP trunk and
+    /// `inbound`/`outbound`; absent on every other record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
 }
 
 impl From<&UsageRecord> for UsageRecordView {
@@ -350,6 +370,9 @@ impl From<&UsageRecord> for UsageRecordView {
             duration_ms: r.duration_ms(),
             unit_price_usd: format_usd(r.unit_price_micro_usd),
             cost_usd: format_usd(r.cost_micro_usd),
+            phone_number: r.phone.as_ref().map(|p| p.number.clone()),
+            trunk: r.phone.as_ref().map(|p| p.trunk.clone()),
+            direction: r.phone.as_ref().map(|p| p.direction.as_str()),
         }
     }
 }
@@ -457,6 +480,7 @@ mod tests {
             endpoint_type: EndpointType::Voip,
             thread_id: None,
             at_ms,
+            phone: None,
         }
     }
 
@@ -473,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    fn phone_minutes_are_metered_apart_as_direct_routing() {
+    fn phone_minutes_are_metered_apart_as_pstn_per_number_trunk_and_direction() {
         let mut phone = started(0, ParticipantType::Acs);
         phone.participant_raw_id = "4:+14255550100".into();
         phone.endpoint_type = EndpointType::Pstn;
@@ -483,8 +507,24 @@ mod tests {
         assert_eq!(records[0].kind, UsageKind::PhoneMinutes);
         assert_eq!(records[0].cost_micro_usd, 6_000, "1.5 min at $0.004");
         let view = UsageRecordView::from(&records[0]);
-        assert_eq!((view.usage_type, view.endpoint_type), ("DirectRouting", "PSTN"));
-        assert_eq!(UsageKind::parse("DirectRouting"), Some(UsageKind::PhoneMinutes));
+        assert_eq!((view.usage_type, view.endpoint_type), ("PSTN", "PSTN"));
+        assert_eq!(UsageKind::parse("PSTN"), Some(UsageKind::PhoneMinutes));
+        assert_eq!(UsageKind::parse("DirectRouting"), Some(UsageKind::PhoneMinutes), "rows written before");
+        assert_eq!((view.phone_number, view.trunk, view.direction), (None, None, None), "no leg named");
+        let mut named = started(0, ParticipantType::Acs);
+        named.endpoint_type = EndpointType::Pstn;
+        named.phone = Some(palaver_core::PhoneLeg {
+            number: "+14255550100".into(),
+            trunk: "carrier".into(),
+            direction: palaver_core::PhoneDirection::Inbound,
+        });
+        let closed = ClosedSession { started: named, end_ms: 90_000, reason: EndReason::Left };
+        let view = UsageRecordView::from(&usage_records_for(&closed, Price::default())[0]);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            (&json["PhoneNumber"], &json["Trunk"], &json["Direction"]),
+            (&serde_json::json!("+14255550100"), &serde_json::json!("carrier"), &serde_json::json!("inbound"))
+        );
         let voip = ClosedSession { started: started(0, ParticipantType::Acs), end_ms: 90_000, reason: EndReason::Left };
         assert_eq!(usage_records_for(&voip, Price::default())[0].kind, UsageKind::ParticipantMinutes);
     }

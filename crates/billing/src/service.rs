@@ -248,6 +248,7 @@ mod tests {
             endpoint_type: EndpointType::Voip,
             thread_id: None,
             at_ms: now,
+            phone: None,
         });
         usage.flush();
         let reported = telemetry.reported();

@@ -2,7 +2,7 @@
 //! webhook delivery task call it; the binary plugs in the Prometheus registry
 //! (`palaver-telemetry`), so this crate never depends on a metrics library.
 
-use palaver_core::ParticipantType;
+use palaver_core::{ParticipantType, PhoneLeg};
 
 /// Why the recorder refused a session event (a closed set: `reason` label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +87,11 @@ pub trait UsageTelemetry: Send + Sync + 'static {
     fn billing_outbox_pending(&self, count: u64);
     /// Ledger changes held in the local spool while the ledger's database refuses writes.
     fn ledger_spooled(&self, count: u64);
+    /// A phone leg's usage record (`ms` of phone time on its number, trunk and direction)
+    /// was written to the ledger. Reports nothing unless implemented.
+    fn phone_time(&self, leg: &PhoneLeg, ms: i64) {
+        let _ = (leg, ms);
+    }
 }
 
 /// Reports nothing (tools and tests without a registry).

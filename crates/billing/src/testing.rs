@@ -64,5 +64,6 @@ pub(crate) fn session_started(
         endpoint_type: EndpointType::Voip,
         thread_id: None,
         at_ms,
+        phone: None,
     }
 }

@@ -34,5 +34,5 @@ pub use participant::{EndpointType, ParticipantType};
 pub use role::{MeetingRole, RoomRole};
 pub use session::{
     CallType, ChatMessageSent, ChatTelemetry, ChatUsageObserver, DurableAck, EndReason, MediaUsageKind, MediaUsed,
-    NoTelemetry, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
+    NoTelemetry, PhoneDirection, PhoneLeg, SessionEnded, SessionObserver, SessionStarted, SignalingTelemetry,
 };

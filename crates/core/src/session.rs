@@ -85,6 +85,48 @@ pub struct SessionStarted {
     pub thread_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// A phone participant's SIP trunk leg (number, trunk, direction), so its minutes are
+    /// metered per number, trunk and direction; `None` for everyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<PhoneLeg>,
+}
+
+/// Which way a phone call crossed the SIP trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhoneDirection {
+    /// A phone called one of palaver's numbers.
+    Inbound,
+    /// palaver called a phone number (a user's call, a meeting dial-out, Call Automation).
+    Outbound,
+}
+
+impl PhoneDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "inbound" => Some(Self::Inbound),
+            "outbound" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// The SIP trunk leg of a phone participant, as billing meters it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PhoneLeg {
+    /// palaver's own number on the call (`+E.164`): the number called (inbound) or the
+    /// number presented to the called phone (outbound).
+    pub number: String,
+    /// The `[[sip.trunks]]` name the call crossed.
+    pub trunk: String,
+    pub direction: PhoneDirection,
 }
 
 /// A participant session ended.

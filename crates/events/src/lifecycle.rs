@@ -153,6 +153,7 @@ mod tests {
             endpoint_type: EndpointType::Voip,
             thread_id: None,
             at_ms: 1_000,
+            phone: None,
         };
         let ended = |id: &str| SessionEnded {
             session_id: id.into(),
@@ -207,6 +208,7 @@ mod tests {
                     endpoint_type: EndpointType::Voip,
                     thread_id: None,
                     at_ms: 1_000,
+                    phone: None,
                 })
                 .unwrap();
             ledger.apply(&changes).unwrap();
@@ -257,6 +259,7 @@ mod tests {
             endpoint_type: EndpointType::Voip,
             thread_id: None,
             at_ms: 1_000,
+            phone: None,
         };
         observer.session_started_durably(
             start,

@@ -22,6 +22,16 @@ impl Direction {
     }
 }
 
+/// The billing description of a phone leg: palaver's `number` on it (called or presented),
+/// the trunk and the direction.
+pub(crate) fn phone_leg(number: &str, trunk: &str, direction: Direction) -> palaver_core::PhoneLeg {
+    let direction = match direction {
+        Direction::Inbound => palaver_core::PhoneDirection::Inbound,
+        Direction::Outbound => palaver_core::PhoneDirection::Outbound,
+    };
+    palaver_core::PhoneLeg { number: number.to_owned(), trunk: trunk.to_owned(), direction }
+}
+
 /// How a call attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {

@@ -195,6 +195,8 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     let mut events = shared.register(&call_id, &phone);
     let gateway = shared.gateway.clone();
     let party = Party::new(phone.clone(), display.clone());
+    let billed_session = palaver_signaling::gateway::Gateway::phone_call_session_id(&call_id, &phone);
+    gateway.name_phone_leg(&billed_session, crate::counters::phone_leg(&called, &trunk.name, Direction::Inbound));
     let placed = match &target {
         Target::Machinery(raw) => {
             tracing::info!(trunk = %trunk.name, call = %call_id, sip_call_id = %sip_call_id, caller = %phone, %called, target = %raw, "inbound phone call");
@@ -208,6 +210,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     if let Err(error) = placed {
         tracing::info!(call = %call_id, %error, "inbound phone call refused by the call machinery");
         shared.unregister(&call_id, &phone);
+        gateway.forget_phone_leg(&billed_session);
         let code = place_refusal(&error);
         shared.counters.call(&trunk.name, Direction::Inbound, Outcome::Rejected);
         shared.counters.response(code.code());
@@ -355,6 +358,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     if answered {
         gateway.phone_detach(&call_id, &phone);
     }
+    gateway.forget_phone_leg(&billed_session);
     shared.counters.call(&trunk.name, Direction::Inbound, outcome);
     tracing::info!(call = %call_id, outcome = outcome.as_str(), "inbound phone call over");
 }

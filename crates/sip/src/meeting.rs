@@ -43,9 +43,12 @@ fn join_refusal(code: ErrorCode) -> StatusCode {
 pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: String) {
     let InboundLeg { trunk, called, phone, display, sip_call_id, offer, dialog, mut states, mut ringer } = leg;
     let gateway = shared.gateway.clone();
-    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &display, None).await {
+    let participant_id = uuid::Uuid::new_v4().to_string();
+    gateway.name_phone_leg(&participant_id, crate::counters::phone_leg(&called, &trunk.name, Direction::Inbound));
+    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &display, Some(participant_id.clone())).await {
         Ok(seat) => seat,
         Err(refusal) => {
+            gateway.forget_phone_leg(&participant_id);
             tracing::info!(trunk = %trunk.name, %called, meeting = %meeting_id, code = %refusal.code, "phone caller may not join the meeting");
             let code = join_refusal(refusal.code);
             shared.counters.response(code.code());
@@ -119,6 +122,7 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
         }
     };
     gateway.phone_leave_meeting(&seat).await;
+    gateway.forget_phone_leg(&participant_id);
     shared.counters.call(&trunk.name, Direction::Inbound, outcome);
     tracing::info!(meeting = %meeting_id, caller = %phone, outcome = outcome.as_str(), "phone caller left the meeting");
 }
@@ -199,7 +203,11 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
             return;
         }
     };
-    let mut seat = match gateway.phone_join_meeting(&meeting_id, &phone, &phone_number, Some(participant_id)).await {
+    gateway.name_phone_leg(&participant_id, crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound));
+    let mut seat = match gateway
+        .phone_join_meeting(&meeting_id, &phone, &phone_number, Some(participant_id.clone()))
+        .await
+    {
         Ok(seat) => seat,
         Err(refusal) => {
             tracing::info!(meeting = %meeting_id, code = %refusal.code, "the dialled phone may not join the meeting");
@@ -239,6 +247,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
         }
     }
     gateway.phone_leave_meeting(&seat).await;
+    gateway.forget_phone_leg(&participant_id);
     let outcome = if attached { Outcome::Completed } else { Outcome::Failed };
     shared.counters.call(&trunk.name, Direction::Outbound, outcome);
     tracing::info!(meeting = %meeting_id, to = %phone_number, outcome = outcome.as_str(), "meeting dial-out over");

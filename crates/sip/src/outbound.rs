@@ -3,8 +3,9 @@
 //! `[signaling.calls] allow_phone_targets = true`), the first trunk is dialled with an
 //! INVITE carrying the server's SDP offer (rsipstack answers the trunk's digest challenge
 //! with the trunk's credentials). 200 → the phone accepts in the call machinery and its RTP
-//! joins the call's conference with the trunk's answer; any other final response → the
-//! phone declines. Afterwards BYE from the trunk hangs the phone up, and the call ending in
+//! joins the call's conference with the trunk's answer; any other final response ends the
+//! invitation with the reason its SIP status says (busy, no answer, declined, unreachable,
+//! unavailable: `Gateway::phone_fail`). Afterwards BYE from the trunk hangs the phone up, and the call ending in
 //! palaver sends BYE. The presented number follows the trunk's caller-id policy.
 
 use std::sync::Arc;
@@ -24,15 +25,23 @@ use crate::gateway::Shared;
 /// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
 /// number when the caller is a phone, else the first owned number.
 pub(crate) fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
-    if let Some(id) = &trunk.caller_id {
-        return id.clone();
+    caller_id_policy(trunk.caller_id.as_deref(), caller, shared.numbers.keys())
+}
+
+/// The caller-id policy itself: the trunk's configured `caller_id`, else a phone caller's
+/// own number, else the lowest of `owned` numbers (`anonymous` when palaver owns none).
+fn caller_id_policy<'a>(
+    trunk_caller_id: Option<&str>,
+    caller: Option<&Party>,
+    owned: impl Iterator<Item = &'a String>,
+) -> String {
+    if let Some(id) = trunk_caller_id {
+        return id.to_owned();
     }
     if let Some(number) = caller.and_then(|c| c.raw_id.strip_prefix("4:")).filter(|n| crate::config::is_e164(n)) {
         return number.to_owned();
     }
-    let mut owned: Vec<&String> = shared.numbers.keys().collect();
-    owned.sort();
-    owned.first().map(|n| n.to_string()).unwrap_or_else(|| "anonymous".to_owned())
+    owned.min().cloned().unwrap_or_else(|| "anonymous".to_owned())
 }
 
 /// The INVITE to `number` through `trunk`, presenting `presented`, with palaver's SDP
@@ -64,6 +73,9 @@ pub(crate) fn invite_option(
         offer: Some(offer.into_bytes()),
         contact,
         credential,
+        // `Supported: 100rel`: a trunk may send its early media (183 with SDP) reliably;
+        // rsipstack's client dialog PRACKs each reliable 18x (RFC 3262).
+        support_prack: true,
         ..InviteOption::default()
     })
 }
@@ -73,7 +85,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     let gateway = shared.gateway.clone();
     let Some(trunk) = shared.trunks.primary().cloned() else {
         tracing::warn!(call = %call_id, %phone, "no trunk configured to dial a phone number: declined");
-        let _ = gateway.phone_decline(&call_id, &phone).await;
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
         return;
     };
     let number = phone.strip_prefix("4:").unwrap_or(&phone).to_owned();
@@ -88,7 +100,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "no media offer for the trunk: declined");
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
         }
@@ -96,7 +108,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     let display = caller.as_ref().map(|c| c.display_name.clone());
     let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
         shared.unregister(&call_id, &phone);
-        let _ = gateway.phone_decline(&call_id, &phone).await;
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
         return;
     };
     let option = crate::custom_headers::apply(option, &event);
@@ -108,10 +120,30 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     tokio::pin!(invite);
     let mut dialog_id = None;
     let mut cancelled = false;
+    // Early media: the SDP of a 18x (carrier ringback, announcements) joins the phone's RTP
+    // to the call's conference before the answer; the 200 then continues on it.
+    let mut early_sdp: Option<String> = None;
     let answered = loop {
         tokio::select! {
             result = &mut invite => break result,
-            Some(state) = states.recv(), if dialog_id.is_none() => dialog_id = Some(state.id().clone()),
+            Some(state) = states.recv() => {
+                if dialog_id.is_none() {
+                    dialog_id = Some(state.id().clone());
+                }
+                if let DialogState::Early(_, response) = &state
+                    && early_sdp.is_none()
+                    && !cancelled
+                    && let Some(sdp) = sdp_body(&response.body)
+                {
+                    match gateway.phone_attach(&call_id, &phone, sdp.clone(), media_preference(&trunk)).await {
+                        Ok(media) => {
+                            tracing::info!(call = %call_id, status = response.status_code.code(), codec = %media.codec, "early media from the trunk");
+                            early_sdp = Some(sdp);
+                        }
+                        Err(error) => tracing::info!(call = %call_id, %error, "the trunk's early media is not usable"),
+                    }
+                }
+            }
             event = events.recv(), if !cancelled => {
                 if matches!(event, Some(CallEvent::Ended { .. }) | None) {
                     cancelled = true;
@@ -148,30 +180,44 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         Ok((_, response)) => {
             let code = response.map(|r| r.status_code.code());
             tracing::info!(call = %call_id, ?code, "the trunk did not answer the call");
+            if early_sdp.is_some() {
+                gateway.phone_detach(&call_id, &phone);
+            }
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, code).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Rejected);
             return;
         }
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "dialling through the trunk failed");
+            if early_sdp.is_some() {
+                gateway.phone_detach(&call_id, &phone);
+            }
             shared.unregister(&call_id, &phone);
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
             return;
         }
     };
     let endpoint = dialog.id().to_string();
     let party = Party::new(phone.clone(), number.clone());
-    let attached = gateway.phone_attach(&call_id, &phone, answer, media_preference(&trunk)).await;
+    let billed_session = palaver_signaling::gateway::Gateway::phone_call_session_id(&call_id, &phone);
+    gateway.name_phone_leg(&billed_session, crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound));
+    // The 200 continues on the early media when it repeats its SDP (or has none); a
+    // different answer re-attaches the leg.
+    let attached = match &early_sdp {
+        Some(early) if answer.trim().is_empty() || answer == *early => Ok(None),
+        _ => gateway.phone_attach(&call_id, &phone, answer, media_preference(&trunk)).await.map(Some),
+    };
     let accepted = match attached {
         Ok(media) => {
-            tracing::info!(call = %call_id, codec = %media.codec, "phone number answered");
+            let codec = media.map(|m| m.codec.to_string()).unwrap_or_else(|| "as in the early media".to_owned());
+            tracing::info!(call = %call_id, %codec, "phone number answered");
             gateway.phone_accept(&call_id, party, &endpoint).await
         }
         Err(error) => {
             tracing::warn!(call = %call_id, %error, "the trunk's answer is not usable");
-            let _ = gateway.phone_decline(&call_id, &phone).await;
+            let _ = gateway.phone_fail(&call_id, &phone, None).await;
             Err(palaver_signaling::domain::calls::CallError::new(
                 palaver_core::ErrorCode::MediaUnavailable,
                 "bad answer",
@@ -183,6 +229,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         tracing::info!(call = %call_id, %error, "the call is gone: hanging the phone up");
         let _ = dialog.bye().await;
         gateway.phone_detach(&call_id, &phone);
+        gateway.forget_phone_leg(&billed_session);
         shared.unregister(&call_id, &phone);
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
@@ -211,6 +258,41 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     }
     shared.unregister(&call_id, &phone);
     gateway.phone_detach(&call_id, &phone);
+    gateway.forget_phone_leg(&billed_session);
     shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Completed);
     tracing::info!(call = %call_id, "outbound phone call over");
+}
+
+/// The SDP of a provisional response, if it has one (early media).
+fn sdp_body(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    text.lines().any(|l| l.starts_with("m=audio")).then(|| text.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Party, caller_id_policy, sdp_body};
+
+    #[test]
+    fn the_presented_number_follows_the_trunks_caller_id_policy() {
+        let owned = ["+14255550188".to_owned(), "+14255550100".to_owned()];
+        let user = Party::new("8:orgid:uma", "Uma");
+        let phone = Party::new("4:+14255550199", "Carla");
+        // A trunk with `caller_id` presents it, whoever calls.
+        assert_eq!(caller_id_policy(Some("+18005550100"), Some(&phone), owned.iter()), "+18005550100");
+        assert_eq!(caller_id_policy(Some("+18005550100"), Some(&user), owned.iter()), "+18005550100");
+        // Else a phone caller (a transfer or forward) keeps its own number...
+        assert_eq!(caller_id_policy(None, Some(&phone), owned.iter()), "+14255550199");
+        // ...and a user presents palaver's lowest owned number.
+        assert_eq!(caller_id_policy(None, Some(&user), owned.iter()), "+14255550100");
+        assert_eq!(caller_id_policy(None, None, [].iter()), "anonymous");
+    }
+
+    #[test]
+    fn only_a_provisional_response_with_an_audio_sdp_brings_early_media() {
+        assert_eq!(sdp_body(b""), None);
+        assert_eq!(sdp_body(b"not sdp"), None);
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(sdp_body(sdp.as_bytes()).as_deref(), Some(sdp));
+    }
 }

@@ -10,7 +10,7 @@ use crate::chat::ChatMetrics;
 use crate::media::{MediaCollector, MediaSnapshot, MediaSource};
 use crate::udp_drops::{UdpDropsCollector, UdpSocketKind, WatchedSockets};
 use palaver_billing::telemetry::{DeliveryResult, Rejection, UsageTelemetry};
-use palaver_core::{ChatTelemetry, ErrorCode, ParticipantType};
+use palaver_core::{ChatTelemetry, ErrorCode, ParticipantType, PhoneLeg};
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -24,6 +24,7 @@ pub struct BillingMetrics {
     participant_seconds: CounterVec,
     billed_seconds: Counter,
     billed_cost_usd: Counter,
+    phone_seconds: CounterVec,
 }
 
 impl BillingMetrics {
@@ -38,6 +39,16 @@ impl BillingMetrics {
             self.billed_seconds.inc_by(ms as f64 / 1000.0);
             self.billed_cost_usd.inc_by(ms as f64 / 60_000.0 * micro_usd_per_minute as f64 / 1e6);
         }
+    }
+
+    /// Add a phone leg's recorded minutes (durable usage records) on its number, trunk and
+    /// direction.
+    pub fn add_phone_ms(&self, leg: &PhoneLeg, ms: i64) {
+        if ms <= 0 {
+            return;
+        }
+        let labels = [leg.number.as_str(), leg.trunk.as_str(), leg.direction.as_str()];
+        self.phone_seconds.with_label_values(&labels).inc_by(ms as f64 / 1000.0);
     }
 }
 
@@ -126,6 +137,9 @@ impl palaver_core::SignalingTelemetry for PalaverMetrics {
 impl UsageTelemetry for PalaverMetrics {
     fn participant_time(&self, participant_type: ParticipantType, ms: i64, micro_usd_per_minute: i64) {
         self.billing.add_participant_ms(participant_type, ms, micro_usd_per_minute);
+    }
+    fn phone_time(&self, leg: &PhoneLeg, ms: i64) {
+        self.billing.add_phone_ms(leg, ms);
     }
     fn open_participants(&self, participant_type: ParticipantType, count: usize) {
         self.conversations.set_participants(participant_type, count);
@@ -220,6 +234,16 @@ impl PalaverMetrics {
             billed_cost_usd: reg(
                 &r,
                 Counter::new("palaver_billed_cost_usd_total", "Cost of billable participant-minutes, in US dollars.")?,
+            )?,
+            phone_seconds: reg(
+                &r,
+                CounterVec::new(
+                    Opts::new(
+                        "palaver_phone_seconds_total",
+                        "Phone (SIP trunk) time recorded in the usage ledger, by palaver's number, trunk and direction.",
+                    ),
+                    &["number", "trunk", "direction"],
+                )?,
             )?,
         };
         let ledger = LedgerMetrics {
@@ -398,6 +422,28 @@ mod tests {
         ));
         assert!(text.contains("palaver_billed_participant_seconds_total 600\n"));
         assert!(text.contains("palaver_billed_cost_usd_total 0.04"));
+    }
+
+    #[test]
+    fn phone_minutes_are_counted_per_number_trunk_and_direction() {
+        let m = PalaverMetrics::new().unwrap();
+        let leg = |number: &str, direction| PhoneLeg { number: number.into(), trunk: "carrier".into(), direction };
+        m.phone_time(&leg("+14255550100", palaver_core::PhoneDirection::Inbound), 90_000);
+        m.phone_time(&leg("+14255550100", palaver_core::PhoneDirection::Inbound), 30_000);
+        m.phone_time(&leg("+14255550101", palaver_core::PhoneDirection::Outbound), 6_000);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"palaver_phone_seconds_total{direction="inbound",number="+14255550100",trunk="carrier"} 120"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"palaver_phone_seconds_total{direction="outbound",number="+14255550101",trunk="carrier"} 6"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

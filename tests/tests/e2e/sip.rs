@@ -143,11 +143,16 @@ pub(crate) async fn finished(child: tokio::process::Child, what: &str) {
 
 /// The media port of palaver's answer, from the SIPp log (`<log>` of `call.xml`).
 pub(crate) async fn server_rtp_port(dir: &Path) -> u16 {
+    server_rtp_port_logged_by(dir, "call_").await
+}
+
+/// The `SERVER_RTP_PORT` logged by the SIPp scenario whose log file starts with `prefix`.
+async fn server_rtp_port_logged_by(dir: &Path, prefix: &str) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("call_") && name.ends_with("_logs.log") {
+            if name.starts_with(prefix) && name.ends_with("_logs.log") {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
                 if let Some(port) = text.split("SERVER_RTP_PORT ").nth(1).and_then(|r| r.split_whitespace().next()) {
                     return port.parse().expect("port");
@@ -395,6 +400,38 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(ringing_phone, "a call to a phone number cancelled while it rings").await;
+
+    // Calls that fail end with the reason the trunk's SIP status says.
+    for (status, phrase, reason) in [
+        ("486", "Busy Here", "busy"),
+        ("404", "Not Found", "unreachable"),
+        ("503", "Service Unavailable", "unavailable"),
+    ] {
+        let failing = uas_rejecting(dir.path(), carrier_port, status, phrase);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+        let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+        let ended = loop {
+            let ended = ws.recv_type("call.ended").await;
+            if ended["callId"] == call_id.as_str() {
+                break ended;
+            }
+        };
+        assert_eq!(
+            (ended["callId"].as_str(), ended["reason"].as_str()),
+            (Some(call_id.as_str()), Some(reason)),
+            "{ended}"
+        );
+        finished(failing, "a call to a phone number that fails").await;
+    }
+}
+
+/// SIPp on the carrier's address, answering the next INVITE with `status` `phrase`.
+fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -> tokio::process::Child {
+    let template = std::fs::read_to_string(scenario("uas_reject.xml")).expect("uas_reject.xml");
+    let file = dir.join(format!("uas_reject_{status}.xml"));
+    std::fs::write(&file, template.replace("STATUS_CODE", status).replace("STATUS_PHRASE", phrase)).unwrap();
+    uas_from(dir, port, &file, &[])
 }
 
 /// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
@@ -472,11 +509,17 @@ async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
 
 /// SIPp as the carrier's side of a call palaver places (on `port`), for one call.
 fn uas(dir: &Path, port: u16, scenario_file: &str) -> tokio::process::Child {
+    uas_from(dir, port, &scenario(scenario_file), &[])
+}
+
+/// [`uas`] with the scenario at `path` and `extra` SIPp arguments.
+fn uas_from(dir: &Path, port: u16, path: &Path, extra: &[&str]) -> tokio::process::Child {
     let mut cmd = Command::new("sipp");
     cmd.arg("-sf")
-        .arg(scenario(scenario_file))
+        .arg(path)
         .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
         .args(["-timeout_error", "-trace_err"])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -713,6 +756,37 @@ route = "call-automation"
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
     finished(phone, "Call Automation's createCall to a phone number").await;
+
+    // createCall to a number the carrier cannot reach: CreateCallFailed carries the SIP
+    // status as ACS reports a direct-routing failure (code = status, subCode 560xxx).
+    let failing = uas_rejecting(dir.path(), carrier_port, "484", "Address Incomplete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, created) = server
+        .signed(reqwest::Method::POST, "/calling/callConnections?api-version=2025-05-15", &create.to_string())
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let ccid = created["callConnectionId"].as_str().expect("callConnectionId").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["type"].as_str().is_some_and(|t| t.ends_with("CreateCallFailed"))
+                    && e["data"]["callConnectionId"] == ccid.as_str()
+            })
+            .cloned();
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no CreateCallFailed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let result = &failed["data"]["resultInformation"];
+    assert_eq!((result["code"].as_u64(), result["subCode"].as_u64()), (Some(484), Some(560_484)), "{failed}");
+    assert_eq!(result["sipDetails"]["code"], 484, "{failed}");
+    finished(failing, "Call Automation's createCall to an unreachable number").await;
 }
 
 /// Every `RSEQ n` SIPp logged in `dir` (`prack.xml`), in order.
@@ -775,4 +849,72 @@ async fn a_refer_from_the_trunk_transfers_the_call_and_notifies_its_progress() {
     finished(carrier, "REFER with NOTIFY progress, then BYE to the transferred leg").await;
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(dialled, "the REFER's target answered, then the user hung up").await;
+}
+
+/// Early media on a call out to a phone number: the carrier's reliable 183 with SDP (PRACKed
+/// by palaver) joins the phone's RTP to the call before the answer, so the caller hears the
+/// carrier's audio (ringback, announcements) before `call.connected`; the 200 continues on
+/// the same media and the call goes on until the user hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_from_the_trunk_is_heard_before_the_answer_and_the_answer_continues_on_it() {
+    let carrier_port = free_udp_port();
+    let (dir, server, _sip) = start("palaver-e2e-sip-early", carrier_port, 0).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let carrier = uas_from(
+        dir.path(),
+        carrier_port,
+        &scenario("uas_early_media.xml"),
+        &["-set", "rtp_port", &rtp_port, "-trace_logs"],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    // The caller attaches its media while the phone rings.
+    let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA");
+    let addr = quic_address(&server, &token).await;
+    let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), &token).await.expect("QUIC");
+    let ssrc = 0x05B1_0002;
+    let tracks =
+        client.attach_call_media(&call_id, vec![MediaTrack::opus(ssrc)]).await.expect("media.attach while ringing");
+    assert_eq!(tracks.len(), 1, "the call's mix: {tracks:?}");
+    let mut rx = client.take_rtp_receiver().expect("RTP queue");
+    let media_port = server_rtp_port_logged_by(dir.path(), "uas_early_media_").await;
+    let to = SocketAddr::from(([127, 0, 0, 1], media_port));
+    // 1.5 s of the carrier's tone, all before the 200 (SIPp answers 2.5 s after its 183; the
+    // test server rings for 3 s).
+    let until = Instant::now() + Duration::from_millis(1500);
+    let (_, heard_early) = tokio::join!(phone_talks(&phone, to, Duration::from_millis(1500)), collect(&mut rx, until));
+    let answered_already = tokio::time::timeout(Duration::from_millis(50), ws.recv_type("call.connected")).await;
+    assert!(answered_already.is_err(), "the phone answered before the early media was checked");
+    let pcm = crate::support::decode(&heard_early);
+    assert!(pcm.len() > 48_000, "the caller got {} packets of early media", heard_early.len());
+    let tail = &pcm[24_000..];
+    let (phone_tone, own) = (tone_amplitude(tail, PHONE_HZ), tone_amplitude(tail, USER_HZ));
+    println!("before the answer: {} packets, 1000 Hz amplitude {phone_tone:.0}, 440 Hz {own:.0}", heard_early.len());
+    assert!(phone_tone > 1000.0, "the caller does not hear the carrier's early media ({phone_tone:.0})");
+    let Ok(connected) = tokio::time::timeout(Duration::from_secs(4), ws.recv_type("call.connected")).await else {
+        let log = std::fs::read_to_string(dir.path().join("palaver.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!("no call.connected after the 200; server log:\n{}", tail.join("\n"));
+    };
+    assert_eq!(connected["callId"], call_id.as_str(), "{connected}");
+    // After the 200, the same media goes on.
+    let until = Instant::now() + Duration::from_millis(2500);
+    let (_, heard_after) = tokio::join!(phone_talks(&phone, to, Duration::from_millis(2500)), collect(&mut rx, until));
+    assert_hears("the caller, after the answer", &heard_after, PHONE_HZ, USER_HZ, 1000.0);
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(carrier, "the carrier's early media, PRACK, answer and BYE").await;
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name().to_string_lossy().starts_with("uas_early_media_")
+                && e.file_name().to_string_lossy().ends_with("_logs.log")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap_or_default();
+    assert!(log.contains("PRACKED 7001 "), "palaver PRACKs the reliable 183: {log}");
 }

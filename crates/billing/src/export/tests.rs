@@ -55,6 +55,7 @@ fn bad_page_tokens_and_sizes_are_refused() {
         billable: true,
         unit_price_micro_usd: 4000,
         cost_micro_usd: 0,
+        phone: None,
     };
     let foreign = encode_page_token(range, &other);
     assert_eq!(code(parse(Some(&foreign), None)), ErrorCode::InvalidPageToken);

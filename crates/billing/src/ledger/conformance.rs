@@ -9,7 +9,9 @@ use crate::meter::Meter;
 use crate::pricing::Price;
 use crate::records::UsageRecord;
 use crate::webhook::events::{CALL_ENDED, CALL_STARTED, PARTICIPANT_ADDED, PARTICIPANT_REMOVED};
-use palaver_core::{CallType, EndReason, EndpointType, ParticipantType, SessionEnded, SessionStarted};
+use palaver_core::{
+    CallType, EndReason, EndpointType, ParticipantType, PhoneDirection, PhoneLeg, SessionEnded, SessionStarted,
+};
 
 /// Opens a new handle on one test's store, with these options.
 pub type OpenLedger = dyn Fn(LedgerOptions) -> Box<dyn UsageLedger>;
@@ -32,6 +34,7 @@ fn started(session: &str, conv: &str, raw: &str, at_ms: i64) -> SessionStarted {
         endpoint_type: EndpointType::Voip,
         thread_id: None,
         at_ms,
+        phone: None,
     }
 }
 
@@ -116,6 +119,42 @@ pub fn recovery_closes_open_sessions_at_the_last_checkpoint_once(open: &OpenLedg
     let types = event_types(ledger.as_ref());
     assert_eq!(types.iter().filter(|t| *t == CALL_ENDED).count(), 1);
     assert_eq!(types.iter().filter(|t| *t == PARTICIPANT_REMOVED).count(), 2);
+}
+
+/// Phone minutes keep palaver's number, the trunk and the direction on their usage records,
+/// whether the session closes normally or is closed by crash recovery (the open session's
+/// row must carry them).
+pub fn phone_minutes_keep_their_number_trunk_and_direction(open: &OpenLedger) {
+    let phone = |session: &str, raw: &str, number: &str, direction| SessionStarted {
+        endpoint_type: EndpointType::Pstn,
+        phone: Some(PhoneLeg { number: number.into(), trunk: "carrier".into(), direction }),
+        ..started(session, "c", raw, T0)
+    };
+    {
+        let mut ledger = open(options());
+        let mut meter = Meter::new(Price::default());
+        let mut changes =
+            meter.session_started(phone("in", "4:+14255550199", "+14255550100", PhoneDirection::Inbound)).unwrap();
+        changes.extend(
+            meter.session_started(phone("out", "4:+14255550123", "+14255550101", PhoneDirection::Outbound)).unwrap(),
+        );
+        changes.extend(meter.session_started(started("voip", "c", "8:acs:r_v", T0)).unwrap());
+        changes.extend(meter.session_ended(ended("in", "c", T0 + 2 * MIN)).unwrap());
+        changes.extend(meter.session_ended(ended("voip", "c", T0 + 2 * MIN)).unwrap());
+        ledger.apply(&changes).unwrap();
+        ledger.checkpoint(T0 + 3 * MIN).unwrap();
+        // the process dies with the outbound phone leg open
+    }
+    let mut ledger = open(options());
+    assert_eq!(ledger.recover().unwrap().sessions_closed, 1);
+    let usage = all_usage(ledger.as_ref());
+    let leg_of = |id: &str| usage.iter().find(|r| r.participant_id == id).unwrap().phone.clone();
+    let leg = |number: &str, direction| Some(PhoneLeg { number: number.into(), trunk: "carrier".into(), direction });
+    assert_eq!(leg_of("in"), leg("+14255550100", PhoneDirection::Inbound));
+    assert_eq!(leg_of("out"), leg("+14255550101", PhoneDirection::Outbound));
+    assert_eq!(leg_of("voip"), None);
+    let out = usage.iter().find(|r| r.participant_id == "out").unwrap();
+    assert_eq!((out.kind, out.duration_ms()), (crate::records::UsageKind::PhoneMinutes, 3 * MIN));
 }
 
 /// The dead process's own close, arriving after recovery, adds nothing.
@@ -261,6 +300,7 @@ macro_rules! ledger_conformance_tests {
             paging_walks_every_record_once_in_order,
             outbox_tracks_attempts_until_delivered_or_dead,
             call_summary_of_a_running_call_has_open_durations,
+            phone_minutes_keep_their_number_trunk_and_direction,
         );
     };
     (@cases $store:expr; $($case:ident),* $(,)?) => {

@@ -3,7 +3,12 @@
 use rusqlite::Connection;
 
 /// 2: `usage_records.usage_type` (chat messages next to participant minutes).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: `phone_number`, `trunk`, `direction` on `sessions` and `usage_records` (phone minutes
+/// per number, trunk and direction; NULL for every other participant and for older rows).
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The columns a phone leg adds to `sessions` and `usage_records` (schema version 3).
+const PHONE_COLUMNS: [&str; 3] = ["phone_number", "trunk", "direction"];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS calls (
@@ -29,7 +34,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     start_ms           INTEGER NOT NULL,
     checkpoint_ms      INTEGER NOT NULL,
     end_ms             INTEGER,
-    end_reason         TEXT
+    end_reason         TEXT,
+    phone_number       TEXT,
+    trunk              TEXT,
+    direction          TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(end_ms) WHERE end_ms IS NULL;
 CREATE INDEX IF NOT EXISTS sessions_by_conversation ON sessions(conversation_id, start_ms);
@@ -47,7 +55,10 @@ CREATE TABLE IF NOT EXISTS usage_records (
     billable             INTEGER NOT NULL,
     unit_price_micro_usd INTEGER NOT NULL,
     cost_micro_usd       INTEGER NOT NULL,
-    usage_type           TEXT NOT NULL DEFAULT 'ParticipantMinutes'
+    usage_type           TEXT NOT NULL DEFAULT 'ParticipantMinutes',
+    phone_number         TEXT,
+    trunk                TEXT,
+    direction            TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_by_start ON usage_records(start_ms, record_id);
 
@@ -95,6 +106,17 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
             "ALTER TABLE usage_records ADD COLUMN usage_type TEXT NOT NULL DEFAULT 'ParticipantMinutes'",
         )?;
     }
+    // Version 2 and older: no phone columns; their rows keep NULL there.
+    for table in ["sessions", "usage_records"] {
+        for column in PHONE_COLUMNS {
+            let exists = conn
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"))?
+                .exists([])?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            }
+        }
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -130,5 +152,37 @@ mod tests {
         assert_eq!(kind, "ParticipantMinutes");
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_ledger_gains_the_phone_columns_and_keeps_its_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE sessions (session_id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL,
+               call_started_ms INTEGER NOT NULL, call_type TEXT NOT NULL, participant_raw_id TEXT NOT NULL,
+               participant_type TEXT NOT NULL, endpoint_type TEXT NOT NULL, thread_id TEXT,
+               start_ms INTEGER NOT NULL, checkpoint_ms INTEGER NOT NULL, end_ms INTEGER, end_reason TEXT);
+             CREATE TABLE usage_records (record_id TEXT PRIMARY KEY, correlation_id TEXT NOT NULL,
+               participant_id TEXT NOT NULL, segment INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+               end_ms INTEGER NOT NULL, user_id_a TEXT NOT NULL, participant_type TEXT NOT NULL,
+               endpoint_type TEXT NOT NULL, billable INTEGER NOT NULL, unit_price_micro_usd INTEGER NOT NULL,
+               cost_micro_usd INTEGER NOT NULL, usage_type TEXT NOT NULL DEFAULT 'ParticipantMinutes');
+             INSERT INTO sessions VALUES ('s', 'c', 0, 'Group', '4:+14255550199', 'ACS', 'PSTN', NULL, 0, 0, NULL, NULL);
+             INSERT INTO usage_records VALUES ('r', 'c', 's', 0, 0, 60000, '4:+14255550199', 'ACS', 'PSTN', 1, 4000, 4000, 'DirectRouting');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        prepare(&conn).unwrap(); // idempotent
+        for table in ["sessions", "usage_records"] {
+            let row: (Option<String>, Option<String>, Option<String>) = conn
+                .query_row(&format!("SELECT phone_number, trunk, direction FROM {table}"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
+            assert_eq!(row, (None, None, None), "{table}");
+        }
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
     }
 }

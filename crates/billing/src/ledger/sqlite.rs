@@ -13,7 +13,7 @@ use crate::records::{
     parse_end_reason, parse_endpoint_type, parse_participant_type, usage_records_for,
 };
 use crate::webhook::events::events_for;
-use palaver_core::{EndReason, ParticipantType, SessionStarted};
+use palaver_core::{EndReason, ParticipantType, PhoneDirection, PhoneLeg, SessionStarted};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::path::Path;
 
@@ -70,8 +70,8 @@ fn queue_events(tx: &Transaction<'_>, options: &LedgerOptions, change: &LedgerCh
 fn insert_session(tx: &Transaction<'_>, s: &SessionStarted, call_started_ms: i64) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT OR IGNORE INTO sessions (session_id, conversation_id, call_started_ms, call_type, participant_raw_id,
-             participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, phone_number, trunk, direction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12)",
         params![
             s.session_id,
             s.conversation_id,
@@ -81,7 +81,10 @@ fn insert_session(tx: &Transaction<'_>, s: &SessionStarted, call_started_ms: i64
             s.participant_type.as_str(),
             s.endpoint_type.as_str(),
             s.thread_id,
-            s.at_ms
+            s.at_ms,
+            s.phone.as_ref().map(|p| p.number.as_str()),
+            s.phone.as_ref().map(|p| p.trunk.as_str()),
+            s.phone.as_ref().map(|p| p.direction.as_str())
         ],
     )
 }
@@ -89,8 +92,9 @@ fn insert_session(tx: &Transaction<'_>, s: &SessionStarted, call_started_ms: i64
 fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT OR IGNORE INTO usage_records (record_id, correlation_id, participant_id, segment, start_ms, end_ms,
-             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type,
+             phone_number, trunk, direction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             r.record_id,
             r.correlation_id,
@@ -104,7 +108,10 @@ fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> rusqlite::Result<usize
             r.billable,
             r.unit_price_micro_usd,
             r.cost_micro_usd,
-            r.kind.usage_type()
+            r.kind.usage_type(),
+            r.phone.as_ref().map(|p| p.number.as_str()),
+            r.phone.as_ref().map(|p| p.trunk.as_str()),
+            r.phone.as_ref().map(|p| p.direction.as_str())
         ],
     )
 }
@@ -174,7 +181,7 @@ struct StoredSession {
 fn read_open_sessions(tx: &Transaction<'_>) -> Result<Vec<StoredSession>, LedgerError> {
     let mut stmt = tx.prepare(
         "SELECT session_id, conversation_id, call_started_ms, call_type, participant_raw_id, participant_type,
-                endpoint_type, thread_id, start_ms, checkpoint_ms
+                endpoint_type, thread_id, start_ms, checkpoint_ms, phone_number, trunk, direction
          FROM sessions WHERE end_ms IS NULL ORDER BY start_ms, session_id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -189,6 +196,7 @@ fn read_open_sessions(tx: &Transaction<'_>) -> Result<Vec<StoredSession>, Ledger
             row.get::<_, Option<String>>(7)?,
             row.get::<_, i64>(8)?,
             row.get::<_, i64>(9)?,
+            phone_leg(row.get(10)?, row.get(11)?, row.get(12)?),
         ))
     })?;
     let mut out = Vec::new();
@@ -204,6 +212,7 @@ fn read_open_sessions(tx: &Transaction<'_>) -> Result<Vec<StoredSession>, Ledger
             thread_id,
             start_ms,
             checkpoint_ms,
+            phone,
         ) = row?;
         out.push(StoredSession {
             started: SessionStarted {
@@ -215,6 +224,7 @@ fn read_open_sessions(tx: &Transaction<'_>) -> Result<Vec<StoredSession>, Ledger
                 endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
                 thread_id,
                 at_ms: start_ms,
+                phone,
             },
             call_started_ms,
             checkpoint_ms,
@@ -252,6 +262,13 @@ fn read_running_calls(tx: &Transaction<'_>) -> Result<Vec<CallSpan>, LedgerError
     Ok(out)
 }
 
+/// A phone leg from its three stored columns (all NULL for everyone but phones; a direction
+/// this version does not know reads as no leg rather than failing the export).
+fn phone_leg(number: Option<String>, trunk: Option<String>, direction: Option<String>) -> Option<PhoneLeg> {
+    let direction = PhoneDirection::parse(direction.as_deref()?)?;
+    Some(PhoneLeg { number: number?, trunk: trunk?, direction })
+}
+
 fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<(UsageRecord, [String; 3])> {
     let ptype: String = row.get(7)?;
     let etype: String = row.get(8)?;
@@ -270,6 +287,7 @@ fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<(UsageRecord, [String; 3])>
         billable: row.get(9)?,
         unit_price_micro_usd: row.get(10)?,
         cost_micro_usd: row.get(11)?,
+        phone: phone_leg(row.get(13)?, row.get(14)?, row.get(15)?),
     };
     Ok((record, [ptype, etype, utype]))
 }
@@ -344,7 +362,8 @@ impl UsageLedger for SqliteLedger {
         let (after_start, after_id) = q.after.clone().unwrap_or((i64::MIN, String::new()));
         let mut stmt = self.conn.prepare_cached(
             "SELECT record_id, correlation_id, participant_id, segment, start_ms, end_ms, user_id_a, participant_type,
-                    endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type
+                    endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type,
+                    phone_number, trunk, direction
              FROM usage_records
              WHERE start_ms >= ?1 AND start_ms < ?2 AND (start_ms > ?3 OR (start_ms = ?3 AND record_id > ?4))
              ORDER BY start_ms, record_id LIMIT ?5",

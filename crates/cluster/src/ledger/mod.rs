@@ -32,7 +32,7 @@ use palaver_billing::records::{
     parse_end_reason, parse_endpoint_type, parse_participant_type, usage_records_for,
 };
 use palaver_billing::webhook::events::events_for;
-use palaver_core::{EndReason, ParticipantType, SessionStarted};
+use palaver_core::{EndReason, ParticipantType, PhoneDirection, PhoneLeg, SessionStarted};
 use tokio_postgres::{Row, Transaction};
 
 use palaver_billing::webhook::OUTBOX_LEASE;
@@ -146,8 +146,9 @@ async fn insert_session(
 ) -> Result<u64, LedgerError> {
     tx.execute(
         "INSERT INTO sessions (session_id, conversation_id, call_started_ms, call_type, participant_raw_id,
-             participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, owner_node)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) ON CONFLICT DO NOTHING",
+             participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, owner_node,
+             phone_number, trunk, direction)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
         &[
             &s.session_id,
             &s.conversation_id,
@@ -159,6 +160,9 @@ async fn insert_session(
             &s.thread_id,
             &s.at_ms,
             &node,
+            &s.phone.as_ref().map(|p| p.number.as_str()),
+            &s.phone.as_ref().map(|p| p.trunk.as_str()),
+            &s.phone.as_ref().map(|p| p.direction.as_str()),
         ],
     )
     .await
@@ -168,8 +172,9 @@ async fn insert_session(
 async fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> Result<u64, LedgerError> {
     tx.execute(
         "INSERT INTO usage_records (record_id, correlation_id, participant_id, segment, start_ms, end_ms,
-             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+             user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type,
+             phone_number, trunk, direction)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING",
         &[
             &r.record_id,
             &r.correlation_id,
@@ -184,6 +189,9 @@ async fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> Result<u64, Ledg
             &r.unit_price_micro_usd,
             &r.cost_micro_usd,
             &r.kind.usage_type(),
+            &r.phone.as_ref().map(|p| p.number.as_str()),
+            &r.phone.as_ref().map(|p| p.trunk.as_str()),
+            &r.phone.as_ref().map(|p| p.direction.as_str()),
         ],
     )
     .await
@@ -278,7 +286,7 @@ async fn open_sessions_of(
     let rows = tx
         .query(
             "SELECT session_id, conversation_id, call_started_ms, call_type, participant_raw_id, participant_type,
-                    endpoint_type, thread_id, start_ms, checkpoint_ms
+                    endpoint_type, thread_id, start_ms, checkpoint_ms, phone_number, trunk, direction
              FROM sessions WHERE end_ms IS NULL AND owner_node = $1 ORDER BY start_ms, session_id FOR UPDATE",
             &[&node],
         )
@@ -301,6 +309,7 @@ async fn open_sessions_of(
                 endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
                 thread_id: row.get(7),
                 at_ms: start_ms,
+                phone: phone_leg(row.get(10), row.get(11), row.get(12)),
             },
             end_ms: checkpoint_ms.max(start_ms),
             reason: EndReason::ServerFailure,
@@ -362,7 +371,15 @@ fn usage_from_row(row: &Row) -> Result<UsageRecord, LedgerError> {
         billable: row.get(9),
         unit_price_micro_usd: row.get(10),
         cost_micro_usd: row.get(11),
+        phone: phone_leg(row.get(13), row.get(14), row.get(15)),
     })
+}
+
+/// A phone leg from its three stored columns (NULL for everyone but phones, and for rows
+/// written before migration 2).
+fn phone_leg(number: Option<String>, trunk: Option<String>, direction: Option<String>) -> Option<PhoneLeg> {
+    let direction = PhoneDirection::parse(direction.as_deref()?)?;
+    Some(PhoneLeg { number: number?, trunk: trunk?, direction })
 }
 
 fn summary_from_row(correlation_id: &str, row: &Row) -> Result<CallSummary, LedgerError> {
@@ -483,7 +500,8 @@ impl UsageLedger for PgLedger {
                 let rows = c
                     .query(
                         "SELECT record_id, correlation_id, participant_id, segment, start_ms, end_ms, user_id_a,
-                                participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type
+                                participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type,
+                                phone_number, trunk, direction
                          FROM usage_records
                          WHERE start_ms >= $1 AND start_ms < $2
                            AND (start_ms > $3 OR (start_ms = $3 AND record_id COLLATE \"C\" > $4))

@@ -4,7 +4,8 @@
 //! share the database. Versioned under the `ledger` component of `schema_migrations`.
 
 /// Append-only migration steps of the `ledger` component.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE calls (
     conversation_id TEXT NOT NULL,
     started_ms      BIGINT NOT NULL,
@@ -70,7 +71,19 @@ CREATE TABLE ledger_checkpoints (
     node_id TEXT PRIMARY KEY,
     last_checkpoint_ms BIGINT NOT NULL
 );
-"];
+",
+    // 2: phone minutes per number, trunk and direction (the SQLite ledger's schema version 3).
+    // Nullable, so existing rows stay as they are (NULL: not a phone leg, or written before).
+    "
+ALTER TABLE sessions ADD COLUMN phone_number TEXT;
+ALTER TABLE sessions ADD COLUMN trunk TEXT;
+ALTER TABLE sessions ADD COLUMN direction TEXT;
+ALTER TABLE usage_records ADD COLUMN phone_number TEXT;
+ALTER TABLE usage_records ADD COLUMN trunk TEXT;
+ALTER TABLE usage_records ADD COLUMN direction TEXT;
+",
+];
+
 
 /// Append-only steps of the `ledger_outbox_leases` component (a component of its own, so the
 /// `ledger` component's steps stay free for the usage columns): the webhook outbox's delivery

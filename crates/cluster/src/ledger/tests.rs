@@ -29,6 +29,7 @@ fn started(session: &str, at_ms: i64) -> SessionStarted {
         endpoint_type: EndpointType::Voip,
         thread_id: None,
         at_ms,
+        phone: None,
     }
 }
 
@@ -100,3 +101,32 @@ fn a_postgres_outage_fails_writes_and_loses_nothing_once_it_returns() {
 
 mod outage;
 mod outbox;
+
+/// Migration 2 (phone number, trunk, direction) on a ledger written before it: the rows stay,
+/// with no phone leg, and phone minutes stored before read back as phone minutes.
+#[test]
+fn the_phone_columns_migration_keeps_existing_rows() {
+    let db = fresh_database();
+    db.migrate("ledger", &MIGRATIONS[..1]).unwrap();
+    db.block_on(|pool| async move {
+        let client = pool.get().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO usage_records (record_id, correlation_id, participant_id, segment, start_ms, end_ms,
+                     user_id_a, participant_type, endpoint_type, billable, unit_price_micro_usd, cost_micro_usd, usage_type)
+                 VALUES ('r-old', 'c', 's', 0, {T0}, {}, '4:+14255550199', 'ACS', 'PSTN', true, 4000, 4000, 'DirectRouting')",
+                T0 + MIN
+            ))
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    let ledger = PgLedger::open(&db, "node-a", LedgerOptions::default()).unwrap();
+    let usage = all_usage(&ledger);
+    assert_eq!(usage.len(), 1);
+    assert_eq!(
+        (usage[0].record_id.as_str(), usage[0].kind, usage[0].phone.clone()),
+        ("r-old", palaver_billing::records::UsageKind::PhoneMinutes, None)
+    );
+    assert_eq!(usage[0].duration_ms(), MIN);
+}

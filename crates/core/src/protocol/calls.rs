@@ -38,6 +38,10 @@ pub enum CallEndReason {
     Removed,
     /// A participant ended the call for everyone.
     Terminated,
+    /// The called phone number does not exist or cannot be routed (SIP 404, 484, 604…).
+    Unreachable,
+    /// The phone network could not place the call (SIP 5xx, 403, no answer from the trunk).
+    Unavailable,
 }
 
 impl CallEndReason {

@@ -372,6 +372,8 @@ impl Actor {
                     {
                         e.endpoint_type = palaver_core::EndpointType::Server;
                     }
+                    // A phone's minutes are metered per number, trunk and direction.
+                    e.phone = self.gateway.phone_leg_of(&e.session_id);
                     self.start_session_durably(e)
                 }
                 Output::SessionEnded(e) => self.gateway.observer().session_ended(e),

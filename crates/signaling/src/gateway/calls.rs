@@ -113,10 +113,11 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
                 }
                 Some(CallsMsg::Notice(input)) => manager.handle(now_ms().max(0) as u64, input).unwrap_or_default(),
                 Some(CallsMsg::Media(request)) => {
-                    let connected = manager.snapshot(&request.call_id).is_some_and(|c| {
-                        c.state == crate::domain::calls::CallState::Connected
-                            && c.participants.iter().any(|p| p.raw_id == request.raw_id)
-                    });
+                    // A participant's media: the caller counts from placing, so it can hear
+                    // a phone's early media (carrier ringback, announcements) before the answer.
+                    let connected = manager
+                        .snapshot(&request.call_id)
+                        .is_some_and(|c| c.participants.iter().any(|p| p.raw_id == request.raw_id));
                     call_media(&gateway, &mut media_sessions, connected, request);
                     Vec::new()
                 }
@@ -223,8 +224,10 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 } else {
                     EndpointType::Voip
                 };
+                let session_id = session_id(&call_id, &participant.raw_id);
+                let phone = gateway.phone_leg_of(&session_id);
                 observer.session_started(SessionStarted {
-                    session_id: session_id(&call_id, &participant.raw_id),
+                    session_id,
                     conversation_id: call_id,
                     call_type,
                     participant_raw_id: participant.raw_id,
@@ -232,6 +235,7 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                     endpoint_type,
                     thread_id: None,
                     at_ms: now_ms(),
+                    phone,
                 });
             }
             Output::ParticipantDisconnected { call_id, raw_id, reason } => {

@@ -9,6 +9,7 @@
 //! of the meeting's conversation: [`Gateway::phone_join_meeting`] joins it (through the lobby
 //! as the meeting's policy says) and reports where it stands as [`MeetingNotice`]s.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -19,10 +20,10 @@ use super::calls::session_id;
 use super::connection::Outbound;
 use super::media::{MediaFuture, MediaSession, TrunkAnswer};
 use crate::domain::Refusal;
-use crate::domain::calls::{CallError, CallEvent, Input, Party};
+use crate::domain::calls::{CallEndReason, CallError, CallEvent, Input, Party};
 use crate::domain::conversation::{Command, ConversationSetup, Input as ConversationInput, JoinIdentity, JoinRequest};
-use palaver_core::CommunicationIdentifier;
 use palaver_core::protocol::{ParticipantState, ServerMessage};
+use palaver_core::{CommunicationIdentifier, PhoneLeg};
 
 /// A call event addressed to a phone participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct MeetingDialOut {
 
 /// The channels from the call actor and the conversations to the SIP gateway (taken once).
 pub(crate) struct PhoneHook {
+    /// The trunk leg of each phone participant session (by session id), named by the SIP
+    /// gateway before the phone joins, so billing meters it per number, trunk and direction.
+    legs: Mutex<HashMap<String, PhoneLeg>>,
     tx: mpsc::UnboundedSender<PhoneNotice>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<PhoneNotice>>>,
     dial_out_tx: mpsc::UnboundedSender<MeetingDialOut>,
@@ -58,7 +62,51 @@ impl Default for PhoneHook {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (dial_out_tx, dial_out_rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Mutex::new(Some(rx)), dial_out_tx, dial_out_rx: Mutex::new(Some(dial_out_rx)) }
+        Self {
+            legs: Mutex::new(HashMap::new()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            dial_out_tx,
+            dial_out_rx: Mutex::new(Some(dial_out_rx)),
+        }
+    }
+}
+
+/// Why a call to a phone number ended, from the trunk's final SIP status (RFC 3261 §21;
+/// the cases carriers and SBCs use): busy, not answered, declined, unreachable, or the phone
+/// network unavailable (5xx, a refusal of the trunk itself, or no final response).
+pub fn phone_failure_reason(status: Option<u16>) -> CallEndReason {
+    match status {
+        Some(486 | 600) => CallEndReason::Busy,
+        Some(408 | 480 | 487) => CallEndReason::NoAnswer,
+        Some(603 | 607) => CallEndReason::Declined,
+        Some(404 | 410 | 484 | 485 | 604) => CallEndReason::Unreachable,
+        _ => CallEndReason::Unavailable,
+    }
+}
+
+/// The standard reason phrase of a SIP status (RFC 3261 §21), for messages.
+fn sip_reason_phrase(status: u16) -> &'static str {
+    match status {
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        410 => "Gone",
+        480 => "Temporarily Unavailable",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        607 => "Unwanted",
+        _ => "Call Failed",
     }
 }
 
@@ -71,6 +119,32 @@ impl Gateway {
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()
+    }
+
+    /// Names the trunk leg of the phone participant session `session_id` (before it
+    /// joins): its usage records then carry the number, trunk and direction. The SIP gateway
+    /// forgets it with [`Gateway::forget_phone_leg`] when the leg ends.
+    pub fn name_phone_leg(&self, session_id: &str, leg: PhoneLeg) {
+        if let Ok(mut legs) = self.phone.legs.lock() {
+            legs.insert(session_id.to_owned(), leg);
+        }
+    }
+
+    /// The leg is over.
+    pub fn forget_phone_leg(&self, session_id: &str) {
+        if let Ok(mut legs) = self.phone.legs.lock() {
+            legs.remove(session_id);
+        }
+    }
+
+    /// The trunk leg named for `session_id`, if it is a phone's.
+    pub(crate) fn phone_leg_of(&self, session_id: &str) -> Option<PhoneLeg> {
+        self.phone.legs.lock().ok()?.get(session_id).cloned()
+    }
+
+    /// The session id of phone `phone` in call `call_id` (what [`Gateway::name_phone_leg`] takes).
+    pub fn phone_call_session_id(call_id: &str, phone: &str) -> String {
+        session_id(call_id, phone)
     }
 
     /// Meeting dial-outs, for the SIP gateway; `None` after the first call.
@@ -165,6 +239,18 @@ impl Gateway {
     /// The phone dialled out to refused, was busy or could not be reached.
     pub async fn phone_decline(&self, call_id: &str, phone: &str) -> Result<(), CallError> {
         self.call_request(Input::Decline { call_id: call_id.to_owned(), user: phone.to_owned() }).await
+    }
+
+    /// The phone dialled out to could not be reached: the trunk's final SIP `status` (`None`
+    /// when the trunk gave none) ends the invitation with the matching reason
+    /// ([`phone_failure_reason`]), and Call Automation reports the SIP status itself.
+    pub async fn phone_fail(&self, call_id: &str, phone: &str, status: Option<u16>) -> Result<(), CallError> {
+        if let Some(status) = status {
+            let phrase = sip_reason_phrase(status);
+            self.call_automation().with_machine(|m| m.record_phone_failure(call_id, phone, status, phrase));
+        }
+        let reason = phone_failure_reason(status);
+        self.call_request(Input::Fail { call_id: call_id.to_owned(), user: phone.to_owned(), reason }).await
     }
 
     /// The phone caller withdrew its call before an answer (SIP CANCEL).
@@ -348,4 +434,28 @@ async fn follow_meeting(mut rx: mpsc::Receiver<Outbound>, notices: mpsc::Unbound
         }
     };
     let _ = notices.send(MeetingNotice::Ended { reason: ended });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trunks_sip_status_says_why_a_call_to_a_phone_ended() {
+        let reason = |s| phone_failure_reason(Some(s));
+        assert_eq!(reason(486), CallEndReason::Busy);
+        assert_eq!(reason(600), CallEndReason::Busy);
+        assert_eq!(reason(480), CallEndReason::NoAnswer);
+        assert_eq!(reason(408), CallEndReason::NoAnswer);
+        assert_eq!(reason(603), CallEndReason::Declined);
+        assert_eq!(reason(404), CallEndReason::Unreachable);
+        assert_eq!(reason(484), CallEndReason::Unreachable);
+        assert_eq!(reason(503), CallEndReason::Unavailable);
+        assert_eq!(reason(500), CallEndReason::Unavailable);
+        assert_eq!(reason(403), CallEndReason::Unavailable, "the trunk refusing us is not the phone declining");
+        assert_eq!(phone_failure_reason(None), CallEndReason::Unavailable);
+        assert_eq!(sip_reason_phrase(484), "Address Incomplete");
+        let frame = serde_json::to_value(CallEvent::Ended { call_id: "c".into(), reason: reason(404) }).unwrap();
+        assert_eq!(frame["reason"], "unreachable");
+    }
 }

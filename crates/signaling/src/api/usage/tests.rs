@@ -37,6 +37,7 @@ fn seed_export() -> Arc<UsageExport> {
                     endpoint_type: EndpointType::Voip,
                     thread_id: None,
                     at_ms: T0,
+                    phone: None,
                 })
                 .unwrap(),
         );

@@ -40,6 +40,10 @@ pub fn end_result(reason: CallEndReason) -> Value {
         CallEndReason::QueueExhausted => result(480, 8541, "No queue member was available."),
         CallEndReason::Cancelled | CallEndReason::AnsweredElsewhere => result(487, 8542, "The call was canceled."),
         CallEndReason::ConnectionLost => result(500, 8528, "The call was terminated: a connection was lost."),
+        // A phone number dialled through the SIP trunk; the exact SIP status (560xxx) is
+        // recorded per invitation when the trunk gave one (`record_phone_failure`).
+        CallEndReason::Unreachable => result(404, 560404, "The phone number could not be reached."),
+        CallEndReason::Unavailable => result(503, 560503, "The phone network could not place the call."),
     }
 }
 
@@ -78,6 +82,8 @@ mod tests {
         assert_eq!(end_result(CallEndReason::Declined)["subCode"], 8538);
         assert_eq!(end_result(CallEndReason::Busy)["code"], 486);
         assert_eq!(end_result(CallEndReason::Cancelled)["subCode"], 8542);
+        assert_eq!(end_result(CallEndReason::Unreachable)["subCode"], 560404);
+        assert_eq!(end_result(CallEndReason::Unavailable)["code"], 503);
         assert_eq!(success(), json!({"code":200,"subCode":0,"message":"Action completed successfully."}));
     }
 }

@@ -212,10 +212,28 @@ impl CallAutomationMachine {
         self.rejections.insert((call_id.to_string(), callee.to_string()), result);
     }
 
-    /// The result of a decline by `target` in `call_id`.
+    /// A phone number dialled in `call_id` through the SIP trunk failed with SIP `status`:
+    /// the caller's connection reports it as ACS reports a direct-routing call the SBC
+    /// refused — `code` the SIP status, `subCode` 560000 + status (outbound, SBC-generated),
+    /// and the SBC's answer in `sipDetails`.
+    pub fn record_phone_failure(&mut self, call_id: &str, phone: &str, status: u16, reason_phrase: &str) {
+        let mut result = events::result(
+            status,
+            560_000 + u32::from(status),
+            &format!("The phone call failed: {status} {reason_phrase}."),
+        );
+        result["sipDetails"] = json!({"code": status, "message": reason_phrase});
+        self.rejections.insert((call_id.to_string(), phone.to_string()), result);
+    }
+
+    /// The result of a decline (or failure) of `target` in `call_id`.
     fn declined(&self, call_id: &str, target: &str, reason: CallEndReason) -> Value {
         match reason {
-            CallEndReason::Declined => self
+            CallEndReason::Declined
+            | CallEndReason::Busy
+            | CallEndReason::NoAnswer
+            | CallEndReason::Unreachable
+            | CallEndReason::Unavailable => self
                 .rejections
                 .get(&(call_id.to_string(), target.to_string()))
                 .cloned()

@@ -95,7 +95,10 @@ impl CallManager {
                 self.place(now_ms, call_id, caller, endpoint, targets, &mut out)?
             }
             Input::Accept { call_id, callee, endpoint } => self.accept(call_id, callee, endpoint, &mut out)?,
-            Input::Decline { call_id, user } => self.decline(now_ms, call_id, user, &mut out)?,
+            Input::Decline { call_id, user } => {
+                self.decline(now_ms, call_id, user, CallEndReason::Declined, &mut out)?
+            }
+            Input::Fail { call_id, user, reason } => self.decline(now_ms, call_id, user, reason, &mut out)?,
             Input::Cancel { call_id, user } => self.cancel(call_id, user, &mut out)?,
             Input::HangUp { call_id, user } => self.hang_up(call_id, user, &mut out)?,
             Input::AddParticipant { call_id, by, target } => self.add(now_ms, call_id, by, target, None, &mut out)?,
@@ -435,7 +438,14 @@ impl CallManager {
         );
     }
 
-    fn decline(&mut self, now: u64, call_id: String, user: String, out: &mut Vec<Output>) -> Result<(), CallError> {
+    fn decline(
+        &mut self,
+        now: u64,
+        call_id: String,
+        user: String,
+        reason: CallEndReason,
+        out: &mut Vec<Output>,
+    ) -> Result<(), CallError> {
         let call = self.calls.get(&call_id).ok_or_else(|| not_found(&call_id))?;
         let Some(idx) = call.invite_ringing(&user) else {
             if call.is_member(&user) {
@@ -444,11 +454,8 @@ impl CallManager {
             return Err(not_found(&call_id));
         };
         let invite_id = call.invites[idx].id;
-        out.push(Output::Notify {
-            to: user,
-            event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Declined },
-        });
-        self.ring_over(now, &call_id, invite_id, CallEndReason::Declined, out);
+        out.push(Output::Notify { to: user, event: CallEvent::Ended { call_id: call_id.clone(), reason } });
+        self.ring_over(now, &call_id, invite_id, reason, out);
         Ok(())
     }
 

@@ -15,6 +15,10 @@ pub enum Input {
     Accept { call_id: String, callee: Party, endpoint: String },
     /// An invited user refuses; a queue moves on to its next member.
     Decline { call_id: String, user: String },
+    /// An invited party could not be reached, for `reason` (a phone number dialled through
+    /// a SIP trunk answered busy, no answer, unreachable, unavailable…): like a decline, but
+    /// the call ends with that reason.
+    Fail { call_id: String, user: String, reason: CallEndReason },
     /// Before the call is answered the caller withdraws it; afterwards a participant
     /// withdraws the invitations and transfer it started.
     Cancel { call_id: String, user: String },

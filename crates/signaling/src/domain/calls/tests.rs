@@ -196,6 +196,23 @@ fn decline_ends_a_one_to_one_call() {
 }
 
 #[test]
+fn a_failed_invitation_ends_the_call_with_its_reason() {
+    let mut w = World::new();
+    for (id, reason) in
+        [("c1", CallEndReason::Unreachable), ("c2", CallEndReason::Busy), ("c3", CallEndReason::Unavailable)]
+    {
+        w.place(id, A, &[B]).unwrap();
+        let out = w.run(Input::Fail { call_id: id.into(), user: B.into(), reason }).unwrap();
+        assert!(
+            events_to(&out, A).iter().any(|e| matches!(e, CallEvent::InviteFailed { reason: r, .. } if *r == reason))
+        );
+        assert_eq!(ended_for(&out, A), Some(reason));
+        assert_eq!(call_ended(&out), Some(reason));
+        assert_eq!(w.m.call_count(), 0);
+    }
+}
+
+#[test]
 fn caller_cancels_before_answer_and_hang_up_before_answer_is_a_cancel() {
     let mut w = World::new();
     w.place("c1", A, &[B, C]).unwrap();

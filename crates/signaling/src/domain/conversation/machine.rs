@@ -471,6 +471,8 @@ impl Conversation {
             },
             thread_id: self.meeting.as_ref().and_then(|m| m.thread_id.clone()),
             at_ms: now,
+            // The shell names a phone's trunk leg (`Gateway::phone_leg_of`).
+            phone: None,
         }));
         let info = participant.info();
         let directory_entered = stage == Stage::InConversation && participant.identity.is_directory();
