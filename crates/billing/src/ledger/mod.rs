@@ -9,6 +9,7 @@ pub mod conformance;
 mod schema;
 mod sqlite;
 
+pub use schema::CACHE_KIB;
 pub use sqlite::SqliteLedger;
 
 use crate::meter::LedgerChange;
