@@ -211,13 +211,15 @@ pub fn updated_window(room: &Room, req: &UpdateRoomRequest, now_us: i64) -> Resu
 }
 
 fn check_window(from: i64, until: i64, now_us: i64, until_given: bool) -> Result<(), Refusal> {
+    // An end in the past is checked first: ACS answers so for a create with only a past
+    // `validUntil` (its start defaults to now, so that window also ends before it starts).
+    if until_given && until <= now_us {
+        return Err(bad_window("The time range end is in the past.", "ValidUntil"));
+    }
     // A window that ends before it starts and one over 180 days get the same answer: ACS's
     // recorded message covers both ("incorrect, or larger than").
     if until <= from || until - from > days_us(MAX_VALIDITY_DAYS) {
         return Err(bad_window("The time range is incorrect, or larger than 180 days.", "ValidUntil"));
-    }
-    if until_given && until <= now_us {
-        return Err(bad_window("The time range end is in the past.", "ValidUntil"));
     }
     Ok(())
 }
@@ -393,9 +395,12 @@ mod tests {
         );
         assert_eq!(detail(None, Some(format_time(NOW + days_us(181)))), too_long);
         assert_eq!(detail(Some(format_time(NOW + days_us(2))), Some(format_time(NOW + days_us(1)))), too_long);
+        let past = ("BadArgument", "The time range end is in the past.".to_string(), Some("ValidUntil".to_string()));
+        assert_eq!(detail(Some(format_time(NOW - days_us(2))), Some(format_time(NOW - days_us(1)))), past);
         assert_eq!(
-            detail(Some(format_time(NOW - days_us(2))), Some(format_time(NOW - days_us(1)))),
-            ("BadArgument", "The time range end is in the past.".to_string(), Some("ValidUntil".to_string()))
+            detail(None, Some(format_time(NOW - days_us(1)))),
+            past,
+            "the recorded request: only a past validUntil"
         );
         assert_eq!(
             detail(Some(format_time(NOW + days_us(181))), Some(format_time(NOW + days_us(190)))),
