@@ -204,6 +204,13 @@ pub struct DeliveryCounts {
     pub dead_lettered: u64,
 }
 
+/// Page cache of the events connection, KiB. The bundled SQLite (libsqlite3-sys builds it
+/// with `SQLITE_ENABLE_MEMORY_MANAGEMENT`) keeps one page-cache pool for the whole process,
+/// as large as the sum of every connection's `cache_size`, and any connection may use all of
+/// it; so each connection's setting adds to what the busiest one can hold (docs/soak.md).
+/// The outbox reads a few recent rows.
+pub const CACHE_KIB: i64 = 128;
+
 /// The events database.
 pub struct EventStore {
     conn: Connection,
@@ -226,6 +233,11 @@ impl EventStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Without this the connection kept SQLite's default ~2 MiB cache, which (the bundled
+        // SQLite pools every connection's cache, see `CACHE_KIB`) the busy store connection
+        // filled over a whole soak: the heap growth of docs/soak.md.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "mmap_size", 0)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self { conn })
     }

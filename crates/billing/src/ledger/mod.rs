@@ -10,6 +10,7 @@ mod schema;
 pub mod spool;
 mod sqlite;
 
+pub use schema::CACHE_KIB;
 pub use spool::SpoolingLedger;
 pub use sqlite::SqliteLedger;
 

@@ -84,9 +84,12 @@ CREATE TABLE IF NOT EXISTS ledger_meta (
 
 /// Page cache of each ledger connection, KiB (SQLite's default is ~2 MiB per connection, and
 /// the server holds three: the recorder's, the export's and the outbox's). The ledger only
-/// appends and reads recent rows; with the default, each cache grew with the file for the
-/// first half hour of a soak (docs/soak.md), which read as a leak.
-pub const CACHE_KIB: i64 = 512;
+/// appends and reads recent rows. The bundled SQLite (`SQLITE_ENABLE_MEMORY_MANAGEMENT`)
+/// pools every connection's cache into one, as large as the sum of their `cache_size`, that
+/// any connection may fill: at 512 KiB each these three let the store's connection grow the
+/// pool for a whole soak (docs/soak.md, session 9), so each is 128 KiB (29 pages: the
+/// right edge of each B-tree and its indexes, which appends touch).
+pub const CACHE_KIB: i64 = 128;
 
 /// Set the pragmas (WAL, full sync: a committed minute survives power loss; a bounded page
 /// cache, no memory-mapped I/O) and create the tables.

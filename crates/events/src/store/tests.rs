@@ -7,6 +7,13 @@ use super::*;
 crate::event_store_conformance_tests!(EventStore::open_in_memory().unwrap());
 
 #[test]
+fn the_page_cache_is_bounded() {
+    let store = EventStore::open_in_memory().unwrap();
+    let cache: i64 = store.conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(cache, -CACHE_KIB);
+}
+
+#[test]
 fn rows_survive_reopening_the_file() {
     let dir = std::env::temp_dir().join(format!("palaver-events-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();

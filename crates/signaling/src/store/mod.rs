@@ -56,6 +56,14 @@ impl std::fmt::Debug for Store {
 /// session 8) showed a 1 MiB cache still filling at ~0.03–0.05 MiB a minute after 9 minutes,
 /// as chat grew the file: 91 % of the heap growth after warm-up. 256 KiB (64 pages) holds the
 /// B-tree interior pages and recent rows; colder pages come from the OS page cache.
+///
+/// This is not a per-connection bound: the bundled SQLite (libsqlite3-sys builds it with
+/// `SQLITE_ENABLE_MEMORY_MANAGEMENT`) keeps one page-cache pool for the process, as large as
+/// the sum of every connection's `cache_size`, and this busy connection takes what the idle
+/// ones leave. Session 9's profile found it at 760 KiB after 11 minutes and still growing
+/// into the budget of the events store (SQLite's default 2 MiB) and of the three ledger
+/// connections; those are bounded too now (`palaver_events::store::CACHE_KIB`,
+/// `palaver_billing::ledger::CACHE_KIB`), so the whole pool is ~0.8 MiB.
 pub const CACHE_KIB: i64 = 256;
 
 impl Store {

@@ -9,11 +9,13 @@ use palaver_core::ErrorCode;
 pub enum ChatError {
     #[error("the access token's scopes do not allow {0}")]
     MissingScope(ChatOperation),
-    #[error("chat thread `{0}` does not exist")]
+    /// ACS's own message (a recorded live answer: docs/acs-errors.md, Chat).
+    #[error("The specified thread id was not found.")]
     ThreadNotFound(String),
     #[error("chat message `{0}` does not exist in this thread")]
     MessageNotFound(String),
-    #[error("the caller is not a participant of this chat thread")]
+    /// ACS's own message (a recorded live answer: docs/acs-errors.md, Chat).
+    #[error("The initiator is not a participant of the specified thread.")]
     NotParticipant,
     #[error("the caller was removed from this chat thread")]
     RemovedParticipant,
@@ -98,5 +100,22 @@ mod tests {
             let r = Refusal::from(e);
             assert_eq!((r.code.as_str(), r.code.http_status()), (code, status));
         }
+    }
+
+    /// The two Chat refusals with a recorded live ACS answer carry ACS's code and message
+    /// (azure-sdk-for-java's session records `getNotFoundOnNonExistingChatThread` and
+    /// `getForbiddenOnNonExistingChatThread`; docs/acs-errors.md).
+    #[test]
+    fn refusals_recorded_from_live_acs_carry_its_code_and_message() {
+        let unknown = Refusal::from(ChatError::ThreadNotFound("19:x@thread.v2".into()));
+        assert_eq!(
+            (unknown.code.as_str(), unknown.code.http_status(), unknown.message.as_str()),
+            ("NotFound", 404, "The specified thread id was not found.")
+        );
+        let outsider = Refusal::from(ChatError::NotParticipant);
+        assert_eq!(
+            (outsider.code.as_str(), outsider.code.http_status(), outsider.message.as_str()),
+            ("Forbidden", 403, "The initiator is not a participant of the specified thread.")
+        );
     }
 }

@@ -137,6 +137,7 @@ impl ChatService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::chat::ChatError;
     use crate::domain::chat::ChatOperation;
     use crate::domain::chat::access::require_member;
     use crate::store::chat as db;
@@ -200,8 +201,8 @@ mod tests {
             let ev = apply_change(c, &change("8:acs:r_e", true, false, 4000)).ok().unwrap();
             assert_eq!(ev[0].name, "participantsRemoved");
             assert_eq!(
-                require_member(member(c, "8:acs:r_e"), ChatOperation::ReadMessages).unwrap_err().to_string(),
-                "the caller is not a participant of this chat thread"
+                require_member(member(c, "8:acs:r_e"), ChatOperation::ReadMessages).unwrap_err(),
+                ChatError::NotParticipant
             );
             assert!(apply_change(c, &change("8:orgid:d", false, false, 5000)).ok().unwrap().is_empty());
             assert!(member(c, "8:orgid:d").unwrap().is_active());

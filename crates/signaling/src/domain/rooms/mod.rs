@@ -159,14 +159,19 @@ pub fn check_room_id(id: &str) -> Result<(), Refusal> {
 /// How far ahead a room may start.
 pub const MAX_START_AHEAD_DAYS: i64 = 180;
 
-/// ACS's answer to a `validFrom` more than 180 days ahead: `400 BadRequest` carrying a
-/// `BadArgument` detail that names `ValidFrom`.
+/// The top-level message of ACS's `400 BadRequest` answers to a bad room window (recorded
+/// from live ACS; docs/acs-errors.md, Rooms).
+const BAD_REQUEST_MESSAGE: &str = "The request could not be understood by the server due to malformed syntax.";
+
+/// ACS's answer to a bad room window: `400 BadRequest` carrying one `BadArgument` detail that
+/// names the member (`ValidFrom` or `ValidUntil`, capitalised as ACS writes them).
+fn bad_window(message: &str, target: &str) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, BAD_REQUEST_MESSAGE).with_detail("BadArgument", message, Some(target))
+}
+
+/// A `validFrom` more than 180 days ahead.
 fn start_too_far_ahead() -> Refusal {
-    Refusal::new(ErrorCode::BadRequest, "Invalid request.").with_detail(
-        "BadArgument",
-        "Value is incorrect or more than 180 days in the future.",
-        Some("ValidFrom"),
-    )
+    bad_window("Value is incorrect or more than 180 days in the future.", "ValidFrom")
 }
 
 /// The validity window of a new room: `validFrom` defaults to now, `validUntil` to
@@ -206,21 +211,15 @@ pub fn updated_window(room: &Room, req: &UpdateRoomRequest, now_us: i64) -> Resu
 }
 
 fn check_window(from: i64, until: i64, now_us: i64, until_given: bool) -> Result<(), Refusal> {
-    if until <= from {
-        return Err(Refusal::new(ErrorCode::InvalidTimeRange, "validUntil must be later than validFrom")
-            .with_target("validUntil"));
-    }
-    if until - from > days_us(MAX_VALIDITY_DAYS) {
-        return Err(Refusal::new(
-            ErrorCode::InvalidTimeRange,
-            format!("the room validity window may be at most {MAX_VALIDITY_DAYS} days"),
-        )
-        .with_target("validUntil"));
-    }
+    // An end in the past is checked first: ACS answers so for a create with only a past
+    // `validUntil` (its start defaults to now, so that window also ends before it starts).
     if until_given && until <= now_us {
-        return Err(
-            Refusal::new(ErrorCode::InvalidTimeRange, "validUntil must be in the future").with_target("validUntil")
-        );
+        return Err(bad_window("The time range end is in the past.", "ValidUntil"));
+    }
+    // A window that ends before it starts and one over 180 days get the same answer: ACS's
+    // recorded message covers both ("incorrect, or larger than").
+    if until <= from || until - from > days_us(MAX_VALIDITY_DAYS) {
+        return Err(bad_window("The time range is incorrect, or larger than 180 days.", "ValidUntil"));
     }
     Ok(())
 }
@@ -255,12 +254,14 @@ pub fn check_participant_id(raw: &str, resource_id: &str) -> Result<String, Refu
 fn parse_role(props: &ParticipantProperties, raw: &str) -> Result<RoomRole, Refusal> {
     match props.role.as_deref() {
         None => Ok(RoomRole::Attendee),
+        // ACS's shape (a recorded answer): 400 BadRequest with a BadArgument detail whose
+        // target is the JSON path of the role; the detail's text is palaver's own.
         Some(r) => RoomRole::parse(r).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::InvalidParameter,
+            Refusal::new(ErrorCode::BadRequest, BAD_REQUEST_MESSAGE).with_detail(
+                "BadArgument",
                 format!("role `{r}` of `{raw}` is not one of Presenter, Attendee, Consumer, Collaborator"),
+                Some(&format!("$.participants.{raw}.role")),
             )
-            .with_target("participants")
         }),
     }
 }
@@ -364,14 +365,50 @@ mod tests {
         let code = |f: Option<String>, u: Option<String>| {
             create_window(&create(f.as_deref(), u.as_deref()), NOW).map(|_| ()).map_err(|e| e.code)
         };
-        assert_eq!(code(None, Some(format_time(NOW - 1))), Err(ErrorCode::InvalidTimeRange), "until before from");
-        assert_eq!(code(None, Some(format_time(NOW))), Err(ErrorCode::InvalidTimeRange), "until == from");
-        assert_eq!(code(None, Some(format_time(NOW + days_us(180) + 1))), Err(ErrorCode::InvalidTimeRange));
+        assert_eq!(code(None, Some(format_time(NOW - 1))), Err(ErrorCode::BadRequest), "until before from");
+        assert_eq!(code(None, Some(format_time(NOW))), Err(ErrorCode::BadRequest), "until == from");
+        assert_eq!(code(None, Some(format_time(NOW + days_us(180) + 1))), Err(ErrorCode::BadRequest));
         assert_eq!(code(None, Some(format_time(NOW + days_us(180)))), Ok(()));
         assert_eq!(
             code(Some(format_time(NOW - days_us(2))), Some(format_time(NOW - days_us(1)))),
-            Err(ErrorCode::InvalidTimeRange),
+            Err(ErrorCode::BadRequest),
             "already over"
+        );
+    }
+
+    /// ACS's recorded answers (azure-sdk-for-python's Rooms session records
+    /// `test_create_room_validUntil_7Months`, `test_update_room_exceed_max_timerange`,
+    /// `test_create_room_valid_until_in_past`): `400 BadRequest` with one `BadArgument` detail.
+    #[test]
+    fn bad_windows_get_acs_recorded_answers() {
+        let detail = |f: Option<String>, u: Option<String>| {
+            let e = create_window(&create(f.as_deref(), u.as_deref()), NOW).unwrap_err();
+            assert_eq!((e.code, e.message.as_str()), (ErrorCode::BadRequest, BAD_REQUEST_MESSAGE));
+            assert_eq!(e.details.len(), 1);
+            let d = &e.details[0];
+            (d.code, d.message.clone(), d.target.clone())
+        };
+        let too_long = (
+            "BadArgument",
+            "The time range is incorrect, or larger than 180 days.".to_string(),
+            Some("ValidUntil".to_string()),
+        );
+        assert_eq!(detail(None, Some(format_time(NOW + days_us(181)))), too_long);
+        assert_eq!(detail(Some(format_time(NOW + days_us(2))), Some(format_time(NOW + days_us(1)))), too_long);
+        let past = ("BadArgument", "The time range end is in the past.".to_string(), Some("ValidUntil".to_string()));
+        assert_eq!(detail(Some(format_time(NOW - days_us(2))), Some(format_time(NOW - days_us(1)))), past);
+        assert_eq!(
+            detail(None, Some(format_time(NOW - days_us(1)))),
+            past,
+            "the recorded request: only a past validUntil"
+        );
+        assert_eq!(
+            detail(Some(format_time(NOW + days_us(181))), Some(format_time(NOW + days_us(190)))),
+            (
+                "BadArgument",
+                "Value is incorrect or more than 180 days in the future.".to_string(),
+                Some("ValidFrom".to_string())
+            )
         );
     }
 
@@ -387,7 +424,7 @@ mod tests {
         let same = updated_window(&room, &UpdateRoomRequest::default(), NOW).unwrap();
         assert_eq!(same, (NOW, NOW + days_us(1)));
         let later_from = UpdateRoomRequest { valid_from: Some(format_time(NOW + days_us(2))), ..Default::default() };
-        assert_eq!(updated_window(&room, &later_from, NOW).unwrap_err().code, ErrorCode::InvalidTimeRange);
+        assert_eq!(updated_window(&room, &later_from, NOW).unwrap_err().code, ErrorCode::BadRequest);
         // A room whose window is over can still get other changes.
         assert!(updated_window(&room, &UpdateRoomRequest::default(), NOW + days_us(5)).is_ok());
     }
@@ -422,7 +459,9 @@ mod tests {
         assert_eq!(participant_changes(&map, RES, false).unwrap_err().code, ErrorCode::InvalidParameter);
         let bad_role: BTreeMap<String, Option<ParticipantProperties>> =
             serde_json::from_str(r#"{"8:acs:res1_a":{"role":"Owner"}}"#).unwrap();
-        assert_eq!(participant_changes(&bad_role, RES, true).unwrap_err().code, ErrorCode::InvalidParameter);
+        let refused = participant_changes(&bad_role, RES, true).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::BadRequest);
+        assert_eq!(refused.details[0].target.as_deref(), Some("$.participants.8:acs:res1_a.role"));
     }
 
     #[test]
