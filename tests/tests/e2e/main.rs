@@ -19,5 +19,6 @@ mod signaling_calls;
 mod sip;
 mod sip_baresip;
 mod sip_media;
+mod sip_provisional;
 mod support;
 mod usage;
