@@ -31,7 +31,7 @@ servers=""
 
 default_runs="mixing10:webrtc mixing10:quic-srtp mixing10:quic mixing3:webrtc mixing3:quic-srtp \
 mixing100:webrtc mixing100:quic-srtp density500:quic-srtp forwarding:webrtc forwarding:quic-srtp \
-idle1000:quic-srtp"
+idle1000:quic-srtp idle1000:quic"
 out=${PERF_OUT:-$(mktemp -d /tmp/palaver-perf.XXXXXX)}
 started=$(date +%s)
 
