@@ -18,8 +18,9 @@
 # PERF_LOAD (palaver-load), PERF_FLOOR (the `udp_loopback` bench binary, optional), PERF_DURATION
 # (s per run, default 15), PERF_RUNS (override the run list, quic_carriers.sh's CARRIERS_RUNS),
 # PERF_EXTRA (flags for every run, e.g. "--rooms 1 --participants 4" for a quick check),
-# PERF_OUT (report directory, default a new temporary one). About 25 minutes with the defaults
-# on a 2-core VM.
+# PERF_OUT (report directory, default a new temporary one). The runs go in order of priority and
+# every report is kept as it lands, so an interrupted run still prints the table of what ran
+# (`python3 scripts/perf_table.py <dir>`). About 20 minutes with the defaults on a 2-core VM.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,9 +30,9 @@ servers=""
 [[ -n $servers ]] || { echo "set PERF_BEFORE and/or PERF_AFTER" >&2; exit 2; }
 [[ -n ${PERF_LOAD:-} ]] || { echo "set PERF_LOAD (palaver-load binary)" >&2; exit 2; }
 
-default_runs="mixing10:webrtc mixing10:quic-srtp mixing10:quic mixing3:webrtc mixing3:quic-srtp \
-mixing100:webrtc mixing100:quic-srtp density500:quic-srtp forwarding:webrtc forwarding:quic-srtp \
-idle1000:quic-srtp idle1000:quic"
+default_runs="mixing10:quic-srtp mixing10:webrtc mixing3:quic-srtp mixing3:webrtc mixing100:quic-srtp \
+mixing100:webrtc density500:quic-srtp forwarding:quic-srtp forwarding:webrtc idle1000:quic-srtp mixing10:quic \
+idle1000:quic"
 out=${PERF_OUT:-$(mktemp -d /tmp/palaver-perf.XXXXXX)}
 started=$(date +%s)
 
