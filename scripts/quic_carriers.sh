@@ -13,15 +13,20 @@
 #
 # Env: CARRIERS_PRESETS (default "mixing10 mixing3 mixing100"), CARRIERS_TRANSPORTS
 # (default "quic quic-srtp"; `quic` = datagrams, `quic-srtp` = SRTP over UDP to the worker,
-# `webrtc`), CARRIERS_SERVERS (space-separated label=path, default "server=<target>/palaver"),
+# `webrtc`), or CARRIERS_RUNS (space-separated preset:transport[:extra flags with commas for
+# spaces], replacing the presets × transports product, e.g. "mixing10:webrtc idle1000:quic-srtp"),
+# CARRIERS_SERVERS (space-separated label=path, default "server=<target>/palaver"),
 # CARRIERS_DURATION (s, default 20), CARRIERS_NO_BUILD=1, CARRIERS_OUT (default a temporary
-# directory, kept), CARRIERS_EXTRA (more palaver-load flags).
+# directory, kept), CARRIERS_EXTRA (more palaver-load flags for every run), CARRIERS_LOAD (the
+# palaver-load binary, default <target>/<profile>/palaver-load).
+# The servers of one run are started one after the other (before, after, before, ...), so a
+# before/after pair sees the same machine state.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 profile=${CARRIERS_PROFILE:-release}
-load_bin=$target/$profile/palaver-load
+load_bin=${CARRIERS_LOAD:-$target/$profile/palaver-load}
 presets=${CARRIERS_PRESETS:-mixing10 mixing3 mixing100}
 transports=${CARRIERS_TRANSPORTS:-quic quic-srtp}
 servers=${CARRIERS_SERVERS:-server=$target/$profile/palaver}
@@ -72,42 +77,31 @@ start_server() {
 }
 
 echo "$(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ); servers: $servers"
-for preset in $presets; do
-    for transport in $transports; do
-        for entry in $servers; do
-            label=${entry%%=*}
-            start_server "${entry#*=}"
-            sleep 1
-            idle_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
-            echo "=== $preset over $transport, server $label (pid $server_pid, idle RSS $idle_kb kB, load $(cut -d' ' -f1 /proc/loadavg))"
-            # shellcheck disable=SC2086
-            "$load_bin" --connection-string "$(line PALAVER_CONNECTION_STRING)" --ca "$(line PALAVER_CA_FILE)" \
-                --preset "$preset" --transport "$transport" --duration "$duration" \
-                --metrics-url "http://127.0.0.1:$metrics_port/metrics" --server-pid "$server_pid" \
-                --no-progress --json "$out/$preset-$transport-$label.json" ${CARRIERS_EXTRA:-} || true
-            echo "$idle_kb" >"$out/$preset-$transport-$label.idle-rss-kb"
-            stop_server
-        done
+runs=${CARRIERS_RUNS:-}
+if [[ -z $runs ]]; then
+    for preset in $presets; do
+        for transport in $transports; do runs+=" $preset:$transport"; done
+    done
+fi
+for run in $runs; do
+    IFS=: read -r preset transport flags <<<"$run"
+    flags=${flags//,/ }
+    name=$preset-$transport${flags:+-$(echo "$flags" | tr -dc 'a-z0-9')}
+    for entry in $servers; do
+        label=${entry%%=*}
+        start_server "${entry#*=}"
+        sleep 1
+        idle_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
+        echo "=== $preset over $transport ${flags:+($flags) }server $label (pid $server_pid, idle RSS $idle_kb kB, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%T))"
+        # shellcheck disable=SC2086
+        "$load_bin" --connection-string "$(line PALAVER_CONNECTION_STRING)" --ca "$(line PALAVER_CA_FILE)" \
+            --preset "$preset" --transport "$transport" --duration "$duration" \
+            --metrics-url "http://127.0.0.1:$metrics_port/metrics" --server-pid "$server_pid" \
+            --no-progress --json "$out/$name--$label.json" ${CARRIERS_EXTRA:-} $flags || true
+        echo "$idle_kb" >"$out/$name--$label.idle-rss-kb"
+        stop_server
     done
 done
 
-python3 - "$out" <<'EOF'
-import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-print("\nrun | participants | loss % | server cores | µs/participant-s (kernel) | participants/core | tester cores | KB/participant")
-for path in sorted(out.glob("*.json")):
-    r = json.loads(path.read_text())
-    s = r.get("server") or {}
-    n = s.get("runParticipants") or s.get("participants") or 0
-    us = s.get("cpuUsPerParticipantSecond")
-    kernel = s.get("kernelUsPerParticipantSecond")
-    idle = pathlib.Path(str(path)[:-5] + ".idle-rss-kb")
-    per = ""
-    if idle.exists() and n:
-        per = f"{(s.get('residentMbEnd', 0) * 1024 - int(idle.read_text())) / n:.1f}"
-    per_core = f"{1e6 / us:.0f}" if us else "-"
-    tester = s.get("testerCpuCores")
-    print(f"{path.stem} | {n:.0f} | {r['audio']['lossPercent']:.3f} | {s.get('cpuCores', 0):.3f} | "
-          f"{us or 0:.0f} ({kernel or 0:.0f}) | {per_core} | {tester if tester is None else round(tester, 3)} | {per}")
-EOF
+python3 "$root/scripts/perf_table.py" "$out"
 echo "JSON reports: $out"

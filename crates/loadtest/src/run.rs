@@ -280,7 +280,7 @@ pub fn fold(
         latency.extend(&o.latencies);
         lateness.extend(&o.lateness);
         if o.audio_expected > 0 {
-            audio.streams += 1;
+            audio.add_stream(o.audio_expected, o.audio_lost);
         } else {
             audio.silent_participants += 1;
         }

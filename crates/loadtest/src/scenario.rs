@@ -40,6 +40,16 @@ pub enum Preset {
     Mixing3,
     /// Mixing density: one 100-person call, 3 talkers with their own spurts, no DTX.
     Mixing100,
+    /// Issue #18's 500 participants per core: 50 group calls of 10, 2 talkers each, no DTX
+    /// (`mixing10` at five times the rooms), ramped at 50 joins/s.
+    Density500,
+    /// Forwarding: one group call, 1 talker heard by 299 listeners (passthrough: the talker's
+    /// packets re-sequenced and re-encrypted per listener, no codec work), DTX on so the
+    /// listeners send nothing and the server's CPU is the fan-out's.
+    Forwarding,
+    /// Idle: 1,000 joined participants in 100 group calls of 10 that all keep silent (DTX on,
+    /// no talkers), ramped at 50 joins/s: what holding them costs.
+    Idle1000,
 }
 
 /// A scenario, fully resolved.
@@ -144,6 +154,33 @@ impl Preset {
                 participants_per_room: 100,
                 talkers_per_room: 3,
                 ..mixing
+            },
+            Preset::Density500 => Scenario {
+                name: "density-500".into(),
+                rooms: 50,
+                participants_per_room: 10,
+                talkers_per_room: 2,
+                ramp_per_sec: 50.0,
+                ..mixing
+            },
+            Preset::Forwarding => Scenario {
+                name: "forwarding".into(),
+                rooms: 1,
+                participants_per_room: 300,
+                talkers_per_room: 1,
+                turn_taking: false,
+                decoding_listeners_per_room: 2,
+                ramp_per_sec: 50.0,
+                ..base
+            },
+            Preset::Idle1000 => Scenario {
+                name: "idle-1000".into(),
+                rooms: 100,
+                participants_per_room: 10,
+                talkers_per_room: 0,
+                decoding_listeners_per_room: 0,
+                ramp_per_sec: 50.0,
+                ..base
             },
             Preset::Smoke => Scenario {
                 name: "smoke".into(),
@@ -304,6 +341,23 @@ mod tests {
         let cc = Preset::ContactCenter.scenario();
         assert!(cc.turn_taking && cc.participants_per_room == 3);
         assert_eq!(Preset::VideoMeeting.scenario().participants_per_room, 50);
+    }
+
+    #[test]
+    fn the_issue_18_presets_have_its_shapes() {
+        let shape = |p: Preset| {
+            let s = p.scenario();
+            s.validate().unwrap();
+            (s.rooms, s.participants_per_room, s.talkers_per_room, s.dtx)
+        };
+        assert_eq!(shape(Preset::Mixing10), (10, 10, 2, false));
+        assert_eq!(shape(Preset::Mixing3), (30, 3, 1, false));
+        assert_eq!(shape(Preset::Mixing100), (1, 100, 3, false));
+        assert_eq!(shape(Preset::Density500), (50, 10, 2, false));
+        assert_eq!(shape(Preset::Forwarding), (1, 300, 1, true));
+        assert_eq!(shape(Preset::Idle1000), (100, 10, 0, true));
+        assert_eq!(Preset::Idle1000.scenario().total_participants(), 1_000);
+        assert!((0..10).all(|slot| Preset::Idle1000.scenario().role(slot).talker_index.is_none()));
     }
 
     #[test]

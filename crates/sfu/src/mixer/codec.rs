@@ -98,6 +98,11 @@ pub struct CodecSlot {
     /// The talker's faded contribution to the sum, kept for the mix-minus subtraction.
     pub contribution: Vec<i32>,
     pub in_use: bool,
+    /// The encoder still holds a previous stream's state: reset it before its next encode
+    /// ([`Self::fresh_encoder`]). Deferred because a talker of a pair (pair passthrough) gets
+    /// the other's packets and never encodes, and a reset (plus the set-up the next encode then
+    /// redoes) is a tenth of an encode's cost.
+    encoder_stale: bool,
 }
 
 impl CodecSlot {
@@ -109,17 +114,36 @@ impl CodecSlot {
             pcm: vec![0; samples],
             contribution: vec![0; samples],
             in_use: false,
+            encoder_stale: false,
         })
     }
 
-    /// Prepares the slot for a new talker: both codecs start from a clean state.
+    /// Prepares the slot for a new talker: the decoder starts from a clean state now, the
+    /// encoder before its first encode ([`Self::fresh_encoder`]).
     pub fn acquire(&mut self) -> Result<(), CodecError> {
         self.decoder.reset_state()?;
-        self.encoder.reset_state()?;
+        self.encoder_stale = true;
         // G.711 concealment replays this frame: never a previous talker's.
         self.pcm.fill(0);
         self.in_use = true;
         Ok(())
+    }
+}
+
+impl CodecSlot {
+    /// Marks the encoder's stream as ended: the next [`Self::fresh_encoder`] starts it clean.
+    pub fn restart_encoder(&mut self) {
+        self.encoder_stale = true;
+    }
+
+    /// The encoder, reset first if its last stream ended; `Ok(true)` when it was reset.
+    pub fn fresh_encoder(&mut self) -> Result<bool, CodecError> {
+        if !self.encoder_stale {
+            return Ok(false);
+        }
+        self.encoder.reset_state()?;
+        self.encoder_stale = false;
+        Ok(true)
     }
 }
 

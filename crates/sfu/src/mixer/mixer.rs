@@ -60,6 +60,8 @@ pub struct MixerStats {
     pub personal_encodes: u64,
     /// Frames decoded for the per-source taps.
     pub tap_decodes: u64,
+    /// Encoder state resets (the shared mix restarting, a talker's mix-minus starting).
+    pub encoder_resets: u64,
 }
 
 /// What the room sends this tick.
@@ -595,8 +597,9 @@ impl Mixer {
         }
         if !was_mixed {
             // The shared stream restarts under the listeners' decoders: start it clean.
-            if self.shared_encoder.reset_state().is_err() {
-                self.stats.encode_errors += 1;
+            match self.shared_encoder.reset_state() {
+                Ok(()) => self.stats.encoder_resets += 1,
+                Err(_) => self.stats.encode_errors += 1,
             }
         }
         let release = self.config.quiet_release_frames;

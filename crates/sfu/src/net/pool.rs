@@ -324,7 +324,10 @@ fn run(mut engine: Engine, socket: UdpSocket, mut send: SendBatch, shared: Share
                     }
                 }
                 batch = Some((now, forwarded_before));
-                drained = false;
+                // A short batch emptied the queue: sleep next (the sleep's `ppoll` returns at
+                // once if more arrived meanwhile) instead of paying one more `recvmmsg` that
+                // would only say `EAGAIN` on every wake-up.
+                drained = n < super::socket::BATCH;
             }
             Err(e)
                 if matches!(

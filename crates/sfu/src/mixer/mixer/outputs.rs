@@ -98,15 +98,17 @@ impl Mixer {
                 Some((true, None)) => limit_into(&mut self.out_pcm, &self.sum, Some(&codec.contribution)),
             }
             if member.raw_last_tick {
-                if codec.encoder.reset_state().is_err() {
-                    self.stats.encode_errors += 1;
-                }
+                codec.restart_encoder();
                 apply_fade(&mut self.out_pcm, channels, Fade { from: 0.0, to: 1.0, length: FRAME_SAMPLES });
             } else if pair_next && member.phase != Phase::Leaving {
                 apply_fade(&mut self.out_pcm, channels, fade_out);
             }
             self.members[m].raw_last_tick = false;
             let hears = self.slots[index].participant.as_ref().map_or(AudioCodec::Opus, |p| p.output_codec);
+            match codec.fresh_encoder() {
+                Ok(reset) => self.stats.encoder_resets += u64::from(reset),
+                Err(_) => self.stats.encode_errors += 1,
+            }
             let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
             let g722 = self.slots[index].participant.as_mut().and_then(|p| p.g722_out.as_deref_mut());
             let encoded = match (hears.g711(), g722) {

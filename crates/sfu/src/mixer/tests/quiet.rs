@@ -57,3 +57,30 @@ fn without_quiet_release_a_pausing_talker_is_mixed_for_its_whole_hang_over() {
     let (_, modes) = run(config, 20, 120);
     assert!(modes[100..118].iter().all(|&m| m == MixMode::Mixed), "{:?}", &modes[100..118]);
 }
+
+#[test]
+fn a_mix_minus_encoder_is_reset_once_when_its_talker_first_needs_it() {
+    // A and B talk, C joins as a third talker at tick 50, then B pauses (released: A and C are a
+    // pair again) and resumes: each mix-minus stream restarts from a reset encoder exactly when
+    // it is needed again, never for a pair.
+    let mut room = Room::new(MixerConfig::default(), &[Some(440.0), Some(660.0), Some(880.0), None]);
+    let talking = |i: usize, tick: u64| match i {
+        0 => true,
+        1 => !(100..130).contains(&tick),
+        2 => tick >= 50,
+        _ => false,
+    };
+    let mut resets = Vec::new();
+    for _ in 0..160 {
+        room.step(talking, |_, _| false);
+        resets.push(room.mixer.stats().encoder_resets);
+    }
+    let stats = room.mixer.stats();
+    // 1: the shared mix starts (A + B, a pair: no mix-minus encoder touched).
+    assert_eq!(resets[45], 1, "{stats:?}");
+    // + 3: C makes three talkers, each mix-minus encoder starts clean.
+    assert_eq!(resets[95], 4, "{stats:?}");
+    // + 3 at most when B comes back (A's and C's streams restart after their pair, B's own).
+    assert!(resets[159] <= 7 && resets[159] > 4, "{stats:?}");
+    assert!(stats.mix_minus_encodes > 0);
+}

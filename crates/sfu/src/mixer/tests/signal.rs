@@ -219,6 +219,9 @@ fn two_talkers_get_each_others_packets_and_listeners_one_mix() {
     let stats = room.mixer.stats();
     assert_eq!(stats.mix_minus_encodes, 0, "{stats:?}");
     assert!(stats.shared_encodes >= 190 && stats.shared_encodes <= 200, "{stats:?}");
+    // Only the shared stream's encoder was reset (once, when mixing began): the pair's own
+    // mix-minus encoders are never used, so they are never reset either.
+    assert_eq!(stats.encoder_resets, 1, "{stats:?}");
     for (talker, own, other) in [(0, 440.0, 660.0), (1, 660.0, 440.0)] {
         let heard = window(&room.receivers[talker].samples);
         let error = tone_db(heard, other) - reference_tone_db(other, 48_000);
