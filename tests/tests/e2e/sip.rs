@@ -95,7 +95,13 @@ route = "user:8:orgid:{USER}"
 }
 
 /// Starts SIPp with `scenario_file` against the gateway, from `local_ip`, in `dir`.
-pub(crate) fn sipp(sip: SocketAddr, scenario_file: &str, local_ip: &str, extra: &[String], dir: &Path) -> tokio::process::Child {
+pub(crate) fn sipp(
+    sip: SocketAddr,
+    scenario_file: &str,
+    local_ip: &str,
+    extra: &[String],
+    dir: &Path,
+) -> tokio::process::Child {
     sipp_to(NUMBER, sip, scenario_file, local_ip, extra, dir)
 }
 

@@ -84,7 +84,6 @@ ALTER TABLE usage_records ADD COLUMN direction TEXT;
 ",
 ];
 
-
 /// Append-only steps of the `ledger_outbox_leases` component (a component of its own, so the
 /// `ledger` component's steps stay free for the usage columns): the webhook outbox's delivery
 /// lease, so several nodes can deliver one outbox without sending a row twice at once.
