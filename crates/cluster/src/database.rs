@@ -183,9 +183,14 @@ impl Database {
 }
 
 /// Two processes racing `CREATE TABLE IF NOT EXISTS` may both pass the check; the loser gets
-/// a unique violation on the catalog, which means the table exists.
+/// either a unique violation on the catalog or `42P07 duplicate_table` (which one depends on
+/// where in the catalog insert the two meet); both mean the table exists.
 fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) { Ok(()) } else { Err(e) }
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE => Ok(()),
+        _ => Err(e),
+    }
 }
 
 #[cfg(test)]
