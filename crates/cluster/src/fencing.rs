@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// A check younger than this lets writes through without asking PostgreSQL again.
 pub const FRESH_FOR: Duration = Duration::from_millis(1000);
+/// How long a write waits for the observer's own check: an unresponsive PostgreSQL (one that
+/// does not refuse, so the pool waits for its connect timeout) must not hold a join's
+/// acknowledgement for seconds; without a verdict the write goes on to the ledger, which spools.
+pub const WRITE_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 struct Held {
@@ -90,18 +94,21 @@ impl Fence {
             return true;
         }
         let (homes, node, key, epoch) = (self.homes.clone(), self.node_id.clone(), held.key.clone(), held.epoch);
-        match self.database.block_on(move |_| async move { homes.holds(&key, &node, epoch).await }) {
-            Ok(Ok(true)) => {
+        let check =
+            move |_| async move { tokio::time::timeout(WRITE_CHECK_TIMEOUT, homes.holds(&key, &node, epoch)).await };
+        match self.database.block_on(check) {
+            Ok(Ok(Ok(true))) => {
                 if let Some(mut h) = self.held.get_mut(conversation_id) {
                     h.checked_at = Instant::now();
                 }
                 true
             }
-            Ok(Ok(false)) => {
+            Ok(Ok(Ok(false))) => {
                 self.fenced.insert(conversation_id.to_string());
                 false
             }
-            // PostgreSQL unreachable: no verdict; the write goes to the ledger (which spools).
+            // PostgreSQL unreachable or slower than WRITE_CHECK_TIMEOUT: no verdict; the write
+            // goes to the ledger (which spools).
             _ => true,
         }
     }
