@@ -120,6 +120,11 @@ fn play(
             let mut frame = vec![0i16; 960];
             let mut got = false;
             while let Some(packet) = party.link.pop_egress() {
+                // The mix's RTCP sender reports share the link; a receiver demultiplexes them
+                // (RFC 5761) as palaver-client does. Decoded as Opus they are loud noise.
+                if crate::rtp::is_rtcp(&packet) {
+                    continue;
+                }
                 let Ok(header) = RtpHeader::parse(&packet) else { continue };
                 let payload = &packet[header.payload_offset..header.payload_offset + header.payload_len];
                 if party.decoder.decode(payload, &mut frame, false).is_ok() {
