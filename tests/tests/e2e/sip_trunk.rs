@@ -126,7 +126,7 @@ async fn update_refreshes_holds_and_resumes_calls_in_both_directions() {
     ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
     let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
     ws.recv_type("call.connected").await;
-    logged(dir.path(), "REFRESHED").await;
+    logged(dir.path(), "DIALLED CALL REFRESHED").await;
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(called, "the carrier's UPDATE and re-INVITE on a call palaver placed").await;
 }
@@ -160,12 +160,13 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
     let trunk = first_trunk("challenging", carrier_port, keys);
     let (dir, server, _sip) = start_with("palaver-e2e-sip-digest", carrier_port, 0, &trunk).await;
     let (hook_port, events) = event_receiver().await;
-    let token = server.directory_user_token(USER, "Uma User").await;
+    // Call Automation calls a user (an ACS identity, as the application's own users are),
+    // who answers.
+    let (callee, token) = server.create_user_token(&["voip"]).await;
     let mut ws = connect(&server, &token).await;
-    // Call Automation calls the user, who answers.
     let (bot, _) = server.create_user_token(&["voip"]).await;
     let create = serde_json::json!({
-        "targets": [{"rawId": format!("8:orgid:{USER}")}],
+        "targets": [{"rawId": callee, "communicationUser": {"id": callee}}],
         "source": {"id": bot},
         "callbackUri": format!("http://127.0.0.1:{hook_port}/callbacks"),
     });
@@ -222,7 +223,9 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<String>();
     println!("{}", log.lines().filter(|l| l.contains("INVITE")).collect::<Vec<_>>().join("\n"));
-    assert!(log.contains("digest verified: 1"), "the 401 round's digest was checked: {log}");
+    assert!(log.contains("Authorization: Digest username=\"palaver\""), "{log}");
+    assert!(log.contains("Proxy-Authorization: Digest username=\"palaver\""), "{log}");
+    assert!(log.contains("digest verified: true"), "the 401 round's digest was checked: {log}");
     let path = format!("/calling/callConnections/{ccid}?{API}");
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");
