@@ -6,7 +6,8 @@
 //! joins the call's conference with the trunk's answer; any other final response ends the
 //! invitation with the reason its SIP status says (busy, no answer, declined, unreachable,
 //! unavailable: `Gateway::phone_fail`). Afterwards BYE from the trunk hangs the phone up, and the call ending in
-//! palaver sends BYE. The presented number follows the trunk's caller-id policy.
+//! palaver sends BYE; the trunk's re-INVITEs and UPDATEs (hold, resume, refresh) are
+//! answered as on its own calls, and its REFER transfers the phone's place. The presented number follows the trunk's caller-id policy.
 
 use std::sync::Arc;
 
@@ -257,12 +258,17 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
     }
+    // The trunk may hand the phone's place on with REFER (RFC 3515), as on its own calls.
+    let mut referral = crate::refer::Referral::new(&shared, &dialog.id().call_id);
     loop {
         tokio::select! {
             state = states.recv() => match state {
                 Some(DialogState::Terminated(..)) | None => {
                     let _ = gateway.phone_hang_up(&call_id, &phone).await;
                     break;
+                }
+                Some(DialogState::Refer(_, refer, handle)) => {
+                    referral.refer(&shared, &dialog, (&call_id, &phone), &refer, handle).await;
                 }
                 Some(DialogState::Updated(_, request, handle)) => match media.as_mut() {
                     Some(media) => crate::hold::update(&shared, media, &request, handle).await,
@@ -281,10 +287,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
                     let _ = dialog.bye().await;
                     break;
                 }
+                Some(event @ (CallEvent::TransferAccepted { .. } | CallEvent::TransferFailed { .. })) => {
+                    referral.outcome(&dialog, &event, |reason| crate::inbound::refusal(*reason)).await;
+                }
                 Some(_) => {}
             },
         }
     }
+    referral.finish(&shared);
     shared.unregister(&call_id, &phone);
     gateway.phone_detach(&call_id, &phone);
     gateway.forget_phone_leg(&billed_session);

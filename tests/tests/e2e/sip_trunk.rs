@@ -21,6 +21,8 @@ use tokio::net::UdpSocket;
 
 /// The user a phone call is transferred to.
 const SECOND_USER: &str = "0b000000-0000-4000-8000-0000000005b3";
+/// The owned number routed to the second user (a REFER's target).
+const SECOND_NUMBER: &str = "+14255550101";
 /// The tone the second user sends.
 const SECOND_USER_HZ: f32 = 700.0;
 const API: &str = "api-version=2025-05-15";
@@ -269,7 +271,10 @@ async fn an_invite_from_an_unknown_address_is_dropped_and_counted_and_a_trunks_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_call_transferred_to_another_user_hears_the_new_party() {
-    let (dir, server, sip) = crate::sip::start("palaver-e2e-sip-transfer", 9, 0).await;
+    let carrier_port = free_udp_port();
+    let second_number =
+        format!("\n[[phone_numbers]]\nnumber = \"{SECOND_NUMBER}\"\nroute = \"user:8:orgid:{SECOND_USER}\"\n");
+    let (dir, server, sip) = start_with("palaver-e2e-sip-transfer", carrier_port, 0, &second_number).await;
     let first = server.directory_user_token(USER, "Uma User").await;
     let second = server.directory_user_token(SECOND_USER, "Theo Transferee").await;
     let mut ws_first = connect(&server, &first).await;
@@ -301,4 +306,20 @@ async fn a_phone_call_transferred_to_another_user_hears_the_new_party() {
     ws_second.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(carrier, "a transferred phone call, hung up by the transfer target").await;
     client.close().await;
+
+    // A call the first user placed: the phone transfers it with REFER to an owned number
+    // routed to the second user (it got 501 before), who answers; the phone hears NOTIFY
+    // 100 then 200 and gets BYE; the two users stay in the call.
+    let extra = ["-set", "target", SECOND_NUMBER, "-trace_logs"];
+    let called = uas_from(dir.path(), carrier_port, &scenario("uas_refer.xml"), &extra);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws_first.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws_first.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    ws_first.recv_type("call.connected").await;
+    let incoming = ws_second.recv_type("call.incoming").await;
+    assert_eq!(incoming["callId"], call_id.as_str(), "{incoming}");
+    assert_eq!(incoming["transferredBy"]["rawId"], "4:+14255550123", "{incoming}");
+    ws_second.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    finished(called, "a REFER from the trunk on a call palaver placed").await;
+    ws_second.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
 }
