@@ -420,7 +420,7 @@ pub(crate) fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -
 
 /// Packets that arrive on the phone's socket until SIPp's log holds `marker` (read from the
 /// `*_logs.log` in `dir`).
-pub(crate) async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) -> usize {
+async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut packets = 0;
     let mut buf = [0u8; 1500];
@@ -445,6 +445,21 @@ pub(crate) async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) 
     }
 }
 
+/// Packets reaching the phone's socket before SIPp logs `HELD a=recvonly`, between that and
+/// `RESUMED a=sendrecv` (after the ones already in flight), and in the second after it.
+pub(crate) async fn packets_across_hold(phone: &UdpSocket, dir: &Path) -> (usize, usize, usize) {
+    let before = packets_until(phone, dir, "HELD a=recvonly").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
+    let held = packets_until(phone, dir, "RESUMED a=sendrecv").await;
+    let mut resumed = 0;
+    let until = Instant::now() + Duration::from_millis(1000);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
+        resumed += 1;
+    }
+    (before, held, resumed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media_until_resume() {
     let (dir, server, sip) = start("palaver-e2e-sip-hold", 9, 0).await;
@@ -457,16 +472,7 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     // Connected with the answer from the ACK: the mix (silence: G.711 has no DTX) flows.
-    let before = packets_until(&phone, dir.path(), "HELD a=recvonly").await;
-    // On hold: after the packets already in flight, nothing comes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
-    let held = packets_until(&phone, dir.path(), "RESUMED a=sendrecv").await;
-    let mut resumed = 0;
-    let until = Instant::now() + Duration::from_millis(1000);
-    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
-        resumed += 1;
-    }
+    let (before, held, resumed) = packets_across_hold(&phone, dir.path()).await;
     println!("phone packets: {before} before hold, {held} on hold, {resumed} in 1 s after resume");
     assert!(before >= 20, "no media before hold ({before})");
     assert!(held <= 5, "media went on during hold ({held})");

@@ -10,8 +10,8 @@
 
 use crate::signaling::connect;
 use crate::sip::{
-    PHONE_HZ, USER, event_receiver, finished, free_udp_port, packets_until, phone_talks, scenario, server_rtp_port,
-    server_rtp_port_logged_by, sipp, start_with, uas_from, user_answers, user_answers_with_tone,
+    PHONE_HZ, USER, event_receiver, finished, free_udp_port, packets_across_hold, phone_talks, scenario,
+    server_rtp_port, server_rtp_port_logged_by, sipp, start_with, uas_from, user_answers, user_answers_with_tone,
 };
 use crate::support::{assert_hears, tone_amplitude};
 use std::net::SocketAddr;
@@ -105,16 +105,8 @@ async fn update_refreshes_holds_and_resumes_calls_in_both_directions() {
     let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
     logged(dir.path(), "EARLY_UPDATES_DONE").await;
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
-    let before = packets_until(&phone, dir.path(), "HELD a=recvonly").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
-    let held = packets_until(&phone, dir.path(), "RESUMED a=sendrecv").await;
-    let mut resumed = 0;
-    let until = Instant::now() + Duration::from_millis(800);
-    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
-        resumed += 1;
-    }
-    println!("UPDATE: {before} packets before hold, {held} on hold, {resumed} in 0.8 s after resume");
+    let (before, held, resumed) = packets_across_hold(&phone, dir.path()).await;
+    println!("UPDATE: {before} packets before hold, {held} on hold, {resumed} in 1 s after resume");
     assert!(before >= 25, "the mix reached the phone before the hold ({before})");
     assert!(held <= 5, "the mix kept flowing on hold ({held})");
     assert!(resumed >= 25, "the mix did not come back after resume ({resumed})");
