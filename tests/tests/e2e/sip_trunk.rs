@@ -1,6 +1,7 @@
 //! The SIP trunk gateway's signaling against the real binary, with SIPp as the carrier (the
 //! set-up helpers are `sip.rs`'s): a call over TCP in each direction (the user and the phone
-//! hear each other's tones; palaver's BYE goes back over TCP), UPDATE (RFC 3311: early
+//! hear each other's tones; palaver's BYE goes back over TCP) and keep-alives to a TCP
+//! trunk, UPDATE (RFC 3311: early
 //! refresh and offer, session refresh, hold and resume, on a call the trunk placed and on one
 //! palaver placed), palaver answering a trunk's digest challenge (401 and 407) on an
 //! INVITE that also carries a Call Automation `customCallingContext`'s `X-` and
@@ -88,6 +89,17 @@ async fn calls_over_tcp_both_ways_are_heard_and_hung_up_over_tcp() {
     assert_eq!(connected["callId"], call_id.as_str(), "{connected}");
     ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
     finished(called, "a call out through a TCP trunk").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_reach_a_tcp_trunk_over_tcp() {
+    // Every second palaver sends OPTIONS to each trunk: the TCP trunk's come over TCP (SIPp
+    // `-t t1` listens on TCP only; the UDP trunk on the same port number gets nothing).
+    let carrier_port = free_udp_port();
+    let trunk = first_trunk("tcp-carrier", carrier_port, "transport = \"tcp\"");
+    let (dir, _server, _sip) = start_with("palaver-e2e-sip-tcp-options", carrier_port, 1, &trunk).await;
+    let carrier = uas_from(dir.path(), carrier_port, &scenario("options_uas.xml"), &["-t", "t1"]);
+    finished(carrier, "an OPTIONS keep-alive over TCP").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
