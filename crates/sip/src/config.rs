@@ -56,6 +56,29 @@ pub enum SrtpPolicy {
     Off,
 }
 
+/// The transport palaver's requests to a trunk travel on (what the trunk sends palaver
+/// arrives on whatever it chose: UDP and TCP share `listen`, TLS is `listen_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    /// One TCP connection to `address`, opened by the first request and kept for the
+    /// following ones (RFC 3261 §18).
+    Tcp,
+}
+
+impl TrunkTransport {
+    /// The `transport=` URI parameter of requests on this transport (`None` for UDP, the
+    /// default of a `sip:` URI).
+    pub fn uri_param(self) -> Option<&'static str> {
+        match self {
+            TrunkTransport::Udp => None,
+            TrunkTransport::Tcp => Some("tcp"),
+        }
+    }
+}
+
 /// `[[sip.trunks]]`: one carrier or session border controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +86,9 @@ pub struct TrunkConfig {
     pub name: String,
     /// Where outbound INVITEs and OPTIONS go.
     pub address: SocketAddr,
+    /// `udp` (default) or `tcp`: how outbound INVITEs and OPTIONS reach `address`.
+    #[serde(default)]
+    pub transport: TrunkTransport,
     /// Source addresses accepted for inbound requests (packets from anyone else are counted
     /// and dropped before they are parsed).
     pub allow_from: Vec<IpAddr>,
@@ -241,6 +267,11 @@ username = "palaver"
 password = "s3cret"
 codecs = ["PCMA", "PCMU"]
 srtp = "off"
+[[sip.trunks]]
+name = "tcp-sbc"
+address = "127.0.0.1:5090"
+transport = "tcp"
+allow_from = ["127.0.0.2"]
 [[phone_numbers]]
 number = "+14255550100"
 route = "call-automation"
@@ -260,6 +291,9 @@ route = "meeting:m1"
         let file: File = toml::from_str(ISSUE_SHAPE).unwrap();
         let sip = file.sip.unwrap();
         assert_eq!(sip.trunks[0].codecs, ["PCMA", "PCMU"]);
+        assert_eq!(sip.trunks[0].transport, TrunkTransport::Udp, "UDP unless the trunk says otherwise");
+        assert_eq!(sip.trunks[1].transport, TrunkTransport::Tcp);
+        assert_eq!(sip.trunks[1].transport.uri_param(), Some("tcp"));
         assert_eq!(sip.options_interval_secs, 30);
         assert_eq!(sip.provisional_refresh_secs, 60);
         let routes = validate(Some(&sip), &file.phone_numbers).unwrap();
@@ -294,6 +328,8 @@ route = "meeting:m1"
         lonely.trunks[0].password = None;
         assert!(matches!(validate(Some(&lonely), &[]), Err(SipConfigError::Trunk(..))));
         assert!(toml::from_str::<File>("[sip]\nlisten = \"127.0.0.1:5060\"\nbogus = 1\n").is_err());
+        let sctp = ISSUE_SHAPE.replace("transport = \"tcp\"", "transport = \"sctp\"");
+        assert!(toml::from_str::<File>(&sctp).is_err(), "only udp and tcp");
     }
 
     #[test]

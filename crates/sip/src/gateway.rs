@@ -211,6 +211,10 @@ impl Shared {
                 self.route_prack(&tx.original);
             }
             match self.dialogs.match_dialog(&tx) {
+                // rsipstack leaves an UPDATE in an early dialog unanswered (RFC 3311 allows it).
+                Some(dialog) if method == Method::Update && !dialog.state().is_confirmed() => {
+                    crate::hold::early_update(&self, &mut tx).await;
+                }
                 Some(mut dialog) => {
                     let refer_answered = (method == Method::Refer).then(|| self.refer_waiter(&tx.original)).flatten();
                     tokio::spawn(async move {

@@ -3,12 +3,21 @@
 //! leaves the conference (it is neither heard nor sent the mix) and the answer says
 //! `recvonly` / `inactive`. An offer that sends again resumes it: the RTP joins the
 //! conference with that offer (a new address or codec applies the same way). A re-INVITE
-//! without an offer gets the current SDP as palaver's offer. Anything unusable gets 488 and
-//! the leg stays as it was.
+//! without an offer gets the current SDP as palaver's offer; an UPDATE without an offer (a
+//! session refresh, RFC 4028, or a target refresh) gets a 200 without a body: an UPDATE's
+//! response may only carry an answer, and there is no offer to answer (RFC 3311 §5.2).
+//! Anything unusable gets 488 and the leg stays as it was. The same code serves the legs the
+//! trunk called in and the legs palaver dialled out ([`LegMedia::dialled`]).
+//!
+//! In an early dialog (before palaver's 200, or before the trunk's 200 on a call palaver
+//! placed) rsipstack leaves an UPDATE unanswered; [`early_update`] answers it: 200 without
+//! a body for a refresh, 500 with `Retry-After` for an offer (the INVITE's own offer/answer
+//! is not complete yet, RFC 3311 §5.2).
 
-use palaver_signaling::gateway::MediaSession;
+use palaver_signaling::gateway::{MediaSession, TrunkAnswer};
 use rsipstack::dialog::dialog::TransactionHandle;
-use rsipstack::sip::{Header, Request, StatusCode};
+use rsipstack::sip::{Header, Method, Request, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
 
 use crate::gateway::Shared;
 
@@ -86,6 +95,14 @@ pub(crate) struct LegMedia {
     pub held: bool,
 }
 
+impl LegMedia {
+    /// The media of a leg palaver dialled: `agreed` is what the media plane made of the
+    /// trunk's answer `remote_sdp` (its SDP lists the one codec in use).
+    pub(crate) fn dialled(session: MediaSession, codecs: Vec<String>, agreed: TrunkAnswer, remote_sdp: String) -> Self {
+        Self { session, codecs, local_sdp: agreed.sdp, remote_sdp, held: false }
+    }
+}
+
 /// The `m=` and `c=` lines of an SDP: what must change for the RTP to be re-attached.
 fn transport_lines(sdp: &str) -> Vec<&str> {
     sdp.lines().map(str::trim).filter(|l| l.starts_with("m=") || l.starts_with("c=")).collect()
@@ -95,8 +112,14 @@ fn transport_lines(sdp: &str) -> Vec<&str> {
 pub(crate) async fn update(shared: &Shared, media: &mut LegMedia, request: &Request, handle: TransactionHandle) {
     let offer = String::from_utf8_lossy(&request.body).into_owned();
     let content_type = || vec![Header::ContentType(rsipstack::sip::headers::ContentType::new("application/sdp"))];
+    if offer.trim().is_empty() && request.method == Method::Update {
+        // A refresh: nothing to answer, so no body (RFC 3311 §5.2).
+        shared.counters.response(200);
+        let _ = handle.respond(StatusCode::OK, None, None).await;
+        return;
+    }
     if offer.trim().is_empty() {
-        // An offerless re-INVITE (or an UPDATE refreshing the session): our SDP as it is.
+        // An offerless re-INVITE: our SDP as it is, as palaver's offer.
         shared.counters.response(200);
         let _ = handle.respond(StatusCode::OK, Some(content_type()), Some(media.local_sdp.clone().into_bytes())).await;
         return;
@@ -149,6 +172,24 @@ pub(crate) async fn update(shared: &Shared, media: &mut LegMedia, request: &Requ
     }
 }
 
+/// Answers an UPDATE the trunk sends in an early dialog (see the module docs).
+pub(crate) async fn early_update(shared: &Shared, tx: &mut Transaction) {
+    let (status, headers) = early_update_answer(&tx.original.body);
+    if tx.reply_with(status.clone(), headers, None).await.is_ok() {
+        shared.counters.response(status.code());
+    }
+}
+
+/// The status (and headers) of an early UPDATE with `body`.
+fn early_update_answer(body: &[u8]) -> (StatusCode, Vec<Header>) {
+    if String::from_utf8_lossy(body).trim().is_empty() {
+        (StatusCode::OK, vec![])
+    } else {
+        // The retry comes after the INVITE's answer, which settles the first offer.
+        (StatusCode::ServerInternalError, vec![Header::RetryAfter(rsipstack::sip::headers::RetryAfter::new("1"))])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +206,15 @@ mod tests {
         assert_eq!(Direction::SendOnly.answer(), Direction::RecvOnly);
         assert_eq!(Direction::Inactive.answer(), Direction::Inactive);
         assert_eq!(Direction::of("a=inactive\r\nm=audio 1 RTP/AVP 0\r\na=sendonly\r\n"), Direction::SendOnly);
+    }
+
+    #[test]
+    fn an_early_update_is_answered_200_when_it_refreshes_and_500_when_it_offers() {
+        let (refresh, headers) = early_update_answer(b"");
+        assert_eq!((refresh, headers.len()), (StatusCode::OK, 0));
+        let (offer, headers) = early_update_answer(SDP.as_bytes());
+        assert_eq!(offer, StatusCode::ServerInternalError);
+        assert_eq!(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(), vec!["Retry-After: 1"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! calls waiting for them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use palaver_core::ErrorCode;
 use palaver_sfu::control::sip::negotiate;
@@ -31,7 +31,7 @@ use crate::ringing::{Ringer, Wake};
 use crate::trunks::Authentication;
 
 /// The SIP final response for a call that ended before it was answered.
-fn refusal(reason: CallEndReason) -> StatusCode {
+pub(crate) fn refusal(reason: CallEndReason) -> StatusCode {
     match reason {
         CallEndReason::Declined => StatusCode::Decline,
         CallEndReason::Busy => StatusCode::BusyHere,
@@ -219,12 +219,8 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     }
     ringer.ring(&dialog, None);
     let mut answered = false;
-    // A REFER from the trunk was accepted and its NOTIFY with the outcome is still due.
-    let mut refer_pending = false;
-    let refer_answered = Arc::new(tokio::sync::Notify::new());
-    if let Ok(mut refers) = shared.refers.lock() {
-        refers.insert(sip_call_id.clone(), refer_answered.clone());
-    }
+    // REFERs from the trunk once it is connected (RFC 3515).
+    let mut referral = crate::refer::Referral::new(&shared, &sip_call_id);
     let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     let mut media: Option<LegMedia> = None;
     let outcome = loop {
@@ -248,30 +244,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                     }
                 }
                 Some(DialogState::Refer(_, refer, handle)) if answered => {
-                    // The trunk hands the call on (RFC 3515): the phone's place goes to the
-                    // Refer-To target through the call machinery's transfer.
-                    let target = crate::refer::refer_target(&shared.numbers, &refer);
-                    let status = match &target {
-                        Some(target) => match gateway.phone_transfer(&call_id, &phone, target).await {
-                            Ok(()) => StatusCode::Accepted,
-                            Err(error) => {
-                                tracing::info!(call = %call_id, %target, %error, "REFER refused by the call machinery");
-                                StatusCode::Forbidden
-                            }
-                        },
-                        None => StatusCode::BadRequest,
-                    };
-                    tracing::info!(call = %call_id, target = ?target, status = status.code(), "REFER from the trunk");
-                    shared.counters.response(status.code());
-                    let accepted = status == StatusCode::Accepted;
-                    let _ = handle.reply(status).await;
-                    if accepted {
-                        // RFC 3515 §2.4.4: the implicit subscription hears the progress,
-                        // after the 202 has gone out.
-                        refer_pending = true;
-                        let _ = tokio::time::timeout(Duration::from_secs(2), refer_answered.notified()).await;
-                        crate::refer::notify(&dialog, &StatusCode::Trying, false).await;
-                    }
+                    referral.refer(&shared, &dialog, (&call_id, &phone), &refer, handle).await;
                 }
                 Some(DialogState::Updated(_, request, handle)) if answered => {
                     if let Some(media) = media.as_mut() {
@@ -329,15 +302,8 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                     let _ = dialog.reject(Some(code), None);
                     break Outcome::Rejected;
                 }
-                Some(CallEvent::TransferAccepted { target, .. }) if refer_pending => {
-                    refer_pending = false;
-                    tracing::info!(call = %call_id, %target, "the REFER's transfer target answered");
-                    crate::refer::notify(&dialog, &StatusCode::OK, true).await;
-                }
-                Some(CallEvent::TransferFailed { target, reason, .. }) if refer_pending => {
-                    refer_pending = false;
-                    tracing::info!(call = %call_id, %target, ?reason, "the REFER's transfer failed");
-                    crate::refer::notify(&dialog, &refusal(reason), true).await;
+                Some(event @ (CallEvent::TransferAccepted { .. } | CallEvent::TransferFailed { .. })) => {
+                    referral.outcome(&dialog, &event, |reason| refusal(*reason)).await;
                 }
                 Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
                     // Transferred away or removed from a call that goes on.
@@ -352,9 +318,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
         }
     };
     shared.unregister(&call_id, &phone);
-    if let Ok(mut refers) = shared.refers.lock() {
-        refers.remove(&sip_call_id);
-    }
+    referral.finish(&shared);
     if answered {
         gateway.phone_detach(&call_id, &phone);
     }

@@ -1,6 +1,7 @@
 //! OPTIONS keep-alives from this gateway to every trunk (RFC 3261 §11): one out-of-dialog
 //! OPTIONS per trunk per interval through rsipstack's client transaction (retransmitted on
-//! UDP by the transaction layer); answers and timeouts are counted and a trunk that stops
+//! UDP by the transaction layer; on the trunk's TCP connection for a `transport = "tcp"`
+//! trunk); answers and timeouts are counted and a trunk that stops
 //! answering is logged.
 
 use std::sync::Arc;
@@ -19,16 +20,21 @@ use crate::gateway::Shared;
 
 /// Sends one OPTIONS to `trunk`; the final status code, or `None` on a timeout or error.
 pub(crate) async fn ping(shared: &Shared, trunk: &TrunkConfig) -> Option<u16> {
-    let target = Uri::try_from(format!("sip:{}", trunk.address).as_str()).ok()?;
+    let transport = trunk.transport.uri_param().map(|t| format!(";transport={t}")).unwrap_or_default();
+    let target = Uri::try_from(format!("sip:{}{transport}", trunk.address).as_str()).ok()?;
     let local = Uri::try_from(format!("sip:palaver@{}", shared.local).as_str()).ok()?;
-    let via = shared.endpoint.get_via(None, None).ok()?;
+    let destination = crate::outbound::trunk_destination(trunk);
+    // The Via names the transport the OPTIONS travels on (TCP's listener shares `listen`).
+    let mut via_addr = SipAddr::from(shared.local);
+    via_addr.r#type = destination.r#type;
+    let via = shared.endpoint.get_via(Some(via_addr), None).ok()?;
     let from =
         FromHeader { display_name: None, uri: local, params: vec![] }.with_tag(rsipstack::transaction::make_tag());
     let to = To { display_name: None, uri: target.clone(), params: vec![] };
     let request = shared.endpoint.make_request(Method::Options, target, via, from, to, 1, None);
     let key = TransactionKey::from_request(&request, TransactionRole::Client).ok()?;
     let mut tx = Transaction::new_client(key, request, shared.endpoint.clone(), None);
-    tx.destination = Some(SipAddr::from(trunk.address));
+    tx.destination = Some(destination);
     tx.send().await.ok()?;
     let wait = async {
         while let Some(message) = tx.receive().await {

@@ -217,19 +217,27 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
             return;
         }
     };
-    let mut attached = false;
+    // What was agreed once the phone is in, for the trunk's re-INVITEs and UPDATEs.
+    let mut media: Option<LegMedia> = None;
     loop {
         tokio::select! {
             state = states.recv() => match state {
                 Some(DialogState::Terminated(..)) | None => break,
+                Some(DialogState::Updated(_, request, handle)) => match media.as_mut() {
+                    Some(media) => crate::hold::update(&shared, media, &request, handle).await,
+                    // Still waiting to be let in: the leg's media is not agreed yet.
+                    None => {
+                        let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                    }
+                },
                 Some(_) => {}
             },
             notice = seat.notices.recv() => match notice {
-                Some(MeetingNotice::Admitted) if !attached => {
+                Some(MeetingNotice::Admitted) if media.is_none() => {
                     match gateway.phone_attach_session(session.clone(), answer.clone(), media_preference(&trunk)).await {
                         Ok(agreed) => {
-                            attached = true;
                             tracing::info!(meeting = %meeting_id, to = %phone_number, codec = %agreed.codec, "dialled phone is in the meeting");
+                            media = Some(LegMedia::dialled(session.clone(), media_preference(&trunk), agreed, answer.clone()));
                         }
                         Err(error) => {
                             tracing::warn!(meeting = %meeting_id, %error, "the trunk's answer is not usable");
@@ -248,7 +256,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
     }
     gateway.phone_leave_meeting(&seat).await;
     gateway.forget_phone_leg(&participant_id);
-    let outcome = if attached { Outcome::Completed } else { Outcome::Failed };
+    let outcome = if media.is_some() { Outcome::Completed } else { Outcome::Failed };
     shared.counters.call(&trunk.name, Direction::Outbound, outcome);
     tracing::info!(meeting = %meeting_id, to = %phone_number, outcome = outcome.as_str(), "meeting dial-out over");
 }

@@ -6,7 +6,8 @@
 //! joins the call's conference with the trunk's answer; any other final response ends the
 //! invitation with the reason its SIP status says (busy, no answer, declined, unreachable,
 //! unavailable: `Gateway::phone_fail`). Afterwards BYE from the trunk hangs the phone up, and the call ending in
-//! palaver sends BYE. The presented number follows the trunk's caller-id policy.
+//! palaver sends BYE; the trunk's re-INVITEs and UPDATEs (hold, resume, refresh) are
+//! answered as on its own calls, and its REFER transfers the phone's place. The presented number follows the trunk's caller-id policy.
 
 use std::sync::Arc;
 
@@ -18,9 +19,10 @@ use rsipstack::sip::Uri;
 use rsipstack::transport::SipAddr;
 
 use crate::answer::media_preference;
-use crate::config::TrunkConfig;
+use crate::config::{TrunkConfig, TrunkTransport};
 use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
+use crate::hold::LegMedia;
 
 /// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
 /// number when the caller is a phone, else the first owned number.
@@ -55,9 +57,12 @@ pub(crate) fn invite_option(
     offer: String,
 ) -> Option<InviteOption> {
     let uri = |text: String| Uri::try_from(text.as_str()).ok();
+    // On a TCP trunk the request URI and palaver's Contact say so, so the trunk's requests
+    // in the dialog (BYE, re-INVITE, REFER) come back over TCP too.
+    let transport = trunk.transport.uri_param().map(|t| format!(";transport={t}")).unwrap_or_default();
     let from = uri(format!("sip:{presented}@{}", shared.local))?;
-    let to = uri(format!("sip:{number}@{}", trunk.address))?;
-    let contact = uri(format!("sip:palaver@{}", shared.local))?;
+    let to = uri(format!("sip:{number}@{}{transport}", trunk.address))?;
+    let contact = uri(format!("sip:palaver@{}{transport}", shared.local))?;
     let credential = match (&trunk.username, &trunk.password) {
         (Some(username), Some(password)) => {
             Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
@@ -68,7 +73,7 @@ pub(crate) fn invite_option(
         caller_display_name: display,
         caller: from,
         callee: to,
-        destination: Some(SipAddr::from(trunk.address)),
+        destination: Some(trunk_destination(trunk)),
         content_type: Some("application/sdp".to_owned()),
         offer: Some(offer.into_bytes()),
         contact,
@@ -78,6 +83,15 @@ pub(crate) fn invite_option(
         support_prack: true,
         ..InviteOption::default()
     })
+}
+
+/// Where requests to `trunk` go: its address, on its transport.
+pub(crate) fn trunk_destination(trunk: &TrunkConfig) -> SipAddr {
+    let mut destination = SipAddr::from(trunk.address);
+    if trunk.transport == TrunkTransport::Tcp {
+        destination.r#type = Some(rsipstack::sip::Transport::Tcp);
+    }
+    destination
 }
 
 /// The call machinery rings `phone` in `call_id` (`event` is its `call.incoming`).
@@ -123,6 +137,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     // Early media: the SDP of a 18x (carrier ringback, announcements) joins the phone's RTP
     // to the call's conference before the answer; the 200 then continues on it.
     let mut early_sdp: Option<String> = None;
+    let mut early_media: Option<palaver_signaling::gateway::TrunkAnswer> = None;
     let answered = loop {
         tokio::select! {
             result = &mut invite => break result,
@@ -139,6 +154,7 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
                         Ok(media) => {
                             tracing::info!(call = %call_id, status = response.status_code.code(), codec = %media.codec, "early media from the trunk");
                             early_sdp = Some(sdp);
+                            early_media = Some(media);
                         }
                         Err(error) => tracing::info!(call = %call_id, %error, "the trunk's early media is not usable"),
                     }
@@ -207,12 +223,20 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     // different answer re-attaches the leg.
     let attached = match &early_sdp {
         Some(early) if answer.trim().is_empty() || answer == *early => Ok(None),
-        _ => gateway.phone_attach(&call_id, &phone, answer, media_preference(&trunk)).await.map(Some),
+        _ => gateway.phone_attach(&call_id, &phone, answer.clone(), media_preference(&trunk)).await.map(Some),
     };
+    // What was agreed, for the trunk's later re-INVITEs and UPDATEs (hold, resume).
+    let mut media = None;
     let accepted = match attached {
-        Ok(media) => {
-            let codec = media.map(|m| m.codec.to_string()).unwrap_or_else(|| "as in the early media".to_owned());
+        Ok(agreed) => {
+            let remote = early_sdp.clone().filter(|_| agreed.is_none()).unwrap_or_else(|| answer.clone());
+            let agreed = agreed.or(early_media);
+            let codec = agreed.as_ref().map(|m| m.codec.to_string()).unwrap_or_default();
             tracing::info!(call = %call_id, %codec, "phone number answered");
+            media = agreed.map(|agreed| {
+                let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
+                LegMedia::dialled(session, media_preference(&trunk), agreed, remote)
+            });
             gateway.phone_accept(&call_id, party, &endpoint).await
         }
         Err(error) => {
@@ -234,6 +258,8 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Cancelled);
         return;
     }
+    // The trunk may hand the phone's place on with REFER (RFC 3515), as on its own calls.
+    let mut referral = crate::refer::Referral::new(&shared, &dialog.id().call_id);
     loop {
         tokio::select! {
             state = states.recv() => match state {
@@ -241,6 +267,15 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
                     let _ = gateway.phone_hang_up(&call_id, &phone).await;
                     break;
                 }
+                Some(DialogState::Refer(_, refer, handle)) => {
+                    referral.refer(&shared, &dialog, (&call_id, &phone), &refer, handle).await;
+                }
+                Some(DialogState::Updated(_, request, handle)) => match media.as_mut() {
+                    Some(media) => crate::hold::update(&shared, media, &request, handle).await,
+                    None => {
+                        let _ = handle.reply(rsipstack::sip::StatusCode::NotAcceptableHere).await;
+                    }
+                },
                 Some(_) => {}
             },
             event = events.recv() => match event {
@@ -252,10 +287,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
                     let _ = dialog.bye().await;
                     break;
                 }
+                Some(event @ (CallEvent::TransferAccepted { .. } | CallEvent::TransferFailed { .. })) => {
+                    referral.outcome(&dialog, &event, |reason| crate::inbound::refusal(*reason)).await;
+                }
                 Some(_) => {}
             },
         }
     }
+    referral.finish(&shared);
     shared.unregister(&call_id, &phone);
     gateway.phone_detach(&call_id, &phone);
     gateway.forget_phone_leg(&billed_session);

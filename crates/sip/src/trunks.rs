@@ -132,6 +132,7 @@ mod tests {
         TrunkConfig {
             name: "carrier".into(),
             address: "127.0.0.1:5080".parse().unwrap(),
+            transport: Default::default(),
             allow_from: vec!["127.0.0.1".parse().unwrap()],
             username: credentials.then(|| "palaver".into()),
             password: credentials.then(|| "s3cret".into()),

@@ -20,5 +20,6 @@ mod sip;
 mod sip_baresip;
 mod sip_media;
 mod sip_provisional;
+mod sip_trunk;
 mod support;
 mod usage;

@@ -212,6 +212,17 @@ pub(crate) async fn user_answers(
     call_id: &str,
     duration: Duration,
 ) -> (QuicClient, Vec<ReceivedRtp>) {
+    user_answers_with_tone(server, token, call_id, duration, USER_HZ).await
+}
+
+/// [`user_answers`], sending a tone of `hz`.
+pub(crate) async fn user_answers_with_tone(
+    server: &Server,
+    token: &str,
+    call_id: &str,
+    duration: Duration,
+    hz: f32,
+) -> (QuicClient, Vec<ReceivedRtp>) {
     let ca_pem = std::fs::read_to_string(server.ca_file()).expect("CA");
     let addr = quic_address(server, token).await;
     let mut client = QuicClient::connect(&ConnectOptions::new(addr, "localhost", ca_pem), token).await.expect("QUIC");
@@ -225,7 +236,7 @@ pub(crate) async fn user_answers(
     let mut tx = client.rtp_sender(ssrc, 111);
     let until = Instant::now() + duration;
     let talk = async move {
-        let mut tone = ToneEncoder::new(USER_HZ, AMPLITUDE);
+        let mut tone = ToneEncoder::new(hz, AMPLITUDE);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         while Instant::now() < until {
             tick.tick().await;
@@ -316,25 +327,14 @@ async fn digest_options_both_ways_and_malformed_invites_beside_a_good_call() {
     let carrier_port = free_udp_port();
     let (dir, server, sip) = start("palaver-e2e-sip-misc", carrier_port, 1).await;
     // palaver's keep-alive OPTIONS reach the carrier (SIPp as UAS on the trunk's address).
-    let uas = {
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario("options_uas.xml"))
-            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-            .args(["-timeout_error", "-trace_err"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("spawn sipp")
-    };
+    let options_uas = uas(dir.path(), carrier_port, "options_uas.xml");
     // The carrier's OPTIONS are answered 200 with Allow.
     finished(
         sipp(sip, "options.xml", "127.0.0.1", &["-m".into(), "1".into(), "-trace_logs".into()], dir.path()),
         "OPTIONS",
     )
     .await;
-    finished(uas, "OPTIONS from palaver").await;
+    finished(options_uas, "OPTIONS from palaver").await;
     // The trunk on 127.0.0.2 has credentials: 401, then the digest is accepted and the call
     // rings the (offline) user until the ring time runs out (480).
     finished(sipp(sip, "auth.xml", "127.0.0.2", &["-m".into(), "1".into()], dir.path()), "digest challenge").await;
@@ -362,18 +362,7 @@ async fn digest_options_both_ways_and_malformed_invites_beside_a_good_call() {
 async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() {
     let carrier_port = free_udp_port();
     let (dir, server, _sip) = start("palaver-e2e-sip-out", carrier_port, 0).await;
-    let phone = {
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario("uas_answer.xml"))
-            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-            .args(["-timeout_error", "-trace_err", "-trace_logs"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("spawn sipp")
-    };
+    let phone = uas_from(dir.path(), carrier_port, &scenario("uas_answer.xml"), &["-trace_logs"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = server.directory_user_token(USER, "Uma User").await;
     let mut ws = connect(&server, &token).await;
@@ -388,18 +377,7 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
     finished(phone, "the carrier's side of a call to a phone number").await;
 
     // The user gives up while the phone rings: palaver cancels the INVITE (CANCEL, 487, ACK).
-    let ringing_phone = {
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario("uas_cancel.xml"))
-            .args(["-i", "127.0.0.1", "-p", &carrier_port.to_string(), "-m", "1", "-nostdin", "-timeout", "20s"])
-            .args(["-timeout_error", "-trace_err"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("spawn sipp")
-    };
+    let ringing_phone = uas(dir.path(), carrier_port, "uas_cancel.xml");
     tokio::time::sleep(Duration::from_millis(300)).await;
     ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
     let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
@@ -433,7 +411,7 @@ async fn a_directory_user_calls_a_phone_number_through_the_trunk_and_hangs_up() 
 }
 
 /// SIPp on the carrier's address, answering the next INVITE with `status` `phrase`.
-fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -> tokio::process::Child {
+pub(crate) fn uas_rejecting(dir: &Path, port: u16, status: &str, phrase: &str) -> tokio::process::Child {
     let template = std::fs::read_to_string(scenario("uas_reject.xml")).expect("uas_reject.xml");
     let file = dir.join(format!("uas_reject_{status}.xml"));
     std::fs::write(&file, template.replace("STATUS_CODE", status).replace("STATUS_PHRASE", phrase)).unwrap();
@@ -467,6 +445,21 @@ async fn packets_until(socket: &UdpSocket, dir: &Path, marker: &str) -> usize {
     }
 }
 
+/// Packets reaching the phone's socket before SIPp logs `HELD a=recvonly`, between that and
+/// `RESUMED a=sendrecv` (after the ones already in flight), and in the second after it.
+pub(crate) async fn packets_across_hold(phone: &UdpSocket, dir: &Path) -> (usize, usize, usize) {
+    let before = packets_until(phone, dir, "HELD a=recvonly").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
+    let held = packets_until(phone, dir, "RESUMED a=sendrecv").await;
+    let mut resumed = 0;
+    let until = Instant::now() + Duration::from_millis(1000);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
+        resumed += 1;
+    }
+    (before, held, resumed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media_until_resume() {
     let (dir, server, sip) = start("palaver-e2e-sip-hold", 9, 0).await;
@@ -479,16 +472,7 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
     ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
     // Connected with the answer from the ACK: the mix (silence: G.711 has no DTX) flows.
-    let before = packets_until(&phone, dir.path(), "HELD a=recvonly").await;
-    // On hold: after the packets already in flight, nothing comes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), phone.recv_from(&mut [0u8; 1500])).await {}
-    let held = packets_until(&phone, dir.path(), "RESUMED a=sendrecv").await;
-    let mut resumed = 0;
-    let until = Instant::now() + Duration::from_millis(1000);
-    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), phone.recv_from(&mut [0u8; 1500])).await {
-        resumed += 1;
-    }
+    let (before, held, resumed) = packets_across_hold(&phone, dir.path()).await;
     println!("phone packets: {before} before hold, {held} on hold, {resumed} in 1 s after resume");
     assert!(before >= 20, "no media before hold ({before})");
     assert!(held <= 5, "media went on during hold ({held})");
