@@ -21,6 +21,9 @@
 //! # let _ = (joined, server_tracks); Ok(()) }
 //! ```
 //!
+//! In a cluster, [`Reconnector`] and [`FailureDetector`] (module [`reconnect`]) notice the
+//! loss of a node fast and resume the participant through another node.
+//!
 //! Events (roster, capture state, session end, unsolicited errors), `call.*` frames (calls
 //! between users, invitations into group calls and rooms, moves: [`QuicClient::next_call_event`],
 //! answered with [`QuicClient::accept_call`] / [`QuicClient::decline_call`]) and received RTP go
@@ -30,6 +33,7 @@
 pub mod chat;
 mod connection;
 mod error;
+pub mod reconnect;
 mod requests;
 pub mod rtcp;
 pub mod rtp;
@@ -40,6 +44,7 @@ pub mod webrtc;
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
+pub use reconnect::{FailureDetector, Reconnector, Rejoin};
 /// The `call.*` frames ([`QuicClient::next_call_event`]).
 pub use palaver_core::protocol::calls::{CallEndReason, CallEvent, Party};
 /// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.

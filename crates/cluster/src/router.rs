@@ -201,7 +201,13 @@ impl HomeRouter for ClusterRouter {
     }
 
     fn key_of<'a>(&'a self, conversation_id: &'a str) -> RouterFuture<'a, Option<String>> {
-        Box::pin(async move { self.homes.key_of_live(conversation_id).await.ok().flatten() })
+        Box::pin(async move {
+            match self.homes.key_of_live(conversation_id).await.ok().flatten() {
+                Some(key) => Some(key),
+                // A conversation id of a home that died, whose new home recorded its own id.
+                None => self.takeover.key_of_billed(conversation_id).await.ok().flatten(),
+            }
+        })
     }
 
     fn released(&self, key: &str) {

@@ -47,6 +47,26 @@ impl Takeover {
         let _ = self.options.set(options.clone());
     }
 
+    /// The target key a live conversation id was billed under (its sessions' `home_key`): how
+    /// a `resume` naming the conversation id of a home that died finds the conversation after
+    /// the new home recorded its own id in `cluster_homes`.
+    pub async fn key_of_billed(&self, conversation_id: &str) -> Result<Option<String>, crate::DatabaseError> {
+        let c = conversation_id.to_string();
+        self.db
+            .run(move |pool| async move {
+                let row = pool
+                    .get()
+                    .await?
+                    .query_opt(
+                        "SELECT home_key FROM sessions WHERE conversation_id = $1 AND home_key IS NOT NULL LIMIT 1",
+                        &[&c],
+                    )
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+            .await?
+    }
+
     /// Take `key` over from `dead` (its epoch must still be `dead.epoch`): the new home, or
     /// `None` when another node moved it first.
     pub async fn take_over(&self, key: &str, dead: &Home) -> Result<Option<Home>, LedgerError> {

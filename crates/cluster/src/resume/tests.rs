@@ -18,6 +18,7 @@ fn carried(role: MeetingRole, admitted: bool) -> CarriedConversation {
             raw_id: "8:acs:r_ann".into(),
             participant_id: "p-ann".into(),
             role,
+            display_name: "Ann (External)".into(),
             admitted,
             hand_raised: true,
         }],

@@ -9,9 +9,32 @@
 //! the actor asks the mirror first ([`ConversationMirror::restore`]) and restores the carried
 //! state before the first join is handled, so participants who come back through any node keep
 //! their standing and hear the recording notice again at once.
+//!
+//! A participant may also send `resume` with its old conversation and participant ids: the
+//! node that now hosts the conversation (the router maps the old id to the target key) joins
+//! it again ([`target_of_key`] names the target), answered `joined` with a fresh resume token;
+//! its standing comes from the carried state as for a join. It gets a **new participant id**:
+//! the participant id is also the billing session id, and the old home's session was closed at
+//! its last checkpoint by the takeover, so the same id would reopen a closed session (its
+//! minutes after the takeover would not be billed). Keeping ids needs session ids apart from
+//! participant ids (docs/cluster.md, "Missing").
 
 use super::placement::RouterFuture;
 use crate::domain::conversation::CarriedConversation;
+use palaver_core::protocol::JoinTarget;
+
+/// The join target a conversation's target key names (`meeting:<id>`, `groupCall:<id>`,
+/// `room:<id>`), for a resume that lands on the conversation's new home. The join resolves it
+/// as a fresh join would (meeting lookup, room role), so the same rules apply.
+pub(crate) fn target_of_key(key: &str) -> Option<JoinTarget> {
+    let (kind, id) = key.split_once(':')?;
+    match kind {
+        "meeting" => Some(JoinTarget::MeetingLink { join_url: id.to_string() }),
+        "groupCall" => Some(JoinTarget::GroupCall { group_id: id.to_string() }),
+        "room" => Some(JoinTarget::Room { room_id: id.to_string() }),
+        _ => None,
+    }
+}
 
 /// Where a conversation's carried state is kept (the cluster's PostgreSQL mirror).
 pub trait ConversationMirror: Send + Sync {
@@ -43,5 +66,22 @@ impl MirrorCursor {
         }
         mirror.mirror(key, conversation_id, &state);
         self.last = Some(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_target_key_names_its_join_target() {
+        assert_eq!(target_of_key("meeting:m1"), Some(JoinTarget::MeetingLink { join_url: "m1".into() }));
+        assert_eq!(
+            target_of_key("groupCall:6f0e2c1a-0000-4000-8000-000000000017"),
+            Some(JoinTarget::GroupCall { group_id: "6f0e2c1a-0000-4000-8000-000000000017".into() })
+        );
+        assert_eq!(target_of_key("room:r1"), Some(JoinTarget::Room { room_id: "r1".into() }));
+        assert_eq!(target_of_key("phone:+1555"), None);
+        assert_eq!(target_of_key("nonsense"), None);
     }
 }

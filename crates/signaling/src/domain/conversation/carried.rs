@@ -32,6 +32,10 @@ pub struct CarriedParticipant {
     pub raw_id: String,
     pub participant_id: String,
     pub role: MeetingRole,
+    /// The name shown (proposed again when the identity joins without one: external users'
+    /// and visitors' names are their own proposal).
+    #[serde(default)]
+    pub display_name: String,
     /// In the conversation (admitted, or never in a lobby), not waiting in the lobby.
     pub admitted: bool,
     pub hand_raised: bool,
@@ -54,6 +58,7 @@ impl Conversation {
                 raw_id: p.identity.raw_id(),
                 participant_id: p.participant_id.clone(),
                 role: p.role,
+                display_name: p.display_name.clone(),
                 admitted: p.stage == Stage::InConversation,
                 hand_raised: p.hand_raised,
             })
@@ -85,9 +90,15 @@ impl Conversation {
         self.restored && (self.capture.recording.is_active() || self.capture.transcription.is_active())
     }
 
-    /// The participant id carried for `raw_id`, if any (the shell reuses it for the join).
+    /// The participant id carried for `raw_id`, if any.
     pub fn carried_participant_id(&self, raw_id: &str) -> Option<&str> {
         self.carried.get(raw_id).map(|p| p.participant_id.as_str())
+    }
+
+    /// Whether `participant_id` is carried for another identity than `raw_id` (a resume may
+    /// only take back its own participant id).
+    pub(super) fn carried_for_another(&self, participant_id: &str, raw_id: &str) -> bool {
+        self.carried.values().any(|p| p.participant_id == participant_id && p.raw_id != raw_id)
     }
 }
 

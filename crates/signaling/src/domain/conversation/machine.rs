@@ -454,7 +454,10 @@ impl Conversation {
         let participant = Participant {
             participant_id: pid.clone(),
             resume_token: req.resume_token.clone(),
-            display_name: display_name_for(&identity, req.proposed_display_name.as_deref()),
+            display_name: display_name_for(
+                &identity,
+                req.proposed_display_name.as_deref().or(carried.as_ref().map(|c| c.display_name.as_str())),
+            ),
             participant_type: participant_type_for(self.kind, &identity),
             role,
             room_role: req.room_role.filter(|_| self.kind == ConversationKind::Room),
@@ -509,7 +512,9 @@ impl Conversation {
         if self.ended {
             return Err(Refusal::new(ErrorCode::InvalidState, "the conversation has ended"));
         }
-        if self.participants.contains_key(&req.participant_id) {
+        if self.participants.contains_key(&req.participant_id)
+            || self.carried_for_another(&req.participant_id, &req.identity.raw_id())
+        {
             return Err(Refusal::new(ErrorCode::Conflict, "participant id already in use"));
         }
         let identity = &req.identity;

@@ -92,6 +92,11 @@ fn roles_lobby_standing_hands_and_the_capture_notice_survive_a_new_home() {
     assert!(matches!(&msgs[1], ServerMessage::CaptureChanged { capture, changed_by: None }
         if capture.recording == CaptureStatus::Active));
     assert!(new.participant("ann-2").unwrap().hand_raised);
+    assert_eq!(new.participant("ann-2").unwrap().display_name, "Guest (External)", "her name came back");
+
+    // The organizer's participant id is carried for the organizer only.
+    let out = join(&mut new, "org", bob);
+    assert!(to(&out, "org").iter().any(|m| matches!(m, ServerMessage::Error { code, .. } if code == "Conflict")));
 
     // Bob, who was waiting, waits again; the organizer's standing is still carried.
     let out = join(&mut new, "bob-2", bob);
