@@ -527,3 +527,5 @@ mod tests_joins;
 mod tests_placement;
 #[cfg(test)]
 mod tests_resilience;
+#[cfg(test)]
+mod tests_resume;
