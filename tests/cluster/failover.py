@@ -106,6 +106,9 @@ def billing_oracle(pg, database, label, probes, killed_ms):
         spans = [(before, killed_ms, "takeover"), (after, left["at_ms"], "left")]
         for joined, truth_end, how in spans:
             sid = joined["participant"]
+            # The recorder writes the leave's close in its next batch.
+            wait_for(lambda: pg.scalar(database, f"SELECT count(*) FROM sessions WHERE session_id = '{sid}' "
+                                                 "AND end_ms IS NOT NULL") == "1", 10)
             row = pg.scalar(database, f"SELECT start_ms || ' ' || coalesce(end_ms, -1) || ' ' || coalesce(end_reason, '') "
                                       f"FROM sessions WHERE session_id = '{sid}'")
             check(f"{label}: probe {i} session {sid} is stored", row, sid)
