@@ -141,12 +141,13 @@ def main():
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--stop-trials", type=int, default=1)
     parser.add_argument("--drain-trials", type=int, default=2)
+    parser.add_argument("--log-level", default="warn", help="the nodes' log level (stderr)")
     args = parser.parse_args()
     probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "cluster_probe")
     started = time.time()
     figures = []
     resumed, kept, oracle_trials = [], [], 0
-    with cluster(args.binary, 3) as (pg, database, redis, nodes):
+    with cluster(args.binary, 3, log_level=args.log_level) as (pg, database, redis, nodes):
         by_name = {n.name: n for n in nodes}
         identity = CommunicationIdentityClient.from_connection_string(nodes[0].conn_str, connection_verify=nodes[0].ca)
         tokens = [identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])[1].token for _ in range(2)]

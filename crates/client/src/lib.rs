@@ -44,7 +44,6 @@ pub mod webrtc;
 pub use chat::{ChatEvent, ChatMessageInfo, ChatRest};
 pub use connection::{ClientStats, KEYFRAME_REQUEST_QUEUE, QuicClient, RtpSender};
 pub use error::ClientError;
-pub use reconnect::{FailureDetector, Reconnector, Rejoin};
 /// The `call.*` frames ([`QuicClient::next_call_event`]).
 pub use palaver_core::protocol::calls::{CallEndReason, CallEvent, Party};
 /// The transport's fixed numbers: ALPN, close codes, default payload types, extension id, mids.
@@ -52,6 +51,7 @@ pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{
     ClientMessage, ConversationSnapshot, JoinTarget, MediaCarrier, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };
+pub use reconnect::{FailureDetector, Reconnector, Rejoin};
 pub use requests::{Joined, Welcome};
 pub use rtcp::{KeyframeKind, KeyframeRequest};
 pub use rtp::{ReceivedRtp, RtpPacketizer};

@@ -132,9 +132,10 @@ async fn main() {
     while Instant::now() < end && !*stop.borrow() {
         let attempt = match &previous {
             None => reconnector.join(None).await.map(|(c, j)| (c, j, "joined")),
-            Some(p) => reconnector.rejoin(p, lost_home.take()).await.map(|(c, j, how)| {
-                (c, j, if how == Rejoin::Resumed { "resumed" } else { "rejoined" })
-            }),
+            Some(p) => reconnector
+                .rejoin(p, lost_home.take())
+                .await
+                .map(|(c, j, how)| (c, j, if how == Rejoin::Resumed { "resumed" } else { "rejoined" })),
         };
         let (mut client, joined, how) = match attempt {
             Ok(ok) => ok,
@@ -207,7 +208,17 @@ async fn main() {
         };
         match ended {
             Ended::Stop => {
+                // `leave` is not answered by an ack: wait for `session.ended` before closing
+                // (closing a QUIC connection drops the stream data not yet sent).
                 let _ = client.leave().await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(message) = client.next_event().await {
+                        if matches!(message, ServerMessage::SessionEnded { .. }) {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 event("left", "");
                 client.close().await;
                 return;

@@ -3,8 +3,8 @@
 //! old home carried before its first join (the joiner keeps its standing and gets the capture
 //! notice again), and the home hands every change of its state to the mirror.
 
-use super::resume::ConversationMirror;
 use super::placement::RouterFuture;
+use super::resume::ConversationMirror;
 use super::tests::Server;
 use super::tests_joins::group_join;
 use crate::domain::conversation::{CarriedConversation, CarriedParticipant};
