@@ -285,24 +285,14 @@ impl QuicClient {
             tokio::select! {
                 _ = &mut deadline => return Err(ClientError::Timeout(self.timeout)),
                 reply = &mut answer => return match reply.map_err(|_| ClientError::Closed)? {
-                    ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined {
-                        participant_id: snapshot.participant_id.clone(),
-                        conversation_id: snapshot.conversation_id.clone(),
-                        resume_token,
-                        snapshot,
-                    }),
+                    ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined::seated(resume_token, snapshot)),
                     ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
                     ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
                     other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
                 },
                 event = self.events.recv() => match event {
                     Some(ServerMessage::Snapshot { snapshot }) if snapshot.participant_id == previous.participant_id => {
-                        return Ok(Joined {
-                            participant_id: snapshot.participant_id.clone(),
-                            conversation_id: snapshot.conversation_id.clone(),
-                            resume_token: previous.resume_token.clone(),
-                            snapshot,
-                        });
+                        return Ok(Joined::seated(previous.resume_token.clone(), snapshot));
                     }
                     Some(_) => {}
                     None => return Err(ClientError::Closed),

@@ -3,6 +3,7 @@
 
 use super::super::machine::{ConversationConfig, ConversationSetup, Input, JoinRequest, MeetingSetup, Output};
 use super::super::participant::JoinIdentity;
+use super::super::tests::to;
 use super::super::{Command, Conversation};
 use super::*;
 use palaver_core::CommunicationIdentifier;
@@ -51,15 +52,6 @@ fn join(c: &mut Conversation, pid: &str, raw: &str) -> Vec<Output> {
 
 fn cmd(c: &mut Conversation, pid: &str, command: Command) {
     c.handle(T0, Input::Command { participant_id: pid.into(), request_id: None, command });
-}
-
-fn to(out: &[Output], pid: &str) -> Vec<ServerMessage> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send { to, message } if to.iter().any(|t| t == pid) => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
