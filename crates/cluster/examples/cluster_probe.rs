@@ -9,7 +9,8 @@
 //! home is noticed as the connection closing or as [`MEDIA_TIMEOUT`] without any received
 //! packet (palaver-client's [`FailureDetector`]); the probe then reconnects through the next
 //! node and resumes ([`Reconnector::rejoin`]), retrying every [`RETRY`], until `--seconds` have
-//! passed or a line (or end of file) arrives on stdin, when it sends `leave` and exits.
+//! passed or a line arrives on stdin, when it sends `leave` and exits (end of file on stdin,
+//! e.g. `/dev/null`, does not stop it).
 //!
 //! Usage: `cluster_probe --ca CA.pem --token TOKEN --group UUID --nodes 127.0.0.1:p1,127.0.0.1:p2 --tone 440 --seconds 30`
 
@@ -119,9 +120,14 @@ async fn main() {
         Reconnector::new(args.nodes.clone(), options, args.token.clone(), target, Some("probe".into())).expect("nodes");
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
+        // Only a line asks to stop: a closed or /dev/null stdin (a caller that does not use it)
+        // leaves the probe running until `--seconds`.
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        let _ = lines.next_line().await;
-        let _ = stop_tx.send(true);
+        if let Ok(Some(_)) = lines.next_line().await {
+            let _ = stop_tx.send(true);
+        }
+        // Keep the sender: a dropped one would read as a change.
+        std::future::pending::<()>().await;
     });
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
@@ -166,7 +172,7 @@ async fn main() {
                 break Ended::Stop;
             }
             tokio::select! {
-                _ = stop.changed() => break Ended::Stop,
+                Ok(()) = stop.changed() => break Ended::Stop,
                 _ = tick.tick() => {
                     if detector.lost(Instant::now()) {
                         break Ended::Lost;
