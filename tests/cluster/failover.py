@@ -12,9 +12,15 @@ to each probe's first decoded audible frame is the figure (bar: 5 s); afterwards
 node is started again for the next trial.
 
 Checks per trial: both probes hear audio again, the call's home moved to another node with
-epoch + 1, and a takeover was counted on /metrics. Prints p50/max over all probes and trials.
+epoch + 1, and a takeover was counted on /metrics; each probe came back by `resume`
+(palaver-client's Reconnector) with the role and state it had before the kill (standing
+carried by the new home); and the **billing oracle**: per participant, exactly one usage record
+per session per UTC day, summing to the session's span; the session on the killed home closed
+by the takeover at its last checkpoint, short of the truth (join to kill) by less than one
+checkpoint interval and never over; the session on the new home within 1 s of the truth
+(rejoin to leave). Prints p50/max over all probes and trials.
 
-Usage: failover.py --binary PATH [--probe PATH] [--trials N]
+Usage: failover.py --binary PATH [--probe PATH] [--trials N] [--stop-trials N] [--drain-trials N]
 """
 
 import argparse
@@ -36,6 +42,12 @@ from azure.communication.identity import CommunicationIdentityClient, Communicat
 from support import check  # noqa: E402
 
 BAR_S = 5.0
+# The ledger's checkpoint interval on the nodes (usage.checkpoint_interval_secs, the default):
+# a session closed by a takeover is short of the truth by less than this.
+CHECKPOINT_S = 15.0
+# Slack of the oracle: the session starts before the probe reads `joined` and ends after it
+# sends `leave` (signaling and the durable start), and node clocks are the same host's.
+SLACK_S = 1.0
 # How long a trial waits for audio (before the kill, and after it) before failing.
 AUDIO_WAIT_S = 25.0
 
@@ -46,7 +58,8 @@ class Probe:
     def __init__(self, binary, ca, token, group, nodes, tone, seconds):
         cmd = [binary, "--ca", ca, "--token", token, "--group", group, "--nodes", ",".join(nodes),
                "--tone", str(tone), "--seconds", str(seconds)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
         self.events = []
         self.lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
@@ -67,10 +80,58 @@ class Probe:
                     return e
         return None
 
+    def all(self, name):
+        with self.lock:
+            return [e for e in self.events if e["event"] == name]
+
     def stop(self):
+        """Ask the probe to leave (a line on stdin), then make sure it is gone."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def billing_oracle(pg, database, label, probes, killed_ms):
+    """Per probe: the session before the kill (closed by the takeover) and the one after (left)."""
+    for i, p in enumerate(probes):
+        joins = p.all("joined")
+        left = p.first("left")
+        check(f"{label}: probe {i} joined twice and left", len(joins) >= 2 and left, p.events)
+        before, after = joins[0], joins[-1]
+        spans = [(before, killed_ms, "takeover"), (after, left["at_ms"], "left")]
+        for joined, truth_end, how in spans:
+            sid = joined["participant"]
+            # The recorder writes the leave's close in its next batch.
+            wait_for(lambda: pg.scalar(database, f"SELECT count(*) FROM sessions WHERE session_id = '{sid}' "
+                                                 "AND end_ms IS NOT NULL") == "1", 10)
+            row = pg.scalar(database, f"SELECT start_ms || ' ' || coalesce(end_ms, -1) || ' ' || coalesce(end_reason, '') "
+                                      f"FROM sessions WHERE session_id = '{sid}'")
+            check(f"{label}: probe {i} session {sid} is stored", row, sid)
+            start_ms, end_ms, reason = (row.split() + [""])[:3]
+            start_ms, end_ms = int(start_ms), int(end_ms)
+            records = pg.scalar(database, "SELECT count(*) || ' ' || coalesce(sum(end_ms - start_ms), 0) || ' ' || "
+                                          "count(DISTINCT (start_ms / 86400000)) FROM usage_records "
+                                          f"WHERE participant_id = '{sid}'")
+            count, total_ms, days = (int(x) for x in records.split())
+            truth_s = (truth_end - joined["at_ms"]) / 1000
+            got_s = (end_ms - start_ms) / 1000
+            print(f"  {label}: probe {i} session {sid[:8]} ({how}): {count} record(s) over {days} UTC day(s), "
+                  f"{got_s:.2f} s billed, truth {truth_s:.2f} s, end reason {reason}")
+            check(f"{label}: probe {i} session {sid} closed", end_ms >= start_ms, row)
+            check(f"{label}: probe {i}: exactly one record per session per UTC day, summing to the span",
+                  count == days == 1 and total_ms == end_ms - start_ms, (count, days, total_ms, end_ms - start_ms))
+            if how == "takeover":
+                ok = truth_s - CHECKPOINT_S - SLACK_S <= got_s <= truth_s + SLACK_S and reason == "ServerFailure"
+                check(f"{label}: probe {i}: the old home's session closed at its last checkpoint (within "
+                      f"{CHECKPOINT_S:.0f} s short of the truth, never over)", ok, (got_s, truth_s, reason))
+            else:
+                check(f"{label}: probe {i}: the new home's session matches the truth within {SLACK_S:.0f} s",
+                      abs(got_s - truth_s) <= SLACK_S, (got_s, truth_s))
 
 
 def main():
@@ -80,11 +141,13 @@ def main():
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--stop-trials", type=int, default=1)
     parser.add_argument("--drain-trials", type=int, default=2)
+    parser.add_argument("--log-level", default="warn", help="the nodes' log level (stderr)")
     args = parser.parse_args()
     probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "cluster_probe")
     started = time.time()
     figures = []
-    with cluster(args.binary, 3) as (pg, database, redis, nodes):
+    resumed, kept, oracle_trials = [], [], 0
+    with cluster(args.binary, 3, log_level=args.log_level) as (pg, database, redis, nodes):
         by_name = {n.name: n for n in nodes}
         identity = CommunicationIdentityClient.from_connection_string(nodes[0].conn_str, connection_verify=nodes[0].ca)
         tokens = [identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])[1].token for _ in range(2)]
@@ -120,9 +183,20 @@ def main():
                 takeovers = sum((n.metric("palaver_cluster_takeovers_total") or 0) for n in nodes if n is not victim)
                 check(f"trial {trial}: the takeover is counted on /metrics", takeovers == takeovers_before + 1,
                       (takeovers_before, takeovers))
+                for i, p in enumerate(probes):
+                    first, back_again = p.all("joined")[0], p.all("joined")[-1]
+                    standing = (first["role"], first["state"]), (back_again["role"], back_again["state"])
+                    resumed.append(back_again["how"] == "resumed")
+                    kept.append(standing[0] == standing[1])
+                    print(f"  trial {trial}: probe {i} came back by {back_again['how']} through "
+                          f"{back_again['node']}: role/state {standing[0]} -> {standing[1]}")
+                    check(f"trial {trial}: probe {i} resumed (not a fresh join) with its role and state",
+                          back_again["how"] == "resumed" and standing[0] == standing[1], standing)
             finally:
                 for p in probes:
                     p.stop()
+            billing_oracle(pg, database, f"trial {trial}", probes, killed_ms)
+            oracle_trials += 1
             victim.start()
 
         # Fencing: a home frozen with SIGSTOP loses its call to a takeover; after SIGCONT it must
@@ -196,6 +270,10 @@ def main():
     print(f"failover: {len(figures)} participants over {args.trials} kill -9 trials: time to first decoded audio "
           f"p50 {p50:.2f} s, max {figures[-1]:.2f} s (bar {BAR_S:.0f} s: "
           f"{'met' if figures[-1] <= BAR_S else 'NOT met'})")
+    print(f"failover: {sum(resumed)}/{len(resumed)} participants came back by resume, "
+          f"{sum(kept)}/{len(kept)} with the role and state they had; billing oracle held in "
+          f"{oracle_trials}/{args.trials} kill -9 trials (one record per session per UTC day; "
+          f"takeover-closed sessions within {CHECKPOINT_S:.0f} s short of the truth)")
     print(f"failover: all checks passed in {time.time() - started:.1f} s")
 
 

@@ -7,6 +7,7 @@ import { ChatPane } from './chat.js';
 import { DeviceCheck } from './devices.js';
 import { MediaSession } from './media.js';
 import { MeetingState } from './meeting.js';
+import { RESUME_REQUEST_ID, SilenceWatch, resumeAnswer, shouldRejoin } from './rejoin.js';
 import { Signaling } from './signaling.js';
 import * as views from './views.js';
 
@@ -38,6 +39,7 @@ const app = {
   ended: false,
   resume: null, // {conversationId, participantId, resumeToken} once joined
   resumed: 0, // sessions taken back after a dropped socket
+  rejoined: 0, // fresh joins after a resume was refused (the conversation was gone)
   resumeWaiter: null,
   chat: null, // the chat pane, once in the meeting
   joinName: '',
@@ -46,6 +48,10 @@ const app = {
 /** How long the server keeps a dropped participant (docs/signaling.md: 30 s grace). */
 const RESUME_GRACE_MS = 30_000;
 const RESUME_RETRY_MS = 1_000;
+/** No received audio for this long (once it flowed): the home is gone, reconnect at once. */
+const SILENCE_MS = 2_000;
+const SILENCE_CHECK_MS = 500;
+const silence = new SilenceWatch(SILENCE_MS);
 window.palaverClient = app;
 
 const who = () => document.querySelector('input[name="who"]:checked').value;
@@ -207,11 +213,12 @@ async function refreshToken() {
 }
 
 function onFrame(frame) {
-  if (app.resumeWaiter && (frame.type === 'snapshot' || (frame.type === 'error' && frame.requestId === 'resume'))) {
+  const answer = app.resumeWaiter ? resumeAnswer(frame) : null;
+  if (answer) {
     const waiter = app.resumeWaiter;
     app.resumeWaiter = null;
-    waiter(frame);
-    if (frame.type === 'error') return;
+    waiter(answer);
+    if (answer.kind === 'refused') return;
   }
   if (app.media) {
     app.media.handleFrame(frame).catch((err) => views.renderMediaStatus(`Media negotiation failed: ${err.message}`, 'error'));
@@ -465,14 +472,27 @@ async function reconnect() {
       const signaling = newSignaling(app.identity.token);
       try {
         await signaling.connect();
-        const answer = new Promise((resolve) => (app.resumeWaiter = resolve));
+        const waiting = new Promise((resolve) => (app.resumeWaiter = resolve));
         app.signaling = signaling;
-        signaling.send({ type: 'resume', requestId: 'resume', ...app.resume });
-        const frame = await answer;
-        if (frame.type === 'error') {
-          endSession('ConnectionLost');
-          return;
+        signaling.send({ type: 'resume', requestId: RESUME_REQUEST_ID, ...app.resume });
+        const answer = await waiting;
+        if (answer.kind === 'refused') {
+          // The conversation is gone from every node (or its new home could not take the
+          // resume): join the same meeting again, unless the refusal is final.
+          if (!shouldRejoin(answer.code)) {
+            endSession('ConnectionLost');
+            return;
+          }
+          const joined = await signaling.request({ type: 'join', displayName: app.joinName, target: joinTarget() });
+          answer.seat = {
+            conversationId: joined.snapshot.conversationId,
+            participantId: joined.snapshot.participantId,
+            resumeToken: joined.resumeToken,
+          };
+          app.rejoined += 1;
         }
+        // After a takeover the new home seats the participant again under a new id.
+        if (answer.seat) app.resume = answer.seat;
         status.hidden = true;
         app.resumed += 1;
         restartMedia();
@@ -491,7 +511,21 @@ async function reconnect() {
   }
 }
 
+/** A silent home (frozen or cut off, its socket relayed by a live node): drop the socket. */
+async function watchSilence() {
+  if (!app.media || app.reconnecting || app.ended) return;
+  const stats = await app.media.stats().catch(() => null);
+  if (!stats) return;
+  silence.sample(stats.audioIn.bytes, Date.now());
+  if (silence.silent(Date.now()) && app.signaling && !app.reconnecting) {
+    silence.reset();
+    if (app.signaling.ws) app.signaling.ws.close(4000, 'no media');
+  }
+}
+setInterval(() => watchSilence().catch(() => {}), SILENCE_CHECK_MS);
+
 function restartMedia() {
+  silence.reset();
   if (!app.mediaStarted || app.state.inLobby) return;
   if (app.media) app.media.close({ keepLocal: true });
   clearRemoteMedia();

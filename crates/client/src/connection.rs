@@ -264,6 +264,43 @@ impl QuicClient {
         }
     }
 
+    /// Resumes the participant `previous` on this (new) connection (docs/cluster.md, "Resume
+    /// across a takeover"). Two answers count as success: `joined` (the conversation moved to a
+    /// new home after its home died; the participant joined it again with its carried role and
+    /// lobby standing, under a new participant id and resume token) and a `snapshot` for the participant (its
+    /// home is alive and took the new socket over; the returned [`Joined`] keeps the old
+    /// resume token). Events queued before that snapshot are dropped (the snapshot supersedes
+    /// them). A `redirect` is [`ClientError::Redirected`]; a resume the server cannot honour
+    /// (the conversation ended) is [`ClientError::Refused`]: join afresh.
+    pub async fn resume(&mut self, previous: &Joined) -> Result<Joined, ClientError> {
+        let message = ClientMessage::Resume {
+            conversation_id: previous.conversation_id.clone(),
+            participant_id: previous.participant_id.clone(),
+            resume_token: previous.resume_token.clone(),
+        };
+        let (_, mut answer) = self.signaling.send_tracked(message).await?;
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Err(ClientError::Timeout(self.timeout)),
+                reply = &mut answer => return match reply.map_err(|_| ClientError::Closed)? {
+                    ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined::seated(resume_token, snapshot)),
+                    ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
+                    ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+                    other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
+                },
+                event = self.events.recv() => match event {
+                    Some(ServerMessage::Snapshot { snapshot }) if snapshot.participant_id == previous.participant_id => {
+                        return Ok(Joined::seated(previous.resume_token.clone(), snapshot));
+                    }
+                    Some(_) => {}
+                    None => return Err(ClientError::Closed),
+                },
+            }
+        }
+    }
+
     /// Joins a conversation (meeting link, meeting code + passcode, group call, room).
     pub async fn join(&self, target: JoinTarget, display_name: Option<String>) -> Result<Joined, ClientError> {
         self.signaling.join(target, display_name, self.timeout).await

@@ -21,6 +21,9 @@
 //! # let _ = (joined, server_tracks); Ok(()) }
 //! ```
 //!
+//! In a cluster, [`Reconnector`] and [`FailureDetector`] (module [`reconnect`]) notice the
+//! loss of a node fast and resume the participant through another node.
+//!
 //! Events (roster, capture state, session end, unsolicited errors), `call.*` frames (calls
 //! between users, invitations into group calls and rooms, moves: [`QuicClient::next_call_event`],
 //! answered with [`QuicClient::accept_call`] / [`QuicClient::decline_call`]) and received RTP go
@@ -30,6 +33,7 @@
 pub mod chat;
 mod connection;
 mod error;
+pub mod reconnect;
 mod requests;
 pub mod rtcp;
 pub mod rtp;
@@ -47,6 +51,7 @@ pub use palaver_core::protocol::quic;
 pub use palaver_core::protocol::{
     ClientMessage, ConversationSnapshot, JoinTarget, MediaCarrier, MediaKind, MediaReceive, MediaTrack, ServerMessage,
 };
+pub use reconnect::{FailureDetector, Reconnector, Rejoin};
 pub use requests::{Joined, Welcome};
 pub use rtcp::{KeyframeKind, KeyframeRequest};
 pub use rtp::{ReceivedRtp, RtpPacketizer};

@@ -40,6 +40,18 @@ pub struct Joined {
     pub snapshot: ConversationSnapshot,
 }
 
+impl Joined {
+    /// The seat a `joined` (or a resumed `snapshot`) describes.
+    pub(crate) fn seated(resume_token: String, snapshot: ConversationSnapshot) -> Self {
+        Self {
+            participant_id: snapshot.participant_id.clone(),
+            conversation_id: snapshot.conversation_id.clone(),
+            resume_token,
+            snapshot,
+        }
+    }
+}
+
 /// Writes one signaling frame on a transport.
 pub(crate) trait FrameWriter: Send + Sync + 'static {
     /// Sends `json` (one serialized [`ClientFrame`]) as one frame.
@@ -138,12 +150,7 @@ impl<W: FrameWriter> Requests<W> {
         timeout: Duration,
     ) -> Result<Joined, ClientError> {
         match self.request(ClientMessage::Join { target, display_name }, timeout).await? {
-            ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined {
-                participant_id: snapshot.participant_id.clone(),
-                conversation_id: snapshot.conversation_id.clone(),
-                resume_token,
-                snapshot,
-            }),
+            ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined::seated(resume_token, snapshot)),
             ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
             other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
         }

@@ -2,18 +2,26 @@
 //! call's home node, for the failover trials of `tests/cluster/failover.py` (docs/cluster.md).
 //!
 //! It joins through the first node of `--nodes` (following a redirect to the home), sends a
-//! sine tone as Opus, decodes what it receives, and prints JSON lines: `joined` (with the node
-//! that hosts it), `audio` (the first decoded frame louder than [`AUDIBLE_RMS`] after each
-//! join), `lost`. The loss of the home is noticed as the connection closing or as
-//! [`MEDIA_TIMEOUT`] without any received packet; the probe then joins again through the next
-//! node of the list, retrying every [`RETRY`], until `--seconds` have passed.
+//! sine tone as Opus, decodes what it receives, and prints JSON lines: `joined` (the node that
+//! hosts it, the conversation and participant ids, role and state, and `how`: `joined` first,
+//! then `resumed` or `rejoined`), `audio` (the first decoded frame louder than [`AUDIBLE_RMS`]
+//! after each join), `capture` (a `capture.changed` notice), `lost`, `left`. The loss of the
+//! home is noticed as the connection closing or as [`MEDIA_TIMEOUT`] without any received
+//! packet (palaver-client's [`FailureDetector`]); the probe then reconnects through the next
+//! node and resumes ([`Reconnector::rejoin`]), retrying every [`RETRY`], until `--seconds` have
+//! passed or a line arrives on stdin, when it sends `leave` and exits (end of file on stdin,
+//! e.g. `/dev/null`, does not stop it).
 //!
 //! Usage: `cluster_probe --ca CA.pem --token TOKEN --group UUID --nodes 127.0.0.1:p1,127.0.0.1:p2 --tone 440 --seconds 30`
 
 use opus::{Application, Channels, Decoder, Encoder};
-use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient, quic};
+use palaver_client::{
+    ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin, ServerMessage,
+    quic,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
 
 const SAMPLE_RATE: u32 = 48_000;
 const FRAME: usize = 960;
@@ -75,6 +83,25 @@ fn event(name: &str, extra: &str) {
     println!("{{\"event\":\"{name}\",\"at_ms\":{}{extra}}}", now_ms());
 }
 
+fn joined_event(client: &QuicClient, joined: &Joined, how: &str) {
+    let s = &joined.snapshot;
+    let extra = format!(
+        ",\"node\":\"{}\",\"how\":\"{how}\",\"conversation\":\"{}\",\"participant\":\"{}\",\"role\":{},\"state\":{}",
+        client.connection().remote_address(),
+        joined.conversation_id,
+        joined.participant_id,
+        serde_json::to_string(&s.role).unwrap_or_default(),
+        serde_json::to_string(&s.state).unwrap_or_default(),
+    );
+    event("joined", &extra);
+}
+
+/// Why a connection's media loop ended.
+enum Ended {
+    Lost,
+    Stop,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -86,27 +113,40 @@ async fn main() {
         }
     };
     let end = Instant::now() + Duration::from_secs(args.seconds);
+    let mut options = ConnectOptions::new(args.nodes[0], "localhost", args.ca.clone());
+    options.timeout = REQUEST_TIMEOUT;
+    let target = JoinTarget::GroupCall { group_id: args.group.clone() };
+    let mut reconnector =
+        Reconnector::new(args.nodes.clone(), options, args.token.clone(), target, Some("probe".into())).expect("nodes");
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Only a line asks to stop: a closed or /dev/null stdin (a caller that does not use it)
+        // leaves the probe running until `--seconds`.
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        if let Ok(Some(_)) = lines.next_line().await {
+            let _ = stop_tx.send(true);
+        }
+        // Keep the sender: a dropped one would read as a change.
+        std::future::pending::<()>().await;
+    });
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
     let mut phase = 0.0f64;
-    let mut next_node = 0usize;
-    // The node of the connection just lost (the home that died): not the first one tried again.
+    // The session to resume and the node just lost (not the first one tried again).
+    let mut previous: Option<Joined> = None;
     let mut lost_home: Option<SocketAddr> = None;
-    while Instant::now() < end {
-        let mut server = args.nodes[next_node % args.nodes.len()];
-        next_node += 1;
-        if Some(server) == lost_home.take() {
-            server = args.nodes[next_node % args.nodes.len()];
-            next_node += 1;
-        }
-        let mut options = ConnectOptions::new(server, "localhost", args.ca.clone());
-        options.timeout = REQUEST_TIMEOUT;
-        let target = JoinTarget::GroupCall { group_id: args.group.clone() };
-        let joined = QuicClient::connect_and_join(&options, &args.token, target, Some("probe".into())).await;
-        let mut client = match joined {
-            Ok((client, _)) => client,
+    while Instant::now() < end && !*stop.borrow() {
+        let attempt = match &previous {
+            None => reconnector.join(None).await.map(|(c, j)| (c, j, "joined")),
+            Some(p) => reconnector
+                .rejoin(p, lost_home.take())
+                .await
+                .map(|(c, j, how)| (c, j, if how == Rejoin::Resumed { "resumed" } else { "rejoined" })),
+        };
+        let (mut client, joined, how) = match attempt {
+            Ok(ok) => ok,
             Err(e) => {
-                eprintln!("cluster_probe: join through {server} failed: {e}");
+                eprintln!("cluster_probe: join failed: {e}");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
@@ -118,23 +158,24 @@ async fn main() {
             tokio::time::sleep(RETRY).await;
             continue;
         }
-        event("joined", &format!(",\"node\":\"{}\"", client.connection().remote_address()));
+        joined_event(&client, &joined, how);
+        previous = Some(joined);
         let mut sender = client.rtp_sender(ssrc, quic::DEFAULT_OPUS_PT);
+        let Some(mut rtp) = client.take_rtp_receiver() else { return };
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut last_packet = Instant::now();
+        let mut detector = FailureDetector::new(MEDIA_TIMEOUT);
         let mut heard = false;
-        let mut received_any = false;
         let mut pcm_out = vec![0i16; FRAME * 6];
         let mut opus_out = vec![0u8; 400];
-        loop {
+        let ended = loop {
             if Instant::now() >= end {
-                client.close().await;
-                return;
+                break Ended::Stop;
             }
             tokio::select! {
+                Ok(()) = stop.changed() => break Ended::Stop,
                 _ = tick.tick() => {
-                    if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
-                        break;
+                    if detector.lost(Instant::now()) {
+                        break Ended::Lost;
                     }
                     let mut pcm = [0i16; FRAME];
                     for s in pcm.iter_mut() {
@@ -145,13 +186,19 @@ async fn main() {
                     if let Ok(n) = encoder.encode(&pcm, &mut opus_out)
                         && sender.send(&opus_out[..n], FRAME as u32, Some(20)).is_err()
                     {
-                        break;
+                        break Ended::Lost;
                     }
                 }
-                packet = client.recv_rtp() => {
-                    let Some(packet) = packet else { break };
-                    last_packet = Instant::now();
-                    received_any = true;
+                message = client.next_event() => match message {
+                    Some(ServerMessage::CaptureChanged { capture, .. }) => {
+                        event("capture", &format!(",\"capture\":{}", serde_json::to_string(&capture).unwrap_or_default()));
+                    }
+                    Some(_) => {}
+                    None => break Ended::Lost,
+                },
+                packet = rtp.recv() => {
+                    let Some(packet) = packet else { break Ended::Lost };
+                    detector.packet_received(Instant::now());
                     if heard || packet.payload_type != quic::DEFAULT_OPUS_PT {
                         continue;
                     }
@@ -164,10 +211,30 @@ async fn main() {
                     }
                 }
             }
+        };
+        match ended {
+            Ended::Stop => {
+                // `leave` is not answered by an ack: wait for `session.ended` before closing
+                // (closing a QUIC connection drops the stream data not yet sent).
+                let _ = client.leave().await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(message) = client.next_event().await {
+                        if matches!(message, ServerMessage::SessionEnded { .. }) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                event("left", "");
+                client.close().await;
+                return;
+            }
+            Ended::Lost => {
+                event("lost", "");
+                lost_home = Some(client.connection().remote_address());
+                // Closing waits for the dead peer up to a second: not on the way to the next join.
+                tokio::spawn(client.close());
+            }
         }
-        event("lost", "");
-        lost_home = Some(client.connection().remote_address());
-        // Closing waits for the dead peer up to a second: not on the way to the next join.
-        tokio::spawn(client.close());
     }
 }

@@ -11,9 +11,10 @@
 //! record itself before letting the write through, so a node resumed after SIGSTOP cannot
 //! bill for a conversation someone else took over before its periodic check ran.
 //!
-//! The check is not in the ledger's transaction (that is scale-out.md §3.6's design, in the
-//! ledger's store): a takeover landing between the check and the write can still let one write
-//! through. docs/cluster.md, "Fencing", says so.
+//! The observer's check is a first line; the ledger's write itself is fenced in its own
+//! transaction ([`crate::ledger::LedgerFence`], implemented here: the home key and epoch this
+//! node holds each live conversation at), so a takeover landing between this check and the
+//! write cannot let the write through. docs/cluster.md, "Fencing".
 
 use crate::database::Database;
 use crate::homes::Homes;
@@ -52,6 +53,9 @@ pub struct Fence {
     held: DashMap<String, Held>,
     /// Conversation ids this node lost: nothing more is written for them.
     fenced: DashSet<String>,
+    /// The gateway and the router's held keys (target key → epoch), once the checks run: how
+    /// a conversation id not yet seen by a check finds its key and epoch.
+    placed: OnceLock<(Gateway, Arc<DashMap<String, i64>>)>,
 }
 
 impl Fence {
@@ -63,6 +67,7 @@ impl Fence {
             metrics: OnceLock::new(),
             held: DashMap::new(),
             fenced: DashSet::new(),
+            placed: OnceLock::new(),
         })
     }
 
@@ -119,6 +124,7 @@ impl Fence {
         gateway: Gateway,
         held_keys: Arc<DashMap<String, i64>>,
     ) -> tokio::task::JoinHandle<()> {
+        let _ = self.placed.set((gateway.clone(), held_keys.clone()));
         let fence = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -158,6 +164,29 @@ impl Fence {
                 fence.held.retain(|_, h| held_keys.get(&h.key).is_some_and(|e| *e == h.epoch));
             }
         })
+    }
+}
+
+impl crate::ledger::LedgerFence for Fence {
+    fn holding(&self, conversation_id: &str) -> crate::ledger::Holding {
+        use crate::ledger::Holding;
+        if self.fenced.contains(conversation_id) {
+            return Holding::Lost;
+        }
+        if let Some(h) = self.held.get(conversation_id) {
+            return Holding::Held { key: h.key.clone(), epoch: h.epoch };
+        }
+        // Started since the last check (a join's session start is written before `joined`).
+        let Some((gateway, held_keys)) = self.placed.get() else { return Holding::Unplaced };
+        held_keys
+            .iter()
+            .find(|e| gateway.live_handle(e.key()).is_some_and(|h| h.conversation_id() == conversation_id))
+            .map_or(Holding::Unplaced, |e| Holding::Held { key: e.key().clone(), epoch: *e.value() })
+    }
+
+    fn refused(&self, conversation_id: &str, what: &str) {
+        self.fenced.insert(conversation_id.to_string());
+        self.refuse(conversation_id, what);
     }
 }
 

@@ -24,9 +24,13 @@
 //!   choices over the registry, recorded in `cluster_homes`.
 //! - [`redis`]: the Redis connection (fred).
 //! - [`registry`]: [`registry::NodeRegistry`], live nodes and their load in Redis.
+//! - [`resume`]: [`resume::ResumeMirror`], what a conversation carries across a takeover
+//!   (capture state, roles, lobby standing, raised hands), mirrored in PostgreSQL by its home.
 //! - [`rooms`]: [`rooms::PgRoomStore`], rooms, their participants and repeatable creates.
 //! - [`router`]: [`router::ClusterRouter`], the gateway's placement: host, relay, redirect or
 //!   take over.
+//! - [`takeover`]: [`takeover::Takeover`], a takeover and the close of the old home's open
+//!   sessions at their last checkpoint, in one transaction.
 //! - [`stores`]: [`ClusterStores`], what the binary plugs in when cluster mode is on.
 //! - [`tasks`]: [`tasks::ClusterTasks`], a node's heartbeats, revocation subscriber and resync.
 //! - [`testing`]: the private PostgreSQL/Redis fixture of the tests (never the system services).
@@ -46,9 +50,11 @@ pub mod metrics;
 pub mod placement;
 pub mod redis;
 pub mod registry;
+pub mod resume;
 pub mod rooms;
 pub mod router;
 pub mod stores;
+pub mod takeover;
 pub mod tasks;
 pub mod testing;
 

@@ -5,8 +5,9 @@
 //! - the home is a live node of the registry: relay (WebSocket) or redirect (QUIC) there, with
 //!   the addresses it announced;
 //! - the home is no longer in the registry (killed, stalled, partitioned: its announcement
-//!   expired): **take it over** with [`Homes::take_over`] (`epoch + 1` only if the epoch is
-//!   still the one read), count it, and host it here. A racing taker that lost re-reads and
+//!   expired): **take it over** with [`Takeover::take_over`] (`epoch + 1` only if the epoch is
+//!   still the one read, and the old home's open sessions closed at their last checkpoint in
+//!   the same transaction), count it, and host it here. A racing taker that lost re-reads and
 //!   follows the winner.
 //!
 //! When this node's conversation ends, its home record is given up by compare-and-delete on
@@ -18,6 +19,7 @@ use crate::mesh::Mesh;
 use crate::metrics::ClusterMetrics;
 use crate::placement::Placement;
 use crate::registry::{NodeRegistry, NodeStatus};
+use crate::takeover::Takeover;
 use dashmap::DashMap;
 use palaver_signaling::domain::Refusal;
 use palaver_signaling::gateway::placement::{RouterFuture, home_unavailable};
@@ -40,6 +42,7 @@ pub struct ClusterRouter {
     registry: NodeRegistry,
     mesh: Mesh,
     metrics: ClusterMetrics,
+    takeover: Arc<Takeover>,
     /// Conversations this node hosts, by target key, with the epoch it holds them at.
     held: Arc<DashMap<String, i64>>,
     gateway: OnceLock<Gateway>,
@@ -52,8 +55,16 @@ impl std::fmt::Debug for ClusterRouter {
 }
 
 impl ClusterRouter {
-    pub fn new(node_id: &str, homes: Homes, registry: NodeRegistry, mesh: Mesh, metrics: ClusterMetrics) -> Self {
+    pub fn new(
+        node_id: &str,
+        homes: Homes,
+        registry: NodeRegistry,
+        mesh: Mesh,
+        metrics: ClusterMetrics,
+        takeover: Arc<Takeover>,
+    ) -> Self {
         Self {
+            takeover,
             node_id: node_id.to_string(),
             placement: Placement::new(node_id, Some(registry.clone()), homes.clone()),
             homes,
@@ -128,7 +139,7 @@ impl ClusterRouter {
     }
 
     async fn take_over(&self, key: &str, dead: &Home) -> Result<Option<Home>, Refusal> {
-        let taken = self.homes.take_over(key, &self.node_id, dead.epoch).await.map_err(home_unavailable)?;
+        let taken = self.takeover.take_over(key, dead).await.map_err(home_unavailable)?;
         if let Some(new) = &taken {
             self.metrics.takeovers.inc();
             tracing::info!(key, from = %dead.node, epoch = new.epoch, "took the conversation over from a node that is gone");
@@ -190,7 +201,13 @@ impl HomeRouter for ClusterRouter {
     }
 
     fn key_of<'a>(&'a self, conversation_id: &'a str) -> RouterFuture<'a, Option<String>> {
-        Box::pin(async move { self.homes.key_of_live(conversation_id).await.ok().flatten() })
+        Box::pin(async move {
+            match self.homes.key_of_live(conversation_id).await.ok().flatten() {
+                Some(key) => Some(key),
+                // A conversation id of a home that died, whose new home recorded its own id.
+                None => self.takeover.key_of_billed(conversation_id).await.ok().flatten(),
+            }
+        })
     }
 
     fn released(&self, key: &str) {

@@ -18,6 +18,7 @@ use crate::registry::NodeAddresses;
 use crate::registry::NodeRegistry;
 use crate::rooms::PgRoomStore;
 use crate::router::ClusterRouter;
+use crate::takeover::Takeover;
 use crate::tasks::ClusterTasks;
 use palaver_billing::ledger::{LedgerError, LedgerOptions, UsageLedger};
 use palaver_billing::service::LedgerOpener;
@@ -66,6 +67,8 @@ pub struct ClusterStores {
     pub homes: Homes,
     /// What this node holds and lost; wrap billing's observer with [`Fence::wrap`].
     pub fence: Arc<Fence>,
+    /// Takeovers with the old home's sessions closed in the same transaction.
+    pub takeover: Arc<Takeover>,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -94,8 +97,22 @@ impl ClusterStores {
         let events = PgEventStore::open(&database, &node_id)?;
         let homes = Homes::open(&database)?;
         let fence = Fence::new(&node_id, homes.clone(), database.clone());
+        database.migrate("ledger_fencing", crate::ledger::FENCING_MIGRATIONS)?;
+        let takeover = Arc::new(Takeover::new(&database, &node_id));
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
-        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, events, homes, fence, redis: None }))
+        Ok(Some(Self {
+            database,
+            node_id,
+            identity,
+            rooms,
+            meetings,
+            chat,
+            events,
+            homes,
+            fence,
+            takeover,
+            redis: None,
+        }))
     }
 
     /// Connect the Redis clients when `redis_url` is set (before [`ClusterStores::plug_into`]).
@@ -123,6 +140,7 @@ impl ClusterStores {
         let cluster_metrics = ClusterMetrics::register(metrics)?;
         self.fence.set_metrics(cluster_metrics.clone());
         let mut fence_checks = None;
+        let mut mirror_writer = None;
         let mut router_for_drain = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
@@ -148,9 +166,19 @@ impl ClusterStores {
                     registry,
                     mesh.clone(),
                     cluster_metrics.clone(),
+                    self.takeover.clone(),
                 ));
                 router.install(&state.gateway);
                 fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
+                // What conversations carry across a takeover (roles, lobby standing, capture).
+                let mirror = crate::resume::ResumeMirror::open(
+                    &self.database,
+                    &self.node_id,
+                    self.takeover.clone(),
+                    router.held(),
+                )?;
+                state.gateway.set_conversation_mirror(mirror.clone());
+                mirror_writer = Some(mirror.spawn_writer());
                 router_for_drain = Some(router.clone());
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
                 Some(mesh)
@@ -160,7 +188,7 @@ impl ClusterStores {
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
         let (heartbeats, registry) = tasks.announcements();
         let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, router: router_for_drain };
-        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, metrics: cluster_metrics, drain })
+        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, mirror_writer, metrics: cluster_metrics, drain })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -191,8 +219,12 @@ impl ClusterStores {
     /// Opens usage ledger handles on this node's database, for `UsageService::start_with`.
     pub fn ledger_opener(&self) -> LedgerOpener {
         let (db, node) = (self.database.clone(), self.node_id.clone());
+        let (fence, takeover) = (self.fence.clone(), self.takeover.clone());
         Arc::new(move |options: LedgerOptions| {
-            Ok(Box::new(PgLedger::open(&db, &node, options)?) as Box<dyn UsageLedger>)
+            // Takeovers close the old home's sessions priced and announced as this ledger's.
+            takeover.set_ledger_options(&options);
+            let ledger = PgLedger::open(&db, &node, options)?.with_fence(fence.clone());
+            Ok(Box::new(ledger) as Box<dyn UsageLedger>)
         })
     }
 }
@@ -204,6 +236,7 @@ pub struct ClusterNode {
     mesh: Option<Mesh>,
     monitor: tokio::task::JoinHandle<()>,
     fence_checks: Option<tokio::task::JoinHandle<()>>,
+    mirror_writer: Option<tokio::task::JoinHandle<()>>,
     drain: Drain,
     pub metrics: ClusterMetrics,
 }
@@ -224,6 +257,9 @@ impl ClusterNode {
         self.monitor.abort();
         if let Some(checks) = self.fence_checks {
             checks.abort();
+        }
+        if let Some(writer) = self.mirror_writer {
+            writer.abort();
         }
         self.tasks.stop().await;
         if let Some(mesh) = self.mesh {

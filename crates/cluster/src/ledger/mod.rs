@@ -7,8 +7,10 @@
 //! One addition for several nodes on one database: a session row carries `owner_node`, the
 //! node that opened it, and a node's [`UsageLedger::checkpoint`] and [`UsageLedger::recover`]
 //! touch only its own open sessions (a node restarting never closes another node's live
-//! participants). Moving ownership on takeover, with a fencing epoch, is not built yet
-//! (docs/cluster.md).
+//! participants). In a cluster with placement, session writes are fenced by the conversation's
+//! home epoch inside their own transaction ([`fenced`]), and a new home closes the old home's
+//! open sessions at their last checkpoint when it takes a conversation over
+//! (`crate::takeover`).
 //!
 //! The webhook outbox is delivered from any node: [`UsageLedger::due_deliveries`] claims the due
 //! rows whose lease has passed `FOR UPDATE SKIP LOCKED` and leases them to this node for
@@ -20,7 +22,12 @@
 //! dies mid-delivery leaves its lease to run out, and another node sends the row again: at
 //! least once, with the deterministic event id receivers deduplicate on.
 
+mod fenced;
 mod schema;
+mod takeover;
+
+pub use fenced::{FENCING_MIGRATIONS, Holding, LedgerFence};
+pub use takeover::{TakenOver, take_over_with_sessions};
 
 use crate::database::{Database, DatabaseError};
 use palaver_billing::ledger::{
@@ -46,9 +53,10 @@ pub struct PgLedger {
     db: Database,
     options: LedgerOptions,
     node_id: String,
+    fence: Option<std::sync::Arc<dyn LedgerFence>>,
 }
 
-fn storage(e: tokio_postgres::Error) -> LedgerError {
+pub(crate) fn storage(e: tokio_postgres::Error) -> LedgerError {
     LedgerError::Backend(match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
@@ -71,7 +79,14 @@ impl PgLedger {
     pub fn open(db: &Database, node_id: &str, options: LedgerOptions) -> Result<Self, LedgerError> {
         db.migrate("ledger", MIGRATIONS).map_err(database)?;
         db.migrate("ledger_outbox_leases", OUTBOX_LEASE_MIGRATIONS).map_err(database)?;
-        Ok(Self { db: db.clone(), options, node_id: node_id.to_string() })
+        db.migrate("ledger_fencing", FENCING_MIGRATIONS).map_err(database)?;
+        Ok(Self { db: db.clone(), options, node_id: node_id.to_string(), fence: None })
+    }
+
+    /// Fence session writes by the conversations' home epochs (cluster placement on).
+    pub fn with_fence(mut self, fence: std::sync::Arc<dyn LedgerFence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     pub fn options(&self) -> &LedgerOptions {
@@ -143,12 +158,13 @@ async fn insert_session(
     node: &str,
     s: &SessionStarted,
     call_started_ms: i64,
+    home: Option<(&str, i64)>,
 ) -> Result<u64, LedgerError> {
     tx.execute(
         "INSERT INTO sessions (session_id, conversation_id, call_started_ms, call_type, participant_raw_id,
              participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, owner_node,
-             phone_number, trunk, direction)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+             phone_number, trunk, direction, home_key, owner_epoch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
         &[
             &s.session_id,
             &s.conversation_id,
@@ -163,6 +179,8 @@ async fn insert_session(
             &s.phone.as_ref().map(|p| p.number.as_str()),
             &s.phone.as_ref().map(|p| p.trunk.as_str()),
             &s.phone.as_ref().map(|p| p.direction.as_str()),
+            &home.map(|h| h.0),
+            &home.map(|h| h.1),
         ],
     )
     .await
@@ -199,7 +217,12 @@ async fn insert_usage(tx: &Transaction<'_>, r: &UsageRecord) -> Result<u64, Ledg
 }
 
 /// Apply one change; returns whether it took effect (events are queued only then).
-async fn apply_one(tx: &Transaction<'_>, node: &str, change: &LedgerChange) -> Result<bool, LedgerError> {
+async fn apply_one(
+    tx: &Transaction<'_>,
+    node: &str,
+    change: &LedgerChange,
+    home: Option<(&str, i64)>,
+) -> Result<bool, LedgerError> {
     Ok(match change {
         LedgerChange::CallStarted(call) => {
             tx.execute(
@@ -218,11 +241,11 @@ async fn apply_one(tx: &Transaction<'_>, node: &str, change: &LedgerChange) -> R
                 == 1
         }
         LedgerChange::SessionOpened { started, call_started_ms } => {
-            insert_session(tx, node, started, *call_started_ms).await? == 1
+            insert_session(tx, node, started, *call_started_ms, home).await? == 1
         }
         LedgerChange::SessionClosed { session, call_started_ms, usage } => {
             // A session never stored as open (should not happen) is stored closed directly.
-            insert_session(tx, node, &session.started, *call_started_ms).await?;
+            insert_session(tx, node, &session.started, *call_started_ms, home).await?;
             // Under concurrent closes the second UPDATE waits for the first's row lock, then
             // re-checks `end_ms IS NULL` and moves nothing: records are written once.
             let moved = tx
@@ -262,19 +285,56 @@ async fn apply_one(tx: &Transaction<'_>, node: &str, change: &LedgerChange) -> R
     })
 }
 
-async fn apply_changes(
+pub(crate) async fn apply_changes(
     tx: &Transaction<'_>,
     options: &LedgerOptions,
     node: &str,
     changes: &[LedgerChange],
 ) -> Result<(), LedgerError> {
+    apply_fenced(tx, options, node, changes, None).await
+}
+
+/// [`apply_changes`] behind `fence`: a change of a conversation this node lost (by the fence's
+/// own record, or by the home row read in this transaction) is skipped and reported.
+async fn apply_fenced(
+    tx: &Transaction<'_>,
+    options: &LedgerOptions,
+    node: &str,
+    changes: &[LedgerChange],
+    fence: Option<&dyn LedgerFence>,
+) -> Result<(), LedgerError> {
     for change in changes {
-        if apply_one(tx, node, change).await? {
+        let holding = match (fence, fenced::subject(change)) {
+            (Some(fence), Some((conversation_id, what))) => match fence.holding(conversation_id) {
+                Holding::Unplaced => Holding::Unplaced,
+                Holding::Lost => {
+                    fence.refused(conversation_id, what);
+                    continue;
+                }
+                Holding::Held { key, epoch } => {
+                    if !fenced::still_home(tx, &key, node, epoch).await? {
+                        fence.refused(conversation_id, what);
+                        continue;
+                    }
+                    Holding::Held { key, epoch }
+                }
+            },
+            _ => Holding::Unplaced,
+        };
+        let home = match &holding {
+            Holding::Held { key, epoch } => Some((key.as_str(), *epoch)),
+            _ => None,
+        };
+        if apply_one(tx, node, change, home).await? {
             queue_events(tx, options, change).await?;
         }
     }
     Ok(())
 }
+
+/// The columns [`closed_at_checkpoint`] reads, in its order.
+pub(super) const OPEN_SESSION_COLUMNS: &str = "session_id, conversation_id, call_started_ms, call_type, \
+     participant_raw_id, participant_type, endpoint_type, thread_id, start_ms, checkpoint_ms, phone_number, trunk, direction";
 
 /// This node's open sessions, as closed at their last checkpoint (crash recovery). Rows are
 /// locked, so two recoveries of the same node cannot both close them.
@@ -285,39 +345,85 @@ async fn open_sessions_of(
 ) -> Result<Vec<LedgerChange>, LedgerError> {
     let rows = tx
         .query(
-            "SELECT session_id, conversation_id, call_started_ms, call_type, participant_raw_id, participant_type,
-                    endpoint_type, thread_id, start_ms, checkpoint_ms, phone_number, trunk, direction
-             FROM sessions WHERE end_ms IS NULL AND owner_node = $1 ORDER BY start_ms, session_id FOR UPDATE",
+            &format!(
+                "SELECT {OPEN_SESSION_COLUMNS} FROM sessions WHERE end_ms IS NULL AND owner_node = $1
+                 ORDER BY start_ms, session_id FOR UPDATE"
+            ),
             &[&node],
         )
         .await
         .map_err(storage)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let call_type: String = row.get(3);
-        let ptype: String = row.get(5);
-        let etype: String = row.get(6);
-        let start_ms: i64 = row.get(8);
-        let checkpoint_ms: i64 = row.get(9);
-        let session = ClosedSession {
-            started: SessionStarted {
-                session_id: row.get(0),
-                conversation_id: row.get(1),
-                call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
-                participant_raw_id: row.get(4),
-                participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
-                endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
-                thread_id: row.get(7),
-                at_ms: start_ms,
-                phone: phone_leg(row.get(10), row.get(11), row.get(12)),
-            },
-            end_ms: checkpoint_ms.max(start_ms),
-            reason: EndReason::ServerFailure,
-        };
-        let usage = usage_records_for(&session, price);
-        out.push(LedgerChange::SessionClosed { session, call_started_ms: row.get(2), usage });
-    }
-    Ok(out)
+    rows.iter().map(|row| closed_at_checkpoint(row, price)).collect()
+}
+
+/// An open session (a row of [`OPEN_SESSION_COLUMNS`]) closed at its last checkpoint with
+/// `ServerFailure`, with its usage records.
+pub(super) fn closed_at_checkpoint(
+    row: &Row,
+    price: palaver_billing::pricing::Price,
+) -> Result<LedgerChange, LedgerError> {
+    let call_type: String = row.get(3);
+    let ptype: String = row.get(5);
+    let etype: String = row.get(6);
+    let start_ms: i64 = row.get(8);
+    let checkpoint_ms: i64 = row.get(9);
+    let session = ClosedSession {
+        started: SessionStarted {
+            session_id: row.get(0),
+            conversation_id: row.get(1),
+            call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+            participant_raw_id: row.get(4),
+            participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
+            endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
+            thread_id: row.get(7),
+            at_ms: start_ms,
+            phone: phone_leg(row.get(10), row.get(11), row.get(12)),
+        },
+        end_ms: checkpoint_ms.max(start_ms),
+        reason: EndReason::ServerFailure,
+    };
+    let usage = usage_records_for(&session, price);
+    Ok(LedgerChange::SessionClosed { session, call_started_ms: row.get(2), usage })
+}
+
+/// End a running call whose sessions are all closed, when its last participant's session did;
+/// returns the change applied.
+pub(super) async fn end_call_at_last_session(
+    tx: &Transaction<'_>,
+    options: &LedgerOptions,
+    node: &str,
+    mut call: CallSpan,
+) -> Result<LedgerChange, LedgerError> {
+    let last = tx
+        .query_opt(
+            "SELECT end_ms, participant_raw_id FROM sessions
+             WHERE conversation_id = $1 AND call_started_ms = $2 AND end_ms IS NOT NULL
+             ORDER BY end_ms DESC, session_id DESC LIMIT 1",
+            &[&call.conversation_id, &call.started_ms],
+        )
+        .await
+        .map_err(storage)?;
+    let (ended_ms, ended_by) = match last {
+        Some(row) => (row.get::<_, i64>(0), row.get::<_, String>(1)),
+        None => (call.started_ms, call.started_by.clone()),
+    };
+    call.ended_ms = Some(ended_ms.max(call.started_ms));
+    let ended = LedgerChange::CallEnded { call, ended_by };
+    apply_changes(tx, options, node, std::slice::from_ref(&ended)).await?;
+    Ok(ended)
+}
+
+/// A `calls` row (conversation_id, started_ms, call_type, started_by, thread_id) as a span.
+pub(super) fn call_from_row(row: &Row) -> Result<CallSpan, LedgerError> {
+    let call_type: String = row.get(2);
+    Ok(CallSpan {
+        conversation_id: row.get(0),
+        started_ms: row.get(1),
+        call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+        started_by: row.get(3),
+        thread_id: row.get(4),
+        ended_ms: None,
+    })
 }
 
 /// Running calls this node took part in (or nobody did) that have no open session left on
@@ -338,19 +444,7 @@ async fn orphaned_calls(tx: &Transaction<'_>, node: &str) -> Result<Vec<CallSpan
         )
         .await
         .map_err(storage)?;
-    rows.iter()
-        .map(|row| {
-            let call_type: String = row.get(2);
-            Ok(CallSpan {
-                conversation_id: row.get(0),
-                started_ms: row.get(1),
-                call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
-                started_by: row.get(3),
-                thread_id: row.get(4),
-                ended_ms: None,
-            })
-        })
-        .collect()
+    rows.iter().map(call_from_row).collect()
 }
 
 fn usage_from_row(row: &Row) -> Result<UsageRecord, LedgerError> {
@@ -413,7 +507,10 @@ fn summary_from_row(correlation_id: &str, row: &Row) -> Result<CallSummary, Ledg
 impl UsageLedger for PgLedger {
     fn apply(&mut self, changes: &[LedgerChange]) -> Result<(), LedgerError> {
         let (changes, options, node) = (changes.to_vec(), self.options.clone(), self.node_id.clone());
-        self.transaction(move |tx| Box::pin(async move { apply_changes(tx, &options, &node, &changes).await }))
+        let fence = self.fence.clone();
+        self.transaction(move |tx| {
+            Box::pin(async move { apply_fenced(tx, &options, &node, &changes, fence.as_deref()).await })
+        })
     }
 
     fn checkpoint(&mut self, now_ms: i64) -> Result<usize, LedgerError> {
@@ -450,24 +547,9 @@ impl UsageLedger for PgLedger {
                 report.sessions_closed = closes.len();
                 apply_changes(tx, &options, &node, &closes).await?;
                 report.changes = closes;
-                for mut call in orphaned_calls(tx, &node).await? {
+                for call in orphaned_calls(tx, &node).await? {
                     // The call ended when its last participant's session did.
-                    let last = tx
-                        .query_opt(
-                            "SELECT end_ms, participant_raw_id FROM sessions
-                             WHERE conversation_id = $1 AND call_started_ms = $2 AND end_ms IS NOT NULL
-                             ORDER BY end_ms DESC, session_id DESC LIMIT 1",
-                            &[&call.conversation_id, &call.started_ms],
-                        )
-                        .await
-                        .map_err(storage)?;
-                    let (ended_ms, ended_by) = match last {
-                        Some(row) => (row.get::<_, i64>(0), row.get::<_, String>(1)),
-                        None => (call.started_ms, call.started_by.clone()),
-                    };
-                    call.ended_ms = Some(ended_ms.max(call.started_ms));
-                    let ended = LedgerChange::CallEnded { call, ended_by };
-                    apply_changes(tx, &options, &node, std::slice::from_ref(&ended)).await?;
+                    let ended = end_call_at_last_session(tx, &options, &node, call).await?;
                     report.changes.push(ended);
                     report.calls_ended += 1;
                 }

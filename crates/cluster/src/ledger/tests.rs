@@ -101,6 +101,7 @@ fn a_postgres_outage_fails_writes_and_loses_nothing_once_it_returns() {
 
 mod outage;
 mod outbox;
+mod takeover;
 
 /// Migration 2 (phone number, trunk, direction) on a ledger written before it: the rows stay,
 /// with no phone leg, and phone minutes stored before read back as phone minutes.

@@ -114,6 +114,7 @@ pub(crate) fn spawn(
         staged: Vec::new(),
         flush_at: None,
         held: HashMap::new(),
+        mirrored: Default::default(),
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -143,6 +144,8 @@ struct Actor {
     /// after a client reads `joined` cannot lose its billing record. Other participants'
     /// frames and the media path never wait for it.
     held: HashMap<String, Vec<Arc<str>>>,
+    /// What was last handed to the cluster's mirror (`resume.rs`).
+    mirrored: super::resume::MirrorCursor,
 }
 
 /// How long a join waits for billing to make its session start durable before `joined` is
@@ -171,6 +174,15 @@ fn coalesce_key(message: &ServerMessage) -> Option<String> {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
+        // A conversation taken over from a dead home: restore what it carried before the
+        // first join (queued joins wait in the channel meanwhile).
+        if let Some(mirror) = self.gateway.conversation_mirror().cloned()
+            && let Some(carried) = mirror.restore(&self.key).await
+        {
+            tracing::info!(key = %self.key, participants = carried.participants.len(),
+                capture_active = carried.capture_active(), "restoring the state carried from the previous home");
+            self.conversation.restore(carried);
+        }
         loop {
             let wait = self.conversation.next_deadline().map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
             let flush_at = self.flush_at;
@@ -193,6 +205,12 @@ impl Actor {
                 self.persist_policy().await;
             }
             self.report_lobby();
+            if let Some(mirror) = self.gateway.conversation_mirror().cloned()
+                && !self.conversation.is_ended()
+            {
+                let state = self.conversation.carried();
+                self.mirrored.offer(mirror.as_ref(), &self.key, &self.handle.conversation_id, state);
+            }
             if self.conversation.is_ended() {
                 break;
             }

@@ -611,7 +611,17 @@ impl Connection {
                 match self.place(router.as_ref(), &key, rid.clone()).await {
                     Ok(false) => return Vec::new(),
                     Err(replies) => return replies,
-                    Ok(true) => {}
+                    // This node is the home now (it took the conversation over from a home
+                    // that died): the participant joins it again with its carried standing,
+                    // under a new participant id (`resume.rs` says why).
+                    Ok(true) => {
+                        let Some(target) = super::resume::target_of_key(&key) else {
+                            return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
+                        };
+                        tracing::info!(conn = %self.conn_id, key, participant = %participant_id,
+                            "resume after a takeover: joining the conversation on its new home");
+                        return self.join(rid, target, None).await;
+                    }
                 }
             }
             return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);

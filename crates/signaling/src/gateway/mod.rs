@@ -16,6 +16,7 @@ mod limits;
 pub mod media;
 pub mod phone;
 pub mod placement;
+pub mod resume;
 mod routes;
 
 pub use actor::{ConversationHandle, LiveStatus};
@@ -27,6 +28,7 @@ pub use limits::RateLimit;
 pub use media::{AttachedMedia, MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
 pub use phone::{MeetingDialOut, PhoneNotice};
 pub use placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
+pub use resume::ConversationMirror;
 pub use routes::{authenticate, routes};
 
 use crate::domain::calls::CallsConfig;
@@ -148,6 +150,8 @@ pub struct GatewayInner {
     events: Arc<dyn palaver_core::EventPublisher>,
     /// A cluster's placement (none on a single node): where each conversation lives.
     home_router: OnceLock<Arc<dyn HomeRouter>>,
+    /// A cluster's mirror of what conversations carry across a takeover (none on a single node).
+    mirror: OnceLock<Arc<dyn ConversationMirror>>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -186,6 +190,7 @@ impl Gateway {
             call_automation: CallAutomation::default(),
             events: parts.events,
             home_router: OnceLock::new(),
+            mirror: OnceLock::new(),
         }));
         gateway.publish_meeting_count();
         gateway
@@ -256,6 +261,15 @@ impl Gateway {
 
     pub(crate) fn home_router(&self) -> Option<&Arc<dyn HomeRouter>> {
         self.home_router.get()
+    }
+
+    /// Plug in a cluster's conversation mirror (once, at start). False if one was set.
+    pub fn set_conversation_mirror(&self, mirror: Arc<dyn ConversationMirror>) -> bool {
+        self.mirror.set(mirror).is_ok()
+    }
+
+    pub(crate) fn conversation_mirror(&self) -> Option<&Arc<dyn ConversationMirror>> {
+        self.mirror.get()
     }
 
     /// Number of live conversations.
@@ -513,3 +527,5 @@ mod tests_joins;
 mod tests_placement;
 #[cfg(test)]
 mod tests_resilience;
+#[cfg(test)]
+mod tests_resume;

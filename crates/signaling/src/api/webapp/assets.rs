@@ -37,6 +37,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("devices.js", JS),
     asset!("views.js", JS),
     asset!("chat.js", JS),
+    asset!("rejoin.js", JS),
 ];
 
 /// The embedded file at `/app/<path>`, if any.

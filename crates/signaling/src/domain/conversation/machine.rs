@@ -271,6 +271,11 @@ pub struct Conversation {
     /// Phone numbers dialled out from this meeting (`4:+E.164`), each let in without the
     /// lobby once when it answers and joins.
     pub(super) dialed_out: Vec<String>,
+    /// Standing carried from a previous home, by raw id, until that identity joins again
+    /// (`carried.rs`).
+    pub(super) carried: BTreeMap<String, super::carried::CarriedParticipant>,
+    /// Restored from a previous home: the capture notice goes to every joiner.
+    pub(super) restored: bool,
 }
 
 impl Conversation {
@@ -293,6 +298,8 @@ impl Conversation {
             started_by_external: None,
             ended: false,
             dialed_out: Vec::new(),
+            carried: BTreeMap::new(),
+            restored: false,
         }
     }
 
@@ -413,6 +420,8 @@ impl Conversation {
             return;
         }
         let identity = req.identity;
+        // Standing carried from the previous home of this conversation (a takeover).
+        let carried = self.take_carried(&identity.raw_id());
         let role = match (&self.meeting, self.kind) {
             (Some(m), _) => m.role_for(&identity),
             (None, ConversationKind::Room) => match req.room_role {
@@ -422,6 +431,7 @@ impl Conversation {
             // Group calls have no roles: everyone may moderate (recording rules still apply).
             (None, _) => MeetingRole::Presenter,
         };
+        let role = carried.as_ref().map_or(role, |c| c.role);
         let dialed_out = match self.dialed_out.iter().position(|raw| *raw == identity.identifier.raw_id()) {
             Some(i) => {
                 self.dialed_out.remove(i);
@@ -431,6 +441,7 @@ impl Conversation {
         };
         let stage = if self.kind == ConversationKind::Meeting
             && !dialed_out
+            && !carried.as_ref().is_some_and(|c| c.admitted)
             && !(self.bypasses_lobby(&identity, role) && (identity.is_directory() || self.directory_user_present()))
         {
             Stage::Lobby
@@ -443,14 +454,17 @@ impl Conversation {
         let participant = Participant {
             participant_id: pid.clone(),
             resume_token: req.resume_token.clone(),
-            display_name: display_name_for(&identity, req.proposed_display_name.as_deref()),
+            display_name: display_name_for(
+                &identity,
+                req.proposed_display_name.as_deref().or(carried.as_ref().map(|c| c.display_name.as_str())),
+            ),
             participant_type: participant_type_for(self.kind, &identity),
             role,
             room_role: req.room_role.filter(|_| self.kind == ConversationKind::Room),
             stage,
             link: Link::Live,
             muted: false,
-            hand_raised: false,
+            hand_raised: carried.as_ref().is_some_and(|c| c.hand_raised),
             screen_sharing: false,
             media_active: false,
             token_warned: false,
@@ -483,6 +497,10 @@ impl Conversation {
             &pid,
             ServerMessage::Joined { request_id: req.request_id, resume_token: req.resume_token, snapshot },
         ));
+        if self.notice_due() {
+            // The legal notice again, on the new home, for everyone who comes back.
+            out.push(send_one(&pid, ServerMessage::CaptureChanged { capture: self.capture, changed_by: None }));
+        }
         if directory_entered {
             self.release_lobby(out);
         }
@@ -494,7 +512,9 @@ impl Conversation {
         if self.ended {
             return Err(Refusal::new(ErrorCode::InvalidState, "the conversation has ended"));
         }
-        if self.participants.contains_key(&req.participant_id) {
+        if self.participants.contains_key(&req.participant_id)
+            || self.carried_for_another(&req.participant_id, &req.identity.raw_id())
+        {
             return Err(Refusal::new(ErrorCode::Conflict, "participant id already in use"));
         }
         let identity = &req.identity;

@@ -7,6 +7,7 @@
 //! carries out the returned [`Output`]s.
 
 pub mod authz;
+mod carried;
 mod commands;
 mod machine;
 pub mod participant;
@@ -16,6 +17,7 @@ mod tests;
 
 pub use crate::domain::Refusal;
 pub use authz::{Action, ActorView, authorize};
+pub use carried::{CarriedConversation, CarriedParticipant};
 pub use commands::{ServerCommand, apply_policy_update};
 pub use machine::{
     Authority, Command, Conversation, ConversationConfig, ConversationSetup, Input, JoinRequest, MeetingSetup, Output,

@@ -65,7 +65,7 @@ fn cmd(c: &mut Conversation, now: i64, pid: &str, command: Command) -> Vec<Outpu
 }
 
 /// Messages delivered to `pid`, in order.
-fn to(out: &[Output], pid: &str) -> Vec<ServerMessage> {
+pub(super) fn to(out: &[Output], pid: &str) -> Vec<ServerMessage> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { to, message } if to.iter().any(|t| t == pid) => Some(message.clone()),
