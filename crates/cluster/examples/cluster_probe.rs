@@ -8,11 +8,25 @@
 //! [`MEDIA_TIMEOUT`] without any received packet; the probe then joins again through the next
 //! node of the list, retrying every [`RETRY`], until `--seconds` have passed.
 //!
+//! With `https://` URLs in `--nodes` the probe is a **WebRTC** participant instead
+//! (`palaver_client::webrtc`, the webrtc-rs peer palaver-load drives): WebSocket signaling to
+//! the node named (relayed over the node mesh when the call's home is another node), media
+//! straight to the home's worker. It notices the loss of the home as the socket closing, an
+//! unsolicited `error`/`session.ended`, or [`MEDIA_TIMEOUT`] without media, and joins again
+//! through the next URL.
+//!
+//! SIGINT (from `tests/cluster/trials.py`) makes the probe `leave` the call, close, print
+//! `left` and exit, so the ledger gets the session's true end.
+//!
 //! Usage: `cluster_probe --ca CA.pem --token TOKEN --group UUID --nodes 127.0.0.1:p1,127.0.0.1:p2 --tone 440 --seconds 30`
+//! (or `--nodes https://127.0.0.1:h1,https://127.0.0.1:h2` for WebRTC)
 
 use opus::{Application, Channels, Decoder, Encoder};
-use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient, quic};
+use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
+use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage, quic};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SAMPLE_RATE: u32 = 48_000;
@@ -31,6 +45,8 @@ struct Args {
     token: String,
     group: String,
     nodes: Vec<SocketAddr>,
+    /// `https://` base URLs: the probe is a WebRTC participant.
+    web_nodes: Vec<String>,
     tone: f64,
     seconds: u64,
 }
@@ -38,12 +54,17 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut ca, mut token, mut group, mut nodes, mut tone, mut seconds) = (None, None, None, None, 440.0, 30);
+    let mut web_nodes = Vec::new();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--ca" => ca = Some(std::fs::read_to_string(&value).map_err(|e| format!("{value}: {e}"))?),
             "--token" => token = Some(value),
             "--group" => group = Some(value),
+            "--nodes" if value.starts_with("https://") => {
+                web_nodes = value.split(',').map(str::to_string).collect();
+                nodes = Some(Vec::new());
+            }
             "--nodes" => {
                 nodes = Some(
                     value
@@ -62,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         token: token.ok_or("--token")?,
         group: group.ok_or("--group")?,
         nodes: nodes.ok_or("--nodes")?,
+        web_nodes,
         tone,
         seconds,
     })
@@ -86,13 +108,24 @@ async fn main() {
         }
     };
     let end = Instant::now() + Duration::from_secs(args.seconds);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    if !args.web_nodes.is_empty() {
+        run_webrtc(&args, end, &interrupted).await;
+        return;
+    }
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
     let mut phase = 0.0f64;
     let mut next_node = 0usize;
     // The node of the connection just lost (the home that died): not the first one tried again.
     let mut lost_home: Option<SocketAddr> = None;
-    while Instant::now() < end {
+    while Instant::now() < end && !interrupted.load(Ordering::Relaxed) {
         let mut server = args.nodes[next_node % args.nodes.len()];
         next_node += 1;
         if Some(server) == lost_home.take() {
@@ -133,15 +166,26 @@ async fn main() {
             }
             tokio::select! {
                 _ = tick.tick() => {
+                    if interrupted.load(Ordering::Relaxed) {
+                        // The session ends with the leave, before the connection closes.
+                        if client.leave().await.is_ok() {
+                            let ended = async {
+                                while let Some(e) = client.next_event().await {
+                                    if matches!(e, ServerMessage::SessionEnded { .. }) {
+                                        break;
+                                    }
+                                }
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
+                        }
+                        client.close().await;
+                        event("left", "");
+                        return;
+                    }
                     if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
                         break;
                     }
-                    let mut pcm = [0i16; FRAME];
-                    for s in pcm.iter_mut() {
-                        *s = (8000.0 * phase.sin()) as i16;
-                        phase += 2.0 * std::f64::consts::PI * args.tone / f64::from(SAMPLE_RATE);
-                    }
-                    phase %= 2.0 * std::f64::consts::PI;
+                    let pcm = tone_frame(&mut phase, args.tone);
                     if let Ok(n) = encoder.encode(&pcm, &mut opus_out)
                         && sender.send(&opus_out[..n], FRAME as u32, Some(20)).is_err()
                     {
@@ -155,13 +199,7 @@ async fn main() {
                     if heard || packet.payload_type != quic::DEFAULT_OPUS_PT {
                         continue;
                     }
-                    if let Ok(n) = decoder.decode(&packet.payload, &mut pcm_out, false) {
-                        let rms = (pcm_out[..n].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
-                        if rms >= AUDIBLE_RMS {
-                            heard = true;
-                            event("audio", &format!(",\"rms\":{rms:.0}"));
-                        }
-                    }
+                    heard = report_if_audible(&mut decoder, &packet.payload, &mut pcm_out);
                 }
             }
         }
@@ -170,4 +208,104 @@ async fn main() {
         // Closing waits for the dead peer up to a second: not on the way to the next join.
         tokio::spawn(client.close());
     }
+}
+
+/// The next 20 ms of the probe's sine tone.
+fn tone_frame(phase: &mut f64, tone: f64) -> [i16; FRAME] {
+    let mut pcm = [0i16; FRAME];
+    for s in pcm.iter_mut() {
+        *s = (8000.0 * phase.sin()) as i16;
+        *phase += 2.0 * std::f64::consts::PI * tone / f64::from(SAMPLE_RATE);
+    }
+    *phase %= 2.0 * std::f64::consts::PI;
+    pcm
+}
+
+/// Decodes one Opus payload; prints `audio` and returns true when the frame is audible.
+fn report_if_audible(decoder: &mut Decoder, payload: &[u8], pcm_out: &mut [i16]) -> bool {
+    let Ok(n) = decoder.decode(payload, pcm_out, false) else { return false };
+    let rms = (pcm_out[..n].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
+    if rms >= AUDIBLE_RMS {
+        event("audio", &format!(",\"rms\":{rms:.0}"));
+        return true;
+    }
+    false
+}
+
+/// The WebRTC participant: joins through each URL of `--nodes` in turn until one answers, and
+/// again through the next one whenever the call is lost.
+async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
+    let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
+    let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
+    let mut phase = 0.0f64;
+    let mut next_node = 0usize;
+    let mut pcm_out = vec![0i16; FRAME * 6];
+    let mut opus_out = vec![0u8; 400];
+    while Instant::now() < end && !interrupted.load(Ordering::Relaxed) {
+        let url = &args.web_nodes[next_node % args.web_nodes.len()];
+        next_node += 1;
+        let mut options = WebRtcOptions::new(url.clone(), args.ca.clone());
+        options.timeout = Duration::from_secs(3);
+        let (mut client, opus_pt) = match join_webrtc(&options, args).await {
+            Ok(joined) => joined,
+            Err(e) => {
+                eprintln!("cluster_probe: WebRTC join through {url} failed: {e}");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        event("joined", &format!(",\"node\":\"{url}\""));
+        let Ok(mut sender) = client.audio_sender() else { return };
+        let Some(mut rtp) = client.take_rtp_receiver() else { return };
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut last_packet, mut heard, mut received_any) = (Instant::now(), false, false);
+        loop {
+            if Instant::now() >= end {
+                client.close().await;
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    if interrupted.load(Ordering::Relaxed) {
+                        let _ = client.leave().await;
+                        client.close().await;
+                        event("left", "");
+                        return;
+                    }
+                    if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
+                        break;
+                    }
+                    let pcm = tone_frame(&mut phase, args.tone);
+                    if let Ok(n) = encoder.encode(&pcm, &mut opus_out)
+                        && sender.send(&opus_out[..n], FRAME as u32, Some(20)).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                frame = client.next_event() => match frame {
+                    None | Some(ServerMessage::Error { .. }) | Some(ServerMessage::SessionEnded { .. }) => break,
+                    Some(_) => {}
+                },
+                packet = rtp.recv() => {
+                    let Some(packet) = packet else { break };
+                    last_packet = Instant::now();
+                    received_any = true;
+                    if !heard && packet.payload_type == opus_pt {
+                        heard = report_if_audible(&mut decoder, &packet.payload, &mut pcm_out);
+                    }
+                }
+            }
+        }
+        event("lost", "");
+        // Closing waits for the dead peer up to 2 s: not on the way to the next join.
+        tokio::spawn(client.close());
+    }
+}
+
+/// Connects, joins the group call and negotiates media; the client and the Opus payload type.
+async fn join_webrtc(options: &WebRtcOptions, args: &Args) -> Result<(WebRtcClient, u8), palaver_client::ClientError> {
+    let mut client = WebRtcClient::connect(options, &args.token).await?;
+    client.join(JoinTarget::GroupCall { group_id: args.group.clone() }, Some("probe".into())).await?;
+    let session = client.start_media(MediaOptions::default()).await?;
+    Ok((client, session.audio_payload_type))
 }

@@ -2,6 +2,8 @@
 //! stores behind the same traits as SQLite, selected by `[cluster] postgres_url`, and the
 //! Redis node registry and invalidations, with `[cluster] redis_url` (docs/cluster.md).
 //!
+//! - [`bus`]: [`bus::RedisUserBus`], rings and presence across nodes (Redis pub/sub, one
+//!   channel per node, presence sets per user).
 //! - [`chat`]: [`chat::PgChatBackend`], chat's threads, messages, receipts and repeatable creates.
 //! - [`config`]: the `[cluster]` section.
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
@@ -28,9 +30,12 @@
 //! - [`router`]: [`router::ClusterRouter`], the gateway's placement: host, relay, redirect or
 //!   take over.
 //! - [`stores`]: [`ClusterStores`], what the binary plugs in when cluster mode is on.
+//! - [`tenants`]: [`tenants::PgTenantBindings`], directory users' tenant bindings shared by
+//!   every node.
 //! - [`tasks`]: [`tasks::ClusterTasks`], a node's heartbeats, revocation subscriber and resync.
 //! - [`testing`]: the private PostgreSQL/Redis fixture of the tests (never the system services).
 
+pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod database;
@@ -50,6 +55,7 @@ pub mod rooms;
 pub mod router;
 pub mod stores;
 pub mod tasks;
+pub mod tenants;
 pub mod testing;
 
 pub use config::ClusterConfig;
