@@ -102,7 +102,7 @@ def check_conversation(pg, database, conversation_like, participants, checkpoint
                   and all(day_of(r[2]) == day_of(max(r[2], r[3] - 1)) for r in recs), (start, end, recs))
         spans = sorted((start, end) for (_, start, end, _, _) in rows)
         for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:]):
-            check(f"{truth.name}: sessions do not overlap (no double billing)", b_start >= a_end - SLACK_MS, spans)
+            check(f"{truth.name}: sessions do not overlap (no double billing)", b_start >= a_end - SLACK_MS, rows)
         billed = sum(end - start for start, end in spans)
         wall = truth.last_left_ms() - truth.first_request_ms
         check(f"{truth.name}: bills no more than its time in the call ({billed} ms <= {wall} ms)", billed <= wall + SLACK_MS,

@@ -23,7 +23,7 @@
 
 use opus::{Application, Channels, Decoder, Encoder};
 use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
-use palaver_client::{ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage, quic};
+use palaver_client::{ClientMessage, ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage, quic};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,7 +233,9 @@ fn report_if_audible(decoder: &mut Decoder, payload: &[u8], pcm_out: &mut [i16])
 }
 
 /// The WebRTC participant: joins through each URL of `--nodes` in turn until one answers, and
-/// again through the next one whenever the call is lost.
+/// whenever the call is lost reconnects through the next one and `resume`s its participant
+/// (the home is alive when only the relaying node died: one session continues), else joins
+/// again (the home died: a new session on the new home).
 async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
@@ -241,12 +243,22 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
     let mut next_node = 0usize;
     let mut pcm_out = vec![0i16; FRAME * 6];
     let mut opus_out = vec![0u8; 400];
+    let mut resumable: Option<palaver_client::Joined> = None;
     while Instant::now() < end && !interrupted.load(Ordering::Relaxed) {
         let url = &args.web_nodes[next_node % args.web_nodes.len()];
         next_node += 1;
         let mut options = WebRtcOptions::new(url.clone(), args.ca.clone());
         options.timeout = Duration::from_secs(3);
-        let (mut client, opus_pt) = match join_webrtc(&options, args).await {
+        let resumed = match resumable.take() {
+            Some(previous) => resume_webrtc(&options, args, &previous).await.map(|c| (c, previous)),
+            None => None,
+        };
+        let resumed_flag = resumed.is_some();
+        let attempt = match resumed {
+            Some(((client, pt), previous)) => Ok((client, pt, previous)),
+            None => join_webrtc(&options, args).await,
+        };
+        let (mut client, opus_pt, joined) = match attempt {
             Ok(joined) => joined,
             Err(e) => {
                 eprintln!("cluster_probe: WebRTC join through {url} failed: {e}");
@@ -254,7 +266,8 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
                 continue;
             }
         };
-        event("joined", &format!(",\"node\":\"{url}\""));
+        resumable = Some(joined);
+        event("joined", &format!(",\"node\":\"{url}\",\"resumed\":{resumed_flag}"));
         let Ok(mut sender) = client.audio_sender() else { return };
         let Some(mut rtp) = client.take_rtp_receiver() else { return };
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -302,10 +315,46 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
     }
 }
 
-/// Connects, joins the group call and negotiates media; the client and the Opus payload type.
-async fn join_webrtc(options: &WebRtcOptions, args: &Args) -> Result<(WebRtcClient, u8), palaver_client::ClientError> {
+/// Connects, joins the group call and negotiates media; the client, the Opus payload type
+/// and what a later `resume` needs.
+async fn join_webrtc(
+    options: &WebRtcOptions,
+    args: &Args,
+) -> Result<(WebRtcClient, u8, palaver_client::Joined), palaver_client::ClientError> {
     let mut client = WebRtcClient::connect(options, &args.token).await?;
-    client.join(JoinTarget::GroupCall { group_id: args.group.clone() }, Some("probe".into())).await?;
+    let joined = client.join(JoinTarget::GroupCall { group_id: args.group.clone() }, Some("probe".into())).await?;
     let session = client.start_media(MediaOptions::default()).await?;
-    Ok((client, session.audio_payload_type))
+    Ok((client, session.audio_payload_type, joined))
+}
+
+/// Connects and resumes `previous` (answered with `snapshot`), then negotiates media again;
+/// `None` when the conversation refuses (its home died: join instead).
+async fn resume_webrtc(
+    options: &WebRtcOptions,
+    args: &Args,
+    previous: &palaver_client::Joined,
+) -> Option<(WebRtcClient, u8)> {
+    let mut client = WebRtcClient::connect(options, &args.token).await.ok()?;
+    let resume = ClientMessage::Resume {
+        conversation_id: previous.conversation_id.clone(),
+        participant_id: previous.participant_id.clone(),
+        resume_token: previous.resume_token.clone(),
+    };
+    client.send(resume).await.ok()?;
+    let answered = async {
+        while let Some(frame) = client.next_event().await {
+            match frame {
+                ServerMessage::Snapshot { .. } => return true,
+                ServerMessage::Error { .. } | ServerMessage::SessionEnded { .. } => return false,
+                _ => {}
+            }
+        }
+        false
+    };
+    if !tokio::time::timeout(Duration::from_secs(2), answered).await.unwrap_or(false) {
+        tokio::spawn(client.close());
+        return None;
+    }
+    let session = client.start_media(MediaOptions::default()).await.ok()?;
+    Some((client, session.audio_payload_type))
 }
