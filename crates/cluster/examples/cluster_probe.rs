@@ -167,18 +167,19 @@ async fn main() {
             tokio::select! {
                 _ = tick.tick() => {
                     if interrupted.load(Ordering::Relaxed) {
-                        // The session ends with the leave, before the connection closes.
-                        if client.leave().await.is_ok() {
-                            let ended = async {
+                        // The session ends with the leave, before the connection closes;
+                        // every step is bounded so the probe always exits.
+                        let leave = async {
+                            if client.leave().await.is_ok() {
                                 while let Some(e) = client.next_event().await {
                                     if matches!(e, ServerMessage::SessionEnded { .. }) {
                                         break;
                                     }
                                 }
-                            };
-                            let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
-                        }
-                        client.close().await;
+                            }
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
                         event("left", "");
                         return;
                     }
@@ -280,8 +281,8 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
             tokio::select! {
                 _ = tick.tick() => {
                     if interrupted.load(Ordering::Relaxed) {
-                        let _ = client.leave().await;
-                        client.close().await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), client.leave()).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
                         event("left", "");
                         return;
                     }
