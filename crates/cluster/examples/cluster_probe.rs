@@ -281,7 +281,17 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
             tokio::select! {
                 _ = tick.tick() => {
                     if interrupted.load(Ordering::Relaxed) {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), client.leave()).await;
+                        // As the QUIC path: the leave ends the session before the socket closes.
+                        let leave = async {
+                            if client.leave().await.is_ok() {
+                                while let Some(e) = client.next_event().await {
+                                    if matches!(e, ServerMessage::SessionEnded { .. }) {
+                                        break;
+                                    }
+                                }
+                            }
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
                         let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
                         event("left", "");
                         return;

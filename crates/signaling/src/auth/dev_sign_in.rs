@@ -102,6 +102,7 @@ fn refill(b: Bucket, now: Instant) -> Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use std::time::Duration;
 
     #[test]
