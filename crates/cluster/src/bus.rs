@@ -189,8 +189,11 @@ impl RedisUserBus {
                 let (raw_id, conn_id) = (media.raw_id.clone(), media.conn_id.clone());
                 let bus = self.clone();
                 let reply: Arc<dyn Fn(Arc<str>) + Send + Sync> = Arc::new(move |text: Arc<str>| {
-                    let message =
-                        BusMessage::ConnFrame { raw_id: raw_id.clone(), conn_id: conn_id.clone(), text: text.to_string() };
+                    let message = BusMessage::ConnFrame {
+                        raw_id: raw_id.clone(),
+                        conn_id: conn_id.clone(),
+                        text: text.to_string(),
+                    };
                     let (bus, from) = (bus.clone(), from.clone());
                     tokio::spawn(async move { bus.publish(&from, &message).await });
                 });

@@ -98,7 +98,19 @@ impl ClusterStores {
         let homes = Homes::open(&database)?;
         let fence = Fence::new(&node_id, homes.clone(), database.clone());
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
-        Ok(Some(Self { database, node_id, identity, rooms, meetings, chat, tenants, events, homes, fence, redis: None }))
+        Ok(Some(Self {
+            database,
+            node_id,
+            identity,
+            rooms,
+            meetings,
+            chat,
+            tenants,
+            events,
+            homes,
+            fence,
+            redis: None,
+        }))
     }
 
     /// Connect the Redis clients when `redis_url` is set (before [`ClusterStores::plug_into`]).
