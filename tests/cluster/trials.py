@@ -14,9 +14,11 @@ Cases (each on by default; `make test` runs them all, `make test-cluster` runs 1
   participant that lost the call must decode the others again (time from the kill to the first
   decoded audible frame: p50/p95/max per transport, bar 5 s), the others must not lose it. The
   victim is restarted for the next trial.
-- **sigstop** (`--stop-trials N`): the home is frozen with SIGSTOP; the call is taken over
-  (epoch + 1) and heard again; after SIGCONT the old home's billing writes are refused
-  (`palaver_cluster_fenced_writes_total`) and it wrote no session end after the stop.
+- **sigstop** (`--stop-trials N`, run last): the home is frozen with SIGSTOP; the call is
+  taken over (epoch + 1) and heard again; after SIGCONT the old home's billing writes are
+  refused (`palaver_cluster_fenced_writes_total`) and it wrote no session end after the stop;
+  then the old home is stopped (SIGTERM) and started, and the oracle checks that nothing it
+  did after the takeover (checkpoints, its shutdown) billed a participant twice.
 - **redis** (`--redis-outage`): Redis killed with SIGKILL during a call spread over the three
   nodes: nobody loses the call; a new call placed during the outage is homed on the node asked
   (placement degrades to local); Redis restarted on its port, the registry lists the three
@@ -356,12 +358,13 @@ def main():
         for trial in range(args.kill_trials):
             role = t.kill_trial(trial, rng)
             roles[role] = roles.get(role, 0) + 1
-        for trial in range(args.stop_trials):
-            t.stop_trial(trial)
         if args.redis_outage:
             t.redis_outage()
         if args.pg_outage > 0:
             t.pg_outage(args.pg_outage)
+        # Last: it restarts the old home after its zombie phase.
+        for trial in range(args.stop_trials):
+            t.stop_trial(trial)
     summary = {"seed": seed, "kill_trials": args.kill_trials, "victims": roles, "oracle_cases": len(t.oracle),
                "sessions": sum(o["sessions"] for o in t.oracle), "records": sum(o["records"] for o in t.oracle),
                "worst_short_ms": max([o["worst_short_ms"] for o in t.oracle] or [0]),
