@@ -97,6 +97,27 @@ fn event(name: &str, extra: &str) {
     println!("{{\"event\":\"{name}\",\"at_ms\":{}{extra}}}", now_ms());
 }
 
+/// Leave (the session ends before the connection closes, so the ledger gets the true end),
+/// close, print `left` and return from the probe; every step is bounded so the probe always
+/// exits. For both clients (`QuicClient`, `WebRtcClient`: the same method names).
+macro_rules! leave_and_exit {
+    ($client:ident) => {{
+        let leave = async {
+            if $client.leave().await.is_ok() {
+                while let Some(e) = $client.next_event().await {
+                    if matches!(e, ServerMessage::SessionEnded { .. }) {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), $client.close()).await;
+        event("left", "");
+        return;
+    }};
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -167,21 +188,7 @@ async fn main() {
             tokio::select! {
                 _ = tick.tick() => {
                     if interrupted.load(Ordering::Relaxed) {
-                        // The session ends with the leave, before the connection closes;
-                        // every step is bounded so the probe always exits.
-                        let leave = async {
-                            if client.leave().await.is_ok() {
-                                while let Some(e) = client.next_event().await {
-                                    if matches!(e, ServerMessage::SessionEnded { .. }) {
-                                        break;
-                                    }
-                                }
-                            }
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
-                        let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
-                        event("left", "");
-                        return;
+                        leave_and_exit!(client);
                     }
                     if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
                         break;
@@ -281,20 +288,7 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
             tokio::select! {
                 _ = tick.tick() => {
                     if interrupted.load(Ordering::Relaxed) {
-                        // As the QUIC path: the leave ends the session before the socket closes.
-                        let leave = async {
-                            if client.leave().await.is_ok() {
-                                while let Some(e) = client.next_event().await {
-                                    if matches!(e, ServerMessage::SessionEnded { .. }) {
-                                        break;
-                                    }
-                                }
-                            }
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
-                        let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
-                        event("left", "");
-                        return;
+                        leave_and_exit!(client);
                     }
                     if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
                         break;

@@ -230,39 +230,42 @@ impl RedisUserBus {
     }
 }
 
+impl RedisUserBus {
+    /// Add this node to (or remove it from) `raw_id`'s presence set and the user to (from)
+    /// this node's set, in the background; a failure (Redis away) heals at the next refresh.
+    fn spawn_presence_change(&self, raw_id: &str, online: bool) {
+        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
+        tokio::spawn(async move {
+            let (user_set, node_set) = (presence_key(&raw_id), node_users_key(&node));
+            let changed: Result<(i64, i64), fred::error::Error> = if online {
+                async {
+                    Ok((client.sadd(user_set, node.as_str()).await?, client.sadd(node_set, raw_id.as_str()).await?))
+                }
+                .await
+            } else {
+                async {
+                    Ok((client.srem(user_set, node.as_str()).await?, client.srem(node_set, raw_id.as_str()).await?))
+                }
+                .await
+            };
+            if let Err(e) = changed {
+                tracing::debug!(user = %raw_id, online, error = %e, "presence change not published (Redis away?)");
+            }
+        });
+    }
+}
+
 fn error_code(code: &str) -> ErrorCode {
     ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code).unwrap_or(ErrorCode::InternalError)
 }
 
 impl UserBus for RedisUserBus {
     fn user_online(&self, raw_id: &str) {
-        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
-        tokio::spawn(async move {
-            let added: Result<(i64, i64), _> = async {
-                let a = client.sadd(presence_key(&raw_id), node.as_str()).await?;
-                let b = client.sadd(node_users_key(&node), raw_id.as_str()).await?;
-                Ok::<_, fred::error::Error>((a, b))
-            }
-            .await;
-            if let Err(e) = added {
-                tracing::debug!(user = %raw_id, error = %e, "presence not published (Redis away?)");
-            }
-        });
+        self.spawn_presence_change(raw_id, true);
     }
 
     fn user_offline(&self, raw_id: &str) {
-        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
-        tokio::spawn(async move {
-            let removed: Result<(i64, i64), _> = async {
-                let a = client.srem(presence_key(&raw_id), node.as_str()).await?;
-                let b = client.srem(node_users_key(&node), raw_id.as_str()).await?;
-                Ok::<_, fred::error::Error>((a, b))
-            }
-            .await;
-            if let Err(e) = removed {
-                tracing::debug!(user = %raw_id, error = %e, "presence not withdrawn (Redis away?)");
-            }
-        });
+        self.spawn_presence_change(raw_id, false);
     }
 
     fn notify_elsewhere(&self, raw_id: &str, text: Arc<str>) {
