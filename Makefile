@@ -47,6 +47,10 @@ TEST_STAGES += test-postgres
 # test-pg-outage: PostgreSQL stopped ~10 s during a call with a real palaver in cluster mode;
 # usage is spooled on the node's disk and replayed once (docs/cluster.md).
 TEST_STAGES += test-pg-outage
+# test-cluster-proof: three nodes + PostgreSQL + Redis; kill -9 of a home with QUIC and WebRTC
+# participants (5 trials), SIGSTOP/SIGCONT of a home, Redis killed mid-meeting, PostgreSQL
+# stopped 10 s with live media, the billing oracle after each (~70 s; docs/cluster.md).
+TEST_STAGES += test-cluster-proof
 
 .PHONY: test-deploy test-browser
 .PHONY: load
@@ -65,7 +69,7 @@ help:
 	@echo "make test-crash   CRASH_TRIALS (default 100) kill -9 trials under load, checked after each restart (tests/trials)"
 	@echo "make soak         SOAK_MINUTES (default 30) of mixed load; RSS/fd/CPU CSV + plot in docs/ (docs/soak.md)"
 	@echo "make test-postgres  the SDK compatibility tests (identity, rooms, chat) on a private PostgreSQL, two nodes on PostgreSQL + Redis, three nodes with placement (docs/cluster.md)"
-	@echo "make test-cluster FAILOVER_TRIALS (5) kill -9 trials of a call's home node + a SIGSTOP fencing trial (docs/cluster.md)"
+	@echo "make test-cluster failover.py's FAILOVER_TRIALS (5) + CLUSTER_TRIALS (100) kill -9 trials with a random victim and the billing oracle (docs/cluster.md)"
 	@echo "make cluster      three palaver nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md)"
 	@echo "make flood        junk UDP/STUN/DTLS/QUIC/TCP at 10x the legitimate rate on every port; legitimate loss"
 
@@ -175,12 +179,23 @@ test-postgres: build venv
 	$(CARGO) build -p palaver-load
 	cd tests/cluster && $(VENV_PY) three_nodes.py --binary $(DEBUG_BIN)
 
-# test-cluster: kill -9 failover trials and a SIGSTOP fencing trial on three nodes (docs/cluster.md).
+# test-cluster: kill -9 failover trials and a SIGSTOP fencing trial on three nodes (failover.py),
+# then CLUSTER_TRIALS kill -9 trials of a random node (home, relay or bystander) with QUIC and
+# WebRTC participants and the billing oracle after each (trials.py; docs/cluster.md).
 FAILOVER_TRIALS ?= 5
-.PHONY: test-cluster
+CLUSTER_TRIALS ?= 100
+.PHONY: test-cluster test-cluster-proof
 test-cluster: build venv
 	$(CARGO) build -p palaver-cluster --example cluster_probe
 	cd tests/cluster && $(VENV_PY) failover.py --binary $(abspath $(DEBUG_BIN)) --trials $(FAILOVER_TRIALS)
+	cd tests/cluster && $(VENV_PY) trials.py --binary $(abspath $(DEBUG_BIN)) --kill-trials $(CLUSTER_TRIALS) --random-victim \
+	  --stop-trials 0 --no-redis-outage --pg-outage 0 --json $(abspath $(TARGET_DIR))/cluster-trials.json
+
+# The bounded proof in `make test` (see TEST_STAGES), then cross-node rings and presence.
+test-cluster-proof: build venv
+	$(CARGO) build -p palaver-cluster --example cluster_probe
+	cd tests/cluster && $(VENV_PY) trials.py --binary $(abspath $(DEBUG_BIN)) --kill-trials 5 --stop-trials 1 --pg-outage 10
+	cd tests/cluster && $(VENV_PY) rings.py --binary $(abspath $(DEBUG_BIN))
 
 # cluster: three nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md).
 .PHONY: cluster

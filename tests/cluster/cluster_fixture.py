@@ -113,7 +113,8 @@ def wait_for(condition, seconds):
     return condition()
 
 
-def node_config(pg_url, redis_url, node_id, ca_dir):
+def node_config(pg_url, redis_url, node_id, ca_dir, usage_lines=(), extra=""):
+    """The node's TOML; `usage_lines` go into `[usage]`, `extra` (whole tables) at the end."""
     return (
         "[cluster]\n"
         f'postgres_url = "{pg_url}"\n'
@@ -124,12 +125,15 @@ def node_config(pg_url, redis_url, node_id, ca_dir):
         f'mesh_ca_key = "{ca_dir}/mesh-ca.key"\n'
         "[usage]\n"
         'metrics_listen = "127.0.0.1:0"\n'
+        + "".join(line + "\n" for line in usage_lines)
+        + extra
     )
 
 
 @contextlib.contextmanager
-def cluster(binary, nodes=3, log_level="warn"):
-    """Start PostgreSQL, Redis and `nodes` palaver nodes; yield (pg, database, redis, [node])."""
+def cluster(binary, nodes=3, log_level="warn", usage_lines=(), extra=""):
+    """Start PostgreSQL, Redis and `nodes` palaver nodes; yield (pg, database, redis, [node]).
+    `usage_lines` and `extra` are added to every node's config (see `node_config`)."""
     with private_postgres() as pg, private_redis() as redis:
         database = pg.fresh_database()
         root = tempfile.mkdtemp(prefix="palaver-cluster-")
@@ -143,7 +147,7 @@ def cluster(binary, nodes=3, log_level="warn"):
                 os.makedirs(directory)
                 if started:
                     shutil.copytree(os.path.join(started[0].dir, "tls"), os.path.join(directory, "tls"))
-                config = node_config(pg.url(database), redis.url(), name, ca_dir)
+                config = node_config(pg.url(database), redis.url(), name, ca_dir, usage_lines, extra)
                 started.append(ClusterNode(binary, name, directory, config, log_level))
             yield pg, database, redis, started
         finally:

@@ -39,8 +39,12 @@ def free_port():
 
 
 class Postgres:
-    def __init__(self, bindir, port, directory):
-        self.bindir, self.port, self.dir = bindir, port, directory
+    """A private PostgreSQL on a free loopback port; `stop()` and `start()` take it down and
+    bring it back on the same data directory and port (trials.py's outage case)."""
+
+    def __init__(self, bindir, port, directory, data, as_user):
+        self.bindir, self.port, self.dir, self.data, self.as_user = bindir, port, directory, data, as_user
+        self.proc = None
 
     def url(self, name):
         return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{name}"
@@ -56,6 +60,33 @@ class Postgres:
             check=True, capture_output=True, text=True,
         )
         return out.stdout.strip()
+
+    def start(self):
+        """Starts the server and waits until it accepts connections (60 s at most)."""
+        log_path = os.path.join(self.dir, "postgres.log")
+        with open(log_path, "a") as log:
+            if os.geteuid() == 0:
+                os.chown(log_path, pwd.getpwnam("postgres").pw_uid, -1)
+            self.proc = subprocess.Popen(
+                [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off", "-c", "full_page_writes=off"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, **self.as_user,
+            )
+        deadline = time.time() + 60
+        while subprocess.run([os.path.join(self.bindir, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode != 0:
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("private PostgreSQL did not start:\n" + open(log_path).read())
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGQUIT):
+        """Stops the server; SIGQUIT is PostgreSQL's immediate shutdown (no checkpoint)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @contextlib.contextmanager
@@ -77,36 +108,45 @@ def private_postgres():
     data = os.path.join(directory, "data")
     subprocess.run([os.path.join(bindir, "initdb"), "-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync", "-D", data],
                    check=True, stdout=subprocess.DEVNULL, **as_user)
-    port = free_port()
-    log = open(os.path.join(directory, "postgres.log"), "w")
-    if os.geteuid() == 0:
-        os.chown(log.name, pwd.getpwnam("postgres").pw_uid, -1)
-    proc = subprocess.Popen(
-        [os.path.join(bindir, "postgres"), "-D", data, "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"unix_socket_directories={directory}", "-c", "fsync=off", "-c", "full_page_writes=off"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, **as_user,
-    )
+    pg = Postgres(bindir, free_port(), directory, data, as_user)
     try:
-        deadline = time.time() + 60
-        while subprocess.run([os.path.join(bindir, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("private PostgreSQL did not start:\n" + open(log.name).read())
-            time.sleep(0.05)
-        yield Postgres(bindir, port, directory)
+        pg.start()
+        yield pg
     finally:
-        proc.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        pg.stop(signal.SIGINT)  # fast shutdown
         shutil.rmtree(directory, ignore_errors=True)
 
 
 class Redis:
-    def __init__(self, port, proc):
-        self.port, self.proc = port, proc
+    """A private redis-server; `kill()` (SIGKILL) and `start()` on the same port (trials.py)."""
+
+    def __init__(self, server, port, directory):
+        self.server, self.port, self.dir = server, port, directory
+        self.proc = None
+
+    def start(self):
+        """Starts redis-server and waits until it answers PING (20 s at most)."""
+        log_path = os.path.join(self.dir, "redis.log")
+        with open(log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [self.server, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no", "--dir", self.dir],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.time() + 20
+        while True:
+            try:
+                if self.cli("PING") == "PONG":
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("private Redis did not start:\n" + open(log_path).read())
+            time.sleep(0.05)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def url(self):
         return f"redis://127.0.0.1:{self.port}"
@@ -125,27 +165,10 @@ def private_redis():
     if not os.path.exists(server):
         raise RuntimeError("redis-server is not installed (make prereqs installs the Debian package redis-server)")
     directory = tempfile.mkdtemp(prefix="palaver-redis-")
-    port = free_port()
-    log = open(os.path.join(directory, "redis.log"), "w")
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
-    redis = Redis(port, proc)
+    redis = Redis(server, free_port(), directory)
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                if redis.cli("PING") == "PONG":
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("private Redis did not start:\n" + open(log.name).read())
-            time.sleep(0.05)
+        redis.start()
         yield redis
     finally:
-        proc.kill()
-        proc.wait()
-        log.close()
+        redis.kill()
         shutil.rmtree(directory, ignore_errors=True)

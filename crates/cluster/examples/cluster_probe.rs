@@ -12,14 +12,27 @@
 //! passed or a line arrives on stdin, when it sends `leave` and exits (end of file on stdin,
 //! e.g. `/dev/null`, does not stop it).
 //!
+//! With `https://` URLs in `--nodes` the probe is a **WebRTC** participant instead
+//! (`palaver_client::webrtc`, the webrtc-rs peer palaver-load drives): WebSocket signaling to
+//! the node named (relayed over the node mesh when the call's home is another node), media
+//! straight to the home's worker. It notices the loss of the home as the socket closing, an
+//! unsolicited `error`/`session.ended`, or [`MEDIA_TIMEOUT`] without media, and joins again
+//! through the next URL.
+//!
+//! SIGINT (from `tests/cluster/trials.py`) makes the probe `leave` the call, close, print
+//! `left` and exit, so the ledger gets the session's true end.
+//!
 //! Usage: `cluster_probe --ca CA.pem --token TOKEN --group UUID --nodes 127.0.0.1:p1,127.0.0.1:p2 --tone 440 --seconds 30`
+//! (or `--nodes https://127.0.0.1:h1,https://127.0.0.1:h2` for WebRTC)
 
 use opus::{Application, Channels, Decoder, Encoder};
+use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
 use palaver_client::{
-    ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin, ServerMessage,
+    ClientMessage, ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin, ServerMessage,
     quic,
 };
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
@@ -41,17 +54,24 @@ struct Args {
     nodes: Vec<SocketAddr>,
     tone: f64,
     seconds: u64,
+    /// `https://` base URLs: the probe is a WebRTC participant.
+    web_nodes: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut ca, mut token, mut group, mut nodes, mut tone, mut seconds) = (None, None, None, None, 440.0, 30);
+    let mut web_nodes = Vec::new();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--ca" => ca = Some(std::fs::read_to_string(&value).map_err(|e| format!("{value}: {e}"))?),
             "--token" => token = Some(value),
             "--group" => group = Some(value),
+            "--nodes" if value.starts_with("https://") => {
+                web_nodes = value.split(',').map(str::to_string).collect();
+                nodes = Some(Vec::new());
+            }
             "--nodes" => {
                 nodes = Some(
                     value
@@ -72,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         nodes: nodes.ok_or("--nodes")?,
         tone,
         seconds,
+        web_nodes,
     })
 }
 
@@ -81,6 +102,27 @@ fn now_ms() -> u128 {
 
 fn event(name: &str, extra: &str) {
     println!("{{\"event\":\"{name}\",\"at_ms\":{}{extra}}}", now_ms());
+}
+
+/// Leave (the session ends before the connection closes, so the ledger gets the true end),
+/// close, print `left` and return from the probe; every step is bounded so the probe always
+/// exits. For both clients (`QuicClient`, `WebRtcClient`: the same method names).
+macro_rules! leave_and_exit {
+    ($client:ident) => {{
+        let leave = async {
+            if $client.leave().await.is_ok() {
+                while let Some(e) = $client.next_event().await {
+                    if matches!(e, ServerMessage::SessionEnded { .. }) {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), $client.close()).await;
+        event("left", "");
+        return;
+    }};
 }
 
 fn joined_event(client: &QuicClient, joined: &Joined, how: &str) {
@@ -113,22 +155,38 @@ async fn main() {
         }
     };
     let end = Instant::now() + Duration::from_secs(args.seconds);
+    // Stop on a line on stdin (failover.py) or SIGINT (trials.py): `leave`, then exit. A closed
+    // or /dev/null stdin (a caller that does not use it) leaves the probe running until
+    // `--seconds`.
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let interrupted = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let line = async {
+            if let Ok(Some(_)) = lines.next_line().await {
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            Ok(()) = tokio::signal::ctrl_c() => {}
+            () = line => {}
+        }
+        flag.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        // Keep the sender: a dropped one would read as a change.
+        std::future::pending::<()>().await;
+    });
+    if !args.web_nodes.is_empty() {
+        run_webrtc(&args, end, &interrupted).await;
+        return;
+    }
     let mut options = ConnectOptions::new(args.nodes[0], "localhost", args.ca.clone());
     options.timeout = REQUEST_TIMEOUT;
     let target = JoinTarget::GroupCall { group_id: args.group.clone() };
     let mut reconnector =
         Reconnector::new(args.nodes.clone(), options, args.token.clone(), target, Some("probe".into())).expect("nodes");
-    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        // Only a line asks to stop: a closed or /dev/null stdin (a caller that does not use it)
-        // leaves the probe running until `--seconds`.
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        if let Ok(Some(_)) = lines.next_line().await {
-            let _ = stop_tx.send(true);
-        }
-        // Keep the sender: a dropped one would read as a change.
-        std::future::pending::<()>().await;
-    });
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
     let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
     let mut phase = 0.0f64;
@@ -177,12 +235,7 @@ async fn main() {
                     if detector.lost(Instant::now()) {
                         break Ended::Lost;
                     }
-                    let mut pcm = [0i16; FRAME];
-                    for s in pcm.iter_mut() {
-                        *s = (8000.0 * phase.sin()) as i16;
-                        phase += 2.0 * std::f64::consts::PI * args.tone / f64::from(SAMPLE_RATE);
-                    }
-                    phase %= 2.0 * std::f64::consts::PI;
+                    let pcm = tone_frame(&mut phase, args.tone);
                     if let Ok(n) = encoder.encode(&pcm, &mut opus_out)
                         && sender.send(&opus_out[..n], FRAME as u32, Some(20)).is_err()
                     {
@@ -202,13 +255,7 @@ async fn main() {
                     if heard || packet.payload_type != quic::DEFAULT_OPUS_PT {
                         continue;
                     }
-                    if let Ok(n) = decoder.decode(&packet.payload, &mut pcm_out, false) {
-                        let rms = (pcm_out[..n].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
-                        if rms >= AUDIBLE_RMS {
-                            heard = true;
-                            event("audio", &format!(",\"rms\":{rms:.0}"));
-                        }
-                    }
+                    heard = report_if_audible(&mut decoder, &packet.payload, &mut pcm_out);
                 }
             }
         };
@@ -237,4 +284,150 @@ async fn main() {
             }
         }
     }
+}
+
+/// The next 20 ms of the probe's sine tone.
+fn tone_frame(phase: &mut f64, tone: f64) -> [i16; FRAME] {
+    let mut pcm = [0i16; FRAME];
+    for s in pcm.iter_mut() {
+        *s = (8000.0 * phase.sin()) as i16;
+        *phase += 2.0 * std::f64::consts::PI * tone / f64::from(SAMPLE_RATE);
+    }
+    *phase %= 2.0 * std::f64::consts::PI;
+    pcm
+}
+
+/// Decodes one Opus payload; prints `audio` and returns true when the frame is audible.
+fn report_if_audible(decoder: &mut Decoder, payload: &[u8], pcm_out: &mut [i16]) -> bool {
+    let Ok(n) = decoder.decode(payload, pcm_out, false) else { return false };
+    let rms = (pcm_out[..n].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
+    if rms >= AUDIBLE_RMS {
+        event("audio", &format!(",\"rms\":{rms:.0}"));
+        return true;
+    }
+    false
+}
+
+/// The WebRTC participant: joins through each URL of `--nodes` in turn until one answers, and
+/// whenever the call is lost reconnects through the next one and `resume`s its participant
+/// (the home is alive when only the relaying node died: one session continues), else joins
+/// again (the home died: a new session on the new home).
+async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
+    let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
+    let mut decoder = Decoder::new(SAMPLE_RATE, Channels::Mono).expect("opus decoder");
+    let mut phase = 0.0f64;
+    let mut next_node = 0usize;
+    let mut pcm_out = vec![0i16; FRAME * 6];
+    let mut opus_out = vec![0u8; 400];
+    let mut resumable: Option<palaver_client::Joined> = None;
+    while Instant::now() < end && !interrupted.load(Ordering::Relaxed) {
+        let url = &args.web_nodes[next_node % args.web_nodes.len()];
+        next_node += 1;
+        let mut options = WebRtcOptions::new(url.clone(), args.ca.clone());
+        options.timeout = Duration::from_secs(3);
+        let resumed = match resumable.take() {
+            Some(previous) => resume_webrtc(&options, args, &previous).await.map(|c| (c, previous)),
+            None => None,
+        };
+        let resumed_flag = resumed.is_some();
+        let attempt = match resumed {
+            Some(((client, pt), previous)) => Ok((client, pt, previous)),
+            None => join_webrtc(&options, args).await,
+        };
+        let (mut client, opus_pt, joined) = match attempt {
+            Ok(joined) => joined,
+            Err(e) => {
+                eprintln!("cluster_probe: WebRTC join through {url} failed: {e}");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        resumable = Some(joined);
+        event("joined", &format!(",\"node\":\"{url}\",\"resumed\":{resumed_flag}"));
+        let Ok(mut sender) = client.audio_sender() else { return };
+        let Some(mut rtp) = client.take_rtp_receiver() else { return };
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut last_packet, mut heard, mut received_any) = (Instant::now(), false, false);
+        loop {
+            if Instant::now() >= end {
+                client.close().await;
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    if interrupted.load(Ordering::Relaxed) {
+                        leave_and_exit!(client);
+                    }
+                    if received_any && last_packet.elapsed() > MEDIA_TIMEOUT {
+                        break;
+                    }
+                    let pcm = tone_frame(&mut phase, args.tone);
+                    if let Ok(n) = encoder.encode(&pcm, &mut opus_out)
+                        && sender.send(&opus_out[..n], FRAME as u32, Some(20)).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                frame = client.next_event() => match frame {
+                    None | Some(ServerMessage::Error { .. }) | Some(ServerMessage::SessionEnded { .. }) => break,
+                    Some(_) => {}
+                },
+                packet = rtp.recv() => {
+                    let Some(packet) = packet else { break };
+                    last_packet = Instant::now();
+                    received_any = true;
+                    if !heard && packet.payload_type == opus_pt {
+                        heard = report_if_audible(&mut decoder, &packet.payload, &mut pcm_out);
+                    }
+                }
+            }
+        }
+        event("lost", "");
+        // Closing waits for the dead peer up to 2 s: not on the way to the next join.
+        tokio::spawn(client.close());
+    }
+}
+
+/// Connects, joins the group call and negotiates media; the client, the Opus payload type
+/// and what a later `resume` needs.
+async fn join_webrtc(
+    options: &WebRtcOptions,
+    args: &Args,
+) -> Result<(WebRtcClient, u8, palaver_client::Joined), palaver_client::ClientError> {
+    let mut client = WebRtcClient::connect(options, &args.token).await?;
+    let joined = client.join(JoinTarget::GroupCall { group_id: args.group.clone() }, Some("probe".into())).await?;
+    let session = client.start_media(MediaOptions::default()).await?;
+    Ok((client, session.audio_payload_type, joined))
+}
+
+/// Connects and resumes `previous` (answered with `snapshot`), then negotiates media again;
+/// `None` when the conversation refuses (its home died: join instead).
+async fn resume_webrtc(
+    options: &WebRtcOptions,
+    args: &Args,
+    previous: &palaver_client::Joined,
+) -> Option<(WebRtcClient, u8)> {
+    let mut client = WebRtcClient::connect(options, &args.token).await.ok()?;
+    let resume = ClientMessage::Resume {
+        conversation_id: previous.conversation_id.clone(),
+        participant_id: previous.participant_id.clone(),
+        resume_token: previous.resume_token.clone(),
+    };
+    client.send(resume).await.ok()?;
+    let answered = async {
+        while let Some(frame) = client.next_event().await {
+            match frame {
+                ServerMessage::Snapshot { .. } => return true,
+                ServerMessage::Error { .. } | ServerMessage::SessionEnded { .. } => return false,
+                _ => {}
+            }
+        }
+        false
+    };
+    if !tokio::time::timeout(Duration::from_secs(2), answered).await.unwrap_or(false) {
+        tokio::spawn(client.close());
+        return None;
+    }
+    let session = client.start_media(MediaOptions::default()).await.ok()?;
+    Some((client, session.audio_payload_type))
 }

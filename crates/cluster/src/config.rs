@@ -31,12 +31,21 @@ pub struct ClusterConfig {
     /// neither file exists, the first node generates a CA there (development and tests; in
     /// production mount an operator's CA from a secret).
     pub mesh_ca_key: Option<std::path::PathBuf>,
+    /// A directory every node mounts (NFS, a ReadWriteMany volume): Call Automation recordings
+    /// are written and served there, so a recording made on one node downloads from any node.
+    /// Default: `<data_dir>/recordings`, per node.
+    pub shared_recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {
     /// Whether cluster mode (PostgreSQL) is on.
     pub fn enabled(&self) -> bool {
         self.postgres_url.is_some()
+    }
+
+    /// Where recordings live: [`Self::shared_recordings_dir`], else `<data_dir>/recordings`.
+    pub fn recordings_dir(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        self.shared_recordings_dir.clone().unwrap_or_else(|| data_dir.join("recordings"))
     }
 
     /// The configured node id, else the host name, else `palaver`.
@@ -66,8 +75,14 @@ mod tests {
         let cfg: ClusterConfig = toml_like_default();
         assert!(!cfg.enabled());
         assert!(!cfg.node_id().is_empty());
-        let named = ClusterConfig { node_id: Some("palaver-0".into()), ..cfg };
+        assert_eq!(cfg.recordings_dir(std::path::Path::new("/d")), std::path::Path::new("/d/recordings"));
+        let named = ClusterConfig {
+            node_id: Some("palaver-0".into()),
+            shared_recordings_dir: Some("/mnt/shared/recordings".into()),
+            ..cfg
+        };
         assert_eq!(named.node_id(), "palaver-0");
+        assert_eq!(named.recordings_dir(std::path::Path::new("/d")), std::path::Path::new("/mnt/shared/recordings"));
     }
 
     fn toml_like_default() -> ClusterConfig {

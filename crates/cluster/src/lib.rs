@@ -2,6 +2,8 @@
 //! stores behind the same traits as SQLite, selected by `[cluster] postgres_url`, and the
 //! Redis node registry and invalidations, with `[cluster] redis_url` (docs/cluster.md).
 //!
+//! - [`bus`]: [`bus::RedisUserBus`], rings and presence across nodes (Redis pub/sub, one
+//!   channel per node, presence sets per user).
 //! - [`chat`]: [`chat::PgChatBackend`], chat's threads, messages, receipts and repeatable creates.
 //! - [`config`]: the `[cluster]` section.
 //! - [`database`]: the pool, its runtime, the async and blocking doors, versioned migrations.
@@ -32,9 +34,12 @@
 //! - [`takeover`]: [`takeover::Takeover`], a takeover and the close of the old home's open
 //!   sessions at their last checkpoint, in one transaction.
 //! - [`stores`]: [`ClusterStores`], what the binary plugs in when cluster mode is on.
+//! - [`tenants`]: [`tenants::PgTenantBindings`], directory users' tenant bindings shared by
+//!   every node.
 //! - [`tasks`]: [`tasks::ClusterTasks`], a node's heartbeats, revocation subscriber and resync.
 //! - [`testing`]: the private PostgreSQL/Redis fixture of the tests (never the system services).
 
+pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod database;
@@ -56,6 +61,7 @@ pub mod router;
 pub mod stores;
 pub mod takeover;
 pub mod tasks;
+pub mod tenants;
 pub mod testing;
 
 pub use config::ClusterConfig;

@@ -20,6 +20,8 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("redis value: {0}")]
     Encoding(String),
+    #[error("redis is unreachable (a command failed less than {0:?} ago); not waiting for it")]
+    Unreachable(Duration),
 }
 
 fn builder(redis_url: &str) -> Result<Builder, RedisError> {

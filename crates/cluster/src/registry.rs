@@ -12,8 +12,8 @@
 use crate::redis::{RedisError, connect};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How often a node re-announces itself.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -23,6 +23,13 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const NODE_TTL_MS: i64 = 2000;
 
 const NODES_INDEX: &str = "palaver:nodes";
+
+/// After a failed registry command, reads fail at once for this long instead of each waiting
+/// the 1 s command timeout: with Redis away, a join placed here would otherwise pay that wait
+/// (a client with a 1 s request timeout gave up and joined again, leaving a second session in
+/// its reconnect grace; found by tests/cluster/trials.py). The heartbeat keeps probing every
+/// 500 ms (each failing after 1 s) and closes the breaker on its first success.
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
 
 fn node_key(node_id: &str) -> String {
     format!("palaver:node:{node_id}")
@@ -57,6 +64,8 @@ pub struct NodeAddresses {
 #[derive(Clone)]
 pub struct NodeRegistry {
     client: Client,
+    /// Until when reads fail fast (see [`UNREACHABLE_BACKOFF`]).
+    unreachable_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for NodeRegistry {
@@ -68,11 +77,33 @@ impl std::fmt::Debug for NodeRegistry {
 impl NodeRegistry {
     /// Connect to `redis_url` (reconnecting by itself afterwards).
     pub async fn connect(redis_url: &str) -> Result<Self, RedisError> {
-        Ok(Self { client: connect(redis_url).await? })
+        Ok(Self { client: connect(redis_url).await?, unreachable_until: Arc::new(Mutex::new(None)) })
+    }
+
+    fn note<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Ok(mut until) = self.unreachable_until.lock() {
+            *until = match &result {
+                Ok(_) => None,
+                Err(_) => Some(Instant::now() + UNREACHABLE_BACKOFF),
+            };
+        }
+        result
+    }
+
+    fn fail_fast(&self) -> Result<(), RedisError> {
+        match self.unreachable_until.lock().ok().and_then(|u| *u) {
+            Some(until) if Instant::now() < until => Err(RedisError::Unreachable(UNREACHABLE_BACKOFF)),
+            _ => Ok(()),
+        }
     }
 
     /// Announce `status` for [`NODE_TTL_MS`].
     pub async fn announce(&self, status: &NodeStatus) -> Result<(), RedisError> {
+        let announced = self.announce_once(status).await;
+        self.note(announced)
+    }
+
+    async fn announce_once(&self, status: &NodeStatus) -> Result<(), RedisError> {
         let json = serde_json::to_string(status).map_err(|e| RedisError::Encoding(e.to_string()))?;
         let _: () =
             self.client.set(node_key(&status.node_id), json, Some(Expiration::PX(NODE_TTL_MS)), None, false).await?;
@@ -80,8 +111,15 @@ impl NodeRegistry {
         Ok(())
     }
 
-    /// The nodes whose announcement has not expired, by id.
+    /// The nodes whose announcement has not expired, by id (an error at once while Redis was
+    /// found unreachable less than [`UNREACHABLE_BACKOFF`] ago).
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>, RedisError> {
+        self.fail_fast()?;
+        let nodes = self.nodes_once().await;
+        self.note(nodes)
+    }
+
+    async fn nodes_once(&self) -> Result<Vec<NodeStatus>, RedisError> {
         let mut ids: Vec<String> = self.client.hkeys(NODES_INDEX).await?;
         if ids.is_empty() {
             return Ok(Vec::new());

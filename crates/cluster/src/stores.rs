@@ -62,6 +62,8 @@ pub struct ClusterStores {
     pub rooms: Arc<PgRoomStore>,
     pub meetings: Arc<PgMeetingStore>,
     pub chat: Arc<PgChatBackend>,
+    /// Directory users' tenant bindings, shared by every node.
+    pub tenants: Arc<crate::tenants::PgTenantBindings>,
     pub events: PgEventStore,
     /// Conversation homes with their fencing epochs (`cluster_homes`).
     pub homes: Homes,
@@ -92,6 +94,7 @@ impl ClusterStores {
         let rooms = Arc::new(PgRoomStore::open(&database)?);
         let meetings = Arc::new(PgMeetingStore::open(&database)?);
         let chat = Arc::new(PgChatBackend::open(&database)?);
+        let tenants = Arc::new(crate::tenants::PgTenantBindings::open(&database)?);
         database.migrate("ledger", crate::ledger::MIGRATIONS)?;
         let node_id = config.node_id();
         let events = PgEventStore::open(&database, &node_id)?;
@@ -111,6 +114,7 @@ impl ClusterStores {
             homes,
             fence,
             takeover,
+            tenants,
             redis: None,
         }))
     }
@@ -203,6 +207,7 @@ impl ClusterStores {
         parts.room_store = Some(self.rooms.clone());
         parts.meeting_store = Some(self.meetings.clone());
         parts.chat_backend = Some(self.chat.clone());
+        parts.tenant_bindings = Some(self.tenants.clone());
     }
 
     /// The identity store, for `AppParts::identity_store`.

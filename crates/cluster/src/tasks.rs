@@ -1,6 +1,7 @@
 //! [`ClusterTasks`]: the background work of a cluster node once its control plane runs:
 //! heartbeats into the node registry (with the node's live conversations as its load), the
-//! revocation subscriber, and the periodic revocation resync from PostgreSQL.
+//! revocation subscriber, the periodic revocation resync from PostgreSQL, and the user bus
+//! (rings and presence across nodes, [`crate::bus`]).
 
 use crate::invalidations::{self, Revoked};
 use crate::redis::RedisError;
@@ -35,6 +36,8 @@ impl ClusterTasks {
         let registry = match redis {
             Some((url, registry)) => {
                 tasks.push(invalidations::subscribe(url, apply).await?);
+                let (_bus, bus_task) = crate::bus::RedisUserBus::start(url, node_id, state.gateway.clone()).await?;
+                tasks.push(bus_task);
                 let gateway = state.clone();
                 let load = Arc::new(move || gateway.gateway.live_conversations() as u64);
                 tasks.push(registry.spawn_heartbeats(node_id.to_string(), addresses, load));

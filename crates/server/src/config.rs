@@ -249,7 +249,7 @@ impl ServerConfig {
     pub fn signaling_config(&self) -> SignalingConfig {
         let mut signaling = self.signaling.clone();
         signaling.directory.dev_sign_in = self.dev.sign_in;
-        signaling.recordings_dir = Some(self.server.data_dir.join("recordings"));
+        signaling.recordings_dir = Some(self.cluster.recordings_dir(&self.server.data_dir));
         signaling
     }
 

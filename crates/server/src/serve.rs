@@ -346,7 +346,7 @@ fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) 
     // Call Automation's server-side legs (play, DTMF, recording, media streaming).
     controller.enable_legs(palaver_legs::LegConfig {
         taps: Default::default(),
-        recordings_dir: cfg.server.data_dir.join("recordings"),
+        recordings_dir: cfg.cluster.recordings_dir(&cfg.server.data_dir),
         sources: Arc::new(palaver_legs::Sources::new(palaver_legs::SourceConfig::default())),
     });
     let quic_paths = controller.quic_paths();

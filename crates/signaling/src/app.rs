@@ -81,6 +81,8 @@ pub struct AppParts {
     pub meeting_store: Option<Arc<dyn crate::store::meetings::MeetingStore>>,
     /// Chat's transactions (default: the SQLite store; PostgreSQL in cluster mode).
     pub chat_backend: Option<Arc<dyn crate::store::chat_store::ChatBackend>>,
+    /// Directory users' tenant bindings (default: the SQLite store; PostgreSQL in cluster mode).
+    pub tenant_bindings: Option<Arc<dyn crate::auth::directory::tenant_binding::TenantBindingStore>>,
 }
 
 impl Default for AppParts {
@@ -96,6 +98,7 @@ impl Default for AppParts {
             room_store: None,
             meeting_store: None,
             chat_backend: None,
+            tenant_bindings: None,
         }
     }
 }
@@ -167,7 +170,12 @@ impl AppState {
         let tokens = TokenService::from_seed_base64(&seed, &resource_id, &location)
             .map_err(|e| StartupError::Config(format!("stored token signing key: {e}")))?;
         let revocations = RevocationList::load(identity_store.as_ref())?;
-        let directory = Directory::open(&config.directory, &store).map_err(StartupError::Config)?;
+        let bindings = match parts.tenant_bindings {
+            Some(other) => crate::auth::directory::TenantBindings::with_store(other)?,
+            None => crate::auth::directory::TenantBindings::open(&store)?,
+        };
+        let directory =
+            Directory::open(&config.directory, identity_store.as_ref(), bindings).map_err(StartupError::Config)?;
         let resource = ResourceInfo { resource_id, access_key, location };
         let rooms = match parts.room_store {
             Some(other) => crate::domain::rooms::RoomDirectory::with_store(other),

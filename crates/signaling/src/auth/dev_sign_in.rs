@@ -10,7 +10,8 @@
 //! - **Rate limit.** A token bucket per source address ([`SIGN_IN_BURST`] at once, then
 //!   [`SIGN_IN_PER_MINUTE`] a minute); over it the endpoints answer `429 TooManyRequests`.
 
-use crate::store::{Store, StoreError, settings};
+use crate::store::StoreError;
+use crate::store::identity_store::IdentityStore;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use dashmap::DashMap;
@@ -46,8 +47,10 @@ impl std::fmt::Debug for DevSignInGate {
 
 impl DevSignInGate {
     /// Load the persisted key (generated on first use), so secrets survive a restart.
-    pub fn load_or_create(store: &Store) -> Result<Self, StoreError> {
-        let key = settings::get_or_create(store, KEY_SETTING, || {
+    /// The gate's key is a setting of the identity store: in a cluster one key for every node,
+    /// so a sign-in secret handed out by one node is accepted by the others.
+    pub fn load_or_create(settings: &dyn IdentityStore) -> Result<Self, StoreError> {
+        let key = settings.setting_or_create(KEY_SETTING, &mut || {
             let mut key = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
             B64URL.encode(key)
@@ -99,6 +102,7 @@ fn refill(b: Bucket, now: Instant) -> Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use std::time::Duration;
 
     #[test]

@@ -65,8 +65,19 @@ impl Gateway {
         })
     }
 
-    /// Feed a call input; `Err` carries the code for the error frame.
+    /// Feed a call input; `Err` carries the code for the error frame. In a cluster, an input
+    /// about a call running on another node goes to that node (see `user_bus.rs`).
     pub(crate) async fn call_request(&self, input: Input) -> Result<(), CallError> {
+        if let Some((node, remote)) = self.remote_call(&input)
+            && let Some(bus) = self.user_bus()
+        {
+            return bus.forward_call(&node, remote).await;
+        }
+        self.call_request_here(input).await
+    }
+
+    /// Feed a call input to this node's call actor.
+    pub(crate) async fn call_request_here(&self, input: Input) -> Result<(), CallError> {
         let (reply, rx) = oneshot::channel();
         let down = || CallError::new(ErrorCode::InternalError, "the call service is not running");
         self.calls_tx().send(CallsMsg::Request { input, reply }).map_err(|_| down())?;
@@ -74,7 +85,7 @@ impl Gateway {
     }
 
     /// Hand a call participant's media to the call actor (it answers on `conn`).
-    pub(crate) fn call_media(&self, request: CallMediaRequest) -> Result<(), CallError> {
+    pub(crate) fn call_media_here(&self, request: CallMediaRequest) -> Result<(), CallError> {
         self.calls_tx()
             .send(CallsMsg::Media(request))
             .map_err(|_| CallError::new(ErrorCode::InternalError, "the call service is not running"))

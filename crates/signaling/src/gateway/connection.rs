@@ -703,7 +703,12 @@ impl Connection {
         }
         let request =
             CallMediaRequest { call_id, raw_id: self.raw_id(), media, request_id: rid.clone(), conn: self.tx.clone() };
-        match self.gateway.call_media(request) {
+        match self.gateway.forward_call_media(&request, &self.conn_id) {
+            Ok(true) => return Vec::new(),
+            Ok(false) => {}
+            Err(e) => return self.error(e.code, e.message, rid),
+        }
+        match self.gateway.call_media_here(request) {
             Ok(()) => Vec::new(),
             Err(e) => self.error(e.code, e.message, rid),
         }

@@ -18,6 +18,7 @@ pub mod phone;
 pub mod placement;
 pub mod resume;
 mod routes;
+mod user_bus;
 
 pub use actor::{ConversationHandle, LiveStatus};
 pub use call_automation::{CallAutomation, Replay as CallAutomationReplay, call_automation_error};
@@ -30,6 +31,7 @@ pub use phone::{MeetingDialOut, PhoneNotice};
 pub use placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
 pub use resume::ConversationMirror;
 pub use routes::{authenticate, routes};
+pub use user_bus::{RemoteCallInput, RemoteCallMedia, UserBus};
 
 use crate::domain::calls::CallsConfig;
 use crate::domain::conversation::{
@@ -152,6 +154,8 @@ pub struct GatewayInner {
     home_router: OnceLock<Arc<dyn HomeRouter>>,
     /// A cluster's mirror of what conversations carry across a takeover (none on a single node).
     mirror: OnceLock<Arc<dyn ConversationMirror>>,
+    /// A cluster's user bus (none on a single node): rings and presence across nodes.
+    user_bus: OnceLock<Arc<dyn UserBus>>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -191,6 +195,7 @@ impl Gateway {
             events: parts.events,
             home_router: OnceLock::new(),
             mirror: OnceLock::new(),
+            user_bus: OnceLock::new(),
         }));
         gateway.publish_meeting_count();
         gateway
@@ -439,7 +444,12 @@ impl Gateway {
         if entries.len() >= self.config.max_sockets_per_identity {
             return false;
         }
+        let first = entries.is_empty();
         entries.push(entry);
+        drop(entries);
+        if first && let Some(bus) = self.user_bus() {
+            bus.user_online(raw_id);
+        }
         true
     }
 
@@ -462,6 +472,9 @@ impl Gateway {
         }
         if last {
             self.presence.remove_if(raw_id, |_, v| v.is_empty());
+            if let Some(bus) = self.user_bus() {
+                bus.user_offline(raw_id);
+            }
         }
         last
     }
@@ -490,8 +503,17 @@ impl Gateway {
         entries.len()
     }
 
-    /// Send a prepared frame to every socket of a user.
+    /// Send a prepared frame to every socket of a user: here, and in a cluster through the
+    /// user bus on the other nodes too.
     pub(crate) fn notify_user(&self, raw_id: &str, text: Arc<str>) {
+        if let Some(bus) = self.user_bus() {
+            bus.notify_elsewhere(raw_id, text.clone());
+        }
+        self.notify_local(raw_id, text);
+    }
+
+    /// Send a prepared frame to every socket of a user on this node.
+    pub(crate) fn notify_local(&self, raw_id: &str, text: Arc<str>) {
         for entry in self.presence_of(raw_id) {
             if entry.tx.try_send(Outbound::Frame(text.clone())).is_err() {
                 tracing::warn!(user = raw_id, conn = %entry.conn_id, "outbound queue full; call event dropped");

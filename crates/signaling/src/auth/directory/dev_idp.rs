@@ -4,7 +4,8 @@
 //! Never enable it where untrusted parties hold the access key.
 
 use super::config::{TenantCloud, TenantConfig};
-use crate::store::{Store, StoreError, settings};
+use crate::store::StoreError;
+use crate::store::identity_store::IdentityStore;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -73,18 +74,27 @@ impl std::fmt::Debug for DevIdp {
 }
 
 impl DevIdp {
-    /// Load the persisted key, generating it (2048-bit RSA) on first use.
-    pub fn load_or_create(store: &Store) -> Result<Self, DevIdpError> {
-        let pem = match settings::get(store, KEY_SETTING)? {
-            Some(pem) => pem,
-            None => {
-                let key =
-                    RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| DevIdpError::Key(e.to_string()))?;
-                let pem = key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| DevIdpError::Key(e.to_string()))?;
-                // Another process may have raced us; whatever is stored first wins.
-                settings::get_or_create(store, KEY_SETTING, || pem.to_string())?
+    /// Load the persisted key, generating it (2048-bit RSA) on first use. The key is a
+    /// setting of the identity store, so in a cluster every node shares the one PostgreSQL
+    /// holds (the first node to start generates it) and a token minted by one node's dev IdP
+    /// is accepted by every node.
+    pub fn load_or_create(settings: &dyn IdentityStore) -> Result<Self, DevIdpError> {
+        let mut failed = None;
+        let pem = settings.setting_or_create(KEY_SETTING, &mut || {
+            let generated = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                .map_err(|e| e.to_string())
+                .and_then(|key| key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| e.to_string()));
+            match generated {
+                Ok(pem) => pem.to_string(),
+                Err(e) => {
+                    failed = Some(e);
+                    String::new()
+                }
             }
-        };
+        })?;
+        if let Some(e) = failed {
+            return Err(DevIdpError::Key(e));
+        }
         Self::from_pem(&pem)
     }
 

@@ -19,7 +19,7 @@ pub use validate::{DirectoryUser, DirectoryValidator, check_exchange, exchange_t
 use crate::app::AppState;
 use crate::auth::{IssuedToken, TokenGrant};
 use crate::domain::Refusal;
-use crate::store::Store;
+use crate::store::identity_store::IdentityStore;
 use palaver_core::{ErrorCode, Scope, ScopeSet};
 
 /// The directory component of [`AppState`].
@@ -35,21 +35,26 @@ pub struct Directory {
 
 impl Directory {
     /// Build from config; with the dev IdP on, its key is loaded (or generated) and its
-    /// sample tenant trusted.
-    pub fn open(config: &DirectoryConfig, store: &Store) -> Result<Self, String> {
+    /// sample tenant trusted. The dev IdP and dev sign-in keys are `settings` of the identity
+    /// store (shared by every node in a cluster); the tenant bindings live in `bindings`
+    /// (SQLite's `directory_tenants`, or the cluster's PostgreSQL store).
+    pub fn open(
+        config: &DirectoryConfig,
+        settings: &dyn IdentityStore,
+        bindings: TenantBindings,
+    ) -> Result<Self, String> {
         config.check_dev_sign_in()?;
         let dev_idp = if config.dev_idp_enabled() {
-            Some(DevIdp::load_or_create(store).map_err(|e| e.to_string())?)
+            Some(DevIdp::load_or_create(settings).map_err(|e| e.to_string())?)
         } else {
             None
         };
         let validator = DirectoryValidator::new(config, dev_idp.as_ref().map(DevIdp::tenant_config))?;
         let dev_sign_in = if config.dev_sign_in {
-            Some(crate::auth::dev_sign_in::DevSignInGate::load_or_create(store).map_err(|e| e.to_string())?)
+            Some(crate::auth::dev_sign_in::DevSignInGate::load_or_create(settings).map_err(|e| e.to_string())?)
         } else {
             None
         };
-        let bindings = TenantBindings::open(store).map_err(|e| e.to_string())?;
         Ok(Self { validator, dev_idp, bindings, dev_sign_in })
     }
 }

@@ -7,14 +7,21 @@
 //! users' oids) can never act as another tenant's user. Real directory oids are unique GUIDs,
 //! so a legitimate user never meets a binding of another tenant.
 //!
-//! The bindings live in the table `directory_tenants` (component `directory_tenants`),
-//! mirrored in memory so the access-token check needs no I/O.
+//! The bindings live in a [`TenantBindingStore`]: the SQLite table `directory_tenants`
+//! (component `directory_tenants`) on one node, or the cluster's PostgreSQL table of the same
+//! name (palaver-cluster `tenants.rs`), so every node of a cluster enforces one set. They are
+//! mirrored in memory so the access-token check needs no I/O. In a cluster a node's mirror
+//! lacks the bindings other nodes made since it started; that only matters for `check`, and
+//! every access token of a directory user comes from an exchange whose `bind` read the shared
+//! table first, so a token of another tenant for a bound oid is never issued by any node.
 
 use crate::domain::Refusal;
 use crate::store::{Store, StoreError};
+use async_trait::async_trait;
 use dashmap::DashMap;
 use palaver_core::ErrorCode;
 use rusqlite::OptionalExtension;
+use std::sync::Arc;
 
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE directory_tenants (
@@ -24,10 +31,58 @@ const MIGRATIONS: &[&str] = &["
     ) WITHOUT ROWID;
 "];
 
+/// Where the bindings are kept (keys are lower-cased oids).
+#[async_trait]
+pub trait TenantBindingStore: Send + Sync + std::fmt::Debug {
+    /// Every binding, as (oid, tenant).
+    fn load_all(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Bind `oid` to `tenant_id` unless it is bound already (first writer wins); the tenant
+    /// it is bound to afterwards.
+    async fn bind(&self, oid: &str, tenant_id: &str, now_ms: i64) -> Result<Option<String>, StoreError>;
+}
+
+/// The SQLite table `directory_tenants` of a single node.
+#[derive(Debug, Clone)]
+pub struct SqliteTenantBindings(Store);
+
+impl SqliteTenantBindings {
+    /// Create the table if needed.
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        store.migrate("directory_tenants", MIGRATIONS)?;
+        Ok(Self(store.clone()))
+    }
+}
+
+#[async_trait]
+impl TenantBindingStore for SqliteTenantBindings {
+    fn load_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.0.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT oid, tenant_id FROM directory_tenants")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+    }
+
+    async fn bind(&self, oid: &str, tenant_id: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let (oid, tenant) = (oid.to_string(), tenant_id.to_string());
+        self.0
+            .call(move |c| {
+                // First writer wins; read back what is stored (another request may have raced us).
+                c.execute(
+                    "INSERT INTO directory_tenants (oid, tenant_id, bound_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(oid) DO NOTHING",
+                    rusqlite::params![oid, tenant, now_ms],
+                )?;
+                c.query_row("SELECT tenant_id FROM directory_tenants WHERE oid = ?1", [&oid], |r| r.get(0)).optional()
+            })
+            .await
+    }
+}
+
 /// oid → tenant, for every directory user seen.
 #[derive(Debug)]
 pub struct TenantBindings {
-    store: Store,
+    store: Arc<dyn TenantBindingStore>,
     by_oid: DashMap<String, String>,
 }
 
@@ -46,15 +101,15 @@ fn other_tenant(oid: &str) -> Refusal {
 }
 
 impl TenantBindings {
-    /// Create the table if needed and load every binding.
+    /// Create the SQLite table if needed and load every binding.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
-        store.migrate("directory_tenants", MIGRATIONS)?;
-        let rows = store.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT oid, tenant_id FROM directory_tenants")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        Ok(Self { store: store.clone(), by_oid: rows.into_iter().collect() })
+        Self::with_store(Arc::new(SqliteTenantBindings::open(store)?))
+    }
+
+    /// Load every binding of `store`.
+    pub fn with_store(store: Arc<dyn TenantBindingStore>) -> Result<Self, StoreError> {
+        let rows = store.load_all()?;
+        Ok(Self { store, by_oid: rows.into_iter().collect() })
     }
 
     /// The tenant `oid` is bound to, if any.
@@ -77,23 +132,9 @@ impl TenantBindings {
         if self.by_oid.contains_key(&key(oid)) {
             return Ok(());
         }
-        let (oid_key, tenant) = (key(oid), tenant_id.to_string());
-        let bound = self
-            .store
-            .call(move |c| {
-                // First writer wins; read back what is stored (another request may have raced us).
-                c.execute(
-                    "INSERT INTO directory_tenants (oid, tenant_id, bound_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(oid) DO NOTHING",
-                    rusqlite::params![oid_key, tenant, now_ms],
-                )?;
-                let bound: Option<String> = c
-                    .query_row("SELECT tenant_id FROM directory_tenants WHERE oid = ?1", [&oid_key], |r| r.get(0))
-                    .optional()?;
-                Ok((oid_key, bound))
-            })
-            .await?;
-        let (oid_key, Some(bound)) = bound else {
+        let oid_key = key(oid);
+        let bound = self.store.bind(&oid_key, tenant_id, now_ms).await?;
+        let Some(bound) = bound else {
             return Err(Refusal::internal("the directory tenant binding was not stored"));
         };
         self.by_oid.insert(oid_key, bound.clone());

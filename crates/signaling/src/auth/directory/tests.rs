@@ -3,6 +3,7 @@
 use super::dev_idp::{DEV_APP_ID, DEV_AUDIENCE, DEV_ISSUER, DEV_PERMISSIONS, DEV_TENANT_ID};
 use super::*;
 use crate::api::testing::{error_code, send, signed, test_state};
+use crate::store::Store;
 use axum::http::StatusCode;
 use palaver_core::ErrorCode;
 use rsa::pkcs1::EncodeRsaPrivateKey;

@@ -1,0 +1,363 @@
+//! [`RedisUserBus`]: rings and presence across nodes over Redis (docs/cluster.md "Rings and
+//! presence across nodes", issue #17), the cluster's side of signaling's `UserBus` seam.
+//!
+//! - **Presence**: a set per user, `palaver:presence:<raw id>`, of the nodes holding at least
+//!   one of its sockets (added on the first socket, removed with the last), and per node the
+//!   set `palaver:presence-node:<node>` of its users, which a node clears at start (what a
+//!   killed node left behind).
+//! - **One channel per node**, `palaver:bus:<node>`, carrying [`BusMessage`]s as JSON:
+//!   `notify` (a frame for a user's sockets on that node), `callInput` and `callReply` (a
+//!   socket's answer to a call running there, and its verdict), `callMedia` and `connFrame` (a
+//!   callee's WebRTC media request, and the answer frames back to its socket).
+//! - A frame for a user goes to the nodes in its presence set (other than this one); a node
+//!   that delivers a frame carrying a `callId` from another node remembers that node as the
+//!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and media for that
+//!   call are forwarded there.
+//!
+//! Redis pub/sub is at most once and every command gives up after 1 s (`redis.rs`): with
+//! Redis away, rings and notifications reach only the sockets on the call's own node, and a
+//! forwarded answer is refused `NodeUnavailable` after [`FORWARD_TIMEOUT`]. Nothing here is
+//! needed for billing, media or running conversations.
+
+use crate::redis::{RedisError, connect, connect_subscriber};
+use dashmap::DashMap;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use palaver_core::ErrorCode;
+use palaver_signaling::domain::calls::CallError;
+use palaver_signaling::gateway::placement::RouterFuture;
+use palaver_signaling::gateway::{Gateway, RemoteCallInput, RemoteCallMedia, UserBus};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long a forwarded call input waits for the call's node to answer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Every node re-announces its users this often, so presence comes back after Redis lost it
+/// (a restart without persistence) and a missed add or remove heals.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
+/// Calls remembered as running elsewhere are forgotten after this long.
+const CALL_MEMORY: Duration = Duration::from_secs(3600);
+
+/// The channel of node `node`.
+pub fn channel(node: &str) -> String {
+    format!("palaver:bus:{node}")
+}
+
+fn presence_key(raw_id: &str) -> String {
+    format!("palaver:presence:{raw_id}")
+}
+
+fn node_users_key(node: &str) -> String {
+    format!("palaver:presence-node:{node}")
+}
+
+/// One message on a node's channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum BusMessage {
+    #[serde(rename_all = "camelCase")]
+    Notify { from: String, to: String, text: String },
+    #[serde(rename_all = "camelCase")]
+    CallInput { from: String, corr: u64, input: RemoteCallInput },
+    #[serde(rename_all = "camelCase")]
+    CallReply { corr: u64, error: Option<(String, String)> },
+    #[serde(rename_all = "camelCase")]
+    CallMedia { from: String, media: RemoteCallMedia },
+    #[serde(rename_all = "camelCase")]
+    ConnFrame { raw_id: String, conn_id: String, text: String },
+}
+
+/// The user bus of one node. Cheap to share (`Arc`).
+pub struct RedisUserBus {
+    node_id: String,
+    client: Client,
+    /// Calls whose events came from another node: call id → (node, when last seen).
+    remote_calls: DashMap<String, (String, Instant)>,
+    pending: DashMap<u64, oneshot::Sender<Result<(), CallError>>>,
+    next_corr: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisUserBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisUserBus").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+impl RedisUserBus {
+    /// Connect, clear what an earlier run of this node left in the presence sets, subscribe
+    /// to this node's channel and plug the bus into `gateway`. The task runs until aborted.
+    pub async fn start(
+        redis_url: &str,
+        node_id: &str,
+        gateway: Gateway,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), RedisError> {
+        let bus = Arc::new(Self {
+            node_id: node_id.to_string(),
+            client: connect(redis_url).await?,
+            remote_calls: DashMap::new(),
+            pending: DashMap::new(),
+            next_corr: AtomicU64::new(1),
+        });
+        bus.clear_own_presence().await?;
+        let subscriber: SubscriberClient = connect_subscriber(redis_url).await?;
+        let mut messages = subscriber.message_rx();
+        subscriber.subscribe(channel(node_id)).await?;
+        let renew = subscriber.manage_subscriptions();
+        gateway.set_user_bus(bus.clone());
+        let me = bus.clone();
+        let refresh = AbortOnDrop(tokio::spawn(bus.clone().refresh_presence(gateway.clone())));
+        let task = tokio::spawn(async move {
+            let _subscriber = subscriber;
+            let _renew = AbortOnDrop(renew);
+            let _refresh = refresh;
+            loop {
+                match messages.recv().await {
+                    Ok(message) => {
+                        match message.value.as_string().and_then(|s| serde_json::from_str::<BusMessage>(&s).ok()) {
+                            Some(m) => me.handle(&gateway, m),
+                            None => tracing::warn!(channel = %message.channel, "unreadable user bus message"),
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "user bus messages dropped (at most once, as Redis pub/sub)");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok((bus, task))
+    }
+
+    /// Remove this node from the presence sets of the users it listed (a restart after a
+    /// kill leaves them behind).
+    async fn clear_own_presence(&self) -> Result<(), RedisError> {
+        let users: Vec<String> = self.client.smembers(node_users_key(&self.node_id)).await?;
+        for user in users {
+            let _: i64 = self.client.srem(presence_key(&user), self.node_id.as_str()).await?;
+        }
+        let _: i64 = self.client.del(node_users_key(&self.node_id)).await?;
+        Ok(())
+    }
+
+    /// Every [`PRESENCE_REFRESH`], add this node to the presence set of each user it holds.
+    async fn refresh_presence(self: Arc<Self>, gateway: Gateway) {
+        let mut every = tokio::time::interval(PRESENCE_REFRESH);
+        loop {
+            every.tick().await;
+            for user in gateway.local_users() {
+                let added: Result<i64, _> = self.client.sadd(presence_key(&user), self.node_id.as_str()).await;
+                if added.is_err() {
+                    break; // Redis away: try again at the next round
+                }
+                let _: Result<i64, _> = self.client.sadd(node_users_key(&self.node_id), user.as_str()).await;
+            }
+        }
+    }
+
+    /// The nodes holding sockets of `raw_id`, as Redis knows them.
+    pub async fn nodes_of(&self, raw_id: &str) -> Result<Vec<String>, RedisError> {
+        Ok(self.client.smembers(presence_key(raw_id)).await?)
+    }
+
+    fn handle(self: &Arc<Self>, gateway: &Gateway, message: BusMessage) {
+        match message {
+            BusMessage::Notify { from, to, text } => {
+                self.remember_call(&from, &text);
+                gateway.deliver_to_local_sockets(&to, text.into());
+            }
+            BusMessage::CallInput { from, corr, input } => {
+                let (gateway, bus) = (gateway.clone(), self.clone());
+                tokio::spawn(async move {
+                    let verdict = gateway.run_remote_call_input(input).await;
+                    let error = verdict.err().map(|e| (e.code.as_str().to_string(), e.message));
+                    bus.publish(&from, &BusMessage::CallReply { corr, error }).await;
+                });
+            }
+            BusMessage::CallReply { corr, error } => {
+                if let Some((_, reply)) = self.pending.remove(&corr) {
+                    let verdict = match error {
+                        None => Ok(()),
+                        Some((code, message)) => Err(CallError::new(error_code(&code), message)),
+                    };
+                    let _ = reply.send(verdict);
+                }
+            }
+            BusMessage::CallMedia { from, media } => {
+                let (raw_id, conn_id) = (media.raw_id.clone(), media.conn_id.clone());
+                let bus = self.clone();
+                let reply: Arc<dyn Fn(Arc<str>) + Send + Sync> = Arc::new(move |text: Arc<str>| {
+                    let message = BusMessage::ConnFrame {
+                        raw_id: raw_id.clone(),
+                        conn_id: conn_id.clone(),
+                        text: text.to_string(),
+                    };
+                    let (bus, from) = (bus.clone(), from.clone());
+                    tokio::spawn(async move { bus.publish(&from, &message).await });
+                });
+                gateway.run_remote_call_media(media, reply);
+            }
+            BusMessage::ConnFrame { raw_id, conn_id, text } => {
+                if !gateway.deliver_to_connection(&raw_id, &conn_id, text.into()) {
+                    tracing::debug!(user = %raw_id, conn = %conn_id, "forwarded answer for a socket that is gone");
+                }
+            }
+        }
+    }
+
+    /// A frame from node `from` carrying a `callId`: that call runs there (until it ends).
+    fn remember_call(&self, from: &str, text: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { return };
+        let Some(call_id) = value.get("callId").and_then(|v| v.as_str()) else { return };
+        if value.get("type").and_then(|v| v.as_str()) == Some("call.ended") {
+            self.remote_calls.remove(call_id);
+            return;
+        }
+        if self.remote_calls.len() > 10_000 {
+            self.remote_calls.retain(|_, (_, seen)| seen.elapsed() < CALL_MEMORY);
+        }
+        self.remote_calls.insert(call_id.to_string(), (from.to_string(), Instant::now()));
+    }
+
+    async fn publish(&self, node: &str, message: &BusMessage) {
+        let Ok(json) = serde_json::to_string(message) else { return };
+        let sent: Result<i64, _> = self.client.publish(channel(node), json).await;
+        if let Err(e) = sent {
+            tracing::warn!(node, error = %e, "user bus: publish failed (Redis away?); delivery stays on this node");
+        }
+    }
+}
+
+impl RedisUserBus {
+    /// Add this node to (or remove it from) `raw_id`'s presence set and the user to (from)
+    /// this node's set, in the background; a failure (Redis away) heals at the next refresh.
+    fn spawn_presence_change(&self, raw_id: &str, online: bool) {
+        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
+        tokio::spawn(async move {
+            let (user_set, node_set) = (presence_key(&raw_id), node_users_key(&node));
+            let changed: Result<(i64, i64), fred::error::Error> = if online {
+                async {
+                    Ok((client.sadd(user_set, node.as_str()).await?, client.sadd(node_set, raw_id.as_str()).await?))
+                }
+                .await
+            } else {
+                async {
+                    Ok((client.srem(user_set, node.as_str()).await?, client.srem(node_set, raw_id.as_str()).await?))
+                }
+                .await
+            };
+            if let Err(e) = changed {
+                tracing::debug!(user = %raw_id, online, error = %e, "presence change not published (Redis away?)");
+            }
+        });
+    }
+}
+
+fn error_code(code: &str) -> ErrorCode {
+    ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code).unwrap_or(ErrorCode::InternalError)
+}
+
+impl UserBus for RedisUserBus {
+    fn user_online(&self, raw_id: &str) {
+        self.spawn_presence_change(raw_id, true);
+    }
+
+    fn user_offline(&self, raw_id: &str) {
+        self.spawn_presence_change(raw_id, false);
+    }
+
+    fn notify_elsewhere(&self, raw_id: &str, text: Arc<str>) {
+        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
+        tokio::spawn(async move {
+            let nodes: Vec<String> = match client.smembers(presence_key(&raw_id)).await {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    tracing::debug!(user = %raw_id, error = %e, "presence unknown (Redis away?): notified on this node only");
+                    return;
+                }
+            };
+            let message = BusMessage::Notify { from: node.clone(), to: raw_id.clone(), text: text.to_string() };
+            let Ok(json) = serde_json::to_string(&message) else { return };
+            for other in nodes.iter().filter(|n| **n != node) {
+                let sent: Result<i64, _> = client.publish(channel(other), json.as_str()).await;
+                if let Err(e) = sent {
+                    tracing::debug!(user = %raw_id, node = %other, error = %e, "notification not published");
+                }
+            }
+        });
+    }
+
+    fn call_home(&self, call_id: &str) -> Option<String> {
+        self.remote_calls.get(call_id).map(|entry| entry.value().0.clone())
+    }
+
+    fn forward_call<'a>(&'a self, node: &'a str, input: RemoteCallInput) -> RouterFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            self.pending.insert(corr, tx);
+            self.publish(node, &BusMessage::CallInput { from: self.node_id.clone(), corr, input }).await;
+            let verdict = tokio::time::timeout(FORWARD_TIMEOUT, rx).await;
+            self.pending.remove(&corr);
+            match verdict {
+                Ok(Ok(verdict)) => verdict,
+                _ => Err(CallError::new(
+                    ErrorCode::NodeUnavailable,
+                    format!("the call runs on node {node}, which did not answer"),
+                )),
+            }
+        })
+    }
+
+    fn forward_media(&self, node: &str, media: RemoteCallMedia) {
+        let message = BusMessage::CallMedia { from: self.node_id.clone(), media };
+        let (client, node) = (self.client.clone(), node.to_string());
+        tokio::spawn(async move {
+            let Ok(json) = serde_json::to_string(&message) else { return };
+            let sent: Result<i64, _> = client.publish(channel(&node), json).await;
+            if let Err(e) = sent {
+                tracing::warn!(node = %node, error = %e, "call media not forwarded (Redis away?)");
+            }
+        });
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_signaling::domain::calls::Party;
+
+    #[test]
+    fn bus_messages_read_back_as_written() {
+        let messages = [
+            BusMessage::Notify { from: "a".into(), to: "8:acs:b".into(), text: "{\"type\":\"call.incoming\"}".into() },
+            BusMessage::CallInput {
+                from: "b".into(),
+                corr: 7,
+                input: RemoteCallInput::Accept {
+                    call_id: "c".into(),
+                    callee: Party::new("8:acs:b", "Bob"),
+                    endpoint: "conn".into(),
+                },
+            },
+            BusMessage::CallReply { corr: 7, error: Some(("InvalidState".into(), "no".into())) },
+            BusMessage::ConnFrame { raw_id: "8:acs:b".into(), conn_id: "conn".into(), text: "{}".into() },
+        ];
+        for m in messages {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<BusMessage>(&json).unwrap(), m);
+        }
+        assert_eq!(error_code("InvalidState"), ErrorCode::InvalidState);
+        assert_eq!(error_code("nonsense"), ErrorCode::InternalError);
+    }
+}

@@ -1,0 +1,222 @@
+//! The seam between the gateway and a cluster's user bus: rings and presence across nodes
+//! (docs/cluster.md "Rings and presence across nodes", issue #17).
+//!
+//! On one node, a user's sockets are the gateway's presence and every call event for the user
+//! goes to them. In a cluster the caller's node runs the call (its call actor, billing and the
+//! call's media) while the callee's sockets may be on other nodes. A [`UserBus`] (plugged in
+//! once with [`Gateway::set_user_bus`]; none on a single node) carries:
+//! - **presence**: the gateway tells the bus when a user's first socket opens on this node and
+//!   when its last one closes, so the cluster knows which nodes hold the user's sockets;
+//! - **notifications**: every frame for a user (`call.incoming`, `call.ended`, invitations...)
+//!   goes to the user's sockets here and, through the bus, to its sockets on the other nodes;
+//! - **answers**: a call whose ring came from another node runs there, so `call.accept`,
+//!   `call.decline`, `call.cancel` and `call.hangUp` for it are forwarded to that node's call
+//!   actor ([`RemoteCallInput`]), and the callee's WebRTC media requests (`media.offer`,
+//!   `media.iceCandidate`) too ([`RemoteCallMedia`]): the call's media is on the caller's node,
+//!   whose answer names its own worker, and the answer frames come back to the callee's socket.
+//!
+//! Without the bus (Redis away) everything stays on the node: rings reach only sockets here.
+
+use super::Gateway;
+use super::calls::{CallMedia, CallMediaRequest};
+use super::connection::Outbound;
+use super::placement::RouterFuture;
+use crate::domain::calls::{CallError, Input, Party};
+use palaver_core::protocol::IceCandidate;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A cluster's user bus, as the gateway sees it.
+pub trait UserBus: Send + Sync {
+    /// The user's first socket on this node opened.
+    fn user_online(&self, raw_id: &str);
+    /// The user's last socket on this node closed.
+    fn user_offline(&self, raw_id: &str);
+    /// Deliver a prepared frame to the user's sockets on the other nodes (fire and forget).
+    fn notify_elsewhere(&self, raw_id: &str, text: Arc<str>);
+    /// The node running call `call_id`, when its events came from another node.
+    fn call_home(&self, call_id: &str) -> Option<String>;
+    /// Run `input` on `node`'s call actor and return its verdict.
+    fn forward_call<'a>(&'a self, node: &'a str, input: RemoteCallInput) -> RouterFuture<'a, Result<(), CallError>>;
+    /// Hand a call participant's media request to `node`; its answer frames come back to
+    /// this node's socket [`RemoteCallMedia::conn_id`] (see [`Gateway::deliver_to_connection`]).
+    fn forward_media(&self, node: &str, media: RemoteCallMedia);
+}
+
+/// A call input a socket on another node sent for a call running here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum RemoteCallInput {
+    Accept { call_id: String, callee: Party, endpoint: String },
+    Decline { call_id: String, user: String },
+    Cancel { call_id: String, user: String },
+    HangUp { call_id: String, user: String },
+}
+
+impl RemoteCallInput {
+    /// The wire form of `input`, for the inputs a user's socket sends about a call.
+    pub fn from_input(input: &Input) -> Option<Self> {
+        Some(match input {
+            Input::Accept { call_id, callee, endpoint } => {
+                Self::Accept { call_id: call_id.clone(), callee: callee.clone(), endpoint: endpoint.clone() }
+            }
+            Input::Decline { call_id, user } => Self::Decline { call_id: call_id.clone(), user: user.clone() },
+            Input::Cancel { call_id, user } => Self::Cancel { call_id: call_id.clone(), user: user.clone() },
+            Input::HangUp { call_id, user } => Self::HangUp { call_id: call_id.clone(), user: user.clone() },
+            _ => return None,
+        })
+    }
+
+    pub fn call_id(&self) -> &str {
+        match self {
+            Self::Accept { call_id, .. }
+            | Self::Decline { call_id, .. }
+            | Self::Cancel { call_id, .. }
+            | Self::HangUp { call_id, .. } => call_id,
+        }
+    }
+
+    fn into_input(self) -> Input {
+        match self {
+            Self::Accept { call_id, callee, endpoint } => Input::Accept { call_id, callee, endpoint },
+            Self::Decline { call_id, user } => Input::Decline { call_id, user },
+            Self::Cancel { call_id, user } => Input::Cancel { call_id, user },
+            Self::HangUp { call_id, user } => Input::HangUp { call_id, user },
+        }
+    }
+}
+
+/// A WebRTC media request of a call participant whose socket is on another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteCallMedia {
+    pub call_id: String,
+    pub raw_id: String,
+    /// The socket on the asking node the answers go to.
+    pub conn_id: String,
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<IceCandidate>,
+}
+
+impl Gateway {
+    /// Plug in the cluster's user bus (once; later calls are ignored).
+    pub fn set_user_bus(&self, bus: Arc<dyn UserBus>) {
+        let _ = self.user_bus.set(bus);
+    }
+
+    pub(crate) fn user_bus(&self) -> Option<&Arc<dyn UserBus>> {
+        self.user_bus.get()
+    }
+
+    /// The users with at least one socket on this node (the bus re-announces them).
+    pub fn local_users(&self) -> Vec<String> {
+        self.presence.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// A frame for `raw_id` that came over the bus: to the user's sockets on this node.
+    pub fn deliver_to_local_sockets(&self, raw_id: &str, text: Arc<str>) {
+        self.notify_local(raw_id, text);
+    }
+
+    /// A frame for one socket of `raw_id` on this node (a forwarded media request's answer).
+    pub fn deliver_to_connection(&self, raw_id: &str, conn_id: &str, text: Arc<str>) -> bool {
+        let Some(entry) = self.presence_of(raw_id).into_iter().find(|e| e.conn_id == conn_id) else {
+            return false;
+        };
+        entry.tx.try_send(Outbound::Frame(text)).is_ok()
+    }
+
+    /// Run a call input forwarded by another node on this node's call actor.
+    pub async fn run_remote_call_input(&self, input: RemoteCallInput) -> Result<(), CallError> {
+        self.call_request_here(input.into_input()).await
+    }
+
+    /// Run a media request forwarded by another node; every answer frame goes to `reply`.
+    pub fn run_remote_call_media(&self, media: RemoteCallMedia, reply: Arc<dyn Fn(Arc<str>) + Send + Sync>) {
+        let request = match (media.offer, media.candidate) {
+            (Some(sdp), _) => CallMedia::Offer(sdp),
+            (None, Some(candidate)) => CallMedia::IceCandidate(candidate),
+            (None, None) => return,
+        };
+        let (conn, mut answers) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Some(out) = answers.recv().await {
+                if let Outbound::Frame(text) = out {
+                    reply(text);
+                }
+            }
+        });
+        let request = CallMediaRequest {
+            call_id: media.call_id,
+            raw_id: media.raw_id,
+            media: request,
+            request_id: media.request_id,
+            conn,
+        };
+        if let Err(e) = self.call_media_here(request) {
+            tracing::warn!(error = %e.message, "forwarded call media refused");
+        }
+    }
+
+    /// A call input for a call that runs on another node, when it is one.
+    pub(crate) fn remote_call(&self, input: &Input) -> Option<(String, RemoteCallInput)> {
+        let bus = self.user_bus()?;
+        let remote = RemoteCallInput::from_input(input)?;
+        let node = bus.call_home(remote.call_id())?;
+        Some((node, remote))
+    }
+
+    /// A media request for a call that runs on another node: forwarded (true), or not remote.
+    pub(crate) fn forward_call_media(&self, request: &CallMediaRequest, conn_id: &str) -> Result<bool, CallError> {
+        let Some(bus) = self.user_bus() else { return Ok(false) };
+        let Some(node) = bus.call_home(&request.call_id) else { return Ok(false) };
+        let (offer, candidate) = match &request.media {
+            CallMedia::Offer(sdp) => (Some(sdp.clone()), None),
+            CallMedia::IceCandidate(c) => (None, Some(c.clone())),
+            CallMedia::Attach { .. } => {
+                return Err(CallError::new(
+                    palaver_core::ErrorCode::InvalidState,
+                    "this call runs on another node: QUIC media cannot follow it; use WebRTC (media.offer)",
+                ));
+            }
+        };
+        bus.forward_media(
+            &node,
+            RemoteCallMedia {
+                call_id: request.call_id.clone(),
+                raw_id: request.raw_id.clone(),
+                conn_id: conn_id.to_string(),
+                request_id: request.request_id.clone(),
+                offer,
+                candidate,
+            },
+        );
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_inputs_of_a_socket_travel_and_come_back_the_same() {
+        let inputs = [
+            Input::Accept { call_id: "c".into(), callee: Party::new("8:acs:b", "Bob"), endpoint: "conn-1".into() },
+            Input::Decline { call_id: "c".into(), user: "8:acs:b".into() },
+            Input::Cancel { call_id: "c".into(), user: "8:acs:a".into() },
+            Input::HangUp { call_id: "c".into(), user: "8:acs:a".into() },
+        ];
+        for input in inputs {
+            let wire = RemoteCallInput::from_input(&input).expect("a socket's call input");
+            let json = serde_json::to_string(&wire).unwrap();
+            let back: RemoteCallInput = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.call_id(), "c");
+            assert_eq!(format!("{:?}", back.into_input()), format!("{input:?}"));
+        }
+        assert!(RemoteCallInput::from_input(&Input::Tick).is_none());
+    }
+}

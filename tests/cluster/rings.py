@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Rings and presence across nodes: two palaver nodes sharing a private PostgreSQL and Redis
+(cluster_fixture.py); Alice's socket is on node-0, Bob's on node-1 (WSS, protocol v1).
+
+Checks:
+- presence: Bob's node is in Redis' presence set for Bob (`palaver:presence:<raw id>`) once
+  his socket is open, and leaves it when the socket closes;
+- a 1:1 call Alice places on node-0 rings Bob on node-1 (`call.incoming`); Bob's
+  `call.decline` (sent to node-1) reaches the call on node-0: Bob's answer is `ack` and Alice
+  gets `call.ended` with reason `declined`;
+- Alice calls again, Bob accepts: both get `call.connected`; Alice hangs up and Bob gets
+  `call.ended`;
+- Alice calls and cancels before Bob answers: Bob gets `call.ended` (`cancelled`);
+- with Redis killed, a ring reaches only the caller's node (Carol on node-0 is rung, Bob on
+  node-1 is not: the documented degradation), and after Redis is restarted presence comes
+  back within the refresh period and rings cross nodes again.
+
+Usage: rings.py --binary PATH
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from cluster_fixture import cluster, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "trials"))
+from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope  # noqa: E402
+from signaling_participant import SignalingParticipant  # noqa: E402
+from support import check  # noqa: E402
+
+RING_WAIT_S = 5.0
+
+
+def host(node):
+    return node.url.split("://", 1)[1].rstrip("/")
+
+
+def frames_until(ws, wanted, timeout):
+    """The first frame of type `wanted` (other frames are skipped), or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = ws.recv(deadline - time.monotonic())
+        if frame and frame.get("type") == wanted:
+            return frame
+    return None
+
+
+def place(ws, target):
+    ws.send({"type": "call.place", "requestId": "p", "targets": [target]})
+    placed = frames_until(ws, "call.placed", RING_WAIT_S)
+    check("the call is placed", placed, placed)
+    return placed["callId"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", required=True)
+    args = parser.parse_args()
+    started = time.time()
+    with cluster(args.binary, 2) as (pg, database, redis, nodes):
+        a, b = nodes
+        identity = CommunicationIdentityClient.from_connection_string(a.conn_str, connection_verify=a.ca)
+        users = {}
+        for name in ("alice", "bob", "carol"):
+            user, token = identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])
+            users[name] = (user.properties["id"], token.token)
+        alice = SignalingParticipant(host(a), a.ca, users["alice"][1])
+        bob = SignalingParticipant(host(b), b.ca, users["bob"][1])
+        bob_id = users["bob"][0]
+        presence = lambda raw: set(redis.cli("SMEMBERS", f"palaver:presence:{raw}").split())  # noqa: E731
+        check("presence: Bob's socket on node-1 is seen in Redis", wait_for(lambda: presence(bob_id) == {b.name}, 5),
+              presence(bob_id))
+        check("presence: Alice's socket on node-0 is seen in Redis",
+              wait_for(lambda: presence(users["alice"][0]) == {a.name}, 5), presence(users["alice"][0]))
+
+        # Decline.
+        t0 = time.monotonic()
+        call_id = place(alice, bob_id)
+        incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+        ring_ms = (time.monotonic() - t0) * 1000
+        check("a call placed on node-0 rings Bob on node-1", incoming and incoming["callId"] == call_id, incoming)
+        bob.send({"type": "call.decline", "requestId": "d", "callId": call_id})
+        check("Bob's decline on node-1 is acknowledged by the call on node-0", frames_until(bob, "ack", RING_WAIT_S), None)
+        ended = frames_until(alice, "call.ended", RING_WAIT_S)
+        check("Alice hears the decline", ended and ended.get("reason") == "declined", ended)
+        print(f"  decline: rang across nodes in {ring_ms:.0f} ms, declined")
+
+        # Accept, then hang up.
+        call_id = place(alice, bob_id)
+        incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+        check("the second call rings Bob on node-1", incoming and incoming["callId"] == call_id, incoming)
+        bob.send({"type": "call.accept", "requestId": "a", "callId": call_id})
+        check("Bob's accept on node-1 is acknowledged", frames_until(bob, "ack", RING_WAIT_S), None)
+        check("Bob gets call.connected", frames_until(bob, "call.connected", RING_WAIT_S), None)
+        check("Alice gets call.connected", frames_until(alice, "call.connected", RING_WAIT_S), None)
+        alice.send({"type": "call.hangUp", "requestId": "h", "callId": call_id})
+        ended = frames_until(bob, "call.ended", RING_WAIT_S)
+        check("Bob on node-1 gets call.ended when Alice hangs up", ended and ended["callId"] == call_id, ended)
+        print("  accept: connected across nodes, hung up")
+
+        # Cancel before the answer.
+        call_id = place(alice, bob_id)
+        check("the third call rings Bob", frames_until(bob, "call.incoming", RING_WAIT_S), None)
+        alice.send({"type": "call.cancel", "requestId": "c", "callId": call_id})
+        ended = frames_until(bob, "call.ended", RING_WAIT_S)
+        check("Bob on node-1 sees the cancel", ended and ended["callId"] == call_id and ended.get("reason") == "cancelled", ended)
+        print("  cancel: Bob's ring ended as cancelled")
+
+        # Redis down: rings stay on the caller's node.
+        carol = SignalingParticipant(host(a), a.ca, users["carol"][1])
+        redis.kill()
+        call_id = place(alice, users["carol"][0])
+        check("Redis down: Carol on the caller's node is rung", frames_until(carol, "call.incoming", RING_WAIT_S), None)
+        alice.send({"type": "call.cancel", "requestId": "c2", "callId": call_id})
+        call_id = place(alice, bob_id)
+        check("Redis down: Bob on the other node is not rung (same-node only)", not frames_until(bob, "call.incoming", 2.0), None)
+        alice.send({"type": "call.cancel", "requestId": "c3", "callId": call_id})
+        redis.start()
+        restarted = time.monotonic()
+        back = wait_for(lambda: presence(bob_id) == {b.name}, 15)
+        check("Redis back: Bob's presence is announced again", back, presence(bob_id))
+        print(f"  redis: rings stayed on node-0 while it was down; presence back {time.monotonic() - restarted:.1f} s after the restart")
+        call_id = place(alice, bob_id)
+        incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+        check("Redis back: rings cross nodes again", incoming and incoming["callId"] == call_id, incoming)
+        alice.send({"type": "call.cancel", "requestId": "c4", "callId": call_id})
+
+        bob.close()
+        check("presence: Bob's node leaves the set when his socket closes", wait_for(lambda: not presence(bob_id), 5),
+              presence(bob_id))
+        for ws in (alice, carol):
+            ws.close()
+    print(f"rings: all checks passed in {time.time() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
