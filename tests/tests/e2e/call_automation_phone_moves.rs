@@ -120,7 +120,10 @@ route = "call-automation"
     let moved = post(&server, &path, &move_body, StatusCode::ACCEPTED).await;
     assert_eq!(moved["participants"][0]["identifier"]["rawId"], CALLER, "{moved}");
     let done = backend.wait("cb/gc", "MoveParticipantSucceeded", |e| e["data"]["participant"]["rawId"] == CALLER).await;
-    assert_eq!((&done["data"]["fromCall"], &done["data"]["operationContext"]), (&json!(one_to_one), &json!("to-agent")));
+    assert_eq!(
+        (&done["data"]["fromCall"], &done["data"]["operationContext"]),
+        (&json!(one_to_one), &json!("to-agent"))
+    );
     let roster = backend
         .wait("cb/gc", "ParticipantsUpdated", |e| {
             e["data"]["participants"].as_array().is_some_and(|ps| ps.iter().any(|p| p["identifier"]["rawId"] == CALLER))

@@ -797,14 +797,23 @@ fn a_phone_caller_answered_by_a_server_leg_moves_out_without_being_hung_up() {
     const PHONE: &str = "4:+14255550199";
     let mut w = World::new();
     w.place("c1", PHONE, &[B]).unwrap();
-    w.ok(Input::Accept { call_id: "c1".into(), callee: party(B), endpoint: format!("{SERVER_LEG_ENDPOINT_PREFIX}cc1") });
+    w.ok(Input::Accept {
+        call_id: "c1".into(),
+        callee: party(B),
+        endpoint: format!("{SERVER_LEG_ENDPOINT_PREFIX}cc1"),
+    });
     let join = palaver_core::protocol::JoinTarget::GroupCall { group_id: "g1".into() };
     let out = w.ok(Input::MoveToConversation { call_id: "c1".into(), target: PHONE.into(), join: join.clone() });
     // The SIP gateway is told where the phone goes before the call's end reaches it, so its
     // leg follows the phone instead of hanging up (`gateway/phone_moves.rs`).
     assert_eq!(
         out[0],
-        Output::MovedToConversation { call_id: "c1".into(), raw_id: PHONE.into(), endpoint: format!("ep-{PHONE}"), join }
+        Output::MovedToConversation {
+            call_id: "c1".into(),
+            raw_id: PHONE.into(),
+            endpoint: format!("ep-{PHONE}"),
+            join
+        }
     );
     assert_eq!(ended_for(&out, PHONE), Some(CallEndReason::Transferred));
     assert!(call_ended(&out).is_some(), "the server leg was left alone: {out:?}");
