@@ -8,14 +8,12 @@ use std::time::Duration;
 use opus::{Channels, Decoder};
 
 use super::*;
-use crate::control::{ControlConfig, Output};
-use crate::engine::EngineEvent;
+use crate::control::Output;
+use crate::control::tests::Rig;
 use crate::mixer::g711::{G711_FRAME_BYTES, Law};
 use crate::mixer::tests::{AMPLITUDE, ToneSender, reference_tone_db, tone_db};
 use crate::net::{DEFAULT_EGRESS_CAPACITY, DirectLink};
 use crate::rtp::{RtpHeader, is_rtcp};
-use crate::testing::TestEngine;
-use crate::webrtc::dtls::DtlsIdentity;
 use palaver_core::protocol::{MediaReceive, MediaTrack};
 
 const CALL: &str = "call-1";
@@ -39,39 +37,24 @@ fn policy() -> TrunkPolicy {
     TrunkPolicy::from_names(&["PCMU", "PCMA"])
 }
 
-struct Rig {
-    control: Conferences,
-    engines: Vec<TestEngine>,
+/// The phone and the agent on the story's [`Rig`].
+trait Story {
+    fn phone_in_call(&mut self) -> crate::engine::RouterId;
+    fn agent_in(&mut self, conversation: &str, link: std::sync::Arc<DirectLink>) -> Joined;
+    /// Applies `out` (as [`Rig::run`]) and returns its commands' names.
+    fn apply(&mut self, out: Output) -> Vec<&'static str>;
 }
 
-impl Rig {
-    fn new(workers: usize) -> Self {
-        let candidates = (0..workers).map(|i| SocketAddr::from(([192, 0, 2, 1], 40_000 + i as u16))).collect();
-        let identity = DtlsIdentity::generate_server().expect("a DTLS certificate");
-        let control = Conferences::new(ControlConfig { candidates, identity }, [7; 32]);
-        Self { control, engines: (0..workers).map(|_| TestEngine::new()).collect() }
-    }
-
-    /// Applies every command (each must be accepted) and lets 20 ms pass on every engine.
-    fn run(&mut self, out: Output) -> Vec<&'static str> {
+impl Story for Rig {
+    fn apply(&mut self, out: Output) -> Vec<&'static str> {
         let names = out.commands.iter().map(|(_, c)| c.name()).collect();
-        for (worker, command) in out.commands {
-            let name = command.name();
-            let result = self.engines[worker].command(command);
-            assert!(result.is_ok(), "worker {worker} refused {name}: {result:?}");
-        }
-        for engine in &mut self.engines {
-            engine.drive(Duration::from_millis(20));
-            let failed: Vec<EngineEvent> =
-                engine.events().into_iter().filter(|e| matches!(e, EngineEvent::CommandFailed { .. })).collect();
-            assert!(failed.is_empty(), "{failed:?}");
-        }
+        self.run(out);
         names
     }
 
     fn phone_in_call(&mut self) -> crate::engine::RouterId {
         let (_, _, out) = self.control.join_sip(CALL, "phone", &trunk_sdp(), &policy()).expect("the SDP is usable");
-        self.run(out);
+        self.apply(out);
         self.control.conference(CALL).expect("the call's conference").router()
     }
 
@@ -81,7 +64,7 @@ impl Rig {
             .control
             .join_direct(conversation, "agent", true, link, &tracks, MediaReceive::default())
             .expect("attach accepted");
-        self.run(out);
+        self.apply(out);
         joined
     }
 }
@@ -110,7 +93,7 @@ fn a_phone_leg_moves_into_a_group_call_on_its_worker_keeping_its_address_and_bot
 
     let (reseat, out) =
         rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("re-seated");
-    let names = rig.run(out);
+    let names = rig.apply(out);
     assert_eq!(reseat, Reseat::Moved(Joined { worker: 0, router: agent.router, transport }));
     assert!(names.contains(&"move_transport") && names.contains(&"close_router"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("add_") && n.ends_with("transport")), "no new transport: {names:?}");
@@ -136,21 +119,15 @@ fn a_phone_leg_moves_into_a_group_call_on_its_worker_keeping_its_address_and_bot
         packet.extend_from_slice(&payload);
         engine.direct(agent.transport, &packet);
         engine.drive(Duration::from_millis(20));
-        for (to, packet) in engine.take_sent() {
-            if is_rtcp(&packet) {
-                continue;
-            }
-            assert_eq!(to, phone_addr(), "the mix goes to the phone's SDP address as before");
-            let h = RtpHeader::parse(&packet).unwrap();
+        let sent = engine.take_sent();
+        assert!(sent.iter().all(|(to, _)| *to == phone_addr()), "the mix goes to the phone's SDP address as before");
+        for packet in sent.iter().map(|(_, p)| p).filter(|p| !is_rtcp(p)) {
+            let h = RtpHeader::parse(packet).unwrap();
             assert_eq!(h.payload_type, 0, "PCMU, as agreed with the trunk");
-            for &b in h.payload(&packet) {
-                phone_heard.extend(std::iter::repeat_n(f32::from(Law::Mu.decode(b)), 6));
-            }
+            phone_heard
+                .extend(h.payload(packet).iter().flat_map(|&b| std::iter::repeat_n(f32::from(Law::Mu.decode(b)), 6)));
         }
-        while let Some(packet) = link.pop_egress() {
-            if is_rtcp(&packet) {
-                continue;
-            }
+        for packet in std::iter::from_fn(|| link.pop_egress()).filter(|p| !is_rtcp(p)) {
             let h = RtpHeader::parse(&packet).unwrap();
             let mut pcm = [0i16; 960];
             decoder.decode(h.payload(&packet), &mut pcm, false).unwrap();
@@ -192,7 +169,7 @@ fn a_target_without_a_conference_yet_is_created_on_the_legs_worker() {
     let worker = rig.control.conference(CALL).unwrap().worker();
     let (reseat, out) =
         rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("re-seated");
-    let names = rig.run(out);
+    let names = rig.apply(out);
     assert!(matches!(reseat, Reseat::Moved(joined) if joined.worker == worker), "{reseat:?}");
     assert_eq!(names.first(), Some(&"create_router"), "{names:?}");
     assert_eq!(rig.control.conference(GROUP).unwrap().worker(), worker);
