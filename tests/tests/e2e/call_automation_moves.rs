@@ -7,14 +7,14 @@
 //! through `QuicClient::next_call_event` and answers it by joining. The second test does the
 //! same with the WebRTC test client (`WebRtcClient`): moved, then rung, declining and accepting.
 
-use crate::call_automation::{Backend, identifier, post, talker};
-use crate::support::{FRAME, ToneEncoder, collect, decode, quic_address, tone_amplitude};
+use crate::call_automation::{Backend, connect_to_group_call, heard_at, identifier, post, talker};
+use crate::support::{FRAME, ToneEncoder, quic_address};
 use axum::http::StatusCode;
 use palaver_client::{CallEvent, ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage};
 use palaver_core::protocol::ClientMessage;
 use palaver_e2e::{Server, ServerOptions, TempDir};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ALICE_HZ: f32 = 440.0;
 const CAROL_HZ: f32 = 700.0;
@@ -46,14 +46,7 @@ async fn a_quic_caller_is_moved_into_a_group_call_and_a_quic_user_answers_a_ring
     let mut alice = talker(&server, &alice_token, &group, ALICE_HZ, 0x0A11_CE02).await;
 
     // The application sits in the group call.
-    let connect_body = json!({
-        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
-        "callbackUri": format!("{}/cb/gc", backend.base),
-        "operationContext": "connect",
-    });
-    let props = post(&server, "/calling/callConnections:connect", &connect_body, StatusCode::OK).await;
-    let gc = props["callConnectionId"].as_str().unwrap().to_owned();
-    backend.wait("cb/gc", "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
+    let gc = connect_to_group_call(&server, &backend, &group, "gc").await;
 
     // Carol (QUIC) calls the bot identity; the backend answers: a 1:1 call.
     let mut carol = connect(&server, &carol_token).await;
@@ -128,9 +121,7 @@ async fn a_quic_caller_is_moved_into_a_group_call_and_a_quic_user_answers_a_ring
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What Alice heard before Carol talked is not the question.
-    while alice.rx.try_recv().is_ok() {}
-    let heard = decode(&collect(&mut alice.rx, Instant::now() + Duration::from_millis(1200)).await);
-    let carol_in_group = tone_amplitude(&heard, CAROL_HZ);
+    let carol_in_group = heard_at(&mut alice, CAROL_HZ).await;
     println!("alice hears the moved caller's {CAROL_HZ} Hz tone at amplitude {carol_in_group:.0}");
     assert!(carol_in_group > 300.0, "alice does not hear carol in the group call ({carol_in_group:.0})");
     talking.abort();
@@ -182,13 +173,7 @@ async fn a_webrtc_caller_is_moved_into_a_group_call_and_a_webrtc_user_declines_t
     let (bot_id, _) = server.create_user_token(&["voip"]).await;
     let group = uuid::Uuid::new_v4().to_string();
     let mut alice = talker(&server, &alice_token, &group, ALICE_HZ, 0x0A11_CE03).await;
-    let connect_body = json!({
-        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
-        "callbackUri": format!("{}/cb/gc", backend.base),
-    });
-    let props = post(&server, "/calling/callConnections:connect", &connect_body, StatusCode::OK).await;
-    let gc = props["callConnectionId"].as_str().unwrap().to_owned();
-    backend.wait("cb/gc", "CallConnected", |_| true).await;
+    let gc = connect_to_group_call(&server, &backend, &group, "gc").await;
 
     // Erin (WebRTC) calls the bot; the backend answers.
     let options = WebRtcOptions::new(server.base_url(), &ca_pem);
@@ -243,9 +228,7 @@ async fn a_webrtc_caller_is_moved_into_a_group_call_and_a_webrtc_user_declines_t
         }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    while alice.rx.try_recv().is_ok() {}
-    let heard = decode(&collect(&mut alice.rx, Instant::now() + Duration::from_millis(1200)).await);
-    let erin_in_group = tone_amplitude(&heard, ERIN_HZ);
+    let erin_in_group = heard_at(&mut alice, ERIN_HZ).await;
     println!("alice hears the moved WebRTC caller's {ERIN_HZ} Hz tone at amplitude {erin_in_group:.0}");
     assert!(erin_in_group > 300.0, "alice does not hear erin in the group call ({erin_in_group:.0})");
     talking.abort();

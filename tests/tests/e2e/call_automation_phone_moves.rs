@@ -14,11 +14,11 @@
 //!   sockets: palaver re-INVITEs the carrier with the group call's socket
 //!   (`call_reinvited.xml` answers it and logs the port) and the phone's RTP goes there.
 
-use crate::call_automation::{Backend, post, talker};
+use crate::call_automation::{Backend, connect_to_group_call, heard_at, post, talker};
 use crate::sip::{PHONE_HZ, finished, phone_talks, server_rtp_port, server_rtp_port_logged_by, sipp_to};
-use crate::support::{collect, decode, tone_amplitude};
+use crate::sip_media::start_with;
+use crate::support::tone_amplitude;
 use axum::http::StatusCode;
-use palaver_e2e::{Server, ServerOptions, TempDir};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,44 +53,15 @@ async fn logged(dir: &std::path::Path, prefix: &str, marker: &str) -> String {
 /// Runs the hand-over with `workers` media workers and the carrier `scenario`.
 async fn hand_over(workers: usize, scenario: &str) {
     let backend = Backend::start().await;
-    let dir = TempDir::new(&format!("palaver-e2e-ca-phone-move-{workers}"));
-    let config = format!(
-        r#"{events}
-[media]
-workers = {workers}
-
-[sip]
-listen = "127.0.0.1:0"
-options_interval_secs = 0
-
-[[sip.trunks]]
-name = "carrier"
-address = "127.0.0.1:9"
-allow_from = ["127.0.0.1"]
-codecs = ["PCMU"]
-
-[[phone_numbers]]
-number = "{APP_NUMBER}"
-route = "call-automation"
-"#,
-        events = backend.incoming_call_config()
-    );
-    crate::sip::require_sipp();
-    let server = Server::start_in(dir.path(), ServerOptions { config_toml: Some(config), ..Default::default() }).await;
-    let sip = server.sip_addr().expect("PALAVER_SIP line");
+    let before = format!("{}\n[media]\nworkers = {workers}\n", backend.incoming_call_config());
+    let prefix = format!("palaver-e2e-ca-phone-move-{workers}");
+    let (dir, server, sip) = start_with(&prefix, "off", APP_NUMBER, "call-automation", &before).await;
     let (_, agent_token) = server.create_user_token(&["voip"]).await;
 
     // The agent's group call, with the application in it (created first: worker 0).
     let group = uuid::Uuid::new_v4().to_string();
     let mut agent = talker(&server, &agent_token, &group, AGENT_HZ, 0x0A6E_0001).await;
-    let connect = json!({
-        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
-        "callbackUri": format!("{}/cb/gc", backend.base),
-        "operationContext": "connect",
-    });
-    let gc = post(&server, "/calling/callConnections:connect", &connect, StatusCode::OK).await;
-    let gc = gc["callConnectionId"].as_str().unwrap().to_owned();
-    backend.wait("cb/gc", "CallConnected", |_| true).await;
+    let gc = connect_to_group_call(&server, &backend, &group, "gc").await;
 
     // The phone calls the application's number; the backend answers it 1:1.
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -145,10 +116,8 @@ route = "call-automation"
     let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let phone_side = tokio::spawn(async move { phone_talks(&socket, to, Duration::from_millis(2000)).await });
     tokio::time::sleep(Duration::from_millis(600)).await;
-    while agent.rx.try_recv().is_ok() {}
-    let agent_heard = decode(&collect(&mut agent.rx, Instant::now() + Duration::from_millis(1200)).await);
+    let agent_hears_phone = heard_at(&mut agent, PHONE_HZ).await;
     let (phone_heard, packets) = phone_side.await.unwrap();
-    let agent_hears_phone = tone_amplitude(&agent_heard, PHONE_HZ);
     let phone_hears_agent = tone_amplitude(&phone_heard[phone_heard.len() / 3..], AGENT_HZ);
     let phone_hears_itself = tone_amplitude(&phone_heard[phone_heard.len() / 3..], PHONE_HZ);
     println!(
