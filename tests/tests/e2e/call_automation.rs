@@ -336,6 +336,19 @@ pub(crate) async fn post(server: &Server, path: &str, body: &Value, expected: St
     answer
 }
 
+/// The backend answers the `IncomingCall` event `incoming` with callbacks to `/cb/{leg}`; the
+/// call connection id once it is connected.
+pub(crate) async fn answer_incoming(server: &Server, backend: &Backend, incoming: &Value, leg: &str) -> String {
+    let answer = json!({
+        "incomingCallContext": incoming["data"]["incomingCallContext"],
+        "callbackUri": format!("{}/cb/{leg}", backend.base),
+        "operationContext": "answer",
+    });
+    let answered = post(server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
+    backend.wait(&format!("cb/{leg}"), "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
+    answered["callConnectionId"].as_str().unwrap().to_owned()
+}
+
 /// `connect` to group call `group` with callbacks to `backend`'s `/cb/{leg}`; the call
 /// connection id once it is connected.
 pub(crate) async fn connect_to_group_call(server: &Server, backend: &Backend, group: &str, leg: &str) -> String {

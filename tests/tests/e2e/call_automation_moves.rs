@@ -7,7 +7,7 @@
 //! through `QuicClient::next_call_event` and answers it by joining. The second test does the
 //! same with the WebRTC test client (`WebRtcClient`): moved, then rung, declining and accepting.
 
-use crate::call_automation::{Backend, connect_to_group_call, heard_at, identifier, post, talker};
+use crate::call_automation::{Backend, answer_incoming, connect_to_group_call, heard_at, identifier, post, talker};
 use crate::support::{FRAME, ToneEncoder, quic_address};
 use axum::http::StatusCode;
 use palaver_client::{CallEvent, ConnectOptions, JoinTarget, MediaTrack, QuicClient, ServerMessage};
@@ -53,14 +53,7 @@ async fn a_quic_caller_is_moved_into_a_group_call_and_a_quic_user_answers_a_ring
     let placed = carol.request(ClientMessage::CallPlace { targets: vec![bot_id.clone()] }).await.unwrap();
     let ServerMessage::CallPlaced { call_id, .. } = placed else { panic!("call.place: {placed:?}") };
     let incoming = backend.wait("incoming", "IncomingCall", |e| e["data"]["to"]["rawId"] == bot_id.as_str()).await;
-    let answer = json!({
-        "incomingCallContext": incoming["data"]["incomingCallContext"],
-        "callbackUri": format!("{}/cb/bot", backend.base),
-        "operationContext": "answer",
-    });
-    let answered = post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
-    let one_to_one = answered["callConnectionId"].as_str().unwrap().to_owned();
-    backend.wait("cb/bot", "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
+    let one_to_one = answer_incoming(&server, &backend, &incoming, "bot").await;
     loop {
         if let CallEvent::Connected { call_id: connected, .. } = next_call_event(&mut carol).await {
             assert_eq!(connected, call_id);
@@ -181,12 +174,7 @@ async fn a_webrtc_caller_is_moved_into_a_group_call_and_a_webrtc_user_declines_t
     let placed = erin.request(ClientMessage::CallPlace { targets: vec![bot_id.clone()] }).await.unwrap();
     let ServerMessage::CallPlaced { call_id, .. } = placed else { panic!("call.place: {placed:?}") };
     let incoming = backend.wait("incoming", "IncomingCall", |e| e["data"]["to"]["rawId"] == bot_id.as_str()).await;
-    let answer = json!({
-        "incomingCallContext": incoming["data"]["incomingCallContext"],
-        "callbackUri": format!("{}/cb/bot", backend.base),
-    });
-    let answered = post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
-    let one_to_one = answered["callConnectionId"].as_str().unwrap().to_owned();
+    let one_to_one = answer_incoming(&server, &backend, &incoming, "bot").await;
     loop {
         if let CallEvent::Connected { call_id: connected, .. } = next_webrtc_call_event(&mut erin).await {
             assert_eq!(connected, call_id);

@@ -14,14 +14,14 @@
 //!   sockets: palaver re-INVITEs the carrier with the group call's socket
 //!   (`call_reinvited.xml` answers it and logs the port) and the phone's RTP goes there.
 
-use crate::call_automation::{Backend, connect_to_group_call, heard_at, post, talker};
-use crate::sip::{PHONE_HZ, finished, phone_talks, server_rtp_port, server_rtp_port_logged_by, sipp_to};
+use crate::call_automation::{Backend, answer_incoming, connect_to_group_call, heard_at, post, talker};
+use crate::sip::{PHONE_HZ, finished, logged_after, phone_talks, server_rtp_port, server_rtp_port_logged_by, sipp_to};
 use crate::sip_media::start_with;
 use crate::support::tone_amplitude;
 use axum::http::StatusCode;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 
 const APP_NUMBER: &str = "+14255550188";
@@ -30,24 +30,6 @@ const AGENT_HZ: f32 = 440.0;
 
 fn phone() -> serde_json::Value {
     json!({"rawId": CALLER, "phoneNumber": {"value": "+14255550199"}})
-}
-
-/// The log line SIPp wrote after `marker` in the scenario log whose name starts with `prefix`.
-async fn logged(dir: &std::path::Path, prefix: &str, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with(prefix) && name.ends_with("_logs.log") {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if let Some(rest) = text.split(marker).nth(1) {
-                    return rest.lines().next().unwrap_or_default().trim().to_owned();
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "SIPp never logged {marker}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Runs the hand-over with `workers` media workers and the carrier `scenario`.
@@ -70,14 +52,7 @@ async fn hand_over(workers: usize, scenario: &str) {
         ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "hangup", "palaver"].map(String::from);
     let mut carrier = sipp_to(APP_NUMBER, sip, scenario, "127.0.0.1", &extra, dir.path());
     let incoming = backend.wait("incoming", "IncomingCall", |_| true).await;
-    let answer = json!({
-        "incomingCallContext": incoming["data"]["incomingCallContext"],
-        "callbackUri": format!("{}/cb/bot", backend.base),
-        "operationContext": "answer",
-    });
-    let answered = post(&server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
-    let one_to_one = answered["callConnectionId"].as_str().unwrap().to_owned();
-    backend.wait("cb/bot", "CallConnected", |_| true).await;
+    let one_to_one = answer_incoming(&server, &backend, &incoming, "bot").await;
     let prefix = scenario.trim_end_matches(".xml");
     let first_port = if prefix == "call" {
         server_rtp_port(dir.path()).await
@@ -107,7 +82,7 @@ async fn hand_over(workers: usize, scenario: &str) {
     let port = if prefix == "call" {
         first_port
     } else {
-        let line = logged(dir.path(), prefix, "REINVITE_RTP_PORT ").await;
+        let line = logged_after(dir.path(), prefix, "REINVITE_RTP_PORT ").await;
         line.split_whitespace().next().unwrap().parse().expect("port")
     };
     println!("phone RTP to palaver port {first_port} before the move, {port} after ({workers} workers)");
