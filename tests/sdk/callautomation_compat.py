@@ -870,8 +870,11 @@ def move_into_the_group_call(ctx, conn, group):
     """move_participants into the group call: lee (a WebSocket client) is in a 1:1 call with
     the ivr identity, answered by the application; moved from that call connection into the
     group call, lee's socket gets call.moved (naming the group call) and joined, without
-    ringing; MoveParticipantSucceeded (gmv1), and the 1:1 connection is over. Moving from a
-    call that is gone is MoveParticipantFailed 404/8522 (gmv2)."""
+    ringing; MoveParticipantSucceeded (gmv1), and the 1:1 connection is over. The 1:1 call
+    was answered by another application (its own client and callback URI): ACS call
+    connections belong to the resource, so any of its applications may name one as fromCall;
+    the outcome goes to the mover. Moving from a call that is gone is MoveParticipantFailed
+    404/8522 (gmv2)."""
     token = ctx.identity.get_token(ident(ctx.users["lee"]), [CommunicationTokenScope.VOIP]).token
     lee = WsClient(ctx.base_url, ctx.ca_file, token)
     try:
@@ -884,7 +887,10 @@ def move_into_the_group_call(ctx, conn, group):
         lee.send({"type": "call.place", "requestId": "lp", "targets": [ctx.users["ivr"]]})
         call_id = lee.wait_for("call.placed")["callId"]
         ctx.rx.wait("a new IncomingCall to ivr", lambda: rings_of_ivr() > before)
-        ctx.answer("MV", ctx.users["ivr"], "mv-answer")
+        # Another application (its own client and callbackUri) answers the 1:1 call.
+        incoming = ctx.rx.incoming_for(ctx.users["ivr"])
+        other_app = CallAutomationClient.from_connection_string(ctx.conn_str, connection_verify=ctx.ca_file)
+        ctx.legs["MV"] = other_app.answer_call(incoming.data["incomingCallContext"], ctx.rx.callback_url("MV"), operation_context="mv-answer").call_connection_id
         ctx.rx.event("MV", "CallConnected")
         lee.wait_for("call.connected")
         result = conn.move_participants([ident(ctx.users["lee"])], ctx.legs["MV"], operation_context="gmv1")
@@ -898,6 +904,11 @@ def move_into_the_group_call(ctx, conn, group):
         check("group call: list_participants shows the moved client", ctx.users["lee"] in {p.identifier.raw_id for p in conn.list_participants()})
         ctx.rx.event("MV", "CallDisconnected")
         check("group call: the 1:1 connection the client left is over", ctx.rx.names("MV")[-1] == "CallDisconnected", ctx.rx.names("MV"))
+        # fromCall named another application's call connection (answered by another backend
+        # client, with its own callbackUri): call connections are the resource's, as in ACS, so
+        # the move is allowed; its outcome goes to the mover, the source call's own events
+        # (the participant leaving, CallDisconnected) to the other application.
+        check("group call: moving from another application's call connection reports to the mover only", not any(n.startswith("MoveParticipant") for n in ctx.rx.names("MV")) and "ParticipantsUpdated" in ctx.rx.names("MV"), ctx.rx.names("MV"))
         conn.move_participants([ident(ctx.users["kim"])], ctx.legs["MV"], operation_context="gmv2")
         failed = ctx.rx.event("G", "MoveParticipantFailed")
         check("group call: moving from a call that is over is MoveParticipantFailed 404/8522 (gmv2)", failed.data.get("operationContext") == "gmv2" and failed.data["resultInformation"]["subCode"] == 8522, failed.data)

@@ -424,21 +424,12 @@ impl QuicClient {
     /// by joining it (the [`Joined`] answer), a call between users with `call.accept` (then
     /// `None`; `call.connected` follows as a call event).
     pub async fn accept_call(&self, incoming: &CallEvent) -> Result<Option<Joined>, ClientError> {
-        let CallEvent::Incoming { call_id, join, .. } = incoming else {
-            return Err(ClientError::InvalidArgument("only a call.incoming can be accepted".into()));
-        };
-        match join {
-            Some(target) => self.join(target.clone(), None).await.map(Some),
-            None => {
-                self.request(ClientMessage::CallAccept { call_id: call_id.clone() }).await?;
-                Ok(None)
-            }
-        }
+        self.signaling.accept_call(incoming, self.timeout).await
     }
 
     /// Declines a ringing call or invitation (`call.decline`).
     pub async fn decline_call(&self, call_id: &str) -> Result<(), ClientError> {
-        self.request(ClientMessage::CallDecline { call_id: call_id.to_owned() }).await.map(|_| ())
+        self.signaling.decline_call(call_id, self.timeout).await
     }
 
     /// The next received RTP packet; `None` once the connection is closed (or after

@@ -156,6 +156,27 @@ impl<W: FrameWriter> Requests<W> {
         }
     }
 
+    /// Answers a `call.incoming`: an invitation into a conversation (`join` set) is accepted
+    /// by joining it (the [`Joined`] answer), a call between users with `call.accept` (then
+    /// `None`; `call.connected` follows as a call event).
+    pub async fn accept_call(&self, incoming: &CallEvent, timeout: Duration) -> Result<Option<Joined>, ClientError> {
+        let CallEvent::Incoming { call_id, join, .. } = incoming else {
+            return Err(ClientError::InvalidArgument("only a call.incoming can be accepted".into()));
+        };
+        match join {
+            Some(target) => self.join(target.clone(), None, timeout).await.map(Some),
+            None => {
+                self.request(ClientMessage::CallAccept { call_id: call_id.clone() }, timeout).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Declines a ringing call or invitation (`call.decline`).
+    pub async fn decline_call(&self, call_id: &str, timeout: Duration) -> Result<(), ClientError> {
+        self.request(ClientMessage::CallDecline { call_id: call_id.to_owned() }, timeout).await.map(|_| ())
+    }
+
     fn forget(&self, id: &str) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(id);

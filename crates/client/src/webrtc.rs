@@ -29,6 +29,7 @@ pub(crate) mod signaling;
 use crate::rtp::ReceivedRtp;
 use crate::{ClientError, Joined, Welcome};
 use bytes::Bytes;
+use palaver_core::protocol::calls::CallEvent;
 use palaver_core::protocol::{ClientMessage, JoinTarget, ServerMessage};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -448,6 +449,26 @@ impl WebRtcClient {
     /// `snapshot`, `media.slots`, `capture.changed`, `session.ended`, unsolicited `error`...).
     pub async fn next_event(&mut self) -> Option<ServerMessage> {
         self.signaling.events.recv().await
+    }
+
+    /// The next `call.*` frame, as [`QuicClient::next_call_event`](crate::QuicClient::next_call_event):
+    /// a call or an invitation rings (`call.incoming`), connects, ends; or this socket was
+    /// moved into a conversation (`call.moved`; `joined` follows as an event, and
+    /// [`Self::start_media`] then negotiates media there). `None` once the socket is closed
+    /// and the queue is drained.
+    pub async fn next_call_event(&mut self) -> Option<CallEvent> {
+        self.signaling.calls.recv().await
+    }
+
+    /// Answers a `call.incoming`: an invitation into a conversation by joining it (the
+    /// [`Joined`] answer), a call between users with `call.accept` (`None`).
+    pub async fn accept_call(&self, incoming: &CallEvent) -> Result<Option<Joined>, ClientError> {
+        self.signaling.requests.accept_call(incoming, self.options.timeout).await
+    }
+
+    /// Declines a ringing call or invitation (`call.decline`).
+    pub async fn decline_call(&self, call_id: &str) -> Result<(), ClientError> {
+        self.signaling.requests.decline_call(call_id, self.options.timeout).await
     }
 
     /// The next received RTP packet (the room's audio mix, remote video); `None` after

@@ -16,6 +16,7 @@ use palaver_core::ErrorCode;
 use palaver_core::MediaPathId;
 use palaver_core::protocol::{IceCandidate, MediaReceive, MediaTrack, SlotSubscription, UdpMedia};
 use palaver_legs::{LegConfig, LegHandle, LegTransport};
+use palaver_sfu::control::sip::reseat::Reseat;
 use palaver_sfu::control::sip::{TrunkPolicy, codec_name};
 use palaver_sfu::control::{Conferences, ControlConfig, ControlError, Output, SlotFrame, Speakers, TransportKind};
 use palaver_sfu::engine::SourceTap;
@@ -25,7 +26,9 @@ use palaver_sfu::srtp::SrtpKeys;
 use palaver_sfu::webrtc::dtls::DtlsIdentity;
 use palaver_signaling::gateway::ServerLeg;
 use palaver_signaling::gateway::media::MediaFuture;
-use palaver_signaling::gateway::{AttachedMedia, Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer};
+use palaver_signaling::gateway::{
+    AttachedMedia, Gateway, MediaError, MediaPlane, MediaSession, TrunkAnswer, TrunkReseat,
+};
 use tokio::sync::mpsc;
 
 /// The media controller of the process: the worker pool and every conversation's media.
@@ -301,6 +304,43 @@ impl MediaPlane for MediaController {
 
     /// `media.attach`: (re)creates the participant's direct transport, producers and receive
     /// slots, routes the connection's datagrams to it, and returns the tracks the server sends.
+    /// A phone leg moved into another conversation: its trunk transport is re-seated there
+    /// (`palaver_sfu::control::sip::reseat`), or the caller must re-offer another socket.
+    fn reseat_trunk(
+        &self,
+        from: MediaSession,
+        to: MediaSession,
+        peer_sdp: String,
+        codecs: Vec<String>,
+    ) -> MediaFuture<TrunkReseat> {
+        let policy = TrunkPolicy::from_names(&codecs);
+        let result = self.call(|c| {
+            let (reseat, out) = c
+                .reseat_sip(
+                    &from.conversation_id,
+                    &from.participant_id,
+                    &to.conversation_id,
+                    &to.participant_id,
+                    &peer_sdp,
+                    &policy,
+                )
+                .map_err(|e| refused(ErrorCode::InvalidState, e.to_string()))?;
+            Ok((reseat, out))
+        });
+        let (from_conversation, to_conversation) = (&from.conversation_id, &to.conversation_id);
+        let result = result.map(|reseat| match reseat {
+            Reseat::Moved(joined) => {
+                tracing::info!(%from_conversation, %to_conversation, worker = joined.worker, "trunk leg re-seated");
+                TrunkReseat::Moved
+            }
+            Reseat::OtherWorker { address } => {
+                tracing::info!(%from_conversation, %to_conversation, %address, "trunk leg must be re-offered");
+                TrunkReseat::Reoffer
+            }
+        });
+        Box::pin(async move { result })
+    }
+
     fn attach(
         &self,
         session: MediaSession,

@@ -305,6 +305,16 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
                 Some(event @ (CallEvent::TransferAccepted { .. } | CallEvent::TransferFailed { .. })) => {
                     referral.outcome(&dialog, &event, |reason| refusal(*reason)).await;
                 }
+                Some(CallEvent::Moved { join, .. }) if answered => {
+                    // Call Automation moved the phone into a group call or a room: the dialog
+                    // goes on there, without a BYE (`crate::moved`).
+                    if let Some(agreed) = media.as_mut() {
+                        shared.unregister(&call_id, &phone);
+                        let billed = crate::counters::phone_leg(&called, &trunk.name, Direction::Inbound);
+                        let leg = crate::moved::MovedLeg { shared: &shared, dialog: &dialog, states: &mut states, media: agreed, phone: &phone, display: &display, billed };
+                        break crate::moved::follow(leg, join).await;
+                    }
+                }
                 Some(CallEvent::ParticipantLeft { participant, .. }) if participant == phone => {
                     // Transferred away or removed from a call that goes on.
                     if answered {

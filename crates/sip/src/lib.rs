@@ -4,7 +4,8 @@
 //! ([`gateway`]: UDP/TCP/TLS transports, transactions, dialogs), inbound calls ([`inbound`]:
 //! route an owned number to a directory user or a call queue through the call machinery,
 //! attach the phone's RTP to the call's conference), calls out to phone numbers
-//! ([`outbound`]), OPTIONS keep-alives ([`keepalive`]) and the counters the server exports
+//! ([`outbound`]), an answered phone moved by Call Automation into a group call or a room
+//! ([`moved`]), OPTIONS keep-alives ([`keepalive`]) and the counters the server exports
 //! ([`counters`]). Media (plain RTP, G.711 in the mixer) lives in `palaver-sfu`
 //! (`control/sip.rs`, `mixer/g711.rs`); see `docs/sip.md`.
 
@@ -18,6 +19,7 @@ mod hold;
 mod inbound;
 mod keepalive;
 mod meeting;
+mod moved;
 mod outbound;
 mod provisional;
 mod refer;

@@ -120,6 +120,8 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         }
     };
     let display = caller.as_ref().map(|c| c.display_name.clone());
+    // Kept for a move into a conversation (`crate::moved`): palaver's SDP on this leg.
+    let local_sdp = offer.clone();
     let Some(option) = invite_option(&shared, &trunk, &number, &presented, display, offer) else {
         shared.unregister(&call_id, &phone);
         let _ = gateway.phone_fail(&call_id, &phone, None).await;
@@ -221,6 +223,8 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     gateway.name_phone_leg(&billed_session, crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound));
     // The 200 continues on the early media when it repeats its SDP (or has none); a
     // different answer re-attaches the leg.
+    // The trunk's SDP this leg runs on (its answer, or the early media it continues).
+    let remote_sdp = if answer.trim().is_empty() { early_sdp.clone().unwrap_or_default() } else { answer.clone() };
     let attached = match &early_sdp {
         Some(early) if answer.trim().is_empty() || answer == *early => Ok(None),
         _ => gateway.phone_attach(&call_id, &phone, answer.clone(), media_preference(&trunk)).await.map(Some),
@@ -289,6 +293,22 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
                 }
                 Some(event @ (CallEvent::TransferAccepted { .. } | CallEvent::TransferFailed { .. })) => {
                     referral.outcome(&dialog, &event, |reason| crate::inbound::refusal(*reason)).await;
+                }
+                Some(CallEvent::Moved { join, .. }) => {
+                    // Call Automation moved the phone into a group call or a room: the dialog
+                    // goes on there, without a BYE (`crate::moved`).
+                    shared.unregister(&call_id, &phone);
+                    let mut media = media.take().unwrap_or_else(|| crate::hold::LegMedia {
+                        session: palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone),
+                        codecs: media_preference(&trunk),
+                        local_sdp: local_sdp.clone(),
+                        remote_sdp: remote_sdp.clone(),
+                        held: false,
+                    });
+                    let billed = crate::counters::phone_leg(&presented, &trunk.name, Direction::Outbound);
+                    let leg = crate::moved::MovedLeg { shared: &shared, dialog: &dialog, states: &mut states, media: &mut media, phone: &phone, display: &number, billed };
+                    crate::moved::follow(leg, join).await;
+                    break;
                 }
                 Some(_) => {}
             },

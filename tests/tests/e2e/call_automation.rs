@@ -336,6 +336,40 @@ pub(crate) async fn post(server: &Server, path: &str, body: &Value, expected: St
     answer
 }
 
+/// The backend answers the `IncomingCall` event `incoming` with callbacks to `/cb/{leg}`; the
+/// call connection id once it is connected.
+pub(crate) async fn answer_incoming(server: &Server, backend: &Backend, incoming: &Value, leg: &str) -> String {
+    let answer = json!({
+        "incomingCallContext": incoming["data"]["incomingCallContext"],
+        "callbackUri": format!("{}/cb/{leg}", backend.base),
+        "operationContext": "answer",
+    });
+    let answered = post(server, "/calling/callConnections:answer", &answer, StatusCode::OK).await;
+    backend.wait(&format!("cb/{leg}"), "CallConnected", |e| e["data"]["operationContext"] == "answer").await;
+    answered["callConnectionId"].as_str().unwrap().to_owned()
+}
+
+/// `connect` to group call `group` with callbacks to `backend`'s `/cb/{leg}`; the call
+/// connection id once it is connected.
+pub(crate) async fn connect_to_group_call(server: &Server, backend: &Backend, group: &str, leg: &str) -> String {
+    let body = json!({
+        "callLocator": {"kind": "groupCallLocator", "groupCallId": group},
+        "callbackUri": format!("{}/cb/{leg}", backend.base),
+        "operationContext": "connect",
+    });
+    let props = post(server, "/calling/callConnections:connect", &body, StatusCode::OK).await;
+    let path = format!("cb/{leg}");
+    backend.wait(&path, "CallConnected", |e| e["data"]["operationContext"] == "connect").await;
+    props["callConnectionId"].as_str().unwrap().to_owned()
+}
+
+/// The loudness at `hz` of what `listener` decodes over 1.2 s from now (what it received
+/// before is dropped).
+pub(crate) async fn heard_at(listener: &mut Talker, hz: f32) -> f32 {
+    while listener.rx.try_recv().is_ok() {}
+    tone_amplitude(&decode(&collect(&mut listener.rx, Instant::now() + Duration::from_millis(1200)).await), hz)
+}
+
 pub(crate) fn identifier(raw_id: &str) -> Value {
     json!({"rawId": raw_id, "communicationUser": {"id": raw_id}})
 }

@@ -154,18 +154,25 @@ pub(crate) async fn server_rtp_port(dir: &Path) -> u16 {
 
 /// The `SERVER_RTP_PORT` logged by the SIPp scenario whose log file starts with `prefix`.
 pub(crate) async fn server_rtp_port_logged_by(dir: &Path, prefix: &str) -> u16 {
+    let line = logged_after(dir, prefix, "SERVER_RTP_PORT ").await;
+    line.split_whitespace().next().unwrap_or_default().parse().expect("port")
+}
+
+/// What the SIPp scenario whose log file starts with `prefix` logged after `marker` (the rest
+/// of that line), once it is there (within 20 s).
+pub(crate) async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with(prefix) && name.ends_with("_logs.log") {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if let Some(port) = text.split("SERVER_RTP_PORT ").nth(1).and_then(|r| r.split_whitespace().next()) {
-                    return port.parse().expect("port");
+                if let Some(rest) = text.split(marker).nth(1) {
+                    return rest.lines().next().unwrap_or_default().to_owned();
                 }
             }
         }
-        assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
+        assert!(Instant::now() < deadline, "SIPp never logged `{marker}` (palaver's answer never reached it)");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

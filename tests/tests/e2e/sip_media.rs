@@ -42,8 +42,9 @@ async fn start(prefix: &str, srtp: &str) -> (TempDir, Server, SocketAddr) {
     start_with(prefix, srtp, NUMBER, &format!("user:8:orgid:{USER}"), "").await
 }
 
-/// [`start`] with `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table.
-async fn start_with(
+/// [`start`] with `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table
+/// (also used by `call_automation_phone_moves.rs`).
+pub(crate) async fn start_with(
     prefix: &str,
     srtp: &str,
     number: &str,

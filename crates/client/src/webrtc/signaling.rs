@@ -9,6 +9,7 @@ use crate::requests::{self, FrameReader, FrameWriter, Requests};
 use crate::{ClientError, Welcome};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use palaver_core::protocol::calls::CallEvent;
 use palaver_core::protocol::{ClientMessage, ServerMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -54,6 +55,8 @@ pub(crate) struct Signaling {
     pub events: mpsc::Receiver<ServerMessage>,
     /// SDP of each `media.answer` the server sent (in order).
     pub answers: mpsc::Receiver<String>,
+    /// `call.*` frames: calls between users, invitations into conversations, moves.
+    pub calls: mpsc::Receiver<CallEvent>,
     tasks: Vec<JoinHandle<()>>,
     timeout: Duration,
 }
@@ -124,6 +127,7 @@ impl Signaling {
         let requests = Arc::new(Requests::new(SocketWriter(tokio::sync::Mutex::new(sink)), "w"));
         let (events_tx, events) = mpsc::channel(event_queue.max(1));
         let (answers_tx, answers) = mpsc::channel(8);
+        let (calls_tx, calls) = mpsc::channel(event_queue.max(1));
         // `media.answer` (of this participant's own media, not a call's) goes to the negotiation.
         let divert = move |message| match message {
             ServerMessage::MediaAnswer { sdp, call_id: None } => {
@@ -134,10 +138,10 @@ impl Signaling {
         };
         let heartbeat_period = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
         let tasks = vec![
-            tokio::spawn(requests::read_frames(reader, requests.clone(), events_tx, None, divert)),
+            tokio::spawn(requests::read_frames(reader, requests.clone(), events_tx, Some(calls_tx), divert)),
             tokio::spawn(requests::heartbeat(requests.clone(), heartbeat_period)),
         ];
-        Ok(Self { requests, welcome, events, answers, tasks, timeout })
+        Ok(Self { requests, welcome, events, answers, calls, tasks, timeout })
     }
 
     /// Registers a fresh `requestId` and sends `message` with it; the receiver gets the frame

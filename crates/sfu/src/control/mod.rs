@@ -95,6 +95,22 @@ pub struct Attach {
     pub announce_slots: bool,
 }
 
+/// What a participant brings to its conference besides its transport (an [`Attach`] without
+/// its [`TransportKind`]).
+struct Seating {
+    publish: Vec<ProducerSpec>,
+    receive: Vec<ReceiveSlot>,
+    mix_payload_type: u8,
+    announce_slots: bool,
+}
+
+impl Attach {
+    fn split(self) -> (TransportKind, Seating) {
+        let Attach { transport, publish, receive, mix_payload_type, announce_slots } = self;
+        (transport, Seating { publish, receive, mix_payload_type, announce_slots })
+    }
+}
+
 /// Where a joined participant's media lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
@@ -454,7 +470,7 @@ impl Conferences {
         let mut out = self.release(conversation, participant, false);
         let (router, worker) = self.ensure_conference(conversation, &mut out);
         let transport = TransportId(self.next_id());
-        let Attach { transport: kind, publish, receive, mix_payload_type, announce_slots } = attach;
+        let (kind, seating) = attach.split();
         let command = match kind {
             TransportKind::WebRtc { ice_ufrag, ice_pwd, remote_fingerprint } => {
                 let dtls = self.config.identity.clone();
@@ -481,6 +497,18 @@ impl Conferences {
             }
         };
         out.commands.push((worker, command));
+        out.extend(self.seat(conversation, participant, transport, seating));
+        (Joined { worker, router, transport }, out)
+    }
+
+    /// Seats `participant` with `transport` (already in the conference's router) in the
+    /// conversation's conference: its producers and mix output, then everyone's slots are
+    /// replanned and its per-participant audio applied.
+    fn seat(&mut self, conversation: &str, participant: &str, transport: TransportId, seating: Seating) -> Output {
+        let mut out = Output::default();
+        let Some(conference) = self.conferences.get(conversation) else { return out };
+        let (router, worker) = (conference.router, conference.worker);
+        let Seating { publish, receive, mix_payload_type, announce_slots } = seating;
         let mut producers = Vec::with_capacity(publish.len());
         for spec in publish {
             let spec = ProducerSpec { id: ProducerId(self.next_id()), transport, ..spec };
@@ -494,12 +522,12 @@ impl Conferences {
         if let Some(command) = mix_output(router, transport, &slots, mix_payload_type) {
             out.commands.push((worker, command));
         }
-        let conference = self.conferences.get_mut(conversation).expect("conference ensured above");
+        let conference = self.conferences.get_mut(conversation).expect("looked up above");
         conference.admit(participant, transport, producers, slots);
         let fresh = announce_slots.then_some(participant);
         out.extend(self.replan(conversation, fresh));
         out.extend(self.reapply_audio(conversation, participant, transport));
-        (Joined { worker, router, transport }, out)
+        out
     }
 
     /// The participant left the conversation: its media is released, and a share of its ends.
@@ -594,11 +622,19 @@ impl Conferences {
             load[c.worker] += 1;
         }
         let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        (self.conference_on(conversation, worker, out), worker)
+    }
+
+    /// The router of `conversation`'s conference, created on `worker` when it has none yet.
+    fn conference_on(&mut self, conversation: &str, worker: usize, out: &mut Output) -> RouterId {
+        if let Some(c) = self.conferences.get(conversation) {
+            return c.router;
+        }
         self.next_router += 1;
         let router = RouterId(self.next_router);
         out.commands.push((worker, Command::CreateRouter { router }));
         self.conferences.insert(conversation.to_owned(), Conference::new(router, worker));
-        (router, worker)
+        router
     }
 
     /// Plans every slot of the conversation's conference; `fresh` always gets a frame.

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
 
+pub mod reseat;
 pub mod sdes;
 
 use super::{Attach, ReceiveSlot, TransportKind};

@@ -16,14 +16,15 @@ use palaver_core::MediaKind;
 
 const CONVERSATION: &str = "conv-1";
 
-/// The controller and one engine per worker; `run` applies an output's commands.
-struct Rig {
-    control: Conferences,
-    engines: Vec<TestEngine>,
+/// The controller and one engine per worker; `run` applies an output's commands (also used
+/// by `control/sip/reseat/tests.rs`).
+pub(super) struct Rig {
+    pub(super) control: Conferences,
+    pub(super) engines: Vec<TestEngine>,
 }
 
 impl Rig {
-    fn new(workers: usize) -> Self {
+    pub(super) fn new(workers: usize) -> Self {
         let candidates = (0..workers).map(|i| SocketAddr::from(([192, 0, 2, 1], 40_000 + i as u16))).collect();
         let identity = DtlsIdentity::generate_server().expect("a DTLS certificate");
         let control = Conferences::new(ControlConfig { candidates, identity }, [9; 32]);
@@ -32,7 +33,7 @@ impl Rig {
 
     /// Applies every command of `out` to its worker's engine (each must be accepted), then
     /// lets 100 ms of virtual time pass on every engine.
-    fn run(&mut self, out: Output) -> Output {
+    pub(super) fn run(&mut self, out: Output) -> Output {
         for (worker, command) in &out.commands {
             let name = command.name();
             let result = self.engines[*worker].command(command.clone());

@@ -115,6 +115,15 @@ pub enum Command {
     RemoveTransport {
         transport: TransportId,
     },
+    /// Re-seats a transport in another router of this worker (a phone leg moved into another
+    /// conversation, `control::sip::reseat`): its producers, consumers and mix output leave
+    /// the old router, and its network path — socket address, SRTP contexts, DTLS session,
+    /// telephone-event and trunk measurements — stays as it is, so the peer notices nothing.
+    /// The new router's producers and mix output follow as ordinary commands.
+    MoveTransport {
+        transport: TransportId,
+        router: RouterId,
+    },
     /// Starts (or changes, or with `None` stops) the router's mix `transport` receives. Audio
     /// producers feed the mixer automatically; audio is not forwarded per publisher.
     SetMixOutput {
@@ -195,6 +204,7 @@ impl Command {
             Command::AddDirectTransport { .. } => "add_direct_transport",
             Command::AddRtpTransport { .. } => "add_rtp_transport",
             Command::RemoveTransport { .. } => "remove_transport",
+            Command::MoveTransport { .. } => "move_transport",
             Command::SetMixOutput { .. } => "set_mix_output",
             Command::AddProducer { .. } => "add_producer",
             Command::RemoveProducer { .. } => "remove_producer",

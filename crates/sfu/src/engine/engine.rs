@@ -595,6 +595,22 @@ impl Engine {
                 self.remove_transport(transport);
                 Ok(())
             }
+            Command::MoveTransport { transport, router: to } => {
+                if !self.routers.contains_key(&to) {
+                    return Err(CommandError::UnknownRouter);
+                }
+                let from = self.transports.get(&transport).ok_or(CommandError::UnknownTransport)?.router_id;
+                if let Some(router) = self.routers.get_mut(&from) {
+                    router.remove_transport(transport);
+                }
+                if let Some(mix) = self.mixes.get_mut(&from) {
+                    mix.remove_transport(transport);
+                }
+                if let Some(moved) = self.transports.get_mut(&transport) {
+                    moved.router_id = to;
+                }
+                Ok(())
+            }
             Command::SetMixOutput { router: router_id, transport, output } => {
                 if self.transports.get(&transport).is_none_or(|t| t.router_id != router_id) {
                     return Err(CommandError::UnknownTransport);

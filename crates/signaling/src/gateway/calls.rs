@@ -9,7 +9,7 @@
 use super::Gateway;
 use super::connection::{ConnTx, Outbound};
 use super::media::MediaSession;
-use crate::domain::calls::{CallError, CallManager, Input, Output};
+use crate::domain::calls::{CallError, CallEvent, CallManager, Input, Output};
 use palaver_core::protocol::{IceCandidate, ServerMessage};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, EndpointType, ErrorCode, ParticipantType, SessionEnded, SessionStarted};
@@ -264,6 +264,12 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                     reason,
                     at_ms: now_ms(),
                 });
+            }
+            Output::MovedToConversation { call_id, raw_id, endpoint: _, join } if super::phone::is_phone(&raw_id) => {
+                // A phone has no socket: the SIP gateway seats it in the conversation and
+                // re-seats its trunk media there (`gateway/phone_moves.rs`); queued before
+                // the call's own events for the phone, so the leg is not hung up.
+                gateway.notify_phone(&raw_id, &CallEvent::Moved { call_id, join });
             }
             Output::MovedToConversation { call_id, raw_id, endpoint, join } => {
                 // Only the socket that was in the call moves; it joins on its own task.

@@ -81,6 +81,21 @@ pub trait MediaPlane: Send + Sync + 'static {
         let _ = (session, peer_sdp, codecs);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
+    /// Moves a phone leg's trunk transport from `from`'s conference to `to`'s (Call
+    /// Automation moving a phone caller into a group call or a room); `peer_sdp` and `codecs`
+    /// are what the leg last agreed with its trunk. [`TrunkReseat::Moved`]: done, same RTP
+    /// address; [`TrunkReseat::Reoffer`]: nothing changed, the leg must be offered the new
+    /// conference's address (a re-INVITE).
+    fn reseat_trunk(
+        &self,
+        from: MediaSession,
+        to: MediaSession,
+        peer_sdp: String,
+        codecs: Vec<String>,
+    ) -> MediaFuture<TrunkReseat> {
+        let _ = (from, to, peer_sdp, codecs);
+        Box::pin(async { Err(MediaUnavailable::refusal()) })
+    }
     /// The server's SDP offer for a call out through a trunk (`codecs` in preference order);
     /// the trunk's answer then goes to [`Self::attach_trunk`].
     fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
@@ -96,6 +111,16 @@ pub struct TrunkAnswer {
     pub sdp: String,
     /// The codec agreed (`PCMU`, `PCMA`, `opus`).
     pub codec: String,
+}
+
+/// Where a re-seated phone leg's media is ([`MediaPlane::reseat_trunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrunkReseat {
+    /// The trunk transport is in the new conference; its RTP address did not change.
+    Moved,
+    /// The new conference is served from another socket: the leg is still where it was and
+    /// must be offered that socket (re-INVITE) to join there.
+    Reoffer,
 }
 
 /// The negotiator used while no media plane is configured.

@@ -15,6 +15,7 @@ pub mod legs;
 mod limits;
 pub mod media;
 pub mod phone;
+mod phone_moves;
 pub mod placement;
 pub mod resume;
 mod routes;
@@ -26,7 +27,9 @@ pub use chat::CHAT_EVENT_FRAME;
 pub use connection::{ConnIdentity, serve_frames};
 pub use legs::{LegEvent, LegEventKind, LegRefusal, OperationTag, ServerLeg};
 pub use limits::RateLimit;
-pub use media::{AttachedMedia, MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer};
+pub use media::{
+    AttachedMedia, MediaError, MediaFuture, MediaPlane, MediaSession, MediaUnavailable, TrunkAnswer, TrunkReseat,
+};
 pub use phone::{MeetingDialOut, PhoneNotice};
 pub use placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
 pub use resume::ConversationMirror;

@@ -338,10 +338,25 @@ impl Gateway {
         participant_id: Option<String>,
     ) -> Result<PhoneMeetingLeg, Refusal> {
         let record = self.meetings().by_id(meeting_id).await?;
-        let identifier = CommunicationIdentifier::parse(caller)
-            .map_err(|e| Refusal::new(palaver_core::ErrorCode::InvalidIdentifier, format!("caller: {e}")))?;
         let key = format!("meeting:{}", record.id);
         let setup = ConversationSetup::Meeting(record.setup());
+        self.phone_join_conversation(key, setup, None, caller, display_name, participant_id).await
+    }
+
+    /// The phone `caller` joins the conversation `key` (a meeting, or — moved there by Call
+    /// Automation — a group call or a room, with `room_role`) as participant
+    /// `participant_id`; see [`Gateway::phone_join_meeting`].
+    pub(crate) async fn phone_join_conversation(
+        &self,
+        key: String,
+        setup: ConversationSetup,
+        room_role: Option<palaver_core::RoomRole>,
+        caller: &str,
+        display_name: &str,
+        participant_id: Option<String>,
+    ) -> Result<PhoneMeetingLeg, Refusal> {
+        let identifier = CommunicationIdentifier::parse(caller)
+            .map_err(|e| Refusal::new(palaver_core::ErrorCode::InvalidIdentifier, format!("caller: {e}")))?;
         let participant_id = participant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let request = JoinRequest {
             participant_id: participant_id.clone(),
@@ -356,7 +371,7 @@ impl Gateway {
                 token_expires_at_ms: i64::MAX / 2,
             },
             proposed_display_name: Some(display_name.to_owned()),
-            room_role: None,
+            room_role,
         };
         let (tx, rx) = mpsc::channel(256);
         let endpoint = format!("sip:{participant_id}");

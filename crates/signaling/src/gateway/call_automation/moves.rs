@@ -6,10 +6,11 @@
 //! conversation"). `MoveParticipantSucceeded` follows once the target is in the connection's
 //! roster; `MoveParticipantFailed` when the call refuses (not connected there, a phone or a
 //! server-side participant) or the target has not arrived within [`MOVE_ARRIVAL_TIMEOUT`]
-//! (e.g. the conversation's admission refused it).
+//! (e.g. the conversation's admission refused it). A phone participant moves the same way:
+//! the SIP gateway seats it in the conversation and re-seats its trunk media there without
+//! hanging the trunk up (`gateway/phone_moves.rs`).
 
 use super::*;
-use crate::gateway::phone::is_phone;
 use std::time::Duration;
 
 /// How long a moved participant's socket has to show up in the conversation's roster.
@@ -31,13 +32,6 @@ impl Gateway {
         for target in targets {
             let refused = if roster.iter().any(|raw| raw == target) {
                 Some(CallAutomationError::invalid_argument(format!("`{target}` is already in the call.")))
-            } else if is_phone(target) {
-                // A phone leg's media is the SIP gateway's trunk transport in the call's
-                // conference; this server cannot re-seat it in another conversation yet.
-                Some(CallAutomationError::invalid_state(format!(
-                    "`{target}` is a phone participant: moving phone participants into a group call or a room \
-                     is not supported by this server."
-                )))
             } else {
                 let input = Input::MoveToConversation {
                     call_id: from_server_call.to_string(),
