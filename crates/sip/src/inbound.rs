@@ -23,6 +23,7 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
 use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, policy, refuse_media};
+use crate::early::send_early_media;
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
 use crate::gateway::{Shared, source_ip};
@@ -217,7 +218,9 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
         let _ = dialog.reject(Some(code), None);
         return;
     }
-    ringer.ring(&dialog, None);
+    let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
+    // 183 with ringback on the early dialog when the trunk wants it, else 180.
+    let early = send_early_media(&shared, &trunk, &dialog, &mut ringer, &session, offer.as_deref()).await;
     let mut answered = false;
     // A REFER from the trunk was accepted and its NOTIFY with the outcome is still due.
     let mut refer_pending = false;
@@ -225,7 +228,6 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     if let Ok(mut refers) = shared.refers.lock() {
         refers.insert(sip_call_id.clone(), refer_answered.clone());
     }
-    let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     let mut media: Option<LegMedia> = None;
     let outcome = loop {
         tokio::select! {
@@ -355,7 +357,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     if let Ok(mut refers) = shared.refers.lock() {
         refers.remove(&sip_call_id);
     }
-    if answered {
+    if answered || early {
         gateway.phone_detach(&call_id, &phone);
     }
     gateway.forget_phone_leg(&billed_session);
