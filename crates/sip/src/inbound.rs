@@ -23,9 +23,9 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
 use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, policy, refuse_media};
-use crate::early::send_early_media;
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
+use crate::early::send_early_media;
 use crate::gateway::{Shared, source_ip};
 use crate::hold::LegMedia;
 use crate::ringing::{Ringer, Wake};

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::TrunkMedia;
+use crate::control::{Joined, Output};
 use crate::engine::early_media::{Ringback, ToneLoop};
 use crate::engine::{Command, MixAudio, MixOutputSpec};
-use crate::control::{Joined, Output};
 
 /// How a leg waiting for its callee sounds (the trunk's `early_media` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -210,7 +210,10 @@ a=rtpmap:102 telephone-event/48000\r\n";
     assert_eq!(back.telephone_event, Some(102));
     let ours = local(&[(0, AudioCodec::Pcmu), (111, AudioCodec::Opus)], Some(101));
     assert!(ours.contains("m=audio 40000 RTP/AVP 0 111 101 110\r\n"), "{ours}");
-    assert!(ours.contains("a=rtpmap:101 telephone-event/8000\r\n") && ours.contains("a=rtpmap:110 telephone-event/48000\r\n"));
+    assert!(
+        ours.contains("a=rtpmap:101 telephone-event/8000\r\n")
+            && ours.contains("a=rtpmap:110 telephone-event/48000\r\n")
+    );
     let pcmu = negotiate(&Description::parse(&ours).unwrap(), &plain(&[AudioCodec::Pcmu])).unwrap();
     assert_eq!(pcmu.telephone_event, Some(101));
     let opus = negotiate(&Description::parse(&ours).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
