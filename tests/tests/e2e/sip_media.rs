@@ -10,6 +10,9 @@
 //!   socket against palaver's answer, then `webrtc-srtp` with the exported keys.
 //! - DTMF out: Call Automation answers a phone call and `sendDtmfTones` to the phone; the
 //!   phone's socket decodes the RFC 4733 digits in palaver's mix stream.
+//! - Inbound early media (`early_media.xml`): a trunk with `ringback = "us"`; the phone's
+//!   socket decodes the ringback from palaver's reliable 183 while the user's phone rings,
+//!   then, on the same port, SSRC and sequence, the user's tone after the 200.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,7 +29,9 @@ use webrtc_srtp::context::Context as SrtpContext;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use crate::signaling::connect;
-use crate::sip::{event_receiver, finished, require_sipp, server_rtp_port, sipp_to, user_answers};
+use crate::sip::{
+    event_receiver, finished, require_sipp, server_rtp_port, server_rtp_port_logged_by, sipp_to, user_answers,
+};
 use crate::support::{assert_hears, tone_amplitude};
 
 const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
@@ -50,6 +55,17 @@ async fn start_with(
     route: &str,
     before: &str,
 ) -> (TempDir, Server, SocketAddr) {
+    start_trunk(prefix, &format!("srtp = \"{srtp}\""), number, route, before).await
+}
+
+/// [`start_with`] with the trunk's own lines (`srtp`, `ringback`, …) in `trunk_lines`.
+async fn start_trunk(
+    prefix: &str,
+    trunk_lines: &str,
+    number: &str,
+    route: &str,
+    before: &str,
+) -> (TempDir, Server, SocketAddr) {
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
@@ -63,7 +79,7 @@ name = "carrier"
 address = "127.0.0.1:9"
 allow_from = ["127.0.0.1"]
 codecs = ["PCMU"]
-srtp = "{srtp}"
+{trunk_lines}
 
 [[phone_numbers]]
 number = "{number}"
@@ -99,6 +115,11 @@ async fn answer_from_log(dir: &Path) -> Answer {
 /// What SIPp logged after `SERVER_RTP_PORT ` in the scenario log whose name starts with
 /// `prefix` (its `<log>` of palaver's answer), once it is there.
 async fn logged_answer(dir: &Path, prefix: &str) -> String {
+    logged_after(dir, prefix, "SERVER_RTP_PORT ").await
+}
+
+/// What SIPp logged after `marker` in the scenario log whose name starts with `prefix`.
+async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -107,11 +128,11 @@ async fn logged_answer(dir: &Path, prefix: &str) -> String {
                 continue;
             }
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            if let Some(line) = text.split("SERVER_RTP_PORT ").nth(1) {
+            if let Some(line) = text.split(marker).nth(1) {
                 return line.lines().next().unwrap_or_default().to_owned();
             }
         }
-        assert!(Instant::now() < deadline, "palaver's 200 OK never reached SIPp");
+        assert!(Instant::now() < deadline, "SIPp never logged {marker}(palaver's answer)");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -126,11 +147,33 @@ async fn secure_phone_talks(
     rx: &mut SrtpContext,
     duration: Duration,
 ) -> (Vec<i16>, usize, usize) {
+    let heard = phone_talks_on(socket, to, Some((tx, rx)), duration).await;
+    (heard.pcm, heard.good, heard.bad)
+}
+
+/// What a phone heard: µ-law decoded and repeated to 48 kHz, packets that authenticated (all,
+/// in plain RTP) and those that did not, and each packet's (sequence number, SSRC).
+struct Heard {
+    pcm: Vec<i16>,
+    good: usize,
+    bad: usize,
+    stream: Vec<(u16, u32)>,
+}
+
+/// The phone: sends `duration` of its µ-law tone to `to` (under SRTP with `crypto`'s sending
+/// context, else plain) and decodes the µ-law that arrives (unprotected with its receiving
+/// context).
+async fn phone_talks_on(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    mut crypto: Option<(&mut SrtpContext, &mut SrtpContext)>,
+    duration: Duration,
+) -> Heard {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let (mut seq, mut timestamp, mut phase) = (1000u16, 8000u32, 0f32);
     let step = std::f32::consts::TAU * PHONE_HZ / 8000.0;
     let until = Instant::now() + duration;
-    let (mut heard, mut good, mut bad) = (Vec::new(), 0, 0);
+    let mut heard = Heard { pcm: Vec::new(), good: 0, bad: 0, stream: Vec::new() };
     let mut buf = [0u8; 1500];
     while Instant::now() < until {
         tick.tick().await;
@@ -142,26 +185,35 @@ async fn secure_phone_talks(
             packet.push(Law::Mu.encode((AMPLITUDE * phase.sin()) as i16));
             phase = (phase + step) % std::f32::consts::TAU;
         }
-        let protected = tx.encrypt_rtp(&packet).expect("webrtc-srtp protects");
-        socket.send_to(&protected, to).await.expect("send SRTP");
+        let wire = match crypto.as_mut() {
+            Some((tx, _)) => tx.encrypt_rtp(&packet).expect("webrtc-srtp protects").to_vec(),
+            None => packet,
+        };
+        socket.send_to(&wire, to).await.expect("send RTP");
         (seq, timestamp) = (seq.wrapping_add(1), timestamp.wrapping_add(G711_FRAME_BYTES as u32));
         while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(1), socket.recv_from(&mut buf)).await {
             if n < 12 || buf[0] >> 6 != 2 || (200..=206).contains(&buf[1]) {
                 continue; // SRTCP
             }
-            match rx.decrypt_rtp(&buf[..n]) {
+            let clear = match crypto.as_mut() {
+                Some((_, rx)) => rx.decrypt_rtp(&buf[..n]).map(|c| c.to_vec()),
+                None => Ok(buf[..n].to_vec()),
+            };
+            match clear {
                 Ok(clear) if clear[1] & 0x7f == 0 => {
-                    good += 1;
+                    heard.good += 1;
+                    let header = RtpHeader::parse(&clear).expect("RTP");
+                    heard.stream.push((header.sequence, header.ssrc));
                     for &b in &clear[12..] {
-                        heard.extend(std::iter::repeat_n(Law::Mu.decode(b), 6));
+                        heard.pcm.extend(std::iter::repeat_n(Law::Mu.decode(b), 6));
                     }
                 }
                 Ok(_) => {}
-                Err(_) => bad += 1,
+                Err(_) => heard.bad += 1,
             }
         }
     }
-    (heard, good, bad)
+    heard
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,4 +442,58 @@ async fn wait_for(
         assert!(Instant::now() < deadline, "the awaited event never came");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_hears_ringback_on_the_183_and_the_answer_continues_on_it() {
+    let route = format!("user:8:orgid:{USER}");
+    let trunk = "srtp = \"off\"\nringback = \"us\"";
+    let (dir, server, sip) = start_trunk("palaver-e2e-sipmedia-early", trunk, NUMBER, &route, "").await;
+    let token = server.directory_user_token(USER, "Rita Ringback").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port].map(String::from);
+    let carrier = sipp_to(NUMBER, sip, "early_media.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = ws.recv_type("call.incoming").await;
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    // While the user's phone rings: what palaver's 183 session carries to the phone.
+    let early = logged_after(dir.path(), "early_media_", "SERVER_EARLY_PORT ").await;
+    let early_port: u16 = early.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port");
+    let to = SocketAddr::from(([127, 0, 0, 1], early_port));
+    let ringing = phone_talks_on(&phone, to, None, Duration::from_millis(1500)).await;
+    let (low, high) = (tone_amplitude(&ringing.pcm, 440.0), tone_amplitude(&ringing.pcm, 480.0));
+    let phone_heard_by_nobody = ringing.good;
+    println!(
+        "early media: {} µ-law packets before the answer (183 {early}); ringback 440 Hz at {low:.0}, 480 Hz at {high:.0}",
+        ringing.good
+    );
+    assert!(phone_heard_by_nobody >= 60, "ringback packets before the answer: {}", ringing.good);
+    assert!(low > 1000.0 && high > 1000.0, "the phone hears the US ringback ({low:.0}, {high:.0})");
+    // The user answers: the 200 continues on the 183's session.
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(3));
+    let phone_side = phone_talks_on(&phone, to, None, Duration::from_secs(3));
+    let ((client, user_heard), answered) = tokio::join!(user, phone_side);
+    let answer_port = server_rtp_port_logged_by(dir.path(), "early_media_").await;
+    assert_eq!(answer_port, early_port, "the 200's SDP is the 183's");
+    assert_hears("the directory user", &user_heard, PHONE_HZ, USER_HZ, 1000.0);
+    let tail = &answered.pcm[answered.pcm.len() / 3..];
+    let (user_tone, ring_after) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, 480.0));
+    let stream: Vec<(u16, u32)> = ringing.stream.iter().chain(&answered.stream).copied().collect();
+    let gaps = stream.windows(2).filter(|w| w[1].0 != w[0].0.wrapping_add(1)).count();
+    println!(
+        "after the answer: {} packets; the user's {USER_HZ} Hz at {user_tone:.0}, ringback 480 Hz {ring_after:.0}; \
+         one SSRC {:#x} across the answer, {gaps} sequence gaps in {} packets",
+        answered.good,
+        stream[0].1,
+        stream.len()
+    );
+    assert!(user_tone > 1000.0, "the phone hears the user after the 200 ({user_tone:.0})");
+    assert!(ring_after < user_tone / 4.0, "the ringback stopped ({ring_after:.0})");
+    assert!(stream.windows(2).all(|w| w[0].1 == w[1].1), "one SSRC before and after the answer");
+    assert!(gaps <= 2, "one sequence space across the answer ({gaps} gaps)");
+    finished(carrier, "early media call").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
 }

@@ -418,6 +418,7 @@ impl Conferences {
             output: output_spec,
             early: false,
             peer_holds: false,
+            publishes: may_send,
         };
         let also_held = self.is_held(conversation, participant);
         output.extend(sip::legs::change_in_place(&mut leg, tone, peer_holds, also_held));

@@ -60,13 +60,16 @@ pub(crate) struct TrunkLeg {
     pub early: bool,
     /// The peer holds the call (`sendonly`/`inactive`).
     pub peer_holds: bool,
+    /// The leg has its audio producer (it was not joined `inactive`).
+    pub publishes: bool,
 }
 
 impl TrunkLeg {
     /// The new SDP `media` is the same media session: same address, codec, events and keys.
     pub fn continues_with(&self, media: &TrunkMedia) -> bool {
         let a = &self.media;
-        a.remote == media.remote
+        (self.publishes || media.direction == "inactive")
+            && a.remote == media.remote
             && a.codec == media.codec
             && a.payload_type == media.payload_type
             && a.telephone_event == media.telephone_event
