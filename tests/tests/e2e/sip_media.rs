@@ -42,23 +42,15 @@ const AMPLITUDE: f32 = 6000.0;
 /// The carrier's SDES key (RFC 4568's example key and salt).
 const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
 
-/// A server whose one trunk (127.0.0.1) has `srtp = "{srtp}"`, `NUMBER` routed to `USER`.
+/// A server whose one trunk (127.0.0.1) has PCMU and `srtp = "{srtp}"`, `NUMBER` routed to
+/// `USER`.
 async fn start(prefix: &str, srtp: &str) -> (TempDir, Server, SocketAddr) {
-    start_with(prefix, srtp, NUMBER, &format!("user:8:orgid:{USER}"), "").await
+    let trunk = format!("codecs = [\"PCMU\"]\nsrtp = \"{srtp}\"");
+    start_trunk(prefix, &trunk, NUMBER, &format!("user:8:orgid:{USER}"), "").await
 }
 
-/// [`start`] with `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table.
-async fn start_with(
-    prefix: &str,
-    srtp: &str,
-    number: &str,
-    route: &str,
-    before: &str,
-) -> (TempDir, Server, SocketAddr) {
-    start_trunk(prefix, &format!("srtp = \"{srtp}\""), number, route, before).await
-}
-
-/// [`start_with`] with the trunk's own lines (`srtp`, `ringback`, …) in `trunk_lines`.
+/// A server whose one trunk (127.0.0.1) has `trunk_lines` (`codecs`, `srtp`, `ringback`, …),
+/// `number` routed to `route`, and `before` (TOML) ahead of the `[sip]` table.
 async fn start_trunk(
     prefix: &str,
     trunk_lines: &str,
@@ -78,7 +70,6 @@ options_interval_secs = 0
 name = "carrier"
 address = "127.0.0.1:9"
 allow_from = ["127.0.0.1"]
-codecs = ["PCMU"]
 {trunk_lines}
 
 [[phone_numbers]]
@@ -349,6 +340,32 @@ async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_automation_send_dtmf_tones_reach_the_phone_as_rfc_4733() {
+    let pcmu = PhoneStream { codec: "PCMU", audio_pt: 0, tone_pt: 101, tick: 160 };
+    call_automation_sends_dtmf_to_the_phone("palaver-e2e-sipmedia-dtmf", "call.xml", pcmu).await;
+}
+
+/// DTMF out to an Opus trunk: `telephone-event/48000` (the trunk's payload type 102) is
+/// agreed and the tones go out on the Opus mix stream at 48 kHz (960 per tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_automation_send_dtmf_tones_reach_an_opus_trunk_at_48_khz() {
+    let opus = PhoneStream { codec: "opus", audio_pt: 111, tone_pt: 102, tick: 960 };
+    call_automation_sends_dtmf_to_the_phone("palaver-e2e-sipmedia-dtmf-opus", "call_opus.xml", opus).await;
+}
+
+/// What a phone's stream from palaver carries: the trunk's codec and its audio and
+/// telephone-event payload types, and RTP timestamp units per 20 ms.
+#[derive(Debug, Clone, Copy)]
+struct PhoneStream {
+    codec: &'static str,
+    audio_pt: u8,
+    tone_pt: u8,
+    tick: u32,
+}
+
+/// SIPp (`scenario`) calls a number routed to Call Automation on a trunk with `stream.codec`;
+/// the test answers and `sendDtmfTones` one, two, pound to the phone, whose socket must
+/// decode them from palaver's one mix stream.
+async fn call_automation_sends_dtmf_to_the_phone(prefix: &str, scenario: &str, stream: PhoneStream) {
     const APP_NUMBER: &str = "+14255550188";
     let (hook_port, events) = event_receiver().await;
     let subscription = format!(
@@ -361,13 +378,13 @@ endpoint = "http://127.0.0.1:{hook_port}/hook"
 event_types = ["Microsoft.Communication.IncomingCall"]
 "#
     );
-    let (dir, server, sip) =
-        start_with("palaver-e2e-sipmedia-dtmf", "off", APP_NUMBER, "call-automation", &subscription).await;
+    let trunk = format!("codecs = [\"{}\"]", stream.codec);
+    let (dir, server, sip) = start_trunk(prefix, &trunk, APP_NUMBER, "call-automation", &subscription).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp_port = phone.local_addr().unwrap().port().to_string();
     let extra =
         ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "hangup", "palaver"].map(String::from);
-    let carrier = sipp_to(APP_NUMBER, sip, "call.xml", "127.0.0.1", &extra, dir.path());
+    let carrier = sipp_to(APP_NUMBER, sip, scenario, "127.0.0.1", &extra, dir.path());
     let incoming = wait_for(&events, |e| e["eventType"] == "Microsoft.Communication.IncomingCall").await;
     let answer = serde_json::json!({
         "incomingCallContext": incoming["data"]["incomingCallContext"],
@@ -379,10 +396,10 @@ event_types = ["Microsoft.Communication.IncomingCall"]
     assert_eq!(status, reqwest::StatusCode::OK, "{connection}");
     let ccid = connection["callConnectionId"].as_str().expect("callConnectionId").to_owned();
     server_rtp_port(dir.path()).await;
-    // The phone hears the mix (µ-law, payload type 0) before anything is sent.
+    // The phone hears the mix (in its codec) before anything is sent.
     let mut buf = [0u8; 1500];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf)).await.unwrap().unwrap();
-    assert_eq!(buf[1] & 0x7F, 0, "the mix reaches the phone first ({n} bytes)");
+    assert_eq!(buf[1] & 0x7F, stream.audio_pt, "the mix reaches the phone first ({n} bytes)");
     let send = serde_json::json!({
         "tones": ["one", "two", "pound"],
         "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
@@ -404,21 +421,28 @@ event_types = ["Microsoft.Communication.IncomingCall"]
     let gaps = headers.windows(2).filter(|w| w[1].sequence != w[0].sequence.wrapping_add(1)).count();
     let mut detector = ToneDetector::default();
     let (mut digits, mut tone_packets, mut markers) = (Vec::new(), 0, 0);
+    let mut longest = 0;
     for (h, p) in headers.iter().zip(&packets) {
-        if h.payload_type != 101 {
-            assert_eq!(h.payload_type, 0, "µ-law or telephone-event only");
+        if h.payload_type != stream.tone_pt {
+            assert_eq!(h.payload_type, stream.audio_pt, "audio or telephone-event only");
             continue;
         }
         tone_packets += 1;
         markers += usize::from(h.marker);
         let event = TelephoneEvent::parse(h.payload(p)).expect("a 4-byte event");
         assert_eq!(event.volume, 10);
+        assert_eq!(u32::from(event.duration) % stream.tick, 0, "durations in whole ticks of the stream's clock");
+        longest = longest.max(u32::from(event.duration));
         digits.extend(detector.on_packet(h.timestamp, &event).map(|e| e.event));
     }
     println!(
-        "DTMF out: {} packets to the phone, {tone_packets} telephone-events ({markers} markers), digits {digits:?}, {gaps} sequence gaps",
-        packets.len()
+        "DTMF out ({}): {} packets to the phone, {tone_packets} telephone-events ({markers} markers, payload type {}, \
+         longest duration {longest}), digits {digits:?}, {gaps} sequence gaps",
+        stream.codec,
+        packets.len(),
+        stream.tone_pt
     );
+    assert!(longest >= 5 * stream.tick, "a 100 ms tone lasts at least five ticks of {}", stream.tick);
     assert_eq!(digits, [1, 2, 11], "the phone decodes one, two, pound");
     assert_eq!(markers, 3, "a marker on each tone's first packet");
     assert_eq!(gaps, 0, "tones take the mix's place in one sequence space");
@@ -447,7 +471,7 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ringing_call_hears_ringback_on_the_183_and_the_answer_continues_on_it() {
     let route = format!("user:8:orgid:{USER}");
-    let trunk = "srtp = \"off\"\nringback = \"us\"";
+    let trunk = "codecs = [\"PCMU\"]\nsrtp = \"off\"\nringback = \"us\"";
     let (dir, server, sip) = start_trunk("palaver-e2e-sipmedia-early", trunk, NUMBER, &route, "").await;
     let token = server.directory_user_token(USER, "Rita Ringback").await;
     let mut ws = connect(&server, &token).await;
