@@ -149,6 +149,8 @@ struct Heard {
     good: usize,
     bad: usize,
     stream: Vec<(u16, u32)>,
+    /// When each of `stream`'s packets arrived.
+    arrivals: Vec<Instant>,
 }
 
 /// The phone: sends `duration` of its µ-law tone to `to` (under SRTP with `crypto`'s sending
@@ -164,7 +166,7 @@ async fn phone_talks_on(
     let (mut seq, mut timestamp, mut phase) = (1000u16, 8000u32, 0f32);
     let step = std::f32::consts::TAU * PHONE_HZ / 8000.0;
     let until = Instant::now() + duration;
-    let mut heard = Heard { pcm: Vec::new(), good: 0, bad: 0, stream: Vec::new() };
+    let mut heard = Heard { pcm: Vec::new(), good: 0, bad: 0, stream: Vec::new(), arrivals: Vec::new() };
     let mut buf = [0u8; 1500];
     while Instant::now() < until {
         tick.tick().await;
@@ -195,6 +197,7 @@ async fn phone_talks_on(
                     heard.good += 1;
                     let header = RtpHeader::parse(&clear).expect("RTP");
                     heard.stream.push((header.sequence, header.ssrc));
+                    heard.arrivals.push(Instant::now());
                     for &b in &clear[12..] {
                         heard.pcm.extend(std::iter::repeat_n(Law::Mu.decode(b), 6));
                     }
@@ -333,6 +336,72 @@ async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
     assert!(other > 1000.0, "the phone does not hear the user's tone ({other:.0})");
     assert!(own < other / 10.0, "the phone hears itself ({own:.0} vs {other:.0})");
     finished(carrier, "DTLS-SRTP call").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
+}
+
+/// DTLS-SRTP across a hold and a resume (`call_dtls_hold.xml`): the trunk keeps its
+/// fingerprint and `a=setup:active`, so it keeps its association and never handshakes again;
+/// palaver keeps the leg's transport, sends nothing while held, and after the resume the keys
+/// of the first handshake carry the call both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtls_srtp_trunk_keeps_its_association_across_hold_and_resume() {
+    let (dir, server, sip) = start("palaver-e2e-sipmedia-dtls-hold", "dtls").await;
+    let token = server.directory_user_token(USER, "Hal Hold").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let identity = DtlsIdentity::generate(true).expect("the trunk's certificate");
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "fingerprint", identity.fingerprint()]
+            .map(String::from);
+    let carrier = sipp_to(NUMBER, sip, "call_dtls_hold.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = ws.recv_type("call.incoming").await;
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(7));
+    let phone_side = async {
+        let (port, _, fingerprint, _) = dtls_answer_from_log(dir.path()).await;
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        // One handshake, at the start of the call.
+        let keys = dtls_handshake(&phone, to, &fingerprint, &identity).await;
+        let profile = match keys.profile {
+            palaver_sfu::srtp::Profile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+            palaver_sfu::srtp::Profile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            other => panic!("unexpected DTLS-SRTP profile {other:?}"),
+        };
+        let mut tx = SrtpContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
+        let mut rx = SrtpContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+        let heard = phone_talks_on(&phone, to, Some((&mut tx, &mut rx)), Duration::from_millis(6300)).await;
+        (port, fingerprint, heard)
+    };
+    let ((client, user_heard), (port, fingerprint, heard)) = tokio::join!(user, phone_side);
+    let hold = logged_after(dir.path(), "call_dtls_hold_", "HOLD_ANSWER ").await;
+    let resume = logged_after(dir.path(), "call_dtls_hold_", "RESUME_ANSWER ").await;
+    // The longest silence the phone heard is the hold; what came after it is the resume.
+    let (at, gap) = heard
+        .arrivals
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i + 1, w[1].duration_since(w[0])))
+        .max_by_key(|(_, gap)| *gap)
+        .expect("packets");
+    let after_resume = heard.good - at;
+    let tail = &heard.pcm[heard.pcm.len() * 2 / 3..];
+    let (other, own) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, PHONE_HZ));
+    println!(
+        "DTLS across hold: hold answered `{hold}`, resume `{resume}`; the phone got {} packets under the first \
+         handshake's keys ({} failed), none for {gap:?} (the hold), {after_resume} after the resume; \
+         the user's {USER_HZ} Hz at {other:.0} after it (own {own:.0})",
+        heard.good, heard.bad
+    );
+    assert!(hold.starts_with(&format!("{port} recvonly {fingerprint}")), "hold answer: {hold}");
+    assert!(resume.starts_with(&format!("{port} sendrecv {fingerprint}")), "resume answer: {resume}");
+    assert!(gap >= Duration::from_millis(1000), "nothing is sent while the trunk holds ({gap:?})");
+    assert!(after_resume >= 60 && heard.bad == 0, "{after_resume} packets after the resume, {} failed", heard.bad);
+    assert!(other > 1000.0, "the phone hears the user after the resume ({other:.0})");
+    assert_hears("the directory user", &user_heard, PHONE_HZ, USER_HZ, 800.0);
+    finished(carrier, "DTLS-SRTP call with hold and resume").await;
     let ended = ws.recv_type("call.ended").await;
     assert_eq!(ended["callId"], call_id.as_str());
     client.close().await;
