@@ -261,6 +261,35 @@ async fn dtls_answer_from_log(dir: &Path) -> (u16, String, String, String) {
     (words[0].parse().expect("port"), words[1].to_owned(), words[3].to_owned(), words[4].to_owned())
 }
 
+/// SIPp as a DTLS-SRTP carrier (`scenario`): its SDP names `phone`'s socket and the
+/// fingerprint of the trunk's certificate `identity`.
+fn dtls_carrier(
+    sip: SocketAddr,
+    scenario: &str,
+    phone: &UdpSocket,
+    identity: &DtlsIdentity,
+    dir: &Path,
+) -> tokio::process::Child {
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra =
+        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "fingerprint", identity.fingerprint()]
+            .map(String::from);
+    sipp_to(NUMBER, sip, scenario, "127.0.0.1", &extra, dir)
+}
+
+/// The phone's sending and receiving SRTP contexts (webrtc-srtp) from the keys its DTLS
+/// handshake exported.
+fn srtp_contexts(keys: &palaver_sfu::srtp::SrtpKeys) -> (SrtpContext, SrtpContext) {
+    let profile = match keys.profile {
+        palaver_sfu::srtp::Profile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        palaver_sfu::srtp::Profile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+        other => panic!("unexpected DTLS-SRTP profile {other:?}"),
+    };
+    let tx = SrtpContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
+    let rx = SrtpContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+    (tx, rx)
+}
+
 /// The phone's DTLS client on `socket` against palaver's media port: returns the SRTP keys it
 /// exported once palaver's certificate matched `server_fingerprint`.
 async fn dtls_handshake(
@@ -302,11 +331,7 @@ async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
     let mut ws = connect(&server, &token).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let identity = DtlsIdentity::generate(true).expect("the trunk's certificate");
-    let rtp_port = phone.local_addr().unwrap().port().to_string();
-    let extra =
-        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "fingerprint", identity.fingerprint()];
-    let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-    let carrier = sipp_to(NUMBER, sip, "call_dtls.xml", "127.0.0.1", &extra, dir.path());
+    let carrier = dtls_carrier(sip, "call_dtls.xml", &phone, &identity, dir.path());
     let incoming = ws.recv_type("call.incoming").await;
     let call_id = incoming["callId"].as_str().unwrap().to_owned();
     let user = user_answers(&server, &token, &call_id, Duration::from_secs(4));
@@ -315,13 +340,7 @@ async fn a_dtls_srtp_trunk_call_is_heard_both_ways() {
         assert_eq!((profile.as_str(), setup.as_str()), ("UDP/TLS/RTP/SAVP", "passive"));
         let to = SocketAddr::from(([127, 0, 0, 1], port));
         let keys = dtls_handshake(&phone, to, &fingerprint, &identity).await;
-        let profile = match keys.profile {
-            palaver_sfu::srtp::Profile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
-            palaver_sfu::srtp::Profile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            other => panic!("unexpected DTLS-SRTP profile {other:?}"),
-        };
-        let mut tx = SrtpContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
-        let mut rx = SrtpContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+        let (mut tx, mut rx) = srtp_contexts(&keys);
         let heard = secure_phone_talks(&phone, to, &mut tx, &mut rx, Duration::from_secs(3)).await;
         (heard, keys.profile)
     };
@@ -352,11 +371,7 @@ async fn a_dtls_srtp_trunk_keeps_its_association_across_hold_and_resume() {
     let mut ws = connect(&server, &token).await;
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let identity = DtlsIdentity::generate(true).expect("the trunk's certificate");
-    let rtp_port = phone.local_addr().unwrap().port().to_string();
-    let extra =
-        ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port, "-set", "fingerprint", identity.fingerprint()]
-            .map(String::from);
-    let carrier = sipp_to(NUMBER, sip, "call_dtls_hold.xml", "127.0.0.1", &extra, dir.path());
+    let carrier = dtls_carrier(sip, "call_dtls_hold.xml", &phone, &identity, dir.path());
     let incoming = ws.recv_type("call.incoming").await;
     let call_id = incoming["callId"].as_str().unwrap().to_owned();
     let user = user_answers(&server, &token, &call_id, Duration::from_secs(7));
@@ -365,13 +380,7 @@ async fn a_dtls_srtp_trunk_keeps_its_association_across_hold_and_resume() {
         let to = SocketAddr::from(([127, 0, 0, 1], port));
         // One handshake, at the start of the call.
         let keys = dtls_handshake(&phone, to, &fingerprint, &identity).await;
-        let profile = match keys.profile {
-            palaver_sfu::srtp::Profile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
-            palaver_sfu::srtp::Profile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            other => panic!("unexpected DTLS-SRTP profile {other:?}"),
-        };
-        let mut tx = SrtpContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
-        let mut rx = SrtpContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+        let (mut tx, mut rx) = srtp_contexts(&keys);
         let heard = phone_talks_on(&phone, to, Some((&mut tx, &mut rx)), Duration::from_millis(6300)).await;
         (port, fingerprint, heard)
     };
