@@ -293,7 +293,9 @@ impl MediaPlane for MediaController {
         let policy = TrunkPolicy::from_names(&codecs);
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
-            let (media, sdp, out) = c.join_sip(conversation, participant, &peer_sdp, &policy).map_err(rejected)?;
+            let early = palaver_sfu::control::sip::legs::EarlyMedia::from_names(&codecs);
+            let (media, sdp, out) =
+                c.join_sip_early(conversation, participant, &peer_sdp, &policy, early).map_err(rejected)?;
             Ok((TrunkAnswer { sdp, codec: codec_name(media.codec).to_owned() }, out))
         });
         if let Ok(answer) = &result {

@@ -287,6 +287,24 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     ] {
         core.handle_command(t0, command, &mut tx).unwrap();
     }
+    // A third PCMU phone waits for its callee: held, it hears the US ringback as early media.
+    let waiting = palaver_sfu::router::TransportId(102);
+    let ringback = palaver_sfu::engine::early_media::ToneLoop::ringback(palaver_sfu::engine::early_media::Ringback::Us);
+    for command in [
+        Command::AddRtpTransport { id: waiting, router: room, remote: "127.0.0.1:43010".parse().unwrap() },
+        Command::SetMixOutput {
+            router: room,
+            transport: waiting,
+            output: Some(MixOutputSpec { ssrc: 0x7010, payload_type: 0 }),
+        },
+        Command::SetMixAudio { router: room, audio: MixAudio::Held { transport: waiting, held: true } },
+        Command::SetMixAudio {
+            router: room,
+            audio: MixAudio::EarlyMedia { transport: waiting, tone: Some(std::sync::Arc::new(ringback.unwrap())) },
+        },
+    ] {
+        core.handle_command(t0, command, &mut tx).unwrap();
+    }
     // The G.722 phone: SDES-SRTP keys as a trunk's `a=crypto` gives them (transport 9).
     let g722_phone = (support::Peer::new(9, Profile::Aes128CmHmacSha1_80), "127.0.0.1:43100".parse().unwrap());
     let g722_producer = ProducerSpec {
@@ -395,13 +413,13 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     let snapshot = counters.snapshot();
     let sent = snapshot.packets_out - out_before;
     println!(
-        "plain RTP + G.711 + SRTP G.722 mixing path: {sent} packets sent in 1600 ticks ({tones} of them \
-         relayed RFC 4733 tones), {allocated} heap allocations"
+        "plain RTP + G.711 + SRTP G.722 mixing path with a phone hearing ringback: {sent} packets sent in 1600 \
+         ticks ({tones} of them relayed RFC 4733 tones), {allocated} heap allocations"
     );
     // 80 digits keyed, each relayed as 5 updates and 3 ends.
     assert_eq!(tones, 80 * 8, "every digit went out to the phone");
-    // Phones get a frame every tick (no DTX for G.711 or G.722): at least 3 × 1600 packets.
-    assert!(sent >= 4_800, "{snapshot:?}");
+    // Phones get a frame every tick (no DTX for G.711 or G.722): at least 4 × 1600 packets.
+    assert!(sent >= 6_400, "{snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
     assert_eq!(allocated, 0, "the plain RTP / G.711 path allocated {allocated} times");
 }

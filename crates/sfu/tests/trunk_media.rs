@@ -377,33 +377,7 @@ fn a_dtls_trunk_and_a_plain_phone_hear_each_other(trunk_setup: &str) {
     let (_, _, out) = control.join_sip(CONVERSATION, "plain", &offer_plain(plain_addr), &plain_policy).unwrap();
     apply(&mut engine, &out).unwrap();
 
-    // The handshake, over the worker's socket: the trunk's datagrams come from its SDP address.
-    let server_addr = SocketAddr::from(([192, 0, 2, 1], 40_000));
-    let now = std::time::Instant::now();
-    let (mut trunk, mut to_server) = if trunk_setup == "active" {
-        DtlsSession::client(&trunk_identity, &server_fingerprint, now, server_addr).unwrap()
-    } else {
-        (DtlsSession::server(&trunk_identity, &server_fingerprint), Vec::new())
-    };
-    let mut keys = None;
-    for _ in 0..30 {
-        for datagram in to_server.drain(..) {
-            engine.datagram(secure_addr, datagram.to_vec());
-        }
-        engine.drive(Duration::from_millis(20));
-        for (to, datagram) in engine.take_sent() {
-            if to != secure_addr || !(20..=63).contains(&datagram[0]) {
-                continue; // the plain phone's mix; nothing but DTLS goes to the trunk yet
-            }
-            let output = trunk.handle(now, server_addr, &datagram).expect("the trunk accepts palaver's flight");
-            to_server.extend(output.transmit);
-            keys = keys.or(output.keys);
-        }
-        if keys.is_some() && to_server.is_empty() {
-            break;
-        }
-    }
-    let keys = keys.expect("the DTLS handshake completed: palaver's certificate matched its fingerprint");
+    let keys = trunk_handshake(&mut engine, &trunk_identity, trunk_setup == "active", &server_fingerprint, secure_addr);
     let profile = their_profile(keys.profile);
     let mut trunk_tx = TheirContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
     let mut trunk_rx =
@@ -441,6 +415,43 @@ fn a_dtls_trunk_and_a_plain_phone_hear_each_other(trunk_setup: &str) {
     assert_eq!(engine.counters().dropped(DropReason::SrtpAuthFailed), 0);
 }
 
+/// The trunk's side of the DTLS handshake over the worker's socket (its datagrams come from
+/// its SDP address `trunk_addr`): the keys it exported once palaver's certificate matched.
+fn trunk_handshake(
+    engine: &mut TestEngine,
+    identity: &DtlsIdentity,
+    trunk_is_client: bool,
+    server_fingerprint: &str,
+    trunk_addr: SocketAddr,
+) -> palaver_sfu::srtp::SrtpKeys {
+    let server_addr = SocketAddr::from(([192, 0, 2, 1], 40_000));
+    let now = std::time::Instant::now();
+    let (mut trunk, mut to_server) = if trunk_is_client {
+        DtlsSession::client(identity, server_fingerprint, now, server_addr).unwrap()
+    } else {
+        (DtlsSession::server(identity, server_fingerprint), Vec::new())
+    };
+    let mut keys = None;
+    for _ in 0..30 {
+        for datagram in to_server.drain(..) {
+            engine.datagram(trunk_addr, datagram.to_vec());
+        }
+        engine.drive(Duration::from_millis(20));
+        for (to, datagram) in engine.take_sent() {
+            if to != trunk_addr || !(20..=63).contains(&datagram[0]) {
+                continue; // the plain phone's mix; nothing but DTLS goes to the trunk yet
+            }
+            let output = trunk.handle(now, server_addr, &datagram).expect("the trunk accepts palaver's flight");
+            to_server.extend(output.transmit);
+            keys = keys.or(output.keys);
+        }
+        if keys.is_some() && to_server.is_empty() {
+            break;
+        }
+    }
+    keys.expect("the DTLS handshake completed: palaver's certificate matched its fingerprint")
+}
+
 fn offer_plain(addr: SocketAddr) -> String {
     offer(addr, "RTP/AVP", TrunkCodec::Pcmu, &[])
 }
@@ -473,4 +484,176 @@ fn a_dtls_offer_without_fingerprint_or_on_a_plain_trunk_is_refused() {
     let ours = control.offer_sip(CONVERSATION, "d", &dtls);
     assert!(ours.contains("UDP/TLS/RTP/SAVP") && ours.contains("a=setup:actpass\r\n"), "{ours}");
     assert!(ours.contains("a=fingerprint:sha-256 ") && !ours.contains("a=crypto"), "{ours}");
+}
+
+/// The names of the commands of `out` that make or remove a transport.
+fn transport_changes(out: &Output) -> Vec<&'static str> {
+    out.commands.iter().map(|(_, c)| c.name()).filter(|n| n.contains("transport")).collect()
+}
+
+/// Inbound early media in the media plane: a phone leg joined while its callee rings is held
+/// and hears the US ringback (440 + 480 Hz) in its own codec, and nobody hears it; the
+/// answer with the same SDP returns the same SDP, makes no new transport, and the same
+/// stream (SSRC, sequence numbers without a gap) carries the conversation from then on.
+#[test]
+fn a_waiting_phone_hears_ringback_then_the_conversation_on_the_same_stream() {
+    use palaver_sfu::control::sip::legs::EarlyMedia;
+    use palaver_sfu::engine::early_media::{RINGBACK_AMPLITUDE, Ringback};
+    let (caller_addr, callee_addr): (SocketAddr, SocketAddr) =
+        ("198.51.100.9:7000".parse().unwrap(), "198.51.100.8:6000".parse().unwrap());
+    let mut control = controller();
+    let mut engine = TestEngine::new();
+    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Off, trunk: None };
+    let (_, _, out) = control.join_sip(CONVERSATION, "callee", &offer_plain(callee_addr), &policy).unwrap();
+    apply(&mut engine, &out).unwrap();
+    let ringback = Some(EarlyMedia::Ringback(Ringback::Us));
+    let caller_offer = offer_plain(caller_addr);
+    let (_, early_sdp, out) = control.join_sip_early(CONVERSATION, "caller", &caller_offer, &policy, ringback).unwrap();
+    apply(&mut engine, &out).unwrap();
+    let mut caller = Phone::new(TrunkCodec::Pcmu, 1000.0, 0xCA11);
+    let mut callee = Phone::new(TrunkCodec::Pcmu, 700.0, 0xCA1E);
+    let mut stream = Vec::new();
+    let mut run = |engine: &mut TestEngine, caller: &mut Phone, callee: &mut Phone, ticks| {
+        for _ in 0..ticks {
+            engine.datagram(caller_addr, caller.next());
+            engine.datagram(callee_addr, callee.next());
+            engine.drive(Duration::from_millis(20));
+            for (to, packet) in engine.take_sent() {
+                if packet.len() < 2 || (200..=206).contains(&packet[1]) {
+                    continue;
+                }
+                if to == caller_addr {
+                    let (seq, ssrc) = (u16::from_be_bytes([packet[2], packet[3]]), &packet[8..12]);
+                    stream.push((seq, u32::from_be_bytes(ssrc.try_into().unwrap())));
+                    caller.hear(&packet);
+                } else {
+                    callee.hear(&packet);
+                }
+            }
+        }
+    };
+    // 1.6 s into the cadence's 2 s "on": the last second heard is ringback.
+    run(&mut engine, &mut caller, &mut callee, 80);
+    let (low, high, conversation) = (caller.heard_at(440.0), caller.heard_at(480.0), caller.heard_at(700.0));
+    let callee_hears_caller = callee.heard_at(1000.0);
+    println!(
+        "ringback to the waiting phone: 440 Hz at {low:.0}, 480 Hz at {high:.0} (sent at {RINGBACK_AMPLITUDE}); \
+         the callee's 700 Hz {conversation:.0}; the callee hears the caller at {callee_hears_caller:.0}"
+    );
+    assert!(low > RINGBACK_AMPLITUDE / 2.0 && high > RINGBACK_AMPLITUDE / 2.0, "ringback heard: {low:.0} {high:.0}");
+    assert!(conversation < AMPLITUDE / 50.0, "a waiting phone hears nothing of the call ({conversation:.0})");
+    assert!(callee_hears_caller < AMPLITUDE / 50.0, "nobody hears a waiting phone ({callee_hears_caller:.0})");
+    // The answer: the same SDP, the same transport.
+    let (_, answer_sdp, out) = control.join_sip(CONVERSATION, "caller", &caller_offer, &policy).unwrap();
+    assert_eq!(answer_sdp, early_sdp, "the 200 repeats the 183's SDP");
+    assert!(transport_changes(&out).is_empty(), "{:?}", out.commands);
+    apply(&mut engine, &out).unwrap();
+    run(&mut engine, &mut caller, &mut callee, 60);
+    let (after, ring_after) = (caller.heard_at(700.0), caller.heard_at(440.0));
+    let callee_after = callee.heard_at(1000.0);
+    println!(
+        "after the answer: the phone hears 700 Hz at {after:.0} (ringback 440 Hz {ring_after:.0}); the callee hears 1 kHz at {callee_after:.0}"
+    );
+    assert!(after > AMPLITUDE / 2.0 && ring_after < AMPLITUDE / 50.0, "{after:.0} {ring_after:.0}");
+    assert!(callee_after > AMPLITUDE / 2.0, "{callee_after:.0}");
+    assert!(stream.windows(2).all(|w| w[1].1 == w[0].1), "one SSRC before and after the answer");
+    let gaps = stream.windows(2).filter(|w| w[1].0 != w[0].0.wrapping_add(1)).count();
+    assert_eq!(gaps, 0, "one sequence space across the answer ({} packets)", stream.len());
+    assert!(stream.len() >= 135, "a packet every tick: {}", stream.len());
+}
+
+/// DTLS-SRTP across hold and resume: a trunk that keeps its fingerprint and role keeps its
+/// association (RFC 5763 §6.7.1). The hold and the resume change the leg in place (no new
+/// transport, no new handshake); while held the trunk is sent nothing and heard by nobody;
+/// after the resume the keys of the first handshake carry a tone both ways. A new
+/// fingerprint makes a new transport and a new handshake.
+#[test]
+fn a_dtls_trunk_keeps_its_association_across_hold_and_resume() {
+    let (secure_addr, plain_addr): (SocketAddr, SocketAddr) =
+        ("198.51.100.9:5004".parse().unwrap(), "198.51.100.8:6000".parse().unwrap());
+    let mut control = controller();
+    let mut engine = TestEngine::new();
+    let policy = TrunkPolicy { codecs: vec![AudioCodec::Pcmu], srtp: SrtpPolicy::Required, trunk: None };
+    let identity = DtlsIdentity::generate(true).unwrap();
+    let dtls_offer = |identity: &DtlsIdentity, direction: &str| {
+        format!(
+            "{}a=fingerprint:sha-256 {}\r\na=setup:active\r\n",
+            offer(secure_addr, "UDP/TLS/RTP/SAVP", TrunkCodec::Pcmu, &[]).replace("a=sendrecv", direction),
+            identity.fingerprint()
+        )
+    };
+    let (_, answer, out) =
+        control.join_sip(CONVERSATION, "secure", &dtls_offer(&identity, "a=sendrecv"), &policy).unwrap();
+    apply(&mut engine, &out).unwrap();
+    let fingerprint = Description::parse(&answer).unwrap().fingerprint.unwrap();
+    let plain_policy = TrunkPolicy { srtp: SrtpPolicy::Off, ..policy.clone() };
+    let (_, _, out) = control.join_sip(CONVERSATION, "plain", &offer_plain(plain_addr), &plain_policy).unwrap();
+    apply(&mut engine, &out).unwrap();
+    let keys = trunk_handshake(&mut engine, &identity, true, &fingerprint, secure_addr);
+    let profile = their_profile(keys.profile);
+    let mut tx = TheirContext::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None).unwrap();
+    let mut rx = TheirContext::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, None).unwrap();
+    let mut secure = Phone::new(TrunkCodec::Pcmu, 1000.0, 0xD715);
+    let mut plain = Phone::new(TrunkCodec::Pcmu, 440.0, 0x9A11);
+    // Ticks of both phones talking; returns the SRTP packets that reached the trunk.
+    let talk = |engine: &mut TestEngine,
+                secure: &mut Phone,
+                plain: &mut Phone,
+                tx: &mut TheirContext,
+                rx: &mut TheirContext,
+                ticks| {
+        let mut protected_in = 0;
+        for _ in 0..ticks {
+            engine.datagram(secure_addr, tx.encrypt_rtp(&secure.next()).unwrap().to_vec());
+            engine.datagram(plain_addr, plain.next());
+            engine.drive(Duration::from_millis(20));
+            for (to, packet) in engine.take_sent() {
+                if packet.len() < 2 || (200..=206).contains(&packet[1]) || (20..=63).contains(&packet[0]) {
+                    continue;
+                }
+                if to == secure_addr {
+                    secure.hear(&rx.decrypt_rtp(&packet).expect("the trunk unprotects palaver's SRTP"));
+                    protected_in += 1;
+                } else {
+                    plain.hear(&packet);
+                }
+            }
+        }
+        protected_in
+    };
+    assert!(talk(&mut engine, &mut secure, &mut plain, &mut tx, &mut rx, 60) >= 55);
+    // Hold: the same fingerprint and role, `sendonly`.
+    let (_, held_answer, out) =
+        control.join_sip(CONVERSATION, "secure", &dtls_offer(&identity, "a=sendonly"), &policy).unwrap();
+    assert!(transport_changes(&out).is_empty(), "hold keeps the transport: {:?}", out.commands);
+    assert!(held_answer.contains("a=recvonly\r\n") && held_answer.contains(&fingerprint), "{held_answer}");
+    apply(&mut engine, &out).unwrap();
+    let during_hold = talk(&mut engine, &mut secure, &mut plain, &mut tx, &mut rx, 60);
+    let plain_hears_held = plain.heard_at(1000.0);
+    // Resume: in place again; the first handshake's keys still work both ways.
+    let (_, resumed, out) =
+        control.join_sip(CONVERSATION, "secure", &dtls_offer(&identity, "a=sendrecv"), &policy).unwrap();
+    assert!(transport_changes(&out).is_empty(), "resume keeps the transport: {:?}", out.commands);
+    assert_eq!(resumed, answer, "the same SDP as before the hold");
+    apply(&mut engine, &out).unwrap();
+    let after_resume = talk(&mut engine, &mut secure, &mut plain, &mut tx, &mut rx, 60);
+    let (secure_hears, plain_hears) = (secure.heard_at(440.0), plain.heard_at(1000.0));
+    println!(
+        "DTLS across hold: {during_hold} packets to the held trunk, the other phone heard it at {plain_hears_held:.0}; \
+         after resume {after_resume} SRTP packets under the first keys, the trunk hears 440 Hz at {secure_hears:.0}, \
+         the other phone hears 1 kHz at {plain_hears:.0}"
+    );
+    assert!(during_hold <= 1, "nothing goes to a trunk that holds ({during_hold})");
+    assert!(plain_hears_held < AMPLITUDE / 50.0, "a held trunk is not heard ({plain_hears_held:.0})");
+    assert!(after_resume >= 55, "{after_resume}");
+    assert!(secure_hears > AMPLITUDE / 2.0 && plain_hears > AMPLITUDE / 2.0, "{secure_hears:.0} {plain_hears:.0}");
+    assert_eq!(engine.counters().dropped(DropReason::SrtpAuthFailed), 0);
+    // A new certificate: a new transport and a new handshake.
+    let other = DtlsIdentity::generate(true).unwrap();
+    let (_, _, out) = control.join_sip(CONVERSATION, "secure", &dtls_offer(&other, "a=sendrecv"), &policy).unwrap();
+    let changes = transport_changes(&out);
+    assert!(changes.contains(&"remove_transport") && changes.iter().any(|c| c.starts_with("add_dtls")), "{changes:?}");
+    apply(&mut engine, &out).unwrap();
+    let keys = trunk_handshake(&mut engine, &other, true, &fingerprint, secure_addr);
+    assert_ne!(keys.local_master_key, keys.remote_master_key);
 }

@@ -110,6 +110,17 @@ pub struct TrunkConfig {
     /// caller's own number when it has one, else the first owned number.
     #[serde(default)]
     pub caller_id: Option<String>,
+    /// Inbound early media while the callee rings (a user, a queue, Call Automation, a
+    /// meeting's lobby): `"us"`, `"eu"` or `"uk"` answer the trunk's offer in a 183 Session
+    /// Progress (reliable when the trunk supports 100rel) and play that country's ringback
+    /// tone on it until the answer continues on the same RTP session; `"off"` (default): 180
+    /// without media.
+    #[serde(default = "default_ringback")]
+    pub ringback: String,
+}
+
+fn default_ringback() -> String {
+    "off".to_owned()
 }
 
 fn default_realm() -> String {
@@ -230,6 +241,9 @@ pub fn validate(
             && !is_e164(id)
         {
             return fail("caller_id must be E.164");
+        }
+        if !matches!(trunk.ringback.to_ascii_lowercase().as_str(), "off" | "us" | "eu" | "uk") {
+            return fail("ringback must be off, us, eu or uk");
         }
     }
     let mut routes = Vec::with_capacity(numbers.len());

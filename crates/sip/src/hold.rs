@@ -1,8 +1,9 @@
 //! Re-INVITE and UPDATE on an answered phone leg: hold, resume and media changes
-//! (RFC 3264 §8). An offer with `a=sendonly` or `a=inactive` puts the phone on hold: its RTP
-//! leaves the conference (it is neither heard nor sent the mix) and the answer says
-//! `recvonly` / `inactive`. An offer that sends again resumes it: the RTP joins the
-//! conference with that offer (a new address or codec applies the same way). A re-INVITE
+//! (RFC 3264 §8). An offer with `a=sendonly` or `a=inactive` puts the phone on hold: the
+//! media plane holds its leg in place (it is neither heard nor sent the mix; the transport,
+//! its DTLS association and keys stay) and the answer says `recvonly` / `inactive`. An offer
+//! that sends again resumes it on the same transport; a new address, codec, key or DTLS
+//! fingerprint/role makes a new transport (`palaver_sfu::control::sip::legs`). A re-INVITE
 //! without an offer gets the current SDP as palaver's offer; an UPDATE without an offer (a
 //! session refresh, RFC 4028, or a target refresh) gets a 200 without a body: an UPDATE's
 //! response may only carry an answer, and there is no offer to answer (RFC 3311 §5.2).
@@ -129,7 +130,13 @@ pub(crate) async fn update(shared: &Shared, media: &mut LegMedia, request: &Requ
     let reply = match direction {
         Direction::SendOnly | Direction::Inactive => {
             if !media.held {
-                gateway.phone_leave_session(media.session.clone());
+                // The media plane holds the leg on its transport (out of the mix, nothing
+                // sent), so a DTLS-SRTP association and SDES keys outlive the hold; an offer
+                // it cannot keep the leg with releases the media as before.
+                let kept = gateway.phone_attach_session(media.session.clone(), offer.clone(), media.codecs.clone());
+                if kept.await.is_err() {
+                    gateway.phone_leave_session(media.session.clone());
+                }
                 media.held = true;
                 tracing::info!(participant = %media.session.participant_id, "phone leg on hold");
             }

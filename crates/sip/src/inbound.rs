@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, policy, refuse_media};
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
+use crate::early::send_early_media;
 use crate::gateway::{Shared, source_ip};
 use crate::hold::LegMedia;
 use crate::ringing::{Ringer, Wake};
@@ -217,11 +218,12 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
         let _ = dialog.reject(Some(code), None);
         return;
     }
-    ringer.ring(&dialog, None);
+    let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
+    // 183 with ringback on the early dialog when the trunk wants it, else 180.
+    let early = send_early_media(&shared, &trunk, &dialog, &mut ringer, &session, offer.as_deref()).await;
     let mut answered = false;
     // REFERs from the trunk once it is connected (RFC 3515).
     let mut referral = crate::refer::Referral::new(&shared, &sip_call_id);
-    let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     let mut media: Option<LegMedia> = None;
     let outcome = loop {
         tokio::select! {
@@ -329,7 +331,7 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     };
     shared.unregister(&call_id, &phone);
     referral.finish(&shared);
-    if answered {
+    if answered || early {
         gateway.phone_detach(&call_id, &phone);
     }
     gateway.forget_phone_leg(&billed_session);

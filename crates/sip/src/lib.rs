@@ -13,6 +13,7 @@ mod answer;
 pub mod config;
 pub mod counters;
 mod custom_headers;
+mod early;
 mod failure;
 pub mod gateway;
 mod hold;

@@ -86,7 +86,8 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
             notice = seat.notices.recv() => match notice {
                 Some(MeetingNotice::Lobby) => {
                     tracing::info!(meeting = %meeting_id, caller = %phone, reliable = ringer.reliable(), "phone caller waits in the meeting's lobby");
-                    ringer.ring(&dialog, None);
+                    // 183 with ringback while it waits, when the trunk wants early media.
+                    crate::early::send_early_media(&shared, &trunk, &dialog, &mut ringer, &seat.session, offer.as_deref()).await;
                 }
                 Some(MeetingNotice::Admitted) if media.is_none() => {
                     if !ringer.ready_to_answer(&dialog).await {

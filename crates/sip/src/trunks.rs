@@ -140,6 +140,7 @@ mod tests {
             codecs: vec!["PCMU".into()],
             srtp: SrtpPolicy::Off,
             caller_id: None,
+            ringback: "off".into(),
         }
     }
 

@@ -16,7 +16,7 @@
 
 use crate::call_automation::{Backend, answer_incoming, connect_to_group_call, heard_at, post, talker};
 use crate::sip::{PHONE_HZ, finished, logged_after, phone_talks, server_rtp_port, server_rtp_port_logged_by, sipp_to};
-use crate::sip_media::start_with;
+use crate::sip_media::start_trunk;
 use crate::support::tone_amplitude;
 use axum::http::StatusCode;
 use serde_json::json;
@@ -37,7 +37,7 @@ async fn hand_over(workers: usize, scenario: &str) {
     let backend = Backend::start().await;
     let before = format!("{}\n[media]\nworkers = {workers}\n", backend.incoming_call_config());
     let prefix = format!("palaver-e2e-ca-phone-move-{workers}");
-    let (dir, server, sip) = start_with(&prefix, "off", APP_NUMBER, "call-automation", &before).await;
+    let (dir, server, sip) = start_trunk(&prefix, "codecs = [\"PCMU\"]\nsrtp = \"off\"", APP_NUMBER, "call-automation", &before).await;
     let (_, agent_token) = server.create_user_token(&["voip"]).await;
 
     // The agent's group call, with the application in it (created first: worker 0).

@@ -110,6 +110,11 @@ impl Conferences {
         conference.participants.iter().find(|(_, p)| p.transport == transport).map(|(name, _)| name.clone())
     }
 
+    /// Is `participant` on hold (Call Automation's hold)?
+    pub(super) fn is_held(&self, conversation: &str, participant: &str) -> bool {
+        self.audio.get(conversation).is_some_and(|s| s.held.iter().any(|t| answers_to(participant, t)))
+    }
+
     /// After `participant` joined on `transport`: its mute and hold, and the streams
     /// addressed to it, apply to the new transport.
     pub(super) fn reapply_audio(&self, conversation: &str, participant: &str, transport: TransportId) -> Output {

@@ -199,6 +199,10 @@ pub struct Conferences {
     /// The SDES keys of SDP offers sent to trunks, by (conversation, participant), until
     /// their answer joins (see [`Self::offer_sip`]).
     sip_offers: HashMap<(String, String), Vec<sip::SdesCrypto>>,
+    /// Joined trunk legs by (conversation, participant): a later SDP of the same media
+    /// session changes them in place (early media → answer, hold → resume; `sip::legs`).
+    trunk_legs: HashMap<(String, String), sip::legs::TrunkLeg>,
+    tone_loops: sip::legs::ToneLoops,
 }
 
 impl std::fmt::Debug for Conferences {
@@ -223,6 +227,8 @@ impl Conferences {
             rng,
             audio,
             sip_offers: HashMap::new(),
+            trunk_legs: HashMap::new(),
+            tone_loops: sip::legs::ToneLoops::default(),
         }
     }
 
@@ -334,9 +340,44 @@ impl Conferences {
         peer: &str,
         policy: &sip::TrunkPolicy,
     ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
+        self.join_sip_early(conversation, participant, peer, policy, None)
+    }
+
+    /// [`Self::join_sip`], and while `early` is set the leg waits for its callee: it is held
+    /// (nobody hears it, it hears nothing of the conversation) and hears `early` (ringback)
+    /// instead. A later call for the same leg with an SDP of the same media session (the
+    /// answer after early media; a hold or resume re-INVITE) changes the leg in place on the
+    /// same transport and returns the same SDP with the direction of the moment
+    /// (`sip::legs`).
+    pub fn join_sip_early(
+        &mut self,
+        conversation: &str,
+        participant: &str,
+        peer: &str,
+        policy: &sip::TrunkPolicy,
+        early: Option<sip::legs::EarlyMedia>,
+    ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
         let description = crate::webrtc::sdp::Description::parse(peer)?;
-        let offered = self.sip_offers.remove(&(conversation.to_owned(), participant.to_owned()));
+        let key = (conversation.to_owned(), participant.to_owned());
+        let offered = self.sip_offers.remove(&key);
         let media = sip::negotiate(&description, policy).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
+        let peer_holds = sip::legs::peer_holds(&media.direction);
+        let tone = early.and_then(|e| self.tone_loops.get(e));
+        let seated = |c: &Conferences, transport| {
+            c.conferences.get(conversation).and_then(|c| c.transport_of(participant)) == Some(transport)
+        };
+        if offered.is_none()
+            && let Some(leg) = self.trunk_legs.get(&key)
+            && leg.continues_with(&media)
+            && seated(self, leg.joined.transport)
+        {
+            let also_held = self.is_held(conversation, participant);
+            let leg = self.trunk_legs.get_mut(&key).expect("found above");
+            let output = sip::legs::change_in_place(leg, tone, peer_holds, also_held);
+            leg.media = media.clone();
+            let answer = sip::legs::with_direction(&leg.answer, sip::answer_direction(&media.direction));
+            return Ok((media, answer, output));
+        }
         let local = media.crypto.as_ref().map(|remote| {
             offered
                 .into_iter()
@@ -347,16 +388,17 @@ impl Conferences {
         let keys = local.as_ref().zip(media.crypto.as_ref()).map(|(l, r)| sip::SdesCrypto::keys(l, r));
         let may_send = media.direction != "inactive";
         let attach = sip::sip_attach(&media, may_send, keys, &mut self.rng);
+        let mix_ssrc = attach.receive.first().map_or(0, |slot| slot.ssrc);
         let (joined, mut output) = self.join(conversation, participant, attach);
         if may_send && let Some(payload_type) = media.telephone_event {
             // The trunk's RFC 4733 DTMF, reported once per tone like a QUIC participant's.
             let command = Command::SetTelephoneEvent { transport: joined.transport, payload_type: Some(payload_type) };
             output.commands.push((joined.worker, command));
         }
-        if let Some(payload_type) = media.telephone_event.filter(|_| media.codec != crate::mixer::AudioCodec::Opus) {
+        if let Some(payload_type) = media.telephone_event {
             // Tones the others send (Call Automation, a user's keypad) go out to the trunk as
-            // RFC 4733 in the mix stream. Not for Opus: its 48 kHz clock is not the 8 kHz
-            // `telephone-event/8000` the trunk agreed.
+            // RFC 4733 in the mix stream, on the mix's clock (`negotiate` agreed the
+            // telephone-event of that clock: /8000, or /48000 for Opus).
             let audio = crate::engine::MixAudio::TelephoneEventsOut {
                 transport: joined.transport,
                 payload_type: Some(payload_type),
@@ -364,7 +406,7 @@ impl Conferences {
             output.commands.push((joined.worker, Command::SetMixAudio { router: joined.router, audio }));
         }
         if let Some(slot) = policy.trunk.as_deref().and_then(crate::engine::trunk_stats::trunk_slot) {
-            let clock_rate = if media.codec == crate::mixer::AudioCodec::Opus { 48_000 } else { 8_000 };
+            let clock_rate = sip::rtp_clock(media.codec);
             let command = Command::SetTrunkStats { transport: joined.transport, slot, clock_rate };
             output.commands.push((joined.worker, command));
         }
@@ -384,6 +426,19 @@ impl Conferences {
             crypto: local.as_slice(),
             dtls: media.dtls.as_ref().map(|d| sip::LocalDtls { fingerprint: &fingerprint, setup: d.local_setup() }),
         });
+        let output_spec = crate::engine::MixOutputSpec { ssrc: mix_ssrc, payload_type: media.payload_type };
+        let mut leg = sip::legs::TrunkLeg {
+            joined,
+            media: media.clone(),
+            answer: answer.clone(),
+            output: output_spec,
+            early: false,
+            peer_holds: false,
+            publishes: may_send,
+        };
+        let also_held = self.is_held(conversation, participant);
+        output.extend(sip::legs::change_in_place(&mut leg, tone, peer_holds, also_held));
+        self.trunk_legs.insert(key, leg);
         Ok((media, answer, output))
     }
 
@@ -662,6 +717,7 @@ impl Conferences {
         }
         let Some(conference) = self.conferences.get_mut(conversation) else { return Output::default() };
         let Some(gone) = conference.participants.remove(participant) else { return Output::default() };
+        self.trunk_legs.remove(&(conversation.to_owned(), participant.to_owned()));
         if leaving {
             conference.spoke.remove(participant);
         }

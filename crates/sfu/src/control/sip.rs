@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
 
+pub mod legs;
 pub mod reseat;
 pub mod sdes;
 
@@ -145,7 +146,8 @@ pub struct TrunkMedia {
     pub remote: SocketAddr,
     pub codec: AudioCodec,
     pub payload_type: u8,
-    /// The peer's RFC 4733 `telephone-event/8000` payload type, if it offered one.
+    /// The peer's RFC 4733 `telephone-event` payload type at the agreed codec's RTP clock
+    /// (`/8000` for G.711 and G.722, `/48000` for Opus), if it offered one.
     pub telephone_event: Option<u8>,
     /// The peer's direction attribute (`sendrecv`, `sendonly` = it holds us, ...).
     pub direction: String,
@@ -251,10 +253,12 @@ pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, 
         .iter()
         .find_map(|wanted| formats(media).find(|&pt| codec_of(media, pt) == Some(*wanted)).map(|pt| (pt, *wanted)))
         .ok_or_else(|| TrunkSdpError::NoCommonCodec(media.formats.clone()))?;
+    // RFC 4733 §2.1: the events' clock is the audio's, so an Opus leg needs `/48000`.
+    let clock = rtp_clock(codec);
     let telephone_event = media
         .codecs
         .iter()
-        .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000)
+        .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == clock)
         .map(|c| c.payload_type);
     Ok(TrunkMedia {
         remote: SocketAddr::new(address, media.port),
@@ -266,6 +270,15 @@ pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, 
         dtls,
     })
 }
+
+/// The RTP clock of a trunk codec: 48 kHz for Opus, 8 kHz for G.711 and G.722 (RFC 3551).
+pub fn rtp_clock(codec: AudioCodec) -> u32 {
+    if codec == AudioCodec::Opus { 48_000 } else { 8_000 }
+}
+
+/// The payload type palaver's own offers give `telephone-event/48000` beside
+/// `telephone-event/8000` when they list Opus and a phone codec together.
+pub const TELEPHONE_EVENT_48K_OFFER_PT: u8 = 110;
 
 fn router_codec(codec: AudioCodec) -> Codec {
     match codec {
@@ -332,7 +345,9 @@ pub struct LocalSdp<'a> {
     pub session_id: u64,
     /// Codecs in order, with their payload types (an answer lists just the agreed one).
     pub codecs: &'a [(u8, AudioCodec)],
-    /// Our `telephone-event/8000` payload type, when offered or agreed.
+    /// Our `telephone-event` payload type, when offered or agreed: at 8 kHz for G.711/G.722,
+    /// at 48 kHz for Opus; an offer listing both kinds of codec carries both clocks (the
+    /// 48 kHz one as [`TELEPHONE_EVENT_48K_OFFER_PT`]).
     pub telephone_event: Option<u8>,
     pub direction: &'a str,
     /// `RTP/AVP`, `RTP/SAVP` or `UDP/TLS/RTP/SAVP`.
@@ -367,15 +382,16 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
     for (pt, _) in local.codecs {
         let _ = write!(sdp, " {pt}");
     }
-    if let Some(te) = local.telephone_event {
+    let events = telephone_events(local);
+    for (te, _) in events.iter().flatten() {
         let _ = write!(sdp, " {te}");
     }
     sdp.push_str("\r\n");
     for (pt, codec) in local.codecs {
         let _ = write!(sdp, "a=rtpmap:{pt} {}\r\n", rtpmap(*codec));
     }
-    if let Some(te) = local.telephone_event {
-        let _ = write!(sdp, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+    for (te, clock) in events.iter().flatten() {
+        let _ = write!(sdp, "a=rtpmap:{te} telephone-event/{clock}\r\na=fmtp:{te} 0-16\r\n");
     }
     let _ = write!(sdp, "a=ptime:20\r\na=rtcp:{}\r\na={}\r\n", local.address.port(), local.direction);
     for crypto in local.crypto {
@@ -385,6 +401,16 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
         let _ = write!(sdp, "a=fingerprint:sha-256 {}\r\na=setup:{}\r\n", dtls.fingerprint, dtls.setup);
     }
     sdp
+}
+
+/// The `telephone-event` formats of an SDP of ours: (payload type, clock) at 8 kHz when a
+/// G.711/G.722 codec is listed, at 48 kHz when Opus is.
+fn telephone_events(local: &LocalSdp<'_>) -> [Option<(u8, u32)>; 2] {
+    let Some(te) = local.telephone_event else { return [None, None] };
+    let narrow = local.codecs.iter().any(|(_, c)| *c != AudioCodec::Opus);
+    let opus = local.codecs.iter().any(|(_, c)| *c == AudioCodec::Opus);
+    let wide_pt = if narrow { TELEPHONE_EVENT_48K_OFFER_PT } else { te };
+    [narrow.then_some((te, 8_000)), opus.then_some((wide_pt, 48_000))]
 }
 
 /// Our direction in answer to the peer's.

@@ -34,6 +34,9 @@ pub enum MixAudio {
     /// The transport's mix output carries the RFC 4733 tones other participants send, under
     /// this telephone-event payload type (a phone leg; `None`: no longer). See `tone_relay`.
     TelephoneEventsOut { transport: TransportId, payload_type: Option<u8> },
+    /// Early media (see `early_media`): `tone` loops into an input heard by `transport`
+    /// alone (a phone leg waiting for its callee, held meanwhile); `None` stops it.
+    EarlyMedia { transport: TransportId, tone: Option<Arc<super::early_media::ToneLoop>> },
 }
 
 /// A router as the media plane knows it: one conversation's routing and mixing on one worker

@@ -8,6 +8,7 @@
 
 mod command;
 mod counters;
+pub mod early_media;
 #[allow(clippy::module_inception)]
 mod engine;
 mod event;

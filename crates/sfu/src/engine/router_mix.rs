@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use super::early_media::EarlyPlayer;
 use super::mix_reports::MixSendStats;
 use super::tone_relay::ToneRelay;
 use super::{CommandError, MixAudio, MixOutputSpec, SourceTap};
@@ -68,6 +69,11 @@ struct Member {
     sent: MixSendStats,
     /// RFC 4733 tones of others relayed on the output (phone legs with telephone-event).
     tones: Option<Box<ToneRelay>>,
+    /// With `tones`: the last packet sent on the output (sequence and mix timestamp as sent)
+    /// and the tick it went on, and how many packets the relay added to the mixer's
+    /// sequence (tones on ticks the mixer sent nothing: an Opus output in silence).
+    tone_clock: Option<(MixPacket, u64)>,
+    tone_seq_offset: u16,
 }
 
 /// What one tick of one room did.
@@ -96,6 +102,8 @@ pub(super) struct RouterMix {
     ticks: u64,
     /// Scratch list of a relayed tone's listeners (kept, so relaying does not allocate).
     tone_targets: Vec<TransportId>,
+    /// Ringback/hold tones playing to legs that wait for their callee (`early_media`).
+    early: Vec<EarlyPlayer>,
 }
 
 impl std::fmt::Debug for RouterMix {
@@ -152,6 +160,7 @@ impl RouterMix {
             tap: None,
             ticks: 0,
             tone_targets: Vec::new(),
+            early: Vec::new(),
         })
     }
 
@@ -174,6 +183,8 @@ impl RouterMix {
                 output: None,
                 sent: MixSendStats::default(),
                 tones: None,
+                tone_clock: None,
+                tone_seq_offset: 0,
             };
             self.members.insert(transport, member);
             // Room for every member in a relayed tone's listener list (see `relay_tone`).
@@ -258,6 +269,7 @@ impl RouterMix {
     }
 
     pub fn remove_transport(&mut self, transport: TransportId) {
+        self.stop_early_media(transport);
         if let Some(member) = self.members.get_mut(&transport) {
             if let Some(source) = member.source.take() {
                 self.sources.remove(&source.producer);
@@ -357,6 +369,21 @@ impl RouterMix {
                 self.tap = tap;
                 Ok(())
             }
+            MixAudio::EarlyMedia { transport, tone } => {
+                self.stop_early_media(transport);
+                let (Some(tone), Some(member)) = (tone, self.members.get(&transport)) else { return Ok(()) };
+                if tone.is_empty() {
+                    return Ok(());
+                }
+                let listener = member.input;
+                let input = self.mixer.add_participant().map_err(refused)?;
+                if let Err(error) = self.mixer.set_audience(input, Some(&[listener])) {
+                    let _ = self.mixer.remove_participant(input);
+                    return Err(refused(error));
+                }
+                self.early.push(EarlyPlayer::new(transport, input, tone));
+                Ok(())
+            }
             MixAudio::TelephoneEventsOut { transport, payload_type } => {
                 let Some(member) = self.members.get_mut(&transport) else { return Ok(()) };
                 // One tick of the output's RTP clock: 8 kHz for G.711 and G.722, 48 kHz for Opus.
@@ -367,6 +394,14 @@ impl RouterMix {
                 member.tones = payload_type.map(|pt| Box::new(ToneRelay::new(pt, tick_units)));
                 Ok(())
             }
+        }
+    }
+
+    /// Ends the early media playing to `transport`, if any.
+    fn stop_early_media(&mut self, transport: TransportId) {
+        while let Some(at) = self.early.iter().position(|p| p.listener == transport) {
+            let player = self.early.swap_remove(at);
+            let _ = self.mixer.remove_participant(player.input);
         }
     }
 
@@ -411,6 +446,11 @@ impl RouterMix {
         let late = now >= self.next_tick + MIX_PERIOD;
         // A stalled loop resynchronises (on the grid) instead of bursting the missed ticks.
         self.next_tick = if late { next_on_grid(self.grid, now) } else { self.next_tick + MIX_PERIOD };
+        for player in &mut self.early {
+            let input = player.input;
+            // Refused frames are counted in the input's stats like any sender's.
+            let _ = self.mixer.push(now, input, &player.next_frame());
+        }
         self.mixer.tick(now, &mut self.outputs);
         self.ticks += 1;
         if let Some(tap) = &self.tap {
@@ -425,6 +465,12 @@ impl RouterMix {
             let Some(Some(transport)) = self.by_index.get(packet.to.index as usize) else { continue };
             let Some(member) = self.members.get_mut(transport) else { continue };
             let Some(output) = &member.output else { continue };
+            let mut packet = *packet;
+            packet.sequence = packet.sequence.wrapping_add(member.tone_seq_offset);
+            if member.tones.is_some() {
+                member.tone_clock = Some((packet, self.ticks));
+            }
+            let packet = &packet;
             if let Some(tone) = member.tones.as_deref_mut().and_then(|relay| relay.on_tick(packet.timestamp)) {
                 // The tone replaces this tick's mix packet: same SSRC and sequence number.
                 let pt = member.tones.as_deref().map_or(output.payload_type, |r| r.payload_type);
@@ -441,6 +487,7 @@ impl RouterMix {
             member.sent.on_sent(now, packet.timestamp, payload.len());
             emit(*transport, output, packet, payload);
         }
+        self.tones_between_packets(now, &mut emit);
         if let Some(active) = self.outputs.active_speakers() {
             let mut ids = [None; 3];
             for (slot, input) in ids.iter_mut().zip(active) {
@@ -449,6 +496,37 @@ impl RouterMix {
             speakers(ids);
         }
         TickReport { ran: true, late }
+    }
+
+    /// A tone keeps its 20 ms pace on outputs the mixer sent nothing this tick (an Opus
+    /// trunk in a silent room gets a silence packet only every few ticks): the packet goes
+    /// out with the next sequence number (the member's later mix packets are shifted by one)
+    /// and the mix timestamp this tick would have had.
+    fn tones_between_packets(
+        &mut self,
+        now: Instant,
+        emit: &mut impl FnMut(TransportId, &MixOutputSpec, &MixPacket, &[u8]),
+    ) {
+        for (transport, member) in self.members.iter_mut() {
+            let (Some(relay), Some(output)) = (member.tones.as_deref_mut(), member.output) else { continue };
+            let Some((last, tick)) = member.tone_clock else { continue };
+            if !relay.is_active() || tick == self.ticks {
+                continue;
+            }
+            let elapsed = u32::try_from(self.ticks - tick).unwrap_or(u32::MAX);
+            let timestamp = last.timestamp.wrapping_add(relay.tick_units().wrapping_mul(elapsed));
+            let Some(tone) = relay.on_tick(timestamp) else { continue };
+            let sent = MixPacket { sequence: last.sequence.wrapping_add(1), timestamp, ..last };
+            member.tone_clock = Some((sent, self.ticks));
+            member.tone_seq_offset = member.tone_seq_offset.wrapping_add(1);
+            let spec = MixOutputSpec { ssrc: output.ssrc, payload_type: relay.payload_type };
+            let relayed = MixPacket { marker: tone.marker, timestamp: tone.timestamp, ..sent };
+            let mut payload = [0u8; TONE_PAYLOAD_LEN];
+            if tone.event.write(&mut payload).is_ok() {
+                member.sent.on_sent(now, timestamp, payload.len());
+                emit(*transport, &spec, &relayed, &payload);
+            }
+        }
     }
 
     /// Sends each output's sender report when due (`ntp_time`: the room router's clock).

@@ -66,6 +66,11 @@ impl ToneRelay {
         Self { payload_type, tick_units, current: None, next: None, finished: None }
     }
 
+    /// RTP timestamp units of one tick in the listener's clock.
+    pub fn tick_units(&self) -> u32 {
+        self.tick_units
+    }
+
     /// A tone is being relayed (or waits to be).
     pub fn is_active(&self) -> bool {
         self.current.is_some()

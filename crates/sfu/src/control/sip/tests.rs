@@ -177,3 +177,45 @@ fn an_sdes_answer_is_savp_with_the_agreed_tag_and_reads_back() {
     let back = negotiate(&Description::parse(&answer).unwrap(), &with_srtp(SrtpPolicy::Required)).unwrap();
     assert_eq!(back.crypto, Some(local));
 }
+
+/// RFC 4733 at the Opus clock: an Opus trunk's `telephone-event/48000` is agreed (not its
+/// `/8000`), the answer says `/48000`, and palaver's own offer lists both clocks when it
+/// lists Opus beside a phone codec.
+#[test]
+fn an_opus_trunk_agrees_telephone_events_at_48_khz() {
+    let offer = "v=0\r\no=sbc 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 111 101 102\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=rtpmap:102 telephone-event/48000\r\n";
+    let media = negotiate(&Description::parse(offer).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!((media.codec, media.payload_type, media.telephone_event), (AudioCodec::Opus, 111, Some(102)));
+    let only_8k = offer.replace(" 102\r\n", "\r\n").replace("a=rtpmap:102 telephone-event/48000\r\n", "");
+    let media8 = negotiate(&Description::parse(&only_8k).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!(media8.telephone_event, None, "an 8 kHz event clock does not fit an Opus stream");
+    let local = |codecs: &[(u8, AudioCodec)], te| {
+        write_sdp(&LocalSdp {
+            address: "192.0.2.1:40000".parse().unwrap(),
+            session_id: 1,
+            codecs,
+            telephone_event: te,
+            direction: "sendrecv",
+            protocol: "RTP/AVP",
+            crypto: &[],
+            dtls: None,
+        })
+    };
+    let answer = local(&[(111, AudioCodec::Opus)], media.telephone_event);
+    assert!(answer.contains("m=audio 40000 RTP/AVP 111 102\r\n"), "{answer}");
+    assert!(answer.contains("a=rtpmap:102 telephone-event/48000\r\n"), "{answer}");
+    let back = negotiate(&Description::parse(&answer).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!(back.telephone_event, Some(102));
+    let ours = local(&[(0, AudioCodec::Pcmu), (111, AudioCodec::Opus)], Some(101));
+    assert!(ours.contains("m=audio 40000 RTP/AVP 0 111 101 110\r\n"), "{ours}");
+    assert!(
+        ours.contains("a=rtpmap:101 telephone-event/8000\r\n")
+            && ours.contains("a=rtpmap:110 telephone-event/48000\r\n")
+    );
+    let pcmu = negotiate(&Description::parse(&ours).unwrap(), &plain(&[AudioCodec::Pcmu])).unwrap();
+    assert_eq!(pcmu.telephone_event, Some(101));
+    let opus = negotiate(&Description::parse(&ours).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!(opus.telephone_event, Some(TELEPHONE_EVENT_48K_OFFER_PT));
+}

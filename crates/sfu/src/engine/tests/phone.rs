@@ -149,6 +149,29 @@ fn a_pcmu_phone_and_an_opus_participant_hear_each_other_through_the_mixer() {
     assert_eq!(t.counters().dropped(DropReason::UnknownSource), 1);
 }
 
+/// The RTP headers of the packets a phone got (asserted: one SSRC `ssrc`, one sequence space
+/// without gaps), the telephone-events among them (payload type `te`) and the digits they
+/// decode to.
+fn one_stream_with_tones(
+    packets: &[Vec<u8>],
+    ssrc: u32,
+    te: u8,
+) -> (Vec<RtpHeader>, Vec<(RtpHeader, crate::rtp::telephone_event::TelephoneEvent)>, Vec<u8>) {
+    use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector};
+    let headers: Vec<RtpHeader> = packets.iter().map(|p| RtpHeader::parse(p).unwrap()).collect();
+    assert!(headers.iter().all(|h| h.ssrc == ssrc), "one stream: the mix's SSRC");
+    assert!(headers.windows(2).all(|w| w[1].sequence == w[0].sequence.wrapping_add(1)), "one sequence space");
+    let tones: Vec<(RtpHeader, TelephoneEvent)> = headers
+        .iter()
+        .zip(packets)
+        .filter(|(h, _)| h.payload_type == te)
+        .map(|(h, p)| (*h, TelephoneEvent::parse(h.payload(p)).unwrap()))
+        .collect();
+    let mut detector = ToneDetector::default();
+    let digits = tones.iter().filter_map(|(h, e)| detector.on_packet(h.timestamp, e)).map(|e| e.event).collect();
+    (headers, tones, digits)
+}
+
 /// DTMF out to a phone: a direct participant (Call Automation's leg, a QUIC user) sends RFC
 /// 4733 digits on its transport; the phone's mix stream carries them under the phone's own
 /// telephone-event payload type, with the mix's SSRC, its running sequence numbers and its
@@ -157,7 +180,7 @@ fn a_pcmu_phone_and_an_opus_participant_hear_each_other_through_the_mixer() {
 /// not agree to telephone-events keeps getting audio only.
 #[test]
 fn tones_of_a_participant_go_out_to_the_phone_in_its_mix_stream() {
-    use crate::rtp::telephone_event::{TelephoneEvent, ToneDetector, tone_packets, write_packet};
+    use crate::rtp::telephone_event::{TelephoneEvent, tone_packets, write_packet};
     const OTHER_PHONE: TransportId = TransportId(42);
     const PHONE_TE: u8 = 96;
     let other_addr: SocketAddr = "127.0.0.1:6100".parse().unwrap();
@@ -216,18 +239,7 @@ fn tones_of_a_participant_go_out_to_the_phone_in_its_mix_stream() {
             to_phone.push(packet);
         }
     }
-    let headers: Vec<RtpHeader> = to_phone.iter().map(|p| RtpHeader::parse(p).unwrap()).collect();
-    assert!(headers.iter().all(|h| h.ssrc == 0x7000), "one stream: the mix's SSRC");
-    assert!(headers.windows(2).all(|w| w[1].sequence == w[0].sequence.wrapping_add(1)), "one sequence space");
-    let tones: Vec<(&RtpHeader, TelephoneEvent)> = headers
-        .iter()
-        .zip(&to_phone)
-        .filter(|(h, _)| h.payload_type == PHONE_TE)
-        .map(|(h, p)| (h, TelephoneEvent::parse(h.payload(p)).unwrap()))
-        .collect();
-    let mut detector = ToneDetector::default();
-    let digits: Vec<u8> =
-        tones.iter().filter_map(|(h, e)| detector.on_packet(h.timestamp, e)).map(|e| e.event).collect();
+    let (headers, tones, digits) = one_stream_with_tones(&to_phone, 0x7000, PHONE_TE);
     assert_eq!(digits, [1, 2, 3], "the phone decodes the digits");
     assert_eq!(tones.len(), 3 * 8, "5 updates and 3 ends per digit");
     let markers: Vec<u32> = tones.iter().filter(|(h, _)| h.marker).map(|(h, _)| h.timestamp).collect();
@@ -314,4 +326,60 @@ fn tones_under_an_addressed_ssrc_reach_only_its_listeners() {
     }
     assert_eq!(digits[0], [7], "phone A gets only the tone sent to everyone");
     assert_eq!(digits[1], [4, 7], "phone B gets the tone addressed to it and the one to everyone");
+}
+
+/// DTMF out to an Opus trunk (`telephone-event/48000`): in a silent room the mixer sends an
+/// Opus listener a silence packet only every few ticks, yet the tones keep their 20 ms pace
+/// on the mix stream: one SSRC, no sequence gap, durations in 48 kHz units (960 per tick),
+/// the digits decoded once each.
+#[test]
+fn tones_reach_an_opus_trunk_at_its_48_khz_clock_even_in_a_silent_room() {
+    use crate::rtp::telephone_event::{TelephoneEvent, tone_packets, write_packet};
+    const PHONE_TE: u8 = 97;
+    let mut t = TestEngine::with_config(RouterConfig::default(), MixerConfig::default(), 9);
+    let link = DirectLink::new(256);
+    t.commands([
+        Command::CreateRouter { router: ROOM },
+        Command::AddRtpTransport { id: PHONE, router: ROOM, remote: phone_addr() },
+        Command::SetMixOutput {
+            router: ROOM,
+            transport: PHONE,
+            output: Some(MixOutputSpec { ssrc: 0x7000, payload_type: OPUS }),
+        },
+        Command::SetMixAudio {
+            router: ROOM,
+            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE) },
+        },
+        Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
+        Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
+        Command::SetTelephoneEvent { transport: QUIC, payload_type: Some(101) },
+    ]);
+    t.drive(Duration::from_millis(1));
+    let mut plan: Vec<Option<(bool, u32, TelephoneEvent)>> = vec![None; 5];
+    for (i, digit) in [1u8, 2, 3].into_iter().enumerate() {
+        let ts = 90_000 + i as u32 * 11 * 960;
+        plan.extend(tone_packets(digit, 10, 800).map(|(marker, e)| Some((marker, ts, e))));
+        plan.extend([None, None, None]);
+    }
+    plan.extend(std::iter::repeat_n(None, 10));
+    let mut to_phone = Vec::new();
+    for (i, step) in plan.iter().enumerate() {
+        if let Some((marker, ts, event)) = step {
+            let mut buf = [0u8; 32];
+            let n = write_packet(&mut buf, 101, *marker, 500 + i as u16, *ts, 0xA1, event).unwrap();
+            t.direct(QUIC, &buf[..n]);
+        }
+        t.drive(Duration::from_millis(20));
+        to_phone.extend(t.out.sent.drain(..).filter(|(to, p)| *to == phone_addr() && !is_rtcp(p)).map(|(_, p)| p));
+    }
+    let (headers, tones, digits) = one_stream_with_tones(&to_phone, 0x7000, PHONE_TE);
+    let audio = headers.iter().filter(|h| h.payload_type == OPUS).count();
+    println!("Opus trunk: {} packets, {} telephone-events, {audio} Opus (silence)", headers.len(), tones.len());
+    assert_eq!(digits, [1, 2, 3], "the phone decodes the digits");
+    assert_eq!(tones.len(), 3 * 8, "5 updates and 3 ends per digit, one per tick");
+    assert!(audio < plan.len() / 4, "a silent room sends an Opus listener little ({audio} packets)");
+    let durations: Vec<u16> = tones.iter().take(8).map(|(_, e)| e.duration).collect();
+    assert_eq!(durations, [960, 1920, 2880, 3840, 4800, 5760, 5760, 5760], "48 kHz units, one tick each");
+    assert_eq!(tones.iter().filter(|(h, _)| h.marker).count(), 3);
+    assert_eq!(t.counters().dropped_total(), 0);
 }

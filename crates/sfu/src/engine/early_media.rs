@@ -1,0 +1,197 @@
+//! Early media for a phone leg that is not yet in the conversation: the ringback tone (or
+//! the hold tone of a queue or lobby) a trunk hears on its early dialog (183 Session
+//! Progress) while the callee rings.
+//!
+//! The waiting leg is a normal member of its router's mix, **held** (it is heard by nobody
+//! and hears only audio addressed to it), and an [`EarlyPlayer`] is an addressed mixer input
+//! heard by that leg alone: each tick the player pushes the next 20 ms Opus frame of a
+//! [`ToneLoop`] into it, and the mixer encodes the leg's personal stream in the leg's own
+//! codec on its mix output. When the callee answers the player is removed and the hold
+//! lifted: the same transport, SSRC and sequence numbers carry the conversation from then on
+//! (the 200 continues on the early session, RFC 3261 §13.3.1.1).
+//!
+//! A [`ToneLoop`] is encoded once when it is built (the control plane keeps one per tone);
+//! playing it reads a slice per tick and allocates nothing.
+
+use std::sync::Arc;
+
+use opus::{Application, Channels, Encoder};
+
+use crate::mixer::{FRAME_SAMPLES, MixerInput, RtpAudioIn};
+use crate::router::TransportId;
+
+/// Samples of one 20 ms frame at 48 kHz.
+const FRAME: usize = FRAME_SAMPLES;
+
+/// A national ringback (or hold) cadence: the frequencies played together and the on/off
+/// pattern, in milliseconds, repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ringback {
+    /// North America (ANSI T1.401): 440 + 480 Hz, 2 s on, 4 s off.
+    Us,
+    /// Most of Europe (ETSI TR 101 041, CEPT): 425 Hz, 1 s on, 4 s off.
+    Eu,
+    /// United Kingdom (BT SIN 350): 400 + 450 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off.
+    Uk,
+}
+
+impl Ringback {
+    /// Reads `us`, `eu` or `uk` (any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "us" => Some(Ringback::Us),
+            "eu" => Some(Ringback::Eu),
+            "uk" => Some(Ringback::Uk),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Ringback::Us => "us",
+            Ringback::Eu => "eu",
+            Ringback::Uk => "uk",
+        }
+    }
+
+    /// The tone's frequencies in Hz.
+    pub fn frequencies(self) -> &'static [f32] {
+        match self {
+            Ringback::Us => &[440.0, 480.0],
+            Ringback::Eu => &[425.0],
+            Ringback::Uk => &[400.0, 450.0],
+        }
+    }
+
+    /// On, off, on, off … in milliseconds (multiples of 20).
+    pub fn cadence(self) -> &'static [u32] {
+        match self {
+            Ringback::Us => &[2000, 4000],
+            Ringback::Eu => &[1000, 4000],
+            Ringback::Uk => &[400, 200, 400, 2000],
+        }
+    }
+}
+
+/// Peak amplitude of each frequency of a ringback tone (about −19 dBm0 for one tone, the
+/// level of ITU-T E.180 ringing tones).
+pub const RINGBACK_AMPLITUDE: f32 = 3000.0;
+
+/// A looped tone, encoded once as 20 ms Opus frames (mono, 48 kHz).
+pub struct ToneLoop {
+    bytes: Vec<u8>,
+    /// Offset and length of each frame in `bytes`.
+    frames: Vec<(u32, u16)>,
+}
+
+impl std::fmt::Debug for ToneLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToneLoop").field("frames", &self.frames.len()).finish_non_exhaustive()
+    }
+}
+
+impl ToneLoop {
+    /// One whole cadence of `tone`, ready to loop (it ends in silence, so the loop's seam is
+    /// inaudible).
+    pub fn ringback(tone: Ringback) -> Result<Self, opus::Error> {
+        let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Voip)?;
+        let mut pcm = [0i16; FRAME];
+        let mut packet = [0u8; 400];
+        let (mut bytes, mut frames) = (Vec::new(), Vec::new());
+        let mut sample = 0u64;
+        for (i, &ms) in tone.cadence().iter().enumerate() {
+            let on = i % 2 == 0;
+            for _ in 0..ms / 20 {
+                for slot in pcm.iter_mut() {
+                    let t = sample as f32 / 48_000.0;
+                    let value: f32 = if on {
+                        tone.frequencies().iter().map(|f| (std::f32::consts::TAU * f * t).sin()).sum::<f32>()
+                            * RINGBACK_AMPLITUDE
+                    } else {
+                        0.0
+                    };
+                    *slot = value as i16;
+                    sample += 1;
+                }
+                let n = encoder.encode(&pcm, &mut packet)?;
+                frames.push((bytes.len() as u32, n as u16));
+                bytes.extend_from_slice(&packet[..n]);
+            }
+        }
+        Ok(Self { bytes, frames })
+    }
+
+    /// Frames in one loop.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The `index`-th frame (modulo the loop).
+    pub fn frame(&self, index: usize) -> &[u8] {
+        let (start, len) = self.frames[index % self.frames.len()];
+        &self.bytes[start as usize..start as usize + usize::from(len)]
+    }
+}
+
+/// A [`ToneLoop`] playing into a mixer input addressed to one waiting leg.
+#[derive(Debug)]
+pub(super) struct EarlyPlayer {
+    /// The waiting leg that hears it.
+    pub listener: TransportId,
+    /// The addressed mixer input the frames go into.
+    pub input: MixerInput,
+    tone: Arc<ToneLoop>,
+    next: usize,
+    sequence: u16,
+    timestamp: u32,
+}
+
+impl EarlyPlayer {
+    pub fn new(listener: TransportId, input: MixerInput, tone: Arc<ToneLoop>) -> Self {
+        Self { listener, input, tone, next: 0, sequence: 0, timestamp: 0 }
+    }
+
+    /// The next frame, as the mixer takes it from a sender.
+    pub fn next_frame(&mut self) -> RtpAudioIn<'_> {
+        let frame = RtpAudioIn {
+            seq: self.sequence,
+            timestamp: self.timestamp,
+            audio_level: None,
+            marker: self.next == 0 && self.sequence == 0,
+            payload: self.tone.frame(self.next),
+        };
+        self.next = (self.next + 1) % self.tone.len().max(1);
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ringback_loop_is_one_cadence_of_twenty_ms_frames_ending_in_silence() {
+        let us = ToneLoop::ringback(Ringback::Us).unwrap();
+        assert_eq!(us.len(), 300, "6 s of 20 ms frames");
+        let eu = ToneLoop::ringback(Ringback::Eu).unwrap();
+        assert_eq!(eu.len(), 250);
+        assert_eq!(ToneLoop::ringback(Ringback::Uk).unwrap().len(), 150);
+        // A tone frame carries far more bits than a silent one.
+        assert!(us.frame(10).len() > 3 * us.frame(200).len(), "{} vs {}", us.frame(10).len(), us.frame(200).len());
+        assert_eq!(us.frame(300), us.frame(0), "the loop wraps");
+        let mut player = EarlyPlayer::new(TransportId(1), MixerInput { index: 0, generation: 0 }, Arc::new(eu));
+        let first = player.next_frame();
+        assert!(first.marker);
+        let (seq, ts) = (first.seq, first.timestamp);
+        let second = player.next_frame();
+        assert_eq!((second.seq, second.timestamp), (seq + 1, ts + 960));
+        assert_eq!(Ringback::from_name("EU"), Some(Ringback::Eu));
+        assert_eq!(Ringback::from_name(Ringback::Uk.name()), Some(Ringback::Uk));
+    }
+}
