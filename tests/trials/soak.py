@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+import heap_probe
 from palaver_server import PalaverServer, default_binary
 from rest_client import RestClient
 from signaling_participant import ErrorFrame, SignalingParticipant
@@ -250,6 +251,9 @@ def main():
                     help="which loads run (to find which one a growth comes from)")
     ap.add_argument("--out-dir", default="docs", help="where soak.csv, soak.png and soak.json go")
     ap.add_argument("--max-rss-growth", type=float, default=5.0, help="%%")
+    ap.add_argument("--heap-probe-at", default="",
+                    help="seconds, comma-separated: at each, glibc's per-arena statistics, SQLite's memory and "
+                         "the anonymous mappings by kind (heap_probe.py, needs gdb) into soak-heap.json")
     args = ap.parse_args()
     for b in (args.binary, args.load_binary):
         if not Path(b).exists():
@@ -270,6 +274,8 @@ def main():
         load = SoakLoad(server, args, t0 + duration)
         load.start()
         last_cpu, last_t, last_ops, last_err = None, None, 0, 0
+        probe_at = sorted(float(x) for x in args.heap_probe_at.split(",") if x.strip())
+        probes = []
         for _ in range(int(duration / args.sample_secs) + 2):
             now = time.monotonic()
             if now - t0 > duration:
@@ -289,6 +295,16 @@ def main():
                 print(f"  t={r['t_s']:7.1f}s rss={rss / 2**20:7.1f} MiB anon={anon / 2**20:6.1f} MiB fds={fds:4} cpu={r['cpu_percent']:5.1f}%"
                       f" ops={r['ops']:4} errors={r['errors']}", flush=True)
             last_cpu, last_t, last_ops, last_err = cpu, now, ops, errors
+            if probe_at and now - t0 >= probe_at[0]:
+                probe_at.pop(0)
+                snap = heap_probe.snapshot(server.pid)
+                snap["t_s"] = round(time.monotonic() - t0, 1)
+                probes.append(snap)
+                m = snap["malloc"] or {}
+                print(f"  heap probe t={snap['t_s']}s: malloc system {m.get('total_system')} in use "
+                      f"{m.get('total_in_use')}, sqlite {m.get('sqlite_memory_used')}, anon {snap['rss_anon_kib']} KiB "
+                      f"{snap['mappings']['anon_kib']}", flush=True)
+                (out / "soak-heap.json").write_text(json.dumps(probes, indent=1) + "\n")
             time.sleep(max(0.0, args.sample_secs - (time.monotonic() - now)))
         load_exit = load.finish()
         last_error = load.counters.last_error

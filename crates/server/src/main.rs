@@ -6,6 +6,7 @@ mod config;
 mod http_listener;
 mod logging;
 mod media;
+mod memory_limits;
 mod quic;
 mod serve;
 mod telemetry;
@@ -33,6 +34,12 @@ fn real_main(cli: Cli) -> Result<()> {
     logging::init(cfg.server.log_format, &cfg.server.log_level);
     match cli.command.unwrap_or(Command::Run(cli::RunArgs::default())) {
         Command::Run(_) => {
+            let limits = memory_limits::apply();
+            tracing::info!(
+                sqlite_soft_heap_limit = limits.sqlite_soft_heap_limit,
+                malloc_arenas = ?limits.malloc_arenas,
+                "memory limits"
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(cfg))
         }
