@@ -48,6 +48,7 @@ mod tests {
             ring_timeout_ms: 30_000,
             join: None,
             custom_context: custom,
+            caller_id_number: None,
         }
     }
 

@@ -160,6 +160,7 @@ impl SipGateway {
             refers: Mutex::new(HashMap::new()),
             provisional_refresh_secs: config.provisional_refresh_secs,
         });
+        shared.gateway.set_owned_phone_numbers(shared.numbers.keys().cloned());
         tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");
         let serving = shared.clone();
         tokio::spawn(async move {

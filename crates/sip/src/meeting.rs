@@ -183,7 +183,7 @@ async fn dial_out(shared: Arc<Shared>, request: MeetingDialOut) {
             return;
         }
     };
-    let presented = crate::outbound::presented_number(&shared, &trunk, None);
+    let presented = crate::outbound::presented_number(&shared, &trunk, None, None);
     let Some(option) = crate::outbound::invite_option(&shared, &trunk, &phone_number, &presented, None, offer) else {
         gateway.phone_leave_session(session);
         tell(None).await;

@@ -24,10 +24,19 @@ use crate::counters::{Direction, Outcome};
 use crate::gateway::Shared;
 use crate::hold::LegMedia;
 
-/// The number presented to the called phone: the trunk's `caller_id`, else the caller's own
-/// number when the caller is a phone, else the first owned number.
-pub(crate) fn presented_number(shared: &Shared, trunk: &TrunkConfig, caller: Option<&Party>) -> String {
-    caller_id_policy(trunk.caller_id.as_deref(), caller, shared.numbers.keys())
+/// The number presented to the called phone: the application's `sourceCallerIdNumber`
+/// (`requested`, when it is an owned number), else the trunk's `caller_id`, else the caller's
+/// own number when the caller is a phone, else the first owned number.
+pub(crate) fn presented_number(
+    shared: &Shared,
+    trunk: &TrunkConfig,
+    caller: Option<&Party>,
+    requested: Option<&str>,
+) -> String {
+    match requested.filter(|n| shared.numbers.contains_key(*n)) {
+        Some(number) => number.to_owned(),
+        None => caller_id_policy(trunk.caller_id.as_deref(), caller, shared.numbers.keys()),
+    }
 }
 
 /// The caller-id policy itself: the trunk's configured `caller_id`, else a phone caller's
@@ -103,11 +112,11 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         return;
     };
     let number = phone.strip_prefix("4:").unwrap_or(&phone).to_owned();
-    let caller = match &event {
-        CallEvent::Incoming { caller, .. } => Some(caller.clone()),
-        _ => None,
+    let (caller, requested) = match &event {
+        CallEvent::Incoming { caller, caller_id_number, .. } => (Some(caller.clone()), caller_id_number.clone()),
+        _ => (None, None),
     };
-    let presented = presented_number(&shared, &trunk, caller.as_ref());
+    let presented = presented_number(&shared, &trunk, caller.as_ref(), requested.as_deref());
     let mut events = shared.register(&call_id, &phone);
     let offer = match gateway.phone_offer(&call_id, &phone, media_preference(&trunk)).await {
         Ok(sdp) => sdp,

@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::process::Command;
 
 pub(crate) const USER: &str = "0b000000-0000-4000-8000-0000000005b1";
-const NUMBER: &str = "+14255550100";
+pub(crate) const NUMBER: &str = "+14255550100";
 pub(crate) const PHONE_HZ: f32 = 1000.0;
 pub(crate) const USER_HZ: f32 = 440.0;
 const AMPLITUDE: f32 = 6000.0;

@@ -11,7 +11,7 @@
 
 use crate::signaling::connect;
 use crate::sip::{
-    PHONE_HZ, USER, event_receiver, finished, free_udp_port, packets_across_hold, phone_talks, scenario,
+    NUMBER, PHONE_HZ, USER, event_receiver, finished, free_udp_port, packets_across_hold, phone_talks, scenario,
     server_rtp_port, server_rtp_port_logged_by, sipp, start_with, uas_from, user_answers, user_answers_with_tone,
 };
 use crate::support::{assert_hears, tone_amplitude};
@@ -138,7 +138,7 @@ async fn update_refreshes_holds_and_resumes_calls_in_both_directions() {
 }
 
 /// `uas_auth.xml` with its placeholders filled for a 401 or a 407 challenge.
-fn challenging_carrier(dir: &Path, port: u16, proxy: bool) -> tokio::process::Child {
+fn challenging_carrier(dir: &Path, port: u16, proxy: bool, from_number: &str) -> tokio::process::Child {
     let template = std::fs::read_to_string(scenario("uas_auth.xml")).expect("uas_auth.xml");
     let (status, challenge, credentials, unverified) = if proxy {
         // SIPp's verifyauth reads only `Authorization`: the 407 round checks the header.
@@ -150,7 +150,8 @@ fn challenging_carrier(dir: &Path, port: u16, proxy: bool) -> tokio::process::Ch
         .replace("CHALLENGE_STATUS", status)
         .replace("CHALLENGE_HEADER", challenge)
         .replace("CREDENTIALS_HEADER", credentials)
-        .replace("UNVERIFIED", unverified);
+        .replace("UNVERIFIED", unverified)
+        .replace("FROM_NUMBER", &from_number.replace('+', "[+]"));
     let file: PathBuf = dir.join(format!("uas_auth_{}.xml", &status[..3]));
     std::fs::write(&file, text).unwrap();
     uas_from(dir, port, &file, &["-trace_logs"])
@@ -163,7 +164,8 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
     // belong to the `carrier` trunk (no credentials): this one only allows 127.0.0.5.
     let carrier_port = free_udp_port();
     let keys = "allow_from = [\"127.0.0.5\"]\nusername = \"palaver\"\npassword = \"s3cret\"";
-    let trunk = first_trunk("challenging", carrier_port, keys);
+    let mut trunk = first_trunk("challenging", carrier_port, keys);
+    trunk.push_str(&format!("\n[[phone_numbers]]\nnumber = \"{SECOND_NUMBER}\"\nroute = \"user:8:orgid:{SECOND_USER}\"\n"));
     let (dir, server, _sip) = start_with("palaver-e2e-sip-digest", carrier_port, 0, &trunk).await;
     let (hook_port, events) = event_receiver().await;
     // Call Automation calls a user (an ACS identity, as the application's own users are),
@@ -186,15 +188,29 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
     // It adds a phone with customCallingContext SIP headers: the carrier challenges (401,
     // then 407 on a second add), checks the credentials and the headers on both INVITEs.
     let phone = serde_json::json!({"rawId": "4:+14255550123", "phoneNumber": {"value": "+14255550123"}});
+    // `sourceCallerIdNumber` must be one of the server's numbers.
+    let path = format!("/calling/callConnections/{ccid}/participants:add?{API}");
+    for (number, why) in [("+19995550000", "is not a phone number of this resource"), ("42", "E.164")] {
+        let add = serde_json::json!({"participantToAdd": phone, "sourceCallerIdNumber": {"value": number}});
+        let (status, body) = server.signed(reqwest::Method::POST, &path, &add.to_string()).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(why)), "{body}");
+    }
+    // The first add presents the trunk's policy (the lowest owned number), the second the
+    // application's `sourceCallerIdNumber`.
     for proxy in [false, true] {
-        let carrier = challenging_carrier(dir.path(), carrier_port, proxy);
+        let from_number = if proxy { SECOND_NUMBER } else { NUMBER };
+        let carrier = challenging_carrier(dir.path(), carrier_port, proxy, from_number);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let add = serde_json::json!({
+        let mut add = serde_json::json!({
             "participantToAdd": phone,
             "operationContext": if proxy { "proxy" } else { "www" },
             "customCallingContext": {"sipHeaders": {
                 "X-MS-Custom-Ticket": "42", "User-To-User": "3d2a;encoding=hex", "Via": "SIP/2.0/UDP forged"}},
         });
+        if proxy {
+            add["sourceCallerIdNumber"] = serde_json::json!({"value": SECOND_NUMBER});
+        }
         let path = format!("/calling/callConnections/{ccid}/participants:add?{API}");
         let (status, body) = server.signed(reqwest::Method::POST, &path, &add.to_string()).await;
         assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");

@@ -79,6 +79,11 @@ pub enum CallEvent {
         /// user (`{"voipHeaders":{..},"sipHeaders":{..}}`, as the application sent it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         custom_context: Option<serde_json::Value>,
+        /// For a phone target: the owned number to present as the caller (Call Automation's
+        /// `sourceCallerIdNumber` on `createCall`, add or transfer); the trunk's caller-id
+        /// policy decides when it is absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller_id_number: Option<String>,
     },
     #[serde(rename = "call.ringing", rename_all = "camelCase")]
     Ringing {

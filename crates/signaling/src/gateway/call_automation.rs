@@ -307,6 +307,15 @@ impl Gateway {
 
     /// `createCall`: the source calls `targets` from a new call connection.
     pub async fn ca_create_call(&self, ccid: &str, new: NewConnection) -> Result<Value, CallAutomationError> {
+        // Phone targets are shown `sourceCallerIdNumber` as the caller (checked as owned).
+        if let Some(number) = &new.source_caller_id_number {
+            let phones: Vec<&String> = new.targets.iter().filter(|t| super::phone::is_phone(t)).collect();
+            self.call_automation().with_machine(|m| {
+                for phone in phones {
+                    m.set_caller_id(&new.call_id, phone, number.clone());
+                }
+            });
+        }
         let input = Input::Place {
             call_id: new.call_id.clone(),
             caller: Party::new(new.source.clone(), leg_display_name(new.source_display_name.as_deref())),

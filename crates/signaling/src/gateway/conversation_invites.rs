@@ -124,6 +124,7 @@ impl Gateway {
             ring_timeout_ms: ring.as_millis() as u64,
             join: Some(join),
             custom_context: custom,
+            caller_id_number: None,
         };
         let target = invitation.target.clone();
         tracing::info!(ccid = %invitation.ccid, %target, invitation = %invitation_id, "ringing a user into a conversation");

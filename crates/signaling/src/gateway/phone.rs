@@ -56,6 +56,9 @@ pub(crate) struct PhoneHook {
     rx: Mutex<Option<mpsc::UnboundedReceiver<PhoneNotice>>>,
     dial_out_tx: mpsc::UnboundedSender<MeetingDialOut>,
     dial_out_rx: Mutex<Option<mpsc::UnboundedReceiver<MeetingDialOut>>>,
+    /// The phone numbers the server owns (`[[phone_numbers]]`), told by the SIP gateway at
+    /// start: what an application may present as its caller id.
+    owned_numbers: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
 
 impl Default for PhoneHook {
@@ -68,6 +71,7 @@ impl Default for PhoneHook {
             rx: Mutex::new(Some(rx)),
             dial_out_tx,
             dial_out_rx: Mutex::new(Some(dial_out_rx)),
+            owned_numbers: std::sync::OnceLock::new(),
         }
     }
 }
@@ -116,6 +120,17 @@ pub fn is_phone(raw_id: &str) -> bool {
 }
 
 impl Gateway {
+    /// The SIP gateway's owned numbers (E.164), once at start: Call Automation accepts one of
+    /// them as `sourceCallerIdNumber`.
+    pub fn set_owned_phone_numbers(&self, numbers: impl IntoIterator<Item = String>) {
+        let _ = self.phone.owned_numbers.set(numbers.into_iter().collect());
+    }
+
+    /// `number` is one of the server's phone numbers (never true without a SIP gateway).
+    pub fn owns_phone_number(&self, number: &str) -> bool {
+        self.phone.owned_numbers.get().is_some_and(|numbers| numbers.contains(number))
+    }
+
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use palaver_core::time::now_ms;
 use palaver_core::{CommunicationIdentifier, ErrorCode, RoomRole};
-use serde_json::json;
+use serde_json::{Value, json};
 
 type Answer = Result<Response, CallAutomationError>;
 
@@ -39,6 +39,35 @@ fn source(state: &AppState, given: Option<wire::UserModel>) -> Result<String, Ca
     }
 }
 
+/// `sourceCallerIdNumber` of a create, add or transfer: E.164 and one of the server's own
+/// numbers (`[[phone_numbers]]`), else 400 naming it. It is what a phone target sees as the
+/// caller (before the trunk's `caller_id` policy, see docs/sip.md).
+pub(super) fn owned_caller_id(state: &AppState, value: Option<Value>) -> Result<Option<String>, CallAutomationError> {
+    let number = wire::caller_id_number(value)?;
+    if let Some(number) = &number
+        && !state.gateway.owns_phone_number(number)
+    {
+        return Err(CallAutomationError::invalid_argument(format!(
+            "The SourceCallerIdNumber `{number}` is not a phone number of this resource."
+        )));
+    }
+    Ok(number)
+}
+
+/// Keeps `number` as the caller id `target` (a phone) is rung with from connection `ccid`.
+pub(super) fn remember_caller_id(
+    state: &AppState,
+    ccid: &str,
+    target: &str,
+    number: String,
+) -> Result<(), CallAutomationError> {
+    state.call_automation().with_machine(|m| {
+        let view = m.view(ccid)?;
+        m.set_caller_id(&view.server_call_id, target, number);
+        Ok(())
+    })
+}
+
 /// `POST /calling/callConnections` → 201.
 pub async fn create(state: &AppState, request: &CallRequest) -> Answer {
     let body: CreateCallRequest = request.json()?;
@@ -47,15 +76,12 @@ pub async fn create(state: &AppState, request: &CallRequest) -> Answer {
         return Err(CallAutomationError::invalid_argument("The field Targets must not be empty."));
     }
     let targets = targets.iter().map(|t| wire::target(t, "Targets")).collect::<Result<Vec<_>, _>>()?;
-    if body.source_caller_id_number.is_some_and(|v| !v.is_null()) {
-        return Err(CallAutomationError::invalid_argument(
-            "The field SourceCallerIdNumber needs the SIP trunk, which this server does not have yet.",
-        ));
-    }
+    let source_caller_id_number = owned_caller_id(state, body.source_caller_id_number)?;
     let new = NewConnection {
         call_id: new_id(),
         source: source(state, body.source)?,
         source_display_name: body.source_display_name,
+        source_caller_id_number,
         callback_uri: wire::callback_uri(body.callback_uri, "CallbackUri")?,
         operation_context: body.operation_context,
         targets,
@@ -79,6 +105,7 @@ pub async fn answer(state: &AppState, request: &CallRequest) -> Answer {
         call_id: claim.call_id.clone(),
         source: claim.callee.clone(),
         source_display_name: None,
+        source_caller_id_number: None,
         callback_uri,
         operation_context: body.operation_context,
         targets: vec![claim.caller.clone()],
@@ -126,6 +153,7 @@ pub async fn connect(state: &AppState, request: &CallRequest) -> Answer {
         call_id: String::new(),
         source: source(state, None)?,
         source_display_name: None,
+        source_caller_id_number: None,
         callback_uri,
         operation_context: body.operation_context,
         targets: vec![],
@@ -188,6 +216,9 @@ pub async fn transfer(state: &AppState, ccid: &str, request: &CallRequest) -> An
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
+    if let Some(number) = owned_caller_id(state, body.source_caller_id_number)? {
+        remember_caller_id(state, ccid, &target, number)?;
+    }
     state.gateway.ca_transfer(ccid, &target, transferee, route, custom).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"operationContext": operation_context}))).into_response())
 }

@@ -41,6 +41,9 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
     check_room_member(state, ccid, &target).await?;
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
+    if let Some(number) = super::connections::owned_caller_id(state, body.source_caller_id_number)? {
+        super::connections::remember_caller_id(state, ccid, &target, number)?;
+    }
     // 0 (or none): the configured ring time.
     let ring_timeout_secs = body.invitation_timeout_in_seconds.filter(|t| *t > 0).map(|t| t as u64);
     let invitation_id = state.gateway.ca_add_participant(ccid, &target, ring_timeout_secs, route, custom).await?;

@@ -72,6 +72,7 @@ pub struct TransferRequest {
     pub transferee: Option<IdentifierModel>,
     pub operation_callback_uri: Option<String>,
     pub custom_calling_context: Option<Value>,
+    pub source_caller_id_number: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +83,7 @@ pub struct AddParticipantRequest {
     pub operation_context: Option<String>,
     pub operation_callback_uri: Option<String>,
     pub custom_calling_context: Option<Value>,
+    pub source_caller_id_number: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -138,6 +140,21 @@ pub fn raw_id(model: &IdentifierModel, name: &str) -> Result<String, CallAutomat
 /// machinery refuses it otherwise (answered 400/8523 by `call_automation_error`).
 pub fn target(model: &IdentifierModel, name: &str) -> Result<String, CallAutomationError> {
     raw_id(model, name)
+}
+
+/// `sourceCallerIdNumber` (a `PhoneNumberIdentifierModel`, `{"value": "+E.164"}`): the
+/// number, or `None` when absent or null.
+pub fn caller_id_number(value: Option<Value>) -> Result<Option<String>, CallAutomationError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
+    let number = value.get("value").and_then(Value::as_str).unwrap_or_default();
+    let digits = number.strip_prefix('+').unwrap_or_default();
+    let e164 = (2..=15).contains(&digits.len()) && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
+    if !e164 {
+        return Err(CallAutomationError::invalid_argument(
+            "The field SourceCallerIdNumber must be a phone number in E.164 format (+ and up to 15 digits).",
+        ));
+    }
+    Ok(Some(number.to_owned()))
 }
 
 /// A callback URI: absolute `https://` or `http://` (loopback and tests), kept verbatim.

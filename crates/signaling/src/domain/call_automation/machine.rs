@@ -46,6 +46,8 @@ pub struct NewConnection {
     /// The identity the application acts as.
     pub source: String,
     pub source_display_name: Option<String>,
+    /// `sourceCallerIdNumber` (createCall to phone numbers): an owned number, E.164.
+    pub source_caller_id_number: Option<String>,
     pub callback_uri: String,
     pub operation_context: Option<String>,
     /// createCall's targets (raw ids).
@@ -91,6 +93,7 @@ struct Connection {
     correlation_id: String,
     source: String,
     source_display_name: Option<String>,
+    source_caller_id_number: Option<String>,
     callback_uri: String,
     operation_context: Option<String>,
     targets: Vec<String>,
@@ -172,6 +175,8 @@ pub struct CallAutomationMachine {
     used_contexts: HashMap<String, u64>,
     /// `customContext` for the IncomingCall of (call id, target), from add/transfer.
     custom_contexts: HashMap<(String, String), Value>,
+    /// `sourceCallerIdNumber` for the phone ring of (call id, target), from create/add/transfer.
+    caller_ids: HashMap<(String, String), String>,
     /// `callRejectReason` of (call id, callee): the result the caller's side reports.
     rejections: HashMap<(String, String), Value>,
 }
@@ -185,6 +190,7 @@ impl CallAutomationMachine {
             correlations: HashMap::new(),
             used_contexts: HashMap::new(),
             custom_contexts: HashMap::new(),
+            caller_ids: HashMap::new(),
             rejections: HashMap::new(),
         }
     }
@@ -298,6 +304,9 @@ impl CallAutomationMachine {
             "source": identifier(&c.source),
             "correlationId": c.correlation_id,
         });
+        if let Some(number) = &c.source_caller_id_number {
+            props["sourceCallerIdNumber"] = json!({"value": number});
+        }
         if let Some(name) = &c.source_display_name {
             props["sourceDisplayName"] = json!(name);
         }
@@ -337,6 +346,7 @@ impl CallAutomationMachine {
                 correlation_id,
                 source: new.source,
                 source_display_name: new.source_display_name,
+                source_caller_id_number: new.source_caller_id_number,
                 callback_uri: new.callback_uri,
                 operation_context: new.operation_context,
                 targets: new.targets,
@@ -382,12 +392,24 @@ impl CallAutomationMachine {
         self.custom_contexts.insert((call_id.to_string(), target.to_string()), custom);
     }
 
-    /// `event` for `to` with the `customContext` kept for it: a ring (`call.incoming`) from a
-    /// Call Automation add or transfer carries it to the client (kept until the call's
-    /// IncomingCall event takes it).
+    /// Remember the number a phone `target` of `call_id` is shown as the caller
+    /// (`sourceCallerIdNumber`, an owned number the API checked).
+    pub fn set_caller_id(&mut self, call_id: &str, target: &str, number: String) {
+        self.caller_ids.insert((call_id.to_string(), target.to_string()), number);
+    }
+
+    /// `event` for `to` with the `customContext` and caller id kept for it: a ring
+    /// (`call.incoming`) from a Call Automation create, add or transfer carries them to the
+    /// client or the SIP gateway (kept until the call's IncomingCall event takes the context).
     pub fn with_custom_context(&self, to: &str, mut event: CallEvent) -> CallEvent {
-        if let CallEvent::Incoming { call_id, custom_context: custom @ None, .. } = &mut event {
-            *custom = self.custom_contexts.get(&(call_id.clone(), to.to_string())).cloned();
+        if let CallEvent::Incoming { call_id, custom_context, caller_id_number, .. } = &mut event {
+            let key = (call_id.clone(), to.to_string());
+            if custom_context.is_none() {
+                *custom_context = self.custom_contexts.get(&key).cloned();
+            }
+            if caller_id_number.is_none() {
+                *caller_id_number = self.caller_ids.get(&key).cloned();
+            }
         }
         event
     }
@@ -398,12 +420,14 @@ impl CallAutomationMachine {
             self.correlations.remove(call_id);
         }
         self.custom_contexts.retain(|(call, _), _| call != call_id);
+        self.caller_ids.retain(|(call, _), _| call != call_id);
         self.rejections.retain(|(call, _), _| call != call_id);
     }
 
     /// Forget the `customContext` kept for `target` (its add or transfer was refused).
     pub fn clear_custom_context(&mut self, call_id: &str, target: &str) {
         self.custom_contexts.remove(&(call_id.to_string(), target.to_string()));
+        self.caller_ids.remove(&(call_id.to_string(), target.to_string()));
     }
 
     /// Calls with a correlation id kept (for tests of the clean-up).

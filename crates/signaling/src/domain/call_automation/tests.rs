@@ -83,6 +83,7 @@ impl World {
                 call_id: claim.call_id.clone(),
                 source: claim.callee.clone(),
                 source_display_name: None,
+                source_caller_id_number: None,
                 callback_uri: format!("https://app/cb/{ccid}?token=s"),
                 operation_context: Some(op.into()),
                 targets: vec![],
@@ -108,6 +109,7 @@ impl World {
                     call_id: call_id.into(),
                     source: BOT.into(),
                     source_display_name: Some("Bot".into()),
+                    source_caller_id_number: None,
                     callback_uri: format!("https://app/cb/{ccid}"),
                     operation_context: Some("c1".into()),
                     targets: targets.iter().map(|t| t.to_string()).collect(),
@@ -578,4 +580,28 @@ fn a_ring_from_an_add_or_transfer_carries_its_custom_calling_context_to_the_clie
     assert_eq!(custom_context, None);
     let ended = CallEvent::Ended { call_id: "call1".into(), reason: CallEndReason::HungUp };
     assert_eq!(m.with_custom_context(ALICE, ended.clone()), ended);
+}
+
+#[test]
+fn a_phone_rung_by_a_create_add_or_transfer_carries_its_source_caller_id_number() {
+    const PHONE: &str = "4:+14255550123";
+    let mut m = CallAutomationMachine::new(ContextSigner::random());
+    m.set_caller_id("call1", PHONE, "+14255550100".into());
+    let ring = |call_id: &str| -> CallEvent {
+        let frame = json!({"type": "call.incoming", "callId": call_id, "caller": {"rawId": BOT, "displayName": "Bot"},
+            "participants": [], "ringTimeoutMs": 30_000});
+        serde_json::from_value(frame).unwrap()
+    };
+    let CallEvent::Incoming { caller_id_number, .. } = m.with_custom_context(PHONE, ring("call1")) else { panic!() };
+    assert_eq!(caller_id_number.as_deref(), Some("+14255550100"));
+    let CallEvent::Incoming { caller_id_number, .. } = m.with_custom_context(ALICE, ring("call1")) else { panic!() };
+    assert_eq!(caller_id_number, None, "only the phone it was given for");
+    // Refused add/transfer, or the call over: forgotten.
+    m.clear_custom_context("call1", PHONE);
+    let CallEvent::Incoming { caller_id_number, .. } = m.with_custom_context(PHONE, ring("call1")) else { panic!() };
+    assert_eq!(caller_id_number, None);
+    m.set_caller_id("call1", PHONE, "+14255550100".into());
+    m.call_ended("call1");
+    let CallEvent::Incoming { caller_id_number, .. } = m.with_custom_context(PHONE, ring("call1")) else { panic!() };
+    assert_eq!(caller_id_number, None);
 }

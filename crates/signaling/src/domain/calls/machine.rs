@@ -321,6 +321,7 @@ impl CallManager {
                 ring_timeout_ms: invite.deadline.saturating_sub(now),
                 join: None,
                 custom_context: None,
+                caller_id_number: None,
             },
         });
         call.notify_members(

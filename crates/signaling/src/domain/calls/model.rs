@@ -137,6 +137,7 @@ mod tests {
             ring_timeout_ms: 30_000,
             join: None,
             custom_context: None,
+            caller_id_number: None,
         };
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),
