@@ -4,7 +4,7 @@
 
 use opus::{Application, Bitrate, Channels, Decoder, Encoder, Signal};
 
-use super::opus_toc::FRAME_SAMPLES;
+use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES};
 
 /// Output channel layout of the mix (inputs of either layout are decoded into it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +86,24 @@ pub fn silence_packet(settings: &EncoderSettings, channels: OutputChannels) -> R
     let len = encoder.encode(&pcm, &mut out)?;
     out.truncate(len);
     Ok(out)
+}
+
+/// An Opus DTX frame (≤ 2 bytes, the TOC alone or with one byte): what a DTX encoder sends
+/// every 400 ms while its input is silent. Made by feeding digital silence to an encoder with
+/// DTX on until it starts DTX (libopus does after about 10 silent frames); `None` if it never
+/// does within a second.
+pub fn dtx_packet(settings: &EncoderSettings, channels: OutputChannels) -> Result<Option<Vec<u8>>, CodecError> {
+    let mut encoder = new_encoder(&EncoderSettings { dtx: true, ..*settings }, channels)?;
+    let pcm = vec![0i16; FRAME_SAMPLES * channels.count()];
+    let mut out = vec![0u8; 1500];
+    for _ in 0..50 {
+        let len = encoder.encode(&pcm, &mut out)?;
+        if (1..=DTX_MAX_BYTES).contains(&len) {
+            out.truncate(len);
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
 }
 
 /// One talker's codec state: its decoder (input side) and encoder (its mix-minus output),

@@ -1,7 +1,8 @@
 //! The room [`Mixer`]: participants, the per-tick playout → selection → mix/encode pipeline,
 //! mode changes between silence, passthrough and mixed output, and active-speaker updates.
 //!
-//! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`);
+//! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`, the third
+//! an Opus DTX frame, then a DTX frame every `silence_keepalive_ticks`: `MixerConfig`);
 //! one talker → passthrough (listeners get the talker's packet, re-sequenced; the talker
 //! gets silence); two or more → mixed (decode each talker, sum in i32, encode the shared
 //! mix once for every listener and one mix-minus per talker; with exactly two talkers each
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use opus::Encoder;
 
 use super::codec::new_decoder;
-use super::codec::{CodecSlot, new_encoder, silence_packet};
+use super::codec::{CodecSlot, dtx_packet, new_encoder, silence_packet};
 use super::g711::{self, G711_FRAME_BYTES, Law};
 use super::g722::{G722_FRAME_BYTES, G722Input, G722Output};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
@@ -86,6 +87,8 @@ struct OutputStream {
     sent_last_tick: bool,
     sent_this_tick: bool,
     silence_countdown: u32,
+    /// Silence packets sent since the stream last carried anything else.
+    silence_run: u32,
 }
 
 #[derive(Debug)]
@@ -203,6 +206,8 @@ pub struct Mixer {
     sum: Vec<i32>,
     out_pcm: Vec<i16>,
     silence: Vec<u8>,
+    /// An Opus DTX frame: the last silence packet before a stream pauses, and its keep-alive.
+    dtx_frame: Vec<u8>,
     lookahead: usize,
     mode: Mode,
     recording: bool,
@@ -252,8 +257,10 @@ impl Mixer {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         };
+        let silence = silence_packet(&config.encoder, channels)?;
         Ok(Self {
-            silence: silence_packet(&config.encoder, channels)?,
+            dtx_frame: dtx_packet(&config.encoder, channels)?.unwrap_or_else(|| silence.clone()),
+            silence,
             config,
             epoch: now,
             slots: Vec::new(),
@@ -328,6 +335,7 @@ impl Mixer {
                 sent_last_tick: false,
                 sent_this_tick: false,
                 silence_countdown: 0,
+                silence_run: 0,
             },
             stats: ParticipantStats::default(),
             input_codec: AudioCodec::Opus,

@@ -174,7 +174,8 @@ impl Mixer {
         }
     }
 
-    /// Silence for everyone who got nothing this tick (repeated every few ticks), then
+    /// Silence for everyone who got nothing this tick (a few packets at the DTX cadence, then a
+    /// rare keep-alive; phone legs every tick), then
     /// advance every output stream's RTP clock by one frame.
     pub(super) fn finish_outputs(&mut self, out: &mut MixOutputs, silence_ref: &mut Option<PayloadRef>) {
         // Silence goes to everyone in a silent room and to the lone talker in passthrough.
@@ -185,6 +186,9 @@ impl Mixer {
             out.recording = Some(*silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence)));
         }
         let repeat = self.config.silence_repeat_ticks.max(1);
+        let repeats = self.config.silence_repeats.max(1);
+        let keepalive = self.config.silence_keepalive_ticks.max(1);
+        let mut dtx_ref = None;
         for index in 0..self.slots.len() {
             let input = self.input_at(index);
             let Some(p) = self.slots[index].participant.as_mut() else { continue };
@@ -207,15 +211,23 @@ impl Mixer {
                 emit(out, p, input, MixPacketKind::Silence, payload);
                 self.stats.silence_packets += 1;
             } else if !p.output.sent_this_tick && silence_due {
+                // A silent Opus stream: a few silence packets at the DTX cadence, the last a DTX
+                // frame, then only a keep-alive DTX frame now and then (`silence_repeats`).
                 if p.output.silence_countdown == 0 {
-                    let payload = *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence));
+                    p.output.silence_run = p.output.silence_run.saturating_add(1);
+                    let payload = if p.output.silence_run < repeats {
+                        *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence))
+                    } else {
+                        *dtx_ref.get_or_insert_with(|| out.push_bytes(&self.dtx_frame))
+                    };
                     emit(out, p, input, MixPacketKind::Silence, payload);
                     self.stats.silence_packets += 1;
-                    p.output.silence_countdown = repeat;
+                    p.output.silence_countdown = if p.output.silence_run < repeats { repeat } else { keepalive };
                 }
                 p.output.silence_countdown -= 1;
             } else if p.output.sent_this_tick {
                 p.output.silence_countdown = 0;
+                p.output.silence_run = 0;
             }
             let output = &mut p.output;
             output.sent_last_tick = output.sent_this_tick;
