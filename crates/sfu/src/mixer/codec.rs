@@ -107,10 +107,14 @@ pub fn dtx_packet(settings: &EncoderSettings, channels: OutputChannels) -> Resul
 }
 
 /// One talker's codec state: its decoder (input side) and encoder (its mix-minus output),
-/// with frame buffers. A room holds 2·K of these, handed to talkers as they are selected.
+/// with frame buffers. A room makes up to 2·K of these as talkers first need them. The encoder
+/// is made on the first mix-minus encode: a talker of a pair (pair passthrough) or a phone
+/// never uses it, and an Opus encoder is most of a slot's ~60 KB.
 pub struct CodecSlot {
     pub decoder: Decoder,
-    pub encoder: Encoder,
+    encoder: Option<Encoder>,
+    settings: EncoderSettings,
+    channels: OutputChannels,
     /// Decoded frame of the talker (interleaved, output channels).
     pub pcm: Vec<i16>,
     /// The talker's faded contribution to the sum, kept for the mix-minus subtraction.
@@ -128,7 +132,9 @@ impl CodecSlot {
         let samples = FRAME_SAMPLES * channels.count();
         Ok(Self {
             decoder: new_decoder(channels)?,
-            encoder: new_encoder(settings, channels)?,
+            encoder: None,
+            settings: *settings,
+            channels,
             pcm: vec![0; samples],
             contribution: vec![0; samples],
             in_use: false,
@@ -154,14 +160,20 @@ impl CodecSlot {
         self.encoder_stale = true;
     }
 
-    /// The encoder, reset first if its last stream ended; `Ok(true)` when it was reset.
-    pub fn fresh_encoder(&mut self) -> Result<bool, CodecError> {
-        if !self.encoder_stale {
-            return Ok(false);
+    /// The encoder, made on first use or reset if its last stream ended; the flag is true when
+    /// its stream starts clean here (made or reset).
+    pub fn fresh_encoder(&mut self) -> Result<(&mut Encoder, bool), CodecError> {
+        let stale = std::mem::replace(&mut self.encoder_stale, false);
+        match &mut self.encoder {
+            Some(encoder) => {
+                if stale && let Err(e) = encoder.reset_state() {
+                    self.encoder_stale = true;
+                    return Err(e.into());
+                }
+                Ok((encoder, stale))
+            }
+            slot @ None => Ok((slot.insert(new_encoder(&self.settings, self.channels)?), true)),
         }
-        self.encoder.reset_state()?;
-        self.encoder_stale = false;
-        Ok(true)
     }
 }
 

@@ -21,8 +21,8 @@ impl Mixer {
             // One encode per codec the listeners use, shared by all of them.
             limit_into(&mut self.out_pcm, &self.sum, None);
             let mut shared = SharedPayloads::default();
-            if opus {
-                let (encoder, pcm) = (&mut self.shared_encoder, &self.out_pcm);
+            if opus && let Some(encoder) = self.shared_encoder.as_mut() {
+                let pcm = &self.out_pcm;
                 match out.encode_into(|buf| encoder.encode(pcm, buf)) {
                     Ok(payload) => {
                         self.stats.shared_encodes += 1;
@@ -105,15 +105,17 @@ impl Mixer {
             }
             self.members[m].raw_last_tick = false;
             let hears = self.slots[index].participant.as_ref().map_or(AudioCodec::Opus, |p| p.output_codec);
-            match codec.fresh_encoder() {
-                Ok(reset) => self.stats.encoder_resets += u64::from(reset),
-                Err(_) => self.stats.encode_errors += 1,
-            }
-            let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
+            let pcm = &self.out_pcm;
             let g722 = self.slots[index].participant.as_mut().and_then(|p| p.g722_out.as_deref_mut());
             let encoded = match (hears.g711(), g722) {
                 (None, Some(g722)) => out.encode_into(|buf| Ok(g722.downsample_encode(pcm, channels, buf))),
-                (None, None) => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
+                (None, None) => match codec.fresh_encoder() {
+                    Ok((encoder, reset)) => {
+                        self.stats.encoder_resets += u64::from(reset);
+                        out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ())
+                    }
+                    Err(_) => Err(()),
+                },
                 (Some(law), _) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
             };
             match encoded {
