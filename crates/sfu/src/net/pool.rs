@@ -109,7 +109,7 @@ impl WorkerHandle {
             self.counters.count_drop_shared(DropReason::IngressQueueFull);
             packet
         });
-        self.doorbell.ring();
+        self.doorbell.ring_for_packet();
         pushed
     }
 
