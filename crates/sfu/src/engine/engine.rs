@@ -274,7 +274,10 @@ impl Engine {
     /// wake-up per tick instead of one per packet or burst. A STUN consent check waits at most
     /// a tick (20 ms), and a mixer's jitter buffer stamps each packet with when it was received.
     pub fn receive_waits_for_tick(&self) -> bool {
-        !self.mixes.is_empty() && self.handshaking.is_empty() && self.routers.values().all(|r| r.consumer_count() == 0)
+        // A mixer with members ticks every 20 ms, so `poll_timeout` is at most a tick away.
+        self.mixes.values().any(|m| m.poll_timeout().is_some())
+            && self.handshaking.is_empty()
+            && self.routers.values().all(|r| r.consumer_count() == 0)
     }
 
     pub fn router_count(&self) -> usize {

@@ -435,6 +435,7 @@ fn receiving_waits_for_the_tick_only_while_rooms_just_mix() {
     let mut t = crate::testing::TestEngine::new();
     assert!(!t.engine.receive_waits_for_tick(), "nothing mixes");
     t.commands([Command::CreateRouter { router: ROOM }]);
+    assert!(!t.engine.receive_waits_for_tick(), "a room without members has no tick to wait for");
     let alice = Peer::new(1, Profile::Aes128CmHmacSha1_80);
     let output = Some(MixOutputSpec { ssrc: 0x9000, payload_type: OPUS });
     t.commands([
