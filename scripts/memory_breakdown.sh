@@ -46,7 +46,7 @@ echo "server pid $server_pid, idle RSS $idle_kb kB"
 kill -TERM "$server_pid"
 wait "$tracker" || true
 rm -rf "$work"
-file=$(ls -t "$out"/heaptrack.palaver*.zst "$out"/heaptrack.palaver*.gz 2>/dev/null | head -1)
+file=$( (ls -t "$out"/heaptrack.palaver* 2>/dev/null || true) | grep -E "\.(zst|gz)$" | head -1)
 heaptrack_print -f "$file" --flamegraph-cost-type peak -F "$out/peak.stacks" >/dev/null
 python3 "$root/scripts/memory_breakdown.py" "$out/peak.stacks" "$out/load.json" "$idle_kb"
 echo "heaptrack file: $file"
