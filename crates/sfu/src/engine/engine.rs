@@ -267,6 +267,19 @@ impl Engine {
         routers.chain(mixes).chain(handshakes).min()
     }
 
+    /// True when nothing done with a received datagram is wanted before the next mixer tick:
+    /// a mixer ticks, no router forwards anything (no consumer: every stream goes through its
+    /// mixer, which only plays packets at its ticks) and no DTLS handshake runs. The shell may
+    /// then leave datagrams in the socket until that tick and receive them together, one
+    /// wake-up per tick instead of one per packet or burst. A STUN consent check waits at most
+    /// a tick (20 ms), and a mixer's jitter buffer stamps each packet with when it was received.
+    pub fn receive_waits_for_tick(&self) -> bool {
+        // A mixer with members ticks every 20 ms, so `poll_timeout` is at most a tick away.
+        self.mixes.values().any(|m| m.poll_timeout().is_some())
+            && self.handshaking.is_empty()
+            && self.routers.values().all(|r| r.consumer_count() == 0)
+    }
+
     pub fn router_count(&self) -> usize {
         self.routers.len()
     }

@@ -1,5 +1,7 @@
 //! RTCP sender reports for the mixed audio stream each participant receives: packet and
-//! payload-octet counts and the NTP ↔ RTP mapping of that stream, about every second, on the
+//! payload-octet counts and the NTP ↔ RTP mapping of that stream, about every second while it
+//! sends (none while it is paused: RFC 3550 6.4 has an SR only from a sender that sent since its
+//! previous report, and a silent room's streams send a DTX keep-alive every few seconds), on the
 //! room router's NTP clock ([`crate::router::Router::ntp_time`]) so the receiver's report blocks
 //! echoing them yield round trips like those of forwarded streams. Fixed-size state, written
 //! into a caller's buffer: nothing allocates.
@@ -22,6 +24,8 @@ pub(super) struct MixSendStats {
     /// Newest RTP timestamp sent and when.
     last: Option<(u32, Instant)>,
     next_report_at: Option<Instant>,
+    /// `packets` at the last report: no new report until the stream sent again.
+    reported_packets: Option<u32>,
 }
 
 /// A pseudo-random spread of the interval (deterministic per stream and report count).
@@ -45,6 +49,10 @@ impl MixSendStats {
             return None;
         }
         self.next_report_at = Some(now + spread(ssrc, self.packets));
+        if self.reported_packets == Some(self.packets) {
+            return None;
+        }
+        self.reported_packets = Some(self.packets);
         let elapsed = now.saturating_duration_since(at).as_nanos();
         let info = SenderInfo {
             ssrc,
@@ -93,5 +101,21 @@ mod tests {
             let gap = (pair[1].0 - pair[0].0) * 20;
             assert!((480..=1520).contains(&gap), "{gap} ms");
         }
+    }
+
+    #[test]
+    fn a_paused_stream_sends_no_report_until_it_sends_again() {
+        let t0 = Instant::now();
+        let mut stats = MixSendStats::default();
+        let mut buf = [0u8; 64];
+        stats.on_sent(t0, 0, 40);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // One report for the packet sent, then nothing for 10 s of silence.
+        let reports = (1..=500u64).filter(|&i| stats.report(at(20 * i), 1, 9, &mut buf).is_some()).count();
+        assert_eq!(reports, 1);
+        // The stream sends again (a keep-alive): one report about it within the next interval.
+        stats.on_sent(at(10_010), 960, 1);
+        let again = (501..=600u64).filter(|&i| stats.report(at(20 * i), 1, 9, &mut buf).is_some()).count();
+        assert_eq!(again, 1);
     }
 }

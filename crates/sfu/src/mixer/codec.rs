@@ -4,7 +4,7 @@
 
 use opus::{Application, Bitrate, Channels, Decoder, Encoder, Signal};
 
-use super::opus_toc::FRAME_SAMPLES;
+use super::opus_toc::{DTX_MAX_BYTES, FRAME_SAMPLES};
 
 /// Output channel layout of the mix (inputs of either layout are decoded into it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,11 +88,33 @@ pub fn silence_packet(settings: &EncoderSettings, channels: OutputChannels) -> R
     Ok(out)
 }
 
+/// An Opus DTX frame (≤ 2 bytes, the TOC alone or with one byte): what a DTX encoder sends
+/// every 400 ms while its input is silent. Made by feeding digital silence to an encoder with
+/// DTX on until it starts DTX (libopus does after about 10 silent frames); `None` if it never
+/// does within a second.
+pub fn dtx_packet(settings: &EncoderSettings, channels: OutputChannels) -> Result<Option<Vec<u8>>, CodecError> {
+    let mut encoder = new_encoder(&EncoderSettings { dtx: true, ..*settings }, channels)?;
+    let pcm = vec![0i16; FRAME_SAMPLES * channels.count()];
+    let mut out = vec![0u8; 1500];
+    for _ in 0..50 {
+        let len = encoder.encode(&pcm, &mut out)?;
+        if (1..=DTX_MAX_BYTES).contains(&len) {
+            out.truncate(len);
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}
+
 /// One talker's codec state: its decoder (input side) and encoder (its mix-minus output),
-/// with frame buffers. A room holds 2·K of these, handed to talkers as they are selected.
+/// with frame buffers. A room makes up to 2·K of these as talkers first need them. The encoder
+/// is made on the first mix-minus encode: a talker of a pair (pair passthrough) or a phone
+/// never uses it, and an Opus encoder is most of a slot's ~60 KB.
 pub struct CodecSlot {
     pub decoder: Decoder,
-    pub encoder: Encoder,
+    encoder: Option<Encoder>,
+    settings: EncoderSettings,
+    channels: OutputChannels,
     /// Decoded frame of the talker (interleaved, output channels).
     pub pcm: Vec<i16>,
     /// The talker's faded contribution to the sum, kept for the mix-minus subtraction.
@@ -110,7 +132,9 @@ impl CodecSlot {
         let samples = FRAME_SAMPLES * channels.count();
         Ok(Self {
             decoder: new_decoder(channels)?,
-            encoder: new_encoder(settings, channels)?,
+            encoder: None,
+            settings: *settings,
+            channels,
             pcm: vec![0; samples],
             contribution: vec![0; samples],
             in_use: false,
@@ -136,14 +160,20 @@ impl CodecSlot {
         self.encoder_stale = true;
     }
 
-    /// The encoder, reset first if its last stream ended; `Ok(true)` when it was reset.
-    pub fn fresh_encoder(&mut self) -> Result<bool, CodecError> {
-        if !self.encoder_stale {
-            return Ok(false);
+    /// The encoder, made on first use or reset if its last stream ended; the flag is true when
+    /// its stream starts clean here (made or reset).
+    pub fn fresh_encoder(&mut self) -> Result<(&mut Encoder, bool), CodecError> {
+        let stale = std::mem::replace(&mut self.encoder_stale, false);
+        match &mut self.encoder {
+            Some(encoder) => {
+                if stale && let Err(e) = encoder.reset_state() {
+                    self.encoder_stale = true;
+                    return Err(e.into());
+                }
+                Ok((encoder, stale))
+            }
+            slot @ None => Ok((slot.insert(new_encoder(&self.settings, self.channels)?), true)),
         }
-        self.encoder.reset_state()?;
-        self.encoder_stale = false;
-        Ok(true)
     }
 }
 

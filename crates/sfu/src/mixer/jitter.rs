@@ -1,7 +1,11 @@
 //! Adaptive jitter buffer for one mixer input (sans-IO, virtual time in 48 kHz samples).
 //!
-//! Packets are stored by RTP timestamp in a fixed ring of 20 ms slots (no allocation after
-//! construction). Each tick the mixer asks for the frame at the playout cursor. The cursor
+//! Packets are stored by RTP timestamp in a fixed ring of 20 ms slots whose payload bytes sit
+//! in one arena of `capacity × stride` bytes. The arena is allocated on the first packet (an
+//! input that never sends costs no payload memory) with a stride of 256 bytes (a 20 ms Opus
+//! frame up to ~100 kb/s, or a G.711/G.722 frame) and only grows, to the next power of two, when
+//! a larger packet comes (at most [`MAX_PAYLOAD`]): steady state allocates nothing. A stride of
+//! `MAX_PAYLOAD` for every slot was 36 KB per participant, most of a mixed participant's memory. Each tick the mixer asks for the frame at the playout cursor. The cursor
 //! follows `now - base_transit - jitter`, where `base_transit` is the recent minimum of
 //! `arrival - timestamp` (it follows sender clock drift) and `jitter` the recent maximum
 //! excess over it. When the cursor runs ahead of that the buffer stalls one frame (builds
@@ -16,6 +20,8 @@ const FRAME: i64 = FRAME_SAMPLES as i64;
 /// Largest Opus packet for one 20 ms frame (RFC 6716: 1275 bytes per frame, two 10 ms
 /// frames may carry a little more; we cap at 1500, an Ethernet MTU).
 pub const MAX_PAYLOAD: usize = 1500;
+/// Smallest payload stride of the arena (see the module docs).
+const MIN_STRIDE: usize = 256;
 /// Length of one statistics window; estimates use the current and the previous window.
 const STATS_WINDOW: i64 = 2 * 48_000;
 /// A timestamp jump larger than this (either way) is a sender restart: the buffer resyncs.
@@ -94,7 +100,6 @@ struct Slot {
     seq: u16,
     len: u16,
     level: Option<AudioLevel>,
-    data: Box<[u8]>,
 }
 
 /// Windowed minimum of transit and maximum of excess transit, in samples.
@@ -146,6 +151,9 @@ impl TransitWindows {
 pub struct JitterBuffer {
     config: JitterConfig,
     slots: Box<[Slot]>,
+    /// Payload bytes: slot `i` at `i * stride` (empty until the first packet).
+    arena: Vec<u8>,
+    stride: usize,
     /// Last accepted RTP timestamp and its unwrapped value.
     newest: Option<(u32, i64)>,
     cursor: Option<i64>,
@@ -160,20 +168,13 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     pub fn new(config: JitterConfig) -> Self {
         let capacity = config.capacity_frames.max(4);
-        let slots = (0..capacity)
-            .map(|_| Slot {
-                filled: false,
-                ext_ts: 0,
-                arrival: 0,
-                seq: 0,
-                len: 0,
-                level: None,
-                data: vec![0; MAX_PAYLOAD].into_boxed_slice(),
-            })
-            .collect();
+        let slots =
+            (0..capacity).map(|_| Slot { filled: false, ext_ts: 0, arrival: 0, seq: 0, len: 0, level: None }).collect();
         Self {
             config,
             slots,
+            arena: Vec::new(),
+            stride: 0,
             newest: None,
             cursor: None,
             last_played_seq: None,
@@ -285,14 +286,37 @@ impl JitterBuffer {
         slot.seq = seq;
         slot.len = payload.len() as u16;
         slot.level = level;
-        slot.data[..payload.len()].copy_from_slice(payload);
+        if payload.len() > self.stride {
+            self.grow(payload.len());
+        }
+        let start = index * self.stride;
+        self.arena[start..start + payload.len()].copy_from_slice(payload);
         Ok(())
+    }
+
+    /// Re-lays the arena out with a stride that holds `len` bytes, keeping stored payloads.
+    fn grow(&mut self, len: usize) {
+        let stride = len.next_power_of_two().clamp(MIN_STRIDE, MAX_PAYLOAD);
+        let mut arena = vec![0; self.slots.len() * stride];
+        if self.stride > 0 {
+            for (i, slot) in self.slots.iter().enumerate() {
+                let (from, to, n) = (i * self.stride, i * stride, usize::from(slot.len).min(self.stride));
+                arena[to..to + n].copy_from_slice(&self.arena[from..from + n]);
+            }
+        }
+        self.arena = arena;
+        self.stride = stride;
+    }
+
+    /// Bytes of payload storage this buffer holds (0 before its first packet).
+    pub fn payload_capacity(&self) -> usize {
+        self.arena.len()
     }
 
     /// The payload stored in `slot` (valid until the next `push`).
     pub fn payload(&self, slot: usize) -> &[u8] {
-        let slot = &self.slots[slot];
-        &slot.data[..usize::from(slot.len)]
+        let start = slot * self.stride;
+        &self.arena[start..start + usize::from(self.slots[slot].len)]
     }
 
     /// The RFC 6464 level sent with the packet in `slot`, if any.
@@ -440,6 +464,33 @@ mod tests {
         }
         assert_eq!(played, 100);
         assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn payloads_survive_the_arena_growing_and_memory_follows_the_largest_packet() {
+        let mut jb = buffer();
+        assert_eq!(jb.payload_capacity(), 0, "no payload memory before the first packet");
+        // Small, then a 600-byte packet (the arena grows to a 1,024-byte stride), then 1,500.
+        let sizes = [80usize, 200, 600, 90, 1500];
+        for (n, &size) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..size).map(|b| (b + n) as u8).collect();
+            jb.push(n as i64 * FRAME, n as u16, (n as i64 * FRAME) as u32, None, &payload).unwrap();
+            if n == 1 {
+                assert_eq!(jb.payload_capacity(), jb.slots.len() * MIN_STRIDE);
+            }
+        }
+        assert_eq!(jb.payload_capacity(), jb.slots.len() * MAX_PAYLOAD);
+        let mut played = Vec::new();
+        for t in 0..sizes.len() as i64 {
+            if let Playout::Packet { slot } = jb.next_frame(2000 + t * FRAME) {
+                played.push(jb.payload(slot).to_vec());
+            }
+        }
+        assert_eq!(played.len(), sizes.len());
+        for (n, payload) in played.iter().enumerate() {
+            let expected: Vec<u8> = (0..sizes[n]).map(|b| (b + n) as u8).collect();
+            assert_eq!(payload, &expected, "packet {n}");
+        }
     }
 
     #[test]

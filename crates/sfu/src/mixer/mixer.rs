@@ -1,7 +1,8 @@
 //! The room [`Mixer`]: participants, the per-tick playout → selection → mix/encode pipeline,
 //! mode changes between silence, passthrough and mixed output, and active-speaker updates.
 //!
-//! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`);
+//! Mode per tick: no talker → silence (a silence packet every `silence_repeat_ticks`, the third
+//! an Opus DTX frame, then a DTX frame every `silence_keepalive_ticks`: `MixerConfig`);
 //! one talker → passthrough (listeners get the talker's packet, re-sequenced; the talker
 //! gets silence); two or more → mixed (decode each talker, sum in i32, encode the shared
 //! mix once for every listener and one mix-minus per talker; with exactly two talkers each
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use opus::Encoder;
 
 use super::codec::new_decoder;
-use super::codec::{CodecSlot, new_encoder, silence_packet};
+use super::codec::{CodecError, CodecSlot, dtx_packet, new_encoder, silence_packet};
 use super::g711::{self, G711_FRAME_BYTES, Law};
 use super::g722::{G722_FRAME_BYTES, G722Input, G722Output};
 use super::jitter::{AudioLevel, JitterBuffer, JitterStats, Playout};
@@ -60,7 +61,8 @@ pub struct MixerStats {
     pub personal_encodes: u64,
     /// Frames decoded for the per-source taps.
     pub tap_decodes: u64,
-    /// Encoder state resets (the shared mix restarting, a talker's mix-minus starting).
+    /// Encoder state resets (the shared mix starting or restarting — its first start makes the
+    /// encoder —, a talker's mix-minus starting).
     pub encoder_resets: u64,
 }
 
@@ -86,6 +88,8 @@ struct OutputStream {
     sent_last_tick: bool,
     sent_this_tick: bool,
     silence_countdown: u32,
+    /// Silence packets sent since the stream last carried anything else.
+    silence_run: u32,
 }
 
 #[derive(Debug)]
@@ -197,12 +201,16 @@ pub struct Mixer {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     active: usize,
+    /// Talkers' codec slots, made on first need (at most 2·K).
     codecs: Vec<CodecSlot>,
     members: Vec<Member>,
-    shared_encoder: Encoder,
+    /// The shared mix's encoder, made the first time the room mixes.
+    shared_encoder: Option<Encoder>,
     sum: Vec<i32>,
     out_pcm: Vec<i16>,
     silence: Vec<u8>,
+    /// An Opus DTX frame: the last silence packet before a stream pauses, and its keep-alive.
+    dtx_frame: Vec<u8>,
     lookahead: usize,
     mode: Mode,
     recording: bool,
@@ -241,10 +249,11 @@ impl Mixer {
             return Err(MixerError::InvalidTalkerCount(k));
         }
         let channels = config.output_channels;
-        let codecs =
-            (0..2 * k).map(|_| CodecSlot::new(&config.talker_encoder, channels)).collect::<Result<Vec<_>, _>>()?;
-        let mut shared_encoder = new_encoder(&config.encoder, channels)?;
-        let lookahead = shared_encoder.get_lookahead().map_err(super::CodecError)?.clamp(0, 480) as usize;
+        // The codec slots and the shared encoder are made when the room first mixes; this
+        // encoder only tells the lookahead the fades need.
+        let mut probe = new_encoder(&config.encoder, channels)?;
+        let lookahead = probe.get_lookahead().map_err(super::CodecError)?.clamp(0, 480) as usize;
+        drop(probe);
         let samples = FRAME_SAMPLES * channels.count();
         // initial RTP sequence numbers/timestamps must be unpredictable: seed from the
         // process' random hash keys (no clock read)
@@ -252,16 +261,18 @@ impl Mixer {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         };
+        let silence = silence_packet(&config.encoder, channels)?;
         Ok(Self {
-            silence: silence_packet(&config.encoder, channels)?,
+            dtx_frame: dtx_packet(&config.encoder, channels)?.unwrap_or_else(|| silence.clone()),
+            silence,
             config,
             epoch: now,
             slots: Vec::new(),
             free_slots: Vec::new(),
             active: 0,
-            codecs,
+            codecs: Vec::with_capacity(2 * k),
             members: Vec::with_capacity(2 * k),
-            shared_encoder,
+            shared_encoder: None,
             sum: vec![0; samples],
             out_pcm: vec![0; samples],
             lookahead,
@@ -328,6 +339,7 @@ impl Mixer {
                 sent_last_tick: false,
                 sent_this_tick: false,
                 silence_countdown: 0,
+                silence_run: 0,
             },
             stats: ParticipantStats::default(),
             input_codec: AudioCodec::Opus,
@@ -596,8 +608,14 @@ impl Mixer {
             return;
         }
         if !was_mixed {
-            // The shared stream restarts under the listeners' decoders: start it clean.
-            match self.shared_encoder.reset_state() {
+            // The shared stream restarts under the listeners' decoders: start it clean (its
+            // encoder is made the first time the room mixes at all).
+            let started = match self.shared_encoder.as_mut() {
+                Some(encoder) => encoder.reset_state().map_err(CodecError),
+                None => new_encoder(&self.config.encoder, self.config.output_channels)
+                    .map(|encoder| self.shared_encoder = Some(encoder)),
+            };
+            match started {
                 Ok(()) => self.stats.encoder_resets += 1,
                 Err(_) => self.stats.encode_errors += 1,
             }
@@ -615,9 +633,24 @@ impl Mixer {
             if !p.mixes(release) || p.is_member {
                 continue;
             }
-            let Some(codec) = self.codecs.iter().position(|c| !c.in_use) else {
-                self.stats.codec_slots_exhausted += 1;
-                continue;
+            // Codec slots are made as talkers first need them (up to 2·K): a room that never
+            // mixes (one talker at a time: passthrough) holds no Opus decoder or encoder.
+            let codec = match self.codecs.iter().position(|c| !c.in_use) {
+                Some(codec) => codec,
+                None if self.codecs.len() < 2 * self.config.talkers.max_talkers => {
+                    match CodecSlot::new(&self.config.talker_encoder, self.config.output_channels) {
+                        Ok(slot) => self.codecs.push(slot),
+                        Err(_) => {
+                            self.stats.encode_errors += 1;
+                            continue;
+                        }
+                    }
+                    self.codecs.len() - 1
+                }
+                None => {
+                    self.stats.codec_slots_exhausted += 1;
+                    continue;
+                }
             };
             if self.codecs[codec].acquire().is_err() {
                 self.stats.encode_errors += 1;

@@ -124,6 +124,15 @@ pub struct MixerConfig {
     pub max_participants: usize,
     /// Silence packets (lone talker, idle room) are repeated this often, like Opus DTX.
     pub silence_repeat_ticks: u32,
+    /// How many silence packets an Opus stream gets at the DTX cadence
+    /// (`silence_repeat_ticks`) after it falls silent; the last one is an Opus DTX frame
+    /// (≤ 2 bytes), so a WebRTC receiver's NetEq treats the pause that follows as DTX comfort
+    /// noise, as between a DTX sender's updates. The repeats cover the loss of one of them.
+    pub silence_repeats: u32,
+    /// After those, an Opus stream that stays silent gets one DTX frame this often (ticks;
+    /// `u32::MAX`: never): a keep-alive for receivers that watch for RTP (an SBC's media
+    /// timeout is 30–60 s). Phone legs in G.711/G.722 get a frame every tick regardless.
+    pub silence_keepalive_ticks: u32,
     /// A frame is *quiet* when its RFC 6464 level has the voice flag off and is at or below
     /// this many −dBov (a browser without DTX marks its background noise so), or when nothing
     /// was sent (DTX).
@@ -150,6 +159,8 @@ impl Default for MixerConfig {
             fallback_quiet_bytes: 20,
             max_participants: 2_000,
             silence_repeat_ticks: 20,
+            silence_repeats: 3,
+            silence_keepalive_ticks: 250,
             quiet_dbov: 60,
             quiet_release_frames: 5,
         }

@@ -426,3 +426,36 @@ fn an_engine_has_a_deadline_only_while_something_runs() {
     assert_eq!(t.engine.poll_timeout(), None, "closed");
     assert_eq!(t.drive(Duration::from_secs(10)), 0);
 }
+
+/// A worker may sleep through arrivals until its next tick only while every room just mixes:
+/// a forwarding consumer (an SFU stream wants each packet at once) or a DTLS handshake in
+/// progress (its flights are timed) make it receive as packets come.
+#[test]
+fn receiving_waits_for_the_tick_only_while_rooms_just_mix() {
+    let mut t = crate::testing::TestEngine::new();
+    assert!(!t.engine.receive_waits_for_tick(), "nothing mixes");
+    t.commands([Command::CreateRouter { router: ROOM }]);
+    assert!(!t.engine.receive_waits_for_tick(), "a room without members has no tick to wait for");
+    let alice = Peer::new(1, Profile::Aes128CmHmacSha1_80);
+    let output = Some(MixOutputSpec { ssrc: 0x9000, payload_type: OPUS });
+    t.commands([
+        alice.add_transport(ROOM, Some(alice.addr)),
+        Command::AddProducer { router: ROOM, spec: opus_producer(alice.transport) },
+        Command::SetMixOutput { router: ROOM, transport: alice.transport, output },
+    ]);
+    assert!(t.engine.receive_waits_for_tick(), "a mixing room: packets wait for the tick");
+    let bob = Peer::new(2, Profile::Aes128CmHmacSha1_80);
+    let spec = ConsumerSpec {
+        id: ConsumerId(7),
+        transport: bob.transport,
+        producer: ProducerId(1),
+        ssrc: 0x5000,
+        rtx: None,
+        paused: false,
+        max_height: u16::MAX,
+    };
+    t.commands([bob.add_transport(ROOM, Some(bob.addr)), Command::AddConsumer { router: ROOM, spec }]);
+    assert!(!t.engine.receive_waits_for_tick(), "a forwarded stream is received at once");
+    t.commands([Command::RemoveConsumer { router: ROOM, consumer: ConsumerId(7) }]);
+    assert!(t.engine.receive_waits_for_tick(), "mixing only again");
+}

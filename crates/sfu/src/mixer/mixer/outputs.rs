@@ -21,8 +21,8 @@ impl Mixer {
             // One encode per codec the listeners use, shared by all of them.
             limit_into(&mut self.out_pcm, &self.sum, None);
             let mut shared = SharedPayloads::default();
-            if opus {
-                let (encoder, pcm) = (&mut self.shared_encoder, &self.out_pcm);
+            if opus && let Some(encoder) = self.shared_encoder.as_mut() {
+                let pcm = &self.out_pcm;
                 match out.encode_into(|buf| encoder.encode(pcm, buf)) {
                     Ok(payload) => {
                         self.stats.shared_encodes += 1;
@@ -105,15 +105,17 @@ impl Mixer {
             }
             self.members[m].raw_last_tick = false;
             let hears = self.slots[index].participant.as_ref().map_or(AudioCodec::Opus, |p| p.output_codec);
-            match codec.fresh_encoder() {
-                Ok(reset) => self.stats.encoder_resets += u64::from(reset),
-                Err(_) => self.stats.encode_errors += 1,
-            }
-            let (encoder, pcm) = (&mut codec.encoder, &self.out_pcm);
+            let pcm = &self.out_pcm;
             let g722 = self.slots[index].participant.as_mut().and_then(|p| p.g722_out.as_deref_mut());
             let encoded = match (hears.g711(), g722) {
                 (None, Some(g722)) => out.encode_into(|buf| Ok(g722.downsample_encode(pcm, channels, buf))),
-                (None, None) => out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ()),
+                (None, None) => match codec.fresh_encoder() {
+                    Ok((encoder, reset)) => {
+                        self.stats.encoder_resets += u64::from(reset);
+                        out.encode_into(|buf| encoder.encode(pcm, buf)).map_err(|_| ())
+                    }
+                    Err(_) => Err(()),
+                },
                 (Some(law), _) => out.encode_into(|buf| Ok(g711::downsample_encode(law, pcm, channels, buf))),
             };
             match encoded {
@@ -174,7 +176,8 @@ impl Mixer {
         }
     }
 
-    /// Silence for everyone who got nothing this tick (repeated every few ticks), then
+    /// Silence for everyone who got nothing this tick (a few packets at the DTX cadence, then a
+    /// rare keep-alive; phone legs every tick), then
     /// advance every output stream's RTP clock by one frame.
     pub(super) fn finish_outputs(&mut self, out: &mut MixOutputs, silence_ref: &mut Option<PayloadRef>) {
         // Silence goes to everyone in a silent room and to the lone talker in passthrough.
@@ -185,6 +188,9 @@ impl Mixer {
             out.recording = Some(*silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence)));
         }
         let repeat = self.config.silence_repeat_ticks.max(1);
+        let repeats = self.config.silence_repeats.max(1);
+        let keepalive = self.config.silence_keepalive_ticks.max(1);
+        let mut dtx_ref = None;
         for index in 0..self.slots.len() {
             let input = self.input_at(index);
             let Some(p) = self.slots[index].participant.as_mut() else { continue };
@@ -207,15 +213,23 @@ impl Mixer {
                 emit(out, p, input, MixPacketKind::Silence, payload);
                 self.stats.silence_packets += 1;
             } else if !p.output.sent_this_tick && silence_due {
+                // A silent Opus stream: a few silence packets at the DTX cadence, the last a DTX
+                // frame, then only a keep-alive DTX frame now and then (`silence_repeats`).
                 if p.output.silence_countdown == 0 {
-                    let payload = *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence));
+                    p.output.silence_run = p.output.silence_run.saturating_add(1);
+                    let payload = if p.output.silence_run < repeats {
+                        *silence_ref.get_or_insert_with(|| out.push_bytes(&self.silence))
+                    } else {
+                        *dtx_ref.get_or_insert_with(|| out.push_bytes(&self.dtx_frame))
+                    };
                     emit(out, p, input, MixPacketKind::Silence, payload);
                     self.stats.silence_packets += 1;
-                    p.output.silence_countdown = repeat;
+                    p.output.silence_countdown = if p.output.silence_run < repeats { repeat } else { keepalive };
                 }
                 p.output.silence_countdown -= 1;
             } else if p.output.sent_this_tick {
                 p.output.silence_countdown = 0;
+                p.output.silence_run = 0;
             }
             let output = &mut p.output;
             output.sent_last_tick = output.sent_this_tick;

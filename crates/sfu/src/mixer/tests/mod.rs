@@ -4,6 +4,7 @@
 mod addressed;
 mod drift;
 mod fec;
+mod idle;
 mod phone;
 mod quiet;
 mod signal;
