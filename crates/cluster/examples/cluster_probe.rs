@@ -28,8 +28,8 @@
 use opus::{Application, Channels, Decoder, Encoder};
 use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
 use palaver_client::{
-    ClientMessage, ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin, ServerMessage,
-    quic,
+    ClientMessage, ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin,
+    ServerMessage, quic,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -37,7 +37,8 @@ async fn hand_over(workers: usize, scenario: &str) {
     let backend = Backend::start().await;
     let before = format!("{}\n[media]\nworkers = {workers}\n", backend.incoming_call_config());
     let prefix = format!("palaver-e2e-ca-phone-move-{workers}");
-    let (dir, server, sip) = start_trunk(&prefix, "codecs = [\"PCMU\"]\nsrtp = \"off\"", APP_NUMBER, "call-automation", &before).await;
+    let (dir, server, sip) =
+        start_trunk(&prefix, "codecs = [\"PCMU\"]\nsrtp = \"off\"", APP_NUMBER, "call-automation", &before).await;
     let (_, agent_token) = server.create_user_token(&["voip"]).await;
 
     // The agent's group call, with the application in it (created first: worker 0).

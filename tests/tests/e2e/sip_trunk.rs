@@ -165,7 +165,9 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
     let carrier_port = free_udp_port();
     let keys = "allow_from = [\"127.0.0.5\"]\nusername = \"palaver\"\npassword = \"s3cret\"";
     let mut trunk = first_trunk("challenging", carrier_port, keys);
-    trunk.push_str(&format!("\n[[phone_numbers]]\nnumber = \"{SECOND_NUMBER}\"\nroute = \"user:8:orgid:{SECOND_USER}\"\n"));
+    trunk.push_str(&format!(
+        "\n[[phone_numbers]]\nnumber = \"{SECOND_NUMBER}\"\nroute = \"user:8:orgid:{SECOND_USER}\"\n"
+    ));
     let (dir, server, _sip) = start_with("palaver-e2e-sip-digest", carrier_port, 0, &trunk).await;
     let (hook_port, events) = event_receiver().await;
     // Call Automation calls a user (an ACS identity, as the application's own users are),

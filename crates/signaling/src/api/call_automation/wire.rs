@@ -148,7 +148,8 @@ pub fn caller_id_number(value: Option<Value>) -> Result<Option<String>, CallAuto
     let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
     let number = value.get("value").and_then(Value::as_str).unwrap_or_default();
     let digits = number.strip_prefix('+').unwrap_or_default();
-    let e164 = (2..=15).contains(&digits.len()) && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
+    let e164 =
+        (2..=15).contains(&digits.len()) && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
     if !e164 {
         return Err(CallAutomationError::invalid_argument(
             "The field SourceCallerIdNumber must be a phone number in E.164 format (+ and up to 15 digits).",
