@@ -146,16 +146,20 @@ impl Database {
     pub fn migrate(&self, component: &'static str, steps: &'static [&'static str]) -> Result<(), DatabaseError> {
         self.block_on(move |pool| async move {
             let mut client = pool.get().await?;
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (
-                        component TEXT NOT NULL,
-                        version INTEGER NOT NULL,
-                        applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-                        PRIMARY KEY (component, version))",
-                )
-                .await
-                .or_else(ignore_concurrent_create)?;
+            // Created under the same advisory lock as the steps: nodes starting together
+            // otherwise race `CREATE TABLE IF NOT EXISTS`, whose loser gets a unique
+            // violation, `42P07` or `42710` depending on where in the catalog they meet.
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('palaver schema_migrations'))", &[]).await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    component TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                    PRIMARY KEY (component, version))",
+            )
+            .await?;
+            tx.commit().await?;
             for (version, sql) in steps.iter().enumerate() {
                 let tx = client.transaction().await?;
                 tx.execute("SELECT pg_advisory_xact_lock(hashtext('palaver schema_migrations'))", &[]).await?;
@@ -179,17 +183,6 @@ impl Database {
             }
             Ok::<_, DatabaseError>(())
         })?
-    }
-}
-
-/// Two processes racing `CREATE TABLE IF NOT EXISTS` may both pass the check; the loser gets
-/// either a unique violation on the catalog or `42P07 duplicate_table` (which one depends on
-/// where in the catalog insert the two meet); both mean the table exists.
-fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::error::SqlState;
-    match e.code() {
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE => Ok(()),
-        _ => Err(e),
     }
 }
 
