@@ -146,6 +146,13 @@ enum Ended {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    probe().await;
+    // The stdin reader is a blocking read that the runtime would wait for at shutdown (a
+    // caller stopping the probe with SIGINT keeps stdin open): exit at once instead.
+    std::process::exit(0);
+}
+
+async fn probe() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match parse_args() {
         Ok(a) => a,
