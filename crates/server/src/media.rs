@@ -304,8 +304,6 @@ impl MediaPlane for MediaController {
         Box::pin(async move { result })
     }
 
-    /// `media.attach`: (re)creates the participant's direct transport, producers and receive
-    /// slots, routes the connection's datagrams to it, and returns the tracks the server sends.
     /// A phone leg moved into another conversation: its trunk transport is re-seated there
     /// (`palaver_sfu::control::sip::reseat`), or the caller must re-offer another socket.
     fn reseat_trunk(
@@ -343,6 +341,8 @@ impl MediaPlane for MediaController {
         Box::pin(async move { result })
     }
 
+    /// `media.attach`: (re)creates the participant's direct transport, producers and receive
+    /// slots, routes the connection's datagrams to it, and returns the tracks the server sends.
     fn attach(
         &self,
         session: MediaSession,
