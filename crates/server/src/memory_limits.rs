@@ -1,6 +1,7 @@
 //! Process-wide memory bounds the `run` command sets before it starts any thread: the heap
 //! SQLite may keep for its page caches, and how many malloc arenas glibc may create
-//! (docs/soak.md, "The growth bounded (session 10)").
+//! (docs/soak.md, "Per-arena statistics (session 10)" and "The 30-minute release soak with the
+//! fix (session 10)").
 //!
 //! - **SQLite.** The bundled SQLite (libsqlite3-sys, `SQLITE_ENABLE_MEMORY_MANAGEMENT`) keeps one
 //!   page-cache pool for the whole process, and the per-connection `cache_size` settings of the
