@@ -249,6 +249,11 @@ impl Shared {
                         }
                     });
                 }
+                // rsipstack files a call palaver placed under its INVITE's id until the
+                // answer, so the trunk's early UPDATE (To tag = our From tag) matches nothing.
+                None if method == Method::Update && self.early_client_dialog(&tx.original) => {
+                    crate::hold::early_update(&self, &mut tx, true).await;
+                }
                 None if method == Method::Ack => {}
                 None => self.reply(&mut tx, StatusCode::CallTransactionDoesNotExist).await,
             }
@@ -283,6 +288,17 @@ impl Shared {
         if let (Some(rseq), Some(waiting)) = (rseq, waiting) {
             let _ = waiting.send(rseq);
         }
+    }
+
+    /// Whether `request` belongs to the early dialog of a call palaver placed (same Call-ID,
+    /// its To tag our From tag, not answered yet).
+    fn early_client_dialog(&self, request: &Request) -> bool {
+        let Ok(call_id) = request.call_id_header().map(|c| c.value().to_string()) else { return false };
+        let to_tag = request.to_header().ok().and_then(|to| to.tag().ok().flatten()).map(|t| t.to_string());
+        self.dialogs
+            .get_client_dialog_by_call_id(&call_id)
+            .iter()
+            .any(|d| !d.state().is_confirmed() && Some(&d.id().local_tag) == to_tag.as_ref())
     }
 
     /// The call waiting to hear that its REFER was answered, if any.
