@@ -427,7 +427,47 @@ route = "meeting:m1"
         assert!(matches!(validate(Some(&lonely), &[]), Err(SipConfigError::Trunk(..))));
         assert!(toml::from_str::<File>("[sip]\nlisten = \"127.0.0.1:5060\"\nbogus = 1\n").is_err());
         let sctp = ISSUE_SHAPE.replace("transport = \"tcp\"", "transport = \"sctp\"");
-        assert!(toml::from_str::<File>(&sctp).is_err(), "only udp and tcp");
+        assert!(toml::from_str::<File>(&sctp).is_err(), "only udp, tcp and tls");
+    }
+
+    #[test]
+    fn a_tls_trunk_needs_a_ca_file_and_listen_tls_and_defaults_to_sdes() {
+        let tls = ISSUE_SHAPE.replace(
+            "transport = \"tcp\"",
+            "transport = \"tls\"\nca_file = \"/etc/palaver/sbc-ca.pem\"\ntls_server_name = \"sbc.example\"",
+        );
+        let file: File = toml::from_str(&tls).unwrap();
+        let mut sip = file.sip.unwrap();
+        let trunk = &sip.trunks[1];
+        assert_eq!((trunk.transport, trunk.transport.uri_param()), (TrunkTransport::Tls, Some("tls")));
+        assert_eq!(trunk.srtp_policy(), SrtpPolicy::Optional, "SDES keys by default inside TLS");
+        assert_eq!(trunk.uri_host(), "sbc.example:5090");
+        assert_eq!(sip.trunks[0].srtp_policy(), SrtpPolicy::Off);
+        assert_eq!(sip.trunks[0].uri_host(), "127.0.0.1:5080");
+        let needs_listen_tls = validate(Some(&sip), &[]).unwrap_err().to_string();
+        assert!(needs_listen_tls.contains("listen_tls"), "{needs_listen_tls}");
+        sip.listen_tls = Some("127.0.0.1:5061".parse().unwrap());
+        sip.tls_cert = Some("/c.pem".into());
+        sip.tls_key = Some("/k.pem".into());
+        assert!(validate(Some(&sip), &file.phone_numbers).is_ok());
+        let mut no_ca = sip.clone();
+        no_ca.trunks[1].ca_file = None;
+        assert!(validate(Some(&no_ca), &[]).unwrap_err().to_string().contains("ca_file"));
+        let mut ip_name = sip.clone();
+        ip_name.trunks[1].tls_server_name = Some("10.0.0.1".into());
+        assert!(validate(Some(&ip_name), &[]).unwrap_err().to_string().contains("DNS name"));
+        let mut udp_name = sip.clone();
+        udp_name.trunks[0].tls_server_name = Some("sbc.example".into());
+        assert!(validate(Some(&udp_name), &[]).unwrap_err().to_string().contains("needs transport"));
+        let mut no_digest = sip.clone();
+        no_digest.trunks[0].digest_algorithms.clear();
+        assert!(validate(Some(&no_digest), &[]).is_err());
+        let sha: File = toml::from_str(
+            &tls.replace("srtp = \"off\"", "srtp = \"off\"\ndigest_algorithms = [\"SHA-256\", \"MD5\"]"),
+        )
+        .unwrap();
+        assert_eq!(sha.sip.unwrap().trunks[0].digest_algorithms, [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]);
+        assert!(toml::from_str::<File>(&tls.replace("srtp = \"off\"", "digest_algorithms = [\"SHA-1\"]")).is_err());
     }
 
     #[test]
