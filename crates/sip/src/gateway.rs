@@ -1,6 +1,8 @@
 //! The SIP user agent: rsipstack's transports (UDP and TCP on `[sip] listen`, TLS on
-//! `listen_tls`, TLS client connections to `transport = "tls"` trunks: [`crate::tls`]), transaction layer and dialog layer, the allow-list in front of the parser,
-//! the loop over incoming transactions (new INVITEs start an [`inbound`](crate::inbound)
+//! `listen_tls`, TLS client connections to `transport = "tls"` trunks: [`crate::tls`]),
+//! transaction layer and dialog layer (with the RFC 8760 spelling inspector,
+//! [`crate::digest`]), the allow-list in front of the parser, the loop over incoming
+//! transactions (new INVITEs start an [`inbound`](crate::inbound)
 //! call, in-dialog requests go to their dialog, OPTIONS are answered), the dispatcher of the
 //! call machinery's events for phone parties, and OPTIONS keep-alives to the trunks.
 
