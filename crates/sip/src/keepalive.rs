@@ -20,6 +20,10 @@ use crate::gateway::Shared;
 
 /// Sends one OPTIONS to `trunk`; the final status code, or `None` on a timeout or error.
 pub(crate) async fn ping(shared: &Shared, trunk: &TrunkConfig) -> Option<u16> {
+    if let Err(why) = crate::tls::connect(shared, trunk).await {
+        tracing::warn!(trunk = %trunk.name, "{why}");
+        return None;
+    }
     let transport = trunk.transport.uri_param().map(|t| format!(";transport={t}")).unwrap_or_default();
     let target = Uri::try_from(format!("sip:{}{transport}", trunk.uri_host()).as_str()).ok()?;
     let own = crate::outbound::local_contact_addr(shared, trunk);
@@ -37,12 +41,7 @@ pub(crate) async fn ping(shared: &Shared, trunk: &TrunkConfig) -> Option<u16> {
     let key = TransactionKey::from_request(&request, TransactionRole::Client).ok()?;
     let mut tx = Transaction::new_client(key, request, shared.endpoint.clone(), None);
     tx.destination = Some(destination);
-    if let Err(error) = tx.send().await {
-        if let Some(why) = crate::tls::describe_failure(trunk, &error.to_string()) {
-            tracing::warn!(trunk = %trunk.name, "{why}");
-        }
-        return None;
-    }
+    tx.send().await.ok()?;
     let wait = async {
         while let Some(message) = tx.receive().await {
             if let SipMessage::Response(response) = message

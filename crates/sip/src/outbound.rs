@@ -157,6 +157,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         return;
     };
     let option = crate::custom_headers::apply(option, &event);
+    if let Err(why) = crate::tls::connect(&shared, &trunk).await {
+        // An untrusted or misnamed certificate (or no TLS listener at the address).
+        tracing::warn!(call = %call_id, trunk = %trunk.name, "{why}");
+        shared.unregister(&call_id, &phone);
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
+        shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+        return;
+    }
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
     // While the phone rings, the call may end for it (the caller gives up, the ring time

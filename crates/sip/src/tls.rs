@@ -5,9 +5,10 @@
 //! trunks' `ca_file`s (the trust anchors: nothing else is trusted, rsipstack has no implicit
 //! roots) and the [`TrunkNames`] resolver, which sends a trunk's `tls_server_name` to its
 //! configured `address` without DNS, so that name is the SNI and the name the certificate
-//! is checked against. It also words a failed handshake for the log
-//! ([`describe_failure`]): an untrusted or misnamed certificate says which trunk and which
-//! `ca_file`.
+//! is checked against. Before palaver's INVITEs and OPTIONS to a TLS trunk, [`connect`]
+//! opens (or finds) the connection itself, so a handshake that fails ends the call at once
+//! with words for the log ([`describe_failure`]: which trunk, which `ca_file`, rustls's
+//! reason) instead of a transaction timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +21,7 @@ use rsipstack::transport::tls::TlsConfig;
 use rsipstack::transport::transport_layer::{DefaultDomainResolver, DomainResolver};
 
 use crate::config::{TrunkConfig, TrunkTransport};
-use crate::gateway::SipError;
+use crate::gateway::{Shared, SipError};
 
 /// The client TLS configuration for the trunks: every TLS trunk's `ca_file` read into one
 /// trust store (`None` when no trunk uses TLS).
@@ -89,6 +90,25 @@ impl DomainResolver for TrunkNames {
                 None => self.dns.resolve_with_lookup(target).await,
             }
         })
+    }
+}
+
+/// For a TLS trunk: makes sure a verified TLS connection to it is open (the cached one, or
+/// a new one dialled now) before a request goes out. rsipstack treats a failed connect as
+/// "retry on the transaction's timers", so an untrusted certificate would surface only as
+/// a timeout 32 s later with the reason lost; dialled here, it fails at once with
+/// [`describe_failure`]'s words. Other transports: nothing to do.
+pub(crate) async fn connect(shared: &Shared, trunk: &TrunkConfig) -> Result<(), String> {
+    if trunk.transport != TrunkTransport::Tls {
+        return Ok(());
+    }
+    let destination = crate::outbound::trunk_destination(trunk);
+    match shared.endpoint.transport_layer.lookup(&destination, None).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = error.to_string();
+            Err(describe_failure(trunk, &error).unwrap_or(error))
+        }
     }
 }
 

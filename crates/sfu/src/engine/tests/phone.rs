@@ -348,7 +348,7 @@ fn tones_reach_an_opus_trunk_at_its_48_khz_clock_even_in_a_silent_room() {
         },
         Command::SetMixAudio {
             router: ROOM,
-            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE), clock_rate: 8000 },
+            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE), clock_rate: 48_000 },
         },
         Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
         Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
