@@ -87,7 +87,9 @@ fn inbound(request: &Request, raw: &[u8]) {
     let Authentication::Challenge(challenge) = trunks.authenticate(&trunk, request, now) else {
         panic!("accepted credentials with a nonce this gateway never issued");
     };
-    let nonce = challenge.split("nonce=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("nonce");
+    // One challenge per digest algorithm of the trunk, all on one nonce.
+    let first = challenge.first().expect("a challenge");
+    let nonce = first.split("nonce=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("nonce");
     // The issued nonce where the input asked for it: the digest check runs on the input's
     // response, and the nonce is good for one attempt only.
     if let Some(text) = std::str::from_utf8(raw).ok().filter(|t| t.contains("NONCE"))

@@ -31,6 +31,7 @@ pub fn run(data: &[u8]) {
         session_id: 1,
         codecs: &[(media.payload_type, media.codec)],
         telephone_event: media.telephone_event,
+        telephone_event_clock: Some(media.telephone_event_clock),
         direction: answer_direction(&media.direction),
         protocol: "RTP/AVP",
         crypto: &local,

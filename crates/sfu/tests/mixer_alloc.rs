@@ -287,7 +287,7 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
         Command::SetTelephoneEvent { transport: peers[0].0.transport, payload_type: Some(101) },
         Command::SetMixAudio {
             router: room,
-            audio: MixAudio::TelephoneEventsOut { transport: phones[0].0, payload_type: Some(101) },
+            audio: MixAudio::TelephoneEventsOut { transport: phones[0].0, payload_type: Some(101), clock_rate: 8000 },
         },
     ] {
         core.handle_command(t0, command, &mut tx).unwrap();

@@ -51,7 +51,7 @@ pub(crate) fn media_preference(trunk: &TrunkConfig) -> Vec<String> {
 pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
     let mut policy = TrunkPolicy::from_names(&trunk.codecs);
     policy.trunk = Some(trunk.name.clone());
-    policy.srtp = match trunk.srtp {
+    policy.srtp = match trunk.srtp_policy() {
         SrtpPolicy::Off => trunk_media::SrtpPolicy::Off,
         SrtpPolicy::Optional => trunk_media::SrtpPolicy::Optional,
         SrtpPolicy::Required => trunk_media::SrtpPolicy::Required,

@@ -66,6 +66,10 @@ pub enum TrunkTransport {
     /// One TCP connection to `address`, opened by the first request and kept for the
     /// following ones (RFC 3261 §18).
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2, RFC 5630): one TLS connection to `address`, the
+    /// trunk's certificate verified against `ca_file` (and `tls_server_name`); the
+    /// requests' URIs say `;transport=tls` and palaver's Contact is its `listen_tls`.
+    Tls,
 }
 
 impl TrunkTransport {
@@ -75,6 +79,7 @@ impl TrunkTransport {
         match self {
             TrunkTransport::Udp => None,
             TrunkTransport::Tcp => Some("tcp"),
+            TrunkTransport::Tls => Some("tls"),
         }
     }
 }
@@ -86,9 +91,19 @@ pub struct TrunkConfig {
     pub name: String,
     /// Where outbound INVITEs and OPTIONS go.
     pub address: SocketAddr,
-    /// `udp` (default) or `tcp`: how outbound INVITEs and OPTIONS reach `address`.
+    /// `udp` (default), `tcp` or `tls`: how outbound INVITEs and OPTIONS reach `address`.
     #[serde(default)]
     pub transport: TrunkTransport,
+    /// PEM CA certificate(s) the trunk's TLS certificate must chain to (required with
+    /// `transport = "tls"`; a public CA bundle such as `/etc/ssl/certs/ca-certificates.crt`
+    /// for a carrier with a public certificate).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name the trunk's TLS certificate must carry (and the SNI and request-URI host of
+    /// palaver's requests, as SBCs route on it), e.g. `sbc.carrier.example`; connections still
+    /// go to `address`. Unset: the certificate must name `address`'s IP.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// Source addresses accepted for inbound requests (packets from anyone else are counted
     /// and dropped before they are parsed).
     pub allow_from: Vec<IpAddr>,
@@ -101,11 +116,19 @@ pub struct TrunkConfig {
     /// Digest realm of the challenges this gateway sends.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// The digest algorithms of this gateway's challenges, in order of preference (one
+    /// `WWW-Authenticate` each, on one nonce; RFC 8760 §2.4): `"SHA-256"`, `"MD5"`.
+    /// Default `["MD5"]`: many trunks read only the first challenge and know only MD5.
+    /// (Challenges the trunk sends palaver are answered in whichever of the two it asks.)
+    #[serde(default = "default_digest_algorithms")]
+    pub digest_algorithms: Vec<DigestAlgorithm>,
     /// Codecs in preference order: `PCMU`, `PCMA`, `G722`, `opus`.
     #[serde(default = "default_codecs")]
     pub codecs: Vec<String>,
+    /// `optional`, `required`, `dtls` or `off`; unset: `optional` on a TLS trunk (SDES keys
+    /// travel only inside TLS), `off` otherwise.
     #[serde(default)]
-    pub srtp: SrtpPolicy,
+    pub srtp: Option<SrtpPolicy>,
     /// The number presented on outbound calls (caller-id policy): `None` presents the
     /// caller's own number when it has one, else the first owned number.
     #[serde(default)]
@@ -117,6 +140,47 @@ pub struct TrunkConfig {
     /// without media.
     #[serde(default = "default_ringback")]
     pub ringback: String,
+}
+
+impl TrunkConfig {
+    /// The trunk's SRTP policy, with the transport's default when `srtp` is unset.
+    pub fn srtp_policy(&self) -> SrtpPolicy {
+        self.srtp.unwrap_or(match self.transport {
+            TrunkTransport::Tls => SrtpPolicy::Optional,
+            TrunkTransport::Udp | TrunkTransport::Tcp => SrtpPolicy::Off,
+        })
+    }
+
+    /// The host of the URIs of requests to this trunk: `tls_server_name`, else `address`.
+    pub fn uri_host(&self) -> String {
+        match &self.tls_server_name {
+            Some(name) => format!("{name}:{}", self.address.port()),
+            None => self.address.to_string(),
+        }
+    }
+}
+
+/// A digest algorithm of palaver's challenges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// The `algorithm=` value (RFC 8760 spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha256 => "SHA-256",
+            DigestAlgorithm::Md5 => "MD5",
+        }
+    }
+}
+
+fn default_digest_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Md5]
 }
 
 fn default_ringback() -> String {
@@ -229,6 +293,9 @@ pub fn validate(
         if trunk.username.is_some() != trunk.password.is_some() {
             return fail("username and password go together");
         }
+        if trunk.digest_algorithms.is_empty() {
+            return fail("digest_algorithms must list SHA-256 and/or MD5");
+        }
         if trunk.codecs.is_empty()
             || trunk
                 .codecs
@@ -244,6 +311,23 @@ pub fn validate(
         }
         if !matches!(trunk.ringback.to_ascii_lowercase().as_str(), "off" | "us" | "eu" | "uk") {
             return fail("ringback must be off, us, eu or uk");
+        }
+        if trunk.transport == TrunkTransport::Tls {
+            if trunk.ca_file.is_none() {
+                return fail("transport = \"tls\" needs ca_file (the CA the trunk's certificate chains to)");
+            }
+            if sip.listen_tls.is_none() {
+                return fail("transport = \"tls\" needs [sip] listen_tls (palaver's Contact on TLS)");
+            }
+        } else if trunk.tls_server_name.is_some() {
+            return fail("tls_server_name needs transport = \"tls\"");
+        }
+        if let Some(name) = &trunk.tls_server_name
+            && (name.is_empty()
+                || name.parse::<IpAddr>().is_ok()
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+        {
+            return fail("tls_server_name must be a DNS name");
         }
     }
     let mut routes = Vec::with_capacity(numbers.len());
@@ -343,7 +427,47 @@ route = "meeting:m1"
         assert!(matches!(validate(Some(&lonely), &[]), Err(SipConfigError::Trunk(..))));
         assert!(toml::from_str::<File>("[sip]\nlisten = \"127.0.0.1:5060\"\nbogus = 1\n").is_err());
         let sctp = ISSUE_SHAPE.replace("transport = \"tcp\"", "transport = \"sctp\"");
-        assert!(toml::from_str::<File>(&sctp).is_err(), "only udp and tcp");
+        assert!(toml::from_str::<File>(&sctp).is_err(), "only udp, tcp and tls");
+    }
+
+    #[test]
+    fn a_tls_trunk_needs_a_ca_file_and_listen_tls_and_defaults_to_sdes() {
+        let tls = ISSUE_SHAPE.replace(
+            "transport = \"tcp\"",
+            "transport = \"tls\"\nca_file = \"/etc/palaver/sbc-ca.pem\"\ntls_server_name = \"sbc.example\"",
+        );
+        let file: File = toml::from_str(&tls).unwrap();
+        let mut sip = file.sip.unwrap();
+        let trunk = &sip.trunks[1];
+        assert_eq!((trunk.transport, trunk.transport.uri_param()), (TrunkTransport::Tls, Some("tls")));
+        assert_eq!(trunk.srtp_policy(), SrtpPolicy::Optional, "SDES keys by default inside TLS");
+        assert_eq!(trunk.uri_host(), "sbc.example:5090");
+        assert_eq!(sip.trunks[0].srtp_policy(), SrtpPolicy::Off);
+        assert_eq!(sip.trunks[0].uri_host(), "127.0.0.1:5080");
+        let needs_listen_tls = validate(Some(&sip), &[]).unwrap_err().to_string();
+        assert!(needs_listen_tls.contains("listen_tls"), "{needs_listen_tls}");
+        sip.listen_tls = Some("127.0.0.1:5061".parse().unwrap());
+        sip.tls_cert = Some("/c.pem".into());
+        sip.tls_key = Some("/k.pem".into());
+        assert!(validate(Some(&sip), &file.phone_numbers).is_ok());
+        let mut no_ca = sip.clone();
+        no_ca.trunks[1].ca_file = None;
+        assert!(validate(Some(&no_ca), &[]).unwrap_err().to_string().contains("ca_file"));
+        let mut ip_name = sip.clone();
+        ip_name.trunks[1].tls_server_name = Some("10.0.0.1".into());
+        assert!(validate(Some(&ip_name), &[]).unwrap_err().to_string().contains("DNS name"));
+        let mut udp_name = sip.clone();
+        udp_name.trunks[0].tls_server_name = Some("sbc.example".into());
+        assert!(validate(Some(&udp_name), &[]).unwrap_err().to_string().contains("needs transport"));
+        let mut no_digest = sip.clone();
+        no_digest.trunks[0].digest_algorithms.clear();
+        assert!(validate(Some(&no_digest), &[]).is_err());
+        let sha: File = toml::from_str(
+            &tls.replace("srtp = \"off\"", "srtp = \"off\"\ndigest_algorithms = [\"SHA-256\", \"MD5\"]"),
+        )
+        .unwrap();
+        assert_eq!(sha.sip.unwrap().trunks[0].digest_algorithms, [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]);
+        assert!(toml::from_str::<File>(&tls.replace("srtp = \"off\"", "digest_algorithms = [\"SHA-1\"]")).is_err());
     }
 
     #[test]

@@ -11,17 +11,19 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 
 use crate::answer::{early_media, media_preference};
 use crate::config::TrunkConfig;
-use crate::gateway::Shared;
+use crate::gateway::{EarlyAnswer, Shared};
 use crate::ringing::Ringer;
 
 /// Sends the call's first 18x: a 183 with SDP and early media when the trunk has
 /// `ringback` set and the INVITE carried an offer, else a 180. True when early media was
-/// attached (the leg's media must then be released if the call is not answered).
+/// attached (the leg's media must then be released if the call is not answered). A
+/// reliable 183 completes the INVITE's offer/answer early (`completed`, for the trunk's
+/// early UPDATEs).
 pub(crate) async fn send_early_media(
     shared: &Shared,
     trunk: &TrunkConfig,
     dialog: &InviteDialog,
-    ringer: &mut Ringer,
+    (ringer, completed): (&mut Ringer, &mut EarlyAnswer<'_>),
     session: &MediaSession,
     offer: Option<&str>,
 ) -> bool {
@@ -35,6 +37,9 @@ pub(crate) async fn send_early_media(
         Ok(answer) => {
             tracing::info!(participant = %session.participant_id, codec = %answer.codec, reliable = ringer.reliable(), "early media: 183 with ringback");
             ringer.ring(dialog, Some(answer.sdp.into_bytes()));
+            if ringer.reliable() {
+                completed.completed(&dialog.id().call_id);
+            }
             true
         }
         Err(error) => {

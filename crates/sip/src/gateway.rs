@@ -1,6 +1,8 @@
 //! The SIP user agent: rsipstack's transports (UDP and TCP on `[sip] listen`, TLS on
-//! `listen_tls`), transaction layer and dialog layer, the allow-list in front of the parser,
-//! the loop over incoming transactions (new INVITEs start an [`inbound`](crate::inbound)
+//! `listen_tls`, TLS client connections to `transport = "tls"` trunks: [`crate::tls`]),
+//! transaction layer and dialog layer (with the RFC 8760 spelling inspector,
+//! [`crate::digest`]), the allow-list in front of the parser, the loop over incoming
+//! transactions (new INVITEs start an [`inbound`](crate::inbound)
 //! call, in-dialog requests go to their dialog, OPTIONS are answered), the dispatcher of the
 //! call machinery's events for phone parties, and OPTIONS keep-alives to the trunks.
 
@@ -12,10 +14,12 @@ use std::time::Duration;
 use palaver_signaling::domain::calls::CallEvent;
 use palaver_signaling::gateway::Gateway;
 use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog::Dialog;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, Request, StatusCode};
 use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::key::TransactionRole;
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
@@ -63,6 +67,11 @@ pub(crate) struct Shared {
     pub refers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// `[sip] provisional_refresh_secs`.
     pub provisional_refresh_secs: u64,
+    /// Early dialogs (by SIP Call-ID) whose INVITE offer/answer completed before the final
+    /// answer: a reliable 18x carried the answer (palaver's 183 with ringback, or the
+    /// trunk's on a call palaver placed). An early UPDATE's offer is judged by it
+    /// ([`crate::hold::early_update`]).
+    pub early_answers: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -72,6 +81,11 @@ impl Shared {
             calls.insert((call_id.to_owned(), phone.to_owned()), tx);
         }
         rx
+    }
+
+    /// Whether the early offer/answer of SIP call `call_id` completed.
+    pub fn early_answered(&self, call_id: &str) -> bool {
+        self.early_answers.lock().is_ok_and(|set| set.contains(call_id))
     }
 
     pub fn unregister(&self, call_id: &str, phone: &str) {
@@ -101,7 +115,13 @@ impl SipGateway {
     pub async fn start(config: SipConfig, numbers: Vec<(String, Route)>, gateway: Gateway) -> Result<Self, SipError> {
         let cancel = CancellationToken::new();
         let transport_error = |e: rsipstack::Error| SipError::Transport(e.to_string());
-        let transports = TransportLayer::new(cancel.child_token());
+        // Requests to a TLS trunk's `tls_server_name` go to its address (`crate::tls`).
+        let names = Box::new(crate::tls::TrunkNames::new(&config.trunks));
+        let transports = TransportLayer::new_with_domain_resolver(cancel.child_token(), names);
+        // TLS connections to trunks trust the TLS trunks' `ca_file`s only.
+        if let Some(client) = crate::tls::client_config(&config.trunks)? {
+            transports.set_tls_config(client);
+        }
         let udp = UdpConnection::create_connection(config.listen, None, Some(cancel.child_token()))
             .await
             .map_err(transport_error)?;
@@ -138,6 +158,8 @@ impl SipGateway {
         }
         let endpoint = EndpointBuilder::new()
             .with_user_agent("palaver")
+            // RFC 8760's `SHA-256` spelling both ways (`crate::digest`).
+            .with_inspector(Box::new(crate::digest::Rfc8760))
             .with_transport_layer(transports)
             .with_cancel_token(cancel.child_token())
             .build();
@@ -158,6 +180,7 @@ impl SipGateway {
             calls: Mutex::new(HashMap::new()),
             pracks: Mutex::new(HashMap::new()),
             refers: Mutex::new(HashMap::new()),
+            early_answers: Mutex::new(std::collections::HashSet::new()),
             provisional_refresh_secs: config.provisional_refresh_secs,
         });
         shared.gateway.set_owned_phone_numbers(shared.numbers.keys().cloned());
@@ -213,8 +236,9 @@ impl Shared {
             }
             match self.dialogs.match_dialog(&tx) {
                 // rsipstack leaves an UPDATE in an early dialog unanswered (RFC 3311 allows it).
-                Some(dialog) if method == Method::Update && !dialog.state().is_confirmed() => {
-                    crate::hold::early_update(&self, &mut tx).await;
+                Some(Dialog::Invite(dialog)) if method == Method::Update && !dialog.state().is_confirmed() => {
+                    let ours = dialog.role() == TransactionRole::Client;
+                    crate::hold::early_update(&self, &mut tx, ours).await;
                 }
                 Some(mut dialog) => {
                     let refer_answered = (method == Method::Refer).then(|| self.refer_waiter(&tx.original)).flatten();
@@ -226,6 +250,11 @@ impl Shared {
                             answered.notify_one();
                         }
                     });
+                }
+                // rsipstack files a call palaver placed under its INVITE's id until the
+                // answer, so the trunk's early UPDATE (To tag = our From tag) matches nothing.
+                None if method == Method::Update && self.early_client_dialog(&tx.original) => {
+                    crate::hold::early_update(&self, &mut tx, true).await;
                 }
                 None if method == Method::Ack => {}
                 None => self.reply(&mut tx, StatusCode::CallTransactionDoesNotExist).await,
@@ -263,6 +292,17 @@ impl Shared {
         }
     }
 
+    /// Whether `request` belongs to the early dialog of a call palaver placed (same Call-ID,
+    /// its To tag our From tag, not answered yet).
+    fn early_client_dialog(&self, request: &Request) -> bool {
+        let Ok(call_id) = request.call_id_header().map(|c| c.value().to_string()) else { return false };
+        let to_tag = request.to_header().ok().and_then(|to| to.tag().ok().flatten()).map(|t| t.to_string());
+        self.dialogs
+            .get_client_dialog_by_call_id(&call_id)
+            .iter()
+            .any(|d| !d.state().is_confirmed() && Some(&d.id().local_tag) == to_tag.as_ref())
+    }
+
     /// The call waiting to hear that its REFER was answered, if any.
     fn refer_waiter(&self, request: &Request) -> Option<Arc<tokio::sync::Notify>> {
         let call_id = request.call_id_header().ok()?.value().to_string();
@@ -273,6 +313,35 @@ impl Shared {
         let code = status.code();
         if tx.reply(status).await.is_ok() {
             self.counters.response(code);
+        }
+    }
+}
+
+/// Marks an early dialog's offer/answer as completed (see [`Shared::early_answers`]) and
+/// forgets it when dropped (the call task's end).
+pub(crate) struct EarlyAnswer<'a> {
+    shared: &'a Shared,
+    call_id: Option<String>,
+}
+
+impl<'a> EarlyAnswer<'a> {
+    pub fn new(shared: &'a Shared) -> Self {
+        Self { shared, call_id: None }
+    }
+
+    /// The early offer/answer of SIP call `call_id` is complete.
+    pub fn completed(&mut self, call_id: &str) {
+        if let Ok(mut set) = self.shared.early_answers.lock() {
+            set.insert(call_id.to_owned());
+        }
+        self.call_id = Some(call_id.to_owned());
+    }
+}
+
+impl Drop for EarlyAnswer<'_> {
+    fn drop(&mut self) {
+        if let (Some(call_id), Ok(mut set)) = (&self.call_id, self.shared.early_answers.lock()) {
+            set.remove(call_id);
         }
     }
 }

@@ -11,12 +11,18 @@
 //! trunk called in and the legs palaver dialled out ([`LegMedia::dialled`]).
 //!
 //! In an early dialog (before palaver's 200, or before the trunk's 200 on a call palaver
-//! placed) rsipstack leaves an UPDATE unanswered; [`early_update`] answers it: 200 without
-//! a body for a refresh, 500 with `Retry-After` for an offer (the INVITE's own offer/answer
-//! is not complete yet, RFC 3311 §5.2).
+//! placed) rsipstack leaves an UPDATE unanswered; [`early_update`] answers it (RFC 3311
+//! §5.2): 200 without a body for a refresh; for an offer while the INVITE's own
+//! offer/answer is incomplete, **491** when the outstanding offer is palaver's (a call it
+//! placed: the trunk has not answered reliably yet) and **500 with `Retry-After`** (uniform
+//! 0–10 s) when it is the trunk's (palaver has not answered it yet); once the early
+//! offer/answer completed (a reliable 18x carried the answer), **488**: palaver does not
+//! renegotiate an early session by design (its ringback or the trunk's early media goes on
+//! as agreed, and a re-offer after the answer is served as above).
 
 use palaver_signaling::gateway::{MediaSession, TrunkAnswer};
 use rsipstack::dialog::dialog::TransactionHandle;
+use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, Request, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 
@@ -179,21 +185,53 @@ pub(crate) async fn update(shared: &Shared, media: &mut LegMedia, request: &Requ
     }
 }
 
-/// Answers an UPDATE the trunk sends in an early dialog (see the module docs).
-pub(crate) async fn early_update(shared: &Shared, tx: &mut Transaction) {
-    let (status, headers) = early_update_answer(&tx.original.body);
+/// Where an early dialog's INVITE offer/answer stands, for an UPDATE with an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EarlyOffer {
+    /// palaver's INVITE offer awaits the trunk's reliable answer (a call palaver placed).
+    Ours,
+    /// The trunk's offer awaits palaver's answer (a call the trunk placed).
+    Theirs,
+    /// A reliable 18x carried the answer.
+    Completed,
+}
+
+/// Answers an UPDATE the trunk sends in an early dialog (see the module docs); `ours`:
+/// palaver placed the call.
+pub(crate) async fn early_update(shared: &Shared, tx: &mut Transaction, ours: bool) {
+    let call_id = tx.original.call_id_header().map(|c| c.value().to_string()).unwrap_or_default();
+    let offer = match (shared.early_answered(&call_id), ours) {
+        (true, _) => EarlyOffer::Completed,
+        (false, true) => EarlyOffer::Ours,
+        (false, false) => EarlyOffer::Theirs,
+    };
+    let retry_after = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=10);
+    let (status, headers) = early_update_answer(&tx.original.body, offer, retry_after);
+    tracing::info!(sip_call_id = %call_id, status = status.code(), ?offer, "UPDATE in an early dialog");
     if tx.reply_with(status.clone(), headers, None).await.is_ok() {
         shared.counters.response(status.code());
     }
 }
 
-/// The status (and headers) of an early UPDATE with `body`.
-fn early_update_answer(body: &[u8]) -> (StatusCode, Vec<Header>) {
+/// The status (and headers) of an early UPDATE with `body` (`retry_after` seconds for a 500).
+fn early_update_answer(body: &[u8], offer: EarlyOffer, retry_after: u32) -> (StatusCode, Vec<Header>) {
     if String::from_utf8_lossy(body).trim().is_empty() {
-        (StatusCode::OK, vec![])
-    } else {
-        // The retry comes after the INVITE's answer, which settles the first offer.
-        (StatusCode::ServerInternalError, vec![Header::RetryAfter(rsipstack::sip::headers::RetryAfter::new("1"))])
+        return (StatusCode::OK, vec![]);
+    }
+    match offer {
+        // RFC 3311 §5.2: an offer crossing our own unanswered offer.
+        EarlyOffer::Ours => (StatusCode::RequestPending, vec![]),
+        // An offer while the trunk's own awaits our answer: 500, retried after the answer.
+        EarlyOffer::Theirs => (
+            StatusCode::ServerInternalError,
+            vec![Header::RetryAfter(rsipstack::sip::headers::RetryAfter::new(retry_after.to_string()))],
+        ),
+        EarlyOffer::Completed => (
+            StatusCode::NotAcceptableHere,
+            vec![Header::Warning(rsipstack::sip::headers::Warning::new(
+                "399 palaver \"an early session is not renegotiated; offer again after the answer\"",
+            ))],
+        ),
     }
 }
 
@@ -216,12 +254,19 @@ mod tests {
     }
 
     #[test]
-    fn an_early_update_is_answered_200_when_it_refreshes_and_500_when_it_offers() {
-        let (refresh, headers) = early_update_answer(b"");
-        assert_eq!((refresh, headers.len()), (StatusCode::OK, 0));
-        let (offer, headers) = early_update_answer(SDP.as_bytes());
-        assert_eq!(offer, StatusCode::ServerInternalError);
-        assert_eq!(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(), vec!["Retry-After: 1"]);
+    fn an_early_update_is_answered_by_where_the_invites_offer_stands() {
+        for offer in [EarlyOffer::Ours, EarlyOffer::Theirs, EarlyOffer::Completed] {
+            let (refresh, headers) = early_update_answer(b"", offer, 3);
+            assert_eq!((refresh, headers.len()), (StatusCode::OK, 0), "a refresh is always fine");
+        }
+        let (status, headers) = early_update_answer(SDP.as_bytes(), EarlyOffer::Theirs, 7);
+        assert_eq!(status, StatusCode::ServerInternalError);
+        assert_eq!(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(), vec!["Retry-After: 7"]);
+        let (status, headers) = early_update_answer(SDP.as_bytes(), EarlyOffer::Ours, 7);
+        assert_eq!((status.code(), headers.len()), (491, 0));
+        let (status, headers) = early_update_answer(SDP.as_bytes(), EarlyOffer::Completed, 7);
+        assert_eq!(status.code(), 488);
+        assert!(headers[0].to_string().starts_with("Warning: 399 palaver"), "{headers:?}");
     }
 
     #[test]

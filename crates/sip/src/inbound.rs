@@ -86,8 +86,11 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     };
     if let Authentication::Challenge(challenge) = shared.trunks.authenticate(&trunk, &request, Instant::now()) {
         SipCounters::inc(&shared.counters.challenges);
-        let header = Header::WwwAuthenticate(rsipstack::sip::headers::WwwAuthenticate::new(challenge));
-        if tx.reply_with(StatusCode::Unauthorized, vec![header], None).await.is_ok() {
+        let headers = challenge
+            .into_iter()
+            .map(|value| Header::WwwAuthenticate(rsipstack::sip::headers::WwwAuthenticate::new(value)))
+            .collect();
+        if tx.reply_with(StatusCode::Unauthorized, headers, None).await.is_ok() {
             shared.counters.response(401);
         }
         return;
@@ -220,7 +223,9 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
     }
     let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
     // 183 with ringback on the early dialog when the trunk wants it, else 180.
-    let early = send_early_media(&shared, &trunk, &dialog, &mut ringer, &session, offer.as_deref()).await;
+    let mut early_answer = crate::gateway::EarlyAnswer::new(&shared);
+    let ringing = (&mut ringer, &mut early_answer);
+    let early = send_early_media(&shared, &trunk, &dialog, ringing, &session, offer.as_deref()).await;
     let mut answered = false;
     // REFERs from the trunk once it is connected (RFC 3515).
     let mut referral = crate::refer::Referral::new(&shared, &sip_call_id);

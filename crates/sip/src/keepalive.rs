@@ -1,7 +1,7 @@
 //! OPTIONS keep-alives from this gateway to every trunk (RFC 3261 §11): one out-of-dialog
 //! OPTIONS per trunk per interval through rsipstack's client transaction (retransmitted on
-//! UDP by the transaction layer; on the trunk's TCP connection for a `transport = "tcp"`
-//! trunk); answers and timeouts are counted and a trunk that stops
+//! UDP by the transaction layer; on the trunk's TCP or TLS connection for a `transport =
+//! "tcp"` or `"tls"` trunk); answers and timeouts are counted and a trunk that stops
 //! answering is logged.
 
 use std::sync::Arc;
@@ -20,12 +20,18 @@ use crate::gateway::Shared;
 
 /// Sends one OPTIONS to `trunk`; the final status code, or `None` on a timeout or error.
 pub(crate) async fn ping(shared: &Shared, trunk: &TrunkConfig) -> Option<u16> {
+    if let Err(why) = crate::tls::connect(shared, trunk).await {
+        tracing::warn!(trunk = %trunk.name, "{why}");
+        return None;
+    }
     let transport = trunk.transport.uri_param().map(|t| format!(";transport={t}")).unwrap_or_default();
-    let target = Uri::try_from(format!("sip:{}{transport}", trunk.address).as_str()).ok()?;
-    let local = Uri::try_from(format!("sip:palaver@{}", shared.local).as_str()).ok()?;
+    let target = Uri::try_from(format!("sip:{}{transport}", trunk.uri_host()).as_str()).ok()?;
+    let own = crate::outbound::local_contact_addr(shared, trunk);
+    let local = Uri::try_from(format!("sip:palaver@{own}").as_str()).ok()?;
     let destination = crate::outbound::trunk_destination(trunk);
-    // The Via names the transport the OPTIONS travels on (TCP's listener shares `listen`).
-    let mut via_addr = SipAddr::from(shared.local);
+    // The Via names the transport the OPTIONS travels on (TCP's listener shares `listen`,
+    // TLS's is `listen_tls`).
+    let mut via_addr = SipAddr::from(own);
     via_addr.r#type = destination.r#type;
     let via = shared.endpoint.get_via(Some(via_addr), None).ok()?;
     let from =

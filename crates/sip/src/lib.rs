@@ -5,7 +5,7 @@
 //! route an owned number to a directory user or a call queue through the call machinery,
 //! attach the phone's RTP to the call's conference), calls out to phone numbers
 //! ([`outbound`]), an answered phone moved by Call Automation into a group call or a room
-//! ([`moved`]), OPTIONS keep-alives ([`keepalive`]) and the counters the server exports
+//! ([`moved`]), SIP over TLS to trunks ([`tls`]), OPTIONS keep-alives ([`keepalive`]) and the counters the server exports
 //! ([`counters`]). Media (plain RTP, G.711 in the mixer) lives in `palaver-sfu`
 //! (`control/sip.rs`, `mixer/g711.rs`); see `docs/sip.md`.
 
@@ -13,6 +13,7 @@ mod answer;
 pub mod config;
 pub mod counters;
 mod custom_headers;
+mod digest;
 mod early;
 mod failure;
 pub mod gateway;
@@ -25,6 +26,7 @@ mod outbound;
 mod provisional;
 mod refer;
 mod ringing;
+mod tls;
 pub mod trunks;
 
 pub use config::{PhoneNumberConfig, Route, SipConfig, SipConfigError, TrunkConfig, validate};

@@ -59,6 +59,7 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
     };
     tracing::info!(trunk = %trunk.name, %sip_call_id, caller = %phone, %called, meeting = %meeting_id, participant = %seat.session.participant_id, "inbound phone call joins a meeting");
     let mut media: Option<LegMedia> = None;
+    let mut early_answer = crate::gateway::EarlyAnswer::new(&shared);
     let outcome = loop {
         tokio::select! {
             state = states.recv() => match state {
@@ -87,7 +88,8 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
                 Some(MeetingNotice::Lobby) => {
                     tracing::info!(meeting = %meeting_id, caller = %phone, reliable = ringer.reliable(), "phone caller waits in the meeting's lobby");
                     // 183 with ringback while it waits, when the trunk wants early media.
-                    crate::early::send_early_media(&shared, &trunk, &dialog, &mut ringer, &seat.session, offer.as_deref()).await;
+                    let ringing = (&mut ringer, &mut early_answer);
+                    crate::early::send_early_media(&shared, &trunk, &dialog, ringing, &seat.session, offer.as_deref()).await;
                 }
                 Some(MeetingNotice::Admitted) if media.is_none() => {
                     if !ringer.ready_to_answer(&dialog).await {

@@ -16,6 +16,7 @@ use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{Dialog, DialogState};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::Uri;
+use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::transport::SipAddr;
 
 use crate::answer::media_preference;
@@ -66,12 +67,13 @@ pub(crate) fn invite_option(
     offer: String,
 ) -> Option<InviteOption> {
     let uri = |text: String| Uri::try_from(text.as_str()).ok();
-    // On a TCP trunk the request URI and palaver's Contact say so, so the trunk's requests
-    // in the dialog (BYE, re-INVITE, REFER) come back over TCP too.
+    // On a TCP or TLS trunk the request URI and palaver's Contact say so, so the trunk's
+    // requests in the dialog (BYE, re-INVITE, REFER) come back over TCP or TLS too (TLS to
+    // `listen_tls`); a TLS trunk's URI host is its `tls_server_name` when it has one.
     let transport = trunk.transport.uri_param().map(|t| format!(";transport={t}")).unwrap_or_default();
     let from = uri(format!("sip:{presented}@{}", shared.local))?;
-    let to = uri(format!("sip:{number}@{}{transport}", trunk.address))?;
-    let contact = uri(format!("sip:palaver@{}{transport}", shared.local))?;
+    let to = uri(format!("sip:{number}@{}{transport}", trunk.uri_host()))?;
+    let contact = uri(format!("sip:palaver@{}{transport}", local_contact_addr(shared, trunk)))?;
     let credential = match (&trunk.username, &trunk.password) {
         (Some(username), Some(password)) => {
             Some(Credential { username: username.clone(), password: password.clone(), ..Credential::default() })
@@ -94,13 +96,31 @@ pub(crate) fn invite_option(
     })
 }
 
-/// Where requests to `trunk` go: its address, on its transport.
+/// Where requests to `trunk` go: its address, on its transport. A TLS trunk with a
+/// `tls_server_name` is addressed by that name (the SNI and the name its certificate is
+/// checked against; `crate::tls::TrunkNames` resolves it to `address`).
 pub(crate) fn trunk_destination(trunk: &TrunkConfig) -> SipAddr {
     let mut destination = SipAddr::from(trunk.address);
-    if trunk.transport == TrunkTransport::Tcp {
-        destination.r#type = Some(rsipstack::sip::Transport::Tcp);
+    match trunk.transport {
+        TrunkTransport::Udp => {}
+        TrunkTransport::Tcp => destination.r#type = Some(rsipstack::sip::Transport::Tcp),
+        TrunkTransport::Tls => {
+            destination.r#type = Some(rsipstack::sip::Transport::Tls);
+            if let Some(name) = &trunk.tls_server_name {
+                destination.addr.host = rsipstack::sip::Host::Domain(name.as_str().into());
+            }
+        }
     }
     destination
+}
+
+/// palaver's own address on `trunk`'s transport: `listen_tls` for a TLS trunk (validated
+/// to be set), else `listen` (UDP and TCP).
+pub(crate) fn local_contact_addr(shared: &Shared, trunk: &TrunkConfig) -> std::net::SocketAddr {
+    match (trunk.transport, shared.tls) {
+        (TrunkTransport::Tls, Some(tls)) => tls,
+        _ => shared.local,
+    }
 }
 
 /// The call machinery rings `phone` in `call_id` (`event` is its `call.incoming`).
@@ -137,6 +157,14 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
         return;
     };
     let option = crate::custom_headers::apply(option, &event);
+    if let Err(why) = crate::tls::connect(&shared, &trunk).await {
+        // An untrusted or misnamed certificate (or no TLS listener at the address).
+        tracing::warn!(call = %call_id, trunk = %trunk.name, "{why}");
+        shared.unregister(&call_id, &phone);
+        let _ = gateway.phone_fail(&call_id, &phone, None).await;
+        shared.counters.call(&trunk.name, Direction::Outbound, Outcome::Failed);
+        return;
+    }
     let (state_tx, mut states) = shared.dialogs.new_dialog_state_channel();
     tracing::info!(trunk = %trunk.name, call = %call_id, to = %number, from = %presented, "dialling a phone number");
     // While the phone rings, the call may end for it (the caller gives up, the ring time
@@ -149,12 +177,21 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
     // to the call's conference before the answer; the 200 then continues on it.
     let mut early_sdp: Option<String> = None;
     let mut early_media: Option<palaver_signaling::gateway::TrunkAnswer> = None;
+    // A reliable 18x with SDP completes the INVITE's offer/answer early (for the trunk's
+    // early UPDATEs, `crate::hold::early_update`).
+    let mut early_answer = crate::gateway::EarlyAnswer::new(&shared);
     let answered = loop {
         tokio::select! {
             result = &mut invite => break result,
             Some(state) = states.recv() => {
                 if dialog_id.is_none() {
                     dialog_id = Some(state.id().clone());
+                }
+                if let DialogState::Early(id, response) = &state
+                    && response.header_value("RSeq").is_some()
+                    && sdp_body(&response.body).is_some()
+                {
+                    early_answer.completed(&id.call_id);
                 }
                 if let DialogState::Early(_, response) = &state
                     && early_sdp.is_none()
@@ -216,7 +253,10 @@ pub(crate) async fn dial(shared: Arc<Shared>, call_id: String, phone: String, ev
             return;
         }
         Err(error) => {
-            tracing::warn!(call = %call_id, %error, "dialling through the trunk failed");
+            match crate::tls::describe_failure(&trunk, &error.to_string()) {
+                Some(why) => tracing::warn!(call = %call_id, trunk = %trunk.name, "{why}"),
+                None => tracing::warn!(call = %call_id, %error, "dialling through the trunk failed"),
+            }
             if early_sdp.is_some() {
                 gateway.phone_detach(&call_id, &phone);
             }

@@ -1,7 +1,8 @@
 //! The trunks the gateway talks to: the allow-list (which source addresses may send SIP at
 //! all; checked by the transport before a packet is parsed), trunk lookup by source, and the
-//! digest challenges this gateway issues to trunks with credentials (RFC 3261 §22, MD5,
-//! single-use nonces that expire).
+//! digest challenges this gateway issues to trunks with credentials (RFC 3261 §22; one
+//! challenge per configured algorithm — MD5, or SHA-256 first and MD5 beside it, RFC 8760
+//! §2.4 — on one single-use nonce that expires).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rsipstack::dialog::authenticate::verify_digest;
+use rsipstack::sip::headers::auth::Algorithm;
 use rsipstack::sip::typed::Authorization;
 use rsipstack::sip::{Header, Request};
 
-use crate::config::TrunkConfig;
+use crate::config::{DigestAlgorithm, TrunkConfig};
 
 /// How long a nonce of a challenge stays usable.
 const NONCE_LIFETIME: Duration = Duration::from_secs(60);
@@ -34,8 +36,9 @@ pub struct Trunks {
 pub enum Authentication {
     /// The trunk has no credentials configured, or the request proved them.
     Accepted,
-    /// Answer 401 with this `WWW-Authenticate` value.
-    Challenge(String),
+    /// Answer 401 with these `WWW-Authenticate` values, in order of preference (the trunk's
+    /// `digest_algorithms`).
+    Challenge(Vec<String>),
 }
 
 impl Trunks {
@@ -73,14 +76,19 @@ impl Trunks {
         let (Some(username), Some(password)) = (&trunk.username, &trunk.password) else {
             return Authentication::Accepted;
         };
+        // RFC 8760's `algorithm=SHA-256` in rsipstack's spelling (`crate::digest`; the
+        // endpoint's inspector did it already for requests off the wire).
         let raw = request.headers.iter().find_map(|h| match h {
-            Header::Authorization(a) => Some(a.value().to_string()),
+            Header::Authorization(a) => {
+                Some(crate::digest::to_rsipstack(a.value()).unwrap_or_else(|| a.value().to_string()))
+            }
             _ => None,
         });
         if let Some(raw) = raw
             && let Ok(auth) = Authorization::parse(&raw)
             && auth.username == *username
             && auth.realm == trunk.realm
+            && offered(trunk, auth.algorithm)
             && self.take_nonce(&auth.nonce, now)
             && verify_digest(&auth, password, &request.method, &raw)
         {
@@ -89,8 +97,8 @@ impl Trunks {
         Authentication::Challenge(self.challenge(trunk, now))
     }
 
-    /// A fresh `WWW-Authenticate` value.
-    fn challenge(&self, trunk: &TrunkConfig, now: Instant) -> String {
+    /// Fresh `WWW-Authenticate` values: one per `digest_algorithms`, on one nonce.
+    fn challenge(&self, trunk: &TrunkConfig, now: Instant) -> Vec<String> {
         let nonce = format!("{:032x}", rand::thread_rng().r#gen::<u128>());
         if let Ok(mut nonces) = self.nonces.lock() {
             nonces.retain(|_, issued| now.saturating_duration_since(*issued) < NONCE_LIFETIME);
@@ -101,7 +109,11 @@ impl Trunks {
             }
             nonces.insert(nonce.clone(), now);
         }
-        format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5", trunk.realm)
+        trunk
+            .digest_algorithms
+            .iter()
+            .map(|a| format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}", trunk.realm, a.name()))
+            .collect()
     }
 
     /// Uses up a nonce this gateway issued (a replayed or stale one is refused).
@@ -112,6 +124,16 @@ impl Trunks {
             None => false,
         }
     }
+}
+
+/// Was `algorithm` (of an answer; none means MD5) one of the trunk's challenges?
+fn offered(trunk: &TrunkConfig, algorithm: Option<Algorithm>) -> bool {
+    let wanted = match algorithm.unwrap_or(Algorithm::Md5) {
+        Algorithm::Md5 => DigestAlgorithm::Md5,
+        Algorithm::Sha256 => DigestAlgorithm::Sha256,
+        _ => return false,
+    };
+    trunk.digest_algorithms.contains(&wanted)
 }
 
 /// IPv4-mapped IPv6 sources compare as IPv4.
@@ -137,8 +159,11 @@ mod tests {
             username: credentials.then(|| "palaver".into()),
             password: credentials.then(|| "s3cret".into()),
             realm: "palaver".into(),
+            digest_algorithms: vec![DigestAlgorithm::Md5],
             codecs: vec!["PCMU".into()],
-            srtp: SrtpPolicy::Off,
+            srtp: Some(SrtpPolicy::Off),
+            ca_file: None,
+            tls_server_name: None,
             caller_id: None,
             ringback: "off".into(),
         }
@@ -157,6 +182,61 @@ mod tests {
         }
     }
 
+    fn nonce_of(challenge: &[String]) -> String {
+        challenge[0].split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_challenge_offers_sha_256_first_and_md5_on_one_nonce_and_both_answers_verify() {
+        let mut sha = trunk(true);
+        sha.digest_algorithms = vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5];
+        let trunks = Trunks::new(vec![sha]);
+        let t = trunks.trunks[0].clone();
+        let now = Instant::now();
+        let uri = "sip:+14255550100@127.0.0.1";
+        // What an RFC 8760 SBC (or rsipstack, through the inspector) answers.
+        let answer = |algorithm: Algorithm, spelled: &str, nonce: &str| {
+            let response = rsipstack::dialog::authenticate::compute_digest(
+                "palaver",
+                "s3cret",
+                "palaver",
+                nonce,
+                &Method::Invite,
+                uri,
+                algorithm,
+                None,
+            );
+            format!(
+                "Digest username=\"palaver\", realm=\"palaver\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm={spelled}"
+            )
+        };
+        for (algorithm, spelled) in [(Algorithm::Sha256, "SHA-256"), (Algorithm::Md5, "MD5")] {
+            let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
+            assert_eq!(challenge.len(), 2);
+            assert!(
+                challenge[0].ends_with("algorithm=SHA-256") && challenge[1].ends_with("algorithm=MD5"),
+                "{challenge:?}"
+            );
+            let nonce = nonce_of(&challenge);
+            assert_eq!(nonce_of(&challenge[1..]), nonce, "one nonce for both");
+            let proof = answer(algorithm, spelled, &nonce);
+            assert_eq!(trunks.authenticate(&t, &invite(Some(&proof)), now), Authentication::Accepted, "{spelled}");
+        }
+        // A SHA-256 response labelled MD5 is wrong.
+        let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
+        let nonce = nonce_of(&challenge);
+        let mislabelled = answer(Algorithm::Sha256, "MD5", &nonce);
+        assert!(matches!(trunks.authenticate(&t, &invite(Some(&mislabelled)), now), Authentication::Challenge(_)));
+        // A trunk left at the default challenges with MD5 alone and refuses a SHA-256 answer.
+        let md5 = Trunks::new(vec![trunk(true)]);
+        let t = md5.trunks[0].clone();
+        let Authentication::Challenge(challenge) = md5.authenticate(&t, &invite(None), now) else { panic!() };
+        assert_eq!(challenge.len(), 1);
+        assert!(challenge[0].ends_with("algorithm=MD5"), "{challenge:?}");
+        let sha256 = answer(Algorithm::Sha256, "SHA-256", &nonce_of(&challenge));
+        assert!(matches!(md5.authenticate(&t, &invite(Some(&sha256)), now), Authentication::Challenge(_)));
+    }
+
     #[test]
     fn only_allow_listed_sources_are_trunks() {
         let trunks = Trunks::new(vec![trunk(false)]);
@@ -173,7 +253,7 @@ mod tests {
         let t = trunks.trunks[0].clone();
         let now = Instant::now();
         let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
-        let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let nonce = nonce_of(&challenge);
         let answer = |password: &str, nonce: &str| {
             let uri = "sip:+14255550100@127.0.0.1";
             let response = rsipstack::dialog::authenticate::compute_digest(
@@ -196,7 +276,7 @@ mod tests {
         ));
         // The wrong try used the nonce up: a new challenge is needed.
         let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
-        let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let nonce = nonce_of(&challenge);
         assert_eq!(trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), now), Authentication::Accepted);
         assert!(
             matches!(
@@ -207,7 +287,7 @@ mod tests {
         );
         let late = now + NONCE_LIFETIME + Duration::from_secs(1);
         let Authentication::Challenge(challenge) = trunks.authenticate(&t, &invite(None), now) else { panic!() };
-        let nonce = challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let nonce = nonce_of(&challenge);
         assert!(matches!(
             trunks.authenticate(&t, &invite(Some(&answer("s3cret", &nonce))), late),
             Authentication::Challenge(_)

@@ -21,6 +21,7 @@ mod sip;
 mod sip_baresip;
 mod sip_media;
 mod sip_provisional;
+mod sip_tls;
 mod sip_trunk;
 mod support;
 mod usage;

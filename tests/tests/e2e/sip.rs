@@ -490,7 +490,7 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
 
 /// The phone presses `digit`: RFC 4733 telephone-events (payload type 101, as the trunk's
 /// SDP offers) from its RTP socket, three updates and three end packets.
-async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
+pub(crate) async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
     for i in 0..6u16 {
         let mut packet = vec![0x80, if i == 0 { 0x80 | 101 } else { 101 }];
         packet.extend_from_slice(&(2000 + i).to_be_bytes());

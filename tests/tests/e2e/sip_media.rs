@@ -419,7 +419,7 @@ async fn a_dtls_srtp_trunk_keeps_its_association_across_hold_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_automation_send_dtmf_tones_reach_the_phone_as_rfc_4733() {
-    let pcmu = PhoneStream { codec: "PCMU", audio_pt: 0, tone_pt: 101, tick: 160 };
+    let pcmu = PhoneStream { codec: "PCMU", audio_pt: 0, tone_pt: 101, tick: 160, inbound_digit: true };
     call_automation_sends_dtmf_to_the_phone("palaver-e2e-sipmedia-dtmf", "call.xml", pcmu).await;
 }
 
@@ -427,8 +427,18 @@ async fn call_automation_send_dtmf_tones_reach_the_phone_as_rfc_4733() {
 /// agreed and the tones go out on the Opus mix stream at 48 kHz (960 per tick).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_automation_send_dtmf_tones_reach_an_opus_trunk_at_48_khz() {
-    let opus = PhoneStream { codec: "opus", audio_pt: 111, tone_pt: 102, tick: 960 };
+    let opus = PhoneStream { codec: "opus", audio_pt: 111, tone_pt: 102, tick: 960, inbound_digit: false };
     call_automation_sends_dtmf_to_the_phone("palaver-e2e-sipmedia-dtmf-opus", "call_opus.xml", opus).await;
+}
+
+/// An Opus trunk that offers only `telephone-event/8000` (as many SBCs do): it is agreed
+/// (the scenario checks the answer), the tones out go on the Opus stream with durations in
+/// 8 kHz units (160 per tick), and the phone's own RFC 4733 digit at 8 kHz reaches Call
+/// Automation's `recognize`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_trunk_with_only_8_khz_telephone_events_gets_dtmf_both_ways() {
+    let opus = PhoneStream { codec: "opus", audio_pt: 111, tone_pt: 101, tick: 160, inbound_digit: true };
+    call_automation_sends_dtmf_to_the_phone("palaver-e2e-sipmedia-dtmf-opus8k", "call_opus_te8k.xml", opus).await;
 }
 
 /// What a phone's stream from palaver carries: the trunk's codec and its audio and
@@ -438,7 +448,11 @@ struct PhoneStream {
     codec: &'static str,
     audio_pt: u8,
     tone_pt: u8,
+    /// Duration units per 20 ms in the telephone-event clock.
     tick: u32,
+    /// The phone then presses 5 (RFC 4733, payload type 101, 8 kHz durations) and Call
+    /// Automation's `recognize` must hear it.
+    inbound_digit: bool,
 }
 
 /// SIPp (`scenario`) calls a number routed to Call Automation on a trunk with `stream.codec`;
@@ -474,7 +488,7 @@ event_types = ["Microsoft.Communication.IncomingCall"]
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{connection}");
     let ccid = connection["callConnectionId"].as_str().expect("callConnectionId").to_owned();
-    server_rtp_port(dir.path()).await;
+    let media_port = server_rtp_port(dir.path()).await;
     // The phone hears the mix (in its codec) before anything is sent.
     let mut buf = [0u8; 1500];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf)).await.unwrap().unwrap();
@@ -526,6 +540,27 @@ event_types = ["Microsoft.Communication.IncomingCall"]
     assert_eq!(markers, 3, "a marker on each tone's first packet");
     assert_eq!(gaps, 0, "tones take the mix's place in one sequence space");
     wait_for(&events, |e| e["type"].as_str().is_some_and(|t| t.ends_with("SendDtmfTonesCompleted"))).await;
+    if stream.inbound_digit {
+        let recognize = serde_json::json!({
+            "recognizeInputType": "dtmf",
+            "recognizeOptions": {
+                "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
+                "initialSilenceTimeoutInSeconds": 10,
+                "dtmfOptions": {"maxTonesToCollect": 1},
+            },
+            "operationContext": "menu",
+        });
+        let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
+        let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
+        assert!(status.is_success(), "{status} {body}");
+        crate::sip::send_digit(&phone, SocketAddr::from(([127, 0, 0, 1], media_port)), 5).await;
+        let done = |e: &serde_json::Value| {
+            e["type"].as_str().is_some_and(|t| t.ends_with("RecognizeCompleted") || t.ends_with("RecognizeFailed"))
+        };
+        let completed = wait_for(&events, done).await;
+        println!("DTMF in ({}): recognize got {}", stream.codec, completed["data"]["dtmfResult"]);
+        assert_eq!(completed["data"]["dtmfResult"]["tones"], serde_json::json!(["five"]), "{completed}");
+    }
     let path = format!("/calling/callConnections/{ccid}?api-version=2025-05-15");
     let (status, body) = server.signed(reqwest::Method::DELETE, &path, "").await;
     assert!(status.is_success(), "{status} {body}");

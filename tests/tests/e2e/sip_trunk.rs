@@ -6,8 +6,9 @@
 //! palaver placed), palaver answering a trunk's digest challenge (401 and 407) on an
 //! INVITE that also carries a Call Automation `customCallingContext`'s `X-` and
 //! `User-To-User` headers, the allow-list (an INVITE from an unknown address is dropped
-//! unanswered and counted; from a trunk's address it rings the user), and a phone call the
-//! user transfers to another user, who then talks with the phone.
+//! unanswered and counted; from a trunk's address it rings the user), a phone call the
+//! user transfers to another user, who then talks with the phone, and early UPDATEs with
+//! offers (491 on a call palaver placed before its answer, 488 after a reliable 183).
 
 use crate::signaling::connect;
 use crate::sip::{
@@ -256,6 +257,46 @@ async fn palaver_answers_the_trunks_digest_challenge_on_an_invite_with_custom_he
 }
 
 /// `palaver_sip_requests_dropped_total{reason="unknown_source"}` on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_updates_with_offers_get_491_before_the_answer_and_488_after_a_reliable_one() {
+    let carrier_port = free_udp_port();
+    let trunk = first_trunk("ringing-carrier", carrier_port, "ringback = \"us\"");
+    let (dir, server, sip) = start_with("palaver-e2e-sip-early-update", carrier_port, 0, &trunk).await;
+    let token = server.directory_user_token(USER, "Uma User").await;
+    let mut ws = connect(&server, &token).await;
+    // The carrier UPDATEs with an offer a call palaver placed, before answering it: palaver's
+    // INVITE offer is still unanswered, so 491 (RFC 3311 §5.2); the call then connects.
+    let called = uas_from(dir.path(), carrier_port, &scenario("uas_early_update.xml"), &["-trace_logs"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(serde_json::json!({"type":"call.place","targets":["4:+14255550123"]})).await;
+    let call_id = ws.recv_type("call.placed").await["callId"].as_str().unwrap().to_owned();
+    let connected = ws.recv_type("call.connected").await;
+    assert_eq!(connected["callId"], call_id.as_str(), "{connected}");
+    logged(dir.path(), "EARLY_UPDATE_491").await;
+    ws.send(serde_json::json!({"type":"call.hangUp","callId":call_id})).await;
+    finished(called, "an early UPDATE refused with 491, then the call").await;
+
+    // The carrier calls in with 100rel: palaver's reliable 183 (ringback) answers its offer,
+    // so the carrier's UPDATE offer before the answer gets 488 with a Warning; the user
+    // answers and the 200 repeats the 183's session.
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port].map(String::from);
+    let carrier = sipp(sip, "early_update_answered.xml", "127.0.0.1", &extra, dir.path());
+    let call_id = ws.recv_type("call.incoming").await["callId"].as_str().unwrap().to_owned();
+    logged(dir.path(), "EARLY_UPDATE_488").await;
+    ws.send(serde_json::json!({"type":"call.accept","callId":call_id})).await;
+    finished(carrier, "an early UPDATE after a reliable 183 refused with 488, then the call").await;
+    let early = crate::sip::logged_after(dir.path(), "early_update_answered_", "SERVER_EARLY_PORT ").await;
+    let answered = server_rtp_port_logged_by(dir.path(), "early_update_answered_").await;
+    println!("early UPDATEs: 491 on palaver's call, 488 after the reliable 183 ({early}); the 200 on port {answered}");
+    assert_eq!(
+        early.split_whitespace().next(),
+        Some(answered.to_string().as_str()),
+        "the 200 continues the 183's session"
+    );
+}
+
 async fn dropped_unknown(metrics: &str) -> u64 {
     let text = reqwest::get(metrics).await.expect("/metrics").text().await.expect("metrics text");
     text.lines()

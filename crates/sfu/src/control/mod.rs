@@ -397,11 +397,13 @@ impl Conferences {
         }
         if let Some(payload_type) = media.telephone_event {
             // Tones the others send (Call Automation, a user's keypad) go out to the trunk as
-            // RFC 4733 in the mix stream, on the mix's clock (`negotiate` agreed the
-            // telephone-event of that clock: /8000, or /48000 for Opus).
+            // RFC 4733 in the mix stream, on the mix's timestamps, with durations in the
+            // events' clock (`negotiate` agreed /8000, /48000 for Opus, or /8000 on an Opus
+            // leg whose trunk knows no other).
             let audio = crate::engine::MixAudio::TelephoneEventsOut {
                 transport: joined.transport,
                 payload_type: Some(payload_type),
+                clock_rate: media.telephone_event_clock,
             };
             output.commands.push((joined.worker, Command::SetMixAudio { router: joined.router, audio }));
         }
@@ -416,6 +418,7 @@ impl Conferences {
             session_id: u64::from(joined.transport.0),
             codecs: &[(media.payload_type, media.codec)],
             telephone_event: media.telephone_event,
+            telephone_event_clock: Some(media.telephone_event_clock),
             direction: sip::answer_direction(&media.direction),
             // The answer repeats the offer's profile (RFC 3264 §6).
             protocol: description
@@ -472,6 +475,7 @@ impl Conferences {
             session_id: u64::from(self.next_id) + 1,
             codecs: &codecs,
             telephone_event: Some(101),
+            telephone_event_clock: None,
             direction: "sendrecv",
             protocol: match policy.srtp {
                 sip::SrtpPolicy::Required => "RTP/SAVP",

@@ -147,8 +147,13 @@ pub struct TrunkMedia {
     pub codec: AudioCodec,
     pub payload_type: u8,
     /// The peer's RFC 4733 `telephone-event` payload type at the agreed codec's RTP clock
-    /// (`/8000` for G.711 and G.722, `/48000` for Opus), if it offered one.
+    /// (`/8000` for G.711 and G.722, `/48000` for Opus), if it offered one; on an Opus leg
+    /// whose peer lists only `telephone-event/8000`, that one (see `telephone_event_clock`).
     pub telephone_event: Option<u8>,
+    /// The clock of `telephone_event`: the codec's, or 8000 on an Opus leg that fell back to
+    /// `/8000` (its events' durations count 8 kHz units; their RTP timestamps stay on the
+    /// stream's 48 kHz clock, as SBCs that do this send and expect them).
+    pub telephone_event_clock: u32,
     /// The peer's direction attribute (`sendrecv`, `sendonly` = it holds us, ...).
     pub direction: String,
     /// The peer's SDES key (the first usable `a=crypto` of the section), when SRTP is agreed.
@@ -253,18 +258,27 @@ pub fn negotiate(sdp: &Description, policy: &TrunkPolicy) -> Result<TrunkMedia, 
         .iter()
         .find_map(|wanted| formats(media).find(|&pt| codec_of(media, pt) == Some(*wanted)).map(|pt| (pt, *wanted)))
         .ok_or_else(|| TrunkSdpError::NoCommonCodec(media.formats.clone()))?;
-    // RFC 4733 §2.1: the events' clock is the audio's, so an Opus leg needs `/48000`.
+    // RFC 4733 §2.1: the events' clock is the audio's, so an Opus leg wants `/48000`. Many
+    // SBCs list only `telephone-event/8000` beside Opus all the same: an Opus leg then agrees
+    // that one rather than going without DTMF.
+    let events_at = |clock: u32| {
+        media
+            .codecs
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == clock)
+            .map(|c| c.payload_type)
+    };
     let clock = rtp_clock(codec);
-    let telephone_event = media
-        .codecs
-        .iter()
-        .find(|c| c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == clock)
-        .map(|c| c.payload_type);
+    let (telephone_event, telephone_event_clock) = match events_at(clock) {
+        None if codec == AudioCodec::Opus => (events_at(8_000), 8_000),
+        found => (found, clock),
+    };
     Ok(TrunkMedia {
         remote: SocketAddr::new(address, media.port),
         codec,
         payload_type,
         telephone_event,
+        telephone_event_clock,
         direction: media.direction.clone(),
         crypto,
         dtls,
@@ -349,6 +363,10 @@ pub struct LocalSdp<'a> {
     /// at 48 kHz for Opus; an offer listing both kinds of codec carries both clocks (the
     /// 48 kHz one as [`TELEPHONE_EVENT_48K_OFFER_PT`]).
     pub telephone_event: Option<u8>,
+    /// The clock of an answer's agreed `telephone_event` (the leg's
+    /// [`TrunkMedia::telephone_event_clock`]: `/8000` on an Opus leg that fell back to it);
+    /// `None` in an offer, whose events follow its codecs.
+    pub telephone_event_clock: Option<u32>,
     pub direction: &'a str,
     /// `RTP/AVP`, `RTP/SAVP` or `UDP/TLS/RTP/SAVP`.
     pub protocol: &'a str,
@@ -407,6 +425,9 @@ pub fn write_sdp(local: &LocalSdp<'_>) -> String {
 /// G.711/G.722 codec is listed, at 48 kHz when Opus is.
 fn telephone_events(local: &LocalSdp<'_>) -> [Option<(u8, u32)>; 2] {
     let Some(te) = local.telephone_event else { return [None, None] };
+    if let Some(clock) = local.telephone_event_clock {
+        return [Some((te, clock)), None];
+    }
     let narrow = local.codecs.iter().any(|(_, c)| *c != AudioCodec::Opus);
     let opus = local.codecs.iter().any(|(_, c)| *c == AudioCodec::Opus);
     let wide_pt = if narrow { TELEPHONE_EVENT_48K_OFFER_PT } else { te };

@@ -32,8 +32,11 @@ pub enum MixAudio {
     /// Every unmuted participant's decoded audio goes into `tap` each tick (`None`: off).
     SourceTap { tap: Option<Arc<super::SourceTap>> },
     /// The transport's mix output carries the RFC 4733 tones other participants send, under
-    /// this telephone-event payload type (a phone leg; `None`: no longer). See `tone_relay`.
-    TelephoneEventsOut { transport: TransportId, payload_type: Option<u8> },
+    /// this telephone-event payload type (a phone leg; `None`: no longer), their durations
+    /// counted in `clock_rate` units (the negotiated `telephone-event/<clock>`: 8000, or
+    /// 48000 on an Opus leg that agreed it) while their timestamps follow the mix output's
+    /// clock. See `tone_relay`.
+    TelephoneEventsOut { transport: TransportId, payload_type: Option<u8>, clock_rate: u32 },
     /// Early media (see `early_media`): `tone` loops into an input heard by `transport`
     /// alone (a phone leg waiting for its callee, held meanwhile); `None` stops it.
     EarlyMedia { transport: TransportId, tone: Option<Arc<super::early_media::ToneLoop>> },

@@ -384,14 +384,16 @@ impl RouterMix {
                 self.early.push(EarlyPlayer::new(transport, input, tone));
                 Ok(())
             }
-            MixAudio::TelephoneEventsOut { transport, payload_type } => {
+            MixAudio::TelephoneEventsOut { transport, payload_type, clock_rate } => {
                 let Some(member) = self.members.get_mut(&transport) else { return Ok(()) };
                 // One tick of the output's RTP clock: 8 kHz for G.711 and G.722, 48 kHz for Opus.
                 let tick_units = match member.output.as_ref().map(output_codec) {
                     Some(AudioCodec::Opus) | None => 960,
                     Some(_) => 160,
                 };
-                member.tones = payload_type.map(|pt| Box::new(ToneRelay::new(pt, tick_units)));
+                // One tick of the events' clock (durations): 160 at /8000, 960 at /48000.
+                let duration_units = (clock_rate / 50).clamp(1, tick_units);
+                member.tones = payload_type.map(|pt| Box::new(ToneRelay::new(pt, tick_units, duration_units)));
                 Ok(())
             }
         }

@@ -8,7 +8,9 @@
 //! A [`ToneRelay`] belongs to one listener. [`ToneRelay::on_source`] takes every
 //! telephone-event packet of a source (start, updates, end and its retransmissions); the
 //! tone's timing is the listener's: the first relayed packet carries the marker and the RTP
-//! timestamp the mix packet of that tick would have had, each tick adds one tick of duration,
+//! timestamp the mix packet of that tick would have had, each tick adds one tick of duration
+//! (in the units of the listener's negotiated `telephone-event` clock: an Opus output whose
+//! trunk agreed `telephone-event/8000` keeps 48 kHz timestamps and counts 8 kHz durations),
 //! and once the source's end arrives (or the source goes quiet for [`QUIET_TICKS`]) the end
 //! packet is sent three times (RFC 4733 §2.5.1.4), each with its own sequence number. A tone
 //! that starts while another plays ends the playing one. Nothing here allocates.
@@ -55,6 +57,9 @@ pub struct ToneRelay {
     pub payload_type: u8,
     /// RTP timestamp units of one 20 ms tick in the listener's clock (160 at 8 kHz).
     tick_units: u32,
+    /// Duration units of one tick in the listener's telephone-event clock (160 at `/8000`,
+    /// 960 at `/48000`).
+    duration_units: u32,
     current: Option<ToneOut>,
     next: Option<ToneOut>,
     /// The last tone relayed to its end, so late retransmissions of its end start nothing.
@@ -62,8 +67,11 @@ pub struct ToneRelay {
 }
 
 impl ToneRelay {
-    pub fn new(payload_type: u8, tick_units: u32) -> Self {
-        Self { payload_type, tick_units, current: None, next: None, finished: None }
+    /// A relay for a listener whose mix ticks `tick_units` timestamp units and whose events
+    /// count `duration_units` a tick (at most `tick_units`).
+    pub fn new(payload_type: u8, tick_units: u32, duration_units: u32) -> Self {
+        let duration_units = duration_units.clamp(1, tick_units.max(1));
+        Self { payload_type, tick_units, duration_units, current: None, next: None, finished: None }
     }
 
     /// RTP timestamp units of one tick in the listener's clock.
@@ -116,6 +124,8 @@ impl ToneRelay {
         let marker = tone.start.is_none();
         let start = *tone.start.get_or_insert(mix_timestamp);
         let elapsed = mix_timestamp.wrapping_sub(start).saturating_add(self.tick_units);
+        // Timestamp units to the events' clock (×1, or ÷6 for `/8000` on a 48 kHz output).
+        let elapsed = u64::from(elapsed) * u64::from(self.duration_units) / u64::from(self.tick_units.max(1));
         let elapsed = u16::try_from(elapsed).unwrap_or(u16::MAX);
         if !tone.ended {
             tone.quiet = tone.quiet.saturating_add(1);
@@ -146,7 +156,7 @@ mod tests {
     /// Relays the source packets of `tones` (one per tick, as the leg sends them, a 3-tick gap
     /// between tones) and returns every packet the listener got, with its mix timestamp.
     fn relay(tones: &[u8]) -> Vec<RelayedTone> {
-        let mut relay = ToneRelay::new(101, 160);
+        let mut relay = ToneRelay::new(101, 160, 160);
         let mut sent = Vec::new();
         let mut mix_ts = 1_000u32;
         let mut source_ts = 50_000u32;
@@ -182,6 +192,21 @@ mod tests {
     }
 
     #[test]
+    fn an_opus_output_with_8_khz_events_keeps_48_khz_timestamps_and_counts_8_khz_durations() {
+        let mut relay = ToneRelay::new(101, 960, 160);
+        relay.on_source(LEG, 7, &TelephoneEvent { event: 4, end: false, volume: 10, duration: 160 });
+        let sent: Vec<RelayedTone> = (0..3u32).filter_map(|i| relay.on_tick(48_000 + i * 960)).collect();
+        assert!(sent.iter().all(|p| p.timestamp == 48_000), "the stream's 48 kHz timestamp: {sent:?}");
+        let durations: Vec<u16> = sent.iter().map(|p| p.event.duration).collect();
+        assert_eq!(durations, [160, 320, 480], "20 ms a tick at 8 kHz");
+        // At /48000 the same ticks count 960 each; a long tone saturates rather than wraps.
+        let mut wide = ToneRelay::new(101, 960, 960);
+        wide.on_source(LEG, 7, &TelephoneEvent { event: 4, end: false, volume: 10, duration: 960 });
+        assert_eq!(wide.on_tick(0).unwrap().event.duration, 960);
+        assert_eq!(wide.on_tick(200 * 960).unwrap().event.duration, u16::MAX);
+    }
+
+    #[test]
     fn consecutive_tones_each_get_their_own_timestamp_and_are_detected_once() {
         let sent = relay(&[1, 2, 3]);
         let mut detector = ToneDetector::default();
@@ -195,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_source_that_goes_quiet_is_ended_and_late_ends_start_nothing() {
-        let mut relay = ToneRelay::new(101, 160);
+        let mut relay = ToneRelay::new(101, 160, 160);
         let start = TelephoneEvent { event: 9, end: false, volume: 10, duration: 160 };
         relay.on_source(LEG, 3, &start);
         let sent: Vec<RelayedTone> = (0..40u32).filter_map(|i| relay.on_tick(i * 160)).collect();
@@ -209,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_new_tone_ends_the_playing_one_first() {
-        let mut relay = ToneRelay::new(101, 160);
+        let mut relay = ToneRelay::new(101, 160, 160);
         let event = |e| TelephoneEvent { event: e, end: false, volume: 10, duration: 160 };
         relay.on_source(LEG, 100, &event(1));
         assert!(!relay.on_tick(0).unwrap().event.end);

@@ -93,7 +93,8 @@ impl Conferences {
         out.extend(self.seat(to, to_participant, transport, seating));
         if let Some(payload_type) = media.telephone_event.filter(|_| media.codec != AudioCodec::Opus) {
             // Tones the new conversation's participants send reach the trunk as RFC 4733.
-            let audio = MixAudio::TelephoneEventsOut { transport, payload_type: Some(payload_type) };
+            let clock_rate = media.telephone_event_clock;
+            let audio = MixAudio::TelephoneEventsOut { transport, payload_type: Some(payload_type), clock_rate };
             out.commands.push((worker, Command::SetMixAudio { router, audio }));
         }
         Ok((Reseat::Moved(Joined { worker, router, transport }), out))

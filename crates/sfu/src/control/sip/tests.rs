@@ -65,6 +65,7 @@ fn the_answer_names_the_worker_socket_the_codec_and_rtcp_on_the_same_port() {
         session_id: 9,
         codecs: &[(0, AudioCodec::Pcmu)],
         telephone_event: Some(101),
+        telephone_event_clock: None,
         direction: answer_direction("sendrecv"),
         protocol: "RTP/AVP",
         crypto: &[],
@@ -167,6 +168,7 @@ fn an_sdes_answer_is_savp_with_the_agreed_tag_and_reads_back() {
         session_id: 1,
         codecs: &[(0, AudioCodec::Pcmu)],
         telephone_event: Some(101),
+        telephone_event_clock: None,
         direction: "sendrecv",
         protocol: "RTP/SAVP",
         crypto: std::slice::from_ref(&local),
@@ -190,13 +192,15 @@ a=rtpmap:102 telephone-event/48000\r\n";
     assert_eq!((media.codec, media.payload_type, media.telephone_event), (AudioCodec::Opus, 111, Some(102)));
     let only_8k = offer.replace(" 102\r\n", "\r\n").replace("a=rtpmap:102 telephone-event/48000\r\n", "");
     let media8 = negotiate(&Description::parse(&only_8k).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
-    assert_eq!(media8.telephone_event, None, "an 8 kHz event clock does not fit an Opus stream");
+    assert_eq!((media8.telephone_event, media8.telephone_event_clock), (Some(101), 8_000), "the /8000 fallback");
+    assert_eq!(media.telephone_event_clock, 48_000);
     let local = |codecs: &[(u8, AudioCodec)], te| {
         write_sdp(&LocalSdp {
             address: "192.0.2.1:40000".parse().unwrap(),
             session_id: 1,
             codecs,
             telephone_event: te,
+            telephone_event_clock: None,
             direction: "sendrecv",
             protocol: "RTP/AVP",
             crypto: &[],
@@ -218,4 +222,38 @@ a=rtpmap:102 telephone-event/48000\r\n";
     assert_eq!(pcmu.telephone_event, Some(101));
     let opus = negotiate(&Description::parse(&ours).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
     assert_eq!(opus.telephone_event, Some(TELEPHONE_EVENT_48K_OFFER_PT));
+}
+
+/// An SBC that lists only `telephone-event/8000` beside Opus (many do): the Opus leg agrees
+/// it, palaver's answer says `/8000` on that payload type (not `/48000`), reads back as the
+/// same agreement, and a G.711 leg is unchanged.
+#[test]
+fn an_opus_trunk_with_only_8_khz_events_agrees_them_at_8_khz() {
+    let offer = "v=0\r\no=sbc 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 111 0 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n";
+    let media = negotiate(&Description::parse(offer).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!((media.codec, media.telephone_event, media.telephone_event_clock), (AudioCodec::Opus, Some(101), 8_000));
+    let answer = write_sdp(&LocalSdp {
+        address: "192.0.2.1:40000".parse().unwrap(),
+        session_id: 1,
+        codecs: &[(media.payload_type, media.codec)],
+        telephone_event: media.telephone_event,
+        telephone_event_clock: Some(media.telephone_event_clock),
+        direction: "sendrecv",
+        protocol: "RTP/AVP",
+        crypto: &[],
+        dtls: None,
+    });
+    assert!(answer.contains("m=audio 40000 RTP/AVP 111 101\r\n"), "{answer}");
+    assert!(answer.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{answer}");
+    assert!(!answer.contains("telephone-event/48000"), "{answer}");
+    let back = negotiate(&Description::parse(&answer).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!((back.telephone_event, back.telephone_event_clock), (Some(101), 8_000));
+    let pcmu = negotiate(&Description::parse(offer).unwrap(), &plain(&[AudioCodec::Pcmu])).unwrap();
+    assert_eq!((pcmu.codec, pcmu.telephone_event, pcmu.telephone_event_clock), (AudioCodec::Pcmu, Some(101), 8_000));
+    let no_events =
+        offer.replace(" 101\r\n", "\r\n").replace("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n", "");
+    let none = negotiate(&Description::parse(&no_events).unwrap(), &plain(&[AudioCodec::Opus])).unwrap();
+    assert_eq!(none.telephone_event, None);
 }

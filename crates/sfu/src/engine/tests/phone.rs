@@ -199,7 +199,7 @@ fn tones_of_a_participant_go_out_to_the_phone_in_its_mix_stream() {
         Command::SetTelephoneEvent { transport: PHONE, payload_type: Some(PHONE_TE) },
         Command::SetMixAudio {
             router: ROOM,
-            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE) },
+            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE), clock_rate: 8000 },
         },
         Command::AddRtpTransport { id: OTHER_PHONE, router: ROOM, remote: other_addr },
         mix(OTHER_PHONE, 0x7002),
@@ -285,7 +285,7 @@ fn tones_under_an_addressed_ssrc_reach_only_its_listeners() {
             },
             Command::SetMixAudio {
                 router: ROOM,
-                audio: MixAudio::TelephoneEventsOut { transport: id, payload_type: Some(101) },
+                audio: MixAudio::TelephoneEventsOut { transport: id, payload_type: Some(101), clock_rate: 8000 },
             },
         ]);
     }
@@ -348,7 +348,7 @@ fn tones_reach_an_opus_trunk_at_its_48_khz_clock_even_in_a_silent_room() {
         },
         Command::SetMixAudio {
             router: ROOM,
-            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE) },
+            audio: MixAudio::TelephoneEventsOut { transport: PHONE, payload_type: Some(PHONE_TE), clock_rate: 48_000 },
         },
         Command::AddDirectTransport { id: QUIC, router: ROOM, link: link.clone() },
         Command::AddProducer { router: ROOM, spec: ProducerSpec::opus(ProducerId(2), QUIC, OPUS, 0xA1, 1) },
