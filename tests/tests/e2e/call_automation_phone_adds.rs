@@ -225,3 +225,41 @@ async fn a_dialled_out_phone_is_moved_into_a_group_call_and_billed_in_both_calls
     assert_ne!(rows[0]["CorrelationId"], rows[1]["CorrelationId"], "one record per call: {rows:?}");
     agent.client.close().await;
 }
+
+/// A move whose re-INVITE the trunk refuses (488): the phone cannot follow into the other
+/// worker's conference, so palaver hangs it up (BYE after the refused re-INVITE) and it leaves
+/// the group call it had joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_whose_re_invite_is_refused_is_hung_up_and_leaves_the_group_call() {
+    let backend = Backend::start().await;
+    let carrier_port = free_udp_port();
+    let (dir, server) = start("palaver-e2e-ca-phone-reinvite-refused", 2, &backend, carrier_port).await;
+    let (_, agent_token) = server.create_user_token(&["voip"]).await;
+    let group = uuid::Uuid::new_v4().to_string();
+    let agent = talker(&server, &agent_token, &group, AGENT_HZ, 0x0A6E_0004).await;
+    let gc = connect_to_group_call(&server, &backend, &group, "gc").await;
+    let rtp_port = free_udp_port().to_string();
+    let extra = ["-trace_logs", "-set", "rtp_port", &rtp_port];
+    let carrier = uas_from(dir.path(), carrier_port, &scenario("uas_answer_rtp_reinvite_refused.xml"), &extra);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let add = json!({"participantToAdd": phone_id(), "operationContext": "dial"});
+    post(&server, &format!("/calling/callConnections/{gc}/participants:add"), &add, StatusCode::ACCEPTED).await;
+    logged_after(dir.path(), "uas_answer_rtp_reinvite_refused", "REINVITE_REFUSED ").await;
+    finished(carrier, "a phone whose re-INVITE was refused, hung up by palaver").await;
+    let listed = |e: &Value| {
+        e["data"]["participants"].as_array().is_some_and(|ps| ps.iter().any(|p| p["identifier"]["rawId"] == PHONE))
+    };
+    backend.wait("cb/gc", "ParticipantsUpdated", listed).await;
+    // The last roster no longer has the phone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/calling/callConnections/{gc}/participants?api-version=2025-06-15");
+        let (_, list) = server.signed(Method::GET, &path, "").await;
+        if !list["value"].as_array().unwrap().iter().any(|p| p["identifier"]["rawId"] == PHONE) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the hung-up phone is still listed: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.client.close().await;
+}

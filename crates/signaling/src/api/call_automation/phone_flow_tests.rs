@@ -77,7 +77,8 @@ async fn next_notice(events: &mut UnboundedReceiver<PhoneNotice>) -> PhoneNotice
 async fn nth(recorder: &Recorder, ccid: &str, name: &str, n: usize) -> Value {
     recorder.wait_for(|r| r.names(ccid).iter().filter(|e| *e == name).count() > n).await;
     let callbacks = recorder.callbacks.lock().unwrap();
-    let mut found = callbacks.iter().filter(|c| c.call_connection_id == ccid && c.event_type.ends_with(name));
+    let event_type = format!("Microsoft.Communication.{name}");
+    let mut found = callbacks.iter().filter(|c| c.call_connection_id == ccid && c.event_type == event_type);
     found.nth(n).map(|c| c.data.clone()).unwrap()
 }
 
