@@ -10,6 +10,8 @@
 mod conversation;
 mod moves;
 
+pub(super) use moves::MOVE_ARRIVAL_TIMEOUT;
+
 use super::Gateway;
 use super::actor::{ActorMsg, ConversationHandle};
 use super::connection::Outbound;

@@ -8,11 +8,25 @@
 //! canceled, the target's sockets get `call.ended` and the application
 //! `AddParticipantFailed` or `CancelAddParticipantSucceeded`. A transfer there (with a
 //! `transferee`) rings its target the same way and removes the transferee once it joined.
+//!
+//! A **phone number** (`4:+E.164`) has no socket: its ring goes to the SIP gateway as a
+//! [`PhoneNotice`](super::phone::PhoneNotice) (`call.incoming` with the invitation id as the
+//! call id), which dials it through the trunk like any call to a number
+//! (`crates/sip/src/outbound.rs`): `call.ended` while it rings (cancel, ring time over, the
+//! connection left) sends CANCEL; a final failure comes back through
+//! [`Gateway::phone_fail`] (`AddParticipantFailed` with the SIP status, as for `createCall`);
+//! the answer comes back through [`Gateway::phone_accept`], which hands the answered leg a
+//! [`CallEvent::Moved`] into the conversation — the same path a phone moved by
+//! `moveParticipants` takes (`crate::moved` in the SIP gateway seats it as a participant and
+//! re-seats its media), so it is metered as a PSTN session there. Answered, the invitation
+//! waits for the phone in the roster (`AddParticipantSucceeded`); a phone that does not get
+//! there within [`super::call_automation::MOVE_ARRIVAL_TIMEOUT`] fails it.
 
 use super::Gateway;
 use super::call_automation::call_automation_error;
+use super::phone::is_phone;
 use crate::domain::call_automation::{CallAutomationError, OperationRoute};
-use crate::domain::calls::{CallEndReason, CallEvent, Party, Target, resolve_target};
+use crate::domain::calls::{CallEndReason, CallError, CallEvent, Party, Target, resolve_target};
 use crate::domain::conversation::{Authority, ServerCommand};
 use palaver_core::CommunicationIdentifier;
 use palaver_core::protocol::JoinTarget;
@@ -36,6 +50,9 @@ pub(crate) struct ConversationInvitation {
     pub target: String,
     /// A transfer: the participant the target replaces once it joined.
     pub transferee: Option<String>,
+    /// A phone target answered (SIP 200) and is on its way into the conversation: it no
+    /// longer rings, so neither the ring time nor a cancel ends it.
+    pub answered: bool,
 }
 
 impl Gateway {
@@ -54,8 +71,12 @@ impl Gateway {
             let invitation_id = m.begin_add(ccid, target, route)?;
             Ok::<_, CallAutomationError>((view, invitation_id))
         })?;
-        let invitation =
-            ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: None };
+        let invitation = ConversationInvitation {
+            ccid: ccid.to_string(),
+            target: target.to_string(),
+            transferee: None,
+            answered: false,
+        };
         let ring = Ring { join, source: view.source_raw_id, ring_timeout_secs, custom };
         self.ca_ring(invitation_id.clone(), invitation, ring);
         Ok(invitation_id)
@@ -83,8 +104,12 @@ impl Gateway {
             m.begin_transfer(ccid, target, Some(transferee.clone()), route)?;
             Ok::<_, CallAutomationError>(view)
         })?;
-        let invitation =
-            ConversationInvitation { ccid: ccid.to_string(), target: target.to_string(), transferee: Some(transferee) };
+        let invitation = ConversationInvitation {
+            ccid: ccid.to_string(),
+            target: target.to_string(),
+            transferee: Some(transferee),
+            answered: false,
+        };
         let ring = Ring { join, source: view.source_raw_id, ring_timeout_secs: None, custom };
         self.ca_ring(uuid::Uuid::new_v4().to_string(), invitation, ring);
         Ok(())
@@ -101,10 +126,15 @@ impl Gateway {
         let counterparts: Vec<CommunicationIdentifier> =
             roster.iter().filter_map(|raw| CommunicationIdentifier::parse(raw).ok()).collect();
         match resolve_target(&self.calls_config(), target, &counterparts).map_err(call_automation_error)? {
-            Target::Direct(raw) if !raw.starts_with("4:") => Ok(join),
-            _ => Err(CallAutomationError::invalid_argument(
-                "Only communication and directory users can be rung into a group call or a room on this server \
-                 (call queues and phone numbers ring through calls between users).",
+            Target::Direct(raw) if !is_phone(&raw) => Ok(join),
+            // A phone number is dialled through the SIP trunk (`allow_phone_targets` is on).
+            Target::Direct(_) if self.phone_gateway_listening() => Ok(join),
+            Target::Direct(_) => Err(CallAutomationError::invalid_argument(
+                "Calling phone numbers needs a SIP trunk on this server: no SIP gateway is running.",
+            )),
+            Target::Queue(_) => Err(CallAutomationError::invalid_argument(
+                "Call queues cannot be rung into a group call or a room on this server \
+                 (they hunt through calls between users).",
             )),
         }
     }
@@ -114,6 +144,15 @@ impl Gateway {
     fn ca_ring(&self, invitation_id: String, invitation: ConversationInvitation, ring: Ring) {
         let Ring { join, source, ring_timeout_secs, custom } = ring;
         let ring = Duration::from_secs(ring_timeout_secs.unwrap_or(self.calls_config().ring_timeout_secs));
+        // A phone is shown the application's `sourceCallerIdNumber` (checked as owned).
+        let caller_id_number = is_phone(&invitation.target)
+            .then(|| {
+                self.call_automation().with_machine(|m| {
+                    let call_id = m.view(&invitation.ccid).ok()?.server_call_id;
+                    m.take_caller_id(&call_id, &invitation.target)
+                })
+            })
+            .flatten();
         let caller = Party::new(source, "Call Automation");
         let incoming = CallEvent::Incoming {
             call_id: invitation_id.clone(),
@@ -124,7 +163,7 @@ impl Gateway {
             ring_timeout_ms: ring.as_millis() as u64,
             join: Some(join),
             custom_context: custom,
-            caller_id_number: None,
+            caller_id_number,
         };
         let target = invitation.target.clone();
         tracing::info!(ccid = %invitation.ccid, %target, invitation = %invitation_id, "ringing a user into a conversation");
@@ -166,13 +205,105 @@ impl Gateway {
     /// sockets stop ringing, the application hears the outcome.
     fn ca_invitation_over(&self, invitation_id: &str, reason: CallEndReason) -> bool {
         let ca = self.call_automation();
-        let Some(invitation) = ca.invitations().remove(invitation_id) else { return false };
+        let invitation = {
+            let mut invitations = ca.invitations();
+            // An answered phone is joining: the invitation is no longer ringing.
+            if invitations.get(invitation_id).is_none_or(|i| i.answered) {
+                return false;
+            }
+            invitations.remove(invitation_id)
+        };
+        let Some(invitation) = invitation else { return false };
+        // To a phone still ringing this is a CANCEL (the SIP gateway's dial task).
         self.notify_call_event(&invitation.target, &CallEvent::Ended { call_id: invitation_id.to_string(), reason });
-        let outputs = ca.with_machine(|m| match invitation.transferee {
-            Some(_) => m.conversation_transfer_failed(&invitation.ccid, reason),
-            None => m.conversation_invite_failed(&invitation.ccid, &invitation.target, reason),
+        self.ca_invitation_failed(invitation, reason);
+        true
+    }
+
+    /// The application hears that `invitation` ended unanswered for `reason` (with the SIP
+    /// status a phone's trunk gave, recorded by [`Gateway::ca_phone_invitation_failed`]).
+    fn ca_invitation_failed(&self, invitation: ConversationInvitation, reason: CallEndReason) {
+        let outputs = self.call_automation().with_machine(|m| {
+            let outputs = match invitation.transferee {
+                Some(_) => m.conversation_transfer_failed(&invitation.ccid, &invitation.target, reason),
+                None => m.conversation_invite_failed(&invitation.ccid, &invitation.target, reason),
+            };
+            if let Ok(view) = m.view(&invitation.ccid) {
+                m.forget_phone_failure(&view.server_call_id, &invitation.target);
+            }
+            outputs
         });
         self.call_automation_outputs(outputs);
+    }
+
+    /// The trunk answered the phone rung by invitation `invitation_id` (the SIP gateway's
+    /// [`Gateway::phone_accept`]): the answered leg is handed a [`CallEvent::Moved`] into the
+    /// conversation (the SIP gateway seats it there and re-seats its media, as for a moved
+    /// phone). `None` when `invitation_id` is no phone invitation of `phone`.
+    pub(crate) fn ca_phone_invitation_answered(
+        &self,
+        invitation_id: &str,
+        phone: &str,
+    ) -> Option<Result<(), CallError>> {
+        let ca = self.call_automation();
+        let ccid = {
+            let mut invitations = ca.invitations();
+            let invitation = invitations.get_mut(invitation_id).filter(|i| i.target == phone)?;
+            if invitation.answered {
+                return Some(Err(CallError::new(palaver_core::ErrorCode::InvalidState, "already answered")));
+            }
+            invitation.answered = true;
+            invitation.ccid.clone()
+        };
+        let Some((join, _)) = ca.conversation_scope(&ccid) else {
+            ca.invitations().remove(invitation_id);
+            return Some(Err(CallError::new(palaver_core::ErrorCode::CallNotFound, "the call connection left")));
+        };
+        tracing::info!(%ccid, %phone, invitation = %invitation_id, "the phone answered: joining it into the conversation");
+        self.notify_phone(phone, &CallEvent::Moved { call_id: invitation_id.to_string(), join });
+        // The leg may still not get there (a BYE crossing the answer, the join refused):
+        // the application hears `AddParticipantFailed` then.
+        let (gateway, invitation_id) = (self.clone(), invitation_id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(super::call_automation::MOVE_ARRIVAL_TIMEOUT).await;
+            let lost = gateway.call_automation().invitations().remove(&invitation_id);
+            if let Some(invitation) = lost {
+                tracing::warn!(ccid = %invitation.ccid, phone = %invitation.target, "the answered phone never reached the conversation");
+                gateway.ca_invitation_failed(invitation, CallEndReason::ConnectionLost);
+            }
+        });
+        Some(Ok(()))
+    }
+
+    /// The trunk refused the phone rung by invitation `invitation_id` with SIP `status`
+    /// (`None`: no final response, or no trunk): `AddParticipantFailed` (or, for a transfer,
+    /// `CallTransferFailed`) with the SIP status as ACS reports a direct-routing failure.
+    /// False when `invitation_id` is no phone invitation of `phone` ringing.
+    pub(crate) fn ca_phone_invitation_failed(
+        &self,
+        invitation_id: &str,
+        phone: &str,
+        status: Option<u16>,
+        phrase: &str,
+    ) -> bool {
+        let ca = self.call_automation();
+        let invitation = {
+            let mut invitations = ca.invitations();
+            if !invitations.get(invitation_id).is_some_and(|i| i.target == phone && !i.answered) {
+                return false;
+            }
+            invitations.remove(invitation_id)
+        };
+        let Some(invitation) = invitation else { return false };
+        if let Some(status) = status {
+            ca.with_machine(|m| {
+                if let Ok(view) = m.view(&invitation.ccid) {
+                    m.record_phone_failure(&view.server_call_id, phone, status, phrase);
+                }
+            });
+        }
+        tracing::info!(ccid = %invitation.ccid, %phone, ?status, "the phone rung into the conversation was not reached");
+        self.ca_invitation_failed(invitation, super::phone::phone_failure_reason(status));
         true
     }
 
@@ -189,8 +320,11 @@ impl Gateway {
             ids.into_iter().filter_map(|id| invitations.remove(&id).map(|i| (id, i))).collect()
         };
         for (id, invitation) in answered {
-            let ended = CallEvent::Ended { call_id: id, reason: CallEndReason::AnsweredElsewhere };
-            self.notify_call_event(&invitation.target, &ended);
+            // A phone's leg is in the conversation now (its dial task no longer listens).
+            if !is_phone(&invitation.target) {
+                let ended = CallEvent::Ended { call_id: id, reason: CallEndReason::AnsweredElsewhere };
+                self.notify_call_event(&invitation.target, &ended);
+            }
             if let Some(transferee) = invitation.transferee {
                 let ca = self.call_automation();
                 let outputs = ca.with_machine(|m| m.conversation_transfer_accepted(ccid, &invitation.target));
@@ -224,7 +358,12 @@ impl Gateway {
         }
     }
 
+    /// A user's sockets get `event`; a phone's goes to the SIP gateway.
     fn notify_call_event(&self, to: &str, event: &CallEvent) {
+        if is_phone(to) {
+            self.notify_phone(to, event);
+            return;
+        }
         match serde_json::to_string(event) {
             Ok(text) => self.notify_user(to, Arc::from(text)),
             Err(e) => tracing::warn!(error = %e, "call event not serialized"),

@@ -131,6 +131,11 @@ impl Gateway {
         self.phone.owned_numbers.get().is_some_and(|numbers| numbers.contains(number))
     }
 
+    /// A SIP gateway takes the call events for phone participants (it dials numbers).
+    pub(crate) fn phone_gateway_listening(&self) -> bool {
+        self.phone.rx.lock().map(|rx| rx.is_none()).unwrap_or(false)
+    }
+
     /// The call events for phone participants, for the SIP gateway; `None` after the first call.
     pub fn take_phone_events(&self) -> Option<mpsc::UnboundedReceiver<PhoneNotice>> {
         self.phone.rx.lock().ok()?.take()
@@ -246,8 +251,13 @@ impl Gateway {
         self.call_request(crate::domain::call_automation::incoming_from_phone(call_id, caller, endpoint, number)).await
     }
 
-    /// The phone dialled out to answered.
+    /// The phone dialled out to answered. For a Call Automation invitation into a group call
+    /// or a room (`call_id` is the invitation id), the leg is then told where to go: a
+    /// [`CallEvent::Moved`] into the conversation (`gateway/conversation_invites.rs`).
     pub async fn phone_accept(&self, call_id: &str, callee: Party, endpoint: &str) -> Result<(), CallError> {
+        if let Some(answered) = self.ca_phone_invitation_answered(call_id, &callee.raw_id) {
+            return answered;
+        }
         self.call_request(Input::Accept { call_id: call_id.to_owned(), callee, endpoint: endpoint.to_owned() }).await
     }
 
@@ -260,8 +270,11 @@ impl Gateway {
     /// when the trunk gave none) ends the invitation with the matching reason
     /// ([`phone_failure_reason`]), and Call Automation reports the SIP status itself.
     pub async fn phone_fail(&self, call_id: &str, phone: &str, status: Option<u16>) -> Result<(), CallError> {
+        let phrase = status.map(sip_reason_phrase).unwrap_or_default();
+        if self.ca_phone_invitation_failed(call_id, phone, status, phrase) {
+            return Ok(());
+        }
         if let Some(status) = status {
-            let phrase = sip_reason_phrase(status);
             self.call_automation().with_machine(|m| m.record_phone_failure(call_id, phone, status, phrase));
         }
         let reason = phone_failure_reason(status);

@@ -216,6 +216,10 @@ pub async fn transfer(state: &AppState, ccid: &str, request: &CallRequest) -> An
     let route = wire::route(body.operation_context, body.operation_callback_uri)?;
     let operation_context = route.operation_context.clone();
     let custom = body.custom_calling_context.filter(|c| !c.is_null());
+    if crate::gateway::phone::is_phone(&target) {
+        // In a room: only when the room allows dialling numbers out.
+        super::participants::check_room_member(state, ccid, &target).await?;
+    }
     if let Some(number) = owned_caller_id(state, body.source_caller_id_number)? {
         remember_caller_id(state, ccid, &target, number)?;
     }

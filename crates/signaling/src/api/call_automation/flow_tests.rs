@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Default)]
-struct Recorder {
-    published: Mutex<Vec<SystemEvent>>,
-    callbacks: Mutex<Vec<CallbackEvent>>,
+pub(super) struct Recorder {
+    pub(super) published: Mutex<Vec<SystemEvent>>,
+    pub(super) callbacks: Mutex<Vec<CallbackEvent>>,
 }
 
 impl EventPublisher for Recorder {
@@ -30,7 +30,7 @@ impl EventPublisher for Recorder {
 
 impl Recorder {
     /// Callback type names of `ccid` (without the `Microsoft.Communication.` prefix).
-    fn names(&self, ccid: &str) -> Vec<String> {
+    pub(super) fn names(&self, ccid: &str) -> Vec<String> {
         self.callbacks
             .lock()
             .unwrap()
@@ -39,7 +39,7 @@ impl Recorder {
             .map(|c| c.event_type.trim_start_matches("Microsoft.Communication.").to_string())
             .collect()
     }
-    async fn wait_for(&self, what: impl Fn(&Self) -> bool) {
+    pub(super) async fn wait_for(&self, what: impl Fn(&Self) -> bool) {
         for _ in 0..200 {
             if what(self) {
                 return;
@@ -61,7 +61,7 @@ impl palaver_core::SessionObserver for Sessions {
     fn session_ended(&self, _e: palaver_core::SessionEnded) {}
 }
 
-const V: &str = "api-version=2026-03-12";
+pub(super) const V: &str = "api-version=2026-03-12";
 
 #[tokio::test]
 async fn bot_to_bot_call_through_the_api() {
@@ -297,7 +297,7 @@ async fn connect_to_a_group_call_then_hang_up() {
 }
 
 /// The data of `ccid`'s first callback named `name`.
-fn callback(recorder: &Recorder, ccid: &str, name: &str) -> Value {
+pub(super) fn callback(recorder: &Recorder, ccid: &str, name: &str) -> Value {
     let callbacks = recorder.callbacks.lock().unwrap();
     let found = callbacks.iter().find(|c| c.call_connection_id == ccid && c.event_type.ends_with(name));
     found.map(|c| c.data.clone()).unwrap_or(Value::Null)

@@ -13,6 +13,8 @@ mod connections;
 mod flow_tests;
 pub mod media;
 mod participants;
+#[cfg(test)]
+mod phone_flow_tests;
 pub mod recordings;
 mod streaming;
 pub mod validate;

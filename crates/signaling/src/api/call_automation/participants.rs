@@ -55,11 +55,28 @@ pub async fn add(state: &AppState, ccid: &str, request: &CallRequest) -> Answer 
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// In a room, `target` must be on the room's participant list (`403/8523`).
-async fn check_room_member(state: &AppState, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
-    if let Some((JoinTarget::Room { room_id }, _)) = state.call_automation().conversation_scope(ccid)
-        && let Err(code) = state.rooms.participant_role(&room_id, target, now_ms()).await
-    {
+/// In a room, `target` must be on the room's participant list (`403/8523`); a phone number
+/// (never on a room's list: it joins as an attendee) needs the room's `pstnDialOutEnabled`.
+pub(super) async fn check_room_member(state: &AppState, ccid: &str, target: &str) -> Result<(), CallAutomationError> {
+    let Some((JoinTarget::Room { room_id }, _)) = state.call_automation().conversation_scope(ccid) else {
+        return Ok(());
+    };
+    if crate::gateway::phone::is_phone(target) {
+        let room = state.rooms.store().room_access(&room_id, target).await.map_err(|e| {
+            tracing::error!(error = %e, %room_id, "room lookup failed");
+            CallAutomationError::internal("The room could not be read.")
+        })?;
+        return match room {
+            Some((room, _)) if room.pstn_dial_out_enabled => Ok(()),
+            Some(_) => Err(CallAutomationError::new(
+                403,
+                8523,
+                format!("Room `{room_id}` does not allow dialling phone numbers out (pstnDialOutEnabled is false)."),
+            )),
+            None => Err(CallAutomationError::call_not_found(ccid)),
+        };
+    }
+    if let Err(code) = state.rooms.participant_role(&room_id, target, now_ms()).await {
         return Err(CallAutomationError::new(
             403,
             8523,

@@ -233,6 +233,12 @@ impl CallAutomationMachine {
         self.rejections.insert((call_id.to_string(), phone.to_string()), result);
     }
 
+    /// Forget the SIP failure recorded for `phone` in `call_id` once it was reported (a later
+    /// invitation of the same number into the same conversation has its own outcome).
+    pub fn forget_phone_failure(&mut self, call_id: &str, phone: &str) {
+        self.rejections.remove(&(call_id.to_string(), phone.to_string()));
+    }
+
     /// The result of a decline (or failure) of `target` in `call_id`.
     fn declined(&self, call_id: &str, target: &str, reason: CallEndReason) -> Value {
         match reason {
@@ -609,7 +615,7 @@ impl CallAutomationMachine {
             CallEvent::ParticipantLeft { participant, .. } => self.left(&ccid, participant, &mut out),
             CallEvent::InviteFailed { target, reason, .. } => self.invite_failed(&ccid, target, *reason, &mut out),
             CallEvent::TransferAccepted { target, .. } => self.transfer_accepted(&ccid, target, &mut out),
-            CallEvent::TransferFailed { reason, .. } => self.transfer_failed(&ccid, *reason, &mut out),
+            CallEvent::TransferFailed { reason, .. } => self.transfer_failed(&ccid, end_result(*reason), &mut out),
             CallEvent::Ended { reason, .. } => out.extend(self.end(&ccid, *reason)),
             CallEvent::Incoming { .. }
             | CallEvent::Ringing { .. }
@@ -746,12 +752,12 @@ impl CallAutomationMachine {
         out.push(c.callback(Some(&transfer.route), "CallTransferAccepted", data));
     }
 
-    fn transfer_failed(&mut self, ccid: &str, reason: CallEndReason, out: &mut Vec<CaOutput>) {
+    fn transfer_failed(&mut self, ccid: &str, result: Value, out: &mut Vec<CaOutput>) {
         let Some(c) = self.connections.get_mut(ccid) else { return };
         let Some(transfer) = c.transfer.take() else { return };
         c.state = CallConnectionState::Connected;
         let mut data = c.data(transfer.route.operation_context.as_deref());
-        data["resultInformation"] = end_result(reason);
+        data["resultInformation"] = result;
         out.push(c.callback(Some(&transfer.route), "CallTransferFailed", data));
     }
 

@@ -85,10 +85,13 @@ impl CallAutomationMachine {
         out
     }
 
-    /// A transfer inside a conversation was not answered: `CallTransferFailed`.
-    pub fn conversation_transfer_failed(&mut self, ccid: &str, reason: CallEndReason) -> Vec<CaOutput> {
+    /// A transfer inside a conversation to `target` was not answered: `CallTransferFailed`
+    /// (a phone target's SIP failure, when the trunk gave one, as for an add).
+    pub fn conversation_transfer_failed(&mut self, ccid: &str, target: &str, reason: CallEndReason) -> Vec<CaOutput> {
         let mut out = Vec::new();
-        self.transfer_failed(ccid, reason, &mut out);
+        let Some(call_id) = self.connections.get(ccid).map(|c| c.call_id.clone()) else { return out };
+        let result = self.declined(&call_id, target, reason);
+        self.transfer_failed(ccid, result, &mut out);
         out
     }
 

@@ -33,6 +33,12 @@ impl CallAutomationMachine {
         event
     }
 
+    /// The caller id kept for phone `target` of `call_id` (taken: a ring into a group call or
+    /// a room carries it on its own `call.incoming`).
+    pub fn take_caller_id(&mut self, call_id: &str, target: &str) -> Option<String> {
+        self.caller_ids.remove(&(call_id.to_string(), target.to_string()))
+    }
+
     /// Forget the `customContext` kept for `target` (its add or transfer was refused).
     pub fn clear_custom_context(&mut self, call_id: &str, target: &str) {
         self.custom_contexts.remove(&(call_id.to_string(), target.to_string()));
