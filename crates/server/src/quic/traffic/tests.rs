@@ -24,14 +24,16 @@ fn bogus_initial(n: u8) -> Vec<u8> {
     p
 }
 
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+/// Waits up to 5 s for `done`; on failure the panic names `what` and the counts seen last
+/// (`details`), so a failure under load says which count fell short.
+async fn until(what: &str, mut done: impl FnMut() -> bool, details: impl Fn() -> String) {
     for _ in 0..500 {
         if done() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{what} did not happen within 5 s");
+    panic!("{what} did not happen within 5 s: {}", details());
 }
 
 #[tokio::test]
@@ -77,9 +79,11 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
         }
     }
     // Every junk datagram is discarded, the Initials quinn surfaced once their handshake failed.
-    until("the junk being read and discarded", || {
-        traffic.counts() == TrafficCounts { received: sent, discarded: sent }
-    })
+    until(
+        "the junk being read and discarded",
+        || traffic.counts() == TrafficCounts { received: sent, discarded: sent },
+        || format!("{:?} for {sent} sent", traffic.counts()),
+    )
     .await;
     let surfaced = traffic.attempts.load(Ordering::Relaxed);
     assert_eq!(traffic.failed_attempts.load(Ordering::Relaxed), surfaced);
@@ -106,16 +110,41 @@ async fn junk_is_counted_as_discarded_and_a_real_connections_datagrams_are_not()
     send.write_all(b"hello over quic").await.unwrap();
     send.finish().unwrap();
     assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello over quic");
+    // While the connection is open, every datagram the client sent was used.
+    let from_client = || connection.stats().udp_tx.datagrams;
+    until(
+        "the client's datagrams being read and used",
+        || {
+            let now = traffic.counts();
+            now.received == sent + from_client() && now.discarded == sent
+        },
+        || format!("{:?} for {sent} junk and {} from the client", traffic.counts(), from_client()),
+    )
+    .await;
+    let before_close = from_client();
+    assert!(before_close >= 2, "handshake and stream: {before_close}");
+
+    // Once both ends closed, the ended connection's datagrams still count as used. Only what
+    // the client sent after its close may have reached a server connection that had already
+    // drained (a repeated CONNECTION_CLOSE when the machine is loaded): that is discarded.
     connection.close(0u32.into(), b"done");
     client.wait_idle().await;
-
-    let from_client = || connection.stats().udp_tx.datagrams;
-    until("the client's datagrams being read and used", || {
-        let now = traffic.counts();
-        now.received == sent + from_client() && now.discarded == sent
-    })
+    until(
+        "the closed connection's datagrams being read and still counted as used",
+        || {
+            let now = traffic.counts();
+            now.received == sent + from_client() && now.discarded <= sent + (from_client() - before_close)
+        },
+        || {
+            format!(
+                "{:?} for {sent} junk, {} from the client, {before_close} before its close",
+                traffic.counts(),
+                from_client()
+            )
+        },
+    )
     .await;
-    assert!(from_client() >= 3, "handshake, stream and close: {}", from_client());
+    assert!(from_client() > before_close, "the close was sent");
 
     server.close(0u32.into(), b"");
     accept.abort();
