@@ -488,6 +488,23 @@ async fn an_invite_without_offer_is_answered_in_the_ack_and_hold_stops_the_media
     assert_eq!(ws.recv_type("call.ended").await["callId"], call_id.as_str());
 }
 
+/// Starts Call Automation's DTMF recognize of one digit from the test phone `+14255550199` on
+/// call connection `ccid` (operation context `menu`).
+pub(crate) async fn recognize_one_phone_digit(server: &Server, ccid: &str) {
+    let recognize = serde_json::json!({
+        "recognizeInputType": "dtmf",
+        "recognizeOptions": {
+            "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
+            "initialSilenceTimeoutInSeconds": 10,
+            "dtmfOptions": {"maxTonesToCollect": 1},
+        },
+        "operationContext": "menu",
+    });
+    let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
+    let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
+    assert!(status.is_success(), "{status} {body}");
+}
+
 /// The phone presses `digit`: RFC 4733 telephone-events (payload type 101, as the trunk's
 /// SDP offers) from its RTP socket, three updates and three end packets.
 pub(crate) async fn send_digit(socket: &UdpSocket, to: SocketAddr, digit: u8) {
@@ -691,18 +708,7 @@ route = "call-automation"
     let media_port = server_rtp_port(dir.path()).await;
     let ccid = connection["callConnectionId"].as_str().expect("callConnectionId");
     // DTMF from the phone (RFC 4733 on the trunk leg) reaches Call Automation's recognize.
-    let recognize = serde_json::json!({
-        "recognizeInputType": "dtmf",
-        "recognizeOptions": {
-            "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
-            "initialSilenceTimeoutInSeconds": 10,
-            "dtmfOptions": {"maxTonesToCollect": 1},
-        },
-        "operationContext": "menu",
-    });
-    let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
-    let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
-    assert!(status.is_success(), "{status} {body}");
+    recognize_one_phone_digit(&server, ccid).await;
     send_digit(&phone, SocketAddr::from(([127, 0, 0, 1], media_port)), 5).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let completed = loop {

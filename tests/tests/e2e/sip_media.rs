@@ -541,18 +541,7 @@ event_types = ["Microsoft.Communication.IncomingCall"]
     assert_eq!(gaps, 0, "tones take the mix's place in one sequence space");
     wait_for(&events, |e| e["type"].as_str().is_some_and(|t| t.ends_with("SendDtmfTonesCompleted"))).await;
     if stream.inbound_digit {
-        let recognize = serde_json::json!({
-            "recognizeInputType": "dtmf",
-            "recognizeOptions": {
-                "targetParticipant": {"rawId": "4:+14255550199", "phoneNumber": {"value": "+14255550199"}},
-                "initialSilenceTimeoutInSeconds": 10,
-                "dtmfOptions": {"maxTonesToCollect": 1},
-            },
-            "operationContext": "menu",
-        });
-        let path = format!("/calling/callConnections/{ccid}:recognize?api-version=2025-05-15");
-        let (status, body) = server.signed(reqwest::Method::POST, &path, &recognize.to_string()).await;
-        assert!(status.is_success(), "{status} {body}");
+        crate::sip::recognize_one_phone_digit(&server, &ccid).await;
         crate::sip::send_digit(&phone, SocketAddr::from(([127, 0, 0, 1], media_port)), 5).await;
         let done = |e: &serde_json::Value| {
             e["type"].as_str().is_some_and(|t| t.ends_with("RecognizeCompleted") || t.ends_with("RecognizeFailed"))
