@@ -75,7 +75,9 @@ pub fn ensure_self_signed(dir: &Path, extra_names: &[String]) -> Result<TlsFiles
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, "palaver");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Client authentication too: the same certificate is palaver's identity when a SIP
+        // trunk asks for one (mutual TLS, a trunk's `client_cert_file`).
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2034, 1, 1);

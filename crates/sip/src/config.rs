@@ -21,6 +21,11 @@ pub struct SipConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Mutual TLS on `listen_tls`: when set, every TLS connection must present a client
+    /// certificate chaining to these PEM CA certificate(s) (the handshake fails otherwise,
+    /// before any SIP is read).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
     /// OPTIONS keep-alives to every trunk this often (0: off).
     #[serde(default = "default_options_interval")]
     pub options_interval_secs: u64,
@@ -104,6 +109,17 @@ pub struct TrunkConfig {
     /// go to `address`. Unset: the certificate must name `address`'s IP.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// Mutual TLS: the PEM certificate chain and private key palaver presents when this
+    /// trunk asks for a client certificate (both or neither; they may be `[sip] tls_cert` /
+    /// `tls_key` when that certificate allows client authentication).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// PEM certificate revocation list(s) of `ca_file`'s CAs: a revoked trunk certificate is
+    /// refused (only the end-entity certificate is checked; an unknown status passes).
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
     /// Source addresses accepted for inbound requests (packets from anyone else are counted
     /// and dropped before they are parsed).
     pub allow_from: Vec<IpAddr>,
@@ -233,6 +249,8 @@ pub enum SipConfigError {
     Trunk(String, &'static str),
     #[error("[sip] listen_tls needs tls_cert and tls_key")]
     TlsFiles,
+    #[error("[sip] tls_client_ca needs listen_tls (it is the CA of the clients of that listener)")]
+    ClientCaWithoutTls,
     #[error("phone numbers are configured but there is no [sip] section")]
     NumbersWithoutSip,
 }
@@ -282,6 +300,9 @@ pub fn validate(
     if sip.listen_tls.is_some() && (sip.tls_cert.is_none() || sip.tls_key.is_none()) {
         return Err(SipConfigError::TlsFiles);
     }
+    if sip.tls_client_ca.is_some() && sip.listen_tls.is_none() {
+        return Err(SipConfigError::ClientCaWithoutTls);
+    }
     for trunk in &sip.trunks {
         let fail = |why| Err(SipConfigError::Trunk(trunk.name.clone(), why));
         if trunk.name.is_empty() {
@@ -321,6 +342,11 @@ pub fn validate(
             }
         } else if trunk.tls_server_name.is_some() {
             return fail("tls_server_name needs transport = \"tls\"");
+        } else if trunk.client_cert_file.is_some() || trunk.client_key_file.is_some() || trunk.crl_file.is_some() {
+            return fail("client_cert_file, client_key_file and crl_file need transport = \"tls\"");
+        }
+        if trunk.client_cert_file.is_some() != trunk.client_key_file.is_some() {
+            return fail("client_cert_file and client_key_file go together");
         }
         if let Some(name) = &trunk.tls_server_name
             && (name.is_empty()

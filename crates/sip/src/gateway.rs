@@ -23,7 +23,6 @@ use rsipstack::transaction::key::TransactionRole;
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::TransportLayer;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
-use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +71,9 @@ pub(crate) struct Shared {
     /// trunk's on a call palaver placed). An early UPDATE's offer is judged by it
     /// ([`crate::hold::early_update`]).
     pub early_answers: Mutex<std::collections::HashSet<String>>,
+    /// The TLS trunks' client configurations (held here: the TLS connector keeps them
+    /// weakly, `crate::tls::client`).
+    pub _tls_trunks: Arc<crate::tls::client::TrunkTlsSet>,
 }
 
 impl Shared {
@@ -118,9 +120,11 @@ impl SipGateway {
         // Requests to a TLS trunk's `tls_server_name` go to its address (`crate::tls`).
         let names = Box::new(crate::tls::TrunkNames::new(&config.trunks));
         let transports = TransportLayer::new_with_domain_resolver(cancel.child_token(), names);
-        // TLS connections to trunks trust the TLS trunks' `ca_file`s only.
-        if let Some(client) = crate::tls::client_config(&config.trunks)? {
-            transports.set_tls_config(client);
+        // Every TLS connection to a trunk is dialled with that trunk's own configuration
+        // (its CA, CRLs, client certificate and server name: `crate::tls::client`).
+        let tls_trunks = Arc::new(crate::tls::client::TrunkTlsSet::new(&config.trunks)?);
+        if !tls_trunks.is_empty() {
+            crate::tls::client::register(&tls_trunks);
         }
         let udp = UdpConnection::create_connection(config.listen, None, Some(cancel.child_token()))
             .await
@@ -130,29 +134,34 @@ impl SipGateway {
         // TCP on the same port as UDP (a port 0 in the config picks it once, for both).
         let tcp = TcpListenerConnection::new(local, None).await.map_err(transport_error)?;
         transports.add_transport(tcp.into());
-        let mut tls_addr = None;
-        if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
-            let read =
-                |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| SipError::TlsFile(p.display().to_string(), e));
-            let tls = TlsConfig { cert: Some(read(cert)?), key: Some(read(key)?), ..TlsConfig::default() };
-            let listener = TlsListenerConnection::new(addr, None, tls).await.map_err(transport_error)?;
-            // The bound address (a port 0 in the config is picked here), for Contacts.
-            tls_addr = Some(listener.get_addr().get_socketaddr().unwrap_or(addr));
-            transports.add_transport(listener.into());
-        }
-        let trunks = Trunks::new(config.trunks.clone());
         let counters = Arc::new(SipCounters::default());
-        {
-            // The allow-list runs before a packet is parsed: anyone else costs one counter.
-            let allowed: Vec<IpAddr> = config.trunks.iter().flat_map(|t| t.allow_from.iter().copied()).collect();
+        // The allow-list runs before a packet is parsed (or a TLS handshake is made): anyone
+        // else costs one counter.
+        let allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync> = {
             let probe = Trunks::new(config.trunks.clone());
             let counters = counters.clone();
-            drop(allowed);
-            transports.set_whitelist(move |ip: IpAddr| {
+            Arc::new(move |ip: IpAddr| {
                 let ok = probe.allowed(ip);
                 if !ok {
                     SipCounters::inc(&counters.unknown_source);
                 }
+                ok
+            })
+        };
+        let mut tls_listener = None;
+        if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
+            let server = crate::tls::server::server_config(cert, key, config.tls_client_ca.as_deref())?;
+            let listener = crate::tls::server::Listener::bind(addr, server, config.tls_client_ca.is_some()).await?;
+            transports.add_transport(listener.placeholder().await?);
+            tls_listener = Some(listener);
+        }
+        // The bound address (a port 0 in the config is picked here), for Contacts.
+        let tls_addr = tls_listener.as_ref().map(|l| l.local_addr());
+        let trunks = Trunks::new(config.trunks.clone());
+        {
+            let allowed = allowed.clone();
+            transports.set_whitelist(move |ip: IpAddr| {
+                let ok = allowed(ip);
                 async move { ok }
             });
         }
@@ -168,6 +177,9 @@ impl SipGateway {
         tokio::spawn(async move {
             let _ = inner.serve().await;
         });
+        if let Some(listener) = tls_listener {
+            listener.serve(endpoint.inner.clone(), allowed, cancel.child_token());
+        }
         let shared = Arc::new(Shared {
             numbers: numbers.into_iter().collect(),
             trunks,
@@ -182,6 +194,7 @@ impl SipGateway {
             refers: Mutex::new(HashMap::new()),
             early_answers: Mutex::new(std::collections::HashSet::new()),
             provisional_refresh_secs: config.provisional_refresh_secs,
+            _tls_trunks: tls_trunks,
         });
         shared.gateway.set_owned_phone_numbers(shared.numbers.keys().cloned());
         tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");

@@ -164,6 +164,9 @@ mod tests {
             srtp: Some(SrtpPolicy::Off),
             ca_file: None,
             tls_server_name: None,
+            client_cert_file: None,
+            client_key_file: None,
+            crl_file: None,
             caller_id: None,
             ringback: "off".into(),
         }

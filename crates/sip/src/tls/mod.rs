@@ -1,14 +1,13 @@
-//! SIP over TLS to trunks (`transport = "tls"`): the client side of rsipstack's TLS
-//! transport. rsipstack dials a TLS connection the first time a request goes to a
-//! `transport=tls` destination (and again after the trunk closed it) with the transport
-//! layer's one client [`TlsConfig`]; this module builds that configuration from the TLS
-//! trunks' `ca_file`s (the trust anchors: nothing else is trusted, rsipstack has no implicit
-//! roots) and the [`TrunkNames`] resolver, which sends a trunk's `tls_server_name` to its
-//! configured `address` without DNS, so that name is the SNI and the name the certificate
-//! is checked against. Before palaver's INVITEs and OPTIONS to a TLS trunk, [`connect`]
-//! opens (or finds) the connection itself, so a handshake that fails ends the call at once
-//! with words for the log ([`describe_failure`]: which trunk, which `ca_file`, rustls's
-//! reason) instead of a transaction timeout.
+//! SIP over TLS (`listen_tls`, trunks with `transport = "tls"`). rsipstack carries the SIP
+//! over TLS connections; palaver makes the connections: [`client`] dials every TLS
+//! connection to a trunk with that trunk's own rustls configuration (its `ca_file` and
+//! `crl_file` only, its client certificate for mutual TLS, its `tls_server_name` as SNI on
+//! every dial, redials included), and [`server`] accepts on `listen_tls`, requiring client
+//! certificates from `[sip] tls_client_ca` when set. The [`TrunkNames`] resolver sends a
+//! trunk's `tls_server_name` to its configured `address` without DNS. Before palaver's
+//! INVITEs and OPTIONS to a TLS trunk, [`connect`] opens (or finds) the connection, so a
+//! handshake that fails ends the call at once with words for the log ([`describe_failure`]:
+//! which trunk, which `ca_file`, rustls's reason) instead of a transaction timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,31 +16,15 @@ use std::pin::Pin;
 
 use rsipstack::sip::{Host, HostWithPort};
 use rsipstack::transport::SipAddr;
-use rsipstack::transport::tls::TlsConfig;
 use rsipstack::transport::transport_layer::{DefaultDomainResolver, DomainResolver};
 
 use crate::config::{TrunkConfig, TrunkTransport};
-use crate::gateway::{Shared, SipError};
+use crate::gateway::Shared;
 
-/// The client TLS configuration for the trunks: every TLS trunk's `ca_file` read into one
-/// trust store (`None` when no trunk uses TLS).
-pub(crate) fn client_config(trunks: &[TrunkConfig]) -> Result<Option<TlsConfig>, SipError> {
-    let mut pem = Vec::new();
-    for trunk in trunks.iter().filter(|t| t.transport == TrunkTransport::Tls) {
-        let Some(path) = &trunk.ca_file else { continue };
-        let text = std::fs::read(path).map_err(|e| SipError::TlsFile(path.display().to_string(), e))?;
-        if !String::from_utf8_lossy(&text).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(SipError::Transport(format!(
-                "trunk `{}`: ca_file {} holds no PEM certificate",
-                trunk.name,
-                path.display()
-            )));
-        }
-        pem.extend_from_slice(&text);
-        pem.push(b'\n');
-    }
-    Ok((!pem.is_empty()).then(|| TlsConfig { ca_certs: Some(pem), ..TlsConfig::default() }))
-}
+pub(crate) mod client;
+pub(crate) mod server;
+#[cfg(test)]
+mod handshakes;
 
 /// Resolves the TLS trunks' `tls_server_name`s to their configured addresses (any other
 /// name goes to DNS, as rsipstack would).
@@ -121,7 +104,12 @@ pub(crate) fn describe_failure(trunk: &TrunkConfig, error: &str) -> Option<Strin
     let ca = trunk.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let name = trunk.tls_server_name.clone().unwrap_or_else(|| trunk.address.ip().to_string());
     let lower = error.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("notvalidforname") {
+    if lower.contains("certificaterequired") || lower.contains("certificate required") {
+        Some(format!(
+            "TLS to trunk `{}` ({}): the trunk requires a client certificate: set client_cert_file and client_key_file ({error})",
+            trunk.name, trunk.address
+        ))
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("notvalidforname") {
         Some(format!(
             "TLS to trunk `{}` ({}): the trunk's certificate was refused: it must chain to ca_file {ca} and name `{name}` ({error})",
             trunk.name, trunk.address
@@ -157,24 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn the_client_config_trusts_the_tls_trunks_ca_files_only() {
-        let dir = std::env::temp_dir().join(format!("palaver-sip-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = dir.join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
-        let tls = trunk(&format!("transport = \"tls\"\nca_file = \"{}\"", ca.display()));
-        let config = client_config(&[trunk(""), tls.clone()]).unwrap().expect("a TLS trunk");
-        assert!(String::from_utf8_lossy(config.ca_certs.as_ref().unwrap()).contains("BEGIN CERTIFICATE"));
-        assert!(client_config(&[trunk("")]).unwrap().is_none(), "no TLS trunk: no client config");
-        let garbage = dir.join("garbage.pem");
-        std::fs::write(&garbage, "not a certificate").unwrap();
-        let bad = trunk(&format!("transport = \"tls\"\nca_file = \"{}\"", garbage.display()));
-        assert!(client_config(&[bad]).unwrap_err().to_string().contains("no PEM certificate"));
-        let missing = trunk("transport = \"tls\"\nca_file = \"/nonexistent/ca.pem\"");
-        assert!(matches!(client_config(&[missing]), Err(SipError::TlsFile(..))));
+    fn failures_name_the_trunk_and_what_to_configure() {
+        let tls = trunk("transport = \"tls\"\nca_file = \"/etc/palaver/ca.pem\"");
         let why = describe_failure(&tls, "invalid peer certificate: UnknownIssuer").unwrap();
         assert!(why.contains("trunk `sbc`") && why.contains("ca.pem") && why.contains("UnknownIssuer"), "{why}");
+        let why = describe_failure(&tls, "received fatal alert: CertificateRequired").unwrap();
+        assert!(why.contains("client_cert_file"), "{why}");
         assert_eq!(describe_failure(&trunk(""), "timeout"), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
