@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use rsipstack::platform::tls::{TlsClientConfig, TlsConnector as SeamConnector, TlsStream as SeamStream};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::sign::CertifiedKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -226,7 +226,9 @@ pub(crate) async fn dial(trunk: &TrunkTls, addr: SocketAddr) -> Result<ClientStr
         match tokio::time::timeout(verdict, read.read(&mut buf)).await {
             Err(_) => {}
             Ok(Ok(n)) => early.extend_from_slice(&buf[..n]),
-            Ok(Err(e)) if client_certificate => return Err(format!("the trunk refused palaver's client certificate: {e}")),
+            Ok(Err(e)) if client_certificate => {
+                return Err(format!("the trunk refused palaver's client certificate: {e}"));
+            }
             Ok(Err(e)) => return Err(format!("the trunk requires a client certificate (certificate required): {e}")),
         }
     }

@@ -162,7 +162,8 @@ async fn rsipstack_dials_an_ip_destination_with_the_trunks_name_and_nothing_else
     // The certificate names the SBC only (no IP): a dial that sent the IP would be refused.
     let (cert, key) = pki.leaf(&ca, "sbc", &["sbc.redial.example"], 3);
     let (addr, seen) = tls_server(&cert, &key, None).await;
-    let set = Arc::new(TrunkTlsSet::new(&[trunk("sbc", addr, &ca.pem, "tls_server_name = \"sbc.redial.example\"")]).unwrap());
+    let set =
+        Arc::new(TrunkTlsSet::new(&[trunk("sbc", addr, &ca.pem, "tls_server_name = \"sbc.redial.example\"")]).unwrap());
     register(&set);
     let layer = TransportLayer::new(tokio_util::sync::CancellationToken::new());
     // What a request to the SBC's IP Contact does after the dialog's connection dropped.
@@ -170,7 +171,10 @@ async fn rsipstack_dials_an_ip_destination_with_the_trunks_name_and_nothing_else
     layer.lookup(&ip, None).await.expect("a TLS connection to the trunk's IP");
     assert_eq!(seen.await.unwrap().unwrap().0.as_deref(), Some("sbc.redial.example"), "the SNI of an IP redial");
     // A TLS destination that is no trunk's is refused without a connection attempt.
-    let stranger = SipAddr { r#type: Some(rsipstack::sip::Transport::Tls), addr: "127.0.0.2:5061".parse::<SocketAddr>().unwrap().into() };
+    let stranger = SipAddr {
+        r#type: Some(rsipstack::sip::Transport::Tls),
+        addr: "127.0.0.2:5061".parse::<SocketAddr>().unwrap().into(),
+    };
     let error = layer.lookup(&stranger, None).await.unwrap_err().to_string();
     assert!(error.contains("no `transport = \"tls\"` trunk"), "{error}");
 }

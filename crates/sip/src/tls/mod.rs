@@ -22,9 +22,9 @@ use crate::config::{TrunkConfig, TrunkTransport};
 use crate::gateway::Shared;
 
 pub(crate) mod client;
-pub(crate) mod server;
 #[cfg(test)]
 mod handshakes;
+pub(crate) mod server;
 
 /// Resolves the TLS trunks' `tls_server_name`s to their configured addresses (any other
 /// name goes to DNS, as rsipstack would).

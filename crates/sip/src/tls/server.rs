@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transport::channel::ChannelConnection;
 use rsipstack::transport::tls::TlsConnection;
-use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transport::{SipAddr, SipConnection};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -56,8 +56,9 @@ pub(crate) fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -
             if roots.add_parsable_certificates(certs).0 == 0 {
                 return Err(invalid("tls_client_ca", path, "no PEM certificate"));
             }
-            let verifier =
-                WebPkiClientVerifier::builder(Arc::new(roots)).build().map_err(|e| invalid("tls_client_ca", path, e))?;
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| invalid("tls_client_ca", path, e))?;
             ServerConfig::builder().with_client_cert_verifier(verifier)
         }
         None => ServerConfig::builder().with_no_client_auth(),
@@ -102,7 +103,12 @@ impl Listener {
 
     /// Accepts until `cancel`: allowed sources only, then the handshake, then the
     /// connection goes to `endpoint`'s transport layer.
-    pub fn serve(self, endpoint: Arc<EndpointInner>, allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>, cancel: CancellationToken) {
+    pub fn serve(
+        self,
+        endpoint: Arc<EndpointInner>,
+        allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+        cancel: CancellationToken,
+    ) {
         tokio::spawn(async move {
             tracing::info!(listen_tls = %self.local, mutual_tls = self.mutual, "SIP/TLS listener");
             loop {
