@@ -497,6 +497,30 @@ route = "meeting:m1"
     }
 
     #[test]
+    fn mutual_tls_and_crl_keys_need_tls_and_go_in_pairs() {
+        let tls = ISSUE_SHAPE.replace(
+            "transport = \"tcp\"",
+            "transport = \"tls\"\nca_file = \"/ca.pem\"\nclient_cert_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"\ncrl_file = \"/crl.pem\"",
+        );
+        let mut sip = toml::from_str::<File>(&tls).unwrap().sip.unwrap();
+        sip.listen_tls = Some("127.0.0.1:5061".parse().unwrap());
+        sip.tls_cert = Some("/c.pem".into());
+        sip.tls_key = Some("/k.pem".into());
+        sip.tls_client_ca = Some("/clients-ca.pem".into());
+        assert!(validate(Some(&sip), &[]).is_ok());
+        let mut half = sip.clone();
+        half.trunks[1].client_key_file = None;
+        assert!(validate(Some(&half), &[]).unwrap_err().to_string().contains("go together"));
+        let mut udp = sip.clone();
+        udp.trunks[0].crl_file = Some("/crl.pem".into());
+        assert!(validate(Some(&udp), &[]).unwrap_err().to_string().contains("need transport"));
+        let mut no_listener = sip.clone();
+        no_listener.trunks.truncate(1);
+        no_listener.listen_tls = None;
+        assert_eq!(validate(Some(&no_listener), &[]), Err(SipConfigError::ClientCaWithoutTls));
+    }
+
+    #[test]
     fn numbers_from_uri_user_parts_become_e164() {
         assert_eq!(normalize_number("+14255550100").as_deref(), Some("+14255550100"));
         assert_eq!(normalize_number("14255550100").as_deref(), Some("+14255550100"));
