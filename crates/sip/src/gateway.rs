@@ -7,6 +7,7 @@
 //! call machinery's events for phone parties, and OPTIONS keep-alives to the trunks.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,7 +153,6 @@ impl SipGateway {
         if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
             let server = crate::tls::server::server_config(cert, key, config.tls_client_ca.as_deref())?;
             let listener = crate::tls::server::Listener::bind(addr, server, config.tls_client_ca.is_some()).await?;
-            transports.add_transport(listener.placeholder().await?);
             tls_listener = Some(listener);
         }
         // The bound address (a port 0 in the config is picked here), for Contacts.
@@ -174,11 +174,20 @@ impl SipGateway {
             .build();
         let mut incoming = endpoint.incoming_transactions().map_err(transport_error)?;
         let inner = endpoint.inner.clone();
-        tokio::spawn(async move {
+        let mut serve = Box::pin(async move {
             let _ = inner.serve().await;
         });
+        // The first poll of `serve` starts the listeners: rsipstack takes its list of
+        // listeners to serve at once (`serve_listens`' first statement). `listen_tls` is
+        // palaver's own (`crate::tls::server`); it joins the list only after that, unserved,
+        // so that rsipstack finds it among its own addresses (the Via of requests over TLS).
+        let first = serve.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         if let Some(listener) = tls_listener {
+            endpoint.inner.transport_layer.add_transport(listener.placeholder().await?);
             listener.serve(endpoint.inner.clone(), allowed, cancel.child_token());
+        }
+        if first.is_pending() {
+            tokio::spawn(serve);
         }
         let shared = Arc::new(Shared {
             numbers: numbers.into_iter().collect(),

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::transaction::endpoint::EndpointInner;
-use rsipstack::transport::channel::ChannelConnection;
-use rsipstack::transport::tls::TlsConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsConnection, TlsListenerConnection};
 use rsipstack::transport::{SipAddr, SipConnection};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -88,17 +87,14 @@ impl Listener {
         self.local.get_socketaddr().expect("an IP address")
     }
 
-    /// The listener's address among the transport layer's listeners, so the Via of
-    /// palaver's requests over TLS names `listen_tls` (rsipstack finds its own addresses
-    /// there). An unserved placeholder: rsipstack logs once that it cannot serve it.
+    /// The listener's address as rsipstack's listener list holds it, so the Via of
+    /// palaver's requests over TLS names `listen_tls` (rsipstack looks for its own
+    /// addresses there). Never served by rsipstack: added after it started its listeners.
     pub async fn placeholder(&self) -> Result<SipConnection, SipError> {
-        let (incoming_tx, incoming_rx) = rsipstack::platform::mpsc::unbounded_channel();
-        drop(incoming_tx);
-        let (outgoing_tx, _outgoing_rx) = rsipstack::platform::mpsc::unbounded_channel();
-        let channel = ChannelConnection::create_connection(incoming_rx, outgoing_tx, self.local.clone(), None)
+        let listener = TlsListenerConnection::new(self.local_addr(), None, TlsConfig::default())
             .await
             .map_err(|e| SipError::Transport(e.to_string()))?;
-        Ok(SipConnection::Channel(channel))
+        Ok(SipConnection::TlsListener(listener))
     }
 
     /// Accepts until `cancel`: allowed sources only, then the handshake, then the
