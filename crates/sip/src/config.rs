@@ -26,6 +26,10 @@ pub struct SipConfig {
     /// before any SIP is read).
     #[serde(default)]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM certificate revocation list(s) of `tls_client_ca`: a revoked client certificate
+    /// is refused (end-entity certificates; an unknown status passes).
+    #[serde(default)]
+    pub tls_client_crl: Option<PathBuf>,
     /// OPTIONS keep-alives to every trunk this often (0: off).
     #[serde(default = "default_options_interval")]
     pub options_interval_secs: u64,
@@ -251,6 +255,8 @@ pub enum SipConfigError {
     TlsFiles,
     #[error("[sip] tls_client_ca needs listen_tls (it is the CA of the clients of that listener)")]
     ClientCaWithoutTls,
+    #[error("[sip] tls_client_crl needs tls_client_ca (it lists that CA's revoked certificates)")]
+    ClientCrlWithoutCa,
     #[error("phone numbers are configured but there is no [sip] section")]
     NumbersWithoutSip,
 }
@@ -302,6 +308,9 @@ pub fn validate(
     }
     if sip.tls_client_ca.is_some() && sip.listen_tls.is_none() {
         return Err(SipConfigError::ClientCaWithoutTls);
+    }
+    if sip.tls_client_crl.is_some() && sip.tls_client_ca.is_none() {
+        return Err(SipConfigError::ClientCrlWithoutCa);
     }
     for trunk in &sip.trunks {
         let fail = |why| Err(SipConfigError::Trunk(trunk.name.clone(), why));
@@ -518,6 +527,10 @@ route = "meeting:m1"
         no_listener.trunks.truncate(1);
         no_listener.listen_tls = None;
         assert_eq!(validate(Some(&no_listener), &[]), Err(SipConfigError::ClientCaWithoutTls));
+        let mut crl_alone = sip.clone();
+        crl_alone.tls_client_ca = None;
+        crl_alone.tls_client_crl = Some("/clients.crl".into());
+        assert_eq!(validate(Some(&crl_alone), &[]), Err(SipConfigError::ClientCrlWithoutCa));
     }
 
     #[test]

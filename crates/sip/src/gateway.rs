@@ -151,7 +151,12 @@ impl SipGateway {
         };
         let mut tls_listener = None;
         if let (Some(addr), Some(cert), Some(key)) = (config.listen_tls, &config.tls_cert, &config.tls_key) {
-            let server = crate::tls::server::server_config(cert, key, config.tls_client_ca.as_deref())?;
+            let server = crate::tls::server::server_config(
+                cert,
+                key,
+                config.tls_client_ca.as_deref(),
+                config.tls_client_crl.as_deref(),
+            )?;
             let listener = crate::tls::server::Listener::bind(addr, server, config.tls_client_ca.is_some()).await?;
             tls_listener = Some(listener);
         }

@@ -60,6 +60,7 @@ impl Pki {
     }
 
     fn crl(&self, ca: &Ca, revoked: u64) -> PathBuf {
+        let file = self.dir.join(format!("crl-{revoked}.pem"));
         let crl = CertificateRevocationListParams {
             this_update: rcgen::date_time_ymd(2024, 1, 1),
             next_update: rcgen::date_time_ymd(2099, 1, 1),
@@ -75,7 +76,6 @@ impl Pki {
         }
         .signed_by(&ca.issuer)
         .unwrap();
-        let file = self.dir.join("crl.pem");
         std::fs::write(&file, crl.pem().unwrap()).unwrap();
         file
     }
@@ -93,7 +93,10 @@ type Seen = Result<(Option<String>, bool), String>;
 
 /// A TLS server (`listen_tls`'s configuration) for one connection: it writes `hello`.
 async fn tls_server(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (SocketAddr, tokio::task::JoinHandle<Seen>) {
-    let config = server::server_config(cert, key, client_ca).unwrap();
+    tls_server_with(server::server_config(cert, key, client_ca, None).unwrap()).await
+}
+
+async fn tls_server_with(config: rustls::ServerConfig) -> (SocketAddr, tokio::task::JoinHandle<Seen>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -213,6 +216,15 @@ async fn mutual_tls_presents_the_trunks_client_certificate_and_listen_tls_requir
     let error = dial_trunk(&set, addr, "sbc.mtls.example").await.unwrap_err();
     assert!(error.contains("refused palaver's client certificate"), "{error}");
     assert!(seen.await.unwrap().is_err());
+    // `tls_client_crl`: listen_tls refuses palaver's own CA's revoked certificate.
+    let crl = pki.crl(&palaver_ca, 5);
+    let config = server::server_config(&sbc_cert, &sbc_key, Some(&palaver_ca.pem), Some(&crl)).unwrap();
+    let (addr, seen) = tls_server_with(config).await;
+    let set = TrunkTlsSet::new(&[trunk("sbc", addr, &trunk_ca.pem, &with(&client_cert, &client_key))]).unwrap();
+    let error = dial_trunk(&set, addr, "sbc.mtls.example").await.unwrap_err();
+    assert!(error.contains("refused palaver's client certificate"), "{error}");
+    let server_side = seen.await.unwrap().unwrap_err();
+    assert!(server_side.contains("Revoked"), "{server_side}");
 }
 
 #[tokio::test]
@@ -265,5 +277,5 @@ fn bad_tls_files_are_refused_at_start() {
     let ca = pki.ca("carrier");
     let crl = format!("crl_file = \"{}\"", garbage.display());
     assert!(TrunkTlsSet::new(&[trunk("sbc", at, &ca.pem, &crl)]).is_err());
-    assert!(server::server_config(&garbage, &garbage, None).is_err());
+    assert!(server::server_config(&garbage, &garbage, None, None).is_err());
 }

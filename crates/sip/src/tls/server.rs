@@ -16,7 +16,7 @@ use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transport::tls::{TlsConfig, TlsConnection, TlsListenerConnection};
 use rsipstack::transport::{SipAddr, SipConnection};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
@@ -37,8 +37,13 @@ fn invalid(what: &str, path: &Path, why: impl std::fmt::Display) -> SipError {
 }
 
 /// The listener's rustls configuration: `cert`/`key`, and client certificates required and
-/// verified against `client_ca` when it is set.
-pub(crate) fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, SipError> {
+/// verified against `client_ca` (and its CRLs, `client_crl`) when it is set.
+pub(crate) fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    client_crl: Option<&Path>,
+) -> Result<ServerConfig, SipError> {
     let chain = CertificateDer::pem_slice_iter(&pem(cert)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid("tls_cert", cert, e))?;
@@ -55,9 +60,18 @@ pub(crate) fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -
             if roots.add_parsable_certificates(certs).0 == 0 {
                 return Err(invalid("tls_client_ca", path, "no PEM certificate"));
             }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(|e| invalid("tls_client_ca", path, e))?;
+            let mut verifier = WebPkiClientVerifier::builder(Arc::new(roots));
+            if let Some(crl) = client_crl {
+                let crls = CertificateRevocationListDer::pem_slice_iter(&pem(crl)?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("tls_client_crl", crl, e))?;
+                if crls.is_empty() {
+                    return Err(invalid("tls_client_crl", crl, "no X509 CRL"));
+                }
+                verifier =
+                    verifier.with_crls(crls).only_check_end_entity_revocation().allow_unknown_revocation_status();
+            }
+            let verifier = verifier.build().map_err(|e| invalid("tls_client_ca", path, e))?;
             ServerConfig::builder().with_client_cert_verifier(verifier)
         }
         None => ServerConfig::builder().with_no_client_auth(),
