@@ -24,16 +24,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-const OWNED: &str = "+14255550100";
-const PHONE: &str = "4:+14255550123";
-const AGENT_HZ: f32 = 440.0;
+pub(crate) const OWNED: &str = "+14255550100";
+pub(crate) const PHONE: &str = "4:+14255550123";
+pub(crate) const AGENT_HZ: f32 = 440.0;
 
-fn phone_id() -> Value {
+pub(crate) fn phone_id() -> Value {
     json!({"rawId": PHONE, "phoneNumber": {"value": "+14255550123"}})
 }
 
 /// palaver with `workers` media workers, phone targets allowed, one trunk to `carrier_port`.
-async fn start(prefix: &str, workers: usize, backend: &Backend, carrier_port: u16) -> (TempDir, Server) {
+pub(crate) async fn start(prefix: &str, workers: usize, backend: &Backend, carrier_port: u16) -> (TempDir, Server) {
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
@@ -86,7 +86,7 @@ async fn both_ways(agent: &mut Talker, socket: UdpSocket, port: u16) -> (f32, f3
 }
 
 /// The `PSTN` usage records of the phone (waits until there are `n`).
-async fn pstn_records(server: &Server, n: usize) -> Vec<Value> {
+pub(crate) async fn pstn_records(server: &Server, n: usize) -> Vec<Value> {
     let day = |d: i64| (chrono::Utc::now() + chrono::Duration::days(d)).format("%Y-%m-%d").to_string();
     let path = format!("/usage?from={}&to={}", day(-1), day(2));
     for _ in 0..100 {
