@@ -263,3 +263,20 @@ fn a_leg_held_when_it_moves_stays_held_until_the_trunk_resumes() {
     let (_, sent) = phone_receives(&mut rig, 25, 25);
     assert!(sent >= 20, "the mix reaches the resumed phone ({sent})");
 }
+
+#[test]
+fn a_phone_rung_into_a_conversation_is_placed_on_its_worker_and_moves_in_without_a_re_invite() {
+    let mut rig = Rig::new(2);
+    let agent = rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    let group_socket = rig.control.worker_address(agent.worker);
+    assert_ne!(rig.control.candidate_for(CALL), group_socket, "left alone, the ring would go to the idle worker");
+    rig.control.colocate(CALL, GROUP);
+    assert_eq!(rig.control.candidate_for(CALL), group_socket, "the trunk is offered the group call's socket");
+    rig.phone_in_call();
+    assert_eq!(rig.control.conference(CALL).unwrap().worker(), agent.worker);
+    let (reseat, out) =
+        rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("re-seated");
+    rig.apply(out);
+    assert!(matches!(reseat, Reseat::Moved(joined) if joined.worker == agent.worker), "{reseat:?}");
+    assert!(rig.control.colocated.is_empty(), "forgotten once placed");
+}
