@@ -280,3 +280,14 @@ fn a_phone_rung_into_a_conversation_is_placed_on_its_worker_and_moves_in_without
     assert!(matches!(reseat, Reseat::Moved(joined) if joined.worker == agent.worker), "{reseat:?}");
     assert!(rig.control.colocated.is_empty(), "forgotten once placed");
 }
+
+#[test]
+fn a_ring_that_never_got_media_forgets_its_placement_when_it_leaves() {
+    let mut rig = Rig::new(2);
+    rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    rig.control.colocate(CALL, GROUP);
+    rig.control.offer_sip(CALL, "phone", &TrunkPolicy::from_names(&["PCMU", "srtp=optional"]));
+    let out = rig.control.leave(CALL, "phone");
+    assert!(out.commands.is_empty(), "nothing to release on the workers");
+    assert!(rig.control.colocated.is_empty() && rig.control.sip_offers.is_empty(), "nothing kept for a busy phone");
+}
