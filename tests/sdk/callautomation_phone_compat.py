@@ -18,6 +18,11 @@ group call with `connect_call` and then, with the SDK only:
      remove_participant -> palaver's BYE (SIPp takes it); the phone's minutes are a PSTN usage
      record (outbound, the trunk, the presented number)
   5. refusals: a room without pstnDialOutEnabled is 403/8523
+  6. transfer from a 1:1 call: an ACS user (a WebSocket client) calls the application's identity
+     -> IncomingCall -> answer_call -> transfer_call_to_participant(+14255550123,
+     source_caller_id_number=<owned>) -> SIPp answers -> CallTransferAccepted (the phone), then
+     CallDisconnected; the caller sees the phone join its call, the phone receives the call's
+     media; the caller hangs up -> palaver's BYE (SIPp takes it)
 
 Usage: callautomation_phone_compat.py [--binary PATH]   (default: $PALAVER_BIN or target/debug/palaver)
 """
@@ -39,6 +44,7 @@ from azure.communication.callautomation import (
     FileSource,
     PhoneNumberIdentifier,
 )
+from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
 
 import callautomation_compat as ca
 from identity_compat import check, palaver, run_main
@@ -198,7 +204,11 @@ def config_file(directory, receiver, carrier_port):
             'codecs = ["PCMU"]\n\n'
             "[[phone_numbers]]\n"
             f'number = "{OWNED}"\n'
-            'route = "call-automation"\n'
+            'route = "call-automation"\n\n'
+            "[[events.subscriptions]]\n"
+            'name = "cc-backend"\n'
+            f'endpoint = "{receiver.base}/incoming"\n'
+            'event_types = ["Microsoft.Communication.IncomingCall"]\n'
         )
     return path
 
@@ -213,8 +223,11 @@ def run(binary):
             os.makedirs(sipp_dir)
             with palaver(binary, data_dir) as (base_url, conn_str, ca_file):
                 print(f"palaver at {base_url}, carrier (SIPp) on 127.0.0.1:{carrier_port}")
-                ctx = ca.Ctx(conn_str, ca_file, receiver, {}, base_url)
+                identity = CommunicationIdentityClient.from_connection_string(conn_str, connection_verify=ca_file)
+                users = {n: identity.create_user().properties["id"] for n in ["alice", "ivr"]}
+                ctx = ca.Ctx(conn_str, ca_file, receiver, users, base_url, identity)
                 steps(ctx, sipp_dir, carrier_port)
+                transfer_from_a_one_to_one_call(ctx, sipp_dir, carrier_port)
     finally:
         os.environ.pop("PALAVER_CONFIG", None)
         receiver.close()
@@ -347,6 +360,46 @@ def steps(ctx, sipp_dir, carrier_port):
     conn.hang_up(is_for_everyone=True)
     rx.event("G", "CallDisconnected")
     check("CallDisconnected is the group connection's last callback", rx.names("G")[-1] == "CallDisconnected", rx.names("G"))
+
+
+def transfer_from_a_one_to_one_call(ctx, sipp_dir, carrier_port):
+    print("-- 6. transfer from a 1:1 call to a phone number")
+    rx = ctx.rx
+    token = ctx.identity.get_token(ca.ident(ctx.users["alice"]), [CommunicationTokenScope.VOIP]).token
+    ws = ca.WsClient(ctx.base_url, ctx.ca_file, token)
+    phone = Phone()
+    carrier = Carrier(sipp_dir, carrier_port, "uas_answer_rtp.xml", ["-trace_logs", "-set", "rtp_port", str(phone.port)])
+    try:
+        ws.wait_for("welcome")
+        ws.send({"type": "call.place", "requestId": "t1", "targets": [ctx.users["ivr"]]})
+        call_id = ws.wait_for("call.placed")["callId"]
+        _, props = ctx.answer("T", ctx.users["ivr"], "t-answer")
+        rx.event("T", "CallConnected")
+        ws.wait_for("call.connected")
+        conn = ctx.app().get_call_connection(props.call_connection_id)
+        result = conn.transfer_call_to_participant(
+            PhoneNumberIdentifier(NUMBER), source_caller_id_number=PhoneNumberIdentifier(OWNED), operation_context="to-phone"
+        )
+        check("transfer_call_to_participant of a phone echoes operationContext", result.operation_context == "to-phone", vars(result))
+        accepted = rx.event("T", "CallTransferAccepted")
+        check(
+            "CallTransferAccepted names the phone (to-phone)",
+            accepted.data["transferTarget"]["rawId"] == PHONE_RAW and accepted.data["operationContext"] == "to-phone",
+            accepted.data,
+        )
+        rx.event("T", "CallDisconnected")
+        check("the 1:1 connection's last callbacks: CallTransferAccepted, CallDisconnected", rx.names("T")[-2:] == ["CallTransferAccepted", "CallDisconnected"], rx.names("T"))
+        joined = ws.wait_for("call.participantJoined")
+        check("the caller sees the phone join its call", joined["callId"] == call_id and joined["participant"]["rawId"] == PHONE_RAW, joined)
+        phone.start(int(carrier.logged("SERVER_RTP_PORT ")))
+        time.sleep(1.0)
+        check("the phone receives the call's media", len(phone.heard) >= 160 * 20, len(phone.heard))
+        ws.send({"type": "call.hangUp", "callId": call_id})
+        ws.wait_for("call.ended")
+        carrier.finished("the phone the 1:1 call was transferred to, hung up by palaver when the caller left (BYE)")
+    finally:
+        phone.close()
+        ws.close()
 
 
 if __name__ == "__main__":

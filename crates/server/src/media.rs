@@ -280,6 +280,13 @@ impl MediaPlane for MediaController {
         self.call_logged("subscribe", &session, |c| c.subscribe(conversation, participant, &slots));
     }
 
+    fn colocate(&self, conversation: &str, with: &str) {
+        let _ = self.call(|c| {
+            c.colocate(conversation, with);
+            Ok(((), Output::default()))
+        });
+    }
+
     fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {
         let policy = TrunkPolicy::from_names(&codecs);
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);

@@ -102,24 +102,27 @@ pub(crate) async fn follow(leg: MovedLeg<'_>, join: JoinTarget) -> Outcome {
 }
 
 /// Moves the leg's media to `to`: in place when the media plane can, else by re-INVITE.
+/// A leg the trunk holds is held on its transport: it moves in place and stays held (the
+/// media plane carries the hold); when that cannot be done (another worker, or the hold
+/// released the media) its media leaves the call and the trunk's resume attaches it to the
+/// new session, whose answer names the new socket.
 async fn reseat(shared: &Shared, dialog: &InviteDialog, media: &mut LegMedia, to: MediaSession) -> Result<(), String> {
-    if media.held {
-        // On hold its RTP is in no conference; the resume attaches it to the new session.
-        media.session = to;
-        return Ok(());
-    }
     let gateway = &shared.gateway;
-    let reseated = gateway
-        .phone_reseat(media.session.clone(), to.clone(), media.remote_sdp.clone(), media.codecs.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let reseated =
+        gateway.phone_reseat(media.session.clone(), to.clone(), media.remote_sdp.clone(), media.codecs.clone()).await;
     match reseated {
-        TrunkReseat::Moved => {
-            tracing::info!(participant = %to.participant_id, "phone media re-seated in place: no re-INVITE");
+        Ok(TrunkReseat::Moved) => {
+            tracing::info!(participant = %to.participant_id, held = media.held, "phone media re-seated in place: no re-INVITE");
             media.session = to;
             Ok(())
         }
-        TrunkReseat::Reoffer => reoffer(shared, dialog, media, to).await,
+        Ok(TrunkReseat::Reoffer) | Err(_) if media.held => {
+            tracing::info!(participant = %to.participant_id, "held phone moved: its resume attaches the media");
+            gateway.phone_leave_session(std::mem::replace(&mut media.session, to));
+            Ok(())
+        }
+        Ok(TrunkReseat::Reoffer) => reoffer(shared, dialog, media, to).await,
+        Err(error) => Err(error.to_string()),
     }
 }
 

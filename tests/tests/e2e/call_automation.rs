@@ -110,6 +110,13 @@ impl Backend {
         )
     }
 
+    /// The types of the events seen on `path` so far, in arrival order.
+    pub(crate) fn types(&self, path: &str) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        let kinds = seen.iter().filter(|(p, _)| p == path);
+        kinds.map(|(_, e)| e["eventType"].as_str().or(e["type"].as_str()).unwrap_or_default().to_owned()).collect()
+    }
+
     /// Waits for the first event on `path` whose type ends with `kind` and that `filter` accepts.
     pub(crate) async fn wait(&self, path: &str, kind: &str, filter: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -7,11 +7,12 @@
 //!
 //! - `add_participant` with one media worker: the leg answered in the ring's conference is
 //!   re-seated in the group call's in place (SIPp's scenario fails on any re-INVITE);
-//! - the same with two workers: the group call lives on the other socket, so palaver
-//!   re-INVITEs the carrier right after the 200 (`uas_answer_rtp_reinvited.xml`);
+//! - the same with two workers: the ring's media is placed on the group call's worker, so
+//!   palaver's INVITE already offers that socket and nothing is re-INVITEd;
 //! - `createCall` to the number (a 1:1 call), then `move_participants` of that dialled-out
 //!   phone into the group call: no BYE and no re-INVITE, and two `PSTN` records (the 1:1 call,
-//!   then the group call).
+//!   then the group call); with two workers the moved phone is re-INVITEd to the group call's
+//!   socket, and a trunk refusing that re-INVITE gets palaver's BYE.
 
 use crate::call_automation::{Backend, Talker, connect_to_group_call, heard_at, post, talker};
 use crate::sip::{PHONE_HZ, finished, free_udp_port, logged_after, phone_talks, require_sipp, scenario, uas_from};
@@ -24,16 +25,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-const OWNED: &str = "+14255550100";
-const PHONE: &str = "4:+14255550123";
-const AGENT_HZ: f32 = 440.0;
+pub(crate) const OWNED: &str = "+14255550100";
+pub(crate) const PHONE: &str = "4:+14255550123";
+pub(crate) const AGENT_HZ: f32 = 440.0;
 
-fn phone_id() -> Value {
+pub(crate) fn phone_id() -> Value {
     json!({"rawId": PHONE, "phoneNumber": {"value": "+14255550123"}})
 }
 
 /// palaver with `workers` media workers, phone targets allowed, one trunk to `carrier_port`.
-async fn start(prefix: &str, workers: usize, backend: &Backend, carrier_port: u16) -> (TempDir, Server) {
+pub(crate) async fn start(prefix: &str, workers: usize, backend: &Backend, carrier_port: u16) -> (TempDir, Server) {
     require_sipp();
     let dir = TempDir::new(prefix);
     let config = format!(
@@ -86,7 +87,7 @@ async fn both_ways(agent: &mut Talker, socket: UdpSocket, port: u16) -> (f32, f3
 }
 
 /// The `PSTN` usage records of the phone (waits until there are `n`).
-async fn pstn_records(server: &Server, n: usize) -> Vec<Value> {
+pub(crate) async fn pstn_records(server: &Server, n: usize) -> Vec<Value> {
     let day = |d: i64| (chrono::Utc::now() + chrono::Duration::days(d)).format("%Y-%m-%d").to_string();
     let path = format!("/usage?from={}&to={}", day(-1), day(2));
     for _ in 0..100 {
@@ -170,9 +171,12 @@ async fn a_phone_number_added_to_a_group_call_answers_and_talks_with_the_agent()
     add_phone(1, "uas_answer_rtp.xml", "SERVER_RTP_PORT ").await;
 }
 
+/// Two workers: the ring's media is placed on the group call's worker (`colocate`), so the
+/// INVITE already offers that socket and the answered leg moves in place (no re-INVITE:
+/// `uas_answer_rtp.xml` fails on one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_number_added_to_a_group_call_on_another_worker_is_re_invited_there() {
-    add_phone(2, "uas_answer_rtp_reinvited.xml", "REINVITE_RTP_PORT ").await;
+async fn a_phone_number_added_to_a_group_call_with_two_workers_is_offered_its_socket_and_not_re_invited() {
+    add_phone(2, "uas_answer_rtp.xml", "SERVER_RTP_PORT ").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,9 +230,10 @@ async fn a_dialled_out_phone_is_moved_into_a_group_call_and_billed_in_both_calls
     agent.client.close().await;
 }
 
-/// A move whose re-INVITE the trunk refuses (488): the phone cannot follow into the other
-/// worker's conference, so palaver hangs it up (BYE after the refused re-INVITE) and it leaves
-/// the group call it had joined.
+/// A move whose re-INVITE the trunk refuses (488): a phone dialled 1:1 (`createCall`, its
+/// call on the idle worker) and moved into the group call on the other worker cannot follow
+/// there, so palaver hangs it up (BYE after the refused re-INVITE) and it leaves the group
+/// call it had joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_whose_re_invite_is_refused_is_hung_up_and_leaves_the_group_call() {
     let backend = Backend::start().await;
@@ -242,8 +247,14 @@ async fn a_phone_whose_re_invite_is_refused_is_hung_up_and_leaves_the_group_call
     let extra = ["-trace_logs", "-set", "rtp_port", &rtp_port];
     let carrier = uas_from(dir.path(), carrier_port, &scenario("uas_answer_rtp_reinvite_refused.xml"), &extra);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let add = json!({"participantToAdd": phone_id(), "operationContext": "dial"});
-    post(&server, &format!("/calling/callConnections/{gc}/participants:add"), &add, StatusCode::ACCEPTED).await;
+    // Dialled 1:1 (its conference on the idle worker), then moved into the group call.
+    let create = json!({"targets": [phone_id()], "callbackUri": format!("{}/cb/one", backend.base),
+        "operationContext": "out"});
+    let created = post(&server, "/calling/callConnections", &create, StatusCode::CREATED).await;
+    let one = created["callConnectionId"].as_str().unwrap().to_owned();
+    backend.wait("cb/one", "CallConnected", |e| e["data"]["operationContext"] == "out").await;
+    let body = json!({"targetParticipants": [phone_id()], "fromCall": one, "operationContext": "to-agent"});
+    post(&server, &format!("/calling/callConnections/{gc}/participants:moveHere"), &body, StatusCode::ACCEPTED).await;
     logged_after(dir.path(), "uas_answer_rtp_reinvite_refused", "REINVITE_REFUSED ").await;
     finished(carrier, "a phone whose re-INVITE was refused, hung up by palaver").await;
     let listed = |e: &Value| {

@@ -4,6 +4,7 @@
 mod call_automation;
 mod call_automation_moves;
 mod call_automation_phone_adds;
+mod call_automation_phone_edges;
 mod call_automation_phone_moves;
 mod chat;
 mod events;

@@ -203,6 +203,9 @@ pub struct Conferences {
     /// session changes them in place (early media → answer, hold → resume; `sip::legs`).
     trunk_legs: HashMap<(String, String), sip::legs::TrunkLeg>,
     tone_loops: sip::legs::ToneLoops,
+    /// Conversations to be placed on the worker of another one when they get media (a phone
+    /// rung into a group call: see [`Self::colocate`]).
+    colocated: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Conferences {
@@ -229,6 +232,7 @@ impl Conferences {
             sip_offers: HashMap::new(),
             trunk_legs: HashMap::new(),
             tone_loops: sip::legs::ToneLoops::default(),
+            colocated: HashMap::new(),
         }
     }
 
@@ -509,17 +513,36 @@ impl Conferences {
     }
 
     /// The worker address a new conference would get next (for the server's SDP offer to a
-    /// trunk before its answer is known): the one hosting `conversation`, or the least loaded.
+    /// trunk before its answer is known): the one hosting `conversation`, or where it would be
+    /// placed ([`Self::colocate`], else the least loaded).
     pub fn candidate_for(&self, conversation: &str) -> SocketAddr {
         if let Some(c) = self.conferences.get(conversation) {
             return self.config.candidates[c.worker];
+        }
+        self.config.candidates[self.placement(conversation)]
+    }
+
+    /// `conversation` (that has no media yet) is to be created on the worker that hosts
+    /// `with` when it gets media: the ring of a phone dialled into a group call or a room,
+    /// whose answered leg then moves into that conference in place — its SDP offer already
+    /// named that worker's socket, so the trunk needs no re-INVITE. Forgotten once the
+    /// conference exists or its participant leaves; `with` gone by then: the least loaded.
+    pub fn colocate(&mut self, conversation: &str, with: &str) {
+        if conversation != with && !self.conferences.contains_key(conversation) {
+            self.colocated.insert(conversation.to_owned(), with.to_owned());
+        }
+    }
+
+    /// The worker a new conference for `conversation` goes to.
+    fn placement(&self, conversation: &str) -> usize {
+        if let Some(host) = self.colocated.get(conversation).and_then(|with| self.conferences.get(with)) {
+            return host.worker;
         }
         let mut load = vec![0usize; self.config.candidates.len()];
         for c in self.conferences.values() {
             load[c.worker] += 1;
         }
-        let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
-        self.config.candidates[worker]
+        (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
     }
 
     /// The one join path: ends the participant's earlier session, creates the conference (and
@@ -593,6 +616,7 @@ impl Conferences {
     pub fn leave(&mut self, conversation: &str, participant: &str) -> Output {
         // A phone leg that leaves before its trunk answered drops the keys it offered.
         self.sip_offers.remove(&(conversation.to_owned(), participant.to_owned()));
+        self.colocated.remove(conversation);
         self.release(conversation, participant, true)
     }
 
@@ -676,11 +700,8 @@ impl Conferences {
         if let Some(c) = self.conferences.get(conversation) {
             return (c.router, c.worker);
         }
-        let mut load = vec![0usize; self.config.candidates.len()];
-        for c in self.conferences.values() {
-            load[c.worker] += 1;
-        }
-        let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        let worker = self.placement(conversation);
+        self.colocated.remove(conversation);
         (self.conference_on(conversation, worker, out), worker)
     }
 

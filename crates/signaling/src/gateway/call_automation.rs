@@ -402,6 +402,10 @@ impl Gateway {
     pub async fn ca_hang_up(&self, ccid: &str, for_everyone: bool) -> Result<(), CallAutomationError> {
         let view = self.call_automation().connection(ccid)?;
         if let Some((handle, participant_id)) = self.call_automation().conversation(ccid) {
+            // Its rings end with the hang-up, not when the conversation later reports the
+            // connection gone: a phone answering in between is refused (the dial task hangs it
+            // up) instead of being moved into the call the connection left.
+            self.ca_invitations_dropped(ccid);
             if for_everyone {
                 return self
                     .server_command(&handle, Authority::Server, ServerCommand::End)

@@ -166,6 +166,13 @@ impl Gateway {
             caller_id_number,
         };
         let target = invitation.target.clone();
+        if is_phone(&target)
+            && let Some(handle) = self.call_automation().conversation_handle_of(&invitation.ccid)
+        {
+            // The ring's media (the trunk's early media, then its answer) is placed on the
+            // conversation's worker: the answered leg moves in without a re-INVITE.
+            self.media().colocate(&invitation_id, &handle.conversation_id);
+        }
         tracing::info!(ccid = %invitation.ccid, %target, invitation = %invitation_id, "ringing a user into a conversation");
         self.call_automation().invitations().insert(invitation_id.clone(), invitation);
         self.notify_call_event(&target, &incoming);

@@ -96,6 +96,11 @@ pub trait MediaPlane: Send + Sync + 'static {
         let _ = (from, to, peer_sdp, codecs);
         Box::pin(async { Err(MediaUnavailable::refusal()) })
     }
+    /// Conversation `conversation` (no media yet) is to be hosted where `with` is, once it
+    /// gets media: a phone rung into a group call or a room is offered that worker's socket.
+    fn colocate(&self, conversation: &str, with: &str) {
+        let _ = (conversation, with);
+    }
     /// The server's SDP offer for a call out through a trunk (`codecs` in preference order);
     /// the trunk's answer then goes to [`Self::attach_trunk`].
     fn trunk_offer(&self, session: MediaSession, codecs: Vec<String>) -> MediaFuture<String> {

@@ -270,6 +270,9 @@ impl Gateway {
     /// when the trunk gave none) ends the invitation with the matching reason
     /// ([`phone_failure_reason`]), and Call Automation reports the SIP status itself.
     pub async fn phone_fail(&self, call_id: &str, phone: &str, status: Option<u16>) -> Result<(), CallError> {
+        // The leg never got media: what the media plane kept for its offer (SDES keys, the
+        // ring's placement) is dropped.
+        self.phone_detach(call_id, phone);
         let phrase = status.map(sip_reason_phrase).unwrap_or_default();
         if self.ca_phone_invitation_failed(call_id, phone, status, phrase) {
             return Ok(());

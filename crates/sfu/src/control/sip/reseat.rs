@@ -12,12 +12,19 @@
 //! router (the mix reaches the phone under a new SSRC, as after a hold). When the target
 //! lives on another worker, the leg's local address would change: nothing is changed and
 //! [`Reseat::OtherWorker`] names the address the caller must offer the trunk in a re-INVITE.
+//!
+//! The leg's [`TrunkLeg`] record (what was agreed, palaver's SDP, whether the trunk holds)
+//! moves with it, re-keyed to the target conversation and participant: a later hold or
+//! resume from the trunk changes the moved leg in place, as before the move, instead of
+//! building a new transport (which would lose a DTLS-SRTP association and the mix's SSRC).
+//! A leg the trunk holds stays held in its new conference.
 
 use std::net::SocketAddr;
 
+use super::legs::{TrunkLeg, change_in_place};
 use super::{TrunkPolicy, negotiate, sip_attach};
 use crate::control::{Conferences, Joined, Output};
-use crate::engine::{Command, MixAudio};
+use crate::engine::{Command, MixAudio, MixOutputSpec};
 use crate::mixer::AudioCodec;
 use crate::webrtc::sdp::Description;
 
@@ -78,6 +85,7 @@ impl Conferences {
         // settings forgotten, the router closed when it was the last), except that its
         // transport moves instead of being removed (before a `CloseRouter` would drop it).
         self.sip_offers.remove(&(from.to_owned(), participant.to_owned()));
+        let carried = self.trunk_legs.remove(&(from.to_owned(), participant.to_owned()));
         let left = self.release(from, participant, true);
         out.commands.extend(left.commands.into_iter().map(|(w, command)| match command {
             Command::RemoveTransport { transport: gone } if gone == transport => {
@@ -90,14 +98,34 @@ impl Conferences {
         out.tones.extend(left.tones);
         let may_send = media.direction != "inactive";
         let (_, seating) = sip_attach(&media, may_send, None, &mut self.rng).split();
+        let mix = MixOutputSpec {
+            ssrc: seating.receive.first().map_or(0, |slot| slot.ssrc),
+            payload_type: media.payload_type,
+        };
         out.extend(self.seat(to, to_participant, transport, seating));
+        let joined = Joined { worker, router, transport };
+        if let Some(before) = carried {
+            // Re-keyed: the next SDP of this media session changes the leg in place.
+            let mut leg = TrunkLeg {
+                joined,
+                media: media.clone(),
+                answer: before.answer,
+                output: mix,
+                early: false,
+                peer_holds: false,
+                publishes: may_send,
+            };
+            let also_held = self.is_held(to, to_participant);
+            out.extend(change_in_place(&mut leg, None, before.peer_holds, also_held));
+            self.trunk_legs.insert((to.to_owned(), to_participant.to_owned()), leg);
+        }
         if let Some(payload_type) = media.telephone_event.filter(|_| media.codec != AudioCodec::Opus) {
             // Tones the new conversation's participants send reach the trunk as RFC 4733.
             let clock_rate = media.telephone_event_clock;
             let audio = MixAudio::TelephoneEventsOut { transport, payload_type: Some(payload_type), clock_rate };
             out.commands.push((worker, Command::SetMixAudio { router, audio }));
         }
-        Ok((Reseat::Moved(Joined { worker, router, transport }), out))
+        Ok((Reseat::Moved(joined), out))
     }
 }
 

@@ -257,3 +257,32 @@ async fn a_phone_number_is_refused_without_a_sip_gateway_and_in_a_room_that_does
         "{ring:?}"
     );
 }
+
+/// The connection leaves (`DELETE`) while the phone rings, and the trunk's 200 comes right
+/// after, before the conversation has even seen the connection go: the ring is over at the
+/// hang-up (`call.ended` to the dial task: CANCEL), so the late answer is refused (the dial
+/// task hangs the phone up) and the phone is never moved into the group call nor billed.
+#[tokio::test]
+async fn a_phone_answering_after_its_connection_hung_up_is_not_moved_into_the_call() {
+    let (state, recorder, sessions, events) = app(true);
+    let mut sip = events.unwrap();
+    let group = uuid::Uuid::new_v4().to_string();
+    let ccid = connect(&state, &recorder, json!({"kind": "groupCallLocator", "groupCallId": group})).await;
+    let (status, added) = add(&state, &ccid, json!({"participantToAdd": phone_id(), "operationContext": "p"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{added}");
+    let invitation = added["invitationId"].as_str().unwrap().to_string();
+    next_notice(&mut sip).await;
+
+    state.gateway.ca_hang_up(&ccid, false).await.unwrap();
+    let answered = state.gateway.phone_accept(&invitation, Party::new(PHONE, "+14255550123"), "dialog-9").await;
+    assert!(answered.is_err(), "a phone answering after its connection left is refused (the dial task sends BYE)");
+    let ended = next_notice(&mut sip).await;
+    assert_eq!(ended.event, CallEvent::Ended { call_id: invitation, reason: CallEndReason::Cancelled });
+    recorder.wait_for(|r| r.names(&ccid).contains(&"CallDisconnected".to_string())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sip.try_recv().is_err(), "nothing more for the phone (no move)");
+    let names = recorder.names(&ccid);
+    assert_eq!(names.last().map(String::as_str), Some("CallDisconnected"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("AddParticipant")), "{names:?}");
+    assert!(!sessions.0.lock().unwrap().iter().any(|(raw, ..)| raw == PHONE), "the phone is not billed");
+}

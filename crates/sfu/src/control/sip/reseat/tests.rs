@@ -189,3 +189,105 @@ fn nothing_changes_for_a_leg_without_media_the_same_conversation_or_an_unusable_
     assert!(rig.control.conference(GROUP).is_none());
     assert!(rig.control.conference(CALL).unwrap().transport_of("phone").is_some());
 }
+
+/// The packets to the phone in `n` 20 ms steps while the phone talks: (SSRCs seen, packets).
+/// What was due before (the virtual clock catching up) is dropped first.
+fn phone_receives(rig: &mut Rig, from: u16, n: u16) -> (Vec<u32>, usize) {
+    let engine = &mut rig.engines[0];
+    engine.drive(Duration::ZERO);
+    engine.take_sent();
+    let (mut ssrcs, mut packets) = (Vec::new(), 0);
+    for i in from..from + n {
+        engine.datagram(phone_addr(), phone_packet(i));
+        engine.drive(Duration::from_millis(20));
+        for packet in engine.take_sent().iter().map(|(_, p)| p).filter(|p| !is_rtcp(p)) {
+            let ssrc = RtpHeader::parse(packet).unwrap().ssrc;
+            if !ssrcs.contains(&ssrc) {
+                ssrcs.push(ssrc);
+            }
+            packets += 1;
+        }
+    }
+    (ssrcs, packets)
+}
+
+#[test]
+fn a_moved_leg_is_held_and_resumed_in_place_by_the_trunk() {
+    let mut rig = Rig::new(1);
+    rig.phone_in_call();
+    let transport = rig.control.conference(CALL).unwrap().transport_of("phone").unwrap();
+    rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    let (_, out) =
+        rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("re-seated");
+    rig.apply(out);
+    let (before, sent) = phone_receives(&mut rig, 0, 25);
+    assert!(sent >= 20 && before.len() == 1, "the mix reaches the moved phone: {sent} packets, SSRCs {before:?}");
+
+    // The trunk holds (re-INVITE with a=sendonly): the same leg, held on its transport.
+    let held = trunk_sdp().replace("a=sendrecv", "a=sendonly");
+    let (_, answer, out) = rig.control.join_sip(GROUP, "phone-in-group", &held, &policy()).expect("hold accepted");
+    let names = rig.apply(out);
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    assert!(!names.iter().any(|n| n.ends_with("_transport")), "no new transport for a hold: {names:?}");
+    assert!(names.contains(&"set_mix_output") && names.contains(&"set_mix_audio"), "{names:?}");
+    assert_eq!(rig.control.conference(GROUP).unwrap().transport_of("phone-in-group"), Some(transport));
+    let (_, on_hold) = phone_receives(&mut rig, 25, 25);
+    assert_eq!(on_hold, 0, "nothing goes to a phone that holds");
+
+    // Resume: the same transport and mix SSRC go on.
+    let (_, answer, out) =
+        rig.control.join_sip(GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("resume accepted");
+    let names = rig.apply(out);
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    assert!(!names.iter().any(|n| n.ends_with("_transport")), "no new transport for a resume: {names:?}");
+    let (after, sent) = phone_receives(&mut rig, 50, 25);
+    assert!(sent >= 20, "the mix comes back after the resume ({sent})");
+    assert_eq!(after, before, "the same mix stream as before the hold");
+}
+
+#[test]
+fn a_leg_held_when_it_moves_stays_held_until_the_trunk_resumes() {
+    let mut rig = Rig::new(1);
+    rig.phone_in_call();
+    let held = trunk_sdp().replace("a=sendrecv", "a=sendonly");
+    let (_, _, out) = rig.control.join_sip(CALL, "phone", &held, &policy()).expect("hold accepted");
+    rig.apply(out);
+    rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    let (_, out) = rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &held, &policy()).expect("re-seated");
+    rig.apply(out);
+    let (_, on_hold) = phone_receives(&mut rig, 0, 25);
+    assert_eq!(on_hold, 0, "the phone still holds after the move");
+    let (_, _, out) = rig.control.join_sip(GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("resumed");
+    let names = rig.apply(out);
+    assert!(!names.iter().any(|n| n.ends_with("_transport")), "resumed in place: {names:?}");
+    let (_, sent) = phone_receives(&mut rig, 25, 25);
+    assert!(sent >= 20, "the mix reaches the resumed phone ({sent})");
+}
+
+#[test]
+fn a_phone_rung_into_a_conversation_is_placed_on_its_worker_and_moves_in_without_a_re_invite() {
+    let mut rig = Rig::new(2);
+    let agent = rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    let group_socket = rig.control.worker_address(agent.worker);
+    assert_ne!(rig.control.candidate_for(CALL), group_socket, "left alone, the ring would go to the idle worker");
+    rig.control.colocate(CALL, GROUP);
+    assert_eq!(rig.control.candidate_for(CALL), group_socket, "the trunk is offered the group call's socket");
+    rig.phone_in_call();
+    assert_eq!(rig.control.conference(CALL).unwrap().worker(), agent.worker);
+    let (reseat, out) =
+        rig.control.reseat_sip(CALL, "phone", GROUP, "phone-in-group", &trunk_sdp(), &policy()).expect("re-seated");
+    rig.apply(out);
+    assert!(matches!(reseat, Reseat::Moved(joined) if joined.worker == agent.worker), "{reseat:?}");
+    assert!(rig.control.colocated.is_empty(), "forgotten once placed");
+}
+
+#[test]
+fn a_ring_that_never_got_media_forgets_its_placement_when_it_leaves() {
+    let mut rig = Rig::new(2);
+    rig.agent_in(GROUP, DirectLink::new(DEFAULT_EGRESS_CAPACITY));
+    rig.control.colocate(CALL, GROUP);
+    rig.control.offer_sip(CALL, "phone", &TrunkPolicy::from_names(&["PCMU", "srtp=optional"]));
+    let out = rig.control.leave(CALL, "phone");
+    assert!(out.commands.is_empty(), "nothing to release on the workers");
+    assert!(rig.control.colocated.is_empty() && rig.control.sip_offers.is_empty(), "nothing kept for a busy phone");
+}
