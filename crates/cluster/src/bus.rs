@@ -14,10 +14,17 @@
 //!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and media for that
 //!   call are forwarded there.
 //!
+//! - **Busy**: the users connected in a call on each node are published ([`engaged`]), so a
+//!   user in a call on one node is busy for rings, placements and answers on every node.
+//!
 //! Redis pub/sub is at most once and every command gives up after 1 s (`redis.rs`): with
 //! Redis away, rings and notifications reach only the sockets on the call's own node, and a
 //! forwarded answer is refused `NodeUnavailable` after [`FORWARD_TIMEOUT`]. Nothing here is
 //! needed for billing, media or running conversations.
+
+mod engaged;
+
+pub use engaged::ENGAGED_TTL_MS;
 
 use crate::redis::{RedisError, connect, connect_subscriber};
 use dashmap::DashMap;
@@ -78,6 +85,8 @@ pub struct RedisUserBus {
     remote_calls: DashMap<String, (String, Instant)>,
     pending: DashMap<u64, oneshot::Sender<Result<(), CallError>>>,
     next_corr: AtomicU64,
+    /// Users connected in a call on this node (`engaged.rs`).
+    engaged_here: DashMap<String, ()>,
 }
 
 impl std::fmt::Debug for RedisUserBus {
@@ -100,6 +109,7 @@ impl RedisUserBus {
             remote_calls: DashMap::new(),
             pending: DashMap::new(),
             next_corr: AtomicU64::new(1),
+            engaged_here: DashMap::new(),
         });
         bus.clear_own_presence().await?;
         let subscriber: SubscriberClient = connect_subscriber(redis_url).await?;
@@ -154,6 +164,7 @@ impl RedisUserBus {
                 }
                 let _: Result<i64, _> = self.client.sadd(node_users_key(&self.node_id), user.as_str()).await;
             }
+            self.refresh_engaged().await;
         }
     }
 
@@ -309,6 +320,14 @@ impl UserBus for RedisUserBus {
                 )),
             }
         })
+    }
+
+    fn engagement_changed(&self, engaged: &[String], freed: &[String]) {
+        self.spawn_engagement_change(engaged, freed);
+    }
+
+    fn engaged_elsewhere<'a>(&'a self, raw_ids: &'a [String]) -> RouterFuture<'a, Vec<String>> {
+        Box::pin(self.engaged_on_other_nodes(raw_ids))
     }
 
     fn forward_media(&self, node: &str, media: RemoteCallMedia) {
