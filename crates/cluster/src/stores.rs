@@ -101,6 +101,8 @@ impl ClusterStores {
         let homes = Homes::open(&database)?;
         let fence = Fence::new(&node_id, homes.clone(), database.clone());
         database.migrate("ledger_fencing", crate::ledger::FENCING_MIGRATIONS)?;
+        // The takeover transaction adopts sessions (offline subcommands open no ledger).
+        database.migrate("ledger_adoption", crate::ledger::ADOPTION_MIGRATIONS)?;
         let takeover = Arc::new(Takeover::new(&database, &node_id));
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
         Ok(Some(Self {
