@@ -1,5 +1,5 @@
-//! [`RedisUserBus`]: rings and presence across nodes over Redis (docs/cluster.md "Rings and
-//! presence across nodes", issue #17), the cluster's side of signaling's `UserBus` seam.
+//! [`RedisUserBus`]: rings and presence across nodes over Redis (docs/cluster-rings.md, issue
+//! #17), the cluster's side of signaling's `UserBus` seam.
 //!
 //! - **Presence**: a set per user, `palaver:presence:<raw id>`, of the nodes holding at least
 //!   one of its sockets (added on the first socket, removed with the last), and per node the

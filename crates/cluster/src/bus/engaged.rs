@@ -1,6 +1,6 @@
-//! Busy across nodes (docs/cluster.md "Rings and presence across nodes"): which users are
-//! connected in a call on which node, so a user in a call on node A who is rung, called or
-//! asked to accept from node B is busy there exactly as on one node.
+//! Busy across nodes (docs/cluster-rings.md): which users are connected in a call on which
+//! node, so a user in a call on node A who is rung, called or asked to accept from node B is
+//! busy there exactly as on one node.
 //!
 //! Each node writes `palaver:engaged:<raw id>` = its node id, expiring after
 //! [`ENGAGED_TTL_MS`], when a user becomes connected in a call it runs, deletes it (if still
