@@ -100,6 +100,18 @@ pub(super) async fn announce_presence(client: &Client, node: &str, users: &[Stri
     true
 }
 
+/// The next reconnection of a client (never, once its event channel is closed).
+async fn next_reconnection(events: &mut Option<tokio::sync::broadcast::Receiver<fred::types::config::Server>>) {
+    match events {
+        Some(rx) => {
+            if let Err(RecvError::Closed) = rx.recv().await {
+                *events = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl RedisUserBus {
     /// Remove this node from the presence sets of the users it listed (a restart after a
     /// kill leaves them behind).
@@ -122,12 +134,12 @@ impl RedisUserBus {
     /// engagements.
     pub(super) async fn refresh_presence(self: Arc<Self>, gateway: Gateway) {
         let mut every = tokio::time::interval(PRESENCE_REFRESH);
-        let mut reconnects = self.client.reconnect_rx();
+        let mut reconnects = Some(self.client.reconnect_rx());
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = self.refresh_now.notified() => {}
-                _ = reconnects.recv() => {}
+                _ = next_reconnection(&mut reconnects) => {}
             }
             self.announce_presence(&gateway.local_users()).await;
             self.refresh_engaged().await;
