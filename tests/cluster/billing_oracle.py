@@ -16,6 +16,9 @@ Checked for every participant (one user identity per participant):
   last `left` (+ slack);
 - an **abandoned** stay (a probe that did not leave and was killed) may be billed past its
   end by the reconnect grace, as a dropped socket is (docs/billing.md);
+- **one continuous record through a takeover**: a participant that came back by `resume`
+  under its participant id (Truth.continued) has one session spanning the failure, from
+  before it to after the resume;
 - **the documented bound** (docs/billing.md, docs/cluster.md): a session ended by the
   participant's own leave ends between the SIGINT and `left` (± slack); a stay cut by a failure
   is billed up to the failure, short by at most one checkpoint interval (+ slack), never past
@@ -89,7 +92,7 @@ def check_conversation(pg, database, conversation_like, participants, checkpoint
     records = records_of(pg, database, all_ids)
     record_ids = [r[0] for rows in records.values() for r in rows]
     check(f"{conversation_like}: no record id twice", len(record_ids) == len(set(record_ids)), record_ids)
-    worst_short = 0
+    worst_short, continued = 0, 0
     for raw, truth in participants.items():
         rows = sessions.get(raw, [])
         check(f"{conversation_like} {truth.name}: has sessions", rows, sessions)
@@ -102,6 +105,10 @@ def check_conversation(pg, database, conversation_like, participants, checkpoint
                   recs[0][2] == start and recs[-1][3] == end
                   and all(a[3] == b[2] for a, b in zip(recs, recs[1:]))
                   and all(day_of(r[2]) == day_of(max(r[2], r[3] - 1)) for r in recs), (start, end, recs))
+        for before, after in truth.continued:
+            spanning = [sid for sid, start, end, _, _ in rows if start <= before + SLACK_MS and end >= after]
+            check(f"{truth.name}: one session through the takeover (resumed at {after})", len(spanning) == 1, rows)
+            continued += 1
         spans = sorted((start, end) for (_, start, end, _, _) in rows)
         for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:]):
             check(f"{truth.name}: sessions do not overlap (no double billing)", b_start >= a_end - SLACK_MS, rows)
@@ -119,7 +126,7 @@ def check_conversation(pg, database, conversation_like, participants, checkpoint
                 ends = [end for start, end in spans if start <= stay.end_ms]
                 check(f"{truth.name}: the session it left ends at its leave", ends and
                       stay.leave_sent_ms - SLACK_MS <= ends[-1] <= stay.end_ms + SLACK_MS, (spans, stay))
-    return {"sessions": len(all_ids), "records": len(record_ids), "worst_short_ms": worst_short}
+    return {"sessions": len(all_ids), "records": len(record_ids), "worst_short_ms": worst_short, "continued": continued}
 
 
 def uncovered_ms(spans, start, end):
@@ -153,6 +160,9 @@ class Truth:
         # Billing allowed past the last stay: an abandoned socket is billed through its
         # reconnect grace (docs/billing.md).
         self.allowance_ms = 0
+        # (last join before a failure, the resume after it) for each failure it came back
+        # from by `resume`: one session must span it.
+        self.continued = []
 
     def last_left_ms(self):
         return max(s.end_ms for s in self.stays)

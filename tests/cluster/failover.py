@@ -15,10 +15,14 @@ Checks per trial: both probes hear audio again, the call's home moved to another
 epoch + 1, and a takeover was counted on /metrics; each probe came back by `resume`
 (palaver-client's Reconnector) with the role and state it had before the kill (standing
 carried by the new home); and the **billing oracle**: per participant, exactly one usage record
-per session per UTC day, summing to the session's span; the session on the killed home closed
-by the takeover at its last checkpoint, short of the truth (join to kill) by less than one
-checkpoint interval and never over; the session on the new home within 1 s of the truth
-(rejoin to leave). Prints p50/max over all probes and trials.
+per session per UTC day, summing to the session's span. A probe that resumed under its
+participant id has **one** session through the takeover (the new home continued the session
+the takeover adopted): from before its first `joined` to its leave, within 1 s of the truth
+(first join to leave, the gap included). A probe seated under a new id has two: the one on the
+killed home closed at its last checkpoint (short of the truth, join to kill, by less than one
+checkpoint interval and never over, once the reconnect grace + 15 s have passed) and the one on
+the new home within 1 s of the truth (rejoin to leave). Prints p50/max over all probes and
+trials.
 
 Usage: failover.py --binary PATH [--probe PATH] [--trials N] [--stop-trials N] [--drain-trials N]
 """
@@ -97,18 +101,23 @@ class Probe:
 
 
 def billing_oracle(pg, database, label, probes, killed_ms):
-    """Per probe: the session before the kill (closed by the takeover) and the one after (left)."""
+    """Per probe: one session through the takeover when it resumed under its participant id,
+    else the session before the kill (closed at its last checkpoint) and the one after (left)."""
     for i, p in enumerate(probes):
         joins = p.all("joined")
         left = p.first("left")
         check(f"{label}: probe {i} joined twice and left", len(joins) >= 2 and left, p.events)
         before, after = joins[0], joins[-1]
-        spans = [(before, killed_ms, "takeover"), (after, left["at_ms"], "left")]
+        if before["participant"] == after["participant"]:
+            spans = [(before, left["at_ms"], "continued")]
+        else:
+            spans = [(before, killed_ms, "takeover"), (after, left["at_ms"], "left")]
         for joined, truth_end, how in spans:
             sid = joined["participant"]
-            # The recorder writes the leave's close in its next batch.
+            # The recorder writes the leave's close in its next batch; an adopted session nobody
+            # resumed is closed after the reconnect grace (30 s) + 15 s.
             wait_for(lambda: pg.scalar(database, f"SELECT count(*) FROM sessions WHERE session_id = '{sid}' "
-                                                 "AND end_ms IS NOT NULL") == "1", 10)
+                                                 "AND end_ms IS NOT NULL") == "1", 10 if how != "takeover" else 60)
             row = pg.scalar(database, f"SELECT start_ms || ' ' || coalesce(end_ms, -1) || ' ' || coalesce(end_reason, '') "
                                       f"FROM sessions WHERE session_id = '{sid}'")
             check(f"{label}: probe {i} session {sid} is stored", row, sid)
@@ -129,6 +138,11 @@ def billing_oracle(pg, database, label, probes, killed_ms):
                 ok = truth_s - CHECKPOINT_S - SLACK_S <= got_s <= truth_s + SLACK_S and reason == "ServerFailure"
                 check(f"{label}: probe {i}: the old home's session closed at its last checkpoint (within "
                       f"{CHECKPOINT_S:.0f} s short of the truth, never over)", ok, (got_s, truth_s, reason))
+            elif how == "continued":
+                check(f"{label}: probe {i}: one session through the takeover, from its first join to its leave "
+                      f"within {SLACK_S:.0f} s, ended by the leave",
+                      abs(got_s - truth_s) <= SLACK_S and start_ms <= joined["at_ms"] and reason == "Left",
+                      (got_s, truth_s, reason))
             else:
                 check(f"{label}: probe {i}: the new home's session matches the truth within {SLACK_S:.0f} s",
                       abs(got_s - truth_s) <= SLACK_S, (got_s, truth_s))

@@ -11,9 +11,18 @@ Checks:
 - Alice calls again, Bob accepts: both get `call.connected`; Alice hangs up and Bob gets
   `call.ended`;
 - Alice calls and cancels before Bob answers: Bob gets `call.ended` (`cancelled`);
+- busy across nodes, as on one node: Bob in a call that runs on node-1 (Dave, also on node-1,
+  called him) is `Busy` when Alice calls him from node-0 (`call.place` refused, no ring); Bob
+  in a call that runs on node-0 (Alice called him, he accepted on node-1) is `Busy` when Dave
+  calls him from node-1; once that call is over, Dave's call rings Bob again;
+- a node's subscriber connection lost (`CLIENT KILL TYPE pubsub`) just before a ring: the
+  ring published while nobody hears node-1's channel is published again until node-1 has
+  subscribed again, so Bob is still rung (before the fix it was lost every time);
 - with Redis killed, a ring reaches only the caller's node (Carol on node-0 is rung, Bob on
   node-1 is not: the documented degradation), and after Redis is restarted presence comes
-  back within the refresh period and rings cross nodes again.
+  back within the refresh period and rings cross nodes again, for a ring placed the moment
+  presence is back (presence is announced only once the node's subscriber is subscribed
+  again; before the fix that ring was lost in 1/3–3/4 of runs under load), five times.
 
 Usage: rings.py --binary PATH
 """
@@ -56,6 +65,72 @@ def place(ws, target):
     return placed["callId"]
 
 
+def place_refused(ws, target):
+    """`call.place` to `target`, expected refused: the error frame, or ("placed", call id)."""
+    ws.send({"type": "call.place", "requestId": "busy", "targets": [target]})
+    deadline = time.monotonic() + RING_WAIT_S
+    while time.monotonic() < deadline:
+        frame = ws.recv(deadline - time.monotonic())
+        if frame and frame.get("type") == "call.placed":
+            return ("placed", frame["callId"])
+        if frame and frame.get("type") == "error" and frame.get("requestId") == "busy":
+            return frame
+    return None
+
+
+def place_when_free(ws, target, timeout=5.0):
+    """Places a call to `target`, retrying while it is refused Busy (the engagement of a call
+    that just ended is deleted in the background): the call id, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = place_refused(ws, target)
+        if isinstance(answer, tuple):
+            return answer[1]
+        time.sleep(0.1)
+    return None
+
+
+def busy_across_nodes(redis, nodes, alice, bob, dave, bob_id, dave_id):
+    """Bob busy in a call on either node is busy for a caller on the other one."""
+    engaged_on = lambda: redis.cli("GET", f"palaver:engaged:{bob_id}").strip()  # noqa: E731
+    # A call that runs on node-1 (Dave's socket is there): Alice on node-0 finds Bob busy.
+    call_id = place(dave, bob_id)
+    check("Dave's call rings Bob (both on node-1)", frames_until(bob, "call.incoming", RING_WAIT_S), None)
+    bob.send({"type": "call.accept", "requestId": "a1", "callId": call_id})
+    check("Bob is connected with Dave", frames_until(bob, "call.connected", RING_WAIT_S), None)
+    check("Redis: Bob engaged on node-1", wait_for(lambda: engaged_on() == nodes[1].name, 5), engaged_on())
+    t0 = time.monotonic()
+    refused = place_refused(alice, bob_id)
+    busy_ms = (time.monotonic() - t0) * 1000
+    check("busy: Alice on node-0 calling Bob, in a call on node-1, is refused Busy",
+          isinstance(refused, dict) and refused.get("code") == "Busy", refused)
+    check("busy: Bob is not rung", not frames_until(bob, "call.incoming", 1.0), None)
+    print(f"  busy: Bob in a call on node-1 is Busy for a call placed on node-0 (answered in {busy_ms:.0f} ms)")
+    dave.send({"type": "call.hangUp", "requestId": "h1", "callId": call_id})
+    check("Bob's call with Dave ends", frames_until(bob, "call.ended", RING_WAIT_S), None)
+    # A call that runs on node-0 (Alice placed it): Dave on node-1 finds Bob busy.
+    call_id = place_when_free(alice, bob_id)
+    check("free again: Alice's call to Bob is placed", call_id, None)
+    incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+    check("free again: Alice's call rings Bob across nodes", incoming and incoming["callId"] == call_id, incoming)
+    bob.send({"type": "call.accept", "requestId": "a2", "callId": call_id})
+    check("Bob is connected with Alice (the call runs on node-0)", frames_until(bob, "call.connected", RING_WAIT_S), None)
+    check("Redis: Bob engaged on node-0", wait_for(lambda: engaged_on() == nodes[0].name, 5), engaged_on())
+    refused = place_refused(dave, bob_id)
+    check("busy: Dave on node-1 calling Bob, in a call on node-0, is refused Busy",
+          isinstance(refused, dict) and refused.get("code") == "Busy", refused)
+    refused = place_refused(bob, dave_id)
+    check("busy: Bob, in a call on node-0, cannot place another from node-1 (as on one node)",
+          isinstance(refused, dict) and refused.get("code") == "InvalidState", refused)
+    alice.send({"type": "call.hangUp", "requestId": "h2", "callId": call_id})
+    check("Bob's call with Alice ends", frames_until(bob, "call.ended", RING_WAIT_S), None)
+    call_id = place_when_free(dave, bob_id)
+    check("free again: Dave's call rings Bob", call_id and frames_until(bob, "call.incoming", RING_WAIT_S), call_id)
+    dave.send({"type": "call.cancel", "requestId": "c5", "callId": call_id})
+    check("Dave's last call is cancelled", frames_until(bob, "call.ended", RING_WAIT_S), None)
+    print("  busy: Bob in a call on node-0 is Busy for node-1, and free once it ends")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
@@ -65,7 +140,7 @@ def main():
         a, b = nodes
         identity = CommunicationIdentityClient.from_connection_string(a.conn_str, connection_verify=a.ca)
         users = {}
-        for name in ("alice", "bob", "carol"):
+        for name in ("alice", "bob", "carol", "dave"):
             user, token = identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])
             users[name] = (user.properties["id"], token.token)
         alice = SignalingParticipant(host(a), a.ca, users["alice"][1])
@@ -110,6 +185,22 @@ def main():
         check("Bob on node-1 sees the cancel", ended and ended["callId"] == call_id and ended.get("reason") == "cancelled", ended)
         print("  cancel: Bob's ring ended as cancelled")
 
+        dave = SignalingParticipant(host(b), b.ca, users["dave"][1])
+        busy_across_nodes(redis, nodes, alice, bob, dave, bob_id, users["dave"][0])
+        dave.close()
+
+        # Bob's node loses its subscriber connection just before a ring.
+        killed = redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        t0 = time.monotonic()
+        call_id = place(alice, bob_id)
+        incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+        ring_ms = (time.monotonic() - t0) * 1000
+        check("subscriber lost: the ring reaches Bob once node-1 has subscribed again",
+              incoming and incoming["callId"] == call_id, incoming)
+        alice.send({"type": "call.cancel", "requestId": "c6", "callId": call_id})
+        check("subscriber lost: the cancel reaches Bob after the ring", frames_until(bob, "call.ended", RING_WAIT_S), None)
+        print(f"  subscriber lost ({killed} pubsub connections killed): rang across nodes after {ring_ms:.0f} ms")
+
         # Redis down: rings stay on the caller's node.
         carol = SignalingParticipant(host(a), a.ca, users["carol"][1])
         redis.kill()
@@ -124,10 +215,17 @@ def main():
         back = wait_for(lambda: presence(bob_id) == {b.name}, 15)
         check("Redis back: Bob's presence is announced again", back, presence(bob_id))
         print(f"  redis: rings stayed on node-0 while it was down; presence back {time.monotonic() - restarted:.1f} s after the restart")
-        call_id = place(alice, bob_id)
-        incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
-        check("Redis back: rings cross nodes again", incoming and incoming["callId"] == call_id, incoming)
-        alice.send({"type": "call.cancel", "requestId": "c4", "callId": call_id})
+        ring_ms = []
+        for i in range(5):
+            t0 = time.monotonic()
+            call_id = place(alice, bob_id)
+            incoming = frames_until(bob, "call.incoming", RING_WAIT_S)
+            ring_ms.append((time.monotonic() - t0) * 1000)
+            check(f"Redis back: rings cross nodes again (ring {i + 1} of 5)",
+                  incoming and incoming["callId"] == call_id, incoming)
+            alice.send({"type": "call.cancel", "requestId": f"c4-{i}", "callId": call_id})
+            check("Redis back: the cancel reaches Bob", frames_until(bob, "call.ended", RING_WAIT_S), None)
+        print(f"  redis back: 5 rings crossed nodes (ms: {', '.join(f'{m:.0f}' for m in ring_ms)})")
 
         bob.close()
         check("presence: Bob's node leaves the set when his socket closes", wait_for(lambda: not presence(bob_id), 5),

@@ -333,12 +333,12 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
         let mut options = WebRtcOptions::new(url.clone(), args.ca.clone());
         options.timeout = Duration::from_secs(3);
         let resumed = match resumable.take() {
-            Some(previous) => resume_webrtc(&options, args, &previous).await.map(|c| (c, previous)),
+            Some(previous) => resume_webrtc(&options, args, &previous).await,
             None => None,
         };
         let resumed_flag = resumed.is_some();
         let attempt = match resumed {
-            Some(((client, pt), previous)) => Ok((client, pt, previous)),
+            Some(seated) => Ok(seated),
             None => join_webrtc(&options, args).await,
         };
         let (mut client, opus_pt, joined) = match attempt {
@@ -349,8 +349,13 @@ async fn run_webrtc(args: &Args, end: Instant, interrupted: &AtomicBool) {
                 continue;
             }
         };
+        let how = if resumed_flag { "resumed" } else { "joined" };
+        let seat = format!(
+            ",\"node\":\"{url}\",\"resumed\":{resumed_flag},\"how\":\"{how}\",\"participant\":\"{}\"",
+            joined.participant_id
+        );
         resumable = Some(joined);
-        event("joined", &format!(",\"node\":\"{url}\",\"resumed\":{resumed_flag}"));
+        event("joined", &seat);
         let Ok(mut sender) = client.audio_sender() else { return };
         let Some(mut rtp) = client.take_rtp_receiver() else { return };
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -407,13 +412,14 @@ async fn join_webrtc(
     Ok((client, session.audio_payload_type, joined))
 }
 
-/// Connects and resumes `previous` (answered with `snapshot`), then negotiates media again;
-/// `None` when the conversation refuses (its home died: join instead).
+/// Connects and resumes `previous` (answered with `snapshot` by a home that is still alive,
+/// with `joined` under the same participant id by the conversation's new home after a
+/// takeover), then negotiates media again; `None` when the conversation refuses (join instead).
 async fn resume_webrtc(
     options: &WebRtcOptions,
     args: &Args,
     previous: &palaver_client::Joined,
-) -> Option<(WebRtcClient, u8)> {
+) -> Option<(WebRtcClient, u8, palaver_client::Joined)> {
     let mut client = WebRtcClient::connect(options, &args.token).await.ok()?;
     let resume = ClientMessage::Resume {
         conversation_id: previous.conversation_id.clone(),
@@ -424,17 +430,25 @@ async fn resume_webrtc(
     let answered = async {
         while let Some(frame) = client.next_event().await {
             match frame {
-                ServerMessage::Snapshot { .. } => return true,
-                ServerMessage::Error { .. } | ServerMessage::SessionEnded { .. } => return false,
+                ServerMessage::Snapshot { .. } => return Some(previous.clone()),
+                ServerMessage::Joined { resume_token, snapshot, .. } => {
+                    return Some(palaver_client::Joined {
+                        participant_id: snapshot.participant_id.clone(),
+                        conversation_id: snapshot.conversation_id.clone(),
+                        resume_token,
+                        snapshot,
+                    });
+                }
+                ServerMessage::Error { .. } | ServerMessage::SessionEnded { .. } => return None,
                 _ => {}
             }
         }
-        false
+        None
     };
-    if !tokio::time::timeout(Duration::from_secs(2), answered).await.unwrap_or(false) {
+    let Some(seated) = tokio::time::timeout(Duration::from_secs(2), answered).await.ok().flatten() else {
         tokio::spawn(client.close());
         return None;
-    }
+    };
     let session = client.start_media(MediaOptions::default()).await.ok()?;
-    Some((client, session.audio_payload_type))
+    Some((client, session.audio_payload_type, seated))
 }

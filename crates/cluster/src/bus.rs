@@ -1,5 +1,5 @@
-//! [`RedisUserBus`]: rings and presence across nodes over Redis (docs/cluster.md "Rings and
-//! presence across nodes", issue #17), the cluster's side of signaling's `UserBus` seam.
+//! [`RedisUserBus`]: rings and presence across nodes over Redis (docs/cluster-rings.md, issue
+//! #17), the cluster's side of signaling's `UserBus` seam.
 //!
 //! - **Presence**: a set per user, `palaver:presence:<raw id>`, of the nodes holding at least
 //!   one of its sockets (added on the first socket, removed with the last), and per node the
@@ -14,10 +14,29 @@
 //!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and media for that
 //!   call are forwarded there.
 //!
-//! Redis pub/sub is at most once and every command gives up after 1 s (`redis.rs`): with
-//! Redis away, rings and notifications reach only the sockets on the call's own node, and a
-//! forwarded answer is refused `NodeUnavailable` after [`FORWARD_TIMEOUT`]. Nothing here is
-//! needed for billing, media or running conversations.
+//! - **Busy**: the users connected in a call on each node are published ([`engaged`]), so a
+//!   user in a call on one node is busy for rings, placements and answers on every node.
+//!
+//! - **Delivery**: a node announces presence only while Redis has its subscriber on its
+//!   channel ([`presence`]: after a Redis restart, not before the subscriber subscribed
+//!   again), and a message `PUBLISH` finds no subscriber for is published again, in order per
+//!   node, for up to [`DELIVERY_WINDOW`] ([`delivery`]).
+//!
+//! Every command gives up after 1 s (`redis.rs`): with Redis away, rings and notifications
+//! reach only the sockets on the call's own node, and a forwarded answer is refused
+//! `NodeUnavailable` after [`FORWARD_TIMEOUT`]. Nothing here is needed for billing, media or
+//! running conversations.
+
+mod delivery;
+mod engaged;
+mod presence;
+
+pub use delivery::DELIVERY_WINDOW;
+
+use delivery::Deliveries;
+pub use engaged::ENGAGED_TTL_MS;
+
+use presence::presence_key;
 
 use crate::redis::{RedisError, connect, connect_subscriber};
 use dashmap::DashMap;
@@ -46,14 +65,6 @@ pub fn channel(node: &str) -> String {
     format!("palaver:bus:{node}")
 }
 
-fn presence_key(raw_id: &str) -> String {
-    format!("palaver:presence:{raw_id}")
-}
-
-fn node_users_key(node: &str) -> String {
-    format!("palaver:presence-node:{node}")
-}
-
 /// One message on a node's channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -78,6 +89,12 @@ pub struct RedisUserBus {
     remote_calls: DashMap<String, (String, Instant)>,
     pending: DashMap<u64, oneshot::Sender<Result<(), CallError>>>,
     next_corr: AtomicU64,
+    /// Users connected in a call on this node (`engaged.rs`).
+    engaged_here: DashMap<String, ()>,
+    /// Messages to other nodes' channels (`delivery.rs`).
+    deliveries: Arc<Deliveries>,
+    /// Asks for a presence refresh now (the subscriber subscribed again).
+    refresh_now: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for RedisUserBus {
@@ -87,6 +104,19 @@ impl std::fmt::Debug for RedisUserBus {
 }
 
 impl RedisUserBus {
+    fn new(client: Client, node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            deliveries: Arc::new(Deliveries::new(Arc::new(client.clone()))),
+            client,
+            remote_calls: DashMap::new(),
+            pending: DashMap::new(),
+            next_corr: AtomicU64::new(1),
+            engaged_here: DashMap::new(),
+            refresh_now: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
     /// Connect, clear what an earlier run of this node left in the presence sets, subscribe
     /// to this node's channel and plug the bus into `gateway`. The task runs until aborted.
     pub async fn start(
@@ -94,18 +124,12 @@ impl RedisUserBus {
         node_id: &str,
         gateway: Gateway,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), RedisError> {
-        let bus = Arc::new(Self {
-            node_id: node_id.to_string(),
-            client: connect(redis_url).await?,
-            remote_calls: DashMap::new(),
-            pending: DashMap::new(),
-            next_corr: AtomicU64::new(1),
-        });
+        let bus = Arc::new(Self::new(connect(redis_url).await?, node_id));
         bus.clear_own_presence().await?;
         let subscriber: SubscriberClient = connect_subscriber(redis_url).await?;
         let mut messages = subscriber.message_rx();
         subscriber.subscribe(channel(node_id)).await?;
-        let renew = subscriber.manage_subscriptions();
+        let renew = presence::keep_subscribed(subscriber.clone(), node_id.to_string(), bus.refresh_now.clone());
         gateway.set_user_bus(bus.clone());
         let me = bus.clone();
         let refresh = AbortOnDrop(tokio::spawn(bus.clone().refresh_presence(gateway.clone())));
@@ -131,32 +155,6 @@ impl RedisUserBus {
         Ok((bus, task))
     }
 
-    /// Remove this node from the presence sets of the users it listed (a restart after a
-    /// kill leaves them behind).
-    async fn clear_own_presence(&self) -> Result<(), RedisError> {
-        let users: Vec<String> = self.client.smembers(node_users_key(&self.node_id)).await?;
-        for user in users {
-            let _: i64 = self.client.srem(presence_key(&user), self.node_id.as_str()).await?;
-        }
-        let _: i64 = self.client.del(node_users_key(&self.node_id)).await?;
-        Ok(())
-    }
-
-    /// Every [`PRESENCE_REFRESH`], add this node to the presence set of each user it holds.
-    async fn refresh_presence(self: Arc<Self>, gateway: Gateway) {
-        let mut every = tokio::time::interval(PRESENCE_REFRESH);
-        loop {
-            every.tick().await;
-            for user in gateway.local_users() {
-                let added: Result<i64, _> = self.client.sadd(presence_key(&user), self.node_id.as_str()).await;
-                if added.is_err() {
-                    break; // Redis away: try again at the next round
-                }
-                let _: Result<i64, _> = self.client.sadd(node_users_key(&self.node_id), user.as_str()).await;
-            }
-        }
-    }
-
     /// The nodes holding sockets of `raw_id`, as Redis knows them.
     pub async fn nodes_of(&self, raw_id: &str) -> Result<Vec<String>, RedisError> {
         Ok(self.client.smembers(presence_key(raw_id)).await?)
@@ -173,7 +171,7 @@ impl RedisUserBus {
                 tokio::spawn(async move {
                     let verdict = gateway.run_remote_call_input(input).await;
                     let error = verdict.err().map(|e| (e.code.as_str().to_string(), e.message));
-                    bus.publish(&from, &BusMessage::CallReply { corr, error }).await;
+                    bus.publish(&from, &BusMessage::CallReply { corr, error });
                 });
             }
             BusMessage::CallReply { corr, error } => {
@@ -194,8 +192,7 @@ impl RedisUserBus {
                         conn_id: conn_id.clone(),
                         text: text.to_string(),
                     };
-                    let (bus, from) = (bus.clone(), from.clone());
-                    tokio::spawn(async move { bus.publish(&from, &message).await });
+                    bus.publish(&from, &message);
                 });
                 gateway.run_remote_call_media(media, reply);
             }
@@ -221,37 +218,11 @@ impl RedisUserBus {
         self.remote_calls.insert(call_id.to_string(), (from.to_string(), Instant::now()));
     }
 
-    async fn publish(&self, node: &str, message: &BusMessage) {
-        let Ok(json) = serde_json::to_string(message) else { return };
-        let sent: Result<i64, _> = self.client.publish(channel(node), json).await;
-        if let Err(e) = sent {
-            tracing::warn!(node, error = %e, "user bus: publish failed (Redis away?); delivery stays on this node");
+    /// Queue `message` for `node`'s channel (`delivery.rs`).
+    fn publish(&self, node: &str, message: &BusMessage) {
+        if let Ok(json) = serde_json::to_string(message) {
+            self.deliveries.send(node, json);
         }
-    }
-}
-
-impl RedisUserBus {
-    /// Add this node to (or remove it from) `raw_id`'s presence set and the user to (from)
-    /// this node's set, in the background; a failure (Redis away) heals at the next refresh.
-    fn spawn_presence_change(&self, raw_id: &str, online: bool) {
-        let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
-        tokio::spawn(async move {
-            let (user_set, node_set) = (presence_key(&raw_id), node_users_key(&node));
-            let changed: Result<(i64, i64), fred::error::Error> = if online {
-                async {
-                    Ok((client.sadd(user_set, node.as_str()).await?, client.sadd(node_set, raw_id.as_str()).await?))
-                }
-                .await
-            } else {
-                async {
-                    Ok((client.srem(user_set, node.as_str()).await?, client.srem(node_set, raw_id.as_str()).await?))
-                }
-                .await
-            };
-            if let Err(e) = changed {
-                tracing::debug!(user = %raw_id, online, error = %e, "presence change not published (Redis away?)");
-            }
-        });
     }
 }
 
@@ -270,6 +241,7 @@ impl UserBus for RedisUserBus {
 
     fn notify_elsewhere(&self, raw_id: &str, text: Arc<str>) {
         let (client, node, raw_id) = (self.client.clone(), self.node_id.clone(), raw_id.to_string());
+        let deliveries = self.deliveries.clone();
         tokio::spawn(async move {
             let nodes: Vec<String> = match client.smembers(presence_key(&raw_id)).await {
                 Ok(nodes) => nodes,
@@ -281,10 +253,7 @@ impl UserBus for RedisUserBus {
             let message = BusMessage::Notify { from: node.clone(), to: raw_id.clone(), text: text.to_string() };
             let Ok(json) = serde_json::to_string(&message) else { return };
             for other in nodes.iter().filter(|n| **n != node) {
-                let sent: Result<i64, _> = client.publish(channel(other), json.as_str()).await;
-                if let Err(e) = sent {
-                    tracing::debug!(user = %raw_id, node = %other, error = %e, "notification not published");
-                }
+                deliveries.send(other, json.clone());
             }
         });
     }
@@ -298,7 +267,7 @@ impl UserBus for RedisUserBus {
             let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             self.pending.insert(corr, tx);
-            self.publish(node, &BusMessage::CallInput { from: self.node_id.clone(), corr, input }).await;
+            self.publish(node, &BusMessage::CallInput { from: self.node_id.clone(), corr, input });
             let verdict = tokio::time::timeout(FORWARD_TIMEOUT, rx).await;
             self.pending.remove(&corr);
             match verdict {
@@ -311,16 +280,16 @@ impl UserBus for RedisUserBus {
         })
     }
 
+    fn engagement_changed(&self, engaged: &[String], freed: &[String]) {
+        self.spawn_engagement_change(engaged, freed);
+    }
+
+    fn engaged_elsewhere<'a>(&'a self, raw_ids: &'a [String]) -> RouterFuture<'a, Vec<String>> {
+        Box::pin(self.engaged_on_other_nodes(raw_ids))
+    }
+
     fn forward_media(&self, node: &str, media: RemoteCallMedia) {
-        let message = BusMessage::CallMedia { from: self.node_id.clone(), media };
-        let (client, node) = (self.client.clone(), node.to_string());
-        tokio::spawn(async move {
-            let Ok(json) = serde_json::to_string(&message) else { return };
-            let sent: Result<i64, _> = client.publish(channel(&node), json).await;
-            if let Err(e) = sent {
-                tracing::warn!(node = %node, error = %e, "call media not forwarded (Redis away?)");
-            }
-        });
+        self.publish(node, &BusMessage::CallMedia { from: self.node_id.clone(), media });
     }
 }
 

@@ -101,6 +101,8 @@ impl ClusterStores {
         let homes = Homes::open(&database)?;
         let fence = Fence::new(&node_id, homes.clone(), database.clone());
         database.migrate("ledger_fencing", crate::ledger::FENCING_MIGRATIONS)?;
+        // The takeover transaction adopts sessions (offline subcommands open no ledger).
+        database.migrate("ledger_adoption", crate::ledger::ADOPTION_MIGRATIONS)?;
         let takeover = Arc::new(Takeover::new(&database, &node_id));
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
         Ok(Some(Self {
@@ -221,14 +223,17 @@ impl ClusterStores {
         Box::new(self.events.clone())
     }
 
-    /// Opens usage ledger handles on this node's database, for `UsageService::start_with`.
-    pub fn ledger_opener(&self) -> LedgerOpener {
+    /// Opens usage ledger handles on this node's database, for `UsageService::start_with`;
+    /// sessions adopted at a takeover await their participants for `reconnect_grace_ms` (the
+    /// gateway's) before they are closed at their last checkpoint.
+    pub fn ledger_opener(&self, reconnect_grace_ms: i64) -> LedgerOpener {
         let (db, node) = (self.database.clone(), self.node_id.clone());
         let (fence, takeover) = (self.fence.clone(), self.takeover.clone());
         Arc::new(move |options: LedgerOptions| {
-            // Takeovers close the old home's sessions priced and announced as this ledger's.
+            // Takeovers end calls priced and announced as this ledger's.
             takeover.set_ledger_options(&options);
-            let ledger = PgLedger::open(&db, &node, options)?.with_fence(fence.clone());
+            let ledger =
+                PgLedger::open(&db, &node, options)?.with_fence(fence.clone()).with_reconnect_grace(reconnect_grace_ms);
             Ok(Box::new(ledger) as Box<dyn UsageLedger>)
         })
     }

@@ -1,8 +1,9 @@
 //! [`Takeover`]: how this node takes a conversation over from a home that is gone, billing
 //! included. The router calls it when the recorded home is no longer in the registry; it runs
 //! the ledger's takeover transaction ([`take_over_with_sessions`]): the epoch compare-and-swap
-//! on `cluster_homes` and the close of the old home's open sessions at their last checkpoint
-//! commit together (docs/cluster.md, "Billing across a takeover").
+//! on `cluster_homes` and the adoption of the old home's open sessions (kept open for their
+//! participants to resume; closed at their last checkpoint if they never do) commit together
+//! (docs/cluster.md, "Billing across a takeover").
 //!
 //! The usage records it writes are priced and announced (webhook outbox) with the options of
 //! this node's ledger, which the ledger opener hands over once the usage service starts
@@ -71,14 +72,11 @@ impl Takeover {
     /// `None` when another node moved it first.
     pub async fn take_over(&self, key: &str, dead: &Home) -> Result<Option<Home>, LedgerError> {
         let options = self.options.get().cloned().unwrap_or_default();
-        let taken = take_over_with_sessions(&self.db, key, &self.node_id, dead, &options).await?;
-        Ok(taken.map(|TakenOver { home, changes }| {
-            let closed = changes
-                .iter()
-                .filter(|c| matches!(c, palaver_billing::meter::LedgerChange::SessionClosed { .. }))
-                .count();
-            tracing::info!(key, from = %dead.node, epoch = home.epoch, closed_sessions = closed,
-                "takeover: the old home's open sessions closed at their last checkpoint");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let taken = take_over_with_sessions(&self.db, key, &self.node_id, dead, &options, now_ms).await?;
+        Ok(taken.map(|TakenOver { home, adopted, changes }| {
+            tracing::info!(key, from = %dead.node, epoch = home.epoch, adopted_sessions = adopted.len(),
+                calls_ended = changes.len(), "takeover: the old home's open sessions adopted, awaiting their participants");
             self.recent.insert(key.to_string(), (home.epoch, Instant::now()));
             home
         }))

@@ -52,7 +52,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     if let Some(cluster) = cluster.as_mut() {
         cluster.connect_redis(&cfg.cluster).await.context("connecting to Redis ([cluster] redis_url)")?;
     }
-    let ledger = cluster.as_ref().map(ClusterStores::ledger_opener);
+    // Sessions a takeover adopted await their participants for the reconnect grace.
+    let grace_ms = cfg.signaling_config().gateway.reconnect_grace_ms;
+    let ledger = cluster.as_ref().map(|c| c.ledger_opener(grace_ms));
     let usage = palaver_billing::UsageService::start_with(&cfg.usage, &cfg.server.data_dir, ledger, metrics.clone())
         .context("starting the usage ledger")?;
     // Only the built-in default port may be taken (a second server on one host); a configured

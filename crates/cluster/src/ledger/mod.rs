@@ -8,9 +8,10 @@
 //! node that opened it, and a node's [`UsageLedger::checkpoint`] and [`UsageLedger::recover`]
 //! touch only its own open sessions (a node restarting never closes another node's live
 //! participants). In a cluster with placement, session writes are fenced by the conversation's
-//! home epoch inside their own transaction ([`fenced`]), and a new home closes the old home's
-//! open sessions at their last checkpoint when it takes a conversation over
-//! (`crate::takeover`).
+//! home epoch inside their own transaction ([`fenced`]), and a new home adopts the old home's
+//! open sessions when it takes a conversation over (`crate::takeover`): a participant who
+//! resumes continues one record, one who never returns is closed at the last checkpoint
+//! ([`adoption`]).
 //!
 //! The webhook outbox is delivered from any node: [`UsageLedger::due_deliveries`] claims the due
 //! rows whose lease has passed `FOR UPDATE SKIP LOCKED` and leases them to this node for
@@ -22,10 +23,12 @@
 //! dies mid-delivery leaves its lease to run out, and another node sends the row again: at
 //! least once, with the deterministic event id receivers deduplicate on.
 
+mod adoption;
 mod fenced;
 mod schema;
 mod takeover;
 
+pub use adoption::{ADOPTION_MARGIN_MS, ADOPTION_MIGRATIONS, DEFAULT_ADOPTION_GRACE_MS};
 pub use fenced::{FENCING_MIGRATIONS, Holding, LedgerFence};
 pub use takeover::{TakenOver, take_over_with_sessions};
 
@@ -54,6 +57,9 @@ pub struct PgLedger {
     options: LedgerOptions,
     node_id: String,
     fence: Option<std::sync::Arc<dyn LedgerFence>>,
+    /// How long an adopted session awaits its participant before it is closed at its last
+    /// checkpoint (`adoption.rs`).
+    adoption_grace_ms: i64,
 }
 
 pub(crate) fn storage(e: tokio_postgres::Error) -> LedgerError {
@@ -80,7 +86,21 @@ impl PgLedger {
         db.migrate("ledger", MIGRATIONS).map_err(database)?;
         db.migrate("ledger_outbox_leases", OUTBOX_LEASE_MIGRATIONS).map_err(database)?;
         db.migrate("ledger_fencing", FENCING_MIGRATIONS).map_err(database)?;
-        Ok(Self { db: db.clone(), options, node_id: node_id.to_string(), fence: None })
+        db.migrate("ledger_adoption", ADOPTION_MIGRATIONS).map_err(database)?;
+        Ok(Self {
+            db: db.clone(),
+            options,
+            node_id: node_id.to_string(),
+            fence: None,
+            adoption_grace_ms: DEFAULT_ADOPTION_GRACE_MS,
+        })
+    }
+
+    /// Close adopted sessions whose participant has not resumed them within the conversations'
+    /// reconnect grace `grace_ms` (plus [`ADOPTION_MARGIN_MS`]).
+    pub fn with_reconnect_grace(mut self, grace_ms: i64) -> Self {
+        self.adoption_grace_ms = grace_ms.max(0) + ADOPTION_MARGIN_MS;
+        self
     }
 
     /// Fence session writes by the conversations' home epochs (cluster placement on).
@@ -241,7 +261,12 @@ async fn apply_one(
                 == 1
         }
         LedgerChange::SessionOpened { started, call_started_ms } => {
-            insert_session(tx, node, started, *call_started_ms, home).await? == 1
+            let inserted = insert_session(tx, node, started, *call_started_ms, home).await? == 1;
+            // The id is known: a participant resuming the session a takeover adopted.
+            if !inserted {
+                adoption::resume(tx, node, started).await?;
+            }
+            inserted
         }
         LedgerChange::SessionClosed { session, call_started_ms, usage } => {
             // A session never stored as open (should not happen) is stored closed directly.
@@ -325,8 +350,17 @@ async fn apply_fenced(
             Holding::Held { key, epoch } => Some((key.as_str(), *epoch)),
             _ => None,
         };
+        // The close of a session adopted at a takeover bills the stored session whole.
+        let continued = adoption::continued_close(tx, change, options).await?;
+        let change = continued.as_ref().unwrap_or(change);
         if apply_one(tx, node, change, home).await? {
             queue_events(tx, options, change).await?;
+            if continued.is_some() {
+                // The old call's last participant may just have left (boxed: ending a call
+                // applies a change through this function again).
+                let conversations = adoption::conversations_of(std::slice::from_ref(change));
+                Box::pin(adoption::end_finished_calls(tx, options, node, conversations)).await?;
+            }
         }
     }
     Ok(())
@@ -362,28 +396,41 @@ pub(super) fn closed_at_checkpoint(
     row: &Row,
     price: palaver_billing::pricing::Price,
 ) -> Result<LedgerChange, LedgerError> {
+    let checkpoint_ms: i64 = row.get(9);
+    closed_from_row(row, checkpoint_ms, EndReason::ServerFailure, price)
+}
+
+/// The stored session of a row of [`OPEN_SESSION_COLUMNS`] closed at `end_ms` (not before its
+/// start) for `reason`, with its usage records.
+pub(super) fn closed_from_row(
+    row: &Row,
+    end_ms: i64,
+    reason: EndReason,
+    price: palaver_billing::pricing::Price,
+) -> Result<LedgerChange, LedgerError> {
+    let started = started_from_row(row)?;
+    let end_ms = end_ms.max(started.at_ms);
+    let session = ClosedSession { started, end_ms, reason };
+    let usage = usage_records_for(&session, price);
+    Ok(LedgerChange::SessionClosed { session, call_started_ms: row.get(2), usage })
+}
+
+/// The session start a row of [`OPEN_SESSION_COLUMNS`] stored.
+fn started_from_row(row: &Row) -> Result<SessionStarted, LedgerError> {
     let call_type: String = row.get(3);
     let ptype: String = row.get(5);
     let etype: String = row.get(6);
-    let start_ms: i64 = row.get(8);
-    let checkpoint_ms: i64 = row.get(9);
-    let session = ClosedSession {
-        started: SessionStarted {
-            session_id: row.get(0),
-            conversation_id: row.get(1),
-            call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
-            participant_raw_id: row.get(4),
-            participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
-            endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
-            thread_id: row.get(7),
-            at_ms: start_ms,
-            phone: phone_leg(row.get(10), row.get(11), row.get(12)),
-        },
-        end_ms: checkpoint_ms.max(start_ms),
-        reason: EndReason::ServerFailure,
-    };
-    let usage = usage_records_for(&session, price);
-    Ok(LedgerChange::SessionClosed { session, call_started_ms: row.get(2), usage })
+    Ok(SessionStarted {
+        session_id: row.get(0),
+        conversation_id: row.get(1),
+        call_type: parse_call_type(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+        participant_raw_id: row.get(4),
+        participant_type: parse_participant_type(&ptype).ok_or_else(|| corrupt("participant type", &ptype))?,
+        endpoint_type: parse_endpoint_type(&etype).ok_or_else(|| corrupt("endpoint type", &etype))?,
+        thread_id: row.get(7),
+        at_ms: row.get(8),
+        phone: phone_leg(row.get(10), row.get(11), row.get(12)),
+    })
 }
 
 /// End a running call whose sessions are all closed, when its last participant's session did;
@@ -514,13 +561,15 @@ impl UsageLedger for PgLedger {
     }
 
     fn checkpoint(&mut self, now_ms: i64) -> Result<usize, LedgerError> {
-        let node = self.node_id.clone();
+        let (node, options, grace_ms) = (self.node_id.clone(), self.options.clone(), self.adoption_grace_ms);
         self.transaction(move |tx| {
             Box::pin(async move {
+                // Adopted sessions awaiting their participant keep the old home's checkpoint.
+                adoption::close_unclaimed(tx, &options, &node, now_ms, grace_ms).await?;
                 let open = tx
                     .execute(
                         "UPDATE sessions SET checkpoint_ms = GREATEST(checkpoint_ms, $1)
-                         WHERE end_ms IS NULL AND owner_node = $2",
+                         WHERE end_ms IS NULL AND owner_node = $2 AND (adopted_ms IS NULL OR resumed_ms IS NOT NULL)",
                         &[&now_ms, &node],
                     )
                     .await

@@ -30,6 +30,7 @@ async fn setup() -> (Database, Homes) {
     let homes = Homes::open(&db).unwrap();
     db.migrate("ledger", crate::ledger::MIGRATIONS).unwrap();
     db.migrate("ledger_fencing", crate::ledger::FENCING_MIGRATIONS).unwrap();
+    db.migrate("ledger_adoption", crate::ledger::ADOPTION_MIGRATIONS).unwrap();
     (db, homes)
 }
 

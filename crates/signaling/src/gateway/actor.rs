@@ -24,6 +24,8 @@ pub(crate) enum ActorMsg {
         key: String,
         setup: ConversationSetup,
         request: JoinRequest,
+        /// A `resume` on the conversation's new home after a takeover ([`Input::Resumed`]).
+        resumed: bool,
         conn_id: String,
         conn: ConnTx,
         /// The handle of the actor that took the join: a join that raced a conversation's end
@@ -181,7 +183,7 @@ impl Actor {
         {
             tracing::info!(key = %self.key, participants = carried.participants.len(),
                 capture_active = carried.capture_active(), "restoring the state carried from the previous home");
-            self.conversation.restore(carried);
+            self.conversation.restore_at(now_ms(), carried);
         }
         loop {
             let wait = self.conversation.next_deadline().map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
@@ -224,10 +226,10 @@ impl Actor {
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                ActorMsg::Join { key, setup, request, conn_id, conn, accepted_by } => {
+                ActorMsg::Join { key, setup, request, resumed, conn_id, conn, accepted_by } => {
                     let gateway = self.gateway.clone();
                     tokio::spawn(async move {
-                        let handle = gateway.join(key, setup, request, conn_id, conn).await;
+                        let handle = gateway.join_as(key, setup, request, resumed, conn_id, conn).await;
                         let _ = accepted_by.send(handle);
                     });
                 }
@@ -249,10 +251,11 @@ impl Actor {
     fn on_message(&mut self, msg: ActorMsg) -> Vec<Output> {
         let now = now_ms();
         match msg {
-            ActorMsg::Join { request, conn_id, conn, accepted_by, .. } => {
+            ActorMsg::Join { request, resumed, conn_id, conn, accepted_by, .. } => {
                 let _ = accepted_by.send(self.handle.clone());
                 self.conns.insert(request.participant_id.clone(), (conn_id, conn));
-                self.conversation.handle(now, Input::Join(request))
+                let input = if resumed { Input::Resumed(request) } else { Input::Join(request) };
+                self.conversation.handle(now, input)
             }
             ActorMsg::Resume { participant_id, resume_token, raw_id, conn_id, conn, reply } => {
                 if let Err(r) = self.conversation.check_resume(&participant_id, &resume_token, &raw_id) {

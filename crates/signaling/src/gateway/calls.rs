@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) enum CallsMsg {
     Request {
         input: Input,
+        /// Users concerned by `input` who are in a call on another node (busy).
+        engaged_elsewhere: Vec<String>,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
     /// Fire-and-forget (e.g. `UserGone`).
@@ -76,11 +78,17 @@ impl Gateway {
         self.call_request_here(input).await
     }
 
-    /// Feed a call input to this node's call actor.
+    /// Feed a call input to this node's call actor. In a cluster, the users it would ring,
+    /// place or connect are first looked up on the bus: one in a call on another node is busy.
     pub(crate) async fn call_request_here(&self, input: Input) -> Result<(), CallError> {
+        let concerned = users_concerned(&input);
+        let engaged_elsewhere = match self.user_bus() {
+            Some(bus) if !concerned.is_empty() => bus.engaged_elsewhere(&concerned).await,
+            _ => Vec::new(),
+        };
         let (reply, rx) = oneshot::channel();
         let down = || CallError::new(ErrorCode::InternalError, "the call service is not running");
-        self.calls_tx().send(CallsMsg::Request { input, reply }).map_err(|_| down())?;
+        self.calls_tx().send(CallsMsg::Request { input, engaged_elsewhere, reply }).map_err(|_| down())?;
         rx.await.map_err(|_| down())?
     }
 
@@ -104,17 +112,47 @@ impl Gateway {
     }
 }
 
+/// The users an input could make busy or find busy: the caller and targets of a placement,
+/// the target of an invitation or transfer, the callee of an answer.
+fn users_concerned(input: &Input) -> Vec<String> {
+    match input {
+        Input::Place { caller, targets, .. } => targets.iter().cloned().chain([caller.raw_id.clone()]).collect(),
+        Input::AddParticipant { target, .. }
+        | Input::AddParticipantRinging { target, .. }
+        | Input::Transfer { target, .. } => vec![target.clone()],
+        Input::Accept { callee, .. } => vec![callee.raw_id.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Tell the bus who became engaged here and who was freed since `published`.
+fn publish_engagement(gateway: &Gateway, manager: &CallManager, published: &mut HashSet<String>) {
+    let Some(bus) = gateway.user_bus() else { return };
+    let now: HashSet<String> = manager.engaged_users().map(str::to_string).collect();
+    if now == *published {
+        return;
+    }
+    let engaged: Vec<String> = now.difference(published).cloned().collect();
+    let freed: Vec<String> = published.difference(&now).cloned().collect();
+    bus.engagement_changed(&engaged, &freed);
+    *published = now;
+}
+
 async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::UnboundedReceiver<CallsMsg>) {
     // Media sessions negotiated (`<callId>/<rawId>`), released when the participant leaves.
     let mut media_sessions: HashSet<String> = HashSet::new();
+    // Users published as engaged here (cluster busy).
+    let mut published: HashSet<String> = HashSet::new();
     loop {
         let now = now_ms().max(0) as u64;
         let wait = manager.poll_timeout().map(|t| Duration::from_millis(t.saturating_sub(now)));
         let result = tokio::select! {
             msg = rx.recv() => match msg {
                 None => break,
-                Some(CallsMsg::Request { input, reply }) => {
+                Some(CallsMsg::Request { input, engaged_elsewhere, reply }) => {
+                    manager.set_engaged_elsewhere(engaged_elsewhere);
                     let r = manager.handle(now_ms().max(0) as u64, input);
+                    manager.set_engaged_elsewhere(Vec::new());
                     let (outputs, answer) = match r {
                         Ok(o) => (o, Ok(())),
                         Err(e) => (Vec::new(), Err(e)),
@@ -138,6 +176,7 @@ async fn run(gateway: Gateway, mut manager: CallManager, mut rx: mpsc::Unbounded
             }
         };
         execute(&gateway, &mut media_sessions, result);
+        publish_engagement(&gateway, &manager, &mut published);
     }
 }
 

@@ -264,7 +264,7 @@ where
                     tracing::info!(conn = %conn_id, user = %raw_id, call = %call_id, "moved into a conversation");
                     let moved = CallEvent::Moved { call_id, join: join.clone() };
                     replies.push(serde_json::to_string(&moved).unwrap_or_default());
-                    replies.extend(conn.join(None, join, None).await);
+                    replies.extend(conn.join(None, join, None, None).await);
                 }
                 Some(Outbound::AccessRevoked { revoked_before_ms }) => {
                     if conn.ident.issued_at_ms.is_some_and(|iat| iat >= revoked_before_ms) {
@@ -380,7 +380,7 @@ impl Connection {
         use ClientMessage as M;
         let command = match f.message {
             M::Ping { nonce } => return vec![frame(&ServerMessage::Pong { nonce })],
-            M::Join { target, display_name } => return self.join(rid, target, display_name).await,
+            M::Join { target, display_name } => return self.join(rid, target, display_name, None).await,
             M::Resume { conversation_id, participant_id, resume_token } => {
                 return self.resume(rid, conversation_id, participant_id, resume_token).await;
             }
@@ -473,7 +473,15 @@ impl Connection {
         Vec::new()
     }
 
-    async fn join(&mut self, rid: Option<String>, target: JoinTarget, display_name: Option<String>) -> Vec<String> {
+    /// A join, or with `resumes` a resume on the conversation's new home after a takeover (the
+    /// participant id the old home gave, which names the billing session that continues).
+    async fn join(
+        &mut self,
+        rid: Option<String>,
+        target: JoinTarget,
+        display_name: Option<String>,
+        resumes: Option<String>,
+    ) -> Vec<String> {
         if self.attached.is_some() {
             return self.error(ErrorCode::InvalidState, "already in a conversation; send `leave` first", rid);
         }
@@ -495,7 +503,8 @@ impl Connection {
         {
             return self.error(ErrorCode::InsufficientScope, "starting a group call needs the `voip` scope", rid);
         }
-        let participant_id = uuid::Uuid::new_v4().to_string();
+        let resumed = resumes.is_some();
+        let participant_id = resumes.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let request = JoinRequest {
             participant_id: participant_id.clone(),
             resume_token: new_resume_token(),
@@ -505,7 +514,7 @@ impl Connection {
             room_role,
         };
         let join_started = std::time::Instant::now();
-        let handle = self.gateway.join(key, setup, request, self.conn_id.clone(), self.tx.clone()).await;
+        let handle = self.gateway.join_as(key, setup, request, resumed, self.conn_id.clone(), self.tx.clone()).await;
         self.gateway.telemetry().join_completed(join_started.elapsed());
         self.attached = Some(Attachment { handle, participant_id });
         Vec::new()
@@ -613,14 +622,15 @@ impl Connection {
                     Err(replies) => return replies,
                     // This node is the home now (it took the conversation over from a home
                     // that died): the participant joins it again with its carried standing,
-                    // under a new participant id (`resume.rs` says why).
+                    // under its old participant id, continuing its billing session
+                    // (`resume.rs`); refused when nothing is carried for it (join again).
                     Ok(true) => {
                         let Some(target) = super::resume::target_of_key(&key) else {
                             return self.error(ErrorCode::NotFound, "no such conversation (it may have ended)", rid);
                         };
                         tracing::info!(conn = %self.conn_id, key, participant = %participant_id,
                             "resume after a takeover: joining the conversation on its new home");
-                        return self.join(rid, target, None).await;
+                        return self.join(rid, target, None, Some(participant_id)).await;
                     }
                 }
             }

@@ -294,8 +294,23 @@ impl Gateway {
         conn_id: String,
         conn: ConnTx,
     ) -> ConversationHandle {
+        self.join_as(key, setup, request, false, conn_id, conn).await
+    }
+
+    /// [`Gateway::join`], or with `resumed` a `resume` that reached the conversation's new home
+    /// after a takeover (the request carries the participant id the old home gave).
+    pub(crate) async fn join_as(
+        &self,
+        key: String,
+        setup: ConversationSetup,
+        request: JoinRequest,
+        resumed: bool,
+        conn_id: String,
+        conn: ConnTx,
+    ) -> ConversationHandle {
         let (accepted_by, accepted) = oneshot::channel();
-        let mut msg = ActorMsg::Join { key: key.clone(), setup: setup.clone(), request, conn_id, conn, accepted_by };
+        let mut msg =
+            ActorMsg::Join { key: key.clone(), setup: setup.clone(), request, resumed, conn_id, conn, accepted_by };
         loop {
             let handle = self.handle_for(&key, &setup);
             match handle.tx.send(msg).await {

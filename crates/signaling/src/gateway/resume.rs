@@ -12,12 +12,13 @@
 //!
 //! A participant may also send `resume` with its old conversation and participant ids: the
 //! node that now hosts the conversation (the router maps the old id to the target key) joins
-//! it again ([`target_of_key`] names the target), answered `joined` with a fresh resume token;
-//! its standing comes from the carried state as for a join. It gets a **new participant id**:
-//! the participant id is also the billing session id, and the old home's session was closed at
-//! its last checkpoint by the takeover, so the same id would reopen a closed session (its
-//! minutes after the takeover would not be billed). Keeping ids needs session ids apart from
-//! participant ids (docs/cluster.md, "Missing").
+//! it again ([`target_of_key`] names the target) **under its old participant id**, answered
+//! `joined` with a fresh resume token; its standing comes from the carried state as for a
+//! join. The participant id is also the billing session id, and the takeover kept that session
+//! open for it (the cluster ledger adopts the old home's open sessions), so the participant
+//! continues one usage record through the takeover. The conversation accepts such a resume
+//! only from the identity the old home seated under that id, within the reconnect grace of the
+//! restore (`Input::Resumed`); otherwise it is refused `NotFound` and the client joins afresh.
 
 use super::placement::RouterFuture;
 use crate::domain::conversation::CarriedConversation;

@@ -13,7 +13,11 @@
 //!   `call.decline`, `call.cancel` and `call.hangUp` for it are forwarded to that node's call
 //!   actor ([`RemoteCallInput`]), and the callee's WebRTC media requests (`media.offer`,
 //!   `media.iceCandidate`) too ([`RemoteCallMedia`]): the call's media is on the caller's node,
-//!   whose answer names its own worker, and the answer frames come back to the callee's socket.
+//!   whose answer names its own worker, and the answer frames come back to the callee's socket;
+//! - **busy**: each node publishes the users connected in a call on it
+//!   ([`UserBus::engagement_changed`]), and a node about to ring, place or accept asks which of
+//!   the users concerned are in a call on another node ([`UserBus::engaged_elsewhere`]); the
+//!   call manager treats them as busy, exactly as a user in a call on this node.
 //!
 //! Without the bus (Redis away) everything stays on the node: rings reach only sockets here.
 
@@ -41,6 +45,16 @@ pub trait UserBus: Send + Sync {
     /// Hand a call participant's media request to `node`; its answer frames come back to
     /// this node's socket [`RemoteCallMedia::conn_id`] (see [`Gateway::deliver_to_connection`]).
     fn forward_media(&self, node: &str, media: RemoteCallMedia);
+    /// Users became connected in a call on this node (`engaged`) or left it (`freed`). Must not
+    /// block (published behind).
+    fn engagement_changed(&self, engaged: &[String], freed: &[String]) {
+        let _ = (engaged, freed);
+    }
+    /// Which of `raw_ids` are connected in a call on another node (none when unknown).
+    fn engaged_elsewhere<'a>(&'a self, raw_ids: &'a [String]) -> RouterFuture<'a, Vec<String>> {
+        let _ = raw_ids;
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// A call input a socket on another node sent for a call running here.

@@ -71,6 +71,9 @@ pub struct CallManager {
     calls: HashMap<String, Call>,
     /// Connected user -> the call they are in (a user is in at most one call).
     engaged: HashMap<String, String>,
+    /// Users in a call on another node of a cluster, as the shell looked them up for the
+    /// input being handled ([`CallManager::set_engaged_elsewhere`]): busy as if engaged here.
+    engaged_elsewhere: std::collections::HashSet<String>,
     next_invite_id: u64,
 }
 
@@ -80,7 +83,24 @@ fn not_found(call_id: &str) -> CallError {
 
 impl CallManager {
     pub fn new(config: CallsConfig) -> Self {
-        Self { config, calls: HashMap::new(), engaged: HashMap::new(), next_invite_id: 1 }
+        Self {
+            config,
+            calls: HashMap::new(),
+            engaged: HashMap::new(),
+            engaged_elsewhere: Default::default(),
+            next_invite_id: 1,
+        }
+    }
+
+    /// The users engaged in a call on another node, for the next input (a cluster's shell sets
+    /// them before an input that rings, accepts or places, and clears them after).
+    pub fn set_engaged_elsewhere(&mut self, users: impl IntoIterator<Item = String>) {
+        self.engaged_elsewhere = users.into_iter().collect();
+    }
+
+    /// The users connected in a call here (what a cluster publishes as engaged on this node).
+    pub fn engaged_users(&self) -> impl Iterator<Item = &str> {
+        self.engaged.keys().map(String::as_str)
     }
 
     pub fn config(&self) -> &CallsConfig {
@@ -165,7 +185,7 @@ impl CallManager {
 
     fn is_engaged(&self, raw_id: &str) -> bool {
         // A phone number (a SIP trunk's caller or callee) carries any number of calls at once.
-        !is_phone(raw_id) && self.engaged.contains_key(raw_id)
+        !is_phone(raw_id) && (self.engaged.contains_key(raw_id) || self.engaged_elsewhere.contains(raw_id))
     }
 
     /// The first queue member at or after `from` who is free for `call`.

@@ -13,8 +13,9 @@
 
 use super::machine::Conversation;
 use super::participant::Stage;
-use palaver_core::MeetingRole;
+use crate::domain::Refusal;
 use palaver_core::protocol::CaptureState;
+use palaver_core::{ErrorCode, MeetingRole};
 use serde::{Deserialize, Serialize};
 
 /// The part of a conversation that survives its home.
@@ -67,6 +68,28 @@ impl Conversation {
         participants.extend(self.carried.values().cloned());
         participants.sort_by(|a, b| a.raw_id.cmp(&b.raw_id).then_with(|| a.participant_id.cmp(&b.participant_id)));
         CarriedConversation { capture: self.capture, participants }
+    }
+
+    /// [`Conversation::restore`] at `now_ms`: a carried participant may then resume under its
+    /// old participant id (continuing its billing session) for the reconnect grace.
+    pub fn restore_at(&mut self, now_ms: i64, carried: CarriedConversation) {
+        self.restore(carried);
+        self.resume_until_ms = Some(now_ms.saturating_add(self.config.reconnect_grace_ms));
+    }
+
+    /// Why a `resume` on this new home cannot continue `req.participant_id` (`None`: it may).
+    /// Only the identity the previous home seated under that id, within the grace: the id
+    /// names a billing session the takeover kept open for it (docs/cluster.md, "Billing across
+    /// a takeover"); anyone else, or later, joins afresh.
+    pub(super) fn resume_refusal(&self, now_ms: i64, req: &super::JoinRequest) -> Option<Refusal> {
+        let carried = self.carried.get(&req.identity.raw_id());
+        if carried.is_none_or(|c| c.participant_id != req.participant_id) {
+            return Some(Refusal::new(ErrorCode::NotFound, "no participant to resume here; join again"));
+        }
+        if self.resume_until_ms.is_some_and(|until| now_ms > until) {
+            return Some(Refusal::new(ErrorCode::NotFound, "the reconnect grace has run out; join again"));
+        }
+        None
     }
 
     /// Take over what the previous home carried: the capture state now, each participant's

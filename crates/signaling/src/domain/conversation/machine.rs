@@ -156,6 +156,11 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Join(JoinRequest),
+    /// A `resume` that reached this conversation's new home after a takeover: a join under the
+    /// participant id the previous home gave (`carried.rs`), which continues that participant's
+    /// billing session; refused `NotFound` unless that id is carried for this identity and the
+    /// reconnect grace since the restore has not run out.
+    Resumed(JoinRequest),
     /// The socket is back (the shell ran [`Conversation::check_resume`] first).
     Resume {
         participant_id: String,
@@ -276,6 +281,9 @@ pub struct Conversation {
     pub(super) carried: BTreeMap<String, super::carried::CarriedParticipant>,
     /// Restored from a previous home: the capture notice goes to every joiner.
     pub(super) restored: bool,
+    /// Until when a carried participant may resume under its old participant id (the restore
+    /// plus the reconnect grace; `None`: no limit, or nothing restored).
+    pub(super) resume_until_ms: Option<i64>,
 }
 
 impl Conversation {
@@ -300,6 +308,7 @@ impl Conversation {
             dialed_out: Vec::new(),
             carried: BTreeMap::new(),
             restored: false,
+            resume_until_ms: None,
         }
     }
 
@@ -363,6 +372,14 @@ impl Conversation {
         match input {
             Input::Tick => {}
             Input::Join(req) => self.join(now_ms, req, &mut out),
+            Input::Resumed(req) => match self.resume_refusal(now_ms, &req) {
+                None => self.join(now_ms, req, &mut out),
+                Some(r) => {
+                    let pid = req.participant_id;
+                    out.push(send_one(&pid, ServerMessage::error(r.code, r.message, req.request_id)));
+                    out.push(Output::JoinRefused { participant_id: pid });
+                }
+            },
             Input::Resume { participant_id } => self.resume(&participant_id, &mut out),
             Input::ConnectionLost { participant_id } => self.connection_lost(now_ms, &participant_id, &mut out),
             Input::Command { participant_id, request_id, command } => {

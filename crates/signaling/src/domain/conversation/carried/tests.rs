@@ -110,3 +110,57 @@ fn a_conversation_that_was_not_restored_sends_no_extra_notice() {
     let out = join(&mut c, "ann", "8:acs:res_ann");
     assert_eq!(to(&out, "ann").len(), 1, "the snapshot in `joined` is the notice");
 }
+
+fn resumed(c: &mut Conversation, now: i64, pid: &str, raw: &str) -> Vec<Output> {
+    c.handle(
+        now,
+        Input::Resumed(JoinRequest {
+            participant_id: pid.into(),
+            resume_token: format!("fresh-{pid}"),
+            request_id: Some("r1".into()),
+            identity: identity(raw),
+            proposed_display_name: None,
+            room_role: None,
+        }),
+    )
+}
+
+fn refused_not_found(out: &[Output], pid: &str) -> bool {
+    to(out, pid).iter().any(|m| matches!(m, ServerMessage::Error { code, .. } if code == "NotFound"))
+        && out.iter().any(|o| matches!(o, Output::JoinRefused { participant_id } if participant_id == pid))
+}
+
+/// A resume on the new home continues the participant's billing session: it keeps the
+/// participant id the old home gave (the session id), for its own identity only, within the
+/// reconnect grace of the restore.
+#[test]
+fn a_resume_on_the_new_home_keeps_the_participant_id_for_its_identity_within_the_grace() {
+    let (ann, bob, eve) = ("8:acs:res_ann", "8:acs:res_bob", "8:acs:res_eve");
+    let mut old = meeting("live-a");
+    join(&mut old, "org", ORG);
+    join(&mut old, "ann", ann);
+    join(&mut old, "bob", bob);
+    cmd(&mut old, "org", Command::Admit { participant_id: "ann".into() });
+    let grace = ConversationConfig::default().reconnect_grace_ms;
+    let mut new = meeting("live-b");
+    new.restore_at(T0, old.carried());
+
+    // Eve may not take Ann's id, nor resume an id nobody carries.
+    assert!(refused_not_found(&resumed(&mut new, T0 + 10, "ann", eve), "ann"));
+    assert!(refused_not_found(&resumed(&mut new, T0 + 10, "nobody", eve), "nobody"));
+    // Ann resumes as "ann": admitted as before, and the session that starts is hers.
+    let out = resumed(&mut new, T0 + 1_000, "ann", ann);
+    assert!(matches!(to(&out, "ann")[0], ServerMessage::Joined { .. }), "{out:?}");
+    let session = out.iter().find_map(|o| match o {
+        Output::SessionStarted(s) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(session.map(|s| (s.session_id, s.conversation_id)), Some(("ann".into(), "live-b".into())));
+    assert_eq!(new.participant("ann").unwrap().stage, Stage::InConversation);
+    // Bob comes back after the grace: refused (his session was closed at its last
+    // checkpoint by then); he joins afresh under a new id.
+    assert!(refused_not_found(&resumed(&mut new, T0 + grace + 1, "bob", bob), "bob"));
+    assert!(new.participant("bob").is_none());
+    let out = join(&mut new, "bob-2", bob);
+    assert!(matches!(to(&out, "bob-2")[0], ServerMessage::Joined { .. }));
+}
