@@ -175,6 +175,13 @@ impl MediaController {
         self.quic_paths.clone()
     }
 
+    /// Hold audio (read at start, `crate::hold_audio`) playable to phone legs under `name`.
+    pub fn register_hold_audio(&self, name: &str, tone: Arc<palaver_sfu::engine::early_media::ToneLoop>) {
+        if let Ok(mut conferences) = self.conferences.lock() {
+            conferences.register_hold_audio(name, tone);
+        }
+    }
+
     /// Runs `f` on the controller and carries out its output under the lock: commands to the
     /// workers (the first refused one fails the call), frames to the relay.
     fn call<T>(&self, f: impl FnOnce(&mut Conferences) -> Result<(T, Output), MediaError>) -> Result<T, MediaError> {

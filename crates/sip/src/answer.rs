@@ -60,13 +60,6 @@ pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
     policy
 }
 
-/// The media names of the trunk's early media (its `ringback`), for the media plane's
-/// `EarlyMedia::from_names`; `None` when the trunk has it off.
-pub(crate) fn early_media(trunk: &TrunkConfig) -> Option<String> {
-    let tone = palaver_sfu::engine::early_media::Ringback::from_name(&trunk.ringback)?;
-    Some(trunk_media::legs::EarlyMedia::Ringback(tone).name())
-}
-
 fn sdp_header() -> Header {
     Header::ContentType(rsipstack::sip::headers::ContentType::new("application/sdp"))
 }

@@ -166,6 +166,7 @@ mod tests {
             tls_server_name: None,
             caller_id: None,
             ringback: "off".into(),
+            hold_audio: None,
         }
     }
 
