@@ -301,8 +301,11 @@ impl MediaPlane for MediaController {
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
             let early = palaver_sfu::control::sip::legs::EarlyMedia::from_names(&codecs);
-            let (media, sdp, out) =
+            let (media, sdp, mut out) =
                 c.join_sip_early(conversation, participant, &peer_sdp, &policy, early).map_err(rejected)?;
+            if let Some(signaling) = palaver_sfu::control::sip::latching::from_names(&codecs) {
+                out.extend(c.latch_sip(conversation, participant, &signaling));
+            }
             Ok((TrunkAnswer { sdp, codec: codec_name(media.codec).to_owned() }, out))
         });
         if let Ok(answer) = &result {

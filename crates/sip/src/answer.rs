@@ -41,10 +41,16 @@ pub(crate) enum AnswerError {
 }
 
 /// The trunk's media preference as the media plane reads it (`TrunkPolicy::from_names`):
-/// its codec names in order and its `srtp=` policy. Every SDP offer and answer of the
+/// its codec names in order, its `srtp=` policy and, with `rtp_latching`, its signaling
+/// addresses (`rtp_latching=…`). Every SDP offer and answer of the
 /// trunk's legs goes through the media plane with this list.
 pub(crate) fn media_preference(trunk: &TrunkConfig) -> Vec<String> {
-    policy(trunk).names()
+    let mut names = policy(trunk).names();
+    if trunk.rtp_latching {
+        // Latch to sources from the SDP's IP or the trunk's signaling addresses.
+        names.push(trunk_media::latching::name(&trunk.allow_from));
+    }
+    names
 }
 
 /// The trunk's codecs and SRTP policy for `control::sip::negotiate`.

@@ -149,6 +149,12 @@ pub struct TrunkConfig {
     /// this trunk who wait in a call queue or a meeting's lobby that has none of its own.
     #[serde(default)]
     pub hold_audio: Option<PathBuf>,
+    /// Symmetric RTP to the source actually seen (an SBC behind NAT): the trunk's legs send
+    /// to the address their packets come from once one authenticates (SRTP) or matches the
+    /// call's stream (plain RTP) from the SDP's IP or one of `allow_from`. Off by default.
+    /// See docs/sip.md "RTP latching".
+    #[serde(default)]
+    pub rtp_latching: bool,
 }
 
 impl TrunkConfig {

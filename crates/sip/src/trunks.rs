@@ -167,6 +167,7 @@ mod tests {
             caller_id: None,
             ringback: "off".into(),
             hold_audio: None,
+            rtp_latching: false,
         }
     }
 
