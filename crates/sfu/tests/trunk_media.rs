@@ -11,7 +11,8 @@
 //!   `webrtc-srtp` keyed from that handshake; palaver answers `a=setup:passive` to an
 //!   `active` trunk (the trunk starts the handshake) and `active` to a `passive` one (palaver
 //!   starts it); both directions carry a tone;
-//! - hold audio of queues and lobbies (`trunk_media/waiting.rs`).
+//! - hold audio of queues and lobbies (`trunk_media/waiting.rs`);
+//! - RTP latching of phones behind NAT (`trunk_media/latching.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -661,3 +662,6 @@ fn a_dtls_trunk_keeps_its_association_across_hold_and_resume() {
 
 #[path = "trunk_media/waiting.rs"]
 mod waiting;
+
+#[path = "trunk_media/latching.rs"]
+mod latching;

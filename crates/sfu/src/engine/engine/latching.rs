@@ -10,9 +10,11 @@
 //!   scratch copy, leg by leg; keys are per call, so another call's packet never passes);
 //! - **plain RTP leg**: its payload type is one of the leg's and either its SSRC is the one
 //!   the leg already receives (the same stream moved: NAT rebinding, re-latch), or the leg
-//!   has received nothing yet and is the **only** such leg of that IP while no latching leg
-//!   of the IP has that SSRC (first latch). Two fresh legs of one SBC that both could take
-//!   the packet are ambiguous: nobody takes it.
+//!   has received nothing yet and no latching leg of the IP has that SSRC (first latch) and
+//!   it is the **only** such fresh leg — or, when several are, the only one whose SDP port
+//!   is the packet's source port (a port-preserving NAT). Otherwise the packet is
+//!   ambiguous: nobody takes it (a fresh leg is never given a stream that might be another
+//!   call's).
 //!
 //! Packets no leg takes are dropped and counted (`rtp_latch_refused`). RTCP never latches
 //! (it follows the RTP's address: symmetric RTP and RTCP multiplexing). Latching happens once
@@ -60,6 +62,9 @@ struct PlainMatch {
     /// Legs that received nothing yet.
     fresh: Option<TransportId>,
     fresh_legs: u32,
+    /// Fresh legs whose SDP port is the packet's source port.
+    same_port: Option<TransportId>,
+    same_ports: u32,
 }
 
 impl UdpPath {
@@ -143,6 +148,10 @@ impl Engine {
             } else if latch.ssrc.is_none() && latch.spec.payload_types.contains(&payload_type) {
                 plain.fresh = Some(*id);
                 plain.fresh_legs += 1;
+                if udp.remote.is_some_and(|r| r.port() == from.port()) {
+                    plain.same_port = Some(*id);
+                    plain.same_ports += 1;
+                }
             }
         }
         if let Some((id, len)) = secure {
@@ -158,6 +167,7 @@ impl Engine {
                 ok.then_some(id)
             }
             PlainMatch { streams: 0, fresh: Some(id), fresh_legs: 1, .. } => Some(id),
+            PlainMatch { streams: 0, same_port: Some(id), same_ports: 1, .. } => Some(id),
             _ => None,
         };
         let Some(id) = taker else { return self.counters.count_drop(DropReason::RtpLatchRefused) };
