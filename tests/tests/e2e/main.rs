@@ -21,6 +21,7 @@ mod signaling_calls;
 mod sip;
 mod sip_baresip;
 mod sip_media;
+mod sip_media_latching;
 mod sip_provisional;
 mod sip_tls;
 mod sip_trunk;

@@ -36,10 +36,10 @@ use crate::sip::{
 };
 use crate::support::{assert_hears, tone_amplitude};
 
-const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
-const NUMBER: &str = "+14255550100";
-const PHONE_HZ: f32 = 1000.0;
-const USER_HZ: f32 = 440.0;
+pub(crate) const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
+pub(crate) const NUMBER: &str = "+14255550100";
+pub(crate) const PHONE_HZ: f32 = 1000.0;
+pub(crate) const USER_HZ: f32 = 440.0;
 const AMPLITUDE: f32 = 6000.0;
 /// The carrier's SDES key (RFC 4568's example key and salt).
 const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
@@ -147,19 +147,19 @@ async fn secure_phone_talks(
 
 /// What a phone heard: µ-law decoded and repeated to 48 kHz, packets that authenticated (all,
 /// in plain RTP) and those that did not, and each packet's (sequence number, SSRC).
-struct Heard {
-    pcm: Vec<i16>,
-    good: usize,
-    bad: usize,
-    stream: Vec<(u16, u32)>,
+pub(crate) struct Heard {
+    pub(crate) pcm: Vec<i16>,
+    pub(crate) good: usize,
+    pub(crate) bad: usize,
+    pub(crate) stream: Vec<(u16, u32)>,
     /// When each of `stream`'s packets arrived.
-    arrivals: Vec<Instant>,
+    pub(crate) arrivals: Vec<Instant>,
 }
 
 /// The phone: sends `duration` of its µ-law tone to `to` (under SRTP with `crypto`'s sending
 /// context, else plain) and decodes the µ-law that arrives (unprotected with its receiving
 /// context).
-async fn phone_talks_on(
+pub(crate) async fn phone_talks_on(
     socket: &UdpSocket,
     to: SocketAddr,
     mut crypto: Option<(&mut SrtpContext, &mut SrtpContext)>,
