@@ -113,7 +113,7 @@ async fn logged_answer(dir: &Path, prefix: &str) -> String {
 }
 
 /// What SIPp logged after `marker` in the scenario log whose name starts with `prefix`.
-async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
+pub(crate) async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -628,7 +628,7 @@ async fn a_ringing_call_hears_ringback_on_the_183_and_the_answer_continues_on_it
 }
 
 /// A 16-bit PCM mono WAV of `seconds` of `hz` at `rate`, amplitude 6,000.
-fn tone_wav(rate: u32, hz: f32, seconds: u32) -> Vec<u8> {
+pub(crate) fn tone_wav(rate: u32, hz: f32, seconds: u32) -> Vec<u8> {
     let samples = rate * seconds;
     let data: Vec<u8> = (0..samples)
         .map(|i| ((std::f32::consts::TAU * hz * i as f32 / rate as f32).sin() * 6000.0) as i16)
