@@ -192,7 +192,8 @@ impl Engine {
         }
         udp.remote = Some(from);
         self.by_addr.insert(from, id);
-        tracing::info!(transport = id.0, %from, "RTP latched to the source seen");
+        // Debug, not info: a re-latch per packet (a stream hopping ports) must not flood the log.
+        tracing::debug!(transport = id.0, %from, "RTP latched to the source seen");
     }
 
     /// A decrypted RTP packet of a leg that just latched: what `handle_media` does after SRTP.
