@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod hold_audio;
 mod http_listener;
 mod logging;
 mod media;

@@ -175,6 +175,13 @@ impl MediaController {
         self.quic_paths.clone()
     }
 
+    /// Hold audio (read at start, `crate::hold_audio`) playable to phone legs under `name`.
+    pub fn register_hold_audio(&self, name: &str, tone: Arc<palaver_sfu::engine::early_media::ToneLoop>) {
+        if let Ok(mut conferences) = self.conferences.lock() {
+            conferences.register_hold_audio(name, tone);
+        }
+    }
+
     /// Runs `f` on the controller and carries out its output under the lock: commands to the
     /// workers (the first refused one fails the call), frames to the relay.
     fn call<T>(&self, f: impl FnOnce(&mut Conferences) -> Result<(T, Output), MediaError>) -> Result<T, MediaError> {
@@ -301,8 +308,11 @@ impl MediaPlane for MediaController {
         let (conversation, participant) = (&session.conversation_id, &session.participant_id);
         let result = self.call(|c| {
             let early = palaver_sfu::control::sip::legs::EarlyMedia::from_names(&codecs);
-            let (media, sdp, out) =
+            let (media, sdp, mut out) =
                 c.join_sip_early(conversation, participant, &peer_sdp, &policy, early).map_err(rejected)?;
+            if let Some(signaling) = palaver_sfu::control::sip::latching::from_names(&codecs) {
+                out.extend(c.latch_sip(conversation, participant, &signaling));
+            }
             Ok((TrunkAnswer { sdp, codec: codec_name(media.codec).to_owned() }, out))
         });
         if let Ok(answer) = &result {

@@ -329,6 +329,8 @@ struct Media {
 
 /// Starts the media workers and their controller; `metrics` reads their counters at scrape time.
 fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) -> Result<Option<Media>> {
+    // Hold audio files are checked at start even without media (a bad file is a config error).
+    let hold_audio = crate::hold_audio::load(cfg).context("hold audio")?;
     if !cfg.media.enabled {
         tracing::warn!("[media] enabled = false: audio/video offers are answered MediaUnavailable");
         return Ok(None);
@@ -345,6 +347,9 @@ fn start_media(cfg: &ServerConfig, metrics: &palaver_telemetry::PalaverMetrics) 
     );
     let identity = DtlsIdentity::generate_server().context("generating the DTLS certificate")?;
     let controller = MediaController::new(pool.clone(), identity, cfg.media.announced_ip);
+    for (name, tone) in hold_audio {
+        controller.register_hold_audio(&name, tone);
+    }
     // Call Automation's server-side legs (play, DTMF, recording, media streaming).
     controller.enable_legs(palaver_legs::LegConfig {
         taps: Default::default(),

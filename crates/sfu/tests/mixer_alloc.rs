@@ -310,6 +310,28 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     ] {
         core.handle_command(t0, command, &mut tx).unwrap();
     }
+    // A fourth phone (PCMA) waits in a call queue: held, it hears the queue's hold audio, a
+    // file-made loop (0.2 s of 600 Hz, encoded for music) that wraps every 10 ticks. (Kept
+    // short: the heap measurement of the test beside this one sees every thread's allocations.)
+    let queued = palaver_sfu::router::TransportId(103);
+    let music: Vec<i16> =
+        (0..9_600).map(|i| ((std::f32::consts::TAU * 600.0 * i as f32 / 48_000.0).sin() * 6000.0) as i16).collect();
+    let hold_audio = palaver_sfu::engine::early_media::ToneLoop::from_pcm(&music).unwrap();
+    for command in [
+        Command::AddRtpTransport { id: queued, router: room, remote: "127.0.0.1:43020".parse().unwrap() },
+        Command::SetMixOutput {
+            router: room,
+            transport: queued,
+            output: Some(MixOutputSpec { ssrc: 0x7020, payload_type: 8 }),
+        },
+        Command::SetMixAudio { router: room, audio: MixAudio::Held { transport: queued, held: true } },
+        Command::SetMixAudio {
+            router: room,
+            audio: MixAudio::EarlyMedia { transport: queued, tone: Some(std::sync::Arc::new(hold_audio)) },
+        },
+    ] {
+        core.handle_command(t0, command, &mut tx).unwrap();
+    }
     // The G.722 phone: SDES-SRTP keys as a trunk's `a=crypto` gives them (transport 9).
     let g722_phone = (support::Peer::new(9, Profile::Aes128CmHmacSha1_80), "127.0.0.1:43100".parse().unwrap());
     let g722_producer = ProducerSpec {
@@ -418,13 +440,13 @@ fn the_plain_rtp_g711_path_does_not_allocate() {
     let snapshot = counters.snapshot();
     let sent = snapshot.packets_out - out_before;
     println!(
-        "plain RTP + G.711 + SRTP G.722 mixing path with a phone hearing ringback: {sent} packets sent in 1600 \
-         ticks ({tones} of them relayed RFC 4733 tones), {allocated} heap allocations"
+        "plain RTP + G.711 + SRTP G.722 mixing path with a phone hearing ringback and one hearing hold audio: \
+         {sent} packets sent in 1600 ticks ({tones} of them relayed RFC 4733 tones), {allocated} heap allocations"
     );
     // 80 digits keyed, each relayed as 5 updates and 3 ends.
     assert_eq!(tones, 80 * 8, "every digit went out to the phone");
-    // Phones get a frame every tick (no DTX for G.711 or G.722): at least 4 × 1600 packets.
-    assert!(sent >= 6_400, "{snapshot:?}");
+    // Phones get a frame every tick (no DTX for G.711 or G.722): at least 5 × 1600 packets.
+    assert!(sent >= 8_000, "{snapshot:?}");
     assert_eq!(snapshot.dropped_total(), 0, "{snapshot:?}");
     assert_eq!(allocated, 0, "the plain RTP / G.711 path allocated {allocated} times");
 }

@@ -10,7 +10,9 @@
 //!   rtc-dtls (the crate the WebRTC path uses) with its own certificate, its SRTP is
 //!   `webrtc-srtp` keyed from that handshake; palaver answers `a=setup:passive` to an
 //!   `active` trunk (the trunk starts the handshake) and `active` to a `passive` one (palaver
-//!   starts it); both directions carry a tone.
+//!   starts it); both directions carry a tone;
+//! - hold audio of queues and lobbies (`trunk_media/waiting.rs`);
+//! - RTP latching of phones behind NAT (`trunk_media/latching.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -657,3 +659,9 @@ fn a_dtls_trunk_keeps_its_association_across_hold_and_resume() {
     let keys = trunk_handshake(&mut engine, &other, true, &fingerprint, secure_addr);
     assert_ne!(keys.local_master_key, keys.remote_master_key);
 }
+
+#[path = "trunk_media/waiting.rs"]
+mod waiting;
+
+#[path = "trunk_media/latching.rs"]
+mod latching;

@@ -41,10 +41,16 @@ pub(crate) enum AnswerError {
 }
 
 /// The trunk's media preference as the media plane reads it (`TrunkPolicy::from_names`):
-/// its codec names in order and its `srtp=` policy. Every SDP offer and answer of the
+/// its codec names in order, its `srtp=` policy and, with `rtp_latching`, its signaling
+/// addresses (`rtp_latching=…`). Every SDP offer and answer of the
 /// trunk's legs goes through the media plane with this list.
 pub(crate) fn media_preference(trunk: &TrunkConfig) -> Vec<String> {
-    policy(trunk).names()
+    let mut names = policy(trunk).names();
+    if trunk.rtp_latching {
+        // Latch to sources from the SDP's IP or the trunk's signaling addresses.
+        names.push(trunk_media::latching::name(&trunk.allow_from));
+    }
+    names
 }
 
 /// The trunk's codecs and SRTP policy for `control::sip::negotiate`.
@@ -58,13 +64,6 @@ pub(crate) fn policy(trunk: &TrunkConfig) -> TrunkPolicy {
         SrtpPolicy::Dtls => trunk_media::SrtpPolicy::Dtls,
     };
     policy
-}
-
-/// The media names of the trunk's early media (its `ringback`), for the media plane's
-/// `EarlyMedia::from_names`; `None` when the trunk has it off.
-pub(crate) fn early_media(trunk: &TrunkConfig) -> Option<String> {
-    let tone = palaver_sfu::engine::early_media::Ringback::from_name(&trunk.ringback)?;
-    Some(trunk_media::legs::EarlyMedia::Ringback(tone).name())
 }
 
 fn sdp_header() -> Header {

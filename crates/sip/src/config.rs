@@ -37,6 +37,11 @@ pub struct SipConfig {
     /// repeated this often, so proxies do not end it (RFC 3261 §13.3.1.1; 0: never).
     #[serde(default = "default_provisional_refresh")]
     pub provisional_refresh_secs: u64,
+    /// Hold audio a phone caller hears while it waits in a meeting's lobby (a 16-bit PCM
+    /// WAV file, 8 to 48 kHz, mono or stereo, looped; read at start). Unset: the trunk's
+    /// `hold_audio`, else its `ringback`. See docs/sip.md "Hold audio".
+    #[serde(default)]
+    pub lobby_hold_audio: Option<PathBuf>,
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
 }
@@ -160,6 +165,16 @@ pub struct TrunkConfig {
     /// without media.
     #[serde(default = "default_ringback")]
     pub ringback: String,
+    /// The default hold audio (a WAV file, like `[sip] lobby_hold_audio`) of callers from
+    /// this trunk who wait in a call queue or a meeting's lobby that has none of its own.
+    #[serde(default)]
+    pub hold_audio: Option<PathBuf>,
+    /// Symmetric RTP to the source actually seen (an SBC behind NAT): the trunk's legs send
+    /// to the address their packets come from once one authenticates (SRTP) or matches the
+    /// call's stream (plain RTP) from the SDP's IP or one of `allow_from`. Off by default.
+    /// See docs/sip.md "RTP latching".
+    #[serde(default)]
+    pub rtp_latching: bool,
 }
 
 impl TrunkConfig {

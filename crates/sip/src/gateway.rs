@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub refers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// `[sip] provisional_refresh_secs`.
     pub provisional_refresh_secs: u64,
+    /// `[sip] lobby_hold_audio` (`crate::early`).
+    pub lobby_hold_audio: Option<std::path::PathBuf>,
     /// Early dialogs (by SIP Call-ID) whose INVITE offer/answer completed before the final
     /// answer: a reliable 18x carried the answer (palaver's 183 with ringback, or the
     /// trunk's on a call palaver placed). An early UPDATE's offer is judged by it
@@ -209,6 +211,7 @@ impl SipGateway {
             early_answers: Mutex::new(std::collections::HashSet::new()),
             provisional_refresh_secs: config.provisional_refresh_secs,
             _tls_trunks: tls_trunks,
+            lobby_hold_audio: config.lobby_hold_audio.clone(),
         });
         shared.gateway.set_owned_phone_numbers(shared.numbers.keys().cloned());
         tracing::info!(udp_tcp = %local, tls = ?tls_addr, trunks = shared.trunks.all().len(), numbers = shared.numbers.len(), "SIP gateway listening");

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::answer::{AnswerError, answer, bye_after_ack, media_preference, policy, refuse_media};
 use crate::config::{Route, TrunkConfig, normalize_number};
 use crate::counters::{Direction, Outcome, SipCounters};
-use crate::early::send_early_media;
+use crate::early::{Waiting, send_early_media};
 use crate::gateway::{Shared, source_ip};
 use crate::hold::LegMedia;
 use crate::ringing::{Ringer, Wake};
@@ -222,10 +222,15 @@ async fn ring(shared: Arc<Shared>, leg: InboundLeg, target: Target) {
         return;
     }
     let session = palaver_signaling::gateway::Gateway::phone_media_session(&call_id, &phone);
-    // 183 with ringback on the early dialog when the trunk wants it, else 180.
+    // 183 with ringback or hold audio on the early dialog when configured, else 180.
     let mut early_answer = crate::gateway::EarlyAnswer::new(&shared);
     let ringing = (&mut ringer, &mut early_answer);
-    let early = send_early_media(&shared, &trunk, &dialog, ringing, &session, offer.as_deref()).await;
+    // A caller waiting in a call queue hears its hold audio (`early::early_media`).
+    let waiting = match &target {
+        Target::Machinery(raw) if raw.starts_with("28:") => Waiting::Queue(raw),
+        _ => Waiting::Ringing,
+    };
+    let early = send_early_media(&shared, &trunk, &dialog, ringing, (&session, waiting), offer.as_deref()).await;
     let mut answered = false;
     // REFERs from the trunk once it is connected (RFC 3515).
     let mut referral = crate::refer::Referral::new(&shared, &sip_call_id);

@@ -31,4 +31,5 @@ pub mod trunks;
 
 pub use config::{PhoneNumberConfig, Route, SipConfig, SipConfigError, TrunkConfig, validate};
 pub use counters::{SipCounters, SipSnapshot};
+pub use early::hold_audio_name;
 pub use gateway::{SipError, SipGateway};

@@ -87,9 +87,10 @@ pub(crate) async fn join(shared: Arc<Shared>, leg: InboundLeg, meeting_id: Strin
             notice = seat.notices.recv() => match notice {
                 Some(MeetingNotice::Lobby) => {
                     tracing::info!(meeting = %meeting_id, caller = %phone, reliable = ringer.reliable(), "phone caller waits in the meeting's lobby");
-                    // 183 with ringback while it waits, when the trunk wants early media.
+                    // 183 with the lobby's hold audio (or ringback) while it waits, when configured.
                     let ringing = (&mut ringer, &mut early_answer);
-                    crate::early::send_early_media(&shared, &trunk, &dialog, ringing, &seat.session, offer.as_deref()).await;
+                    let waiting = (&seat.session, crate::early::Waiting::Lobby);
+                    crate::early::send_early_media(&shared, &trunk, &dialog, ringing, waiting, offer.as_deref()).await;
                 }
                 Some(MeetingNotice::Admitted) if media.is_none() => {
                     if !ringer.ready_to_answer(&dialog).await {

@@ -169,6 +169,8 @@ mod tests {
             crl_file: None,
             caller_id: None,
             ringback: "off".into(),
+            hold_audio: None,
+            rtp_latching: false,
         }
     }
 

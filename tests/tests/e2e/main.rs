@@ -22,6 +22,8 @@ mod signaling_calls;
 mod sip;
 mod sip_baresip;
 mod sip_media;
+mod sip_media_latching;
+mod sip_media_lobby;
 mod sip_provisional;
 mod sip_tls;
 mod sip_trunk;

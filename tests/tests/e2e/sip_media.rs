@@ -13,6 +13,8 @@
 //! - Inbound early media (`early_media.xml`): a trunk with `ringback = "us"`; the phone's
 //!   socket decodes the ringback from palaver's reliable 183 while the user's phone rings,
 //!   then, on the same port, SSRC and sequence, the user's tone after the 200.
+//! - Hold audio: the same scenario to a number routed to a call queue with `hold_audio`; the
+//!   phone decodes the WAV file's tone on the 183, then the agent after the 200.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,10 +36,10 @@ use crate::sip::{
 };
 use crate::support::{assert_hears, tone_amplitude};
 
-const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
-const NUMBER: &str = "+14255550100";
-const PHONE_HZ: f32 = 1000.0;
-const USER_HZ: f32 = 440.0;
+pub(crate) const USER: &str = "0b000000-0000-4000-8000-0000000005b2";
+pub(crate) const NUMBER: &str = "+14255550100";
+pub(crate) const PHONE_HZ: f32 = 1000.0;
+pub(crate) const USER_HZ: f32 = 440.0;
 const AMPLITUDE: f32 = 6000.0;
 /// The carrier's SDES key (RFC 4568's example key and salt).
 const CARRIER_KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
@@ -111,7 +113,7 @@ async fn logged_answer(dir: &Path, prefix: &str) -> String {
 }
 
 /// What SIPp logged after `marker` in the scenario log whose name starts with `prefix`.
-async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
+pub(crate) async fn logged_after(dir: &Path, prefix: &str, marker: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -145,19 +147,19 @@ async fn secure_phone_talks(
 
 /// What a phone heard: µ-law decoded and repeated to 48 kHz, packets that authenticated (all,
 /// in plain RTP) and those that did not, and each packet's (sequence number, SSRC).
-struct Heard {
-    pcm: Vec<i16>,
-    good: usize,
-    bad: usize,
-    stream: Vec<(u16, u32)>,
+pub(crate) struct Heard {
+    pub(crate) pcm: Vec<i16>,
+    pub(crate) good: usize,
+    pub(crate) bad: usize,
+    pub(crate) stream: Vec<(u16, u32)>,
     /// When each of `stream`'s packets arrived.
-    arrivals: Vec<Instant>,
+    pub(crate) arrivals: Vec<Instant>,
 }
 
 /// The phone: sends `duration` of its µ-law tone to `to` (under SRTP with `crypto`'s sending
 /// context, else plain) and decodes the µ-law that arrives (unprotected with its receiving
 /// context).
-async fn phone_talks_on(
+pub(crate) async fn phone_talks_on(
     socket: &UdpSocket,
     to: SocketAddr,
     mut crypto: Option<(&mut SrtpContext, &mut SrtpContext)>,
@@ -620,6 +622,90 @@ async fn a_ringing_call_hears_ringback_on_the_183_and_the_answer_continues_on_it
     assert!(stream.windows(2).all(|w| w[0].1 == w[1].1), "one SSRC before and after the answer");
     assert!(gaps <= 2, "one sequence space across the answer ({gaps} gaps)");
     finished(carrier, "early media call").await;
+    let ended = ws.recv_type("call.ended").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    client.close().await;
+}
+
+/// A 16-bit PCM mono WAV of `seconds` of `hz` at `rate`, amplitude 6,000.
+pub(crate) fn tone_wav(rate: u32, hz: f32, seconds: u32) -> Vec<u8> {
+    let samples = rate * seconds;
+    let data: Vec<u8> = (0..samples)
+        .map(|i| ((std::f32::consts::TAU * hz * i as f32 / rate as f32).sin() * 6000.0) as i16)
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend((36 + data.len() as u32).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    wav.extend(16u32.to_le_bytes());
+    wav.extend(1u16.to_le_bytes()); // PCM
+    wav.extend(1u16.to_le_bytes()); // mono
+    wav.extend(rate.to_le_bytes());
+    wav.extend((rate * 2).to_le_bytes());
+    wav.extend(2u16.to_le_bytes());
+    wav.extend(16u16.to_le_bytes());
+    wav.extend(b"data");
+    wav.extend((data.len() as u32).to_le_bytes());
+    wav.extend(data);
+    wav
+}
+
+/// Hold audio: a number routed to a call queue whose `hold_audio` is a 1 s WAV of 600 Hz
+/// (16 kHz); the trunk has `ringback = "off"`. SIPp (`early_media.xml`, 100rel) gets a
+/// reliable 183 with SDP; the phone's socket decodes the file's 600 Hz (looped) while the
+/// queue's member is rung; the member answers over QUIC and the 200 continues on the 183's
+/// session, where the phone now hears the member's 440 Hz and no more hold audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_in_a_queue_hears_its_hold_audio_then_the_agent_on_the_same_session() {
+    const HOLD_HZ: f32 = 600.0;
+    let files = TempDir::new("palaver-e2e-sipmedia-holdfiles");
+    let wav = files.path().join("support-hold.wav");
+    std::fs::write(&wav, tone_wav(16_000, HOLD_HZ, 1)).unwrap();
+    let queue = format!(
+        "[signaling.calls]\n[[signaling.calls.queues]]\napp_id = \"support\"\nmembers = [\"8:orgid:{USER}\"]\n\
+         hold_audio = \"{}\"\n",
+        wav.display()
+    );
+    let trunk = "codecs = [\"PCMU\"]\nsrtp = \"off\"\nringback = \"off\"";
+    let (dir, server, sip) =
+        start_trunk("palaver-e2e-sipmedia-hold", trunk, NUMBER, "queue:28:orgid:support", &queue).await;
+    let token = server.directory_user_token(USER, "Quinn Queue").await;
+    let mut ws = connect(&server, &token).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = phone.local_addr().unwrap().port().to_string();
+    let extra = ["-m", "1", "-trace_logs", "-set", "rtp_port", &rtp_port].map(String::from);
+    let carrier = sipp_to(NUMBER, sip, "early_media.xml", "127.0.0.1", &extra, dir.path());
+    let incoming = ws.recv_type("call.incoming").await;
+    let call_id = incoming["callId"].as_str().unwrap().to_owned();
+    let early = logged_after(dir.path(), "early_media_", "SERVER_EARLY_PORT ").await;
+    let early_port: u16 = early.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port");
+    let to = SocketAddr::from(([127, 0, 0, 1], early_port));
+    let waiting = phone_talks_on(&phone, to, None, Duration::from_millis(2000)).await;
+    let (hold, ringback) = (tone_amplitude(&waiting.pcm, HOLD_HZ), tone_amplitude(&waiting.pcm, 440.0));
+    println!(
+        "waiting in the queue: {} µ-law packets in 2 s on the 183's session ({early}); hold audio {HOLD_HZ} Hz at \
+         {hold:.0} (file at 6000), 440 Hz {ringback:.0}",
+        waiting.good
+    );
+    assert!(waiting.good >= 80, "hold audio packets before the answer: {}", waiting.good);
+    assert!(
+        hold > 2000.0 && ringback < hold / 10.0,
+        "the phone hears the queue's hold audio ({hold:.0}, {ringback:.0})"
+    );
+    let user = user_answers(&server, &token, &call_id, Duration::from_secs(3));
+    let phone_side = phone_talks_on(&phone, to, None, Duration::from_secs(3));
+    let ((client, user_heard), answered) = tokio::join!(user, phone_side);
+    let answer_port = server_rtp_port_logged_by(dir.path(), "early_media_").await;
+    assert_eq!(answer_port, early_port, "the 200's SDP is the 183's");
+    assert_hears("the queue's member", &user_heard, PHONE_HZ, USER_HZ, 1000.0);
+    let tail = &answered.pcm[answered.pcm.len() / 3..];
+    let (agent, hold_after) = (tone_amplitude(tail, USER_HZ), tone_amplitude(tail, HOLD_HZ));
+    println!("after the answer: the member's {USER_HZ} Hz at {agent:.0}, hold audio {hold_after:.0}");
+    assert!(
+        agent > 1000.0 && hold_after < agent / 4.0,
+        "the agent replaces the hold audio ({agent:.0}, {hold_after:.0})"
+    );
+    finished(carrier, "a queue call with hold audio").await;
     let ended = ws.recv_type("call.ended").await;
     assert_eq!(ended["callId"], call_id.as_str());
     client.close().await;

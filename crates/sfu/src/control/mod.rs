@@ -348,7 +348,7 @@ impl Conferences {
     }
 
     /// [`Self::join_sip`], and while `early` is set the leg waits for its callee: it is held
-    /// (nobody hears it, it hears nothing of the conversation) and hears `early` (ringback)
+    /// (nobody hears it, it hears nothing of the conversation) and hears `early` (ringback or hold audio)
     /// instead. A later call for the same leg with an SDP of the same media session (the
     /// answer after early media; a hold or resume re-INVITE) changes the leg in place on the
     /// same transport and returns the same SDP with the direction of the moment
@@ -362,11 +362,11 @@ impl Conferences {
         early: Option<sip::legs::EarlyMedia>,
     ) -> Result<(sip::TrunkMedia, String, Output), ControlError> {
         let description = crate::webrtc::sdp::Description::parse(peer)?;
+        let tone = self.tone_loops.resolve(early.as_ref())?;
         let key = (conversation.to_owned(), participant.to_owned());
         let offered = self.sip_offers.remove(&key);
         let media = sip::negotiate(&description, policy).map_err(|e| ControlError::InvalidTracks(e.to_string()))?;
         let peer_holds = sip::legs::peer_holds(&media.direction);
-        let tone = early.and_then(|e| self.tone_loops.get(e));
         let seated = |c: &Conferences, transport| {
             c.conferences.get(conversation).and_then(|c| c.transport_of(participant)) == Some(transport)
         };

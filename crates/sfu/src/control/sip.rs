@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand::Rng;
 
+pub mod latching;
 pub mod legs;
 pub mod reseat;
 pub mod sdes;

@@ -194,6 +194,13 @@ pub enum Command {
         slot: u8,
         clock_rate: u32,
     },
+    /// A SIP trunk leg (plain RTP, SDES or DTLS-SRTP) latches its send address to the source
+    /// of the packets it is sent (`latch` set), within the rules of `engine::latching`; `None`
+    /// turns latching off. Refused for a transport that is not on the worker's socket.
+    SetRtpLatching {
+        transport: TransportId,
+        latch: Option<super::RtpLatch>,
+    },
     /// Stop the worker thread after this batch.
     Shutdown,
 }
@@ -223,6 +230,7 @@ impl Command {
             Command::SetMixAudio { .. } => "set_mix_audio",
             Command::SetTelephoneEvent { .. } => "set_telephone_event",
             Command::SetTrunkStats { .. } => "set_trunk_stats",
+            Command::SetRtpLatching { .. } => "set_rtp_latching",
             Command::Shutdown => "shutdown",
         }
     }

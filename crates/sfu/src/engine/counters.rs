@@ -40,9 +40,10 @@ drop_reasons! {
     EventQueueFull => "event_queue_full",
     EgressQueueFull => "egress_queue_full",
     IngressQueueFull => "ingress_queue_full",
+    RtpLatchRefused => "rtp_latch_refused",
 }
 
-const REASONS: usize = 17;
+const REASONS: usize = 18;
 
 /// Upper bounds (ns) of the forwarding-latency buckets: 5 µs .. 10 ms (exported as the
 /// `palaver_media_forwarding_latency_seconds` buckets).

@@ -1,6 +1,7 @@
-//! Early media for a phone leg that is not yet in the conversation: the ringback tone (or
-//! the hold tone of a queue or lobby) a trunk hears on its early dialog (183 Session
-//! Progress) while the callee rings.
+//! Early media for a phone leg that is not yet in the conversation: the ringback tone, or
+//! the hold audio of a call queue or a meeting's lobby (a configured WAV file,
+//! [`ToneLoop::from_pcm`]), a trunk hears on its early dialog (183 Session Progress) while
+//! the callee rings or the caller waits.
 //!
 //! The waiting leg is a normal member of its router's mix, **held** (it is heard by nobody
 //! and hears only audio addressed to it), and an [`EarlyPlayer`] is an addressed mixer input
@@ -77,6 +78,20 @@ impl Ringback {
 /// level of ITU-T E.180 ringing tones).
 pub const RINGBACK_AMPLITUDE: f32 = 3000.0;
 
+/// Longest hold audio loop accepted (10 minutes; about 2.4 MB of Opus at 32 kbit/s).
+pub const MAX_HOLD_AUDIO_SECS: u32 = 600;
+
+/// Why PCM cannot be made into a hold audio loop.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldAudioError {
+    #[error("the audio is empty (at least 20 ms are needed)")]
+    Empty,
+    #[error("the audio lasts {0} s, more than {MAX_HOLD_AUDIO_SECS} s")]
+    TooLong(u32),
+    #[error("Opus encoder: {0}")]
+    Opus(#[from] opus::Error),
+}
+
 /// A looped tone, encoded once as 20 ms Opus frames (mono, 48 kHz).
 pub struct ToneLoop {
     bytes: Vec<u8>,
@@ -117,6 +132,31 @@ impl ToneLoop {
                 frames.push((bytes.len() as u32, n as u16));
                 bytes.extend_from_slice(&packet[..n]);
             }
+        }
+        Ok(Self { bytes, frames })
+    }
+
+    /// A loop of `pcm` (mono, 48 kHz: music or an announcement on hold, read from a WAV
+    /// file at start), encoded once as 20 ms Opus frames for music (`Application::Audio`);
+    /// the last partial frame is padded with silence.
+    pub fn from_pcm(pcm: &[i16]) -> Result<Self, HoldAudioError> {
+        if pcm.len() < FRAME {
+            return Err(HoldAudioError::Empty);
+        }
+        let secs = (pcm.len() / 48_000) as u32;
+        if secs > MAX_HOLD_AUDIO_SECS {
+            return Err(HoldAudioError::TooLong(secs));
+        }
+        let mut encoder = Encoder::new(48_000, Channels::Mono, Application::Audio)?;
+        let mut frame = [0i16; FRAME];
+        let mut packet = [0u8; 1000];
+        let (mut bytes, mut frames) = (Vec::new(), Vec::with_capacity(pcm.len().div_ceil(FRAME)));
+        for chunk in pcm.chunks(FRAME) {
+            frame[..chunk.len()].copy_from_slice(chunk);
+            frame[chunk.len()..].fill(0);
+            let n = encoder.encode(&frame, &mut packet)?;
+            frames.push((bytes.len() as u32, n as u16));
+            bytes.extend_from_slice(&packet[..n]);
         }
         Ok(Self { bytes, frames })
     }
@@ -193,5 +233,19 @@ mod tests {
         assert_eq!((second.seq, second.timestamp), (seq + 1, ts + 960));
         assert_eq!(Ringback::from_name("EU"), Some(Ringback::Eu));
         assert_eq!(Ringback::from_name(Ringback::Uk.name()), Some(Ringback::Uk));
+    }
+
+    #[test]
+    fn hold_audio_pcm_becomes_a_loop_of_twenty_ms_frames() {
+        // 1.01 s of a 600 Hz tone: 51 frames, the last one padded.
+        let pcm: Vec<i16> = (0..48_480)
+            .map(|i| ((std::f32::consts::TAU * 600.0 * i as f32 / 48_000.0).sin() * 8000.0) as i16)
+            .collect();
+        let tone = ToneLoop::from_pcm(&pcm).unwrap();
+        assert_eq!(tone.len(), 51);
+        assert_eq!(tone.frame(51), tone.frame(0), "the loop wraps");
+        assert!(matches!(ToneLoop::from_pcm(&pcm[..100]), Err(HoldAudioError::Empty)));
+        let long = vec![0i16; 48_000 * (MAX_HOLD_AUDIO_SECS as usize + 1)];
+        assert!(matches!(ToneLoop::from_pcm(&long), Err(HoldAudioError::TooLong(601))));
     }
 }

@@ -14,7 +14,10 @@
 //! Each router also has a mixer (see [`RouterMix`]): audio producers feed it and every
 //! transport with a mix output receives one mixed stream, ticked from [`Engine::handle_timeout`].
 
+mod latching;
 mod transports;
+
+pub use latching::RtpLatch;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -82,6 +85,8 @@ struct UdpPath {
     rtcp_remote: Option<SocketAddr>,
     /// A SIP trunk leg: its RTP reception is measured per trunk (`trunk_stats`).
     trunk: Option<Box<TrunkReception>>,
+    /// A SIP trunk leg that latches to the source it sees (`latching`).
+    latch: Option<Box<latching::LatchState>>,
 }
 
 /// One worker's state; see the module docs.
@@ -106,6 +111,8 @@ pub struct Engine {
     server_ssrc: u32,
     /// Transports whose telephone-event payload type is known, with each one's tone detector.
     telephone_events: FastMap<TransportId, (u8, ToneDetector)>,
+    /// Trunk legs that latch to the source they see, by source IP (`latching`).
+    latching: latching::Latching,
 }
 
 impl std::fmt::Debug for Engine {
@@ -226,6 +233,7 @@ impl Engine {
             router_config,
             server_ssrc,
             telephone_events: FastMap::default(),
+            latching: latching::Latching::default(),
         }
     }
 
@@ -340,7 +348,7 @@ impl Engine {
     }
 
     fn handle_media(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], tx: &mut impl Transmit) {
-        let Some(&id) = self.by_addr.get(&from) else { return self.counters.count_drop(DropReason::UnknownSource) };
+        let Some(&id) = self.by_addr.get(&from) else { return self.handle_unknown_source(now, from, buf, tx) };
         let Some(Transport { router_id, path: Path::Udp(transport) }) = self.transports.get_mut(&id) else {
             return self.counters.count_drop(DropReason::UnknownSource);
         };
@@ -352,6 +360,12 @@ impl Engine {
             let router_id = *router_id;
             if let (false, Some(trunk), Ok(h)) = (rtcp, transport.trunk.as_deref_mut(), RtpHeader::parse(buf)) {
                 trunk.on_rtp(now, h.sequence, h.timestamp, &self.counters);
+            }
+            if !rtcp
+                && transport.latch.is_some()
+                && let Ok(h) = RtpHeader::parse(buf)
+            {
+                transport.note_latch_ssrc(h.ssrc);
             }
             return self.route(now, router_id, id, rtcp, buf, tx);
         }
@@ -700,6 +714,7 @@ impl Engine {
                 udp.trunk = Some(Box::new(TrunkReception::new(slot, clock_rate)));
                 Ok(())
             }
+            Command::SetRtpLatching { transport, latch } => self.set_rtp_latching(transport, latch),
             Command::Shutdown => Ok(()),
         }
     }

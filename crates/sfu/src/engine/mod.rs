@@ -25,7 +25,7 @@ pub use counters::{
     CountersSnapshot, DropReason, EWMA_WEIGHT, LATENCY_BOUNDS_NS, LatencyHistogram, LatencySnapshot,
     MIXER_TICK_BOUNDS_NS, ReceptionCounters, ReceptionSnapshot, WorkerCounters,
 };
-pub use engine::{Engine, MAX_DATAGRAM, Transmit};
+pub use engine::{Engine, MAX_DATAGRAM, RtpLatch, Transmit};
 pub use event::EngineEvent;
 pub use router_mix::{MIX_PERIOD, MIX_RTP_HEADER};
 pub use source_tap::{DEFAULT_TAP_CAPACITY, SourceTap, TapFrame};

@@ -245,6 +245,12 @@ impl Gateway {
     pub(crate) fn calls_config(&self) -> CallsConfig {
         self.calls_config.clone()
     }
+    /// The hold audio file of the call queue `raw_id` (`28:orgid:<appId>`), if it has one
+    /// (the SIP gateway plays it to phone callers waiting in the queue).
+    pub fn queue_hold_audio(&self, raw_id: &str) -> Option<std::path::PathBuf> {
+        let app_id = raw_id.strip_prefix("28:orgid:")?;
+        self.calls_config.queue(app_id)?.hold_audio.clone()
+    }
     pub(crate) fn observer(&self) -> Arc<dyn SessionObserver> {
         self.observer.clone()
     }

@@ -436,6 +436,7 @@ async fn transfer_to_a_queue_rings_members_in_turn() {
                 name: Some("Support".into()),
                 members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
                 member_ring_timeout_secs: 15,
+                hold_audio: None,
             }],
             ..Default::default()
         },

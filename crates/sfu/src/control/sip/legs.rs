@@ -2,7 +2,8 @@
 //! media session changes the leg **in place** instead of making a new transport:
 //!
 //! - **early media → answer**: a leg joined while its callee rings (palaver's 183 with SDP)
-//!   is held and hears a ringback [`ToneLoop`]; the 200 repeats the same SDP, and the same
+//!   is held and hears a ringback [`ToneLoop`] (or, waiting in a call queue or a meeting's
+//!   lobby, the hold audio registered with [`Conferences::register_hold_audio`]); the 200 repeats the same SDP, and the same
 //!   transport, SSRC and sequence numbers go on with the conversation;
 //! - **hold → resume** (re-INVITE/UPDATE with `sendonly`/`inactive`, then `sendrecv`): the
 //!   leg is held and its mix output paused, then restored. A DTLS-SRTP leg keeps its
@@ -16,32 +17,49 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::TrunkMedia;
-use crate::control::{Joined, Output};
+use crate::control::{Conferences, ControlError, Joined, Output};
 use crate::engine::early_media::{Ringback, ToneLoop};
 use crate::engine::{Command, MixAudio, MixOutputSpec};
 
-/// How a leg waiting for its callee sounds (the trunk's `early_media` setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a leg waiting for its callee sounds (the trunk's `ringback`, or the hold audio of
+/// the queue or lobby it waits in).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EarlyMedia {
     /// The national ringback tone.
     Ringback(Ringback),
+    /// Hold audio registered under this name ([`Conferences::register_hold_audio`]; the
+    /// server names each configured file by its path).
+    HoldAudio(String),
 }
 
 impl EarlyMedia {
-    /// Reads the `early=ringback-<country>` entry of a trunk's media names (see
-    /// `TrunkPolicy::from_names`), `None` when there is none.
+    /// Reads the `early=ringback-<country>` or `early=audio:<name>` entry of a trunk's media
+    /// names (see `TrunkPolicy::from_names`), `None` when there is none.
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Option<Self> {
         names.iter().find_map(|n| {
-            let country = n.as_ref().strip_prefix("early=ringback-")?;
+            let n = n.as_ref();
+            if let Some(name) = n.strip_prefix("early=audio:") {
+                return Some(EarlyMedia::HoldAudio(name.to_owned()));
+            }
+            let country = n.strip_prefix("early=ringback-")?;
             Ringback::from_name(country).map(EarlyMedia::Ringback)
         })
     }
 
     /// The name [`Self::from_names`] reads.
-    pub fn name(self) -> String {
+    pub fn name(&self) -> String {
         match self {
             EarlyMedia::Ringback(tone) => format!("early=ringback-{}", tone.name()),
+            EarlyMedia::HoldAudio(name) => format!("early=audio:{name}"),
         }
+    }
+}
+
+impl Conferences {
+    /// Makes `tone` (hold audio read from a file at start) playable as
+    /// [`EarlyMedia::HoldAudio`]`(name)` to phone legs that wait in a queue or a lobby.
+    pub fn register_hold_audio(&mut self, name: &str, tone: Arc<ToneLoop>) {
+        self.tone_loops.audio.insert(name.to_owned(), tone);
     }
 }
 
@@ -129,21 +147,37 @@ pub(crate) fn change_in_place(
     out
 }
 
-/// The encoded tone loops, built once per tone.
+/// The encoded tone loops: ringbacks built once per tone on first use, hold audio
+/// registered at start.
 #[derive(Debug, Default)]
 pub(crate) struct ToneLoops {
     loops: HashMap<Ringback, Arc<ToneLoop>>,
+    audio: HashMap<String, Arc<ToneLoop>>,
 }
 
 impl ToneLoops {
-    /// The loop of `early` (built on first use; `None` if the encoder failed).
-    pub fn get(&mut self, early: EarlyMedia) -> Option<Arc<ToneLoop>> {
-        let EarlyMedia::Ringback(tone) = early;
+    /// The loop of `early` (a ringback is built on first use; `None` if the encoder failed
+    /// or no hold audio has that name).
+    pub fn get(&mut self, early: &EarlyMedia) -> Option<Arc<ToneLoop>> {
+        let tone = match early {
+            EarlyMedia::HoldAudio(name) => return self.audio.get(name).cloned(),
+            EarlyMedia::Ringback(tone) => *tone,
+        };
         if let Some(found) = self.loops.get(&tone) {
             return Some(found.clone());
         }
         let built = Arc::new(ToneLoop::ringback(tone).ok()?);
         self.loops.insert(tone, built.clone());
         Some(built)
+    }
+
+    /// The loop of `early` when one is asked for; an error when it cannot be played (a leg
+    /// joined without it would be heard by the conversation it waits for).
+    pub fn resolve(&mut self, early: Option<&EarlyMedia>) -> Result<Option<Arc<ToneLoop>>, ControlError> {
+        let Some(early) = early else { return Ok(None) };
+        match self.get(early) {
+            Some(tone) => Ok(Some(tone)),
+            None => Err(ControlError::InvalidTracks(format!("early media `{}` is not available", early.name()))),
+        }
     }
 }

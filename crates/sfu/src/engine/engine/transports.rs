@@ -26,6 +26,7 @@ impl UdpPath {
             plain: false,
             rtcp_remote: None,
             trunk: None,
+            latch: None,
         })
     }
 }
@@ -57,6 +58,7 @@ impl Engine {
             plain: false,
             rtcp_remote: None,
             trunk: None,
+            latch: None,
         };
         self.transports.insert(spec.id, Transport { router_id: spec.router, path: Path::Udp(Box::new(udp)) });
         Ok(())
@@ -102,6 +104,7 @@ impl Engine {
             plain: true,
             rtcp_remote,
             trunk: None,
+            latch: None,
         };
         self.transports.insert(id, Transport { router_id: router, path: Path::Udp(Box::new(udp)) });
         Ok(())
@@ -161,6 +164,7 @@ impl Engine {
     pub(super) fn remove_transport(&mut self, id: TransportId) {
         self.telephone_events.remove(&id);
         if let Some(Transport { path: Path::Udp(t), .. }) = self.transports.remove(&id) {
+            self.forget_latch(id, t.latch.as_deref());
             for addr in [t.remote, t.rtcp_remote].into_iter().flatten() {
                 if self.by_addr.get(&addr) == Some(&id) {
                     self.by_addr.remove(&addr);

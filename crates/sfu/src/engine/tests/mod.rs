@@ -15,6 +15,7 @@ use crate::srtp::Profile;
 use crate::testing::{Peer, TestEngine};
 use crate::webrtc::stun::write_binding_request;
 
+mod latching;
 mod mix;
 mod phone;
 mod webrtc;

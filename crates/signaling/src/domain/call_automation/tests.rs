@@ -490,6 +490,7 @@ fn create_call_to_a_call_queue_rings_its_members_and_the_call_rules_hold() {
             name: Some("Support".into()),
             members: vec!["8:orgid:agent-a".into(), "8:orgid:agent-b".into()],
             member_ring_timeout_secs: 10,
+            hold_audio: None,
         }],
         ..CallsConfig::default()
     });

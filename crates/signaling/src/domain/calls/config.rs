@@ -41,6 +41,10 @@ pub struct CallQueueConfig {
     /// How long each member rings before the queue moves to the next one.
     #[serde(default = "default_member_ring_timeout_secs")]
     pub member_ring_timeout_secs: u64,
+    /// Music or an announcement phone callers hear, looped, while they wait in this queue
+    /// (a 16-bit PCM WAV file, read at start by the server; see docs/sip.md "Hold audio").
+    #[serde(default)]
+    pub hold_audio: Option<std::path::PathBuf>,
 }
 
 fn default_member_ring_timeout_secs() -> u64 {
@@ -133,6 +137,7 @@ mod tests {
             name: None,
             members: members.iter().map(|m| m.to_string()).collect(),
             member_ring_timeout_secs: 15,
+            hold_audio: None,
         }
     }
 

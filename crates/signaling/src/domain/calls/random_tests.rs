@@ -46,6 +46,7 @@ fn config() -> CallsConfig {
             name: None,
             members: vec!["8:orgid:agent-1".into(), "8:orgid:agent-2".into()],
             member_ring_timeout_secs: 7,
+            hold_audio: None,
         }],
         ..CallsConfig::default()
     }

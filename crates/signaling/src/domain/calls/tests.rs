@@ -24,6 +24,7 @@ fn config() -> CallsConfig {
             name: Some("Support".into()),
             members: vec![M1.into(), M2.into(), M3.into()],
             member_ring_timeout_secs: 15,
+            hold_audio: None,
         }],
         ..CallsConfig::default()
     }
