@@ -11,8 +11,9 @@
 //!   callee's WebRTC media request, and the answer frames back to its socket).
 //! - A frame for a user goes to the nodes in its presence set (other than this one); a node
 //!   that delivers a frame carrying a `callId` from another node remembers that node as the
-//!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and media for that
-//!   call are forwarded there.
+//!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and WebRTC media for
+//!   that call are forwarded there, and a QUIC `media.attach` for it is redirected to the QUIC
+//!   address that node announces in the registry.
 //!
 //! - **Busy**: the users connected in a call on each node are published ([`engaged`]), so a
 //!   user in a call on one node is busy for rings, placements and answers on every node.
@@ -39,13 +40,14 @@ pub use engaged::ENGAGED_TTL_MS;
 use presence::presence_key;
 
 use crate::redis::{RedisError, connect, connect_subscriber};
+use crate::registry::NodeRegistry;
 use dashmap::DashMap;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use palaver_core::ErrorCode;
 use palaver_signaling::domain::calls::CallError;
 use palaver_signaling::gateway::placement::RouterFuture;
-use palaver_signaling::gateway::{Gateway, RemoteCallInput, RemoteCallMedia, UserBus};
+use palaver_signaling::gateway::{Gateway, RemoteCallInput, RemoteCallMedia, RemoteHome, UserBus};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +97,8 @@ pub struct RedisUserBus {
     deliveries: Arc<Deliveries>,
     /// Asks for a presence refresh now (the subscriber subscribed again).
     refresh_now: Arc<tokio::sync::Notify>,
+    /// The node registry, on the same client: a call's node's QUIC address.
+    registry: NodeRegistry,
 }
 
 impl std::fmt::Debug for RedisUserBus {
@@ -108,6 +112,7 @@ impl RedisUserBus {
         Self {
             node_id: node_id.to_string(),
             deliveries: Arc::new(Deliveries::new(Arc::new(client.clone()))),
+            registry: NodeRegistry::on_client(client.clone()),
             client,
             remote_calls: DashMap::new(),
             pending: DashMap::new(),
@@ -290,6 +295,23 @@ impl UserBus for RedisUserBus {
 
     fn forward_media(&self, node: &str, media: RemoteCallMedia) {
         self.publish(node, &BusMessage::CallMedia { from: self.node_id.clone(), media });
+    }
+
+    fn node_addresses<'a>(&'a self, node: &'a str) -> RouterFuture<'a, Option<RemoteHome>> {
+        Box::pin(async move {
+            match self.registry.node(node).await {
+                Ok(Some(status)) => Some(RemoteHome {
+                    node: node.to_string(),
+                    quic: status.addresses.quic,
+                    https: status.addresses.https,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "node addresses unknown (Redis away?)");
+                    None
+                }
+            }
+        })
     }
 }
 

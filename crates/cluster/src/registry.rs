@@ -80,6 +80,20 @@ impl NodeRegistry {
         Ok(Self { client: connect(redis_url).await?, unreachable_until: Arc::new(Mutex::new(None)) })
     }
 
+    /// The registry on a client already connected (the user bus's).
+    pub(crate) fn on_client(client: Client) -> Self {
+        Self { client, unreachable_until: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Node `node_id`'s announcement, while it has not expired (`None`: not alive).
+    pub async fn node(&self, node_id: &str) -> Result<Option<NodeStatus>, RedisError> {
+        self.fail_fast()?;
+        let value: Result<Option<String>, RedisError> =
+            self.client.get(node_key(node_id)).await.map_err(RedisError::from);
+        let value = self.note(value)?;
+        Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
     fn note<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Ok(mut until) = self.unreachable_until.lock() {
             *until = match &result {

@@ -10,6 +10,7 @@ use super::actor::{ActorMsg, ConversationHandle};
 use super::calls::{CallMedia, CallMediaRequest};
 use super::limits::{FloodGuard, FrameVerdict};
 use super::placement::{HomeDecision, RelayCredential, RelayLink};
+use super::user_bus::CallMediaRoute;
 use crate::app::AppState;
 use crate::auth::{Credential, Door};
 use crate::domain::Refusal;
@@ -427,14 +428,14 @@ impl Connection {
             M::MeetingEnd => Command::EndMeeting,
             M::DialOut { phone_number } => Command::DialOut { phone_number },
             M::MediaOffer { sdp, call_id: Some(call_id) } => {
-                return self.call_media(rid, call_id, CallMedia::Offer(sdp));
+                return self.call_media(rid, call_id, CallMedia::Offer(sdp)).await;
             }
             M::MediaIceCandidate { candidate, call_id: Some(call_id) } => {
-                return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate));
+                return self.call_media(rid, call_id, CallMedia::IceCandidate(candidate)).await;
             }
             M::MediaOffer { sdp, call_id: None } => Command::MediaOffer { sdp, request_id: rid.clone() },
             M::MediaAttach { tracks, receive, call_id: Some(call_id) } => match self.media_path {
-                Some(path) => return self.call_media(rid, call_id, CallMedia::Attach { path, tracks, receive }),
+                Some(path) => return self.call_media(rid, call_id, CallMedia::Attach { path, tracks, receive }).await,
                 None => {
                     let message = "media.attach needs a QUIC connection; WebSocket clients send media.offer";
                     return self.error(ErrorCode::BadRequest, message, rid);
@@ -705,7 +706,7 @@ impl Connection {
 
     /// Media for a call between users goes to the call actor, which checks the user is
     /// connected in that call and answers on this socket (as a conversation's actor does).
-    fn call_media(&mut self, rid: Option<String>, call_id: String, media: CallMedia) -> Vec<String> {
+    async fn call_media(&mut self, rid: Option<String>, call_id: String, media: CallMedia) -> Vec<String> {
         if let CallMedia::Offer(sdp) = &media
             && sdp.trim().is_empty()
         {
@@ -713,9 +714,13 @@ impl Connection {
         }
         let request =
             CallMediaRequest { call_id, raw_id: self.raw_id(), media, request_id: rid.clone(), conn: self.tx.clone() };
-        match self.gateway.forward_call_media(&request, &self.conn_id) {
-            Ok(true) => return Vec::new(),
-            Ok(false) => {}
+        match self.gateway.route_call_media(&request, &self.conn_id).await {
+            Ok(CallMediaRoute::Here) => {}
+            Ok(CallMediaRoute::Forwarded) => return Vec::new(),
+            Ok(CallMediaRoute::Redirect { node, quic, https }) => {
+                tracing::debug!(conn = %self.conn_id, call = %request.call_id, node = %node, "redirecting QUIC call media to the call's node");
+                return vec![frame(&ServerMessage::Redirect { request_id: rid, node, quic, https })];
+            }
             Err(e) => return self.error(e.code, e.message, rid),
         }
         match self.gateway.call_media_here(request) {

@@ -13,7 +13,10 @@
 //!   `call.decline`, `call.cancel` and `call.hangUp` for it are forwarded to that node's call
 //!   actor ([`RemoteCallInput`]), and the callee's WebRTC media requests (`media.offer`,
 //!   `media.iceCandidate`) too ([`RemoteCallMedia`]): the call's media is on the caller's node,
-//!   whose answer names its own worker, and the answer frames come back to the callee's socket;
+//!   whose answer names its own worker, and the answer frames come back to the callee's socket.
+//!   A QUIC callee's media rides on its connection, so its `media.attach` is answered
+//!   `redirect` with the call's node's QUIC address ([`UserBus::node_addresses`]): the client
+//!   connects there and attaches again (`QuicClient::attach_call_media_following`);
 //! - **busy**: each node publishes the users connected in a call on it
 //!   ([`UserBus::engagement_changed`]), and a node about to ring, place or accept asks which of
 //!   the users concerned are in a call on another node ([`UserBus::engaged_elsewhere`]); the
@@ -24,7 +27,7 @@
 use super::Gateway;
 use super::calls::{CallMedia, CallMediaRequest};
 use super::connection::Outbound;
-use super::placement::RouterFuture;
+use super::placement::{RemoteHome, RouterFuture};
 use crate::domain::calls::{CallError, Input, Party};
 use palaver_core::protocol::IceCandidate;
 use serde::{Deserialize, Serialize};
@@ -45,6 +48,12 @@ pub trait UserBus: Send + Sync {
     /// Hand a call participant's media request to `node`; its answer frames come back to
     /// this node's socket [`RemoteCallMedia::conn_id`] (see [`Gateway::deliver_to_connection`]).
     fn forward_media(&self, node: &str, media: RemoteCallMedia);
+    /// The addresses `node` announces, while it is alive (a QUIC call participant's media is
+    /// redirected to its QUIC address); `None` when unknown.
+    fn node_addresses<'a>(&'a self, node: &'a str) -> RouterFuture<'a, Option<RemoteHome>> {
+        let _ = node;
+        Box::pin(async { None })
+    }
     /// Users became connected in a call on this node (`engaged`) or left it (`freed`). Must not
     /// block (published behind).
     fn engagement_changed(&self, engaged: &[String], freed: &[String]) {
@@ -183,18 +192,30 @@ impl Gateway {
         Some((node, remote))
     }
 
-    /// A media request for a call that runs on another node: forwarded (true), or not remote.
-    pub(crate) fn forward_call_media(&self, request: &CallMediaRequest, conn_id: &str) -> Result<bool, CallError> {
-        let Some(bus) = self.user_bus() else { return Ok(false) };
-        let Some(node) = bus.call_home(&request.call_id) else { return Ok(false) };
+    /// Where a call participant's media request goes: the call runs here (or this node has
+    /// no bus), it was forwarded to the call's node (WebRTC: the answers come back to
+    /// `conn_id`), or the client must attach on the call's node (QUIC: its media rides on its
+    /// own connection, which cannot follow the call).
+    pub(crate) async fn route_call_media(
+        &self,
+        request: &CallMediaRequest,
+        conn_id: &str,
+    ) -> Result<CallMediaRoute, CallError> {
+        let Some(bus) = self.user_bus() else { return Ok(CallMediaRoute::Here) };
+        let Some(node) = bus.call_home(&request.call_id) else { return Ok(CallMediaRoute::Here) };
         let (offer, candidate) = match &request.media {
             CallMedia::Offer(sdp) => (Some(sdp.clone()), None),
             CallMedia::IceCandidate(c) => (None, Some(c.clone())),
             CallMedia::Attach { .. } => {
-                return Err(CallError::new(
-                    palaver_core::ErrorCode::InvalidState,
-                    "this call runs on another node: QUIC media cannot follow it; use WebRTC (media.offer)",
-                ));
+                return match bus.node_addresses(&node).await {
+                    Some(RemoteHome { node, quic: Some(quic), https }) => {
+                        Ok(CallMediaRoute::Redirect { node, quic, https })
+                    }
+                    _ => Err(CallError::new(
+                        palaver_core::ErrorCode::NodeUnavailable,
+                        format!("this call runs on node {node}, whose QUIC address is unknown (is it alive?)"),
+                    )),
+                };
             }
         };
         bus.forward_media(
@@ -208,13 +229,114 @@ impl Gateway {
                 candidate,
             },
         );
-        Ok(true)
+        Ok(CallMediaRoute::Forwarded)
     }
+}
+
+/// Where a call participant's media request goes ([`Gateway::route_call_media`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallMediaRoute {
+    /// The call runs on this node: its call actor answers.
+    Here,
+    /// Forwarded to the call's node over the bus.
+    Forwarded,
+    /// Answer `redirect`: attach on the call's node, at its QUIC address.
+    Redirect { node: String, quic: String, https: Option<String> },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A bus on which call `c` runs on node `node-0`, which announces `quic` (or nothing).
+    struct CallElsewhere {
+        quic: Option<String>,
+        forwarded: Mutex<Vec<(String, RemoteCallMedia)>>,
+    }
+
+    impl UserBus for CallElsewhere {
+        fn user_online(&self, _: &str) {}
+        fn user_offline(&self, _: &str) {}
+        fn notify_elsewhere(&self, _: &str, _: Arc<str>) {}
+        fn call_home(&self, call_id: &str) -> Option<String> {
+            (call_id == "c").then(|| "node-0".to_string())
+        }
+        fn forward_call<'a>(&'a self, _: &'a str, _: RemoteCallInput) -> RouterFuture<'a, Result<(), CallError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn forward_media(&self, node: &str, media: RemoteCallMedia) {
+            self.forwarded.lock().unwrap().push((node.to_string(), media));
+        }
+        fn node_addresses<'a>(&'a self, node: &'a str) -> RouterFuture<'a, Option<RemoteHome>> {
+            let home = self.quic.clone().map(|quic| RemoteHome {
+                node: node.to_string(),
+                quic: Some(quic),
+                https: Some("https://127.0.0.1:8443".into()),
+            });
+            Box::pin(async move { home })
+        }
+    }
+
+    fn gateway_with(bus: Arc<CallElsewhere>) -> Gateway {
+        let state = crate::app::AppState::open(
+            crate::app::SignalingConfig::default(),
+            crate::store::Store::open_in_memory().unwrap(),
+            crate::app::AppParts::default(),
+        )
+        .unwrap();
+        state.gateway.set_user_bus(bus);
+        state.gateway.clone()
+    }
+
+    fn request(call_id: &str, media: CallMedia) -> CallMediaRequest {
+        let (conn, _) = tokio::sync::mpsc::channel(1);
+        CallMediaRequest {
+            call_id: call_id.into(),
+            raw_id: "8:acs:b".into(),
+            media,
+            request_id: Some("r".into()),
+            conn,
+        }
+    }
+
+    fn attach() -> CallMedia {
+        CallMedia::Attach {
+            path: palaver_core::MediaPathId(7),
+            tracks: Vec::new(),
+            receive: palaver_core::protocol::MediaReceive::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn quic_media_of_a_call_on_another_node_is_redirected_there() {
+        let bus = Arc::new(CallElsewhere { quic: Some("127.0.0.1:9444".into()), forwarded: Mutex::default() });
+        let gateway = gateway_with(bus.clone());
+        let route = gateway.route_call_media(&request("c", attach()), "conn-1").await.unwrap();
+        assert_eq!(
+            route,
+            CallMediaRoute::Redirect {
+                node: "node-0".into(),
+                quic: "127.0.0.1:9444".into(),
+                https: Some("https://127.0.0.1:8443".into()),
+            }
+        );
+        // A call running here is attached here; WebRTC media of the remote call is forwarded.
+        assert_eq!(gateway.route_call_media(&request("mine", attach()), "conn-1").await.unwrap(), CallMediaRoute::Here);
+        let offer = request("c", CallMedia::Offer("v=0".into()));
+        assert_eq!(gateway.route_call_media(&offer, "conn-1").await.unwrap(), CallMediaRoute::Forwarded);
+        let forwarded = bus.forwarded.lock().unwrap();
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!((forwarded[0].0.as_str(), forwarded[0].1.conn_id.as_str()), ("node-0", "conn-1"));
+        assert_eq!(forwarded[0].1.offer.as_deref(), Some("v=0"));
+    }
+
+    #[tokio::test]
+    async fn quic_media_of_a_call_on_a_node_without_an_address_is_node_unavailable() {
+        let gateway = gateway_with(Arc::new(CallElsewhere { quic: None, forwarded: Mutex::default() }));
+        let refused = gateway.route_call_media(&request("c", attach()), "conn-1").await.unwrap_err();
+        assert_eq!(refused.code, palaver_core::ErrorCode::NodeUnavailable);
+    }
 
     #[test]
     fn call_inputs_of_a_socket_travel_and_come_back_the_same() {
