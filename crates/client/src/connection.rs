@@ -358,8 +358,46 @@ impl QuicClient {
     ) -> Result<Vec<MediaTrack>, ClientError> {
         let message =
             ClientMessage::MediaAttach { tracks, receive: MediaReceive::default(), call_id: Some(call_id.to_owned()) };
-        let answer = self.request(message).await?;
-        self.attached(answer).await
+        match self.request(message).await? {
+            ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
+            answer => self.attached(answer).await,
+        }
+    }
+
+    /// [`Self::attach_call_media`] in a cluster (docs/cluster-rings.md): a call runs on the
+    /// node where it was placed, and when that is not the node of this connection (the ring
+    /// crossed nodes), the server answers `redirect` with the call's node's QUIC address. This
+    /// then connects there (`options` with that address, the same `token`), attaches the
+    /// call's media on the new connection and closes this one: from then on `self` is the new
+    /// connection, which carries the call (its `call.*` events, `call.hangUp`). Take the RTP
+    /// and keyframe receivers after this call. Without a redirect it is
+    /// [`Self::attach_call_media`].
+    pub async fn attach_call_media_following(
+        &mut self,
+        options: &ConnectOptions,
+        token: &str,
+        call_id: &str,
+        tracks: Vec<MediaTrack>,
+    ) -> Result<Vec<MediaTrack>, ClientError> {
+        let (node, quic) = match self.attach_call_media(call_id, tracks.clone()).await {
+            Err(ClientError::Redirected { node, quic }) => (node, quic),
+            other => return other,
+        };
+        let mut options = options.clone();
+        options.server =
+            quic.parse().map_err(|_| ClientError::Protocol(format!("redirect to node {node}: bad address {quic}")))?;
+        tracing::debug!(node, quic, call_id, "following a redirect to the call's node");
+        let moved = Self::connect(&options, token).await?;
+        let sent = match moved.attach_call_media(call_id, tracks).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                moved.close().await;
+                return Err(e);
+            }
+        };
+        let old = std::mem::replace(self, moved);
+        tokio::spawn(old.close());
+        Ok(sent)
     }
 
     /// Asks the server for a keyframe on the received stream `media_ssrc` (a video slot's SSRC):

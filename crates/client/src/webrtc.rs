@@ -205,6 +205,8 @@ pub struct WebRtcClient {
     readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     audio: Option<AudioTrack>,
     video: Option<VideoTrack>,
+    /// The call between users whose media this client negotiates (`media.offer`'s `callId`).
+    call_id: Option<String>,
 }
 
 impl std::fmt::Debug for WebRtcClient {
@@ -252,6 +254,7 @@ impl WebRtcClient {
             readers: Arc::new(Mutex::new(Vec::new())),
             audio: None,
             video: None,
+            call_id: None,
         })
     }
 
@@ -279,6 +282,19 @@ impl WebRtcClient {
     /// sends `media.offer`, applies the `media.answer` and waits until ICE and DTLS are up.
     pub async fn start_media(&mut self, media: MediaOptions) -> Result<MediaSession, ClientError> {
         self.start_media_receiving(media, 0).await
+    }
+
+    /// [`Self::start_media`] in a call between users (`call.*`: placed, or answered with
+    /// `call.accept`): the offer names `call_id`. In a cluster a socket on another node than
+    /// the call's has its offer forwarded to the call's node, whose answer names its own worker
+    /// (docs/cluster-rings.md).
+    pub async fn start_call_media(&mut self, call_id: &str, media: MediaOptions) -> Result<MediaSession, ClientError> {
+        self.call_id = Some(call_id.to_owned());
+        let started = self.start_media(media).await;
+        if started.is_err() {
+            self.call_id = None;
+        }
+        started
     }
 
     /// [`Self::start_media`] with `receive_video` extra receive-only video sections after the
@@ -390,7 +406,8 @@ impl WebRtcClient {
 
     /// Sends `media.offer` and waits for `media.answer` (or the `error` refusing the offer).
     async fn exchange_offer(&mut self, sdp: String) -> Result<String, ClientError> {
-        let (_, refusal) = self.signaling.send_tracked(ClientMessage::MediaOffer { sdp, call_id: None }).await?;
+        let offer = ClientMessage::MediaOffer { sdp, call_id: self.call_id.clone() };
+        let (_, refusal) = self.signaling.send_tracked(offer).await?;
         let timeout = self.options.timeout;
         let answers = &mut self.signaling.answers;
         tokio::select! {

@@ -128,9 +128,10 @@ impl Signaling {
         let (events_tx, events) = mpsc::channel(event_queue.max(1));
         let (answers_tx, answers) = mpsc::channel(8);
         let (calls_tx, calls) = mpsc::channel(event_queue.max(1));
-        // `media.answer` (of this participant's own media, not a call's) goes to the negotiation.
+        // `media.answer` (of this participant's media, in a conversation or a call) goes to the
+        // negotiation: one offer at a time is outstanding.
         let divert = move |message| match message {
-            ServerMessage::MediaAnswer { sdp, call_id: None } => {
+            ServerMessage::MediaAnswer { sdp, .. } => {
                 let _ = answers_tx.try_send(sdp);
                 None
             }
