@@ -32,6 +32,20 @@ async fn nodes_are_listed_until_they_leave_or_expire() {
 }
 
 #[tokio::test]
+async fn one_node_is_read_with_its_addresses_while_it_is_announced() {
+    let redis = RedisServer::start().unwrap();
+    let a = NodeRegistry::connect(&redis.url()).await.unwrap();
+    let b = NodeRegistry::on_client(crate::redis::connect(&redis.url()).await.unwrap());
+    let mut announced = status("node-a", 2);
+    announced.addresses.quic = Some("127.0.0.1:8444".into());
+    a.announce(&announced).await.unwrap();
+    assert_eq!(b.node("node-a").await.unwrap(), Some(announced));
+    assert_eq!(b.node("node-b").await.unwrap(), None);
+    a.leave("node-a").await.unwrap();
+    assert_eq!(b.node("node-a").await.unwrap(), None, "a node that left is not read");
+}
+
+#[tokio::test]
 async fn heartbeats_announce_the_current_load() {
     let redis = RedisServer::start().unwrap();
     let registry = NodeRegistry::connect(&redis.url()).await.unwrap();
