@@ -20,7 +20,15 @@ The same with Bob as a WebRTC client (`call_probe --web`, webrtc-rs) on node-1: 
 on node-1, his `media.offer` for the call is forwarded to node-0, whose answer names node-0's
 worker, and the media flows straight between Bob and node-0.
 
-Usage: calls.py --binary PATH [--probe PATH] [--runs N] [--no-webrtc]
+Then Bob on WebRTC once more, whose connection drops: his probe is killed (SIGKILL: the socket
+closes, no `call.hangUp`) while the call runs. Once node-1's reconnect grace
+(`RECONNECT_GRACE_MS`) is over node-1 tells node-0 that Bob's sockets are gone, and node-0 ends
+his part as for a socket lost on node-0: Alice gets `call.ended` (`ConnectionLost`) within
+`DROP_BOUND_MS` of the kill, and each party has one closed usage record. The QUIC runs wait past
+the grace before hanging up: Bob's closed node-1 connection must not end a call his QUIC media
+followed to node-0.
+
+Usage: calls.py --binary PATH [--probe PATH] [--runs N] [--no-webrtc] [--no-drop]
 """
 
 import argparse
@@ -39,6 +47,10 @@ from azure.communication.identity import CommunicationIdentityClient, Communicat
 from support import check  # noqa: E402
 
 WAIT_S = 20.0
+# The nodes' reconnect grace (default 30 s): how long a dropped callee's part outlives its socket.
+RECONNECT_GRACE_MS = 2000
+# Kill of Bob's WebRTC probe → Alice's call.ended: the grace plus the bus round trip.
+DROP_BOUND_MS = RECONNECT_GRACE_MS + 2000
 
 
 class CallProbe:
@@ -74,6 +86,11 @@ class CallProbe:
         e = wait_for(lambda: self.first(name), seconds)
         return e if e and e["event"] == name else None
 
+    def kill(self):
+        """Drop the connection: SIGKILL, so the socket closes without a hang-up."""
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self):
         if self.proc.poll() is None:
             try:
@@ -100,8 +117,12 @@ def billed(pg, database, session_id):
     return count, total, span
 
 
-def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False):
+def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False, drop=False):
     """Alice (QUIC, node-0) calls Bob (QUIC, or WebRTC when `web`, on node-1)."""
+    if drop:
+        # The grace timers of the previous run's closed sockets run out first, so the figure is
+        # this drop's own (a timer that finds Bob with no socket ends his part, as on one node).
+        time.sleep(RECONNECT_GRACE_MS / 1000 + 0.5)
     for raw in (alice[0], bob[0]):
         free = wait_for(lambda: redis.cli("EXISTS", f"palaver:engaged:{raw}") == "0", 5)
         check(f"run {run}: {raw} is in no call (the last one's engagement is gone)", free, raw)
@@ -111,13 +132,14 @@ def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False):
     check(f"run {run}: Bob's presence is node-1", wait_for(lambda: presence() == {b.name}, 5), presence())
     alice_probe = CallProbe(probe_bin, a.ca, alice[1], a.quic, 440, 660, call=bob[0])
     try:
-        return checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence)
+        return checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence, drop)
     finally:
         alice_probe.stop()
         bob_probe.stop()
 
 
-def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence):
+def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence, drop):
+    dropped_ms = None
     try:
         placed = alice_probe.wait("placed")
         check(f"run {run}: Alice's call is placed on node-0", placed, alice_probe.events)
@@ -142,10 +164,26 @@ def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, b
         moved = "his socket stayed there" if web else "his QUIC client moved to the call's node"
         check(f"run {run}: Bob's presence is {sorted(where)} ({moved})",
               wait_for(lambda: presence() == where, 5), presence())
+        if not web:
+            # Node-1 tells node-0 Bob's node-1 socket is gone; node-0 still has him connected.
+            time.sleep((RECONNECT_GRACE_MS + 1000) / 1000)
+            check(f"run {run}: the call outlives Bob's closed node-1 connection (his QUIC client is on node-0)",
+                  not alice_probe.first("ended") and not bob_probe.first("ended"),
+                  (alice_probe.events, bob_probe.events))
+        if drop:
+            killed_ms = time.time() * 1000
+            bob_probe.kill()
+            ended = alice_probe.wait("ended", (DROP_BOUND_MS + 5000) / 1000)
+            check(f"run {run}: Bob's dropped connection on node-1 ends the call for Alice on node-0",
+                  ended and ended["reason"] == "ConnectionLost", alice_probe.events)
+            dropped_ms = ended["at_ms"] - killed_ms
+            check(f"run {run}: after the grace, within {DROP_BOUND_MS} ms of the drop (grace {RECONNECT_GRACE_MS} ms)",
+                  RECONNECT_GRACE_MS <= dropped_ms <= DROP_BOUND_MS, dropped_ms)
     finally:
         alice_probe.stop()
-    ended = bob_probe.wait("ended", 10)
-    check(f"run {run}: Alice's hang-up reaches Bob (call.ended)", ended, bob_probe.events)
+    if not drop:
+        ended = bob_probe.wait("ended", 10)
+        check(f"run {run}: Alice's hang-up reaches Bob (call.ended)", ended, bob_probe.events)
     bob_probe.stop()
     figures = {
         "ring_ms": incoming["at_ms"] - placed["at_ms"],
@@ -153,6 +191,7 @@ def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, b
         "bob_hears_ms": b_audio["afterAttachMs"],
         "alice_hears_ms": a_audio["at_ms"] - a_att["at_ms"],
         "amplitudes": (b_audio["amplitude"], a_audio["amplitude"]),
+        "dropped_ms": dropped_ms,
     }
     for name, raw in (("Alice", alice[0]), ("Bob", bob[0])):
         session = f"{placed['callId']}/{raw}"
@@ -167,11 +206,13 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--probe")
     parser.add_argument("--runs", type=int, default=2, help="calls with a QUIC callee")
-    parser.add_argument("--no-webrtc", action="store_true", help="skip the call with a WebRTC callee")
+    parser.add_argument("--no-webrtc", action="store_true", help="skip the calls with a WebRTC callee")
+    parser.add_argument("--no-drop", action="store_true", help="skip the call whose WebRTC callee drops")
     args = parser.parse_args()
     probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "call_probe")
     started = time.time()
-    with cluster(args.binary, 2) as (pg, database, redis, nodes):
+    grace = f"[signaling.gateway]\nreconnect_grace_ms = {RECONNECT_GRACE_MS}\n"
+    with cluster(args.binary, 2, extra=grace) as (pg, database, redis, nodes):
         a, b = nodes
         identity = CommunicationIdentityClient.from_connection_string(a.conn_str, connection_verify=a.ca)
         users = []
@@ -191,6 +232,12 @@ def main():
                   f"and answered in {f['redirect_ms']} ms (ICE + DTLS included); Bob heard Alice "
                   f"{f['bob_hears_ms']} ms and Alice heard Bob {f['alice_hears_ms']} ms after that (tone "
                   f"amplitudes {f['amplitudes'][0]:.0f}, {f['amplitudes'][1]:.0f} of 8000); one usage record each")
+        if not args.no_webrtc and not args.no_drop:
+            run = args.runs + 2
+            f = one_call(run, probe_bin, pg, database, redis, a, b, users[0], users[1], web=True, drop=True)
+            print(f"  run {run} (WebRTC callee drops): Bob's probe killed on node-1 without hanging up; Alice on "
+                  f"node-0 got call.ended (ConnectionLost) {f['dropped_ms']:.0f} ms later (reconnect grace "
+                  f"{RECONNECT_GRACE_MS} ms, bound {DROP_BOUND_MS} ms); one usage record each")
     print(f"calls: all checks passed in {time.time() - started:.1f} s")
 
 

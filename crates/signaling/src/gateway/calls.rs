@@ -9,6 +9,7 @@
 use super::Gateway;
 use super::connection::{ConnTx, Outbound};
 use super::media::MediaSession;
+use super::user_bus::RemoteCallInput;
 use crate::domain::calls::{CallError, CallEvent, CallManager, Input, Output};
 use palaver_core::protocol::{IceCandidate, ServerMessage};
 use palaver_core::time::now_ms;
@@ -73,7 +74,15 @@ impl Gateway {
         if let Some((node, remote)) = self.remote_call(&input)
             && let Some(bus) = self.user_bus()
         {
-            return bus.forward_call(&node, remote).await;
+            let answered = match &remote {
+                RemoteCallInput::Accept { call_id, callee, .. } => Some((callee.raw_id.clone(), call_id.clone())),
+                _ => None,
+            };
+            bus.forward_call(&node, remote).await?;
+            if let Some((user, call_id)) = answered {
+                self.answered_elsewhere.entry(user).or_default().push((node, call_id));
+            }
+            return Ok(());
         }
         self.call_request_here(input).await
     }
@@ -105,7 +114,11 @@ impl Gateway {
         let grace = Duration::from_millis(self.config().reconnect_grace_ms.max(0) as u64);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            if gateway.presence_of(&raw_id).is_empty() && gateway.calls.get().is_some() {
+            if !gateway.presence_of(&raw_id).is_empty() {
+                return;
+            }
+            gateway.user_gone_elsewhere(&raw_id);
+            if gateway.calls.get().is_some() {
                 let _ = gateway.calls_tx().send(CallsMsg::Notice(Input::UserGone { user: raw_id }));
             }
         });

@@ -159,6 +159,9 @@ pub struct GatewayInner {
     mirror: OnceLock<Arc<dyn ConversationMirror>>,
     /// A cluster's user bus (none on a single node): rings and presence across nodes.
     user_bus: OnceLock<Arc<dyn UserBus>>,
+    /// Calls on other nodes a user answered from a socket here: user → (node, call id). When
+    /// the user's sockets are gone here those nodes are told (`user_bus.rs`).
+    answered_elsewhere: DashMap<String, Vec<(String, String)>>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -199,6 +202,7 @@ impl Gateway {
             home_router: OnceLock::new(),
             mirror: OnceLock::new(),
             user_bus: OnceLock::new(),
+            answered_elsewhere: DashMap::new(),
         }));
         gateway.publish_meeting_count();
         gateway

@@ -70,10 +70,28 @@ pub trait UserBus: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum RemoteCallInput {
-    Accept { call_id: String, callee: Party, endpoint: String },
-    Decline { call_id: String, user: String },
-    Cancel { call_id: String, user: String },
-    HangUp { call_id: String, user: String },
+    Accept {
+        call_id: String,
+        callee: Party,
+        endpoint: String,
+    },
+    Decline {
+        call_id: String,
+        user: String,
+    },
+    Cancel {
+        call_id: String,
+        user: String,
+    },
+    HangUp {
+        call_id: String,
+        user: String,
+    },
+    /// The user's sockets on the sending node, one of which answered the call, are gone.
+    UserGone {
+        call_id: String,
+        user: String,
+    },
 }
 
 impl RemoteCallInput {
@@ -95,7 +113,8 @@ impl RemoteCallInput {
             Self::Accept { call_id, .. }
             | Self::Decline { call_id, .. }
             | Self::Cancel { call_id, .. }
-            | Self::HangUp { call_id, .. } => call_id,
+            | Self::HangUp { call_id, .. }
+            | Self::UserGone { call_id, .. } => call_id,
         }
     }
 
@@ -105,6 +124,7 @@ impl RemoteCallInput {
             Self::Decline { call_id, user } => Input::Decline { call_id, user },
             Self::Cancel { call_id, user } => Input::Cancel { call_id, user },
             Self::HangUp { call_id, user } => Input::HangUp { call_id, user },
+            Self::UserGone { call_id, user } => Input::UserGoneFrom { call_id, user },
         }
     }
 }
@@ -154,6 +174,13 @@ impl Gateway {
 
     /// Run a call input forwarded by another node on this node's call actor.
     pub async fn run_remote_call_input(&self, input: RemoteCallInput) -> Result<(), CallError> {
+        // A user gone from another node but connected here (a QUIC callee whose media followed
+        // the call here) is not gone: its sockets here carry the call now.
+        if let RemoteCallInput::UserGone { user, .. } = &input
+            && !self.presence_of(user).is_empty()
+        {
+            return Ok(());
+        }
         self.call_request_here(input.into_input()).await
     }
 
@@ -181,6 +208,27 @@ impl Gateway {
         };
         if let Err(e) = self.call_media_here(request) {
             tracing::warn!(error = %e.message, "forwarded call media refused");
+        }
+    }
+
+    /// The user's last socket here is gone (reconnect grace over): every call on another node
+    /// it answered from here hears it, and ends its part as for a socket lost on that node.
+    pub(crate) fn user_gone_elsewhere(&self, raw_id: &str) {
+        let Some((_, calls)) = self.answered_elsewhere.remove(raw_id) else { return };
+        let Some(bus) = self.user_bus().cloned() else { return };
+        for (node, call_id) in calls {
+            let (bus, user) = (bus.clone(), raw_id.to_string());
+            tokio::spawn(async move {
+                let input = RemoteCallInput::UserGone { call_id: call_id.clone(), user: user.clone() };
+                match bus.forward_call(&node, input).await {
+                    Ok(()) => {
+                        tracing::info!(%user, call = %call_id, %node, "call's node told the user's sockets are gone")
+                    }
+                    Err(e) => {
+                        tracing::debug!(%user, call = %call_id, %node, error = %e.message, "user gone not delivered")
+                    }
+                }
+            });
         }
     }
 
@@ -253,6 +301,7 @@ mod tests {
     struct CallElsewhere {
         quic: Option<String>,
         forwarded: Mutex<Vec<(String, RemoteCallMedia)>>,
+        inputs: Mutex<Vec<(String, RemoteCallInput)>>,
     }
 
     impl UserBus for CallElsewhere {
@@ -262,7 +311,12 @@ mod tests {
         fn call_home(&self, call_id: &str) -> Option<String> {
             (call_id == "c").then(|| "node-0".to_string())
         }
-        fn forward_call<'a>(&'a self, _: &'a str, _: RemoteCallInput) -> RouterFuture<'a, Result<(), CallError>> {
+        fn forward_call<'a>(
+            &'a self,
+            node: &'a str,
+            input: RemoteCallInput,
+        ) -> RouterFuture<'a, Result<(), CallError>> {
+            self.inputs.lock().unwrap().push((node.to_string(), input));
             Box::pin(async { Ok(()) })
         }
         fn forward_media(&self, node: &str, media: RemoteCallMedia) {
@@ -279,8 +333,9 @@ mod tests {
     }
 
     fn gateway_with(bus: Arc<CallElsewhere>) -> Gateway {
+        let config = toml::from_str("[gateway]\nreconnect_grace_ms = 0\n").unwrap();
         let state = crate::app::AppState::open(
-            crate::app::SignalingConfig::default(),
+            config,
             crate::store::Store::open_in_memory().unwrap(),
             crate::app::AppParts::default(),
         )
@@ -310,7 +365,11 @@ mod tests {
 
     #[tokio::test]
     async fn quic_media_of_a_call_on_another_node_is_redirected_there() {
-        let bus = Arc::new(CallElsewhere { quic: Some("127.0.0.1:9444".into()), forwarded: Mutex::default() });
+        let bus = Arc::new(CallElsewhere {
+            quic: Some("127.0.0.1:9444".into()),
+            forwarded: Mutex::default(),
+            inputs: Mutex::default(),
+        });
         let gateway = gateway_with(bus.clone());
         let route = gateway.route_call_media(&request("c", attach()), "conn-1").await.unwrap();
         assert_eq!(
@@ -333,9 +392,36 @@ mod tests {
 
     #[tokio::test]
     async fn quic_media_of_a_call_on_a_node_without_an_address_is_node_unavailable() {
-        let gateway = gateway_with(Arc::new(CallElsewhere { quic: None, forwarded: Mutex::default() }));
+        let gateway =
+            gateway_with(Arc::new(CallElsewhere { quic: None, forwarded: Mutex::default(), inputs: Mutex::default() }));
         let refused = gateway.route_call_media(&request("c", attach()), "conn-1").await.unwrap_err();
         assert_eq!(refused.code, palaver_core::ErrorCode::NodeUnavailable);
+    }
+
+    #[tokio::test]
+    async fn a_callee_whose_sockets_here_are_gone_is_gone_from_the_call_on_another_node() {
+        let bus = Arc::new(CallElsewhere { quic: None, forwarded: Mutex::default(), inputs: Mutex::default() });
+        let gateway = gateway_with(bus.clone());
+        let accept =
+            Input::Accept { call_id: "c".into(), callee: Party::new("8:acs:b", "Bob"), endpoint: "conn-1".into() };
+        gateway.call_request(accept).await.unwrap();
+        // Bob's last socket here closes; once the grace (0 here) is over node-0 hears it.
+        gateway.schedule_user_gone("8:acs:b".into());
+        let gone = RemoteCallInput::UserGone { call_id: "c".into(), user: "8:acs:b".into() };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !bus.inputs.lock().unwrap().iter().any(|(node, input)| node == "node-0" && *input == gone) {
+            assert!(tokio::time::Instant::now() < deadline, "node-0 never heard that Bob is gone");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Told once: a later loss of another socket of Bob's does not repeat it.
+        gateway.schedule_user_gone("8:acs:b".into());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(bus.inputs.lock().unwrap().iter().filter(|(_, input)| *input == gone).count(), 1);
+        // On the call's node the message is the call machine's loss of that user in that call.
+        assert_eq!(
+            format!("{:?}", gone.into_input()),
+            format!("{:?}", Input::UserGoneFrom { call_id: "c".into(), user: "8:acs:b".into() })
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl CallManager {
                 self.move_to_conversation(call_id, target, join, &mut out)?
             }
             Input::UserGone { user } => self.user_gone(now_ms, &user, &mut out),
+            Input::UserGoneFrom { call_id, user } => self.user_gone_from(now_ms, &call_id, &user, &mut out),
             Input::Tick => self.tick(now_ms, &mut out),
         }
         Ok(out)
@@ -707,27 +708,33 @@ impl CallManager {
 
     fn user_gone(&mut self, now: u64, user: &str, out: &mut Vec<Output>) {
         for call_id in self.calls_of(user) {
-            let Some(call) = self.calls.get(&call_id) else { continue };
-            if call.member(user).is_some_and(|m| is_server_leg(&m.endpoint)) {
-                continue;
-            }
-            if call.is_member(user) {
-                if call.answered {
-                    self.leave(&call_id, user, CallEndReason::ConnectionLost, out);
-                } else {
-                    let call = self.calls.get_mut(&call_id).expect("checked");
-                    for invite in call.invites.drain(..) {
-                        out.push(Output::Notify {
-                            to: invite.ringing,
-                            event: CallEvent::Ended { call_id: call_id.clone(), reason: CallEndReason::Cancelled },
-                        });
-                    }
-                    self.apply_lifetime(&call_id, CallEndReason::Cancelled, out);
+            self.user_gone_from(now, &call_id, user, out);
+        }
+    }
+
+    /// `user` lost its connection to call `call_id`: connected, it leaves (the call ends when
+    /// it placed an unanswered call); ringing, its invitation is over.
+    fn user_gone_from(&mut self, now: u64, call_id: &str, user: &str, out: &mut Vec<Output>) {
+        let Some(call) = self.calls.get(call_id) else { return };
+        if call.member(user).is_some_and(|m| is_server_leg(&m.endpoint)) {
+            return;
+        }
+        if call.is_member(user) {
+            if call.answered {
+                self.leave(call_id, user, CallEndReason::ConnectionLost, out);
+            } else {
+                let call = self.calls.get_mut(call_id).expect("checked");
+                for invite in call.invites.drain(..) {
+                    out.push(Output::Notify {
+                        to: invite.ringing,
+                        event: CallEvent::Ended { call_id: call_id.to_string(), reason: CallEndReason::Cancelled },
+                    });
                 }
-            } else if let Some(idx) = call.invite_ringing(user) {
-                let invite_id = call.invites[idx].id;
-                self.ring_over(now, &call_id, invite_id, CallEndReason::NoAnswer, out);
+                self.apply_lifetime(call_id, CallEndReason::Cancelled, out);
             }
+        } else if let Some(idx) = call.invite_ringing(user) {
+            let invite_id = call.invites[idx].id;
+            self.ring_over(now, call_id, invite_id, CallEndReason::NoAnswer, out);
         }
     }
 

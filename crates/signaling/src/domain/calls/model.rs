@@ -30,6 +30,10 @@ pub enum Input {
     Transfer { call_id: String, by: String, target: String },
     /// The user's last session is gone (reconnect grace ran out).
     UserGone { user: String },
+    /// The user's sockets are gone from the cluster node that answered call `call_id` for it
+    /// (its reconnect grace ran out there) while the call runs here: its part in that call
+    /// ends as for [`Input::UserGone`].
+    UserGoneFrom { call_id: String, user: String },
     /// As `AddParticipant`, ringing a user (not a queue) for `ring_timeout_secs` instead of
     /// the configured time (Call Automation's `invitationTimeoutInSeconds`, 1..=180).
     AddParticipantRinging { call_id: String, by: String, target: String, ring_timeout_secs: u64 },

@@ -726,6 +726,24 @@ fn user_gone_hangs_up_their_calls_and_stops_their_rings() {
 }
 
 #[test]
+fn user_gone_from_one_call_ends_that_part_only() {
+    // A cluster node whose sockets of B answered c1 tells the call's node B is gone from it.
+    let mut w = World::new();
+    w.connected("c1", A, B);
+    w.connected("c2", C, D);
+    assert!(w.ok(Input::UserGoneFrom { call_id: "c2".into(), user: B.into() }).is_empty(), "not in c2");
+    let out = w.ok(Input::UserGoneFrom { call_id: "c1".into(), user: B.into() });
+    assert!(out.contains(&Output::ParticipantDisconnected {
+        call_id: "c1".into(),
+        raw_id: B.into(),
+        reason: EndReason::ConnectionLost
+    }));
+    assert_eq!(call_ended(&out), Some(CallEndReason::ConnectionLost));
+    assert_eq!(w.participants("c2"), vec![C, D], "the other call is untouched");
+    assert!(w.ok(Input::UserGoneFrom { call_id: "c1".into(), user: B.into() }).is_empty(), "told twice");
+}
+
+#[test]
 fn every_billed_participant_is_closed_exactly_once_in_a_long_story() {
     let mut w = World::new();
     w.connected("c1", A, B);
