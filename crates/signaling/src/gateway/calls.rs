@@ -80,7 +80,10 @@ impl Gateway {
             };
             bus.forward_call(&node, remote).await?;
             if let Some((user, call_id)) = answered {
-                self.answered_elsewhere.entry(user).or_default().push((node, call_id));
+                // Calls whose `call.ended` came back are forgotten by the bus: drop them here too.
+                let mut answered = self.answered_elsewhere.entry(user).or_default();
+                answered.retain(|(_, call)| bus.call_home(call).is_some());
+                answered.push((node, call_id));
             }
             return Ok(());
         }

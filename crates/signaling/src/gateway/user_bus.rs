@@ -216,7 +216,8 @@ impl Gateway {
     pub(crate) fn user_gone_elsewhere(&self, raw_id: &str) {
         let Some((_, calls)) = self.answered_elsewhere.remove(raw_id) else { return };
         let Some(bus) = self.user_bus().cloned() else { return };
-        for (node, call_id) in calls {
+        // A call whose `call.ended` reached this node is over: nothing to tell.
+        for (node, call_id) in calls.into_iter().filter(|(_, call)| bus.call_home(call).is_some()) {
             let (bus, user) = (bus.clone(), raw_id.to_string());
             tokio::spawn(async move {
                 let input = RemoteCallInput::UserGone { call_id: call_id.clone(), user: user.clone() };
