@@ -660,8 +660,6 @@ fn a_dtls_trunk_keeps_its_association_across_hold_and_resume() {
     assert_ne!(keys.local_master_key, keys.remote_master_key);
 }
 
-#[path = "trunk_media/waiting.rs"]
 mod waiting;
 
-#[path = "trunk_media/latching.rs"]
 mod latching;
