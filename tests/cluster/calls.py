@@ -28,7 +28,22 @@ his part as for a socket lost on node-0: Alice gets `call.ended` (`ConnectionLos
 the grace before hanging up: Bob's closed node-1 connection must not end a call his QUIC media
 followed to node-0.
 
-Usage: calls.py --binary PATH [--probe PATH] [--runs N] [--no-webrtc] [--no-drop]
+A third node (node-2) holds another socket of Bob's: once more Bob answers on WebRTC on node-1,
+and once the call runs he also connects on node-2 (which never heard of the call). His probe on
+node-1 is killed: past the grace node-1 tells node-0 his sockets there are gone, but his presence
+names node-2, so the call goes on (before the fix node-0 ended his part then) and node-0 asks
+node-2 to watch; when his node-2 socket closes too, node-2 tells node-0 past its grace and Alice
+gets `call.ended` (`ConnectionLost`) within `DROP_BOUND_MS` of that close.
+
+Last, a Call Automation move (signaling only, WebSocket clients): Alice on node-0 calls Bob, who
+answers on node-1; an application on node-0 connected to a group call homed on node-0 (Carol
+started it) moves Bob into it (`participants:moveHere`, `fromCall` = the call's id). Node-0 runs
+the call but Bob's answering socket is on node-1: node-0 sends the move to node-1, whose socket
+gets `call.moved` and then `joined` (relayed to the group call's home, node-0); Alice gets
+`call.ended` and the connection lists Bob. Before the fix node-0 looked for Bob's socket among
+its own and nothing happened.
+
+Usage: calls.py --binary PATH [--probe PATH] [--runs N] [--no-webrtc] [--no-drop] [--no-move]
 """
 
 import argparse
@@ -38,12 +53,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from cluster_fixture import cluster, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
-from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tests", "trials"))
+from azure.communication.callautomation import CallAutomationClient  # noqa: E402
+from azure.communication.identity import (  # noqa: E402
+    CommunicationIdentityClient, CommunicationTokenScope, CommunicationUserIdentifier)
+from signaling_participant import SignalingParticipant  # noqa: E402
 from support import check  # noqa: E402
 
 WAIT_S = 20.0
@@ -117,8 +137,13 @@ def billed(pg, database, session_id):
     return count, total, span
 
 
-def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False, drop=False):
-    """Alice (QUIC, node-0) calls Bob (QUIC, or WebRTC when `web`, on node-1)."""
+def host(node):
+    return node.url.split("://", 1)[1].rstrip("/")
+
+
+def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False, drop=False, third=None):
+    """Alice (QUIC, node-0) calls Bob (QUIC, or WebRTC when `web`, on node-1); with `third`
+    (and `drop`) Bob also connects on that node once the call runs."""
     if drop:
         # The grace timers of the previous run's closed sockets run out first, so the figure is
         # this drop's own (a timer that finds Bob with no socket ends his part, as on one node).
@@ -132,14 +157,16 @@ def one_call(run, probe_bin, pg, database, redis, a, b, alice, bob, web=False, d
     check(f"run {run}: Bob's presence is node-1", wait_for(lambda: presence() == {b.name}, 5), presence())
     alice_probe = CallProbe(probe_bin, a.ca, alice[1], a.quic, 440, 660, call=bob[0])
     try:
-        return checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence, drop)
+        return checked_call(run, pg, database, redis, (a, b, third), alice, bob, web, alice_probe, bob_probe, presence,
+                            drop)
     finally:
         alice_probe.stop()
         bob_probe.stop()
 
 
-def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, bob_probe, presence, drop):
-    dropped_ms = None
+def checked_call(run, pg, database, redis, nodes, alice, bob, web, alice_probe, bob_probe, presence, drop):
+    a, b, third = nodes
+    dropped_ms = outlived_ms = None
     try:
         placed = alice_probe.wait("placed")
         check(f"run {run}: Alice's call is placed on node-0", placed, alice_probe.events)
@@ -170,11 +197,14 @@ def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, b
             check(f"run {run}: the call outlives Bob's closed node-1 connection (his QUIC client is on node-0)",
                   not alice_probe.first("ended") and not bob_probe.first("ended"),
                   (alice_probe.events, bob_probe.events))
-        if drop:
+        if drop and third is not None:
+            killed_ms, outlived_ms = third_node_drop(run, alice, bob, alice_probe, bob_probe, presence, (b, third))
+        elif drop:
             killed_ms = time.time() * 1000
             bob_probe.kill()
+        if drop:
             ended = alice_probe.wait("ended", (DROP_BOUND_MS + 5000) / 1000)
-            check(f"run {run}: Bob's dropped connection on node-1 ends the call for Alice on node-0",
+            check(f"run {run}: Bob's dropped connection ends the call for Alice on node-0",
                   ended and ended["reason"] == "ConnectionLost", alice_probe.events)
             dropped_ms = ended["at_ms"] - killed_ms
             check(f"run {run}: after the grace, within {DROP_BOUND_MS} ms of the drop (grace {RECONNECT_GRACE_MS} ms)",
@@ -192,6 +222,7 @@ def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, b
         "alice_hears_ms": a_audio["at_ms"] - a_att["at_ms"],
         "amplitudes": (b_audio["amplitude"], a_audio["amplitude"]),
         "dropped_ms": dropped_ms,
+        "outlived_ms": outlived_ms,
     }
     for name, raw in (("Alice", alice[0]), ("Bob", bob[0])):
         session = f"{placed['callId']}/{raw}"
@@ -201,22 +232,104 @@ def checked_call(run, pg, database, redis, a, b, alice, bob, web, alice_probe, b
     return figures
 
 
+def third_node_drop(run, alice, bob, alice_probe, bob_probe, presence, nodes):
+    """Bob connects on node-2 too, his node-1 probe is killed and the call must go on past the
+    grace; then his node-2 socket closes. Returns (ms of that close, ms the call outlived the
+    kill of his answering probe)."""
+    b, c = nodes
+    other = SignalingParticipant(host(c), c.ca, bob[1])
+    try:
+        check(f"run {run}: Bob's presence is node-1 and node-2",
+              wait_for(lambda: presence() == {b.name, c.name}, 5), presence())
+        killed_ms = time.time() * 1000
+        bob_probe.kill()
+        check(f"run {run}: Bob's presence is node-2 once his node-1 probe is gone",
+              wait_for(lambda: presence() == {c.name}, 5), presence())
+        time.sleep((RECONNECT_GRACE_MS + 1500) / 1000)
+        check(f"run {run}: the call goes on past node-1's grace: Bob is still connected on node-2",
+              not alice_probe.first("ended"), alice_probe.events)
+        outlived_ms = time.time() * 1000 - killed_ms
+    finally:
+        closed_ms = time.time() * 1000
+        other.close()
+    return closed_ms, outlived_ms
+
+
+def moved_across_nodes(pg, database, nodes, alice, bob, carol):
+    """A Call Automation move of Bob, who answered on node-1, from a call running on node-0
+    into a group call homed on node-0. Returns ms from the move request to Bob's `joined`."""
+    a, b = nodes[0], nodes[1]
+    alice_ws = SignalingParticipant(host(a), a.ca, alice[1])
+    bob_ws = SignalingParticipant(host(b), b.ca, bob[1])
+    carol_ws = None
+    try:
+        # A group call homed on node-0, where the application connects (a connection lives on
+        # the node its requests reach); Carol starts it from node-0 (placement picks the home
+        # by load: new group ids until one lands there; a relayed socket cannot join again).
+        group = None
+        for _ in range(12):
+            candidate = str(uuid.uuid4())
+            carol_ws = SignalingParticipant(host(a), a.ca, carol[1])
+            carol_ws.join_group_call(candidate)
+            home = pg.scalar(database, "SELECT home_node FROM cluster_homes "
+                                       f"WHERE conversation_id = 'groupCall:{candidate}'")
+            if home == a.name:
+                group = candidate
+                break
+            carol_ws.close()
+        check("move: a group call homed on node-0", group, None)
+        app = CallAutomationClient.from_connection_string(a.conn_str, connection_verify=a.ca)
+        props = app.connect_call(callback_url="https://127.0.0.1:9/cb", group_call_id=group)
+        connection = app.get_call_connection(props.call_connection_id)
+        in_group = lambda: {p.identifier.raw_id for p in connection.list_participants()}  # noqa: E731
+        check("move: the application is connected to the group call with Carol",
+              wait_for(lambda: carol[0] in in_group(), 5), in_group())
+        alice_ws.send({"type": "call.place", "requestId": "p", "targets": [bob[0]]})
+        call_id = alice_ws.wait_for("call.placed", 5)["callId"]
+        ring = bob_ws.wait_for("call.incoming", 5)
+        check("move: Alice's call (node-0) rings Bob on node-1", ring["callId"] == call_id, ring)
+        bob_ws.send({"type": "call.accept", "requestId": "a", "callId": call_id})
+        bob_ws.wait_for("call.connected", 5)
+        alice_ws.wait_for("call.connected", 5)
+        started = time.monotonic()
+        result = connection.move_participants([CommunicationUserIdentifier(bob[0])], call_id)
+        check("move: move_participants is accepted and echoes fromCall", result.from_call == call_id, vars(result))
+        moved = bob_ws.wait_for("call.moved", 5)
+        check("move: Bob's socket on node-1 gets call.moved naming the group call",
+              moved["callId"] == call_id and moved["join"] == {"kind": "groupCall", "groupId": group}, moved)
+        joined = bob_ws.wait_for("joined", 5)
+        joined_ms = (time.monotonic() - started) * 1000
+        check("move: Bob is joined into the group call (relayed to its home, node-0)",
+              joined["snapshot"]["conversationId"] == carol_ws.conversation_id, joined["snapshot"]["conversationId"])
+        ended = alice_ws.wait_for("call.ended", 5)
+        check("move: Alice's call with Bob is over", ended["callId"] == call_id, ended)
+        check("move: the application's connection lists Bob", wait_for(lambda: bob[0] in in_group(), 5), in_group())
+        connection.hang_up(is_for_everyone=False)
+        return joined_ms
+    finally:
+        for ws in (alice_ws, bob_ws, carol_ws):
+            if ws is not None:
+                ws.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
     parser.add_argument("--probe")
     parser.add_argument("--runs", type=int, default=2, help="calls with a QUIC callee")
     parser.add_argument("--no-webrtc", action="store_true", help="skip the calls with a WebRTC callee")
-    parser.add_argument("--no-drop", action="store_true", help="skip the call whose WebRTC callee drops")
+    parser.add_argument("--no-drop", action="store_true", help="skip the calls whose WebRTC callee drops")
+    parser.add_argument("--no-move", action="store_true", help="skip the Call Automation move across nodes")
+    parser.add_argument("--log-level", default="warn", help="the nodes' log level (their logs go to stderr)")
     args = parser.parse_args()
     probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "call_probe")
     started = time.time()
     grace = f"[signaling.gateway]\nreconnect_grace_ms = {RECONNECT_GRACE_MS}\n"
-    with cluster(args.binary, 2, extra=grace) as (pg, database, redis, nodes):
-        a, b = nodes
+    with cluster(args.binary, 3, log_level=args.log_level, extra=grace) as (pg, database, redis, nodes):
+        a, b, c = nodes
         identity = CommunicationIdentityClient.from_connection_string(a.conn_str, connection_verify=a.ca)
         users = []
-        for _ in range(2):
+        for _ in range(3):
             user, token = identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])
             users.append((user.properties["id"], token.token))
         for run in range(1, args.runs + 1):
@@ -238,6 +351,15 @@ def main():
             print(f"  run {run} (WebRTC callee drops): Bob's probe killed on node-1 without hanging up; Alice on "
                   f"node-0 got call.ended (ConnectionLost) {f['dropped_ms']:.0f} ms later (reconnect grace "
                   f"{RECONNECT_GRACE_MS} ms, bound {DROP_BOUND_MS} ms); one usage record each")
+            run = args.runs + 3
+            f = one_call(run, probe_bin, pg, database, redis, a, b, users[0], users[1], web=True, drop=True, third=c)
+            print(f"  run {run} (WebRTC callee drops, still connected on node-2): the call went on "
+                  f"{f['outlived_ms']:.0f} ms past the kill of Bob's node-1 probe; Alice got call.ended "
+                  f"(ConnectionLost) {f['dropped_ms']:.0f} ms after his node-2 socket closed; one usage record each")
+        if not args.no_move:
+            joined_ms = moved_across_nodes(pg, database, nodes, users[0], users[1], users[2])
+            print(f"  move: Bob (answered on node-1) moved by Call Automation on node-0 into a group call homed "
+                  f"on node-0: joined {joined_ms:.0f} ms after move_participants")
     print(f"calls: all checks passed in {time.time() - started:.1f} s")
 
 

@@ -8,7 +8,9 @@
 //! - **One channel per node**, `palaver:bus:<node>`, carrying [`BusMessage`]s as JSON:
 //!   `notify` (a frame for a user's sockets on that node), `callInput` and `callReply` (a
 //!   socket's answer to a call running there, and its verdict), `callMedia` and `connFrame` (a
-//!   callee's WebRTC media request, and the answer frames back to its socket).
+//!   callee's WebRTC media request, and the answer frames back to its socket), `move` (a
+//!   socket that answered a call there moves into a conversation) and `watch` (tell the call's
+//!   node when a user's sockets here are gone).
 //! - A frame for a user goes to the nodes in its presence set (other than this one); a node
 //!   that delivers a frame carrying a `callId` from another node remembers that node as the
 //!   call's home, so the user's `call.accept`/`decline`/`cancel`/`hangUp` and WebRTC media for
@@ -47,7 +49,7 @@ use fred::prelude::*;
 use palaver_core::ErrorCode;
 use palaver_signaling::domain::calls::CallError;
 use palaver_signaling::gateway::placement::RouterFuture;
-use palaver_signaling::gateway::{Gateway, RemoteCallInput, RemoteCallMedia, RemoteHome, UserBus};
+use palaver_signaling::gateway::{Gateway, RemoteCallInput, RemoteCallMedia, RemoteHome, RemoteMove, UserBus};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +83,12 @@ pub enum BusMessage {
     CallMedia { from: String, media: RemoteCallMedia },
     #[serde(rename_all = "camelCase")]
     ConnFrame { raw_id: String, conn_id: String, text: String },
+    /// Move a socket that answered a call running on the sending node into a conversation.
+    #[serde(rename_all = "camelCase")]
+    Move { moved: RemoteMove },
+    /// Tell node `from`, running call `call_id`, when `user`'s sockets here are gone.
+    #[serde(rename_all = "camelCase")]
+    Watch { from: String, call_id: String, user: String },
 }
 
 /// The user bus of one node. Cheap to share (`Arc`).
@@ -174,7 +182,7 @@ impl RedisUserBus {
             BusMessage::CallInput { from, corr, input } => {
                 let (gateway, bus) = (gateway.clone(), self.clone());
                 tokio::spawn(async move {
-                    let verdict = gateway.run_remote_call_input(input).await;
+                    let verdict = gateway.run_remote_call_input(&from, input).await;
                     let error = verdict.err().map(|e| (e.code.as_str().to_string(), e.message));
                     bus.publish(&from, &BusMessage::CallReply { corr, error });
                 });
@@ -205,6 +213,14 @@ impl RedisUserBus {
                 if !gateway.deliver_to_connection(&raw_id, &conn_id, text.into()) {
                     tracing::debug!(user = %raw_id, conn = %conn_id, "forwarded answer for a socket that is gone");
                 }
+            }
+            BusMessage::Move { moved } => {
+                gateway.run_remote_move(moved);
+            }
+            BusMessage::Watch { from, call_id, user } => {
+                // The user's sockets here reach the call there (answers, media, hang-up).
+                self.remote_calls.insert(call_id.clone(), (from.clone(), Instant::now()));
+                gateway.watch_remote_call(&from, &call_id, &user);
             }
         }
     }
@@ -297,6 +313,30 @@ impl UserBus for RedisUserBus {
         self.publish(node, &BusMessage::CallMedia { from: self.node_id.clone(), media });
     }
 
+    fn move_socket(&self, node: &str, moved: RemoteMove) {
+        // Queued now, before the `call.ended` notified next (which first reads the presence
+        // set): one queue per node keeps the order.
+        self.publish(node, &BusMessage::Move { moved });
+    }
+
+    fn user_nodes_elsewhere<'a>(&'a self, raw_id: &'a str) -> RouterFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            match self.nodes_of(raw_id).await {
+                Ok(nodes) => nodes.into_iter().filter(|n| *n != self.node_id).collect(),
+                Err(e) => {
+                    tracing::debug!(user = %raw_id, error = %e, "presence unknown (Redis away?): no sockets elsewhere");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn watch_call(&self, node: &str, call_id: &str, user: &str) {
+        let watch =
+            BusMessage::Watch { from: self.node_id.clone(), call_id: call_id.to_string(), user: user.to_string() };
+        self.publish(node, &watch);
+    }
+
     fn node_addresses<'a>(&'a self, node: &'a str) -> RouterFuture<'a, Option<RemoteHome>> {
         Box::pin(async move {
             match self.registry.node(node).await {
@@ -343,6 +383,15 @@ mod tests {
             },
             BusMessage::CallReply { corr: 7, error: Some(("InvalidState".into(), "no".into())) },
             BusMessage::ConnFrame { raw_id: "8:acs:b".into(), conn_id: "conn".into(), text: "{}".into() },
+            BusMessage::Move {
+                moved: RemoteMove {
+                    raw_id: "8:acs:b".into(),
+                    conn_id: "conn".into(),
+                    call_id: "c".into(),
+                    join: palaver_core::protocol::JoinTarget::GroupCall { group_id: "g".into() },
+                },
+            },
+            BusMessage::Watch { from: "a".into(), call_id: "c".into(), user: "8:acs:b".into() },
         ];
         for m in messages {
             let json = serde_json::to_string(&m).unwrap();

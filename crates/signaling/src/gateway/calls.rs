@@ -305,6 +305,7 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 });
             }
             Output::ParticipantDisconnected { call_id, raw_id, reason } => {
+                gateway.forget_call_media_conn(&call_id, &raw_id);
                 let media_session = session_id(&call_id, &raw_id);
                 if media_sessions.remove(&media_session) {
                     gateway.media().leave(MediaSession {
@@ -327,28 +328,14 @@ fn execute(gateway: &Gateway, media_sessions: &mut HashSet<String>, outputs: Vec
                 gateway.notify_phone(&raw_id, &CallEvent::Moved { call_id, join });
             }
             Output::MovedToConversation { call_id, raw_id, endpoint, join } => {
-                // Only the socket that was in the call moves; it joins on its own task.
-                let socket = gateway.presence_of(&raw_id).into_iter().find(|e| e.conn_id == endpoint);
-                match socket {
-                    // Queued before the `call.ended` that follows, so the socket reads
-                    // `call.moved` first; a full queue waits on its own task.
-                    Some(entry) => {
-                        if let Err(mpsc::error::TrySendError::Full(message)) =
-                            entry.tx.try_send(Outbound::MoveInto { call_id, join })
-                        {
-                            tokio::spawn(async move {
-                                let _ = entry.tx.send(message).await;
-                            });
-                        }
-                    }
-                    None => {
-                        tracing::warn!(user = %raw_id, conn = %endpoint, "moved participant has no socket any more")
-                    }
-                }
+                // Only the socket that was in the call moves (here, or on the node it answered
+                // from: `user_bus/handover.rs`); it joins on its own task.
+                gateway.move_call_socket(call_id, &raw_id, &endpoint, join);
             }
             Output::CallTypeChanged { call_id, call_type } => observer.call_type_changed(&call_id, call_type),
             Output::CallEnded { call_id, reason } => {
                 gateway.call_automation_call_ended(&call_id);
+                gateway.forget_remote_answers(&call_id);
                 tracing::info!(call = %call_id, reason = ?reason, "call ended");
             }
         }

@@ -265,7 +265,16 @@ where
                     tracing::info!(conn = %conn_id, user = %raw_id, call = %call_id, "moved into a conversation");
                     let moved = CallEvent::Moved { call_id, join: join.clone() };
                     replies.push(serde_json::to_string(&moved).unwrap_or_default());
+                    // In a cluster the conversation may live on another node: the join is
+                    // relayed there as if the client had sent it.
+                    conn.join_text = serde_json::to_string(&ClientMessage::Join { target: join.clone(), display_name: None }).ok();
                     replies.extend(conn.join(None, join, None, None).await);
+                    if conn.relay.is_some() {
+                        for text in replies.drain(..) {
+                            let _ = sink.send(Message::Text(text.into())).await;
+                        }
+                        break;
+                    }
                 }
                 Some(Outbound::AccessRevoked { revoked_before_ms }) => {
                     if conn.ident.issued_at_ms.is_some_and(|iat| iat >= revoked_before_ms) {
@@ -715,7 +724,12 @@ impl Connection {
         let request =
             CallMediaRequest { call_id, raw_id: self.raw_id(), media, request_id: rid.clone(), conn: self.tx.clone() };
         match self.gateway.route_call_media(&request, &self.conn_id).await {
-            Ok(CallMediaRoute::Here) => {}
+            Ok(CallMediaRoute::Here) => {
+                if !matches!(request.media, CallMedia::IceCandidate(_)) {
+                    // This socket carries the call's media (a move into a conversation finds it).
+                    self.gateway.remember_call_media_conn(&request.call_id, &request.raw_id, &self.conn_id);
+                }
+            }
             Ok(CallMediaRoute::Forwarded) => return Vec::new(),
             Ok(CallMediaRoute::Redirect { node, quic, https }) => {
                 tracing::debug!(conn = %self.conn_id, call = %request.call_id, node = %node, "redirecting QUIC call media to the call's node");

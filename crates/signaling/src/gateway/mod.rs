@@ -34,7 +34,7 @@ pub use phone::{MeetingDialOut, PhoneNotice};
 pub use placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
 pub use resume::ConversationMirror;
 pub use routes::{authenticate, routes};
-pub use user_bus::{RemoteCallInput, RemoteCallMedia, UserBus};
+pub use user_bus::{RemoteCallInput, RemoteCallMedia, RemoteMove, UserBus};
 
 use crate::domain::calls::CallsConfig;
 use crate::domain::conversation::{
@@ -162,6 +162,12 @@ pub struct GatewayInner {
     /// Calls on other nodes a user answered from a socket here: user → (node, call id). When
     /// the user's sockets are gone here those nodes are told (`user_bus.rs`).
     answered_elsewhere: DashMap<String, Vec<(String, String)>>,
+    /// Calls running here answered from a socket on another node: call id → (that socket's
+    /// id, its node). A move into a conversation goes to that node (`user_bus/handover.rs`).
+    remote_answers: DashMap<String, Vec<(String, String)>>,
+    /// The socket here carrying a call participant's media: `<callId>/<rawId>` → socket id (a
+    /// QUIC callee whose media followed the call here from the node it answered on).
+    call_media_conns: DashMap<String, String>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -203,6 +209,8 @@ impl Gateway {
             mirror: OnceLock::new(),
             user_bus: OnceLock::new(),
             answered_elsewhere: DashMap::new(),
+            remote_answers: DashMap::new(),
+            call_media_conns: DashMap::new(),
         }));
         gateway.publish_meeting_count();
         gateway

@@ -33,6 +33,10 @@ use palaver_core::protocol::IceCandidate;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+mod handover;
+
+pub use handover::RemoteMove;
+
 /// A cluster's user bus, as the gateway sees it.
 pub trait UserBus: Send + Sync {
     /// The user's first socket on this node opened.
@@ -63,6 +67,22 @@ pub trait UserBus: Send + Sync {
     fn engaged_elsewhere<'a>(&'a self, raw_ids: &'a [String]) -> RouterFuture<'a, Vec<String>> {
         let _ = raw_ids;
         Box::pin(async { Vec::new() })
+    }
+    /// Hand a socket on `node` a move into a conversation (the socket answered a call running
+    /// here from there). Must not block, and must keep the order with the frames notified
+    /// after it (the socket reads `call.moved` before `call.ended`).
+    fn move_socket(&self, node: &str, moved: RemoteMove) {
+        let _ = (node, moved);
+    }
+    /// The other nodes holding sockets of `raw_id` (cluster presence); none when unknown.
+    fn user_nodes_elsewhere<'a>(&'a self, raw_id: &'a str) -> RouterFuture<'a, Vec<String>> {
+        let _ = raw_id;
+        Box::pin(async { Vec::new() })
+    }
+    /// Ask `node`, which holds sockets of `user`, to tell this node when they are gone: `user`
+    /// is connected in call `call_id` running here and its answering socket is gone.
+    fn watch_call(&self, node: &str, call_id: &str, user: &str) {
+        let _ = (node, call_id, user);
     }
 }
 
@@ -172,16 +192,18 @@ impl Gateway {
         entry.tx.try_send(Outbound::Frame(text)).is_ok()
     }
 
-    /// Run a call input forwarded by another node on this node's call actor.
-    pub async fn run_remote_call_input(&self, input: RemoteCallInput) -> Result<(), CallError> {
-        // A user gone from another node but connected here (a QUIC callee whose media followed
-        // the call here) is not gone: its sockets here carry the call now.
-        if let RemoteCallInput::UserGone { user, .. } = &input
-            && !self.presence_of(user).is_empty()
-        {
-            return Ok(());
+    /// Run a call input forwarded by node `from` on this node's call actor.
+    pub async fn run_remote_call_input(&self, from: &str, input: RemoteCallInput) -> Result<(), CallError> {
+        match input {
+            RemoteCallInput::UserGone { call_id, user } => self.remote_user_gone(call_id, user).await,
+            RemoteCallInput::Accept { call_id, callee, endpoint } => {
+                let accept = Input::Accept { call_id: call_id.clone(), callee, endpoint: endpoint.clone() };
+                self.call_request_here(accept).await?;
+                self.remember_remote_answer(&call_id, &endpoint, from);
+                Ok(())
+            }
+            input => self.call_request_here(input.into_input()).await,
         }
-        self.call_request_here(input.into_input()).await
     }
 
     /// Run a media request forwarded by another node; every answer frame goes to `reply`.
