@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-const ALICE: &str = "8:acs:a";
-const BOB: &str = "8:acs:b";
+const ALICE: &str = "8:acs:res_alice";
+const BOB: &str = "8:acs:res_bob";
 
 /// A bus recording what the gateway asks of it; `homes` are calls running on other nodes,
 /// `elsewhere` the other nodes Bob's presence names.
