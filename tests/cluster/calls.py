@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Media of a 1:1 call whose ring crossed nodes: two palaver nodes sharing a private PostgreSQL
-and Redis (cluster_fixture.py). Alice is a QUIC client (`call_probe`, palaver-client) on
+"""Media of a 1:1 call whose ring crossed nodes: three palaver nodes sharing a private
+PostgreSQL and Redis (cluster_fixture.py; node-2 only in the last two steps). Alice is a QUIC client (`call_probe`, palaver-client) on
 node-0, Bob a QUIC client on node-1; Alice calls Bob, so the call runs on node-0 (the caller's
 node) and Bob is rung and answers on node-1 (docs/cluster-rings.md).
 
