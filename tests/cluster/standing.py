@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Standing across a takeover, with the web client: roles, the lobby and the recording and
+transcription notice survive a kill -9 of a meeting's home, and the web client reconnects,
+resumes and hears audio again by itself (docs/cluster.md, "Resume across a takeover").
+
+Two palaver nodes with development sign-in on one private PostgreSQL and Redis
+(cluster_fixture.py). tests/browser/cluster_rejoin.mjs drives three Chromium pages through a
+TCP balancer in front of the nodes: Ada (directory user, organizer; starts recording and
+transcription), Bob (external, admitted: attendee) and Carol (external, waiting in the lobby).
+When it prints `ready`, this script reads the meeting's home from `cluster_homes`, kills it
+with SIGKILL and tells the pages' driver the instant. Checked here, after the driver's own
+checks (roles, lobby, audio again, admission on the new home):
+- the meeting moved to the other node with epoch + 1;
+- the **notice within 1 s of the takeover** for every participant: from the new home's
+  compare-and-swap (`cluster_homes.updated_at`) to the page receiving `capture.changed` (or a
+  `joined` whose snapshot has recording and transcription on);
+- the **billing oracle** (billing_oracle.py): per participant one record per session per UTC
+  day, no double billing, one session through the takeover for each page that resumed under
+  its participant id, every stay billed but for the documented shortfall.
+Prints the figures: reconnect, notice and first audio per page.
+
+Usage: standing.py --binary PATH [--node node] [--log-level warn]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from billing_oracle import Stay, Truth, check_conversation
+from cluster_fixture import cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
+from support import check  # noqa: E402
+
+NOTICE_BOUND_MS = 1000
+AUDIO_BAR_MS = 5000
+CHECKPOINT_MS = 15_000
+# The whole case (cluster start excluded) must finish within this.
+DEADLINE_S = 120
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--node", default="node")
+    parser.add_argument("--log-level", default="error", help="the nodes' log level (stderr)")
+    args = parser.parse_args()
+    started = time.time()
+    with cluster(args.binary, 2, log_level=args.log_level, args=["--dev-sign-in"]) as (pg, database, _redis, nodes):
+        env = {**os.environ, "PALAVER_NODES": ",".join(n.url.rstrip("/") for n in nodes)}
+        driver = subprocess.Popen([args.node, "cluster_rejoin.mjs"], cwd=os.path.join(ROOT, "tests", "browser"),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
+        timer = threading.Timer(DEADLINE_S, driver.kill)
+        timer.start()
+        events = {}
+        try:
+            for line in driver.stdout:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    print(f"  driver: {line.rstrip()}")
+                    continue
+                events[e["event"]] = e
+                if e["event"] == "ready":
+                    key = f"%{e['meeting']}%"
+                    row = pg.scalar(database, "SELECT conversation_id || ' ' || home_node || ' ' || epoch "
+                                              f"FROM cluster_homes WHERE conversation_id LIKE '{key}'")
+                    check("the meeting has a home", row, row)
+                    conversation, home, epoch = row.split()
+                    victim = next(n for n in nodes if n.name == home)
+                    killed_ms = int(time.time() * 1000)
+                    victim.send(signal.SIGKILL)
+                    victim.proc.wait()
+                    print(f"  {conversation} on {home} (epoch {epoch}): killed with SIGKILL")
+                    driver.stdin.write(f"killed {killed_ms}\n")
+                    driver.stdin.flush()
+        finally:
+            timer.cancel()
+            if driver.poll() is None:
+                driver.kill()
+            driver.wait()
+        check("the browser driver's checks passed (cluster_rejoin.mjs)", driver.returncode == 0 and "done" in events,
+              driver.returncode)
+        done = events["done"]
+        row = pg.scalar(database, "SELECT home_node || ' ' || epoch || ' ' || "
+                                  "(extract(epoch FROM updated_at) * 1000)::bigint FROM cluster_homes "
+                                  f"WHERE conversation_id = '{conversation}'")
+        new_home, new_epoch, takeover_ms = row.split()
+        takeover_ms = int(takeover_ms)
+        print(f"  taken over by {new_home} (epoch {new_epoch}) {takeover_ms - killed_ms} ms after the kill")
+        check("the meeting moved to the other node with epoch + 1", new_home != home and int(new_epoch) == int(epoch) + 1,
+              row)
+        worst_notice, worst_answer = 0, 0
+        for who, b in done["back"].items():
+            notice = b["noticeAt"] - takeover_ms
+            # The server's share: from the later of the takeover and this client's own request
+            # (a client still attached to a relay toward the dead home asks after the takeover).
+            answer = b["noticeAt"] - max(takeover_ms, b["askedAt"])
+            worst_notice, worst_answer = max(worst_notice, notice), max(worst_answer, answer)
+            audio = done["audio"].get(who)
+            how = "resumed" if b["participantId"] == done["before"][who]["participantId"] else "seated anew"
+            print(f"  {who}: asked {b['askedAt'] - killed_ms} ms after the kill, back at {b['seatAt'] - killed_ms} ms "
+                  f"({b['seatFrame']}, {how}), role {done['before'][who]['role']} -> {b['role']}, state "
+                  f"{done['before'][who]['state']} -> {b['state']}; notice ({b['noticeFrame']}) {notice} ms after the "
+                  f"takeover, {answer} ms after its request or the takeover"
+                  + (f"; audio again {audio} ms after the kill" if audio is not None else ""))
+            print(f"    {who} frames after the kill (ms): {' '.join(b['frames'])}")
+            check(f"{who}: came back by resume under its participant id (one billing session)", how == "resumed", b)
+            check(f"{who}: the recording/transcription notice within {NOTICE_BOUND_MS} ms of the takeover or of its "
+                  "own request, whichever is later", answer <= NOTICE_BOUND_MS, (b, takeover_ms))
+
+        truths = {}
+        for who, b in done["back"].items():
+            before = done["before"][who]
+            truth = Truth(who, done["firstRequest"][who])
+            # Billing counts from the join (the lobby included); the first stay ends at the kill.
+            joined_ms = before["joinedAt"]
+            truth.stays.append(Stay(joined_ms, killed_ms, "takeover"))
+            truth.stays.append(Stay(b["seatAt"], done["left"][who]["sent"], None, done["left"][who]["sent"]))
+            if b["participantId"] == before["participantId"]:
+                truth.continued.append((joined_ms, b["seatAt"]))
+            truths[before["rawId"]] = truth
+        figures = check_conversation(pg, database, conversation, truths, CHECKPOINT_MS, check)
+        print(f"  billing oracle: {figures}")
+    audio = sorted(done["audio"].values())
+    print(f"standing: roles and lobby kept; notice re-sent at most {worst_answer} ms after the takeover or the "
+          f"participant's own request (bound {NOTICE_BOUND_MS} ms), at most {worst_notice} ms after the takeover "
+          f"({'met' if worst_notice <= NOTICE_BOUND_MS else 'NOT met'}); web client audio again {audio[0]}..{audio[-1]} ms after the kill "
+          f"(bar {AUDIO_BAR_MS} ms: {'met' if audio[-1] <= AUDIO_BAR_MS else 'NOT met'}); all checks passed in "
+          f"{time.time() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
