@@ -124,6 +124,8 @@ async function main() {
     await ada.locator('#created-meeting').waitFor();
     const link = await ada.inputValue('#meeting-link');
     const meetingId = /\/meetings\/join\/([0-9a-f-]{36})/.exec(link)[1];
+    // The driver starts a palaver-client participant (cluster_probe, QUIC) on this link.
+    out('meeting', { link });
     firstRequest.ada = Date.now();
     await joinAndWaitFor(ada, 'meeting');
     for (const [name, p] of [['Bob', bob], ['Carol', carol]]) {
@@ -136,6 +138,12 @@ async function main() {
     await ada.getByRole('button', { name: 'Admit Bob (External)' }).click();
     await bob.locator('#screen-meeting').waitFor({ state: 'visible' });
     const admittedBob = Date.now();
+    if (process.env.PALAVER_PROBE_NAME) {
+      const probe = `${process.env.PALAVER_PROBE_NAME} (External)`;
+      await ada.locator('#lobby-list li', { hasText: probe }).waitFor({ timeout: 20_000 });
+      await ada.getByRole('button', { name: `Admit ${probe}` }).click();
+      await rosterEntry(ada, probe).getByText('Attendee', { exact: true }).waitFor({ timeout: 5000 });
+    }
     for (const [who, p] of [['ada', ada], ['bob', bob]]) {
       await waitFor(async () => {
         const a = await inboundAudio(p);

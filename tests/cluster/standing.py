@@ -33,9 +33,11 @@ import time
 
 from billing_oracle import Stay, Truth, check_conversation
 from cluster_fixture import cluster
+from failover import Probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sdk"))
+from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope  # noqa: E402
 from support import check  # noqa: E402
 
 NOTICE_BOUND_MS = 1000
@@ -48,12 +50,17 @@ DEADLINE_S = 120
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
+    parser.add_argument("--probe", help="cluster_probe (default: examples/ beside --binary)")
     parser.add_argument("--node", default="node")
     parser.add_argument("--log-level", default="error", help="the nodes' log level (stderr)")
     args = parser.parse_args()
     started = time.time()
+    probe_bin = args.probe or os.path.join(os.path.dirname(args.binary), "examples", "cluster_probe")
+    probe = None
     with cluster(args.binary, 2, log_level=args.log_level, args=["--dev-sign-in"]) as (pg, database, _redis, nodes):
-        env = {**os.environ, "PALAVER_NODES": ",".join(n.url.rstrip("/") for n in nodes)}
+        env = {**os.environ, "PALAVER_NODES": ",".join(n.url.rstrip("/") for n in nodes), "PALAVER_PROBE_NAME": "probe"}
+        identity = CommunicationIdentityClient.from_connection_string(nodes[0].conn_str, connection_verify=nodes[0].ca)
+        probe_user, probe_token = identity.create_user_and_token(scopes=[CommunicationTokenScope.VOIP])
         driver = subprocess.Popen([args.node, "cluster_rejoin.mjs"], cwd=os.path.join(ROOT, "tests", "browser"),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
         timer = threading.Timer(DEADLINE_S, driver.kill)
@@ -67,6 +74,11 @@ def main():
                     print(f"  driver: {line.rstrip()}")
                     continue
                 events[e["event"]] = e
+                if e["event"] == "meeting":
+                    # A palaver-client participant (QUIC, external: the lobby, then attendee).
+                    probe_started_ms = int(time.time() * 1000)
+                    probe = Probe(probe_bin, nodes[0].ca, probe_token.token, None, [n.quic for n in nodes], 330, 120,
+                                  meeting_link=e["link"])
                 if e["event"] == "ready":
                     key = f"%{e['meeting']}%"
                     row = pg.scalar(database, "SELECT conversation_id || ' ' || home_node || ' ' || epoch "
@@ -82,6 +94,9 @@ def main():
                     driver.stdin.flush()
         finally:
             timer.cancel()
+            if probe:
+                stop_sent_ms = int(time.time() * 1000)
+                probe.stop()
             if driver.poll() is None:
                 driver.kill()
             driver.wait()
@@ -115,6 +130,34 @@ def main():
             check(f"{who}: the recording/transcription notice within {NOTICE_BOUND_MS} ms of the takeover or of its "
                   "own request, whichever is later", answer <= NOTICE_BOUND_MS, (b, takeover_ms))
 
+        # The palaver-client participant.
+        joins = probe.all("joined")
+        first, after = joins[0], [j for j in joins if j["at_ms"] >= killed_ms]
+        lost = [e for e in probe.all("lost") if e["at_ms"] >= killed_ms]
+        capture = [e for e in probe.all("capture") if e["at_ms"] >= killed_ms and e["capture"] ==
+                   {"recording": "active", "transcription": "active"}]
+        heard = probe.first("audio", killed_ms)
+        check("probe: admitted from the lobby before the kill", probe.first("admitted"), probe.events)
+        check("probe: came back after the kill, by resume under its participant id, with its role and state",
+              after and after[0]["how"] == "resumed" and after[0]["participant"] == first["participant"]
+              and after[0]["role"] == "attendee" and after[0]["state"] == "connected", (first, after))
+        check("probe: the recording/transcription notice again after the kill", capture, probe.events)
+        notice = capture[0]["at_ms"] - takeover_ms
+        # Its last attempt to come back before it was seated again (the Reconnector's own cadence).
+        asked = [e["at_ms"] for e in probe.all("rejoining") if killed_ms <= e["at_ms"] <= after[0]["at_ms"]]
+        answer = capture[0]["at_ms"] - max([takeover_ms] + asked[-1:])
+        worst_notice, worst_answer = max(worst_notice, notice), max(worst_answer, answer)
+        print(f"  probe (palaver-client, QUIC): lost the home {lost[0]['at_ms'] - killed_ms if lost else '?'} ms after "
+              f"the kill, resumed through {after[0]['node']} at {after[0]['at_ms'] - killed_ms} ms, role "
+              f"{first['role']} -> {after[0]['role']} ({len(asked)} attempt(s), the last at "
+              f"{asked[-1] - killed_ms if asked else '?'} ms); notice {notice} ms after the takeover, {answer} ms after "
+              f"the takeover or its last attempt; audio again "
+              f"{(heard['at_ms'] - killed_ms) if heard else 'never'} ms after the kill")
+        check(f"probe: the notice within {NOTICE_BOUND_MS} ms of the takeover or of its own last attempt",
+              answer <= NOTICE_BOUND_MS, capture[0])
+        check("probe: hears audio again", heard, probe.events)
+        probe_audio_ms = heard["at_ms"] - killed_ms
+
         truths = {}
         for who, b in done["back"].items():
             before = done["before"][who]
@@ -126,12 +169,20 @@ def main():
             if b["participantId"] == before["participantId"]:
                 truth.continued.append((joined_ms, b["seatAt"]))
             truths[before["rawId"]] = truth
+        truth = Truth("probe", probe_started_ms)
+        truth.stays.append(Stay(first["at_ms"], killed_ms, "takeover"))
+        left = probe.first("left")
+        check("probe: left", left, probe.events)
+        truth.stays.append(Stay(after[0]["at_ms"], left["at_ms"], None, stop_sent_ms))
+        truth.continued.append((first["at_ms"], after[0]["at_ms"]))
+        truths[probe_user.properties["id"]] = truth
         figures = check_conversation(pg, database, conversation, truths, CHECKPOINT_MS, check)
         print(f"  billing oracle: {figures}")
     audio = sorted(done["audio"].values())
     print(f"standing: roles and lobby kept; notice re-sent at most {worst_answer} ms after the takeover or the "
           f"participant's own request (bound {NOTICE_BOUND_MS} ms), at most {worst_notice} ms after the takeover "
-          f"({'met' if worst_notice <= NOTICE_BOUND_MS else 'NOT met'}); web client audio again {audio[0]}..{audio[-1]} ms after the kill "
+          f"({'met' if worst_notice <= NOTICE_BOUND_MS else 'NOT met'}); palaver-client audio again {probe_audio_ms} ms "
+          f"after the kill; web client audio again {audio[0]}..{audio[-1]} ms after the kill "
           f"(bar {AUDIO_BAR_MS} ms: {'met' if audio[-1] <= AUDIO_BAR_MS else 'NOT met'}); all checks passed in "
           f"{time.time() - started:.1f} s")
 
