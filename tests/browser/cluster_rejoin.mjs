@@ -259,6 +259,10 @@ async function main() {
     await rosterEntry(ada, 'Carol (External)').getByText('Attendee', { exact: true }).waitFor({ timeout: 5000 });
     await screenshot(carol, 'cluster-04-waiter-admitted');
 
+    // The driver stops its palaver-client participant first (alone in the meeting it would hear
+    // nothing and take the silence for a lost home), then says `go`.
+    out('leaving');
+    await new Promise((resolve) => lines.once('line', resolve));
     const left = {};
     for (const [who, p] of Object.entries(pages)) {
       const sent = Date.now();

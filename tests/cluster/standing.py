@@ -52,7 +52,7 @@ NOTICE_BOUND_MS = 1000
 AUDIO_BAR_MS = 5000
 CHECKPOINT_MS = 15_000
 # The whole case (cluster start excluded) must finish within this.
-DEADLINE_S = 120
+DEADLINE_S = 180
 
 
 def main():
@@ -87,6 +87,11 @@ def main():
                     probe_started_ms = int(time.time() * 1000)
                     probe = Probe(probe_bin, nodes[0].ca, probe_token.token, None, [n.quic for n in nodes], 330, 120,
                                   meeting_link=e["link"])
+                if e["event"] == "leaving":
+                    stop_sent_ms = int(time.time() * 1000)
+                    probe.stop()
+                    driver.stdin.write("go\n")
+                    driver.stdin.flush()
                 if e["event"] == "ready":
                     key = f"%{e['meeting']}%"
                     row = pg.scalar(database, "SELECT conversation_id || ' ' || home_node || ' ' || epoch "
@@ -103,7 +108,6 @@ def main():
         finally:
             timer.cancel()
             if probe:
-                stop_sent_ms = int(time.time() * 1000)
                 probe.stop()
             if driver.poll() is None:
                 driver.kill()

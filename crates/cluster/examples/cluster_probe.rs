@@ -237,7 +237,8 @@ async fn probe() {
                 continue;
             }
         };
-        if joined.snapshot.state == ParticipantState::Lobby {
+        let waited = joined.snapshot.state == ParticipantState::Lobby;
+        if waited {
             joined_event(&client, &joined, how);
             event("lobby", "");
             match wait_for_admission(&mut client, &joined.participant_id, &mut stop, end).await {
@@ -264,7 +265,9 @@ async fn probe() {
             tokio::time::sleep(RETRY).await;
             continue;
         }
-        joined_event(&client, &joined, how);
+        if !waited {
+            joined_event(&client, &joined, how);
+        }
         previous = Some(joined);
         let mut sender = client.rtp_sender(ssrc, quic::DEFAULT_OPUS_PT);
         let Some(mut rtp) = client.take_rtp_receiver() else { return };
