@@ -95,6 +95,18 @@ async function joinAndWaitFor(p, screen) {
   await p.locator(`#screen-${screen}`).waitFor({ state: 'visible', timeout: 15_000 });
 }
 
+/** The organizer admits `name` from the lobby panel; on a timeout its last frames are printed. */
+async function admit(organizer, name) {
+  await organizer.getByRole('button', { name: `Admit ${name}` }).click();
+  try {
+    await organizer.locator('#lobby-list li', { hasText: name }).waitFor({ state: 'detached', timeout: 10_000 });
+  } catch (err) {
+    const frames = await organizer.evaluate(() => window.__frames.slice(-15).map((f) => `${f.type}${f.code ? `:${f.code}` : ''}@${f.t}`));
+    console.error(`cluster_rejoin: ${name} still in the lobby list 10 s after Admit; organizer's last frames: ${frames.join(' ')}`);
+    throw err;
+  }
+}
+
 async function inboundAudio(p) {
   return p.evaluate(async () => {
     const m = window.palaverClient.media;
@@ -135,14 +147,16 @@ async function main() {
       await joinAndWaitFor(p, 'lobby');
       await ada.locator('#lobby-list li', { hasText: `${name} (External)` }).waitFor();
     }
-    await ada.getByRole('button', { name: 'Admit Bob (External)' }).click();
-    await bob.locator('#screen-meeting').waitFor({ state: 'visible' });
+    // Everyone who will wait is in the lobby before anyone is admitted (no lobby list redrawn
+    // under a click).
+    const probe = process.env.PALAVER_PROBE_NAME ? `${process.env.PALAVER_PROBE_NAME} (External)` : null;
+    if (probe) await ada.locator('#lobby-list li', { hasText: probe }).waitFor({ timeout: 20_000 });
+    await admit(ada, 'Bob (External)');
+    await bob.locator('#screen-meeting').waitFor({ state: 'visible', timeout: 15_000 });
     const admittedBob = Date.now();
-    if (process.env.PALAVER_PROBE_NAME) {
-      const probe = `${process.env.PALAVER_PROBE_NAME} (External)`;
-      await ada.locator('#lobby-list li', { hasText: probe }).waitFor({ timeout: 20_000 });
-      await ada.getByRole('button', { name: `Admit ${probe}` }).click();
-      await rosterEntry(ada, probe).getByText('Attendee', { exact: true }).waitFor({ timeout: 5000 });
+    if (probe) {
+      await admit(ada, probe);
+      await rosterEntry(ada, probe).getByText('Attendee', { exact: true }).waitFor({ timeout: 10_000 });
     }
     for (const [who, p] of [['ada', ada], ['bob', bob]]) {
       await waitFor(async () => {
@@ -251,9 +265,8 @@ async function main() {
     await screenshot(carol, 'cluster-03-waiter-after-takeover');
 
     // The organizer admits the waiter on the new home.
-    const request = ada.locator('#lobby-list li', { hasText: 'Carol (External)' });
-    await request.waitFor({ timeout: 5000 });
-    await request.getByRole('button', { name: 'Admit Carol (External)' }).click();
+    await ada.locator('#lobby-list li', { hasText: 'Carol (External)' }).waitFor({ timeout: 5000 });
+    await admit(ada, 'Carol (External)');
     await carol.locator('#screen-meeting').waitFor({ state: 'visible', timeout: 5000 });
     const admittedCarol = Date.now();
     await rosterEntry(ada, 'Carol (External)').getByText('Attendee', { exact: true }).waitFor({ timeout: 5000 });
