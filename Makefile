@@ -192,12 +192,16 @@ test-cluster: build venv
 	  --stop-trials 0 --no-redis-outage --pg-outage 0 --json $(abspath $(TARGET_DIR))/cluster-trials.json
 
 # The bounded proof in `make test` (see TEST_STAGES), then cross-node rings and presence, then
-# the media of calls whose ring crossed nodes (a QUIC callee redirected, a WebRTC one forwarded).
+# the media of calls whose ring crossed nodes (a QUIC callee redirected, a WebRTC one forwarded),
+# then the web client in Chromium through a kill -9 of its meeting's home: roles, lobby, the
+# recording notice, audio again and billing (standing.py driving tests/browser/cluster_rejoin.mjs).
 test-cluster-proof: build venv
 	$(CARGO) build -p palaver-cluster --example cluster_probe --example call_probe
 	cd tests/cluster && $(VENV_PY) trials.py --binary $(abspath $(DEBUG_BIN)) --kill-trials 5 --stop-trials 1 --pg-outage 10
 	cd tests/cluster && $(VENV_PY) rings.py --binary $(abspath $(DEBUG_BIN))
 	cd tests/cluster && $(VENV_PY) calls.py --binary $(abspath $(DEBUG_BIN))
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
+	cd tests/cluster && $(VENV_PY) standing.py --binary $(abspath $(DEBUG_BIN))
 
 # cluster: three nodes + PostgreSQL + Redis on loopback, placement on, until Ctrl-C (docs/cluster.md).
 .PHONY: cluster

@@ -2,7 +2,7 @@
 // answers a `resume` after a takeover, when to join again, and the silent-home watch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RESUME_REQUEST_ID, SilenceWatch, resumeAnswer, shouldRejoin } from '../../web/app/rejoin.js';
+import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, resumeAnswer, shouldRejoin } from '../../web/app/rejoin.js';
 
 test('a snapshot gives the same seat back; a joined for the resume is a new seat on the new home', () => {
   assert.deepEqual(resumeAnswer({ type: 'snapshot', snapshot: {} }), { kind: 'resumed', seat: null });
@@ -29,6 +29,13 @@ test('a gone conversation or node is joined again; a final refusal is not', () =
   assert.ok(shouldRejoin('NodeUnavailable'));
   assert.ok(!shouldRejoin('TokenRevoked'));
   assert.ok(!shouldRejoin('Forbidden'));
+});
+
+test('a home being taken over is resumed again, a gone conversation joined afresh, a final refusal ends', () => {
+  assert.equal(afterRefusal('NodeUnavailable'), 'resume', 'the seat is still carried: a fresh join would split billing');
+  assert.equal(afterRefusal('NotFound'), 'join');
+  assert.equal(afterRefusal('TokenRevoked'), 'end');
+  assert.equal(afterRefusal('Forbidden'), 'end');
 });
 
 test('silence counts only after audio flowed and for longer than the timeout', () => {

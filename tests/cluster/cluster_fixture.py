@@ -26,8 +26,9 @@ from pg_fixture import private_postgres, private_redis
 class ClusterNode:
     """One palaver process with its own data directory and config."""
 
-    def __init__(self, binary, name, directory, config, log_level="warn", remove_dir=False):
+    def __init__(self, binary, name, directory, config, log_level="warn", remove_dir=False, args=()):
         self.binary, self.name, self.dir, self.log_level = binary, name, directory, log_level
+        self.args = list(args)
         self.remove_dir = remove_dir
         self.config = os.path.join(self.dir, "palaver.toml")
         with open(self.config, "w") as f:
@@ -38,7 +39,8 @@ class ClusterNode:
     def start(self):
         env = {**os.environ, "PALAVER_CONFIG": self.config}
         self.proc = subprocess.Popen(
-            [self.binary, "--data-dir", self.dir, "--listen", "127.0.0.1:0", "--log-level", self.log_level, "run"],
+            [self.binary, "--data-dir", self.dir, "--listen", "127.0.0.1:0", "--log-level", self.log_level, *self.args,
+             "run"],
             stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env,
         )
         info = {}
@@ -131,9 +133,10 @@ def node_config(pg_url, redis_url, node_id, ca_dir, usage_lines=(), extra=""):
 
 
 @contextlib.contextmanager
-def cluster(binary, nodes=3, log_level="warn", usage_lines=(), extra=""):
+def cluster(binary, nodes=3, log_level="warn", usage_lines=(), extra="", args=()):
     """Start PostgreSQL, Redis and `nodes` palaver nodes; yield (pg, database, redis, [node]).
-    `usage_lines` and `extra` are added to every node's config (see `node_config`)."""
+    `usage_lines` and `extra` are added to every node's config (see `node_config`); `args` to
+    every node's command line before `run` (e.g. `--dev-sign-in` for the web client)."""
     with private_postgres() as pg, private_redis() as redis:
         database = pg.fresh_database()
         root = tempfile.mkdtemp(prefix="palaver-cluster-")
@@ -148,7 +151,7 @@ def cluster(binary, nodes=3, log_level="warn", usage_lines=(), extra=""):
                 if started:
                     shutil.copytree(os.path.join(started[0].dir, "tls"), os.path.join(directory, "tls"))
                 config = node_config(pg.url(database), redis.url(), name, ca_dir, usage_lines, extra)
-                started.append(ClusterNode(binary, name, directory, config, log_level))
+                started.append(ClusterNode(binary, name, directory, config, log_level, args=args))
             yield pg, database, redis, started
         finally:
             for node in started:

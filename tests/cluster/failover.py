@@ -59,8 +59,9 @@ AUDIO_WAIT_S = 25.0
 class Probe:
     """One cluster_probe process; its JSON events are collected by a reader thread."""
 
-    def __init__(self, binary, ca, token, group, nodes, tone, seconds):
-        cmd = [binary, "--ca", ca, "--token", token, "--group", group, "--nodes", ",".join(nodes),
+    def __init__(self, binary, ca, token, group, nodes, tone, seconds, meeting_link=None):
+        target = ["--meeting-link", meeting_link] if meeting_link else ["--group", group]
+        cmd = [binary, "--ca", ca, "--token", token, *target, "--nodes", ",".join(nodes),
                "--tone", str(tone), "--seconds", str(seconds)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True)

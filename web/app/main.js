@@ -7,7 +7,7 @@ import { ChatPane } from './chat.js';
 import { DeviceCheck } from './devices.js';
 import { MediaSession } from './media.js';
 import { MeetingState } from './meeting.js';
-import { RESUME_REQUEST_ID, SilenceWatch, resumeAnswer, shouldRejoin } from './rejoin.js';
+import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, resumeAnswer } from './rejoin.js';
 import { Signaling } from './signaling.js';
 import * as views from './views.js';
 
@@ -47,7 +47,7 @@ const app = {
 
 /** How long the server keeps a dropped participant (docs/signaling.md: 30 s grace). */
 const RESUME_GRACE_MS = 30_000;
-const RESUME_RETRY_MS = 1_000;
+const RESUME_RETRY_MS = 500;
 /** No received audio for this long (once it flowed): the home is gone, reconnect at once. */
 const SILENCE_MS = 2_000;
 const SILENCE_CHECK_MS = 500;
@@ -477,9 +477,12 @@ async function reconnect() {
         signaling.send({ type: 'resume', requestId: RESUME_REQUEST_ID, ...app.resume });
         const answer = await waiting;
         if (answer.kind === 'refused') {
+          // The home is being taken over: resume again after a pause (the seat is carried).
           // The conversation is gone from every node (or its new home could not take the
           // resume): join the same meeting again, unless the refusal is final.
-          if (!shouldRejoin(answer.code)) {
+          const next = afterRefusal(answer.code);
+          if (next === 'resume') throw new Error(`resume refused (${answer.code}): try again`);
+          if (next === 'end') {
             endSession('ConnectionLost');
             return;
           }
@@ -499,6 +502,7 @@ async function reconnect() {
         return;
       } catch {
         app.resumeWaiter = null;
+        signaling.close();
       }
       if (Date.now() + RESUME_RETRY_MS > deadline) {
         endSession('ConnectionLost');

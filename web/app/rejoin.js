@@ -3,8 +3,11 @@
 // - `resumeAnswer` reads what answers a `resume`: a `snapshot` (the home is alive and gave the
 //   seat back), a `joined` for the resume request (the conversation moved to a new home after its
 //   home died; the participant is in again with its carried role and lobby standing, under a new
-//   participant id and resume token), or an `error` (the conversation is gone from every node:
-//   join it afresh, which `shouldRejoin` allows unless the refusal is final).
+//   participant id and resume token), or an `error`: `afterRefusal` says what next. The
+//   conversation is gone from every node: join it afresh, unless the refusal is final. Its home
+//   is unreachable and not yet taken over (`NodeUnavailable`: the home just died, its registry
+//   entry has not expired): resume again shortly, since the seat is still carried and a fresh
+//   join would split the participant's billing session in two.
 // - `SilenceWatch` notices a silent home fast: once media flowed, no received audio bytes for
 //   `timeoutMs` means the home is gone even though the socket (relayed by a live node) is open.
 
@@ -44,9 +47,18 @@ const FINAL_REFUSALS = new Set([
   'DirectoryUserCannotJoinExternalCall',
 ]);
 
-/** Whether a refused resume (or a `NodeUnavailable` socket) should be followed by a fresh join. */
+/** Refusals of a `resume` that a later `resume` may overcome (the home is being taken over). */
+const RESUME_AGAIN = new Set(['NodeUnavailable']);
+
+/** Whether a refused resume should be followed by a fresh join. */
 export function shouldRejoin(code) {
   return !FINAL_REFUSALS.has(code);
+}
+
+/** What follows a refused `resume`: `'resume'` again after a pause, a fresh `'join'`, or `'end'`. */
+export function afterRefusal(code) {
+  if (RESUME_AGAIN.has(code)) return 'resume';
+  return shouldRejoin(code) ? 'join' : 'end';
 }
 
 export class SilenceWatch {

@@ -278,27 +278,8 @@ impl QuicClient {
             participant_id: previous.participant_id.clone(),
             resume_token: previous.resume_token.clone(),
         };
-        let (_, mut answer) = self.signaling.send_tracked(message).await?;
-        let deadline = tokio::time::sleep(self.timeout);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return Err(ClientError::Timeout(self.timeout)),
-                reply = &mut answer => return match reply.map_err(|_| ClientError::Closed)? {
-                    ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined::seated(resume_token, snapshot)),
-                    ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
-                    ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
-                    other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
-                },
-                event = self.events.recv() => match event {
-                    Some(ServerMessage::Snapshot { snapshot }) if snapshot.participant_id == previous.participant_id => {
-                        return Ok(Joined::seated(previous.resume_token.clone(), snapshot));
-                    }
-                    Some(_) => {}
-                    None => return Err(ClientError::Closed),
-                },
-            }
-        }
+        let (_, answer) = self.signaling.send_tracked(message).await?;
+        requests::resume_answer(answer, &mut self.events, previous, self.timeout).await
     }
 
     /// Joins a conversation (meeting link, meeting code + passcode, group call, room).

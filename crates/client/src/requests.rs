@@ -15,6 +15,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// Waits for what answers a `resume` sent with `answer`'s request id: `joined` (the new home
+/// seated the participant after a takeover), a `snapshot` event for the same participant (the
+/// home kept the seat), a `redirect`, or a refusal. Events before the answer are dropped (the
+/// snapshot supersedes them), but the answer wins when both are ready: the new home sends
+/// `capture.changed` right after `joined`, and that legal notice must stay queued for the caller.
+pub(crate) async fn resume_answer(
+    mut answer: oneshot::Receiver<ServerMessage>,
+    events: &mut mpsc::Receiver<ServerMessage>,
+    previous: &Joined,
+    timeout: Duration,
+) -> Result<Joined, ClientError> {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut answer => return match reply.map_err(|_| ClientError::Closed)? {
+                ServerMessage::Joined { resume_token, snapshot, .. } => Ok(Joined::seated(resume_token, snapshot)),
+                ServerMessage::Redirect { node, quic, .. } => Err(ClientError::Redirected { node, quic }),
+                ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+                other => Err(ClientError::Protocol(format!("expected joined, got {other:?}"))),
+            },
+            event = events.recv() => match event {
+                Some(ServerMessage::Snapshot { snapshot }) if snapshot.participant_id == previous.participant_id => {
+                    return Ok(Joined::seated(previous.resume_token.clone(), snapshot));
+                }
+                Some(_) => {}
+                None => return Err(ClientError::Closed),
+            },
+            _ = &mut deadline => return Err(ClientError::Timeout(timeout)),
+        }
+    }
+}
+
 /// The server's `welcome` frame (read from the frame's JSON, `type` aside).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

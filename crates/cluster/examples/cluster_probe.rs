@@ -5,7 +5,8 @@
 //! sine tone as Opus, decodes what it receives, and prints JSON lines: `joined` (the node that
 //! hosts it, the conversation and participant ids, role and state, and `how`: `joined` first,
 //! then `resumed` or `rejoined`), `audio` (the first decoded frame louder than [`AUDIBLE_RMS`]
-//! after each join), `capture` (a `capture.changed` notice), `lost`, `left`. The loss of the
+//! after each join), `capture` (a `capture.changed` notice), `lost`, `rejoining` (before each
+//! attempt to come back), `left`. The loss of the
 //! home is noticed as the connection closing or as [`MEDIA_TIMEOUT`] without any received
 //! packet (palaver-client's [`FailureDetector`]); the probe then reconnects through the next
 //! node and resumes ([`Reconnector::rejoin`]), retrying every [`RETRY`], until `--seconds` have
@@ -22,8 +23,12 @@
 //! SIGINT (from `tests/cluster/trials.py`) makes the probe `leave` the call, close, print
 //! `left` and exit, so the ledger gets the session's true end.
 //!
+//! With `--meeting-link URL` instead of `--group` the QUIC probe joins that meeting
+//! (`tests/cluster/standing.py`); seated in the lobby it prints `lobby` and waits to be admitted
+//! (a `snapshot` with its state connected) before attaching media, then prints `admitted`.
+//!
 //! Usage: `cluster_probe --ca CA.pem --token TOKEN --group UUID --nodes 127.0.0.1:p1,127.0.0.1:p2 --tone 440 --seconds 30`
-//! (or `--nodes https://127.0.0.1:h1,https://127.0.0.1:h2` for WebRTC)
+//! (or `--nodes https://127.0.0.1:h1,https://127.0.0.1:h2` for WebRTC, `--meeting-link URL` for a meeting)
 
 use opus::{Application, Channels, Decoder, Encoder};
 use palaver_client::webrtc::{MediaOptions, WebRtcClient, WebRtcOptions};
@@ -31,6 +36,7 @@ use palaver_client::{
     ClientMessage, ConnectOptions, FailureDetector, JoinTarget, Joined, MediaTrack, QuicClient, Reconnector, Rejoin,
     ServerMessage, quic,
 };
+use palaver_core::protocol::{ParticipantState, RosterChange};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,6 +57,8 @@ struct Args {
     ca: String,
     token: String,
     group: String,
+    /// Join this meeting (by its join link) instead of the group call `group`.
+    meeting_link: Option<String>,
     nodes: Vec<SocketAddr>,
     tone: f64,
     seconds: u64,
@@ -62,12 +70,14 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut ca, mut token, mut group, mut nodes, mut tone, mut seconds) = (None, None, None, None, 440.0, 30);
     let mut web_nodes = Vec::new();
+    let mut meeting_link = None;
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--ca" => ca = Some(std::fs::read_to_string(&value).map_err(|e| format!("{value}: {e}"))?),
             "--token" => token = Some(value),
             "--group" => group = Some(value),
+            "--meeting-link" => meeting_link = Some(value),
             "--nodes" if value.starts_with("https://") => {
                 web_nodes = value.split(',').map(str::to_string).collect();
                 nodes = Some(Vec::new());
@@ -88,7 +98,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         ca: ca.ok_or("--ca")?,
         token: token.ok_or("--token")?,
-        group: group.ok_or("--group")?,
+        group: match (group, &meeting_link) {
+            (Some(g), _) => g,
+            (None, Some(_)) => String::new(),
+            (None, None) => return Err("--group or --meeting-link".into()),
+        },
+        meeting_link,
         nodes: nodes.ok_or("--nodes")?,
         tone,
         seconds,
@@ -191,7 +206,10 @@ async fn probe() {
     }
     let mut options = ConnectOptions::new(args.nodes[0], "localhost", args.ca.clone());
     options.timeout = REQUEST_TIMEOUT;
-    let target = JoinTarget::GroupCall { group_id: args.group.clone() };
+    let target = match &args.meeting_link {
+        Some(join_url) => JoinTarget::MeetingLink { join_url: join_url.clone() },
+        None => JoinTarget::GroupCall { group_id: args.group.clone() },
+    };
     let mut reconnector =
         Reconnector::new(args.nodes.clone(), options, args.token.clone(), target, Some("probe".into())).expect("nodes");
     let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip).expect("opus encoder");
@@ -203,10 +221,13 @@ async fn probe() {
     while Instant::now() < end && !*stop.borrow() {
         let attempt = match &previous {
             None => reconnector.join(None).await.map(|(c, j)| (c, j, "joined")),
-            Some(p) => reconnector
-                .rejoin(p, lost_home.take())
-                .await
-                .map(|(c, j, how)| (c, j, if how == Rejoin::Resumed { "resumed" } else { "rejoined" })),
+            Some(p) => {
+                event("rejoining", "");
+                reconnector
+                    .rejoin(p, lost_home.take())
+                    .await
+                    .map(|(c, j, how)| (c, j, if how == Rejoin::Resumed { "resumed" } else { "rejoined" }))
+            }
         };
         let (mut client, joined, how) = match attempt {
             Ok(ok) => ok,
@@ -216,6 +237,27 @@ async fn probe() {
                 continue;
             }
         };
+        let waited = joined.snapshot.state == ParticipantState::Lobby;
+        if waited {
+            joined_event(&client, &joined, how);
+            event("lobby", "");
+            match wait_for_admission(&mut client, &joined.participant_id, &mut stop, end).await {
+                Some(true) => event("admitted", ""),
+                Some(false) => {
+                    event("lost", "");
+                    lost_home = Some(client.connection().remote_address());
+                    previous = Some(joined);
+                    tokio::spawn(client.close());
+                    continue;
+                }
+                None => {
+                    let _ = client.leave().await;
+                    event("left", "");
+                    client.close().await;
+                    return;
+                }
+            }
+        }
         let ssrc = rand::random::<u32>() | 1;
         if let Err(e) = client.attach_media(vec![MediaTrack::opus(ssrc)]).await {
             eprintln!("cluster_probe: attach failed: {e}");
@@ -223,7 +265,9 @@ async fn probe() {
             tokio::time::sleep(RETRY).await;
             continue;
         }
-        joined_event(&client, &joined, how);
+        if !waited {
+            joined_event(&client, &joined, how);
+        }
         previous = Some(joined);
         let mut sender = client.rtp_sender(ssrc, quic::DEFAULT_OPUS_PT);
         let Some(mut rtp) = client.take_rtp_receiver() else { return };
@@ -289,6 +333,37 @@ async fn probe() {
                 // Closing waits for the dead peer up to a second: not on the way to the next join.
                 tokio::spawn(client.close());
             }
+        }
+    }
+}
+
+/// Waits in the lobby until the probe's own state turns `connected`: `Some(true)` admitted,
+/// `Some(false)` the connection was lost, `None` stop (stdin, SIGINT, `--seconds`).
+async fn wait_for_admission(
+    client: &mut QuicClient,
+    me: &str,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    end: Instant,
+) -> Option<bool> {
+    loop {
+        tokio::select! {
+            Ok(()) = stop.changed() => return None,
+            () = tokio::time::sleep_until(end.into()) => return None,
+            message = client.next_event() => match message {
+                Some(ServerMessage::CaptureChanged { capture, .. }) => {
+                    event("capture", &format!(",\"capture\":{}", serde_json::to_string(&capture).unwrap_or_default()));
+                }
+                // Admission: a fresh snapshot (connected); a roster delta for itself, to be safe.
+                Some(ServerMessage::Snapshot { snapshot }) if snapshot.state == ParticipantState::Connected => {
+                    return Some(true);
+                }
+                Some(ServerMessage::RosterDelta {
+                    delta: RosterChange::StateChanged { participant_id, state: ParticipantState::Connected },
+                    ..
+                }) if participant_id == me => return Some(true),
+                Some(_) => {}
+                None => return Some(false),
+            },
         }
     }
 }

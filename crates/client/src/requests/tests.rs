@@ -250,3 +250,34 @@ async fn call_frames_go_to_the_call_queue_with_the_invitation_target_and_custom_
     assert_eq!(h.requests.counters.invalid_frames.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert!(h.calls.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn a_resume_answer_leaves_the_capture_notice_sent_right_after_it_queued() {
+    let snapshot: ConversationSnapshot = serde_json::from_value(json!({
+        "conversationId": "c2", "kind": "meeting", "participantId": "p1", "state": "connected",
+        "role": "attendee", "capture": {"recording": "active", "transcription": "active"},
+        "rosterVersion": 1, "participants": []
+    }))
+    .expect("snapshot");
+    let previous = Joined::seated("t1".into(), snapshot.clone());
+    let capture: ServerMessage = serde_json::from_value(json!({
+        "type": "capture.changed", "capture": {"recording": "active", "transcription": "active"}
+    }))
+    .expect("capture.changed");
+    // Both ready at once, as when the new home's `joined` and `capture.changed` arrive in one
+    // read: an unbiased choice dropped the notice about every other time.
+    for _ in 0..64 {
+        let (tx, answer) = oneshot::channel();
+        let (events_tx, mut events) = mpsc::channel(8);
+        tx.send(ServerMessage::Joined {
+            request_id: Some("resume".into()),
+            resume_token: "t2".into(),
+            snapshot: snapshot.clone(),
+        })
+        .expect("answer");
+        events_tx.send(capture.clone()).await.expect("event");
+        let joined = resume_answer(answer, &mut events, &previous, Duration::from_secs(1)).await.expect("joined");
+        assert_eq!(joined.resume_token, "t2");
+        assert!(matches!(events.try_recv(), Ok(ServerMessage::CaptureChanged { .. })), "the notice stays queued");
+    }
+}
