@@ -7,7 +7,7 @@ import { ChatPane } from './chat.js';
 import { DeviceCheck } from './devices.js';
 import { MediaSession } from './media.js';
 import { MeetingState } from './meeting.js';
-import { RESUME_REQUEST_ID, SilenceWatch, resumeAnswer, shouldRejoin } from './rejoin.js';
+import { RESUME_REQUEST_ID, SilenceWatch, asksToResume, resumeAnswer, resumeLater, shouldRejoin } from './rejoin.js';
 import { Signaling } from './signaling.js';
 import * as views from './views.js';
 
@@ -226,6 +226,11 @@ function onFrame(frame) {
   }
   if (frame.type === 'chat.event') {
     if (app.chat) app.chat.handleEvent(frame.event, frame.data);
+    return;
+  }
+  if (asksToResume(frame)) {
+    // The home is draining and kept the session for the next one: resume through another node.
+    if (app.signaling) app.signaling.close();
     return;
   }
   if (frame.type === 'session.ended') {
@@ -476,6 +481,12 @@ async function reconnect() {
         app.signaling = signaling;
         signaling.send({ type: 'resume', requestId: RESUME_REQUEST_ID, ...app.resume });
         const answer = await waiting;
+        if (answer.kind === 'refused' && resumeLater(answer.code)) {
+          // This node cannot seat it yet (it is draining, or the home is being decided): try
+          // the resume again, keeping the session, rather than join afresh.
+          signaling.close();
+          throw new Error(answer.code);
+        }
         if (answer.kind === 'refused') {
           // The conversation is gone from every node (or its new home could not take the
           // resume): join the same meeting again, unless the refusal is final.

@@ -5,6 +5,10 @@
 //   home died; the participant is in again with its carried role and lobby standing, under a new
 //   participant id and resume token), or an `error` (the conversation is gone from every node:
 //   join it afresh, which `shouldRejoin` allows unless the refusal is final).
+// - `asksToResume` spots a home that is draining (`error` `NodeDraining`, a planned stop): it
+//   handed the session over, so drop the socket and resume at once; `resumeLater` tells a refusal
+//   of a node that cannot seat the resume yet (draining, or the home being decided) from a gone
+//   conversation: try the resume again rather than join afresh (a new billing session).
 // - `SilenceWatch` notices a silent home fast: once media flowed, no received audio bytes for
 //   `timeoutMs` means the home is gone even though the socket (relayed by a live node) is open.
 
@@ -47,6 +51,19 @@ const FINAL_REFUSALS = new Set([
 /** Whether a refused resume (or a `NodeUnavailable` socket) should be followed by a fresh join. */
 export function shouldRejoin(code) {
   return !FINAL_REFUSALS.has(code);
+}
+
+/** Whether `frame` tells the client to leave this node and resume elsewhere (the home is draining). */
+export function asksToResume(frame) {
+  return frame.type === 'error' && frame.code === 'NodeDraining';
+}
+
+/** Refusals of a resume that another attempt (another node, a moment later) may seat. */
+const TRANSIENT_REFUSALS = new Set(['NodeDraining', 'NodeUnavailable']);
+
+/** Whether a refused resume should be tried again instead of joining afresh. */
+export function resumeLater(code) {
+  return TRANSIENT_REFUSALS.has(code);
 }
 
 export class SilenceWatch {

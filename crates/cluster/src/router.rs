@@ -24,6 +24,7 @@ use dashmap::DashMap;
 use palaver_signaling::domain::Refusal;
 use palaver_signaling::gateway::placement::{RouterFuture, home_unavailable};
 use palaver_signaling::gateway::{Gateway, HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub struct ClusterRouter {
     /// Conversations this node hosts, by target key, with the epoch it holds them at.
     held: Arc<DashMap<String, i64>>,
     gateway: OnceLock<Gateway>,
+    /// Set by a drain: joins reaching this node are refused (`NodeUnavailable`), so a client
+    /// resumes through another node instead of being seated here again.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterRouter {
@@ -73,6 +77,7 @@ impl ClusterRouter {
             metrics,
             held: Arc::new(DashMap::new()),
             gateway: OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -87,19 +92,25 @@ impl ClusterRouter {
         self.held.clone()
     }
 
-    /// Give up every home this node holds (compare-and-delete on the epoch held), so the
-    /// participants' next joins place the conversations on the other nodes at once (a drain;
-    /// the node must already be out of the registry). Returns how many were given up.
-    pub async fn release_all(&self) -> usize {
-        let held: Vec<(String, i64)> = self.held.iter().map(|e| (e.key().clone(), *e.value())).collect();
-        let mut released = 0;
-        for (key, epoch) in held {
-            self.held.remove_if(&key, |_, e| *e == epoch);
-            if matches!(self.homes.release(&key, &self.node_id, epoch).await, Ok(true)) {
-                released += 1;
-            }
-        }
-        released
+    /// From now on refuse every join here (a drain; the node is already out of the registry).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The conversations this node hosts now, with the epoch held.
+    pub fn held_keys(&self) -> Vec<(String, i64)> {
+        self.held.iter().map(|e| (e.key().clone(), *e.value())).collect()
+    }
+
+    /// Stop hosting `key` (held at `epoch`) without giving its home record up: the mirror and
+    /// the fence checks leave it alone, and its end does not release the record.
+    pub fn forget(&self, key: &str, epoch: i64) {
+        self.held.remove_if(key, |_, e| *e == epoch);
+    }
+
+    /// Give up the home record of `key` by compare-and-delete on `epoch`.
+    pub async fn release(&self, key: &str, epoch: i64) -> Result<bool, crate::DatabaseError> {
+        self.homes.release(key, &self.node_id, epoch).await
     }
 
     /// The epoch this node holds `key` at, if it hosts it.
@@ -108,6 +119,9 @@ impl ClusterRouter {
     }
 
     async fn decide(&self, key: &str) -> Result<HomeDecision, Refusal> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(home_unavailable("this node is draining; reconnect through another node"));
+        }
         let mut home = self.placement.home_of(key).await.map_err(home_unavailable)?;
         for _ in 0..PLACEMENT_ROUNDS {
             if home.node == self.node_id {

@@ -5,6 +5,7 @@
 use crate::chat::PgChatBackend;
 use crate::config::ClusterConfig;
 use crate::database::{Database, DatabaseError};
+pub use crate::drain::Drain;
 use crate::events::PgEventStore;
 use crate::fencing::Fence;
 use crate::homes::Homes;
@@ -147,7 +148,7 @@ impl ClusterStores {
         self.fence.set_metrics(cluster_metrics.clone());
         let mut fence_checks = None;
         let mut mirror_writer = None;
-        let mut router_for_drain = None;
+        let mut hand_over = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
         let mut addresses =
@@ -185,7 +186,12 @@ impl ClusterStores {
                 )?;
                 state.gateway.set_conversation_mirror(mirror.clone());
                 mirror_writer = Some(mirror.spawn_writer());
-                router_for_drain = Some(router.clone());
+                hand_over = Some(crate::drain::HandOver {
+                    router: router.clone(),
+                    mirror,
+                    fence: self.fence.clone(),
+                    gateway: state.gateway.clone(),
+                });
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
                 Some(mesh)
             }
@@ -193,7 +199,7 @@ impl ClusterStores {
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
         let (heartbeats, registry) = tasks.announcements();
-        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, router: router_for_drain };
+        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, hand_over };
         Ok(ClusterNode { tasks, mesh, monitor, fence_checks, mirror_writer, metrics: cluster_metrics, drain })
     }
 
@@ -274,27 +280,6 @@ impl ClusterNode {
         self.tasks.stop().await;
         if let Some(mesh) = self.mesh {
             mesh.close();
-        }
-    }
-}
-
-/// A planned stop (SIGTERM): leave the registry (so no join is sent here any more), then give
-/// up every home held, so the participants who reconnect when this node ends their sessions
-/// place the conversations on the other nodes at once instead of waiting for a takeover.
-#[derive(Clone, Debug)]
-pub struct Drain {
-    node_id: String,
-    heartbeats: Option<tokio::task::AbortHandle>,
-    registry: Option<crate::registry::NodeRegistry>,
-    router: Option<Arc<ClusterRouter>>,
-}
-
-impl Drain {
-    pub async fn run(&self) {
-        ClusterTasks::leave_registry(self.heartbeats.as_ref(), self.registry.as_ref(), &self.node_id).await;
-        if let Some(router) = &self.router {
-            let released = router.release_all().await;
-            tracing::info!(node = %self.node_id, conversations = released, "draining: homes given up");
         }
     }
 }
