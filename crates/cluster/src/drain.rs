@@ -1,8 +1,9 @@
 //! [`Drain`]: a planned stop (SIGTERM) of a cluster node that **hands its conversations over**
 //! like a takeover, so billing keeps one continuous record per participant (docs/cluster.md,
 //! "Drain"):
-//! 1. leave the registry (no join is placed here any more, and the other nodes see the home as
-//!    gone at once, without waiting for the announcement to expire) and refuse joins here;
+//! 1. leave the registry and mark the `cluster_nodes` row left (no join is placed here any more,
+//!    and the other nodes see the home as gone at once, without waiting for an expiry) and
+//!    refuse joins here;
 //! 2. write the conversations' mirror now (roles, lobby standing, capture state);
 //! 3. per hosted conversation: stop writing usage for it ([`Fence::hand_over`]: not even the
 //!    close of every open session when the process ends), forget it in the router (its home
@@ -36,6 +37,13 @@ pub(crate) struct HandOver {
     pub gateway: Gateway,
 }
 
+/// This node's `cluster_nodes` row: its beat task and the table (the drain marks it left).
+#[derive(Clone, Debug)]
+pub(crate) struct PgPresence {
+    pub heartbeats: crate::heartbeat::NodeHeartbeats,
+    pub beat: tokio::task::AbortHandle,
+}
+
 /// A planned stop of one node (module docs).
 #[derive(Clone, Debug)]
 pub struct Drain {
@@ -43,12 +51,20 @@ pub struct Drain {
     pub(crate) heartbeats: Option<tokio::task::AbortHandle>,
     pub(crate) registry: Option<crate::registry::NodeRegistry>,
     pub(crate) hand_over: Option<HandOver>,
+    pub(crate) pg: Option<PgPresence>,
 }
 
 impl Drain {
     /// Leave the registry and hand every hosted conversation over; returns how many were.
     pub async fn run(&self) -> usize {
         ClusterTasks::leave_registry(self.heartbeats.as_ref(), self.registry.as_ref(), &self.node_id).await;
+        if let Some(pg) = &self.pg {
+            // Gone by `cluster_nodes` too, so the handover needs no expiry even with Redis away.
+            pg.beat.abort();
+            if let Err(e) = pg.heartbeats.leave(&self.node_id).await {
+                tracing::warn!(error = %e, "could not mark this node left in cluster_nodes; its row goes stale by itself");
+            }
+        }
         let Some(h) = &self.hand_over else { return 0 };
         h.router.start_draining();
         h.mirror.flush_now().await;

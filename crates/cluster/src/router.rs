@@ -5,7 +5,8 @@
 //! - the home is a live node of the registry: relay (WebSocket) or redirect (QUIC) there, with
 //!   the addresses it announced;
 //! - the home is no longer in the registry (killed, stalled, partitioned: its announcement
-//!   expired): **take it over** with [`Takeover::take_over`] (`epoch + 1` only if the epoch is
+//!   expired), or, with the registry unreachable, its `cluster_nodes` heartbeat in PostgreSQL
+//!   is stale or it left: **take it over** with [`Takeover::take_over`] (`epoch + 1` only if the epoch is
 //!   still the one read, and the old home's open sessions closed at their last checkpoint in
 //!   the same transaction), count it, and host it here. A racing taker that lost re-reads and
 //!   follows the winner.
@@ -14,6 +15,7 @@
 //! the epoch held, once no new conversation for the key started meanwhile, so the next first
 //! join places it afresh.
 
+use crate::heartbeat::{Liveness, NodeHeartbeats};
 use crate::homes::{Home, Homes};
 use crate::mesh::Mesh;
 use crate::metrics::ClusterMetrics;
@@ -44,6 +46,8 @@ pub struct ClusterRouter {
     mesh: Mesh,
     metrics: ClusterMetrics,
     takeover: Arc<Takeover>,
+    /// `cluster_nodes`: the death verdict when the registry (Redis) does not answer.
+    heartbeats: NodeHeartbeats,
     /// Conversations this node hosts, by target key, with the epoch it holds them at.
     held: Arc<DashMap<String, i64>>,
     gateway: OnceLock<Gateway>,
@@ -66,9 +70,11 @@ impl ClusterRouter {
         mesh: Mesh,
         metrics: ClusterMetrics,
         takeover: Arc<Takeover>,
+        heartbeats: NodeHeartbeats,
     ) -> Self {
         Self {
             takeover,
+            heartbeats,
             node_id: node_id.to_string(),
             placement: Placement::new(node_id, Some(registry.clone()), homes.clone()),
             homes,
@@ -128,14 +134,29 @@ impl ClusterRouter {
                 self.held.insert(key.to_string(), home.epoch);
                 return Ok(HomeDecision::Here);
             }
-            let nodes = match self.registry.nodes().await {
-                Ok(nodes) => nodes,
-                // Without the registry this node cannot tell a live home from a dead one, nor
-                // reach it: refuse rather than risk a second home.
-                Err(e) => return Err(home_unavailable(format!("node registry unreachable: {e}"))),
-            };
-            if let Some(status) = nodes.iter().find(|n| n.node_id == home.node) {
-                return Ok(HomeDecision::Elsewhere(remote(status)));
+            match self.registry.nodes().await {
+                Ok(nodes) => {
+                    if let Some(status) = nodes.iter().find(|n| n.node_id == home.node) {
+                        return Ok(HomeDecision::Elsewhere(remote(status)));
+                    }
+                }
+                // Without the registry (Redis away) the PostgreSQL heartbeat decides: a home
+                // whose `cluster_nodes` row is stale (database clock) or left is taken over; a
+                // live or unknown one cannot be reached from here: refuse rather than risk a
+                // needless move (the epoch would still keep it single).
+                Err(e) => match self.heartbeats.liveness(&home.node).await {
+                    Ok(Liveness::Gone) => {
+                        tracing::info!(key, home = %home.node, "registry unreachable; the home's PostgreSQL heartbeat is stale");
+                    }
+                    Ok(verdict) => {
+                        return Err(home_unavailable(format!(
+                            "node registry unreachable ({e}) and the home's heartbeat says {verdict:?}"
+                        )));
+                    }
+                    Err(pg) => {
+                        return Err(home_unavailable(format!("node registry ({e}) and PostgreSQL ({pg}) unreachable")));
+                    }
+                },
             }
             match self.take_over(key, &home).await? {
                 Some(taken) => {

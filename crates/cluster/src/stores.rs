@@ -72,6 +72,8 @@ pub struct ClusterStores {
     pub fence: Arc<Fence>,
     /// Takeovers with the old home's sessions closed in the same transaction.
     pub takeover: Arc<Takeover>,
+    /// This node's `cluster_nodes` heartbeat and the death verdict when Redis is away.
+    pub heartbeats: crate::heartbeat::NodeHeartbeats,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -105,6 +107,7 @@ impl ClusterStores {
         // The takeover transaction adopts sessions (offline subcommands open no ledger).
         database.migrate("ledger_adoption", crate::ledger::ADOPTION_MIGRATIONS)?;
         let takeover = Arc::new(Takeover::new(&database, &node_id));
+        let heartbeats = crate::heartbeat::NodeHeartbeats::open(&database)?;
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
         Ok(Some(Self {
             database,
@@ -117,6 +120,7 @@ impl ClusterStores {
             homes,
             fence,
             takeover,
+            heartbeats,
             tenants,
             redis: None,
         }))
@@ -174,6 +178,7 @@ impl ClusterStores {
                     mesh.clone(),
                     cluster_metrics.clone(),
                     self.takeover.clone(),
+                    self.heartbeats.clone(),
                 ));
                 router.install(&state.gateway);
                 fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
@@ -196,11 +201,23 @@ impl ClusterStores {
                 Some(mesh)
             }
         };
+        let heartbeat =
+            self.heartbeats.spawn(self.node_id.clone(), addresses.clone(), cluster_metrics.pg_nodes.clone());
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
         let (heartbeats, registry) = tasks.announcements();
-        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, hand_over };
-        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, mirror_writer, metrics: cluster_metrics, drain })
+        let pg = crate::drain::PgPresence { heartbeats: self.heartbeats.clone(), beat: heartbeat.abort_handle() };
+        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, hand_over, pg: Some(pg) };
+        Ok(ClusterNode {
+            tasks,
+            mesh,
+            monitor,
+            fence_checks,
+            mirror_writer,
+            heartbeat,
+            metrics: cluster_metrics,
+            drain,
+        })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -253,6 +270,8 @@ pub struct ClusterNode {
     monitor: tokio::task::JoinHandle<()>,
     fence_checks: Option<tokio::task::JoinHandle<()>>,
     mirror_writer: Option<tokio::task::JoinHandle<()>>,
+    /// The `cluster_nodes` heartbeat.
+    heartbeat: tokio::task::JoinHandle<()>,
     drain: Drain,
     pub metrics: ClusterMetrics,
 }
@@ -271,6 +290,7 @@ impl ClusterNode {
     /// Stop: leave the registry, close the mesh.
     pub async fn stop(self) {
         self.monitor.abort();
+        self.heartbeat.abort();
         if let Some(checks) = self.fence_checks {
             checks.abort();
         }
