@@ -19,7 +19,12 @@ PostgreSQL returns, palaver restarts on the same data directory (replaying the s
 crash recovery): Dave's record has its true span, and Erin's and Frank's sessions (cut by the
 kill) have one record each, closed at a checkpoint at most one interval (1 s) before the kill.
 
-Usage: pg_outage.py --binary PATH [--outage-secs 10]
+Between them, an **unresponsive** PostgreSQL (every process of it frozen with SIGSTOP for
+`--hung-secs`, 10 s by default: connections stay open and nothing answers, nothing is refused): Gina stays in
+a call, Hugo joins and Ivan leaves during it, each answered within 5.5 s (joined or a clear
+error, never a hang); afterwards every session has exactly one record with its true span.
+
+Usage: pg_outage.py --binary PATH [--outage-secs 10] [--hung-secs 10]
 """
 
 import argparse
@@ -45,6 +50,9 @@ from rest_client import RestClient  # noqa: E402
 from signaling_participant import SignalingParticipant  # noqa: E402
 
 SLACK_MS = 50  # server and test read the same clock; allow for ms rounding
+# A join or leave while PostgreSQL hangs must answer within this (the durable acknowledgment's
+# bound, docs/billing.md), not wait for the database.
+HUNG_BOUND_MS = 5500
 
 
 class Postgres:
@@ -88,6 +96,32 @@ class Postgres:
     def stop(self, sig=signal.SIGQUIT):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=20)
+
+    def processes(self):
+        """The postmaster and its backends (children this test started)."""
+        pids = [self.proc.pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(entry))
+        return pids
+
+    def hang(self):
+        """Freeze every process of this PostgreSQL (SIGSTOP): connections stay open, nothing answers."""
+        self.frozen = self.processes()
+        for pid in self.frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self):
+        for pid in self.frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def url(self):
         return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
@@ -213,10 +247,61 @@ def check_span(problems, name, recs, start_range, end_range):
         problems.append(f"{name}: end {end} outside {end_range}")
 
 
+def hung_case(args, node, pg, call3, began, problems):
+    """Case 3 (module doc): PostgreSQL frozen with SIGSTOP for `--hung-secs` during a call."""
+    call3.join("ivan")
+    call3.join("gina")
+    call3.sockets["gina"].drain(1.0)
+    pg.hang()
+    hung = time.monotonic()
+    try:
+        hugo_ms = call3.join("hugo")
+    except Exception as e:  # noqa: BLE001 - a clear refusal is acceptable, a hang is not
+        hugo_ms = None
+        problems.append(f"hung PostgreSQL: hugo's join failed: {e}")
+    print(f"outage 3: hugo's join answered in {hugo_ms} ms while PostgreSQL hangs", flush=True)
+    try:
+        ivan_ms = call3.leave("ivan")
+    except Exception as e:  # noqa: BLE001 - no `session.ended` within the participant's 10 s
+        ivan_ms = None
+        problems.append(f"hung PostgreSQL: ivan's leave was not answered: {e}")
+    try:
+        call3.sockets["gina"].drain(max(0.0, args.hung_secs - (time.monotonic() - hung)))
+        still_in = True
+    except Exception:  # noqa: BLE001 - the socket closed (or broke) during the hang
+        still_in = False
+    hung_spooled = node.spooled()
+    pg.thaw()
+    hang_s = time.monotonic() - hung
+    back = time.monotonic()
+    while node.spooled() > 0:
+        if time.monotonic() - back > 30:
+            raise AssertionError("the spool was not replayed within 30 s of PostgreSQL answering again")
+        time.sleep(0.1)
+    hung_replayed = time.monotonic() - back
+    call3.leave("gina")
+    if "hugo" in call3.sockets:
+        call3.leave("hugo")
+    by_pid = records_by_session(node, began, [t["pid"] for t in call3.truth.values()])
+    for name, t in call3.truth.items():
+        check_span(problems, f"hung/{name}", by_pid.get(t["pid"], []), (t["join_sent"], t["joined"]),
+                   (t["leave_sent"], t["ended"]))
+    if not still_in:
+        problems.append("hung PostgreSQL: gina's socket did not stay in the call")
+    for what, ms in (("hugo's join", hugo_ms), ("ivan's leave", ivan_ms)):
+        if ms is not None and ms > HUNG_BOUND_MS:
+            problems.append(f"hung PostgreSQL: {what} took {ms} ms (bound {HUNG_BOUND_MS} ms)")
+    print(f"outage 3: PostgreSQL hung (SIGSTOP) {hang_s:.1f} s; hugo joined in {hugo_ms} ms and ivan left in "
+          f"{ivan_ms} ms during it; gina stayed in the call; {hung_spooled} ledger changes spooled; replayed "
+          f"{hung_replayed:.2f} s after it answered again; 1 record per session, spans within the client's view")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--outage-secs", type=float, default=10.0)
+    ap.add_argument("--hung-secs", type=float, default=10.0,
+                    help="how long PostgreSQL is frozen (SIGSTOP) during a call in case 3; 0 skips the case")
     args = ap.parse_args()
 
     pg = Postgres()
@@ -233,7 +318,8 @@ def main():
     problems = []
     try:
         rest = node.rest()
-        users = {n: rest.create_identity(["voip"])[1] for n in ("alice", "bob", "carol", "dave", "erin", "frank")}
+        users = {n: rest.create_identity(["voip"])[1]
+                 for n in ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hugo", "ivan")}
         rest.close()
         began = now_ms()
 
@@ -262,6 +348,17 @@ def main():
               f"{alice_leave_ms} ms during it; {during} ledger changes spooled; replayed {replayed:.2f} s after "
               f"PostgreSQL was back; 1 record per session, spans within the client's view")
 
+        # 3. An unresponsive PostgreSQL (every process frozen with SIGSTOP: connections stay
+        # open, nothing answers, nothing is refused) during a call: Gina's socket stays in the
+        # call, Hugo joins and Ivan leaves during it; each step must answer within a bounded
+        # time (joined, or a clear error), and every session has exactly one record afterwards.
+        if args.hung_secs <= 0:
+            print("outage 3 (hung PostgreSQL): skipped (--hung-secs 0)")
+        call3 = Call(node, users) if args.hung_secs > 0 else None
+        if call3 is not None:
+            hung_case(args, node, pg, call3, began, problems)
+
+
         # 2. palaver killed during an outage: only the spool on disk has what it acknowledged.
         call2, down, _, _ = outage_during_a_call(node, pg, users, "erin", "frank", "dave")
         call2.sockets["erin"].drain(3.0)
@@ -289,8 +386,10 @@ def main():
             print("FAIL:\n  " + "\n  ".join(problems))
             print("palaver log (last 20 lines):\n" + "".join(open(log_path).readlines()[-20:]))
             sys.exit(1)
-        print("pg_outage: 2 passed, 0 failed")
+        print(f"pg_outage: {3 if args.hung_secs > 0 else 2} passed, 0 failed")
     finally:
+        if getattr(pg, "frozen", None):
+            pg.thaw()
         node.stop()
         try:
             pg.stop(signal.SIGINT)

@@ -2,7 +2,7 @@
 // answers a `resume` after a takeover, when to join again, and the silent-home watch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, resumeAnswer, shouldRejoin } from '../../web/app/rejoin.js';
+import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, asksToResume, resumeAnswer, shouldRejoin } from '../../web/app/rejoin.js';
 
 test('a snapshot gives the same seat back; a joined for the resume is a new seat on the new home', () => {
   assert.deepEqual(resumeAnswer({ type: 'snapshot', snapshot: {} }), { kind: 'resumed', seat: null });
@@ -49,4 +49,13 @@ test('silence counts only after audio flowed and for longer than the timeout', (
   assert.ok(!watch.silent(4000));
   watch.reset();
   assert.ok(!watch.silent(100_000));
+});
+
+test('a draining home asks to resume; its refusal is retried, not joined afresh', () => {
+  assert.ok(asksToResume({ type: 'error', code: 'NodeDraining', message: 'draining' }));
+  assert.ok(!asksToResume({ type: 'error', code: 'NodeUnavailable' }));
+  assert.ok(!asksToResume({ type: 'session.ended', reason: 'ServerShutdown' }));
+  assert.equal(afterRefusal('NodeDraining'), 'resume', 'a draining node kept the session: resume elsewhere');
+  assert.equal(afterRefusal('NodeUnavailable'), 'resume');
+  assert.equal(afterRefusal('NotFound'), 'join', 'a gone conversation is joined afresh');
 });

@@ -7,7 +7,7 @@ import { ChatPane } from './chat.js';
 import { DeviceCheck } from './devices.js';
 import { MediaSession } from './media.js';
 import { MeetingState } from './meeting.js';
-import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, resumeAnswer } from './rejoin.js';
+import { RESUME_REQUEST_ID, SilenceWatch, afterRefusal, asksToResume, resumeAnswer } from './rejoin.js';
 import { Signaling } from './signaling.js';
 import * as views from './views.js';
 
@@ -226,6 +226,11 @@ function onFrame(frame) {
   }
   if (frame.type === 'chat.event') {
     if (app.chat) app.chat.handleEvent(frame.event, frame.data);
+    return;
+  }
+  if (asksToResume(frame)) {
+    // The home is draining and kept the session for the next one: resume through another node.
+    if (app.signaling) app.signaling.close();
     return;
   }
   if (frame.type === 'session.ended') {
@@ -477,7 +482,8 @@ async function reconnect() {
         signaling.send({ type: 'resume', requestId: RESUME_REQUEST_ID, ...app.resume });
         const answer = await waiting;
         if (answer.kind === 'refused') {
-          // The home is being taken over: resume again after a pause (the seat is carried).
+          // This node cannot seat it yet (it is draining, or the home is being taken over):
+          // resume again after a pause, keeping the session (the seat is carried).
           // The conversation is gone from every node (or its new home could not take the
           // resume): join the same meeting again, unless the refusal is final.
           const next = afterRefusal(answer.code);

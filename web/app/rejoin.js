@@ -7,7 +7,10 @@
 //   conversation is gone from every node: join it afresh, unless the refusal is final. Its home
 //   is unreachable and not yet taken over (`NodeUnavailable`: the home just died, its registry
 //   entry has not expired): resume again shortly, since the seat is still carried and a fresh
-//   join would split the participant's billing session in two.
+//   join would split the participant's billing session in two. The same holds for a node that
+//   is draining (`NodeDraining`).
+// - `asksToResume` spots a home that is draining (`error` `NodeDraining`, a planned stop): it
+//   handed the session over, so drop the socket and resume at once on another node.
 // - `SilenceWatch` notices a silent home fast: once media flowed, no received audio bytes for
 //   `timeoutMs` means the home is gone even though the socket (relayed by a live node) is open.
 
@@ -47,12 +50,17 @@ const FINAL_REFUSALS = new Set([
   'DirectoryUserCannotJoinExternalCall',
 ]);
 
-/** Refusals of a `resume` that a later `resume` may overcome (the home is being taken over). */
-const RESUME_AGAIN = new Set(['NodeUnavailable']);
+/** Refusals of a `resume` that a later `resume` may overcome (the home is draining, or being taken over). */
+const RESUME_AGAIN = new Set(['NodeDraining', 'NodeUnavailable']);
 
 /** Whether a refused resume should be followed by a fresh join. */
 export function shouldRejoin(code) {
   return !FINAL_REFUSALS.has(code);
+}
+
+/** Whether `frame` tells the client to leave this node and resume elsewhere (the home is draining). */
+export function asksToResume(frame) {
+  return frame.type === 'error' && frame.code === 'NodeDraining';
 }
 
 /** What follows a refused `resume`: `'resume'` again after a pause, a fresh `'join'`, or `'end'`. */

@@ -10,6 +10,9 @@
 //! - **Reconnect.** The next node of the list, never the one just lost first; each attempt is
 //!   bounded by the connect options' timeout, and a `redirect` to the conversation's home is
 //!   followed (at most two hops).
+//! - **Told to move.** A home that is draining (a planned stop) sends `error` `NodeDraining`
+//!   ([`asks_to_resume`]): the session is kept for the next home, so reconnect and resume at
+//!   once, as after a loss, without waiting for the connection to close.
 //! - **Resume.** The participant is resumed with its conversation id, participant id and
 //!   resume token ([`QuicClient::resume`]): on its new home (after a takeover) it joins again
 //!   with its role, lobby standing and raised hand (under a new participant id); on a home that
@@ -17,6 +20,8 @@
 //!   ended), the reconnector joins the target afresh.
 
 use crate::{ClientError, ConnectOptions, JoinTarget, Joined, QuicClient};
+use palaver_core::ErrorCode;
+use palaver_core::protocol::ServerMessage;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,12 @@ impl FailureDetector {
     pub fn lost(&self, now: Instant) -> bool {
         self.last_packet.is_some_and(|last| now.saturating_duration_since(last) > self.timeout)
     }
+}
+
+/// Whether `message` asks the client to leave this node and `resume` through another one: the
+/// conversation's home is draining and handed the session over (`error` `NodeDraining`).
+pub fn asks_to_resume(message: &ServerMessage) -> bool {
+    matches!(message, ServerMessage::Error { code, .. } if code == ErrorCode::NodeDraining.as_str())
 }
 
 /// How a session came back.
@@ -161,6 +172,14 @@ mod tests {
         assert!(detector.lost(t0 + Duration::from_millis(601)));
         detector.packet_received(t0 + Duration::from_millis(700));
         assert!(!detector.lost(t0 + Duration::from_millis(800)));
+    }
+
+    #[test]
+    fn only_a_draining_home_asks_to_resume() {
+        let draining = ServerMessage::error(ErrorCode::NodeDraining, "draining", None);
+        assert!(asks_to_resume(&draining));
+        assert!(!asks_to_resume(&ServerMessage::error(ErrorCode::NodeUnavailable, "gone", None)));
+        assert!(!asks_to_resume(&ServerMessage::error(ErrorCode::Forbidden, "no", None)));
     }
 
     #[test]

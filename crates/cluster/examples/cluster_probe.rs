@@ -297,6 +297,11 @@ async fn probe() {
                     Some(ServerMessage::CaptureChanged { capture, .. }) => {
                         event("capture", &format!(",\"capture\":{}", serde_json::to_string(&capture).unwrap_or_default()));
                     }
+                    // The home is draining: resume elsewhere now (the session was handed over).
+                    Some(m) if palaver_client::reconnect::asks_to_resume(&m) => {
+                        event("draining", "");
+                        break Ended::Lost;
+                    }
                     Some(_) => {}
                     None => break Ended::Lost,
                 },

@@ -27,6 +27,9 @@ pub enum DatabaseError {
     Pool(String),
     #[error("postgres runtime: {0}")]
     Runtime(String),
+    /// No answer within [`QUERY_TIMEOUT`]: the database (or the network to it) hangs.
+    #[error("postgres did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl From<deadpool_postgres::PoolError> for DatabaseError {
@@ -40,6 +43,12 @@ impl From<deadpool_postgres::PoolError> for DatabaseError {
 
 /// How long a pooled connection may take to come (also bounds a wait during an outage).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one unit of work (a query, a transaction) may take through either door. An
+/// unresponsive PostgreSQL (frozen, or a network that drops without a reset) keeps connections
+/// open and never answers; without this bound a blocking caller (the recorder's thread, a tokio
+/// worker publishing an event) would wait forever, starving the control plane. Past it the
+/// caller gets [`DatabaseError::Timeout`] (the usage ledger then spools) and the work is dropped.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per pool (one pool per process).
 pub const POOL_SIZE: usize = 16;
 
@@ -114,8 +123,8 @@ impl Database {
         &self.pool
     }
 
-    /// Run `work` on this database's runtime and wait for it, blocking the calling thread.
-    /// Legal anywhere, inside a tokio task too (see the module doc).
+    /// Run `work` on this database's runtime and wait for it (at most [`QUERY_TIMEOUT`]),
+    /// blocking the calling thread. Legal anywhere, inside a tokio task too (see the module doc).
     pub fn block_on<R, F, Fut>(&self, work: F) -> Result<R, DatabaseError>
     where
         R: Send + 'static,
@@ -125,19 +134,28 @@ impl Database {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let fut = work(self.pool.clone());
         self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
+            let _ = tx.send(tokio::time::timeout(QUERY_TIMEOUT, fut).await);
         });
-        rx.recv().map_err(|_| DatabaseError::Runtime("the postgres runtime stopped".into()))
+        match rx.recv() {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(_)) => Err(DatabaseError::Timeout(QUERY_TIMEOUT)),
+            Err(_) => Err(DatabaseError::Runtime("the postgres runtime stopped".into())),
+        }
     }
 
-    /// Run `work` on this database's runtime and await it (the async door).
+    /// Run `work` on this database's runtime and await it (the async door; at most
+    /// [`QUERY_TIMEOUT`]).
     pub async fn run<R, F, Fut>(&self, work: F) -> Result<R, DatabaseError>
     where
         R: Send + 'static,
         F: FnOnce(Pool) -> Fut,
         Fut: Future<Output = R> + Send + 'static,
     {
-        self.handle.spawn(work(self.pool.clone())).await.map_err(|e| DatabaseError::Runtime(e.to_string()))
+        match self.handle.spawn(tokio::time::timeout(QUERY_TIMEOUT, work(self.pool.clone()))).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(_)) => Err(DatabaseError::Timeout(QUERY_TIMEOUT)),
+            Err(e) => Err(DatabaseError::Runtime(e.to_string())),
+        }
     }
 
     /// Apply the not-yet-applied steps of `component`'s migration list (index = version), each

@@ -53,6 +53,10 @@ pub struct Fence {
     held: DashMap<String, Held>,
     /// Conversation ids this node lost: nothing more is written for them.
     fenced: DashSet<String>,
+    /// Conversation ids this draining node handed over ([`Fence::hand_over`]): nothing more is
+    /// written for them either (their open sessions await the next home), but not counted as
+    /// fenced writes.
+    handed_over: DashSet<String>,
     /// The gateway and the router's held keys (target key → epoch), once the checks run: how
     /// a conversation id not yet seen by a check finds its key and epoch.
     placed: OnceLock<(Gateway, Arc<DashMap<String, i64>>)>,
@@ -67,6 +71,7 @@ impl Fence {
             metrics: OnceLock::new(),
             held: DashMap::new(),
             fenced: DashSet::new(),
+            handed_over: DashSet::new(),
             placed: OnceLock::new(),
         })
     }
@@ -81,7 +86,19 @@ impl Fence {
         Arc::new(FencedObserver { fence: self.clone(), inner })
     }
 
+    /// A draining node hands `conversation_id` over: from now on no session change of it is
+    /// written here (not even the close of every open session at the process's end), so its
+    /// open sessions stay in the ledger for the node that takes the conversation over to adopt.
+    pub fn hand_over(&self, conversation_id: &str) {
+        self.handed_over.insert(conversation_id.to_string());
+        self.held.remove(conversation_id);
+    }
+
     fn refuse(&self, conversation_id: &str, what: &str) {
+        if self.handed_over.contains(conversation_id) {
+            tracing::debug!(conversation = conversation_id, what, "handed over by the drain: left to the next home");
+            return;
+        }
         if let Some(m) = self.metrics.get() {
             m.fenced_writes.inc();
         }
@@ -91,7 +108,7 @@ impl Fence {
 
     /// Whether this node may still write for `conversation_id`.
     fn may_write(&self, conversation_id: &str) -> bool {
-        if self.fenced.contains(conversation_id) {
+        if self.fenced.contains(conversation_id) || self.handed_over.contains(conversation_id) {
             return false;
         }
         let Some(held) = self.held.get(conversation_id).map(|h| h.clone()) else { return true };
@@ -170,7 +187,7 @@ impl Fence {
 impl crate::ledger::LedgerFence for Fence {
     fn holding(&self, conversation_id: &str) -> crate::ledger::Holding {
         use crate::ledger::Holding;
-        if self.fenced.contains(conversation_id) {
+        if self.fenced.contains(conversation_id) || self.handed_over.contains(conversation_id) {
             return Holding::Lost;
         }
         if let Some(h) = self.held.get(conversation_id) {
@@ -185,7 +202,9 @@ impl crate::ledger::LedgerFence for Fence {
     }
 
     fn refused(&self, conversation_id: &str, what: &str) {
-        self.fenced.insert(conversation_id.to_string());
+        if !self.handed_over.contains(conversation_id) {
+            self.fenced.insert(conversation_id.to_string());
+        }
         self.refuse(conversation_id, what);
     }
 }

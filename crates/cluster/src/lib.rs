@@ -28,6 +28,10 @@
 //! - [`registry`]: [`registry::NodeRegistry`], live nodes and their load in Redis.
 //! - [`resume`]: [`resume::ResumeMirror`], what a conversation carries across a takeover
 //!   (capture state, roles, lobby standing, raised hands), mirrored in PostgreSQL by its home.
+//! - [`drain`]: [`drain::Drain`], a planned stop that hands its conversations over (participants
+//!   resume elsewhere, their sessions adopted).
+//! - [`heartbeat`]: [`heartbeat::NodeHeartbeats`], the `cluster_nodes` heartbeat (database
+//!   clock): the death verdict when Redis is away.
 //! - [`rooms`]: [`rooms::PgRoomStore`], rooms, their participants and repeatable creates.
 //! - [`router`]: [`router::ClusterRouter`], the gateway's placement: host, relay, redirect or
 //!   take over.
@@ -43,8 +47,10 @@ pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod database;
+pub mod drain;
 pub mod events;
 pub mod fencing;
+pub mod heartbeat;
 pub mod homes;
 pub mod identity;
 pub mod invalidations;

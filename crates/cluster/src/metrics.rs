@@ -1,7 +1,7 @@
 //! [`ClusterMetrics`]: the cluster's figures on `/metrics` (names fixed with the alert rules
 //! and the Grafana row in `deploy/`): live nodes in the registry, conversations homed here,
 //! takeovers, writes refused for a stale epoch, the mesh relay's round trip, and whether
-//! Redis and PostgreSQL answer. [`ClusterMetrics::spawn_monitor`] refreshes the gauges.
+//! Redis and PostgreSQL answer, and the nodes alive by the `cluster_nodes` heartbeat. [`ClusterMetrics::spawn_monitor`] refreshes the gauges.
 
 use crate::homes::Homes;
 use crate::registry::NodeRegistry;
@@ -21,6 +21,8 @@ pub struct ClusterMetrics {
     pub relay_latency: Histogram,
     pub redis_up: IntGauge,
     pub postgres_up: IntGauge,
+    /// Nodes alive by `cluster_nodes` (heartbeat younger than 3 s by the database's clock).
+    pub pg_nodes: IntGauge,
 }
 
 impl ClusterMetrics {
@@ -56,6 +58,11 @@ impl ClusterMetrics {
                 "1 when PostgreSQL answered the last check, else 0.",
             )
             .expect("valid metric"),
+            pg_nodes: IntGauge::new(
+                "palaver_cluster_pg_nodes",
+                "Nodes whose cluster_nodes heartbeat in PostgreSQL is younger than 3 s (database clock) and not left.",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -69,6 +76,7 @@ impl ClusterMetrics {
         registry.register(Box::new(m.relay_latency.clone()))?;
         registry.register(Box::new(m.redis_up.clone()))?;
         registry.register(Box::new(m.postgres_up.clone()))?;
+        registry.register(Box::new(m.pg_nodes.clone()))?;
         Ok(m)
     }
 

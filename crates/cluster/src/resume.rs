@@ -58,6 +58,9 @@ pub struct ResumeMirror {
     /// Latest state per key not written yet: (live conversation id, state).
     pending: DashMap<String, (String, CarriedConversation)>,
     wake: tokio::sync::Notify,
+    /// Held while writing, so [`ResumeMirror::flush_now`] returns only once a write the writer
+    /// task had started is done too.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl ResumeMirror {
@@ -76,6 +79,7 @@ impl ResumeMirror {
             held,
             pending: DashMap::new(),
             wake: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -176,7 +180,13 @@ impl ResumeMirror {
         })
     }
 
+    /// Write every pending state now (a drain, before handing its conversations over).
+    pub async fn flush_now(&self) {
+        self.flush().await;
+    }
+
     async fn flush(&self) {
+        let _writing = self.writing.lock().await;
         let keys: Vec<String> = self.pending.iter().map(|e| e.key().clone()).collect();
         for key in keys {
             let Some((_, (conversation_id, state))) = self.pending.remove(&key) else { continue };

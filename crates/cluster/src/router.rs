@@ -5,7 +5,8 @@
 //! - the home is a live node of the registry: relay (WebSocket) or redirect (QUIC) there, with
 //!   the addresses it announced;
 //! - the home is no longer in the registry (killed, stalled, partitioned: its announcement
-//!   expired): **take it over** with [`Takeover::take_over`] (`epoch + 1` only if the epoch is
+//!   expired), or, with the registry unreachable, its `cluster_nodes` heartbeat in PostgreSQL
+//!   is stale or it left: **take it over** with [`Takeover::take_over`] (`epoch + 1` only if the epoch is
 //!   still the one read, and the old home's open sessions closed at their last checkpoint in
 //!   the same transaction), count it, and host it here. A racing taker that lost re-reads and
 //!   follows the winner.
@@ -14,6 +15,7 @@
 //! the epoch held, once no new conversation for the key started meanwhile, so the next first
 //! join places it afresh.
 
+use crate::heartbeat::{Liveness, NodeHeartbeats};
 use crate::homes::{Home, Homes};
 use crate::mesh::Mesh;
 use crate::metrics::ClusterMetrics;
@@ -24,6 +26,7 @@ use dashmap::DashMap;
 use palaver_signaling::domain::Refusal;
 use palaver_signaling::gateway::placement::{RouterFuture, home_unavailable};
 use palaver_signaling::gateway::{Gateway, HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -43,9 +46,14 @@ pub struct ClusterRouter {
     mesh: Mesh,
     metrics: ClusterMetrics,
     takeover: Arc<Takeover>,
+    /// `cluster_nodes`: the death verdict when the registry (Redis) does not answer.
+    heartbeats: NodeHeartbeats,
     /// Conversations this node hosts, by target key, with the epoch it holds them at.
     held: Arc<DashMap<String, i64>>,
     gateway: OnceLock<Gateway>,
+    /// Set by a drain: joins reaching this node are refused (`NodeUnavailable`), so a client
+    /// resumes through another node instead of being seated here again.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterRouter {
@@ -62,9 +70,11 @@ impl ClusterRouter {
         mesh: Mesh,
         metrics: ClusterMetrics,
         takeover: Arc<Takeover>,
+        heartbeats: NodeHeartbeats,
     ) -> Self {
         Self {
             takeover,
+            heartbeats,
             node_id: node_id.to_string(),
             placement: Placement::new(node_id, Some(registry.clone()), homes.clone()),
             homes,
@@ -73,6 +83,7 @@ impl ClusterRouter {
             metrics,
             held: Arc::new(DashMap::new()),
             gateway: OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -87,19 +98,25 @@ impl ClusterRouter {
         self.held.clone()
     }
 
-    /// Give up every home this node holds (compare-and-delete on the epoch held), so the
-    /// participants' next joins place the conversations on the other nodes at once (a drain;
-    /// the node must already be out of the registry). Returns how many were given up.
-    pub async fn release_all(&self) -> usize {
-        let held: Vec<(String, i64)> = self.held.iter().map(|e| (e.key().clone(), *e.value())).collect();
-        let mut released = 0;
-        for (key, epoch) in held {
-            self.held.remove_if(&key, |_, e| *e == epoch);
-            if matches!(self.homes.release(&key, &self.node_id, epoch).await, Ok(true)) {
-                released += 1;
-            }
-        }
-        released
+    /// From now on refuse every join here (a drain; the node is already out of the registry).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The conversations this node hosts now, with the epoch held.
+    pub fn held_keys(&self) -> Vec<(String, i64)> {
+        self.held.iter().map(|e| (e.key().clone(), *e.value())).collect()
+    }
+
+    /// Stop hosting `key` (held at `epoch`) without giving its home record up: the mirror and
+    /// the fence checks leave it alone, and its end does not release the record.
+    pub fn forget(&self, key: &str, epoch: i64) {
+        self.held.remove_if(key, |_, e| *e == epoch);
+    }
+
+    /// Give up the home record of `key` by compare-and-delete on `epoch`.
+    pub async fn release(&self, key: &str, epoch: i64) -> Result<bool, crate::DatabaseError> {
+        self.homes.release(key, &self.node_id, epoch).await
     }
 
     /// The epoch this node holds `key` at, if it hosts it.
@@ -108,20 +125,38 @@ impl ClusterRouter {
     }
 
     async fn decide(&self, key: &str) -> Result<HomeDecision, Refusal> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(home_unavailable("this node is draining; reconnect through another node"));
+        }
         let mut home = self.placement.home_of(key).await.map_err(home_unavailable)?;
         for _ in 0..PLACEMENT_ROUNDS {
             if home.node == self.node_id {
                 self.held.insert(key.to_string(), home.epoch);
                 return Ok(HomeDecision::Here);
             }
-            let nodes = match self.registry.nodes().await {
-                Ok(nodes) => nodes,
-                // Without the registry this node cannot tell a live home from a dead one, nor
-                // reach it: refuse rather than risk a second home.
-                Err(e) => return Err(home_unavailable(format!("node registry unreachable: {e}"))),
-            };
-            if let Some(status) = nodes.iter().find(|n| n.node_id == home.node) {
-                return Ok(HomeDecision::Elsewhere(remote(status)));
+            match self.registry.nodes().await {
+                Ok(nodes) => {
+                    if let Some(status) = nodes.iter().find(|n| n.node_id == home.node) {
+                        return Ok(HomeDecision::Elsewhere(remote(status)));
+                    }
+                }
+                // Without the registry (Redis away) the PostgreSQL heartbeat decides: a home
+                // whose `cluster_nodes` row is stale (database clock) or left is taken over; a
+                // live or unknown one cannot be reached from here: refuse rather than risk a
+                // needless move (the epoch would still keep it single).
+                Err(e) => match self.heartbeats.liveness(&home.node).await {
+                    Ok(Liveness::Gone) => {
+                        tracing::info!(key, home = %home.node, "registry unreachable; the home's PostgreSQL heartbeat is stale");
+                    }
+                    Ok(verdict) => {
+                        return Err(home_unavailable(format!(
+                            "node registry unreachable ({e}) and the home's heartbeat says {verdict:?}"
+                        )));
+                    }
+                    Err(pg) => {
+                        return Err(home_unavailable(format!("node registry ({e}) and PostgreSQL ({pg}) unreachable")));
+                    }
+                },
             }
             match self.take_over(key, &home).await? {
                 Some(taken) => {

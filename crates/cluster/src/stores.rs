@@ -5,6 +5,7 @@
 use crate::chat::PgChatBackend;
 use crate::config::ClusterConfig;
 use crate::database::{Database, DatabaseError};
+pub use crate::drain::Drain;
 use crate::events::PgEventStore;
 use crate::fencing::Fence;
 use crate::homes::Homes;
@@ -71,6 +72,8 @@ pub struct ClusterStores {
     pub fence: Arc<Fence>,
     /// Takeovers with the old home's sessions closed in the same transaction.
     pub takeover: Arc<Takeover>,
+    /// This node's `cluster_nodes` heartbeat and the death verdict when Redis is away.
+    pub heartbeats: crate::heartbeat::NodeHeartbeats,
     /// The Redis parts, once [`ClusterStores::connect_redis`] ran with `redis_url` set.
     pub redis: Option<RedisParts>,
 }
@@ -104,6 +107,7 @@ impl ClusterStores {
         // The takeover transaction adopts sessions (offline subcommands open no ledger).
         database.migrate("ledger_adoption", crate::ledger::ADOPTION_MIGRATIONS)?;
         let takeover = Arc::new(Takeover::new(&database, &node_id));
+        let heartbeats = crate::heartbeat::NodeHeartbeats::open(&database)?;
         tracing::info!(node = %node_id, "cluster mode: stores on PostgreSQL");
         Ok(Some(Self {
             database,
@@ -116,6 +120,7 @@ impl ClusterStores {
             homes,
             fence,
             takeover,
+            heartbeats,
             tenants,
             redis: None,
         }))
@@ -147,7 +152,7 @@ impl ClusterStores {
         self.fence.set_metrics(cluster_metrics.clone());
         let mut fence_checks = None;
         let mut mirror_writer = None;
-        let mut router_for_drain = None;
+        let mut hand_over = None;
         let registry = self.redis.as_ref().map(|r| r.registry.clone());
         let monitor = cluster_metrics.spawn_monitor(self.node_id.clone(), registry.clone(), self.homes.clone());
         let mut addresses =
@@ -173,6 +178,7 @@ impl ClusterStores {
                     mesh.clone(),
                     cluster_metrics.clone(),
                     self.takeover.clone(),
+                    self.heartbeats.clone(),
                 ));
                 router.install(&state.gateway);
                 fence_checks = Some(self.fence.spawn_checks(state.gateway.clone(), router.held()));
@@ -185,16 +191,33 @@ impl ClusterStores {
                 )?;
                 state.gateway.set_conversation_mirror(mirror.clone());
                 mirror_writer = Some(mirror.spawn_writer());
-                router_for_drain = Some(router.clone());
+                hand_over = Some(crate::drain::HandOver {
+                    router: router.clone(),
+                    mirror,
+                    fence: self.fence.clone(),
+                    gateway: state.gateway.clone(),
+                });
                 tracing::info!(node = %self.node_id, mesh = %bound, "cluster mode: placement on, node mesh listening");
                 Some(mesh)
             }
         };
+        let heartbeat =
+            self.heartbeats.spawn(self.node_id.clone(), addresses.clone(), cluster_metrics.pg_nodes.clone());
         let redis = self.redis.as_ref().map(|r| (r.url.as_str(), &r.registry));
         let tasks = ClusterTasks::start(state, &self.node_id, self.identity.clone(), redis, addresses).await?;
         let (heartbeats, registry) = tasks.announcements();
-        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, router: router_for_drain };
-        Ok(ClusterNode { tasks, mesh, monitor, fence_checks, mirror_writer, metrics: cluster_metrics, drain })
+        let pg = crate::drain::PgPresence { heartbeats: self.heartbeats.clone(), beat: heartbeat.abort_handle() };
+        let drain = Drain { node_id: self.node_id.clone(), heartbeats, registry, hand_over, pg: Some(pg) };
+        Ok(ClusterNode {
+            tasks,
+            mesh,
+            monitor,
+            fence_checks,
+            mirror_writer,
+            heartbeat,
+            metrics: cluster_metrics,
+            drain,
+        })
     }
 
     /// Put this node's PostgreSQL stores into the control plane's parts.
@@ -247,6 +270,8 @@ pub struct ClusterNode {
     monitor: tokio::task::JoinHandle<()>,
     fence_checks: Option<tokio::task::JoinHandle<()>>,
     mirror_writer: Option<tokio::task::JoinHandle<()>>,
+    /// The `cluster_nodes` heartbeat.
+    heartbeat: tokio::task::JoinHandle<()>,
     drain: Drain,
     pub metrics: ClusterMetrics,
 }
@@ -265,6 +290,7 @@ impl ClusterNode {
     /// Stop: leave the registry, close the mesh.
     pub async fn stop(self) {
         self.monitor.abort();
+        self.heartbeat.abort();
         if let Some(checks) = self.fence_checks {
             checks.abort();
         }
@@ -274,27 +300,6 @@ impl ClusterNode {
         self.tasks.stop().await;
         if let Some(mesh) = self.mesh {
             mesh.close();
-        }
-    }
-}
-
-/// A planned stop (SIGTERM): leave the registry (so no join is sent here any more), then give
-/// up every home held, so the participants who reconnect when this node ends their sessions
-/// place the conversations on the other nodes at once instead of waiting for a takeover.
-#[derive(Clone, Debug)]
-pub struct Drain {
-    node_id: String,
-    heartbeats: Option<tokio::task::AbortHandle>,
-    registry: Option<crate::registry::NodeRegistry>,
-    router: Option<Arc<ClusterRouter>>,
-}
-
-impl Drain {
-    pub async fn run(&self) {
-        ClusterTasks::leave_registry(self.heartbeats.as_ref(), self.registry.as_ref(), &self.node_id).await;
-        if let Some(router) = &self.router {
-            let released = router.release_all().await;
-            tracing::info!(node = %self.node_id, conversations = released, "draining: homes given up");
         }
     }
 }

@@ -90,6 +90,9 @@ error_codes! {
     // In a cluster, the node hosting the conversation cannot be reached or decided right now
     // (issue 17, docs/cluster.md): reconnect and join again.
     NodeUnavailable = 503,
+    // In a cluster, the conversation's home is draining (a planned stop, issue 17): the
+    // participant's session is kept; reconnect through another node and send `resume`.
+    NodeDraining = 503,
     // A phone number dialled out through a SIP trunk did not answer (issue 16): the SIP
     // final response mapped to what the requester can act on (crates/sip, docs/sip.md).
     PhoneBusy = 409,

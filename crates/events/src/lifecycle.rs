@@ -27,19 +27,25 @@ impl LifecycleEvents {
         let (queue, mut rx) = mpsc::unbounded_channel::<Vec<LedgerChange>>();
         tokio::spawn(async move {
             while let Some(changes) = rx.recv().await {
-                let topic = events.topic();
-                for change in &changes {
-                    for event in events_for(&topic, change) {
-                        let published = events.publish_now(SystemEvent {
-                            event_type: event.event_type,
-                            subject: event.subject,
-                            data: event.data,
-                        });
-                        if let Err(e) = published {
-                            tracing::error!(error = %e, "cannot queue a call lifecycle event");
+                // The store call blocks (PostgreSQL may hang up to its query timeout): off the
+                // runtime's workers, which carry every socket; awaited, so the order is kept.
+                let events = events.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let topic = events.topic();
+                    for change in &changes {
+                        for event in events_for(&topic, change) {
+                            let published = events.publish_now(SystemEvent {
+                                event_type: event.event_type,
+                                subject: event.subject,
+                                data: event.data,
+                            });
+                            if let Err(e) = published {
+                                tracing::error!(error = %e, "cannot queue a call lifecycle event");
+                            }
                         }
                     }
-                }
+                })
+                .await;
             }
         });
         Arc::new(Self { inner, meter: Mutex::new(Meter::new(Price::default())), queue })

@@ -364,10 +364,22 @@ fn sync_configured(
 }
 
 impl EventPublisher for Events {
+    // The store calls block (a hung PostgreSQL up to its query timeout): run them off the
+    // async workers.
     fn publish(&self, event: SystemEvent) -> EventFuture<Result<(), EventError>> {
-        Box::pin(std::future::ready(self.publish_now(event)))
+        let events = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || events.publish_now(event))
+                .await
+                .unwrap_or_else(|e| Err(EventError::Unavailable(format!("event publisher: {e}"))))
+        })
     }
     fn callback(&self, event: CallbackEvent) -> EventFuture<Result<(), EventError>> {
-        Box::pin(std::future::ready(self.callback_now(event)))
+        let events = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || events.callback_now(event))
+                .await
+                .unwrap_or_else(|e| Err(EventError::Unavailable(format!("event publisher: {e}"))))
+        })
     }
 }

@@ -79,16 +79,23 @@ async fn run(events: Events) {
     let config = events.0.config.delivery.clone();
     loop {
         let now = events.now();
-        let (validations, due, depth) = {
-            let mut store = events.store();
-            if last_prune.is_none_or(|at| now.saturating_sub(at) > 3_600_000) {
-                last_prune = Some(now);
-                if let Err(e) = store.prune_delivered(now - KEEP_DELIVERED_MS) {
-                    tracing::warn!(error = %e, "cannot prune delivered events");
-                }
+        let limit = config.batch_size.max(1) + in_flight.len();
+        let prune = last_prune.is_none_or(|at| now.saturating_sub(at) > 3_600_000);
+        if prune {
+            last_prune = Some(now);
+        }
+        // The store blocks (a hung PostgreSQL up to its query timeout): off the async workers.
+        let reader = events.clone();
+        let Ok((validations, due, depth)) = tokio::task::spawn_blocking(move || {
+            let mut store = reader.store();
+            if prune && let Err(e) = store.prune_delivered(now - KEEP_DELIVERED_MS) {
+                tracing::warn!(error = %e, "cannot prune delivered events");
             }
-            let limit = config.batch_size.max(1) + in_flight.len();
             (store.due_validations(now), store.due(now, limit), store.pending_count())
+        })
+        .await
+        else {
+            return;
         };
         match validations {
             Ok(list) => {

@@ -218,12 +218,14 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
-            // A cluster node first leaves the registry and gives up its homes, so the
-            // participants its shutdown disconnects rejoin on the other nodes at once.
+            // A cluster node first leaves the registry and hands its conversations over: their
+            // participants resume on the other nodes at once, their usage sessions kept open for
+            // the new home to adopt (docs/cluster.md, "Drain").
             if let Some(drain) = drain {
                 drain.run().await;
             }
-            // End every live participant session (ServerShutdown) so usage is closed cleanly.
+            // End every other live participant session (ServerShutdown) so usage is closed
+            // cleanly (every one of them on a single node).
             state.gateway.shutdown().await;
             let _ = stop_tx.send(true);
         })

@@ -79,6 +79,11 @@ pub enum ServerCommand {
     /// The server is shutting down cleanly: every session ends with `ServerShutdown`.
     /// Only the server itself may send it.
     Shutdown,
+    /// A cluster node is draining (a planned stop): every participant is told to reconnect
+    /// and `resume` (`NodeDraining`) and is detached **without** its session ending, so its
+    /// usage session stays open for the next home to adopt (docs/cluster.md, "Drain").
+    /// Only the server itself may send it.
+    HandOver,
 }
 
 impl Conversation {
@@ -364,6 +369,12 @@ impl Conversation {
                     return Err(Refusal::new(ErrorCode::Forbidden, "only the server shuts conversations down"));
                 }
                 self.end_all(now, EndReason::ServerShutdown, &mut out);
+            }
+            ServerCommand::HandOver => {
+                if view.is_some() {
+                    return Err(Refusal::new(ErrorCode::Forbidden, "only the server hands conversations over"));
+                }
+                self.hand_over_all(&mut out);
             }
         }
         Ok(out)

@@ -679,6 +679,31 @@ impl Conversation {
         }
     }
 
+    /// The node is draining: tell every live participant to reconnect and `resume`, detach
+    /// everyone without ending a session (no `SessionEnded`: the usage sessions stay open for
+    /// the next home to adopt), and end the conversation here.
+    pub(super) fn hand_over_all(&mut self, out: &mut Vec<Output>) {
+        let participants = std::mem::take(&mut self.participants);
+        for (id, p) in participants {
+            if p.link == Link::Live {
+                let message = ServerMessage::error(
+                    palaver_core::ErrorCode::NodeDraining,
+                    "this node is draining: reconnect through another node and resume",
+                    None,
+                );
+                out.push(send_one(&id, message));
+            }
+            out.push(Output::Detach { participant_id: id.clone(), reason: EndReason::ServerShutdown });
+            if p.media_active {
+                out.push(Output::MediaLeave { participant_id: id });
+            }
+        }
+        if !self.ended {
+            self.ended = true;
+            out.push(Output::ConversationEnded);
+        }
+    }
+
     /// Live sockets of participants in the conversation (lobby excluded), minus `except`.
     pub(super) fn roster_audience(&self, except: Option<&str>) -> Vec<String> {
         self.participants

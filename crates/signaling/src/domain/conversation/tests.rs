@@ -573,6 +573,24 @@ fn server_shutdown_ends_every_session_once_and_only_the_server_may() {
 }
 
 #[test]
+fn a_hand_over_tells_everyone_to_resume_and_ends_no_session() {
+    let mut c = meeting(MeetingPolicy::default());
+    join(&mut c, T0, "org", directory("organizer", "O", TENANT), None);
+    join(&mut c, T0, "ext", external("u1"), None);
+    let err = c.server_command(T0, &Authority::User(ORG.into()), ServerCommand::HandOver).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    let out = c.server_command(T0 + 1, &Authority::Server, ServerCommand::HandOver).unwrap();
+    assert!(ended_sessions(&out).is_empty(), "the sessions stay open for the next home to adopt");
+    for who in ["org", "ext"] {
+        assert_eq!(error_code(&out, who).as_deref(), Some("NodeDraining"), "{who} is told to resume");
+        assert!(out.iter().any(|o| matches!(o, Output::Detach { participant_id, .. } if participant_id == who)));
+        assert!(!to(&out, who).iter().any(|m| matches!(m, ServerMessage::SessionEnded { .. })));
+    }
+    assert_eq!(out.iter().filter(|o| **o == Output::ConversationEnded).count(), 1);
+    assert_eq!(c.participants().count(), 0);
+}
+
+#[test]
 fn a_thousand_participants_get_one_broadcast_and_the_next_is_refused() {
     let policy = MeetingPolicy { lobby_bypass: LobbyBypass::Everyone, max_participants: 1000, ..Default::default() };
     let mut c = meeting(policy);
