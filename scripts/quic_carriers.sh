@@ -15,7 +15,9 @@
 # (default "quic quic-srtp"; `quic` = datagrams, `quic-srtp` = SRTP over UDP to the worker,
 # `webrtc`), or CARRIERS_RUNS (space-separated preset:transport[:extra flags with commas for
 # spaces], replacing the presets × transports product, e.g. "mixing10:webrtc idle1000:quic-srtp"),
-# CARRIERS_SERVERS (space-separated label=path, default "server=<target>/palaver"),
+# CARRIERS_SERVERS (space-separated label=path, default "server=<target>/palaver"; the same
+# binary may appear under two labels with CARRIERS_TOML_<label> appended to one's config, e.g.
+# CARRIERS_TOML_ticking='[media.mixer]\nrest_when_silent = false'),
 # CARRIERS_DURATION (s, default 20), CARRIERS_NO_BUILD=1, CARRIERS_OUT (default a temporary
 # directory, kept), CARRIERS_EXTRA (more palaver-load flags for every run), CARRIERS_LOAD (the
 # palaver-load binary, default <target>/<profile>/palaver-load).
@@ -64,6 +66,9 @@ start_server() {
     metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     mkdir -p "$work/data"
     printf '[usage]\nmetrics_listen = "127.0.0.1:%s"\n' "$metrics_port" >"$work/palaver.toml"
+    # Per-server extra configuration: CARRIERS_TOML_<label> (TOML text, `\n` for new lines).
+    local extra="CARRIERS_TOML_${2:-}"
+    [[ -n ${2:-} && -n ${!extra:-} ]] && printf '%b\n' "${!extra}" >>"$work/palaver.toml"
     "$1" --config "$work/palaver.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
         --log-level warn run >"$work/server.out" 2>"$work/server.err" &
     server_pid=$!
@@ -89,7 +94,7 @@ for run in $runs; do
     name=$preset-$transport${flags:+-$(echo "$flags" | tr -dc 'a-z0-9')}
     for entry in $servers; do
         label=${entry%%=*}
-        start_server "${entry#*=}"
+        start_server "${entry#*=}" "$label"
         sleep 1
         idle_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
         echo "=== $preset over $transport ${flags:+($flags) }server $label (pid $server_pid, idle RSS $idle_kb kB, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%T))"

@@ -94,6 +94,9 @@ pub struct MixerSection {
     pub expected_loss_percent: i32,
     /// With a single talker, forward its packets to listeners instead of re-encoding.
     pub passthrough: bool,
+    /// Skip the ticks of a silent room that would send nothing (docs/mixer.md "Resting");
+    /// `false` ticks every room in full every 20 ms (same output, more CPU: for comparisons).
+    pub rest_when_silent: bool,
 }
 
 impl Default for MixerSection {
@@ -106,6 +109,7 @@ impl Default for MixerSection {
             fec: mixer.encoder.inband_fec,
             expected_loss_percent: mixer.encoder.expected_loss_percent,
             passthrough: mixer.passthrough,
+            rest_when_silent: mixer.rest_when_silent,
         }
     }
 }
@@ -122,6 +126,7 @@ impl MixerSection {
         config.talker_encoder = palaver_sfu::mixer::EncoderSettings { complexity: 1, ..config.encoder };
         config.passthrough = self.passthrough;
         config.pair_passthrough = self.passthrough;
+        config.rest_when_silent = self.rest_when_silent;
         config
     }
 
@@ -343,6 +348,9 @@ mod tests {
             (5, 48_000, false)
         );
         assert!(!mixer.passthrough && !mixer.pair_passthrough);
+        assert!(mixer.rest_when_silent, "rests by default");
+        let ticking = ServerConfig::parse("[media.mixer]\nrest_when_silent = false").unwrap();
+        assert!(!ticking.media.mixer.to_mixer_config().rest_when_silent);
         assert_eq!(mixer.talker_encoder.complexity, 1);
         assert_eq!(ServerConfig::default().media.mixer.to_mixer_config(), palaver_sfu::mixer::MixerConfig::default());
         assert!(cfg.validate().is_ok());

@@ -108,6 +108,47 @@ fn steady_state_ticks_and_pushes_do_not_allocate_and_memory_is_measured() {
     assert_eq!(allocated, 0, "1600 ticks and 8000 pushes allocated {allocated} times");
 }
 
+/// A room of 100 whose senders use DTX (nothing is sent in a pause): while nobody talks the
+/// room rests (`mixer/mixer/rest.rs`) and its ticks are only counted; a talker's first packet
+/// wakes it (every participant is caught up in one pass). Neither resting, waking nor the catch-up
+/// allocates, and nearly every silent tick is a resting one.
+#[test]
+fn a_resting_room_and_its_wake_ups_do_not_allocate() {
+    let voice = frames(true, 50);
+    let t0 = Instant::now();
+    let mut mixer = Mixer::new(t0, MixerConfig::default()).unwrap();
+    let inputs: Vec<MixerInput> = (0..100).map(|_| mixer.add_participant().unwrap()).collect();
+    let mut out = MixOutputs::new();
+    // Participant 0 talks 1 s out of every 10 s (DTX: it sends nothing otherwise).
+    let spurts = |mixer: &mut Mixer, out: &mut MixOutputs, ticks: std::ops::Range<u64>| {
+        for tick in ticks {
+            let base = t0 + Duration::from_millis(tick * 20);
+            if tick % 500 < 50 {
+                let packet = RtpAudioIn {
+                    seq: tick as u16,
+                    timestamp: (tick as u32).wrapping_mul(960),
+                    audio_level: Some((20, true)),
+                    marker: tick % 500 == 0,
+                    payload: &voice[tick as usize % voice.len()],
+                };
+                mixer.push(base + Duration::from_millis(1), inputs[0], &packet).unwrap();
+            }
+            mixer.tick(base + Duration::from_millis(12), out);
+        }
+    };
+    spurts(&mut mixer, &mut out, 0..1_000); // warm-up: two spurts and their silences
+    let before = mixer.stats();
+    let ((), allocated) = support::counting_alloc::counted(|| spurts(&mut mixer, &mut out, 1_000..6_000));
+    let stats = mixer.stats();
+    let (ticks, resting) = (stats.ticks - before.ticks, stats.resting_ticks - before.resting_ticks);
+    println!("{ticks} ticks of a room of 100, {resting} of them resting; {allocated} heap allocations");
+    assert!(stats.passthrough_packets > before.passthrough_packets, "the spurts were heard");
+    assert_eq!(allocated, 0, "resting, waking and catching up allocated {allocated} times");
+    // 10 spurts of 50 ticks plus each one's hang-over and silence run are full ticks; so are
+    // the ticks where one of the 100 listeners' keep-alive is due (every 5 s each).
+    assert!(resting * 10 >= ticks * 7, "{resting} of {ticks} ticks resting");
+}
+
 /// Bytes currently allocated from the C heap (Rust's System allocator and libopus both
 /// allocate there).
 fn heap_in_use() -> i64 {

@@ -534,7 +534,9 @@ impl Engine {
             if report.late {
                 WorkerCounters::inc(&counters.mixer_overruns);
             }
-            if let Some(router) = self.routers.get_mut(&router_id) {
+            if mix.reports_due(now)
+                && let Some(router) = self.routers.get_mut(&router_id)
+            {
                 mix.sender_reports(now, router.ntp_time(now), |to, packet| sink.send_rtcp(to, packet));
             }
         }

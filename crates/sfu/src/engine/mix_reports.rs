@@ -35,23 +35,37 @@ fn spread(ssrc: u32, salt: u32) -> Duration {
 }
 
 impl MixSendStats {
-    pub fn on_sent(&mut self, now: Instant, timestamp: u32, payload_len: usize) {
+    /// Counts a packet of the stream `ssrc` sent at `now`; the stream's first report is due
+    /// 0.25–0.75 s after its first packet.
+    pub fn on_sent(&mut self, now: Instant, ssrc: u32, timestamp: u32, payload_len: usize) {
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(payload_len as u32);
         self.last = Some((timestamp, now));
+        if self.next_report_at.is_none() {
+            self.next_report_at = Some(now + spread(ssrc, 0) / 2);
+        }
     }
 
-    /// Writes `SR + SDES(CNAME)` for `ssrc` into `buf` when one is due (after the first packet).
-    pub fn report(&mut self, now: Instant, ntp_time: u64, ssrc: u32, buf: &mut [u8]) -> Option<usize> {
-        let (timestamp, at) = self.last?;
-        let due = *self.next_report_at.get_or_insert_with(|| now + spread(ssrc, 0) / 2);
-        if now < due {
-            return None;
-        }
-        self.next_report_at = Some(now + spread(ssrc, self.packets));
+    /// When the next report is due, if the stream sent since its last one (a paused stream has
+    /// none: [`Self::report`] need not be asked until it sends again). The room keeps the
+    /// earliest of its streams' and scans them only then.
+    pub fn due(&self) -> Option<Instant> {
+        self.last?;
         if self.reported_packets == Some(self.packets) {
             return None;
         }
+        self.next_report_at
+    }
+
+    /// Writes `SR + SDES(CNAME)` for `ssrc` into `buf` when one is due: the stream sent since
+    /// its previous report and the interval has passed.
+    pub fn report(&mut self, now: Instant, ntp_time: u64, ssrc: u32, buf: &mut [u8]) -> Option<usize> {
+        let due = self.due()?;
+        if now < due {
+            return None;
+        }
+        let (timestamp, at) = self.last?;
+        self.next_report_at = Some(now + spread(ssrc, self.packets));
         self.reported_packets = Some(self.packets);
         let elapsed = now.saturating_duration_since(at).as_nanos();
         let info = SenderInfo {
@@ -81,7 +95,7 @@ mod tests {
         let mut reports = Vec::new();
         for i in 0..250u32 {
             let now = t0 + Duration::from_millis(20) * i;
-            stats.on_sent(now, 960 * i, 40);
+            stats.on_sent(now, 9, 960 * i, 40);
             if let Some(n) = stats.report(now + Duration::from_millis(5), u64::from(i), 9, &mut buf) {
                 reports.push((i, buf[..n].to_vec()));
             }
@@ -108,13 +122,14 @@ mod tests {
         let t0 = Instant::now();
         let mut stats = MixSendStats::default();
         let mut buf = [0u8; 64];
-        stats.on_sent(t0, 0, 40);
+        stats.on_sent(t0, 9, 0, 40);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // One report for the packet sent, then nothing for 10 s of silence.
         let reports = (1..=500u64).filter(|&i| stats.report(at(20 * i), 1, 9, &mut buf).is_some()).count();
         assert_eq!(reports, 1);
+        assert_eq!(stats.due(), None, "a paused stream needs no scan");
         // The stream sends again (a keep-alive): one report about it within the next interval.
-        stats.on_sent(at(10_010), 960, 1);
+        stats.on_sent(at(10_010), 9, 960, 1);
         let again = (501..=600u64).filter(|&i| stats.report(at(20 * i), 1, 9, &mut buf).is_some()).count();
         assert_eq!(again, 1);
     }

@@ -104,6 +104,11 @@ pub(super) struct RouterMix {
     tone_targets: Vec<TransportId>,
     /// Ringback/hold tones playing to legs that wait for their callee (`early_media`).
     early: Vec<EarlyPlayer>,
+    /// Some member relays RFC 4733 tones (else the per-tick tone pass is skipped).
+    any_tones: bool,
+    /// The earliest sender report due among the outputs ([`MixSendStats::due`]): the outputs
+    /// are scanned only then, not every round (a silent room's paused streams have none).
+    reports_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for RouterMix {
@@ -161,6 +166,8 @@ impl RouterMix {
             ticks: 0,
             tone_targets: Vec::new(),
             early: Vec::new(),
+            any_tones: false,
+            reports_due: None,
         })
     }
 
@@ -204,6 +211,7 @@ impl RouterMix {
             }
             self.by_index[input.index as usize] = None;
             let _ = self.mixer.remove_participant(input);
+            self.any_tones = self.members.values().any(|m| m.tones.is_some());
         }
     }
 
@@ -394,6 +402,7 @@ impl RouterMix {
                 // One tick of the events' clock (durations): 160 at /8000, 960 at /48000.
                 let duration_units = (clock_rate / 50).clamp(1, tick_units);
                 member.tones = payload_type.map(|pt| Box::new(ToneRelay::new(pt, tick_units, duration_units)));
+                self.any_tones = self.members.values().any(|m| m.tones.is_some());
                 Ok(())
             }
         }
@@ -480,13 +489,15 @@ impl RouterMix {
                 let relayed = MixPacket { marker: tone.marker, timestamp: tone.timestamp, ..*packet };
                 let mut payload = [0u8; TONE_PAYLOAD_LEN];
                 if tone.event.write(&mut payload).is_ok() {
-                    member.sent.on_sent(now, packet.timestamp, payload.len());
+                    member.sent.on_sent(now, output.ssrc, packet.timestamp, payload.len());
+                    self.reports_due = earliest(self.reports_due, member.sent.due());
                     emit(*transport, &spec, &relayed, &payload);
                 }
                 continue;
             }
             let payload = self.outputs.payload(packet.payload);
-            member.sent.on_sent(now, packet.timestamp, payload.len());
+            member.sent.on_sent(now, output.ssrc, packet.timestamp, payload.len());
+            self.reports_due = earliest(self.reports_due, member.sent.due());
             emit(*transport, output, packet, payload);
         }
         self.tones_between_packets(now, &mut emit);
@@ -509,6 +520,9 @@ impl RouterMix {
         now: Instant,
         emit: &mut impl FnMut(TransportId, &MixOutputSpec, &MixPacket, &[u8]),
     ) {
+        if !self.any_tones {
+            return;
+        }
         for (transport, member) in self.members.iter_mut() {
             let (Some(relay), Some(output)) = (member.tones.as_deref_mut(), member.output) else { continue };
             let Some((last, tick)) = member.tone_clock else { continue };
@@ -525,26 +539,48 @@ impl RouterMix {
             let relayed = MixPacket { marker: tone.marker, timestamp: tone.timestamp, ..sent };
             let mut payload = [0u8; TONE_PAYLOAD_LEN];
             if tone.event.write(&mut payload).is_ok() {
-                member.sent.on_sent(now, timestamp, payload.len());
+                member.sent.on_sent(now, output.ssrc, timestamp, payload.len());
+                self.reports_due = earliest(self.reports_due, member.sent.due());
                 emit(*transport, &spec, &relayed, &payload);
             }
         }
     }
 
-    /// Sends each output's sender report when due (`ntp_time`: the room router's clock).
+    /// Some output's sender report is due at `now` (cheap: the caller then reads the router's
+    /// clock and calls [`Self::sender_reports`]).
+    pub fn reports_due(&self, now: Instant) -> bool {
+        self.reports_due.is_some_and(|due| now >= due)
+    }
+
+    /// Sends each output's sender report when due (`ntp_time`: the room router's clock). The
+    /// outputs are walked only when one is due ([`Self::reports_due`]).
     pub fn sender_reports(&mut self, now: Instant, ntp_time: u64, mut emit: impl FnMut(TransportId, &[u8])) {
+        if !self.reports_due(now) {
+            return;
+        }
         let mut buf = [0u8; 64];
+        let mut next = None;
         for (&transport, member) in self.members.iter_mut() {
             let Some(output) = member.output else { continue };
             if let Some(n) = member.sent.report(now, ntp_time, output.ssrc, &mut buf) {
                 emit(transport, &buf[..n]);
             }
+            next = earliest(next, member.sent.due());
         }
+        self.reports_due = next;
     }
 
     #[cfg(test)]
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

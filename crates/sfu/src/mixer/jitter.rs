@@ -163,6 +163,8 @@ pub struct JitterBuffer {
     last_playout_delay: Option<i64>,
     transit: TransitWindows,
     stats: JitterStats,
+    /// Slots holding a packet (so [`Self::rests`] needs no scan).
+    filled: usize,
 }
 
 impl JitterBuffer {
@@ -183,6 +185,7 @@ impl JitterBuffer {
             last_playout_delay: None,
             transit: TransitWindows::EMPTY,
             stats: JitterStats::default(),
+            filled: 0,
         }
     }
 
@@ -234,6 +237,7 @@ impl JitterBuffer {
         for slot in self.slots.iter_mut() {
             slot.filled = false;
         }
+        self.filled = 0;
         self.newest = None;
         self.cursor = None;
         self.last_played_seq = None;
@@ -279,6 +283,9 @@ impl JitterBuffer {
         if slot.filled && slot.ext_ts == ext {
             self.stats.duplicates += 1;
             return Err(PacketDrop::Duplicate);
+        }
+        if !slot.filled {
+            self.filled += 1;
         }
         slot.filled = true;
         slot.ext_ts = ext;
@@ -378,6 +385,7 @@ impl JitterBuffer {
             // Too much delay buffered: drop one frame, preferably a quiet one.
             if let Some(index) = self.filled_at(cursor) {
                 self.slots[index].filled = false;
+                self.filled -= 1;
                 self.last_played_seq = Some(self.slots[index].seq);
                 self.last_played_quiet = self.slot_is_quiet(index);
             }
@@ -385,6 +393,36 @@ impl JitterBuffer {
             self.cursor = Some(cursor + FRAME);
         }
         self.play_at_cursor(now)
+    }
+
+    /// True when every [`Self::next_frame`] until the next push plays [`Playout::Silent`]: no
+    /// packet is stored, and a missing frame counts as silence (the last one played was quiet,
+    /// or packets stopped a while ago), never as loss. O(1).
+    pub fn rests(&self) -> bool {
+        self.filled == 0 && (self.last_played_quiet || self.frames_without_packet >= LOSS_TO_SILENCE_FRAMES)
+    }
+
+    /// [`Self::next_frame`] of a buffer that [`Self::rests`]: the same state changes (cursor,
+    /// counters) without looking at any slot; the frame is [`Playout::Silent`]. A mixer whose
+    /// room is silent catches its inputs up with it after ticks it skipped.
+    pub fn next_frame_at_rest(&mut self, now: i64) {
+        debug_assert!(self.rests());
+        self.last_playout_delay = None;
+        // No packet ever, or no cursor yet with nothing stored: `next_frame` returns at once.
+        let (Some(_), Some(mut cursor), Some(base)) = (self.newest, self.cursor, self.transit.base()) else { return };
+        let lag = now - base - self.target_delay_samples() - cursor;
+        if lag < 0 {
+            self.stats.stalls += 1;
+            return;
+        }
+        // An empty cursor slot is quiet: a lag of 1.5 frames drops it (as `next_frame` does).
+        if lag >= FRAME + FRAME / 2 {
+            self.stats.skips += 1;
+            cursor += FRAME;
+        }
+        self.cursor = Some(cursor + FRAME);
+        self.frames_without_packet = self.frames_without_packet.saturating_add(1);
+        self.stats.dtx_frames += 1;
     }
 
     fn missing_frame_without_advance(&mut self) -> Playout {
@@ -401,6 +439,7 @@ impl JitterBuffer {
         if let Some(index) = self.filled_at(cursor) {
             let slot = &mut self.slots[index];
             slot.filled = false;
+            self.filled -= 1;
             // Re-align to the sender's grid if it drifted within the half-frame tolerance.
             self.cursor = Some(slot.ext_ts + FRAME);
             self.last_played_seq = Some(slot.seq);

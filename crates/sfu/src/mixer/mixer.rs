@@ -32,6 +32,7 @@ use super::{
 
 mod addressed;
 mod outputs;
+mod rest;
 
 pub use addressed::TAP_FRAME_SAMPLES;
 
@@ -64,6 +65,8 @@ pub struct MixerStats {
     /// Encoder state resets (the shared mix starting or restarting — its first start makes the
     /// encoder —, a talker's mix-minus starting).
     pub encoder_resets: u64,
+    /// Ticks of a silent room skipped in O(1) (`mixer/mixer/rest.rs`); counted in `ticks` too.
+    pub resting_ticks: u64,
 }
 
 /// What the room sends this tick.
@@ -233,6 +236,8 @@ pub struct Mixer {
     personal_mixing: bool,
     /// Per-source taps on: every unmuted participant's decoded frame goes out each tick.
     taps: bool,
+    /// Ticks skipped while the room is silent (`rest.rs`).
+    rest: rest::Rest,
 }
 
 impl std::fmt::Debug for Mixer {
@@ -289,6 +294,7 @@ impl Mixer {
             scratch: vec![0; samples],
             personal_mixing: false,
             taps: false,
+            rest: rest::Rest::default(),
         })
     }
 
@@ -307,6 +313,7 @@ impl Mixer {
     /// Turns the recording tap on or off: when on, every tick exposes the room mix in
     /// [`MixOutputs::recording`].
     pub fn set_recording_tap(&mut self, on: bool) {
+        self.wake();
         self.recording = on;
     }
 
@@ -320,6 +327,7 @@ impl Mixer {
 
     /// Adds a participant (it both sends and receives audio).
     pub fn add_participant(&mut self) -> Result<MixerInput, MixerError> {
+        self.wake();
         if self.active >= self.config.max_participants {
             return Err(MixerError::Full(self.config.max_participants));
         }
@@ -373,6 +381,7 @@ impl Mixer {
     /// A G.711 input is decoded into the mix (8 → 48 kHz); a G.711 output receives the mix
     /// encoded once per tick for all listeners of that codec.
     pub fn set_codecs(&mut self, input: MixerInput, sends: AudioCodec, hears: AudioCodec) -> Result<(), MixerError> {
+        self.wake();
         let jitter = self.config.jitter;
         let p = self.participant_mut(input)?;
         let was = p.input_codec != AudioCodec::Opus || p.output_codec != AudioCodec::Opus;
@@ -397,6 +406,7 @@ impl Mixer {
 
     /// Removes a participant. If it was talking, its voice fades out on concealment.
     pub fn remove_participant(&mut self, input: MixerInput) -> Result<(), MixerError> {
+        self.wake();
         let p = self.participant(input)?;
         if p.input_codec != AudioCodec::Opus || p.output_codec != AudioCodec::Opus {
             self.g711_participants -= 1;
@@ -434,6 +444,7 @@ impl Mixer {
         MixerInput { index: index as u32, generation: self.slots[index].generation }
     }
 
+    /// (A resting room's jitter counters lag by the ticks it skipped until it wakes: `rest.rs`.)
     pub fn participant_stats(&self, input: MixerInput) -> Result<ParticipantStats, MixerError> {
         self.participant(input).map(|p| ParticipantStats { jitter: p.jitter.stats(), ..p.stats })
     }
@@ -473,6 +484,7 @@ impl Mixer {
     /// Hands one received audio packet to the mixer. Invalid or unusable packets are
     /// counted and rejected with the reason; nothing else changes.
     pub fn push(&mut self, now: Instant, input: MixerInput, packet: &RtpAudioIn<'_>) -> Result<(), MixerError> {
+        self.wake();
         let now = self.samples_at(now);
         let participant = self.participant_mut(input)?;
         let (timestamp, level) = match participant.input_codec.g711() {
@@ -512,11 +524,15 @@ impl Mixer {
 
     /// Runs one 20 ms mixing step at `now` and fills `out` (cleared first).
     pub fn tick(&mut self, now: Instant, out: &mut MixOutputs) {
+        let now = self.samples_at(now);
+        if self.skip_resting_tick(now, out) {
+            return;
+        }
+        self.wake();
         out.clear();
         if out.packets.capacity() < self.active {
             out.packets.reserve(self.active);
         }
-        let now = self.samples_at(now);
         self.stats.ticks += 1;
         self.play_and_observe(now);
         self.advance_g722_inputs();
@@ -541,6 +557,7 @@ impl Mixer {
         self.personal_tick(out, mixed);
         self.finish_outputs(out, &mut silence_ref);
         self.update_speakers(now, out);
+        self.settle(now);
     }
 
     fn play_and_observe(&mut self, now: i64) {

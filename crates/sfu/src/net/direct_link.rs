@@ -8,6 +8,8 @@
 //! Egress reuses its buffers: [`DirectEgress`] cuts each packet from one of a ring of
 //! preallocated chunks and hands it out as a `Bytes` view; a chunk is written again once every
 //! packet cut from it was dropped (sent by the connection), so steady state allocates nothing.
+//! The chunks are made on first use: a worker whose participants all use UDP (WebRTC, the QUIC
+//! SRTP carrier) holds none (it held 8 × 64 KB each).
 
 use std::sync::Arc;
 
@@ -79,8 +81,14 @@ impl std::fmt::Debug for DirectEgress {
 }
 
 impl DirectEgress {
+    /// An egress with no chunk allocated yet (each is made when the ring first reaches it).
     pub fn new() -> Self {
-        Self { chunks: (0..CHUNKS).map(|_| BytesMut::with_capacity(CHUNK)).collect(), current: 0 }
+        Self { chunks: (0..CHUNKS).map(|_| BytesMut::new()).collect(), current: 0 }
+    }
+
+    /// Bytes of chunk storage held (0 until the first packet).
+    pub fn capacity(&self) -> usize {
+        self.chunks.iter().map(BytesMut::capacity).sum()
     }
 
     /// Queues a copy of `packet` on `link` and wakes its consumer; false (nothing copied) when
@@ -115,3 +123,25 @@ pub(crate) type IngressQueue = ArrayQueue<(TransportId, Bytes)>;
 
 /// Default ingress capacity per worker (shared by all its direct transports).
 pub const DEFAULT_INGRESS_CAPACITY: usize = 8192;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_made_on_first_use_and_then_reused() {
+        let mut egress = DirectEgress::new();
+        assert_eq!(egress.capacity(), 0, "a worker without direct links holds no egress memory");
+        let link = DirectLink::new(4096);
+        let packet = [7u8; 200];
+        assert!(egress.send(&link, &packet));
+        assert_eq!(egress.capacity(), CHUNK - packet.len(), "one chunk once something is sent");
+        // Fill the whole ring twice, dropping what the connection sent: the chunks are reused.
+        for _ in 0..2 * CHUNKS * (CHUNK / packet.len()) {
+            assert!(egress.send(&link, &packet));
+            while link.pop_egress().is_some() {}
+        }
+        assert!(egress.capacity() <= CHUNKS * CHUNK, "{}", egress.capacity());
+        assert_eq!(link.pop_egress(), None);
+    }
+}

@@ -43,6 +43,13 @@ pub(super) struct Personal {
     was_live: bool,
 }
 
+impl Personal {
+    /// No addressed audio this tick or the last: the listener hears the room like anyone.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.live && !self.was_live
+    }
+}
+
 impl std::fmt::Debug for Personal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Personal").field("live", &self.live).finish_non_exhaustive()
@@ -72,6 +79,7 @@ impl Mixer {
     /// packets are still played out of its jitter buffer, so unmuting resumes cleanly); it
     /// still hears the conversation. Takes effect at the next tick.
     pub fn set_muted(&mut self, input: MixerInput, muted: bool) -> Result<(), MixerError> {
+        self.wake();
         let p = self.participant_mut(input)?;
         p.muted = muted;
         self.silence_now(input)
@@ -80,6 +88,7 @@ impl Mixer {
     /// Hold: `input` contributes nothing and hears only audio addressed to it (music on hold
     /// through [`Self::set_audience`]; silence when there is none). Unhold restores both.
     pub fn set_held(&mut self, input: MixerInput, held: bool) -> Result<(), MixerError> {
+        self.wake();
         let p = self.participant_mut(input)?;
         p.held = held;
         self.silence_now(input)
@@ -89,6 +98,7 @@ impl Mixer {
     /// input of the conversation again (`None`). Listeners that are gone later are skipped.
     /// Allocates the source's decoder and each new listener's encoder here, not per tick.
     pub fn set_audience(&mut self, source: MixerInput, listeners: Option<&[MixerInput]>) -> Result<(), MixerError> {
+        self.wake();
         self.participant(source)?;
         let channels = self.config.output_channels;
         let samples = FRAME_SAMPLES * channels.count();
@@ -123,6 +133,7 @@ impl Mixer {
     /// decoded frame into [`MixOutputs::source_frames`] (participants with nothing to play
     /// that tick are left out). Allocates one decoder per participant here.
     pub fn set_source_taps(&mut self, on: bool) -> Result<(), MixerError> {
+        self.wake();
         self.taps = on;
         let channels = self.config.output_channels;
         for p in self.slots.iter_mut().filter_map(|s| s.participant.as_mut()) {

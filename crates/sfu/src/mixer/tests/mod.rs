@@ -7,6 +7,7 @@ mod fec;
 mod idle;
 mod phone;
 mod quiet;
+mod rest;
 mod signal;
 mod transitions;
 
