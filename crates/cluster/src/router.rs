@@ -36,6 +36,10 @@ const PLACEMENT_ROUNDS: usize = 4;
 /// How long an ended conversation's home record is kept before it is given up (a join
 /// arriving right after the last leave keeps the same home).
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// While a relay opens, how often the registry is asked whether its home is still announced: a
+/// home that died just before the open leaves the registry (its announcement expires) before the
+/// mesh gives up on it, and the join should not wait for the mesh.
+const RELAY_HOME_RECHECK: Duration = Duration::from_millis(250);
 
 /// Placement, relay and takeover, as seen from one node.
 pub struct ClusterRouter {
@@ -190,7 +194,23 @@ impl ClusterRouter {
             .and_then(|n| n.addresses.mesh.as_deref())
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| home_unavailable(format!("node {} announced no mesh address", home.node)))?;
-        self.mesh.open_relay(mesh, credential).await
+        let home_left = async {
+            loop {
+                tokio::time::sleep(RELAY_HOME_RECHECK).await;
+                if let Ok(nodes) = self.registry.nodes().await
+                    && !nodes.iter().any(|n| n.node_id == home.node)
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            opened = self.mesh.open_relay(mesh, credential) => opened,
+            () = home_left => {
+                tracing::info!(node = %home.node, "the home left the registry while a relay to it was opening");
+                Err(home_unavailable(format!("node {} left the registry while the relay was opening", home.node)))
+            }
+        }
     }
 
     fn release_later(&self, key: String) {

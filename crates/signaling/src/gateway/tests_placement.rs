@@ -2,7 +2,7 @@
 //! in, a join whose conversation lives on another node is relayed there frame for frame, the
 //! home's frames reach the client, a gone home ends the socket with `NodeUnavailable`; a
 //! conversation homed here joins as on a single node; a resume of a conversation hosted
-//! elsewhere is relayed too.
+//! elsewhere is relayed too; a join whose home dies while its relay opens is placed again.
 
 use super::placement::{HomeDecision, HomeRouter, RelayCredential, RelayLink, RemoteHome, RouterFuture};
 use super::tests::Server;
@@ -123,4 +123,56 @@ async fn a_resume_of_a_conversation_hosted_elsewhere_is_relayed() {
     let (mut at_home, _from_home, _) = opened.recv().await.expect("a relay was opened");
     let forwarded: Value = serde_json::from_str(&at_home.recv().await.unwrap()).unwrap();
     assert_eq!(forwarded, resume);
+}
+
+/// A home that dies while the relay to it opens: the first relay is refused `NodeUnavailable`,
+/// and from then on the conversation is placed here (this node took it over).
+struct DyingHomeRouter {
+    relay_failed: std::sync::atomic::AtomicUsize,
+}
+
+impl HomeRouter for DyingHomeRouter {
+    fn home_of<'a>(&'a self, _key: &'a str) -> RouterFuture<'a, Result<HomeDecision, Refusal>> {
+        Box::pin(async move {
+            Ok(if self.relay_failed.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                HomeDecision::Elsewhere(RemoteHome { node: "node-b".into(), quic: None, https: None })
+            } else {
+                HomeDecision::Here
+            })
+        })
+    }
+
+    fn open_relay<'a>(
+        &'a self,
+        _home: &'a RemoteHome,
+        _credential: RelayCredential,
+    ) -> RouterFuture<'a, Result<RelayLink, Refusal>> {
+        Box::pin(async move {
+            self.relay_failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(super::placement::home_unavailable("node node-b left the registry while the relay was opening"))
+        })
+    }
+
+    fn key_of<'a>(&'a self, _conversation_id: &'a str) -> RouterFuture<'a, Option<String>> {
+        Box::pin(async move { None })
+    }
+
+    fn released(&self, _key: &str) {}
+}
+
+#[tokio::test]
+async fn a_join_whose_home_dies_while_its_relay_opens_is_placed_again_and_joins() {
+    let s = Server::start().await;
+    let router = Arc::new(DyingHomeRouter { relay_failed: Default::default() });
+    s.state.gateway.set_home_router(router.clone());
+    let mut ada = s.connect(&s.token("8:orgid:a", Some("Ada"), &[Scope::Voip])).await;
+    ada.send(group_join(&uuid::Uuid::new_v4().to_string(), "a1")).await;
+    let answer = loop {
+        let frame = ada.recv().await;
+        if frame["type"] == "joined" || frame["type"] == "error" {
+            break frame;
+        }
+    };
+    assert_eq!(answer["type"], "joined", "placed again after the failed relay, not refused: {answer}");
+    assert_eq!(router.relay_failed.load(std::sync::atomic::Ordering::SeqCst), 1, "one relay was tried");
 }
